@@ -1,0 +1,48 @@
+# Personify — the two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test lint typecheck unit bench clean install
+
+# Create the virtual environment and install the project (runtime extras).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[all]'
+	touch $@
+
+# Same, with the test tooling.
+$(VENV)/.installed-test: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+
+## Build the synthetic e-commerce world, wire a project to it and run the main job.
+demo: $(VENV)/.installed
+	$(VENV)/bin/personify demo
+
+## Lint, type-check and run the whole test suite.
+test: $(VENV)/.installed-test lint typecheck
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: $(VENV)/.installed-test
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed-test
+	$(PY) -m pytest -q tests/unit
+
+## Performance goals: each script prints its table (see benchmarks/RESULTS.md).
+bench: $(VENV)/.installed-test
+	$(PY) benchmarks/world_load.py
+
+clean:
+	rm -rf $(VENV) personify-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,127 @@
+"""The Typer application, the options every command shares, and error handling."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+
+from personify import clock
+from personify.errors import ConfigError, PersonifyError, Transient
+
+app = typer.Typer(
+    name="personify",
+    help=(
+        "Personify — a warehouse-native customer data platform and personalization engine "
+        "for email.\n\n"
+        "Start with `personify demo` (a synthetic shop, wired and run end to end) or "
+        "`personify init DIR` (an empty project). Every command works on the project in "
+        "--project DIR (default: the current folder, which holds personify.yml)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option(
+        "--project",
+        "-p",
+        help="Project folder (holds personify.yml).",
+        envvar="PERSONIFY_PROJECT",
+        show_default="current folder",
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")
+]
+NowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--now",
+        help="Evaluate at this ISO 8601 instant instead of the clock (e.g. 2026-01-31T09:00:00Z).",
+        metavar="ISO8601",
+    ),
+]
+
+
+def console() -> Console:
+    """Human output (stdout)."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def pin_now(now: str | None) -> None:
+    """Apply ``--now``; a bad value is a usage error."""
+    if now is None:
+        return
+    try:
+        clock.pin(clock.parse_instant(now))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{now!r} is not an ISO 8601 instant (e.g. 2026-01-31T09:00:00Z)", param_hint="--now"
+        ) from None
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout."""
+    sys.stdout.write(msgspec.json.encode(document, enc_hook=_enc).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _enc(obj: Any) -> Any:
+    import datetime as dt
+    import decimal
+
+    if isinstance(obj, dt.datetime | dt.date | dt.time):
+        return obj.isoformat()
+    if isinstance(obj, decimal.Decimal):
+        return float(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _register() -> None:
+    from personify.cli import commands  # noqa: F401  (registers the commands)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    _register()
+    args = sys.argv[1:] if argv is None else argv
+    from personify.cli.forward import forward_if_served
+
+    forwarded = forward_if_served(args)
+    if forwarded is not None:
+        raise SystemExit(forwarded)
+    try:
+        app(args=args, prog_name="personify", standalone_mode=False)
+    except PersonifyError as e:
+        err_console().print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise SystemExit(
+            2 if isinstance(e, ConfigError) else (75 if isinstance(e, Transient) else 1)
+        ) from None
+    except typer.Abort:
+        err_console().print("aborted")
+        raise SystemExit(130) from None
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        if isinstance(e, click.exceptions.Exit):
+            raise SystemExit(e.exit_code) from None
+        raise

@@ -1,0 +1,82 @@
+"""``personify run`` and ``personify sync``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from personify import pipeline
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.progress import progress_bars
+from personify.session import open_session
+from personify.sources import sync_sources
+
+
+@app.command("run")
+def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None) -> None:
+    """One full cycle: sync sources, then every later stage, at --now.
+
+    Running it twice at the same --now sends nothing twice.
+    """
+    pin_now(now)
+    with open_session(project) as session:
+        report = pipeline.run(session)
+    if json:
+        emit_json(
+            {
+                "run_id": report.run_id,
+                "now": report.now,
+                "seconds": round(report.seconds, 3),
+                "stages": [
+                    {"name": s.name, "seconds": round(s.seconds, 3), "counts": s.counts}
+                    for s in report.stages
+                ],
+            }
+        )
+        return
+    table = Table(
+        "stage",
+        "seconds",
+        "counts",
+        title=f"Run {report.run_id[:8]} at {report.now:%Y-%m-%d %H:%M:%S}Z",
+    )
+    for s in report.stages:
+        counts = ", ".join(f"{k}={v:,}" for k, v in s.counts.items()) or "—"
+        table.add_row(s.name, f"{s.seconds:.2f}", counts)
+    console().print(table)
+
+
+@app.command("sync")
+def sync_command(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Source names (default: all).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Pull sources now (incremental: what was already imported is not loaded again)."""
+    pin_now(now)
+    with open_session(project) as session, progress_bars(enabled=not json) as progress:
+        results = sync_sources(session, sources or None, progress=progress)
+    if json:
+        emit_json(
+            [
+                {
+                    "source": r.source,
+                    "kind": r.kind,
+                    "seconds": round(r.seconds, 3),
+                    "counts": r.counts,
+                }
+                for r in results
+            ]
+        )
+        return
+    table = Table("source", "kind", "seconds", "counts", title="Sync")
+    for r in results:
+        counts = ", ".join(f"{k}={v:,}" for k, v in r.counts.items()) or "—"
+        table.add_row(r.source, r.kind, f"{r.seconds:.2f}", counts)
+    console().print(table)

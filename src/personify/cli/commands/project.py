@@ -1,0 +1,75 @@
+"""``personify init`` and ``personify status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.scaffold import init_project
+from personify.session import open_session
+from personify.status import status_report
+
+
+@app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the scaffold's files.")] = False,
+) -> None:
+    """Scaffold a project: personify.yml, segments/, rules/, templates/, tracking-plan/.
+
+    Writes .env with a fresh write key and admin token (kept out of git by .gitignore).
+    """
+    init_project(directory, force=force)
+    out = console()
+    out.print(f"Created a Personify project in [bold]{directory}[/]")
+    out.print("  personify.yml        the project file (warehouse, sources, delivery)")
+    out.print("  .env                 PERSONIFY_WRITE_KEY and PERSONIFY_ADMIN_TOKEN (keep secret)")
+    out.print("  segments/ rules/ templates/ tracking-plan/")
+    out.print("Next:")
+    out.print(f"  personify status --project {directory}")
+    out.print(f"  personify serve --project {directory}    # tracking API on 127.0.0.1:8787")
+
+
+@app.command("status")
+def status_command(
+    project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
+) -> None:
+    """Health: sources and their last sync, lag, table sizes, quarantine counts, last run."""
+    pin_now(now)
+    with open_session(project) as session:
+        report = status_report(session)
+    if json:
+        emit_json(report)
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    out = console()
+    wh = report["warehouse"]
+    out.print(
+        f"[bold]{report['project']}[/]  {report['root']}\n"
+        f"warehouse: {wh['backend']} {wh['url']} (schema v{wh['schema_version']})"
+    )
+    sources = Table("source", "kind", "last sync", "lag", "quarantined", title="Sources")
+    for s in report["sources"]:
+        lag = "—" if s["lag_seconds"] is None else f"{s['lag_seconds']:.0f} s"
+        sources.add_row(
+            s["name"], s["kind"], s["last_sync_at"] or "never", lag, str(s["quarantined"])
+        )
+    out.print(sources)
+    tables = Table("table", "rows", title="Tables")
+    for name, count in report["tables"].items():
+        tables.add_row(name, f"{count:,}")
+    out.print(tables)
+    q = report["quarantine"]
+    out.print(f"quarantine: {q['total']} row(s)" + (f" — {q['by_reason']}" if q["total"] else ""))
+    run = report["last_run"]
+    if run:
+        out.print(f"last run: {run['status']} at {run['started_at']} (now={run['now']})")
+    else:
+        out.print("last run: never — try `personify run`")

@@ -1,0 +1,67 @@
+"""``personify sql``: one read-only SELECT on the warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.session import open_session
+from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_user_query
+
+
+@app.command("sql")
+def sql_command(
+    query: Annotated[str, typer.Argument(help="One SELECT statement.")],
+    dialect: Annotated[
+        str | None,
+        typer.Option(
+            "--dialect",
+            "-d",
+            help="Dialect QUERY is written in (mysql, postgres, snowflake, bigquery, …); "
+            "it is transpiled to the warehouse's.",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--max-rows", help="Stop after this many rows.")] = (
+        DEFAULT_MAX_ROWS
+    ),
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds before the query is stopped.")
+    ] = (DEFAULT_TIMEOUT_S),
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Run one read-only SELECT on the warehouse and print the rows.
+
+    Anything but a single SELECT over the warehouse's tables is refused: DDL, DML, several
+    statements, and table functions that read files or URLs. CURRENT_DATE and NOW() follow --now.
+
+    Example: `personify sql "SELECT count(*) FROM customers" --json`
+    """
+    pin_now(now)
+    with open_session(project) as session:
+        result = run_user_query(
+            session.warehouse, query, dialect=dialect, max_rows=limit, timeout_s=timeout
+        )
+    if json:
+        emit_json(
+            {
+                "columns": result.columns,
+                "rows": [dict(zip(result.columns, r, strict=True)) for r in result.rows],
+                "row_count": len(result.rows),
+                "truncated": result.truncated,
+                "sql": result.sql,
+            }
+        )
+        return
+    table = Table(*result.columns, show_lines=False)
+    for row in result.rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    out = console()
+    out.print(table)
+    more = f" (stopped at {limit}; raise --max-rows for more)" if result.truncated else ""
+    out.print(f"{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}{more}")

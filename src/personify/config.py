@@ -1,0 +1,323 @@
+"""The project file (``personify.yml``) as typed, documented, immutable objects.
+
+A project is a folder: ``personify.yml`` plus SQL, rules and templates beside it.
+:func:`load_project` reads the file, interpolates ``${VAR}`` (and ``${VAR:-default}``) from the environment — and from a
+``.env`` file in the project folder, the environment winning — and converts it into the structs
+below. Any mistake raises :class:`~personify.errors.ConfigError` naming the file, the line, the key
+and what was expected.
+
+Secrets (write keys, tokens, passwords) are :class:`Secret`: they never show in ``repr``, logs or
+error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from personify._yamlmarks import MarkedDocument, parse_marked
+from personify.errors import ConfigError
+
+PROJECT_FILE: Final = "personify.yml"
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")]
+"""An identifier-like name: letters, digits, ``_`` and ``-``, starting with a letter or ``_``."""
+
+
+class Secret:
+    """A string that hides itself: ``repr``/``str`` show ``**********``.
+
+    Call :meth:`reveal` where the value is really needed (an HTTP header, a connection).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value itself. Never log it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# --------------------------------------------------------------------------------------- sources
+class _SourceBase(_Base, frozen=True):
+    @property
+    def kind(self) -> str:
+        """The source's kind (its ``kind:`` in the file)."""
+        return str(type(self).__struct_config__.tag)
+
+
+class TrackingSource(_SourceBase, frozen=True, tag="tracking", tag_field="kind"):
+    """Events sent to the Segment-compatible tracking API (``/v1/track`` …)."""
+
+    name: Name
+    """Source name, recorded in ``events.source``."""
+    write_key: Secret
+    """The key clients send as the HTTP Basic user name. Use ``${VAR}``, never the value."""
+    tracking_plan: str | None = "tracking-plan"
+    """Folder of JSON Schemas, one per event name (relative to the project)."""
+
+
+TableName = Literal[
+    "customers", "orders", "order_items", "products", "events", "consents", "tickets", "identities"
+]
+FileFormat = Literal["csv", "jsonl", "parquet"]
+
+
+class FileSource(_SourceBase, frozen=True, tag="file", tag_field="kind"):
+    """Rows imported from CSV, JSON Lines or Parquet files into one modelled table."""
+
+    name: Name
+    """Source name, recorded on every row it loads."""
+    path: str
+    """A file or a glob (``data/orders-*.parquet``), relative to the project folder."""
+    table: TableName
+    """The modelled table the rows go to."""
+    format: FileFormat | None = None
+    """``csv``, ``jsonl`` or ``parquet``; by default taken from the file's suffix."""
+    mapping: dict[str, str] = {}
+    """Target column → source field (``a.b`` reaches into nested JSON). Unmapped target columns
+    are taken from a source field of the same name when there is one."""
+    delimiter: str = ","
+    """CSV field delimiter."""
+
+    def __post_init__(self) -> None:
+        if len(self.delimiter) != 1:
+            raise ValueError("delimiter must be a single character")
+
+
+Source = TrackingSource | FileSource
+
+
+# -------------------------------------------------------------------------------------- delivery
+class OutboxDelivery(_Base, frozen=True, tag="outbox", tag_field="kind"):
+    """Write each email as an ``.eml`` file in a folder (the default: safe for trying things)."""
+
+    path: str = "outbox"
+    """Folder for the ``.eml`` files, relative to the project."""
+
+
+Delivery = OutboxDelivery
+
+
+# ------------------------------------------------------------------------------------------ demo
+class DemoSettings(_Base, frozen=True):
+    """Wiring of a ``personify demo`` project to its synthetic world."""
+
+    seed: int = 7
+    """Seed of the synthetic world: the same seed gives the same world."""
+    customers: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    """How many customers the world has."""
+    data: str = "data"
+    """Folder where the world's files are written (relative to the project)."""
+
+
+# --------------------------------------------------------------------------------------- project
+class ProjectConfig(_Base, frozen=True):
+    """The whole ``personify.yml``."""
+
+    name: Name = "personify"
+    """Project name, used in reports and as a prefix for shared resources."""
+    warehouse: str = "duckdb:///warehouse.duckdb"
+    """Warehouse URL: ``duckdb:///relative/path.duckdb``, ``duckdb:////absolute/path.duckdb``,
+    ``duckdb:///:memory:`` or ``postgresql://user@host:5432/db?schema=name``."""
+    timezone: str = "UTC"
+    """Default time zone for customers who have none (IANA name, e.g. ``Europe/Paris``)."""
+    admin_token: Secret | None = None
+    """Bearer token for the admin endpoints (profiles, privacy). Use ``${VAR}``."""
+    sources: tuple[Source, ...] = ()
+    """Where data comes from (``kind``: ``tracking``, ``file``)."""
+    delivery: Delivery = OutboxDelivery()
+    """Where email goes (``kind``: ``outbox``)."""
+    demo: DemoSettings | None = None
+    """Present in projects made by ``personify demo``."""
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name)") from None
+        scheme = self.warehouse.split(":", 1)[0]
+        if scheme not in {"duckdb", "postgresql", "postgres"}:
+            raise ValueError(
+                f"unsupported warehouse URL scheme {scheme!r}: use duckdb:/// or postgresql://"
+            )
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.name in seen:
+                raise ValueError(f"two sources are named {source.name!r}; names must be unique")
+            seen.add(source.name)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: its configuration and the folder it lives in."""
+
+    config: ProjectConfig
+    root: Path
+    file: Path
+
+    def path(self, relative: str | Path) -> Path:
+        """A path from the project file, resolved against the project folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def source(self, name: str) -> Source:
+        for s in self.config.sources:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.config.sources) or "none"
+        raise ConfigError(f"no source named {name!r} (sources: {known})", file=str(self.file))
+
+    @property
+    def state_dir(self) -> Path:
+        """``.personify/`` in the project: locks, the running server's address, local state."""
+        return self.root / ".personify"
+
+
+# --------------------------------------------------------------------------------------- loading
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def _env_file(root: Path) -> dict[str, str]:
+    path = root / ".env"
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _interpolate(doc: MarkedDocument, env: dict[str, str], file: str) -> Any:
+    def sub(value: str, path: tuple[str | int, ...]) -> str:
+        def one(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            var, default = m.group(1), m.group(2)
+            if var in env and env[var] != "":
+                return env[var]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {var} is not set",
+                file=file,
+                line=doc.line(path),
+                key=_dotted(path),
+                hint=f"export {var}=… (or put it in .env in the project folder)",
+            )
+
+        return _VAR.sub(one, value)
+
+    def walk(node: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, (*path, k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, (*path, i)) for i, v in enumerate(node)]
+        if isinstance(node, str) and "$" in node:
+            return sub(node, path)
+        return node
+
+    return walk(doc.data, ())
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _translate(err: msgspec.ValidationError, doc: MarkedDocument, file: str) -> ConfigError:
+    m = _AT.match(str(err))
+    assert m is not None
+    msg, raw = m.group("msg"), m.group("path") or ""
+    path: tuple[str | int, ...] = tuple(
+        int(t[1]) if t[1] else (t[0] or t[2]) for t in _TOKEN.findall(raw)
+    )
+    line = doc.line(path)
+    key = _dotted(path)
+    field = _FIELD.search(msg)
+    hint = None
+    if field and "unknown field" in msg:
+        bad = (*path, field.group(1))
+        line, key = doc.line(bad), _dotted(bad)
+        msg = f"unknown key {field.group(1)!r}"
+        hint = "check the spelling; see the configuration reference in README.md"
+    elif field and "missing required field" in msg:
+        msg = f"missing required key {field.group(1)!r}"
+    msg = msg.replace("Expected", "expected").replace("Invalid enum value", "invalid value")
+    return ConfigError(msg, file=file, line=line, key=key, hint=hint)
+
+
+def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = None) -> ProjectConfig:
+    """Parse the text of a project file. Raises :class:`ConfigError` on any mistake."""
+    doc = parse_marked(text, file=file)
+    if doc.data is None:
+        doc = MarkedDocument({}, doc.marks)
+    if not isinstance(doc.data, dict):
+        raise ConfigError("the project file must be a mapping of keys to values", file=file, line=1)
+    env = {**(_env_file(root) if root else {}), **os.environ}
+    data = _interpolate(doc, env, file)
+    try:
+        return msgspec.convert(data, ProjectConfig, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        raise _translate(e, doc, file) from None
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    raise NotImplementedError
+
+
+def find_project_file(directory: Path) -> Path:
+    file = directory / PROJECT_FILE
+    if not file.is_file():
+        raise ConfigError(
+            f"no {PROJECT_FILE} in {directory}",
+            file=str(file),
+            hint="run `personify init DIR` to make a project, or pass --project DIR",
+        )
+    return file
+
+
+def load_project(directory: str | Path = ".") -> Project:
+    """Load the project in ``directory`` (which holds ``personify.yml``)."""
+    root = Path(directory).expanduser().resolve()
+    file = find_project_file(root)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text ({e.reason})", file=str(file)) from None
+    config = parse_config(text, file=str(file), root=root)
+    return Project(config=config, root=root, file=file)

@@ -1,0 +1,109 @@
+"""Every error Personify raises on purpose.
+
+The tree::
+
+    PersonifyError                 root: catch this to catch everything of ours
+    ├── ConfigError                a bad project file (names file, line, key, what is expected)
+    ├── WarehouseError             the warehouse refused or failed
+    │   ├── WarehouseBusy          another process holds the embedded warehouse (Transient)
+    │   ├── UnsafeQueryError       a user query that is not one read-only SELECT
+    │   └── MigrationError         the schema could not be brought up to date
+    ├── SourceError                a source could not be read
+    │   └── FileImportError        a file that cannot be imported at all (unreadable, wrong format)
+    ├── ServiceUnavailable         a needed service (server, database) cannot be reached (Transient)
+    └── NotFound                   a customer, segment, template … that does not exist
+
+``Transient`` and ``Terminal`` are markers: retry loops retry ``Transient`` errors and give up at
+once on ``Terminal`` ones. Each error carries a ``hint`` telling the user what to do next.
+"""
+
+from __future__ import annotations
+
+
+class Transient:
+    """Marker: trying again later may succeed."""
+
+
+class Terminal:
+    """Marker: trying again will fail the same way."""
+
+
+class PersonifyError(Exception):
+    """Root of every Personify error."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(PersonifyError, Terminal):
+    """The project file is wrong. ``file``, ``line`` and ``key`` locate the mistake."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = file or "<config>"
+        if line is not None:
+            where += f":{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.file = file
+        self.line = line
+        self.key = key
+        self.reason = message
+
+
+class WarehouseError(PersonifyError):
+    """The warehouse failed or refused a statement."""
+
+
+class WarehouseBusy(WarehouseError, Transient):
+    """The embedded warehouse file is locked by another process."""
+
+
+class UnsafeQueryError(WarehouseError, Terminal):
+    """A user-supplied query is not a single read-only SELECT over allowed tables."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        col: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        loc = f" (line {line}, column {col})" if line is not None else ""
+        super().__init__(f"{message}{loc}", hint=hint)
+        self.line = line
+        self.col = col
+
+
+class MigrationError(WarehouseError, Terminal):
+    """The warehouse schema could not be created or upgraded."""
+
+
+class SourceError(PersonifyError):
+    """A source could not be read."""
+
+
+class FileImportError(SourceError, Terminal):
+    """A file cannot be imported at all (missing, unreadable, not the declared format)."""
+
+
+class ServiceUnavailable(PersonifyError, Transient):
+    """A service Personify needs (warehouse server, running `personify serve`) is unreachable."""
+
+
+class NotFound(PersonifyError, Terminal):
+    """A customer, segment, template or other named thing does not exist."""

@@ -1,0 +1,85 @@
+"""``run()``: one full cycle through the stages, in the order data moves. No logic of its own.
+
+Each stage is a function ``(session) -> dict[str, int]`` of counts; later stages (identity,
+profiles, audiences, journeys, delivery) are appended to :data:`STAGES` as they are built.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from personify import clock
+from personify.session import Session
+from personify.sources import sync_sources
+from personify.warehouse.schema import PIPELINE_RUNS
+
+Stage = Callable[[Session], dict[str, int]]
+
+
+def _sync(session: Session) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for result in sync_sources(session):
+        for key, value in result.counts.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+STAGES: tuple[tuple[str, Stage], ...] = (("sync", _sync),)
+"""The stages in order: name and function."""
+
+
+@dataclass
+class StageReport:
+    name: str
+    seconds: float
+    counts: dict[str, int]
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    now: datetime
+    stages: list[StageReport] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+def run(
+    session: Session,
+    *,
+    stages: tuple[tuple[str, Stage], ...] = STAGES,
+    on_stage: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Run every stage once, at :func:`personify.clock.now`; record the run in ``pipeline_runs``."""
+    wh = session.warehouse
+    report = RunReport(run_id=uuid.uuid4().hex, now=clock.now())
+    started = clock.now()
+    wh.execute(
+        f"INSERT INTO {PIPELINE_RUNS.name} (run_id, started_at, now, status) VALUES (?, ?, ?, ?)",
+        [report.run_id, started, report.now, "running"],
+    )
+    status = "failed"
+    try:
+        for name, stage in stages:
+            if on_stage:
+                on_stage(name)
+            t0 = time.perf_counter()
+            counts = stage(session)
+            report.stages.append(StageReport(name, time.perf_counter() - t0, counts))
+        status = "succeeded"
+    finally:
+        stats = {s.name: {"seconds": round(s.seconds, 3), **s.counts} for s in report.stages}
+        wh.execute(
+            f"UPDATE {PIPELINE_RUNS.name} SET finished_at = ?, status = ?, stats = ? "
+            "WHERE run_id = ?",
+            [clock.now(), status, msgspec.json.encode(stats).decode(), report.run_id],
+        )
+    return report

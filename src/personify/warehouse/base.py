@@ -1,0 +1,193 @@
+"""The warehouse interface every backend implements, its capabilities, and SQL rendering.
+
+Internal SQL is authored once, in DuckDB's dialect with ``?`` placeholders and no user values in
+the text; :meth:`Warehouse.render` transpiles it (with sqlglot, cached) to the backend's dialect.
+User SQL (segments, ``personify sql``) goes through :mod:`personify.warehouse.safety` first.
+Bulk data moves as Arrow tables (:meth:`Warehouse.load`), never row by row.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from personify.warehouse.schema import Table
+
+AUTHORING_DIALECT = "duckdb"
+"""The dialect Personify's own SQL is written in; backends transpile from it."""
+
+OnConflict = Literal["error", "ignore", "update"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, as data (instead of ``isinstance`` checks)."""
+
+    dialect: str
+    """sqlglot dialect name of the engine."""
+    type_map: dict[str, str] = field(default_factory=dict)
+    """Neutral column type → engine type, where they differ."""
+    single_process: bool = False
+    """Only one OS process may open the warehouse at a time (DuckDB files). Other commands on the
+    project then go through the running ``personify serve``."""
+    secondary_indexes: bool = True
+    """Create the schema's secondary indexes (DuckDB relies on zone maps instead)."""
+    advisory_lock: bool = False
+    """Processes can serialize on ``pg_advisory_xact_lock`` (migrations)."""
+
+
+class Warehouse(abc.ABC):
+    """One connection to one warehouse. Thread-safe: each thread gets its own cursor."""
+
+    scheme: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # -- SQL rendering (the only place sqlglot turns expressions into engine SQL)
+    @property
+    def dialect(self) -> str:
+        return self.capabilities.dialect
+
+    def render(self, sql: str | exp.Expr, *, read: str = AUTHORING_DIALECT) -> str:
+        """Engine SQL for ``sql`` (authored in ``read``'s dialect, or an expression)."""
+        if isinstance(sql, exp.Expr):
+            return self._generate(sql)
+        if read == self.dialect:
+            return sql
+        return _transpile(type(self), sql, read)
+
+    @classmethod
+    def _generate(cls, expression: exp.Expr) -> str:
+        """Engine SQL for one expression (backends may post-process, e.g. placeholders)."""
+        return expression.sql(dialect=cls.capabilities.dialect)
+
+    def column_type(self, neutral: str) -> str:
+        return self.capabilities.type_map.get(neutral, neutral)
+
+    # -- statements
+    @abc.abstractmethod
+    def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the affected row count when the engine reports it."""
+
+    @abc.abstractmethod
+    def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query and return all rows."""
+
+    @abc.abstractmethod
+    def fetch_arrow(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> pa.Table:
+        """Run a query and return an Arrow table."""
+
+    def scalar(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> Any:
+        rows = self.fetch(sql, params)
+        return rows[0][0] if rows else None
+
+    @abc.abstractmethod
+    def load(
+        self,
+        table: Table,
+        data: pa.Table,
+        *,
+        on_conflict: OnConflict = "error",
+        update_columns: Sequence[str] | None = None,
+    ) -> int:
+        """Bulk-insert ``data`` (columns named as ``table``'s; a subset is fine) through Arrow.
+
+        ``on_conflict`` on the primary key: ``error`` raises, ``ignore`` keeps the stored row,
+        ``update`` overwrites ``update_columns`` (default: every loaded non-key column).
+        Returns the number of rows inserted or updated.
+        """
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A transaction on this thread's cursor; nested use joins the outer one."""
+
+    @abc.abstractmethod
+    def relations(self) -> set[str]:
+        """Names of the tables and views that exist."""
+
+    @abc.abstractmethod
+    def query_user(
+        self, sql: str, *, timeout_s: float, max_rows: int
+    ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        """Run a user SELECT already checked by :mod:`~personify.warehouse.safety`, read-only,
+        with a timeout; returns ``(columns, rows, truncated)``."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers shared by backends
+    def _conflict_sql(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        on_conflict: OnConflict,
+        update_columns: Sequence[str] | None,
+    ) -> str:
+        if on_conflict == "error" or not table.primary_key:
+            return ""
+        key = ", ".join(_q(c) for c in table.primary_key)
+        if on_conflict == "ignore":
+            return f" ON CONFLICT ({key}) DO NOTHING"
+        cols = [c for c in (update_columns or columns) if c not in table.primary_key]
+        if not cols:
+            return f" ON CONFLICT ({key}) DO NOTHING"
+        sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in cols)
+        return f" ON CONFLICT ({key}) DO UPDATE SET {sets}"
+
+
+def _q(name: str) -> str:
+    """Quote an identifier (identifiers come from the schema, never from users)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+quote = _q
+
+
+@functools.lru_cache(maxsize=4096)
+def _transpile(backend: type[Warehouse], sql: str, read: str) -> str:
+    statements = sqlglot.parse(sql, read=read)
+    return ";\n".join(backend._generate(s) for s in statements if s is not None)
+
+
+# -- registry by URL scheme
+_REGISTRY: dict[str, str] = {
+    "duckdb": "personify.warehouse.duckdb.backend:DuckDBWarehouse",
+    "postgresql": "personify.warehouse.postgres.backend:PostgresWarehouse",
+    "postgres": "personify.warehouse.postgres.backend:PostgresWarehouse",
+}
+
+
+def backend_for(url: str) -> type[Warehouse]:
+    """The backend class registered for ``url``'s scheme (its driver imported lazily)."""
+    import importlib
+
+    scheme = url.split(":", 1)[0].lower()
+    try:
+        target = _REGISTRY[scheme]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unsupported warehouse URL scheme {scheme!r} (known: {known})") from None
+    module, _, name = target.partition(":")
+    cls: type[Warehouse] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def iter_batches(table: pa.Table, rows: int) -> Iterator[pa.Table]:
+    for offset in range(0, table.num_rows, rows):
+        yield table.slice(offset, rows)

@@ -1,0 +1,192 @@
+"""DuckDB, the embedded default: one file, one writing process.
+
+Opened with external access disabled (no reading files or URLs from SQL: Personify reads files with
+pyarrow and hands DuckDB Arrow tables), the session time zone pinned to UTC, and one cursor per
+thread so the server's threads share the one connection. A file held by another process raises
+:class:`~personify.errors.WarehouseBusy` after ``lock_timeout`` seconds of polite retrying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from personify.errors import UnsafeQueryError, WarehouseBusy, WarehouseError
+from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
+from personify.warehouse.schema import Table
+
+_LOCK_PID = re.compile(r"PID (\d+)")
+_names = itertools.count()
+
+
+class DuckDBWarehouse(Warehouse):
+    scheme = "duckdb"
+    capabilities = Capabilities(dialect="duckdb", single_process=True, secondary_indexes=False)
+
+    def __init__(self, url: str, *, path: str, lock_timeout: float = 10.0) -> None:
+        super().__init__(url)
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False}
+        deadline = time.monotonic() + lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                self._con = duckdb.connect(path, config=config)
+                self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+                break
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower():
+                    raise WarehouseError(f"cannot open DuckDB file {path}: {e}") from e
+                if time.monotonic() >= deadline:
+                    pid = _LOCK_PID.search(str(e))
+                    holder = f" (process {pid.group(1)})" if pid else ""
+                    raise WarehouseBusy(
+                        f"the warehouse {path} is in use by another process{holder}",
+                        hint="wait for it to finish, or start `personify serve` on the project: "
+                        "other commands then run through it",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        self._local = threading.local()
+        self._closed = False
+
+    # -- cursors and transactions
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            if self._closed:
+                raise WarehouseError("the warehouse connection is closed")
+            cur = self._con.cursor()
+            self._local.cursor = cur
+            self._local.depth = 0
+        return cur
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        cur = self._cursor()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        cur.execute("BEGIN TRANSACTION")
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            self._local.depth = 0
+            cur.execute("ROLLBACK")
+            raise
+        self._local.depth = 0
+        cur.execute("COMMIT")
+
+    # -- statements
+    def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
+        cur = self._cursor()
+        try:
+            cur.execute(self.render(sql), list(params) if params else None)
+            if cur.description and cur.description[0][0] == "Count":
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
+        except duckdb.Error as e:
+            raise _translate(e) from e
+        return -1
+
+    def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._cursor()
+        try:
+            cur.execute(self.render(sql), list(params) if params else None)
+            return cur.fetchall()
+        except duckdb.Error as e:
+            raise _translate(e) from e
+
+    def fetch_arrow(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> pa.Table:
+        cur = self._cursor()
+        try:
+            rel = cur.sql(self.render(sql), params=list(params) if params else None)
+            if rel is None:
+                return pa.table({})
+            fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # duckdb 2 / 1.x
+            result: pa.Table = fetch()
+            return result
+        except duckdb.Error as e:
+            raise _translate(e) from e
+
+    def load(
+        self,
+        table: Table,
+        data: pa.Table,
+        *,
+        on_conflict: OnConflict = "error",
+        update_columns: Sequence[str] | None = None,
+    ) -> int:
+        if data.num_rows == 0:
+            return 0
+        cols = [c for c in data.column_names if c in table.column_names]
+        view = f"__personify_load_{next(_names)}"
+        col_sql = ", ".join(quote(c) for c in cols)
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {view}"
+            + self._conflict_sql(table, cols, on_conflict, update_columns)
+        )
+        cur = self._cursor()
+        cur.register(view, data.select(cols))
+        try:
+            cur.execute(sql)
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+        except duckdb.Error as e:
+            raise _translate(e) from e
+        finally:
+            cur.unregister(view)
+
+    def relations(self) -> set[str]:
+        rows = self.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+        )
+        return {r[0] for r in rows}
+
+    def query_user(
+        self, sql: str, *, timeout_s: float, max_rows: int
+    ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        cur = self._con.cursor()  # its own cursor: interrupting it touches nothing else
+        timer = threading.Timer(timeout_s, cur.interrupt)
+        timer.start()
+        try:
+            cur.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            rows = cur.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise UnsafeQueryError(
+                f"the query ran longer than {timeout_s:g} s and was stopped",
+                hint="add a WHERE clause or a LIMIT",
+            ) from None
+        except duckdb.Error as e:
+            raise _translate(e) from e
+        finally:
+            timer.cancel()
+            cur.close()
+        return columns, rows[:max_rows], len(rows) > max_rows
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._con.close()
+
+
+def _translate(e: duckdb.Error) -> WarehouseError:
+    return WarehouseError(f"DuckDB: {str(e).splitlines()[0]}")

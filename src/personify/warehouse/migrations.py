@@ -1,0 +1,125 @@
+"""Versioned migrations that create and upgrade the public data model, idempotently.
+
+Each :class:`Migration` runs once per warehouse, in its own transaction, and is recorded in
+``_personify_migrations``. On PostgreSQL concurrent processes serialize on an advisory lock.
+Migration 1 creates every table as :mod:`~personify.warehouse.schema` defines it today
+(``IF NOT EXISTS``); later ones add what changed (``ADD COLUMN IF NOT EXISTS`` …), so a fresh
+warehouse and an upgraded one end up the same. :func:`migrate` then checks that every column the
+schema names exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from personify import clock
+from personify.errors import MigrationError
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.schema import TABLES, VIEWS, Table
+
+LEDGER = "_personify_migrations"
+_PG_LOCK_KEY = 7_316_525_042
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Warehouse], None]
+
+
+def create_table_sql(wh: Warehouse, table: Table) -> list[str]:
+    """``CREATE TABLE IF NOT EXISTS`` (and indexes, where the engine wants them) for ``table``."""
+    cols = [
+        f"{quote(c.name)} {wh.column_type(c.type)}{'' if c.nullable else ' NOT NULL'}"
+        for c in table.columns
+    ]
+    if table.primary_key:
+        cols.append(f"PRIMARY KEY ({', '.join(quote(k) for k in table.primary_key)})")
+    out = [f"CREATE TABLE IF NOT EXISTS {quote(table.name)} (\n  " + ",\n  ".join(cols) + "\n)"]
+    if wh.capabilities.secondary_indexes:
+        for index in table.indexes:
+            name = f"ix_{table.name}_{'_'.join(index)}"
+            out.append(
+                f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {quote(table.name)} "
+                f"({', '.join(quote(c) for c in index)})"
+            )
+    return out
+
+
+def _create_all(wh: Warehouse) -> None:
+    for table in TABLES:
+        for sql in create_table_sql(wh, table):
+            wh.execute(sql, ())  # native DDL: the engine's own types
+    for view_sql in VIEWS.values():
+        wh.execute(view_sql)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
+)
+
+
+def current_version(wh: Warehouse) -> int:
+    if LEDGER not in wh.relations():
+        return 0
+    return int(wh.scalar(f"SELECT coalesce(max(version), 0) FROM {LEDGER}") or 0)
+
+
+def migrate(wh: Warehouse, *, target: int | None = None) -> list[int]:
+    """Apply the migrations the warehouse lacks (up to ``target``); returns the versions applied."""
+    target = MIGRATIONS[-1].version if target is None else target
+    applied: list[int] = []
+    ts = wh.column_type("TIMESTAMPTZ")
+    wh.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEDGER} "
+        f"(version BIGINT PRIMARY KEY, name VARCHAR NOT NULL, applied_at {ts} NOT NULL)"
+    )
+    for migration in MIGRATIONS:
+        if migration.version > target:
+            break
+        try:
+            with wh.transaction():
+                if wh.capabilities.advisory_lock:
+                    wh.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})", ())
+                done = wh.scalar(
+                    f"SELECT count(*) FROM {LEDGER} WHERE version = ?", [migration.version]
+                )
+                if done:
+                    continue
+                migration.apply(wh)
+                wh.execute(
+                    f"INSERT INTO {LEDGER} (version, name, applied_at) VALUES (?, ?, ?)",
+                    [migration.version, migration.name, clock.now()],
+                )
+                applied.append(migration.version)
+        except MigrationError:
+            raise
+        except Exception as e:
+            raise MigrationError(
+                f"migration {migration.version} ({migration.name}) failed: {e}"
+            ) from e
+    if target == MIGRATIONS[-1].version:
+        check_schema(wh)
+    return applied
+
+
+def check_schema(wh: Warehouse) -> None:
+    """Every table and column of the schema exists (a missed migration fails loudly here)."""
+    existing = wh.relations()
+    missing = [t.name for t in TABLES if t.name not in existing]
+    missing += [v for v in VIEWS if v not in existing]
+    if missing:
+        raise MigrationError(f"the warehouse lacks {', '.join(missing)} after migrating")
+    rows = wh.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        + (" WHERE table_schema = current_schema()" if wh.capabilities.advisory_lock else "")
+    )
+    have = {(t, c) for t, c in rows}
+    gaps = [f"{t.name}.{c}" for t in TABLES for c in t.column_names if (t.name, c) not in have]
+    if gaps:
+        raise MigrationError(
+            f"columns missing after migrating: {', '.join(gaps)}",
+            hint="a schema change needs a migration in personify/warehouse/migrations.py",
+        )

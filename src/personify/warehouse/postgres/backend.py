@@ -1,0 +1,196 @@
+"""PostgreSQL: many processes, one database; the schema named in the URL (``?schema=``).
+
+One connection per thread (autocommit; explicit transactions), bulk loads through ``COPY … FROM
+STDIN (FORMAT csv)`` fed from Arrow, upserts with ``ON CONFLICT``. Placeholders are rendered as
+``%s`` and literal ``%`` escaped, so SQL authored for DuckDB runs unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlglot import exp
+
+from personify.errors import PersonifyError, ServiceUnavailable, UnsafeQueryError, WarehouseError
+from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
+from personify.warehouse.schema import Table
+
+_PH = "__personify_placeholder__"
+_names = itertools.count()
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``(conninfo without ?schema=, schema)``; the schema defaults to ``public``."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    schema = query.pop("schema", "public")
+    scheme = "postgresql"
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), "")), schema
+
+
+class PostgresWarehouse(Warehouse):
+    scheme = "postgresql"
+    capabilities = Capabilities(
+        dialect="postgres",
+        type_map={"JSON": "JSONB", "DOUBLE": "DOUBLE PRECISION"},
+        advisory_lock=True,
+    )
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+        super().__init__(url)
+        self.conninfo, self.schema = split_url(url)
+        self.connect_timeout = connect_timeout
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        conn = self._conn()
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+
+    @classmethod
+    def _generate(cls, expression: exp.Expr) -> str:
+        def mark(node: exp.Expr) -> exp.Expr:
+            return exp.var(_PH) if isinstance(node, exp.Placeholder) else node
+
+        sql = expression.transform(mark).sql(dialect="postgres")
+        return sql.replace("%", "%%").replace(_PH, "%s")
+
+    def render(self, sql: str | exp.Expr, *, read: str = "duckdb") -> str:
+        if isinstance(sql, str) and read == "postgres":
+            return sql.replace("%", "%%")
+        return super().render(sql, read=read)
+
+    # -- connections
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            if self._closed:
+                raise WarehouseError("the warehouse connection is closed")
+            try:
+                conn = psycopg.connect(
+                    self.conninfo, autocommit=True, connect_timeout=int(self.connect_timeout)
+                )
+            except psycopg.OperationalError as e:
+                raise ServiceUnavailable(
+                    f"cannot connect to PostgreSQL: {str(e).strip().splitlines()[0]}",
+                    hint="is the server running, and does the URL in personify.yml name it?",
+                ) from None
+            conn.execute(f"SET search_path TO {quote(self.schema)}, public")
+            conn.execute("SET TIME ZONE 'UTC'")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._conn().transaction():
+            yield
+
+    def _run(self, sql: str | exp.Expr, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        try:
+            return self._conn().execute(self.render(sql), list(params) if params else None)
+        except psycopg.Error as e:
+            raise _translate(e) from e
+
+    def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
+        return self._run(sql, params).rowcount
+
+    def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._run(sql, params).fetchall()
+
+    def fetch_arrow(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> pa.Table:
+        cur = self._run(sql, params)
+        names = [d.name for d in cur.description or []]
+        rows = cur.fetchall()
+        return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+    def load(
+        self,
+        table: Table,
+        data: pa.Table,
+        *,
+        on_conflict: OnConflict = "error",
+        update_columns: Sequence[str] | None = None,
+    ) -> int:
+        if data.num_rows == 0:
+            return 0
+        cols = [c for c in data.column_names if c in table.column_names]
+        data = data.select(cols)
+        stage = f"__personify_stage_{next(_names)}"
+        col_sql = ", ".join(quote(c) for c in cols)
+        conn = self._conn()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+                    f"SELECT {col_sql} FROM {quote(table.name)} WITH NO DATA"
+                )
+                with cur.copy(f"COPY {stage} ({col_sql}) FROM STDIN (FORMAT csv)") as copy:
+                    options = pacsv.WriteOptions(include_header=False, batch_size=8192)
+                    for batch in data.to_batches(max_chunksize=50_000):
+                        sink = pa.BufferOutputStream()
+                        pacsv.write_csv(pa.Table.from_batches([batch]), sink, options)
+                        copy.write(sink.getvalue().to_pybytes())
+                cur.execute(
+                    f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {stage}"
+                    + self._conflict_sql(table, cols, on_conflict, update_columns)
+                )
+                return cur.rowcount
+        except psycopg.Error as e:
+            raise _translate(e) from e
+
+    def relations(self) -> set[str]:
+        query = (
+            exp.select("table_name")
+            .from_("information_schema.tables")
+            .where(exp.column("table_schema").eq(exp.Literal.string(self.schema)))
+        )
+        rows = self.fetch(query)
+        return {r[0] for r in rows}
+
+    def query_user(
+        self, sql: str, *, timeout_s: float, max_rows: int
+    ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        conn = self._conn()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SET TRANSACTION READ ONLY")
+                cur.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+                cur.execute(sql)  # no parameters: psycopg leaves % alone
+                columns = [d.name for d in cur.description or []]
+                rows = cur.fetchmany(max_rows + 1)
+        except psycopg.errors.QueryCanceled:
+            raise UnsafeQueryError(
+                f"the query ran longer than {timeout_s:g} s and was stopped",
+                hint="add a WHERE clause or a LIMIT",
+            ) from None
+        except psycopg.Error as e:
+            raise _translate(e) from e
+        return columns, rows[:max_rows], len(rows) > max_rows
+
+    def drop_schema(self) -> None:
+        """Drop this warehouse's schema and everything in it (tests use one schema per run)."""
+        self._conn().execute(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._all.clear()
+
+
+def _translate(e: psycopg.Error) -> PersonifyError:
+    if isinstance(e, psycopg.OperationalError):
+        return ServiceUnavailable(f"PostgreSQL: {str(e).strip().splitlines()[0]}")
+    return WarehouseError(f"PostgreSQL: {str(e).strip().splitlines()[0]}")

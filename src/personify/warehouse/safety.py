@@ -1,0 +1,133 @@
+"""Guard for user-authored SQL: exactly one read-only SELECT over the warehouse's own relations.
+
+Parsed with sqlglot and checked on the tree (never by string matching): one statement, a query
+(SELECT / UNION / …), no DDL or DML anywhere inside it, no table functions (``read_csv``,
+``read_parquet``, ``postgres_scan`` …) and no functions that reach files, the network or the
+server's settings, and tables only from an allow-list. The backend then runs it read-only with a
+timeout and a row cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from personify.errors import UnsafeQueryError
+
+_FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = (
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Command,
+    exp.Into,
+    exp.Copy,
+    exp.Set,
+    exp.Pragma,
+    exp.Use,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+    exp.LoadData,
+    exp.Attach,
+    exp.Detach,
+    exp.Lock,
+)
+_FORBIDDEN_PREFIXES = ("read_", "pg_", "lo_", "dblink", "sqlite_", "mysql_", "postgres_")
+_FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "glob",
+        "getenv",
+        "current_setting",
+        "set_config",
+        "query",
+        "query_table",
+        "parquet_scan",
+        "parquet_metadata",
+        "parquet_schema",
+        "json_scan",
+        "csv_scan",
+        "iceberg_scan",
+        "delta_scan",
+        "duckdb_settings",
+        "duckdb_secrets",
+        "duckdb_extensions",
+        "load_extension",
+        "httpfs",
+        "version",
+    }
+)
+
+
+def _where(e: ParseError | TokenError) -> tuple[int | None, int | None]:
+    errors = getattr(e, "errors", None) or []
+    if errors:
+        return errors[0].get("line"), errors[0].get("col")
+    return None, None
+
+
+def check_select(
+    sql: str, *, dialect: str, allowed: Collection[str], what: str = "query"
+) -> exp.Query:
+    """Parse ``sql`` (in ``dialect``) and return it if it is one safe SELECT; else raise
+    :class:`UnsafeQueryError` saying what is wrong and where."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    except (ParseError, TokenError) as e:
+        line, col = _where(e)
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise UnsafeQueryError(
+            f"cannot parse the {what} as {dialect} SQL: {first}",
+            line=line,
+            col=col,
+            hint="check the syntax, or pass --dialect for the dialect it is written in",
+        ) from None
+    if not statements:
+        raise UnsafeQueryError(f"the {what} is empty")
+    if len(statements) > 1:
+        raise UnsafeQueryError(
+            f"the {what} holds {len(statements)} statements; exactly one SELECT is allowed"
+        )
+    stmt = statements[0]
+    if not isinstance(stmt, exp.Query):
+        kind = stmt.key.upper()
+        raise UnsafeQueryError(
+            f"only SELECT queries are allowed, not {kind}",
+            hint="`personify sql` is read-only; changes go through the project's commands",
+        )
+    for node in stmt.walk():
+        if isinstance(node, _FORBIDDEN_NODES):
+            raise UnsafeQueryError(f"{node.key.upper()} is not allowed inside a read-only {what}")
+        if isinstance(node, exp.Func):
+            name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+            if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
+                raise UnsafeQueryError(
+                    f"function {name}() is not allowed: it reads files, the network or "
+                    "server settings"
+                )
+    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+    allowed_l = {a.lower() for a in allowed}
+    for table in stmt.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise UnsafeQueryError(
+                f"table functions are not allowed in a {what}: {table.this.sql(dialect)}",
+                hint="query the warehouse's tables and views, e.g. customers, events, orders",
+            )
+        name = table.name.lower()
+        if table.args.get("db") or table.args.get("catalog"):
+            raise UnsafeQueryError(
+                f"qualified table names are not allowed: {table.sql(dialect)}",
+                hint="name the table alone, e.g. customers",
+            )
+        if name not in allowed_l and name not in ctes:
+            raise UnsafeQueryError(
+                f"unknown table {table.name!r}",
+                hint="tables you can query: " + ", ".join(sorted(allowed)),
+            )
+    return stmt

@@ -1,0 +1,373 @@
+"""The public data model: every table and view, as data.
+
+Columns may be added, never renamed (CONTRACT.md). Types are neutral names that each backend maps
+(``Capabilities.type_map``): ``VARCHAR``, ``BIGINT``, ``DOUBLE``, ``BOOLEAN``, ``DATE``,
+``TIMESTAMPTZ``, ``JSON``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+    doc: str = ""
+    internal: bool = False
+    """Bookkeeping tables that users need not query (still readable with ``personify sql``)."""
+    column_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+
+def C(name: str, type_: str, nullable: bool = True, doc: str = "") -> Column:  # noqa: N802
+    return Column(name, type_, nullable, doc)
+
+
+S, INT, F, B, TS, D, J = "VARCHAR", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMPTZ", "DATE", "JSON"
+
+EVENTS = Table(
+    "events",
+    (
+        C("message_id", S, False, "Unique id of the event (Segment messageId); dedup key forever"),
+        C("type", S, False, "track, identify, page, screen, group, alias"),
+        C("event", S, doc="Event name for track calls (e.g. 'Product Added')"),
+        C("anonymous_id", S),
+        C("user_id", S),
+        C("customer_id", S, doc="Resolved customer (filled by identity resolution)"),
+        C("timestamp", TS, False, "When it happened (clock-skew corrected)"),
+        C("received_at", TS, False, "When Personify stored it"),
+        C("sent_at", TS),
+        C("source", S, False),
+        C("properties", J),
+        C("context", J),
+        C("traits", J),
+        C("name", S, doc="Page or screen name"),
+        C("group_id", S),
+        C("previous_id", S, doc="alias: the previous id"),
+    ),
+    primary_key=("message_id",),
+    indexes=(("customer_id",), ("user_id",), ("anonymous_id",)),
+    doc="The append-only log of behavioural events",
+)
+
+CUSTOMERS = Table(
+    "customers",
+    (
+        C("customer_id", S, False),
+        C("email", S),
+        C("first_name", S),
+        C("last_name", S),
+        C("phone", S),
+        C("timezone", S),
+        C("country", S),
+        C("city", S),
+        C("created_at", TS),
+        C("last_purchase_at", TS),
+        C("first_purchase_at", TS),
+        C("order_count", INT),
+        C("total_spent", F),
+        C("average_order_value", F),
+        C("engagement_score", F, doc="0–100"),
+        C("preferred_categories", J, doc="JSON array of category names, most preferred first"),
+        C("last_seen_at", TS),
+        C("source", S),
+        C("updated_at", TS, False),
+    ),
+    primary_key=("customer_id",),
+    indexes=(("email",),),
+    doc="One row per resolved customer, with computed traits",
+)
+
+IDENTITIES = Table(
+    "identities",
+    (
+        C("customer_id", S, False),
+        C("kind", S, False, "email, user_id, anonymous_id, phone, or a source's own id kind"),
+        C("value", S, False),
+        C("source", S, False),
+        C("first_seen", TS, False),
+        C("last_seen", TS, False),
+    ),
+    primary_key=("kind", "value"),
+    indexes=(("customer_id",),),
+)
+
+ORDERS = Table(
+    "orders",
+    (
+        C("order_id", S, False),
+        C("customer_id", S),
+        C("email", S),
+        C("cart_id", S),
+        C("status", S),
+        C("currency", S),
+        C("subtotal", F),
+        C("discount", F),
+        C("total", F),
+        C("discount_code", S),
+        C("created_at", TS, False),
+        C("updated_at", TS),
+        C("source", S, False),
+    ),
+    primary_key=("order_id",),
+    indexes=(("customer_id",),),
+)
+
+ORDER_ITEMS = Table(
+    "order_items",
+    (
+        C("order_id", S, False),
+        C("line_no", INT, False),
+        C("product_id", S, False),
+        C("quantity", INT, False),
+        C("price", F, False),
+        C("source", S, False),
+    ),
+    primary_key=("order_id", "line_no"),
+    indexes=(("product_id",),),
+)
+
+PRODUCTS = Table(
+    "products",
+    (
+        C("product_id", S, False),
+        C("sku", S),
+        C("name", S, False),
+        C("category", S),
+        C("price", F),
+        C("currency", S),
+        C("stock", INT),
+        C("url", S),
+        C("image_url", S),
+        C("created_at", TS, doc="When it was listed (new arrivals)"),
+        C("updated_at", TS),
+        C("source", S, False),
+    ),
+    primary_key=("product_id",),
+    indexes=(("category",),),
+)
+
+TICKETS = Table(
+    "tickets",
+    (
+        C("ticket_id", S, False),
+        C("customer_id", S),
+        C("email", S),
+        C("subject", S),
+        C("status", S),
+        C("priority", S),
+        C("satisfaction", S),
+        C("created_at", TS, False),
+        C("updated_at", TS),
+        C("source", S, False),
+    ),
+    primary_key=("ticket_id",),
+    indexes=(("customer_id",),),
+    doc="Support tickets from help-desk sources",
+)
+
+CONSENTS = Table(
+    "consents",
+    (
+        C("customer_id", S, False),
+        C("purpose", S, False, "email_marketing, transactional, profiling, …"),
+        C("channel", S, False, "email, sms, …"),
+        C("status", S, False, "granted or revoked"),
+        C("source", S, False),
+        C("updated_at", TS, False),
+    ),
+    primary_key=("customer_id", "purpose", "channel"),
+)
+
+SEGMENT_MEMBERSHIPS = Table(
+    "segment_memberships",
+    (
+        C("segment", S, False),
+        C("customer_id", S, False),
+        C("entered_at", TS, False),
+        C("exited_at", TS),
+    ),
+    primary_key=("segment", "customer_id", "entered_at"),
+)
+
+CUSTOMER_TAGS = Table(
+    "customer_tags",
+    (
+        C("customer_id", S, False),
+        C("tag", S, False),
+        C("rule", S, False),
+        C("assigned_at", TS, False),
+        C("expires_at", TS),
+        C("variables", J),
+    ),
+    primary_key=("customer_id", "tag"),
+)
+
+MESSAGES = Table(
+    "messages",
+    (
+        C("idempotency_key", S, False),
+        C("customer_id", S, False),
+        C("journey", S),
+        C("step", S),
+        C("template", S, False),
+        C("status", S, False, "queued, sent, skipped_*, failed"),
+        C("subject", S),
+        C("variant", S),
+        C("decided_at", TS, False),
+        C("sent_at", TS),
+        C("error", S),
+    ),
+    primary_key=("idempotency_key",),
+    indexes=(("customer_id",),),
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    (
+        C("id", S, False, "Deterministic id: retries quarantine the same input once"),
+        C("source", S, False),
+        C("received_at", TS, False),
+        C("reason", S, False, "Machine-readable reason code"),
+        C("detail", S, False, "What is wrong and where (file:line, key, JSON pointer)"),
+        C("payload", S, doc="The input as received (text)"),
+        C("location", S, doc="file:line, request index or JSON pointer"),
+    ),
+    primary_key=("id",),
+    indexes=(("source",),),
+)
+
+DISCOUNT_CODES = Table(
+    "discount_codes",
+    (
+        C("code", S, False),
+        C("customer_id", S, False),
+        C("campaign", S, False),
+        C("value", F),
+        C("kind", S, doc="percent or amount"),
+        C("created_at", TS, False),
+        C("expires_at", TS, False),
+        C("redeemed_at", TS),
+    ),
+    primary_key=("code",),
+    indexes=(("customer_id",),),
+)
+
+FILE_IMPORTS = Table(
+    "file_imports",
+    (
+        C("source", S, False),
+        C("path", S, False),
+        C("sha256", S, False),
+        C("table_name", S, False),
+        C("rows_read", INT, False),
+        C("rows_loaded", INT, False),
+        C("rows_quarantined", INT, False),
+        C("imported_at", TS, False),
+    ),
+    primary_key=("source", "sha256"),
+    internal=True,
+    doc="Files already imported (by content hash): re-importing one loads nothing",
+)
+
+SOURCE_STATE = Table(
+    "source_state",
+    (
+        C("source", S, False),
+        C("resource", S, False),
+        C("state", J),
+        C("last_sync_at", TS),
+        C("updated_at", TS, False),
+    ),
+    primary_key=("source", "resource"),
+    internal=True,
+    doc="Connector cursors and last sync times",
+)
+
+PIPELINE_RUNS = Table(
+    "pipeline_runs",
+    (
+        C("run_id", S, False),
+        C("started_at", TS, False),
+        C("finished_at", TS),
+        C("now", TS, False, "The instant the run was evaluated at (--now)"),
+        C("status", S, False),
+        C("stats", J),
+    ),
+    primary_key=("run_id",),
+    internal=True,
+)
+
+TABLES: tuple[Table, ...] = (
+    EVENTS,
+    CUSTOMERS,
+    IDENTITIES,
+    ORDERS,
+    ORDER_ITEMS,
+    PRODUCTS,
+    TICKETS,
+    CONSENTS,
+    SEGMENT_MEMBERSHIPS,
+    CUSTOMER_TAGS,
+    MESSAGES,
+    QUARANTINE,
+    DISCOUNT_CODES,
+    FILE_IMPORTS,
+    SOURCE_STATE,
+    PIPELINE_RUNS,
+)
+TABLES_BY_NAME = {t.name: t for t in TABLES}
+
+CUSTOMER_DATA_VIEW = """
+CREATE OR REPLACE VIEW customer_data AS
+SELECT
+  customer_id,
+  email,
+  first_name,
+  last_name,
+  phone,
+  timezone,
+  country,
+  CAST(last_purchase_at AS DATE) AS purchase_date,
+  last_purchase_at,
+  first_purchase_at,
+  order_count,
+  total_spent,
+  average_order_value,
+  engagement_score,
+  preferred_categories,
+  last_seen_at,
+  created_at,
+  updated_at
+FROM customers
+"""
+"""One row per customer, shaped so the seed's SQL runs as written."""
+
+VIEWS: dict[str, str] = {"customer_data": CUSTOMER_DATA_VIEW}
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}") from None
