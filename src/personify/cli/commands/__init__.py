@@ -1,5 +1,5 @@
 """Every command module registers itself on :data:`personify.cli.app.app` when imported."""
 
-from personify.cli.commands import pipeline, project, sql
+from personify.cli.commands import demo, pipeline, project, serve, sql
 
-__all__ = ["pipeline", "project", "sql"]
+__all__ = ["demo", "pipeline", "project", "serve", "sql"]
