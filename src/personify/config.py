@@ -3,8 +3,8 @@
 A project is a folder: ``personify.yml`` plus SQL, rules and templates beside it.
 :func:`load_project` reads the file, interpolates ``${VAR}`` (and ``${VAR:-default}``) from
 the environment — and from a ``.env`` file in the project folder, the environment winning — and
-converts it into the structs below. Any mistake raises :class:`~personify.errors.ConfigError` naming the file, the line, the key
-and what was expected.
+converts it into the structs below. Any mistake raises :class:`~personify.errors.ConfigError`
+naming the file, the line, the key and what was expected.
 
 Secrets (write keys, tokens, passwords) are :class:`Secret`: they never show in ``repr``, logs or
 error messages.
