@@ -60,6 +60,15 @@ class Secret:
         return bool(self._value)
 
 
+class _FieldError(Exception):
+    """Raised by cross-field checks with the path of the offending key."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
 class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
 
@@ -161,16 +170,22 @@ class ProjectConfig(_Base, frozen=True):
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name)") from None
+            raise _FieldError(
+                ("timezone",), f"unknown time zone {self.timezone!r} (use an IANA name)"
+            ) from None
         scheme = self.warehouse.split(":", 1)[0]
         if scheme not in {"duckdb", "postgresql", "postgres"}:
-            raise ValueError(
-                f"unsupported warehouse URL scheme {scheme!r}: use duckdb:/// or postgresql://"
+            raise _FieldError(
+                ("warehouse",),
+                f"unsupported warehouse URL scheme {scheme!r}: use duckdb:/// or postgresql://",
             )
         seen: set[str] = set()
-        for source in self.sources:
+        for i, source in enumerate(self.sources):
             if source.name in seen:
-                raise ValueError(f"two sources are named {source.name!r}; names must be unique")
+                raise _FieldError(
+                    ("sources", i, "name"),
+                    f"two sources are named {source.name!r}; names must be unique",
+                )
             seen.add(source.name)
 
 
@@ -276,6 +291,8 @@ def _translate(err: msgspec.ValidationError, doc: MarkedDocument, file: str) -> 
     elif field and "missing required field" in msg:
         msg = f"missing required key {field.group(1)!r}"
     msg = msg.replace("Expected", "expected").replace("Invalid enum value", "invalid value")
+    if "matching regex" in msg:
+        msg = "expected a name of letters, digits, '_' and '-', starting with a letter or '_'"
     return ConfigError(msg, file=file, line=line, key=key, hint=hint)
 
 
@@ -292,6 +309,10 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
         return msgspec.convert(data, ProjectConfig, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
         raise _translate(e, doc, file) from None
+    except _FieldError as e:
+        raise ConfigError(
+            e.message, file=file, line=doc.line(e.path), key=_dotted(e.path)
+        ) from None
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:

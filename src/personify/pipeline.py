@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -61,7 +61,7 @@ def run(
     """Run every stage once, at :func:`personify.clock.now`; record the run in ``pipeline_runs``."""
     wh = session.warehouse
     report = RunReport(run_id=uuid.uuid4().hex, now=clock.now())
-    started = clock.now()
+    started = datetime.now(UTC)  # wall clock; report.now is the evaluated instant
     wh.execute(
         f"INSERT INTO {PIPELINE_RUNS.name} (run_id, started_at, now, status) VALUES (?, ?, ?, ?)",
         [report.run_id, started, report.now, "running"],
@@ -80,6 +80,6 @@ def run(
         wh.execute(
             f"UPDATE {PIPELINE_RUNS.name} SET finished_at = ?, status = ?, stats = ? "
             "WHERE run_id = ?",
-            [clock.now(), status, msgspec.json.encode(stats).decode(), report.run_id],
+            [datetime.now(UTC), status, msgspec.json.encode(stats).decode(), report.run_id],
         )
     return report

@@ -53,6 +53,8 @@ def run_user_query(
     to the warehouse's dialect and run it read-only with a timeout and a row cap."""
     read = dialect or wh.dialect
     stmt = check_select(sql, dialect=read, allowed=wh.relations())
-    rendered = pin_time(stmt).sql(dialect=wh.dialect)
-    columns, rows, truncated = wh.query_user(rendered, timeout_s=timeout_s, max_rows=max_rows)
-    return QueryResult(rendered, columns, rows, truncated)
+    pinned = pin_time(stmt)
+    columns, rows, truncated = wh.query_user(
+        wh.render(pinned), timeout_s=timeout_s, max_rows=max_rows
+    )
+    return QueryResult(pinned.sql(dialect=wh.dialect), columns, rows, truncated)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
 from personify.warehouse.schema import Table
 
 _PH = "__personify_placeholder__"
+_JSON_FUNCS = re.compile(r"\bJSON_EXTRACT_PATH(_TEXT)?\(")
 _names = itertools.count()
 
 
@@ -61,6 +63,8 @@ class PostgresWarehouse(Warehouse):
             return exp.var(_PH) if isinstance(node, exp.Placeholder) else node
 
         sql = expression.transform(mark).sql(dialect="postgres")
+        # Our JSON columns are JSONB: use the jsonb_ spellings of the path functions.
+        sql = _JSON_FUNCS.sub(r"JSONB_EXTRACT_PATH\1(", sql)
         return sql.replace("%", "%%").replace(_PH, "%s")
 
     def render(self, sql: str | exp.Expr, *, read: str = "duckdb") -> str:
@@ -165,7 +169,7 @@ class PostgresWarehouse(Warehouse):
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute("SET TRANSACTION READ ONLY")
                 cur.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
-                cur.execute(sql)  # no parameters: psycopg leaves % alone
+                cur.execute(sql, [])  # rendered SQL has % escaped: empty params unescape it
                 columns = [d.name for d in cur.description or []]
                 rows = cur.fetchmany(max_rows + 1)
         except psycopg.errors.QueryCanceled:

@@ -1,0 +1,193 @@
+"""One suite, every backend: the same bodies run on DuckDB and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from personify import clock
+from personify.errors import UnsafeQueryError, WarehouseError
+from personify.warehouse import Warehouse, connect, table
+from personify.warehouse.migrations import MIGRATIONS, current_version, migrate
+from personify.warehouse.query import run_user_query
+from personify.warehouse.schema import TABLES, VIEWS
+
+T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def products(*ids: str, name: str = "Shoe", price: float | None = 10.0) -> pa.Table:
+    return pa.table(
+        {
+            "product_id": list(ids),
+            "name": [f"{name} {i}" for i in ids],
+            "price": pa.array([price] * len(ids), pa.float64()),
+            "source": ["test"] * len(ids),
+            "created_at": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def customers(rows: list[tuple[str, float, datetime | None]]) -> pa.Table:
+    return pa.table(
+        {
+            "customer_id": [r[0] for r in rows],
+            "email": [f"{r[0]}@example.org" for r in rows],
+            "engagement_score": pa.array([r[1] for r in rows], pa.float64()),
+            "last_purchase_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+            "updated_at": pa.array([T0] * len(rows), pa.timestamp("us", tz="UTC")),
+            "preferred_categories": ['["shoes", "hats"]'] * len(rows),
+        }
+    )
+
+
+def test_migrations_create_every_table_and_view(warehouse: Warehouse) -> None:
+    names = warehouse.relations()
+    assert {t.name for t in TABLES} <= names
+    assert set(VIEWS) <= names
+    assert current_version(warehouse) == MIGRATIONS[-1].version
+
+
+def test_migrations_are_idempotent_and_reopen_cleanly(warehouse_url: str) -> None:
+    with connect(warehouse_url) as wh:
+        assert migrate(wh) == []
+        wh.load(table("products"), products("p1"))
+    with connect(warehouse_url) as wh:
+        assert migrate(wh) == []
+        assert wh.scalar("SELECT count(*) FROM products") == 1
+
+
+def test_upgrade_from_an_older_version(warehouse_url: str) -> None:
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        assert migrate(wh, target=0) == []
+        assert current_version(wh) == 0
+        applied = migrate(wh)
+        assert applied == [m.version for m in MIGRATIONS]
+        assert current_version(wh) == MIGRATIONS[-1].version
+
+
+def test_load_conflict_policies(warehouse: Warehouse) -> None:
+    t = table("products")
+    assert warehouse.load(t, products("p1", "p2")) == 2
+    assert warehouse.load(t, products("p1", "p3"), on_conflict="ignore") == 1
+    with pytest.raises(WarehouseError):
+        warehouse.load(t, products("p1"))
+    warehouse.load(t, products("p1", "p2", name="Boot", price=99.5), on_conflict="update")
+    rows = warehouse.fetch("SELECT product_id, name, price FROM products ORDER BY product_id")
+    assert rows == [("p1", "Boot p1", 99.5), ("p2", "Boot p2", 99.5), ("p3", "Shoe p3", 10.0)]
+
+
+def test_load_through_arrow_handles_nulls_json_and_quotes(warehouse: Warehouse) -> None:
+    data = pa.table(
+        {
+            "message_id": ["m1", "m2"],
+            "type": ["track", "track"],
+            "event": ['Quote "this", please', None],
+            "timestamp": pa.array([T0, T0 + timedelta(seconds=1)], pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array([T0, T0], pa.timestamp("us", tz="UTC")),
+            "source": ["web", "web"],
+            "properties": ['{"price": 9.5, "name": "Café, crème"}', None],
+        }
+    )
+    assert warehouse.load(table("events"), data) == 2
+    rows = warehouse.fetch(
+        "SELECT message_id, event, properties->>'name', timestamp FROM events ORDER BY message_id"
+    )
+    assert rows[0][:3] == ("m1", 'Quote "this", please', "Café, crème")
+    assert rows[1][1] is None and rows[1][2] is None
+    assert rows[0][3] == T0
+
+
+def test_large_load_is_bulk(warehouse: Warehouse) -> None:
+    n = 120_000
+    ids = [f"p{i:06d}" for i in range(n)]
+    assert warehouse.load(table("products"), products(*ids)) == n
+    got = warehouse.fetch_arrow("SELECT count(*) AS n, sum(price) AS s FROM products")
+    assert got.to_pylist() == [{"n": n, "s": 10.0 * n}]
+
+
+def test_transactions_roll_back_on_error(warehouse: Warehouse) -> None:
+    with pytest.raises(RuntimeError), warehouse.transaction():
+        warehouse.load(table("products"), products("p1"))
+        with warehouse.transaction():  # nested joins the outer one
+            warehouse.load(table("products"), products("p2"))
+        raise RuntimeError("boom")
+    assert warehouse.scalar("SELECT count(*) FROM products") == 0
+    with warehouse.transaction():
+        warehouse.load(table("products"), products("p1"))
+    assert warehouse.scalar("SELECT count(*) FROM products") == 1
+
+
+def test_placeholders_and_percent_signs(warehouse: Warehouse) -> None:
+    warehouse.load(table("products"), products("p1", "p2", name="50% off"))
+    rows = warehouse.fetch(
+        "SELECT product_id FROM products WHERE name LIKE '50%' AND product_id = ?", ["p2"]
+    )
+    assert rows == [("p2",)]
+    assert warehouse.execute("UPDATE products SET stock = ? WHERE product_id = ?", [3, "p1"]) == 1
+
+
+def test_seed_segment_runs_as_written_in_mysql(warehouse: Warehouse) -> None:
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    warehouse.load(
+        table("customers"),
+        customers(
+            [
+                ("recent-engaged", 91.0, now - timedelta(days=3)),
+                ("recent-cold", 40.0, now - timedelta(days=3)),
+                ("old-engaged", 95.0, now - timedelta(days=45)),
+                ("never", 99.0, None),
+            ]
+        ),
+    )
+    seed = (
+        "SELECT customer_id, email, purchase_date, engagement_score FROM customer_data "
+        "WHERE purchase_date >= DATE_SUB(CURRENT_DATE, INTERVAL 30 DAY) AND engagement_score > 80;"
+    )
+    with clock.frozen(now):
+        result = run_user_query(warehouse, seed, dialect="mysql")
+    assert result.columns == ["customer_id", "email", "purchase_date", "engagement_score"]
+    assert [r[0] for r in result.rows] == ["recent-engaged"]
+    assert str(result.rows[0][2]) == "2026-02-26"
+
+
+def test_user_query_row_cap(warehouse: Warehouse) -> None:
+    warehouse.load(table("products"), products(*[f"p{i}" for i in range(30)]))
+    result = run_user_query(warehouse, "SELECT product_id FROM products", max_rows=10)
+    assert len(result.rows) == 10 and result.truncated
+
+
+def test_user_query_timeout(warehouse: Warehouse) -> None:
+    slow = (
+        "SELECT count(*) FROM customers a CROSS JOIN customers b CROSS JOIN customers c "
+        "CROSS JOIN customers d"
+    )
+    warehouse.load(table("customers"), customers([(f"c{i}", 1.0, None) for i in range(300)]))
+    with pytest.raises(UnsafeQueryError, match="longer than"):
+        run_user_query(warehouse, slow, timeout_s=0.5)
+    # the warehouse is still usable afterwards
+    assert warehouse.scalar("SELECT count(*) FROM customers") == 300
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE customers",
+        "DELETE FROM customers",
+        "SELECT 1; DROP TABLE customers",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM pg_catalog.pg_authid",
+        "WITH x AS (DELETE FROM customers RETURNING *) SELECT * FROM x",
+    ],
+)
+def test_user_query_refuses_anything_but_one_select(warehouse: Warehouse, sql: str) -> None:
+    with pytest.raises(UnsafeQueryError):
+        run_user_query(warehouse, sql)
+    assert "customers" in warehouse.relations()
+
+
+def test_json_columns_are_queryable(warehouse: Warehouse) -> None:
+    warehouse.load(table("customers"), customers([("c1", 50.0, None)]))
+    value = warehouse.scalar("SELECT preferred_categories->>0 FROM customers")
+    assert value == "shoes"

@@ -1,0 +1,76 @@
+"""init, sql, status: the first commands a newcomer runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.cli import personify, personify_json
+
+
+def test_init_then_status_and_sql(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    done = personify("init", str(project))
+    assert done.returncode == 0, done.stderr
+    assert (project / "personify.yml").is_file()
+    assert personify("init", str(project)).returncode != 0  # never overwrites silently
+
+    status = personify_json("status", "--project", str(project))
+    assert status["warehouse"]["backend"] == "duckdb"
+    assert [s["name"] for s in status["sources"]] == ["web"]
+    assert status["tables"]["customers"] == 0
+
+    answer = personify_json("sql", "SELECT count(*) AS n FROM customers", "--project", str(project))
+    assert answer["rows"] == [{"n": 0}]
+    # relative --project from another folder
+    answer = personify_json("sql", "SELECT 1 AS one", "--project", "shop", cwd=tmp_path)
+    assert answer["rows"] == [{"one": 1}]
+
+
+def test_sql_refuses_writes_and_file_reads(project_dir: Path) -> None:
+    for query, words in [
+        ("DROP TABLE customers", "only SELECT"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+        ("SELECT 1; SELECT 2", "statements"),
+    ]:
+        done = personify("sql", query, "--project", str(project_dir))
+        assert done.returncode != 0
+        assert words in done.stderr
+        assert done.stdout == ""
+    assert personify_json(
+        "sql", "SELECT count(*) AS n FROM customers", "--project", str(project_dir)
+    )
+
+
+def test_sql_dialect_and_now(project_dir: Path) -> None:
+    seed = (
+        "SELECT customer_id, email, purchase_date, engagement_score FROM customer_data "
+        "WHERE purchase_date >= DATE_SUB(CURRENT_DATE, INTERVAL 30 DAY) AND engagement_score > 80;"
+    )
+    answer = personify_json(
+        "sql",
+        seed,
+        "--dialect",
+        "mysql",
+        "--now",
+        "2026-01-31T00:00:00Z",
+        "--project",
+        str(project_dir),
+    )
+    assert answer["columns"] == ["customer_id", "email", "purchase_date", "engagement_score"]
+    assert "2026-01-31" in answer["sql"]
+
+
+def test_bad_project_file_is_reported_with_line(project_dir: Path) -> None:
+    (project_dir / "personify.yml").write_text("name: shop\nsourcez: []\n")
+    done = personify("status", "--project", str(project_dir))
+    assert done.returncode == 2
+    assert "personify.yml:2: sourcez: unknown key 'sourcez'" in done.stderr
+
+
+def test_help_is_there_for_newcomers() -> None:
+    done = personify("--help")
+    assert done.returncode == 0
+    for command in ("init", "demo", "run", "sql", "status", "sync", "serve"):
+        assert command in done.stdout
+    bad_now = personify("status", "--now", "yesterday")
+    assert bad_now.returncode == 2 and "ISO 8601" in bad_now.stderr

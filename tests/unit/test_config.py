@@ -1,0 +1,171 @@
+"""The project file: every kind of mistake names file, line, key and what is expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from personify.config import FileSource, Secret, TrackingSource, load_project, parse_config
+from personify.errors import ConfigError
+
+GOOD = """\
+name: shop
+warehouse: duckdb:///wh.duckdb
+timezone: Europe/Paris
+admin_token: ${ADMIN}
+sources:
+  - name: web
+    kind: tracking
+    write_key: ${WRITE_KEY}
+  - name: crm
+    kind: file
+    path: data/customers.csv
+    table: customers
+    mapping:
+      customer_id: id
+      email: contact.email
+"""
+
+
+def error_for(text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, file="personify.yml")
+    return info.value
+
+
+def test_good_file_loads_into_typed_frozen_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADMIN", "adm-secret")
+    monkeypatch.setenv("WRITE_KEY", "wk-secret")
+    config = parse_config(GOOD)
+    assert config.name == "shop"
+    assert config.timezone == "Europe/Paris"
+    web, crm = config.sources
+    assert isinstance(web, TrackingSource) and web.kind == "tracking"
+    assert web.write_key.reveal() == "wk-secret"
+    assert isinstance(crm, FileSource) and crm.mapping == {
+        "customer_id": "id",
+        "email": "contact.email",
+    }
+    with pytest.raises(AttributeError):
+        config.name = "other"  # type: ignore[misc]
+
+
+def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADMIN", "adm-secret")
+    monkeypatch.setenv("WRITE_KEY", "wk-secret")
+    config = parse_config(GOOD)
+    for text in (repr(config), str(config), repr(config.sources[0]), f"{config.admin_token}"):
+        assert "secret" not in text.replace("Secret(", "")
+    assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+def test_defaults_for_an_empty_file() -> None:
+    config = parse_config("")
+    assert config.warehouse == "duckdb:///warehouse.duckdb"
+    assert config.sources == ()
+    assert config.delivery.kind if hasattr(config.delivery, "kind") else True
+
+
+def test_missing_environment_variable_names_line_key_and_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ADMIN", raising=False)
+    monkeypatch.setenv("WRITE_KEY", "x")
+    err = error_for(GOOD)
+    assert err.line == 4
+    assert err.key == "admin_token"
+    assert "ADMIN" in str(err) and "export ADMIN" in str(err)
+
+
+def test_default_in_interpolation_and_dollar_escape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE", raising=False)
+    config = parse_config("name: ${NOPE:-fallback}\ntimezone: UTC\n")
+    assert config.name == "fallback"
+    config = parse_config("sources:\n  - {name: f, kind: file, path: a$$b.csv, table: orders}\n")
+    assert config.sources[0].path == "a$b.csv"  # type: ignore[union-attr]
+
+
+def test_env_file_in_project_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PERSONIFY_ADMIN_TOKEN", raising=False)
+    (tmp_path / "personify.yml").write_text("admin_token: ${PERSONIFY_ADMIN_TOKEN}\n")
+    (tmp_path / ".env").write_text("PERSONIFY_ADMIN_TOKEN=from-dotenv\n")
+    assert load_project(tmp_path).config.admin_token == Secret("from-dotenv")
+    monkeypatch.setenv("PERSONIFY_ADMIN_TOKEN", "from-env")
+    assert load_project(tmp_path).config.admin_token == Secret("from-env")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words"),
+    [
+        ("name: shop\nwarehous: duckdb:///x.duckdb\n", 2, "warehous", "unknown key 'warehous'"),
+        ("name: [a, b]\n", 1, "name", "expected `str`, got `array`"),
+        (
+            "sources:\n  - name: f\n    kind: file\n    table: orders\n",
+            2,
+            "sources[0]",
+            "missing required key 'path'",
+        ),
+        (
+            "sources:\n  - name: f\n    kind: ftp\n    path: x\n",
+            3,
+            "sources[0].kind",
+            "ftp",
+        ),
+        (
+            "sources:\n  - name: f\n    kind: file\n    path: x.csv\n    table: nope\n",
+            5,
+            "sources[0].table",
+            "nope",
+        ),
+        ("timezone: Mars/Olympus\n", 1, "timezone", "unknown time zone"),
+        ("warehouse: mysql://x\n", 1, "warehouse", "unsupported warehouse URL scheme"),
+        (
+            "sources:\n  - {name: a, kind: file, path: x, table: orders}\n"
+            "  - {name: a, kind: file, path: y, table: orders}\n",
+            3,
+            "sources[1].name",
+            "unique",
+        ),
+        ("name: 'has space'\n", 1, "name", "letters, digits"),
+        ("demo:\n  customers: 3\n", 2, "demo.customers", ">= 10"),
+    ],
+)
+def test_each_kind_of_mistake(text: str, line: int, key: str, words: str) -> None:
+    err = error_for(text)
+    assert err.file == "personify.yml"
+    assert err.line == line, str(err)
+    assert err.key == key, str(err)
+    assert words in str(err), str(err)
+
+
+def test_yaml_syntax_error_names_line() -> None:
+    err = error_for("name: shop\nsources:\n  - name: web\n   kind: tracking\n")
+    assert err.line == 4
+    assert "invalid YAML" in str(err)
+
+
+def test_duplicate_key_is_an_error() -> None:
+    err = error_for("name: a\ntimezone: UTC\nname: b\n")
+    assert err.line == 3 and "duplicate key 'name'" in str(err)
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    assert "mapping" in str(error_for("- a\n- b\n"))
+
+
+def test_missing_project_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_project(tmp_path)
+    assert "personify init" in str(info.value)
+
+
+def test_init_scaffold_loads(project_dir: Path) -> None:
+    project = load_project(project_dir)
+    (web,) = project.config.sources
+    assert isinstance(web, TrackingSource) and web.name == "web"
+    assert web.write_key.reveal().startswith("wk_")
+    assert project.config.admin_token is not None
+    for folder in ("segments", "rules", "templates", "tracking-plan"):
+        assert (project_dir / folder).is_dir()
+    assert ".env" in (project_dir / ".gitignore").read_text()
