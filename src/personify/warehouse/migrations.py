@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from personify import clock
 from personify.errors import MigrationError
 from personify.warehouse.base import Warehouse, quote
-from personify.warehouse.schema import TABLES, VIEWS, Table
+from personify.warehouse.schema import TABLES, TABLES_BY_NAME, VIEWS, Table
 
 LEDGER = "_personify_migrations"
 _PG_LOCK_KEY = 7_316_525_042
@@ -56,8 +56,48 @@ def _create_all(wh: Warehouse) -> None:
         wh.execute(view_sql)
 
 
+_IDENTITY_TABLES = (
+    "customer_records",
+    "identity_nodes",
+    "identity_edges",
+    "identity_refusals",
+    "customer_ids",
+    "profile_observations",
+    "identity_state",
+)
+_IDENTITY_COLUMNS = {
+    "customers": (
+        "first_seen",
+        "last_seen",
+        "days_since_last_purchase",
+        "open_tickets",
+        "lifecycle_stage",
+        "traits",
+    ),
+    "orders": ("source_customer_id",),
+    "tickets": ("source_customer_id",),
+}
+
+
+def _identity_and_profiles(wh: Warehouse) -> None:
+    """Issue 5: the identity graph, observations, new trait columns, the wider view."""
+    for name in _IDENTITY_TABLES:
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+    for name, columns in _IDENTITY_COLUMNS.items():
+        for column in columns:
+            col = TABLES_BY_NAME[name].column(column)
+            wh.execute(
+                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
+                f"{quote(col.name)} {wh.column_type(col.type)}",
+                (),
+            )
+    wh.execute(VIEWS["customer_data"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
+    Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
 )
 
 

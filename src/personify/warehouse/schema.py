@@ -92,6 +92,12 @@ CUSTOMERS = Table(
         C("last_seen_at", TS),
         C("source", S),
         C("updated_at", TS, False),
+        C("first_seen", TS, doc="Earliest time any of the customer's identifiers was seen"),
+        C("last_seen", TS, doc="Latest event, order or record of the customer"),
+        C("days_since_last_purchase", INT, doc="Whole days from last_purchase_at to --now"),
+        C("open_tickets", INT),
+        C("lifecycle_stage", S, doc="prospect, new, active, at_risk or lapsed"),
+        C("traits", J, doc="User-defined traits (traits/*.sql): JSON object name → value"),
     ),
     primary_key=("customer_id",),
     indexes=(("email",),),
@@ -128,6 +134,7 @@ ORDERS = Table(
         C("created_at", TS, False),
         C("updated_at", TS),
         C("source", S, False),
+        C("source_customer_id", S, doc="The customer id as the source knows it"),
     ),
     primary_key=("order_id",),
     indexes=(("customer_id",),),
@@ -180,6 +187,7 @@ TICKETS = Table(
         C("created_at", TS, False),
         C("updated_at", TS),
         C("source", S, False),
+        C("source_customer_id", S, doc="The customer id as the source knows it"),
     ),
     primary_key=("ticket_id",),
     indexes=(("customer_id",),),
@@ -318,6 +326,122 @@ PIPELINE_RUNS = Table(
     internal=True,
 )
 
+# ----------------------------------------------------------- identity and profiles (issue 5)
+CUSTOMER_RECORDS = Table(
+    "customer_records",
+    (
+        C("source", S, False),
+        C("record_id", S, False, "The person's id in the source (CRM id, shop customer id …)"),
+        C("observed_at", TS, False, "When the source observed these values (its updated_at)"),
+        C("email", S),
+        C("first_name", S),
+        C("last_name", S),
+        C("phone", S),
+        C("timezone", S),
+        C("country", S),
+        C("city", S),
+        C("created_at", TS, doc="When the person signed up, as the source says"),
+        C("user_id", S, doc="The login id the source knows the person by, if any"),
+        C("attributes", J, doc="Other fields of the record"),
+        C("received_at", TS, False),
+    ),
+    primary_key=("source", "record_id", "observed_at"),
+    indexes=(("email",),),
+    doc="Person records from sources, every version kept: the input of identity and profiles",
+)
+
+IDENTITY_NODES = Table(
+    "identity_nodes",
+    (
+        C("node_id", INT, False),
+        C("kind", S, False),
+        C("value", S, False, "Normalized value"),
+        C("source", S, False, "The first source that held it"),
+        C("first_seen", TS, False),
+        C("last_seen", TS, False),
+        C("blocked", B, False, "A blocked value: never links anything"),
+        C("cluster", INT, False, "Connected component over every edge (smallest node id)"),
+        C("part", INT, False, "The customer partition inside the cluster, after merge limits"),
+        C("customer_id", S, doc="NULL for blocked values and purely anonymous clusters"),
+    ),
+    primary_key=("node_id",),
+    indexes=(("kind", "value"), ("cluster",), ("customer_id",)),
+    internal=True,
+    doc="Every identifier ever seen, as a node of the identity graph",
+)
+
+IDENTITY_EDGES = Table(
+    "identity_edges",
+    (
+        C("a", INT, False, "Node id (the smaller)"),
+        C("b", INT, False, "Node id (the larger)"),
+        C("source", S, False),
+        C("evidence", S, False, "identify, alias, event, record, order, ticket"),
+        C("origin", S, False, "The first input that showed the link (message id, record id …)"),
+        C("first_seen", TS, False),
+        C("last_seen", TS, False),
+    ),
+    primary_key=("a", "b", "source"),
+    indexes=(("b",),),
+    internal=True,
+    doc="Evidence that two identifiers belong to one person",
+)
+
+IDENTITY_REFUSALS = Table(
+    "identity_refusals",
+    (
+        C("a", INT, False),
+        C("b", INT, False),
+        C("source", S, False),
+        C("cluster", INT, False),
+        C("reason", S, False, "limit_exceeded"),
+        C("detail", S, False, "Which limit, without personal data"),
+        C("decided_at", TS, False),
+    ),
+    primary_key=("a", "b", "source"),
+    indexes=(("cluster",),),
+    doc="Merges that over-merge protection refused, with the reason",
+)
+
+CUSTOMER_IDS = Table(
+    "customer_ids",
+    (
+        C("customer_id", S, False),
+        C("founder", INT, False, "Node whose cluster first got this id"),
+        C("founded_at", TS, False, "first_seen of the founder: the older id wins a merge"),
+        C("status", S, False, "active or merged"),
+        C("merged_into", S),
+        C("merged_at", TS),
+    ),
+    primary_key=("customer_id",),
+    internal=True,
+    doc="Every customer id ever given, and where merged ones went",
+)
+
+PROFILE_OBSERVATIONS = Table(
+    "profile_observations",
+    (
+        C("node_id", INT, False, "The identifier the observation is about"),
+        C("field", S, False),
+        C("value", S, False),
+        C("source", S, False),
+        C("origin", S, False, "Record id, message id or order id"),
+        C("observed_at", TS, False, "When the source observed it (not when it arrived)"),
+        C("received_at", TS, False),
+    ),
+    primary_key=("source", "origin", "field", "observed_at"),
+    indexes=(("node_id",),),
+    doc="Every value any source gave for a profile field: the provenance of survivorship",
+)
+
+IDENTITY_STATE = Table(
+    "identity_state",
+    (C("key", S, False), C("value", S, False), C("updated_at", TS, False)),
+    primary_key=("key",),
+    internal=True,
+    doc="Watermarks and the rules fingerprint of identity resolution",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -335,6 +459,13 @@ TABLES: tuple[Table, ...] = (
     FILE_IMPORTS,
     SOURCE_STATE,
     PIPELINE_RUNS,
+    CUSTOMER_RECORDS,
+    IDENTITY_NODES,
+    IDENTITY_EDGES,
+    IDENTITY_REFUSALS,
+    CUSTOMER_IDS,
+    PROFILE_OBSERVATIONS,
+    IDENTITY_STATE,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
@@ -358,7 +489,13 @@ SELECT
   preferred_categories,
   last_seen_at,
   created_at,
-  updated_at
+  updated_at,
+  days_since_last_purchase,
+  first_seen,
+  last_seen,
+  open_tickets,
+  lifecycle_stage,
+  traits
 FROM customers
 """
 """One row per customer, shaped so the seed's SQL runs as written."""
