@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     if forwarded is not None:
         raise SystemExit(forwarded)
     try:
-        app(args=args, prog_name="personify", standalone_mode=False)
+        result = app(args=args, prog_name="personify", standalone_mode=False)
     except PersonifyError as e:
         err_console().print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise SystemExit(
@@ -124,4 +124,13 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(e.exit_code) from None
         if isinstance(e, click.exceptions.Exit):
             raise SystemExit(e.exit_code) from None
+        if isinstance(e, typer.TyperException):  # Typer ≥ 0.24 vendors its own click
+            show = getattr(e, "show", None)
+            if callable(show):
+                show()
+            else:
+                err_console().print(f"error: {e.format_message()}", markup=False)
+            raise SystemExit(e.exit_code) from None
         raise
+    if isinstance(result, int) and not isinstance(result, bool) and result:
+        raise SystemExit(result)  # typer.Exit(code) comes back as a return value

@@ -1,1 +1,39 @@
 """``personify serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from personify.cli.app import ProjectOpt, app
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="TCP port (0: pick a free one).")
+    ] = 8787,
+    log_level: Annotated[
+        str,
+        typer.Option("--log-level", help="debug, info, warning or error (logs go to stderr)."),
+    ] = "info",
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Long-running: the HTTP API (health, metrics, OpenAPI; tracking and more as they land).
+
+    On a DuckDB project the server owns the warehouse file, and every other `personify` command
+    on the project runs through it (set PERSONIFY_NO_FORWARD=1 to opt out). It writes
+    .personify/server.json while it runs; SIGINT/SIGTERM stop it cleanly. A second `serve` on the
+    same project is refused.
+    """
+    from personify.server.runner import serve
+
+    level = log_level.lower()
+    if level not in {"debug", "info", "warning", "error", "critical"}:
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    serve(project, host=host, port=port, log_level=level)

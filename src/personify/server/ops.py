@@ -1,0 +1,166 @@
+"""Operations routes: ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``."""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+import personify
+from personify.server.metrics import CONTENT_TYPE
+from personify.server.openapi import ERROR, Content, Operation, openapi_document, operation
+from personify.server.responses import JSONResponse, error_response
+from personify.server.state import ServerState, state_of
+from personify.warehouse.migrations import current_version
+from personify.warehouse.schema import TABLES
+
+ROW_COUNT_TTL = 10.0
+"""Seconds a scrape's table row counts are reused (counting is a scan on some warehouses)."""
+
+
+class WarehouseHealth(msgspec.Struct, frozen=True):
+    """The warehouse as the server sees it."""
+
+    backend: str
+    """``duckdb`` or ``postgresql``."""
+    reachable: bool
+    """Whether it answered a query just now."""
+    schema_version: int
+    """Migrations applied."""
+
+
+class Health(msgspec.Struct, frozen=True):
+    """A healthy server."""
+
+    status: str
+    """Always ``ok`` (an unhealthy server answers 503 with an error body)."""
+    version: str
+    """Personify version."""
+    project: str
+    """Project name."""
+    uptime_seconds: float
+    """Seconds since the server started."""
+    warehouse: WarehouseHealth
+
+
+def _schema_version(state: ServerState) -> int:
+    return current_version(state.session.warehouse)
+
+
+@operation(
+    Operation(
+        summary="Liveness and warehouse health",
+        description="200 when the warehouse answers, 503 with an error body when it does not.",
+        tags=("operations",),
+        responses={
+            200: Content("The server and its warehouse are healthy.", Health),
+            503: Content("The warehouse does not answer.", ERROR),
+        },
+    )
+)
+async def healthz(request: Request) -> Response:
+    """Liveness: does the warehouse answer, and at which schema version."""
+    state = state_of(request)
+    try:
+        version = await run_in_threadpool(_schema_version, state)
+    except Exception as e:
+        state.up.set(0)
+        message = f"the warehouse does not answer ({type(e).__name__}: {str(e)[:200]})"
+        return error_response(503, message, code="warehouse_unavailable")
+    state.up.set(1)
+    session = state.session
+    body = Health(
+        status="ok",
+        version=personify.__version__,
+        project=session.project.config.name,
+        uptime_seconds=round(state.uptime_seconds, 3),
+        warehouse=WarehouseHealth(session.warehouse.scheme, True, version),
+    )
+    return JSONResponse(body)
+
+
+class _RowCounts:
+    """Table row counts, recounted at most every :data:`ROW_COUNT_TTL` seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = -ROW_COUNT_TTL
+        self._counts: dict[tuple[str, ...], float] = {}
+
+    def get(self, state: ServerState) -> dict[tuple[str, ...], float]:
+        with self._lock:
+            if time.monotonic() - self._at >= ROW_COUNT_TTL:
+                wh = state.session.warehouse
+                self._counts = {
+                    (t.name,): float(wh.scalar(f'SELECT count(*) FROM "{t.name}"') or 0)
+                    for t in TABLES
+                }
+                self._at = time.monotonic()
+            return self._counts
+
+
+def _collect(state: ServerState) -> None:
+    """Refresh the gauges that are read at scrape time."""
+    state.uptime.set(state.uptime_seconds)
+    session = state.session
+    try:
+        wh = session.warehouse
+        counts = state.extras.setdefault("ops.row_counts", _RowCounts())
+        state.table_rows.replace(counts.get(state))
+        state.schema_version.set(current_version(wh))
+        state.build_info.replace({(personify.__version__, platform.python_version(), wh.scheme): 1})
+        state.up.set(1)
+    except Exception:
+        state.up.set(0)
+
+
+@operation(
+    Operation(
+        summary="Prometheus metrics",
+        description="Text exposition format 0.0.4: `personify_up`, `personify_build_info`, "
+        "`personify_table_rows`, uptime, forwarded commands, HTTP requests and latency.",
+        tags=("operations",),
+        responses={
+            200: Content("The metrics.", {"type": "string"}, media_type="text/plain"),
+        },
+    )
+)
+async def metrics(request: Request) -> Response:
+    """Every metric of this server, for Prometheus to scrape."""
+    state = state_of(request)
+    await run_in_threadpool(_collect, state)
+    return Response(state.registry.render(), media_type=CONTENT_TYPE)
+
+
+@operation(
+    Operation(
+        summary="This API's OpenAPI 3.1 document",
+        tags=("operations",),
+        responses={200: Content("The OpenAPI document.", {"type": "object"})},
+    )
+)
+async def openapi(request: Request) -> Response:
+    """The OpenAPI document of the routes this server has."""
+    document: dict[str, Any] = openapi_document(
+        request.app.routes,
+        title="Personify",
+        version=personify.__version__,
+        description="Warehouse-native customer data platform: the HTTP API of `personify serve`.",
+    )
+    return JSONResponse(document)
+
+
+def routes() -> list[BaseRoute]:
+    """The operations routes."""
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]

@@ -1,0 +1,192 @@
+"""The ``personify serve`` process: claim the project, bind, open the warehouse, publish, serve,
+and clean up on SIGINT/SIGTERM.
+
+Order matters:
+
+1. on a single-process warehouse (DuckDB), take the project's server lock — a second ``serve``
+   stops here, naming the running one;
+2. bind and listen on the socket (``--port 0`` picks a free port) — a port in use fails fast;
+3. open and migrate the warehouse once; it stays open for the server's life;
+4. publish ``server.json`` (pid, host, port, token, started_at; mode 0600); from here other
+   commands forward (connections made before uvicorn accepts wait in the listen backlog);
+5. serve with uvicorn until a signal: it stops accepting, finishes in-flight requests (a running
+   forwarded command included; a second Ctrl-C forces), and returns;
+6. withdraw ``server.json``, close the warehouse, release the lock, close the socket.
+
+Signals are turned into :class:`Stopped` (a ``BaseException``) before uvicorn installs its own
+handlers and after it re-raises the signal it caught, so a signal at any moment ends in step 6
+and a clean exit status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import logging.config
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import personify
+from personify.config import Secret, load_project
+from personify.errors import ServiceUnavailable
+from personify.server.lockfile import ServerInfo, ServerLock, new_instance_id, new_token, now_iso
+from personify.session import Session
+from personify.warehouse.base import backend_for
+
+log = logging.getLogger("personify.server")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: stop serving and clean up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    handled = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6)."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise ServiceUnavailable(f"cannot resolve --host {host!r}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ServiceUnavailable(
+                f"port {port} on {host} is already in use", hint="choose another with --port"
+            ) from None
+        raise ServiceUnavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """Plain one-line logs on stderr for uvicorn and Personify (no access log of raw paths)."""
+    fmt = {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": fmt},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            "personify": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+        },
+    }
+
+
+def serve(
+    directory: str | Path = ".",
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    log_level: str = "info",
+) -> None:
+    """Serve the project in ``directory`` until SIGINT/SIGTERM (see the module docstring)."""
+    logging.config.dictConfig(logging_config(log_level))
+    with _signals_stop():
+        try:
+            with contextlib.ExitStack() as stack:
+                _serve(stack, directory, host=host, port=port, log_level=log_level)
+        except Stopped as stop:  # also when it arrives during start-up or clean-up
+            log.info("stopped by %s", signal.Signals(stop.signum).name)
+    log.info("server stopped; warehouse closed")
+
+
+def _serve(
+    stack: contextlib.ExitStack, directory: str | Path, *, host: str, port: int, log_level: str
+) -> None:
+    import uvicorn
+
+    from personify.server.app import create_app
+
+    project = load_project(directory)
+    single = backend_for(project.config.warehouse).capabilities.single_process
+    lock: ServerLock | None = None
+    if single:
+        lock = ServerLock(project.state_dir)
+        lock.acquire()
+        stack.callback(lock.release)
+    sock = bind(host, port)
+    stack.callback(sock.close)
+    actual_port = int(sock.getsockname()[1])
+    session = Session(project)
+    stack.callback(session.close)
+    wh = session.warehouse  # open and migrate now: fail before announcing anything
+    token = new_token() if single else None
+    info = ServerInfo(
+        pid=os.getpid(),
+        host=host,
+        port=actual_port,
+        token=token or "",
+        started_at=now_iso(),
+        instance=new_instance_id(),
+        project=str(project.root),
+        version=personify.__version__,
+    )
+    app = create_app(
+        session, control_token=Secret(token) if token else None, instance=info.instance
+    )
+    config = uvicorn.Config(
+        app,
+        log_config=logging_config(log_level),
+        log_level=log_level,
+        access_log=False,
+        ws="none",
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=None,
+    )
+    if lock is not None:
+        lock.publish(info)
+        stack.callback(lock.withdraw)  # runs before the warehouse closes
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "serving project %s (%s warehouse) on http://%s:%d%s",
+        project.config.name,
+        wh.scheme,
+        shown,
+        actual_port,
+        "; other commands on this project run through this server" if single else "",
+    )
+    uvicorn.Server(config).run(sockets=[sock])
