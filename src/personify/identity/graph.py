@@ -1,0 +1,112 @@
+"""The identity graph in the warehouse: nodes (identifiers) and edges (evidence).
+
+:func:`add_sightings` turns :data:`~personify.identity.sightings.SIGHTED` into
+
+* new ``identity_nodes`` (ids continue the sequence, in order of first sighting, kind, value;
+  a new node is its own cluster and part) and updated first/last seen times of known ones;
+* edges: inside each sighting group every identifier is linked to the group's strongest
+  identifier that is not blocked (kind priority, then kind, then value) — a star, so a record
+  with *k* identifiers adds *k − 1* edges;
+* ``_delta (a, b)``: links between nodes that had none before, the input of incremental
+  connected components; and ``_touched_nodes (node_id)``: every node sighted.
+"""
+
+from __future__ import annotations
+
+from personify.identity._sql import drop
+from personify.identity.rules import STAR_RANK_SQL
+from personify.identity.sightings import SIGHTED
+from personify.warehouse.base import Warehouse
+
+DELTA = "_delta"
+TOUCHED_NODES = "_touched_nodes"
+
+_RANK = f"coalesce(ik.rank, {STAR_RANK_SQL})"
+
+
+def _nodes(wh: Warehouse) -> int:
+    """Insert unseen identifiers as nodes; widen the seen times of known ones."""
+    drop(wh, "_sighted_ids")
+    wh.execute(
+        "CREATE TEMP TABLE _sighted_ids AS SELECT kind, value, "
+        "(array_agg(source ORDER BY first_seen, source))[1] AS source, "
+        f"min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM {SIGHTED} "
+        "GROUP BY kind, value"
+    )
+    wh.execute(
+        "UPDATE identity_nodes SET first_seen = least(identity_nodes.first_seen, s.first_seen), "
+        "last_seen = greatest(identity_nodes.last_seen, s.last_seen) FROM _sighted_ids s "
+        "WHERE identity_nodes.kind = s.kind AND identity_nodes.value = s.value "
+        "AND (s.first_seen < identity_nodes.first_seen OR s.last_seen > identity_nodes.last_seen)"
+    )
+    base = int(wh.scalar("SELECT coalesce(max(node_id), 0) FROM identity_nodes") or 0)
+    added = wh.execute(
+        "INSERT INTO identity_nodes (node_id, kind, value, source, first_seen, last_seen, "
+        'blocked, "cluster", part) SELECT id, kind, value, source, first_seen, last_seen, '
+        "blocked, id, id FROM (SELECT ? + row_number() OVER (ORDER BY s.first_seen, s.kind, "
+        "s.value) AS id, s.kind, s.value, s.source, s.first_seen, s.last_seen, "
+        "EXISTS (SELECT 1 FROM _id_blocked ib WHERE (ib.kind = s.kind AND ib.value = s.value) "
+        "OR (ib.kind = '*' AND ib.value = lower(s.value))) AS blocked "
+        "FROM _sighted_ids s WHERE NOT EXISTS (SELECT 1 FROM identity_nodes n "
+        "WHERE n.kind = s.kind AND n.value = s.value)) fresh",
+        [base],
+    )
+    drop(wh, TOUCHED_NODES)
+    wh.execute(
+        f"CREATE TEMP TABLE {TOUCHED_NODES} AS SELECT n.node_id FROM identity_nodes n "
+        "JOIN _sighted_ids s ON n.kind = s.kind AND n.value = s.value"
+    )
+    drop(wh, "_sighted_ids")
+    return max(added, 0)
+
+
+def _edges(wh: Warehouse) -> int:
+    """Star edges per sighting group; upsert them; keep the pairs that are new in ``_delta``."""
+    drop(wh, "_grp_nodes", "_new_edges", DELTA)
+    wh.execute(
+        "CREATE TEMP TABLE _grp_nodes AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
+        "s.last_seen, s.evidence, s.origin, row_number() OVER (PARTITION BY s.grp "
+        f"ORDER BY n.blocked, {_RANK}, n.kind, n.value) AS pos FROM {SIGHTED} s "
+        "JOIN identity_nodes n ON n.kind = s.kind AND n.value = s.value "
+        "LEFT JOIN _id_kinds ik ON ik.kind = n.kind"
+    )
+    wh.execute(
+        "CREATE TEMP TABLE _new_edges AS SELECT least(c.node_id, o.node_id) AS a, "
+        "greatest(c.node_id, o.node_id) AS b, o.source, min(o.evidence) AS evidence, "
+        "(array_agg(o.origin ORDER BY o.first_seen, o.origin))[1] AS origin, "
+        "min(o.first_seen) AS first_seen, max(o.last_seen) AS last_seen "
+        "FROM _grp_nodes o JOIN _grp_nodes c ON c.grp = o.grp AND c.pos = 1 "
+        "WHERE o.node_id <> c.node_id GROUP BY 1, 2, 3"
+    )
+    wh.execute(
+        f"CREATE TEMP TABLE {DELTA} AS SELECT DISTINCT a, b FROM _new_edges e "
+        "WHERE NOT EXISTS (SELECT 1 FROM identity_edges x WHERE x.a = e.a AND x.b = e.b)"
+    )
+    wh.execute(
+        "UPDATE identity_edges SET first_seen = least(identity_edges.first_seen, e.first_seen), "
+        "last_seen = greatest(identity_edges.last_seen, e.last_seen) FROM _new_edges e "
+        "WHERE identity_edges.a = e.a AND identity_edges.b = e.b "
+        "AND identity_edges.source = e.source AND (e.first_seen < identity_edges.first_seen "
+        "OR e.last_seen > identity_edges.last_seen)"
+    )
+    added = wh.execute(
+        "INSERT INTO identity_edges (a, b, source, evidence, origin, first_seen, last_seen) "
+        "SELECT a, b, source, evidence, origin, first_seen, last_seen FROM _new_edges e "
+        "WHERE NOT EXISTS (SELECT 1 FROM identity_edges x WHERE x.a = e.a AND x.b = e.b "
+        "AND x.source = e.source)"
+    )
+    drop(wh, "_grp_nodes", "_new_edges")
+    return max(added, 0)
+
+
+def add_sightings(wh: Warehouse) -> dict[str, int]:
+    """Grow the graph from :data:`SIGHTED`; counts of new nodes and edges."""
+    nodes = _nodes(wh)
+    edges = _edges(wh)
+    return {"identifiers_added": nodes, "links_added": edges}
+
+
+def reset(wh: Warehouse) -> None:
+    """Forget the graph (a full rebuild follows); customer ids are kept by the caller."""
+    for name in ("identity_edges", "identity_refusals", "identity_nodes"):
+        wh.execute(f"DELETE FROM {name}")

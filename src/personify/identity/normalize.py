@@ -1,0 +1,153 @@
+"""Identifier normalization, in Python and as the equivalent SQL.
+
+Every identifier is trimmed (ASCII white space); empty values are not identifiers.
+
+* ``email``: lower-cased and checked for the ``local@domain.tld`` shape; provider rules
+  (``+tag`` removal, Gmail dots) only when :class:`~personify.config.EmailRules` turns them on.
+* ``phone``: E.164. Separators (spaces, dots, dashes, parentheses, ``/``) are removed; a value
+  that then reads ``+`` and 7 to 15 digits is taken as is (in SQL, for everyone at once); any
+  other value is parsed by ``phonenumbers`` with the configured region (in Python, once per
+  distinct value), and dropped if it is not a possible number.
+* every other kind (``user_id``, ``anonymous_id``, a source's own ids): trimmed, case kept.
+
+The SQL builders return DuckDB-dialect expressions over a column expression; the only values in
+them are constants of this module, never user data.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from personify.config import EmailRules, IdentityConfig
+
+WS = " \t\n\r\f\v"
+_WS_CLASS = "[ \\t\\n\\r\\f\\v]"
+_TRIM_RE = f"^{_WS_CLASS}+|{_WS_CLASS}+$"
+_EMAIL_RE = "^[^@ \\t\\n\\r\\f\\v]+@[^@ \\t\\n\\r\\f\\v]+\\.[^@ \\t\\n\\r\\f\\v]+$"
+_PHONE_SEP_RE = "[ \\t\\n\\r\\f\\v.()/-]"
+_E164_RE = "^\\+[1-9][0-9]{6,14}$"
+_GMAIL = ("gmail.com", "googlemail.com")
+
+_email = re.compile(_EMAIL_RE)
+_phone_sep = re.compile(_PHONE_SEP_RE)
+_e164 = re.compile(_E164_RE)
+
+
+def normalize_id(raw: object) -> str | None:
+    """A generic identifier: trimmed; ``None`` when empty."""
+    if raw is None:
+        return None
+    value = str(raw).strip(WS)
+    return value or None
+
+
+def normalize_email(raw: object, rules: EmailRules = EmailRules()) -> str | None:
+    """``raw`` as a matching key for emails, or ``None`` when it is not an email."""
+    value = normalize_id(raw)
+    if value is None:
+        return None
+    value = value.lower()
+    if not _email.match(value):
+        return None
+    local, _, domain = value.partition("@")
+    if rules.strip_plus_tags:
+        local = local.split("+", 1)[0]
+    if rules.gmail_dots and domain in _GMAIL:
+        local = local.replace(".", "")
+    value = f"{local}@{domain}"
+    return value if _email.match(value) else None
+
+
+def canonical_phone(raw: object) -> str | None:
+    """The separator-free value when it already reads as E.164, else ``None``."""
+    value = normalize_id(raw)
+    if value is None:
+        return None
+    value = _phone_sep.sub("", value)
+    return value if _e164.match(value) else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_phone(value: str, region: str | None) -> str | None:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return formatted
+
+
+def normalize_phone(raw: object, region: str | None = None) -> str | None:
+    """``raw`` in E.164 (``+33612345678``), or ``None`` when it cannot be read as a number."""
+    value = normalize_id(raw)
+    if value is None:
+        return None
+    return canonical_phone(value) or _parse_phone(value, region)
+
+
+def normalize(kind: str, raw: object, config: IdentityConfig) -> str | None:
+    """Normalize ``raw`` as an identifier of ``kind``."""
+    if kind == "email":
+        return normalize_email(raw, config.email)
+    if kind == "phone":
+        return normalize_phone(raw, config.phone_region)
+    return normalize_id(raw)
+
+
+def blocked_sets(config: IdentityConfig) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """``(values blocked for every kind (lower-cased), kind → normalized blocked values)``."""
+    anywhere = frozenset(v.strip(WS).lower() for v in config.blocked.get("*", ()))
+    per_kind: dict[str, frozenset[str]] = {}
+    for kind, values in config.blocked.items():
+        if kind == "*":
+            continue
+        normalized = (normalize(kind, v, config) for v in values)
+        per_kind[kind] = frozenset(v for v in normalized if v is not None)
+    return anywhere, per_kind
+
+
+def is_blocked(kind: str, value: str, config: IdentityConfig) -> bool:
+    """Whether the normalized ``value`` of ``kind`` is a blocked value."""
+    anywhere, per_kind = blocked_sets(config)
+    return value.lower() in anywhere or value in per_kind.get(kind, frozenset())
+
+
+# ------------------------------------------------------------------------------------------- SQL
+def id_sql(expr: str) -> str:
+    """SQL: the trimmed value of ``expr``, NULL when empty."""
+    return f"nullif(regexp_replace(CAST({expr} AS VARCHAR), '{_TRIM_RE}', '', 'g'), '')"
+
+
+def email_sql(expr: str, rules: EmailRules = EmailRules()) -> str:
+    """SQL: :func:`normalize_email` of ``expr``."""
+    value = f"lower({id_sql(expr)})"
+    local, domain = f"split_part({value}, '@', 1)", f"split_part({value}, '@', 2)"
+    if rules.strip_plus_tags:
+        local = f"regexp_replace({local}, '\\+.*$', '')"
+    if rules.gmail_dots:
+        gmail = ", ".join(f"'{d}'" for d in _GMAIL)
+        local = f"CASE WHEN {domain} IN ({gmail}) THEN replace({local}, '.', '') ELSE {local} END"
+    valid = f"regexp_matches({value}, '{_EMAIL_RE}')"
+    if not (rules.strip_plus_tags or rules.gmail_dots):
+        return f"CASE WHEN {valid} THEN {value} END"
+    ruled = f"({local} || '@' || {domain})"
+    return f"CASE WHEN {valid} AND regexp_matches({ruled}, '{_EMAIL_RE}') THEN {ruled} END"
+
+
+def phone_sql(expr: str) -> str:
+    """SQL: :func:`canonical_phone` of ``expr`` (values that need parsing give NULL)."""
+    value = f"regexp_replace({id_sql(expr)}, '{_PHONE_SEP_RE}', '', 'g')"
+    return f"CASE WHEN regexp_matches({value}, '{_E164_RE}') THEN {value} END"
+
+
+def kind_rank(kind: str, config: IdentityConfig) -> int:
+    """Python twin of :func:`kind_rank_sql`."""
+    priority = list(config.priority)
+    if kind in priority and kind != "*":
+        return priority.index(kind)
+    return priority.index("*") if "*" in priority else len(priority)

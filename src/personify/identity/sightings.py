@@ -1,0 +1,169 @@
+"""Sightings: every identifier the inputs show, grouped by the input that showed them together.
+
+Inputs (each restricted by a :class:`Scope`):
+
+* ``events`` — ``anonymous_id``, ``user_id``, ``traits.email`` / ``traits.phone`` and an alias's
+  ``previous_id`` (taken as an ``anonymous_id``), one group per distinct combination;
+* ``customer_records`` — the record's own id (kind: the source's id kind), email, phone, user id;
+* ``orders`` and ``tickets`` — the customer id as the source knows it, and the email.
+
+The result is ``_sighted (grp, kind, value, source, first_seen, last_seen, evidence, origin)``
+with values normalized (:mod:`personify.identity.normalize`): identifiers in one ``grp`` belong
+to one person by that input's evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from personify.config import IdentityConfig
+from personify.identity._sql import drop, scratch, temp_table
+from personify.identity.normalize import email_sql, id_sql, normalize_phone, phone_sql
+from personify.identity.rules import source_kind_sql
+from personify.warehouse.base import Warehouse
+
+SIGHTED = "_sighted"
+_RAW = scratch(
+    "_sightings",
+    grp="VARCHAR",
+    kind="VARCHAR",
+    raw="VARCHAR",
+    source="VARCHAR",
+    first_seen="TIMESTAMPTZ",
+    last_seen="TIMESTAMPTZ",
+    evidence="VARCHAR",
+    origin="VARCHAR",
+)
+_PHONES = scratch("_phone_map", raw="VARCHAR", e164="VARCHAR")
+
+Where = tuple[str, tuple[object, ...]]
+NOTHING: Where = ("FALSE", ())
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which input rows to read: a WHERE condition (and its params) per input table."""
+
+    events: Where = NOTHING
+    records: Where = NOTHING
+    orders: Where = NOTHING
+    tickets: Where = NOTHING
+    customers: tuple[str, ...] = field(default=())
+    """For the real-time path: customer ids known to be affected (besides those found)."""
+
+
+_EVIDENCE = (
+    "CASE min(CASE type WHEN 'alias' THEN 1 WHEN 'identify' THEN 2 ELSE 3 END) "
+    "WHEN 1 THEN 'alias' WHEN 2 THEN 'identify' ELSE 'event' END"
+)
+
+
+def _events(wh: Warehouse, where: Where) -> None:
+    drop(wh, "_ev_groups")
+    wh.execute(
+        "CREATE TEMP TABLE _ev_groups AS SELECT 'e' || CAST(row_number() OVER () AS VARCHAR) "
+        "AS grp, source, anonymous_id, user_id, previous_id, email, phone, "
+        "min(timestamp) AS first_seen, max(timestamp) AS last_seen, "
+        f"min(message_id) AS origin, {_EVIDENCE} AS evidence FROM ("
+        "SELECT source, anonymous_id, user_id, type, timestamp, message_id, "
+        "CASE WHEN type = 'alias' THEN previous_id END AS previous_id, "
+        "traits->>'email' AS email, traits->>'phone' AS phone "
+        f"FROM events WHERE {where[0]}) ev "
+        "GROUP BY source, anonymous_id, user_id, previous_id, email, phone",
+        where[1],
+    )
+    for kind, column in (
+        ("anonymous_id", "anonymous_id"),
+        ("user_id", "user_id"),
+        ("anonymous_id", "previous_id"),
+        ("email", "email"),
+        ("phone", "phone"),
+    ):
+        wh.execute(
+            f"INSERT INTO {_RAW.name} SELECT grp, ?, {column}, source, first_seen, last_seen, "
+            f"evidence, origin FROM _ev_groups WHERE {column} IS NOT NULL",
+            [kind],
+        )
+    drop(wh, "_ev_groups")
+
+
+_INPUTS = {
+    # prefix: (table, own id column, origin column, time column, evidence, other identifiers)
+    "r": (
+        "customer_records",
+        "record_id",
+        "record_id",
+        "observed_at",
+        "record",
+        ("phone", "user_id"),
+    ),
+    "o": ("orders", "source_customer_id", "order_id", "created_at", "order", ()),
+    "t": ("tickets", "source_customer_id", "ticket_id", "created_at", "ticket", ()),
+}
+
+
+def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
+    """Records, orders, tickets: the source's own id, email, phone … per distinct combination."""
+    table, id_column, origin, time, evidence, others = _INPUTS[prefix]
+    extra = "".join(f", {c}" for c in others)
+    drop(wh, "_in_groups")
+    wh.execute(
+        f"CREATE TEMP TABLE _in_groups AS SELECT '{prefix}' || "
+        "CAST(row_number() OVER () AS VARCHAR) AS grp, source, sid, email"
+        f"{extra}, min(t) AS first_seen, max(t) AS last_seen, min(o) AS origin FROM ("
+        f"SELECT source, {id_column} AS sid, email{extra}, {time} AS t, "
+        f"CAST({origin} AS VARCHAR) AS o FROM {table} WHERE {where[0]}) x "
+        f"GROUP BY source, sid, email{extra}",
+        where[1],
+    )
+    columns = [("sid", source_kind_sql("source")), ("email", "'email'")]
+    columns += [(c, f"'{c}'") for c in others]
+    for column, kind in columns:
+        wh.execute(
+            f"INSERT INTO {_RAW.name} SELECT grp, {kind}, CAST({column} AS VARCHAR), source, "
+            f"first_seen, last_seen, '{evidence}', origin FROM _in_groups "
+            f"WHERE {column} IS NOT NULL"
+        )
+    drop(wh, "_in_groups")
+
+
+def _phones(wh: Warehouse, region: str | None) -> None:
+    """Phones not already in E.164 form, parsed once per distinct value in Python."""
+    raws = wh.fetch(
+        f"SELECT DISTINCT raw FROM {_RAW.name} WHERE kind = 'phone' "
+        f"AND {phone_sql('raw')} IS NULL AND {id_sql('raw')} IS NOT NULL"
+    )
+    values = [r[0] for r in raws]
+    parsed = [normalize_phone(v, region) for v in values]
+    temp_table(wh, _PHONES, pa.table({"raw": values, "e164": parsed}, schema=_arrow(_PHONES)))
+
+
+def _arrow(table: object) -> pa.Schema:
+    return pa.schema([(c.name, pa.string()) for c in table.columns])  # type: ignore[attr-defined]
+
+
+def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
+    """Fill :data:`SIGHTED` from the inputs in ``scope``; returns how many sightings it holds."""
+    temp_table(wh, _RAW)
+    if scope.events != NOTHING:
+        _events(wh, scope.events)
+    for prefix, where in (("r", scope.records), ("o", scope.orders), ("t", scope.tickets)):
+        if where != NOTHING:
+            _grouped(wh, prefix, where)
+    _phones(wh, config.phone_region)
+    drop(wh, SIGHTED)
+    value = (
+        f"CASE WHEN s.kind = 'email' THEN {email_sql('s.raw', config.email)} "
+        f"WHEN s.kind = 'phone' THEN coalesce({phone_sql('s.raw')}, pm.e164) "
+        f"ELSE {id_sql('s.raw')} END"
+    )
+    wh.execute(
+        f"CREATE TEMP TABLE {SIGHTED} AS SELECT * FROM (SELECT s.grp, s.kind, {value} AS value, "
+        "s.source, s.first_seen, s.last_seen, s.evidence, s.origin "
+        f"FROM {_RAW.name} s LEFT JOIN {_PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw"
+        ") n WHERE value IS NOT NULL"
+    )
+    drop(wh, _RAW.name, _PHONES.name)
+    return int(wh.scalar(f"SELECT count(*) FROM {SIGHTED}") or 0)

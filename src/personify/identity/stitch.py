@@ -1,0 +1,118 @@
+"""Write the resolution back: ``identities``, and ``customer_id`` on events, orders and tickets.
+
+Only what changed is touched: identifiers of the clusters touched in this pass, events that carry
+one of them (matched on the stored value), and the inputs of this pass (matched after
+normalization, so ``" Ann@X.org "`` finds ``ann@x.org``). An event belongs to its ``user_id``'s
+customer, else to its ``anonymous_id``'s; an order or ticket to its source customer id's
+customer, else to its email's.
+"""
+
+from __future__ import annotations
+
+from personify.config import IdentityConfig
+from personify.identity._sql import drop
+from personify.identity.guard import TOUCHED
+from personify.identity.normalize import email_sql, id_sql
+from personify.identity.rules import source_kind_sql
+from personify.identity.sightings import Where
+from personify.warehouse.base import Warehouse
+
+_MAP = "_stitch_map"
+
+
+def publish_identities(wh: Warehouse) -> None:
+    """Mirror the touched clusters' nodes into the public ``identities`` table."""
+    wh.execute(
+        "DELETE FROM identities WHERE (kind, value) IN (SELECT kind, value FROM identity_nodes "
+        f'WHERE "cluster" IN (SELECT "cluster" FROM {TOUCHED}))'
+    )
+    wh.execute(
+        "INSERT INTO identities (customer_id, kind, value, source, first_seen, last_seen) "
+        "SELECT customer_id, kind, value, source, first_seen, last_seen FROM identity_nodes "
+        f'WHERE customer_id IS NOT NULL AND "cluster" IN (SELECT "cluster" FROM {TOUCHED})'
+    )
+
+
+def _events(wh: Warehouse, scope: Where) -> int:
+    known_user = (
+        "EXISTS (SELECT 1 FROM identity_nodes u WHERE u.kind = 'user_id' "
+        "AND u.value = events.user_id AND u.customer_id IS NOT NULL)"
+    )
+    changed = wh.execute(
+        f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
+        "WHERE m.kind = 'anonymous_id' AND events.anonymous_id = m.value "
+        "AND events.customer_id IS DISTINCT FROM m.customer_id "
+        f"AND (events.user_id IS NULL OR NOT {known_user})"
+    )
+    changed += wh.execute(
+        f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
+        "WHERE m.kind = 'user_id' AND events.user_id = m.value AND m.customer_id IS NOT NULL "
+        "AND events.customer_id IS DISTINCT FROM m.customer_id"
+    )
+    # this pass's own events, matched after normalization (ids stored with stray spaces)
+    drop(wh, "_ev_customer")
+    wh.execute(
+        "CREATE TEMP TABLE _ev_customer AS SELECT e.message_id, "
+        "coalesce(u.customer_id, a.customer_id) AS customer_id FROM (SELECT message_id, "
+        f"user_id, anonymous_id FROM events WHERE {scope[0]}) e "
+        "LEFT JOIN identity_nodes u ON u.kind = 'user_id' "
+        f"AND u.value = {id_sql('e.user_id')} LEFT JOIN identity_nodes a "
+        f"ON a.kind = 'anonymous_id' AND a.value = {id_sql('e.anonymous_id')}",
+        scope[1],
+    )
+    changed += wh.execute(
+        "UPDATE events SET customer_id = c.customer_id FROM _ev_customer c "
+        "WHERE events.message_id = c.message_id "
+        "AND events.customer_id IS DISTINCT FROM c.customer_id"
+    )
+    drop(wh, "_ev_customer")
+    return max(changed, 0)
+
+
+def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
+    """Orders or tickets: source customer id first, then email; only rows that may change."""
+    drop(wh, "_own_customer")
+    wh.execute(
+        f"CREATE TEMP TABLE _own_customer AS SELECT t.{key} AS k, "
+        "coalesce(s.customer_id, e.customer_id) AS customer_id FROM "
+        f"{table} t LEFT JOIN identity_nodes s ON s.kind = {source_kind_sql('t.source')} "
+        f"AND s.value = {id_sql('t.source_customer_id')} "
+        "LEFT JOIN identity_nodes e ON e.kind = 'email' "
+        f"AND e.value = {email_sql('t.email', config.email)} "
+        'WHERE t.customer_id IS NULL OR s."cluster" IN '
+        f'(SELECT "cluster" FROM {TOUCHED}) OR e."cluster" IN (SELECT "cluster" FROM {TOUCHED})'
+    )
+    changed = wh.execute(
+        f"UPDATE {table} SET customer_id = c.customer_id FROM _own_customer c "
+        f"WHERE {table}.{key} = c.k AND {table}.customer_id IS DISTINCT FROM c.customer_id"
+    )
+    drop(wh, "_own_customer")
+    return max(changed, 0)
+
+
+def adopt_source_ids(wh: Warehouse) -> None:
+    """Orders and tickets loaded with the source's own customer id in ``customer_id``: move it to
+    ``source_customer_id`` (``customer_id`` is the resolved one)."""
+    for table in ("orders", "tickets"):
+        wh.execute(
+            f"UPDATE {table} SET source_customer_id = customer_id, customer_id = NULL "
+            "WHERE source_customer_id IS NULL AND customer_id IS NOT NULL "
+            "AND customer_id NOT IN (SELECT customer_id FROM customer_ids)"
+        )
+
+
+def stitch(wh: Warehouse, events_scope: Where, config: IdentityConfig) -> dict[str, int]:
+    """Fill ``customer_id`` where the resolution changed it; returns rows changed per table."""
+    drop(wh, _MAP)
+    wh.execute(
+        f"CREATE TEMP TABLE {_MAP} AS SELECT kind, value, customer_id FROM identity_nodes "
+        f"WHERE kind IN ('anonymous_id', 'user_id') AND \"cluster\" IN "
+        f'(SELECT "cluster" FROM {TOUCHED})'
+    )
+    counts = {
+        "events_stitched": _events(wh, events_scope),
+        "orders_stitched": _owned(wh, "orders", "order_id", config),
+        "tickets_stitched": _owned(wh, "tickets", "ticket_id", config),
+    }
+    drop(wh, _MAP)
+    return counts
