@@ -4,6 +4,7 @@ The tree::
 
     PersonifyError                 root: catch this to catch everything of ours
     ├── ConfigError                a bad project file (names file, line, key, what is expected)
+    │   └── DefinitionError        a bad segment or rule file (also names the column)
     ├── WarehouseError             the warehouse refused or failed
     │   ├── WarehouseBusy          another process holds the embedded warehouse (Transient)
     │   ├── UnsafeQueryError       a user query that is not one read-only SELECT
@@ -61,6 +62,29 @@ class ConfigError(PersonifyError, Terminal):
         self.file = file
         self.line = line
         self.key = key
+        self.reason = message
+
+
+class DefinitionError(ConfigError):
+    """A segment (``segments/*.sql``) or rule (``rules/*.yml``) file is wrong.
+
+    ``file``, ``line`` and ``key`` locate the mistake as for :class:`ConfigError`; ``col`` is the
+    column inside the line when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = f"column {col}: " if col is not None else ""
+        super().__init__(f"{where}{message}", file=file, line=line, key=key, hint=hint)
+        self.col = col
         self.reason = message
 
 

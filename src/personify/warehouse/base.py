@@ -79,6 +79,15 @@ class Warehouse(abc.ABC):
     def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
         """Run one statement; returns the affected row count when the engine reports it."""
 
+    def execute_limited(
+        self, sql: str | exp.Expr, params: Sequence[Any] = (), *, timeout_s: float
+    ) -> int:
+        """Like :meth:`execute`, but stop the statement after ``timeout_s`` seconds and raise
+        :class:`~personify.errors.UnsafeQueryError` (for statements that wrap user SQL, e.g. a
+        segment materialized into a temporary table). Backends that cannot stop a statement run
+        it without a limit."""
+        return self.execute(sql, params)
+
     @abc.abstractmethod
     def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query and return all rows."""

@@ -24,16 +24,41 @@ class QueryResult:
     truncated: bool
 
 
+_NOW_FUNCTIONS = frozenset(
+    {
+        "now",
+        "sysdate",
+        "getdate",
+        "utc_timestamp",
+        "transaction_timestamp",
+        "statement_timestamp",
+        "clock_timestamp",
+        "get_current_timestamp",
+    }
+)
+"""Spellings of "the current instant" that sqlglot leaves as plain function calls."""
+_NOW_NODES: tuple[type[exp.Expr], ...] = (
+    exp.CurrentTimestamp,
+    exp.CurrentDatetime,
+    exp.CurrentTimestampLTZ,
+    exp.Localtimestamp,
+    exp.UtcTimestamp,
+    exp.Systimestamp,
+)
+_TODAY_NODES: tuple[type[exp.Expr], ...] = (exp.CurrentDate, exp.UtcDate)
+
+
 def pin_time(query: exp.Expr) -> exp.Expr:
-    """Replace ``CURRENT_DATE``/``CURRENT_TIMESTAMP``/``NOW()`` with literals of
+    """Replace ``CURRENT_DATE``/``CURRENT_TIMESTAMP``/``NOW()`` (and the other dialects' spellings:
+    ``SYSDATE()``, ``GETDATE()``, ``UTC_TIMESTAMP()``, ``LOCALTIMESTAMP`` …) with literals of
     :func:`personify.clock.now`, so ``--now`` holds inside SQL too."""
     now = clock.now()
 
     def swap(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.CurrentDate):
+        if isinstance(node, _TODAY_NODES):
             return exp.cast(exp.Literal.string(now.date().isoformat()), exp.DataType.build("DATE"))
-        if isinstance(node, exp.CurrentTimestamp | exp.CurrentDatetime) or (
-            isinstance(node, exp.Anonymous) and node.name.lower() == "now"
+        if isinstance(node, _NOW_NODES) or (
+            isinstance(node, exp.Anonymous) and node.name.lower() in _NOW_FUNCTIONS
         ):
             return exp.cast(exp.Literal.string(now.isoformat()), exp.DataType.build("TIMESTAMPTZ"))
         return node

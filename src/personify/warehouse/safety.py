@@ -5,6 +5,10 @@ Parsed with sqlglot and checked on the tree (never by string matching): one stat
 ``read_parquet``, ``postgres_scan`` …) and no functions that reach files, the network or the
 server's settings, and tables only from an allow-list. The backend then runs it read-only with a
 timeout and a row cap.
+
+Comments are dropped from the returned tree (what runs is only what sqlglot parsed, so a comment
+can never smuggle a statement through), and refusals name the line and column where sqlglot saw
+the offending node.
 """
 
 from __future__ import annotations
@@ -39,7 +43,20 @@ _FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = (
     exp.Detach,
     exp.Lock,
 )
-_FORBIDDEN_PREFIXES = ("read_", "pg_", "lo_", "dblink", "sqlite_", "mysql_", "postgres_")
+_FORBIDDEN_PREFIXES = (
+    "read_",
+    "pg_",
+    "lo_",
+    "dblink",
+    "sqlite_",
+    "mysql_",
+    "postgres_",
+    "duckdb_",
+    "pragma_",
+    "http_",
+    "txid_",
+    "write_",
+)
 _FORBIDDEN_FUNCTIONS = frozenset(
     {
         "glob",
@@ -61,6 +78,16 @@ _FORBIDDEN_FUNCTIONS = frozenset(
         "load_extension",
         "httpfs",
         "version",
+        "nextval",
+        "setval",
+        "setseed",
+        "sleep",
+        "sleep_ms",
+        "benchmark",
+        "load_file",
+        "json_execute_serialized_sql",
+        "json_serialize_sql",
+        "json_deserialize_sql",
     }
 )
 
@@ -70,6 +97,22 @@ def _where(e: ParseError | TokenError) -> tuple[int | None, int | None]:
     if errors:
         return errors[0].get("line"), errors[0].get("col")
     return None, None
+
+
+def _locate(node: exp.Expr) -> tuple[int | None, int | None]:
+    """Line and column of ``node`` (or of the first descendant sqlglot placed), if known."""
+    for candidate in node.walk():
+        meta = candidate._meta
+        if meta and "line" in meta:
+            return meta.get("line"), meta.get("col")
+    return None, None
+
+
+def strip_comments(tree: exp.Expr) -> exp.Expr:
+    """Drop every comment from ``tree`` (in place) and return it."""
+    for node in tree.walk():
+        node.comments = None
+    return tree
 
 
 def check_select(
@@ -103,31 +146,45 @@ def check_select(
         )
     for node in stmt.walk():
         if isinstance(node, _FORBIDDEN_NODES):
-            raise UnsafeQueryError(f"{node.key.upper()} is not allowed inside a read-only {what}")
+            line, col = _locate(node)
+            raise UnsafeQueryError(
+                f"{node.key.upper()} is not allowed inside a read-only {what}", line=line, col=col
+            )
         if isinstance(node, exp.Func):
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
             if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
+                line, col = _locate(node)
                 raise UnsafeQueryError(
-                    f"function {name}() is not allowed: it reads files, the network or "
-                    "server settings"
+                    f"function {name}() is not allowed: it reads files, the network, server "
+                    "settings or has side effects",
+                    line=line,
+                    col=col,
                 )
     ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
     allowed_l = {a.lower() for a in allowed}
     for table in stmt.find_all(exp.Table):
+        line, col = _locate(table)
         if not isinstance(table.this, exp.Identifier):
             raise UnsafeQueryError(
                 f"table functions are not allowed in a {what}: {table.this.sql(dialect)}",
+                line=line,
+                col=col,
                 hint="query the warehouse's tables and views, e.g. customers, events, orders",
             )
         name = table.name.lower()
         if table.args.get("db") or table.args.get("catalog"):
             raise UnsafeQueryError(
                 f"qualified table names are not allowed: {table.sql(dialect)}",
+                line=line,
+                col=col,
                 hint="name the table alone, e.g. customers",
             )
         if name not in allowed_l and name not in ctes:
             raise UnsafeQueryError(
                 f"unknown table {table.name!r}",
+                line=line,
+                col=col,
                 hint="tables you can query: " + ", ".join(sorted(allowed)),
             )
+    strip_comments(stmt)
     return stmt

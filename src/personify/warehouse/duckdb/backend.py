@@ -106,6 +106,25 @@ class DuckDBWarehouse(Warehouse):
             raise _translate(e) from e
         return -1
 
+    def execute_limited(
+        self, sql: str | exp.Expr, params: Sequence[Any] = (), *, timeout_s: float
+    ) -> int:
+        cur = self._cursor()
+        timer = threading.Timer(timeout_s, cur.interrupt)
+        timer.start()
+        try:
+            cur.execute(self.render(sql), list(params) if params else None)
+        except duckdb.InterruptException:
+            raise UnsafeQueryError(
+                f"the statement ran longer than {timeout_s:g} s and was stopped",
+                hint="make the query cheaper, or raise the timeout",
+            ) from None
+        except duckdb.Error as e:
+            raise _translate(e) from e
+        finally:
+            timer.cancel()
+        return -1
+
     def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._cursor()
         try:

@@ -26,6 +26,7 @@ from personify.warehouse.schema import Table
 
 _PH = "__personify_placeholder__"
 _JSON_FUNCS = re.compile(r"\bJSON_EXTRACT_PATH(_TEXT)?\(")
+_JSON_ARRAY_LENGTH = re.compile(r"\bJSON_ARRAY_LENGTH\(")
 _names = itertools.count()
 
 
@@ -60,11 +61,15 @@ class PostgresWarehouse(Warehouse):
     @classmethod
     def _generate(cls, expression: exp.Expr) -> str:
         def mark(node: exp.Expr) -> exp.Expr:
+            if isinstance(node, exp.JSONObject):  # PostgreSQL < 16 has no JSON_OBJECT(k: v)
+                pairs = [part for kv in node.expressions for part in (kv.this, kv.expression)]
+                return exp.Anonymous(this="JSONB_BUILD_OBJECT", expressions=pairs)
             return exp.var(_PH) if isinstance(node, exp.Placeholder) else node
 
         sql = expression.transform(mark).sql(dialect="postgres")
         # Our JSON columns are JSONB: use the jsonb_ spellings of the path functions.
         sql = _JSON_FUNCS.sub(r"JSONB_EXTRACT_PATH\1(", sql)
+        sql = _JSON_ARRAY_LENGTH.sub("JSONB_ARRAY_LENGTH(", sql)
         return sql.replace("%", "%%").replace(_PH, "%s")
 
     def render(self, sql: str | exp.Expr, *, read: str = "duckdb") -> str:
@@ -107,6 +112,31 @@ class PostgresWarehouse(Warehouse):
 
     def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
         return self._run(sql, params).rowcount
+
+    def execute_limited(
+        self, sql: str | exp.Expr, params: Sequence[Any] = (), *, timeout_s: float
+    ) -> int:
+        with self.transaction():
+            conn = self._conn()
+            try:
+                previous = conn.execute("SHOW statement_timeout").fetchone()
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [str(max(1, int(timeout_s * 1000)))],
+                )
+                count = conn.execute(self.render(sql), list(params) if params else None).rowcount
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [previous[0] if previous else "0"],
+                )
+            except psycopg.errors.QueryCanceled:
+                raise UnsafeQueryError(
+                    f"the statement ran longer than {timeout_s:g} s and was stopped",
+                    hint="make the query cheaper, or raise the timeout",
+                ) from None
+            except psycopg.Error as e:
+                raise _translate(e) from e
+            return count
 
     def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._run(sql, params).fetchall()
