@@ -128,7 +128,7 @@ async def run_cli(request: Request) -> Response:
     """Run one forwarded command."""
     state = state_of(request)
     _check_auth(request, state)
-    cli = await read_json(request, CliRequest)
+    cli = await read_json(request, CliRequest, limit=MAX_REQUEST_BYTES)
     cwd = Path(cli.cwd)
     if not cwd.is_absolute():
         raise ApiError(400, "cwd must be an absolute path", code="invalid_request")
@@ -150,4 +150,4 @@ async def run_cli(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     """The control channel's routes."""
-    return [Route(CONTROL_PATH, run_cli, methods=["POST"], max_body_size=MAX_REQUEST_BYTES)]
+    return [Route(CONTROL_PATH, run_cli, methods=["POST"])]

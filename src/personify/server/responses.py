@@ -1,8 +1,9 @@
 """JSON responses (encoded with msgspec) and the one error shape every route answers with:
 ``{"error": {"code": "…", "message": "…"}}``.
 
-Routes raise :class:`ApiError`; the app's handlers turn it — and Starlette's own 404/405/413 and
-any unexpected exception — into that body.
+Routes raise :class:`ApiError`; the app's handlers turn it — and Starlette's own 404/405 and
+any unexpected exception — into that body. Read bodies with :func:`read_body` / :func:`read_json`
+(their 413 is an :class:`ApiError` too; Starlette's ``max_body_size`` answers in plain text).
 """
 
 from __future__ import annotations
@@ -118,9 +119,24 @@ def decode_json(body: bytes, type_: type[T]) -> T:
         raise ApiError(400, f"the request body is not JSON: {e}", code="invalid_json") from None
 
 
-async def read_json(request: Request, type_: type[T]) -> T:
-    """The request body as ``type_`` (the route's ``max_body_size`` bounds what is read)."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, type_: type[T], *, limit: int) -> T:
+    """The request body (at most ``limit`` bytes, else 413) decoded as ``type_`` (else 400)."""
     content_type = request.headers.get("content-type", "application/json")
     if content_type.split(";")[0].strip().lower() not in {"application/json", ""}:
         raise ApiError(415, "send the body as application/json")
-    return decode_json(await request.body(), type_)
+    return decode_json(await read_body(request, limit), type_)

@@ -1,0 +1,300 @@
+"""``personify serve`` as real processes on loopback, and every other command working meanwhile.
+
+DuckDB lets one process open the warehouse file: while the server holds it, the other commands
+must go through the server. Clients run with PERSONIFY_LOCK_TIMEOUT=2, so a command that did not
+forward would fail fast with "in use by another process" instead of passing by luck.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from personify.scaffold import init_project
+from tests.e2e.cli import PERSONIFY
+
+CLIENT_ENV = {"PERSONIFY_LOCK_TIMEOUT": "2", "PERSONIFY_NO_FORWARD": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PERSONIFY, *args],
+        cwd=cwd,
+        env={**os.environ, **CLIENT_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_json(*args: str, **kw: Any) -> Any:
+    done = run(*args, "--json", **kw)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@dataclass
+class Server:
+    project: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, trust_env=False)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+
+def start_server(project: Path, log: Path, timeout: float = 60) -> Server:
+    port = free_port()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [PERSONIFY, "serve", "--project", str(project), "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PERSONIFY_NO_FORWARD": "0"},
+        )
+    server = Server(project, port, proc, log)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{server.output()}")
+        try:
+            if server.get("/healthz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            server.stop()
+            raise AssertionError(f"serve not healthy after {timeout} s:\n{server.output()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module's read-mostly tests, on a scaffolded DuckDB project."""
+    root = tmp_path_factory.mktemp("served")
+    project = root / "shop"
+    init_project(project)
+    server = start_server(project, root / "serve.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server(project_dir: Path, tmp_path: Path) -> Iterator[Server]:
+    """A server of the test's own (on the ``project_dir`` fixture), always stopped afterwards."""
+    s = start_server(project_dir, tmp_path / "serve.log")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def forwarded(server: Server) -> dict[str, float]:
+    text = server.get("/metrics").text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "personify_forwarded_commands":
+            for s in family.samples:
+                key = f"{s.labels['command']}:{s.labels['outcome']}"
+                out[key] = out.get(key, 0) + s.value
+    return out
+
+
+def test_commands_run_through_the_server(served: Server) -> None:
+    p = str(served.project)
+    before = forwarded(served)
+    answer = run_json("sql", "SELECT count(*) AS n FROM customers", "--project", p)
+    assert answer["rows"] == [{"n": 0}]
+    status = run_json("status", "--project", p)
+    assert status["project"] == "my-shop"
+    assert status["warehouse"]["backend"] == "duckdb"
+    report = run_json("run", "--project", p, "--now", "2026-01-31T09:00:00Z")
+    assert report["now"].startswith("2026-01-31T09:00:00")
+    assert [s["name"] for s in report["stages"]][0] == "sync"
+    human = run("status", "--project", p)  # human output too, on stdout
+    assert human.returncode == 0 and "my-shop" in human.stdout
+    refused = run("sql", "DROP TABLE customers", "--project", p)
+    assert refused.returncode == 1 and "only SELECT" in refused.stderr and refused.stdout == ""
+    after = forwarded(served)
+    for key, n in {"sql:ok": 1, "status:ok": 2, "run:ok": 1, "sql:error": 1}.items():
+        assert after.get(key, 0) - before.get(key, 0) == n, (key, before, after)
+
+
+def test_concurrent_commands(served: Server) -> None:
+    p = str(served.project)
+    commands = [
+        ["sql", "SELECT count(*) AS n FROM customers", "--json", "--project", p],
+        ["status", "--json", "--project", p],
+        ["run", "--json", "--project", p],
+        ["sql", "SELECT 2 AS two", "--json", "--project", p],
+        ["status", "--json", "--project", p],
+        ["run", "--json", "--project", p],
+    ]
+    env = {**os.environ, **CLIENT_ENV}
+    procs = [
+        subprocess.Popen(
+            [PERSONIFY, *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for c in commands
+    ]
+    try:
+        results = [proc.communicate(timeout=180) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    for command, proc, (out, err) in zip(commands, procs, results, strict=True):
+        assert proc.returncode == 0, (command, err)
+        json.loads(out)
+    assert json.loads(results[3][0])["rows"] == [{"two": 2}]
+
+
+def test_relative_project_from_another_folder(served: Server) -> None:
+    parent, name = served.project.parent, served.project.name
+    assert run_json("sql", "SELECT 1 AS one", "--project", name, cwd=parent)["rows"] == [{"one": 1}]
+    assert run_json("status", env={"PERSONIFY_PROJECT": name}, cwd=parent)["project"] == "my-shop"
+    assert run_json("status", cwd=served.project)["root"] == str(served.project.resolve())
+    elsewhere = run("status", "--project", "no-such-folder", cwd=parent)
+    assert elsewhere.returncode == 2 and "personify.yml" in elsewhere.stderr
+
+
+def test_metrics_and_openapi(served: Server) -> None:
+    run_json("status", "--project", str(served.project))
+    r = served.get("/metrics")
+    assert r.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    assert families["personify_up"].samples[0].value == 1
+    assert families["personify_build_info"].samples[0].labels["version"]
+    tables = {s.labels["table"] for s in families["personify_table_rows"].samples}
+    assert {"customers", "events", "orders"} <= tables
+    assert families["personify_uptime_seconds"].samples[0].value > 0
+    assert any(s.value >= 1 for s in families["personify_forwarded_commands"].samples)
+    doc = served.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+    assert {"/healthz", "/metrics", "/openapi.json", "/_personify/cli"} <= set(doc["paths"])
+    health = served.get("/healthz").json()
+    assert health["warehouse"] == {"backend": "duckdb", "reachable": True, "schema_version": 2}
+
+
+def test_second_serve_is_refused(served: Server) -> None:
+    done = run("serve", "--project", str(served.project), "--port", str(free_port()), timeout=60)
+    assert done.returncode != 0
+    assert f"already served by process {served.proc.pid}" in done.stderr
+    assert served.get("/healthz").status_code == 200  # the first one is unharmed
+
+
+def test_no_forward_runs_locally_and_meets_the_lock(served: Server) -> None:
+    done = run("status", "--project", str(served.project), env={"PERSONIFY_NO_FORWARD": "1"})
+    assert done.returncode != 0
+    assert "in use by another process" in done.stderr
+
+
+def test_sigterm_stops_cleanly(server: Server) -> None:
+    state = server.project / ".personify" / "server.json"
+    assert state.is_file()
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    token = json.loads(state.read_text())["token"]
+    run_json("status", "--project", str(server.project))
+    assert server.stop(signal.SIGTERM) == 0, server.output()
+    assert not state.exists()
+    log = server.output()
+    assert "stopped by SIGTERM" in log
+    assert token not in log  # the control token never reaches the log
+    # the warehouse is free again: commands run locally
+    assert run_json("status", "--project", str(server.project))["project"] == "my-shop"
+
+
+def test_stale_server_file_is_ignored(project_dir: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    state = project_dir / ".personify"
+    state.mkdir(exist_ok=True)
+    stale = {
+        "pid": int(dead.stdout),
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "token": "stale",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "instance": "gone",
+    }
+    (state / "server.json").write_text(json.dumps(stale))
+    assert run_json("status", "--project", str(project_dir))["project"] == "my-shop"
+    assert not (state / "server.json").exists()
+
+
+def test_busy_warehouse_without_server(project_dir: Path) -> None:
+    run_json("status", "--project", str(project_dir))  # creates the warehouse file
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time\n"
+            f"con = duckdb.connect({str(project_dir / 'warehouse.duckdb')!r})\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "ready"
+            started = time.monotonic()
+            done = run("status", "--project", str(project_dir), env={"PERSONIFY_LOCK_TIMEOUT": "1"})
+            assert time.monotonic() - started < 30
+            assert done.returncode != 0
+            assert "in use by another process" in done.stderr
+            assert f"process {holder.pid}" in done.stderr
+            assert "Traceback" not in done.stderr
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
