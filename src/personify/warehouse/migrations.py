@@ -95,9 +95,21 @@ def _identity_and_profiles(wh: Warehouse) -> None:
     wh.execute(VIEWS["customer_data"])
 
 
+_AUDIENCE_TABLES = ("suppressions", "audience_changes", "segment_state")
+
+
+def _audiences(wh: Warehouse) -> None:
+    """Issue 6: suppressions, audience changes, segment refresh state, the ``sendable`` view."""
+    for name in _AUDIENCE_TABLES:
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+    wh.execute(VIEWS["sendable"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
+    Migration(3, "audiences: suppressions, audience changes, the sendable view", _audiences),
 )
 
 

@@ -442,6 +442,54 @@ IDENTITY_STATE = Table(
     doc="Watermarks and the rules fingerprint of identity resolution",
 )
 
+SUPPRESSIONS = Table(
+    "suppressions",
+    (
+        C("subject_hash", S, False, "Keyed hash (HMAC-SHA256, hex) of the normalized identifier"),
+        C("kind", S, False, "What was hashed: email, phone, customer_id"),
+        C("customer_id", S, doc="The customer it applies to, while one exists"),
+        C("reason", S, False, "unsubscribed, bounced, complained, erased, manual"),
+        C("source", S),
+        C("created_at", TS, False),
+    ),
+    primary_key=("kind", "subject_hash"),
+    indexes=(("customer_id",),),
+    doc="Tombstones: who must never be emailed (no personal data, only keyed hashes)",
+)
+
+AUDIENCE_CHANGES = Table(
+    "audience_changes",
+    (
+        C("kind", S, False, "segment or tag"),
+        C("name", S, False, "The segment's name or the tag"),
+        C("customer_id", S, False),
+        C("change", S, False, "entered or exited"),
+        C("changed_at", TS, False, "The instant the refresh was evaluated at (--now)"),
+        C("rule", S, doc="For tags: the rule that assigned it"),
+        C("recorded_at", TS, False, "Wall-clock time the change was written"),
+    ),
+    primary_key=("kind", "name", "customer_id", "change", "changed_at"),
+    indexes=(("changed_at",), ("customer_id",)),
+    doc="Segment entries/exits and tag assignments/removals, append-only: journeys trigger on them",
+)
+
+SEGMENT_STATE = Table(
+    "segment_state",
+    (
+        C("segment", S, False),
+        C("refreshed_at", TS, False, "The instant of the last refresh (--now)"),
+        C("finished_at", TS, False, "Wall-clock time it finished"),
+        C("seconds", F, False),
+        C("members", INT, False),
+        C("entered", INT, False),
+        C("exited", INT, False),
+        C("sql", S, False, "The SQL as run"),
+    ),
+    primary_key=("segment",),
+    internal=True,
+    doc="The last refresh of each segment",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -466,6 +514,9 @@ TABLES: tuple[Table, ...] = (
     CUSTOMER_IDS,
     PROFILE_OBSERVATIONS,
     IDENTITY_STATE,
+    SUPPRESSIONS,
+    AUDIENCE_CHANGES,
+    SEGMENT_STATE,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
@@ -500,7 +551,27 @@ FROM customers
 """
 """One row per customer, shaped so the seed's SQL runs as written."""
 
-VIEWS: dict[str, str] = {"customer_data": CUSTOMER_DATA_VIEW}
+SENDABLE_VIEW = """
+CREATE OR REPLACE VIEW sendable AS
+SELECT
+  m.segment,
+  m.customer_id,
+  c.email,
+  k.purpose,
+  m.entered_at
+FROM segment_memberships AS m
+JOIN customers AS c ON c.customer_id = m.customer_id
+JOIN consents AS k
+  ON k.customer_id = m.customer_id AND k.channel = 'email' AND k.status = 'granted'
+WHERE m.exited_at IS NULL
+  AND c.email IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM suppressions AS s WHERE s.customer_id = m.customer_id)
+"""
+"""Who may be emailed in each segment, per consent purpose: current members with an email address,
+consent ``granted`` for the purpose on the email channel, no suppression (unsubscribe, bounce,
+complaint, erasure) and not erased (an erased customer has no ``customers`` row)."""
+
+VIEWS: dict[str, str] = {"customer_data": CUSTOMER_DATA_VIEW, "sendable": SENDABLE_VIEW}
 
 
 def table(name: str) -> Table:
