@@ -310,6 +310,39 @@ class TraitsConfig(_Base, frozen=True):
     """User-defined traits declared here instead of (or besides) the folder."""
 
 
+# ------------------------------------------------------------------------------------- audiences
+class AudienceSettings(_Base, frozen=True):
+    """Segments (``segments/*.sql``) and rules (``rules/*.yml``): where they live, the limits
+    their SQL runs under."""
+
+    segments: str = "segments"
+    """Folder of segment files (``*.sql``), relative to the project."""
+    rules: str = "rules"
+    """Folder of rule files (``*.yml``), relative to the project."""
+    dialect: str = "duckdb"
+    """SQL dialect of segments and rule conditions whose file does not name one
+    (``mysql``, ``postgres``, ``bigquery``, ``snowflake``, …)."""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """A segment query running longer than this is stopped (and the refresh fails)."""
+    max_members: Annotated[int, msgspec.Meta(ge=1)] = 50_000_000
+    """A segment returning more customers than this is refused (its memberships are kept)."""
+    sample_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 10
+    """Rows shown by ``personify segments preview``."""
+    purpose: str = "email_marketing"
+    """Consent purpose counted as *sendable* in segment reports (see the ``sendable`` view)."""
+
+    def __post_init__(self) -> None:
+        import sqlglot
+
+        try:
+            sqlglot.Dialect.get_or_raise(self.dialect)
+        except ValueError:
+            raise ValueError(
+                f"unknown SQL dialect {self.dialect!r} (e.g. duckdb, mysql, postgres, bigquery, "
+                "snowflake)"
+            ) from None
+
+
 # --------------------------------------------------------------------------------------- project
 class ProjectConfig(_Base, frozen=True):
     """The whole ``personify.yml``."""
@@ -335,6 +368,8 @@ class ProjectConfig(_Base, frozen=True):
     """Which source's value a profile field takes when sources disagree."""
     traits: TraitsConfig = TraitsConfig()
     """Computed and user-defined traits."""
+    audiences: AudienceSettings = AudienceSettings()
+    """Segments and rules: folders, default SQL dialect, limits."""
 
     def __post_init__(self) -> None:
         try:
