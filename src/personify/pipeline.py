@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from personify import clock
+from personify.identity import identity_stage
+from personify.profiles import profiles_stage
 from personify.session import Session
 from personify.sources import sync_sources
 from personify.warehouse.schema import PIPELINE_RUNS
@@ -30,7 +32,11 @@ def _sync(session: Session) -> dict[str, int]:
     return totals
 
 
-STAGES: tuple[tuple[str, Stage], ...] = (("sync", _sync),)
+STAGES: tuple[tuple[str, Stage], ...] = (
+    ("sync", _sync),
+    ("identity", identity_stage),
+    ("profiles", profiles_stage),
+)
 """The stages in order: name and function."""
 
 

@@ -91,15 +91,22 @@ def run_pass(
 def _keep_ids(wh: Warehouse) -> None:
     drop(wh, "_kept_ids")
     wh.execute(
-        "CREATE TEMP TABLE _kept_ids AS SELECT kind, value, customer_id FROM identity_nodes "
-        "WHERE customer_id IS NOT NULL"
+        "CREATE TEMP TABLE _kept_ids AS SELECT node_id, kind, value, customer_id "
+        "FROM identity_nodes"
     )
 
 
 def _restore_ids(wh: Warehouse) -> None:
     wh.execute(
         "UPDATE identity_nodes SET customer_id = k.customer_id FROM _kept_ids k "
-        "WHERE identity_nodes.kind = k.kind AND identity_nodes.value = k.value"
+        "WHERE identity_nodes.kind = k.kind AND identity_nodes.value = k.value "
+        "AND k.customer_id IS NOT NULL"
+    )
+    # observations point at nodes: follow them to the rebuilt nodes
+    wh.execute(
+        "UPDATE profile_observations SET node_id = m.new_id FROM (SELECT k.node_id AS old_id, "
+        "n.node_id AS new_id FROM _kept_ids k JOIN identity_nodes n ON n.kind = k.kind "
+        "AND n.value = k.value) m WHERE profile_observations.node_id = m.old_id"
     )
     drop(wh, "_kept_ids")
 

@@ -1,0 +1,122 @@
+"""Rebuild ``customers`` from observations (survivorship) and traits — for everyone, or for a few.
+
+The same SQL serves both: the batch stage passes no ids (everyone), the real-time path passes
+the ids one input touched. Either way the rows of those customers are deleted and inserted
+again inside one transaction, so readers never see half a profile, and merged-away ids vanish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from personify import clock
+from personify.config import Project
+from personify.identity._sql import drop, scratch, temp_table
+from personify.profiles import traits as T
+from personify.profiles.custom import compile_traits, traits_sql
+from personify.profiles.observations import FIELDS
+from personify.profiles.survivorship import winners_sql
+from personify.warehouse.base import Warehouse
+
+_SCOPE = scratch("_profile_scope", customer_id="VARCHAR")
+_TEMPS = ("_winners", "_fields", "_t_buy", "_t_act", "_t_eng", "_t_cat", "_t_tix", "_t_usr")
+
+
+def _scope(wh: Warehouse, customer_ids: Sequence[str] | None) -> str:
+    if customer_ids is None:
+        return "TRUE"
+    temp_table(wh, _SCOPE, pa.table({"customer_id": pa.array(list(customer_ids), pa.string())}))
+    return "{c} IN (SELECT customer_id FROM _profile_scope)"
+
+
+def _fields(wh: Warehouse, project: Project, scope: str) -> None:
+    observations = (
+        "SELECT n.customer_id, o.field, o.value, o.source, o.observed_at "
+        "FROM profile_observations o JOIN identity_nodes n ON n.node_id = o.node_id "
+        f"WHERE n.customer_id IS NOT NULL AND ({scope.format(c='n.customer_id')})"
+    )
+    sql, params = winners_sql(project.config.survivorship, FIELDS, observations)
+    wh.execute(f"CREATE TEMP TABLE _winners AS {sql}", params)
+    pivot = ", ".join(f"max(CASE WHEN field = '{f}' THEN value END) AS {f}" for f in FIELDS)
+    wh.execute(
+        f"CREATE TEMP TABLE _fields AS SELECT customer_id, {pivot}, "
+        "max(CASE WHEN field = 'email' THEN source END) AS source FROM _winners "
+        "GROUP BY customer_id"
+    )
+
+
+def _traits(wh: Warehouse, project: Project, scope: str) -> None:
+    cfg, now = project.config.traits, clock.now()
+    for name, (sql, params) in (
+        ("_t_buy", T.purchases(cfg, scope)),
+        ("_t_act", T.activity(scope)),
+        ("_t_eng", T.engagement(cfg, scope, now)),
+        ("_t_cat", T.categories(cfg, scope)),
+        ("_t_tix", T.tickets(cfg, scope)),
+    ):
+        wh.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
+    custom = traits_sql(compile_traits(wh, project), scope)
+    sql, params = custom or (
+        "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS traits WHERE FALSE",
+        [],
+    )
+    wh.execute(f"CREATE TEMP TABLE _t_usr AS {sql}", params)
+
+
+_COLUMNS = (
+    "customer_id, email, first_name, last_name, phone, timezone, country, city, created_at, "
+    "last_purchase_at, first_purchase_at, order_count, total_spent, average_order_value, "
+    "engagement_score, preferred_categories, last_seen_at, source, updated_at, first_seen, "
+    "last_seen, days_since_last_purchase, open_tickets, lifecycle_stage, traits"
+)
+
+
+def _insert(wh: Warehouse, project: Project, scope: str) -> int:
+    lifecycle, lc_params = T.lifecycle_sql(project.config.traits)
+    now = clock.now()
+    inner = (
+        "SELECT c.customer_id, f.email, f.first_name, f.last_name, f.phone, f.timezone, "
+        "f.country, f.city, CAST(f.created_at AS TIMESTAMPTZ) AS created_at, "
+        "b.last_purchase_at, b.first_purchase_at, coalesce(b.order_count, 0) AS order_count, "
+        "coalesce(b.total_spent, 0) AS total_spent, b.average_order_value, "
+        "coalesce(e.engagement_score, 0) AS engagement_score, "
+        "coalesce(k.preferred_categories, '[]') AS preferred_categories, "
+        "a.last_seen AS last_seen_at, f.source, CAST(? AS TIMESTAMPTZ) AS updated_at, "
+        "a.first_seen, a.last_seen, CAST(floor(epoch(CAST(? AS TIMESTAMPTZ) - "
+        "b.last_purchase_at) / 86400) AS BIGINT) AS days_since_last_purchase, "
+        "coalesce(t.open_tickets, 0) AS open_tickets, u.traits "
+        "FROM (SELECT DISTINCT customer_id FROM identity_nodes WHERE customer_id IS NOT NULL "
+        f"AND ({scope.format(c='customer_id')})) c "
+        "LEFT JOIN _fields f ON f.customer_id = c.customer_id "
+        "LEFT JOIN _t_buy b ON b.customer_id = c.customer_id "
+        "LEFT JOIN _t_act a ON a.customer_id = c.customer_id "
+        "LEFT JOIN _t_eng e ON e.customer_id = c.customer_id "
+        "LEFT JOIN _t_cat k ON k.customer_id = c.customer_id "
+        "LEFT JOIN _t_tix t ON t.customer_id = c.customer_id "
+        "LEFT JOIN _t_usr u ON u.customer_id = c.customer_id"
+    )
+    cols = _COLUMNS.replace("lifecycle_stage", f"{lifecycle} AS lifecycle_stage")
+    cols = cols.replace("preferred_categories", "CAST(preferred_categories AS JSON)", 1)
+    cols = cols.replace(", traits", ", CAST(traits AS JSON)")
+    added = wh.execute(
+        f"INSERT INTO customers ({_COLUMNS}) SELECT {cols} FROM ({inner}) x",
+        [*lc_params, now, now],
+    )
+    return max(added, 0)
+
+
+def build_customers(
+    wh: Warehouse, project: Project, customer_ids: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Rebuild the ``customers`` rows of ``customer_ids`` (default: everyone)."""
+    with wh.transaction():
+        drop(wh, *_TEMPS)
+        scope = _scope(wh, customer_ids)
+        _fields(wh, project, scope)
+        _traits(wh, project, scope)
+        wh.execute(f"DELETE FROM customers WHERE {scope.format(c='customer_id')}")
+        built = _insert(wh, project, scope)
+        drop(wh, *_TEMPS, _SCOPE.name)
+    return {"customers_built": built}

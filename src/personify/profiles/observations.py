@@ -1,0 +1,104 @@
+"""Observations: every value a source gave for a profile field, with its source and time.
+
+They come from person records (``customer_records``), identify calls (``events.traits``) and
+orders (their email), and are appended to ``profile_observations`` — never updated, never
+deleted by a rebuild: they are the provenance survivorship chooses from. Each observation is
+about an identifier (a node), so re-resolving identities never rewrites them.
+"""
+
+from __future__ import annotations
+
+from personify.config import IdentityConfig
+from personify.identity.normalize import email_sql, id_sql, phone_sql
+from personify.identity.rules import source_kind_sql
+from personify.identity.sightings import NOTHING, Scope, Where
+from personify.warehouse.base import Warehouse
+
+FIELDS = ("email", "first_name", "last_name", "phone", "timezone", "country", "city", "created_at")
+"""Profile fields chosen by survivorship (columns of ``customers``)."""
+
+_TRAIT_KEYS = {
+    "email": ("email",),
+    "first_name": ("first_name", "firstName"),
+    "last_name": ("last_name", "lastName"),
+    "phone": ("phone",),
+    "timezone": ("timezone",),
+    "country": ("country",),
+    "city": ("city",),
+    "created_at": ("created_at", "createdAt"),
+}
+
+
+def _value(field: str, expr: str, config: IdentityConfig) -> str:
+    if field == "email":
+        return email_sql(expr, config.email)
+    if field == "phone":
+        return f"coalesce({phone_sql(expr)}, {id_sql(expr)})"
+    return id_sql(expr)
+
+
+def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
+    added = wh.execute(
+        "INSERT INTO profile_observations (node_id, field, value, source, origin, observed_at, "
+        f"received_at) SELECT node_id, field, value, source, origin, observed_at, received_at "
+        f"FROM ({select}) o WHERE value IS NOT NULL AND node_id IS NOT NULL "
+        "ON CONFLICT DO NOTHING",
+        params,
+    )
+    return max(added, 0)
+
+
+def _records(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
+    fields = " UNION ALL ".join(
+        f"SELECT '{f}' AS field, "
+        f"{_value(f, 'CAST(' + f + ' AS VARCHAR)' if f == 'created_at' else f, config)} AS value, "
+        "source, record_id, observed_at, received_at FROM r"
+        for f in FIELDS
+    )
+    select = (
+        f"WITH r AS (SELECT * FROM customer_records WHERE {where[0]}), f AS ({fields}) "
+        "SELECT n.node_id, f.field, f.value, f.source, f.record_id AS origin, f.observed_at, "
+        "f.received_at FROM f JOIN identity_nodes n "
+        f"ON n.kind = {source_kind_sql('f.source')} AND n.value = {id_sql('f.record_id')}"
+    )
+    return _insert(wh, select, where[1])
+
+
+def _identify(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
+    fields = " UNION ALL ".join(
+        f"SELECT '{f}' AS field, "
+        f"{_value(f, 'coalesce(' + ', '.join(f'traits->>{k!r}' for k in keys) + ')', config)} "
+        "AS value, source, message_id, timestamp, received_at, user_id, anonymous_id FROM ev"
+        for f, keys in _TRAIT_KEYS.items()
+    )
+    select = (
+        f"WITH ev AS (SELECT * FROM events WHERE traits IS NOT NULL AND ({where[0]})), "
+        f"f AS ({fields}) SELECT coalesce(u.node_id, a.node_id) AS node_id, f.field, f.value, "
+        "f.source, f.message_id AS origin, f.timestamp AS observed_at, f.received_at FROM f "
+        f"LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = {id_sql('f.user_id')} "
+        "LEFT JOIN identity_nodes a ON a.kind = 'anonymous_id' "
+        f"AND a.value = {id_sql('f.anonymous_id')}"
+    )
+    return _insert(wh, select, where[1])
+
+
+def _orders(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
+    select = (
+        "SELECT n.node_id, 'email' AS field, n.value, o.source, CAST(o.order_id AS VARCHAR) "
+        "AS origin, o.created_at AS observed_at, coalesce(o.updated_at, o.created_at) "
+        f"AS received_at FROM orders o JOIN identity_nodes n ON n.kind = 'email' "
+        f"AND n.value = {email_sql('o.email', config.email)} WHERE {where[0]}"
+    )
+    return _insert(wh, select, where[1])
+
+
+def collect_observations(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
+    """Append the observations of the inputs in ``scope``; returns how many were new."""
+    added = 0
+    if scope.records != NOTHING:
+        added += _records(wh, scope.records, config)
+    if scope.events != NOTHING:
+        added += _identify(wh, scope.events, config)
+    if scope.orders != NOTHING:
+        added += _orders(wh, scope.orders, config)
+    return added

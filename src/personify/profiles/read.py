@@ -1,0 +1,123 @@
+"""Profile reads: one customer, unified — identities, fields with provenance, traits, consent,
+segments, tags, refused merges and recent events."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from personify.config import Project
+from personify.errors import NotFound
+from personify.identity.explain import find_node
+from personify.profiles.survivorship import Observation, rank, rule_for
+from personify.warehouse.base import Warehouse
+
+RECENT_EVENTS = 20
+
+
+def resolve_customer(wh: Warehouse, text: str, project: Project) -> str:
+    """The current customer id for a customer id (merged ones followed), email or identifier."""
+    row = wh.fetch(
+        "SELECT coalesce(merged_into, customer_id) FROM customer_ids WHERE customer_id = ?",
+        [text.strip()],
+    )
+    if row and row[0][0]:
+        return str(row[0][0])
+    node = find_node(wh, text, project.config.identity)
+    if node.customer_id is None:
+        why = "a blocked value" if node.blocked else "only linked to anonymous identifiers"
+        raise NotFound(f"{node.kind} {text!r} belongs to no customer ({why})")
+    return node.customer_id
+
+
+def _rows(wh: Warehouse, sql: str, params: Sequence[object]) -> list[dict[str, Any]]:
+    table = wh.fetch_arrow(sql, params)
+    return [dict(r) for r in table.to_pylist()]
+
+
+def _fields(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]:
+    by_field: dict[str, list[Observation]] = defaultdict(list)
+    for field, value, source, observed_at, origin in wh.fetch(
+        "SELECT o.field, o.value, o.source, o.observed_at, o.origin FROM profile_observations o "
+        "JOIN identity_nodes n ON n.node_id = o.node_id WHERE n.customer_id = ?",
+        [customer_id],
+    ):
+        by_field[field].append(Observation(value, source, observed_at, origin))
+    out: dict[str, Any] = {}
+    for field in sorted(by_field):
+        rule = rule_for(project.config.survivorship, field)
+        ranked = rank(by_field[field], rule)
+        best = ranked[0]
+        out[field] = {
+            "value": best.value,
+            "source": best.source,
+            "observed_at": best.observed_at,
+            "origin": best.origin,
+            "rule": rule.rule,
+            "beat": [
+                {"value": o.value, "source": o.source, "observed_at": o.observed_at}
+                for o in ranked[1:]
+            ],
+        }
+    return out
+
+
+def read_profile(wh: Warehouse, text: str, project: Project) -> dict[str, Any]:
+    """Everything about the customer ``text`` names. Raises :class:`NotFound`."""
+    customer_id = resolve_customer(wh, text, project)
+    rows = _rows(wh, "SELECT * FROM customers WHERE customer_id = ?", [customer_id])
+    if not rows:
+        raise NotFound(
+            f"customer {customer_id} has no profile yet", hint="run `personify run` first"
+        )
+    one = [customer_id]
+    return {
+        "customer_id": customer_id,
+        "profile": rows[0],
+        "fields": _fields(wh, customer_id, project),
+        "identities": _rows(
+            wh,
+            "SELECT kind, value, source, first_seen, last_seen FROM identities "
+            "WHERE customer_id = ? ORDER BY kind, value",
+            one,
+        ),
+        "merged_ids": [
+            r[0]
+            for r in wh.fetch(
+                "SELECT customer_id FROM customer_ids WHERE merged_into = ? ORDER BY 1", one
+            )
+        ],
+        "refused_merges": _rows(
+            wh,
+            "SELECT na.kind AS kind, na.value AS value, nb.kind AS other_kind, "
+            "nb.value AS other_value, r.source, r.detail, r.decided_at "
+            "FROM identity_refusals r JOIN identity_nodes na ON na.node_id = r.a "
+            "JOIN identity_nodes nb ON nb.node_id = r.b "
+            "WHERE na.customer_id = ? OR nb.customer_id = ? ORDER BY r.decided_at, r.a, r.b",
+            [customer_id, customer_id],
+        ),
+        "consent": _rows(
+            wh,
+            "SELECT purpose, channel, status, source, updated_at FROM consents "
+            "WHERE customer_id = ? ORDER BY purpose, channel",
+            one,
+        ),
+        "segments": _rows(
+            wh,
+            "SELECT segment, entered_at FROM segment_memberships WHERE customer_id = ? "
+            "AND exited_at IS NULL ORDER BY segment",
+            one,
+        ),
+        "tags": _rows(
+            wh,
+            "SELECT tag, rule, assigned_at FROM customer_tags WHERE customer_id = ? ORDER BY tag",
+            one,
+        ),
+        "recent_events": _rows(
+            wh,
+            "SELECT message_id, type, event, timestamp, source FROM events "
+            f"WHERE customer_id = ? ORDER BY timestamp DESC, message_id LIMIT {RECENT_EVENTS}",
+            one,
+        ),
+    }

@@ -1,0 +1,130 @@
+"""Survivorship: which observation of a field wins, as SQL over everyone and in Python for one.
+
+Each rule is a total order on a customer's observations of a field; the first one wins:
+
+* ``last_write_wins`` — latest ``observed_at`` (the source's time, not arrival);
+* ``first_non_empty`` — earliest ``observed_at``;
+* ``source_priority`` — position of the source in the rule's list (unlisted last), then latest;
+* ``most_frequent`` — most observations of the value, then the value seen latest.
+
+Remaining ties go to the smaller value, then the smaller source name, so the winner never
+depends on the order observations arrived in. :func:`rank` (Python) and :func:`winners_sql`
+(SQL) implement the same orders; the tests hold them equal.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from personify.config import FieldRule, SurvivorshipConfig
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One value one source gave for one field, at one time."""
+
+    value: str
+    source: str
+    observed_at: datetime
+    origin: str = ""
+
+
+def rule_for(config: SurvivorshipConfig, field: str) -> FieldRule:
+    """The rule that decides ``field``."""
+    return config.fields.get(field, config.default)
+
+
+def _epoch(t: datetime) -> float:
+    return t.timestamp()
+
+
+def rank(observations: Iterable[Observation], rule: FieldRule) -> list[Observation]:
+    """``observations`` best first under ``rule`` (the first one is the field's value)."""
+    items = list(observations)
+    freq = Counter(o.value for o in items)
+    latest: dict[str, float] = {}
+    for o in items:
+        latest[o.value] = max(latest.get(o.value, float("-inf")), _epoch(o.observed_at))
+    priority = {s: i for i, s in enumerate(rule.sources)}
+
+    def key(o: Observation) -> tuple[Any, ...]:
+        t = _epoch(o.observed_at)
+        if rule.rule == "first_non_empty":
+            return (0, t, o.value, o.source)
+        if rule.rule == "source_priority":
+            return (priority.get(o.source, len(priority)), -t, o.value, o.source)
+        if rule.rule == "most_frequent":
+            return (-freq[o.value], -latest[o.value], o.value, o.source, -t)
+        return (0, -t, o.value, o.source)
+
+    return sorted(items, key=key)
+
+
+def _keys_sql(rule: FieldRule) -> tuple[list[str], list[object]]:
+    """ORDER BY expressions (over ``o``) for ``rule``, and their params."""
+    t = "epoch(o.observed_at)"
+    if rule.rule == "first_non_empty":
+        return ["0", t, "o.value", "o.source"], []
+    if rule.rule == "source_priority":
+        if not rule.sources:
+            return ["0", f"-{t}", "o.value", "o.source"], []
+        whens = " ".join("WHEN ? THEN ?" for _ in rule.sources)
+        params: list[object] = []
+        for i, s in enumerate(rule.sources):
+            params += [s, i]
+        return [
+            f"(CASE o.source {whens} ELSE {len(rule.sources)} END)",
+            f"-{t}",
+            "o.value",
+            "o.source",
+        ], params
+    if rule.rule == "most_frequent":
+        return ["-o.freq", "-o.latest", "o.value", "o.source", f"-{t}"], []
+    return ["0", f"-{t}", "o.value", "o.source"], []
+
+
+def order_sql(config: SurvivorshipConfig, fields: Sequence[str]) -> tuple[str, list[object]]:
+    """The window ORDER BY choosing each field's winner, with its params (in text order)."""
+    special = [f for f in fields if f in config.fields]
+    per_rule = {f: _keys_sql(config.fields[f]) for f in special}
+    default_keys, default_params = _keys_sql(config.default)
+    width = max([len(default_keys)] + [len(k) for k, _ in per_rule.values()])
+    parts: list[str] = []
+    params: list[object] = []
+    for i in range(width):
+        if not special:
+            parts.append(default_keys[i] if i < len(default_keys) else "0")
+            params += default_params if i == 0 else []
+            continue
+        whens = []
+        for f in special:
+            keys, p = per_rule[f]
+            whens.append(f"WHEN ? THEN {keys[i] if i < len(keys) else '0'}")
+            params += [f] + (p if i == 0 else [])
+        fallback = default_keys[i] if i < len(default_keys) else "0"
+        params += default_params if i == 0 else []
+        parts.append(f"(CASE o.field {' '.join(whens)} ELSE {fallback} END)")
+    return ", ".join(parts), params
+
+
+def winners_sql(
+    config: SurvivorshipConfig, fields: Sequence[str], observations_sql: str
+) -> tuple[str, list[object]]:
+    """SQL selecting, per ``(customer_id, field)``, the winning observation.
+
+    ``observations_sql`` selects ``customer_id, field, value, source, observed_at``.
+    """
+    order, params = order_sql(config, fields)
+    sql = (
+        "SELECT customer_id, field, value, source, observed_at FROM ("
+        "SELECT o.*, row_number() OVER (PARTITION BY o.customer_id, o.field "
+        f"ORDER BY {order}) AS pos FROM (SELECT b.*, "
+        "count(*) OVER (PARTITION BY b.customer_id, b.field, b.value) AS freq, "
+        "max(epoch(b.observed_at)) OVER (PARTITION BY b.customer_id, b.field, b.value) "
+        f"AS latest FROM ({observations_sql}) b) o) w WHERE pos = 1"
+    )
+    return sql, params

@@ -1,0 +1,129 @@
+"""Computed traits, in SQL pushed to the warehouse, relative to :func:`personify.clock.now`.
+
+Each builder returns one SELECT keyed by ``customer_id`` (restricted to the customers of
+``scope``, a SQL condition on the column ``{c}``) and the params it needs, ``now`` first:
+
+* purchases — ``last_purchase_at``, ``first_purchase_at``, ``order_count``, ``total_spent``,
+  ``average_order_value`` (orders whose status is not excluded; money rounded to cents);
+* activity — ``first_seen`` / ``last_seen`` over the customer's identifiers;
+* ``engagement_score`` — 100·a/(a + saturation), a = Σ weight · ½^(age / half-life) over email
+  opens, clicks, active days and orders within the window;
+* ``preferred_categories`` — top categories by weighted views, adds to cart and purchased units;
+* ``open_tickets``.
+
+``days_since_last_purchase`` and ``lifecycle_stage`` derive from these in the final SELECT.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from personify.config import TraitsConfig
+
+Sql = tuple[str, list[object]]
+
+
+def _in(column: str, values: tuple[str, ...]) -> Sql:
+    if not values:
+        return "FALSE", []
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+
+def purchases(config: TraitsConfig, scope: str) -> Sql:
+    excluded, params = _in(
+        "lower(o.status)", tuple(s.lower() for s in config.excluded_order_statuses)
+    )
+    sql = (
+        "SELECT o.customer_id, max(o.created_at) AS last_purchase_at, "
+        "min(o.created_at) AS first_purchase_at, count(*) AS order_count, "
+        "round(sum(coalesce(o.total, 0)), 2) AS total_spent, "
+        "round(sum(coalesce(o.total, 0)) / count(*), 2) AS average_order_value "
+        f"FROM orders o WHERE o.customer_id IS NOT NULL AND ({scope.format(c='o.customer_id')}) "
+        f"AND (o.status IS NULL OR NOT ({excluded})) GROUP BY o.customer_id"
+    )
+    return sql, params
+
+
+def activity(scope: str) -> Sql:
+    return (
+        "SELECT customer_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen "
+        f"FROM identity_nodes WHERE customer_id IS NOT NULL AND ({scope.format(c='customer_id')}) "
+        "GROUP BY customer_id",
+        [],
+    )
+
+
+def engagement(config: TraitsConfig, scope: str, now: datetime) -> Sql:
+    w = config.engagement
+    opens, p_open = _in("e.event", w.open_events)
+    clicks, p_click = _in("e.event", w.click_events)
+    decay = f"pow(0.5, epoch(CAST(? AS TIMESTAMPTZ) - t) / 86400.0 / {float(w.half_life_days)!r})"
+    sql = (
+        f"SELECT customer_id, round(100 * a / (a + {float(w.saturation)!r}), 2) AS "
+        "engagement_score FROM (SELECT customer_id, sum(weight * "
+        f"{decay}) AS a FROM ("
+        f"SELECT e.customer_id, e.timestamp AS t, CASE WHEN {opens} THEN {float(w.open)!r} "
+        f"WHEN {clicks} THEN {float(w.click)!r} END AS weight FROM events e "
+        "WHERE e.type = 'track' AND e.customer_id IS NOT NULL "
+        f"AND ({scope.format(c='e.customer_id')}) "
+        "AND e.timestamp <= CAST(? AS TIMESTAMPTZ) "
+        f"AND e.timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
+        "UNION ALL SELECT customer_id, min(timestamp) AS t, "
+        f"{float(w.session)!r} AS weight FROM events WHERE customer_id IS NOT NULL "
+        f"AND ({scope.format(c='customer_id')}) "
+        "AND type IN ('page', 'screen', 'track') AND timestamp <= CAST(? AS TIMESTAMPTZ) "
+        f"AND timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
+        "GROUP BY customer_id, CAST(timestamp AS DATE) "
+        f"UNION ALL SELECT customer_id, created_at AS t, {float(w.purchase)!r} AS weight "
+        f"FROM orders WHERE customer_id IS NOT NULL AND ({scope.format(c='customer_id')}) "
+        "AND created_at <= CAST(? AS TIMESTAMPTZ) "
+        f"AND created_at > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days'"
+        ") x WHERE weight IS NOT NULL GROUP BY customer_id) s"
+    )
+    params: list[object] = [now, *p_open, *p_click, now, now, now, now, now, now]
+    return sql, params
+
+
+def categories(config: TraitsConfig, scope: str) -> Sql:
+    c = config.categories
+    views, p_view = _in("e.event", c.view_events)
+    carts, p_cart = _in("e.event", c.cart_events)
+    sql = (
+        "SELECT customer_id, '[' || string_agg(CAST(to_json(category) AS VARCHAR), ',' "
+        "ORDER BY w DESC, category) || ']' AS preferred_categories FROM ("
+        "SELECT customer_id, category, w, row_number() OVER (PARTITION BY customer_id "
+        "ORDER BY w DESC, category) AS pos FROM (SELECT customer_id, category, sum(w) AS w "
+        "FROM (SELECT e.customer_id, coalesce(e.properties->>'category', p.category) "
+        f"AS category, CASE WHEN {views} THEN {float(c.view)!r} WHEN {carts} "
+        f"THEN {float(c.cart)!r} END AS w FROM events e LEFT JOIN products p "
+        "ON p.product_id = e.properties->>'product_id' WHERE e.type = 'track' "
+        f"AND e.customer_id IS NOT NULL AND ({scope.format(c='e.customer_id')}) "
+        "UNION ALL SELECT o.customer_id, p.category, "
+        f"{float(c.purchase)!r} * i.quantity AS w FROM order_items i "
+        "JOIN orders o ON o.order_id = i.order_id JOIN products p ON p.product_id = i.product_id "
+        f"WHERE o.customer_id IS NOT NULL AND ({scope.format(c='o.customer_id')})"
+        ") v WHERE category IS NOT NULL AND w IS NOT NULL GROUP BY customer_id, category) g"
+        f") r WHERE pos <= {int(c.top)} GROUP BY customer_id"
+    )
+    return sql, [*p_view, *p_cart]
+
+
+def tickets(config: TraitsConfig, scope: str) -> Sql:
+    open_, params = _in("lower(status)", tuple(s.lower() for s in config.open_ticket_statuses))
+    return (
+        f"SELECT customer_id, count(*) FILTER (WHERE {open_}) AS open_tickets FROM tickets "
+        f"WHERE customer_id IS NOT NULL AND ({scope.format(c='customer_id')}) GROUP BY customer_id",
+        params,
+    )
+
+
+def lifecycle_sql(config: TraitsConfig) -> Sql:
+    """CASE over ``order_count`` and ``days_since_last_purchase`` giving the stage."""
+    lc = config.lifecycle
+    return (
+        "CASE WHEN coalesce(order_count, 0) = 0 THEN 'prospect' "
+        "WHEN order_count = 1 AND days_since_last_purchase <= ? THEN 'new' "
+        "WHEN days_since_last_purchase <= ? THEN 'active' "
+        "WHEN days_since_last_purchase <= ? THEN 'at_risk' ELSE 'lapsed' END",
+        [lc.new_days, lc.active_days, lc.at_risk_days],
+    )
