@@ -1,5 +1,5 @@
 """Every command module registers itself on :data:`personify.cli.app.app` when imported."""
 
-from personify.cli.commands import demo, pipeline, project, serve, sql
+from personify.cli.commands import demo, identity, pipeline, profile, project, serve, sql
 
-__all__ = ["demo", "pipeline", "project", "serve", "sql"]
+__all__ = ["demo", "identity", "pipeline", "profile", "project", "serve", "sql"]
