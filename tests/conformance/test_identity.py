@@ -1,0 +1,182 @@
+"""Identity resolution on every backend: components equal a union-find oracle, limits, blocked
+values, stable ids, incremental equals batch, explain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from personify.config import IdentityConfig
+from personify.identity import explain, resolve_batch
+from personify.identity.components import LABELS, connected_components
+from personify.warehouse import Warehouse, table
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TS = pa.timestamp("us", tz="UTC")
+
+
+def union_find(edges: list[tuple[int, int]]) -> dict[int, int]:
+    """The oracle: node → smallest node of its component."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in list(parent)}
+
+
+def graphs() -> st.SearchStrategy[list[tuple[int, int]]]:
+    random_edges = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=80)
+    chain = st.permutations(list(range(100, 160))).map(
+        lambda p: [(p[i], p[i + 1]) for i in range(len(p) - 1)]
+    )
+    star = st.integers(200, 260).map(lambda c: [(c, x) for x in range(200, 261) if x != c])
+    return st.tuples(random_edges, st.one_of(st.just([]), chain), st.one_of(st.just([]), star)).map(
+        lambda t: t[0] + t[1] + t[2]
+    )
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(graphs())
+def test_components_equal_union_find(warehouse: Warehouse, edges: list[tuple[int, int]]) -> None:
+    from personify.identity._sql import scratch, temp_table
+
+    t = scratch("_test_edges", a="BIGINT", b="BIGINT")
+    temp_table(
+        warehouse,
+        t,
+        pa.table(
+            {
+                "a": pa.array([e[0] for e in edges], pa.int64()),
+                "b": pa.array([e[1] for e in edges], pa.int64()),
+            }
+        ),
+    )
+    report = connected_components(warehouse, "SELECT a, b FROM _test_edges")
+    got = dict(warehouse.fetch(f"SELECT node, label FROM {LABELS}"))
+    expected = {x: r for x, r in union_find(edges).items() if x != r}
+    assert got == expected
+    assert report.rounds <= 12
+
+
+def test_iteration_bound(warehouse: Warehouse) -> None:
+    from personify.identity.components import ComponentsDidNotConverge
+
+    with pytest.raises(ComponentsDidNotConverge):
+        connected_components(
+            warehouse,
+            "SELECT a, b FROM (VALUES (5, 4), (4, 3), (3, 6), (6, 1), (1, 7)) v(a, b)",
+            max_rounds=1,
+        )
+
+
+def events(rows: list[tuple[str, str | None, str | None, int, str | None]]) -> pa.Table:
+    """(message_id, anonymous_id, user_id, day, email in traits)."""
+    return pa.table(
+        {
+            "message_id": [r[0] for r in rows],
+            "type": ["identify" if r[4] or r[2] else "page" for r in rows],
+            "anonymous_id": [r[1] for r in rows],
+            "user_id": [r[2] for r in rows],
+            "timestamp": pa.array([T0 + timedelta(days=r[3]) for r in rows], TS),
+            "received_at": pa.array([T0 + timedelta(days=r[3]) for r in rows], TS),
+            "source": ["web"] * len(rows),
+            "traits": [None if r[4] is None else f'{{"email": "{r[4]}"}}' for r in rows],
+        }
+    )
+
+
+def records(rows: list[tuple[str, str, str | None, int]]) -> pa.Table:
+    """(source, record_id, email, day)."""
+    return pa.table(
+        {
+            "source": [r[0] for r in rows],
+            "record_id": [r[1] for r in rows],
+            "email": [r[2] for r in rows],
+            "observed_at": pa.array([T0 + timedelta(days=r[3]) for r in rows], TS),
+            "received_at": pa.array([T0 + timedelta(days=r[3]) for r in rows], TS),
+        }
+    )
+
+
+def customer_of(wh: Warehouse, kind: str, value: str) -> str | None:
+    return wh.scalar(
+        "SELECT customer_id FROM identity_nodes WHERE kind = ? AND value = ?", [kind, value]
+    )
+
+
+def test_stitching_limits_blocked_and_explain(warehouse: Warehouse) -> None:
+    warehouse.load(
+        table("events"),
+        events(
+            [
+                ("m1", "a1", None, 0, None),
+                ("m2", "a1", "u1", 1, " Ann@X.org "),
+                ("m3", "dev", "u2", 2, None),
+                ("m4", "dev", "u3", 3, None),
+                ("m5", "a9", "u9", 4, "test@example.com"),
+                ("m6", "a8", "u8", 4, "test@example.com"),
+            ]
+        ),
+    )
+    warehouse.load(
+        table("customer_records"),
+        records([("crm", "c1", "ann@x.org", 0), ("shop", "s1", "ANN@x.org", 2)]),
+    )
+    resolve_batch(warehouse, IdentityConfig())
+    ann = customer_of(warehouse, "user_id", "u1")
+    assert ann and ann == customer_of(warehouse, "crm_id", "c1") == customer_of(
+        warehouse, "shop_id", "s1"
+    )
+    assert warehouse.scalar("SELECT customer_id FROM events WHERE message_id = 'm1'") == ann
+    # a shared device goes with its first account; the second merge is refused
+    assert customer_of(warehouse, "anonymous_id", "dev") == customer_of(warehouse, "user_id", "u2")
+    assert customer_of(warehouse, "user_id", "u3") != customer_of(warehouse, "user_id", "u2")
+    assert warehouse.scalar("SELECT count(*) FROM identity_refusals") == 1
+    # a blocked address merges nobody
+    assert customer_of(warehouse, "user_id", "u9") != customer_of(warehouse, "user_id", "u8")
+    config = IdentityConfig()
+    assert explain(warehouse, "user_id:u1", "shop_id:s1", config).linked
+    why = explain(warehouse, "user_id:u2", "user_id:u3", config)
+    assert not why.linked and "limit 1" in why.reason
+    assert "blocked" in explain(warehouse, "u9", "test@example.com", config).reason
+
+
+def test_incremental_equals_batch_and_merge_keeps_oldest(warehouse: Warehouse) -> None:
+    warehouse.load(
+        table("customer_records"),
+        records([("crm", "c1", "ann@x.org", 0), ("shop", "s1", "ann2@x.org", 1)]),
+    )
+    resolve_batch(warehouse, IdentityConfig())
+    old = customer_of(warehouse, "crm_id", "c1")
+    shop = customer_of(warehouse, "shop_id", "s1")
+    assert old != shop
+    # a later record links both: one customer, the older id kept, the other marked merged
+    warehouse.load(table("customer_records"), records([("crm", "c1", "ann2@x.org", 5)]))
+    report = resolve_batch(warehouse, IdentityConfig())
+    assert report.counts["customers_merged"] == 1
+    assert customer_of(warehouse, "shop_id", "s1") == old
+    assert (
+        warehouse.scalar("SELECT merged_into FROM customer_ids WHERE customer_id = ?", [shop])
+        == old
+    )
+    # a second run changes nothing
+    again = resolve_batch(warehouse, IdentityConfig())
+    assert again.counts["identifiers_added"] == 0 and again.counts["customers_new"] == 0
+    # rules changed: the graph is rebuilt, ids are kept
+    resolve_batch(warehouse, IdentityConfig(limits={"user_id": 2}))
+    assert customer_of(warehouse, "shop_id", "s1") == old
