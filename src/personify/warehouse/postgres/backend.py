@@ -106,7 +106,8 @@ class PostgresWarehouse(Warehouse):
 
     def _run(self, sql: str | exp.Expr, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         try:
-            return self._conn().execute(self.render(sql), list(params) if params else None)
+            # Always a list: rendered SQL has "%" escaped, and only a parameter list unescapes it.
+            return self._conn().execute(self.render(sql), list(params))
         except psycopg.Error as e:
             raise _translate(e) from e
 
@@ -124,7 +125,7 @@ class PostgresWarehouse(Warehouse):
                     "SELECT set_config('statement_timeout', %s, true)",
                     [str(max(1, int(timeout_s * 1000)))],
                 )
-                count = conn.execute(self.render(sql), list(params) if params else None).rowcount
+                count = conn.execute(self.render(sql), list(params)).rowcount
                 conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)",
                     [previous[0] if previous else "0"],
