@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from personify.scaffold import init_project
+from personify.warehouse.migrations import MIGRATIONS
 from tests.e2e.cli import PERSONIFY
 
 CLIENT_ENV = {"PERSONIFY_LOCK_TIMEOUT": "2", "PERSONIFY_NO_FORWARD": "0"}
@@ -216,7 +217,8 @@ def test_metrics_and_openapi(served: Server) -> None:
     assert doc["openapi"].startswith("3.1")
     assert {"/healthz", "/metrics", "/openapi.json", "/_personify/cli"} <= set(doc["paths"])
     health = served.get("/healthz").json()
-    assert health["warehouse"] == {"backend": "duckdb", "reachable": True, "schema_version": 2}
+    latest = MIGRATIONS[-1].version
+    assert health["warehouse"] == {"backend": "duckdb", "reachable": True, "schema_version": latest}
 
 
 def test_second_serve_is_refused(served: Server) -> None:
@@ -298,3 +300,26 @@ def test_busy_warehouse_without_server(project_dir: Path) -> None:
         finally:
             holder.kill()
             holder.wait(timeout=10)
+
+
+@pytest.mark.postgres
+def test_postgres_projects_are_not_forwarded(
+    project_dir: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL takes any number of processes: no server.json, no control channel."""
+    yml = project_dir / "personify.yml"
+    text = yml.read_text()
+    assert "warehouse: duckdb:///warehouse.duckdb" in text
+    yml.write_text(text.replace("duckdb:///warehouse.duckdb", postgres_url))
+    server = start_server(project_dir, tmp_path / "serve.log")
+    try:
+        assert not (project_dir / ".personify" / "server.json").exists()
+        status = run_json("status", "--project", str(project_dir))
+        assert status["warehouse"]["backend"] == "postgresql"
+        assert forwarded(server) == {}
+        assert server.get("/healthz").json()["warehouse"]["backend"] == "postgresql"
+        r = httpx.post(server.url + "/_personify/cli", json={}, timeout=10, trust_env=False)
+        assert r.status_code == 404
+        assert server.stop() == 0
+    finally:
+        server.stop()

@@ -335,6 +335,9 @@ def _send(info: Any, plan: Plan, cwd: Path) -> int | None:
         except httpx.TransportError as e:
             _say(f"lost the server while it ran the command ({type(e).__name__})")
             return 75
+        except KeyboardInterrupt:
+            _say("interrupted; the server finishes the command it started")
+            return 130
     if response.status_code != 200:
         try:
             message = msgspec.json.decode(response.content)["error"]["message"]
