@@ -29,6 +29,11 @@ def _in(column: str, values: tuple[str, ...]) -> Sql:
     return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
 
 
+def _round2(expr: str) -> str:
+    """``expr`` rounded to 2 decimals, portably (PostgreSQL rounds only NUMERIC)."""
+    return f"CAST(round(CAST({expr} AS DECIMAL(38, 6)), 2) AS DOUBLE)"
+
+
 def purchases(config: TraitsConfig, scope: str) -> Sql:
     excluded, params = _in(
         "lower(o.status)", tuple(s.lower() for s in config.excluded_order_statuses)
@@ -36,8 +41,8 @@ def purchases(config: TraitsConfig, scope: str) -> Sql:
     sql = (
         "SELECT o.customer_id, max(o.created_at) AS last_purchase_at, "
         "min(o.created_at) AS first_purchase_at, count(*) AS order_count, "
-        "round(sum(coalesce(o.total, 0)), 2) AS total_spent, "
-        "round(sum(coalesce(o.total, 0)) / count(*), 2) AS average_order_value "
+        f"{_round2('sum(coalesce(o.total, 0))')} AS total_spent, "
+        f"{_round2('sum(coalesce(o.total, 0)) / count(*)')} AS average_order_value "
         f"FROM orders o WHERE o.customer_id IS NOT NULL AND ({scope.format(c='o.customer_id')}) "
         f"AND (o.status IS NULL OR NOT ({excluded})) GROUP BY o.customer_id"
     )
@@ -59,7 +64,7 @@ def engagement(config: TraitsConfig, scope: str, now: datetime) -> Sql:
     clicks, p_click = _in("e.event", w.click_events)
     decay = f"pow(0.5, epoch(CAST(? AS TIMESTAMPTZ) - t) / 86400.0 / {float(w.half_life_days)!r})"
     sql = (
-        f"SELECT customer_id, round(100 * a / (a + {float(w.saturation)!r}), 2) AS "
+        f"SELECT customer_id, {_round2(f'100 * a / (a + {float(w.saturation)!r})')} AS "
         "engagement_score FROM (SELECT customer_id, sum(weight * "
         f"{decay}) AS a FROM ("
         f"SELECT e.customer_id, e.timestamp AS t, CASE WHEN {opens} THEN {float(w.open)!r} "
