@@ -31,7 +31,10 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from personify.server.lockfile import ServerInfo
 
 NEVER_FORWARD: Final = frozenset({"init", "demo", "serve"})
 """Commands that always run in their own process."""
@@ -260,12 +263,17 @@ def plan_forward(
     if rewritten is None:
         return None
     final = scan_argv(rewritten, root)
-    assert final is not None
+    if final is None:
+        return None
     project = next(
-        (rewritten[s.index][len(s.prefix) :] for s in final.slots if s.param.name == "project"),
+        (rewritten[s.index][len(s.prefix) :] for s in final.slots if s.param.name == PROJECT_PARAM),
         str(cwd),
     )
-    return Plan(rewritten, scan.names[0], Path(project).expanduser().resolve())
+    try:
+        root_dir = Path(project).expanduser().resolve()  # as load_project resolves it
+    except (OSError, RuntimeError):
+        return None
+    return Plan(rewritten, scan.names[0], root_dir)
 
 
 # ---------------------------------------------------------------------------------- forwarding
@@ -294,7 +302,7 @@ def forward_if_served(args: list[str]) -> int | None:
         wait = default_lock_timeout()
     except Exception:
         wait = 10.0
-    info = live_server(plan.project / ".personify", wait=wait)
+    info = live_server(plan.project / ".personify", wait=wait)  # Project.state_dir
     if info is None:
         return None
     return _send(info, plan, cwd)
@@ -305,7 +313,7 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _send(info: Any, plan: Plan, cwd: Path) -> int | None:
+def _send(info: ServerInfo, plan: Plan, cwd: Path) -> int | None:
     import httpx
     import msgspec
 

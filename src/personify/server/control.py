@@ -4,7 +4,8 @@
 the token from ``server.json``; anything else is 403/401. The server:
 
 1. resolves every relative path argument against the client's ``cwd``
-   (:func:`personify.cli.forward.rewrite_argv`) — the server never changes its own folder;
+   (:func:`personify.cli.forward.plan_forward`) — the server never changes its own folder — and
+   refuses commands that are never forwarded or that name another project;
 2. waits for its turn: one forwarded command at a time (an async lock, so waiting costs no thread);
 3. runs ``personify.cli.app.main(argv)`` in a worker thread, in a fresh :mod:`contextvars`
    context (``--now`` pins nothing beyond the command), inside
@@ -32,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from personify.cli.forward import NEVER_FORWARD, rewrite_argv, scan_argv
+from personify.cli.forward import plan_forward, rewrite_argv
 from personify.server.capture import capture
 from personify.server.openapi import ERROR, Content, Operation, operation
 from personify.server.protocol import (
@@ -132,14 +133,25 @@ async def run_cli(request: Request) -> Response:
     cwd = Path(cli.cwd)
     if not cwd.is_absolute():
         raise ApiError(400, "cwd must be an absolute path", code="invalid_request")
-    scan = scan_argv(cli.argv)
-    command = scan.names[0] if scan and scan.names else None
-    if command in NEVER_FORWARD or (scan is not None and (scan.help or command is None)):
-        raise ApiError(400, f"'{command or '(none)'}' is not run through the server")
-    label = command or "unknown"
+    plan = plan_forward(cli.argv, cwd, {})
+    if plan is None:
+        raise ApiError(
+            400,
+            "not a command the server runs (init, demo, serve, --help, no command, "
+            "or arguments that do not parse): run it directly",
+            code="not_forwardable",
+        )
+    served = state.session.project.root
+    if plan.project != served:
+        raise ApiError(
+            400,
+            f"this server serves {served}; run commands on {plan.project} directly",
+            code="wrong_project",
+        )
+    label = plan.command
     async with state.command_lock:
         started = time.perf_counter()
-        result = await anyio.to_thread.run_sync(run_forwarded, state.session, cli.argv, cwd)
+        result = await anyio.to_thread.run_sync(run_forwarded, state.session, plan.argv, cwd)
         seconds = time.perf_counter() - started
     outcome = "ok" if result.exit_code == 0 else "error"
     state.forwarded.inc(command=label, outcome=outcome)

@@ -149,6 +149,9 @@ def _flock(state_dir: Path, *, exclusive: bool) -> Iterator[bool | None]:
         except BlockingIOError:
             yield False
             return
+        except OSError:  # a file system without flock (some network mounts): cannot tell
+            yield None
+            return
         try:
             yield True
         finally:
@@ -230,9 +233,7 @@ class ServerLock:
         """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if fcntl is None:  # pragma: no cover - Windows: the pid is all there is
-            info = read_server_info(self.state_dir)
-            if info is not None and pid_alive(info.pid) and info.pid != os.getpid():
-                raise self._refusal(info)
+            self._check_pid()
             return
         fd = os.open(self.state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
@@ -246,7 +247,16 @@ class ServerLock:
                     os.close(fd)
                     raise self._refusal(info) from None
                 time.sleep(0.05)  # a client checking the lock, or a server starting
+            except OSError:  # no flock on this file system: the pid is all there is
+                os.close(fd)
+                self._check_pid()
+                return
         self._fd = fd
+
+    def _check_pid(self) -> None:
+        info = read_server_info(self.state_dir)
+        if info is not None and pid_alive(info.pid) and info.pid != os.getpid():
+            raise self._refusal(info)
 
     def _refusal(self, info: ServerInfo | None) -> AlreadyServing:
         running = info.describe() if info else "a server that is still starting"

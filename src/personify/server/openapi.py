@@ -160,11 +160,12 @@ def openapi_document(
     used_security: set[str] = set()
     for path, route, op in found:
         item = paths.setdefault(_PARAM.sub(r"{\1}", path), {})
-        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
-            entry: dict[str, Any] = {
-                "operationId": op.operation_id or getattr(route.endpoint, "__name__", route.name),
-                "summary": op.summary,
-            }
+        methods = sorted((route.methods or {"GET"}) - {"HEAD"})
+        for method in methods:
+            op_id = op.operation_id or getattr(route.endpoint, "__name__", route.name)
+            if len(methods) > 1:
+                op_id = f"{op_id}_{method.lower()}"
+            entry: dict[str, Any] = {"operationId": op_id, "summary": op.summary}
             if op.description:
                 entry["description"] = op.description
             if op.tags:

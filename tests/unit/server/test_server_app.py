@@ -190,6 +190,8 @@ def test_control_reports_failures_and_usage_errors(client: AppClient, project_di
         {"argv": ["init", "x"], "cwd": "/"},
         {"argv": ["--help"], "cwd": "/"},
         {"argv": [], "cwd": "/"},
+        {"argv": ["status", "--bogus"], "cwd": "/"},
+        {"argv": ["status", "--project", "/elsewhere"], "cwd": "/"},
         {"argv": ["status"], "cwd": "relative"},
         {"argv": "status", "cwd": "/"},
         {"cwd": "/"},
