@@ -1,0 +1,73 @@
+"""The vocabulary shared by the expression checker's parts: kinds, typed nodes, errors."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlglot import exp
+
+
+class Kind(enum.StrEnum):
+    """The type of an expression, as far as rules care."""
+
+    NUM = "number"
+    TEXT = "text"
+    BOOL = "boolean"
+    TS = "timestamp"
+    DATE = "date"
+    INTERVAL = "interval"
+    JSON = "json"
+    NULL = "null"
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A normalized node and its kind."""
+
+    node: exp.Expr
+    kind: Kind
+
+
+class ExpressionError(Exception):
+    """An expression is not allowed; ``line``/``col`` locate it inside the expression."""
+
+    def __init__(self, message: str, node: exp.Expr | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.line, self.col = position(node) if node is not None else (None, None)
+
+
+def position(node: exp.Expr) -> tuple[int | None, int | None]:
+    """Line and column of ``node`` (or of the first descendant sqlglot placed), if known."""
+    for candidate in node.walk():
+        meta = candidate._meta
+        if meta and "line" in meta:
+            return meta.get("line"), meta.get("col")
+    return None, None
+
+
+class Checker(Protocol):
+    """What a handler may ask of the checker walking the tree."""
+
+    def check(self, node: exp.Expr) -> Typed:
+        """Check and normalize ``node``."""
+        ...
+
+    def kinds(self, node: exp.Expr, *allowed: Kind, what: str) -> Typed:
+        """Check ``node`` and require one of ``allowed`` (or NULL)."""
+        ...
+
+    def use(self, column: str) -> Kind:
+        """Record a read of profile ``column``; its kind (raises for an unknown column)."""
+        ...
+
+
+Handler = Callable[[Checker, exp.Expr], Typed]
+
+DOUBLE = exp.DataType.build("DOUBLE")
+TIMESTAMPTZ = exp.DataType.build("TIMESTAMPTZ")
+DATE = exp.DataType.build("DATE")

@@ -1,0 +1,228 @@
+"""Segment memberships: materialize a segment, then apply the difference in SQL.
+
+A refresh at ``now`` runs the segment's query once, under the statement timeout, into a temporary
+table of ``customer_id``s (refused above the member cap, memberships untouched). Then, in the same
+transaction and entirely in the warehouse:
+
+- members who are no longer in it get ``exited_at = now`` (their row is kept: history);
+- customers who are in it without an open membership get a new row ``entered_at = now``;
+- each of those changes is appended to ``audience_changes`` (``kind = 'segment'``,
+  ``change = 'entered' | 'exited'``, ``changed_at = now``): the events journeys trigger on.
+
+Refreshing twice at the same instant changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from personify import clock
+from personify.audiences.segments import Segment
+from personify.errors import UnsafeQueryError
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.schema import SEGMENT_STATE
+
+_OPEN = (
+    "SELECT 1 FROM segment_memberships AS m "
+    "WHERE m.segment = ? AND m.exited_at IS NULL AND m.customer_id = t.customer_id"
+)
+_CHANGE_COLUMNS = "(kind, name, customer_id, change, changed_at, recorded_at)"
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one refresh did."""
+
+    segment: str
+    members: int
+    entered: int
+    exited: int
+    seconds: float
+    sql: str
+    """The segment's SQL as run on the warehouse."""
+
+
+def refresh_segment(
+    wh: Warehouse, segment: Segment, *, now: datetime, timeout_s: float, max_members: int
+) -> RefreshResult:
+    """Recompute ``segment`` at ``now`` and apply entries and exits (see the module doc)."""
+    started = time.perf_counter()
+    name = f"_personify_segment_{uuid.uuid4().hex[:12]}"
+    tmp = quote(name)
+    with clock.frozen(now):
+        members = segment.members_query()
+    members_sql = wh.render(members)
+    with wh.transaction():
+        wh.execute_limited(create_temp_as(name, members), timeout_s=timeout_s)
+        size = int(wh.scalar(f"SELECT count(*) FROM {tmp}") or 0)
+        if size > max_members:
+            raise UnsafeQueryError(
+                f"segment {segment.name!r} returned {size:,} customers, more than the cap "
+                f"({max_members:,}); its memberships were left as they were",
+                hint="narrow the query, or raise audiences.max_members in personify.yml",
+            )
+        exited = _apply_exits(wh, segment.name, tmp, now)
+        entered = _apply_entries(wh, segment.name, tmp, now)
+        wh.execute(f"DROP TABLE {tmp}")
+        seconds = time.perf_counter() - started
+        result = RefreshResult(segment.name, size, entered, exited, seconds, members_sql)
+        _save_state(wh, result, now)
+    return result
+
+
+def create_temp_as(name: str, query: exp.Query) -> exp.Create:
+    """``CREATE TEMP TABLE name AS query`` as an expression (rendered once, for the engine)."""
+    create = sqlglot.parse_one(f"CREATE TEMP TABLE {quote(name)} AS SELECT 1", read="duckdb")
+    create.set("expression", query)
+    assert isinstance(create, exp.Create)
+    return create
+
+
+def _apply_exits(wh: Warehouse, name: str, tmp: str, now: datetime) -> int:
+    gone = (
+        "FROM segment_memberships AS m WHERE m.segment = ? AND m.exited_at IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {tmp} AS t WHERE t.customer_id = m.customer_id)"
+    )
+    wall = datetime.now(UTC)
+    count = int(wh.scalar(f"SELECT count(*) {gone}", [name]) or 0)
+    if not count:
+        return 0
+    wh.execute(
+        f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+        f"SELECT 'segment', m.segment, m.customer_id, 'exited', ?, ? {gone} "
+        "ON CONFLICT DO NOTHING",
+        [now, wall, name],
+    )
+    wh.execute(
+        "UPDATE segment_memberships SET exited_at = ? WHERE segment = ? AND exited_at IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {tmp} AS t "
+        "WHERE t.customer_id = segment_memberships.customer_id)",
+        [now, name],
+    )
+    return count
+
+
+def _apply_entries(wh: Warehouse, name: str, tmp: str, now: datetime) -> int:
+    new = f"FROM {tmp} AS t WHERE NOT EXISTS ({_OPEN})"
+    wall = datetime.now(UTC)
+    count = int(wh.scalar(f"SELECT count(*) {new}", [name]) or 0)
+    if not count:
+        return 0
+    wh.execute(
+        f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+        f"SELECT 'segment', ?, t.customer_id, 'entered', ?, ? {new} ON CONFLICT DO NOTHING",
+        [name, now, wall, name],
+    )
+    wh.execute(
+        "INSERT INTO segment_memberships (segment, customer_id, entered_at, exited_at) "
+        f"SELECT ?, t.customer_id, ?, NULL {new} "
+        "ON CONFLICT (segment, customer_id, entered_at) DO UPDATE SET exited_at = NULL",
+        [name, now, name],
+    )
+    return count
+
+
+def _save_state(wh: Warehouse, result: RefreshResult, now: datetime) -> None:
+    ts = pa.timestamp("us", tz="UTC")
+    row = pa.table(
+        {
+            "segment": [result.segment],
+            "refreshed_at": pa.array([now], ts),
+            "finished_at": pa.array([datetime.now(UTC)], ts),
+            "seconds": pa.array([result.seconds], pa.float64()),
+            "members": pa.array([result.members], pa.int64()),
+            "entered": pa.array([result.entered], pa.int64()),
+            "exited": pa.array([result.exited], pa.int64()),
+            "sql": [result.sql],
+        }
+    )
+    wh.load(SEGMENT_STATE, row, on_conflict="update")
+
+
+def retire_segments(wh: Warehouse, keep: set[str], *, now: datetime) -> int:
+    """Close the open memberships of segments that are no longer defined; returns how many."""
+    rows = wh.fetch("SELECT DISTINCT segment FROM segment_memberships WHERE exited_at IS NULL")
+    closed = 0
+    for (name,) in rows:
+        if name in keep:
+            continue
+        closed += int(
+            wh.scalar(
+                "SELECT count(*) FROM segment_memberships WHERE segment = ? AND exited_at IS NULL",
+                [name],
+            )
+            or 0
+        )
+        with wh.transaction():
+            wh.execute(
+                f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+                "SELECT 'segment', segment, customer_id, 'exited', ?, ? FROM segment_memberships "
+                "WHERE segment = ? AND exited_at IS NULL ON CONFLICT DO NOTHING",
+                [now, datetime.now(UTC), name],
+            )
+            wh.execute(
+                "UPDATE segment_memberships SET exited_at = ? "
+                "WHERE segment = ? AND exited_at IS NULL",
+                [now, name],
+            )
+            wh.execute("DELETE FROM segment_state WHERE segment = ?", [name])
+    return closed
+
+
+@dataclass(frozen=True)
+class SegmentStatus:
+    """A segment's stored state: current size, sendable size, last refresh."""
+
+    members: int
+    sendable: int
+    refreshed_at: datetime | None
+    seconds: float | None
+    entered: int | None
+    exited: int | None
+
+
+def segment_status(wh: Warehouse, names: list[str], *, purpose: str) -> dict[str, SegmentStatus]:
+    """The stored state of each named segment (zeros for one never refreshed)."""
+    sizes = dict(
+        wh.fetch(
+            "SELECT segment, count(*) FROM segment_memberships WHERE exited_at IS NULL "
+            "GROUP BY segment"
+        )
+    )
+    sendable = dict(
+        wh.fetch(
+            "SELECT segment, count(DISTINCT customer_id) FROM sendable WHERE purpose = ? "
+            "GROUP BY segment",
+            [purpose],
+        )
+    )
+    state = {
+        r[0]: r[1:]
+        for r in wh.fetch(
+            "SELECT segment, refreshed_at, seconds, entered, exited FROM segment_state"
+        )
+    }
+    out: dict[str, SegmentStatus] = {}
+    for name in names:
+        refreshed_at, seconds, entered, exited = state.get(name, (None, None, None, None))
+        out[name] = SegmentStatus(
+            int(sizes.get(name, 0)),
+            int(sendable.get(name, 0)),
+            refreshed_at,
+            seconds,
+            entered,
+            exited,
+        )
+    return out
+
+
+def last_refreshed(wh: Warehouse) -> dict[str, datetime]:
+    """When each segment was last refreshed (the ``--now`` of that refresh)."""
+    return {r[0]: r[1] for r in wh.fetch("SELECT segment, refreshed_at FROM segment_state")}

@@ -1,0 +1,207 @@
+"""Segment files: a short header, then one SELECT in any SQL dialect.
+
+A segment file (``segments/NAME.sql``)::
+
+    -- name: high_value_recent
+    -- description: Bought in the last 30 days and highly engaged.
+    -- dialect: mysql
+    -- refresh: every 1h
+    SELECT customer_id, email FROM customer_data
+    WHERE purchase_date >= DATE_SUB(CURRENT_DATE, INTERVAL 30 DAY) AND engagement_score > 80;
+
+The header is the leading ``-- key: value`` lines (``name`` defaults to the file's stem,
+``dialect`` to ``audiences.dialect`` in ``personify.yml``, ``refresh`` to ``real-time``); other
+leading comment lines are free text (the description when there is no ``description:``). The
+query is parsed with sqlglot in its dialect and checked by the read-only guard
+(:func:`personify.warehouse.safety.check_select`): one SELECT, only the public tables and views,
+no functions that read files, reach the network or have side effects. It must return a
+``customer_id`` column. Mistakes raise :class:`~personify.errors.DefinitionError` naming the
+file, line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from personify.audiences.schedule import REAL_TIME, Refresh, parse_refresh
+from personify.errors import DefinitionError, UnsafeQueryError
+from personify.warehouse.query import pin_time
+from personify.warehouse.safety import check_select
+from personify.warehouse.schema import TABLES, VIEWS
+
+HEADER_KEYS = ("name", "description", "dialect", "refresh")
+"""The keys a segment file's header may hold."""
+_HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
+
+SEGMENT_RELATIONS = frozenset(
+    {t.name for t in TABLES if not t.internal} - {"quarantine", "suppressions"} | set(VIEWS)
+)
+"""Tables and views a segment may read: the public data model, without quarantined payloads and
+suppression tombstones."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One checked segment definition."""
+
+    name: str
+    description: str
+    dialect: str
+    """The dialect the SQL is written in."""
+    refresh: Refresh
+    file: Path
+    source: str
+    """The file's text as written."""
+    query: exp.Query
+    """The checked query (comments dropped, ``NOW()`` not yet pinned)."""
+
+    def members_query(self) -> exp.Select:
+        """``SELECT DISTINCT customer_id`` over the segment, with ``--now`` pinned."""
+        customer_id = exp.column("customer_id")
+        return (
+            exp.select(exp.cast(customer_id.copy(), "VARCHAR").as_("customer_id"))
+            .distinct()
+            .from_(self.pinned_query().subquery("segment_rows"))
+            .where(exp.not_(customer_id.is_(exp.null())))
+        )
+
+    def pinned_query(self) -> exp.Query:
+        """The segment's own query with ``--now`` pinned (for previews)."""
+        pinned = pin_time(self.query.copy())
+        assert isinstance(pinned, exp.Query)
+        return pinned
+
+
+@dataclass(frozen=True)
+class _Header:
+    values: dict[str, tuple[str, int]]
+    notes: list[str]
+
+
+def _read_header(text: str, file: str) -> _Header:
+    values: dict[str, tuple[str, int]] = {}
+    notes: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break
+        match = _HEADER.match(line)
+        if match is None:
+            notes.append(line.lstrip("-").strip())
+            continue
+        key, value = match.group(1), match.group(2)
+        if key not in HEADER_KEYS:
+            raise DefinitionError(
+                f"unknown header key {key!r}",
+                file=file,
+                line=lineno,
+                key=key,
+                hint=f"a segment header holds {', '.join(HEADER_KEYS)}; write other comments "
+                "without `word:` at the start",
+            )
+        if key in values:
+            raise DefinitionError(f"{key!r} is given twice", file=file, line=lineno, key=key)
+        values[key] = (value, lineno)
+    return _Header(values, notes)
+
+
+def parse_segment(
+    text: str, *, file: Path, default_dialect: str, shown: str | None = None
+) -> Segment:
+    """Parse and check one segment file's text. ``shown`` is the file name used in errors."""
+    where = shown or str(file)
+    header = _read_header(text, where)
+    name, name_line = header.values.get("name", (file.stem, 1))
+    if not _NAME.match(name):
+        raise DefinitionError(
+            f"{name!r} is not a valid segment name: use letters, digits, '_' and '-'",
+            file=where,
+            line=name_line,
+            key="name",
+        )
+    dialect, dialect_line = header.values.get("dialect", (default_dialect, 1))
+    try:
+        sqlglot.Dialect.get_or_raise(dialect.lower())
+    except ValueError:
+        raise DefinitionError(
+            f"unknown SQL dialect {dialect!r}",
+            file=where,
+            line=dialect_line,
+            key="dialect",
+            hint="e.g. duckdb, mysql, postgres, bigquery, snowflake",
+        ) from None
+    refresh = REAL_TIME
+    if "refresh" in header.values:
+        value, line = header.values["refresh"]
+        try:
+            refresh = parse_refresh(value)
+        except ValueError as e:
+            raise DefinitionError(str(e), file=where, line=line, key="refresh") from None
+    description = header.values.get("description", (" ".join(header.notes), 0))[0]
+    query = _check(text, dialect.lower(), where)
+    return Segment(name, description, dialect.lower(), refresh, file, text, query)
+
+
+def _check(text: str, dialect: str, file: str) -> exp.Query:
+    try:
+        query = check_select(text, dialect=dialect, allowed=SEGMENT_RELATIONS, what="segment")
+    except UnsafeQueryError as e:
+        message = e.message.split(" (line ")[0] if e.line is not None else e.message
+        raise DefinitionError(message, file=file, line=e.line, col=e.col, hint=e.hint) from None
+    _require_customer_id(query, file)
+    return query
+
+
+def _require_customer_id(query: exp.Query, file: str) -> None:
+    select: exp.Expr = query
+    while isinstance(select, exp.SetOperation):
+        select = select.this
+    if not isinstance(select, exp.Select):
+        return
+    names = set()
+    for projection in select.expressions:
+        if isinstance(projection, exp.Star) or (
+            isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star)
+        ):
+            return
+        names.add(projection.alias_or_name.lower())
+    if "customer_id" not in names:
+        raise DefinitionError(
+            "a segment must return a customer_id column",
+            file=file,
+            hint="select customer_id (e.g. SELECT customer_id, email FROM customer_data WHERE …)",
+        )
+
+
+def load_segments(folder: Path, *, default_dialect: str, root: Path | None = None) -> list[Segment]:
+    """Every ``*.sql`` file in ``folder`` (sorted by name), parsed and checked.
+
+    A missing folder holds no segments. Two files naming the same segment is an error."""
+    if not folder.is_dir():
+        return []
+    segments: list[Segment] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.sql")):
+        shown = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DefinitionError(f"not UTF-8 text ({e.reason})", file=shown) from None
+        segment = parse_segment(text, file=path, default_dialect=default_dialect, shown=shown)
+        if segment.name in seen:
+            raise DefinitionError(
+                f"segment {segment.name!r} is also defined in {seen[segment.name].name}",
+                file=shown,
+                key="name",
+            )
+        seen[segment.name] = path
+        segments.append(segment)
+    return sorted(segments, key=lambda s: s.name)
