@@ -89,7 +89,6 @@ def bind(host: str, port: int) -> socket.socket:
                 f"port {port} on {host} is already in use", hint="choose another with --port"
             ) from None
         raise ServiceUnavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.set_inheritable(True)
     return sock
 
 
