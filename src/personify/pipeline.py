@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from personify import clock
+from personify.audiences import audiences_stage
 from personify.identity import identity_stage
 from personify.profiles import profiles_stage
 from personify.session import Session
@@ -36,6 +37,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("sync", _sync),
     ("identity", identity_stage),
     ("profiles", profiles_stage),
+    ("audiences", audiences_stage),
 )
 """The stages in order: name and function."""
 

@@ -173,16 +173,20 @@ def coalesce(c: Checker, node: exp.Expr) -> Typed:
     return Typed(exp.Coalesce(this=head, expressions=rest), kind)
 
 
+def _name(node: exp.Expr) -> str:
+    return node.sql_name() if isinstance(node, exp.Func) else node.key.upper()
+
+
 def numeric(c: Checker, node: exp.Expr) -> Typed:
     if any(v for k, v in node.args.items() if k != "this"):
-        raise ExpressionError(f"{node.sql_name()}() takes one argument here", node)
-    inner = c.kinds(node.this, Kind.NUM, what=f"{node.sql_name()}()")
+        raise ExpressionError(f"{_name(node)}() takes one argument here", node)
+    inner = c.kinds(node.this, Kind.NUM, what=f"{_name(node)}()")
     return Typed(type(node)(this=inner.node), Kind.NUM)
 
 
 def extreme(c: Checker, node: exp.Expr) -> Typed:
     typed = [c.check(node.this), *(c.check(e) for e in node.expressions)]
-    what = f"{node.sql_name()}()"
+    what = f"{_name(node)}()"
     items, kind = unify(typed, node=node, what=what, ordered=True)
     head, *rest = (t.node for t in items)
     return Typed(type(node)(this=head, expressions=rest, ignore_nulls=True), kind)

@@ -140,7 +140,8 @@ def write_tags(wh: Warehouse, rules: list[Rule], *, now: datetime) -> TagCounts:
             )
             wh.execute(
                 "INSERT INTO customer_tags (customer_id, tag, rule, assigned_at, expires_at, "
-                f"variables) SELECT d.customer_id, d.tag, d.rule, ?, d.expires_at, d.variables {new}",
+                "variables) SELECT d.customer_id, d.tag, d.rule, ?, d.expires_at, d.variables "
+                + new,
                 [now],
             )
         wh.execute(f"DROP TABLE {tmp}")

@@ -33,6 +33,8 @@ from typing import Any
 import msgspec
 import sqlglot
 
+from personify import clock
+from personify._yamlmarks import MarkedDocument, parse_marked
 from personify.audiences.expressions import (
     Expression,
     ExpressionError,
@@ -41,10 +43,8 @@ from personify.audiences.expressions import (
     profile_columns,
 )
 from personify.audiences.schedule import parse_duration
-from personify import clock
 from personify.config import Name, _dotted, _translate
 from personify.errors import DefinitionError
-from personify._yamlmarks import MarkedDocument, parse_marked
 
 _VARIABLE_KINDS = (Kind.NUM, Kind.TEXT, Kind.BOOL, Kind.JSON, Kind.NULL)
 

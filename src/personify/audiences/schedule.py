@@ -3,8 +3,8 @@
 A segment's ``refresh`` says when ``personify run`` recomputes it:
 
 - ``real-time`` (the default): every run (and, with ``personify serve``, whenever asked);
-- ``every 15m`` / ``every 6h`` / ``every 1d`` (also ``hourly``, ``daily``, ``weekly``): when the last
-  refresh is at least that old at ``--now``;
+- ``every 15m`` / ``every 6h`` / ``every 1d`` (also ``hourly``, ``daily``, ``weekly``): when the
+  last refresh is at least that old at ``--now``;
 - ``manual``: only ``personify segments refresh NAME``.
 """
 

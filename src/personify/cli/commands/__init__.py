@@ -1,5 +1,25 @@
 """Every command module registers itself on :data:`personify.cli.app.app` when imported."""
 
-from personify.cli.commands import demo, identity, pipeline, profile, project, serve, sql
+from personify.cli.commands import (
+    demo,
+    identity,
+    pipeline,
+    profile,
+    project,
+    rules,
+    segments,
+    serve,
+    sql,
+)
 
-__all__ = ["demo", "identity", "pipeline", "profile", "project", "serve", "sql"]
+__all__ = [
+    "demo",
+    "identity",
+    "pipeline",
+    "profile",
+    "project",
+    "rules",
+    "segments",
+    "serve",
+    "sql",
+]

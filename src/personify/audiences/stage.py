@@ -1,0 +1,150 @@
+"""The audiences stage and the project-level operations the CLI and server call.
+
+``audiences_stage(session)`` (the pipeline's ``audiences`` step): load and check every segment and
+rule first (a broken file stops the stage before anything changes), refresh the segments that
+are due at ``--now``, close the memberships of segments that no longer exist, then evaluate every
+rule over every customer and bring ``customer_tags`` up to date.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from personify import clock
+from personify.audiences.batch import write_tags
+from personify.audiences.memberships import (
+    RefreshResult,
+    last_refreshed,
+    refresh_segment,
+    retire_segments,
+)
+from personify.audiences.rules import Rule, load_rules
+from personify.audiences.segments import Segment, load_segments
+from personify.config import Project
+from personify.errors import NotFound
+from personify.session import Session
+from personify.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def project_segments(project: Project) -> list[Segment]:
+    """The project's segments (``audiences.segments`` folder), checked."""
+    settings = project.config.audiences
+    return load_segments(
+        project.path(settings.segments), default_dialect=settings.dialect, root=project.root
+    )
+
+
+def project_rules(project: Project) -> list[Rule]:
+    """The project's rules (``audiences.rules`` folder), checked, in evaluation order."""
+    settings = project.config.audiences
+    return load_rules(
+        project.path(settings.rules), default_dialect=settings.dialect, root=project.root
+    )
+
+
+def find_segment(project: Project, name: str) -> Segment:
+    """The segment called ``name``. Raises :class:`NotFound` listing the others."""
+    segments = project_segments(project)
+    for segment in segments:
+        if segment.name == name:
+            return segment
+    known = ", ".join(s.name for s in segments) or "none"
+    raise NotFound(f"no segment named {name!r} (segments: {known})")
+
+
+def refresh(
+    session: Session, segments: list[Segment], *, force: bool = False
+) -> list[RefreshResult]:
+    """Refresh ``segments`` that are due at ``--now`` (all of them with ``force``)."""
+    wh, settings, now = session.warehouse, session.project.config.audiences, clock.now()
+    last = last_refreshed(wh) if not force else {}
+    results = []
+    for segment in segments:
+        if not force and not segment.refresh.is_due(last.get(segment.name), now):
+            continue
+        result = refresh_segment(
+            wh,
+            segment,
+            now=now,
+            timeout_s=settings.timeout_seconds,
+            max_members=settings.max_members,
+        )
+        log.info(
+            "segment %s: %d members (+%d, -%d) in %.2f s",
+            segment.name,
+            result.members,
+            result.entered,
+            result.exited,
+            result.seconds,
+        )
+        results.append(result)
+    return results
+
+
+def audiences_stage(session: Session) -> dict[str, int]:
+    """Refresh due segments, retire removed ones, evaluate every rule (see the module doc)."""
+    project, wh, now = session.project, session.warehouse, clock.now()
+    segments = project_segments(project)
+    rules = project_rules(project)
+    results = refresh(session, segments)
+    retired = retire_segments(wh, {s.name for s in segments}, now=now)
+    tags = write_tags(wh, rules, now=now)
+    log.info("rules: %d tags (+%d, -%d)", tags.tagged, tags.added, tags.removed)
+    return {
+        "segments": len(segments),
+        "segments_refreshed": len(results),
+        "entered": sum(r.entered for r in results),
+        "exited": sum(r.exited for r in results) + retired,
+        "rules": tags.rules,
+        "tags": tags.tagged,
+        "tags_added": tags.added,
+        "tags_removed": tags.removed,
+    }
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A segment run now, without changing memberships."""
+
+    segment: Segment
+    sql: str
+    """The SQL as run on the warehouse."""
+    size: int
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    seconds: float
+
+
+def preview(wh: Warehouse, segment: Segment, *, sample: int, timeout_s: float) -> Preview:
+    """Size and a sample of ``segment`` at ``--now``, read-only, under the timeout."""
+    started = time.perf_counter()
+    query = segment.pinned_query()
+    sql = wh.render(query)
+    count = exp.select(exp.func("count", exp.Star()).as_("size")).from_(
+        segment.members_query().subquery("members")
+    )
+    _, counted, _ = wh.query_user(wh.render(count), timeout_s=timeout_s, max_rows=1)
+    columns, rows, _ = (
+        wh.query_user(sql, timeout_s=timeout_s, max_rows=sample) if sample else ([], [], False)
+    )
+    size = int(counted[0][0]) if counted else 0
+    return Preview(segment, sql, size, columns, rows, time.perf_counter() - started)
+
+
+def customer_tags(wh: Warehouse, customer_id: str) -> list[dict[str, Any]]:
+    """The tags stored for one customer (what the last batch evaluation wrote)."""
+    return [
+        dict(r)
+        for r in wh.fetch_arrow(
+            "SELECT tag, rule, assigned_at, expires_at, variables FROM customer_tags "
+            "WHERE customer_id = ? ORDER BY tag",
+            [customer_id],
+        ).to_pylist()
+    ]

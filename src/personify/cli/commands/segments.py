@@ -1,0 +1,186 @@
+"""``personify segments list|show|preview|refresh``: SQL segments and their memberships."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from personify import clock
+from personify.audiences.memberships import segment_status
+from personify.audiences.segments import Segment
+from personify.audiences.stage import find_segment, preview, project_segments, refresh
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.session import open_session
+
+segments_app = typer.Typer(
+    help="SQL segments (segments/*.sql): definitions, sizes, previews, refreshes.",
+    no_args_is_help=True,
+)
+app.add_typer(segments_app, name="segments")
+
+NameArg = Annotated[str, typer.Argument(help="The segment's name (see `personify segments list`).")]
+
+
+def _definition(segment: Segment) -> dict[str, Any]:
+    return {
+        "name": segment.name,
+        "description": segment.description,
+        "dialect": segment.dialect,
+        "refresh": str(segment.refresh),
+        "file": str(segment.file),
+    }
+
+
+@segments_app.command("list")
+def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+    """Every segment: definition, current size, sendable size, last refresh."""
+    with open_session(project) as session:
+        segments = project_segments(session.project)
+        purpose = session.project.config.audiences.purpose
+        status = segment_status(session.warehouse, [s.name for s in segments], purpose=purpose)
+    rows = [{**_definition(s), "purpose": purpose, **vars(status[s.name])} for s in segments]
+    if json:
+        emit_json({"segments": rows})
+        return
+    table = Table("segment", "refresh", "dialect", "members", f"sendable ({purpose})", "refreshed")
+    for row in rows:
+        refreshed = row["refreshed_at"]
+        table.add_row(
+            row["name"],
+            row["refresh"],
+            row["dialect"],
+            f"{row['members']:,}",
+            f"{row['sendable']:,}",
+            f"{refreshed:%Y-%m-%d %H:%M}Z" if refreshed else "never",
+        )
+    out = console()
+    out.print(table)
+    if not rows:
+        out.print("no segments yet: add a .sql file to segments/ (see README.md)")
+
+
+@segments_app.command("show")
+def show_command(
+    name: NameArg, project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
+) -> None:
+    """One segment: its header, its SQL as written and as run at --now, its stored state."""
+    pin_now(now)
+    with open_session(project) as session:
+        segment = find_segment(session.project, name)
+        purpose = session.project.config.audiences.purpose
+        status = segment_status(session.warehouse, [name], purpose=purpose)[name]
+        sql = session.warehouse.render(segment.members_query())
+    document = {
+        **_definition(segment),
+        "source": segment.source,
+        "sql": sql,
+        "now": clock.now(),
+        "purpose": purpose,
+        **vars(status),
+    }
+    if json:
+        emit_json(document)
+        return
+    out = console()
+    out.print(f"[bold]{segment.name}[/] — {segment.description or 'no description'}")
+    out.print(f"file: {segment.file}  dialect: {segment.dialect}  refresh: {segment.refresh}")
+    refreshed = status.refreshed_at
+    out.print(
+        f"members: {status.members:,}  sendable ({purpose}): {status.sendable:,}  "
+        f"last refresh: {f'{refreshed:%Y-%m-%d %H:%M}Z' if refreshed else 'never'}"
+    )
+    out.print("As written:")
+    out.print(segment.source.strip(), markup=False)
+    out.print(f"As run at {clock.now():%Y-%m-%d %H:%M:%S}Z:")
+    out.print(sql, markup=False)
+
+
+@segments_app.command("preview")
+def preview_command(
+    name: NameArg,
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Rows to show (default: audiences.sample_size).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Run a segment now, read-only: its size, a sample, the SQL as run, the time taken."""
+    pin_now(now)
+    with open_session(project) as session:
+        settings = session.project.config.audiences
+        segment = find_segment(session.project, name)
+        result = preview(
+            session.warehouse,
+            segment,
+            sample=settings.sample_size if sample is None else max(0, sample),
+            timeout_s=settings.timeout_seconds,
+        )
+    if json:
+        emit_json(
+            {
+                "name": segment.name,
+                "now": clock.now(),
+                "size": result.size,
+                "columns": result.columns,
+                "sample": [dict(zip(result.columns, r, strict=True)) for r in result.rows],
+                "sql": result.sql,
+                "seconds": round(result.seconds, 4),
+            }
+        )
+        return
+    out = console()
+    table = Table(*result.columns, title=f"{segment.name}: sample")
+    for row in result.rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    out.print(table)
+    out.print(f"size: {result.size:,} customers at {clock.now():%Y-%m-%d %H:%M:%S}Z")
+    out.print(f"time: {result.seconds:.3f} s")
+    out.print("SQL as run:")
+    out.print(result.sql, markup=False)
+
+
+@segments_app.command("refresh")
+def refresh_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Segments to refresh (default: all).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Recompute segments now (whatever their schedule) and record entries and exits."""
+    pin_now(now)
+    with open_session(project) as session:
+        chosen = (
+            [find_segment(session.project, n) for n in names]
+            if names
+            else project_segments(session.project)
+        )
+        results = refresh(session, chosen, force=True)
+    rows: list[dict[str, Any]] = [
+        {
+            "segment": r.segment,
+            "members": r.members,
+            "entered": r.entered,
+            "exited": r.exited,
+            "seconds": round(r.seconds, 4),
+        }
+        for r in results
+    ]
+    if json:
+        emit_json({"now": clock.now(), "refreshed": rows})
+        return
+    table = Table("segment", "members", "entered", "exited", "seconds", title="Refreshed")
+    for row in rows:
+        table.add_row(
+            row["segment"],
+            f"{row['members']:,}",
+            f"{row['entered']:,}",
+            f"{row['exited']:,}",
+            f"{row['seconds']:.3f}",
+        )
+    console().print(table)
