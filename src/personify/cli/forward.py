@@ -246,8 +246,11 @@ class Plan:
     """A command ready to forward."""
 
     argv: list[str]
+    """The arguments to send (paths absolute, environment-set options written out)."""
     command: str
+    """The command path (``sql``, ``segments show``): no arguments, so safe to log."""
     project: Path
+    """The project folder, resolved."""
 
 
 def plan_forward(
@@ -273,7 +276,7 @@ def plan_forward(
         root_dir = Path(project).expanduser().resolve()  # as load_project resolves it
     except (OSError, RuntimeError):
         return None
-    return Plan(rewritten, scan.names[0], root_dir)
+    return Plan(rewritten, " ".join(scan.names), root_dir)
 
 
 # ---------------------------------------------------------------------------------- forwarding

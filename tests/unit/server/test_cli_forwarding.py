@@ -156,4 +156,4 @@ def test_env_option_and_nested_groups() -> None:
     p = plan_forward(["segments", "show", "vip"], CWD, {}, root=ROOT)
     assert p is not None
     assert p.argv == ["segments", "show", "--project", "/work/here", "vip"]
-    assert p.command == "segments"
+    assert p.command == "segments show"
