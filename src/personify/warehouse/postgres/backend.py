@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,6 +28,26 @@ _PH = "__personify_placeholder__"
 _JSON_FUNCS = re.compile(r"\bJSON_EXTRACT_PATH(_TEXT)?\(")
 _JSON_ARRAY_LENGTH = re.compile(r"\bJSON_ARRAY_LENGTH\(")
 _names = itertools.count()
+
+
+def _json_object(node: exp.Expr) -> exp.Expr:
+    """PostgreSQL < 16 has no ``JSON_OBJECT(k: v)``: ``JSONB_BUILD_OBJECT(k, v, …)``."""
+    pairs = [part for kv in node.expressions for part in (kv.this, kv.expression)]
+    return exp.Anonymous(this="JSONB_BUILD_OBJECT", expressions=pairs)
+
+
+def _ends_with(node: exp.Expr) -> exp.Expr:
+    """PostgreSQL has no ``ENDS_WITH``: ``RIGHT(s, LENGTH(suffix)) = suffix``."""
+    suffix = node.expression
+    right = exp.func("RIGHT", node.this, exp.func("LENGTH", suffix.copy()))
+    return exp.paren(exp.EQ(this=right, expression=suffix.copy()), copy=False)
+
+
+_REWRITES: dict[type[exp.Expr], Callable[[exp.Expr], exp.Expr]] = {
+    exp.JSONObject: _json_object,
+    exp.EndsWith: _ends_with,
+}
+"""Expressions sqlglot renders in a way this PostgreSQL cannot run, and their rewrites."""
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -61,9 +81,9 @@ class PostgresWarehouse(Warehouse):
     @classmethod
     def _generate(cls, expression: exp.Expr) -> str:
         def mark(node: exp.Expr) -> exp.Expr:
-            if isinstance(node, exp.JSONObject):  # PostgreSQL < 16 has no JSON_OBJECT(k: v)
-                pairs = [part for kv in node.expressions for part in (kv.this, kv.expression)]
-                return exp.Anonymous(this="JSONB_BUILD_OBJECT", expressions=pairs)
+            rewrite = _REWRITES.get(type(node))
+            if rewrite is not None:
+                return rewrite(node)
             return exp.var(_PH) if isinstance(node, exp.Placeholder) else node
 
         sql = expression.transform(mark).sql(dialect="postgres")
