@@ -111,9 +111,14 @@ class FileSource(_SourceBase, frozen=True, tag="file", tag_field="kind"):
     """``csv``, ``jsonl`` or ``parquet``; by default taken from the file's suffix."""
     mapping: dict[str, str] = {}
     """Target column → source field (``a.b`` reaches into nested JSON). Unmapped target columns
-    are taken from a source field of the same name when there is one."""
+    are taken from a source field of the same name (or its camelCase form, ``messageId`` for
+    ``message_id``) when there is one."""
     delimiter: str = ","
     """CSV field delimiter."""
+    on_conflict: Literal["ignore", "update"] | None = None
+    """A row whose key is already stored: ``update`` overwrites it with the file's values,
+    ``ignore`` keeps the stored row. Default: ``ignore`` for the append-only ``events`` and
+    ``order_items``, ``update`` for the other tables."""
 
     def __post_init__(self) -> None:
         if len(self.delimiter) != 1:

@@ -3,6 +3,7 @@
 from personify.cli.commands import (
     demo,
     identity,
+    importing,
     pipeline,
     profile,
     project,
@@ -15,6 +16,7 @@ from personify.cli.commands import (
 __all__ = [
     "demo",
     "identity",
+    "importing",
     "pipeline",
     "profile",
     "project",

@@ -1,0 +1,367 @@
+"""Files as a source, on every backend: CSV, JSON Lines and Parquet load; nothing loads twice;
+bad rows are quarantined with reasons while the rest load; one file is one transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from personify import clock
+from personify.config import FileSource, Project, ProjectConfig
+from personify.errors import FileImportError
+from personify.session import Session
+from personify.sources import sync_sources
+from personify.sources.files import import_file, import_file_source
+
+NOW = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def session(warehouse_url: str, tmp_path: Path) -> Iterator[Session]:
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    project = Project(ProjectConfig(warehouse=warehouse_url), root, root / "personify.yml")
+    with Session(project) as s, clock.frozen(NOW):
+        yield s
+
+
+def rows(session: Session, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    return session.warehouse.fetch(sql, params or [])
+
+
+def count(session: Session, table: str) -> int:
+    return int(session.warehouse.scalar(f"SELECT count(*) FROM {table}"))
+
+
+def write(session: Session, name: str, text: str) -> Path:
+    path = session.project.root / "data" / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def invariant(counts: dict[str, int]) -> None:
+    assert counts["rows_read"] == (
+        counts["rows_loaded"] + counts["rows_duplicate"] + counts["rows_quarantined"]
+    )
+
+
+CUSTOMERS_CSV = (
+    "id,email,first_name,created_at,order_count,total_spent\n"
+    "c1,ann@example.org,Ann,2025-03-01T10:00:00+02:00,3,120.50\n"
+    "c2,bob@example.org,Bob,2025-03-02 08:00:00,0,0\n"
+    'c3,cy@example.org,"Cy, Jr.",2025-03-03,1,9.99\n'
+)
+
+
+def test_csv_loads_typed_rows(session: Session) -> None:
+    path = write(session, "customers.csv", CUSTOMERS_CSV)
+    result = import_file(
+        session, path, table="customers", mapping={"customer_id": "id"}, source_name="crm"
+    )
+    assert result.counts == {
+        "files": 1,
+        "files_skipped": 0,
+        "rows_read": 3,
+        "rows_loaded": 3,
+        "rows_quarantined": 0,
+        "rows_duplicate": 0,
+    }
+    got = rows(
+        session,
+        "SELECT customer_id, first_name, created_at, order_count, total_spent, source, updated_at "
+        "FROM customers ORDER BY customer_id",
+    )
+    assert got[0][2] == datetime(2025, 3, 1, 8, 0, tzinfo=UTC)  # +02:00 → UTC
+    assert got[1][2] == datetime(2025, 3, 2, 8, 0, tzinfo=UTC)  # no zone: UTC
+    assert got[2][1] == "Cy, Jr."
+    assert [(r[3], r[4]) for r in got] == [(3, 120.5), (0, 0.0), (1, 9.99)]
+    assert {r[5] for r in got} == {"crm"} and {r[6] for r in got} == {NOW}
+
+
+def test_jsonl_loads_nested_fields_and_segment_names(session: Session) -> None:
+    lines = [
+        {
+            "messageId": "m1",
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": "u1",
+            "timestamp": "2025-05-01T12:00:00.250Z",
+            "properties": {"product_id": "p9", "price": 12.5, "tags": ["a", "b"]},
+            "context": {"page": {"url": "https://shop.example/p9"}},
+        },
+        {"messageId": "m2", "type": "page", "anonymousId": "a1", "timestamp": "2025-05-01"},
+    ]
+    path = write(session, "events.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
+    result = import_file(
+        session, path, table="events", source_name="export", mapping={"name": "context.page.url"}
+    )
+    assert result.counts["rows_loaded"] == 2
+    got = rows(
+        session,
+        "SELECT message_id, type, user_id, anonymous_id, timestamp, name, source, received_at "
+        "FROM events ORDER BY message_id",
+    )
+    assert got[0][:4] == ("m1", "track", "u1", None)
+    assert got[0][4] == datetime(2025, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    assert got[0][5] == "https://shop.example/p9"
+    assert got[1][1:4] == ("page", None, "a1")
+    assert got[1][6:] == ("export", NOW)
+    props = session.warehouse.scalar(
+        "SELECT CAST(properties AS VARCHAR) FROM events WHERE message_id = ?", ["m1"]
+    )
+    assert json.loads(props) == {"product_id": "p9", "price": 12.5, "tags": ["a", "b"]}
+
+
+def test_parquet_loads_typed_and_nested_columns(session: Session) -> None:
+    path = session.project.root / "data" / "orders.parquet"
+    table = pa.table(
+        {
+            "order_id": ["o1", "o2"],
+            "customer": pa.array([{"id": "c1", "email": "ann@example.org"}, {"id": "c2"}]),
+            "status": ["paid", "refunded"],
+            "total": pa.array([42.0, 7], pa.float64()),
+            "created_at": pa.array(
+                [datetime(2025, 1, 1, 9, 30), datetime(2025, 1, 2)], pa.timestamp("ms")
+            ),
+        }
+    )
+    pq.write_table(table, path)
+    source = FileSource(
+        name="shop",
+        path="data/*.parquet",
+        table="orders",
+        mapping={"customer_id": "customer.id", "email": "customer.email"},
+    )
+    result = import_file_source(session, source)
+    assert result.counts["rows_loaded"] == 2 and result.counts["files"] == 1
+    got = rows(
+        session,
+        "SELECT order_id, customer_id, email, total, created_at FROM orders ORDER BY order_id",
+    )
+    assert got == [
+        ("o1", "c1", "ann@example.org", 42.0, datetime(2025, 1, 1, 9, 30, tzinfo=UTC)),
+        ("o2", "c2", None, 7.0, datetime(2025, 1, 2, tzinfo=UTC)),
+    ]
+
+
+def test_reimporting_the_same_file_loads_nothing_twice(session: Session) -> None:
+    write(session, "customers.csv", CUSTOMERS_CSV)
+    source = FileSource(
+        name="crm", path="data/customers.csv", table="customers", mapping={"customer_id": "id"}
+    )
+    first = import_file_source(session, source)
+    second = import_file_source(session, source)
+    assert first.counts["rows_loaded"] == 3
+    assert second.counts == {**dict.fromkeys(first.counts, 0), "files_skipped": 1}
+    assert count(session, "customers") == 3
+    recorded = rows(session, "SELECT source, path, rows_read, rows_loaded FROM file_imports")
+    assert recorded == [("crm", "data/customers.csv", 3, 3)]
+
+
+def test_events_sent_again_in_another_file_are_not_doubled(session: Session) -> None:
+    line = '{{"messageId": "{}", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}}\n'
+    a = write(session, "a.jsonl", line.format("m1") + line.format("m2"))
+    b = write(session, "b.jsonl", line.format("m2") + line.format("m3"))
+    import_file(session, a, table="events", source_name="web")
+    result = import_file(session, b, table="events", source_name="web")
+    assert (result.counts["rows_loaded"], result.counts["rows_duplicate"]) == (1, 1)
+    invariant(result.counts)
+    assert count(session, "events") == 3
+
+
+def test_entities_update_to_the_newer_file(session: Session) -> None:
+    import_file(
+        session,
+        write(session, "v1.csv", CUSTOMERS_CSV),
+        table="customers",
+        mapping={"customer_id": "id"},
+        source_name="crm",
+    )
+    newer = write(session, "v2.csv", "customer_id,email\nc1,ann.new@example.org\n")
+    result = import_file(session, newer, table="customers", source_name="crm")
+    assert result.counts["rows_loaded"] == 1
+    got = rows(
+        session,
+        "SELECT email, first_name, order_count FROM customers WHERE customer_id = ?",
+        ["c1"],
+    )
+    assert got == [("ann.new@example.org", "Ann", 3)]  # columns the file lacks are kept
+
+
+BAD_CSV = (
+    "customer_id,email,created_at,order_count\n"
+    "c1,ann@example.org,2025-01-01,1\n"
+    ",nobody@example.org,2025-01-01,1\n"
+    "c3,not-an-email,2025-01-01,1\n"
+    "c4,dee@example.org,31/02/2024,1\n"
+    "c5,eve@example.org,2025-01-01,1.5\n"
+    "c1,ann.again@example.org,2025-01-01,1\n"
+    "c7,fay@example.org,2025-01-01\n"
+    'c8,"multi\nline@example.org",2025-01-01,1\n'
+    "c9,gus@example.org,2025-01-01,2\n"
+)
+
+
+def test_bad_rows_are_quarantined_and_the_rest_load(session: Session) -> None:
+    path = write(session, "customers.csv", BAD_CSV)
+    result = import_file(session, path, table="customers", source_name="crm")
+    assert result.counts["rows_read"] == 9
+    assert result.counts["rows_loaded"] == 2 and result.counts["rows_quarantined"] == 7
+    assert [r[0] for r in rows(session, "SELECT customer_id FROM customers ORDER BY 1")] == [
+        "c1",
+        "c9",
+    ]
+    got = rows(
+        session, "SELECT location, reason, detail, payload, source FROM quarantine ORDER BY 1"
+    )
+    where = "data/customers.csv"
+    assert [(r[0], r[1]) for r in got] == [
+        (f"{where}:3", "missing_required"),
+        (f"{where}:4", "invalid_email"),
+        (f"{where}:5", "invalid_type"),
+        (f"{where}:6", "invalid_type"),
+        (f"{where}:7", "duplicate_key_in_file"),
+        (f"{where}:8", "malformed_row"),
+        (f"{where}:9", "invalid_email"),  # a quoted field spanning lines 9 and 10
+    ]
+    detail = {r[0]: r[2] for r in got}
+    assert detail[f"{where}:5"] == (
+        f'{where}:5: column "created_at": "31/02/2024" is not an ISO 8601 timestamp'
+    )
+    assert detail[f"{where}:6"].endswith('column "order_count": "1.5" is not an integer')
+    assert detail[f"{where}:3"].endswith('column "customer_id" is required but missing')
+    payload = {r[0]: r[3] for r in got}
+    assert payload[f"{where}:4"] == "c3,not-an-email,2025-01-01,1"
+    assert payload[f"{where}:8"] == "c7,fay@example.org,2025-01-01"
+    assert {r[4] for r in got} == {"crm"}
+    stored = rows(session, "SELECT rows_read, rows_loaded, rows_quarantined FROM file_imports")
+    assert stored == [(9, 2, 7)]
+
+
+def test_a_malformed_json_line_is_quarantined_not_fatal(session: Session) -> None:
+    text = (
+        b'{"messageId": "m1", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}\n'
+        b'{"messageId": "m2", "type": \n'
+        b"\xff\xfe not utf-8\n"
+        b"\n"
+        b'{"messageId": "m3", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}'
+    )
+    path = session.project.root / "data" / "events.jsonl"
+    path.write_bytes(text)
+    result = import_file(session, path, table="events", source_name="web")
+    assert result.counts["rows_read"] == 4 and result.counts["rows_loaded"] == 2
+    got = rows(session, "SELECT location, reason, detail FROM quarantine ORDER BY location")
+    assert [(r[0], r[1]) for r in got] == [
+        ("data/events.jsonl:2", "malformed_json"),
+        ("data/events.jsonl:3", "malformed_json"),
+    ]
+    assert got[0][2] == "data/events.jsonl:2: the line is not valid JSON"
+    assert got[1][2] == "data/events.jsonl:3: the line is not UTF-8 text"
+
+
+def test_one_file_is_one_transaction(session: Session) -> None:
+    lines = "".join(
+        f'{{"messageId": "m{i}", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}}\n'
+        for i in range(5)
+    )
+    path = write(session, "events.jsonl", lines + "{broken\n")
+    calls: list[int] = []
+
+    def crash(description: str, done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise RuntimeError("killed mid-file")
+
+    with pytest.raises(RuntimeError, match="killed mid-file"):
+        import_file(session, path, table="events", source_name="web", progress=crash, batch_rows=2)
+    for table in ("events", "quarantine", "file_imports"):
+        assert count(session, table) == 0, table
+    again = import_file(session, path, table="events", source_name="web", batch_rows=2)
+    assert (again.counts["rows_loaded"], again.counts["rows_quarantined"]) == (5, 1)
+    once_more = import_file(session, path, table="events", source_name="web", batch_rows=2)
+    assert once_more.counts["files_skipped"] == 1
+    assert (count(session, "events"), count(session, "quarantine")) == (5, 1)
+
+
+def test_sync_sources_imports_a_glob_in_order(session: Session) -> None:
+    for day in ("02", "01"):
+        write(session, f"orders-{day}.csv", f"order_id,created_at\no{day},2025-01-{day}\n")
+    source = FileSource(name="shop", path="data/orders-*.csv", table="orders")
+    project = Project(
+        ProjectConfig(warehouse=session.project.config.warehouse, sources=(source,)),
+        session.project.root,
+        session.project.file,
+    )
+    session.project = project
+    [result] = sync_sources(session)
+    assert result.counts["files"] == 2 and result.counts["rows_loaded"] == 2
+    paths = [r[0] for r in rows(session, "SELECT path FROM file_imports ORDER BY imported_at")]
+    assert sorted(paths) == ["data/orders-01.csv", "data/orders-02.csv"]
+
+
+def test_files_that_cannot_be_read_raise_naming_them(session: Session) -> None:
+    with pytest.raises(FileImportError, match="missing.csv: no such file"):
+        import_file_source(
+            session, FileSource(name="x", path="data/missing.csv", table="customers")
+        )
+    csv = write(session, "really.csv", "customer_id\nc1\n")
+    with pytest.raises(FileImportError, match="really.csv: not a readable Parquet file"):
+        import_file(session, csv, table="customers", source_name="x", format="parquet")
+    with pytest.raises(FileImportError, match="has no column for .customer_id."):
+        import_file(
+            session, write(session, "c.csv", "email\na@b.co\n"), table="customers", source_name="x"
+        )
+    assert count(session, "file_imports") == 0
+
+
+# ------------------------------------------------------------------------- property: nothing lost
+GOOD = '{{"messageId": "{id}", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}}'
+KINDS = {
+    "good": GOOD,
+    "no_timestamp": '{{"messageId": "{id}", "type": "track"}}',
+    "bad_timestamp": '{{"messageId": "{id}", "type": "track", "timestamp": "yesterday"}}',
+    "malformed": '{{"messageId": "{id}", "type": ',
+    "not_object": '["{id}"]',
+}
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=0, max_value=15)),
+        max_size=30,
+    ),
+    st.integers(min_value=1, max_value=8),
+)
+def test_every_row_read_is_loaded_duplicate_or_quarantined(
+    session: Session, lines: list[tuple[str, int]], batch_rows: int
+) -> None:
+    events, quarantined = count(session, "events"), count(session, "quarantine")
+    text = "\n".join(KINDS[kind].format(id=f"m{n}") for kind, n in lines)
+    path = write(session, f"{uuid.uuid4().hex}.jsonl", text)
+    result = import_file(
+        session,
+        path,
+        table="events",
+        source_name=f"s{uuid.uuid4().hex[:8]}",
+        batch_rows=batch_rows,
+    )
+    c = result.counts
+    invariant(c)
+    assert c["rows_read"] == len(lines)
+    assert count(session, "events") - events == c["rows_loaded"]
+    assert count(session, "quarantine") - quarantined == c["rows_quarantined"]

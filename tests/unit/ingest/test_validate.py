@@ -1,0 +1,282 @@
+"""Validation of raw batches: typing, each reason code, line numbers and where-in-the-row."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from personify.errors import FileImportError
+from personify.ingest.validate import Checked, Validator, validate
+from personify.sources.formats import RAW_COLUMN
+from personify.warehouse.schema import CUSTOMERS, EVENTS, ORDER_ITEMS, PRODUCTS
+
+NOW = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+
+
+def csv_rows(header: list[str], *rows: list[str]) -> pa.Table:
+    return pa.table({h: pa.array([r[i] for r in rows], pa.string()) for i, h in enumerate(header)})
+
+
+def jsonl(*lines: str | bytes) -> pa.Table:
+    raw = [x if isinstance(x, bytes) else x.encode() for x in lines]
+    return pa.table({RAW_COLUMN: pa.array([x + b"\n" for x in raw], pa.large_binary())})
+
+
+def check_csv(table: Any, header: list[str], *rows: list[str], **kw: Any) -> Checked:
+    lines = pa.array(list(range(2, len(rows) + 2)), pa.int64())
+    return validate(csv_rows(header, *rows), table=table, lines=lines, label="f.csv", now=NOW, **kw)
+
+
+def bad(checked: Checked) -> list[tuple[int, str, str]]:
+    return [(r["line"], r["reason"], r["detail"]) for r in checked.bad.to_pylist()]
+
+
+def test_timestamps_with_or_without_zone_are_stored_in_utc() -> None:
+    got = check_csv(
+        CUSTOMERS,
+        ["customer_id", "created_at"],
+        ["a", "2025-03-01T10:00:00+02:00"],
+        ["b", "2025-03-01T10:00:00Z"],
+        ["c", "2025-03-01 10:00:00"],
+        ["d", "2025-03-01"],
+        ["e", " 2025-03-01T10:00:00.5-05:00 "],
+    )
+    assert got.good.column("created_at").to_pylist() == [
+        datetime(2025, 3, 1, 8, tzinfo=UTC),
+        datetime(2025, 3, 1, 10, tzinfo=UTC),
+        datetime(2025, 3, 1, 10, tzinfo=UTC),
+        datetime(2025, 3, 1, tzinfo=UTC),
+        datetime(2025, 3, 1, 15, 0, 0, 500000, tzinfo=UTC),
+    ]
+    assert got.good.column("updated_at").to_pylist() == [NOW] * 5  # bookkeeping default
+    assert got.good.column("source").to_pylist() == ["adhoc"] * 5
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        (
+            "created_at",
+            "31/02/2024",
+            'column "created_at": "31/02/2024" is not an ISO 8601 timestamp',
+        ),
+        ("created_at", "infinity", 'column "created_at": "infinity" is not an ISO 8601 timestamp'),
+        ("order_count", "1.5", 'column "order_count": "1.5" is not an integer'),
+        ("order_count", "1,000", 'column "order_count": "1,000" is not an integer'),
+        ("total_spent", "12,50", 'column "total_spent": "12,50" is not a finite number'),
+        ("total_spent", "nan", 'column "total_spent": "nan" is not a finite number'),
+        (
+            "preferred_categories",
+            "[shoes",
+            'column "preferred_categories": "[shoes" is not valid JSON',
+        ),
+    ],
+)
+def test_values_that_do_not_cast_are_invalid_type(column: str, value: str, expected: str) -> None:
+    ok = {"created_at": "2025-01-01", "preferred_categories": '["a"]'}.get(column, "1")
+    got = check_csv(CUSTOMERS, ["customer_id", column], ["ok", ok], ["bad", value])
+    assert bad(got) == [(3, "invalid_type", f"f.csv:3: {expected}")]
+    assert got.good.num_rows == 1 and got.read == 2
+
+
+def test_numbers_booleans_and_dates_cast() -> None:
+    table = pa.table(
+        {
+            "product_id": ["p1", "p2"],
+            "name": ["Shoe", "Hat"],
+            "stock": ["12", " 7.0 "],
+            "price": ["9.5", "1e2"],
+        }
+    )
+    got = validate(table, table=PRODUCTS, now=NOW)
+    assert got.good.column("stock").to_pylist() == [12, 7]
+    assert got.good.column("price").to_pylist() == [9.5, 100.0]
+    assert got.good.schema.field("stock").type == pa.int64()
+
+
+def test_missing_required_names_the_column_and_blank_counts_as_missing() -> None:
+    got = check_csv(PRODUCTS, ["product_id", "name"], ["p1", "Shoe"], ["p2", "  "], ["", "Hat"])
+    assert bad(got) == [
+        (3, "missing_required", 'f.csv:3: column "name" is required but missing'),
+        (4, "missing_required", 'f.csv:4: column "product_id" is required but missing'),
+    ]
+
+
+def test_email_syntax_is_checked_and_the_value_kept_as_given() -> None:
+    got = check_csv(
+        CUSTOMERS,
+        ["customer_id", "email"],
+        ["a", "Ann.Lee+promo@Example.ORG"],
+        ["b", "bob@@example.org"],
+        ["c", "no-at-sign"],
+        ["d", ""],
+    )
+    assert got.good.column("email").to_pylist() == ["Ann.Lee+promo@Example.ORG", None]
+    assert [r[:2] for r in bad(got)] == [(3, "invalid_email"), (4, "invalid_email")]
+    assert bad(got)[1][2] == 'f.csv:4: column "email": "no-at-sign" is not an email address'
+
+
+def test_duplicate_keys_keep_the_first_row_across_batches() -> None:
+    header = ["order_id", "line_no", "product_id", "quantity", "price"]
+    with Validator(
+        ORDER_ITEMS,
+        fmt="csv",
+        fields=dict.fromkeys(header, pa.string()),
+        label="items.csv",
+        source="shop",
+        now=NOW,
+    ) as v:
+        first = v.check(
+            csv_rows(
+                header,
+                ["o1", "1", "p1", "1", "5"],
+                ["o1", "2", "p2", "1", "5"],
+                ["o1", "1", "p9", "9", "9"],
+            ),
+            pa.array([2, 3, 4]),
+        )
+        second = v.check(
+            csv_rows(header, ["o1", "2", "p3", "1", "5"], ["o2", "1", "p1", "1", "5"]),
+            pa.array([5, 6]),
+        )
+    assert first.good.column("product_id").to_pylist() == ["p1", "p2"]
+    assert bad(first) == [
+        (
+            4,
+            "duplicate_key_in_file",
+            'items.csv:4: key (order_id, line_no) = ["o1",1] appeared earlier in this file; '
+            "the first row was kept",
+        ),
+    ]
+    assert second.good.column("order_id").to_pylist() == ["o2"]
+    assert [r[:2] for r in bad(second)] == [(5, "duplicate_key_in_file")]
+
+
+def test_an_invalid_first_row_does_not_shadow_a_valid_later_one() -> None:
+    got = check_csv(PRODUCTS, ["product_id", "name"], ["p1", ""], ["p1", "Shoe"])
+    assert got.good.column("name").to_pylist() == ["Shoe"]
+    assert [r[1] for r in bad(got)] == ["missing_required"]
+
+
+def test_blank_csv_rows_are_not_rows() -> None:
+    got = check_csv(PRODUCTS, ["product_id", "name"], ["p1", "Shoe"], ["", ""])
+    assert (got.read, got.good.num_rows, got.bad.num_rows) == (1, 1, 0)
+
+
+def test_csv_payload_is_the_row_as_csv() -> None:
+    got = check_csv(PRODUCTS, ["product_id", "name", "url"], ["", 'A "big", hat', "x"])
+    assert got.bad.column("payload").to_pylist() == [',"A ""big"", hat",x']
+    assert got.bad.column("location").to_pylist() == ["f.csv:2"]
+
+
+# ---------------------------------------------------------------------------------- JSON Lines
+def test_jsonl_nested_values_become_json_and_segment_names_map() -> None:
+    got = validate(
+        jsonl(
+            json.dumps(
+                {
+                    "messageId": "m1",
+                    "type": "identify",
+                    "timestamp": "2025-01-01T00:00:00Z",
+                    "traits": {"email": "a@b.co", "plan": {"tier": 2}},
+                    "context": {"page": {"url": "/x"}},
+                }
+            ),
+        ),
+        table=EVENTS,
+        fmt="jsonl",
+        mapping={"name": "context.page.url"},
+        now=NOW,
+        source="web",
+    )
+    row = got.good.to_pylist()[0]
+    assert row["message_id"] == "m1" and row["name"] == "/x"
+    assert json.loads(row["traits"]) == {"email": "a@b.co", "plan": {"tier": 2}}
+    assert json.loads(row["context"]) == {"page": {"url": "/x"}}
+    assert row["received_at"] == NOW and row["source"] == "web"
+    assert "user_id" not in got.good.column_names  # no line had it: not provided
+
+
+def test_jsonl_problems_are_located_by_line_and_json_pointer() -> None:
+    got = validate(
+        jsonl(
+            '{"customer_id": "c1", "contact": {"email": "nope"}}',
+            "{not json",
+            b"\xc3\x28 bad utf-8",
+            "[1, 2]",
+            "   ",
+            '{"contact": {"email": "x@y.io"}}',
+        ),
+        table=CUSTOMERS,
+        fmt="jsonl",
+        mapping={"email": "contact.email"},
+        label="crm.jsonl",
+        now=NOW,
+    )
+    assert got.read == 5
+    assert bad(got) == [
+        (
+            1,
+            "invalid_email",
+            'crm.jsonl:1: column "email" (/contact/email): "nope" is not an email address',
+        ),
+        (2, "malformed_json", "crm.jsonl:2: the line is not valid JSON"),
+        (3, "malformed_json", "crm.jsonl:3: the line is not UTF-8 text"),
+        (4, "malformed_json", "crm.jsonl:4: the line is JSON but not an object"),
+        (6, "missing_required", 'crm.jsonl:6: column "customer_id" is required but missing'),
+    ]
+    assert got.bad.column("payload").to_pylist()[1] == "{not json"
+
+
+def test_jsonl_scalars_cast_from_json_values() -> None:
+    got = validate(
+        jsonl('{"product_id": 7, "name": "Hat", "price": 12.50, "stock": 3, "created_at": null}'),
+        table=PRODUCTS,
+        fmt="jsonl",
+        now=NOW,
+    )
+    row = got.good.to_pylist()[0]
+    assert (row["product_id"], row["price"], row["stock"]) == ("7", 12.5, 3)
+    assert "created_at" not in row  # null on every line of the batch: left as stored
+
+
+# ------------------------------------------------------------------------------------- Parquet
+def test_parquet_structs_become_json_and_rows_are_numbered() -> None:
+    table = pa.table(
+        {
+            "customer_id": ["c1", None],
+            "since": pa.array([date(2024, 1, 1), date(2024, 1, 2)], pa.date32()),
+            "prefs": pa.array([["shoes", "hats"], []]),
+        }
+    )
+    got = validate(
+        table,
+        table=CUSTOMERS,
+        fmt="parquet",
+        mapping={"created_at": "since", "preferred_categories": "prefs"},
+        label="c.parquet",
+        now=NOW,
+    )
+    assert got.good.to_pylist()[0]["created_at"] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert json.loads(got.good.to_pylist()[0]["preferred_categories"]) == ["shoes", "hats"]
+    assert bad(got) == [
+        (2, "missing_required", 'c.parquet: row 2: column "customer_id" is required but missing')
+    ]
+    assert json.loads(got.bad.column("payload")[0].as_py())["since"] == "2024-01-02"
+
+
+# ------------------------------------------------------------------------------ mapping errors
+def test_mapping_mistakes_raise_naming_the_file() -> None:
+    data = csv_rows(["id"], ["c1"])
+    with pytest.raises(FileImportError, match="f.csv: the mapping names 'nope'"):
+        validate(data, table=CUSTOMERS, mapping={"nope": "id"}, label="f.csv")
+    with pytest.raises(FileImportError, match="reads 'email' from 'mail', which the file"):
+        validate(
+            data, table=CUSTOMERS, mapping={"customer_id": "id", "email": "mail"}, label="f.csv"
+        )
+    with pytest.raises(FileImportError, match="has no column for 'customer_id'"):
+        validate(data, table=CUSTOMERS, label="f.csv")

@@ -1,0 +1,89 @@
+"""Reading files in bounded batches with physical line numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from personify.errors import FileImportError
+from personify.sources.formats import RAW_COLUMN, RawBatch, detect_format, read_batches
+
+
+def read(path: Path, fmt: str, rows: int = 1000) -> tuple[list[RawBatch], list[int], list[int]]:
+    _, batches = read_batches(path, fmt, rows=rows)  # type: ignore[arg-type]
+    got = list(batches)
+    lines = [n for b in got for n in b.lines.to_pylist()]
+    malformed = [m.line for b in got for m in b.malformed]
+    return got, lines, malformed
+
+
+def test_csv_rows_carry_the_physical_line_they_start_on(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(
+        "id,note\n"  # 1
+        "a,plain\n"  # 2
+        'b,"two\nlines"\n'  # 3-4
+        "\n"  # 5 (blank)
+        "c,x,extra\n"  # 6 (malformed)
+        'd,"three\n\nlines"\n'  # 7-9
+        'e,"bad\nrow",too,many\n'  # 10-11 (malformed)
+        "f,last"  # 12, no final newline
+    )
+    batches, lines, malformed = read(path, "csv", rows=2)
+    ids = [i for b in batches for i in b.data.column("id").to_pylist()]
+    assert dict(zip(ids, lines, strict=True)) == {"a": 2, "b": 3, "": 5, "d": 7, "f": 12}
+    assert malformed == [6, 10]
+    assert max(b.data.num_rows for b in batches) <= 2
+    assert batches[-1].done == 5
+
+
+def test_csv_keeps_text_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("\ufeffzip;amount\n007;1.50\n", encoding="utf-8")
+    fields, batches = read_batches(path, "csv", rows=10, delimiter=";")
+    assert fields == {"zip": pa.string(), "amount": pa.string()}
+    assert next(batches).data.to_pylist() == [{"zip": "007", "amount": "1.50"}]
+
+
+def test_jsonl_lines_are_numbered_and_kept_as_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n\n{"a": 2}\n\xff\n{"a": 3}')
+    batches, lines, _ = read(path, "jsonl", rows=2)
+    raw = [x for b in batches for x in b.data.column(RAW_COLUMN).to_pylist()]
+    assert lines == [1, 2, 3, 4, 5]
+    assert raw == [b'{"a": 1}\r\n', b"\n", b'{"a": 2}\n', b"\xff\n", b'{"a": 3}']
+
+
+def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"x": list(range(5))}), path)
+    batches, lines, _ = read(path, "parquet", rows=2)
+    assert lines == [1, 2, 3, 4, 5] and [b.total for b in batches] == [5, 5, 5]
+
+
+def test_format_comes_from_the_suffix_unless_declared(tmp_path: Path) -> None:
+    assert detect_format(Path("a.NDJSON"), None) == "jsonl"
+    assert detect_format(Path("a.txt"), "jsonl") == "jsonl"
+    with pytest.raises(FileImportError, match="cannot tell the format"):
+        detect_format(Path("a.xlsx"), None)
+
+
+def test_unreadable_files_raise(tmp_path: Path) -> None:
+    with pytest.raises(FileImportError, match="no such file"):
+        read_batches(tmp_path / "nope.csv", "csv", rows=10)
+    parquet = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"x": [1]}), parquet)
+    with pytest.raises(FileImportError, match="binary file, not CSV"):
+        read_batches(parquet, "csv", rows=10)
+    dupes = tmp_path / "d.csv"
+    dupes.write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(FileImportError, match="d.csv:1: the header names 'a' more than once"):
+        read_batches(dupes, "csv", rows=10)
+    latin = tmp_path / "l.csv"
+    latin.write_bytes("name\nJos\xe9\n".encode("latin-1"))
+    _, batches = read_batches(latin, "csv", rows=10)
+    with pytest.raises(FileImportError, match="not UTF-8"):
+        list(batches)
