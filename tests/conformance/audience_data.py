@@ -1,0 +1,62 @@
+"""Test data for the audiences suites: customers and orders loaded straight through Arrow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from personify.warehouse import Warehouse, table
+
+TS = pa.timestamp("us", tz="UTC")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+_TYPES: dict[str, pa.DataType] = {
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMPTZ": TS,
+    "DATE": pa.date32(),
+}
+
+
+def arrow_rows(table_name: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """``rows`` (dicts of column → value) as an Arrow table typed like ``table_name``."""
+    t = table(table_name)
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns = {}
+    for name in names:
+        column = t.column(name)
+        values = [r.get(name) for r in rows]
+        columns[name] = pa.array(values, _TYPES.get(column.type, pa.string()))
+    return pa.table(columns)
+
+
+def load_customers(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert customers; ``updated_at`` defaults to T0."""
+    full = [{"updated_at": T0, **r} for r in rows]
+    wh.load(table("customers"), arrow_rows("customers", full))
+
+
+def load_orders(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert orders; ``source`` defaults to ``test``."""
+    full = [{"source": "test", **r} for r in rows]
+    wh.load(table("orders"), arrow_rows("orders", full))
+
+
+def load_consents(wh: Warehouse, rows: Sequence[tuple[str, str, str]]) -> None:
+    """Insert ``(customer_id, purpose, status)`` consents on the email channel."""
+    data = [
+        {
+            "customer_id": c,
+            "purpose": p,
+            "channel": "email",
+            "status": s,
+            "source": "test",
+            "updated_at": T0,
+        }
+        for c, p, s in rows
+    ]
+    wh.load(table("consents"), arrow_rows("consents", data))

@@ -1,0 +1,293 @@
+"""Segments on every backend: dialect golden files, memberships over time, sendable, limits.
+
+Golden files live in ``golden/segments/<case>/``: the same segment written in several dialects
+(``<dialect>.sql``), the members expected on the data below (``expected.json``) and the SQL each
+backend runs (``rendered/<dialect>.<backend>.sql``). ``PERSONIFY_UPDATE_GOLDEN=1`` rewrites the
+rendered SQL after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.conformance.audience_data import load_consents, load_customers, load_orders
+
+from personify import clock
+from personify.audiences.memberships import refresh_segment, retire_segments, segment_status
+from personify.audiences.segments import Segment, parse_segment
+from personify.audiences.stage import preview
+from personify.errors import UnsafeQueryError
+from personify.warehouse import Warehouse
+
+GOLDEN = Path(__file__).parent / "golden" / "segments"
+DIALECTS = ("mysql", "postgres", "bigquery", "snowflake")
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+UPDATE = os.environ.get("PERSONIFY_UPDATE_GOLDEN") == "1"
+
+
+def _at(text: str) -> datetime:
+    return clock.parse_instant(text)
+
+
+def engaged_buyers_world(wh: Warehouse) -> None:
+    """Boundary cases for golden/segments/engaged_buyers at NOW (2026-03-31T12:00Z)."""
+    big = {"order_count": 3, "total_spent": 200.0}
+    load_customers(
+        wh,
+        [
+            {
+                "customer_id": "c01",
+                "email": "c01@shop.org",
+                "engagement_score": 81.0,
+                "last_purchase_at": _at("2026-03-01T00:00:00Z"),
+            },  # exactly 30 days: in
+            {
+                "customer_id": "c02",
+                "email": "c02@shop.org",
+                "engagement_score": 95.0,
+                "last_purchase_at": _at("2026-02-28T23:59:59Z"),
+            },  # 31 days: out
+            {
+                "customer_id": "c03",
+                "email": "c03@shop.org",
+                "engagement_score": 80.0,
+                "last_purchase_at": _at("2026-03-30T10:00:00Z"),
+            },  # not > 80: out
+            {
+                "customer_id": "c04",
+                "email": "c04@shop.org",
+                "engagement_score": None,
+                "last_purchase_at": _at("2026-03-30T10:00:00Z"),
+            },  # NULL score: out
+            {"customer_id": "c05", "email": "c05@shop.org", **big},  # big order 90 days ago: in
+            {"customer_id": "c06", "email": "c06@shop.org", **big},  # 90 days + 1 s: out
+            {"customer_id": "c07", "email": "c07@example.com", **big},  # excluded domain: out
+            {
+                "customer_id": "c08",
+                "email": "c08@shop.org",
+                "order_count": 2,
+                "total_spent": 900.0,
+            },  # too few orders: out
+            {"customer_id": "c09", "email": "c09@shop.org", **big},  # order of exactly 50: out
+            {
+                "customer_id": "c10",
+                "email": "c10@shop.org",
+                "engagement_score": 99.0,
+                "last_purchase_at": _at("2026-03-31T23:00:00Z"),
+            },  # later today: in
+            {
+                "customer_id": "c11",
+                "email": None,
+                "order_count": 5,
+                "total_spent": 500.0,
+            },  # no email: unknown, out
+            {
+                "customer_id": "c12",
+                "email": "c12@shop.org",
+                "engagement_score": 80.5,
+                "last_purchase_at": _at("2026-03-15T08:00:00Z"),
+            },  # in
+        ],
+    )
+    load_orders(
+        wh,
+        [
+            {
+                "order_id": "o5",
+                "customer_id": "c05",
+                "total": 60.0,
+                "created_at": _at("2025-12-31T12:00:00Z"),
+            },
+            {
+                "order_id": "o6",
+                "customer_id": "c06",
+                "total": 60.0,
+                "created_at": _at("2025-12-31T11:59:59Z"),
+            },
+            {
+                "order_id": "o7",
+                "customer_id": "c07",
+                "total": 60.0,
+                "created_at": _at("2026-03-01T00:00:00Z"),
+            },
+            {
+                "order_id": "o9",
+                "customer_id": "c09",
+                "total": 50.0,
+                "created_at": _at("2026-03-01T00:00:00Z"),
+            },
+            {
+                "order_id": "o11",
+                "customer_id": "c11",
+                "total": 100.0,
+                "created_at": _at("2026-03-01T00:00:00Z"),
+            },
+        ],
+    )
+
+
+def _segment(path: Path) -> Segment:
+    return parse_segment(path.read_text(encoding="utf-8"), file=path, default_dialect="duckdb")
+
+
+def _members(wh: Warehouse, name: str) -> list[str]:
+    rows = wh.fetch(
+        "SELECT customer_id FROM segment_memberships WHERE segment = ? AND exited_at IS NULL "
+        "ORDER BY customer_id",
+        [name],
+    )
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_golden_segment_in_every_dialect(warehouse: Warehouse, dialect: str) -> None:
+    case = GOLDEN / "engaged_buyers"
+    expected = json.loads((case / "expected.json").read_text())
+    engaged_buyers_world(warehouse)
+    segment = _segment(case / f"{dialect}.sql")
+    assert segment.dialect == dialect and segment.name == "engaged_buyers"
+    result = refresh_segment(warehouse, segment, now=NOW, timeout_s=30, max_members=100)
+    assert _members(warehouse, segment.name) == expected["members"]
+    assert result.members == len(expected["members"])
+    backend = warehouse.scheme
+    rendered = case / "rendered" / f"{dialect}.{backend}.sql"
+    if UPDATE:
+        rendered.parent.mkdir(exist_ok=True)
+        rendered.write_text(result.sql + "\n")
+    assert result.sql == rendered.read_text().strip(), "regenerate with PERSONIFY_UPDATE_GOLDEN=1"
+
+
+def test_seed_segment_from_the_scaffold(warehouse: Warehouse) -> None:
+    scaffold = Path(__file__).parents[2] / "src/personify/scaffold/segments/high_value_recent.sql"
+    engaged_buyers_world(warehouse)
+    result = refresh_segment(warehouse, _segment(scaffold), now=NOW, timeout_s=30, max_members=100)
+    assert _members(warehouse, "high_value_recent") == ["c01", "c10", "c12"]
+    assert result.entered == 3
+
+
+SEGMENT = """-- name: hot
+-- dialect: mysql
+SELECT customer_id FROM customer_data
+WHERE last_purchase_at >= DATE_SUB(NOW(), INTERVAL 7 DAY)
+"""
+
+
+def test_entries_and_exits_across_refreshes(warehouse: Warehouse) -> None:
+    t1 = NOW
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": "a", "last_purchase_at": t1 - timedelta(days=1)},
+            {"customer_id": "b", "last_purchase_at": t1 - timedelta(days=6)},
+            {"customer_id": "c", "last_purchase_at": t1 - timedelta(days=30)},
+        ],
+    )
+    segment = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+
+    def run(at: datetime) -> tuple[int, int]:
+        r = refresh_segment(warehouse, segment, now=at, timeout_s=30, max_members=100)
+        return r.entered, r.exited
+
+    assert run(t1) == (2, 0)
+    assert run(t1) == (0, 0)  # the same instant again changes nothing
+    t2 = t1 + timedelta(days=3)  # b (6 + 3 days) leaves
+    assert run(t2) == (0, 1)
+    warehouse.execute("UPDATE customers SET last_purchase_at = ? WHERE customer_id = 'b'", [t2])
+    t3 = t2 + timedelta(days=1)  # b buys again: enters anew; a (5 days) stays
+    assert run(t3) == (1, 0)
+    rows = warehouse.fetch(
+        "SELECT customer_id, entered_at, exited_at FROM segment_memberships ORDER BY 1, 2"
+    )
+    assert rows == [("a", t1, None), ("b", t1, t2), ("b", t3, None)]
+    changes = warehouse.fetch(
+        "SELECT customer_id, change, changed_at FROM audience_changes "
+        "WHERE kind = 'segment' AND name = 'hot' ORDER BY changed_at, customer_id, change"
+    )
+    assert changes == [
+        ("a", "entered", t1),
+        ("b", "entered", t1),
+        ("b", "exited", t2),
+        ("b", "entered", t3),
+    ]
+    assert retire_segments(warehouse, set(), now=t3 + timedelta(hours=1)) == 2
+    assert _members(warehouse, "hot") == []
+
+
+def test_sendable_is_members_with_consent_not_suppressed(warehouse: Warehouse) -> None:
+    recent = NOW - timedelta(days=1)
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": cid, "email": email, "last_purchase_at": recent}
+            for cid, email in [
+                ("ok", "ok@x.org"),
+                ("revoked", "r@x.org"),
+                ("none", "n@x.org"),
+                ("suppressed", "s@x.org"),
+                ("noemail", None),
+            ]
+        ],
+    )
+    load_consents(
+        warehouse,
+        [
+            ("ok", "email_marketing", "granted"),
+            ("revoked", "email_marketing", "revoked"),
+            ("suppressed", "email_marketing", "granted"),
+            ("noemail", "email_marketing", "granted"),
+            ("none", "transactional", "granted"),
+        ],
+    )
+    warehouse.execute(
+        "INSERT INTO suppressions (subject_hash, kind, customer_id, reason, created_at) "
+        "VALUES ('h1', 'email', 'suppressed', 'unsubscribed', ?)",
+        [NOW],
+    )
+    segment = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    refresh_segment(warehouse, segment, now=NOW, timeout_s=30, max_members=100)
+    rows = warehouse.fetch(
+        "SELECT customer_id, email FROM sendable WHERE segment = 'hot' "
+        "AND purpose = 'email_marketing'"
+    )
+    assert rows == [("ok", "ok@x.org")]
+    status = segment_status(warehouse, ["hot"], purpose="email_marketing")["hot"]
+    assert (status.members, status.sendable) == (5, 1)
+
+
+def test_member_cap_leaves_memberships_alone(warehouse: Warehouse) -> None:
+    load_customers(warehouse, [{"customer_id": str(i), "last_purchase_at": NOW} for i in range(5)])
+    segment = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    with pytest.raises(UnsafeQueryError, match="more than the cap"):
+        refresh_segment(warehouse, segment, now=NOW, timeout_s=30, max_members=4)
+    assert _members(warehouse, "hot") == []
+    assert warehouse.scalar("SELECT count(*) FROM audience_changes") == 0
+
+
+def test_statement_timeout_stops_a_slow_segment(warehouse: Warehouse) -> None:
+    load_customers(warehouse, [{"customer_id": str(i)} for i in range(3000)])
+    slow = parse_segment(
+        "SELECT a.customer_id FROM customers a, customers b, customers c "
+        "WHERE a.customer_id || b.customer_id || c.customer_id = 'x'",
+        file=Path("slow.sql"),
+        default_dialect="duckdb",
+    )
+    with pytest.raises(UnsafeQueryError, match="longer than"):
+        refresh_segment(warehouse, slow, now=NOW, timeout_s=0.3, max_members=100)
+    assert warehouse.scalar("SELECT count(*) FROM segment_memberships") == 0
+    assert warehouse.scalar("SELECT 1") == 1  # the connection still works
+
+
+def test_preview_reports_size_sample_and_sql(warehouse: Warehouse) -> None:
+    engaged_buyers_world(warehouse)
+    segment = _segment(GOLDEN / "engaged_buyers" / "mysql.sql")
+    with clock.frozen(NOW):
+        result = preview(warehouse, segment, sample=2, timeout_s=30)
+    assert result.size == 4
+    assert result.columns == ["customer_id", "email"]
+    assert len(result.rows) == 2
+    assert "2026-03-31" in result.sql
+    assert warehouse.scalar("SELECT count(*) FROM segment_memberships") == 0  # read-only
