@@ -13,7 +13,10 @@ the offending node.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+import logging
+import re
+from collections.abc import Collection, Iterator
 
 import sqlglot
 from sqlglot import exp
@@ -108,6 +111,72 @@ def _locate(node: exp.Expr) -> tuple[int | None, int | None]:
     return None, None
 
 
+_COMMAND_WORDS = frozenset({"INSTALL", "ATTACH", "DETACH", "GRANT", "REVOKE", "TRUNCATE"})
+_STATEMENT_START = re.compile(
+    r"\b(drop|delete|insert|update|create|alter|merge|copy|attach|detach|install|load|pragma|"
+    r"truncate|grant|revoke|set|replace)\b",
+    re.IGNORECASE,
+)
+
+
+def _real_statement(node: exp.Expr, text: str) -> bool:
+    """Whether a statement parsed from a comment is a real one, not prose that happens to parse
+    ("Update: changed the threshold" parses as an UPDATE without SET)."""
+    if isinstance(node, exp.Update):
+        return bool(node.expressions)
+    if isinstance(node, exp.Delete):
+        return " from " in f" {text.lower()} "
+    if isinstance(node, exp.Drop | exp.Create):
+        return bool(node.args.get("kind"))
+    if isinstance(node, exp.Insert):
+        return node.args.get("expression") is not None
+    if isinstance(node, exp.Command):
+        return str(node.this).upper() in _COMMAND_WORDS
+    return isinstance(node, _FORBIDDEN_NODES)
+
+
+@contextlib.contextmanager
+def _quiet_sqlglot() -> Iterator[None]:
+    logger = logging.getLogger("sqlglot")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _hidden_statement(comment: str, dialect: str) -> str | None:
+    """The kind of statement a comment holds (``DROP`` …), if it holds one."""
+    text = comment.strip()
+    if text.startswith("!"):  # MySQL runs /*! … */ as SQL
+        return "MySQL executable comment"
+    flat = text.replace("/*", " ").replace("*/", " ")
+    for match in _STATEMENT_START.finditer(flat):
+        piece = flat[match.start() :].split(";", 1)[0]
+        try:
+            with _quiet_sqlglot():  # prose makes sqlglot warn about falling back to Command
+                parsed = sqlglot.parse(piece, read=dialect)
+        except (ParseError, TokenError, ValueError):
+            continue
+        for node in (p for p in parsed if p is not None):
+            if not isinstance(node, exp.Query) and _real_statement(node, piece):
+                return node.key.upper()
+    return None
+
+
+def _check_comments(stmt: exp.Expr, dialect: str, what: str) -> None:
+    for node in stmt.walk():
+        for comment in node.comments or ():
+            kind = _hidden_statement(comment, dialect)
+            if kind:
+                raise UnsafeQueryError(
+                    f"a comment in the {what} hides a statement ({kind}): {comment.strip()[:60]!r}",
+                    hint="remove it: comments are never run, and statements hidden in them are "
+                    "refused",
+                )
+
+
 def strip_comments(tree: exp.Expr) -> exp.Expr:
     """Drop every comment from ``tree`` (in place) and return it."""
     for node in tree.walk():
@@ -186,5 +255,6 @@ def check_select(
                 col=col,
                 hint="tables you can query: " + ", ".join(sorted(allowed)),
             )
+    _check_comments(stmt, dialect, what)
     strip_comments(stmt)
     return stmt
