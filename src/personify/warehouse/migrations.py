@@ -106,10 +106,26 @@ def _audiences(wh: Warehouse) -> None:
     wh.execute(VIEWS["sendable"])
 
 
+_TRACKING_COLUMNS = {"events": ("payload_hash", "plan_violations")}
+
+
+def _tracking(wh: Warehouse) -> None:
+    """Issue 3: events remember their payload hash and tracking-plan violations."""
+    for name, columns in _TRACKING_COLUMNS.items():
+        for column in columns:
+            col = TABLES_BY_NAME[name].column(column)
+            wh.execute(
+                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
+                f"{quote(col.name)} {wh.column_type(col.type)}",
+                (),
+            )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
     Migration(3, "audiences: suppressions, audience changes, the sendable view", _audiences),
+    Migration(4, "tracking API: events.payload_hash and events.plan_violations", _tracking),
 )
 
 

@@ -64,6 +64,18 @@ EVENTS = Table(
         C("name", S, doc="Page or screen name"),
         C("group_id", S),
         C("previous_id", S, doc="alias: the previous id"),
+        C(
+            "payload_hash",
+            INT,
+            doc="64-bit hash of the event as sent, without sentAt (tracking API): tells a resend "
+            "(same hash) from a conflicting duplicate (same message_id, another hash)",
+        ),
+        C(
+            "plan_violations",
+            J,
+            doc="Tracking-plan violations of an event stored by a source in warn mode "
+            "(JSON array of {pointer, message}); null when it conforms",
+        ),
     ),
     primary_key=("message_id",),
     indexes=(("customer_id",), ("user_id",), ("anonymous_id",)),
