@@ -90,6 +90,15 @@ class TrackingSource(_SourceBase, frozen=True, tag="tracking", tag_field="kind")
     """The key clients send as the HTTP Basic user name. Use ``${VAR}``, never the value."""
     tracking_plan: str | None = "tracking-plan"
     """Folder of JSON Schemas, one per event name (relative to the project)."""
+    tracking_plan_mode: Literal["enforce", "warn"] = "enforce"
+    """What a tracking-plan violation does: ``enforce`` quarantines the event (reason
+    ``tracking_plan_violation``; ``personify quarantine replay`` after fixing the plan or the
+    sender), ``warn`` stores it and records the violations in ``events.plan_violations``."""
+    rate_limit: Annotated[float, msgspec.Meta(gt=0)] = 50_000.0
+    """Events per second the write key may send, sustained (a token bucket); above it the API
+    answers 429 with ``Retry-After``."""
+    rate_burst: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Events the bucket holds, the burst allowance (default: two seconds of ``rate_limit``)."""
 
 
 TableName = Literal[
