@@ -49,6 +49,13 @@ def write(session: Session, name: str, text: str) -> Path:
     return path
 
 
+def event(message_id: str, **fields: Any) -> str:
+    """One JSON Lines event (a track call by user ``u``)."""
+    body = {"messageId": message_id, "type": "track", "userId": "u"}
+    body |= {"timestamp": "2025-05-01T00:00:00Z"} | fields
+    return json.dumps({k: v for k, v in body.items() if v is not None})
+
+
 def invariant(counts: dict[str, int]) -> None:
     assert counts["rows_read"] == (
         counts["rows_loaded"] + counts["rows_duplicate"] + counts["rows_quarantined"]
@@ -169,9 +176,8 @@ def test_reimporting_the_same_file_loads_nothing_twice(session: Session) -> None
 
 
 def test_events_sent_again_in_another_file_are_not_doubled(session: Session) -> None:
-    line = '{{"messageId": "{}", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}}\n'
-    a = write(session, "a.jsonl", line.format("m1") + line.format("m2"))
-    b = write(session, "b.jsonl", line.format("m2") + line.format("m3"))
+    a = write(session, "a.jsonl", f"{event('m1')}\n{event('m2')}\n")
+    b = write(session, "b.jsonl", f"{event('m2')}\n{event('m3')}\n")
     import_file(session, a, table="events", source_name="web")
     result = import_file(session, b, table="events", source_name="web")
     assert (result.counts["rows_loaded"], result.counts["rows_duplicate"]) == (1, 1)
@@ -250,11 +256,11 @@ def test_bad_rows_are_quarantined_and_the_rest_load(session: Session) -> None:
 
 def test_a_malformed_json_line_is_quarantined_not_fatal(session: Session) -> None:
     text = (
-        b'{"messageId": "m1", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}\n'
-        b'{"messageId": "m2", "type": \n'
-        b"\xff\xfe not utf-8\n"
-        b"\n"
-        b'{"messageId": "m3", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}'
+        f"{event('m1')}\n".encode()
+        + b'{"messageId": "m2", "type": \n'
+        + b"\xff\xfe not utf-8\n"
+        + b"\n"
+        + event("m3").encode()
     )
     path = session.project.root / "data" / "events.jsonl"
     path.write_bytes(text)
@@ -270,10 +276,7 @@ def test_a_malformed_json_line_is_quarantined_not_fatal(session: Session) -> Non
 
 
 def test_one_file_is_one_transaction(session: Session) -> None:
-    lines = "".join(
-        f'{{"messageId": "m{i}", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}}\n'
-        for i in range(5)
-    )
+    lines = "".join(f"{event(f'm{i}')}\n" for i in range(5))
     path = write(session, "events.jsonl", lines + "{broken\n")
     calls: list[int] = []
 
@@ -325,13 +328,13 @@ def test_files_that_cannot_be_read_raise_naming_them(session: Session) -> None:
 
 
 # ------------------------------------------------------------------------- property: nothing lost
-GOOD = '{{"messageId": "{id}", "type": "track", "timestamp": "2025-05-01T00:00:00Z"}}'
 KINDS = {
-    "good": GOOD,
-    "no_timestamp": '{{"messageId": "{id}", "type": "track"}}',
-    "bad_timestamp": '{{"messageId": "{id}", "type": "track", "timestamp": "yesterday"}}',
-    "malformed": '{{"messageId": "{id}", "type": ',
-    "not_object": '["{id}"]',
+    "good": lambda i: event(i),
+    "no_timestamp": lambda i: event(i, timestamp=None),
+    "bad_timestamp": lambda i: event(i, timestamp="yesterday"),
+    "anonymous": lambda i: event(i, userId=None),
+    "malformed": lambda i: f'{{"messageId": "{i}", "type": ',
+    "not_object": lambda i: f'["{i}"]',
 }
 
 
@@ -351,7 +354,7 @@ def test_every_row_read_is_loaded_duplicate_or_quarantined(
     session: Session, lines: list[tuple[str, int]], batch_rows: int
 ) -> None:
     events, quarantined = count(session, "events"), count(session, "quarantine")
-    text = "\n".join(KINDS[kind].format(id=f"m{n}") for kind, n in lines)
+    text = "\n".join(KINDS[kind](f"m{n}") for kind, n in lines)
     path = write(session, f"{uuid.uuid4().hex}.jsonl", text)
     result = import_file(
         session,

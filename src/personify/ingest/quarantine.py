@@ -29,6 +29,8 @@ INVALID_EMAIL: Final = "invalid_email"
 MALFORMED_JSON: Final = "malformed_json"
 MALFORMED_ROW: Final = "malformed_row"
 DUPLICATE_KEY_IN_FILE: Final = "duplicate_key_in_file"
+MISSING_IDENTITY: Final = "missing_identity"
+OUT_OF_RANGE: Final = "out_of_range"
 
 REASONS: Final[dict[str, str]] = {
     MISSING_REQUIRED: "a required column is missing or empty",
@@ -37,6 +39,8 @@ REASONS: Final[dict[str, str]] = {
     MALFORMED_JSON: "a JSON Lines line that is not a JSON object (or not UTF-8)",
     MALFORMED_ROW: "a CSV row with a different number of fields than the header",
     DUPLICATE_KEY_IN_FILE: "the row's key appeared earlier in the same file (the first is kept)",
+    MISSING_IDENTITY: "an event with neither a userId nor an anonymousId",
+    OUT_OF_RANGE: "a value outside its column's range (a quantity of 0 or less, a negative price)",
 }
 """Reason codes and what they mean."""
 

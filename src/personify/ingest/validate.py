@@ -10,7 +10,9 @@ Python loop per row. Checks, in the target table's column order, first problem w
   zone = UTC; stored in UTC), dates, integers (``12`` or ``12.0``, not ``12.5``), finite numbers,
   booleans (``true/false``, ``t/f``, ``yes/no``, ``y/n``, ``1/0``), JSON text;
 * ``invalid_email`` — an ``email`` column that is not ``local@domain.tld`` (the value itself is
-  kept as given otherwise: normalizing addresses is a later stage's job);
+  kept as given otherwise — blanks around it, capitals: normalizing is a later stage's job);
+* row rules (:mod:`personify.ingest.rules`) — ``missing_identity`` (an event with neither
+  ``userId`` nor ``anonymousId``), ``out_of_range`` (a quantity of 0 or less, a negative price);
 * ``duplicate_key_in_file`` — a primary key already seen in the same file (across batches): the
   first valid row is kept.
 
@@ -37,11 +39,13 @@ from personify.ingest import quarantine as q
 from personify.ingest.dedup import KeySet
 from personify.ingest.engine import arrow, open_engine, registered
 from personify.ingest.fields import Field, resolve
+from personify.ingest.rules import rules_for
 from personify.warehouse.base import quote
 from personify.warehouse.schema import Table
 
-EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
-"""Deliberately loose: one ``@``, no spaces, a dot in the domain."""
+EMAIL_PATTERN: Final = r"^\s*[^@\s]+@[^@\s.]+(\.[^@\s.]+)+\s*$"
+"""Deliberately loose: one ``@``, no spaces inside, a dot in the domain. Blanks around the address
+and letter case are left for normalization (a later stage) to clean."""
 RAW_COLUMN: Final = "__raw"
 _WS: Final = " \t\r\n"
 _BATCH, _KEYS, _BAD = "__batch", "__keys", "__bad"
@@ -195,6 +199,7 @@ class Validator:
             whens.append(f"WHEN __bad = 2 THEN {self._malformed}")
         for i, f in enumerate(self.fields):
             whens.extend(self._field_checks(f, i))
+        whens.extend(self._rule_checks())
         return f"CASE {' '.join(whens)} END" if whens else "NULL::INTEGER"
 
     def _field_checks(self, f: Field, i: int) -> list[str]:
@@ -216,6 +221,18 @@ class Validator:
             problem = _Problem(q.INVALID_EMAIL, f"{col}: ", " is not an email address", shown)
             k = self._problem(problem)
             out.append(f"WHEN NOT regexp_full_match(v{i}, $email) THEN {k}")
+        return out
+
+    def _rule_checks(self) -> list[str]:
+        values = {
+            f.name: f"v{i}" if f.sql else (f.default or "NULL") for i, f in enumerate(self.fields)
+        }
+        out: list[str] = []
+        for rule in rules_for(self.table.name):
+            before, _, after = rule.message.partition("{value}")
+            shown = f"to_json({values[rule.shown]})::VARCHAR" if rule.shown else None
+            k = self._problem(_Problem(rule.reason, before, after, shown))
+            out.append(f"WHEN NOT coalesce({rule.condition.format(**values)}, true) THEN {k}")
         return out
 
     def _value_case(self, code: str) -> str:

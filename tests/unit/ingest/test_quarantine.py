@@ -49,5 +49,7 @@ def test_every_reason_code_is_documented() -> None:
         quarantine.MALFORMED_JSON,
         quarantine.MALFORMED_ROW,
         quarantine.DUPLICATE_KEY_IN_FILE,
+        quarantine.MISSING_IDENTITY,
+        quarantine.OUT_OF_RANGE,
     }
     assert codes == set(quarantine.REASONS)

@@ -110,14 +110,50 @@ def test_email_syntax_is_checked_and_the_value_kept_as_given() -> None:
     got = check_csv(
         CUSTOMERS,
         ["customer_id", "email"],
-        ["a", "Ann.Lee+promo@Example.ORG"],
+        ["a", " Ann.Lee+promo@Example.ORG  "],
         ["b", "bob@@example.org"],
         ["c", "no-at-sign"],
         ["d", ""],
+        ["e", "eve @ example.org"],
     )
-    assert got.good.column("email").to_pylist() == ["Ann.Lee+promo@Example.ORG", None]
-    assert [r[:2] for r in bad(got)] == [(3, "invalid_email"), (4, "invalid_email")]
+    assert got.good.column("email").to_pylist() == [" Ann.Lee+promo@Example.ORG  ", None]
+    assert [r[:2] for r in bad(got)] == [
+        (3, "invalid_email"),
+        (4, "invalid_email"),
+        (6, "invalid_email"),
+    ]
     assert bad(got)[1][2] == 'f.csv:4: column "email": "no-at-sign" is not an email address'
+
+
+def test_row_rules_quarantine_impossible_rows() -> None:
+    header = ["order_id", "line_no", "product_id", "quantity", "price"]
+    got = check_csv(
+        ORDER_ITEMS,
+        header,
+        ["o1", "1", "p1", "2", "5"],
+        ["o1", "2", "p1", "-2", "5"],
+        ["o1", "3", "p1", "1", "-0.5"],
+    )
+    assert bad(got) == [
+        (3, "out_of_range", 'f.csv:3: column "quantity": -2 must be greater than 0'),
+        (4, "out_of_range", 'f.csv:4: column "price": -0.5 must not be negative'),
+    ]
+    events = validate(
+        jsonl(
+            '{"messageId": "m1", "userId": "u1", "timestamp": "2025-01-01"}',
+            '{"messageId": "m2", "timestamp": "2025-01-01"}',
+        ),
+        table=EVENTS,
+        fmt="jsonl",
+        label="e.jsonl",
+    )
+    assert bad(events) == [
+        (
+            2,
+            "missing_identity",
+            "e.jsonl:2: the event has neither a userId nor an anonymousId (it needs one of them)",
+        ),
+    ]
 
 
 def test_duplicate_keys_keep_the_first_row_across_batches() -> None:
@@ -181,6 +217,7 @@ def test_jsonl_nested_values_become_json_and_segment_names_map() -> None:
                 {
                     "messageId": "m1",
                     "type": "identify",
+                    "anonymousId": "a1",
                     "timestamp": "2025-01-01T00:00:00Z",
                     "traits": {"email": "a@b.co", "plan": {"tier": 2}},
                     "context": {"page": {"url": "/x"}},
@@ -198,6 +235,7 @@ def test_jsonl_nested_values_become_json_and_segment_names_map() -> None:
     assert json.loads(row["traits"]) == {"email": "a@b.co", "plan": {"tier": 2}}
     assert json.loads(row["context"]) == {"page": {"url": "/x"}}
     assert row["received_at"] == NOW and row["source"] == "web"
+    assert row["anonymous_id"] == "a1"
     assert "user_id" not in got.good.column_names  # no line had it: not provided
 
 
