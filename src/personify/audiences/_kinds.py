@@ -38,16 +38,27 @@ class ExpressionError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
-        self.line, self.col = position(node) if node is not None else (None, None)
+        self.start = start_of(node) if node is not None else None
+        """Offset of the offending node in the expression's text, when sqlglot placed it."""
+        self.line: int | None = None
+        self.col: int | None = None
+
+    def locate(self, text: str) -> ExpressionError:
+        """Set ``line`` and ``col`` (1-based) from ``start`` within ``text``; returns self."""
+        if self.start is not None and 0 <= self.start <= len(text):
+            line_start = text.rfind("\n", 0, self.start) + 1
+            self.line = text.count("\n", 0, self.start) + 1
+            self.col = self.start - line_start + 1
+        return self
 
 
-def position(node: exp.Expr) -> tuple[int | None, int | None]:
-    """Line and column of ``node`` (or of the first descendant sqlglot placed), if known."""
-    for candidate in node.walk():
+def start_of(node: exp.Expr) -> int | None:
+    """Offset where ``node`` (or the first descendant sqlglot placed) starts, if known."""
+    for candidate in node.walk(bfs=False):
         meta = candidate._meta
-        if meta and "line" in meta:
-            return meta.get("line"), meta.get("col")
-    return None, None
+        if meta and isinstance(meta.get("start"), int):
+            return int(meta["start"])
+    return None
 
 
 class Checker(Protocol):

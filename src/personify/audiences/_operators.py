@@ -133,8 +133,9 @@ def is_(c: Checker, node: exp.Expr) -> Typed:
 
 
 def in_(c: Checker, node: exp.Expr) -> Typed:
-    if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
-        raise ExpressionError("a subquery is not allowed here", node, "list the values: IN (1, 2)")
+    inner = node.args.get("query") or node.args.get("unnest") or node.args.get("field")
+    if inner is not None:
+        raise ExpressionError("a subquery is not allowed here", inner, "list the values: IN (1, 2)")
     typed = [c.check(node.this), *(c.check(e) for e in node.expressions)]
     items, kind = unify(typed, node=node, what="IN", ordered=False)
     if kind == Kind.JSON:

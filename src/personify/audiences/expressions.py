@@ -91,7 +91,10 @@ def check_expression(text: str, *, dialect: str, columns: Mapping[str, Kind]) ->
             "write exactly one expression" if parsed else "the expression is empty"
         )
     checker = _Checker(columns)
-    typed = checker.check(parsed[0])
+    try:
+        typed = checker.check(parsed[0])
+    except ExpressionError as e:
+        raise e.locate(text) from None
     for node in typed.node.walk():
         node.comments = None
     return Expression(text, typed.node, typed.kind, tuple(dict.fromkeys(checker.used)))

@@ -190,14 +190,19 @@ def _rule(
     )
 
 
-def _plain(node: Any) -> Any:
-    """YAML timestamps (``2027-01-01``) back to the ISO strings they were written as."""
+def _plain(node: Any, key: str | int | None = None) -> Any:
+    """YAML timestamps (``2027-01-01``) back to the ISO strings they were written as; a YAML
+    boolean or number in an expression (``when: true``) back to its SQL text."""
     if isinstance(node, dict):
-        return {k: _plain(v) for k, v in node.items()}
+        return {k: _plain(v, k) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
     if isinstance(node, date):
         return node.isoformat()
+    if isinstance(node, bool) and key not in {"enabled"}:
+        return "TRUE" if node else "FALSE"
+    if isinstance(node, int | float) and key not in {"priority"}:
+        return repr(node)
     return node
 
 

@@ -102,11 +102,16 @@ def _where(e: ParseError | TokenError) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _locate(node: exp.Expr) -> tuple[int | None, int | None]:
-    """Line and column of ``node`` (or of the first descendant sqlglot placed), if known."""
-    for candidate in node.walk():
+def _locate(node: exp.Expr, sql: str = "") -> tuple[int | None, int | None]:
+    """Line and column where ``node`` (or the first descendant sqlglot placed) starts in
+    ``sql``, if known."""
+    for candidate in node.walk(bfs=False):
         meta = candidate._meta
         if meta and "line" in meta:
+            start = meta.get("start")
+            if isinstance(start, int) and 0 <= start < len(sql):
+                line_start = sql.rfind("\n", 0, start) + 1
+                return sql.count("\n", 0, start) + 1, start - line_start + 1
             return meta.get("line"), meta.get("col")
     return None, None
 
@@ -215,14 +220,14 @@ def check_select(
         )
     for node in stmt.walk():
         if isinstance(node, _FORBIDDEN_NODES):
-            line, col = _locate(node)
+            line, col = _locate(node, sql)
             raise UnsafeQueryError(
                 f"{node.key.upper()} is not allowed inside a read-only {what}", line=line, col=col
             )
         if isinstance(node, exp.Func):
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
             if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
-                line, col = _locate(node)
+                line, col = _locate(node, sql)
                 raise UnsafeQueryError(
                     f"function {name}() is not allowed: it reads files, the network, server "
                     "settings or has side effects",
@@ -232,7 +237,7 @@ def check_select(
     ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
     allowed_l = {a.lower() for a in allowed}
     for table in stmt.find_all(exp.Table):
-        line, col = _locate(table)
+        line, col = _locate(table, sql)
         if not isinstance(table.this, exp.Identifier):
             raise UnsafeQueryError(
                 f"table functions are not allowed in a {what}: {table.this.sql(dialect)}",
