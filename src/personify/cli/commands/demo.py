@@ -1,1 +1,200 @@
-"""``personify demo``."""
+"""``personify demo``: a synthetic shop, wired into a project and run end to end."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from personify import clock, pipeline
+from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json
+from personify.cli.progress import progress_bars
+from personify.demo import DemoProject, make_demo_project
+from personify.progress import Progress
+from personify.session import Session, open_session
+from personify.sources import SyncResult, sync_sources
+from personify.status import status_report
+
+SEGMENT_QUERY = (
+    "SELECT customer_id, email, purchase_date, engagement_score FROM customer_data "
+    "WHERE purchase_date >= DATE_SUB(CURRENT_DATE, INTERVAL 30 DAY) AND engagement_score > 80"
+)
+"""The seed document's segment, in MySQL, as written."""
+
+
+@app.command("demo")
+def demo_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for the demo project.", show_default=True)
+    ] = Path("personify-demo"),
+    customers: Annotated[
+        int, typer.Option("--customers", "-n", min=10, help="Customers in the synthetic world.")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed, the same world.")] = 7,
+    reset: Annotated[
+        bool,
+        typer.Option("--reset", help="Replace another demo world found in DIR (deletes its data)."),
+    ] = False,
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Build a synthetic e-commerce world, make a project in DIR wired to it, run the main job.
+
+    The world: a catalogue, customers known to a CRM and a shop under different ids, consents,
+    web sessions that log in and abandon carts, orders, support tickets, email opens and clicks —
+    and a sprinkle of invalid records. It is written to DIR/data as CSV, JSON Lines and Parquet
+    and imported by the project's file sources. Running it again on DIR regenerates the same
+    world (its instant is kept) and imports nothing twice; the project stays usable: try
+    `personify status --project DIR`.
+    """
+    instant = clock.parse_instant(now) if now else None
+    with progress_bars(enabled=not json) as progress:
+        demo = make_demo_project(
+            directory, customers=customers, seed=seed, now=instant, reset=reset, progress=progress
+        )
+        clock.pin(demo.now)  # the run evaluates the world at its own instant
+        with open_session(demo.root) as session:
+            syncs: list[SyncResult] = []
+            report = pipeline.run(session, stages=_stages(syncs, progress))
+            status = status_report(session)
+    summary = _summary(demo, report, syncs, status, directory)
+    if json:
+        emit_json(summary)
+    else:
+        _print(summary)
+
+
+def _stages(syncs: list[SyncResult], progress: Progress | None) -> tuple[Any, ...]:
+    """The pipeline's stages, the sync one drawing progress bars and keeping its results."""
+
+    def sync(session: Session) -> dict[str, int]:
+        syncs.extend(sync_sources(session, progress=progress))
+        totals: dict[str, int] = {}
+        for result in syncs:
+            for key, value in result.counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    return tuple((name, sync if name == "sync" else stage) for name, stage in pipeline.STAGES)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it (relative to the current folder when inside it)."""
+    try:
+        rel = path.resolve().relative_to(Path.cwd().resolve())
+        text = str(rel) if str(rel) != "." else "."
+    except ValueError:
+        text = str(path)
+    return shlex.quote(text)
+
+
+def _summary(
+    demo: DemoProject,
+    report: pipeline.RunReport,
+    syncs: list[SyncResult],
+    status: dict[str, Any],
+    directory: Path,
+) -> dict[str, Any]:
+    where = _shown(directory)
+    manifest = demo.manifest
+    return {
+        "project": str(demo.root),
+        "created": demo.created,
+        "world": {
+            "seed": manifest["seed"],
+            "customers": manifest["customers"],
+            "now": manifest["now"],
+            "data": str(demo.data),
+            "files": manifest["files"],
+            "invalid": manifest["invalid"],
+            "seconds": {k: round(v, 3) for k, v in demo.seconds.items()},
+        },
+        "run": {
+            "run_id": report.run_id,
+            "now": report.now,
+            "seconds": round(report.seconds, 3),
+            "stages": [
+                {"name": s.name, "seconds": round(s.seconds, 3), "counts": s.counts}
+                for s in report.stages
+            ],
+        },
+        "sources": [
+            {"source": r.source, "seconds": round(r.seconds, 3), "counts": r.counts} for r in syncs
+        ],
+        "tables": status["tables"],
+        "quarantine": status["quarantine"],
+        "where": {
+            "project": str(demo.root),
+            "data": str(demo.data),
+            "outbox": str(demo.root / "outbox"),
+            "project_file": str(demo.root / "personify.yml"),
+        },
+        "keys": {
+            "write_key": demo.keys.get("PERSONIFY_WRITE_KEY"),
+            "admin_token": demo.keys.get("PERSONIFY_ADMIN_TOKEN"),
+        },
+        "next": [
+            f"personify status --project {where}",
+            f'personify sql "SELECT count(*) FROM customers" --project {where}',
+            f"personify sql {shlex.quote(SEGMENT_QUERY)} --dialect mysql --project {where}",
+            f"personify serve --project {where}",
+        ],
+    }
+
+
+def _print(summary: dict[str, Any]) -> None:
+    out = console()
+    world = summary["world"]
+    secs = world["seconds"]
+    out.print(
+        f"[bold]Synthetic shop[/]: {world['customers']:,} customers, seed {world['seed']}, "
+        f"now {world['now']} — built in {secs['build']:.1f} s, written in {secs['write']:.1f} s"
+    )
+    run = Table("stage", "seconds", "counts", title="Main job (personify run)")
+    for s in summary["run"]["stages"]:
+        counts = ", ".join(f"{k}={v:,}" for k, v in s["counts"].items()) or "—"
+        run.add_row(s["name"], f"{s['seconds']:.2f}", counts)
+    out.print(run)
+    sources = Table("source", "read", "loaded", "duplicate", "quarantined", "seconds")
+    for r in summary["sources"]:
+        c = r["counts"]
+        sources.add_row(
+            r["source"],
+            *(f"{c.get(k, 0):,}" for k in ("rows_read", "rows_loaded", "rows_duplicate")),
+            f"{c.get('rows_quarantined', 0):,}",
+            f"{r['seconds']:.2f}",
+        )
+    out.print(sources)
+    _print_tables(summary)
+    _print_next(summary)
+
+
+def _print_tables(summary: dict[str, Any]) -> None:
+    out = console()
+    tables = Table("table", "rows", title="Warehouse")
+    for name, count in summary["tables"].items():
+        if count:
+            tables.add_row(name, f"{count:,}")
+    out.print(tables)
+    q = summary["quarantine"]
+    if q["total"]:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in q["by_reason"].items())
+        out.print(f"Quarantined: {q['total']:,} row(s) — {reasons}")
+
+
+def _print_next(summary: dict[str, Any]) -> None:
+    out = console()
+    where = summary["where"]
+    keys = summary["keys"]
+    out.print(f"\n[bold]Project[/]   {where['project']}  (personify.yml, data/, .env)")
+    outbox = "" if os.path.isdir(where["outbox"]) else "  (emails land here once delivery runs)"
+    out.print(f"[bold]Outbox[/]    {where['outbox']}{outbox}")
+    out.print(f"[bold]Write key[/] {keys['write_key']}    (HTTP Basic user for /v1/track …)")
+    out.print(f"[bold]Admin token[/] {keys['admin_token']}  (Authorization: Bearer …)")
+    out.print("\n[bold]Try next[/]")
+    for command in summary["next"]:
+        out.print(f"  {command}", markup=False)

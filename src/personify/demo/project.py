@@ -1,0 +1,209 @@
+"""The demo project: a scaffolded project whose file sources read the synthetic world.
+
+:func:`make_demo_project` scaffolds the folder (``personify init``), writes the world into
+``data/`` and rewrites ``personify.yml``: the ``web`` tracking source and the admin token stay
+as the scaffold has them (keys in ``.env``); one ``kind: file`` source per file of the world
+follows, with its mapping; a ``demo:`` section records the world's seed and size.
+
+Making it again in the same folder regenerates the same world, byte for byte (the world's
+``now`` is kept in ``data/manifest.json``), so importing it again loads nothing twice. A folder
+holding another world (other seed, size or instant) is refused unless ``reset``: then its data
+and warehouse are removed first.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from personify import clock
+from personify.config import PROJECT_FILE, parse_config
+from personify.demo.files import FILES, read_manifest, write_world
+from personify.demo.world import build_world, world_instant
+from personify.errors import PersonifyError
+from personify.progress import Progress
+from personify.scaffold import init_project
+
+DATA: Final = "data"
+PROJECT_NAME: Final = "demo-shop"
+
+
+@dataclass(frozen=True)
+class DemoProject:
+    """What :func:`make_demo_project` made."""
+
+    root: Path
+    data: Path
+    manifest: dict[str, Any]
+    keys: dict[str, str]
+    """``PERSONIFY_WRITE_KEY`` and ``PERSONIFY_ADMIN_TOKEN`` (from the project's ``.env``)."""
+    created: bool
+    """A new project (not one made before in this folder)."""
+    seconds: dict[str, float]
+    """Time spent building and writing the world."""
+
+    @property
+    def now(self) -> datetime:
+        return clock.parse_instant(self.manifest["now"])
+
+
+def make_demo_project(
+    directory: Path,
+    *,
+    customers: int = 10_000,
+    seed: int = 7,
+    now: datetime | None = None,
+    reset: bool = False,
+    progress: Progress | None = None,
+) -> DemoProject:
+    """Make (or remake) the demo project in ``directory`` with a world of ``customers``."""
+    import time
+
+    root = directory.expanduser().resolve()
+    data = root / DATA
+    existing = _existing_world(root, data)
+    if existing is not None and now is None:
+        now = clock.parse_instant(existing["now"])
+    instant = world_instant(now)
+    if existing is not None and not _same_world(existing, customers, seed, instant):
+        if not reset:
+            raise PersonifyError(
+                f"{root} holds another demo world (seed {existing['seed']}, "
+                f"{existing['customers']:,} customers, now {existing['now']})",
+                hint="pass --reset to replace it (its data and warehouse are deleted), "
+                "or choose another folder",
+            )
+        _remove_world(root, data)
+    created = not (root / PROJECT_FILE).exists()
+    if created:
+        init_project(root)
+    t0 = time.perf_counter()
+    world = build_world(customers, seed=seed, now=instant, progress=progress)
+    t1 = time.perf_counter()
+    manifest = write_world(world, data, progress=progress)
+    t2 = time.perf_counter()
+    configure_project(root, seed=seed, customers=customers, now=instant)
+    return DemoProject(
+        root=root,
+        data=data,
+        manifest=manifest,
+        keys=_keys(root),
+        created=created,
+        seconds={"build": t1 - t0, "write": t2 - t1},
+    )
+
+
+def _existing_world(root: Path, data: Path) -> dict[str, Any] | None:
+    """The manifest of the demo world already in ``root``; refuse a project that is no demo."""
+    manifest = read_manifest(data)
+    if (root / PROJECT_FILE).exists() and manifest is None:
+        text = (root / PROJECT_FILE).read_text(encoding="utf-8")
+        if not re.search(r"^demo:", text, re.M):
+            raise PersonifyError(
+                f"{root} holds a Personify project that is not a demo",
+                hint="choose another folder for the demo (default: ./personify-demo)",
+            )
+    return manifest
+
+
+def _same_world(manifest: dict[str, Any], customers: int, seed: int, now: datetime) -> bool:
+    return (
+        manifest.get("customers") == customers
+        and manifest.get("seed") == seed
+        and clock.parse_instant(manifest["now"]) == now
+    )
+
+
+def _remove_world(root: Path, data: Path) -> None:
+    """Delete a demo's data and embedded warehouse (the project's other files stay)."""
+    shutil.rmtree(data, ignore_errors=True)
+    for path in root.glob("warehouse.duckdb*"):
+        path.unlink()
+
+
+def _keys(root: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    env = dotenv_values(root / ".env")
+    return {k: v for k in ("PERSONIFY_WRITE_KEY", "PERSONIFY_ADMIN_TOKEN") if (v := env.get(k))}
+
+
+# ------------------------------------------------------------------------------- personify.yml
+def configure_project(root: Path, *, seed: int, customers: int, now: datetime) -> None:
+    """Rewrite ``root/personify.yml`` (as scaffolded) to read the world in ``data/``."""
+    file = root / PROJECT_FILE
+    text = file.read_text(encoding="utf-8")
+    text = _without_demo_wiring(text)
+    text = re.sub(r"^name: .*$", f"name: {PROJECT_NAME}", text, count=1, flags=re.M)
+    text = _insert_sources(text, file_sources_yaml())
+    text = text.rstrip("\n") + "\n\n" + demo_yaml(seed=seed, customers=customers, now=now)
+    parse_config(text, file=str(file), root=root)  # fail here, not at the user's first command
+    file.write_text(text, encoding="utf-8")
+
+
+_BEGIN: Final = "  # --- synthetic world (personify demo) ---"
+_END: Final = "  # --- end of the synthetic world ---"
+
+
+def file_sources_yaml() -> str:
+    """The ``kind: file`` sources reading the world, as YAML list items (indented for
+    ``sources:``), between markers so a rerun can replace them."""
+    lines = [
+        _BEGIN,
+        "  # The synthetic shop's data, written by `personify demo` into data/: CSV, JSON Lines",
+        "  # and Parquet. Each file source names its file (or a glob), the table it loads and",
+        "  # how the file's fields map onto the table's columns (dots reach into nested JSON).",
+    ]
+    seen: set[str] = set()
+    for spec in FILES:
+        if spec.source in seen:
+            continue
+        seen.add(spec.source)
+        lines += [
+            "",
+            f"  # {spec.about}",
+            f"  - name: {spec.source}",
+            "    kind: file",
+            f"    path: {DATA}/{spec.glob or spec.path}",
+            f"    table: {spec.table}",
+        ]
+        if spec.mapping:
+            lines.append("    mapping:")
+            lines += [f"      {target}: {field}" for target, field in spec.mapping.items()]
+    lines.append(_END)
+    return "\n".join(lines) + "\n"
+
+
+def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
+    """The ``demo:`` section."""
+    return (
+        "# Made by `personify demo`: the synthetic world this project reads "
+        f"(generated at {now:%Y-%m-%dT%H:%M:%SZ}).\n"
+        "# `personify demo DIR` again regenerates the same files; nothing is imported twice.\n"
+        "demo:\n"
+        f"  seed: {seed}\n"
+        f"  customers: {customers}\n"
+        f"  data: {DATA}\n"
+    )
+
+
+def _without_demo_wiring(text: str) -> str:
+    """The file without a previous run's file sources and demo section."""
+    text = re.sub(rf"{re.escape(_BEGIN)}.*?{re.escape(_END)}\n", "", text, flags=re.S)
+    return re.sub(r"\n*# Made by `personify demo`.*\Z", "\n", text, flags=re.S)
+
+
+def _insert_sources(text: str, block: str) -> str:
+    """Put ``block`` at the end of the ``sources:`` list, replacing the scaffold's commented-out
+    example of a file source."""
+    match = re.search(r"^sources:[^\n]*\n(?P<body>(?:(?:[ \t]+[^\n]*|)\n)*)", text, re.M)
+    if match is None:
+        return text.rstrip("\n") + "\n\nsources:\n" + block
+    body = match.group("body")
+    body = re.sub(r"\n?  # Files: CSV[^\n]*(?:\n  #[^\n]*)*", "", body)
+    body = body.rstrip("\n") + "\n\n" + block + "\n"
+    return text[: match.start("body")] + body + text[match.end("body") :]
