@@ -1,0 +1,186 @@
+"""One request's events: sorted into rows to store, quarantine rows, problems and duplicates, then
+summed up as the answer (``accepted + quarantined + rejected == received``).
+
+:func:`take_in` runs on the request's own thread (pure Python, no I/O); the rows then go to the
+group writer, and :func:`settle` folds what the writer found (duplicates, conflicts) into the
+:class:`Intake` before :func:`summary` builds the response body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from personify.ingest.tracking.limits import RecentIds
+from personify.ingest.tracking.messages import BatchResult, EventError
+from personify.ingest.tracking.normalize import (
+    CONFLICTING_DUPLICATE,
+    EVENT_COLUMNS,
+    Inputs,
+    Problem,
+    Row,
+    micros,
+    normalize,
+)
+from personify.ingest.tracking.store import (
+    CONFLICT,
+    DUPLICATE,
+    QuarantineRow,
+    conflict_row,
+    quarantine_row,
+)
+
+_HASH = EVENT_COLUMNS.index("payload_hash")
+
+
+@dataclass
+class Intake:
+    """What became of one request's events."""
+
+    received: int
+    """Events in the request."""
+    prefix: str
+    """JSON pointer of the events in the body (``/batch`` or empty for a single event)."""
+    rows: list[Row] = field(default_factory=list)
+    """Rows to store."""
+    indexes: list[int] = field(default_factory=list)
+    """For each row, its event's position in the request."""
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    """Quarantined and rejected events, in any order."""
+    duplicates: int = 0
+    """Events already stored with the same payload (accepted, nothing new stored)."""
+
+    def location(self, index: int, pointer: str = "") -> str:
+        """JSON pointer of an event (or of a value in it) in the request body."""
+        return f"{self.prefix}/{index}{pointer}" if self.prefix else pointer
+
+    @property
+    def locations(self) -> list[str]:
+        return [self.location(i) for i in self.indexes]
+
+
+def _payload(raw: bytes, inputs: Inputs) -> str:
+    """The event as received, with what the request implied (type, batch sentAt and context) so
+    that a replay reads it the same way."""
+    text = raw.decode("utf-8", "replace")
+    if not (inputs.kind or inputs.sent_at or inputs.context or inputs.integrations):
+        return text
+    try:
+        doc: Any = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return text
+    if not isinstance(doc, dict):
+        return text
+    if inputs.kind:
+        doc["type"] = inputs.kind
+    if inputs.sent_at and "sentAt" not in doc:
+        doc["sentAt"] = inputs.sent_at.isoformat()
+    for key, shared in (("context", inputs.context), ("integrations", inputs.integrations)):
+        own = doc.get(key)
+        if shared and (own is None or isinstance(own, dict)):
+            doc[key] = {**shared, **(own or {})}
+    return msgspec.json.encode(doc).decode()
+
+
+def _quarantine(intake: Intake, problem: Problem, raw: bytes, inputs: Inputs) -> None:
+    intake.problems.append(problem)
+    if problem.rejected:
+        return
+    where = intake.location(problem.index, problem.pointer)
+    intake.quarantine.append(
+        quarantine_row(
+            source=inputs.source,
+            identity=hashlib.blake2b(raw, digest_size=16).hexdigest() + problem.pointer,
+            received_us=micros(inputs.received_at),
+            reason=problem.reason,
+            detail=f"{where}: {problem.message}",
+            payload=_payload(raw, inputs),
+            location=where,
+        )
+    )
+
+
+def _conflict(intake: Intake, index: int, row: Row) -> None:
+    problem = Problem(
+        index,
+        "/messageId",
+        CONFLICTING_DUPLICATE,
+        "this messageId is already stored with another payload; the stored event is kept",
+        row[0],
+    )
+    intake.problems.append(problem)
+
+
+def take_in(
+    raws: Sequence[bytes], inputs: Inputs, recent: RecentIds, *, prefix: str = "/batch"
+) -> Intake:
+    """Normalize every event of a request; resends known to ``recent`` are answered at once."""
+    intake = Intake(received=len(raws), prefix=prefix)
+    for index, raw in enumerate(raws):
+        result = normalize(raw, index, inputs)
+        if isinstance(result, Problem):
+            _quarantine(intake, result, raw, inputs)
+            continue
+        known, digest = recent.lookup(result[0])
+        if not known:
+            intake.rows.append(result)
+            intake.indexes.append(index)
+        elif digest is None or digest == result[_HASH]:
+            intake.duplicates += 1
+        else:
+            _conflict(intake, index, result)
+            where = intake.location(index, "/messageId")
+            intake.quarantine.append(conflict_row(result, where))
+    return intake
+
+
+def settle(intake: Intake, status: Sequence[int], recent: RecentIds) -> None:
+    """Fold the writer's statuses into ``intake`` and remember the stored ids."""
+    stored: list[tuple[str, int | None]] = []
+    for index, row, code in zip(intake.indexes, intake.rows, status, strict=True):
+        if code == DUPLICATE:
+            intake.duplicates += 1
+        elif code == CONFLICT:
+            _conflict(intake, index, row)
+            continue
+        stored.append((row[0], row[_HASH]))
+    recent.add(stored)
+
+
+def counts(intake: Intake) -> tuple[int, int, int]:
+    """``(accepted, quarantined, rejected)``."""
+    rejected = sum(1 for p in intake.problems if p.rejected)
+    quarantined = len(intake.problems) - rejected
+    return intake.received - quarantined - rejected, quarantined, rejected
+
+
+def summary(intake: Intake) -> BatchResult | None:
+    """The per-event results, or ``None`` when every event was accepted."""
+    if not intake.problems:
+        return None
+    accepted, quarantined, rejected = counts(intake)
+    errors = [
+        EventError(
+            index=p.index,
+            pointer=intake.location(p.index, p.pointer),
+            reason=p.reason,
+            message=p.message,
+            outcome="rejected" if p.rejected else "quarantined",
+            message_id=p.message_id,
+        )
+        for p in sorted(intake.problems, key=lambda p: p.index)
+    ]
+    return BatchResult(
+        success=False,
+        received=intake.received,
+        accepted=accepted,
+        duplicates=intake.duplicates,
+        quarantined=quarantined,
+        rejected=rejected,
+        errors=errors,
+    )

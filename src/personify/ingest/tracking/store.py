@@ -1,0 +1,181 @@
+"""One transaction: events and quarantine rows in, what became of each event out.
+
+:func:`store` runs in the caller's transaction (or opens one): it inserts the events with
+``ON CONFLICT (message_id) DO NOTHING`` — the primary key is the forever-dedup — and the
+quarantine rows (their ids are deterministic, so a retried request quarantines nothing twice).
+When fewer events were inserted than given, some ``messageId`` was already stored: only then does
+it read those ids back and sort each event into *duplicate* (same payload hash: a resend, nothing
+stored) or *conflict* (another payload reusing the id: the stored event is kept and this one is
+quarantined as ``conflicting_duplicate``). Within one call, the first event with an id wins the
+same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+import msgspec
+import pyarrow as pa
+
+from personify.ingest import quarantine as q
+from personify.ingest.tracking.normalize import (
+    CONFLICTING_DUPLICATE,
+    EPOCH,
+    EVENT_COLUMNS,
+    Row,
+    micros,
+)
+from personify.warehouse import Warehouse
+from personify.warehouse.schema import EVENTS, QUARANTINE
+
+NEW: Final = 0
+"""Stored now."""
+DUPLICATE: Final = 1
+"""Already stored with the same payload (or by a source that keeps no hash): nothing new."""
+CONFLICT: Final = 2
+"""Already stored with another payload: quarantined as ``conflicting_duplicate``."""
+
+QuarantineRow = tuple[str, str, int, str, str, str | None, str]
+"""``(id, source, received_at µs, reason, detail, payload, location)``."""
+
+_TS = pa.timestamp("us", tz="UTC")
+_S, _I = pa.string(), pa.int64()
+_EVENT_TYPES: Final = (_S, _S, _S, _S, _S, _TS, _TS, _TS, _S, _S, _S, _S, _S, _S, _S, _I, _S)
+_QUARANTINE_TYPES: Final = (_S, _S, _TS, _S, _S, _S, _S)
+_LOOKUP_CHUNK: Final = 500
+_HASH, _RECEIVED, _SOURCE = (
+    EVENT_COLUMNS.index(c) for c in ("payload_hash", "received_at", "source")
+)
+
+
+def _table(rows: Sequence[tuple[Any, ...]], names: Sequence[str], types: Sequence[Any]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    arrays = []
+    for values, kind in zip(columns, types, strict=True):
+        if kind == _TS:
+            arrays.append(pa.array(values, type=_I).cast(_TS))
+        else:
+            arrays.append(pa.array(values, type=kind))
+    return pa.Table.from_arrays(arrays, names=list(names))
+
+
+def events_table(rows: Sequence[Row]) -> pa.Table:
+    """Rows (see :data:`~personify.ingest.tracking.normalize.EVENT_COLUMNS`) as Arrow."""
+    return _table(rows, EVENT_COLUMNS, _EVENT_TYPES)
+
+
+def quarantine_table(rows: Sequence[QuarantineRow]) -> pa.Table:
+    """Quarantine rows as Arrow, columns named as the ``quarantine`` table's."""
+    return _table(rows, QUARANTINE.column_names, _QUARANTINE_TYPES)
+
+
+def quarantine_row(
+    *,
+    source: str,
+    identity: str,
+    received_us: int,
+    reason: str,
+    detail: str,
+    payload: str | None,
+    location: str,
+) -> QuarantineRow:
+    """One quarantine row; ``identity`` (the event's content or id) makes its id deterministic."""
+    qid = q.quarantine_id(source, f"tracking:{reason}", identity)
+    return (qid, source, received_us, reason, detail, payload, location)
+
+
+def row_payload(row: Row) -> str:
+    """An event row as JSON text in Segment's names (for the quarantine's ``payload``)."""
+    r = dict(zip(EVENT_COLUMNS, row, strict=True))
+    doc: dict[str, Any] = {
+        "type": r["type"],
+        "messageId": r["message_id"],
+        "userId": r["user_id"],
+        "anonymousId": r["anonymous_id"],
+        "event": r["event"],
+        "name": r["name"],
+        "groupId": r["group_id"],
+        "previousId": r["previous_id"],
+        "timestamp": (EPOCH + timedelta(microseconds=r["timestamp"])).isoformat(),
+    }
+    for key in ("properties", "context", "traits"):
+        if r[key] is not None:
+            doc[key] = msgspec.json.decode(r[key])
+    return msgspec.json.encode({k: v for k, v in doc.items() if v is not None}).decode()
+
+
+def _stored(wh: Warehouse, ids: Sequence[str]) -> dict[str, tuple[int | None, int]]:
+    """``message_id`` → (payload hash, received_at µs) of the stored events among ``ids``."""
+    found: dict[str, tuple[int | None, int]] = {}
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        sql = (
+            "SELECT message_id, payload_hash, received_at FROM events "
+            f"WHERE message_id IN ({marks})"
+        )
+        for mid, digest, received in wh.fetch(sql, list(chunk)):
+            found[mid] = (digest, micros(received))
+    return found
+
+
+def _classify(wh: Warehouse, rows: Sequence[Row], keep: list[int], status: list[int]) -> None:
+    stored = _stored(wh, [rows[i][0] for i in keep])
+    for i in keep:
+        row = rows[i]
+        digest, received = stored.get(row[0], (None, -1))
+        if digest == row[_HASH] and received == row[_RECEIVED]:
+            continue  # ours, inserted just now
+        status[i] = DUPLICATE if digest is None or digest == row[_HASH] else CONFLICT
+
+
+def store(
+    wh: Warehouse,
+    rows: Sequence[Row],
+    quarantine: Sequence[QuarantineRow] = (),
+    *,
+    locations: Sequence[str] | None = None,
+) -> list[int]:
+    """Store ``rows`` and ``quarantine`` in one transaction; the status of each row
+    (:data:`NEW`, :data:`DUPLICATE`, :data:`CONFLICT`). ``locations``: where each row was in
+    its request (for the quarantine rows of conflicts)."""
+    status = [NEW] * len(rows)
+    first: dict[str, int] = {}
+    keep: list[int] = []
+    for i, row in enumerate(rows):
+        j = first.get(row[0])
+        if j is None:
+            first[row[0]] = i
+            keep.append(i)
+        else:
+            status[i] = DUPLICATE if rows[j][_HASH] == row[_HASH] else CONFLICT
+    held = list(quarantine)
+    with wh.transaction():
+        if keep:
+            inserted = wh.load(EVENTS, events_table([rows[i] for i in keep]), on_conflict="ignore")
+            if inserted < len(keep):
+                _classify(wh, rows, keep, status)
+        for i, code in enumerate(status):
+            if code == CONFLICT:
+                held.append(conflict_row(rows[i], locations[i] if locations else ""))
+        if held:
+            q.write(wh, quarantine_table(held))
+    return status
+
+
+def conflict_row(row: Row, location: str) -> QuarantineRow:
+    """The quarantine row recording ``row`` as a conflicting duplicate."""
+    detail = (
+        f"messageId {row[0]!r} is already stored with another payload; the stored event is kept"
+    )
+    return quarantine_row(
+        source=row[_SOURCE],
+        identity=f"{row[0]}:{row[_HASH]}",
+        received_us=row[_RECEIVED],
+        reason=CONFLICTING_DUPLICATE,
+        detail=detail,
+        payload=row_payload(row),
+        location=location,
+    )

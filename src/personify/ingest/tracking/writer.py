@@ -1,0 +1,203 @@
+"""Group commit: one writer thread stores the events of many concurrent requests in one transaction.
+
+A request hands its rows to :meth:`GroupWriter.write` and awaits the answer; the writer thread takes
+every job waiting in its queue (up to :data:`MAX_GROUP_ROWS` rows), stores them all with
+:func:`~personify.ingest.tracking.store.store` in one transaction, and only after the commit
+returned — the warehouse has written its log to disk — resolves each request's future. So every
+acknowledged event is durable, and the cost of a commit (an ``fsync``) is shared by every request
+that arrived while the previous one ran: the busier the server, the larger the groups.
+
+A group that fails is retried job by job, so one request that cannot be stored fails alone; a job
+that fails again fails with :class:`StoreUnavailable` (the API answers 503: nothing acknowledged).
+A full queue (:data:`MAX_QUEUED_JOBS`) refuses new jobs at once, for the sender to retry later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from personify.errors import ServiceUnavailable
+from personify.ingest.tracking.normalize import Row
+from personify.ingest.tracking.store import QuarantineRow, store
+from personify.warehouse import Warehouse
+
+log = logging.getLogger("personify.ingest.tracking")
+
+MAX_GROUP_ROWS: Final = 20_000
+"""Rows stored in one transaction at most (jobs are never split)."""
+MAX_QUEUED_JOBS: Final = 2_000
+"""Requests waiting for the writer at most; more are refused (503) until it catches up."""
+TRANSIENT_RETRIES: Final = 2
+"""Extra attempts of a group that fails (a write conflict with another transaction …)."""
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The events could not be stored (the warehouse failed, or the writer is overloaded)."""
+
+
+@dataclass
+class Job:
+    """One request's rows and quarantine rows, and where to send the outcome."""
+
+    rows: Sequence[Row]
+    quarantine: Sequence[QuarantineRow]
+    locations: Sequence[str]
+    done: Callable[[list[int] | BaseException], None]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class WriterStats:
+    """Counters the server exports as metrics."""
+
+    commits: int = 0
+    """Transactions committed."""
+    rows: int = 0
+    """Event rows handed to those transactions."""
+    failures: int = 0
+    """Requests that could not be stored."""
+
+
+class GroupWriter:
+    """The writer thread of one warehouse."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        *,
+        max_group_rows: int = MAX_GROUP_ROWS,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """``on_commit(rows, seconds)`` is called after each commit (metrics)."""
+        self.warehouse = warehouse
+        self.max_group_rows = max_group_rows
+        self.on_commit = on_commit
+        self.stats = WriterStats()
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=MAX_QUEUED_JOBS)
+        self._thread = threading.Thread(target=self._run, name="personify-writer", daemon=True)
+        self._thread.start()
+
+    # -- submitting
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; raises :class:`StoreUnavailable` when the queue is full."""
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise StoreUnavailable("the event writer is overloaded; retry shortly") from None
+
+    async def write(
+        self,
+        rows: Sequence[Row],
+        quarantine: Sequence[QuarantineRow] = (),
+        locations: Sequence[str] = (),
+    ) -> list[int]:
+        """Store the rows durably; the status of each row (see :mod:`.store`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+
+        def settle(result: list[int] | BaseException) -> None:
+            if future.done():
+                return  # the request went away; the rows are stored all the same
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        def done(result: list[int] | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result)
+
+        self.submit(Job(rows, quarantine, locations, done))
+        return await future
+
+    def write_sync(
+        self, rows: Sequence[Row], quarantine: Sequence[QuarantineRow] = ()
+    ) -> list[int]:
+        """:meth:`write` for threads without an event loop (blocks until stored)."""
+        box: list[list[int] | BaseException] = []
+        ready = threading.Event()
+
+        def done(result: list[int] | BaseException) -> None:
+            box.append(result)
+            ready.set()
+
+        self.submit(Job(rows, quarantine, (), done))
+        ready.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the queued jobs and stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    # -- the thread
+    def _take(self, first: Job) -> tuple[list[Job], bool]:
+        jobs, rows = [first], len(first.rows)
+        while rows < self.max_group_rows:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+            rows += len(job.rows)
+        return jobs, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = self._take(first)
+            self._commit_group(jobs)
+
+    def _commit_group(self, jobs: list[Job]) -> None:
+        rows = [r for j in jobs for r in j.rows]
+        held = [r for j in jobs for r in j.quarantine]
+        locations = [loc for j in jobs for loc in (j.locations or [""] * len(j.rows))]
+        started = time.perf_counter()
+        try:
+            status = self._attempt(rows, held, locations)
+        except Exception as e:
+            if len(jobs) > 1:
+                log.warning("group commit of %d requests failed (%s); one by one", len(jobs), e)
+                for job in jobs:
+                    self._commit_group([job])
+                return
+            self.stats.failures += 1
+            log.error("storing %d events failed: %s", len(rows), type(e).__name__)
+            jobs[0].done(StoreUnavailable(f"the warehouse could not store the events ({e})"))
+            return
+        self.stats.commits += 1
+        self.stats.rows += len(rows)
+        if self.on_commit is not None:
+            self.on_commit(len(rows), time.perf_counter() - started)
+        offset = 0
+        for job in jobs:
+            job.done(status[offset : offset + len(job.rows)])
+            offset += len(job.rows)
+
+    def _attempt(
+        self, rows: list[Row], held: list[QuarantineRow], locations: list[str]
+    ) -> list[int]:
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                return store(self.warehouse, rows, held, locations=locations)
+            except Exception:
+                if attempt == TRANSIENT_RETRIES:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")

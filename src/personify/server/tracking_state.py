@@ -1,0 +1,90 @@
+"""What the tracking routes of one app share: keys, plans, the writer, caches, metrics.
+
+Created on the first tracking request (:func:`tracking_of`) and kept in ``ServerState.extras``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Final
+
+from personify.config import TrackingSource
+from personify.ingest.tracking.limits import RateLimiter, RecentIds
+from personify.ingest.tracking.plan import Plan, PlanCache
+from personify.ingest.tracking.writer import GroupWriter
+from personify.server.metrics import Counter, Histogram
+from personify.server.state import ServerState
+from personify.server.tracking_http import KeyRing
+
+KEY: Final = "tracking.state"
+_ROW_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
+_COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_lock = threading.Lock()
+
+
+@dataclass
+class Tracking:
+    """The tracking API's state in one app."""
+
+    keys: KeyRing
+    writer: GroupWriter
+    events: Counter
+    commit_rows: Histogram
+    commit_seconds: Histogram
+    plans: dict[str, PlanCache | None]
+    recent: RecentIds = field(default_factory=RecentIds)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    def plan(self, source: TrackingSource) -> Plan | None:
+        """The source's current tracking plan (``None`` when it has none)."""
+        cache = self.plans.get(source.name)
+        return cache.get() if cache is not None else None
+
+    def close(self) -> None:
+        """Stop the writer (after the jobs already queued)."""
+        self.writer.close()
+
+
+def _create(state: ServerState) -> Tracking:
+    project = state.session.project
+    sources = [s for s in project.config.sources if isinstance(s, TrackingSource)]
+    plans = {
+        s.name: PlanCache(project.path(s.tracking_plan)) if s.tracking_plan else None
+        for s in sources
+    }
+    r = state.registry
+    events = r.counter(
+        "personify_tracking_events_total",
+        "Tracking API events by source and outcome (accepted, duplicate, quarantined, rejected).",
+        ("source", "outcome"),
+    )
+    rows = r.histogram(
+        "personify_tracking_commit_rows",
+        "Events stored per group commit (one transaction for many concurrent requests).",
+        buckets=_ROW_BUCKETS,
+    )
+    seconds = r.histogram(
+        "personify_tracking_commit_seconds",
+        "Duration of each group commit, fsync included.",
+        buckets=_COMMIT_BUCKETS,
+    )
+
+    def observe(count: int, took: float) -> None:
+        rows.observe(count)
+        seconds.observe(took)
+
+    writer = GroupWriter(state.session.warehouse, on_commit=observe)
+    return Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
+
+
+def tracking_of(state: ServerState) -> Tracking:
+    """The app's tracking state, created on first use (opens the warehouse and the plans)."""
+    found = state.extras.get(KEY)
+    if found is None:
+        with _lock:
+            found = state.extras.get(KEY)
+            if found is None:
+                found = state.extras[KEY] = _create(state)
+    assert isinstance(found, Tracking)
+    return found
