@@ -154,9 +154,14 @@ def pick(choices: Sequence[str], index: np.ndarray) -> pa.Array:
 def dictionary(choices: Sequence[str], index: np.ndarray) -> pa.Array:
     """``choices[index]`` as a dictionary-encoded array (no string is copied per row); null where
     ``index`` is negative."""
+    values = list(choices)
+    if len(set(values)) < len(values):  # a dictionary must not repeat a value (Parquet writers
+        unique = list(dict.fromkeys(values))  # then write differing bytes run to run)
+        index = np.where(index < 0, -1, np.array([unique.index(v) for v in values])[index])
+        values = unique
     mask = index < 0
     indices = pa.array(np.where(mask, 0, index).astype(np.int32), mask=mask if mask.any() else None)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(list(choices), pa.string()))
+    return pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
 
 
 def by_group(group: np.ndarray, builders: Sequence[Callable[[np.ndarray], pa.Array]]) -> pa.Array:

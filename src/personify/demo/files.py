@@ -1,25 +1,25 @@
 """Write the world as files: Parquet for the big tables, JSON Lines for the nested ones, CSV for
 flat exports — so a demo exercises all three formats the file importer reads.
 
-=========================  =========  ===========  ============================================
-file (in the data folder)  format     table        what it is
-=========================  =========  ===========  ============================================
-``products.csv``           CSV        products     the shop's catalogue export
-``shop_customers.csv``     CSV        customers    the shop's customer export
-``consents.csv``           CSV        consents     the consent log (email marketing)
-``crm/contacts.jsonl``     JSONL      customers    CRM contacts (nested ``properties``)
-``crm/updates.jsonl``      JSONL      customers    later CRM edits (and a few broken lines)
-``tickets.jsonl``          JSONL      tickets      help-desk tickets (nested ``requester``)
-``orders.parquet``         Parquet    orders       shop orders
-``order_items.parquet``    Parquet    order_items  their line items
-``events.parquet``         Parquet    events       the web shop's tracking history
-``email_events.parquet``   Parquet    events       the email service's opens and clicks
-=========================  =========  ===========  ============================================
+===========================  ========  ===========  ==========================================
+in the data folder           format    table        what it is
+===========================  ========  ===========  ==========================================
+``products.csv``             CSV       products     the shop's catalogue export
+``shop_customers.csv``       CSV       customers    the shop's customer export
+``consents.csv``             CSV       consents     the consent log (email marketing)
+``crm/contacts.jsonl``       JSONL     customers    CRM contacts (nested ``properties``)
+``crm/updates.jsonl``        JSONL     customers    later CRM edits (and a few broken lines)
+``tickets.jsonl``            JSONL     tickets      help-desk tickets (nested ``requester``)
+``orders.parquet``           Parquet   orders       shop orders
+``order_items.parquet``      Parquet   order_items  their line items
+``events/part-*.parquet``    Parquet   events       the web shop's tracking history
+``email_events/part-*``      Parquet   events       the email service's opens and clicks
+===========================  ========  ===========  ==========================================
 
-Event logs are rendered and written batch by batch (one Parquet row group each), so memory stays
-bounded whatever the size; rendering runs in a worker thread while the previous batch is encoded.
-``manifest.json`` (written last) records the world's seed, size, ``now`` and every file's rows.
-The same world gives byte-identical files.
+Event logs are rendered and written in parts of :data:`PART_ROWS` events, each a Parquet file of
+row groups of :data:`EVENT_BATCH_ROWS`, two parts at a time in worker threads: memory stays
+bounded whatever the size. ``manifest.json`` (written last) records the world's seed, size,
+``now`` and every file's rows. The same world gives byte-identical files.
 """
 
 from __future__ import annotations

@@ -1,0 +1,77 @@
+"""The demo project: scaffolded, wired to the world, remade deterministically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.unit.demo.conftest import NOW
+
+from personify.config import DemoSettings, FileSource, TrackingSource, load_project
+from personify.demo import make_demo_project
+from personify.demo.project import configure_project
+from personify.errors import PersonifyError
+from personify.scaffold import init_project
+
+
+def test_the_project_reads_every_file_of_the_world(tmp_path: Path) -> None:
+    demo = make_demo_project(tmp_path / "demo", customers=200, seed=3, now=NOW)
+    assert demo.created and demo.now == NOW
+    project = load_project(demo.root)
+    config = project.config
+    assert config.demo == DemoSettings(seed=3, customers=200, data="data")
+    assert isinstance(config.sources[0], TrackingSource) and config.sources[0].name == "web"
+    files = [s for s in config.sources if isinstance(s, FileSource)]
+    tables = {s.table for s in files}
+    assert tables == {
+        "customers",
+        "products",
+        "orders",
+        "order_items",
+        "events",
+        "consents",
+        "tickets",
+    }
+    for source in files:
+        assert list(project.root.glob(source.path)), source.path
+    assert config.admin_token is not None
+    assert set(demo.keys) == {"PERSONIFY_WRITE_KEY", "PERSONIFY_ADMIN_TOKEN"}
+    assert demo.keys["PERSONIFY_WRITE_KEY"] in (demo.root / ".env").read_text()
+
+
+def test_making_it_again_gives_the_same_world(tmp_path: Path) -> None:
+    first = make_demo_project(tmp_path, customers=200, seed=3, now=NOW)
+    text = (tmp_path / "personify.yml").read_text()
+    again = make_demo_project(tmp_path, customers=200, seed=3)  # the instant is remembered
+    assert not again.created
+    assert again.manifest == first.manifest
+    assert (tmp_path / "personify.yml").read_text() == text
+
+
+def test_another_world_needs_reset(tmp_path: Path) -> None:
+    make_demo_project(tmp_path, customers=200, seed=3, now=NOW)
+    with pytest.raises(PersonifyError, match="another demo world"):
+        make_demo_project(tmp_path, customers=300, seed=3, now=NOW)
+    (tmp_path / "warehouse.duckdb").write_bytes(b"")
+    remade = make_demo_project(tmp_path, customers=300, seed=3, now=NOW, reset=True)
+    assert remade.manifest["customers"] == 300
+    assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_an_ordinary_project_is_not_taken_over(tmp_path: Path) -> None:
+    init_project(tmp_path)
+    with pytest.raises(PersonifyError, match="not a demo"):
+        make_demo_project(tmp_path, customers=200, seed=3, now=NOW)
+
+
+def test_the_yaml_keeps_the_scaffold_and_replaces_its_example(tmp_path: Path) -> None:
+    init_project(tmp_path)
+    configure_project(tmp_path, seed=1, customers=100, now=NOW)
+    text = (tmp_path / "personify.yml").read_text()
+    assert "# - name: crm_export" not in text
+    assert "write_key: ${PERSONIFY_WRITE_KEY}" in text
+    assert "admin_token: ${PERSONIFY_ADMIN_TOKEN}" in text
+    assert text.count("- name: crm\n") == 1
+    assert "email: properties.email" in text
+    configure_project(tmp_path, seed=1, customers=100, now=NOW)
+    assert (tmp_path / "personify.yml").read_text() == text

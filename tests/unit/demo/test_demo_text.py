@@ -1,0 +1,75 @@
+"""The vectorized text helpers the generators build strings with."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from personify.demo import _text as tx
+
+
+@given(st.lists(st.integers(-(10**12), 4 * 10**12), min_size=1, max_size=50))
+def test_iso_matches_the_standard_library(values: list[int]) -> None:
+    ms = np.array(values, np.int64)
+    expected = [
+        datetime.fromtimestamp(v / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        for v in values
+    ]
+    assert tx.iso(ms).to_pylist() == expected
+    seconds = [
+        datetime.fromtimestamp(v // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for v in values
+    ]
+    assert tx.iso(ms, millis=False).to_pylist() == seconds
+
+
+def test_uuids_are_unique_stable_and_version_4_shaped() -> None:
+    ids = tx.uuids(np.arange(10_000), salt=5).to_pylist()
+    assert len(set(ids)) == 10_000
+    assert ids == tx.uuids(np.arange(10_000), salt=5).to_pylist()
+    pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(pattern.match(i) for i in ids)
+
+
+def test_json_lines_are_json() -> None:
+    table = pa.table(
+        {
+            "id": [1, None],
+            "nested": pa.array([{"email": 'a"b\\c', "n": 1.5, "tags": ["x"]}, None]),
+            "ok": [True, False],
+        }
+    )
+    lines = tx.json_lines(table).to_pylist()
+    assert [json.loads(line) for line in lines] == [
+        {"id": 1, "nested": {"email": 'a"b\\c', "n": 1.5, "tags": ["x"]}, "ok": True},
+        {"id": None, "nested": None, "ok": False},
+    ]
+    assert all(line.endswith("\n") for line in lines)
+
+
+def test_by_group_builds_each_row_its_own_way() -> None:
+    group = np.array([1, 0, 1, 2, 0])
+    out = tx.by_group(
+        group,
+        [
+            lambda rows: tx.join("a", tx.ints(rows)),
+            lambda rows: tx.join("b", tx.ints(rows)),
+            lambda rows: pa.nulls(len(rows), pa.string()),
+        ],
+    )
+    assert out.to_pylist() == ["b0", "a1", "b2", None, "a4"]
+
+
+def test_dictionary_and_scatter() -> None:
+    assert tx.dictionary(["x", "y"], np.array([1, -1, 0])).to_pylist() == ["y", None, "x"]
+    assert tx.scatter(4, np.array([1, 3]), pa.array(["p", "q"])).to_pylist() == [
+        None,
+        "p",
+        None,
+        "q",
+    ]
