@@ -88,7 +88,7 @@ Row = tuple[Any, ...]
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
 _AT: Final = re.compile(r" - at `\$(.*)`$")
-_SEGMENT: Final = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_SEGMENT: Final = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _canonical = msgspec.json.Encoder(order="sorted")
 _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Message)
@@ -147,7 +147,11 @@ def pointer_of(error: msgspec.ValidationError) -> str:
     m = _AT.search(str(error))
     if not m:
         return ""
-    parts = [a or b for a, b in _SEGMENT.findall(m.group(1))]
+    parts: list[str] = []
+    for name, item in _SEGMENT.findall(m.group(1)):
+        if item == "...":
+            break  # msgspec does not name dict keys: point at the dict
+        parts.append(name or item)
     return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
@@ -250,14 +254,6 @@ def normalize_message(message: Message, index: int, inputs: Inputs) -> Row | Pro
     problem = _required(message, kind, index, message_id)
     if problem is not None:
         return problem
-    context = _merged(message.context, inputs.context)
-    message = msgspec.structs.replace(
-        message,
-        type=kind,
-        sent_at=None,
-        context=context,
-        integrations=_merged(message.integrations, inputs.integrations),
-    )
     try:
         timestamp, sent = _event_time(message, inputs)
         stamps = (micros(timestamp), micros(inputs.received_at), micros(sent) if sent else None)
@@ -265,6 +261,13 @@ def normalize_message(message: Message, index: int, inputs: Inputs) -> Row | Pro
         field = str(e) if isinstance(e, ValueError) and e.args else "timestamp"
         text = f"{field} is not an ISO 8601 instant within range"
         return Problem(index, f"/{field}", INVALID_TIMESTAMP, text, message_id)
+    message = msgspec.structs.replace(
+        message,
+        type=kind,
+        sent_at=None,
+        context=_merged(message.context, inputs.context),
+        integrations=_merged(message.integrations, inputs.integrations),
+    )
     return _row(message, kind, message_id, stamps, index, inputs)
 
 

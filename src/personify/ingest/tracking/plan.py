@@ -133,10 +133,8 @@ class Schema:
             return []
         else:
             first = None
-        found = [
-            Violation(f"/{self.part}{_pointer(err.absolute_path)}", _describe(err))
-            for err in sorted(self.full.iter_errors(value), key=lambda err: list(err.path))
-        ]
+        errors = sorted(self.full.iter_errors(value), key=lambda err: [str(p) for p in err.path])
+        found = [_violation(self.part, err) for err in errors]
         return found or ([first] if first else [])
 
 
@@ -146,11 +144,17 @@ def _safe(message: str) -> str:
     return f"must {rest}" if sep and head.startswith("data") else message
 
 
+def _violation(part: str, error: jsonschema.ValidationError) -> Violation:
+    """A violation pointing at the value (for ``required``: where the missing one belongs)."""
+    path = [*error.absolute_path]
+    if error.validator == "required" and str(error.message).count("'") >= 2:
+        missing = str(error.message).split("'")[1]
+        return Violation(f"/{part}{_pointer([*path, missing])}", "is required")
+    return Violation(f"/{part}{_pointer(path)}", _describe(error))
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     rule = error.validator
-    if rule == "required":
-        missing = str(error.message).split("'")[1] if "'" in str(error.message) else "a field"
-        return f"{missing} is required"
     if rule in ("type", "enum", "const", "format", "pattern"):
         return f"must match the schema's {rule} ({json.dumps(error.validator_value)[:80]})"
     return f"breaks the schema's {rule} rule ({json.dumps(error.validator_value)[:80]})"

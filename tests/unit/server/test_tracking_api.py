@@ -1,0 +1,282 @@
+"""The tracking API in-process (httpx's ASGI transport): auth, limits, errors, dedup, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from personify.config import TrackingSource, load_project
+from personify.ingest.tracking.replay import replay
+from personify.server.app import create_app
+from personify.server.tracking_state import KEY
+from personify.session import Session
+
+
+class Api:
+    """Requests straight into one app, with the project's write key."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.app = create_app(session)
+        source = session.project.config.sources[0]
+        assert isinstance(source, TrackingSource)
+        self.key = source.write_key.reveal()
+        self.transport = httpx.ASGITransport(app=self.app, client=("10.0.0.7", 4000))
+
+    @property
+    def auth(self) -> dict[str, str]:
+        token = base64.b64encode(f"{self.key}:".encode()).decode()
+        return {"authorization": f"Basic {token}"}
+
+    def post(self, path: str, auth: bool = True, **kw: Any) -> httpx.Response:
+        headers = {**(self.auth if auth else {}), **kw.pop("headers", {})}
+
+        async def go() -> httpx.Response:
+            async with httpx.AsyncClient(transport=self.transport, base_url="http://t") as c:
+                return await c.request(kw.pop("method", "POST"), path, headers=headers, **kw)
+
+        return asyncio.run(go())
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.session.warehouse.fetch(sql)
+
+    def close(self) -> None:
+        state = self.app.state.personify.extras.get(KEY)
+        if state is not None:
+            state.close()
+
+
+def make(project: Path, extra: str = "") -> Iterator[Api]:
+    if extra:
+        text = (project / "personify.yml").read_text()
+        anchor = "    tracking_plan: tracking-plan\n"
+        (project / "personify.yml").write_text(text.replace(anchor, anchor + extra))
+    session = Session(load_project(project))
+    api = Api(session)
+    try:
+        yield api
+    finally:
+        api.close()
+        session.close()
+
+
+@pytest.fixture
+def api(project_dir: Path) -> Iterator[Api]:
+    yield from make(project_dir)
+
+
+def ev(i: int, **fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "type": "track",
+        "event": "Signed Up",
+        "messageId": f"m{i}",
+        "anonymousId": "anon-1",
+        "properties": {"n": i},
+    }
+    doc.update(fields)
+    return doc
+
+
+def count(api: Api, table: str = "events") -> int:
+    return int(api.rows(f"SELECT count(*) FROM {table}")[0][0])
+
+
+def test_batch_stores_and_answers_success(api: Api) -> None:
+    r = api.post("/v1/batch", json={"batch": [ev(1), ev(2)], "sentAt": "2026-01-01T00:00:00Z"})
+    assert (r.status_code, r.json()) == (200, {"success": True})
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert count(api) == 2
+    ctx = json.loads(api.rows("SELECT context FROM events LIMIT 1")[0][0])
+    assert ctx["ip"] == "10.0.0.7"
+
+
+@pytest.mark.parametrize("kind", ["track", "identify", "page", "screen", "group", "alias"])
+def test_single_event_endpoints(api: Api, kind: str) -> None:
+    doc = {"messageId": f"s-{kind}", "userId": "u1", "event": "Signed Up"}
+    doc.update({"groupId": "g1"} if kind == "group" else {})
+    doc.update({"previousId": "anon-9"} if kind == "alias" else {})
+    r = api.post(f"/v1/{kind}", json=doc)
+    assert (r.status_code, r.json()) == (200, {"success": True})
+    assert api.rows("SELECT type FROM events") == [(kind,)]
+
+
+def test_partial_batch_lists_each_bad_event(api: Api) -> None:
+    body = {"batch": [ev(1), {"type": "track", "messageId": "x"}, 7, ev(3, event="")]}
+    r = api.post("/v1/batch", json=body)
+    assert r.status_code == 200
+    result = r.json()
+    assert (result["received"], result["accepted"], result["quarantined"]) == (4, 1, 3)
+    assert [(e["index"], e["pointer"], e["reason"]) for e in result["errors"]] == [
+        (1, "/batch/1/event", "missing_required"),
+        (2, "/batch/2", "invalid_type"),
+        (3, "/batch/3/event", "missing_required"),
+    ]
+    assert count(api) == 1 and count(api, "quarantine") == 3
+
+
+def test_single_event_that_is_quarantined_answers_400(api: Api) -> None:
+    r = api.post("/v1/track", json={"messageId": "q1", "event": "Signed Up"})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["error"]["code"] == "missing_identity"
+    assert (body["quarantined"], body["errors"][0]["pointer"]) == (1, "/userId")
+    assert count(api, "quarantine") == 1
+
+
+def test_resend_is_2xx_and_stores_nothing_new(api: Api) -> None:
+    body = {"batch": [ev(1), ev(2)]}
+    assert api.post("/v1/batch", json=body).json() == {"success": True}
+    assert api.post("/v1/batch", json={**body, "sentAt": "2026-01-01T00:00:00Z"}).json() == {
+        "success": True
+    }
+    api.app.state.personify.extras[KEY].recent._hashes.clear()  # now the warehouse decides
+    assert api.post("/v1/batch", json=body).json() == {"success": True}
+    assert count(api) == 2 and count(api, "quarantine") == 0
+
+
+def test_same_id_other_payload_is_kept_once_and_recorded(api: Api) -> None:
+    api.post("/v1/batch", json={"batch": [ev(1)]})
+    for _ in range(2):  # from the recent-id cache, then from the warehouse
+        r = api.post("/v1/batch", json={"batch": [ev(1, properties={"n": 99})]})
+        assert r.status_code == 200
+        assert r.json()["errors"][0]["reason"] == "conflicting_duplicate"
+        api.app.state.personify.extras[KEY].recent._hashes.clear()
+    assert api.rows("SELECT properties FROM events") == [('{"n":1}',)]
+    assert api.rows("SELECT reason FROM quarantine") == [("conflicting_duplicate",)]
+    # within one request: the first wins
+    r = api.post("/v1/batch", json={"batch": [ev(5), ev(5, properties={"n": 6}), ev(5)]})
+    assert (r.json()["accepted"], r.json()["duplicates"], r.json()["quarantined"]) == (2, 1, 1)
+
+
+def test_auth(api: Api) -> None:
+    assert api.post("/v1/batch", auth=False, json={"batch": []}).status_code == 401
+    wrong = base64.b64encode(b"nope:").decode()
+    for header in (f"Basic {wrong}", "Basic !!!", "Bearer x"):
+        r = api.post("/v1/batch", auth=False, headers={"authorization": header}, json={})
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthorized")
+    r = api.post("/v1/batch", auth=False, json={"batch": [ev(1)], "writeKey": api.key})
+    assert r.status_code == 200  # sendBeacon cannot set headers
+    r = api.post("/v1/track", auth=False, json={**ev(2), "writeKey": api.key})
+    assert r.status_code == 200
+
+
+def test_malformed_bodies_are_400(api: Api) -> None:
+    cases = [
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b'{"batch": [', "invalid_json"),
+        (b'{"batch": {"a": 1}}', "invalid_request"),
+        (b'{"batch": [], "sentAt": "noon"}', "invalid_request"),
+        (b"[]", "invalid_request"),
+    ]
+    for body, code in cases:
+        r = api.post("/v1/batch", content=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, code), body
+    r = api.post("/v1/track", content=b'"just a string"')
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_request")
+    assert count(api) == 0
+
+
+def test_size_limits_are_413_before_reading_everything(api: Api) -> None:
+    r = api.post("/v1/batch", content=b"x" * 600_000)
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "payload_too_large")
+
+    async def chunks() -> Any:
+        for _ in range(1000):  # 1 MB, no Content-Length: refused mid-stream
+            yield b" " * 1024
+
+    r = api.post("/v1/batch", content=chunks())
+    assert r.status_code == 413
+    r = api.post("/v1/track", json=ev(1, properties={"pad": "x" * 40_000}))
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "event_too_large")
+    big = ev(2, properties={"pad": "x" * 40_000})
+    r = api.post("/v1/batch", json={"batch": [ev(1), big]})
+    assert r.status_code == 200
+    assert (r.json()["rejected"], r.json()["errors"][0]["outcome"]) == (1, "rejected")
+    assert count(api) == 1 and count(api, "quarantine") == 0
+
+
+def test_gzip_and_the_decompression_bomb_guard(api: Api) -> None:
+    gz = {"content-encoding": "gzip"}
+    body = json.dumps({"batch": [ev(i) for i in range(50)]}).encode()
+    assert api.post("/v1/batch", content=gzip.compress(body), headers=gz).status_code == 200
+    assert count(api) == 50
+    bomb = gzip.compress(b'{"batch": [' + b" " * 50_000_000 + b"]}")
+    assert len(bomb) < 100_000
+    r = api.post("/v1/batch", content=bomb, headers=gz)
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "payload_too_large")
+    r = api.post("/v1/batch", content=b"not gzip", headers=gz)
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_gzip")
+    r = api.post("/v1/batch", content=gzip.compress(body)[:-20], headers=gz)
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_gzip")
+    r = api.post("/v1/batch", content=body, headers={"content-encoding": "br"})
+    assert r.status_code == 415
+
+
+def test_rate_limit_answers_429_with_retry_after(project_dir: Path) -> None:
+    for api in make(project_dir, "    rate_limit: 10\n    rate_burst: 20\n"):
+        assert api.post("/v1/batch", json={"batch": [ev(i) for i in range(15)]}).status_code == 200
+        r = api.post("/v1/batch", json={"batch": [ev(i) for i in range(15, 30)]})
+        assert (r.status_code, r.json()["error"]["code"]) == (429, "rate_limited")
+        assert int(r.headers["retry-after"]) >= 1
+        assert count(api) == 15
+
+
+def test_store_unavailable_is_503_never_2xx(api: Api) -> None:
+    assert api.post("/v1/batch", json={"batch": [ev(1)]}).status_code == 200
+    api.session.warehouse.close()
+    r = api.post("/v1/batch", json={"batch": [ev(2)]})
+    assert (r.status_code, r.json()["error"]["code"]) == (503, "store_unavailable")
+    assert r.headers["retry-after"] == "1"
+
+
+def test_plan_enforce_quarantines_then_replay_after_the_fix(api: Api) -> None:
+    added = {"type": "track", "event": "Product Added", "anonymousId": "a"}
+    body = {"batch": [{**added, "messageId": "p1", "properties": {"product_id": "sku-1"}}]}
+    r = api.post("/v1/batch", json=body)
+    assert r.json()["errors"][0]["reason"] == "tracking_plan_violation"
+    assert r.json()["errors"][0]["pointer"] == "/batch/0/properties/cart_id"
+    project = api.session.project
+    plan = project.root / "tracking-plan" / "Product Added.json"
+    schema = json.loads(plan.read_text())
+    schema["required"] = ["product_id"]  # the fix: cart_id is optional after all
+    plan.write_text(json.dumps(schema))
+    first = replay(api.session.warehouse, project)
+    assert (first.stored, first.still_quarantined) == (1, [])
+    second = replay(api.session.warehouse, project)
+    assert (second.looked_at, second.stored) == (0, 0)
+    assert count(api) == 1 and count(api, "quarantine") == 0
+
+
+def test_warn_mode_stores_and_flags(project_dir: Path) -> None:
+    for api in make(project_dir, "    tracking_plan_mode: warn\n"):
+        body = {"batch": [ev(1, event="Product Added", properties={"price": -3})]}
+        assert api.post("/v1/batch", json=body).json() == {"success": True}
+        flags = json.loads(api.rows("SELECT plan_violations FROM events")[0][0])
+        assert {f["pointer"] for f in flags} == {
+            "/properties/cart_id",
+            "/properties/product_id",
+            "/properties/price",
+        }
+
+
+def test_cors_preflight_collector_and_openapi(api: Api) -> None:
+    r = api.post("/v1/batch", method="OPTIONS", auth=False)
+    assert r.status_code == 204
+    assert "Authorization" in r.headers["access-control-allow-headers"]
+    r = api.post("/collect.js", method="GET", auth=False)
+    assert r.status_code == 200 and "dataLayer" in r.text
+    etag = r.headers["etag"]
+    again = api.post("/collect.js", method="GET", auth=False, headers={"if-none-match": etag})
+    assert again.status_code == 304
+    doc = api.post("/openapi.json", method="GET", auth=False).json()
+    assert {f"/v1/{k}" for k in ("batch", "track", "alias")} <= set(doc["paths"])
+    assert doc["paths"]["/v1/batch"]["post"]["security"] == [{"writeKey": []}]
+    assert doc["components"]["securitySchemes"]["writeKey"]["scheme"] == "basic"
