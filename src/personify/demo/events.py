@@ -56,8 +56,7 @@ SCHEMA: Final = pa.schema(
                     ("ip", _DICT),
                     ("locale", _DICT),
                     ("userAgent", _DICT),
-                    ("library", pa.struct([("name", _DICT), ("version", _DICT)])),
-                    ("page", pa.struct([("path", _DICT), ("url", _DICT), ("referrer", _DICT)])),
+                    ("page", pa.struct([("url", _DICT), ("referrer", _DICT)])),
                     (
                         "campaign",
                         pa.struct([("source", _DICT), ("medium", _DICT), ("name", _DICT)]),

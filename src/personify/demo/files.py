@@ -62,8 +62,8 @@ _LOW_CARDINALITY: Final = [
         "event": [""],
         "name": [""],
         "context": [
-            "ip", "locale", "userAgent", "library.name", "library.version", "page.path",
-            "page.url", "page.referrer", "campaign.source", "campaign.medium", "campaign.name",
+            "ip", "locale", "userAgent", "page.url", "page.referrer", "campaign.source",
+            "campaign.medium", "campaign.name",
         ],
     }.items()
     for leaf in leaves

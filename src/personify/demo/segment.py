@@ -17,7 +17,7 @@ Email Opened           email_id, campaign_id, campaign_name, email_subject
 Email Link Clicked     the same and link_url
 =====================  ===========================================================
 
-``context`` (ip, locale, userAgent, library, page {path, url, referrer}, campaign) and ``traits``
+``context`` (ip, locale, userAgent, page {url, referrer}, campaign) and ``traits``
 have a fixed shape, so they are structs — of dictionary-encoded values, which costs no string copy
 per event. Web events' context page is the page the event happened on (campaign only on a
 session's landing page); email events' context carries the email campaign as UTM and no page.
@@ -219,7 +219,7 @@ def _amount(values: np.ndarray) -> pa.Array:
 
 
 def _context(b: _Batch) -> pa.Array:
-    """ip, locale, userAgent, library, page, campaign — as a struct of dictionary arrays."""
+    """ip, locale, userAgent, page {url, referrer}, campaign — a struct of dictionary arrays."""
     n = len(b.kind)
     who = np.where(b.web, b.device.astype(np.int64), b.person.astype(np.int64) + (1 << 40))
     hashed = tx.mix64(who, b.src.salt + 3)
@@ -248,14 +248,10 @@ def _context(b: _Batch) -> pa.Array:
             tx.dictionary(f.ips, ip),
             tx.dictionary([c.locale for c in COUNTRIES], b.src.people.country[b.person]),
             tx.dictionary(USER_AGENTS, agent),
-            _struct(
-                {"name": ["analytics.js", "personify-esp"], "version": ["5.2.0", "1.0.0"]},
-                np.where(b.web, 0, 1),
-            ),
-            _struct({**f.pages, "referrer": f.referrers}, page, referrer=referrer),
+            _struct({"url": f.page_urls, "referrer": f.referrers}, page, referrer=referrer),
             _struct(f.campaigns, campaign),
         ],
-        names=["ip", "locale", "userAgent", "library", "page", "campaign"],
+        names=["ip", "locale", "userAgent", "page", "campaign"],
     )
 
 
@@ -302,10 +298,7 @@ class Fragments:
         named = [*SITE_PAGES, *((c.name, f"/collections/{c.slug}") for c in CATEGORIES)]
         named += [LOGIN_PAGE, CHECKOUT_PAGE, THANK_YOU_PAGE]
         titles = [f"{t} | Demo Shop" for t, _ in named]
-        self.pages = {
-            "path": [p for _, p in named] + cat.paths.to_pylist(),
-            "url": [f"{SHOP_URL}{p}" for _, p in named] + cat.urls.to_pylist(),
-        }
+        self.page_urls = [f"{SHOP_URL}{p}" for _, p in named] + cat.urls.to_pylist()
         self.referrers = [*REFERRERS, f"{SHOP_URL}/"]
         refs = [f'"{r}"' for r in self.referrers] + ["null"]
         self.page_properties = pa.array(
