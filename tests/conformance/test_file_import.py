@@ -368,3 +368,17 @@ def test_every_row_read_is_loaded_duplicate_or_quarantined(
     assert c["rows_read"] == len(lines)
     assert count(session, "events") - events == c["rows_loaded"]
     assert count(session, "quarantine") - quarantined == c["rows_quarantined"]
+
+
+def test_empty_files_import_nothing_and_are_remembered(session: Session) -> None:
+    for name in ("empty.csv", "header.csv", "blank.jsonl"):
+        text = {"empty.csv": "", "header.csv": "id,mail\n", "blank.jsonl": "\n\n"}[name]
+        result = import_file(
+            session,
+            write(session, name, text),
+            table="customers",
+            source_name="crm",
+            mapping={"customer_id": "id"},
+        )
+        assert result.counts["files"] == 1 and result.counts["rows_read"] == 0, name
+    assert count(session, "file_imports") == 3

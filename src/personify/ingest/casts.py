@@ -31,7 +31,9 @@ def value_sql(f: Field, i: int) -> str:
     if f.kind == "json":
         return f"NULLIF(CAST({s} AS VARCHAR), 'null')"
     if f.kind == "nested":
-        return f"CAST(to_json({s}) AS VARCHAR)" if typ in ("JSON", "VARCHAR") else "NULL"
+        if typ not in ("JSON", "VARCHAR"):
+            return "NULL"
+        return f"CAST(to_json({s}) AS VARCHAR)"
     if f.kind == "typed":
         if typ == "JSON":
             return f"CAST(to_json({s}) AS VARCHAR)"
@@ -39,14 +41,14 @@ def value_sql(f: Field, i: int) -> str:
     if typ == "VARCHAR":
         return f"CASE WHEN {_nonblank(s)} THEN {s} END"
     if typ == "JSON":
-        return f"CASE WHEN json_valid({s}) THEN trim({s}) END"
+        return f"CASE WHEN json_valid({s}) THEN {s} END"
     # surrounding blanks are fine: trim only when the plain cast fails
     return f"coalesce(TRY_CAST({s} AS {typ}), TRY_CAST(trim({s}) AS {typ}))"
 
 
 def _nonblank(s: str) -> str:
-    # the first character decides unless it is a blank (cheaper than trimming every value)
-    return f"coalesce(ascii({s}) > 32 OR trim({s}) <> '', false)"
+    # trim only values that start with a blank: much cheaper than trimming every value
+    return f"coalesce({s} <> '' AND (NOT starts_with({s}, ' ') OR trim({s}) <> ''), false)"
 
 
 def present_sql(f: Field, i: int) -> str:

@@ -197,8 +197,8 @@ def _file_field(
             if explicit:
                 origin = f'field "{path[0]}"' if len(path) == 1 else pointer(path)
             return Field(column, _struct_access(path), _kind(found), explicit, origin, default)
-    if explicit:
-        available = ", ".join(list(fields)[:30]) or "none"
+    if explicit and fields:  # (an empty file has no fields at all: nothing to map)
+        available = ", ".join(list(fields)[:30])
         raise FileImportError(
             f"{label}: the mapping reads {column.name!r} from {'.'.join(paths[0])!r}, "
             "which the file does not have",

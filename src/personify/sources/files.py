@@ -21,12 +21,14 @@ Counts reported: ``files`` (imported now), ``files_skipped`` (already imported),
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -230,9 +232,16 @@ def _import_one(
             delimiter=source.delimiter,
         ) as validator,
         wh.transaction(),
+        contextlib.closing(_prepared(validator, batches, source.name, digest, now)) as ready,
     ):
-        for batch in batches:
-            _one_batch(wh, validator, target, policy, batch, counts, source.name, digest, now)
+        for batch in ready:
+            loaded = _load(wh, target, batch.good, policy)
+            if batch.quarantined.num_rows:
+                quarantine.write(wh, batch.quarantined)
+            counts.rows_read += batch.read
+            counts.rows_loaded += loaded
+            counts.rows_duplicate += batch.good.num_rows - loaded
+            counts.rows_quarantined += batch.quarantined.num_rows
             if progress is not None:
                 progress(f"{source.name}: {path.name}", batch.done, batch.total)
         if _fingerprint(path) != before:
@@ -244,32 +253,43 @@ def _import_one(
     return counts
 
 
-def _one_batch(
-    wh: Warehouse,
-    validator: Validator,
-    target: Table,
-    policy: OnConflict,
-    batch: RawBatch,
-    counts: _FileCounts,
-    source: str,
-    digest: str,
-    now: datetime,
-) -> None:
-    checked = validator.check(batch.data, batch.lines)
-    bad = checked.bad
-    if batch.malformed:
-        rows = [(m.line, m.text, m.fields, m.expected) for m in batch.malformed]
-        bad = pa.concat_tables([quarantine.malformed_rows(rows, label=validator.label), bad])
-    loaded = _load(wh, target, checked.good, policy)
-    if bad.num_rows:
+@dataclass(frozen=True)
+class _Ready:
+    """One batch read and validated, ready to load."""
+
+    good: pa.Table
+    quarantined: pa.Table
+    read: int
+    done: int
+    total: int
+
+
+def _prepared(
+    validator: Validator, batches: Iterator[RawBatch], source: str, digest: str, now: datetime
+) -> Generator[_Ready, None, None]:
+    """The batches read and validated one ahead, in a worker thread, while the caller loads the
+    previous one into the warehouse (both mostly run outside the GIL)."""
+
+    def step() -> _Ready | None:
+        batch = next(batches, None)
+        if batch is None:
+            return None
+        checked = validator.check(batch.data, batch.lines)
+        bad = checked.bad
+        if batch.malformed:
+            rows = [(m.line, m.text, m.fields, m.expected) for m in batch.malformed]
+            bad = pa.concat_tables([quarantine.malformed_rows(rows, label=validator.label), bad])
         rows_q = quarantine.to_rows(
             validator.con, bad, source=source, origin=digest, received_at=now
         )
-        quarantine.write(wh, rows_q)
-    counts.rows_read += checked.read + len(batch.malformed)
-    counts.rows_loaded += loaded
-    counts.rows_duplicate += checked.good.num_rows - loaded
-    counts.rows_quarantined += bad.num_rows
+        read = checked.read + len(batch.malformed)
+        return _Ready(checked.good, rows_q, read, batch.done, batch.total)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-import") as pool:
+        future = pool.submit(step)
+        while (ready := future.result()) is not None:
+            future = pool.submit(step)
+            yield ready
 
 
 def _load(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> int:

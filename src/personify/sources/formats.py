@@ -40,8 +40,8 @@ SUFFIXES: Final[dict[str, FileFormat]] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-CSV_BLOCK_BYTES: Final = 16 << 20
-JSONL_CHUNK_BYTES: Final = 32 << 20
+BLOCK_BYTES: Final = 16 << 20
+"""Bytes of a text file parsed at a time (batches are cut from blocks)."""
 RAW_COLUMN: Final = "__raw"
 """The one column of a JSON Lines batch: each line's bytes, newline included."""
 
@@ -84,9 +84,15 @@ def detect_format(path: Path, declared: FileFormat | None) -> FileFormat:
 
 
 def read_batches(
-    path: Path, fmt: FileFormat, *, rows: int, delimiter: str = ","
+    path: Path,
+    fmt: FileFormat,
+    *,
+    rows: int,
+    delimiter: str = ",",
+    block_bytes: int = BLOCK_BYTES,
 ) -> tuple[dict[str, pa.DataType] | None, Iterator[RawBatch]]:
-    """The file's top-level fields (``None`` for JSON Lines) and its batches."""
+    """The file's top-level fields (``None`` for JSON Lines) and its batches of at most ``rows``
+    rows (text files are parsed ``block_bytes`` at a time)."""
     if not path.is_file():
         raise FileImportError(
             f"{path}: no such file", hint="check the source's `path` (relative to the project)"
@@ -95,8 +101,8 @@ def read_batches(
         return _parquet(path, rows)
     _sniff_text(path, fmt)
     if fmt == "csv":
-        return _csv(path, rows, delimiter)
-    return None, _jsonl(path, rows)
+        return _csv(path, rows, delimiter, block_bytes)
+    return None, _jsonl(path, rows, block_bytes)
 
 
 def _sniff_text(path: Path, fmt: str) -> None:
@@ -155,7 +161,7 @@ def _undecodable(text: str) -> bool:
 
 
 def _csv(
-    path: Path, rows: int, delimiter: str
+    path: Path, rows: int, delimiter: str, block_bytes: int
 ) -> tuple[dict[str, pa.DataType], Iterator[RawBatch]]:
     header = _csv_header(path, delimiter)
     if header is None:
@@ -177,7 +183,7 @@ def _csv(
         try:
             reader = pacsv.open_csv(
                 stream,
-                read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=block_bytes),
                 parse_options=pacsv.ParseOptions(
                     delimiter=delimiter,
                     newlines_in_values=True,
@@ -294,14 +300,14 @@ class _CsvLines:
 
 
 # ---------------------------------------------------------------------------------- JSON Lines
-def _jsonl(path: Path, rows: int) -> Iterator[RawBatch]:
+def _jsonl(path: Path, rows: int, block_bytes: int) -> Iterator[RawBatch]:
     size = max(path.stat().st_size, 1)
     line = 1
     consumed = 0
     with path.open("rb") as f:
         carry = b""
         while True:
-            chunk = f.read(JSONL_CHUNK_BYTES)
+            chunk = f.read(block_bytes)
             buf = carry + chunk
             if not chunk:
                 if not buf:

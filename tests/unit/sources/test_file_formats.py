@@ -87,3 +87,22 @@ def test_unreadable_files_raise(tmp_path: Path) -> None:
     _, batches = read_batches(latin, "csv", rows=10)
     with pytest.raises(FileImportError, match="not UTF-8"):
         list(batches)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
+def test_text_files_read_the_same_whatever_the_block_size(tmp_path: Path, block: int) -> None:
+    jsonl = tmp_path / "e.jsonl"
+    lines = [f'{{"n": {i}, "pad": "{"x" * (i % 13)}"}}' for i in range(40)]
+    jsonl.write_text("\n".join(lines) + "\n")
+    _, batches = read_batches(jsonl, "jsonl", rows=3, block_bytes=block)
+    got = [b for batch in batches for b in batch.data.column(RAW_COLUMN).to_pylist()]
+    assert got == [f"{line}\n".encode() for line in lines]
+    csv = tmp_path / "c.csv"
+    csv.write_text("n,note\n" + "".join(f'{i},"a\nb{i}"\n' for i in range(40)))
+    _, batches = read_batches(csv, "csv", rows=3, block_bytes=max(block, 64))
+    numbered = [
+        (r["n"], n)
+        for b in batches
+        for r, n in zip(b.data.to_pylist(), b.lines.to_pylist(), strict=True)
+    ]
+    assert numbered == [(str(i), 2 + 2 * i) for i in range(40)]
