@@ -382,3 +382,22 @@ def test_empty_files_import_nothing_and_are_remembered(session: Session) -> None
         )
         assert result.counts["files"] == 1 and result.counts["rows_read"] == 0, name
     assert count(session, "file_imports") == 3
+
+
+def test_identities_keep_their_first_sighting(session: Session) -> None:
+    later = datetime(2026, 3, 1, tzinfo=UTC)
+    import_file(
+        session,
+        write(session, "ids-1.csv", "customer_id,kind,value\nc1,email,a@b.co\n"),
+        table="identities",
+        source_name="crm",
+    )
+    with clock.frozen(later):
+        import_file(
+            session,
+            write(session, "ids-2.csv", "customer_id,kind,value\nc2,email,a@b.co\n"),
+            table="identities",
+            source_name="crm",
+        )
+    got = rows(session, "SELECT customer_id, first_seen, last_seen, source FROM identities")
+    assert got == [("c2", NOW, later, "crm")]

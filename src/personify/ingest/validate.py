@@ -47,6 +47,7 @@ EMAIL_PATTERN: Final = r"^\s*[^@\s]+@[^@\s.]+(\.[^@\s.]+)+\s*$"
 """Deliberately loose: one ``@``, no spaces inside, a dot in the domain. Blanks around the address
 and letter case are left for normalization (a later stage) to clean."""
 RAW_COLUMN: Final = "__raw"
+"""The one column of a JSON Lines batch: each line's bytes, newline included."""
 _WS: Final = " \t\r\n"
 _BATCH, _KEYS, _BAD = "__batch", "__keys", "__bad"
 _BAD_COLUMNS: Final = ["__line", "__pos", "__k", "__value"]

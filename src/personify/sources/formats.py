@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from personify.config import FileFormat
 from personify.errors import FileImportError
+from personify.ingest.validate import RAW_COLUMN
 
 SUFFIXES: Final[dict[str, FileFormat]] = {
     ".csv": "csv",
@@ -42,8 +43,6 @@ SUFFIXES: Final[dict[str, FileFormat]] = {
 }
 BLOCK_BYTES: Final = 16 << 20
 """Bytes of a text file parsed at a time (batches are cut from blocks)."""
-RAW_COLUMN: Final = "__raw"
-"""The one column of a JSON Lines batch: each line's bytes, newline included."""
 
 
 @dataclass(frozen=True)
