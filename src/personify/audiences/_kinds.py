@@ -80,5 +80,6 @@ class Checker(Protocol):
 Handler = Callable[[Checker, exp.Expr], Typed]
 
 DOUBLE = exp.DataType.build("DOUBLE")
+BIGINT = exp.DataType.build("BIGINT")
 TIMESTAMPTZ = exp.DataType.build("TIMESTAMPTZ")
 DATE = exp.DataType.build("DATE")

@@ -6,6 +6,7 @@ from sqlglot import exp
 
 from personify.audiences import _leaves as leaves
 from personify.audiences._kinds import (
+    BIGINT,
     DOUBLE,
     TIMESTAMPTZ,
     Checker,
@@ -229,7 +230,8 @@ def anonymous(c: Checker, node: exp.Expr) -> Typed:
         return _if(c, node, args[0], args[1], args[2])
     if name == "json_array_length" and len(args) == 1:
         inner = c.kinds(args[0], Kind.JSON, what="JSON_ARRAY_LENGTH()")
-        return Typed(exp.Anonymous(this="JSON_ARRAY_LENGTH", expressions=[inner.node]), Kind.NUM)
+        length = exp.Anonymous(this="JSON_ARRAY_LENGTH", expressions=[inner.node])
+        return Typed(exp.cast(length, BIGINT), Kind.NUM)  # DuckDB: UBIGINT; PostgreSQL: INT
     raise ExpressionError(
         f"function {node.name.upper()}() is not allowed here",
         node,

@@ -84,6 +84,8 @@ def _cast(ev: _Evaluator, node: exp.Expr) -> Any:
     to = node.to.this
     if to == exp.DataType.Type.DOUBLE:
         return float(value)
+    if to == exp.DataType.Type.BIGINT:
+        return int(value)
     if to == exp.DataType.Type.DATE:
         return date.fromisoformat(value)
     if isinstance(value, str):

@@ -1,0 +1,127 @@
+"""`personify segments …` and `personify rules …` as a user runs them, on a `personify init`
+project whose customers are loaded straight into its warehouse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from personify.warehouse import connect
+from tests.conformance.audience_data import load_consents, load_customers
+from tests.e2e.cli import personify, personify_json
+
+T1 = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+AT1 = "2026-03-31T12:00:00Z"
+AT2 = "2026-05-15T12:00:00Z"
+
+
+def _seed(project: Path) -> None:
+    with connect("duckdb:///warehouse.duckdb", root=project) as wh:
+        load_customers(
+            wh,
+            [
+                {
+                    "customer_id": "ann",
+                    "email": "ann@example.org",
+                    "engagement_score": 91.0,
+                    "last_purchase_at": T1 - timedelta(days=3),
+                    "preferred_categories": '["shoes", "bags"]',
+                },
+                {
+                    "customer_id": "bob",
+                    "email": "bob@example.org",
+                    "engagement_score": 40.0,
+                    "last_purchase_at": T1 - timedelta(days=75),
+                    "preferred_categories": '["hats"]',
+                },
+                {"customer_id": "cy", "email": "cy@example.org", "engagement_score": 99.0},
+            ],
+        )
+        load_consents(wh, [("ann", "email_marketing", "granted")])
+
+
+def test_segments_list_show_preview_refresh(project_dir: Path) -> None:
+    _seed(project_dir)
+    p = ("--project", str(project_dir))
+    listed = personify_json("segments", "list", *p)["segments"]
+    assert [(s["name"], s["dialect"], s["members"]) for s in listed] == [
+        ("high_value_recent", "mysql", 0)
+    ]
+
+    preview = personify_json("segments", "preview", "high_value_recent", "--now", AT1, *p)
+    assert preview["size"] == 1
+    assert [r["customer_id"] for r in preview["sample"]] == ["ann"]
+    assert preview["columns"] == ["customer_id", "email", "purchase_date", "engagement_score"]
+    assert "2026-03-31" in preview["sql"] and preview["seconds"] >= 0
+
+    shown = personify_json("segments", "show", "high_value_recent", "--now", AT1, *p)
+    assert "DATE_SUB(CURRENT_DATE, INTERVAL 30 DAY)" in shown["source"]
+    assert "CAST('2026-03-31' AS DATE)" in shown["sql"]
+
+    refreshed = personify_json("segments", "refresh", "--now", AT1, *p)["refreshed"]
+    assert [(r["segment"], r["entered"], r["exited"]) for r in refreshed] == [
+        ("high_value_recent", 1, 0)
+    ]
+    listed = personify_json("segments", "list", *p)["segments"]
+    assert (listed[0]["members"], listed[0]["sendable"]) == (1, 1)
+    assert listed[0]["refreshed_at"].startswith("2026-03-31T12:00:00")
+
+    later = personify_json("segments", "refresh", "high_value_recent", "--now", AT2, *p)
+    assert [(r["entered"], r["exited"]) for r in later["refreshed"]] == [(0, 1)]
+
+    human = personify("segments", "preview", "high_value_recent", "--now", AT1, *p)
+    assert human.returncode == 0 and "size: 1 customers" in human.stdout
+    missing = personify("segments", "show", "nope", *p)
+    assert missing.returncode == 1 and "no segment named 'nope'" in missing.stderr
+
+
+def test_rules_apply_and_explain(project_dir: Path) -> None:
+    _seed(project_dir)
+    p = ("--project", str(project_dir))
+    applied = personify_json("rules", "apply", "--now", AT1, *p)
+    assert (applied["rules"], applied["tagged"], applied["added"]) == (1, 1, 1)
+
+    bob = personify_json("rules", "explain", "bob@example.org", "--now", AT1, *p)
+    (rule,) = bob["rules"]
+    assert rule["id"] == "re_engagement" and rule["assigned"] and rule["matched"]
+    assert rule["condition"] == "last_purchase_at < NOW() - INTERVAL 60 DAY"
+    assert rule["fields"]["last_purchase_at"].startswith("2026-01-15T12:00:00")
+    assert rule["fields"]["preferred_categories"] == ["hats"]
+    assert rule["checks"][0]["result"] is True
+    assert bob["tags"] == [
+        {"tag": "re_engagement", "rule": "re_engagement", "variables": {"categories": ["hats"]}}
+    ]
+    assert [t["tag"] for t in bob["stored_tags"]] == ["re_engagement"]
+
+    cy = personify_json("rules", "explain", "cy", "--now", AT1, *p)
+    assert cy["rules"][0]["matched"] is None
+    assert "unknown" in cy["rules"][0]["reason"]
+
+    human = personify("rules", "explain", "ann@example.org", "--now", AT1, *p)
+    assert human.returncode == 0
+    assert "condition is false" in human.stdout and "2026-03-28T12:00:00" in human.stdout
+    nobody = personify("rules", "explain", "nobody@example.org", *p)
+    assert nobody.returncode == 1 and "nobody@example.org" in nobody.stderr
+
+
+def test_broken_definitions_are_reported_with_file_line_and_column(project_dir: Path) -> None:
+    (project_dir / "segments" / "bad.sql").write_text(
+        "-- name: bad\nSELECT customer_id\nFROM customers, read_csv('/etc/passwd')\n"
+    )
+    done = personify("segments", "list", "--project", str(project_dir))
+    assert done.returncode == 2
+    assert "segments/bad.sql:3: column 17: function read_csv() is not allowed" in done.stderr
+    (project_dir / "segments" / "bad.sql").unlink()
+    (project_dir / "rules" / "bad.yml").write_text(
+        "rules:\n  - id: bad\n    when: last_purchse_at < NOW()\n"
+    )
+    done = personify("rules", "list", "--project", str(project_dir))
+    assert done.returncode == 2
+    assert "rules/bad.yml:3: rules[0].when: column 11: unknown profile column" in done.stderr
+    assert "did you mean last_purchase_at?" in done.stderr
+
+
+def test_run_has_an_audiences_stage(project_dir: Path) -> None:
+    report = personify_json("run", "--now", AT1, "--project", str(project_dir))
+    (stage,) = [s for s in report["stages"] if s["name"] == "audiences"]
+    assert stage["counts"]["segments"] == 1 and stage["counts"]["rules"] == 1
