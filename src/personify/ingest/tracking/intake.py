@@ -23,7 +23,6 @@ from personify.ingest.tracking.normalize import (
     Inputs,
     Problem,
     Row,
-    micros,
     normalize,
 )
 from personify.ingest.tracking.store import (
@@ -96,7 +95,7 @@ def _quarantine(intake: Intake, problem: Problem, raw: bytes, inputs: Inputs) ->
         quarantine_row(
             source=inputs.source,
             identity=hashlib.blake2b(raw, digest_size=16).hexdigest() + problem.pointer,
-            received_us=micros(inputs.received_at),
+            received_us=inputs.received_us,
             reason=problem.reason,
             detail=f"{where}: {problem.message}",
             payload=_payload(raw, inputs),

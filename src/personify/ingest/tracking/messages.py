@@ -66,6 +66,28 @@ class Message(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
     """``alias``: the id being aliased to ``userId``."""
 
 
+class Wire(msgspec.Struct, rename="camel", kw_only=True):
+    """A message as the hot path decodes it: the free-form objects stay raw JSON text (stored as
+    sent, decoded only when a rule needs to look inside). Same fields as :class:`Message`."""
+
+    type: str | None = None
+    message_id: Id | None = None
+    user_id: Id | None = None
+    anonymous_id: Id | None = None
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
+    properties: msgspec.Raw = msgspec.Raw()
+    """Raw JSON; empty when absent."""
+    traits: msgspec.Raw = msgspec.Raw()
+    context: msgspec.Raw = msgspec.Raw()
+    timestamp: str | None = None
+    original_timestamp: str | None = None
+    sent_at: str | None = None
+    group_id: Id | None = None
+    previous_id: Id | None = None
+
+
 class Envelope(msgspec.Struct, rename="camel", kw_only=True):
     """A ``/v1/batch`` body: the events plus fields that apply to all of them."""
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
 
-from personify.ingest.tracking.messages import MAX_EVENT_BYTES, TYPES, Message
+from personify.ingest.tracking.messages import MAX_EVENT_BYTES, TYPES, Message, Wire
 from personify.ingest.tracking.plan import Plan
 
 EVENT_TOO_LARGE: Final = "event_too_large"
@@ -87,11 +87,15 @@ EVENT_COLUMNS: Final = (
 Row = tuple[Any, ...]
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
+_MIN_US: Final = (datetime(1, 1, 2, tzinfo=UTC) - EPOCH) // _US
+_MAX_US: Final = (datetime(9999, 12, 30, tzinfo=UTC) - EPOCH) // _US
 _AT: Final = re.compile(r" - at `\$(.*)`$")
 _SEGMENT: Final = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _canonical = msgspec.json.Encoder(order="sorted")
 _encode = msgspec.json.Encoder().encode
-_decoder = msgspec.json.Decoder(Message)
+_decoder = msgspec.json.Decoder(Wire)
+_full = msgspec.json.Decoder(Message)
+_objects = msgspec.json.Decoder(dict[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,12 @@ class Inputs:
     plan: Plan | None = None
     warn_only: bool = False
     """``warn`` mode: plan violations are stored in ``plan_violations`` instead of quarantined."""
+    received_us: int = field(init=False)
+    sent_us: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "received_us", micros(self.received_at))
+        object.__setattr__(self, "sent_us", micros(self.sent_at) if self.sent_at else None)
 
 
 def micros(value: datetime) -> int:
@@ -155,49 +165,74 @@ def pointer_of(error: msgspec.ValidationError) -> str:
     return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def payload_hash(message: Message) -> int:
-    """The 64-bit hash telling a resend from a different event with the same id."""
-    digest = hashlib.blake2b(_canonical.encode(message), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def payload_hash(raw: bytes, message: Wire) -> int:
+    """The 64-bit hash telling a resend from a different event with the same id: of the event's
+    bytes as sent — or, when the event carries its own ``sentAt`` (re-stamped by SDKs on every
+    retry), of its canonical JSON without it."""
+    data = raw
+    if message.sent_at is not None:
+        data = _canonical.encode(msgspec.structs.replace(_full.decode(raw), sent_at=None))
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True)
 
 
 def _text(value: str | int | None) -> str | None:
     if value is None or value == "":
         return None
-    return value if isinstance(value, str) else str(value)
+    return value if value.__class__ is str else str(value)
 
 
-def decode(raw: bytes, index: int) -> Message | Problem:
-    """The event decoded, or the problem with its bytes."""
+Parts = tuple[bytes | None, bytes | None, bytes | None]
+"""``(properties, traits, context)`` JSON bytes, ``None`` when absent or null."""
+
+
+def decode(raw: bytes, index: int) -> tuple[Wire, Parts] | Problem:
+    """The event decoded (free-form parts still raw), or the problem with its bytes."""
     if len(raw) > MAX_EVENT_BYTES:
         msg = f"the event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}"
         return Problem(index, "", EVENT_TOO_LARGE, msg, rejected=True)
     if b"\\u0000" in raw:
         return Problem(index, "", INVALID_VALUE, "text may not contain NUL characters (\\u0000)")
     try:
-        return _decoder.decode(raw)
+        if b"\\ud" in raw or b"\\uD" in raw:
+            _full.decode(raw)  # raw parts are stored as sent: check surrogate escapes pair up
+        message = _decoder.decode(raw)
     except msgspec.ValidationError as e:
         detail = str(e).split(" - at ", 1)[0]
         return Problem(index, pointer_of(e), INVALID_TYPE, detail)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
         return Problem(index, "", MALFORMED_JSON, f"not decodable JSON ({type(e).__name__})")
+    parts = (_part(message.properties), _part(message.traits), _part(message.context))
+    for name, part in zip(("properties", "traits", "context"), parts, strict=True):
+        if part is not None and part[:1] != b"{":
+            text = f"Expected `object | null`, got `{_kind_of(part)}`"
+            return Problem(index, "/" + name, INVALID_TYPE, text, _text(message.message_id))
+    return message, parts
 
 
-def _required(message: Message, kind: str, index: int, message_id: str) -> Problem | None:
+def _part(raw: msgspec.Raw) -> bytes | None:
+    """A free-form part's JSON bytes; ``None`` when absent or null."""
+    data = bytes(raw)
+    return None if not data or data == b"null" else data
+
+
+def _kind_of(raw: bytes) -> str:
+    value = msgspec.json.decode(raw)
+    return {list: "array", str: "str", bool: "bool", int: "int", float: "float"}.get(
+        type(value), "value"
+    )
+
+
+def _required(message: Wire, kind: str, index: int, message_id: str) -> Problem | None:
     user, anonymous = _text(message.user_id), _text(message.anonymous_id)
     missing: str | None = None
     if kind == "track" and not message.event:
         missing = "event"
     elif kind == "group" and _text(message.group_id) is None:
         missing = "groupId"
-    elif kind == "alias":
-        missing = (
-            "userId"
-            if user is None
-            else "previousId"
-            if _text(message.previous_id) is None
-            else None
-        )
+    elif kind == "alias" and user is None:
+        missing = "userId"
+    elif kind == "alias" and _text(message.previous_id) is None:
+        missing = "previousId"
     if missing:
         text = f"a {kind} call needs {missing}"
         return Problem(index, "/" + missing, MISSING_REQUIRED, text, message_id)
@@ -207,30 +242,24 @@ def _required(message: Message, kind: str, index: int, message_id: str) -> Probl
     return None
 
 
-def _event_time(message: Message, inputs: Inputs) -> tuple[datetime, datetime | None]:
-    """``(timestamp, sentAt)``, skew-corrected; raises ``ValueError`` naming the field."""
-    field, text = "timestamp", message.timestamp
+def _event_time(message: Wire, inputs: Inputs) -> tuple[int, int | None]:
+    """``(timestamp, sentAt)`` in µs, skew-corrected; raises ``ValueError`` naming the field."""
+    name, text = "timestamp", message.timestamp
     if message.original_timestamp:
-        field, text = "originalTimestamp", message.original_timestamp
+        name, text = "originalTimestamp", message.original_timestamp
     try:
-        original = parse_time(text) if text else None
-        field = "sentAt"
-        sent = parse_time(message.sent_at) if message.sent_at else inputs.sent_at
-        field = "timestamp"
-        received = inputs.received_at
-        if original is None:
-            return received, sent
-        if sent is None:
-            return original, sent
-        return min(received, received - (sent - original)), sent
+        original = micros(parse_time(text)) if text else None
+        name = "sentAt"
+        sent = micros(parse_time(message.sent_at)) if message.sent_at else inputs.sent_us
     except (ValueError, OverflowError) as e:
-        raise ValueError(field) from e
-
-
-def _merged(own: dict[str, Any] | None, shared: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not shared:
-        return own
-    return {**shared, **own} if own else shared
+        raise ValueError(name) from e
+    received = inputs.received_us
+    if original is None:
+        return received, sent
+    stamp = original if sent is None else min(received, received - (sent - original))
+    if not _MIN_US <= stamp <= _MAX_US:
+        raise ValueError("timestamp")
+    return stamp, sent
 
 
 def normalize(raw: bytes, index: int, inputs: Inputs) -> Row | Problem:
@@ -238,11 +267,7 @@ def normalize(raw: bytes, index: int, inputs: Inputs) -> Row | Problem:
     decoded = decode(raw, index)
     if isinstance(decoded, Problem):
         return decoded
-    return normalize_message(decoded, index, inputs)
-
-
-def normalize_message(message: Message, index: int, inputs: Inputs) -> Row | Problem:
-    """Like :func:`normalize`, for an already decoded message."""
+    message, parts = decoded
     kind = inputs.kind or message.type
     message_id = _text(message.message_id)
     if kind not in TYPES:
@@ -256,51 +281,66 @@ def normalize_message(message: Message, index: int, inputs: Inputs) -> Row | Pro
         return problem
     try:
         timestamp, sent = _event_time(message, inputs)
-        stamps = (micros(timestamp), micros(inputs.received_at), micros(sent) if sent else None)
-    except (ValueError, OverflowError) as e:
-        field = str(e) if isinstance(e, ValueError) and e.args else "timestamp"
-        text = f"{field} is not an ISO 8601 instant within range"
-        return Problem(index, f"/{field}", INVALID_TIMESTAMP, text, message_id)
-    message = msgspec.structs.replace(
-        message,
-        type=kind,
-        sent_at=None,
-        context=_merged(message.context, inputs.context),
-        integrations=_merged(message.integrations, inputs.integrations),
-    )
-    return _row(message, kind, message_id, stamps, index, inputs)
+    except ValueError as e:
+        text = f"{e} is not an ISO 8601 instant within range"
+        return Problem(index, f"/{e}", INVALID_TIMESTAMP, text, message_id)
+    return _row(raw, message, parts, kind, message_id, (timestamp, sent), index, inputs)
+
+
+def _dict(raw: bytes | None) -> dict[str, Any]:
+    return _objects.decode(raw) if raw else {}
+
+
+def _json(value: dict[str, Any] | None, raw: bytes | None) -> str | None:
+    """The part as JSON text: re-encoded if it was decoded (and maybe changed), else as sent."""
+    if value is not None:
+        return _encode(value).decode()
+    return raw.decode() if raw is not None else None
 
 
 def _row(
-    message: Message,
+    raw: bytes,
+    message: Wire,
+    parts: Parts,
     kind: str,
     message_id: str,
-    stamps: tuple[int, int, int | None],
+    stamps: tuple[int, int | None],
     index: int,
     inputs: Inputs,
 ) -> Row | Problem:
-    digest = payload_hash(message)
-    properties, traits = message.properties, message.traits
-    if kind == "identify" and traits is None and message.context:
-        context_traits = message.context.get("traits")
-        traits = context_traits if isinstance(context_traits, dict) else None
-    if message.category is not None and "category" not in (properties or {}):
-        properties = {**(properties or {}), "category": message.category}
+    props_raw, traits_raw, ctx_raw = parts
+    properties = traits = context = None
+    if kind == "identify" and traits_raw is None and ctx_raw and b'"traits"' in ctx_raw:
+        context = _dict(ctx_raw)
+        found = context.get("traits")
+        traits = found if isinstance(found, dict) else None
+    if message.category is not None:
+        properties = _dict(props_raw)
+        properties.setdefault("category", message.category)
     violations: str | None = None
-    if inputs.plan is not None:
-        found = inputs.plan.check(kind, message.event, properties, traits)
-        if found:
+    schema = inputs.plan.schema_for(kind, message.event) if inputs.plan is not None else None
+    if schema is not None:
+        if schema.part == "traits":
+            traits = traits if traits is not None else _dict(traits_raw)
+            found_violations = schema.check(traits)
+        else:
+            properties = properties if properties is not None else _dict(props_raw)
+            found_violations = schema.check(properties)
+        if found_violations:
             if not inputs.warn_only:
-                first = found[0]
-                more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+                first = found_violations[0]
+                n = len(found_violations)
+                more = f" (and {n - 1} more)" if n > 1 else ""
                 text = f"tracking plan: {first.message}{more}"
                 return Problem(index, first.pointer, PLAN_VIOLATION, text, message_id)
-            violations = _encode(
-                [{"pointer": v.pointer, "message": v.message} for v in found]
-            ).decode()
-    context = message.context
-    if inputs.ip and (context is None or "ip" not in context):
-        context = {**(context or {}), "ip": inputs.ip}
+            listed = [{"pointer": v.pointer, "message": v.message} for v in found_violations]
+            violations = _encode(listed).decode()
+    if inputs.context:
+        context = {**inputs.context, **(context if context is not None else _dict(ctx_raw))}
+    if inputs.ip and (
+        "ip" not in context if context is not None else not (ctx_raw and b'"ip"' in ctx_raw)
+    ):
+        context = {**(context if context is not None else _dict(ctx_raw)), "ip": inputs.ip}
     return (
         message_id,
         kind,
@@ -308,15 +348,15 @@ def _row(
         _text(message.anonymous_id),
         _text(message.user_id),
         stamps[0],
+        inputs.received_us,
         stamps[1],
-        stamps[2],
         inputs.source,
-        None if properties is None else _encode(properties).decode(),
-        None if context is None else _encode(context).decode(),
-        None if traits is None else _encode(traits).decode(),
+        _json(properties, props_raw),
+        _json(context, ctx_raw),
+        _json(traits, traits_raw),
         message.name,
         _text(message.group_id),
         _text(message.previous_id),
-        digest,
+        payload_hash(raw, message),
         violations,
     )

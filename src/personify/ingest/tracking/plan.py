@@ -170,6 +170,10 @@ class Plan:
     def __len__(self) -> int:
         return len(self.schemas)
 
+    def schema_for(self, kind: str, event: str | None) -> Schema | None:
+        """The schema checking this call, if any."""
+        return self.schemas.get((kind, event if kind == "track" else None))
+
     def check(
         self,
         kind: str,

@@ -1,0 +1,255 @@
+"""Tracking API throughput: sustained events/s through ``POST /v1/batch`` with durable acks.
+
+Usage: ``.venv/bin/python benchmarks/tracking_throughput.py [EVENTS] [--clients N]``
+(default 300,000 events, 16 concurrent clients, 100 events per request).
+
+Two figures from the same run, on the same events:
+
+* **in-process ceiling** — decode + validate (spec rules, the scaffold's tracking plan) + store,
+  no HTTP: the bodies go straight through ``take_in`` and ``store`` (one transaction per 2,000
+  events, as the group writer would make them) on a fresh DuckDB file;
+* **HTTP** — a real ``personify serve`` process on a fresh scaffolded project; the clients are
+  lean asyncio HTTP/1.1 keep-alive connections (pre-built requests, so the client costs little of
+  the shared CPU), each waiting for its answer — a 200 means the events are committed — before
+  sending the next. Reports events/s, p50/p99 request latency and the server's peak RSS
+  (``VmHWM``), then checks the warehouse holds every event exactly once.
+
+Goal: ≥ 25,000 events/s and ≤ 500 MB RSS on the 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from personify.config import load_project
+from personify.ingest.tracking.intake import take_in
+from personify.ingest.tracking.limits import RecentIds
+from personify.ingest.tracking.messages import Envelope
+from personify.ingest.tracking.normalize import Inputs
+from personify.ingest.tracking.plan import load_plan
+from personify.ingest.tracking.store import store
+from personify.scaffold import init_project
+from personify.session import Session
+
+PER_REQUEST = 100
+PERSONIFY = str(Path(sys.executable).parent / "personify")
+
+
+def bodies(total: int, prefix: str = "bench") -> list[bytes]:
+    """``total`` Product Viewed events (about 600 bytes each) in batches of 100."""
+    out = []
+    for b in range(total // PER_REQUEST):
+        batch = [
+            {
+                "type": "track",
+                "event": "Product Viewed",
+                "messageId": f"{prefix}-{b}-{i}",
+                "anonymousId": f"anon-{(b * 7 + i) % 50_000}",
+                "userId": f"user-{(b * 3 + i) % 20_000}" if i % 3 == 0 else None,
+                "timestamp": "2026-02-01T10:00:00.000Z",
+                "properties": {
+                    "product_id": f"p-{i % 500}",
+                    "sku": f"SKU-{i % 500:05d}",
+                    "name": "Stoneware mug, 350 ml",
+                    "category": "Kitchen",
+                    "price": 12.5,
+                    "currency": "EUR",
+                    "url": f"https://shop.example/p/{i % 500}",
+                },
+                "context": {
+                    "ip": "203.0.113.7",
+                    "locale": "fr-FR",
+                    "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36",
+                    "page": {"path": "/p/mug", "url": "https://shop.example/p/mug"},
+                    "library": {"name": "bench", "version": "1"},
+                },
+            }
+            for i in range(PER_REQUEST)
+        ]
+        doc = {"batch": batch, "sentAt": "2026-02-01T10:00:01.000Z"}
+        out.append(msgspec.json.encode(doc))
+    return out
+
+
+def in_process(work: Path, payloads: list[bytes]) -> float:
+    """Events/s of decode + validate + store without HTTP."""
+    init_project(work)
+    session = Session(load_project(work))
+    wh = session.warehouse
+    plan = load_plan(work / "tracking-plan")
+    recent = RecentIds()
+    rows: list[tuple[object, ...]] = []
+    started = time.perf_counter()
+    for i, body in enumerate(payloads):
+        envelope = msgspec.json.decode(body, type=Envelope)
+        inputs = Inputs(source="web", received_at=datetime.now(UTC), plan=plan)
+        intake = take_in([bytes(r) for r in envelope.batch], inputs, recent)
+        assert not intake.problems
+        rows += intake.rows
+        if len(rows) >= 2000 or i == len(payloads) - 1:
+            store(wh, rows)
+            rows = []
+    seconds = time.perf_counter() - started
+    stored = wh.scalar("SELECT count(*) FROM events")
+    session.close()
+    assert stored == len(payloads) * PER_REQUEST, stored
+    return len(payloads) * PER_REQUEST / seconds
+
+
+class Load:
+    """Clients sending pre-built requests over keep-alive connections."""
+
+    def __init__(self, port: int, key: str, payloads: list[bytes]) -> None:
+        auth = base64.b64encode(f"{key}:".encode()).decode()
+        self.requests = [
+            (
+                f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(p)}\r\n\r\n"
+            ).encode()
+            + p
+            for p in payloads
+        ]
+        self.port = port
+        self.next = 0
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    async def client(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            while self.next < len(self.requests):
+                request = self.requests[self.next]
+                self.next += 1
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.latencies.append(time.perf_counter() - started)
+                if not head.startswith(b"HTTP/1.1 200") or body != b'{"success":true}':
+                    self.failures += 1
+        finally:
+            writer.close()
+
+    async def run(self, clients: int) -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(self.client() for _ in range(clients)))
+        return time.perf_counter() - started
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def over_http(work: Path, payloads: list[bytes], clients: int) -> dict[str, float]:
+    """Events/s, latencies and peak RSS of a real server."""
+    env = init_project(work)
+    text = (work / "personify.yml").read_text()
+    anchor = "    tracking_plan: tracking-plan\n"
+    (work / "personify.yml").write_text(text.replace(anchor, anchor + "    rate_limit: 1000000000\n"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.e2e.test_serve import free_port, run_json
+
+    port = free_port()
+    log = (work / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [PERSONIFY, "serve", "--project", str(work), "--port", str(port), "--log-level", "warning"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("the server did not start; see serve.log")
+            time.sleep(0.1)
+        asyncio.run(Load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
+        load = Load(port, env["PERSONIFY_WRITE_KEY"], payloads)
+        seconds = asyncio.run(load.run(clients))
+        rss = peak_rss_mb(proc.pid)
+        stored = run_json(
+            "sql",
+            "SELECT count(*) AS n FROM events WHERE message_id LIKE 'bench-%'",
+            "--project",
+            str(work),
+        )["rows"][0]["n"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+    lat = sorted(load.latencies)
+    return {
+        "events_per_s": len(payloads) * PER_REQUEST / seconds,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+        "rss_mb": rss,
+        "failures": load.failures,
+        "stored": stored,
+        "seconds": seconds,
+    }
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    gib = int(mem) / 1024 / 1024
+    return f"nproc={os.cpu_count()}, {gib:.1f} GiB, {cpu}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("events", nargs="?", type=int, default=300_000)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    payloads = bodies(args.events)
+    total = len(payloads) * PER_REQUEST
+    with tempfile.TemporaryDirectory() as tmp:
+        ceiling = in_process(Path(tmp) / "inproc", payloads)
+        http = over_http(Path(tmp) / "http", payloads, args.clients)
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"{total:,} events, {PER_REQUEST} per request, {args.clients} clients\n")
+    print("| figure | value | goal |")
+    print("|---|---|---|")
+    print(f"| in-process ceiling (decode + validate + store) | {ceiling:,.0f} events/s | |")
+    print(f"| HTTP /v1/batch, durable acks | {http['events_per_s']:,.0f} events/s | ≥ 25,000 |")
+    print(f"| HTTP / ceiling | {http['events_per_s'] / ceiling:.0%} | |")
+    print(f"| request latency p50 / p99 | {http['p50_ms']:.1f} / {http['p99_ms']:.1f} ms | |")
+    print(f"| server peak RSS | {http['rss_mb']:.0f} MB | ≤ 500 MB |")
+    print(f"| stored exactly once | {http['stored']:,} of {total:,} | all |")
+    if http["failures"] or http["stored"] != total:
+        raise SystemExit(f"{http['failures']:.0f} requests failed")
+
+
+if __name__ == "__main__":
+    main()
