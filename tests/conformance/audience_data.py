@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
+from personify.audiences.interpreter import normalize_profile
+from personify.audiences.realtime import evaluate_profile
+from personify.audiences.rules import Rule
 from personify.warehouse import Warehouse, table
 
 TS = pa.timestamp("us", tz="UTC")
@@ -60,3 +64,23 @@ def load_consents(wh: Warehouse, rows: Sequence[tuple[str, str, str]]) -> None:
         for c, p, s in rows
     ]
     wh.load(table("consents"), arrow_rows("consents", data))
+
+
+def batch_tags(wh: Warehouse) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    rows = wh.fetch("SELECT customer_id, tag, rule, variables FROM customer_tags")
+    out = {}
+    for cid, tag, rule, variables in rows:
+        parsed = json.loads(variables) if isinstance(variables, str) else variables
+        out[(cid, tag)] = (rule, parsed or {})
+    return out
+
+
+def realtime_tags(
+    wh: Warehouse, rules: list[Rule], now: datetime
+) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    out = {}
+    for row in wh.fetch_arrow("SELECT * FROM customers").to_pylist():
+        profile = normalize_profile(row)
+        for a in evaluate_profile(rules, profile, now):
+            out[(profile["customer_id"], a.tag)] = (a.rule, a.variables)
+    return out

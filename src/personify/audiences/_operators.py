@@ -77,6 +77,22 @@ def neg(c: Checker, node: exp.Expr) -> Typed:
     return Typed(exp.Neg(this=inner.node), Kind.NUM)
 
 
+def _int32(node: exp.Expr) -> bool:
+    """Whether the engines type ``node`` as a 32-bit integer (integer literals and what is
+    built only from them), which overflows where Python's integers do not."""
+    if isinstance(node, exp.Literal):
+        return not node.is_string and str(node.this).lstrip("-").isdigit()
+    if isinstance(node, exp.Paren | exp.Neg | exp.Abs | exp.Floor | exp.Ceil):
+        return _int32(node.this)
+    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least):
+        return all(_int32(e) for e in (node.this, *node.expressions))
+    if isinstance(node, exp.Case):
+        values = [i.args["true"] for i in node.args.get("ifs") or []]
+        values.append(node.args.get("default") or exp.null())
+        return all(isinstance(v, exp.Null) or _int32(v) for v in values)
+    return False
+
+
 def arithmetic(c: Checker, node: exp.Expr) -> Typed:
     left, right = c.check(node.this), c.check(node.expression)
     cls = type(node)
@@ -87,7 +103,10 @@ def arithmetic(c: Checker, node: exp.Expr) -> Typed:
                 this=exp.cast(right.node, DOUBLE), expression=exp.Literal.number(0)
             )
             return Typed(exp.Div(this=exp.cast(left.node, DOUBLE), expression=divisor), Kind.NUM)
-        return Typed(cls(this=left.node, expression=right.node), Kind.NUM)
+        first = left.node
+        if _int32(first) and _int32(right.node):  # in BIGINT: Python's integers do not overflow
+            first = exp.cast(first, BIGINT)
+        return Typed(cls(this=first, expression=right.node), Kind.NUM)
     if cls in (exp.Add, exp.Sub) and left.kind in _TEMPORAL and right.kind == Kind.INTERVAL:
         return Typed(cls(this=promote(left).node, expression=right.node), Kind.TS)
     if cls is exp.Add and left.kind == Kind.INTERVAL and right.kind in _TEMPORAL:
