@@ -1,0 +1,55 @@
+"""Tracking storage on every backend: insert once, tell resends from conflicts, quarantine."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from personify.ingest.tracking.normalize import Inputs, Problem, Row, normalize
+from personify.ingest.tracking.store import CONFLICT, DUPLICATE, NEW, store
+from personify.warehouse import Warehouse
+
+
+def inputs(second: int = 0) -> Inputs:
+    return Inputs(
+        source="web", received_at=datetime(2026, 4, 1, 8, 0, second, tzinfo=UTC), ip="10.1.1.1"
+    )
+
+
+def row(i: int, at: int = 0, **props: object) -> Row:
+    doc = {
+        "type": "track",
+        "event": "Signed Up",
+        "messageId": f"c-{i}",
+        "userId": f"u-{i}",
+        "timestamp": "2026-04-01T07:59:00Z",
+        "properties": {"n": i, **props},
+        "context": {"locale": "fr-FR", "nested": {"a": [1, 2, None]}},
+    }
+    result = normalize(json.dumps(doc).encode(), 0, inputs(at))
+    assert not isinstance(result, Problem)
+    return result
+
+
+def test_insert_once_duplicates_and_conflicts(warehouse: Warehouse) -> None:
+    assert store(warehouse, [row(1), row(2), row(2)]) == [NEW, NEW, DUPLICATE]
+    later = [row(1, at=5), row(2, at=5, extra=True), row(3, at=5)]  # another request
+    status = store(warehouse, later, locations=["a", "b", "c"])
+    assert status == [DUPLICATE, CONFLICT, NEW]
+    assert warehouse.scalar("SELECT count(*) FROM events") == 3
+    stored = warehouse.fetch(
+        "SELECT message_id, properties, context, timestamp, payload_hash FROM events "
+        "ORDER BY message_id"
+    )
+    assert [r[0] for r in stored] == ["c-1", "c-2", "c-3"]
+    props = stored[1][1]
+    assert (json.loads(props) if isinstance(props, str) else props) == {"n": 2}
+    ctx = stored[0][2]
+    assert (json.loads(ctx) if isinstance(ctx, str) else ctx)["ip"] == "10.1.1.1"
+    assert stored[0][3] == datetime(2026, 4, 1, 7, 59, tzinfo=UTC)
+    assert isinstance(stored[0][4], int)
+    held = warehouse.fetch("SELECT reason, location FROM quarantine")
+    assert held == [("conflicting_duplicate", "b")]
+    # the same conflict again is recorded once
+    assert store(warehouse, [row(2, at=9, extra=True)], locations=["b"]) == [CONFLICT]
+    assert warehouse.scalar("SELECT count(*) FROM quarantine") == 1
