@@ -339,14 +339,14 @@ KINDS = {
 
 
 @settings(
-    max_examples=12,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     st.lists(
         st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=0, max_value=15)),
-        max_size=30,
+        max_size=20,
     ),
     st.integers(min_value=1, max_value=8),
 )

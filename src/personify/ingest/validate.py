@@ -126,9 +126,12 @@ class Validator:
         )
         with registered(self.con, raw, _BATCH):
             result = self._run(self._sql)
-        is_good = pc.is_null(result.column("__k"))
-        good = result.filter(is_good)
-        failed = result.filter(pc.invert(is_good)).select(_BAD_COLUMNS)
+        if result.column("__k").null_count == result.num_rows:  # all valid: no copies
+            good, failed = result, result.select(_BAD_COLUMNS).slice(0, 0)
+        else:
+            is_good = pc.is_null(result.column("__k"))
+            good = result.filter(is_good)
+            failed = result.filter(pc.invert(is_good)).select(_BAD_COLUMNS)
         dups = self._duplicates(good)
         if dups.num_rows:
             good = good.filter(pc.invert(pc.is_in(good.column("__pos"), dups.column("__pos"))))
