@@ -43,6 +43,7 @@ unit: $(VENV)/.installed-test
 ## Performance goals: each script prints its table (see benchmarks/RESULTS.md).
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/world_load.py
+	$(PY) benchmarks/file_import.py
 
 clean:
 	rm -rf $(VENV) personify-demo .pytest_cache .mypy_cache .ruff_cache
