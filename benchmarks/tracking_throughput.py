@@ -84,15 +84,15 @@ def bodies(total: int, prefix: str = "bench") -> list[bytes]:
     return out
 
 
-def in_process(work: Path, payloads: list[bytes]) -> float:
-    """Events/s of decode + validate + store without HTTP."""
+def in_process(work: Path, payloads: list[bytes]) -> tuple[float, float]:
+    """Events/s of decode + validate + store without HTTP, and CPU µs per event."""
     init_project(work)
     session = Session(load_project(work))
     wh = session.warehouse
     plan = load_plan(work / "tracking-plan")
     recent = RecentIds()
     rows: list[tuple[object, ...]] = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i, body in enumerate(payloads):
         envelope = msgspec.json.decode(body, type=Envelope)
         inputs = Inputs(source="web", received_at=datetime.now(UTC), plan=plan)
@@ -102,11 +102,12 @@ def in_process(work: Path, payloads: list[bytes]) -> float:
         if len(rows) >= 2000 or i == len(payloads) - 1:
             store(wh, rows)
             rows = []
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     stored = wh.scalar("SELECT count(*) FROM events")
     session.close()
-    assert stored == len(payloads) * PER_REQUEST, stored
-    return len(payloads) * PER_REQUEST / seconds
+    total = len(payloads) * PER_REQUEST
+    assert stored == total, stored
+    return total / seconds, cpu / total * 1e6
 
 
 class Load:
@@ -154,6 +155,12 @@ class Load:
         return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -166,7 +173,9 @@ def over_http(work: Path, payloads: list[bytes], clients: int) -> dict[str, floa
     env = init_project(work)
     text = (work / "personify.yml").read_text()
     anchor = "    tracking_plan: tracking-plan\n"
-    (work / "personify.yml").write_text(text.replace(anchor, anchor + "    rate_limit: 1000000000\n"))
+    (work / "personify.yml").write_text(
+        text.replace(anchor, anchor + "    rate_limit: 1000000000\n")
+    )
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.e2e.test_serve import free_port, run_json
 
@@ -192,7 +201,9 @@ def over_http(work: Path, payloads: list[bytes], clients: int) -> dict[str, floa
             time.sleep(0.1)
         asyncio.run(Load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
         load = Load(port, env["PERSONIFY_WRITE_KEY"], payloads)
+        cpu = cpu_seconds(proc.pid)
         seconds = asyncio.run(load.run(clients))
+        cpu = cpu_seconds(proc.pid) - cpu
         rss = peak_rss_mb(proc.pid)
         stored = run_json(
             "sql",
@@ -213,6 +224,7 @@ def over_http(work: Path, payloads: list[bytes], clients: int) -> dict[str, floa
         "failures": load.failures,
         "stored": stored,
         "seconds": seconds,
+        "cpu_us": cpu / (len(payloads) * PER_REQUEST) * 1e6,
     }
 
 
@@ -235,7 +247,7 @@ def main() -> None:
     payloads = bodies(args.events)
     total = len(payloads) * PER_REQUEST
     with tempfile.TemporaryDirectory() as tmp:
-        ceiling = in_process(Path(tmp) / "inproc", payloads)
+        ceiling, ceiling_cpu = in_process(Path(tmp) / "inproc", payloads)
         http = over_http(Path(tmp) / "http", payloads, args.clients)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     print(f"{total:,} events, {PER_REQUEST} per request, {args.clients} clients\n")
@@ -244,6 +256,12 @@ def main() -> None:
     print(f"| in-process ceiling (decode + validate + store) | {ceiling:,.0f} events/s | |")
     print(f"| HTTP /v1/batch, durable acks | {http['events_per_s']:,.0f} events/s | ≥ 25,000 |")
     print(f"| HTTP / ceiling | {http['events_per_s'] / ceiling:.0%} | |")
+    inproc_cpu, server_cpu = ceiling_cpu, http["cpu_us"]
+    print(f"| CPU per event, in-process / server | {inproc_cpu:.1f} / {server_cpu:.1f} µs | |")
+    print(
+        f"| events/s one idle core could do, in-process / server | "
+        f"{1e6 / inproc_cpu:,.0f} / {1e6 / server_cpu:,.0f} | |"
+    )
     print(f"| request latency p50 / p99 | {http['p50_ms']:.1f} / {http['p99_ms']:.1f} ms | |")
     print(f"| server peak RSS | {http['rss_mb']:.0f} MB | ≤ 500 MB |")
     print(f"| stored exactly once | {http['stored']:,} of {total:,} | all |")
