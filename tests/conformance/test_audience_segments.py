@@ -291,3 +291,16 @@ def test_preview_reports_size_sample_and_sql(warehouse: Warehouse) -> None:
     assert len(result.rows) == 2
     assert "2026-03-31" in result.sql
     assert warehouse.scalar("SELECT count(*) FROM segment_memberships") == 0  # read-only
+
+
+def test_leaving_and_returning_at_one_instant_leaves_no_gap(warehouse: Warehouse) -> None:
+    load_customers(warehouse, [{"customer_id": "a", "last_purchase_at": NOW}])
+    segment = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    refresh = {"now": NOW, "timeout_s": 30, "max_members": 100}
+    assert refresh_segment(warehouse, segment, **refresh).entered == 1  # type: ignore[arg-type]
+    warehouse.execute("UPDATE customers SET last_purchase_at = NULL")
+    assert refresh_segment(warehouse, segment, **refresh).exited == 1  # type: ignore[arg-type]
+    warehouse.execute("UPDATE customers SET last_purchase_at = ?", [NOW])
+    assert refresh_segment(warehouse, segment, **refresh).entered == 1  # type: ignore[arg-type]
+    rows = warehouse.fetch("SELECT customer_id, entered_at, exited_at FROM segment_memberships")
+    assert rows == [("a", NOW, None)]

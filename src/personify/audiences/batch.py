@@ -39,8 +39,6 @@ SELECT *, row_number() OVER (PARTITION BY customer_id, tag ORDER BY ord) AS tag_
 FROM matches
 """
 _RESULT_COLUMNS = ("customer_id", "tag", "rule", "variables", "expires_at")
-_CHANGE_COLUMNS = "(kind, name, customer_id, change, changed_at, recorded_at, rule)"
-_SAME = "d.customer_id = c.customer_id AND d.tag = c.tag"
 
 
 @dataclass(frozen=True)
@@ -110,48 +108,61 @@ def _wrap(template: str, inner: exp.Query) -> exp.Select:
 
 def write_tags(wh: Warehouse, rules: list[Rule], *, now: datetime) -> TagCounts:
     """Evaluate ``rules`` over every customer at ``now`` and bring ``customer_tags`` to it."""
-    name = f"_personify_tags_{uuid.uuid4().hex[:12]}"
-    tmp = quote(name)
-    wall = datetime.now(UTC)
+    key = uuid.uuid4().hex[:12]
+    names = [f"_personify_{k}_{key}" for k in ("tags", "gone", "fresh")]
+    desired, gone, fresh = (quote(n) for n in names)
     with wh.transaction():
-        wh.execute(create_temp_as(name, tags_query(rules, now)))
-        tagged = int(wh.scalar(f"SELECT count(*) FROM {tmp}") or 0)
-        gone = f"FROM customer_tags AS c WHERE NOT EXISTS (SELECT 1 FROM {tmp} AS d WHERE {_SAME})"
-        new = f"FROM {tmp} AS d WHERE NOT EXISTS (SELECT 1 FROM customer_tags AS c WHERE {_SAME})"
-        removed = int(wh.scalar(f"SELECT count(*) {gone}") or 0)
+        wh.execute(create_temp_as(names[0], tags_query(rules, now)))
+        tagged = int(wh.scalar(f"SELECT count(*) FROM {desired}") or 0)
+        removed = _side(wh, gone, _GONE.format(desired=desired))
+        added = _side(wh, fresh, _FRESH.format(desired=desired))
+        wall = datetime.now(UTC)
         if removed:
+            wh.execute(_CHANGES.format(change="exited", side=gone), [now, wall])
             wh.execute(
-                f"INSERT INTO audience_changes {_CHANGE_COLUMNS} SELECT 'tag', c.tag, "
-                f"c.customer_id, 'exited', ?, ?, c.rule {gone} ON CONFLICT DO NOTHING",
-                [now, wall],
+                "DELETE FROM customer_tags WHERE EXISTS (SELECT 1 FROM "
+                f"{gone} AS g WHERE g.customer_id = customer_tags.customer_id "
+                "AND g.tag = customer_tags.tag)"
             )
-            wh.execute(
-                "DELETE FROM customer_tags WHERE NOT EXISTS (SELECT 1 FROM "
-                f"{tmp} AS d WHERE d.customer_id = customer_tags.customer_id "
-                "AND d.tag = customer_tags.tag)"
-            )
-        updated = _update_kept(wh, tmp)
-        added = int(wh.scalar(f"SELECT count(*) {new}") or 0)
+        updated = _update_kept(wh, desired)
         if added:
-            wh.execute(
-                f"INSERT INTO audience_changes {_CHANGE_COLUMNS} SELECT 'tag', d.tag, "
-                f"d.customer_id, 'entered', ?, ?, d.rule {new} ON CONFLICT DO NOTHING",
-                [now, wall],
-            )
+            wh.execute(_CHANGES.format(change="entered", side=fresh), [now, wall])
             wh.execute(
                 "INSERT INTO customer_tags (customer_id, tag, rule, assigned_at, expires_at, "
-                "variables) SELECT d.customer_id, d.tag, d.rule, ?, d.expires_at, d.variables "
-                + new,
+                f"variables) SELECT customer_id, tag, rule, ?, expires_at, variables FROM {fresh}",
                 [now],
             )
-        wh.execute(f"DROP TABLE {tmp}")
+        for name in (desired, gone, fresh):
+            wh.execute(f"DROP TABLE {name}")
     active = sum(1 for r in rules if r.active(now))
     return TagCounts(active, tagged, added, removed, updated)
 
 
-def _update_kept(wh: Warehouse, tmp: str) -> int:
+_GONE = (
+    "SELECT c.customer_id, c.tag, c.rule FROM customer_tags AS c "
+    "WHERE NOT EXISTS (SELECT 1 FROM {desired} AS d WHERE d.customer_id = c.customer_id "
+    "AND d.tag = c.tag)"
+)
+_FRESH = (
+    "SELECT d.* FROM {desired} AS d WHERE NOT EXISTS (SELECT 1 FROM customer_tags AS c "
+    "WHERE d.customer_id = c.customer_id AND d.tag = c.tag)"
+)
+_CHANGES = (
+    "INSERT INTO audience_changes (kind, name, customer_id, change, changed_at, recorded_at, "
+    "rule) SELECT 'tag', tag, customer_id, '{change}', ?, ?, rule FROM {side} "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def _side(wh: Warehouse, name: str, select: str) -> int:
+    """Materialize one side of the difference and count it."""
+    wh.execute(f"CREATE TEMP TABLE {name} AS {select}")
+    return int(wh.scalar(f"SELECT count(*) FROM {name}") or 0)
+
+
+def _update_kept(wh: Warehouse, desired: str) -> int:
     changed = (
-        f"FROM {tmp} AS d WHERE d.customer_id = customer_tags.customer_id "
+        f"FROM {desired} AS d WHERE d.customer_id = customer_tags.customer_id "
         "AND d.tag = customer_tags.tag AND (customer_tags.rule <> d.rule "
         "OR customer_tags.variables IS DISTINCT FROM d.variables)"
     )

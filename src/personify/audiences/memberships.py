@@ -29,10 +29,6 @@ from personify.errors import UnsafeQueryError
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import SEGMENT_STATE
 
-_OPEN = (
-    "SELECT 1 FROM segment_memberships AS m "
-    "WHERE m.segment = ? AND m.exited_at IS NULL AND m.customer_id = t.customer_id"
-)
 _CHANGE_COLUMNS = "(kind, name, customer_id, change, changed_at, recorded_at)"
 
 
@@ -54,27 +50,89 @@ def refresh_segment(
 ) -> RefreshResult:
     """Recompute ``segment`` at ``now`` and apply entries and exits (see the module doc)."""
     started = time.perf_counter()
-    name = f"_personify_segment_{uuid.uuid4().hex[:12]}"
-    tmp = quote(name)
+    key = uuid.uuid4().hex[:12]
+    members, exits, entries = (f"_personify_{k}_{key}" for k in ("members", "exits", "entries"))
     with clock.frozen(now):
-        members = segment.members_query()
-    members_sql = wh.render(members)
+        query = segment.members_query()
+    members_sql = wh.render(query)
     with wh.transaction():
-        wh.execute_limited(create_temp_as(name, members), timeout_s=timeout_s)
-        size = int(wh.scalar(f"SELECT count(*) FROM {tmp}") or 0)
+        wh.execute_limited(create_temp_as(members, query), timeout_s=timeout_s)
+        size = int(wh.scalar(f"SELECT count(*) FROM {quote(members)}") or 0)
         if size > max_members:
             raise UnsafeQueryError(
                 f"segment {segment.name!r} returned {size:,} customers, more than the cap "
                 f"({max_members:,}); its memberships were left as they were",
                 hint="narrow the query, or raise audiences.max_members in personify.yml",
             )
-        exited = _apply_exits(wh, segment.name, tmp, now)
-        entered = _apply_entries(wh, segment.name, tmp, now)
-        wh.execute(f"DROP TABLE {tmp}")
+        exited = _diff(wh, exits, _EXITS.format(members=quote(members)), segment.name)
+        entered = _diff(wh, entries, _ENTRIES.format(members=quote(members)), segment.name)
+        _apply(wh, segment.name, quote(exits), quote(entries), now, (exited, entered))
+        for name in (members, exits, entries):
+            wh.execute(f"DROP TABLE {quote(name)}")
         seconds = time.perf_counter() - started
         result = RefreshResult(segment.name, size, entered, exited, seconds, members_sql)
         _save_state(wh, result, now)
     return result
+
+
+_EXITS = (
+    "SELECT m.customer_id FROM segment_memberships AS m "
+    "WHERE m.segment = ? AND m.exited_at IS NULL "
+    "AND NOT EXISTS (SELECT 1 FROM {members} AS t WHERE t.customer_id = m.customer_id)"
+)
+_ENTRIES = (
+    "SELECT t.customer_id FROM {members} AS t WHERE NOT EXISTS (SELECT 1 FROM "
+    "segment_memberships AS m WHERE m.segment = ? AND m.exited_at IS NULL "
+    "AND m.customer_id = t.customer_id)"
+)
+
+
+def _diff(wh: Warehouse, name: str, select: str, segment: str) -> int:
+    """Materialize one side of the difference (``customer_id``s) and count it."""
+    wh.execute(f"CREATE TEMP TABLE {quote(name)} (customer_id VARCHAR NOT NULL)")
+    wh.execute(f"INSERT INTO {quote(name)} {select}", [segment])
+    return int(wh.scalar(f"SELECT count(*) FROM {quote(name)}") or 0)
+
+
+def _apply(
+    wh: Warehouse,
+    segment: str,
+    exits: str,
+    entries: str,
+    now: datetime,
+    counts: tuple[int, int],
+) -> None:
+    wall = datetime.now(UTC)
+    if counts[0]:
+        wh.execute(
+            f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+            f"SELECT 'segment', ?, customer_id, 'exited', ?, ? FROM {exits} "
+            "ON CONFLICT DO NOTHING",
+            [segment, now, wall],
+        )
+        wh.execute(
+            "UPDATE segment_memberships SET exited_at = ? WHERE segment = ? "
+            f"AND exited_at IS NULL AND customer_id IN (SELECT customer_id FROM {exits})",
+            [now, segment],
+        )
+    if counts[1]:
+        wh.execute(
+            f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+            f"SELECT 'segment', ?, customer_id, 'entered', ?, ? FROM {entries} "
+            "ON CONFLICT DO NOTHING",
+            [segment, now, wall],
+        )
+        # Left and re-entered at the same instant (two refreshes at one --now): no gap.
+        wh.execute(
+            "DELETE FROM segment_memberships WHERE segment = ? AND entered_at = ? "
+            f"AND customer_id IN (SELECT customer_id FROM {entries})",
+            [segment, now],
+        )
+        wh.execute(
+            "INSERT INTO segment_memberships (segment, customer_id, entered_at, exited_at) "
+            f"SELECT ?, customer_id, ?, NULL FROM {entries}",
+            [segment, now],
+        )
 
 
 def create_temp_as(name: str, query: exp.Query) -> exp.Create:
@@ -83,50 +141,6 @@ def create_temp_as(name: str, query: exp.Query) -> exp.Create:
     create.set("expression", query)
     assert isinstance(create, exp.Create)
     return create
-
-
-def _apply_exits(wh: Warehouse, name: str, tmp: str, now: datetime) -> int:
-    gone = (
-        "FROM segment_memberships AS m WHERE m.segment = ? AND m.exited_at IS NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM {tmp} AS t WHERE t.customer_id = m.customer_id)"
-    )
-    wall = datetime.now(UTC)
-    count = int(wh.scalar(f"SELECT count(*) {gone}", [name]) or 0)
-    if not count:
-        return 0
-    wh.execute(
-        f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
-        f"SELECT 'segment', m.segment, m.customer_id, 'exited', ?, ? {gone} "
-        "ON CONFLICT DO NOTHING",
-        [now, wall, name],
-    )
-    wh.execute(
-        "UPDATE segment_memberships SET exited_at = ? WHERE segment = ? AND exited_at IS NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM {tmp} AS t "
-        "WHERE t.customer_id = segment_memberships.customer_id)",
-        [now, name],
-    )
-    return count
-
-
-def _apply_entries(wh: Warehouse, name: str, tmp: str, now: datetime) -> int:
-    new = f"FROM {tmp} AS t WHERE NOT EXISTS ({_OPEN})"
-    wall = datetime.now(UTC)
-    count = int(wh.scalar(f"SELECT count(*) {new}", [name]) or 0)
-    if not count:
-        return 0
-    wh.execute(
-        f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
-        f"SELECT 'segment', ?, t.customer_id, 'entered', ?, ? {new} ON CONFLICT DO NOTHING",
-        [name, now, wall, name],
-    )
-    wh.execute(
-        "INSERT INTO segment_memberships (segment, customer_id, entered_at, exited_at) "
-        f"SELECT ?, t.customer_id, ?, NULL {new} "
-        "ON CONFLICT (segment, customer_id, entered_at) DO UPDATE SET exited_at = NULL",
-        [name, now, name],
-    )
-    return count
 
 
 def _save_state(wh: Warehouse, result: RefreshResult, now: datetime) -> None:
