@@ -6,7 +6,8 @@ loading historical events. Each Arrow row is one event with Segment's field name
 struct, ``context``, ``traits`` …); null fields are left out. Events are packed into requests of
 at most :data:`REQUEST_BUDGET` bytes, sent gzip-compressed by a few threads, and each request is
 retried (transport errors, 429 with ``Retry-After``, 5xx) until acknowledged: the server's
-``messageId`` deduplication makes retries safe.
+``messageId`` deduplication makes retries safe. No ``sentAt`` is sent: these are recorded events,
+so their timestamps are kept as given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
@@ -90,8 +90,9 @@ def bodies(events: Iterable[bytes], *, budget: int = REQUEST_BUDGET) -> Iterator
 
 
 def _body(parts: list[bytes]) -> bytes:
-    sent = msgspec.json.encode(datetime.now(UTC))
-    return b'{"sentAt":' + sent + b',"batch":[' + b",".join(parts) + b"]}"
+    # no sentAt: these are recorded events, their timestamps are kept as given (no skew
+    # correction, which is for live devices whose clocks may be off)
+    return b'{"batch":[' + b",".join(parts) + b"]}"
 
 
 class Sender:
