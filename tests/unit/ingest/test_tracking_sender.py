@@ -40,6 +40,8 @@ def test_arrow_batches_go_through_the_api(project_dir: Path) -> None:
         with background_server(session) as url:
             report = send_batches(url, _key(session), table.to_batches(max_chunksize=300))
         stored = session.warehouse.scalar("SELECT count(*) FROM events")
+        stamps = session.warehouse.fetch("SELECT DISTINCT timestamp FROM events")
+    assert stamps == [(datetime(2026, 1, 1, tzinfo=UTC),)]  # recorded events keep their time
     assert report.received == n
     assert (report.accepted, report.duplicates, report.quarantined) == (n - 1, 199, 1)
     assert report.reasons == {"missing_required": 1}

@@ -173,13 +173,18 @@ class GroupWriter:
             status = self._attempt(rows, held, locations)
         except Exception as e:
             if len(jobs) > 1:
-                log.warning("group commit of %d requests failed (%s); one by one", len(jobs), e)
+                log.warning(  # the type only: driver messages can quote the data
+                    "group commit of %d requests failed (%s); one by one",
+                    len(jobs),
+                    type(e).__name__,
+                )
                 for job in jobs:
                     self._commit_group([job])
                 return
             self.stats.failures += 1
             log.error("storing %d events failed: %s", len(rows), type(e).__name__)
-            jobs[0].done(StoreUnavailable(f"the warehouse could not store the events ({e})"))
+            reason = type(e).__name__
+            jobs[0].done(StoreUnavailable(f"the warehouse could not store the events ({reason})"))
             return
         self.stats.commits += 1
         self.stats.rows += len(rows)
