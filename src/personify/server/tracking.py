@@ -207,9 +207,8 @@ async def batch(request: Request) -> Response:
     return _answer(summary(intake))
 
 
-async def single(request: Request) -> Response:
+async def single(request: Request, kind: str) -> Response:
     """``POST /v1/{type}``: one event, its type given by the path."""
-    kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     tracking = _tracking(request)
     source = _source(tracking, request)
     body = await read_body(request, MAX_EVENT_BYTES, code="event_too_large")
@@ -271,19 +270,40 @@ def _single_operation(kind: str) -> Operation:
 
 def _single_endpoint(kind: str) -> Any:
     async def endpoint(request: Request) -> Response:
-        return await single(request)
+        return await single(request, kind)
 
     endpoint.__name__ = kind
     endpoint.__doc__ = f"``POST /v1/{kind}``."
     return operation(_single_operation(kind))(endpoint)
 
 
+SHORT_PATHS: Final = {"b": "batch", **{kind[0]: kind for kind in TYPES}}
+"""analytics.js's short paths (``/v1/t`` … and ``/v1/b`` for batches), served as aliases."""
+
+
 def routes() -> list[BaseRoute]:
-    """The tracking routes (and their CORS preflights)."""
+    """The tracking routes, analytics.js's short aliases, and their CORS preflights."""
     out: list[BaseRoute] = [Route("/v1/batch", batch, methods=["POST"])]
     out += [Route(f"/v1/{kind}", _single_endpoint(kind), methods=["POST"]) for kind in TYPES]
+    for short, kind in SHORT_PATHS.items():
+        target = batch_alias if kind == "batch" else single_alias(kind)
+        out.append(Route(f"/v1/{short}", target, methods=["POST"], name=f"alias_{short}"))
     out += [
         Route(f"/v1/{name}", preflight, methods=["OPTIONS"], name=f"preflight_{name}")
-        for name in ("batch", *TYPES)
+        for name in ("batch", *TYPES, *SHORT_PATHS)
     ]
     return out
+
+
+async def batch_alias(request: Request) -> Response:
+    """``POST /v1/b``: :func:`batch`, left out of the OpenAPI."""
+    return await batch(request)
+
+
+def single_alias(kind: str) -> Any:
+    """An undocumented endpoint for ``kind`` (the short paths stay out of the OpenAPI)."""
+
+    async def endpoint(request: Request) -> Response:
+        return await single(request, kind)
+
+    return endpoint

@@ -108,6 +108,19 @@ def test_single_event_endpoints(api: Api, kind: str) -> None:
     assert api.rows("SELECT type FROM events") == [(kind,)]
 
 
+def test_analytics_js_short_paths(api: Api) -> None:
+    assert api.post("/v1/t", json=ev(1)).json() == {"success": True}
+    assert api.post("/v1/p", json={"messageId": "p1", "anonymousId": "a"}).status_code == 200
+    assert api.post("/v1/b", json={"batch": [ev(2)]}).json() == {"success": True}
+    assert api.rows("SELECT type FROM events ORDER BY message_id") == [
+        ("track",),
+        ("track",),
+        ("page",),
+    ]
+    doc = api.post("/openapi.json", method="GET", auth=False).json()
+    assert "/v1/t" not in doc["paths"] and "/v1/b" not in doc["paths"]
+
+
 def test_partial_batch_lists_each_bad_event(api: Api) -> None:
     body = {"batch": [ev(1), {"type": "track", "messageId": "x"}, 7, ev(3, event="")]}
     r = api.post("/v1/batch", json=body)
