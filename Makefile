@@ -44,6 +44,7 @@ unit: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/world_load.py
 	$(PY) benchmarks/file_import.py
+	$(PY) benchmarks/tracking_throughput.py
 
 clean:
 	rm -rf $(VENV) personify-demo .pytest_cache .mypy_cache .ruff_cache
