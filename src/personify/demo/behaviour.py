@@ -18,6 +18,7 @@ Everything is numpy arrays, one row per session or per event (kind codes below);
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -208,10 +209,12 @@ def _session_counts(
     views = np.maximum(rng.poisson(0.6, n), adds)
     checkout = cart & (rng.random(n) < np.where(forced, 0.5, 0.7))
     completed = checkout & identified & ~forced & (rng.random(n) < COMPLETE_RATE[cohort])
-    pages = rng.poisson(0.4, n)
-    return np.stack(
-        [np.ones(n, np.int64), identify, pages, views, adds, checkout, completed], axis=1
-    ).astype(np.int64)
+    counts = np.empty((n, len(BLOCKS)), np.int32)
+    for k, column in enumerate(
+        (1, identify, rng.poisson(0.4, n), views, adds, checkout, completed)
+    ):
+        counts[:, k] = column
+    return counts
 
 
 def _events(
@@ -225,15 +228,13 @@ def _events(
     counts: np.ndarray,
     now_ms: int,
 ) -> WebEvents:
-    flat = counts.ravel()
-    kind = np.repeat(np.tile(BLOCKS, len(counts)), flat)
-    n_ev = counts.sum(axis=1)
+    kind = np.repeat(np.tile(BLOCKS, len(counts)), counts.ravel())
+    n_ev = counts.sum(axis=1, dtype=np.int64)
     session = np.repeat(np.arange(len(counts), dtype=np.int32), n_ev)
-    within = np.arange(len(kind)) - np.repeat(np.cumsum(flat) - flat, flat)
     ev_first = np.cumsum(n_ev) - n_ev
     ts = _timestamps(rng, start, session, ev_first, n_ev, now_ms)
-    pos = np.arange(len(kind)) - ev_first[session]
-    user = identified[session] & (pos >= identify[session])
+    user = identified[session]
+    user[ev_first[identify]] = False  # the landing page before the login is still anonymous
     product = np.full(len(kind), -1, np.int32)
     views = np.flatnonzero(kind == VIEWED)
     fav = people.favourite[person[session[views]]]
@@ -242,8 +243,7 @@ def _events(
     )
     product[views] = catalog.pick(rng, category, ts[views])
     adds = np.flatnonzero(kind == ADDED)
-    s = session[adds]
-    product[adds] = product[ev_first[s] + counts[s, :3].sum(axis=1) + within[adds]]
+    product[adds] = product[adds - counts[session[adds], 3]]  # add j re-uses view j
     quantity = np.zeros(len(kind), np.int16)
     u = rng.random(len(adds))
     quantity[adds] = 1 + (u < 0.2) + (u < 0.05)
@@ -253,7 +253,7 @@ def _events(
         ts=ts,
         product=product,
         quantity=quantity,
-        page=_pages(rng, kind, people.favourite[person[session]]),
+        page=_pages(rng, kind, lambda rows: people.favourite[person[session[rows]]]),
         user=user,
     )
 
@@ -275,12 +275,14 @@ def _timestamps(
     return out
 
 
-def _pages(rng: np.random.Generator, kind: np.ndarray, favourite: np.ndarray) -> np.ndarray:
+def _pages(
+    rng: np.random.Generator, kind: np.ndarray, favourite: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Landing pages (home, the favourite collection, new arrivals, sale…) and other pages."""
     page = np.full(len(kind), -1, np.int16)
     landing = np.flatnonzero(kind == LANDING)
     u = rng.random(len(landing))
-    collection = len(SITE_PAGES) + favourite[landing]
+    collection = len(SITE_PAGES) + favourite(landing)
     other = rng.integers(0, PAGES, len(landing))
     page[landing] = np.select([u < 0.4, u < 0.7, u < 0.8, u < 0.9], [0, collection, 1, 2], other)
     pages = np.flatnonzero(kind == PAGE)

@@ -137,10 +137,10 @@ class EventLog:
         return pa.Table.from_batches(list(self.batches()), schema=SCHEMA)
 
 
-def build_web_log(rng: np.random.Generator, sources: Sources) -> EventLog:
-    """The web shop's events: session by session, in order of session start; flawed copies and
-    retried duplicates at the end (they arrive late)."""
-    web = sources.behaviour.events
+def web_columns(rng: np.random.Generator, behaviour: Behaviour) -> dict[str, np.ndarray]:
+    """The web shop's events as :class:`EventLog` columns: session by session, in order of
+    session start; flawed copies and retried duplicates at the end (they arrive late)."""
+    web = behaviour.events
     n = len(web.ts)
     columns = {
         "ts": web.ts,
@@ -152,11 +152,12 @@ def build_web_log(rng: np.random.Generator, sources: Sources) -> EventLog:
         "flaw": np.zeros(n, np.int8),
         "msg": np.arange(n, dtype=np.int64),
     }
-    return EventLog(**_with_flaws(rng, columns), sources=sources)
+    return _with_flaws(rng, columns)
 
 
-def build_email_log(rng: np.random.Generator, sources: Sources, email: EmailEvents) -> EventLog:
-    """The email service's engagement events, in time order; flawed copies at the end."""
+def email_columns(rng: np.random.Generator, email: EmailEvents) -> dict[str, np.ndarray]:
+    """The email service's engagement events as :class:`EventLog` columns, in time order;
+    flawed copies at the end."""
     order = np.argsort(email.ts, kind="stable")
     n = len(order)
     columns = {
@@ -169,7 +170,7 @@ def build_email_log(rng: np.random.Generator, sources: Sources, email: EmailEven
         "flaw": np.zeros(n, np.int8),
         "msg": EMAIL_MESSAGES + np.arange(n, dtype=np.int64),
     }
-    return EventLog(**_with_flaws(rng, columns), sources=sources)
+    return _with_flaws(rng, columns)
 
 
 def _with_flaws(rng: np.random.Generator, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """A sprinkle of invalid records, so quarantine has something to show.
 
-Each bad record is a *copy* of a real one with one thing broken, inserted right after it (the
-valid world stays whole): a malformed email, a missing required id, a negative quantity, an
+Each bad record is a *copy* of a real one with one thing broken, appended at the end of its table
+(the valid world stays whole): a malformed email, a missing required id, a negative quantity, an
 unparseable timestamp. About 0.2 % of a table's rows per kind of flaw. Malformed JSON lines are
 added when the JSON Lines files are written (:mod:`personify.demo.files`); flawed events are made
 by :mod:`personify.demo.events`.
@@ -25,19 +25,18 @@ Flaw = Callable[[pa.Table, int], pa.Table]
 
 
 def sprinkle(rng: np.random.Generator, name: str, table: pa.Table) -> tuple[pa.Table, int]:
-    """``table`` with flawed copies for the flaws known for ``name``; and how many were added."""
+    """``table`` with flawed copies, for the flaws known for ``name``, appended at its end (bad
+    records often arrive late); and how many were added."""
     flaws = FLAWS.get(name, ())
-    picks = []
+    copies = []
     for number, flaw in enumerate(flaws):
         k = min(table.num_rows, max(1, round(table.num_rows * RATE)))
         rows = np.sort(rng.choice(table.num_rows, k, replace=False))
-        copies = flaw(table.take(pa.array(rows)), number * 1_000_000)
-        picks.append((rows, copies))
-    if not picks:
+        copies.append(flaw(table.take(pa.array(rows)), number * 1_000_000))
+    if not copies:
         return table, 0
-    source = np.concatenate([np.arange(table.num_rows)] + [rows for rows, _ in picks])
-    merged = pa.concat_tables([table, *(copies for _, copies in picks)])
-    return merged.take(pa.array(np.argsort(source, kind="stable"))), merged.num_rows - len(table)
+    added = sum(c.num_rows for c in copies)
+    return pa.concat_tables([table, *copies]).combine_chunks(), added
 
 
 def _set(table: pa.Table, column: str, values: pa.Array) -> pa.Table:

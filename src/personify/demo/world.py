@@ -6,6 +6,7 @@ gives byte-identical tables and changing one part leaves the others as they were
 
 from __future__ import annotations
 
+import concurrent.futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,13 +15,13 @@ import pyarrow as pa
 
 from personify import clock
 from personify.demo import invalid
-from personify.demo.accounts import build_accounts
+from personify.demo.accounts import Accounts, build_accounts
 from personify.demo.behaviour import build_behaviour
-from personify.demo.catalog import build_catalog
+from personify.demo.catalog import Catalog, build_catalog
 from personify.demo.commerce import build_orders
 from personify.demo.email import build_email_events
-from personify.demo.events import EventLog, Sources, build_email_log, build_web_log
-from personify.demo.people import build_people
+from personify.demo.events import EventLog, Sources, email_columns, web_columns
+from personify.demo.people import People, build_people
 from personify.demo.support import build_tickets
 from personify.progress import Progress
 
@@ -71,6 +72,37 @@ class World:
         return {**{k: v.num_rows for k, v in self.tables().items()}, **logs}
 
 
+def _accounts_and_email(
+    rngs: tuple[np.random.Generator, np.random.Generator, np.random.Generator],
+    people: People,
+    catalog: Catalog,
+    registered: np.ndarray,
+    buyers: np.ndarray,
+    now_ms: int,
+) -> tuple[Accounts, dict[str, np.ndarray]]:
+    """The accounts, then the email engagement their consents allow (one thread's work)."""
+    accounts = build_accounts(rngs[0], people, registered, buyers, now_ms)
+    email = build_email_events(
+        rngs[1], people, catalog, accounts.consent_from, accounts.consent_until, now_ms
+    )
+    return accounts, email_columns(rngs[2], email)
+
+
+def _sprinkle(
+    pool: concurrent.futures.ThreadPoolExecutor, seed: int, tables: dict[str, pa.Table]
+) -> dict[str, int]:
+    """Add the invalid records to every table (in place); how many per table."""
+
+    def one(k: int) -> tuple[pa.Table, int]:
+        rng = np.random.default_rng([seed, len(STEPS), k])
+        return invalid.sprinkle(rng, TABLES[k], tables[TABLES[k]])
+
+    added: dict[str, int] = {}
+    for name, (table, count) in zip(TABLES, pool.map(one, range(len(TABLES))), strict=True):
+        tables[name], added[name] = table, count
+    return added
+
+
 def world_instant(now: datetime | None = None) -> datetime:
     """The world's ``now``: the given instant or the clock's, in UTC, to the whole second."""
     value = (now or clock.now()).astimezone(UTC)
@@ -100,30 +132,37 @@ def build_world(
     catalog = build_catalog(rng(0), customers, now_ms)
     people = build_people(rng(1), customers, now_ms)
     behaviour = build_behaviour(rng(2), people, catalog, now_ms)
-    orders = build_orders(rng(3), people, catalog, behaviour, now_ms, salt + 2)
-    buyers = np.bincount(orders.person, minlength=people.size)[:customers] > 0
-    accounts = build_accounts(rng(4), people, behaviour.sessions.registered_ms, buyers, now_ms)
-    email = build_email_events(
-        rng(5), people, catalog, accounts.consent_from, accounts.consent_until, now_ms
-    )
-    tickets = build_tickets(rng(6), people, behaviour.sessions.registered_ms, now_ms)
+    registered = behaviour.sessions.registered_ms
+    placed = behaviour.sessions.person[behaviour.sessions.order >= 0]
+    buyers = np.bincount(placed, minlength=people.size)[:customers] > 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # independent parts
+        later = pool.submit(
+            _accounts_and_email,
+            (rng(4), rng(5), np.random.default_rng([seed, 7, 1])),
+            people,
+            catalog,
+            registered,
+            buyers,
+            now_ms,
+        )
+        orders = build_orders(rng(3), people, catalog, behaviour, now_ms, salt + 2)
+        tickets = build_tickets(rng(6), people, registered, now_ms)
+        web = web_columns(rng(7), behaviour)
+        accounts, mail = later.result()
+        tables = {
+            "products": catalog.table,
+            "shop_customers": accounts.shop_customers,
+            "crm_contacts": accounts.crm_contacts,
+            "crm_updates": accounts.crm_updates,
+            "consents": accounts.consents,
+            "orders": orders.table,
+            "order_items": orders.items,
+            "tickets": tickets,
+        }
+        added = _sprinkle(pool, seed, tables)
     sources = Sources(people, catalog, behaviour, orders, accounts, now_ms, salt)
-    events = build_web_log(rng(7), sources)
-    email_events = build_email_log(np.random.default_rng([seed, 7, 1]), sources, email)
-    tables = {
-        "products": catalog.table,
-        "shop_customers": accounts.shop_customers,
-        "crm_contacts": accounts.crm_contacts,
-        "crm_updates": accounts.crm_updates,
-        "consents": accounts.consents,
-        "orders": orders.table,
-        "order_items": orders.items,
-        "tickets": tickets,
-    }
-    flawed = np.random.default_rng([seed, len(STEPS)])
-    added: dict[str, int] = {}
-    for name in TABLES:
-        tables[name], added[name] = invalid.sprinkle(flawed, name, tables[name])
+    events = EventLog(**web, sources=sources)
+    email_events = EventLog(**mail, sources=sources)
     if progress:
         progress("Building the world", len(STEPS), len(STEPS))
     for name, log in (("events", events), ("email_events", email_events)):

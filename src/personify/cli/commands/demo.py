@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from personify import clock, pipeline
-from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json
+from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
 from personify.demo import DemoProject, make_demo_project
 from personify.progress import Progress
@@ -51,7 +51,8 @@ def demo_command(
     world (its instant is kept) and imports nothing twice; the project stays usable: try
     `personify status --project DIR`.
     """
-    instant = clock.parse_instant(now) if now else None
+    pin_now(now)  # validates --now
+    instant = clock.now() if now else None
     with progress_bars(enabled=not json) as progress:
         demo = make_demo_project(
             directory, customers=customers, seed=seed, now=instant, reset=reset, progress=progress
