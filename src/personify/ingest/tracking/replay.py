@@ -165,7 +165,7 @@ def replay(
 
 def _commit(wh: Warehouse, rows: list[Row], cleared: list[str], report: ReplayReport) -> None:
     with wh.transaction():
-        status = store(wh, rows)
+        status = store(wh, rows, optimistic=False)
         for start in range(0, len(cleared), _CHUNK):
             chunk = cleared[start : start + _CHUNK]
             wh.execute(f"DELETE FROM quarantine WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
