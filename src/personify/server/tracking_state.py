@@ -53,6 +53,7 @@ def _create(state: ServerState) -> Tracking:
         s.name: PlanCache(project.path(s.tracking_plan)) if s.tracking_plan else None
         for s in sources
     }
+    warehouse = state.session.warehouse  # may fail (503): before registering any metric
     r = state.registry
     events = r.counter(
         "personify_tracking_events_total",
@@ -74,7 +75,7 @@ def _create(state: ServerState) -> Tracking:
         rows.observe(count)
         seconds.observe(took)
 
-    writer = GroupWriter(state.session.warehouse, on_commit=observe)
+    writer = GroupWriter(warehouse, on_commit=observe)
     return Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
 
 

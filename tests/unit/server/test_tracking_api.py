@@ -293,3 +293,14 @@ def test_cors_preflight_collector_and_openapi(api: Api) -> None:
     assert {f"/v1/{k}" for k in ("batch", "track", "alias")} <= set(doc["paths"])
     assert doc["paths"]["/v1/batch"]["post"]["security"] == [{"writeKey": []}]
     assert doc["components"]["securitySchemes"]["writeKey"]["scheme"] == "basic"
+
+
+def test_a_broken_tracking_plan_is_503_until_fixed(project_dir: Path) -> None:
+    plan = project_dir / "tracking-plan" / "Broken.json"
+    plan.write_text('{"type": "objekt"}')
+    for api in make(project_dir):
+        r = api.post("/v1/batch", json={"batch": [ev(1)]})
+        assert (r.status_code, r.json()["error"]["code"]) == (503, "unavailable")
+        assert "Broken.json" in r.json()["error"]["message"]
+        plan.unlink()
+        assert api.post("/v1/batch", json={"batch": [ev(1)]}).json() == {"success": True}
