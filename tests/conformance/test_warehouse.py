@@ -191,3 +191,11 @@ def test_json_columns_are_queryable(warehouse: Warehouse) -> None:
     warehouse.load(table("customers"), customers([("c1", 50.0, None)]))
     value = warehouse.scalar("SELECT preferred_categories->>0 FROM customers")
     assert value == "shoes"
+
+
+def test_a_failed_load_inside_a_transaction_reports_its_own_error(warehouse: Warehouse) -> None:
+    warehouse.load(table("products"), products("p1"))
+    with pytest.raises(WarehouseError) as info, warehouse.transaction():
+        warehouse.load(table("products"), products("p1"))  # duplicate key
+    assert "p1" in str(info.value) or "duplicate" in str(info.value).lower()
+    assert warehouse.scalar("SELECT count(*) FROM products") == 1

@@ -171,7 +171,9 @@ class DuckDBWarehouse(Warehouse):
         except duckdb.Error as e:
             raise _translate(e) from e
         finally:
-            cur.unregister(view)
+            # In an aborted transaction DuckDB refuses even this; the original error matters more.
+            with contextlib.suppress(duckdb.Error):
+                cur.unregister(view)
 
     def relations(self) -> set[str]:
         rows = self.fetch(
