@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +83,18 @@ def test_csv_loads_typed_rows(session: Session) -> None:
         "rows_quarantined": 0,
         "rows_duplicate": 0,
     }
+    # person records land in customer_records (customers is derived by identity and profiles)
+    assert count(session, "customers") == 0
     got = rows(
         session,
-        "SELECT customer_id, first_name, created_at, order_count, total_spent, source, updated_at "
-        "FROM customers ORDER BY customer_id",
+        "SELECT record_id, first_name, created_at, source, observed_at, received_at "
+        "FROM customer_records ORDER BY record_id",
     )
+    assert [r[0] for r in got] == ["c1", "c2", "c3"]
     assert got[0][2] == datetime(2025, 3, 1, 8, 0, tzinfo=UTC)  # +02:00 → UTC
     assert got[1][2] == datetime(2025, 3, 2, 8, 0, tzinfo=UTC)  # no zone: UTC
     assert got[2][1] == "Cy, Jr."
-    assert [(r[3], r[4]) for r in got] == [(3, 120.5), (0, 0.0), (1, 9.99)]
-    assert {r[5] for r in got} == {"crm"} and {r[6] for r in got} == {NOW}
+    assert {r[3] for r in got} == {"crm"} and {r[4] for r in got} == {r[5] for r in got} == {NOW}
 
 
 def test_jsonl_loads_nested_fields_and_segment_names(session: Session) -> None:
@@ -156,9 +158,12 @@ def test_parquet_loads_typed_and_nested_columns(session: Session) -> None:
         "SELECT order_id, customer_id, email, total, created_at FROM orders ORDER BY order_id",
     )
     assert got == [
-        ("o1", "c1", "ann@example.org", 42.0, datetime(2025, 1, 1, 9, 30, tzinfo=UTC)),
-        ("o2", "c2", None, 7.0, datetime(2025, 1, 2, tzinfo=UTC)),
+        ("o1", None, "ann@example.org", 42.0, datetime(2025, 1, 1, 9, 30, tzinfo=UTC)),
+        ("o2", None, None, 7.0, datetime(2025, 1, 2, tzinfo=UTC)),
     ]
+    # the source's customer id is kept apart; identity fills the resolved customer_id
+    own = rows(session, "SELECT source_customer_id FROM orders ORDER BY order_id")
+    assert own == [("c1",), ("c2",)]
 
 
 def test_reimporting_the_same_file_loads_nothing_twice(session: Session) -> None:
@@ -170,9 +175,11 @@ def test_reimporting_the_same_file_loads_nothing_twice(session: Session) -> None
     second = import_file_source(session, source)
     assert first.counts["rows_loaded"] == 3
     assert second.counts == {**dict.fromkeys(first.counts, 0), "files_skipped": 1}
-    assert count(session, "customers") == 3
-    recorded = rows(session, "SELECT source, path, rows_read, rows_loaded FROM file_imports")
-    assert recorded == [("crm", "data/customers.csv", 3, 3)]
+    assert count(session, "customer_records") == 3
+    recorded = rows(
+        session, "SELECT source, path, table_name, rows_read, rows_loaded FROM file_imports"
+    )
+    assert recorded == [("crm", "data/customers.csv", "customer_records", 3, 3)]
 
 
 def test_events_sent_again_in_another_file_are_not_doubled(session: Session) -> None:
@@ -185,7 +192,7 @@ def test_events_sent_again_in_another_file_are_not_doubled(session: Session) -> 
     assert count(session, "events") == 3
 
 
-def test_entities_update_to_the_newer_file(session: Session) -> None:
+def test_person_records_keep_every_version(session: Session) -> None:
     import_file(
         session,
         write(session, "v1.csv", CUSTOMERS_CSV),
@@ -193,15 +200,42 @@ def test_entities_update_to_the_newer_file(session: Session) -> None:
         mapping={"customer_id": "id"},
         source_name="crm",
     )
-    newer = write(session, "v2.csv", "customer_id,email\nc1,ann.new@example.org\n")
+    later = NOW + timedelta(days=1)
+    newer = write(
+        session,
+        "v2.csv",
+        f"customer_id,email,updated_at\nc1,ann.new@example.org,{later:%Y-%m-%dT%H:%M:%SZ}\n",
+    )
     result = import_file(session, newer, table="customers", source_name="crm")
     assert result.counts["rows_loaded"] == 1
     got = rows(
         session,
-        "SELECT email, first_name, order_count FROM customers WHERE customer_id = ?",
+        "SELECT email, first_name, observed_at FROM customer_records WHERE record_id = ? "
+        "ORDER BY observed_at",
         ["c1"],
     )
-    assert got == [("ann.new@example.org", "Ann", 3)]  # columns the file lacks are kept
+    assert got == [("ann@example.org", "Ann", NOW), ("ann.new@example.org", None, later)]
+    # the same version sent again is a duplicate, not a second row
+    again = write(
+        session,
+        "v3.csv",
+        newer.read_text() + f"c2,bob@example.org,{later:%Y-%m-%dT%H:%M:%SZ}\n",
+    )
+    result = import_file(session, again, table="customers", source_name="crm")
+    assert (result.counts["rows_loaded"], result.counts["rows_duplicate"]) == (1, 1)
+    invariant(result.counts)
+
+
+def test_entities_update_to_the_newer_file(session: Session) -> None:
+    write(session, "p1.csv", "product_id,name,category,price\np1,Shoe,shoes,10\n")
+    import_file(
+        session, session.project.root / "data" / "p1.csv", table="products", source_name="shop"
+    )
+    newer = write(session, "p2.csv", "product_id,name,price\np1,Shoe,12\n")
+    result = import_file(session, newer, table="products", source_name="shop")
+    assert result.counts["rows_loaded"] == 1
+    got = rows(session, "SELECT name, category, price FROM products WHERE product_id = ?", ["p1"])
+    assert got == [("Shoe", "shoes", 12.0)]  # columns the file lacks are kept
 
 
 BAD_CSV = (
@@ -223,7 +257,7 @@ def test_bad_rows_are_quarantined_and_the_rest_load(session: Session) -> None:
     result = import_file(session, path, table="customers", source_name="crm")
     assert result.counts["rows_read"] == 9
     assert result.counts["rows_loaded"] == 2 and result.counts["rows_quarantined"] == 7
-    assert [r[0] for r in rows(session, "SELECT customer_id FROM customers ORDER BY 1")] == [
+    assert [r[0] for r in rows(session, "SELECT record_id FROM customer_records ORDER BY 1")] == [
         "c1",
         "c9",
     ]

@@ -7,12 +7,18 @@ batches, validated (:mod:`personify.ingest.validate`) and loaded — valid rows 
 failed rows into ``quarantine`` with the reason — all in ONE warehouse transaction together with
 its ``file_imports`` row: a crash mid-file leaves nothing behind, and the rerun does it once.
 
+Person records are not loaded into ``customers`` (which identity and profiles derive): rows for the
+``customers`` target are validated as ``customers`` rows, then reshaped
+(:func:`personify.profiles.records.to_customer_records`) and appended to ``customer_records``,
+every version kept. Orders and tickets keep the source's customer id in ``source_customer_id``;
+their ``customer_id`` is the resolved one, filled by identity.
+
 What happens to a row whose key is already stored (:data:`CONFLICT_POLICY`, overridable per source
-with ``on_conflict``): the append-only ``events`` log and ``order_items`` **ignore** it (a re-sent
-event is not doubled; it counts as ``rows_duplicate``); the entity tables — ``customers``,
-``products``, ``orders``, ``tickets``, ``consents``, ``identities`` — **update** it to the newer
-file's values (columns the file does not provide are left as stored; ``identities.first_seen``
-is never moved).
+with ``on_conflict``): the append-only ``events`` log, ``customer_records`` (a version is keyed by
+source, id and observation time) and ``order_items`` **ignore** it (a re-sent event is not
+doubled; it counts as ``rows_duplicate``); the entity tables — ``products``, ``orders``,
+``tickets``, ``consents``, ``identities`` — **update** it to the newer file's values (columns the
+file does not provide are left as stored; ``identities.first_seen`` is never moved).
 
 Counts reported: ``files`` (imported now), ``files_skipped`` (already imported), ``rows_read``,
 ``rows_loaded``, ``rows_quarantined`` and ``rows_duplicate``, with
@@ -35,12 +41,14 @@ from pathlib import Path
 from typing import Final, get_args
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from personify import clock
 from personify.config import FileFormat, FileSource, Project, TableName
 from personify.errors import FileImportError
 from personify.ingest import quarantine
 from personify.ingest.validate import Validator
+from personify.profiles.records import route, to_customer_records
 from personify.progress import Progress
 from personify.session import Session
 from personify.sources import SyncResult
@@ -65,6 +73,7 @@ BATCH_ROWS: Final = 250_000
 CONFLICT_POLICY: Final[dict[str, OnConflict]] = {
     "events": "ignore",
     "order_items": "ignore",
+    "customer_records": "ignore",
     "customers": "update",
     "products": "update",
     "orders": "update",
@@ -215,10 +224,11 @@ def _import_one(
     before: tuple[int, int, int],
 ) -> _FileCounts:
     target = table(source.table)
+    stored = table(route(target.name))
     fmt = detect_format(path, source.format)
     fields, batches = read_batches(path, fmt, rows=batch_rows, delimiter=source.delimiter)
     now = clock.now()
-    policy = source.on_conflict or CONFLICT_POLICY[target.name]
+    policy = source.on_conflict or CONFLICT_POLICY[stored.name]
     counts = _FileCounts()
     with (
         Validator(
@@ -235,7 +245,7 @@ def _import_one(
         contextlib.closing(_prepared(validator, batches, source.name, digest, now)) as ready,
     ):
         for batch in ready:
-            loaded = _load(wh, target, batch.good, policy)
+            loaded = _load(wh, stored, _reshape(target, batch.good, source.name, now), policy)
             if batch.quarantined.num_rows:
                 quarantine.write(wh, batch.quarantined)
             counts.rows_read += batch.read
@@ -249,7 +259,7 @@ def _import_one(
                 f"{label} changed while it was being imported; nothing was loaded from it",
                 hint="import it again once it is completely written",
             )
-        _record(wh, source.name, label, digest, target.name, counts, now)
+        _record(wh, source.name, label, digest, stored.name, counts, now)
     return counts
 
 
@@ -290,6 +300,23 @@ def _prepared(
         while (ready := future.result()) is not None:
             future = pool.submit(step)
             yield ready
+
+
+_OWNED: Final = frozenset({"orders", "tickets"})
+"""Tables whose ``customer_id`` in a file is the source's id (moved to ``source_customer_id``)."""
+
+
+def _reshape(target: Table, good: pa.Table, source: str, now: datetime) -> pa.Table:
+    """Valid rows for ``target`` → the rows of the table they are stored in."""
+    if target.name == "customers":
+        return to_customer_records(good, source, now)
+    if target.name not in _OWNED or "customer_id" not in good.column_names:
+        return good
+    own = good["customer_id"]
+    if "source_customer_id" in good.column_names:
+        own = pc.coalesce(good["source_customer_id"], own)
+        good = good.drop_columns(["source_customer_id"])
+    return good.drop_columns(["customer_id"]).append_column("source_customer_id", own)
 
 
 def _load(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> int:
