@@ -178,12 +178,26 @@ def file_sources_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+IDENTITY_YAML: Final = (
+    "# Which ids each source holds: the shop's customer ids are the web userId (its orders and\n"
+    "# consents carry them); the help desk knows people by their CRM id.\n"
+    "identity:\n"
+    "  source_kinds:\n"
+    "    shop_customers: user_id\n"
+    "    shop_orders: user_id\n"
+    "    crm: crm_id\n"
+    "    helpdesk: crm_id\n"
+)
+"""The ``identity:`` section of a demo project (written with the ``demo:`` one)."""
+
+
 def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
     """The ``demo:`` section."""
     return (
         "# Made by `personify demo`: the synthetic world this project reads "
         f"(generated at {now:%Y-%m-%dT%H:%M:%SZ}).\n"
         "# `personify demo DIR` again regenerates the same files; nothing is imported twice.\n"
+        f"{IDENTITY_YAML}"
         "demo:\n"
         f"  seed: {seed}\n"
         f"  customers: {customers}\n"

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from personify.identity._sql import drop
-from personify.identity.rules import STAR_RANK_SQL
+from personify.identity.rules import STAR_RANK_SQL, blocked_join
 from personify.identity.sightings import SIGHTED
 from personify.warehouse.base import Warehouse
 
@@ -40,15 +40,14 @@ def _nodes(wh: Warehouse) -> int:
         "AND (s.first_seen < identity_nodes.first_seen OR s.last_seen > identity_nodes.last_seen)"
     )
     base = int(wh.scalar("SELECT coalesce(max(node_id), 0) FROM identity_nodes") or 0)
+    joins, blocked = blocked_join("s.kind", "s.value")
     added = wh.execute(
         "INSERT INTO identity_nodes (node_id, kind, value, source, first_seen, last_seen, "
         'blocked, "cluster", part) SELECT id, kind, value, source, first_seen, last_seen, '
         "blocked, id, id FROM (SELECT ? + row_number() OVER (ORDER BY s.first_seen, s.kind, "
         "s.value) AS id, s.kind, s.value, s.source, s.first_seen, s.last_seen, "
-        "EXISTS (SELECT 1 FROM _id_blocked ib WHERE (ib.kind = s.kind AND ib.value = s.value) "
-        "OR (ib.kind = '*' AND ib.value = lower(s.value))) AS blocked "
-        "FROM _sighted_ids s WHERE NOT EXISTS (SELECT 1 FROM identity_nodes n "
-        "WHERE n.kind = s.kind AND n.value = s.value)) fresh",
+        f"{blocked} AS blocked FROM _sighted_ids s LEFT JOIN identity_nodes n "
+        f"ON n.kind = s.kind AND n.value = s.value {joins} WHERE n.node_id IS NULL) fresh",
         [base],
     )
     drop(wh, TOUCHED_NODES)
@@ -79,8 +78,8 @@ def _edges(wh: Warehouse) -> int:
         "WHERE o.node_id <> c.node_id GROUP BY 1, 2, 3"
     )
     wh.execute(
-        f"CREATE TEMP TABLE {DELTA} AS SELECT DISTINCT a, b FROM _new_edges e "
-        "WHERE NOT EXISTS (SELECT 1 FROM identity_edges x WHERE x.a = e.a AND x.b = e.b)"
+        f"CREATE TEMP TABLE {DELTA} AS SELECT DISTINCT e.a, e.b FROM _new_edges e "
+        "LEFT JOIN identity_edges x ON x.a = e.a AND x.b = e.b WHERE x.a IS NULL"
     )
     wh.execute(
         "UPDATE identity_edges SET first_seen = least(identity_edges.first_seen, e.first_seen), "
@@ -91,9 +90,9 @@ def _edges(wh: Warehouse) -> int:
     )
     added = wh.execute(
         "INSERT INTO identity_edges (a, b, source, evidence, origin, first_seen, last_seen) "
-        "SELECT a, b, source, evidence, origin, first_seen, last_seen FROM _new_edges e "
-        "WHERE NOT EXISTS (SELECT 1 FROM identity_edges x WHERE x.a = e.a AND x.b = e.b "
-        "AND x.source = e.source)"
+        "SELECT e.a, e.b, e.source, e.evidence, e.origin, e.first_seen, e.last_seen "
+        "FROM _new_edges e LEFT JOIN identity_edges x ON x.a = e.a AND x.b = e.b "
+        "AND x.source = e.source WHERE x.a IS NULL"
     )
     drop(wh, "_grp_nodes", "_new_edges")
     return max(added, 0)

@@ -89,24 +89,28 @@ def load_rules(wh: Warehouse, config: IdentityConfig) -> None:
     )
 
 
-def source_kind_sql(source_expr: str) -> str:
-    """SQL: the id kind of the source ``source_expr`` (``<source>_id`` unless configured)."""
-    return (
-        f"coalesce((SELECT sk.kind FROM _id_source_kinds sk WHERE sk.source = {source_expr}), "
-        f"{source_expr} || '_id')"
+def source_kind_join(source_expr: str, alias: str = "sk") -> str:
+    """SQL: ``LEFT JOIN`` of the configured id kind of the source ``source_expr``, as ``alias``
+    (one row at most per source); :func:`source_kind` then gives the kind. A join, not a
+    correlated subquery: engines run it once for all rows."""
+    return f"LEFT JOIN {SOURCE_KINDS.name} {alias} ON {alias}.source = {source_expr}"
+
+
+def source_kind(source_expr: str, alias: str = "sk") -> str:
+    """SQL: the id kind of the source ``source_expr`` (``<source>_id`` unless configured), over
+    the join :func:`source_kind_join` made with the same ``alias``."""
+    return f"coalesce({alias}.kind, {source_expr} || '_id')"
+
+
+def blocked_join(kind_expr: str, value_expr: str, alias: str = "ib") -> tuple[str, str]:
+    """SQL: the ``LEFT JOIN`` clauses that find a blocked value, and the boolean over them.
+
+    Two equi-joins (the kind's own list, then ``*`` on the lower-cased value) instead of one
+    ``EXISTS (… OR …)``, which engines cannot turn into a hash join. ``_id_blocked`` holds each
+    ``(kind, value)`` once, so neither join repeats rows."""
+    joins = (
+        f"LEFT JOIN {BLOCKED.name} {alias}1 ON {alias}1.kind = {kind_expr} "
+        f"AND {alias}1.value = {value_expr} LEFT JOIN {BLOCKED.name} {alias}2 "
+        f"ON {alias}2.kind = '*' AND {alias}2.value = lower({value_expr})"
     )
-
-
-def rank_sql(kind_expr: str) -> str:
-    """SQL: the rank of ``kind_expr`` (0 = strongest)."""
-    return (
-        f"coalesce((SELECT ik.rank FROM _id_kinds ik WHERE ik.kind = {kind_expr}), {STAR_RANK_SQL})"
-    )
-
-
-def blocked_sql(kind_expr: str, value_expr: str) -> str:
-    """SQL: whether the normalized ``value_expr`` of ``kind_expr`` is blocked."""
-    return (
-        f"EXISTS (SELECT 1 FROM _id_blocked ib WHERE (ib.kind = {kind_expr} "
-        f"AND ib.value = {value_expr}) OR (ib.kind = '*' AND ib.value = lower({value_expr})))"
-    )
+    return joins, f"({alias}1.kind IS NOT NULL OR {alias}2.kind IS NOT NULL)"

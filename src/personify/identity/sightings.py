@@ -21,7 +21,7 @@ import pyarrow as pa
 from personify.config import IdentityConfig
 from personify.identity._sql import drop, scratch, temp_table
 from personify.identity.normalize import email_sql, id_sql, normalize_phone, phone_sql
-from personify.identity.rules import source_kind_sql
+from personify.identity.rules import source_kind, source_kind_join
 from personify.warehouse.base import Warehouse
 
 SIGHTED = "_sighted"
@@ -118,13 +118,14 @@ def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
         f"GROUP BY source, sid, email{extra}",
         where[1],
     )
-    columns = [("sid", source_kind_sql("source")), ("email", "'email'")]
+    columns = [("sid", source_kind("g.source")), ("email", "'email'")]
     columns += [(c, f"'{c}'") for c in others]
     for column, kind in columns:
+        join = source_kind_join("g.source") if column == "sid" else ""
         wh.execute(
-            f"INSERT INTO {_RAW.name} SELECT grp, {kind}, CAST({column} AS VARCHAR), source, "
-            f"first_seen, last_seen, '{evidence}', origin FROM _in_groups "
-            f"WHERE {column} IS NOT NULL"
+            f"INSERT INTO {_RAW.name} SELECT g.grp, {kind}, CAST(g.{column} AS VARCHAR), "
+            f"g.source, g.first_seen, g.last_seen, '{evidence}', g.origin FROM _in_groups g "
+            f"{join} WHERE g.{column} IS NOT NULL"
         )
     drop(wh, "_in_groups")
 

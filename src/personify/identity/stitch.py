@@ -13,7 +13,7 @@ from personify.config import IdentityConfig
 from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
 from personify.identity.normalize import email_sql, id_sql
-from personify.identity.rules import source_kind_sql
+from personify.identity.rules import source_kind, source_kind_join
 from personify.identity.sightings import Where
 from personify.warehouse.base import Warehouse
 
@@ -34,15 +34,15 @@ def publish_identities(wh: Warehouse) -> None:
 
 
 def _events(wh: Warehouse, scope: Where) -> int:
-    known_user = (
-        "EXISTS (SELECT 1 FROM identity_nodes u WHERE u.kind = 'user_id' "
-        "AND u.value = events.user_id AND u.customer_id IS NOT NULL)"
-    )
+    # an anonymous id's customer, for events whose user id (if any) has none: one join for
+    # the known-user check instead of a lookup per event
     changed = wh.execute(
-        f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
-        "WHERE m.kind = 'anonymous_id' AND events.anonymous_id = m.value "
-        "AND events.customer_id IS DISTINCT FROM m.customer_id "
-        f"AND (events.user_id IS NULL OR NOT {known_user})"
+        "UPDATE events SET customer_id = x.customer_id FROM (SELECT e.message_id, "
+        f"m.customer_id FROM {_MAP} m JOIN events e ON e.anonymous_id = m.value "
+        "LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = e.user_id "
+        "AND u.customer_id IS NOT NULL WHERE m.kind = 'anonymous_id' "
+        "AND e.customer_id IS DISTINCT FROM m.customer_id AND u.node_id IS NULL) x "
+        "WHERE events.message_id = x.message_id"
     )
     changed += wh.execute(
         f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
@@ -75,12 +75,14 @@ def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
     wh.execute(
         f"CREATE TEMP TABLE _own_customer AS SELECT t.{key} AS k, "
         "coalesce(s.customer_id, e.customer_id) AS customer_id FROM "
-        f"{table} t LEFT JOIN identity_nodes s ON s.kind = {source_kind_sql('t.source')} "
+        f"{table} t {source_kind_join('t.source')} "
+        f"LEFT JOIN identity_nodes s ON s.kind = {source_kind('t.source')} "
         f"AND s.value = {id_sql('t.source_customer_id')} "
         "LEFT JOIN identity_nodes e ON e.kind = 'email' "
         f"AND e.value = {email_sql('t.email', config.email)} "
-        'WHERE t.customer_id IS NULL OR s."cluster" IN '
-        f'(SELECT "cluster" FROM {TOUCHED}) OR e."cluster" IN (SELECT "cluster" FROM {TOUCHED})'
+        f'LEFT JOIN {TOUCHED} ts ON ts."cluster" = s."cluster" '
+        f'LEFT JOIN {TOUCHED} te ON te."cluster" = e."cluster" '
+        'WHERE t.customer_id IS NULL OR ts."cluster" IS NOT NULL OR te."cluster" IS NOT NULL'
     )
     changed = wh.execute(
         f"UPDATE {table} SET customer_id = c.customer_id FROM _own_customer c "

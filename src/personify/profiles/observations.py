@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from personify.config import IdentityConfig
 from personify.identity.normalize import email_sql, id_sql, phone_sql
-from personify.identity.rules import source_kind_sql
+from personify.identity.rules import source_kind, source_kind_join
 from personify.identity.sightings import NOTHING, Scope, Where
 from personify.warehouse.base import Warehouse
 
@@ -58,8 +58,8 @@ def _records(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
     select = (
         f"WITH r AS (SELECT * FROM customer_records WHERE {where[0]}), f AS ({fields}) "
         "SELECT n.node_id, f.field, f.value, f.source, f.record_id AS origin, f.observed_at, "
-        "f.received_at FROM f JOIN identity_nodes n "
-        f"ON n.kind = {source_kind_sql('f.source')} AND n.value = {id_sql('f.record_id')}"
+        f"f.received_at FROM f {source_kind_join('f.source')} JOIN identity_nodes n "
+        f"ON n.kind = {source_kind('f.source')} AND n.value = {id_sql('f.record_id')}"
     )
     return _insert(wh, select, where[1])
 
