@@ -42,6 +42,10 @@ class Capabilities:
     """Create the schema's secondary indexes (DuckDB relies on zone maps instead)."""
     advisory_lock: bool = False
     """Processes can serialize on ``pg_advisory_xact_lock`` (migrations)."""
+    cheap_keys: bool = True
+    """Enforcing a primary key costs little on bulk writes. When false (DuckDB's ART index makes
+    inserting millions of rows several times dearer), tables whose writer keeps the key unique
+    itself (``Table.key_by_construction``) are created without the constraint."""
 
 
 class Warehouse(abc.ABC):

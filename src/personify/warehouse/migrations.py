@@ -35,7 +35,8 @@ def create_table_sql(wh: Warehouse, table: Table) -> list[str]:
         f"{quote(c.name)} {wh.column_type(c.type)}{'' if c.nullable else ' NOT NULL'}"
         for c in table.columns
     ]
-    if table.primary_key:
+    keyed = wh.capabilities.cheap_keys or not table.key_by_construction
+    if table.primary_key and keyed:
         cols.append(f"PRIMARY KEY ({', '.join(quote(k) for k in table.primary_key)})")
     out = [f"CREATE TABLE IF NOT EXISTS {quote(table.name)} (\n  " + ",\n  ".join(cols) + "\n)"]
     if wh.capabilities.secondary_indexes:

@@ -27,6 +27,10 @@ class Table:
     doc: str = ""
     internal: bool = False
     """Bookkeeping tables that users need not query (still readable with ``personify sql``)."""
+    key_by_construction: bool = False
+    """Its one writer keeps ``primary_key`` unique by construction (derived tables written by
+    difference), so engines without cheap keys (``Capabilities.cheap_keys``) skip the constraint
+    — and ``Warehouse.load(on_conflict=…)`` cannot be used on them there."""
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -228,6 +232,7 @@ SEGMENT_MEMBERSHIPS = Table(
         C("exited_at", TS),
     ),
     primary_key=("segment", "customer_id", "entered_at"),
+    key_by_construction=True,
 )
 
 CUSTOMER_TAGS = Table(
@@ -241,6 +246,7 @@ CUSTOMER_TAGS = Table(
         C("variables", J),
     ),
     primary_key=("customer_id", "tag"),
+    key_by_construction=True,
 )
 
 MESSAGES = Table(
@@ -480,9 +486,9 @@ AUDIENCE_CHANGES = Table(
         C("rule", S, doc="For tags: the rule that assigned it"),
         C("recorded_at", TS, False, "Wall-clock time the change was written"),
     ),
-    primary_key=("kind", "name", "customer_id", "change", "changed_at"),
     indexes=(("changed_at",), ("customer_id",)),
-    doc="Segment entries/exits and tag assignments/removals, append-only: journeys trigger on them",
+    doc="Segment entries/exits and tag assignments/removals, append-only: journeys trigger on them "
+    "(a log: no key; read the changes with changed_at after your last checkpoint)",
 )
 
 SEGMENT_STATE = Table(

@@ -31,7 +31,9 @@ _names = itertools.count()
 
 class DuckDBWarehouse(Warehouse):
     scheme = "duckdb"
-    capabilities = Capabilities(dialect="duckdb", single_process=True, secondary_indexes=False)
+    capabilities = Capabilities(
+        dialect="duckdb", single_process=True, secondary_indexes=False, cheap_keys=False
+    )
 
     def __init__(self, url: str, *, path: str, lock_timeout: float = 10.0) -> None:
         super().__init__(url)
@@ -114,6 +116,9 @@ class DuckDBWarehouse(Warehouse):
         timer.start()
         try:
             cur.execute(self.render(sql), list(params) if params else None)
+            if cur.description and cur.description[0][0] == "Count":
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
         except duckdb.InterruptException:
             raise UnsafeQueryError(
                 f"the statement ran longer than {timeout_s:g} s and was stopped",
