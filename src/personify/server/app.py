@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from personify.config import Secret
-from personify.server import collector, control, ops, tracking
+from personify.server import collector, control, ops, profiles, tracking
 from personify.server.protocol import INSTANCE_HEADER
 from personify.server.responses import ApiError, error_response
 from personify.server.state import ServerState
@@ -48,7 +48,12 @@ access_log = logging.getLogger("personify.server.access")
 
 RouteGroup = Callable[[], list[BaseRoute]]
 
-ROUTE_GROUPS: tuple[RouteGroup, ...] = (ops.routes, tracking.routes, collector.routes)
+ROUTE_GROUPS: tuple[RouteGroup, ...] = (
+    ops.routes,
+    tracking.routes,
+    collector.routes,
+    profiles.routes,
+)
 """Route groups every server has, in matching order."""
 
 
