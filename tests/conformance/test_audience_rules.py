@@ -144,7 +144,11 @@ def profiles(draw: st.DrawFn, now: datetime) -> list[dict[str, Any]]:
                 st.one_of(
                     st.none(),
                     st.sampled_from([0.0, 60.0, 80.0, 80.5, 100.0]),
-                    st.floats(0, 10_000, allow_nan=False, allow_infinity=False),
+                    # Traits have a few decimals: PostgreSQL raises on float underflow
+                    # (1e-200 * 1e-200), which DuckDB and Python round to 0.
+                    st.floats(0, 10_000, allow_nan=False, allow_infinity=False).map(
+                        lambda x: round(x, 4)
+                    ),
                 )
             )
         for name in TIMES:
