@@ -192,12 +192,12 @@ IDENTITY_YAML: Final = (
 
 
 def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
-    """The ``demo:`` section."""
+    """The ``identity:`` and ``demo:`` sections, appended to the project file."""
     return (
-        "# Made by `personify demo`: the synthetic world this project reads "
-        f"(generated at {now:%Y-%m-%dT%H:%M:%SZ}).\n"
-        "# `personify demo DIR` again regenerates the same files; nothing is imported twice.\n"
-        f"{IDENTITY_YAML}"
+        f"{IDENTITY_YAML}\n"
+        f"{_DEMO_MARK}: the synthetic world this project reads, as it was\n"
+        f"# at {now:%Y-%m-%dT%H:%M:%SZ}. `personify demo DIR` again regenerates the same files;\n"
+        "# nothing is imported twice.\n"
         "demo:\n"
         f"  seed: {seed}\n"
         f"  customers: {customers}\n"
@@ -205,10 +205,15 @@ def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
     )
 
 
+_DEMO_MARK: Final = "# Made by `personify demo`"
+
+
 def _without_demo_wiring(text: str) -> str:
-    """The file without a previous run's file sources and demo section."""
+    """The file without a previous run's file sources and identity and demo sections."""
     text = re.sub(rf"{re.escape(_BEGIN)}.*?{re.escape(_END)}\n", "", text, flags=re.S)
-    return re.sub(r"\n*# Made by `personify demo`.*\Z", "\n", text, flags=re.S)
+    first = IDENTITY_YAML.splitlines()[0]
+    tail = rf"\n*(?:{re.escape(first)}|{re.escape(_DEMO_MARK)}).*\Z"
+    return re.sub(tail, "\n", text, flags=re.S)
 
 
 def _insert_sources(text: str, block: str) -> str:
