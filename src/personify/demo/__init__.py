@@ -6,7 +6,7 @@ tables and files. :func:`write_world` writes it as CSV, JSON Lines and Parquet;
 :func:`make_demo_project` makes a project wired to those files.
 
 The world's tables (wire form: what each system would export or serve), sizes per 1,000
-customers with the default mix (about):
+customers with the default mix (about; the catalogue grows with the square root):
 
 ==================  ======  ==========================================================
 table               rows    shape
@@ -18,24 +18,24 @@ shop_customers      1,006   Shopify-style customers: 13-digit id (the web ``user
                             (dirty: case, spaces), names, phone (E.164, national, spaced,
                             00-prefixed), city, country, accepts_email_marketing, created_at,
                             updated_at
-crm_contacts        877     HubSpot-style: id (another id for the same person), nested
+crm_contacts        885     HubSpot-style: id (another id for the same person), nested
                             ``properties`` (email dirtied independently, firstname, lastname,
                             phone, city, country, IANA timezone, lifecyclestage), createdAt,
                             updatedAt, archived
-crm_updates         51      later CRM edits of some contacts (new phone or last name)
-consents            903     customer_id (shop id), email, purpose ``email_marketing``,
+crm_updates         59      later CRM edits of some contacts (new phone or last name)
+consents            900     customer_id (shop id), email, purpose ``email_marketing``,
                             channel ``email``, status granted/revoked, opted_in_at, updated_at;
                             no row = never opted in
-orders              303     id, name (#1001…), customer_id, email, cart_token, financial and
+orders              415     id, name (#1001…), customer_id, email, cart_token, financial and
                             fulfillment status, currency, subtotal, discounts, total,
                             discount_code, created_at, updated_at
-order_items         445     order_id, line_number, product_id, sku, title, quantity, price
-tickets             215     Zendesk-style: id, subject, status, priority, nested ``requester``
+order_items         620     order_id, line_number, product_id, sku, title, quantity, price
+tickets             227     Zendesk-style: id, subject, status, priority, nested ``requester``
                             {name, email, external_id (CRM id)}, satisfaction_rating, via,
                             tags, created_at, updated_at
-events              ~10,900 web tracking (Segment): page, identify, Product Viewed, Product
+events              10,800  web tracking (Segment): page, identify, Product Viewed, Product
                             Added (cart_id), Checkout Started, Order Completed
-email_events        ~1,500  Email Opened, Email Link Clicked (the email service's)
+email_events        1,700   Email Opened, Email Link Clicked (the email service's)
 ==================  ======  ==========================================================
 
 Every table is sorted by its update time with stable ids, so later work can serve them as mock
