@@ -147,4 +147,6 @@ def _window(after: object, upto: object) -> tuple[str, tuple[object, ...]]:
         return NOTHING
     if after is None:
         return ("received_at <= ?", (upto,))
-    return ("received_at > ? AND received_at <= ?", (after, upto))
+    # from the mark itself: rows stored at the very instant of the last pass (a fixed --now, a
+    # file imported in the same microsecond) are read again — passes are idempotent — not lost
+    return ("received_at >= ? AND received_at <= ?", (after, upto))

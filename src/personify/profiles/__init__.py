@@ -28,7 +28,9 @@ def _window(wh: Warehouse, key: str, table: str) -> tuple[str, tuple[object, ...
     state.put(wh, key, upto.isoformat())
     if after is None:
         return ("received_at <= ?", (upto,))
-    return ("received_at > ? AND received_at <= ?", (after, upto))
+    # from the mark itself: rows stored at the very instant of the last pass (a fixed --now, a
+    # file imported in the same microsecond) are read again — passes are idempotent — not lost
+    return ("received_at >= ? AND received_at <= ?", (after, upto))
 
 
 def profiles_stage(session: Session) -> dict[str, int]:
