@@ -154,17 +154,22 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         if where != NOTHING:
             _grouped(wh, prefix, where)
     _phones(wh, config.phone_region)
-    drop(wh, SIGHTED)
+    drop(wh, SIGHTED, "_normalized")
     value = (
         f"CASE WHEN s.kind = 'email' THEN {email_sql('s.raw', config.email)} "
         f"WHEN s.kind = 'phone' THEN coalesce({phone_sql('s.raw')}, pm.e164) "
         f"ELSE {id_sql('s.raw')} END"
     )
+    # normalized once per distinct value (an anonymous id is sighted in many groups), then joined
     wh.execute(
-        f"CREATE TEMP TABLE {SIGHTED} AS SELECT * FROM (SELECT s.grp, s.kind, {value} AS value, "
-        "s.source, s.first_seen, s.last_seen, s.evidence, s.origin "
-        f"FROM {_RAW.name} s LEFT JOIN {_PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw"
-        ") n WHERE value IS NOT NULL"
+        f"CREATE TEMP TABLE _normalized AS SELECT * FROM (SELECT s.kind, s.raw, {value} AS value "
+        f"FROM (SELECT DISTINCT kind, raw FROM {_RAW.name}) s LEFT JOIN {_PHONES.name} pm "
+        "ON s.kind = 'phone' AND pm.raw = s.raw) n WHERE value IS NOT NULL"
     )
-    drop(wh, _RAW.name, _PHONES.name)
+    wh.execute(
+        f"CREATE TEMP TABLE {SIGHTED} AS SELECT s.grp, s.kind, n.value, s.source, s.first_seen, "
+        f"s.last_seen, s.evidence, s.origin FROM {_RAW.name} s "
+        "JOIN _normalized n ON n.kind = s.kind AND n.raw = s.raw"
+    )
+    drop(wh, _RAW.name, _PHONES.name, "_normalized")
     return int(wh.scalar(f"SELECT count(*) FROM {SIGHTED}") or 0)
