@@ -66,9 +66,16 @@ def _components(wh: Warehouse, config: IdentityConfig) -> ComponentsReport:
 
 
 def run_pass(
-    wh: Warehouse, config: IdentityConfig, scope: Scope, *, restore_ids: bool = False
+    wh: Warehouse,
+    config: IdentityConfig,
+    scope: Scope,
+    *,
+    restore_ids: bool = False,
+    all_events: bool = False,
 ) -> PassReport:
-    """Resolve the inputs in ``scope`` (inside the caller's transaction, rules loaded)."""
+    """Resolve the inputs in ``scope`` (inside the caller's transaction, rules loaded).
+
+    ``all_events``: ``scope.events`` selects every stored event (the first pass, a rebuild)."""
     report = PassReport()
     report.counts["identifiers_sighted"] = collect(wh, scope, config)
     report.counts |= graph.add_sightings(wh)
@@ -79,7 +86,7 @@ def run_pass(
     report.counts |= apply_limits(wh)
     report.counts |= assign_ids(wh)
     publish_identities(wh)
-    report.counts |= stitch(wh, scope.events, config)
+    report.counts |= stitch(wh, scope.events, config, whole=all_events)
     report.changed_customers = [
         str(r[0]) for r in wh.fetch(f"SELECT customer_id FROM {CHANGED} ORDER BY 1")
     ]
@@ -132,7 +139,9 @@ def resolve_batch(wh: Warehouse, config: IdentityConfig) -> PassReport:
             orders=_ALL if full else ("customer_id IS NULL", ()),
             tickets=_ALL if full else ("customer_id IS NULL", ()),
         )
-        report = run_pass(wh, config, scope, restore_ids=full)
+        report = run_pass(
+            wh, config, scope, restore_ids=full, all_events=events_wm is None and bool(events_to)
+        )
         state.put(wh, "identity.fingerprint", digest)
         if events_to:
             state.put(wh, "identity.events", events_to.isoformat())

@@ -33,37 +33,42 @@ def publish_identities(wh: Warehouse) -> None:
     )
 
 
-def _events(wh: Warehouse, scope: Where) -> int:
-    # an anonymous id's customer, for events whose user id (if any) has none: one join for
-    # the known-user check instead of a lookup per event
-    changed = wh.execute(
-        "UPDATE events SET customer_id = x.customer_id FROM (SELECT e.message_id, "
-        f"m.customer_id FROM {_MAP} m JOIN events e ON e.anonymous_id = m.value "
-        "LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = e.user_id "
-        "AND u.customer_id IS NOT NULL WHERE m.kind = 'anonymous_id' "
-        "AND e.customer_id IS DISTINCT FROM m.customer_id AND u.node_id IS NULL) x "
-        "WHERE events.message_id = x.message_id"
-    )
-    changed += wh.execute(
-        f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
-        "WHERE m.kind = 'user_id' AND events.user_id = m.value AND m.customer_id IS NOT NULL "
-        "AND events.customer_id IS DISTINCT FROM m.customer_id"
-    )
-    # this pass's own events, matched after normalization (ids stored with stray spaces)
+def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
+    changed = 0
+    if not whole:
+        # events outside this pass that carry a touched identifier, matched on the stored value:
+        # an anonymous id's customer where the user id (if any) has none — one join for the
+        # known-user check instead of a lookup per event — then the user id's customer
+        changed += wh.execute(
+            "UPDATE events SET customer_id = x.customer_id FROM (SELECT e.message_id, "
+            f"m.customer_id FROM {_MAP} m JOIN events e ON e.anonymous_id = m.value "
+            "LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = e.user_id "
+            "AND u.customer_id IS NOT NULL WHERE m.kind = 'anonymous_id' "
+            "AND e.customer_id IS DISTINCT FROM m.customer_id AND u.node_id IS NULL) x "
+            "WHERE events.message_id = x.message_id"
+        )
+        changed += wh.execute(
+            f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
+            "WHERE m.kind = 'user_id' AND events.user_id = m.value "
+            "AND m.customer_id IS NOT NULL AND events.customer_id IS DISTINCT FROM m.customer_id"
+        )
+    # this pass's own events, matched after normalization (ids stored with stray spaces): each
+    # distinct (user id, anonymous id) pair is normalized and looked up once
     drop(wh, "_ev_customer")
     wh.execute(
-        "CREATE TEMP TABLE _ev_customer AS SELECT e.message_id, "
-        "coalesce(u.customer_id, a.customer_id) AS customer_id FROM (SELECT message_id, "
-        f"user_id, anonymous_id FROM events WHERE {scope[0]}) e "
-        "LEFT JOIN identity_nodes u ON u.kind = 'user_id' "
-        f"AND u.value = {id_sql('e.user_id')} LEFT JOIN identity_nodes a "
-        f"ON a.kind = 'anonymous_id' AND a.value = {id_sql('e.anonymous_id')}",
+        "CREATE TEMP TABLE _ev_customer AS SELECT k.uid, k.aid, "
+        "coalesce(u.customer_id, a.customer_id) AS customer_id FROM (SELECT DISTINCT "
+        "coalesce(user_id, '') AS uid, coalesce(anonymous_id, '') AS aid FROM events "
+        f"WHERE {scope[0]}) k LEFT JOIN identity_nodes u ON u.kind = 'user_id' "
+        f"AND u.value = {id_sql('k.uid')} LEFT JOIN identity_nodes a "
+        f"ON a.kind = 'anonymous_id' AND a.value = {id_sql('k.aid')}",
         scope[1],
     )
     changed += wh.execute(
         "UPDATE events SET customer_id = c.customer_id FROM _ev_customer c "
-        "WHERE events.message_id = c.message_id "
-        "AND events.customer_id IS DISTINCT FROM c.customer_id"
+        "WHERE coalesce(events.user_id, '') = c.uid AND coalesce(events.anonymous_id, '') = c.aid "
+        f"AND ({scope[0]}) AND events.customer_id IS DISTINCT FROM c.customer_id",
+        scope[1],
     )
     drop(wh, "_ev_customer")
     return max(changed, 0)
@@ -103,8 +108,13 @@ def adopt_source_ids(wh: Warehouse) -> None:
         )
 
 
-def stitch(wh: Warehouse, events_scope: Where, config: IdentityConfig) -> dict[str, int]:
-    """Fill ``customer_id`` where the resolution changed it; returns rows changed per table."""
+def stitch(
+    wh: Warehouse, events_scope: Where, config: IdentityConfig, *, whole: bool = False
+) -> dict[str, int]:
+    """Fill ``customer_id`` where the resolution changed it; returns rows changed per table.
+
+    ``whole``: ``events_scope`` holds every stored event (a first or full pass), so the events
+    outside it need no look."""
     drop(wh, _MAP)
     wh.execute(
         f"CREATE TEMP TABLE {_MAP} AS SELECT kind, value, customer_id FROM identity_nodes "
@@ -112,7 +122,7 @@ def stitch(wh: Warehouse, events_scope: Where, config: IdentityConfig) -> dict[s
         f'(SELECT "cluster" FROM {TOUCHED})'
     )
     counts = {
-        "events_stitched": _events(wh, events_scope),
+        "events_stitched": _events(wh, events_scope, whole=whole),
         "orders_stitched": _owned(wh, "orders", "order_id", config),
         "tickets_stitched": _owned(wh, "tickets", "ticket_id", config),
     }
