@@ -257,42 +257,41 @@ HAND_DDL = [
 HAND_SEGMENT = [
     "CREATE TEMP TABLE m AS SELECT DISTINCT customer_id FROM ({query}) s "
     "WHERE customer_id IS NOT NULL",
-    "CREATE TEMP TABLE x AS SELECT h.customer_id FROM hand_memberships h WHERE h.segment = "
-    "'{name}' AND h.exited_at IS NULL AND NOT EXISTS (SELECT 1 FROM m "
-    "WHERE m.customer_id = h.customer_id)",
-    "CREATE TEMP TABLE e AS SELECT m.customer_id FROM m WHERE NOT EXISTS (SELECT 1 FROM "
-    "hand_memberships h WHERE h.segment = '{name}' AND h.exited_at IS NULL "
-    "AND h.customer_id = m.customer_id)",
-    "INSERT INTO hand_changes SELECT 'segment', '{name}', customer_id, 'exited', {now}, NULL, "
+    "CREATE TEMP TABLE x AS SELECT coalesce(m.customer_id, h.customer_id) AS customer_id, "
+    "CASE WHEN m.customer_id IS NULL THEN 'exited' ELSE 'entered' END AS change FROM m "
+    "FULL OUTER JOIN (SELECT customer_id FROM hand_memberships WHERE segment = '{name}' "
+    "AND exited_at IS NULL) h ON h.customer_id = m.customer_id "
+    "WHERE m.customer_id IS NULL OR h.customer_id IS NULL",
+    "INSERT INTO hand_changes SELECT 'segment', '{name}', customer_id, change, {now}, NULL, "
     "now() FROM x",
     "UPDATE hand_memberships SET exited_at = {now} WHERE segment = '{name}' "
-    "AND exited_at IS NULL AND customer_id IN (SELECT customer_id FROM x)",
-    "INSERT INTO hand_changes SELECT 'segment', '{name}', customer_id, 'entered', {now}, NULL, "
-    "now() FROM e",
-    "INSERT INTO hand_memberships SELECT '{name}', customer_id, {now}, NULL FROM e",
+    "AND exited_at IS NULL AND customer_id IN (SELECT customer_id FROM x "
+    "WHERE change = 'exited')",
+    "INSERT INTO hand_memberships SELECT '{name}', customer_id, {now}, NULL FROM x "
+    "WHERE change = 'entered'",
     "DROP TABLE m",
     "DROP TABLE x",
-    "DROP TABLE e",
 ]
 HAND_TAGS = [
     "CREATE TEMP TABLE flags AS {flags}",
     "CREATE TEMP TABLE d AS {tags}",
-    "CREATE TEMP TABLE g AS SELECT c.customer_id, c.tag, c.rule FROM hand_tags c WHERE NOT "
-    "EXISTS (SELECT 1 FROM d WHERE d.customer_id = c.customer_id AND d.tag = c.tag)",
-    "CREATE TEMP TABLE f AS SELECT d.* FROM d WHERE NOT EXISTS (SELECT 1 FROM hand_tags c "
-    "WHERE d.customer_id = c.customer_id AND d.tag = c.tag)",
-    "INSERT INTO hand_changes SELECT 'tag', tag, customer_id, 'exited', {now}, rule, now() FROM g",
-    "DELETE FROM hand_tags WHERE EXISTS (SELECT 1 FROM g WHERE g.customer_id = "
-    "hand_tags.customer_id AND g.tag = hand_tags.tag)",
-    "UPDATE hand_tags SET rule = d.rule, variables = d.variables FROM d WHERE d.customer_id = "
-    "hand_tags.customer_id AND d.tag = hand_tags.tag AND (hand_tags.rule <> d.rule OR "
-    "hand_tags.variables IS DISTINCT FROM d.variables)",
-    "INSERT INTO hand_changes SELECT 'tag', tag, customer_id, 'entered', {now}, rule, now() FROM f",
-    "INSERT INTO hand_tags SELECT customer_id, tag, rule, {now}, NULL, variables FROM f",
+    "CREATE TEMP TABLE x AS SELECT * FROM (SELECT coalesce(d.customer_id, c.customer_id) AS "
+    "customer_id, coalesce(d.tag, c.tag) AS tag, coalesce(d.rule, c.rule) AS rule, "
+    "d.variables, CASE WHEN c.customer_id IS NULL THEN 'entered' WHEN d.customer_id IS NULL "
+    "THEN 'exited' WHEN c.rule <> d.rule OR c.variables IS DISTINCT FROM d.variables THEN "
+    "'changed' END AS op FROM d FULL OUTER JOIN hand_tags c ON c.customer_id = d.customer_id "
+    "AND c.tag = d.tag) WHERE op IS NOT NULL",
+    "INSERT INTO hand_changes SELECT 'tag', tag, customer_id, op, {now}, rule, now() FROM x "
+    "WHERE op IN ('entered', 'exited')",
+    "DELETE FROM hand_tags WHERE EXISTS (SELECT 1 FROM x WHERE x.op = 'exited' AND "
+    "x.customer_id = hand_tags.customer_id AND x.tag = hand_tags.tag)",
+    "UPDATE hand_tags SET rule = x.rule, variables = x.variables FROM x WHERE x.op = "
+    "'changed' AND x.customer_id = hand_tags.customer_id AND x.tag = hand_tags.tag",
+    "INSERT INTO hand_tags SELECT customer_id, tag, rule, {now}, NULL, variables FROM x "
+    "WHERE op = 'entered'",
     "DROP TABLE flags",
     "DROP TABLE d",
-    "DROP TABLE g",
-    "DROP TABLE f",
+    "DROP TABLE x",
 ]
 
 

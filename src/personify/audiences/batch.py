@@ -42,66 +42,65 @@ class TagCounts:
 def write_tags(wh: Warehouse, rules: list[Rule], *, now: datetime) -> TagCounts:
     """Evaluate ``rules`` over every customer at ``now`` and bring ``customer_tags`` to it."""
     key = uuid.uuid4().hex[:12]
-    names = [f"_personify_{k}_{key}" for k in ("flags", "tags", "gone", "fresh")]
-    flags, desired, gone, fresh = (quote(n) for n in names)
+    names = [f"_personify_{k}_{key}" for k in ("flags", "tags", "diff")]
+    flags, desired, diff = (quote(n) for n in names)
     compiled = plan(rules, now)
     with wh.transaction():
         wh.execute(create_temp_as(names[0], flags_query(compiled)))
-        wh.execute(create_temp_as(names[1], tags_query(compiled, names[0])))
-        tagged = int(wh.scalar(f"SELECT count(*) FROM {desired}") or 0)
-        removed = _side(wh, gone, _GONE.format(desired=desired))
-        added = _side(wh, fresh, _FRESH.format(desired=desired))
-        wall = datetime.now(UTC)
-        if removed:
-            wh.execute(_CHANGES.format(change="exited", side=gone), [now, wall])
-            wh.execute(
-                "DELETE FROM customer_tags WHERE EXISTS (SELECT 1 FROM "
-                f"{gone} AS g WHERE g.customer_id = customer_tags.customer_id "
-                "AND g.tag = customer_tags.tag)"
-            )
-        updated = _update_kept(wh, desired)
-        if added:
-            wh.execute(_CHANGES.format(change="entered", side=fresh), [now, wall])
-            wh.execute(
-                "INSERT INTO customer_tags (customer_id, tag, rule, assigned_at, expires_at, "
-                f"variables) SELECT customer_id, tag, rule, ?, expires_at, variables FROM {fresh}",
-                [now],
-            )
-        for name in (flags, desired, gone, fresh):
+        tagged = wh.execute(create_temp_as(names[1], tags_query(compiled, names[0])))
+        if tagged < 0:
+            tagged = int(wh.scalar(f"SELECT count(*) FROM {desired}") or 0)
+        wh.execute(f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired))
+        counts = dict(wh.fetch(f"SELECT op, count(*) FROM {diff} GROUP BY op"))
+        added, removed, updated = (
+            int(counts.get(op, 0)) for op in ("entered", "exited", "changed")
+        )
+        _apply(wh, diff, now, added=added, removed=removed, updated=updated)
+        for name in (flags, desired, diff):
             wh.execute(f"DROP TABLE {name}")
     return TagCounts(len(compiled.rules), tagged, added, removed, updated)
 
 
-_GONE = (
-    "SELECT c.customer_id, c.tag, c.rule FROM customer_tags AS c "
-    "WHERE NOT EXISTS (SELECT 1 FROM {desired} AS d WHERE d.customer_id = c.customer_id "
-    "AND d.tag = c.tag)"
-)
-_FRESH = (
-    "SELECT d.* FROM {desired} AS d WHERE NOT EXISTS (SELECT 1 FROM customer_tags AS c "
-    "WHERE d.customer_id = c.customer_id AND d.tag = c.tag)"
-)
+_DIFF = """
+SELECT * FROM (
+  SELECT coalesce(d.customer_id, c.customer_id) AS customer_id, coalesce(d.tag, c.tag) AS tag,
+    coalesce(d.rule, c.rule) AS rule, d.variables, d.expires_at,
+    CASE WHEN c.customer_id IS NULL THEN 'entered' WHEN d.customer_id IS NULL THEN 'exited'
+      WHEN c.rule <> d.rule OR c.variables IS DISTINCT FROM d.variables THEN 'changed' END AS op
+  FROM {desired} AS d FULL OUTER JOIN customer_tags AS c
+    ON c.customer_id = d.customer_id AND c.tag = d.tag
+) AS compared WHERE op IS NOT NULL
+"""
+"""Earned tags against stored ones in one join: new ones enter, lost ones exit, kept ones whose
+rule or variables changed are updated."""
 _CHANGES = (
     "INSERT INTO audience_changes (kind, name, customer_id, change, changed_at, recorded_at, "
-    "rule) SELECT 'tag', tag, customer_id, '{change}', ?, ?, rule FROM {side}"
+    "rule) SELECT 'tag', tag, customer_id, op, ?, ?, rule FROM {diff} "
+    "WHERE op IN ('entered', 'exited')"
 )
+_SAME = "{diff}.customer_id = customer_tags.customer_id AND {diff}.tag = customer_tags.tag"
 
 
-def _side(wh: Warehouse, name: str, select: str) -> int:
-    """Materialize one side of the difference and count it."""
-    wh.execute(f"CREATE TEMP TABLE {name} AS {select}")
-    return int(wh.scalar(f"SELECT count(*) FROM {name}") or 0)
-
-
-def _update_kept(wh: Warehouse, desired: str) -> int:
-    changed = (
-        f"FROM {desired} AS d WHERE d.customer_id = customer_tags.customer_id "
-        "AND d.tag = customer_tags.tag AND (customer_tags.rule <> d.rule "
-        "OR customer_tags.variables IS DISTINCT FROM d.variables)"
-    )
-    count = int(
-        wh.scalar(f"SELECT count(*) FROM customer_tags WHERE EXISTS (SELECT 1 {changed})") or 0
-    )
-    if count:
-        wh.execute(f"UPDATE customer_tags SET rule = d.rule, variables = d.variables {changed}")
-    return count
+def _apply(
+    wh: Warehouse, diff: str, now: datetime, *, added: int, removed: int, updated: int
+) -> None:
+    same = _SAME.format(diff=diff)
+    if added or removed:
+        wh.execute(_CHANGES.format(diff=diff), [now, datetime.now(UTC)])
+    if removed:
+        wh.execute(
+            f"DELETE FROM customer_tags WHERE EXISTS (SELECT 1 FROM {diff} "
+            f"WHERE {diff}.op = 'exited' AND {same})"
+        )
+    if updated:
+        wh.execute(
+            f"UPDATE customer_tags SET rule = {diff}.rule, variables = {diff}.variables "
+            f"FROM {diff} WHERE {diff}.op = 'changed' AND {same}"
+        )
+    if added:
+        wh.execute(
+            "INSERT INTO customer_tags (customer_id, tag, rule, assigned_at, expires_at, "
+            f"variables) SELECT customer_id, tag, rule, ?, expires_at, variables FROM {diff} "
+            "WHERE op = 'entered'",
+            [now],
+        )

@@ -51,88 +51,71 @@ def refresh_segment(
     """Recompute ``segment`` at ``now`` and apply entries and exits (see the module doc)."""
     started = time.perf_counter()
     key = uuid.uuid4().hex[:12]
-    members, exits, entries = (f"_personify_{k}_{key}" for k in ("members", "exits", "entries"))
+    members, diff = quote(f"_personify_members_{key}"), quote(f"_personify_diff_{key}")
     with clock.frozen(now):
         query = segment.members_query()
     members_sql = wh.render(query)
     with wh.transaction():
-        wh.execute(f"CREATE TEMP TABLE {quote(members)} (customer_id VARCHAR NOT NULL)")
-        size = wh.execute_limited(exp.insert(query, quote(members)), timeout_s=timeout_s)
+        wh.execute(f"CREATE TEMP TABLE {members} (customer_id VARCHAR NOT NULL)")
+        size = wh.execute_limited(exp.insert(query, members), timeout_s=timeout_s)
         if size < 0:  # an engine that does not report counts
-            size = int(wh.scalar(f"SELECT count(*) FROM {quote(members)}") or 0)
+            size = int(wh.scalar(f"SELECT count(*) FROM {members}") or 0)
         if size > max_members:
             raise UnsafeQueryError(
                 f"segment {segment.name!r} returned {size:,} customers, more than the cap "
                 f"({max_members:,}); its memberships were left as they were",
                 hint="narrow the query, or raise audiences.max_members in personify.yml",
             )
-        exited = _diff(wh, exits, _EXITS.format(members=quote(members)), segment.name)
-        entered = _diff(wh, entries, _ENTRIES.format(members=quote(members)), segment.name)
-        _apply(wh, segment.name, quote(exits), quote(entries), now, (exited, entered))
-        for name in (members, exits, entries):
-            wh.execute(f"DROP TABLE {quote(name)}")
+        wh.execute(f"CREATE TEMP TABLE {diff} (customer_id VARCHAR NOT NULL, change VARCHAR)")
+        wh.execute(f"INSERT INTO {diff} " + _DIFF.format(members=members), [segment.name])
+        counts = dict(wh.fetch(f"SELECT change, count(*) FROM {diff} GROUP BY change"))
+        entered, exited = int(counts.get("entered", 0)), int(counts.get("exited", 0))
+        if entered or exited:
+            _apply(wh, segment.name, diff, now, entered=entered, exited=exited)
+        wh.execute(f"DROP TABLE {members}")
+        wh.execute(f"DROP TABLE {diff}")
         seconds = time.perf_counter() - started
         result = RefreshResult(segment.name, size, entered, exited, seconds, members_sql)
         _save_state(wh, result, now)
     return result
 
 
-_EXITS = (
-    "SELECT m.customer_id FROM segment_memberships AS m "
-    "WHERE m.segment = ? AND m.exited_at IS NULL "
-    "AND NOT EXISTS (SELECT 1 FROM {members} AS t WHERE t.customer_id = m.customer_id)"
+_DIFF = (
+    "SELECT coalesce(t.customer_id, m.customer_id), "
+    "CASE WHEN t.customer_id IS NULL THEN 'exited' ELSE 'entered' END "
+    "FROM {members} AS t FULL OUTER JOIN (SELECT customer_id FROM segment_memberships "
+    "WHERE segment = ? AND exited_at IS NULL) AS m ON m.customer_id = t.customer_id "
+    "WHERE t.customer_id IS NULL OR m.customer_id IS NULL"
 )
-_ENTRIES = (
-    "SELECT t.customer_id FROM {members} AS t WHERE NOT EXISTS (SELECT 1 FROM "
-    "segment_memberships AS m WHERE m.segment = ? AND m.exited_at IS NULL "
-    "AND m.customer_id = t.customer_id)"
-)
-
-
-def _diff(wh: Warehouse, name: str, select: str, segment: str) -> int:
-    """Materialize one side of the difference (``customer_id``s) and count it."""
-    wh.execute(f"CREATE TEMP TABLE {quote(name)} (customer_id VARCHAR NOT NULL)")
-    count = wh.execute(f"INSERT INTO {quote(name)} {select}", [segment])
-    if count < 0:  # an engine that does not report counts
-        count = int(wh.scalar(f"SELECT count(*) FROM {quote(name)}") or 0)
-    return count
+"""Both sides of the difference in one join: members without an open membership enter, open
+memberships without a member exit."""
 
 
 def _apply(
-    wh: Warehouse,
-    segment: str,
-    exits: str,
-    entries: str,
-    now: datetime,
-    counts: tuple[int, int],
+    wh: Warehouse, segment: str, diff: str, now: datetime, *, entered: int, exited: int
 ) -> None:
-    wall = datetime.now(UTC)
-    if counts[0]:
-        wh.execute(
-            f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
-            f"SELECT 'segment', ?, customer_id, 'exited', ?, ? FROM {exits}",
-            [segment, now, wall],
-        )
+    wh.execute(
+        f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+        f"SELECT 'segment', ?, customer_id, change, ?, ? FROM {diff}",
+        [segment, now, datetime.now(UTC)],
+    )
+    if exited:
         wh.execute(
             "UPDATE segment_memberships SET exited_at = ? WHERE segment = ? "
-            f"AND exited_at IS NULL AND customer_id IN (SELECT customer_id FROM {exits})",
+            f"AND exited_at IS NULL AND customer_id IN (SELECT customer_id FROM {diff} "
+            "WHERE change = 'exited')",
             [now, segment],
         )
-    if counts[1]:
-        wh.execute(
-            f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
-            f"SELECT 'segment', ?, customer_id, 'entered', ?, ? FROM {entries}",
-            [segment, now, wall],
-        )
+    if entered:
         # Left and re-entered at the same instant (two refreshes at one --now): no gap.
         wh.execute(
             "DELETE FROM segment_memberships WHERE segment = ? AND entered_at = ? "
-            f"AND customer_id IN (SELECT customer_id FROM {entries})",
+            f"AND customer_id IN (SELECT customer_id FROM {diff} WHERE change = 'entered')",
             [segment, now],
         )
         wh.execute(
             "INSERT INTO segment_memberships (segment, customer_id, entered_at, exited_at) "
-            f"SELECT ?, customer_id, ?, NULL FROM {entries}",
+            f"SELECT ?, customer_id, ?, NULL FROM {diff} WHERE change = 'entered'",
             [segment, now],
         )
 
