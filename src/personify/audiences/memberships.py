@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
@@ -27,7 +26,6 @@ from personify import clock
 from personify.audiences.segments import Segment
 from personify.errors import UnsafeQueryError
 from personify.warehouse.base import Warehouse, quote
-from personify.warehouse.schema import SEGMENT_STATE
 
 _CHANGE_COLUMNS = "(kind, name, customer_id, change, changed_at, recorded_at)"
 
@@ -71,7 +69,10 @@ def refresh_segment(
         counts = dict(wh.fetch(f"SELECT change, count(*) FROM {diff} GROUP BY change"))
         entered, exited = int(counts.get("entered", 0)), int(counts.get("exited", 0))
         if entered or exited:
-            _apply(wh, segment.name, diff, now, entered=entered, exited=exited)
+            again = wh.scalar(
+                "SELECT refreshed_at FROM segment_state WHERE segment = ?", [segment.name]
+            )
+            _apply(wh, segment.name, diff, now, entered=entered, exited=exited, again=again == now)
         wh.execute(f"DROP TABLE {members}")
         wh.execute(f"DROP TABLE {diff}")
         seconds = time.perf_counter() - started
@@ -92,8 +93,17 @@ memberships without a member exit."""
 
 
 def _apply(
-    wh: Warehouse, segment: str, diff: str, now: datetime, *, entered: int, exited: int
+    wh: Warehouse,
+    segment: str,
+    diff: str,
+    now: datetime,
+    *,
+    entered: int,
+    exited: int,
+    again: bool,
 ) -> None:
+    """Record the changes, close the exits, open the entries (``again``: refreshed before at
+    this very instant, so an exit and a re-entry may meet)."""
     wh.execute(
         f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
         f"SELECT 'segment', ?, customer_id, change, ?, ? FROM {diff}",
@@ -106,13 +116,14 @@ def _apply(
             "WHERE change = 'exited')",
             [now, segment],
         )
-    if entered:
+    if entered and again:
         # Left and re-entered at the same instant (two refreshes at one --now): no gap.
         wh.execute(
             "DELETE FROM segment_memberships WHERE segment = ? AND entered_at = ? "
             f"AND customer_id IN (SELECT customer_id FROM {diff} WHERE change = 'entered')",
             [segment, now],
         )
+    if entered:
         wh.execute(
             "INSERT INTO segment_memberships (segment, customer_id, entered_at, exited_at) "
             f"SELECT ?, customer_id, ?, NULL FROM {diff} WHERE change = 'entered'",
@@ -128,21 +139,28 @@ def create_temp_as(name: str, query: exp.Query) -> exp.Create:
     return create
 
 
+_STATE_COLUMNS = ("refreshed_at", "finished_at", "seconds", "members", "entered", "exited", "sql")
+_SAVE_STATE = (
+    f"INSERT INTO segment_state (segment, {', '.join(_STATE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(_STATE_COLUMNS) + 1))}) ON CONFLICT (segment) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS)
+)
+
+
 def _save_state(wh: Warehouse, result: RefreshResult, now: datetime) -> None:
-    ts = pa.timestamp("us", tz="UTC")
-    row = pa.table(
-        {
-            "segment": [result.segment],
-            "refreshed_at": pa.array([now], ts),
-            "finished_at": pa.array([datetime.now(UTC)], ts),
-            "seconds": pa.array([result.seconds], pa.float64()),
-            "members": pa.array([result.members], pa.int64()),
-            "entered": pa.array([result.entered], pa.int64()),
-            "exited": pa.array([result.exited], pa.int64()),
-            "sql": [result.sql],
-        }
+    wh.execute(
+        _SAVE_STATE,
+        [
+            result.segment,
+            now,
+            datetime.now(UTC),
+            result.seconds,
+            result.members,
+            result.entered,
+            result.exited,
+            result.sql,
+        ],
     )
-    wh.load(SEGMENT_STATE, row, on_conflict="update")
 
 
 def retire_segments(wh: Warehouse, keep: set[str], *, now: datetime) -> int:
