@@ -194,6 +194,15 @@ def test_blocked_values_do_not_merge_strangers(batch_root: Path, tmp_path: Path)
             )
             == 0
         )
+        # nor is the blocked address anyone's email: it is a placeholder, never observed
+        assert wh.scalar("SELECT count(*) FROM customers WHERE email = 'test@example.com'") == 0
+        assert (
+            wh.scalar(
+                "SELECT count(*) FROM customers WHERE customer_id IN (?, ?) AND email IS NOT NULL",
+                [ca, cb],
+            )
+            == 2
+        )
 
 
 def snapshot(wh: Warehouse) -> dict[str, Any]:

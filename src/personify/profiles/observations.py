@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from personify.config import IdentityConfig
 from personify.identity.normalize import email_sql, id_sql, phone_sql
-from personify.identity.rules import source_kind, source_kind_join
+from personify.identity.rules import BLOCKED, source_kind, source_kind_join
 from personify.identity.sightings import NOTHING, Scope, Where
 from personify.warehouse.base import Warehouse
 
 FIELDS = ("email", "first_name", "last_name", "phone", "timezone", "country", "city", "created_at")
 """Profile fields chosen by survivorship (columns of ``customers``)."""
+IDENTIFIER_FIELDS = ("email", "phone")
+"""Fields that are identifiers too: their blocked values are never observed."""
 
 _TRAIT_KEYS = {
     "email": ("email",),
@@ -38,11 +40,16 @@ def _value(field: str, expr: str, config: IdentityConfig) -> str:
 
 
 def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
+    # a blocked email or phone (test@example.com, "n/a" …) is a placeholder, not a value: it is
+    # never observed, so it can never become a profile's email
     added = wh.execute(
         "INSERT INTO profile_observations (node_id, field, value, source, origin, observed_at, "
-        f"received_at) SELECT node_id, field, value, source, origin, observed_at, received_at "
-        f"FROM ({select}) o WHERE value IS NOT NULL AND node_id IS NOT NULL "
-        "ON CONFLICT DO NOTHING",
+        "received_at) SELECT o.node_id, o.field, o.value, o.source, o.origin, o.observed_at, "
+        f"o.received_at FROM ({select}) o LEFT JOIN {BLOCKED.name} b1 ON b1.kind = o.field "
+        f"AND b1.value = o.value LEFT JOIN {BLOCKED.name} b2 ON b2.kind = '*' "
+        f"AND o.field IN ({', '.join(repr(f) for f in IDENTIFIER_FIELDS)}) "
+        "AND b2.value = lower(o.value) WHERE o.value IS NOT NULL AND o.node_id IS NOT NULL "
+        "AND b1.kind IS NULL AND b2.kind IS NULL ON CONFLICT DO NOTHING",
         params,
     )
     return max(added, 0)
