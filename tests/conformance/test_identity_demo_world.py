@@ -17,7 +17,7 @@ import pytest
 from personify import clock, pipeline
 from personify.demo import make_demo_project
 from personify.identity import Scope, identity_stage
-from personify.profiles import apply, profiles_stage
+from personify.profiles import apply, profiles_stage, read_profile
 from personify.session import Session, open_session
 from personify.sources import sync_sources
 from personify.sources.files import import_file
@@ -245,3 +245,13 @@ def test_real_time_path_equals_batch_path(batch: Session, tmp_path: Path) -> Non
     assert realtime["identities"] == expected["identities"]
     assert realtime["events"] == expected["events"]
     assert realtime["customers"] == expected["customers"]
+
+
+def test_profile_shows_consent_recorded_under_the_shop_id(batch: Session) -> None:
+    wh = batch.warehouse
+    shop_id, status = wh.fetch(
+        "SELECT customer_id, status FROM consents ORDER BY customer_id LIMIT 1"
+    )[0]
+    doc = read_profile(wh, shop_id, batch.project)
+    assert doc["customer_id"].startswith("cus_")
+    assert [(c["purpose"], c["status"]) for c in doc["consent"]] == [("email_marketing", status)]

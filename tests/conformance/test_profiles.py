@@ -221,3 +221,36 @@ def test_realtime_equals_batch(warehouse: Warehouse, tmp_path: Path) -> None:
     assert [{k: v for k, v in r.items() if k not in strip} for r in batch] == [
         {k: v for k, v in r.items() if k not in strip} for r in realtime
     ]
+
+
+def test_consent_recorded_under_a_source_id(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A consent log keyed by the CRM's ids shows on the profile of the customer holding it."""
+    (tmp_path / "traits").mkdir(exist_ok=True)
+    proj = Project(
+        parse_config(
+            f"warehouse: {warehouse.url}\nidentity:\n  source_kinds:\n    newsletter: crm_id\n"
+        ),
+        tmp_path,
+        tmp_path / "personify.yml",
+    )
+    load_world(warehouse)
+    warehouse.load(
+        table("consents"),
+        pa.table(
+            {
+                "customer_id": ["c1", "c2"],
+                "purpose": ["email_marketing"] * 2,
+                "channel": ["email"] * 2,
+                "status": ["granted", "revoked"],
+                "source": ["newsletter"] * 2,
+                "updated_at": pa.array([NOW, NOW], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, proj.config.identity)
+        profiles_stage(session_on(warehouse, proj))
+        ann = read_profile(warehouse, "ann@x.org", proj)["consent"]
+        bob = read_profile(warehouse, "bob@x.org", proj)["consent"]
+    assert [(c["status"], c["source"]) for c in ann] == [("granted", "newsletter")]
+    assert [c["status"] for c in bob] == ["revoked"]

@@ -185,6 +185,7 @@ IDENTITY_YAML: Final = (
     "  source_kinds:\n"
     "    shop_customers: user_id\n"
     "    shop_orders: user_id\n"
+    "    consents: user_id\n"
     "    crm: crm_id\n"
     "    helpdesk: crm_id\n"
 )

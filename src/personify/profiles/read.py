@@ -63,6 +63,26 @@ def _fields(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]
     return out
 
 
+def _consent(wh: Warehouse, customer_id: str, project: Project) -> list[dict[str, Any]]:
+    """Consent rows of the customer: keyed by its customer id, or by an id a source knows it by
+    (a consent log keyed by shop ids: ``identity.source_kinds`` names the kind of its source)."""
+    kinds = project.config.identity.source_kinds
+    pairs = sorted(kinds.items())
+    mapping = " UNION ALL ".join(
+        "SELECT CAST(? AS VARCHAR) AS source, CAST(? AS VARCHAR) AS kind" for _ in pairs
+    )
+    sql = (
+        "SELECT c.purpose, c.channel, c.status, c.source, c.updated_at FROM consents c "
+        f"LEFT JOIN ({mapping or 'SELECT NULL AS source, NULL AS kind WHERE FALSE'}) sk "
+        "ON sk.source = c.source LEFT JOIN identities i "
+        "ON i.kind = coalesce(sk.kind, c.source || '_id') AND i.value = c.customer_id "
+        "WHERE c.customer_id = ? OR i.customer_id = ? "
+        "ORDER BY c.purpose, c.channel, c.updated_at DESC, c.source"
+    )
+    params = [v for pair in pairs for v in pair]
+    return _rows(wh, sql, [*params, customer_id, customer_id])
+
+
 def read_profile(wh: Warehouse, text: str, project: Project) -> dict[str, Any]:
     """Everything about the customer ``text`` names. Raises :class:`NotFound`."""
     customer_id = resolve_customer(wh, text, project)
@@ -97,12 +117,7 @@ def read_profile(wh: Warehouse, text: str, project: Project) -> dict[str, Any]:
             "WHERE na.customer_id = ? OR nb.customer_id = ? ORDER BY r.decided_at, r.a, r.b",
             [customer_id, customer_id],
         ),
-        "consent": _rows(
-            wh,
-            "SELECT purpose, channel, status, source, updated_at FROM consents "
-            "WHERE customer_id = ? ORDER BY purpose, channel",
-            one,
-        ),
+        "consent": _consent(wh, customer_id, project),
         "segments": _rows(
             wh,
             "SELECT segment, entered_at FROM segment_memberships WHERE customer_id = ? "
