@@ -8,9 +8,11 @@ rule over every customer and bring ``customer_tags`` up to date.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
@@ -34,19 +36,41 @@ log = logging.getLogger(__name__)
 
 
 def project_segments(project: Project) -> list[Segment]:
-    """The project's segments (``audiences.segments`` folder), checked."""
+    """The project's segments (``audiences.segments`` folder), checked (cached while the files
+    are unchanged)."""
     settings = project.config.audiences
-    return load_segments(
-        project.path(settings.segments), default_dialect=settings.dialect, root=project.root
-    )
+    folder = project.path(settings.segments)
+    return list(_segments(folder, _stamp(folder, "*.sql"), settings.dialect, project.root))
 
 
 def project_rules(project: Project) -> list[Rule]:
-    """The project's rules (``audiences.rules`` folder), checked, in evaluation order."""
+    """The project's rules (``audiences.rules`` folder), checked, in evaluation order (cached
+    while the files are unchanged: the real-time path may ask for every event)."""
     settings = project.config.audiences
-    return load_rules(
-        project.path(settings.rules), default_dialect=settings.dialect, root=project.root
+    folder = project.path(settings.rules)
+    return list(_rules(folder, _stamp(folder, "*.y*ml"), settings.dialect, project.root))
+
+
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def _stamp(folder: Path, pattern: str) -> Stamp:
+    """Name, size and modification time of every definition file: the cache key."""
+    if not folder.is_dir():
+        return ()
+    return tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob(pattern))
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _segments(folder: Path, stamp: Stamp, dialect: str, root: Path) -> tuple[Segment, ...]:
+    return tuple(load_segments(folder, default_dialect=dialect, root=root))
+
+
+@functools.lru_cache(maxsize=32)
+def _rules(folder: Path, stamp: Stamp, dialect: str, root: Path) -> tuple[Rule, ...]:
+    return tuple(load_rules(folder, default_dialect=dialect, root=root))
 
 
 def find_segment(project: Project, name: str) -> Segment:
