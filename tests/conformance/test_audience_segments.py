@@ -304,3 +304,18 @@ def test_leaving_and_returning_at_one_instant_leaves_no_gap(warehouse: Warehouse
     assert refresh_segment(warehouse, segment, **refresh).entered == 1  # type: ignore[arg-type]
     rows = warehouse.fetch("SELECT customer_id, entered_at, exited_at FROM segment_memberships")
     assert rows == [("a", NOW, None)]
+
+
+def test_segments_for_one_customer_now(warehouse: Warehouse) -> None:
+    from personify.audiences.stage import segments_for
+
+    engaged_buyers_world(warehouse)
+    segments = [
+        _segment(GOLDEN / "engaged_buyers" / "mysql.sql"),
+        parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb"),
+    ]
+    with clock.frozen(NOW):
+        assert segments_for(warehouse, segments, "c10") == ["engaged_buyers", "hot"]
+        assert segments_for(warehouse, segments, "c05") == ["engaged_buyers"]
+        assert segments_for(warehouse, segments, "c02") == []
+        assert segments_for(warehouse, segments, "nobody' OR '1'='1") == []

@@ -162,6 +162,25 @@ def preview(wh: Warehouse, segment: Segment, *, sample: int, timeout_s: float) -
     return Preview(segment, sql, size, columns, rows, time.perf_counter() - started)
 
 
+def segments_for(
+    wh: Warehouse, segments: list[Segment], customer_id: str, *, timeout_s: float = 5.0
+) -> list[str]:
+    """The segments one customer is in *now* (``--now``), asking the warehouse directly — the
+    real-time check, without touching the stored memberships."""
+    found = []
+    for segment in segments:
+        query = (
+            exp.select(exp.Literal.number(1))
+            .from_(segment.members_query().subquery("members"))
+            .where(exp.column("customer_id").eq(exp.Literal.string(customer_id)))
+            .limit(1)
+        )
+        _, rows, _ = wh.query_user(wh.render(query), timeout_s=timeout_s, max_rows=1)
+        if rows:
+            found.append(segment.name)
+    return found
+
+
 def customer_tags(wh: Warehouse, customer_id: str) -> list[dict[str, Any]]:
     """The tags stored for one customer (what the last batch evaluation wrote)."""
     return [
