@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -199,3 +200,115 @@ def test_a_failed_load_inside_a_transaction_reports_its_own_error(warehouse: War
         warehouse.load(table("products"), products("p1"))  # duplicate key
     assert "p1" in str(info.value) or "duplicate" in str(info.value).lower()
     assert warehouse.scalar("SELECT count(*) FROM products") == 1
+
+
+# -- tables keyed by construction (no engine key on DuckDB, a primary key on PostgreSQL)
+def events(*ids: str, event: str = "Viewed") -> pa.Table:
+    ts = pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "message_id": list(ids),
+            "type": ["track"] * len(ids),
+            "event": [f"{event} {i}" for i in range(len(ids))],
+            "timestamp": ts,
+            "received_at": ts,
+            "source": ["web"] * len(ids),
+        }
+    )
+
+
+def stored_events(wh: Warehouse) -> list[tuple[str, str]]:
+    return [(m, e) for m, e in wh.fetch("SELECT message_id, event FROM events ORDER BY 1, 2")]
+
+
+def test_keyed_by_construction_ignore_keeps_the_stored_and_the_first_row(
+    warehouse: Warehouse,
+) -> None:
+    t = table("events")
+    assert warehouse.load(t, events("m1", "m2"), on_conflict="ignore") == 2
+    assert warehouse.load(t, events("m2", "m3", "m3", "m4", event="Re"), on_conflict="ignore") == 2
+    assert stored_events(warehouse) == [
+        ("m1", "Viewed 0"),
+        ("m2", "Viewed 1"),
+        ("m3", "Re 1"),  # the first of the batch's two m3 rows
+        ("m4", "Re 3"),
+    ]
+
+
+def test_keyed_by_construction_update_then_insert(warehouse: Warehouse) -> None:
+    t = table("events")
+    warehouse.load(t, events("m1", "m2"))
+    n = warehouse.load(t, events("m2", "m3", event="New"), on_conflict="update")
+    assert n == 2
+    assert stored_events(warehouse) == [("m1", "Viewed 0"), ("m2", "New 0"), ("m3", "New 1")]
+    n = warehouse.load(
+        t, events("m1", "m4", event="Only"), on_conflict="update", update_columns=["message_id"]
+    )
+    assert n == 1  # nothing to update but the key: stored rows kept, new ones inserted
+    assert ("m1", "Viewed 0") in stored_events(warehouse)
+
+
+def test_keyed_by_construction_error_names_the_key(warehouse: Warehouse) -> None:
+    t = table("events")
+    warehouse.load(t, events("m1"))
+    with pytest.raises(WarehouseError) as stored:
+        warehouse.load(t, events("m2", "m1"))
+    assert "m1" in str(stored.value) or "duplicate" in str(stored.value).lower()
+    with pytest.raises(WarehouseError) as repeated:
+        warehouse.load(t, events("m5", "m5"))
+    assert "m5" in str(repeated.value) or "duplicate" in str(repeated.value).lower()
+    assert stored_events(warehouse) == [("m1", "Viewed 0")]  # neither load wrote anything
+
+
+def test_keyed_by_construction_composite_key_and_rollback(warehouse: Warehouse) -> None:
+    t = table("order_items")
+    items = pa.table(
+        {
+            "order_id": ["o1", "o1", "o2"],
+            "line_no": [1, 2, 1],
+            "product_id": ["p1", "p2", "p1"],
+            "quantity": [1, 1, 3],
+            "price": [1.0, 2.0, 3.0],
+            "source": ["shop"] * 3,
+        }
+    )
+    assert warehouse.load(t, items, on_conflict="ignore") == 3
+    assert warehouse.load(t, items, on_conflict="ignore") == 0
+    with pytest.raises(RuntimeError), warehouse.transaction():
+        assert warehouse.load(t, items.slice(2).set_column(0, "order_id", pa.array(["o3"]))) == 1
+        raise RuntimeError("boom")
+    assert warehouse.scalar("SELECT count(*) FROM order_items") == 3
+
+
+def test_keyed_by_construction_concurrent_loads_store_each_key_once(
+    warehouse: Warehouse,
+) -> None:
+    t = table("events")
+    ids = [f"m{i:04d}" for i in range(400)]
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        mine = ids[k * 50 : k * 50 + 250]  # overlapping ranges: many keys loaded by several
+        try:
+            for start in range(0, len(mine), 25):
+                for attempt in range(20):
+                    try:
+                        with warehouse.transaction():
+                            warehouse.load(
+                                t, events(*mine[start : start + 25]), on_conflict="ignore"
+                            )
+                        break
+                    except WarehouseError:  # a write conflict the engine reports: retry
+                        if attempt == 19:
+                            raise
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    got = warehouse.fetch("SELECT count(*), count(DISTINCT message_id) FROM events")
+    assert got == [(400, 400)]

@@ -122,11 +122,58 @@ def _tracking(wh: Warehouse) -> None:
             )
 
 
+def _keys_by_construction(wh: Warehouse) -> None:
+    """Engines without cheap keys: drop the primary-key constraint of the tables keyed by
+    construction (``events``, ``order_items``, ``customer_records`` …) that earlier versions
+    created with one. DuckDB cannot drop a constraint, so each such table is rebuilt — created
+    anew from its own columns without the key, copied, dropped, renamed — in the migration's
+    transaction (views bind by name: they read the new table). A table without the constraint is
+    left alone (idempotent)."""
+    if wh.capabilities.cheap_keys:
+        return
+    for table in TABLES:
+        if table.key_by_construction and table.primary_key and _has_primary_key(wh, table.name):
+            _rebuild_without_key(wh, table.name)
+
+
+def _has_primary_key(wh: Warehouse, name: str) -> bool:
+    found = wh.scalar(
+        "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = current_schema() "
+        "AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+        [name],
+    )
+    return bool(found)
+
+
+def _rebuild_without_key(wh: Warehouse, name: str) -> None:
+    columns = wh.fetch(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+        [name],
+    )
+    new = f"__personify_rebuild_{name}"
+    defs = ", ".join(
+        f"{quote(c)} {t}{'' if nullable == 'YES' else ' NOT NULL'}" for c, t, nullable in columns
+    )
+    names = ", ".join(quote(c) for c, _, _ in columns)
+    wh.execute(f"DROP TABLE IF EXISTS {quote(new)}")
+    wh.execute(f"CREATE TABLE {quote(new)} ({defs})")
+    wh.execute(f"INSERT INTO {quote(new)} ({names}) SELECT {names} FROM {quote(name)}")
+    wh.execute(f"DROP TABLE {quote(name)}")
+    wh.execute(f"ALTER TABLE {quote(new)} RENAME TO {quote(name)}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
     Migration(3, "audiences: suppressions, audience changes, the sendable view", _audiences),
     Migration(4, "tracking API: events.payload_hash and events.plan_violations", _tracking),
+    Migration(
+        5,
+        "keyed by construction: events, order_items, customer_records without an engine key "
+        "where keys are dear (DuckDB)",
+        _keys_by_construction,
+    ),
 )
 
 

@@ -28,9 +28,11 @@ class Table:
     internal: bool = False
     """Bookkeeping tables that users need not query (still readable with ``personify sql``)."""
     key_by_construction: bool = False
-    """Its one writer keeps ``primary_key`` unique by construction (derived tables written by
-    difference), so engines without cheap keys (``Capabilities.cheap_keys``) skip the constraint
-    — and ``Warehouse.load(on_conflict=…)`` cannot be used on them there."""
+    """Its writers keep ``primary_key`` unique themselves (derived tables written by difference;
+    append-mostly tables written only through ``Warehouse.load``, which then checks the key with
+    an anti-join under a per-table lock), so engines without cheap keys
+    (``Capabilities.cheap_keys``) skip the constraint. Raw ``INSERT … ON CONFLICT`` cannot be used
+    on them there."""
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ EVENTS = Table(
     ),
     primary_key=("message_id",),
     indexes=(("customer_id",), ("user_id",), ("anonymous_id",)),
+    key_by_construction=True,
     doc="The append-only log of behavioural events",
 )
 
@@ -168,6 +171,7 @@ ORDER_ITEMS = Table(
     ),
     primary_key=("order_id", "line_no"),
     indexes=(("product_id",),),
+    key_by_construction=True,
 )
 
 PRODUCTS = Table(
@@ -365,6 +369,7 @@ CUSTOMER_RECORDS = Table(
     ),
     primary_key=("source", "record_id", "observed_at"),
     indexes=(("email",),),
+    key_by_construction=True,
     doc="Person records from sources, every version kept: the input of identity and profiles",
 )
 

@@ -17,7 +17,7 @@ class RecentIds:
     """The payload hashes of recently stored ``messageId`` s, oldest forgotten first.
 
     A resend (the SDK did not get our answer and retries) is answered from here without touching
-    the warehouse; an id that is not here is still deduplicated by the warehouse's primary key.
+    the warehouse; an id that is not here is still deduplicated by the store (the warehouse's key).
     Only committed ids are added, so a hit always means "durably stored".
     """
 

@@ -5,7 +5,7 @@ Replay re-ingests quarantined tracking events through the same rules as the API
 the event's original ``received_at`` (so clock-skew correction gives the same timestamp). An event
 that passes is stored and its quarantine row deleted, in one transaction; one that fails again stays
 (its reason may have changed: that is reported). Replaying twice stores nothing twice: the second
-time the rows are gone, and ``messageId`` is the events' primary key anyway.
+time the rows are gone, and ``messageId`` is deduplicated by the store anyway.
 
 Not replayed: ``conflicting_duplicate`` rows (records of a reused ``messageId``; the stored event
 stands) and rows of other sources (files: fix the file and import it again).

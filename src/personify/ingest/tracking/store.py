@@ -1,13 +1,14 @@
 """One transaction: events and quarantine rows in, what became of each event out.
 
-:func:`store` runs in the caller's transaction (or opens one): it inserts the events with
-``ON CONFLICT (message_id) DO NOTHING`` — the primary key is the forever-dedup — and the
-quarantine rows (their ids are deterministic, so a retried request quarantines nothing twice).
-When fewer events were inserted than given, some ``messageId`` was already stored: only then does
-it read those ids back and sort each event into *duplicate* (same payload hash: a resend, nothing
-stored) or *conflict* (another payload reusing the id: the stored event is kept and this one is
-quarantined as ``conflicting_duplicate``). Within one call, the first event with an id wins the
-same way.
+:func:`store` runs in the caller's transaction (or opens one): it loads the events with
+``on_conflict="ignore"`` on ``message_id`` — the forever-dedup, kept by the warehouse: a primary
+key where keys are cheap (PostgreSQL), an anti-join under the table's write lock where they are
+not (DuckDB, see :mod:`personify.warehouse.duckdb.keyless`) — and the quarantine rows (their
+ids are deterministic, so a retried request quarantines nothing twice). When fewer events were
+inserted than given, some ``messageId`` was already stored: only then does it read those ids back
+and sort each event into *duplicate* (same payload hash: a resend, nothing stored) or *conflict*
+(another payload reusing the id: the stored event is kept and this one is quarantined as
+``conflicting_duplicate``). Within one call, the first event with an id wins the same way.
 """
 
 from __future__ import annotations
@@ -144,10 +145,12 @@ def store(
     (:data:`NEW`, :data:`DUPLICATE`, :data:`CONFLICT`). ``locations``: where each row was in
     its request (for the quarantine rows of conflicts).
 
-    ``optimistic``: when there is nothing to quarantine, first try one plain ``INSERT`` statement
-    (a third cheaper than ``ON CONFLICT``, and what nearly every group is: resends are mostly
-    answered from the recent-id cache); if a key is already stored it fails whole and the careful
-    way follows. Pass ``False`` inside an open transaction (a failed statement would abort it)."""
+    ``optimistic``: where the engine enforces the key (``Capabilities.cheap_keys``) and there is
+    nothing to quarantine, first try one plain ``INSERT`` statement (a third cheaper than
+    ``ON CONFLICT``, and what nearly every group is: resends are mostly answered from the recent-id
+    cache); if a key is already stored it fails whole and the careful way follows. Without engine
+    keys both ways cost one anti-join, so the careful way runs at once. Pass ``False`` inside an
+    open transaction (a failed statement would abort it)."""
     status = [NEW] * len(rows)
     first: dict[str, int] = {}
     keep: list[int] = []
@@ -159,6 +162,7 @@ def store(
         else:
             status[i] = DUPLICATE if rows[j][_HASH] == row[_HASH] else CONFLICT
     table = events_table([rows[i] for i in keep]) if keep else None
+    optimistic = optimistic and wh.capabilities.cheap_keys
     if optimistic and table is not None and len(keep) == len(rows) and not quarantine:
         try:
             wh.load(EVENTS, table, on_conflict="error")  # one statement: its own transaction

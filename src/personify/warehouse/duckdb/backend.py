@@ -4,6 +4,10 @@ Opened with external access disabled (no reading files or URLs from SQL: Personi
 pyarrow and hands DuckDB Arrow tables), the session time zone pinned to UTC, and one cursor per
 thread so the server's threads share the one connection. A file held by another process raises
 :class:`~personify.errors.WarehouseBusy` after ``lock_timeout`` seconds of polite retrying.
+
+Tables keyed by construction (``Table.key_by_construction``) have no primary-key index here
+(DuckDB's ART index makes bulk inserts several times dearer), so :meth:`DuckDBWarehouse.load`
+keeps their key itself (:mod:`personify.warehouse.duckdb.keyless`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlglot import exp
 
 from personify.errors import UnsafeQueryError, WarehouseBusy, WarehouseError
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
+from personify.warehouse.duckdb import keyless
 from personify.warehouse.schema import Table
 
 _LOCK_PID = re.compile(r"PID (\d+)")
@@ -63,9 +68,17 @@ class DuckDBWarehouse(Warehouse):
                 delay = min(delay * 2, 0.5)
         self._local = threading.local()
         self._closed = False
+        self._writers = keyless.TableLocks()
 
     # -- cursors and transactions
     def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor, for a statement (which, in a transaction, takes its snapshot)."""
+        cur = self._raw_cursor()
+        if self._local.txn is not None:
+            self._local.txn.touch(self._writers)
+        return cur
+
+    def _raw_cursor(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cur is None:
             if self._closed:
@@ -73,11 +86,12 @@ class DuckDBWarehouse(Warehouse):
             cur = self._con.cursor()
             self._local.cursor = cur
             self._local.depth = 0
+            self._local.txn = None
         return cur
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        cur = self._cursor()
+        cur = self._raw_cursor()
         if self._local.depth:
             self._local.depth += 1
             try:
@@ -87,14 +101,25 @@ class DuckDBWarehouse(Warehouse):
             return
         cur.execute("BEGIN TRANSACTION")
         self._local.depth = 1
+        txn = self._local.txn = keyless.Txn()
         try:
             yield
         except BaseException:
             self._local.depth = 0
-            cur.execute("ROLLBACK")
+            self._local.txn = None
+            try:
+                cur.execute("ROLLBACK")
+            finally:
+                self._writers.release(txn, committed=False)
             raise
         self._local.depth = 0
-        cur.execute("COMMIT")
+        self._local.txn = None
+        try:
+            cur.execute("COMMIT")
+        except BaseException:
+            self._writers.release(txn, committed=False)
+            raise
+        self._writers.release(txn, committed=True)
 
     # -- statements
     def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
@@ -160,6 +185,11 @@ class DuckDBWarehouse(Warehouse):
     ) -> int:
         if data.num_rows == 0:
             return 0
+        if table.key_by_construction and table.primary_key and not self.capabilities.cheap_keys:
+            with self.transaction():
+                # the lock first: the transaction's snapshot then sees every earlier writer
+                self._writers.acquire(table.name, self._local.txn)
+                return keyless.load(self, table, data, on_conflict, update_columns)
         cols = [c for c in data.column_names if c in table.column_names]
         view = f"__personify_load_{next(_names)}"
         col_sql = ", ".join(quote(c) for c in cols)
@@ -179,6 +209,10 @@ class DuckDBWarehouse(Warehouse):
             # In an aborted transaction DuckDB refuses even this; the original error matters more.
             with contextlib.suppress(duckdb.Error):
                 cur.unregister(view)
+
+    def register(self, name: str, data: pa.Table) -> contextlib.AbstractContextManager[None]:
+        """``data`` as the view ``name`` on this thread's cursor, for the block."""
+        return _registered(self._cursor(), name, data)
 
     def relations(self) -> set[str]:
         rows = self.fetch(
@@ -212,6 +246,16 @@ class DuckDBWarehouse(Warehouse):
         if not self._closed:
             self._closed = True
             self._con.close()
+
+
+@contextlib.contextmanager
+def _registered(cur: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> Iterator[None]:
+    cur.register(name, data)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):  # refused in an aborted transaction
+            cur.unregister(name)
 
 
 def _translate(e: duckdb.Error) -> WarehouseError:
