@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS: Final = 250_000
 """Rows validated and loaded at a time (bounds memory whatever the file's size)."""
+KEYLESS_LOAD_ROWS: Final = 1_000_000
+"""Valid rows gathered before one load into a table without an engine key (``key_by_construction``
+where keys are dear): each load probes every stored key once, so fewer, larger loads."""
 CONFLICT_POLICY: Final[dict[str, OnConflict]] = {
     "events": "ignore",
     "order_items": "ignore",
@@ -244,16 +247,16 @@ def _import_one(
         wh.transaction(),
         contextlib.closing(_prepared(validator, batches, source.name, digest, now)) as ready,
     ):
+        pending = _Pending(wh, stored, policy, counts, gather=_gathers(wh, stored, policy))
         for batch in ready:
-            loaded = _load(wh, stored, _reshape(target, batch.good, source.name, now), policy)
+            pending.add(_reshape(target, batch.good, source.name, now))
             if batch.quarantined.num_rows:
                 quarantine.write(wh, batch.quarantined)
             counts.rows_read += batch.read
-            counts.rows_loaded += loaded
-            counts.rows_duplicate += batch.good.num_rows - loaded
             counts.rows_quarantined += batch.quarantined.num_rows
             if progress is not None:
                 progress(f"{source.name}: {path.name}", batch.done, batch.total)
+        pending.flush()
         if _fingerprint(path) != before:
             raise FileImportError(
                 f"{label} changed while it was being imported; nothing was loaded from it",
@@ -317,6 +320,43 @@ def _reshape(target: Table, good: pa.Table, source: str, now: datetime) -> pa.Ta
         own = pc.coalesce(good["source_customer_id"], own)
         good = good.drop_columns(["source_customer_id"])
     return good.drop_columns(["customer_id"]).append_column("source_customer_id", own)
+
+
+def _gathers(wh: Warehouse, target: Table, policy: OnConflict) -> int:
+    """Rows to gather before loading into ``target``: one batch, except for appends to a table
+    whose key the warehouse checks by probing the stored keys (once per load)."""
+    keyless = target.key_by_construction and not wh.capabilities.cheap_keys
+    return KEYLESS_LOAD_ROWS if keyless and policy == "ignore" else 1
+
+
+class _Pending:
+    """Valid rows waiting to be loaded, in the file's transaction (so gathering several batches
+    changes nothing a crash could see: the file is loaded whole or not at all)."""
+
+    def __init__(
+        self, wh: Warehouse, target: Table, policy: OnConflict, counts: _FileCounts, gather: int
+    ) -> None:
+        self.wh, self.target, self.policy, self.counts = wh, target, policy, counts
+        self.gather = gather
+        self.tables: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, good: pa.Table) -> None:
+        if self.tables and good.schema != self.tables[0].schema:
+            self.flush()  # (JSON Lines batches may provide other columns)
+        self.tables.append(good)
+        self.rows += good.num_rows
+        if self.rows >= self.gather:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.tables:
+            return
+        good = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+        self.tables, self.rows = [], 0
+        loaded = _load(self.wh, self.target, good, self.policy)
+        self.counts.rows_loaded += loaded
+        self.counts.rows_duplicate += good.num_rows - loaded
 
 
 def _load(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> int:
