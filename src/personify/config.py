@@ -148,6 +148,22 @@ class OutboxDelivery(_Base, frozen=True, tag="outbox", tag_field="kind"):
 Delivery = OutboxDelivery
 
 
+class EmailSettings(_Base, frozen=True):
+    """The sender of every email and where its unsubscribe links point."""
+
+    from_address: str = "shop@example.com"
+    """The ``From`` address."""
+    from_name: str = ""
+    """The ``From`` display name (may be empty)."""
+    reply_to: str | None = None
+    """A ``Reply-To`` address, if replies should go elsewhere."""
+    unsubscribe_url: str = "http://127.0.0.1:8787/unsubscribe/"
+    """Base of the one-click unsubscribe link; the signed token is appended
+    (``personify serve`` answers ``/unsubscribe/{token}``)."""
+    unsubscribe_mailto: str | None = None
+    """An address for ``mailto:`` unsubscribes (``List-Unsubscribe``), if any."""
+
+
 # ------------------------------------------------------------------------------------------ demo
 class DemoSettings(_Base, frozen=True):
     """Wiring of a ``personify demo`` project to its synthetic world."""
@@ -374,6 +390,10 @@ class ProjectConfig(_Base, frozen=True):
     """Where data comes from (``kind``: ``tracking``, ``file``)."""
     delivery: Delivery = OutboxDelivery()
     """Where email goes (``kind``: ``outbox``)."""
+    email: EmailSettings = EmailSettings()
+    """Sender and unsubscribe links of every email."""
+    signing_key: Secret | None = None
+    """Key signing unsubscribe tokens (and other links). Use ``${PERSONIFY_SECRET_KEY}``."""
     demo: DemoSettings | None = None
     """Present in projects made by ``personify demo``."""
     identity: IdentityConfig = IdentityConfig()

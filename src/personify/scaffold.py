@@ -42,6 +42,7 @@ def init_project(directory: Path, *, force: bool = False) -> dict[str, str]:
     env = {
         "PERSONIFY_WRITE_KEY": new_key("wk"),
         "PERSONIFY_ADMIN_TOKEN": new_key("adm"),
+        "PERSONIFY_SECRET_KEY": new_key("sk"),
     }
     env_file = directory / ".env"
     if not env_file.exists() or force:

@@ -1,0 +1,117 @@
+"""Delivery: MIME, signed unsubscribe tokens and transports (the outbox; SMTP and ESP later).
+
+* :func:`compose` — a rendered email for one customer → :class:`Envelope` (MIME built, the
+  unsubscribe link signed with the project's ``signing_key``);
+* :func:`transport_for` — the project's configured :class:`Transport`;
+* :mod:`personify.delivery.tokens` — :func:`sign` / :func:`verify` unsubscribe tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from personify import clock
+from personify.config import OutboxDelivery, Project
+from personify.delivery.mime import (
+    AddressError,
+    Unsubscribe,
+    address,
+    build_message,
+    message_id,
+)
+from personify.delivery.outbox import OutboxTransport
+from personify.delivery.tokens import UnsubscribeClaim, project_key, sign, verify
+from personify.delivery.transport import Delivered, Envelope, Transport
+from personify.messages import (
+    RenderedEmail,
+    TemplateStore,
+    build_context,
+    read_customer,
+    render,
+    template_store,
+)
+from personify.warehouse.base import Warehouse
+
+
+def unsubscribe_for(project: Project, customer_id: str, purpose: str = "marketing") -> Unsubscribe:
+    """The signed unsubscribe links of ``customer_id``. Raises ConfigError without a key."""
+    token = sign(project_key(project), customer_id, purpose)
+    settings = project.config.email
+    return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
+
+
+def compose(
+    project: Project,
+    customer: Mapping[str, Any],
+    email: RenderedEmail,
+    *,
+    key: str,
+    date: datetime | None = None,
+    unsubscribe: Unsubscribe | None = None,
+) -> Envelope:
+    """The envelope of ``email`` to ``customer`` (a ``customers`` row). Raises AddressError
+    when the customer has no usable email address."""
+    settings = project.config.email
+    customer_id = str(customer["customer_id"])
+    name = " ".join(str(customer.get(k) or "") for k in ("first_name", "last_name")).strip()
+    message = build_message(
+        email,
+        sender=address(settings.from_address, settings.from_name),
+        recipient=address(str(customer.get("email") or ""), name),
+        date=date or clock.now(),
+        key=key,
+        unsubscribe=unsubscribe or unsubscribe_for(project, customer_id),
+        reply_to=address(settings.reply_to) if settings.reply_to else None,
+    )
+    return Envelope(key, customer_id, email.template, email.subject, message)
+
+
+def prepare(
+    wh: Warehouse,
+    project: Project,
+    template: str,
+    who: str,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    key: str,
+    store: TemplateStore | None = None,
+) -> Envelope:
+    """Everything between a decision and a transport: read the customer now, sign their
+    unsubscribe link (``unsubscribe_url`` in the context), render, build the MIME message.
+
+    Raises :class:`~personify.messages.RenderError` (record the message as failed with
+    ``err.reason``), :class:`AddressError` (no usable address) or NotFound."""
+    customer = read_customer(wh, who, project)
+    unsubscribe = unsubscribe_for(project, str(customer["customer_id"]))
+    context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
+    email = render((store or template_store(project)).get(template), context)
+    return compose(project, customer, email, key=key, unsubscribe=unsubscribe)
+
+
+def transport_for(project: Project) -> Transport:
+    """The transport ``delivery:`` configures."""
+    delivery: OutboxDelivery = project.config.delivery  # SMTP and ESP kinds come next
+    return OutboxTransport(project.path(delivery.path))
+
+
+__all__ = [
+    "AddressError",
+    "Delivered",
+    "Envelope",
+    "OutboxTransport",
+    "Transport",
+    "Unsubscribe",
+    "UnsubscribeClaim",
+    "address",
+    "build_message",
+    "compose",
+    "message_id",
+    "prepare",
+    "project_key",
+    "sign",
+    "transport_for",
+    "unsubscribe_for",
+    "verify",
+]

@@ -1,0 +1,102 @@
+"""The outbox transport: one ``.eml`` file per message in a folder, plus ``index.jsonl``.
+
+Files are named by the idempotency key and written atomically (a temporary file, then a hard
+link that fails when the name exists), so a rerun — or two processes racing — never writes one
+message twice and a reader never sees half a file. ``index.jsonl`` gets one line per message:
+key, customer id, template, subject, file, written at — never an email address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import uuid
+from pathlib import Path
+
+from personify import clock
+from personify.delivery.transport import Delivered, Envelope
+
+INDEX = "index.jsonl"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_name(key: str) -> str:
+    """The ``.eml`` name of a key: readable, filesystem-safe and unique (a hash suffix)."""
+    readable = _UNSAFE.sub("_", key).strip("._")[:80] or "message"
+    return f"{readable}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:12]}.eml"
+
+
+class OutboxTransport:
+    """Writes each message as ``FOLDER/<key>.eml``; see the module docstring."""
+
+    name = "outbox"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._indexed: set[str] | None = None
+
+    def send(self, envelope: Envelope) -> Delivered:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = file_name(envelope.key)
+        target = self.folder / name
+        new = self._write_once(target, envelope.message.as_bytes())
+        with self._lock:
+            if new or envelope.key not in self._index_keys():
+                self._append_index(envelope, name)
+        return Delivered(envelope.key, new, str(target))
+
+    def close(self) -> None:
+        self._indexed = None
+
+    def _write_once(self, target: Path, data: bytes) -> bool:
+        if target.exists():
+            return False
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, target)  # atomic, and refuses to replace an existing file
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _index_keys(self) -> set[str]:
+        if self._indexed is None:
+            self._indexed = set()
+            path = self.folder / INDEX
+            if path.exists():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        self._indexed.add(json.loads(line)["key"])
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line after a crash
+        return self._indexed
+
+    def _append_index(self, envelope: Envelope, name: str) -> None:
+        line = json.dumps(
+            {
+                "key": envelope.key,
+                "customer_id": envelope.customer_id,
+                "template": envelope.template,
+                "subject": envelope.subject,
+                "file": name,
+                "written_at": clock.now().isoformat(),
+            },
+            ensure_ascii=False,
+        )
+        fd = os.open(self.folder / INDEX, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+        self._index_keys().add(envelope.key)

@@ -1,0 +1,57 @@
+"""Messages: Liquid + MJML rendering of one email for one customer.
+
+* :class:`TemplateStore` — a project's ``templates/`` folder; each version parsed once;
+* :func:`render` — a template and a context → :class:`RenderedEmail` (subject, HTML, text);
+* :func:`read_customer` / :func:`read_customers` / :func:`build_context` — the render context;
+* :func:`render_for` — all of it for one customer of a project;
+* :class:`RenderError` — a template that cannot render (names template, line, variable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from personify.config import Project
+from personify.messages.context import build_context, read_customer, read_customers
+from personify.messages.errors import RenderError
+from personify.messages.render import RenderedEmail, render
+from personify.messages.templates import Template, TemplateStore
+from personify.warehouse.base import Warehouse
+
+TEMPLATES_DIR = "templates"
+
+
+def template_store(project: Project) -> TemplateStore:
+    """The project's templates (``templates/``)."""
+    return TemplateStore(project.path(TEMPLATES_DIR))
+
+
+def render_for(
+    wh: Warehouse,
+    project: Project,
+    template: str,
+    who: str,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    store: TemplateStore | None = None,
+) -> tuple[dict[str, Any], RenderedEmail]:
+    """Render ``template`` for the customer ``who``, profile read now: (customer, email)."""
+    customer = read_customer(wh, who, project)
+    store = store or template_store(project)
+    return customer, render(store.get(template), build_context(customer, variables))
+
+
+__all__ = [
+    "TEMPLATES_DIR",
+    "RenderError",
+    "RenderedEmail",
+    "Template",
+    "TemplateStore",
+    "build_context",
+    "read_customer",
+    "read_customers",
+    "render",
+    "render_for",
+    "template_store",
+]

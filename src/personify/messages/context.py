@@ -1,0 +1,70 @@
+"""The render context: the customer's profile, read fresh, plus the caller's variables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from personify.config import Project
+from personify.errors import NotFound, PersonifyError
+from personify.profiles import resolve_customer
+from personify.warehouse.base import Warehouse
+
+_JSON_FIELDS = ("preferred_categories", "traits")
+
+
+def _customer(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for name in _JSON_FIELDS:
+        value = out.get(name)
+        if isinstance(value, str):
+            try:
+                out[name] = json.loads(value)
+            except ValueError:
+                pass
+    if out.get("preferred_categories") is None:
+        out["preferred_categories"] = []
+    if out.get("traits") is None:
+        out["traits"] = {}
+    return out
+
+
+def read_customers(wh: Warehouse, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``customers`` rows of many customers at once (for a journey's batch), by customer id."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    table = wh.fetch_arrow(f"SELECT * FROM customers WHERE customer_id IN ({marks})", ids)
+    return {str(r["customer_id"]): _customer(r) for r in table.to_pylist()}
+
+
+def read_customer(wh: Warehouse, who: str, project: Project) -> dict[str, Any]:
+    """One customer's ``customers`` row by customer id, email or identifier. Raises NotFound."""
+    text = who.strip()
+    row = read_customers(wh, [text])
+    if row:
+        return row[text]
+    try:
+        customer_id: str | None = resolve_customer(wh, text, project)
+    except PersonifyError:
+        customer_id = None
+    if customer_id is not None and (found := read_customers(wh, [customer_id])):
+        return found[customer_id]
+    rows = wh.fetch(
+        "SELECT customer_id FROM customers WHERE lower(email) = ? ORDER BY customer_id LIMIT 1",
+        [text.lower()],
+    )
+    if rows:
+        return read_customers(wh, [str(rows[0][0])])[str(rows[0][0])]
+    raise NotFound(f"no customer {who!r}", hint="pass a customer id or email; run `personify run`")
+
+
+def build_context(
+    customer: Mapping[str, Any], variables: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The names a template sees: ``customer`` (the profile) and the caller's variables."""
+    context: dict[str, Any] = {"customer": dict(customer)}
+    context.update(variables or {})
+    return context

@@ -1,0 +1,52 @@
+"""The Liquid environments templates render in: strict, autoescaped, resource-limited."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from liquid import Environment, StrictUndefined
+from liquid.exceptions import LiquidError, ResourceLimitError, UndefinedError
+
+from personify.messages.errors import RenderError
+
+LOOP_ITERATION_LIMIT = 10_000
+OUTPUT_STREAM_LIMIT = 2_000_000
+LOCAL_NAMESPACE_LIMIT = 1_000_000
+
+
+class _Guarded(Environment):
+    """User-authored templates cannot loop or write without bound."""
+
+    loop_iteration_limit: ClassVar[int | None] = LOOP_ITERATION_LIMIT
+    output_stream_limit: ClassVar[int | None] = OUTPUT_STREAM_LIMIT
+    local_namespace_limit: ClassVar[int | None] = LOCAL_NAMESPACE_LIMIT
+
+
+def html_environment() -> Environment:
+    """For HTML bodies and layouts: every value is HTML-escaped unless marked safe."""
+    return _Guarded(undefined=StrictUndefined, autoescape=True)
+
+
+def text_environment() -> Environment:
+    """For subjects (plain text, never HTML-escaped)."""
+    return _Guarded(undefined=StrictUndefined, autoescape=False)
+
+
+def translate(err: LiquidError, template: str, line_offset: int = 0) -> RenderError:
+    """A Liquid error as a :class:`RenderError` naming the template, line and variable."""
+    token = err.token
+    line: int | None = None
+    if token is not None and getattr(token, "source", None) is not None:
+        line = token.source.count("\n", 0, token.start_index) + 1 + line_offset
+    message = str(err.message or type(err).__name__)
+    variable: str | None = None
+    hint: str | None = None
+    if isinstance(err, UndefinedError):
+        named = re.match(r"^'?(.+?)'? is undefined", message)
+        variable = named.group(1) if named else (token.value if token is not None else None)
+        message = f"undefined variable {variable!r}" if variable else message
+        hint = "pass it to the render (--var NAME=VALUE) or guard it with {% if %}"
+    elif isinstance(err, ResourceLimitError):
+        hint = "the template loops or writes too much; shorten the lists it renders"
+    return RenderError(message, template=template, line=line, variable=variable, hint=hint)

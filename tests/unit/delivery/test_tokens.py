@@ -1,0 +1,46 @@
+"""Unsubscribe tokens: round trip; any change, another key or garbage → invalid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from personify.config import load_project
+from personify.delivery import UnsubscribeClaim, project_key, sign, verify
+from personify.errors import ConfigError
+
+KEY = b"k" * 32
+
+
+def test_round_trip() -> None:
+    token = sign(KEY, "c-1", "marketing")
+    assert verify(KEY, token) == UnsubscribeClaim("c-1", "marketing")
+    assert "/" not in token and "+" not in token and "=" not in token
+
+
+def test_tampering_invalidates() -> None:
+    token = sign(KEY, "c-1")
+    payload, _, mac = token.partition(".")
+    other = sign(KEY, "c-2").partition(".")[0]
+    for bad in (
+        f"{other}.{mac}",
+        f"{payload}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",
+        payload,
+        "",
+        ".",
+        "a.b.c",
+        f"{payload}.",
+        "!!!.???",
+    ):
+        assert verify(KEY, bad) is None, bad
+    assert verify(b"other key", token) is None
+
+
+def test_project_key_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "personify.yml").write_text("signing_key: ${PERSONIFY_SECRET_KEY}\n")
+    monkeypatch.setenv("PERSONIFY_SECRET_KEY", "s3cret")
+    assert project_key(load_project(tmp_path)) == b"s3cret"
+    (tmp_path / "personify.yml").write_text("name: x\n")
+    with pytest.raises(ConfigError, match="signing_key"):
+        project_key(load_project(tmp_path))

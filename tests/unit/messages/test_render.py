@@ -1,0 +1,150 @@
+"""Rendering: strict undefined, autoescape, resource limits, layouts, the text part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from personify.errors import NotFound
+from personify.messages import RenderError, TemplateStore, build_context, render
+from personify.scaffold import init_project
+
+CUSTOMER = {"customer_id": "c1", "first_name": "Ann", "email": "ann@x.org", "traits": {}}
+
+
+def store(tmp_path: Path, files: dict[str, str]) -> TemplateStore:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return TemplateStore(tmp_path)
+
+
+def test_front_matter_subject_and_body(tmp_path: Path) -> None:
+    s = store(tmp_path, {"hi.liquid": "---\nsubject: Hi {{ customer.first_name }}\n---\n<p>x</p>"})
+    email = render(s.get("hi"), build_context(CUSTOMER))
+    assert email.subject == "Hi Ann"
+    assert "<p>x</p>" in email.html and email.text.strip() == "x"
+
+
+def test_sidecar_subject(tmp_path: Path) -> None:
+    s = store(tmp_path, {"hi.liquid": "<p>{{ n }}</p>", "hi.yml": "subject: N is {{ n }}\n"})
+    email = render(s.get("hi"), build_context(CUSTOMER, {"n": 3}))
+    assert email.subject == "N is 3" and "<p>3</p>" in email.html
+
+
+def test_undefined_variable_names_template_line_and_variable(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {"cart.liquid": "---\nsubject: s\n---\n<p>a</p>\n<p>{{ discount.code }}</p>\n"},
+    )
+    with pytest.raises(RenderError) as info:
+        render(s.get("cart"), build_context(CUSTOMER))
+    err = info.value
+    assert err.template == "cart.liquid" and err.line == 5 and err.variable == "discount"
+    assert "cart.liquid:5" in err.reason and "'discount'" in err.reason
+
+
+def test_undefined_in_subject(tmp_path: Path) -> None:
+    s = store(tmp_path, {"a.liquid": "---\nsubject: '{{ nope }}'\n---\nx"})
+    with pytest.raises(RenderError, match="nope"):
+        render(s.get("a"), build_context(CUSTOMER))
+    t = store(tmp_path, {"b.liquid": "---\nsubject: s\n---\n{{ customer.nope }}"})
+    with pytest.raises(RenderError) as info:
+        render(t.get("b"), build_context(CUSTOMER))
+    assert info.value.variable == "customer.nope" and info.value.line == 4
+
+
+def test_autoescape_in_html_not_in_subject(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {
+            "a.liquid": "---\nsubject: 'Hi {{ customer.first_name }}'\n---\n"
+            "<p>{{ customer.first_name }}</p>"
+        },
+    )
+    email = render(s.get("a"), build_context({**CUSTOMER, "first_name": "<script>&"}))
+    assert "<script>" not in email.html and "&lt;script&gt;&amp;" in email.html
+    assert email.subject == "Hi <script>&"
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("{% for i in (1..100000) %}x{% endfor %}", "loop iteration limit"),
+        ("{% for i in (1..9000) %}{{ big }}{% endfor %}", "output stream limit"),
+    ],
+)
+def test_resource_limits(tmp_path: Path, body: str, match: str) -> None:
+    s = store(tmp_path, {"a.liquid": "---\nsubject: s\n---\n" + body})
+    with pytest.raises(RenderError, match=match):
+        render(s.get("a"), build_context(CUSTOMER, {"big": "y" * 1000}))
+
+
+def test_syntax_error_and_missing_template(tmp_path: Path) -> None:
+    s = store(tmp_path, {"a.liquid": "---\nsubject: s\n---\n\n{% if %}"})
+    with pytest.raises(RenderError, match=r"a\.liquid:5"):
+        s.get("a")
+    with pytest.raises(NotFound, match="templates: a"):
+        s.get("missing")
+    with pytest.raises(NotFound):
+        s.get("../a")
+
+
+def test_no_subject_and_blank_body(tmp_path: Path) -> None:
+    s = store(tmp_path, {"a.liquid": "x", "b.liquid": "---\nsubject: s\n---\n{{ e }}"})
+    with pytest.raises(RenderError, match="no subject"):
+        s.get("a")
+    with pytest.raises(RenderError, match="empty"):
+        render(s.get("b"), build_context(CUSTOMER, {"e": " "}))
+
+
+def test_mjml_layout_compiled_once_per_version(tmp_path: Path) -> None:
+    layout = (
+        "<mjml><mj-head><mj-style>.k { color: #ff0000; }</mj-style></mj-head><mj-body>"
+        "<mj-section><mj-column><mj-text>{{ content }}</mj-text></mj-column></mj-section>"
+        "</mj-body></mjml>"
+    )
+    s = store(
+        tmp_path, {"a.liquid": '---\nsubject: s\n---\n<p class="k">{{ w }}</p>', "a.mjml": layout}
+    )
+    first = s.get("a")
+    assert first.layout is not None and s.get("a") is first
+    email = render(first, build_context(CUSTOMER, {"w": "<b>"}))
+    assert "<table" in email.html and "&lt;b&gt;" in email.html
+    assert "color: #ff0000" in email.html.split('class="k"')[1].split(">")[0]  # inlined
+    (tmp_path / "a.mjml").write_text(layout.replace("ff0000", "00ff00"))
+    assert s.get("a").version != first.version
+
+
+def test_bad_mjml(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {"a.liquid": "---\nsubject: s\nlayout: x\n---\nb", "layouts/x.mjml": "<mjml><mj-bo"},
+    )
+    with pytest.raises(RenderError, match="invalid MJML"):
+        s.get("a")
+
+
+def test_scaffold_templates_render(tmp_path: Path) -> None:
+    init_project(tmp_path)
+    s = TemplateStore(tmp_path / "templates")
+    assert s.names() == ["abandoned_cart", "re_engagement"]
+    product = {"name": "Boot", "url": "https://s/p", "image_url": "https://s/i.png", "price": 9}
+    variables = {
+        "cart": {"url": "https://s/cart", "items": [{**product, "quantity": 2}]},
+        "recommendations": [{**product, "name": f"Rec {i}"} for i in range(5)],
+        "discount": {"code": "SAVE-7Q2X", "label": "10% off", "expires_at": "1 Dec"},
+        "currency": "€",
+        "unsubscribe_url": "https://s/unsubscribe/t",
+        "categories": ["Shoes", "Bags"],
+        "new_arrivals": [{**product, "category": "Shoes"}],
+        "shop_url": "https://s",
+    }
+    cart = render(s.get("abandoned_cart"), build_context(CUSTOMER, variables))
+    assert cart.subject == "Ann, your cart is waiting"
+    assert "SAVE-7Q2X" in cart.text and "Rec 3" in cart.text and "Rec 4" not in cart.text
+    assert "https://s/unsubscribe/t" in cart.html
+    again = render(s.get("re_engagement"), build_context(CUSTOMER, variables))
+    assert again.subject == "New in Shoes, picked for you" and "Shoes, Bags" in again.text
