@@ -21,13 +21,16 @@ def init_command(
 ) -> None:
     """Scaffold a project: personify.yml, segments/, rules/, templates/, tracking-plan/.
 
-    Writes .env with a fresh write key and admin token (kept out of git by .gitignore).
+    Writes .env with a fresh write key, admin token and signing key (kept out of git).
     """
     init_project(directory, force=force)
     out = console()
     out.print(f"Created a Personify project in [bold]{directory}[/]")
     out.print("  personify.yml        the project file (warehouse, sources, delivery)")
-    out.print("  .env                 PERSONIFY_WRITE_KEY and PERSONIFY_ADMIN_TOKEN (keep secret)")
+    out.print(
+        "  .env                 PERSONIFY_WRITE_KEY, PERSONIFY_ADMIN_TOKEN and "
+        "PERSONIFY_SECRET_KEY (keep secret)"
+    )
     out.print("  segments/ rules/ templates/ tracking-plan/")
     out.print("Next:")
     out.print(f"  personify status --project {directory}")
