@@ -9,12 +9,31 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from personify import clock
 from personify.errors import ConfigError, PersonifyError, Transient
 
+_ORDER = (
+    "demo", "init", "status",
+    "run", "sync", "import", "quarantine",
+    "profile", "identity", "sql",
+    "segments", "rules",
+    "render",
+    "serve",
+)  # fmt: skip
+"""Commands in the order data moves, as ``personify --help`` lists them."""
+
+
+class _InDataFlowOrder(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER))
+
+
 app = typer.Typer(
     name="personify",
+    cls=_InDataFlowOrder,
     help=(
         "Personify — a warehouse-native customer data platform and personalization engine "
         "for email.\n\n"

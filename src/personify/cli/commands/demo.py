@@ -26,7 +26,7 @@ SEGMENT_QUERY = (
 """The seed document's segment, in MySQL, as written."""
 
 
-@app.command("demo")
+@app.command("demo", rich_help_panel="Start")
 def demo_command(
     directory: Annotated[
         Path, typer.Argument(help="Folder for the demo project.", show_default=True)

@@ -13,7 +13,7 @@ from personify.identity import explain
 from personify.session import open_session
 
 identity_app = typer.Typer(help="Identity resolution: why identifiers are linked.")
-app.add_typer(identity_app, name="identity")
+app.add_typer(identity_app, name="identity", rich_help_panel="People")
 
 
 @identity_app.command("explain")

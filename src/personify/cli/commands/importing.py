@@ -30,7 +30,7 @@ def _mapping(pairs: list[str] | None) -> dict[str, str]:
     return mapping
 
 
-@app.command("import")
+@app.command("import", rich_help_panel="Pipeline")
 def import_command(
     file: Annotated[Path, typer.Argument(help="The file: .csv, .jsonl or .parquet.")],
     table: Annotated[

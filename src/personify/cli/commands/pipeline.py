@@ -15,7 +15,7 @@ from personify.session import open_session
 from personify.sources import sync_sources
 
 
-@app.command("run")
+@app.command("run", rich_help_panel="Pipeline")
 def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None) -> None:
     """One full cycle: sync sources, then every later stage, at --now.
 
@@ -49,7 +49,7 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
     console().print(table)
 
 
-@app.command("sync")
+@app.command("sync", rich_help_panel="Pipeline")
 def sync_command(
     sources: Annotated[
         list[str] | None, typer.Argument(help="Source names (default: all).")

@@ -28,7 +28,7 @@ _TRAITS = (
 )
 
 
-@app.command("profile")
+@app.command("profile", rich_help_panel="People")
 def profile_command(
     who: Annotated[str, typer.Argument(help="Customer id, email, or kind:value identifier.")],
     project: ProjectOpt = Path("."),

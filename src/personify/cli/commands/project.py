@@ -14,7 +14,7 @@ from personify.session import open_session
 from personify.status import status_report
 
 
-@app.command("init")
+@app.command("init", rich_help_panel="Start")
 def init_command(
     directory: Annotated[Path, typer.Argument(help="Folder for the new project.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite the scaffold's files.")] = False,
@@ -37,7 +37,7 @@ def init_command(
     out.print(f"  personify serve --project {directory}    # tracking API on 127.0.0.1:8787")
 
 
-@app.command("status")
+@app.command("status", rich_help_panel="Start")
 def status_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:

@@ -18,7 +18,7 @@ quarantine_app = typer.Typer(
     "conflicting duplicates, bad file rows). List them, look at one, replay after a fix.",
     no_args_is_help=True,
 )
-app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(quarantine_app, name="quarantine", rich_help_panel="Pipeline")
 
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")]
 ReasonOpt = Annotated[

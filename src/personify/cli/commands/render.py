@@ -29,7 +29,7 @@ def _variables(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-@app.command("render")
+@app.command("render", rich_help_panel="Email")
 def render_command(
     template: Annotated[str, typer.Argument(help="Template name (templates/NAME.liquid).")],
     customer: Annotated[

@@ -22,7 +22,7 @@ rules_app = typer.Typer(
     help="The rules engine (rules/*.yml): ordered rules that assign personalization tags.",
     no_args_is_help=True,
 )
-app.add_typer(rules_app, name="rules")
+app.add_typer(rules_app, name="rules", rich_help_panel="Audiences")
 
 
 def _rule(rule: Rule, order: int) -> dict[str, Any]:

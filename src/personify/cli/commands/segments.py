@@ -19,7 +19,7 @@ segments_app = typer.Typer(
     help="SQL segments (segments/*.sql): definitions, sizes, previews, refreshes.",
     no_args_is_help=True,
 )
-app.add_typer(segments_app, name="segments")
+app.add_typer(segments_app, name="segments", rich_help_panel="Audiences")
 
 NameArg = Annotated[str, typer.Argument(help="The segment's name (see `personify segments list`).")]
 

@@ -10,7 +10,7 @@ import typer
 from personify.cli.app import ProjectOpt, app
 
 
-@app.command("serve")
+@app.command("serve", rich_help_panel="Operate")
 def serve_command(
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")
@@ -24,7 +24,7 @@ def serve_command(
     ] = "info",
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Long-running: the HTTP API (health, metrics, OpenAPI; tracking and more as they land).
+    """Long-running: the HTTP API — tracking (/v1/…), /collect.js, profiles, health, metrics.
 
     On a DuckDB project the server owns the warehouse file, and every other `personify` command
     on the project runs through it (set PERSONIFY_NO_FORWARD=1 to opt out). It writes

@@ -13,7 +13,7 @@ from personify.session import open_session
 from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_user_query
 
 
-@app.command("sql")
+@app.command("sql", rich_help_panel="People")
 def sql_command(
     query: Annotated[str, typer.Argument(help="One SELECT statement.")],
     dialect: Annotated[
