@@ -84,8 +84,11 @@ class Server:
         return int(self.proc.returncode)
 
 
-def start_server(project: Path, log: Path, timeout: float = 60) -> Server:
-    port = free_port()
+def start_server(
+    project: Path, log: Path, timeout: float = 60, *, port: int | None = None
+) -> Server:
+    """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
+    port = port or free_port()
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [PERSONIFY, "serve", "--project", str(project), "--port", str(port)],

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import random
 import selectors
 import socket
-import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from tests.e2e.cli import PERSONIFY
-from tests.e2e.test_serve import Server, free_port, run_json
+from tests.e2e.test_serve import Server, run_json, start_server
 
 
 def start_server_on(
     project: Path, log: Path, port: int | None = None, timeout: float = 60
 ) -> Server:
     """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
-    port = port or free_port()
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [PERSONIFY, "serve", "--project", str(project), "--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PERSONIFY_NO_FORWARD": "0"},
-        )
-    server = Server(project, port, proc, log)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}:\n{server.output()}")
-        try:
-            if server.get("/healthz").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() >= deadline:
-            server.stop()
-            raise AssertionError(f"serve not healthy after {timeout} s:\n{server.output()}")
-        time.sleep(0.1)
+    return start_server(project, log, timeout, port=port)
 
 
 class LossyProxy:
