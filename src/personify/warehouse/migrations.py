@@ -163,6 +163,63 @@ def _rebuild_without_key(wh: Warehouse, name: str) -> None:
     wh.execute(f"ALTER TABLE {quote(new)} RENAME TO {quote(name)}")
 
 
+_DISCOUNT_COLUMNS = {"discount_codes": ("idempotency_key", "order_id")}
+
+
+def _discount_codes(wh: Warehouse) -> None:
+    """Issue 7: discount codes remember the request that issued them and the order that redeemed
+    them (idempotent issuing, single-use redemption)."""
+    for name, columns in _DISCOUNT_COLUMNS.items():
+        for column in columns:
+            col = TABLES_BY_NAME[name].column(column)
+            wh.execute(
+                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
+                f"{quote(col.name)} {wh.column_type(col.type)}",
+                (),
+            )
+    if wh.capabilities.secondary_indexes:
+        wh.execute(
+            "CREATE INDEX IF NOT EXISTS ix_discount_codes_idempotency_key "
+            "ON discount_codes (idempotency_key)",
+            (),
+        )
+
+
+_PRIVACY_TABLES = ("consent_history", "consent_kinds", "erasure_progress", "audit_log")
+
+
+def _privacy(wh: Warehouse) -> None:
+    """Issue 8: consent history with proof, the source-kind map consent resolution reads,
+    erasure progress, the audit log; the ``sendable`` view resolves consent like the send-time
+    gate (every identifier of the customer, a revocation wins)."""
+    for name in _PRIVACY_TABLES:
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+    wh.execute(VIEWS["sendable"])
+
+
+_JOURNEY_TABLES = ("journey_instances", "journey_state", "journey_tags")
+_MESSAGE_COLUMNS = {"messages": ("trigger_key", "purpose", "send_after", "transport")}
+
+
+def _journeys(wh: Warehouse) -> None:
+    """Issue 7: journey instances, trigger checkpoints and journey tags; ``messages`` learns its
+    trigger key, consent purpose, quiet-hours hold and transport."""
+    for name in _JOURNEY_TABLES:
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+    for name, columns in _MESSAGE_COLUMNS.items():
+        for column in columns:
+            col = TABLES_BY_NAME[name].column(column)
+            wh.execute(
+                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
+                f"{quote(col.name)} {wh.column_type(col.type)}",
+                (),
+            )
+    if wh.capabilities.secondary_indexes:
+        wh.execute("CREATE INDEX IF NOT EXISTS ix_messages_status ON messages (status)", ())
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -173,6 +230,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         "keyed by construction: events, order_items, customer_records without an engine key "
         "where keys are dear (DuckDB)",
         _keys_by_construction,
+    ),
+    Migration(
+        6,
+        "journeys: instances, trigger state, journey tags; messages.trigger_key, purpose, "
+        "send_after, transport",
+        _journeys,
+    ),
+    Migration(
+        7,
+        "discount codes: idempotency_key (who asked) and order_id (who redeemed)",
+        _discount_codes,
+    ),
+    Migration(
+        9,
+        "privacy: consent history, consent kinds, erasure progress, audit log; sendable view "
+        "resolves consent over every identifier",
+        _privacy,
     ),
 )
 
@@ -185,14 +259,15 @@ def current_version(wh: Warehouse) -> int:
 
 def migrate(wh: Warehouse, *, target: int | None = None) -> list[int]:
     """Apply the migrations the warehouse lacks (up to ``target``); returns the versions applied."""
-    target = MIGRATIONS[-1].version if target is None else target
+    latest = max(m.version for m in MIGRATIONS)
+    target = latest if target is None else target
     applied: list[int] = []
     ts = wh.column_type("TIMESTAMPTZ")
     wh.execute(
         f"CREATE TABLE IF NOT EXISTS {LEDGER} "
         f"(version BIGINT PRIMARY KEY, name VARCHAR NOT NULL, applied_at {ts} NOT NULL)"
     )
-    for migration in MIGRATIONS:
+    for migration in sorted(MIGRATIONS, key=lambda m: m.version):  # versions land out of order
         if migration.version > target:
             break
         try:
@@ -216,7 +291,7 @@ def migrate(wh: Warehouse, *, target: int | None = None) -> list[int]:
             raise MigrationError(
                 f"migration {migration.version} ({migration.name}) failed: {e}"
             ) from e
-    if target == MIGRATIONS[-1].version:
+    if target == latest:
         check_schema(wh)
     return applied
 

@@ -267,9 +267,15 @@ MESSAGES = Table(
         C("decided_at", TS, False),
         C("sent_at", TS),
         C("error", S),
+        C("trigger_key", S, doc="The journey instance's trigger key (a cart id, an entry instant)"),
+        C("purpose", S, doc="Consent purpose checked when decided and again before sending"),
+        C("send_after", TS, doc="Held (quiet hours) until this instant; NULL: due when decided"),
+        C("transport", S, doc="The transport that took it (outbox, smtp, esp)"),
     ),
     primary_key=("idempotency_key",),
-    indexes=(("customer_id",),),
+    indexes=(("customer_id",), ("status",)),
+    doc="One row per email decided; the idempotency key (journey, step, customer, trigger key) "
+    "makes every decision and every send happen once",
 )
 
 QUARANTINE = Table(
@@ -298,9 +304,17 @@ DISCOUNT_CODES = Table(
         C("created_at", TS, False),
         C("expires_at", TS, False),
         C("redeemed_at", TS),
+        C(
+            "idempotency_key",
+            S,
+            doc="The request that issued it (journey, step, customer, trigger …): asking again "
+            "with the same key returns this code",
+        ),
+        C("order_id", S, doc="The order that redeemed it"),
     ),
     primary_key=("code",),
-    indexes=(("customer_id",),),
+    indexes=(("customer_id",), ("idempotency_key",)),
+    doc="Personal discount codes: unique, single-use, with an expiry",
 )
 
 FILE_IMPORTS = Table(
@@ -513,6 +527,126 @@ SEGMENT_STATE = Table(
     doc="The last refresh of each segment",
 )
 
+# ------------------------------------------------------------------ privacy and security (issue 8)
+CONSENT_HISTORY = Table(
+    "consent_history",
+    (
+        C(
+            "customer_id",
+            S,
+            False,
+            "The subject as ``consents`` keys it: a customer id or a source's id",
+        ),
+        C("purpose", S, False),
+        C("channel", S, False),
+        C("status", S, False, "granted or revoked"),
+        C(
+            "source",
+            S,
+            False,
+            "Where the change came from: tracking, cli, api, unsubscribe, a file …",
+        ),
+        C("changed_at", TS, False, "When the person changed it (as the source says)"),
+        C("recorded_at", TS, False, "When Personify recorded it"),
+        C("ip", S, doc="Proof: the IP address the consent was given from"),
+        C("user_agent", S, doc="Proof: the browser's user agent"),
+        C("form", S, doc="Proof: the form or page that collected it"),
+        C("confirmed_at", TS, doc="Proof: when a double opt-in confirmation link was followed"),
+        C("proof", J, doc="Other evidence, as sent (JSON object)"),
+    ),
+    primary_key=("customer_id", "purpose", "channel", "changed_at", "source", "status"),
+    indexes=(("customer_id",),),
+    doc="Every consent change with its proof, append-only; ``consents`` holds the current state",
+)
+
+CONSENT_KINDS = Table(
+    "consent_kinds",
+    (
+        C("source", S, False),
+        C("kind", S, False, "The identifier kind of the ids its consent rows carry"),
+    ),
+    primary_key=("source",),
+    internal=True,
+    doc="identity.source_kinds as of the last run: how consent rows keyed by a source's own id "
+    "find their customer (read by the ``sendable`` view and the send-time consent gate)",
+)
+
+ERASURE_PROGRESS = Table(
+    "erasure_progress",
+    (
+        C("erasure_id", S, False, "Keyed hash of the erased customer id (no personal data)"),
+        C("step", S, False, "A table name, or outbox / tombstone"),
+        C("status", S, False, "done"),
+        C("rows", INT, False, "Rows (or files) removed or rewritten"),
+        C("finished_at", TS, False),
+    ),
+    primary_key=("erasure_id", "step"),
+    internal=True,
+    doc="Erasure progress, a row per finished step: a re-run skips what is done",
+)
+
+AUDIT_LOG = Table(
+    "audit_log",
+    (
+        C("id", S, False),
+        C("at", TS, False),
+        C("action", S, False, "profile_read, export, erase, consent"),
+        C("actor", S, False, "cli, api, tracking, unsubscribe …"),
+        C("subject_hash", S, doc="Keyed hash of the subject's customer id (no personal data)"),
+        C("detail", J, doc="What was done (counts, purpose, status), without personal data"),
+    ),
+    primary_key=("id",),
+    indexes=(("at",),),
+    doc="Append-only log of privacy-relevant actions (reads, exports, erasures, consent changes)",
+)
+
+# ---------------------------------------------------------------------------- journeys (issue 7)
+JOURNEY_INSTANCES = Table(
+    "journey_instances",
+    (
+        C("journey", S, False),
+        C("customer_id", S, False),
+        C("trigger_key", S, False, "What entered it: a cart id, a message id, an entry instant"),
+        C("step", INT, False, "Index of the next step to run (0-based)"),
+        C("status", S, False, "active, completed or exited"),
+        C("wake_at", TS, False, "When the next step is due"),
+        C("trigger_at", TS, False, "When the trigger happened (the event's or change's time)"),
+        C("entered_at", TS, False, "The run (--now) that entered it"),
+        C("updated_at", TS, False),
+        C("exited_at", TS),
+        C("exit_reason", S, doc="completed, goal (the goal event happened) or exit (an exit step)"),
+    ),
+    primary_key=("journey", "customer_id", "trigger_key"),
+    indexes=(("journey", "status", "wake_at"), ("customer_id",)),
+    doc="One row per customer per journey entry: where they are and when their next step is due",
+)
+
+JOURNEY_STATE = Table(
+    "journey_state",
+    (
+        C("journey", S, False),
+        C("checkpoint", TS, doc="audience_changes read up to this changed_at"),
+        C("last_schedule", TS, doc="The last broadcast occurrence entered"),
+        C("updated_at", TS, False),
+    ),
+    primary_key=("journey",),
+    internal=True,
+    doc="Per journey: how far its triggers have been read",
+)
+
+JOURNEY_TAGS = Table(
+    "journey_tags",
+    (
+        C("customer_id", S, False),
+        C("tag", S, False),
+        C("journey", S, False),
+        C("assigned_at", TS, False),
+    ),
+    primary_key=("customer_id", "tag"),
+    doc="Tags set by journey steps (rule tags live in customer_tags); each assignment is also an "
+    "audience_changes row (kind tag), so other journeys can trigger on it",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -540,6 +674,13 @@ TABLES: tuple[Table, ...] = (
     SUPPRESSIONS,
     AUDIENCE_CHANGES,
     SEGMENT_STATE,
+    CONSENT_HISTORY,
+    CONSENT_KINDS,
+    ERASURE_PROGRESS,
+    AUDIT_LOG,
+    JOURNEY_INSTANCES,
+    JOURNEY_STATE,
+    JOURNEY_TAGS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
@@ -576,6 +717,30 @@ FROM customers
 
 SENDABLE_VIEW = """
 CREATE OR REPLACE VIEW sendable AS
+WITH consent_rows AS (
+  SELECT coalesce(ci.merged_into, k.customer_id) AS customer_id, k.purpose, k.status, k.updated_at
+  FROM consents AS k LEFT JOIN customer_ids AS ci ON ci.customer_id = k.customer_id
+  WHERE k.channel = 'email'
+  UNION ALL
+  SELECT i.customer_id, k.purpose, k.status, k.updated_at
+  FROM consents AS k
+  LEFT JOIN consent_kinds AS sk ON sk.source = k.source
+  JOIN identities AS i ON i.kind = coalesce(sk.kind, k.source || '_id') AND i.value = k.customer_id
+  WHERE k.channel = 'email'
+),
+consent_state AS (
+  SELECT
+    customer_id,
+    purpose,
+    max(CASE WHEN status = 'granted' THEN updated_at END) AS granted_at,
+    count(CASE WHEN status <> 'granted' THEN 1 END) AS refusals
+  FROM consent_rows GROUP BY customer_id, purpose
+),
+suppressed AS (
+  SELECT coalesce(ci.merged_into, s.customer_id) AS customer_id, s.reason, s.created_at
+  FROM suppressions AS s LEFT JOIN customer_ids AS ci ON ci.customer_id = s.customer_id
+  WHERE s.customer_id IS NOT NULL
+)
 SELECT
   m.segment,
   m.customer_id,
@@ -584,15 +749,26 @@ SELECT
   m.entered_at
 FROM segment_memberships AS m
 JOIN customers AS c ON c.customer_id = m.customer_id
-JOIN consents AS k
-  ON k.customer_id = m.customer_id AND k.channel = 'email' AND k.status = 'granted'
+JOIN consent_state AS k
+  ON k.customer_id = m.customer_id AND k.granted_at IS NOT NULL AND k.refusals = 0
 WHERE m.exited_at IS NULL
   AND c.email IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM suppressions AS s WHERE s.customer_id = m.customer_id)
+  AND NOT (
+    k.purpose <> 'transactional'
+    AND EXISTS (
+      SELECT 1 FROM suppressed AS s
+      WHERE s.customer_id = m.customer_id
+        AND NOT (s.reason = 'erased' AND s.created_at < k.granted_at)
+    )
+  )
 """
-"""Who may be emailed in each segment, per consent purpose: current members with an email address,
-consent ``granted`` for the purpose on the email channel, no suppression (unsubscribe, bounce,
-complaint, erasure) and not erased (an erased customer has no ``customers`` row)."""
+"""Who may be emailed in each segment, per consent purpose — the same rule as the send-time gate
+(:func:`personify.privacy.consent.consented`): current members with an email address and consent
+``granted`` for the purpose on the email channel, resolved over every identifier of the customer
+(its id, ids merged into it, source ids through ``consent_kinds``) with no revocation among them
+(a merge never widens consent); for marketing purposes (all but ``transactional``) no
+suppression (unsubscribe, bounce, complaint; an erasure tombstone gives way to consent granted
+after it); not erased (an erased customer has no ``customers`` row)."""
 
 VIEWS: dict[str, str] = {"customer_data": CUSTOMER_DATA_VIEW, "sendable": SENDABLE_VIEW}
 

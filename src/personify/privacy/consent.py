@@ -1,0 +1,244 @@
+"""Consent: the current state per person, purpose and channel, its history, and the gate.
+
+``consents`` (public) holds the current state, one row per ``(customer_id, purpose, channel)``;
+``consent_history`` every change with its proof (IP, user agent, form, double-opt-in
+confirmation). Rows may be keyed by a customer id or by an id a source knows the person by (a
+consent log keyed by shop ids): ``identity.source_kinds`` names the kind of such a source's ids,
+and the privacy stage copies it into ``consent_kinds`` so that SQL — the ``sendable`` view and
+:func:`consented` — resolves such rows the same way without the project file.
+
+The gate is **fail-closed**:
+
+* no consent row for the purpose and channel ⇒ not allowed;
+* any row that is not ``granted`` among the person's identifiers (their customer id, the ids
+  merged into it, and every source id they hold) ⇒ not allowed: a merge never widens consent;
+* a suppression (unsubscribe, bounce, complaint, erasure) ⇒ not allowed for marketing purposes
+  (every purpose but ``transactional``); an erasure tombstone gives way to consent granted after
+  it (the person came back and opted in again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+import pyarrow as pa
+
+from personify import clock
+from personify.errors import PersonifyError
+from personify.warehouse.base import Warehouse
+from personify.warehouse.schema import CONSENT_HISTORY, CONSENT_KINDS, CONSENTS
+
+Status = Literal["granted", "revoked"]
+STATUSES: tuple[str, ...] = ("granted", "revoked")
+NON_MARKETING_PURPOSES: frozenset[str] = frozenset({"transactional"})
+"""Purposes a suppression does not stop (a receipt still goes to an unsubscribed buyer)."""
+PROOF_FIELDS: tuple[str, ...] = ("ip", "user_agent", "form", "confirmed_at")
+"""Proof keys stored in columns of ``consent_history``; other keys go to its ``proof`` JSON."""
+
+
+class ConsentError(PersonifyError):
+    """A consent change that cannot be recorded (unknown status, empty purpose …)."""
+
+
+def is_marketing(purpose: str) -> bool:
+    """Whether a suppression stops mail for ``purpose`` (all but ``transactional``)."""
+    return purpose not in NON_MARKETING_PURPOSES
+
+
+_KINDS_SQL = "SELECT unnest(CAST(? AS VARCHAR[])) AS source, unnest(CAST(? AS VARCHAR[])) AS kind"
+
+_CONSENTED_SQL = """
+WITH ids AS (SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS id),
+sk AS ({kinds}),
+cur AS (
+  SELECT ids.id, coalesce(ci.merged_into, ids.id) AS cid
+  FROM ids LEFT JOIN customer_ids AS ci ON ci.customer_id = ids.id
+),
+own AS (
+  SELECT cur.id, cur.cid AS key FROM cur
+  UNION
+  SELECT cur.id, ci.customer_id AS key FROM cur JOIN customer_ids AS ci ON ci.merged_into = cur.cid
+),
+hits AS (
+  SELECT own.id, k.status, k.updated_at
+  FROM own JOIN consents AS k ON k.customer_id = own.key
+  WHERE k.purpose = ? AND k.channel = ?
+  UNION ALL
+  SELECT cur.id, k.status, k.updated_at
+  FROM cur
+  JOIN identities AS i ON i.customer_id = cur.cid
+  JOIN consents AS k ON k.customer_id = i.value
+  LEFT JOIN sk ON sk.source = k.source
+  WHERE i.kind = coalesce(sk.kind, k.source || '_id') AND k.purpose = ? AND k.channel = ?
+),
+agg AS (
+  SELECT
+    id,
+    max(CASE WHEN status = 'granted' THEN updated_at END) AS granted_at,
+    count(CASE WHEN status <> 'granted' THEN 1 END) AS refusals
+  FROM hits GROUP BY id
+)
+SELECT agg.id FROM agg
+WHERE agg.granted_at IS NOT NULL AND agg.refusals = 0
+  AND NOT (? AND EXISTS (
+    SELECT 1 FROM own JOIN suppressions AS s ON s.customer_id = own.key
+    WHERE own.id = agg.id AND NOT (s.reason = 'erased' AND s.created_at < agg.granted_at)
+  ))
+"""
+
+
+def consented(
+    wh: Warehouse,
+    customer_ids: Sequence[str],
+    *,
+    purpose: str,
+    channel: str = "email",
+    source_kinds: Mapping[str, str] | None = None,
+) -> set[str]:
+    """The ids among ``customer_ids`` that may be contacted for ``purpose`` on ``channel`` now.
+
+    One query for the whole batch. Fail-closed (see the module docstring): no record, any
+    revocation among the person's identifiers, or a suppression (marketing purposes) ⇒ left out.
+    ``source_kinds`` (source → id kind, as ``identity.source_kinds``) defaults to the copy the
+    privacy stage keeps in ``consent_kinds``.
+    """
+    ids = sorted({str(c) for c in customer_ids if c})
+    if not ids:
+        return set()
+    if source_kinds is None:
+        kinds_sql = f"SELECT source, kind FROM {CONSENT_KINDS.name}"
+        kind_params: list[Any] = []
+    else:
+        pairs = sorted(source_kinds.items())
+        kinds_sql = _KINDS_SQL
+        kind_params = [[p[0] for p in pairs], [p[1] for p in pairs]]
+    sql = _CONSENTED_SQL.format(kinds=kinds_sql)
+    params: list[Any] = [
+        ids,
+        *kind_params,
+        purpose,
+        channel,
+        purpose,
+        channel,
+        is_marketing(purpose),
+    ]
+    return {str(r[0]) for r in wh.fetch(sql, params)}
+
+
+def sync_source_kinds(wh: Warehouse, source_kinds: Mapping[str, str]) -> int:
+    """Make ``consent_kinds`` equal ``source_kinds`` (the project's ``identity.source_kinds``)."""
+    pairs = sorted(source_kinds.items())
+    stored = sorted((str(s), str(k)) for s, k in wh.fetch("SELECT source, kind FROM consent_kinds"))
+    if stored == pairs:
+        return 0
+    with wh.transaction():
+        wh.execute(f"DELETE FROM {CONSENT_KINDS.name}")
+        if pairs:
+            wh.load(
+                CONSENT_KINDS,
+                pa.table({"source": [p[0] for p in pairs], "kind": [p[1] for p in pairs]}),
+            )
+    return len(pairs)
+
+
+def _proof_columns(proof: Mapping[str, Any] | None) -> dict[str, Any]:
+    proof = dict(proof or {})
+    out: dict[str, Any] = {}
+    for key in ("ip", "user_agent", "form"):
+        value = proof.pop(key, None)
+        out[key] = None if value is None else str(value)[:1000]
+    confirmed = proof.pop("confirmed_at", None)
+    if isinstance(confirmed, str):
+        try:
+            confirmed = datetime.fromisoformat(confirmed.replace("Z", "+00:00"))
+        except ValueError:
+            proof["confirmed_at"] = confirmed
+            confirmed = None
+    out["confirmed_at"] = confirmed if isinstance(confirmed, datetime) else None
+    out["proof"] = msgspec.json.encode(proof).decode() if proof else None
+    return out
+
+
+def record(
+    wh: Warehouse,
+    *,
+    subject: str,
+    purpose: str,
+    channel: str = "email",
+    status: str,
+    source: str,
+    at: datetime | None = None,
+    proof: Mapping[str, Any] | None = None,
+) -> bool:
+    """Record a consent change of ``subject`` (a customer id, or a source's id as ``consents``
+    keys it): a ``consent_history`` row always (once per change: replays are ignored), and the
+    current state in ``consents`` unless a newer change is already there. ``proof`` keys ``ip``,
+    ``user_agent``, ``form``, ``confirmed_at`` go to columns, the rest to the ``proof`` JSON.
+    Returns whether the current state changed."""
+    if status not in STATUSES:
+        raise ConsentError(f"unknown consent status {status!r}", hint="use granted or revoked")
+    if not subject or not purpose or not channel or not source:
+        raise ConsentError("a consent change needs a subject, a purpose, a channel and a source")
+    at = at or clock.now()
+    recorded = clock.now()
+    row = {
+        "customer_id": subject,
+        "purpose": purpose,
+        "channel": channel,
+        "status": status,
+        "source": source,
+        "changed_at": at,
+        "recorded_at": recorded,
+        **_proof_columns(proof),
+    }
+    with wh.transaction():
+        wh.load(
+            CONSENT_HISTORY,
+            pa.Table.from_pylist([row], schema=_HISTORY_SCHEMA),
+            on_conflict="ignore",
+        )
+        current = wh.fetch(
+            "SELECT status, updated_at FROM consents "
+            "WHERE customer_id = ? AND purpose = ? AND channel = ?",
+            [subject, purpose, channel],
+        )
+        if current and current[0][1] is not None and current[0][1] > at:
+            return False
+        if current and current[0][0] == status and current[0][1] == at:
+            return False
+        wh.load(
+            CONSENTS,
+            pa.table(
+                {
+                    "customer_id": [subject],
+                    "purpose": [purpose],
+                    "channel": [channel],
+                    "status": [status],
+                    "source": [source],
+                    "updated_at": pa.array([at], pa.timestamp("us", tz="UTC")),
+                }
+            ),
+            on_conflict="update",
+        )
+    return True
+
+
+_HISTORY_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("purpose", pa.string()),
+        ("channel", pa.string()),
+        ("status", pa.string()),
+        ("source", pa.string()),
+        ("changed_at", pa.timestamp("us", tz="UTC")),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ("ip", pa.string()),
+        ("user_agent", pa.string()),
+        ("form", pa.string()),
+        ("confirmed_at", pa.timestamp("us", tz="UTC")),
+        ("proof", pa.string()),
+    ]
+)

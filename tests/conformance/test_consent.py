@@ -1,0 +1,245 @@
+"""The consent gate on every backend: fail-closed, resolved over every identifier of a customer,
+a revocation wins across merged identities, suppressions stop marketing, and the ``sendable``
+view agrees with :func:`consented`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from personify.privacy.consent import consented, record, sync_source_kinds
+from personify.warehouse import Warehouse, table
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TSA = pa.timestamp("us", tz="UTC")
+
+
+def _load(wh: Warehouse, name: str, rows: list[dict[str, object]]) -> None:
+    t = table(name)
+    names = list(dict.fromkeys(c for r in rows for c in r))
+    cols = {c: [r.get(c) for r in rows] for c in names}
+    data = pa.table(
+        {
+            c: pa.array(v, TSA if t.column(c).type == "TIMESTAMPTZ" else None)
+            for c, v in cols.items()
+        }
+    )
+    wh.load(t, data)
+
+
+def _world(wh: Warehouse) -> None:
+    """c1 granted directly; c2 granted through its shop id (source ``shop`` → ``user_id``);
+    c3 no consent; c4 granted on its id but revoked on an id merged into it; c5 granted but
+    unsubscribed; c6 granted but its shop id revoked; c7 revoked."""
+    ids = [
+        {"customer_id": c, "founder": i, "founded_at": T0, "status": "active"}
+        for i, c in enumerate(["c1", "c2", "c3", "c4", "c5", "c6", "c7"])
+    ]
+    ids.append(
+        {
+            "customer_id": "c4old",
+            "founder": 99,
+            "founded_at": T0,
+            "status": "merged",
+            "merged_into": "c4",
+            "merged_at": T0,
+        }
+    )
+    _load(wh, "customer_ids", ids)
+    _load(
+        wh,
+        "identities",
+        [
+            {
+                "customer_id": "c2",
+                "kind": "user_id",
+                "value": "u2",
+                "source": "shop",
+                "first_seen": T0,
+                "last_seen": T0,
+            },
+            {
+                "customer_id": "c6",
+                "kind": "user_id",
+                "value": "u6",
+                "source": "shop",
+                "first_seen": T0,
+                "last_seen": T0,
+            },
+            # another customer holding the value "u2" under another kind: no match
+            {
+                "customer_id": "c3",
+                "kind": "crm_id",
+                "value": "u2",
+                "source": "crm",
+                "first_seen": T0,
+                "last_seen": T0,
+            },
+        ],
+    )
+
+    def k(cid: str, status: str, source: str = "cli", days: int = 0) -> dict[str, object]:
+        return {
+            "customer_id": cid,
+            "purpose": "email_marketing",
+            "channel": "email",
+            "status": status,
+            "source": source,
+            "updated_at": T0 + timedelta(days=days),
+        }
+
+    _load(
+        wh,
+        "consents",
+        [
+            k("c1", "granted"),
+            k("u2", "granted", "shop"),
+            k("c4", "granted", days=2),
+            k("c4old", "revoked", days=1),
+            k("c5", "granted"),
+            k("c6", "granted"),
+            k("u6", "revoked", "shop"),
+            k("c7", "revoked"),
+        ],
+    )
+    _load(
+        wh,
+        "suppressions",
+        [
+            {
+                "subject_hash": "h5",
+                "kind": "customer_id",
+                "customer_id": "c5",
+                "reason": "unsubscribed",
+                "created_at": T0,
+            }
+        ],
+    )
+    sync_source_kinds(wh, {"shop": "user_id"})
+
+
+ALL = ["c1", "c2", "c3", "c4", "c5", "c6", "c7", "nobody"]
+
+
+def test_fail_closed_resolution(warehouse: Warehouse) -> None:
+    _world(warehouse)
+    assert consented(warehouse, ALL, purpose="email_marketing") == {"c1", "c2"}
+    assert consented(warehouse, ALL, purpose="profiling") == set()
+    assert consented(warehouse, ALL, purpose="email_marketing", channel="sms") == set()
+    assert consented(warehouse, [], purpose="email_marketing") == set()
+    # passing the map explicitly gives the same answer; without it the shop id is not resolved
+    explicit = consented(
+        warehouse, ALL, purpose="email_marketing", source_kinds={"shop": "user_id"}
+    )
+    assert explicit == {"c1", "c2"}
+    assert consented(warehouse, ALL, purpose="email_marketing", source_kinds={}) == {"c1", "c6"}
+
+
+def test_suppression_stops_marketing_not_transactional(warehouse: Warehouse) -> None:
+    _world(warehouse)
+    record(warehouse, subject="c5", purpose="transactional", status="granted", source="cli", at=T0)
+    assert consented(warehouse, ["c5"], purpose="transactional") == {"c5"}
+    assert consented(warehouse, ["c5"], purpose="email_marketing") == set()
+
+
+def test_erasure_tombstone_gives_way_to_newer_consent(warehouse: Warehouse) -> None:
+    _world(warehouse)
+    _load(
+        warehouse,
+        "suppressions",
+        [
+            {
+                "subject_hash": "e1",
+                "kind": "email",
+                "customer_id": "c1",
+                "reason": "erased",
+                "created_at": T0 + timedelta(days=1),
+            }
+        ],
+    )
+    assert consented(warehouse, ["c1"], purpose="email_marketing") == set()
+    record(
+        warehouse,
+        subject="c1",
+        purpose="email_marketing",
+        status="granted",
+        source="web",
+        at=T0 + timedelta(days=3),
+    )
+    assert consented(warehouse, ["c1"], purpose="email_marketing") == {"c1"}
+
+
+def test_record_keeps_history_and_latest_state(warehouse: Warehouse) -> None:
+    wh = warehouse
+    assert record(
+        wh,
+        subject="x",
+        purpose="email_marketing",
+        status="granted",
+        source="web",
+        at=T0,
+        proof={
+            "ip": "192.0.2.1",
+            "user_agent": "UA",
+            "form": "footer",
+            "confirmed_at": "2026-01-01T00:05:00Z",
+            "campaign": "c",
+        },
+    )
+    # a replay is ignored; an older change is kept in history without overwriting the state
+    assert not record(
+        wh,
+        subject="x",
+        purpose="email_marketing",
+        status="granted",
+        source="web",
+        at=T0,
+        proof={"ip": "192.0.2.1"},
+    )
+    assert record(
+        wh,
+        subject="x",
+        purpose="email_marketing",
+        status="revoked",
+        source="cli",
+        at=T0 + timedelta(days=2),
+    )
+    assert not record(
+        wh,
+        subject="x",
+        purpose="email_marketing",
+        status="granted",
+        source="crm",
+        at=T0 + timedelta(days=1),
+    )
+    state = wh.fetch("SELECT status, source FROM consents WHERE customer_id = 'x'")
+    assert state == [("revoked", "cli")]
+    history = wh.fetch(
+        "SELECT status, source, ip, user_agent, form, confirmed_at IS NOT NULL, proof "
+        "FROM consent_history WHERE customer_id = 'x' ORDER BY changed_at"
+    )
+    assert [h[:2] for h in history] == [("granted", "web"), ("granted", "crm"), ("revoked", "cli")]
+    assert history[0][2:6] == ("192.0.2.1", "UA", "footer", True)
+    assert "campaign" in str(history[0][6])
+
+
+def test_sendable_view_agrees_with_gate(warehouse: Warehouse) -> None:
+    _world(warehouse)
+    _load(
+        warehouse,
+        "customers",
+        [{"customer_id": c, "email": f"{c}@example.org", "updated_at": T0} for c in ALL[:-1]],
+    )
+    _load(
+        warehouse,
+        "segment_memberships",
+        [{"segment": "all", "customer_id": c, "entered_at": T0} for c in ALL[:-1]],
+    )
+    view = {
+        r[0]
+        for r in warehouse.fetch(
+            "SELECT customer_id FROM sendable WHERE segment = 'all' AND purpose = 'email_marketing'"
+        )
+    }
+    assert view == consented(warehouse, ALL, purpose="email_marketing") == {"c1", "c2"}
