@@ -1,5 +1,7 @@
 """Delivery: MIME, signed unsubscribe tokens and transports (the outbox; SMTP and ESP later).
 
+* :func:`prepare` / :func:`~personify.delivery.batch.prepare_batch` — read the profile(s) now,
+  render, build MIME (one customer / a journey's batch, per-item failures returned);
 * :func:`compose` — a rendered email for one customer → :class:`Envelope` (MIME built, the
   unsubscribe link signed with the project's ``signing_key``);
 * :func:`transport_for` — the project's configured :class:`Transport`;
@@ -14,6 +16,7 @@ from typing import Any
 
 from personify import clock
 from personify.config import OutboxDelivery, Project
+from personify.delivery.batch import PrepareFailure, prepare_batch
 from personify.delivery.mime import (
     AddressError,
     Unsubscribe,
@@ -26,6 +29,7 @@ from personify.delivery.tokens import UnsubscribeClaim, project_key, sign, verif
 from personify.delivery.transport import Delivered, Envelope, Transport
 from personify.messages import (
     RenderedEmail,
+    Template,
     TemplateStore,
     build_context,
     read_customer,
@@ -65,7 +69,7 @@ def compose(
         unsubscribe=unsubscribe or unsubscribe_for(project, customer_id),
         reply_to=address(settings.reply_to) if settings.reply_to else None,
     )
-    return Envelope(key, customer_id, email.template, email.subject, message)
+    return Envelope(key, customer_id, email.template, email.subject, message.as_bytes())
 
 
 def prepare(
@@ -84,10 +88,24 @@ def prepare(
     Raises :class:`~personify.messages.RenderError` (record the message as failed with
     ``err.reason``), :class:`AddressError` (no usable address) or NotFound."""
     customer = read_customer(wh, who, project)
+    parsed = (store or template_store(project)).get(template)
+    return prepare_one(project, parsed, customer, variables, key=key)
+
+
+def prepare_one(
+    project: Project,
+    template: Template,
+    customer: Mapping[str, Any],
+    variables: Mapping[str, Any] | None = None,
+    *,
+    key: str,
+    date: datetime | None = None,
+) -> Envelope:
+    """:func:`prepare` for a parsed template and a ``customers`` row already read."""
     unsubscribe = unsubscribe_for(project, str(customer["customer_id"]))
     context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
-    email = render((store or template_store(project)).get(template), context)
-    return compose(project, customer, email, key=key, unsubscribe=unsubscribe)
+    email = render(template, context)
+    return compose(project, customer, email, key=key, date=date, unsubscribe=unsubscribe)
 
 
 def transport_for(project: Project) -> Transport:
@@ -101,6 +119,7 @@ __all__ = [
     "Delivered",
     "Envelope",
     "OutboxTransport",
+    "PrepareFailure",
     "Transport",
     "Unsubscribe",
     "UnsubscribeClaim",
@@ -109,6 +128,8 @@ __all__ = [
     "compose",
     "message_id",
     "prepare",
+    "prepare_batch",
+    "prepare_one",
     "project_key",
     "sign",
     "transport_for",

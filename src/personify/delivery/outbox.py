@@ -43,7 +43,7 @@ class OutboxTransport:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = file_name(envelope.key)
         target = self.folder / name
-        new = self._write_once(target, envelope.message.as_bytes())
+        new = self._write_once(target, envelope.raw)
         with self._lock:
             if new or envelope.key not in self._index_keys():
                 self._append_index(envelope, name)

@@ -12,6 +12,7 @@ from personify.profiles import resolve_customer
 from personify.warehouse.base import Warehouse
 
 _JSON_FIELDS = ("preferred_categories", "traits")
+_BY_IDS = "SELECT * FROM customers WHERE customer_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
 
 
 def _customer(row: dict[str, Any]) -> dict[str, Any]:
@@ -35,8 +36,7 @@ def read_customers(wh: Warehouse, customer_ids: Iterable[str]) -> dict[str, dict
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    marks = ", ".join("?" for _ in ids)
-    table = wh.fetch_arrow(f"SELECT * FROM customers WHERE customer_id IN ({marks})", ids)
+    table = wh.fetch_arrow(_BY_IDS, [ids])  # one statement text whatever the batch size
     return {str(r["customer_id"]): _customer(r) for r in table.to_pylist()}
 
 
