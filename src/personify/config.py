@@ -373,6 +373,59 @@ class AudienceSettings(_Base, frozen=True):
             ) from None
 
 
+# ------------------------------------------------------------------------------------- discounts
+class DiscountTier(_Base, frozen=True):
+    """One step of a campaign's value ladder: customers at or above ``min_engagement`` get it."""
+
+    min_engagement: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.0
+    """Lowest ``customers.engagement_score`` (0–100) this tier applies to; a customer without a
+    score counts as 0."""
+    percent: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    """A percentage off the order (``10`` for 10 % off)."""
+    amount: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Or a fixed amount off, in the campaign's ``currency``."""
+
+    def __post_init__(self) -> None:
+        if (self.percent is None) == (self.amount is None):
+            raise ValueError("give exactly one of percent or amount")
+
+
+_DISCOUNT_DURATION = re.compile(r"^[1-9][0-9]*\s*(s|m|h|d|w)$")
+"""``expires_in``: a positive whole number of seconds, minutes, hours, days or weeks."""
+
+
+def _default_tiers() -> tuple[DiscountTier, ...]:
+    return (
+        DiscountTier(min_engagement=70, percent=5),
+        DiscountTier(min_engagement=30, percent=10),
+        DiscountTier(percent=15),
+    )
+
+
+class DiscountCampaign(_Base, frozen=True):
+    """A kind of personal discount code (e.g. ``cart_rescue``): how long its codes live and what
+    they are worth."""
+
+    expires_in: str = "7d"
+    """How long a code stays valid after it is issued (``48h``, ``7d``, ``2w``)."""
+    tiers: tuple[DiscountTier, ...] = msgspec.field(default_factory=_default_tiers)
+    """The value ladder, checked in order: the first tier whose ``min_engagement`` the customer's
+    ``engagement_score`` reaches wins. The last tier should have no ``min_engagement`` so that
+    everyone gets a code."""
+    currency: str = "EUR"
+    """Currency of ``amount`` tiers (shown in the code's label)."""
+
+    def __post_init__(self) -> None:
+        if not _DISCOUNT_DURATION.match(self.expires_in.strip().lower()):
+            raise ValueError(f"{self.expires_in!r} is not a duration: write e.g. 48h, 7d or 2w")
+        if not self.tiers:
+            raise ValueError("a campaign needs at least one tier")
+
+
+def _default_discounts() -> dict[str, DiscountCampaign]:
+    return {"cart_rescue": DiscountCampaign()}
+
+
 # --------------------------------------------------------------------------------------- project
 class ProjectConfig(_Base, frozen=True):
     """The whole ``personify.yml``."""
@@ -404,6 +457,9 @@ class ProjectConfig(_Base, frozen=True):
     """Computed and user-defined traits."""
     audiences: AudienceSettings = AudienceSettings()
     """Segments and rules: folders, default SQL dialect, limits."""
+    discounts: dict[Name, DiscountCampaign] = msgspec.field(default_factory=_default_discounts)
+    """Personal discount code campaigns by name (journeys ask for codes of a campaign). Default:
+    ``cart_rescue`` — 7 days, 5 % / 10 % / 15 % off by engagement (≥ 70 / ≥ 30 / below)."""
 
     def __post_init__(self) -> None:
         try:

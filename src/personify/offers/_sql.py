@@ -1,0 +1,86 @@
+"""Small SQL helpers shared by the offers modules (authored in DuckDB's dialect, ``?`` params).
+
+Inputs travel as array parameters unnested in the warehouse — ``unnest(CAST(? AS VARCHAR[]))``
+runs on DuckDB and PostgreSQL alike — so one statement serves any number of carts or customers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+PRODUCT_FIELDS = ("product_id", "name", "url", "image_url", "price", "category")
+"""The fields of a product as offers return it."""
+
+IN_STOCK = "(p.stock IS NULL OR p.stock > 0)"
+"""A product is offered unless the catalogue says none are left (no stock figure: offered)."""
+
+NUMBER = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
+"""Text that casts to a number safely (PostgreSQL has no ``TRY_CAST``)."""
+
+
+UNNEST = "unnest(CAST(? AS VARCHAR[]))"
+"""One array parameter of strings, unnested into rows (pass a ``list`` as the parameter)."""
+
+
+def prop(name: str, alias: str = "e") -> str:
+    """``alias.properties->>'name'`` (``name`` is one of ours, never a user value)."""
+    return f"{alias}.properties->>'{name}'"
+
+
+def numeric(expr: str, cast: str = "DOUBLE") -> str:
+    """``expr`` (text) cast to ``cast`` when it looks like a number, else NULL."""
+    return f"CASE WHEN regexp_matches({expr}, '{NUMBER}') THEN CAST({expr} AS {cast}) END"
+
+
+def interval_days(days: int) -> str:
+    """An interval literal of whole days (an int, never a user string)."""
+    return f"INTERVAL '{int(days)} days'"
+
+
+def product(row: Sequence[Any], start: int = 0) -> dict[str, Any]:
+    """A product dict from ``PRODUCT_FIELDS`` columns starting at ``start``."""
+    out = dict(zip(PRODUCT_FIELDS, row[start : start + len(PRODUCT_FIELDS)], strict=True))
+    if out["price"] is not None:
+        out["price"] = float(out["price"])
+    return out
+
+
+def catalogue_sql(window: str) -> str:
+    """CTEs (without ``WITH``): ``offerable`` (in-stock products with their fields) and
+    ``ranked`` (each with ``units`` sold in the window and its rank ``overall`` and
+    ``in_category`` by units, then product id). Two parameters: ``now``, ``now``; ``window`` is
+    an :func:`interval_days` literal."""
+    fields = ", ".join(f"p.{f}" for f in PRODUCT_FIELDS)
+    return (
+        f"offerable AS (SELECT {fields}, p.created_at, p.updated_at FROM products p "
+        f"WHERE {IN_STOCK}), "
+        "sales AS (SELECT i.product_id, sum(i.quantity) AS units FROM order_items i "
+        "JOIN orders o ON o.order_id = i.order_id WHERE o.created_at <= CAST(? AS TIMESTAMPTZ) "
+        f"AND o.created_at > CAST(? AS TIMESTAMPTZ) - {window} GROUP BY i.product_id), "
+        "ranked AS (SELECT p.product_id, p.category, coalesce(s.units, 0) AS units, "
+        "row_number() OVER (ORDER BY coalesce(s.units, 0) DESC, p.product_id) AS overall, "
+        "row_number() OVER (PARTITION BY p.category ORDER BY coalesce(s.units, 0) DESC, "
+        "p.product_id) AS in_category FROM offerable p "
+        "LEFT JOIN sales s ON s.product_id = p.product_id)"
+    )
+
+
+def pick_sql() -> str:
+    """The final SELECT over two CTEs — ``candidates(owner, product_id, tier, r1, r2)`` and
+    ``excluded(owner, product_id)`` — keeping, per owner (a cart or a customer), each product's
+    best row (lowest ``tier, r1, r2``), dropping excluded and non-offerable products, and
+    returning the first ``?`` by ``tier, r1, r2, product_id`` as ``owner, PRODUCT_FIELDS``
+    ordered by owner then rank. One parameter: k."""
+    fields = ", ".join(f"p.{f}" for f in PRODUCT_FIELDS)
+    order = "c.tier, c.r1, c.r2, c.product_id"
+    return (
+        f"SELECT b.owner, {fields} FROM (SELECT d.owner, d.product_id, row_number() OVER "
+        "(PARTITION BY d.owner ORDER BY d.tier, d.r1, d.r2, d.product_id) AS pos FROM ("
+        "SELECT c.owner, c.product_id, c.tier, c.r1, c.r2, row_number() OVER "
+        f"(PARTITION BY c.owner, c.product_id ORDER BY {order}) AS dup FROM candidates c "
+        "JOIN offerable o ON o.product_id = c.product_id WHERE NOT EXISTS (SELECT 1 "
+        "FROM excluded x WHERE x.owner = c.owner AND x.product_id = c.product_id)) d "
+        "WHERE d.dup = 1) b JOIN offerable p ON p.product_id = b.product_id WHERE b.pos <= ? "
+        "ORDER BY b.owner, b.pos"
+    )

@@ -1,0 +1,282 @@
+"""Personal discount codes: unique, unguessable, single-use, with an expiry.
+
+**Issuing** is idempotent per request key (journey, step, customer, trigger …). The code is the
+HMAC-SHA256 of the key under the project's ``signing_key``, its first 60 bits written as 12
+characters of Crockford's base 32 (digits and capitals without I, L, O, U: nothing to misread).
+Asking again with the same key — after a crash, or from a second process at the same time —
+derives the same code; the insert does nothing on the primary key and the stored row is read back.
+Without the key nobody can derive or guess a code (2⁶⁰ possibilities). Two keys whose codes
+collide (about one chance in 2⁶⁰ per pair) are told apart by the stored ``idempotency_key``: the
+later one derives its next candidate (``attempt`` 1, 2 …), again deterministically.
+
+A code's value comes from its campaign (``discounts:`` in ``personify.yml``): the first tier whose
+``min_engagement`` the customer's ``engagement_score`` reaches.
+
+**Redeeming** is a conditional update (not redeemed yet, not expired), so of two concurrent
+redemptions exactly one wins. :func:`redeem_from_orders` does it set-wise from the orders and
+``Order Completed`` events that name a code (``orders.discount_code``, ``properties.coupon``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from personify.audiences.schedule import parse_duration
+from personify.config import DiscountCampaign, DiscountTier, Project
+from personify.delivery.tokens import project_key
+from personify.errors import ConfigError, WarehouseError
+from personify.offers._sql import UNNEST, prop
+from personify.warehouse import Warehouse, table
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+"""Crockford's base 32: no I, L, O or U."""
+CODE_LENGTH = 12
+"""Characters in a code (5 bits each: 60 bits)."""
+MAX_ATTEMPTS = 8
+"""Candidates tried per key before giving up (a second collision is already ~2⁻⁶⁰)."""
+_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None})
+
+RedeemReason = Literal["unknown", "expired", "already_redeemed"]
+
+
+def derive_code(key: bytes, idempotency_key: str, attempt: int = 0) -> str:
+    """The code of ``idempotency_key`` under ``key`` (its ``attempt``-th candidate)."""
+    message = b"discount\0" + idempotency_key.encode("utf-8")
+    if attempt:
+        message += b"\0" + str(attempt).encode("ascii")
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    n = int.from_bytes(digest[:8], "big") >> (64 - 5 * CODE_LENGTH)
+    return "".join(ALPHABET[(n >> (5 * i)) & 31] for i in reversed(range(CODE_LENGTH)))
+
+
+def normalize_code(text: str) -> str:
+    """A code as a person may type it (lower case, dashes, spaces, O for 0, I or L for 1) in
+    the stored form."""
+    return text.strip().upper().translate(_CONFUSABLE)
+
+
+def expires_in(campaign: DiscountCampaign) -> timedelta:
+    """How long the campaign's codes stay valid."""
+    return parse_duration(campaign.expires_in)
+
+
+def tier_for(campaign: DiscountCampaign, engagement: float | None) -> DiscountTier | None:
+    """The first tier whose ``min_engagement`` ``engagement`` reaches (none counts as 0)."""
+    score = 0.0 if engagement is None else float(engagement)
+    for tier in campaign.tiers:
+        if score >= tier.min_engagement:
+            return tier
+    return None
+
+
+def label(value: float, kind: str, currency: str = "EUR") -> str:
+    """``10% off`` or ``5.00 EUR off``."""
+    if kind == "percent":
+        return f"{value:g}% off"
+    return f"{value:.2f} {currency} off"
+
+
+def campaign_settings(project: Project, campaign: str) -> DiscountCampaign:
+    """The campaign's settings. Raises :class:`ConfigError` naming the missing key."""
+    try:
+        return project.config.discounts[campaign]
+    except KeyError:
+        known = ", ".join(sorted(project.config.discounts)) or "none"
+        raise ConfigError(
+            f"no discount campaign {campaign!r} (campaigns: {known})",
+            file=str(project.file),
+            key=f"discounts.{campaign}",
+            hint=f"add `discounts: {{{campaign}: {{expires_in: 7d, tiers: [{{percent: 10}}]}}}}`",
+        ) from None
+
+
+_COLUMNS = "idempotency_key, code, customer_id, campaign, value, kind, expires_at"
+
+
+def issue_codes(
+    wh: Warehouse,
+    project: Project,
+    requests: Sequence[tuple[str, str, str]],
+    *,
+    now: datetime,
+) -> dict[str, dict[str, Any]]:
+    """A code for each ``(idempotency_key, customer_id, campaign)``, issued at ``now``.
+
+    Returns, per idempotency key, ``{code, label, value, kind, expires_at, campaign,
+    customer_id}``. A key asked before gets its stored code back unchanged (even if the
+    campaign's settings changed since) and nothing is inserted. Three statements for the whole
+    batch (read, insert, read back), whatever its size."""
+    wanted: dict[str, tuple[str, str]] = {}
+    for key, customer_id, campaign in requests:
+        wanted.setdefault(key, (customer_id, campaign))
+    settings = {c: campaign_settings(project, c) for _, c in wanted.values()}
+    stored = _stored(wh, list(wanted))
+    missing = [k for k in wanted if k not in stored]
+    if missing:
+        secret = project_key(project)
+        engagement = _engagement(wh, sorted({wanted[k][0] for k in missing}))
+        for attempt in range(MAX_ATTEMPTS):
+            rows = [
+                _new_row(secret, k, *wanted[k], settings, engagement, now, attempt) for k in missing
+            ]
+            wh.load(table("discount_codes"), pa.Table.from_pylist(rows), on_conflict="ignore")
+            stored.update(_stored(wh, missing))
+            missing = [k for k in missing if k not in stored]
+            if not missing:
+                break
+        else:
+            raise WarehouseError(
+                f"could not store discount codes for {len(missing)} request(s) after "
+                f"{MAX_ATTEMPTS} attempts",
+                hint="is discount_codes.code still the primary key?",
+            )
+    out: dict[str, dict[str, Any]] = {}
+    for key in wanted:
+        row = stored[key]
+        config = settings.get(row["campaign"])
+        currency = config.currency if config is not None else "EUR"
+        out[key] = {**row, "label": label(row["value"], row["kind"], currency)}
+        del out[key]["idempotency_key"]
+    return out
+
+
+def _stored(wh: Warehouse, keys: list[str]) -> dict[str, dict[str, Any]]:
+    rows = wh.fetch(
+        f"SELECT {_COLUMNS} FROM discount_codes WHERE idempotency_key IN (SELECT {UNNEST})",
+        [keys],
+    )
+    names = [c.strip() for c in _COLUMNS.split(",")]
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        record = dict(zip(names, row, strict=True))
+        record["value"] = float(record["value"]) if record["value"] is not None else None
+        out[record["idempotency_key"]] = record
+    return out
+
+
+def _engagement(wh: Warehouse, customer_ids: list[str]) -> dict[str, float | None]:
+    rows = wh.fetch(
+        "SELECT customer_id, engagement_score FROM customers "
+        f"WHERE customer_id IN (SELECT {UNNEST})",
+        [customer_ids],
+    )
+    return {str(c): (None if s is None else float(s)) for c, s in rows}
+
+
+def _new_row(
+    secret: bytes,
+    key: str,
+    customer_id: str,
+    campaign: str,
+    settings: dict[str, DiscountCampaign],
+    engagement: dict[str, float | None],
+    now: datetime,
+    attempt: int,
+) -> dict[str, Any]:
+    config = settings[campaign]
+    tier = tier_for(config, engagement.get(customer_id))
+    if tier is None:  # every tier asks for more engagement than the customer has: the last one
+        tier = config.tiers[-1]
+    kind = "percent" if tier.percent is not None else "amount"
+    value = tier.percent if tier.percent is not None else tier.amount
+    return {
+        "code": derive_code(secret, key, attempt),
+        "customer_id": customer_id,
+        "campaign": campaign,
+        "value": float(value or 0),
+        "kind": kind,
+        "created_at": now,
+        "expires_at": now + expires_in(config),
+        "idempotency_key": key,
+    }
+
+
+@dataclass(frozen=True)
+class RedeemResult:
+    """The outcome of one redemption."""
+
+    code: str
+    """The code as stored (normalized)."""
+    ok: bool
+    """Whether the order may have the discount: redeemed now, or earlier by this same order."""
+    reason: RedeemReason | None = None
+    """Why not: ``unknown`` (no such code), ``expired``, ``already_redeemed`` (by another
+    order)."""
+    customer_id: str | None = None
+    campaign: str | None = None
+    value: float | None = None
+    kind: str | None = None
+    order_id: str | None = None
+    """The order holding the redemption."""
+    redeemed_at: datetime | None = None
+
+
+def redeem(wh: Warehouse, code: str, *, order_id: str, at: datetime) -> RedeemResult:
+    """Redeem ``code`` for ``order_id`` at ``at``: once, before it expires.
+
+    Replaying the same order's redemption is ``ok`` (idempotent); another order is refused
+    with ``already_redeemed``."""
+    stored = normalize_code(code)
+    wh.execute(
+        "UPDATE discount_codes SET redeemed_at = ?, order_id = ? "
+        "WHERE code = ? AND redeemed_at IS NULL AND expires_at > ?",
+        [at, order_id, stored, at],
+    )
+    rows = wh.fetch(
+        "SELECT customer_id, campaign, value, kind, expires_at, redeemed_at, order_id "
+        "FROM discount_codes WHERE code = ?",
+        [stored],
+    )
+    if not rows:
+        return RedeemResult(stored, False, "unknown")
+    customer_id, campaign, value, kind, expires_at, redeemed_at, holder = rows[0]
+    common: dict[str, Any] = {
+        "customer_id": customer_id,
+        "campaign": campaign,
+        "value": None if value is None else float(value),
+        "kind": kind,
+        "order_id": holder,
+        "redeemed_at": redeemed_at,
+    }
+    if redeemed_at is not None:
+        if holder == order_id:
+            return RedeemResult(stored, True, **common)
+        return RedeemResult(stored, False, "already_redeemed", **common)
+    del expires_at  # not redeemed, so the update's expiry condition failed
+    return RedeemResult(stored, False, "expired", **common)
+
+
+def _normalized_sql(expr: str) -> str:
+    return f"replace(replace(upper(trim({expr})), '-', ''), ' ', '')"
+
+
+def redeem_from_orders(wh: Warehouse, *, now: datetime) -> int:
+    """Mark codes redeemed by the orders (``orders.discount_code``) and ``Order Completed``
+    events (``properties.coupon``) up to ``now`` that name them, set-wise in one statement.
+
+    A code counts as redeemed by the earliest order naming it that was placed while it was
+    valid (after it was issued, before it expired); codes already redeemed are left alone.
+    Returns how many codes were marked."""
+    coupon = prop("coupon")
+    sql = (
+        "UPDATE discount_codes SET redeemed_at = m.used_at, order_id = m.order_id FROM ("
+        "SELECT code, order_id, used_at FROM (SELECT u.code, u.order_id, u.used_at, "
+        "row_number() OVER (PARTITION BY u.code ORDER BY u.used_at, u.order_id) AS pos FROM ("
+        f"SELECT {_normalized_sql('o.discount_code')} AS code, o.order_id, "
+        "o.created_at AS used_at FROM orders o WHERE o.discount_code IS NOT NULL "
+        "AND o.created_at <= CAST(? AS TIMESTAMPTZ) UNION ALL "
+        f"SELECT {_normalized_sql(coupon)}, coalesce({prop('order_id')}, e.message_id), "
+        "e.timestamp FROM events e WHERE e.type = 'track' AND e.event = 'Order Completed' "
+        f"AND {coupon} IS NOT NULL AND e.timestamp <= CAST(? AS TIMESTAMPTZ)) u "
+        "JOIN discount_codes c ON c.code = u.code WHERE c.redeemed_at IS NULL "
+        "AND u.used_at >= c.created_at AND u.used_at < c.expires_at) r WHERE pos = 1) m "
+        "WHERE discount_codes.code = m.code AND discount_codes.redeemed_at IS NULL"
+    )
+    return max(wh.execute(sql, [now, now]), 0)
