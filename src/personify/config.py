@@ -12,6 +12,7 @@ error messages.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -128,24 +129,471 @@ class FileSource(_SourceBase, frozen=True, tag="file", tag_field="kind"):
     """A row whose key is already stored: ``update`` overwrites it with the file's values,
     ``ignore`` keeps the stored row. Default: ``ignore`` for the append-only ``events`` and
     ``order_items``, ``update`` for the other tables."""
+    schedule: Schedule | None = None
+    """When ``personify serve`` syncs it (``every: 15m`` or ``cron: …``)."""
 
     def __post_init__(self) -> None:
         if len(self.delimiter) != 1:
             raise ValueError("delimiter must be a single character")
 
 
-Source = TrackingSource | FileSource
+Duration = Annotated[str, msgspec.Meta(pattern=r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$")]
+"""A duration: ``30s``, ``5m``, ``2h``, ``1d`` or plain seconds (``90``)."""
+
+
+def duration_seconds(text: str | float) -> float:
+    """Seconds in a :data:`Duration` (``"5m"`` → 300.0)."""
+    if isinstance(text, int | float):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 2h, 1d)")
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+    return float(m.group(1)) * unit
+
+
+class Schedule(_Base, frozen=True):
+    """When ``personify serve`` syncs a source: ``every: 15m`` or ``cron: "*/15 * * * *"``."""
+
+    every: Duration | None = None
+    """A fixed interval between the starts of two runs (``30s``, ``15m``, ``1h``)."""
+    cron: str | None = None
+    """A five-field cron expression, in UTC."""
+
+    def __post_init__(self) -> None:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of every or cron")
+        if self.every is not None and duration_seconds(self.every) <= 0:
+            raise ValueError("every must be longer than zero")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"{self.cron!r} is not a valid cron expression")
+
+
+# ----------------------------------------------------------------------- REST and webhook sources
+class BearerAuth(_Base, frozen=True, tag="bearer", tag_field="type"):
+    """``Authorization: Bearer <token>``."""
+
+    token: Secret
+    """The token. Use ``${VAR}``."""
+
+
+class ApiKeyAuth(_Base, frozen=True, tag="api_key", tag_field="type"):
+    """An API key in a header or a query parameter."""
+
+    api_key: Secret
+    """The key. Use ``${VAR}``."""
+    name: str = "Authorization"
+    """The header or query parameter carrying it."""
+    location: Literal["header", "query"] = "header"
+    """Where it goes."""
+
+
+class BasicAuth(_Base, frozen=True, tag="http_basic", tag_field="type"):
+    """HTTP Basic authentication (Stripe: the secret key as the user name, no password)."""
+
+    username: Secret
+    """User name (or API key)."""
+    password: Secret = Secret("")
+    """Password (may be empty)."""
+
+
+class OAuth2ClientCredentials(
+    _Base, frozen=True, tag="oauth2_client_credentials", tag_field="type"
+):
+    """OAuth 2 client credentials grant: a token fetched from ``access_token_url`` and fetched
+    again before it expires (or when the API answers 401)."""
+
+    access_token_url: str
+    """The token endpoint."""
+    client_id: Secret
+    """Client id. Use ``${VAR}``."""
+    client_secret: Secret
+    """Client secret. Use ``${VAR}``."""
+    scope: str | None = None
+    """Requested scope, if the provider wants one."""
+    access_token_request_data: dict[str, str] = {}
+    """Extra form fields of the token request (``audience`` …)."""
+    default_token_expiration: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    """Seconds a token lives when the answer has no ``expires_in``."""
+
+
+Auth = BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials
+
+PaginatorType = Literal[
+    "auto",
+    "single_page",
+    "json_link",
+    "header_link",
+    "cursor",
+    "record_cursor",
+    "offset",
+    "page_number",
+]
+
+
+class Paginator(_Base, frozen=True):
+    """How to get the next page (dlt's paginator names). Stop conditions: no next link or cursor,
+    an empty page, ``has_more_path`` false, ``stop_path`` true, ``total_path`` reached,
+    ``maximum_page``/``maximum_offset`` reached."""
+
+    type: PaginatorType = "auto"
+    """``json_link`` (next URL in the body at ``next_url_path``), ``header_link`` (``Link:
+    <…>; rel="next"``), ``cursor`` (a cursor in the body at ``cursor_path`` sent back as
+    ``cursor_param``, or into the JSON body at ``cursor_body_path``), ``record_cursor`` (the
+    last record's ``record_field`` sent as ``cursor_param``: Stripe's ``starting_after``),
+    ``offset`` (``offset``/``limit`` parameters), ``page_number``, ``single_page``; ``auto``
+    picks ``header_link`` when a ``Link`` header is present, else ``json_link`` when the body
+    has a next URL, else a single page."""
+    next_url_path: str = "next"
+    """json_link: where the next URL is in the body (dotted path)."""
+    links_next_key: str = "next"
+    """header_link: the ``rel`` of the next link."""
+    cursor_path: str = "cursors.next"
+    """cursor: where the next cursor is in the body."""
+    cursor_param: str | None = None
+    """cursor / record_cursor: the query parameter that carries it (default ``after``)."""
+    cursor_body_path: str | None = None
+    """cursor: put the cursor into the JSON request body at this key instead (POST searches)."""
+    record_field: str = "id"
+    """record_cursor: the field of the page's last record that is the cursor."""
+    limit: Annotated[int, msgspec.Meta(ge=1)] = 100
+    """offset: page size."""
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """offset: the first offset."""
+    offset_param: str = "offset"
+    """offset: name of the offset parameter."""
+    limit_param: str = "limit"
+    """offset: name of the limit parameter."""
+    base_page: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """page_number: number of the first page."""
+    page_param: str = "page"
+    """page_number: name of the page parameter."""
+    total_path: str | None = None
+    """offset / page_number: where the total (records or pages) is in the body."""
+    maximum_offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """offset: stop at this offset."""
+    maximum_page: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """page_number: stop after this page."""
+    has_more_path: str | None = None
+    """Stop when the body's value here is false (``has_more``, ``meta.has_more``)."""
+    stop_path: str | None = None
+    """Stop when the body's value here is true (``end_of_stream``)."""
+    stop_after_empty_page: bool = True
+    """Stop at a page without records."""
+
+
+class RestClient(_Base, frozen=True):
+    """The API: where it is, how to authenticate, how it pages, how fast it may be called."""
+
+    base_url: str | None = None
+    """The API's root URL (endpoints are relative to it)."""
+    auth: Auth | None = None
+    """``type``: ``bearer``, ``api_key``, ``http_basic``, ``oauth2_client_credentials``."""
+    headers: dict[str, str] = {}
+    """Headers sent with every request."""
+    paginator: Paginator | None = None
+    """Default paginator of the resources."""
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """The request budget (a token bucket, bursts of one second's worth)."""
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds to wait for one response."""
+    max_retries: Annotated[int, msgspec.Meta(ge=0)] = 8
+    """Retries of one request on 429, 5xx, timeouts and connection errors."""
+    backoff_base: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    """First backoff in seconds (doubled each retry, full jitter, at most ``backoff_max``)."""
+    backoff_max: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    """Longest wait between two tries (``Retry-After`` included)."""
+
+
+class Incremental(_Base, frozen=True):
+    """Pull only what changed since the last sync (dlt's ``incremental``)."""
+
+    cursor_path: str
+    """The record field that grows with every change (``updated_at``, ``updated``)."""
+    initial_value: str | int | float | None = None
+    """Where the first sync starts."""
+    start_param: str | None = None
+    """Query parameter carrying the start value (or write ``{incremental.start_value}`` in
+    ``params`` or ``json``)."""
+    start_format: Literal["auto", "iso", "unix", "unix_ms"] = "auto"
+    """How the start value is sent: ``iso`` text, ``unix`` seconds, ``unix_ms``; ``auto``: as the
+    records hold it."""
+    overlap: Duration = "0s"
+    """Start this far before the last cursor, for records updated late (rows are upserted by
+    key: the overlap never doubles anything)."""
+
+
+class Nested(_Base, frozen=True):
+    """Rows of another table taken from an array inside each record (Shopify's ``line_items``):
+    each element is mapped with ``_parent`` (the record) and ``_index`` (1-based) available."""
+
+    path: str
+    """Where the array is in the record."""
+    table: TableName
+    """The table its elements go to."""
+    mapping: dict[str, str] = {}
+    """Target column → field of the element (``_parent.id``, ``_index``; see ``mapping``)."""
+
+
+class Endpoint(_Base, frozen=True):
+    """One endpoint of the API (dlt's ``endpoint``)."""
+
+    path: str
+    """Relative to ``base_url`` (or a full URL)."""
+    method: Literal["GET", "POST"] = "GET"
+    """HTTP method."""
+    params: dict[str, str | int | float | bool] = {}
+    """Query parameters (``{incremental.start_value}`` is replaced)."""
+    json: dict[str, Any] | None = None
+    """A JSON body (POST searches; ``{incremental.start_value}`` is replaced)."""
+    data_selector: str | None = None
+    """Where the records are in the body (dotted path); default: the body when it is a list,
+    else its first list value."""
+    paginator: Paginator | None = None
+    """This endpoint's paginator (default: the client's)."""
+    incremental: Incremental | None = None
+    """Incremental loading."""
+
+
+class RestResource(_Base, frozen=True):
+    """One resource: an endpoint, the table its records go to, and how they map."""
+
+    name: Name
+    """Resource name (its state is kept under it)."""
+    endpoint: Endpoint
+    """Where the records come from."""
+    table: TableName
+    """The table they go to."""
+    primary_key: str | tuple[str, ...] = "id"
+    """The record field(s) identifying a record (repeats within one sync keep the last)."""
+    mapping: dict[str, str] = {}
+    """Target column → record field, as for file sources (``a.b`` reaches into nested JSON);
+    plus ``field|unix`` (epoch seconds → timestamp), ``field|unix_ms``, ``field|cents``
+    (÷ 100), ``field|string`` and ``=text`` (a constant)."""
+    nested: tuple[Nested, ...] = ()
+    """Arrays inside each record that go to other tables."""
+    max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Stop after this many pages (a safety net)."""
+
+
+RestPreset = Literal["hubspot_contacts", "shopify_orders", "zendesk_tickets", "stripe_charges"]
+
+
+class RestSource(_SourceBase, frozen=True, tag="rest", tag_field="kind"):
+    """A REST API pulled page by page, incrementally (dlt ``rest_api`` vocabulary)."""
+
+    name: Name
+    """Source name, recorded on every row it loads."""
+    client: RestClient = RestClient()
+    """The API: ``base_url``, ``auth``, ``paginator``, politeness."""
+    resources: tuple[RestResource, ...] = ()
+    """What to pull (a preset brings its own)."""
+    preset: RestPreset | None = None
+    """A ready-made API: ``hubspot_contacts``, ``shopify_orders``, ``zendesk_tickets``,
+    ``stripe_charges`` — give ``client.base_url`` and ``client.auth``."""
+    initial_value: str | None = None
+    """For a preset: where its first sync starts (ISO 8601)."""
+    schedule: Schedule | None = None
+    """When ``personify serve`` syncs it."""
+
+    def __post_init__(self) -> None:
+        if self.preset is None and not self.resources:
+            raise ValueError("give resources (or a preset)")
+        if self.preset is None and not self.client.base_url:
+            raise ValueError("client.base_url is required")
+
+
+SignatureScheme = Literal["shopify", "stripe", "standard"]
+
+
+class WebhookSource(_SourceBase, frozen=True, tag="webhook", tag_field="kind"):
+    """Deliveries to ``POST /webhooks/{name}``, signed, replay-proof, stored before the 2xx."""
+
+    name: Name
+    """Source name: the URL is ``/webhooks/<name>``."""
+    scheme: SignatureScheme
+    """``shopify`` (``X-Shopify-Hmac-Sha256``), ``stripe`` (``Stripe-Signature``), ``standard``
+    (Standard Webhooks: ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``)."""
+    secrets: tuple[Secret, ...]
+    """Signing secrets; during a rotation list the new and the old one. Use ``${VAR}``."""
+    table: TableName
+    """The table a delivery's record goes to."""
+    mapping: dict[str, str] = {}
+    """Target column → field of the record (as for REST resources)."""
+    data_selector: str | None = None
+    """Where the record is in the body (Stripe: ``data.object``); default: the body."""
+    nested: tuple[Nested, ...] = ()
+    """Arrays inside the record that go to other tables."""
+    tolerance: Duration = "300s"
+    """Deliveries signed (or triggered) longer ago than this, or this far ahead, are refused."""
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    """Larger deliveries are refused (413)."""
+
+    def __post_init__(self) -> None:
+        if not self.secrets:
+            raise ValueError("give at least one secret")
+
+
+Source = TrackingSource | FileSource | RestSource | WebhookSource
 
 
 # -------------------------------------------------------------------------------------- delivery
-class OutboxDelivery(_Base, frozen=True, tag="outbox", tag_field="kind"):
+EspProvider = Literal["sendgrid", "postmark", "standard"]
+WebhookScheme = Literal["standard", "sendgrid", "basic"]
+
+
+class EspWebhook(_Base, frozen=True):
+    """Bounce and complaint events an ESP posts to ``/webhooks/esp/{provider}``."""
+
+    provider: EspProvider
+    """Payload format: ``sendgrid`` (event array), ``postmark`` (one bounce or spam-complaint
+    object) or ``standard`` (either, signed the Standard Webhooks way)."""
+    secret: Secret
+    """What proves the ESP sent it (``${VAR}``): the Standard Webhooks secret (``whsec_…``),
+    SendGrid's signed-webhook verification key (base64 public key), or ``user:password`` for
+    ``basic`` (Postmark's webhook URL credentials)."""
+    verify: WebhookScheme | None = None
+    """How the request is authenticated: ``standard`` (``webhook-signature`` HMAC),
+    ``sendgrid`` (ECDSA ``X-Twilio-Email-Event-Webhook-Signature``) or ``basic`` (HTTP Basic).
+    Default: ``sendgrid`` for SendGrid, ``basic`` for Postmark, ``standard`` otherwise."""
+    tolerance_seconds: Annotated[int, msgspec.Meta(ge=1)] = 300
+    """Signed timestamps older or newer than this are refused (replays)."""
+
+    @property
+    def scheme(self) -> WebhookScheme:
+        """The verification scheme in force."""
+        if self.verify is not None:
+            return self.verify
+        if self.provider == "sendgrid":
+            return "sendgrid"
+        return "basic" if self.provider == "postmark" else "standard"
+
+
+DKIM_HEADERS: Final = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+)
+"""Headers a DKIM signature covers unless ``delivery.dkim.headers`` says otherwise."""
+
+
+class DkimSettings(_Base, frozen=True):
+    """DKIM-sign every message (SMTP): a selector, a domain and an RSA or Ed25519 key."""
+
+    selector: str
+    """The DNS selector: the public key is published at ``SELECTOR._domainkey.DOMAIN``."""
+    domain: str
+    """The signing domain (``d=``), normally the ``From`` address's domain."""
+    private_key: Secret | None = None
+    """The PEM private key itself, from the environment (``${DKIM_PRIVATE_KEY}``)."""
+    private_key_path: str | None = None
+    """Or a file holding the PEM private key, relative to the project."""
+    headers: tuple[str, ...] = DKIM_HEADERS
+    """Headers the signature covers."""
+
+    def __post_init__(self) -> None:
+        if (self.private_key is None) == (self.private_key_path is None):
+            raise ValueError("give exactly one of private_key or private_key_path")
+
+
+class _DeliveryBase(_Base, frozen=True):
+    rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Messages per second this transport may hand over, sustained (a token bucket);
+    ``None``: no limit."""
+    rate_burst: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Messages the bucket holds, the burst allowance (default: one second of
+    ``rate_limit``, at least 1)."""
+    webhooks: tuple[EspWebhook, ...] = ()
+    """ESP event webhooks (bounces, complaints → suppressions), one per provider."""
+
+    @property
+    def kind(self) -> str:
+        """The delivery's kind (its ``kind:`` in the file)."""
+        return str(type(self).__struct_config__.tag)
+
+    def __post_init__(self) -> None:
+        providers = [w.provider for w in self.webhooks]
+        for i, provider in enumerate(providers):
+            if provider in providers[:i]:
+                raise _FieldError(
+                    ("delivery", "webhooks", i, "provider"),
+                    f"two webhooks for {provider!r}; one per provider",
+                )
+
+
+class OutboxDelivery(_DeliveryBase, frozen=True, tag="outbox", tag_field="kind"):
     """Write each email as an ``.eml`` file in a folder (the default: safe for trying things)."""
 
     path: str = "outbox"
     """Folder for the ``.eml`` files, relative to the project."""
 
 
-Delivery = OutboxDelivery
+class SmtpDelivery(_DeliveryBase, frozen=True, kw_only=True, tag="smtp", tag_field="kind"):
+    """Hand each email to an SMTP server (a relay, Postfix, an ESP's SMTP endpoint)."""
+
+    host: str
+    """The server's host name or address."""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """Default: 465 with ``tls: implicit``, 587 with ``starttls``, 25 with ``none``."""
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    """``starttls`` (upgrade after connecting; refused if the server cannot), ``implicit``
+    (TLS from the first byte, SMTPS) or ``none`` (plain text: only on a trusted network)."""
+    username: str | None = None
+    """User name for SMTP AUTH (none: no authentication)."""
+    password: Secret | None = None
+    """Password for SMTP AUTH. Use ``${VAR}``."""
+    verify_certificates: bool = True
+    """Check the server's TLS certificate and host name."""
+    ca_file: str | None = None
+    """A PEM bundle of certificate authorities to trust instead of the system's (a private
+    relay's own CA), relative to the project."""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Connect and per-command timeout."""
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    """Connections kept open and reused; also how many messages are in flight at once."""
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    """Extra attempts after a dropped connection or a temporary (4xx) refusal."""
+    envelope_from: str | None = None
+    """``MAIL FROM`` (where bounces go); default: the ``From`` address."""
+    local_hostname: str | None = None
+    """Name sent in ``EHLO``; default: this machine's."""
+    dkim: DkimSettings | None = None
+    """Sign messages with DKIM before handing them over."""
+
+
+class EspDelivery(_DeliveryBase, frozen=True, kw_only=True, tag="esp", tag_field="kind"):
+    """Post each email to an ESP's HTTP API (SendGrid v3 ``/v3/mail/send`` JSON)."""
+
+    api_key: Secret
+    """The API key, sent as ``Authorization: Bearer …``. Use ``${VAR}``."""
+    url: str = "https://api.sendgrid.com/v3/mail/send"
+    """The send endpoint."""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Connect and read timeout of one request."""
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 4
+    """Extra attempts after a 429, a 5xx or a network error (jittered exponential backoff,
+    ``Retry-After`` honoured)."""
+    backoff_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    """First backoff; each retry doubles it (with full jitter)."""
+    max_backoff_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    """Longest single wait, ``Retry-After`` included."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    """Requests in flight at once in a batch send."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.url.startswith(("https://", "http://")):
+            raise _FieldError(("delivery", "url"), "the ESP url must be an http(s) URL")
+
+
+Delivery = OutboxDelivery | SmtpDelivery | EspDelivery
 
 
 class EmailSettings(_Base, frozen=True):
@@ -390,8 +838,11 @@ class DiscountTier(_Base, frozen=True):
             raise ValueError("give exactly one of percent or amount")
 
 
-_DISCOUNT_DURATION = re.compile(r"^[1-9][0-9]*\s*(s|m|h|d|w)$")
-"""``expires_in``: a positive whole number of seconds, minutes, hours, days or weeks."""
+_DISCOUNT_DURATION = re.compile(
+    r"^\s*0*[1-9][0-9]*\s*(s|sec|secs|m|min|mins|h|hour|hours|d|day|days|w|week|weeks)\s*$"
+)
+"""A duration (``expires_in``, ``per`` …): a positive whole number of seconds, minutes, hours,
+days or weeks, as :func:`personify.audiences.schedule.parse_duration` reads it."""
 
 
 def _default_tiers() -> tuple[DiscountTier, ...]:
@@ -426,6 +877,56 @@ def _default_discounts() -> dict[str, DiscountCampaign]:
     return {"cart_rescue": DiscountCampaign()}
 
 
+# -------------------------------------------------------------------------------------- journeys
+_CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class FrequencyCap(_Base, frozen=True):
+    """At most ``max`` emails of capped journeys per customer within ``per`` (across journeys)."""
+
+    max: Annotated[int, msgspec.Meta(ge=1)] = 1
+    """Emails allowed in the window."""
+    per: str = "24h"
+    """The sliding window (``24h``, ``7d``)."""
+
+    def __post_init__(self) -> None:
+        if not _DISCOUNT_DURATION.match(self.per.strip().lower()):
+            raise ValueError(f"{self.per!r} is not a duration: write e.g. 24h or 7d")
+
+
+class QuietHours(_Base, frozen=True):
+    """Hours of the customer's local day when no email is sent: it waits until they end."""
+
+    start: Annotated[str, msgspec.Meta(pattern=_CLOCK_TIME)] = "21:00"
+    """Local time (``HH:MM``) the quiet period starts."""
+    end: Annotated[str, msgspec.Meta(pattern=_CLOCK_TIME)] = "08:00"
+    """Local time (``HH:MM``) it ends (may be on the next day)."""
+
+
+class JourneySettings(_Base, frozen=True):
+    """Journeys (``journeys/*.yml``) and the send loop: caps, quiet hours, batch size."""
+
+    folder: str = "journeys"
+    """Folder of journey files (``*.yml``), relative to the project."""
+    purpose: str = "email_marketing"
+    """Consent purpose of journey emails whose journey does not name one."""
+    lookback: str = "24h"
+    """Default ``trigger.within``: how far back a trigger event or audience change may lie for
+    a customer to enter (so a new project does not email about carts abandoned months ago)."""
+    frequency_cap: FrequencyCap | None = FrequencyCap()
+    """Across journeys, per customer (journeys with ``capped: false`` neither count nor obey);
+    ``null``: no cap."""
+    quiet_hours: QuietHours | None = None
+    """In the customer's time zone (``customers.timezone``, else the project's): emails due in
+    them are held and sent when they end. Absent: none."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    """Messages decided, rendered and sent per batch; statuses are committed per batch."""
+
+    def __post_init__(self) -> None:
+        if not _DISCOUNT_DURATION.match(self.lookback.strip().lower()):
+            raise ValueError(f"{self.lookback!r} is not a duration: write e.g. 24h or 7d")
+
+
 # --------------------------------------------------------------------------------------- project
 class ProjectConfig(_Base, frozen=True):
     """The whole ``personify.yml``."""
@@ -440,9 +941,9 @@ class ProjectConfig(_Base, frozen=True):
     admin_token: Secret | None = None
     """Bearer token for the admin endpoints (profiles, privacy). Use ``${VAR}``."""
     sources: tuple[Source, ...] = ()
-    """Where data comes from (``kind``: ``tracking``, ``file``)."""
+    """Where data comes from (``kind``: ``tracking``, ``file``, ``rest``, ``webhook``)."""
     delivery: Delivery = OutboxDelivery()
-    """Where email goes (``kind``: ``outbox``)."""
+    """Where email goes (``kind``: ``outbox``, ``smtp`` or ``esp``)."""
     email: EmailSettings = EmailSettings()
     """Sender and unsubscribe links of every email."""
     signing_key: Secret | None = None
@@ -457,6 +958,8 @@ class ProjectConfig(_Base, frozen=True):
     """Computed and user-defined traits."""
     audiences: AudienceSettings = AudienceSettings()
     """Segments and rules: folders, default SQL dialect, limits."""
+    journeys: JourneySettings = JourneySettings()
+    """Journeys: folder, consent purpose, trigger lookback, frequency cap, quiet hours."""
     discounts: dict[Name, DiscountCampaign] = msgspec.field(default_factory=_default_discounts)
     """Personal discount code campaigns by name (journeys ask for codes of a campaign). Default:
     ``cart_rescue`` — 7 days, 5 % / 10 % / 15 % off by engagement (≥ 70 / ≥ 30 / below)."""
@@ -567,8 +1070,56 @@ _TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 _FIELD = re.compile(r"field `([^`]+)`")
 
 
-def _translate(err: msgspec.ValidationError, doc: MarkedDocument, file: str) -> ConfigError:
-    m = _AT.match(str(err))
+def _pin_elided(text: str, data: Any) -> str:
+    """msgspec writes a mapping's key as ``[...]`` in error paths (``$.discounts[...].tiers``):
+    find the entry at fault — the one that fails the same way when its mapping holds only it —
+    and put its key back (``$.discounts["winback"].tiers``), so the error names line and key."""
+    while (m := _AT.match(text)) and "[...]" in (raw := m.group("path") or ""):
+        prefix = raw[: raw.index("[...]")]
+        tokens = [int(t[1]) if t[1] else (t[0] or t[2]) for t in _TOKEN.findall(prefix)]
+        mapping = _get_in(data, tokens)
+        if not isinstance(mapping, dict):
+            break
+        culprit = None
+        for name, value in mapping.items():
+            try:
+                msgspec.convert(
+                    _set_in(data, tokens, {name: value}), ProjectConfig, dec_hook=_dec_hook
+                )
+            except msgspec.ValidationError as e:
+                if (again := _AT.match(str(e))) and again.group("msg") == m.group("msg"):
+                    culprit = name
+                    break
+            except _FieldError:
+                continue
+        if not isinstance(culprit, str):
+            break
+        text = text.replace("[...]", "[" + json.dumps(culprit) + "]", 1)
+    return text
+
+
+def _get_in(data: Any, path: list[str | int]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _set_in(data: Any, path: list[str | int], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    copy = list(data) if isinstance(data, list) else dict(data)
+    copy[head] = _set_in(data[head], rest, value)  # type: ignore[index]
+    return copy
+
+
+def _translate(
+    err: msgspec.ValidationError, doc: MarkedDocument, file: str, text: str | None = None
+) -> ConfigError:
+    m = _AT.match(str(err) if text is None else text)
     assert m is not None
     msg, raw = m.group("msg"), m.group("path") or ""
     path: tuple[str | int, ...] = tuple(
@@ -603,7 +1154,7 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
     try:
         return msgspec.convert(data, ProjectConfig, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
-        raise _translate(e, doc, file) from None
+        raise _translate(e, doc, file, _pin_elided(str(e), data)) from None
     except _FieldError as e:
         raise ConfigError(
             e.message, file=file, line=doc.line(e.path), key=_dotted(e.path)

@@ -1,7 +1,8 @@
 """Sources: where data comes from. ``sync_sources`` pulls every pull-type source now.
 
-Kinds: ``file`` (CSV / JSON Lines / Parquet, :mod:`personify.sources.files`) and ``tracking``
-(pushed to the HTTP API; nothing to pull).
+Kinds: ``file`` (CSV / JSON Lines / Parquet, :mod:`personify.sources.files`), ``rest``
+(declarative REST APIs, :mod:`personify.sources.rest`), ``tracking`` and ``webhook`` (pushed to
+the HTTP API; nothing to pull).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from personify.config import FileSource, Source
+from personify.config import FileSource, RestSource, Source
 from personify.progress import Progress
 from personify.session import Session
 
@@ -29,6 +30,7 @@ def sync_sources(
 ) -> list[SyncResult]:
     """Pull the named sources (default: all pull-type sources), incrementally."""
     from personify.sources.files import import_file_source
+    from personify.sources.rest import sync_rest_source
 
     wanted: list[Source] = (
         [session.project.source(n) for n in names]
@@ -39,4 +41,6 @@ def sync_sources(
     for source in wanted:
         if isinstance(source, FileSource):
             results.append(import_file_source(session, source, progress=progress))
+        elif isinstance(source, RestSource):
+            results.append(sync_rest_source(session, source, progress=progress))
     return results

@@ -1,0 +1,493 @@
+"""Local mock APIs: a real HTTP server (Starlette on uvicorn, a thread, an ephemeral loopback
+port) emulating the four REST presets' APIs — for tests, the demo and the benchmark.
+
+==========================================  ==============================================
+endpoint                                    emulates
+==========================================  ==============================================
+``POST /crm/v3/objects/contacts/search``    HubSpot search: ``lastmodifieddate`` GTE filter
+                                            (epoch ms), sorted ascending, cursor in the body
+                                            (``paging.next.after`` → ``after``); Bearer auth
+``GET /admin/api/2024-10/orders.json``      Shopify orders: ``updated_at_min``, ``limit``
+                                            ≤ 250, ``Link`` header with an opaque
+                                            ``page_info`` (other filters refused beside it);
+                                            ``X-Shopify-Access-Token``
+``GET /api/v2/incremental/tickets/          Zendesk incremental export: ``start_time`` (epoch
+cursor.json``                               s), ``after_url`` / ``after_cursor``,
+                                            ``end_of_stream``; Basic ``email/token:TOKEN``
+``GET /v1/charges``                         Stripe list: newest first, ``created[gte]``,
+                                            ``starting_after``, ``has_more``; Basic with the
+                                            key as user name (or Bearer)
+``GET /generic/items``                      offset/limit with ``total``
+``GET /generic/pages``                      page number (1-based) with ``total_pages``
+``GET /generic/linked``                     next URL in the body (``next``)
+``POST /oauth/token``                       OAuth2 client credentials (short-lived tokens)
+==========================================  ==============================================
+
+The generic endpoints take a Bearer token (static or issued by ``/oauth/token``) or
+``?api_key=``. :class:`Faults` injects what real APIs do: 429 with ``Retry-After`` every Nth
+request or above a request rate, 500s, slow answers (client timeouts), a one-off 400.
+Records are changed with :meth:`MockApis.upsert` (stamping the update time), so incremental
+syncs have something to find.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOKEN: Final = "mock-token"  # noqa: S105  (a test credential of a local mock)
+"""The credential every mock API accepts by default."""
+CLIENT_ID: Final = "mock-client"
+CLIENT_SECRET: Final = "mock-secret"  # noqa: S105  (a test credential of a local mock)
+
+APIS: Final = ("contacts", "orders", "tickets", "charges", "items")
+_CURSOR: Final = {
+    "contacts": "updatedAt",
+    "orders": "updated_at",
+    "tickets": "updated_at",
+    "charges": "created",
+    "items": "updated_at",
+}
+
+
+@dataclass
+class Faults:
+    """Failures to inject (counters shared by every endpoint except ``/oauth/token``)."""
+
+    rate_limit_every: int = 0
+    """Every Nth request answers 429 (0: never)."""
+    retry_after: int = 0
+    """``Retry-After`` seconds of those 429s."""
+    requests_per_second: float | None = None
+    """Above this rate (a token bucket, one second's burst), answer 429."""
+    fail_every: int = 0
+    """Every Nth request answers 500 (0: never)."""
+    fail_next: int = 0
+    """The next N requests answer 500."""
+    slow_next: int = 0
+    """The next N requests answer after ``slow_seconds``."""
+    slow_seconds: float = 0.0
+    refuse_next: int = 0
+    """The next N data requests answer 400 (a terminal failure mid-sync)."""
+    delay_seconds: float = 0.0
+    """Every answer waits this long (a slow API)."""
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+        return text.replace("+00:00", "Z")
+    return str(value)
+
+
+def _instant(value: Any) -> datetime:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclass
+class MockApis:
+    """The mock APIs' data and behaviour (mutable from the test thread; thread-safe)."""
+
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    tickets: list[dict[str, Any]] = field(default_factory=list)
+    charges: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    token: str = TOKEN
+    token_ttl: int = 3600
+    faults: Faults = field(default_factory=Faults)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    """Every data request: method, path, query parameters."""
+    issued: dict[str, float] = field(default_factory=dict)
+    """OAuth tokens issued → expiry (monotonic)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _count: int = 0
+    _bucket: float = 0.0
+    _stamp: float = 0.0
+
+    # -------------------------------------------------------------------------- data
+    def upsert(self, api: str, record: dict[str, Any], *, at: datetime | None = None) -> None:
+        """Add or change a record of ``api`` (matched by ``id``), stamping its update time."""
+        when = at or datetime.now(UTC)
+        key = _CURSOR[api]
+        record = dict(record)
+        if api == "charges":
+            record.setdefault(key, int(when.timestamp()))
+        else:
+            record[key] = _iso(when)
+        with self.lock:
+            rows: list[dict[str, Any]] = getattr(self, api)
+            for i, old in enumerate(rows):
+                if old["id"] == record["id"]:
+                    rows[i] = {**old, **record}
+                    return
+            rows.append(record)
+
+    def revoke_tokens(self) -> None:
+        """Every OAuth token issued so far stops working (the next call gets a 401)."""
+        with self.lock:
+            self.issued.clear()
+
+    def data_requests(self, path_part: str = "") -> int:
+        with self.lock:
+            return sum(1 for _, p, _ in self.requests if path_part in p)
+
+    # ----------------------------------------------------------------------- faults
+    def _fault(self) -> Response | float | None:
+        """A fault response for this request, or seconds to wait first, or nothing."""
+        f = self.faults
+        with self.lock:
+            self._count += 1
+            n = self._count
+            if f.fail_next > 0:
+                f.fail_next -= 1
+                return _error(500, "injected failure")
+            if f.fail_every and n % f.fail_every == 0:
+                return _error(500, "injected failure")
+            if f.rate_limit_every and n % f.rate_limit_every == 0:
+                return _error(429, "rate limited", {"Retry-After": str(f.retry_after)})
+            if f.requests_per_second:
+                now = time.monotonic()
+                rate = f.requests_per_second
+                self._bucket = min(rate, self._bucket + (now - self._stamp) * rate)
+                self._stamp = now
+                if self._bucket < 1:
+                    wait = max(1, int((1 - self._bucket) / rate + 0.999))
+                    return _error(429, "rate limited", {"Retry-After": str(wait)})
+                self._bucket -= 1
+            if f.refuse_next > 0:
+                f.refuse_next -= 1
+                return _error(400, "injected refusal")
+            if f.slow_next > 0:
+                f.slow_next -= 1
+                return f.slow_seconds
+            return f.delay_seconds or None
+
+    def _authorized(self, request: Request, style: str) -> bool:
+        h = request.headers
+        auth = h.get("authorization", "")
+        with self.lock:
+            live = {t for t, exp in self.issued.items() if exp > time.monotonic()}
+        bearer = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if bearer is not None and (bearer == self.token or bearer in live):
+            return style != "shopify"
+        if style == "shopify":
+            return h.get("x-shopify-access-token") == self.token
+        if auth.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            except ValueError:
+                return False
+            if style == "zendesk":
+                return user.endswith("/token") and password == self.token
+            if style == "stripe":
+                return user == self.token
+        return style == "generic" and request.query_params.get("api_key") == self.token
+
+    # ------------------------------------------------------------------------ app
+    def app(self) -> Starlette:
+        routes = [
+            Route("/oauth/token", self._token, methods=["POST"]),
+            Route("/crm/v3/objects/contacts/search", self._hubspot, methods=["POST"]),
+            Route("/admin/api/2024-10/orders.json", self._shopify),
+            Route("/api/v2/incremental/tickets/cursor.json", self._zendesk),
+            Route("/v1/charges", self._stripe),
+            Route("/generic/items", self._generic_offset),
+            Route("/generic/pages", self._generic_pages),
+            Route("/generic/linked", self._generic_linked),
+        ]
+        return Starlette(routes=routes)
+
+    async def _guard(self, request: Request, style: str) -> Response | None:
+        with self.lock:
+            self.requests.append((request.method, request.url.path, dict(request.query_params)))
+        fault = self._fault()
+        if isinstance(fault, Response):
+            return fault
+        if fault:
+            await asyncio.sleep(fault)
+        if not self._authorized(request, style):
+            return _error(401, "invalid credentials")
+        return None
+
+    def _sorted(self, api: str, *, newest_first: bool = False) -> list[dict[str, Any]]:
+        key = _CURSOR[api]
+        with self.lock:
+            rows = list(getattr(self, api))
+        rows.sort(key=lambda r: (_instant(r[key]), str(r["id"])), reverse=newest_first)
+        return rows
+
+    async def _token(self, request: Request) -> Response:
+        form = await request.form()
+        auth = request.headers.get("authorization", "")
+        pair = base64.b64decode(auth[6:]).decode() if auth.startswith("Basic ") else ""
+        if form.get("grant_type") != "client_credentials" or pair != f"{CLIENT_ID}:{CLIENT_SECRET}":
+            return _error(401, "invalid_client")
+        token = base64.urlsafe_b64encode(f"{time.monotonic_ns()}".encode()).decode()
+        with self.lock:
+            self.issued[token] = time.monotonic() + self.token_ttl
+        return JSONResponse(
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.token_ttl}
+        )
+
+    async def _hubspot(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "hubspot")) is not None:
+            return denied
+        body = await request.json()
+        since = None
+        for group in body.get("filterGroups", []):
+            for f in group.get("filters", []):
+                if f.get("propertyName") == "lastmodifieddate" and f.get("operator") == "GTE":
+                    since = datetime.fromtimestamp(int(f["value"]) / 1000, UTC)
+        rows = [
+            r
+            for r in self._sorted("contacts")
+            if since is None or _instant(r["updatedAt"]) >= since
+        ]
+        limit = min(int(body.get("limit", 10)), 200)
+        start = int(body.get("after") or 0)
+        page = rows[start : start + limit]
+        out: dict[str, Any] = {"total": len(rows), "results": page}
+        if start + limit < len(rows):
+            out["paging"] = {"next": {"after": str(start + limit)}}
+        return JSONResponse(out)
+
+    async def _shopify(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "shopify")) is not None:
+            return denied
+        q = request.query_params
+        limit = min(int(q.get("limit", 50)), 250)
+        if "page_info" in q:
+            if set(q) - {"page_info", "limit", "fields"}:
+                return _error(400, "page_info cannot be combined with other filters")
+            state = json.loads(base64.urlsafe_b64decode(q["page_info"]))
+            start, since = state["o"], state["s"]
+        else:
+            start, since = 0, q.get("updated_at_min")
+        rows = self._sorted("orders")
+        if since:
+            rows = [r for r in rows if _instant(r["updated_at"]) >= _instant(since)]
+        page = rows[start : start + limit]
+        headers = {}
+        if start + limit < len(rows):
+            info = base64.urlsafe_b64encode(
+                json.dumps({"o": start + limit, "s": since}).encode()
+            ).decode()
+            nxt = request.url.replace_query_params(limit=limit, page_info=info)
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        return JSONResponse({"orders": page}, headers=headers)
+
+    async def _zendesk(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "zendesk")) is not None:
+            return denied
+        q = request.query_params
+        per_page = min(int(q.get("per_page", 1000)), 1000)
+        if "cursor" in q:
+            state = json.loads(base64.urlsafe_b64decode(q["cursor"]))
+            start, since = state["o"], state["s"]
+        elif "start_time" in q:
+            start, since = 0, int(q["start_time"])
+        else:
+            return _error(400, "start_time or cursor is required")
+        rows = [
+            r for r in self._sorted("tickets") if _instant(r["updated_at"]).timestamp() >= since
+        ]
+        page = rows[start : start + per_page]
+        cursor = base64.urlsafe_b64encode(
+            json.dumps({"o": start + len(page), "s": since}).encode()
+        ).decode()
+        after = request.url.replace_query_params(cursor=cursor, per_page=per_page)
+        return JSONResponse(
+            {
+                "tickets": page,
+                "after_cursor": cursor,
+                "after_url": str(after),
+                "before_cursor": None,
+                "end_of_stream": start + len(page) >= len(rows),
+            }
+        )
+
+    async def _stripe(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "stripe")) is not None:
+            return denied
+        q = request.query_params
+        limit = min(int(q.get("limit", 10)), 100)
+        rows = self._sorted("charges", newest_first=True)
+        if "created[gte]" in q:
+            rows = [r for r in rows if int(r["created"]) >= int(q["created[gte]"])]
+        start = 0
+        if "starting_after" in q:
+            ids = [str(r["id"]) for r in rows]
+            if q["starting_after"] not in ids:
+                return _error(400, f"No such charge: {q['starting_after']}")
+            start = ids.index(q["starting_after"]) + 1
+        page = rows[start : start + limit]
+        return JSONResponse(
+            {
+                "object": "list",
+                "url": "/v1/charges",
+                "has_more": start + limit < len(rows),
+                "data": page,
+            }
+        )
+
+    def _items_since(self, request: Request) -> list[dict[str, Any]]:
+        rows = self._sorted("items")
+        since = request.query_params.get("since")
+        return [r for r in rows if not since or _instant(r["updated_at"]) >= _instant(since)]
+
+    async def _generic_offset(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "generic")) is not None:
+            return denied
+        q = request.query_params
+        offset, limit = int(q.get("offset", 0)), int(q.get("limit", 10))
+        rows = self._items_since(request)
+        return JSONResponse({"items": rows[offset : offset + limit], "total": len(rows)})
+
+    async def _generic_pages(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "generic")) is not None:
+            return denied
+        q = request.query_params
+        page, per_page = int(q.get("page", 1)), int(q.get("per_page", 10))
+        rows = self._items_since(request)
+        pages = max(1, -(-len(rows) // per_page))
+        start = (page - 1) * per_page
+        return JSONResponse({"data": rows[start : start + per_page], "total_pages": pages})
+
+    async def _generic_linked(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "generic")) is not None:
+            return denied
+        q = request.query_params
+        page, per_page = int(q.get("page", 1)), int(q.get("per_page", 10))
+        rows = self._items_since(request)
+        start = (page - 1) * per_page
+        more = start + per_page < len(rows)
+        nxt = str(request.url.replace_query_params(**{**q, "page": page + 1})) if more else None
+        return JSONResponse({"results": rows[start : start + per_page], "next": nxt})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": {"message": message}}, status_code=status, headers=headers)
+
+
+@contextlib.contextmanager
+def serve_mock_apis(apis: MockApis, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``apis`` on a free loopback port until the block ends; yields the base URL."""
+    import uvicorn
+
+    from personify.server.runner import bind
+
+    sock = bind(host, 0)
+    config = uvicorn.Config(
+        apis.app(),
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        ws="none",
+        lifespan="off",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="personify-mock-apis", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the mock APIs did not start")
+            time.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+# ----------------------------------------------------------------------------- sample data
+def sample_apis(n: int, *, start: datetime | None = None, step_seconds: int = 60) -> MockApis:
+    """Mock APIs holding ``n`` records in each API (deterministic), updated one ``step_seconds``
+    apart from ``start`` — for tests and the benchmark."""
+    t0 = (start or datetime(2026, 1, 1, tzinfo=UTC)).timestamp()
+    apis = MockApis()
+    for i in range(1, n + 1):
+        at = datetime.fromtimestamp(t0 + i * step_seconds, UTC)
+        apis.contacts.append(
+            {
+                "id": str(100000 + i),
+                "properties": {
+                    "email": f"person{i}@example.org",
+                    "firstname": f"First{i}",
+                    "lastname": f"Last{i}",
+                    "phone": None,
+                    "city": "Paris",
+                    "country": "FR",
+                    "hs_timezone": "Europe/Paris",
+                },
+                "createdAt": _iso(at),
+                "updatedAt": _iso(at),
+                "archived": False,
+            }
+        )
+        apis.orders.append(
+            {
+                "id": 5900000000000 + i,
+                "email": f"person{i}@example.org",
+                "cart_token": f"cart-{i}",
+                "financial_status": "paid",
+                "currency": "EUR",
+                "subtotal_price": f"{10 + i % 50}.00",
+                "total_discounts": "0.00",
+                "total_price": f"{10 + i % 50}.00",
+                "discount_codes": [],
+                "customer": {"id": 7000000000000 + i},
+                "created_at": _iso(at),
+                "updated_at": _iso(at),
+                "line_items": [
+                    {"id": i * 10 + k, "product_id": 800 + k, "quantity": 1 + k, "price": "5.00"}
+                    for k in range(1 + i % 3)
+                ],
+            }
+        )
+        apis.tickets.append(
+            {
+                "id": 10000 + i,
+                "subject": f"Question {i}",
+                "status": "open" if i % 3 else "solved",
+                "priority": "normal",
+                "requester_id": 100000 + i,
+                "satisfaction_rating": {"score": "unoffered"},
+                "created_at": _iso(at).replace(".000", ""),
+                "updated_at": _iso(at).replace(".000", ""),
+            }
+        )
+        apis.charges.append(
+            {
+                "id": f"ch_{i:08d}",
+                "object": "charge",
+                "amount": 1000 + i,
+                "currency": "eur",
+                "status": "succeeded",
+                "customer": f"cus_{i:06d}",
+                "billing_details": {"email": f"person{i}@example.org"},
+                "created": int(at.timestamp()),
+            }
+        )
+        apis.items.append({"id": i, "name": f"item {i}", "updated_at": _iso(at)})
+    return apis

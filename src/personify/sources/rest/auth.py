@@ -1,0 +1,132 @@
+"""Authentication of REST sources as ``httpx.Auth`` flows.
+
+``bearer`` (``Authorization: Bearer``), ``api_key`` (a header or a query parameter), ``http_basic``
+and ``oauth2_client_credentials``: the token is fetched from the token endpoint on first use, kept
+until shortly before it expires, and fetched again then — or at once when the API answers 401
+(revoked early), after which the request is sent again, once.
+
+:func:`secret_params` names the query parameters that hold secrets, so error messages can show
+URLs without them (:func:`personify.sources.rest.client.mask_url`).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Generator
+
+import httpx
+
+from personify.config import ApiKeyAuth, Auth, BasicAuth, BearerAuth, OAuth2ClientCredentials
+from personify.sources.rest.errors import RestHttpError, RestUnavailable
+
+EXPIRY_MARGIN = 30.0
+"""Seconds before its expiry a token is replaced (a request in flight must not carry a dead
+one)."""
+
+
+class _Header(httpx.Auth):
+    def __init__(self, name: str, value: str) -> None:
+        self.name, self.value = name, value
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self.name] = self.value
+        yield request
+
+
+class _Query(httpx.Auth):
+    def __init__(self, name: str, value: str) -> None:
+        self.name, self.value = name, value
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.url = request.url.copy_set_param(self.name, self.value)
+        yield request
+
+
+class OAuth2ClientCredentialsFlow(httpx.Auth):
+    """The client credentials grant, with the token cached and refreshed (thread-safe)."""
+
+    requires_response_body = True
+
+    def __init__(self, config: OAuth2ClientCredentials, *, timeout: float = 30.0) -> None:
+        self.config = config
+        self.timeout = timeout
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+        self.fetched = 0
+        """How many tokens were fetched (for reports and tests)."""
+
+    def _fetch(self) -> str:
+        c = self.config
+        data = {"grant_type": "client_credentials", **c.access_token_request_data}
+        if c.scope:
+            data["scope"] = c.scope
+        pair = f"{c.client_id.reveal()}:{c.client_secret.reveal()}".encode()
+        headers = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        try:
+            r = httpx.post(c.access_token_url, data=data, headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as e:
+            raise RestUnavailable(
+                f"the token endpoint {c.access_token_url} cannot be reached ({type(e).__name__})"
+            ) from None
+        if r.status_code >= 400:
+            raise RestHttpError(
+                f"the token endpoint {c.access_token_url} answered {r.status_code}",
+                status=r.status_code,
+                url=c.access_token_url,
+                hint="check client_id, client_secret and scope",
+            )
+        try:
+            body = r.json()
+            token = str(body["access_token"])
+        except (ValueError, KeyError, TypeError):
+            raise RestHttpError(
+                f"the token endpoint {c.access_token_url} gave no access_token",
+                status=r.status_code,
+                url=c.access_token_url,
+            ) from None
+        lifetime = float(body.get("expires_in") or c.default_token_expiration)
+        self._token, self._expires = token, time.monotonic() + lifetime
+        self.fetched += 1
+        return token
+
+    def token(self, *, renew: bool = False) -> str:
+        with self._lock:
+            if renew or self._token is None or time.monotonic() > self._expires - EXPIRY_MARGIN:
+                return self._fetch()
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        sent = self.token()
+        request.headers["Authorization"] = f"Bearer {sent}"
+        response = yield request
+        if response.status_code == 401:
+            with self._lock:
+                stale = self._token == sent
+            renewed = self.token(renew=stale) if stale else self.token()
+            request.headers["Authorization"] = f"Bearer {renewed}"
+            yield request
+
+
+def make_auth(auth: Auth | None, *, timeout: float = 30.0) -> httpx.Auth | None:
+    """The ``httpx.Auth`` for a source's ``auth:`` (``None``: no authentication)."""
+    if auth is None:
+        return None
+    if isinstance(auth, BearerAuth):
+        return _Header("Authorization", f"Bearer {auth.token.reveal()}")
+    if isinstance(auth, ApiKeyAuth):
+        if auth.location == "query":
+            return _Query(auth.name, auth.api_key.reveal())
+        return _Header(auth.name, auth.api_key.reveal())
+    if isinstance(auth, BasicAuth):
+        return httpx.BasicAuth(auth.username.reveal(), auth.password.reveal())
+    return OAuth2ClientCredentialsFlow(auth, timeout=timeout)
+
+
+def secret_params(auth: Auth | None) -> frozenset[str]:
+    """Query parameters holding a secret of ``auth`` (masked in messages)."""
+    if isinstance(auth, ApiKeyAuth) and auth.location == "query":
+        return frozenset({auth.name.lower()})
+    return frozenset()

@@ -1,0 +1,261 @@
+"""The polite HTTP client of REST sources (httpx underneath).
+
+* **A request budget**: a token bucket of ``requests_per_second``, holding one second's worth, so
+  a source never calls an API faster than it is allowed to.
+* **429**: wait what ``Retry-After`` says (seconds or an HTTP date; without one, the backoff
+  below), then try again. A wait longer than ``backoff_max`` is not slept through: the sync stops
+  with :class:`RestUnavailable` (and resumes from its saved state next time).
+* **5xx, timeouts, connection errors**: jittered exponential backoff ("full jitter": a random
+  wait up to ``backoff_base · 2^try``, at most ``backoff_max``), up to ``max_retries`` tries.
+* **Other 4xx**: no retry — :class:`RestHttpError` naming the method, the URL (query parameters
+  holding secrets masked), the status and what the API said.
+
+Every request and retry is counted in :class:`CallStats` (shown in sync reports).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from personify.config import RestClient
+from personify.sources.rest.auth import make_auth, secret_params
+from personify.sources.rest.errors import RestHttpError, RestResponseError, RestUnavailable
+
+log = logging.getLogger(__name__)
+
+SECRETISH: Final = frozenset(
+    {"api_key", "apikey", "key", "token", "access_token", "secret", "password", "signature", "sig"}
+)
+"""Query parameters always masked in messages."""
+_RETRIED: Final = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass
+class CallStats:
+    """What the client did."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+    waited_seconds: float = 0.0
+
+
+class TokenBucket:
+    """``rate`` requests per second, bursts of ``burst``; :meth:`take` sleeps when empty."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else rate)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.sleep = sleep
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take one token, sleeping until there is one; returns the seconds slept."""
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            self.tokens -= 1
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+
+def mask_url(url: str | httpx.URL, secret: frozenset[str] = frozenset()) -> str:
+    """``url`` with the values of secret query parameters and any password replaced by ``***``."""
+    u = httpx.URL(str(url))
+    hidden = secret | SECRETISH
+    params = [(k, "***" if k.lower() in hidden else v) for k, v in u.params.multi_items()]
+    if params:
+        u = u.copy_with(params=params)
+    if u.password:
+        u = u.copy_with(password="***")  # noqa: S106  (a mask, not a password)
+    return str(u)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpClient:
+    """One source's API connection: base URL, auth, headers, budget, retries."""
+
+    def __init__(
+        self,
+        config: RestClient,
+        *,
+        source: str,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311  (jitter, not cryptography)
+        self.stats = CallStats()
+        self.bucket = TokenBucket(config.requests_per_second, sleep=sleep)
+        self._secret = secret_params(config.auth)
+        self.auth = make_auth(config.auth, timeout=config.timeout)
+        self.http = httpx.Client(
+            base_url=config.base_url or "",
+            headers={"User-Agent": "personify", "Accept": "application/json", **config.headers},
+            timeout=config.timeout,
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def shown(self, url: str | httpx.URL) -> str:
+        return mask_url(url, self._secret)
+
+    def get_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> tuple[httpx.Response, Any]:
+        """Send one request politely; return the response and its decoded JSON body."""
+        response = self.send(method, url, params=params, json=json)
+        try:
+            body = msgspec.json.decode(response.content) if response.content else None
+        except msgspec.DecodeError:
+            raise RestResponseError(
+                f"{self.source}: {method} {self.shown(response.url)} did not answer JSON "
+                f"(content-type {response.headers.get('content-type', 'none')!r})"
+            ) from None
+        return response, body
+
+    def send(
+        self, method: str, url: str, *, params: dict[str, Any] | None = None, json: Any = None
+    ) -> httpx.Response:
+        c = self.config
+        attempt = 0
+        while True:
+            self.stats.waited_seconds += self.bucket.take()
+            self.stats.requests += 1
+            wait: float | None
+            try:
+                response = self.http.request(method, url, params=params, json=json, auth=self.auth)
+            except httpx.TimeoutException:
+                self.stats.timeouts += 1
+                problem, wait = "timed out", None
+            except httpx.TransportError as e:
+                problem, wait = f"could not be reached ({type(e).__name__})", None
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status not in _RETRIED:
+                    raise self._refused(method, response)
+                if status == 429:
+                    self.stats.rate_limited += 1
+                    wait = retry_after(response.headers.get("retry-after"))
+                    if wait is not None and wait > c.backoff_max:
+                        raise RestUnavailable(
+                            f"{self.source}: {method} {self.shown(response.url)} is rate limited "
+                            f"for {wait:.0f} s (over backoff_max {c.backoff_max:g} s)",
+                            hint="the next sync resumes where this one stopped",
+                        )
+                else:
+                    self.stats.server_errors += 1
+                    wait = None
+                problem = f"answered {status}"
+            if attempt >= c.max_retries:
+                raise RestUnavailable(
+                    f"{self.source}: {method} {self.shown(self._url(url, params))} {problem} "
+                    f"{attempt + 1} times",
+                    hint="the API is failing; the next sync resumes where this one stopped",
+                )
+            if wait is None:
+                wait = self.rng.uniform(0, min(c.backoff_max, c.backoff_base * 2**attempt))
+            log.info(
+                "%s: %s %s %s; retrying in %.2f s",
+                self.source,
+                method,
+                self.shown(self._url(url, params)),
+                problem,
+                wait,
+            )
+            attempt += 1
+            self.stats.retries += 1
+            self.stats.waited_seconds += wait
+            if wait > 0:
+                self.sleep(wait)
+
+    def _url(self, url: str, params: dict[str, Any] | None) -> httpx.URL:
+        full = self.http.base_url.join(url) if self.config.base_url else httpx.URL(url)
+        return full.copy_merge_params(params) if params else full
+
+    def _refused(self, method: str, response: httpx.Response) -> RestHttpError:
+        said = _what_api_said(response)
+        status = response.status_code
+        hint = {
+            401: "check the source's auth (the token or key may be wrong or expired)",
+            403: "the credentials lack a permission this endpoint needs",
+            404: "check the endpoint path and client.base_url",
+        }.get(status, "check the endpoint's params")
+        return RestHttpError(
+            f"{self.source}: {method} {self.shown(response.url)} answered {status}"
+            + (f": {said}" if said else ""),
+            status=status,
+            url=self.shown(response.url),
+            hint=hint,
+        )
+
+
+def _what_api_said(response: httpx.Response) -> str:
+    """The API's own error message, briefly (``message``/``error`` of a JSON body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "error", "errors", "detail"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message", value)
+            if value:
+                return str(value)[:200]
+    return ""

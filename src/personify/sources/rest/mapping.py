@@ -1,0 +1,250 @@
+"""Records (nested JSON) to validated rows of the modelled tables — through the file importer's
+mapping and validation (:class:`personify.ingest.validate.Validator`, JSON Lines flavour).
+
+A page's records are encoded as JSON lines and validated exactly as a JSON Lines file would be:
+the same mapping rules (``a.b`` reaches into nested objects; unmapped columns come from a field of
+the same name or its camelCase form), the same types, the same quarantine reasons and details.
+On top of that, REST and webhook mappings may say:
+
+* ``field|unix`` / ``field|unix_ms`` — epoch seconds / milliseconds to a timestamp;
+* ``field|cents`` — an amount in minor units (``1299`` → ``12.99``);
+* ``field|string`` — a number or anything else as text (``12345`` → ``"12345"``);
+* ``=text`` — a constant (``event: =Charge Succeeded``).
+
+These are computed in Python into extra fields before validation. A :class:`~personify.config.
+Nested` array becomes rows of its own table: each element with ``_parent`` (the record) and
+``_index`` (1-based position).
+
+Repeats of one key within a page keep the last record (an API may return a record twice while
+it changes under the paginator); across pages the later page wins by upsert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from personify.config import Nested
+from personify.errors import ConfigError
+from personify.ingest import quarantine
+from personify.ingest.validate import RAW_COLUMN, Validator
+from personify.profiles.records import route
+from personify.sources.files import CONFLICT_POLICY, _load, _reshape
+from personify.sources.rest.paths import get_path
+from personify.warehouse import Warehouse
+from personify.warehouse.schema import table as schema_table
+
+TRANSFORMS: Final = ("unix", "unix_ms", "cents", "string")
+_encode = msgspec.json.Encoder().encode
+
+
+def _unix(value: Any, scale: float) -> Any:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value  # left as it is: validation says it is no timestamp
+    return datetime.fromtimestamp(number / scale, UTC).isoformat()
+
+
+def _cents(value: Any) -> Any:
+    try:
+        return round(float(value) / 100, 2)
+    except (TypeError, ValueError):
+        return value
+
+
+def _apply(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "unix":
+        return _unix(value, 1)
+    if name == "unix_ms":
+        return _unix(value, 1000)
+    if name == "cents":
+        return _cents(value)
+    return value if isinstance(value, str) else _encode(value).decode().strip('"')
+
+
+@dataclass(frozen=True)
+class _Computed:
+    column: str
+    path: str | None
+    transform: str | None
+    constant: str | None
+
+    @property
+    def key(self) -> str:
+        return f"__personify_{self.column}"
+
+    def value(self, record: Any) -> Any:
+        if self.constant is not None:
+            return self.constant
+        raw = get_path(record, self.path)
+        return _apply(self.transform, raw) if self.transform else raw
+
+
+@dataclass
+class Target:
+    """One table a resource's records (or an array inside them) go to."""
+
+    source: str
+    table: str
+    mapping: dict[str, str]
+    label: str
+    nested_path: str | None = None
+    computed: list[_Computed] = field(default_factory=list)
+    validator: Validator | None = None
+    line: int = 0
+
+    def open(self, now: datetime) -> None:
+        target = schema_table(self.table)
+        self.validator = Validator(
+            target,
+            fmt="jsonl",
+            fields=None,
+            label=self.label,
+            source=self.source,
+            mapping=self.mapping,
+            now=now,
+        )
+        # Repeats across pages are updates, not duplicates in a file: the last one wins.
+        self.validator.keys = None
+
+    def close(self) -> None:
+        if self.validator is not None:
+            self.validator.close()
+
+
+def compile_target(
+    source: str,
+    table: str,
+    mapping: Mapping[str, str],
+    *,
+    label: str,
+    nested_path: str | None = None,
+) -> Target:
+    """A :class:`Target` for ``mapping`` (its transforms and constants split off)."""
+    plain: dict[str, str] = {}
+    computed: list[_Computed] = []
+    for column, spec in mapping.items():
+        spec = spec.strip()
+        if spec.startswith("="):
+            computed.append(_Computed(column, None, None, spec[1:].strip()))
+            continue
+        path, bar, transform = (part.strip() for part in spec.partition("|"))
+        if bar:
+            if transform not in TRANSFORMS:
+                raise ConfigError(
+                    f"{label}: mapping of {column!r}: unknown transform {transform!r}",
+                    hint=f"use one of: {', '.join(TRANSFORMS)}",
+                )
+            computed.append(_Computed(column, path, transform, None))
+        else:
+            plain[column] = path
+    for c in computed:
+        plain[c.column] = c.key
+    return Target(source, table, plain, label, nested_path, computed)
+
+
+def targets_for(
+    source: str, name: str, table: str, mapping: Mapping[str, str], nested: Sequence[Nested]
+) -> list[Target]:
+    """The record's own table first, then one target per nested array."""
+    out = [compile_target(source, table, mapping, label=f"{source}/{name}")]
+    for n in nested:
+        label = f"{source}/{name}.{n.path}"
+        out.append(compile_target(source, n.table, n.mapping, label=label, nested_path=n.path))
+    return out
+
+
+def rows_of(target: Target, records: Iterable[Any]) -> list[Any]:
+    """The inputs of ``target``: the records, or the elements of their nested array."""
+    if target.nested_path is None:
+        out = list(records)
+    else:
+        out = []
+        for record in records:
+            items = get_path(record, target.nested_path)
+            if isinstance(items, list):
+                for i, item in enumerate(items, 1):
+                    element = dict(item) if isinstance(item, dict) else {"value": item}
+                    element["_parent"] = record
+                    element["_index"] = i
+                    out.append(element)
+    if target.computed:
+        out = [
+            {**r, **{c.key: c.value(r) for c in target.computed}} if isinstance(r, dict) else r
+            for r in out
+        ]
+    return out
+
+
+def last_per_key(records: list[Any], key: Sequence[str]) -> list[Any]:
+    """The records with repeats of a key removed, the last kept (order otherwise kept)."""
+    seen: dict[Any, int] = {}
+    for i, record in enumerate(records):
+        if isinstance(record, dict):
+            seen[tuple(_hashable(get_path(record, k)) for k in key)] = i
+        else:
+            seen[("__not_an_object", i)] = i
+    keep = sorted(seen.values())
+    return records if len(keep) == len(records) else [records[i] for i in keep]
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | None) else _encode(value)
+
+
+@dataclass
+class Loaded:
+    read: int = 0
+    loaded: int = 0
+    duplicate: int = 0
+    quarantined: int = 0
+
+
+def load_records(
+    wh: Warehouse, target: Target, records: list[Any], *, received_at: datetime
+) -> Loaded:
+    """Validate ``records`` for ``target`` and load them — valid rows into the table, the others
+    into the quarantine — in the caller's transaction."""
+    assert target.validator is not None
+    inputs = rows_of(target, records)
+    done = Loaded(read=len(inputs))
+    if not inputs:
+        return done
+    lines = np.arange(target.line + 1, target.line + len(inputs) + 1, dtype=np.int64)
+    target.line += len(inputs)
+    raw = pa.table({RAW_COLUMN: pa.array([_encode(r) for r in inputs], pa.binary())})
+    checked = target.validator.check(raw, pa.array(lines))
+    schema = target.validator.table
+    stored = schema_table(route(schema.name))
+    good = _reshape(schema, checked.good, target.source, received_at)
+    if good.num_rows:
+        loaded = _load(wh, stored, good, CONFLICT_POLICY[stored.name])
+        done.loaded, done.duplicate = loaded, good.num_rows - loaded
+    if checked.bad.num_rows:
+        rows = quarantine.to_rows(
+            target.validator.con,
+            checked.bad,
+            source=target.source,
+            origin=target.label,
+            received_at=received_at,
+        )
+        ids = pa.array(
+            [
+                hashlib.sha256(f"{target.source}:{target.label}:{p}".encode()).hexdigest()[:32]
+                for p in rows.column("payload").to_pylist()
+            ]
+        )
+        rows = rows.set_column(rows.schema.get_field_index("id"), "id", ids)
+        quarantine.write(wh, rows)
+        done.quarantined = checked.bad.num_rows
+    return done
