@@ -1116,6 +1116,52 @@ def _set_in(data: Any, path: list[str | int], value: Any) -> Any:
     return copy
 
 
+def _pin_elided(text: str, data: Any) -> str:
+    """msgspec writes a mapping's key as ``[...]`` in error paths (``$.discounts[...].tiers``):
+    find the entry at fault — the one that fails the same way when its mapping holds only it —
+    and put its key back (``$.discounts["winback"].tiers``), so the error names line and key."""
+    while (m := _AT.match(text)) and "[...]" in (raw := m.group("path") or ""):
+        prefix = raw[: raw.index("[...]")]
+        tokens = [int(t[1]) if t[1] else (t[0] or t[2]) for t in _TOKEN.findall(prefix)]
+        mapping = _get_in(data, tokens)
+        if not isinstance(mapping, dict):
+            break
+        culprit = None
+        for name, value in mapping.items():
+            try:
+                msgspec.convert(
+                    _set_in(data, tokens, {name: value}), ProjectConfig, dec_hook=_dec_hook
+                )
+            except msgspec.ValidationError as e:
+                if (again := _AT.match(str(e))) and again.group("msg") == m.group("msg"):
+                    culprit = name
+                    break
+            except _FieldError:
+                continue
+        if not isinstance(culprit, str):
+            break
+        text = text.replace("[...]", "[" + json.dumps(culprit) + "]", 1)
+    return text
+
+
+def _get_in(data: Any, path: list[str | int]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _set_in(data: Any, path: list[str | int], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    copy = list(data) if isinstance(data, list) else dict(data)
+    copy[head] = _set_in(data[head], rest, value)  # type: ignore[index]
+    return copy
+
+
 def _translate(
     err: msgspec.ValidationError, doc: MarkedDocument, file: str, text: str | None = None
 ) -> ConfigError:
