@@ -19,9 +19,12 @@ from personify.config import OutboxDelivery, Project
 from personify.delivery.batch import PrepareFailure, prepare_batch
 from personify.delivery.mime import (
     AddressError,
+    Mailbox,
     Unsubscribe,
     address,
     build_message,
+    build_raw,
+    mailbox,
     message_id,
 )
 from personify.delivery.outbox import OutboxTransport
@@ -60,16 +63,20 @@ def compose(
     settings = project.config.email
     customer_id = str(customer["customer_id"])
     name = " ".join(str(customer.get(k) or "") for k in ("first_name", "last_name")).strip()
-    message = build_message(
+    sender = mailbox(settings.from_address, settings.from_name)
+    recipient = mailbox(str(customer.get("email") or ""), name)
+    raw = build_raw(
         email,
-        sender=address(settings.from_address, settings.from_name),
-        recipient=address(str(customer.get("email") or ""), name),
+        sender=sender,
+        recipient=recipient,
         date=date or clock.now(),
         key=key,
         unsubscribe=unsubscribe or unsubscribe_for(project, customer_id),
-        reply_to=address(settings.reply_to) if settings.reply_to else None,
+        reply_to=mailbox(settings.reply_to) if settings.reply_to else None,
     )
-    return Envelope(key, customer_id, email.template, email.subject, message.as_bytes())
+    return Envelope(
+        key, customer_id, email.template, email.subject, raw, sender.addr_spec, recipient.addr_spec
+    )
 
 
 def prepare(
@@ -118,6 +125,7 @@ __all__ = [
     "AddressError",
     "Delivered",
     "Envelope",
+    "Mailbox",
     "OutboxTransport",
     "PrepareFailure",
     "Transport",
@@ -125,7 +133,9 @@ __all__ = [
     "UnsubscribeClaim",
     "address",
     "build_message",
+    "build_raw",
     "compose",
+    "mailbox",
     "message_id",
     "prepare",
     "prepare_batch",

@@ -36,6 +36,10 @@ class Envelope:
     """The whole message in wire format (CRLF line ends, 7-bit): what a transport writes or
     sends and what DKIM signs, byte for byte. (An :class:`EmailMessage` given here is
     serialized, for callers written before ``raw`` existed.)"""
+    sender: str = ""
+    """The ``From`` address (SMTP ``MAIL FROM``); empty when not given."""
+    recipient: str = ""
+    """The ``To`` address (SMTP ``RCPT TO``); empty when not given. Never log it."""
 
     def __post_init__(self) -> None:
         given: object = self.raw
