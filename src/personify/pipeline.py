@@ -17,6 +17,7 @@ import msgspec
 from personify import clock
 from personify.audiences import audiences_stage
 from personify.identity import identity_stage
+from personify.journeys import delivery_stage, journeys_stage
 from personify.profiles import profiles_stage
 from personify.session import Session
 from personify.sources import sync_sources
@@ -38,6 +39,8 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("identity", identity_stage),
     ("profiles", profiles_stage),
     ("audiences", audiences_stage),
+    ("journeys", journeys_stage),
+    ("delivery", delivery_stage),
 )
 """The stages in order: name and function."""
 

@@ -1,0 +1,131 @@
+"""A send step's variables for a whole batch, resolved at send time with one call per provider.
+
+``with:`` maps template variables to literals or to providers (``{from: …}``):
+
+- ``cart`` — ``{id, items, url}``: the trigger key's cart (``offers.cart_contents``); the ``url``
+  option is a pattern with ``{cart_id}``;
+- ``recommendations`` — products for that cart (``offers.recommend_for_carts``), ``k`` (4);
+- ``new_arrivals`` — new products in the customer's preferred categories
+  (``offers.new_arrivals``), ``k`` (4);
+- ``discount`` — a personal code of ``campaign`` (``offers.issue_codes``), issued once per message
+  key: ``{code, label, expires_at, value, kind}``;
+- ``profile`` — a field of the customer's profile, read now (``field``, ``default``);
+- ``tag`` — a content variable of a rule tag (``tag``, ``variable``, ``default``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from personify.config import Project
+from personify.journeys.definitions import Step, Variable
+from personify.messages import read_customers
+from personify.warehouse.base import Warehouse
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One queued message to resolve variables for."""
+
+    key: str
+    customer_id: str
+    trigger_key: str
+
+
+def resolve(
+    wh: Warehouse, project: Project, step: Step, batch: Sequence[Pending], *, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Each message's variables (by idempotency key), every provider called once per batch."""
+    from personify import offers
+
+    out: dict[str, dict[str, Any]] = {m.key: {} for m in batch}
+    carts = {m.trigger_key: m.customer_id for m in batch}
+    cache: dict[str, Any] = {}
+    for var in step.variables:
+        if var.provider is None:
+            for m in batch:
+                out[m.key][var.name] = var.value
+            continue
+        values = _provide(wh, project, var, batch, carts, cache, now, offers)
+        for m in batch:
+            out[m.key][var.name] = values(m)
+    return out
+
+
+def _provide(
+    wh: Warehouse,
+    project: Project,
+    var: Variable,
+    batch: Sequence[Pending],
+    carts: dict[str, str],
+    cache: dict[str, Any],
+    now: datetime,
+    offers: Any,
+) -> Any:
+    opts = var.options
+    customers = sorted({m.customer_id for m in batch})
+    if var.provider == "cart":
+        if "cart" not in cache:
+            cache["cart"] = offers.cart_contents(wh, list(carts), now=now)
+        contents = cache["cart"]
+        url = str(opts.get("url") or "")
+        return lambda m: {
+            "id": m.trigger_key,
+            "items": contents.get(m.trigger_key, []),
+            "url": url.replace("{cart_id}", m.trigger_key),
+        }
+    if var.provider == "recommendations":
+        picks = offers.recommend_for_carts(wh, carts, now=now, k=int(opts.get("k", 4)))
+        return lambda m: picks.get(m.trigger_key, [])
+    if var.provider == "new_arrivals":
+        arrivals = offers.new_arrivals(wh, customers, now=now, k=int(opts.get("k", 4)))
+        return lambda m: arrivals.get(m.customer_id, [])
+    if var.provider == "discount":
+        campaign = str(opts["campaign"])
+        codes = offers.issue_codes(
+            wh, project, [(m.key, m.customer_id, campaign) for m in batch], now=now
+        )
+        return lambda m: _code(codes.get(m.key))
+    if var.provider == "profile":
+        if "profile" not in cache:
+            cache["profile"] = read_customers(wh, customers)
+        profiles = cache["profile"]
+        name, default = str(opts["field"]), opts.get("default")
+        return lambda m: _or(profiles.get(m.customer_id, {}).get(name), default)
+    # tag
+    tag, variable, fallback = str(opts["tag"]), opts.get("variable"), opts.get("default")
+    rows = wh.fetch(
+        "SELECT customer_id, variables FROM customer_tags WHERE tag = ? AND customer_id IN "
+        f"({', '.join('?' for _ in customers)})",
+        [tag, *customers],
+    )
+    found = {str(c): _json(v) for c, v in rows}
+    return lambda m: _or(
+        (found.get(m.customer_id) or {}).get(variable) if variable else found.get(m.customer_id),
+        fallback,
+    )
+
+
+def _code(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    expires = row.get("expires_at")
+    text = expires.strftime("%d %B %Y") if isinstance(expires, datetime) else expires
+    return {**row, "expires_at": text}
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value

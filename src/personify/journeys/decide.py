@@ -1,0 +1,125 @@
+"""Deciding: a send step turns its due instances into ``messages`` rows, once.
+
+Each decided email gets the idempotency key ``journey:step:customer_id:trigger_key``, unique in
+``messages``: decisions are bulk-loaded with ``ON CONFLICT DO NOTHING``, so deciding again (a
+rerun, a crash before the instances moved on) adds nothing. The consent gate runs here — fail
+closed, for the whole batch in one query (:func:`personify.privacy.consent.consented`) — and
+again just before sending: a customer who is suppressed gets ``skipped_suppressed``, one without
+consent ``skipped_consent``; the others are ``queued`` for the delivery stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import pyarrow as pa
+
+from personify.journeys.definitions import Journey, Step
+from personify.privacy.consent import consented, is_marketing
+from personify.warehouse.base import Warehouse
+from personify.warehouse.schema import MESSAGES
+
+CONSENT_CHUNK = 20_000
+"""Customers per consent query."""
+
+
+def message_key(journey: str, step: str, customer_id: str, trigger_key: str) -> str:
+    """The idempotency key of one decided email."""
+    return f"{journey}:{step}:{customer_id}:{trigger_key}"
+
+
+def allowed(
+    wh: Warehouse,
+    customer_ids: list[str],
+    *,
+    purpose: str,
+    source_kinds: Mapping[str, str],
+) -> set[str]:
+    """The customers among ``customer_ids`` with consent for ``purpose`` by email (fail-closed)."""
+    out: set[str] = set()
+    for start in range(0, len(customer_ids), CONSENT_CHUNK):
+        chunk = customer_ids[start : start + CONSENT_CHUNK]
+        out |= consented(wh, chunk, purpose=purpose, source_kinds=dict(source_kinds))
+    return out
+
+
+def suppressed(wh: Warehouse, customer_ids: list[str]) -> set[str]:
+    """The customers among ``customer_ids`` with a row in ``suppressions``."""
+    out: set[str] = set()
+    for start in range(0, len(customer_ids), CONSENT_CHUNK):
+        chunk = customer_ids[start : start + CONSENT_CHUNK]
+        rows = wh.fetch(
+            "SELECT DISTINCT customer_id FROM suppressions WHERE customer_id IN "
+            f"({', '.join('?' for _ in chunk)})",
+            chunk,
+        )
+        out |= {str(r[0]) for r in rows}
+    return out
+
+
+def decide(
+    wh: Warehouse,
+    journey: Journey,
+    index: int,
+    step: Step,
+    *,
+    now: datetime,
+    source_kinds: Mapping[str, str],
+) -> dict[str, int]:
+    """Record a message for every instance due at send step ``index``; counts by status."""
+    assert step.template is not None
+    rows = wh.fetch(
+        "SELECT customer_id, trigger_key FROM journey_instances WHERE journey = ? AND "
+        "status = 'active' AND step = ? AND wake_at <= ? ORDER BY customer_id, trigger_key",
+        [journey.name, index, now],
+    )
+    if not rows:
+        return {}
+    customers = sorted({str(r[0]) for r in rows})
+    blocked = suppressed(wh, customers) if is_marketing(journey.purpose) else set()
+    ok = allowed(
+        wh,
+        [c for c in customers if c not in blocked],
+        purpose=journey.purpose,
+        source_kinds=source_kinds,
+    )
+    statuses = [
+        "skipped_suppressed"
+        if str(c) in blocked
+        else ("queued" if str(c) in ok else "skipped_consent")
+        for c, _ in rows
+    ]
+    errors = [
+        None
+        if s == "queued"
+        else (
+            "suppressed (unsubscribed, bounced, complained or erased)"
+            if s == "skipped_suppressed"
+            else f"no consent for {journey.purpose} by email"
+        )
+        for s in statuses
+    ]
+    n = len(rows)
+    data = pa.table(
+        {
+            "idempotency_key": [
+                message_key(journey.name, step.id, str(c), str(k)) for c, k in rows
+            ],
+            "customer_id": [str(c) for c, _ in rows],
+            "journey": [journey.name] * n,
+            "step": [step.id] * n,
+            "template": [step.template] * n,
+            "status": statuses,
+            "decided_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+            "sent_at": pa.array([None] * n, pa.timestamp("us", tz="UTC")),
+            "error": pa.array(errors, pa.string()),
+            "trigger_key": [str(k) for _, k in rows],
+            "purpose": [journey.purpose] * n,
+        }
+    )
+    wh.load(MESSAGES, data, on_conflict="ignore")
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    return counts

@@ -1,0 +1,496 @@
+"""Journey files (``journeys/*.yml``): a trigger, steps, a goal, a re-entry policy.
+
+A journey file::
+
+    name: abandoned_cart                 # default: the file name
+    description: Remind shoppers of the cart they left
+    trigger:                             # exactly one of event / segment / tag / schedule
+      event: Product Added
+      key: properties.cart_id            # one journey per cart (default: one per event)
+      within: 24h                        # lookback (default journeys.lookback, 24h)
+    goal:                                # leave the journey when this happens
+      event: Order Completed
+      key: properties.cart_id            # ... for the same cart
+    reentry: always                      # always | never | after 30d
+    purpose: email_marketing             # consent purpose (default journeys.purpose)
+    capped: true                         # counts toward (and obeys) the frequency cap
+    steps:
+      - wait: 1h                         # a duration, or {until: "09:00"} in local time
+      - id: remind                       # optional step id (default step1, step2 …)
+        send: abandoned_cart             # a template; `with:` gives its variables
+        with:
+          cart: {from: cart, url: "https://shop.example/cart/{cart_id}"}
+          recommendations: {from: recommendations, k: 4}
+          discount: {from: discount, campaign: cart_rescue}
+          currency: "€"                  # anything else is a literal
+      - branch: {if: "engagement_score > 50", then: thanks, else: exit}
+      - tag: rescued_cart
+      - exit
+
+Mistakes raise :class:`~personify.errors.DefinitionError` (or
+:class:`~personify.errors.ConfigError` for the YAML) naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from personify import clock
+from personify._yamlmarks import MarkedDocument, parse_marked
+from personify.audiences.expressions import (
+    Expression,
+    ExpressionError,
+    Kind,
+    check_expression,
+    profile_columns,
+)
+from personify.audiences.schedule import parse_duration
+from personify.config import _dotted
+from personify.errors import DefinitionError
+
+Where = tuple[str | int, ...]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
+_KEY = re.compile(r"^(properties|context)\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+_CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+PROVIDERS = ("cart", "recommendations", "new_arrivals", "discount", "profile", "tag")
+"""What ``{from: …}`` may name in a send step's ``with:``."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """How customers enter."""
+
+    kind: Literal["event", "segment", "tag", "schedule"]
+    name: str
+    """The event name, the segment, the tag, or (schedule) the segment broadcast to."""
+    key: str | None = None
+    """Event triggers: the event field (``properties.cart_id``) that keys an entry."""
+    within: timedelta = timedelta(hours=24)
+    """Lookback: older triggers never enter."""
+    at: datetime | None = None
+    """Schedule: the (first) occurrence."""
+    every: timedelta | None = None
+    """Schedule: repeat at this interval after ``at``."""
+
+    def occurrence(self, now: datetime) -> datetime | None:
+        """Schedule: the latest occurrence at or before ``now`` (``None`` before the first)."""
+        if self.at is None or now < self.at:
+            return None
+        if self.every is None:
+            return self.at
+        n = (now - self.at) // self.every
+        return self.at + n * self.every
+
+
+@dataclass(frozen=True)
+class Goal:
+    """An event that ends the journey for the customer (optionally for the same key)."""
+
+    event: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One template variable of a send step: a literal or a provider (``{from: …}``)."""
+
+    name: str
+    value: Any = None
+    provider: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step. ``kind`` says which of the fields matter."""
+
+    id: str
+    kind: Literal["wait", "wait_until", "branch", "send", "tag", "exit"]
+    line: int
+    duration: timedelta | None = None
+    until: time | None = None
+    condition: Expression | None = None
+    then: int | None = None
+    """Branch target when the condition is TRUE: a step index, or ``None`` for exit."""
+    otherwise: int | None = None
+    template: str | None = None
+    variables: tuple[Variable, ...] = ()
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Journey:
+    """One checked journey file."""
+
+    name: str
+    description: str
+    trigger: Trigger
+    steps: tuple[Step, ...]
+    goal: Goal | None
+    reentry: Literal["always", "never", "after"]
+    reentry_after: timedelta | None
+    purpose: str
+    capped: bool
+    enabled: bool
+    file: str
+
+    def step(self, step_id: str) -> Step | None:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        return None
+
+
+def load_journeys(
+    folder: Path, *, lookback: timedelta, purpose: str, root: Path | None = None
+) -> list[Journey]:
+    """Every journey in ``folder``'s ``*.yml`` / ``*.yaml`` files, by name."""
+    if not folder.is_dir():
+        return []
+    out: dict[str, Journey] = {}
+    for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]):
+        shown = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
+        journey = parse_journey(
+            path.read_text(encoding="utf-8"),
+            file=shown,
+            default_name=path.stem,
+            lookback=lookback,
+            purpose=purpose,
+        )
+        if journey is None:
+            continue
+        if journey.name in out:
+            raise DefinitionError(
+                f"journey {journey.name!r} is also defined in {out[journey.name].file}",
+                file=shown,
+                line=1,
+                key="name",
+            )
+        out[journey.name] = journey
+    return list(out.values())
+
+
+class _Reader:
+    """Checks one document's keys and values, raising errors that name file, line and key."""
+
+    def __init__(self, doc: MarkedDocument, file: str) -> None:
+        self.doc, self.file = doc, file
+
+    def fail(self, where: Where, message: str, hint: str | None = None) -> DefinitionError:
+        return DefinitionError(
+            message,
+            file=self.file,
+            line=self.doc.line(where),
+            key=_dotted(where) or None,
+            hint=hint,
+        )
+
+    def mapping(self, value: Any, where: Where, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {_kind(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(
+                    (*where, key),
+                    f"unknown key {key!r}",
+                    hint="allowed here: " + ", ".join(sorted(allowed)),
+                )
+        return value
+
+    def text(self, value: Any, where: Where, *, name: bool = False) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, f"expected text, got {_kind(value)}")
+        if name and not _NAME.match(value):
+            raise self.fail(where, f"{value!r} is not a name (letters, digits, _ and -)")
+        return value.strip()
+
+    def duration(self, value: Any, where: Where) -> timedelta:
+        try:
+            return parse_duration(str(value))
+        except ValueError as e:
+            raise self.fail(where, str(e)) from None
+
+    def key(self, value: Any, where: Where) -> str:
+        text = self.text(value, where)
+        if not _KEY.match(text):
+            raise self.fail(
+                where,
+                f"{text!r} is not an event field",
+                hint="write properties.NAME (e.g. properties.cart_id) or context.NAME",
+            )
+        return text
+
+
+def parse_journey(
+    text: str, *, file: str, default_name: str, lookback: timedelta, purpose: str
+) -> Journey | None:
+    """The journey of one file's text (``None`` for an empty file)."""
+    doc = parse_marked(text, file=file)
+    if doc.data is None:
+        return None
+    r = _Reader(doc, file)
+    top = r.mapping(
+        doc.data,
+        (),
+        {
+            "name",
+            "description",
+            "trigger",
+            "goal",
+            "reentry",
+            "purpose",
+            "capped",
+            "enabled",
+            "steps",
+        },
+    )
+    name = r.text(top.get("name", default_name), ("name",), name=True)
+    if "trigger" not in top:
+        raise r.fail((), "a journey needs a trigger", hint="e.g. trigger: {event: Product Added}")
+    trigger = _trigger(r, top["trigger"], lookback)
+    goal = _goal(r, top["goal"]) if top.get("goal") is not None else None
+    if goal is not None and goal.key and not trigger.key:
+        raise r.fail(
+            ("goal", "key"),
+            "a goal matches the trigger's key, but the trigger has none",
+            hint="add key: to the trigger (e.g. key: properties.cart_id)",
+        )
+    reentry, after = _reentry(r, top.get("reentry", "always"))
+    steps_raw = top.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise r.fail(("steps",), "a journey needs a list of steps", hint="e.g. - send: TEMPLATE")
+    steps = _steps(r, steps_raw)
+    for flag in ("capped", "enabled"):
+        if not isinstance(top.get(flag, True), bool):
+            raise r.fail((flag,), f"expected true or false, got {_kind(top[flag])}")
+    return Journey(
+        name=name,
+        description=str(top.get("description") or ""),
+        trigger=trigger,
+        steps=steps,
+        goal=goal,
+        reentry=reentry,
+        reentry_after=after,
+        purpose=r.text(top.get("purpose", purpose), ("purpose",)),
+        capped=bool(top.get("capped", True)),
+        enabled=bool(top.get("enabled", True)),
+        file=file,
+    )
+
+
+def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:
+    where: Where = ("trigger",)
+    spec = r.mapping(raw, where, {"event", "segment", "tag", "schedule", "key", "within", "every"})
+    kinds: list[str] = [k for k in ("event", "tag", "schedule") if k in spec]
+    if "segment" in spec and "schedule" not in spec:
+        kinds.append("segment")
+    if len(kinds) != 1:
+        raise r.fail(
+            where,
+            "give exactly one of event, segment, tag or schedule",
+            hint="schedule broadcasts take a segment too: {schedule: 2026-12-01T09:00:00Z, "
+            "segment: newsletter}",
+        )
+    kind = kinds[0]
+    within = r.duration(spec["within"], (*where, "within")) if "within" in spec else lookback
+    if "key" in spec and kind != "event":
+        raise r.fail((*where, "key"), "only event triggers have a key")
+    if "every" in spec and kind != "schedule":
+        raise r.fail((*where, "every"), "only schedule triggers repeat")
+    if kind == "event":
+        key = r.key(spec["key"], (*where, "key")) if "key" in spec else None
+        return Trigger("event", r.text(spec["event"], (*where, "event")), key, within)
+    if kind == "segment" or kind == "tag":
+        audience = r.text(spec[kind], (*where, kind), name=True)
+        return Trigger("segment" if kind == "segment" else "tag", audience, within=within)
+    if "segment" not in spec:
+        raise r.fail(where, "a schedule broadcasts to a segment: add segment: NAME")
+    raw_at = spec["schedule"]
+    try:
+        at = clock.parse_instant(raw_at if isinstance(raw_at, str) else raw_at.isoformat())
+    except (ValueError, AttributeError):
+        raise r.fail(
+            (*where, "schedule"), f"{raw_at!r} is not an ISO 8601 instant (2026-12-01T09:00:00Z)"
+        ) from None
+    every = r.duration(spec["every"], (*where, "every")) if "every" in spec else None
+    segment = r.text(spec["segment"], (*where, "segment"), name=True)
+    return Trigger("schedule", segment, within=within, at=at, every=every)
+
+
+def _goal(r: _Reader, raw: Any) -> Goal:
+    spec = r.mapping(raw, ("goal",), {"event", "key"})
+    if "event" not in spec:
+        raise r.fail(("goal",), "a goal names an event", hint="e.g. goal: {event: Order Completed}")
+    key = r.key(spec["key"], ("goal", "key")) if "key" in spec else None
+    return Goal(r.text(spec["event"], ("goal", "event")), key)
+
+
+def _reentry(r: _Reader, raw: Any) -> tuple[Literal["always", "never", "after"], timedelta | None]:
+    text = str(raw).strip().lower()
+    if text == "always":
+        return "always", None
+    if text == "never":
+        return "never", None
+    if text.startswith("after "):
+        return "after", r.duration(text[6:], ("reentry",))
+    raise r.fail(
+        ("reentry",), f"{raw!r} is not a re-entry policy", hint="always, never or after 30d"
+    )
+
+
+_STEP_KEYS = {"id", "wait", "branch", "send", "with", "tag", "exit"}
+
+
+def _steps(r: _Reader, raw: list[Any]) -> tuple[Step, ...]:
+    ids: list[str] = []
+    for i, item in enumerate(raw):
+        step_id = item.get("id") if isinstance(item, dict) else None
+        ids.append(r.text(step_id, ("steps", i, "id"), name=True) if step_id else f"step{i + 1}")
+    for i, step_id in enumerate(ids):
+        if step_id in ids[:i]:
+            raise r.fail(("steps", i, "id"), f"two steps have the id {step_id!r}")
+    return tuple(_step(r, item, i, ids) for i, item in enumerate(raw))
+
+
+def _step(r: _Reader, raw: Any, i: int, ids: list[str]) -> Step:
+    where: Where = ("steps", i)
+    line = r.doc.line(where) or 1
+    if raw == "exit":
+        return Step(ids[i], "exit", line)
+    spec = r.mapping(raw, where, _STEP_KEYS)
+    kinds = [k for k in ("wait", "branch", "send", "tag", "exit") if k in spec]
+    if len(kinds) != 1:
+        raise r.fail(where, "a step is exactly one of wait, branch, send, tag or exit")
+    kind = kinds[0]
+    if "with" in spec and kind != "send":
+        raise r.fail((*where, "with"), "only send steps take variables")
+    if kind == "wait":
+        value = spec["wait"]
+        if isinstance(value, dict):
+            until = r.mapping(value, (*where, "wait"), {"until"}).get("until")
+            return Step(
+                ids[i], "wait_until", line, until=_clock(r, until, (*where, "wait", "until"))
+            )
+        return Step(ids[i], "wait", line, duration=r.duration(value, (*where, "wait")))
+    if kind == "branch":
+        return _branch(r, spec["branch"], (*where, "branch"), ids, i, line)
+    if kind == "send":
+        template = r.text(spec["send"], (*where, "send"))
+        variables = _variables(r, spec.get("with") or {}, (*where, "with"))
+        return Step(ids[i], "send", line, template=template, variables=variables)
+    if kind == "tag":
+        return Step(ids[i], "tag", line, tag=r.text(spec["tag"], (*where, "tag"), name=True))
+    return Step(ids[i], "exit", line)
+
+
+def _clock(r: _Reader, value: Any, where: Where) -> time:
+    if isinstance(value, int):  # YAML 1.1 reads 09:00 as sexagesimal 540
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    match = _CLOCK.match(str(value or "").strip())
+    if not match:
+        raise r.fail(where, f"{value!r} is not a local time", hint='write "HH:MM", e.g. "09:00"')
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _branch(r: _Reader, raw: Any, where: Where, ids: list[str], i: int, line: int) -> Step:
+    spec = r.mapping(raw, where, {"if", "then", "else"})
+    if "if" not in spec:
+        raise r.fail(where, "a branch needs a condition: if: SQL over the profile")
+    source = spec["if"]
+    if isinstance(source, bool):
+        source = "TRUE" if source else "FALSE"
+    try:
+        condition = check_expression(str(source), dialect="duckdb", columns=profile_columns())
+    except ExpressionError as e:
+        raise DefinitionError(
+            e.message,
+            file=r.file,
+            line=r.doc.line((*where, "if")),
+            col=e.col,
+            key=_dotted((*where, "if")),
+            hint=e.hint,
+        ) from None
+    if condition.kind not in (Kind.BOOL, Kind.NULL):
+        raise r.fail((*where, "if"), f"`if` must be a condition, not a {condition.kind.value}")
+
+    def target(name: str) -> int | None:
+        value = spec.get(name, "next")
+        if value == "next":
+            return i + 1
+        if value == "exit":
+            return None
+        if value not in ids:
+            raise r.fail(
+                (*where, name),
+                f"no step with the id {value!r}",
+                hint="name a step's id, next or exit; steps: " + ", ".join(ids),
+            )
+        return ids.index(value)
+
+    return Step(
+        ids[i], "branch", line, condition=condition, then=target("then"), otherwise=target("else")
+    )
+
+
+def _variables(r: _Reader, raw: Any, where: Where) -> tuple[Variable, ...]:
+    spec = r.mapping(raw, where, set(raw) if isinstance(raw, dict) else set())
+    out = []
+    for name, value in spec.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise r.fail((*where, name), f"{name!r} is not a variable name")
+        if isinstance(value, dict) and "from" in value:
+            provider = value["from"]
+            if provider not in PROVIDERS:
+                raise r.fail(
+                    (*where, name, "from"),
+                    f"unknown provider {provider!r}",
+                    hint="one of: " + ", ".join(PROVIDERS),
+                )
+            options = {k: v for k, v in value.items() if k != "from"}
+            _check_options(r, provider, options, (*where, name))
+            out.append(Variable(name, provider=provider, options=options))
+        else:
+            out.append(Variable(name, value=_plain(value)))
+    return tuple(out)
+
+
+_OPTIONS: dict[str, set[str]] = {
+    "cart": {"url"},
+    "recommendations": {"k"},
+    "new_arrivals": {"k"},
+    "discount": {"campaign"},
+    "profile": {"field", "default"},
+    "tag": {"tag", "variable", "default"},
+}
+
+
+def _check_options(r: _Reader, provider: str, options: dict[str, Any], where: Where) -> None:
+    r.mapping(options, where, _OPTIONS[provider] | {"from"})
+    if "k" in options and (not isinstance(options["k"], int) or not 1 <= options["k"] <= 50):
+        raise r.fail((*where, "k"), "k is a whole number from 1 to 50")
+    required = {"discount": "campaign", "profile": "field", "tag": "tag"}.get(provider)
+    if required and required not in options:
+        raise r.fail(where, f"{{from: {provider}}} needs {required}:")
+
+
+def _plain(value: Any) -> Any:
+    """YAML dates back to text (templates print them as written)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,450 @@
+"""The journey engine: enter, then advance every instance to ``--now`` — set-wise, in SQL.
+
+Each run, for each journey:
+
+1. **Enter.** Candidates come from one query per journey: trigger events in the lookback
+   window (one entry per customer and trigger key — ``properties.cart_id`` — or per event),
+   ``audience_changes`` rows (segment entries, tag assignments) after the journey's checkpoint,
+   or a broadcast's segment members at its latest due occurrence. The re-entry policy filters
+   them in the same query; they are bulk-loaded into ``journey_instances`` (the primary key
+   ``(journey, customer_id, trigger_key)`` makes entering idempotent) with ``wake_at`` = the
+   trigger's time.
+2. **Advance.** While instances are due (``status = 'active' AND wake_at <= now``), every step
+   is applied to all its due instances with one or two statements: goal exits first (a goal
+   event between the trigger and the step's due time), then waits (``wake_at + duration``;
+   local-time waits are computed per time zone in Python and written back through Arrow),
+   branches (a ``CASE`` over the profile condition), sends (decided: queued ``messages`` rows,
+   see :mod:`personify.journeys.decide`), tags and exits. Waits count from when the step was
+   due, not from when the run happened, so a late run catches up exactly as if the engine had
+   run continuously.
+
+Every statement of a step runs in one transaction with the instance's move to the next step,
+so a crash leaves each instance before or after its step, never between.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from personify import clock
+from personify.journeys.decide import decide
+from personify.journeys.definitions import Journey, Step
+from personify.journeys.localtime import next_local_time, zone
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.query import pin_time
+from personify.warehouse.schema import JOURNEY_INSTANCES, Column, Table
+
+log = logging.getLogger(__name__)
+
+MAX_PASSES = 64
+"""A journey whose branches loop without a wait stops after this many passes per run."""
+
+
+@dataclass
+class JourneyCounts:
+    """What one run did to one journey."""
+
+    journey: str
+    entered: int = 0
+    decided: int = 0
+    """Messages queued (consent and suppression passed)."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Messages decided but skipped at once, by status (``skipped_consent`` …)."""
+    goal: int = 0
+    completed: int = 0
+    exited: int = 0
+    active: int = 0
+    """Instances still in the journey (waiting) after the run."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the engine needs of the project."""
+
+    default_zone: str = "UTC"
+    """Time zone of customers without one (the project's ``timezone``)."""
+    source_kinds: Mapping[str, str] = field(default_factory=dict)
+    """``identity.source_kinds``, for the consent gate."""
+
+
+def advance(wh: Warehouse, journey: Journey, *, now: datetime, context: Context) -> JourneyCounts:
+    """Enter new customers into ``journey`` and advance every instance to ``now``."""
+    counts = JourneyCounts(journey.name)
+    if journey.enabled:
+        counts.entered = enter(wh, journey, now=now)
+    for _ in range(MAX_PASSES):
+        if not _any_due(wh, journey, now):
+            break
+        for index, step in enumerate(journey.steps):
+            counts.goal += _goal_exits(wh, journey, now)  # before each step: due at wake_at
+            _run_step(wh, journey, index, step, now, counts, context)
+        counts.completed += _complete(wh, journey, now)
+    else:
+        log.warning(
+            "journey %s: still due after %d passes (a loop without a wait?)",
+            journey.name,
+            MAX_PASSES,
+        )
+    counts.goal += _goal_exits(wh, journey, now)
+    counts.active = int(
+        wh.scalar(
+            "SELECT count(*) FROM journey_instances WHERE journey = ? AND status = 'active'",
+            [journey.name],
+        )
+        or 0
+    )
+    return counts
+
+
+# ----------------------------------------------------------------------------------- entering
+def _key_sql(key: str, alias: str = "e") -> str:
+    """``properties.cart_id`` → ``e.properties->>'cart_id'`` (nested: ``->'a'->>'b'``)."""
+    column, *path = key.split(".")
+    parts = [f"'{p}'" for p in path]  # names checked by the definition's pattern
+    arrows = "".join(f"->{p}" for p in parts[:-1]) + f"->>{parts[-1]}"
+    return f"{alias}.{column}{arrows}"
+
+
+def _candidates_sql(journey: Journey) -> tuple[str, list[Any]]:
+    """A query of ``(customer_id, trigger_key, trigger_at)`` for the trigger (parameters: the
+    window's start and end are appended by the caller)."""
+    trigger = journey.trigger
+    if trigger.kind == "event":
+        key = _key_sql(trigger.key) if trigger.key else "e.message_id"
+        return (
+            f"SELECT e.customer_id, {key} AS trigger_key, min(e.timestamp) AS trigger_at "
+            "FROM events AS e WHERE e.type = 'track' AND e.event = ? "
+            f"AND e.customer_id IS NOT NULL AND {key} IS NOT NULL "
+            "AND e.timestamp > ? AND e.timestamp <= ? GROUP BY 1, 2",
+            [trigger.name],
+        )
+    if trigger.kind in ("segment", "tag"):
+        return (
+            "SELECT customer_id, NULL AS trigger_key, max(changed_at) AS trigger_at "
+            "FROM audience_changes WHERE kind = ? AND name = ? AND change = 'entered' "
+            "AND changed_at > ? AND changed_at <= ? GROUP BY 1",
+            [trigger.kind, trigger.name],
+        )
+    return (
+        "SELECT DISTINCT customer_id, NULL AS trigger_key, CAST(? AS TIMESTAMPTZ) AS trigger_at "
+        "FROM segment_memberships WHERE segment = ? AND exited_at IS NULL",
+        [],
+    )
+
+
+def enter(wh: Warehouse, journey: Journey, *, now: datetime) -> int:
+    """Enter the trigger's new customers (see the module docstring); returns how many."""
+    trigger = journey.trigger
+    state = _state(wh, journey.name)
+    start = now - trigger.within
+    sql, params = _candidates_sql(journey)
+    occurrence = None
+    if trigger.kind == "schedule":
+        occurrence = trigger.occurrence(now)
+        last = state.get("last_schedule")
+        if occurrence is None or occurrence <= start or (last is not None and occurrence <= last):
+            return 0
+        params = [occurrence, trigger.name]
+    else:
+        if trigger.kind in ("segment", "tag") and state.get("checkpoint") is not None:
+            start = max(start, state["checkpoint"])
+        params = [*params, start, now]
+    policy = ""
+    policy_params: list[Any] = []
+    if journey.reentry == "never":
+        policy = (
+            " AND NOT EXISTS (SELECT 1 FROM journey_instances AS p WHERE p.journey = ? "
+            "AND p.customer_id = c.customer_id)"
+        )
+        policy_params = [journey.name]
+    elif journey.reentry == "after":
+        assert journey.reentry_after is not None
+        policy = (
+            " AND NOT EXISTS (SELECT 1 FROM journey_instances AS p WHERE p.journey = ? "
+            "AND p.customer_id = c.customer_id AND p.trigger_at > c.trigger_at - "
+            f"INTERVAL '{int(journey.reentry_after.total_seconds())} seconds')"
+        )
+        policy_params = [journey.name]
+    keyed = trigger.kind == "event"
+    fresh = (
+        " AND NOT EXISTS (SELECT 1 FROM journey_instances AS d WHERE d.journey = ? "
+        "AND d.customer_id = c.customer_id AND d.trigger_key = c.trigger_key)"
+        if keyed
+        else ""
+    )
+    one_each = "" if journey.reentry == "always" else " WHERE n = 1"
+    query = (
+        "SELECT customer_id, trigger_key, trigger_at FROM ("
+        "SELECT c.*, row_number() OVER (PARTITION BY c.customer_id ORDER BY c.trigger_at, "
+        f"c.trigger_key) AS n FROM ({sql}) AS c WHERE TRUE{fresh}{policy}) AS ranked{one_each}"
+    )
+    rows = wh.fetch_arrow(query, [*params, *([journey.name] if keyed else []), *policy_params])
+    customers = [str(c) for c in rows.column("customer_id").to_pylist()]
+    at = [_utc(t) for t in rows.column("trigger_at").to_pylist()]
+    if keyed:
+        keys = [str(k) for k in rows.column("trigger_key").to_pylist()]
+    else:
+        keys = [_instant_key(t) for t in at]
+    entered = 0
+    with wh.transaction():
+        if customers:
+            data = pa.table(
+                {
+                    "journey": [journey.name] * len(customers),
+                    "customer_id": customers,
+                    "trigger_key": keys,
+                    "step": pa.array([0] * len(customers), pa.int64()),
+                    "status": ["active"] * len(customers),
+                    "wake_at": pa.array(at, pa.timestamp("us", tz="UTC")),
+                    "trigger_at": pa.array(at, pa.timestamp("us", tz="UTC")),
+                    "entered_at": pa.array([now] * len(customers), pa.timestamp("us", tz="UTC")),
+                    "updated_at": pa.array([now] * len(customers), pa.timestamp("us", tz="UTC")),
+                }
+            )
+            entered = wh.load(JOURNEY_INSTANCES, data, on_conflict="ignore")
+            entered = entered if entered >= 0 else len(customers)
+        if trigger.kind in ("segment", "tag"):
+            _save_state(
+                wh, journey.name, checkpoint=max(now, state.get("checkpoint") or now), now=now
+            )
+        elif occurrence is not None:
+            _save_state(wh, journey.name, last_schedule=occurrence, now=now)
+    return entered
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _instant_key(value: datetime) -> str:
+    """The trigger key of an audience change or a broadcast: its instant, ISO 8601 UTC."""
+    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state(wh: Warehouse, name: str) -> dict[str, Any]:
+    rows = wh.fetch("SELECT checkpoint, last_schedule FROM journey_state WHERE journey = ?", [name])
+    if not rows:
+        return {}
+    checkpoint, last = rows[0]
+    return {
+        "checkpoint": _utc(checkpoint) if checkpoint else None,
+        "last_schedule": _utc(last) if last else None,
+    }
+
+
+def _save_state(
+    wh: Warehouse,
+    name: str,
+    *,
+    now: datetime,
+    checkpoint: datetime | None = None,
+    last_schedule: datetime | None = None,
+) -> None:
+    wh.execute(
+        "INSERT INTO journey_state (journey, checkpoint, last_schedule, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (journey) DO UPDATE SET "
+        "checkpoint = coalesce(excluded.checkpoint, journey_state.checkpoint), "
+        "last_schedule = coalesce(excluded.last_schedule, journey_state.last_schedule), "
+        "updated_at = excluded.updated_at",
+        [name, checkpoint, last_schedule, now],
+    )
+
+
+# ---------------------------------------------------------------------------------- advancing
+_DUE = "journey = ? AND status = 'active' AND step = ? AND wake_at <= ?"
+
+
+def _any_due(wh: Warehouse, journey: Journey, now: datetime) -> bool:
+    rows = wh.fetch(
+        "SELECT 1 FROM journey_instances WHERE journey = ? AND status = 'active' "
+        "AND wake_at <= ? LIMIT 1",
+        [journey.name, now],
+    )
+    return bool(rows)
+
+
+def _goal_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
+    """Active instances whose goal event happened between their trigger and their next step's
+    due time (or ``now``, whichever is earlier) leave with ``exit_reason = 'goal'``."""
+    goal = journey.goal
+    if goal is None:
+        return 0
+    same_key = f" AND {_key_sql(goal.key, 'g')} = journey_instances.trigger_key" if goal.key else ""
+    sql = (
+        "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', exited_at = ?, "
+        "updated_at = ? WHERE journey = ? AND status = 'active' AND EXISTS (SELECT 1 FROM events "
+        "AS g WHERE g.type = 'track' AND g.event = ? AND g.customer_id = "
+        "journey_instances.customer_id AND g.timestamp >= journey_instances.trigger_at AND "
+        f"g.timestamp <= least(journey_instances.wake_at, ?){same_key})"
+    )
+    return max(wh.execute(sql, [now, now, journey.name, goal.event, now]), 0)
+
+
+def _run_step(
+    wh: Warehouse,
+    journey: Journey,
+    index: int,
+    step: Step,
+    now: datetime,
+    counts: JourneyCounts,
+    context: Context,
+) -> None:
+    due = [journey.name, index, now]
+    with wh.transaction():
+        if step.kind == "wait":
+            assert step.duration is not None
+            seconds = int(step.duration.total_seconds())
+            wh.execute(
+                "UPDATE journey_instances SET step = step + 1, updated_at = ?, "
+                f"wake_at = wake_at + INTERVAL '{seconds} seconds' WHERE {_DUE}",
+                [now, *due],
+            )
+        elif step.kind == "wait_until":
+            _wait_until(wh, journey, index, step, now, context.default_zone)
+        elif step.kind == "branch":
+            _branch(wh, journey, index, step, now)
+        elif step.kind == "send":
+            decided = decide(wh, journey, index, step, now=now, source_kinds=context.source_kinds)
+            counts.decided += decided.get("queued", 0)
+            for status, n in decided.items():
+                if status != "queued":
+                    counts.skipped[status] = counts.skipped.get(status, 0) + n
+            wh.execute(
+                f"UPDATE journey_instances SET step = step + 1, updated_at = ? WHERE {_DUE}",
+                [now, *due],
+            )
+        elif step.kind == "tag":
+            _tag(wh, journey, index, step, now)
+        else:  # exit
+            counts.exited += max(
+                wh.execute(
+                    "UPDATE journey_instances SET status = 'exited', exit_reason = 'exit', "
+                    f"exited_at = ?, updated_at = ? WHERE {_DUE}",
+                    [now, now, *due],
+                ),
+                0,
+            )
+
+
+def _complete(wh: Warehouse, journey: Journey, now: datetime) -> int:
+    """Instances past the last step complete the journey."""
+    return max(
+        wh.execute(
+            "UPDATE journey_instances SET status = 'completed', exit_reason = 'completed', "
+            "exited_at = ?, updated_at = ? WHERE journey = ? AND status = 'active' AND step >= ?",
+            [now, now, journey.name, len(journey.steps)],
+        ),
+        0,
+    )
+
+
+def _branch(wh: Warehouse, journey: Journey, index: int, step: Step, now: datetime) -> None:
+    """One ``CASE`` moves every due instance to the branch's target; exits leave."""
+    assert step.condition is not None
+    with clock.frozen(now):
+        condition = pin_time(step.condition.tree.copy())
+    matching = (
+        exp.select("customer_id")
+        .from_("customers")
+        .where(exp.Is(this=exp.paren(condition), expression=exp.true()))
+    )
+    exit_index = -1
+    then = exit_index if step.then is None else step.then
+    otherwise = exit_index if step.otherwise is None else step.otherwise
+    inner = matching.sql(dialect="duckdb")
+    wh.execute(
+        "UPDATE journey_instances SET updated_at = ?, step = CASE WHEN customer_id IN "
+        f"({inner}) THEN {int(then)} ELSE {int(otherwise)} END WHERE {_DUE}",
+        [now, journey.name, index, now],
+    )
+    wh.execute(
+        "UPDATE journey_instances SET status = 'exited', exit_reason = 'exit', exited_at = ?, "
+        "updated_at = ? WHERE journey = ? AND status = 'active' AND step = ?",
+        [now, now, journey.name, exit_index],
+    )
+
+
+def _tag(wh: Warehouse, journey: Journey, index: int, step: Step, now: datetime) -> None:
+    """Tag every due customer (``journey_tags``) once, recording the assignment in
+    ``audience_changes`` so tag-triggered journeys see it."""
+    due = [journey.name, index, now]
+    new = (
+        f"SELECT DISTINCT customer_id FROM journey_instances WHERE {_DUE} AND NOT EXISTS "
+        "(SELECT 1 FROM journey_tags AS t WHERE t.customer_id = journey_instances.customer_id "
+        "AND t.tag = ?)"
+    )
+    wh.execute(
+        "INSERT INTO audience_changes (kind, name, customer_id, change, changed_at, rule, "
+        f"recorded_at) SELECT 'tag', ?, customer_id, 'entered', ?, ?, ? FROM ({new}) AS n",
+        [step.tag, now, f"journey:{journey.name}", datetime.now(UTC), *due, step.tag],
+    )
+    wh.execute(
+        "INSERT INTO journey_tags (customer_id, tag, journey, assigned_at) "
+        f"SELECT customer_id, ?, ?, ? FROM ({new}) AS n",
+        [step.tag, journey.name, now, *due, step.tag],
+    )
+    wh.execute(
+        f"UPDATE journey_instances SET step = step + 1, updated_at = ? WHERE {_DUE}", [now, *due]
+    )
+
+
+_WAKE = Table(
+    "_wake",
+    (
+        Column("customer_id", "VARCHAR"),
+        Column("trigger_key", "VARCHAR"),
+        Column("wake_at", "TIMESTAMPTZ"),
+    ),
+)
+
+
+def _wait_until(
+    wh: Warehouse, journey: Journey, index: int, step: Step, now: datetime, default_zone: str
+) -> None:
+    """The next ``HH:MM`` in each customer's time zone at or after the step's due time:
+    computed per row in Python (time zones), written back in one staged ``UPDATE``."""
+    assert step.until is not None
+    default = zone(None, fallback=default_zone).key
+    rows = wh.fetch(
+        "SELECT i.customer_id, i.trigger_key, i.wake_at, c.timezone FROM journey_instances AS i "
+        "LEFT JOIN customers AS c ON c.customer_id = i.customer_id "
+        "WHERE i.journey = ? AND i.status = 'active' AND i.step = ? AND i.wake_at <= ?",
+        [journey.name, index, now],
+    )
+    if not rows:
+        return
+    wakes = [
+        next_local_time(_utc(w), step.until, zone(tz, fallback=default)) for _, _, w, tz in rows
+    ]
+    stage = f"_personify_wake_{uuid.uuid4().hex[:12]}"
+    table = Table(stage, _WAKE.columns)
+    cols = ", ".join(f"{quote(c.name)} {wh.column_type(c.type)}" for c in table.columns)
+    wh.execute(f"CREATE TEMP TABLE {quote(stage)} ({cols})")
+    try:
+        wh.load(
+            table,
+            pa.table(
+                {
+                    "customer_id": [str(r[0]) for r in rows],
+                    "trigger_key": [str(r[1]) for r in rows],
+                    "wake_at": pa.array(wakes, pa.timestamp("us", tz="UTC")),
+                }
+            ),
+        )
+        wh.execute(
+            f"UPDATE journey_instances SET step = step + 1, updated_at = ?, wake_at = s.wake_at "
+            f"FROM {quote(stage)} AS s WHERE journey_instances.journey = ? AND "
+            "journey_instances.customer_id = s.customer_id AND journey_instances.trigger_key = "
+            "s.trigger_key AND journey_instances.step = ? AND journey_instances.status = 'active'",
+            [now, journey.name, index],
+        )
+    finally:
+        wh.execute(f"DROP TABLE {quote(stage)}")

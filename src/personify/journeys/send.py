@@ -1,0 +1,338 @@
+"""Sending: every queued message due at ``--now``, in batches, each batch committed at once.
+
+For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
+
+1. **Gates, again, just before sending** — suppressed ⇒ ``skipped_suppressed``; no consent (the
+   fail-closed gate) ⇒ ``skipped_consent``; inside the customer's quiet hours ⇒ held
+   (``send_after`` = when they end; still ``queued``); over the frequency cap (capped journeys'
+   emails sent to the customer within the window, counting this batch's) ⇒
+   ``skipped_frequency``.
+2. **Render fresh** — the step's variables are resolved once per provider for the batch
+   (:mod:`personify.journeys.content`), every profile is read now in one query and rendered
+   (:func:`personify.delivery.prepare_batch`). A message that cannot render is ``failed`` with
+   the reason (never sent blank); one whose customer has no usable address is
+   ``skipped_no_address``.
+3. **Hand over** — the transport is idempotent by key (the outbox writes one file per key).
+4. **Commit** — every status of the batch in one staged ``UPDATE``.
+
+A crash anywhere leaves the batch's messages ``queued``; the rerun renders them again and hands
+them over again, and the transport drops the ones it already has: no message is sent twice and
+none is lost. A transport that is unavailable (:class:`~personify.errors.Transient`) stops the
+loop and leaves the rest queued for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from typing import Any
+
+import pyarrow as pa
+
+from personify.audiences.schedule import parse_duration
+from personify.config import JourneySettings, Project
+from personify.delivery import PrepareFailure, prepare_batch, transport_for
+from personify.delivery.transport import DeliveryError, Transport, send_many
+from personify.errors import PersonifyError, Transient
+from personify.journeys.content import Pending, resolve
+from personify.journeys.decide import allowed, suppressed
+from personify.journeys.definitions import Journey
+from personify.journeys.localtime import quiet_until, zone
+from personify.messages import TemplateStore, read_customers, template_store
+from personify.privacy.consent import is_marketing
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.schema import Column, Table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SendCounts:
+    """What one delivery run did, by outcome."""
+
+    sent: int = 0
+    already_delivered: int = 0
+    """Handed over before a crash, marked sent now (the transport had it)."""
+    held: int = 0
+    """Held by quiet hours."""
+    statuses: dict[str, int] = field(default_factory=dict)
+    """Final statuses written: sent, skipped_*, failed."""
+    by_journey: dict[str, int] = field(default_factory=dict)
+    """Sent per journey."""
+    first_location: str | None = None
+    """Where the first email sent by this run went (an .eml path for the outbox)."""
+    stopped: str | None = None
+    """Why the loop stopped early (transport unavailable), else ``None``."""
+
+    def as_dict(self) -> dict[str, int]:
+        out = {"sent": self.sent, "held_quiet_hours": self.held}
+        out.update({k: v for k, v in self.statuses.items() if k != "sent"})
+        return out
+
+
+@dataclass(frozen=True)
+class _Row:
+    key: str
+    customer_id: str
+    journey: str
+    step: str
+    template: str
+    trigger_key: str
+    purpose: str
+
+
+@dataclass
+class _Outcome:
+    status: str
+    error: str | None = None
+    subject: str | None = None
+    send_after: datetime | None = None
+
+
+def deliver(
+    wh: Warehouse,
+    project: Project,
+    journeys: Sequence[Journey],
+    *,
+    now: datetime,
+    transport: Transport | None = None,
+    limit: int | None = None,
+) -> SendCounts:
+    """Send every queued message due at ``now`` (see the module docstring)."""
+    settings = project.config.journeys
+    by_name = {j.name: j for j in journeys}
+    own = transport is None
+    transport = transport or transport_for(project)
+    store = template_store(project)
+    counts = SendCounts()
+    done = 0
+    try:
+        while limit is None or done < limit:
+            size = settings.batch_size if limit is None else min(settings.batch_size, limit - done)
+            batch = _due(wh, now, size)
+            if not batch:
+                break
+            outcomes, stop = _send_batch(
+                wh, project, settings, by_name, batch, now, transport, store, counts
+            )
+            _commit(wh, outcomes, now, transport.name)
+            for outcome in outcomes.values():
+                if outcome.status != "queued":
+                    counts.statuses[outcome.status] = counts.statuses.get(outcome.status, 0) + 1
+            done += len(batch)
+            if stop:
+                counts.stopped = stop
+                break
+    finally:
+        if own:
+            transport.close()
+    return counts
+
+
+def _due(wh: Warehouse, now: datetime, size: int) -> list[_Row]:
+    rows = wh.fetch(
+        "SELECT idempotency_key, customer_id, journey, step, template, trigger_key, purpose "
+        "FROM messages WHERE status = 'queued' AND (send_after IS NULL OR send_after <= ?) "
+        "ORDER BY decided_at, idempotency_key LIMIT ?",
+        [now, size],
+    )
+    return [_Row(*(str(v) if v is not None else "" for v in r)) for r in rows]
+
+
+def _send_batch(
+    wh: Warehouse,
+    project: Project,
+    settings: JourneySettings,
+    journeys: Mapping[str, Journey],
+    batch: list[_Row],
+    now: datetime,
+    transport: Transport,
+    store: TemplateStore,
+    counts: SendCounts,
+) -> tuple[dict[str, _Outcome], str | None]:
+    outcomes: dict[str, _Outcome] = {}
+    ids = sorted({r.customer_id for r in batch})
+    blocked = suppressed(wh, ids)
+    purposes = sorted({r.purpose or settings.purpose for r in batch})
+    consent = {
+        p: allowed(wh, ids, purpose=p, source_kinds=project.config.identity.source_kinds)
+        for p in purposes
+    }
+    profiles = read_customers(wh, ids)
+    capped = _capped_sent(wh, settings, journeys, ids, now)
+    live: list[_Row] = []
+    for row in batch:
+        journey = journeys.get(row.journey)
+        purpose = row.purpose or settings.purpose
+        step = journey.step(row.step) if journey else None
+        if journey is None or step is None or step.kind != "send":
+            outcomes[row.key] = _Outcome(
+                "failed", f"journey {row.journey!r} has no send step {row.step!r} any more"
+            )
+        elif row.customer_id in blocked and is_marketing(purpose):
+            outcomes[row.key] = _Outcome(
+                "skipped_suppressed", "suppressed (unsubscribed, bounced, complained or erased)"
+            )
+        elif row.customer_id not in consent[purpose]:
+            outcomes[row.key] = _Outcome(
+                "skipped_consent", f"no consent for {purpose} by email at send time"
+            )
+        elif (hold := _quiet(settings, project, profiles.get(row.customer_id), now)) is not None:
+            outcomes[row.key] = _Outcome("queued", send_after=hold)
+            counts.held += 1
+        elif (
+            journey.capped
+            and settings.frequency_cap is not None
+            and (capped.get(row.customer_id, 0) >= settings.frequency_cap.max)
+        ):
+            outcomes[row.key] = _Outcome(
+                "skipped_frequency",
+                f"frequency cap: {settings.frequency_cap.max} per {settings.frequency_cap.per}",
+            )
+        else:
+            if journey.capped:
+                capped[row.customer_id] = capped.get(row.customer_id, 0) + 1
+            live.append(row)
+    stop = _render_and_send(wh, project, journeys, live, now, transport, store, outcomes, counts)
+    return outcomes, stop
+
+
+def _quiet(
+    settings: JourneySettings, project: Project, customer: Mapping[str, Any] | None, now: datetime
+) -> datetime | None:
+    quiet = settings.quiet_hours
+    if quiet is None:
+        return None
+    tz = zone((customer or {}).get("timezone"), fallback=project.config.timezone)
+    return quiet_until(now, _hhmm(quiet.start), _hhmm(quiet.end), tz)
+
+
+def _hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _capped_sent(
+    wh: Warehouse,
+    settings: JourneySettings,
+    journeys: Mapping[str, Journey],
+    ids: list[str],
+    now: datetime,
+) -> dict[str, int]:
+    """Emails of capped journeys sent to each customer within the cap's window."""
+    cap = settings.frequency_cap
+    names = sorted(j.name for j in journeys.values() if j.capped)
+    if cap is None or not names or not ids:
+        return {}
+    since = now - parse_duration(cap.per)
+    rows = wh.fetch(
+        "SELECT customer_id, count(*) FROM messages WHERE status = 'sent' AND sent_at > ? "
+        f"AND sent_at <= ? AND journey IN ({', '.join('?' for _ in names)}) "
+        f"AND customer_id IN ({', '.join('?' for _ in ids)}) GROUP BY customer_id",
+        [since, now, *names, *ids],
+    )
+    return {str(c): int(n) for c, n in rows}
+
+
+def _render_and_send(
+    wh: Warehouse,
+    project: Project,
+    journeys: Mapping[str, Journey],
+    live: list[_Row],
+    now: datetime,
+    transport: Transport,
+    store: TemplateStore,
+    outcomes: dict[str, _Outcome],
+    counts: SendCounts,
+) -> str | None:
+    groups: dict[tuple[str, str], list[_Row]] = {}
+    for row in live:
+        groups.setdefault((row.journey, row.step), []).append(row)
+    for (name, step_id), rows in groups.items():
+        step = journeys[name].step(step_id)
+        assert step is not None and step.template is not None
+        pending = [Pending(r.key, r.customer_id, r.trigger_key) for r in rows]
+        try:
+            variables = resolve(wh, project, step, pending, now=now)
+        except PersonifyError as e:
+            if isinstance(e, Transient):
+                return str(e).splitlines()[0]
+            for r in rows:
+                outcomes[r.key] = _Outcome("failed", f"variables: {str(e).splitlines()[0]}")
+            continue
+        items = [(r.key, r.customer_id, variables[r.key]) for r in rows]
+        prepared = prepare_batch(wh, project, step.template, items, store=store, date=now)
+        envelopes = []
+        for r, result in zip(rows, prepared, strict=True):
+            if isinstance(result, PrepareFailure):
+                status = {"address": "skipped_no_address", "not_found": "skipped_not_found"}.get(
+                    result.kind, "failed"
+                )
+                outcomes[r.key] = _Outcome(status, result.reason)
+            else:
+                envelopes.append(result)
+        by_key = {r.key: r for r in rows}
+        for envelope, delivered in zip(envelopes, send_many(transport, envelopes), strict=True):
+            if isinstance(delivered, DeliveryError):
+                if isinstance(delivered, Transient):
+                    return str(delivered).splitlines()[0]
+                outcomes[envelope.key] = _Outcome("failed", str(delivered).splitlines()[0])
+                continue
+            outcomes[envelope.key] = _Outcome("sent", subject=envelope.subject)
+            counts.sent += 1
+            if not delivered.new:
+                counts.already_delivered += 1
+            journey = by_key[envelope.key].journey
+            counts.by_journey[journey] = counts.by_journey.get(journey, 0) + 1
+            if counts.first_location is None:
+                counts.first_location = delivered.location
+    return None
+
+
+_STAGE_COLUMNS = (
+    Column("idempotency_key", "VARCHAR"),
+    Column("status", "VARCHAR"),
+    Column("error", "VARCHAR"),
+    Column("subject", "VARCHAR"),
+    Column("send_after", "TIMESTAMPTZ"),
+)
+
+
+def _commit(wh: Warehouse, outcomes: Mapping[str, _Outcome], now: datetime, transport: str) -> None:
+    """Every outcome of a batch in one transaction: staged through Arrow, one ``UPDATE``."""
+    if not outcomes:
+        return
+    keys = list(outcomes)
+    stage = f"_personify_sent_{uuid.uuid4().hex[:12]}"
+    table = Table(stage, _STAGE_COLUMNS)
+    cols = ", ".join(f"{quote(c.name)} {wh.column_type(c.type)}" for c in table.columns)
+    data = pa.table(
+        {
+            "idempotency_key": keys,
+            "status": [outcomes[k].status for k in keys],
+            "error": pa.array([outcomes[k].error for k in keys], pa.string()),
+            "subject": pa.array([outcomes[k].subject for k in keys], pa.string()),
+            "send_after": pa.array(
+                [outcomes[k].send_after for k in keys], pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    with wh.transaction():
+        wh.execute(f"CREATE TEMP TABLE {quote(stage)} ({cols})")
+        wh.load(table, data)
+        wh.execute(
+            "UPDATE messages SET status = s.status, error = s.error, "
+            "subject = coalesce(s.subject, messages.subject), send_after = s.send_after, "
+            "sent_at = CASE WHEN s.status = 'sent' THEN CAST(? AS TIMESTAMPTZ) END, "
+            "transport = CASE WHEN s.status = 'sent' THEN ? END "
+            f"FROM {quote(stage)} AS s WHERE messages.idempotency_key = s.idempotency_key "
+            "AND messages.status = 'queued'",
+            [now, transport],
+        )
+        wh.execute(f"DROP TABLE {quote(stage)}")
+
+
+_ = UTC

@@ -1,0 +1,106 @@
+"""The ``journeys`` and ``delivery`` stages of ``personify run``, and the project's journeys.
+
+* ``journeys`` — load and check every ``journeys/*.yml`` (a broken file stops the stage before
+  anything changes), then enter and advance every journey to ``--now``
+  (:mod:`personify.journeys.engine`), deciding the emails of due send steps;
+* ``delivery`` — send every queued email due at ``--now`` (:mod:`personify.journeys.send`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from personify import clock
+from personify.audiences.schedule import parse_duration
+from personify.config import Project
+from personify.journeys.definitions import Journey, load_journeys
+from personify.journeys.engine import Context, JourneyCounts, advance
+from personify.journeys.send import SendCounts, deliver
+from personify.session import Session
+from personify.warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+Stamp = tuple[tuple[str, int, int], ...]
+
+
+def project_journeys(project: Project) -> list[Journey]:
+    """The project's journeys (``journeys.folder``), checked (cached while files are unchanged)."""
+    settings = project.config.journeys
+    folder = project.path(settings.folder)
+    stamp: Stamp = ()
+    if folder.is_dir():
+        stamp = tuple(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
+        )
+    return list(_load(folder, stamp, settings.lookback, settings.purpose, project.root))
+
+
+@functools.lru_cache(maxsize=32)
+def _load(
+    folder: Path, stamp: Stamp, lookback: str, purpose: str, root: Path
+) -> tuple[Journey, ...]:
+    return tuple(
+        load_journeys(folder, lookback=parse_duration(lookback), purpose=purpose, root=root)
+    )
+
+
+def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> list[JourneyCounts]:
+    """Enter and advance every journey to ``--now``."""
+    now = clock.now()
+    context = Context(
+        default_zone=project.config.timezone,
+        source_kinds=dict(project.config.identity.source_kinds),
+    )
+    results = []
+    for journey in journeys:
+        counts = advance(wh, journey, now=now, context=context)
+        log.info(
+            "journey %s: +%d entered, %d decided, %d active",
+            journey.name,
+            counts.entered,
+            counts.decided,
+            counts.active,
+        )
+        results.append(counts)
+    return results
+
+
+def journeys_stage(session: Session) -> dict[str, int]:
+    """The pipeline's ``journeys`` step: counts summed over journeys, plus per journey
+    ``<name>.decided``."""
+    journeys = project_journeys(session.project)
+    results = run_journeys(session.warehouse, session.project, journeys)
+    out = {
+        "journeys": len(journeys),
+        "entered": sum(r.entered for r in results),
+        "decided": sum(r.decided for r in results),
+        "skipped": sum(sum(r.skipped.values()) for r in results),
+        "goal_reached": sum(r.goal for r in results),
+        "completed": sum(r.completed for r in results),
+        "active": sum(r.active for r in results),
+    }
+    for r in results:
+        out[f"{r.journey}.decided"] = r.decided
+    return out
+
+
+def send_due(session: Session, *, limit: int | None = None) -> SendCounts:
+    """Send the queued emails due at ``--now``."""
+    journeys = project_journeys(session.project)
+    return deliver(session.warehouse, session.project, journeys, now=clock.now(), limit=limit)
+
+
+def delivery_stage(session: Session) -> dict[str, int]:
+    """The pipeline's ``delivery`` step: sent, held and skipped counts, plus per journey
+    ``<name>.sent``."""
+    counts = send_due(session)
+    if counts.stopped:
+        log.warning("delivery stopped early: %s (the rest stay queued)", counts.stopped)
+    out = counts.as_dict()
+    for journey, n in sorted(counts.by_journey.items()):
+        out[f"{journey}.sent"] = n
+    return out
