@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +43,8 @@ CODE_LENGTH = 12
 """Characters in a code (5 bits each: 60 bits)."""
 MAX_ATTEMPTS = 8
 """Candidates tried per key before giving up (a second collision is already ~2⁻⁶⁰)."""
+MAX_ROUNDS = 32
+"""Insert rounds per call (concurrent writers of the same codes make a round start again)."""
 _CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None})
 
 RedeemReason = Literal["unknown", "expired", "already_redeemed"]
@@ -120,23 +124,7 @@ def issue_codes(
     stored = _stored(wh, list(wanted))
     missing = [k for k in wanted if k not in stored]
     if missing:
-        secret = project_key(project)
-        engagement = _engagement(wh, sorted({wanted[k][0] for k in missing}))
-        for attempt in range(MAX_ATTEMPTS):
-            rows = [
-                _new_row(secret, k, *wanted[k], settings, engagement, now, attempt) for k in missing
-            ]
-            wh.load(table("discount_codes"), pa.Table.from_pylist(rows), on_conflict="ignore")
-            stored.update(_stored(wh, missing))
-            missing = [k for k in missing if k not in stored]
-            if not missing:
-                break
-        else:
-            raise WarehouseError(
-                f"could not store discount codes for {len(missing)} request(s) after "
-                f"{MAX_ATTEMPTS} attempts",
-                hint="is discount_codes.code still the primary key?",
-            )
+        _insert(wh, project, wanted, missing, settings, now, stored)
     out: dict[str, dict[str, Any]] = {}
     for key in wanted:
         row = stored[key]
@@ -145,6 +133,54 @@ def issue_codes(
         out[key] = {**row, "label": label(row["value"], row["kind"], currency)}
         del out[key]["idempotency_key"]
     return out
+
+
+def _insert(
+    wh: Warehouse,
+    project: Project,
+    wanted: dict[str, tuple[str, str]],
+    missing: list[str],
+    settings: dict[str, DiscountCampaign],
+    now: datetime,
+    stored: dict[str, dict[str, Any]],
+) -> None:
+    """Insert codes for the ``missing`` keys (on conflict: nothing) and read them back into
+    ``stored``. A key still missing after a clean insert lost its code to another key (a
+    collision): it moves to its next candidate. An insert refused because a concurrent writer
+    stored the same code first (DuckDB checks keys at commit) is simply tried again."""
+    secret = project_key(project)
+    engagement = _engagement(wh, sorted({wanted[k][0] for k in missing}))
+    attempts = dict.fromkeys(missing, 0)
+    for _ in range(MAX_ROUNDS):
+        rows = [
+            _new_row(secret, k, *wanted[k], settings, engagement, now, attempts[k]) for k in missing
+        ]
+        try:
+            wh.load(table("discount_codes"), pa.Table.from_pylist(rows), on_conflict="ignore")
+            raced = False
+        except WarehouseError as e:
+            if not _is_write_conflict(e):
+                raise
+            raced = True
+            time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not a secret
+        stored.update(_stored(wh, missing))
+        missing = [k for k in missing if k not in stored]
+        if not missing:
+            return
+        if not raced:
+            for k in missing:
+                attempts[k] += 1
+                if attempts[k] >= MAX_ATTEMPTS:
+                    break
+    raise WarehouseError(
+        f"could not store discount codes for {len(missing)} request(s)",
+        hint="is discount_codes.code still the primary key? Try again.",
+    )
+
+
+def _is_write_conflict(error: WarehouseError) -> bool:
+    text = str(error).lower()
+    return "conflict" in text or "constraint violation" in text or "duplicate key" in text
 
 
 def _stored(wh: Warehouse, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -224,11 +260,18 @@ def redeem(wh: Warehouse, code: str, *, order_id: str, at: datetime) -> RedeemRe
     Replaying the same order's redemption is ``ok`` (idempotent); another order is refused
     with ``already_redeemed``."""
     stored = normalize_code(code)
-    wh.execute(
-        "UPDATE discount_codes SET redeemed_at = ?, order_id = ? "
-        "WHERE code = ? AND redeemed_at IS NULL AND expires_at > ?",
-        [at, order_id, stored, at],
-    )
+    for round_ in range(MAX_ROUNDS):
+        try:
+            wh.execute(
+                "UPDATE discount_codes SET redeemed_at = ?, order_id = ? "
+                "WHERE code = ? AND redeemed_at IS NULL AND expires_at > ?",
+                [at, order_id, stored, at],
+            )
+            break
+        except WarehouseError as e:  # a concurrent redemption of the same code (DuckDB)
+            if not _is_write_conflict(e) or round_ == MAX_ROUNDS - 1:
+                raise
+            time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not a secret
     rows = wh.fetch(
         "SELECT customer_id, campaign, value, kind, expires_at, redeemed_at, order_id "
         "FROM discount_codes WHERE code = ?",
