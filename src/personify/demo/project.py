@@ -81,6 +81,8 @@ def make_demo_project(
     created = not (root / PROJECT_FILE).exists()
     if created:
         init_project(root)
+    else:
+        _add_journeys(root)
     t0 = time.perf_counter()
     world = build_world(customers, seed=seed, now=instant, progress=progress)
     t1 = time.perf_counter()
@@ -95,6 +97,18 @@ def make_demo_project(
         created=created,
         seconds={"build": t1 - t0, "write": t2 - t1},
     )
+
+
+def _add_journeys(root: Path) -> None:
+    """A demo project made before journeys existed gets the scaffold's ``journeys/``."""
+    target = root / "journeys"
+    if target.exists():
+        return
+    from importlib import resources
+
+    source = resources.files("personify") / "scaffold" / "journeys"
+    with resources.as_file(source) as folder:
+        shutil.copytree(folder, target)
 
 
 def _existing_world(root: Path, data: Path) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from personify.journeys.engine import advance as advance
 from personify.journeys.send import SendCounts as SendCounts
 from personify.journeys.send import deliver as deliver
 from personify.journeys.stage import delivery_stage as delivery_stage
+from personify.journeys.stage import email_summary as email_summary
 from personify.journeys.stage import journeys_stage as journeys_stage
 from personify.journeys.stage import project_journeys as project_journeys
 from personify.journeys.stage import run_journeys as run_journeys
@@ -37,6 +38,7 @@ __all__ = [
     "advance",
     "deliver",
     "delivery_stage",
+    "email_summary",
     "journeys_stage",
     "load_journeys",
     "message_key",

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 from personify import clock
 from personify.audiences.schedule import parse_duration
-from personify.config import Project
+from personify.config import OutboxDelivery, Project
+from personify.delivery.outbox import file_name
 from personify.journeys.definitions import Journey, load_journeys
 from personify.journeys.engine import Context, JourneyCounts, advance
 from personify.journeys.send import SendCounts, deliver
@@ -104,3 +106,27 @@ def delivery_stage(session: Session) -> dict[str, int]:
     for journey, n in sorted(counts.by_journey.items()):
         out[f"{journey}.sent"] = n
     return out
+
+
+def email_summary(session: Session, *, prefer: str | None = None) -> dict[str, Any]:
+    """Messages by journey and status, and one sent email to open (an ``.eml`` of the outbox,
+    from journey ``prefer`` when it sent any): ``{"sent", "by_journey", "example"}``."""
+    wh, project = session.warehouse, session.project
+    by_journey: dict[str, dict[str, int]] = {}
+    for journey, status, n in wh.fetch(
+        "SELECT coalesce(journey, ''), status, count(*) FROM messages GROUP BY 1, 2 ORDER BY 1, 2"
+    ):
+        by_journey.setdefault(str(journey), {})[str(status)] = int(n)
+    sent = sum(s.get("sent", 0) for s in by_journey.values())
+    example = None
+    delivery = project.config.delivery
+    if isinstance(delivery, OutboxDelivery) and sent:
+        rows = wh.fetch(
+            "SELECT idempotency_key FROM messages WHERE status = 'sent' "
+            "ORDER BY CASE WHEN journey = ? THEN 0 ELSE 1 END, sent_at, idempotency_key LIMIT 1",
+            [prefer or ""],
+        )
+        if rows:
+            path = project.path(delivery.path) / file_name(str(rows[0][0]))
+            example = str(path) if path.exists() else None
+    return {"sent": sent, "by_journey": by_journey, "example": example}

@@ -14,6 +14,7 @@ from personify import clock, pipeline
 from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
 from personify.demo import DemoProject, make_demo_project
+from personify.journeys import email_summary
 from personify.progress import Progress
 from personify.session import Session, open_session
 from personify.sources import SyncResult, sync_sources
@@ -62,7 +63,9 @@ def demo_command(
             syncs: list[SyncResult] = []
             report = pipeline.run(session, stages=_stages(syncs, progress))
             status = status_report(session)
+            emails = email_summary(session, prefer="abandoned_cart")
     summary = _summary(demo, report, syncs, status, directory)
+    summary["emails"] = emails
     if json:
         emit_json(summary)
     else:
@@ -143,6 +146,7 @@ def _summary(
             f'personify sql "SELECT count(*) FROM customers" --project {where}',
             f"personify sql {shlex.quote(SEGMENT_QUERY)} --dialect mysql --project {where}",
             f"personify serve --project {where}",
+            f"personify run --project {where} --now {manifest['now']}   # sends nothing twice",
         ],
     }
 
@@ -171,6 +175,7 @@ def _print(summary: dict[str, Any]) -> None:
         )
     out.print(sources)
     _print_tables(summary)
+    _print_emails(summary)
     _print_next(summary)
 
 
@@ -185,6 +190,25 @@ def _print_tables(summary: dict[str, Any]) -> None:
     if q["total"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in q["by_reason"].items())
         out.print(f"Quarantined: {q['total']:,} row(s) — {reasons}")
+
+
+def _print_emails(summary: dict[str, Any]) -> None:
+    out = console()
+    emails = summary.get("emails") or {}
+    table = Table("journey", "sent", "skipped", "failed", "queued", title="Emails (journeys)")
+    for journey, statuses in emails.get("by_journey", {}).items():
+        skipped = sum(n for s, n in statuses.items() if s.startswith("skipped_"))
+        table.add_row(
+            journey or "—",
+            f"{statuses.get('sent', 0):,}",
+            f"{skipped:,}",
+            f"{statuses.get('failed', 0):,}",
+            f"{statuses.get('queued', 0):,}",
+        )
+    if emails.get("by_journey"):
+        out.print(table)
+    if emails.get("example"):
+        out.print(f"[bold]Open one[/]  {_shown(Path(emails['example']))}", highlight=False)
 
 
 def _print_next(summary: dict[str, Any]) -> None:
