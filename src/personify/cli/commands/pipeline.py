@@ -17,9 +17,13 @@ from personify.sources import sync_sources
 
 @app.command("run", rich_help_panel="Pipeline")
 def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None) -> None:
-    """One full cycle: sync sources, then every later stage, at --now.
+    """One full cycle at --now: sync → identity → profiles → audiences → journeys → delivery.
 
-    Running it twice at the same --now sends nothing twice.
+    Journeys enter the customers their triggers name and advance every journey to --now
+    (waits, branches, goals), deciding each email once; delivery sends the queued emails that
+    are due (consent checked again, quiet hours and the frequency cap applied). Every email has
+    an idempotency key: running it twice at the same --now, or again after a crash, sends
+    nothing twice. The table ends with the emails sent per journey.
     """
     pin_now(now)
     with open_session(project) as session:
@@ -47,6 +51,19 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
         counts = ", ".join(f"{k}={v:,}" for k, v in s.counts.items()) or "—"
         table.add_row(s.name, f"{s.seconds:.2f}", counts)
     console().print(table)
+    delivery = next((s.counts for s in report.stages if s.name == "delivery"), None)
+    if delivery is not None:
+        per = ", ".join(
+            f"{k.removesuffix('.sent')} {v:,}" for k, v in delivery.items() if k.endswith(".sent")
+        )
+        skipped = sum(v for k, v in delivery.items() if k.startswith("skipped_"))
+        console().print(
+            f"Emails: {delivery.get('sent', 0):,} sent"
+            + (f" ({per})" if per else "")
+            + f", {skipped:,} skipped, {delivery.get('failed', 0):,} failed, "
+            f"{delivery.get('held_quiet_hours', 0):,} held for quiet hours",
+            highlight=False,
+        )
 
 
 @app.command("sync", rich_help_panel="Pipeline")
