@@ -38,6 +38,7 @@ import contextlib
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,9 +95,13 @@ def _iso(value: Any) -> str:
 
 
 def _instant(value: Any) -> datetime:
+    """A record's time (a broken one — records may be broken on purpose — sorts first)."""
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -233,7 +238,7 @@ class MockApis:
         return rows
 
     async def _token(self, request: Request) -> Response:
-        form = await request.form()
+        form = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode()).items()}
         auth = request.headers.get("authorization", "")
         pair = base64.b64decode(auth[6:]).decode() if auth.startswith("Basic ") else ""
         if form.get("grant_type") != "client_credentials" or pair != f"{CLIENT_ID}:{CLIENT_SECRET}":
