@@ -18,6 +18,7 @@ from personify import clock
 from personify.audiences import audiences_stage
 from personify.identity import identity_stage
 from personify.journeys import delivery_stage, journeys_stage
+from personify.privacy.stage import privacy_stage
 from personify.profiles import profiles_stage
 from personify.session import Session
 from personify.sources import sync_sources
@@ -38,6 +39,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("sync", _sync),
     ("identity", identity_stage),
     ("profiles", profiles_stage),
+    ("privacy", privacy_stage),
     ("audiences", audiences_stage),
     ("journeys", journeys_stage),
     ("delivery", delivery_stage),

@@ -17,7 +17,7 @@ from personify.errors import ConfigError, PersonifyError, Transient
 _ORDER = (
     "demo", "init", "status",
     "run", "sync", "import", "quarantine",
-    "profile", "identity", "sql",
+    "profile", "identity", "consent", "privacy", "audit", "sql",
     "segments", "rules",
     "render",
     "serve",

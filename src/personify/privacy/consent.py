@@ -242,3 +242,88 @@ _HISTORY_SCHEMA = pa.schema(
         ("proof", pa.string()),
     ]
 )
+
+
+def set_consent(
+    wh: Warehouse,
+    customer_id: str,
+    *,
+    purpose: str,
+    status: str,
+    channel: str = "email",
+    source: str = "cli",
+    at: datetime | None = None,
+    proof: Mapping[str, Any] | None = None,
+    source_kinds: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An explicit consent change for a whole person (``personify consent set``, the API).
+
+    Recorded on the customer id. A grant is the person's own word for every identifier they
+    hold, so it also supersedes *older* revocations recorded under their other keys (merged ids,
+    source ids) — each superseding change in ``consent_history`` with proof ``superseded_by``;
+    a revocation needs nothing more (a revocation anywhere wins). Returns what changed."""
+    from personify.privacy.subjects import consent_rows  # profiles-level import, kept local
+
+    at = at or clock.now()
+    with wh.transaction():
+        changed = record(
+            wh,
+            subject=customer_id,
+            purpose=purpose,
+            channel=channel,
+            status=status,
+            source=source,
+            at=at,
+            proof=proof,
+        )
+        superseded = 0
+        if status == "granted":
+            kinds = source_kinds if source_kinds is not None else _stored_kinds(wh)
+            for row in consent_rows(wh, customer_id, kinds):
+                if (
+                    row.key != customer_id
+                    and row.purpose == purpose
+                    and row.channel == channel
+                    and row.status != "granted"
+                    and row.updated_at <= at
+                ):
+                    superseded += record(
+                        wh,
+                        subject=row.key,
+                        purpose=purpose,
+                        channel=channel,
+                        status="granted",
+                        source=row.source,
+                        at=at,
+                        proof={"superseded_by": source, "customer_id": customer_id},
+                    )
+    return {
+        "customer_id": customer_id,
+        "purpose": purpose,
+        "channel": channel,
+        "status": status,
+        "changed": changed,
+        "superseded": superseded,
+        "allowed": customer_id
+        in consented(
+            wh, [customer_id], purpose=purpose, channel=channel, source_kinds=source_kinds
+        ),
+    }
+
+
+def _stored_kinds(wh: Warehouse) -> dict[str, str]:
+    return {str(s): str(k) for s, k in wh.fetch("SELECT source, kind FROM consent_kinds")}
+
+
+def backfill_history(wh: Warehouse) -> int:
+    """Consent states written without :func:`record` (a file or CRM import updates ``consents``
+    directly) get their ``consent_history`` row, set-wise; returns how many."""
+    return wh.execute(
+        "INSERT INTO consent_history (customer_id, purpose, channel, status, source, changed_at, "
+        "recorded_at) SELECT k.customer_id, k.purpose, k.channel, k.status, k.source, "
+        "k.updated_at, ? FROM consents k WHERE NOT EXISTS (SELECT 1 FROM consent_history h "
+        "WHERE h.customer_id = k.customer_id AND h.purpose = k.purpose "
+        "AND h.channel = k.channel AND h.changed_at = k.updated_at AND h.source = k.source "
+        "AND h.status = k.status)",
+        [clock.now()],
+    )

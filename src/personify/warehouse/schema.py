@@ -589,14 +589,14 @@ AUDIT_LOG = Table(
     "audit_log",
     (
         C("id", S, False),
-        C("at", TS, False),
+        C("occurred_at", TS, False),
         C("action", S, False, "profile_read, export, erase, consent"),
         C("actor", S, False, "cli, api, tracking, unsubscribe …"),
         C("subject_hash", S, doc="Keyed hash of the subject's customer id (no personal data)"),
         C("detail", J, doc="What was done (counts, purpose, status), without personal data"),
     ),
     primary_key=("id",),
-    indexes=(("at",),),
+    indexes=(("occurred_at",),),
     doc="Append-only log of privacy-relevant actions (reads, exports, erasures, consent changes)",
 )
 

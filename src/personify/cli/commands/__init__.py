@@ -1,6 +1,7 @@
 """Every command module registers itself on :data:`personify.cli.app.app` when imported."""
 
 from personify.cli.commands import (
+    consent,
     demo,
     identity,
     importing,
@@ -16,6 +17,7 @@ from personify.cli.commands import (
 )
 
 __all__ = [
+    "consent",
     "demo",
     "identity",
     "importing",

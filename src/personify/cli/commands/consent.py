@@ -1,0 +1,122 @@
+"""``personify consent set|show``: record and read a person's consent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from personify import clock
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.privacy.audit import log_action
+from personify.privacy.consent import STATUSES, ConsentError, set_consent
+from personify.privacy.subjects import consent_rows, resolve
+from personify.session import open_session
+
+consent_app = typer.Typer(
+    help="Consent per purpose and channel: record a change (history and proof kept), read it.",
+    no_args_is_help=True,
+)
+app.add_typer(consent_app, name="consent", rich_help_panel="People")
+
+WhoArg = Annotated[str, typer.Argument(help="Customer id, email, or kind:value identifier.")]
+
+
+def _key(session_signing: object) -> bytes | None:
+    reveal = getattr(session_signing, "reveal", None)
+    return reveal().encode("utf-8") if reveal else None
+
+
+@consent_app.command("set")
+def set_command(
+    who: WhoArg,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="e.g. email_marketing, transactional, profiling.")
+    ],
+    status: Annotated[str, typer.Option("--status", help="granted or revoked.")],
+    channel: Annotated[str, typer.Option("--channel", help="email, sms, …")] = "email",
+    source: Annotated[str, typer.Option("--source", help="Where the change came from.")] = "cli",
+    form: Annotated[
+        str | None, typer.Option("--form", help="Proof: the form or document that collected it.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Record a consent change for a person, now (or at --now). A grant also supersedes older
+    revocations recorded under the person's other ids; a revocation wins everywhere."""
+    if status not in STATUSES:
+        raise ConsentError(f"unknown consent status {status!r}", hint="use granted or revoked")
+    pin_now(now)
+    with open_session(project) as session:
+        wh, proj = session.warehouse, session.project
+        customer_id = resolve(wh, proj, who)
+        result = set_consent(
+            wh,
+            customer_id,
+            purpose=purpose,
+            status=status,
+            channel=channel,
+            source=source,
+            at=clock.now(),
+            proof={"form": form} if form else None,
+            source_kinds=proj.config.identity.source_kinds,
+        )
+        log_action(
+            wh,
+            action="consent",
+            actor="cli",
+            customer_id=customer_id,
+            key=_key(proj.config.signing_key),
+            detail={"purpose": purpose, "channel": channel, "status": status, "source": source},
+        )
+    if json:
+        emit_json(result)
+        return
+    verdict = "may" if result["allowed"] else "may not"
+    state = "changed" if result["changed"] else "unchanged: a newer change is recorded"
+    if result["superseded"]:
+        state += f", superseded {result['superseded']} older revocation(s)"
+    console().print(
+        f"{purpose} on {channel}: {status} for customer {customer_id} ({state}). "
+        f"They {verdict} be contacted for it now."
+    )
+
+
+@consent_app.command("show")
+def show_command(who: WhoArg, project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+    """A person's consent rows (under every id they hold) and their history with proof."""
+    with open_session(project) as session:
+        wh, proj = session.warehouse, session.project
+        customer_id = resolve(wh, proj, who)
+        rows = consent_rows(wh, customer_id, proj.config.identity.source_kinds)
+        keys = sorted({r.key for r in rows} | {customer_id})
+        history = wh.fetch_arrow(
+            "SELECT customer_id AS key, purpose, channel, status, source, changed_at, ip, "
+            "user_agent, form, confirmed_at FROM consent_history "
+            "WHERE customer_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
+            "ORDER BY changed_at, purpose, channel",
+            [keys],
+        ).to_pylist()
+    current = [vars(r) for r in rows]
+    if json:
+        emit_json({"customer_id": customer_id, "current": current, "history": history})
+        return
+    out = console()
+    table = Table("purpose", "channel", "status", "source", "updated at", "key", title="Consent")
+    for r in rows:
+        table.add_row(r.purpose, r.channel, r.status, r.source, str(r.updated_at), r.key)
+    out.print(table)
+    hist = Table("changed at", "purpose", "channel", "status", "source", "form", title="History")
+    for h in history:
+        hist.add_row(
+            str(h["changed_at"]),
+            h["purpose"],
+            h["channel"],
+            h["status"],
+            h["source"],
+            str(h["form"] or ""),
+        )
+    out.print(hist)

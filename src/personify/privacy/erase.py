@@ -1,0 +1,275 @@
+"""Erasure: remove a person from every table and file, leave a tombstone, report per step.
+
+Steps, each in its own transaction together with its ``erasure_progress`` row (so a re-run after
+a crash skips what is done — resumable — and a finished erasure run again changes nothing —
+idempotent):
+
+1. ``tombstone`` — a suppression per email and phone the person holds: a keyed hash
+   (:mod:`.hashing`), never the address. Re-ingested data that brings the address back is
+   linked to it by the privacy stage, so no marketable profile comes back until the person opts
+   in again after the erasure. The person's other suppressions lose their customer id.
+2. ``outbox`` — ``.eml`` files written to them (by the index's customer id, or their address in
+   the file) are deleted and ``index.jsonl`` rewritten without their lines.
+3. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
+   found by their ``customer_id`` column): their rows deleted — events reached through any linked
+   identifier, order items through their orders, quarantined payloads that mention an identifier
+   — and, in the rows that remain, JSON values that mention their email or phone replaced by
+   ``"[erased]"`` (a referral's ``properties`` …).
+4. ``identity`` — last, in one transaction: the identity graph, provenance
+   (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
+   found again, which is what makes the steps before resumable.
+
+The audit log gets one ``erase`` entry with the per-step counts (no personal data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from personify import clock
+from personify.config import Project
+from personify.errors import NotFound
+from personify.privacy.audit import customer_hash, log_action
+from personify.privacy.export import outbox_folder
+from personify.privacy.footprint import Footprint, footprint, personal_tables, where
+from personify.privacy.hashing import HASHED_KINDS, hash_normalized, project_key, subject_hash
+from personify.privacy.subjects import resolve
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.schema import ERASURE_PROGRESS, SUPPRESSIONS, Table
+
+IDENTITY_STEP = "identity"
+IDENTITY_TABLES: tuple[str, ...] = (
+    "identities",
+    "profile_observations",
+    "identity_edges",
+    "identity_refusals",
+    "identity_nodes",
+    "customer_ids",
+)
+"""Erased last, together: until then the person's footprint can be computed again."""
+_FIRST: tuple[str, ...] = ("order_items",)
+"""Tables erased before the others (order items are found through their orders)."""
+_SPECIAL = frozenset({"suppressions"})
+REDACTED = "[erased]"
+
+
+@dataclass
+class StepReport:
+    step: str
+    rows: int
+    status: str
+    """``done`` now, ``already_done`` by an earlier run."""
+
+
+@dataclass
+class ErasureReport:
+    erasure_id: str
+    status: str
+    """``erased``, or ``already_erased`` when nothing was left."""
+    steps: list[StepReport] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "erasure_id": self.erasure_id,
+            "status": self.status,
+            "steps": [vars(s) for s in self.steps],
+            "rows": sum(s.rows for s in self.steps),
+        }
+
+
+def erase_subject(
+    wh: Warehouse, project: Project, who: str, *, actor: str = "cli"
+) -> ErasureReport:
+    """Erase the person ``who`` names everywhere (see the module docstring)."""
+    key = project_key(project)
+    try:
+        customer_id = resolve(wh, project, who)
+    except NotFound:
+        if _already_erased(wh, key, who, project):
+            return ErasureReport(customer_hash(key, who.strip()), "already_erased")
+        raise
+    erasure_id = customer_hash(key, customer_id)
+    done = {
+        str(s): int(n)
+        for s, n in wh.fetch(
+            "SELECT step, rows FROM erasure_progress WHERE erasure_id = ?", [erasure_id]
+        )
+    }
+    f = footprint(wh, customer_id, project.config.identity)
+    report = ErasureReport(erasure_id, "erased")
+
+    def step(name: str, run: Any) -> None:
+        if name in done:
+            report.steps.append(StepReport(name, done[name], "already_done"))
+            return
+        with wh.transaction():
+            rows = int(run())
+            _progress(wh, erasure_id, name, rows)
+        report.steps.append(StepReport(name, rows, "done"))
+
+    step("tombstone", lambda: _tombstone(wh, key, f))
+    step("outbox", lambda: _outbox(outbox_folder(project), f))
+    tables = [t for t in personal_tables() if t.name not in IDENTITY_TABLES + tuple(_SPECIAL)]
+    tables.sort(key=lambda t: 0 if t.name in _FIRST else 1)
+    for t in tables:
+        step(t.name, lambda t=t: _erase_table(wh, t, f))
+    step(IDENTITY_STEP, lambda: _erase_identity(wh, f))
+    with wh.transaction():
+        log_action(
+            wh,
+            action="erase",
+            actor=actor,
+            customer_id=customer_id,
+            key=key,
+            detail={s.step: s.rows for s in report.steps},
+        )
+    return report
+
+
+def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> bool:
+    text = who.strip()
+    if wh.scalar(
+        "SELECT count(*) FROM erasure_progress WHERE erasure_id = ? AND step = ?",
+        [customer_hash(key, text), IDENTITY_STEP],
+    ):
+        return True
+    hashes = [subject_hash(key, k, text, project.config.identity) for k in HASHED_KINDS]
+    found = wh.scalar(
+        "SELECT count(*) FROM suppressions WHERE reason = 'erased' "
+        "AND subject_hash IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+        [hashes],
+    )
+    return bool(found)
+
+
+def _progress(wh: Warehouse, erasure_id: str, step: str, rows: int) -> None:
+    wh.load(
+        ERASURE_PROGRESS,
+        pa.table(
+            {
+                "erasure_id": [erasure_id],
+                "step": [step],
+                "status": ["done"],
+                "rows": pa.array([rows], pa.int64()),
+                "finished_at": pa.array([clock.now()], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        on_conflict="ignore",
+    )
+
+
+def _tombstone(wh: Warehouse, key: bytes, f: Footprint) -> int:
+    pairs = sorted({(k, hash_normalized(key, k, v)) for _, k, v in f.nodes if k in HASHED_KINDS})
+    if pairs:
+        now = clock.now()
+        wh.load(
+            SUPPRESSIONS,
+            pa.table(
+                {
+                    "subject_hash": [p[1] for p in pairs],
+                    "kind": [p[0] for p in pairs],
+                    "customer_id": pa.nulls(len(pairs), pa.string()),
+                    "reason": ["erased"] * len(pairs),
+                    "source": ["erasure"] * len(pairs),
+                    "created_at": pa.array([now] * len(pairs), pa.timestamp("us", tz="UTC")),
+                }
+            ),
+            on_conflict="update",
+            update_columns=["customer_id"],
+        )
+    wh.execute(
+        "UPDATE suppressions SET customer_id = NULL "
+        "WHERE customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+        [list(f.customer_ids)],
+    )
+    return len(pairs)
+
+
+def _outbox(folder: Path | None, f: Footprint) -> int:
+    """Delete the person's ``.eml`` files and their index lines; returns files deleted."""
+    if folder is None or not folder.is_dir():
+        return 0
+    ids = set(f.customer_ids)
+    needles = [e.encode("utf-8") for e in f.emails]
+    doomed: set[str] = set()
+    index = folder / "index.jsonl"
+    kept: list[str] = []
+    lines = index.read_text(encoding="utf-8").splitlines() if index.exists() else []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            kept.append(line)
+            continue
+        if isinstance(entry, dict) and entry.get("customer_id") in ids:
+            doomed.add(str(entry.get("file")))
+        else:
+            kept.append(line)
+    for path in folder.glob("*.eml"):
+        if path.name in doomed:
+            continue
+        if needles and any(n in path.read_bytes().lower() for n in needles):
+            doomed.add(path.name)
+    removed = 0
+    for name in sorted(doomed):
+        path = folder / Path(name).name
+        if path.exists():
+            path.unlink()
+            removed += 1
+    if len(kept) != len(lines) or doomed:
+        kept = [ln for ln in kept if not _names_file(ln, doomed)]
+        tmp = index.with_name(f".{index.name}.erase.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        os.replace(tmp, index)
+    return removed
+
+
+def _names_file(line: str, names: set[str]) -> bool:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and str(entry.get("file")) in names
+
+
+def _erase_table(wh: Warehouse, t: Table, f: Footprint) -> int:
+    cond, params = where(t, f)
+    rows = wh.execute(f"DELETE FROM {quote(t.name)} WHERE {cond}", params)
+    return max(rows, 0) + _scrub_json(wh, t, f)
+
+
+def _scrub_json(wh: Warehouse, t: Table, f: Footprint) -> int:
+    """In the rows that remain, JSON values mentioning the person's email or phone."""
+    terms = sorted({*f.emails, *f.phones})
+    json_cols = [c.name for c in t.columns if c.type == "JSON"]
+    if not terms or not json_cols:
+        return 0
+    pattern = "|".join(re.escape(term) for term in terms)
+    changed = 0
+    for col in json_cols:
+        q = quote(col)
+        changed += max(
+            wh.execute(
+                f"UPDATE {quote(t.name)} SET {q} = CAST(regexp_replace(CAST({q} AS VARCHAR), ?, "
+                f"?, 'gi') AS JSON) WHERE regexp_matches(CAST({q} AS VARCHAR), ?, 'i')",
+                [pattern, REDACTED, pattern],
+            ),
+            0,
+        )
+    return changed
+
+
+def _erase_identity(wh: Warehouse, f: Footprint) -> int:
+    total = 0
+    for name in IDENTITY_TABLES:
+        t = next(t for t in personal_tables() if t.name == name)
+        cond, params = where(t, f)
+        total += max(wh.execute(f"DELETE FROM {quote(name)} WHERE {cond}", params), 0)
+    return total

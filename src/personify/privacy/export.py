@@ -1,0 +1,85 @@
+"""Subject access export: everything held about a person, as one JSON-ready document.
+
+Every personal table (:mod:`.footprint`) contributes the rows that are the person's — the
+profile, identities, events (anonymous ones linked through the graph too), orders and their
+items, tickets, consent and its history with proof, messages, tags, memberships, audience
+changes, discount codes, journey state, provenance (``profile_observations``), the identity graph
+around them, source records — plus the quarantined payloads that mention one of their identifiers,
+and the outbox files written to them. Suppression rows are listed without their hashes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from personify import clock
+from personify.config import OutboxDelivery, Project
+from personify.privacy.footprint import Footprint, footprint, personal_tables, where
+from personify.privacy.subjects import resolve
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.schema import Table
+
+FORMAT_VERSION = 1
+_HIDDEN: dict[str, tuple[str, ...]] = {"suppressions": ("subject_hash",)}
+"""Columns left out of the export (keyed hashes mean nothing to the person)."""
+
+
+def _rows(wh: Warehouse, table: Table, f: Footprint) -> list[dict[str, Any]]:
+    cond, params = where(table, f)
+    cols = [c for c in table.column_names if c not in _HIDDEN.get(table.name, ())]
+    order = ", ".join(quote(c) for c in (table.primary_key or table.column_names[:2]))
+    rows: list[dict[str, Any]] = wh.fetch_arrow(
+        f"SELECT {', '.join(quote(c) for c in cols)} FROM {quote(table.name)} "
+        f"WHERE {cond} ORDER BY {order}",
+        params,
+    ).to_pylist()
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, str) and table.column(key).type == "JSON":
+                try:
+                    row[key] = json.loads(value)
+                except ValueError:
+                    pass
+    return rows
+
+
+def outbox_folder(project: Project) -> Path | None:
+    """The outbox folder, when the project delivers to one."""
+    delivery = project.config.delivery
+    return project.path(delivery.path) if isinstance(delivery, OutboxDelivery) else None
+
+
+def outbox_entries(folder: Path | None, f: Footprint) -> list[dict[str, Any]]:
+    """Index entries of the outbox written to the person (by customer id)."""
+    if folder is None or not (folder / "index.jsonl").exists():
+        return []
+    ids = set(f.customer_ids)
+    found = []
+    for line in (folder / "index.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("customer_id") in ids:
+            found.append(entry)
+    return found
+
+
+def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
+    """Everything about the person ``who`` names. Raises :class:`~personify.errors.NotFound`."""
+    customer_id = resolve(wh, project, who)
+    f = footprint(wh, customer_id, project.config.identity)
+    tables = {t.name: _rows(wh, t, f) for t in personal_tables()}
+    return {
+        "format": FORMAT_VERSION,
+        "generated_at": clock.now(),
+        "customer_id": customer_id,
+        "customer_ids": list(f.customer_ids),
+        "identifiers": [{"kind": k, "value": v} for _, k, v in f.nodes],
+        "profile": next(iter(tables.get("customers", [])), None),
+        "tables": tables,
+        "outbox": outbox_entries(outbox_folder(project), f),
+        "counts": {name: len(rows) for name, rows in tables.items()},
+    }

@@ -1,0 +1,228 @@
+"""Where a person's data lives: every table, classified, and the rows of each that are theirs.
+
+:data:`NOT_PERSONAL` names the tables that hold no personal data (the catalogue, bookkeeping,
+keyed hashes). Tables with their own rule are in :data:`RULES`; every other table with a
+``customer_id`` column is theirs where ``customer_id`` is one of the person's ids — so a table added
+later (journey state, delivery ledgers …) is exported and erased without code here. A table that is
+in none of these (personal data without a ``customer_id``) makes :func:`unclassified` non-empty,
+and the test suite fails until it gets a rule.
+
+A :class:`Footprint` is computed from the identity graph: the customer's ids (with those merged
+into it), every identifier node (emails, phones, user ids, anonymous ids, source ids), and the
+``(source, id)`` pairs source-keyed rows carry (``identity.source_kinds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from personify.config import IdentityConfig
+from personify.privacy.subjects import customer_keys
+from personify.warehouse.base import Warehouse
+from personify.warehouse.schema import TABLES, Table
+
+NOT_PERSONAL: frozenset[str] = frozenset(
+    {
+        "products",
+        "file_imports",
+        "source_state",
+        "pipeline_runs",
+        "identity_state",
+        "segment_state",
+        "consent_kinds",
+        "erasure_progress",
+        "audit_log",
+        "journey_state",
+    }
+)
+"""Tables without personal data (the audit log and tombstones hold keyed hashes only)."""
+
+MIN_SEARCH_LENGTH = 6
+"""Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would
+match other people's payloads."""
+
+_IN = "IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The keys a person's rows are found by."""
+
+    customer_id: str
+    customer_ids: tuple[str, ...]
+    """The customer id and every id merged into it."""
+    nodes: tuple[tuple[int, str, str], ...]
+    """Identity nodes ``(node_id, kind, value)`` (values normalized)."""
+    source_pairs: tuple[str, ...]
+    """``source|id`` for every source whose ids are a kind the person holds."""
+
+    def values(self, *kinds: str) -> list[str]:
+        return sorted({v for _, k, v in self.nodes if k in kinds})
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted({n for n, _, _ in self.nodes})
+
+    @property
+    def node_pairs(self) -> list[str]:
+        return sorted({f"{k}|{v}" for _, k, v in self.nodes})
+
+    @property
+    def emails(self) -> list[str]:
+        return self.values("email")
+
+    @property
+    def phones(self) -> list[str]:
+        return self.values("phone")
+
+    @property
+    def search_terms(self) -> list[str]:
+        """Lower-cased identifiers worth searching free text for (payloads, nested JSON)."""
+        terms = {v.lower() for _, k, v in self.nodes if k in ("email", "phone")}
+        terms |= {v.lower() for _, _, v in self.nodes if len(v) >= MIN_SEARCH_LENGTH}
+        return sorted(terms)
+
+
+def footprint(
+    wh: Warehouse, customer_id: str, identity: IdentityConfig, sources: list[str] | None = None
+) -> Footprint:
+    """The footprint of ``customer_id`` (a current id) as the warehouse holds it now."""
+    ids = customer_keys(wh, customer_id)
+    nodes = tuple(
+        (int(n), str(k), str(v))
+        for n, k, v in wh.fetch(
+            "SELECT node_id, kind, value FROM identity_nodes WHERE customer_id "
+            f"{_IN} ORDER BY node_id",
+            [ids],
+        )
+    )
+    if sources is None:
+        sources = _sources(wh)
+    held: dict[str, set[str]] = {}
+    for _, kind, value in nodes:
+        held.setdefault(kind, set()).add(value)
+    pairs = sorted(f"{s}|{v}" for s in sources for v in held.get(identity.kind_for_source(s), ()))
+    return Footprint(customer_id, tuple(ids), nodes, tuple(pairs))
+
+
+def _sources(wh: Warehouse) -> list[str]:
+    rows = wh.fetch(
+        "SELECT DISTINCT source FROM customer_records UNION SELECT DISTINCT source FROM orders "
+        "UNION SELECT DISTINCT source FROM tickets UNION SELECT DISTINCT source FROM consents "
+        "UNION SELECT DISTINCT source FROM consent_history"
+    )
+    return sorted(str(r[0]) for r in rows)
+
+
+Where = tuple[str, list[Any]]
+Rule = Callable[[Footprint], Where]
+
+
+def _keys(f: Footprint) -> Where:
+    return f"customer_id {_IN}", [list(f.customer_ids)]
+
+
+def _events(f: Footprint) -> Where:
+    return (
+        f"customer_id {_IN} OR user_id {_IN} OR anonymous_id {_IN}",
+        [list(f.customer_ids), f.values("user_id"), f.values("anonymous_id")],
+    )
+
+
+def _by_source_id(id_col: str) -> Rule:
+    def rule(f: Footprint) -> Where:
+        return (
+            f"customer_id {_IN} OR lower(trim(email)) {_IN} OR (source || '|' || {id_col}) {_IN}",
+            [list(f.customer_ids), f.emails, list(f.source_pairs)],
+        )
+
+    return rule
+
+
+def _records(f: Footprint) -> Where:
+    return (
+        f"lower(trim(email)) {_IN} OR user_id {_IN} OR (source || '|' || record_id) {_IN}",
+        [f.emails, f.values("user_id"), list(f.source_pairs)],
+    )
+
+
+def _consents(f: Footprint) -> Where:
+    return (
+        f"customer_id {_IN} OR (source || '|' || customer_id) {_IN}",
+        [list(f.customer_ids), list(f.source_pairs)],
+    )
+
+
+def _identities(f: Footprint) -> Where:
+    return (
+        f"customer_id {_IN} OR (kind || '|' || value) {_IN}",
+        [list(f.customer_ids), f.node_pairs],
+    )
+
+
+def _nodes(f: Footprint) -> Where:
+    return f"customer_id {_IN} OR node_id IN (SELECT unnest(CAST(? AS BIGINT[])))", [
+        list(f.customer_ids),
+        f.node_ids,
+    ]
+
+
+def _node_col(*cols: str) -> Rule:
+    def rule(f: Footprint) -> Where:
+        parts = [f"{c} IN (SELECT unnest(CAST(? AS BIGINT[])))" for c in cols]
+        return " OR ".join(parts), [f.node_ids for _ in cols]
+
+    return rule
+
+
+def _order_items(f: Footprint) -> Where:
+    where, params = _by_source_id("source_customer_id")(f)
+    return f"order_id IN (SELECT order_id FROM orders WHERE {where})", params
+
+
+def _quarantine(f: Footprint) -> Where:
+    return (
+        "EXISTS (SELECT 1 FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS term) t "
+        "WHERE strpos(lower(coalesce(payload, '') || ' ' || detail), t.term) > 0)",
+        [f.search_terms],
+    )
+
+
+RULES: Mapping[str, Rule] = {
+    "events": _events,
+    "orders": _by_source_id("source_customer_id"),
+    "order_items": _order_items,
+    "tickets": _by_source_id("source_customer_id"),
+    "customer_records": _records,
+    "consents": _consents,
+    "consent_history": _consents,
+    "identities": _identities,
+    "identity_nodes": _nodes,
+    "identity_edges": _node_col("a", "b"),
+    "identity_refusals": _node_col("a", "b"),
+    "profile_observations": _node_col("node_id"),
+    "quarantine": _quarantine,
+}
+"""Tables whose rows are found by more than ``customer_id``."""
+
+
+def personal_tables() -> list[Table]:
+    """Every table that may hold a person's data, in schema order."""
+    return [t for t in TABLES if t.name not in NOT_PERSONAL and _classified(t)]
+
+
+def _classified(t: Table) -> bool:
+    return t.name in RULES or "customer_id" in t.column_names
+
+
+def unclassified() -> list[str]:
+    """Tables nobody said how to find a person's rows in (must stay empty)."""
+    return [t.name for t in TABLES if t.name not in NOT_PERSONAL and not _classified(t)]
+
+
+def where(table: Table, f: Footprint) -> Where:
+    """The condition selecting ``f``'s rows of ``table``."""
+    rule = RULES.get(table.name, _keys)
+    return rule(f)

@@ -1,0 +1,63 @@
+"""The pipeline stage ``privacy`` (after profiles, before audiences and journeys).
+
+1. copies ``identity.source_kinds`` into ``consent_kinds`` (how SQL resolves consent rows keyed by
+   a source's own id);
+2. records consent sent with tracking events (``context.consent``, :mod:`.tracking`), and gives
+   consent states that files and CRM syncs wrote straight into ``consents`` their history row;
+3. re-links suppression tombstones: an email or phone suppression (an erasure, an unsubscribe)
+   holds only a keyed hash; when re-ingested data brings the address back under a new customer,
+   the tombstone is pointed at that customer, so it is not marketable again until it opts in
+   after the tombstone (see :func:`~personify.privacy.consent.consented`).
+"""
+
+from __future__ import annotations
+
+from personify.privacy.consent import backfill_history, sync_source_kinds
+from personify.privacy.hashing import HASHED_KINDS, hash_normalized
+from personify.privacy.tracking import apply_tracking_consent
+from personify.session import Session
+from personify.warehouse.base import Warehouse
+
+
+def relink_tombstones(wh: Warehouse, key: bytes) -> int:
+    """Point every email/phone suppression at the customer now holding its address (a tombstone
+    whose address nobody holds keeps its customer). Returns the number re-linked."""
+    marks = ", ".join("?" for _ in HASHED_KINDS)
+    tombs = {
+        (str(k), str(h)): c
+        for k, h, c in wh.fetch(
+            f"SELECT kind, subject_hash, customer_id FROM suppressions WHERE kind IN ({marks})",
+            list(HASHED_KINDS),
+        )
+    }
+    if not tombs:
+        return 0
+    moved = 0
+    for kind, value, customer_id in wh.fetch(
+        "SELECT kind, value, customer_id FROM identity_nodes "
+        f"WHERE kind IN ({marks}) AND customer_id IS NOT NULL AND NOT blocked",
+        list(HASHED_KINDS),
+    ):
+        pair = (str(kind), hash_normalized(key, str(kind), str(value)))
+        if pair in tombs and tombs[pair] != customer_id:
+            wh.execute(
+                "UPDATE suppressions SET customer_id = ? WHERE kind = ? AND subject_hash = ?",
+                [customer_id, *pair],
+            )
+            tombs[pair] = customer_id
+            moved += 1
+    return moved
+
+
+def privacy_stage(session: Session) -> dict[str, int]:
+    """Pipeline stage ``privacy``: consent kinds, tracking consent, tombstones re-linked."""
+    wh, project = session.warehouse, session.project
+    secret = project.config.signing_key
+    with wh.transaction():
+        sync_source_kinds(wh, project.config.identity.source_kinds)
+        counts = {"consent_changes": apply_tracking_consent(wh)}
+        counts["consent_history_added"] = backfill_history(wh)
+        counts["tombstones_relinked"] = (
+            relink_tombstones(wh, secret.reveal().encode("utf-8")) if secret else 0
+        )
+    return counts

@@ -1,0 +1,149 @@
+"""Consent sent with tracking events (``context.consent``), read set-wise after identity.
+
+The privacy stage reads the events stored since its last pass that carry ``context.consent``
+and whose person is known (``events.customer_id``, filled by identity resolution), and records
+each change with :func:`~personify.privacy.consent.record` — the event time as the time of the
+change, ``context.ip`` / ``context.userAgent`` / the page as proof. Anonymous-only events are
+skipped: no address to email, nothing to consent to yet. Accepted shapes::
+
+    {"categoryPreferences": {"email_marketing": true, "profiling": false}}   # Segment's
+    {"email_marketing": "granted", "sms_marketing": {"status": "revoked", "channel": "sms"}}
+    [{"purpose": "email_marketing", "status": "granted", "form": "footer",
+      "confirmed_at": "2026-01-02T10:00:00Z"}]
+
+A purpose without a channel is about ``email``. Unreadable entries are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from personify.identity import state
+from personify.privacy.consent import record
+from personify.warehouse.base import Warehouse
+
+WATERMARK = "privacy.consent_events"
+
+
+@dataclass(frozen=True)
+class Change:
+    purpose: str
+    channel: str
+    status: str
+    proof: dict[str, Any]
+
+
+def _status(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "granted" if value else "revoked"
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in {"granted", "grant", "opt_in", "opted_in", "yes", "true", "subscribed"}:
+            return "granted"
+        if v in {
+            "revoked",
+            "revoke",
+            "denied",
+            "opt_out",
+            "opted_out",
+            "no",
+            "false",
+            "unsubscribed",
+        }:
+            return "revoked"
+    return None
+
+
+def _item(purpose: object, value: object) -> Change | None:
+    if not isinstance(purpose, str) or not purpose.strip():
+        return None
+    extra: dict[str, Any] = {}
+    channel = "email"
+    if isinstance(value, Mapping):
+        status = _status(value.get("status", value.get("granted")))
+        channel = str(value.get("channel") or "email")
+        for key, alias in (("form", "form"), ("confirmed_at", "confirmedAt")):
+            found = value.get(key, value.get(alias))
+            if found is not None:
+                extra[key] = found
+    else:
+        status = _status(value)
+    if status is None:
+        return None
+    return Change(purpose.strip(), channel, status, extra)
+
+
+def changes(consent: object) -> list[Change]:
+    """The consent changes a ``context.consent`` value states (see the module doc)."""
+    found: list[Change | None] = []
+    if isinstance(consent, list):
+        for entry in consent:
+            if isinstance(entry, Mapping):
+                found.append(_item(entry.get("purpose"), entry))
+    elif isinstance(consent, Mapping):
+        prefs = consent.get("categoryPreferences")
+        if isinstance(prefs, Mapping):
+            found += [_item(k, v) for k, v in prefs.items()]
+        found += [_item(k, v) for k, v in consent.items() if k != "categoryPreferences"]
+    return [c for c in found if c is not None]
+
+
+def _proof(context: Mapping[str, Any], change: Change) -> dict[str, Any]:
+    proof: dict[str, Any] = {}
+    if context.get("ip"):
+        proof["ip"] = context["ip"]
+    if context.get("userAgent"):
+        proof["user_agent"] = context["userAgent"]
+    page = context.get("page")
+    if isinstance(page, Mapping) and page.get("url"):
+        proof["form"] = page["url"]
+    proof.update(change.proof)
+    return proof
+
+
+def _rows(wh: Warehouse) -> Iterator[tuple[str, str, datetime, str, str]]:
+    upto = state.latest(wh, "events")
+    if upto is None:
+        return
+    after = state.get_instant(wh, WATERMARK)
+    where, params = "received_at <= ?", [upto]
+    if after is not None:
+        where, params = "received_at >= ? AND received_at <= ?", [after, upto]
+    yield from wh.fetch(
+        "SELECT customer_id, source, timestamp, message_id, CAST(context AS VARCHAR) FROM events "
+        f"WHERE {where} AND customer_id IS NOT NULL "
+        "AND json_extract(context, '$.consent') IS NOT NULL ORDER BY timestamp, message_id",
+        params,
+    )
+    state.put(wh, WATERMARK, upto.isoformat())
+
+
+def apply_tracking_consent(wh: Warehouse) -> int:
+    """Record the consent changes of events stored since the last pass; returns how many
+    changed a current state."""
+    changed = 0
+    for customer_id, source, at, message_id, text in list(_rows(wh)):
+        try:
+            context = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            continue
+        if not isinstance(context, dict):
+            continue
+        for change in changes(context.get("consent")):
+            proof = _proof(context, change) | {"message_id": message_id}
+            changed += record(
+                wh,
+                subject=customer_id,
+                purpose=change.purpose,
+                channel=change.channel,
+                status=change.status,
+                source=source,
+                at=at,
+                proof=proof,
+            )
+    return changed

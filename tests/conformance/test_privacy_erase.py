@@ -1,0 +1,410 @@
+"""Erasure on every backend: unique markers planted for one person in every store (events under
+several ids, nested JSON, quarantine, messages, the outbox, provenance, every table with a
+``customer_id`` — journey tables included, found by the schema), erased, then every table and file
+scanned: no marker left, others untouched; re-ingesting the person's old records does not bring a
+marketable profile back until they opt in again. Also: the export finds the same footprint."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from personify import clock
+from personify.config import Project, parse_config
+from personify.identity import resolve_batch
+from personify.privacy.consent import consented
+from personify.privacy.erase import erase_subject
+from personify.privacy.export import export_subject
+from personify.privacy.footprint import NOT_PERSONAL, RULES, unclassified
+from personify.privacy.stage import privacy_stage
+from personify.profiles import profiles_stage
+from personify.session import Session
+from personify.warehouse import Warehouse, table
+from personify.warehouse.schema import TABLES
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=40)
+TS = pa.timestamp("us", tz="UTC")
+MARKERS = ("zorblatt", "ann.marker@x.org", "u-ann-777", "anon-ann-123456", "612345678", "c-ann-1")
+
+
+def _project(tmp: Path, url: str) -> Project:
+    text = (
+        f"warehouse: {url}\nsigning_key: test-signing-key\n"
+        "identity:\n  source_kinds:\n    shop: user_id\n"
+    )
+    return Project(parse_config(text), tmp, tmp / "personify.yml")
+
+
+def _load(wh: Warehouse, name: str, rows: list[dict[str, Any]]) -> None:
+    t = table(name)
+    names = list(dict.fromkeys(c for r in rows for c in r))
+    wh.load(
+        t,
+        pa.table(
+            {
+                c: pa.array(
+                    [r.get(c) for r in rows], TS if t.column(c).type == "TIMESTAMPTZ" else None
+                )
+                for c in names
+            }
+        ),
+    )
+
+
+def _day(n: int) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+def _ingest(wh: Warehouse) -> None:
+    _load(
+        wh,
+        "customer_records",
+        [
+            {
+                "source": "crm",
+                "record_id": "c-ann-1",
+                "email": "Ann.Marker@X.org",
+                "first_name": "Zorblatt",
+                "phone": "+33 6 12 34 56 78",
+                "attributes": '{"nick": {"deep": ["Zorblatt"]}}',
+                "observed_at": _day(0),
+                "received_at": _day(0),
+            },
+            {
+                "source": "crm",
+                "record_id": "c-bob-1",
+                "email": "bob@x.org",
+                "first_name": "Bob",
+                "observed_at": _day(0),
+                "received_at": _day(0),
+            },
+        ],
+    )
+    _load(
+        wh,
+        "events",
+        [
+            {
+                "message_id": "m-ann-1",
+                "type": "identify",
+                "anonymous_id": "anon-ann-123456",
+                "user_id": "u-ann-777",
+                "traits": '{"email": "ann.marker@x.org"}',
+                "timestamp": _day(1),
+                "received_at": _day(1),
+                "source": "web",
+            },
+            {
+                "message_id": "m-ann-2",
+                "type": "track",
+                "event": "Viewed",
+                "anonymous_id": "anon-ann-123456",
+                "properties": '{"n": {"deep": ["Zorblatt"]}}',
+                "timestamp": _day(2),
+                "received_at": _day(2),
+                "source": "web",
+            },
+            {
+                "message_id": "m-bob-1",
+                "type": "identify",
+                "user_id": "u-bob-888",
+                "traits": '{"email": "bob@x.org"}',
+                "timestamp": _day(1),
+                "received_at": _day(1),
+                "source": "web",
+            },
+            {
+                "message_id": "m-bob-2",
+                "type": "track",
+                "event": "Referred",
+                "user_id": "u-bob-888",
+                "properties": '{"friend": {"email": "Ann.Marker@X.org"}}',
+                "timestamp": _day(3),
+                "received_at": _day(3),
+                "source": "web",
+            },
+        ],
+    )
+    _load(
+        wh,
+        "orders",
+        [
+            {
+                "order_id": "o-ann",
+                "email": "ann.marker@x.org",
+                "source_customer_id": "u-ann-777",
+                "total": 10.0,
+                "created_at": _day(5),
+                "source": "shop",
+            }
+        ],
+    )
+    _load(
+        wh,
+        "order_items",
+        [
+            {
+                "order_id": "o-ann",
+                "line_no": 1,
+                "product_id": "p1",
+                "quantity": 1,
+                "price": 10.0,
+                "source": "shop",
+            }
+        ],
+    )
+    _load(
+        wh,
+        "tickets",
+        [
+            {
+                "ticket_id": "t-ann",
+                "email": "ann.marker@x.org",
+                "subject": "Zorblatt is upset",
+                "created_at": _day(6),
+                "source": "helpdesk",
+            }
+        ],
+    )
+    _load(
+        wh,
+        "consents",
+        [
+            {
+                "customer_id": "u-ann-777",
+                "purpose": "email_marketing",
+                "channel": "email",
+                "status": "granted",
+                "source": "shop",
+                "updated_at": _day(1),
+            },
+            {
+                "customer_id": "u-bob-888",
+                "purpose": "email_marketing",
+                "channel": "email",
+                "status": "granted",
+                "source": "shop",
+                "updated_at": _day(1),
+            },
+        ],
+    )
+    _load(
+        wh,
+        "quarantine",
+        [
+            {
+                "id": "q-ann",
+                "source": "crm",
+                "received_at": _day(1),
+                "reason": "invalid",
+                "detail": "bad phone",
+                "payload": '{"email": "ANN.MARKER@x.org", "name": "Zorblatt"}',
+            },
+            {
+                "id": "q-other",
+                "source": "crm",
+                "received_at": _day(1),
+                "reason": "invalid",
+                "detail": "bad",
+                "payload": '{"email": "carol@x.org"}',
+            },
+        ],
+    )
+
+
+def _run(wh: Warehouse, project: Project) -> None:
+    with clock.frozen(NOW):
+        session = Session(project, warehouse=wh)
+        resolve_batch(wh, project.config.identity)
+        profiles_stage(session)
+        privacy_stage(session)
+
+
+def _value(col: Any, marker: str) -> Any:
+    return {
+        "VARCHAR": f"{marker}-{col.name}",
+        "TIMESTAMPTZ": NOW,
+        "BIGINT": 1,
+        "DOUBLE": 1.0,
+        "BOOLEAN": False,
+        "DATE": NOW.date(),
+        "JSON": json.dumps({"m": [marker]}),
+    }[col.type]
+
+
+def _plant_everywhere(wh: Warehouse, customer_id: str) -> list[str]:
+    """A row with a marker in every table that has a customer_id and no rule of its own."""
+    planted = []
+    for t in TABLES:
+        if "customer_id" not in t.column_names or t.name in RULES or t.name in NOT_PERSONAL:
+            continue
+        if t.name in {"customers", "suppressions", "customer_ids"}:
+            continue
+        row = {c.name: _value(c, "Zorblatt") for c in t.columns}
+        row["customer_id"] = customer_id
+        _load(wh, t.name, [row])
+        planted.append(t.name)
+    return planted
+
+
+def _scan(wh: Warehouse) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for t in TABLES:
+        text = json.dumps(
+            wh.fetch_arrow(f'SELECT * FROM "{t.name}"').to_pylist(), default=str
+        ).lower()
+        hits = [m for m in MARKERS if m in text]
+        if hits:
+            found[t.name] = hits
+    return found
+
+
+def test_every_table_is_classified() -> None:
+    assert unclassified() == []
+
+
+@pytest.mark.slow
+def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _ingest(wh)
+    _run(wh, project)
+    ann = wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'u-ann-777'")
+    bob = wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'u-bob-888'")
+    assert ann and bob and ann != bob
+    assert consented(wh, [ann, bob], purpose="email_marketing") == {ann, bob}
+    planted = _plant_everywhere(wh, ann)
+    assert {"messages", "discount_codes", "customer_tags", "segment_memberships"} <= set(planted)
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "k-ann.eml").write_text("To: Zorblatt <ann.marker@x.org>\r\n\r\nHi Zorblatt")
+    (outbox / "k-ann2.eml").write_text("To: <Ann.Marker@X.org>\r\n\r\nHello")
+    (outbox / "k-bob.eml").write_text("To: Bob <bob@x.org>\r\n\r\nHi Bob")
+    (outbox / "index.jsonl").write_text(
+        json.dumps({"key": "k-ann", "customer_id": ann, "file": "k-ann.eml"})
+        + "\n"
+        + json.dumps({"key": "k-bob", "customer_id": bob, "file": "k-bob.eml"})
+        + "\n"
+    )
+
+    with clock.frozen(NOW):
+        doc = export_subject(wh, project, "ann.marker@x.org")
+    assert doc["customer_id"] == ann
+    counts = doc["counts"]
+    assert counts["events"] == 2 and counts["orders"] == 1 and counts["order_items"] == 1
+    assert counts["tickets"] == 1 and counts["quarantine"] == 1 and counts["consents"] == 1
+    assert {"anon-ann-123456", "u-ann-777"} <= {i["value"] for i in doc["identifiers"]}
+    assert all(counts[name] >= 1 for name in planted)
+    assert [e["key"] for e in doc["outbox"]] == ["k-ann"]
+    assert "bob@x.org" not in json.dumps(doc, default=str)
+
+    with clock.frozen(NOW):
+        report = erase_subject(wh, project, "ANN.MARKER@x.org")
+    assert report.status == "erased"
+    steps = {s.step: s for s in report.steps}
+    assert steps["outbox"].rows == 2 and steps["events"].rows >= 3  # 2 deleted + 1 scrubbed
+    assert _scan(wh) == {}
+    assert sorted(p.name for p in outbox.iterdir()) == ["index.jsonl", "k-bob.eml"]
+    assert "ann" not in (outbox / "index.jsonl").read_text().lower()
+    # others untouched, their JSON scrubbed of Ann's address only
+    assert wh.scalar("SELECT count(*) FROM events WHERE message_id LIKE 'm-bob-%'") == 2
+    assert "[erased]" in str(
+        wh.scalar("SELECT properties FROM events WHERE message_id = 'm-bob-2'")
+    )
+    assert wh.scalar("SELECT count(*) FROM quarantine") == 1
+    assert consented(wh, [bob], purpose="email_marketing") == {bob}
+    # idempotent: again by address or id changes nothing
+    with clock.frozen(NOW):
+        assert erase_subject(wh, project, "ann.marker@x.org").status == "already_erased"
+        assert erase_subject(wh, project, ann).status == "already_erased"
+    audit = wh.fetch("SELECT action, subject_hash FROM audit_log")
+    assert [a[0] for a in audit] == ["erase"] and ann not in str(audit)
+
+    # the old records come back (a re-sync): a customer again, but not marketable
+    wh.execute("DELETE FROM file_imports")
+    later = NOW + timedelta(days=1)
+    _load(
+        wh,
+        "customer_records",
+        [
+            {
+                "source": "crm",
+                "record_id": "c-ann-1",
+                "email": "ann.marker@x.org",
+                "observed_at": later,
+                "received_at": later,
+            }
+        ],
+    )
+    _load(
+        wh,
+        "consents",
+        [
+            {
+                "customer_id": "c-ann-1",
+                "purpose": "email_marketing",
+                "channel": "email",
+                "status": "granted",
+                "source": "crm",
+                "updated_at": _day(1),
+            }
+        ],
+    )
+    with clock.frozen(later):
+        session = Session(project, warehouse=wh)
+        resolve_batch(wh, project.config.identity)
+        profiles_stage(session)
+        counts = privacy_stage(session)
+    assert counts["tombstones_relinked"] == 1
+    again = wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'c-ann-1'")
+    assert again
+    assert consented(wh, [again], purpose="email_marketing") == set()
+    # … until they opt in again after the erasure
+    from personify.privacy.consent import record
+
+    record(
+        wh,
+        subject=again,
+        purpose="email_marketing",
+        status="granted",
+        source="web",
+        at=later + timedelta(hours=1),
+    )
+    assert consented(wh, [again], purpose="email_marketing") == {again}
+
+
+def test_erase_is_resumable(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A crash after some steps: the re-run skips them and finishes."""
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _ingest(wh)
+    _run(wh, project)
+    import personify.privacy.erase as erase_mod
+
+    real = erase_mod._erase_table
+    calls = {"n": 0}
+
+    def flaky(w: Warehouse, t: Any, f: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("crash")
+        return real(w, t, f)
+
+    erase_mod._erase_table = flaky
+    try:
+        with clock.frozen(NOW), pytest.raises(RuntimeError):
+            erase_subject(wh, project, "ann.marker@x.org")
+    finally:
+        erase_mod._erase_table = real
+    with clock.frozen(NOW):
+        report = erase_subject(wh, project, "ann.marker@x.org")
+    statuses = [s.status for s in report.steps]
+    assert statuses.count("already_done") == 5  # tombstone, outbox and three tables
+    assert report.status == "erased"
+    assert _scan(wh) == {}
