@@ -1,0 +1,418 @@
+"""Journeys on every backend: triggers, waits, goals, branches, tags, gates, sends, reruns.
+
+Customers, consents, products and events are loaded straight through Arrow; the engine and the
+send loop run in-process on a scaffolded project whose warehouse is the backend under test.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
+
+from personify import clock
+from personify.delivery import Delivered, Envelope, transport_for
+from personify.journeys import deliver, project_journeys, run_journeys
+from personify.scaffold import init_project
+from personify.session import Session, open_session
+from personify.warehouse import Warehouse, table
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Shop:
+    root: Path
+    session: Session
+
+    @property
+    def wh(self) -> Warehouse:
+        return self.session.warehouse
+
+    def write(self, relative: str, text: str) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def configure(self, yaml: str) -> None:
+        """Append ``yaml`` to personify.yml and reopen the session."""
+        file = self.root / "personify.yml"
+        file.write_text(file.read_text(encoding="utf-8") + "\n" + yaml, encoding="utf-8")
+        self.session.close()
+        self.session = open_session(self.root)
+
+    def run(self, at: datetime) -> dict[str, int]:
+        """Journeys then delivery at ``at``; the send counts by status."""
+        with clock.frozen(at):
+            project = self.session.project
+            journeys = project_journeys(project)
+            run_journeys(self.wh, project, journeys)
+            counts = deliver(self.wh, project, journeys, now=at)
+        return {"sent": counts.sent, "held": counts.held, **counts.statuses}
+
+    def messages(self) -> dict[str, tuple[str, str, str | None]]:
+        """customer_id:journey → (status, step, error), one per message (asserts uniqueness)."""
+        rows = self.wh.fetch("SELECT customer_id, journey, status, step, error FROM messages")
+        out: dict[str, tuple[str, str, str | None]] = {}
+        for customer, journey, status, step, error in rows:
+            key = f"{customer}:{journey}"
+            assert key not in out, f"two messages for {key}"
+            out[key] = (status, step, error)
+        return out
+
+    def outbox(self) -> list[Path]:
+        return sorted((self.root / "outbox").glob("*.eml"))
+
+
+@pytest.fixture
+def shop(warehouse_url: str, tmp_path: Path) -> Iterator[Shop]:
+    root = tmp_path / "shop"
+    init_project(root)
+    file = root / "personify.yml"
+    text = file.read_text(encoding="utf-8").replace(
+        "warehouse: duckdb:///warehouse.duckdb", f"warehouse: {warehouse_url}"
+    )
+    file.write_text(text, encoding="utf-8")
+    for path in (root / "journeys").glob("*.yml"):
+        path.unlink()
+    shop = Shop(root, open_session(root))
+    try:
+        yield shop
+    finally:
+        shop.session.close()
+
+
+def people(wh: Warehouse, *rows: dict[str, Any], consent: Sequence[str] = ()) -> None:
+    load_customers(
+        wh,
+        [{"email": f"{r['customer_id']}@example.com", "first_name": "Ann", **r} for r in rows],
+    )
+    load_consents(wh, [(c, "email_marketing", "granted") for c in consent])
+
+
+def events(wh: Warehouse, *rows: tuple[str, str, datetime, dict[str, Any]]) -> None:
+    data = [
+        {
+            "message_id": f"m{i}-{customer}-{name}",
+            "type": "track",
+            "event": name,
+            "customer_id": customer,
+            "user_id": customer,
+            "timestamp": at,
+            "received_at": at,
+            "source": "web",
+            "properties": json.dumps(props),
+        }
+        for i, (customer, name, at, props) in enumerate(rows)
+    ]
+    wh.load(table("events"), arrow_rows("events", data))
+
+
+def products(wh: Warehouse, count: int = 8) -> None:
+    rows = [
+        {
+            "product_id": f"p{i}",
+            "name": f"Product {i}",
+            "category": "Shoes" if i % 2 else "Bags",
+            "price": 10.0 + i,
+            "currency": "EUR",
+            "stock": 5,
+            "url": f"https://shop.example/p{i}",
+            "image_url": f"https://shop.example/p{i}.jpg",
+            "created_at": NOW - timedelta(days=i),
+            "source": "test",
+        }
+        for i in range(1, count + 1)
+    ]
+    wh.load(table("products"), arrow_rows("products", rows))
+
+
+def added(customer: str, cart: str, at: datetime, product: str = "p1") -> tuple[Any, ...]:
+    props = {"cart_id": cart, "product_id": product, "name": "Product 1", "price": 11.0}
+    return (customer, "Product Added", at, {**props, "quantity": 1})
+
+
+def parse(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def text_of(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+HELLO = """---
+subject: "Hello {{ customer.first_name }}"
+layout: none
+---
+<p>Hello {{ customer.first_name }}, {{ note }}</p>
+"""
+
+
+def test_abandoned_cart_gates_goal_lookback_and_rerun(shop: Shop) -> None:
+    shop.write(
+        "journeys/abandoned_cart.yml",
+        (
+            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
+        ).read_text(encoding="utf-8"),
+    )
+    wh = shop.wh
+    products(wh)
+    ids = ["a", "b", "c", "d", "e", "f"]
+    people(wh, *({"customer_id": c} for c in ids), consent=[c for c in ids if c != "d"])
+    wh.execute(
+        "INSERT INTO suppressions (subject_hash, kind, customer_id, reason, created_at) "
+        "VALUES ('h-e', 'customer_id', 'e', 'unsubscribed', ?)",
+        [NOW - 10 * HOUR],
+    )
+    events(
+        wh,
+        added("a", "ca", NOW - 3 * HOUR),
+        added("a", "ca", NOW - 2 * HOUR, "p2"),
+        added("b", "cb", NOW - 3 * HOUR),
+        ("b", "Order Completed", NOW - 2.5 * HOUR, {"cart_id": "cb", "order_id": "o1"}),
+        added("c", "cc", NOW - 0.5 * HOUR),
+        added("d", "cd", NOW - 3 * HOUR),
+        added("e", "ce", NOW - 3 * HOUR),
+        added("f", "cf", NOW - 72 * HOUR),
+    )
+
+    first = shop.run(NOW)
+    assert first["sent"] == 1
+    assert shop.messages() == {
+        "a:abandoned_cart": ("sent", "remind", None),
+        "d:abandoned_cart": (
+            "skipped_consent",
+            "remind",
+            "no consent for email_marketing by email",
+        ),
+        "e:abandoned_cart": (
+            "skipped_suppressed",
+            "remind",
+            "suppressed (unsubscribed, bounced, complained or erased)",
+        ),
+    }
+    states = dict(
+        wh.fetch("SELECT customer_id, coalesce(exit_reason, status) FROM journey_instances")
+    )
+    assert states == {
+        "a": "completed",
+        "b": "goal",
+        "c": "active",
+        "d": "completed",
+        "e": "completed",
+    }
+
+    [eml] = shop.outbox()
+    message = parse(eml)
+    body = text_of(message)
+    code = wh.scalar("SELECT code FROM discount_codes WHERE customer_id = 'a'")
+    assert code and code in body
+    assert "Product 1" in body and "Product 2" in body
+    assert "https://shop.example/cart/ca" in body
+    assert message["To"].addresses[0].addr_spec == "a@example.com"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    again = shop.run(NOW)
+    assert again["sent"] == 0 and len(shop.outbox()) == 1
+    assert wh.scalar("SELECT count(*) FROM messages") == 3
+
+    later = shop.run(NOW + HOUR)  # c's hour has passed
+    assert later["sent"] == 1
+    assert shop.messages()["c:abandoned_cart"][0] == "sent"
+    assert len(shop.outbox()) == 2
+
+
+def test_frequency_cap_quiet_hours_and_uncapped_journeys(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    for name, capped in (("one", "true"), ("two", "true"), ("receipt", "false")):
+        shop.write(
+            f"journeys/{name}.yml",
+            f"trigger: {{event: Signed Up}}\ncapped: {capped}\n"
+            "steps:\n  - send: hello\n    with: {note: hi}\n",
+        )
+    shop.configure('journeys:\n  quiet_hours: {start: "21:00", end: "08:00"}\n')
+    wh = shop.wh
+    people(
+        wh,
+        {"customer_id": "x", "timezone": "Europe/London"},
+        {"customer_id": "y", "timezone": "Asia/Tokyo"},  # 21:00 there at NOW
+        consent=["x", "y"],
+    )
+    events(wh, ("x", "Signed Up", NOW - HOUR, {}), ("y", "Signed Up", NOW - HOUR, {}))
+
+    first = shop.run(NOW)
+    got = shop.messages()
+    assert got["x:one"][0] == "sent"
+    assert got["x:two"] == ("skipped_frequency", "step1", "frequency cap: 1 per 24h")
+    assert got["x:receipt"][0] == "sent"  # uncapped: neither counts nor obeys
+    assert {k: v[0] for k, v in got.items() if k.startswith("y:")} == {
+        "y:one": "queued",
+        "y:two": "queued",
+        "y:receipt": "queued",
+    }
+    assert first["held"] == 3
+    held = wh.scalar("SELECT min(send_after) FROM messages WHERE customer_id = 'y'")
+    assert held.astimezone(UTC) == datetime(2026, 3, 2, 23, 0, tzinfo=UTC)  # 08:00 in Tokyo
+
+    assert shop.run(NOW + 5 * HOUR)["sent"] == 0  # still night in Tokyo
+    morning = shop.run(NOW + 11 * HOUR)
+    assert morning["sent"] == 2  # one capped, the receipt
+    got = shop.messages()
+    assert sorted(v[0] for k, v in got.items() if k.startswith("y:")) == [
+        "sent",
+        "sent",
+        "skipped_frequency",
+    ]
+
+
+def test_segment_trigger_branch_tag_and_local_time_wait(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/vip.yml",
+        "trigger: {segment: vip}\nreentry: never\nsteps:\n"
+        "  - branch: {if: engagement_score > 50, then: mark, else: exit}\n"
+        "  - id: mark\n    tag: vip_welcomed\n",
+    )
+    shop.write(
+        "journeys/welcome_vip.yml",
+        'trigger: {tag: vip_welcomed}\nsteps:\n  - wait: {until: "09:00"}\n'
+        "  - send: hello\n    with: {note: welcome}\n",
+    )
+    wh = shop.wh
+    people(
+        wh,
+        {"customer_id": "hi", "engagement_score": 80.0, "timezone": "Europe/Paris"},
+        {"customer_id": "lo", "engagement_score": 10.0},
+        consent=["hi", "lo"],
+    )
+    changes = [
+        {
+            "kind": "segment",
+            "name": "vip",
+            "customer_id": c,
+            "change": "entered",
+            "changed_at": NOW - HOUR,
+            "recorded_at": NOW - HOUR,
+        }
+        for c in ("hi", "lo")
+    ]
+    wh.load(table("audience_changes"), arrow_rows("audience_changes", changes))
+
+    shop.run(NOW)
+    states = {
+        (j, c): (s, r)
+        for j, c, s, r in wh.fetch(
+            "SELECT journey, customer_id, status, exit_reason FROM journey_instances"
+        )
+    }
+    assert states == {
+        ("vip", "hi"): ("completed", "completed"),
+        ("vip", "lo"): ("exited", "exit"),
+        ("welcome_vip", "hi"): ("active", None),
+    }
+    assert wh.fetch("SELECT customer_id, tag, journey FROM journey_tags") == [
+        ("hi", "vip_welcomed", "vip")
+    ]
+    wake = wh.scalar("SELECT wake_at FROM journey_instances WHERE journey = 'welcome_vip'")
+    assert wake.astimezone(UTC) == datetime(2026, 3, 3, 8, 0, tzinfo=UTC)  # 09:00 in Paris
+    assert shop.run(NOW + 19 * HOUR)["sent"] == 0
+    assert shop.run(NOW + 20 * HOUR)["sent"] == 1
+
+    # the segment entered again: `reentry: never` keeps them out
+    again = [{**changes[0], "changed_at": NOW + 30 * HOUR, "recorded_at": NOW + 30 * HOUR}]
+    wh.load(table("audience_changes"), arrow_rows("audience_changes", again))
+    shop.run(NOW + 31 * HOUR)
+    assert wh.scalar("SELECT count(*) FROM journey_instances WHERE journey = 'vip'") == 2
+
+
+def test_broadcast_schedule_sends_each_occurrence_once(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/weekly.yml",
+        "trigger: {schedule: 2026-03-02T11:00:00Z, every: 1d, segment: everyone}\n"
+        "steps:\n  - send: hello\n    with: {note: news}\n",
+    )
+    shop.configure("journeys:\n  frequency_cap: null\n")
+    wh = shop.wh
+    ids = [f"c{i}" for i in range(30)]
+    people(wh, *({"customer_id": c} for c in ids), consent=ids)
+    members = [{"segment": "everyone", "customer_id": c, "entered_at": NOW - HOUR} for c in ids]
+    wh.load(table("segment_memberships"), arrow_rows("segment_memberships", members))
+
+    assert shop.run(NOW - 2 * HOUR)["sent"] == 0  # before the first occurrence
+    assert shop.run(NOW)["sent"] == 30
+    assert shop.run(NOW + HOUR)["sent"] == 0
+    assert shop.run(NOW + 24 * HOUR)["sent"] == 30
+    assert wh.scalar("SELECT count(DISTINCT trigger_key) FROM messages") == 2
+    assert len(shop.outbox()) == 60
+
+
+def test_a_message_that_cannot_render_fails_with_the_reason(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write("journeys/oops.yml", "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n")
+    wh = shop.wh
+    people(wh, {"customer_id": "x"}, consent=["x"])
+    events(wh, ("x", "Signed Up", NOW - HOUR, {}))
+    assert shop.run(NOW)["sent"] == 0
+    status, _, error = shop.messages()["x:oops"]
+    assert status == "failed"
+    assert error is not None and "hello.liquid" in error and "note" in error
+    assert shop.outbox() == []
+
+
+class _Crashing:
+    """A transport that hands ``survive`` messages to the outbox, then 'crashes'."""
+
+    name = "outbox"
+
+    def __init__(self, inner: Any, survive: int) -> None:
+        self.inner, self.left = inner, survive
+
+    def send(self, envelope: Envelope) -> Delivered:
+        if self.left == 0:
+            raise SystemExit("crash")
+        self.left -= 1
+        delivered: Delivered = self.inner.send(envelope)
+        return delivered
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_crash_mid_batch_then_a_rerun_sends_each_message_once(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/news.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: news}\n",
+    )
+    shop.configure("journeys:\n  batch_size: 10\n")
+    wh = shop.wh
+    ids = [f"c{i:02d}" for i in range(35)]
+    people(wh, *({"customer_id": c} for c in ids), consent=ids)
+    events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ids))
+    project = shop.session.project
+    with clock.frozen(NOW):
+        journeys = project_journeys(project)
+        run_journeys(wh, project, journeys)
+        with pytest.raises(SystemExit):
+            deliver(wh, project, journeys, now=NOW, transport=_Crashing(transport_for(project), 25))
+    statuses = dict(wh.fetch("SELECT status, count(*) FROM messages GROUP BY 1"))
+    assert statuses == {"sent": 20, "queued": 15}  # the crashed batch's 5 were handed over
+    assert len(shop.outbox()) == 25
+    assert shop.run(NOW)["sent"] == 15
+    assert dict(wh.fetch("SELECT status, count(*) FROM messages GROUP BY 1")) == {"sent": 35}
+    assert len(shop.outbox()) == 35
