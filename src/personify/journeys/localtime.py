@@ -1,8 +1,8 @@
 """Local time in the customer's time zone: ``wait: {until: "09:00"}`` and quiet hours.
 
 A customer's zone is ``customers.timezone`` when it names a known IANA zone, else the project's
-``timezone``. Wall-clock times that do not exist (a DST gap) move forward to the first instant
-that does; ambiguous ones (the repeated hour) take the first occurrence.
+``timezone``. Wall-clock times that do not exist (inside a DST gap) move forward by the gap
+(02:30 → 03:30); ambiguous ones (the repeated hour) take the first occurrence (PEP 495).
 """
 
 from __future__ import annotations
@@ -27,13 +27,8 @@ def zone(name: str | None, *, fallback: str) -> ZoneInfo:
 
 
 def _at(day: datetime, clock_time: time, tz: ZoneInfo) -> datetime:
-    """The UTC instant of ``clock_time`` on ``day``'s date in ``tz`` (DST gaps move forward)."""
-    local = datetime.combine(day.date(), clock_time, tzinfo=tz)
-    instant = local.astimezone(UTC)
-    if instant.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
-        # a wall time inside a DST gap: the first real instant after it
-        instant = local.replace(fold=1).astimezone(UTC)
-    return instant
+    """The UTC instant of ``clock_time`` on ``day``'s date in ``tz``."""
+    return datetime.combine(day.date(), clock_time, tzinfo=tz).astimezone(UTC)
 
 
 def next_local_time(after: datetime, clock_time: time, tz: ZoneInfo) -> datetime:

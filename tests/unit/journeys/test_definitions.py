@@ -1,0 +1,137 @@
+"""Journey files: the scaffold's parse, and mistakes name the file, line and key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+from personify.errors import ConfigError, DefinitionError
+from personify.journeys import load_journeys, parse_journey
+
+SCAFFOLD = Path(__file__).parents[3] / "src" / "personify" / "scaffold" / "journeys"
+DAY = timedelta(days=1)
+
+
+def parse(text: str) -> object:
+    return parse_journey(
+        text, file="journeys/j.yml", default_name="j", lookback=DAY, purpose="email_marketing"
+    )
+
+
+def test_the_scaffold_journeys_parse() -> None:
+    journeys = {j.name: j for j in load_journeys(SCAFFOLD, lookback=DAY, purpose="m")}
+    cart = journeys["abandoned_cart"]
+    assert cart.trigger.kind == "event" and cart.trigger.name == "Product Added"
+    assert cart.trigger.key == "properties.cart_id" and cart.trigger.within == DAY
+    assert cart.goal is not None and cart.goal.key == "properties.cart_id"
+    assert [s.kind for s in cart.steps] == ["wait", "send"]
+    assert cart.steps[0].duration == timedelta(hours=1)
+    send = cart.steps[1]
+    assert send.id == "remind" and send.template == "abandoned_cart"
+    providers = {v.name: v.provider for v in send.variables}
+    assert providers == {
+        "cart": "cart",
+        "recommendations": "recommendations",
+        "discount": "discount",
+        "currency": None,
+    }
+    again = journeys["re_engagement"]
+    assert again.trigger.kind == "tag" and again.reentry == "after"
+    assert again.reentry_after == timedelta(days=30)
+
+
+def test_every_step_kind_and_trigger() -> None:
+    journey = parse(
+        """
+trigger: {schedule: 2026-12-01T09:00:00Z, every: 7d, segment: newsletter}
+reentry: never
+capped: false
+steps:
+  - wait: {until: "09:30"}
+  - branch: {if: "engagement_score > 50", then: thanks, else: exit}
+  - id: thanks
+    send: hello
+    with: {note: hi, n: 3}
+  - tag: greeted
+  - exit
+"""
+    )
+    assert journey is not None
+    trigger = journey.trigger  # type: ignore[attr-defined]
+    assert trigger.kind == "schedule" and trigger.name == "newsletter"
+    assert trigger.occurrence(datetime(2026, 12, 9, tzinfo=UTC)) == datetime(
+        2026, 12, 8, 9, tzinfo=UTC
+    )
+    assert trigger.occurrence(datetime(2026, 11, 1, tzinfo=UTC)) is None
+    steps = journey.steps  # type: ignore[attr-defined]
+    assert [s.kind for s in steps] == ["wait_until", "branch", "send", "tag", "exit"]
+    assert steps[0].until == time(9, 30)
+    assert (steps[1].then, steps[1].otherwise) == (2, None)
+    assert [(v.name, v.value) for v in steps[2].variables] == [("note", "hi"), ("n", 3)]
+    assert journey.capped is False and journey.reentry == "never"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "words"),
+    [
+        ("trigger: {event: X}\nsteps: []\n", "j.yml:2: steps", "a list of steps"),
+        ("steps:\n  - exit\n", "j.yml", "needs a trigger"),
+        ("trigger: {event: X, tag: y}\nsteps: [exit]\n", "j.yml:1: trigger", "exactly one"),
+        ("trigger: {event: X, within: soon}\nsteps: [exit]\n", "j.yml:1: trigger.within", "30m"),
+        ("trigger: {event: X, key: cart}\nsteps: [exit]\n", "j.yml:1: trigger.key", "event field"),
+        ("trigger: {event: X}\nreentry: sometimes\nsteps: [exit]\n", "j.yml:2: reentry", "policy"),
+        ("trigger: {event: X}\nsteps:\n  - wait: 5 fortnights\n", "j.yml:3: steps[0].wait", "30m"),
+        (
+            "trigger: {event: X}\nsteps:\n  - wait: {until: '25:00'}\n",
+            "j.yml:3: steps[0].wait.until",
+            "local time",
+        ),
+        (
+            "trigger: {event: X}\nsteps:\n  - send: t\n    with: {c: {from: basket}}\n",
+            "j.yml:4: steps[0].with.c.from",
+            "unknown provider",
+        ),
+        (
+            "trigger: {event: X}\nsteps:\n  - branch: {if: engagment > 1}\n",
+            "j.yml:3: steps[0].branch.if",
+            "engagement_score",
+        ),
+        (
+            "trigger: {event: X}\nsteps:\n  - branch: {if: TRUE, then: nowhere}\n",
+            "j.yml:3: steps[0].branch.then",
+            "no step",
+        ),
+        ("trigger: {event: X}\nsteps:\n  - sned: t\n", "j.yml:3: steps[0].sned", "unknown key"),
+        (
+            "trigger: {event: X}\ngoal: {event: Y, key: properties.c}\nsteps: [exit]\n",
+            "j.yml:2: goal.key",
+            "trigger has none",
+        ),
+        (
+            "trigger: {tag: t}\nsteps:\n  - id: a\n    exit: true\n  - id: a\n    tag: b\n",
+            "j.yml:5: steps[1].id",
+            "two steps",
+        ),
+    ],
+)
+def test_mistakes_name_file_line_and_key(text: str, where: str, words: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        parse(text)
+    message = str(info.value)
+    assert message.startswith("journeys/" + where), message
+    assert words in message
+
+
+def test_bad_yaml_names_the_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse("trigger: {event: X\nsteps: []\n")
+    assert "journeys/j.yml:" in str(info.value)
+
+
+def test_two_files_with_one_name_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text("name: same\ntrigger: {event: X}\nsteps: [exit]\n")
+    (tmp_path / "b.yml").write_text("name: same\ntrigger: {event: Y}\nsteps: [exit]\n")
+    with pytest.raises(DefinitionError, match="also defined in"):
+        load_journeys(tmp_path, lookback=DAY, purpose="m", root=tmp_path)
