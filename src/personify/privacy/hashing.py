@@ -44,3 +44,9 @@ def subject_hash(key: bytes, kind: str, value: str, config: IdentityConfig | Non
 def hash_normalized(key: bytes, kind: str, normalized: str) -> str:
     """:func:`subject_hash` of a value already normalized (an ``identity_nodes.value``)."""
     return hmac.new(key, f"{kind}\0{normalized}".encode(), hashlib.sha256).hexdigest()
+
+
+def optional_key(project: Project) -> bytes | None:
+    """The hashing key when the project has one (audit entries fall back to a plain hash)."""
+    secret = project.config.signing_key
+    return secret.reveal().encode("utf-8") if secret else None

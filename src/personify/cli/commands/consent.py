@@ -12,6 +12,7 @@ from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.privacy.audit import log_action
 from personify.privacy.consent import STATUSES, ConsentError, set_consent
+from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import consent_rows, resolve
 from personify.session import open_session
 
@@ -22,11 +23,6 @@ consent_app = typer.Typer(
 app.add_typer(consent_app, name="consent", rich_help_panel="People")
 
 WhoArg = Annotated[str, typer.Argument(help="Customer id, email, or kind:value identifier.")]
-
-
-def _key(session_signing: object) -> bytes | None:
-    reveal = getattr(session_signing, "reveal", None)
-    return reveal().encode("utf-8") if reveal else None
 
 
 @consent_app.command("set")
@@ -69,7 +65,7 @@ def set_command(
             action="consent",
             actor="cli",
             customer_id=customer_id,
-            key=_key(proj.config.signing_key),
+            key=optional_key(proj),
             detail={"purpose": purpose, "channel": channel, "status": status, "source": source},
         )
     if json:

@@ -1,0 +1,129 @@
+"""``personify privacy export|erase`` and ``personify audit``: subject access, erasure, the log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    _enc,
+    app,
+    console,
+    emit_json,
+    pin_now,
+)
+from personify.privacy.audit import log_action, read_log
+from personify.privacy.erase import erase_subject
+from personify.privacy.export import export_subject
+from personify.privacy.hashing import optional_key
+from personify.session import open_session
+
+privacy_app = typer.Typer(
+    help="Subject access export and erasure (GDPR articles 15, 17; CCPA).",
+    no_args_is_help=True,
+)
+app.add_typer(privacy_app, name="privacy", rich_help_panel="People")
+
+WhoArg = Annotated[str, typer.Argument(help="Customer id, email, or kind:value identifier.")]
+
+
+@privacy_app.command("export")
+def export_command(
+    who: WhoArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the JSON document to this file.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Everything held about a person as one JSON document: profile, identities, events
+    (anonymous ones linked through the identity graph too), orders, tickets, consent and its
+    history, messages, tags, memberships, discount codes, provenance, quarantined payloads that
+    mention them, outbox entries. Printed on stdout (JSON with or without --json) unless
+    --out is given."""
+    pin_now(now)
+    with open_session(project) as session:
+        wh, proj = session.warehouse, session.project
+        doc = export_subject(wh, proj, who)
+        log_action(
+            wh,
+            action="export",
+            actor="cli",
+            customer_id=doc["customer_id"],
+            key=optional_key(proj),
+            detail={"rows": sum(doc["counts"].values())},
+        )
+    if out is None:
+        emit_json(doc)
+        return
+    import msgspec
+
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(doc, enc_hook=_enc), indent=2))
+    console().print(
+        f"wrote {sum(doc['counts'].values())} rows about customer {doc['customer_id']} to {out}"
+    )
+
+
+@privacy_app.command("erase")
+def erase_command(
+    who: WhoArg,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Erase a person from every table and file (events through every linked id, nested JSON,
+    quarantine, messages and outbox files, provenance, the identity graph), leaving a keyed-hash
+    tombstone so re-ingested data does not make them marketable again. Idempotent and resumable:
+    run it again after an interruption. Prints a per-step completion report."""
+    pin_now(now)
+    with open_session(project) as session:
+        report = erase_subject(session.warehouse, session.project, who, actor="cli")
+    doc = report.as_dict()
+    if json:
+        emit_json(doc)
+        return
+    out = console()
+    if report.status == "already_erased":
+        out.print("Nothing left to erase: this person was already erased.")
+        return
+    table = Table("step", "rows / files", "status", title=f"Erasure {report.erasure_id[:12]}")
+    for s in report.steps:
+        table.add_row(s.step, f"{s.rows:,}", s.status)
+    out.print(table)
+    out.print(f"Erased: {doc['rows']:,} rows and files removed or rewritten.")
+
+
+@app.command("audit", rich_help_panel="People")
+def audit_command(
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="Only this action: profile_read, export, erase, consent."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most entries to show.")] = 100,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+) -> None:
+    """The audit log of privacy actions (exports, erasures, consent changes, profile reads),
+    newest first. Subjects appear as keyed hashes only."""
+    with open_session(project) as session:
+        rows = read_log(session.warehouse, action=action, limit=limit)
+    if json:
+        emit_json({"entries": rows})
+        return
+    table = Table("at", "action", "actor", "subject", "detail", title="Audit log")
+    for r in rows:
+        table.add_row(
+            f"{r['occurred_at']:%Y-%m-%d %H:%M:%S}Z",
+            r["action"],
+            r["actor"],
+            (r["subject_hash"] or "")[:12],
+            ", ".join(f"{k}={v}" for k, v in r["detail"].items()),
+        )
+    console().print(table)
