@@ -220,6 +220,12 @@ def _journeys(wh: Warehouse) -> None:
         wh.execute("CREATE INDEX IF NOT EXISTS ix_messages_status ON messages (status)", ())
 
 
+def _webhook_receipts(wh: Warehouse) -> None:
+    """Issue 4: receipts of webhook deliveries (dedup by id, in the delivery's transaction)."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["webhook_receipts"]):
+        wh.execute(sql, ())
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -248,6 +254,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "resolves consent over every identifier",
         _privacy,
     ),
+    Migration(10, "webhooks: receipts of deliveries (dedup by webhook id)", _webhook_receipts),
 )
 
 

@@ -348,6 +348,22 @@ SOURCE_STATE = Table(
     doc="Connector cursors and last sync times",
 )
 
+WEBHOOK_RECEIPTS = Table(
+    "webhook_receipts",
+    (
+        C("source", S, False),
+        C("webhook_id", S, False, "The delivery's id (webhook-id, X-Shopify-Webhook-Id, evt_…)"),
+        C("received_at", TS, False),
+        C("signed_at", TS, doc="When the sender signed (or triggered) it"),
+        C("outcome", S, False, "accepted or quarantined"),
+        C("rows_loaded", INT, False),
+        C("rows_quarantined", INT, False),
+    ),
+    primary_key=("source", "webhook_id"),
+    internal=True,
+    doc="Webhook deliveries stored, one per id: a replayed delivery has no second effect",
+)
+
 PIPELINE_RUNS = Table(
     "pipeline_runs",
     (
@@ -663,6 +679,7 @@ TABLES: tuple[Table, ...] = (
     DISCOUNT_CODES,
     FILE_IMPORTS,
     SOURCE_STATE,
+    WEBHOOK_RECEIPTS,
     PIPELINE_RUNS,
     CUSTOMER_RECORDS,
     IDENTITY_NODES,

@@ -1,0 +1,114 @@
+"""Webhook routes: ``POST /webhooks/{source}`` — signed deliveries from shops, payment providers
+and anything speaking Standard Webhooks.
+
+One request, in order: find the ``kind: webhook`` source named in the path (404) — read the raw
+body, at most the source's ``max_body_bytes`` (413) — verify the signature and the delivery's age
+over the raw bytes (401, nothing stored; :mod:`personify.sources.webhooks`) — store the delivery
+once, its receipt and its rows (or quarantine rows) in one transaction — and only then answer 200
+``{"status": "accepted" | "duplicate" | "quarantined", …}``. If the store fails: 503 with
+``Retry-After`` (the sender retries; nothing half-stored). Delivery bodies and ids are never
+logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from personify.config import WebhookSource
+from personify.server.metrics import Counter
+from personify.server.openapi import ERROR, Content, Operation, operation
+from personify.server.responses import ApiError, JSONResponse, read_body
+from personify.server.state import ServerState, state_of
+from personify.sources.webhooks import SignatureError, WebhookReceiver, payload_summary, verify
+
+log = logging.getLogger("personify.server.webhooks")
+KEY = "webhooks.receiver"
+
+
+class WebhookAnswer(msgspec.Struct, frozen=True):
+    """What happened to the delivery."""
+
+    status: str
+    """``accepted`` (stored), ``duplicate`` (stored before: no second effect) or
+    ``quarantined`` (stored in the quarantine with the reason)."""
+    id: str
+    """The delivery's id."""
+    rows: int | None = None
+    quarantined: int | None = None
+    reason: str | None = None
+
+
+class _Webhooks:
+    def __init__(self, state: ServerState) -> None:
+        self.receiver = WebhookReceiver(state.session)
+        self.deliveries: Counter = state.registry.counter(
+            "personify_webhook_deliveries_total",
+            "Webhook deliveries by source and outcome (accepted, duplicate, quarantined, "
+            "refused, failed).",
+            ("source", "outcome"),
+        )
+
+
+def _webhooks(state: ServerState) -> _Webhooks:
+    found = state.extras.get(KEY)
+    if found is None:
+        found = state.extras[KEY] = _Webhooks(state)
+    assert isinstance(found, _Webhooks)
+    return found
+
+
+def _source(state: ServerState, name: str) -> WebhookSource:
+    for source in state.session.project.config.sources:
+        if isinstance(source, WebhookSource) and source.name == name:
+            return source
+    raise ApiError(404, f"no webhook source named {name!r}")
+
+
+@operation(
+    Operation(
+        summary="Receive a signed webhook delivery",
+        description="Verified over the raw body with the source's scheme (`shopify`: "
+        "X-Shopify-Hmac-Sha256; `stripe`: Stripe-Signature t=,v1=; `standard`: webhook-id, "
+        "webhook-timestamp, webhook-signature). Stored once per delivery id before the answer.",
+        tags=("webhooks",),
+        request=Content("The delivery as the sender signed it.", dict[str, Any]),
+        responses={
+            200: Content("Stored (or stored before).", WebhookAnswer),
+            401: Content("Forged, tampered or stale: nothing stored.", ERROR),
+            404: Content("No webhook source of that name.", ERROR),
+            413: Content("Larger than the source's max_body_bytes.", ERROR),
+            503: Content("Could not be stored; retry.", ERROR),
+        },
+    )
+)
+async def receive(request: Request) -> Response:
+    state = state_of(request)
+    source = _source(state, request.path_params["source"])
+    hooks = _webhooks(state)
+    body = await read_body(request, source.max_body_bytes)
+    try:
+        verified = verify(source, request.headers, body)
+    except SignatureError as e:
+        hooks.deliveries.inc(source=source.name, outcome="refused")
+        raise ApiError(401, e.message, code="invalid_signature") from None
+    try:
+        receipt = await run_in_threadpool(hooks.receiver.receive, source, verified, body)
+    except Exception as e:
+        hooks.deliveries.inc(source=source.name, outcome="failed")
+        log.error("webhook %s: storing a delivery failed (%s)", source.name, type(e).__name__)
+        raise ApiError(
+            503, "the delivery could not be stored; retry", headers={"Retry-After": "5"}
+        ) from None
+    hooks.deliveries.inc(source=source.name, outcome=receipt.outcome)
+    return JSONResponse(payload_summary(receipt))
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/webhooks/{source}", receive, methods=["POST"])]
