@@ -5,7 +5,8 @@ For each cart, candidates come in three tiers, best first:
 0. **co-occurrence** — products viewed by the same person (``Product Viewed`` by one customer, or
    one anonymous id before they are known) or bought in the same order as the cart's items, in
    the ``window_days`` before ``now``. Strength = Σ over the cart's items of
-   ``CO_VIEW_WEIGHT`` · people who viewed both + ``CO_BUY_WEIGHT`` · orders holding both;
+   ``CO_VIEW_WEIGHT`` · people who viewed both + ``CO_BUY_WEIGHT`` · orders holding both, each
+   item contributing its ``NEIGHBOURS`` strongest partners;
 1. **category best-sellers** — the best-selling products (units, same window) of the categories
    of the cart's items;
 2. **best-sellers** — of the whole catalogue (products without sales last, by product id), so
@@ -33,6 +34,10 @@ CO_VIEW_WEIGHT = 1.0
 """Strength of one person having viewed both products."""
 CO_BUY_WEIGHT = 3.0
 """Strength of one order holding both products (buying says more than looking)."""
+NEIGHBOURS = 50
+"""Each product's strongest co-viewed or co-bought products kept (at least ``2 k``): an
+item-to-item list, as recommenders keep them, so a cart's candidates stay few however dense the
+co-occurrences of a small catalogue are."""
 VIEWED = "Product Viewed"
 
 
@@ -84,9 +89,11 @@ def recommend_for_carts(
         "FROM baskets s JOIN baskets b ON b.order_id = s.order_id "
         "AND b.product_id <> s.product_id WHERE s.product_id IN (SELECT product_id FROM in_cart) "
         "GROUP BY s.product_id, b.product_id), "
-        "co AS (SELECT src, dst, sum(w) AS strength FROM ("
+        "co AS (SELECT src, dst, strength FROM (SELECT src, dst, sum(w) AS strength, "
+        "row_number() OVER (PARTITION BY src ORDER BY sum(w) DESC, dst) AS pos FROM ("
         f"SELECT src, dst, n * {CO_VIEW_WEIGHT!r} AS w FROM co_view UNION ALL "
-        f"SELECT src, dst, n * {CO_BUY_WEIGHT!r} AS w FROM co_buy) x GROUP BY src, dst), "
+        f"SELECT src, dst, n * {CO_BUY_WEIGHT!r} AS w FROM co_buy) x GROUP BY src, dst) y "
+        "WHERE pos <= ?), "
         "cart_categories AS (SELECT DISTINCT l.cart_id, p.category FROM cart_lines l "
         "JOIN products p ON p.product_id = l.product_id WHERE p.category IS NOT NULL), "
         "candidates AS ("
@@ -105,6 +112,7 @@ def recommend_for_carts(
     params += [now]  # bought
     params += [now, now]  # views
     params += [now, now]  # baskets
+    params += [max(NEIGHBOURS, 2 * k)]  # co
     params += [k, k, k]
     for row in wh.fetch(sql, params):
         out[row[0]].append(product_dict(row, 1))
