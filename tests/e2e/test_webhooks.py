@@ -124,6 +124,10 @@ def test_a_shopify_delivery_is_stored_at_once(served: tuple[str, Session]) -> No
         ("1001", 30.0, "shop_hooks")
     ]
     assert count(session, "order_items") == 2
+    # the real-time path ran: the buyer is a customer with the order counted
+    assert session.warehouse.fetch("SELECT email, order_count FROM customers") == [
+        ("ann@example.org", 1)
+    ]
 
 
 def test_a_replayed_delivery_has_one_effect(served: tuple[str, Session]) -> None:

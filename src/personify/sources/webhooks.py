@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -42,11 +43,14 @@ from personify.config import WebhookSource, duration_seconds
 from personify.errors import SourceError, Terminal
 from personify.ingest import quarantine
 from personify.session import Session
-from personify.sources.rest.mapping import Target, load_records, targets_for
+from personify.sources.rest.mapping import Target, load_records, rows_of, targets_for
 from personify.sources.rest.paths import get_path
 from personify.warehouse.schema import QUARANTINE, WEBHOOK_RECEIPTS
 
 Outcome = Literal["accepted", "duplicate", "quarantined"]
+_KEYS: Final = {"orders": "order_id", "customers": "customer_id", "events": "message_id"}
+"""Tables the real-time path refreshes after a delivery, and the column naming the record."""
+log = logging.getLogger(__name__)
 
 
 class SignatureError(SourceError, Terminal):
@@ -200,6 +204,8 @@ class Receipt:
     rows: int = 0
     quarantined: int = 0
     reason: str | None = None
+    key: str | None = None
+    """The stored record's key (order id, record id, message id), for the real-time path."""
 
 
 @dataclass
@@ -232,15 +238,33 @@ class WebhookReceiver:
         self._targets.clear()
 
     def receive(self, source: WebhookSource, verified: Verified, body: bytes) -> Receipt:
-        """Store one verified delivery once (see the module docstring)."""
+        """Store one verified delivery once (see the module docstring), then bring the
+        customers it touches up to date (the real-time path; best effort: the batch path
+        catches up with anything missed)."""
         with self._lock(source.name):
             try:
-                return self._receive(source, verified, body)
+                receipt = self._receive(source, verified, body)
             except Exception:
                 if self._received(source.name, verified.delivery_id):
                     # another process stored it meanwhile (the receipt's key refused ours)
                     return Receipt("duplicate", verified.delivery_id)
                 raise
+        if receipt.outcome == "accepted" and receipt.key is not None:
+            self._refresh(source, receipt.key)
+        return receipt
+
+    def _refresh(self, source: WebhookSource, key: str) -> None:
+        from personify.profiles import apply_event, apply_order, apply_record
+
+        try:
+            if source.table == "orders":
+                apply_order(self.session, key)
+            elif source.table == "customers":
+                apply_record(self.session, source.name, key)
+            elif source.table == "events":
+                apply_event(self.session, key)
+        except Exception as e:  # stored already; the next run's batch path catches up
+            log.warning("webhook %s: real-time update failed (%s)", source.name, type(e).__name__)
 
     def _received(self, source: str, delivery: str) -> bool:
         found = self.session.warehouse.scalar(
@@ -292,7 +316,11 @@ class WebhookReceiver:
             rows += done.loaded + done.duplicate
             quarantined += done.quarantined
         outcome: Outcome = "quarantined" if quarantined and not rows else "accepted"
-        return Receipt(outcome, verified.delivery_id, rows, quarantined)
+        key = _KEYS.get(source.table)
+        main = self._targets_of(source)[0]
+        value = get_path(rows_of(main, [record])[0], main.mapping.get(key, key)) if key else None
+        stored = None if value is None else str(value)
+        return Receipt(outcome, verified.delivery_id, rows, quarantined, key=stored)
 
     def _quarantine(
         self,
