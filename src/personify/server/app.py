@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from personify.config import Secret
-from personify.server import collector, control, ops, profiles, tracking, webhooks
+from personify.server import collector, control, ops, privacy, profiles, tracking, webhooks
 from personify.server.protocol import INSTANCE_HEADER
 from personify.server.responses import ApiError, error_response
 from personify.server.state import ServerState
@@ -53,6 +53,7 @@ ROUTE_GROUPS: tuple[RouteGroup, ...] = (
     tracking.routes,
     collector.routes,
     profiles.routes,
+    privacy.routes,
     webhooks.routes,
 )
 """Route groups every server has, in matching order."""

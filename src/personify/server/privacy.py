@@ -1,0 +1,215 @@
+"""Privacy routes, for admins (the project's admin token as ``Authorization: Bearer …``):
+
+* ``GET /v1/privacy/export?subject=…`` — everything held about a person, one JSON document
+  (:func:`personify.privacy.export.export_subject`);
+* ``POST /v1/privacy/erase`` ``{"subject": …}`` — erase them everywhere; the per-step report
+  (:func:`personify.privacy.erase.erase_subject`). Idempotent: again answers ``already_erased``;
+* ``POST /v1/privacy/consent`` ``{"subject", "purpose", "status", "channel"?, "source"?,
+  "proof"?}`` — record a consent change with its proof (a CRM, a preference centre, a form
+  handler); the answer says whether the person may now be contacted for the purpose.
+
+Every action lands in the audit log (actor ``api``). Subjects are never logged; a subject that
+names nobody answers 404 without quoting it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from personify.errors import NotFound
+from personify.privacy.audit import log_action
+from personify.privacy.consent import set_consent
+from personify.privacy.erase import erase_subject
+from personify.privacy.export import export_subject
+from personify.privacy.hashing import optional_key
+from personify.privacy.subjects import resolve
+from personify.server.openapi import ERROR, Content, Operation, operation
+from personify.server.profiles import check_admin
+from personify.server.responses import ApiError, JSONResponse
+from personify.server.state import ServerState, state_of
+
+_NOBODY = "no customer has this identifier"
+
+
+class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    subject: str
+    """Customer id, email or ``kind:value`` identifier."""
+
+
+class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    subject: str
+    """Customer id, email or ``kind:value`` identifier."""
+    purpose: str
+    """``email_marketing``, ``transactional``, ``profiling`` …"""
+    status: Literal["granted", "revoked"]
+    channel: str = "email"
+    source: str = "api"
+    """Where the change came from (a form, the CRM …)."""
+    proof: dict[str, Any] | None = None
+    """``ip``, ``user_agent``, ``form``, ``confirmed_at`` (double opt-in) and anything else."""
+
+
+class ErasureStep(msgspec.Struct, frozen=True):
+    step: str
+    rows: int
+    status: str
+
+
+class ErasureAnswer(msgspec.Struct, frozen=True):
+    erasure_id: str
+    status: str
+    steps: list[ErasureStep]
+    rows: int
+
+
+def _body(raw: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.DecodeError as e:
+        raise ApiError(400, f"invalid request body: {e}") from None
+
+
+def _export(state: ServerState, subject: str) -> dict[str, Any]:
+    wh, project = state.session.warehouse, state.session.project
+    doc = export_subject(wh, project, subject)
+    log_action(
+        wh,
+        action="export",
+        actor="api",
+        customer_id=doc["customer_id"],
+        key=optional_key(project),
+        detail={"rows": sum(doc["counts"].values())},
+    )
+    return doc
+
+
+def _erase(state: ServerState, subject: str) -> dict[str, Any]:
+    return erase_subject(
+        state.session.warehouse, state.session.project, subject, actor="api"
+    ).as_dict()
+
+
+def _consent(state: ServerState, req: ConsentRequest) -> dict[str, Any]:
+    wh, project = state.session.warehouse, state.session.project
+    customer_id = resolve(wh, project, req.subject)
+    result = set_consent(
+        wh,
+        customer_id,
+        purpose=req.purpose,
+        status=req.status,
+        channel=req.channel,
+        source=req.source,
+        proof=req.proof,
+        source_kinds=project.config.identity.source_kinds,
+    )
+    log_action(
+        wh,
+        action="consent",
+        actor="api",
+        customer_id=customer_id,
+        key=optional_key(project),
+        detail={"purpose": req.purpose, "channel": req.channel, "status": req.status},
+    )
+    return result
+
+
+async def _guarded(fn: Any, *args: Any) -> Any:
+    try:
+        return await run_in_threadpool(fn, *args)
+    except NotFound:
+        raise ApiError(404, _NOBODY) from None
+
+
+_AUTH_ERRORS = {401: Content("Missing or wrong admin token.", ERROR)}
+
+
+@operation(
+    Operation(
+        summary="Everything held about a person (subject access)",
+        description="Profile, identities, events (anonymous ones linked through the identity "
+        "graph too), orders, tickets, consent and its history, messages, tags, memberships, "
+        "discount codes, provenance, quarantined payloads that mention them, outbox entries. "
+        "Query parameter `subject`: a customer id, email or `kind:value`.",
+        tags=("privacy",),
+        responses={
+            200: Content("The export document.", dict[str, Any]),
+            400: Content("No subject.", ERROR),
+            **_AUTH_ERRORS,
+            404: Content("No customer has this identifier.", ERROR),
+        },
+        security=("adminToken",),
+    )
+)
+async def export(request: Request) -> Response:
+    """``GET /v1/privacy/export?subject=…``."""
+    state = state_of(request)
+    check_admin(request, state)
+    subject = request.query_params.get("subject", "").strip()
+    if not subject:
+        raise ApiError(400, "pass the person as ?subject=<customer id, email or kind:value>")
+    return JSONResponse(await _guarded(_export, state, subject))
+
+
+@operation(
+    Operation(
+        summary="Erase a person everywhere",
+        description="Every table and file, a keyed-hash tombstone left so re-ingested data does "
+        "not make them marketable again. Idempotent and resumable.",
+        tags=("privacy",),
+        request=Content("Who.", EraseRequest),
+        responses={
+            200: Content("The per-step completion report.", ErasureAnswer),
+            400: Content("Invalid body.", ERROR),
+            **_AUTH_ERRORS,
+            404: Content("No customer has this identifier.", ERROR),
+        },
+        security=("adminToken",),
+    )
+)
+async def erase(request: Request) -> Response:
+    """``POST /v1/privacy/erase``."""
+    state = state_of(request)
+    check_admin(request, state)
+    req = _body(await request.body(), EraseRequest)
+    if not req.subject.strip():
+        raise ApiError(400, "subject is empty")
+    return JSONResponse(await _guarded(_erase, state, req.subject.strip()))
+
+
+@operation(
+    Operation(
+        summary="Record a consent change",
+        description="Recorded on the customer with its proof; a grant supersedes older "
+        "revocations under the person's other ids, a revocation wins everywhere.",
+        tags=("privacy",),
+        request=Content("The change.", ConsentRequest),
+        responses={
+            200: Content("What changed, and whether they may now be contacted.", dict[str, Any]),
+            400: Content("Invalid body.", ERROR),
+            **_AUTH_ERRORS,
+            404: Content("No customer has this identifier.", ERROR),
+        },
+        security=("adminToken",),
+    )
+)
+async def consent(request: Request) -> Response:
+    """``POST /v1/privacy/consent``."""
+    state = state_of(request)
+    check_admin(request, state)
+    req = _body(await request.body(), ConsentRequest)
+    return JSONResponse(await _guarded(_consent, state, req))
+
+
+def routes() -> list[BaseRoute]:
+    """The privacy routes."""
+    return [
+        Route("/v1/privacy/export", export, methods=["GET"]),
+        Route("/v1/privacy/erase", erase, methods=["POST"]),
+        Route("/v1/privacy/consent", consent, methods=["POST"]),
+    ]
