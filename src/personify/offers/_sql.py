@@ -71,16 +71,20 @@ def pick_sql() -> str:
     ``excluded(owner, product_id)`` — keeping, per owner (a cart or a customer), each product's
     best row (lowest ``tier, r1, r2``), dropping excluded and non-offerable products, and
     returning the first ``?`` by ``tier, r1, r2, product_id`` as ``owner, PRODUCT_FIELDS``
-    ordered by owner then rank. One parameter: k."""
+    ordered by owner then rank. One parameter: k.
+
+    ``(tier, r1, r2)`` is folded into one number so that a hash aggregate, not a sort, keeps
+    each product's best row: it needs ``0 <= r2 < 10,000``, ``|r1| < 10¹⁰`` and, where ``r2``
+    varies, a whole ``r1``."""
     fields = ", ".join(f"p.{f}" for f in PRODUCT_FIELDS)
-    order = "c.tier, c.r1, c.r2, c.product_id"
+    key = "CAST(c.tier AS DOUBLE) * 1e15 + CAST(c.r1 AS DOUBLE) * 1e4 + CAST(c.r2 AS DOUBLE)"
     return (
         f"SELECT b.owner, {fields} FROM (SELECT d.owner, d.product_id, row_number() OVER "
-        "(PARTITION BY d.owner ORDER BY d.tier, d.r1, d.r2, d.product_id) AS pos FROM ("
-        "SELECT c.owner, c.product_id, c.tier, c.r1, c.r2, row_number() OVER "
-        f"(PARTITION BY c.owner, c.product_id ORDER BY {order}) AS dup FROM candidates c "
+        "(PARTITION BY d.owner ORDER BY d.rank_key, d.product_id) AS pos FROM ("
+        f"SELECT c.owner, c.product_id, min({key}) AS rank_key FROM candidates c "
         "JOIN offerable o ON o.product_id = c.product_id WHERE NOT EXISTS (SELECT 1 "
-        "FROM excluded x WHERE x.owner = c.owner AND x.product_id = c.product_id)) d "
-        "WHERE d.dup = 1) b JOIN offerable p ON p.product_id = b.product_id WHERE b.pos <= ? "
+        "FROM excluded x WHERE x.owner = c.owner AND x.product_id = c.product_id) "
+        "GROUP BY c.owner, c.product_id) d) b "
+        "JOIN offerable p ON p.product_id = b.product_id WHERE b.pos <= ? "
         "ORDER BY b.owner, b.pos"
     )

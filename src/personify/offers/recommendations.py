@@ -34,7 +34,7 @@ CO_VIEW_WEIGHT = 1.0
 """Strength of one person having viewed both products."""
 CO_BUY_WEIGHT = 3.0
 """Strength of one order holding both products (buying says more than looking)."""
-NEIGHBOURS = 50
+NEIGHBOURS = 20
 """Each product's strongest co-viewed or co-bought products kept (at least ``2 k``): an
 item-to-item list, as recommenders keep them, so a cart's candidates stay few however dense the
 co-occurrences of a small catalogue are."""
