@@ -515,3 +515,94 @@ def test_redeem_from_orders_and_order_events(warehouse: Warehouse, project: Proj
         )
     )
     assert rows == {"by-order": "o1", "by-event": "o9"}
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    stock=st.lists(st.sampled_from([0, 3, None]), min_size=12, max_size=12),
+    listed_days=st.lists(st.integers(-5, 60), min_size=12, max_size=12),
+    prefs=st.lists(
+        st.one_of(st.none(), st.lists(st.sampled_from(["shoes", "hats", "bags"]), max_size=3)),
+        min_size=1,
+        max_size=4,
+    ),
+    bought=st.lists(st.lists(_pids, min_size=1, max_size=5), max_size=4),
+    k=st.integers(1, 6),
+)
+def test_new_arrival_invariants(
+    warehouse: Warehouse,
+    stock: list[int | None],
+    listed_days: list[int],
+    prefs: list[list[str] | None],
+    bought: list[list[str]],
+    k: int,
+) -> None:
+    for name in WORLD_TABLES:
+        warehouse.execute(f"DELETE FROM {name}")
+    w = World()
+    for n, (s, days) in enumerate(zip(stock, listed_days, strict=True)):
+        w.product(
+            f"p{n}", ("shoes", "hats", "bags")[n % 3], stock=s, listed=NOW - timedelta(days=days)
+        )
+    customers = [f"u{i}" for i in range(len(prefs))]
+    for cid, categories in zip(customers, prefs, strict=True):
+        w.customer(cid, categories=categories)
+    for i, basket in enumerate(bought):
+        w.order(f"o{i}", customers[i % len(customers)], *basket)
+    w.load(warehouse)
+
+    picks = new_arrivals(warehouse, customers, now=NOW, k=k)
+    offerable = {f"p{n}" for n, s in enumerate(stock) if s is None or s > 0}
+    for i, cid in enumerate(customers):
+        owned = {
+            pid for j, basket in enumerate(bought) if j % len(customers) == i for pid in basket
+        }
+        got = ids(picks[cid])
+        assert len(got) == len(set(got)) == min(k, len(offerable - owned))
+        assert set(got) <= offerable - owned
+        fresh = [
+            f"p{n}"
+            for n, days in enumerate(listed_days)
+            if 0 <= days < 30
+            and f"p{n}" in offerable - owned
+            and ("shoes", "hats", "bags")[n % 3] in (prefs[i] or [])
+        ]
+        # new arrivals of preferred categories come first, as many as fit
+        assert set(got[: min(k, len(fresh))]) <= set(fresh)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    attempts=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from(["o1", "o2", "o3"]), st.integers(0, 9)),
+        max_size=12,
+    )
+)
+def test_a_code_is_redeemed_by_one_order_at_most(
+    warehouse: Warehouse, project: Project, attempts: list[tuple[int, str, int]]
+) -> None:
+    warehouse.execute("DELETE FROM discount_codes")
+    issued = issue_codes(
+        warehouse, project, [(f"k{i}", "c", "cart_rescue") for i in range(3)], now=NOW
+    )
+    codes = [issued[f"k{i}"]["code"] for i in range(3)]
+    holder: dict[int, str] = {}
+    for index, order, day in attempts:
+        at = NOW + timedelta(days=day, hours=1)
+        result = redeem(warehouse, codes[index], order_id=order, at=at)
+        if index not in holder and day < 7:
+            holder[index] = order
+        expected = holder.get(index)
+        assert result.ok == (expected == order)
+        if not result.ok:
+            assert result.reason == ("expired" if expected is None else "already_redeemed")
+    stored = dict(warehouse.fetch("SELECT code, order_id FROM discount_codes"))
+    assert stored == {code: holder.get(i) for i, code in enumerate(codes)}
