@@ -243,3 +243,82 @@ def test_sendable_view_agrees_with_gate(warehouse: Warehouse) -> None:
         )
     }
     assert view == consented(warehouse, ALL, purpose="email_marketing") == {"c1", "c2"}
+
+
+def test_tracking_context_consent_is_recorded_once(warehouse: Warehouse) -> None:
+    from personify import clock
+    from personify.privacy.consent import backfill_history
+    from personify.privacy.tracking import apply_tracking_consent
+
+    wh = warehouse
+    ctx = (
+        '{"ip": "192.0.2.9", "userAgent": "UA/1", "page": {"url": "https://shop/signup"}, '
+        '"consent": {"categoryPreferences": {"email_marketing": true}}}'
+    )
+    _load(
+        wh,
+        "events",
+        [
+            {
+                "message_id": "e1",
+                "type": "track",
+                "event": "Signed Up",
+                "customer_id": "c1",
+                "timestamp": T0,
+                "received_at": T0,
+                "source": "web",
+                "context": ctx,
+            },
+            {
+                "message_id": "e2",
+                "type": "track",
+                "anonymous_id": "a9",
+                "timestamp": T0,
+                "received_at": T0,
+                "source": "web",
+                "context": ctx,
+            },
+        ],
+    )
+    with clock.frozen(T0 + timedelta(days=1)):
+        assert apply_tracking_consent(wh) == 1
+        assert apply_tracking_consent(wh) == 0  # the same events again: nothing new
+    assert consented(wh, ["c1"], purpose="email_marketing") == {"c1"}
+    (row,) = wh.fetch("SELECT source, ip, user_agent, form FROM consent_history")
+    assert row == ("web", "192.0.2.9", "UA/1", "https://shop/signup")
+    later = T0 + timedelta(days=2)
+    _load(
+        wh,
+        "events",
+        [
+            {
+                "message_id": "e3",
+                "type": "track",
+                "customer_id": "c1",
+                "timestamp": later,
+                "received_at": later,
+                "source": "web",
+                "context": '{"consent": [{"purpose": "email_marketing", "status": "revoked"}]}',
+            }
+        ],
+    )
+    with clock.frozen(later):
+        assert apply_tracking_consent(wh) == 1
+        assert backfill_history(wh) == 0
+    assert consented(wh, ["c1"], purpose="email_marketing") == set()
+    # a state written straight into consents (a file import) gets its history row
+    _load(
+        wh,
+        "consents",
+        [
+            {
+                "customer_id": "f1",
+                "purpose": "p",
+                "channel": "email",
+                "status": "granted",
+                "source": "crm",
+                "updated_at": T0,
+            }
+        ],
+    )
+    assert backfill_history(wh) == 1
