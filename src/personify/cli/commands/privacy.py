@@ -19,6 +19,7 @@ from personify.cli.app import (
     pin_now,
 )
 from personify.privacy.audit import log_action, read_log
+from personify.privacy.compact import compact_file
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
@@ -74,6 +75,14 @@ def export_command(
 @privacy_app.command("erase")
 def erase_command(
     who: WhoArg,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact",
+            help="Afterwards rewrite the DuckDB warehouse file with live data only, so erased "
+            "values do not linger in its free pages (needs the file alone: no running serve).",
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -85,7 +94,11 @@ def erase_command(
     pin_now(now)
     with open_session(project) as session:
         report = erase_subject(session.warehouse, session.project, who, actor="cli")
+        path = getattr(session.warehouse, "path", None) if compact else None
     doc = report.as_dict()
+    if path and path != ":memory:":
+        before, after = compact_file(Path(path))
+        doc["compacted"] = {"bytes_before": before, "bytes_after": after}
     if json:
         emit_json(doc)
         return
@@ -98,6 +111,9 @@ def erase_command(
         table.add_row(s.step, f"{s.rows:,}", s.status)
     out.print(table)
     out.print(f"Erased: {doc['rows']:,} rows and files removed or rewritten.")
+    if "compacted" in doc:
+        c = doc["compacted"]
+        out.print(f"Warehouse file compacted: {c['bytes_before']:,} → {c['bytes_after']:,} bytes.")
 
 
 @app.command("audit", rich_help_panel="People")
