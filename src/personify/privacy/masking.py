@@ -1,0 +1,84 @@
+"""Masking personal data in sight: log records, and values shown to people who must not see them.
+
+:class:`PiiFilter` is a logging filter (the server's log handler carries it) that rewrites every
+record before it is written: email addresses become ``***@domain``, phone numbers ``+***5678``
+(international ones, with or without separators, and bare runs of 10–15 digits). Personify's own
+log calls already avoid personal data (they log counts, names of sources and exception *types*);
+the filter is the net under them — a driver message or a third-party library that quotes a row.
+
+:func:`mask_value` masks one value by column name (``email``, ``phone``, names, addresses, IPs),
+for reports and exports shown to roles without access to raw PII.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@((?:[\w-]{1,63}\.)+[A-Za-z]{2,24})\b")
+PHONE = re.compile(r"(?<![\w+])(?:\+\d(?:[\s.\-()]{0,2}\d){7,14}|\d{10,15})(?![\w])")
+IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.])")
+
+PII_COLUMNS: dict[str, str] = {
+    "email": "email",
+    "phone": "phone",
+    "first_name": "name",
+    "last_name": "name",
+    "city": "name",
+    "ip": "ip",
+    "user_agent": "name",
+}
+"""Column name → how its values are masked."""
+
+
+def _phone(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return ("+" if match.group(0).startswith("+") else "") + "***" + digits[-2:]
+
+
+def mask_text(text: str) -> str:
+    """``text`` with email addresses, phone numbers and IPv4 addresses masked."""
+    if not text:
+        return text
+    text = EMAIL.sub(lambda m: f"***@{m.group(1)}", text)
+    text = PHONE.sub(_phone, text)
+    return IPV4.sub(lambda m: f"{m.group(1)}.x.x.x", text)
+
+
+def mask_value(column: str, value: Any) -> Any:
+    """``value`` masked as column ``column`` requires (unchanged for other columns)."""
+    how = PII_COLUMNS.get(column)
+    if value is None or how is None:
+        return value
+    text = str(value)
+    if how == "email":
+        _, at, domain = text.partition("@")
+        return f"***@{domain}" if at else "***"
+    if how == "phone":
+        digits = re.sub(r"\D", "", text)
+        return "***" + digits[-2:] if digits else "***"
+    if how == "ip":
+        head = text.split(".", 1)[0] if "." in text else text.split(":", 1)[0]
+        return f"{head}.x.x.x" if "." in text else f"{head}:…"
+    return text[:1] + "***" if text else text
+
+
+class PiiFilter(logging.Filter):
+    """Masks the message (arguments merged in) and any traceback text of every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler
+            return True
+        record.msg, record.args = mask_text(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        return True
+
+
+FILTER_CONFIG: dict[str, Any] = {"pii": {"()": "personify.privacy.masking.PiiFilter"}}
+"""The ``filters`` entry of a :func:`logging.config.dictConfig` (handlers list ``"pii"``)."""

@@ -1,0 +1,47 @@
+"""Masking: emails, phones and IPs out of log records and shown values; ordinary numbers kept."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from personify.privacy.masking import PiiFilter, mask_text, mask_value
+
+
+def test_mask_text() -> None:
+    got = mask_text("sent to Ann.Lee+x@example.org and +33 6 12 34 56 78 from 192.0.2.44")
+    assert "Ann" not in got and "Lee" not in got and "12 34" not in got and "0.2.44" not in got
+    assert "***@example.org" in got and "+***78" in got and "192.x.x.x" in got
+    kept = "2026-01-31T09:00:00Z: 1000000 rows in 12.5 s, run 42, port 8787"
+    assert mask_text(kept) == kept
+    assert mask_text("call 0612345678 now") == "call ***78 now"
+
+
+def test_mask_value() -> None:
+    assert mask_value("email", "ann@example.org") == "***@example.org"
+    assert mask_value("phone", "+33 6 12 34 56 78") == "***78"
+    assert mask_value("first_name", "Ann") == "A***"
+    assert mask_value("ip", "192.0.2.1") == "192.x.x.x"
+    assert mask_value("order_count", 3) == 3
+    assert mask_value("email", None) is None
+
+
+def test_filter_masks_messages_args_and_tracebacks() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PiiFilter())
+    log = logging.getLogger("personify.test_masking")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    try:
+        log.debug("row for %s (%s)", "bob@example.org", "+1 415 555 0100")
+        try:
+            raise ValueError("duplicate key carol@example.org")
+        except ValueError:
+            log.exception("load failed")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "bob@" not in text and "555 0100" not in text and "carol@" not in text
+    assert "***@example.org" in text and "ValueError" in text
