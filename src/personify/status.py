@@ -8,8 +8,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
-from personify.config import FileSource, TrackingSource
+from personify.config import FileSource, RestSource, TrackingSource
 from personify.session import Session
+from personify.sources.schedule import last_runs, run_summary
 from personify.warehouse.migrations import current_version
 from personify.warehouse.schema import TABLES
 
@@ -53,6 +54,7 @@ def status_report(session: Session) -> dict[str, Any]:
         row[0]: (row[1], row[2])
         for row in wh.fetch("SELECT source, count(*), max(received_at) FROM events GROUP BY source")
     }
+    runs = last_runs(wh)
     sources = []
     for source in session.project.config.sources:
         last = last_sync.get(source.name) or imported.get(source.name)
@@ -66,6 +68,8 @@ def status_report(session: Session) -> dict[str, Any]:
         entry["last_sync_at"] = _iso(last)
         entry["lag_seconds"] = round((now - last).total_seconds(), 3) if last else None
         entry["quarantined"] = int(quarantine_by_source.get(source.name, 0))
+        if isinstance(source, FileSource | RestSource):
+            entry |= run_summary(runs, source.name, source.schedule, now)
         sources.append(entry)
     last_run = wh.fetch(
         "SELECT run_id, started_at, finished_at, now, status, stats FROM pipeline_runs "

@@ -115,6 +115,8 @@ class MockApis:
     items: list[dict[str, Any]] = field(default_factory=list)
     token: str = TOKEN
     token_ttl: int = 3600
+    zendesk_page_size: int = 1000
+    """Tickets per export page when the request names no ``per_page`` (Zendesk's is 1000)."""
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """Every data request: method, path, query parameters."""
@@ -301,7 +303,7 @@ class MockApis:
         if (denied := await self._guard(request, "zendesk")) is not None:
             return denied
         q = request.query_params
-        per_page = min(int(q.get("per_page", 1000)), 1000)
+        per_page = min(int(q.get("per_page", self.zendesk_page_size)), 1000)
         if "cursor" in q:
             state = json.loads(base64.urlsafe_b64decode(q["cursor"]))
             start, since = state["o"], state["s"]

@@ -99,10 +99,13 @@ def logging_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": fmt},
+        # emails, phones and IPs masked in every record (personify.privacy.masking)
+        "filters": {"pii": {"()": "personify.privacy.masking.PiiFilter"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "plain",
+                "filters": ["pii"],
                 "stream": "ext://sys.stderr",
             }
         },
@@ -152,6 +155,9 @@ def _serve(
     session = Session(project)
     stack.callback(session.close)
     wh = session.warehouse  # open and migrate now: fail before announcing anything
+    from personify.server.scheduler import scheduled_syncs
+
+    stack.enter_context(scheduled_syncs(session))  # stops before the warehouse closes
     token = new_token() if single else None
     info = ServerInfo(
         pid=os.getpid(),

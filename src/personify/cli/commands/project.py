@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
@@ -51,6 +52,15 @@ def status_command(
     _print_status(report)
 
 
+def _last_run(source: dict[str, Any]) -> str:
+    """``"1,200 rows in 3.1 s"`` (or ``failed``) for a pulled source's last run."""
+    if not source.get("last_run_at"):
+        return "—"
+    if source.get("last_run_status") == "failed":
+        return "failed"
+    return f"{source['last_run_rows']:,} rows in {source['last_run_seconds']:.1f} s"
+
+
 def _print_status(report: dict[str, Any]) -> None:
     out = console()
     wh = report["warehouse"]
@@ -58,13 +68,31 @@ def _print_status(report: dict[str, Any]) -> None:
         f"[bold]{report['project']}[/]  {report['root']}\n"
         f"warehouse: {wh['backend']} {wh['url']} (schema v{wh['schema_version']})"
     )
-    sources = Table("source", "kind", "last sync", "lag", "quarantined", title="Sources")
+    sources = Table(
+        "source",
+        "kind",
+        "last sync",
+        "lag",
+        "quarantined",
+        "last run",
+        "next run",
+        title="Sources",
+    )
     for s in report["sources"]:
         lag = "—" if s["lag_seconds"] is None else f"{s['lag_seconds']:.0f} s"
         sources.add_row(
-            s["name"], s["kind"], s["last_sync_at"] or "never", lag, str(s["quarantined"])
+            s["name"],
+            s["kind"],
+            s["last_sync_at"] or "never",
+            lag,
+            str(s["quarantined"]),
+            _last_run(s),
+            s.get("next_run_at") or "—",
         )
     out.print(sources)
+    for s in report["sources"]:
+        if s.get("last_error"):
+            out.print(f"[red]{escape(s['name'])}: last run failed: {escape(s['last_error'])}[/]")
     tables = Table("table", "rows", title="Tables")
     for name, count in report["tables"].items():
         tables.add_row(name, f"{count:,}")

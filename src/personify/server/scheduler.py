@@ -1,0 +1,101 @@
+"""Scheduled syncs inside ``personify serve``: each source with a ``schedule:`` is synced when
+due, in a background thread, never two runs of one source at once.
+
+The scheduler wakes when the earliest source is due (:func:`personify.sources.schedule.next_run`,
+from the last run recorded in the warehouse, so a restarted server keeps the rhythm), runs the due
+sources one after another through :func:`personify.sources.sync_sources` (which holds each
+source's lock: a ``personify sync`` forwarded to the server at the same moment waits for it), and
+logs a failure without stopping — the failure is recorded, ``personify status`` shows it, and the
+next run resumes from the saved state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+
+from personify import clock
+from personify.config import FileSource, RestSource
+from personify.session import Session
+from personify.sources import sync_sources
+from personify.sources.schedule import last_runs, next_run
+
+log = logging.getLogger("personify.server.scheduler")
+
+MAX_SLEEP = 60.0
+"""Longest sleep between two looks (a schedule change in the warehouse is seen within it)."""
+
+
+class Scheduler:
+    """The scheduling loop over one session's sources."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.stop = threading.Event()
+        self.runs = 0
+        """Scheduled runs done (for tests and metrics)."""
+        self.sources = [
+            s
+            for s in session.project.config.sources
+            if isinstance(s, FileSource | RestSource) and s.schedule is not None
+        ]
+
+    def due(self, now: datetime) -> tuple[list[str], float]:
+        """Sources due now, and seconds until the next one is."""
+        runs = last_runs(self.session.warehouse)
+        due: list[str] = []
+        wait = MAX_SLEEP
+        for source in self.sources:
+            assert source.schedule is not None
+            last = runs.get(source.name)
+            started = clock.parse_instant(last.started_at) if last else None
+            when = next_run(source.schedule, started, now)
+            if when <= now:
+                due.append(source.name)
+            else:
+                wait = min(wait, (when - now).total_seconds())
+        return due, wait
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                due, wait = self.due(clock.now())
+            except Exception as e:
+                log.error("scheduler: cannot read the last runs (%s)", type(e).__name__)
+                due, wait = [], MAX_SLEEP
+            for name in due:
+                if self.stop.is_set():
+                    return
+                try:
+                    (result,) = sync_sources(self.session, [name], trigger="schedule")
+                    log.info(
+                        "scheduled sync of %s: %d rows in %.2f s",
+                        name,
+                        result.counts.get("rows_read", 0),
+                        result.seconds,
+                    )
+                except Exception as e:
+                    log.error("scheduled sync of %s failed: %s", name, type(e).__name__)
+                self.runs += 1
+            if not due:
+                self.stop.wait(max(0.05, wait))
+
+
+@contextlib.contextmanager
+def scheduled_syncs(session: Session) -> Iterator[Scheduler]:
+    """Run the scheduler in a thread for the duration of the block."""
+    scheduler = Scheduler(session)
+    thread: threading.Thread | None = None
+    if scheduler.sources:
+        thread = threading.Thread(target=scheduler.loop, name="personify-scheduler", daemon=True)
+        thread.start()
+        log.info("scheduled syncs: %s", ", ".join(s.name for s in scheduler.sources))
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop.set()
+        if thread is not None:
+            thread.join(60)
