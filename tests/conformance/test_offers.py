@@ -195,12 +195,14 @@ def test_cart_contents_nets_adds_and_removals(warehouse: Warehouse) -> None:
     w.add("c1", "p3", at=NOW + timedelta(minutes=1))  # after now: not yet
     w.add("c2", "p2", 4)
     w.remove("c2", "p2", 4)  # emptied
+    w.add("old", "p2", at=NOW - timedelta(days=100))  # beyond the 90-day lookback
     w.load(warehouse)
 
-    carts = cart_contents(warehouse, ["c1", "c2", "nope"], now=NOW)
+    carts = cart_contents(warehouse, ["c1", "c2", "nope", "old"], now=NOW)
 
-    assert set(carts) == {"c1", "c2", "nope"}
-    assert carts["c2"] == [] and carts["nope"] == []
+    assert set(carts) == {"c1", "c2", "nope", "old"}
+    assert carts["c2"] == [] and carts["nope"] == [] and carts["old"] == []
+    assert ids(cart_contents(warehouse, ["old"], now=NOW, lookback_days=120)["old"]) == ["p2"]
     assert [(i["product_id"], i["quantity"]) for i in carts["c1"]] == [
         ("p1", 2),
         ("p2", 1),

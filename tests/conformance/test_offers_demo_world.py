@@ -12,6 +12,7 @@ import pytest
 
 from personify import clock, pipeline
 from personify.demo import make_demo_project
+from personify.demo.project import configure_project
 from personify.offers import cart_contents, issue_codes, new_arrivals, recommend_for_carts, redeem
 from personify.session import Session, open_session
 
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.slow
 def world_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("offers-demo") / "demo"
     make_demo_project(root, customers=300, seed=3, now=NOW)
+    # the web sessions as a file source (`personify demo` posts them to the tracking API)
+    configure_project(root, seed=3, customers=300, now=NOW, web_via_api=False)
     upstream = tuple(s for s in pipeline.STAGES if s[0] in {"sync", "identity", "profiles"})
     with clock.frozen(NOW), open_session(root) as session:
         pipeline.run(session, stages=upstream)

@@ -3,9 +3,9 @@
 A cart is the set of track events carrying its ``cart_id`` (``properties.cart_id``). Per product,
 adds count ``properties.quantity`` units (1 when absent) and removals subtract theirs; a removal
 without a quantity takes the product out altogether. Products with a positive balance at ``now``
-are in the cart. Name, URL, image, price and category come from ``products`` (the catalogue's
-current values), falling back to the latest add event's properties for products the catalogue
-does not know.
+are in the cart (counting the events of the last ``LOOKBACK_DAYS`` only). Name, URL, image, price
+and category come from ``products`` (the catalogue's current values), falling back to the latest
+add event's properties for products the catalogue does not know.
 """
 
 from __future__ import annotations
@@ -14,19 +14,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from personify.offers._sql import UNNEST, numeric, prop
+from personify.offers._sql import UNNEST, interval_days, numeric, prop
 from personify.warehouse import Warehouse
 
 ADDED = "Product Added"
 REMOVED = "Product Removed"
+LOOKBACK_DAYS = 90
+"""Cart events older than this are not read: carts are short-lived, and the bound lets the
+warehouse skip the old part of ``events`` (zone maps, partitions)."""
 ITEM_FIELDS = ("product_id", "name", "url", "image_url", "price", "quantity", "category")
 """The fields of one cart item."""
 
 
-def cart_lines_sql(carts: str) -> str:
+def cart_lines_sql(carts: str, lookback_days: int = LOOKBACK_DAYS) -> str:
     """CTEs (without ``WITH``) ending in ``cart_lines(cart_id, product_id, quantity,
     first_added)``: the products in each cart of the CTE ``carts`` (a ``cart_id`` column) whose
-    balance is positive. One parameter: ``now``."""
+    balance is positive, from the events of the ``lookback_days`` before ``now``. Two
+    parameters: ``now``, ``now``."""
     return (
         f"cart_moves AS (SELECT {prop('cart_id')} AS cart_id, {prop('product_id')} AS product_id, "
         f"e.event, e.timestamp AS ts, e.message_id, {numeric(prop('quantity'))} AS qty, "
@@ -34,6 +38,7 @@ def cart_lines_sql(carts: str) -> str:
         f"{numeric(prop('price'))} AS price, {prop('category')} AS category "
         "FROM events e WHERE e.type = 'track' "
         f"AND e.event IN ('{ADDED}', '{REMOVED}') AND e.timestamp <= CAST(? AS TIMESTAMPTZ) "
+        f"AND e.timestamp > CAST(? AS TIMESTAMPTZ) - {interval_days(lookback_days)} "
         f"AND {prop('product_id')} IS NOT NULL "
         f"AND {prop('cart_id')} IN (SELECT cart_id FROM {carts})), "
         "cart_resets AS (SELECT cart_id, product_id, max(ts) AS reset_at FROM cart_moves "
@@ -51,7 +56,7 @@ def cart_lines_sql(carts: str) -> str:
 
 
 def cart_contents(
-    wh: Warehouse, cart_ids: Sequence[str], *, now: datetime
+    wh: Warehouse, cart_ids: Sequence[str], *, now: datetime, lookback_days: int = LOOKBACK_DAYS
 ) -> dict[str, list[dict[str, Any]]]:
     """Each cart's items at ``now``, in the order they were first added (then by product id).
 
@@ -63,7 +68,7 @@ def cart_contents(
         return out
     sql = (
         f"WITH wanted AS (SELECT DISTINCT {UNNEST} AS cart_id), "
-        + cart_lines_sql("wanted")
+        + cart_lines_sql("wanted", lookback_days)
         + ", last_added AS (SELECT cart_id, product_id, name, url, image_url, price, category "
         "FROM (SELECT m.*, row_number() OVER (PARTITION BY cart_id, product_id "
         "ORDER BY ts DESC, message_id DESC) AS pos FROM cart_moves m "
@@ -76,7 +81,7 @@ def cart_contents(
         "LEFT JOIN products p ON p.product_id = l.product_id "
         "ORDER BY l.cart_id, l.first_added NULLS LAST, l.product_id"
     )
-    for row in wh.fetch(sql, [list(out), now]):
+    for row in wh.fetch(sql, [list(out), now, now]):
         item = dict(zip(ITEM_FIELDS, row[1:], strict=True))
         if item["price"] is not None:
             item["price"] = float(item["price"])

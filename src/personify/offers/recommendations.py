@@ -77,18 +77,21 @@ def recommend_for_carts(
         f"AND e.event = '{VIEWED}' AND e.timestamp " + in_window.format(t="e.timestamp") + " "
         f"AND {prop('product_id')} IS NOT NULL "
         "AND (e.customer_id IS NOT NULL OR e.anonymous_id IS NOT NULL)), "
-        "co_view AS (SELECT s.product_id AS src, v.product_id AS dst, count(*) AS n "
-        "FROM views s JOIN views v ON v.who = s.who AND v.product_id <> s.product_id "
-        "WHERE s.product_id IN (SELECT product_id FROM in_cart) GROUP BY s.product_id, "
-        "v.product_id), "
+        "cart_products AS (SELECT DISTINCT product_id FROM in_cart), "
+        "viewers AS (SELECT DISTINCT s.who, s.product_id AS src FROM views s "
+        "JOIN cart_products c ON c.product_id = s.product_id), "
+        "co_view AS (SELECT s.src, v.product_id AS dst, count(*) AS n "
+        "FROM viewers s JOIN views v ON v.who = s.who AND v.product_id <> s.src "
+        "GROUP BY s.src, v.product_id), "
         "baskets AS (SELECT DISTINCT i.order_id, i.product_id FROM order_items i "
         "JOIN orders o ON o.order_id = i.order_id WHERE o.created_at "
         + in_window.format(t="o.created_at")
         + "), "
-        "co_buy AS (SELECT s.product_id AS src, b.product_id AS dst, count(*) AS n "
-        "FROM baskets s JOIN baskets b ON b.order_id = s.order_id "
-        "AND b.product_id <> s.product_id WHERE s.product_id IN (SELECT product_id FROM in_cart) "
-        "GROUP BY s.product_id, b.product_id), "
+        "buyers AS (SELECT DISTINCT s.order_id, s.product_id AS src FROM baskets s "
+        "JOIN cart_products c ON c.product_id = s.product_id), "
+        "co_buy AS (SELECT s.src, b.product_id AS dst, count(*) AS n "
+        "FROM buyers s JOIN baskets b ON b.order_id = s.order_id AND b.product_id <> s.src "
+        "GROUP BY s.src, b.product_id), "
         "co AS (SELECT src, dst, strength FROM (SELECT src, dst, sum(w) AS strength, "
         "row_number() OVER (PARTITION BY src ORDER BY sum(w) DESC, dst) AS pos FROM ("
         f"SELECT src, dst, n * {CO_VIEW_WEIGHT!r} AS w FROM co_view UNION ALL "
@@ -107,7 +110,7 @@ def recommend_for_carts(
     )
     ids = list(out)
     params: list[Any] = [ids, [carts[c] for c in ids]]
-    params += [now]  # cart_lines
+    params += [now, now]  # cart_lines
     params += [now, now]  # sales
     params += [now]  # bought
     params += [now, now]  # views
