@@ -322,3 +322,17 @@ def test_tracking_context_consent_is_recorded_once(warehouse: Warehouse) -> None
         ],
     )
     assert backfill_history(wh) == 1
+
+
+def test_suppress_helper_blocks_marketing_and_revokes(warehouse: Warehouse) -> None:
+    from personify.privacy.suppress import suppress
+
+    _world(warehouse)
+    assert consented(warehouse, ["c1"], purpose="email_marketing") == {"c1"}
+    args = {"key": b"k", "customer_id": "c1", "reason": "unsubscribed", "source": "unsubscribe"}
+    n = suppress(warehouse, emails=["C1@x.org"], purpose="email_marketing", at=T0, **args)
+    assert n == 2
+    assert suppress(warehouse, emails=["c1@x.org"], at=T0, **args) == 0  # idempotent
+    assert consented(warehouse, ["c1"], purpose="email_marketing") == set()
+    state = warehouse.fetch("SELECT status FROM consents WHERE customer_id = 'c1'")
+    assert state == [("revoked",)]
