@@ -14,10 +14,11 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from personify import clock
-from personify.delivery.transport import Delivered, Envelope
+from personify.delivery.transport import Delivered, DeliveryError, Envelope
 
 INDEX = "index.jsonl"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -48,6 +49,52 @@ class OutboxTransport:
             if new or envelope.key not in self._index_keys():
                 self._append_index(envelope, name)
         return Delivered(envelope.key, new, str(target))
+
+    def send_many(self, envelopes: Sequence[Envelope]) -> list[Delivered | DeliveryError]:
+        """:meth:`send` for a batch with one flush to disk instead of one per message: every new
+        message goes to its temporary file, the file system is synced once, then each is linked
+        under its name (still atomic and written once) and the index gets the batch's lines in
+        one append. A disk flush costs milliseconds; a journey's batch of 500 pays it once."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staged: list[tuple[Envelope, Path, Path | None]] = []
+        try:
+            for envelope in envelopes:
+                target = self.folder / file_name(envelope.key)
+                if target.exists():
+                    staged.append((envelope, target, None))
+                    continue
+                temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                staged.append((envelope, target, temporary))
+                try:
+                    os.write(fd, envelope.raw)
+                finally:
+                    os.close(fd)
+            if any(pending is not None for _, _, pending in staged):
+                os.sync()
+            out: list[Delivered | DeliveryError] = []
+            with self._lock:
+                known = self._index_keys()
+                lines = []
+                for envelope, target, pending in staged:
+                    new = False
+                    if pending is not None:
+                        try:
+                            os.link(pending, target)
+                            new = True
+                        except FileExistsError:
+                            pass
+                    if new or envelope.key not in known:
+                        lines.append(self._index_line(envelope, target.name))
+                        known.add(envelope.key)
+                    out.append(Delivered(envelope.key, new, str(target)))
+                if lines:
+                    self._append_lines(lines)
+            return out
+        finally:
+            for _, _, pending in staged:
+                if pending is not None:
+                    pending.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._indexed = None
@@ -83,7 +130,18 @@ class OutboxTransport:
         return self._indexed
 
     def _append_index(self, envelope: Envelope, name: str) -> None:
-        line = json.dumps(
+        self._append_lines([self._index_line(envelope, name)])
+        self._index_keys().add(envelope.key)
+
+    def _append_lines(self, lines: list[str]) -> None:
+        fd = os.open(self.folder / INDEX, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    def _index_line(self, envelope: Envelope, name: str) -> str:
+        return json.dumps(
             {
                 "key": envelope.key,
                 "customer_id": envelope.customer_id,
@@ -94,9 +152,3 @@ class OutboxTransport:
             },
             ensure_ascii=False,
         )
-        fd = os.open(self.folder / INDEX, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, (line + "\n").encode("utf-8"))
-        finally:
-            os.close(fd)
-        self._index_keys().add(envelope.key)
