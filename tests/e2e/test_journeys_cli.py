@@ -1,0 +1,68 @@
+"""Journeys through the console script: the demo ends with emails; reruns send nothing new."""
+
+from __future__ import annotations
+
+import email
+import json
+from email import policy
+from pathlib import Path
+
+from tests.e2e.cli import personify, personify_json
+
+NOW = "2026-01-31T09:00:00Z"
+
+
+def test_demo_ends_with_both_journeys_emails_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
+    project = tmp_path / "demo"
+    summary = personify_json("demo", str(project), "--customers", "1000", "--now", NOW)
+    emails = summary["emails"]
+    by_journey = emails["by_journey"]
+    assert by_journey["abandoned_cart"]["sent"] >= 5
+    assert by_journey["re_engagement"]["sent"] >= 5
+    outbox = project / "outbox"
+    files = sorted(outbox.glob("*.eml"))
+    assert len(files) == emails["sent"]
+
+    example = Path(emails["example"])
+    assert example.is_file() and example.parent == outbox
+    assert example.name.startswith("abandoned_cart")
+    message = email.message_from_bytes(example.read_bytes(), policy=policy.default)
+    assert message.is_multipart() and message["List-Unsubscribe"]
+    text = message.get_body(preferencelist=("plain",))
+    assert text is not None and "You might also like" in text.get_content()
+    index = [json.loads(line) for line in (outbox / "index.jsonl").read_text().splitlines()]
+    assert len(index) == len(files) and all("@" not in json.dumps(e) for e in index)
+
+    again = personify_json("run", "--project", str(project), "--now", NOW)
+    stages = {s["name"]: s["counts"] for s in again["stages"]}
+    assert stages["journeys"]["entered"] == 0 and stages["journeys"]["decided"] == 0
+    assert stages["delivery"]["sent"] == 0
+    assert sorted(outbox.glob("*.eml")) == files
+
+    text = personify("run", "--project", str(project), "--now", NOW)
+    assert text.returncode == 0, text.stderr
+    assert "Emails: 0 sent" in text.stdout
+
+    shown = personify("demo", str(project), "--customers", "1000")
+    assert shown.returncode == 0, shown.stderr
+    assert "Emails (journeys)" in shown.stdout and "abandoned_cart" in shown.stdout
+    assert "Open one" in shown.stdout and ".eml" in shown.stdout
+
+
+def test_a_bad_journey_file_stops_the_run_naming_file_line_and_key(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    assert personify("init", str(project)).returncode == 0
+    (project / "journeys" / "broken.yml").write_text(
+        "trigger:\n  event: Product Added\nsteps:\n  - wait: soon\n", encoding="utf-8"
+    )
+    done = personify("run", "--project", str(project), "--now", NOW)
+    assert done.returncode == 2
+    assert "journeys/broken.yml:4: steps[0].wait" in done.stderr
+    assert "not a duration" in done.stderr
+
+
+def test_run_help_describes_journeys_and_delivery() -> None:
+    done = personify("run", "--help")
+    assert done.returncode == 0
+    for words in ("journeys", "delivery", "idempotency key", "twice"):
+        assert words in done.stdout
