@@ -608,3 +608,20 @@ def test_a_code_is_redeemed_by_one_order_at_most(
             assert result.reason == ("expired" if expected is None else "already_redeemed")
     stored = dict(warehouse.fetch("SELECT code, order_id FROM discount_codes"))
     assert stored == {code: holder.get(i) for i, code in enumerate(codes)}
+
+
+def test_the_offers_stage_redeems_codes_once(project_dir: Path) -> None:
+    from personify import clock
+    from personify.offers import offers_stage
+    from personify.session import open_session
+
+    with clock.frozen(NOW), open_session(project_dir) as session:
+        wh = session.warehouse
+        code = issue_codes(wh, session.project, [("k", "c", "cart_rescue")], now=NOW)["k"]
+        w = World()
+        w.order("o1", "c", at=NOW + timedelta(days=1), code=code["code"])
+        w.load(wh)
+    with clock.frozen(NOW + timedelta(days=2)), open_session(project_dir) as session:
+        assert offers_stage(session) == {"codes_redeemed": 1}
+        assert offers_stage(session) == {"codes_redeemed": 0}
+        assert session.warehouse.scalar("SELECT order_id FROM discount_codes") == "o1"

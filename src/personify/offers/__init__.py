@@ -8,7 +8,8 @@ warehouse: a journey asks once for all the emails it is about to decide, never p
   category and overall best-sellers as the fallback;
 - :mod:`.arrivals` — :func:`new_arrivals`: new products from a customer's preferred categories;
 - :mod:`.discounts` — :func:`issue_codes` (idempotent per key), :func:`redeem`,
-  :func:`redeem_from_orders`.
+  :func:`redeem_from_orders`;
+- :mod:`.stage` — :func:`offers_stage`, the pipeline step running :func:`redeem_from_orders`.
 """
 
 from personify.offers.arrivals import new_arrivals as new_arrivals
@@ -20,6 +21,7 @@ from personify.offers.discounts import normalize_code as normalize_code
 from personify.offers.discounts import redeem as redeem
 from personify.offers.discounts import redeem_from_orders as redeem_from_orders
 from personify.offers.recommendations import recommend_for_carts as recommend_for_carts
+from personify.offers.stage import offers_stage as offers_stage
 
 __all__ = [
     "RedeemResult",
@@ -28,6 +30,7 @@ __all__ = [
     "issue_codes",
     "new_arrivals",
     "normalize_code",
+    "offers_stage",
     "recommend_for_carts",
     "redeem",
     "redeem_from_orders",
