@@ -1,6 +1,7 @@
 """``personify consent``, ``privacy export``, ``privacy erase`` and ``audit`` as a user runs them:
 after the erasure ``personify sql`` finds no trace of the person in any table, no project file
-(the compacted warehouse file included) holds their address or name, and re-importing their CRM row does not make them sendable."""
+(the compacted warehouse file included) holds their address or name, and re-importing their CRM
+row does not make them sendable. The demo, logged at DEBUG, logs no address or phone."""
 
 from __future__ import annotations
 
@@ -122,3 +123,43 @@ def test_consent_export_erase_reimport(project_dir: Path, tmp_path: Path) -> Non
         "AND m.exited_at IS NULL"
     )
     assert personify_json("sql", count, "--project", p, env=ENV)["rows"] == [{"n": 1}]
+
+
+@pytest.mark.slow
+def test_demo_logs_hold_no_address_or_phone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo run with every logger at DEBUG, unfiltered: not one of the demo's email
+    addresses or phone numbers appears in any log record (the log calls themselves are clean;
+    the masking filter of ``personify serve`` is only the net under them)."""
+    import logging
+    import re
+
+    from typer.testing import CliRunner
+
+    from personify.cli.app import _register, app
+    from personify.warehouse import connect
+
+    _register()
+    monkeypatch.setenv("PERSONIFY_NO_FORWARD", "1")
+    caplog.set_level(logging.DEBUG)
+    for name in list(logging.root.manager.loggerDict):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    project = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app, ["demo", str(project), "--customers", "150", "--now", NOW, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    with connect(f"duckdb:///{project / 'warehouse.duckdb'}") as wh:
+        rows = wh.fetch(
+            "SELECT email FROM customer_records WHERE email IS NOT NULL UNION "
+            "SELECT phone FROM customer_records WHERE phone IS NOT NULL"
+        )
+    values = {str(r[0]).strip().lower() for r in rows}
+    digits = {re.sub(r"\D", "", v)[-9:] for v in values if "@" not in v}
+    assert len(values) > 100 and caplog.records
+    texts = [f"{r.getMessage()} {r.exc_text or ''}".lower() for r in caplog.records]
+    text = "\n".join(texts)
+    assert not [v for v in values if "@" in v and v in text]
+    flat = [re.sub(r"\D", "", t) for t in texts]
+    assert not [d for d in digits if len(d) >= 8 and any(d in f for f in flat)]
