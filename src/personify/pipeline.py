@@ -18,6 +18,7 @@ from personify import clock
 from personify.audiences import audiences_stage
 from personify.identity import identity_stage
 from personify.journeys import delivery_stage, journeys_stage
+from personify.offers import offers_stage
 from personify.privacy.stage import privacy_stage
 from personify.profiles import profiles_stage
 from personify.session import Session
@@ -41,6 +42,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("profiles", profiles_stage),
     ("privacy", privacy_stage),
     ("audiences", audiences_stage),
+    ("offers", offers_stage),
     ("journeys", journeys_stage),
     ("delivery", delivery_stage),
 )
