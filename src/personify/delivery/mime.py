@@ -8,15 +8,18 @@ optionally mailto) and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RF
 :func:`build_raw` writes the wire bytes directly (the ``email`` package's generator costs
 milliseconds per message): 7-bit throughout — non-ASCII header text as RFC 2047 encoded words
 (base64, at most 75 characters each), long headers folded, both parts quoted-printable, every
-line ending in CRLF. The multipart boundary starts with ``=_``, which quoted-printable content
-can never contain (``=`` is always encoded there). :func:`build_message` is the same message as
-an :class:`~email.message.EmailMessage`, parsed back.
+line ending in CRLF. An HTML given in pieces (a layout's static parts around the values) is
+encoded piece by piece and joined by soft line breaks, the static pieces once. The multipart
+boundary starts with ``=_``, which quoted-printable content can never contain (``=`` is always
+encoded there). :func:`build_message` is the same message as an
+:class:`~email.message.EmailMessage`, parsed back.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -187,6 +190,56 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(data, quotetabs=False, istext=True).replace(b"\n", b"\r\n")
 
 
+def _qp_segment(text: str) -> bytes:
+    """:func:`_qp` with a last line short enough to take a soft line break (``=``)."""
+    encoded = _qp(text)
+    start = encoded.rfind(b"\n") + 1
+    if len(encoded) - start <= 75:
+        return encoded
+    cut = start + 75
+    if encoded[cut - 1 : cut] == b"=":
+        cut -= 1
+    elif encoded[cut - 2 : cut - 1] == b"=":
+        cut -= 2
+    return encoded[:cut] + b"=\r\n" + encoded[cut:]
+
+
+_STATIC_MIN = 256
+_STATIC_MAX = 512
+_static_qp: dict[str, bytes] = {}
+
+
+def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
+    """Quoted-printable of the join of ``pieces``: each piece encoded on its own, joined by soft
+    line breaks (which decoders remove). Long pieces — a layout's static HTML, the same string
+    for every email — are encoded once and remembered."""
+    out: list[bytes] = []
+    for piece in pieces:
+        if not piece:
+            continue
+        if len(piece) >= _STATIC_MIN:
+            encoded = _static_qp.get(piece)
+            if encoded is None:
+                encoded = _qp_segment(piece)
+                if len(_static_qp) >= _STATIC_MAX:
+                    _static_qp.clear()
+                _static_qp[piece] = encoded
+        else:
+            encoded = _qp_segment(piece)
+        out.append(encoded)
+    return b"=\r\n".join(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _date(when: datetime) -> str:
+    return format_datetime(when)
+
+
+@functools.lru_cache(maxsize=64)
+def _sender_header(name: str, addr_spec: str, display_name: str) -> str:
+    return _mailbox_header(name, [Mailbox(addr_spec, display_name)])
+
+
 def build_raw(
     email: RenderedEmail,
     *,
@@ -202,13 +255,13 @@ def build_raw(
     domain = sender.addr_spec.rpartition("@")[2] or "personify.invalid"
     mid = message_id(key, domain)
     head = [
-        _mailbox_header("From", [sender]),
+        _sender_header("From", sender.addr_spec, sender.display_name),
         _mailbox_header("To", [recipient]),
     ]
     if reply_to is not None:
-        head.append(_mailbox_header("Reply-To", [reply_to]))
+        head.append(_sender_header("Reply-To", reply_to.addr_spec, reply_to.display_name))
     head.append(_text_header("Subject", email.subject))
-    head.append(f"Date: {date if isinstance(date, str) else format_datetime(date)}\r\n")
+    head.append(f"Date: {date if isinstance(date, str) else _date(date)}\r\n")
     head.append(f"Message-ID: {mid}\r\n")
     if unsubscribe is not None:
         links = [f"<{_CONTROL.sub('', unsubscribe.url)}>"]
@@ -231,7 +284,7 @@ def build_raw(
             _qp(email.text),
             b"\r\n",
             (part % "html").encode("ascii"),
-            _qp(email.html),
+            _qp_pieces(email.html_pieces) if email.html_pieces else _qp(email.html),
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )

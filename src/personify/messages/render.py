@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import css_inline
-from liquid import Markup
+from liquid import BoundTemplate, Markup
 from liquid.exceptions import LiquidError
 
 from personify.messages.errors import RenderError
 from personify.messages.liquid_env import translate
+from personify.messages.plan import Fallback, Plan, verify_once
 from personify.messages.templates import Template
-from personify.messages.text import html_to_text
+from personify.messages.text import html_to_text, marks_to_text, markup_to_marks
 
+_WS = re.compile(r"\s+")
+_STYLE_ATTR = re.compile(r'\sstyle="[^"]*"')  # inlined styles; no part of the text
 _INLINER = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
 
 
@@ -28,22 +31,64 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
+    html_pieces: tuple[str, ...] = ()
+    """``html`` in pieces (their join is ``html``) when it was made of a layout's static pieces:
+    those are the same objects for every email of a template version, so the MIME writer encodes
+    them once. Empty when not known."""
 
 
 def render(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
-    """Render ``template`` with ``context``. Raises :class:`RenderError`, never renders blank."""
-    name = f"{template.name}.liquid"
+    """Render ``template`` with ``context``. Raises :class:`RenderError`, never renders blank.
+
+    Through the template's plan when it has one (the same email, made faster — see
+    :mod:`personify.messages.plan`), else the reference way."""
+    plan = template.plan
+    if plan is None or plan.dropped:
+        return render_reference(template, context)
     try:
-        body = template.body.render(**context)
+        fast = _render_planned(template, plan, context)
+    except Fallback:
+        return render_reference(template, context)
+    if plan.trusted:
+        return fast
+    reference = render_reference(template, context)
+    return fast if verify_once(plan, template.name, fast, reference) else reference
+
+
+def _body(template: Template, body: BoundTemplate, context: Mapping[str, Any]) -> str:
+    try:
+        return body.render(**context)
     except LiquidError as e:
-        raise translate(e, name, template.body_line_offset) from None
+        raise translate(e, f"{template.name}.liquid", template.body_line_offset) from None
+
+
+def _subject(template: Template, context: Mapping[str, Any]) -> str:
     try:
         subject = template.subject.render(**context)
     except LiquidError as e:
         raise translate(e, f"{template.name} subject") from None
-    subject = re.sub(r"\s+", " ", subject).strip()
+    subject = _WS.sub(" ", subject).strip()
     if not subject:
-        raise RenderError("the subject rendered empty", template=name)
+        raise RenderError("the subject rendered empty", template=f"{template.name}.liquid")
+    return subject
+
+
+def _render_planned(template: Template, plan: Plan, context: Mapping[str, Any]) -> RenderedEmail:
+    body = _body(template, plan.body, context)
+    subject = _subject(template, context)
+    raw = plan.values(context, subject)
+    if not body.strip():
+        raise RenderError("the body rendered empty", template=f"{template.name}.liquid")
+    pieces = plan.html(raw, body)
+    text = marks_to_text(plan.text_marks_of(raw, markup_to_marks(_STYLE_ATTR.sub("", body))))
+    return RenderedEmail(template.name, template.version, subject, "".join(pieces), text, pieces)
+
+
+def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
+    """Render the straightforward way: body, layout, the whole document's CSS inlined, text."""
+    name = f"{template.name}.liquid"
+    body = _body(template, template.body, context)
+    subject = _subject(template, context)
     html = body
     if template.layout is not None:
         layout_name = template.layout_name or name

@@ -8,12 +8,15 @@ file (between two ``---`` lines) or from a sidecar ``NAME.yml``:
   ``NAME.mjml`` beside the template when present; ``none`` for no layout.
 
 A layout is compiled from MJML to HTML once per version (the hash of its source) and then parsed
-as a Liquid template, so a layout may use the same variables as the body.
+as a Liquid template, so a layout may use the same variables as the body. Each template version
+also gets a :class:`~personify.messages.plan.Plan` when it can: the layout's CSS inlined and its
+text converted once, not per email.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,9 @@ from liquid.exceptions import LiquidError
 from personify.errors import NotFound
 from personify.messages.errors import RenderError
 from personify.messages.liquid_env import html_environment, text_environment, translate
+from personify.messages.plan import Plan, make_plan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class Template:
     layout: BoundTemplate | None
     body_line_offset: int
     layout_name: str | None
+    plan: Plan | None = None
+    """The fast path (CSS inlined and the layout converted once); ``None`` when the template
+    renders the reference way (see :mod:`personify.messages.plan`)."""
 
 
 def _front_matter(text: str) -> tuple[dict[str, Any], str, int]:
@@ -76,7 +85,7 @@ class TemplateStore:
         self._html = html_environment()
         self._text = text_environment()
         self._cache: dict[str, Template] = {}
-        self._layouts: dict[str, BoundTemplate] = {}
+        self._layouts: dict[str, tuple[str, BoundTemplate]] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -119,8 +128,16 @@ class TemplateStore:
             parsed_subject = self._text.from_string(subject, name=f"{name} subject")
         except LiquidError as e:
             raise translate(e, f"{name} subject") from None
-        layout = self._layout(layout_name, layout_source) if layout_name else None
-        template = Template(name, version, parsed_body, parsed_subject, layout, offset, layout_name)
+        layout: BoundTemplate | None = None
+        plan: Plan | None = None
+        if layout_name:
+            layout_html, layout = self._layout(layout_name, layout_source)
+            plan, why = make_plan(self._html, body, layout_html, f"{name}.liquid")
+            if plan is None:
+                log.info("template %s renders the reference way: %s", name, why)
+        template = Template(
+            name, version, parsed_body, parsed_subject, layout, offset, layout_name, plan
+        )
         with self._lock:
             self._cache[name] = template
         return template
@@ -137,7 +154,8 @@ class TemplateStore:
         own = self.folder / f"{name}.mjml"
         return own if own.is_file() else None
 
-    def _layout(self, name: str, source: str) -> BoundTemplate:
+    def _layout(self, name: str, source: str) -> tuple[str, BoundTemplate]:
+        """The layout compiled to HTML (once per content hash) and parsed as Liquid."""
         key = hashlib.sha256(source.encode()).hexdigest()
         with self._lock:
             hit = self._layouts.get(key)
@@ -149,5 +167,5 @@ class TemplateStore:
         except LiquidError as e:
             raise translate(e, name) from None
         with self._lock:
-            self._layouts[key] = parsed
-        return parsed
+            self._layouts[key] = (html, parsed)
+        return html, parsed
