@@ -45,3 +45,15 @@ def test_filter_masks_messages_args_and_tracebacks() -> None:
     text = stream.getvalue()
     assert "bob@" not in text and "555 0100" not in text and "carol@" not in text
     assert "***@example.org" in text and "ValueError" in text
+
+
+def test_serve_logging_masks() -> None:
+    """``personify serve``'s logging configuration puts the filter on its handler."""
+    import importlib
+
+    from personify.server.runner import logging_config
+
+    config = logging_config("debug")
+    assert config["handlers"]["stderr"]["filters"] == ["pii"]
+    module, _, name = config["filters"]["pii"]["()"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is PiiFilter
