@@ -19,7 +19,8 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
         "1,000 customers",
         "Main job",
         "sync",
-        "web_history",
+        "web ",
+        "email_engagement",
         "Quarantined",
         "Write key",
         "Admin token",
@@ -37,10 +38,18 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     answer = personify_json("sql", "SELECT count(*) AS n FROM customers", "--project", str(project))
     assert answer["rows"][0]["n"] >= 900
 
+    # the web sessions came through the tracking API (source `web`), not as a file
+    by_source = personify_json(
+        "sql", "SELECT source, count(*) AS n FROM events GROUP BY source", "--project", str(project)
+    )
+    counts = {row["source"]: row["n"] for row in by_source["rows"]}
+    assert counts.get("web", 0) > 5 * 1000 and "web_history" not in counts
+    assert "web_history" not in (project / "personify.yml").read_text()
+
     again = personify_json("run", "--project", str(project), "--now", NOW)
     sync = next(s for s in again["stages"] if s["name"] == "sync")
     assert sync["counts"]["rows_loaded"] == 0
-    assert sync["counts"]["files"] == 0 and sync["counts"]["files_skipped"] >= 10
+    assert sync["counts"]["files"] == 0 and sync["counts"]["files_skipped"] >= 9
 
 
 def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
@@ -50,6 +59,9 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     assert first["world"]["customers"] == 1000 and first["world"]["seed"] == 3
     stages = {s["name"]: s for s in first["run"]["stages"]}
     assert stages["sync"]["counts"]["rows_loaded"] > 10_000
+    web = next(s for s in first["sources"] if s["source"] == "web")
+    assert web["counts"]["rows_loaded"] > 5 * 1000 and web["counts"]["requests"] >= 2
+    assert first["quarantine"]["by_source"]["web"] > 0  # flawed events, quarantined by the API
     events = first["tables"]["events"]
     assert events >= 10 * 1000 * 0.95
     assert first["keys"]["write_key"] and first["keys"]["admin_token"]
@@ -62,6 +74,9 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     assert second["world"]["now"] == first["world"]["now"]
     sync = {s["name"]: s for s in second["run"]["stages"]}["sync"]["counts"]
     assert sync["rows_loaded"] == 0 and sync["files"] == 0
+    resent = next(s for s in second["sources"] if s["source"] == "web")["counts"]
+    first_web = web["counts"]
+    assert resent["rows_duplicate"] == first_web["rows_duplicate"] + first_web["rows_loaded"]
     assert second["tables"]["events"] == events
 
     other = personify("demo", str(project), "--customers", "1200", "--seed", "3", "--json")

@@ -5,6 +5,11 @@
 as the scaffold has them (keys in ``.env``); one ``kind: file`` source per file of the world
 follows, with its mapping; a ``demo:`` section records the world's seed and size.
 
+The web shop's sessions (``data/events/part-*.parquet``) are not a file source of the demo
+project: ``personify demo`` sends them through the tracking API (``POST /v1/batch`` with the write
+key, source ``web``), as a shop's pages would (:func:`web_event_files`). ``configure_project``
+without ``web_via_api`` keeps them a file source (``benchmarks/world_load.py`` loads the world so).
+
 Making it again in the same folder regenerates the same world, byte for byte (the world's
 ``now`` is kept in ``data/manifest.json``), so importing it again loads nothing twice. A folder
 holding another world (other seed, size or instant) is refused unless ``reset``: then its data
@@ -88,7 +93,7 @@ def make_demo_project(
     t1 = time.perf_counter()
     manifest = write_world(world, data, progress=progress)
     t2 = time.perf_counter()
-    configure_project(root, seed=seed, customers=customers, now=instant)
+    configure_project(root, seed=seed, customers=customers, now=instant, web_via_api=True)
     return DemoProject(
         root=root,
         data=data,
@@ -147,13 +152,16 @@ def _keys(root: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------- personify.yml
-def configure_project(root: Path, *, seed: int, customers: int, now: datetime) -> None:
-    """Rewrite ``root/personify.yml`` (as scaffolded) to read the world in ``data/``."""
+def configure_project(
+    root: Path, *, seed: int, customers: int, now: datetime, web_via_api: bool = False
+) -> None:
+    """Rewrite ``root/personify.yml`` (as scaffolded) to read the world in ``data/``;
+    ``web_via_api``: without the web sessions' file source (they are sent to the tracking API)."""
     file = root / PROJECT_FILE
     text = file.read_text(encoding="utf-8")
     text = _without_demo_wiring(text)
     text = re.sub(r"^name: .*$", f"name: {PROJECT_NAME}", text, count=1, flags=re.M)
-    text = _insert_sources(text, file_sources_yaml())
+    text = _insert_sources(text, file_sources_yaml(web_via_api=web_via_api))
     text = text.rstrip("\n") + "\n\n" + demo_yaml(seed=seed, customers=customers, now=now)
     parse_config(text, file=str(file), root=root)  # fail here, not at the user's first command
     file.write_text(text, encoding="utf-8")
@@ -163,18 +171,34 @@ _BEGIN: Final = "  # --- synthetic world (personify demo) ---"
 _END: Final = "  # --- end of the synthetic world ---"
 
 
-def file_sources_yaml() -> str:
+WEB_SESSIONS: Final = "web_history"
+"""The world's file of web sessions (its ``FILES`` source name), sent to the tracking API."""
+
+
+def web_event_files(data: Path) -> list[Path]:
+    """The Parquet parts holding the world's web sessions (Segment-shaped events)."""
+    spec = next(s for s in FILES if s.source == WEB_SESSIONS)
+    return sorted(data.glob(spec.glob or spec.path))
+
+
+def file_sources_yaml(*, web_via_api: bool = False) -> str:
     """The ``kind: file`` sources reading the world, as YAML list items (indented for
-    ``sources:``), between markers so a rerun can replace them."""
+    ``sources:``), between markers so a rerun can replace them. ``web_via_api``: the web
+    sessions are left out (``personify demo`` sends them to the ``web`` tracking source)."""
     lines = [
         _BEGIN,
         "  # The synthetic shop's data, written by `personify demo` into data/: CSV, JSON Lines",
         "  # and Parquet. Each file source names its file (or a glob), the table it loads and",
         "  # how the file's fields map onto the table's columns (dots reach into nested JSON).",
     ]
+    if web_via_api:
+        lines += [
+            "  # The web shop's sessions (data/events/) are no file source here: `personify demo`",
+            "  # sends them to the tracking API (POST /v1/batch, source `web` above), as pages do.",
+        ]
     seen: set[str] = set()
     for spec in FILES:
-        if spec.source in seen:
+        if spec.source in seen or (web_via_api and spec.source == WEB_SESSIONS):
             continue
         seen.add(spec.source)
         lines += [

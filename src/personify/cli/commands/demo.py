@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 from rich.table import Table
 
@@ -14,6 +16,7 @@ from personify import clock, pipeline
 from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
 from personify.demo import DemoProject, make_demo_project
+from personify.demo.project import web_event_files
 from personify.journeys import email_summary
 from personify.progress import Progress
 from personify.session import Session, open_session
@@ -48,9 +51,10 @@ def demo_command(
     The world: a catalogue, customers known to a CRM and a shop under different ids, consents,
     web sessions that log in and abandon carts, orders, support tickets, email opens and clicks —
     and a sprinkle of invalid records. It is written to DIR/data as CSV, JSON Lines and Parquet
-    and imported by the project's file sources. Running it again on DIR regenerates the same
-    world (its instant is kept) and imports nothing twice; the project stays usable: try
-    `personify status --project DIR`.
+    and imported by the project's file sources; the web sessions go through the tracking API
+    (POST /v1/batch with the write key, on a local port) as a shop's pages would send them.
+    Running it again on DIR regenerates the same world (its instant is kept) and stores nothing
+    twice; the project stays usable: try `personify status --project DIR`.
     """
     pin_now(now)  # validates --now
     instant = clock.now() if now else None
@@ -61,7 +65,7 @@ def demo_command(
         clock.pin(demo.now)  # the run evaluates the world at its own instant
         with open_session(demo.root) as session:
             syncs: list[SyncResult] = []
-            report = pipeline.run(session, stages=_stages(syncs, progress))
+            report = pipeline.run(session, stages=_stages(syncs, progress, demo))
             status = status_report(session)
             emails = email_summary(session, prefer="abandoned_cart")
     summary = _summary(demo, report, syncs, status, directory)
@@ -72,10 +76,14 @@ def demo_command(
         _print(summary)
 
 
-def _stages(syncs: list[SyncResult], progress: Progress | None) -> tuple[Any, ...]:
-    """The pipeline's stages, the sync one drawing progress bars and keeping its results."""
+def _stages(
+    syncs: list[SyncResult], progress: Progress | None, demo: DemoProject
+) -> tuple[Any, ...]:
+    """The pipeline's stages, the sync one drawing progress bars and keeping its results; it
+    first sends the world's web sessions through the tracking API."""
 
     def sync(session: Session) -> dict[str, int]:
+        syncs.append(send_web_sessions(session, demo, progress))
         syncs.extend(sync_sources(session, progress=progress))
         totals: dict[str, int] = {}
         for result in syncs:
@@ -84,6 +92,50 @@ def _stages(syncs: list[SyncResult], progress: Progress | None) -> tuple[Any, ..
         return totals
 
     return tuple((name, sync if name == "sync" else stage) for name, stage in pipeline.STAGES)
+
+
+def send_web_sessions(
+    session: Session, demo: DemoProject, progress: Progress | None = None
+) -> SyncResult:
+    """Post the world's web sessions to the project's own tracking API — a real server on a
+    loopback port of this process, ``POST /v1/batch`` with the write key, durable acks — as the
+    shop's pages would. Resent on a rerun, they store nothing twice (``messageId``)."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    from personify.ingest.tracking.sender import SendReport, send_batches
+    from personify.server.background import background_server
+
+    started = time.perf_counter()
+    files = web_event_files(demo.data)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    label = "Sending web sessions to /v1/batch"
+
+    def sent(report: SendReport) -> None:
+        if progress is not None:
+            progress(label, report.received, total)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for file in files:
+            yield from pq.ParquetFile(file).iter_batches(batch_size=20_000)
+
+    if progress is not None:
+        progress(label, 0, total)
+    count = "SELECT count(*) FROM events WHERE source = ?"
+    before = session.warehouse.scalar(count, ["web"])
+    with background_server(session) as url:
+        report = send_batches(url, demo.keys["PERSONIFY_WRITE_KEY"], batches(), on_sent=sent)
+    # a request whose events were all accepted answers {"success": true}, resends included
+    stored = session.warehouse.scalar(count, ["web"]) - before
+    counts = {
+        "rows_read": report.received,
+        "rows_loaded": stored,
+        "rows_duplicate": report.accepted - stored,
+        "rows_quarantined": report.quarantined + report.rejected,
+        "requests": report.requests,
+    }
+    return SyncResult("web", "tracking", counts, time.perf_counter() - started)
 
 
 def _shown(path: Path) -> str:

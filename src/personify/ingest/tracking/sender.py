@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -99,11 +99,19 @@ class Sender:
     """Sends bodies with a few threads, each retrying its request until it is acknowledged."""
 
     def __init__(
-        self, url: str, write_key: str, *, threads: int = 4, deadline_s: float = 600.0
+        self,
+        url: str,
+        write_key: str,
+        *,
+        threads: int = 4,
+        deadline_s: float = 600.0,
+        on_sent: Callable[[SendReport], None] | None = None,
     ) -> None:
+        """``on_sent(report)`` is called after each acknowledged request (progress)."""
         self.url = url.rstrip("/") + "/v1/batch"
         self.auth = (write_key, "")
         self.threads = threads
+        self.on_sent = on_sent
         self.deadline = time.monotonic() + deadline_s
         self.report = SendReport()
         self._lock = threading.Lock()
@@ -119,6 +127,8 @@ class Sender:
                 if r.status_code == 200:
                     with self._lock:
                         self.report.add(r.json(), events)
+                        if self.on_sent is not None:
+                            self.on_sent(self.report)
                     return
                 if r.status_code not in (429, 500, 502, 503, 504):
                     raise ServiceUnavailable(f"the tracking API refused a batch: {r.text[:300]}")
@@ -159,8 +169,14 @@ class Sender:
 
 
 def send_batches(
-    url: str, write_key: str, batches: Iterable[pa.RecordBatch | pa.Table], *, threads: int = 4
+    url: str,
+    write_key: str,
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    *,
+    threads: int = 4,
+    on_sent: Callable[[SendReport], None] | None = None,
 ) -> SendReport:
-    """Send Segment-shaped Arrow batches to the tracking API at ``url``; what it answered."""
+    """Send Segment-shaped Arrow batches to the tracking API at ``url``; what it answered.
+    ``on_sent(report)`` follows each acknowledged request (for a progress bar)."""
     events = (event for batch in batches for event in events_json(batch))
-    return Sender(url, write_key, threads=threads).send(events)
+    return Sender(url, write_key, threads=threads, on_sent=on_sent).send(events)
