@@ -207,9 +207,8 @@ def main() -> None:
         ("baseline: bare render + MIME + file", b, cb, n / b, peak_mb()),
     ]
     print(f"\n{n:,} recipients, batch {args.batch_size}, CPUs {os.cpu_count()}\n")
-    print(
-        f"{'phase':<40} {'seconds':>9} {'CPU s':>8} {'emails/s':>10} {'per CPU s':>10} {'peak MB':>8}"
-    )
+    head = ("seconds", "CPU s", "emails/s", "per CPU s", "peak MB")
+    print(f"{'phase':<40} {head[0]:>9} {head[1]:>8} {head[2]:>10} {head[3]:>10} {head[4]:>8}")
     for name, seconds, cpu, rate, mb in rows:
         cpu_text = f"{cpu:>8.2f}" if cpu is not None else f"{'':>8}"
         per_cpu = f"{n / cpu:>10,.0f}" if cpu else f"{'':>10}"
