@@ -398,6 +398,10 @@ class RestSource(_SourceBase, frozen=True, tag="rest", tag_field="kind"):
     """For a preset: where its first sync starts (ISO 8601)."""
     schedule: Schedule | None = None
     """When ``personify serve`` syncs it."""
+    batch_rows: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    """Records gathered (over pages) before they are stored, together with the state saying
+    which page comes next, in one transaction: fewer, larger transactions; a crash costs at most
+    these pages, fetched again by the next sync."""
 
     def __post_init__(self) -> None:
         if self.preset is None and not self.resources:
@@ -927,6 +931,16 @@ class JourneySettings(_Base, frozen=True):
             raise ValueError(f"{self.lookback!r} is not a duration: write e.g. 24h or 7d")
 
 
+# --------------------------------------------------------------------------------------- privacy
+class PrivacyConfig(_Base, frozen=True):
+    """Protection at rest (see README, "Privacy")."""
+
+    encryption_keys: Secret | None = None
+    """Key ring for field-level encryption (AES-256-GCM): ``ID:BASE64,…`` of 32-byte keys, the
+    first encrypts, every one decrypts (rotation). Use ``${PERSONIFY_ENCRYPTION_KEYS}``; make a key
+    with ``personify privacy keygen``. Without it nothing is encrypted."""
+
+
 # --------------------------------------------------------------------------------------- project
 class ProjectConfig(_Base, frozen=True):
     """The whole ``personify.yml``."""
@@ -963,6 +977,8 @@ class ProjectConfig(_Base, frozen=True):
     discounts: dict[Name, DiscountCampaign] = msgspec.field(default_factory=_default_discounts)
     """Personal discount code campaigns by name (journeys ask for codes of a campaign). Default:
     ``cart_rescue`` — 7 days, 5 % / 10 % / 15 % off by engagement (≥ 70 / ≥ 30 / below)."""
+    privacy: PrivacyConfig = PrivacyConfig()
+    """Protection at rest: the encryption key ring."""
 
     def __post_init__(self) -> None:
         try:
@@ -1068,52 +1084,6 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 _FIELD = re.compile(r"field `([^`]+)`")
-
-
-def _pin_elided(text: str, data: Any) -> str:
-    """msgspec writes a mapping's key as ``[...]`` in error paths (``$.discounts[...].tiers``):
-    find the entry at fault — the one that fails the same way when its mapping holds only it —
-    and put its key back (``$.discounts["winback"].tiers``), so the error names line and key."""
-    while (m := _AT.match(text)) and "[...]" in (raw := m.group("path") or ""):
-        prefix = raw[: raw.index("[...]")]
-        tokens = [int(t[1]) if t[1] else (t[0] or t[2]) for t in _TOKEN.findall(prefix)]
-        mapping = _get_in(data, tokens)
-        if not isinstance(mapping, dict):
-            break
-        culprit = None
-        for name, value in mapping.items():
-            try:
-                msgspec.convert(
-                    _set_in(data, tokens, {name: value}), ProjectConfig, dec_hook=_dec_hook
-                )
-            except msgspec.ValidationError as e:
-                if (again := _AT.match(str(e))) and again.group("msg") == m.group("msg"):
-                    culprit = name
-                    break
-            except _FieldError:
-                continue
-        if not isinstance(culprit, str):
-            break
-        text = text.replace("[...]", "[" + json.dumps(culprit) + "]", 1)
-    return text
-
-
-def _get_in(data: Any, path: list[str | int]) -> Any:
-    for part in path:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-def _set_in(data: Any, path: list[str | int], value: Any) -> Any:
-    if not path:
-        return value
-    head, rest = path[0], path[1:]
-    copy = list(data) if isinstance(data, list) else dict(data)
-    copy[head] = _set_in(data[head], rest, value)  # type: ignore[index]
-    return copy
 
 
 def _pin_elided(text: str, data: Any) -> str:

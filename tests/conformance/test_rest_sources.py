@@ -51,7 +51,7 @@ def session(warehouse_url: str, tmp_path: Path) -> Iterator[Session]:
         yield s
 
 
-def preset(name: str, url: str, **client: Any) -> RestSource:
+def preset(name: str, url: str, *, batch_rows: int = 5_000, **client: Any) -> RestSource:
     auth: Any = {
         "hubspot_contacts": BearerAuth(token=Secret(TOKEN)),
         "shopify_orders": ApiKeyAuth(api_key=Secret(TOKEN), name="X-Shopify-Access-Token"),
@@ -63,6 +63,7 @@ def preset(name: str, url: str, **client: Any) -> RestSource:
         name=name.split("_")[0],
         preset=name,  # type: ignore[arg-type]
         client=RestClient(base_url=url, auth=auth, **settings),
+        batch_rows=batch_rows,
     )
 
 
@@ -123,7 +124,7 @@ def test_a_crash_between_pages_resumes_with_nothing_lost_or_doubled(
     session: Session, apis: MockApis, url: str
 ) -> None:
     for name in PRESETS:
-        source = preset(name, url)
+        source = preset(name, url, batch_rows=100)  # a commit every 100 records
 
         def crash(resource: str, page: int) -> None:
             if page == 2:

@@ -27,6 +27,7 @@ sources:
   - name: crm
     kind: rest
     preset: hubspot_contacts
+    batch_rows: 100
     client:
       base_url: {url}
       auth: {{type: bearer, token: "${{API_TOKEN}}"}}

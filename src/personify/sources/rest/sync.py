@@ -3,10 +3,11 @@
 For each resource: read its state (:mod:`~personify.sources.rest.incremental`); resume the
 interrupted sync if there is one, else start a new one at ``cursor - overlap`` (or the initial
 value); then, page after page: fetch it (politely: :mod:`~personify.sources.rest.client`), take
-its records, work out the next page's request, and in ONE warehouse transaction load the records'
-rows (:mod:`~personify.sources.rest.mapping`), quarantine the invalid ones and save the state
-saying which page comes next. A crash between two pages loses nothing and doubles nothing: the
-rerun continues at the first page not stored.
+its records and work out the next page's request. Once ``batch_rows`` records are gathered (and
+at the last page), in ONE warehouse transaction: load their rows
+(:mod:`~personify.sources.rest.mapping`), quarantine the invalid ones and save the state saying
+which page comes next. A crash loses nothing and doubles nothing: the rerun continues at the
+first page not stored (pages fetched but not yet stored are fetched again).
 
 Counts: ``pages``, ``requests``, ``retries``, ``rate_limited``, ``rows_read``, ``rows_loaded``,
 ``rows_quarantined``, ``rows_duplicate`` (``rows_read = rows_loaded + rows_duplicate +
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from personify import clock
-from personify.config import Paginator, RestResource, RestSource
+from personify.config import Incremental, Paginator, RestResource, RestSource
 from personify.progress import Progress
 from personify.session import Session
 from personify.sources import SyncResult
@@ -32,6 +33,7 @@ from personify.sources.rest.errors import RestResponseError
 from personify.sources.rest.incremental import (
     ResourceState,
     Run,
+    as_instant,
     later,
     load_state,
     save_state,
@@ -57,7 +59,8 @@ COUNTS = (
 )
 
 PageHook = Callable[[str, int], None]
-"""Called after each page is stored: ``(resource, page)`` (tests inject faults with it)."""
+"""Called after each commit: ``(resource, pages fetched so far)`` (tests inject faults with
+it)."""
 
 
 def sync_rest_source(
@@ -126,6 +129,8 @@ def _sync_resource(
             stack.callback(target.close)
         request: PageRequest | None = run.next
         pages = 0
+        group: list[Any] = []
+        group_pages = 0
         while request is not None:
             method = resource.endpoint.method
             response, body = http.get_json(
@@ -133,14 +138,10 @@ def _sync_resource(
             )
             records = find_records(body, resource.endpoint.data_selector)
             if records is None:
+                selector = resource.endpoint.data_selector
                 raise RestResponseError(
                     f"{source.name}/{resource.name}: {method} {http.shown(response.url)} "
-                    "answered no list of records"
-                    + (
-                        f" at {resource.endpoint.data_selector!r}"
-                        if resource.endpoint.data_selector
-                        else ""
-                    ),
+                    "answered no list of records" + (f" at {selector!r}" if selector else ""),
                     hint="set the resource's endpoint.data_selector to where the records are",
                 )
             pages += 1
@@ -148,31 +149,42 @@ def _sync_resource(
             if resource.max_pages is not None and pages >= resource.max_pages:
                 nxt = None
             if inc is not None:
-                for record in records:
-                    run.max = later(run.max, get_path(record, inc.cursor_path), inc.start_format)
-            records = last_per_key(records, key)
+                run.max = later(run.max, _largest(records, inc), inc.start_format)
+            group.extend(records)
+            group_pages += 1
             run.next = nxt
-            with wh.transaction():
-                _store(wh, targets, records, counts, now)
-                if nxt is None:
-                    cursor = later(state.cursor, run.max, inc.start_format if inc else "auto")
-                    save_state(
-                        wh, source.name, resource.name, ResourceState(cursor, None), finished=True
-                    )
-                else:
-                    save_state(
-                        wh,
-                        source.name,
-                        resource.name,
-                        ResourceState(state.cursor, run),
-                        finished=False,
-                    )
-            counts["pages"] += 1
-            if progress is not None:
-                progress(f"{source.name}: {resource.name}", counts["rows_read"], 0)
-            if after_page is not None:
-                after_page(resource.name, pages)
+            if nxt is None or len(group) >= source.batch_rows:
+                with wh.transaction():  # the rows and the state saying what comes next: at once
+                    _store(wh, targets, last_per_key(group, key), counts, now)
+                    if nxt is None:
+                        fmt = inc.start_format if inc else "auto"
+                        saved = ResourceState(later(state.cursor, run.max, fmt), None)
+                    else:
+                        saved = ResourceState(state.cursor, run)
+                    save_state(wh, source.name, resource.name, saved, finished=nxt is None)
+                counts["pages"] += group_pages
+                group, group_pages = [], 0
+                if progress is not None:
+                    progress(f"{source.name}: {resource.name}", counts["rows_read"], 0)
+                if after_page is not None:
+                    after_page(resource.name, pages)
             request = nxt
+
+
+def _largest(records: list[Any], inc: Incremental) -> Any:
+    """The largest cursor value of a page (each value read once)."""
+    best: Any = None
+    best_key: Any = None
+    for record in records:
+        value = get_path(record, inc.cursor_path)
+        if value is None:
+            continue
+        key = as_instant(value, inc.start_format)
+        if key is None:
+            return max((get_path(r, inc.cursor_path) for r in records), key=str, default=None)
+        if best_key is None or key > best_key:
+            best, best_key = value, key
+    return best
 
 
 def _store(

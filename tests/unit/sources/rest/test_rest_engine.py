@@ -26,7 +26,10 @@ from personify.sources.rest.incremental import load_state, start_value
 MAPPING = {"product_id": "id|string", "name": "name", "updated_at": "updated_at"}
 
 
-def source(url: str, path: str, paginator: Paginator, **kw: Any) -> RestSource:
+def source(
+    url: str, path: str, paginator: Paginator, *, batch_rows: int = 1, **kw: Any
+) -> RestSource:
+    """A source over the generic endpoints, storing every page at once by default."""
     endpoint = Endpoint(
         path=path,
         params=kw.pop("params", {"per_page": 7}),
@@ -38,7 +41,7 @@ def source(url: str, path: str, paginator: Paginator, **kw: Any) -> RestSource:
         name="items", endpoint=endpoint, table="products", mapping=kw.pop("mapping", MAPPING), **kw
     )
     client = RestClient(base_url=url, auth=BearerAuth(token=Secret(TOKEN)))
-    return RestSource(name="catalog", client=client, resources=(resource,))
+    return RestSource(name="catalog", client=client, resources=(resource,), batch_rows=batch_rows)
 
 
 def stored(session: Session) -> list[str]:
@@ -69,6 +72,14 @@ def test_every_pagination_style_reads_everything_once(
     assert stored(session) == expected(apis)
     assert result.counts["rows_read"] == len(apis.items) == result.counts["rows_loaded"]
     assert result.counts["pages"] >= len(apis.items) // 7
+
+
+def test_pages_are_stored_in_batches(session: Session, apis: MockApis, api_url: str) -> None:
+    commits: list[int] = []
+    src = source(api_url, "/generic/linked", Paginator(type="json_link"), batch_rows=20)
+    result = sync_rest_source(session, src, after_page=lambda _, page: commits.append(page))
+    assert commits == [3, 6, 9]  # 21 records, 42, 57 (the last page)
+    assert result.counts["pages"] == 9 and stored(session) == expected(apis)
 
 
 def test_max_pages_stops_early(session: Session, apis: MockApis, api_url: str) -> None:
