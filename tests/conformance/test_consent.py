@@ -336,3 +336,43 @@ def test_suppress_helper_blocks_marketing_and_revokes(warehouse: Warehouse) -> N
     assert consented(warehouse, ["c1"], purpose="email_marketing") == set()
     state = warehouse.fetch("SELECT status FROM consents WHERE customer_id = 'c1'")
     assert state == [("revoked",)]
+
+
+def test_proof_encrypted_at_rest_and_rotated(warehouse: Warehouse) -> None:
+    from personify.privacy.crypto import KeyRing, new_key, rotate
+
+    k1, k2 = new_key(), new_key()
+    old = KeyRing.parse(f"k1:{k1}")
+    proof = {"ip": "198.51.100.4", "user_agent": "UA/9", "form": "https://shop/?e=a@x.org"}
+    record(
+        warehouse,
+        subject="x",
+        purpose="p",
+        status="granted",
+        source="web",
+        at=T0,
+        proof=proof,
+        cipher=old,
+    )
+    record(
+        warehouse,
+        subject="y",
+        purpose="p",
+        status="granted",
+        source="web",
+        at=T0,
+        proof={"ip": "203.0.113.5"},
+    )  # written before encryption was configured
+    stored = warehouse.fetch("SELECT ip, user_agent, form FROM consent_history ORDER BY 1")
+    text = str(stored)
+    assert "198.51.100.4" not in text and "a@x.org" not in text and "203.0.113.5" in text
+    new = KeyRing.parse(f"k2:{k2},k1:{k1}")
+    counts = rotate(warehouse, new)
+    assert counts["consent_history.ip"] == 2 and counts["consent_history.form"] == 1
+    assert rotate(warehouse, new)["consent_history.ip"] == 0  # done: nothing stale
+    only_new = KeyRing.parse(f"k2:{k2}")
+    ips = {
+        only_new.decrypt(v, field="consent_history.ip")
+        for (v,) in warehouse.fetch("SELECT ip FROM consent_history")
+    }
+    assert ips == {"198.51.100.4", "203.0.113.5"}

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from personify import clock
 from personify.errors import PersonifyError
+from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import CONSENT_HISTORY, CONSENT_KINDS, CONSENTS
 
@@ -144,12 +145,15 @@ def sync_source_kinds(wh: Warehouse, source_kinds: Mapping[str, str]) -> int:
     return len(pairs)
 
 
-def _proof_columns(proof: Mapping[str, Any] | None) -> dict[str, Any]:
+def _proof_columns(proof: Mapping[str, Any] | None, cipher: KeyRing | None) -> dict[str, Any]:
     proof = dict(proof or {})
     out: dict[str, Any] = {}
     for key in ("ip", "user_agent", "form"):
         value = proof.pop(key, None)
-        out[key] = None if value is None else str(value)[:1000]
+        text = None if value is None else str(value)[:1000]
+        if text is not None and cipher is not None:
+            text = cipher.encrypt(text, field=f"consent_history.{key}")
+        out[key] = text
     confirmed = proof.pop("confirmed_at", None)
     if isinstance(confirmed, str):
         try:
@@ -172,12 +176,14 @@ def record(
     source: str,
     at: datetime | None = None,
     proof: Mapping[str, Any] | None = None,
+    cipher: KeyRing | None = None,
 ) -> bool:
     """Record a consent change of ``subject`` (a customer id, or a source's id as ``consents``
     keys it): a ``consent_history`` row always (once per change: replays are ignored), and the
     current state in ``consents`` unless a newer change is already there. ``proof`` keys ``ip``,
-    ``user_agent``, ``form``, ``confirmed_at`` go to columns, the rest to the ``proof`` JSON.
-    Returns whether the current state changed."""
+    ``user_agent``, ``form``, ``confirmed_at`` go to columns, the rest to the ``proof`` JSON;
+    with a ``cipher`` (the project's key ring) ``ip``, ``user_agent`` and ``form`` are stored
+    encrypted. Returns whether the current state changed."""
     if status not in STATUSES:
         raise ConsentError(f"unknown consent status {status!r}", hint="use granted or revoked")
     if not subject or not purpose or not channel or not source:
@@ -192,7 +198,7 @@ def record(
         "source": source,
         "changed_at": at,
         "recorded_at": recorded,
-        **_proof_columns(proof),
+        **_proof_columns(proof, cipher),
     }
     with wh.transaction():
         wh.load(
@@ -255,6 +261,7 @@ def set_consent(
     at: datetime | None = None,
     proof: Mapping[str, Any] | None = None,
     source_kinds: Mapping[str, str] | None = None,
+    cipher: KeyRing | None = None,
 ) -> dict[str, Any]:
     """An explicit consent change for a whole person (``personify consent set``, the API).
 
@@ -275,6 +282,7 @@ def set_consent(
             source=source,
             at=at,
             proof=proof,
+            cipher=cipher,
         )
         superseded = 0
         if status == "granted":

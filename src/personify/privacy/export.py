@@ -16,6 +16,7 @@ from typing import Any
 
 from personify import clock
 from personify.config import OutboxDelivery, Project
+from personify.privacy.crypto import ENCRYPTED_FIELDS, KeyRing, is_encrypted, project_ring
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
 from personify.privacy.subjects import resolve
 from personify.warehouse.base import Warehouse, quote
@@ -45,6 +46,18 @@ def _rows(wh: Warehouse, table: Table, f: Footprint) -> list[dict[str, Any]]:
     return rows
 
 
+def _decrypt(tables: dict[str, list[dict[str, Any]]], ring: KeyRing | None) -> None:
+    """Encrypted fields in plain text (the person is entitled to them); left sealed without
+    the key ring."""
+    if ring is None:
+        return
+    for name in ENCRYPTED_FIELDS:
+        table_name, column = name.split(".", 1)
+        for row in tables.get(table_name, []):
+            if is_encrypted(row.get(column)):
+                row[column] = ring.decrypt(row[column], field=name)
+
+
 def outbox_folder(project: Project) -> Path | None:
     """The outbox folder, when the project delivers to one."""
     delivery = project.config.delivery
@@ -72,6 +85,7 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
     customer_id = resolve(wh, project, who)
     f = footprint(wh, customer_id, project.config.identity)
     tables = {t.name: _rows(wh, t, f) for t in personal_tables()}
+    _decrypt(tables, project_ring(project))
     return {
         "format": FORMAT_VERSION,
         "generated_at": clock.now(),

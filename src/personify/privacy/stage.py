@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from personify.privacy.consent import backfill_history, sync_source_kinds
+from personify.privacy.crypto import project_ring
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized
 from personify.privacy.tracking import apply_tracking_consent
 from personify.session import Session
@@ -55,7 +56,7 @@ def privacy_stage(session: Session) -> dict[str, int]:
     secret = project.config.signing_key
     with wh.transaction():
         sync_source_kinds(wh, project.config.identity.source_kinds)
-        counts = {"consent_changes": apply_tracking_consent(wh)}
+        counts = {"consent_changes": apply_tracking_consent(wh, project_ring(project))}
         counts["consent_history_added"] = backfill_history(wh)
         counts["tombstones_relinked"] = (
             relink_tombstones(wh, secret.reveal().encode("utf-8")) if secret else 0

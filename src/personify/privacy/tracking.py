@@ -25,6 +25,7 @@ import msgspec
 
 from personify.identity import state
 from personify.privacy.consent import record
+from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import Warehouse
 
 WATERMARK = "privacy.consent_events"
@@ -123,9 +124,9 @@ def _rows(wh: Warehouse) -> Iterator[tuple[str, str, datetime, str, str]]:
     state.put(wh, WATERMARK, upto.isoformat())
 
 
-def apply_tracking_consent(wh: Warehouse) -> int:
+def apply_tracking_consent(wh: Warehouse, cipher: KeyRing | None = None) -> int:
     """Record the consent changes of events stored since the last pass; returns how many
-    changed a current state."""
+    changed a current state (proof encrypted with ``cipher``, when given)."""
     changed = 0
     for customer_id, source, at, message_id, text in list(_rows(wh)):
         try:
@@ -145,5 +146,6 @@ def apply_tracking_consent(wh: Warehouse) -> int:
                 source=source,
                 at=at,
                 proof=proof,
+                cipher=cipher,
             )
     return changed

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from personify.errors import NotFound
 from personify.privacy.audit import log_action
 from personify.privacy.consent import set_consent
+from personify.privacy.crypto import project_ring
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
@@ -107,6 +108,7 @@ def _consent(state: ServerState, req: ConsentRequest) -> dict[str, Any]:
         source=req.source,
         proof=req.proof,
         source_kinds=project.config.identity.source_kinds,
+        cipher=project_ring(project),
     )
     log_action(
         wh,

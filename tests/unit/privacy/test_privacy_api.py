@@ -16,6 +16,7 @@ from dotenv import dotenv_values
 from personify import clock
 from personify.config import load_project
 from personify.identity import identity_stage
+from personify.privacy.crypto import new_key
 from personify.profiles import profiles_stage
 from personify.server.app import create_app
 from personify.session import Session
@@ -30,6 +31,9 @@ def session(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sess
     for key, value in dotenv_values(project_dir / ".env").items():
         if value is not None:
             monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PERSONIFY_ENCRYPTION_KEYS", f"k1:{new_key()}")
+    with (project_dir / "personify.yml").open("a") as f:
+        f.write("privacy:\n  encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS}\n")
     s = Session(load_project(project_dir))
     try:
         with clock.frozen(NOW):
@@ -84,6 +88,8 @@ def test_consent_export_erase(session: Session, auth: dict[str, str]) -> None:
     assert body["profile"]["first_name"] == "Ann"
     (history,) = body["tables"]["consent_history"]
     assert history["ip"] == "192.0.2.7" and history["confirmed_at"]
+    stored = session.warehouse.scalar("SELECT ip FROM consent_history")
+    assert str(stored).startswith("enc1:k1:")  # at rest: encrypted; in the export: plain
     assert "bob@example.org" not in doc.text
 
     erased = call(session, "POST", "/v1/privacy/erase", auth, {"subject": "ann@example.org"})

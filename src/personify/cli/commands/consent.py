@@ -12,6 +12,7 @@ from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.privacy.audit import log_action
 from personify.privacy.consent import STATUSES, ConsentError, set_consent
+from personify.privacy.crypto import project_ring
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import consent_rows, resolve
 from personify.session import open_session
@@ -59,6 +60,7 @@ def set_command(
             at=clock.now(),
             proof={"form": form} if form else None,
             source_kinds=proj.config.identity.source_kinds,
+            cipher=project_ring(proj),
         )
         log_action(
             wh,

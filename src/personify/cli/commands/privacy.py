@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from personify import clock
 from personify.cli.app import (
     JsonOpt,
     NowOpt,
@@ -18,8 +20,10 @@ from personify.cli.app import (
     emit_json,
     pin_now,
 )
+from personify.errors import ConfigError
 from personify.privacy.audit import log_action, read_log
 from personify.privacy.compact import compact_file
+from personify.privacy.crypto import new_key, project_ring, rotate
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
@@ -114,6 +118,41 @@ def erase_command(
     if "compacted" in doc:
         c = doc["compacted"]
         out.print(f"Warehouse file compacted: {c['bytes_before']:,} → {c['bytes_after']:,} bytes.")
+
+
+@privacy_app.command("keygen")
+def keygen_command(
+    key_id: Annotated[
+        str | None, typer.Option("--id", help="The key's id (default: k + today's date).")
+    ] = None,
+) -> None:
+    """Print a new encryption key as ID:BASE64 — put it first in PERSONIFY_ENCRYPTION_KEYS
+    (privacy.encryption_keys), keeping older keys after it until `rotate-keys` has run."""
+    kid = key_id or f"k{clock.now():%Y%m%d}"
+    sys.stdout.write(f"{kid}:{new_key()}\n")
+
+
+@privacy_app.command("rotate-keys")
+def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+    """Encrypt plain values of the encrypted fields and re-encrypt those under older keys with
+    the active (first) key of privacy.encryption_keys. Afterwards the older keys can go."""
+    with open_session(project) as session:
+        ring = project_ring(session.project)
+        if ring is None:
+            raise ConfigError(
+                "no encryption key ring",
+                key="privacy.encryption_keys",
+                hint="set privacy.encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS} "
+                "(make a key with `personify privacy keygen`)",
+            )
+        counts = rotate(session.warehouse, ring)
+    if json:
+        emit_json({"active_key": ring.active, "rewritten": counts})
+        return
+    table = Table("field", "values rewritten", title=f"Encrypted under {ring.active}")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    console().print(table)
 
 
 @app.command("audit", rich_help_panel="People")
