@@ -36,7 +36,7 @@ from personify.audiences.schedule import parse_duration
 from personify.config import JourneySettings, Project
 from personify.delivery import PrepareFailure, prepare_batch, transport_for
 from personify.delivery.transport import DeliveryError, Transport, send_many
-from personify.errors import PersonifyError, Transient
+from personify.errors import NotFound, PersonifyError, Transient
 from personify.journeys.content import Pending, resolve
 from personify.journeys.decide import allowed, suppressed
 from personify.journeys.definitions import Journey
@@ -264,7 +264,12 @@ def _render_and_send(
                 outcomes[r.key] = _Outcome("failed", f"variables: {str(e).splitlines()[0]}")
             continue
         items = [(r.key, r.customer_id, variables[r.key]) for r in rows]
-        prepared = prepare_batch(wh, project, step.template, items, store=store, date=now)
+        try:
+            prepared = prepare_batch(wh, project, step.template, items, store=store, date=now)
+        except NotFound as e:  # the template was removed since the journeys stage checked it
+            for r in rows:
+                outcomes[r.key] = _Outcome("failed", str(e).splitlines()[0])
+            continue
         envelopes = []
         for r, result in zip(rows, prepared, strict=True):
             if isinstance(result, PrepareFailure):

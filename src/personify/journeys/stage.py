@@ -17,9 +17,11 @@ from personify import clock
 from personify.audiences.schedule import parse_duration
 from personify.config import OutboxDelivery, Project
 from personify.delivery.outbox import file_name
+from personify.errors import DefinitionError
 from personify.journeys.definitions import Journey, load_journeys
 from personify.journeys.engine import Context, JourneyCounts, advance
 from personify.journeys.send import SendCounts, deliver
+from personify.messages import template_store
 from personify.session import Session
 from personify.warehouse.base import Warehouse
 
@@ -50,6 +52,22 @@ def _load(
     )
 
 
+def check_templates(project: Project, journeys: list[Journey]) -> None:
+    """Every send step names a template of the project, else a DefinitionError naming the
+    journey file, the step's line and key (before anything is decided)."""
+    known = set(template_store(project).names())
+    for journey in journeys:
+        for index, step in enumerate(journey.steps):
+            if step.kind == "send" and step.template not in known:
+                raise DefinitionError(
+                    f"no template {step.template!r} in templates/",
+                    file=journey.file,
+                    line=step.line,
+                    key=f"steps[{index}].send",
+                    hint="templates: " + (", ".join(sorted(known)) or "none"),
+                )
+
+
 def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> list[JourneyCounts]:
     """Enter and advance every journey to ``--now``."""
     now = clock.now()
@@ -75,6 +93,7 @@ def journeys_stage(session: Session) -> dict[str, int]:
     """The pipeline's ``journeys`` step: counts summed over journeys, plus per journey
     ``<name>.decided``."""
     journeys = project_journeys(session.project)
+    check_templates(session.project, journeys)
     results = run_journeys(session.warehouse, session.project, journeys)
     out = {
         "journeys": len(journeys),

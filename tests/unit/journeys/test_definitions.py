@@ -135,3 +135,19 @@ def test_two_files_with_one_name_are_refused(tmp_path: Path) -> None:
     (tmp_path / "b.yml").write_text("name: same\ntrigger: {event: Y}\nsteps: [exit]\n")
     with pytest.raises(DefinitionError, match="also defined in"):
         load_journeys(tmp_path, lookback=DAY, purpose="m", root=tmp_path)
+
+
+def test_a_send_step_naming_a_missing_template_is_refused(tmp_path: Path) -> None:
+    from personify.config import load_project
+    from personify.journeys.stage import check_templates, project_journeys
+    from personify.scaffold import init_project
+
+    init_project(tmp_path)
+    (tmp_path / "journeys" / "typo.yml").write_text(
+        "trigger: {event: X}\nsteps:\n  - wait: 1h\n  - send: abandonned_cart\n"
+    )
+    project = load_project(tmp_path)
+    with pytest.raises(DefinitionError) as info:
+        check_templates(project, project_journeys(project))
+    assert str(info.value).startswith("journeys/typo.yml:4: steps[1].send: no template")
+    assert "abandoned_cart" in str(info.value)
