@@ -932,6 +932,18 @@ class JourneySettings(_Base, frozen=True):
 
 
 # --------------------------------------------------------------------------------------- privacy
+class AdminToken(_Base, frozen=True):
+    """A bearer token for admin endpoints, limited to some scopes."""
+
+    name: Name
+    """Who holds it (shown in the audit log, never the token)."""
+    token: Secret
+    """Use ``${VAR}``."""
+    scopes: tuple[Literal["profiles:read", "privacy", "admin"], ...] = ("profiles:read",)
+    """``profiles:read`` (profile API), ``privacy`` (export, erase, consent API), ``admin``
+    (everything)."""
+
+
 class PrivacyConfig(_Base, frozen=True):
     """Protection at rest (see README, "Privacy")."""
 
@@ -954,6 +966,8 @@ class ProjectConfig(_Base, frozen=True):
     """Default time zone for customers who have none (IANA name, e.g. ``Europe/Paris``)."""
     admin_token: Secret | None = None
     """Bearer token for the admin endpoints (profiles, privacy). Use ``${VAR}``."""
+    admin_tokens: tuple[AdminToken, ...] = ()
+    """More admin tokens, each with a name and scopes (``admin_token`` has every scope)."""
     sources: tuple[Source, ...] = ()
     """Where data comes from (``kind``: ``tracking``, ``file``, ``rest``, ``webhook``)."""
     delivery: Delivery = OutboxDelivery()

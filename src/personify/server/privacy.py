@@ -8,8 +8,9 @@
   "proof"?}`` — record a consent change with its proof (a CRM, a preference centre, a form
   handler); the answer says whether the person may now be contacted for the purpose.
 
-Every action lands in the audit log (actor ``api``). Subjects are never logged; a subject that
-names nobody answers 404 without quoting it.
+Every action lands in the audit log (actor ``api:<token name>``; ``admin_token`` is ``admin``).
+Tokens need the ``privacy`` scope (:mod:`personify.privacy.access`). Subjects are never logged; a
+subject that names nobody answers 404 without quoting it.
 """
 
 from __future__ import annotations
@@ -76,13 +77,13 @@ def _body(raw: bytes, kind: type[Any]) -> Any:
         raise ApiError(400, f"invalid request body: {e}") from None
 
 
-def _export(state: ServerState, subject: str) -> dict[str, Any]:
+def _export(state: ServerState, subject: str, actor: str) -> dict[str, Any]:
     wh, project = state.session.warehouse, state.session.project
     doc = export_subject(wh, project, subject)
     log_action(
         wh,
         action="export",
-        actor="api",
+        actor=actor,
         customer_id=doc["customer_id"],
         key=optional_key(project),
         detail={"rows": sum(doc["counts"].values())},
@@ -90,13 +91,13 @@ def _export(state: ServerState, subject: str) -> dict[str, Any]:
     return doc
 
 
-def _erase(state: ServerState, subject: str) -> dict[str, Any]:
+def _erase(state: ServerState, subject: str, actor: str) -> dict[str, Any]:
     return erase_subject(
-        state.session.warehouse, state.session.project, subject, actor="api"
+        state.session.warehouse, state.session.project, subject, actor=actor
     ).as_dict()
 
 
-def _consent(state: ServerState, req: ConsentRequest) -> dict[str, Any]:
+def _consent(state: ServerState, req: ConsentRequest, actor: str) -> dict[str, Any]:
     wh, project = state.session.warehouse, state.session.project
     customer_id = resolve(wh, project, req.subject)
     result = set_consent(
@@ -113,7 +114,7 @@ def _consent(state: ServerState, req: ConsentRequest) -> dict[str, Any]:
     log_action(
         wh,
         action="consent",
-        actor="api",
+        actor=actor,
         customer_id=customer_id,
         key=optional_key(project),
         detail={"purpose": req.purpose, "channel": req.channel, "status": req.status},
@@ -151,11 +152,11 @@ _AUTH_ERRORS = {401: Content("Missing or wrong admin token.", ERROR)}
 async def export(request: Request) -> Response:
     """``GET /v1/privacy/export?subject=…``."""
     state = state_of(request)
-    check_admin(request, state)
+    grant = check_admin(request, state, "privacy")
     subject = request.query_params.get("subject", "").strip()
     if not subject:
         raise ApiError(400, "pass the person as ?subject=<customer id, email or kind:value>")
-    return JSONResponse(await _guarded(_export, state, subject))
+    return JSONResponse(await _guarded(_export, state, subject, f"api:{grant.name}"))
 
 
 @operation(
@@ -177,11 +178,11 @@ async def export(request: Request) -> Response:
 async def erase(request: Request) -> Response:
     """``POST /v1/privacy/erase``."""
     state = state_of(request)
-    check_admin(request, state)
+    grant = check_admin(request, state, "privacy")
     req = _body(await request.body(), EraseRequest)
     if not req.subject.strip():
         raise ApiError(400, "subject is empty")
-    return JSONResponse(await _guarded(_erase, state, req.subject.strip()))
+    return JSONResponse(await _guarded(_erase, state, req.subject.strip(), f"api:{grant.name}"))
 
 
 @operation(
@@ -203,9 +204,9 @@ async def erase(request: Request) -> Response:
 async def consent(request: Request) -> Response:
     """``POST /v1/privacy/consent``."""
     state = state_of(request)
-    check_admin(request, state)
+    grant = check_admin(request, state, "privacy")
     req = _body(await request.body(), ConsentRequest)
-    return JSONResponse(await _guarded(_consent, state, req))
+    return JSONResponse(await _guarded(_consent, state, req, f"api:{grant.name}"))
 
 
 def routes() -> list[BaseRoute]:

@@ -10,7 +10,7 @@ log names the route template only).
 
 from __future__ import annotations
 
-import hmac
+import math
 from typing import Any
 
 import msgspec
@@ -20,6 +20,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from personify.errors import NotFound
+from personify.privacy.access import AdminTokens, FailureLimiter, Grant
+from personify.privacy.audit import log_action
+from personify.privacy.hashing import optional_key
 from personify.profiles import read_profile
 from personify.server.openapi import ERROR, SECURITY_SCHEMES, Content, Operation, operation
 from personify.server.responses import ApiError, JSONResponse
@@ -59,25 +62,55 @@ class Profile(msgspec.Struct, frozen=True):
     recent_events: list[dict[str, Any]]
 
 
-def check_admin(request: Request, state: ServerState) -> None:
-    """401 unless the request carries the project's admin token as a bearer token."""
-    expected = state.session.project.config.admin_token
+def check_admin(request: Request, state: ServerState, scope: str = "profiles:read") -> Grant:
+    """The grant of the request's bearer token for ``scope`` (see :mod:`personify.privacy.access`):
+    401 without a valid admin token, 403 when the token lacks the scope, 429 after too many
+    failed attempts from the client's address."""
+    limiter: FailureLimiter = state.extras.setdefault("privacy.auth_failures", FailureLimiter())
+    client = request.client.host if request.client else "unknown"
+    wait = limiter.retry_after(client)
+    if wait:
+        raise ApiError(
+            429,
+            "too many failed admin token attempts: try again later",
+            headers={"retry-after": str(math.ceil(wait))},
+        )
+    config = state.session.project.config
+    tokens = AdminTokens(
+        [
+            ("admin", config.admin_token.reveal() if config.admin_token else "", ("admin",)),
+            *((t.name, t.token.reveal(), t.scopes) for t in config.admin_tokens),
+        ]
+    )
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(401, "send Authorization: Bearer <admin token>", headers=_CHALLENGE)
-    if expected is None or not expected.reveal():
+    if not tokens:
         raise ApiError(
             401,
             "this project has no admin token (admin_token in personify.yml)",
             headers=_CHALLENGE,
         )
-    if not hmac.compare_digest(given.strip().encode(), expected.reveal().encode()):
+    grant = tokens.check(given.strip())
+    if grant is None:
+        limiter.failed(client)
         raise ApiError(401, "wrong admin token", headers=_CHALLENGE)
+    if not grant.allows(scope):
+        raise ApiError(403, f"this token lacks the {scope} scope")
+    return grant
 
 
-def _read(state: ServerState, key: str) -> dict[str, Any]:
+def _read(state: ServerState, key: str, actor: str) -> dict[str, Any]:
     session = state.session
-    return read_profile(session.warehouse, key, session.project)
+    found = read_profile(session.warehouse, key, session.project)
+    log_action(  # who read whose profile, as keyed hashes (personify audit)
+        session.warehouse,
+        action="profile_read",
+        actor=actor,
+        customer_id=found["customer_id"],
+        key=optional_key(session.project),
+    )
+    return found
 
 
 @operation(
@@ -97,12 +130,12 @@ def _read(state: ServerState, key: str) -> dict[str, Any]:
 async def get_profile(request: Request) -> Response:
     """``GET /v1/profiles/{id_or_email}``."""
     state = state_of(request)
-    check_admin(request, state)
+    grant = check_admin(request, state)
     key = str(request.path_params["id_or_email"]).strip()
     if not key:
         raise ApiError(404, "no customer has this identifier")
     try:
-        found = await run_in_threadpool(_read, state, key)
+        found = await run_in_threadpool(_read, state, key, f"api:{grant.name}")
     except NotFound:
         # the message would quote the identifier: answer without it
         raise ApiError(404, "no customer has this identifier (or no profile yet)") from None

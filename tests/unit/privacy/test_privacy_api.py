@@ -32,8 +32,13 @@ def session(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sess
         if value is not None:
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("PERSONIFY_ENCRYPTION_KEYS", f"k1:{new_key()}")
+    monkeypatch.setenv("SUPPORT_TOKEN", "support-token-123")
     with (project_dir / "personify.yml").open("a") as f:
-        f.write("privacy:\n  encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS}\n")
+        f.write(
+            "privacy:\n  encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS}\n"
+            "admin_tokens:\n  - name: support\n    token: ${SUPPORT_TOKEN}\n"
+            "    scopes: [profiles:read]\n"
+        )
     s = Session(load_project(project_dir))
     try:
         with clock.frozen(NOW):
@@ -99,7 +104,7 @@ def test_consent_export_erase(session: Session, auth: dict[str, str]) -> None:
     gone = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", auth)
     assert gone.status_code == 404 and "ann" not in gone.text
     actions = session.warehouse.fetch("SELECT action, actor FROM audit_log ORDER BY occurred_at")
-    assert actions == [("consent", "api"), ("export", "api"), ("erase", "api")]
+    assert actions == [("consent", "api:admin"), ("export", "api:admin"), ("erase", "api:admin")]
 
 
 @pytest.mark.parametrize(
@@ -129,3 +134,31 @@ def test_listed_in_openapi(session: Session) -> None:
         ("/v1/privacy/consent", "post"),
     ):
         assert doc["paths"][path][method]["security"] == [{"adminToken": []}]
+
+
+def test_scopes_and_profile_read_audit(session: Session) -> None:
+    support = {"authorization": "Bearer support-token-123"}
+    profile = call(session, "GET", "/v1/profiles/ann@example.org", support)
+    assert profile.status_code == 200
+    denied = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", support)
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+    audit = session.warehouse.fetch("SELECT action, actor, subject_hash FROM audit_log")
+    assert [a[:2] for a in audit] == [("profile_read", "api:support")]
+    assert profile.json()["customer_id"] not in str(audit)
+
+
+def test_failed_attempts_are_limited(session: Session, auth: dict[str, str]) -> None:
+    app = create_app(session, instance="inst-1")
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("192.0.2.50", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            wrong = {"authorization": "Bearer guess"}
+            answers = [await c.get("/v1/profiles/x", headers=wrong) for _ in range(11)]
+            answers.append(await c.get("/v1/profiles/ann@example.org", headers=auth))
+            return answers
+
+    answers = asyncio.run(go())
+    assert [a.status_code for a in answers[:10]] == [401] * 10
+    assert answers[10].status_code == 429 and int(answers[10].headers["retry-after"]) > 0
+    assert answers[11].status_code == 429  # the address is locked out for the window

@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.privacy.audit import log_action
+from personify.privacy.hashing import optional_key
 from personify.profiles import read_profile
 from personify.session import open_session
 
@@ -40,6 +42,13 @@ def profile_command(
     pin_now(now)
     with open_session(project) as session:
         doc = read_profile(session.warehouse, who, session.project)
+        log_action(  # personify audit: who read whose profile (a keyed hash)
+            session.warehouse,
+            action="profile_read",
+            actor="cli",
+            customer_id=doc["customer_id"],
+            key=optional_key(session.project),
+        )
     if json:
         emit_json(doc)
         return

@@ -1,0 +1,102 @@
+"""Access to personal data: admin tokens with scopes, compared in constant time, and a limit on
+failed attempts.
+
+Tokens come from the project file: ``admin_token`` (every scope — the one ``personify init``
+writes) and ``admin_tokens`` (each with a ``name`` and its ``scopes``). Scopes:
+
+* ``profiles:read`` — ``GET /v1/profiles/…``;
+* ``privacy`` — ``/v1/privacy/…`` (export, erase, consent);
+* ``admin`` — every scope.
+
+A presented token is compared with *every* configured token (:func:`hmac.compare_digest`, no
+early exit), so timing says nothing about which one nearly matched. :class:`FailureLimiter` counts
+failed attempts per client address: after ``max_failures`` within ``window_s`` seconds that
+client gets 429 until the window has passed — a guessing attack gets a few tries a minute.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+SCOPES: tuple[str, ...] = ("profiles:read", "privacy", "admin")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Who a valid token belongs to (its name, never the token)."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+class AdminTokens:
+    """The configured tokens: ``(name, secret, scopes)``; empty secrets are ignored."""
+
+    def __init__(self, tokens: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        self._tokens = [
+            (name, secret.encode("utf-8"), frozenset(scopes))
+            for name, secret, scopes in tokens
+            if secret
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def check(self, given: str) -> Grant | None:
+        """The grant of ``given``, or ``None``; constant time in which token matched."""
+        presented = given.encode("utf-8")
+        found: Grant | None = None
+        for name, secret, scopes in self._tokens:
+            if hmac.compare_digest(presented, secret) and found is None:
+                found = Grant(name, scopes)
+        return found
+
+
+class FailureLimiter:
+    """Failed attempts per client within a sliding window (thread-safe)."""
+
+    def __init__(
+        self,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(client, deque())
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        return times
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: now)."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(client, now)
+            if len(times) < self.max_failures:
+                if not times:
+                    self._failures.pop(client, None)
+                return 0.0
+            return max(times[0] + self.window_s - now, 0.0)
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            now = self._clock()
+            self._recent(client, now).append(now)
+            if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
+                self._failures = {
+                    k: v for k, v in self._failures.items() if v and v[-1] > now - self.window_s
+                }
