@@ -376,3 +376,26 @@ def test_proof_encrypted_at_rest_and_rotated(warehouse: Warehouse) -> None:
         for (v,) in warehouse.fetch("SELECT ip FROM consent_history")
     }
     assert ips == {"198.51.100.4", "203.0.113.5"}
+
+
+def test_do_not_sell_opt_outs(warehouse: Warehouse) -> None:
+    from personify.privacy.consent import DATA_SHARING, do_not_sell
+
+    _world(warehouse)
+    for subject, status, channel, source in (
+        ("c1", "granted", "email", "cli"),
+        ("u2", "revoked", "all", "shop"),  # opted out under the shop id
+        ("c4old", "revoked", "email", "cli"),  # under an id merged into c4
+        ("c6", "granted", "email", "cli"),
+    ):
+        record(
+            warehouse,
+            subject=subject,
+            purpose=DATA_SHARING,
+            status=status,
+            channel=channel,
+            source=source,
+            at=T0,
+        )
+    assert do_not_sell(warehouse, ALL) == {"c2", "c4"}
+    assert do_not_sell(warehouse, []) == set()

@@ -91,6 +91,14 @@ WHERE agg.granted_at IS NOT NULL AND agg.refusals = 0
 """
 
 
+def _kinds(source_kinds: Mapping[str, str] | None) -> tuple[str, list[Any]]:
+    """The ``sk`` relation (source → id kind): the stored copy, or ``source_kinds`` given."""
+    if source_kinds is None:
+        return f"SELECT source, kind FROM {CONSENT_KINDS.name}", []
+    pairs = sorted(source_kinds.items())
+    return _KINDS_SQL, [[p[0] for p in pairs], [p[1] for p in pairs]]
+
+
 def consented(
     wh: Warehouse,
     customer_ids: Sequence[str],
@@ -109,13 +117,7 @@ def consented(
     ids = sorted({str(c) for c in customer_ids if c})
     if not ids:
         return set()
-    if source_kinds is None:
-        kinds_sql = f"SELECT source, kind FROM {CONSENT_KINDS.name}"
-        kind_params: list[Any] = []
-    else:
-        pairs = sorted(source_kinds.items())
-        kinds_sql = _KINDS_SQL
-        kind_params = [[p[0] for p in pairs], [p[1] for p in pairs]]
+    kinds_sql, kind_params = _kinds(source_kinds)
     sql = _CONSENTED_SQL.format(kinds=kinds_sql)
     params: list[Any] = [
         ids,
@@ -335,3 +337,28 @@ def backfill_history(wh: Warehouse) -> int:
         "AND h.status = k.status)",
         [clock.now()],
     )
+
+
+DATA_SHARING = "data_sharing"
+"""The purpose whose revocation is a CCPA/CPRA "do not sell or share my personal information"
+opt-out (``personify consent set X --purpose data_sharing --status revoked``; the tracking API's
+``context.consent`` with ``{"data_sharing": false}``)."""
+
+
+def do_not_sell(
+    wh: Warehouse, customer_ids: Sequence[str], *, source_kinds: Mapping[str, str] | None = None
+) -> set[str]:
+    """The ids among ``customer_ids`` that opted out of data sharing: a ``data_sharing`` row that
+    is not ``granted`` under any of their ids, on any channel (one query). A transport that hands
+    data to a third party (an ESP's API with merge fields, an ad audience) sends such a person
+    only what the email itself needs."""
+    ids = sorted({str(c) for c in customer_ids if c})
+    if not ids:
+        return set()
+    kinds_sql, kind_params = _kinds(source_kinds)
+    head = _CONSENTED_SQL.split("agg AS (", 1)[0].rstrip().rstrip(",")
+    sql = head.replace(" AND k.channel = ?", "").format(kinds=kinds_sql) + (
+        " SELECT DISTINCT id FROM hits WHERE status <> 'granted'"
+    )
+    rows = wh.fetch(sql, [ids, *kind_params, DATA_SHARING, DATA_SHARING])
+    return {str(r[0]) for r in rows}
