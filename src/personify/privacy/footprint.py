@@ -35,6 +35,7 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "erasure_progress",
         "audit_log",
         "journey_state",
+        "webhook_receipts",
     }
 )
 """Tables without personal data (the audit log and tombstones hold keyed hashes only)."""
