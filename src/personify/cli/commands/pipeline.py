@@ -75,7 +75,12 @@ def sync_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Pull sources now (incremental: what was already imported is not loaded again)."""
+    """Pull sources now: files and REST APIs (incremental: what was already imported is not
+    loaded again; an interrupted REST sync resumes where it stopped).
+
+    Each source's run is recorded: `personify status` shows its last run, rows, duration, next
+    scheduled run and last error.
+    """
     pin_now(now)
     with open_session(project) as session, progress_bars(enabled=not json) as progress:
         results = sync_sources(session, sources or None, progress=progress)

@@ -24,7 +24,8 @@ def serve_command(
     ] = "info",
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Long-running: the HTTP API — tracking (/v1/…), /collect.js, profiles, health, metrics.
+    """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
+    profiles, health, metrics — and the sources' scheduled syncs (`schedule:` in personify.yml).
 
     On a DuckDB project the server owns the warehouse file, and every other `personify` command
     on the project runs through it (set PERSONIFY_NO_FORWARD=1 to opt out). It writes
