@@ -53,3 +53,22 @@ def test_insert_once_duplicates_and_conflicts(warehouse: Warehouse) -> None:
     # the same conflict again is recorded once
     assert store(warehouse, [row(2, at=9, extra=True)], locations=["b"]) == [CONFLICT]
     assert warehouse.scalar("SELECT count(*) FROM quarantine") == 1
+
+
+def test_recent_ids_preload_the_latest_stored_events(warehouse: Warehouse) -> None:
+    """A restarted server answers resends of the latest events from memory: the newest ids of
+    the tracking sources, oldest forgotten first, and ids added meanwhile rank newer."""
+    from personify.ingest.tracking.limits import RecentIds
+
+    for second in range(4):
+        store(warehouse, [row(10 + second, at=second)])
+    recent = RecentIds(capacity=3)
+    recent.add([("live", 7)])
+    assert recent.preload_from(warehouse, ["web"]) == 3
+    assert not recent.lookup("c-10")[0]  # the oldest did not fit
+    known, digest = recent.lookup("c-13")
+    stored = warehouse.scalar("SELECT payload_hash FROM events WHERE message_id = 'c-13'")
+    assert known and digest == stored
+    assert recent.lookup("live") == (True, 7)  # kept: newer than anything preloaded
+    assert len(recent) == 3 and not recent.lookup("c-11")[0]
+    assert RecentIds().preload_from(warehouse, ["other"]) == 0

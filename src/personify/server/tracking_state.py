@@ -1,10 +1,13 @@
 """What the tracking routes of one app share: keys, plans, the writer, caches, metrics.
 
 Created on the first tracking request (:func:`tracking_of`) and kept in ``ServerState.extras``.
+The recent-id cache is then filled, in a background thread, with the ids of the tracking sources'
+most recent events, so senders retrying across a restart are answered from memory.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Final
@@ -16,6 +19,9 @@ from personify.ingest.tracking.writer import GroupWriter
 from personify.server.metrics import Counter, Histogram
 from personify.server.state import ServerState
 from personify.server.tracking_http import KeyRing
+from personify.warehouse import Warehouse
+
+log = logging.getLogger("personify.server.tracking")
 
 KEY: Final = "tracking.state"
 _ROW_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
@@ -76,7 +82,21 @@ def _create(state: ServerState) -> Tracking:
         seconds.observe(took)
 
     writer = GroupWriter(warehouse, on_commit=observe)
-    return Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
+    tracking = Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
+    names = [s.name for s in sources]
+    threading.Thread(
+        target=_preload, args=(tracking, warehouse, names), name="personify-recent-ids", daemon=True
+    ).start()
+    return tracking
+
+
+def _preload(tracking: Tracking, warehouse: Warehouse, sources: list[str]) -> None:
+    try:
+        n = tracking.recent.preload_from(warehouse, sources)
+    except Exception as e:  # only a cache: the store deduplicates all the same
+        log.warning("recent messageIds not preloaded (%s)", type(e).__name__)
+        return
+    log.debug("preloaded %d recent messageIds", n)
 
 
 def tracking_of(state: ServerState) -> Tracking:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from personify.warehouse import Warehouse
+
+log = logging.getLogger("personify.ingest.tracking")
 
 _UNKNOWN: Final = object()
 RECENT_IDS: Final = 200_000
@@ -43,10 +49,41 @@ class RecentIds:
             for message_id, digest in pairs:
                 hashes.pop(message_id, None)
                 hashes[message_id] = digest
-            excess = len(hashes) - self.capacity
-            if excess > 0:
-                for key in list(_first(hashes, excess)):
-                    del hashes[key]
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._hashes) - self.capacity
+        if excess > 0:
+            for key in list(_first(self._hashes, excess)):
+                del self._hashes[key]
+
+    def preload(self, older: Iterable[tuple[str, int | None]]) -> None:
+        """Remember pairs stored before this process started (oldest first): they rank older
+        than every id added meanwhile, so they are forgotten first."""
+        merged: dict[str, int | None] = dict(older)
+        with self._lock:
+            for message_id, digest in self._hashes.items():
+                merged.pop(message_id, None)
+                merged[message_id] = digest
+            self._hashes = merged
+            self._trim()
+
+    def preload_from(self, warehouse: Warehouse, sources: Sequence[str]) -> int:
+        """Preload the ids of the most recently received events of ``sources`` (up to the
+        capacity), so that a sender retrying across a restart is answered from memory; the
+        number preloaded. Ids not preloaded are still deduplicated by the store."""
+        if not sources:
+            return 0
+        marks = ", ".join("?" * len(sources))
+        rows = warehouse.fetch(
+            "SELECT message_id, payload_hash FROM ("
+            "SELECT message_id, payload_hash, received_at FROM events "
+            f"WHERE source IN ({marks}) ORDER BY received_at DESC LIMIT {int(self.capacity)}"
+            ") AS recent ORDER BY received_at",
+            list(sources),
+        )
+        self.preload((str(mid), digest) for mid, digest in rows)
+        return len(rows)
 
 
 def _first(d: dict[str, int | None], n: int) -> list[str]:

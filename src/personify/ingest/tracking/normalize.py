@@ -190,10 +190,11 @@ def decode(raw: bytes, index: int) -> tuple[Wire, Parts] | Problem:
     if len(raw) > MAX_EVENT_BYTES:
         msg = f"the event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}"
         return Problem(index, "", EVENT_TOO_LARGE, msg, rejected=True)
-    if b"\\u0000" in raw:
+    escapes = b"\\u" in raw  # one scan; msgspec encoders send non-ASCII text as UTF-8
+    if escapes and b"\\u0000" in raw:
         return Problem(index, "", INVALID_VALUE, "text may not contain NUL characters (\\u0000)")
     try:
-        if b"\\ud" in raw or b"\\uD" in raw:
+        if escapes and (b"\\ud" in raw or b"\\uD" in raw):
             _full.decode(raw)  # raw parts are stored as sent: check surrogate escapes pair up
         message = _decoder.decode(raw)
     except msgspec.ValidationError as e:
