@@ -29,6 +29,7 @@ from personify.offers import (
     recommend_for_carts,
     redeem,
     redeem_from_orders,
+    snapshot,
 )
 from personify.warehouse import Warehouse, table
 
@@ -341,6 +342,12 @@ def test_recommendation_invariants(
         assert len(got) == len(set(got)) == min(k, len(offerable - excluded))
         assert set(got) <= offerable - excluded
     assert recommend_for_carts(warehouse, owners, now=NOW, k=k) == recs
+    contents = cart_contents(warehouse, list(owners), now=NOW)
+    with snapshot(warehouse, now=NOW, neighbours=3):  # fewer partners than asked: inline
+        assert recommend_for_carts(warehouse, owners, now=NOW, k=k) == recs
+    with snapshot(warehouse, now=NOW):  # the same answers from precomputed tables
+        assert recommend_for_carts(warehouse, owners, now=NOW, k=k) == recs
+        assert cart_contents(warehouse, list(owners), now=NOW) == contents
 
 
 # ------------------------------------------------------------------------------- new arrivals
@@ -625,3 +632,30 @@ def test_the_offers_stage_redeems_codes_once(project_dir: Path) -> None:
         assert offers_stage(session) == {"codes_redeemed": 1}
         assert offers_stage(session) == {"codes_redeemed": 0}
         assert session.warehouse.scalar("SELECT order_id FROM discount_codes") == "o1"
+
+
+def test_a_snapshot_serves_only_its_instant_and_is_dropped(warehouse: Warehouse) -> None:
+    w = World()
+    for n in range(6):
+        w.product(f"p{n}")
+    w.add("c1", "p0", at=NOW - timedelta(hours=2))
+    w.add("c1", "p1", at=NOW + timedelta(hours=1))
+    w.view("v", "p0", "p4")
+    w.load(warehouse)
+    before = warehouse.relations()
+    later = NOW + timedelta(hours=2)
+    with snapshot(warehouse, now=NOW) as snap:
+        assert snap.moves not in before
+        assert ids(cart_contents(warehouse, ["c1"], now=NOW)["c1"]) == ["p0"]
+        # another instant computes inline: the add after NOW counts
+        assert ids(cart_contents(warehouse, ["c1"], now=later)["c1"]) == ["p0", "p1"]
+        assert ids(recommend_for_carts(warehouse, {"c1": None}, now=NOW)["c1"])[0] == "p4"
+        # another thread has its own connection: inline there too
+        seen: list[list[str]] = []
+        t = threading.Thread(
+            target=lambda: seen.append(ids(cart_contents(warehouse, ["c1"], now=NOW)["c1"]))
+        )
+        t.start()
+        t.join()
+        assert seen == [["p0"]]
+    assert warehouse.relations() == before

@@ -9,6 +9,7 @@ warehouse: a journey asks once for all the emails it is about to decide, never p
 - :mod:`.arrivals` — :func:`new_arrivals`: new products from a customer's preferred categories;
 - :mod:`.discounts` — :func:`issue_codes` (idempotent per key), :func:`redeem`,
   :func:`redeem_from_orders`;
+- :mod:`.snapshot` — :func:`snapshot`: the cart-independent work of a run's batches done once;
 - :mod:`.stage` — :func:`offers_stage`, the pipeline step running :func:`redeem_from_orders`.
 """
 
@@ -21,6 +22,7 @@ from personify.offers.discounts import normalize_code as normalize_code
 from personify.offers.discounts import redeem as redeem
 from personify.offers.discounts import redeem_from_orders as redeem_from_orders
 from personify.offers.recommendations import recommend_for_carts as recommend_for_carts
+from personify.offers.snapshot import snapshot as snapshot
 from personify.offers.stage import offers_stage as offers_stage
 
 __all__ = [
@@ -34,4 +36,5 @@ __all__ = [
     "recommend_for_carts",
     "redeem",
     "redeem_from_orders",
+    "snapshot",
 ]

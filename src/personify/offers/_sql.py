@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+Sql = tuple[str, list[Any]]
+"""SQL text and its parameters, in placeholder order."""
+
 PRODUCT_FIELDS = ("product_id", "name", "url", "image_url", "price", "category")
 """The fields of a product as offers return it."""
 
