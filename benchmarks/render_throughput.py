@@ -109,26 +109,30 @@ def bare_templates(folder: Path) -> tuple[Any, Any, Any]:
     )
 
 
-def run_bare(templates: tuple[Any, Any, Any], rows: list[dict[str, Any]], vs: list[Any]) -> float:
+def run_bare(
+    templates: tuple[Any, Any, Any], rows: list[dict[str, Any]], vs: list[Any]
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the bare loop."""
     subject_t, body_t, layout_t = templates
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for row, v in zip(rows, vs, strict=True):
         context = {"customer": row, "unsubscribe_url": "https://x/unsubscribe/t", **v}
         subject = subject_t.render(**context)
         body = body_t.render(**context)
         layout_t.render(**context, subject=subject, content=Markup(body))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def run_personify(
     wh: Any, project: Any, store: TemplateStore, items: list[Any], batch: int
-) -> tuple[float, int]:
+) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, envelopes made) of the full path."""
     sent = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for at in range(0, len(items), batch):
         out = prepare_batch(wh, project, "abandoned_cart", items[at : at + batch], store=store)
         sent += sum(isinstance(e, Envelope) for e in out)
-    return time.perf_counter() - started, sent
+    return time.perf_counter() - started, time.process_time() - cpu, sent
 
 
 def main() -> None:
@@ -153,36 +157,35 @@ def main() -> None:
         bare_t = bare_templates(root / "templates")
         run_personify(wh, project, store, items[:200], args.batch)  # warm: parse, compile
         run_bare(bare_t, rows[:200], vs[:200])
-        bare_s: list[float] = []
-        ours_s: list[float] = []
+        bare_s: list[tuple[float, float]] = []
+        ours_s: list[tuple[float, float]] = []
         for _ in range(args.rounds):
             bare_s.append(run_bare(bare_t, rows, vs))
-            took, sent = run_personify(wh, project, store, items, args.batch)
+            wall, cpu, sent = run_personify(wh, project, store, items, args.batch)
             assert sent == n, f"only {sent} of {n} emails prepared"
-            ours_s.append(took)
+            ours_s.append((wall, cpu))
         wh.close()
 
-    bare, ours = min(bare_s), min(ours_s)
-    ratio = bare / ours
     print(f"\nabandoned_cart, {n:,} customers, batches of {args.batch}, best of {args.rounds}")
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
-    print(f"{'path':<44}{'seconds':>9}{'emails/s':>11}{'µs/email':>10}")
-    print(
-        f"{'bare python-liquid (subject+body+layout)':<44}{bare:>9.2f}{n / bare:>11,.0f}"
-        f"{bare / n * 1e6:>10.0f}"
-    )
-    print(
-        f"{'Personify (read+sign+render+CSS+text+MIME)':<44}{ours:>9.2f}{n / ours:>11,.0f}"
-        f"{ours / n * 1e6:>10.0f}"
-    )
-    print(
-        f"ratio Personify / bare: {ratio:.0%} (goal ≥ 80 %); "
-        f"emails/s: {n / ours:,.0f} (goal ≥ 2,500)"
-    )
-    spread = statistics.pstdev(ours_s) / statistics.mean(ours_s) if len(ours_s) > 1 else 0.0
-    print(f"round-to-round spread of Personify: {spread:.0%}")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    print(f"machine: {machine}, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+    print(f"{'path':<44}{'wall s':>8}{'emails/s':>10}{'CPU s':>8}{'emails/CPU s':>14}")
+    rows_out = [
+        ("bare python-liquid (subject+body+layout)", bare_s),
+        ("Personify (read+sign+render+CSS+text+MIME)", ours_s),
+    ]
+    for label, runs in rows_out:
+        wall = min(w for w, _ in runs)
+        cpu = min(c for _, c in runs)
+        print(f"{label:<44}{wall:>8.2f}{n / wall:>10,.0f}{cpu:>8.2f}{n / cpu:>14,.0f}")
+    wall_ratio = min(w for w, _ in bare_s) / min(w for w, _ in ours_s)
+    cpu_ratio = min(c for _, c in bare_s) / min(c for _, c in ours_s)
+    rate = n / min(w for w, _ in ours_s)
+    print(f"Personify / bare: {wall_ratio:.0%} wall, {cpu_ratio:.0%} CPU (goal ≥ 80 %)")
+    print(f"Personify emails/s (wall, one process): {rate:,.0f} (goal ≥ 2,500)")
+    walls = [w for w, _ in ours_s]
+    spread = statistics.pstdev(walls) / statistics.mean(walls) if len(walls) > 1 else 0.0
+    print(f"round-to-round spread of Personify's wall time: {spread:.0%}")
 
 
 if __name__ == "__main__":

@@ -211,13 +211,13 @@ _static_qp: dict[str, bytes] = {}
 
 def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
     """Quoted-printable of the join of ``pieces``: each piece encoded on its own, joined by soft
-    line breaks (which decoders remove). Long pieces — a layout's static HTML, the same string
-    for every email — are encoded once and remembered."""
+    line breaks (which decoders remove). Long even-numbered pieces — a layout's static HTML, the
+    same string for every email — are encoded once and remembered."""
     out: list[bytes] = []
-    for piece in pieces:
+    for i, piece in enumerate(pieces):
         if not piece:
             continue
-        if len(piece) >= _STATIC_MIN:
+        if i % 2 == 0 and len(piece) >= _STATIC_MIN:
             encoded = _static_qp.get(piece)
             if encoded is None:
                 encoded = _qp_segment(piece)

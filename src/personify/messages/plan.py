@@ -39,6 +39,7 @@ from liquid import BoundTemplate, Environment
 from liquid.stringify import to_liquid_string
 from markupsafe import escape
 
+from personify.messages.compiled import Compiled, Unsupported, compile_body
 from personify.messages.text import (
     LINK_SLOT,
     SLOT,
@@ -329,6 +330,8 @@ class Plan:
     """A template version's precomputed layout and pre-inlined body (see the module doc)."""
 
     body: BoundTemplate
+    compiled: Compiled | None
+    """``body`` compiled to Python (None when it uses what is not compiled)."""
     slots: tuple[_Slot, ...]
     html_pieces: tuple[str, ...]
     text_pieces: tuple[str, ...]
@@ -401,7 +404,12 @@ def make_plan(
         body = env.from_string(inline_body(body_source, css), name=name)
     except Unplannable as e:
         return None, str(e)
-    return Plan(body, tuple(slots), html_pieces, text_pieces, text_marks), ""
+    try:
+        compiled: Compiled | None = compile_body(body)
+    except Unsupported as e:
+        log.info("template %s: body not compiled (%s)", name, e)
+        compiled = None
+    return Plan(body, compiled, tuple(slots), html_pieces, text_pieces, text_marks), ""
 
 
 def verify_once(plan: Plan, name: str, fast: RenderedLike, reference: RenderedLike) -> bool:

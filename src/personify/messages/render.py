@@ -33,8 +33,9 @@ class RenderedEmail:
     text: str
     html_pieces: tuple[str, ...] = ()
     """``html`` in pieces (their join is ``html``) when it was made of a layout's static pieces:
-    those are the same objects for every email of a template version, so the MIME writer encodes
-    them once. Empty when not known."""
+    the even-numbered ones are static — the same objects for every email of a template version,
+    so the MIME writer encodes them once — and the odd-numbered ones the values between. Empty
+    when not known."""
 
 
 def render(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
@@ -74,7 +75,9 @@ def _subject(template: Template, context: Mapping[str, Any]) -> str:
 
 
 def _render_planned(template: Template, plan: Plan, context: Mapping[str, Any]) -> RenderedEmail:
-    body = _body(template, plan.body, context)
+    body = plan.compiled(context) if plan.compiled is not None else None
+    if body is None:  # not compiled, or this context needs python-liquid (e.g. an error)
+        body = _body(template, plan.body, context)
     subject = _subject(template, context)
     raw = plan.values(context, subject)
     if not body.strip():

@@ -1,0 +1,104 @@
+"""Compiled bodies write exactly what python-liquid writes, or hand the render back to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from liquid.exceptions import LiquidError
+
+from personify.messages.compiled import Unsupported, compile_body
+from personify.messages.liquid_env import LOOP_ITERATION_LIMIT, html_environment
+
+ENV = html_environment()
+
+SOURCES = [
+    "<p>{{ a }}</p>{{ b.c }} & {{ b.d.e }}",
+    "{% if a %}A{{ a }}{% elsif b.c %}B{% else %}C{% endif %}!",
+    "{% for x in xs %}<li>{{ x.n }}{% if x.k %}k{% endif %}</li>{% else %}none{% endfor %}",
+    "{% for x in xs limit: 2 %}[{{ x.n }}]{% endfor %}"
+    "{% for x in xs limit: 0 %}({{ x.n }}){% endfor %}",
+    "{% for x in xs %}{% for y in x.ys %}{{ x.n }}:{{ y }} {% endfor %}{% endfor %}",
+    "{% for x in xs %}{% endfor %}{% if a %}   {% endif %}|{% if a %} {{ a }} {% endif %}",
+    "{%- if a -%}  trimmed  {%- endif -%} {{ a | upcase }} {{ xs | size }} {{ xs.size }}",
+    "{% comment %}<b>{{ nope }}</b>{% endcomment %}{{ b.c | default: 'd' }}{{ xs.first.n }}",
+    "{% for a in xs %}{{ a.n }}{% endfor %}{{ a }}",  # a loop name shadowing a global
+]
+
+values = st.one_of(
+    st.text(max_size=8),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.booleans(),
+    st.none(),
+)
+item = st.fixed_dictionaries({"n": values, "k": values, "ys": st.lists(values, max_size=3)})
+contexts = st.fixed_dictionaries(
+    {
+        "a": values,
+        "b": st.fixed_dictionaries({"c": values, "d": st.fixed_dictionaries({"e": values})}),
+        "xs": st.lists(item, max_size=4),
+    }
+)
+
+
+def reference(source: str, context: dict[str, Any]) -> str | None:
+    try:
+        return ENV.from_string(source).render(**context)
+    except LiquidError:
+        return None
+
+
+@settings(max_examples=60, deadline=None)
+@given(context=contexts)
+@pytest.mark.parametrize("source", SOURCES)
+def test_same_output_as_python_liquid(source: str, context: dict[str, Any]) -> None:
+    compiled = compile_body(ENV.from_string(source))
+    got = compiled(context)
+    if got is not None:  # None: python-liquid renders it (and raises what it raises)
+        assert got == reference(source, context)
+
+
+def test_plain_contexts_are_not_handed_back() -> None:
+    context = {"a": "<x>", "b": {"c": 1, "d": {"e": None}}, "xs": [{"n": "1", "k": 0, "ys": []}]}
+    for source in SOURCES:
+        got = compile_body(ENV.from_string(source))(context)
+        assert got is not None and got == reference(source, context), source
+
+
+@pytest.mark.parametrize(
+    ("source", "context"),
+    [
+        ("{{ missing }}", {}),
+        ("{{ a.b }}", {"a": {}}),
+        ("{{ a.b }}", {"a": "text"}),
+        ("{% for x in xs %}{{ x }}{% endfor %}", {"xs": list(range(LOOP_ITERATION_LIMIT + 1))}),
+        ("{% for x in xs %}{{ x.y }}{% endfor %}", {"xs": [{"z": 1}]}),
+        ("{{ a | nofilter }}", {"a": 1}),
+    ],
+)
+def test_what_it_cannot_decide_goes_back_to_python_liquid(
+    source: str, context: dict[str, Any]
+) -> None:
+    try:
+        compiled = compile_body(ENV.from_string(source))
+    except (Unsupported, LiquidError):
+        return
+    assert compiled(context) is None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% assign x = 1 %}{{ x }}",
+        "{% for x in xs %}{{ forloop.index }}{% endfor %}",
+        "{% case a %}{% when 1 %}one{% endcase %}",
+        "{% for x in xs reversed %}{{ x }}{% endfor %}",
+        "{% for x in (1..3) %}{{ x }}{% endfor %}",
+    ],
+)
+def test_other_tags_are_not_compiled(source: str) -> None:
+    with pytest.raises(Unsupported):
+        compile_body(ENV.from_string(source))
