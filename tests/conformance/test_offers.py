@@ -425,6 +425,22 @@ def test_a_colliding_code_moves_to_the_next_candidate(
     assert issue_codes(warehouse, project, [("k", "c", "cart_rescue")], now=NOW)["k"] == issued
 
 
+def test_a_key_whose_every_candidate_is_taken_fails_loudly(
+    warehouse: Warehouse, project: Project
+) -> None:
+    from personify.errors import WarehouseError
+    from personify.offers.discounts import MAX_ATTEMPTS
+
+    for attempt in range(MAX_ATTEMPTS):
+        warehouse.execute(
+            "INSERT INTO discount_codes (code, customer_id, campaign, value, kind, created_at, "
+            "expires_at, idempotency_key) VALUES (?, 'x', 'cart_rescue', 1, 'percent', ?, ?, ?)",
+            [derive_code(SECRET.encode(), "k", attempt), NOW, NOW, f"other-{attempt}"],
+        )
+    with pytest.raises(WarehouseError, match="could not store discount codes for 1"):
+        issue_codes(warehouse, project, [("k", "c", "cart_rescue")], now=NOW)
+
+
 def test_concurrent_issuers_store_each_code_once(warehouse: Warehouse, project: Project) -> None:
     requests = [(f"key-{n}", f"cus-{n}", "cart_rescue") for n in range(300)]
     results: list[dict[str, dict[str, Any]]] = []

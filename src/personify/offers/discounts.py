@@ -170,8 +170,8 @@ def _insert(
         if not raced:
             for k in missing:
                 attempts[k] += 1
-                if attempts[k] >= MAX_ATTEMPTS:
-                    break
+            if max(attempts[k] for k in missing) >= MAX_ATTEMPTS:
+                break
     raise WarehouseError(
         f"could not store discount codes for {len(missing)} request(s)",
         hint="is discount_codes.code still the primary key? Try again.",
