@@ -408,3 +408,22 @@ def test_erase_is_resumable(warehouse: Warehouse, tmp_path: Path) -> None:
     assert statuses.count("already_done") == 5  # tombstone, outbox and three tables
     assert report.status == "erased"
     assert _scan(wh) == {}
+
+
+@pytest.mark.parametrize(
+    "subject", ["x' OR '1'='1", "'; DELETE FROM customers; --", "%", "ann%", "email:%@x.org"]
+)
+def test_hostile_subjects_find_nobody(warehouse: Warehouse, tmp_path: Path, subject: str) -> None:
+    """Subjects are bound parameters, never SQL or patterns: nothing is found, nothing erased."""
+    from personify.errors import NotFound
+
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _ingest(wh)
+    _run(wh, project)
+    before = wh.scalar("SELECT count(*) FROM customers")
+    with clock.frozen(NOW):
+        with pytest.raises(NotFound):
+            export_subject(wh, project, subject)
+        with pytest.raises(NotFound):
+            erase_subject(wh, project, subject)
+    assert wh.scalar("SELECT count(*) FROM customers") == before == 2

@@ -6,7 +6,9 @@
   (:func:`personify.privacy.erase.erase_subject`). Idempotent: again answers ``already_erased``;
 * ``POST /v1/privacy/consent`` ``{"subject", "purpose", "status", "channel"?, "source"?,
   "proof"?}`` — record a consent change with its proof (a CRM, a preference centre, a form
-  handler); the answer says whether the person may now be contacted for the purpose.
+  handler); the answer says whether the person may now be contacted for the purpose;
+* ``GET``/``POST /v1/privacy/confirm/{token}`` — double opt-in confirmation links (no token
+  needed: the signed link is the credential; ``GET`` shows a button, ``POST`` confirms).
 
 Every action lands in the audit log (actor ``api:<token name>``; ``admin_token`` is ``admin``).
 Tokens need the ``privacy`` scope (:mod:`personify.privacy.access`). Subjects are never logged; a
@@ -27,6 +29,7 @@ from personify.errors import NotFound
 from personify.privacy.audit import log_action
 from personify.privacy.consent import set_consent
 from personify.privacy.crypto import project_ring
+from personify.privacy.doi import confirm, request_confirmation
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
@@ -55,6 +58,9 @@ class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where the change came from (a form, the CRM …)."""
     proof: dict[str, Any] | None = None
     """``ip``, ``user_agent``, ``form``, ``confirmed_at`` (double opt-in) and anything else."""
+    double_opt_in: bool = False
+    """A grant that waits for the person's confirmation: recorded ``pending``; the answer holds
+    the ``confirmation_url`` to email them."""
 
 
 class ErasureStep(msgspec.Struct, frozen=True):
@@ -100,6 +106,17 @@ def _erase(state: ServerState, subject: str, actor: str) -> dict[str, Any]:
 def _consent(state: ServerState, req: ConsentRequest, actor: str) -> dict[str, Any]:
     wh, project = state.session.warehouse, state.session.project
     customer_id = resolve(wh, project, req.subject)
+    if req.double_opt_in and req.status == "granted":
+        url = request_confirmation(
+            wh,
+            project,
+            customer_id,
+            purpose=req.purpose,
+            channel=req.channel,
+            source=req.source,
+            proof=req.proof,
+        )
+        return {"customer_id": customer_id, "pending": True, "confirmation_url": url}
     result = set_consent(
         wh,
         customer_id,
@@ -209,10 +226,63 @@ async def consent(request: Request) -> Response:
     return JSONResponse(await _guarded(_consent, state, req, f"api:{grant.name}"))
 
 
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> Response:
+    html = _PAGE.format(title=title, body=body)
+    return Response(html, status_code=status, media_type="text/html; charset=utf-8")
+
+
+async def confirm_page(request: Request) -> Response:
+    """``GET /v1/privacy/confirm/{token}``: a button; changes nothing (link scanners)."""
+    return _page(
+        "Confirm your subscription",
+        '<h1>Confirm your subscription</h1><form method="post">'
+        '<button type="submit">Yes, send me these emails</button></form>',
+    )
+
+
+def _confirm(state: ServerState, token: str, proof: dict[str, Any]) -> dict[str, Any] | None:
+    wh, project = state.session.warehouse, state.session.project
+    result = confirm(wh, project, token, proof=proof)
+    if result is not None:
+        log_action(
+            wh,
+            action="consent",
+            actor="double_opt_in",
+            customer_id=result["customer_id"],
+            key=optional_key(project),
+            detail={"purpose": result["purpose"], "status": "granted", "confirmed": True},
+        )
+    return result
+
+
+async def confirm_post(request: Request) -> Response:
+    """``POST /v1/privacy/confirm/{token}``: the person confirms; consent granted with proof."""
+    state = state_of(request)
+    proof: dict[str, Any] = {"form": "double opt-in confirmation"}
+    if request.client:
+        proof["ip"] = request.client.host
+    if agent := request.headers.get("user-agent"):
+        proof["user_agent"] = agent
+    token = str(request.path_params["token"])
+    result = await run_in_threadpool(_confirm, state, token, proof)
+    if result is None:
+        return _page(
+            "Link expired", "<p>This confirmation link is invalid or has expired.</p>", 400
+        )
+    return _page("Subscription confirmed", "<p>Thank you: your subscription is confirmed.</p>")
+
+
 def routes() -> list[BaseRoute]:
     """The privacy routes."""
     return [
         Route("/v1/privacy/export", export, methods=["GET"]),
         Route("/v1/privacy/erase", erase, methods=["POST"]),
         Route("/v1/privacy/consent", consent, methods=["POST"]),
+        Route("/v1/privacy/confirm/{token}", confirm_page, methods=["GET"]),
+        Route("/v1/privacy/confirm/{token}", confirm_post, methods=["POST"]),
     ]

@@ -162,3 +162,48 @@ def test_failed_attempts_are_limited(session: Session, auth: dict[str, str]) -> 
     assert [a.status_code for a in answers[:10]] == [401] * 10
     assert answers[10].status_code == 429 and int(answers[10].headers["retry-after"]) > 0
     assert answers[11].status_code == 429  # the address is locked out for the window
+
+
+def test_double_opt_in(session: Session, auth: dict[str, str]) -> None:
+    from personify.privacy.consent import consented
+
+    wh = session.warehouse
+    ask = {
+        "subject": "bob@example.org",
+        "purpose": "email_marketing",
+        "status": "granted",
+        "double_opt_in": True,
+        "proof": {"form": "footer", "ip": "192.0.2.10"},
+    }
+    pending = call(session, "POST", "/v1/privacy/consent", auth, ask).json()
+    assert pending["pending"] is True
+    bob = pending["customer_id"]
+    assert consented(wh, [bob], purpose="email_marketing") == set()
+    path = "/v1/privacy/confirm/" + pending["confirmation_url"].rsplit("/", 1)[1]
+    page = call(session, "GET", path, {})
+    assert page.status_code == 200 and "<form" in page.text
+    assert consented(wh, [bob], purpose="email_marketing") == set()  # a GET changes nothing
+    forged = call(session, "POST", path[:-3] + "AAA", {})
+    assert forged.status_code == 400
+    done = call(session, "POST", path, {"user-agent": "MailApp/1"})
+    assert done.status_code == 200 and "confirmed" in done.text
+    assert consented(wh, [bob], purpose="email_marketing") == {bob}
+    rows = wh.fetch(
+        "SELECT status, source, confirmed_at IS NOT NULL FROM consent_history "
+        "WHERE customer_id = ? ORDER BY recorded_at",
+        [bob],
+    )
+    assert rows == [("pending", "api", False), ("granted", "double_opt_in", True)]
+
+
+def test_confirmation_tokens_expire() -> None:
+    from datetime import timedelta
+
+    from personify.privacy.doi import VALID_FOR, sign, verify
+
+    token = sign(b"k", "c1", "email_marketing", "email", NOW)
+    claim = verify(b"k", token, NOW + timedelta(days=1))
+    assert claim and claim.customer_id == "c1" and claim.purpose == "email_marketing"
+    assert verify(b"k", token, NOW + VALID_FOR + timedelta(seconds=1)) is None
+    assert verify(b"other", token, NOW) is None
+    assert verify(b"k", "garbage", NOW) is None

@@ -13,6 +13,7 @@ from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_js
 from personify.privacy.audit import log_action
 from personify.privacy.consent import STATUSES, ConsentError, set_consent
 from personify.privacy.crypto import project_ring
+from personify.privacy.doi import request_confirmation
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import consent_rows, resolve
 from personify.session import open_session
@@ -81,6 +82,32 @@ def set_command(
         f"{purpose} on {channel}: {status} for customer {customer_id} ({state}). "
         f"They {verdict} be contacted for it now."
     )
+
+
+@consent_app.command("request")
+def request_command(
+    who: WhoArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="e.g. email_marketing.")],
+    channel: Annotated[str, typer.Option("--channel", help="email, sms, …")] = "email",
+    source: Annotated[str, typer.Option("--source", help="Where the sign-up came from.")] = "cli",
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Double opt-in: record a pending request and print the signed confirmation link to email
+    the person. The consent is granted only when they confirm (POST on the link, served by
+    `personify serve`); until then they may not be contacted for the purpose."""
+    pin_now(now)
+    with open_session(project) as session:
+        wh, proj = session.warehouse, session.project
+        customer_id = resolve(wh, proj, who)
+        url = request_confirmation(
+            wh, proj, customer_id, purpose=purpose, channel=channel, source=source
+        )
+    if json:
+        emit_json({"customer_id": customer_id, "pending": True, "confirmation_url": url})
+        return
+    console().print(f"Pending until confirmed. Email customer {customer_id} this link:\n{url}")
 
 
 @consent_app.command("show")

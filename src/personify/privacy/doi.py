@@ -1,0 +1,144 @@
+"""Double opt-in: consent counts only once the person confirms it from their mailbox.
+
+1. A sign-up that needs confirmation calls :func:`request_confirmation` (or ``personify consent
+   request``): a ``pending`` row in ``consent_history`` with the sign-up's proof, and a signed
+   link — ``privacy.confirm_url`` + token — for the confirmation email. Nothing is granted yet:
+   the gate stays closed (a pending request is not in ``consents``).
+2. ``GET`` on the link shows a page with a button and changes nothing (mail scanners and link
+   previews follow links); ``POST`` (the button) verifies the token and records the consent
+   ``granted`` with ``confirmed_at``, the confirming IP and user agent as proof
+   (:func:`confirm`).
+
+Tokens are ``PAYLOAD.SIGNATURE`` (base64url, HMAC-SHA256 under ``signing_key``, domain-separated
+from unsubscribe tokens), name the customer, purpose and channel, and expire after
+:data:`VALID_FOR`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from personify import clock
+from personify.config import Project
+from personify.privacy.consent import _HISTORY_SCHEMA, set_consent
+from personify.privacy.crypto import project_ring
+from personify.privacy.hashing import project_key
+from personify.warehouse.base import Warehouse
+from personify.warehouse.schema import CONSENT_HISTORY
+
+VALID_FOR = timedelta(days=7)
+_DOMAIN = b"confirm-consent\0"
+
+
+@dataclass(frozen=True)
+class Claim:
+    customer_id: str
+    purpose: str
+    channel: str
+    issued_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, payload: str) -> bytes:
+    return hmac.new(key, _DOMAIN + payload.encode("ascii"), hashlib.sha256).digest()[:16]
+
+
+def sign(key: bytes, customer_id: str, purpose: str, channel: str, issued_at: datetime) -> str:
+    doc = {"c": customer_id, "p": purpose, "h": channel, "t": int(issued_at.timestamp())}
+    payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+    return f"{payload}.{_b64(_mac(key, payload))}"
+
+
+def verify(key: bytes, token: str, now: datetime) -> Claim | None:
+    """The claim of a valid, unexpired token; ``None`` otherwise."""
+    payload, dot, signature = token.partition(".")
+    if not dot or not payload or not signature:
+        return None
+    try:
+        if not hmac.compare_digest(_unb64(signature), _mac(key, payload)):
+            return None
+        doc = json.loads(_unb64(payload))
+        issued = datetime.fromtimestamp(int(doc["t"]), tz=now.tzinfo)
+        claim = Claim(str(doc["c"]), str(doc["p"]), str(doc["h"]), issued)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return claim if issued <= now + timedelta(minutes=5) and now - issued <= VALID_FOR else None
+
+
+def request_confirmation(
+    wh: Warehouse,
+    project: Project,
+    customer_id: str,
+    *,
+    purpose: str,
+    channel: str = "email",
+    source: str = "double_opt_in",
+    proof: Mapping[str, Any] | None = None,
+) -> str:
+    """Record a pending request and return the confirmation link to email the person."""
+    now = clock.now()
+    ring = project_ring(project)
+    row: dict[str, Any] = {
+        "customer_id": customer_id,
+        "purpose": purpose,
+        "channel": channel,
+        "status": "pending",
+        "source": source,
+        "changed_at": now,
+        "recorded_at": now,
+        "ip": None,
+        "user_agent": None,
+        "form": None,
+        "confirmed_at": None,
+        "proof": None,
+    }
+    extra = dict(proof or {})
+    for field in ("ip", "user_agent", "form"):
+        value = extra.pop(field, None)
+        if value is not None:
+            text = str(value)[:1000]
+            row[field] = ring.encrypt(text, field=f"consent_history.{field}") if ring else text
+    row["proof"] = json.dumps(extra) if extra else None
+    wh.load(
+        CONSENT_HISTORY, pa.Table.from_pylist([row], schema=_HISTORY_SCHEMA), on_conflict="ignore"
+    )
+    token = sign(project_key(project), customer_id, purpose, channel, now)
+    return f"{project.config.privacy.confirm_url}{token}"
+
+
+def confirm(
+    wh: Warehouse, project: Project, token: str, *, proof: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Grant the consent a valid token asks for (``None`` for an invalid or expired token)."""
+    now = clock.now()
+    claim = verify(project_key(project), token, now)
+    if claim is None:
+        return None
+    return set_consent(
+        wh,
+        claim.customer_id,
+        purpose=claim.purpose,
+        channel=claim.channel,
+        status="granted",
+        source="double_opt_in",
+        at=now,
+        proof={**(proof or {}), "confirmed_at": now, "requested_at": claim.issued_at.isoformat()},
+        source_kinds=project.config.identity.source_kinds,
+        cipher=project_ring(project),
+    )
