@@ -951,6 +951,9 @@ class PrivacyConfig(_Base, frozen=True):
     """Key ring for field-level encryption (AES-256-GCM): ``ID:BASE64,…`` of 32-byte keys, the
     first encrypts, every one decrypts (rotation). Use ``${PERSONIFY_ENCRYPTION_KEYS}``; make a key
     with ``personify privacy keygen``. Without it nothing is encrypted."""
+    mask_sql: bool = False
+    """``personify sql`` masks personal data (emails, phones, names, IPs) in its results unless
+    run with ``--no-mask`` — for shared analyst set-ups."""
     confirm_url: str = "http://127.0.0.1:8787/v1/privacy/confirm/"
     """Base of double-opt-in confirmation links (the token is appended); ``personify serve``
     answers them."""

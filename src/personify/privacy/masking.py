@@ -82,3 +82,41 @@ class PiiFilter(logging.Filter):
 
 FILTER_CONFIG: dict[str, Any] = {"pii": {"()": "personify.privacy.masking.PiiFilter"}}
 """The ``filters`` entry of a :func:`logging.config.dictConfig` (handlers list ``"pii"``)."""
+
+
+def mask_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows of a query result as a role without PII access sees them: PII columns by name
+    (:data:`PII_COLUMNS`, also ``customers.email`` aliased to ``c_email`` …), and emails, phones
+    and IPs inside any other text (aliases, concatenations, JSON)."""
+    kinds = [_column_kind(c) for c in columns]
+    out = []
+    for row in rows:
+        masked = []
+        for kind, value in zip(kinds, row, strict=True):
+            if kind is not None:
+                value = mask_value(kind, value)
+            elif isinstance(value, str):
+                value = mask_text(value)
+            elif isinstance(value, list | dict):
+                value = _mask_nested(value)
+            masked.append(value)
+        out.append(tuple(masked))
+    return out
+
+
+def _column_kind(column: str) -> str | None:
+    name = column.lower()
+    for key in PII_COLUMNS:
+        if name == key or name.endswith(f"_{key}") or name.endswith(f".{key}"):
+            return key
+    return None
+
+
+def _mask_nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: mask_value(k, v) if k in PII_COLUMNS else _mask_nested(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_nested(v) for v in value]
+    return mask_text(value) if isinstance(value, str) else value

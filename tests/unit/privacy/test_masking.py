@@ -57,3 +57,25 @@ def test_serve_logging_masks() -> None:
     assert config["handlers"]["stderr"]["filters"] == ["pii"]
     module, _, name = config["filters"]["pii"]["()"].rpartition(".")
     assert getattr(importlib.import_module(module), name) is PiiFilter
+
+
+def test_mask_rows_by_name_alias_and_content() -> None:
+    from personify.privacy.masking import mask_rows
+
+    columns = ["customer_id", "email", "c_phone", "first_name", "note", "traits", "total"]
+    rows = [
+        (
+            "cus_1",
+            "ann@example.org",
+            "+33612345678",
+            "Ann",
+            "contact: bob@example.org",
+            {"email": "ann@example.org", "tags": ["x", "call +1 415 555 0100"]},
+            12.5,
+        )
+    ]
+    (masked,) = mask_rows(columns, rows)
+    assert masked[0] == "cus_1" and masked[6] == 12.5
+    assert masked[1] == "***@example.org" and masked[2] == "***78" and masked[3] == "A***"
+    assert "bob@" not in masked[4]
+    assert masked[5] == {"email": "***@example.org", "tags": ["x", "call +***00"]}

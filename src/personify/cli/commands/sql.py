@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.privacy.masking import mask_rows
 from personify.session import open_session
 from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_user_query
 
@@ -31,6 +33,15 @@ def sql_command(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds before the query is stopped.")
     ] = (DEFAULT_TIMEOUT_S),
+    mask: Annotated[
+        bool | None,
+        typer.Option(
+            "--mask/--no-mask",
+            help="Mask personal data in the result (emails, phones, names, IPs). Default: "
+            "privacy.mask_sql in personify.yml (off).",
+            show_default=False,
+        ),
+    ] = None,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -47,6 +58,8 @@ def sql_command(
         result = run_user_query(
             session.warehouse, query, dialect=dialect, max_rows=limit, timeout_s=timeout
         )
+        if mask if mask is not None else session.project.config.privacy.mask_sql:
+            result = replace(result, rows=mask_rows(list(result.columns), list(result.rows)))
     if json:
         emit_json(
             {
