@@ -118,17 +118,17 @@ def message_id(key: str | None, domain: str) -> str:
 # ----------------------------------------------------------------------------------- headers
 def _encoded_words(text: str) -> list[str]:
     """``text`` as RFC 2047 base64 encoded words, never splitting a character."""
+    data = text.encode("utf-8")
     words: list[str] = []
-    chunk = bytearray()
-    for ch in text:
-        b = ch.encode("utf-8")
-        if len(chunk) + len(b) > _WORD_BYTES:
-            words.append(_word(bytes(chunk)))
-            chunk.clear()
-        chunk += b
-    if chunk or not words:
-        words.append(_word(bytes(chunk)))
-    return words
+    start = 0
+    while True:
+        end = min(start + _WORD_BYTES, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # inside a character
+            end -= 1
+        words.append(_word(data[start:end]))
+        if end >= len(data):
+            return words
+        start = end
 
 
 def _word(data: bytes) -> str:
@@ -186,7 +186,9 @@ def _mailbox_header(name: str, boxes: list[Named]) -> str:
 # -------------------------------------------------------------------------------------- parts
 def _qp(text: str) -> bytes:
     """Quoted-printable UTF-8 with CRLF line ends (soft breaks included)."""
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    data = text.encode("utf-8")
     return binascii.b2a_qp(data, quotetabs=False, istext=True).replace(b"\n", b"\r\n")
 
 

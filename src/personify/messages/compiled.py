@@ -17,7 +17,9 @@ tag (assign, capture, case, include, forloop …) is not compiled at all.
 
 from __future__ import annotations
 
+import html as htmllib
 import itertools
+import re
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,6 +37,15 @@ from liquid.builtin.tags.for_tag import ForNode
 from liquid.builtin.tags.if_tag import IfNode
 from liquid.stringify import to_liquid_string
 from markupsafe import escape
+
+from personify.messages.text import (
+    LINK_SLOT,
+    SLOT,
+    SLOT_END,
+    compact_marks,
+    link_suffix,
+    markup_to_marks,
+)
 
 Compiled = Callable[[Mapping[str, Any]], "str | None"]
 _SPECIAL = {"size", "first", "last", "forloop", "parentloop"}
@@ -194,10 +205,15 @@ def compile_body(template: BoundTemplate) -> Compiled:
         raise Unsupported("compiled bodies are for autoescaped HTML")
     if not env.suppress_blank_control_flow_blocks:
         raise Unsupported("blank blocks written")
-    # python-liquid's guarded output stream reads newlines universally ("\r" → "\n")
-    translates = env.from_string("{{ v }}").render(v="\r") == "\n"
     writer = _Writer(template)
     writer.nodes(template.nodes, 2)
+    return _build(template, writer, text=False)
+
+
+def _build(template: BoundTemplate, writer: _Writer, *, text: bool) -> Compiled:
+    env = template.env
+    # python-liquid's guarded output stream reads newlines universally ("\r" → "\n")
+    translates = env.from_string("{{ v }}").render(v="\r") == "\n"
     limit = env.loop_iteration_limit or 10**12
     out_limit = env.output_stream_limit or 10**15
     source = "\n".join(
@@ -235,11 +251,163 @@ def compile_body(template: BoundTemplate) -> Compiled:
         "_Bail": _Bail,
         "_LIMIT": limit,
         "_k": writer.constants,
+        "_suffix": link_suffix,
+        "_unescape": htmllib.unescape,
     }
+    kind = "text" if text else "html"
     try:
-        code = compile(source, f"<compiled {template.name}>", "exec")
+        code = compile(source, f"<compiled {template.name} {kind}>", "exec")
     except SyntaxError as e:  # pragma: no cover - a bug here, never the user's template
         raise Unsupported(f"generated code does not compile: {e}") from None
     exec(code, namespace)  # noqa: S102 - our own generated code, names are repr()-quoted
     render: Compiled = namespace["_render"]
     return render
+
+
+# ------------------------------------------------------------------------------ the text part
+_CTRL = "\ue004"
+"""Marks where control flow (if/elsif/else/endif, for/else/endfor) was, in a flattened body."""
+_IN_TAG = re.compile(r"<[A-Za-z][\w:-]*((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>")
+_ATTR_VALUE = re.compile(r"""([^\s"'=<>/`]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_BOUNDARY = re.compile(f"{_CTRL}\\d+{SLOT_END}")
+_PIECE = re.compile(f"({SLOT}|{LINK_SLOT})(\\d+){SLOT_END}")
+
+
+class _Flat:
+    """A body template flattened to one string: static text, ``SLOT i SLOT_END`` for output
+    ``i`` and ``_CTRL k SLOT_END`` for control boundary ``k`` (in walk order)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.outputs: list[Any] = []
+        self.boundaries = 0
+
+    def boundary(self) -> None:
+        self.parts.append(f"{_CTRL}{self.boundaries}{SLOT_END}")
+        self.boundaries += 1
+
+    def walk(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            if isinstance(node, ContentNode):
+                if any(c in node.text for c in (SLOT, SLOT_END, LINK_SLOT, _CTRL, "\x00")):
+                    raise Unsupported("the template's text holds marker characters")
+                self.parts.append(node.text)
+            elif isinstance(node, OutputNode):
+                self.parts.append(f"{SLOT}{len(self.outputs)}{SLOT_END}")
+                self.outputs.append(node.expression)
+            elif isinstance(node, IfNode):
+                self.boundary()
+                self.walk(node.consequence.nodes)
+                for alternative in node.alternatives:
+                    self.boundary()
+                    self.walk(alternative.block.nodes)
+                if node.default is not None:
+                    self.boundary()
+                    self.walk(node.default.nodes)
+                self.boundary()
+            elif isinstance(node, ForNode):
+                self.boundary()
+                self.walk(node.block.nodes)
+                if node.default is not None:
+                    self.boundary()
+                    self.walk(node.default.nodes)
+                self.boundary()
+            elif not isinstance(node, CommentNode):
+                raise Unsupported(type(node).__name__)
+
+
+def _href_outputs(flat: str) -> set[int]:
+    """Outputs inside an ``href`` value (the text shows them unescaped, as a URL). Raises
+    Unsupported for an output or control flow elsewhere in a tag than a quoted value, and for an
+    href that starts with an output followed by more (its scheme would decide)."""
+    inside: set[int] = set()
+    for tag in _IN_TAG.finditer(flat):
+        text = tag.group(1)
+        if _CTRL in text:
+            raise Unsupported("control flow inside an HTML tag")
+        valued = "".join(m.group(0) for m in _ATTR_VALUE.finditer(text))
+        if text.count(SLOT) != valued.count(SLOT):
+            raise Unsupported("an output outside a quoted attribute value")
+        for a in _ATTR_VALUE.finditer(text):
+            value = a.group(2) if a.group(2) is not None else a.group(3)
+            if a.group(1).lower() != "href" or SLOT not in value:
+                continue
+            first = _PIECE.match(value)
+            if first is not None and first.end() < len(value):
+                raise Unsupported("an href starting with a variable followed by more")
+            inside.update(int(m.group(2)) for m in _PIECE.finditer(value))
+    return inside
+
+
+class _TextWriter(_Writer):
+    """Generates the function writing a body's text marks (see :func:`compile_text`)."""
+
+    def __init__(
+        self, template: BoundTemplate, segments: list[str], outputs: list[Any], href: set[int]
+    ) -> None:
+        super().__init__(template)
+        self.segments = segments
+        self.outputs = outputs
+        self.href = href
+        self.cursor = 0
+
+    def segment(self, depth: int, blank: bool = False) -> None:
+        text = self.segments[self.cursor]
+        self.cursor += 1
+        if blank:
+            return
+        last = 0
+        for m in _PIECE.finditer(text):
+            if m.start() > last:
+                self.emit(depth, f"_a({text[last : m.start()]!r})")
+            expression = self.value(self.outputs[int(m.group(2))])
+            if m.group(1) == LINK_SLOT:
+                self.emit(depth, f"_a(_suffix(_unescape(_out({expression}))))")
+            elif int(m.group(2)) in self.href:
+                self.emit(depth, f"_a(_unescape(_out({expression})).replace('<', '&lt;'))")
+            else:
+                self.emit(depth, f"_a(_out({expression}))")
+            last = m.end()
+        if last < len(text):
+            self.emit(depth, f"_a({text[last:]!r})")
+
+    def block(self, nodes: list[Node], depth: int, blank: bool) -> None:
+        before = len(self.lines)
+        self.walk(nodes, depth, blank)
+        self.segment(depth, blank)
+        if len(self.lines) == before:
+            self.emit(depth, "pass")
+
+    def walk(self, nodes: list[Node], depth: int, blank: bool = False) -> None:
+        for node in nodes:
+            if isinstance(node, IfNode | ForNode):
+                self.segment(depth, blank)
+                self.node(node, depth)
+
+    def node(self, node: Node, depth: int) -> None:
+        if isinstance(node, IfNode | ForNode):
+            super().node(node, depth)
+
+
+def compile_text(template: BoundTemplate) -> Compiled:
+    """A function writing the text marks (:func:`~personify.messages.text.markup_to_marks`) of
+    ``template``'s output, without rendering the HTML: the body's markup is converted once, with
+    markers for its outputs and its control flow. Raises Unsupported when the conversion could
+    depend on values (control flow or outputs where a conversion rule spans them)."""
+    flat = _Flat()
+    flat.walk(template.nodes)
+    source = "".join(flat.parts)
+    href = _href_outputs(source)
+    converted = compact_marks(markup_to_marks(source))
+    found = [int(m.group(1)) for m in re.finditer(f"{_CTRL}(\\d+){SLOT_END}", converted)]
+    if found != list(range(flat.boundaries)):
+        raise Unsupported("a conversion rule spans control flow")
+    segments = re.split(f"{_CTRL}\\d+{SLOT_END}", converted)
+    alone = [compact_marks(markup_to_marks(part)) for part in re.split(_BOUNDARY, source)]
+    if alone != segments:  # then no rule matched across control flow
+        raise Unsupported("a conversion rule spans control flow")
+    writer = _TextWriter(template, segments, flat.outputs, href)
+    writer.walk(template.nodes, 2)
+    writer.segment(2)
+    assert writer.cursor == len(segments)
+    return _build(template, writer, text=True)

@@ -39,7 +39,7 @@ from liquid import BoundTemplate, Environment
 from liquid.stringify import to_liquid_string
 from markupsafe import escape
 
-from personify.messages.compiled import Compiled, Unsupported, compile_body
+from personify.messages.compiled import Compiled, Unsupported, compile_body, compile_text
 from personify.messages.text import (
     LINK_SLOT,
     SLOT,
@@ -332,6 +332,8 @@ class Plan:
     body: BoundTemplate
     compiled: Compiled | None
     """``body`` compiled to Python (None when it uses what is not compiled)."""
+    compiled_text: Compiled | None
+    """The text marks of ``body``'s output, compiled (None when not possible)."""
     slots: tuple[_Slot, ...]
     html_pieces: tuple[str, ...]
     text_pieces: tuple[str, ...]
@@ -404,12 +406,17 @@ def make_plan(
         body = env.from_string(inline_body(body_source, css), name=name)
     except Unplannable as e:
         return None, str(e)
+    compiled: Compiled | None = None
+    compiled_text: Compiled | None = None
     try:
-        compiled: Compiled | None = compile_body(body)
+        compiled = compile_body(body)
+        compiled_text = compile_text(body)
     except Unsupported as e:
-        log.info("template %s: body not compiled (%s)", name, e)
-        compiled = None
-    return Plan(body, compiled, tuple(slots), html_pieces, text_pieces, text_marks), ""
+        log.info("template %s: body %s compiled (%s)", name, "text not" if compiled else "not", e)
+    return (
+        Plan(body, compiled, compiled_text, tuple(slots), html_pieces, text_pieces, text_marks),
+        "",
+    )
 
 
 def verify_once(plan: Plan, name: str, fast: RenderedLike, reference: RenderedLike) -> bool:

@@ -83,7 +83,10 @@ def _render_planned(template: Template, plan: Plan, context: Mapping[str, Any]) 
     if not body.strip():
         raise RenderError("the body rendered empty", template=f"{template.name}.liquid")
     pieces = plan.html(raw, body)
-    text = marks_to_text(plan.text_marks_of(raw, markup_to_marks(_STYLE_ATTR.sub("", body))))
+    marks = plan.compiled_text(context) if plan.compiled_text is not None else None
+    if marks is None:
+        marks = markup_to_marks(_STYLE_ATTR.sub("", body))
+    text = marks_to_text(plan.text_marks_of(raw, marks))
     return RenderedEmail(template.name, template.version, subject, "".join(pieces), text, pieces)
 
 

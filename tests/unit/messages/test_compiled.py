@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from liquid.exceptions import LiquidError
 
-from personify.messages.compiled import Unsupported, compile_body
+from personify.messages.compiled import Unsupported, compile_body, compile_text
 from personify.messages.liquid_env import LOOP_ITERATION_LIMIT, html_environment
+from personify.messages.text import marks_to_text, markup_to_marks
 
 ENV = html_environment()
 
@@ -102,3 +103,43 @@ def test_what_it_cannot_decide_goes_back_to_python_liquid(
 def test_other_tags_are_not_compiled(source: str) -> None:
     with pytest.raises(Unsupported):
         compile_body(ENV.from_string(source))
+
+
+HTML_SOURCES = [
+    '<h1>Hi {{ a }}</h1><p>x</p><a href="{{ b.c }}">go {{ a }}</a>'
+    '<img src="{{ a }}" alt="{{ b.d.e }}"><a href="https://s/?q={{ a }}&amp;r=1">s</a>',
+    "<ul>{% for x in xs %}<li><a href='{{ x.n }}'>{{ x.k }}</a> {{ x.n }}</li>"
+    "{% else %}<p>none</p>{% endfor %}</ul>",
+    "<table>{% for x in xs %}<tr><td>{{ x.n }}</td>{% if x.k %}<td>k</td>{% endif %}</tr>"
+    "{% endfor %}</table><br>{% if a %} <b>{{ a }}</b> {% endif %}<p>end</p>",
+    "<!-- {{ a }} --><div>{%- if a -%} A {%- else -%}<p>B</p>{%- endif -%}</div>",
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(context=contexts)
+@pytest.mark.parametrize("source", HTML_SOURCES)
+def test_compiled_text_equals_text_of_the_html(source: str, context: dict[str, Any]) -> None:
+    template = ENV.from_string(source)
+    text = compile_text(template)(context)
+    html = reference(source, context)
+    if text is not None and html is not None:
+        assert marks_to_text(text) == marks_to_text(markup_to_marks(html))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '<a href="{{ a }}/cart">x</a>',  # the scheme would depend on the value
+        "<p {% if a %}hidden{% endif %}>x</p>",
+        "<a href='x'>{% if a %}y{% endif %}</a><!-- {% if a %} -->{% endif %}",
+    ],
+)
+def test_text_that_depends_on_values_is_not_compiled(source: str) -> None:
+    with pytest.raises(Unsupported):
+        compile_text(ENV.from_string(source))
+
+
+def test_a_link_opened_in_a_branch_is_not_compiled() -> None:
+    with pytest.raises(Unsupported):
+        compile_text(ENV.from_string('{% if a %}<a href="https://u">{% endif %}x</a>'))
