@@ -19,7 +19,8 @@ idempotent):
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
 
-The audit log gets one ``erase`` entry with the per-step counts (no personal data).
+In-process caches that may hold a raw identifier (phone parsing) are cleared. The audit log gets
+one ``erase`` entry with the per-step counts (no personal data).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def erase_subject(
     for t in tables:
         step(t.name, lambda t=t: _erase_table(wh, t, f))
     step(IDENTITY_STEP, lambda: _erase_identity(wh, f))
+    _clear_caches()
     with wh.transaction():
         log_action(
             wh,
@@ -264,6 +266,16 @@ def _scrub_json(wh: Warehouse, t: Table, f: Footprint) -> int:
             0,
         )
     return changed
+
+
+def _clear_caches() -> None:
+    """In-process caches that may hold a raw identifier (phone parsing memoizes its input)."""
+    from personify.identity import normalize
+
+    for name in dir(normalize):
+        clear = getattr(getattr(normalize, name), "cache_clear", None)
+        if callable(clear):
+            clear()
 
 
 def _erase_identity(wh: Warehouse, f: Footprint) -> int:
