@@ -127,7 +127,7 @@ def _keys(f: Footprint) -> Where:
 
 def _events(f: Footprint) -> Where:
     return (
-        f"customer_id {_IN} OR user_id {_IN} OR anonymous_id {_IN}",
+        f"customer_id {_IN} OR trim(user_id) {_IN} OR trim(anonymous_id) {_IN}",
         [list(f.customer_ids), f.values("user_id"), f.values("anonymous_id")],
     )
 
@@ -135,7 +135,8 @@ def _events(f: Footprint) -> Where:
 def _by_source_id(id_col: str) -> Rule:
     def rule(f: Footprint) -> Where:
         return (
-            f"customer_id {_IN} OR lower(trim(email)) {_IN} OR (source || '|' || {id_col}) {_IN}",
+            f"customer_id {_IN} OR lower(trim(email)) {_IN} "
+            f"OR (source || '|' || trim({id_col})) {_IN}",
             [list(f.customer_ids), f.emails, list(f.source_pairs)],
         )
 
@@ -144,14 +145,15 @@ def _by_source_id(id_col: str) -> Rule:
 
 def _records(f: Footprint) -> Where:
     return (
-        f"lower(trim(email)) {_IN} OR user_id {_IN} OR (source || '|' || record_id) {_IN}",
+        f"lower(trim(email)) {_IN} OR trim(user_id) {_IN} "
+        f"OR (source || '|' || trim(record_id)) {_IN}",
         [f.emails, f.values("user_id"), list(f.source_pairs)],
     )
 
 
 def _consents(f: Footprint) -> Where:
     return (
-        f"customer_id {_IN} OR (source || '|' || customer_id) {_IN}",
+        f"customer_id {_IN} OR (source || '|' || trim(customer_id)) {_IN}",
         [list(f.customer_ids), list(f.source_pairs)],
     )
 
