@@ -111,6 +111,15 @@ def _ingest(wh: Warehouse) -> None:
                 "source": "web",
             },
             {
+                "message_id": "m-ann-3",
+                "type": "track",
+                "event": "Viewed",
+                "user_id": " u-ann-777 ",  # stray spaces: identity trims, erasure too
+                "timestamp": _day(2),
+                "received_at": _day(2),
+                "source": "web",
+            },
+            {
                 "message_id": "m-bob-1",
                 "type": "identify",
                 "user_id": "u-bob-888",
@@ -298,7 +307,7 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
         doc = export_subject(wh, project, "ann.marker@x.org")
     assert doc["customer_id"] == ann
     counts = doc["counts"]
-    assert counts["events"] == 2 and counts["orders"] == 1 and counts["order_items"] == 1
+    assert counts["events"] == 3 and counts["orders"] == 1 and counts["order_items"] == 1
     assert counts["tickets"] == 1 and counts["quarantine"] == 1 and counts["consents"] == 1
     assert {"anon-ann-123456", "u-ann-777"} <= {i["value"] for i in doc["identifiers"]}
     assert all(counts[name] >= 1 for name in planted)
