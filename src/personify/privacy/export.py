@@ -5,7 +5,8 @@ profile, identities, events (anonymous ones linked through the graph too), order
 items, tickets, consent and its history with proof, messages, tags, memberships, audience
 changes, discount codes, journey state, provenance (``profile_observations``), the identity graph
 around them, source records — plus the quarantined payloads that mention one of their identifiers,
-and the outbox files written to them. Suppression rows are listed without their hashes.
+the outbox files written to them, and the audit entries about them (who read, exported or changed
+what, and when). Suppression rows are listed without their hashes.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 
 from personify import clock
 from personify.config import OutboxDelivery, Project
+from personify.privacy.audit import customer_hash
 from personify.privacy.crypto import ENCRYPTED_FIELDS, KeyRing, is_encrypted, project_ring
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
+from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import resolve
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Table
@@ -58,6 +61,18 @@ def _decrypt(tables: dict[str, list[dict[str, Any]]], ring: KeyRing | None) -> N
                 row[column] = ring.decrypt(row[column], field=name)
 
 
+def _access_log(wh: Warehouse, project: Project, f: Footprint) -> list[dict[str, Any]]:
+    """Audit entries about the person (who read, exported or changed what, and when)."""
+    key = optional_key(project)
+    hashes = [customer_hash(key, c) for c in f.customer_ids]
+    rows: list[dict[str, Any]] = wh.fetch_arrow(
+        "SELECT occurred_at, action, actor FROM audit_log "
+        "WHERE subject_hash IN (SELECT unnest(CAST(? AS VARCHAR[]))) ORDER BY occurred_at, id",
+        [hashes],
+    ).to_pylist()
+    return rows
+
+
 def outbox_folder(project: Project) -> Path | None:
     """The outbox folder, when the project delivers to one."""
     delivery = project.config.delivery
@@ -95,5 +110,6 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
         "profile": next(iter(tables.get("customers", [])), None),
         "tables": tables,
         "outbox": outbox_entries(outbox_folder(project), f),
+        "access_log": _access_log(wh, project, f),
         "counts": {name: len(rows) for name, rows in tables.items()},
     }

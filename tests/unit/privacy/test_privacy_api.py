@@ -96,6 +96,7 @@ def test_consent_export_erase(session: Session, auth: dict[str, str]) -> None:
     stored = session.warehouse.scalar("SELECT ip FROM consent_history")
     assert str(stored).startswith("enc1:k1:")  # at rest: encrypted; in the export: plain
     assert "bob@example.org" not in doc.text
+    assert [e["action"] for e in body["access_log"]] == ["consent"]
 
     erased = call(session, "POST", "/v1/privacy/erase", auth, {"subject": "ann@example.org"})
     assert erased.status_code == 200 and erased.json()["status"] == "erased"
