@@ -26,6 +26,7 @@ from personify.delivery.mime import (
     build_raw,
     mailbox,
     message_id,
+    sender_mailbox,
 )
 from personify.delivery.outbox import OutboxTransport
 from personify.delivery.tokens import UnsubscribeClaim, project_key, sign, verify
@@ -63,7 +64,7 @@ def compose(
     settings = project.config.email
     customer_id = str(customer["customer_id"])
     name = " ".join(str(customer.get(k) or "") for k in ("first_name", "last_name")).strip()
-    sender = mailbox(settings.from_address, settings.from_name)
+    sender = sender_mailbox(settings.from_address, settings.from_name)
     recipient = mailbox(str(customer.get("email") or ""), name)
     raw = build_raw(
         email,
@@ -72,7 +73,7 @@ def compose(
         date=date or clock.now(),
         key=key,
         unsubscribe=unsubscribe or unsubscribe_for(project, customer_id),
-        reply_to=mailbox(settings.reply_to) if settings.reply_to else None,
+        reply_to=sender_mailbox(settings.reply_to) if settings.reply_to else None,
     )
     return Envelope(
         key, customer_id, email.template, email.subject, raw, sender.addr_spec, recipient.addr_spec

@@ -103,6 +103,16 @@ def address(email: str, name: str | None = None) -> Address:
     return Address(display_name=_clean_name(name), addr_spec=_checked(email))
 
 
+@functools.lru_cache(maxsize=256)
+def _sender(email: str, name: str | None) -> Mailbox:
+    return Mailbox(_checked(email), _clean_name(name))
+
+
+def sender_mailbox(email: str, name: str | None = None) -> Mailbox:
+    """:func:`mailbox` for the few sender addresses of a project (checked once, remembered)."""
+    return _sender(email, name)
+
+
 def mailbox(email: str, name: str | None = None) -> Mailbox:
     """Like :func:`address`, as a :class:`Mailbox` (what the hot path uses)."""
     return Mailbox(_checked(email), _clean_name(name))
@@ -232,6 +242,11 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
     return b"=\r\n".join(out)
 
 
+@functools.lru_cache(maxsize=256)
+def _template_header(template: str, version: str) -> str:
+    return _text_header("X-Personify-Template", f"{template}@{version}")
+
+
 @functools.lru_cache(maxsize=64)
 def _date(when: datetime) -> str:
     return format_datetime(when)
@@ -271,7 +286,7 @@ def build_raw(
             links.append(f"<mailto:{_CONTROL.sub('', unsubscribe.mailto)}?subject=unsubscribe>")
         head.append(_fold("List-Unsubscribe", links, sep=", "))
         head.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-    head.append(_text_header("X-Personify-Template", f"{email.template}@{email.version}"))
+    head.append(_template_header(email.template, email.version))
     boundary = "=_" + mid[1:25]
     head.append("MIME-Version: 1.0\r\n")
     head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n')

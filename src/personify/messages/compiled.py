@@ -48,6 +48,7 @@ from personify.messages.text import (
 )
 
 Compiled = Callable[[Mapping[str, Any]], "str | None"]
+_ESCAPED = re.compile("[&<>'\"]")
 _SPECIAL = {"size", "first", "last", "forloop", "parentloop"}
 
 
@@ -59,16 +60,28 @@ class _Bail(Exception):
     """This render needs python-liquid (which renders or raises the right error)."""
 
 
-def _get(obj: Any, key: str) -> Any:
-    if type(obj) is not dict:
-        raise _Bail
-    return obj[key]  # a KeyError bails too
+def _bail() -> Any:
+    raise _Bail
 
 
 def _out(value: Any) -> str:
+    """What python-liquid writes for ``value`` (autoescaped)."""
     if type(value) is str:
-        return str(escape(value))
+        return value if _ESCAPED.search(value) is None else escape(value)
     return to_liquid_string(value, True)
+
+
+def _plain(value: Any) -> str:
+    """``value`` for a text part, where the whole text is unescaped once at the end: the value
+    itself when that changes nothing (no ``&``), else escaped."""
+    if type(value) is str and "&" not in value:
+        return value
+    return _out(value)
+
+
+def _text(value: Any) -> str:
+    """What a text part shows of an attribute value (unescaped, a plain str)."""
+    return htmllib.unescape(str(_out(value)))
 
 
 class _Writer:
@@ -108,7 +121,8 @@ class _Writer:
         assert isinstance(root, str)
         code = self.local(root) or f"_g[{root!r}]"
         for segment in segments[1:]:
-            code = f"_get({code}, {segment!r})"
+            # a path goes through dicts only (a KeyError or anything else bails)
+            code = f"(_x[{segment!r}] if type(_x := {code}) is dict else _bail())"
         return code
 
     def value(self, expression: Any) -> str:
@@ -244,7 +258,9 @@ def _build(template: BoundTemplate, writer: _Writer, *, text: bool) -> Compiled:
         return expression.evaluate(RenderContext(template, globals=scope))
 
     namespace: dict[str, Any] = {
-        "_get": _get,
+        "_bail": _bail,
+        "_text": _text,
+        "_plain": _plain,
         "_out": _out,
         "_truthy": is_truthy,
         "_ev": evaluate,
@@ -252,7 +268,6 @@ def _build(template: BoundTemplate, writer: _Writer, *, text: bool) -> Compiled:
         "_LIMIT": limit,
         "_k": writer.constants,
         "_suffix": link_suffix,
-        "_unescape": htmllib.unescape,
     }
     kind = "text" if text else "html"
     try:
@@ -362,11 +377,11 @@ class _TextWriter(_Writer):
                 self.emit(depth, f"_a({text[last : m.start()]!r})")
             expression = self.value(self.outputs[int(m.group(2))])
             if m.group(1) == LINK_SLOT:
-                self.emit(depth, f"_a(_suffix(_unescape(_out({expression}))))")
+                self.emit(depth, f"_a(_suffix(_text({expression})))")
             elif int(m.group(2)) in self.href:
-                self.emit(depth, f"_a(_unescape(_out({expression})).replace('<', '&lt;'))")
+                self.emit(depth, f"_a(_text({expression}).replace('<', '&lt;'))")
             else:
-                self.emit(depth, f"_a(_out({expression}))")
+                self.emit(depth, f"_a(_plain({expression}))")
             last = m.end()
         if last < len(text):
             self.emit(depth, f"_a({text[last:]!r})")

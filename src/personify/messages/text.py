@@ -90,9 +90,9 @@ def marks_to_text(s: str) -> str:
 def compact_marks(s: str) -> str:
     """Marks from :func:`markup_to_marks` with the same text after :func:`marks_to_text`, but
     shorter: breaks lose the blanks around them (lines are stripped) and runs of two or more
-    breaks become two (more blank lines are squeezed anyway). Still true when joined with other
-    marks, so a layout's pieces are compacted once."""
-    return _BREAK.sub(_MARK, _BREAKS.sub(_MARK * 2, s))
+    breaks become two (more blank lines are squeezed anyway), other blanks one space. Still true
+    when joined with other marks, so a layout's pieces are compacted once."""
+    return _SPACE.sub(" ", _BREAK.sub(_MARK, _BREAKS.sub(_MARK * 2, s)))
 
 
 def html_to_text(html: str) -> str:
