@@ -167,3 +167,26 @@ def test_the_scheduler_syncs_sources_when_due(project: Path, apis: MockApis) -> 
         count = session.warehouse.scalar("SELECT count(*) FROM orders")
         assert count == len(apis.orders)
         assert session.warehouse.scalar("SELECT count(*) FROM customer_records") == 0  # crm: no
+
+
+@pytest.mark.slow
+def test_the_demo_pulls_its_world_from_live_apis_and_stays_usable(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    summary = personify_json("demo", str(root), "--customers", "100", "--live-apis", timeout=300)
+    by_source = {s["source"]: s for s in summary["sources"]}
+    for name in ("crm", "shop_orders", "helpdesk", "payments"):
+        assert by_source[name]["counts"]["pages"] >= 1, name
+        assert by_source[name]["counts"]["rows_loaded"] > 0, name
+    hooks = by_source["shop_webhooks"]["counts"]  # ten signed deliveries (the world has dirt)
+    assert hooks["rows_read"] == 10 == hooks["rows_loaded"] + hooks["rows_quarantined"]
+    text = (root / "personify.yml").read_text()
+    assert "base_url: local:demo" in text and "kind: webhook" in text
+    assert "path: data/orders.parquet" not in text  # the orders come from the shop's API
+    # later runs bring the mock APIs up on demand, pull only what changed, send nothing twice
+    again = personify_json("run", "--project", str(root), timeout=300)
+    sync = next(s for s in again["stages"] if s["name"] == "sync")
+    assert sync["counts"]["pages"] == 4  # one page per API: the overlap window only
+    status = personify_json("status", "--project", str(root))
+    assert status["quarantine"]["total"] == summary["quarantine"]["total"]  # none twice
+    crm = next(s for s in status["sources"] if s["name"] == "crm")
+    assert crm["kind"] == "rest" and crm["last_run_status"] == "succeeded"

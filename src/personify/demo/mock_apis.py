@@ -43,12 +43,16 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from personify.config import Project
 
 TOKEN: Final = "mock-token"  # noqa: S105  (a test credential of a local mock)
 """The credential every mock API accepts by default."""
@@ -272,7 +276,10 @@ class MockApis:
         for group in body.get("filterGroups", []):
             for f in group.get("filters", []):
                 if f.get("propertyName") == "lastmodifieddate" and f.get("operator") == "GTE":
-                    since = datetime.fromtimestamp(int(f["value"]) / 1000, UTC)
+                    try:
+                        since = datetime.fromtimestamp(int(f["value"]) / 1000, UTC)
+                    except (TypeError, ValueError):
+                        return _error(400, "lastmodifieddate must be epoch milliseconds")
         rows = self._since("contacts", since)
         limit = min(int(body.get("limit", 10)), 200)
         start = int(body.get("after") or 0)
@@ -500,3 +507,194 @@ def sample_apis(n: int, *, start: datetime | None = None, step_seconds: int = 60
         )
         apis.items.append({"id": i, "name": f"item {i}", "updated_at": _iso(at)})
     return apis
+
+
+# ------------------------------------------------------------------- the demo world, served
+def world_apis(data: Path) -> MockApis:
+    """Mock APIs serving a demo world's data folder in the four presets' shapes: CRM contacts
+    (HubSpot, the latest version of each), shop orders with their line items (Shopify), tickets
+    (Zendesk, ``requester_id`` the CRM id) and a charge per paid order (Stripe). Malformed JSON
+    lines of the files are not served (an API answers JSON). A 429 (``Retry-After: 0``) is
+    sprinkled in every 40th request."""
+    import pyarrow.parquet as pq
+
+    apis = MockApis(faults=Faults(rate_limit_every=40))
+    contacts: dict[str, dict[str, Any]] = {}
+    for name in ("contacts.jsonl", "updates.jsonl"):
+        for record in _json_lines(data / "crm" / name):
+            old = contacts.get(str(record.get("id")))
+            if old is None or str(record.get("updatedAt")) >= str(old.get("updatedAt")):
+                contacts[str(record.get("id"))] = record
+    apis.contacts = list(contacts.values())
+    items: dict[str, list[dict[str, Any]]] = {}
+    for item in pq.read_table(data / "order_items.parquet").to_pylist():
+        line = {k: item[k] for k in ("product_id", "sku", "title", "quantity", "price")}
+        items.setdefault(str(item["order_id"]), []).append(line)
+    for order in pq.read_table(data / "orders.parquet").to_pylist():
+        created, updated = order["created_at"], order["updated_at"]
+        code = order.pop("discount_code")
+        shop = {
+            **order,
+            "customer": {"id": order.pop("customer_id")},
+            "discount_codes": [{"code": code}] if code else [],
+            "line_items": items.get(str(order["id"]), []),
+            "created_at": _iso(created) if created else None,
+            "updated_at": _iso(updated) if updated else None,
+        }
+        apis.orders.append(shop)
+        if order["financial_status"] == "paid" and created and order["total_price"] is not None:
+            apis.charges.append(
+                {
+                    "id": f"ch_{order['id']}",
+                    "object": "charge",
+                    "amount": round(order["total_price"] * 100),
+                    "currency": str(order["currency"] or "eur").lower(),
+                    "status": "succeeded",
+                    "customer": shop["customer"]["id"],
+                    "billing_details": {"email": order["email"]},
+                    "metadata": {"order_id": order["id"]},
+                    "created": int(created.timestamp()),
+                }
+            )
+    for ticket in _json_lines(data / "tickets.jsonl"):
+        requester = ticket.get("requester") or {}
+        ticket["requester_id"] = requester.get("external_id")
+        apis.tickets.append(ticket)
+    return apis
+
+
+def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.is_file():
+        return
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "id" in record:
+                yield record
+
+
+@contextlib.contextmanager
+def serve_project_apis(project: Project) -> Iterator[str]:
+    """Serve a demo project's world (``demo.data``) as live mock APIs while the block runs: the
+    REST sources of a demo project name ``client.base_url: local:demo`` and come up with it."""
+    from personify.errors import SourceError
+
+    settings = project.config.demo
+    if settings is None:
+        raise SourceError(
+            "base_url local:demo serves a demo world, and this project is no demo",
+            hint="give the source a real client.base_url",
+        )
+    with serve_mock_apis(world_apis(project.path(settings.data))) as url:
+        yield url
+
+
+# ---------------------------------------------------------------- a demo project wired to it
+LIVE_REPLACED: Final = frozenset({"crm", "helpdesk", "shop_orders", "shop_order_items"})
+"""The demo's file sources that ``personify demo --live-apis`` replaces by REST sources."""
+WEBHOOK_SOURCE: Final = "shop_webhooks"
+"""The demo's webhook source (signed Shopify order deliveries)."""
+_TOKEN_VAR: Final = "${PERSONIFY_DEMO_API_TOKEN:-" + TOKEN + "}"
+_WEBHOOK_SECRET: Final = "demo-webhook-secret"  # noqa: S105  (the local demo's, not a real one)
+
+
+def live_sources_yaml() -> str:
+    """The demo's REST and webhook sources (YAML list items for ``sources:``): the CRM, the
+    shop's orders, the help desk and the payments pulled from the world served as live mock
+    APIs (``base_url: local:demo``), and the shop's signed order webhooks."""
+    auth = {
+        "crm": f'{{type: bearer, token: "{_TOKEN_VAR}"}}',
+        "shop_orders": f'{{type: api_key, name: X-Shopify-Access-Token, api_key: "{_TOKEN_VAR}"}}',
+        "helpdesk": '{type: http_basic, username: "support@shop.example/token", '
+        f'password: "{_TOKEN_VAR}"}}',
+        "payments": f'{{type: http_basic, username: "{_TOKEN_VAR}"}}',
+    }
+    presets = {
+        "crm": (
+            "hubspot_contacts",
+            "CRM contacts, HubSpot-style (a search API, cursor in the body)",
+        ),
+        "shop_orders": (
+            "shopify_orders",
+            "shop orders and line items, Shopify-style (Link headers)",
+        ),
+        "helpdesk": ("zendesk_tickets", "help-desk tickets, Zendesk-style (an incremental export)"),
+        "payments": ("stripe_charges", "payments, Stripe-style (starting_after), as events"),
+    }
+    lines = [
+        "",
+        "  # Live APIs: the world served as local mock APIs while a sync runs (base_url",
+        "  # local:demo; 429s sprinkled in), pulled incrementally through the REST presets.",
+    ]
+    for name, (preset, about) in presets.items():
+        lines += [
+            "",
+            f"  # {about}",
+            f"  - name: {name}",
+            "    kind: rest",
+            f"    preset: {preset}",
+            "    client:",
+            "      base_url: local:demo",
+            f"      auth: {auth[name]}",
+            "      requests_per_second: 500",
+            "      backoff_base: 0.05",
+            "    schedule: {every: 15m}",
+        ]
+    lines += [
+        "    resources:   # charges as events (the orders come from the shop)",
+        "      - name: charges",
+        "        table: events",
+        "        endpoint:",
+        "          path: /v1/charges",
+        "          params: {limit: 100}",
+        "          data_selector: data",
+        "          paginator: {type: record_cursor, cursor_param: starting_after, "
+        "has_more_path: has_more}",
+        "          incremental: {cursor_path: created, start_param: 'created[gte]', "
+        "start_format: unix, initial_value: '1970-01-01T00:00:00Z'}",
+        "        mapping: {message_id: id, type: =track, event: =Payment Succeeded, "
+        "user_id: customer, timestamp: created|unix, properties: metadata}",
+        "",
+        "  # The shop's order webhooks (POST /webhooks/shop_webhooks), signed as Shopify signs",
+        f"  - name: {WEBHOOK_SOURCE}",
+        "    kind: webhook",
+        "    scheme: shopify",
+        f'    secrets: ["${{PERSONIFY_DEMO_WEBHOOK_SECRET:-{_WEBHOOK_SECRET}}}"]',
+        "    table: orders",
+        "    mapping: {order_id: id|string, email: email, status: financial_status, "
+        "currency: currency, subtotal: subtotal_price, discount: total_discounts, "
+        "total: total_price, created_at: created_at, updated_at: updated_at, "
+        "source_customer_id: customer.id|string}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def send_order_webhooks(url: str, data: Path, *, count: int = 10) -> dict[str, int]:
+    """POST the world's ``count`` latest orders to the demo's webhook source, signed as Shopify
+    signs them (the delivery id is the order's, so a rerun stores nothing twice). Returns the
+    answers counted by status."""
+    import httpx
+
+    from personify.sources.webhooks import sign_shopify
+
+    apis = world_apis(data)
+    latest = sorted(
+        (o for o in apis.orders if o.get("updated_at")), key=lambda o: str(o["updated_at"])
+    )[-count:]
+    out: dict[str, int] = {}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for order in latest:
+            body = json.dumps(order, default=str).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "X-Shopify-Topic": "orders/updated",
+                "X-Shopify-Webhook-Id": f"orders-updated-{order['id']}-{order['updated_at']}",
+                "X-Shopify-Hmac-Sha256": sign_shopify(_WEBHOOK_SECRET, body),
+            }
+            r = client.post(f"/webhooks/{WEBHOOK_SOURCE}", content=body, headers=headers)
+            status = r.json().get("status", "refused") if r.status_code == 200 else "refused"
+            out[status] = out.get(status, 0) + 1
+    return out

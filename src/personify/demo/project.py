@@ -28,6 +28,7 @@ from typing import Any, Final
 from personify import clock
 from personify.config import PROJECT_FILE, parse_config
 from personify.demo.files import FILES, read_manifest, write_world
+from personify.demo.mock_apis import LIVE_REPLACED, live_sources_yaml
 from personify.demo.world import build_world, world_instant
 from personify.errors import PersonifyError
 from personify.progress import Progress
@@ -64,8 +65,11 @@ def make_demo_project(
     now: datetime | None = None,
     reset: bool = False,
     progress: Progress | None = None,
+    live_apis: bool = False,
 ) -> DemoProject:
-    """Make (or remake) the demo project in ``directory`` with a world of ``customers``."""
+    """Make (or remake) the demo project in ``directory`` with a world of ``customers``;
+    ``live_apis``: the CRM, orders, tickets and payments come from the world served as live mock
+    APIs (REST sources, :func:`personify.demo.mock_apis.live_sources_yaml`) instead of files."""
     import time
 
     root = directory.expanduser().resolve()
@@ -93,7 +97,9 @@ def make_demo_project(
     t1 = time.perf_counter()
     manifest = write_world(world, data, progress=progress)
     t2 = time.perf_counter()
-    configure_project(root, seed=seed, customers=customers, now=instant, web_via_api=True)
+    configure_project(
+        root, seed=seed, customers=customers, now=instant, web_via_api=True, live_apis=live_apis
+    )
     return DemoProject(
         root=root,
         data=data,
@@ -153,7 +159,13 @@ def _keys(root: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- personify.yml
 def configure_project(
-    root: Path, *, seed: int, customers: int, now: datetime, web_via_api: bool = False
+    root: Path,
+    *,
+    seed: int,
+    customers: int,
+    now: datetime,
+    web_via_api: bool = False,
+    live_apis: bool = False,
 ) -> None:
     """Rewrite ``root/personify.yml`` (as scaffolded) to read the world in ``data/``;
     ``web_via_api``: without the web sessions' file source (they are sent to the tracking API)."""
@@ -161,7 +173,7 @@ def configure_project(
     text = file.read_text(encoding="utf-8")
     text = _without_demo_wiring(text)
     text = re.sub(r"^name: .*$", f"name: {PROJECT_NAME}", text, count=1, flags=re.M)
-    text = _insert_sources(text, file_sources_yaml(web_via_api=web_via_api))
+    text = _insert_sources(text, file_sources_yaml(web_via_api=web_via_api, live_apis=live_apis))
     text = text.rstrip("\n") + "\n\n" + demo_yaml(seed=seed, customers=customers, now=now)
     parse_config(text, file=str(file), root=root)  # fail here, not at the user's first command
     file.write_text(text, encoding="utf-8")
@@ -181,7 +193,7 @@ def web_event_files(data: Path) -> list[Path]:
     return sorted(data.glob(spec.glob or spec.path))
 
 
-def file_sources_yaml(*, web_via_api: bool = False) -> str:
+def file_sources_yaml(*, web_via_api: bool = False, live_apis: bool = False) -> str:
     """The ``kind: file`` sources reading the world, as YAML list items (indented for
     ``sources:``), between markers so a rerun can replace them. ``web_via_api``: the web
     sessions are left out (``personify demo`` sends them to the ``web`` tracking source)."""
@@ -200,6 +212,8 @@ def file_sources_yaml(*, web_via_api: bool = False) -> str:
     for spec in FILES:
         if spec.source in seen or (web_via_api and spec.source == WEB_SESSIONS):
             continue
+        if live_apis and spec.source in LIVE_REPLACED:  # pulled from their APIs instead
+            continue
         seen.add(spec.source)
         lines += [
             "",
@@ -212,6 +226,8 @@ def file_sources_yaml(*, web_via_api: bool = False) -> str:
         if spec.mapping:
             lines.append("    mapping:")
             lines += [f"      {target}: {field}" for target, field in spec.mapping.items()]
+    if live_apis:
+        lines.append(live_sources_yaml().rstrip("\n"))
     lines.append(_END)
     return "\n".join(lines) + "\n"
 

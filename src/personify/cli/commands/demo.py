@@ -43,6 +43,15 @@ def demo_command(
         bool,
         typer.Option("--reset", help="Replace another demo world found in DIR (deletes its data)."),
     ] = False,
+    live_apis: Annotated[
+        bool,
+        typer.Option(
+            "--live-apis",
+            help="Pull the CRM, orders, tickets and payments from the world served as live "
+            "local APIs (HubSpot, Shopify, Zendesk and Stripe styles, 429s included) through "
+            "REST sources, and send signed order webhooks, instead of importing files.",
+        ),
+    ] = False,
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
@@ -60,7 +69,13 @@ def demo_command(
     instant = clock.now() if now else None
     with progress_bars(enabled=not json) as progress:
         demo = make_demo_project(
-            directory, customers=customers, seed=seed, now=instant, reset=reset, progress=progress
+            directory,
+            customers=customers,
+            seed=seed,
+            now=instant,
+            reset=reset,
+            progress=progress,
+            live_apis=live_apis,
         )
         clock.pin(demo.now)  # the run evaluates the world at its own instant
         with open_session(demo.root) as session:
@@ -85,6 +100,8 @@ def _stages(
     def sync(session: Session) -> dict[str, int]:
         syncs.append(send_web_sessions(session, demo, progress))
         syncs.extend(sync_sources(session, progress=progress))
+        if _has_webhooks(session):
+            syncs.append(send_webhooks(session, demo))
         totals: dict[str, int] = {}
         for result in syncs:
             for key, value in result.counts.items():
@@ -92,6 +109,32 @@ def _stages(
         return totals
 
     return tuple((name, sync if name == "sync" else stage) for name, stage in pipeline.STAGES)
+
+
+def _has_webhooks(session: Session) -> bool:
+    from personify.demo.mock_apis import WEBHOOK_SOURCE
+
+    return any(s.name == WEBHOOK_SOURCE for s in session.project.config.sources)
+
+
+def send_webhooks(session: Session, demo: DemoProject) -> SyncResult:
+    """Post the world's latest orders to the project's own webhook endpoint, signed as Shopify
+    signs them (a real server on a loopback port of this process)."""
+    import time
+
+    from personify.demo.mock_apis import WEBHOOK_SOURCE, send_order_webhooks
+    from personify.server.background import background_server
+
+    started = time.perf_counter()
+    with background_server(session) as url:
+        answers = send_order_webhooks(url, demo.data)
+    counts = {
+        "rows_read": sum(answers.values()),
+        "rows_loaded": answers.get("accepted", 0),
+        "rows_duplicate": answers.get("duplicate", 0),
+        "rows_quarantined": answers.get("quarantined", 0) + answers.get("refused", 0),
+    }
+    return SyncResult(WEBHOOK_SOURCE, "webhook", counts, time.perf_counter() - started)
 
 
 def send_web_sessions(

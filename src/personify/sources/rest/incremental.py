@@ -105,6 +105,8 @@ def later(a: Any, b: Any, fmt: str = "auto") -> Any:
     ia, ib = as_instant(a, fmt), as_instant(b, fmt)
     if ia is not None and ib is not None:
         return b if ib > ia else a
+    if ia is not None or ib is not None:  # an instant beats a broken value
+        return a if ia is not None else b
     return b if str(b) > str(a) else a
 
 

@@ -30,6 +30,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from personify.config import Nested
 from personify.errors import ConfigError
@@ -245,6 +246,10 @@ def load_records(
             ]
         )
         rows = rows.set_column(rows.schema.get_field_index("id"), "id", ids)
+        for c in target.computed:  # name the mapping as written, not its internal field
+            shown = f"/{c.path}|{c.transform}" if c.path else f"={c.constant}"
+            detail = pc.replace_substring(rows.column("detail"), f"/{c.key}", shown)
+            rows = rows.set_column(rows.schema.get_field_index("detail"), "detail", detail)
         quarantine.write(wh, rows)
         done.quarantined = checked.bad.num_rows
     return done

@@ -17,10 +17,13 @@ rows_quarantined``), per table in the log.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+
+import msgspec
 
 from personify import clock
 from personify.config import Incremental, Paginator, RestResource, RestSource
@@ -29,7 +32,7 @@ from personify.session import Session
 from personify.sources import SyncResult
 from personify.sources.presets import resolve_preset
 from personify.sources.rest.client import HttpClient
-from personify.sources.rest.errors import RestResponseError
+from personify.sources.rest.errors import RestError, RestResponseError
 from personify.sources.rest.incremental import (
     ResourceState,
     Run,
@@ -76,6 +79,7 @@ def sync_rest_source(
     spec = resolve_preset(source)
     counts = dict.fromkeys(COUNTS, 0)
     with contextlib.ExitStack() as stack:
+        spec = _local_api(stack, session, spec)
         http = client or stack.enter_context(HttpClient(spec.client, source=spec.name))
         for resource in spec.resources:
             _sync_resource(session.warehouse, spec, resource, http, counts, progress, after_page)
@@ -83,6 +87,29 @@ def sync_rest_source(
         counts["retries"] = http.stats.retries
         counts["rate_limited"] = http.stats.rate_limited
     return SyncResult(source.name, "rest", counts, time.perf_counter() - started)
+
+
+LOCAL_APIS: Final[dict[str, str]] = {"demo": "personify.demo.mock_apis:serve_project_apis"}
+"""``client.base_url: local:NAME`` → ``module:function(project)``, a context manager serving a
+local API for the duration of the sync and yielding its URL (``local:demo``: a demo project's
+world as live mock APIs, so the demo's REST sources come up when a sync needs them)."""
+
+
+def _local_api(stack: contextlib.ExitStack, session: Session, source: RestSource) -> RestSource:
+    base = source.client.base_url or ""
+    if not base.startswith("local:"):
+        return source
+    name = base.removeprefix("local:")
+    if name not in LOCAL_APIS:
+        raise RestError(
+            f"{source.name}: no local API named {name!r}",
+            hint=f"known: {', '.join(f'local:{n}' for n in LOCAL_APIS)}",
+        )
+    module, _, attr = LOCAL_APIS[name].partition(":")
+    serve = getattr(importlib.import_module(module), attr)
+    url = stack.enter_context(serve(session.project))
+    client = msgspec.structs.replace(source.client, base_url=url)
+    return msgspec.structs.replace(source, client=client)
 
 
 def _paginator(source: RestSource, resource: RestResource) -> Paginator:
@@ -172,18 +199,23 @@ def _sync_resource(
 
 
 def _largest(records: list[Any], inc: Incremental) -> Any:
-    """The largest cursor value of a page (each value read once)."""
+    """The largest cursor value of a page (each value read once). Values that are no instant
+    (a broken record's) are ignored when others are instants; text is compared only when no
+    value is one."""
     best: Any = None
     best_key: Any = None
+    texts: list[str] = []
     for record in records:
         value = get_path(record, inc.cursor_path)
         if value is None:
             continue
         key = as_instant(value, inc.start_format)
         if key is None:
-            return max((get_path(r, inc.cursor_path) for r in records), key=str, default=None)
-        if best_key is None or key > best_key:
+            texts.append(str(value))
+        elif best_key is None or key > best_key:
             best, best_key = value, key
+    if best is None and texts:
+        return max(texts)
     return best
 
 

@@ -213,3 +213,15 @@ def test_start_value_overlap_and_formats() -> None:
     assert start_value(unix, 1_767_225_600) == 1_767_225_540
     ms = Incremental(cursor_path="t", start_format="unix_ms")
     assert start_value(ms, "2026-01-01T00:00:00Z") == 1_767_225_600_000
+
+
+def test_a_broken_cursor_value_does_not_become_the_cursor(
+    session: Session, apis: MockApis, api_url: str
+) -> None:
+    apis.items[-1]["updated_at"] = "31/02/2024 25:61"  # a broken record sorts first on the API
+    inc = Incremental(cursor_path="updated_at", start_param="since", initial_value="2000-01-01")
+    src = source(api_url, "/generic/linked", Paginator(type="json_link"), incremental=inc)
+    sync_rest_source(session, src)
+    cursor = load_state(session.warehouse, "catalog", "items").cursor
+    assert cursor == max(r["updated_at"] for r in apis.items[:-1])
+    assert sync_rest_source(session, src).counts["rows_read"] == 1  # only the last one again
