@@ -416,3 +416,21 @@ def test_a_crash_mid_batch_then_a_rerun_sends_each_message_once(shop: Shop) -> N
     assert shop.run(NOW)["sent"] == 15
     assert dict(wh.fetch("SELECT status, count(*) FROM messages GROUP BY 1")) == {"sent": 35}
     assert len(shop.outbox()) == 35
+
+
+def test_one_process_at_a_time_advances_and_sends(shop: Shop, warehouse_url: str) -> None:
+    from personify.journeys.stage import exclusive
+    from personify.warehouse import connect
+
+    other = connect(warehouse_url) if warehouse_url.startswith("postgres") else shop.wh
+    try:
+        with exclusive(shop.wh, "delivery") as mine:
+            assert mine
+            with exclusive(other, "delivery") as theirs:
+                # PostgreSQL: a second process is refused; DuckDB: one process anyway
+                assert theirs is (other is shop.wh)
+        with exclusive(other, "delivery") as later:
+            assert later
+    finally:
+        if other is not shop.wh:
+            other.close()

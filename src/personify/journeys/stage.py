@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +92,38 @@ def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> li
     return results
 
 
+@contextlib.contextmanager
+def exclusive(wh: Warehouse, what: str) -> Iterator[bool]:
+    """Whether this process holds ``what`` (``journeys`` or ``delivery``) for this warehouse.
+
+    Engines shared by several processes (PostgreSQL) serialize on a session-level advisory
+    lock keyed by the warehouse URL (schema included), tried without waiting: a second
+    ``personify run`` skips the stage instead of racing the first (it would double no email —
+    keys are unique and transports idempotent — but would render twice). Single-process
+    engines (DuckDB) always hold it."""
+    if not wh.capabilities.advisory_lock:
+        yield True
+        return
+    digest = hashlib.sha256(f"personify:{what}:{wh.url}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    held = bool(wh.scalar("SELECT pg_try_advisory_lock(?)", [key]))
+    try:
+        yield held
+    finally:
+        if held:
+            wh.scalar("SELECT pg_advisory_unlock(?)", [key])
+
+
 def journeys_stage(session: Session) -> dict[str, int]:
     """The pipeline's ``journeys`` step: counts summed over journeys, plus per journey
     ``<name>.decided``."""
     journeys = project_journeys(session.project)
     check_templates(session.project, journeys)
-    results = run_journeys(session.warehouse, session.project, journeys)
+    with exclusive(session.warehouse, "journeys") as held:
+        if not held:
+            log.warning("journeys: another process is advancing them; skipped")
+            return {"journeys": len(journeys), "busy": 1}
+        results = run_journeys(session.warehouse, session.project, journeys)
     out = {
         "journeys": len(journeys),
         "entered": sum(r.entered for r in results),
@@ -118,7 +147,11 @@ def send_due(session: Session, *, limit: int | None = None) -> SendCounts:
 def delivery_stage(session: Session) -> dict[str, int]:
     """The pipeline's ``delivery`` step: sent, held and skipped counts, plus per journey
     ``<name>.sent``."""
-    counts = send_due(session)
+    with exclusive(session.warehouse, "delivery") as held:
+        if not held:
+            log.warning("delivery: another process is sending; skipped")
+            return {"sent": 0, "busy": 1}
+        counts = send_due(session)
     if counts.stopped:
         log.warning("delivery stopped early: %s (the rest stay queued)", counts.stopped)
     out = counts.as_dict()
