@@ -54,6 +54,8 @@ def snapshot(
             "SELECT src, dst, strength, pos FROM co",
             co_params,
         )
+        for name in (snap.moves, snap.co):  # temporary tables get no automatic statistics
+            wh.execute(f"ANALYZE {quote(name)}")
         previous = register(wh, snap)
         try:
             yield snap
