@@ -115,8 +115,8 @@ def issue_codes(
 
     Returns, per idempotency key, ``{code, label, value, kind, expires_at, campaign,
     customer_id}``. A key asked before gets its stored code back unchanged (even if the
-    campaign's settings changed since) and nothing is inserted. Three statements for the whole
-    batch (read, insert, read back), whatever its size."""
+    campaign's settings changed since) and nothing is inserted. At most four statements for the
+    whole batch (read, engagement scores, insert, read back), whatever its size."""
     wanted: dict[str, tuple[str, str]] = {}
     for key, customer_id, campaign in requests:
         wanted.setdefault(key, (customer_id, campaign))
