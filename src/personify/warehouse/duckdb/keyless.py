@@ -12,6 +12,10 @@ tags) are created without the constraint, and :func:`load` honours ``on_conflict
 * ``error`` — raise :class:`~personify.errors.WarehouseError` naming a key that is repeated in the
   batch or already stored, before writing anything.
 
+Tables of :data:`~personify.warehouse.duckdb.keyfilter.FILTERED` also keep their keys in a
+Bloom filter (:mod:`~personify.warehouse.duckdb.keyfilter`): rows whose key it rules out are
+appended without the probe, which then reads the stored keys only for the few it cannot rule out.
+
 Check-then-insert is only safe when no other writer slips in between, so writers of one table
 serialize (:class:`TableLocks`): a load takes the table's lock and holds it until its transaction
 ends (DuckDB is single-process, so an in-process lock covers every writer). DuckDB takes a
@@ -35,6 +39,7 @@ import pyarrow.compute as pc
 
 from personify.errors import WarehouseError
 from personify.warehouse.base import OnConflict, quote
+from personify.warehouse.duckdb import keyfilter
 from personify.warehouse.schema import Table
 
 if TYPE_CHECKING:
@@ -68,6 +73,8 @@ class TableLocks:
         self._locks: dict[str, threading.Lock] = {}
         self._written: dict[str, int] = {}
         self.sequence = 0
+        self.filters: dict[str, keyfilter.KeyFilter] = {}
+        """Tables of :data:`~.keyfilter.FILTERED` → their stored keys' filter (under the lock)."""
 
     def acquire(self, name: str, txn: Txn) -> None:
         """Hold ``name``'s lock until ``txn`` ends (a no-op if it holds it already)."""
@@ -114,6 +121,12 @@ def load(
     first = _first_per_key(data, key)
     if on_conflict == "error" and first.num_rows < data.num_rows:
         raise WarehouseError(_duplicate(table, key, _repeated(data, key)))
+    fresh: pa.Table | None = None
+    if table.name in keyfilter.FILTERED and len(key) == 1:
+        fresh, first = _screen(wh, table, key[0], first, probe=on_conflict != "update")
+    if fresh is not None and first.num_rows == 0:
+        return _append(wh, table, cols, fresh)  # no key could be stored already: no probe
+    appended = _append(wh, table, cols, fresh) if fresh is not None else 0
     view = f"__personify_keyless_{next(_names)}"
     name, col_sql = quote(table.name), ", ".join(quote(c) for c in cols)
     match = " AND ".join(f"t.{quote(k)} = b.{quote(k)}" for k in key)
@@ -125,7 +138,7 @@ def load(
             )
             if found:
                 raise WarehouseError(_duplicate(table, key, found[0]))
-            return max(
+            return appended + max(
                 wh.execute(f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view}"), 0
             )
         updated = 0
@@ -138,7 +151,36 @@ def load(
             f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view} b "
             f"WHERE NOT EXISTS (SELECT 1 FROM {name} t WHERE {match})"
         )
-        return updated + max(inserted, 0)
+        return appended + updated + max(inserted, 0)
+
+
+def _screen(
+    wh: DuckDBWarehouse, table: Table, key: str, first: pa.Table, *, probe: bool
+) -> tuple[pa.Table | None, pa.Table]:
+    """Split ``first`` into rows whose key is certainly not stored (``None`` if none, or if
+    not ``probe``) and the rest, by the table's :class:`~.keyfilter.KeyFilter` (built on first
+    use, rebuilt larger when full); the batch's keys are added to it (the lock is held)."""
+    filters = wh._writers.filters
+    found = filters.get(table.name)
+    if found is None or found.full:
+        column = f"SELECT {quote(key)} FROM {quote(table.name)}"
+        found = filters[table.name] = keyfilter.build(
+            lambda: wh.fetch_arrow(column).column(0), found.count if found else 0
+        )
+    hashes = keyfilter.key_hashes(first.column(key).to_pylist())
+    maybe = found.might_contain(hashes) if probe else None
+    found.add(hashes)  # before the commit: a rollback only leaves needless bits
+    if maybe is None or maybe.all():
+        return None, first
+    return first.filter(pa.array(~maybe)), first.filter(pa.array(maybe))
+
+
+def _append(wh: DuckDBWarehouse, table: Table, cols: Sequence[str], data: pa.Table) -> int:
+    """Insert ``data`` as it is (its keys are known not to be stored)."""
+    view = f"__personify_keyless_{next(_names)}"
+    name, col_sql = quote(table.name), ", ".join(quote(c) for c in cols)
+    with wh.register(view, data):
+        return max(wh.execute(f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view}"), 0)
 
 
 def _first_per_key(data: pa.Table, key: list[str]) -> pa.Table:

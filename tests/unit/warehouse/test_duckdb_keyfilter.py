@@ -1,0 +1,90 @@
+"""The Bloom filter of ``events`` keys on DuckDB: loads whose keys it rules out skip the probe of
+stored keys, and no key is ever stored twice — across restarts, rollbacks, deletes and resends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from personify.errors import WarehouseError
+from personify.warehouse import Warehouse, connect, table
+from personify.warehouse.duckdb import keyfilter
+
+T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def events(*ids: str) -> pa.Table:
+    ts = pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC"))
+    n = len(ids)
+    return pa.table(
+        {"message_id": list(ids), "type": ["track"] * n, "timestamp": ts, "received_at": ts}
+        | {"source": ["web"] * n}
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return f"duckdb:///{tmp_path / 'w.duckdb'}"
+
+
+@pytest.fixture
+def wh(path: str) -> Iterator[Warehouse]:
+    with connect(path) as warehouse:
+        yield warehouse
+
+
+def stored(wh: Warehouse) -> int:
+    return int(wh.scalar("SELECT count(*) FROM events"))
+
+
+def test_no_false_negatives_and_few_false_positives() -> None:
+    keys = [f"m-{i}" for i in range(50_000)]
+    found = keyfilter.KeyFilter(100_000)
+    found.add(keyfilter.key_hashes(keys))
+    assert found.might_contain(keyfilter.key_hashes(keys)).all()
+    others = found.might_contain(keyfilter.key_hashes([f"x-{i}" for i in range(100_000)]))
+    assert others.sum() <= 10  # ~1e-5 expected
+    assert not found.full
+
+
+def test_every_load_keeps_the_key_unique(wh: Warehouse) -> None:
+    events_table = table("events")
+    assert wh.load(events_table, events("a", "b", "b"), on_conflict="ignore") == 2
+    assert wh.load(events_table, events("c", "a", "d"), on_conflict="ignore") == 2
+    with pytest.raises(WarehouseError, match="already stored"):
+        wh.load(events_table, events("e", "c"))
+    assert wh.load(events_table, events("e")) == 1
+    assert stored(wh) == 5
+    with pytest.raises(RuntimeError), wh.transaction():  # rolled back: bits stay, rows do not
+        wh.load(events_table, events("f", "g"), on_conflict="ignore")
+        raise RuntimeError
+    assert wh.load(events_table, events("f", "g", "a"), on_conflict="ignore") == 2
+    wh.execute("DELETE FROM events WHERE message_id = 'b'")  # erased: may be stored again
+    assert wh.load(events_table, events("b", "c"), on_conflict="ignore") == 1
+    ids = [r[0] for r in wh.fetch("SELECT message_id FROM events ORDER BY 1")]
+    assert ids == ["a", "b", "c", "d", "e", "f", "g"]
+
+
+def test_a_restart_rebuilds_it_from_the_stored_keys(path: str) -> None:
+    with connect(path) as wh:
+        wh.load(table("events"), events(*(f"k{i}" for i in range(3000))))
+    with connect(path) as wh:
+        batch = events(*(f"k{i}" for i in range(2990, 3010)))
+        assert wh.load(table("events"), batch, on_conflict="ignore") == 10
+        assert stored(wh) == 3010
+
+
+def test_a_full_filter_is_rebuilt_larger(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyfilter, "MIN_CAPACITY", 16)
+    for start in range(0, 200, 20):
+        wh.load(table("events"), events(*(f"r{i}" for i in range(start, start + 20))))
+    again = events(*(f"r{i}" for i in range(0, 200, 7)))
+    assert wh.load(table("events"), again, on_conflict="ignore") == 0
+    found = wh._writers.filters["events"]  # type: ignore[attr-defined]
+    assert found.capacity >= 200 and isinstance(found.bits, np.ndarray)
+    assert stored(wh) == 200
