@@ -434,3 +434,41 @@ def test_one_process_at_a_time_advances_and_sends(shop: Shop, warehouse_url: str
     finally:
         if other is not shop.wh:
             other.close()
+
+
+def test_consent_and_suppression_are_checked_again_just_before_sending(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/news.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: hi}\n",
+    )
+    wh = shop.wh
+    people(
+        wh,
+        *({"customer_id": c} for c in ("keep", "revoked", "unsub")),
+        consent=["keep", "revoked", "unsub"],
+    )
+    events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ("keep", "revoked", "unsub")))
+    project = shop.session.project
+    with clock.frozen(NOW):
+        journeys = project_journeys(project)
+        run_journeys(wh, project, journeys)  # decided: all three queued
+        assert dict(wh.fetch("SELECT status, count(*) FROM messages GROUP BY 1")) == {"queued": 3}
+        wh.execute(
+            "UPDATE consents SET status = 'revoked', updated_at = ? WHERE customer_id = 'revoked'",
+            [NOW],
+        )
+        wh.execute(
+            "INSERT INTO suppressions (subject_hash, kind, customer_id, reason, created_at) "
+            "VALUES ('h-u', 'customer_id', 'unsub', 'unsubscribed', ?)",
+            [NOW],
+        )
+        counts = deliver(wh, project, journeys, now=NOW)
+    assert counts.sent == 1
+    got = {k: v[0] for k, v in shop.messages().items()}
+    assert got == {
+        "keep:news": "sent",
+        "revoked:news": "skipped_consent",
+        "unsub:news": "skipped_suppressed",
+    }
+    assert len(shop.outbox()) == 1
