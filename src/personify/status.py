@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
-from personify.config import FileSource, RestSource, TrackingSource
+from personify.config import FileSource, RestSource, TrackingSource, WebhookSource
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
 from personify.warehouse.migrations import current_version
@@ -54,6 +54,12 @@ def status_report(session: Session) -> dict[str, Any]:
         row[0]: (row[1], row[2])
         for row in wh.fetch("SELECT source, count(*), max(received_at) FROM events GROUP BY source")
     }
+    deliveries = {
+        row[0]: (row[1], row[2])
+        for row in wh.fetch(
+            "SELECT source, count(*), max(received_at) FROM webhook_receipts GROUP BY source"
+        )
+    }
     runs = last_runs(wh)
     sources = []
     for source in session.project.config.sources:
@@ -65,6 +71,10 @@ def status_report(session: Session) -> dict[str, Any]:
             last = latest
         elif isinstance(source, FileSource):
             entry |= {"path": source.path, "table": source.table}
+        elif isinstance(source, WebhookSource):
+            count, latest = deliveries.get(source.name, (0, None))
+            entry |= {"deliveries": int(count), "table": source.table}
+            last = latest
         entry["last_sync_at"] = _iso(last)
         entry["lag_seconds"] = round((now - last).total_seconds(), 3) if last else None
         entry["quarantined"] = int(quarantine_by_source.get(source.name, 0))

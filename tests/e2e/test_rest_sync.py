@@ -190,3 +190,5 @@ def test_the_demo_pulls_its_world_from_live_apis_and_stays_usable(tmp_path: Path
     assert status["quarantine"]["total"] == summary["quarantine"]["total"]  # none twice
     crm = next(s for s in status["sources"] if s["name"] == "crm")
     assert crm["kind"] == "rest" and crm["last_run_status"] == "succeeded"
+    hooks_status = next(s for s in status["sources"] if s["name"] == "shop_webhooks")
+    assert hooks_status["deliveries"] == 10 and hooks_status["last_sync_at"] is not None
