@@ -5,6 +5,7 @@ only what changed; the incremental state commits with the rows."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,48 @@ def test_a_second_sync_pulls_only_the_changed_records(
         [apis.contacts[3]["id"]],
     )[0][0]
     assert email == "new@example.org"
+
+
+def test_a_source_never_syncs_twice_at_once(session: Session, apis: MockApis, url: str) -> None:
+    """Another run of the same source holds its lock — in this process, or (PostgreSQL) in
+    another one, through an advisory lock: the sync waits for it."""
+    import threading
+
+    from personify.sources.schedule import advisory_key, exclusive
+
+    source = preset("stripe_charges", url)
+    other = None
+    if session.warehouse.capabilities.advisory_lock:
+        import psycopg
+
+        from personify.warehouse.postgres.backend import split_url
+
+        other = psycopg.connect(split_url(session.warehouse.url)[0], autocommit=True)
+        other.execute(f"SELECT pg_advisory_lock({advisory_key(source.name)})")
+        held = contextlib.nullcontext()
+    else:
+        held = exclusive(source.name)
+    done = threading.Event()
+
+    def run() -> None:
+        from personify.sources import sync_sources
+
+        session.project = Project(
+            ProjectConfig(warehouse=session.project.config.warehouse, sources=(source,)),
+            session.project.root,
+            session.project.file,
+        )
+        sync_sources(session, [source.name])
+        done.set()
+
+    with held:
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert not done.wait(1.0)  # waiting for the other run
+        if other is not None:
+            other.execute(f"SELECT pg_advisory_unlock({advisory_key(source.name)})")
+    assert done.wait(30)
+    thread.join()
+    if other is not None:
+        other.close()
+    assert session.warehouse.scalar("SELECT count(*) FROM orders") == len(apis.charges)

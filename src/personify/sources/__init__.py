@@ -58,7 +58,7 @@ def _run_one(
     from personify.sources.rest import sync_rest_source
     from personify.sources.schedule import exclusive, record_run
 
-    with exclusive(source.name):
+    with exclusive(source.name, warehouse=session.warehouse):
         started, t0 = clock.now(), time.perf_counter()
         try:
             if isinstance(source, FileSource):

@@ -13,6 +13,7 @@ in ``source_state`` (resource ``*``): start, seconds, rows, outcome and the erro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -54,17 +55,41 @@ def source_lock(name: str) -> threading.Lock:
         return _locks.setdefault(name, threading.Lock())
 
 
+def advisory_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key of a source's runs (a signed 64-bit hash of its name)."""
+    digest = hashlib.sha256(f"personify-source:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 @contextlib.contextmanager
-def exclusive(name: str, *, wait: bool = True) -> Iterator[bool]:
+def exclusive(
+    name: str, *, wait: bool = True, warehouse: Warehouse | None = None
+) -> Iterator[bool]:
     """Hold ``name``'s lock for the block; yields ``False`` (without it) when ``wait`` is false
-    and another run holds it."""
+    and another run holds it. With a ``warehouse`` that has advisory locks (PostgreSQL), the
+    lock is also taken there, so runs in other processes (a ``personify sync`` beside a
+    ``personify serve``) wait too."""
     lock = source_lock(name)
-    got = lock.acquire(blocking=wait)
+    if not lock.acquire(blocking=wait):
+        yield False
+        return
     try:
-        yield got
+        if warehouse is None or not warehouse.capabilities.advisory_lock:
+            yield True
+            return
+        key = advisory_key(name)
+        if wait:
+            warehouse.scalar(f"SELECT pg_advisory_lock({key})")
+        elif not warehouse.scalar(f"SELECT pg_try_advisory_lock({key})"):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(Exception):  # (a lost connection released it already)
+                warehouse.scalar(f"SELECT pg_advisory_unlock({key})")
     finally:
-        if got:
-            lock.release()
+        lock.release()
 
 
 class LastRun(msgspec.Struct):
