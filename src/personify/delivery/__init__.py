@@ -40,6 +40,7 @@ from personify.messages import (
     render,
     template_store,
 )
+from personify.messages.connected import resolve as resolve_connected
 from personify.warehouse.base import Warehouse
 
 
@@ -112,6 +113,9 @@ def prepare_one(
     """:func:`prepare` for a parsed template and a ``customers`` row already read."""
     unsubscribe = unsubscribe_for(project, str(customer["customer_id"]))
     context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
+    if template.connected:  # fetched now; a variable the caller gives wins
+        wanted = [c for c in template.connected if c.name not in context]
+        context.update(resolve_connected(wanted, context, f"{template.name}.liquid"))
     email = render(template, context)
     return compose(project, customer, email, key=key, date=date, unsubscribe=unsubscribe)
 

@@ -19,7 +19,14 @@ from personify.config import Project
 from personify.delivery.mime import AddressError
 from personify.delivery.transport import Envelope
 from personify.errors import NotFound, PersonifyError
-from personify.messages import RenderError, TemplateStore, read_customers, template_store
+from personify.messages import (
+    RenderError,
+    TemplateStore,
+    build_context,
+    read_customers,
+    template_store,
+)
+from personify.messages.connected import prefetch
 from personify.warehouse.base import Warehouse
 
 FailureKind = Literal["not_found", "address", "render"]
@@ -70,6 +77,12 @@ def prepare_batch(
     except RenderError as e:
         return [PrepareFailure(k, c, "render", e.reason, e) for k, c, _ in items]
     when = date or clock.now()
+    if parsed.connected:  # the batch's distinct URLs, fetched concurrently, then cached
+        prefetch(
+            parsed.connected,
+            [build_context(customers[c], v) for _, c, v in items if c in customers],
+            f"{template}.liquid",
+        )
     out: list[Envelope | PrepareFailure] = []
     for key, customer_id, variables in items:
         customer = customers.get(customer_id)

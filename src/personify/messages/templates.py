@@ -5,7 +5,8 @@ file (between two ``---`` lines) or from a sidecar ``NAME.yml``:
 
 * ``subject`` — the subject line, itself Liquid (required);
 * ``layout`` — ``layouts/LAYOUT.mjml`` to place the body in (its ``{{ content }}``); without it,
-  ``NAME.mjml`` beside the template when present; ``none`` for no layout.
+  ``NAME.mjml`` beside the template when present; ``none`` for no layout;
+* ``connected`` — JSON fetched from HTTP APIs at send time (:mod:`personify.messages.connected`).
 
 A layout is compiled from MJML to HTML once per version (the hash of its source) and then parsed
 as a Liquid template, so a layout may use the same variables as the body. Each template version
@@ -27,6 +28,7 @@ from liquid import BoundTemplate
 from liquid.exceptions import LiquidError
 
 from personify.errors import NotFound
+from personify.messages.connected import Connected, parse_connected
 from personify.messages.errors import RenderError
 from personify.messages.liquid_env import html_environment, text_environment, translate
 from personify.messages.plan import Plan, make_plan
@@ -46,6 +48,8 @@ class Template:
     layout: BoundTemplate | None
     body_line_offset: int
     layout_name: str | None
+    connected: tuple[Connected, ...] = ()
+    """Connected-content sources (``connected:`` in front matter), fetched at send time."""
     plan: Plan | None = None
     """The fast path (CSS inlined and the layout converted once); ``None`` when the template
     renders the reference way (see :mod:`personify.messages.plan`)."""
@@ -135,8 +139,9 @@ class TemplateStore:
             plan, why = make_plan(self._html, body, layout_html, f"{name}.liquid")
             if plan is None:
                 log.info("template %s renders the reference way: %s", name, why)
+        connected = parse_connected(meta, f"{name}.liquid", self._text)
         template = Template(
-            name, version, parsed_body, parsed_subject, layout, offset, layout_name, plan
+            name, version, parsed_body, parsed_subject, layout, offset, layout_name, connected, plan
         )
         with self._lock:
             self._cache[name] = template

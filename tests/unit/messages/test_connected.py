@@ -1,0 +1,149 @@
+"""Connected content against a real local HTTP server: answers, cache, timeout, fallback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from personify.config import load_project
+from personify.delivery import Envelope, PrepareFailure, prepare_batch
+from personify.messages import RenderError, TemplateStore
+from personify.warehouse import Warehouse, connect, table
+
+HITS: Counter[str] = Counter()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        HITS[self.path] += 1
+        if self.path.startswith("/slow"):
+            time.sleep(1.0)
+        if self.path.startswith("/fail"):
+            self.send_response(500)
+            self.end_headers()
+            return
+        body = (
+            b"not json"
+            if self.path.startswith("/text")
+            else json.dumps({"city": self.path.rsplit("/", 1)[-1], "temp": 21}).encode()
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Iterator[Warehouse]:
+    warehouse = connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    when = datetime(2026, 2, 1, tzinfo=UTC)
+    data = pa.Table.from_pylist(
+        [
+            {
+                "customer_id": f"c{i}",
+                "email": f"c{i}@x.org",
+                "first_name": "Ann",
+                "updated_at": when,
+            }
+            for i in range(3)
+        ]
+    )
+    warehouse.load(table("customers"), data)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def template(project_dir: Path, connected: str, body: str = "") -> None:
+    text = f"---\nsubject: Hi\nlayout: none\nconnected:\n{connected}\n---\n" + (
+        body or "<p>{{ weather.city }} {{ weather.temp }}</p>"
+    )
+    (project_dir / "templates" / "w.liquid").write_text(text, encoding="utf-8")
+
+
+def html_of(envelope: Envelope | PrepareFailure) -> str:
+    assert isinstance(envelope, Envelope), envelope
+    msg = BytesParser(policy=policy.default).parsebytes(envelope.raw)
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def test_answers_are_fetched_once_per_url_and_rendered(
+    api: str, wh: Warehouse, project_dir: Path
+) -> None:
+    template(
+        project_dir,
+        f'  - name: weather\n    url: "{api}/w/{{{{ city }}}}"\n    ttl: 10m',
+    )
+    project = load_project(project_dir)
+    items = [("k0", "c0", {"city": "Paris"}), ("k1", "c1", {"city": "Paris"})]
+    items.append(("k2", "c2", {"city": "Lyon"}))
+    out = prepare_batch(wh, project, "w", items)
+    wanted = ["<p>Paris 21</p>", "<p>Paris 21</p>", "<p>Lyon 21</p>"]
+    assert all(w in html_of(e) for w, e in zip(wanted, out, strict=True))
+    assert HITS["/w/Paris"] == 1 and HITS["/w/Lyon"] == 1
+    prepare_batch(wh, project, "w", items)  # within the ttl: from the cache
+    assert HITS["/w/Paris"] == 1
+    given = prepare_batch(wh, project, "w", [("k", "c0", {"weather": {"city": "X", "temp": 1}})])
+    assert "<p>X 1</p>" in html_of(given[0])  # a variable the caller gives wins
+
+
+@pytest.mark.parametrize("path", ["slow", "fail", "text"])
+def test_a_failing_api_gives_the_fallback_or_fails_the_message(
+    api: str, wh: Warehouse, project_dir: Path, path: str
+) -> None:
+    spec = f'  - name: weather\n    url: "{api}/{path}/{{{{ city }}}}"\n    timeout: 0.3s'
+    template(project_dir, spec + '\n    fallback: {city: "nowhere", temp: "?"}')
+    project = load_project(project_dir)
+    started = time.monotonic()
+    out = prepare_batch(wh, project, "w", [("a", "c0", {"city": "Paris"})] * 3)
+    assert all("<p>nowhere ?</p>" in html_of(e) for e in out)
+    assert time.monotonic() - started < 3  # a dead URL is not waited for per email
+    template(project_dir, spec.replace(path, path + "2"))  # no fallback, a fresh URL
+    failed = prepare_batch(wh, project, "w", [("b", "c0", {"city": "Paris"})])
+    assert isinstance(failed[0], PrepareFailure) and failed[0].kind == "render"
+    assert "connected content weather" in failed[0].reason and "Paris" not in failed[0].reason
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        '  - name: "not a name"\n    url: "https://x"',
+        "  - name: w\n",
+        '  - name: w\n    url: "https://x"\n    timeout: soon',
+        '  - name: w\n    url: "https://x"\n    retries: 3',
+    ],
+)
+def test_bad_specs_name_the_key(project_dir: Path, spec: str) -> None:
+    template(project_dir, spec)
+    with pytest.raises(RenderError, match=r"connected\[0\]"):
+        TemplateStore(project_dir / "templates").get("w")
