@@ -12,12 +12,11 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from personify import clock
 from personify.warehouse.base import Warehouse
 
 ACTIONS: tuple[str, ...] = ("profile_read", "export", "erase", "consent")
@@ -47,7 +46,7 @@ def log_action(
         "VALUES (?, ?, ?, ?, ?, CAST(? AS JSON))",
         [
             uuid.uuid4().hex,
-            at or clock.now(),
+            at or datetime.now(UTC),  # wall-clock time, not --now: when it really happened
             action,
             actor,
             None if customer_id is None else customer_hash(key, customer_id),

@@ -116,6 +116,14 @@ def _consent(state: ServerState, req: ConsentRequest, actor: str) -> dict[str, A
             source=req.source,
             proof=req.proof,
         )
+        log_action(
+            wh,
+            action="consent",
+            actor=actor,
+            customer_id=customer_id,
+            key=optional_key(project),
+            detail={"purpose": req.purpose, "channel": req.channel, "status": "pending"},
+        )
         return {"customer_id": customer_id, "pending": True, "confirmation_url": url}
     result = set_consent(
         wh,

@@ -104,6 +104,14 @@ def request_command(
         url = request_confirmation(
             wh, proj, customer_id, purpose=purpose, channel=channel, source=source
         )
+        log_action(
+            wh,
+            action="consent",
+            actor="cli",
+            customer_id=customer_id,
+            key=optional_key(proj),
+            detail={"purpose": purpose, "channel": channel, "status": "pending"},
+        )
     if json:
         emit_json({"customer_id": customer_id, "pending": True, "confirmation_url": url})
         return
