@@ -234,6 +234,35 @@ def record(
     return True
 
 
+def record_pending(
+    wh: Warehouse,
+    *,
+    subject: str,
+    purpose: str,
+    channel: str = "email",
+    source: str,
+    at: datetime | None = None,
+    proof: Mapping[str, Any] | None = None,
+    cipher: KeyRing | None = None,
+) -> None:
+    """A double-opt-in request awaiting confirmation: a ``pending`` history row with the
+    sign-up's proof; the current state (``consents``) is untouched, so the gate stays closed."""
+    at = at or clock.now()
+    row = {
+        "customer_id": subject,
+        "purpose": purpose,
+        "channel": channel,
+        "status": "pending",
+        "source": source,
+        "changed_at": at,
+        "recorded_at": clock.now(),
+        **_proof_columns(proof, cipher),
+    }
+    wh.load(
+        CONSENT_HISTORY, pa.Table.from_pylist([row], schema=_HISTORY_SCHEMA), on_conflict="ignore"
+    )
+
+
 _HISTORY_SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),

@@ -25,15 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
-
 from personify import clock
 from personify.config import Project
-from personify.privacy.consent import _HISTORY_SCHEMA, set_consent
+from personify.privacy.consent import record_pending, set_consent
 from personify.privacy.crypto import project_ring
 from personify.privacy.hashing import project_key
 from personify.warehouse.base import Warehouse
-from personify.warehouse.schema import CONSENT_HISTORY
 
 VALID_FOR = timedelta(days=7)
 _DOMAIN = b"confirm-consent\0"
@@ -93,30 +90,15 @@ def request_confirmation(
 ) -> str:
     """Record a pending request and return the confirmation link to email the person."""
     now = clock.now()
-    ring = project_ring(project)
-    row: dict[str, Any] = {
-        "customer_id": customer_id,
-        "purpose": purpose,
-        "channel": channel,
-        "status": "pending",
-        "source": source,
-        "changed_at": now,
-        "recorded_at": now,
-        "ip": None,
-        "user_agent": None,
-        "form": None,
-        "confirmed_at": None,
-        "proof": None,
-    }
-    extra = dict(proof or {})
-    for field in ("ip", "user_agent", "form"):
-        value = extra.pop(field, None)
-        if value is not None:
-            text = str(value)[:1000]
-            row[field] = ring.encrypt(text, field=f"consent_history.{field}") if ring else text
-    row["proof"] = json.dumps(extra) if extra else None
-    wh.load(
-        CONSENT_HISTORY, pa.Table.from_pylist([row], schema=_HISTORY_SCHEMA), on_conflict="ignore"
+    record_pending(
+        wh,
+        subject=customer_id,
+        purpose=purpose,
+        channel=channel,
+        source=source,
+        at=now,
+        proof=proof,
+        cipher=project_ring(project),
     )
     token = sign(project_key(project), customer_id, purpose, channel, now)
     return f"{project.config.privacy.confirm_url}{token}"
