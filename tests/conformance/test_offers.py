@@ -581,7 +581,9 @@ def test_new_arrival_invariants(
     w.load(warehouse)
 
     picks = new_arrivals(warehouse, customers, now=NOW, k=k)
-    offerable = {f"p{n}" for n, s in enumerate(stock) if s is None or s > 0}
+    offerable = {  # in stock and listed by now
+        f"p{n}" for n, s in enumerate(stock) if (s is None or s > 0) and listed_days[n] >= 0
+    }
     for i, cid in enumerate(customers):
         owned = {
             pid for j, basket in enumerate(bought) if j % len(customers) == i for pid in basket

@@ -16,7 +16,8 @@ PRODUCT_FIELDS = ("product_id", "name", "url", "image_url", "price", "category")
 """The fields of a product as offers return it."""
 
 IN_STOCK = "(p.stock IS NULL OR p.stock > 0)"
-"""A product is offered unless the catalogue says none are left (no stock figure: offered)."""
+"""A product is offered unless the catalogue says none are left (no stock figure: offered) —
+and once it is listed (``created_at`` at or before ``now``)."""
 
 NUMBER = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
 """Text that casts to a number safely (PostgreSQL has no ``TRY_CAST``)."""
@@ -50,14 +51,14 @@ def product(row: Sequence[Any], start: int = 0) -> dict[str, Any]:
 
 
 def catalogue_sql(window: str) -> str:
-    """CTEs (without ``WITH``): ``offerable`` (in-stock products with their fields) and
-    ``ranked`` (each with ``units`` sold in the window and its rank ``overall`` and
-    ``in_category`` by units, then product id). Two parameters: ``now``, ``now``; ``window`` is
-    an :func:`interval_days` literal."""
+    """CTEs (without ``WITH``): ``offerable`` (products listed by ``now`` and in stock, with
+    their fields) and ``ranked`` (each with ``units`` sold in the window and its rank ``overall``
+    and ``in_category`` by units, then product id). Three parameters: ``now``, ``now``, ``now``;
+    ``window`` is an :func:`interval_days` literal."""
     fields = ", ".join(f"p.{f}" for f in PRODUCT_FIELDS)
     return (
         f"offerable AS (SELECT {fields}, p.created_at, p.updated_at FROM products p "
-        f"WHERE {IN_STOCK}), "
+        f"WHERE {IN_STOCK} AND (p.created_at IS NULL OR p.created_at <= CAST(? AS TIMESTAMPTZ))), "
         "sales AS (SELECT i.product_id, sum(i.quantity) AS units FROM order_items i "
         "JOIN orders o ON o.order_id = i.order_id WHERE o.created_at <= CAST(? AS TIMESTAMPTZ) "
         f"AND o.created_at > CAST(? AS TIMESTAMPTZ) - {window} GROUP BY i.product_id), "

@@ -66,7 +66,7 @@ def new_arrivals(
         "JOIN ranked r ON r.overall <= ? + x.n) " + pick_sql()
     )
     params: list[Any] = [ids, owners, categories, positions]
-    params += [now, now]  # sales
+    params += [now, now, now]  # catalogue: listed, sales
     params += [now]  # bought
     params += [now, now]  # fresh
     params += [k, k, k]

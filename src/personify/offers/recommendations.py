@@ -138,7 +138,7 @@ def recommend_for_carts(
     )
     ids = list(out)
     params: list[Any] = [ids, [carts[c] for c in ids], *lines_params]
-    params += [now, now]  # sales (catalogue)
+    params += [now, now, now]  # catalogue: listed, sales
     params += [now]  # excluded: bought
     params += co[1]
     params += [k, k, k]
