@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from personify.config import Project
@@ -22,9 +24,20 @@ from personify.warehouse.base import Warehouse
 TEMPLATES_DIR = "templates"
 
 
+_stores: dict[Path, TemplateStore] = {}
+_stores_lock = threading.Lock()
+
+
 def template_store(project: Project) -> TemplateStore:
-    """The project's templates (``templates/``)."""
-    return TemplateStore(project.path(TEMPLATES_DIR))
+    """The project's templates (``templates/``): one store per folder in a process, so each
+    template version is parsed, compiled and planned once however often it is asked for (a
+    store checks the files' content on every ``get``)."""
+    folder = project.path(TEMPLATES_DIR).resolve()
+    with _stores_lock:
+        store = _stores.get(folder)
+        if store is None:
+            store = _stores[folder] = TemplateStore(folder)
+        return store
 
 
 def render_for(
