@@ -163,11 +163,18 @@ def _screen(
     filters = wh._writers.filters
     found = filters.get(table.name)
     if found is None or found.full:
-        column = f"SELECT {quote(key)} FROM {quote(table.name)}"
-        found = filters[table.name] = keyfilter.build(
-            lambda: wh.fetch_arrow(column).column(0), found.count if found else 0
-        )
-    hashes = keyfilter.key_hashes(first.column(key).to_pylist())
+        stored = wh.fetch_arrow(f"SELECT hash({quote(key)}) FROM {quote(table.name)}").column(0)
+        keys = max(len(stored), found.count if found else 0)
+        grown = keyfilter.KeyFilter(int(keyfilter.GROWTH * keys))
+        for chunk in stored.chunks:
+            grown.add(chunk.to_numpy())
+        found = filters[table.name] = grown
+    view = f"__personify_keyless_{next(_names)}"
+    numbered = pa.table({"k": first.column(key), "i": np.arange(first.num_rows, dtype=np.int64)})
+    with wh.register(view, numbered):
+        got = wh.fetch_arrow(f"SELECT i, hash(k) AS h FROM {view}")
+    hashes = np.empty(first.num_rows, dtype=np.uint64)
+    hashes[got.column("i").to_numpy()] = got.column("h").to_numpy()
     maybe = found.might_contain(hashes) if probe else None
     found.add(hashes)  # before the commit: a rollback only leaves needless bits
     if maybe is None or maybe.all():
