@@ -399,3 +399,50 @@ def test_do_not_sell_opt_outs(warehouse: Warehouse) -> None:
         )
     assert do_not_sell(warehouse, ALL) == {"c2", "c4"}
     assert do_not_sell(warehouse, []) == set()
+
+
+def test_tombstones_relink_incrementally(warehouse: Warehouse) -> None:
+    from personify.privacy.hashing import subject_hash
+    from personify.privacy.stage import relink_tombstones
+
+    wh, key = warehouse, b"k"
+
+    def node(node_id: int, email: str, customer_id: str) -> None:
+        _load(
+            wh,
+            "identity_nodes",
+            [
+                {
+                    "node_id": node_id,
+                    "kind": "email",
+                    "value": email,
+                    "source": "crm",
+                    "first_seen": T0,
+                    "last_seen": T0,
+                    "blocked": False,
+                    "cluster": node_id,
+                    "part": node_id,
+                    "customer_id": customer_id,
+                }
+            ],
+        )
+
+    _load(
+        wh,
+        "suppressions",
+        [
+            {
+                "subject_hash": subject_hash(key, "email", "Zed@X.org"),
+                "kind": "email",
+                "reason": "erased",
+                "created_at": T0,
+            }
+        ],
+    )
+    node(1, "other@x.org", "c1")
+    assert relink_tombstones(wh, key) == 0
+    node(2, "zed@x.org", "c2")  # the erased address comes back under a new customer
+    assert relink_tombstones(wh, key) == 1
+    assert wh.scalar("SELECT customer_id FROM suppressions") == "c2"
+    assert relink_tombstones(wh, key) == 0  # nothing new: nothing hashed again
+    assert consented(wh, ["c2"], purpose="email_marketing") == set()
