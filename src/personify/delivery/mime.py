@@ -301,7 +301,9 @@ def build_raw(
             _qp(email.text),
             b"\r\n",
             (part % "html").encode("ascii"),
-            _qp_pieces(email.html_pieces) if email.html_pieces else _qp(email.html),
+            _qp_pieces(email.html_pieces)
+            if email.html_pieces and "\r" not in email.html  # a CR could pair across pieces
+            else _qp(email.html),
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )

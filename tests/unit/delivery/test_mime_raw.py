@@ -125,3 +125,18 @@ def test_anything_round_trips(subject: str, name: str, text: str, html: str) -> 
     assert part.get_content().replace("\r\n", "\n") == html.replace("\r\n", "\n").replace(
         "\r", "\n"
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=st.lists(names, min_size=1, max_size=7), long=st.integers(0, 3))
+def test_html_in_pieces_round_trips(pieces: list[str], long: int) -> None:
+    pieces = [p * (1 + long * 60) if i % 2 == 0 else p for i, p in enumerate(pieces)]
+    html = "".join(pieces)
+    email = RenderedEmail("t", "v", "s", html, "x\n", tuple(pieces))
+    raw = build_raw(email, sender=mailbox("a@x.org"), recipient=mailbox("b@x.org"), date=WHEN)
+    check_wire(raw)
+    part = parse(raw).get_body(("html",))
+    assert part is not None
+    assert part.get_content().replace("\r\n", "\n") == html.replace("\r\n", "\n").replace(
+        "\r", "\n"
+    )
