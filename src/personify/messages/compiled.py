@@ -128,10 +128,13 @@ class _Writer:
     def value(self, expression: Any) -> str:
         """A Python expression for an output/condition expression's value."""
         inner = expression
-        if isinstance(inner, FilteredExpression) and not inner.filters:
-            inner = inner.left
-        if isinstance(inner, BooleanExpression):
-            inner = inner.expression
+        while True:  # a bare path, possibly wrapped as a condition or an unfiltered output
+            if isinstance(inner, FilteredExpression) and not inner.filters:
+                inner = inner.left
+            elif isinstance(inner, BooleanExpression):
+                inner = inner.expression
+            else:
+                break
         if isinstance(inner, Path) and (code := self.path(inner)) is not None:
             return code
         if any(s in str(expression) for s in ("forloop", "parentloop")):
