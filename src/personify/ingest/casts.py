@@ -47,8 +47,11 @@ def value_sql(f: Field, i: int) -> str:
 
 
 def _nonblank(s: str) -> str:
-    # trim only values that start with a blank: much cheaper than trimming every value
-    return f"coalesce({s} <> '' AND (NOT starts_with({s}, ' ') OR trim({s}) <> ''), false)"
+    # Trim only values that start with a blank. The CASE matters: DuckDB evaluates both sides of
+    # an AND/OR in a projection for every row (trimming every value: ~0.3 µs per value of a few
+    # hundred bytes), but a CASE branch only for the rows that reach it.
+    blank_led = f"starts_with({s}, ' ')"
+    return f"coalesce(CASE WHEN {blank_led} THEN trim({s}) <> '' ELSE {s} <> '' END, false)"
 
 
 def present_sql(f: Field, i: int) -> str:

@@ -51,6 +51,10 @@ RAW_COLUMN: Final = "__raw"
 _WS: Final = " \t\r\n"
 _BATCH, _KEYS, _BAD = "__batch", "__keys", "__bad"
 _BAD_COLUMNS: Final = ["__line", "__pos", "__k", "__value"]
+_NOT_BLANK_LINE: Final = (  # (trimming only lines that start with a blank: see casts._nonblank)
+    "__text IS NULL OR CASE WHEN ascii(__text) IN (32, 9, 10, 13) "
+    "THEN trim(__text, $ws) <> '' ELSE __text <> '' END"
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ class Validator:
             text = f"SELECT __line, __pos, TRY(decode({RAW_COLUMN})) AS __text FROM {_BATCH}"
             parsed = (
                 "SELECT __line, __pos, __text, TRY(json_transform(__text, $structure)) AS __j "
-                f"FROM ({text}) WHERE __text IS NULL OR trim(__text, $ws) <> ''"
+                f"FROM ({text}) WHERE {_NOT_BLANK_LINE}"
             )
             bad = (
                 "CASE WHEN __text IS NULL THEN 1 WHEN __j IS NULL THEN 2 "

@@ -318,3 +318,24 @@ def test_mapping_mistakes_raise_naming_the_file() -> None:
         )
     with pytest.raises(FileImportError, match="has no column for 'customer_id'"):
         validate(data, table=CUSTOMERS, label="f.csv")
+
+
+def test_blank_values_are_missing_and_leading_blanks_are_kept() -> None:
+    got = check_csv(
+        CUSTOMERS,
+        ["customer_id", "first_name", "order_count", "preferred_categories"],
+        ["a", "  ", " 3", '  ["x"]'],
+        ["b", " Ann", "", "   "],
+        ["c", "", "4 ", ""],
+    )
+    assert got.bad.num_rows == 0
+    assert got.good.column("first_name").to_pylist() == [None, " Ann", None]
+    assert got.good.column("order_count").to_pylist() == [3, None, 4]
+    assert got.good.column("preferred_categories").to_pylist() == ['  ["x"]', None, None]
+
+
+def test_jsonl_lines_of_blanks_are_not_rows() -> None:
+    event = json.dumps({"messageId": "m1", "anonymousId": "a", "timestamp": "2025-01-01"})
+    got = validate(jsonl(event, "", " \t ", "\t", "\r", f"  {event}"), table=EVENTS, fmt="jsonl")
+    assert got.read == 2
+    assert bad(got) == [(6, "duplicate_key_in_file", bad(got)[0][2])]
