@@ -296,7 +296,7 @@ _pids = st.sampled_from([f"p{n}" for n in range(12)])
 
 
 @settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -543,7 +543,7 @@ def test_redeem_from_orders_and_order_events(warehouse: Warehouse, project: Proj
 
 
 @settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -603,7 +603,7 @@ def test_new_arrival_invariants(
 
 
 @settings(
-    max_examples=20,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
