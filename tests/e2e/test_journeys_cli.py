@@ -43,6 +43,25 @@ def test_demo_ends_with_both_journeys_emails_and_a_rerun_sends_nothing(tmp_path:
     assert text.returncode == 0, text.stderr
     assert "Emails: 0 sent" in text.stdout
 
+    listed = personify_json("journeys", "list", "--project", str(project))["journeys"]
+    cart = next(j for j in listed if j["name"] == "abandoned_cart")
+    assert cart["messages"]["sent"] == by_journey["abandoned_cart"]["sent"]
+    assert cart["instances"].get("goal", 0) > 0  # carts ordered within the hour left early
+    assert cart["steps"] == ["step1: wait 1:00:00", "remind: send abandoned_cart"]
+    capped = personify_json(
+        "sql",
+        "SELECT customer_id FROM messages WHERE status = 'skipped_frequency' LIMIT 1",
+        "--project",
+        str(project),
+    )["rows"]
+    if capped:
+        path = personify_json(
+            "journeys", "show", capped[0]["customer_id"], "--project", str(project)
+        )
+        reasons = [m["error"] for m in path["messages"] if m["status"] == "skipped_frequency"]
+        assert reasons == ["frequency cap: 1 per 24h"]
+        assert any(m["status"] == "sent" for m in path["messages"])
+
     shown = personify("demo", str(project), "--customers", "1000")
     assert shown.returncode == 0, shown.stderr
     assert "Emails (journeys)" in shown.stdout and "abandoned_cart" in shown.stdout

@@ -1,0 +1,86 @@
+"""``personify journeys list|show``: the journeys, where customers are in them, what was sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
+from personify.journeys import project_journeys
+from personify.journeys.report import customer_report, journeys_report
+from personify.messages import read_customer
+from personify.session import open_session
+
+journeys_app = typer.Typer(
+    help="Journeys (journeys/*.yml): definitions, instances and messages; one customer's path.",
+    no_args_is_help=True,
+)
+app.add_typer(journeys_app, name="journeys", rich_help_panel="Email")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "—"
+
+
+@journeys_app.command("list")
+def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+    """Every journey: trigger, steps, instances by status and messages by status."""
+    with open_session(project) as session:
+        rows = journeys_report(session.warehouse, project_journeys(session.project))
+    if json:
+        emit_json({"journeys": rows})
+        return
+    table = Table("journey", "trigger", "steps", "instances", "messages", title="Journeys")
+    for row in rows:
+        table.add_row(
+            row["name"] + ("" if row["enabled"] else " (disabled)"),
+            row["trigger"] + (f"\ngoal: {row['goal']}" if row["goal"] else ""),
+            "\n".join(row["steps"]),
+            _counts(row["instances"]),
+            _counts(row["messages"]),
+        )
+    console().print(table)
+
+
+@journeys_app.command("show")
+def show_command(
+    who: Annotated[str, typer.Argument(help="A customer id, email or other identifier.")],
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+) -> None:
+    """One customer's journeys (step, status, next wake-up) and messages (status and the reason
+    of a skip or failure)."""
+    with open_session(project) as session:
+        customer = read_customer(session.warehouse, who, session.project)
+        report = customer_report(session.warehouse, str(customer["customer_id"]))
+    if json:
+        emit_json(report)
+        return
+    out = console()
+    instances = Table("journey", "trigger key", "step", "status", "entered", "next step due")
+    for i in report["instances"]:
+        due = f"{i['wake_at']:%Y-%m-%d %H:%M}Z" if i["status"] == "active" else "—"
+        instances.add_row(
+            i["journey"],
+            i["trigger_key"],
+            str(i["step"]),
+            i["exit_reason"] or i["status"],
+            f"{i['trigger_at']:%Y-%m-%d %H:%M}Z",
+            due,
+        )
+    out.print(instances)
+    messages = Table("journey", "step", "template", "status", "when", "why")
+    for m in report["messages"]:
+        when = m["sent_at"] or m["send_after"] or m["decided_at"]
+        messages.add_row(
+            m["journey"] or "—",
+            m["step"] or "—",
+            m["template"],
+            m["status"],
+            f"{when:%Y-%m-%d %H:%M}Z" if when else "—",
+            m["error"] or "",
+        )
+    out.print(messages)

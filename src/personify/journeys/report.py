@@ -1,0 +1,89 @@
+"""What the journeys hold: per journey (instances and messages by status), per customer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from personify.journeys.definitions import Journey
+from personify.warehouse.base import Warehouse
+
+
+def _trigger_text(journey: Journey) -> str:
+    t = journey.trigger
+    if t.kind == "event":
+        return f"event {t.name!r}" + (f" by {t.key}" if t.key else "")
+    if t.kind == "schedule":
+        every = f" every {t.every}" if t.every else ""
+        return f"broadcast to {t.name} at {t.at:%Y-%m-%dT%H:%M:%SZ}{every}"
+    return f"{t.kind} {t.name}"
+
+
+def _step_text(journey: Journey) -> list[str]:
+    out = []
+    for step in journey.steps:
+        if step.kind == "wait":
+            out.append(f"{step.id}: wait {step.duration}")
+        elif step.kind == "wait_until":
+            out.append(f"{step.id}: wait until {step.until:%H:%M} local")
+        elif step.kind == "branch":
+            assert step.condition is not None
+            out.append(f"{step.id}: branch if {step.condition.source}")
+        elif step.kind == "send":
+            out.append(f"{step.id}: send {step.template}")
+        elif step.kind == "tag":
+            out.append(f"{step.id}: tag {step.tag}")
+        else:
+            out.append(f"{step.id}: exit")
+    return out
+
+
+def journeys_report(wh: Warehouse, journeys: Sequence[Journey]) -> list[dict[str, Any]]:
+    """Each journey's definition with its instances by status and its messages by status."""
+    instances: dict[str, dict[str, int]] = {}
+    for journey, status, n in wh.fetch(
+        "SELECT journey, coalesce(exit_reason, status), count(*) FROM journey_instances "
+        "GROUP BY 1, 2"
+    ):
+        instances.setdefault(str(journey), {})[str(status)] = int(n)
+    messages: dict[str, dict[str, int]] = {}
+    for journey, status, n in wh.fetch(
+        "SELECT journey, status, count(*) FROM messages WHERE journey IS NOT NULL GROUP BY 1, 2"
+    ):
+        messages.setdefault(str(journey), {})[str(status)] = int(n)
+    return [
+        {
+            "name": j.name,
+            "description": j.description,
+            "file": j.file,
+            "enabled": j.enabled,
+            "trigger": _trigger_text(j),
+            "within": str(j.trigger.within),
+            "goal": (
+                f"{j.goal.event}" + (f" by {j.goal.key}" if j.goal.key else "") if j.goal else None
+            ),
+            "reentry": j.reentry + (f" {j.reentry_after}" if j.reentry_after else ""),
+            "purpose": j.purpose,
+            "capped": j.capped,
+            "steps": _step_text(j),
+            "instances": instances.get(j.name, {}),
+            "messages": messages.get(j.name, {}),
+        }
+        for j in journeys
+    ]
+
+
+def customer_report(wh: Warehouse, customer_id: str) -> dict[str, Any]:
+    """One customer's journey instances and messages (with the reason of each skip)."""
+    instances = wh.fetch_arrow(
+        "SELECT journey, trigger_key, step, status, exit_reason, trigger_at, wake_at, entered_at, "
+        "exited_at FROM journey_instances WHERE customer_id = ? ORDER BY trigger_at, journey",
+        [customer_id],
+    ).to_pylist()
+    messages = wh.fetch_arrow(
+        "SELECT idempotency_key, journey, step, template, status, subject, decided_at, sent_at, "
+        "send_after, error FROM messages WHERE customer_id = ? ORDER BY decided_at, "
+        "idempotency_key",
+        [customer_id],
+    ).to_pylist()
+    return {"customer_id": customer_id, "instances": instances, "messages": messages}
