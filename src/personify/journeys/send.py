@@ -27,7 +27,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from typing import Any
 
 import pyarrow as pa
@@ -338,6 +338,3 @@ def _commit(wh: Warehouse, outcomes: Mapping[str, _Outcome], now: datetime, tran
             [now, transport],
         )
         wh.execute(f"DROP TABLE {quote(stage)}")
-
-
-_ = UTC
