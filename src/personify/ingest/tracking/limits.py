@@ -75,15 +75,22 @@ class RecentIds:
         if not sources:
             return 0
         marks = ", ".join("?" * len(sources))
-        rows = warehouse.fetch(
-            "SELECT message_id, payload_hash FROM ("
-            "SELECT message_id, payload_hash, received_at FROM events "
-            f"WHERE source IN ({marks}) ORDER BY received_at DESC LIMIT {int(self.capacity)}"
-            ") AS recent ORDER BY received_at",
+        # the cut-off first (a top-N of one timestamp column), then only the rows after it:
+        # sorting the ids themselves would hold hundreds of MB for a moment
+        cutoff = warehouse.fetch(
+            f"SELECT received_at FROM events WHERE source IN ({marks}) "
+            f"ORDER BY received_at DESC LIMIT 1 OFFSET {max(int(self.capacity) - 1, 0)}",
             list(sources),
         )
-        self.preload((str(mid), digest) for mid, digest in rows)
-        return len(rows)
+        since = "" if not cutoff else "AND received_at >= ? "
+        recent = warehouse.fetch_arrow(
+            f"SELECT message_id, payload_hash FROM events WHERE source IN ({marks}) {since}"
+            f"ORDER BY received_at LIMIT {int(self.capacity)}",
+            [*sources, *(cutoff[0] if cutoff else ())],
+        )
+        ids = recent.column("message_id").to_pylist()
+        self.preload(zip(ids, recent.column("payload_hash").to_pylist(), strict=True))
+        return len(ids)
 
 
 def _first(d: dict[str, int | None], n: int) -> list[str]:
