@@ -1,4 +1,4 @@
-"""Delivery: MIME, signed unsubscribe tokens and transports (the outbox; SMTP and ESP later).
+"""Delivery: MIME, signed unsubscribe tokens and transports (outbox, SMTP, ESP API).
 
 * :func:`prepare` / :func:`~personify.delivery.batch.prepare_batch` — read the profile(s) now,
   render, build MIME (one customer / a journey's batch, per-item failures returned);
@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from personify import clock
-from personify.config import OutboxDelivery, Project
+from personify.config import EspDelivery, Project, SmtpDelivery
 from personify.delivery.batch import PrepareFailure, prepare_batch
+from personify.delivery.esp import EspTransport
 from personify.delivery.mime import (
     AddressError,
     Mailbox,
@@ -29,8 +30,18 @@ from personify.delivery.mime import (
     sender_mailbox,
 )
 from personify.delivery.outbox import OutboxTransport
+from personify.delivery.smtp import SmtpTransport
 from personify.delivery.tokens import UnsubscribeClaim, project_key, sign, verify
-from personify.delivery.transport import Delivered, Envelope, Transport
+from personify.delivery.transport import (
+    BatchTransport,
+    Delivered,
+    DeliveryError,
+    DeliveryRejected,
+    DeliveryUnavailable,
+    Envelope,
+    Transport,
+    send_many,
+)
 from personify.messages import (
     RenderedEmail,
     Template,
@@ -121,18 +132,30 @@ def prepare_one(
 
 
 def transport_for(project: Project) -> Transport:
-    """The transport ``delivery:`` configures."""
-    delivery: OutboxDelivery = project.config.delivery  # SMTP and ESP kinds come next
+    """The transport ``delivery:`` configures: :class:`OutboxTransport`, :class:`SmtpTransport`
+    or :class:`EspTransport`. The SMTP and ESP transports also have ``send_many`` (a batch,
+    concurrently); :func:`send_many` uses it when there. Close the transport when done."""
+    delivery = project.config.delivery
+    if isinstance(delivery, SmtpDelivery):
+        return SmtpTransport.from_project(project, delivery)
+    if isinstance(delivery, EspDelivery):
+        return EspTransport.from_project(project, delivery)
     return OutboxTransport(project.path(delivery.path))
 
 
 __all__ = [
     "AddressError",
+    "BatchTransport",
     "Delivered",
+    "DeliveryError",
+    "DeliveryRejected",
+    "DeliveryUnavailable",
     "Envelope",
+    "EspTransport",
     "Mailbox",
     "OutboxTransport",
     "PrepareFailure",
+    "SmtpTransport",
     "Transport",
     "Unsubscribe",
     "UnsubscribeClaim",
@@ -146,6 +169,7 @@ __all__ = [
     "prepare_batch",
     "prepare_one",
     "project_key",
+    "send_many",
     "sign",
     "transport_for",
     "unsubscribe_for",

@@ -1,0 +1,194 @@
+"""The SMTP transport against a real SMTP server (aiosmtpd on loopback): what arrives, parsed back
+with the ``email`` package; TLS, AUTH, the pool, reconnects, refusals, once per key."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import msgspec
+import pytest
+from tests.unit.delivery.servers import (
+    PASSWORD,
+    USER,
+    Handler,
+    envelope,
+    free_port,
+    self_signed,
+    smtp_server,
+)
+
+from personify.config import SmtpDelivery
+from personify.delivery.ledger import SentLedger
+from personify.delivery.smtp import SmtpTransport, tls_context
+from personify.delivery.transport import Delivered, DeliveryRejected, DeliveryUnavailable, send_many
+
+
+def settings(port: int, **kw: object) -> SmtpDelivery:
+    doc = {"kind": "smtp", "host": "127.0.0.1", "port": port, "tls": "none", **kw}
+    return msgspec.convert(doc, SmtpDelivery, dec_hook=_secret)
+
+
+def _secret(type_: type, obj: object) -> object:
+    from personify.config import Secret
+
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    raise NotImplementedError
+
+
+def test_message_arrives_whole_and_parses_back() -> None:
+    with smtp_server() as server, SmtpTransport(settings(server.port)) as smtp:
+        done = smtp.send(envelope())
+        assert done.new and done.location.endswith("/Q0001")
+        [got] = server.handler.received
+    assert got.mail_from == "shop@example.com"
+    assert got.rcpt_tos == ["zoe@xn--exmple-cua.org"]
+    assert b"\r\n" in got.data and b"\n" not in got.data.replace(b"\r\n", b"")
+    msg = got.message
+    assert msg["From"] == "My Shop <shop@example.com>"
+    assert msg["To"].addresses[0].display_name == "Zoë Ünal"
+    assert msg["Subject"] == "Zoë, your cart is waiting ☕"
+    assert msg["Date"].datetime.year == 2026
+    assert msg["Message-ID"].startswith("<") and msg["Message-ID"].endswith("@example.com>")
+    assert msg["List-Unsubscribe"] == (
+        "<https://shop.example/unsubscribe/TOKEN>, <mailto:unsub@example.com?subject=unsubscribe>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and html is not None
+    assert text.get_content_charset() == "utf-8" and html.get_content_charset() == "utf-8"
+    assert text.get_content().replace("\r\n", "\n") == "Your cart: Trail Boot — 89,00 €\n"
+    assert "<b>Trail Boot</b> — 89,00 €" in html.get_content()
+
+
+def test_a_key_is_sent_once_across_transports(tmp_path: Path) -> None:
+    ledger = tmp_path / "smtp.sent"
+    with smtp_server() as server:
+        with SmtpTransport(settings(server.port), ledger=SentLedger(ledger)) as smtp:
+            first = smtp.send(envelope("k1"))
+            again = smtp.send(envelope("k1", subject="changed"))
+        assert first.new and not again.new and again.location == first.location
+        # a new process (a rerun after a crash) reads what was sent
+        with SmtpTransport(settings(server.port), ledger=SentLedger(ledger)) as smtp:
+            assert not smtp.send(envelope("k1")).new
+            assert smtp.send(envelope("k2")).new
+        assert len(server.handler.received) == 2
+    assert b"k1" not in ledger.read_bytes()  # keys are stored hashed
+
+
+def test_pool_reuses_connections_for_a_batch() -> None:
+    with smtp_server() as server, SmtpTransport(settings(server.port, pool_size=3)) as smtp:
+        batch = [envelope(f"key-{i}", to=f"p{i}@x.org") for i in range(30)]
+        outcomes = send_many(smtp, [*batch, batch[0]])
+        assert all(isinstance(o, Delivered) for o in outcomes)
+        assert sum(o.new for o in outcomes if isinstance(o, Delivered)) == 30
+        assert len(server.handler.received) == 30
+        assert {r.rcpt_tos[0] for r in server.handler.received} == {
+            f"p{i}@x.org" for i in range(30)
+        }
+        assert smtp.connections_opened <= 3
+        smtp.send(envelope("one-more"))
+        assert smtp.connections_opened <= 3
+
+
+def test_reconnects_after_the_server_restarts() -> None:
+    port = free_port()
+    handler = Handler()
+    smtp = SmtpTransport(settings(port, retries=3), retry_pause=0.05)
+    try:
+        with smtp_server(port=port, handler=handler):
+            assert smtp.send(envelope("a")).new
+        with smtp_server(port=port, handler=handler):  # pooled connection is dead now
+            assert smtp.send(envelope("b")).new
+        assert len(handler.received) == 2 and smtp.connections_opened == 2
+    finally:
+        smtp.close()
+
+
+def test_server_down_is_unavailable_and_nothing_is_recorded() -> None:
+    smtp = SmtpTransport(settings(free_port(), retries=1, timeout_seconds=2), retry_pause=0.01)
+    try:
+        with pytest.raises(DeliveryUnavailable) as err:
+            smtp.send(envelope("down"))
+        assert err.value.key == "down" and "zoë" not in str(err.value)
+        assert smtp.ledger.get("down") is None
+    finally:
+        smtp.close()
+
+
+def test_refusals_permanent_and_temporary() -> None:
+    handler = Handler(
+        refuse={"gone@x.org": "550 5.1.1 <gone@x.org> no such user", "busy@x.org": "451 later"}
+    )
+    with (
+        smtp_server(handler=handler) as server,
+        SmtpTransport(settings(server.port, retries=1), retry_pause=0.01) as smtp,
+    ):
+        outcomes = send_many(
+            smtp,
+            [envelope("g", to="gone@x.org"), envelope("b", to="busy@x.org"), envelope("ok")],
+        )
+        gone, busy, ok = outcomes
+        assert isinstance(gone, DeliveryRejected) and "550" in str(gone)
+        assert "gone@x.org" not in str(gone)
+        assert isinstance(busy, DeliveryUnavailable) and "451" in str(busy)
+        assert isinstance(ok, Delivered) and ok.new
+        # the connection survived the refusals (RSET) and is reused
+        assert smtp.send(envelope("after")).new
+        assert [r.rcpt_tos for r in server.handler.received] == [["zoe@xn--exmple-cua.org"]] * 2
+
+
+def test_starttls_with_auth(tmp_path: Path) -> None:
+    cert = self_signed(tmp_path / "tls")
+    with smtp_server(starttls=cert, auth=True) as server:
+        s = settings(
+            server.port, tls="starttls", username=USER, password=PASSWORD, ca_file=str(cert.cert)
+        )
+        with SmtpTransport(s, tls_context=tls_context(True, str(cert.cert))) as smtp:
+            assert smtp.send(envelope()).new
+        [got] = server.handler.received
+        assert got.tls and got.authenticated
+        assert got.message["Subject"] == "Zoë, your cart is waiting ☕"
+
+        wrong = settings(server.port, tls="starttls", username=USER, password="nope", retries=0)
+        with (
+            SmtpTransport(wrong, tls_context=tls_context(True, str(cert.cert))) as smtp,
+            pytest.raises(DeliveryUnavailable, match="credentials"),
+        ):
+            smtp.send(envelope("x"))
+    assert len(server.handler.received) == 1
+
+
+def test_starttls_required_when_configured() -> None:
+    with smtp_server() as server:  # offers no STARTTLS
+        with (
+            SmtpTransport(settings(server.port, tls="starttls", retries=0)) as smtp,
+            pytest.raises(DeliveryUnavailable),
+        ):
+            smtp.send(envelope())
+        assert server.handler.received == []
+
+
+def test_implicit_tls_and_the_certificate_is_checked(tmp_path: Path) -> None:
+    cert = self_signed(tmp_path / "tls")
+    with smtp_server(implicit=cert) as server:
+        s = settings(server.port, tls="implicit", timeout_seconds=3, retries=0)
+        # not trusted without the CA file (aiosmtpd leaks a socket when STARTTLS fails, so the
+        # refusal is shown with implicit TLS)
+        with (
+            SmtpTransport(s, tls_context=tls_context(True, None)) as smtp,
+            pytest.raises(DeliveryUnavailable),
+        ):
+            smtp.send(envelope("untrusted"))
+        with SmtpTransport(s, tls_context=tls_context(True, str(cert.cert))) as smtp:
+            assert smtp.send(envelope()).new
+        [got] = server.handler.received
+        assert got.tls
+
+
+def test_tls_context_without_verification() -> None:
+    ctx = tls_context(False, None)
+    assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
