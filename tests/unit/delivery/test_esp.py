@@ -1,0 +1,223 @@
+"""The ESP transport against a real HTTP server on loopback (``http.server`` in a thread): the
+SendGrid v3 body, retries with backoff honouring Retry-After, clear errors, once per key."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from tests.unit.delivery.servers import envelope, free_port
+
+from personify.config import EspDelivery, Secret
+from personify.delivery import (
+    Delivered,
+    DeliveryRejected,
+    DeliveryUnavailable,
+    EspTransport,
+    send_many,
+)
+from personify.delivery.esp import retry_after
+from personify.delivery.ledger import SentLedger
+
+API_KEY = "SG.test-key"
+
+
+@dataclass
+class Api:
+    """A scripted mail/send endpoint: each request takes the next reply (default 202)."""
+
+    replies: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def reply(self) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            n = len(self.requests)
+            if self.replies:
+                return self.replies.pop(0)
+        return 202, {"X-Message-Id": f"msg-{n}"}, b""
+
+
+@contextmanager
+def api_server() -> Iterator[Api]:
+    api = Api()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["content-length"]))
+            with api.lock:
+                api.requests.append(
+                    ({k.lower(): v for k, v in self.headers.items()}, json.loads(body))
+                )
+            status, headers, out = api.reply()
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    api.url = f"http://127.0.0.1:{port}/v3/mail/send"
+    try:
+        yield api
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def settings(url: str, **kw: Any) -> EspDelivery:
+    doc = {"kind": "esp", "api_key": API_KEY, "url": url, "backoff_seconds": 1.0, **kw}
+    return msgspec.convert(doc, EspDelivery, dec_hook=lambda t, o: Secret(o))
+
+
+def transport(api: Api, waits: list[float], **kw: Any) -> EspTransport:
+    return EspTransport(settings(api.url, **kw), sleep=waits.append, rng=random.Random(7))
+
+
+def test_posts_a_sendgrid_v3_body() -> None:
+    waits: list[float] = []
+    with api_server() as api, transport(api, waits) as esp:
+        done = esp.send(envelope("cart:c1:9"))
+    assert done == Delivered("cart:c1:9", True, "esp:msg-1")
+    [(headers, body)] = api.requests
+    assert headers["authorization"] == f"Bearer {API_KEY}"
+    assert headers["content-type"] == "application/json"
+    assert headers["idempotency-key"] == "cart:c1:9"
+    assert body["personalizations"] == [
+        {
+            "to": [{"email": "zoe@xn--exmple-cua.org", "name": "Zoë Ünal"}],
+            "custom_args": {"personify_key": "cart:c1:9", "customer_id": "c1"},
+        }
+    ]
+    assert body["from"] == {"email": "shop@example.com", "name": "My Shop"}
+    assert body["subject"] == "Zoë, your cart is waiting ☕"
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["content"][0]["value"] == "Your cart: Trail Boot — 89,00 €\n"
+    assert "<b>Trail Boot</b> — 89,00 €" in body["content"][1]["value"]
+    assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert body["headers"]["List-Unsubscribe"].startswith("<https://shop.example/unsubscribe/")
+    assert body["headers"]["Message-ID"].endswith("@example.com>")
+    assert body["custom_args"]["personify_key"] == "cart:c1:9"
+    assert body["categories"] == ["abandoned_cart"]
+    assert waits == []
+
+
+def test_retries_429_and_5xx_honouring_retry_after() -> None:
+    waits: list[float] = []
+    with api_server() as api, transport(api, waits, retries=3) as esp:
+        api.replies = [
+            (429, {"Retry-After": "7"}, b'{"errors":[{"message":"too many"}]}'),
+            (503, {}, b""),
+            (500, {}, b"oops"),
+        ]
+        done = esp.send(envelope("k"))
+    assert done.new and done.location == "esp:msg-4"
+    assert len(api.requests) == 4 and esp.requests == 4
+    assert waits[0] == 7.0  # Retry-After wins
+    assert 0 <= waits[1] <= 2.0 and 0 <= waits[2] <= 4.0  # full jitter, doubling ceiling
+    assert len({json.dumps(b) for _, b in api.requests}) == 1  # the same body each time
+
+
+def test_gives_up_as_unavailable_after_the_retries() -> None:
+    waits: list[float] = []
+    with api_server() as api, transport(api, waits, retries=2, max_backoff_seconds=5) as esp:
+        api.replies = [(503, {"Retry-After": "3600"}, b"")] * 3
+        with pytest.raises(DeliveryUnavailable, match="after 3 attempts") as err:
+            esp.send(envelope("k"))
+    assert err.value.key == "k"
+    assert waits == [5, 5]  # capped by max_backoff_seconds
+    assert esp.ledger.get("k") is None
+
+
+def test_client_errors_are_rejections_with_the_reason_and_no_address() -> None:
+    waits: list[float] = []
+    error = {
+        "errors": [
+            {
+                "message": "The to email zoe@xn--exmple-cua.org does not contain a valid address.",
+                "field": "personalizations.0.to",
+            }
+        ]
+    }
+    with api_server() as api, transport(api, waits) as esp:
+        api.replies = [(400, {}, json.dumps(error).encode())]
+        with pytest.raises(DeliveryRejected) as err:
+            esp.send(envelope("bad"))
+        assert len(api.requests) == 1 and waits == []
+        text = str(err.value)
+        assert "400" in text and "personalizations.0.to" in text and "valid address" in text
+        assert "zoe@" not in text
+        api.replies = [(401, {}, b'{"errors":[{"message":"bad key"}]}')]
+        with pytest.raises(DeliveryUnavailable, match="API key"):
+            esp.send(envelope("auth"))
+
+
+def test_network_errors_are_retried() -> None:
+    waits: list[float] = []
+    port = free_port()  # nothing listens
+    s = settings(f"http://127.0.0.1:{port}/v3/mail/send", retries=2, timeout_seconds=2)
+    with EspTransport(s, sleep=waits.append) as esp, pytest.raises(DeliveryUnavailable):
+        esp.send(envelope("k"))
+    assert len(waits) == 2 and esp.requests == 3
+
+
+def test_once_per_key_and_batches(tmp_path: Path) -> None:
+    waits: list[float] = []
+    ledger = tmp_path / "esp.sent"
+    with api_server() as api:
+        s = settings(api.url, concurrency=4)
+        with EspTransport(s, ledger=SentLedger(ledger), sleep=waits.append) as esp:
+            batch = [envelope(f"k{i}", to=f"p{i}@x.org") for i in range(12)]
+            outcomes = send_many(esp, [*batch, batch[3]])
+            assert all(isinstance(o, Delivered) for o in outcomes)
+            assert [o.new for o in outcomes if isinstance(o, Delivered)] == [True] * 12 + [False]
+        with EspTransport(s, ledger=SentLedger(ledger), sleep=waits.append) as esp:
+            assert not esp.send(envelope("k5")).new
+        assert len(api.requests) == 12
+        assert {b["personalizations"][0]["to"][0]["email"] for _, b in api.requests} == {
+            f"p{i}@x.org" for i in range(12)
+        }
+
+
+def test_rate_limit_waits_between_messages() -> None:
+    from personify.delivery.ratelimit import TokenBucket
+
+    now = [0.0]
+    waits: list[float] = []
+    with api_server() as api:
+        esp = EspTransport(
+            settings(api.url),
+            bucket=TokenBucket(2.0, 1, clock=lambda: now[0]),
+            sleep=waits.append,
+        )
+        with esp:
+            for i in range(3):
+                esp.send(envelope(f"r{i}"))
+    assert waits == [0.5, 1.0]  # a clock that never moves: each message half a second later
+
+
+def test_retry_after_forms() -> None:
+    now = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+    assert retry_after("12") == 12.0
+    assert retry_after("Sun, 01 Feb 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after("Sun, 01 Feb 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after("soon") is None and retry_after(None) is None
