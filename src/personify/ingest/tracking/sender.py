@@ -106,12 +106,15 @@ class Sender:
         threads: int = 4,
         deadline_s: float = 600.0,
         on_sent: Callable[[SendReport], None] | None = None,
+        compress: bool = True,
     ) -> None:
-        """``on_sent(report)`` is called after each acknowledged request (progress)."""
+        """``on_sent(report)`` is called after each acknowledged request (progress);
+        ``compress=False`` sends plain JSON (on loopback, gzip only costs CPU on both ends)."""
         self.url = url.rstrip("/") + "/v1/batch"
         self.auth = (write_key, "")
         self.threads = threads
         self.on_sent = on_sent
+        self.compress = compress
         self.deadline = time.monotonic() + deadline_s
         self.report = SendReport()
         self._lock = threading.Lock()
@@ -119,11 +122,13 @@ class Sender:
 
     def _post(self, client: httpx.Client, body: bytes, events: int) -> None:
         delay = 0.2
-        compressed = gzip.compress(body, compresslevel=1)
-        headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        headers = {"content-type": "application/json"}
+        if self.compress:
+            body = gzip.compress(body, compresslevel=1)
+            headers["content-encoding"] = "gzip"
         while True:
             try:
-                r = client.post(self.url, content=compressed, headers=headers)
+                r = client.post(self.url, content=body, headers=headers)
                 if r.status_code == 200:
                     with self._lock:
                         self.report.add(r.json(), events)
@@ -175,8 +180,11 @@ def send_batches(
     *,
     threads: int = 4,
     on_sent: Callable[[SendReport], None] | None = None,
+    compress: bool = True,
 ) -> SendReport:
     """Send Segment-shaped Arrow batches to the tracking API at ``url``; what it answered.
-    ``on_sent(report)`` follows each acknowledged request (for a progress bar)."""
+    ``on_sent(report)`` follows each acknowledged request (for a progress bar); ``compress``:
+    gzip the bodies."""
     events = (event for batch in batches for event in events_json(batch))
-    return Sender(url, write_key, threads=threads, on_sent=on_sent).send(events)
+    sender = Sender(url, write_key, threads=threads, on_sent=on_sent, compress=compress)
+    return sender.send(events)
