@@ -37,7 +37,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from personify.config import Secret
-from personify.server import collector, control, ops, privacy, profiles, tracking, webhooks
+from personify.server import (
+    collector,
+    control,
+    esp_webhooks,
+    ops,
+    privacy,
+    profiles,
+    tracking,
+    unsubscribe,
+    webhooks,
+)
 from personify.server.protocol import INSTANCE_HEADER
 from personify.server.responses import ApiError, error_response
 from personify.server.state import ServerState
@@ -54,7 +64,9 @@ ROUTE_GROUPS: tuple[RouteGroup, ...] = (
     collector.routes,
     profiles.routes,
     privacy.routes,
+    esp_webhooks.routes,
     webhooks.routes,
+    unsubscribe.routes,
 )
 """Route groups every server has, in matching order."""
 

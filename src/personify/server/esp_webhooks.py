@@ -1,0 +1,96 @@
+"""ESP event webhooks: ``POST /webhooks/esp/{provider}`` — bounces and complaints → suppressions.
+
+``provider`` names an entry of ``delivery.webhooks`` (``sendgrid``, ``postmark`` or
+``standard``); an unconfigured provider answers 404. The request is verified first
+(:func:`personify.delivery.events.verify`: Standard Webhooks HMAC, SendGrid's ECDSA signature or
+HTTP Basic, with the configured secret) — 401 otherwise, and nothing is read further. The events
+(:func:`~personify.delivery.events.parse`) that suppress — hard bounces, spam complaints,
+unsubscribes — are written in one go (:func:`personify.delivery.suppress.apply_events`); a
+redelivered payload writes nothing new. The answer counts what happened, never an address.
+(Sources' webhooks live at ``/webhooks/{source}``; this distinct prefix keeps the two apart.)
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from personify.config import EspWebhook
+from personify.delivery.events import EspEvent, WebhookRejected, parse, verify
+from personify.delivery.suppress import EventsApplied, apply_events
+from personify.errors import ConfigError, PersonifyError
+from personify.server.openapi import ERROR, Content, Operation, operation
+from personify.server.responses import ApiError, JSONResponse, read_body
+from personify.server.state import ServerState, state_of
+
+BODY_LIMIT = 10 * 1024 * 1024
+
+
+class EspWebhookResult(msgspec.Struct, frozen=True):
+    """What one webhook delivery did."""
+
+    received: int
+    """Events in the payload."""
+    suppressing: int
+    """Events that suppress an address (hard bounce, complaint, unsubscribe)."""
+    written: int
+    """New suppression rows (0 for a redelivery)."""
+
+
+def _webhook(state: ServerState, provider: str) -> EspWebhook:
+    for webhook in state.session.project.config.delivery.webhooks:
+        if webhook.provider == provider:
+            return webhook
+    raise ApiError(404, f"no ESP webhook configured for {provider!r} (delivery.webhooks)")
+
+
+def _apply(
+    state: ServerState, provider: str, received: int, events: list[EspEvent]
+) -> EventsApplied:
+    session = state.session
+    return apply_events(session.warehouse, session.project, provider, received, events)
+
+
+@operation(
+    Operation(
+        summary="ESP bounce and complaint events",
+        description="SendGrid Event Webhook arrays, Postmark bounce/spam-complaint objects, or "
+        "either signed the Standard Webhooks way. Hard bounces, complaints and unsubscribes "
+        "become suppressions; redeliveries change nothing.",
+        tags=("webhooks",),
+        request=Content("The ESP's event payload.", {"type": ["array", "object"]}),
+        responses={
+            200: Content("What was applied.", EspWebhookResult),
+            400: Content("Not a readable payload.", ERROR),
+            401: Content("Not proven to come from the ESP.", ERROR),
+            404: Content("No webhook configured for this provider.", ERROR),
+        },
+    )
+)
+async def receive(request: Request) -> Response:
+    """``POST /webhooks/esp/{provider}``."""
+    state = state_of(request)
+    provider = str(request.path_params["provider"])
+    webhook = _webhook(state, provider)
+    body = await read_body(request, BODY_LIMIT)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        verify(webhook, headers, body)
+        received, events = parse(provider, body)
+    except WebhookRejected as e:
+        raise ApiError(e.status, e.message) from None
+    except PersonifyError as e:  # a verification key that cannot be used
+        raise ApiError(503, f"the {provider} webhook is misconfigured: {e.message}") from None
+    try:
+        done = await run_in_threadpool(_apply, state, provider, received, events)
+    except ConfigError:
+        raise ApiError(503, "the project has no signing_key to hash suppressions") from None
+    return JSONResponse(EspWebhookResult(done.received, done.suppressing, done.written))
+
+
+def routes() -> list[BaseRoute]:
+    """The ESP webhook route."""
+    return [Route("/webhooks/esp/{provider}", receive, methods=["POST"])]

@@ -1,0 +1,146 @@
+"""Unsubscribe routes: ``/unsubscribe/{token}`` — the link in every email's ``List-Unsubscribe``.
+
+* ``GET`` shows a small page with a button and changes nothing (mail scanners and link
+  previews follow links; RFC 8058 requires that a GET never unsubscribes).
+* ``POST`` unsubscribes: the RFC 8058 one-click request mail clients send (body
+  ``List-Unsubscribe=One-Click``) and the page's own form both land here. The token is verified
+  (:func:`personify.delivery.tokens.verify`, HMAC with the project's ``signing_key``); a valid one
+  suppresses the customer (:func:`personify.delivery.suppress.unsubscribe`: ``suppressions``
+  rows, the purpose revoked in the consent history) so the next send is stopped. Doing it again
+  changes nothing and answers the same page. A forged, altered or malformed token answers 400
+  and changes nothing.
+
+No authentication: the signed token is the credential. Answers are HTML pages that never show
+the customer's address or id; the access log names the route template, never the token.
+"""
+
+from __future__ import annotations
+
+import html
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from personify.delivery.suppress import Unsubscribed, unsubscribe
+from personify.delivery.tokens import UnsubscribeClaim, project_key, verify
+from personify.errors import ConfigError
+from personify.server.openapi import Content, Operation, operation
+from personify.server.responses import read_body
+from personify.server.state import ServerState, state_of
+
+BODY_LIMIT = 4096
+_HEADERS = {
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">{body}</body></html>"""
+_HTML = Content("An HTML page.", {"type": "string"}, "text/html")
+
+
+def _page(title: str, body: str, status: int = 200) -> Response:
+    return Response(
+        _PAGE.format(title=html.escape(title), body=body),
+        status_code=status,
+        media_type="text/html; charset=utf-8",
+        headers=_HEADERS,
+    )
+
+
+def _invalid() -> Response:
+    return _page(
+        "Invalid link",
+        "<h1>This unsubscribe link is not valid</h1>"
+        "<p>It may have been cut or changed. Use the link from the email itself.</p>",
+        400,
+    )
+
+
+def _claim(state: ServerState, token: str) -> UnsubscribeClaim | None | ConfigError:
+    try:
+        key = project_key(state.session.project)
+    except ConfigError as e:
+        return e
+    return verify(key, token)
+
+
+def _unavailable() -> Response:
+    return _page(
+        "Unsubscribe unavailable",
+        "<h1>Unsubscribing is not available right now</h1><p>Please try again later.</p>",
+        503,
+    )
+
+
+@operation(
+    Operation(
+        summary="The unsubscribe page (changes nothing)",
+        description="A page with a button that POSTs to the same URL. Safe for link scanners.",
+        tags=("unsubscribe",),
+        responses={200: _HTML, 400: Content("Invalid token.", {"type": "string"}, "text/html")},
+    )
+)
+async def unsubscribe_page(request: Request) -> Response:
+    """``GET /unsubscribe/{token}``."""
+    claim = _claim(state_of(request), str(request.path_params["token"]))
+    if isinstance(claim, ConfigError):
+        return _unavailable()
+    if claim is None:
+        return _invalid()
+    return _page(
+        "Unsubscribe",
+        "<h1>Unsubscribe</h1><p>Stop receiving these emails?</p>"
+        '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">Unsubscribe</button></form>',
+    )
+
+
+def _apply(state: ServerState, claim: UnsubscribeClaim, form: str) -> Unsubscribed:
+    session = state.session
+    return unsubscribe(session.warehouse, session.project, claim, form=form)
+
+
+@operation(
+    Operation(
+        summary="Unsubscribe (RFC 8058 one-click)",
+        description="Body `List-Unsubscribe=One-Click` (form-encoded), as mail clients send it, or "
+        "the unsubscribe page's form. Suppresses the customer named by the signed token; "
+        "idempotent. No authentication: the token is the credential.",
+        tags=("unsubscribe",),
+        request=Content(
+            "`List-Unsubscribe=One-Click`.",
+            {"type": "string"},
+            "application/x-www-form-urlencoded",
+        ),
+        responses={200: _HTML, 400: Content("Invalid token.", {"type": "string"}, "text/html")},
+    )
+)
+async def unsubscribe_post(request: Request) -> Response:
+    """``POST /unsubscribe/{token}``."""
+    state = state_of(request)
+    body = await read_body(request, BODY_LIMIT)  # read (and bounded) whatever was sent
+    claim = _claim(state, str(request.path_params["token"]))
+    if isinstance(claim, ConfigError):
+        return _unavailable()
+    if claim is None:
+        return _invalid()
+    one_click = b"List-Unsubscribe=One-Click" in body
+    form = "list-unsubscribe one-click" if one_click else "unsubscribe page"
+    await run_in_threadpool(_apply, state, claim, form)
+    return _page(
+        "Unsubscribed",
+        "<h1>You are unsubscribed</h1><p>You will not receive these emails any more.</p>",
+    )
+
+
+def routes() -> list[BaseRoute]:
+    """The unsubscribe routes."""
+    return [
+        Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
+    ]
