@@ -221,6 +221,7 @@ def load_records(
     done = Loaded(read=len(inputs))
     if not inputs:
         return done
+    target.validator.params["now"] = received_at  # defaults (received_at …): this arrival
     lines = np.arange(target.line + 1, target.line + len(inputs) + 1, dtype=np.int64)
     target.line += len(inputs)
     raw = pa.table({RAW_COLUMN: pa.array([_encode(r) for r in inputs], pa.binary())})

@@ -1,0 +1,44 @@
+"""The webhook receiver without HTTP: each delivery is stored with its own arrival time, once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from personify import clock
+from personify.config import Secret, WebhookSource
+from personify.session import Session
+from personify.sources.webhooks import Verified, WebhookReceiver
+
+SOURCE = WebhookSource(
+    name="app_hooks",
+    scheme="standard",
+    secrets=(Secret("whsec_c2VjcmV0"),),
+    table="customers",
+    mapping={"customer_id": "id", "first_name": "=Ann"},
+)
+
+
+def test_each_delivery_is_stored_at_its_own_arrival(session: Session) -> None:
+    receiver = WebhookReceiver(session)
+    first = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    second = datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+    try:
+        for i, at in enumerate((first, second)):
+            body = json.dumps({"id": f"c{i}", "email": f"ann{i}@example.org"})
+            with clock.frozen(at):
+                receipt = receiver.receive(SOURCE, Verified(f"d{i}", at), body.encode())
+            assert receipt.outcome == "accepted"
+        with clock.frozen(second):
+            again = receiver.receive(SOURCE, Verified("d1", second), b"{}")
+        assert again.outcome == "duplicate"
+    finally:
+        receiver.close()
+    rows = session.warehouse.fetch(
+        "SELECT record_id, first_name, observed_at, received_at FROM customer_records "
+        "ORDER BY record_id"
+    )
+    assert [(r, f) for r, f, _, _ in rows] == [("c0", "Ann"), ("c1", "Ann")]
+    # no updated_at in the record: observed (and received) when it arrived, not at start-up
+    assert [r[2].astimezone(UTC) for r in rows] == [first, second]
+    assert [r[3].astimezone(UTC) for r in rows] == [first, second]
