@@ -30,6 +30,7 @@ from personify.delivery.mime import (
     sender_mailbox,
 )
 from personify.delivery.outbox import OutboxTransport
+from personify.delivery.ratelimit import RateLimitedTransport, bucket_for
 from personify.delivery.smtp import SmtpTransport
 from personify.delivery.tokens import UnsubscribeClaim, project_key, sign, verify
 from personify.delivery.transport import (
@@ -140,7 +141,9 @@ def transport_for(project: Project) -> Transport:
         return SmtpTransport.from_project(project, delivery)
     if isinstance(delivery, EspDelivery):
         return EspTransport.from_project(project, delivery)
-    return OutboxTransport(project.path(delivery.path))
+    outbox = OutboxTransport(project.path(delivery.path))
+    bucket = bucket_for(delivery)
+    return outbox if bucket is None else RateLimitedTransport(outbox, bucket)
 
 
 __all__ = [

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from personify.config import Delivery
+from personify.delivery.transport import Delivered, Envelope, Transport
 
 
 class TokenBucket:
@@ -58,3 +59,26 @@ def bucket_for(
     if delivery.rate_limit is None:
         return None
     return TokenBucket(delivery.rate_limit, delivery.rate_burst, clock=clock)
+
+
+class RateLimitedTransport:
+    """Any transport behind a token bucket (the outbox with a ``rate_limit``)."""
+
+    def __init__(
+        self,
+        inner: Transport,
+        bucket: TokenBucket,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.bucket = bucket
+        self.name = inner.name
+        self._sleep = sleep
+
+    def send(self, envelope: Envelope) -> Delivered:
+        """Wait for a token, then hand the message to the inner transport."""
+        self.bucket.acquire(self._sleep)
+        return self.inner.send(envelope)
+
+    def close(self) -> None:
+        self.inner.close()
