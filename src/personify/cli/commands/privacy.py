@@ -20,7 +20,7 @@ from personify.cli.app import (
     emit_json,
     pin_now,
 )
-from personify.errors import ConfigError
+from personify.errors import ConfigError, PersonifyError
 from personify.privacy.audit import log_action, read_log
 from personify.privacy.compact import compact_file
 from personify.privacy.crypto import new_key, project_ring, rotate
@@ -101,8 +101,11 @@ def erase_command(
         path = getattr(session.warehouse, "path", None) if compact else None
     doc = report.as_dict()
     if path and path != ":memory:":
-        before, after = compact_file(Path(path))
-        doc["compacted"] = {"bytes_before": before, "bytes_after": after}
+        try:
+            before, after = compact_file(Path(path))
+            doc["compacted"] = {"bytes_before": before, "bytes_after": after}
+        except PersonifyError as e:  # e.g. a running serve holds the file: the erasure stands
+            doc["compacted"] = {"skipped": e.message, "hint": e.hint}
     if json:
         emit_json(doc)
         return
@@ -115,8 +118,10 @@ def erase_command(
         table.add_row(s.step, f"{s.rows:,}", s.status)
     out.print(table)
     out.print(f"Erased: {doc['rows']:,} rows and files removed or rewritten.")
-    if "compacted" in doc:
-        c = doc["compacted"]
+    c = doc.get("compacted")
+    if c and "skipped" in c:
+        out.print(f"Not compacted: {c['skipped']}\n  hint: {c['hint']}")
+    elif c:
         out.print(f"Warehouse file compacted: {c['bytes_before']:,} → {c['bytes_after']:,} bytes.")
 
 
