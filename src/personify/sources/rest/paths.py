@@ -12,6 +12,8 @@ def get_path(obj: Any, path: str | None, default: Any = None) -> Any:
     when a step is missing. Integer steps index lists (``-1`` is the last element)."""
     if path is None or path in ("", "$"):
         return obj
+    if "." not in path and isinstance(obj, dict):  # the common case, fast
+        return obj.get(path, default)
     current = obj
     for step in path.removeprefix("$.").split("."):
         if isinstance(current, dict):
