@@ -163,18 +163,23 @@ def _screen(
     filters = wh._writers.filters
     found = filters.get(table.name)
     if found is None or found.full:
-        stored = wh.fetch_arrow(f"SELECT hash({quote(key)}) FROM {quote(table.name)}").column(0)
-        keys = max(len(stored), found.count if found else 0)
-        grown = keyfilter.KeyFilter(int(keyfilter.GROWTH * keys))
-        for chunk in stored.chunks:
-            grown.add(chunk.to_numpy())
+        stored = int(wh.scalar(f"SELECT count(*) FROM {quote(table.name)}"))
+        grown = keyfilter.KeyFilter(
+            int(keyfilter.GROWTH * max(stored, found.count if found else 0))
+        )
+        column = wh._cursor().sql(f"SELECT {quote(key)} FROM {quote(table.name)}")
+        read = getattr(column, "to_arrow_reader", None) or column.fetch_arrow_reader  # 2 / 1.x
+        reader: pa.RecordBatchReader = read(keyfilter.CHUNK)  # streamed, never all in memory
+        for batch in reader:
+            grown.add(keyfilter.key_hashes(batch.column(0).to_pylist()))
         found = filters[table.name] = grown
-    view = f"__personify_keyless_{next(_names)}"
-    numbered = pa.table({"k": first.column(key), "i": np.arange(first.num_rows, dtype=np.int64)})
-    with wh.register(view, numbered):
-        got = wh.fetch_arrow(f"SELECT i, hash(k) AS h FROM {view}")
-    hashes = np.empty(first.num_rows, dtype=np.uint64)
-    hashes[got.column("i").to_numpy()] = got.column("h").to_numpy()
+    keys = first.column(key)
+    hashes = np.concatenate(
+        [
+            keyfilter.key_hashes(keys.slice(start, keyfilter.CHUNK).to_pylist())
+            for start in range(0, max(first.num_rows, 1), keyfilter.CHUNK)
+        ]
+    )
     maybe = found.might_contain(hashes) if probe else None
     found.add(hashes)  # before the commit: a rollback only leaves needless bits
     if maybe is None or maybe.all():
