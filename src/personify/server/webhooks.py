@@ -5,7 +5,8 @@ One request, in order: find the ``kind: webhook`` source named in the path (404)
 body, at most the source's ``max_body_bytes`` (413) — verify the signature and the delivery's age
 over the raw bytes (401, nothing stored; :mod:`personify.sources.webhooks`) — store the delivery
 once, its receipt and its rows (or quarantine rows) in one transaction — and only then answer 200
-``{"status": "accepted" | "duplicate" | "quarantined", …}``. If the store fails: 503 with
+``{"status": "accepted" | "duplicate" | "quarantined", …}``; the customer's profile is brought up
+to date right after the answer (the real-time path). If the store fails: 503 with
 ``Retry-After`` (the sender retries; nothing half-stored). Delivery bodies and ids are never
 logged.
 """
@@ -16,6 +17,7 @@ import logging
 from typing import Any
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -99,7 +101,9 @@ async def receive(request: Request) -> Response:
         hooks.deliveries.inc(source=source.name, outcome="refused")
         raise ApiError(401, e.message, code="invalid_signature") from None
     try:
-        receipt = await run_in_threadpool(hooks.receiver.receive, source, verified, body)
+        receipt = await run_in_threadpool(
+            hooks.receiver.receive, source, verified, body, refresh=False
+        )
     except Exception as e:
         hooks.deliveries.inc(source=source.name, outcome="failed")
         log.error("webhook %s: storing a delivery failed (%s)", source.name, type(e).__name__)
@@ -107,7 +111,9 @@ async def receive(request: Request) -> Response:
             503, "the delivery could not be stored; retry", headers={"Retry-After": "5"}
         ) from None
     hooks.deliveries.inc(source=source.name, outcome=receipt.outcome)
-    return JSONResponse(payload_summary(receipt))
+    # stored: answer now, then bring the profile up to date (the sender need not wait for it)
+    later = BackgroundTask(run_in_threadpool, hooks.receiver.refresh, source, receipt)
+    return JSONResponse(payload_summary(receipt), background=later)
 
 
 def routes() -> list[BaseRoute]:

@@ -237,10 +237,12 @@ class WebhookReceiver:
                 target.close()
         self._targets.clear()
 
-    def receive(self, source: WebhookSource, verified: Verified, body: bytes) -> Receipt:
-        """Store one verified delivery once (see the module docstring), then bring the
-        customers it touches up to date (the real-time path; best effort: the batch path
-        catches up with anything missed)."""
+    def receive(
+        self, source: WebhookSource, verified: Verified, body: bytes, *, refresh: bool = True
+    ) -> Receipt:
+        """Store one verified delivery once (see the module docstring), then — unless
+        ``refresh`` is false: call :meth:`refresh` after answering — bring the customers it
+        touches up to date."""
         with self._lock(source.name):
             try:
                 receipt = self._receive(source, verified, body)
@@ -249,13 +251,18 @@ class WebhookReceiver:
                     # another process stored it meanwhile (the receipt's key refused ours)
                     return Receipt("duplicate", verified.delivery_id)
                 raise
-        if receipt.outcome == "accepted" and receipt.key is not None:
-            self._refresh(source, receipt.key)
+        if refresh:
+            self.refresh(source, receipt)
         return receipt
 
-    def _refresh(self, source: WebhookSource, key: str) -> None:
+    def refresh(self, source: WebhookSource, receipt: Receipt) -> None:
+        """The real-time path for what an accepted delivery stored (best effort: the batch path
+        catches up with anything missed)."""
         from personify.profiles import apply_event, apply_order, apply_record
 
+        key = receipt.key
+        if receipt.outcome != "accepted" or key is None:
+            return
         try:
             if source.table == "orders":
                 apply_order(self.session, key)
