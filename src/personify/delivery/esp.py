@@ -160,6 +160,7 @@ class EspTransport:
         )
         self.requests = 0
         """HTTP requests made (retries included)."""
+        self._outage: DeliveryUnavailable | None = None
 
     @classmethod
     def from_project(cls, project: Project, settings: EspDelivery) -> EspTransport:
@@ -173,6 +174,10 @@ class EspTransport:
     def send(self, envelope: Envelope) -> Delivered:
         """Post one message (nothing when its key was sent before). Raises
         :class:`DeliveryRejected` or :class:`DeliveryUnavailable`."""
+        self._outage = None
+        return self._send(envelope)
+
+    def _send(self, envelope: Envelope) -> Delivered:
         before = self.ledger.get(envelope.key)
         if before is not None:
             return Delivered(envelope.key, False, before)
@@ -185,7 +190,10 @@ class EspTransport:
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Delivered | DeliveryError]:
         """Post a batch, ``concurrency`` requests in flight; one outcome per envelope. The same
-        key twice in a batch is posted once."""
+        key twice in a batch is posted once. Once the ESP proves unavailable (retries exhausted,
+        the key refused), the rest of the batch fails at once with the same
+        :class:`DeliveryUnavailable`."""
+        self._outage = None
         seen: dict[str, int] = {}
         firsts: list[Envelope] = []
         for e in envelopes:
@@ -194,8 +202,14 @@ class EspTransport:
                 firsts.append(e)
 
         def one(e: Envelope) -> Delivered | DeliveryError:
+            outage = self._outage
+            if outage is not None:
+                return DeliveryUnavailable(outage.message, key=e.key, hint=outage.hint)
             try:
-                return self.send(e)
+                return self._send(e)
+            except DeliveryUnavailable as err:
+                self._outage = err
+                return err
             except DeliveryError as err:
                 return err
 

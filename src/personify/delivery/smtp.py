@@ -97,6 +97,8 @@ class SmtpTransport:
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots: asyncio.Semaphore | None = None
         self._inflight: dict[str, asyncio.Future[Delivered]] = {}
+        self._outage: DeliveryUnavailable | None = None
+        self._connect_failures = 0
         self.connections_opened = 0
         """Connections opened so far (a pool reuses them: fewer than messages sent)."""
 
@@ -127,10 +129,15 @@ class SmtpTransport:
     def send(self, envelope: Envelope) -> Delivered:
         """Hand one message over (nothing when its key was sent before). Raises
         :class:`DeliveryRejected` or :class:`DeliveryUnavailable`."""
+        self._outage, self._connect_failures = None, 0
         return self._run(self._send(envelope))
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Delivered | DeliveryError]:
-        """Hand a batch over, ``pool_size`` messages in flight; one outcome per envelope."""
+        """Hand a batch over, ``pool_size`` messages in flight; one outcome per envelope. Once
+        the server proves unreachable (every attempt to connect failed), the rest of the batch
+        fails at once with the same :class:`DeliveryUnavailable` instead of each message
+        waiting out its own timeouts."""
+        self._outage, self._connect_failures = None, 0
 
         async def all_of() -> list[Delivered | DeliveryError]:
             results = await asyncio.gather(
@@ -200,6 +207,9 @@ class SmtpTransport:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.pool_size)
         await self._slots.acquire()
+        if self._outage is not None:  # found down while this one waited for a slot
+            self._slots.release()
+            raise self._outage
         while self._idle:
             client = self._idle.pop()
             if client.is_connected:
@@ -239,6 +249,7 @@ class SmtpTransport:
             client.close()  # a refused login or STARTTLS leaves the socket open
             raise
         self.connections_opened += 1
+        self._connect_failures = 0
         return client
 
     # -- one message
@@ -291,22 +302,29 @@ class SmtpTransport:
         self, key: str, act: Callable[[aiosmtplib.SMTP], Awaitable[tuple[Any, str]]]
     ) -> str:
         last: DeliveryError | None = None
-        for attempt in range(self.settings.retries + 1):
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(min(self.retry_pause * 2 ** (attempt - 1), 5.0))
             try:
+                if self._outage is not None:
+                    raise self._outage
                 client = await self._acquire()
+            except DeliveryUnavailable as outage:
+                raise DeliveryUnavailable(outage.message, key=key, hint=outage.hint) from None
             except aiosmtplib.SMTPAuthenticationError as e:
-                raise DeliveryUnavailable(
+                self._outage = DeliveryUnavailable(
                     f"the SMTP server refused the credentials ({e.code})",
                     key=key,
                     hint="check delivery.username and delivery.password",
-                ) from None
-            except aiosmtplib.SMTPException as e:
-                last = self._temporary(key, "connecting", e)
-                continue
-            except _CONNECTION_ERRORS as e:
-                last = self._temporary(key, "connecting", e)
+                )
+                raise self._outage from None
+            except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as e:
+                down = self._temporary(key, "connecting", e)
+                self._connect_failures += 1
+                if self._connect_failures >= attempts:  # as many in a row as one message tries
+                    self._outage = down
+                last = down
                 continue
             try:
                 _, reply = await act(client)
@@ -340,7 +358,7 @@ class SmtpTransport:
             return DeliveryRejected(f"the SMTP server {what}: {code} (permanent)", key=key)
         return DeliveryUnavailable(f"the SMTP server {what}: {code} (temporary)", key=key)
 
-    def _temporary(self, key: str, when: str, e: BaseException) -> DeliveryError:
+    def _temporary(self, key: str, when: str, e: BaseException) -> DeliveryUnavailable:
         log.warning("SMTP %s %s:%d failed: %s", when, self.host, self.port, type(e).__name__)
         return DeliveryUnavailable(
             f"SMTP server {self.host}:{self.port} unavailable while {when} "

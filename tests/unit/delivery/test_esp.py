@@ -221,3 +221,13 @@ def test_retry_after_forms() -> None:
     assert retry_after("Sun, 01 Feb 2026 12:00:30 GMT", now) == 30.0
     assert retry_after("Sun, 01 Feb 2026 11:00:00 GMT", now) == 0.0
     assert retry_after("soon") is None and retry_after(None) is None
+
+
+def test_a_batch_fails_fast_once_the_esp_is_down() -> None:
+    waits: list[float] = []
+    with api_server() as api:
+        api.replies = [(503, {}, b"")] * 100
+        with transport(api, waits, retries=1, concurrency=2) as esp:
+            outcomes = send_many(esp, [envelope(f"k{i}") for i in range(10)])
+    assert all(isinstance(o, DeliveryUnavailable) for o in outcomes)
+    assert len(api.requests) <= 2 * 2  # concurrency x attempts, not 10 x 2

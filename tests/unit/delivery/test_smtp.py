@@ -192,3 +192,42 @@ def test_implicit_tls_and_the_certificate_is_checked(tmp_path: Path) -> None:
 def test_tls_context_without_verification() -> None:
     ctx = tls_context(False, None)
     assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
+
+
+def test_a_batch_fails_fast_once_the_server_is_unreachable() -> None:
+    """A server that accepts connections but never greets: the first messages wait out their
+    timeouts, the rest of the batch fails at once instead of each waiting too."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    s = settings(port, pool_size=2, retries=1, timeout_seconds=0.5)
+    try:
+        with SmtpTransport(s, retry_pause=0.01) as smtp:
+            outcomes = smtp.send_many([envelope(f"k{i}") for i in range(20)])
+        assert all(isinstance(o, DeliveryUnavailable) for o in outcomes)
+        assert [o.key for o in outcomes if isinstance(o, DeliveryUnavailable)] == [
+            f"k{i}" for i in range(20)
+        ]
+        assert len(accepted) <= 2 * 2 + 2  # pool_size x attempts (+ stragglers), not 20 x 2
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        listener.close()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
