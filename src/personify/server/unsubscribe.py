@@ -129,7 +129,7 @@ async def unsubscribe_post(request: Request) -> Response:
         return _unavailable()
     if claim is None:
         return _invalid()
-    one_click = b"List-Unsubscribe=One-Click" in body
+    one_click = b"One-Click" in body  # urlencoded or multipart/form-data (RFC 8058 allows both)
     form = "list-unsubscribe one-click" if one_click else "unsubscribe page"
     await run_in_threadpool(_apply, state, claim, form)
     return _page(
