@@ -22,11 +22,13 @@ from personify.config import EspWebhook
 from personify.delivery.events import EspEvent, WebhookRejected, parse, verify
 from personify.delivery.suppress import EventsApplied, apply_events
 from personify.errors import ConfigError, PersonifyError
+from personify.server.metrics import Counter
 from personify.server.openapi import ERROR, Content, Operation, operation
 from personify.server.responses import ApiError, JSONResponse, read_body
 from personify.server.state import ServerState, state_of
 
 BODY_LIMIT = 10 * 1024 * 1024
+KEY = "esp_webhooks.counter"
 
 
 class EspWebhookResult(msgspec.Struct, frozen=True):
@@ -38,6 +40,19 @@ class EspWebhookResult(msgspec.Struct, frozen=True):
     """Events that suppress an address (hard bounce, complaint, unsubscribe)."""
     written: int
     """New suppression rows (0 for a redelivery)."""
+
+
+def _counter(state: ServerState) -> Counter:
+    found = state.extras.get(KEY)
+    if found is None:
+        found = state.extras[KEY] = state.registry.counter(
+            "personify_esp_webhook_events_total",
+            "ESP webhook events by provider and outcome (suppressing, ignored; refused counts "
+            "requests).",
+            ("provider", "outcome"),
+        )
+    assert isinstance(found, Counter)
+    return found
 
 
 def _webhook(state: ServerState, provider: str) -> EspWebhook:
@@ -81,6 +96,7 @@ async def receive(request: Request) -> Response:
         verify(webhook, headers, body)
         received, events = parse(provider, body)
     except WebhookRejected as e:
+        _counter(state).inc(provider=provider, outcome="refused")
         raise ApiError(e.status, e.message) from None
     except PersonifyError as e:  # a verification key that cannot be used
         raise ApiError(503, f"the {provider} webhook is misconfigured: {e.message}") from None
@@ -88,6 +104,9 @@ async def receive(request: Request) -> Response:
         done = await run_in_threadpool(_apply, state, provider, received, events)
     except ConfigError:
         raise ApiError(503, "the project has no signing_key to hash suppressions") from None
+    counter = _counter(state)
+    counter.inc(done.suppressing, provider=provider, outcome="suppressing")
+    counter.inc(done.received - done.suppressing, provider=provider, outcome="ignored")
     return JSONResponse(EspWebhookResult(done.received, done.suppressing, done.written))
 
 

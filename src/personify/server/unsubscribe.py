@@ -26,11 +26,13 @@ from starlette.routing import BaseRoute, Route
 from personify.delivery.suppress import Unsubscribed, unsubscribe
 from personify.delivery.tokens import UnsubscribeClaim, project_key, verify
 from personify.errors import ConfigError
+from personify.server.metrics import Counter
 from personify.server.openapi import Content, Operation, operation
 from personify.server.responses import read_body
 from personify.server.state import ServerState, state_of
 
 BODY_LIMIT = 4096
+KEY = "unsubscribe.counter"
 _HEADERS = {
     "cache-control": "no-store",
     "referrer-policy": "no-referrer",
@@ -41,6 +43,18 @@ _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>
 <body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">{body}</body></html>"""
 _HTML = Content("An HTML page.", {"type": "string"}, "text/html")
+
+
+def _counter(state: ServerState) -> Counter:
+    found = state.extras.get(KEY)
+    if found is None:
+        found = state.extras[KEY] = state.registry.counter(
+            "personify_unsubscribes_total",
+            "Unsubscribe POSTs by outcome (new, repeat, invalid).",
+            ("outcome",),
+        )
+    assert isinstance(found, Counter)
+    return found
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:
@@ -128,10 +142,12 @@ async def unsubscribe_post(request: Request) -> Response:
     if isinstance(claim, ConfigError):
         return _unavailable()
     if claim is None:
+        _counter(state).inc(outcome="invalid")
         return _invalid()
     one_click = b"One-Click" in body  # urlencoded or multipart/form-data (RFC 8058 allows both)
     form = "list-unsubscribe one-click" if one_click else "unsubscribe page"
-    await run_in_threadpool(_apply, state, claim, form)
+    done = await run_in_threadpool(_apply, state, claim, form)
+    _counter(state).inc(outcome="new" if done.new else "repeat")
     return _page(
         "Unsubscribed",
         "<h1>You are unsubscribed</h1><p>You will not receive these emails any more.</p>",

@@ -162,3 +162,20 @@ def test_listed_in_openapi(session: Session) -> None:
     doc = call(session, "GET", "/openapi.json").json()
     assert {"get", "post"} <= set(doc["paths"]["/unsubscribe/{token}"])
     assert "post" in doc["paths"]["/webhooks/esp/{provider}"]
+
+
+def test_counted_in_metrics(session: Session) -> None:
+    app = create_app(session, instance="inst-1")
+    good, bad = path_for(session), "/unsubscribe/not-a-token"
+
+    async def go() -> str:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            for path in (good, good, bad):
+                await c.post(path, **ONE_CLICK)
+            return (await c.get("/metrics")).text
+
+    text = asyncio.run(go())
+    for outcome in ("new", "repeat", "invalid"):
+        assert f'personify_unsubscribes_total{{outcome="{outcome}"}} 1' in text
+    assert "/unsubscribe/{token}" in text and "not-a-token" not in text
