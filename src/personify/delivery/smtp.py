@@ -23,6 +23,7 @@ codes are logged).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
@@ -98,6 +99,7 @@ class SmtpTransport:
         self._slots: asyncio.Semaphore | None = None
         self._inflight: dict[str, asyncio.Future[Delivered]] = {}
         self._outage: DeliveryUnavailable | None = None
+        self._down: asyncio.Event | None = None
         self._connect_failures = 0
         self.connections_opened = 0
         """Connections opened so far (a pool reuses them: fewer than messages sent)."""
@@ -129,15 +131,13 @@ class SmtpTransport:
     def send(self, envelope: Envelope) -> Delivered:
         """Hand one message over (nothing when its key was sent before). Raises
         :class:`DeliveryRejected` or :class:`DeliveryUnavailable`."""
-        self._outage, self._connect_failures = None, 0
-        return self._run(self._send(envelope))
+        return self._run(self._fresh(self._send(envelope)))
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[Delivered | DeliveryError]:
         """Hand a batch over, ``pool_size`` messages in flight; one outcome per envelope. Once
         the server proves unreachable (every attempt to connect failed), the rest of the batch
         fails at once with the same :class:`DeliveryUnavailable` instead of each message
-        waiting out its own timeouts."""
-        self._outage, self._connect_failures = None, 0
+        waiting out its own timeouts (or its turn under the rate limit)."""
 
         async def all_of() -> list[Delivered | DeliveryError]:
             results = await asyncio.gather(
@@ -151,7 +151,7 @@ class SmtpTransport:
                     raise result
             return out
 
-        return self._run(all_of())
+        return self._run(self._fresh(all_of()))
 
     def close(self) -> None:
         """Say QUIT on every pooled connection and stop the private loop."""
@@ -177,6 +177,17 @@ class SmtpTransport:
         self.close()
 
     # -- the private loop
+    async def _fresh(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` as a new call: outages seen by earlier calls are forgotten."""
+        self._outage, self._connect_failures = None, 0
+        self._down = asyncio.Event()
+        return await coro
+
+    def _declare_outage(self, error: DeliveryUnavailable) -> None:
+        self._outage = error
+        if self._down is not None:
+            self._down.set()  # wakes the messages waiting for their turn under the rate limit
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self._ensure_loop()
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -274,10 +285,11 @@ class SmtpTransport:
         data = envelope.raw
         if self.signer is not None:
             data = self.signer.sign(data)
-        if self.bucket is not None:
+        if self.bucket is not None and self._outage is None:
             wait = self.bucket.reserve()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and self._down is not None:
+                with contextlib.suppress(TimeoutError):  # the turn came, or the server is down
+                    await asyncio.wait_for(self._down.wait(), wait)
         reply = await self._attempts(envelope.key, lambda c: c.sendmail(sender, recipients, data))
         found = _QUEUED.search(reply)
         location = f"smtp://{self.host}:{self.port}/{found.group(1) if found else reply.strip()}"
@@ -313,17 +325,18 @@ class SmtpTransport:
             except DeliveryUnavailable as outage:
                 raise DeliveryUnavailable(outage.message, key=key, hint=outage.hint) from None
             except aiosmtplib.SMTPAuthenticationError as e:
-                self._outage = DeliveryUnavailable(
+                refused = DeliveryUnavailable(
                     f"the SMTP server refused the credentials ({e.code})",
                     key=key,
                     hint="check delivery.username and delivery.password",
                 )
-                raise self._outage from None
+                self._declare_outage(refused)
+                raise refused from None
             except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as e:
                 down = self._temporary(key, "connecting", e)
                 self._connect_failures += 1
                 if self._connect_failures >= attempts:  # as many in a row as one message tries
-                    self._outage = down
+                    self._declare_outage(down)
                 last = down
                 continue
             try:

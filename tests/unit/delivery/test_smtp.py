@@ -4,6 +4,7 @@ with the ``email`` package; TLS, AUTH, the pool, reconnects, refusals, once per 
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
 import msgspec
@@ -20,6 +21,7 @@ from tests.unit.delivery.servers import (
 
 from personify.config import SmtpDelivery
 from personify.delivery.ledger import SentLedger
+from personify.delivery.ratelimit import TokenBucket
 from personify.delivery.smtp import SmtpTransport, tls_context
 from personify.delivery.transport import Delivered, DeliveryRejected, DeliveryUnavailable, send_many
 
@@ -217,9 +219,12 @@ def test_a_batch_fails_fast_once_the_server_is_unreachable() -> None:
     thread.start()
     port = listener.getsockname()[1]
     s = settings(port, pool_size=2, retries=1, timeout_seconds=0.5)
+    bucket = TokenBucket(1.0, 1)  # one message a second: 20 s for the batch unless woken
     try:
-        with SmtpTransport(s, retry_pause=0.01) as smtp:
+        started = time.monotonic()
+        with SmtpTransport(s, retry_pause=0.01, bucket=bucket) as smtp:
             outcomes = smtp.send_many([envelope(f"k{i}") for i in range(20)])
+        assert time.monotonic() - started < 8
         assert all(isinstance(o, DeliveryUnavailable) for o in outcomes)
         assert [o.key for o in outcomes if isinstance(o, DeliveryUnavailable)] == [
             f"k{i}" for i in range(20)
