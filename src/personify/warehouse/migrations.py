@@ -226,6 +226,16 @@ def _webhook_receipts(wh: Warehouse) -> None:
         wh.execute(sql, ())
 
 
+_QUALITY_TABLES = ("reconciliation_runs", "reconciliation_discrepancies", "quality_violations")
+
+
+def _quality(wh: Warehouse) -> None:
+    """Issue 10: reconciliation runs and their discrepancies; validation rule violations."""
+    for name in _QUALITY_TABLES:
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -255,6 +265,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _privacy,
     ),
     Migration(10, "webhooks: receipts of deliveries (dedup by webhook id)", _webhook_receipts),
+    Migration(
+        11,
+        "data quality: reconciliation runs and discrepancies, validation rule violations",
+        _quality,
+    ),
 )
 
 

@@ -663,6 +663,66 @@ JOURNEY_TAGS = Table(
     "audience_changes row (kind tag), so other journeys can trigger on it",
 )
 
+RECONCILIATION_RUNS = Table(
+    "reconciliation_runs",
+    (
+        C("run_id", S, False),
+        C("started_at", TS, False),
+        C("finished_at", TS),
+        C("sources", J, doc="JSON array of the source names compared"),
+        C("status", S, False, "clean, discrepancies, repaired or failed"),
+        C("source_rows", INT),
+        C("warehouse_rows", INT),
+        C("matched", INT),
+        C("missing_in_warehouse", INT, doc="Keys at the source the warehouse lacks (not pending)"),
+        C("missing_at_source", INT, doc="Keys in the warehouse the source no longer has"),
+        C("mismatched", INT, doc="Keys on both sides whose compared fields differ (not pending)"),
+        C("pending", INT, doc="Differences explained by changes at the source after its last sync"),
+        C("repaired", INT, doc="Keys re-synced by --repair"),
+        C("flagged", B, doc="Discrepancies beyond quality.reconcile.threshold: for review"),
+        C("detail", J, doc="Per source and resource: the counts above and the fields that differ"),
+    ),
+    primary_key=("run_id",),
+    internal=True,
+    doc="One row per `personify reconcile`: source versus warehouse, counted",
+)
+
+RECONCILIATION_DISCREPANCIES = Table(
+    "reconciliation_discrepancies",
+    (
+        C("run_id", S, False),
+        C("source", S, False),
+        C("resource", S, False),
+        C("table_name", S, False),
+        C("record_key", S, False, "The record's key (ids only, never field values)"),
+        C("kind", S, False, "missing_in_warehouse, missing_at_source or mismatch"),
+        C("fields", J, doc="mismatch: JSON array of the columns that differ"),
+        C("pending", B, False, "Changed at the source after the last sync (not an error)"),
+        C("repaired", B, False),
+    ),
+    primary_key=("run_id", "source", "resource", "record_key"),
+    internal=True,
+    doc="The keys behind a reconciliation run's counts",
+)
+
+QUALITY_VIOLATIONS = Table(
+    "quality_violations",
+    (
+        C("checked_at", TS, False),
+        C("table_name", S, False),
+        C("rule", S, False, "The rule's name (table.column.check unless named)"),
+        C("action", S, False, "quarantine, flag or warn"),
+        C("violations", INT, False),
+        C("checked_rows", INT),
+        C("sample", J, doc="JSON array of up to quality.sample_size keys of violating rows"),
+        C("trigger", S, doc="sync, run or manual"),
+    ),
+    primary_key=("checked_at", "table_name", "rule"),
+    internal=True,
+    doc="Validation rules run in the warehouse after loads and syncs: counts and sample keys",
+)
+
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -698,6 +758,9 @@ TABLES: tuple[Table, ...] = (
     JOURNEY_INSTANCES,
     JOURNEY_STATE,
     JOURNEY_TAGS,
+    RECONCILIATION_RUNS,
+    RECONCILIATION_DISCREPANCIES,
+    QUALITY_VIOLATIONS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 

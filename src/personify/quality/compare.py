@@ -1,0 +1,154 @@
+"""Compare a source's rows with the warehouse's, in the warehouse engine.
+
+The source's rows (already mapped and validated as a sync would store them) are loaded into a
+staging table — only the key, the compared columns and a ``_pending`` flag — and joined with the
+stored rows of the same source by key (``FULL OUTER JOIN``; per column ``IS DISTINCT FROM``).
+Only the discrepant keys and one boolean per column come back to Python: whole rows never do.
+
+Which stored rows: those of the table the rows are stored in, written by this source
+(``source = ?``). ``customer_records`` keeps every version of a person record: its latest
+version per ``record_id`` is compared. Columns a sync sets itself (``received_at``, ``source``)
+and columns derived later (``customer_id`` filled by identity resolution) are not compared,
+because they are not in the source's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from personify.warehouse import Warehouse
+from personify.warehouse.base import quote
+from personify.warehouse.migrations import create_table_sql
+from personify.warehouse.schema import Column, Table
+
+NOT_COMPARED: Final = frozenset({"received_at", "source"})
+"""Columns a load sets itself: never compared."""
+VERSIONED: Final = {"customer_records": ("record_id", "observed_at")}
+"""Tables keeping versions: ``table → (key, version column)``; the latest version is compared."""
+PENDING: Final = "_pending"
+KEY_SEPARATOR: Final = "|"
+_names = itertools.count(1)
+
+
+@dataclass
+class Discrepancy:
+    """One key that differs."""
+
+    key: str
+    kind: str
+    """``missing_in_warehouse``, ``missing_at_source`` or ``mismatch``."""
+    fields: list[str] = field(default_factory=list)
+    pending: bool = False
+
+
+@dataclass
+class Comparison:
+    """One table of one source: source versus warehouse."""
+
+    source_rows: int = 0
+    warehouse_rows: int = 0
+    discrepancies: list[Discrepancy] = field(default_factory=list)
+    compared: list[str] = field(default_factory=list)
+    """The columns compared (besides the key)."""
+
+
+def key_columns(stored: Table) -> tuple[str, ...]:
+    """The columns identifying one row of a source in ``stored``."""
+    if stored.name in VERSIONED:
+        return (VERSIONED[stored.name][0],)
+    return tuple(k for k in stored.primary_key if k not in NOT_COMPARED)
+
+
+def key_text(rows: pa.Table, keys: Sequence[str]) -> pa.ChunkedArray | pa.Array:
+    """The rows' keys as text, as :func:`compare` reports them (``a|b`` for two columns)."""
+    parts = [pc.cast(rows[k], pa.string()) for k in keys]
+    if len(parts) == 1:
+        return parts[0]
+    return pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
+
+
+def compare(
+    wh: Warehouse, stored: Table, source: str, rows: pa.Table, pending: pa.Array | None = None
+) -> Comparison:
+    """Compare ``rows`` (mapped like the sync maps them, for ``stored``) with what ``source``
+    stored in ``stored``. ``pending``: per row, whether it changed at the source after the last
+    sync (its difference is then not an error)."""
+    keys = key_columns(stored)
+    missing = [k for k in keys if k not in rows.column_names]
+    if missing:
+        raise ValueError(f"{stored.name}: the source's rows lack the key {', '.join(missing)}")
+    compared = [
+        c
+        for c in rows.column_names
+        if c in stored.column_names and c not in keys and c not in NOT_COMPARED
+    ]
+    flags = pending if pending is not None else pa.array([False] * rows.num_rows, pa.bool_())
+    data = rows.select([*keys, *compared]).append_column(PENDING, flags)
+    staging = Table(
+        f"_personify_reconcile_{next(_names)}_{id(data):x}",
+        (*(stored.column(c) for c in (*keys, *compared)), Column(PENDING, "BOOLEAN", True, "")),
+    )
+    for sql in create_table_sql(wh, staging):
+        wh.execute(sql, ())
+    try:
+        wh.load(staging, data)
+        return _join(wh, stored, staging.name, source, keys, compared, data.num_rows)
+    finally:
+        wh.execute(f"DROP TABLE IF EXISTS {quote(staging.name)}", ())
+
+
+def _stored_rows(stored: Table, columns: Sequence[str]) -> str:
+    cols = ", ".join(quote(c) for c in columns)
+    if stored.name in VERSIONED:
+        key, version = VERSIONED[stored.name]
+        return (
+            f"SELECT {cols} FROM (SELECT {cols}, row_number() OVER (PARTITION BY {quote(key)} "
+            f"ORDER BY {quote(version)} DESC) AS _rn FROM {quote(stored.name)} "
+            "WHERE source = ?) AS v WHERE _rn = 1"
+        )
+    return f"SELECT {cols} FROM {quote(stored.name)} WHERE source = ?"
+
+
+def _join(
+    wh: Warehouse,
+    stored: Table,
+    staging: str,
+    source: str,
+    keys: Sequence[str],
+    compared: Sequence[str],
+    source_rows: int,
+) -> Comparison:
+    cols = [*keys, *compared]
+    on = " AND ".join(f"s.{quote(k)} = w.{quote(k)}" for k in keys)
+    differs = [f"(s.{quote(c)} IS DISTINCT FROM w.{quote(c)})" for c in compared]
+    key_sql = " || '|' || ".join(
+        f"CAST(coalesce(s.{quote(k)}, w.{quote(k)}) AS VARCHAR)" for k in keys
+    )
+    first = quote(keys[0])
+    where = " OR ".join([f"s.{first} IS NULL", f"w.{first} IS NULL", *differs])
+    sql = (
+        f"WITH w AS ({_stored_rows(stored, cols)}) "
+        f"SELECT {key_sql} AS k, s.{first} IS NULL AS only_w, w.{first} IS NULL AS only_s, "
+        f"coalesce(s.{PENDING}, FALSE) AS p"
+        + "".join(f", {d} AS d{i}" for i, d in enumerate(differs))
+        + f" FROM {quote(staging)} AS s FULL OUTER JOIN w ON {on} WHERE {where} ORDER BY 1"
+    )
+    out = Comparison(source_rows=source_rows, compared=list(compared))
+    for row in wh.fetch(sql, [source]):
+        key, only_w, only_s, pending = row[0], row[1], row[2], bool(row[3])
+        if only_w:
+            out.discrepancies.append(Discrepancy(key, "missing_at_source"))
+        elif only_s:
+            out.discrepancies.append(Discrepancy(key, "missing_in_warehouse", pending=pending))
+        else:
+            fields = [c for c, d in zip(compared, row[4:], strict=True) if d]
+            out.discrepancies.append(Discrepancy(key, "mismatch", fields, pending))
+    counted = f"SELECT count(*) FROM ({_stored_rows(stored, cols)}) AS c"
+    out.warehouse_rows = int(wh.scalar(counted, [source]) or 0)
+    return out

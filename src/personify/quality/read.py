@@ -1,0 +1,165 @@
+"""Re-read a source as its sync would store it, without storing anything.
+
+A REST source is read through the same engine as its sync (preset, client with its auth,
+politeness and retries, paginators, the ``local:`` demo APIs), from its initial value — the
+whole source, not the increment — and every page's records are mapped and validated exactly as
+the sync maps them (:mod:`personify.sources.rest.mapping`). What comes out is, per table, the
+rows the sync would have loaded (Arrow) and, per row, whether the record changed at the source
+after the last finished sync (its cursor is newer than the saved one): such a difference is
+*pending*, not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from personify import clock
+from personify.config import RestResource, RestSource
+from personify.ingest.validate import RAW_COLUMN
+from personify.profiles.records import route
+from personify.session import Session
+from personify.sources.files import _reshape
+from personify.sources.presets import resolve_preset
+from personify.sources.rest.client import HttpClient
+from personify.sources.rest.errors import RestResponseError
+from personify.sources.rest.incremental import ResourceState, as_instant, load_state
+from personify.sources.rest.mapping import Target, last_per_key, rows_of, targets_for
+from personify.sources.rest.paginators import next_request
+from personify.sources.rest.paths import find_records, get_path
+from personify.sources.rest.sync import _begin, _local_api, _paginator
+from personify.warehouse.schema import Table
+from personify.warehouse.schema import table as schema_table
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass
+class TableRows:
+    """The rows one resource yields for one table."""
+
+    target: Target
+    stored: Table
+    parts: list[pa.Table] = field(default_factory=list)
+    pending: list[pa.Array] = field(default_factory=list)
+    quarantined: int = 0
+
+    def rows(self) -> tuple[pa.Table, pa.Array]:
+        """All rows (columns unified) and their pending flags."""
+        if not self.parts:
+            names = [c.name for c in self.stored.columns]
+            empty = pa.table({n: pa.array([], pa.string()) for n in names})
+            return empty, pa.array([], pa.bool_())
+        rows = pa.concat_tables(self.parts, promote_options="default")
+        return rows, pa.concat_arrays(self.pending)
+
+
+@dataclass
+class ResourceRows:
+    source: str
+    resource: str
+    records: int = 0
+    tables: list[TableRows] = field(default_factory=list)
+
+
+def read_rest_source(session: Session, source: RestSource) -> Iterator[ResourceRows]:
+    """Every resource of ``source``, read whole (see the module docstring)."""
+    spec = resolve_preset(source)
+    now = clock.now()
+    with contextlib.ExitStack() as stack:
+        spec = _local_api(stack, session, spec)
+        http = stack.enter_context(HttpClient(spec.client, source=spec.name))
+        for resource in spec.resources:
+            yield _read_resource(session, spec, resource, http, now)
+
+
+def _read_resource(
+    session: Session, source: RestSource, resource: RestResource, http: HttpClient, now: Any
+) -> ResourceRows:
+    state = load_state(session.warehouse, source.name, resource.name)
+    inc = resource.endpoint.incremental
+    fmt = inc.start_format if inc else "auto"
+    synced = as_instant(state.cursor, fmt) if state.cursor is not None else None
+    key = (resource.primary_key,) if isinstance(resource.primary_key, str) else resource.primary_key
+    targets = targets_for(
+        source.name, resource.name, resource.table, resource.mapping, resource.nested
+    )
+    out = ResourceRows(source.name, resource.name)
+    with contextlib.ExitStack() as stack:
+        for target in targets:
+            target.open(now)
+            stack.callback(target.close)
+            stored = schema_table(route(target.table))
+            out.tables.append(TableRows(target, stored))
+        run = _begin(source, resource, ResourceState())  # from the start: the whole source
+        request = run.next
+        paginator = _paginator(source, resource)
+        pages = 0
+        while request is not None:
+            response, body = http.get_json(
+                resource.endpoint.method,
+                request.url,
+                params=request.params or None,
+                json=request.json,
+            )
+            records = find_records(body, resource.endpoint.data_selector)
+            if records is None:
+                raise RestResponseError(
+                    f"{source.name}/{resource.name}: {http.shown(response.url)} answered no "
+                    "list of records",
+                    hint="set the resource's endpoint.data_selector to where the records are",
+                )
+            pages += 1
+            nxt = next_request(paginator, request, response, body, records)
+            if resource.max_pages is not None and pages >= resource.max_pages:
+                nxt = None
+            records = last_per_key(records, key)
+            out.records += len(records)
+            fresh, old = _split(records, inc.cursor_path if inc else None, fmt, synced)
+            for rows in out.tables:
+                for group, pending in ((old, False), (fresh, True)):
+                    _add(rows, group, pending, now)
+            request = nxt
+    return out
+
+
+def _split(
+    records: list[Any], cursor_path: str | None, fmt: str, synced: Any
+) -> tuple[list[Any], list[Any]]:
+    """``(pending, settled)``: records changed after the last sync, and the others."""
+    if cursor_path is None:
+        return [], records
+    fresh: list[Any] = []
+    old: list[Any] = []
+    for record in records:
+        value = get_path(record, cursor_path) if isinstance(record, dict) else None
+        instant = as_instant(value, fmt) if value is not None else None
+        if instant is not None and (synced is None or instant > synced):
+            fresh.append(record)
+        else:
+            old.append(record)
+    return fresh, old
+
+
+def _add(rows: TableRows, records: list[Any], pending: bool, now: Any) -> None:
+    target = rows.target
+    inputs = rows_of(target, records)
+    if not inputs:
+        return
+    assert target.validator is not None
+    target.validator.params["now"] = now
+    lines = np.arange(target.line + 1, target.line + len(inputs) + 1, dtype=np.int64)
+    target.line += len(inputs)
+    raw = pa.table({RAW_COLUMN: pa.array([_encode(r) for r in inputs], pa.binary())})
+    checked = target.validator.check(raw, pa.array(lines))
+    rows.quarantined += checked.bad.num_rows
+    good = _reshape(target.validator.table, checked.good, target.source, now)
+    if good.num_rows:
+        rows.parts.append(good)
+        rows.pending.append(pa.array([pending] * good.num_rows, pa.bool_()))
