@@ -4,8 +4,13 @@
   render, build MIME (one customer / a journey's batch, per-item failures returned);
 * :func:`compose` — a rendered email for one customer → :class:`Envelope` (MIME built, the
   unsubscribe link signed with the project's ``signing_key``);
-* :func:`transport_for` — the project's configured :class:`Transport`;
-* :mod:`personify.delivery.tokens` — :func:`sign` / :func:`verify` unsubscribe tokens.
+* :func:`transport_for` — the project's configured :class:`Transport` (:class:`OutboxTransport`,
+  :class:`SmtpTransport`, :class:`EspTransport`), idempotent by key; :func:`send_many` hands a
+  batch over (concurrently where the transport can), one :class:`Delivered` or
+  :class:`DeliveryError` (:class:`DeliveryRejected` / :class:`DeliveryUnavailable`) per message;
+* :mod:`personify.delivery.tokens` — :func:`sign` / :func:`verify` unsubscribe tokens;
+* :mod:`personify.delivery.suppress` — unsubscribes and ESP bounce/complaint events →
+  ``suppressions`` (:mod:`personify.delivery.events` parses and verifies the webhooks).
 """
 
 from __future__ import annotations
