@@ -44,16 +44,16 @@ def step_generate(customers: int, seed: int, out: Path) -> dict[str, Any]:
     from personify.demo import build_world, write_world
 
     now = datetime.fromisoformat(NOW.replace("Z", "+00:00"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     world = build_world(customers, seed=seed, now=now)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     peak_generate = _peak()
     sizes = world.sizes()
     write_world(world, out / "data")
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     return {
-        "generate": {"seconds": t1 - t0, "peak": peak_generate},
-        "write": {"seconds": t2 - t1, "peak": _peak()},
+        "generate": {"seconds": t1 - t0, "cpu": c1 - c0, "peak": peak_generate},
+        "write": {"seconds": t2 - t1, "cpu": c2 - c1, "peak": _peak()},
         "sizes": sizes,
         "bytes": sum(p.stat().st_size for p in (out / "data").rglob("*") if p.is_file()),
     }
@@ -74,9 +74,13 @@ def step_load(customers: int, seed: int, out: Path, full: bool) -> dict[str, Any
     clock.pin(instant)
     result: dict[str, Any] = {}
     with open_session(out) as session:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = pipeline.run(session, stages=pipeline.STAGES[:1])
-        result["load"] = {"seconds": time.perf_counter() - t0, "peak": _peak()}
+        result["load"] = {
+            "seconds": time.perf_counter() - t0,
+            "cpu": time.process_time() - c0,
+            "peak": _peak(),
+        }
         result["counts"] = report.stages[0].counts
         if full:
             t1 = time.perf_counter()

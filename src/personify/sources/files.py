@@ -27,6 +27,7 @@ Counts reported: ``files`` (imported now), ``files_skipped`` (already imported),
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import glob
 import hashlib
@@ -232,6 +233,7 @@ def _import_one(
     fields, batches = read_batches(path, fmt, rows=batch_rows, delimiter=source.delimiter)
     now = clock.now()
     policy = source.on_conflict or CONFLICT_POLICY[stored.name]
+    gather = _gathers(wh, stored, policy)
     counts = _FileCounts()
     with (
         Validator(
@@ -245,9 +247,11 @@ def _import_one(
             delimiter=source.delimiter,
         ) as validator,
         wh.transaction(),
-        contextlib.closing(_prepared(validator, batches, source.name, digest, now)) as ready,
+        contextlib.closing(
+            _prepared(validator, batches, source.name, digest, now, ahead=-(-gather // batch_rows))
+        ) as ready,
     ):
-        pending = _Pending(wh, stored, policy, counts, gather=_gathers(wh, stored, policy))
+        pending = _Pending(wh, stored, policy, counts, gather=gather)
         for batch in ready:
             pending.add(_reshape(target, batch.good, source.name, now))
             if batch.quarantined.num_rows:
@@ -278,10 +282,18 @@ class _Ready:
 
 
 def _prepared(
-    validator: Validator, batches: Iterator[RawBatch], source: str, digest: str, now: datetime
+    validator: Validator,
+    batches: Iterator[RawBatch],
+    source: str,
+    digest: str,
+    now: datetime,
+    *,
+    ahead: int = 1,
 ) -> Generator[_Ready, None, None]:
-    """The batches read and validated one ahead, in a worker thread, while the caller loads the
-    previous one into the warehouse (both mostly run outside the GIL)."""
+    """The batches read and validated in a worker thread, up to ``ahead`` batches ahead of the
+    caller, which loads into the warehouse meanwhile (both mostly run outside the GIL). When the
+    caller gathers several batches per load, ``ahead`` covers one load, so validation goes on
+    while the gathered rows are loaded instead of waiting for them."""
 
     def step() -> _Ready | None:
         batch = next(batches, None)
@@ -298,11 +310,17 @@ def _prepared(
         read = checked.read + len(batch.malformed)
         return _Ready(checked.good, rows_q, read, batch.done, batch.total)
 
+    # One worker: the steps run one after another, in order (the validator tracks keys across
+    # batches). Its queue holds the steps submitted ahead; on an early exit they are cancelled.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-import") as pool:
-        future = pool.submit(step)
-        while (ready := future.result()) is not None:
-            future = pool.submit(step)
-            yield ready
+        queued = collections.deque(pool.submit(step) for _ in range(max(ahead, 1)))
+        try:
+            while (ready := queued.popleft().result()) is not None:
+                queued.append(pool.submit(step))
+                yield ready
+        finally:
+            for future in queued:
+                future.cancel()
 
 
 _OWNED: Final = frozenset({"orders", "tickets"})
