@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
 from personify.config import FileSource, RestSource, TrackingSource, WebhookSource
+from personify.quality import latest_run as latest_reconciliation
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
 from personify.warehouse.migrations import current_version
@@ -115,4 +116,14 @@ def status_report(session: Session) -> dict[str, Any]:
         },
         "last_run": run,
         "queues": {},
+        "reconciliation": _reconciliation(session),
     }
+
+
+def _reconciliation(session: Session) -> dict[str, Any] | None:
+    """The last ``personify reconcile`` run; ``flagged``: more discrepancies than
+    ``quality.reconcile.threshold`` — for review."""
+    last = latest_reconciliation(session.warehouse)
+    if last is not None:
+        last["threshold"] = session.project.config.quality.reconcile.threshold
+    return last

@@ -104,3 +104,11 @@ def _print_status(report: dict[str, Any]) -> None:
         out.print(f"last run: {run['status']} at {run['started_at']} (now={run['now']})")
     else:
         out.print("last run: never — try `personify run`")
+    recon = report.get("reconciliation")
+    if recon:
+        line = (
+            f"reconciliation: {recon['status']} — {recon['discrepancies']} discrepancies, "
+            f"{recon['pending']} pending (threshold {recon['threshold']})"
+        )
+        flagged = " — [red]flagged for review[/] (personify reconcile)" if recon["flagged"] else ""
+        out.print(escape(line) + flagged)
