@@ -262,6 +262,22 @@ def _plant_everywhere(wh: Warehouse, customer_id: str) -> list[str]:
     return planted
 
 
+def _plant_mentions(wh: Warehouse) -> list[str]:
+    """Rows of report tables (reconciliation, data quality) whose JSON mentions Ann's address."""
+    planted = []
+    for name in ("reconciliation_discrepancies", "quality_violations"):
+        t = next((t for t in TABLES if t.name == name), None)
+        if t is None:
+            continue
+        row = {c.name: _value(c, "report") for c in t.columns}
+        for c in t.columns:
+            if c.type == "JSON":
+                row[c.name] = json.dumps({"email": "Ann.Marker@X.org"})
+        _load(wh, name, [row])
+        planted.append(name)
+    return planted
+
+
 def _scan(wh: Warehouse) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for t in TABLES:
@@ -290,6 +306,7 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
     assert ann and bob and ann != bob
     assert consented(wh, [ann, bob], purpose="email_marketing") == {ann, bob}
     planted = _plant_everywhere(wh, ann)
+    mentioned = _plant_mentions(wh)
     assert {"messages", "discount_codes", "customer_tags", "segment_memberships"} <= set(planted)
     outbox = tmp_path / "outbox"
     outbox.mkdir()
@@ -310,7 +327,7 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
     assert counts["events"] == 3 and counts["orders"] == 1 and counts["order_items"] == 1
     assert counts["tickets"] == 1 and counts["quarantine"] == 1 and counts["consents"] == 1
     assert {"anon-ann-123456", "u-ann-777"} <= {i["value"] for i in doc["identifiers"]}
-    assert all(counts[name] >= 1 for name in planted)
+    assert all(counts[name] >= 1 for name in planted + mentioned)
     assert [e["key"] for e in doc["outbox"]] == ["k-ann"]
     assert "bob@x.org" not in json.dumps(doc, default=str)
 

@@ -36,6 +36,7 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "audit_log",
         "journey_state",
         "webhook_receipts",
+        "reconciliation_runs",
     }
 )
 """Tables without personal data (the audit log and tombstones hold keyed hashes only)."""
@@ -193,6 +194,25 @@ def _quarantine(f: Footprint) -> Where:
     )
 
 
+def _mentions(*cols: str, keyed: str | None = None) -> Rule:
+    """Rows whose text columns mention one of the person's identifiers (or, with ``keyed``,
+    whose ``source|<keyed>`` is one of their source ids)."""
+
+    def rule(f: Footprint) -> Where:
+        text = " || ' ' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in cols)
+        cond = (
+            "EXISTS (SELECT 1 FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS term) t "
+            f"WHERE strpos(lower({text}), t.term) > 0)"
+        )
+        params: list[Any] = [f.search_terms]
+        if keyed:
+            cond += f" OR (source || '|' || trim({keyed})) {_IN}"
+            params.append(list(f.source_pairs))
+        return cond, params
+
+    return rule
+
+
 RULES: Mapping[str, Rule] = {
     "events": _events,
     "orders": _by_source_id("source_customer_id"),
@@ -207,6 +227,8 @@ RULES: Mapping[str, Rule] = {
     "identity_refusals": _node_col("a", "b"),
     "profile_observations": _node_col("node_id"),
     "quarantine": _quarantine,
+    "reconciliation_discrepancies": _mentions("fields", keyed="record_key"),
+    "quality_violations": _mentions("sample"),
 }
 """Tables whose rows are found by more than ``customer_id``."""
 
