@@ -143,12 +143,17 @@ def test_demo_logs_hold_no_address_or_phone(
     _register()
     monkeypatch.setenv("PERSONIFY_NO_FORWARD", "1")
     caplog.set_level(logging.DEBUG)
-    for name in list(logging.root.manager.loggerDict):
+    levels = {n: logging.getLogger(n).level for n in list(logging.root.manager.loggerDict)}
+    for name in levels:
         logging.getLogger(name).setLevel(logging.DEBUG)
     project = tmp_path / "demo"
-    result = CliRunner().invoke(
-        app, ["demo", str(project), "--customers", "150", "--now", NOW, "--json"]
-    )
+    try:
+        result = CliRunner().invoke(
+            app, ["demo", str(project), "--customers", "150", "--now", NOW, "--json"]
+        )
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     assert result.exit_code == 0, result.output
     with connect(f"duckdb:///{project / 'warehouse.duckdb'}") as wh:
         rows = wh.fetch(
