@@ -21,6 +21,7 @@ from personify.journeys import delivery_stage, journeys_stage
 from personify.offers import offers_stage
 from personify.privacy.stage import privacy_stage
 from personify.profiles import profiles_stage
+from personify.quality.rules import quality_stage
 from personify.session import Session
 from personify.sources import sync_sources
 from personify.warehouse.schema import PIPELINE_RUNS
@@ -40,6 +41,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("sync", _sync),
     ("identity", identity_stage),
     ("profiles", profiles_stage),
+    ("quality", quality_stage),
     ("privacy", privacy_stage),
     ("audiences", audiences_stage),
     ("offers", offers_stage),

@@ -117,6 +117,18 @@ def status_report(session: Session) -> dict[str, Any]:
         "last_run": run,
         "queues": {},
         "reconciliation": _reconciliation(session),
+        "quality": _quality(session),
+    }
+
+
+def _quality(session: Session) -> dict[str, Any]:
+    """The last validation check: rules broken, and those flagged for review."""
+    from personify.quality.rules import latest_violations
+
+    broken = latest_violations(session.warehouse)
+    return {
+        "violations": broken,
+        "flagged": [v["rule"] for v in broken if v["action"] in ("flag", "quarantine")],
     }
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from personify import pipeline
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
+from personify.quality.rules import after_sync
 from personify.session import open_session
 from personify.sources import sync_sources
 
@@ -84,6 +85,7 @@ def sync_command(
     pin_now(now)
     with open_session(project) as session, progress_bars(enabled=not json) as progress:
         results = sync_sources(session, sources or None, progress=progress)
+        after_sync(session)  # the validation rules (quality.rules), when configured
     if json:
         emit_json(
             [

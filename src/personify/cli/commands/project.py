@@ -112,3 +112,10 @@ def _print_status(report: dict[str, Any]) -> None:
         )
         flagged = " — [red]flagged for review[/] (personify reconcile)" if recon["flagged"] else ""
         out.print(escape(line) + flagged)
+    quality = report.get("quality") or {}
+    for v in quality.get("violations", []):
+        mark = "red" if v["rule"] in quality.get("flagged", []) else "yellow"
+        out.print(
+            f"[{mark}]quality rule {escape(v['rule'])} ({v['action']}): "
+            f"{v['violations']:,} row(s)[/]"
+        )
