@@ -16,7 +16,7 @@ from personify.errors import ConfigError, PersonifyError, Transient
 
 _ORDER = (
     "demo", "init", "status",
-    "run", "sync", "import", "quarantine", "reconcile",
+    "run", "sync", "import", "quarantine", "reconcile", "quality",
     "profile", "identity", "consent", "privacy", "audit", "sql",
     "segments", "rules",
     "render",

@@ -1,0 +1,96 @@
+"""``personify quality check|conflicts``: validation rules now, and where sources disagree."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.profiles.read import resolve_customer
+from personify.quality.conflicts import conflicts
+from personify.quality.rules import check_rules
+from personify.session import open_session
+
+quality_app = typer.Typer(
+    help="Data quality: validation rules (quality.rules in personify.yml) run in the warehouse, "
+    "and the fields on which sources disagree. `personify reconcile` compares sources with the "
+    "warehouse.",
+    no_args_is_help=True,
+)
+app.add_typer(quality_app, name="quality", rich_help_panel="Pipeline")
+
+
+@quality_app.command("check")
+def check_command(
+    project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
+) -> None:
+    """Run every validation rule and freshness limit now (they also run after each sync and
+    run): rows breaking each rule, a sample of their keys, the action taken (quarantine moves
+    the rows aside)."""
+    pin_now(now)
+    with open_session(project) as session:
+        found = check_rules(session, trigger="manual")
+    if json:
+        emit_json([asdict(v) for v in found])
+        return
+    table = Table("table", "rule", "action", "rows checked", "violations", "sample keys")
+    for v in found:
+        table.add_row(
+            v.table,
+            v.rule,
+            v.action,
+            f"{v.checked_rows:,}",
+            f"{v.violations:,}" + (f" ({v.quarantined:,} quarantined)" if v.quarantined else ""),
+            ", ".join(v.sample),
+        )
+    out = console()
+    out.print(table, markup=False)
+    broken = sum(1 for v in found if v.violations)
+    out.print(f"{len(found)} rule(s) checked, {broken} broken", markup=False)
+
+
+@quality_app.command("conflicts")
+def conflicts_command(
+    fields: Annotated[
+        list[str] | None, typer.Option("--field", "-f", help="Only this field (repeatable).")
+    ] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", "-c", help="Only this customer (id or email).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Conflicts to list.")] = 50,
+    mask: Annotated[
+        bool, typer.Option("--mask", help="Mask personal values (emails, phones, names).")
+    ] = False,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+) -> None:
+    """Profile fields on which sources disagree for one customer (e.g. the CRM and the shop hold
+    other phones): each source's current value, the value that won and the survivorship rule
+    that chose it, with the number of conflicts per field."""
+    with open_session(project) as session:
+        wh = session.warehouse
+        cid = resolve_customer(wh, customer, session.project) if customer else None
+        found, per_field = conflicts(
+            wh,
+            session.project.config.survivorship,
+            fields=fields or (),
+            customer=cid,
+            limit=limit,
+            mask=mask,
+        )
+    if json:
+        emit_json({"per_field": per_field, "conflicts": [asdict(c) for c in found]})
+        return
+    out = console()
+    table = Table("customer", "field", "values by source", "winner", "rule", title="Conflicts")
+    for c in found:
+        values = "; ".join(f"{s}: {v}" for s, v in c.values.items())
+        table.add_row(c.customer_id, c.field, values, f"{c.winner} ({c.winner_source})", c.rule)
+    out.print(table, markup=False)
+    summary = ", ".join(f"{k}: {v:,}" for k, v in sorted(per_field.items())) or "none"
+    out.print(f"conflicts per field: {escape(summary)}")
