@@ -5,11 +5,12 @@ staging table — only the key, the compared columns and a ``_pending`` flag —
 stored rows of the same source by key (``FULL OUTER JOIN``; per column ``IS DISTINCT FROM``).
 Only the discrepant keys and one boolean per column come back to Python: whole rows never do.
 
-Which stored rows: those of the table the rows are stored in, written by this source
-(``source = ?``). ``customer_records`` keeps every version of a person record: its latest
-version per ``record_id`` is compared. Columns a sync sets itself (``received_at``, ``source``)
-and columns derived later (``customer_id`` filled by identity resolution) are not compared,
-because they are not in the source's rows.
+Which stored rows: those of the table the rows are stored in, with the same key — whichever
+source wrote them last (a webhook may update an order a sync stored); a stored row is *missing
+at the source* only when this source wrote it. ``customer_records`` keeps every version of a
+person record per source: this source's latest version per ``record_id`` is compared. Columns
+a sync sets itself (``received_at``, ``source``) and columns derived later (``customer_id``
+filled by identity resolution) are not compared, because they are not in the source's rows.
 """
 
 from __future__ import annotations
@@ -103,16 +104,20 @@ def compare(
         wh.execute(f"DROP TABLE IF EXISTS {quote(staging.name)}", ())
 
 
-def _stored_rows(stored: Table, columns: Sequence[str]) -> str:
+def _stored_rows(stored: Table, columns: Sequence[str]) -> tuple[str, int]:
+    """SQL of the stored rows to compare (with ``_src``, the source that wrote each), and how
+    many ``?`` (the source's name) it takes."""
     cols = ", ".join(quote(c) for c in columns)
-    if stored.name in VERSIONED:
+    if stored.name in VERSIONED:  # versions are per source: the source's own latest one
         key, version = VERSIONED[stored.name]
         return (
-            f"SELECT {cols} FROM (SELECT {cols}, row_number() OVER (PARTITION BY {quote(key)} "
-            f"ORDER BY {quote(version)} DESC) AS _rn FROM {quote(stored.name)} "
-            "WHERE source = ?) AS v WHERE _rn = 1"
-        )
-    return f"SELECT {cols} FROM {quote(stored.name)} WHERE source = ?"
+            f"SELECT {cols}, source AS _src FROM (SELECT {cols}, source, row_number() OVER "
+            f"(PARTITION BY {quote(key)} ORDER BY {quote(version)} DESC) AS _rn "
+            f"FROM {quote(stored.name)} WHERE source = ?) AS v WHERE _rn = 1"
+        ), 1
+    # One row per key whichever source wrote it last (a webhook may have updated a synced
+    # order): a key is missing only if no source stored it.
+    return f"SELECT {cols}, source AS _src FROM {quote(stored.name)}", 0
 
 
 def _join(
@@ -131,16 +136,22 @@ def _join(
         f"CAST(coalesce(s.{quote(k)}, w.{quote(k)}) AS VARCHAR)" for k in keys
     )
     first = quote(keys[0])
-    where = " OR ".join([f"s.{first} IS NULL", f"w.{first} IS NULL", *differs])
+    stored_sql, marks = _stored_rows(stored, cols)
+    joined = f"FROM {quote(staging)} AS s FULL OUTER JOIN w ON {on}"
+    only_w = f"(s.{first} IS NULL AND w._src = ?)"
+    both = f"s.{first} IS NOT NULL AND w.{first} IS NOT NULL"
+    mismatch = [f"({both} AND ({' OR '.join(differs)}))"] if differs else []
+    where = " OR ".join([only_w, f"(w.{first} IS NULL AND s.{first} IS NOT NULL)", *mismatch])
     sql = (
-        f"WITH w AS ({_stored_rows(stored, cols)}) "
+        f"WITH w AS ({stored_sql}) "
         f"SELECT {key_sql} AS k, s.{first} IS NULL AS only_w, w.{first} IS NULL AS only_s, "
         f"coalesce(s.{PENDING}, FALSE) AS p"
         + "".join(f", {d} AS d{i}" for i, d in enumerate(differs))
-        + f" FROM {quote(staging)} AS s FULL OUTER JOIN w ON {on} WHERE {where} ORDER BY 1"
+        + f" {joined} WHERE {where} ORDER BY 1"
     )
+    params = [source] * marks + [source]
     out = Comparison(source_rows=source_rows, compared=list(compared))
-    for row in wh.fetch(sql, [source]):
+    for row in wh.fetch(sql, params):
         key, only_w, only_s, pending = row[0], row[1], row[2], bool(row[3])
         if only_w:
             out.discrepancies.append(Discrepancy(key, "missing_at_source"))
@@ -149,6 +160,9 @@ def _join(
         else:
             fields = [c for c, d in zip(compared, row[4:], strict=True) if d]
             out.discrepancies.append(Discrepancy(key, "mismatch", fields, pending))
-    counted = f"SELECT count(*) FROM ({_stored_rows(stored, cols)}) AS c"
-    out.warehouse_rows = int(wh.scalar(counted, [source]) or 0)
+    counted = (
+        f"WITH w AS ({stored_sql}) SELECT count(*) {joined} "
+        f"WHERE w.{first} IS NOT NULL AND (s.{first} IS NOT NULL OR w._src = ?)"
+    )
+    out.warehouse_rows = int(wh.scalar(counted, params) or 0)
     return out
