@@ -19,15 +19,18 @@ idempotent):
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
 
-In-process caches that may hold a raw identifier (phone parsing) are cleared. The audit log gets
+In-process caches that may hold a raw identifier (phone parsing) are cleared and the real-time
+profile cache drops the customer. The audit log gets
 one ``erase`` entry with the per-step counts (no personal data).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +126,7 @@ def erase_subject(
         step(t.name, lambda t=t: _erase_table(wh, t, f))
     step(IDENTITY_STEP, lambda: _erase_identity(wh, f))
     _clear_caches()
+    invalidate_cached(wh, project, f.customer_ids)
     with wh.transaction():
         log_action(
             wh,
@@ -266,6 +270,18 @@ def _scrub_json(wh: Warehouse, t: Table, f: Footprint) -> int:
             0,
         )
     return changed
+
+
+def invalidate_cached(wh: Warehouse, project: Project, ids: Sequence[str]) -> None:
+    """Drop the customers from the real-time profile cache (:mod:`personify.realtime`, where the
+    installed version has one), after the write committed."""
+    try:
+        realtime = importlib.import_module("personify.realtime")
+    except ImportError:
+        return
+    invalidate = getattr(realtime, "invalidate_customers", None)
+    if callable(invalidate):
+        invalidate(wh, project, list(ids))
 
 
 def _clear_caches() -> None:

@@ -30,7 +30,7 @@ from personify.privacy.audit import log_action
 from personify.privacy.consent import set_consent
 from personify.privacy.crypto import project_ring
 from personify.privacy.doi import confirm, request_confirmation
-from personify.privacy.erase import erase_subject
+from personify.privacy.erase import erase_subject, invalidate_cached
 from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import resolve
@@ -136,6 +136,7 @@ def _consent(state: ServerState, req: ConsentRequest, actor: str) -> dict[str, A
         source_kinds=project.config.identity.source_kinds,
         cipher=project_ring(project),
     )
+    invalidate_cached(wh, project, [customer_id])
     log_action(
         wh,
         action="consent",
@@ -257,6 +258,7 @@ def _confirm(state: ServerState, token: str, proof: dict[str, Any]) -> dict[str,
     wh, project = state.session.warehouse, state.session.project
     result = confirm(wh, project, token, proof=proof)
     if result is not None:
+        invalidate_cached(wh, project, [result["customer_id"]])
         log_action(
             wh,
             action="consent",

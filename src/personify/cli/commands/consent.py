@@ -14,6 +14,7 @@ from personify.privacy.audit import log_action
 from personify.privacy.consent import STATUSES, ConsentError, set_consent
 from personify.privacy.crypto import project_ring
 from personify.privacy.doi import request_confirmation
+from personify.privacy.erase import invalidate_cached
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import consent_rows, resolve
 from personify.session import open_session
@@ -63,6 +64,7 @@ def set_command(
             source_kinds=proj.config.identity.source_kinds,
             cipher=project_ring(proj),
         )
+        invalidate_cached(wh, proj, [customer_id])
         log_action(
             wh,
             action="consent",
