@@ -1,7 +1,8 @@
 """Compare a source's rows with the warehouse's, in the warehouse engine.
 
-The source's rows (already mapped and validated as a sync would store them) are loaded into a
-staging table — only the key, the compared columns and a ``_pending`` flag — and joined with the
+The source's rows (already mapped and validated as a sync would store them) are staged — only
+the key, the compared columns and a ``_pending`` flag; an Arrow view where the engine reads Arrow
+in place (DuckDB), else a table loaded through Arrow and dropped after — and joined with the
 stored rows of the same source by key (``FULL OUTER JOIN``; per column ``IS DISTINCT FROM``).
 Only the discrepant keys and one boolean per column come back to Python: whole rows never do.
 
@@ -91,8 +92,13 @@ def compare(
     ]
     flags = pending if pending is not None else pa.array([False] * rows.num_rows, pa.bool_())
     data = rows.select([*keys, *compared]).append_column(PENDING, flags)
+    name = f"_personify_reconcile_{next(_names)}_{id(data):x}"
+    register = getattr(wh, "register", None)
+    if register is not None:  # the engine reads Arrow in place (DuckDB): no copy at all
+        with register(name, data):
+            return _join(wh, stored, name, source, keys, compared, data.num_rows)
     staging = Table(
-        f"_personify_reconcile_{next(_names)}_{id(data):x}",
+        name,
         (*(stored.column(c) for c in (*keys, *compared)), Column(PENDING, "BOOLEAN", True, "")),
     )
     for sql in create_table_sql(wh, staging):
@@ -160,9 +166,8 @@ def _join(
         else:
             fields = [c for c, d in zip(compared, row[4:], strict=True) if d]
             out.discrepancies.append(Discrepancy(key, "mismatch", fields, pending))
-    counted = (
-        f"WITH w AS ({stored_sql}) SELECT count(*) {joined} "
-        f"WHERE w.{first} IS NOT NULL AND (s.{first} IS NOT NULL OR w._src = ?)"
-    )
-    out.warehouse_rows = int(wh.scalar(counted, params) or 0)
+    # stored rows compared: the source's keys found, plus this source's rows it no longer has
+    absent = sum(1 for d in out.discrepancies if d.kind == "missing_in_warehouse")
+    extra = sum(1 for d in out.discrepancies if d.kind == "missing_at_source")
+    out.warehouse_rows = source_rows - absent + extra
     return out
