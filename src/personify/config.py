@@ -1025,6 +1025,28 @@ class QualityConfig(_Base, frozen=True):
     """Reconciliation settings."""
 
 
+class EngagementConfig(_Base, frozen=True):
+    """Open and click tracking, machine-open detection and attribution (README, "Engagement and
+    measurement")."""
+
+    tracking: bool = True
+    """Rewrite links and add the open pixel to every email (``tracking: false`` in a template's
+    front matter turns it off for that template)."""
+    base_url: str | None = None
+    """Where ``personify serve`` answers ``/o/…`` and ``/c/…`` (default: ``email.unsubscribe_url``
+    without its path)."""
+    machine_open_seconds: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    """An open this soon after the message was sent is a machine's (prefetch)."""
+    scanner_click_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """A click this soon after the message was sent is a link scanner's."""
+    attribution_window: Duration = "3d"
+    """Orders placed this long after a touch are attributed to the message."""
+    attribution_touch: Literal["click", "open"] = "click"
+    """Which touches attribute: clicks only, or opens and clicks."""
+    attribution_rule: Literal["last_touch", "first_touch"] = "last_touch"
+    """Which touch of the window wins an order."""
+
+
 # --------------------------------------------------------------------------------------- project
 class ProjectConfig(_Base, frozen=True):
     """The whole ``personify.yml``."""
@@ -1067,6 +1089,16 @@ class ProjectConfig(_Base, frozen=True):
     """Protection at rest: the encryption key ring."""
     quality: QualityConfig = QualityConfig()
     """Data quality: validation rules per table, freshness per source, reconciliation."""
+    engagement: EngagementConfig = EngagementConfig()
+    """Open/click tracking, machine opens and attribution."""
+    cache: str = "memory"
+    """Profile cache of send-time and API lookups: ``memory`` (in-process LRU) or
+    ``redis://host:6379/0`` (shared by every process, invalidated by pub/sub); settings in the
+    query: ``?ttl=300&size=100000&prefix=NAME`` (``prefix`` of the Redis keys, default the
+    project name)."""
+    bus: str | None = None
+    """Message bus between ingest and worker processes: none (embedded: the warehouse's durable
+    log) or ``nats://host:4222?stream=NAME`` (NATS JetStream; ``personify serve --role``)."""
 
     def __post_init__(self) -> None:
         try:

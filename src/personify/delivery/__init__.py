@@ -48,6 +48,7 @@ from personify.delivery.transport import (
     Transport,
     send_many,
 )
+from personify.engagement.links import instrument, tracking_on
 from personify.messages import (
     RenderedEmail,
     Template,
@@ -134,6 +135,9 @@ def prepare_one(
         wanted = [c for c in template.connected if c.name not in context]
         context.update(resolve_connected(wanted, context, f"{template.name}.liquid"))
     email = render(template, context)
+    if tracking_on(project, template.tracking):  # links to /c/…, the pixel /o/… (after render)
+        who, signing_key = str(customer["customer_id"]), project_key(project)
+        email = instrument(project, email, key=key, customer_id=who, signing_key=signing_key)
     return compose(project, customer, email, key=key, date=date, unsubscribe=unsubscribe)
 
 

@@ -7,6 +7,7 @@ file (between two ``---`` lines) or from a sidecar ``NAME.yml``:
 * ``layout`` — ``layouts/LAYOUT.mjml`` to place the body in (its ``{{ content }}``); without it,
   ``NAME.mjml`` beside the template when present; ``none`` for no layout;
 * ``connected`` — JSON fetched from HTTP APIs at send time (:mod:`personify.messages.connected`).
+* ``tracking`` — ``false``: no open pixel and no click tracking in this template's emails.
 
 A layout is compiled from MJML to HTML once per version (the hash of its source) and then parsed
 as a Liquid template, so a layout may use the same variables as the body. Each template version
@@ -53,6 +54,9 @@ class Template:
     plan: Plan | None = None
     """The fast path (CSS inlined and the layout converted once); ``None`` when the template
     renders the reference way (see :mod:`personify.messages.plan`)."""
+    tracking: bool = True
+    """Open and click tracking for this template (``tracking: false`` in front matter turns it
+    off; see :mod:`personify.engagement`)."""
 
 
 def _front_matter(text: str) -> tuple[dict[str, Any], str, int]:
@@ -141,7 +145,16 @@ class TemplateStore:
                 log.info("template %s renders the reference way: %s", name, why)
         connected = parse_connected(meta, f"{name}.liquid", self._text)
         template = Template(
-            name, version, parsed_body, parsed_subject, layout, offset, layout_name, connected, plan
+            name,
+            version,
+            parsed_body,
+            parsed_subject,
+            layout,
+            offset,
+            layout_name,
+            connected,
+            plan,
+            tracking=meta.get("tracking", True) is not False,
         )
         with self._lock:
             self._cache[name] = template

@@ -7,7 +7,8 @@ Each builder returns one SELECT keyed by ``customer_id`` (restricted to the cust
   ``average_order_value`` (orders whose status is not excluded; money rounded to cents);
 * activity — ``first_seen`` / ``last_seen`` over the customer's identifiers;
 * ``engagement_score`` — 100·a/(a + saturation), a = Σ weight · ½^(age / half-life) over email
-  opens, clicks, active days and orders within the window;
+  opens, clicks, active days and orders within the window (machine opens and scanner clicks,
+  ``properties.machine = true``, left out);
 * ``preferred_categories`` — top categories by weighted views, adds to cart and purchased units;
 * ``open_tickets``.
 
@@ -58,6 +59,10 @@ def activity(scope: str) -> Sql:
     )
 
 
+_PERSON = "AND coalesce({e}properties->>'machine', '') <> 'true' "
+"""Machine opens and scanner clicks (:mod:`personify.engagement.machine`) count for nothing."""
+
+
 def engagement(config: TraitsConfig, scope: str, now: datetime) -> Sql:
     w = config.engagement
     opens, p_open = _in("e.event", w.open_events)
@@ -70,12 +75,12 @@ def engagement(config: TraitsConfig, scope: str, now: datetime) -> Sql:
         f"SELECT e.customer_id, e.timestamp AS t, CASE WHEN {opens} THEN {float(w.open)!r} "
         f"WHEN {clicks} THEN {float(w.click)!r} END AS weight FROM events e "
         "WHERE e.type = 'track' AND e.customer_id IS NOT NULL "
-        f"AND ({scope.format(c='e.customer_id')}) "
+        f"AND ({scope.format(c='e.customer_id')}) {_PERSON.format(e='e.')}"
         "AND e.timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND e.timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
         "UNION ALL SELECT customer_id, min(timestamp) AS t, "
         f"{float(w.session)!r} AS weight FROM events WHERE customer_id IS NOT NULL "
-        f"AND ({scope.format(c='customer_id')}) "
+        f"AND ({scope.format(c='customer_id')}) {_PERSON.format(e='')}"
         "AND type IN ('page', 'screen', 'track') AND timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
         "GROUP BY customer_id, CAST(timestamp AS DATE) "

@@ -40,6 +40,7 @@ from personify.config import Secret
 from personify.server import (
     collector,
     control,
+    engagement,
     esp_webhooks,
     ops,
     privacy,
@@ -67,6 +68,7 @@ ROUTE_GROUPS: tuple[RouteGroup, ...] = (
     esp_webhooks.routes,
     webhooks.routes,
     unsubscribe.routes,
+    engagement.routes,
 )
 """Route groups every server has, in matching order."""
 

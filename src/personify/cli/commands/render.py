@@ -67,7 +67,7 @@ def render_command(
             template,
             customer,
             variables,
-            key=f"preview:{template}:{customer}",
+            key=f"preview:{template}",  # the same tracked links however the customer is named
         )
     message = envelope.message
     html_part = message.get_body(("html",))

@@ -1,0 +1,35 @@
+"""Engagement and measurement: open and click tracking, machine opens, attribution.
+
+* :mod:`~personify.engagement.tokens` — signed open/click tokens (:func:`sign_open`,
+  :func:`sign_click`, :func:`verify`); a click token carries its target, so the redirect can
+  never be pointed elsewhere;
+* :mod:`~personify.engagement.links` — :func:`instrument`: links rewritten to ``/c/{token}`` and
+  the pixel ``/o/{token}.gif`` added, at send time (called by
+  :func:`personify.delivery.prepare_one`);
+* :mod:`~personify.engagement.machine` — Apple Mail privacy prefetches and link scanners;
+* :mod:`~personify.engagement.record` — :func:`record`: a hit → an ``Email Opened`` /
+  ``Email Link Clicked`` event tied to the message, journey, variant and customer;
+* :mod:`~personify.engagement.report` — attribution of orders to touches and the per-journey
+  report (``personify report journeys``).
+"""
+
+from __future__ import annotations
+
+from personify.engagement.links import base_url, instrument, tracking_on
+from personify.engagement.record import CLICKED, OPENED, Hit, Recorded, record
+from personify.engagement.tokens import TrackingClaim, sign_click, sign_open, verify
+
+__all__ = [
+    "CLICKED",
+    "OPENED",
+    "Hit",
+    "Recorded",
+    "TrackingClaim",
+    "base_url",
+    "instrument",
+    "record",
+    "sign_click",
+    "sign_open",
+    "tracking_on",
+    "verify",
+]
