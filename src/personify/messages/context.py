@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from personify.config import Project
 from personify.errors import NotFound, PersonifyError
 from personify.profiles import resolve_customer
+from personify.realtime.cache import cache_of
 from personify.warehouse.base import Warehouse
 
 _JSON_FIELDS = ("preferred_categories", "traits")
@@ -36,6 +38,13 @@ def read_customers(wh: Warehouse, customer_ids: Iterable[str]) -> dict[str, dict
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
+    cache = cache_of(wh)  # a serving process reads through its profile cache
+    if cache is None:
+        return _read_customers(wh, ids)
+    return {c: dict(row) for c, row in cache.get_many(ids, partial(_read_customers, wh)).items()}
+
+
+def _read_customers(wh: Warehouse, ids: list[str]) -> dict[str, dict[str, Any]]:
     table = wh.fetch_arrow(_BY_IDS, [ids])  # one statement text whatever the batch size
     return {str(r["customer_id"]): _customer(r) for r in table.to_pylist()}
 

@@ -18,6 +18,7 @@ from personify.profiles import traits as T
 from personify.profiles.custom import compile_traits, traits_sql
 from personify.profiles.observations import FIELDS
 from personify.profiles.survivorship import winners_sql
+from personify.realtime import invalidate_all, invalidate_customers
 from personify.warehouse.base import Warehouse
 
 _SCOPE = scratch("_profile_scope", customer_id="VARCHAR")
@@ -119,4 +120,8 @@ def build_customers(
         wh.execute(f"DELETE FROM customers WHERE {scope.format(c='customer_id')}")
         built = _insert(wh, project, scope)
         drop(wh, *_TEMPS, _SCOPE.name)
+    if customer_ids is None:  # committed (or inside a caller's transaction: it invalidates too)
+        invalidate_all(wh, project)
+    else:
+        invalidate_customers(wh, project, customer_ids)
     return {"customers_built": built}

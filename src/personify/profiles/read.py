@@ -3,6 +3,7 @@ segments, tags, refused merges and recent events."""
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from personify.config import Project
 from personify.errors import NotFound
 from personify.identity.explain import find_node
 from personify.profiles.survivorship import Observation, rank, rule_for
+from personify.realtime import profile_cache
 from personify.warehouse.base import Warehouse
 
 RECENT_EVENTS = 20
@@ -84,8 +86,38 @@ def _consent(wh: Warehouse, customer_id: str, project: Project) -> list[dict[str
 
 
 def read_profile(wh: Warehouse, text: str, project: Project) -> dict[str, Any]:
-    """Everything about the customer ``text`` names. Raises :class:`NotFound`."""
+    """Everything about the customer ``text`` names, through the profile cache
+    (:mod:`personify.realtime.cache`). Raises :class:`NotFound`."""
     customer_id = resolve_customer(wh, text, project)
+    cache = profile_cache(wh, project)
+    cached = cache.get(customer_id, lambda c: _read(wh, c, project), kind="profile")
+    # what the profile build writes is cached (every build invalidates its customers); consent,
+    # memberships, tags and events change without a build: read live
+    one = [customer_id]
+    return {
+        **copy.deepcopy(cached),
+        "consent": _consent(wh, customer_id, project),
+        "segments": _rows(
+            wh,
+            "SELECT segment, entered_at FROM segment_memberships WHERE customer_id = ? "
+            "AND exited_at IS NULL ORDER BY segment",
+            one,
+        ),
+        "tags": _rows(
+            wh,
+            "SELECT tag, rule, assigned_at FROM customer_tags WHERE customer_id = ? ORDER BY tag",
+            one,
+        ),
+        "recent_events": _rows(
+            wh,
+            "SELECT message_id, type, event, timestamp, source FROM events "
+            f"WHERE customer_id = ? ORDER BY timestamp DESC, message_id LIMIT {RECENT_EVENTS}",
+            one,
+        ),
+    }
+
+
+def _read(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]:
     rows = _rows(wh, "SELECT * FROM customers WHERE customer_id = ?", [customer_id])
     if not rows:
         raise NotFound(
@@ -116,23 +148,5 @@ def read_profile(wh: Warehouse, text: str, project: Project) -> dict[str, Any]:
             "JOIN identity_nodes nb ON nb.node_id = r.b "
             "WHERE na.customer_id = ? OR nb.customer_id = ? ORDER BY r.decided_at, r.a, r.b",
             [customer_id, customer_id],
-        ),
-        "consent": _consent(wh, customer_id, project),
-        "segments": _rows(
-            wh,
-            "SELECT segment, entered_at FROM segment_memberships WHERE customer_id = ? "
-            "AND exited_at IS NULL ORDER BY segment",
-            one,
-        ),
-        "tags": _rows(
-            wh,
-            "SELECT tag, rule, assigned_at FROM customer_tags WHERE customer_id = ? ORDER BY tag",
-            one,
-        ),
-        "recent_events": _rows(
-            wh,
-            "SELECT message_id, type, event, timestamp, source FROM events "
-            f"WHERE customer_id = ? ORDER BY timestamp DESC, message_id LIMIT {RECENT_EVENTS}",
-            one,
         ),
     }

@@ -14,6 +14,7 @@ from personify.identity.rules import load_rules
 from personify.identity.sightings import Scope
 from personify.profiles.build import build_customers
 from personify.profiles.observations import collect_observations
+from personify.realtime import invalidate_customers
 from personify.session import Session
 
 
@@ -27,6 +28,7 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
         collect_observations(wh, scope, config)
         ids = sorted(set(report.changed_customers) | set(customers) | _owners(session, scope))
         build_customers(wh, project, ids)
+    invalidate_customers(wh, project, ids)  # again, now that the transaction committed
     return ids
 
 

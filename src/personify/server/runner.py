@@ -155,6 +155,11 @@ def _serve(
     session = Session(project)
     stack.callback(session.close)
     wh = session.warehouse  # open and migrate now: fail before announcing anything
+    from personify.realtime import profile_cache
+    from personify.realtime.cache import close_cache
+
+    profile_cache(wh, project)  # send-time and API reads go through it; a dead Redis fails here
+    stack.callback(close_cache, wh)
     from personify.server.scheduler import scheduled_syncs
 
     stack.enter_context(scheduled_syncs(session))  # stops before the warehouse closes
