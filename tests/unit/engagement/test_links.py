@@ -52,3 +52,25 @@ def test_instrument_signs_links_for_the_message(project_dir: Path) -> None:
     pixel = out.html.split(f'src="{base}/o/')[1].split('.gif"')[0]
     opened = verify(key, "open", pixel)
     assert opened is not None and opened.key == "m-1"
+
+
+def test_sent_emails_are_tracked_unless_the_template_says_no(project_dir: Path) -> None:
+    from personify.delivery import prepare_one
+    from personify.messages import template_store
+
+    project = load_project(project_dir)
+    folder = project_dir / "templates"
+    body = '<p>Hi</p><a href="https://shop.example/x">Shop</a>'
+    (folder / "tracked.liquid").write_text(f"---\nsubject: Hello\nlayout: none\n---\n{body}")
+    (folder / "quiet.liquid").write_text(
+        f"---\nsubject: Hello\nlayout: none\ntracking: false\n---\n{body}"
+    )
+    store = template_store(project)
+    customer = {"customer_id": "c-1", "email": "ann@example.com", "first_name": "Ann"}
+    tracked = prepare_one(project, store.get("tracked"), customer, key="m-1")
+    html = tracked.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "/c/" in html and "/o/" in html and 'href="https://shop.example/x"' not in html
+    assert "/unsubscribe/" in tracked.message["List-Unsubscribe"]
+    quiet = prepare_one(project, store.get("quiet"), customer, key="m-2")
+    html = quiet.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert 'href="https://shop.example/x"' in html and "/o/" not in html
