@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -122,13 +123,16 @@ def status_report(session: Session) -> dict[str, Any]:
 
 
 def _quality(session: Session) -> dict[str, Any]:
-    """The last validation check: rules broken, and those flagged for review."""
+    """The last validation check (rules broken, those flagged for review) and the volume
+    anomalies of the last 24 hours."""
+    from personify.quality.anomalies import volume_anomalies
     from personify.quality.rules import latest_violations
 
     broken = latest_violations(session.warehouse)
     return {
         "violations": broken,
         "flagged": [v["rule"] for v in broken if v["action"] in ("flag", "quarantine")],
+        "anomalies": [asdict(a) for a in volume_anomalies(session.warehouse)],
     }
 
 

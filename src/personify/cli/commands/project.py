@@ -119,3 +119,8 @@ def _print_status(report: dict[str, Any]) -> None:
             f"[{mark}]quality rule {escape(v['rule'])} ({v['action']}): "
             f"{v['violations']:,} row(s)[/]"
         )
+    for a in quality.get("anomalies", []):
+        out.print(
+            f"[yellow]volume {a['kind']}: {escape(a['source'])}/{escape(a['name'])} "
+            f"{a['last_day']:,} in the last 24 h, median {a['median']:,.0f} a day[/]"
+        )
