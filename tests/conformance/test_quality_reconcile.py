@@ -137,8 +137,47 @@ def test_planted_drift_is_found_exactly_and_repair_cleans_it(
     assert by_table(again)["shop/orders"].missing_at_source == 1  # type: ignore[attr-defined]
 
 
-def test_only_rest_sources_are_reconciled(session: Session) -> None:
+def test_an_unknown_source_is_refused(session: Session) -> None:
     from personify.errors import PersonifyError
 
     with pytest.raises(PersonifyError, match="no source|unknown"):
         reconcile(session, ["nope"])
+
+
+def test_file_sources_are_read_again_and_new_files_are_pending(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    from personify.config import FileSource
+
+    root = tmp_path / "files"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "orders-1.csv").write_text(
+        "order_id,email,total,created_at\n"
+        "a1,a@example.org,10,2026-03-01T10:00:00Z\n"
+        "a2,b@example.org,12,2026-03-01T11:00:00Z\n"
+        "a3,c@example.org,14,2026-03-01T12:00:00Z\n"
+    )
+    (root / "data" / "people.csv").write_text(
+        "customer_id,email,first_name\nc1,a@example.org,Ann\nc2,b@example.org,Bob\n"
+    )
+    sources = (
+        FileSource(name="shop", path="data/orders-*.csv", table="orders"),
+        FileSource(name="crm", path="data/people.csv", table="customers"),
+    )
+    config = ProjectConfig(warehouse=warehouse_url, sources=sources)
+    with Session(Project(config, root, root / "p.yml")) as session:
+        sync_sources(session)
+        report = reconcile(session)
+        assert report.status == "clean", report.to_dict()
+        wh = session.warehouse
+        wh.execute("DELETE FROM orders WHERE order_id = 'a1'")
+        wh.execute("UPDATE customer_records SET first_name = 'Anne' WHERE record_id = 'c1'")
+        (root / "data" / "orders-2.csv").write_text(
+            "order_id,email,total,created_at\na4,d@example.org,9,2026-03-02T10:00:00Z\n"
+        )
+        found = by_table(reconcile(session))
+        orders, people = found["shop/orders"], found["crm/customer_records"]
+        assert (orders.missing_in_warehouse, orders.pending) == (1, 1)  # type: ignore[attr-defined]
+        assert people.fields == {"first_name": 1}  # type: ignore[attr-defined]
+        assert reconcile(session, repair=True).repaired == 3
+        assert reconcile(session).status == "clean"

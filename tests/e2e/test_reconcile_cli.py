@@ -97,6 +97,6 @@ def test_reconcile_finds_planted_drift_and_repair_makes_it_clean(
     assert personify_json("status", *p)["reconciliation"]["flagged"] is False
 
 
-def test_reconcile_refuses_a_source_that_is_not_rest(project: Path) -> None:
+def test_reconcile_refuses_an_unknown_source(project: Path) -> None:
     done = personify("reconcile", "nope", "--project", str(project))
     assert done.returncode != 0 and "nope" in done.stderr

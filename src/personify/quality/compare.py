@@ -85,10 +85,11 @@ def compare(
     missing = [k for k in keys if k not in rows.column_names]
     if missing:
         raise ValueError(f"{stored.name}: the source's rows lack the key {', '.join(missing)}")
+    version = VERSIONED.get(stored.name, ("", ""))[1]  # when a source saw it, not what it holds
     compared = [
         c
         for c in rows.column_names
-        if c in stored.column_names and c not in keys and c not in NOT_COMPARED
+        if c in stored.column_names and c not in keys and c not in NOT_COMPARED and c != version
     ]
     flags = pending if pending is not None else pa.array([False] * rows.num_rows, pa.bool_())
     data = rows.select([*keys, *compared]).append_column(PENDING, flags)

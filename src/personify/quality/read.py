@@ -1,6 +1,8 @@
 """Re-read a source as its sync would store it, without storing anything.
 
-A REST source is read through the same engine as its sync (preset, client with its auth,
+A file source is read file by file through the importer's own reader and validator (the rows
+of a file not imported yet are *pending*). A REST source is read through the same engine as its
+sync (preset, client with its auth,
 politeness and retries, paginators, the ``local:`` demo APIs), from its initial value — the
 whole source, not the increment — and every page's records are mapped and validated exactly as
 the sync maps them (:mod:`personify.sources.rest.mapping`). What comes out is, per table, the
@@ -21,16 +23,23 @@ import numpy as np
 import pyarrow as pa
 
 from personify import clock
-from personify.config import RestResource, RestSource
-from personify.ingest.validate import RAW_COLUMN
+from personify.config import FileSource, RestResource, RestSource
+from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
 from personify.session import Session
-from personify.sources.files import _reshape
+from personify.sources.files import _already_imported, _reshape, expand, file_digest
+from personify.sources.formats import detect_format, read_batches
 from personify.sources.presets import resolve_preset
 from personify.sources.rest.client import HttpClient
 from personify.sources.rest.errors import RestResponseError
 from personify.sources.rest.incremental import ResourceState, as_instant, load_state
-from personify.sources.rest.mapping import Target, last_per_key, rows_of, targets_for
+from personify.sources.rest.mapping import (
+    Target,
+    compile_target,
+    last_per_key,
+    rows_of,
+    targets_for,
+)
 from personify.sources.rest.paginators import next_request
 from personify.sources.rest.paths import find_records, get_path
 from personify.sources.rest.sync import _begin, _local_api, _paginator
@@ -163,3 +172,39 @@ def _add(rows: TableRows, records: list[Any], pending: bool, now: Any) -> None:
     if good.num_rows:
         rows.parts.append(good)
         rows.pending.append(pa.array([pending] * good.num_rows, pa.bool_()))
+
+
+FILE_BATCH_ROWS = 250_000
+
+
+def read_file_source(session: Session, source: FileSource) -> ResourceRows:
+    """Every file of ``source``, read and validated as the importer does (nothing loaded)."""
+    now = clock.now()
+    target = schema_table(source.table)
+    stored = schema_table(route(target.name))
+    # (the Target only carries the table for TableRows; files are validated below)
+    rows = TableRows(compile_target(source.name, source.table, {}, label=source.name), stored)
+    out = ResourceRows(source.name, "files", tables=[rows])
+    for path in expand(session.project, source.path):
+        pending = not _already_imported(session.warehouse, source.name, file_digest(path))
+        fmt = detect_format(path, source.format)
+        fields, batches = read_batches(path, fmt, rows=FILE_BATCH_ROWS, delimiter=source.delimiter)
+        with Validator(
+            target,
+            fmt=fmt,
+            fields=fields,
+            label=path.name,
+            source=source.name,
+            mapping=source.mapping,
+            now=now,
+            delimiter=source.delimiter,
+        ) as validator:
+            for batch in batches:
+                checked = validator.check(batch.data, batch.lines)
+                out.records += checked.read + len(batch.malformed)
+                rows.quarantined += checked.bad.num_rows + len(batch.malformed)
+                good = _reshape(target, checked.good, source.name, now)
+                if good.num_rows:
+                    rows.parts.append(good)
+                    rows.pending.append(pa.array([pending] * good.num_rows, pa.bool_()))
+    return out

@@ -1,6 +1,7 @@
 """``personify reconcile``: audit sources against the warehouse, and repair the difference.
 
-For each source (default: every REST source): re-read it whole (:mod:`~personify.quality.read`),
+For each source (default: every REST and file source): re-read it whole — its API, its files
+(:mod:`~personify.quality.read`) —
 compare its rows with the stored ones in the warehouse engine (:mod:`~personify.quality.compare`)
 and classify each differing key:
 
@@ -34,10 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personify import clock
-from personify.config import RestSource
+from personify.config import FileSource, RestSource
 from personify.errors import ConfigError
 from personify.quality.compare import Comparison, compare, key_columns, key_text
-from personify.quality.read import TableRows, read_rest_source
+from personify.quality.read import TableRows, read_file_source, read_rest_source
 from personify.session import Session
 from personify.warehouse import Warehouse
 from personify.warehouse.schema import RECONCILIATION_DISCREPANCIES, RECONCILIATION_RUNS
@@ -131,27 +132,34 @@ class ReconcileReport:
 def reconcile(
     session: Session, names: Sequence[str] | None = None, *, repair: bool = False
 ) -> ReconcileReport:
-    """Reconcile the named sources (default: every REST source); see the module docstring."""
+    """Reconcile the named sources (default: every REST and file source); see the module
+    docstring."""
     config = session.project.config
     settings = config.quality.reconcile
     if names:
         chosen = [session.project.source(n) for n in names]
         for s in chosen:
-            if not isinstance(s, RestSource):
+            if not isinstance(s, RestSource | FileSource):
                 raise ConfigError(
-                    f"source {s.name!r} is a {s.kind} source: reconcile reads REST sources",
-                    hint="name a REST source (kind: rest), or none for all of them",
+                    f"source {s.name!r} is a {s.kind} source: pushed data has no source to "
+                    "read again",
+                    hint="name a REST or file source, or none for all of them",
                 )
     else:
-        chosen = [s for s in config.sources if isinstance(s, RestSource)]
+        chosen = [s for s in config.sources if isinstance(s, RestSource | FileSource)]
     wh = session.warehouse
     run_id = uuid.uuid4().hex
     started = clock.now()
     results: list[TableResult] = []
     all_rows: list[tuple[TableResult, list[str], TableRows]] = []
     for source in chosen:
-        assert isinstance(source, RestSource)
-        for resource in read_rest_source(session, source):
+        assert isinstance(source, RestSource | FileSource)
+        resources = (
+            [read_file_source(session, source)]
+            if isinstance(source, FileSource)
+            else read_rest_source(session, source)
+        )
+        for resource in resources:
             for rows in resource.tables:
                 result, keys = _compare_table(
                     wh, source.name, resource.resource, rows, run_id, settings.sample_size

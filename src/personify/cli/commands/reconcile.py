@@ -17,7 +17,7 @@ from personify.session import open_session
 @app.command("reconcile", rich_help_panel="Pipeline")
 def reconcile_command(
     sources: Annotated[
-        list[str] | None, typer.Argument(help="REST source names (default: all of them).")
+        list[str] | None, typer.Argument(help="REST or file source names (default: all of them).")
     ] = None,
     repair: Annotated[
         bool,
@@ -39,9 +39,10 @@ def reconcile_command(
 ) -> None:
     """Compare sources with the warehouse: counts, keys missing on either side, fields that differ.
 
-    Each REST source is read whole through its API (as its sync reads it) and joined with the
-    stored rows in the warehouse. Records changed at the source after the last sync are
-    *pending* (the next sync brings them), not errors. The run and its discrepant keys are
+    Each REST source is read whole through its API (as its sync reads it), each file source
+    file by file, and joined with the stored rows in the warehouse. Records changed at the
+    source after the last sync (or in files not imported yet) are *pending* (the next sync
+    brings them), not errors. The run and its discrepant keys are
     stored (`reconciliation_runs`, `reconciliation_discrepancies`); more discrepancies than
     `quality.reconcile.threshold` flag the run for review in `personify status`.
     """
