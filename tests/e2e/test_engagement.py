@@ -139,3 +139,24 @@ def test_forged_and_altered_tokens_record_nothing(tracked: tuple[Server, bytes])
     assert unknown.status_code == 200  # a valid token still gets its pixel, nothing is recorded
     time.sleep(1.0)
     assert len(_events(server, 0, timeout=0)) == before
+
+
+def test_report_journeys_counts_people_only(tracked: tuple[Server, bytes]) -> None:
+    server, key = tracked
+    _get(server, f"/c/{sign_click(key, 'm-1', 'c-1', 0, TARGET)}", method="HEAD")  # a scanner
+    _events(server, 4)
+    doc = run_json("report", "journeys", "--project", str(server.project))
+    assert (doc["rule"], doc["touch"], doc["window"]) == ("last_touch", "click", "3d")
+    assert doc["steps"] == [
+        {
+            "journey": "cart",
+            "step": "first",
+            "variant": "A",
+            "sends": 1,
+            "delivered": 1,
+            "unique_opens": 1,
+            "unique_clicks": 1,
+            "conversions": 0,
+            "revenue": 0.0,
+        }
+    ]

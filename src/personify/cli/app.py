@@ -19,7 +19,7 @@ _ORDER = (
     "run", "sync", "import", "quarantine", "reconcile", "quality",
     "profile", "identity", "consent", "privacy", "audit", "sql",
     "segments", "rules",
-    "render",
+    "render", "report",
     "serve",
 )  # fmt: skip
 """Commands in the order data moves, as ``personify --help`` lists them."""

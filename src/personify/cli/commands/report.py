@@ -1,0 +1,69 @@
+"""``personify report journeys``: what each journey's emails did — sends, opens, clicks, orders."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from personify import clock
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.engagement.report import journeys_report
+from personify.session import open_session
+
+report_app = typer.Typer(
+    help="Measurement: what the emails did (opens and clicks by people, machine ones excluded) "
+    "and the orders attributed to them.",
+    no_args_is_help=True,
+)
+app.add_typer(report_app, name="report", rich_help_panel="Email")
+
+
+@report_app.command("journeys")
+def journeys_command(
+    project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
+) -> None:
+    """Per journey, step and variant: sends, delivered, unique opens and clicks (machine opens
+    and scanner clicks excluded), conversions and revenue — orders placed within
+    engagement.attribution_window after a click (or open, with attribution_touch: open), the
+    touch chosen by engagement.attribution_rule (last_touch by default; the report names it)."""
+    pin_now(now)
+    with open_session(project) as session:
+        report = journeys_report(session.warehouse, session.project, clock.now())
+    if json:
+        emit_json(asdict(report))
+        return
+    table = Table(
+        "journey",
+        "step",
+        "variant",
+        "sends",
+        "delivered",
+        "unique opens",
+        "unique clicks",
+        "conversions",
+        "revenue",
+        title="Journeys",
+    )
+    for s in report.steps:
+        rate = f" ({s.unique_clicks / s.delivered:.1%})" if s.delivered else ""
+        table.add_row(
+            s.journey,
+            s.step,
+            s.variant or "-",
+            f"{s.sends:,}",
+            f"{s.delivered:,}",
+            f"{s.unique_opens:,}",
+            f"{s.unique_clicks:,}{rate}",
+            f"{s.conversions:,}",
+            f"{s.revenue:,.2f}",
+        )
+    out = console()
+    out.print(table, markup=False)
+    out.print(
+        f"attribution: {report.rule.replace('_', ' ')}, {report.touch}s within {report.window}; "
+        "machine opens and scanner clicks excluded",
+        markup=False,
+    )

@@ -1,0 +1,154 @@
+"""Attribution of orders to emails, and the per-journey report (``personify report journeys``).
+
+**Attribution.** An order is attributed to a message when one of its customer's *touches* — a
+person's (not a machine's) ``Email Link Clicked``, and with ``engagement.attribution_touch:
+open`` also ``Email Opened`` — happened within ``engagement.attribution_window`` before it. When
+several touches qualify, ``attribution_rule`` picks one: ``last_touch`` (the default, the touch
+nearest the order) or ``first_touch``. Each order is attributed at most once; orders whose status
+is excluded from purchases (``traits.excluded_order_statuses``) are not conversions.
+
+**The report**, per journey, step and variant: ``sends`` (messages sent), ``delivered`` (sent,
+less those whose customer bounced afterwards — bounces are known per customer, from the ESP
+webhooks), ``unique_opens`` and ``unique_clicks`` (messages with at least one person's open or
+click: machine ones excluded), ``conversions`` and ``revenue`` (attributed orders and their
+totals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from personify.audiences.schedule import parse_duration
+from personify.config import Project
+from personify.warehouse.base import Warehouse
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """The figures of one journey step (and variant)."""
+
+    journey: str
+    step: str
+    variant: str | None
+    sends: int
+    delivered: int
+    unique_opens: int
+    unique_clicks: int
+    conversions: int
+    revenue: float
+
+
+@dataclass(frozen=True)
+class JourneysReport:
+    """The report, with the attribution rule it used."""
+
+    rule: str
+    """``last_touch`` or ``first_touch``."""
+    touch: str
+    """``click`` (clicks only) or ``open`` (opens and clicks)."""
+    window: str
+    """The attribution window (``3d``)."""
+    steps: list[StepReport]
+
+
+def _in(values: tuple[str, ...]) -> tuple[str, list[object]]:
+    if not values:
+        return "FALSE", []
+    return f"e.event IN ({', '.join('?' for _ in values)})", list(values)
+
+
+_PERSON = "coalesce(e.properties->>'machine', '') <> 'true'"
+
+
+def _touches(project: Project) -> tuple[str, list[object]]:
+    weights = project.config.traits.engagement
+    settings = project.config.engagement
+    names = weights.click_events
+    if settings.attribution_touch == "open":
+        names += weights.open_events
+    where, params = _in(tuple(dict.fromkeys(names)))
+    return (
+        "SELECT e.customer_id, e.timestamp AS t, e.properties->>'message_key' AS message_key "
+        f"FROM events e WHERE e.type = 'track' AND {where} AND e.customer_id IS NOT NULL "
+        f"AND {_PERSON} AND e.properties->>'message_key' IS NOT NULL",
+        params,
+    )
+
+
+def attributed_sql(project: Project, now: datetime) -> tuple[str, list[object]]:
+    """SQL: ``order_id, total, message_key, created_at`` — each attributed order once."""
+    settings = project.config.engagement
+    seconds = int(parse_duration(settings.attribution_window).total_seconds())
+    order = "DESC" if settings.attribution_rule == "last_touch" else "ASC"
+    excluded = tuple(s.lower() for s in project.config.traits.excluded_order_statuses)
+    status = (
+        f"AND (o.status IS NULL OR lower(o.status) NOT IN ({', '.join('?' for _ in excluded)}))"
+        if excluded
+        else ""
+    )
+    touches, params = _touches(project)
+    sql = (
+        "SELECT order_id, total, message_key, created_at FROM (SELECT o.order_id, "
+        "coalesce(o.total, 0) AS total, o.created_at, t.message_key, row_number() OVER "
+        f"(PARTITION BY o.order_id ORDER BY t.t {order}, t.message_key) AS pos FROM orders o "
+        f"JOIN ({touches}) t ON t.customer_id = o.customer_id AND t.t <= o.created_at "
+        f"AND t.t > o.created_at - INTERVAL '{seconds} seconds' "
+        f"WHERE o.customer_id IS NOT NULL AND o.created_at <= CAST(? AS TIMESTAMPTZ) {status}"
+        ") a WHERE pos = 1"
+    )
+    return sql, [*params, now, *excluded]
+
+
+def attributed(wh: Warehouse, project: Project, now: datetime) -> list[tuple[str, float, str]]:
+    """Each attributed order: (order id, total, the message's idempotency key)."""
+    sql, params = attributed_sql(project, now)
+    return [(str(o), float(t), str(k)) for o, t, k, _ in wh.fetch(sql + " ORDER BY 1", params)]
+
+
+def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysReport:
+    """The per journey/step/variant figures as of ``now``."""
+    settings = project.config.engagement
+    weights = project.config.traits.engagement
+    opens, p_open = _in(weights.open_events)
+    clicks, p_click = _in(weights.click_events)
+    attributed_q, p_attr = attributed_sql(project, now)
+    sql = (
+        "SELECT m.journey, m.step, m.variant, "
+        "count(*) FILTER (WHERE m.status = 'sent') AS sends, "
+        "count(*) FILTER (WHERE m.status = 'sent' AND b.customer_id IS NULL) AS delivered, "
+        "count(op.k) AS unique_opens, count(cl.k) AS unique_clicks, "
+        "coalesce(sum(a.n), 0) AS conversions, coalesce(sum(a.revenue), 0) AS revenue "
+        "FROM messages m "
+        "LEFT JOIN (SELECT customer_id, min(created_at) AS at FROM suppressions "
+        "WHERE reason = 'bounced' AND customer_id IS NOT NULL GROUP BY customer_id) b "
+        "ON b.customer_id = m.customer_id AND b.at >= m.sent_at "
+        "LEFT JOIN (SELECT DISTINCT e.properties->>'message_key' AS k FROM events e "
+        f"WHERE e.type = 'track' AND {opens} AND {_PERSON} "
+        "AND e.timestamp <= CAST(? AS TIMESTAMPTZ)) op ON op.k = m.idempotency_key "
+        "LEFT JOIN (SELECT DISTINCT e.properties->>'message_key' AS k FROM events e "
+        f"WHERE e.type = 'track' AND {clicks} AND {_PERSON} "
+        "AND e.timestamp <= CAST(? AS TIMESTAMPTZ)) cl ON cl.k = m.idempotency_key "
+        "LEFT JOIN (SELECT message_key AS k, count(*) AS n, sum(total) AS revenue "
+        f"FROM ({attributed_q}) x GROUP BY message_key) a ON a.k = m.idempotency_key "
+        "WHERE m.journey IS NOT NULL AND m.decided_at <= CAST(? AS TIMESTAMPTZ) "
+        "GROUP BY m.journey, m.step, m.variant ORDER BY m.journey, m.step, m.variant"
+    )
+    params = [*p_open, now, *p_click, now, *p_attr, now]
+    steps = [
+        StepReport(
+            str(j),
+            str(s or ""),
+            None if v is None else str(v),
+            int(n_sent),
+            int(n_delivered),
+            int(n_open),
+            int(n_click),
+            int(n_conv),
+            round(float(revenue), 2),
+        )
+        for j, s, v, n_sent, n_delivered, n_open, n_click, n_conv, revenue in wh.fetch(sql, params)
+    ]
+    return JourneysReport(
+        settings.attribution_rule, settings.attribution_touch, settings.attribution_window, steps
+    )

@@ -1,0 +1,139 @@
+"""Attribution and the journeys report on every backend: the documented touch wins (last touch
+by default, first touch when configured), machine touches and excluded orders never convert,
+orders outside the window are not attributed, and the figures per journey/step/variant."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+
+from personify.config import EngagementConfig, Project, load_project
+from personify.engagement import Hit, TrackingClaim, record
+from personify.engagement.report import attributed, journeys_report
+from personify.warehouse import Warehouse, table
+
+T = datetime(2026, 3, 1, 12, tzinfo=UTC)
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"
+TSA = pa.timestamp("us", tz="UTC")
+NOW = T + timedelta(days=30)
+
+
+def _load(wh: Warehouse, name: str, rows: list[dict[str, object]]) -> None:
+    t = table(name)
+    names = list(dict.fromkeys(c for r in rows for c in r))
+    data = pa.table(
+        {
+            c: pa.array(
+                [r.get(c) for r in rows], TSA if t.column(c).type == "TIMESTAMPTZ" else None
+            )
+            for c in names
+        }
+    )
+    wh.load(t, data)
+
+
+def _message(key: str, customer: str, step: str, variant: str | None) -> dict[str, object]:
+    return {
+        "idempotency_key": key,
+        "customer_id": customer,
+        "journey": "cart",
+        "step": step,
+        "variant": variant,
+        "template": "abandoned_cart",
+        "status": "sent",
+        "decided_at": T,
+        "sent_at": T,
+    }
+
+
+def _world(wh: Warehouse, project: Project) -> None:
+    _load(
+        wh,
+        "messages",
+        [
+            _message("m-1", "c-1", "first", "A"),
+            _message("m-2", "c-2", "first", "B"),
+            _message("m-3", "c-1", "second", None),
+            _message("m-4", "c-3", "first", "A"),
+        ],
+    )
+    _load(
+        wh,
+        "suppressions",
+        [
+            {
+                "subject_hash": "h3",
+                "kind": "email",
+                "customer_id": "c-3",
+                "reason": "bounced",
+                "created_at": T + timedelta(minutes=1),
+            }
+        ],
+    )
+
+    def hit(kind: str, key: str, who: str, hours: float, agent: str = BROWSER) -> None:
+        claim = TrackingClaim(
+            "open" if kind == "open" else "click",
+            key,
+            who,
+            0 if kind == "click" else None,
+            "https://shop.example/" if kind == "click" else None,
+        )
+        record(wh, project, Hit(claim, T + timedelta(hours=hours), agent, "203.0.113.5"))  # type: ignore[arg-type]
+
+    hit("open", "m-1", "c-1", 0.5)
+    hit("click", "m-1", "c-1", 1)
+    hit("click", "m-3", "c-1", 5)
+    hit("open", "m-2", "c-2", 1)
+    hit("click", "m-2", "c-2", 1, agent="Proofpoint URL Defense")  # a scanner: not a touch
+    hit("open", "m-4", "c-3", 1, agent="Mozilla/5.0")  # Apple's proxy: not an open
+    _load(
+        wh,
+        "orders",
+        [
+            {"order_id": "o1", "source": "shop", "customer_id": "c-1", "status": "paid", "total": 100.0,
+             "created_at": T + timedelta(hours=6)},
+            {"order_id": "o2", "source": "shop", "customer_id": "c-2", "status": "paid", "total": 50.0,
+             "created_at": T + timedelta(hours=2)},
+            {"order_id": "o3", "source": "shop", "customer_id": "c-1", "status": "paid", "total": 70.0,
+             "created_at": T + timedelta(days=10)},
+            {"order_id": "o4", "source": "shop", "customer_id": "c-1", "status": "cancelled", "total": 30.0,
+             "created_at": T + timedelta(hours=6)},
+        ],
+    )  # fmt: skip
+
+
+def _with(project: Project, **settings: str) -> Project:
+    engagement = msgspec.structs.replace(EngagementConfig(), **settings)
+    config = msgspec.structs.replace(project.config, engagement=engagement)
+    return dataclasses.replace(project, config=config)
+
+
+def test_attribution_picks_the_documented_touch(warehouse: Warehouse, project_dir: Path) -> None:
+    project = load_project(project_dir)
+    _world(warehouse, project)
+    assert attributed(warehouse, project, NOW) == [("o1", 100.0, "m-3")]  # last touch, clicks
+    first = _with(project, attribution_rule="first_touch")
+    assert attributed(warehouse, first, NOW) == [("o1", 100.0, "m-1")]
+    opens = _with(project, attribution_touch="open")
+    assert attributed(warehouse, opens, NOW) == [("o1", 100.0, "m-3"), ("o2", 50.0, "m-2")]
+    wide = _with(project, attribution_window="15d")
+    assert attributed(warehouse, wide, NOW) == [("o1", 100.0, "m-3"), ("o3", 70.0, "m-3")]
+    assert attributed(warehouse, project, T + timedelta(hours=3)) == []  # --now before o1
+
+
+def test_journeys_report(warehouse: Warehouse, project_dir: Path) -> None:
+    project = load_project(project_dir)
+    _world(warehouse, project)
+    report = journeys_report(warehouse, project, NOW)
+    assert (report.rule, report.touch, report.window) == ("last_touch", "click", "3d")
+    rows = {(s.step, s.variant): s for s in report.steps}
+    a, b, second = rows[("first", "A")], rows[("first", "B")], rows[("second", None)]
+    assert (a.sends, a.delivered, a.unique_opens, a.unique_clicks) == (2, 1, 1, 1)
+    assert (a.conversions, a.revenue) == (0, 0.0)
+    assert (b.sends, b.delivered, b.unique_opens, b.unique_clicks, b.conversions) == (1, 1, 1, 0, 0)
+    assert (second.unique_clicks, second.conversions, second.revenue) == (1, 1, 100.0)
