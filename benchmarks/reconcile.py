@@ -1,0 +1,187 @@
+"""Reconcile 1,000,000 orders between a source and the warehouse — Personify's in-engine
+comparison (:func:`personify.quality.compare.compare`) against reladiff on the same data, same
+run.
+
+Usage: ``.venv/bin/python benchmarks/reconcile.py [ROWS] [--source duckdb|postgres]``
+(default 1,000,000 rows, the source a DuckDB file; ``postgres`` puts the source table in
+PostgreSQL at ``PERSONIFY_TEST_PG``, default ``postgresql://postgres@127.0.0.1:5432/test``).
+reladiff (and psycopg2 for its PostgreSQL driver) come with the ``bench`` extra.
+
+The warehouse (DuckDB) holds ROWS orders of source ``bench``; the source holds the same orders
+with planted drift: 100 deleted from the warehouse, 100 altered in the warehouse (``total``),
+100 added at the source. Personify reads the source's rows (Arrow) and compares them in the
+warehouse engine (staging table, ``FULL OUTER JOIN``, per-column ``IS DISTINCT FROM``); reladiff
+diffs the two tables (hash bisection across databases, or a join within one). The table shows
+the wall seconds of each and whether each found exactly the 300 planted keys. Goal: ≤ 3 s and
+faster than reladiff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from personify.quality.compare import compare
+from personify.warehouse import connect
+from personify.warehouse.schema import ORDERS
+
+COLUMNS = "order_id, email, status, currency, total"
+DRIFT = 100
+
+
+def _orders_sql(n: int, start: int = 0) -> str:
+    return (
+        "SELECT 'o' || CAST(i AS VARCHAR) AS order_id, 'p' || CAST(i % 50000 AS VARCHAR) "
+        "|| '@example.org' AS email, CASE WHEN i % 7 = 0 THEN 'refunded' ELSE 'paid' END AS "
+        "status, 'EUR' AS currency, CAST(i % 997 AS DOUBLE) + 0.5 AS total, "
+        "TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i) AS created_at "
+        f"FROM range({start}, {start + n}) AS t(i)"
+    )
+
+
+def build(root: Path, rows: int, source_kind: str, pg_url: str) -> str:
+    """The warehouse file and the source table; returns the source's URL for reladiff."""
+    wh = connect(f"duckdb:///{root / 'warehouse.duckdb'}")
+    try:
+        wh.execute(
+            f"INSERT INTO orders ({COLUMNS}, created_at, source) "
+            f"SELECT *, 'bench' FROM ({_orders_sql(rows)}) AS o"
+        )
+        wh.execute(
+            f"DELETE FROM orders WHERE order_id IN "
+            f"(SELECT 'o' || CAST(i AS VARCHAR) FROM range(0, {DRIFT * 10}, 10) AS t(i))"
+        )
+        wh.execute(
+            f"UPDATE orders SET total = total + 1 WHERE order_id IN "
+            f"(SELECT 'o' || CAST(i AS VARCHAR) FROM range(5, {DRIFT * 10 + 5}, 10) AS t(i))"
+        )
+        wh.execute("CHECKPOINT")
+    finally:
+        wh.close()
+    source_sql = f"{_orders_sql(rows)} UNION ALL {_orders_sql(DRIFT, rows)}"
+    if source_kind == "duckdb":
+        path = root / "source.duckdb"
+        con = duckdb.connect(str(path))
+        con.execute(f"CREATE TABLE src_orders AS SELECT * FROM ({source_sql}) AS s")
+        con.execute("ALTER TABLE src_orders ADD PRIMARY KEY (order_id)")
+        con.close()
+        return f"duckdb://{path}"
+    import psycopg
+
+    data = duckdb.sql(f"SELECT {COLUMNS}, created_at FROM ({source_sql}) AS s").to_arrow_table()
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        pg.execute("DROP TABLE IF EXISTS src_orders")
+        pg.execute(
+            "CREATE TABLE src_orders (order_id VARCHAR PRIMARY KEY, email VARCHAR, status "
+            "VARCHAR, currency VARCHAR, total DOUBLE PRECISION, created_at TIMESTAMPTZ)"
+        )
+        with pg.cursor().copy(f"COPY src_orders ({COLUMNS}, created_at) FROM STDIN") as copy:
+            for batch in data.to_batches(100_000):
+                for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                    copy.write_row(row)
+    return pg_url
+
+
+def read_source(source_kind: str, source_url: str) -> Any:
+    """The source's rows as Arrow (what a re-read hands the comparison)."""
+    if source_kind == "duckdb":
+        con = duckdb.connect(source_url.removeprefix("duckdb://"), read_only=True)
+        try:
+            return con.sql(f"SELECT {COLUMNS}, created_at FROM src_orders").to_arrow_table()
+        finally:
+            con.close()
+    import io
+
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    buf = io.BytesIO()  # COPY … TO STDOUT: the fastest way out of PostgreSQL, parsed by Arrow
+    with (
+        psycopg.connect(source_url) as pg,
+        pg.cursor().copy(
+            f"COPY (SELECT {COLUMNS}, created_at FROM src_orders) TO STDOUT (FORMAT csv)"
+        ) as copy,
+    ):
+        for chunk in copy:
+            buf.write(chunk)
+    names = [*(c.strip() for c in COLUMNS.split(",")), "created_at"]
+    types = {"total": pa.float64(), "created_at": pa.timestamp("us", tz="UTC")}
+    return pacsv.read_csv(
+        io.BytesIO(buf.getvalue()),
+        read_options=pacsv.ReadOptions(column_names=names),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: types.get(n, pa.string()) for n in names}
+        ),
+    )
+
+
+def personify_run(root: Path, source_kind: str, source_url: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    rows = read_source(source_kind, source_url)
+    wh = connect(f"duckdb:///{root / 'warehouse.duckdb'}")
+    try:
+        found = compare(wh, ORDERS, "bench", rows)
+    finally:
+        wh.close()
+    return time.perf_counter() - t0, len(found.discrepancies)
+
+
+def reladiff_run(root: Path, source_url: str) -> tuple[float, int] | None:
+    try:
+        from reladiff import connect_to_table, diff_tables
+    except ImportError:
+        return None
+    extra = ("email", "status", "currency", "total")
+    t0 = time.perf_counter()
+    a = connect_to_table(source_url, "src_orders", "order_id", extra_columns=extra)
+    b = connect_to_table(
+        f"duckdb://{root / 'warehouse.duckdb'}",
+        "orders",
+        "order_id",
+        extra_columns=extra,
+        where="source = 'bench'",
+    )
+    keys = {row[1][0] for row in diff_tables(a, b)}
+    return time.perf_counter() - t0, len(keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", nargs="?", type=int, default=1_000_000)
+    parser.add_argument("--source", choices=("duckdb", "postgres"), default="duckdb")
+    args = parser.parse_args()
+    pg_url = os.environ.get("PERSONIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        source_url = build(root, args.rows, args.source, pg_url)
+        built = time.perf_counter() - t0
+        print(f"built {args.rows:,} rows (+{DRIFT} at the source) in {built:.1f} s")
+        ours = personify_run(root, args.source, source_url)
+        planted = 3 * DRIFT
+        print(f"\nreconcile {args.rows:,} orders, source {args.source}, warehouse duckdb")
+        print(f"{'tool':<26}{'seconds':>10}{'keys found':>12}{'exact':>8}")
+        print(
+            f"{'personify compare':<26}{ours[0]:>10.2f}{ours[1]:>12,}{str(ours[1] == planted):>8}",
+            flush=True,
+        )
+        theirs = reladiff_run(root, source_url)
+    if theirs is None:
+        print(f"{'reladiff':<26}  (not installed: pip install .[bench])")
+        return
+    print(
+        f"{'reladiff diff_tables':<26}{theirs[0]:>10.2f}{theirs[1]:>12,}"
+        f"{str(theirs[1] == planted):>8}"
+    )
+    print(f"\nspeed-up: {theirs[0] / ours[0]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
