@@ -1,12 +1,18 @@
 """Validation rules from the command line: ``personify sync`` runs them after loading a file,
 ``personify status`` shows the broken ones (flagged ones for review), ``personify quality check``
-runs them on demand, ``personify quality conflicts`` answers on a project without profiles, and
-a rule naming an unknown column fails with the file's line and key."""
+runs them on demand, ``personify quality conflicts`` answers on a project without profiles, a
+rule naming an unknown column fails with the file's line and key, and ``personify report
+quality`` writes an HTML page that headless Chromium opens and draws."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import REQUIRE_SERVICES
 from tests.e2e.cli import personify, personify_json
 
 PROJECT = """\
@@ -63,3 +69,39 @@ def test_a_rule_on_an_unknown_column_is_named(tmp_path: Path) -> None:
     (root / "personify.yml").write_text(PROJECT.replace("column: total", "column: totl"))
     done = personify("quality", "check", "--project", str(root))
     assert done.returncode != 0 and "orders has no column 'totl'" in done.stderr
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.slow  # a browser start
+def test_the_html_report_opens_in_chromium_with_its_charts(tmp_path: Path) -> None:
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PERSONIFY_REQUIRE_SERVICES=1 but {message}")
+        pytest.skip(message)
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "personify.yml").write_text(PROJECT)
+    (root / "orders.csv").write_text(ORDERS + "o4,d@example.org,x,EUR,2026-03-01T12:00:00Z\n")
+    p = ["--project", str(root)]
+    assert personify("sync", *p).returncode == 0
+    assert personify("reconcile", *p).returncode == 0
+    out = tmp_path / "report.html"
+    done = personify("report", "quality", "--out", str(out), *p)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert page.count("<svg") >= 3  # violations over time, quarantine, freshness, reconciliation
+    assert "orders.currency.format.currency" in page and "euros" not in page
+    shot = tmp_path / "report.png"
+    browser = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--enable-logging=stderr", f"--screenshot={shot}", "--window-size=1100,1600",
+         out.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert browser.returncode == 0, browser.stderr[-2000:]
+    assert "Uncaught" not in browser.stderr and "ERR_" not in browser.stderr
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # drawn, not blank

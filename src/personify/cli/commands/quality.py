@@ -1,4 +1,5 @@
-"""``personify quality check|conflicts``: validation rules now, and where sources disagree."""
+"""``personify quality check|conflicts``: validation rules now, and where sources disagree;
+``personify report quality``: the HTML report."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.commands.report import report_app
 from personify.profiles.read import resolve_customer
 from personify.quality.conflicts import conflicts
+from personify.quality.report import quality_report_html
 from personify.quality.rules import check_rules
 from personify.session import open_session
 
@@ -94,3 +97,21 @@ def conflicts_command(
     out.print(table, markup=False)
     summary = ", ".join(f"{k}: {v:,}" for k, v in sorted(per_field.items())) or "none"
     out.print(f"conflicts per field: {escape(summary)}")
+
+
+@report_app.command("quality")
+def report_quality_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
+        "quality-report.html"
+    ),
+    project: ProjectOpt = Path("."),
+    now: NowOpt = None,
+) -> None:
+    """A data quality report as one HTML file (inline charts, no script, opens offline):
+    violations over time, quarantine reasons, freshness per source, reconciliation runs,
+    volume anomalies."""
+    pin_now(now)
+    with open_session(project) as session:
+        page = quality_report_html(session)
+    out.write_text(page, encoding="utf-8")
+    console().print(f"wrote {out}", markup=False)
