@@ -123,20 +123,33 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     log_level: str = "info",
+    role: str = "all",
 ) -> None:
-    """Serve the project in ``directory`` until SIGINT/SIGTERM (see the module docstring)."""
+    """Serve the project in ``directory`` until SIGINT/SIGTERM (see the module docstring).
+    ``role`` (see :mod:`personify.server.roles`): ``all``, ``ingest`` or ``worker``."""
     logging.config.dictConfig(logging_config(log_level))
     with _signals_stop():
         try:
             with contextlib.ExitStack() as stack:
-                _serve(stack, directory, host=host, port=port, log_level=log_level)
+                if role == "worker":
+                    from personify.server.roles import run_worker
+
+                    run_worker(stack, directory)
+                    return
+                _serve(stack, directory, host=host, port=port, log_level=log_level, role=role)
         except Stopped as stop:  # also when it arrives during start-up or clean-up
             log.info("stopped by %s", signal.Signals(stop.signum).name)
     log.info("server stopped; warehouse closed")
 
 
 def _serve(
-    stack: contextlib.ExitStack, directory: str | Path, *, host: str, port: int, log_level: str
+    stack: contextlib.ExitStack,
+    directory: str | Path,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    role: str = "all",
 ) -> None:
     import uvicorn
 
@@ -144,6 +157,9 @@ def _serve(
 
     project = load_project(directory)
     single = backend_for(project.config.warehouse).capabilities.single_process
+    from personify.server.roles import check_role
+
+    check_role(project, role)
     lock: ServerLock | None = None
     if single:
         lock = ServerLock(project.state_dir)
@@ -177,6 +193,9 @@ def _serve(
     app = create_app(
         session, control_token=Secret(token) if token else None, instance=info.instance
     )
+    from personify.server.roles import attach_bus
+
+    attach_bus(stack, app.state.personify, role)  # with bus: configured, before any request
     config = uvicorn.Config(
         app,
         log_config=logging_config(log_level),

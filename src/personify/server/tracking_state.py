@@ -81,7 +81,8 @@ def _create(state: ServerState) -> Tracking:
         rows.observe(count)
         seconds.observe(took)
 
-    writer = GroupWriter(warehouse, on_commit=observe)
+    bus_writer = state.extras.get("realtime.bus_writer")  # --role ingest|all with bus:
+    writer = bus_writer or GroupWriter(warehouse, on_commit=observe)
     tracking = Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
     names = [s.name for s in sources]
     threading.Thread(

@@ -22,6 +22,16 @@ def serve_command(
         str,
         typer.Option("--log-level", help="debug, info, warning or error (logs go to stderr)."),
     ] = "info",
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all (default): everything in this process; with `bus: nats://…` in "
+            "personify.yml, ingest: the HTTP API publishing tracked events to the bus, worker: "
+            "store the bus's events in the warehouse (no HTTP). Run N of each on one "
+            "PostgreSQL warehouse.",
+        ),
+    ] = "all",
     project: ProjectOpt = Path("."),
 ) -> None:
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
@@ -37,4 +47,6 @@ def serve_command(
     level = log_level.lower()
     if level not in {"debug", "info", "warning", "error", "critical"}:
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
-    serve(project, host=host, port=port, log_level=level)
+    if role not in {"all", "ingest", "worker"}:
+        raise typer.BadParameter(f"unknown role {role!r} (all, ingest, worker)", param_hint="role")
+    serve(project, host=host, port=port, log_level=level, role=role)

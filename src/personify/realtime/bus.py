@@ -1,0 +1,262 @@
+"""The message bus between ingest and worker processes: NATS JetStream (``bus: nats://…``).
+
+Ingest processes (``personify serve --role ingest``) validate tracking requests as always, then
+publish each accepted event to the stream instead of storing it: one message per event, its
+``Nats-Msg-Id`` the event's ``messageId``, so JetStream drops a resend inside its duplicate
+window (:data:`DUPLICATE_WINDOW`, longer than any client's retry horizon). The sender is answered
+once JetStream acknowledged every event — the events are then durable on the bus.
+
+Worker processes (``--role worker``) share one durable pull consumer: each fetches a batch,
+stores it with the tracking store (:func:`personify.ingest.tracking.store.store`, which keeps one
+row per ``messageId`` whatever the number of deliveries) and acks the batch only after the commit.
+A worker killed mid-batch acks nothing; after ``ack_wait`` JetStream redelivers those messages to
+another worker and the store's key makes the second write a no-op: every event stored exactly once.
+
+Rows travel as msgpack (timestamps stay timestamps). URL: ``nats://host:4222?stream=NAME``
+(``stream`` default ``personify_<project>``; ``ack_wait`` seconds, default 30).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import msgspec
+
+from personify.errors import ConfigError, ServiceUnavailable
+
+log = logging.getLogger("personify.realtime.bus")
+
+DUPLICATE_WINDOW: Final = 48 * 3600.0
+"""Seconds JetStream remembers a ``messageId`` (clients retry for at most a day)."""
+FETCH: Final = 500
+"""Messages a worker takes per batch."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """``bus:`` of ``personify.yml``, parsed."""
+
+    url: str
+    stream: str
+    ack_wait: float = 30.0
+
+    @property
+    def subject(self) -> str:
+        return f"{self.stream}.events"
+
+    @property
+    def quarantine_subject(self) -> str:
+        return f"{self.stream}.quarantine"
+
+
+def parse_bus_url(text: str, project_name: str = "personify") -> BusSettings:
+    """``nats://host:4222?stream=NAME&ack_wait=30``."""
+    parts = urlsplit(text)
+    if parts.scheme not in {"nats", "tls"}:
+        raise ConfigError(
+            f"unsupported bus URL scheme {parts.scheme!r}", key="bus", hint="use nats://host:4222"
+        )
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    stream = query.get("stream") or f"personify_{project_name}"
+    clean = "".join(c if c.isalnum() or c in "_-" else "_" for c in stream)
+    try:
+        ack_wait = float(query.get("ack_wait", 30))
+    except ValueError:
+        raise ConfigError("bus ack_wait must be a number of seconds", key="bus") from None
+    return BusSettings(urlunsplit((parts.scheme, parts.netloc, "", "", "")), clean, ack_wait)
+
+
+class _Loop:
+    """An asyncio loop in a thread of its own, for the NATS client (sync callers, and the
+    server's loop, hand it coroutines)."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
+        return self.submit(coro).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        with contextlib.suppress(RuntimeError):
+            self.loop.close()
+
+
+async def _connect(settings: BusSettings) -> Any:
+    import nats
+
+    try:
+        nc = await nats.connect(
+            settings.url, connect_timeout=3, max_reconnect_attempts=-1, allow_reconnect=True
+        )
+    except Exception as e:  # refused, timeout …
+        raise ServiceUnavailable(
+            f"cannot reach the bus at {settings.url}: {type(e).__name__}",
+            hint="start NATS with JetStream (nats-server -js) or remove bus:",
+        ) from None
+    return nc
+
+
+async def _ensure_stream(js: Any, settings: BusSettings) -> None:
+    from nats.js.api import StreamConfig
+
+    config = StreamConfig(
+        name=settings.stream,
+        subjects=[f"{settings.stream}.>"],
+        duplicate_window=DUPLICATE_WINDOW,
+    )
+    try:
+        await js.add_stream(config)
+    except Exception:  # exists already (with the same config, or an operator's)
+        await js.stream_info(settings.stream)
+
+
+def encode(row: Sequence[Any]) -> bytes:
+    return msgspec.msgpack.encode(tuple(row))
+
+
+def decode(data: bytes) -> tuple[Any, ...]:
+    return tuple(msgspec.msgpack.decode(data))
+
+
+class Publisher:
+    """Publishes events to the stream (an ingest process holds one)."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self._loop = _Loop("personify-bus-publisher")
+        try:
+            self._nc = self._loop.run(_connect(settings))
+            self._js = self._nc.jetstream()
+            self._loop.run(_ensure_stream(self._js, settings))
+        except BaseException:
+            self._loop.stop()
+            raise
+
+    async def _publish(self, rows: Sequence[Sequence[Any]], held: Sequence[Any]) -> list[bool]:
+        acks = await asyncio.gather(
+            *(
+                self._js.publish(
+                    self.settings.subject, encode(r), headers={"Nats-Msg-Id": str(r[0])}
+                )
+                for r in rows
+            ),
+            *(self._js.publish(self.settings.quarantine_subject, encode(q)) for q in held),
+        )
+        return [bool(a.duplicate) for a in acks[: len(rows)]]
+
+    def publish(
+        self, rows: Sequence[Sequence[Any]], held: Sequence[Any] = ()
+    ) -> Future[list[bool]]:
+        """Publish the rows (and quarantine rows); the future gives, per row, whether JetStream
+        had it already (a resend inside the duplicate window)."""
+        return self._loop.submit(self._publish(rows, held))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.run(self._nc.drain(), timeout=10)
+        self._loop.stop()
+
+
+Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]]], None]
+"""Stores a batch of event rows and quarantine rows (in a thread); raises to leave it unacked."""
+
+
+class Consumer:
+    """A worker's share of the durable pull consumer ``workers`` of the stream."""
+
+    def __init__(self, settings: BusSettings, handle: Handler, *, durable: str = "workers") -> None:
+        self.settings = settings
+        self.handle = handle
+        self.durable = durable
+        self.stored = 0
+        self._stop = threading.Event()
+        self._loop = _Loop("personify-bus-consumer")
+        try:
+            self._nc = self._loop.run(_connect(settings))
+            self._js = self._nc.jetstream()
+            self._loop.run(_ensure_stream(self._js, settings))
+            self._subs = self._loop.run(self._subscribe())
+        except BaseException:
+            self._loop.stop()
+            raise
+        self._task = self._loop.submit(self._run())
+
+    async def _subscribe(self) -> tuple[Any, Any]:
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        def config(name: str) -> Any:
+            return ConsumerConfig(
+                durable_name=name,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.settings.ack_wait,
+                max_ack_pending=20_000,
+            )
+
+        events = await self._js.pull_subscribe(
+            self.settings.subject, durable=self.durable, config=config(self.durable)
+        )
+        held = await self._js.pull_subscribe(
+            self.settings.quarantine_subject,
+            durable=f"{self.durable}_quarantine",
+            config=config(f"{self.durable}_quarantine"),
+        )
+        return events, held
+
+    async def _fetch(self, sub: Any, timeout: float) -> list[Any]:
+        import nats.errors
+
+        try:
+            return list(await sub.fetch(FETCH, timeout=timeout))
+        except nats.errors.TimeoutError:
+            return []
+
+    async def _run(self) -> None:
+        events, held = self._subs
+        while not self._stop.is_set():
+            try:
+                msgs = await self._fetch(events, 1.0)
+                quarantined = await self._fetch(held, 0.05)
+                if not msgs and not quarantined:
+                    continue
+                rows = [decode(m.data) for m in msgs]
+                qrows = [decode(m.data) for m in quarantined]
+                await asyncio.to_thread(self.handle, rows, qrows)
+                await asyncio.gather(*(m.ack() for m in (*msgs, *quarantined)))
+                self.stored += len(rows)
+            except Exception as e:  # unacked: redelivered after ack_wait
+                log.warning("a bus batch was not stored (%s); it will be redelivered", type(e))
+                await asyncio.sleep(0.5)
+
+    async def pending(self) -> int:
+        """Messages not yet acked by any worker (queue depth)."""
+        events, _ = self._subs
+        info = await events.consumer_info()
+        return int(info.num_pending) + int(info.num_ack_pending)
+
+    def depth(self) -> int:
+        return self._loop.run(self.pending(), timeout=10)
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self._task.result(5)
+        with contextlib.suppress(Exception):
+            self._loop.run(self._nc.drain(), timeout=10)
+        self._loop.stop()

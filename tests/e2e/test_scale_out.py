@@ -1,0 +1,167 @@
+"""Scale-out on one machine: two ingest and two worker ``personify serve`` processes sharing
+PostgreSQL (a schema of the test's own) and NATS JetStream (a stream of the test's own). Events
+are posted to both ingest processes — some batches twice, to different ones — and a worker is
+killed with SIGKILL mid-way and restarted: every event is stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from personify.scaffold import init_project
+from personify.warehouse import connect
+from tests.conftest import service_missing
+from tests.e2e.cli import PERSONIFY
+from tests.e2e.test_serve import Server, free_port
+from tests.e2e.tracking_support import write_key
+
+NATS = "nats://127.0.0.1:4222"
+BATCHES = 40
+PER_BATCH = 50
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    """A JetStream stream name of the test's own, deleted afterwards."""
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=2).close()
+    except OSError as e:
+        service_missing("NATS", e.strerror or type(e).__name__)
+    name = f"personify_test_{uuid.uuid4().hex[:10]}"
+    yield name
+
+    async def delete() -> None:
+        import nats
+
+        nc = await nats.connect(NATS)
+        try:
+            await nc.jetstream().delete_stream(name)
+        except Exception:  # never created
+            pass
+        await nc.close()
+
+    asyncio.run(delete())
+
+
+def start_worker(project: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [PERSONIFY, "serve", "--role", "worker", "--project", str(project)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PERSONIFY_NO_FORWARD": "1"},
+        )
+
+
+def launch_ingest(project: Path, log: Path) -> Server:
+    port = free_port()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [PERSONIFY, "serve", "--role", "ingest", "--project", str(project)]
+            + ["--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PERSONIFY_NO_FORWARD": "1"},
+        )
+    return Server(project, port, proc, log)
+
+
+def healthy(server: Server, timeout: float = 40) -> Server:
+    proc = server.proc
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{server.output()}")
+        try:
+            if server.get("/healthz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            server.stop()
+            raise AssertionError(f"serve not healthy after {timeout} s:\n{server.output()}")
+        time.sleep(0.1)
+
+
+def body(b: int) -> dict[str, object]:
+    return {
+        "batch": [
+            {
+                "type": "track",
+                "event": "Product Viewed",
+                "messageId": f"so-{b}-{i}",
+                "anonymousId": f"anon-{i}",
+                "properties": {"product_id": f"p{i}"},
+            }
+            for i in range(PER_BATCH)
+        ]
+    }
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_two_ingest_two_workers_exactly_once_with_a_worker_killed(
+    postgres_url: str, stream: str, tmp_path: Path
+) -> None:
+    project = tmp_path / "shop"
+    init_project(project)
+    yml = project / "personify.yml"
+    text = yml.read_text().replace(
+        "warehouse: duckdb:///warehouse.duckdb", f"warehouse: {postgres_url}"
+    )
+    yml.write_text(text + f"\nbus: {NATS}?stream={stream}&ack_wait=2\n")
+    connect(postgres_url).close()  # migrated once, before four processes start
+    key = write_key(project)
+    ingest = [launch_ingest(project, tmp_path / f"ingest{i}.log") for i in range(2)]
+    workers = [start_worker(project, tmp_path / f"worker{i}.log") for i in range(2)]
+    try:
+        for server in ingest:
+            healthy(server)
+        with httpx.Client(auth=(key, ""), timeout=30, trust_env=False) as http:
+            for b in range(BATCHES):
+                r = http.post(ingest[b % 2].url + "/v1/batch", json=body(b))
+                assert r.status_code == 200, r.text
+                if b % 5 == 0:  # a client retrying against the other ingest process
+                    again = http.post(ingest[(b + 1) % 2].url + "/v1/batch", json=body(b))
+                    assert again.status_code == 200, again.text
+                if b == BATCHES // 2:
+                    workers[0].send_signal(signal.SIGKILL)
+                    workers[0].wait(10)
+                    workers[0] = start_worker(project, tmp_path / "worker0.log")
+        expected = BATCHES * PER_BATCH
+        wh = connect(postgres_url)
+        try:
+            deadline = time.monotonic() + 45
+            count = 0
+            while time.monotonic() < deadline:
+                count = int(wh.scalar("SELECT count(*) FROM events") or 0)
+                if count >= expected:
+                    break
+                time.sleep(0.25)
+            time.sleep(2.5)  # past ack_wait: any redelivery would have landed
+            total, distinct = wh.fetch("SELECT count(*), count(DISTINCT message_id) FROM events")[0]
+        finally:
+            wh.close()
+        assert (total, distinct) == (expected, expected)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for s in ingest:
+            s.stop()
+        for w in workers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(5)
