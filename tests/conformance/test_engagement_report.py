@@ -83,7 +83,7 @@ def _world(wh: Warehouse, project: Project) -> None:
             0 if kind == "click" else None,
             "https://shop.example/" if kind == "click" else None,
         )
-        record(wh, project, Hit(claim, T + timedelta(hours=hours), agent, "203.0.113.5"))  # type: ignore[arg-type]
+        record(wh, project, Hit(claim, T + timedelta(hours=hours), agent, "203.0.113.5"))
 
     hit("open", "m-1", "c-1", 0.5)
     hit("click", "m-1", "c-1", 1)
@@ -91,20 +91,14 @@ def _world(wh: Warehouse, project: Project) -> None:
     hit("open", "m-2", "c-2", 1)
     hit("click", "m-2", "c-2", 1, agent="Proofpoint URL Defense")  # a scanner: not a touch
     hit("open", "m-4", "c-3", 1, agent="Mozilla/5.0")  # Apple's proxy: not an open
-    _load(
-        wh,
-        "orders",
-        [
-            {"order_id": "o1", "source": "shop", "customer_id": "c-1", "status": "paid", "total": 100.0,
-             "created_at": T + timedelta(hours=6)},
-            {"order_id": "o2", "source": "shop", "customer_id": "c-2", "status": "paid", "total": 50.0,
-             "created_at": T + timedelta(hours=2)},
-            {"order_id": "o3", "source": "shop", "customer_id": "c-1", "status": "paid", "total": 70.0,
-             "created_at": T + timedelta(days=10)},
-            {"order_id": "o4", "source": "shop", "customer_id": "c-1", "status": "cancelled", "total": 30.0,
-             "created_at": T + timedelta(hours=6)},
-        ],
-    )  # fmt: skip
+    orders = [
+        ("o1", "c-1", "paid", 100.0, T + timedelta(hours=6)),
+        ("o2", "c-2", "paid", 50.0, T + timedelta(hours=2)),
+        ("o3", "c-1", "paid", 70.0, T + timedelta(days=10)),
+        ("o4", "c-1", "cancelled", 30.0, T + timedelta(hours=6)),
+    ]
+    names = ("order_id", "customer_id", "status", "total", "created_at")
+    _load(wh, "orders", [{"source": "shop", **dict(zip(names, o, strict=True))} for o in orders])
 
 
 def _with(project: Project, **settings: str) -> Project:
@@ -137,3 +131,19 @@ def test_journeys_report(warehouse: Warehouse, project_dir: Path) -> None:
     assert (a.conversions, a.revenue) == (0, 0.0)
     assert (b.sends, b.delivered, b.unique_opens, b.unique_clicks, b.conversions) == (1, 1, 1, 0, 0)
     assert (second.unique_clicks, second.conversions, second.revenue) == (1, 1, 100.0)
+
+
+def test_assignments_are_recorded_once(warehouse: Warehouse) -> None:
+    from personify.engagement.experiments import assign, record_assignments
+
+    weights = {"A": 1.0, "B": 1.0}
+    pairs = [(f"c-{i}", assign("cart.first", f"c-{i}", weights, 0.2)) for i in range(50)]
+    assert record_assignments(warehouse, "cart.first", pairs, T) == 50
+    assert record_assignments(warehouse, "cart.first", [("c-1", "B"), ("c-99", "A")], NOW) == 1
+    stored = dict(
+        warehouse.fetch(
+            "SELECT customer_id, variant FROM experiment_assignments WHERE experiment = ?",
+            ["cart.first"],
+        )
+    )
+    assert len(stored) == 51 and stored["c-1"] == dict(pairs)["c-1"]

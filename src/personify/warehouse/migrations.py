@@ -236,6 +236,12 @@ def _quality(wh: Warehouse) -> None:
             wh.execute(sql, ())
 
 
+def _engagement(wh: Warehouse) -> None:
+    """Issue 11: experiment assignments."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["experiment_assignments"]):
+        wh.execute(sql, ())
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -270,6 +276,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "data quality: reconciliation runs and discrepancies, validation rule violations",
         _quality,
     ),
+    Migration(12, "engagement: experiment assignments", _engagement),
 )
 
 

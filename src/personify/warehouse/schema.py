@@ -722,6 +722,18 @@ QUALITY_VIOLATIONS = Table(
     doc="Validation rules run in the warehouse after loads and syncs: counts and sample keys",
 )
 
+EXPERIMENT_ASSIGNMENTS = Table(
+    "experiment_assignments",
+    (
+        C("experiment", S, False, "The experiment (a journey step's name)"),
+        C("customer_id", S, False),
+        C("variant", S, False, "The variant, or 'holdout' (receives nothing)"),
+        C("assigned_at", TS, False),
+    ),
+    primary_key=("experiment", "customer_id"),
+    doc="Deterministic variant assignment per customer and experiment (first one kept)",
+)
+
 
 TABLES: tuple[Table, ...] = (
     EVENTS,
@@ -761,6 +773,7 @@ TABLES: tuple[Table, ...] = (
     RECONCILIATION_RUNS,
     RECONCILIATION_DISCREPANCIES,
     QUALITY_VIOLATIONS,
+    EXPERIMENT_ASSIGNMENTS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 

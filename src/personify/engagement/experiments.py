@@ -1,0 +1,116 @@
+"""Experiments: variants with weights and a holdout, assigned deterministically; uplift.
+
+:func:`assign` puts a customer in one variant of an experiment — or in the holdout, which
+receives nothing — from a hash of the experiment's name and the customer id alone: the same
+answer on every run and every machine, with no state needed to stay stable (the choice is still
+recorded, :func:`record_assignments` → ``experiment_assignments``, first assignment kept, so a
+report can count the holdout). :func:`uplift` compares a variant's conversion rate with the
+holdout's: the difference, its 95 % confidence interval (normal approximation, unpooled) and
+whether the sample is big enough to say anything.
+
+Not wired into journey send steps yet: a step that wants variants calls :func:`assign` when it
+decides and stores the variant in ``messages.variant`` (the report already groups by it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+
+from personify.warehouse.base import Warehouse
+from personify.warehouse.schema import TABLES_BY_NAME
+
+HOLDOUT = "holdout"
+"""The variant name of the customers who receive nothing."""
+Z95 = 1.959963984540054
+MIN_SAMPLE = 30
+"""Fewer recipients than this on either side: too small to conclude."""
+MIN_CONVERSIONS = 5
+"""Fewer conversions than this on either side: too small to conclude."""
+
+
+def _unit(experiment: str, customer_id: str) -> float:
+    digest = hashlib.sha256(f"{experiment}\0{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign(
+    experiment: str, customer_id: str, weights: Mapping[str, float], holdout: float = 0.0
+) -> str:
+    """The variant of ``customer_id`` (or :data:`HOLDOUT`): ``holdout`` is the share that
+    receives nothing; the rest is split by ``weights`` (in their order). Raises ValueError on
+    an empty or negative split."""
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError("holdout must be in [0, 1)")
+    total = sum(weights.values())
+    if not weights or total <= 0 or any(w < 0 for w in weights.values()):
+        raise ValueError("weights must be non-negative and not all zero")
+    u = _unit(experiment, customer_id)
+    if u < holdout:
+        return HOLDOUT
+    point = (u - holdout) / (1.0 - holdout) * total
+    running = 0.0
+    for name, weight in weights.items():
+        running += weight
+        if point < running:
+            return name
+    return next(reversed(list(weights)))
+
+
+def record_assignments(
+    wh: Warehouse, experiment: str, assigned: Sequence[tuple[str, str]], at: datetime
+) -> int:
+    """Store ``(customer id, variant)`` pairs of ``experiment``; a customer's first assignment is
+    kept. Returns how many were new."""
+    if not assigned:
+        return 0
+    table = TABLES_BY_NAME["experiment_assignments"]
+    data = pa.table(
+        {
+            "experiment": [experiment] * len(assigned),
+            "customer_id": [c for c, _ in assigned],
+            "variant": [v for _, v in assigned],
+            "assigned_at": pa.array([at] * len(assigned), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    return wh.load(table, data, on_conflict="ignore")
+
+
+@dataclass(frozen=True)
+class Uplift:
+    """A variant against the holdout."""
+
+    variant_rate: float
+    holdout_rate: float
+    difference: float
+    """``variant_rate - holdout_rate`` (absolute, in conversion-rate points)."""
+    low: float
+    high: float
+    """The 95 % confidence interval of the difference."""
+    relative: float | None
+    """``difference / holdout_rate``; ``None`` when the holdout never converted."""
+    conclusive: bool
+    """``False`` when the sample is too small (:data:`MIN_SAMPLE`, :data:`MIN_CONVERSIONS`) or
+    the interval contains 0."""
+    note: str
+
+
+def uplift(variant_n: int, variant_conv: int, holdout_n: int, holdout_conv: int) -> Uplift:
+    """The uplift of a variant (``variant_conv`` of ``variant_n`` converted) over the holdout."""
+    if variant_n <= 0 or holdout_n <= 0:
+        return Uplift(0.0, 0.0, 0.0, 0.0, 0.0, None, False, "no recipients on one side")
+    p1, p0 = variant_conv / variant_n, holdout_conv / holdout_n
+    se = math.sqrt(p1 * (1 - p1) / variant_n + p0 * (1 - p0) / holdout_n)
+    diff = p1 - p0
+    low, high = diff - Z95 * se, diff + Z95 * se
+    relative = diff / p0 if p0 > 0 else None
+    if min(variant_n, holdout_n) < MIN_SAMPLE or min(variant_conv, holdout_conv) < MIN_CONVERSIONS:
+        return Uplift(p1, p0, diff, low, high, relative, False, "sample too small to conclude")
+    if low <= 0.0 <= high:
+        return Uplift(p1, p0, diff, low, high, relative, False, "no significant difference")
+    return Uplift(p1, p0, diff, low, high, relative, True, "significant at 95 %")
