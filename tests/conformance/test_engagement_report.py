@@ -147,3 +147,29 @@ def test_assignments_are_recorded_once(warehouse: Warehouse) -> None:
         )
     )
     assert len(stored) == 51 and stored["c-1"] == dict(pairs)["c-1"]
+
+
+def test_experiment_uplift_over_the_holdout(warehouse: Warehouse, project_dir: Path) -> None:
+    from personify.engagement.experiments import record_assignments, uplift
+
+    project = load_project(project_dir)
+    holdout = [(f"h-{i}", "holdout") for i in range(40)]
+    variant = [(f"v-{i}", "A") for i in range(40)]
+    record_assignments(warehouse, "cart.first", holdout + variant, T)
+    buyers = [f"h-{i}" for i in range(4)] + [f"v-{i}" for i in range(12)]
+    late = {"customer_id": "h-39", "created_at": T + timedelta(days=5)}  # outside the window
+    rows = [{"customer_id": c, "created_at": T + timedelta(hours=3)} for c in buyers] + [late]
+    rows += [{"customer_id": "v-0", "created_at": T + timedelta(hours=4)}]  # a second order
+    _load(
+        warehouse,
+        "orders",
+        [{"order_id": f"x{i}", "source": "shop", "total": 10.0, **r} for i, r in enumerate(rows)],
+    )
+    arms = journeys_report(warehouse, project, NOW).experiments
+    assert [(a.experiment, a.variant, a.assigned, a.converted) for a in arms] == [
+        ("cart.first", "holdout", 40, 4),
+        ("cart.first", "A", 40, 12),
+    ]
+    assert arms[0].uplift is None and arms[1].uplift == uplift(40, 12, 40, 4)
+    assert arms[1].uplift is not None and abs(arms[1].uplift.difference - 0.2) < 1e-9
+    assert arms[1].uplift.note == "sample too small to conclude"  # 4 holdout conversions

@@ -16,11 +16,12 @@ totals).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from personify.audiences.schedule import parse_duration
 from personify.config import Project
+from personify.engagement.experiments import HOLDOUT, Uplift, uplift
 from personify.warehouse.base import Warehouse
 
 
@@ -40,6 +41,18 @@ class StepReport:
 
 
 @dataclass(frozen=True)
+class VariantResult:
+    """One arm of an experiment: customers assigned, those who ordered within the attribution
+    window after assignment, and (not for the holdout) the uplift over the holdout."""
+
+    experiment: str
+    variant: str
+    assigned: int
+    converted: int
+    uplift: Uplift | None
+
+
+@dataclass(frozen=True)
 class JourneysReport:
     """The report, with the attribution rule it used."""
 
@@ -50,6 +63,9 @@ class JourneysReport:
     window: str
     """The attribution window (``3d``)."""
     steps: list[StepReport]
+    experiments: list[VariantResult] = field(default_factory=list)
+    """Per experiment and variant (``experiment_assignments``), holdout first; intent to treat:
+    every assigned customer counts, sent to or not."""
 
 
 def _in(values: tuple[str, ...]) -> tuple[str, list[object]]:
@@ -150,5 +166,47 @@ def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysR
         for j, s, v, n_sent, n_delivered, n_open, n_click, n_conv, revenue in wh.fetch(sql, params)
     ]
     return JourneysReport(
-        settings.attribution_rule, settings.attribution_touch, settings.attribution_window, steps
+        settings.attribution_rule,
+        settings.attribution_touch,
+        settings.attribution_window,
+        steps,
+        experiments(wh, project, now),
     )
+
+
+def experiments(wh: Warehouse, project: Project, now: datetime) -> list[VariantResult]:
+    """Each experiment's arms: assigned customers and those with an order (not excluded) within
+    ``attribution_window`` after their assignment; each variant's uplift over the holdout."""
+    seconds = int(parse_duration(project.config.engagement.attribution_window).total_seconds())
+    excluded = tuple(s.lower() for s in project.config.traits.excluded_order_statuses)
+    status = (
+        f"AND (o.status IS NULL OR lower(o.status) NOT IN ({', '.join('?' for _ in excluded)}))"
+        if excluded
+        else ""
+    )
+    rows = wh.fetch(
+        "SELECT a.experiment, a.variant, count(*) AS assigned, count(c.customer_id) AS converted "
+        "FROM experiment_assignments a LEFT JOIN (SELECT DISTINCT x.experiment, x.customer_id "
+        "FROM experiment_assignments x JOIN orders o ON o.customer_id = x.customer_id "
+        "AND o.created_at >= x.assigned_at "
+        f"AND o.created_at < x.assigned_at + INTERVAL '{seconds} seconds' "
+        f"WHERE o.created_at <= CAST(? AS TIMESTAMPTZ) {status}) c "
+        "ON c.experiment = a.experiment AND c.customer_id = a.customer_id "
+        "WHERE a.assigned_at <= CAST(? AS TIMESTAMPTZ) "
+        "GROUP BY a.experiment, a.variant ORDER BY a.experiment, a.variant",
+        [now, *excluded, now],
+    )
+    arms: dict[str, dict[str, tuple[int, int]]] = {}
+    for experiment, variant, n, converted in rows:
+        arms.setdefault(str(experiment), {})[str(variant)] = (int(n), int(converted))
+    out: list[VariantResult] = []
+    for experiment, by_variant in arms.items():
+        holdout = by_variant.get(HOLDOUT)
+        if holdout is not None:
+            out.append(VariantResult(experiment, HOLDOUT, *holdout, None))
+        for variant, (n, converted) in by_variant.items():
+            if variant == HOLDOUT:
+                continue
+            lift = uplift(n, converted, *holdout) if holdout is not None else None
+            out.append(VariantResult(experiment, variant, n, converted, lift))
+    return out

@@ -28,7 +28,9 @@ def journeys_command(
     """Per journey, step and variant: sends, delivered, unique opens and clicks (machine opens
     and scanner clicks excluded), conversions and revenue — orders placed within
     engagement.attribution_window after a click (or open, with attribution_touch: open), the
-    touch chosen by engagement.attribution_rule (last_touch by default; the report names it)."""
+    touch chosen by engagement.attribution_rule (last_touch by default; the report names it).
+    Experiments: each variant's conversions against the holdout, with a 95 % interval and
+    whether the sample is big enough to conclude."""
     pin_now(now)
     with open_session(project) as session:
         report = journeys_report(session.warehouse, session.project, clock.now())
@@ -67,3 +69,21 @@ def journeys_command(
         "machine opens and scanner clicks excluded",
         markup=False,
     )
+    if not report.experiments:
+        return
+    arms = Table(
+        "experiment", "variant", "assigned", "converted", "uplift vs holdout", "95 % interval", ""
+    )
+    for arm in report.experiments:
+        lift = arm.uplift
+        rate = f"{arm.converted / arm.assigned:.1%}" if arm.assigned else "-"
+        arms.add_row(
+            arm.experiment,
+            arm.variant,
+            f"{arm.assigned:,}",
+            f"{arm.converted:,} ({rate})",
+            "-" if lift is None else f"{lift.difference:+.1%}",
+            "-" if lift is None else f"[{lift.low:+.1%}, {lift.high:+.1%}]",
+            "" if lift is None else lift.note,
+        )
+    out.print(arms, markup=False)
