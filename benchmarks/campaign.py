@@ -80,8 +80,12 @@ def make_project(root: Path, n: int, batch: int) -> None:
         for p in VARIABLES["new_arrivals"]
     )
     (root / "journeys" / "campaign.yml").write_text(JOURNEY + arrivals, encoding="utf-8")
-    with (root / "personify.yml").open("a", encoding="utf-8") as f:
-        f.write(f"\njourneys:\n  frequency_cap: null\n  batch_size: {batch}\n")
+    file = root / "personify.yml"
+    text = file.read_text(encoding="utf-8")
+    text = text[: text.find("# Journeys (journeys/*.yml)")] if "# Journeys (" in text else text
+    file.write_text(
+        text + f"\njourneys:\n  frequency_cap: null\n  batch_size: {batch}\n", encoding="utf-8"
+    )
     ids = [f"c{i:07d}" for i in range(n)]
     with open_session(root) as session:
         wh = session.warehouse
