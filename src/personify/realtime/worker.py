@@ -12,6 +12,7 @@ from typing import Any
 from personify.ingest.tracking.store import DUPLICATE, NEW, store
 from personify.ingest.tracking.writer import StoreUnavailable, WriterStats
 from personify.realtime.bus import BusSettings, Consumer, Publisher
+from personify.realtime.continuous import Applier
 from personify.warehouse import Warehouse
 
 
@@ -49,13 +50,18 @@ class BusWriter:
         self.publisher.close()
 
 
-def start_worker(warehouse: Warehouse, settings: BusSettings) -> Consumer:
-    """Consume the stream into ``warehouse`` until the consumer is closed."""
+def start_worker(
+    warehouse: Warehouse, settings: BusSettings, applier: Applier | None = None
+) -> Consumer:
+    """Consume the stream into ``warehouse`` until the consumer is closed; what was new goes to
+    ``applier`` (continuous mode)."""
 
     def handle(rows: list[tuple[Any, ...]], held: list[tuple[Any, ...]]) -> None:
         for attempt in range(3):
             try:
-                store(warehouse, rows, held)  # one row per messageId however often delivered
+                status = store(warehouse, rows, held)  # one row per messageId, however delivered
+                if applier is not None:
+                    applier.submit(str(r[0]) for r, s in zip(rows, status, strict=True) if s == NEW)
                 return
             except Exception:
                 if attempt == 2:

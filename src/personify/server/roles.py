@@ -13,12 +13,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from personify.config import Project, load_project
 from personify.errors import ConfigError
+from personify.realtime import profile_cache
+from personify.server.metrics import Gauge
 from personify.server.state import ServerState
 from personify.warehouse.base import backend_for
+
+if TYPE_CHECKING:
+    from personify.realtime.continuous import Applier
 
 log = logging.getLogger("personify.server")
 
@@ -26,6 +33,8 @@ ROLES = ("all", "ingest", "worker")
 BUS_WRITER = "realtime.bus_writer"
 """``ServerState.extras`` key: the tracking routes write through this instead of the group
 commit (see :mod:`personify.server.tracking_state`)."""
+APPLIER = "realtime.applier"
+"""``ServerState.extras`` key: the continuous-mode applier (:mod:`personify.realtime`)."""
 
 
 def check_role(project: Project, role: str) -> None:
@@ -48,6 +57,71 @@ def check_role(project: Project, role: str) -> None:
         )
 
 
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LiveGauge(Gauge):
+    """A gauge read when ``/metrics`` is scraped."""
+
+    def __init__(self, name: str, help: str, read: Callable[[], float]) -> None:
+        super().__init__(name, help)
+        self.read = read
+
+    def samples(self) -> list[str]:
+        with contextlib.suppress(Exception):  # a metric never fails the scrape
+            self.set(self.read())
+        return super().samples()
+
+
+def attach_continuous(stack: contextlib.ExitStack, state: ServerState) -> Applier:
+    """Continuous mode: stored events are applied to their customers at once
+    (:mod:`personify.realtime.continuous`), the latency on ``/metrics``."""
+    from personify.realtime.continuous import Applier
+
+    latency = state.registry.histogram(
+        "personify_event_to_profile_seconds",
+        "From an event stored to its customer's profile updated (continuous mode).",
+        buckets=_LATENCY_BUCKETS,
+    )
+    applied = state.registry.counter(
+        "personify_realtime_applied_events_total", "Events applied to profiles in real time."
+    )
+
+    def observe(count: int, seconds: float) -> None:
+        latency.observe(seconds)
+        applied.inc(count)
+
+    applier = Applier(state.session, on_applied=observe)
+    stack.callback(applier.close)
+    state.extras[APPLIER] = applier
+    r = state.registry
+    r._add(
+        LiveGauge(
+            "personify_realtime_queue_depth",
+            "Stored events waiting to be applied to profiles (continuous mode).",
+            lambda: applier.depth,
+        )
+    )
+    project = state.session.project
+    cache = profile_cache(state.session.warehouse, project)
+    reads: tuple[tuple[str, str, Callable[[], float]], ...] = (
+        (
+            "personify_profile_cache_hit_ratio",
+            "Profile cache hits / lookups.",
+            lambda: cache.hit_ratio,
+        ),
+        ("personify_profile_cache_hits", "Profile cache hits since start.", lambda: cache.hits),
+        (
+            "personify_profile_cache_misses",
+            "Profile cache misses since start.",
+            lambda: cache.misses,
+        ),
+    )
+    for name, help, read in reads:
+        r._add(LiveGauge(name, help, read))
+    return applier
+
+
 def attach_bus(stack: contextlib.ExitStack, state: ServerState, role: str) -> None:
     """With ``bus:``: the tracking routes publish to it; ``all`` also consumes it here."""
     project = state.session.project
@@ -61,7 +135,7 @@ def attach_bus(stack: contextlib.ExitStack, state: ServerState, role: str) -> No
     stack.callback(writer.close)
     state.extras[BUS_WRITER] = writer
     if role == "all":
-        consumer = start_worker(state.session.warehouse, settings)
+        consumer = start_worker(state.session.warehouse, settings, state.extras.get(APPLIER))
         stack.callback(consumer.close)
     log.info("tracked events go through the bus (stream %s)", settings.stream)
 
@@ -77,7 +151,11 @@ def run_worker(stack: contextlib.ExitStack, directory: str | Path) -> None:
     session = Session(project)
     stack.callback(session.close)
     settings = parse_bus_url(str(project.config.bus), project.config.name)
-    consumer = start_worker(session.warehouse, settings)
+    from personify.realtime.continuous import Applier
+
+    applier = Applier(session)
+    stack.callback(applier.close)
+    consumer = start_worker(session.warehouse, settings, applier)
     stack.callback(consumer.close)
     log.info("worker consuming stream %s into the %s warehouse", settings.stream, "shared")
     threading.Event().wait()  # until a signal raises Stopped

@@ -193,8 +193,9 @@ def _serve(
     app = create_app(
         session, control_token=Secret(token) if token else None, instance=info.instance
     )
-    from personify.server.roles import attach_bus
+    from personify.server.roles import attach_bus, attach_continuous
 
+    attach_continuous(stack, app.state.personify)  # stored events applied at once
     attach_bus(stack, app.state.personify, role)  # with bus: configured, before any request
     config = uvicorn.Config(
         app,

@@ -83,6 +83,11 @@ def _create(state: ServerState) -> Tracking:
 
     bus_writer = state.extras.get("realtime.bus_writer")  # --role ingest|all with bus:
     writer = bus_writer or GroupWriter(warehouse, on_commit=observe)
+    applier = state.extras.get("realtime.applier")  # continuous mode (personify serve)
+    if applier is not None and bus_writer is None:
+        from personify.realtime.continuous import ApplyingWriter
+
+        writer = ApplyingWriter(writer, applier)
     tracking = Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
     names = [s.name for s in sources]
     threading.Thread(
