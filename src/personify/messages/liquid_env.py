@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import ClassVar
 
 from liquid import Environment, StrictUndefined
@@ -21,6 +22,26 @@ class _Guarded(Environment):
     loop_iteration_limit: ClassVar[int | None] = LOOP_ITERATION_LIMIT
     output_stream_limit: ClassVar[int | None] = OUTPUT_STREAM_LIMIT
     local_namespace_limit: ClassVar[int | None] = LOCAL_NAMESPACE_LIMIT
+
+    def setup_tags_and_filters(self, *, extra: bool = False) -> None:
+        super().setup_tags_and_filters(extra=extra)
+        self.filters["money"] = money
+
+
+def money(value: object, places: object = 2) -> str:
+    """``{{ price | money }}`` → ``52.00``: a number with a fixed count of decimals (default 2,
+    rounded half to even as accounting does); text that is not a number is returned unchanged,
+    nil gives an empty string."""
+    if value is None:
+        return ""
+    try:
+        amount = Decimal(str(value))
+        digits = max(0, min(int(str(places)), 6))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    if not amount.is_finite():
+        return str(value)
+    return f"{amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN):f}"
 
 
 def html_environment() -> Environment:

@@ -148,3 +148,39 @@ def test_scaffold_templates_render(tmp_path: Path) -> None:
     assert "https://s/unsubscribe/t" in cart.html
     again = render(s.get("re_engagement"), build_context(CUSTOMER, variables))
     assert again.subject == "New in Shoes, picked for you" and "Shoes, Bags" in again.text
+
+
+@pytest.mark.parametrize(
+    ("value", "args", "shown"),
+    [
+        (52.0, "", "52.00"),
+        (19.995, "", "20.00"),
+        (3, "", "3.00"),
+        ("7.5", "", "7.50"),
+        (12.3456, ": 3", "12.346"),
+        (None, "", ""),
+        ("n/a", "", "n/a"),
+    ],
+)
+def test_money_filter(tmp_path: Path, value: object, args: str, shown: str) -> None:
+    body = "---\nsubject: s\n---\n<p>[{{ p | money" + args + " }}]</p>"
+    s = store(tmp_path, {"m.liquid": body})
+    email = render(s.get("m"), build_context(CUSTOMER, {"p": value}))
+    assert f"[{shown}]" in email.html
+
+
+def test_scaffold_templates_show_prices_with_two_decimals(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    init_project(root)
+    item = {"name": "Mug", "url": "https://s/m", "image_url": "https://s/m.png", "price": 52.0}
+    variables = {
+        "cart": {"items": [{**item, "quantity": 1}], "url": "https://s/cart"},
+        "recommendations": [item] * 4,
+        "discount": {"code": "ABCD2345EFGH", "label": "10% off", "expires_at": "soon"},
+        "currency": "€",
+        "unsubscribe_url": "https://s/u",
+    }
+    email = render(
+        TemplateStore(root / "templates").get("abandoned_cart"), build_context(CUSTOMER, variables)
+    )
+    assert "€52.00" in email.html and "€52.0<" not in email.html
