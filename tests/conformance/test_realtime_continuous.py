@@ -15,6 +15,7 @@ from personify.profiles import build_customers
 from personify.profiles.realtime import apply
 from personify.realtime import profile_cache
 from personify.realtime.continuous import Applier
+from personify.realtime.drift import recompute
 from personify.warehouse import Warehouse
 
 
@@ -49,3 +50,10 @@ def test_applier_builds_profiles_like_the_batch(warehouse: Warehouse, tmp_path: 
         build_customers(warehouse, proj)  # the batch path agrees with what was applied
         assert snapshot(warehouse) == realtime
         assert read_customers(warehouse, [ann])[ann]["email"] == before["email"]
+        drift = recompute(session_on(warehouse, proj))  # nothing missed: nothing to report
+        assert not drift.drifted and drift.customers == len(realtime), drift
+        warehouse.execute("UPDATE customers SET total_spent = 1.0 WHERE customer_id = ?", [ann])
+        read_customers(warehouse, [ann])  # cached before the recompute …
+        drift = recompute(session_on(warehouse, proj))
+        assert drift.drifted and drift.changed == {"total_spent": 1}, drift
+        assert read_customers(warehouse, [ann])[ann]["total_spent"] == 20.0  # … and corrected
