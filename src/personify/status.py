@@ -125,14 +125,17 @@ def status_report(session: Session) -> dict[str, Any]:
 def _quality(session: Session) -> dict[str, Any]:
     """The last validation check (rules broken, those flagged for review) and the volume
     anomalies of the last 24 hours."""
-    from personify.quality.anomalies import volume_anomalies
+    from personify.quality.anomalies import null_rate_anomalies, volume_anomalies
     from personify.quality.rules import latest_violations
 
     broken = latest_violations(session.warehouse)
     return {
         "violations": broken,
         "flagged": [v["rule"] for v in broken if v["action"] in ("flag", "quarantine")],
-        "anomalies": [asdict(a) for a in volume_anomalies(session.warehouse)],
+        "anomalies": [
+            asdict(a)
+            for a in [*volume_anomalies(session.warehouse), *null_rate_anomalies(session.warehouse)]
+        ],
     }
 
 

@@ -46,3 +46,34 @@ def test_drops_and_spikes_are_flagged(warehouse: Warehouse) -> None:
     low = found[("web", "Order Completed")]
     assert (low.kind, low.last_day, low.median) == ("low", 5, 20.0)
     assert found[("web", "Page Viewed")].kind == "spike"
+
+
+def test_a_jump_in_the_share_of_nulls_is_flagged(warehouse: Warehouse) -> None:
+    from personify.quality.anomalies import null_rate_anomalies
+
+    ts = pa.timestamp("us", tz="UTC")
+    rows: dict[str, list[object]] = {
+        "source": [],
+        "record_id": [],
+        "observed_at": [],
+        "received_at": [],
+        "email": [],
+        "phone": [],
+    }
+    for i in range(40):
+        recent = i < 20  # 20 in the last day (half without email), 20 the days before
+        at = NOW - timedelta(hours=2 + i) if recent else NOW - timedelta(days=2, hours=i)
+        rows["source"].append("crm")
+        rows["record_id"].append(f"r{i}")
+        rows["observed_at"].append(at)
+        rows["received_at"].append(at)
+        rows["email"].append(None if recent and i % 2 else f"p{i}@example.org")
+        rows["phone"].append(None)  # always null: no jump
+    schema = {"observed_at": ts, "received_at": ts}
+    table = pa.table({k: pa.array(v, schema.get(k, pa.string())) for k, v in rows.items()})
+    from personify.warehouse.schema import CUSTOMER_RECORDS
+
+    warehouse.load(CUSTOMER_RECORDS, table)
+    [a] = null_rate_anomalies(warehouse, NOW)
+    assert (a.table, a.source, a.name, a.kind) == ("customer_records", "crm", "email", "null_rate")
+    assert (a.last_day, a.median) == (50, 0.0)

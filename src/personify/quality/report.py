@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from personify import clock
-from personify.quality.anomalies import volume_anomalies
+from personify.quality.anomalies import null_rate_anomalies, volume_anomalies
 from personify.session import Session
 
 _COLORS = ("#3b6fd4", "#e0803a", "#3aa37a", "#c4485a", "#8a63c7", "#6b7a8f")
@@ -144,7 +144,7 @@ def quality_report_html(session: Session) -> str:
     for r in runs:
         recon_series["discrepancies"].append((r[0], float(r[2] + r[3] + r[4])))
         recon_series["pending"].append((r[0], float(r[5])))
-    anomalies = volume_anomalies(wh, now)
+    anomalies = [*volume_anomalies(wh, now), *null_rate_anomalies(wh, now)]
     sections = [
         f"<h1>Data quality — {_e(session.project.config.name)}</h1>",
         f'<p class="muted">at {_e(now.isoformat(timespec="seconds"))}</p>',
@@ -189,9 +189,9 @@ def quality_report_html(session: Session) -> str:
                 for r in reversed(runs[-20:])
             ],
         ),  # fmt: skip
-        "<h2>Volume anomalies (last 24 h)</h2>",
+        "<h2>Anomalies (last 24 h)</h2>",
         _table(
-            ["table", "source", "series", "kind", "last 24 h", "daily median"],
+            ["table", "source", "series or column", "kind", "last 24 h", "week before"],
             [(a.table, a.source, a.name, a.kind, a.last_day, a.median) for a in anomalies],
         ),
     ]

@@ -120,7 +120,14 @@ def _print_status(report: dict[str, Any]) -> None:
             f"{v['violations']:,} row(s)[/]"
         )
     for a in quality.get("anomalies", []):
+        where = f"{escape(a['table'])}/{escape(a['source'])}/{escape(a['name'])}"
+        if a["kind"] == "null_rate":
+            out.print(
+                f"[yellow]null rate jump: {where} {a['last_day']}% null in the last 24 h, "
+                f"{a['median']:.0f}% the week before[/]"
+            )
+            continue
         out.print(
-            f"[yellow]volume {a['kind']}: {escape(a['source'])}/{escape(a['name'])} "
+            f"[yellow]volume {a['kind']}: {where} "
             f"{a['last_day']:,} in the last 24 h, median {a['median']:,.0f} a day[/]"
         )
