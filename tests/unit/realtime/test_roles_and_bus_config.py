@@ -1,0 +1,46 @@
+"""``serve --role`` refuses what cannot work, and ``bus:`` URLs parse to their settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from personify.config import Project, parse_config
+from personify.errors import ConfigError
+from personify.realtime.bus import DUPLICATE_WINDOW, decode, encode, parse_bus_url
+from personify.server.roles import check_role
+
+
+def project(text: str) -> Project:
+    return Project(parse_config(text), Path("."), Path("personify.yml"))
+
+
+def test_parse_bus_url() -> None:
+    s = parse_bus_url("nats://127.0.0.1:4222?stream=shop.events&ack_wait=5", "x")
+    assert (s.url, s.stream, s.ack_wait) == ("nats://127.0.0.1:4222", "shop_events", 5.0)
+    assert s.subject == "shop_events.events"
+    assert parse_bus_url("nats://h:4222", "my-shop").stream == "personify_my-shop"
+    assert DUPLICATE_WINDOW >= 24 * 3600
+    with pytest.raises(ConfigError, match="scheme"):
+        parse_bus_url("kafka://h:9092")
+
+
+def test_rows_travel_unchanged() -> None:
+    from datetime import UTC, datetime
+
+    row = ("m1", datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), None, 1.5, 7, '{"a": 1}')
+    assert decode(encode(row)) == row
+
+
+def test_roles_need_a_bus_and_a_shared_warehouse() -> None:
+    check_role(project("name: x\n"), "all")
+    with pytest.raises(ConfigError, match="needs a message bus"):
+        check_role(project("name: x\n"), "worker")
+    with pytest.raises(ConfigError, match="belongs to one process"):
+        check_role(project("name: x\nbus: nats://127.0.0.1:4222\n"), "ingest")
+    check_role(
+        project("name: x\nwarehouse: postgresql://u@h/db\nbus: nats://127.0.0.1:4222\n"), "worker"
+    )
+    with pytest.raises(ConfigError, match="unknown role"):
+        check_role(project("name: x\n"), "bogus")
