@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,31 +59,54 @@ class Recorded:
     ``scanner_agent``), or ``None`` for a person's."""
 
 
-def _message(wh: Warehouse, key: str) -> dict[str, Any] | None:
-    rows = wh.fetch(
-        "SELECT customer_id, journey, step, variant, template, sent_at FROM messages "
-        "WHERE idempotency_key = ?",
-        [key],
-    )
-    if not rows:
-        return None
-    names = ("customer_id", "journey", "step", "variant", "template", "sent_at")
-    return dict(zip(names, rows[0], strict=True))
+_CHUNK = 500
+_MESSAGE_COLUMNS = ("customer_id", "journey", "step", "variant", "template", "sent_at")
 
 
-def _identifiers(wh: Warehouse, customer_id: str) -> tuple[str | None, str | None, str | None]:
-    """(user id, anonymous id, email) to put on the event so identity keeps it the customer's."""
-    rows = wh.fetch(
-        "SELECT kind, min(value) FROM identities WHERE customer_id = ? "
-        "AND kind IN ('user_id', 'anonymous_id', 'email') GROUP BY kind",
-        [customer_id],
-    )
-    found = {str(k): str(v) for k, v in rows}
-    if "user_id" in found:
-        return found["user_id"], None, None
-    if "anonymous_id" in found:
-        return None, found["anonymous_id"], None
-    return None, f"personify:{customer_id}", found.get("email")
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def _marks(values: list[str]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _messages(wh: Warehouse, keys: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(keys):
+        for key, *values in wh.fetch(
+            "SELECT idempotency_key, customer_id, journey, step, variant, template, sent_at "
+            f"FROM messages WHERE idempotency_key IN ({_marks(chunk)})",
+            chunk,
+        ):
+            out[str(key)] = dict(zip(_MESSAGE_COLUMNS, values, strict=True))
+    return out
+
+
+def _identifiers(
+    wh: Warehouse, customers: list[str]
+) -> dict[str, tuple[str | None, str | None, str | None]]:
+    """Per customer: (user id, anonymous id, email) to put on the event so identity resolution
+    keeps it theirs."""
+    found: dict[str, dict[str, str]] = {}
+    for chunk in _chunks(customers):
+        for customer_id, kind, value in wh.fetch(
+            "SELECT customer_id, kind, min(value) FROM identities "
+            f"WHERE customer_id IN ({_marks(chunk)}) "
+            "AND kind IN ('user_id', 'anonymous_id', 'email') GROUP BY customer_id, kind",
+            chunk,
+        ):
+            found.setdefault(str(customer_id), {})[str(kind)] = str(value)
+    out: dict[str, tuple[str | None, str | None, str | None]] = {}
+    for customer_id in customers:
+        ids = found.get(customer_id, {})
+        if "user_id" in ids:
+            out[customer_id] = (ids["user_id"], None, None)
+        elif "anonymous_id" in ids:
+            out[customer_id] = (None, ids["anonymous_id"], None)
+        else:
+            out[customer_id] = (None, f"personify:{customer_id}", ids.get("email"))
+    return out
 
 
 def _aware(value: object) -> datetime | None:
@@ -101,18 +125,27 @@ def event_id(hit: Hit) -> str:
 
 def record(wh: Warehouse, project: Project, hit: Hit) -> Recorded:
     """Store the event of ``hit`` (see the module docstring)."""
-    claim = hit.claim
-    message = _message(wh, claim.key)
-    if message is None or message["customer_id"] != claim.customer_id:
-        return Recorded(None)
+    return record_many(wh, project, [hit])[0]
+
+
+def _machine(project: Project, hit: Hit, sent_at: datetime | None) -> str | None:
     settings = project.config.engagement
-    sent_at = _aware(message["sent_at"])
-    if claim.kind == "open":
-        why = machine_open(hit.agent, hit.ip, sent_at, hit.at, within=settings.machine_open_seconds)
-    else:
-        why = scanner_click(
-            hit.agent, hit.method, sent_at, hit.at, within=settings.scanner_click_seconds
+    if hit.claim.kind == "open":
+        return machine_open(
+            hit.agent, hit.ip, sent_at, hit.at, within=settings.machine_open_seconds
         )
+    return scanner_click(
+        hit.agent, hit.method, sent_at, hit.at, within=settings.scanner_click_seconds
+    )
+
+
+def _row(
+    hit: Hit,
+    message: dict[str, Any],
+    why: str | None,
+    ids: tuple[str | None, str | None, str | None],
+) -> tuple[Any, ...]:
+    claim = hit.claim
     properties: dict[str, Any] = {
         "message_key": claim.key,
         "journey": message["journey"],
@@ -126,7 +159,7 @@ def record(wh: Warehouse, project: Project, hit: Hit) -> Recorded:
     if claim.kind == "click":
         properties["link_index"] = claim.link
         properties["link_url"] = claim.url
-    user_id, anonymous_id, email = _identifiers(wh, claim.customer_id)
+    user_id, anonymous_id, email = ids
     context = {"userAgent": hit.agent, "ip": hit.ip, "library": {"name": "personify-email"}}
     message_id = event_id(hit)
     at = micros(hit.at)
@@ -149,11 +182,41 @@ def record(wh: Warehouse, project: Project, hit: Hit) -> Recorded:
         "payload_hash": int(message_id[6:22], 16) - (1 << 63),
         "plan_violations": None,
     }
-    row = tuple(values[c] for c in EVENT_COLUMNS)
-    status = store(wh, [row])
-    if status[0] == NEW:
+    return tuple(values[c] for c in EVENT_COLUMNS)
+
+
+def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Recorded]:
+    """:func:`record` for many hits at once: one lookup of their messages and customers, one
+    store (what the server does with the hits of a few milliseconds)."""
+    messages = _messages(wh, sorted({h.claim.key for h in hits}))
+    known = [
+        (i, h, messages[h.claim.key])
+        for i, h in enumerate(hits)
+        if h.claim.key in messages and messages[h.claim.key]["customer_id"] == h.claim.customer_id
+    ]
+    ids = _identifiers(wh, sorted({h.claim.customer_id for _, h, _ in known}))
+    results = [Recorded(None)] * len(hits)
+    if not known:
+        return results
+    reasons = [_machine(project, h, _aware(m["sent_at"])) for _, h, m in known]
+    rows = [
+        _row(h, m, why, ids[h.claim.customer_id])
+        for (_, h, m), why in zip(known, reasons, strict=True)
+    ]
+    status = store(wh, rows)
+    new = [
+        (row[0], h.claim.customer_id)
+        for row, (_, h, _), s in zip(rows, known, status, strict=True)
+        if s == NEW
+    ]
+    for chunk_start in range(0, len(new), _CHUNK):
+        chunk = new[chunk_start : chunk_start + _CHUNK]
+        cases = " ".join("WHEN ? THEN ?" for _ in chunk)
         wh.execute(
-            "UPDATE events SET customer_id = ? WHERE message_id = ? AND customer_id IS NULL",
-            [claim.customer_id, message_id],
+            f"UPDATE events SET customer_id = CASE message_id {cases} END "
+            f"WHERE message_id IN ({_marks([m for m, _ in chunk])}) AND customer_id IS NULL",
+            [*(v for pair in chunk for v in pair), *(m for m, _ in chunk)],
         )
-    return Recorded(message_id, status[0] == NEW, why)
+    for (i, _, _), row, why, s in zip(known, rows, reasons, status, strict=True):
+        results[i] = Recorded(str(row[0]), s == NEW, why)
+    return results

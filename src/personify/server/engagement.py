@@ -3,25 +3,30 @@
 Both verify the signed token (:func:`personify.engagement.verify`, HMAC with the project's
 ``signing_key``); a forged, altered or malformed token answers 404 and records nothing. A valid
 one answers at once — the pixel (a 43-byte transparent GIF) or a 302 to the URL *inside the
-token* (never a URL from the query string: no open redirect) — and the event is recorded right
-after the answer (:func:`personify.engagement.record`), so a slow warehouse never delays a
-reader. ``HEAD`` is answered the same way and flagged as a scanner's. No authentication: the
-token is the credential; the access log names the route template, never the token.
+token* (never a URL from the query string: no open redirect) — and the hit joins a queue that one
+recorder thread drains: every hit waiting is recorded together
+(:func:`personify.engagement.record.record_many`: one lookup, one store), so a slow warehouse never
+delays a reader and a burst of hits costs one transaction, not one each. Hits still queued when
+the server stops are lost (they are measurements, not orders). ``HEAD`` is answered the same
+way and flagged as a scanner's. No authentication: the token is the credential; the access log
+names the route template, never the token.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import queue
+import threading
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from personify import clock
 from personify.delivery.tokens import project_key
-from personify.engagement import Hit, TrackingClaim, record, verify
+from personify.engagement import Hit, TrackingClaim, verify
+from personify.engagement.record import record_many
 from personify.engagement.tokens import Kind
 from personify.errors import ConfigError, PersonifyError
 from personify.server.metrics import Counter
@@ -56,22 +61,56 @@ def _claim(state: ServerState, kind: Kind, token: str) -> TrackingClaim | None:
     return verify(key, kind, token)
 
 
-def _record(state: ServerState, hit: Hit) -> None:
+RECORDER = "engagement.recorder"
+BATCH = 2000
+_START = threading.Lock()
+
+
+def _drain(state: ServerState, hits: queue.SimpleQueue[Hit]) -> None:
     counter = _counter(state)
-    session = state.session
-    try:
-        done = record(session.warehouse, session.project, hit)
-    except PersonifyError as e:
-        log.warning("tracking hit not recorded: %s", type(e).__name__)
-        counter.inc(kind=hit.claim.kind, outcome="failed")
-        return
-    if done.message_id is None:
-        outcome = "unknown"
-    elif not done.new:
-        outcome = "repeat"
-    else:
-        outcome = "machine" if done.machine else "person"
-    counter.inc(kind=hit.claim.kind, outcome=outcome)
+    while True:
+        batch = [hits.get()]
+        while len(batch) < BATCH:
+            try:
+                batch.append(hits.get_nowait())
+            except queue.Empty:
+                break
+        session = state.session
+        try:
+            done = record_many(session.warehouse, session.project, batch)
+        except PersonifyError as e:
+            log.warning("%d tracking hits not recorded: %s", len(batch), type(e).__name__)
+            for hit in batch:
+                counter.inc(kind=hit.claim.kind, outcome="failed")
+            continue
+        except Exception:  # keep the recorder alive whatever happens; the log has the type
+            log.exception("tracking hits not recorded")
+            continue
+        for hit, result in zip(batch, done, strict=True):
+            if result.message_id is None:
+                outcome = "unknown"
+            elif not result.new:
+                outcome = "repeat"
+            else:
+                outcome = "machine" if result.machine else "person"
+            counter.inc(kind=hit.claim.kind, outcome=outcome)
+
+
+def _record(state: ServerState, hit: Hit) -> None:
+    """Queue ``hit`` for the recorder thread (started on first use)."""
+    hits = state.extras.get(RECORDER)
+    if hits is None:
+        with _START:
+            hits = state.extras.get(RECORDER)
+            if hits is None:
+                hits = queue.SimpleQueue()
+                thread = threading.Thread(
+                    target=_drain, args=(state, hits), name="engagement-recorder", daemon=True
+                )
+                thread.start()
+                state.extras[RECORDER] = hits
+    assert isinstance(hits, queue.SimpleQueue)
+    hits.put(hit)
 
 
 def _hit(request: Request, claim: TrackingClaim) -> Hit:
@@ -107,8 +146,8 @@ async def pixel(request: Request) -> Response:
     claim = _claim(state, "open", str(request.path_params["token"]))
     if claim is None:
         return _not_found(state, "open")
-    task = BackgroundTask(_record, state, _hit(request, claim))
-    return Response(PIXEL, media_type="image/gif", headers=_NO_STORE, background=task)
+    _record(state, _hit(request, claim))
+    return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
 
 
 @operation(
@@ -126,9 +165,9 @@ async def click(request: Request) -> Response:
     claim = _claim(state, "click", str(request.path_params["token"]))
     if claim is None or claim.url is None:
         return _not_found(state, "click")
-    task = BackgroundTask(_record, state, _hit(request, claim))
+    _record(state, _hit(request, claim))
     headers = {**_NO_STORE, "location": claim.url, "referrer-policy": "no-referrer"}
-    return Response(b"", status_code=302, headers=headers, background=task)
+    return Response(b"", status_code=302, headers=headers)
 
 
 def routes() -> list[BaseRoute]:
