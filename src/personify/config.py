@@ -1099,6 +1099,9 @@ class ProjectConfig(_Base, frozen=True):
     bus: str | None = None
     """Message bus between ingest and worker processes: none (embedded: the warehouse's durable
     log) or ``nats://host:4222?stream=NAME`` (NATS JetStream; ``personify serve --role``)."""
+    recompute: Duration | None = None
+    """How often ``personify serve`` rebuilds every profile the batch way and reports how it
+    differs from the real-time results (``1h``; default: never — ``personify run`` does)."""
 
     def __post_init__(self) -> None:
         try:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from personify.config import Project, load_project
+from personify.config import Project, duration_seconds, load_project
 from personify.errors import ConfigError
 from personify.realtime import profile_cache
 from personify.server.metrics import Gauge
@@ -119,7 +119,50 @@ def attach_continuous(stack: contextlib.ExitStack, state: ServerState) -> Applie
     )
     for name, help, read in reads:
         r._add(LiveGauge(name, help, read))
+    every = project.config.recompute
+    if every:
+        stack.enter_context(_recompute_every(state, duration_seconds(every)))
     return applier
+
+
+@contextlib.contextmanager
+def _recompute_every(state: ServerState, seconds: float) -> Iterator[None]:
+    """``recompute:`` — the batch recompute on a timer, its drift on ``/metrics``."""
+    from personify.realtime.drift import recompute
+
+    drifted = state.registry.gauge(
+        "personify_realtime_drift",
+        "Customers that differed at the last batch recompute (added, removed, per column).",
+        ("kind",),
+    )
+    runs = state.registry.counter(
+        "personify_realtime_recomputes_total", "Batch recomputes by outcome.", ("outcome",)
+    )
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            try:
+                drift = recompute(state.session)
+            except Exception as e:  # the next run tries again
+                runs.inc(outcome="error")
+                log.warning("batch recompute failed (%s)", type(e).__name__)
+                continue
+            runs.inc(outcome="drift" if drift.drifted else "same")
+            values: dict[tuple[str, ...], float] = {
+                ("added",): float(drift.added),
+                ("removed",): float(drift.removed),
+            }
+            values |= {(c,): float(n) for c, n in drift.changed.items()}
+            drifted.replace(values)
+
+    thread = threading.Thread(target=loop, name="personify-recompute", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
 
 
 def attach_bus(stack: contextlib.ExitStack, state: ServerState, role: str) -> None:
