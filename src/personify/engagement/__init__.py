@@ -8,28 +8,37 @@
   :func:`personify.delivery.prepare_one`);
 * :mod:`~personify.engagement.machine` — Apple Mail privacy prefetches and link scanners;
 * :mod:`~personify.engagement.record` — :func:`record`: a hit → an ``Email Opened`` /
-  ``Email Link Clicked`` event tied to the message, journey, variant and customer;
+  ``Email Link Clicked`` event tied to the message, journey, variant and customer
+  (:func:`record_many`: a batch in one store, as the server records);
 * :mod:`~personify.engagement.report` — attribution of orders to touches and the per-journey
-  report (``personify report journeys``).
+  report (``personify report journeys``);
+* :mod:`~personify.engagement.experiments` — deterministic variant/holdout :func:`assign`,
+  ``experiment_assignments``, and the :func:`uplift` of a variant over the holdout.
 """
 
 from __future__ import annotations
 
+from personify.engagement.experiments import HOLDOUT, Uplift, assign, uplift
 from personify.engagement.links import base_url, instrument, tracking_on
-from personify.engagement.record import CLICKED, OPENED, Hit, Recorded, record
+from personify.engagement.record import CLICKED, OPENED, Hit, Recorded, record, record_many
 from personify.engagement.tokens import TrackingClaim, sign_click, sign_open, verify
 
 __all__ = [
     "CLICKED",
+    "HOLDOUT",
     "OPENED",
     "Hit",
     "Recorded",
     "TrackingClaim",
+    "Uplift",
+    "assign",
     "base_url",
     "instrument",
     "record",
+    "record_many",
     "sign_click",
     "sign_open",
     "tracking_on",
+    "uplift",
     "verify",
 ]
