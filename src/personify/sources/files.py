@@ -74,6 +74,8 @@ BATCH_ROWS: Final = 250_000
 KEYLESS_LOAD_ROWS: Final = 1_000_000
 """Valid rows gathered before one load into a table without an engine key (``key_by_construction``
 where keys are dear): each load probes every stored key once, so fewer, larger loads."""
+MAX_AHEAD: Final = 4
+"""At most this many batches are validated ahead of the loads (bounds memory)."""
 CONFLICT_POLICY: Final[dict[str, OnConflict]] = {
     "events": "ignore",
     "order_items": "ignore",
@@ -194,27 +196,42 @@ def _import(
     started = time.perf_counter()
     wh = session.warehouse
     counts = dict.fromkeys(COUNTS, 0)
-    for path in paths:
-        before = _fingerprint(path)
-        digest = file_digest(path)
-        if _already_imported(wh, source.name, digest):
-            counts["files_skipped"] += 1
-            continue
-        label = _label(session.project, path)
-        done = _import_one(wh, source, path, digest, label, progress, batch_rows, before)
-        counts["files"] += 1
-        for key in ("rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"):
-            counts[key] += getattr(done, key)
-        log.info(
-            "imported %s into %s: %d read, %d loaded, %d duplicate, %d quarantined",
-            label,
-            source.table,
-            done.rows_read,
-            done.rows_loaded,
-            done.rows_duplicate,
-            done.rows_quarantined,
-        )
+    # (a DuckDB warehouse would otherwise keep gigabytes of the blocks it writes cached)
+    bulk = getattr(wh, "bulk_memory", contextlib.nullcontext)
+    with bulk():
+        for path in paths:
+            _import_path(session, source, path, counts, progress, batch_rows)
     return SyncResult(source.name, "file", counts, time.perf_counter() - started)
+
+
+def _import_path(
+    session: Session,
+    source: FileSource,
+    path: Path,
+    counts: dict[str, int],
+    progress: Progress | None,
+    batch_rows: int,
+) -> None:
+    wh = session.warehouse
+    before = _fingerprint(path)
+    digest = file_digest(path)
+    if _already_imported(wh, source.name, digest):
+        counts["files_skipped"] += 1
+        return
+    label = _label(session.project, path)
+    done = _import_one(wh, source, path, digest, label, progress, batch_rows, before)
+    counts["files"] += 1
+    for key in ("rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"):
+        counts[key] += getattr(done, key)
+    log.info(
+        "imported %s into %s: %d read, %d loaded, %d duplicate, %d quarantined",
+        label,
+        source.table,
+        done.rows_read,
+        done.rows_loaded,
+        done.rows_duplicate,
+        done.rows_quarantined,
+    )
 
 
 def _import_one(
@@ -234,6 +251,7 @@ def _import_one(
     now = clock.now()
     policy = source.on_conflict or CONFLICT_POLICY[stored.name]
     gather = _gathers(wh, stored, policy)
+    ahead = _ahead(gather, batch_rows)
     counts = _FileCounts()
     with (
         Validator(
@@ -248,7 +266,7 @@ def _import_one(
         ) as validator,
         wh.transaction(),
         contextlib.closing(
-            _prepared(validator, batches, source.name, digest, now, ahead=-(-gather // batch_rows))
+            _prepared(validator, batches, source.name, digest, now, ahead=ahead)
         ) as ready,
     ):
         pending = _Pending(wh, stored, policy, counts, gather=gather)
@@ -338,6 +356,12 @@ def _reshape(target: Table, good: pa.Table, source: str, now: datetime) -> pa.Ta
         own = pc.coalesce(good["source_customer_id"], own)
         good = good.drop_columns(["source_customer_id"])
     return good.drop_columns(["customer_id"]).append_column("source_customer_id", own)
+
+
+def _ahead(gather: int, batch_rows: int) -> int:
+    """Batches validated ahead of the loads: enough to cover one gathered load, at most
+    :data:`MAX_AHEAD` (small batches would otherwise queue thousands of steps)."""
+    return max(1, min(-(-gather // max(batch_rows, 1)), MAX_AHEAD))
 
 
 def _gathers(wh: Warehouse, target: Table, policy: OnConflict) -> int:
