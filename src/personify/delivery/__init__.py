@@ -37,7 +37,13 @@ from personify.delivery.mime import (
 from personify.delivery.outbox import OutboxTransport
 from personify.delivery.ratelimit import RateLimitedTransport, bucket_for
 from personify.delivery.smtp import SmtpTransport
-from personify.delivery.tokens import UnsubscribeClaim, project_key, sign, verify
+from personify.delivery.tokens import (
+    DEFAULT_PURPOSE,
+    UnsubscribeClaim,
+    project_key,
+    sign,
+    verify,
+)
 from personify.delivery.transport import (
     BatchTransport,
     Delivered,
@@ -62,8 +68,11 @@ from personify.messages.connected import resolve as resolve_connected
 from personify.warehouse.base import Warehouse
 
 
-def unsubscribe_for(project: Project, customer_id: str, purpose: str = "marketing") -> Unsubscribe:
-    """The signed unsubscribe links of ``customer_id``. Raises ConfigError without a key."""
+def unsubscribe_for(
+    project: Project, customer_id: str, purpose: str = DEFAULT_PURPOSE
+) -> Unsubscribe:
+    """The signed unsubscribe links of ``customer_id`` for ``purpose`` (the consent an
+    unsubscribe revokes). Raises ConfigError without a key."""
     token = sign(project_key(project), customer_id, purpose)
     settings = project.config.email
     return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
@@ -127,9 +136,13 @@ def prepare_one(
     *,
     key: str,
     date: datetime | None = None,
+    purpose: str | None = None,
 ) -> Envelope:
-    """:func:`prepare` for a parsed template and a ``customers`` row already read."""
-    unsubscribe = unsubscribe_for(project, str(customer["customer_id"]))
+    """:func:`prepare` for a parsed template and a ``customers`` row already read; the
+    unsubscribe link revokes ``purpose`` (default: the journeys' purpose)."""
+    unsubscribe = unsubscribe_for(
+        project, str(customer["customer_id"]), purpose or project.config.journeys.purpose
+    )
     context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
     if template.connected:  # fetched now; a variable the caller gives wins
         wanted = [c for c in template.connected if c.name not in context]

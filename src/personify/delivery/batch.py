@@ -58,13 +58,15 @@ def prepare_batch(
     *,
     store: TemplateStore | None = None,
     date: datetime | None = None,
+    purpose: str | None = None,
 ) -> list[Envelope | PrepareFailure]:
     """Envelopes of ``template`` for ``items`` (key, customer id, variables), in their order.
 
     Profiles are read now, in one query. Each item's result is its :class:`Envelope` or a
     :class:`PrepareFailure`. Raises only for the whole batch: NotFound (no such template) and
     ConfigError (no ``signing_key`` to sign unsubscribe links). A template that does not parse
-    fails every item with its reason (nothing is sent blank).
+    fails every item with its reason (nothing is sent blank). Unsubscribe links revoke
+    ``purpose`` (default: the journeys' purpose).
     """
     from personify.delivery import prepare_one  # the package imports this module
 
@@ -91,7 +93,11 @@ def prepare_batch(
             out.append(PrepareFailure(key, customer_id, "not_found", "customer not found", missing))
             continue
         try:
-            out.append(prepare_one(project, parsed, customer, variables, key=key, date=when))
+            out.append(
+                prepare_one(
+                    project, parsed, customer, variables, key=key, date=when, purpose=purpose
+                )
+            )
         except RenderError as e:
             out.append(PrepareFailure(key, customer_id, "render", e.reason, e))
         except AddressError as e:

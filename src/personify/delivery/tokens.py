@@ -40,7 +40,12 @@ def _mac(key: bytes, payload: str) -> bytes:
     return digest[:SIGNATURE_BYTES]
 
 
-def sign(key: bytes, customer_id: str, purpose: str = "marketing") -> str:
+DEFAULT_PURPOSE = "email_marketing"
+"""The purpose a token names when its sender names none: the purpose journeys send under by
+default (``journeys.purpose``), so an unsubscribe revokes the consent the sends check."""
+
+
+def sign(key: bytes, customer_id: str, purpose: str = DEFAULT_PURPOSE) -> str:
     """A token letting its holder unsubscribe ``customer_id`` from ``purpose``."""
     if not key:
         raise ValueError("an empty signing key")
@@ -55,14 +60,16 @@ def verify(key: bytes, token: str) -> UnsubscribeClaim | None:
     if not dot or not payload or not signature or not key:
         return None
     try:
-        if not hmac.compare_digest(_unb64(signature), _mac(key, payload)):
+        # compared as canonical text: base64's unused low bits must not give one token
+        # several valid spellings
+        if not hmac.compare_digest(signature, _b64(_mac(key, payload))):
             return None
         doc = json.loads(_unb64(payload))
     except (ValueError, UnicodeError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("c"), str):
         return None
-    return UnsubscribeClaim(doc["c"], str(doc.get("p", "marketing")))
+    return UnsubscribeClaim(doc["c"], str(doc.get("p", DEFAULT_PURPOSE)))
 
 
 def project_key(project: Project) -> bytes:

@@ -264,8 +264,11 @@ def _render_and_send(
                 outcomes[r.key] = _Outcome("failed", f"variables: {str(e).splitlines()[0]}")
             continue
         items = [(r.key, r.customer_id, variables[r.key]) for r in rows]
+        purpose = rows[0].purpose or project.config.journeys.purpose  # one step, one purpose
         try:
-            prepared = prepare_batch(wh, project, step.template, items, store=store, date=now)
+            prepared = prepare_batch(
+                wh, project, step.template, items, store=store, date=now, purpose=purpose
+            )
         except NotFound as e:  # the template was removed since the journeys stage checked it
             for r in rows:
                 outcomes[r.key] = _Outcome("failed", str(e).splitlines()[0])

@@ -145,3 +145,26 @@ def test_broken_or_missing_template(warehouse: Warehouse, project_dir: Path) -> 
     with pytest.raises(NotFound):
         prepare_batch(warehouse, project, "nope", [("a", "c1", {})])
     assert prepare_batch(warehouse, project, "nope", []) == []
+
+
+def test_unsubscribe_link_revokes_the_purpose_sent_under(
+    warehouse: Warehouse, project_dir: Path
+) -> None:
+    project = load_project(project_dir)
+    load(warehouse, [{"customer_id": "c1", "email": "ann@x.org", "first_name": "Ann"}])
+    items = [("k1", "c1", cart_variables())]
+
+    def claimed(out: list[Envelope | PrepareFailure]) -> str:
+        envelope = out[0]
+        assert isinstance(envelope, Envelope)
+        header = parse(envelope.raw)["List-Unsubscribe"]
+        claim = verify(project_key(project), header.split("/unsubscribe/")[1].split(">")[0])
+        assert claim is not None
+        return claim.purpose
+
+    default = prepare_batch(warehouse, project, "abandoned_cart", items, date=WHEN)
+    assert claimed(default) == project.config.journeys.purpose == "email_marketing"
+    news = prepare_batch(
+        warehouse, project, "abandoned_cart", items, date=WHEN, purpose="newsletter"
+    )
+    assert claimed(news) == "newsletter"

@@ -44,3 +44,8 @@ def test_project_key_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "personify.yml").write_text("name: x\n")
     with pytest.raises(ConfigError, match="signing_key"):
         project_key(load_project(tmp_path))
+
+
+def test_default_purpose_is_the_journeys_purpose() -> None:
+    claim = verify(KEY, sign(KEY, "c-1"))
+    assert claim == UnsubscribeClaim("c-1", "email_marketing")
