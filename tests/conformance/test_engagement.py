@@ -152,3 +152,40 @@ def test_machine_hits_do_not_feed_the_engagement_score(
     open_ = TrackingClaim("open", "m-1", "c-1")
     record(wh, project, Hit(open_, SENT + timedelta(hours=3), BROWSER, "203.0.113.7"))
     assert score() > 0.0
+
+
+def test_the_next_profile_build_sees_people_s_opens(
+    warehouse: Warehouse, project_dir: Path
+) -> None:
+    from personify import clock
+    from personify.profiles import build_customers
+
+    wh, project = warehouse, load_project(project_dir)
+    _world(wh)
+    ts = pa.timestamp("us", tz="UTC")
+    node = {
+        "node_id": [1],
+        "kind": ["user_id"],
+        "value": ["u-1"],
+        "source": ["shop"],
+        "first_seen": pa.array([SENT], ts),
+        "last_seen": pa.array([SENT], ts),
+        "blocked": [False],
+        "cluster": [1],
+        "part": [0],
+        "customer_id": ["c-1"],
+    }
+    wh.load(table("identity_nodes"), pa.table(node))
+
+    def built_score() -> float:
+        with clock.frozen(SENT + timedelta(days=1)):
+            build_customers(wh, project, ["c-1"])
+        rows = wh.fetch("SELECT engagement_score FROM customers WHERE customer_id = 'c-1'")
+        return float(rows[0][0] or 0) if rows else 0.0
+
+    proxy = Hit(TrackingClaim("open", "m-1", "c-1"), SENT + timedelta(hours=1), "Mozilla/5.0")
+    record(wh, project, proxy)
+    assert built_score() == 0.0  # Apple's prefetch is no engagement
+    person = Hit(TrackingClaim("open", "m-1", "c-1"), SENT + timedelta(hours=2), BROWSER, "1.2.3.4")
+    record(wh, project, person)
+    assert built_score() > 0.0
