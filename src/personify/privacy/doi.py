@@ -9,17 +9,13 @@
    ``granted`` with ``confirmed_at``, the confirming IP and user agent as proof
    (:func:`confirm`).
 
-Tokens are ``PAYLOAD.SIGNATURE`` (base64url, HMAC-SHA256 under ``signing_key``, domain-separated
-from unsubscribe tokens), name the customer, purpose and channel, and expire after
+Tokens are :mod:`personify.signed` tokens (HMAC-SHA256 under ``signing_key``, domain
+``confirm-consent``), name the customer, purpose and channel, and expire after
 :data:`VALID_FOR`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,10 +26,11 @@ from personify.config import Project
 from personify.privacy.consent import record_pending, set_consent
 from personify.privacy.crypto import project_ring
 from personify.privacy.hashing import project_key
+from personify.signed import seal, unseal
 from personify.warehouse.base import Warehouse
 
 VALID_FOR = timedelta(days=7)
-_DOMAIN = b"confirm-consent\0"
+_DOMAIN = "confirm-consent"
 
 
 @dataclass(frozen=True)
@@ -44,36 +41,20 @@ class Claim:
     issued_at: datetime
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, payload: str) -> bytes:
-    return hmac.new(key, _DOMAIN + payload.encode("ascii"), hashlib.sha256).digest()[:16]
-
-
 def sign(key: bytes, customer_id: str, purpose: str, channel: str, issued_at: datetime) -> str:
     doc = {"c": customer_id, "p": purpose, "h": channel, "t": int(issued_at.timestamp())}
-    payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-    return f"{payload}.{_b64(_mac(key, payload))}"
+    return seal(key, _DOMAIN, doc)
 
 
 def verify(key: bytes, token: str, now: datetime) -> Claim | None:
     """The claim of a valid, unexpired token; ``None`` otherwise."""
-    payload, dot, signature = token.partition(".")
-    if not dot or not payload or not signature:
+    doc = unseal(key, _DOMAIN, token)
+    if doc is None:
         return None
     try:
-        if not hmac.compare_digest(_unb64(signature), _mac(key, payload)):
-            return None
-        doc = json.loads(_unb64(payload))
         issued = datetime.fromtimestamp(int(doc["t"]), tz=now.tzinfo)
         claim = Claim(str(doc["c"]), str(doc["p"]), str(doc["h"]), issued)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, OSError):
         return None
     return claim if issued <= now + timedelta(minutes=5) and now - issued <= VALID_FOR else None
 
