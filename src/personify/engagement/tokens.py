@@ -72,7 +72,10 @@ def verify(key: bytes, kind: Kind, token: str) -> TrackingClaim | None:
     if not dot or not payload or not signature or not key or len(token) > 8192:
         return None
     try:
-        if not hmac.compare_digest(_unb64(signature), _mac(key, kind, payload)):
+        given = _unb64(signature)
+        if _b64(given) != signature:  # one encoding only: a changed character always fails
+            return None
+        if not hmac.compare_digest(given, _mac(key, kind, payload)):
             return None
         doc = json.loads(_unb64(payload))
     except (ValueError, UnicodeError):

@@ -30,6 +30,9 @@ def test_a_click_token_cannot_be_pointed_elsewhere() -> None:
     assert verify(KEY, "click", flipped) is None
     assert verify(b"another key", "click", token) is None
     assert verify(KEY, "click", token + "x") is None
+    for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        if ch != token[-1]:  # the last character's spare bits too (no second encoding)
+            assert verify(KEY, "click", token[:-1] + ch) is None
 
 
 def test_kinds_do_not_mix() -> None:
