@@ -614,6 +614,10 @@ class EmailSettings(_Base, frozen=True):
     (``personify serve`` answers ``/unsubscribe/{token}``)."""
     unsubscribe_mailto: str | None = None
     """An address for ``mailto:`` unsubscribes (``List-Unsubscribe``), if any."""
+    connected_allow: tuple[str, ...] = ()
+    """Networks (``10.1.2.0/24``, ``127.0.0.1``) or host names that templates' connected
+    content may reach although they are not public; everything else must resolve to public
+    addresses (no loopback, private, link-local or reserved ones)."""
 
 
 # ------------------------------------------------------------------------------------------ demo

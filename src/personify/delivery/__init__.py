@@ -64,6 +64,7 @@ from personify.messages import (
     render,
     template_store,
 )
+from personify.messages.connected import AddressPolicy
 from personify.messages.connected import resolve as resolve_connected
 from personify.warehouse.base import Warehouse
 
@@ -146,7 +147,9 @@ def prepare_one(
     context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
     if template.connected:  # fetched now; a variable the caller gives wins
         wanted = [c for c in template.connected if c.name not in context]
-        context.update(resolve_connected(wanted, context, f"{template.name}.liquid"))
+        policy = AddressPolicy.from_config(project.config.email.connected_allow)
+        name = f"{template.name}.liquid"
+        context.update(resolve_connected(wanted, context, name, policy=policy))
     email = render(template, context)
     if tracking_on(project, template.tracking):  # links to /c/…, the pixel /o/… (after render)
         who, signing_key = str(customer["customer_id"]), project_key(project)

@@ -26,7 +26,7 @@ from personify.messages import (
     read_customers,
     template_store,
 )
-from personify.messages.connected import prefetch
+from personify.messages.connected import AddressPolicy, prefetch
 from personify.warehouse.base import Warehouse
 
 FailureKind = Literal["not_found", "address", "render"]
@@ -84,6 +84,7 @@ def prepare_batch(
             parsed.connected,
             [build_context(customers[c], v) for _, c, v in items if c in customers],
             f"{template}.liquid",
+            policy=AddressPolicy.from_config(project.config.email.connected_allow),
         )
     out: list[Envelope | PrepareFailure] = []
     for key, customer_id, variables in items:

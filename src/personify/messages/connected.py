@@ -16,11 +16,21 @@ the reason (never sent with a hole). Answers are cached by URL for ``ttl``; a fa
 remembered for at most a minute, so a dead API costs one timeout per URL, not one per email.
 A batch fetches its distinct URLs concurrently before rendering. Logs name the source and the
 host, never the URL (it may carry personal data).
+
+A template author must not be able to make the sender reach its own network (SSRF): every host,
+and every redirect hop (followed by hand, at most :data:`MAX_REDIRECTS`), must resolve only to
+public addresses — loopback, private, link-local (cloud metadata), multicast and reserved ones
+are refused unless ``email.connected_allow`` lists the network (``127.0.0.1/32``) or the host
+name (:class:`AddressPolicy`). A host that resolves differently between the check and the
+connection (DNS rebinding) is not covered; keep internal services off names a template can
+reach.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -41,7 +51,59 @@ log = logging.getLogger(__name__)
 
 MAX_BYTES = 1_000_000
 FAILURE_TTL = 60.0
+MAX_REDIRECTS = 5
 _MISSING = object()
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses connected content may reach: public ones, plus what is allowed."""
+
+    networks: tuple[Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, allowed: Iterable[str]) -> AddressPolicy:
+        """From ``email.connected_allow``: CIDR networks or addresses, and host names."""
+        networks: list[Network] = []
+        hosts: set[str] = set()
+        for item in allowed:
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                hosts.add(item.strip().lower().rstrip("."))
+        return cls(tuple(networks), frozenset(hosts))
+
+    def check(self, source: str, url: str) -> None:
+        """Raise ConnectedError unless every address ``url``'s host resolves to may be reached."""
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        if not host:
+            raise ConnectedError(f"{source}: the URL names no host")
+        if host in self.hosts:
+            return
+        try:
+            port = urlsplit(url).port
+            infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+        except (OSError, ValueError, UnicodeError):
+            raise ConnectedError(f"{source}: {host} does not resolve") from None
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if address.is_global and not address.is_multicast:
+                continue
+            if any(address in network for network in self.networks):
+                continue
+            raise ConnectedError(
+                f"{source}: {host} resolves to a non-public address ({address}); "
+                "list it under email.connected_allow to reach it"
+            )
+
+
+PUBLIC_ONLY = AddressPolicy()
+"""The default: public addresses only."""
 
 
 @dataclass(frozen=True)
@@ -106,43 +168,58 @@ class ConnectedCache:
 
     def __init__(self, client: httpx.Client | None = None) -> None:
         self._client = client
-        self._answers: dict[str, tuple[float, Any, str | None]] = {}
+        self._answers: dict[tuple[str, AddressPolicy], tuple[float, Any, str | None]] = {}
         self._lock = threading.Lock()
 
     def _http(self) -> httpx.Client:
         with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(follow_redirects=True)
+            if self._client is None:  # redirects are followed by hand, each hop checked
+                self._client = httpx.Client(follow_redirects=False)
             return self._client
 
-    def get(self, source: Connected, url: str) -> Any:
+    def get(self, source: Connected, url: str, policy: AddressPolicy = PUBLIC_ONLY) -> Any:
         """The JSON answer for ``url``. Raises ConnectedError (remembered for a short while)."""
         now = time.monotonic()
+        key = (url, policy)
         with self._lock:
-            hit = self._answers.get(url)
+            hit = self._answers.get(key)
         if hit is not None and hit[0] > now:
             if hit[2] is not None:
                 raise ConnectedError(hit[2])
             return hit[1]
         try:
-            value = self._fetch(source, url)
+            value = self._fetch(source, url, policy)
         except ConnectedError as e:
             with self._lock:
-                self._answers[url] = (now + min(source.ttl, FAILURE_TTL), None, str(e))
+                self._answers[key] = (now + min(source.ttl, FAILURE_TTL), None, str(e))
             raise
         if source.ttl > 0:
             with self._lock:
-                self._answers[url] = (now + source.ttl, value, None)
+                self._answers[key] = (now + source.ttl, value, None)
         return value
 
-    def _fetch(self, source: Connected, url: str) -> Any:
-        host = urlsplit(url).hostname or "?"
-        try:
-            response = self._http().get(url, timeout=source.timeout)
-        except httpx.TimeoutException:
-            raise ConnectedError(f"{source.name}: {host} did not answer in time") from None
-        except httpx.HTTPError as e:
-            raise ConnectedError(f"{source.name}: {host} failed ({type(e).__name__})") from None
+    def _fetch(self, source: Connected, url: str, policy: AddressPolicy) -> Any:
+        started = time.monotonic()
+        for _ in range(MAX_REDIRECTS + 1):
+            host = urlsplit(url).hostname or "?"
+            policy.check(source.name, url)
+            left = source.timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise ConnectedError(f"{source.name}: {host} did not answer in time")
+            try:
+                response = self._http().get(url, timeout=left)
+            except httpx.TimeoutException:
+                raise ConnectedError(f"{source.name}: {host} did not answer in time") from None
+            except httpx.HTTPError as e:
+                raise ConnectedError(f"{source.name}: {host} failed ({type(e).__name__})") from None
+            if not response.is_redirect:
+                break
+            target = response.headers.get("location", "")
+            url = str(response.url.join(target))
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ConnectedError(f"{source.name}: {host} redirected to a non-http(s) URL")
+        else:
+            raise ConnectedError(f"{source.name}: more than {MAX_REDIRECTS} redirects")
         if not response.is_success:
             raise ConnectedError(f"{source.name}: {host} answered {response.status_code}")
         if len(response.content) > MAX_BYTES:
@@ -178,6 +255,7 @@ def resolve(
     context: Mapping[str, Any],
     template: str,
     cache: ConnectedCache = DEFAULT_CACHE,
+    policy: AddressPolicy = PUBLIC_ONLY,
 ) -> dict[str, Any]:
     """Each source's answer (or fallback) by name, for one email. Raises RenderError when a
     source without a fallback fails."""
@@ -185,7 +263,7 @@ def resolve(
     for source in sources:
         url = _url(source, context, template)
         try:
-            out[source.name] = cache.get(source, url)
+            out[source.name] = cache.get(source, url, policy)
         except ConnectedError as e:
             if not source.has_fallback:
                 raise RenderError(
@@ -204,6 +282,7 @@ def prefetch(
     template: str,
     cache: ConnectedCache = DEFAULT_CACHE,
     workers: int = 8,
+    policy: AddressPolicy = PUBLIC_ONLY,
 ) -> None:
     """Fetch the distinct URLs of a batch concurrently, so each email then reads the cache.
     Errors are left for :func:`resolve` to report per email."""
@@ -220,7 +299,7 @@ def prefetch(
 
     def one(item: tuple[str, Connected]) -> None:
         try:
-            cache.get(item[1], item[0])
+            cache.get(item[1], item[0], policy)
         except ConnectedError:
             pass
 

@@ -19,6 +19,7 @@ import pytest
 from personify.config import load_project
 from personify.delivery import Envelope, PrepareFailure, prepare_batch
 from personify.messages import RenderError, TemplateStore
+from personify.messages.connected import PUBLIC_ONLY, AddressPolicy, ConnectedError
 from personify.warehouse import Warehouse, connect, table
 
 HITS: Counter[str] = Counter()
@@ -27,6 +28,12 @@ HITS: Counter[str] = Counter()
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         HITS[self.path] += 1
+        if self.path.startswith("/redirect"):
+            port = self.server.server_address[1]
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{port}/w/inside")
+            self.end_headers()
+            return
         if self.path.startswith("/slow"):
             time.sleep(1.0)
         if self.path.startswith("/fail"):
@@ -82,7 +89,17 @@ def wh(tmp_path: Path) -> Iterator[Warehouse]:
         warehouse.close()
 
 
+def allow(project_dir: Path, *entries: str) -> None:
+    """Let connected content reach ``entries`` (the test API listens on loopback)."""
+    path = project_dir / "personify.yml"
+    text = path.read_text(encoding="utf-8")
+    listed = ", ".join(f'"{e}"' for e in entries)
+    path.write_text(text.replace("\nemail:\n", f"\nemail:\n  connected_allow: [{listed}]\n", 1))
+
+
 def template(project_dir: Path, connected: str, body: str = "") -> None:
+    if "connected_allow" not in (project_dir / "personify.yml").read_text(encoding="utf-8"):
+        allow(project_dir, "127.0.0.1/32")
     text = f"---\nsubject: Hi\nlayout: none\nconnected:\n{connected}\n---\n" + (
         body or "<p>{{ weather.city }} {{ weather.temp }}</p>"
     )
@@ -147,3 +164,47 @@ def test_bad_specs_name_the_key(project_dir: Path, spec: str) -> None:
     template(project_dir, spec)
     with pytest.raises(RenderError, match=r"connected\[0\]"):
         TemplateStore(project_dir / "templates").get("w")
+
+
+def test_private_addresses_are_refused_unless_allowed(
+    api: str, wh: Warehouse, project_dir: Path
+) -> None:
+    allow(project_dir, "localhost")  # by name only: the IP literal is not allowed
+    port = api.rsplit(":", 1)[1]
+    template(project_dir, f'  - name: weather\n    url: "{api}/w/direct"')
+    project = load_project(project_dir)
+    out = prepare_batch(wh, project, "w", [("a", "c0", {})])
+    assert isinstance(out[0], PrepareFailure) and "non-public address" in out[0].reason
+    assert HITS["/w/direct"] == 0  # refused before connecting
+    # an allowed host may not redirect somewhere that is not
+    template(project_dir, f'  - name: weather\n    url: "http://localhost:{port}/redirect"')
+    out = prepare_batch(wh, project, "w", [("b", "c0", {})])
+    assert isinstance(out[0], PrepareFailure) and "non-public address" in out[0].reason
+    assert HITS["/redirect"] == 1 and HITS["/w/inside"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://[::1]/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://10.1.2.3/x",
+        "http://192.168.0.1/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0/x",
+        "http://224.0.0.1/x",
+    ],
+)
+def test_policy_refuses_non_public_addresses(url: str) -> None:
+    with pytest.raises(ConnectedError, match="non-public"):
+        PUBLIC_ONLY.check("w", url)
+    AddressPolicy.from_config(["0.0.0.0/0", "::/0"]).check("w", url)  # allowed: no error
+
+
+def test_policy_allows_listed_networks_and_hosts() -> None:
+    policy = AddressPolicy.from_config(["10.1.0.0/16", "Internal.Example."])
+    policy.check("w", "http://10.1.2.3/x")
+    policy.check("w", "http://internal.example/x")  # by name, not resolved
+    with pytest.raises(ConnectedError):
+        policy.check("w", "http://10.2.0.1/x")
