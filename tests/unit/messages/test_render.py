@@ -184,3 +184,19 @@ def test_scaffold_templates_show_prices_with_two_decimals(tmp_path: Path) -> Non
         TemplateStore(root / "templates").get("abandoned_cart"), build_context(CUSTOMER, variables)
     )
     assert "€52.00" in email.html and "€52.0<" not in email.html
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "customer.__class__",
+        "customer.__class__.__mro__",
+        "customer.keys",
+        "customer.__init__.__globals__",
+        "x.__class__.__subclasses__",
+    ],
+)
+def test_templates_cannot_reach_python_attributes(tmp_path: Path, expr: str) -> None:
+    s = store(tmp_path, {"a.liquid": "---\nsubject: s\n---\n<p>{{ " + expr + " }}</p>"})
+    with pytest.raises(RenderError, match="undefined"):
+        render(s.get("a"), build_context(CUSTOMER, {"x": "text"}))
