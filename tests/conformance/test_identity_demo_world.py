@@ -16,6 +16,7 @@ import pytest
 
 from personify import clock, pipeline
 from personify.demo import make_demo_project
+from personify.demo.project import configure_project
 from personify.identity import Scope, identity_stage
 from personify.profiles import apply, profiles_stage, read_profile
 from personify.session import Session, open_session
@@ -35,6 +36,8 @@ def batch_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo project after one full ``personify run``."""
     root = tmp_path_factory.mktemp("identity-demo") / "demo"
     make_demo_project(root, customers=1000, seed=SEED, now=NOW)
+    # the web sessions as a file source (`personify demo` posts them to the tracking API)
+    configure_project(root, seed=SEED, customers=1000, now=NOW, web_via_api=False)
     with clock.frozen(NOW), open_session(root) as session:
         pipeline.run(session)
     return root
@@ -226,6 +229,8 @@ def snapshot(wh: Warehouse) -> dict[str, Any]:
 def test_real_time_path_equals_batch_path(batch: Session, tmp_path: Path) -> None:
     root = tmp_path / "realtime"
     make_demo_project(root, customers=1000, seed=SEED, now=NOW)
+    # the web sessions as a file source (`personify demo` posts them to the tracking API)
+    configure_project(root, seed=SEED, customers=1000, now=NOW, web_via_api=False)
     with clock.frozen(NOW), open_session(root) as session:
         sync_sources(session)
         piece = "hash({}) % {} = ?".format
