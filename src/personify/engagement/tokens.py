@@ -10,12 +10,14 @@ URL the token itself carries (never an open redirect).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from personify.signed import seal, unseal
 
 Kind = Literal["open", "click"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -65,4 +67,4 @@ def safe_target(url: str) -> bool:
     lowered = url.lower()
     if not (lowered.startswith("http://") or lowered.startswith("https://")):
         return False
-    return not any(ord(ch) < 0x20 or ch == "\x7f" for ch in url)
+    return _CONTROL.search(url) is None
