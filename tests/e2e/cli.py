@@ -32,3 +32,27 @@ def personify_json(*args: str, cwd: Path | None = None, **kw: Any) -> Any:
     done = personify(*args, "--json", cwd=cwd, **kw)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+# An abandoned cart and four recommendations, for tests that render the scaffold's template.
+CART = {
+    "url": "https://shop.example/cart/9",
+    "items": [
+        {
+            "name": "Trail Boot",
+            "url": "https://shop.example/p/1",
+            "image_url": "https://i/1.png",
+            "price": "89.00",
+            "quantity": 1,
+        }
+    ],
+}
+RECS = [
+    {
+        "name": f"Rec {i}",
+        "url": f"https://shop.example/p/r{i}",
+        "image_url": "https://i/r.png",
+        "price": "19.00",
+    }
+    for i in range(4)
+]

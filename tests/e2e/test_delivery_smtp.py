@@ -20,31 +20,11 @@ from personify.privacy.consent import consented, record
 from personify.scaffold import init_project
 from personify.session import open_session
 from personify.warehouse import connect, table
+from tests.e2e.cli import CART, RECS
 from tests.e2e.test_serve import free_port, start_server
 from tests.unit.delivery.servers import smtp_server
 
 WHEN = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
-CART = {
-    "url": "https://shop.example/cart/9",
-    "items": [
-        {
-            "name": "Trail Boot",
-            "url": "https://shop.example/p/1",
-            "image_url": "https://i/1.png",
-            "price": "89.00",
-            "quantity": 1,
-        }
-    ],
-}
-RECS = [
-    {
-        "name": f"Rec {i}",
-        "url": f"https://shop.example/p/r{i}",
-        "image_url": "https://i/r.png",
-        "price": "19.00",
-    }
-    for i in range(4)
-]
 CODE = "CART-K7Q2-9XWD"
 
 

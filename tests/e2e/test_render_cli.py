@@ -13,29 +13,7 @@ import pyarrow as pa
 from personify.config import load_project
 from personify.delivery import verify
 from personify.warehouse import connect, table
-from tests.e2e.cli import personify, personify_json
-
-CART = {
-    "url": "https://shop.example/cart/9",
-    "items": [
-        {
-            "name": "Trail Boot",
-            "url": "https://shop.example/p/1",
-            "image_url": "https://i/1.png",
-            "price": "89.00",
-            "quantity": 1,
-        }
-    ],
-}
-RECS = [
-    {
-        "name": f"Rec {i}",
-        "url": f"https://shop.example/p/r{i}",
-        "image_url": "https://i/r.png",
-        "price": "19.00",
-    }
-    for i in range(4)
-]
+from tests.e2e.cli import CART, RECS, personify, personify_json
 
 
 def load_customer(root: Path) -> None:
