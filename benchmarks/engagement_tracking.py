@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,60 +25,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from _load import Load, get_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PERSONIFY = str(Path(sys.executable).with_name("personify"))
 MESSAGES = 1000
-
-
-class Load:
-    """Clients sending pre-built GETs over keep-alive connections."""
-
-    def __init__(self, port: int, paths: list[tuple[str, str]]) -> None:
-        self.requests = [
-            f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {ua}\r\n\r\n".encode()
-            for p, ua in paths
-        ]
-        self.port = port
-        self.next = 0
-        self.latencies: list[float] = []
-        self.failures = 0
-
-    async def client(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            while self.next < len(self.requests):
-                request = self.requests[self.next]
-                self.next += 1
-                started = time.perf_counter()
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                self.latencies.append(time.perf_counter() - started)
-                if not (head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.1 302")):
-                    self.failures += 1
-        finally:
-            writer.close()
-
-    async def run(self, clients: int) -> float:
-        started = time.perf_counter()
-        await asyncio.gather(*(self.client() for _ in range(clients)))
-        return time.perf_counter() - started
-
-
-def _figures(load: Load, seconds: float) -> dict[str, float]:
-    lat = sorted(load.latencies)
-    return {
-        "rps": len(lat) / seconds,
-        "p50_ms": statistics.median(lat) * 1000,
-        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
-        "failures": load.failures,
-    }
 
 
 def main() -> None:
@@ -149,10 +100,10 @@ def main() -> None:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("the server did not start; see serve.log")
             time.sleep(0.1)
-        base = Load(port, [("/healthz", "bench")] * args.requests)
-        baseline = _figures(base, asyncio.run(base.run(args.clients)))
-        load = Load(port, paths)
-        tracked = _figures(load, asyncio.run(load.run(args.clients)))
+        base = Load(port, get_requests(port, [("/healthz", "bench")] * args.requests))
+        baseline = base.figures(asyncio.run(base.run(args.clients)))
+        load = Load(port, get_requests(port, paths))
+        tracked = load.figures(asyncio.run(load.run(args.clients)))
         deadline = time.monotonic() + 300
         while True:
             stored = run_json(

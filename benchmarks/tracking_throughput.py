@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from _load import Load
 
 from personify.config import load_project
 from personify.ingest.tracking.intake import take_in
@@ -134,49 +135,23 @@ def in_process(work: Path, payloads: list[bytes], stored: int = 0) -> tuple[floa
     return total / seconds, cpu / total * 1e6
 
 
-class Load:
-    """Clients sending pre-built requests over keep-alive connections."""
+def _batch_ok(head: bytes, body: bytes) -> bool:
+    return head.startswith(b"HTTP/1.1 200") and body == b'{"success":true}'
 
-    def __init__(self, port: int, key: str, payloads: list[bytes]) -> None:
-        auth = base64.b64encode(f"{key}:".encode()).decode()
-        self.requests = [
-            (
-                f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(p)}\r\n\r\n"
-            ).encode()
-            + p
-            for p in payloads
-        ]
-        self.port = port
-        self.next = 0
-        self.latencies: list[float] = []
-        self.failures = 0
 
-    async def client(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            while self.next < len(self.requests):
-                request = self.requests[self.next]
-                self.next += 1
-                started = time.perf_counter()
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length)
-                self.latencies.append(time.perf_counter() - started)
-                if not head.startswith(b"HTTP/1.1 200") or body != b'{"success":true}':
-                    self.failures += 1
-        finally:
-            writer.close()
-
-    async def run(self, clients: int) -> float:
-        started = time.perf_counter()
-        await asyncio.gather(*(self.client() for _ in range(clients)))
-        return time.perf_counter() - started
+def batch_load(port: int, key: str, payloads: list[bytes]) -> Load:
+    """Clients posting ``payloads`` to ``/v1/batch`` (the shared generator, ``_load.py``)."""
+    auth = base64.b64encode(f"{key}:".encode()).decode()
+    requests = [
+        (
+            f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(p)}\r\n\r\n"
+        ).encode()
+        + p
+        for p in payloads
+    ]
+    return Load(port, requests, _batch_ok)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,8 +199,8 @@ def over_http(work: Path, payloads: list[bytes], clients: int, stored: int = 0) 
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("the server did not start; see serve.log")
             time.sleep(0.1)
-        asyncio.run(Load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
-        load = Load(port, env["PERSONIFY_WRITE_KEY"], payloads)
+        asyncio.run(batch_load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
+        load = batch_load(port, env["PERSONIFY_WRITE_KEY"], payloads)
         cpu = cpu_seconds(proc.pid)
         seconds = asyncio.run(load.run(clients))
         cpu = cpu_seconds(proc.pid) - cpu
