@@ -1024,7 +1024,8 @@ class QualityConfig(_Base, frozen=True):
     sample_size: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
     """Keys of violating rows kept per rule (keys only, never other field values)."""
     run_after_sync: bool = True
-    """Run the rules after every ``personify sync`` and ``personify run``."""
+    """Run the rules after every ``personify sync``, ``personify import`` and ``personify
+    run``."""
     reconcile: ReconcileSettings = ReconcileSettings()
     """Reconciliation settings."""
 

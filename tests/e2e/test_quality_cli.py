@@ -1,8 +1,8 @@
-"""Validation rules from the command line: ``personify sync`` runs them after loading a file,
-``personify status`` shows the broken ones (flagged ones for review), ``personify quality check``
-runs them on demand, ``personify quality conflicts`` answers on a project without profiles, a
-rule naming an unknown column fails with the file's line and key, and ``personify report
-quality`` writes an HTML page that headless Chromium opens and draws."""
+"""Validation rules from the command line: ``personify sync`` and ``personify import`` run them
+after loading a file, ``personify status`` shows the broken ones (flagged ones for review),
+``personify quality check`` runs them on demand, ``personify quality conflicts`` answers on a
+project without profiles, a rule naming an unknown column fails with the file's line and key,
+and ``personify report quality`` writes an HTML page that headless Chromium opens and draws."""
 
 from __future__ import annotations
 
@@ -61,6 +61,23 @@ def test_sync_runs_the_rules_and_status_flags_them(tmp_path: Path) -> None:
         "orders.total.range": 1,
     }
     assert personify_json("quality", "conflicts", *p) == {"per_field": {}, "conflicts": []}
+
+
+def test_import_runs_the_rules_and_status_shows_them(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "personify.yml").write_text(PROJECT)
+    (root / "more.csv").write_text(ORDERS)
+    p = ["--project", str(root)]
+    done = personify_json("import", str(root / "more.csv"), "--table", "orders", *p)
+    assert done["counts"]["rows_loaded"] == 3
+    status = personify_json("status", *p)
+    broken = {v["rule"]: v for v in status["quality"]["violations"]}
+    assert broken["orders.currency.format.currency"]["sample"] == ["o2"]
+    assert broken["orders.total.range"]["violations"] == 1
+    assert status["quality"]["flagged"] == ["orders.currency.format.currency"]
+    triggers = personify_json("sql", "SELECT DISTINCT trigger FROM quality_violations", *p)
+    assert [r["trigger"] for r in triggers["rows"]] == ["import"]
 
 
 def test_a_rule_on_an_unknown_column_is_named(tmp_path: Path) -> None:

@@ -304,10 +304,16 @@ def quality_stage(session: Session) -> dict[str, int]:
     }
 
 
-def after_sync(session: Session) -> list[Violation]:
-    """Run the rules after ``personify sync`` when ``quality.run_after_sync`` (and rules or
-    freshness limits are configured)."""
+def after_load(session: Session, trigger: str) -> list[Violation]:
+    """Run the rules after a load — ``personify sync`` (``trigger="sync"``) or ``personify
+    import`` (``"import"``) — when ``quality.run_after_sync`` (and rules or freshness limits are
+    configured)."""
     config = session.project.config.quality
     if not config.run_after_sync or not (config.rules or config.freshness):
         return []
-    return check_rules(session, trigger="sync")
+    return check_rules(session, trigger=trigger)
+
+
+def after_sync(session: Session) -> list[Violation]:
+    """Run the rules after ``personify sync`` (see :func:`after_load`)."""
+    return after_load(session, "sync")

@@ -11,6 +11,7 @@ from rich.table import Table
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
 from personify.config import FileFormat, TableName
+from personify.quality.rules import after_load
 from personify.session import open_session
 from personify.sources.files import import_file
 
@@ -58,7 +59,9 @@ def import_command(
 ) -> None:
     """Import one file: valid rows load, invalid ones go to the quarantine with the reason.
 
-    Importing the same file again under the same --source loads nothing.
+    Importing the same file again under the same --source loads nothing. The validation rules
+    (quality.rules) run after a file loaded rows, as after a sync; `personify status` shows
+    what they found.
     """
     pin_now(now)
     if table not in get_args(TableName):
@@ -77,6 +80,8 @@ def import_command(
             delimiter=delimiter,
             progress=progress,
         )
+        if result.counts["rows_loaded"] or result.counts["rows_quarantined"]:
+            after_load(session, "import")  # the validation rules (quality.rules), if configured
     if json:
         emit_json(
             {
