@@ -51,5 +51,25 @@ def test_every_reason_code_is_documented() -> None:
         quarantine.DUPLICATE_KEY_IN_FILE,
         quarantine.MISSING_IDENTITY,
         quarantine.OUT_OF_RANGE,
+        quarantine.EVENT_TOO_LARGE,
+        quarantine.INVALID_VALUE,
+        quarantine.INVALID_TIMESTAMP,
+        quarantine.PLAN_VIOLATION,
+        quarantine.CONFLICTING_DUPLICATE,
     }
     assert codes == set(quarantine.REASONS)
+
+
+def test_one_registry_of_reason_codes() -> None:
+    """The tracking API's codes are the quarantine's own, described once."""
+    from personify.ingest.tracking import normalize
+
+    assert set(normalize.REASONS) == quarantine.TRACKING_REASONS <= set(quarantine.REASONS)
+    for code, text in normalize.REASONS.items():
+        assert text == quarantine.REASONS[code]
+    module_codes = {
+        value
+        for name, value in vars(normalize).items()
+        if name.isupper() and isinstance(value, str) and value in quarantine.REASONS
+    }
+    assert module_codes <= quarantine.TRACKING_REASONS

@@ -37,31 +37,26 @@ from typing import Any, Final
 
 import msgspec
 
+from personify.ingest import quarantine as _q
+from personify.ingest.quarantine import (
+    CONFLICTING_DUPLICATE as CONFLICTING_DUPLICATE,  # (re-export)
+)
+from personify.ingest.quarantine import (
+    EVENT_TOO_LARGE,
+    INVALID_TIMESTAMP,
+    INVALID_TYPE,
+    INVALID_VALUE,
+    MALFORMED_JSON,
+    MISSING_IDENTITY,
+    MISSING_REQUIRED,
+    PLAN_VIOLATION,
+)
 from personify.ingest.tracking.messages import MAX_EVENT_BYTES, TYPES, Message, Wire
 from personify.ingest.tracking.plan import Plan
 
-EVENT_TOO_LARGE: Final = "event_too_large"
-INVALID_VALUE: Final = "invalid_value"
-MALFORMED_JSON: Final = "malformed_json"
-INVALID_TYPE: Final = "invalid_type"
-MISSING_REQUIRED: Final = "missing_required"
-MISSING_IDENTITY: Final = "missing_identity"
-INVALID_TIMESTAMP: Final = "invalid_timestamp"
-PLAN_VIOLATION: Final = "tracking_plan_violation"
-CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
-
-REASONS: Final[dict[str, str]] = {
-    EVENT_TOO_LARGE: "the event's JSON is over 32 KB (rejected, not kept)",
-    INVALID_VALUE: "a string holds a NUL character",
-    MALFORMED_JSON: "the event is not decodable JSON",
-    INVALID_TYPE: "not an object, a field of the wrong type, or an unknown message type",
-    MISSING_REQUIRED: "a field its type requires is missing or empty",
-    MISSING_IDENTITY: "neither userId nor anonymousId",
-    INVALID_TIMESTAMP: "a timestamp that is not ISO 8601 or is out of range",
-    PLAN_VIOLATION: "the tracking plan's JSON Schema for the event refuses it",
-    CONFLICTING_DUPLICATE: "a messageId already stored with another payload (the first is kept)",
-}
-"""The tracking API's quarantine reasons."""
+REASONS: Final = {code: _q.REASONS[code] for code in sorted(_q.TRACKING_REASONS)}
+"""The tracking API's quarantine reasons: a view of the one registry,
+:data:`personify.ingest.quarantine.REASONS`."""
 
 EVENT_COLUMNS: Final = (
     "message_id",
