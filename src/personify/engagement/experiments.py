@@ -8,8 +8,11 @@ report can count the holdout). :func:`uplift` compares a variant's conversion ra
 holdout's: the difference, its 95 % confidence interval (normal approximation, unpooled) and
 whether the sample is big enough to say anything.
 
-Not wired into journey send steps yet: a step that wants variants calls :func:`assign` when it
-decides and stores the variant in ``messages.variant`` (the report already groups by it).
+Journey send steps with ``variants`` / ``holdout`` (:mod:`personify.journeys.definitions`) call
+:func:`assign_many` when they decide: a customer already recorded keeps the recorded variant (so
+changing the weights mid-experiment never moves anyone), the others get :func:`assign` and are
+recorded; the variant goes on the message (``messages.variant``; the holdout's message is
+``skipped_holdout`` and is never sent) and from there on its open and click events.
 """
 
 from __future__ import annotations
@@ -79,6 +82,45 @@ def record_assignments(
         }
     )
     return wh.load(table, data, on_conflict="ignore")
+
+
+_CHUNK = 5_000
+
+
+def assign_many(
+    wh: Warehouse,
+    experiment: str,
+    customer_ids: Sequence[str],
+    weights: Mapping[str, float],
+    holdout: float,
+    at: datetime,
+) -> dict[str, str]:
+    """Each customer's variant of ``experiment`` (or :data:`HOLDOUT`): the recorded one when
+    there is one and it is still a variant (or the holdout) of this experiment, else
+    :func:`assign`, recorded now."""
+    wanted = sorted(set(customer_ids))
+    known: dict[str, str] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        rows = wh.fetch(
+            "SELECT customer_id, variant FROM experiment_assignments WHERE experiment = ? "
+            f"AND customer_id IN ({', '.join('?' for _ in chunk)})",
+            [experiment, *chunk],
+        )
+        known.update({str(c): str(v) for c, v in rows})
+    valid = set(weights) | ({HOLDOUT} if holdout > 0 else set())
+    out: dict[str, str] = {}
+    new: list[tuple[str, str]] = []
+    for customer_id in wanted:
+        recorded = known.get(customer_id)
+        if recorded in valid:
+            out[customer_id] = recorded
+            continue
+        out[customer_id] = assign(experiment, customer_id, weights, holdout)
+        if recorded is None:
+            new.append((customer_id, out[customer_id]))
+    record_assignments(wh, experiment, new, at)
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ is excluded from purchases (``traits.excluded_order_statuses``) are not conversi
 less those whose customer bounced afterwards — bounces are known per customer, from the ESP
 webhooks), ``unique_opens`` and ``unique_clicks`` (messages with at least one person's open or
 click: machine ones excluded), ``conversions`` and ``revenue`` (attributed orders and their
-totals).
+totals). A step with an experiment (``variants`` / ``holdout``) also shows, per variant, the
+customers assigned and converted and the uplift over the holdout (:func:`experiments`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -38,6 +40,16 @@ class StepReport:
     unique_clicks: int
     conversions: int
     revenue: float
+    experiment: str | None = None
+    """The step's experiment (``variants`` / ``holdout`` in the journey file), if any."""
+    assigned: int | None = None
+    """Experiments: customers assigned to this variant (the holdout too)."""
+    converted: int | None = None
+    """Experiments: assigned customers with an order within the attribution window after
+    their assignment (intent to treat: sent to or not, clicked or not)."""
+    uplift: Uplift | None = None
+    """Experiments, not for the holdout: the conversion-rate difference over the holdout with
+    its 95 % interval and whether the sample can conclude."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,7 @@ def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysR
         "GROUP BY m.journey, m.step, m.variant ORDER BY m.journey, m.step, m.variant"
     )
     params = [*p_open, now, *p_click, now, *p_attr, now]
+    arms = experiments(wh, project, now)
     steps = [
         StepReport(
             str(j),
@@ -169,9 +182,45 @@ def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysR
         settings.attribution_rule,
         settings.attribution_touch,
         settings.attribution_window,
-        steps,
-        experiments(wh, project, now),
+        _with_experiments(project, steps, arms),
+        arms,
     )
+
+
+def _with_experiments(
+    project: Project, steps: list[StepReport], arms: list[VariantResult]
+) -> list[StepReport]:
+    """Each step row of an experiment's step with its arm's assigned, converted and uplift."""
+    from personify.errors import PersonifyError
+    from personify.journeys import project_journeys
+
+    try:
+        journeys = project_journeys(project)
+    except PersonifyError:  # a broken journey file: the figures without the experiments
+        journeys = []
+    named: dict[tuple[str, str], str] = {}
+    for journey in journeys:
+        for step in journey.steps:
+            if step.experiment is not None:
+                named[(journey.name, step.id)] = step.experiment.name
+    by_arm = {(a.experiment, a.variant): a for a in arms}
+    out = []
+    for row in steps:
+        experiment = named.get((row.journey, row.step))
+        arm = by_arm.get((experiment, row.variant or "")) if experiment else None
+        if arm is None:
+            out.append(row)
+            continue
+        out.append(
+            dataclasses.replace(
+                row,
+                experiment=experiment,
+                assigned=arm.assigned,
+                converted=arm.converted,
+                uplift=arm.uplift,
+            )
+        )
+    return out
 
 
 def experiments(wh: Warehouse, project: Project, now: datetime) -> list[VariantResult]:

@@ -5,7 +5,10 @@ Each decided email gets the idempotency key ``journey:step:customer_id:trigger_k
 rerun, a crash before the instances moved on) adds nothing. The consent gate runs here — fail
 closed, for the whole batch in one query (:func:`personify.privacy.consent.consented`) — and
 again just before sending: a customer who is suppressed gets ``skipped_suppressed``, one without
-consent ``skipped_consent``; the others are ``queued`` for the delivery stage.
+consent ``skipped_consent``; the others are ``queued`` for the delivery stage. A step with an
+experiment assigns each of those a variant (:func:`personify.engagement.experiments.assign_many`:
+deterministic, recorded) and stores it in ``messages.variant`` with the variant's template; the
+holdout's messages are ``skipped_holdout`` and are never sent.
 """
 
 from __future__ import annotations
@@ -100,6 +103,24 @@ def decide(
         )
         for s in statuses
     ]
+    variants: list[str | None] = [None] * len(rows)
+    templates: list[str | None] = [step.template] * len(rows)
+    experiment = step.experiment
+    if experiment is not None:  # only who would be sent is assigned (intent to treat)
+        from personify.engagement.experiments import HOLDOUT, assign_many
+
+        queued = sorted({str(c) for (c, _), s in zip(rows, statuses, strict=True) if s == "queued"})
+        arms = assign_many(wh, experiment.name, queued, experiment.weights, experiment.holdout, now)
+        for i, (c, _) in enumerate(rows):
+            arm = arms.get(str(c))
+            if arm is None:
+                continue
+            variants[i] = arm
+            if arm == HOLDOUT:
+                statuses[i] = "skipped_holdout"
+                errors[i] = f"holdout of experiment {experiment.name} (receives nothing)"
+            else:
+                templates[i] = step.arm(arm).template
     n = len(rows)
     data = pa.table(
         {
@@ -109,7 +130,8 @@ def decide(
             "customer_id": [str(c) for c, _ in rows],
             "journey": [journey.name] * n,
             "step": [step.id] * n,
-            "template": [step.template] * n,
+            "template": templates,
+            "variant": pa.array(variants, pa.string()),
             "status": statuses,
             "decided_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
             "sent_at": pa.array([None] * n, pa.timestamp("us", tz="UTC")),

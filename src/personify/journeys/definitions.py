@@ -27,6 +27,23 @@ A journey file::
       - tag: rescued_cart
       - exit
 
+A send step may run an **experiment**: ``variants`` (each a ``name``, a ``weight`` — default 1 —
+and what it changes: ``subject`` (Liquid, replaces the template's), ``template``, ``with``
+(variables merged over the step's) or ``discount`` (the campaign of the step's ``{from:
+discount}`` variables: a discount level)), and a ``holdout`` share (``10%`` or ``0.1``) that
+receives nothing. ``experiment`` names it (default ``JOURNEY.STEP``); each customer's variant is
+:func:`personify.engagement.assign` of that name — the same on every run — and recorded::
+
+      - id: remind
+        send: abandoned_cart
+        holdout: 10%
+        variants:
+          - {name: plain}
+          - {name: ten_off, discount: cart_rescue_10, subject: "10 % off your cart"}
+
+A ``holdout`` without ``variants`` holds out that share from the step as written (variant
+``control``).
+
 Mistakes raise :class:`~personify.errors.DefinitionError` (or
 :class:`~personify.errors.ConfigError` for the YAML) naming the file, line and key.
 """
@@ -34,7 +51,7 @@ Mistakes raise :class:`~personify.errors.DefinitionError` (or
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -105,6 +122,42 @@ class Variable:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One arm of a send step's experiment."""
+
+    name: str
+    weight: float
+    line: int
+    template: str | None = None
+    """Another template (``None``: the step's)."""
+    subject: str | None = None
+    """A Liquid subject line replacing the template's (``None``: the template's)."""
+    variables: tuple[Variable, ...] = ()
+    """Variables merged over the step's (same name: this one wins)."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Variants with weights and a holdout share (receives nothing), on one send step."""
+
+    name: str
+    """What :func:`personify.engagement.assign` hashes with the customer id (``JOURNEY.STEP``
+    by default)."""
+    variants: tuple[Variant, ...]
+    holdout: float = 0.0
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {v.name: v.weight for v in self.variants}
+
+    def variant(self, name: str | None) -> Variant | None:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
 class Step:
     """One step. ``kind`` says which of the fields matter."""
 
@@ -120,6 +173,18 @@ class Step:
     template: str | None = None
     variables: tuple[Variable, ...] = ()
     tag: str | None = None
+    experiment: Experiment | None = None
+    """Send steps: variants and a holdout (``None``: everyone gets the step as written)."""
+
+    def arm(self, variant: str | None) -> Step:
+        """This send step as ``variant`` sends it: its template and variables (the subject
+        override is :attr:`Variant.subject`)."""
+        chosen = self.experiment.variant(variant) if self.experiment else None
+        if chosen is None:
+            return self
+        names = {v.name for v in chosen.variables}
+        merged = tuple(v for v in self.variables if v.name not in names) + chosen.variables
+        return replace(self, template=chosen.template or self.template, variables=merged)
 
 
 @dataclass(frozen=True)
@@ -263,7 +328,7 @@ def parse_journey(
     steps_raw = top.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise r.fail(("steps",), "a journey needs a list of steps", hint="e.g. - send: TEMPLATE")
-    steps = _steps(r, steps_raw)
+    steps = _steps(r, steps_raw, name)
     for flag in ("capped", "enabled"):
         if not isinstance(top.get(flag, True), bool):
             raise r.fail((flag,), f"expected true or false, got {_kind(top[flag])}")
@@ -342,10 +407,22 @@ def _reentry(r: _Reader, raw: Any) -> tuple[Literal["always", "never", "after"],
     )
 
 
-_STEP_KEYS = {"id", "wait", "branch", "send", "with", "tag", "exit"}
+_STEP_KEYS = {
+    "id",
+    "wait",
+    "branch",
+    "send",
+    "with",
+    "tag",
+    "exit",
+    "variants",
+    "holdout",
+    "experiment",
+}
+_EXPERIMENT_KEYS = ("variants", "holdout", "experiment")
 
 
-def _steps(r: _Reader, raw: list[Any]) -> tuple[Step, ...]:
+def _steps(r: _Reader, raw: list[Any], journey: str) -> tuple[Step, ...]:
     ids: list[str] = []
     for i, item in enumerate(raw):
         step_id = item.get("id") if isinstance(item, dict) else None
@@ -353,10 +430,10 @@ def _steps(r: _Reader, raw: list[Any]) -> tuple[Step, ...]:
     for i, step_id in enumerate(ids):
         if step_id in ids[:i]:
             raise r.fail(("steps", i, "id"), f"two steps have the id {step_id!r}")
-    return tuple(_step(r, item, i, ids) for i, item in enumerate(raw))
+    return tuple(_step(r, item, i, ids, journey) for i, item in enumerate(raw))
 
 
-def _step(r: _Reader, raw: Any, i: int, ids: list[str]) -> Step:
+def _step(r: _Reader, raw: Any, i: int, ids: list[str], journey: str) -> Step:
     where: Where = ("steps", i)
     line = r.doc.line(where) or 1
     if raw == "exit":
@@ -368,6 +445,9 @@ def _step(r: _Reader, raw: Any, i: int, ids: list[str]) -> Step:
     kind = kinds[0]
     if "with" in spec and kind != "send":
         raise r.fail((*where, "with"), "only send steps take variables")
+    for key in _EXPERIMENT_KEYS:
+        if key in spec and kind != "send":
+            raise r.fail((*where, key), f"only send steps take {key}:")
     if kind == "wait":
         value = spec["wait"]
         if isinstance(value, dict):
@@ -381,10 +461,136 @@ def _step(r: _Reader, raw: Any, i: int, ids: list[str]) -> Step:
     if kind == "send":
         template = r.text(spec["send"], (*where, "send"))
         variables = _variables(r, spec.get("with") or {}, (*where, "with"))
-        return Step(ids[i], "send", line, template=template, variables=variables)
+        experiment = _experiment(r, spec, where, f"{journey}.{ids[i]}", variables)
+        return Step(
+            ids[i], "send", line, template=template, variables=variables, experiment=experiment
+        )
     if kind == "tag":
         return Step(ids[i], "tag", line, tag=r.text(spec["tag"], (*where, "tag"), name=True))
     return Step(ids[i], "exit", line)
+
+
+_VARIANT_KEYS = {"name", "weight", "template", "subject", "with", "discount"}
+
+
+def _experiment(
+    r: _Reader,
+    spec: dict[str, Any],
+    where: Where,
+    default_name: str,
+    step_vars: tuple[Variable, ...],
+) -> Experiment | None:
+    """A send step's ``variants`` / ``holdout`` / ``experiment`` (``None`` when it has none)."""
+    if not any(k in spec for k in _EXPERIMENT_KEYS):
+        return None
+    if "variants" not in spec and "holdout" not in spec:
+        raise r.fail(
+            (*where, "experiment"),
+            "an experiment needs variants: or a holdout:",
+            hint="e.g. holdout: 10% and variants: [{name: a}, {name: b, subject: ...}]",
+        )
+    name = (
+        r.text(spec["experiment"], (*where, "experiment")) if "experiment" in spec else default_name
+    )
+    holdout = _share(r, spec.get("holdout", 0), (*where, "holdout"))
+    raw = spec.get("variants")
+    if raw is None:
+        variants: tuple[Variant, ...] = (Variant("control", 1.0, r.doc.line(where) or 1),)
+    else:
+        if not isinstance(raw, list) or not raw:
+            raise r.fail(
+                (*where, "variants"),
+                f"expected a list of variants, got {_kind(raw)}",
+                hint="e.g. variants: [{name: plain}, {name: urgent, subject: ...}]",
+            )
+        variants = tuple(
+            _variant(r, item, (*where, "variants", n), step_vars) for n, item in enumerate(raw)
+        )
+    seen: set[str] = set()
+    for n, v in enumerate(variants):
+        if v.name in seen:
+            raise r.fail((*where, "variants", n, "name"), f"two variants are named {v.name!r}")
+        seen.add(v.name)
+    if sum(v.weight for v in variants) <= 0:
+        raise r.fail(
+            (*where, "variants"),
+            "the variants' weights add up to 0: nobody would get any of them",
+            hint="give at least one variant a weight above 0 (the default weight is 1)",
+        )
+    return Experiment(name, variants, holdout)
+
+
+def _share(r: _Reader, value: Any, where: Where) -> float:
+    """A share in [0, 1): ``0.1`` or ``"10%"``."""
+    share: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        share = float(value)
+    elif isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            share = None
+    if share is None or share != share or not 0.0 <= share < 1.0:
+        raise r.fail(
+            where,
+            f"{value!r} is not a holdout share",
+            hint="a share from 0 up to (not including) 1, e.g. 0.1 or 10%",
+        )
+    return share
+
+
+def _variant(r: _Reader, raw: Any, where: Where, step_vars: tuple[Variable, ...]) -> Variant:
+    spec = r.mapping(raw, where, _VARIANT_KEYS)
+    if "name" not in spec:
+        raise r.fail(where, "a variant needs a name", hint="e.g. - {name: urgent, weight: 1}")
+    name = r.text(spec["name"], (*where, "name"), name=True)
+    if name == "holdout":
+        raise r.fail(
+            (*where, "name"),
+            "'holdout' is the name of the share that receives nothing",
+            hint="name the variant otherwise; set the share with the step's holdout:",
+        )
+    weight = spec.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise r.fail((*where, "weight"), f"a weight is a number, got {_kind(weight)}")
+    if not 0 <= weight < float("inf"):
+        raise r.fail(
+            (*where, "weight"), f"a weight cannot be {weight!r}", hint="a number 0 or above"
+        )
+    template = r.text(spec["template"], (*where, "template")) if "template" in spec else None
+    subject = None
+    if "subject" in spec:
+        subject = r.text(spec["subject"], (*where, "subject"))
+        _check_subject(r, subject, (*where, "subject"))
+    variables = _variables(r, spec.get("with") or {}, (*where, "with"))
+    if "discount" in spec:
+        campaign = r.text(spec["discount"], (*where, "discount"))
+        discounts = [v for v in step_vars if v.provider == "discount"]
+        if not discounts:
+            raise r.fail(
+                (*where, "discount"),
+                "the step has no {from: discount} variable whose campaign this would change",
+                hint="add one to the step's with:, or give the variant "
+                "with: {NAME: {from: discount, campaign: ...}}",
+            )
+        names = {v.name for v in variables}
+        variables += tuple(
+            Variable(v.name, provider="discount", options={**v.options, "campaign": campaign})
+            for v in discounts
+            if v.name not in names
+        )
+    return Variant(name, float(weight), r.doc.line(where) or 1, template, subject, variables)
+
+
+def _check_subject(r: _Reader, subject: str, where: Where) -> None:
+    from liquid.exceptions import LiquidError
+
+    from personify.messages.liquid_env import text_environment
+
+    try:
+        text_environment().from_string(subject)
+    except LiquidError as e:
+        raise r.fail(where, f"the subject is not valid Liquid: {e}") from None
 
 
 def _clock(r: _Reader, value: Any, where: Where) -> time:

@@ -9,8 +9,9 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
    ``skipped_frequency``.
 2. **Render fresh** — the step's variables are resolved once per provider for the batch
    (:mod:`personify.journeys.content`), every profile is read now in one query and rendered
-   (:func:`personify.delivery.prepare_batch`). A message that cannot render is ``failed`` with
-   the reason (never sent blank); one whose customer has no usable address is
+   (:func:`personify.delivery.prepare_batch`); a message of an experiment's variant is rendered
+   with the variant's template, variables and subject. A message that cannot render is
+   ``failed`` with the reason (never sent blank); one whose customer has no usable address is
    ``skipped_no_address``.
 3. **Hand over** — the transport is idempotent by key (the outbox writes one file per key).
 4. **Commit** — every status of the batch in one staged ``UPDATE``.
@@ -23,6 +24,7 @@ loop and leaves the rest queued for the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -42,6 +44,8 @@ from personify.journeys.decide import allowed, suppressed
 from personify.journeys.definitions import Journey
 from personify.journeys.localtime import quiet_until, zone
 from personify.messages import TemplateStore, read_customers, template_store
+from personify.messages.liquid_env import text_environment
+from personify.messages.templates import Template
 from personify.privacy.consent import is_marketing
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Column, Table
@@ -82,6 +86,22 @@ class _Row:
     template: str
     trigger_key: str
     purpose: str
+    variant: str = ""
+
+
+class _SubjectStore(TemplateStore):
+    """A template store whose templates take an experiment variant's subject line."""
+
+    def __init__(self, inner: TemplateStore, subject: str) -> None:  # no super(): a view
+        self.folder = inner.folder
+        self._inner = inner
+        self._subject = text_environment().from_string(subject, name="variant subject")
+
+    def names(self) -> list[str]:
+        return self._inner.names()
+
+    def get(self, name: str) -> Template:
+        return dataclasses.replace(self._inner.get(name), subject=self._subject)
 
 
 @dataclass
@@ -134,8 +154,9 @@ def deliver(
 
 def _due(wh: Warehouse, now: datetime, size: int) -> list[_Row]:
     rows = wh.fetch(
-        "SELECT idempotency_key, customer_id, journey, step, template, trigger_key, purpose "
-        "FROM messages WHERE status = 'queued' AND (send_after IS NULL OR send_after <= ?) "
+        "SELECT idempotency_key, customer_id, journey, step, template, trigger_key, purpose, "
+        "variant FROM messages "
+        "WHERE status = 'queued' AND (send_after IS NULL OR send_after <= ?) "
         "ORDER BY decided_at, idempotency_key LIMIT ?",
         [now, size],
     )
@@ -248,12 +269,18 @@ def _render_and_send(
     outcomes: dict[str, _Outcome],
     counts: SendCounts,
 ) -> str | None:
-    groups: dict[tuple[str, str], list[_Row]] = {}
+    groups: dict[tuple[str, str, str], list[_Row]] = {}
     for row in live:
-        groups.setdefault((row.journey, row.step), []).append(row)
-    for (name, step_id), rows in groups.items():
-        step = journeys[name].step(step_id)
-        assert step is not None and step.template is not None
+        groups.setdefault((row.journey, row.step, row.variant), []).append(row)
+    for (name, step_id, variant_name), rows in groups.items():
+        defined = journeys[name].step(step_id)
+        assert defined is not None
+        step = defined.arm(variant_name)  # an experiment's variant: its template and variables
+        assert step.template is not None
+        chosen = defined.experiment.variant(variant_name) if defined.experiment else None
+        step_store = (
+            store if chosen is None or not chosen.subject else _SubjectStore(store, chosen.subject)
+        )
         pending = [Pending(r.key, r.customer_id, r.trigger_key) for r in rows]
         try:
             variables = resolve(wh, project, step, pending, now=now)
@@ -267,7 +294,7 @@ def _render_and_send(
         purpose = rows[0].purpose or project.config.journeys.purpose  # one step, one purpose
         try:
             prepared = prepare_batch(
-                wh, project, step.template, items, store=store, date=now, purpose=purpose
+                wh, project, step.template, items, store=step_store, date=now, purpose=purpose
             )
         except NotFound as e:  # the template was removed since the journeys stage checked it
             for r in rows:

@@ -61,14 +61,22 @@ def check_templates(project: Project, journeys: list[Journey]) -> None:
     known = set(template_store(project).names())
     for journey in journeys:
         for index, step in enumerate(journey.steps):
-            if step.kind == "send" and step.template not in known:
-                raise DefinitionError(
-                    f"no template {step.template!r} in templates/",
-                    file=journey.file,
-                    line=step.line,
-                    key=f"steps[{index}].send",
-                    hint="templates: " + (", ".join(sorted(known)) or "none"),
-                )
+            if step.kind != "send":
+                continue
+            named = [(step.template, step.line, f"steps[{index}].send")]
+            for n, variant in enumerate(step.experiment.variants if step.experiment else ()):
+                if variant.template is not None:
+                    where = f"steps[{index}].variants[{n}].template"
+                    named.append((variant.template, variant.line, where))
+            for template, line, key in named:
+                if template not in known:
+                    raise DefinitionError(
+                        f"no template {template!r} in templates/",
+                        file=journey.file,
+                        line=line,
+                        key=key,
+                        hint="templates: " + (", ".join(sorted(known)) or "none"),
+                    )
 
 
 def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> list[JourneyCounts]:

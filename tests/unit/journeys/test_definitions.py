@@ -151,3 +151,101 @@ def test_a_send_step_naming_a_missing_template_is_refused(tmp_path: Path) -> Non
         check_templates(project, project_journeys(project))
     assert str(info.value).startswith("journeys/typo.yml:4: steps[1].send: no template")
     assert "abandoned_cart" in str(info.value)
+
+
+EXPERIMENT = """
+trigger: {event: Product Added}
+steps:
+  - id: remind
+    send: hello
+    with:
+      discount: {from: discount, campaign: cart_5}
+      note: hi
+    holdout: HOLDOUT
+    variants:
+VARIANTS
+"""
+
+
+def experiment(variants: str, holdout: str = "10%") -> object:
+    return parse(EXPERIMENT.replace("HOLDOUT", holdout).replace("VARIANTS", variants))
+
+
+def test_a_send_step_with_variants_and_a_holdout() -> None:
+    journey = experiment(
+        "      - {name: plain}\n"
+        "      - {name: ten, weight: 3, discount: cart_10,\n"
+        "         subject: 'Hi {{ customer.first_name }}'}\n"
+        "      - {name: other, weight: 0.5, template: hello_b, with: {note: yo}}\n"
+    )
+    step = journey.steps[0]  # type: ignore[attr-defined]
+    assert step.experiment.name == "j.remind" and step.experiment.holdout == pytest.approx(0.1)
+    assert step.experiment.weights == {"plain": 1.0, "ten": 3.0, "other": 0.5}
+    ten = step.arm("ten")
+    assert {v.name: v.options.get("campaign") for v in ten.variables if v.provider} == {
+        "discount": "cart_10"
+    }
+    assert step.experiment.variant("ten").subject == "Hi {{ customer.first_name }}"
+    other = step.arm("other")
+    assert (
+        other.template == "hello_b" and {v.name: v.value for v in other.variables}["note"] == "yo"
+    )
+    assert step.arm("plain") == step.arm(None) == step.arm("holdout") == step
+
+
+@pytest.mark.parametrize(
+    ("variants", "holdout", "where", "words"),
+    [
+        (
+            "      - {name: a, weight: -1}\n",
+            "10%",
+            "j.yml:11: steps[0].variants[0].weight",
+            "cannot be",
+        ),
+        ("      - {name: a, weight: heavy}\n", "10%", "steps[0].variants[0].weight", "a number"),
+        (
+            "      - {name: a, weight: 0}\n      - {name: b, weight: 0}\n",
+            "0",
+            "steps[0].variants",
+            "add up to 0",
+        ),
+        ("      - {name: a}\n", "100%", "j.yml:9: steps[0].holdout", "not a holdout share"),
+        ("      - {name: a}\n", "1.5", "steps[0].holdout", "not a holdout share"),
+        ("      - {name: a}\n", "lots", "steps[0].holdout", "not a holdout share"),
+        (
+            "      - {name: a}\n      - {name: a}\n",
+            "0",
+            "steps[0].variants[1].name",
+            "two variants",
+        ),
+        ("      - {name: holdout}\n", "0", "steps[0].variants[0].name", "receives nothing"),
+        ("      - {weight: 1}\n", "0", "steps[0].variants[0]", "needs a name"),
+        ("      - {name: a, colour: red}\n", "0", "steps[0].variants[0].colour", "unknown key"),
+        ("      - {name: a, subject: '{{ oops'}\n", "0", "steps[0].variants[0].subject", "Liquid"),
+        ("      []\n", "0", "steps[0].variants", "list of variants"),
+    ],
+)
+def test_bad_experiments_name_the_line_and_key(
+    variants: str, holdout: str, where: str, words: str
+) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        experiment(variants, holdout)
+    text = str(caught.value)
+    assert where in text and words in text, text
+
+
+def test_experiment_keys_only_on_send_steps_and_discount_needs_a_discount() -> None:
+    with pytest.raises(DefinitionError, match="only send steps take holdout"):
+        parse("trigger: {event: X}\nsteps:\n  - wait: 1h\n    holdout: 10%\n")
+    with pytest.raises(DefinitionError, match=r"no \{from: discount\} variable"):
+        parse(
+            "trigger: {event: X}\nsteps:\n  - send: hello\n"
+            "    variants: [{name: a, discount: big}]\n"
+        )
+    with pytest.raises(DefinitionError, match="needs variants: or a holdout"):
+        parse("trigger: {event: X}\nsteps:\n  - send: hello\n    experiment: e1\n")
+    named = parse(
+        "trigger: {event: X}\nsteps:\n  - send: hello\n    experiment: spring\n    holdout: 0.2\n"
+    )
+    exp = named.steps[0].experiment  # type: ignore[attr-defined]
+    assert exp.name == "spring" and exp.weights == {"control": 1.0} and exp.holdout == 0.2
