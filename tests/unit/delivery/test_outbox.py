@@ -9,7 +9,16 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-from personify.delivery import Envelope, OutboxTransport, Transport, address, build_message
+import pytest
+
+from personify.delivery import (
+    Delivered,
+    Envelope,
+    OutboxTransport,
+    Transport,
+    address,
+    build_message,
+)
 from personify.delivery.outbox import file_name
 from personify.messages import RenderedEmail
 
@@ -73,3 +82,37 @@ def test_a_torn_temporary_file_is_never_taken_for_the_message(tmp_path: Path) ->
 
 def test_distinct_keys_distinct_files() -> None:
     assert file_name("a/b") != file_name("a_b") and file_name("x").endswith(".eml")
+
+
+def test_a_batch_flushes_its_own_files_never_the_whole_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send_many flushes each new file and the folder (fdatasync/fsync of those descriptors);
+    a machine-wide sync() would stall every other process's writes."""
+    import personify.delivery.outbox as outbox_module
+
+    def machine_wide() -> None:
+        raise AssertionError("os.sync() flushes every file system of the machine")
+
+    flushed: list[int] = []
+    real = outbox_module._DATASYNC
+
+    def datasync(fd: int) -> None:
+        flushed.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "sync", machine_wide)
+    monkeypatch.setattr(outbox_module, "_DATASYNC", datasync)
+    monkeypatch.setattr(outbox_module, "_OPEN_MAX", 3)  # several flush rounds in one batch
+    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox.send(envelope("k0"))
+    batch = [envelope(f"k{i}") for i in range(8)]
+    results = outbox.send_many(batch)
+    assert [r.new for r in results if isinstance(r, Delivered)] == [False] + [True] * 7
+    assert len(flushed) == 7  # each new file once; the existing one is not rewritten
+    names = sorted(p.name for p in (tmp_path / "outbox").iterdir())
+    assert names == sorted([*(file_name(f"k{i}") for i in range(8)), "index.jsonl"])
+    keys = [
+        json.loads(x)["key"] for x in (tmp_path / "outbox" / "index.jsonl").read_text().splitlines()
+    ]
+    assert keys == [f"k{i}" for i in range(8)]
