@@ -312,3 +312,37 @@ def test_keyed_by_construction_concurrent_loads_store_each_key_once(
     assert not errors
     got = warehouse.fetch("SELECT count(*), count(DISTINCT message_id) FROM events")
     assert got == [(400, 400)]
+
+
+def test_bulk_loads_refresh_the_planner_statistics(warehouse: Warehouse) -> None:
+    """PostgreSQL: a table that received a bulk load is ANALYZEd once the load committed (the
+    planner would otherwise plan for the empty table it saw last); small loads are not."""
+    if warehouse.scheme != "postgresql":
+        pytest.skip("DuckDB keeps its table statistics up to date itself")
+    from personify.warehouse.postgres.backend import ANALYZE_MIN_ROWS, PostgresWarehouse
+
+    assert isinstance(warehouse, PostgresWarehouse)
+
+    def estimate() -> float:
+        found = warehouse.scalar(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(?)",
+            [f"{warehouse.schema}.products"],
+        )
+        return float(found)
+
+    warehouse.load(table("products"), products("small-1", "small-2"))
+    assert warehouse.analyzes == 0
+    n = ANALYZE_MIN_ROWS + 500
+    with pytest.raises(RuntimeError), warehouse.transaction():
+        warehouse.load(table("products"), products(*(f"gone{i}" for i in range(n))))
+        raise RuntimeError("rolled back: nothing to analyze")
+    assert warehouse.analyzes == 0
+    with warehouse.transaction():
+        warehouse.load(table("products"), products(*(f"a{i}" for i in range(n // 2))))
+        with warehouse.transaction():
+            warehouse.load(table("products"), products(*(f"b{i}" for i in range(n - n // 2))))
+        assert warehouse.analyzes == 0  # not before the commit
+    assert warehouse.analyzes == 1
+    assert estimate() == n + 2
+    warehouse.load(table("products"), products(*(f"c{i}" for i in range(100))))
+    assert warehouse.analyzes == 1  # 100 rows into ~10,000: the statistics still hold

@@ -3,16 +3,22 @@
 One connection per thread (autocommit; explicit transactions), bulk loads through ``COPY … FROM
 STDIN (FORMAT csv)`` fed from Arrow, upserts with ``ON CONFLICT``. Placeholders are rendered as
 ``%s`` and literal ``%`` escaped, so SQL authored for DuckDB runs unchanged.
+
+After bulk loads the loaded tables are ``ANALYZE``d (:data:`ANALYZE_MIN_ROWS`): autovacuum gets
+to a freshly loaded table only later, and until then the planner believes the table is as small
+as it was — a join over 1 M customers freshly loaded took 146 s with the stale statistics and 2 s
+after ``ANALYZE``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -24,10 +30,18 @@ from personify.errors import PersonifyError, ServiceUnavailable, UnsafeQueryErro
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
 from personify.warehouse.schema import Table
 
+log = logging.getLogger(__name__)
+
 _PH = "__personify_placeholder__"
 _JSON_FUNCS = re.compile(r"\bJSON_EXTRACT_PATH(_TEXT)?\(")
 _JSON_ARRAY_LENGTH = re.compile(r"\bJSON_ARRAY_LENGTH\(")
 _names = itertools.count()
+ANALYZE_MIN_ROWS: Final = 10_000
+"""Rows a table must have received through :meth:`PostgresWarehouse.load` (committed, since its
+last ``ANALYZE`` by this process) before it is analyzed again — and at least
+:data:`ANALYZE_FRACTION` of the rows it had then, so a table fed in small steps (the tracking
+API's group commits) is analyzed a few times as it grows tenfold, not after every step."""
+ANALYZE_FRACTION: Final = 0.1
 
 
 def _json_object(node: exp.Expr) -> exp.Expr:
@@ -75,6 +89,10 @@ class PostgresWarehouse(Warehouse):
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._analyzed: dict[str, float] = {}
+        """Table → its row estimate after this process last analyzed it."""
+        self.analyzes = 0
+        """``ANALYZE`` statements run after loads (for tests and metrics)."""
         conn = self._conn()
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
 
@@ -121,8 +139,56 @@ class PostgresWarehouse(Warehouse):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._conn().transaction():
-            yield
+        conn = self._conn()
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        committed = False
+        try:
+            with conn.transaction():
+                yield
+            committed = True
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                self._after_commit(committed)
+
+    # -- statistics after bulk loads
+    def _loaded(self, table: str, rows: int) -> None:
+        """Count ``rows`` loaded into ``table``; analyze now unless a transaction is open."""
+        pending: dict[str, int] = self._local.__dict__.setdefault("loaded", {})
+        pending[table] = pending.get(table, 0) + max(rows, 0)
+        if not getattr(self._local, "depth", 0):
+            self._after_commit(True)
+
+    def _after_commit(self, committed: bool) -> None:
+        pending: dict[str, int] = self._local.__dict__.pop("loaded", {})
+        if not committed:
+            return
+        carried: dict[str, int] = self._local.__dict__.setdefault("carried", {})
+        for table, rows in pending.items():
+            total = carried.pop(table, 0) + rows
+            with self._lock:
+                before = self._analyzed.get(table, 0.0)
+            if total >= max(ANALYZE_MIN_ROWS, before * ANALYZE_FRACTION):
+                self._analyze(table)
+            elif total:
+                carried[table] = total  # counted towards the next time
+
+    def _analyze(self, table: str) -> None:
+        """``ANALYZE`` one table (best effort: fresh statistics only help the planner)."""
+        conn = self._conn()
+        try:
+            conn.execute(f"ANALYZE {quote(table)}")
+            row = conn.execute(
+                "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                [f"{quote(self.schema)}.{quote(table)}"],
+            ).fetchone()
+        except psycopg.Error as e:
+            log.warning("ANALYZE %s after a bulk load failed (%s)", table, type(e).__name__)
+            return
+        with self._lock:
+            self._analyzed[table] = float(row[0]) if row and row[0] is not None else 0.0
+            self.analyzes += 1
 
     def _run(self, sql: str | exp.Expr, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         try:
@@ -199,9 +265,11 @@ class PostgresWarehouse(Warehouse):
                     f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {stage}"
                     + self._conflict_sql(table, cols, on_conflict, update_columns)
                 )
-                return cur.rowcount
+                count = cur.rowcount
         except psycopg.Error as e:
             raise _translate(e) from e
+        self._loaded(table.name, count)
+        return count
 
     def relations(self) -> set[str]:
         query = (
