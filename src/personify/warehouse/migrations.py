@@ -242,6 +242,42 @@ def _engagement(wh: Warehouse) -> None:
         wh.execute(sql, ())
 
 
+_AUDIT_CHAIN = ("seq", "prev_hash", "entry_hash")
+APPEND_ONLY_TRIGGER: tuple[str, ...] = (
+    "CREATE OR REPLACE FUNCTION personify_audit_log_append_only() RETURNS trigger "
+    "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP "
+    "USING ERRCODE = '42501'; END $$",
+    "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
+    "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION personify_audit_log_append_only()",
+    "DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log",
+    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+    "FOR EACH STATEMENT EXECUTE FUNCTION personify_audit_log_append_only()",
+)
+"""PostgreSQL refuses UPDATE, DELETE and TRUNCATE on the audit log (DuckDB: the warehouse
+layer). Run on the backend's own connection: plpgsql is no SQL to transpile."""
+
+
+def _privacy_protection(wh: Warehouse) -> None:
+    """Issue 8: the audit log's hash chain (seq, prev_hash, entry_hash) and, on PostgreSQL, a
+    trigger refusing UPDATE/DELETE/TRUNCATE on it; the blind index of encrypted fields."""
+    for column in _AUDIT_CHAIN:
+        col = TABLES_BY_NAME["audit_log"].column(column)
+        wh.execute(
+            f"ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS {quote(col.name)} "
+            f"{wh.column_type(col.type)}",
+            (),
+        )
+    for sql in create_table_sql(wh, TABLES_BY_NAME["field_index"]):
+        wh.execute(sql, ())
+    if wh.capabilities.secondary_indexes:
+        wh.execute("CREATE INDEX IF NOT EXISTS ix_audit_log_seq ON audit_log (seq)", ())
+    if wh.capabilities.advisory_lock:  # PostgreSQL: its own connection, in this transaction
+        conn = wh._conn()  # type: ignore[attr-defined]
+        for statement in APPEND_ONLY_TRIGGER:
+            conn.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -277,6 +313,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _quality,
     ),
     Migration(12, "engagement: experiment assignments", _engagement),
+    Migration(
+        13,
+        "privacy: audit log hash chain and append-only trigger; blind index of encrypted fields",
+        _privacy_protection,
+    ),
 )
 
 

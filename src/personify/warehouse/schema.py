@@ -120,6 +120,7 @@ CUSTOMERS = Table(
     ),
     primary_key=("customer_id",),
     indexes=(("email",),),
+    key_by_construction=True,
     doc="One row per resolved customer, with computed traits",
 )
 
@@ -135,6 +136,7 @@ IDENTITIES = Table(
     ),
     primary_key=("kind", "value"),
     indexes=(("customer_id",),),
+    key_by_construction=True,
 )
 
 ORDERS = Table(
@@ -419,6 +421,7 @@ IDENTITY_NODES = Table(
     ),
     primary_key=("node_id",),
     indexes=(("kind", "value"), ("cluster",), ("customer_id",)),
+    key_by_construction=True,
     internal=True,
     doc="Every identifier ever seen, as a node of the identity graph",
 )
@@ -436,6 +439,7 @@ IDENTITY_EDGES = Table(
     ),
     primary_key=("a", "b", "source"),
     indexes=(("b",),),
+    key_by_construction=True,
     internal=True,
     doc="Evidence that two identifiers belong to one person",
 )
@@ -484,6 +488,7 @@ PROFILE_OBSERVATIONS = Table(
     ),
     primary_key=("source", "origin", "field", "observed_at"),
     indexes=(("node_id",),),
+    key_by_construction=True,
     doc="Every value any source gave for a profile field: the provenance of survivorship",
 )
 
@@ -610,10 +615,30 @@ AUDIT_LOG = Table(
         C("actor", S, False, "cli, api, tracking, unsubscribe …"),
         C("subject_hash", S, doc="Keyed hash of the subject's customer id (no personal data)"),
         C("detail", J, doc="What was done (counts, purpose, status), without personal data"),
+        C("seq", INT, doc="Position in the hash chain (1, 2, …); NULL for entries before it"),
+        C("prev_hash", S, doc="entry_hash of the entry before (tamper evidence)"),
+        C("entry_hash", S, doc="SHA-256 over prev_hash and this entry's fields"),
     ),
     primary_key=("id",),
-    indexes=(("occurred_at",),),
-    doc="Append-only log of privacy-relevant actions (reads, exports, erasures, consent changes)",
+    indexes=(("occurred_at",), ("seq",)),
+    doc="Append-only log of privacy-relevant actions (reads, exports, erasures, consent changes); "
+    "UPDATE and DELETE are refused (a trigger on PostgreSQL, the warehouse layer on DuckDB) and "
+    "entries form a hash chain (`personify audit --verify`)",
+)
+
+FIELD_INDEX = Table(
+    "field_index",
+    (
+        C("customer_id", S, False),
+        C("kind", S, False, "email or phone"),
+        C("value_hash", S, False, "Keyed hash (HMAC-SHA256) of the normalized value"),
+        C("updated_at", TS, False),
+    ),
+    primary_key=("customer_id", "kind"),
+    indexes=(("value_hash",),),
+    internal=True,
+    doc="Blind index of encrypted customers columns (privacy.encrypted_fields): equality lookup "
+    "by email or phone without decrypting",
 )
 
 # ---------------------------------------------------------------------------- journeys (issue 7)
@@ -767,6 +792,7 @@ TABLES: tuple[Table, ...] = (
     CONSENT_KINDS,
     ERASURE_PROGRESS,
     AUDIT_LOG,
+    FIELD_INDEX,
     JOURNEY_INSTANCES,
     JOURNEY_STATE,
     JOURNEY_TAGS,

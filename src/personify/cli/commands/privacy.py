@@ -21,7 +21,7 @@ from personify.cli.app import (
     pin_now,
 )
 from personify.errors import ConfigError, PersonifyError
-from personify.privacy.audit import log_action, read_log
+from personify.privacy.audit import log_action, read_log, verify
 from personify.privacy.compact import compact_file
 from personify.privacy.crypto import new_key, project_ring, rotate
 from personify.privacy.erase import erase_subject
@@ -167,11 +167,38 @@ def audit_command(
         typer.Option("--action", help="Only this action: profile_read, export, erase, consent."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Most entries to show.")] = 100,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Recompute the log's hash chain instead of listing it: exit 1 if an entry was "
+            "altered, removed or inserted. Prints the head hash to keep elsewhere.",
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
 ) -> None:
     """The audit log of privacy actions (exports, erasures, consent changes, profile reads),
-    newest first. Subjects appear as keyed hashes only."""
+    newest first. Subjects appear as keyed hashes only. The log is append-only and hash-chained
+    (--verify checks the chain)."""
+    if check:
+        with open_session(project) as session:
+            result = verify(session.warehouse)
+        if json:
+            emit_json(result.as_dict())
+        elif result.ok:
+            console().print(
+                f"Audit log intact: {result.entries:,} chained entries"
+                + (f" (and {result.unchained:,} from before the chain)" if result.unchained else "")
+                + (f"; head {result.head_seq} {result.head_hash}" if result.head_hash else "")
+            )
+        else:
+            console().print(
+                f"[bold red]Audit log broken[/] at entry {result.broken_at}: {result.problem}"
+            )
+        if not result.ok:
+            raise typer.Exit(1)
+        return
     with open_session(project) as session:
         rows = read_log(session.warehouse, action=action, limit=limit)
     if json:

@@ -33,6 +33,23 @@ from personify.warehouse.schema import Table
 
 _LOCK_PID = re.compile(r"PID (\d+)")
 _names = itertools.count()
+_APPEND_ONLY: Final = re.compile(
+    r"\b(?:UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|INSERT\s+OR\s+REPLACE\s+INTO)\s+"
+    r"(?:\w+\.)?\"?audit_log\b|\baudit_log\b.*\bDO\s+UPDATE\b",
+    re.IGNORECASE | re.DOTALL,
+)
+"""Statements that would change or remove audit log entries (DuckDB has no triggers: the
+warehouse layer refuses them; PostgreSQL has a trigger, migration 13)."""
+
+
+def _checked(sql: str) -> str:
+    if "audit_log" in sql.lower() and _APPEND_ONLY.search(sql):
+        raise WarehouseError(
+            "audit_log is append-only: UPDATE, DELETE, TRUNCATE and upserts are refused"
+        )
+    return sql
+
+
 BULK_MEMORY_LIMIT: Final = 1536 << 20
 """Bytes DuckDB may hold while bulk loads run (:meth:`DuckDBWarehouse.bulk_memory`). By default it
 keeps up to 80 % of RAM, so every block a long import writes or reads stays cached: 3.3 GB of a
@@ -161,7 +178,7 @@ class DuckDBWarehouse(Warehouse):
     def execute(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> int:
         cur = self._cursor()
         try:
-            cur.execute(self.render(sql), list(params) if params else None)
+            cur.execute(_checked(self.render(sql)), list(params) if params else None)
             if cur.description and cur.description[0][0] == "Count":
                 row = cur.fetchone()
                 return int(row[0]) if row else 0
@@ -176,7 +193,7 @@ class DuckDBWarehouse(Warehouse):
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.start()
         try:
-            cur.execute(self.render(sql), list(params) if params else None)
+            cur.execute(_checked(self.render(sql)), list(params) if params else None)
             if cur.description and cur.description[0][0] == "Count":
                 row = cur.fetchone()
                 return int(row[0]) if row else 0
@@ -194,7 +211,7 @@ class DuckDBWarehouse(Warehouse):
     def fetch(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._cursor()
         try:
-            cur.execute(self.render(sql), list(params) if params else None)
+            cur.execute(_checked(self.render(sql)), list(params) if params else None)
             return cur.fetchall()
         except duckdb.Error as e:
             raise _translate(e) from e
@@ -202,7 +219,7 @@ class DuckDBWarehouse(Warehouse):
     def fetch_arrow(self, sql: str | exp.Expr, params: Sequence[Any] = ()) -> pa.Table:
         cur = self._cursor()
         try:
-            rel = cur.sql(self.render(sql), params=list(params) if params else None)
+            rel = cur.sql(_checked(self.render(sql)), params=list(params) if params else None)
             if rel is None:
                 return pa.table({})
             fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # duckdb 2 / 1.x
