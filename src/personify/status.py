@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
@@ -13,6 +14,7 @@ from personify.config import FileSource, RestSource, TrackingSource, WebhookSour
 from personify.quality import latest_run as latest_reconciliation
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
+from personify.warehouse.base import Warehouse
 from personify.warehouse.migrations import current_version
 from personify.warehouse.schema import TABLES
 
@@ -30,11 +32,112 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
 
 
+ESTIMATE_ABOVE: Final = 100_000
+"""On PostgreSQL, tables the planner estimates above this many rows are not counted: their
+``pg_class.reltuples`` estimate is reported (``≈``), as a count(*) would scan them."""
+
+
+def table_rows(wh: Warehouse) -> tuple[dict[str, int], list[str]]:
+    """Rows per public table, and which of them are estimates (big PostgreSQL tables)."""
+    estimates: dict[str, float] = {}
+    if wh.scheme == "postgresql":
+        with contextlib.suppress(Exception):  # no statistics: count them all
+            estimates = {
+                str(name): float(n)
+                for name, n in wh.fetch(
+                    "SELECT c.relname, c.reltuples FROM pg_class AS c JOIN pg_namespace AS n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                    "AND c.relkind = 'r'"
+                )
+            }
+    rows: dict[str, int] = {}
+    estimated: list[str] = []
+    for t in TABLES:
+        guess = estimates.get(t.name, -1.0)
+        if guess >= ESTIMATE_ABOVE:
+            rows[t.name] = int(guess)
+            estimated.append(t.name)
+        else:
+            rows[t.name] = int(wh.scalar(f'SELECT count(*) FROM "{t.name}"') or 0)
+    return rows, estimated
+
+
+def source_freshness(session: Session) -> dict[str, dict[str, Any]]:
+    """Per source: when it last delivered data (``last_at``) and the lag since (seconds).
+
+    Tracking sources: the last event received; webhook sources: the last delivery; REST and
+    file sources: the last sync (or import)."""
+    wh, now = session.warehouse, clock.now()
+    sources = session.project.config.sources
+    out: dict[str, dict[str, Any]] = {}
+    synced = _by_source(
+        wh,
+        "SELECT source, max(coalesce(last_sync_at, updated_at)) FROM source_state GROUP BY source",
+    )
+    imported = _by_source(wh, "SELECT source, max(imported_at) FROM file_imports GROUP BY source")
+    delivered = _by_source(
+        wh, "SELECT source, max(received_at) FROM webhook_receipts GROUP BY source"
+    )
+    tracked = [s.name for s in sources if isinstance(s, TrackingSource)]
+    events = (
+        _by_source(
+            wh,
+            "SELECT source, max(received_at) FROM events WHERE source IN "
+            "(SELECT UNNEST(CAST(? AS VARCHAR[]))) GROUP BY source",
+            [tracked],
+        )
+        if tracked
+        else {}
+    )
+    for source in sources:
+        if isinstance(source, TrackingSource):
+            last = events.get(source.name)
+        elif isinstance(source, WebhookSource):
+            last = delivered.get(source.name)
+        else:
+            last = synced.get(source.name) or imported.get(source.name)
+        lag = round((now - last).total_seconds(), 3) if isinstance(last, datetime) else None
+        out[source.name] = {"last_at": last, "lag_seconds": lag}
+    return out
+
+
+def _by_source(wh: Warehouse, sql: str, params: list[Any] | None = None) -> dict[str, Any]:
+    return {str(r[0]): r[1] for r in wh.fetch(sql, params or [])}
+
+
+def realtime_status(session: Session) -> dict[str, Any]:
+    """Queues and freshness: the bus depth (read from JetStream), and, when this runs inside a
+    server, that server's queue depth, event-to-profile latency and cache hit ratio."""
+    from personify.realtime.stats import live
+
+    out: dict[str, Any] = {}
+    servers = live()
+    if servers:
+        out["server"] = servers[0].report()
+    bus = session.project.config.bus
+    if bus and "bus_depth" not in out.get("server", {}):
+        from personify.realtime.bus import bus_depth, parse_bus_url
+
+        try:
+            out["bus_depth"] = bus_depth(parse_bus_url(bus, session.project.config.name))
+        except Exception as e:  # unreachable: say so, never fail the report
+            out["bus_depth"] = None
+            out["bus_error"] = type(e).__name__
+    elif servers:
+        out["bus_depth"] = out["server"].get("bus_depth")
+    if not servers:
+        out["note"] = (
+            "per-process figures (in-process queue, event-to-profile latency, cache hit ratio) "
+            "are on each `personify serve`'s /metrics"
+        )
+    return out
+
+
 def status_report(session: Session) -> dict[str, Any]:
     """Health of the project: warehouse, tables, sources and their last sync, quarantine, runs."""
     wh = session.warehouse
     now = clock.now()
-    tables = {t.name: int(wh.scalar(f'SELECT count(*) FROM "{t.name}"') or 0) for t in TABLES}
+    tables, estimated = table_rows(wh)
     quarantine_by_source = dict(
         wh.fetch("SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source")
     )
@@ -109,6 +212,7 @@ def status_report(session: Session) -> dict[str, Any]:
             "schema_version": current_version(wh),
         },
         "tables": tables,
+        "tables_estimated": estimated,
         "sources": sources,
         "quarantine": {
             "total": sum(int(v) for v in quarantine_by_source.values()),
@@ -116,7 +220,7 @@ def status_report(session: Session) -> dict[str, Any]:
             "by_reason": {k: int(v) for k, v in by_reason.items()},
         },
         "last_run": run,
-        "queues": {},
+        "queues": realtime_status(session),
         "reconciliation": _reconciliation(session),
         "quality": _quality(session),
     }

@@ -39,18 +39,29 @@ class TagCounts:
     updated: int
 
 
-def write_tags(wh: Warehouse, rules: list[Rule], *, now: datetime) -> TagCounts:
-    """Evaluate ``rules`` over every customer at ``now`` and bring ``customer_tags`` to it."""
+def write_tags(
+    wh: Warehouse, rules: list[Rule], *, now: datetime, only: str | None = None
+) -> TagCounts:
+    """Evaluate ``rules`` over every customer at ``now`` and bring ``customer_tags`` to it.
+
+    ``only``: a (temporary) table of ``customer_id`` s — evaluate and update just those
+    customers, with the same SQL (the real-time path, :mod:`personify.realtime.reactions`)."""
     key = uuid.uuid4().hex[:12]
     names = [f"_personify_{k}_{key}" for k in ("flags", "tags", "diff")]
     flags, desired, diff = (quote(n) for n in names)
     compiled = plan(rules, now)
     with wh.transaction():
-        wh.execute(create_temp_as(names[0], flags_query(compiled)))
+        wh.execute(create_temp_as(names[0], flags_query(compiled, only)))
         tagged = wh.execute(create_temp_as(names[1], tags_query(compiled, names[0])))
         if tagged < 0:
             tagged = int(wh.scalar(f"SELECT count(*) FROM {desired}") or 0)
-        wh.execute(f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired))
+        stored = "customer_tags"
+        if only is not None:
+            stored = (
+                "(SELECT * FROM customer_tags WHERE customer_id IN "
+                f"(SELECT customer_id FROM {quote(only)}))"
+            )
+        wh.execute(f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired, stored=stored))
         counts = dict(wh.fetch(f"SELECT op, count(*) FROM {diff} GROUP BY op"))
         added, removed, updated = (
             int(counts.get(op, 0)) for op in ("entered", "exited", "changed")
@@ -67,7 +78,7 @@ SELECT * FROM (
     coalesce(d.rule, c.rule) AS rule, d.variables, d.expires_at,
     CASE WHEN c.customer_id IS NULL THEN 'entered' WHEN d.customer_id IS NULL THEN 'exited'
       WHEN c.rule <> d.rule OR c.variables IS DISTINCT FROM d.variables THEN 'changed' END AS op
-  FROM {desired} AS d FULL OUTER JOIN customer_tags AS c
+  FROM {desired} AS d FULL OUTER JOIN {stored} AS c
     ON c.customer_id = d.customer_id AND c.tag = d.tag
 ) AS compared WHERE op IS NOT NULL
 """

@@ -60,8 +60,9 @@ def _n(value: int) -> exp.Expr:
     return exp.Literal.number(value)
 
 
-def flags_query(p: Plan) -> exp.Select:
-    """One scan of ``customers``: the id, the variables' columns, and every rule's flags."""
+def flags_query(p: Plan, only: str | None = None) -> exp.Select:
+    """One scan of ``customers``: the id, the variables' columns, and every rule's flags
+    (``only``: a table of ``customer_id`` s to restrict the scan to — the real-time path)."""
     with clock.frozen(p.now):
         flags = [
             exp.Is(this=exp.paren(pin_time(r.when.tree.copy())), expression=exp.true()).as_(
@@ -73,6 +74,10 @@ def flags_query(p: Plan) -> exp.Select:
         {c for r in p.rules for _, e in r.variables for c in e.columns} - {"customer_id"}
     )
     scan = exp.select("customer_id", *columns, *flags).from_("customers")
+    if only is not None:
+        scan = scan.where(
+            exp.column("customer_id").isin(query=exp.select("customer_id").from_(only))
+        )
     group_of = {i: g for g, members in enumerate(p.groups.values()) for i in members}
     winners = [_first(members, "_m").as_(f"_g{g}") for g, members in enumerate(p.groups.values())]
     grouped = exp.select("*", *winners).from_(scan.subquery("scan")) if winners else scan

@@ -81,6 +81,41 @@ def refresh_segment(
     return result
 
 
+def refresh_for(
+    wh: Warehouse, segment: Segment, only: str, *, now: datetime, timeout_s: float
+) -> tuple[int, int]:
+    """The real-time refresh: recompute ``segment`` at ``now`` for the customers listed in the
+    (temporary) table ``only`` and apply their entries and exits as :func:`refresh_segment` does
+    (same query, same difference, same ``audience_changes``); other customers and the
+    segment's refresh state are left alone. Returns ``(entered, exited)``."""
+    key = uuid.uuid4().hex[:12]
+    members, diff = quote(f"_personify_members_{key}"), quote(f"_personify_diff_{key}")
+    listed = exp.select("customer_id").from_(exp.to_table(only))
+    with clock.frozen(now):
+        query = (
+            exp.select("customer_id")
+            .from_(segment.members_query().subquery("m"))
+            .where(exp.column("customer_id").isin(query=listed))
+        )
+    with wh.transaction():
+        wh.execute(f"CREATE TEMP TABLE {members} (customer_id VARCHAR NOT NULL)")
+        wh.execute_limited(exp.insert(query, members), timeout_s=timeout_s)
+        wh.execute(f"CREATE TEMP TABLE {diff} (customer_id VARCHAR NOT NULL, change VARCHAR)")
+        sql = _DIFF.replace(
+            "WHERE segment = ? AND exited_at IS NULL",
+            "WHERE segment = ? AND exited_at IS NULL "
+            f"AND customer_id IN (SELECT customer_id FROM {quote(only)})",
+        )
+        wh.execute(f"INSERT INTO {diff} " + sql.format(members=members), [segment.name])
+        counts = dict(wh.fetch(f"SELECT change, count(*) FROM {diff} GROUP BY change"))
+        entered, exited = int(counts.get("entered", 0)), int(counts.get("exited", 0))
+        if entered or exited:
+            _apply(wh, segment.name, diff, now, entered=entered, exited=exited, again=True)
+        wh.execute(f"DROP TABLE {members}")
+        wh.execute(f"DROP TABLE {diff}")
+    return entered, exited
+
+
 _DIFF = (
     "SELECT coalesce(t.customer_id, m.customer_id), "
     "CASE WHEN t.customer_id IS NULL THEN 'exited' ELSE 'entered' END "

@@ -75,11 +75,18 @@ class Context:
     """``identity.source_kinds``, for the consent gate."""
 
 
-def advance(wh: Warehouse, journey: Journey, *, now: datetime, context: Context) -> JourneyCounts:
-    """Enter new customers into ``journey`` and advance every instance to ``now``."""
+def advance(
+    wh: Warehouse, journey: Journey, *, now: datetime, context: Context, entering: bool = True
+) -> JourneyCounts:
+    """Enter new customers into ``journey`` and advance every instance to ``now``.
+
+    ``entering=False`` (the real-time tick, which enters per customer with
+    :func:`enter`'s ``only``): advance the instances due, and return at once if none is."""
     counts = JourneyCounts(journey.name)
-    if journey.enabled:
+    if journey.enabled and entering:
         counts.entered = enter(wh, journey, now=now)
+    elif not entering and not _any_due(wh, journey, now):
+        return counts
     for _ in range(MAX_PASSES):
         if not _any_due(wh, journey, now):
             break
@@ -140,9 +147,15 @@ def _candidates_sql(journey: Journey) -> tuple[str, list[Any]]:
     )
 
 
-def enter(wh: Warehouse, journey: Journey, *, now: datetime) -> int:
-    """Enter the trigger's new customers (see the module docstring); returns how many."""
+def enter(wh: Warehouse, journey: Journey, *, now: datetime, only: str | None = None) -> int:
+    """Enter the trigger's new customers (see the module docstring); returns how many.
+
+    ``only`` (the real-time path): a table of ``customer_id`` s — enter just those customers,
+    with the same query; the trigger's checkpoint is left for the batch run, whose entries of
+    the same triggers are then no-ops (same instance key). Broadcasts are not entered."""
     trigger = journey.trigger
+    if only is not None and trigger.kind == "schedule":
+        return 0
     state = _state(wh, journey.name)
     start = now - trigger.within
     sql, params = _candidates_sql(journey)
@@ -157,6 +170,9 @@ def enter(wh: Warehouse, journey: Journey, *, now: datetime) -> int:
         if trigger.kind in ("segment", "tag") and state.get("checkpoint") is not None:
             start = max(start, state["checkpoint"])
         params = [*params, start, now]
+    if only is not None:
+        listed = f"SELECT customer_id FROM {quote(only)}"
+        sql = f"SELECT * FROM ({sql}) AS r WHERE r.customer_id IN ({listed})"
     policy = ""
     policy_params: list[Any] = []
     if journey.reentry == "never":
@@ -211,7 +227,7 @@ def enter(wh: Warehouse, journey: Journey, *, now: datetime) -> int:
             )
             entered = wh.load(JOURNEY_INSTANCES, data, on_conflict="ignore")
             entered = entered if entered >= 0 else len(customers)
-        if trigger.kind in ("segment", "tag"):
+        if trigger.kind in ("segment", "tag") and only is None:
             _save_state(
                 wh, journey.name, checkpoint=max(now, state.get("checkpoint") or now), now=now
             )

@@ -168,10 +168,38 @@ class Publisher:
         had it already (a resend inside the duplicate window)."""
         return self._loop.submit(self._publish(rows, held))
 
+    def depth(self, durable: str = "workers", timeout: float = 2.0) -> int:
+        """Events the workers have not acked yet (queue depth; 0 before any worker joined)."""
+        return self._loop.run(consumer_pending(self._js, self.settings, durable), timeout=timeout)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._loop.run(self._nc.drain(), timeout=10)
         self._loop.stop()
+
+
+async def consumer_pending(js: Any, settings: BusSettings, durable: str = "workers") -> int:
+    """``num_pending + num_ack_pending`` of the stream's consumer ``durable`` (0 if none yet)."""
+    import nats.js.errors
+
+    try:
+        info = await js.consumer_info(settings.stream, durable)
+    except nats.js.errors.NotFoundError:
+        return 0
+    return int(info.num_pending) + int(info.num_ack_pending)
+
+
+def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
+    """The bus's queue depth, from a connection of its own (``personify status``)."""
+
+    async def read() -> int:
+        nc = await _connect(settings)
+        try:
+            return await consumer_pending(nc.jetstream(), settings)
+        finally:
+            await nc.close()
+
+    return asyncio.run(asyncio.wait_for(read(), timeout))
 
 
 Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]]], None]

@@ -1,60 +1,126 @@
-"""Continuous mode: every event the tracking API (or a bus worker) stored is applied to its
-customer within a second — identity and profile (fields and computed traits) through the very
-pass the batch stage runs (:func:`personify.profiles.realtime.apply`), then the profile cache is
-invalidated for the customers it touched.
+"""Continuous mode: every event the tracking API (or a bus worker) stored, every webhook
+delivery and every record a scheduled sync brought is applied to its customer within a second.
 
-One thread per process takes every message id waiting (coalescing a busy second into one pass)
-and applies them together. Best effort by design: a pass that fails is logged and dropped, and
-the batch path (``personify run``) catches up with anything missed.
+One thread per process (:class:`Applier`) takes everything waiting and applies it in one pass:
+
+1. identity and profile (fields and computed traits) through the very pass the batch stage runs
+   (:func:`personify.profiles.realtime.apply`), then the profile cache is invalidated for the
+   customers it touched — the new value is visible to send-time lookups from here;
+2. for those customers, real-time segments, rules and journey entries
+   (:func:`personify.realtime.reactions.react`: the batch SQL, restricted to them).
+
+Between passes, once a second, the journeys' clock (:func:`personify.realtime.reactions.tick`):
+due instances advance (an abandoned cart's wait expired), due emails are sent.
+
+Cheap under load: an idle applier starts a pass the moment something arrives; a busy one starts
+at most one pass per :data:`PASS_INTERVAL`, so a burst of events coalesces into one pass over
+their customers (the cost of a pass is mostly per pass, not per event). Best effort by design: a
+pass that fails is logged and dropped, and the batch path (``personify run``, or ``recompute:``)
+catches up with anything missed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
-from personify.identity.sightings import Scope
+from personify.identity.sightings import NOTHING, Scope, Where
 from personify.ingest.tracking.store import NEW
 from personify.session import Session
 
 log = logging.getLogger("personify.realtime")
 
 MAX_PASS: Final = 5_000
-"""Events applied in one pass at most."""
-_BY_IDS: Final = "message_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+"""Inputs applied in one pass at most."""
+PASS_INTERVAL: Final = 0.5
+"""Seconds between the starts of two passes when busy (an idle applier starts at once)."""
+TICK: Final = 1.0
+"""Seconds between two journey ticks (waits expiring, due emails sent)."""
+_IN: Final = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+
+
+@dataclass(frozen=True)
+class _Item:
+    kind: str
+    """``event`` (a message id), ``order``, ``record`` (source, record id), ``synced`` (source,
+    since: what a sync stored), ``customer``."""
+    key: Any
+    queued: float
 
 
 class Applier:
     """The continuous-mode thread of one process."""
 
     def __init__(
-        self, session: Session, on_applied: Callable[[int, float], None] | None = None
+        self,
+        session: Session,
+        on_applied: Callable[[int, float], None] | None = None,
+        *,
+        react: bool = True,
+        tick_every: float | None = TICK,
+        pass_interval: float = PASS_INTERVAL,
+        on_reacted: Callable[[Any], None] | None = None,
     ) -> None:
-        """``on_applied(events, seconds_since_the_oldest_was_queued)`` after each pass."""
+        """``on_applied(inputs, seconds_since_the_oldest_was_queued)`` after each pass's profile
+        step; ``react``: also segments, rules, journey entries; ``tick_every``: seconds between
+        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction."""
         self.session = session
         self.on_applied = on_applied
+        self.on_reacted = on_reacted
+        self.reacting = react
+        self.tick_every = tick_every
+        self.pass_interval = pass_interval
         self.applied = 0
+        self.passes = 0
+        self.ticks = 0
         self.failures = 0
-        self._queue: queue.Queue[tuple[str, float] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
-        self._thread = threading.Thread(target=self._run, name="personify-applier", daemon=True)
+        context = contextvars.copy_context()  # the creator's clock (a pinned --now) holds
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="personify-applier", daemon=True
+        )
         self._thread.start()
 
-    def submit(self, message_ids: Iterable[str]) -> None:
+    # ------------------------------------------------------------------------------ submit
+    def _put(self, kind: str, keys: Iterable[Any]) -> None:
         now = time.perf_counter()
-        for mid in message_ids:
+        for key in keys:
             self._idle.clear()
-            self._queue.put((mid, now))
+            self._queue.put(_Item(kind, key, now))
 
+    def submit(self, message_ids: Iterable[str]) -> None:
+        """Stored events, by ``message_id``."""
+        self._put("event", message_ids)
+
+    def submit_orders(self, order_ids: Iterable[str]) -> None:
+        self._put("order", order_ids)
+
+    def submit_records(self, source: str, record_ids: Iterable[str]) -> None:
+        """Person records of ``source`` (every stored version of each)."""
+        self._put("record", ((source, r) for r in record_ids))
+
+    def submit_synced(self, source: str, since: datetime) -> None:
+        """Whatever a sync of ``source`` stored (records and events received since ``since``)."""
+        self._put("synced", [(source, since)])
+
+    def submit_customers(self, customer_ids: Iterable[str]) -> None:
+        """Customers to rebuild and react for (a consent change, a manual edit)."""
+        self._put("customer", customer_ids)
+
+    # ------------------------------------------------------------------------------ state
     @property
     def depth(self) -> int:
-        """Events waiting to be applied."""
+        """Inputs waiting to be applied."""
         return self._queue.qsize()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -69,41 +135,126 @@ class Applier:
         self._queue.put(None)
         self._thread.join(timeout)
 
+    # ------------------------------------------------------------------------------ loop
     def _run(self) -> None:
+        last_pass = -float("inf")
+        next_tick = time.monotonic() + (self.tick_every or 0)
         while True:
-            first = self._queue.get()
+            wait = None if self.tick_every is None else max(0.0, next_tick - time.monotonic())
+            try:
+                first = self._queue.get(timeout=wait)
+            except queue.Empty:
+                first = _NOTHING
             if first is None:
                 return
-            batch = [first]
             stop = False
-            while len(batch) < MAX_PASS:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._apply(batch)
-            if self._queue.empty():
-                self._idle.set()
+            if first is not _NOTHING:
+                busy = last_pass + self.pass_interval - time.monotonic()
+                if busy > 0:  # a pass just ran: let this one gather a burst
+                    time.sleep(busy)
+                batch = [first]
+                while len(batch) < MAX_PASS:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                last_pass = time.monotonic()
+                self._pass(batch)
+                if self._queue.empty():
+                    self._idle.set()
+            if self.tick_every is not None and time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + self.tick_every
             if stop:
                 return
 
-    def _apply(self, batch: list[tuple[str, float]]) -> None:
+    def _pass(self, batch: list[_Item]) -> None:
         from personify.profiles.realtime import apply
 
-        ids = sorted({mid for mid, _ in batch})
+        self.passes += 1
+        scope, customers = _scope(batch)
         try:
-            apply(self.session, Scope(events=(_BY_IDS, ([*ids],))))
+            touched = apply(self.session, scope, customers)
         except Exception as e:  # stored already: the batch path catches up
             self.failures += 1
-            log.warning("real-time pass over %d events failed (%s)", len(ids), type(e).__name__)
+            log.warning("real-time pass over %d inputs failed (%s)", len(batch), type(e).__name__)
             return
-        self.applied += len(ids)
+        self.applied += len(batch)
         if self.on_applied is not None:
-            self.on_applied(len(ids), time.perf_counter() - min(t for _, t in batch))
+            self.on_applied(len(batch), time.perf_counter() - min(i.queued for i in batch))
+        if not self.reacting or not touched:
+            return
+        from personify.realtime.reactions import react
+
+        try:
+            reaction = react(self.session, touched)
+        except Exception as e:
+            self.failures += 1
+            log.warning(
+                "real-time segments/rules/journeys for %d customers failed (%s)",
+                len(touched),
+                type(e).__name__,
+            )
+            return
+        if self.on_reacted is not None:
+            self.on_reacted(reaction)
+
+    def _tick(self) -> None:
+        from personify.realtime.reactions import tick
+
+        try:
+            tick(self.session)
+        except Exception as e:  # the next tick tries again
+            self.failures += 1
+            log.warning("journey tick failed (%s)", type(e).__name__)
+        self.ticks += 1
+
+
+_NOTHING: Final = _Item("", None, 0.0)
+"""The queue had nothing before the next tick."""
+
+
+def _or(parts: list[Where]) -> Where:
+    if not parts:
+        return NOTHING
+    return (
+        " OR ".join(f"({sql})" for sql, _ in parts),
+        tuple(p for _, params in parts for p in params),
+    )
+
+
+def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
+    """One :class:`Scope` over every input of the pass, and the customers given directly."""
+    events = sorted({str(i.key) for i in batch if i.kind == "event"})
+    orders = sorted({str(i.key) for i in batch if i.kind == "order"})
+    customers = sorted({str(i.key) for i in batch if i.kind == "customer"})
+    records: dict[str, set[str]] = {}
+    for i in batch:
+        if i.kind == "record":
+            records.setdefault(str(i.key[0]), set()).add(str(i.key[1]))
+    synced: dict[str, datetime] = {}
+    for i in batch:
+        if i.kind == "synced":
+            source, since = i.key
+            synced[source] = min(since, synced.get(source, since))
+    event_parts: list[Where] = [(f"message_id {_IN}", ([*events],))] if events else []
+    record_parts: list[Where] = [
+        (f"source = ? AND record_id {_IN}", (source, sorted(ids)))
+        for source, ids in sorted(records.items())
+    ]
+    for source, since in sorted(synced.items()):
+        event_parts.append(("source = ? AND received_at >= ?", (source, since)))
+        record_parts.append(("source = ? AND received_at >= ?", (source, since)))
+    scope = Scope(
+        events=_or(event_parts),
+        records=_or(record_parts),
+        orders=(f"order_id {_IN}", ([*orders],)) if orders else NOTHING,
+    )
+    return scope, customers
 
 
 class ApplyingWriter:

@@ -4,7 +4,9 @@ one is drift — an input missed by the real-time path — and the recompute has
 
 Compared in the warehouse: the ``customers`` rows are copied aside, identity and profiles are
 rebuilt by the batch stage's own functions, and one query counts, per column, the customers
-whose value changed (``updated_at`` aside). Time-relative traits
+whose value changed (``updated_at`` aside); then the real-time segments are refreshed and
+every rule evaluated the batch way, and the customers whose membership or tag changed are
+counted per segment and per tag. Time-relative traits
 (``days_since_last_purchase``, ``lifecycle_stage``) also change when the day turns; they are
 reported apart.
 """
@@ -15,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
+from personify import clock
 from personify.identity.resolve import resolve_batch
 from personify.profiles.build import build_customers
 from personify.session import Session
@@ -24,6 +27,7 @@ from personify.warehouse.schema import CUSTOMERS
 log = logging.getLogger("personify.realtime")
 
 _BEFORE: Final = "_personify_rt_before"
+_TAGS: Final = "_personify_rt_tags_before"
 TIME_RELATIVE: Final = ("days_since_last_purchase", "lifecycle_stage")
 """Columns that change with the clock alone."""
 
@@ -40,11 +44,21 @@ class Drift:
     """Customers the recompute dropped (merged away)."""
     changed: dict[str, int] = field(default_factory=dict)
     """Per column, customers whose value changed (time-relative columns included)."""
+    segments: dict[str, int] = field(default_factory=dict)
+    """Per real-time segment, customers who entered or left it at the recompute."""
+    tags: dict[str, int] = field(default_factory=dict)
+    """Per tag, customers who gained or lost it at the recompute."""
 
     @property
     def drifted(self) -> bool:
         """Whether anything but time-relative columns differed."""
-        return bool(self.added or self.removed or any(c not in TIME_RELATIVE for c in self.changed))
+        return bool(
+            self.added
+            or self.removed
+            or any(c not in TIME_RELATIVE for c in self.changed)
+            or self.segments
+            or self.tags
+        )
 
 
 def recompute(session: Session) -> Drift:
@@ -72,17 +86,64 @@ def recompute(session: Session) -> Drift:
     finally:
         wh.execute(f"DROP TABLE IF EXISTS {_BEFORE}")
     both = [int(v or 0) for v in row[3:]]
+    segments, tags = _audiences(session)
     drift = Drift(
         customers=int(row[0] or 0),
         added=int(row[1] or 0),
         removed=int(row[2] or 0),
         changed={c: n for c, n in zip(columns, both, strict=True) if n},
+        segments=segments,
+        tags=tags,
     )
     if drift.drifted:
         log.warning(
-            "batch recompute corrected drift: %d added, %d removed, changed %s",
+            "batch recompute corrected drift: %d added, %d removed, changed %s, "
+            "segments %s, tags %s",
             drift.added,
             drift.removed,
             drift.changed,
+            drift.segments,
+            drift.tags,
         )
     return drift
+
+
+def _audiences(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Refresh the real-time segments and evaluate every rule the batch way (after the
+    profiles were rebuilt); per segment and per tag, the customers whose membership changed."""
+    from personify.audiences.batch import write_tags
+    from personify.audiences.memberships import refresh_segment
+    from personify.audiences.stage import project_rules, project_segments
+
+    wh, project, now = session.warehouse, session.project, clock.now()
+    settings = project.config.audiences
+    segments: dict[str, int] = {}
+    for segment in project_segments(project):
+        if segment.refresh.mode != "real-time":
+            continue
+        done = refresh_segment(
+            wh,
+            segment,
+            now=now,
+            timeout_s=settings.timeout_seconds,
+            max_members=settings.max_members,
+        )
+        if done.entered or done.exited:
+            segments[segment.name] = done.entered + done.exited
+    tags: dict[str, int] = {}
+    rules = project_rules(project)
+    if rules:
+        wh.execute(f"DROP TABLE IF EXISTS {_TAGS}")
+        wh.execute(f"CREATE TEMP TABLE {_TAGS} AS SELECT customer_id, tag FROM customer_tags")
+        try:
+            write_tags(wh, rules, now=now)
+            for tag, n in wh.fetch(
+                "SELECT tag, count(*) FROM (SELECT coalesce(a.tag, b.tag) AS tag FROM "
+                f"customer_tags AS a FULL OUTER JOIN {_TAGS} AS b ON a.customer_id = "
+                "b.customer_id AND a.tag = b.tag WHERE a.tag IS NULL OR b.tag IS NULL) AS d "
+                "GROUP BY tag"
+            ):
+                tags[str(tag)] = int(n)
+        finally:
+            wh.execute(f"DROP TABLE IF EXISTS {_TAGS}")
+    return segments, tags

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from personify.config import Project, duration_seconds, load_project
 from personify.errors import ConfigError
@@ -57,6 +58,8 @@ def check_role(project: Project, role: str) -> None:
         )
 
 
+LAG_TTL = 30.0
+"""Seconds a scrape's per-source lags are reused (reading them scans the events' times)."""
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -73,37 +76,20 @@ class LiveGauge(Gauge):
         return super().samples()
 
 
-def attach_continuous(stack: contextlib.ExitStack, state: ServerState) -> Applier:
-    """Continuous mode: stored events are applied to their customers at once
-    (:mod:`personify.realtime.continuous`), the latency on ``/metrics``."""
+def attach_continuous(
+    stack: contextlib.ExitStack, state: ServerState, role: str = "all"
+) -> Applier | None:
+    """Continuous mode: stored events, webhook deliveries and synced records are applied to
+    their customers at once (:mod:`personify.realtime.continuous`); freshness on ``/metrics``.
+
+    ``role="ingest"`` runs no applier (the workers do: the ingest path stays cheap); the cache
+    and per-source lag gauges are there on every role."""
     from personify.realtime.continuous import Applier
+    from personify.realtime.stats import LiveStats, register
 
-    latency = state.registry.histogram(
-        "personify_event_to_profile_seconds",
-        "From an event stored to its customer's profile updated (continuous mode).",
-        buckets=_LATENCY_BUCKETS,
-    )
-    applied = state.registry.counter(
-        "personify_realtime_applied_events_total", "Events applied to profiles in real time."
-    )
-
-    def observe(count: int, seconds: float) -> None:
-        latency.observe(seconds)
-        applied.inc(count)
-
-    applier = Applier(state.session, on_applied=observe)
-    stack.callback(applier.close)
-    state.extras[APPLIER] = applier
-    r = state.registry
-    r._add(
-        LiveGauge(
-            "personify_realtime_queue_depth",
-            "Stored events waiting to be applied to profiles (continuous mode).",
-            lambda: applier.depth,
-        )
-    )
     project = state.session.project
     cache = profile_cache(state.session.warehouse, project)
+    r = state.registry
     reads: tuple[tuple[str, str, Callable[[], float]], ...] = (
         (
             "personify_profile_cache_hit_ratio",
@@ -119,10 +105,104 @@ def attach_continuous(stack: contextlib.ExitStack, state: ServerState) -> Applie
     )
     for name, help, read in reads:
         r._add(LiveGauge(name, help, read))
+    r._add(
+        LiveLabelledGauge(
+            "personify_source_lag_seconds",
+            "Seconds since each source last delivered data (tracking: last event received; "
+            "webhook: last delivery; REST/file: last sync), re-read at most every 30 s.",
+            ("source",),
+            _source_lags(state),
+        )
+    )
+    stats = LiveStats(cache=cache)
+    stack.callback(register(stats))
+    if role == "ingest":
+        return None
+    latency = r.histogram(
+        "personify_event_to_profile_seconds",
+        "From an input stored to its customer's profile updated (continuous mode).",
+        buckets=_LATENCY_BUCKETS,
+    )
+    applied = r.counter(
+        "personify_realtime_applied_events_total",
+        "Inputs (events, webhook rows, synced records) applied to profiles in real time.",
+    )
+    reactions = r.counter(
+        "personify_realtime_reactions_total",
+        "Real-time audience and journey changes, by kind (segment_entered, segment_exited, "
+        "tag_added, tag_removed, journey_entered).",
+        ("kind",),
+    )
+
+    def observe(count: int, seconds: float) -> None:
+        latency.observe(seconds)
+        applied.inc(count)
+        stats.observe(count, seconds)
+
+    def reacted(done: Any) -> None:
+        for kind, n in (
+            ("segment_entered", done.entered),
+            ("segment_exited", done.exited),
+            ("tag_added", done.tags_added),
+            ("tag_removed", done.tags_removed),
+            ("journey_entered", sum(done.journeys_entered.values())),
+        ):
+            if n:
+                reactions.inc(n, kind=kind)
+
+    applier = Applier(state.session, on_applied=observe, on_reacted=reacted)
+    stack.callback(applier.close)
+    stats.applier = applier
+    state.extras[APPLIER] = applier
+    r._add(
+        LiveGauge(
+            "personify_realtime_queue_depth",
+            "Inputs waiting to be applied to profiles (continuous mode, in-process queue).",
+            lambda: applier.depth,
+        )
+    )
     every = project.config.recompute
     if every:
         stack.enter_context(_recompute_every(state, duration_seconds(every)))
     return applier
+
+
+class LiveLabelledGauge(Gauge):
+    """A labelled gauge whose samples are read when ``/metrics`` is scraped."""
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: tuple[str, ...],
+        read: Callable[[], dict[tuple[str, ...], float]],
+    ) -> None:
+        super().__init__(name, help, labels)
+        self.read = read
+
+    def samples(self) -> list[str]:
+        with contextlib.suppress(Exception):  # a metric never fails the scrape
+            self.replace(self.read())
+        return super().samples()
+
+
+def _source_lags(state: ServerState) -> Callable[[], dict[tuple[str, ...], float]]:
+    from personify.status import source_freshness
+
+    cached: list[Any] = [-LAG_TTL, {}]
+
+    def read() -> dict[tuple[str, ...], float]:
+        if time.monotonic() - cached[0] >= LAG_TTL:
+            fresh = source_freshness(state.session)
+            cached[1] = {
+                (name,): float(f["lag_seconds"])
+                for name, f in fresh.items()
+                if f["lag_seconds"] is not None
+            }
+            cached[0] = time.monotonic()
+        return dict(cached[1])
+
+    return read
 
 
 @contextlib.contextmanager
@@ -154,6 +234,8 @@ def _recompute_every(state: ServerState, seconds: float) -> Iterator[None]:
                 ("removed",): float(drift.removed),
             }
             values |= {(c,): float(n) for c, n in drift.changed.items()}
+            values |= {(f"segment:{k}",): float(n) for k, n in drift.segments.items()}
+            values |= {(f"tag:{k}",): float(n) for k, n in drift.tags.items()}
             drifted.replace(values)
 
     thread = threading.Thread(target=loop, name="personify-recompute", daemon=True)
@@ -180,7 +262,33 @@ def attach_bus(stack: contextlib.ExitStack, state: ServerState, role: str) -> No
     if role == "all":
         consumer = start_worker(state.session.warehouse, settings, state.extras.get(APPLIER))
         stack.callback(consumer.close)
+    pending = _every(2.0, writer.publisher.depth)
+    state.registry._add(
+        LiveGauge(
+            "personify_bus_pending",
+            "Events on the bus not yet stored by a worker (JetStream consumer `workers`: "
+            "num_pending + num_ack_pending), re-read at most every 2 s.",
+            pending,
+        )
+    )
+    from personify.realtime.stats import live
+
+    for stats in live():
+        stats.bus_depth = pending
     log.info("tracked events go through the bus (stream %s)", settings.stream)
+
+
+def _every(seconds: float, read: Callable[[], int]) -> Callable[[], float]:
+    """``read``, called at most every ``seconds`` (its last value in between)."""
+    cached: list[float] = [-seconds, 0.0]
+
+    def get() -> float:
+        if time.monotonic() - cached[0] >= seconds:
+            cached[1] = float(read())
+            cached[0] = time.monotonic()
+        return cached[1]
+
+    return get
 
 
 def run_worker(stack: contextlib.ExitStack, directory: str | Path) -> None:

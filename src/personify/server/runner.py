@@ -178,7 +178,7 @@ def _serve(
     stack.callback(close_cache, wh)
     from personify.server.scheduler import scheduled_syncs
 
-    stack.enter_context(scheduled_syncs(session))  # stops before the warehouse closes
+    scheduler = stack.enter_context(scheduled_syncs(session))  # stops before the warehouse
     token = new_token() if single else None
     info = ServerInfo(
         pid=os.getpid(),
@@ -195,7 +195,9 @@ def _serve(
     )
     from personify.server.roles import attach_bus, attach_continuous
 
-    attach_continuous(stack, app.state.personify)  # stored events applied at once
+    applier = attach_continuous(stack, app.state.personify, role)  # not on --role ingest
+    if applier is not None:  # what a scheduled sync stored is applied like events
+        scheduler.on_synced = applier.submit_synced
     attach_bus(stack, app.state.personify, role)  # with bus: configured, before any request
     config = uvicorn.Config(
         app,

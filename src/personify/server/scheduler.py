@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from personify import clock
@@ -37,6 +37,8 @@ class Scheduler:
         self.stop = threading.Event()
         self.runs = 0
         """Scheduled runs done (for tests and metrics)."""
+        self.on_synced: Callable[[str, datetime], None] | None = None
+        """Called with (source, started_at) after a sync stored rows (continuous mode)."""
         self.sources = [
             s
             for s in session.project.config.sources
@@ -70,7 +72,10 @@ class Scheduler:
                 if self.stop.is_set():
                     return
                 try:
+                    started = clock.now()
                     (result,) = sync_sources(self.session, [name], trigger="schedule")
+                    if self.on_synced is not None:
+                        self.on_synced(name, started)
                     log.info(
                         "scheduled sync of %s: %d rows in %.2f s",
                         name,

@@ -112,6 +112,16 @@ async def receive(request: Request) -> Response:
         ) from None
     hooks.deliveries.inc(source=source.name, outcome=receipt.outcome)
     # stored: answer now, then bring the profile up to date (the sender need not wait for it)
+    applier = state.extras.get("realtime.applier")  # continuous mode: profile, audiences, journeys
+    if applier is not None and receipt.outcome == "accepted" and receipt.key is not None:
+        submit = {
+            "orders": applier.submit_orders,
+            "events": applier.submit,
+            "customers": lambda keys: applier.submit_records(source.name, keys),
+        }.get(source.table)
+        if submit is not None:
+            submit([receipt.key])
+            return JSONResponse(payload_summary(receipt))
     later = BackgroundTask(run_in_threadpool, hooks.receiver.refresh, source, receipt)
     return JSONResponse(payload_summary(receipt), background=later)
 

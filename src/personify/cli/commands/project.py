@@ -61,6 +61,32 @@ def _last_run(source: dict[str, Any]) -> str:
     return f"{source['last_run_rows']:,} rows in {source['last_run_seconds']:.1f} s"
 
 
+def _print_queues(queues: dict[str, Any]) -> None:
+    """The real-time figures: bus depth, and the serving process's own when run inside it."""
+    out = console()
+    if "bus_depth" in queues:
+        depth = queues["bus_depth"]
+        shown = f"{depth:,}" if depth is not None else f"unreachable ({queues.get('bus_error')})"
+        out.print(f"bus depth (events not yet stored by a worker): {shown}")
+    server = queues.get("server")
+    if server:
+        lat = server["event_to_profile_seconds"]
+        cache = server.get("cache") or {}
+        if server.get("continuous"):
+            out.print(
+                f"continuous mode: {server['applied']:,} applied, "
+                f"{server.get('queue_depth', 0):,} waiting; event → profile p50 "
+                f"{lat['p50']} s, p99 {lat['p99']} s (last {lat['passes']} passes)"
+            )
+        if cache:
+            out.print(
+                f"profile cache: hit ratio {cache['hit_ratio']:.1%} "
+                f"({cache['hits']:,} hits, {cache['misses']:,} misses)"
+            )
+    elif queues.get("note"):
+        out.print(escape(str(queues["note"])))
+
+
 def _print_status(report: dict[str, Any]) -> None:
     out = console()
     wh = report["warehouse"]
@@ -94,9 +120,11 @@ def _print_status(report: dict[str, Any]) -> None:
         if s.get("last_error"):
             out.print(f"[red]{escape(s['name'])}: last run failed: {escape(s['last_error'])}[/]")
     tables = Table("table", "rows", title="Tables")
+    estimated = set(report.get("tables_estimated", []))
     for name, count in report["tables"].items():
-        tables.add_row(name, f"{count:,}")
+        tables.add_row(name, f"≈ {count:,}" if name in estimated else f"{count:,}")
     out.print(tables)
+    _print_queues(report.get("queues") or {})
     q = report["quarantine"]
     out.print(f"quarantine: {q['total']} row(s)" + (f" — {q['by_reason']}" if q["total"] else ""))
     run = report["last_run"]

@@ -1,0 +1,151 @@
+"""What continuous mode does after a customer's profile changed: that customer's real-time
+segments, rules and journey entries (:func:`react`), and the journeys' clock (:func:`tick`).
+
+Per customer, with the batch path's own SQL restricted to the customers touched (a temporary
+table of their ids), so the two paths cannot disagree:
+
+* segments whose header says ``refresh: real-time`` (the default) —
+  :func:`personify.audiences.memberships.refresh_for`: entries and exits, recorded in
+  ``audience_changes`` like a batch refresh's;
+* every rule — :func:`personify.audiences.batch.write_tags` with ``only``;
+* journeys triggered by an event, a segment entry or a tag —
+  :func:`personify.journeys.engine.enter` with ``only`` (a ``Product Added`` enters its
+  journey in the same pass as the event reaches the profile). Broadcasts stay with the batch run.
+
+:func:`tick` advances the journeys' instances that are due (a wait that expired, an instance
+just entered) and sends the queued emails that are due — what ``personify run``'s journeys and
+delivery stages do, without the full entry scan. On PostgreSQL it holds the same advisory locks
+as those stages, so one process at a time does it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+import pyarrow as pa
+
+from personify import clock
+from personify.session import Session
+from personify.warehouse.base import quote
+from personify.warehouse.schema import Column, Table
+
+log = logging.getLogger("personify.realtime")
+
+ONLY: Final = Table("_personify_rt_customers", (Column("customer_id", "VARCHAR"),))
+"""The temporary table of the customers one pass reacts for."""
+
+
+@dataclass
+class Reaction:
+    """What one pass did for its customers."""
+
+    customers: int = 0
+    entered: int = 0
+    """Segment entries."""
+    exited: int = 0
+    """Segment exits."""
+    tags_added: int = 0
+    tags_removed: int = 0
+    journeys_entered: dict[str, int] = field(default_factory=dict)
+
+
+def react(
+    session: Session, customer_ids: Sequence[str], *, now: datetime | None = None
+) -> Reaction:
+    """Bring the real-time segments, the tags and the journey entries of ``customer_ids`` up to
+    date at ``now`` (default: the clock). Applying it twice changes nothing."""
+    from personify.audiences.batch import write_tags
+    from personify.audiences.memberships import refresh_for
+    from personify.audiences.stage import project_rules, project_segments
+    from personify.journeys.engine import enter
+    from personify.journeys.stage import project_journeys
+
+    at = now or clock.now()
+    wh, project = session.warehouse, session.project
+    ids = sorted({str(c) for c in customer_ids})
+    done = Reaction(customers=len(ids))
+    if not ids:
+        return done
+    segments = [s for s in project_segments(project) if s.refresh.mode == "real-time"]
+    rules = project_rules(project)
+    journeys = [
+        j
+        for j in project_journeys(project)
+        if j.enabled and j.trigger.kind in ("event", "segment", "tag")
+    ]
+    if not (segments or rules or journeys):
+        return done
+    name = quote(ONLY.name)
+    wh.execute(f"DROP TABLE IF EXISTS {name}")
+    wh.execute(f"CREATE TEMP TABLE {name} (customer_id VARCHAR)")
+    try:
+        wh.load(ONLY, pa.table({"customer_id": pa.array(ids, pa.string())}))
+        timeout = project.config.audiences.timeout_seconds
+        for segment in segments:
+            entered, exited = refresh_for(wh, segment, ONLY.name, now=at, timeout_s=timeout)
+            done.entered += entered
+            done.exited += exited
+        if rules:
+            tags = write_tags(wh, rules, now=at, only=ONLY.name)
+            done.tags_added, done.tags_removed = tags.added, tags.removed
+        for journey in journeys:  # after segments and tags: their entries trigger journeys
+            n = enter(wh, journey, now=at, only=ONLY.name)
+            if n:
+                done.journeys_entered[journey.name] = n
+    finally:
+        wh.execute(f"DROP TABLE IF EXISTS {name}")
+    return done
+
+
+@dataclass
+class Tick:
+    """What one tick did."""
+
+    advanced: int = 0
+    """Journeys that had instances due."""
+    decided: int = 0
+    sent: int = 0
+    busy: bool = False
+    """Another process holds the journeys or delivery lock (it does the work)."""
+
+
+def tick(session: Session, *, now: datetime | None = None) -> Tick:
+    """Advance the due journey instances and send the due emails at ``now``."""
+    from personify.journeys.engine import Context, advance
+    from personify.journeys.send import deliver
+    from personify.journeys.stage import exclusive, project_journeys
+
+    at = now or clock.now()
+    wh, project = session.warehouse, session.project
+    journeys = project_journeys(project)
+    done = Tick()
+    if not journeys:
+        return done
+    context = Context(
+        default_zone=project.config.timezone,
+        source_kinds=dict(project.config.identity.source_kinds),
+    )
+    with exclusive(wh, "journeys") as held:
+        if held:
+            for journey in journeys:
+                counts = advance(wh, journey, now=at, context=context, entering=False)
+                done.advanced += bool(counts.decided or counts.completed or counts.goal)
+                done.decided += counts.decided
+        else:
+            done.busy = True
+    due = wh.fetch(
+        "SELECT 1 FROM messages WHERE status = 'queued' AND (send_after IS NULL OR "
+        "send_after <= ?) LIMIT 1",
+        [at],
+    )
+    if due:
+        with exclusive(wh, "delivery") as held:
+            if held:
+                done.sent = deliver(wh, project, journeys, now=at).sent
+            else:
+                done.busy = True
+    return done

@@ -1,0 +1,225 @@
+"""Continuous mode past the profile, on every backend: a stored event, order or record moves its
+customer's real-time segments, tags and journey entries in the same pass; the journeys' tick
+sends the abandoned cart's email once its wait expired; and the batch path agrees — the
+recompute finds no difference, a batch run enters nobody twice — until a difference is planted,
+which the recompute reports and corrects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conformance.audience_data import arrow_rows, load_consents
+
+from personify import clock
+from personify.audiences import audiences_stage
+from personify.journeys import project_journeys, run_journeys
+from personify.realtime.continuous import Applier
+from personify.realtime.drift import recompute
+from personify.realtime.reactions import react, tick
+from personify.scaffold import init_project
+from personify.session import Session, open_session
+from personify.warehouse import Warehouse, table
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def shop(warehouse_url: str, tmp_path: Path) -> Iterator[Session]:
+    """The scaffolded project (its segment, rule and both journeys) on the backend under test,
+    plus a real-time segment of buyers and an hourly one the real-time path must leave alone."""
+    root = tmp_path / "shop"
+    init_project(root)
+    yml = root / "personify.yml"
+    yml.write_text(  # (no frequency cap: both journeys' emails go out)
+        yml.read_text()
+        .replace("frequency_cap: {max: 1, per: 24h}", "frequency_cap: {max: 5, per: 24h}")
+        .replace("warehouse: duckdb:///warehouse.duckdb", f"warehouse: {warehouse_url}")
+    )
+    (root / "segments" / "buyers.sql").write_text(
+        "-- refresh: real-time\nSELECT customer_id FROM customers WHERE order_count >= 1\n"
+    )
+    (root / "segments" / "hourly_buyers.sql").write_text(
+        "-- refresh: every 1h\nSELECT customer_id FROM customers WHERE order_count >= 1\n"
+    )
+    session = open_session(root)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def track(wh: Warehouse, mid: str, event: str, at: datetime, props: dict[str, Any]) -> str:
+    row = {
+        "message_id": mid,
+        "type": "track" if event != "identify" else "identify",
+        "event": None if event == "identify" else event,
+        "anonymous_id": "anon-1",
+        "user_id": "u-1",
+        "timestamp": at,
+        "received_at": at,
+        "source": "web",
+        "properties": json.dumps(props),
+        "traits": json.dumps({"email": "ann@example.com", "first_name": "Ann"})
+        if event == "identify"
+        else None,
+    }
+    wh.load(table("events"), arrow_rows("events", [row]))
+    return mid
+
+
+def products(wh: Warehouse) -> None:
+    rows = [
+        {
+            "product_id": f"p{i}",
+            "name": f"Product {i}",
+            "category": "Shoes",
+            "price": 10.0 + i,
+            "currency": "EUR",
+            "stock": 5,
+            "url": f"https://shop.example/p{i}",
+            "image_url": f"https://shop.example/p{i}.jpg",
+            "created_at": NOW - timedelta(days=i),
+            "source": "test",
+        }
+        for i in range(1, 7)
+    ]
+    wh.load(table("products"), arrow_rows("products", rows))
+
+
+def state(wh: Warehouse) -> dict[str, Any]:
+    """Memberships (open), tags and journey instances: what the real-time path wrote."""
+    return {
+        "segments": sorted(
+            wh.fetch("SELECT segment, customer_id FROM segment_memberships WHERE exited_at IS NULL")
+        ),
+        "tags": sorted(wh.fetch("SELECT customer_id, tag, rule FROM customer_tags")),
+        "journeys": sorted(
+            wh.fetch("SELECT journey, customer_id, trigger_key, status FROM journey_instances")
+        ),
+    }
+
+
+def test_events_and_orders_move_segments_tags_and_journeys_like_the_batch(shop: Session) -> None:
+    wh = shop.warehouse
+    products(wh)
+    with clock.frozen(NOW):
+        applier = Applier(shop, tick_every=None)  # the tick is driven by hand below
+        try:
+            applier.submit(
+                [
+                    track(wh, "m-id", "identify", NOW - timedelta(minutes=2), {}),
+                    track(
+                        wh,
+                        "m-add",
+                        "Product Added",
+                        NOW - timedelta(minutes=1),
+                        {"cart_id": "cart-9", "product_id": "p1", "price": 11.0, "quantity": 1},
+                    ),
+                ]
+            )
+            assert applier.wait_idle(60)
+            (ann,) = (str(r[0]) for r in wh.fetch("SELECT customer_id FROM customers"))
+            # the Product Added entered the abandoned-cart journey in the same pass
+            assert state(wh)["journeys"] == [("abandoned_cart", ann, "cart-9", "active")]
+            assert state(wh)["segments"] == []  # no order yet
+            load_consents(wh, [(ann, "email_marketing", "granted")])
+
+            # an order 90 days old: a buyer (real-time segment), lapsed (the rule's tag), and
+            # the tag triggers the re-engagement journey — all in the order's pass
+            wh.load(
+                table("orders"),
+                arrow_rows(
+                    "orders",
+                    [
+                        {
+                            "order_id": "o-1",
+                            "email": "ann@example.com",
+                            "total": 30.0,
+                            "status": "paid",
+                            "created_at": NOW - timedelta(days=90),
+                            "source": "shop",
+                        }
+                    ],
+                ),
+            )
+            applier.submit_orders(["o-1"])
+            assert applier.wait_idle(60)
+            assert applier.failures == 0
+        finally:
+            applier.close()
+        after = state(wh)
+        assert after["segments"] == [("buyers", ann)]  # hourly_buyers: the batch's business
+        assert after["tags"] == [(ann, "re_engagement", "re_engagement")]
+        assert ("re_engagement", ann) in [(j, c) for j, c, _, _ in after["journeys"]]
+        changes = wh.fetch(
+            "SELECT kind, name, change FROM audience_changes WHERE customer_id = ? ORDER BY 1, 2",
+            [ann],
+        )
+        assert changes == [("segment", "buyers", "entered"), ("tag", "re_engagement", "entered")]
+
+        assert react(shop, [ann]).entered == 0  # applying twice changes nothing
+        assert state(wh) == after
+
+        # the batch path agrees: no drift, and a batch run re-enters nobody
+        drift = recompute(shop)
+        assert not drift.drifted, drift
+        assert (drift.segments, drift.tags) == ({}, {})
+        audiences_stage(shop)
+        run_journeys(wh, shop.project, project_journeys(shop.project))
+        batch = state(wh)
+        assert batch["tags"] == after["tags"]
+        assert {(j, c, k) for j, c, k, _ in batch["journeys"]} == {
+            (j, c, k) for j, c, k, _ in after["journeys"]
+        }
+        assert ("hourly_buyers", ann) in batch["segments"]  # refreshed by the batch run
+
+    # the cart's wait (1 h from the Product Added) expires: the tick sends its email
+    root = shop.project.root
+    with clock.frozen(NOW + timedelta(minutes=58)):
+        tick(shop)
+    assert wh.scalar("SELECT count(*) FROM messages WHERE journey = 'abandoned_cart'") == 0
+    with clock.frozen(NOW + timedelta(minutes=59, seconds=1)):
+        done = tick(shop)
+    assert done.sent >= 1 and not done.busy
+    sent = wh.fetch("SELECT journey, status FROM messages WHERE customer_id = ? ORDER BY 1", [ann])
+    assert sent == [("abandoned_cart", "sent"), ("re_engagement", "sent")]
+    assert len(list((root / "outbox").glob("*.eml"))) == 2
+
+
+def test_recompute_reports_and_corrects_a_missed_membership(shop: Session) -> None:
+    wh = shop.warehouse
+    with clock.frozen(NOW):
+        applier = Applier(shop, tick_every=None)
+        try:
+            applier.submit([track(wh, "m-id", "identify", NOW - timedelta(minutes=2), {})])
+            wh.load(
+                table("orders"),
+                arrow_rows(
+                    "orders",
+                    [
+                        {
+                            "order_id": "o-1",
+                            "email": "ann@example.com",
+                            "total": 30.0,
+                            "status": "paid",
+                            "created_at": NOW - timedelta(days=3),
+                            "source": "shop",
+                        }
+                    ],
+                ),
+            )
+            applier.submit_orders(["o-1"])
+            assert applier.wait_idle(60)
+        finally:
+            applier.close()
+        assert [s for s, _ in state(wh)["segments"]] == ["buyers"]
+        wh.execute("DELETE FROM segment_memberships")  # what a missed pass would leave
+        drift = recompute(shop)
+        assert drift.drifted and drift.segments == {"buyers": 1}, drift
+        assert [s for s, _ in state(wh)["segments"]] == ["buyers"]  # corrected
+        assert not recompute(shop).drifted
