@@ -3,9 +3,12 @@
 python-liquid interprets its tree node by node, with a context object, a guarded output stream
 and a chain of namespaces per lookup. :func:`compile_body` turns a parsed template made of the
 common statements — text, comments, ``{{ a.b.c }}``, ``{% if %}``/``elsif``/``else``, ``{% for x
-in a.b limit: N %}``/``else`` — into one Python function that appends strings to a list. Any
-other output expression (filters, literals, special properties such as ``size``) is evaluated by
-python-liquid itself, in a render context holding the same names.
+in a.b limit: N %}``/``else`` — into one Python function that appends strings to a list. Filters
+whose arguments are literals (``{{ price | money }}``, ``{{ name | default: 'Hi' | upcase }}``)
+become direct calls of the environment's own filter functions, exactly as python-liquid calls
+them (``environment=`` given to those that ask for it); a filter that needs the render context,
+a computed argument and any other output expression (special properties such as ``size``,
+ternaries) is evaluated by python-liquid itself, in a render context holding the same names.
 
 The compiled function never decides anything hard by itself: when a name is missing, a value
 is not a plain ``dict`` where a path goes through it, a filter fails, a loop would pass the
@@ -28,9 +31,17 @@ from liquid import BoundTemplate, RenderContext
 from liquid.ast import BlockNode, Node
 from liquid.builtin.content import ContentNode
 from liquid.builtin.expressions import BooleanExpression, FilteredExpression, Path
+from liquid.builtin.expressions.arguments import KeywordArgument
 from liquid.builtin.expressions.logical import is_truthy
 from liquid.builtin.expressions.loop import LoopExpression
-from liquid.builtin.expressions.primitive import IntegerLiteral
+from liquid.builtin.expressions.primitive import (
+    FalseLiteral,
+    FloatLiteral,
+    IntegerLiteral,
+    Nil,
+    StringLiteral,
+    TrueLiteral,
+)
 from liquid.builtin.output import OutputNode
 from liquid.builtin.tags.comment_tag import CommentNode
 from liquid.builtin.tags.for_tag import ForNode
@@ -50,6 +61,7 @@ from personify.messages.text import (
 Compiled = Callable[[Mapping[str, Any]], "str | None"]
 _ESCAPED = re.compile("[&<>'\"]")
 _SPECIAL = {"size", "first", "last", "forloop", "parentloop"}
+_LITERALS = (Nil, TrueLiteral, FalseLiteral, StringLiteral, IntegerLiteral, FloatLiteral)
 
 
 class Unsupported(Exception):
@@ -137,9 +149,51 @@ class _Writer:
                 break
         if isinstance(inner, Path) and (code := self.path(inner)) is not None:
             return code
+        if isinstance(inner, FilteredExpression) and (code := self.filtered(inner)) is not None:
+            return code
         if any(s in str(expression) for s in ("forloop", "parentloop")):
             raise Unsupported("forloop")
         return f"_ev({self.const(expression)}, _g, {self.locals_map()})"
+
+    def literal(self, expression: Any) -> tuple[bool, Any]:
+        """(True, its value) for a literal (evaluated as python-liquid would); else (False, _)."""
+        if not isinstance(expression, _LITERALS):
+            return False, None
+        return True, expression.evaluate(RenderContext(self.template))
+
+    def filtered(self, expression: FilteredExpression) -> str | None:
+        """A Python expression calling ``expression``'s filters directly, or None when one needs
+        the render context or has a computed argument (python-liquid evaluates it then)."""
+        left = expression.left
+        if isinstance(left, Path):
+            code = self.path(left)
+            if code is None:
+                return None
+        else:
+            known, value = self.literal(left)
+            if not known:
+                return None
+            code = self.const(value)
+        env = self.template.env
+        for f in expression.filters or ():
+            func = env.filters.get(f.name)
+            if func is None or getattr(func, "with_context", False):
+                return None
+            positional: list[Any] = []
+            keywords: dict[str, Any] = {}
+            for argument in f.args:
+                known, value = self.literal(argument.value)
+                if not known:
+                    return None
+                if isinstance(argument, KeywordArgument):
+                    keywords[argument.name] = value
+                else:
+                    positional.append(value)
+            if getattr(func, "with_environment", False):
+                keywords["environment"] = env
+            call = func if not positional and not keywords else _bound(func, positional, keywords)
+            code = f"{self.const(call)}({code})"
+        return code
 
     def block(self, nodes: list[Node], depth: int, blank: bool) -> None:
         before = len(self.lines)
@@ -209,6 +263,17 @@ class _Writer:
         if node.default is not None:
             self.emit(depth, "else:")
             self.block(node.default.nodes, depth + 1, _blank(node.default))
+
+
+def _bound(
+    func: Callable[..., Any], positional: list[Any], keywords: dict[str, Any]
+) -> Callable[[Any], Any]:
+    """``func`` called as python-liquid calls a filter: the value first, then the arguments."""
+
+    def call(value: Any) -> Any:
+        return func(value, *positional, **keywords)
+
+    return call
 
 
 def _blank(block: BlockNode) -> bool:
@@ -388,6 +453,46 @@ class _TextWriter(_Writer):
             last = m.end()
         if last < len(text):
             self.emit(depth, f"_a({text[last:]!r})")
+
+    def literal(self, expression: Any) -> tuple[bool, Any]:
+        """(True, its value) for a literal (evaluated as python-liquid would); else (False, _)."""
+        if not isinstance(expression, _LITERALS):
+            return False, None
+        return True, expression.evaluate(RenderContext(self.template))
+
+    def filtered(self, expression: FilteredExpression) -> str | None:
+        """A Python expression calling ``expression``'s filters directly, or None when one needs
+        the render context or has a computed argument (python-liquid evaluates it then)."""
+        left = expression.left
+        if isinstance(left, Path):
+            code = self.path(left)
+            if code is None:
+                return None
+        else:
+            known, value = self.literal(left)
+            if not known:
+                return None
+            code = self.const(value)
+        env = self.template.env
+        for f in expression.filters or ():
+            func = env.filters.get(f.name)
+            if func is None or getattr(func, "with_context", False):
+                return None
+            positional: list[Any] = []
+            keywords: dict[str, Any] = {}
+            for argument in f.args:
+                known, value = self.literal(argument.value)
+                if not known:
+                    return None
+                if isinstance(argument, KeywordArgument):
+                    keywords[argument.name] = value
+                else:
+                    positional.append(value)
+            if getattr(func, "with_environment", False):
+                keywords["environment"] = env
+            call = func if not positional and not keywords else _bound(func, positional, keywords)
+            code = f"{self.const(call)}({code})"
+        return code
 
     def block(self, nodes: list[Node], depth: int, blank: bool) -> None:
         before = len(self.lines)

@@ -26,6 +26,11 @@ SOURCES = [
     "{%- if a -%}  trimmed  {%- endif -%} {{ a | upcase }} {{ xs | size }} {{ xs.size }}",
     "{% comment %}<b>{{ nope }}</b>{% endcomment %}{{ b.c | default: 'd' }}{{ xs.first.n }}",
     "{% for a in xs %}{{ a.n }}{% endfor %}{{ a }}",  # a loop name shadowing a global
+    # filters with literal arguments are called directly (python-liquid's own functions)
+    "{{ a | money }} {{ b.c | money: 0 }} {{ b.c | default: 'd' | upcase }} {{ a | escape }}"
+    "{{ a | append: '<b>' }} {{ b.d.e | truncate: 3 }} {{ 'lit' | capitalize }}"
+    "{% for x in xs %}{{ x.n | default: 0 | plus: 1 }}{{ x.ys | join: ', ' }}{% endfor %}"
+    "{{ xs | map: 'n' | join: '-' }}{{ nil | default: a }}{{ a | downcase | strip }}",
 ]
 
 values = st.one_of(
@@ -143,3 +148,15 @@ def test_text_that_depends_on_values_is_not_compiled(source: str) -> None:
 def test_a_link_opened_in_a_branch_is_not_compiled() -> None:
     with pytest.raises(Unsupported):
         compile_text(ENV.from_string('{% if a %}<a href="https://u">{% endif %}x</a>'))
+
+
+def test_filters_with_literal_arguments_are_called_directly() -> None:
+    """No render context per filtered output: python-liquid evaluates only what needs it."""
+    from liquid.builtin.expressions import FilteredExpression
+
+    direct = compile_body(ENV.from_string("{{ a | money }}{{ b.c | default: 'Hi' | upcase }}"))
+    assert not any(isinstance(k, FilteredExpression) for k in direct.__globals__["_k"])
+    assert direct({"a": "52.5", "b": {"c": ""}}) == "52.50HI"
+    generic = compile_body(ENV.from_string("{{ a | default: b.c }}"))  # a computed argument
+    assert any(isinstance(k, FilteredExpression) for k in generic.__globals__["_k"])
+    assert generic({"a": None, "b": {"c": "x"}}) == "x"
