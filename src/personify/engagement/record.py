@@ -11,6 +11,14 @@ to the customer: ``customer_id`` is set at once, and the event carries the custo
 A machine open or scanner click (:mod:`personify.engagement.machine`) is stored with
 ``properties.machine = true``. A token whose message is not in ``messages`` (a preview, an
 erased person) records nothing.
+
+The same events come from ESP webhooks (:mod:`personify.engagement.esp`: SendGrid- and
+Postmark-style opens, clicks and deliveries; ``source`` ``email_esp``, ``properties.esp`` the
+provider). Their ``message_id`` is derived from the provider's event id, so a redelivered webhook
+is one event. An open (or a click) of a message already recorded from the *other* origin — the
+pixel and the ESP's report of it, or the other way round — within :data:`SAME_TOUCH_SECONDS` is
+the same open and is not stored again (checked when the project has ESP webhooks configured or
+the batch holds ESP hits).
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from personify import clock
 from personify.config import Project
 from personify.engagement.machine import machine_open, scanner_click
 from personify.engagement.tokens import TrackingClaim
@@ -31,8 +40,14 @@ from personify.warehouse.base import Warehouse
 
 SOURCE = "email_tracking"
 """``events.source`` of tracking hits."""
+ESP_SOURCE = "email_esp"
+"""``events.source`` of the opens, clicks and deliveries ESP webhooks report."""
 OPENED = "Email Opened"
 CLICKED = "Email Link Clicked"
+DELIVERED = "Email Delivered"
+SAME_TOUCH_SECONDS = 120.0
+"""An open (click) of one message from the pixel (redirect) and from an ESP webhook this close
+together is one open (click)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,14 @@ class Hit:
     agent: str = ""
     ip: str | None = None
     method: str = "GET"
+    esp: str | None = None
+    """``None``: the pixel or the redirect; else the ESP whose webhook reported the hit."""
+    esp_id: str | None = None
+    """The ESP's id of the event (a fingerprint of it when it has none): redeliveries dedup."""
+    esp_machine: str | None = None
+    """The ESP's own verdict that the hit is a machine's (``esp_machine_open``)."""
+    delivered: bool = False
+    """An ESP's delivery report (``Email Delivered``) rather than an open or a click."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,10 @@ def _aware(value: object) -> datetime | None:
 def event_id(hit: Hit) -> str:
     """The deterministic ``message_id`` of a hit's event."""
     c = hit.claim
+    if hit.esp is not None:
+        what = "delivered" if hit.delivered else c.kind
+        fields = ("esp", hit.esp, hit.esp_id or "", c.key, what)
+        return "email-" + hashlib.sha256("\0".join(fields).encode("utf-8")).hexdigest()[:32]
     minute = hit.at.astimezone(UTC).strftime("%Y%m%dT%H%M")
     parts = (c.kind, c.key, str(c.link), hit.agent, hit.ip or "", hit.method.upper(), minute)
     return "email-" + hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:32]
@@ -130,6 +157,10 @@ def record(wh: Warehouse, project: Project, hit: Hit) -> Recorded:
 
 def _machine(project: Project, hit: Hit, sent_at: datetime | None) -> str | None:
     settings = project.config.engagement
+    if hit.delivered:
+        return None
+    if hit.esp_machine is not None:
+        return hit.esp_machine
     if hit.claim.kind == "open":
         return machine_open(
             hit.agent, hit.ip, sent_at, hit.at, within=settings.machine_open_seconds
@@ -144,6 +175,7 @@ def _row(
     message: dict[str, Any],
     why: str | None,
     ids: tuple[str | None, str | None, str | None],
+    received: int,
 ) -> tuple[Any, ...]:
     claim = hit.claim
     properties: dict[str, Any] = {
@@ -152,11 +184,14 @@ def _row(
         "step": message["step"],
         "variant": message["variant"],
         "template": message["template"],
-        "machine": why is not None,
     }
+    if not hit.delivered:
+        properties["machine"] = why is not None
     if why is not None:
         properties["machine_reason"] = why
-    if claim.kind == "click":
+    if hit.esp is not None:
+        properties["esp"] = hit.esp
+    if claim.kind == "click" and not hit.delivered:
         properties["link_index"] = claim.link
         properties["link_url"] = claim.url
     user_id, anonymous_id, email = ids
@@ -166,13 +201,13 @@ def _row(
     values: dict[str, Any] = {
         "message_id": message_id,
         "type": "track",
-        "event": OPENED if claim.kind == "open" else CLICKED,
+        "event": DELIVERED if hit.delivered else (OPENED if claim.kind == "open" else CLICKED),
         "anonymous_id": anonymous_id,
         "user_id": user_id,
         "timestamp": at,
-        "received_at": at,
+        "received_at": received,  # now: a redelivery differs, so the store tells it apart
         "sent_at": None,
-        "source": SOURCE,
+        "source": SOURCE if hit.esp is None else ESP_SOURCE,
         "properties": json.dumps(properties, separators=(",", ":")),
         "context": json.dumps({k: v for k, v in context.items() if v}, separators=(",", ":")),
         "traits": json.dumps({"email": email}) if email else None,
@@ -183,6 +218,52 @@ def _row(
         "plan_violations": None,
     }
     return tuple(values[c] for c in EVENT_COLUMNS)
+
+
+def _same_touches(wh: Warehouse, hits: Sequence[Hit]) -> dict[int, str]:
+    """Hits (by position) whose open or click is already recorded from the other origin (or
+    earlier in ``hits``) within :data:`SAME_TOUCH_SECONDS`: the message id of that event."""
+    wanted = [(j, h) for j, h in enumerate(hits) if not h.delivered]
+    if not wanted:
+        return {}
+    window = timedelta(seconds=SAME_TOUCH_SECONDS)
+    keys = sorted({h.claim.key for _, h in wanted})
+    lo = min(h.at for _, h in wanted) - window
+    hi = max(h.at for _, h in wanted) + window
+    found: dict[tuple[str, str], list[tuple[datetime, str, str]]] = {}
+    for chunk in _chunks(keys):
+        for key, name, at, source, message_id in wh.fetch(
+            "SELECT properties->>'message_key', event, timestamp, source, message_id FROM events "
+            "WHERE event IN (?, ?) AND source IN (?, ?) AND timestamp >= ? AND timestamp <= ? "
+            f"AND properties->>'message_key' IN ({_marks(chunk)})",
+            [OPENED, CLICKED, SOURCE, ESP_SOURCE, lo, hi, *chunk],
+        ):
+            when = _aware(at)
+            if when is not None:
+                found.setdefault((str(key), str(name)), []).append(
+                    (when, str(source), str(message_id))
+                )
+    out: dict[int, str] = {}
+    for j, hit in wanted:
+        name = OPENED if hit.claim.kind == "open" else CLICKED
+        source = SOURCE if hit.esp is None else ESP_SOURCE
+        mine = event_id(hit)
+        same = found.setdefault((hit.claim.key, name), [])
+        twin = next(
+            (
+                m
+                for at, s, m in same
+                if s != source
+                and m != mine
+                and abs((at - hit.at).total_seconds()) <= window.seconds
+            ),
+            None,
+        )
+        if twin is not None:
+            out[j] = twin
+        else:
+            same.append((hit.at, source, mine))
+    return out
 
 
 def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Recorded]:
@@ -198,9 +279,18 @@ def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Re
     results = [Recorded(None)] * len(hits)
     if not known:
         return results
+    if project.config.delivery.webhooks or any(h.esp is not None for _, h, _ in known):
+        seen = _same_touches(wh, [h for _, h, _ in known])
+        for j in sorted(seen, reverse=True):
+            i = known[j][0]
+            results[i] = Recorded(seen[j], False, None)
+            del known[j]
+        if not known:
+            return results
     reasons = [_machine(project, h, _aware(m["sent_at"])) for _, h, m in known]
+    received = micros(clock.now())
     rows = [
-        _row(h, m, why, ids[h.claim.customer_id])
+        _row(h, m, why, ids[h.claim.customer_id], received)
         for (_, h, m), why in zip(known, reasons, strict=True)
     ]
     status = store(wh, rows)

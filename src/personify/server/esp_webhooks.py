@@ -1,4 +1,5 @@
-"""ESP event webhooks: ``POST /webhooks/esp/{provider}`` — bounces and complaints → suppressions.
+"""ESP event webhooks: ``POST /webhooks/esp/{provider}`` — bounces and complaints → suppressions;
+opens, clicks and deliveries → engagement events.
 
 ``provider`` names an entry of ``delivery.webhooks`` (``sendgrid``, ``postmark`` or
 ``standard``); an unconfigured provider answers 404. The request is verified first
@@ -6,7 +7,11 @@
 HTTP Basic, with the configured secret) — 401 otherwise, and nothing is read further. The events
 (:func:`~personify.delivery.events.parse`) that suppress — hard bounces, spam complaints,
 unsubscribes — are written in one go (:func:`personify.delivery.suppress.apply_events`); a
-redelivered payload writes nothing new. The answer counts what happened, never an address.
+redelivered payload writes nothing new. Opens, clicks and deliveries carrying the message's
+``personify_key`` become ``Email Opened`` / ``Email Link Clicked`` / ``Email Delivered`` events
+(:mod:`personify.engagement.esp`; machine opens flagged, deduplicated against redeliveries and
+against what the pixel and redirect recorded). The answer counts what happened, never an
+address.
 (Sources' webhooks live at ``/webhooks/{source}``; this distinct prefix keeps the two apart.)
 """
 
@@ -21,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from personify.config import EspWebhook
 from personify.delivery.events import EspEvent, WebhookRejected, parse, verify
 from personify.delivery.suppress import EventsApplied, apply_events
+from personify.engagement.esp import EspEngagement, parse_touches, record_touches
 from personify.errors import ConfigError, PersonifyError
 from personify.server.metrics import Counter
 from personify.server.openapi import ERROR, Content, Operation, operation
@@ -40,6 +46,10 @@ class EspWebhookResult(msgspec.Struct, frozen=True):
     """Events that suppress an address (hard bounce, complaint, unsubscribe)."""
     written: int
     """New suppression rows (0 for a redelivery)."""
+    engagement: int = 0
+    """Opens, clicks and deliveries naming a message (``personify_key``)."""
+    recorded: int = 0
+    """New engagement events (0 for a redelivery or a touch the pixel already recorded)."""
 
 
 def _counter(state: ServerState) -> Counter:
@@ -47,8 +57,8 @@ def _counter(state: ServerState) -> Counter:
     if found is None:
         found = state.extras[KEY] = state.registry.counter(
             "personify_esp_webhook_events_total",
-            "ESP webhook events by provider and outcome (suppressing, ignored; refused counts "
-            "requests).",
+            "ESP webhook events by provider and outcome (suppressing, engagement, "
+            "engagement_repeat, ignored; refused counts requests).",
             ("provider", "outcome"),
         )
     assert isinstance(found, Counter)
@@ -63,18 +73,22 @@ def _webhook(state: ServerState, provider: str) -> EspWebhook:
 
 
 def _apply(
-    state: ServerState, provider: str, received: int, events: list[EspEvent]
-) -> EventsApplied:
+    state: ServerState, provider: str, received: int, events: list[EspEvent], body: bytes
+) -> tuple[EventsApplied, EspEngagement]:
     session = state.session
-    return apply_events(session.warehouse, session.project, provider, received, events)
+    applied = apply_events(session.warehouse, session.project, provider, received, events)
+    touches = parse_touches(provider, body)
+    engaged = record_touches(session.warehouse, session.project, provider, touches)
+    return applied, engaged
 
 
 @operation(
     Operation(
-        summary="ESP bounce and complaint events",
-        description="SendGrid Event Webhook arrays, Postmark bounce/spam-complaint objects, or "
-        "either signed the Standard Webhooks way. Hard bounces, complaints and unsubscribes "
-        "become suppressions; redeliveries change nothing.",
+        summary="ESP delivery, bounce, complaint, open and click events",
+        description="SendGrid Event Webhook arrays, Postmark webhook objects, or either signed "
+        "the Standard Webhooks way. Hard bounces, complaints and unsubscribes become "
+        "suppressions; opens, clicks and deliveries naming a message (personify_key) become "
+        "engagement events; redeliveries change nothing.",
         tags=("webhooks",),
         request=Content("The ESP's event payload.", {"type": ["array", "object"]}),
         responses={
@@ -101,13 +115,20 @@ async def receive(request: Request) -> Response:
     except PersonifyError as e:  # a verification key that cannot be used
         raise ApiError(503, f"the {provider} webhook is misconfigured: {e.message}") from None
     try:
-        done = await run_in_threadpool(_apply, state, provider, received, events)
+        done, engaged = await run_in_threadpool(_apply, state, provider, received, events, body)
     except ConfigError:
         raise ApiError(503, "the project has no signing_key to hash suppressions") from None
     counter = _counter(state)
     counter.inc(done.suppressing, provider=provider, outcome="suppressing")
-    counter.inc(done.received - done.suppressing, provider=provider, outcome="ignored")
-    return JSONResponse(EspWebhookResult(done.received, done.suppressing, done.written))
+    counter.inc(engaged.recorded, provider=provider, outcome="engagement")
+    counter.inc(engaged.repeated, provider=provider, outcome="engagement_repeat")
+    ignored = done.received - done.suppressing - engaged.recorded - engaged.repeated
+    counter.inc(max(ignored, 0), provider=provider, outcome="ignored")
+    return JSONResponse(
+        EspWebhookResult(
+            done.received, done.suppressing, done.written, engaged.touches, engaged.recorded
+        )
+    )
 
 
 def routes() -> list[BaseRoute]:
