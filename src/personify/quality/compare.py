@@ -76,11 +76,18 @@ def key_text(rows: pa.Table, keys: Sequence[str]) -> pa.ChunkedArray | pa.Array:
 
 
 def compare(
-    wh: Warehouse, stored: Table, source: str, rows: pa.Table, pending: pa.Array | None = None
+    wh: Warehouse,
+    stored: Table,
+    source: str,
+    rows: pa.Table,
+    pending: pa.Array | None = None,
+    *,
+    only_keys: bool = False,
 ) -> Comparison:
     """Compare ``rows`` (mapped like the sync maps them, for ``stored``) with what ``source``
     stored in ``stored``. ``pending``: per row, whether it changed at the source after the last
-    sync (its difference is then not an error)."""
+    sync (its difference is then not an error). ``only_keys``: compare only the stored rows of
+    the keys in ``rows`` (nothing is missing at the source)."""
     keys = key_columns(stored)
     missing = [k for k in keys if k not in rows.column_names]
     if missing:
@@ -97,7 +104,7 @@ def compare(
     register = getattr(wh, "register", None)
     if register is not None:  # the engine reads Arrow in place (DuckDB): no copy at all
         with register(name, data):
-            return _join(wh, stored, name, source, keys, compared, data.num_rows)
+            return _join(wh, stored, name, source, keys, compared, data.num_rows, only_keys)
     staging = Table(
         name,
         (*(stored.column(c) for c in (*keys, *compared)), Column(PENDING, "BOOLEAN", True, "")),
@@ -106,7 +113,7 @@ def compare(
         wh.execute(sql, ())
     try:
         wh.load(staging, data)
-        return _join(wh, stored, staging.name, source, keys, compared, data.num_rows)
+        return _join(wh, stored, staging.name, source, keys, compared, data.num_rows, only_keys)
     finally:
         wh.execute(f"DROP TABLE IF EXISTS {quote(staging.name)}", ())
 
@@ -135,6 +142,7 @@ def _join(
     keys: Sequence[str],
     compared: Sequence[str],
     source_rows: int,
+    only_keys: bool = False,
 ) -> Comparison:
     cols = [*keys, *compared]
     on = " AND ".join(f"s.{quote(k)} = w.{quote(k)}" for k in keys)
@@ -144,6 +152,12 @@ def _join(
     )
     first = quote(keys[0])
     stored_sql, marks = _stored_rows(stored, cols)
+    if only_keys:
+        same = " AND ".join(f"q.{quote(k)} = x.{quote(k)}" for k in keys)
+        stored_sql = (
+            f"SELECT * FROM ({stored_sql}) AS x WHERE EXISTS "
+            f"(SELECT 1 FROM {quote(staging)} AS q WHERE {same})"
+        )
     joined = f"FROM {quote(staging)} AS s FULL OUTER JOIN w ON {on}"
     only_w = f"(s.{first} IS NULL AND w._src = ?)"
     both = f"s.{first} IS NOT NULL AND w.{first} IS NOT NULL"
