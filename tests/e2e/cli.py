@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 PERSONIFY = str(Path(sys.executable).parent / "personify")
 
@@ -56,3 +62,100 @@ RECS = [
     }
     for i in range(4)
 ]
+
+
+# ------------------------------------------------------------------ served projects (serve)
+def project_on(root: Path, *, warehouse: str | None = None, bus: str | None = None) -> Path:
+    """``personify init root``, on ``warehouse`` (default: the scaffold's DuckDB file) and with
+    ``bus:`` when given; returns ``root``."""
+    from personify.scaffold import init_project
+
+    init_project(root)
+    yml = root / "personify.yml"
+    text = yml.read_text()
+    if warehouse is not None:
+        assert "warehouse: duckdb:///warehouse.duckdb" in text
+        text = text.replace("warehouse: duckdb:///warehouse.duckdb", f"warehouse: {warehouse}")
+    if bus is not None:
+        text += f"\nbus: {bus}\n"
+    yml.write_text(text)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A ``personify serve`` process on loopback."""
+
+    project: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, trust_env=False)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+
+def spawn_serve(
+    project: Path, log: Path, *, role: str = "all", port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``personify serve --role ROLE`` (with ``--port`` unless a worker), output to ``log``."""
+    args = [PERSONIFY, "serve", "--project", str(project), "--role", role]
+    if port is not None:
+        args += ["--port", str(port)]
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            args,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PERSONIFY_NO_FORWARD": "0"},
+        )
+
+
+def healthy(server: Server, timeout: float = 60) -> Server:
+    """``server`` once ``/healthz`` answers 200, or an AssertionError with its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"serve exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            if server.get("/healthz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            server.stop()
+            raise AssertionError(f"serve not healthy after {timeout} s:\n{server.output()}")
+        time.sleep(0.1)
+
+
+def start_server(
+    project: Path, log: Path, timeout: float = 60, *, port: int | None = None, role: str = "all"
+) -> Server:
+    """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
+    port = port or free_port()
+    log.write_bytes(b"")
+    server = Server(project, port, spawn_serve(project, log, role=role, port=port), log)
+    return healthy(server, timeout)

@@ -6,7 +6,6 @@ killed with SIGKILL mid-way and restarted: every event is stored exactly once.""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -17,12 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from personify.scaffold import init_project
 from personify.warehouse import connect
 from tests.conftest import service_missing
-from tests.e2e.cli import PERSONIFY
-from tests.e2e.test_serve import Server, free_port
+from tests.e2e.cli import Server, personify_json, project_on, spawn_serve, start_server
 from tests.e2e.tracking_support import write_key
 
 NATS = "nats://127.0.0.1:4222"
@@ -54,43 +52,11 @@ def stream() -> Iterator[str]:
 
 
 def start_worker(project: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [PERSONIFY, "serve", "--role", "worker", "--project", str(project)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PERSONIFY_NO_FORWARD": "1"},
-        )
+    return spawn_serve(project, log, role="worker")
 
 
 def launch_ingest(project: Path, log: Path) -> Server:
-    port = free_port()
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [PERSONIFY, "serve", "--role", "ingest", "--project", str(project)]
-            + ["--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PERSONIFY_NO_FORWARD": "1"},
-        )
-    return Server(project, port, proc, log)
-
-
-def healthy(server: Server, timeout: float = 40) -> Server:
-    proc = server.proc
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}:\n{server.output()}")
-        try:
-            if server.get("/healthz").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() >= deadline:
-            server.stop()
-            raise AssertionError(f"serve not healthy after {timeout} s:\n{server.output()}")
-        time.sleep(0.1)
+    return start_server(project, log, role="ingest", timeout=40)
 
 
 def body(b: int) -> dict[str, object]:
@@ -113,20 +79,14 @@ def body(b: int) -> dict[str, object]:
 def test_two_ingest_two_workers_exactly_once_with_a_worker_killed(
     postgres_url: str, stream: str, tmp_path: Path
 ) -> None:
-    project = tmp_path / "shop"
-    init_project(project)
-    yml = project / "personify.yml"
-    text = yml.read_text().replace(
-        "warehouse: duckdb:///warehouse.duckdb", f"warehouse: {postgres_url}"
+    project = project_on(
+        tmp_path / "shop", warehouse=postgres_url, bus=f"{NATS}?stream={stream}&ack_wait=2"
     )
-    yml.write_text(text + f"\nbus: {NATS}?stream={stream}&ack_wait=2\n")
     connect(postgres_url).close()  # migrated once, before four processes start
     key = write_key(project)
-    ingest = [launch_ingest(project, tmp_path / f"ingest{i}.log") for i in range(2)]
     workers = [start_worker(project, tmp_path / f"worker{i}.log") for i in range(2)]
+    ingest = [launch_ingest(project, tmp_path / f"ingest{i}.log") for i in range(2)]
     try:
-        for server in ingest:
-            healthy(server)
         with httpx.Client(auth=(key, ""), timeout=30, trust_env=False) as http:
             for b in range(BATCHES):
                 r = http.post(ingest[b % 2].url + "/v1/batch", json=body(b))
@@ -153,6 +113,18 @@ def test_two_ingest_two_workers_exactly_once_with_a_worker_killed(
         finally:
             wh.close()
         assert (total, distinct) == (expected, expected)
+        # freshness you can see: the bus drained, on an ingest's /metrics and in status; an
+        # ingest process runs no continuous mode (the workers do)
+        families = {
+            f.name: f for f in text_string_to_metric_families(ingest[0].get("/metrics").text)
+        }
+        assert families["personify_bus_pending"].samples[0].value == 0
+        assert "personify_realtime_queue_depth" not in families
+        assert "personify_source_lag_seconds" in families
+        status = personify_json("status", "--project", str(project))
+        assert status["queues"]["bus_depth"] == 0, status["queues"]
+        web = next(s for s in status["sources"] if s["name"] == "web")
+        assert web["events"] == expected and web["lag_seconds"] is not None
     finally:
         for w in workers:
             if w.poll() is None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from personify.scaffold import init_project
 from personify.warehouse.migrations import MIGRATIONS
-from tests.e2e.cli import PERSONIFY
+from tests.e2e.cli import PERSONIFY, Server, free_port, project_on, start_server
 
 CLIENT_ENV = {"PERSONIFY_LOCK_TIMEOUT": "2", "PERSONIFY_NO_FORWARD": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(
@@ -54,62 +46,6 @@ def run_json(*args: str, **kw: Any) -> Any:
     done = run(*args, "--json", **kw)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-@dataclass
-class Server:
-    project: Path
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, trust_env=False)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
-
-
-def start_server(
-    project: Path, log: Path, timeout: float = 60, *, port: int | None = None
-) -> Server:
-    """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
-    port = port or free_port()
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [PERSONIFY, "serve", "--project", str(project), "--port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PERSONIFY_NO_FORWARD": "0"},
-        )
-    server = Server(project, port, proc, log)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}:\n{server.output()}")
-        try:
-            if server.get("/healthz").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() >= deadline:
-            server.stop()
-            raise AssertionError(f"serve not healthy after {timeout} s:\n{server.output()}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -306,18 +242,13 @@ def test_busy_warehouse_without_server(project_dir: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_projects_are_not_forwarded(
-    project_dir: Path, postgres_url: str, tmp_path: Path
-) -> None:
+def test_postgres_projects_are_not_forwarded(postgres_url: str, tmp_path: Path) -> None:
     """PostgreSQL takes any number of processes: no server.json, no control channel."""
-    yml = project_dir / "personify.yml"
-    text = yml.read_text()
-    assert "warehouse: duckdb:///warehouse.duckdb" in text
-    yml.write_text(text.replace("duckdb:///warehouse.duckdb", postgres_url))
-    server = start_server(project_dir, tmp_path / "serve.log")
+    project = project_on(tmp_path / "pg-shop", warehouse=postgres_url)
+    server = start_server(project, tmp_path / "serve.log")
     try:
-        assert not (project_dir / ".personify" / "server.json").exists()
-        status = run_json("status", "--project", str(project_dir))
+        assert not (project / ".personify" / "server.json").exists()
+        status = run_json("status", "--project", str(project))
         assert status["warehouse"]["backend"] == "postgresql"
         assert forwarded(server) == {}
         assert server.get("/healthz").json()["warehouse"]["backend"] == "postgresql"
