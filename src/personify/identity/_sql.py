@@ -7,6 +7,10 @@ import pyarrow as pa
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Column, Table
 
+WRITES = ("customers", "identities", "identity_edges", "identity_nodes", "profile_observations")
+"""Tables identity and profiles write with plain SQL, keeping their keys by construction: a
+pass holds them all (:meth:`~personify.warehouse.base.Warehouse.hold`) from its start."""
+
 
 def scratch(name: str, **columns: str) -> Table:
     """A temporary table's shape: ``scratch("_x", a="BIGINT", b="VARCHAR")``."""
@@ -31,3 +35,14 @@ def temp_table(wh: Warehouse, table: Table, data: pa.Table | None = None) -> Non
 def count(wh: Warehouse, name: str) -> int:
     """Rows in a table."""
     return int(wh.scalar(f"SELECT count(*) FROM {quote(name)}") or 0)
+
+
+def first_by(wh: Warehouse, value: str, *order: str) -> str:
+    """SQL aggregate: ``value`` of the row that sorts first by ``order`` (ties: smallest value).
+
+    DuckDB's ``arg_min`` over a row of the keys is a plain hash aggregate (~3× cheaper than
+    sorting each group's values into a list); other engines take ``array_agg(… ORDER BY …)[1]``.
+    """
+    if wh.dialect == "duckdb":
+        return f"arg_min({value}, ({', '.join(order)}, {value}))"
+    return f"(array_agg({value} ORDER BY {', '.join(order)}, {value}))[1]"

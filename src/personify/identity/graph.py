@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from personify.identity._sql import drop
+from personify.identity._sql import drop, first_by
 from personify.identity.rules import STAR_RANK_SQL, blocked_join
 from personify.identity.sightings import SIGHTED
 from personify.warehouse.base import Warehouse
@@ -29,7 +29,7 @@ def _nodes(wh: Warehouse) -> int:
     drop(wh, "_sighted_ids")
     wh.execute(
         "CREATE TEMP TABLE _sighted_ids AS SELECT kind, value, "
-        "(array_agg(source ORDER BY first_seen, source))[1] AS source, "
+        f"{first_by(wh, 'source', 'first_seen')} AS source, "
         f"min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM {SIGHTED} "
         "GROUP BY kind, value"
     )
@@ -72,7 +72,7 @@ def _edges(wh: Warehouse) -> int:
     wh.execute(
         "CREATE TEMP TABLE _new_edges AS SELECT least(c.node_id, o.node_id) AS a, "
         "greatest(c.node_id, o.node_id) AS b, o.source, min(o.evidence) AS evidence, "
-        "(array_agg(o.origin ORDER BY o.first_seen, o.origin))[1] AS origin, "
+        f"{first_by(wh, 'o.origin', 'o.first_seen')} AS origin, "
         "min(o.first_seen) AS first_seen, max(o.last_seen) AS last_seen "
         "FROM _grp_nodes o JOIN _grp_nodes c ON c.grp = o.grp AND c.pos = 1 "
         "WHERE o.node_id <> c.node_id GROUP BY 1, 2, 3"

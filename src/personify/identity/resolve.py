@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 from personify.config import IdentityConfig
 from personify.identity import graph, state
-from personify.identity._sql import drop
+from personify.identity._sql import WRITES, drop
 from personify.identity.components import LABELS, ComponentsReport, connected_components
 from personify.identity.guard import TOUCHED, apply_limits
 from personify.identity.ids import CHANGED, assign_ids
 from personify.identity.rules import fingerprint, load_rules
-from personify.identity.sightings import NOTHING, Scope, collect
+from personify.identity.sightings import EVENT_PAIRS, NOTHING, Scope, collect
 from personify.identity.stitch import adopt_source_ids, publish_identities, stitch
 from personify.warehouse.base import Warehouse
 
@@ -90,7 +90,7 @@ def run_pass(
     report.changed_customers = [
         str(r[0]) for r in wh.fetch(f"SELECT customer_id FROM {CHANGED} ORDER BY 1")
     ]
-    drop(wh, TOUCHED, graph.TOUCHED_NODES, graph.DELTA, CHANGED)
+    drop(wh, TOUCHED, graph.TOUCHED_NODES, graph.DELTA, CHANGED, EVENT_PAIRS)
     report.counts["rounds"] = report.components.rounds
     return report
 
@@ -121,6 +121,7 @@ def _restore_ids(wh: Warehouse) -> None:
 def resolve_batch(wh: Warehouse, config: IdentityConfig) -> PassReport:
     """The batch pass: everything received since the last one (all of it when rules changed)."""
     with wh.transaction():
+        wh.hold(*WRITES)
         load_rules(wh, config)
         digest = fingerprint(config)
         full = state.get(wh, "identity.fingerprint") != digest

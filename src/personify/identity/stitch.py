@@ -14,7 +14,7 @@ from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
 from personify.identity.normalize import email_sql, id_sql
 from personify.identity.rules import source_kind, source_kind_join
-from personify.identity.sightings import Where
+from personify.identity.sightings import EVENT_PAIRS, Where
 from personify.warehouse.base import Warehouse
 
 _MAP = "_stitch_map"
@@ -53,16 +53,14 @@ def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
             "AND m.customer_id IS NOT NULL AND events.customer_id IS DISTINCT FROM m.customer_id"
         )
     # this pass's own events, matched after normalization (ids stored with stray spaces): each
-    # distinct (user id, anonymous id) pair is normalized and looked up once
+    # distinct (user id, anonymous id) pair (collected with the sightings) is normalized and
+    # looked up once
     drop(wh, "_ev_customer")
     wh.execute(
         "CREATE TEMP TABLE _ev_customer AS SELECT k.uid, k.aid, "
-        "coalesce(u.customer_id, a.customer_id) AS customer_id FROM (SELECT DISTINCT "
-        "coalesce(user_id, '') AS uid, coalesce(anonymous_id, '') AS aid FROM events "
-        f"WHERE {scope[0]}) k LEFT JOIN identity_nodes u ON u.kind = 'user_id' "
-        f"AND u.value = {id_sql('k.uid')} LEFT JOIN identity_nodes a "
-        f"ON a.kind = 'anonymous_id' AND a.value = {id_sql('k.aid')}",
-        scope[1],
+        f"coalesce(u.customer_id, a.customer_id) AS customer_id FROM {EVENT_PAIRS} k "
+        f"LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = {id_sql('k.uid')} "
+        f"LEFT JOIN identity_nodes a ON a.kind = 'anonymous_id' AND a.value = {id_sql('k.aid')}"
     )
     changed += wh.execute(
         "UPDATE events SET customer_id = c.customer_id FROM _ev_customer c "

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from personify.identity import state
+from personify.identity._sql import WRITES
 from personify.identity.rules import load_rules
 from personify.identity.sightings import NOTHING, Scope
 from personify.profiles.build import build_customers
@@ -37,6 +38,7 @@ def profiles_stage(session: Session) -> dict[str, int]:
     """Pipeline stage ``profiles``: record new observations, rebuild every customer."""
     wh, project = session.warehouse, session.project
     with wh.transaction():
+        wh.hold(*WRITES)
         load_rules(wh, project.config.identity)
         scope = Scope(
             events=_window(wh, "profiles.events", "events"),

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
-from personify.identity._sql import drop, scratch, temp_table
+from personify.identity._sql import WRITES, drop, scratch, temp_table
 from personify.profiles import traits as T
 from personify.profiles.custom import compile_traits, traits_sql
 from personify.profiles.observations import FIELDS
@@ -113,6 +113,7 @@ def build_customers(
 ) -> dict[str, int]:
     """Rebuild the ``customers`` rows of ``customer_ids`` (default: everyone)."""
     with wh.transaction():
+        wh.hold(*WRITES)
         drop(wh, *_TEMPS)
         scope = _scope(wh, customer_ids)
         _fields(wh, project, scope)

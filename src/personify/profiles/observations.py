@@ -41,7 +41,9 @@ def _value(field: str, expr: str, config: IdentityConfig) -> str:
 
 def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
     # a blocked email or phone (test@example.com, "n/a" …) is a placeholder, not a value: it is
-    # never observed, so it can never become a profile's email
+    # never observed, so it can never become a profile's email. Observations already stored are
+    # skipped by an anti-join on the key (DuckDB keeps it by construction, without an index; one
+    # statement's rows have distinct keys: one per input row and field)
     added = wh.execute(
         "INSERT INTO profile_observations (node_id, field, value, source, origin, observed_at, "
         "received_at) SELECT o.node_id, o.field, o.value, o.source, o.origin, o.observed_at, "
@@ -49,7 +51,10 @@ def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
         f"AND b1.value = o.value LEFT JOIN {BLOCKED.name} b2 ON b2.kind = '*' "
         f"AND o.field IN ({', '.join(repr(f) for f in IDENTIFIER_FIELDS)}) "
         "AND b2.value = lower(o.value) WHERE o.value IS NOT NULL AND o.node_id IS NOT NULL "
-        "AND b1.kind IS NULL AND b2.kind IS NULL ON CONFLICT DO NOTHING",
+        "AND b1.kind IS NULL AND b2.kind IS NULL AND NOT EXISTS (SELECT 1 FROM "
+        "profile_observations p WHERE p.source = o.source AND p.origin = o.origin "
+        "AND p.field = o.field AND p.observed_at = o.observed_at)"
+        + (" ON CONFLICT DO NOTHING" if wh.capabilities.cheap_keys else ""),
         params,
     )
     return max(added, 0)

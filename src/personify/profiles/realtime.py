@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from personify.identity._sql import WRITES
 from personify.identity.resolve import run_pass
 from personify.identity.rules import load_rules
 from personify.identity.sightings import Scope
@@ -23,6 +24,7 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
     wh, project = session.warehouse, session.project
     config = project.config.identity
     with wh.transaction():
+        wh.hold(*WRITES)
         load_rules(wh, config)
         report = run_pass(wh, config, scope)
         collect_observations(wh, scope, config)

@@ -124,6 +124,13 @@ class Warehouse(abc.ABC):
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """A transaction on this thread's cursor; nested use joins the outer one."""
 
+    def hold(self, *tables: str) -> None:
+        """Inside a transaction, before its first statement: serialize with every other writer
+        of ``tables`` until it ends. Engines that keep keys themselves (DuckDB, tables keyed by
+        construction) need it before writing such tables with plain SQL; others rely on their
+        constraints (a no-op)."""
+        return None
+
     @abc.abstractmethod
     def relations(self) -> set[str]:
         """Names of the tables and views that exist."""

@@ -318,6 +318,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "privacy: audit log hash chain and append-only trigger; blind index of encrypted fields",
         _privacy_protection,
     ),
+    Migration(
+        17,
+        "keyed by construction: customers, identities, identity_nodes, identity_edges, "
+        "profile_observations without an engine key where keys are dear (DuckDB)",
+        _keys_by_construction,
+    ),
 )
 
 

@@ -29,7 +29,7 @@ from sqlglot import exp
 from personify.errors import UnsafeQueryError, WarehouseBusy, WarehouseError
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
 from personify.warehouse.duckdb import keyless
-from personify.warehouse.schema import Table
+from personify.warehouse.schema import TABLES_BY_NAME, Table
 
 _LOCK_PID = re.compile(r"PID (\d+)")
 _names = itertools.count()
@@ -262,6 +262,15 @@ class DuckDBWarehouse(Warehouse):
             # In an aborted transaction DuckDB refuses even this; the original error matters more.
             with contextlib.suppress(duckdb.Error):
                 cur.unregister(view)
+
+    def hold(self, *tables: str) -> None:
+        txn = self._local.txn if getattr(self._local, "depth", 0) else None
+        if txn is None or self.capabilities.cheap_keys:
+            return
+        for name in sorted(tables):  # one order everywhere: no two holders wait on each other
+            table = TABLES_BY_NAME.get(name)
+            if table is not None and table.key_by_construction and table.primary_key:
+                self._writers.acquire(name, txn)
 
     def register(self, name: str, data: pa.Table) -> contextlib.AbstractContextManager[None]:
         """``data`` as the view ``name`` on this thread's cursor, for the block."""
