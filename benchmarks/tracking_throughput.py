@@ -49,6 +49,12 @@ from personify.session import Session
 
 PER_REQUEST = 100
 PERSONIFY = str(Path(sys.executable).parent / "personify")
+_WITHOUT_CONTINUOUS = (
+    "import sys, personify.server.roles as r; "
+    "r.attach_continuous = lambda *a, **k: None; "
+    "from personify.cli import main; sys.argv[0] = 'personify'; sys.exit(main())"
+)
+"""``personify serve`` with continuous mode left out (to tell its CPU from the ingest path's)."""
 
 
 def bodies(total: int, prefix: str = "bench") -> list[bytes]:
@@ -167,8 +173,10 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def over_http(work: Path, payloads: list[bytes], clients: int, stored: int = 0) -> dict[str, float]:
-    """Events/s, latencies and peak RSS of a real server."""
+def over_http(
+    work: Path, payloads: list[bytes], clients: int, stored: int = 0, *, continuous: bool = True
+) -> dict[str, float]:
+    """Events/s, latencies and peak RSS of a real server (and the clients' own CPU)."""
     env = init_project(work)
     prefill(work, stored)
     text = (work / "personify.yml").read_text()
@@ -181,8 +189,9 @@ def over_http(work: Path, payloads: list[bytes], clients: int, stored: int = 0) 
 
     port = free_port()
     log = (work / "serve.log").open("wb")
+    launch = [PERSONIFY] if continuous else [sys.executable, "-c", _WITHOUT_CONTINUOUS]
     proc = subprocess.Popen(
-        [PERSONIFY, "serve", "--project", str(work), "--port", str(port), "--log-level", "warning"],
+        [*launch, "serve", "--project", str(work), "--port", str(port), "--log-level", "warning"],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -201,9 +210,9 @@ def over_http(work: Path, payloads: list[bytes], clients: int, stored: int = 0) 
             time.sleep(0.1)
         asyncio.run(batch_load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
         load = batch_load(port, env["PERSONIFY_WRITE_KEY"], payloads)
-        cpu = cpu_seconds(proc.pid)
+        cpu, own = cpu_seconds(proc.pid), time.process_time()
         seconds = asyncio.run(load.run(clients))
-        cpu = cpu_seconds(proc.pid) - cpu
+        cpu, own = cpu_seconds(proc.pid) - cpu, time.process_time() - own
         rss = peak_rss_mb(proc.pid)
         stored = run_json(
             "sql",
@@ -225,6 +234,8 @@ def over_http(work: Path, payloads: list[bytes], clients: int, stored: int = 0) 
         "stored": stored,
         "seconds": seconds,
         "cpu_us": cpu / (len(payloads) * PER_REQUEST) * 1e6,
+        "client_cpu_us": own / (len(payloads) * PER_REQUEST) * 1e6,
+        "client_cpu_share": own / seconds,
     }
 
 
@@ -244,18 +255,30 @@ def main() -> None:
     parser.add_argument("events", nargs="?", type=int, default=300_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--stored", type=int, default=1_000_000)
+    parser.add_argument(
+        "--without-continuous",
+        action="store_true",
+        help="run the server without continuous mode (what the ingest path alone costs)",
+    )
     args = parser.parse_args()
     payloads = bodies(args.events)
     total = len(payloads) * PER_REQUEST
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ceiling, ceiling_cpu = in_process(Path(tmp) / "inproc", payloads, args.stored)
-        http = over_http(Path(tmp) / "http", payloads, args.clients, args.stored)
+        http = over_http(
+            Path(tmp) / "http",
+            payloads,
+            args.clients,
+            args.stored,
+            continuous=not args.without_continuous,
+        )
     print(f"machine: {machine()}")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     print(
         f"{total:,} events, {PER_REQUEST} per request, {args.clients} clients, "
-        f"{args.stored:,} events stored before\n"
+        f"{args.stored:,} events stored before; continuous mode "
+        f"{'off' if args.without_continuous else 'on'}\n"
     )
     print("| figure | value | goal |")
     print("|---|---|---|")
@@ -267,6 +290,10 @@ def main() -> None:
     print(
         f"| events/s one idle core could do, in-process / server | "
         f"{1e6 / inproc_cpu:,.0f} / {1e6 / server_cpu:,.0f} | |"
+    )
+    print(
+        f"| the clients' own CPU (same process) | {http['client_cpu_us']:.1f} µs per event, "
+        f"{http['client_cpu_share']:.0%} of one core | |"
     )
     print(f"| request latency p50 / p99 | {http['p50_ms']:.1f} / {http['p99_ms']:.1f} ms | |")
     print(f"| server peak RSS | {http['rss_mb']:.0f} MB | ≤ 500 MB |")
