@@ -5,9 +5,12 @@ replayed deliveries change nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,10 +21,18 @@ import stripe
 from standardwebhooks import Webhook
 
 from personify.config import Project, ProjectConfig, Secret, WebhookSource
+from personify.profiles.build import build_customers
 from personify.server.background import background_server
 from personify.session import Session
 from personify.sources.presets import shopify_orders
-from personify.sources.webhooks import sign_shopify, sign_standard, sign_stripe
+from personify.sources.rest.mapping import load_records, targets_for
+from personify.sources.webhooks import (
+    WebhookReceiver,
+    sign_shopify,
+    sign_standard,
+    sign_stripe,
+    verify,
+)
 
 SHOPIFY_SECRET = "shpss_test_secret"
 STRIPE_SECRET = "whsec_stripe_test_secret"
@@ -158,6 +169,178 @@ def test_the_same_delivery_at_once_many_times_has_one_effect(
     assert all(a.status_code == 200 for a in answers)
     assert statuses.count("accepted") == 1 and statuses.count("duplicate") == 15
     assert count(session, "orders") == 1 and count(session, "order_items") == 2
+
+
+# ------------------------------------------------------------- real time beside other writers
+def wait_for(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"waited {seconds:g} s for {what}"
+        time.sleep(0.05)
+
+
+def customer_orders(session: Session) -> list[tuple[object, ...]]:
+    return session.warehouse.fetch("SELECT email, order_count, total_spent FROM customers")
+
+
+def failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def conflicts(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("write-write conflict" in r.getMessage() for r in caplog.records)
+
+
+@contextlib.contextmanager
+def holding(session: Session, write: Callable[[], object]) -> Iterator[threading.Event]:
+    """Another writer: ``write()`` in a transaction held open until the yielded event is set."""
+    held, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with session.warehouse.transaction():
+                write()
+                held.set()
+                release.wait(60)
+        except BaseException as e:  # shown by the test, not lost in the thread
+            errors.append(e)
+            held.set()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(60)
+    try:
+        yield release
+    finally:
+        release.set()
+        thread.join(60)
+    assert not errors, errors
+
+
+def store_synced(session: Session, records: list[dict[str, object]]) -> None:
+    """Store ``records`` as the Shopify REST source's sync stores a page (one transaction)."""
+    targets = targets_for("shop_api", "orders", "orders", _orders.mapping, _orders.nested)
+    now = datetime.now(UTC)
+    with session.warehouse.transaction():
+        for target in targets:
+            target.open(now)
+            load_records(session.warehouse, target, records, received_at=now)
+            target.close()
+
+
+def test_deliveries_one_after_another_are_all_applied_in_real_time(
+    served: tuple[str, Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What ``personify demo`` does: the shop's latest orders, ten buyers, delivered one after
+    another — each answered before its real-time apply, so the applies overlap each other and the
+    next delivery's store; none may fail on a write-write conflict."""
+    caplog.set_level(logging.DEBUG, logger="personify.sources.webhooks")
+    url, session = served
+    synced = []  # as in the demo: a sync stored the shop's orders, no identity pass ran yet
+    for i in range(500):
+        record = json.loads(order(1_000_000 + i, "5.00"))
+        synced.append(record | {"email": f"other{i}@example.org", "customer": {"id": 9000 + i}})
+    store_synced(session, synced)
+    for i in range(10):
+        record = json.loads(order(2000 + i, "10.00"))
+        record |= {"email": f"buyer{i}@example.org", "customer": {"id": 500 + i}}
+        body = json.dumps(record).encode()
+        assert post(url, "shop_hooks", body, shopify_headers(body, f"d-m{i}")).json()["status"] == (
+            "accepted"
+        )
+    expected = [(f"buyer{i}@example.org", 1, 10.0) for i in range(10)]
+    wait_for(lambda: sorted(customer_orders(session)) == expected, "ten buyers")
+    assert failures(caplog) == []
+
+
+def test_a_delivery_while_a_sync_writes_is_stored_and_applied_in_real_time(
+    served: tuple[str, Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync (the Shopify REST source's store: the page's rows, in one transaction) writes an
+    order of the same buyer while her webhook delivery arrives: the delivery waits for it, its
+    stale snapshot is a conflict, retried — accepted, not 503 — and the real-time apply then
+    counts both orders at once, nothing logged as failed."""
+    caplog.set_level(logging.DEBUG, logger="personify.sources.webhooks")
+    url, session = served
+    synced = json.loads(order(3001, "20.00"))
+    targets = targets_for("shop_api", "orders", "orders", _orders.mapping, _orders.nested)
+    for target in targets:
+        target.open(datetime.now(UTC))
+
+    def sync_page() -> None:
+        for target in targets:
+            load_records(session.warehouse, target, [synced], received_at=datetime.now(UTC))
+
+    body = order(3002, "30.00")
+    with ThreadPoolExecutor(1) as pool, holding(session, sync_page) as release:
+        answer = pool.submit(post, url, "shop_hooks", body, shopify_headers(body, "d-sync"))
+        time.sleep(0.5)  # the delivery is waiting for the sync's transaction
+        assert not answer.done()
+        release.set()
+        r = answer.result(60)
+    assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+    assert conflicts(caplog) >= 1  # the conflict happened, and was retried
+    wait_for(lambda: customer_orders(session) == [("ann@example.org", 2, 50.0)], "both orders")
+    assert failures(caplog) == []
+
+
+def test_a_real_time_apply_that_meets_a_write_write_conflict_is_retried_until_applied(
+    served: tuple[str, Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error behind the demo's "real-time update failed (TransactionException)", made to
+    happen on purpose: a delivery is stored and answered; before its real-time apply runs, another
+    writer that takes no table lock (here: a plain ``DELETE`` of the buyer's customer row) holds
+    its transaction open. The apply's rewrite of that row is a DuckDB write-write conflict
+    ("Conflict on tuple deletion"): it backs off with jitter and runs again, whole, until the
+    writer has committed — applied, the customer rebuilt with both orders, nothing logged as
+    failed."""
+    caplog.set_level(logging.DEBUG, logger="personify.sources.webhooks")
+    url, session = served
+    first = order(5000, "10.00")
+    assert post(url, "shop_hooks", first, shopify_headers(first, "d-r1")).status_code == 200
+    wait_for(lambda: customer_orders(session) == [("ann@example.org", 1, 10.0)], "the first")
+    source = SOURCES[0]
+    receiver = WebhookReceiver(session)
+    body = order(5001, "30.00")
+    verified = verify(source, shopify_headers(body, "d-r2"), body)
+    receipt = receiver.receive(source, verified, body, refresh=False)  # as the route does
+    assert receipt.outcome == "accepted"
+    rewrite = lambda: session.warehouse.execute(  # noqa: E731
+        "DELETE FROM customers WHERE email = 'ann@example.org'"
+    )
+    with ThreadPoolExecutor(1) as pool, holding(session, rewrite):
+        applied = pool.submit(receiver.refresh, source, receipt)
+        wait_for(lambda: conflicts(caplog) >= 1, "the apply to meet the other transaction")
+        assert not applied.done()
+    assert applied.result(60) is True
+    assert receiver.conflicts >= 1 and receiver.failures == 0
+    assert customer_orders(session) == [("ann@example.org", 2, 40.0)]
+    assert failures(caplog) == []
+    receiver.close()
+
+
+def test_a_real_time_apply_beside_the_batch_build_lands_once_the_build_commits(
+    served: tuple[str, Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch profile build (``personify run``, serve's recompute) holds the buyer's customer
+    row when her next delivery's real-time apply needs it: the apply waits (or backs off and runs
+    again), and its value lands once the build commits — nothing logged as failed."""
+    caplog.set_level(logging.DEBUG, logger="personify.sources.webhooks")
+    url, session = served
+    first = order(4001, "10.00")
+    assert post(url, "shop_hooks", first, shopify_headers(first, "d-b1")).status_code == 200
+    wait_for(lambda: customer_orders(session) == [("ann@example.org", 1, 10.0)], "the first")
+    (customer,) = session.warehouse.fetch("SELECT customer_id FROM customers")[0]
+    second = order(4002, "15.00")
+    build = lambda: build_customers(session.warehouse, session.project, [customer])  # noqa: E731
+    with holding(session, build):
+        r = post(url, "shop_hooks", second, shopify_headers(second, "d-b2"))
+        assert r.json()["status"] == "accepted"
+        time.sleep(1.0)
+        assert customer_orders(session) == [("ann@example.org", 1, 10.0)]
+    wait_for(lambda: customer_orders(session) == [("ann@example.org", 2, 25.0)], "the second")
+    assert failures(caplog) == []
 
 
 @pytest.mark.parametrize("flaw", ["tampered", "wrong_secret", "stale", "no_signature", "no_id"])

@@ -6,7 +6,9 @@ body, at most the source's ``max_body_bytes`` (413) — verify the signature and
 over the raw bytes (401, nothing stored; :mod:`personify.sources.webhooks`) — store the delivery
 once, its receipt and its rows (or quarantine rows) in one transaction — and only then answer 200
 ``{"status": "accepted" | "duplicate" | "quarantined", …}``; the customer's profile is brought up
-to date right after the answer (the real-time path). If the store fails: 503 with
+to date right after the answer (the real-time path: one apply at a time, run again on a write-write
+conflict with another writer — :meth:`~personify.sources.webhooks.WebhookReceiver.refresh`). A
+store that loses such a race is retried too; if it still fails: 503 with
 ``Retry-After`` (the sender retries; nothing half-stored). Delivery bodies and ids are never
 logged.
 """
