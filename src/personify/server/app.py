@@ -156,7 +156,11 @@ def create_app(
         routes += control.routes()
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(ObserveMiddleware, state=state)],
+        middleware=[
+            # open pixel and click redirect answered before routing (the hottest routes)
+            Middleware(engagement.FastTracking, state=state),
+            Middleware(ObserveMiddleware, state=state),
+        ],
         exception_handlers={HTTPException: _http_error, ApiError: _api_error},
     )
     app.state.personify = state

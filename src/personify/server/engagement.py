@@ -3,25 +3,48 @@
 Both verify the signed token (:func:`personify.engagement.verify`, HMAC with the project's
 ``signing_key``); a forged, altered or malformed token answers 404 and records nothing. A valid
 one answers at once — the pixel (a 43-byte transparent GIF) or a 302 to the URL *inside the
-token* (never a URL from the query string: no open redirect) — and the hit joins a queue that one
-recorder thread drains: every hit waiting is recorded together
-(:func:`personify.engagement.record.record_many`: one lookup, one store), so a slow warehouse never
-delays a reader and a burst of hits costs one transaction, not one each. Hits still queued when
-the server stops are lost (they are measurements, not orders). ``HEAD`` is answered the same
-way and flagged as a scanner's. No authentication: the token is the credential; the access log
+token* (never a URL from the query string: no open redirect). ``HEAD`` is answered the same way
+and flagged as a scanner's. No authentication: the token is the credential; the access log
 names the route template, never the token.
+
+**Fast path.** These are the hottest routes of the server (every email opened, every link
+followed), so :class:`FastTracking` — a pure-ASGI middleware in front of the app — answers them
+without the router, request and response objects: one path check, one token verification with
+the key read once, pre-built headers; the request metrics and the access log are kept as for
+every route.
+
+**Durable hits.** A hit is appended to a journal file (``.personify/engagement/hits-PID-N.jsonl``,
+one JSON line, written to the operating system before the answer) and queued; one recorder
+thread drains the queue and records every hit waiting together
+(:func:`personify.engagement.record.record_many`: one lookup, one store), so a slow warehouse
+never delays a reader. Before each batch the recorder starts a new journal segment; once every
+hit of the old segment is recorded, the old segment is deleted — a segment whose hits could not
+be recorded (warehouse down) is kept. On a graceful stop (SIGTERM, Ctrl-C) the server records
+what is queued before it closes the warehouse (:func:`stop_recorder`); after a crash (SIGKILL,
+out of memory) the next start replays the segments left by processes that are gone
+(:func:`start_recorder`). Replaying is idempotent: a hit's event id is deterministic, so a hit
+recorded just before the crash is not stored twice. (A process crash loses nothing; a power
+failure can lose the last moments the operating system had not yet written to disk.)
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import queue
 import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from personify import clock
 from personify.delivery.tokens import project_key
@@ -31,13 +54,16 @@ from personify.engagement.tokens import Kind
 from personify.errors import ConfigError, PersonifyError
 from personify.server.metrics import Counter
 from personify.server.openapi import Content, Operation, operation
+from personify.server.protocol import INSTANCE_HEADER
 from personify.server.state import ServerState, state_of
-from personify.server.tracking_http import client_ip
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("personify.server.access")
 KEY = "engagement.counter"
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _NO_STORE = {"cache-control": "no-store, no-cache, must-revalidate, private", "pragma": "no-cache"}
+PIXEL_ROUTE = "/o/{token}.gif"
+CLICK_ROUTE = "/c/{token}"
 
 
 def _counter(state: ServerState) -> Counter:
@@ -46,86 +72,240 @@ def _counter(state: ServerState) -> Counter:
         found = state.extras[KEY] = state.registry.counter(
             "personify_engagement_hits_total",
             "Open and click tracking hits by kind and outcome (person, machine, unknown, "
-            "repeat, invalid, failed).",
+            "repeat, invalid, failed, replayed).",
             ("kind", "outcome"),
         )
     assert isinstance(found, Counter)
     return found
 
 
+_NO_KEY = b""
+
+
+def _key(state: ServerState) -> bytes:
+    """The project's signing key, read once per server (``b""`` when there is none)."""
+    found = state.extras.get("engagement.key")
+    if found is None:
+        try:
+            found = project_key(state.session.project)
+        except ConfigError:
+            found = _NO_KEY
+        state.extras["engagement.key"] = found
+    assert isinstance(found, bytes)
+    return found
+
+
 def _claim(state: ServerState, kind: Kind, token: str) -> TrackingClaim | None:
-    try:
-        key = project_key(state.session.project)
-    except ConfigError:
-        return None
-    return verify(key, kind, token)
+    key = _key(state)
+    return verify(key, kind, token) if key else None
 
 
+# ------------------------------------------------------------------------------ the journal
 RECORDER = "engagement.recorder"
 BATCH = 2000
+STOP_SECONDS = 60.0
+"""How long a graceful stop waits for the queued hits to be recorded (they stay in the journal
+otherwise, for the next start)."""
 _START = threading.Lock()
+_Line = tuple[str, str, str, int | None, str | None, int, str, str | None, str]
 
 
-def _drain(state: ServerState, hits: queue.SimpleQueue[Hit]) -> None:
-    counter = _counter(state)
-    while True:
-        batch = [hits.get()]
-        while len(batch) < BATCH:
-            try:
-                batch.append(hits.get_nowait())
-            except queue.Empty:
-                break
-        session = state.session
+def _line(hit: Hit) -> bytes:
+    c = hit.claim
+    at = int(hit.at.timestamp() * 1_000_000)
+    fields: _Line = (c.kind, c.key, c.customer_id, c.link, c.url, at, hit.agent, hit.ip, hit.method)
+    return msgspec.json.encode(fields) + b"\n"
+
+
+def _unline(raw: bytes) -> Hit | None:
+    try:
+        kind, key, customer, link, url, at, agent, ip, method = msgspec.json.decode(raw)
+        claim = TrackingClaim("click" if kind == "click" else "open", key, customer, link, url)
+        when = datetime.fromtimestamp(at / 1_000_000, UTC)
+        return Hit(claim, when, str(agent), ip, str(method))
+    except (msgspec.DecodeError, ValueError, TypeError):
+        return None  # a line cut short by a crash mid-write: nothing to replay
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Mark:
+    """Every hit of ``segment`` is ahead of this in the queue."""
+
+    def __init__(self, segment: Path) -> None:
+        self.segment = segment
+
+
+_STOP = object()
+
+
+class Recorder:
+    """The journal and the recorder thread of one server (see the module docstring)."""
+
+    def __init__(self, state: ServerState, folder: Path) -> None:
+        self.state = state
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.pid = os.getpid()
+        self.seq = 0
+        self.lock = threading.Lock()
+        self.hits: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.path, self.fd = self._segment()
+        self.thread = threading.Thread(target=self._run, name="engagement-recorder", daemon=True)
+        self.stopped = False
+
+    def _segment(self) -> tuple[Path, int]:
+        self.seq += 1
+        path = self.folder / f"hits-{self.pid}-{self.seq:08d}.jsonl"
+        return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def add(self, hit: Hit) -> None:
+        """Journal ``hit`` (written to the OS before this returns), then queue it."""
+        line = _line(hit)
+        with self.lock:
+            os.write(self.fd, line)
+            self.hits.put(hit)
+
+    def _rotate(self) -> Path:
+        with self.lock:
+            old, old_fd = self.path, self.fd
+            self.path, self.fd = self._segment()
+            self.hits.put(_Mark(old))
+        os.close(old_fd)
+        return old
+
+    def leftovers(self) -> list[Path]:
+        """Journal segments of processes that are gone (a crash, a kill)."""
+        out = []
+        for path in sorted(self.folder.glob("hits-*.jsonl")):
+            parts = path.stem.split("-")
+            if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+                out.append(path)
+        return out
+
+    def _record(self, batch: list[Hit], outcome: str | None = None) -> bool:
+        """Record ``batch``; ``False`` when the warehouse refused (the segment is kept)."""
+        if not batch:
+            return True
+        counter = _counter(self.state)
+        session = self.state.session
         try:
             done = record_many(session.warehouse, session.project, batch)
         except PersonifyError as e:
-            log.warning("%d tracking hits not recorded: %s", len(batch), type(e).__name__)
+            log.warning("%d tracking hits not recorded yet: %s", len(batch), type(e).__name__)
             for hit in batch:
                 counter.inc(kind=hit.claim.kind, outcome="failed")
-            continue
+            return False
         except Exception:  # keep the recorder alive whatever happens; the log has the type
-            log.exception("tracking hits not recorded")
-            continue
+            log.exception("tracking hits not recorded yet")
+            return False
         for hit, result in zip(batch, done, strict=True):
-            if result.message_id is None:
-                outcome = "unknown"
+            if outcome is not None:
+                kind = outcome
+            elif result.message_id is None:
+                kind = "unknown"
             elif not result.new:
-                outcome = "repeat"
+                kind = "repeat"
             else:
-                outcome = "machine" if result.machine else "person"
-            counter.inc(kind=hit.claim.kind, outcome=outcome)
+                kind = "machine" if result.machine else "person"
+            counter.inc(kind=hit.claim.kind, outcome=kind)
+        return True
+
+    def replay(self, segments: Iterable[Path]) -> int:
+        """Record the hits of ``segments`` (left by a crash); delete each one recorded."""
+        total = 0
+        for path in segments:
+            hits = [h for h in map(_unline, path.read_bytes().splitlines()) if h is not None]
+            ok = all(
+                self._record(hits[i : i + BATCH], "replayed") for i in range(0, len(hits), BATCH)
+            )
+            if ok:
+                path.unlink(missing_ok=True)
+                total += len(hits)
+        if total:
+            log.info("replayed %d tracking hits journalled before a crash", total)
+        return total
+
+    def _run(self) -> None:
+        self.replay(self.leftovers())
+        stopping = False
+        while not stopping:
+            first = self.hits.get()
+            if first is _STOP:
+                break
+            if isinstance(first, _Mark):
+                continue
+            self._rotate()
+            pending: list[Hit] = [first]
+            ok = True
+            while True:
+                item = self.hits.get()
+                if isinstance(item, _Mark):
+                    break
+                if item is _STOP:
+                    stopping = True
+                    continue
+                pending.append(item)
+                if len(pending) >= BATCH:
+                    ok = self._record(pending) and ok
+                    pending = []
+            ok = self._record(pending) and ok
+            if ok:
+                item.segment.unlink(missing_ok=True)
+        with self.lock:
+            os.close(self.fd)
+            if self.path.stat().st_size == 0:
+                self.path.unlink(missing_ok=True)
+            self.stopped = True
+
+    def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Record what is queued, then end the thread; ``False`` when it did not finish in
+        ``timeout`` (the journal keeps the rest for the next start)."""
+        self.hits.put(_STOP)
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
 
 
-def _record(state: ServerState, hit: Hit) -> None:
-    """Queue ``hit`` for the recorder thread (started on first use)."""
-    hits = state.extras.get(RECORDER)
-    if hits is None:
+def start_recorder(state: ServerState) -> Recorder:
+    """This server's recorder (started on first use, or by ``personify serve`` at start so the
+    hits a crash left in the journal are recorded at once)."""
+    found = state.extras.get(RECORDER)
+    if found is None:
         with _START:
-            hits = state.extras.get(RECORDER)
-            if hits is None:
-                hits = queue.SimpleQueue()
-                thread = threading.Thread(
-                    target=_drain, args=(state, hits), name="engagement-recorder", daemon=True
-                )
-                thread.start()
-                state.extras[RECORDER] = hits
-    assert isinstance(hits, queue.SimpleQueue)
-    hits.put(hit)
+            found = state.extras.get(RECORDER)
+            if found is None:
+                found = Recorder(state, state.session.project.state_dir / "engagement")
+                found.thread.start()
+                state.extras[RECORDER] = found
+    assert isinstance(found, Recorder)
+    return found
 
 
-def _hit(request: Request, claim: TrackingClaim) -> Hit:
-    return Hit(
-        claim,
-        clock.now(),
-        request.headers.get("user-agent", "")[:512],
-        client_ip(request),
-        request.method,
-    )
+def stop_recorder(state: ServerState, timeout: float = STOP_SECONDS) -> None:
+    """Record the queued hits before the warehouse closes (``personify serve`` on shutdown)."""
+    found = state.extras.get(RECORDER)
+    if isinstance(found, Recorder) and not found.stopped and not found.stop(timeout):
+        log.warning("tracking hits still queued after %.0f s stay journalled", timeout)
 
 
+# ----------------------------------------------------------------------------- answering
 def _not_found(state: ServerState, kind: Kind) -> Response:
     _counter(state).inc(kind=kind, outcome="invalid")
     return Response("not found", status_code=404, media_type="text/plain", headers=_NO_STORE)
+
+
+def _hit(state: ServerState, claim: TrackingClaim, agent: str, ip: str | None, method: str) -> None:
+    start_recorder(state).add(Hit(claim, clock.now(), agent[:512], ip, method))
 
 
 _TOKEN = Content("Not a valid tracking token.", {"type": "string"}, "text/plain")
@@ -141,12 +321,14 @@ _TOKEN = Content("Not a valid tracking token.", {"type": "string"}, "text/plain"
     )
 )
 async def pixel(request: Request) -> Response:
-    """``GET /o/{token}.gif``."""
+    """``GET /o/{token}.gif`` (answered by :class:`FastTracking`; this is the documented
+    route and the fallback)."""
     state = state_of(request)
     claim = _claim(state, "open", str(request.path_params["token"]))
     if claim is None:
         return _not_found(state, "open")
-    _record(state, _hit(request, claim))
+    client = request.client.host if request.client else None
+    _hit(state, claim, request.headers.get("user-agent", ""), client, request.method)
     return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
 
 
@@ -160,12 +342,13 @@ async def pixel(request: Request) -> Response:
     )
 )
 async def click(request: Request) -> Response:
-    """``GET /c/{token}``."""
+    """``GET /c/{token}`` (see :func:`pixel`)."""
     state = state_of(request)
     claim = _claim(state, "click", str(request.path_params["token"]))
     if claim is None or claim.url is None:
         return _not_found(state, "click")
-    _record(state, _hit(request, claim))
+    client = request.client.host if request.client else None
+    _hit(state, claim, request.headers.get("user-agent", ""), client, request.method)
     headers = {**_NO_STORE, "location": claim.url, "referrer-policy": "no-referrer"}
     return Response(b"", status_code=302, headers=headers)
 
@@ -173,6 +356,77 @@ async def click(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     """The tracking routes."""
     return [
-        Route("/o/{token}.gif", pixel, methods=["GET"]),
-        Route("/c/{token}", click, methods=["GET"]),
+        Route(PIXEL_ROUTE, pixel, methods=["GET", "HEAD"]),
+        Route(CLICK_ROUTE, click, methods=["GET", "HEAD"]),
     ]
+
+
+class FastTracking:
+    """Answers ``GET``/``HEAD`` ``/o/{token}.gif`` and ``/c/{token}`` before the router (see
+    the module docstring); everything else goes on to ``app``."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        instance = (INSTANCE_HEADER.encode(), state.instance.encode())
+        no_store = [(k.encode(), v.encode()) for k, v in _NO_STORE.items()]
+        self.pixel_headers = [
+            (b"content-type", b"image/gif"),
+            (b"content-length", str(len(PIXEL)).encode()),
+            *no_store,
+            instance,
+        ]
+        self.redirect_headers = [
+            (b"content-length", b"0"),
+            (b"referrer-policy", b"no-referrer"),
+            *no_store,
+            instance,
+        ]
+        self.missing_headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"9"),
+            *no_store,
+            instance,
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/o/") and path.endswith(".gif") and path.count("/") == 2:
+            kind: Kind = "open"
+            token, route = path[3:-4], PIXEL_ROUTE
+        elif path.startswith("/c/") and path.count("/") == 2:
+            kind, token, route = "click", path[3:], CLICK_ROUTE
+        else:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method not in ("GET", "HEAD") or not token:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = self.state
+        claim = _claim(state, kind, token)
+        if claim is None or (kind == "click" and claim.url is None):
+            _counter(state).inc(kind=kind, outcome="invalid")
+            status, headers, body = 404, self.missing_headers, b"not found"
+        else:
+            agent = ""
+            for name, value in scope["headers"]:
+                if name == b"user-agent":
+                    agent = value.decode("latin-1")
+                    break
+            client = scope.get("client")
+            _hit(state, claim, agent, client[0] if client else None, method)
+            if kind == "open":
+                status, headers, body = 200, self.pixel_headers, PIXEL
+            else:
+                assert claim.url is not None
+                location = (b"location", claim.url.encode("utf-8"))
+                status, headers, body = 302, [location, *self.redirect_headers], b""
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        seconds = time.perf_counter() - started
+        state.requests.inc(method=method, route=route, status=str(status))
+        state.latency.observe(seconds, route=route)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %d %.1fms", method, route, status, seconds * 1000)

@@ -11,7 +11,8 @@ Order matters:
    commands forward (connections made before uvicorn accepts wait in the listen backlog);
 5. serve with uvicorn until a signal: it stops accepting, finishes in-flight requests (a running
    forwarded command included; a second Ctrl-C forces), and returns;
-6. withdraw ``server.json``, close the warehouse, release the lock, close the socket.
+6. record the queued open/click hits, withdraw ``server.json``, close the warehouse, release the
+   lock, close the socket.
 
 Signals are turned into :class:`Stopped` (a ``BaseException``) before uvicorn installs its own
 handlers and after it re-raises the signal it caught, so a signal at any moment ends in step 6
@@ -199,6 +200,10 @@ def _serve(
     if applier is not None:  # what a scheduled sync stored is applied like events
         scheduler.on_synced = applier.submit_synced
     attach_bus(stack, app.state.personify, role)  # with bus: configured, before any request
+    from personify.server.engagement import start_recorder, stop_recorder
+
+    start_recorder(app.state.personify)  # replays tracking hits a crash left in the journal
+    stack.callback(stop_recorder, app.state.personify)  # queued hits recorded before closing
     config = uvicorn.Config(
         app,
         log_config=logging_config(log_level),
