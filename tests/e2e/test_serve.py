@@ -257,3 +257,74 @@ def test_postgres_projects_are_not_forwarded(postgres_url: str, tmp_path: Path) 
         assert server.stop() == 0
     finally:
         server.stop()
+
+
+CART_JOURNEY = """name: cart_now
+trigger: {event: Product Added, key: properties.cart_id, within: 24h}
+purpose: email_marketing
+steps:
+  - wait: 2s
+  - send: cart_now
+"""
+
+
+@pytest.mark.timeout(180)
+def test_continuous_mode_enters_journeys_and_sends_after_the_wait(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    """A served project: a Product Added enters its journey in the event's real-time pass, and
+    the server's tick sends the email once the wait expired — no `personify run`."""
+    (project_dir / "journeys" / "cart_now.yml").write_text(CART_JOURNEY)
+    (project_dir / "templates" / "cart_now.liquid").write_text(
+        '---\nsubject: "Your cart"\nlayout: none\n---\n<p>Hi {{ customer.first_name }}</p>\n'
+    )
+    env = dict(
+        line.split("=", 1) for line in (project_dir / ".env").read_text().splitlines() if line
+    )
+    server = start_server(project_dir, tmp_path / "serve.log")
+    try:
+        auth = (env["PERSONIFY_WRITE_KEY"], "")
+        with httpx.Client(base_url=server.url, auth=auth, timeout=30, trust_env=False) as http:
+            http.post(
+                "/v1/identify",
+                json={
+                    "userId": "u-9",
+                    "messageId": "m-identify",
+                    "traits": {"email": "ann@example.com", "first_name": "Ann"},
+                },
+            ).raise_for_status()
+            p = str(project_dir)
+            deadline = time.monotonic() + 30
+            while not run_json("sql", "SELECT customer_id FROM customers", "--project", p)["rows"]:
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.2)
+            consent = ["consent", "set", "ann@example.com", "--purpose", "email_marketing"]
+            assert run(*consent, "--status", "granted", "--project", p).returncode == 0
+            added = time.monotonic()
+            http.post(
+                "/v1/track",
+                json={
+                    "userId": "u-9",
+                    "messageId": "m-added",
+                    "event": "Product Added",
+                    "properties": {"cart_id": "c-1", "product_id": "p1"},
+                },
+            ).raise_for_status()
+        outbox = project_dir / "outbox"
+        while not list(outbox.glob("*.eml")):
+            assert time.monotonic() - added < 60, server.output()
+            time.sleep(0.1)
+        assert time.monotonic() - added >= 2  # not before the wait
+        families = {f.name: f for f in text_string_to_metric_families(server.get("/metrics").text)}
+        reactions = {
+            s.labels["kind"]: s.value for s in families["personify_realtime_reactions"].samples
+        }
+        assert reactions.get("journey_entered") == 2  # cart_now and the scaffold's abandoned_cart
+        assert len(list(outbox.glob("*.eml"))) == 1  # abandoned_cart still waits its hour
+        assert families["personify_event_to_profile_seconds"].samples
+        status = run_json("status", "--project", p)
+        assert status["queues"]["server"]["continuous"] is True
+        assert status["queues"]["server"]["applied"] >= 2
+        assert "hit_ratio" in status["queues"]["server"]["cache"]
+    finally:
+        server.stop()
