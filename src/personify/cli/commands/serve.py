@@ -27,15 +27,19 @@ def serve_command(
         typer.Option(
             "--role",
             help="all (default): everything in this process; with `bus: nats://…` in "
-            "personify.yml, ingest: the HTTP API publishing tracked events to the bus, worker: "
-            "store the bus's events in the warehouse (no HTTP). Run N of each on one "
-            "PostgreSQL warehouse.",
+            "personify.yml, ingest: the HTTP API publishing tracked events to the bus (no "
+            "continuous mode: the workers do it), worker: store the bus's events in the "
+            "warehouse and apply them (no HTTP). Run N of each on one PostgreSQL warehouse.",
         ),
     ] = "all",
     project: ProjectOpt = Path("."),
 ) -> None:
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
     profiles, health, metrics — and the sources' scheduled syncs (`schedule:` in personify.yml).
+
+    Continuous mode: every stored event, webhook delivery and synced record updates its
+    customer's profile, real-time segments, tags and journey entries within about a second; once
+    a second, due journey steps advance and due emails are sent (no `personify run` needed).
 
     On a DuckDB project the server owns the warehouse file, and every other `personify` command
     on the project runs through it (set PERSONIFY_NO_FORWARD=1 to opt out). It writes
