@@ -943,9 +943,16 @@ class AdminToken(_Base, frozen=True):
     """Who holds it (shown in the audit log, never the token)."""
     token: Secret
     """Use ``${VAR}``."""
-    scopes: tuple[Literal["profiles:read", "privacy", "admin"], ...] = ("profiles:read",)
-    """``profiles:read`` (profile API), ``privacy`` (export, erase, consent API), ``admin``
-    (everything)."""
+    scopes: tuple[Literal["profiles:read", "privacy", "privacy:masked", "admin"], ...] = (
+        "profiles:read",
+    )
+    """``profiles:read`` (profile API), ``privacy`` (export, erase, consent API), ``privacy:masked``
+    (the export API only, personal data masked), ``admin`` (everything)."""
+
+
+EncryptedField = Literal[
+    "customers.email", "customers.phone", "customers.first_name", "customers.last_name"
+]
 
 
 class PrivacyConfig(_Base, frozen=True):
@@ -961,6 +968,15 @@ class PrivacyConfig(_Base, frozen=True):
     confirm_url: str = "http://127.0.0.1:8787/v1/privacy/confirm/"
     """Base of double-opt-in confirmation links (the token is appended); ``personify serve``
     answers them."""
+    encrypted_fields: tuple[EncryptedField, ...] = ()
+    """``customers`` columns stored encrypted under ``encryption_keys`` (sealed by the privacy
+    stage of every run, decrypted where the value is used: rendering and sending, profiles,
+    exports); ``email`` and ``phone`` also get a blind index for lookups. Consent proof (IP, user
+    agent, form) is always encrypted when there is a key ring. See README, "Privacy"."""
+    blind_index_key: Secret | None = None
+    """Key of the blind index (HMAC-SHA256 of the normalized email or phone), e.g.
+    ``${PERSONIFY_BLIND_INDEX_KEY}``; default: a key derived from ``signing_key``. After changing
+    it run ``personify privacy rotate-keys`` (every index is recomputed)."""
 
 
 # --------------------------------------------------------------------------------------- quality
@@ -1129,6 +1145,16 @@ class ProjectConfig(_Base, frozen=True):
                     f"two sources are named {source.name!r}; names must be unique",
                 )
             seen.add(source.name)
+        keys: dict[str, str] = {}
+        for i, source in enumerate(self.sources):
+            if isinstance(source, TrackingSource) and source.write_key:
+                other = keys.setdefault(source.write_key.reveal(), source.name)
+                if other != source.name:
+                    raise _FieldError(
+                        ("sources", i, "write_key"),
+                        f"sources {other!r} and {source.name!r} share a write key: a write key "
+                        "belongs to one source (its events are recorded as that source's)",
+                    )
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ class Session:
         self.lock_timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
         self._warehouse: Warehouse | None = warehouse
         self._owns_warehouse = warehouse is None
+        if warehouse is not None:
+            from personify.privacy.fields import attach  # encrypted customers columns
+
+            attach(warehouse, project)
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +80,9 @@ class Session:
                     lock_timeout=self.lock_timeout,
                 )
                 self._owns_warehouse = True
+                from personify.privacy.fields import attach  # encrypted customers columns
+
+                attach(self._warehouse, self.project)
             return self._warehouse
 
     def close(self) -> None:

@@ -25,6 +25,8 @@ from personify.delivery.events import EspEvent
 from personify.delivery.tokens import UnsubscribeClaim
 from personify.privacy.audit import log_action
 from personify.privacy.consent import record
+from personify.privacy.crypto import is_encrypted
+from personify.privacy.fields import decrypt_rows, lookup
 from personify.privacy.hashing import hash_normalized, project_key, subject_hash
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import SUPPRESSIONS
@@ -115,9 +117,15 @@ def unsubscribe(
     at = at or clock.now()
     customer_id = current_ids(wh, [claim.customer_id])[claim.customer_id]
     emails = [
-        str(e)
-        for (e,) in wh.fetch("SELECT email FROM customers WHERE customer_id = ?", [customer_id])
-        if e
+        str(row["email"])
+        for row in decrypt_rows(  # an encrypted address (privacy.encrypted_fields) in plain
+            wh,
+            wh.fetch_arrow(
+                "SELECT customer_id, email FROM customers WHERE customer_id = ?", [customer_id]
+            ).to_pylist(),
+            strict=False,
+        )
+        if row["email"] and not is_encrypted(row["email"])
     ]
     entries: list[tuple[str | None, str | None]] = [(customer_id, None)]
     entries += [(customer_id, e) for e in emails]
@@ -173,6 +181,9 @@ def apply_events(
             chunk,
         ):
             holders.setdefault(str(email), set()).add(str(cid))
+    for address in addresses:  # an encrypted address column: through its blind index
+        for cid in lookup(wh, "email", address):
+            holders.setdefault(address, set()).add(cid)
     named = current_ids(wh, [e.customer_id for e in events if e.customer_id])
     entries: list[tuple[str | None, str | None]] = []
     reasons: dict[tuple[str | None, str | None], str] = {}

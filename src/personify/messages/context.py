@@ -9,6 +9,7 @@ from typing import Any
 
 from personify.config import Project
 from personify.errors import NotFound, PersonifyError
+from personify.privacy.fields import decrypt_row, lookup
 from personify.profiles import resolve_customer
 from personify.realtime.cache import cache_of
 from personify.warehouse.base import Warehouse
@@ -40,8 +41,12 @@ def read_customers(wh: Warehouse, customer_ids: Iterable[str]) -> dict[str, dict
         return {}
     cache = cache_of(wh)  # a serving process reads through its profile cache
     if cache is None:
-        return _read_customers(wh, ids)
-    return {c: dict(row) for c, row in cache.get_many(ids, partial(_read_customers, wh)).items()}
+        found = _read_customers(wh, ids)
+    else:
+        found = cache.get_many(ids, partial(_read_customers, wh))
+    # encrypted columns (privacy.encrypted_fields) in plain text only here, at use: the cache
+    # keeps them sealed; a value that does not decrypt stays sealed and fails that one send
+    return {c: decrypt_row(wh, row, strict=False) for c, row in found.items()}
 
 
 def _read_customers(wh: Warehouse, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -65,8 +70,10 @@ def read_customer(wh: Warehouse, who: str, project: Project) -> dict[str, Any]:
         "SELECT customer_id FROM customers WHERE lower(email) = ? ORDER BY customer_id LIMIT 1",
         [text.lower()],
     )
-    if rows:
-        return read_customers(wh, [str(rows[0][0])])[str(rows[0][0])]
+    indexed = lookup(wh, "email", text)  # an encrypted email column: its blind index
+    first = str(rows[0][0]) if rows else (indexed[0] if indexed else None)
+    if first is not None and (found := read_customers(wh, [first])):
+        return found[first]
     raise NotFound(f"no customer {who!r}", hint="pass a customer id or email; run `personify run`")
 
 

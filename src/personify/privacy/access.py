@@ -5,8 +5,13 @@ Tokens come from the project file: ``admin_token`` (every scope — the one ``pe
 writes) and ``admin_tokens`` (each with a ``name`` and its ``scopes``). Scopes:
 
 * ``profiles:read`` — ``GET /v1/profiles/…``;
-* ``privacy`` — ``/v1/privacy/…`` (export, erase, consent);
+* ``privacy`` — ``/v1/privacy/…`` (export, erase, consent), raw personal data;
+* ``privacy:masked`` — ``GET /v1/privacy/export`` only, with personal data masked (``***@domain``,
+  ``+***78``, ``A***``, ``192.x.x.x``): a support role that may see *what* is held about a person
+  but not the values (:func:`personify.privacy.masking.mask_document`);
 * ``admin`` — every scope.
+
+A scope implies the narrower ones (:data:`IMPLIED`): ``privacy`` includes ``privacy:masked``.
 
 A presented token is compared with *every* configured token (:func:`hmac.compare_digest`, no
 early exit), so timing says nothing about which one nearly matched. :class:`FailureLimiter` counts
@@ -23,7 +28,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-SCOPES: tuple[str, ...] = ("profiles:read", "privacy", "admin")
+SCOPES: tuple[str, ...] = ("profiles:read", "privacy", "privacy:masked", "admin")
+IMPLIED: dict[str, frozenset[str]] = {"privacy": frozenset({"privacy:masked"})}
+"""Scopes a scope includes (``admin`` includes every scope)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,16 @@ class Grant:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return (
+            "admin" in self.scopes
+            or scope in self.scopes
+            or any(scope in IMPLIED.get(s, ()) for s in self.scopes)
+        )
+
+    @property
+    def sees_pii(self) -> bool:
+        """Whether exports show raw personal data (``privacy`` or ``admin``), else masked."""
+        return self.allows("privacy")
 
 
 class AdminTokens:

@@ -12,6 +12,13 @@
 Tokens are :mod:`personify.signed` tokens (HMAC-SHA256 under ``signing_key``, domain
 ``confirm-consent``), name the customer, purpose and channel, and expire after
 :data:`VALID_FOR`.
+
+:func:`send_confirmation` emails the link through the project's transport (outbox, SMTP, ESP):
+template ``confirm_subscription`` (the project's ``templates/``, else the packaged one),
+recorded in ``messages`` (journey ``double_opt_in``, purpose ``transactional`` — the person asked
+for it, so no marketing consent is needed; it grants nothing by itself). Idempotent: one email
+per person, purpose, channel and day (key ``doi:…``) however often the sign-up is repeated —
+which also keeps a sign-up form from being used to flood someone's mailbox.
 """
 
 from __future__ import annotations
@@ -19,10 +26,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
+from personify.errors import NotFound, PersonifyError
 from personify.privacy.consent import record_pending, set_consent
 from personify.privacy.crypto import project_ring
 from personify.privacy.hashing import project_key
@@ -31,6 +42,10 @@ from personify.warehouse.base import Warehouse
 
 VALID_FOR = timedelta(days=7)
 _DOMAIN = "confirm-consent"
+TEMPLATE = "confirm_subscription"
+JOURNEY = "double_opt_in"
+PURPOSE = "transactional"
+_PACKAGED = Path(__file__).resolve().parents[1] / "scaffold" / "templates"
 
 
 @dataclass(frozen=True)
@@ -105,3 +120,83 @@ def confirm(
         source_kinds=project.config.identity.source_kinds,
         cipher=project_ring(project),
     )
+
+
+def _template(project: Project) -> Any:
+    """The project's ``confirm_subscription`` template, else the packaged one."""
+    from personify.messages import TemplateStore, template_store
+
+    try:
+        return template_store(project).get(TEMPLATE)
+    except NotFound:
+        return TemplateStore(_PACKAGED).get(TEMPLATE)
+
+
+def send_confirmation(
+    wh: Warehouse,
+    project: Project,
+    customer_id: str,
+    url: str,
+    *,
+    purpose: str,
+    channel: str = "email",
+) -> dict[str, Any]:
+    """Email the confirmation link ``url`` to the customer (see the module doc). Returns
+    ``{"key", "status": "sent" | "already_sent" | "failed", "error"?}``; raises nothing for a
+    person without a usable address (``failed`` with the reason, recorded in ``messages``)."""
+    from personify.delivery import prepare_one, transport_for
+    from personify.messages import read_customers
+    from personify.warehouse.schema import MESSAGES
+
+    now = clock.now()
+    key = f"doi:{customer_id}:{purpose}:{channel}:{now:%Y-%m-%d}"
+    written = wh.load(
+        MESSAGES,
+        pa.table(
+            {
+                "idempotency_key": [key],
+                "customer_id": [customer_id],
+                "journey": [JOURNEY],
+                "template": [TEMPLATE],
+                "status": ["queued"],
+                "purpose": [PURPOSE],
+                "decided_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        on_conflict="ignore",
+    )
+    if (
+        not written
+        and wh.scalar("SELECT status FROM messages WHERE idempotency_key = ?", [key]) == "sent"
+    ):
+        return {"key": key, "status": "already_sent"}
+    transport = None
+    try:
+        customer = read_customers(wh, [customer_id]).get(customer_id)
+        if customer is None:
+            raise NotFound(f"customer {customer_id} has no profile yet")
+        variables = {
+            "confirmation_url": url,
+            "purpose": purpose,
+            "valid_days": VALID_FOR.days,
+        }
+        envelope = prepare_one(
+            project, _template(project), customer, variables, key=key, date=now, purpose=purpose
+        )
+        transport = transport_for(project)
+        transport.send(envelope)
+    except PersonifyError as e:  # no usable address, a template error, the transport down
+        wh.execute(
+            "UPDATE messages SET status = 'failed', error = ? WHERE idempotency_key = ?",
+            [type(e).__name__ + ": " + e.message[:200], key],
+        )
+        return {"key": key, "status": "failed", "error": e.message}
+    finally:
+        if transport is not None:
+            transport.close()
+    wh.execute(
+        "UPDATE messages SET status = 'sent', sent_at = ?, subject = ?, transport = ? "
+        "WHERE idempotency_key = ?",
+        [clock.now(), envelope.subject, getattr(transport, "name", None), key],
+    )
+    return {"key": key, "status": "sent"}

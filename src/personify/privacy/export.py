@@ -19,6 +19,7 @@ from personify import clock
 from personify.config import OutboxDelivery, Project
 from personify.privacy.audit import customer_hash
 from personify.privacy.crypto import ENCRYPTED_FIELDS, KeyRing, is_encrypted, project_ring
+from personify.privacy.fields import from_project
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import resolve
@@ -26,7 +27,10 @@ from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Table
 
 FORMAT_VERSION = 1
-_HIDDEN: dict[str, tuple[str, ...]] = {"suppressions": ("subject_hash",)}
+_HIDDEN: dict[str, tuple[str, ...]] = {
+    "suppressions": ("subject_hash",),
+    "field_index": ("value_hash",),
+}
 """Columns left out of the export (keyed hashes mean nothing to the person)."""
 
 
@@ -101,6 +105,9 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
     f = footprint(wh, customer_id, project.config.identity)
     tables = {t.name: _rows(wh, t, f) for t in personal_tables()}
     _decrypt(tables, project_ring(project))
+    cipher = from_project(project)
+    if cipher is not None:
+        tables["customers"] = [cipher.decrypt_row(r) for r in tables.get("customers", [])]
     return {
         "format": FORMAT_VERSION,
         "generated_at": clock.now(),

@@ -7,7 +7,8 @@ log calls already avoid personal data (they log counts, names of sources and exc
 the filter is the net under them — a driver message or a third-party library that quotes a row.
 
 :func:`mask_value` masks one value by column name (``email``, ``phone``, names, addresses, IPs),
-for reports and exports shown to roles without access to raw PII.
+for reports and exports shown to roles without access to raw PII; :func:`mask_document` a whole
+JSON document (a subject access export for a ``privacy:masked`` token).
 """
 
 from __future__ import annotations
@@ -120,3 +121,24 @@ def _mask_nested(value: Any) -> Any:
     if isinstance(value, list):
         return [_mask_nested(v) for v in value]
     return mask_text(value) if isinstance(value, str) else value
+
+
+def mask_document(doc: Any) -> Any:
+    """``doc`` (dicts, lists, scalars) with personal data masked: values under PII keys
+    (:data:`PII_COLUMNS`, ``c_email`` …) by kind, an identifier's ``value`` by its ``kind``, and
+    emails, phones and IPs inside any other text. Ids, counts and times are left as they are."""
+    if isinstance(doc, dict):
+        kind = doc.get("kind")
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            column = _column_kind(str(key))
+            if key == "value" and isinstance(kind, str) and kind in PII_COLUMNS:
+                out[key] = mask_value(kind, value)
+            elif column is not None and not isinstance(value, dict | list):
+                out[key] = mask_value(column, value)
+            else:
+                out[key] = mask_document(value)
+        return out
+    if isinstance(doc, list):
+        return [mask_document(v) for v in doc]
+    return mask_text(doc) if isinstance(doc, str) else doc

@@ -7,7 +7,9 @@
 3. re-links suppression tombstones: an email or phone suppression (an erasure, an unsubscribe)
    holds only a keyed hash; when re-ingested data brings the address back under a new customer,
    the tombstone is pointed at that customer, so it is not marketable again until it opts in
-   after the tombstone (see :func:`~personify.privacy.consent.consented`).
+   after the tombstone (see :func:`~personify.privacy.consent.consented`);
+4. encrypts the plain values of ``privacy.encrypted_fields`` the profile build wrote, and
+   indexes them (:mod:`.fields`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from personify.identity import state
 from personify.privacy.consent import backfill_history, sync_source_kinds
 from personify.privacy.crypto import project_ring
+from personify.privacy.fields import from_project, seal_customers
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized
 from personify.privacy.tracking import apply_tracking_consent
 from personify.session import Session
@@ -79,4 +82,7 @@ def privacy_stage(session: Session) -> dict[str, int]:
         counts["tombstones_relinked"] = (
             relink_tombstones(wh, secret.reveal().encode("utf-8")) if secret else 0
         )
+    cipher = from_project(project)
+    if cipher is not None:  # batches in their own transactions
+        counts["fields_sealed"] = seal_customers(wh, cipher)["sealed"]
     return counts

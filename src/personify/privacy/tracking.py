@@ -12,6 +12,12 @@ skipped: no address to email, nothing to consent to yet. Accepted shapes::
       "confirmed_at": "2026-01-02T10:00:00Z"}]
 
 A purpose without a channel is about ``email``. Unreadable entries are ignored.
+
+**Global Privacy Control.** A request with the ``Sec-GPC: 1`` header (the tracking API stores it
+as ``context.gpc: true``), or an event whose ``context.gpc`` is ``true`` (an SDK reading
+``navigator.globalPrivacyControl``), is a CCPA/CPRA opt-out of sale and sharing: ``data_sharing``
+is recorded ``revoked`` (proof: form ``Global Privacy Control``, the event's IP and user agent)
+— once, while it is not already revoked. It changes no other purpose.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import msgspec
 
 from personify.identity import state
-from personify.privacy.consent import record
+from personify.privacy.consent import DATA_SHARING, record
 from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import Warehouse
 
@@ -118,10 +124,28 @@ def _rows(wh: Warehouse) -> Iterator[tuple[str, str, datetime, str, str]]:
     yield from wh.fetch(
         "SELECT customer_id, source, timestamp, message_id, CAST(context AS VARCHAR) FROM events "
         f"WHERE {where} AND customer_id IS NOT NULL "
-        "AND json_extract(context, '$.consent') IS NOT NULL ORDER BY timestamp, message_id",
+        "AND (json_extract(context, '$.consent') IS NOT NULL "
+        "OR json_extract(context, '$.gpc') IS NOT NULL) ORDER BY timestamp, message_id",
         params,
     )
     state.put(wh, WATERMARK, upto.isoformat())
+
+
+GPC_FORM = "Global Privacy Control"
+
+
+def _gpc(value: object) -> bool:
+    return value is True or value == 1 or (isinstance(value, str) and value.strip() == "1")
+
+
+def _revoked(wh: Warehouse, customer_id: str) -> bool:
+    """Whether ``data_sharing`` is already revoked for ``customer_id`` (a repeated GPC signal on
+    every page view records nothing more)."""
+    status = wh.scalar(
+        "SELECT status FROM consents WHERE customer_id = ? AND purpose = ? AND channel = 'email'",
+        [customer_id, DATA_SHARING],
+    )
+    return bool(status == "revoked")
 
 
 def apply_tracking_consent(wh: Warehouse, cipher: KeyRing | None = None) -> int:
@@ -135,7 +159,10 @@ def apply_tracking_consent(wh: Warehouse, cipher: KeyRing | None = None) -> int:
             continue
         if not isinstance(context, dict):
             continue
-        for change in changes(context.get("consent")):
+        found = changes(context.get("consent"))
+        if _gpc(context.get("gpc")) and not _revoked(wh, customer_id):
+            found.append(Change(DATA_SHARING, "email", "revoked", {"form": GPC_FORM}))
+        for change in found:
             proof = _proof(context, change) | {"message_id": message_id}
             changed += record(
                 wh,

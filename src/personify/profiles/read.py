@@ -11,6 +11,7 @@ from typing import Any
 from personify.config import Project
 from personify.errors import NotFound
 from personify.identity.explain import find_node
+from personify.privacy.fields import decrypt_rows
 from personify.profiles.survivorship import Observation, rank, rule_for
 from personify.realtime import profile_cache
 from personify.warehouse.base import Warehouse
@@ -123,6 +124,7 @@ def _read(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]:
         raise NotFound(
             f"customer {customer_id} has no profile yet", hint="run `personify run` first"
         )
+    rows = decrypt_rows(wh, rows)  # privacy.encrypted_fields in plain text
     one = [customer_id]
     return {
         "customer_id": customer_id,

@@ -11,7 +11,8 @@
   needed: the signed link is the credential; ``GET`` shows a button, ``POST`` confirms).
 
 Every action lands in the audit log (actor ``api:<token name>``; ``admin_token`` is ``admin``).
-Tokens need the ``privacy`` scope (:mod:`personify.privacy.access`). Subjects are never logged; a
+Tokens need the ``privacy`` scope (:mod:`personify.privacy.access`); the export also answers a
+``privacy:masked`` token, with personal data masked. Subjects are never logged; a
 subject that names nobody answers 404 without quoting it.
 """
 
@@ -29,10 +30,11 @@ from personify.errors import NotFound
 from personify.privacy.audit import log_action
 from personify.privacy.consent import set_consent
 from personify.privacy.crypto import project_ring
-from personify.privacy.doi import confirm, request_confirmation
+from personify.privacy.doi import confirm, request_confirmation, send_confirmation
 from personify.privacy.erase import erase_subject, invalidate_cached
 from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
+from personify.privacy.masking import mask_document
 from personify.privacy.subjects import resolve
 from personify.server.openapi import ERROR, Content, Operation, operation
 from personify.server.profiles import check_admin
@@ -59,8 +61,12 @@ class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     proof: dict[str, Any] | None = None
     """``ip``, ``user_agent``, ``form``, ``confirmed_at`` (double opt-in) and anything else."""
     double_opt_in: bool = False
-    """A grant that waits for the person's confirmation: recorded ``pending``; the answer holds
-    the ``confirmation_url`` to email them."""
+    """A grant that waits for the person's confirmation: recorded ``pending``, the confirmation
+    email sent (template ``confirm_subscription``; once per person, purpose and day); the answer
+    holds the ``confirmation_url`` and what became of the email."""
+    send_email: bool = True
+    """With ``double_opt_in``: send the confirmation email (``false``: only return the link, for
+    a site that sends its own)."""
 
 
 class ErasureStep(msgspec.Struct, frozen=True):
@@ -83,7 +89,7 @@ def _body(raw: bytes, kind: type[Any]) -> Any:
         raise ApiError(400, f"invalid request body: {e}") from None
 
 
-def _export(state: ServerState, subject: str, actor: str) -> dict[str, Any]:
+def _export(state: ServerState, subject: str, actor: str, masked: bool) -> dict[str, Any]:
     wh, project = state.session.warehouse, state.session.project
     doc = export_subject(wh, project, subject)
     log_action(
@@ -92,8 +98,11 @@ def _export(state: ServerState, subject: str, actor: str) -> dict[str, Any]:
         actor=actor,
         customer_id=doc["customer_id"],
         key=optional_key(project),
-        detail={"rows": sum(doc["counts"].values())},
+        detail={"rows": sum(doc["counts"].values()), "masked": masked},
     )
+    if masked:
+        doc = mask_document(doc)
+        doc["masked"] = True
     return doc
 
 
@@ -124,7 +133,19 @@ def _consent(state: ServerState, req: ConsentRequest, actor: str) -> dict[str, A
             key=optional_key(project),
             detail={"purpose": req.purpose, "channel": req.channel, "status": "pending"},
         )
-        return {"customer_id": customer_id, "pending": True, "confirmation_url": url}
+        email = (
+            send_confirmation(
+                wh, project, customer_id, url, purpose=req.purpose, channel=req.channel
+            )
+            if req.send_email
+            else None
+        )
+        return {
+            "customer_id": customer_id,
+            "pending": True,
+            "confirmation_url": url,
+            "email": email,
+        }
     result = set_consent(
         wh,
         customer_id,
@@ -164,7 +185,9 @@ _AUTH_ERRORS = {401: Content("Missing or wrong admin token.", ERROR)}
         description="Profile, identities, events (anonymous ones linked through the identity "
         "graph too), orders, tickets, consent and its history, messages, tags, memberships, "
         "discount codes, provenance, quarantined payloads that mention them, outbox entries. "
-        "Query parameter `subject`: a customer id, email or `kind:value`.",
+        "Query parameter `subject`: a customer id, email or `kind:value`. A token with the "
+        "`privacy` (or `admin`) scope sees raw values; one with only `privacy:masked` gets "
+        'personal data masked (`***@domain`, `+***78`, `A***`) and `"masked": true`.',
         tags=("privacy",),
         responses={
             200: Content("The export document.", dict[str, Any]),
@@ -178,11 +201,12 @@ _AUTH_ERRORS = {401: Content("Missing or wrong admin token.", ERROR)}
 async def export(request: Request) -> Response:
     """``GET /v1/privacy/export?subject=…``."""
     state = state_of(request)
-    grant = check_admin(request, state, "privacy")
+    grant = check_admin(request, state, "privacy:masked")
     subject = request.query_params.get("subject", "").strip()
     if not subject:
         raise ApiError(400, "pass the person as ?subject=<customer id, email or kind:value>")
-    return JSONResponse(await _guarded(_export, state, subject, f"api:{grant.name}"))
+    masked = not grant.sees_pii
+    return JSONResponse(await _guarded(_export, state, subject, f"api:{grant.name}", masked))
 
 
 @operation(

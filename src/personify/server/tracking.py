@@ -92,11 +92,25 @@ def _source(tracking: Tracking, request: Request) -> TrackingSource | None:
     return tracking.keys.from_header(request.headers.get("authorization"))
 
 
-def _by_body_key(tracking: Tracking, key: str | None) -> TrackingSource:
-    source = tracking.keys.match(key) if key else None
-    if source is None:
+def _by_body_key(
+    tracking: Tracking, key: str | None, source: TrackingSource | None = None
+) -> TrackingSource:
+    """The source of the request: the ``Authorization`` header's (``source``) or else the body's
+    ``writeKey``. A write key belongs to one source: a body key naming another source than the
+    header is refused (401), never used to write as that source."""
+    if source is not None:
+        if key and tracking.keys.match(key) is not source:
+            raise error(
+                401,
+                "the body's writeKey is not the Authorization header's: a write key writes for "
+                "its own source only",
+                "unauthorized",
+            )
+        return source
+    found = tracking.keys.match(key) if key else None
+    if found is None:
         raise error(401, "send the write key as the Basic auth user name", "unauthorized")
-    return source
+    return found
 
 
 def _throttle(tracking: Tracking, source: TrackingSource, events: int) -> None:
@@ -113,6 +127,9 @@ def _throttle(tracking: Tracking, source: TrackingSource, events: int) -> None:
 
 
 def _inputs(request: Request, tracking: Tracking, source: TrackingSource, **kw: Any) -> Inputs:
+    if request.headers.get("sec-gpc", "").strip() == "1":  # Global Privacy Control: the
+        # browser's do-not-sell/share signal, kept as context.gpc (the privacy stage records it)
+        kw["context"] = {**(kw.get("context") or {}), "gpc": True}
     return Inputs(
         source=source.name,
         received_at=clock.now(),
@@ -191,7 +208,7 @@ async def batch(request: Request) -> Response:
     source = _source(tracking, request)
     body = await read_body(request, MAX_REQUEST_BYTES)
     envelope = _decode_envelope(body)
-    source = source or _by_body_key(tracking, envelope.write_key)
+    source = _by_body_key(tracking, envelope.write_key, source)
     sent_at = _batch_sent_at(envelope)
     _throttle(tracking, source, len(envelope.batch))
     inputs = _inputs(
@@ -219,7 +236,7 @@ async def single(request: Request, kind: str) -> Response:
         raise error(400, f"the body must be a JSON object ({e})", "invalid_request") from None
     except (msgspec.DecodeError, RecursionError, ValueError) as e:
         raise error(400, f"the body is not JSON ({e})", "invalid_json") from None
-    source = source or _by_body_key(tracking, key.write_key)
+    source = _by_body_key(tracking, key.write_key, source)
     _throttle(tracking, source, 1)
     intake = take_in(
         [body], _inputs(request, tracking, source, kind=kind), tracking.recent, prefix=""

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from personify.errors import NotFound
 from personify.messages import RenderError, TemplateStore, build_context, render
+from personify.messages.liquid_env import money
 from personify.scaffold import init_project
 
 CUSTOMER = {"customer_id": "c1", "first_name": "Ann", "email": "ann@x.org", "traits": {}}
@@ -130,7 +133,7 @@ def test_bad_mjml(tmp_path: Path) -> None:
 def test_scaffold_templates_render(tmp_path: Path) -> None:
     init_project(tmp_path)
     s = TemplateStore(tmp_path / "templates")
-    assert s.names() == ["abandoned_cart", "re_engagement"]
+    assert s.names() == ["abandoned_cart", "confirm_subscription", "re_engagement"]
     product = {"name": "Boot", "url": "https://s/p", "image_url": "https://s/i.png", "price": 9}
     variables = {
         "cart": {"url": "https://s/cart", "items": [{**product, "quantity": 2}]},
@@ -148,6 +151,9 @@ def test_scaffold_templates_render(tmp_path: Path) -> None:
     assert "https://s/unsubscribe/t" in cart.html
     again = render(s.get("re_engagement"), build_context(CUSTOMER, variables))
     assert again.subject == "New in Shoes, picked for you" and "Shoes, Bags" in again.text
+    confirm = {"confirmation_url": "https://s/confirm/T", "purpose": "news", "valid_days": 7}
+    doi = render(s.get("confirm_subscription"), build_context(CUSTOMER, {**variables, **confirm}))
+    assert doi.subject == "Please confirm your subscription" and "https://s/confirm/T" in doi.html
 
 
 @pytest.mark.parametrize(
@@ -167,6 +173,30 @@ def test_money_filter(tmp_path: Path, value: object, args: str, shown: str) -> N
     s = store(tmp_path, {"m.liquid": body})
     email = render(s.get("m"), build_context(CUSTOMER, {"p": value}))
     assert f"[{shown}]" in email.html
+
+
+@given(
+    st.one_of(
+        st.integers(-(10**20), 10**20),
+        st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{0,4})?", fullmatch=True),
+        st.sampled_from(["-0.00", "00.50", "1e3", "+1.00", " 1.00", "1.00\n", "١.٠٠", "True"]),
+        st.booleans(),
+    )
+)
+def test_money_shortcuts_agree_with_the_decimal_path(value: object) -> None:
+    """The fast cases (text already in cents, integers) give what Decimal gives."""
+    from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(str(value))
+        expected = (
+            f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):f}"
+            if amount.is_finite()
+            else str(value)
+        )
+    except InvalidOperation:
+        expected = str(value)
+    assert money(value) == expected
 
 
 def test_scaffold_templates_show_prices_with_two_decimals(tmp_path: Path) -> None:

@@ -31,3 +31,20 @@ def test_failure_limiter_window() -> None:
     assert limiter.retry_after("5.6.7.8") == 0  # per client
     now[0] += 60
     assert limiter.retry_after("1.2.3.4") == 0
+
+
+def test_masked_privacy_scope_is_implied_by_privacy_and_sees_no_pii() -> None:
+    tokens = AdminTokens(
+        [
+            ("root", "r", ("admin",)),
+            ("dpo", "d", ("privacy",)),
+            ("help", "h", ("privacy:masked",)),
+            ("sup", "s", ("profiles:read",)),
+        ]
+    )
+    root, dpo, helpdesk, sup = (tokens.check(t) for t in "rdhs")
+    assert root and dpo and helpdesk and sup
+    assert all(g.allows("privacy:masked") for g in (root, dpo, helpdesk))
+    assert not sup.allows("privacy:masked")
+    assert root.sees_pii and dpo.sees_pii and not helpdesk.sees_pii
+    assert not helpdesk.allows("privacy") and not helpdesk.allows("profiles:read")

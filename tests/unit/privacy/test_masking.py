@@ -79,3 +79,30 @@ def test_mask_rows_by_name_alias_and_content() -> None:
     assert masked[1] == "***@example.org" and masked[2] == "***78" and masked[3] == "A***"
     assert "bob@" not in masked[4]
     assert masked[5] == {"email": "***@example.org", "tags": ["x", "call +***00"]}
+
+
+def test_mask_document_masks_values_not_structure() -> None:
+    from personify.privacy.masking import mask_document
+
+    doc = {
+        "customer_id": "c-123",
+        "profile": {"email": "ann@example.org", "first_name": "Ann", "order_count": 3},
+        "identifiers": [
+            {"kind": "email", "value": "ann@example.org"},
+            {"kind": "phone", "value": "+33612345678"},
+            {"kind": "user_id", "value": "u-77"},
+        ],
+        "tables": {"events": [{"context": {"ip": "192.0.2.7", "note": "mail ann@example.org"}}]},
+        "counts": {"events": 1},
+    }
+    masked = mask_document(doc)
+    assert masked["customer_id"] == "c-123" and masked["counts"] == {"events": 1}
+    assert masked["profile"] == {"email": "***@example.org", "first_name": "A***", "order_count": 3}
+    assert masked["identifiers"] == [
+        {"kind": "email", "value": "***@example.org"},
+        {"kind": "phone", "value": "***78"},
+        {"kind": "user_id", "value": "u-77"},
+    ]
+    context = masked["tables"]["events"][0]["context"]
+    assert context == {"ip": "192.x.x.x", "note": "mail ***@example.org"}
+    assert "ann@" not in str(masked)

@@ -4,75 +4,52 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from dotenv import dotenv_values
+from tests.unit.admin_api import API_NOW, AdminApi
 
-from personify import clock
-from personify.config import load_project
-from personify.identity import identity_stage
 from personify.privacy.crypto import new_key
-from personify.profiles import profiles_stage
 from personify.server.app import create_app
 from personify.session import Session
-from personify.sources.files import import_file
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+NOW = API_NOW
 CRM = "id,email,first_name\nc1,ann@example.org,Ann\nc2,bob@example.org,Bob\n"
 
 
 @pytest.fixture
-def session(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
-    for key, value in dotenv_values(project_dir / ".env").items():
-        if value is not None:
-            monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PERSONIFY_ENCRYPTION_KEYS", f"k1:{new_key()}")
-    monkeypatch.setenv("SUPPORT_TOKEN", "support-token-123")
-    with (project_dir / "personify.yml").open("a") as f:
-        f.write(
-            "privacy:\n  encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS}\n"
-            "admin_tokens:\n  - name: support\n    token: ${SUPPORT_TOKEN}\n"
-            "    scopes: [profiles:read]\n"
-        )
-    s = Session(load_project(project_dir))
-    try:
-        with clock.frozen(NOW):
-            data = project_dir / "crm.csv"
-            data.write_text(CRM, encoding="utf-8")
-            import_file(
-                s, data, table="customers", mapping={"customer_id": "id"}, source_name="crm"
-            )
-            identity_stage(s)
-            profiles_stage(s)
-        yield s
-    finally:
-        s.close()
+def api(admin_api: Callable[..., AdminApi]) -> AdminApi:
+    return admin_api(
+        CRM,
+        "privacy:\n  encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS}\n"
+        "admin_tokens:\n  - name: support\n    token: ${SUPPORT_TOKEN}\n"
+        "    scopes: [profiles:read]\n"
+        "  - name: helpdesk\n    token: ${HELPDESK_TOKEN}\n    scopes: [privacy:masked]\n",
+        {
+            "PERSONIFY_ENCRYPTION_KEYS": f"k1:{new_key()}",
+            "SUPPORT_TOKEN": "support-token-123",
+            "HELPDESK_TOKEN": "helpdesk-token-456",
+        },
+    )
 
 
 @pytest.fixture
-def auth(project_dir: Path) -> dict[str, str]:
-    token = dotenv_values(project_dir / ".env").get("PERSONIFY_ADMIN_TOKEN")
-    assert token
-    return {"authorization": f"Bearer {token}"}
+def session(api: AdminApi) -> Session:
+    return api.session
+
+
+@pytest.fixture
+def auth(api: AdminApi) -> dict[str, str]:
+    return api.bearer()
 
 
 def call(
     session: Session, method: str, path: str, headers: dict[str, str], body: Any = None
 ) -> httpx.Response:
-    app = create_app(session, instance="inst-1")
-
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.request(method, path, headers=headers, json=body)
-
-    with clock.frozen(NOW):
-        return asyncio.run(go())
+    return AdminApi(session, Path()).call(method, path, headers, body)
 
 
 def test_consent_export_erase(session: Session, auth: dict[str, str]) -> None:
@@ -208,3 +185,99 @@ def test_confirmation_tokens_expire() -> None:
     assert verify(b"k", token, NOW + VALID_FOR + timedelta(seconds=1)) is None
     assert verify(b"other", token, NOW) is None
     assert verify(b"k", "garbage", NOW) is None
+
+
+def test_a_masked_role_sees_what_is_held_but_not_the_values(
+    session: Session, auth: dict[str, str]
+) -> None:
+    proof = {"ip": "192.0.2.7", "user_agent": "Firefox/130"}
+    change = {"subject": "ann@example.org", "purpose": "p", "status": "granted", "proof": proof}
+    assert call(session, "POST", "/v1/privacy/consent", auth, change).status_code == 200
+    helpdesk = {"authorization": "Bearer helpdesk-token-456"}
+    masked = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", helpdesk)
+    assert masked.status_code == 200, masked.text
+    body = masked.json()
+    assert body["masked"] is True
+    assert "ann@example.org" not in masked.text and "192.0.2.7" not in masked.text
+    assert body["profile"]["email"] == "***@example.org"
+    assert body["profile"]["first_name"] == "A***"
+    assert {"kind": "email", "value": "***@example.org"} in body["identifiers"]
+    (history,) = body["tables"]["consent_history"]
+    assert history["ip"] == "192.x.x.x" and history["user_agent"] == "F***"
+    assert body["counts"]["customers"] == 1  # what is held: the same rows
+    # the same export with the privacy scope: raw values
+    raw = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", auth).json()
+    assert raw["profile"]["email"] == "ann@example.org" and "masked" not in raw
+    assert raw["counts"] == body["counts"]
+    # the masked role may not change anything, nor read profiles
+    erase = call(session, "POST", "/v1/privacy/erase", helpdesk, {"subject": "ann@example.org"})
+    assert erase.status_code == 403
+    assert call(session, "GET", "/v1/profiles/ann@example.org", helpdesk).status_code == 403
+    details = session.warehouse.fetch(
+        "SELECT actor, CAST(detail AS VARCHAR) FROM audit_log WHERE action = 'export' ORDER BY seq"
+    )
+    assert [d[0] for d in details] == ["api:helpdesk", "api:admin"]
+    assert '"masked":true' in details[0][1].replace(" ", "")
+
+
+def _outbox(api_dir: Path) -> list[Any]:
+    import email
+    from email import policy
+
+    folder = api_dir / "outbox"
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=policy.default)
+        for p in sorted(folder.glob("*.eml"))
+    ]
+
+
+def test_double_opt_in_sends_the_confirmation_email_once(api: AdminApi) -> None:
+    from personify.privacy.consent import consented
+
+    ask = {
+        "subject": "bob@example.org",
+        "purpose": "email_marketing",
+        "status": "granted",
+        "double_opt_in": True,
+    }
+    first = api.call("POST", "/v1/privacy/consent", api.bearer(), ask).json()
+    assert first["email"]["status"] == "sent", first
+    (mail,) = _outbox(api.project_dir)
+    assert mail["To"].addresses[0].addr_spec == "bob@example.org"
+    assert mail["Subject"] == "Please confirm your subscription"
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert first["confirmation_url"] in html.replace("&amp;", "&")
+    assert "/c/" not in html  # no click tracking: the signed link goes out as it is
+    row = api.session.warehouse.fetch(
+        "SELECT journey, template, status, purpose, transport FROM messages"
+    )
+    assert row == [("double_opt_in", "confirm_subscription", "sent", "transactional", "outbox")]
+    # the same sign-up again the same day: no second email; nothing granted until confirmed
+    again = api.call("POST", "/v1/privacy/consent", api.bearer(), ask).json()
+    assert again["email"]["status"] == "already_sent"
+    assert len(_outbox(api.project_dir)) == 1
+    bob = first["customer_id"]
+    assert consented(api.session.warehouse, [bob], purpose="email_marketing") == set()
+    # the link in the email confirms
+    path = "/v1/privacy/confirm/" + first["confirmation_url"].rsplit("/", 1)[1]
+    assert api.call("POST", path).status_code == 200
+    assert consented(api.session.warehouse, [bob], purpose="email_marketing") == {bob}
+
+
+def test_double_opt_in_without_the_projects_template_uses_the_packaged_one(
+    api: AdminApi,
+) -> None:
+    (api.project_dir / "templates" / "confirm_subscription.liquid").unlink()
+    ask = {
+        "subject": "ann@example.org",
+        "purpose": "newsletter",
+        "status": "granted",
+        "double_opt_in": True,
+    }
+    answer = api.call("POST", "/v1/privacy/consent", api.bearer(), ask).json()
+    assert answer["email"]["status"] == "sent"
+    (mail,) = _outbox(api.project_dir)
+    assert "Ann, one more step" in mail.get_body(preferencelist=("html",)).get_content()
+    quiet = {**ask, "purpose": "offers", "send_email": False}
+    assert api.call("POST", "/v1/privacy/consent", api.bearer(), quiet).json()["email"] is None
+    assert len(_outbox(api.project_dir)) == 1

@@ -60,6 +60,8 @@ def test_request_keygen_rotate_audit_mask(project: Path, monkeypatch: pytest.Mon
         )
     )
     assert asked["pending"] and "/v1/privacy/confirm/" in asked["confirmation_url"]
+    assert asked["email"]["status"] == "sent"
+    assert len(list((project / "outbox").glob("*.eml"))) == 1
     shown = json.loads(run("consent", "show", "ann@example.org", "--project", p, "--json"))
     assert shown["current"] == [] and [h["status"] for h in shown["history"]] == ["pending"]
 
@@ -109,3 +111,51 @@ def test_request_keygen_rotate_audit_mask(project: Path, monkeypatch: pytest.Mon
     assert [e["detail"]["status"] for e in audit] == ["granted", "pending"]
     human = run("audit", "--project", p)
     assert "consent" in human and "ann@" not in human
+
+
+def test_audit_verify_masked_export_and_encrypted_fields(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = str(project)
+    run(
+        "consent",
+        "set",
+        "ann@example.org",
+        "--purpose",
+        "p",
+        "--status",
+        "granted",
+        "--project",
+        p,
+        "--now",
+        NOW,
+    )
+    masked = json.loads(run("privacy", "export", "ann@example.org", "--mask", "--project", p))
+    assert masked["masked"] and masked["profile"]["email"] == "***@example.org"
+    verified = json.loads(run("audit", "--verify", "--project", p, "--json"))
+    assert verified["ok"] and verified["entries"] == 2 and verified["head_hash"]
+    assert "intact" in run("audit", "--verify", "--project", p)
+    with Session(load_project(project)) as s:  # tampering past Personify's guard
+        s.warehouse._cursor().execute(  # type: ignore[attr-defined]
+            "UPDATE audit_log SET actor = 'x' WHERE seq = 1"
+        )
+    broken = CliRunner().invoke(app, ["audit", "--verify", "--project", p])
+    assert broken.exit_code == 1 and "altered" in broken.output
+
+    # encrypted customers columns: sealed by `personify run`'s privacy stage, found by email
+    monkeypatch.setenv("PERSONIFY_ENCRYPTION_KEYS", run("privacy", "keygen").strip())
+    with (project / "personify.yml").open("a") as f:
+        f.write(
+            "privacy:\n  encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS}\n"
+            "  encrypted_fields: [customers.email, customers.first_name]\n"
+        )
+    rotated = json.loads(run("privacy", "rotate-keys", "--project", p, "--json"))
+    assert rotated["rewritten"]["customers.email"] == 1
+    assert rotated["rewritten"]["blind index entries"] == 1
+    stored = json.loads(
+        run("sql", "SELECT email FROM customers", "--no-mask", "--project", p, "--json")
+    )["rows"]
+    assert stored[0]["email"].startswith("enc1:")
+    profile = json.loads(run("profile", "ann@example.org", "--project", p, "--json"))
+    assert profile["profile"]["email"] == "ann@example.org"
+    assert profile["profile"]["first_name"] == "Ann"

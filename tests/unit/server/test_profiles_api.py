@@ -3,25 +3,15 @@ one), 404 for unknown identifiers, the unified profile by email or customer id."
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from dotenv import dotenv_values
+from tests.unit.admin_api import AdminApi
 
-from personify import clock
-from personify.config import load_project
-from personify.identity import identity_stage
-from personify.profiles import profiles_stage
-from personify.server.app import create_app
 from personify.session import Session
-from personify.sources.files import import_file
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CRM = (
     "id,email,first_name,last_name,updated_at\n"
     "c1, Ann@Example.org ,Ann,Lee,2026-01-01T00:00:00Z\n"
@@ -30,42 +20,22 @@ CRM = (
 
 
 @pytest.fixture
-def session(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
-    env = dotenv_values(project_dir / ".env")
-    for key, value in env.items():
-        if value is not None:
-            monkeypatch.setenv(key, value)
-    s = Session(load_project(project_dir))
-    try:
-        with clock.frozen(NOW):
-            data = project_dir / "crm.csv"
-            data.write_text(CRM, encoding="utf-8")
-            import_file(
-                s, data, table="customers", mapping={"customer_id": "id"}, source_name="crm"
-            )
-            identity_stage(s)
-            profiles_stage(s)
-        yield s
-    finally:
-        s.close()
+def api(admin_api: Callable[..., AdminApi]) -> AdminApi:
+    return admin_api(CRM)
 
 
 @pytest.fixture
-def token(project_dir: Path) -> str:
-    value = dotenv_values(project_dir / ".env").get("PERSONIFY_ADMIN_TOKEN")
-    assert value
-    return value
+def session(api: AdminApi) -> Session:
+    return api.session
+
+
+@pytest.fixture
+def token(api: AdminApi) -> str:
+    return api.admin_token
 
 
 def get(session: Session, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    app = create_app(session, instance="inst-1")
-
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.get(path, headers=headers or {})
-
-    return asyncio.run(go())
+    return AdminApi(session, session.project.root).call("GET", path, headers)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_js
 from personify.privacy.audit import log_action
 from personify.privacy.consent import STATUSES, ConsentError, set_consent
 from personify.privacy.crypto import project_ring
-from personify.privacy.doi import request_confirmation
+from personify.privacy.doi import request_confirmation, send_confirmation
 from personify.privacy.erase import invalidate_cached
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import consent_rows, resolve
@@ -92,19 +92,33 @@ def request_command(
     purpose: Annotated[str, typer.Option("--purpose", help="e.g. email_marketing.")],
     channel: Annotated[str, typer.Option("--channel", help="email, sms, …")] = "email",
     source: Annotated[str, typer.Option("--source", help="Where the sign-up came from.")] = "cli",
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send/--no-send",
+            help="Email the link (template confirm_subscription, the project's delivery; once "
+            "per person, purpose and day), or only print it.",
+        ),
+    ] = True,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Double opt-in: record a pending request and print the signed confirmation link to email
-    the person. The consent is granted only when they confirm (POST on the link, served by
-    `personify serve`); until then they may not be contacted for the purpose."""
+    """Double opt-in: record a pending request and email the person the signed confirmation
+    link (a transactional email through the project's delivery). The consent is granted only
+    when they confirm (POST on the link, served by `personify serve`); until then they may not be
+    contacted for the purpose."""
     pin_now(now)
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
         customer_id = resolve(wh, proj, who)
         url = request_confirmation(
             wh, proj, customer_id, purpose=purpose, channel=channel, source=source
+        )
+        email = (
+            send_confirmation(wh, proj, customer_id, url, purpose=purpose, channel=channel)
+            if send
+            else None
         )
         log_action(
             wh,
@@ -115,9 +129,23 @@ def request_command(
             detail={"purpose": purpose, "channel": channel, "status": "pending"},
         )
     if json:
-        emit_json({"customer_id": customer_id, "pending": True, "confirmation_url": url})
+        emit_json(
+            {"customer_id": customer_id, "pending": True, "confirmation_url": url, "email": email}
+        )
         return
-    console().print(f"Pending until confirmed. Email customer {customer_id} this link:\n{url}")
+    if email is None:
+        console().print(f"Pending until confirmed. Email customer {customer_id} this link:\n{url}")
+    elif email["status"] == "failed":
+        console().print(
+            f"Pending until confirmed. The confirmation email was not sent ({email['error']}); "
+            f"the link:\n{url}"
+        )
+        raise typer.Exit(1)
+    else:
+        done = "sent" if email["status"] == "sent" else "already sent today"
+        console().print(
+            f"Pending until confirmed. Confirmation email to customer {customer_id}: {done}."
+        )
 
 
 @consent_app.command("show")

@@ -26,7 +26,9 @@ from personify.privacy.compact import compact_file
 from personify.privacy.crypto import new_key, project_ring, rotate
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
+from personify.privacy.fields import from_project, rotate_customers
 from personify.privacy.hashing import optional_key
+from personify.privacy.masking import mask_document
 from personify.session import open_session
 
 privacy_app = typer.Typer(
@@ -44,6 +46,13 @@ def export_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the JSON document to this file.")
     ] = None,
+    mask: Annotated[
+        bool,
+        typer.Option(
+            "--mask",
+            help="Mask personal data (***@domain, +***78, A***): what is held, not the values.",
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -63,8 +72,11 @@ def export_command(
             actor="cli",
             customer_id=doc["customer_id"],
             key=optional_key(proj),
-            detail={"rows": sum(doc["counts"].values())},
+            detail={"rows": sum(doc["counts"].values()), "masked": mask},
         )
+    if mask:
+        doc = mask_document(doc)
+        doc["masked"] = True
     if out is None:
         emit_json(doc)
         return
@@ -140,7 +152,8 @@ def keygen_command(
 @privacy_app.command("rotate-keys")
 def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
     """Encrypt plain values of the encrypted fields and re-encrypt those under older keys with
-    the active (first) key of privacy.encryption_keys. Afterwards the older keys can go."""
+    the active (first) key of privacy.encryption_keys, and recompute every blind index (after
+    changing privacy.blind_index_key too). Afterwards the older keys can go."""
     with open_session(project) as session:
         ring = project_ring(session.project)
         if ring is None:
@@ -151,6 +164,13 @@ def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> No
                 "(make a key with `personify privacy keygen`)",
             )
         counts = rotate(session.warehouse, ring)
+        cipher = from_project(session.project)
+        if cipher is not None:
+            done = rotate_customers(session.warehouse, cipher)
+            counts.update(
+                {f"customers.{c}": done["rows"] for c in cipher.columns},
+            )
+            counts["blind index entries"] = done["indexed"]
     if json:
         emit_json({"active_key": ring.active, "rewritten": counts})
         return

@@ -1,0 +1,219 @@
+"""Field-level encryption of ``customers`` columns on every backend: sealed at rest by the
+privacy stage (no plain address in the table), found by the blind index however the address is
+written, decrypted at the one read seam (render context, profile, export, unsubscribe), bound to
+its row (a token moved to another person's row does not decrypt), re-encrypted and re-indexed by
+rotation, and gone with an erasure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from personify import clock
+from personify.config import Project, parse_config
+from personify.delivery import prepare
+from personify.delivery.suppress import unsubscribe
+from personify.delivery.tokens import UnsubscribeClaim
+from personify.identity import resolve_batch
+from personify.messages import read_customer, read_customers
+from personify.privacy.crypto import DecryptionError, new_key
+from personify.privacy.erase import erase_subject
+from personify.privacy.export import export_subject
+from personify.privacy.fields import cipher_of, lookup, rotate_customers
+from personify.privacy.hashing import subject_hash
+from personify.privacy.stage import privacy_stage
+from personify.profiles import profiles_stage
+from personify.profiles.read import read_profile
+from personify.session import Session
+from personify.warehouse import Warehouse, table
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=3)
+TS = pa.timestamp("us", tz="UTC")
+K1, K2 = f"k1:{new_key()}", f"k2:{new_key()}"
+ANN = "Ann.Secret@Example.org"
+ANN_NORMAL = "ann.secret@example.org"  # the profile keeps the normalized address
+FIELDS = "[customers.email, customers.phone, customers.first_name]"
+
+
+def _project(tmp: Path, url: str, keys: str = K1, extra: str = "") -> Project:
+    text = (
+        f"warehouse: {url}\nsigning_key: test-signing-key\n"
+        f"privacy:\n  encryption_keys: {keys}\n  encrypted_fields: {FIELDS}\n{extra}"
+    )
+    (tmp / "templates").mkdir(exist_ok=True)
+    (tmp / "templates" / "hello.liquid").write_text(
+        "---\nsubject: Hello {{ customer.first_name }}\n---\n<p>Hi {{ customer.first_name }}, "
+        "this goes to {{ customer.email }}</p>\n",
+        encoding="utf-8",
+    )
+    return Project(parse_config(text), tmp, tmp / "personify.yml")
+
+
+def _records(wh: Warehouse, rows: list[dict[str, Any]]) -> None:
+    names = list(dict.fromkeys(c for r in rows for c in r))
+    wh.load(
+        table("customer_records"),
+        pa.table(
+            {
+                c: pa.array([r.get(c) for r in rows], TS if c.endswith("_at") else None)
+                for c in names
+            }
+        ),
+    )
+
+
+def _run(wh: Warehouse, project: Project) -> dict[str, int]:
+    with clock.frozen(NOW):
+        session = Session(project, warehouse=wh)
+        resolve_batch(wh, project.config.identity)
+        profiles_stage(session)
+        return privacy_stage(session)
+
+
+@pytest.fixture
+def world(warehouse: Warehouse, tmp_path: Path) -> tuple[Warehouse, Project]:
+    project = _project(tmp_path, warehouse.url)
+    _records(
+        warehouse,
+        [
+            {
+                "source": "crm",
+                "record_id": "c-ann",
+                "email": ANN,
+                "first_name": "Annabel",
+                "phone": "+33 6 12 34 56 78",
+                "observed_at": T0,
+                "received_at": T0,
+            },
+            {
+                "source": "crm",
+                "record_id": "c-bob",
+                "email": "bob@example.org",
+                "first_name": "Bob",
+                "observed_at": T0,
+                "received_at": T0,
+            },
+        ],
+    )
+    counts = _run(warehouse, project)
+    assert counts["fields_sealed"] == 5  # 2 emails, 1 phone, 2 first names
+    return warehouse, project
+
+
+def _ann(wh: Warehouse) -> str:
+    found = lookup(wh, "email", "  ann.secret@EXAMPLE.org ")
+    assert len(found) == 1
+    return found[0]
+
+
+def test_sealed_at_rest_and_found_by_the_blind_index(world: tuple[Warehouse, Project]) -> None:
+    wh, project = world
+    rows = wh.fetch("SELECT email, phone, first_name, last_name FROM customers")
+    assert len(rows) == 2
+    for email, phone, first, last in rows:
+        assert str(email).startswith("enc1:k1:") and str(first).startswith("enc1:k1:")
+        assert phone is None or str(phone).startswith("enc1:k1:")
+        assert last is None  # not configured, nothing to seal
+    text = " ".join(str(v) for r in wh.fetch("SELECT * FROM customers") for v in r).lower()
+    assert "secret" not in text and "annabel" not in text and "12 34" not in text
+    ann = _ann(wh)
+    assert lookup(wh, "phone", "+33612345678") == [ann]
+    assert lookup(wh, "email", "nobody@example.org") == []
+    assert wh.scalar("SELECT count(*) FROM field_index") == 3
+    # plain text only at the seam
+    assert read_customers(wh, [ann])[ann]["email"] == ANN_NORMAL
+    assert read_customer(wh, "ann.secret@example.org", project)["first_name"] == "Annabel"
+
+
+def test_render_profile_export_and_unsubscribe_see_plain_text(
+    world: tuple[Warehouse, Project],
+) -> None:
+    wh, project = world
+    ann = _ann(wh)
+    with clock.frozen(NOW):
+        envelope = prepare(wh, project, "hello", "ann.secret@example.org", key="k-hello-ann")
+    assert envelope.recipient == ANN_NORMAL
+    assert "Annabel" in envelope.subject
+    assert b"enc1:" not in envelope.raw
+    profile = read_profile(wh, ann, project)
+    assert (
+        profile["profile"]["email"] == ANN_NORMAL and profile["profile"]["first_name"] == "Annabel"
+    )
+    doc = export_subject(wh, project, "ann.secret@example.org")
+    assert doc["profile"]["email"] == ANN_NORMAL and doc["profile"]["phone"] == "+33612345678"
+    assert doc["tables"]["field_index"] and "value_hash" not in doc["tables"]["field_index"][0]
+    # an unsubscribe tombstones the address itself, not its ciphertext
+    with clock.frozen(NOW):
+        unsubscribe(wh, project, UnsubscribeClaim(ann, "email_marketing"))
+    hashes = {str(r[0]) for r in wh.fetch("SELECT subject_hash FROM suppressions")}
+    assert subject_hash(b"test-signing-key", "email", ANN) in hashes
+
+
+def test_a_token_moved_to_another_row_does_not_decrypt(world: tuple[Warehouse, Project]) -> None:
+    wh, project = world
+    ann = _ann(wh)
+    bob = lookup(wh, "email", "bob@example.org")[0]
+    stolen = wh.scalar("SELECT email FROM customers WHERE customer_id = ?", [ann])
+    wh.execute("UPDATE customers SET email = ? WHERE customer_id = ?", [stolen, bob])
+    with pytest.raises(DecryptionError):
+        read_profile(wh, bob, project)
+    # at send time the row fails alone: its address stays sealed (no usable address)
+    assert str(read_customers(wh, [bob])[bob]["email"]).startswith("enc1:")
+
+
+def test_rotation_reencrypts_and_reindexes(
+    world: tuple[Warehouse, Project], tmp_path: Path
+) -> None:
+    wh, _ = world
+    ann = _ann(wh)
+    rotated = _project(
+        tmp_path, wh.url, keys=f"{K2},{K1}", extra="  blind_index_key: another-index-key\n"
+    )
+    Session(rotated, warehouse=wh)  # attaches the new ring and index key
+    assert lookup(wh, "email", ANN) == []  # the new index key: not recomputed yet
+    done = rotate_customers(wh, cipher_of(wh))  # type: ignore[arg-type]
+    assert done["reencrypted"] == 5 and done["indexed"] == 3
+    assert all(str(r[0]).startswith("enc1:k2:") for r in wh.fetch("SELECT email FROM customers"))
+    assert lookup(wh, "email", ANN) == [ann]
+    assert read_customers(wh, [ann])[ann]["phone"] == "+33612345678"
+    # the old key can go now
+    Session(
+        _project(tmp_path, wh.url, keys=K2, extra="  blind_index_key: another-index-key\n"),
+        warehouse=wh,
+    )
+    assert read_customers(wh, [ann])[ann]["email"] == ANN_NORMAL
+
+
+def test_rebuilt_rows_are_sealed_again_and_erasure_removes_the_index(
+    world: tuple[Warehouse, Project],
+) -> None:
+    wh, project = world
+    _run(wh, project)  # the profile build rewrites rows in plain text; the stage seals them
+    assert not wh.fetch("SELECT 1 FROM customers WHERE email NOT LIKE 'enc1:%'")
+    _records(
+        wh,
+        [
+            {
+                "source": "crm",
+                "record_id": "c-ann",
+                "email": ANN,
+                "first_name": "Anna",
+                "observed_at": NOW,
+                "received_at": NOW,
+            }
+        ],
+    )
+    _run(wh, project)
+    ann = _ann(wh)
+    assert read_customers(wh, [ann])[ann]["first_name"] == "Anna"
+    assert not wh.fetch("SELECT 1 FROM customers WHERE first_name = 'Anna'")
+    with clock.frozen(NOW):
+        erase_subject(wh, project, ANN)
+    assert wh.scalar("SELECT count(*) FROM field_index WHERE customer_id = ?", [ann]) == 0
+    assert lookup(wh, "email", ANN) == []
+    assert wh.scalar("SELECT count(*) FROM customers") == 1
