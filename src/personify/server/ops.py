@@ -19,7 +19,6 @@ from personify.server.openapi import ERROR, Content, Operation, openapi_document
 from personify.server.responses import JSONResponse, error_response
 from personify.server.state import ServerState, state_of
 from personify.warehouse.migrations import current_version
-from personify.warehouse.schema import TABLES
 
 ROW_COUNT_TTL = 10.0
 """Seconds a scrape's table row counts are reused (counting is a scan on some warehouses)."""
@@ -97,11 +96,10 @@ class _RowCounts:
     def get(self, state: ServerState) -> dict[tuple[str, ...], float]:
         with self._lock:
             if time.monotonic() - self._at >= ROW_COUNT_TTL:
-                wh = state.session.warehouse
-                self._counts = {
-                    (t.name,): float(wh.scalar(f'SELECT count(*) FROM "{t.name}"') or 0)
-                    for t in TABLES
-                }
+                from personify.status import table_rows  # estimates for big PostgreSQL tables
+
+                rows, _ = table_rows(state.session.warehouse)
+                self._counts = {(name,): float(n) for name, n in rows.items()}
                 self._at = time.monotonic()
             return self._counts
 

@@ -1,0 +1,107 @@
+"""CPU cost of continuous mode per event, by how many events one pass applies.
+
+Usage: ``.venv/bin/python benchmarks/continuous_cpu.py [--events 4000] [--users 400]``
+
+A scaffolded project on a fresh DuckDB file (its segment, rule and journeys, so a pass also
+reacts: real-time segments, tags, journey entries). ``--events`` Product Viewed / Product Added
+events of ``--users`` identified users are stored, then applied the way
+:class:`personify.realtime.continuous.Applier` applies them — profile pass, then
+:func:`personify.realtime.reactions.react` — in passes of 1, 10, 100 and 1,000 events (a fresh
+warehouse for each size). CPU is the process's own (every thread: DuckDB's too), per event. The
+baseline is one pass per event (an idle applier); a busy one coalesces a burst into one pass per
+0.5 s. Shared 2-core machine: say so with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from personify import clock
+from personify.identity.sightings import Scope
+from personify.profiles.realtime import apply
+from personify.realtime.reactions import react
+from personify.scaffold import init_project
+from personify.session import open_session
+from personify.warehouse import table
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+_IN = "message_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+
+
+def events(n: int, users: int) -> pa.Table:
+    at = [NOW - timedelta(seconds=n - i) for i in range(n)]
+    return pa.table(
+        {
+            "message_id": [f"m{i}" for i in range(n)],
+            "type": ["identify" if i < users else "track" for i in range(n)],
+            "event": [
+                None if i < users else ("Product Added" if i % 5 else "Product Viewed")
+                for i in range(n)
+            ],
+            "user_id": [f"u{i % users}" for i in range(n)],
+            "anonymous_id": [f"a{i % users}" for i in range(n)],
+            "timestamp": pa.array(at, pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array(at, pa.timestamp("us", tz="UTC")),
+            "source": ["web"] * n,
+            "properties": [
+                json.dumps({"cart_id": f"c{i % users}", "product_id": "p1"}) for i in range(n)
+            ],
+            "traits": [
+                json.dumps({"email": f"u{i % users}@example.com"}) if i < users else None
+                for i in range(n)
+            ],
+        }
+    )
+
+
+def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
+    root = Path(tempfile.mkdtemp(prefix="personify-cpu-")) / "shop"
+    init_project(root)
+    session = open_session(root)
+    try:
+        wh = session.warehouse
+        wh.load(table("events"), events(args.events, args.users))
+        ids = [f"m{i}" for i in range(args.events)]
+        with clock.frozen(NOW):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            passes = 0
+            for start in range(0, len(ids), size):
+                touched = apply(session, Scope(events=(_IN, (ids[start : start + size],))))
+                react(session, touched)
+                passes += 1
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        assert wh.scalar("SELECT count(*) FROM customers") == args.users
+        return cpu / args.events * 1e6, wall, passes
+    finally:
+        session.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=4_000)
+    parser.add_argument("--users", type=int, default=400)
+    parser.add_argument("--sizes", default="1,10,100,1000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = {s: run(s, args) for s in sizes}
+    print(
+        f"\n{args.events:,} events of {args.users:,} users, DuckDB; load average "
+        f"{os.getloadavg()[0]:.1f} (shared 2-core machine)\n"
+    )
+    print(f"{'events per pass':<18} {'passes':>7} {'CPU µs/event':>13} {'wall s':>8}")
+    base = rows[sizes[0]][0]
+    for s, (cpu, wall, passes) in rows.items():
+        note = "  (baseline)" if s == sizes[0] else f"  {base / cpu:.1f}× cheaper"
+        print(f"{s:<18} {passes:>7} {cpu:>13,.0f} {wall:>8.1f}{note}")
+
+
+if __name__ == "__main__":
+    main()
