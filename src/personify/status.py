@@ -227,9 +227,10 @@ def status_report(session: Session) -> dict[str, Any]:
 
 
 def _quality(session: Session) -> dict[str, Any]:
-    """The last validation check (rules broken, those flagged for review) and the volume
-    anomalies of the last 24 hours."""
+    """The last validation check (rules broken, those flagged for review), the volume and
+    null-rate anomalies and the schema changes of the last 24 hours."""
     from personify.quality.anomalies import null_rate_anomalies, volume_anomalies
+    from personify.quality.drift import recent_changes
     from personify.quality.rules import latest_violations
 
     broken = latest_violations(session.warehouse)
@@ -239,6 +240,10 @@ def _quality(session: Session) -> dict[str, Any]:
         "anomalies": [
             asdict(a)
             for a in [*volume_anomalies(session.warehouse), *null_rate_anomalies(session.warehouse)]
+        ],
+        "schema_changes": [  # schema drift of the last 24 h
+            {**asdict(c), "detected_at": c.detected_at.isoformat()}
+            for c in recent_changes(session.warehouse)
         ],
     }
 

@@ -181,3 +181,29 @@ def test_file_sources_are_read_again_and_new_files_are_pending(
         assert people.fields == {"first_name": 1}  # type: ignore[attr-defined]
         assert reconcile(session, repair=True).repaired == 3
         assert reconcile(session).status == "clean"
+
+
+def test_reconcile_records_the_schema_drift_of_rest_records(
+    session: Session, apis: MockApis
+) -> None:
+    reconcile(session, ["shop"])  # the baseline of the orders' keys
+    wh = session.warehouse
+    assert wh.scalar("SELECT count(*) FROM schema_changes") == 0
+    assert (
+        wh.scalar(
+            "SELECT type FROM source_fields "
+            "WHERE stream = 'resource:orders' AND field = 'total_price'"
+        )
+        == "string"
+    )
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    apis.upsert("orders", {**apis.orders[0], "gift_note": "for you", "total_price": 12.5}, at=later)
+    reconcile(session, ["shop"])
+    found = wh.fetch(
+        "SELECT source, stream, field, change, old_type, new_type FROM schema_changes "
+        "ORDER BY field"
+    )
+    assert found == [
+        ("shop", "resource:orders", "gift_note", "added", None, "string"),
+        ("shop", "resource:orders", "total_price", "type_changed", "string", "number|string"),
+    ]

@@ -80,6 +80,54 @@ def test_import_runs_the_rules_and_status_shows_them(tmp_path: Path) -> None:
     assert [r["trigger"] for r in triggers["rows"]] == ["import"]
 
 
+DRIFT_PROJECT = """\
+name: drift-e2e
+warehouse: duckdb:///warehouse.duckdb
+sources:
+  - name: shop
+    kind: file
+    path: "drops/*.csv"
+    table: orders
+"""
+
+
+def test_file_schema_drift_shows_in_status_and_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "drops").mkdir(parents=True)
+    (root / "personify.yml").write_text(DRIFT_PROJECT)
+    (root / "drops" / "1.csv").write_text(ORDERS)
+    p = ["--project", str(root)]
+    assert personify("sync", *p).returncode == 0
+    assert personify_json("status", *p)["quality"]["schema_changes"] == []  # the baseline
+    (root / "drops" / "2.csv").write_text(
+        "order_id,email,total,created_at,coupon\no9,d@example.org,5,2026-03-02T10:00:00Z,X1\n"
+    )
+    assert personify("sync", *p).returncode == 0
+    changes = personify_json("status", *p)["quality"]["schema_changes"]
+    assert {(c["source"], c["stream"], c["field"], c["change"]) for c in changes} == {
+        ("shop", "file:orders", "coupon", "added"),
+        ("shop", "file:orders", "currency", "removed"),
+    }
+    human = personify("status", *p).stdout
+    assert "schema drift: shop/file:orders field coupon added (string)" in human
+    assert "X1" not in human  # field names, never values
+
+    # personify import observes its files too (its own source name)
+    (root / "a.jsonl").write_text('{"order_id": "m1", "total": 1, "created_at": "2026-03-01"}\n')
+    (root / "b.jsonl").write_text('{"order_id": "m2", "total": "1", "created_at": "2026-03-01"}\n')
+    for name in ("a.jsonl", "b.jsonl"):
+        personify_json("import", str(root / name), "--table", "orders", "--source", "manual", *p)
+    changes = personify_json("status", *p)["quality"]["schema_changes"]
+    assert {
+        (c["field"], c["change"], c["old_type"], c["new_type"])
+        for c in changes
+        if c["source"] == "manual"
+    } == {("total", "type_changed", "number", "string")}
+    out = tmp_path / "report.html"
+    assert personify("report", "quality", "--out", str(out), *p).returncode == 0
+    assert "Schema drift" in out.read_text() and "type_changed" in out.read_text()
+
+
 def test_a_rule_on_an_unknown_column_is_named(tmp_path: Path) -> None:
     root = tmp_path / "project"
     root.mkdir()

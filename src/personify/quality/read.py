@@ -26,6 +26,7 @@ from personify import clock
 from personify.config import FileSource, RestResource, RestSource
 from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
+from personify.quality.drift import add_record_fields
 from personify.session import Session
 from personify.sources.files import _already_imported, _reshape, expand, file_digest
 from personify.sources.formats import detect_format, read_batches
@@ -47,6 +48,10 @@ from personify.warehouse.schema import Table
 from personify.warehouse.schema import table as schema_table
 
 _encode = msgspec.json.Encoder().encode
+
+
+FIELD_SAMPLE = 200
+"""Records per page whose keys are observed for schema drift."""
 
 
 @dataclass
@@ -75,6 +80,9 @@ class ResourceRows:
     resource: str
     records: int = 0
     tables: list[TableRows] = field(default_factory=list)
+    fields: dict[str, set[str]] = field(default_factory=dict)
+    """Record keys and their value types (from the first records of every page): the
+    resource's schema, for drift (:mod:`personify.quality.drift`)."""
 
 
 def read_rest_source(session: Session, source: RestSource) -> Iterator[ResourceRows]:
@@ -129,6 +137,7 @@ def _read_resource(
             if resource.max_pages is not None and pages >= resource.max_pages:
                 nxt = None
             records = last_per_key(records, key)
+            add_record_fields(out.fields, records[:FIELD_SAMPLE])
             out.records += len(records)
             fresh, old = _split(records, inc.cursor_path if inc else None, fmt, synced)
             for rows in out.tables:

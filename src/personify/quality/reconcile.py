@@ -38,6 +38,7 @@ from personify import clock
 from personify.config import FileSource, RestSource
 from personify.errors import ConfigError
 from personify.quality.compare import Comparison, compare, key_columns, key_text
+from personify.quality.drift import observe, typed_fields
 from personify.quality.read import TableRows, read_file_source, read_rest_source
 from personify.session import Session
 from personify.warehouse import Warehouse
@@ -160,6 +161,10 @@ def reconcile(
             else read_rest_source(session, source)
         )
         for resource in resources:
+            if resource.fields:  # REST records: their keys and types, for schema drift
+                observe(
+                    wh, source.name, f"resource:{resource.resource}", typed_fields(resource.fields)
+                )
             for rows in resource.tables:
                 result, keys = _compare_table(
                     wh, source.name, resource.resource, rows, run_id, settings.sample_size

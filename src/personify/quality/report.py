@@ -16,6 +16,7 @@ from typing import Any
 
 from personify import clock
 from personify.quality.anomalies import null_rate_anomalies, volume_anomalies
+from personify.quality.drift import recent_changes
 from personify.session import Session
 
 _COLORS = ("#3b6fd4", "#e0803a", "#3aa37a", "#c4485a", "#8a63c7", "#6b7a8f")
@@ -193,6 +194,22 @@ def quality_report_html(session: Session) -> str:
         _table(
             ["table", "source", "series or column", "kind", "last 24 h", "week before"],
             [(a.table, a.source, a.name, a.kind, a.last_day, a.median) for a in anomalies],
+        ),
+        "<h2>Schema drift (last 24 h)</h2>",
+        _table(
+            ["detected", "source", "stream", "field", "change", "was", "now"],
+            [
+                (
+                    f"{c.detected_at:%Y-%m-%d %H:%M}",
+                    c.source,
+                    c.stream,
+                    c.field,
+                    c.change,
+                    c.old_type or "",
+                    c.new_type or "",
+                )
+                for c in recent_changes(wh, now)
+            ],
         ),
     ]
     return (

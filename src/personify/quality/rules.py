@@ -37,6 +37,7 @@ from personify import clock
 from personify.config import QualityRule, duration_seconds
 from personify.errors import ConfigError
 from personify.ingest.validate import EMAIL_PATTERN
+from personify.quality.drift import observe_after_load
 from personify.session import Session
 from personify.warehouse import Warehouse
 from personify.warehouse.base import quote
@@ -289,14 +290,18 @@ def latest_violations(wh: Warehouse) -> list[dict[str, Any]]:
 
 
 def quality_stage(session: Session) -> dict[str, int]:
-    """The pipeline's ``quality`` stage (after ``sync``): run the rules when
-    ``quality.run_after_sync``; counts of rules broken, flagged and rows quarantined."""
+    """The pipeline's ``quality`` stage (after ``sync``): schema drift of what was loaded, and
+    the rules when ``quality.run_after_sync``; counts of schema changes, rules broken, flagged
+    and rows quarantined."""
+    changed = len(observe_after_load(session))
+    drift = {"schema_changes": changed} if changed else {}
     config = session.project.config.quality
     if not config.run_after_sync or not (config.rules or config.freshness):
-        return {}
+        return drift
     found = check_rules(session, trigger="run")
     broken = [v for v in found if v.violations]
     return {
+        **drift,
         "rules_checked": len(found),
         "rules_broken": len(broken),
         "rules_flagged": sum(1 for v in broken if v.action == "flag"),
@@ -305,9 +310,11 @@ def quality_stage(session: Session) -> dict[str, int]:
 
 
 def after_load(session: Session, trigger: str) -> list[Violation]:
-    """Run the rules after a load — ``personify sync`` (``trigger="sync"``) or ``personify
-    import`` (``"import"``) — when ``quality.run_after_sync`` (and rules or freshness limits are
-    configured)."""
+    """The checks after a load — ``personify sync`` (``trigger="sync"``) or ``personify
+    import`` (``"import"``): schema drift of the files and events loaded
+    (:mod:`~personify.quality.drift`), then the rules when ``quality.run_after_sync`` (and rules
+    or freshness limits are configured)."""
+    observe_after_load(session)
     config = session.project.config.quality
     if not config.run_after_sync or not (config.rules or config.freshness):
         return []

@@ -236,6 +236,13 @@ def _quality(wh: Warehouse) -> None:
             wh.execute(sql, ())
 
 
+def _schema_drift(wh: Warehouse) -> None:
+    """Issue 10: the fields each source was seen with, and the changes (schema drift)."""
+    for name in ("source_fields", "schema_changes"):
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+
+
 def _engagement(wh: Warehouse) -> None:
     """Issue 11: experiment assignments."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["experiment_assignments"]):
@@ -318,6 +325,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "privacy: audit log hash chain and append-only trigger; blind index of encrypted fields",
         _privacy_protection,
     ),
+    Migration(14, "data quality: source fields seen and schema changes (drift)", _schema_drift),
     Migration(
         17,
         "keyed by construction: customers, identities, identity_nodes, identity_edges, "

@@ -747,6 +747,38 @@ QUALITY_VIOLATIONS = Table(
     doc="Validation rules run in the warehouse after loads and syncs: counts and sample keys",
 )
 
+SOURCE_FIELDS = Table(
+    "source_fields",
+    (
+        C("source", S, False),
+        C("stream", S, False, "file:<table>, resource:<name> or event:<name>"),
+        C("field", S, False, "A file column, a record key or an event property"),
+        C("type", S, False, "string, number, boolean, object, array, timestamp … ('|' if mixed)"),
+        C("present", B, False, "Seen in the latest observation"),
+        C("first_seen", TS, False),
+        C("last_seen", TS, False),
+    ),
+    primary_key=("source", "stream", "field"),
+    internal=True,
+    doc="The fields each source's records were last seen with (schema drift baseline)",
+)
+
+SCHEMA_CHANGES = Table(
+    "schema_changes",
+    (
+        C("detected_at", TS, False),
+        C("source", S, False),
+        C("stream", S, False),
+        C("field", S, False),
+        C("change", S, False, "added, removed or type_changed"),
+        C("old_type", S),
+        C("new_type", S),
+    ),
+    primary_key=("source", "stream", "field", "change", "detected_at"),
+    internal=True,
+    doc="Schema drift: fields a source's records gained, lost or changed type",
+)
+
 EXPERIMENT_ASSIGNMENTS = Table(
     "experiment_assignments",
     (
@@ -800,6 +832,8 @@ TABLES: tuple[Table, ...] = (
     RECONCILIATION_DISCREPANCIES,
     QUALITY_VIOLATIONS,
     EXPERIMENT_ASSIGNMENTS,
+    SOURCE_FIELDS,
+    SCHEMA_CHANGES,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 

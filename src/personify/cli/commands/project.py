@@ -159,3 +159,11 @@ def _print_status(report: dict[str, Any]) -> None:
             f"[yellow]volume {a['kind']}: {where} "
             f"{a['last_day']:,} in the last 24 h, median {a['median']:,.0f} a day[/]"
         )
+    for c in quality.get("schema_changes", []):
+        types = {"added": c["new_type"], "removed": c["old_type"]}.get(
+            c["change"], f"{c['old_type']} → {c['new_type']}"
+        )
+        out.print(
+            f"[yellow]schema drift: {escape(c['source'])}/{escape(c['stream'])} field "
+            f"{escape(c['field'])} {c['change']} ({escape(str(types))})[/]"
+        )
