@@ -303,16 +303,17 @@ def compare_remote(
     remote: PostgresRelation,
     columns: Sequence[str],
     *,
-    mode: Literal["hash", "rows"] = "hash",
+    mode: Literal["hash", "rows"] = "rows",
 ) -> RemoteComparison:
     """Compare the rows of ``remote`` (``columns`` besides the key, under the stored table's
     names) with what ``source`` stored in ``stored``.
 
-    ``mode="hash"``: by ``(key, hash)`` (module docstring) — the least data over the link, for
-    remote or slow links. ``mode="rows"``: the whole rows are pulled as Arrow and compared as
-    :func:`~personify.quality.compare.compare` does — faster when the link is fast and hashing
-    is dear (PostgreSQL 14+ pays ~2–4 µs per ``md5()`` call). The hash join needs an engine
-    reading Arrow in place (DuckDB); other warehouses compare whole rows."""
+    ``mode="rows"`` (default): the whole rows are pulled as Arrow and compared as
+    :func:`~personify.quality.compare.compare` does — the fastest on a fast link (measured:
+    ``benchmarks/reconcile.py``). ``mode="hash"``: by ``(key, hash)`` (module docstring) — a
+    third of the bytes, for slow links; PostgreSQL then pays one ``md5()`` per row (~3 µs on
+    PostgreSQL 15). The hash join needs an engine reading Arrow in place (DuckDB); other
+    warehouses compare whole rows."""
     keys = key_columns(stored)
     key_cols = [stored.column(k) for k in keys]
     compared = [stored.column(c) for c in columns if c not in keys]
