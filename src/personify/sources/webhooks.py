@@ -27,7 +27,8 @@ batch profile build, a sync re-storing the same order — so a transaction may l
 race (DuckDB: "Conflict on tuple …"; PostgreSQL: a serialization failure or deadlock,
 :func:`is_write_conflict`). It is then run again, whole, after a jittered exponential backoff
 (:func:`retry_conflicts`), for up to :data:`REALTIME_PATIENCE` seconds; the applies of one
-receiver run one at a time, so deliveries arriving together do not race each other. Storing a
+receiver run one at a time — deliveries arriving together do not race each other, and what is
+pending when a pass starts is applied in that one pass. Storing a
 delivery retries such a conflict the same way (for :data:`STORE_PATIENCE` seconds) before the
 route gives up with a 503.
 """
@@ -295,11 +296,13 @@ class WebhookReceiver:
     conflicts: int = 0
     """Write-write conflicts met (and retried) so far, storing or applying."""
     failures: int = 0
-    """Real-time applies given up (the batch path catches up with them)."""
+    """Real-time passes given up (the batch path catches up with them)."""
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _targets: dict[str, list[Target]] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _realtime: threading.Lock = field(default_factory=threading.Lock)
+    _pending: dict[str, set[str]] = field(default_factory=dict)
+    _outcomes: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -344,30 +347,53 @@ class WebhookReceiver:
         return receipt
 
     def refresh(self, source: WebhookSource, receipt: Receipt) -> bool:
-        """The real-time path for what an accepted delivery stored: one apply at a time per
-        receiver, run again on a write-write conflict (see the module docstring). Best effort: if
-        it still fails, that is logged and the batch path catches up. Returns whether it was
-        applied (false too when there was nothing to apply)."""
-        from personify.profiles import apply_event, apply_order, apply_record
-
+        """The real-time path for what an accepted delivery stored: its key joins the source's
+        pending keys; one pass at a time per receiver applies every key pending (deliveries
+        arriving together: one pass), run again on a write-write conflict (see the module
+        docstring). Best effort: if it still fails, that is logged and the batch path catches
+        up. Returns whether the key was applied (false too when there was nothing to apply)."""
         key = receipt.key
-        if receipt.outcome != "accepted" or key is None:
+        if receipt.outcome != "accepted" or key is None or source.table not in _KEYS:
             return False
-        apply: Callable[[], object]
+        mine = (source.name, key)
+        with self._guard:
+            self._pending.setdefault(source.name, set()).add(key)
+        with self._realtime:
+            with self._guard:
+                keys = sorted(self._pending.pop(source.name, set()))
+            if keys:
+                ok = self._apply_keys(source, keys)
+                with self._guard:
+                    self._outcomes.update({(source.name, k): ok for k in keys})
+            with self._guard:
+                return self._outcomes.pop(mine, False)
+
+    def _apply_keys(self, source: WebhookSource, keys: list[str]) -> bool:
+        from personify.identity.sightings import Scope
+        from personify.profiles import apply
+
+        among = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
         if source.table == "orders":
-            apply = lambda: apply_order(self.session, key)  # noqa: E731
+            scope = Scope(orders=(f"order_id {among}", (keys,)))
         elif source.table == "customers":
-            apply = lambda: apply_record(self.session, source.name, key)  # noqa: E731
-        elif source.table == "events":
-            apply = lambda: apply_event(self.session, key)  # noqa: E731
+            scope = Scope(records=(f"source = ? AND record_id {among}", (source.name, keys)))
         else:
-            return False
+            scope = Scope(events=(f"message_id {among}", (keys,)))
         try:
-            with self._realtime:
-                retry_conflicts(apply, patience=REALTIME_PATIENCE, on_conflict=self._conflict)
+            retry_conflicts(
+                lambda: apply(self.session, scope),
+                patience=REALTIME_PATIENCE,
+                on_conflict=self._conflict,
+            )
         except Exception as e:  # stored already; the next run's batch path catches up
-            self.failures += 1
-            log.warning("webhook %s: real-time update failed (%s)", source.name, type(e).__name__)
+            with self._guard:
+                self.failures += 1
+            log.warning(
+                "webhook %s: real-time update of %d record(s) failed (%s)",
+                source.name,
+                len(keys),
+                type(e).__name__,
+            )
             return False
         return True
 
