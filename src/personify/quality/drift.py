@@ -124,13 +124,14 @@ def observe(
     if not fields:
         return []
     now = now or clock.now()
-    before = {
-        str(r[0]): (str(r[1]), bool(r[2]))
-        for r in wh.fetch(
-            "SELECT field, type, present FROM source_fields WHERE source = ? AND stream = ?",
-            [source, stream],
-        )
-    }
+    stored = wh.fetch(
+        "SELECT field, type, present, first_seen, last_seen FROM source_fields "
+        "WHERE source = ? AND stream = ?",
+        [source, stream],
+    )
+    before = {str(r[0]): (str(r[1]), bool(r[2])) for r in stored}
+    first = {str(r[0]): r[3] for r in stored}
+    last = {str(r[0]): r[4] for r in stored}
     changes: list[SchemaChange] = []
     if before:
         for name, new_type in sorted(fields.items()):
@@ -151,19 +152,6 @@ def observe(
         rows.append((name, kept, True))
     rows += [(n, t, p and not complete) for n, (t, p) in before.items() if n not in fields]
     ts = pa.timestamp("us", tz="UTC")
-    first = {n: now for n, _, _ in rows}
-    for r in wh.fetch(
-        "SELECT field, first_seen FROM source_fields WHERE source = ? AND stream = ?",
-        [source, stream],
-    ):
-        first[str(r[0])] = r[1]
-    last = {
-        str(r[0]): r[1]
-        for r in wh.fetch(
-            "SELECT field, last_seen FROM source_fields WHERE source = ? AND stream = ?",
-            [source, stream],
-        )
-    }
     data = pa.table(
         {
             "source": [source] * len(rows),
@@ -171,7 +159,7 @@ def observe(
             "field": [r[0] for r in rows],
             "type": [r[1] for r in rows],
             "present": pa.array([r[2] for r in rows], pa.bool_()),
-            "first_seen": pa.array([first[r[0]] for r in rows], ts),
+            "first_seen": pa.array([first.get(r[0], now) for r in rows], ts),
             "last_seen": pa.array(
                 [now if r[0] in fields else last.get(r[0], now) for r in rows], ts
             ),
