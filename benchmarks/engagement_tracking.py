@@ -5,10 +5,15 @@ Usage: ``.venv/bin/python benchmarks/engagement_tracking.py [REQUESTS] [--client
 
 A real ``personify serve`` on a fresh scaffolded DuckDB project holding 1,000 sent messages; each
 request carries a valid signed token (a distinct client address per request is not possible on
-loopback, so the user agent varies: every hit is a new event). Baseline from the same run:
-``GET /healthz`` on the same server with the same clients (it checks the warehouse, so it is a
-floor of a route doing one warehouse round trip per request, not the bare HTTP stack).
-After the run it waits for the events (recorded after each answer) and counts them.
+loopback, so the user agent varies: every hit is a new event). Baselines from the same run, same
+clients, same load generator (``_load.py``):
+
+* **bare ASGI** — ``_bare_asgi.py`` under the same uvicorn (uvloop, httptools): the same GIF and
+  302 bytes with no token check and nothing recorded — the floor of the HTTP stack;
+* ``GET /healthz`` on the same server (one warehouse round trip per request).
+
+Also the server's CPU per tracking request. After the run it waits for the events (recorded
+after each answer by the recorder thread) and counts them.
 
 Goal: ≥ 5,000 requests/s per process with p99 ≤ 20 ms.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-from _load import Load, get_requests
+from _load import Load, cpu_seconds, get_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,11 +39,68 @@ PERSONIFY = str(Path(sys.executable).with_name("personify"))
 MESSAGES = 1000
 
 
+def _wait_http(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"the server on port {port} did not start")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def bare(paths: list[tuple[str, str]], clients: int) -> dict[str, float]:
+    """The same requests against :mod:`_bare_asgi` under the same uvicorn."""
+    from tests.e2e.test_serve import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "_bare_asgi:app",
+            "--app-dir",
+            str(ROOT / "benchmarks"),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--lifespan",
+            "off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_http(port, "/o/x.gif", proc)
+        load = Load(port, get_requests(port, paths))
+        return load.figures(asyncio.run(load.run(clients)))
+    finally:
+        _stop(proc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("requests", nargs="?", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
 
     from tests.e2e.test_serve import free_port, run_json
 
@@ -80,6 +143,7 @@ def main() -> None:
         else:
             paths.append((f"/o/{sign_open(secret, keys[i], f'c-{i}')}.gif", ua))
 
+    floor = bare(paths, args.clients)
     port = free_port()
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen(
@@ -88,22 +152,13 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start; see serve.log")
-            time.sleep(0.1)
+        _wait_http(port, "/healthz", proc)
         base = Load(port, get_requests(port, [("/healthz", "bench")] * args.requests))
         baseline = base.figures(asyncio.run(base.run(args.clients)))
         load = Load(port, get_requests(port, paths))
+        cpu = cpu_seconds(proc.pid)
         tracked = load.figures(asyncio.run(load.run(args.clients)))
+        cpu = cpu_seconds(proc.pid) - cpu
         deadline = time.monotonic() + 300
         while True:
             stored = run_json(
@@ -116,21 +171,27 @@ def main() -> None:
                 break
             time.sleep(1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc)
         log.close()
+    print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     print(f"{args.requests:,} requests, {args.clients} clients, {MESSAGES:,} messages\n")
-    print(f"{'endpoint':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'failures':>10}")
-    for name, f in (("/healthz (baseline)", baseline), ("/o + /c (tracking)", tracked)):
+    print("| endpoint | req/s | p50 ms | p99 ms | failures |")
+    print("|---|---|---|---|---|")
+    rows = (
+        ("bare ASGI, same bytes (floor)", floor),
+        ("/healthz (one warehouse query)", baseline),
+        ("/o + /c (tracking)", tracked),
+    )
+    for name, f in rows:
         print(
-            f"{name:<28}{f['rps']:>10,.0f}{f['p50_ms']:>10.2f}{f['p99_ms']:>10.2f}"
-            f"{int(f['failures']):>10}"
+            f"| {name} | {f['rps']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} "
+            f"| {int(f['failures'])} |"
         )
-    print(f"\nevents recorded: {stored:,} of {args.requests:,}")
+    print(f"\ntracking / floor: {tracked['rps'] / floor['rps']:.0%}")
+    print(
+        f"server CPU per tracking request: {cpu / args.requests * 1e6:.0f} µs (recording included)"
+    )
+    print(f"events recorded: {stored:,} of {args.requests:,}")
     print("goal: >= 5,000 req/s, p99 <= 20 ms")
 
 

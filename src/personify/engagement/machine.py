@@ -50,6 +50,8 @@ def _apple_proxy(ip: str | None, agent: str) -> bool:
         return True
     if not ip:
         return False
+    if ":" not in ip:  # IPv4, the common case: no parsing needed for a /8
+        return ip.split(".", 1)[0] == "17" and ip.count(".") == 3
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
@@ -36,7 +39,8 @@ from personify.engagement.machine import machine_open, scanner_click
 from personify.engagement.tokens import TrackingClaim
 from personify.ingest.tracking.normalize import EVENT_COLUMNS, micros
 from personify.ingest.tracking.store import NEW, store
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.schema import Column, Table
 
 SOURCE = "email_tracking"
 """``events.source`` of tracking hits."""
@@ -266,6 +270,29 @@ def _same_touches(wh: Warehouse, hits: Sequence[Hit]) -> dict[int, str]:
     return out
 
 
+_OWNERS = Table(
+    "_personify_hit_owners", (Column("message_id", "VARCHAR"), Column("customer_id", "VARCHAR"))
+)
+
+
+def _own(wh: Warehouse, new: list[tuple[str, str]]) -> None:
+    """``events.customer_id`` of the new events, in one ``UPDATE`` joined to a staged table."""
+    if not new:
+        return
+    stage = f"_personify_hit_owners_{uuid.uuid4().hex[:12]}"
+    table = Table(stage, _OWNERS.columns)
+    cols = ", ".join(f"{quote(c.name)} {wh.column_type(c.type)}" for c in table.columns)
+    data = pa.table({"message_id": [m for m, _ in new], "customer_id": [c for _, c in new]})
+    with wh.transaction():
+        wh.execute(f"CREATE TEMP TABLE {quote(stage)} ({cols})")
+        wh.load(table, data)
+        wh.execute(
+            f"UPDATE events SET customer_id = s.customer_id FROM {quote(stage)} AS s "
+            "WHERE events.message_id = s.message_id AND events.customer_id IS NULL"
+        )
+        wh.execute(f"DROP TABLE {quote(stage)}")
+
+
 def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Recorded]:
     """:func:`record` for many hits at once: one lookup of their messages and customers, one
     store (what the server does with the hits of a few milliseconds)."""
@@ -299,14 +326,7 @@ def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Re
         for row, (_, h, _), s in zip(rows, known, status, strict=True)
         if s == NEW
     ]
-    for chunk_start in range(0, len(new), _CHUNK):
-        chunk = new[chunk_start : chunk_start + _CHUNK]
-        cases = " ".join("WHEN ? THEN ?" for _ in chunk)
-        wh.execute(
-            f"UPDATE events SET customer_id = CASE message_id {cases} END "
-            f"WHERE message_id IN ({_marks([m for m, _ in chunk])}) AND customer_id IS NULL",
-            [*(v for pair in chunk for v in pair), *(m for m, _ in chunk)],
-        )
+    _own(wh, new)
     for (i, _, _), row, why, s in zip(known, rows, reasons, status, strict=True):
         results[i] = Recorded(str(row[0]), s == NEW, why)
     return results

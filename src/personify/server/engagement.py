@@ -2,7 +2,7 @@
 
 Both verify the signed token (:func:`personify.engagement.verify`, HMAC with the project's
 ``signing_key``); a forged, altered or malformed token answers 404 and records nothing. A valid
-one answers at once — the pixel (a 43-byte transparent GIF) or a 302 to the URL *inside the
+one answers at once — the pixel (a 1×1 transparent GIF) or a 302 to the URL *inside the
 token* (never a URL from the query string: no open redirect). ``HEAD`` is answered the same way
 and flagged as a scanner's. No authentication: the token is the credential; the access log
 names the route template, never the token.
