@@ -520,12 +520,16 @@ def world_apis(data: Path) -> MockApis:
 
     apis = MockApis(faults=Faults(rate_limit_every=40))
     contacts: dict[str, dict[str, Any]] = {}
+    keyless: list[dict[str, Any]] = []  # broken on purpose: each one served (and quarantined)
     for name in ("contacts.jsonl", "updates.jsonl"):
         for record in _json_lines(data / "crm" / name):
-            old = contacts.get(str(record.get("id")))
+            if record.get("id") is None:
+                keyless.append(record)
+                continue
+            old = contacts.get(str(record["id"]))
             if old is None or str(record.get("updatedAt")) >= str(old.get("updatedAt")):
-                contacts[str(record.get("id"))] = record
-    apis.contacts = list(contacts.values())
+                contacts[str(record["id"])] = record
+    apis.contacts = [*contacts.values(), *keyless]
     items: dict[str, list[dict[str, Any]]] = {}
     for item in pq.read_table(data / "order_items.parquet").to_pylist():
         line = {k: item[k] for k in ("product_id", "sku", "title", "quantity", "price")}
@@ -542,7 +546,8 @@ def world_apis(data: Path) -> MockApis:
             "updated_at": _iso(updated) if updated else None,
         }
         apis.orders.append(shop)
-        if order["financial_status"] == "paid" and created and order["total_price"] is not None:
+        paid = order["financial_status"] == "paid" and order["id"] is not None
+        if paid and created and order["total_price"] is not None:
             apis.charges.append(
                 {
                     "id": f"ch_{order['id']}",

@@ -16,7 +16,8 @@ Nested` array becomes rows of its own table: each element with ``_parent`` (the 
 ``_index`` (1-based position).
 
 Repeats of one key within a page keep the last record (an API may return a record twice while
-it changes under the paginator); across pages the later page wins by upsert.
+it changes under the paginator); across pages the later page wins by upsert. Records without
+their key are each kept (and quarantined by validation).
 """
 
 from __future__ import annotations
@@ -188,13 +189,16 @@ def rows_of(target: Target, records: Iterable[Any]) -> list[Any]:
 
 
 def last_per_key(records: list[Any], key: Sequence[str]) -> list[Any]:
-    """The records with repeats of a key removed, the last kept (order otherwise kept)."""
+    """The records with repeats of a key removed, the last kept (order otherwise kept). A record
+    without its key (a part missing or null) repeats nothing: each is kept, so validation
+    quarantines every one of them rather than one for all."""
     seen: dict[Any, int] = {}
     for i, record in enumerate(records):
-        if isinstance(record, dict):
-            seen[tuple(_hashable(get_path(record, k)) for k in key)] = i
+        values = tuple(get_path(record, k) for k in key) if isinstance(record, dict) else (None,)
+        if any(v is None for v in values):
+            seen[("__no_key", i)] = i
         else:
-            seen[("__not_an_object", i)] = i
+            seen[tuple(_hashable(v) for v in values)] = i
     keep = sorted(seen.values())
     return records if len(keep) == len(records) else [records[i] for i in keep]
 

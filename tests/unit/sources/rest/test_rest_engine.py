@@ -197,6 +197,22 @@ def test_bad_records_are_quarantined_with_a_reason(
     assert session.warehouse.scalar("SELECT count(*) FROM quarantine") == 2
 
 
+def test_records_without_their_key_are_each_quarantined(
+    session: Session, apis: MockApis, api_url: str
+) -> None:
+    """Two records of one page lacking their primary key repeat nothing: both are read and both
+    quarantined (they used to collapse into one, the other lost uncounted)."""
+    apis.items[2]["id"] = None
+    apis.items[3]["id"] = None
+    src = source(api_url, "/generic/items", Paginator(type="offset", limit=50), batch_rows=1000)
+    result = sync_rest_source(session, src)
+    assert result.counts["rows_read"] == len(apis.items)
+    assert result.counts["rows_quarantined"] == 2
+    assert result.counts["rows_loaded"] == len(apis.items) - 2
+    reasons = session.warehouse.fetch("SELECT reason FROM quarantine")
+    assert reasons == [("missing_required",), ("missing_required",)]
+
+
 def test_no_records_where_the_selector_says_is_a_clear_error(
     session: Session, api_url: str
 ) -> None:
