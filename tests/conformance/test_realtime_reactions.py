@@ -223,3 +223,38 @@ def test_recompute_reports_and_corrects_a_missed_membership(shop: Session) -> No
         assert drift.drifted and drift.segments == {"buyers": 1}, drift
         assert [s for s, _ in state(wh)["segments"]] == ["buyers"]  # corrected
         assert not recompute(shop).drifted
+
+
+def test_webhook_records_and_synced_records_reach_their_customers(shop: Session) -> None:
+    """What a webhook delivery stored (one record, by id) and what a scheduled sync stored
+    (every record received since the sync started) go through the same pass."""
+    wh = shop.warehouse
+
+    def record(rid: str, mail: str, received: datetime) -> None:
+        row = {
+            "source": "crm",
+            "record_id": rid,
+            "observed_at": received,
+            "email": mail,
+            "first_name": rid.upper(),
+            "received_at": received,
+        }
+        wh.load(table("customer_records"), arrow_rows("customer_records", [row]))
+
+    with clock.frozen(NOW):
+        applier = Applier(shop, tick_every=None)
+        try:
+            record("r1", "one@example.com", NOW - timedelta(hours=2))
+            applier.submit_records("crm", ["r1"])
+            assert applier.wait_idle(60)
+            assert wh.scalar("SELECT count(*) FROM customers") == 1
+            record("r2", "two@example.com", NOW - timedelta(minutes=1))
+            record("r3", "three@example.com", NOW - timedelta(seconds=30))
+            applier.submit_synced("crm", NOW - timedelta(minutes=5))
+            assert applier.wait_idle(60)
+            assert applier.failures == 0
+        finally:
+            applier.close()
+    names = [r[0] for r in wh.fetch("SELECT first_name FROM customers ORDER BY 1")]
+    assert names == ["R1", "R2", "R3"]
+    assert not recompute(shop).drifted
