@@ -54,7 +54,7 @@ from personify.delivery.transport import (
     Transport,
     send_many,
 )
-from personify.engagement.links import instrument, tracking_on
+from personify.engagement.links import message_links, tracking_on
 from personify.messages import (
     RenderedEmail,
     Template,
@@ -150,10 +150,11 @@ def prepare_one(
         policy = AddressPolicy.from_config(project.config.email.connected_allow)
         name = f"{template.name}.liquid"
         context.update(resolve_connected(wanted, context, name, policy=policy))
-    email = render(template, context)
-    if tracking_on(project, template.tracking):  # links to /c/…, the pixel /o/… (after render)
+    links = None
+    if tracking_on(project, template.tracking):  # links to /c/…, the pixel /o/…
         who, signing_key = str(customer["customer_id"]), project_key(project)
-        email = instrument(project, email, key=key, customer_id=who, signing_key=signing_key)
+        links = message_links(project, key=key, customer_id=who, signing_key=signing_key)
+    email = render(template, context, links)
     return compose(project, customer, email, key=key, date=date, unsubscribe=unsubscribe)
 
 

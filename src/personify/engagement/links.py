@@ -1,37 +1,46 @@
-"""Link rewriting and the open pixel, at send time (after rendering, before MIME).
+"""Link rewriting and the open pixel, at send time.
 
 Every ``<a href="http(s)://…">`` of the HTML part becomes ``{base}/c/{token}``, the token signed
 with the link's position and its target; the open pixel ``{base}/o/{token}.gif`` goes just
 before ``</body>``. Left alone: unsubscribe links (``email.unsubscribe_url`` or any path with
 ``/unsubscribe``), ``mailto:`` / ``tel:`` / ``#`` links, anything not absolute http(s), and links
-marked ``data-track="false"``. The plain-text part is not rewritten. A template with
-``tracking: false`` in its front matter (or ``engagement.tracking: false`` for the project) is
-sent as rendered.
+marked ``data-track="false"``. The plain-text part is not rewritten (on purpose: there the URL is
+the link's text). A template with ``tracking: false`` in its front matter (or
+``engagement.tracking: false`` for the project) is sent as rendered.
+
+:func:`message_links` is what :func:`personify.delivery.prepare_one` hands the renderer: when a
+template version's links were found once (:mod:`personify.messages.links`), the renderer asks it
+only to sign each link as it writes it; otherwise :func:`instrument` finds them in the rendered
+HTML. Both apply the same rules and give the same bytes (the renderer compares them on the first
+email of each template version).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import re
 from collections.abc import Callable
 
 from personify.config import Project
-from personify.engagement.tokens import safe_target, sign_click, sign_open
+from personify.engagement.tokens import ClickSigner, safe_target
 from personify.messages import RenderedEmail
-
-_ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
-_HREF = re.compile(r"""(\shref\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
-_NO_TRACK = re.compile(r"""\sdata-track\s*=\s*["']?false""", re.IGNORECASE)
-_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+from personify.messages.links import ANCHOR as _ANCHOR
+from personify.messages.links import HREF as _HREF
+from personify.messages.links import NO_TRACK as _NO_TRACK
+from personify.messages.links import pixel_at
 
 
 def base_url(project: Project) -> str:
     """Where ``personify serve`` answers the tracking routes (no trailing slash)."""
-    configured = project.config.engagement.base_url
+    return _base(project.config.engagement.base_url, project.config.email.unsubscribe_url)
+
+
+@functools.lru_cache(maxsize=64)
+def _base(configured: str | None, unsubscribe: str) -> str:
     if configured:
         return configured.rstrip("/")
-    unsubscribe = project.config.email.unsubscribe_url
     scheme, sep, rest = unsubscribe.partition("://")
     host = rest.split("/", 1)[0]
     return f"{scheme}{sep}{host}" if sep else unsubscribe.rstrip("/")
@@ -70,17 +79,89 @@ def rewrite_links(
     return _ANCHOR.sub(anchor, document), targets
 
 
-def add_pixel(document: str, src: str) -> str:
-    """``document`` with a 1×1 image of ``src`` before ``</body>`` (or at the end)."""
-    img = (
+def _pixel(src: str) -> str:
+    return (
         f'<img src="{html.escape(src, quote=True)}" width="1" height="1" alt="" '
         'style="display:block;border:0;width:1px;height:1px" />'
     )
-    matches = list(_BODY_END.finditer(document))
-    if not matches:
-        return document + img
-    at = matches[-1].start()
-    return document[:at] + img + document[at:]
+
+
+@functools.lru_cache(maxsize=64)
+def _escaped(base: str) -> str:
+    return html.escape(base, quote=True)
+
+
+def _pixel_html(escaped_base: str, token: str) -> str:
+    """:func:`_pixel` of ``{base}/o/{token}.gif`` (a token needs no escaping)."""
+    return (
+        f'<img src="{escaped_base}/o/{token}.gif" width="1" height="1" alt="" '
+        'style="display:block;border:0;width:1px;height:1px" />'
+    )
+
+
+def add_pixel(document: str, src: str) -> str:
+    """``document`` with a 1×1 image of ``src`` before ``</body>`` (or at the end)."""
+    at = pixel_at(document)
+    return document[:at] + _pixel(src) + document[at:]
+
+
+class _Links:
+    """One rendering's tracked links, numbered from 0 (:class:`personify.messages.links.Links`)."""
+
+    __slots__ = ("_message", "count")
+
+    def __init__(self, message: MessageLinks) -> None:
+        self._message = message
+        self.count = 0
+
+    def href(self, escaped: str, tail: str) -> str:
+        if _NO_TRACK.search(escaped + tail):  # as rewrite_links sees the whole tag
+            return escaped
+        url = (html.unescape(escaped) if "&" in escaped else escaped).strip()
+        message = self._message
+        if _skipped(url, message.unsubscribe_url):
+            return escaped
+        index = self.count
+        self.count += 1
+        # html.escape(wrap(...)): the token is base64url, dots and digits (nothing to escape)
+        return f"{message.click_base}{message.signer(index, url)}"
+
+    def pixel(self) -> str:
+        return self._message.pixel_html
+
+
+class MessageLinks:
+    """The link tracking of one message (:class:`personify.messages.render.Tracking`): its
+    click signer (the message's key derived once) and open pixel, made once per email."""
+
+    def __init__(self, project: Project, *, key: str, customer_id: str, signing_key: bytes) -> None:
+        self.base = base_url(project)
+        self.click_base = _escaped(self.base) + "/c/"
+        self.unsubscribe_url = project.config.email.unsubscribe_url
+        self.signer = ClickSigner(signing_key, key, customer_id)
+        self.pixel_html = _pixel_html(_escaped(self.base), self.signer.open)
+
+    def wrap(self, index: int, url: str) -> str:
+        """The tracked address of link number ``index`` going to ``url``."""
+        return f"{self.base}/c/{self.signer(index, url)}"
+
+    def links(self) -> _Links:
+        return _Links(self)
+
+    def instrument(self, email: RenderedEmail) -> RenderedEmail:
+        """``email`` with its links found in its HTML and tracked, and the pixel added."""
+        document, _ = rewrite_links(email.html, self.wrap, self.unsubscribe_url)
+        at = pixel_at(document)
+        document = document[:at] + self.pixel_html + document[at:]
+        return dataclasses.replace(email, html=document, html_pieces=())
+
+
+def message_links(
+    project: Project, *, key: str, customer_id: str, signing_key: bytes
+) -> MessageLinks:
+    """The link tracking of message ``key`` to ``customer_id`` (give it to
+    :func:`personify.messages.render`; the caller checks that tracking is on)."""
+    return MessageLinks(project, key=key, customer_id=customer_id, signing_key=signing_key)
 
 
 def instrument(
@@ -88,14 +169,8 @@ def instrument(
 ) -> RenderedEmail:
     """``email`` with its links tracked and the open pixel added (the caller checks that
     tracking is on for the template)."""
-    base = base_url(project)
-
-    def wrap(index: int, url: str) -> str:
-        return f"{base}/c/{sign_click(signing_key, key, customer_id, index, url)}"
-
-    document, _ = rewrite_links(email.html, wrap, project.config.email.unsubscribe_url)
-    document = add_pixel(document, f"{base}/o/{sign_open(signing_key, key, customer_id)}.gif")
-    return dataclasses.replace(email, html=document, html_pieces=())
+    links = message_links(project, key=key, customer_id=customer_id, signing_key=signing_key)
+    return links.instrument(email)
 
 
 def tracking_on(project: Project, template_tracking: bool) -> bool:

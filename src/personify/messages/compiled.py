@@ -49,6 +49,7 @@ from liquid.builtin.tags.if_tag import IfNode
 from liquid.stringify import to_liquid_string
 from markupsafe import escape
 
+from personify.messages.links import NotTrackable, anchor_sites
 from personify.messages.text import (
     LINK_SLOT,
     SLOT,
@@ -83,12 +84,34 @@ def _out(value: Any) -> str:
     return to_liquid_string(value, True)
 
 
+def _raw_out(value: Any) -> str:
+    """What python-liquid writes for ``value`` without autoescape (a subject line)."""
+    if type(value) is str:
+        return value
+    return to_liquid_string(value, False)
+
+
 def _plain(value: Any) -> str:
     """``value`` for a text part, where the whole text is unescaped once at the end: the value
     itself when that changes nothing (no ``&``), else escaped."""
     if type(value) is str and "&" not in value:
         return value
     return _out(value)
+
+
+_IN_TAG_UNSAFE = re.compile('[<>"]')
+
+
+def _tout(value: Any) -> str:
+    """:func:`_out` where the links were found once: a value that is not plain text and writes
+    ``<``, ``>`` or ``"`` (markup marked safe) could make or change a link — python-liquid
+    renders that email and its links are found in its HTML."""
+    if type(value) is str:
+        return value if _ESCAPED.search(value) is None else escape(value)
+    out = to_liquid_string(value, True)
+    if _IN_TAG_UNSAFE.search(out) is not None:
+        raise _Bail
+    return out
 
 
 def _text(value: Any) -> str:
@@ -281,18 +304,18 @@ def _blank(block: BlockNode) -> bool:
 
 
 def compile_body(template: BoundTemplate) -> Compiled:
-    """The compiled render of ``template`` (see the module docstring). Raises Unsupported."""
+    """The compiled render of ``template`` (see the module docstring): HTML when its
+    environment autoescapes, else text as written (a subject). Raises Unsupported."""
     env = template.env
-    if not env.autoescape:
-        raise Unsupported("compiled bodies are for autoescaped HTML")
     if not env.suppress_blank_control_flow_blocks:
         raise Unsupported("blank blocks written")
     writer = _Writer(template)
     writer.nodes(template.nodes, 2)
-    return _build(template, writer, text=False)
+    compiled: Compiled = _build(template, writer, text=False)
+    return compiled
 
 
-def _build(template: BoundTemplate, writer: _Writer, *, text: bool) -> Compiled:
+def _build(template: BoundTemplate, writer: _Writer, *, text: bool, tracked: bool = False) -> Any:
     env = template.env
     # python-liquid's guarded output stream reads newlines universally ("\r" → "\n")
     translates = env.from_string("{{ v }}").render(v="\r") == "\n"
@@ -300,7 +323,7 @@ def _build(template: BoundTemplate, writer: _Writer, *, text: bool) -> Compiled:
     out_limit = env.output_stream_limit or 10**15
     source = "\n".join(
         [
-            "def _render(_g):",
+            "def _render(_g, _lk):" if tracked else "def _render(_g):",
             "    _o = []",
             "    _sink = []",
             "    _a = _o.append",
@@ -329,22 +352,22 @@ def _build(template: BoundTemplate, writer: _Writer, *, text: bool) -> Compiled:
         "_bail": _bail,
         "_text": _text,
         "_plain": _plain,
-        "_out": _out,
+        "_out": _out if env.autoescape else _raw_out,
         "_truthy": is_truthy,
         "_ev": evaluate,
         "_Bail": _Bail,
         "_LIMIT": limit,
         "_k": writer.constants,
         "_suffix": link_suffix,
+        "_tout": _tout,
     }
-    kind = "text" if text else "html"
+    kind = "text" if text else "tracked html" if tracked else "html"
     try:
         code = compile(source, f"<compiled {template.name} {kind}>", "exec")
     except SyntaxError as e:  # pragma: no cover - a bug here, never the user's template
         raise Unsupported(f"generated code does not compile: {e}") from None
     exec(code, namespace)  # noqa: S102 - our own generated code, names are repr()-quoted
-    render: Compiled = namespace["_render"]
-    return render
+    return namespace["_render"]
 
 
 # ------------------------------------------------------------------------------ the text part
@@ -364,9 +387,19 @@ class _Flat:
         self.parts: list[str] = []
         self.outputs: list[Any] = []
         self.boundaries = 0
+        self.length = 0
+        self.texts: list[tuple[int, ContentNode]] = []
+        """Each text node and where it starts in the flattened string."""
+        self.output_nodes: list[OutputNode] = []
+        self.spans: list[tuple[int, int, OutputNode]] = []
+        """Each output's marker: where it starts, its length, the node."""
+
+    def add(self, part: str) -> None:
+        self.parts.append(part)
+        self.length += len(part)
 
     def boundary(self) -> None:
-        self.parts.append(f"{_CTRL}{self.boundaries}{SLOT_END}")
+        self.add(f"{_CTRL}{self.boundaries}{SLOT_END}")
         self.boundaries += 1
 
     def walk(self, nodes: list[Node]) -> None:
@@ -374,10 +407,14 @@ class _Flat:
             if isinstance(node, ContentNode):
                 if any(c in node.text for c in (SLOT, SLOT_END, LINK_SLOT, _CTRL, "\x00")):
                     raise Unsupported("the template's text holds marker characters")
-                self.parts.append(node.text)
+                self.texts.append((self.length, node))
+                self.add(node.text)
             elif isinstance(node, OutputNode):
-                self.parts.append(f"{SLOT}{len(self.outputs)}{SLOT_END}")
+                marker = f"{SLOT}{len(self.outputs)}{SLOT_END}"
+                self.spans.append((self.length, len(marker), node))
+                self.add(marker)
                 self.outputs.append(node.expression)
+                self.output_nodes.append(node)
             elif isinstance(node, IfNode):
                 self.boundary()
                 self.walk(node.consequence.nodes)
@@ -533,4 +570,117 @@ def compile_text(template: BoundTemplate) -> Compiled:
     writer.walk(template.nodes, 2)
     writer.segment(2)
     assert writer.cursor == len(segments)
-    return _build(template, writer, text=True)
+    compiled: Compiled = _build(template, writer, text=True)
+    return compiled
+
+
+# ------------------------------------------------------------------------ tracked links
+TrackedCompiled = Callable[[Mapping[str, Any], Callable[[str, str], str]], "str | None"]
+"""A body compiled with its links found once: ``render(names, href)`` calls ``href(escaped
+value, rest of the tag)`` for each link (see :class:`personify.messages.links.Links`)."""
+_MARKERS = re.compile(f"[{SLOT}{_CTRL}]\\d+{SLOT_END}")
+_MARKER_AFTER_LT = re.compile(f"<[{SLOT}{_CTRL}]")
+
+Event = tuple[int, str, str]
+"""Where an ``href`` value starts (``"start"``) or ends (``"end"``, with the rest of its tag)
+in a text node (the offset) or around an output (offset 0: before it, 1: after it)."""
+
+
+class _TrackedWriter(_Writer):
+    """:class:`_Writer` whose links call ``_lk``: an ``href`` that is one output as
+    ``_lk(value, tail)``; any other is collected while it is written (``_a`` appends to ``_h``
+    between its start and its end) and then handed to ``_lk``."""
+
+    def __init__(
+        self, template: BoundTemplate, whole: dict[int, str], events: dict[int, list[Event]]
+    ) -> None:
+        super().__init__(template)
+        self.whole = whole
+        self.events = events
+
+    def event(self, depth: int, kind: str, tail: str) -> None:
+        if kind == "start":
+            self.emit(depth, "_h = []")
+            self.emit(depth, "_a = _h.append")
+        else:
+            self.emit(depth, "_a = _o.append")
+            self.emit(depth, f"_a(_lk(''.join(_h), {tail!r}))")
+
+    def node(self, node: Node, depth: int) -> None:
+        events = self.events.get(id(node), [])
+        if isinstance(node, ContentNode):
+            text, last = node.text, 0
+            for at, kind, tail in events:
+                if at > last:
+                    self.emit(depth, f"_a({text[last:at]!r})")
+                self.event(depth, kind, tail)
+                last = at
+            if last < len(text):
+                self.emit(depth, f"_a({text[last:]!r})")
+        elif isinstance(node, OutputNode):
+            for at, kind, tail in events:
+                if at == 0:
+                    self.event(depth, kind, tail)
+            value = self.value(node.expression)
+            rest = self.whole.get(id(node))
+            if rest is None:
+                self.emit(depth, f"_a(_tout({value}))")
+            else:
+                self.emit(depth, f"_a(_lk(_tout({value}), {rest!r}))")
+            for at, kind, tail in events:
+                if at == 1:
+                    self.event(depth, kind, tail)
+        else:
+            super().node(node, depth)
+
+
+def _place(flat: _Flat, position: int, kind: str) -> tuple[int, int]:
+    """The node (its id) and offset where an href value's start or end at ``position`` is
+    written (see :data:`Event`)."""
+    for at, text in flat.texts:
+        end = at + len(text.text)
+        if (at <= position < end) if kind == "start" else (at < position <= end):
+            return id(text), position - at
+    for at, length, output in flat.spans:
+        if kind == "start" and position == at:
+            return id(output), 0
+        if kind == "end" and position == at + length:
+            return id(output), 1
+    raise Unsupported("a link's href starts or ends where nothing is written")
+
+
+def compile_tracked(template: BoundTemplate) -> TrackedCompiled:
+    """:func:`compile_body` with the body's links found once (see
+    :func:`personify.messages.links.anchor_sites`): each ``href`` value is handed to the
+    email's link tracking as written (escaped). Raises Unsupported when the links cannot be
+    decided once (an output or control flow elsewhere in a link's tag or control flow in an
+    ``href``, a ``</body>`` in the body, an output right after ``<``)."""
+    if not template.env.autoescape:
+        raise Unsupported("links are found in autoescaped HTML")
+    compile_body(template)  # the same checks (raises Unsupported)
+    flat = _Flat()
+    flat.walk(template.nodes)
+    source = "".join(flat.parts)
+    if re.search(r"</body", source, re.I) or _MARKER_AFTER_LT.search(source):
+        raise Unsupported("a </body> or an output right after '<' in the body")
+    try:
+        sites = anchor_sites(source, _MARKERS)
+    except NotTrackable as e:
+        raise Unsupported(str(e)) from None
+    whole: dict[int, str] = {}
+    events: dict[int, list[Event]] = {}
+    for start, end, tail in sites:
+        value = source[start:end]
+        if _CTRL in value:
+            raise Unsupported("control flow in an href")
+        one = _MARKERS.fullmatch(value)
+        if one is not None:
+            whole[id(flat.output_nodes[int(value[1:-1])])] = tail
+            continue
+        for position, kind, rest in ((start, "start", ""), (end, "end", tail)):
+            node, offset = _place(flat, position, kind)
+            events.setdefault(node, []).append((offset, kind, rest))
+    writer = _TrackedWriter(template, whole, events)
+    writer.nodes(template.nodes, 2)
+    compiled: TrackedCompiled = _build(template, writer, text=False, tracked=True)
+    return compiled

@@ -11,6 +11,8 @@ from liquid.exceptions import LiquidError, ResourceLimitError, UndefinedError
 
 from personify.messages.errors import RenderError
 
+_CENTS = re.compile(r"-?(?:0|[1-9][0-9]{0,17})\.[0-9]{2}")
+"""A price already written with two decimals (no leading zero, no exponent, no sign but -)."""
 LOOP_ITERATION_LIMIT = 10_000
 OUTPUT_STREAM_LIMIT = 2_000_000
 LOCAL_NAMESPACE_LIMIT = 1_000_000
@@ -32,6 +34,11 @@ def money(value: object, places: object = 2) -> str:
     """``{{ price | money }}`` → ``52.00``: a number with a fixed count of decimals (default 2,
     rounded half to even as accounting does); text that is not a number is returned unchanged,
     nil gives an empty string."""
+    if places == 2:  # the common cases, as the Decimal path below gives them
+        if type(value) is str and _CENTS.fullmatch(value):
+            return value
+        if type(value) is int:
+            return f"{value}.00"
     if value is None:
         return ""
     try:

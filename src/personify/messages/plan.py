@@ -39,7 +39,15 @@ from liquid import BoundTemplate, Environment
 from liquid.stringify import to_liquid_string
 from markupsafe import escape
 
-from personify.messages.compiled import Compiled, Unsupported, compile_body, compile_text
+from personify.messages.compiled import (
+    Compiled,
+    TrackedCompiled,
+    Unsupported,
+    compile_body,
+    compile_text,
+    compile_tracked,
+)
+from personify.messages.links import Links, NotTrackable, anchor_sites, pixel_at
 from personify.messages.text import (
     LINK_SLOT,
     SLOT,
@@ -324,6 +332,93 @@ def _split(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
     return tuple(pieces), tuple(marks)
 
 
+# -------------------------------------------------------------------------- tracked links
+@dataclass(frozen=True)
+class TrackedLayout:
+    """The layout's pieces with its links and the open pixel placed once: ``statics`` around
+    ``ops``, each op ``(kind, argument, tail)`` — ``slot`` (a variable), ``content`` (the body),
+    ``before`` / ``link`` (a static ``href`` before / after the body), ``slotlink`` (an ``href``
+    that is a variable) or ``pixel``."""
+
+    statics: tuple[str, ...]
+    ops: tuple[tuple[str, Any, str], ...]
+    before: tuple[tuple[str, str], ...]
+    """The static links before the body, ``(value, tail)``: signed first (their indices come
+    first)."""
+
+    def html(self, raw: list[str], body: str, before: list[str], links: Links) -> tuple[str, ...]:
+        parts = [self.statics[0]]
+        b = 0
+        for (kind, argument, tail), static in zip(self.ops, self.statics[1:], strict=True):
+            if kind == "slot":
+                parts.append(str(escape(raw[argument])))
+            elif kind == "content":
+                parts.append(body)
+            elif kind == "before":
+                parts.append(before[b])
+                b += 1
+            elif kind == "link":
+                parts.append(links.href(argument, tail))
+            elif kind == "slotlink":
+                parts.append(links.href(str(escape(raw[argument])), tail))
+            else:
+                parts.append(links.pixel())
+            parts.append(static)
+        return tuple(parts)
+
+
+def _tracked_layout(inlined: str, slots: list[_Slot]) -> TrackedLayout:
+    """The :class:`TrackedLayout` of a slotted, CSS-inlined layout. Raises NotTrackable."""
+    content_at = next(
+        m.start() for m in _SLOTTED.finditer(inlined) if slots[int(m.group(2))].path == (CONTENT,)
+    )
+    events: list[tuple[int, int, str, Any, str]] = []
+    linked: set[int] = set()
+    for start, end, tail in anchor_sites(inlined, _SLOTTED):
+        value = inlined[start:end]
+        slot = _SLOTTED.fullmatch(value)
+        if slot is not None:
+            if start < content_at:
+                raise NotTrackable("a layout link made of a variable before the content")
+            events.append((start, end, "slotlink", int(slot.group(2)), tail))
+            linked.add(start)
+        elif _SLOTTED.search(value):
+            raise NotTrackable("a layout href made of text and variables")
+        else:
+            events.append((start, end, "before" if start < content_at else "link", value, tail))
+    for m in _SLOTTED.finditer(inlined):
+        if m.start() not in linked:
+            i = int(m.group(2))
+            kind = "content" if slots[i].path == (CONTENT,) else "slot"
+            events.append((m.start(), m.end(), kind, i, ""))
+    at = pixel_at(inlined)
+    events.append((at, at, "pixel", None, ""))
+    events.sort(key=lambda e: (e[0], e[1]))
+    statics: list[str] = []
+    ops: list[tuple[str, Any, str]] = []
+    last = 0
+    for start, end, kind, argument, tail in events:
+        if start < last:
+            raise NotTrackable("the pixel inside a link or variable")
+        statics.append(inlined[last:start])
+        ops.append((kind, argument, tail))
+        last = end
+    statics.append(inlined[last:])
+    before = tuple((arg, tail) for kind, arg, tail in ops if kind == "before")
+    return TrackedLayout(tuple(statics), tuple(ops), before)
+
+
+@dataclass
+class TrackedPlan:
+    """A plan's links found once: the body compiled with its links, the layout's placed."""
+
+    body: TrackedCompiled
+    layout: TrackedLayout
+    trusted: bool = False
+    """Set once the first tracked email equalled its links found in its HTML."""
+    dropped: bool = False
+
+
 # ----------------------------------------------------------------------------------- the plan
 @dataclass
 class Plan:
@@ -341,6 +436,8 @@ class Plan:
     trusted: bool = False
     """Set once the first email rendered both ways agreed."""
     dropped: bool = False
+    tracked: TrackedPlan | None = None
+    """The links found once (None: an email's links are found in its HTML)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def values(self, context: Mapping[str, Any], subject: str) -> list[str]:
@@ -408,15 +505,33 @@ def make_plan(
         return None, str(e)
     compiled: Compiled | None = None
     compiled_text: Compiled | None = None
+    tracked: TrackedPlan | None = None
     try:
         compiled = compile_body(body)
         compiled_text = compile_text(body)
-    except Unsupported as e:
-        log.info("template %s: body %s compiled (%s)", name, "text not" if compiled else "not", e)
-    return (
-        Plan(body, compiled, compiled_text, tuple(slots), html_pieces, text_pieces, text_marks),
-        "",
-    )
+        tracked = TrackedPlan(compile_tracked(body), _tracked_layout(inlined_layout, slots))
+    except (Unsupported, NotTrackable) as e:
+        log.info("template %s: body or links not compiled (%s)", name, e)
+    plan = Plan(body, compiled, compiled_text, tuple(slots), html_pieces, text_pieces, text_marks)
+    plan.tracked = tracked
+    return plan, ""
+
+
+def verify_links(plan: Plan, name: str, fast: RenderedLike, expected: RenderedLike) -> bool:
+    """Compare an email whose links were found once with the same email whose links were found
+    in its HTML (the first tracked email of a template version): the same bytes, or the
+    template's links are found per email from now on."""
+    tracked = plan.tracked
+    assert tracked is not None
+    with plan._lock:
+        if tracked.trusted or tracked.dropped:
+            return tracked.trusted
+        if fast.html == expected.html and fast.text == expected.text:
+            tracked.trusted = True
+        else:
+            tracked.dropped = True
+            log.warning("template %s: links found once differ; finding them per email", name)
+        return tracked.trusted
 
 
 def verify_once(plan: Plan, name: str, fast: RenderedLike, reference: RenderedLike) -> bool:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, overload
 
 import css_inline
 from liquid import BoundTemplate, Markup
 from liquid.exceptions import LiquidError
 
 from personify.messages.errors import RenderError
+from personify.messages.links import Links
 from personify.messages.liquid_env import translate
-from personify.messages.plan import Fallback, Plan, verify_once
+from personify.messages.plan import Fallback, Plan, verify_links, verify_once
 from personify.messages.templates import Template
 from personify.messages.text import html_to_text, marks_to_text, markup_to_marks
 
@@ -38,11 +39,48 @@ class RenderedEmail:
     when not known."""
 
 
-def render(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
+class Tracking(Protocol):
+    """An email's link tracking, as the sender makes it per message
+    (:func:`personify.engagement.links.message_links`)."""
+
+    def links(self) -> Links:
+        """A fresh :class:`~personify.messages.links.Links` (its link indices from 0)."""
+        ...
+
+    def instrument(self, email: RenderedEmail) -> RenderedEmail:
+        """``email`` with its links found in its HTML and rewritten, and the pixel added."""
+        ...
+
+
+def render(
+    template: Template, context: Mapping[str, Any], tracking: Tracking | None = None
+) -> RenderedEmail:
     """Render ``template`` with ``context``. Raises :class:`RenderError`, never renders blank.
 
     Through the template's plan when it has one (the same email, made faster — see
-    :mod:`personify.messages.plan`), else the reference way."""
+    :mod:`personify.messages.plan`), else the reference way. With ``tracking``, the email's
+    links are tracked: found once per template version when the plan could place them (the
+    first email of a version is also tracked the generic way and compared), else found in
+    each email's HTML by ``tracking.instrument``."""
+    if tracking is None:
+        return _render(template, context)
+    plan = template.plan
+    tracked = plan.tracked if plan is not None else None
+    if plan is None or plan.dropped or tracked is None or tracked.dropped:
+        return tracking.instrument(_render(template, context))
+    try:
+        fast = _render_planned(template, plan, context, tracking.links())
+    except Fallback:
+        return tracking.instrument(render_reference(template, context))
+    if fast is not None and plan.trusted and tracked.trusted:
+        return fast
+    expected = tracking.instrument(_render(template, context))
+    if fast is None or not plan.trusted:
+        return expected
+    return fast if verify_links(plan, template.name, fast, expected) else expected
+
+
+def _render(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
     plan = template.plan
     if plan is None or plan.dropped:
         return render_reference(template, context)
@@ -64,28 +102,62 @@ def _body(template: Template, body: BoundTemplate, context: Mapping[str, Any]) -
 
 
 def _subject(template: Template, context: Mapping[str, Any]) -> str:
-    try:
-        subject = template.subject.render(**context)
-    except LiquidError as e:
-        raise translate(e, f"{template.name} subject") from None
+    compiled = template.subject_compiled
+    subject = compiled(context) if compiled is not None else None
+    if subject is None:  # not compiled, or this context needs python-liquid
+        try:
+            subject = template.subject.render(**context)
+        except LiquidError as e:
+            raise translate(e, f"{template.name} subject") from None
     subject = _WS.sub(" ", subject).strip()
     if not subject:
         raise RenderError("the subject rendered empty", template=f"{template.name}.liquid")
     return subject
 
 
-def _render_planned(template: Template, plan: Plan, context: Mapping[str, Any]) -> RenderedEmail:
-    body = plan.compiled(context) if plan.compiled is not None else None
-    if body is None:  # not compiled, or this context needs python-liquid (e.g. an error)
-        body = _body(template, plan.body, context)
+@overload
+def _render_planned(
+    template: Template, plan: Plan, context: Mapping[str, Any], links: None = None
+) -> RenderedEmail: ...
+
+
+@overload
+def _render_planned(
+    template: Template, plan: Plan, context: Mapping[str, Any], links: Links
+) -> RenderedEmail | None: ...
+
+
+def _render_planned(
+    template: Template, plan: Plan, context: Mapping[str, Any], links: Links | None = None
+) -> RenderedEmail | None:
+    """The planned email; with ``links`` (the plan has ``tracked``) its links tracked — or None
+    when this context needs python-liquid (the caller then tracks the generic way)."""
+    before: list[str] = []
+    if links is None:
+        body = plan.compiled(context) if plan.compiled is not None else None
+        if body is None:  # not compiled, or this context needs python-liquid (e.g. an error)
+            body = _body(template, plan.body, context)
+    else:
+        assert plan.tracked is not None
+        layout = plan.tracked.layout
+        before = [links.href(value, tail) for value, tail in layout.before]
+        body = plan.tracked.body(context, links.href)
+        if body is None:
+            return None
     subject = _subject(template, context)
     raw = plan.values(context, subject)
     if not body.strip():
         raise RenderError("the body rendered empty", template=f"{template.name}.liquid")
-    pieces = plan.html(raw, body)
     marks = plan.compiled_text(context) if plan.compiled_text is not None else None
-    if marks is None:
-        marks = markup_to_marks(_STYLE_ATTR.sub("", body))
+    if links is None:
+        pieces = plan.html(raw, body)
+        if marks is None:
+            marks = markup_to_marks(_STYLE_ATTR.sub("", body))
+    else:
+        assert plan.tracked is not None
+        if marks is None:  # the text of a tracked body would show the tracked links
+            return None
+        pieces = plan.tracked.layout.html(raw, body, before, links)
     text = marks_to_text(plan.text_marks_of(raw, marks))
     return RenderedEmail(template.name, template.version, subject, "".join(pieces), text, pieces)
 

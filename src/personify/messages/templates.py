@@ -29,6 +29,7 @@ from liquid import BoundTemplate
 from liquid.exceptions import LiquidError
 
 from personify.errors import NotFound
+from personify.messages.compiled import Compiled, Unsupported, compile_body
 from personify.messages.connected import Connected, parse_connected
 from personify.messages.errors import RenderError
 from personify.messages.liquid_env import html_environment, text_environment, translate
@@ -57,6 +58,9 @@ class Template:
     tracking: bool = True
     """Open and click tracking for this template (``tracking: false`` in front matter turns it
     off; see :mod:`personify.engagement`)."""
+    subject_compiled: Compiled | None = None
+    """``subject`` compiled to Python (:func:`~personify.messages.compiled.compile_body`; None
+    when it uses what is not compiled)."""
 
 
 def _front_matter(text: str) -> tuple[dict[str, Any], str, int]:
@@ -136,6 +140,10 @@ class TemplateStore:
             parsed_subject = self._text.from_string(subject, name=f"{name} subject")
         except LiquidError as e:
             raise translate(e, f"{name} subject") from None
+        try:
+            subject_compiled: Compiled | None = compile_body(parsed_subject)
+        except Unsupported:
+            subject_compiled = None
         layout: BoundTemplate | None = None
         plan: Plan | None = None
         if layout_name:
@@ -155,6 +163,7 @@ class TemplateStore:
             connected,
             plan,
             tracking=meta.get("tracking", True) is not False,
+            subject_compiled=subject_compiled,
         )
         with self._lock:
             self._cache[name] = template

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from personify.config import load_project
 from personify.delivery.tokens import project_key
@@ -74,3 +79,86 @@ def test_sent_emails_are_tracked_unless_the_template_says_no(project_dir: Path) 
     quiet = prepare_one(project, store.get("quiet"), customer, key="m-2")
     html = quiet.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert 'href="https://shop.example/x"' in html and "/o/" not in html
+
+
+LAYOUT = """<mjml><mj-body><mj-section><mj-column><mj-text>
+<a href="https://shop.example/?from=mail&amp;x=1">Shop</a>
+<a href="mailto:help@shop.example">Help</a>
+</mj-text><mj-text>{{ content }}</mj-text><mj-text>
+<a href="https://shop.example/stores">Stores</a> <a href="{{ unsubscribe_url }}">Unsubscribe</a>
+<a href="{{ shop_url }}">Home</a>
+</mj-text></mj-column></mj-section></mj-body></mjml>"""
+BODY = """---
+subject: "{{ name | default: 'Hi' }}, links"
+layout: tracked
+---
+<p>Hello {{ name }}</p>
+{% for item in items %}<a href="{{ item.url }}" class="x">{{ item.name }}</a>
+{{ item.price | money }}{% endfor %}
+<a href="https://shop.example/static?a=1&amp;b=2">Static</a>
+<a data-track="false" href="{{ private }}">Private</a>
+<a href="mailto:{{ name }}@example.org">Mail</a>
+{% if name %}<a href="{{ maybe }}">Maybe</a>{% endif %}
+"""
+URLS = st.one_of(
+    st.sampled_from(
+        [
+            "https://shop.example/p/1",
+            "https://shop.example/p?a=1&b=2",
+            'https://shop.example/"quoted"',
+            "https://shop.example/ data-track=false",
+            " https://shop.example/padded ",
+            "javascript:alert(1)",
+            "https://shop.example/unsubscribe/x",
+            "mailto:a@b.example",
+            "http://shop.example/<b>",
+            "https://shop.example/ö",
+        ]
+    ),
+    st.text(max_size=12).map(lambda t: "https://shop.example/" + t),
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    urls=st.lists(URLS, max_size=4),
+    maybe=URLS,
+    private=URLS,
+    name=st.sampled_from(["Ann", "", "Zoë & <Co>"]),
+)
+def test_links_found_once_equal_links_found_in_the_html(
+    project_dir: Path, urls: list[str], maybe: str, private: str, name: str
+) -> None:
+    """A template version's links placed once give the same bytes as finding them in each
+    email's HTML (what instrument does), token for token."""
+    from personify.engagement.links import message_links
+    from personify.messages import build_context, render, template_store
+
+    project = load_project(project_dir)
+    folder = project_dir / "templates"
+    (folder / "layouts" / "tracked.mjml").write_text(LAYOUT)
+    (folder / "links.liquid").write_text(BODY)
+    template = template_store(project).get("links")
+    assert template.plan is not None and template.plan.tracked is not None
+    items = [{"url": u, "name": f"P{i}", "price": "9.50"} for i, u in enumerate(urls)]
+    variables = {"items": items, "maybe": maybe, "private": private, "name": name}
+    variables |= {"unsubscribe_url": "http://127.0.0.1:8787/unsubscribe/T"}
+    variables |= {"shop_url": "https://shop.example/home"}
+    context = build_context({"customer_id": "c-1", "email": "a@b.example"}, variables)
+    key = project_key(project)
+
+    def links() -> Any:
+        return message_links(project, key="m-1", customer_id="c-1", signing_key=key)
+
+    for _ in range(2):  # the first email of the version is compared inside render too
+        fast = render(template, context, links())
+        expected = links().instrument(render(template, context))
+        assert fast.html == expected.html and fast.text == expected.text
+    assert not template.plan.tracked.dropped and template.plan.tracked.trusted
+    assert fast.html_pieces, "rendered through the placed links (pieces kept for MIME)"
+    assert "shop.example/static" not in fast.html and "mailto:help@shop.example" in fast.html
+    for token in re.findall(r'/c/([^"]+)"', fast.html):
+        claim = verify(key, "click", token)
+        assert claim is not None and claim.url is not None and claim.url.startswith("http")

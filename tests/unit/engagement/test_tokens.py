@@ -54,3 +54,63 @@ def test_only_absolute_http_targets_are_signed_and_followed() -> None:
         assert not safe_target(bad)
     token = sign_click(KEY, "m", "c", 0, "javascript:alert(1)")
     assert verify(KEY, "click", token) is None
+
+
+def test_click_tokens_of_the_first_format_stay_valid() -> None:
+    """Emails sent before per-message click signing carry sealed JSON tokens; they still work."""
+    from personify.signed import seal
+
+    old = seal(KEY, "click", {"k": "m-1", "c": "c-1", "i": 3, "u": "https://shop.example/x"})
+    claim = verify(KEY, "click", old)
+    assert claim is not None and (claim.key, claim.link, claim.url) == (
+        "m-1",
+        3,
+        "https://shop.example/x",
+    )
+    assert verify(KEY, "click", old[:-1] + ("A" if old[-1] != "A" else "B")) is None
+
+
+def test_every_part_of_a_per_message_click_token_is_signed() -> None:
+    from personify.engagement.tokens import ClickSigner
+
+    signer = ClickSigner(KEY, "m-1", "c-1")
+    token = signer(4, "https://shop.example/p/1")
+    assert token.count(".") == 3 and token == sign_click(
+        KEY, "m-1", "c-1", 4, "https://shop.example/p/1"
+    )
+    claim = verify(KEY, "click", token)
+    assert claim is not None
+    assert (claim.key, claim.customer_id, claim.link, claim.url) == (
+        "m-1",
+        "c-1",
+        4,
+        "https://shop.example/p/1",
+    )
+    message, link, url, signature = token.split(".")
+    other = ClickSigner(KEY, "m-2", "c-2")(4, "https://evil.example/")
+    o_message, _, o_url, o_signature = other.split(".")
+    forged = [
+        f"{message}.5.{url}.{signature}",  # another link number
+        f"{message}.04.{url}.{signature}",  # another spelling of it
+        f"{message}.{link}.{o_url}.{signature}",  # another target
+        f"{o_message}.{link}.{url}.{signature}",  # another message
+        f"{message}.{link}.{o_url}.{o_signature}",  # a part of another message's token
+        f"{message}.{link}.{url}.{signature[:-1]}",
+        f"{message}.-1.{url}.{signature}",
+    ]
+    for bad in forged:
+        assert verify(KEY, "click", bad) is None, bad
+    assert verify(b"another key", "click", token) is None
+    assert verify(KEY, "open", token) is None
+    unsafe = ClickSigner(KEY, "m", "c")(0, "javascript:alert(1)")
+    assert verify(KEY, "click", unsafe) is None
+
+
+def test_the_message_part_is_what_seal_writes() -> None:
+    """The per-message signer's open token is sign_open's (non-ASCII and quotes included)."""
+    from personify.engagement.tokens import ClickSigner
+
+    for key, customer in (("m-1", "c-1"), ('j:s:"ö"\\:ü', "c\u2028é")):
+        assert ClickSigner(KEY, key, customer).open == sign_open(KEY, key, customer)
+        opened = verify(KEY, "open", ClickSigner(KEY, key, customer).open)
+        assert opened is not None and (opened.key, opened.customer_id) == (key, customer)
