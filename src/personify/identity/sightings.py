@@ -30,7 +30,7 @@ EVENT_PAIRS = "_ev_pairs"
 events in scope (raw values), filled by :func:`collect` for stitching."""
 _RAW = scratch(
     "_sightings",
-    grp="VARCHAR",
+    grp="BIGINT",
     kind="VARCHAR",
     raw="VARCHAR",
     source="VARCHAR",
@@ -66,8 +66,8 @@ _EVIDENCE = (
 def _events(wh: Warehouse, where: Where) -> None:
     drop(wh, "_ev_groups")
     wh.execute(
-        "CREATE TEMP TABLE _ev_groups AS SELECT 'e' || CAST(row_number() OVER () AS VARCHAR) "
-        "AS grp, source, anonymous_id, user_id, previous_id, email, phone, "
+        "CREATE TEMP TABLE _ev_groups AS SELECT 4 * row_number() OVER () AS grp, source, "
+        "anonymous_id, user_id, previous_id, email, phone, "
         "min(timestamp) AS first_seen, max(timestamp) AS last_seen, "
         f"min(message_id) AS origin, {_EVIDENCE} AS evidence FROM ("
         "SELECT source, anonymous_id, user_id, type, timestamp, message_id, "
@@ -100,6 +100,7 @@ def _events(wh: Warehouse, where: Where) -> None:
 
 _INPUTS = {
     # prefix: (table, own id column, origin column, time column, evidence, other identifiers)
+    # group ids are integers, 4·n + the input's number (events 0, records 1, orders 2, tickets 3)
     "r": (
         "customer_records",
         "record_id",
@@ -113,14 +114,17 @@ _INPUTS = {
 }
 
 
+_NUMBER = {"r": 1, "o": 2, "t": 3}
+
+
 def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
     """Records, orders, tickets: the source's own id, email, phone … per distinct combination."""
     table, id_column, origin, time, evidence, others = _INPUTS[prefix]
     extra = "".join(f", {c}" for c in others)
     drop(wh, "_in_groups")
     wh.execute(
-        f"CREATE TEMP TABLE _in_groups AS SELECT '{prefix}' || "
-        "CAST(row_number() OVER () AS VARCHAR) AS grp, source, sid, email"
+        f"CREATE TEMP TABLE _in_groups AS SELECT 4 * row_number() OVER () + {_NUMBER[prefix]} "
+        "AS grp, source, sid, email"
         f"{extra}, min(t) AS first_seen, max(t) AS last_seen, min(o) AS origin FROM ("
         f"SELECT source, {id_column} AS sid, email{extra}, {time} AS t, "
         f"CAST({origin} AS VARCHAR) AS o FROM {table} WHERE {where[0]}) x "
