@@ -61,14 +61,23 @@ def write_tags(
                 "(SELECT * FROM customer_tags WHERE customer_id IN "
                 f"(SELECT customer_id FROM {quote(only)}))"
             )
-        wh.execute(f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired, stored=stored))
-        counts = dict(wh.fetch(f"SELECT op, count(*) FROM {diff} GROUP BY op"))
-        added, removed, updated = (
-            int(counts.get(op, 0)) for op in ("entered", "exited", "changed")
-        )
-        _apply(wh, diff, now, added=added, removed=removed, updated=updated)
+        if only is None and not wh.fetch("SELECT 1 FROM customer_tags LIMIT 1"):
+            # nothing stored (a first population): every earned tag is new — the earned
+            # tags are the difference, without a join against the stored ones
+            source = f"(SELECT *, 'entered' AS op FROM {desired}) AS d"
+            added, removed, updated = tagged, 0, 0
+        else:
+            source = diff
+            wh.execute(
+                f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired, stored=stored)
+            )
+            counts = dict(wh.fetch(f"SELECT op, count(*) FROM {diff} GROUP BY op"))
+            added, removed, updated = (
+                int(counts.get(op, 0)) for op in ("entered", "exited", "changed")
+            )
+        _apply(wh, source, now, added=added, removed=removed, updated=updated)
         for name in (flags, desired, diff):
-            wh.execute(f"DROP TABLE {name}")
+            wh.execute(f"DROP TABLE IF EXISTS {name}")
     return TagCounts(len(compiled.rules), tagged, added, removed, updated)
 
 
@@ -95,6 +104,7 @@ _SAME = "{diff}.customer_id = customer_tags.customer_id AND {diff}.tag = custome
 def _apply(
     wh: Warehouse, diff: str, now: datetime, *, added: int, removed: int, updated: int
 ) -> None:
+    """``diff``: the difference table (or, when only tags enter, an aliased subquery)."""
     same = _SAME.format(diff=diff)
     if added or removed:
         wh.execute(_CHANGES.format(diff=diff), [now, datetime.now(UTC)])

@@ -64,17 +64,31 @@ def refresh_segment(
                 f"({max_members:,}); its memberships were left as they were",
                 hint="narrow the query, or raise audiences.max_members in personify.yml",
             )
-        wh.execute(f"CREATE TEMP TABLE {diff} (customer_id VARCHAR NOT NULL, change VARCHAR)")
-        wh.execute(f"INSERT INTO {diff} " + _DIFF.format(members=members), [segment.name])
-        counts = dict(wh.fetch(f"SELECT change, count(*) FROM {diff} GROUP BY change"))
-        entered, exited = int(counts.get("entered", 0)), int(counts.get("exited", 0))
+        first = not wh.fetch(
+            "SELECT 1 FROM segment_memberships WHERE segment = ? AND exited_at IS NULL LIMIT 1",
+            [segment.name],
+        )
+        if first:
+            # no open membership (a first population): every member enters — the members
+            # are the difference, without a join against the stored memberships
+            source = f"(SELECT customer_id, 'entered' AS change FROM {members}) AS d"
+            entered, exited = size, 0
+        else:
+            wh.execute(f"CREATE TEMP TABLE {diff} (customer_id VARCHAR NOT NULL, change VARCHAR)")
+            wh.execute(f"INSERT INTO {diff} " + _DIFF.format(members=members), [segment.name])
+            counts = dict(wh.fetch(f"SELECT change, count(*) FROM {diff} GROUP BY change"))
+            source = diff
+            entered, exited = int(counts.get("entered", 0)), int(counts.get("exited", 0))
         if entered or exited:
             again = wh.scalar(
                 "SELECT refreshed_at FROM segment_state WHERE segment = ?", [segment.name]
             )
-            _apply(wh, segment.name, diff, now, entered=entered, exited=exited, again=again == now)
+            _apply(
+                wh, segment.name, source, now, entered=entered, exited=exited, again=again == now
+            )
         wh.execute(f"DROP TABLE {members}")
-        wh.execute(f"DROP TABLE {diff}")
+        if not first:
+            wh.execute(f"DROP TABLE {diff}")
         seconds = time.perf_counter() - started
         result = RefreshResult(segment.name, size, entered, exited, seconds, members_sql)
         _save_state(wh, result, now)
@@ -138,7 +152,8 @@ def _apply(
     again: bool,
 ) -> None:
     """Record the changes, close the exits, open the entries (``again``: refreshed before at
-    this very instant, so an exit and a re-entry may meet)."""
+    this very instant, so an exit and a re-entry may meet). ``diff``: a table or a
+    parenthesized query of ``(customer_id, change)``."""
     wh.execute(
         f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
         f"SELECT 'segment', ?, customer_id, change, ?, ? FROM {diff}",
