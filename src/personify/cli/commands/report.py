@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.engagement.report import journeys_report
+from personify.engagement.report import JourneysReport, journeys_report
 from personify.session import open_session
 
 report_app = typer.Typer(
@@ -23,17 +24,40 @@ app.add_typer(report_app, name="report", rich_help_panel="Email")
 
 @report_app.command("journeys")
 def journeys_command(
-    project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "--html",
+            help="Also write the report as one self-contained HTML page with charts (funnel, "
+            "uplift with intervals, revenue over time) to this file.",
+        ),
+    ] = None,
 ) -> None:
     """Per journey, step and variant: sends, delivered, unique opens and clicks (machine opens
     and scanner clicks excluded), conversions and revenue — orders placed within
     engagement.attribution_window after a click (or open, with attribution_touch: open), the
     touch chosen by engagement.attribution_rule (last_touch by default; the report names it).
     Experiments: each variant's conversions against the holdout, with a 95 % interval and
-    whether the sample is big enough to conclude."""
+    whether the sample is big enough to conclude. --out report.html writes the same as a page
+    with charts."""
     pin_now(now)
     with open_session(project) as session:
-        report = journeys_report(session.warehouse, session.project, clock.now())
+        at = clock.now()
+        report = journeys_report(session.warehouse, session.project, at)
+        if out is not None:
+            from personify.engagement.html import journeys_html, revenue_series
+
+            page = journeys_html(
+                report,
+                project_name=session.project.config.name,
+                now=at,
+                revenue=revenue_series(session.warehouse, session.project, at),
+            )
+            out.write_text(page, encoding="utf-8")
     if json:
         emit_json(asdict(report))
         return
@@ -62,15 +86,20 @@ def journeys_command(
             f"{s.conversions:,}",
             f"{s.revenue:,.2f}",
         )
-    out = console()
-    out.print(table, markup=False)
-    out.print(
+    shown = console()
+    shown.print(table, markup=False)
+    shown.print(
         f"attribution: {report.rule.replace('_', ' ')}, {report.touch}s within {report.window}; "
         "machine opens and scanner clicks excluded",
         markup=False,
     )
-    if not report.experiments:
-        return
+    if report.experiments:
+        _arms(shown, report)
+    if out is not None:
+        shown.print(f"HTML report: {out}", markup=False, soft_wrap=True)
+
+
+def _arms(shown: Any, report: JourneysReport) -> None:
     arms = Table(
         "experiment", "variant", "assigned", "converted", "uplift vs holdout", "95 % interval", ""
     )
@@ -86,4 +115,4 @@ def journeys_command(
             "-" if lift is None else f"[{lift.low:+.1%}, {lift.high:+.1%}]",
             "" if lift is None else lift.note,
         )
-    out.print(arms, markup=False)
+    shown.print(arms, markup=False)

@@ -1,0 +1,179 @@
+"""``personify report journeys --out report.html`` in real headless Chromium: a journey with two
+variants and a holdout runs, people click and buy (more in the variants than in the holdout), and
+the page opens without console errors, draws its three charts (funnel, uplift with intervals,
+revenue over time), and its screenshot — decoded by the browser itself — is not blank and shows
+the charts' colours."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from personify import clock
+from personify.engagement import Hit, TrackingClaim, record
+from personify.engagement.experiments import HOLDOUT
+from personify.journeys import deliver, project_journeys, run_journeys
+from personify.scaffold import init_project
+from personify.session import open_session
+from personify.warehouse import table
+from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
+from tests.conftest import REQUIRE_SERVICES
+from tests.e2e.cli import personify, personify_json
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+HELLO = """---
+subject: "Hello {{ customer.first_name }}"
+layout: none
+---
+<p>Hello {{ customer.first_name }}, {{ note }} <a href="https://shop.example/new">new in</a></p>
+"""
+JOURNEY = """trigger: {schedule: 2026-03-02T11:00:00Z, segment: everyone}
+steps:
+  - id: news
+    send: hello
+    with: {note: plain}
+    holdout: 25%
+    variants:
+      - {name: plain}
+      - {name: bold, subject: "Big news, {{ customer.first_name }}", with: {note: bold}}
+"""
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"
+BUYS = {HOLDOUT: 0.05, "plain": 0.12, "bold": 0.25}
+"""Share of each arm that buys (a real effect of the email, built in)."""
+
+
+def _chromium_or_skip() -> None:
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PERSONIFY_REQUIRE_SERVICES=1 but {message}")
+        pytest.skip(message)
+
+
+def _world(root: Path) -> None:
+    init_project(root)
+    (root / "templates" / "hello.liquid").write_text(HELLO, encoding="utf-8")
+    (root / "journeys" / "weekly.yml").write_text(JOURNEY, encoding="utf-8")
+    ids = [f"c{i:04d}" for i in range(1200)]
+    with open_session(root) as session:
+        wh = session.warehouse
+        load_customers(
+            wh, [{"customer_id": c, "email": f"{c}@example.com", "first_name": "Ann"} for c in ids]
+        )
+        load_consents(wh, [(c, "email_marketing", "granted") for c in ids])
+        members = [
+            {"segment": "everyone", "customer_id": c, "entered_at": NOW - timedelta(hours=1)}
+            for c in ids
+        ]
+        wh.load(table("segment_memberships"), arrow_rows("segment_memberships", members))
+        with clock.frozen(NOW):
+            journeys = project_journeys(session.project)
+            run_journeys(wh, session.project, journeys)
+            deliver(wh, session.project, journeys, now=NOW)
+        rows = wh.fetch("SELECT idempotency_key, customer_id, variant FROM messages")
+        orders: list[dict[str, Any]] = []
+        for n, (key, customer, variant) in enumerate(sorted(rows)):
+            share = BUYS[str(variant)]
+            buys = (n * 7919 % 1000) / 1000 < share
+            if buys and variant != HOLDOUT:  # the buyer followed the email's link first
+                claim = TrackingClaim(
+                    "click", str(key), str(customer), 0, "https://shop.example/new"
+                )
+                at = NOW + timedelta(hours=2 + n % 30)
+                record(wh, session.project, Hit(claim, at, BROWSER, "203.0.113.9"))
+            if buys:
+                orders.append(
+                    {
+                        "order_id": f"o-{customer}",
+                        "customer_id": customer,
+                        "status": "paid",
+                        "total": 40.0 + n % 25,
+                        "created_at": NOW + timedelta(hours=3 + n % 30),
+                        "source": "shop",
+                    }
+                )
+        wh.load(table("orders"), arrow_rows("orders", orders))
+
+
+def test_the_journeys_report_opens_in_chromium_with_its_charts(tmp_path: Path) -> None:
+    _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "shop"
+    _world(root)
+    out = tmp_path / "report.html"
+    at = (NOW + timedelta(days=3)).isoformat()
+    done = personify("report", "journeys", "--project", str(root), "--now", at, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"HTML report: {out}" in done.stdout.replace("\n", "")
+    doc = personify_json("report", "journeys", "--project", str(root), "--now", at)
+    arms = {s["variant"]: s for s in doc["steps"] if s["step"] == "news"}
+    assert arms[HOLDOUT]["sends"] == 0 and arms["bold"]["uplift"]["conclusive"]
+    assert arms["bold"]["uplift"]["difference"] > arms["plain"]["uplift"]["difference"] > 0
+    page = out.read_text(encoding="utf-8")
+    assert "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1100, "height": 900})
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(out.as_uri())
+            drawn = tab.evaluate(
+                """() => ({
+                charts: [...document.querySelectorAll('svg.chart')].map(s => s.classList[1]),
+                bars: document.querySelectorAll('svg.funnel rect.bar').length,
+                points: document.querySelectorAll('svg.uplift circle.point').length,
+                intervals: [...document.querySelectorAll('svg.uplift line.interval')]
+                  .map(l => l.getBBox().width),
+                lines: document.querySelectorAll('svg.revenue polyline.line').length,
+                sizes: [...document.querySelectorAll('svg.chart')]
+                  .map(s => s.getBoundingClientRect().height),
+            })"""
+            )
+            shot = tab.screenshot(full_page=True)
+            check = browser.new_page()
+            check.set_content("<canvas></canvas>")
+            pixels = check.evaluate(
+                """async (src) => {
+                const img = new Image(); img.src = src; await img.decode();
+                const c = document.querySelector('canvas');
+                c.width = img.width; c.height = img.height;
+                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                const d = g.getImageData(0, 0, c.width, c.height).data;
+                let ink = 0, blue = 0, green = 0;
+                for (let i = 0; i < d.length; i += 4) {
+                  const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
+                  if (r < 240 || gr < 240 || b < 240) ink++;
+                  const near = (x, y, z) =>
+                    Math.abs(r - x) < 12 && Math.abs(gr - y) < 12 && Math.abs(b - z) < 12;
+                  if (near(0x3b, 0x6f, 0xd4)) blue++;
+                  if (near(0x3a, 0xa3, 0x7a)) green++;
+                }
+                return {width: c.width, height: c.height, ink, blue, green};
+            }""",
+                "data:image/png;base64," + base64.b64encode(shot).decode(),
+            )
+        finally:
+            browser.close()
+    assert errors == []
+    assert drawn["charts"] == ["funnel", "uplift", "revenue"], json.dumps(drawn)
+    assert drawn["bars"] == 5 * 3  # five stages × (plain, bold, holdout)
+    assert drawn["points"] == 2 and all(w > 5 for w in drawn["intervals"])
+    assert drawn["lines"] == 1 and all(h > 100 for h in drawn["sizes"])
+    assert pixels["width"] >= 1000 and pixels["height"] > 900
+    assert pixels["ink"] > 20_000  # text, bars, lines: not a blank page
+    assert pixels["blue"] > 200 and pixels["green"] > 50  # the funnel's sends, the conclusive point
