@@ -46,10 +46,35 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     assert counts.get("web", 0) > 5 * 1000 and "web_history" not in counts
     assert "web_history" not in (project / "personify.yml").read_text()
 
+    # the CRM, orders, tickets and payments came from the live mock APIs (the default)
+    text = (project / "personify.yml").read_text()
+    assert "base_url: local:demo" in text and "path: data/orders.parquet" not in text
+    emails = list((project / "outbox").glob("*.eml"))
+    assert emails
+
+    # a rerun at the same instant: the APIs come up again, only their overlap window is pulled
+    # (nothing new stored), the files are skipped, and nothing is sent twice
     again = personify_json("run", "--project", str(project), "--now", NOW)
-    sync = next(s for s in again["stages"] if s["name"] == "sync")
-    assert sync["counts"]["rows_loaded"] == 0
-    assert sync["counts"]["files"] == 0 and sync["counts"]["files_skipped"] >= 9
+    stages = {s["name"]: s["counts"] for s in again["stages"]}
+    assert stages["sync"]["files"] == 0 and stages["sync"]["files_skipped"] >= 4
+    assert stages["sync"]["pages"] == 4 and stages["sync"]["rows_quarantined"] == 0
+    assert stages["delivery"]["sent"] == 0 and stages["journeys"]["decided"] == 0
+    assert len(list((project / "outbox").glob("*.eml"))) == len(emails)
+
+
+def test_demo_with_files_imports_the_world_from_its_files(tmp_path: Path) -> None:
+    project = tmp_path / "file-demo"
+    first = personify_json("demo", str(project), "--customers", "1000", "--files", "--now", NOW)
+    by_source = {s["source"]: s["counts"] for s in first["sources"]}
+    for name in ("crm", "shop_orders", "shop_order_items", "helpdesk"):
+        assert by_source[name]["files"] >= 1 and by_source[name]["rows_loaded"] > 0, name
+    assert "shop_webhooks" not in by_source and "payments" not in by_source
+    assert "base_url: local:demo" not in (project / "personify.yml").read_text()
+    assert first["emails"]["sent"] > 0
+    again = personify_json("run", "--project", str(project), "--now", NOW)
+    stages = {s["name"]: s["counts"] for s in again["stages"]}
+    assert stages["sync"]["rows_loaded"] == 0 and stages["sync"]["files_skipped"] >= 9
+    assert stages["delivery"]["sent"] == 0
 
 
 def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
@@ -72,8 +97,12 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     second = personify_json("demo", str(project), "--customers", "1000", "--seed", "3")
     assert second["created"] is False
     assert second["world"]["now"] == first["world"]["now"]
-    sync = {s["name"]: s for s in second["run"]["stages"]}["sync"]["counts"]
-    assert sync["rows_loaded"] == 0 and sync["files"] == 0
+    stages = {s["name"]: s["counts"] for s in second["run"]["stages"]}
+    assert stages["sync"]["files"] == 0
+    assert second["quarantine"]["total"] == first["quarantine"]["total"]  # none stored twice
+    assert stages["delivery"]["sent"] == 0  # nothing sent twice
+    hooks = next(s for s in second["sources"] if s["source"] == "shop_webhooks")["counts"]
+    assert hooks["rows_read"] == 10 and hooks["rows_duplicate"] == 10  # the same deliveries
     resent = next(s for s in second["sources"] if s["source"] == "web")["counts"]
     first_web = web["counts"]
     assert resent["rows_duplicate"] == first_web["rows_duplicate"] + first_web["rows_loaded"]

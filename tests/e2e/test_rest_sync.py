@@ -172,7 +172,7 @@ def test_the_scheduler_syncs_sources_when_due(project: Path, apis: MockApis) -> 
 @pytest.mark.slow
 def test_the_demo_pulls_its_world_from_live_apis_and_stays_usable(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    summary = personify_json("demo", str(root), "--customers", "100", "--live-apis", timeout=300)
+    summary = personify_json("demo", str(root), "--customers", "100", timeout=300)  # the default
     by_source = {s["source"]: s for s in summary["sources"]}
     for name in ("crm", "shop_orders", "helpdesk", "payments"):
         assert by_source[name]["counts"]["pages"] >= 1, name
@@ -192,3 +192,40 @@ def test_the_demo_pulls_its_world_from_live_apis_and_stays_usable(tmp_path: Path
     assert crm["kind"] == "rest" and crm["last_run_status"] == "succeeded"
     hooks_status = next(s for s in status["sources"] if s["name"] == "shop_webhooks")
     assert hooks_status["deliveries"] == 10 and hooks_status["last_sync_at"] is not None
+
+
+def quarantined(root: Path) -> dict[tuple[str, str], int]:
+    rows = personify_json(
+        "sql",
+        "SELECT source, reason, count(*) AS n FROM quarantine GROUP BY ALL",
+        "--project",
+        str(root),
+    )["rows"]
+    return {(r["source"], r["reason"]): r["n"] for r in rows}
+
+
+@pytest.mark.slow
+def test_the_live_demo_quarantines_what_the_file_demo_does(tmp_path: Path) -> None:
+    """The same world through its APIs and through its files: the same bad records end in the
+    quarantine for the same reasons — but for what only a file can carry (README, "Live demo"):
+    malformed JSON lines (an API answers JSON), and a ticket's requester email (a Zendesk ticket
+    names its requester by id). The order items' flaws are the ``shop_orders`` source's there
+    (line items nested in the orders) and ``shop_order_items``' here (a file of their own)."""
+    now = "2026-01-31T09:00:00Z"
+    live, files = tmp_path / "live", tmp_path / "files"
+    personify_json("demo", str(live), "--customers", "300", "--now", now, timeout=300)
+    personify_json("demo", str(files), "--customers", "300", "--now", now, "--files", timeout=300)
+    from_files = quarantined(files)
+    only_in_files = {
+        k: from_files.pop(k)
+        for k in [("crm", "malformed_json"), ("helpdesk", "malformed_json")]
+        + [("helpdesk", "invalid_email")]
+    }
+    assert only_in_files == {
+        ("crm", "malformed_json"): 2,
+        ("helpdesk", "malformed_json"): 2,
+        ("helpdesk", "invalid_email"): 1,
+    }
+    items = from_files.pop(("shop_order_items", "out_of_range"))
+    from_files[("shop_orders", "out_of_range")] = items
+    assert quarantined(live) == from_files

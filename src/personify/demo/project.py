@@ -1,4 +1,5 @@
-"""The demo project: a scaffolded project whose file sources read the synthetic world.
+"""The demo project: a scaffolded project whose sources read the synthetic world — from its files,
+or (``live_apis``, what ``personify demo`` does by default) partly from it served as live mock APIs.
 
 :func:`make_demo_project` scaffolds the folder (``personify init``), writes the world into
 ``data/`` and rewrites ``personify.yml``: the ``web`` tracking source and the admin token stay
@@ -69,7 +70,9 @@ def make_demo_project(
 ) -> DemoProject:
     """Make (or remake) the demo project in ``directory`` with a world of ``customers``;
     ``live_apis``: the CRM, orders, tickets and payments come from the world served as live mock
-    APIs (REST sources, :func:`personify.demo.mock_apis.live_sources_yaml`) instead of files."""
+    APIs (REST sources, :func:`personify.demo.mock_apis.live_sources_yaml`) instead of files —
+    what ``personify demo`` does unless given ``--files`` (this function's default stays the
+    files: tests and benchmarks load the world so)."""
     import time
 
     root = directory.expanduser().resolve()

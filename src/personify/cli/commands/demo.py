@@ -46,12 +46,13 @@ def demo_command(
     live_apis: Annotated[
         bool,
         typer.Option(
-            "--live-apis",
-            help="Pull the CRM, orders, tickets and payments from the world served as live "
-            "local APIs (HubSpot, Shopify, Zendesk and Stripe styles, 429s included) through "
-            "REST sources, and send signed order webhooks, instead of importing files.",
+            "--live-apis/--files",
+            help="--live-apis (the default): pull the CRM, orders, tickets and payments from "
+            "the world served as live local APIs (HubSpot, Shopify, Zendesk and Stripe styles, "
+            "429s included) through REST sources, and send signed order webhooks. --files: "
+            "import them from the world's files instead (CSV, JSON Lines, Parquet).",
         ),
-    ] = False,
+    ] = True,
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
@@ -59,11 +60,15 @@ def demo_command(
 
     The world: a catalogue, customers known to a CRM and a shop under different ids, consents,
     web sessions that log in and abandon carts, orders, support tickets, email opens and clicks —
-    and a sprinkle of invalid records. It is written to DIR/data as CSV, JSON Lines and Parquet
-    and imported by the project's file sources; the web sessions go through the tracking API
-    (POST /v1/batch with the write key, on a local port) as a shop's pages would send them.
-    Running it again on DIR regenerates the same world (its instant is kept) and stores nothing
-    twice; the project stays usable: try `personify status --project DIR`.
+    and a sprinkle of invalid records. It is written to DIR/data as CSV, JSON Lines and Parquet.
+    The CRM contacts, shop orders, help-desk tickets and payments are served from it as live
+    local mock APIs and pulled by the project's REST sources (incremental, 429s sprinkled in);
+    the shop's latest orders arrive as signed webhooks; the catalogue, shop customers, consents
+    and email events are imported from files (with --files, everything is); the web sessions go
+    through the tracking API (POST /v1/batch with the write key, on a local port) as a shop's
+    pages would send them. Running it again on DIR regenerates the same world (its instant is
+    kept), stores nothing twice and sends nothing twice; the project stays usable: try
+    `personify status --project DIR` (its mock APIs come up when a sync needs them).
     """
     pin_now(now)  # validates --now
     instant = clock.now() if now else None
