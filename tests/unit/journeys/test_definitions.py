@@ -249,3 +249,17 @@ def test_experiment_keys_only_on_send_steps_and_discount_needs_a_discount() -> N
     )
     exp = named.steps[0].experiment  # type: ignore[attr-defined]
     assert exp.name == "spring" and exp.weights == {"control": 1.0} and exp.holdout == 0.2
+
+
+def test_the_scaffold_experiment_example_parses_when_uncommented() -> None:
+    text = (SCAFFOLD / "re_engagement.yml").read_text(encoding="utf-8")
+    start = text.index("    # holdout: 10%")
+    example = "\n".join(  # one "# " off each line: nested comments stay comments
+        line.replace("# ", "", 1) if line.lstrip().startswith("# ") else line
+        for line in text[start:].splitlines()
+    )
+    journey = parse(text[:start] + example + "\n")
+    step = journey.steps[0]  # type: ignore[attr-defined]
+    assert step.experiment.holdout == pytest.approx(0.1)
+    assert step.experiment.weights == {"as_written": 1.0, "we_miss_you": 1.0}
+    assert step.experiment.name == "re_engagement.step1"
