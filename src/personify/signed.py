@@ -11,7 +11,6 @@ Unsubscribe, double-opt-in and open/click tokens are all made here.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 from collections.abc import Mapping
@@ -33,7 +32,7 @@ def unb64(text: str) -> bytes:
 
 def _mac(key: bytes, domain: str, payload: str) -> str:
     message = domain.encode("ascii") + b"\0" + payload.encode("ascii")
-    return b64(hmac.new(key, message, hashlib.sha256).digest()[:SIGNATURE_BYTES])
+    return b64(hmac.digest(key, message, "sha256")[:SIGNATURE_BYTES])  # one C call
 
 
 def seal(key: bytes, domain: str, doc: Mapping[str, object]) -> str:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 
 from personify.config import Project
-from personify.engagement.tokens import ClickSigner, safe_target
+from personify.engagement.tokens import _CONTROL, ClickSigner, safe_target
 from personify.messages import RenderedEmail
 from personify.messages.links import ANCHOR as _ANCHOR
 from personify.messages.links import HREF as _HREF
@@ -47,11 +47,12 @@ def _base(configured: str | None, unsubscribe: str) -> str:
 
 
 def _skipped(url: str, unsubscribe_url: str) -> bool:
-    if not safe_target(url):  # mailto:, tel:, #anchors, relative, javascript:
-        return True
+    lowered = url.lower()
+    if not lowered.startswith(("https://", "http://")) or not safe_target(url):
+        return True  # mailto:, tel:, #anchors, relative, javascript:
     if unsubscribe_url and url.startswith(unsubscribe_url):
         return True
-    return "/unsubscribe" in url.lower()
+    return "/unsubscribe" in lowered
 
 
 def rewrite_links(
@@ -105,6 +106,11 @@ def add_pixel(document: str, src: str) -> str:
     return document[:at] + _pixel(src) + document[at:]
 
 
+@functools.lru_cache(maxsize=1024)
+def _tail_untracked(tail: str) -> bool:
+    return _NO_TRACK.search(tail) is not None
+
+
 class _Links:
     """One rendering's tracked links, numbered from 0 (:class:`personify.messages.links.Links`)."""
 
@@ -115,11 +121,21 @@ class _Links:
         self.count = 0
 
     def href(self, escaped: str, tail: str) -> str:
-        if _NO_TRACK.search(escaped + tail):  # as rewrite_links sees the whole tag
+        # as rewrite_links sees the whole tag: the tail alone (static, so cached), or a match
+        # starting in the value (it can reach at most '"false' into the tail)
+        if _tail_untracked(tail) or (
+            "data-track" in escaped.lower() and _NO_TRACK.search(escaped + tail[:8])
+        ):
             return escaped
         url = (html.unescape(escaped) if "&" in escaped else escaped).strip()
         message = self._message
-        if _skipped(url, message.unsubscribe_url):
+        lowered = url.lower()  # _skipped(url, message.unsubscribe_url), written out
+        if (
+            not lowered.startswith(("https://", "http://"))
+            or _CONTROL.search(url) is not None
+            or "/unsubscribe" in lowered
+            or (message.unsubscribe_url and url.startswith(message.unsubscribe_url))
+        ):
             return escaped
         index = self.count
         self.count += 1
