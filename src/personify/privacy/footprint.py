@@ -37,9 +37,12 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "journey_state",
         "webhook_receipts",
         "reconciliation_runs",
+        "source_fields",
+        "schema_changes",
     }
 )
-"""Tables without personal data (the audit log and tombstones hold keyed hashes only)."""
+"""Tables without personal data (the audit log and tombstones hold keyed hashes only; schema
+drift tables hold field names and types, never values)."""
 
 MIN_SEARCH_LENGTH = 6
 """Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would
