@@ -346,6 +346,54 @@ def test_sync_sources_imports_a_glob_in_order(session: Session) -> None:
     assert sorted(paths) == ["data/orders-01.csv", "data/orders-02.csv"]
 
 
+def test_sync_sources_imports_tables_side_by_side(session: Session) -> None:
+    """Sources of different tables run in parallel lanes (same table: one after the other);
+    results come back in the project's order, and a failing source fails the sync only after
+    the other lanes finished (each file being its own transaction, what they loaded stays)."""
+    from personify import sources
+
+    assert sources.PARALLEL_SOURCES > 1
+    write(session, "orders.csv", "order_id,created_at\no1,2025-01-01\no2,2025-01-02\n")
+    events = "\n".join(event(f"m{i}") for i in range(300)) + "\n"
+    write(session, "events-a.jsonl", events)
+    write(session, "events-b.jsonl", event("m0") + "\n" + event("m300") + "\n")
+    write(session, "crm.csv", "id,email\nc1,ann@example.org\n")
+    config = (
+        FileSource(name="web-a", path="data/events-a.jsonl", table="events"),
+        FileSource(name="shop", path="data/orders.csv", table="orders"),
+        FileSource(name="web-b", path="data/events-b.jsonl", table="events"),
+        FileSource(
+            name="crm", path="data/crm.csv", table="customers", mapping={"customer_id": "id"}
+        ),
+    )
+    session.project = Project(
+        ProjectConfig(warehouse=session.project.config.warehouse, sources=config),
+        session.project.root,
+        session.project.file,
+    )
+    results = sync_sources(session)
+    assert [r.source for r in results] == ["web-a", "shop", "web-b", "crm"]
+    loaded = {r.source: (r.counts["rows_loaded"], r.counts["rows_duplicate"]) for r in results}
+    # web-b ran after web-a (same table): its m0 is a duplicate of web-a's
+    assert loaded == {"web-a": (300, 0), "shop": (2, 0), "web-b": (1, 1), "crm": (1, 0)}
+    assert (count(session, "events"), count(session, "orders")) == (301, 2)
+    assert count(session, "customer_records") == 1
+
+    write(session, "more-orders.csv", "order_id,created_at\no3,2025-01-03\n")
+    broken = (
+        FileSource(name="gone", path="data/no-such-file.csv", table="consents"),
+        FileSource(name="shop2", path="data/more-orders.csv", table="orders"),
+    )
+    session.project = Project(
+        ProjectConfig(warehouse=session.project.config.warehouse, sources=broken),
+        session.project.root,
+        session.project.file,
+    )
+    with pytest.raises(FileImportError, match="no-such-file.csv: no such file"):
+        sync_sources(session)
+    assert count(session, "orders") == 3  # the other lane finished
+
+
 def test_files_that_cannot_be_read_raise_naming_them(session: Session) -> None:
     with pytest.raises(FileImportError, match="missing.csv: no such file"):
         import_file_source(
