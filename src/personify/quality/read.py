@@ -28,7 +28,7 @@ from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
 from personify.quality.drift import add_record_fields
 from personify.session import Session
-from personify.sources.files import _already_imported, _reshape, expand, file_digest
+from personify.sources.files import already_imported, expand, file_digest, reshape
 from personify.sources.formats import detect_format, read_batches
 from personify.sources.presets import resolve_preset
 from personify.sources.rest.client import HttpClient
@@ -43,7 +43,7 @@ from personify.sources.rest.mapping import (
 )
 from personify.sources.rest.paginators import next_request
 from personify.sources.rest.paths import find_records, get_path
-from personify.sources.rest.sync import _begin, _local_api, _paginator
+from personify.sources.rest.sync import begin_run, local_api, paginator_of
 from personify.warehouse.schema import Table
 from personify.warehouse.schema import table as schema_table
 
@@ -90,7 +90,7 @@ def read_rest_source(session: Session, source: RestSource) -> Iterator[ResourceR
     spec = resolve_preset(source)
     now = clock.now()
     with contextlib.ExitStack() as stack:
-        spec = _local_api(stack, session, spec)
+        spec = local_api(stack, session, spec)
         http = stack.enter_context(HttpClient(spec.client, source=spec.name))
         for resource in spec.resources:
             yield _read_resource(session, spec, resource, http, now)
@@ -114,9 +114,9 @@ def _read_resource(
             stack.callback(target.close)
             stored = schema_table(route(target.table))
             out.tables.append(TableRows(target, stored))
-        run = _begin(source, resource, ResourceState())  # from the start: the whole source
+        run = begin_run(source, resource, ResourceState())  # from the start: the whole source
         request = run.next
-        paginator = _paginator(source, resource)
+        paginator = paginator_of(source, resource)
         pages = 0
         while request is not None:
             response, body = http.get_json(
@@ -177,7 +177,7 @@ def _add(rows: TableRows, records: list[Any], pending: bool, now: Any) -> None:
     raw = pa.table({RAW_COLUMN: pa.array([_encode(r) for r in inputs], pa.binary())})
     checked = target.validator.check(raw, pa.array(lines))
     rows.quarantined += checked.bad.num_rows
-    good = _reshape(target.validator.table, checked.good, target.source, now)
+    good = reshape(target.validator.table, checked.good, target.source, now)
     if good.num_rows:
         rows.parts.append(good)
         rows.pending.append(pa.array([pending] * good.num_rows, pa.bool_()))
@@ -195,7 +195,7 @@ def read_file_source(session: Session, source: FileSource) -> ResourceRows:
     rows = TableRows(compile_target(source.name, source.table, {}, label=source.name), stored)
     out = ResourceRows(source.name, "files", tables=[rows])
     for path in expand(session.project, source.path):
-        pending = not _already_imported(session.warehouse, source.name, file_digest(path))
+        pending = not already_imported(session.warehouse, source.name, file_digest(path))
         fmt = detect_format(path, source.format)
         fields, batches = read_batches(path, fmt, rows=FILE_BATCH_ROWS, delimiter=source.delimiter)
         with Validator(
@@ -212,7 +212,7 @@ def read_file_source(session: Session, source: FileSource) -> ResourceRows:
                 checked = validator.check(batch.data, batch.lines)
                 out.records += checked.read + len(batch.malformed)
                 rows.quarantined += checked.bad.num_rows + len(batch.malformed)
-                good = _reshape(target, checked.good, source.name, now)
+                good = reshape(target, checked.good, source.name, now)
                 if good.num_rows:
                     rows.parts.append(good)
                     rows.pending.append(pa.array([pending] * good.num_rows, pa.bool_()))

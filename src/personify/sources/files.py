@@ -23,6 +23,13 @@ file does not provide are left as stored; ``identities.first_seen`` is never mov
 Counts reported: ``files`` (imported now), ``files_skipped`` (already imported), ``rows_read``,
 ``rows_loaded``, ``rows_quarantined`` and ``rows_duplicate``, with
 ``rows_read = rows_loaded + rows_duplicate + rows_quarantined``.
+
+Building blocks other sources and readers share (public, so they do not reach into this
+module's privates): :func:`expand` (a path or glob → files), :func:`file_digest` and
+:func:`already_imported` (the skip test), :func:`reshape` (validated rows → the stored table's
+rows) and :func:`load_rows` (load them under a conflict policy) — the REST and webhook sources
+(:mod:`personify.sources.rest.mapping`) store exactly as files do, and reconciliation
+(:mod:`personify.quality.read`) re-reads a source as its import would store it.
 """
 
 from __future__ import annotations
@@ -215,7 +222,7 @@ def _import_path(
     wh = session.warehouse
     before = _fingerprint(path)
     digest = file_digest(path)
-    if _already_imported(wh, source.name, digest):
+    if already_imported(wh, source.name, digest):
         counts["files_skipped"] += 1
         return
     label = _label(session.project, path)
@@ -271,7 +278,7 @@ def _import_one(
     ):
         pending = _Pending(wh, stored, policy, counts, gather=gather)
         for batch in ready:
-            pending.add(_reshape(target, batch.good, source.name, now))
+            pending.add(reshape(target, batch.good, source.name, now))
             if batch.quarantined.num_rows:
                 quarantine.write(wh, batch.quarantined)
             counts.rows_read += batch.read
@@ -345,8 +352,11 @@ _OWNED: Final = frozenset({"orders", "tickets"})
 """Tables whose ``customer_id`` in a file is the source's id (moved to ``source_customer_id``)."""
 
 
-def _reshape(target: Table, good: pa.Table, source: str, now: datetime) -> pa.Table:
-    """Valid rows for ``target`` → the rows of the table they are stored in."""
+def reshape(target: Table, good: pa.Table, source: str, now: datetime) -> pa.Table:
+    """Valid rows for ``target`` (as the validator passed them) → the rows of the table they
+    are stored in: person records as ``customer_records`` versions, orders' and tickets' own
+    customer id as ``source_customer_id``; other tables unchanged. Used by every source that
+    validates like the importer (REST, webhooks) and by reconciliation."""
     if target.name == "customers":
         return to_customer_records(good, source, now)
     if target.name not in _OWNED or "customer_id" not in good.column_names:
@@ -396,12 +406,16 @@ class _Pending:
             return
         good = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
         self.tables, self.rows = [], 0
-        loaded = _load(self.wh, self.target, good, self.policy)
+        loaded = load_rows(self.wh, self.target, good, self.policy)
         self.counts.rows_loaded += loaded
         self.counts.rows_duplicate += good.num_rows - loaded
 
 
-def _load(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> int:
+def load_rows(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> int:
+    """Load reshaped rows into ``target`` under ``policy`` (:data:`CONFLICT_POLICY`): on
+    ``update``, every column the rows carry but the key and :data:`NEVER_UPDATED` is updated.
+    Returns the rows inserted or updated (the rest were duplicates). In the caller's
+    transaction."""
     if not good.num_rows:
         return 0
     update = [
@@ -410,7 +424,8 @@ def _load(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> i
     return wh.load(target, good, on_conflict=policy, update_columns=update or None)
 
 
-def _already_imported(wh: Warehouse, source: str, digest: str) -> bool:
+def already_imported(wh: Warehouse, source: str, digest: str) -> bool:
+    """Whether ``source`` has imported a file of this SHA-256 (:func:`file_digest`) before."""
     found = wh.scalar(
         f"SELECT count(*) FROM {FILE_IMPORTS.name} WHERE source = ? AND sha256 = ?",
         [source, digest],

@@ -38,7 +38,7 @@ from personify.errors import ConfigError
 from personify.ingest import quarantine
 from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
-from personify.sources.files import CONFLICT_POLICY, _load, _reshape
+from personify.sources.files import CONFLICT_POLICY, load_rows, reshape
 from personify.sources.rest.paths import get_path
 from personify.warehouse import Warehouse
 from personify.warehouse.schema import table as schema_table
@@ -232,9 +232,9 @@ def load_records(
     checked = target.validator.check(raw, pa.array(lines))
     schema = target.validator.table
     stored = schema_table(route(schema.name))
-    good = _reshape(schema, checked.good, target.source, received_at)
+    good = reshape(schema, checked.good, target.source, received_at)
     if good.num_rows:
-        loaded = _load(wh, stored, good, CONFLICT_POLICY[stored.name])
+        loaded = load_rows(wh, stored, good, CONFLICT_POLICY[stored.name])
         done.loaded, done.duplicate = loaded, good.num_rows - loaded
     if checked.bad.num_rows:
         rows = quarantine.to_rows(

@@ -12,6 +12,10 @@ first page not stored (pages fetched but not yet stored are fetched again).
 Counts: ``pages``, ``requests``, ``retries``, ``rate_limited``, ``rows_read``, ``rows_loaded``,
 ``rows_quarantined``, ``rows_duplicate`` (``rows_read = rows_loaded + rows_duplicate +
 rows_quarantined``), per table in the log.
+
+Public steps, for readers that re-read a source as its sync would (reconciliation,
+:mod:`personify.quality.read`): :func:`local_api` (a ``local:`` base URL served),
+:func:`paginator_of` and :func:`begin_run` (the first request of a run from a state).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def sync_rest_source(
     spec = resolve_preset(source)
     counts = dict.fromkeys(COUNTS, 0)
     with contextlib.ExitStack() as stack:
-        spec = _local_api(stack, session, spec)
+        spec = local_api(stack, session, spec)
         http = client or stack.enter_context(HttpClient(spec.client, source=spec.name))
         for resource in spec.resources:
             _sync_resource(session.warehouse, spec, resource, http, counts, progress, after_page)
@@ -95,7 +99,9 @@ local API for the duration of the sync and yielding its URL (``local:demo``: a d
 world as live mock APIs, so the demo's REST sources come up when a sync needs them)."""
 
 
-def _local_api(stack: contextlib.ExitStack, session: Session, source: RestSource) -> RestSource:
+def local_api(stack: contextlib.ExitStack, session: Session, source: RestSource) -> RestSource:
+    """``source`` itself, or — its ``client.base_url`` being ``local:NAME`` — ``source`` with the
+    URL of that local API, served (:data:`LOCAL_APIS`) until ``stack`` closes."""
     base = source.client.base_url or ""
     if not base.startswith("local:"):
         return source
@@ -112,11 +118,15 @@ def _local_api(stack: contextlib.ExitStack, session: Session, source: RestSource
     return msgspec.structs.replace(source, client=client)
 
 
-def _paginator(source: RestSource, resource: RestResource) -> Paginator:
+def paginator_of(source: RestSource, resource: RestResource) -> Paginator:
+    """The resource's paginator, else the client's, else ``auto``."""
     return resource.endpoint.paginator or source.client.paginator or Paginator()
 
 
-def _begin(source: RestSource, resource: RestResource, state: ResourceState) -> Run:
+def begin_run(source: RestSource, resource: RestResource, state: ResourceState) -> Run:
+    """A new run of ``resource`` from ``state``: its start value (``cursor − overlap``, or the
+    initial value) put in the params or JSON body, and the first page's request.
+    ``ResourceState()`` starts from the initial value: the whole source."""
     inc = resource.endpoint.incremental
     start = start_value(inc, state.cursor, source.initial_value) if inc else None
     ep = resource.endpoint
@@ -124,7 +134,7 @@ def _begin(source: RestSource, resource: RestResource, state: ResourceState) -> 
     if inc is not None and inc.start_param and start is not None:
         params[inc.start_param] = start
     body = substitute(ep.json, start) if ep.json is not None else None
-    request = first_request(_paginator(source, resource), PageRequest(ep.path, params, body))
+    request = first_request(paginator_of(source, resource), PageRequest(ep.path, params, body))
     return Run(start=start, next=request, max=None)
 
 
@@ -140,11 +150,11 @@ def _sync_resource(
     state = load_state(wh, source.name, resource.name)
     run = state.run if state.run is not None and state.run.next is not None else None
     if run is None:
-        run = _begin(source, resource, state)
+        run = begin_run(source, resource, state)
     else:
         log.info("%s/%s: resuming an interrupted sync", source.name, resource.name)
     inc = resource.endpoint.incremental
-    paginator = _paginator(source, resource)
+    paginator = paginator_of(source, resource)
     key = (resource.primary_key,) if isinstance(resource.primary_key, str) else resource.primary_key
     targets = targets_for(
         source.name, resource.name, resource.table, resource.mapping, resource.nested
