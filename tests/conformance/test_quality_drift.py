@@ -14,10 +14,16 @@ import pyarrow as pa
 import pytest
 
 from personify.config import Project, ProjectConfig, Secret, TrackingSource
-from personify.quality.drift import observe, observe_events, recent_changes, record_fields
+from personify.quality.drift import (
+    observe,
+    observe_events,
+    observe_files,
+    recent_changes,
+    record_fields,
+)
 from personify.session import Session
 from personify.warehouse import Warehouse
-from personify.warehouse.schema import EVENTS
+from personify.warehouse.schema import EVENTS, FILE_IMPORTS
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -146,3 +152,34 @@ def test_event_properties_drift_per_event(session: Session) -> None:
     }
     # nothing new since: nothing observed, nothing changes
     assert observe_events(session, later + timedelta(minutes=2)) == []
+
+
+def test_files_are_observed_once_each_and_history_is_not_replayed(
+    session: Session, tmp_path: Path
+) -> None:
+    wh = session.warehouse
+
+    def imported(name: str, header: str, at: datetime) -> None:
+        path = tmp_path / name
+        path.write_text(header + "\n")
+        row = {
+            "source": ["drops"],
+            "path": [str(path)],
+            "sha256": [name],
+            "table_name": ["orders"],
+            "rows_read": [0],
+            "rows_loaded": [0],
+            "rows_quarantined": [0],
+            "imported_at": pa.array([at], pa.timestamp("us", tz="UTC")),
+        }
+        wh.load(FILE_IMPORTS, pa.table(row))
+
+    imported("1.csv", "order_id,old", T0)
+    imported("2.csv", "order_id,total", T0 + timedelta(hours=1))
+    assert observe_files(session, T0 + timedelta(hours=2)) == []  # the newest is the baseline
+    assert observe_files(session, T0 + timedelta(hours=2)) == []  # nothing new
+    imported("3.csv", "order_id,total,coupon", T0 + timedelta(hours=3))
+    found = observe_files(session, T0 + timedelta(hours=4))
+    assert [(c.stream, c.field, c.change, c.detected_at) for c in found] == [
+        ("file:orders", "coupon", "added", T0 + timedelta(hours=3))
+    ]

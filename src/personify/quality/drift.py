@@ -260,7 +260,8 @@ def file_fields(path: Path, fmt: str, delimiter: str = ",") -> dict[str, str]:
 
 def observe_files(session: Session, now: datetime | None = None) -> list[SchemaChange]:
     """Observe the columns of the files imported since each file stream was last observed
-    (file sources and ``personify import``), oldest first."""
+    (file sources and ``personify import``), oldest first; a stream never observed takes its
+    newest file as the baseline (not every file of its history)."""
     wh = session.warehouse
     now = now or clock.now()
     configured = {s.name: s for s in session.project.config.sources if isinstance(s, FileSource)}
@@ -276,12 +277,15 @@ def observe_files(session: Session, now: datetime | None = None) -> list[SchemaC
         "ORDER BY imported_at",
         [now],
     )
+    newest = {(str(r[0]), f"file:{r[1]}"): i for i, r in enumerate(rows)}
     changes: list[SchemaChange] = []
-    for source, table, path, imported_at in rows:
+    for i, (source, table, path, imported_at) in enumerate(rows):
         stream = f"file:{table}"
         last = seen.get((str(source), stream))
         if last is not None and imported_at <= last:
             continue
+        if last is None and newest[(str(source), stream)] != i:
+            continue  # a stream never observed: its newest file is the baseline
         spec = configured.get(str(source))
         file = Path(str(path))
         if not file.is_absolute():
