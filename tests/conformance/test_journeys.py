@@ -473,3 +473,80 @@ def test_consent_and_suppression_are_checked_again_just_before_sending(shop: Sho
         "unsub:news": "skipped_suppressed",
     }
     assert len(shop.outbox()) == 1
+
+
+def test_a_customer_merged_mid_journey_gets_the_email_once_as_the_survivor(shop: Shop) -> None:
+    """B entered the abandoned-cart journey, then an identity pass merged B into A (older):
+    the instance follows A, and the email goes to A once (not skipped_not_found)."""
+    from personify.identity import resolve_batch
+
+    shop.write(
+        "journeys/abandoned_cart.yml",
+        (
+            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
+        ).read_text(encoding="utf-8"),
+    )
+    wh, identity = shop.wh, shop.session.project.config.identity
+
+    def tracked(mid: str, kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
+        return {
+            "message_id": mid,
+            "type": kind,
+            "timestamp": at,
+            "received_at": at,
+            "source": "web",
+            **fields,
+        }
+
+    cart = {"cart_id": "cm", "product_id": "p1", "name": "Product 1", "price": 11.0}
+    a_email, b_email = json.dumps({"email": "a@x.org"}), json.dumps({"email": "b@x.org"})
+    first = [
+        tracked("i-a", "identify", NOW - 48 * HOUR, user_id="u-a", traits=a_email),
+        tracked("i-b", "identify", NOW - 4 * HOUR, anonymous_id="anon-b", traits=b_email),
+        tracked(
+            "t-b",
+            "track",
+            NOW - 3 * HOUR,
+            anonymous_id="anon-b",
+            event="Product Added",
+            properties=json.dumps(cart),
+        ),
+    ]
+    wh.load(table("events"), arrow_rows("events", first))
+    with clock.frozen(NOW - 2.9 * HOUR):
+        resolve_batch(wh, identity)
+
+    def customer(kind: str, value: str) -> str:
+        found = wh.scalar(
+            "SELECT customer_id FROM identity_nodes WHERE kind = ? AND value = ?", [kind, value]
+        )
+        assert isinstance(found, str)
+        return found
+
+    a, b = customer("user_id", "u-a"), customer("anonymous_id", "anon-b")
+    assert a != b
+    products(wh)
+    people(wh, {"customer_id": a}, {"customer_id": b}, consent=[a, b])
+    assert shop.run(NOW - 2.5 * HOUR)["sent"] == 0  # b waits for the hour to pass
+    assert wh.fetch("SELECT customer_id, status FROM journey_instances") == [(b, "active")]
+
+    # b signs in as a: anon-b and u-a are one person now; a's id (older) survives
+    link = tracked("i-ab", "identify", NOW - 2.4 * HOUR, anonymous_id="anon-b", user_id="u-a")
+    wh.load(table("events"), arrow_rows("events", [link]))
+    with clock.frozen(NOW - 2.4 * HOUR):
+        report = resolve_batch(wh, identity)
+    assert report.counts["customers_merged"] == 1
+    assert report.counts["journey_instances_moved"] == 1
+    assert wh.scalar("SELECT merged_into FROM customer_ids WHERE customer_id = ?", [b]) == a
+    wh.execute("DELETE FROM customers WHERE customer_id = ?", [b])  # as the profile build does
+
+    assert shop.run(NOW)["sent"] == 1
+    assert shop.messages() == {f"{a}:abandoned_cart": ("sent", "remind", None)}
+    [eml] = shop.outbox()
+    assert parse(eml)["To"].addresses[0].addr_spec == f"{a}@example.com"
+    assert "https://shop.example/cart/cm" in text_of(parse(eml))
+    again = shop.run(NOW + HOUR)  # the cart's events now belong to a: not entered again
+    assert again["sent"] == 0 and len(shop.outbox()) == 1
+    assert wh.fetch("SELECT customer_id, journey, status FROM journey_instances") == [
+        (a, "abandoned_cart", "completed")
+    ]

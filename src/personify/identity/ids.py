@@ -18,6 +18,7 @@ from __future__ import annotations
 from personify import clock
 from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
+from personify.identity.merges import follow_merges
 from personify.identity.rules import STAR_RANK_SQL
 from personify.warehouse.base import Warehouse
 
@@ -114,5 +115,6 @@ def assign_ids(wh: Warehouse) -> dict[str, int]:
             wh.scalar("SELECT count(*) FROM _merged WHERE merged_into IS NOT NULL") or 0
         ),
     }
+    counts |= follow_merges(wh, "_merged")  # journey instances and messages follow the merge
     drop(wh, *_SCRATCH)
     return counts
