@@ -113,3 +113,26 @@ def test_tampering_past_the_guard_is_detected(
     assert not result.ok
     assert result.broken_at == broken_at
     assert words in (result.problem or "")
+
+
+def test_concurrent_appends_keep_one_chain(warehouse: Warehouse) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(8):
+                log_action(warehouse, action="export", actor=f"t{n}", customer_id=f"c{i}", key=b"k")
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    seqs = [r[0] for r in warehouse.fetch("SELECT seq FROM audit_log ORDER BY seq")]
+    assert seqs == list(range(1, 33))
+    assert verify(warehouse).ok

@@ -24,6 +24,7 @@ table can rebuild a consistent chain — keep the head (:func:`verify` prints it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import threading
@@ -99,7 +100,10 @@ def log_action(
     normal = msgspec.json.decode(text)  # what reading the JSON column back gives
     entry_id = uuid.uuid4().hex
     subject = None if customer_id is None else customer_hash(key, customer_id)
-    with _LOCK, wh.transaction():
+    # PostgreSQL: a transaction-scoped advisory lock (held to the end of an enclosing
+    # transaction; a process lock as well could deadlock against it); DuckDB: the process lock
+    serial = contextlib.nullcontext() if wh.capabilities.advisory_lock else _LOCK
+    with serial, wh.transaction():
         if wh.capabilities.advisory_lock:
             wh.execute(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
         last = wh.fetch(
