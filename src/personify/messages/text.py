@@ -19,6 +19,8 @@ _LI = re.compile(r"<li\b" + _ATTRS + r">", re.I)
 _TD = re.compile(r"<td\b" + _ATTRS + r">", re.I)
 _TAG = re.compile(r"</?[A-Za-z!?/]" + _ATTRS + ">")
 _SPACE = re.compile(r"[ \t\n\r\f\v]+")
+_SPACES = re.compile(r"[\t\n\r\f\v][ \t\n\r\f\v]*| [ \t\n\r\f\v]+")
+"""What ``_SPACE.sub(" ", …)`` changes: every run but a lone space (most gaps between words)."""
 _BREAKS = re.compile(r"[ \t\n\r\f\v]*(?:\x00[ \t\n\r\f\v]*){2,}")
 _BREAK = re.compile(r"[ \t\n\r\f\v]*\x00[ \t\n\r\f\v]*")
 _BLANKS = re.compile(r"\n{3,}")
@@ -80,8 +82,9 @@ def markup_to_marks(html: str) -> str:
 
 def marks_to_text(s: str) -> str:
     """Step two of :func:`html_to_text`: whitespace collapsed, entities decoded, lines."""
-    s = _SPACE.sub(" ", s)
-    s = htmllib.unescape(s)
+    s = _SPACES.sub(" ", s)
+    if "&" in s:
+        s = htmllib.unescape(s)
     lines = [line.strip() for line in s.split(_MARK)]
     text = _BLANKS.sub("\n\n", "\n".join(lines)).strip()
     return text + "\n"

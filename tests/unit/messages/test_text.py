@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from personify.messages.text import html_to_text
+from hypothesis import given
+from hypothesis import strategies as st
+
+from personify.messages.text import html_to_text, marks_to_text
 
 
 def test_blocks_links_lists_and_entities() -> None:
@@ -17,3 +20,16 @@ def test_blocks_links_lists_and_entities() -> None:
     assert html_to_text(html) == (
         "Hi & welcome\n\none\ntwo\n\n- x\n- y (https://s/q?a=1&b=2)\n- z\n\n[Logo]\n"
     )
+
+
+@given(st.text(alphabet=" \t\n\r\f\va&;\x00<>", max_size=40))
+def test_collapsing_whitespace_equals_collapsing_every_run(marks: str) -> None:
+    """marks_to_text leaves lone spaces alone; the text is the same as replacing every run."""
+    import html as htmllib
+    import re
+
+    from personify.messages.text import _BLANKS, _MARK
+
+    s = htmllib.unescape(re.sub(r"[ \t\n\r\f\v]+", " ", marks))
+    lines = [line.strip() for line in s.split(_MARK)]
+    assert marks_to_text(marks) == _BLANKS.sub("\n\n", "\n".join(lines)).strip() + "\n"
