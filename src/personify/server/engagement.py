@@ -13,8 +13,9 @@ without the router, request and response objects: one path check, one token veri
 the key read once, pre-built headers; the request metrics and the access log are kept as for
 every route.
 
-**Durable hits.** A hit is appended to a journal file (``.personify/engagement/hits-PID-N.jsonl``,
-one JSON line, written to the operating system before the answer) and queued; one recorder
+**Durable hits.** A hit is appended to a journal file
+(``.personify/engagement/hits-PID-TAG-N.jsonl``, one JSON line, written to the operating system
+before the answer) and queued; one recorder
 thread drains the queue and records every hit waiting together
 (:func:`personify.engagement.record.record_many`: one lookup, one store), so a slow warehouse
 never delays a reader. Before each batch the recorder starts a new journal segment; once every
@@ -33,6 +34,7 @@ import base64
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -127,6 +129,11 @@ def _unline(raw: bytes) -> Hit | None:
         return None  # a line cut short by a crash mid-write: nothing to replay
 
 
+_LIVE: set[str] = set()
+"""Journal tags of this process's running recorders (a segment of this pid with another tag was
+left by an earlier process that had the same pid: a container restarted after a crash)."""
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -157,6 +164,8 @@ class Recorder:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.pid = os.getpid()
+        self.tag = secrets.token_hex(4)
+        _LIVE.add(self.tag)
         self.seq = 0
         self.lock = threading.Lock()
         self.hits: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -166,7 +175,7 @@ class Recorder:
 
     def _segment(self) -> tuple[Path, int]:
         self.seq += 1
-        path = self.folder / f"hits-{self.pid}-{self.seq:08d}.jsonl"
+        path = self.folder / f"hits-{self.pid}-{self.tag}-{self.seq:08d}.jsonl"
         return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def add(self, hit: Hit) -> None:
@@ -185,11 +194,16 @@ class Recorder:
         return old
 
     def leftovers(self) -> list[Path]:
-        """Journal segments of processes that are gone (a crash, a kill)."""
+        """Journal segments of processes that are gone (a crash, a kill), including an earlier
+        process that had this one's pid."""
         out = []
         for path in sorted(self.folder.glob("hits-*.jsonl")):
             parts = path.stem.split("-")
-            if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            if len(parts) < 3 or not parts[1].isdigit():
+                continue
+            pid = int(parts[1])
+            mine = pid == os.getpid() and len(parts) == 4 and parts[2] in _LIVE
+            if not mine and (pid == os.getpid() or not _alive(pid)):
                 out.append(path)
         return out
 
@@ -267,6 +281,7 @@ class Recorder:
             if self.path.stat().st_size == 0:
                 self.path.unlink(missing_ok=True)
             self.stopped = True
+        _LIVE.discard(self.tag)
 
     def stop(self, timeout: float = STOP_SECONDS) -> bool:
         """Record what is queued, then end the thread; ``False`` when it did not finish in

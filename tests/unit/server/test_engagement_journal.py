@@ -1,0 +1,43 @@
+"""The tracking-hit journal: which segments a starting server replays — those of processes that
+are gone, and those an earlier process with this very pid left (a container restarted after a
+crash gets the same pid), never the segments of a recorder running in this process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from personify.config import load_project
+from personify.server.app import create_app
+from personify.server.engagement import Recorder
+from personify.session import Session
+
+
+def test_leftovers_are_the_dead_and_this_pids_earlier_life(project_dir: Path) -> None:
+    session = Session(load_project(project_dir))
+    try:
+        state = create_app(session).state.personify
+        folder = project_dir / ".personify" / "engagement"
+        folder.mkdir(parents=True)
+        dead = subprocess.Popen(["true"])  # noqa: S607
+        dead.wait()
+        me = os.getpid()
+        parent = os.getppid()  # alive
+        names = [
+            f"hits-{dead.pid}-00000001.jsonl",  # a dead process (the format without a tag)
+            f"hits-{dead.pid}-abcd0123-00000002.jsonl",
+            f"hits-{me}-feedbeef-00000001.jsonl",  # this pid's earlier life
+            f"hits-{parent}-12345678-00000001.jsonl",  # a live process's: not ours to replay
+            "notes.txt",
+        ]
+        for name in names:
+            (folder / name).write_bytes(b"")
+        running = Recorder(state, folder)  # its own segment exists from now on
+        second = Recorder(state, folder)  # another recorder in this process: also running
+        found = {p.name for p in second.leftovers()}
+        assert found == set(names[:3])
+        assert running.path.name not in found and second.path.name not in found
+        assert running.path.name.startswith(f"hits-{me}-{running.tag}-")
+    finally:
+        session.close()
