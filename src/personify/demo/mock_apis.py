@@ -510,15 +510,42 @@ def sample_apis(n: int, *, start: datetime | None = None, step_seconds: int = 60
 
 
 # ------------------------------------------------------------------- the demo world, served
+_Records = tuple[
+    list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]
+]
+_WORLDS: dict[tuple[str, int, int], _Records] = {}
+_WORLDS_LOCK = threading.Lock()
+
+
 def world_apis(data: Path) -> MockApis:
     """Mock APIs serving a demo world's data folder in the four presets' shapes: CRM contacts
     (HubSpot, the latest version of each), shop orders with their line items (Shopify), tickets
     (Zendesk, ``requester_id`` the CRM id) and a charge per paid order (Stripe). Malformed JSON
     lines of the files are not served (an API answers JSON). A 429 (``Retry-After: 0``) is
-    sprinkled in every 40th request."""
+    sprinkled in every 40th request. The records are read once per process and world (its
+    ``manifest.json``, written last, names the version): the demo's four syncs and its webhooks
+    share them."""
+    manifest = data / "manifest.json"
+    key = None
+    if manifest.is_file():
+        stat = manifest.stat()
+        key = (str(data.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _WORLDS_LOCK:
+        records = _WORLDS.get(key) if key is not None else None
+        if records is None:
+            records = _world_records(data)
+            if key is not None:
+                _WORLDS.clear()  # one world at a time
+                _WORLDS[key] = records
+    apis = MockApis(faults=Faults(rate_limit_every=40))
+    apis.contacts, apis.orders, apis.tickets, apis.charges = (list(r) for r in records)
+    return apis
+
+
+def _world_records(data: Path) -> _Records:
     import pyarrow.parquet as pq
 
-    apis = MockApis(faults=Faults(rate_limit_every=40))
+    apis = MockApis()
     contacts: dict[str, dict[str, Any]] = {}
     keyless: list[dict[str, Any]] = []  # broken on purpose: each one served (and quarantined)
     for name in ("contacts.jsonl", "updates.jsonl"):
@@ -565,7 +592,7 @@ def world_apis(data: Path) -> MockApis:
         requester = ticket.get("requester") or {}
         ticket["requester_id"] = requester.get("external_id")
         apis.tickets.append(ticket)
-    return apis
+    return apis.contacts, apis.orders, apis.tickets, apis.charges
 
 
 def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
