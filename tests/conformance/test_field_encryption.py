@@ -217,3 +217,31 @@ def test_rebuilt_rows_are_sealed_again_and_erasure_removes_the_index(
     assert wh.scalar("SELECT count(*) FROM field_index WHERE customer_id = ?", [ann]) == 0
     assert lookup(wh, "email", ANN) == []
     assert wh.scalar("SELECT count(*) FROM customers") == 1
+
+
+def test_the_real_time_path_seals_what_it_rebuilds(world: tuple[Warehouse, Project]) -> None:
+    from personify.profiles.realtime import apply_record
+
+    wh, project = world
+    _records(
+        wh,
+        [
+            {
+                "source": "crm",
+                "record_id": "c-cat",
+                "email": "cat@example.org",
+                "first_name": "Cat",
+                "observed_at": NOW,
+                "received_at": NOW,
+            }
+        ],
+    )
+    with clock.frozen(NOW):
+        touched = apply_record(Session(project, warehouse=wh), "crm", "c-cat")
+    (cat,) = lookup(wh, "email", "CAT@example.org")
+    assert cat in touched
+    assert str(wh.scalar("SELECT email FROM customers WHERE customer_id = ?", [cat])).startswith(
+        "enc1:"
+    )
+    assert read_customers(wh, [cat])[cat]["first_name"] == "Cat"
+    assert not wh.fetch("SELECT 1 FROM customers WHERE email NOT LIKE 'enc1:%'")

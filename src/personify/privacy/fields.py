@@ -22,9 +22,11 @@
   under older keys are re-encrypted and every blind index recomputed (also the way to change the
   blind index key), then the old keys can go.
 
+The real-time path (``personify serve``) seals the rows it rebuilds in the same transaction
+(:func:`seal_customers` with their ids).
+
 Not covered (plain text stays): SQL over these columns (segments, ``personify sql``, the
-``customer_data`` view see ``enc1:`` tokens — filter on other columns), rows the real-time path
-rebuilds between runs (plain until the next run's privacy stage), and the identity graph
+``customer_data`` view see ``enc1:`` tokens — filter on other columns), and the identity graph
 (``identities``, ``identity_nodes``) and provenance (``profile_observations``), which hold the
 normalized identifiers identity resolution matches on.
 """
@@ -225,16 +227,22 @@ def _index(wh: Warehouse, entries: list[tuple[str, str, str | None]], at: dateti
         )
 
 
-def _pass(wh: Warehouse, cipher: FieldCipher, *, everything: bool) -> dict[str, int]:
+def _pass(
+    wh: Warehouse, cipher: FieldCipher, *, everything: bool, ids: list[str] | None = None
+) -> dict[str, int]:
     """Seal plain values (``everything``: also re-encrypt values under older keys and recompute
-    every blind index). Batches by customer id, each in its own transaction."""
+    every blind index) — of every customer, or of ``ids``. Batches by customer id, each in its
+    own transaction (joined to an enclosing one)."""
     cols = cipher.columns
     select = ", ".join(quote(c) for c in cols)
     if everything:
         todo = " OR ".join(f"{quote(c)} IS NOT NULL" for c in cols)
     else:
         todo = " OR ".join(f"({quote(c)} IS NOT NULL AND {quote(c)} NOT LIKE ?)" for c in cols)
-    marks = [] if everything else [f"{PREFIX}%"] * len(cols)
+    marks: list[Any] = [] if everything else [f"{PREFIX}%"] * len(cols)
+    if ids is not None:
+        todo = f"({todo}) AND customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+        marks.append(sorted(ids))
     counts = {"rows": 0, "sealed": 0, "reencrypted": 0, "indexed": 0}
     after = ""
     at = clock.now()
@@ -277,15 +285,24 @@ def _pass(wh: Warehouse, cipher: FieldCipher, *, everything: bool) -> dict[str, 
         counts["rows"] += len(batch)
         counts["indexed"] += sum(1 for e in entries if e[2] is not None)
     # customers gone (merged away, erased): their index entries too
-    wh.execute(
-        "DELETE FROM field_index WHERE customer_id NOT IN (SELECT customer_id FROM customers)"
-    )
+    gone = "customer_id NOT IN (SELECT customer_id FROM customers)"
+    if ids is None:
+        wh.execute(f"DELETE FROM field_index WHERE {gone}")
+    elif ids:
+        wh.execute(
+            f"DELETE FROM field_index WHERE {gone} "
+            "AND customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+            [sorted(ids)],
+        )
     return counts
 
 
-def seal_customers(wh: Warehouse, cipher: FieldCipher) -> dict[str, int]:
-    """Encrypt the plain values of the configured columns and index them (privacy stage)."""
-    return _pass(wh, cipher, everything=False)
+def seal_customers(
+    wh: Warehouse, cipher: FieldCipher, ids: list[str] | None = None
+) -> dict[str, int]:
+    """Encrypt the plain values of the configured columns and index them: every customer's
+    (the privacy stage) or those of ``ids`` (the real-time path, after it rebuilt them)."""
+    return _pass(wh, cipher, everything=False, ids=ids)
 
 
 def rotate_customers(wh: Warehouse, cipher: FieldCipher) -> dict[str, int]:

@@ -13,6 +13,7 @@ from personify.identity._sql import WRITES
 from personify.identity.resolve import run_pass
 from personify.identity.rules import load_rules
 from personify.identity.sightings import Scope
+from personify.privacy.fields import from_project, seal_customers
 from personify.profiles.build import build_customers
 from personify.profiles.observations import collect_observations
 from personify.realtime import invalidate_customers
@@ -30,6 +31,9 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
         collect_observations(wh, scope, config)
         ids = sorted(set(report.changed_customers) | set(customers) | _owners(session, scope))
         build_customers(wh, project, ids)
+        cipher = from_project(project)  # privacy.encrypted_fields: sealed before commit
+        if cipher is not None and ids:
+            seal_customers(wh, cipher, ids)
     invalidate_customers(wh, project, ids)  # again, now that the transaction committed
     return ids
 
