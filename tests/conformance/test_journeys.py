@@ -550,3 +550,41 @@ def test_a_customer_merged_mid_journey_gets_the_email_once_as_the_survivor(shop:
     assert wh.fetch("SELECT customer_id, journey, status FROM journey_instances") == [
         (a, "abandoned_cart", "completed")
     ]
+
+
+def test_a_merge_never_leaves_two_instances_of_one_entry(shop: Shop) -> None:
+    """b and c merge into a, all three in the same journey for the same cart: a's instance
+    stays, the others exit as merged; b's other cart and its queued message move to a."""
+    from personify.identity.merges import follow_merges
+
+    wh = shop.wh
+    for customer, key, entered in (("a", "k1", 2), ("b", "k1", 1), ("c", "k1", 3), ("b", "k2", 1)):
+        wh.execute(
+            "INSERT INTO journey_instances (journey, customer_id, trigger_key, step, status, "
+            "wake_at, trigger_at, entered_at, updated_at) VALUES ('j', ?, ?, 0, 'active', ?, ?, "
+            "?, ?)",
+            [customer, key, NOW, NOW, NOW - entered * HOUR, NOW],
+        )
+    wh.execute(
+        "INSERT INTO messages (idempotency_key, customer_id, journey, step, template, status, "
+        "decided_at) VALUES ('j:s:b:k2', 'b', 'j', 's', 't', 'queued', ?)",
+        [NOW],
+    )
+    wh.execute(
+        "CREATE TEMP TABLE _test_merged AS SELECT customer_id, merged_into FROM (VALUES "
+        "('b', 'a'), ('c', 'a'), ('d', CAST(NULL AS VARCHAR))) AS v(customer_id, merged_into)"
+    )
+    with clock.frozen(NOW):
+        counts = follow_merges(wh, "_test_merged")
+    assert counts == {"journey_instances_moved": 1, "journey_instances_merged": 2}
+    rows = wh.fetch(
+        "SELECT customer_id, trigger_key, status, exit_reason FROM journey_instances "
+        "ORDER BY customer_id, trigger_key"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("a", "k1", "active", None),
+        ("a", "k2", "active", None),
+        ("b", "k1", "exited", "merged"),
+        ("c", "k1", "exited", "merged"),
+    ]
+    assert wh.fetch("SELECT idempotency_key, customer_id FROM messages") == [("j:s:b:k2", "a")]
