@@ -172,6 +172,7 @@ def _serve(
     session = Session(project)
     stack.callback(session.close)
     wh = session.warehouse  # open and migrate now: fail before announcing anything
+    wh.limit_memory()  # long-running: the engine's caches bounded (DuckDB)
     from personify.realtime import profile_cache
     from personify.realtime.cache import close_cache
 

@@ -131,6 +131,12 @@ class Warehouse(abc.ABC):
         constraints (a no-op)."""
         return None
 
+    def limit_memory(self, limit: int | None = None) -> None:
+        """This process runs long (``personify serve``): keep the engine's own caches under
+        ``limit`` bytes (default: the backend's choice for a server) where the engine lives in
+        the process (DuckDB); a no-op elsewhere."""
+        return None
+
     @abc.abstractmethod
     def relations(self) -> set[str]:
         """Names of the tables and views that exist."""

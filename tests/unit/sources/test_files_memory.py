@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from personify.warehouse import connect
-from personify.warehouse.duckdb.backend import BULK_MEMORY_LIMIT, DuckDBWarehouse
+from personify.warehouse.duckdb.backend import (
+    BULK_MEMORY_LIMIT,
+    SERVE_MEMORY_LIMIT,
+    DuckDBWarehouse,
+)
 
 
 def _limit(wh: DuckDBWarehouse) -> int:
@@ -26,5 +30,22 @@ def test_bulk_memory_caps_the_limit_and_restores_it(tmp_path: Path) -> None:
                 assert _limit(wh) <= BULK_MEMORY_LIMIT
             assert _limit(wh) <= BULK_MEMORY_LIMIT
         assert _limit(wh) == before
+    finally:
+        wh.close()
+
+
+def test_a_server_keeps_its_limit_across_bulk_loads(tmp_path: Path) -> None:
+    """``limit_memory`` (what ``personify serve`` calls) stays in force; a bulk load raises the
+    cap for its block and comes back to the server's, not to DuckDB's default."""
+    wh = connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    assert isinstance(wh, DuckDBWarehouse)
+    try:
+        wh.limit_memory()
+        assert _limit(wh) == SERVE_MEMORY_LIMIT
+        with wh.bulk_memory():
+            assert SERVE_MEMORY_LIMIT < _limit(wh) <= BULK_MEMORY_LIMIT
+        assert _limit(wh) == SERVE_MEMORY_LIMIT
+        wh.limit_memory(64 << 20)
+        assert _limit(wh) == 64 << 20
     finally:
         wh.close()
