@@ -24,13 +24,13 @@ the batch holds ESP hits).
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 
 from personify import clock
@@ -149,7 +149,8 @@ def event_id(hit: Hit) -> str:
         what = "delivered" if hit.delivered else c.kind
         fields = ("esp", hit.esp, hit.esp_id or "", c.key, what)
         return "email-" + hashlib.sha256("\0".join(fields).encode("utf-8")).hexdigest()[:32]
-    minute = hit.at.astimezone(UTC).strftime("%Y%m%dT%H%M")
+    t = hit.at.astimezone(UTC)
+    minute = f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}"  # strftime's
     parts = (c.kind, c.key, str(c.link), hit.agent, hit.ip or "", hit.method.upper(), minute)
     return "email-" + hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -172,6 +173,13 @@ def _machine(project: Project, hit: Hit, sent_at: datetime | None) -> str | None
     return scanner_click(
         hit.agent, hit.method, sent_at, hit.at, within=settings.scanner_click_seconds
     )
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _json(doc: dict[str, Any]) -> str:
+    return _ENCODER.encode(doc).decode("utf-8")
 
 
 def _row(
@@ -212,9 +220,9 @@ def _row(
         "received_at": received,  # now: a redelivery differs, so the store tells it apart
         "sent_at": None,
         "source": SOURCE if hit.esp is None else ESP_SOURCE,
-        "properties": json.dumps(properties, separators=(",", ":")),
-        "context": json.dumps({k: v for k, v in context.items() if v}, separators=(",", ":")),
-        "traits": json.dumps({"email": email}) if email else None,
+        "properties": _json(properties),
+        "context": _json({k: v for k, v in context.items() if v}),
+        "traits": _json({"email": email}) if email else None,
         "name": None,
         "group_id": None,
         "previous_id": None,
