@@ -12,10 +12,11 @@ One thread per process (:class:`Applier`) takes everything waiting and applies i
 Between passes, once a second, the journeys' clock (:func:`personify.realtime.reactions.tick`):
 due instances advance (an abandoned cart's wait expired), due emails are sent.
 
-Cheap under load: an idle applier starts a pass the moment something arrives; a busy one starts
-at most one pass per :data:`PASS_INTERVAL`, and rests at least as long as its last pass took, so
-a burst of events coalesces into one pass over their customers (much of a pass's cost is per
-pass, not per event) and continuous mode takes at most about half of one core from ingest.
+Cheap under load: an applier starts a pass the moment something arrives; a busy one (its last
+pass took :data:`BUSY_PASS` inputs or more) starts at most one pass per :data:`PASS_INTERVAL`,
+and rests at least as long as its last pass took, so a burst of events coalesces into one pass
+over their customers (much of a pass's cost is per pass, not per event) and continuous mode
+takes at most about half of one core from ingest.
 Best effort by design: a pass that fails is logged and dropped, and the batch path
 (``personify run``, or ``recompute:``) catches up with anything missed.
 """
@@ -43,6 +44,8 @@ MAX_PASS: Final = 5_000
 """Inputs applied in one pass at most."""
 PASS_INTERVAL: Final = 0.5
 """Seconds between the starts of two passes when busy (an idle applier starts at once)."""
+BUSY_PASS: Final = 100
+"""A pass of at least this many inputs means load: the next one waits (see the module doc)."""
 TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
 _IN: Final = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
@@ -139,7 +142,7 @@ class Applier:
     # ------------------------------------------------------------------------------ loop
     def _run(self) -> None:
         last_pass = last_end = -float("inf")
-        last_took = 0.0
+        last_took, last_size = 0.0, 0
         next_tick = time.monotonic() + (self.tick_every or 0)
         while True:
             wait = None if self.tick_every is None else max(0.0, next_tick - time.monotonic())
@@ -154,10 +157,11 @@ class Applier:
                 # a pass just ran: let this one gather a burst — at least pass_interval between
                 # starts, and at least as long idle as the last pass took (under load the
                 # applier gets at most half its thread's time, and passes grow instead)
-                ready = max(last_pass + self.pass_interval, last_end + last_took)
-                busy = ready - time.monotonic()
-                if busy > 0:
-                    time.sleep(busy)
+                if last_size >= BUSY_PASS:
+                    ready = max(last_pass + self.pass_interval, last_end + last_took)
+                    busy = ready - time.monotonic()
+                    if busy > 0:
+                        time.sleep(busy)
                 batch = [first]
                 while len(batch) < MAX_PASS:
                     try:
@@ -168,7 +172,7 @@ class Applier:
                         stop = True
                         break
                     batch.append(item)
-                last_pass = time.monotonic()
+                last_pass, last_size = time.monotonic(), len(batch)
                 self._pass(batch)
                 last_end = time.monotonic()
                 last_took = last_end - last_pass
