@@ -14,6 +14,7 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     project = tmp_path / "shop-demo"
     done = personify("demo", str(project), "--customers", "1000", "--now", NOW, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "failed" not in done.stderr, done.stderr  # e.g. no webhook's real-time update failed
     out = done.stdout
     for words in (
         "1,000 customers",
