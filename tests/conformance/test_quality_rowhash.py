@@ -19,7 +19,7 @@ import pytest
 from personify.quality.rowhash import PostgresRelation, compare_remote, row_hash_sql
 from personify.warehouse import connect
 from personify.warehouse.postgres.backend import split_url
-from personify.warehouse.schema import ORDERS, Column
+from personify.warehouse.schema import EVENTS, ORDERS, Column
 
 pytestmark = pytest.mark.postgres
 Driver = Literal["auto", "adbc", "psycopg"]
@@ -190,3 +190,12 @@ def test_compare_remote_finds_the_planted_drift(
         assert found.pulled.rows == n + 1 + 4  # every (key, hash), then 4 whole rows
     else:
         assert found.pulled.rows == n + 1
+
+
+def test_json_columns_are_refused_not_misreported(pg: tuple[str, str], tmp_path: Path) -> None:
+    wh = connect(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    try:
+        with pytest.raises(ValueError, match="hold JSON"):
+            compare_remote(wh, EVENTS, "web", PostgresRelation(pg[0], "x"), ["properties"])
+    finally:
+        wh.close()

@@ -21,8 +21,8 @@ double         an integral value below 1e18 as an integer; NaN / ±Infinity spel
 boolean        ``true`` / ``false`` and ``;``
 timestamp      microseconds since the epoch (time zones do not matter: an instant is an
                instant) and ``;``
-JSON, other    the engine's text of the value, length-prefixed (PostgreSQL ``jsonb`` spaces its
-               text: such columns differ by hash and are settled field by field)
+other          the engine's text of the value, length-prefixed (JSON columns are refused by
+               :func:`compare_remote`: ``jsonb`` reorders and spaces keys)
 =============  =================================================================================
 
 Engine differences are data (:data:`CANONICAL`, :data:`HASH`), one entry per dialect.
@@ -317,6 +317,12 @@ def compare_remote(
     keys = key_columns(stored)
     key_cols = [stored.column(k) for k in keys]
     compared = [stored.column(c) for c in columns if c not in keys]
+    json = [c.name for c in compared if c.type == "JSON"]
+    if json:
+        raise ValueError(
+            f"{stored.name}: {', '.join(json)} hold JSON, which the engines spell differently "
+            "(PostgreSQL's jsonb reorders keys and spaces them): leave them out of columns"
+        )
     register = getattr(wh, "register", None)
     if register is None or mode == "rows":
         rows = remote.all_rows([*key_cols, *compared])
