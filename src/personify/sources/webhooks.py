@@ -289,6 +289,14 @@ class Receipt:
 
 
 @dataclass
+class _Pending:
+    """A stored record waiting for its real-time pass."""
+
+    key: str
+    applied: bool = False
+
+
+@dataclass
 class WebhookReceiver:
     """Stores verified deliveries of a project's webhook sources (thread-safe)."""
 
@@ -301,8 +309,7 @@ class WebhookReceiver:
     _targets: dict[str, list[Target]] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _realtime: threading.Lock = field(default_factory=threading.Lock)
-    _pending: dict[str, set[str]] = field(default_factory=dict)
-    _outcomes: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _pending: dict[str, list[_Pending]] = field(default_factory=dict)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -355,18 +362,17 @@ class WebhookReceiver:
         key = receipt.key
         if receipt.outcome != "accepted" or key is None or source.table not in _KEYS:
             return False
-        mine = (source.name, key)
+        mine = _Pending(key)
         with self._guard:
-            self._pending.setdefault(source.name, set()).add(key)
-        with self._realtime:
+            self._pending.setdefault(source.name, []).append(mine)
+        with self._realtime:  # an earlier pass may have applied ours meanwhile
             with self._guard:
-                keys = sorted(self._pending.pop(source.name, set()))
-            if keys:
-                ok = self._apply_keys(source, keys)
-                with self._guard:
-                    self._outcomes.update({(source.name, k): ok for k in keys})
-            with self._guard:
-                return self._outcomes.pop(mine, False)
+                waiting = self._pending.pop(source.name, [])
+            if waiting:
+                applied = self._apply_keys(source, sorted({p.key for p in waiting}))
+                for pending in waiting:
+                    pending.applied = applied
+        return mine.applied
 
     def _apply_keys(self, source: WebhookSource, keys: list[str]) -> bool:
         from personify.identity.sightings import Scope

@@ -42,3 +42,48 @@ def test_each_delivery_is_stored_at_its_own_arrival(session: Session) -> None:
     # no updated_at in the record: observed (and received) when it arrived, not at start-up
     assert [r[2].astimezone(UTC) for r in rows] == [first, second]
     assert [r[3].astimezone(UTC) for r in rows] == [first, second]
+
+
+def test_refreshes_arriving_together_are_applied_in_few_passes(session: Session) -> None:
+    """Twelve person records stored, their real-time refreshes called at once from twelve
+    threads: every one reports its record applied, in fewer passes than refreshes, and every
+    record's customer is built."""
+    import threading
+
+    passes: list[list[str]] = []
+
+    class Counting(WebhookReceiver):
+        def _apply_keys(self, source: WebhookSource, keys: list[str]) -> bool:
+            passes.append(keys)
+            return super()._apply_keys(source, keys)
+
+    receiver = Counting(session)
+    try:
+        receipts = [
+            receiver.receive(
+                SOURCE,
+                Verified(f"r{i}", None),
+                json.dumps({"id": f"p{i}", "email": f"p{i}@example.org"}).encode(),
+                refresh=False,
+            )
+            for i in range(12)
+        ]
+        results: list[bool] = []
+        start = threading.Barrier(12)
+
+        def refresh(i: int) -> None:
+            start.wait()
+            results.append(receiver.refresh(SOURCE, receipts[i]))
+
+        threads = [threading.Thread(target=refresh, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        receiver.close()
+    assert results == [True] * 12
+    assert sorted(k for keys in passes for k in keys) == sorted(f"p{i}" for i in range(12))
+    assert len(passes) < 12 and receiver.failures == 0
+    emails = session.warehouse.fetch("SELECT email FROM customers ORDER BY email")
+    assert sorted(e for (e,) in emails) == sorted(f"p{i}@example.org" for i in range(12))
