@@ -10,6 +10,7 @@ personify[bench]``). Goals: ≤ 2 s and ≤ 3 s (published: Splink ~0.8 s withou
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -48,36 +49,49 @@ def union_find(a: np.ndarray, b: np.ndarray) -> dict[int, int]:
     return {x: find(x) for x in list(parent) if find(x) != x}
 
 
-def scipy_seconds(a: np.ndarray, b: np.ndarray) -> float | None:
+def scipy_seconds(a: np.ndarray, b: np.ndarray) -> tuple[float, float] | None:
     try:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components as cc
     except ImportError:
         return None
     n = int(max(a.max(), b.max())) + 1
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     cc(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
-def one(name: str, a: np.ndarray, b: np.ndarray, goal: float) -> list[tuple[str, str, str, str]]:
+Row = tuple[str, str, str, str, str]
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def one(name: str, a: np.ndarray, b: np.ndarray, goal: float) -> list[Row]:
     wh = connect("duckdb:///:memory:")
     temp_table(wh, scratch("_bench_edges", a="BIGINT", b="BIGINT"), pa.table({"a": a, "b": b}))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     report = connected_components(wh, "SELECT a, b FROM _bench_edges")
-    sql_s = time.perf_counter() - t
+    sql_s, sql_c = time.perf_counter() - t, time.process_time() - c
     got = dict(wh.fetch(f"SELECT node, label FROM {LABELS}"))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     oracle = union_find(a, b)
-    uf_s = time.perf_counter() - t
+    uf_s, uf_c = time.perf_counter() - t, time.process_time() - c
     assert got == oracle, "SQL components differ from the union-find oracle"
     sp = scipy_seconds(a, b)
     wh.close()
     rounds = f"{report.rounds} rounds, {report.jumps} jumps; edges/round {report.edges_per_round}"
     return [
-        (f"{name}: SQL components (DuckDB)", f"{sql_s:.2f} s", f"≤ {goal:g} s", rounds),
-        (f"{name}: union-find (Python)", f"{uf_s:.2f} s", "baseline", "labels equal"),
-        (f"{name}: scipy csgraph", "—" if sp is None else f"{sp:.2f} s", "baseline", ""),
+        (f"{name}: SQL components (DuckDB)", _s(sql_s), _s(sql_c), f"≤ {goal:g} s", rounds),
+        (f"{name}: union-find (Python)", _s(uf_s), _s(uf_c), "baseline", "labels equal"),
+        (
+            f"{name}: scipy csgraph",
+            "—" if sp is None else _s(sp[0]),
+            "—" if sp is None else _s(sp[1]),
+            "baseline",
+            "",
+        ),
     ]
 
 
@@ -91,9 +105,10 @@ def main() -> None:
     rows = one("random", *graph(args.nodes, args.edges, 0, args.seed), goal=2.0)
     rows += one(f"+{args.chain}-chain", *graph(args.nodes, args.edges, args.chain, args.seed), 3.0)
     width = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{width}}  {'value':>8}  {'goal':>9}  notes")
-    for label, value, goal, notes in rows:
-        print(f"{label:<{width}}  {value:>8}  {goal:>9}  {notes}")
+    print(f"load average {os.getloadavg()[0]:.1f} (CPU: user + system of every thread)")
+    print(f"{'figure':<{width}}  {'wall':>8}  {'CPU':>8}  {'goal':>9}  notes")
+    for label, value, cpu, goal, notes in rows:
+        print(f"{label:<{width}}  {value:>8}  {cpu:>8}  {goal:>9}  {notes}")
 
 
 if __name__ == "__main__":
