@@ -27,6 +27,8 @@ def follow_merges(wh: Warehouse, merged: str) -> dict[str, int]:
     """Re-point the journey instances and messages of the ids in ``merged`` (a table of
     ``customer_id, merged_into``; rows with a NULL ``merged_into`` are ignored). The counts
     that are not zero: ``journey_instances_moved`` and ``journey_instances_merged``."""
+    if not wh.scalar(f"SELECT count(*) FROM {merged} WHERE merged_into IS NOT NULL"):
+        return {}  # most passes merge nobody: no scan of instances and messages
     now = clock.now()
     drop(wh, _MOVES)
     wh.execute(
