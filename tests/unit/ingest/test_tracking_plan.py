@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from personify.errors import ConfigError
-from personify.ingest.tracking.plan import PlanCache, load_plan
+from personify.ingest.tracking.plan import PlanCache, Schema, load_plan
 from personify.scaffold import init_project
 
 
@@ -88,3 +90,107 @@ def test_the_cache_reloads_a_changed_folder(tmp_path: Path) -> None:
     assert cache.get().check("track", "Signed Up", {}, None) == []
     (tmp_path / "Signed Up.json").write_text("{broken")  # a broken edit keeps the last plan
     assert cache.get().check("track", "Signed Up", {}, None) == []
+
+
+# -- the typed fast path: it may only accept what the compiled validator accepts
+_TYPED_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "product_id": {"type": "string", "minLength": 1},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "price": {"type": "number", "minimum": 0},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 99},
+        "gift": {"type": "boolean"},
+        "ratio": {"type": "number", "exclusiveMaximum": 1},
+    },
+    "required": ["product_id"],
+}
+
+
+def _schema(tmp_path: Path, document: dict[str, object]) -> Schema:
+    return Schema(tmp_path / "s.json", "properties", document)
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ({"product_id": "p1", "price": 12.5, "quantity": 2, "currency": "EUR"}, True),
+        ({"product_id": "p1", "price": 3, "gift": False, "extra": {"any": [1]}}, True),
+        ({"product_id": "p1", "ratio": 0.5}, True),
+        ({"product_id": ""}, False),  # minLength
+        ({"price": 1}, False),  # required
+        ({"product_id": "p1", "currency": "EUR\n"}, False),  # $ is the end of the text
+        ({"product_id": "p1", "currency": "eur"}, False),
+        ({"product_id": "p1", "price": -1}, False),
+        ({"product_id": "p1", "price": True}, False),  # a boolean is not a number
+        ({"product_id": "p1", "quantity": 0}, False),
+        ({"product_id": "p1", "quantity": 100}, False),
+        ({"product_id": "p1", "ratio": 1}, False),
+        ({"product_id": "p1", "price": None}, False),
+        ({"product_id": 7}, False),
+        ({"product_id": "p1", "quantity": 2.0}, False),  # valid, but only the full way says so
+    ],
+)
+def test_the_typed_path_accepts_only_conforming_parts(
+    tmp_path: Path, value: dict[str, object], accepted: bool
+) -> None:
+    schema = _schema(tmp_path, _TYPED_SCHEMA)
+    assert schema.typed is not None
+    raw = json.dumps(value).encode()
+    assert schema.accepts(raw) is accepted
+    if accepted:
+        assert schema.check(value) == []
+
+
+def test_the_typed_path_honours_additional_properties_and_duplicates(tmp_path: Path) -> None:
+    closed = _schema(tmp_path, {**_TYPED_SCHEMA, "additionalProperties": False})
+    assert closed.accepts(b'{"product_id": "p1"}')
+    assert not closed.accepts(b'{"product_id": "p1", "other": 1}')
+    assert closed.check({"product_id": "p1", "other": 1})
+    schema = _schema(tmp_path, _TYPED_SCHEMA)
+    # a repeated key: the decoded dict keeps the last value; the typed path checks every one
+    assert not schema.accepts(b'{"product_id": "p1", "price": 1, "price": -1}')
+    assert not schema.accepts(b'{"product_id": "p1", "price": -1, "price": 1}')
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}},
+        {"type": "object", "properties": {"tags": {"type": "array"}}},
+        {"type": "object", "properties": {"n": {"type": ["integer", "null"]}}},
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "minProperties": 1},
+        {"type": "object", "required": ["undeclared"]},
+        {"type": "object", "properties": {"n": {"enum": [1, 2]}}},
+    ],
+)
+def test_other_schemas_take_the_full_way(tmp_path: Path, document: dict[str, object]) -> None:
+    assert _schema(tmp_path, document).typed is None
+
+
+def test_the_scaffold_events_take_the_typed_path(tmp_path: Path) -> None:
+    init_project(tmp_path / "p")
+    plan = load_plan(tmp_path / "p" / "tracking-plan")
+    typed = {event for (kind, event), s in plan.schemas.items() if s.typed is not None}
+    assert "Product Viewed" in typed
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.floats(-2, 2) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["product_id", "currency", "price", "quantity", "gift", "ratio", "x"]),
+        _json_values | st.sampled_from(["EUR", "EUR\n", "", "p1", 0.5, 1, 2.0]),
+    )
+)
+def test_the_typed_path_never_accepts_what_the_validator_refuses(value: dict[str, object]) -> None:
+    schema = Schema(Path("s.json"), "properties", _TYPED_SCHEMA)
+    if schema.accepts(json.dumps(value).encode()):
+        assert schema.check(value) == []

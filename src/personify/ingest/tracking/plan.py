@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import fastjsonschema
 import jsonschema
+import msgspec
 
 from personify.errors import ConfigError
 
@@ -60,6 +62,102 @@ _SLOW_KEYWORDS: Final = frozenset(
 )
 RECHECK_SECONDS: Final = 2.0
 """How often :class:`PlanCache` looks for changed files."""
+
+
+_TYPED_ROOT: Final = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "examples", "type", "properties"}
+    | {"required", "additionalProperties"}
+)
+_TYPED_FIELD: Final = frozenset({"type", "title", "description", "$comment", "examples"})
+_TYPED_BOUNDS: Final = {
+    "string": {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"},
+    "number": {
+        "minimum": "ge",
+        "maximum": "le",
+        "exclusiveMinimum": "gt",
+        "exclusiveMaximum": "lt",
+    },
+    "integer": {
+        "minimum": "ge",
+        "maximum": "le",
+        "exclusiveMinimum": "gt",
+        "exclusiveMaximum": "lt",
+    },
+    "boolean": {},
+}
+_TYPED_BASE: Final[dict[str, type]] = {
+    "string": str,
+    "number": float,
+    "integer": int,
+    "boolean": bool,
+}
+_DOLLAR: Final = re.compile(r"(?<!\\)\$")
+"""An unescaped ``$`` (fastjsonschema reads it as end of text, ``\\Z``, as JSON Schema means)."""
+
+
+def typed_decoder(document: Any) -> msgspec.json.Decoder[Any] | None:
+    """A msgspec decoder that accepts a JSON object only if it conforms to ``document`` — for the
+    common shape of a tracking-plan schema (an object of typed properties: strings with length
+    bounds and patterns, numbers and integers with bounds, booleans; ``required``;
+    ``additionalProperties``) — or ``None`` for any other schema. It decodes the raw bytes in C
+    without building the dict, ~5× cheaper than decoding then running the compiled validator.
+    It only *accepts*: an event it refuses is checked the full way, which alone decides and says
+    why (so a subtle difference — an integer written ``1.0``, a number too large for a float —
+    can only cost time, never let a violation through)."""
+    if not isinstance(document, dict) or set(document) - _TYPED_ROOT:
+        return None
+    properties = document.get("properties", {})
+    required = document.get("required", [])
+    extra = document.get("additionalProperties", True)
+    if document.get("type") != "object" or not isinstance(properties, dict):
+        return None
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return None
+    if extra not in (True, False) or set(required) - set(properties):
+        return None
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    for i, (name, sub) in enumerate(properties.items()):
+        kind = _typed_field(sub)
+        if kind is None:
+            return None
+        rename[f"f{i}"] = name
+        if name in required:
+            fields.append((f"f{i}", kind))
+        else:
+            fields.append((f"f{i}", kind | msgspec.UnsetType, msgspec.UNSET))
+    try:
+        struct = msgspec.defstruct(
+            "TypedPart", fields, kw_only=True, rename=rename, forbid_unknown_fields=extra is False
+        )
+        return msgspec.json.Decoder(struct)
+    except (TypeError, ValueError, re.error):
+        return None
+
+
+def _typed_field(sub: Any) -> Any:
+    if not isinstance(sub, dict) or not isinstance(sub.get("type"), str):
+        return None
+    kind = sub["type"]
+    bounds = _TYPED_BOUNDS.get(kind)
+    if bounds is None or set(sub) - _TYPED_FIELD - set(bounds):
+        return None
+    meta: dict[str, Any] = {}
+    for key, arg in bounds.items():
+        if key not in sub:
+            continue
+        value = sub[key]
+        if arg == "pattern":
+            if not isinstance(value, str):
+                return None
+            value = _DOLLAR.sub(r"\\Z", value)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return None  # (draft-04's boolean exclusiveMinimum, …: the full way)
+        elif arg in ("min_length", "max_length") and (not isinstance(value, int) or value < 0):
+            return None
+        meta[arg] = value
+    base = _TYPED_BASE[kind]
+    return Annotated[base, msgspec.Meta(**meta)] if meta else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +198,8 @@ class Schema:
     document: dict[str, Any]
     full: jsonschema.protocols.Validator = field(init=False)
     fast: Callable[[Any], Any] | None = field(init=False)
+    typed: msgspec.json.Decoder[Any] | None = field(init=False)
+    """Accepts raw JSON that conforms, without decoding it to a dict (:func:`typed_decoder`)."""
 
     def __post_init__(self) -> None:
         cls = jsonschema.validators.validator_for(self.document, jsonschema.Draft202012Validator)
@@ -120,6 +220,18 @@ class Schema:
                 )
             except Exception:  # anything it cannot compile, jsonschema validates
                 self.fast = None
+        self.typed = typed_decoder(self.document) if self.fast is not None else None
+
+    def accepts(self, raw: bytes) -> bool:
+        """``True`` when the part's raw JSON certainly conforms (a typed decode, no dict built);
+        ``False`` means *check it* with :meth:`check`, not that it fails."""
+        if self.typed is None:
+            return False
+        try:
+            self.typed.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return False
+        return True
 
     def check(self, value: Any) -> list[Violation]:
         """Every violation of ``value`` (the part this schema checks), or none."""
