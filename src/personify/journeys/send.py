@@ -101,7 +101,10 @@ class _SubjectStore(TemplateStore):
         return self._inner.names()
 
     def get(self, name: str) -> Template:
-        return dataclasses.replace(self._inner.get(name), subject=self._subject)
+        # the variant's subject rendered by python-liquid (the template's compiled one is not it)
+        return dataclasses.replace(
+            self._inner.get(name), subject=self._subject, subject_compiled=None
+        )
 
 
 @dataclass
