@@ -12,8 +12,12 @@
   (:func:`record_many`: a batch in one store, as the server records);
 * :mod:`~personify.engagement.report` — attribution of orders to touches and the per-journey
   report (``personify report journeys``);
-* :mod:`~personify.engagement.experiments` — deterministic variant/holdout :func:`assign`,
-  ``experiment_assignments``, and the :func:`uplift` of a variant over the holdout.
+* :mod:`~personify.engagement.experiments` — deterministic variant/holdout :func:`assign` (and
+  ``assign_many``, which journey send steps call), ``experiment_assignments``, and the
+  :func:`uplift` of a variant over the holdout;
+* :mod:`~personify.engagement.esp` — ESP-reported opens, clicks and deliveries (SendGrid,
+  Postmark webhooks) → the same events, deduplicated;
+* :mod:`~personify.engagement.html` — the report as a self-contained HTML page with SVG charts.
 """
 
 from __future__ import annotations
