@@ -103,6 +103,8 @@ def _body(template: Template, body: BoundTemplate, context: Mapping[str, Any]) -
 
 def _subject(template: Template, context: Mapping[str, Any]) -> str:
     compiled = template.subject_compiled
+    if template.subject_compiled_from is not template.subject:
+        compiled = None  # a copy with another subject (a journey variant's)
     subject = compiled(context) if compiled is not None else None
     if subject is None:  # not compiled, or this context needs python-liquid
         try:

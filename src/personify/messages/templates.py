@@ -61,6 +61,9 @@ class Template:
     subject_compiled: Compiled | None = None
     """``subject`` compiled to Python (:func:`~personify.messages.compiled.compile_body`; None
     when it uses what is not compiled)."""
+    subject_compiled_from: BoundTemplate | None = None
+    """The subject ``subject_compiled`` was made from: a copy of this template with another
+    ``subject`` (``dataclasses.replace``) renders that one with python-liquid, never the old."""
 
 
 def _front_matter(text: str) -> tuple[dict[str, Any], str, int]:
@@ -164,6 +167,7 @@ class TemplateStore:
             plan,
             tracking=meta.get("tracking", True) is not False,
             subject_compiled=subject_compiled,
+            subject_compiled_from=parsed_subject,
         )
         with self._lock:
             self._cache[name] = template

@@ -230,3 +230,18 @@ def test_templates_cannot_reach_python_attributes(tmp_path: Path, expr: str) -> 
     s = store(tmp_path, {"a.liquid": "---\nsubject: s\n---\n<p>{{ " + expr + " }}</p>"})
     with pytest.raises(RenderError, match="undefined"):
         render(s.get("a"), build_context(CUSTOMER, {"x": "text"}))
+
+
+def test_a_copy_with_another_subject_renders_that_subject(tmp_path: Path) -> None:
+    """The compiled subject belongs to the subject it was made from (a journey variant swaps
+    the subject with dataclasses.replace)."""
+    import dataclasses
+
+    source = "---\nsubject: Hello {{ customer.first_name }}\n---\n<p>x</p>"
+    s = store(tmp_path, {"m.liquid": source})
+    template = s.get("m")
+    assert template.subject_compiled is not None
+    other = s._text.from_string("Other {{ customer.first_name }}")
+    variant = dataclasses.replace(template, subject=other)
+    assert render(variant, build_context(CUSTOMER, {})).subject.startswith("Other ")
+    assert render(template, build_context(CUSTOMER, {})).subject.startswith("Hello ")
