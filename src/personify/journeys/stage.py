@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,11 @@ def exclusive(wh: Warehouse, what: str) -> Iterator[bool]:
     lock keyed by the warehouse URL (schema included), tried without waiting: a second
     ``personify run`` skips the stage instead of racing the first (it would double no email —
     keys are unique and transports idempotent — but would render twice). Single-process
-    engines (DuckDB) always hold it."""
+    engines (DuckDB) have one process: there, threads of it (``serve``'s journey tick and a
+    forwarded ``personify run``) take turns on an in-process lock (re-entrant in one thread)."""
     if not wh.capabilities.advisory_lock:
-        yield True
+        with _local_lock(wh, what):
+            yield True
         return
     digest = hashlib.sha256(f"personify:{what}:{wh.url}".encode()).digest()
     key = int.from_bytes(digest[:8], "big", signed=True)
@@ -120,6 +123,15 @@ def exclusive(wh: Warehouse, what: str) -> Iterator[bool]:
     finally:
         if held:
             wh.scalar("SELECT pg_advisory_unlock(?)", [key])
+
+
+_LOCAL: dict[tuple[str, str], threading.RLock] = {}
+_LOCAL_GUARD = threading.Lock()
+
+
+def _local_lock(wh: Warehouse, what: str) -> threading.RLock:
+    with _LOCAL_GUARD:
+        return _LOCAL.setdefault((what, wh.url), threading.RLock())
 
 
 def journeys_stage(session: Session) -> dict[str, int]:
