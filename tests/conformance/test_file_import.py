@@ -371,7 +371,11 @@ def test_sync_sources_imports_tables_side_by_side(session: Session) -> None:
         session.project.root,
         session.project.file,
     )
-    results = sync_sources(session)
+    pinned = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    with clock.frozen(pinned):  # the lanes' threads run at the caller's --now
+        results = sync_sources(session)
+    stamped = {r[0] for r in rows(session, "SELECT DISTINCT imported_at FROM file_imports")}
+    assert {v if v.tzinfo else v.replace(tzinfo=UTC) for v in stamped} == {pinned}
     assert [r.source for r in results] == ["web-a", "shop", "web-b", "crm"]
     loaded = {r.source: (r.counts["rows_loaded"], r.counts["rows_duplicate"]) for r in results}
     # web-b ran after web-a (same table): its m0 is a duplicate of web-a's

@@ -15,6 +15,7 @@ order (one writer per table); REST sources run after the file sources, one at a 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,8 +98,11 @@ def _run_lanes(
                 return
 
     ordered = sorted(lanes, key=lambda lane: _lane_bytes(session, lane), reverse=True)
+    # each lane runs in a copy of the caller's context: the pinned clock (``--now``) and the
+    # other context variables are the caller's, not the worker thread's empty ones
     with ThreadPoolExecutor(PARALLEL_SOURCES, thread_name_prefix="personify-sync") as pool:
-        for future in [pool.submit(run, lane) for lane in ordered]:
+        submitted = [pool.submit(contextvars.copy_context().run, run, lane) for lane in ordered]
+        for future in submitted:
             future.result()
     for lane in lanes:
         for source in lane:
