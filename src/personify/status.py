@@ -223,7 +223,16 @@ def status_report(session: Session) -> dict[str, Any]:
         "queues": realtime_status(session),
         "reconciliation": _reconciliation(session),
         "quality": _quality(session),
+        "journeys": _journeys(session, now),
     }
+
+
+def _journeys(session: Session, now: Any) -> dict[str, dict[str, Any]]:
+    """Per journey, the last 7 days' headline (``personify report journeys``'s figures): sends,
+    unique opens and clicks by people (machine ones excluded), conversions and revenue."""
+    from personify.engagement.report import journey_headlines
+
+    return journey_headlines(session.warehouse, session.project, now)
 
 
 def _quality(session: Session) -> dict[str, Any]:

@@ -53,6 +53,38 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     emails = list((project / "outbox").glob("*.eml"))
     assert emails
 
+    # the recipients reacted (opens, clicks, orders through the project's own API) and the
+    # report, read when the attribution window has closed, shows the email's uplift over the
+    # demo's 20 % holdout (abandoned carts that got no email)
+    assert "Abandoned cart (simulated reactions" in out and "over the holdout" in out
+    assert "revenue recovered €" in out
+    page = (project / "report.html").read_text()
+    assert "<svg" in page and "abandoned_cart" in page
+    report_at = "2026-02-03T09:00:00Z"  # NOW + 3 days
+    report = personify_json("report", "journeys", "--project", str(project), "--now", report_at)
+    cart = [s for s in report["steps"] if s["journey"] == "abandoned_cart"]
+    by_variant = {s["variant"]: s for s in cart if s["variant"]}  # None: skipped for consent
+    assert set(by_variant) == {"control", "holdout"}
+    sent, held = by_variant["control"], by_variant["holdout"]
+    assert sent["sends"] > 0 and held["sends"] == 0 and held["assigned"] > 0
+    assert sent["unique_opens"] >= sent["unique_clicks"] > 0
+    assert sent["conversions"] > 0 and sent["revenue"] > 0
+    lift = sent["uplift"]
+    assert lift["difference"] > 0 and lift["variant_rate"] > lift["holdout_rate"]
+    assert lift["low"] < lift["difference"] < lift["high"]
+    # status: the same figures, as the last 7 days' headline (machine opens excluded)
+    status = personify_json("status", "--project", str(project), "--now", report_at)
+    headline = status["journeys"]["abandoned_cart"]
+    assert headline == {
+        "sends": sent["sends"],
+        "unique_opens": sent["unique_opens"],
+        "unique_clicks": sent["unique_clicks"],
+        "conversions": sent["conversions"],
+        "revenue": sent["revenue"],
+    }
+    later = personify_json("status", "--project", str(project), "--now", "2026-02-10T09:00:00Z")
+    assert "abandoned_cart" not in later["journeys"]  # sent more than 7 days before
+
     # a rerun at the same instant: the APIs come up again, only their overlap window is pulled
     # (nothing new stored), the files are skipped, and nothing is sent twice
     again = personify_json("run", "--project", str(project), "--now", NOW)
@@ -61,6 +93,10 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     assert stages["sync"]["pages"] == 4 and stages["sync"]["rows_quarantined"] == 0
     assert stages["delivery"]["sent"] == 0 and stages["journeys"]["decided"] == 0
     assert len(list((project / "outbox").glob("*.eml"))) == len(emails)
+    again_report = personify_json(
+        "report", "journeys", "--project", str(project), "--now", report_at
+    )
+    assert again_report == report  # the run at NOW reacted to nothing again
 
 
 def test_demo_with_files_imports_the_world_from_its_files(tmp_path: Path) -> None:
@@ -72,6 +108,7 @@ def test_demo_with_files_imports_the_world_from_its_files(tmp_path: Path) -> Non
     assert "shop_webhooks" not in by_source and "payments" not in by_source
     assert "base_url: local:demo" not in (project / "personify.yml").read_text()
     assert first["emails"]["sent"] > 0
+    assert first["reactions"] is None  # no webhook source for the simulated orders
     again = personify_json("run", "--project", str(project), "--now", NOW)
     stages = {s["name"]: s["counts"] for s in again["stages"]}
     assert stages["sync"]["rows_loaded"] == 0 and stages["sync"]["files_skipped"] >= 9
@@ -94,6 +131,14 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     assert first["quarantine"]["total"] > 0
     assert len(first["quarantine"]["by_reason"]) >= 4
     assert any("--dialect mysql" in command for command in first["next"])
+    reactions = first["reactions"]
+    cart = first["emails"]["by_journey"]["abandoned_cart"]
+    assert reactions["sent"] == cart["sent"] and reactions["held_out"] == cart["skipped_holdout"]
+    assert reactions["messages"] == cart["sent"] + cart["skipped_holdout"]
+    assert 0 < reactions["clicks"] <= reactions["opens"] <= reactions["sent"]
+    assert reactions["unique_clicks"] == reactions["clicks"]  # each click went through /c/…
+    assert reactions["requests"] < 2_000
+    assert any(c.startswith("personify report journeys") for c in first["next"])
 
     second = personify_json("demo", str(project), "--customers", "1000", "--seed", "3")
     assert second["created"] is False
@@ -108,6 +153,7 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     first_web = web["counts"]
     assert resent["rows_duplicate"] == first_web["rows_duplicate"] + first_web["rows_loaded"]
     assert second["tables"]["events"] == events
+    assert second["reactions"] == reactions  # the same reactions, none stored twice
 
     other = personify("demo", str(project), "--customers", "1200", "--seed", "3", "--json")
     assert other.returncode != 0

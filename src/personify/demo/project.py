@@ -95,6 +95,7 @@ def make_demo_project(
         init_project(root)
     else:
         _add_journeys(root)
+    with_holdout(root)
     t0 = time.perf_counter()
     world = build_world(customers, seed=seed, now=instant, progress=progress)
     t1 = time.perf_counter()
@@ -123,6 +124,28 @@ def _add_journeys(root: Path) -> None:
     source = resources.files("personify") / "scaffold" / "journeys"
     with resources.as_file(source) as folder:
         shutil.copytree(folder, target)
+
+
+HOLDOUT_LINE: Final = (
+    "    holdout: 20%                # the demo's experiment: a fifth of the carts get no email, "
+    "so\n"
+    "                                # `personify report journeys` measures the email's uplift\n"
+)
+
+
+def with_holdout(root: Path) -> None:
+    """The demo's abandoned-cart journey holds out 20 % of the carts (README, "Experiments"): the
+    recipients' simulated reactions (:mod:`personify.demo.reactions`) then show the email's
+    uplift over customers who got nothing. Idempotent; a journey file edited by hand is left as
+    it is."""
+    path = root / "journeys" / "abandoned_cart.yml"
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    anchor = "    send: abandoned_cart        # templates/abandoned_cart.liquid\n"
+    if "\n    holdout:" in text or anchor not in text:
+        return
+    path.write_text(text.replace(anchor, anchor + HOLDOUT_LINE, 1), encoding="utf-8")
 
 
 def _existing_world(root: Path, data: Path) -> dict[str, Any] | None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from personify.audiences.schedule import parse_duration
 from personify.config import Project
@@ -137,6 +138,46 @@ def attributed(wh: Warehouse, project: Project, now: datetime) -> list[tuple[str
 def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysReport:
     """The per journey/step/variant figures as of ``now``."""
     settings = project.config.engagement
+    arms = experiments(wh, project, now)
+    return JourneysReport(
+        settings.attribution_rule,
+        settings.attribution_touch,
+        settings.attribution_window,
+        _with_experiments(project, step_figures(wh, project, now), arms),
+        arms,
+    )
+
+
+HEADLINE_DAYS = 7
+"""The period of ``personify status``'s headline figures."""
+
+
+def journey_headlines(
+    wh: Warehouse, project: Project, now: datetime, *, days: int = HEADLINE_DAYS
+) -> dict[str, dict[str, Any]]:
+    """Per journey, the messages decided in the ``days`` before ``now`` and what they did as of
+    ``now`` (the figures of :func:`step_figures`, summed over steps and variants): ``sends``,
+    ``unique_opens``, ``unique_clicks`` (people's, machine ones excluded), ``conversions`` and
+    ``revenue`` — ``personify status``'s headline."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in step_figures(wh, project, now, since=now - timedelta(days=days)):
+        row = out.setdefault(
+            s.journey,
+            {"sends": 0, "unique_opens": 0, "unique_clicks": 0, "conversions": 0, "revenue": 0.0},
+        )
+        row["sends"] += s.sends
+        row["unique_opens"] += s.unique_opens
+        row["unique_clicks"] += s.unique_clicks
+        row["conversions"] += s.conversions
+        row["revenue"] = round(row["revenue"] + s.revenue, 2)
+    return out
+
+
+def step_figures(
+    wh: Warehouse, project: Project, now: datetime, *, since: datetime | None = None
+) -> list[StepReport]:
+    """The per journey/step/variant figures as of ``now`` (without the experiments) of the
+    messages decided up to ``now`` — only those decided after ``since`` when given."""
     weights = project.config.traits.engagement
     opens, p_open = _in(weights.open_events)
     clicks, p_click = _in(weights.click_events)
@@ -160,11 +201,11 @@ def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysR
         "LEFT JOIN (SELECT message_key AS k, count(*) AS n, sum(total) AS revenue "
         f"FROM ({attributed_q}) x GROUP BY message_key) a ON a.k = m.idempotency_key "
         "WHERE m.journey IS NOT NULL AND m.decided_at <= CAST(? AS TIMESTAMPTZ) "
-        "GROUP BY m.journey, m.step, m.variant ORDER BY m.journey, m.step, m.variant"
+        + ("AND m.decided_at > CAST(? AS TIMESTAMPTZ) " if since is not None else "")
+        + "GROUP BY m.journey, m.step, m.variant ORDER BY m.journey, m.step, m.variant"
     )
-    params = [*p_open, now, *p_click, now, *p_attr, now]
-    arms = experiments(wh, project, now)
-    steps = [
+    params = [*p_open, now, *p_click, now, *p_attr, now, *([since] if since is not None else [])]
+    return [
         StepReport(
             str(j),
             str(s or ""),
@@ -178,13 +219,6 @@ def journeys_report(wh: Warehouse, project: Project, now: datetime) -> JourneysR
         )
         for j, s, v, n_sent, n_delivered, n_open, n_click, n_conv, revenue in wh.fetch(sql, params)
     ]
-    return JourneysReport(
-        settings.attribution_rule,
-        settings.attribution_touch,
-        settings.attribution_window,
-        _with_experiments(project, steps, arms),
-        arms,
-    )
 
 
 def _with_experiments(

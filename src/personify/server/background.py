@@ -13,7 +13,9 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
+from personify import clock
 from personify.errors import ServiceUnavailable
 from personify.server.runner import bind
 from personify.server.tracking_state import KEY
@@ -22,9 +24,15 @@ from personify.session import Session
 
 @contextlib.contextmanager
 def background_server(
-    session: Session, *, host: str = "127.0.0.1", start_timeout: float = 30.0
+    session: Session,
+    *,
+    host: str = "127.0.0.1",
+    start_timeout: float = 30.0,
+    now: datetime | None = None,
 ) -> Iterator[str]:
-    """Serve ``session``'s project until the block ends; yields the base URL."""
+    """Serve ``session``'s project until the block ends; yields the base URL. ``now``: the
+    server's clock is pinned to this instant (a simulation's tracking hits happen then); the
+    tracking hits queued when the block ends are recorded before it returns."""
     import uvicorn
 
     from personify.server.app import create_app
@@ -41,9 +49,12 @@ def background_server(
         server_header=False,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="personify-background-server"
-    )
+
+    def run() -> None:
+        with clock.frozen(now):
+            server.run(sockets=[sock])
+
+    thread = threading.Thread(target=run, name="personify-background-server")
     thread.start()
     try:
         deadline = time.monotonic() + start_timeout
@@ -56,6 +67,9 @@ def background_server(
         server.should_exit = True
         thread.join(30)
         sock.close()
+        from personify.server.engagement import stop_recorder
+
+        stop_recorder(app.state.personify)  # the hits it answered are recorded
         tracking = app.state.personify.extras.get(KEY)
         if tracking is not None:
             tracking.close()

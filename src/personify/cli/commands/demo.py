@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 from collections.abc import Iterator
@@ -86,10 +87,18 @@ def demo_command(
         with open_session(demo.root) as session:
             syncs: list[SyncResult] = []
             report = pipeline.run(session, stages=_stages(syncs, progress, demo))
+            reactions = react(session, demo) if _has_webhooks(session) else None
             status = status_report(session)
             emails = email_summary(session, prefer="abandoned_cart")
     summary = _summary(demo, report, syncs, status, directory)
     summary["emails"] = emails
+    summary["reactions"] = reactions
+    if reactions is not None:
+        summary["next"].insert(
+            1,
+            f"personify report journeys --project {_shown(directory)} "
+            f"--now {reactions['report_at']} --out report.html",
+        )
     if json:
         emit_json(summary)
     else:
@@ -114,6 +123,52 @@ def _stages(
         return totals
 
     return tuple((name, sync if name == "sync" else stage) for name, stage in pipeline.STAGES)
+
+
+def react(session: Session, demo: DemoProject) -> dict[str, Any]:
+    """The recipients react to their abandoned-cart emails (:mod:`personify.demo.reactions`:
+    opens, clicks and purchases through the project's own API); then the journeys report as of
+    the end of the attribution window, written to ``report.html`` in the project, and its
+    abandoned-cart headline."""
+    from personify.demo.reactions import JOURNEY, simulate_reactions
+    from personify.engagement.html import journeys_html, revenue_series
+    from personify.engagement.report import journeys_report
+
+    done = simulate_reactions(session, seed=int(demo.manifest["seed"]), sent_at=demo.now)
+    at = done.report_at
+    report = journeys_report(session.warehouse, session.project, at)
+    page = journeys_html(
+        report,
+        project_name=session.project.config.name,
+        now=at,
+        revenue=revenue_series(session.warehouse, session.project, at),
+    )
+    html = demo.root / "report.html"
+    html.write_text(page, encoding="utf-8")
+    steps = [s for s in report.steps if s.journey == JOURNEY]
+    sent = [s for s in steps if s.sends]
+    sends = sum(s.sends for s in sent)
+    clicks = sum(s.unique_clicks for s in sent)
+    lift = next((s.uplift for s in sent if s.uplift is not None), None)
+    return {
+        "journey": JOURNEY,
+        "report_at": at.isoformat().replace("+00:00", "Z"),
+        "report": str(html),
+        "messages": done.messages,
+        "held_out": done.held_out,
+        "opens": done.opens,
+        "clicks": done.clicks,
+        "purchases": done.purchases,
+        "held_out_purchases": done.held_out_purchases,
+        "requests": done.requests,
+        "sent": sends,
+        "unique_opens": sum(s.unique_opens for s in sent),
+        "unique_clicks": clicks,
+        "click_rate": round(clicks / sends, 4) if sends else 0.0,
+        "conversions": sum(s.conversions for s in sent),
+        "revenue": round(sum(s.revenue for s in sent), 2),
+        "uplift": None if lift is None else dataclasses.asdict(lift),
+    }
 
 
 def _has_webhooks(session: Session) -> bool:
@@ -277,6 +332,7 @@ def _print(summary: dict[str, Any]) -> None:
     out.print(sources)
     _print_tables(summary)
     _print_emails(summary)
+    _print_reactions(summary)
     _print_next(summary)
 
 
@@ -310,6 +366,28 @@ def _print_emails(summary: dict[str, Any]) -> None:
         out.print(table)
     if emails.get("example"):
         out.print(f"[bold]Open one[/]  {_shown(Path(emails['example']))}", highlight=False)
+
+
+def _print_reactions(summary: dict[str, Any]) -> None:
+    r = summary.get("reactions")
+    if not r:
+        return
+    out = console()
+    lift = r["uplift"]
+    shown = "no holdout to compare with"
+    if lift is not None:
+        shown = (
+            f"uplift {lift['difference'] * 100:+.1f} pp "
+            f"[{lift['low'] * 100:+.1f}, {lift['high'] * 100:+.1f}] over the holdout"
+            + ("" if lift["conclusive"] else f" ({lift['note']})")
+        )
+    out.print(
+        f"[bold]Abandoned cart[/] (simulated reactions, report at {r['report_at']}): "
+        f"{r['sent']:,} sent, {r['click_rate']:.1%} clicked, {r['conversions']:,} orders, "
+        f"revenue recovered €{r['revenue']:,.2f}, {shown}",
+        highlight=False,
+    )
+    out.print(f"[bold]Report[/]    {_shown(Path(r['report']))}", highlight=False)
 
 
 def _print_next(summary: dict[str, Any]) -> None:

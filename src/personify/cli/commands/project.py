@@ -42,7 +42,9 @@ def init_command(
 def status_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
-    """Health: sources and their last sync, lag, table sizes, quarantine counts, last run."""
+    """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, and
+    per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),
+    conversions and revenue (as `personify report journeys` counts them)."""
     pin_now(now)
     with open_session(project) as session:
         report = status_report(session)
@@ -87,6 +89,31 @@ def _print_queues(queues: dict[str, Any]) -> None:
         out.print(escape(str(queues["note"])))
 
 
+def _print_journeys(journeys: dict[str, Any]) -> None:
+    """The journeys' last 7 days (as ``personify report journeys`` counts them)."""
+    if not journeys:
+        return
+    table = Table(
+        "journey",
+        "sends",
+        "unique opens",
+        "unique clicks",
+        "conversions",
+        "revenue",
+        title="Journeys, last 7 days (machine opens excluded)",
+    )
+    for name, j in journeys.items():
+        table.add_row(
+            name,
+            f"{j['sends']:,}",
+            f"{j['unique_opens']:,}",
+            f"{j['unique_clicks']:,}",
+            f"{j['conversions']:,}",
+            f"{j['revenue']:,.2f}",
+        )
+    console().print(table, markup=False)
+
+
 def _print_status(report: dict[str, Any]) -> None:
     out = console()
     wh = report["warehouse"]
@@ -127,6 +154,7 @@ def _print_status(report: dict[str, Any]) -> None:
     _print_queues(report.get("queues") or {})
     q = report["quarantine"]
     out.print(f"quarantine: {q['total']} row(s)" + (f" — {q['by_reason']}" if q["total"] else ""))
+    _print_journeys(report.get("journeys") or {})
     run = report["last_run"]
     if run:
         out.print(f"last run: {run['status']} at {run['started_at']} (now={run['now']})")
