@@ -67,7 +67,12 @@ def demo_command(
     the shop's latest orders arrive as signed webhooks; the catalogue, shop customers, consents
     and email events are imported from files (with --files, everything is); the web sessions go
     through the tracking API (POST /v1/batch with the write key, on a local port) as a shop's
-    pages would send them. Running it again on DIR regenerates the same world (its instant is
+    pages would send them. The abandoned-cart journey holds out 20 % of the carts; its
+    recipients then react (seeded opens, clicks and purchases, the email's effect built in,
+    through the pixel and redirect routes, order webhooks and /v1/batch) and the journeys report
+    as of three days later is written to DIR/report.html, its headline printed (sent, clicked,
+    revenue recovered, uplift over the holdout with its interval; not with --files). Running it
+    again on DIR regenerates the same world (its instant is
     kept), stores nothing twice and sends nothing twice; the project stays usable: try
     `personify status --project DIR` (its mock APIs come up when a sync needs them).
     """
