@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from personify.config import EngagementConfig, Project, load_project
 from personify.engagement import Hit, TrackingClaim, record
-from personify.engagement.report import attributed, journeys_report
+from personify.engagement.report import attributed, journey_headlines, journeys_report
 from personify.warehouse import Warehouse, table
 
 T = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -131,6 +131,32 @@ def test_journeys_report(warehouse: Warehouse, project_dir: Path) -> None:
     assert (a.conversions, a.revenue) == (0, 0.0)
     assert (b.sends, b.delivered, b.unique_opens, b.unique_clicks, b.conversions) == (1, 1, 1, 0, 0)
     assert (second.unique_clicks, second.conversions, second.revenue) == (1, 1, 100.0)
+
+
+def test_status_headline_is_the_report_of_the_last_7_days(
+    warehouse: Warehouse, project_dir: Path
+) -> None:
+    """``personify status``'s per-journey headline sums the report's figures (machine opens and
+    scanner clicks excluded) over the messages decided in the 7 days before --now."""
+    project = load_project(project_dir)
+    _world(warehouse, project)
+    _load(warehouse, "messages", [{**_message("m-old", "c-2", "first", "A"), "decided_at": NOW}])
+    at = T + timedelta(days=2)
+    expected = {"sends": 4, "unique_opens": 2, "unique_clicks": 2, "conversions": 1}
+    assert journey_headlines(warehouse, project, at) == {"cart": expected | {"revenue": 100.0}}
+    report = journeys_report(warehouse, project, at)
+    assert sum(s.unique_opens for s in report.steps) == expected["unique_opens"]
+    assert journey_headlines(warehouse, project, T + timedelta(days=7, seconds=1)) == {}
+    later = journey_headlines(warehouse, project, NOW)  # only m-old, decided at NOW
+    assert later == {
+        "cart": {
+            "sends": 1,
+            "unique_opens": 0,
+            "unique_clicks": 0,
+            "conversions": 0,
+            "revenue": 0.0,
+        }
+    }
 
 
 def test_assignments_are_recorded_once(warehouse: Warehouse) -> None:
