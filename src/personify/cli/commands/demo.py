@@ -135,10 +135,13 @@ def react(session: Session, demo: DemoProject) -> dict[str, Any]:
     opens, clicks and purchases through the project's own API); then the journeys report as of
     the end of the attribution window, written to ``report.html`` in the project, and its
     abandoned-cart headline."""
+    import time
+
     from personify.demo.reactions import JOURNEY, simulate_reactions
     from personify.engagement.html import journeys_html, revenue_series
     from personify.engagement.report import journeys_report
 
+    started = time.perf_counter()
     done = simulate_reactions(session, seed=int(demo.manifest["seed"]), sent_at=demo.now)
     at = done.report_at
     report = journeys_report(session.warehouse, session.project, at)
@@ -173,6 +176,7 @@ def react(session: Session, demo: DemoProject) -> dict[str, Any]:
         "conversions": sum(s.conversions for s in sent),
         "revenue": round(sum(s.revenue for s in sent), 2),
         "uplift": None if lift is None else dataclasses.asdict(lift),
+        "seconds": round(time.perf_counter() - started, 3),
     }
 
 
