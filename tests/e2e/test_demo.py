@@ -82,6 +82,9 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
         "conversions": sent["conversions"],
         "revenue": sent["revenue"],
     }
+    shown = personify("status", "--project", str(project), "--now", report_at)
+    assert shown.returncode == 0, shown.stderr
+    assert "Journeys, last 7 days" in shown.stdout and f"{sent['revenue']:,.2f}" in shown.stdout
     later = personify_json("status", "--project", str(project), "--now", "2026-02-10T09:00:00Z")
     assert "abandoned_cart" not in later["journeys"]  # sent more than 7 days before
 
