@@ -140,6 +140,8 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     assert reactions["messages"] == cart["sent"] + cart["skipped_holdout"]
     assert 0 < reactions["clicks"] <= reactions["opens"] <= reactions["sent"]
     assert reactions["unique_clicks"] == reactions["clicks"]  # each click went through /c/…
+    assert reactions["unique_opens"] == reactions["opens"]  # machine hits recorded, not counted
+    assert reactions["machine_hits"] > 0
     assert reactions["requests"] < 2_000
     assert any(c.startswith("personify report journeys") for c in first["next"])
 

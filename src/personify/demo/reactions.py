@@ -2,7 +2,9 @@
 
 After the journeys have sent, :func:`simulate_reactions` decides for every abandoned-cart
 message — sent, or held out (``skipped_holdout``, the 20 % of carts the demo's experiment keeps
-from the email) — whether its customer opens, clicks and buys the cart. The effect of the email is
+from the email) — whether its customer opens, clicks and buys the cart; and whether a machine
+prefetches the pixel (:data:`P_PREFETCH`) or a scanner follows a link (:data:`P_SCAN`): those are
+flagged when recorded and left out of the report. The effect of the email is
 built in: anyone buys their cart on their own with probability :data:`BASELINE`; a recipient
 also opens (:data:`P_OPEN`), clicks (:data:`P_CLICK`, once opened) and buys after the click
 (:data:`P_BUY`). The draws come from a generator seeded by the world's seed and the message's key,
@@ -53,6 +55,13 @@ AGENT: Final = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.4 Safari/605.1.15"
 )
+P_PREFETCH: Final = 0.25
+"""Chance that the recipient's mail provider prefetches the pixel (Apple Mail Privacy
+Protection: a bare ``Mozilla/5.0``) — a machine open, kept out of the figures."""
+P_SCAN: Final = 0.05
+"""Chance that a security gateway follows the first link — a scanner click, kept out too."""
+PREFETCH_AGENT: Final = "Mozilla/5.0"
+SCANNER_AGENT: Final = "Mozilla/5.0 (compatible; Proofpoint URL Defense)"
 _PIXEL = re.compile(r"/o/([A-Za-z0-9_.~=-]+)\.gif")
 _CLICK = re.compile(r"/c/([A-Za-z0-9_.~=-]+)")
 
@@ -69,6 +78,8 @@ class Reactions:
     purchases: int
     """Carts bought within the window (recipients and holdout)."""
     held_out_purchases: int
+    machine_hits: int
+    """Machine opens and scanner clicks among the hits (recorded, flagged, not counted)."""
     requests: int
     """HTTP requests made (pixels, redirects, webhooks, the event batch)."""
     reacted_at: datetime
@@ -146,7 +157,8 @@ def simulate_reactions(session: Session, *, seed: int, sent_at: datetime) -> Rea
     carts = _carts(session, sorted({str(r[2]) for r in rows if r[2]}))
     delivery = project.config.delivery
     outbox = project.path(delivery.path) if isinstance(delivery, OutboxDelivery) else None
-    hits: list[str] = []
+    hits: list[tuple[str, str]] = []
+    machine = 0
     purchases: list[tuple[str, str | None, str, dict[str, Any], datetime]] = []
     held_out = opens = clicks = held_out_bought = 0
     for key, customer_id, cart_id, status, address in rows:
@@ -161,12 +173,19 @@ def simulate_reactions(session: Session, *, seed: int, sent_at: datetime) -> Rea
         else:
             eml = None if outbox is None else outbox / file_name(str(key))
             pixel, links = tracking_links(eml) if eml and eml.is_file() else (None, [])
+            bots = _rng(seed, f"machine\0{key}").random(2)  # apart: the people's draws stay
+            if pixel is not None and bots[0] < P_PREFETCH:
+                machine += 1
+                hits.append((pixel, PREFETCH_AGENT))
+            if links and bots[1] < P_SCAN:
+                machine += 1
+                hits.append((links[0], SCANNER_AGENT))
             if pixel is not None and draws[1] < P_OPEN:
                 opens += 1
-                hits.append(pixel)
+                hits.append((pixel, AGENT))
                 if links and draws[2] < P_CLICK:
                     clicks += 1
-                    hits.append(links[int(rng.integers(len(links)))])
+                    hits.append((links[int(rng.integers(len(links)))], AGENT))
                     if rng.random() < P_BUY:
                         bought = True
                         when = reacted_at + timedelta(minutes=float(rng.uniform(5, 360)))
@@ -177,8 +196,8 @@ def simulate_reactions(session: Session, *, seed: int, sent_at: datetime) -> Rea
         background_server(session, now=reacted_at) as url,
         httpx.Client(base_url=url, timeout=30, headers={"User-Agent": AGENT}) as client,
     ):
-        for path in hits:
-            answer = client.get(path)  # a click answers 302 (not followed)
+        for path, agent in hits:
+            answer = client.get(path, headers={"User-Agent": agent})  # a click: 302, not followed
             if answer.status_code not in (200, 302):
                 answer.raise_for_status()
                 raise RuntimeError(f"{path[:3]}… answered {answer.status_code}")
@@ -212,6 +231,7 @@ def simulate_reactions(session: Session, *, seed: int, sent_at: datetime) -> Rea
         clicks=clicks,
         purchases=len(purchases),
         held_out_purchases=held_out_bought,
+        machine_hits=machine,
         requests=requests,
         reacted_at=reacted_at,
         report_at=sent_at + REPORT_AFTER,

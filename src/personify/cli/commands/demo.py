@@ -166,6 +166,7 @@ def react(session: Session, demo: DemoProject) -> dict[str, Any]:
         "held_out": done.held_out,
         "opens": done.opens,
         "clicks": done.clicks,
+        "machine_hits": done.machine_hits,
         "purchases": done.purchases,
         "held_out_purchases": done.held_out_purchases,
         "requests": done.requests,
