@@ -50,12 +50,12 @@ def _checked(sql: str) -> str:
     return sql
 
 
-BULK_MEMORY_LIMIT: Final = 1024 << 20
+BULK_MEMORY_LIMIT: Final = 1536 << 20
 """Bytes DuckDB may hold while bulk loads run (:meth:`DuckDBWarehouse.bulk_memory`). By default it
 keeps up to 80 % of RAM, so every block a long import writes or reads stays cached: 3.3 GB of a
 1 M-customer world's 5.2 GB peak. Capped, it drops clean blocks instead (it can spill the rest):
-measured on that world, peak 3.8 GB at the same CPU time with 1.5 GB; 1 GB since two sources
-import at once (with 500 k-row gathers: peak 3.76 GB)."""
+measured on that world, peak 3.8 GB at the same CPU time (but 6.3 GB in a later run of the same
+code: the peak varies from run to run, see benchmarks/RESULTS.md, session 3)."""
 SERVE_MEMORY_LIMIT: Final = 256 << 20
 """Bytes DuckDB may hold in a long-running process (:meth:`DuckDBWarehouse.limit_memory`,
 ``personify serve``): uncapped, each checkpoint of the tracking API's appends left ~115 MB more
