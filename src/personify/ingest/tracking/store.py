@@ -123,14 +123,24 @@ def _stored(wh: Warehouse, ids: Sequence[str]) -> dict[str, tuple[int | None, in
     return found
 
 
-def _classify(wh: Warehouse, rows: Sequence[Row], keep: list[int], status: list[int]) -> None:
+def _classify(
+    wh: Warehouse, rows: Sequence[Row], keep: list[int], status: list[int], inserted: int
+) -> None:
+    """Mark the rows of ``keep`` that were stored before this load (``inserted`` of them are
+    new). A stored row with our payload hash and ``received_at`` is ours — unless an earlier
+    copy had the same receive instant (a pinned clock): then the count of new rows decides how
+    many of those look-alikes were there already."""
     stored = _stored(wh, [rows[i][0] for i in keep])
+    alike: list[int] = []
     for i in keep:
         row = rows[i]
         digest, received = stored.get(row[0], (None, -1))
         if digest == row[_HASH] and received == row[_RECEIVED]:
-            continue  # ours, inserted just now
+            alike.append(i)  # ours, inserted just now — or an identical earlier copy
+            continue
         status[i] = DUPLICATE if digest is None or digest == row[_HASH] else CONFLICT
+    for i in alike[: max(len(alike) - inserted, 0)]:
+        status[i] = DUPLICATE
 
 
 def store(
@@ -174,7 +184,7 @@ def store(
         if table is not None:
             inserted = wh.load(EVENTS, table, on_conflict="ignore")
             if inserted < len(keep):
-                _classify(wh, rows, keep, status)
+                _classify(wh, rows, keep, status, inserted)
         for i, code in enumerate(status):
             if code == CONFLICT:
                 held.append(conflict_row(rows[i], locations[i] if locations else ""))
