@@ -491,46 +491,6 @@ class _TextWriter(_Writer):
         if last < len(text):
             self.emit(depth, f"_a({text[last:]!r})")
 
-    def literal(self, expression: Any) -> tuple[bool, Any]:
-        """(True, its value) for a literal (evaluated as python-liquid would); else (False, _)."""
-        if not isinstance(expression, _LITERALS):
-            return False, None
-        return True, expression.evaluate(RenderContext(self.template))
-
-    def filtered(self, expression: FilteredExpression) -> str | None:
-        """A Python expression calling ``expression``'s filters directly, or None when one needs
-        the render context or has a computed argument (python-liquid evaluates it then)."""
-        left = expression.left
-        if isinstance(left, Path):
-            code = self.path(left)
-            if code is None:
-                return None
-        else:
-            known, value = self.literal(left)
-            if not known:
-                return None
-            code = self.const(value)
-        env = self.template.env
-        for f in expression.filters or ():
-            func = env.filters.get(f.name)
-            if func is None or getattr(func, "with_context", False):
-                return None
-            positional: list[Any] = []
-            keywords: dict[str, Any] = {}
-            for argument in f.args:
-                known, value = self.literal(argument.value)
-                if not known:
-                    return None
-                if isinstance(argument, KeywordArgument):
-                    keywords[argument.name] = value
-                else:
-                    positional.append(value)
-            if getattr(func, "with_environment", False):
-                keywords["environment"] = env
-            call = func if not positional and not keywords else _bound(func, positional, keywords)
-            code = f"{self.const(call)}({code})"
-        return code
-
     def block(self, nodes: list[Node], depth: int, blank: bool) -> None:
         before = len(self.lines)
         self.walk(nodes, depth, blank)
