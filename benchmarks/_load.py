@@ -12,6 +12,8 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 
 def _any_success(head: bytes, body: bytes) -> bool:
@@ -87,3 +89,50 @@ def cpu_seconds(pid: int) -> float:
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tracked_messages_project(project: Path, messages: int, hits: int) -> list[tuple[str, str]]:
+    """Scaffold ``project`` with ``messages`` sent abandoned-cart messages and return ``hits``
+    signed tracking paths for them (open pixels and click redirects alternating, each with its
+    own user agent so every hit is a new event): the engagement benchmark's and durability
+    test's traffic."""
+    import pyarrow as pa
+
+    from personify.config import load_project
+    from personify.delivery.tokens import project_key
+    from personify.engagement import sign_click, sign_open
+    from personify.scaffold import init_project
+    from personify.session import open_session
+    from personify.warehouse import table
+
+    init_project(project)
+    sent = datetime.now(UTC) - timedelta(days=1)
+    keys = [f"m-{i}" for i in range(messages)]
+    ts = pa.timestamp("us", tz="UTC")
+    with open_session(project) as session:
+        session.warehouse.load(
+            table("messages"),
+            pa.table(
+                {
+                    "idempotency_key": keys,
+                    "customer_id": [f"c-{i}" for i in range(messages)],
+                    "journey": ["cart"] * messages,
+                    "step": ["first"] * messages,
+                    "template": ["abandoned_cart"] * messages,
+                    "status": ["sent"] * messages,
+                    "decided_at": pa.array([sent] * messages, ts),
+                    "sent_at": pa.array([sent] * messages, ts),
+                }
+            ),
+        )
+    secret = project_key(load_project(project))
+    paths: list[tuple[str, str]] = []
+    for n in range(hits):
+        i = n % messages
+        ua = f"Mozilla/5.0 (X11; Linux x86_64) Firefox/{n}"
+        if n % 2:
+            token = sign_click(secret, keys[i], f"c-{i}", 0, "https://shop.example/p/1")
+            paths.append((f"/c/{token}", ua))
+        else:
+            paths.append((f"/o/{sign_open(secret, keys[i], f'c-{i}')}.gif", ua))
+    return paths

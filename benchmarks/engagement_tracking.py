@@ -27,11 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
-from _load import Load, cpu_seconds, get_requests
+from _load import Load, cpu_seconds, get_requests, tracked_messages_project
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,44 +102,8 @@ def main() -> None:
 
     from tests.e2e.test_serve import free_port, run_json
 
-    from personify.config import load_project
-    from personify.delivery.tokens import project_key
-    from personify.engagement import sign_click, sign_open
-    from personify.scaffold import init_project
-    from personify.session import open_session
-    from personify.warehouse import table
-
     work = Path(tempfile.mkdtemp(prefix="engagement-bench-")) / "shop"
-    init_project(work)
-    sent = datetime.now(UTC) - timedelta(days=1)
-    keys = [f"m-{i}" for i in range(MESSAGES)]
-    with open_session(work) as session:
-        ts = pa.timestamp("us", tz="UTC")
-        session.warehouse.load(
-            table("messages"),
-            pa.table(
-                {
-                    "idempotency_key": keys,
-                    "customer_id": [f"c-{i}" for i in range(MESSAGES)],
-                    "journey": ["cart"] * MESSAGES,
-                    "step": ["first"] * MESSAGES,
-                    "template": ["abandoned_cart"] * MESSAGES,
-                    "status": ["sent"] * MESSAGES,
-                    "decided_at": pa.array([sent] * MESSAGES, ts),
-                    "sent_at": pa.array([sent] * MESSAGES, ts),
-                }
-            ),
-        )
-    secret = project_key(load_project(work))
-    paths: list[tuple[str, str]] = []
-    for n in range(args.requests):
-        i = n % MESSAGES
-        ua = f"Mozilla/5.0 (X11; Linux x86_64) Firefox/{n}"
-        if n % 2:
-            token = sign_click(secret, keys[i], f"c-{i}", 0, "https://shop.example/p/1")
-            paths.append((f"/c/{token}", ua))
-        else:
-            paths.append((f"/o/{sign_open(secret, keys[i], f'c-{i}')}.gif", ua))
+    paths = tracked_messages_project(work, MESSAGES, args.requests)
 
     floor = bare(paths, args.clients)
     port = free_port()

@@ -14,18 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
-import pyarrow as pa
 
-from personify.config import load_project
-from personify.delivery.tokens import project_key
-from personify.engagement import sign_click, sign_open
-from personify.scaffold import init_project
 from personify.session import open_session
-from personify.warehouse import table
 from tests.e2e.cli import Server, start_server
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
-from _load import Load, get_requests  # noqa: E402  (the benchmarks' load generator)
+from _load import Load, get_requests, tracked_messages_project  # noqa: E402  (the benchmarks' load generator)
 
 MESSAGES = 200
 HITS = 4000
@@ -33,37 +27,7 @@ HITS = 4000
 
 def _project(root: Path) -> tuple[Path, list[tuple[str, str]]]:
     project = root / "shop"
-    init_project(project)
-    sent = datetime.now(UTC) - timedelta(days=1)
-    keys = [f"m-{i}" for i in range(MESSAGES)]
-    with open_session(project) as session:
-        ts = pa.timestamp("us", tz="UTC")
-        session.warehouse.load(
-            table("messages"),
-            pa.table(
-                {
-                    "idempotency_key": keys,
-                    "customer_id": [f"c-{i}" for i in range(MESSAGES)],
-                    "journey": ["cart"] * MESSAGES,
-                    "step": ["first"] * MESSAGES,
-                    "template": ["abandoned_cart"] * MESSAGES,
-                    "status": ["sent"] * MESSAGES,
-                    "decided_at": pa.array([sent] * MESSAGES, ts),
-                    "sent_at": pa.array([sent] * MESSAGES, ts),
-                }
-            ),
-        )
-    key = project_key(load_project(project))
-    paths = []
-    for n in range(HITS):  # every hit a new event: its own user agent
-        i = n % MESSAGES
-        ua = f"Mozilla/5.0 (X11; Linux x86_64) Firefox/{n}"
-        if n % 2:
-            token = sign_click(key, keys[i], f"c-{i}", 0, "https://shop.example/p/1")
-            paths.append((f"/c/{token}", ua))
-        else:
-            paths.append((f"/o/{sign_open(key, keys[i], f'c-{i}')}.gif", ua))
-    return project, paths
+    return project, tracked_messages_project(project, MESSAGES, HITS)
 
 
 def _burst(server: Server, paths: list[tuple[str, str]]) -> Load:
