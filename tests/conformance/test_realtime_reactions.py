@@ -104,6 +104,19 @@ def state(wh: Warehouse) -> dict[str, Any]:
     }
 
 
+def load_order(wh: Warehouse, created_at: datetime) -> None:
+    """Ann's paid order ``o-1`` from the shop, placed at ``created_at``."""
+    row = {
+        "order_id": "o-1",
+        "email": "ann@example.com",
+        "total": 30.0,
+        "status": "paid",
+        "created_at": created_at,
+        "source": "shop",
+    }
+    wh.load(table("orders"), arrow_rows("orders", [row]))
+
+
 def test_events_and_orders_move_segments_tags_and_journeys_like_the_batch(shop: Session) -> None:
     wh = shop.warehouse
     products(wh)
@@ -131,22 +144,7 @@ def test_events_and_orders_move_segments_tags_and_journeys_like_the_batch(shop: 
 
             # an order 90 days old: a buyer (real-time segment), lapsed (the rule's tag), and
             # the tag triggers the re-engagement journey — all in the order's pass
-            wh.load(
-                table("orders"),
-                arrow_rows(
-                    "orders",
-                    [
-                        {
-                            "order_id": "o-1",
-                            "email": "ann@example.com",
-                            "total": 30.0,
-                            "status": "paid",
-                            "created_at": NOW - timedelta(days=90),
-                            "source": "shop",
-                        }
-                    ],
-                ),
-            )
+            load_order(wh, NOW - timedelta(days=90))
             applier.submit_orders(["o-1"])
             assert applier.wait_idle(60)
             assert applier.failures == 0
@@ -197,22 +195,7 @@ def test_recompute_reports_and_corrects_a_missed_membership(shop: Session) -> No
         applier = Applier(shop, tick_every=None)
         try:
             applier.submit([track(wh, "m-id", "identify", NOW - timedelta(minutes=2), {})])
-            wh.load(
-                table("orders"),
-                arrow_rows(
-                    "orders",
-                    [
-                        {
-                            "order_id": "o-1",
-                            "email": "ann@example.com",
-                            "total": 30.0,
-                            "status": "paid",
-                            "created_at": NOW - timedelta(days=3),
-                            "source": "shop",
-                        }
-                    ],
-                ),
-            )
+            load_order(wh, NOW - timedelta(days=3))
             applier.submit_orders(["o-1"])
             assert applier.wait_idle(60)
         finally:

@@ -22,7 +22,12 @@ from typing import Any
 
 from personify.config import Project
 from personify.engagement.experiments import HOLDOUT
-from personify.engagement.report import JourneysReport, StepReport, attributed_sql
+from personify.engagement.report import (
+    STEP_COLUMNS,
+    JourneysReport,
+    StepReport,
+    attributed_sql,
+)
 from personify.warehouse.base import Warehouse
 
 COLORS = ("#3b6fd4", "#e0803a", "#3aa37a", "#c4485a", "#8a63c7", "#6b7a8f")
@@ -279,20 +284,7 @@ def journeys_html(
         f"{sum(s.conversions for s in steps):,} attributed orders, revenue {total:,.2f}.</p>",
         "<h2>Funnel</h2>",
         funnel_chart(steps),
-        _table(
-            [
-                "journey",
-                "step",
-                "variant",
-                "sends",
-                "delivered",
-                "unique opens",
-                "unique clicks",
-                "conversions",
-                "revenue",
-            ],
-            step_rows,
-        ),
+        _table(STEP_COLUMNS, step_rows),
         "<h2>Experiments: uplift over the holdout</h2>",
         uplift_chart(steps),
         '<p class="muted">Intent to treat: every assigned customer counts, sent to or not; a '

@@ -27,6 +27,19 @@ from personify.config import Project
 from personify.engagement.experiments import HOLDOUT, Uplift, uplift
 from personify.warehouse.base import Warehouse
 
+STEP_COLUMNS = (
+    "journey",
+    "step",
+    "variant",
+    "sends",
+    "delivered",
+    "unique opens",
+    "unique clicks",
+    "conversions",
+    "revenue",
+)
+"""The headings of a step's row, as the CLI table and the HTML report show them."""
+
 
 @dataclass(frozen=True)
 class StepReport:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.engagement.report import JourneysReport, journeys_report
+from personify.engagement.report import STEP_COLUMNS, JourneysReport, journeys_report
 from personify.session import open_session
 
 report_app = typer.Typer(
@@ -61,18 +61,7 @@ def journeys_command(
     if json:
         emit_json(asdict(report))
         return
-    table = Table(
-        "journey",
-        "step",
-        "variant",
-        "sends",
-        "delivered",
-        "unique opens",
-        "unique clicks",
-        "conversions",
-        "revenue",
-        title="Journeys",
-    )
+    table = Table(*STEP_COLUMNS, title="Journeys")
     for s in report.steps:
         rate = f" ({s.unique_clicks / s.delivered:.1%})" if s.delivered else ""
         table.add_row(
