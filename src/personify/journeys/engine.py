@@ -287,21 +287,44 @@ def _any_due(wh: Warehouse, journey: Journey, now: datetime) -> bool:
     return bool(rows)
 
 
+ORDER_GOAL = "Order Completed"
+"""The goal event an order of the customer (``orders``: a shop sync, a webhook) also reaches."""
+_ORDER_KEYS = {"properties.cart_id": "cart_id", "properties.order_id": "order_id"}
+"""Goal keys an order answers, and the ``orders`` column holding it."""
+
+
 def _goal_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
     """Active instances whose goal event happened between their trigger and their next step's
-    due time (or ``now``, whichever is earlier) leave with ``exit_reason = 'goal'``."""
+    due time (or ``now``, whichever is earlier) leave with ``exit_reason = 'goal'``. The goal
+    ``Order Completed`` is also reached by an order of the customer placed in that window (for
+    the same cart or order, when the goal has that key): a shop whose orders arrive by REST sync
+    or webhook, with no tracked event, ends its abandoned carts too."""
     goal = journey.goal
     if goal is None:
         return 0
     same_key = f" AND {_key_sql(goal.key, 'g')} = journey_instances.trigger_key" if goal.key else ""
+    params: list[Any] = [now, now, journey.name, goal.event, now]
+    order = ""
+    if goal.event == ORDER_GOAL and (goal.key is None or goal.key in _ORDER_KEYS):
+        key = (
+            f" AND CAST(o.{_ORDER_KEYS[goal.key]} AS VARCHAR) = journey_instances.trigger_key"
+            if goal.key
+            else ""
+        )
+        order = (
+            " OR EXISTS (SELECT 1 FROM orders AS o WHERE o.customer_id = "
+            "journey_instances.customer_id AND o.created_at >= journey_instances.trigger_at AND "
+            f"o.created_at <= least(journey_instances.wake_at, ?){key})"
+        )
+        params.append(now)
     sql = (
         "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', exited_at = ?, "
-        "updated_at = ? WHERE journey = ? AND status = 'active' AND EXISTS (SELECT 1 FROM events "
-        "AS g WHERE g.type = 'track' AND g.event = ? AND g.customer_id = "
+        "updated_at = ? WHERE journey = ? AND status = 'active' AND (EXISTS (SELECT 1 FROM "
+        "events AS g WHERE g.type = 'track' AND g.event = ? AND g.customer_id = "
         "journey_instances.customer_id AND g.timestamp >= journey_instances.trigger_at AND "
-        f"g.timestamp <= least(journey_instances.wake_at, ?){same_key})"
+        f"g.timestamp <= least(journey_instances.wake_at, ?){same_key}){order})"
     )
-    return max(wh.execute(sql, [now, now, journey.name, goal.event, now]), 0)
+    return max(wh.execute(sql, params), 0)
 
 
 def _run_step(

@@ -28,10 +28,14 @@ from personify.journeys.send import SendCounts, deliver
 from personify.messages import template_store
 from personify.session import Session
 from personify.warehouse.base import Warehouse
+from personify.warehouse.retry import retry_conflicts
 
 log = logging.getLogger(__name__)
 
 Stamp = tuple[tuple[str, int, int], ...]
+CONFLICT_PATIENCE = 30.0
+"""Seconds a journey's advance keeps retrying write-write conflicts (continuous mode's passes
+enter and exit instances meanwhile): each of its transactions is idempotent, so it runs again."""
 
 
 def project_journeys(project: Project) -> list[Journey]:
@@ -89,7 +93,10 @@ def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> li
     )
     results = []
     for journey in journeys:
-        counts = advance(wh, journey, now=now, context=context)
+        counts = retry_conflicts(
+            functools.partial(advance, wh, journey, now=now, context=context),
+            patience=CONFLICT_PATIENCE,
+        )
         log.info(
             "journey %s: +%d entered, %d decided, %d active",
             journey.name,

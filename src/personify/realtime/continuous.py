@@ -17,8 +17,17 @@ pass took :data:`BUSY_PASS` inputs or more) starts at most one pass per :data:`P
 and rests at least as long as its last pass took, so a burst of events coalesces into one pass
 over their customers (much of a pass's cost is per pass, not per event) and continuous mode
 takes at most about half of one core from ingest.
-Best effort by design: a pass that fails is logged and dropped, and the batch path
-(``personify run``, or ``recompute:``) catches up with anything missed.
+A pass that loses a write-write race with another writer (a webhook's apply, the batch build, a
+``personify run`` forwarded to the server: DuckDB's "Conflict on tuple", PostgreSQL's
+serialization failures and deadlocks) is run again, whole, after a jittered backoff
+(:func:`personify.warehouse.retry.retry_conflicts`, for up to :data:`PATIENCE` seconds) — so is
+its reaction step and the journeys' tick: nothing is lost to a conflict. Any other failure is
+logged and the pass dropped (its inputs are stored; the batch path — ``personify run``, or
+``recompute:`` — catches up with anything missed).
+
+What a scheduled sync stored (``submit_synced``: its source and when it started) is found by
+``received_at``: the events and person records, and the orders, order items and tickets it
+stored or updated since then.
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from personify.identity.sightings import NOTHING, Scope, Where
 from personify.ingest.tracking.store import NEW
 from personify.session import Session
+from personify.warehouse.retry import retry_conflicts
 
 log = logging.getLogger("personify.realtime")
 
@@ -48,7 +58,10 @@ BUSY_PASS: Final = 100
 """A pass of at least this many inputs means load: the next one waits (see the module doc)."""
 TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
+PATIENCE: Final = 30.0
+"""Seconds a pass (or a tick) keeps retrying write-write conflicts before it is given up."""
 _IN: Final = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ class Applier:
         self.passes = 0
         self.ticks = 0
         self.failures = 0
+        self.conflicts = 0
+        """Write-write conflicts met (and retried) so far."""
         self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._idle = threading.Event()
         self._idle.set()
@@ -114,8 +129,22 @@ class Applier:
         self._put("record", ((source, r) for r in record_ids))
 
     def submit_synced(self, source: str, since: datetime) -> None:
-        """Whatever a sync of ``source`` stored (records and events received since ``since``)."""
+        """Whatever a sync of ``source`` stored: records, events, orders (and their items) and
+        tickets received since ``since``."""
         self._put("synced", [(source, since)])
+
+    def submit_delivery(self, source: str, table: str, key: str) -> bool:
+        """What an accepted webhook delivery of ``source`` stored: the record ``key`` of
+        ``table`` (orders, customers, events). False for another table (nothing queued)."""
+        if table == "orders":
+            self.submit_orders([key])
+        elif table == "customers":
+            self.submit_records(source, [key])
+        elif table == "events":
+            self.submit([key])
+        else:
+            return False
+        return True
 
     def submit_customers(self, customer_ids: Iterable[str]) -> None:
         """Customers to rebuild and react for (a consent change, a manual edit)."""
@@ -190,7 +219,7 @@ class Applier:
         self.passes += 1
         scope, customers = _scope(batch)
         try:
-            touched = apply(self.session, scope, customers)
+            touched = self._retried(lambda: apply(self.session, scope, customers))
         except Exception as e:  # stored already: the batch path catches up
             self.failures += 1
             log.warning("real-time pass over %d inputs failed (%s)", len(batch), type(e).__name__)
@@ -203,7 +232,7 @@ class Applier:
         from personify.realtime.reactions import react
 
         try:
-            reaction = react(self.session, touched)
+            reaction = self._retried(lambda: react(self.session, touched))
         except Exception as e:
             self.failures += 1
             log.warning(
@@ -219,11 +248,18 @@ class Applier:
         from personify.realtime.reactions import tick
 
         try:
-            tick(self.session)
+            self._retried(lambda: tick(self.session))
         except Exception as e:  # the next tick tries again
             self.failures += 1
             log.warning("journey tick failed (%s)", type(e).__name__)
         self.ticks += 1
+
+    def _retried(self, work: Callable[[], _T]) -> _T:
+        return retry_conflicts(work, patience=PATIENCE, on_conflict=self._conflict)
+
+    def _conflict(self, error: BaseException) -> None:
+        self.conflicts += 1
+        log.debug("real-time: a write-write conflict (%s); retrying", type(error).__name__)
 
 
 _NOTHING: Final = _Item("", None, 0.0)
@@ -258,13 +294,28 @@ def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
         (f"source = ? AND record_id {_IN}", (source, sorted(ids)))
         for source, ids in sorted(records.items())
     ]
+    order_parts: list[Where] = [(f"order_id {_IN}", ([*orders],))] if orders else []
+    ticket_parts: list[Where] = []
     for source, since in sorted(synced.items()):
-        event_parts.append(("source = ? AND received_at >= ?", (source, since)))
-        record_parts.append(("source = ? AND received_at >= ?", (source, since)))
+        recent: Where = ("source = ? AND received_at >= ?", (source, since))
+        event_parts.append(recent)
+        record_parts.append(recent)
+        # by key, in a subquery: the inputs' readers join other tables that have a source too
+        ticket_parts.append(
+            (f"ticket_id IN (SELECT ticket_id FROM tickets WHERE {recent[0]})", recent[1])
+        )
+        order_parts.append(  # and the orders of items stored without them (a file of lines)
+            (
+                f"order_id IN (SELECT order_id FROM orders WHERE {recent[0]} UNION "
+                f"SELECT order_id FROM order_items WHERE {recent[0]})",
+                (source, since, source, since),
+            )
+        )
     scope = Scope(
         events=_or(event_parts),
         records=_or(record_parts),
-        orders=(f"order_id {_IN}", ([*orders],)) if orders else NOTHING,
+        orders=_or(order_parts),
+        tickets=_or(ticket_parts),
     )
     return scope, customers
 

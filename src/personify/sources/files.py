@@ -352,13 +352,28 @@ _OWNED: Final = frozenset({"orders", "tickets"})
 """Tables whose ``customer_id`` in a file is the source's id (moved to ``source_customer_id``)."""
 
 
+_STAMPED: Final = frozenset({"orders", "order_items", "tickets"})
+"""Tables whose rows carry the instant they were stored (``received_at``)."""
+
+
+def _stamped(good: pa.Table, now: datetime) -> pa.Table:
+    stamp = pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), good.num_rows)
+    if "received_at" in good.column_names:
+        return good.set_column(good.schema.get_field_index("received_at"), "received_at", stamp)
+    return good.append_column("received_at", stamp)
+
+
 def reshape(target: Table, good: pa.Table, source: str, now: datetime) -> pa.Table:
     """Valid rows for ``target`` (as the validator passed them) → the rows of the table they
     are stored in: person records as ``customer_records`` versions, orders' and tickets' own
-    customer id as ``source_customer_id``; other tables unchanged. Used by every source that
-    validates like the importer (REST, webhooks) and by reconciliation."""
+    customer id as ``source_customer_id``; orders, their items and tickets stamped with
+    ``received_at`` = ``now`` (continuous mode applies what a sync stored since its last pass);
+    other tables unchanged. Used by every source that validates like the importer (REST,
+    webhooks) and by reconciliation."""
     if target.name == "customers":
         return to_customer_records(good, source, now)
+    if target.name in _STAMPED:
+        good = _stamped(good, now)
     if target.name not in _OWNED or "customer_id" not in good.column_names:
         return good
     own = good["customer_id"]

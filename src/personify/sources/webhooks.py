@@ -24,13 +24,15 @@ primary key does it across processes. Only then does the route acknowledge.
 Then the real-time path (:meth:`WebhookReceiver.refresh`) brings the customer up to date. It writes
 what other writers write too — another delivery's apply, the tracking API's continuous mode, the
 batch profile build, a sync re-storing the same order — so a transaction may lose a write-write
-race (DuckDB: "Conflict on tuple …"; PostgreSQL: a serialization failure or deadlock,
-:func:`is_write_conflict`). It is then run again, whole, after a jittered exponential backoff
-(:func:`retry_conflicts`), for up to :data:`REALTIME_PATIENCE` seconds; the applies of one
-receiver run one at a time — deliveries arriving together do not race each other, and what is
-pending when a pass starts is applied in that one pass. Storing a
-delivery retries such a conflict the same way (for :data:`STORE_PATIENCE` seconds) before the
-route gives up with a 503.
+race (:mod:`personify.warehouse.retry`). It is then run again, whole, after a jittered
+exponential backoff, for up to :data:`REALTIME_PATIENCE` seconds; the applies of one receiver run
+one at a time — deliveries arriving together do not race each other, and what is pending when a
+pass starts is applied in that one pass. Storing a delivery retries such a conflict the same way
+(for :data:`STORE_PATIENCE` seconds) before the route gives up with a 503.
+
+With ``serve --role ingest`` and ``bus: nats://…`` a verified delivery is not stored here: it is
+published to the bus (:mod:`personify.realtime.bus`, message id = the source and delivery id) and
+a worker receives it exactly as above (:func:`receive_published`).
 """
 
 from __future__ import annotations
@@ -39,98 +41,36 @@ import base64
 import hashlib
 import hmac
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import msgspec
 import pyarrow as pa
 
 from personify import clock
 from personify.config import WebhookSource, duration_seconds
-from personify.errors import SourceError, Terminal, Transient
+from personify.errors import SourceError, Terminal
 from personify.ingest import quarantine
 from personify.session import Session
 from personify.sources.rest.mapping import Target, load_records, rows_of, targets_for
 from personify.sources.rest.paths import get_path
+from personify.warehouse.retry import retry_conflicts
 from personify.warehouse.schema import QUARANTINE, WEBHOOK_RECEIPTS
 
 Outcome = Literal["accepted", "duplicate", "quarantined"]
 _KEYS: Final = {"orders": "order_id", "customers": "customer_id", "events": "message_id"}
 """Tables the real-time path refreshes after a delivery, and the column naming the record."""
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 REALTIME_PATIENCE: Final = 30.0
 """Seconds a real-time apply keeps retrying write-write conflicts before it gives up (logged; the
 batch path then catches up)."""
 STORE_PATIENCE: Final = 10.0
 """Seconds storing a delivery keeps retrying write-write conflicts (then the route answers 503)."""
-_FIRST_DELAY: Final = 0.02
-_MAX_DELAY: Final = 1.0
-_MIN_ATTEMPTS: Final = 3
-_CONFLICT_TEXTS: Final = (
-    "Conflict on",  # DuckDB: "TransactionContext Error: Conflict on tuple deletion!"
-    "written by another transaction after this one began",  # keyed DuckDB tables
-    "could not serialize access",  # PostgreSQL 40001
-    "deadlock detected",  # PostgreSQL 40P01
-)
-_CONFLICT_STATES: Final = frozenset({"40001", "40P01"})
-
-
-def is_write_conflict(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says a transaction lost a race with another writer
-    and may simply be run again: DuckDB's ``TransactionException`` and "Conflict on …" errors, a
-    keyed DuckDB table written by a transaction that began later, PostgreSQL's serialization
-    failures and deadlocks (SQLSTATE 40001, 40P01) — and errors marked
-    :class:`~personify.errors.Transient` (a busy warehouse)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, Transient) or type(current).__name__ == "TransactionException":
-            return True
-        if getattr(current, "sqlstate", None) in _CONFLICT_STATES:
-            return True
-        if any(text in str(current) for text in _CONFLICT_TEXTS):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def retry_conflicts(
-    work: Callable[[], T],
-    *,
-    patience: float,
-    on_conflict: Callable[[BaseException], None] | None = None,
-    rng: random.Random | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """``work()``, run again after each write-write conflict (:func:`is_write_conflict`) with a
-    jittered exponential backoff (full jitter, from 20 ms doubling up to 1 s), until it succeeds or
-    ``patience`` seconds have passed — and at least :data:`_MIN_ATTEMPTS` times, however long an
-    attempt waited for a lock — then the last conflict is raised. ``work`` must be one whole
-    transaction (a conflict rolls it back). Other errors are raised at once."""
-    rng = rng or random.Random()  # noqa: S311  (jitter, not cryptography)
-    deadline = time.monotonic() + patience
-    delay = _FIRST_DELAY
-    attempts = 0
-    while True:
-        attempts += 1
-        try:
-            return work()
-        except Exception as e:
-            late = time.monotonic() + delay > deadline
-            if not is_write_conflict(e) or (late and attempts >= _MIN_ATTEMPTS):
-                raise
-            if on_conflict is not None:
-                on_conflict(e)
-        sleep(rng.uniform(0, delay))
-        delay = min(delay * 2, _MAX_DELAY)
 
 
 class SignatureError(SourceError, Terminal):

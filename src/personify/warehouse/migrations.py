@@ -285,6 +285,32 @@ def _privacy_protection(wh: Warehouse) -> None:
             conn.execute(statement)
 
 
+_RECEIVED_TABLES = ("orders", "order_items", "tickets")
+
+
+def _received_at(wh: Warehouse) -> None:
+    """Issue 9: orders, their items and tickets remember when they were stored
+    (``received_at``), so continuous mode applies those a sync stored since its last pass. Rows
+    stored before: the source's own last change (``updated_at``, else ``created_at``); items,
+    their order's."""
+    for name in _RECEIVED_TABLES:
+        col = TABLES_BY_NAME[name].column("received_at")
+        wh.execute(
+            f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
+            f"{quote(col.name)} {wh.column_type(col.type)}",
+            (),
+        )
+    for name in ("orders", "tickets"):
+        wh.execute(
+            f"UPDATE {name} SET received_at = coalesce(updated_at, created_at) "
+            "WHERE received_at IS NULL"
+        )
+    wh.execute(
+        "UPDATE order_items SET received_at = o.received_at FROM orders o "
+        "WHERE o.order_id = order_items.order_id AND order_items.received_at IS NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -326,6 +352,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         _privacy_protection,
     ),
     Migration(14, "data quality: source fields seen and schema changes (drift)", _schema_drift),
+    Migration(
+        16,
+        "continuous mode: orders, order_items and tickets remember when they were stored "
+        "(received_at)",
+        _received_at,
+    ),
     Migration(
         17,
         "keyed by construction: customers, identities, identity_nodes, identity_edges, "

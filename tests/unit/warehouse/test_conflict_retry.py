@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from personify.errors import WarehouseBusy, WarehouseError
-from personify.sources.webhooks import is_write_conflict, retry_conflicts
+from personify.warehouse.retry import is_write_conflict, retry_conflicts
 
 
 def real_duckdb_conflict() -> duckdb.Error:
