@@ -24,14 +24,12 @@ the batch holds ESP hits).
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
@@ -39,8 +37,7 @@ from personify.engagement.machine import machine_open, scanner_click
 from personify.engagement.tokens import TrackingClaim
 from personify.ingest.tracking.normalize import EVENT_COLUMNS, micros
 from personify.ingest.tracking.store import NEW, store
-from personify.warehouse.base import Warehouse, quote
-from personify.warehouse.schema import Column, Table
+from personify.warehouse.base import Warehouse
 
 SOURCE = "email_tracking"
 """``events.source`` of tracking hits."""
@@ -87,7 +84,9 @@ class Recorded:
 
 
 _CHUNK = 500
-_MESSAGE_COLUMNS = ("customer_id", "journey", "step", "variant", "template", "sent_at")
+_KEYS = "SELECT unnest(CAST(? AS VARCHAR[]))"
+"""One array parameter of strings as rows: a batch's keys in one statement of fixed text (a
+list of ``?`` per key costs the engine more to parse and plan than the lookup itself)."""
 
 
 def _chunks(values: list[str]) -> list[list[str]]:
@@ -98,16 +97,20 @@ def _marks(values: list[str]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _messages(wh: Warehouse, keys: list[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(keys):
-        for key, *values in wh.fetch(
-            "SELECT idempotency_key, customer_id, journey, step, variant, template, sent_at "
-            f"FROM messages WHERE idempotency_key IN ({_marks(chunk)})",
-            chunk,
-        ):
-            out[str(key)] = dict(zip(_MESSAGE_COLUMNS, values, strict=True))
-    return out
+def _messages(
+    wh: Warehouse, keys: list[str], recent: datetime | None = None
+) -> dict[str, tuple[Any, ...]]:
+    """Per message key: (customer id, journey, step, variant, template, sent at). ``recent``:
+    the sending instant only when at or after it (``None`` for older ones, which no machine
+    check needs: converting an instant to Python is the lookup's largest cost)."""
+    sent = "sent_at" if recent is None else "CASE WHEN sent_at >= ? THEN sent_at END"
+    params: list[Any] = [keys] if recent is None else [recent, keys]
+    rows = wh.fetch(
+        f"SELECT idempotency_key, customer_id, journey, step, variant, template, {sent} "
+        f"FROM messages WHERE idempotency_key IN ({_KEYS})",
+        params,
+    )
+    return {str(key): tuple(values) for key, *values in rows}
 
 
 def _identifiers(
@@ -116,12 +119,12 @@ def _identifiers(
     """Per customer: (user id, anonymous id, email) to put on the event so identity resolution
     keeps it theirs."""
     found: dict[str, dict[str, str]] = {}
-    for chunk in _chunks(customers):
+    if customers:
         for customer_id, kind, value in wh.fetch(
             "SELECT customer_id, kind, min(value) FROM identities "
-            f"WHERE customer_id IN ({_marks(chunk)}) "
+            f"WHERE customer_id IN ({_KEYS}) "
             "AND kind IN ('user_id', 'anonymous_id', 'email') GROUP BY customer_id, kind",
-            chunk,
+            [customers],
         ):
             found.setdefault(str(customer_id), {})[str(kind)] = str(value)
     out: dict[str, tuple[str | None, str | None, str | None]] = {}
@@ -182,54 +185,83 @@ def _json(doc: dict[str, Any]) -> str:
     return _ENCODER.encode(doc).decode("utf-8")
 
 
+_ROW_COLUMNS = (
+    "message_id",
+    "type",
+    "event",
+    "anonymous_id",
+    "user_id",
+    "timestamp",
+    "received_at",
+    "sent_at",
+    "source",
+    "properties",
+    "context",
+    "traits",
+    "name",
+    "group_id",
+    "previous_id",
+    "payload_hash",
+    "plan_violations",
+)
+if EVENT_COLUMNS != _ROW_COLUMNS:  # _row writes its tuple in this order
+    raise ImportError("personify.ingest.tracking.normalize.EVENT_COLUMNS changed: update _row")
+_LIBRARY = {"name": "personify-email"}
+
+
 def _row(
     hit: Hit,
-    message: dict[str, Any],
+    message: tuple[Any, ...],
     why: str | None,
     ids: tuple[str | None, str | None, str | None],
     received: int,
 ) -> tuple[Any, ...]:
+    """The ``events`` row (:data:`EVENT_COLUMNS`) of ``hit``; ``message`` as :func:`_messages`
+    reads it."""
     claim = hit.claim
+    delivered = hit.delivered
     properties: dict[str, Any] = {
         "message_key": claim.key,
-        "journey": message["journey"],
-        "step": message["step"],
-        "variant": message["variant"],
-        "template": message["template"],
+        "journey": message[1],
+        "step": message[2],
+        "variant": message[3],
+        "template": message[4],
     }
-    if not hit.delivered:
+    if not delivered:
         properties["machine"] = why is not None
     if why is not None:
         properties["machine_reason"] = why
     if hit.esp is not None:
         properties["esp"] = hit.esp
-    if claim.kind == "click" and not hit.delivered:
+    click = claim.kind == "click"
+    if click and not delivered:
         properties["link_index"] = claim.link
         properties["link_url"] = claim.url
+    context: dict[str, Any] = {"userAgent": hit.agent} if hit.agent else {}
+    if hit.ip:
+        context["ip"] = hit.ip
+    context["library"] = _LIBRARY
     user_id, anonymous_id, email = ids
-    context = {"userAgent": hit.agent, "ip": hit.ip, "library": {"name": "personify-email"}}
     message_id = event_id(hit)
-    at = micros(hit.at)
-    values: dict[str, Any] = {
-        "message_id": message_id,
-        "type": "track",
-        "event": DELIVERED if hit.delivered else (OPENED if claim.kind == "open" else CLICKED),
-        "anonymous_id": anonymous_id,
-        "user_id": user_id,
-        "timestamp": at,
-        "received_at": received,  # now: a redelivery differs, so the store tells it apart
-        "sent_at": None,
-        "source": SOURCE if hit.esp is None else ESP_SOURCE,
-        "properties": _json(properties),
-        "context": _json({k: v for k, v in context.items() if v}),
-        "traits": _json({"email": email}) if email else None,
-        "name": None,
-        "group_id": None,
-        "previous_id": None,
-        "payload_hash": int(message_id[6:22], 16) - (1 << 63),
-        "plan_violations": None,
-    }
-    return tuple(values[c] for c in EVENT_COLUMNS)
+    return (
+        message_id,
+        "track",
+        DELIVERED if delivered else (CLICKED if click else OPENED),
+        anonymous_id,
+        user_id,
+        micros(hit.at),
+        received,  # now: a redelivery differs, so the store tells it apart
+        None,
+        SOURCE if hit.esp is None else ESP_SOURCE,
+        _json(properties),
+        _json(context),
+        _json({"email": email}) if email else None,
+        None,
+        None,
+        None,
+        int(message_id[6:22], 16) - (1 << 63),
+        None,
+    )
 
 
 def _same_touches(wh: Warehouse, hits: Sequence[Hit]) -> dict[int, str]:
@@ -278,37 +310,30 @@ def _same_touches(wh: Warehouse, hits: Sequence[Hit]) -> dict[int, str]:
     return out
 
 
-_OWNERS = Table(
-    "_personify_hit_owners", (Column("message_id", "VARCHAR"), Column("customer_id", "VARCHAR"))
-)
-
-
 def _own(wh: Warehouse, new: list[tuple[str, str]]) -> None:
-    """``events.customer_id`` of the new events, in one ``UPDATE`` joined to a staged table."""
+    """``events.customer_id`` of the new events, in one ``UPDATE`` joined to the pairs passed as
+    two array parameters."""
     if not new:
         return
-    stage = f"_personify_hit_owners_{uuid.uuid4().hex[:12]}"
-    table = Table(stage, _OWNERS.columns)
-    cols = ", ".join(f"{quote(c.name)} {wh.column_type(c.type)}" for c in table.columns)
-    data = pa.table({"message_id": [m for m, _ in new], "customer_id": [c for _, c in new]})
-    with wh.transaction():
-        wh.execute(f"CREATE TEMP TABLE {quote(stage)} ({cols})")
-        wh.load(table, data)
-        wh.execute(
-            f"UPDATE events SET customer_id = s.customer_id FROM {quote(stage)} AS s "
-            "WHERE events.message_id = s.message_id AND events.customer_id IS NULL"
-        )
-        wh.execute(f"DROP TABLE {quote(stage)}")
+    wh.execute(
+        "UPDATE events SET customer_id = s.customer_id FROM (SELECT "
+        "unnest(CAST(? AS VARCHAR[])) AS message_id, unnest(CAST(? AS VARCHAR[])) AS customer_id"
+        ") AS s WHERE events.message_id = s.message_id AND events.customer_id IS NULL",
+        [[m for m, _ in new], [c for _, c in new]],
+    )
 
 
 def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Recorded]:
     """:func:`record` for many hits at once: one lookup of their messages and customers, one
     store (what the server does with the hits of a few milliseconds)."""
-    messages = _messages(wh, sorted({h.claim.key for h in hits}))
+    settings = project.config.engagement
+    within = max(settings.machine_open_seconds, settings.scanner_click_seconds)
+    recent = min(h.at for h in hits) - timedelta(seconds=within) if hits else None
+    messages = _messages(wh, sorted({h.claim.key for h in hits}), recent)
     known = [
-        (i, h, messages[h.claim.key])
+        (i, h, m)
         for i, h in enumerate(hits)
-        if h.claim.key in messages and messages[h.claim.key]["customer_id"] == h.claim.customer_id
+        if (m := messages.get(h.claim.key)) is not None and m[0] == h.claim.customer_id
     ]
     ids = _identifiers(wh, sorted({h.claim.customer_id for _, h, _ in known}))
     results = [Recorded(None)] * len(hits)
@@ -322,7 +347,7 @@ def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Re
             del known[j]
         if not known:
             return results
-    reasons = [_machine(project, h, _aware(m["sent_at"])) for _, h, m in known]
+    reasons = [_machine(project, h, _aware(m[5])) for _, h, m in known]
     received = micros(clock.now())
     rows = [
         _row(h, m, why, ids[h.claim.customer_id], received)

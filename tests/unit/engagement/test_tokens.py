@@ -5,8 +5,18 @@ from __future__ import annotations
 import base64
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from personify import signed
 from personify.delivery import tokens as unsubscribe_tokens
-from personify.engagement.tokens import safe_target, sign_click, sign_open, verify
+from personify.engagement.tokens import (
+    TrackingClaim,
+    safe_target,
+    sign_click,
+    sign_open,
+    verify,
+)
 
 KEY = b"k" * 32
 
@@ -114,3 +124,37 @@ def test_the_message_part_is_what_seal_writes() -> None:
         assert ClickSigner(KEY, key, customer).open == sign_open(KEY, key, customer)
         opened = verify(KEY, "open", ClickSigner(KEY, key, customer).open)
         assert opened is not None and (opened.key, opened.customer_id) == (key, customer)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(min_size=1, max_size=200),
+    message_key=st.text(max_size=40),
+    customer_id=st.text(max_size=40),
+    link=st.integers(min_value=0, max_value=10**6),
+    path=st.text(max_size=60),
+    cut=st.integers(min_value=0, max_value=400),
+    swap=st.characters(),
+)
+def test_the_verifier_reads_what_hmac_signs_and_nothing_else(
+    key: bytes, message_key: str, customer_id: str, link: int, path: str, cut: int, swap: str
+) -> None:
+    """The verifier's HMAC from pre-keyed SHA-256 states (no lock released) accepts exactly the
+    tokens signed with ``hmac.digest`` — keys longer than a block, of any bytes — and a token
+    with one character changed is refused."""
+    url = "https://shop.example/" + path
+    opened = sign_open(key, message_key, customer_id)
+    assert signed.unseal(key, "open", opened) == {"k": message_key, "c": customer_id}
+    assert verify(key, "open", opened) == TrackingClaim("open", message_key, customer_id)
+    clicked = sign_click(key, message_key, customer_id, link, url)
+    claim = TrackingClaim("click", message_key, customer_id, link, url)
+    if safe_target(url):
+        assert verify(key, "click", clicked) == claim
+        first = signed.seal(key, "click", {"k": message_key, "c": customer_id, "i": link, "u": url})
+        assert verify(key, "click", first) == claim
+    for kind, token in (("open", opened), ("click", clicked)):
+        at = cut % len(token)
+        if swap != token[at]:
+            changed = token[:at] + swap + token[at + 1 :]
+            assert verify(key, kind, changed) is None  # type: ignore[arg-type]
+    assert verify(key + b"x", "open", opened) is None
