@@ -49,7 +49,7 @@ def _stored(project: Path) -> int:
 
 def _journalled(project: Path) -> int:
     return sum(
-        len([line for line in p.read_bytes().splitlines() if line])
+        len([line for line in p.read_bytes().rstrip(b"\0").splitlines() if line])
         for p in (project / ".personify" / "engagement").glob("hits-*.jsonl")
     )
 
@@ -81,6 +81,36 @@ def test_sigkill_loses_nothing_and_the_next_start_records_the_rest_once(tmp_path
     finally:
         assert again.stop(signal.SIGTERM, timeout=120) == 0, again.output()
     assert _stored(project) == HITS  # the rest recorded, nothing twice
+    assert _journalled(project) == 0
+
+
+def test_sigkill_in_the_middle_of_a_burst_loses_no_answered_hit(tmp_path: Path) -> None:
+    """Killed while clients are still being answered (hits in the journal's memory map, a batch
+    waiting to be recorded): every hit answered before the kill is recorded after the restart."""
+    project, paths = _project(tmp_path)
+    server = start_server(project, tmp_path / "serve.log")
+    load = Load(server.port, get_requests(server.port, paths))
+
+    async def burst_then_kill() -> None:
+        clients = asyncio.gather(*(load.client() for _ in range(16)), return_exceptions=True)
+        while len(load.latencies) < HITS // 2:
+            await asyncio.sleep(0.001)
+        server.proc.send_signal(signal.SIGKILL)
+        await clients  # the connections fail from here on
+
+    asyncio.run(burst_then_kill())
+    server.proc.wait(timeout=30)
+    answered = len(load.latencies)
+    assert HITS // 2 <= answered < HITS
+    again = start_server(project, tmp_path / "serve2.log")
+    deadline = time.monotonic() + 120
+    try:
+        while _journalled(project) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        assert again.stop(signal.SIGTERM, timeout=120) == 0, again.output()
+    # at most the 16 requests in flight were journalled without their answer reaching a client
+    assert answered <= _stored(project) <= answered + 16
     assert _journalled(project) == 0
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from personify.config import load_project
+from personify.engagement import Hit, TrackingClaim
 from personify.server.app import create_app
-from personify.server.engagement import Recorder
+from personify.server.engagement import _LIVE, SEGMENT_BYTES, Recorder
 from personify.session import Session
 
 
@@ -39,5 +41,33 @@ def test_leftovers_are_the_dead_and_this_pids_earlier_life(project_dir: Path) ->
         assert found == set(names[:3])
         assert running.path.name not in found and second.path.name not in found
         assert running.path.name.startswith(f"hits-{me}-{running.tag}-")
+    finally:
+        session.close()
+
+
+def test_a_segment_grows_and_a_crash_left_one_replays_every_hit(project_dir: Path) -> None:
+    """Hits are journalled through a shared memory map: past the first size the segment grows;
+    what a process that died left (the unused end still NUL bytes) replays hit for hit."""
+    session = Session(load_project(project_dir))
+    try:
+        state = create_app(session).state.personify
+        folder = project_dir / ".personify" / "engagement"
+        crashed = Recorder(state, folder)  # its thread never runs: nothing is recorded
+        at = datetime.now(UTC)
+        hits = [
+            Hit(TrackingClaim("open", f"m-{i}", f"c-{i}"), at, "x" * 300 + str(i), "203.0.113.9")
+            for i in range(2 * SEGMENT_BYTES // 300)
+        ]
+        for hit in hits:
+            crashed.add(hit)
+        assert len(crashed.map) > SEGMENT_BYTES  # grown
+        data = crashed.path.read_bytes()  # what any other process reads: the page cache
+        assert data.endswith(b"\0") and data.count(b"\n") == len(hits)
+        _LIVE.discard(crashed.tag)  # as if its process were gone (an earlier life of this pid)
+        second = Recorder(state, folder)
+        assert second.leftovers() == [crashed.path]
+        assert second.replay([crashed.path]) == len(hits)
+        assert not crashed.path.exists()
+        crashed.map.close()
     finally:
         session.close()
