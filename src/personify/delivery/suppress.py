@@ -27,7 +27,7 @@ from personify.privacy.audit import log_action
 from personify.privacy.consent import record
 from personify.privacy.crypto import is_encrypted
 from personify.privacy.fields import decrypt_rows, lookup
-from personify.privacy.hashing import hash_normalized, project_key, subject_hash
+from personify.privacy.hashing import hash_normalized, identifier_hash, project_key
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import SUPPRESSIONS
 
@@ -74,6 +74,7 @@ def current_ids(wh: Warehouse, customer_ids: Iterable[str]) -> dict[str, str]:
 
 
 def _rows(
+    wh: Warehouse,
     key: bytes,
     entries: Iterable[tuple[str | None, str | None]],
     reason: Mapping[tuple[str | None, str | None], str],
@@ -87,7 +88,7 @@ def _rows(
             pair = ("customer_id", hash_normalized(key, "customer_id", customer_id))
             seen.setdefault(pair, {"customer_id": customer_id, "reason": why})
         if email:
-            pair = ("email", subject_hash(key, "email", email))
+            pair = ("email", identifier_hash(wh, key, "email", email))
             seen.setdefault(pair, {"customer_id": customer_id, "reason": why})
     pairs = sorted(seen)
     return pa.table(
@@ -132,7 +133,9 @@ def unsubscribe(
     reasons = dict.fromkeys(entries, "unsubscribed")
     with wh.transaction():
         written = wh.load(
-            SUPPRESSIONS, _rows(key, entries, reasons, UNSUBSCRIBE_SOURCE, at), on_conflict="ignore"
+            SUPPRESSIONS,
+            _rows(wh, key, entries, reasons, UNSUBSCRIBE_SOURCE, at),
+            on_conflict="ignore",
         )
         if written:
             record(
@@ -199,7 +202,7 @@ def apply_events(
     with wh.transaction():
         written = wh.load(
             SUPPRESSIONS,
-            _rows(key, entries, reasons, f"esp:{provider}", at),
+            _rows(wh, key, entries, reasons, f"esp:{provider}", at),
             on_conflict="ignore",
         )
     return EventsApplied(received, len(events), written)

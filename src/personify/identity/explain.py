@@ -15,7 +15,13 @@ from typing import Any
 
 from personify.config import IdentityConfig
 from personify.errors import NotFound
-from personify.identity.normalize import kind_rank, normalize_email, normalize_id, normalize_phone
+from personify.identity.normalize import (
+    graph_value,
+    kind_rank,
+    normalize_email,
+    normalize_id,
+    normalize_phone,
+)
 from personify.warehouse.base import Warehouse
 
 _NODE_COLS = 'node_id, kind, value, blocked, "cluster", part, customer_id, first_seen, last_seen'
@@ -76,6 +82,8 @@ def find_node(wh: Warehouse, text: str, config: IdentityConfig) -> Ident:
                 "email": normalize_email(rest, config.email),
                 "phone": normalize_phone(rest, config.phone_region),
             }.get(kind, normalize_id(rest))
+            if value is not None:  # blind under encrypted fields
+                value = graph_value(wh, kind, value)
             found = wh.fetch(
                 f"SELECT {_NODE_COLS} FROM identity_nodes WHERE kind = ? AND value = ?",
                 [kind, value],
@@ -93,9 +101,10 @@ def find_node(wh: Warehouse, text: str, config: IdentityConfig) -> Ident:
         )
         if rows:
             return _ident(rows[0])
+    email, phone = normalize_email(text, config.email), normalize_phone(text, config.phone_region)
     candidates = {
-        normalize_email(text, config.email),
-        normalize_phone(text, config.phone_region),
+        graph_value(wh, "email", email) if email else None,
+        graph_value(wh, "phone", phone) if phone else None,
         normalize_id(text),
     } - {None}
     rows = (

@@ -17,7 +17,11 @@ them are constants of this module, never user data.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import re
+import weakref
+from dataclasses import dataclass
 
 from personify.config import EmailRules, IdentityConfig
 
@@ -151,3 +155,79 @@ def kind_rank(kind: str, config: IdentityConfig) -> int:
     if kind in priority and kind != "*":
         return priority.index(kind)
     return priority.index("*") if "*" in priority else len(priority)
+
+
+# ------------------------------------------------------------------------------ blind identifiers
+BLIND_KINDS: tuple[str, ...] = ("email", "phone")
+"""Identifier kinds the graph holds as a blind index (keyed hash) when their ``customers`` column
+is encrypted (``privacy.encrypted_fields``)."""
+BLIND_KEY_TABLE = "_blind_key"
+"""Temporary table ``(ik, ok)``: the HMAC pads of the blind index key, for :func:`blind_sql`
+(the key is never in SQL text)."""
+
+
+@dataclass(frozen=True)
+class Blind:
+    """How the identity graph stores the identifiers of encrypted columns: ``kinds`` (``email``
+    and/or ``phone``) as HMAC-SHA256 (hex) of ``kind \\0 normalized value`` under ``key`` — the
+    same value as :meth:`personify.privacy.fields.FieldCipher.index`, so equal addresses still
+    meet (merges by email happen) without the address being stored."""
+
+    key: bytes
+    kinds: tuple[str, ...]
+
+    def hash(self, kind: str, normalized: str) -> str:
+        return hmac.new(self.key, f"{kind}\0{normalized}".encode(), hashlib.sha256).hexdigest()
+
+    @property
+    def tag(self) -> str:
+        """A short keyed digest naming this blind index (key and kinds), for the graph's
+        fingerprint: another key means other values, so the graph is rebuilt."""
+        mark = hmac.new(self.key, f"graph\0{','.join(self.kinds)}".encode(), hashlib.sha256)
+        return mark.hexdigest()[:12]
+
+    def value(self, kind: str, normalized: str) -> str:
+        """The graph's value for a normalized identifier (blind for :attr:`kinds`)."""
+        return self.hash(kind, normalized) if kind in self.kinds else normalized
+
+    def pads(self, kind: str) -> tuple[bytes, bytes]:
+        """HMAC's inner pad followed by ``kind \\0`` (the start of every message of that kind),
+        and the outer pad."""
+        key = hashlib.sha256(self.key).digest() if len(self.key) > 64 else self.key
+        key = key.ljust(64, b"\0")
+        inner = bytes(b ^ 0x36 for b in key) + f"{kind}\0".encode()
+        return inner, bytes(b ^ 0x5C for b in key)
+
+
+_BLIND: weakref.WeakKeyDictionary[object, Blind] = weakref.WeakKeyDictionary()
+
+
+def set_blind(wh: object, blind: Blind | None) -> None:
+    """Remember (or forget) the blind index of the warehouse ``wh`` (the session does, through
+    :func:`personify.privacy.fields.attach`)."""
+    if blind is None:
+        _BLIND.pop(wh, None)
+    else:
+        _BLIND[wh] = blind
+
+
+def blind_of(wh: object) -> Blind | None:
+    """The warehouse's :class:`Blind`, or ``None`` (plain identifiers, as without encryption)."""
+    return _BLIND.get(wh)
+
+
+def graph_value(wh: object, kind: str, normalized: str) -> str:
+    """The value the graph holds for a normalized identifier of ``kind``."""
+    blind = blind_of(wh)
+    return blind.value(kind, normalized) if blind is not None else normalized
+
+
+def blind_sql(dialect: str, kind: str, expr: str) -> str:
+    """SQL: the blind value (:meth:`Blind.hash`) of the normalized text ``expr`` of ``kind``,
+    keyed by :data:`BLIND_KEY_TABLE` (see :func:`load_blind_key`); NULL stays NULL. Written so
+    that the PostgreSQL rendering of this DuckDB text is right too."""
+    ik = f"(SELECT ik FROM {BLIND_KEY_TABLE} WHERE kind = '{kind}')"
+    ok = f"(SELECT ok FROM {BLIND_KEY_TABLE} WHERE kind = '{kind}')"
+    if dialect == "duckdb":
+        return f"sha256({ok} || unhex(sha256({ik} || encode({expr}))))"
+    return f"sha256({ok} || CAST(('\\x' || sha256({ik} || convert_to({expr}, 'UTF8'))) AS BLOB))"

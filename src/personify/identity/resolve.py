@@ -26,8 +26,9 @@ from personify.identity._sql import WRITES, drop
 from personify.identity.components import LABELS, ComponentsReport, connected_components
 from personify.identity.guard import TOUCHED, apply_limits
 from personify.identity.ids import CHANGED, assign_ids
+from personify.identity.normalize import blind_of, blind_sql
 from personify.identity.rules import fingerprint, load_rules
-from personify.identity.sightings import EVENT_PAIRS, NOTHING, Scope, collect
+from personify.identity.sightings import EVENT_PAIRS, NOTHING, Scope, collect, load_blind_key
 from personify.identity.stitch import adopt_source_ids, publish_identities, stitch
 from personify.warehouse.base import Warehouse
 
@@ -101,6 +102,14 @@ def _keep_ids(wh: Warehouse) -> None:
         "CREATE TEMP TABLE _kept_ids AS SELECT node_id, kind, value, customer_id "
         "FROM identity_nodes"
     )
+    blind = blind_of(wh)
+    if blind is not None:  # encryption turned on: the rebuilt graph's emails/phones are blind
+        load_blind_key(wh, blind)
+        for kind in blind.kinds:
+            wh.execute(
+                f"UPDATE _kept_ids SET value = {blind_sql(wh.dialect, kind, 'value')} "
+                f"WHERE kind = '{kind}' AND NOT regexp_matches(value, '^[0-9a-f]{{64}}$')"
+            )
 
 
 def _restore_ids(wh: Warehouse) -> None:
@@ -124,6 +133,9 @@ def resolve_batch(wh: Warehouse, config: IdentityConfig) -> PassReport:
         wh.hold(*WRITES)
         load_rules(wh, config)
         digest = fingerprint(config)
+        blind = blind_of(wh)
+        if blind is not None:  # turning encryption on (or a new blind key) rebuilds the graph
+            digest += f":blind:{blind.tag}"
         full = state.get(wh, "identity.fingerprint") != digest
         if full:
             _keep_ids(wh)

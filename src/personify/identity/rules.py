@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from personify.config import IdentityConfig
 from personify.identity._sql import scratch, temp_table
-from personify.identity.normalize import WS, kind_rank, normalize
+from personify.identity.normalize import WS, blind_of, kind_rank, normalize
 from personify.warehouse.base import Warehouse
 
 KINDS = scratch("_id_kinds", kind="VARCHAR", rank="BIGINT", anonymous="BOOLEAN", max_count="BIGINT")
@@ -69,6 +69,13 @@ def load_rules(wh: Warehouse, config: IdentityConfig) -> None:
             value = raw.strip(WS).lower() if kind == "*" else normalize(kind, raw, config)
             if value:
                 blocked.append((kind, value))
+    blind = blind_of(wh)
+    if blind is not None:  # the graph holds blind emails/phones: block their hashes too
+        for kind, value in list(blocked):
+            for k in blind.kinds:
+                normal = normalize(k, value, config) if kind in ("*", k) else None
+                if normal:
+                    blocked.append((k, blind.hash(k, normal)))
     blocked = sorted(set(blocked))
     temp_table(
         wh,

@@ -20,7 +20,16 @@ import pyarrow as pa
 
 from personify.config import IdentityConfig
 from personify.identity._sql import drop, scratch, temp_table
-from personify.identity.normalize import email_sql, id_sql, normalize_phone, phone_sql
+from personify.identity.normalize import (
+    BLIND_KEY_TABLE,
+    Blind,
+    blind_of,
+    blind_sql,
+    email_sql,
+    id_sql,
+    normalize_phone,
+    phone_sql,
+)
 from personify.identity.rules import source_kind, source_kind_join
 from personify.warehouse.base import Warehouse
 
@@ -120,6 +129,10 @@ _NUMBER = {"r": 1, "o": 2, "t": 3}
 def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
     """Records, orders, tickets: the source's own id, email, phone … per distinct combination."""
     table, id_column, origin, time, evidence, others = _INPUTS[prefix]
+    if prefix == "r":  # sealed records (privacy.encrypted_fields) are read decrypted
+        from personify.profiles.records import readable_records
+
+        table, where = readable_records(wh, where)
     extra = "".join(f", {c}" for c in others)
     drop(wh, "_in_groups")
     wh.execute(
@@ -154,6 +167,17 @@ def _phones(wh: Warehouse, region: str | None) -> None:
     temp_table(wh, _PHONES, pa.table({"raw": values, "e164": parsed}, schema=_arrow(_PHONES)))
 
 
+def load_blind_key(wh: Warehouse, blind: Blind) -> None:
+    """(Re)create :data:`BLIND_KEY_TABLE` with the HMAC pads of ``blind`` (bound as parameters:
+    the key is never in SQL text)."""
+    drop(wh, BLIND_KEY_TABLE)
+    blob = "BLOB" if wh.dialect == "duckdb" else "BYTEA"
+    wh.execute(f"CREATE TEMP TABLE {BLIND_KEY_TABLE} (kind VARCHAR, ik {blob}, ok {blob})")
+    for kind in blind.kinds:
+        inner, outer = blind.pads(kind)
+        wh.execute(f"INSERT INTO {BLIND_KEY_TABLE} VALUES (?, ?, ?)", [kind, inner, outer])
+
+
 def _arrow(table: object) -> pa.Schema:
     return pa.schema([(c.name, pa.string()) for c in table.columns])  # type: ignore[attr-defined]
 
@@ -170,9 +194,15 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
             _grouped(wh, prefix, where)
     _phones(wh, config.phone_region)
     drop(wh, SIGHTED, "_normalized")
+    email = email_sql("s.raw", config.email)
+    phone = f"coalesce({phone_sql('s.raw')}, pm.e164)"
+    blind = blind_of(wh)
+    if blind is not None:  # encrypted email/phone columns: the graph holds keyed hashes
+        load_blind_key(wh, blind)
+        email = blind_sql(wh.dialect, "email", email) if "email" in blind.kinds else email
+        phone = blind_sql(wh.dialect, "phone", phone) if "phone" in blind.kinds else phone
     value = (
-        f"CASE WHEN s.kind = 'email' THEN {email_sql('s.raw', config.email)} "
-        f"WHEN s.kind = 'phone' THEN coalesce({phone_sql('s.raw')}, pm.e164) "
+        f"CASE WHEN s.kind = 'email' THEN {email} WHEN s.kind = 'phone' THEN {phone} "
         f"ELSE {id_sql('s.raw')} END"
     )
     if wh.dialect == "duckdb":

@@ -12,9 +12,9 @@ from __future__ import annotations
 from personify.config import IdentityConfig
 from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
-from personify.identity.normalize import email_sql, id_sql
+from personify.identity.normalize import blind_of, blind_sql, email_sql, id_sql
 from personify.identity.rules import source_kind, source_kind_join
-from personify.identity.sightings import EVENT_PAIRS, Where
+from personify.identity.sightings import EVENT_PAIRS, Where, load_blind_key
 from personify.warehouse.base import Warehouse
 
 _MAP = "_stitch_map"
@@ -75,14 +75,22 @@ def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
 def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
     """Orders or tickets: source customer id first, then email; only rows that may change."""
     drop(wh, "_own_customer")
+    email, rows = email_sql("t.email", config.email), table
+    blind = blind_of(wh)
+    if blind is not None and "email" in blind.kinds:  # the graph holds blind emails
+        load_blind_key(wh, blind)  # (computed in a derived table: DuckDB cannot bind the key's
+        # subqueries inside a join condition)
+        rows = f"(SELECT *, {blind_sql(wh.dialect, 'email', email_sql('email', config.email))} "
+        rows += f"AS blind_email FROM {table})"
+        email = "t.blind_email"
     wh.execute(
         f"CREATE TEMP TABLE _own_customer AS SELECT t.{key} AS k, "
         "coalesce(s.customer_id, e.customer_id) AS customer_id FROM "
-        f"{table} t {source_kind_join('t.source')} "
+        f"{rows} t {source_kind_join('t.source')} "
         f"LEFT JOIN identity_nodes s ON s.kind = {source_kind('t.source')} "
         f"AND s.value = {id_sql('t.source_customer_id')} "
         "LEFT JOIN identity_nodes e ON e.kind = 'email' "
-        f"AND e.value = {email_sql('t.email', config.email)} "
+        f"AND e.value = {email} "
         f'LEFT JOIN {TOUCHED} ts ON ts."cluster" = s."cluster" '
         f'LEFT JOIN {TOUCHED} te ON te."cluster" = e."cluster" '
         'WHERE t.customer_id IS NULL OR ts."cluster" IS NOT NULL OR te."cluster" IS NOT NULL'

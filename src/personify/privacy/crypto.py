@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,8 @@ from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import TABLES_BY_NAME
 
 PREFIX = "enc1:"
+FIXED_PREFIX = "encd1:"
+"""Deterministic tokens (:meth:`KeyRing.encrypt_fixed`): equal values, equal tokens."""
 NONCE_BYTES = 12
 
 
@@ -44,7 +48,12 @@ def new_key() -> str:
 
 
 def is_encrypted(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
+    return isinstance(value, str) and value.startswith((PREFIX, FIXED_PREFIX))
+
+
+def is_fixed(value: object) -> bool:
+    """A deterministic token (:meth:`KeyRing.encrypt_fixed`)."""
+    return isinstance(value, str) and value.startswith(FIXED_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -90,11 +99,24 @@ class KeyRing:
         sealed = self._by_id[self.active].encrypt(nonce, value.encode("utf-8"), field.encode())
         return f"{PREFIX}{self.active}:{base64.b64encode(nonce + sealed).decode('ascii')}"
 
+    def encrypt_fixed(self, value: str, *, field: str, prefix: str = FIXED_PREFIX) -> str:
+        """``value`` encrypted under the active key, bound to ``field``, with a nonce derived
+        from both (a keyed hash): the same value always gives the same ``encd1:`` token, so SQL
+        can still compare, group and join (what the identity graph's inputs and survivorship's
+        provenance need); equality is all it reveals — as much as the blind index does."""
+        kid, key = self.keys[0]
+        nonce_key = hashlib.sha256(b"personify fixed nonce v1\0" + key).digest()
+        nonce = hmac.new(nonce_key, f"{field}\0{value}".encode(), hashlib.sha256).digest()
+        nonce = nonce[:NONCE_BYTES]
+        sealed = self._by_id[kid].encrypt(nonce, value.encode("utf-8"), field.encode())
+        return f"{prefix}{kid}:{base64.b64encode(nonce + sealed).decode('ascii')}"
+
     def decrypt(self, token: str, *, field: str) -> str:
         """The plain value of ``token`` (plain text passes through unchanged)."""
         if not is_encrypted(token):
             return token
-        kid, _, b64 = token[len(PREFIX) :].partition(":")
+        prefix = FIXED_PREFIX if token.startswith(FIXED_PREFIX) else PREFIX
+        kid, _, b64 = token[len(prefix) :].partition(":")
         aead = self._by_id.get(kid)
         if aead is None:
             raise DecryptionError(
@@ -110,6 +132,8 @@ class KeyRing:
 
     def stale(self, token: str) -> bool:
         """Encrypted under a key other than the active one (to re-encrypt)."""
+        if is_fixed(token):
+            return not token.startswith(f"{FIXED_PREFIX}{self.active}:")
         return is_encrypted(token) and not token.startswith(f"{PREFIX}{self.active}:")
 
 

@@ -43,7 +43,7 @@ from personify.errors import NotFound
 from personify.privacy.audit import customer_hash, log_action
 from personify.privacy.export import outbox_folder
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
-from personify.privacy.hashing import HASHED_KINDS, hash_normalized, project_key, subject_hash
+from personify.privacy.hashing import HASHED_KINDS, hash_normalized, identifier_hash, project_key
 from personify.privacy.subjects import resolve
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import ERASURE_PROGRESS, SUPPRESSIONS, Table
@@ -146,7 +146,7 @@ def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> bo
         [customer_hash(key, text), IDENTITY_STEP],
     ):
         return True
-    hashes = [subject_hash(key, k, text, project.config.identity) for k in HASHED_KINDS]
+    hashes = [identifier_hash(wh, key, k, text, project.config.identity) for k in HASHED_KINDS]
     found = wh.scalar(
         "SELECT count(*) FROM suppressions WHERE reason = 'erased' "
         "AND subject_hash IN (SELECT unnest(CAST(? AS VARCHAR[])))",

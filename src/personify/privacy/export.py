@@ -19,7 +19,7 @@ from personify import clock
 from personify.config import OutboxDelivery, Project
 from personify.privacy.audit import customer_hash
 from personify.privacy.crypto import ENCRYPTED_FIELDS, KeyRing, is_encrypted, project_ring
-from personify.privacy.fields import from_project
+from personify.privacy.fields import from_project, open_value
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import resolve
@@ -108,12 +108,21 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
     cipher = from_project(project)
     if cipher is not None:
         tables["customers"] = [cipher.decrypt_row(r) for r in tables.get("customers", [])]
+        # inputs and provenance hold deterministic tokens, the graph blind emails/phones
+        for row in tables.get("customer_records", []):
+            for column in cipher.columns:
+                row[column] = open_value(wh, column, row.get(column))
+        for row in tables.get("profile_observations", []):
+            row["value"] = open_value(wh, str(row["field"]), row["value"])
+        for name in ("identities", "identity_nodes"):
+            for row in tables.get(name, []):
+                row["value"] = f.shown(str(row["kind"]), str(row["value"]))
     return {
         "format": FORMAT_VERSION,
         "generated_at": clock.now(),
         "customer_id": customer_id,
         "customer_ids": list(f.customer_ids),
-        "identifiers": [{"kind": k, "value": v} for _, k, v in f.nodes],
+        "identifiers": [{"kind": k, "value": f.shown(k, v)} for _, k, v in f.nodes],
         "profile": next(iter(tables.get("customers", [])), None),
         "tables": tables,
         "outbox": outbox_entries(outbox_folder(project), f),

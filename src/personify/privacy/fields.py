@@ -4,11 +4,23 @@
 ``customers.first_name``, ``customers.last_name``); ``privacy.encryption_keys`` is the key ring
 (:mod:`.crypto`: AES-256-GCM, the first key encrypts, every key decrypts).
 
-* **Sealing.** The profile build writes ``customers`` rows in SQL, in plain text; the privacy
-  stage of every run (right after it) encrypts every plain value of the configured columns
-  (:func:`seal_customers`), so at rest — between runs, in backups of the warehouse — the columns
-  hold ``enc1:…`` tokens. The associated data is the column *and the customer id*: a token copied
-  into another column or another person's row does not decrypt.
+* **Sealing.** The profile build (batch, real-time, ``serve --recompute``) seals the
+  ``customers`` rows it writes before they commit (:func:`seal_customers`): the columns hold
+  ``enc1:…`` tokens. The associated data is the column *and the customer id*: a token copied
+  into another column or another person's row does not decrypt. The nonce is derived from row,
+  column and value, so an unchanged profile rebuilt seals to the same token (no false drift).
+* **Inputs and provenance.** ``profile_observations`` values of the configured fields are
+  stored as *deterministic* ``encd1:`` tokens (:meth:`FieldCipher.seal_fixed`, associated data
+  ``pii.<field>``): equal values give equal tokens, so survivorship still counts and compares
+  them in SQL. ``customer_records`` columns are sealed the same way by the privacy stage (and
+  by the real-time path for the record it applied); a later pass that re-reads sealed records
+  decrypts them into a temporary table first (:func:`personify.profiles.records.readable_records`).
+* **Identity graph.** With ``email``/``phone`` encrypted, ``identity_nodes`` and ``identities``
+  hold the blind index of those identifiers (:class:`personify.identity.normalize.Blind`,
+  computed in SQL), so merges by email still happen; profiles, explanations, exports and erasure
+  show or search the addresses recovered from the encrypted observations
+  (:func:`plain_identifiers`). Suppression tombstones hash that blind value
+  (:func:`personify.privacy.hashing.identifier_hash`).
 * **Blind index.** For ``email`` and ``phone`` the keyed hash (HMAC-SHA256 under
   ``privacy.blind_index_key``, default derived from ``signing_key``) of the value normalized as
   the identity graph normalizes it goes to ``field_index`` — equality lookup without decrypting
@@ -25,10 +37,15 @@
 The real-time path (``personify serve``) seals the rows it rebuilds in the same transaction
 (:func:`seal_customers` with their ids).
 
-Not covered (plain text stays): SQL over these columns (segments, ``personify sql``, the
-``customer_data`` view see ``enc1:`` tokens — filter on other columns), and the identity graph
-(``identities``, ``identity_nodes``) and provenance (``profile_observations``), which hold the
-normalized identifiers identity resolution matches on.
+``personify sql`` and ``segments preview`` decrypt what they show (:func:`decrypt_result`; a
+``customers`` value when the query selects its row's ``customer_id`` too), masked afterwards for
+roles that must not see PII. SQL *conditions* on these columns (segments, ``customer_data``)
+still see tokens — filter on other columns.
+
+Not covered (plain text stays): the address of an order or ticket (``orders.email``,
+``tickets.email``) and identify traits in ``events`` — inputs as the source sent them. Changing
+``privacy.blind_index_key`` changes every blind value: the graph must then be rebuilt from the
+inputs (``identity`` rules fingerprint) — rotate-keys alone does not rewrite it.
 """
 
 from __future__ import annotations
@@ -37,7 +54,7 @@ import hashlib
 import hmac
 import logging
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -47,8 +64,17 @@ import pyarrow as pa
 from personify import clock
 from personify.config import IdentityConfig, Project
 from personify.errors import ConfigError
-from personify.identity.normalize import normalize
-from personify.privacy.crypto import PREFIX, DecryptionError, KeyRing, is_encrypted, project_ring
+from personify.identity._sql import drop, scratch, temp_table
+from personify.identity.normalize import Blind, normalize, set_blind
+from personify.privacy.crypto import (
+    FIXED_PREFIX,
+    PREFIX,
+    DecryptionError,
+    KeyRing,
+    is_encrypted,
+    is_fixed,
+    project_ring,
+)
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import FIELD_INDEX
 
@@ -80,10 +106,34 @@ class FieldCipher:
         return f"customers.{column}#{customer_id}"
 
     def seal(self, column: str, customer_id: str, value: str) -> str:
-        return self.ring.encrypt(value, field=self.field(column, customer_id))
+        """An ``enc1:`` token bound to the row. Its nonce is derived from the row, column and
+        value (:meth:`~.crypto.KeyRing.encrypt_fixed`): rebuilding an unchanged profile gives
+        the same token (a recompute sees no drift), while the same address in two rows still
+        gives two unrelated tokens."""
+        return self.ring.encrypt_fixed(value, field=self.field(column, customer_id), prefix=PREFIX)
 
     def open(self, column: str, customer_id: str, value: str) -> str:
+        if is_fixed(value):
+            return self.open_fixed(column, value)
         return self.ring.decrypt(value, field=self.field(column, customer_id))
+
+    @staticmethod
+    def fixed_field(column: str) -> str:
+        """The associated data of a deterministic token of ``column`` (any table's)."""
+        return f"pii.{column}"
+
+    def seal_fixed(self, column: str, value: str) -> str:
+        """The deterministic ``encd1:`` token of ``value`` (inputs and provenance: records,
+        observations), the same for the same value wherever it is stored."""
+        return self.ring.encrypt_fixed(value, field=self.fixed_field(column))
+
+    def open_fixed(self, column: str, value: str) -> str:
+        return self.ring.decrypt(value, field=self.fixed_field(column))
+
+    @property
+    def blind(self) -> Blind:
+        """The identity graph's blind identifiers (same key and value as :meth:`index`)."""
+        return Blind(self.index_key, self.indexed)
 
     def index(self, kind: str, value: str) -> str:
         """The blind index of ``value`` (an ``email`` or ``phone``, raw or normalized)."""
@@ -155,8 +205,10 @@ def attach(wh: Warehouse, project: Project) -> None:
     cipher = from_project(project)
     if cipher is None:
         _ATTACHED.pop(wh, None)
+        set_blind(wh, None)
     else:
         _ATTACHED[wh] = cipher
+        set_blind(wh, cipher.blind if cipher.indexed else None)
 
 
 def cipher_of(wh: Warehouse) -> FieldCipher | None:
@@ -268,6 +320,8 @@ def _pass(
                     continue
                 text = str(value)
                 plain = cipher.open(column, cid, text) if is_encrypted(text) else text
+                if is_fixed(text):  # the build copied an observation's token: bind it to the row
+                    text = plain
                 if not is_encrypted(text):
                     out.append(cipher.seal(column, cid, plain))
                     counts["sealed"] += 1
@@ -309,3 +363,208 @@ def rotate_customers(wh: Warehouse, cipher: FieldCipher) -> dict[str, int]:
     """Re-encrypt values under older keys, seal plain ones and recompute every blind index
     (``personify privacy rotate-keys``)."""
     return _pass(wh, cipher, everything=True)
+
+
+# ------------------------------------------------ inputs and provenance: deterministic tokens
+RECORD_TABLE = "customer_records"
+_MAP = "_pii_map"
+_MAP_TABLE = scratch(_MAP, plain="VARCHAR", sealed="VARCHAR")
+
+
+def _distinct_map(
+    values: list[str], convert: Callable[[str], str], *, keep: bool = False
+) -> pa.Table:
+    """``(plain, token)`` — ``convert`` of each distinct value, once per value."""
+    unique = sorted(set(values))
+    out = [convert(v) for v in unique]
+    if keep:
+        return pa.table({"plain": out, "sealed": unique})
+    return pa.table({"plain": unique, "sealed": out})
+
+
+def seal_column(
+    wh: Warehouse,
+    cipher: FieldCipher,
+    table: str,
+    column: str,
+    where: tuple[str, tuple[object, ...]] = ("TRUE", ()),
+    *,
+    field: str | None = None,
+) -> int:
+    """Replace every plain value of ``table.column`` (in the rows ``where`` selects) by its
+    deterministic token (once per distinct value in Python, then one set-based UPDATE);
+    returns the values sealed. ``field``: the field the values are of, when the column is not
+    named after it (an observation's ``value``)."""
+    of = field or column
+    col = quote(column)
+    rows = wh.fetch(
+        f"SELECT DISTINCT {col} FROM {quote(table)} WHERE {col} IS NOT NULL "
+        f"AND {col} NOT LIKE ? AND {col} NOT LIKE ? AND ({where[0]})",
+        [f"{FIXED_PREFIX}%", f"{PREFIX}%", *where[1]],
+    )
+    if not rows:
+        return 0
+    mapping = _distinct_map([str(r[0]) for r in rows], lambda v: cipher.seal_fixed(of, v))
+    temp_table(wh, _MAP_TABLE, mapping)
+    changed = wh.execute(
+        f"UPDATE {quote(table)} SET {col} = m.sealed FROM {_MAP} m "
+        f"WHERE {quote(table)}.{col} = m.plain AND ({where[0]})",
+        where[1],
+    )
+    drop(wh, _MAP)
+    return max(changed, 0)
+
+
+def seal_records(
+    wh: Warehouse, cipher: FieldCipher, where: tuple[str, tuple[object, ...]] = ("TRUE", ())
+) -> int:
+    """Seal the configured columns of ``customer_records`` (the privacy stage: identity and the
+    profile build have read the new records in plain text by then; re-reads decrypt, see
+    :func:`personify.profiles.records.readable_records`)."""
+    from personify.warehouse.schema import CUSTOMER_RECORDS
+
+    sealed = 0
+    with wh.transaction():
+        for column in cipher.columns:
+            if column in CUSTOMER_RECORDS.column_names:
+                sealed += seal_column(wh, cipher, RECORD_TABLE, column, where)
+    return sealed
+
+
+def seal_observations(wh: Warehouse, cipher: FieldCipher) -> int:
+    """Seal observation values of the configured fields still in plain text (stored before
+    encryption was turned on): the provenance then holds tokens only, equal values equal."""
+    sealed = 0
+    with wh.transaction():
+        for field in cipher.columns:
+            sealed += seal_column(
+                wh, cipher, "profile_observations", "value", ("field = ?", (field,)), field=field
+            )
+    return sealed
+
+
+def open_array(cipher: FieldCipher, column: str, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``values`` with deterministic tokens decrypted (plain values pass), once per distinct
+    token: :func:`pyarrow.compute.unique`, then a take."""
+    import pyarrow.compute as pc
+
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = arr.cast(pa.string())
+    unique = pc.unique(arr)
+    plain = pa.array(
+        [
+            None if v is None else cipher.open_fixed(column, v) if is_fixed(v) else v
+            for v in unique.to_pylist()
+        ],
+        pa.string(),
+    )
+    return pc.take(plain, pc.index_in(arr, value_set=unique))
+
+
+def fixed_tokens(cipher: FieldCipher, column: str, values: list[str]) -> pa.Table:
+    """``(plain, token)`` for the distinct ``values`` of ``column``."""
+    return _distinct_map(values, lambda v: cipher.seal_fixed(column, v))
+
+
+def plain_identifiers(wh: Warehouse, customer_ids: list[str]) -> dict[tuple[str, str], str]:
+    """``(kind, blind value) → plain value`` for the emails and phones the graph keeps blind
+    for these customers, recovered from what is stored encrypted (their observations of the
+    ``email``/``phone`` fields, their ``customers`` row): how a profile, an export and an erasure
+    show and search for the addresses themselves. Empty without a blind graph; an identifier
+    no observation carries (an email only a ticket gave) stays blind."""
+    cipher = cipher_of(wh)
+    if cipher is None or not cipher.indexed or not customer_ids:
+        return {}
+    blind = cipher.blind
+    kinds = list(blind.kinds)
+    marks = ", ".join("?" for _ in kinds)
+    rows = wh.fetch(
+        "SELECT DISTINCT o.field, o.value FROM profile_observations o JOIN identity_nodes n "
+        "ON n.node_id = o.node_id WHERE n.customer_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
+        f"AND o.field IN ({marks})",
+        [sorted(customer_ids), *kinds],
+    )
+    plains = {(str(f), cipher.open_fixed(str(f), str(v))) for f, v in rows}
+    for row in decrypt_rows(
+        wh,
+        (
+            dict(r)
+            for r in wh.fetch_arrow(
+                f"SELECT customer_id, {', '.join(cipher.columns)} FROM customers "
+                "WHERE customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+                [sorted(customer_ids)],
+            ).to_pylist()
+        ),
+        strict=False,
+    ):
+        plains |= {(k, str(row[k])) for k in kinds if row.get(k) and not is_encrypted(row[k])}
+    out: dict[tuple[str, str], str] = {}
+    for kind, plain in sorted(plains):
+        normal = normalize(kind, plain, cipher.identity)
+        if normal:
+            out[(kind, blind.hash(kind, normal))] = normal
+    return out
+
+
+def open_value(wh: Warehouse, column: str, value: Any) -> Any:
+    """A stored input or provenance value (a record's column, an observation of ``column``) in
+    plain text: deterministic tokens decrypted; anything else unchanged."""
+    if not is_fixed(value):
+        return value
+    cipher = cipher_of(wh)
+    return cipher.open_fixed(column, str(value)) if cipher is not None else value
+
+
+def show_identifiers(wh: Warehouse, customer_ids: list[str], rows: list[dict[str, Any]]) -> None:
+    """Replace, in ``rows`` (``kind``/``value`` dicts, as profiles and exports show identities),
+    blind values by the addresses they stand for (:func:`plain_identifiers`)."""
+    plain = plain_identifiers(wh, customer_ids)
+    if not plain:
+        return
+    for row in rows:
+        for kind, value in (("kind", "value"), ("other_kind", "other_value")):
+            if kind in row and (row[kind], row.get(value)) in plain:
+                row[value] = plain[(row[kind], row[value])]
+
+
+def decrypt_result(
+    wh: Warehouse, columns: list[str], rows: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """A query result (``personify sql``, a segment preview) with the encrypted values it shows
+    in plain text, for people allowed to see raw PII (mask afterwards for the others).
+
+    A deterministic ``encd1:`` token (records, observations) decrypts on its own. A ``customers``
+    token (``enc1:``) is bound to its row, so it decrypts when the result also selects that
+    row's ``customer_id`` (under that name); otherwise it stays sealed. Values that do not
+    decrypt stay as they are."""
+    cipher = cipher_of(wh)
+    if cipher is None:
+        return rows
+    lowered = [c.lower().rsplit(".", 1)[-1] for c in columns]
+    cid_at = lowered.index("customer_id") if "customer_id" in lowered else None
+
+    def order(name: str) -> list[str]:
+        # the column named like a configured field first (``email``, ``c_email``), then the rest
+        first = [c for c in cipher.columns if name == c or name.endswith(f"_{c}")]
+        return first + [c for c in cipher.columns if c not in first]
+
+    out = []
+    for row in rows:
+        cid = str(row[cid_at]) if cid_at is not None and row[cid_at] is not None else None
+        values = list(row)
+        for i, value in enumerate(values):
+            if not is_encrypted(value):
+                continue
+            for column in order(lowered[i]):
+                try:
+                    if is_fixed(value):
+                        values[i] = cipher.open_fixed(column, str(value))
+                    elif cid is not None:
+                        values[i] = cipher.open(column, cid, str(value))
+                    else:
+                        break
+                    break
+                except DecryptionError:
+                    continue
+        out.append(tuple(values))
+    return out

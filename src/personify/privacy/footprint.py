@@ -62,6 +62,20 @@ class Footprint:
     """Identity nodes ``(node_id, kind, value)`` (values normalized)."""
     source_pairs: tuple[str, ...]
     """``source|id`` for every source whose ids are a kind the person holds."""
+    plain: tuple[tuple[str, str, str], ...] = ()
+    """``(kind, value, plain)`` for the nodes the graph keeps blind (encrypted fields: emails and
+    phones are keyed hashes there), with the address recovered from encrypted storage."""
+
+    def shown(self, kind: str, value: str) -> str:
+        """A node's value as people read it: the address for a blind one, when known."""
+        for k, v, p in self.plain:
+            if k == kind and v == value:
+                return p
+        return value
+
+    def readable(self, *kinds: str) -> list[str]:
+        """:meth:`values`, blind ones replaced by the addresses they stand for."""
+        return sorted({self.shown(k, v) for _, k, v in self.nodes if k in kinds})
 
     def values(self, *kinds: str) -> list[str]:
         return sorted({v for _, k, v in self.nodes if k in kinds})
@@ -76,16 +90,16 @@ class Footprint:
 
     @property
     def emails(self) -> list[str]:
-        return self.values("email")
+        return self.readable("email")
 
     @property
     def phones(self) -> list[str]:
-        return self.values("phone")
+        return self.readable("phone")
 
     @property
     def search_terms(self) -> list[str]:
         """Lower-cased identifiers worth searching free text for (payloads, nested JSON)."""
-        terms = {v.lower() for _, k, v in self.nodes if k in ("email", "phone")}
+        terms = {v.lower() for v in self.readable("email", "phone")}
         terms |= {v.lower() for _, _, v in self.nodes if len(v) >= MIN_SEARCH_LENGTH}
         return sorted(terms)
 
@@ -109,7 +123,10 @@ def footprint(
     for _, kind, value in nodes:
         held.setdefault(kind, set()).add(value)
     pairs = sorted(f"{s}|{v}" for s in sources for v in held.get(identity.kind_for_source(s), ()))
-    return Footprint(customer_id, tuple(ids), nodes, tuple(pairs))
+    from personify.privacy.fields import plain_identifiers
+
+    plain = tuple((k, v, p) for (k, v), p in sorted(plain_identifiers(wh, list(ids)).items()))
+    return Footprint(customer_id, tuple(ids), nodes, tuple(pairs), plain)
 
 
 def _sources(wh: Warehouse) -> list[str]:

@@ -14,7 +14,7 @@ import hmac
 
 from personify.config import IdentityConfig, Project
 from personify.errors import ConfigError
-from personify.identity.normalize import normalize
+from personify.identity.normalize import graph_value, normalize
 
 HASHED_KINDS: tuple[str, ...] = ("email", "phone")
 """Identifier kinds a tombstone is kept for (what re-ingested data reaches a person by)."""
@@ -50,3 +50,15 @@ def optional_key(project: Project) -> bytes | None:
     """The hashing key when the project has one (audit entries fall back to a plain hash)."""
     secret = project.config.signing_key
     return secret.reveal().encode("utf-8") if secret else None
+
+
+def identifier_hash(
+    wh: object, key: bytes, kind: str, value: str, config: IdentityConfig | None = None
+) -> str:
+    """The tombstone hash of a raw identifier as *this warehouse's graph* holds it:
+    :func:`subject_hash`, except that an email or phone the graph keeps blind (encrypted
+    ``customers`` columns, :func:`personify.identity.normalize.blind_of`) is hashed in its blind
+    form — the value :func:`hash_normalized` sees in ``identity_nodes`` when the privacy stage
+    re-links tombstones, so both meet without the address being kept anywhere."""
+    normal = normalize(kind, value, config or IdentityConfig()) or value.strip().lower()
+    return hash_normalized(key, kind, graph_value(wh, kind, normal))

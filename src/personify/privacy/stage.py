@@ -17,7 +17,12 @@ from __future__ import annotations
 from personify.identity import state
 from personify.privacy.consent import backfill_history, sync_source_kinds
 from personify.privacy.crypto import project_ring
-from personify.privacy.fields import from_project, seal_customers
+from personify.privacy.fields import (
+    from_project,
+    seal_customers,
+    seal_observations,
+    seal_records,
+)
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized
 from personify.privacy.tracking import apply_tracking_consent
 from personify.session import Session
@@ -85,4 +90,6 @@ def privacy_stage(session: Session) -> dict[str, int]:
     cipher = from_project(project)
     if cipher is not None:  # batches in their own transactions
         counts["fields_sealed"] = seal_customers(wh, cipher)["sealed"]
+        counts["record_values_sealed"] = seal_records(wh, cipher)
+        counts["observations_sealed"] = seal_observations(wh, cipher)
     return counts

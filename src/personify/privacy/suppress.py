@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from personify import clock
 from personify.privacy.consent import record
-from personify.privacy.hashing import hash_normalized, subject_hash
+from personify.privacy.hashing import hash_normalized, identifier_hash
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import SUPPRESSIONS
 
@@ -39,7 +39,7 @@ def suppress(
     Returns the number of suppression rows written."""
     at = at or clock.now()
     pairs = [("customer_id", hash_normalized(key, "customer_id", customer_id))]
-    pairs += sorted({("email", subject_hash(key, "email", e)) for e in emails if e})
+    pairs += sorted({("email", identifier_hash(wh, key, "email", e)) for e in emails if e})
     with wh.transaction():
         written = wh.load(
             SUPPRESSIONS,

@@ -14,6 +14,7 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project
 from personify.identity._sql import WRITES, drop, scratch, temp_table
+from personify.privacy.fields import cipher_of, seal_customers
 from personify.profiles import traits as T
 from personify.profiles.custom import compile_traits, traits_sql
 from personify.profiles.observations import FIELDS
@@ -121,6 +122,9 @@ def build_customers(
         wh.execute(f"DELETE FROM customers WHERE {scope.format(c='customer_id')}")
         built = _insert(wh, project, scope)
         drop(wh, *_TEMPS, _SCOPE.name)
+        cipher = cipher_of(wh)
+        if cipher is not None:  # encrypted fields: the rows are sealed before they commit
+            seal_customers(wh, cipher, None if customer_ids is None else list(customer_ids))
     if customer_ids is None:  # committed (or inside a caller's transaction: it invalidates too)
         invalidate_all(wh, project)
     else:

@@ -8,16 +8,27 @@ about an identifier (a node), so re-resolving identities never rewrites them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
 from personify.config import IdentityConfig
-from personify.identity.normalize import email_sql, id_sql, phone_sql
+from personify.identity._sql import drop, scratch, temp_table
+from personify.identity.normalize import blind_of, blind_sql, email_sql, id_sql, phone_sql
 from personify.identity.rules import BLOCKED, source_kind, source_kind_join
-from personify.identity.sightings import NOTHING, Scope, Where
+from personify.identity.sightings import NOTHING, Scope, Where, load_blind_key
+from personify.profiles.records import readable_records
+
+if TYPE_CHECKING:
+    from personify.privacy.fields import FieldCipher
 from personify.warehouse.base import Warehouse
 
 FIELDS = ("email", "first_name", "last_name", "phone", "timezone", "country", "city", "created_at")
 """Profile fields chosen by survivorship (columns of ``customers``)."""
 IDENTIFIER_FIELDS = ("email", "phone")
 """Fields that are identifiers too: their blocked values are never observed."""
+
+_TOKENS = scratch("_obs_tokens", plain="VARCHAR", sealed="VARCHAR", field="VARCHAR")
 
 _TRAIT_KEYS = {
     "email": ("email",),
@@ -40,6 +51,11 @@ def _value(field: str, expr: str, config: IdentityConfig) -> str:
 
 
 def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
+    from personify.privacy.fields import cipher_of
+
+    cipher = cipher_of(wh)
+    if cipher is not None:
+        return _insert_sealed(wh, select, params, cipher)
     # a blocked email or phone (test@example.com, "n/a" …) is a placeholder, not a value: it is
     # never observed, so it can never become a profile's email. Observations already stored are
     # skipped by an anti-join on the key (DuckDB keeps it by construction, without an index; one
@@ -60,6 +76,57 @@ def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
     return max(added, 0)
 
 
+_NEW = "_obs_new"
+
+
+def _insert_sealed(
+    wh: Warehouse, select: str, params: tuple[object, ...], cipher: FieldCipher
+) -> int:
+    """:func:`_insert` with the values of encrypted fields stored as deterministic tokens
+    (:meth:`~personify.privacy.fields.FieldCipher.seal_fixed`): the new observations are
+    selected into a temporary table (blocked values dropped, as above), their encrypted
+    fields' distinct values sealed once each, and inserted joined to the tokens. Equal values
+    keep equal tokens, so survivorship (``most_frequent``, ties) works on them unchanged."""
+    from personify.privacy.fields import fixed_tokens
+
+    drop(wh, _NEW, "_obs_tokens")
+    wh.execute(
+        f"CREATE TEMP TABLE {_NEW} AS SELECT o.node_id, o.field, o.value, o.source, o.origin, "
+        f"o.observed_at, o.received_at FROM ({select}) o LEFT JOIN {BLOCKED.name} b1 "
+        f"ON b1.kind = o.field AND b1.value = o.value LEFT JOIN {BLOCKED.name} b2 "
+        f"ON b2.kind = '*' AND o.field IN ({', '.join(repr(f) for f in IDENTIFIER_FIELDS)}) "
+        "AND b2.value = lower(o.value) WHERE o.value IS NOT NULL AND o.node_id IS NOT NULL "
+        "AND b1.kind IS NULL AND b2.kind IS NULL AND NOT EXISTS (SELECT 1 FROM "
+        "profile_observations p WHERE p.source = o.source AND p.origin = o.origin "
+        "AND p.field = o.field AND p.observed_at = o.observed_at)",
+        params,
+    )
+    sealed = [f for f in cipher.columns if f in FIELDS]
+    marks = ", ".join("?" for _ in sealed)
+    tokens: list[pa.Table] = []
+    for field in sealed:
+        rows = wh.fetch(f"SELECT DISTINCT value FROM {_NEW} WHERE field = ?", [field])
+        if rows:
+            table = fixed_tokens(cipher, field, [str(r[0]) for r in rows])
+            tokens.append(table.append_column("field", pa.array([field] * table.num_rows)))
+    temp_table(
+        wh,
+        _TOKENS,
+        pa.concat_tables(tokens) if tokens else None,
+    )
+    added = wh.execute(
+        "INSERT INTO profile_observations (node_id, field, value, source, origin, observed_at, "
+        "received_at) SELECT o.node_id, o.field, "
+        f"CASE WHEN o.field IN ({marks or 'NULL'}) THEN t.sealed ELSE o.value END, o.source, "
+        f"o.origin, o.observed_at, o.received_at FROM {_NEW} o LEFT JOIN {_TOKENS.name} t "
+        "ON t.field = o.field AND t.plain = o.value"
+        + (" ON CONFLICT DO NOTHING" if wh.capabilities.cheap_keys else ""),
+        sealed,
+    )
+    drop(wh, _NEW, _TOKENS.name)
+    return max(added, 0)
+
+
 def _records(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
     fields = " UNION ALL ".join(
         f"SELECT '{f}' AS field, "
@@ -67,8 +134,9 @@ def _records(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
         "source, record_id, observed_at, received_at FROM r"
         for f in FIELDS
     )
+    table, where = readable_records(wh, where)
     select = (
-        f"WITH r AS (SELECT * FROM customer_records WHERE {where[0]}), f AS ({fields}) "
+        f"WITH r AS (SELECT * FROM {table} WHERE {where[0]}), f AS ({fields}) "
         "SELECT n.node_id, f.field, f.value, f.source, f.record_id AS origin, f.observed_at, "
         f"f.received_at FROM f {source_kind_join('f.source')} JOIN identity_nodes n "
         f"ON n.kind = {source_kind('f.source')} AND n.value = {id_sql('f.record_id')}"
@@ -95,11 +163,20 @@ def _identify(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
 
 
 def _orders(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
+    email, node_value, orders = email_sql("o.email", config.email), "", "orders"
+    blind = blind_of(wh)
+    if blind is not None and "email" in blind.kinds:  # the graph holds blind emails (computed
+        # in a derived table: DuckDB cannot bind the key's subqueries inside a join condition)
+        blinded = blind_sql(wh.dialect, "email", email_sql("email", config.email))
+        orders, node_value = f"(SELECT *, {blinded} AS blind_email FROM orders)", "o.blind_email"
+    value = email if node_value else "n.value"
+    node_value = node_value or email
     select = (
-        "SELECT n.node_id, 'email' AS field, n.value, o.source, CAST(o.order_id AS VARCHAR) "
+        f"SELECT n.node_id, 'email' AS field, {value} AS value, o.source, "
+        "CAST(o.order_id AS VARCHAR) "
         "AS origin, o.created_at AS observed_at, coalesce(o.updated_at, o.created_at) "
-        f"AS received_at FROM orders o JOIN identity_nodes n ON n.kind = 'email' "
-        f"AND n.value = {email_sql('o.email', config.email)} WHERE {where[0]}"
+        f"AS received_at FROM {orders} o JOIN identity_nodes n ON n.kind = 'email' "
+        f"AND n.value = {node_value} WHERE {where[0]}"
     )
     return _insert(wh, select, where[1])
 
@@ -107,6 +184,9 @@ def _orders(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
 def collect_observations(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
     """Append the observations of the inputs in ``scope``; returns how many were new."""
     added = 0
+    blind = blind_of(wh)
+    if blind is not None and scope.orders != NOTHING:
+        load_blind_key(wh, blind)
     if scope.records != NOTHING:
         added += _records(wh, scope.records, config)
     if scope.events != NOTHING:

@@ -4,6 +4,7 @@ segments, tags, refused merges and recent events."""
 from __future__ import annotations
 
 import copy
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from personify.config import Project
 from personify.errors import NotFound
 from personify.identity.explain import find_node
-from personify.privacy.fields import decrypt_rows
+from personify.privacy.fields import decrypt_rows, open_value, show_identifiers
 from personify.profiles.survivorship import Observation, rank, rule_for
 from personify.realtime import profile_cache
 from personify.warehouse.base import Warehouse
@@ -52,14 +53,15 @@ def _fields(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]
         rule = rule_for(project.config.survivorship, field)
         ranked = rank(by_field[field], rule)
         best = ranked[0]
+        shown = functools.partial(open_value, wh, field)  # encrypted fields: plain text
         out[field] = {
-            "value": best.value,
+            "value": shown(best.value),
             "source": best.source,
             "observed_at": best.observed_at,
             "origin": best.origin,
             "rule": rule.rule,
             "beat": [
-                {"value": o.value, "source": o.source, "observed_at": o.observed_at}
+                {"value": shown(o.value), "source": o.source, "observed_at": o.observed_at}
                 for o in ranked[1:]
             ],
         }
@@ -126,29 +128,32 @@ def _read(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]:
         )
     rows = decrypt_rows(wh, rows)  # privacy.encrypted_fields in plain text
     one = [customer_id]
+    identities = _rows(
+        wh,
+        "SELECT kind, value, source, first_seen, last_seen FROM identities "
+        "WHERE customer_id = ? ORDER BY kind, value",
+        one,
+    )
+    refused = _rows(
+        wh,
+        "SELECT na.kind AS kind, na.value AS value, nb.kind AS other_kind, "
+        "nb.value AS other_value, r.source, r.detail, r.decided_at "
+        "FROM identity_refusals r JOIN identity_nodes na ON na.node_id = r.a "
+        "JOIN identity_nodes nb ON nb.node_id = r.b "
+        "WHERE na.customer_id = ? OR nb.customer_id = ? ORDER BY r.decided_at, r.a, r.b",
+        [customer_id, customer_id],
+    )
+    show_identifiers(wh, one, identities + refused)  # blind emails/phones as addresses
     return {
         "customer_id": customer_id,
         "profile": rows[0],
         "fields": _fields(wh, customer_id, project),
-        "identities": _rows(
-            wh,
-            "SELECT kind, value, source, first_seen, last_seen FROM identities "
-            "WHERE customer_id = ? ORDER BY kind, value",
-            one,
-        ),
+        "identities": identities,
         "merged_ids": [
             r[0]
             for r in wh.fetch(
                 "SELECT customer_id FROM customer_ids WHERE merged_into = ? ORDER BY 1", one
             )
         ],
-        "refused_merges": _rows(
-            wh,
-            "SELECT na.kind AS kind, na.value AS value, nb.kind AS other_kind, "
-            "nb.value AS other_value, r.source, r.detail, r.decided_at "
-            "FROM identity_refusals r JOIN identity_nodes na ON na.node_id = r.a "
-            "JOIN identity_nodes nb ON nb.node_id = r.b "
-            "WHERE na.customer_id = ? OR nb.customer_id = ? ORDER BY r.decided_at, r.a, r.b",
-            [customer_id, customer_id],
-        ),
+        "refused_merges": refused,
     }

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from personify.identity._sql import WRITES
 from personify.identity.resolve import run_pass
 from personify.identity.rules import load_rules
-from personify.identity.sightings import Scope
-from personify.privacy.fields import from_project, seal_customers
+from personify.identity.sightings import NOTHING, Scope
+from personify.privacy.fields import from_project, seal_customers, seal_records
 from personify.profiles.build import build_customers
 from personify.profiles.observations import collect_observations
 from personify.realtime import invalidate_customers
@@ -34,6 +34,8 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
         cipher = from_project(project)  # privacy.encrypted_fields: sealed before commit
         if cipher is not None and ids:
             seal_customers(wh, cipher, ids)
+        if cipher is not None and scope.records != NOTHING:  # the record's own values too
+            seal_records(wh, cipher, scope.records)
     invalidate_customers(wh, project, ids)  # again, now that the transaction committed
     return ids
 
