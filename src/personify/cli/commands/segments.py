@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,8 @@ from personify.audiences.memberships import segment_status
 from personify.audiences.segments import Segment
 from personify.audiences.stage import find_segment, preview, project_segments, refresh
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.privacy.fields import decrypt_result
+from personify.privacy.masking import mask_rows
 from personify.session import open_session
 
 segments_app = typer.Typer(
@@ -119,6 +122,11 @@ def preview_command(
             sample=settings.sample_size if sample is None else max(0, sample),
             timeout_s=settings.timeout_seconds,
         )
+        # encrypted fields in plain text, or masked where the project masks SQL results
+        rows = decrypt_result(session.warehouse, list(result.columns), list(result.rows))
+        if session.project.config.privacy.mask_sql:
+            rows = mask_rows(list(result.columns), rows)
+        result = replace(result, rows=rows)
     if json:
         emit_json(
             {

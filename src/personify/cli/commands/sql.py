@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.privacy.fields import decrypt_result
 from personify.privacy.masking import mask_rows
 from personify.session import open_session
 from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_user_query
@@ -50,6 +51,8 @@ def sql_command(
 
     Anything but a single SELECT over the warehouse's tables is refused: DDL, DML, several
     statements, and table functions that read files or URLs. CURRENT_DATE and NOW() follow --now.
+    Encrypted fields (privacy.encrypted_fields) show in plain text, masked with --mask; a
+    customers column's value decrypts when the query also selects that row's customer_id.
 
     Example: `personify sql "SELECT count(*) FROM customers" --json`
     """
@@ -57,6 +60,12 @@ def sql_command(
     with open_session(project) as session:
         result = run_user_query(
             session.warehouse, query, dialect=dialect, max_rows=limit, timeout_s=timeout
+        )
+        # encrypted fields in plain text (customers' values when customer_id is selected too),
+        # then masked for those who must not see them
+        result = replace(
+            result,
+            rows=decrypt_result(session.warehouse, list(result.columns), list(result.rows)),
         )
         if mask if mask is not None else session.project.config.privacy.mask_sql:
             result = replace(result, rows=mask_rows(list(result.columns), list(result.rows)))
