@@ -82,12 +82,19 @@ def markup_to_marks(html: str) -> str:
 
 def marks_to_text(s: str) -> str:
     """Step two of :func:`html_to_text`: whitespace collapsed, entities decoded, lines."""
-    s = _SPACES.sub(" ", s)
+    # each regular expression runs only when it can match: they try every position of the text
+    # (~15 µs each per email), a substring test costs ~0.2 µs
+    if "\t" in s or "\n" in s or "\r" in s or "\f" in s or "\v" in s or "  " in s:
+        s = _SPACES.sub(" ", s)
     if "&" in s:
         s = htmllib.unescape(s)
+        if "\n" in s:  # an entity made a line break inside a line
+            lines = [line.strip() for line in s.split(_MARK)]
+            return _BLANKS.sub("\n\n", "\n".join(lines)).strip() + "\n"
     lines = [line.strip() for line in s.split(_MARK)]
-    text = _BLANKS.sub("\n\n", "\n".join(lines)).strip()
-    return text + "\n"
+    # no line holds a line break: runs of three or more become two where empty lines repeat
+    kept = [line for line, before in zip(lines, ["", *lines], strict=False) if line or before]
+    return "\n".join(kept).strip() + "\n"
 
 
 def compact_marks(s: str) -> str:

@@ -33,3 +33,31 @@ def test_collapsing_whitespace_equals_collapsing_every_run(marks: str) -> None:
     s = htmllib.unescape(re.sub(r"[ \t\n\r\f\v]+", " ", marks))
     lines = [line.strip() for line in s.split(_MARK)]
     assert marks_to_text(marks) == _BLANKS.sub("\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def _marks_to_text_every_pass(s: str) -> str:
+    """marks_to_text as first written: every regular expression on every text."""
+    import html as htmllib
+
+    from personify.messages.text import _BLANKS, _MARK, _SPACES
+
+    s = htmllib.unescape(_SPACES.sub(" ", s))
+    lines = [line.strip() for line in s.split(_MARK)]
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip() + "\n"
+
+
+pieces = st.sampled_from(
+    [" ", "  ", "\t", "\n", "\r", "\f", "\v", "\x00", "\x00\x00", "\x00\x00\x00", "a", "b c",
+     "&", "&amp;", "&#10;", "&#10;&#10;&#10;", "&nbsp;", "\xa0", "\u2028", "\x1c", "é", ";", "<"]
+)  # fmt: skip
+
+
+@given(st.lists(pieces, max_size=30).map("".join))
+def test_marks_to_text_skips_only_passes_that_change_nothing(marks: str) -> None:
+    """The substring tests in front of each pass decide nothing: the same text as every pass."""
+    assert marks_to_text(marks) == _marks_to_text_every_pass(marks)
+
+
+@given(st.text(alphabet=" \t\n\x00a&#10;\xa0\u2028", max_size=60))
+def test_marks_to_text_on_any_mix(marks: str) -> None:
+    assert marks_to_text(marks) == _marks_to_text_every_pass(marks)
