@@ -150,7 +150,7 @@ def test_resend_is_2xx_and_stores_nothing_new(api: Api) -> None:
     assert api.post("/v1/batch", json={**body, "sentAt": "2026-01-01T00:00:00Z"}).json() == {
         "success": True
     }
-    api.app.state.personify.extras[KEY].recent._hashes.clear()  # now the warehouse decides
+    api.app.state.personify.extras[KEY].recent.clear()  # now the warehouse decides
     assert api.post("/v1/batch", json=body).json() == {"success": True}
     assert count(api) == 2 and count(api, "quarantine") == 0
 
@@ -161,7 +161,7 @@ def test_same_id_other_payload_is_kept_once_and_recorded(api: Api) -> None:
         r = api.post("/v1/batch", json={"batch": [ev(1, properties={"n": 99})]})
         assert r.status_code == 200
         assert r.json()["errors"][0]["reason"] == "conflicting_duplicate"
-        api.app.state.personify.extras[KEY].recent._hashes.clear()
+        api.app.state.personify.extras[KEY].recent.clear()
     assert api.rows("SELECT properties FROM events") == [('{"n":1}',)]
     assert api.rows("SELECT reason FROM quarantine") == [("conflicting_duplicate",)]
     # within one request: the first wins

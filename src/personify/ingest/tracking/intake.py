@@ -29,7 +29,6 @@ from personify.ingest.tracking.store import (
     CONFLICT,
     DUPLICATE,
     QuarantineRow,
-    conflict_row,
     quarantine_row,
 )
 
@@ -118,23 +117,23 @@ def _conflict(intake: Intake, index: int, row: Row) -> None:
 def take_in(
     raws: Sequence[bytes], inputs: Inputs, recent: RecentIds, *, prefix: str = "/batch"
 ) -> Intake:
-    """Normalize every event of a request; resends known to ``recent`` are answered at once."""
+    """Normalize every event of a request; resends known to ``recent`` are answered at once
+    (anything else, a conflicting reuse of an id too, is for the store to decide)."""
     intake = Intake(received=len(raws), prefix=prefix)
+    rows, indexes = intake.rows, intake.indexes
     for index, raw in enumerate(raws):
         result = normalize(raw, index, inputs)
         if isinstance(result, Problem):
             _quarantine(intake, result, raw, inputs)
             continue
-        known, digest = recent.lookup(result[0])
-        if not known:
-            intake.rows.append(result)
-            intake.indexes.append(index)
-        elif digest is None or digest == result[_HASH]:
-            intake.duplicates += 1
-        else:
-            _conflict(intake, index, result)
-            where = intake.location(index, "/messageId")
-            intake.quarantine.append(conflict_row(result, where))
+        rows.append(result)
+        indexes.append(index)
+    if rows:
+        known = recent.duplicates([r[0] for r in rows], [r[_HASH] for r in rows])
+        if any(known):
+            intake.duplicates = sum(known)
+            intake.rows = [r for r, k in zip(rows, known, strict=True) if not k]
+            intake.indexes = [i for i, k in zip(indexes, known, strict=True) if not k]
     return intake
 
 
