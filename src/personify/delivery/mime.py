@@ -22,6 +22,7 @@ import binascii
 import functools
 import hashlib
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -199,7 +200,27 @@ def _qp(text: str) -> bytes:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     data = text.encode("utf-8")
-    return binascii.b2a_qp(data, quotetabs=False, istext=True).replace(b"\n", b"\r\n")
+    encoded = binascii.b2a_qp(data, quotetabs=False, istext=True)
+    if b" \n" in data or b"\t\n" in data:  # b2a_qp encodes that blank past the 76th column
+        encoded = _rewrapped(encoded)
+    return encoded.replace(b"\n", b"\r\n")
+
+
+def _rewrapped(encoded: bytes) -> bytes:
+    """``encoded`` (quoted-printable, LF) with each line longer than 76 characters broken by
+    soft line breaks, never inside an ``=XX`` escape."""
+    out: list[bytes] = []
+    for line in encoded.split(b"\n"):
+        while len(line) > 76:
+            cut = 75
+            if line[cut - 1 : cut] == b"=":
+                cut -= 1
+            elif line[cut - 2 : cut - 1] == b"=":
+                cut -= 2
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return b"\n".join(out)
 
 
 def _qp_segment(text: str) -> bytes:
@@ -240,6 +261,67 @@ def _qp_pieces(pieces: tuple[str, ...]) -> bytes:
             encoded = _qp_segment(piece)
         out.append(encoded)
     return b"=\r\n".join(out)
+
+
+_SOFT = b"=\r\n"
+_Encoded = tuple[bytes, int, int, bool]
+"""A piece's quoted-printable: the bytes, the length of its first and of its last line, and
+whether it has more than one line."""
+_pieces_qp: dict[str, _Encoded] = {}
+_PIECES_MAX = 8192
+
+
+def _encoded(piece: str) -> _Encoded:
+    encoded = _qp_segment(piece)
+    first = encoded.find(b"\r\n")
+    if first < 0:
+        return encoded, len(encoded), len(encoded), False
+    return encoded, first, len(encoded) - encoded.rfind(b"\n") - 1, True
+
+
+def _qp_joined(pieces: tuple[str, ...], static: AbstractSet[str]) -> bytes:
+    """Quoted-printable of the join of ``pieces`` whose ``static`` ones (a template's own text,
+    the same strings for every email of a version) are encoded once and remembered: each piece
+    is encoded on its own and they are joined on one line while it stays within 76 characters,
+    else across a soft line break (which decoders remove). Plain values — printable ASCII
+    without ``=``, short, not starting with ``.`` or ending in a blank — are their own
+    encoding."""
+    out: list[bytes] = []
+    put = out.append
+    column = 0  # characters on the current line so far (at most 75: a soft break still fits)
+    cache = _pieces_qp
+    for piece in pieces:
+        encoded = cache.get(piece)
+        if encoded is None:
+            size = len(piece)
+            if (
+                0 < size <= 75
+                and piece.isascii()
+                and piece.isprintable()
+                and "=" not in piece
+                and piece[0] != "."
+                and piece[-1] != " "
+            ):
+                if column + size > 75:
+                    put(_SOFT)
+                    column = 0
+                put(piece.encode("ascii"))
+                column += size
+                continue
+            if not size:
+                continue
+            encoded = _encoded(piece)
+            if piece in static:
+                if len(cache) >= _PIECES_MAX:
+                    cache.clear()
+                cache[piece] = encoded
+        data, first, last, lines = encoded
+        if column and column + first > 75:
+            put(_SOFT)
+            column = 0
+        put(data)
+        column = last if lines else column + first
+    return b"".join(out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -301,12 +383,18 @@ def build_raw(
             _qp(email.text),
             b"\r\n",
             (part % "html").encode("ascii"),
-            _qp_pieces(email.html_pieces)
-            if email.html_pieces and "\r" not in email.html  # a CR could pair across pieces
-            else _qp(email.html),
+            _html_qp(email),
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+
+
+def _html_qp(email: RenderedEmail) -> bytes:
+    if not email.html_pieces or "\r" in email.html:  # a CR could pair across pieces
+        return _qp(email.html)
+    if email.static_pieces:
+        return _qp_joined(email.html_pieces, email.static_pieces)
+    return _qp_pieces(email.html_pieces)
 
 
 def build_message(

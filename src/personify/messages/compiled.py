@@ -114,6 +114,11 @@ def _tout(value: Any) -> str:
     return out
 
 
+def _unescaped(escaped: str) -> str:
+    """An output as written to HTML (:func:`_out`), as its text shows it."""
+    return htmllib.unescape(str(escaped)) if "&" in escaped else str(escaped)
+
+
 def _text(value: Any) -> str:
     """What a text part shows of an attribute value (unescaped, a plain str)."""
     return htmllib.unescape(str(_out(value)))
@@ -127,6 +132,7 @@ class _Writer:
         self.names = itertools.count()
         self.scope: list[dict[str, str]] = []  # liquid loop name -> python local
         self.lengths: list[str] = []  # python locals holding enclosing loop lengths
+        self.sinking = False  # inside a blank block (what is written goes to _sink)
 
     def const(self, value: Any) -> str:
         self.constants.append(value)
@@ -220,14 +226,20 @@ class _Writer:
 
     def block(self, nodes: list[Node], depth: int, blank: bool) -> None:
         before = len(self.lines)
-        if blank:  # python-liquid evaluates a blank block but writes nothing of it
+        if blank and not self.sinking:  # python-liquid evaluates a blank block, writes nothing
+            self.sinking = True
             self.emit(depth, "_a = _sink.append")
             self.nodes(nodes, depth)
             self.emit(depth, "_a = _o.append")
-        else:
+            self.sinking = False
+        else:  # (a block inside a blank block is blank too: still writing to _sink)
             self.nodes(nodes, depth)
+        self.closed(depth, blank)
         if len(self.lines) == before:
             self.emit(depth, "pass")
+
+    def closed(self, depth: int, blank: bool) -> None:
+        """Called at the end of each block (after its nodes)."""
 
     def nodes(self, nodes: list[Node], depth: int) -> None:
         for node in nodes:
@@ -315,18 +327,45 @@ def compile_body(template: BoundTemplate) -> Compiled:
     return compiled
 
 
-def _build(template: BoundTemplate, writer: _Writer, *, text: bool, tracked: bool = False) -> Any:
+def _build(
+    template: BoundTemplate,
+    writer: _Writer,
+    *,
+    text: bool,
+    tracked: bool = False,
+    fused: bool = False,
+) -> Any:
     env = template.env
     # python-liquid's guarded output stream reads newlines universally ("\r" → "\n")
     translates = env.from_string("{{ v }}").render(v="\r") == "\n"
     limit = env.loop_iteration_limit or 10**12
     out_limit = env.output_stream_limit or 10**15
+    crlf = "replace('\\r\\n', '\\n').replace('\\r', '\\n')"
+    if fused:  # (html, its pieces, text marks); the pieces are one when newlines were read
+        ending = [
+            "    marks = ''.join(_t)",
+            *(
+                [
+                    "    if '\\r' in out:",
+                    f"        out = out.{crlf}",
+                    "        _o = [out]",
+                    "    if '\\r' in marks:",
+                    f"        marks = marks.{crlf}",
+                ]
+                if translates
+                else []
+            ),
+            "    return out, _o, marks",
+        ]
+    else:
+        ending = [*([f"    out = out.{crlf}"] if translates else []), "    return out"]
     source = "\n".join(
         [
             "def _render(_g, _lk):" if tracked else "def _render(_g):",
             "    _o = []",
             "    _sink = []",
             "    _a = _o.append",
+            *(["    _t = []", "    _b = _t.append"] if fused else []),
             "    try:",
             *writer.lines,
             "    except Exception:",
@@ -335,12 +374,7 @@ def _build(template: BoundTemplate, writer: _Writer, *, text: bool, tracked: boo
             # python-liquid's limit counts UTF-8 bytes as written (before newline translation)
             f"    if len(out) * 4 > {out_limit} and len(out.encode()) > {out_limit}:",
             "        return None",
-            *(
-                ["    out = out.replace('\\r\\n', '\\n').replace('\\r', '\\n')"]
-                if translates
-                else []
-            ),
-            "    return out",
+            *ending,
         ]
     )
 
@@ -360,8 +394,10 @@ def _build(template: BoundTemplate, writer: _Writer, *, text: bool, tracked: boo
         "_k": writer.constants,
         "_suffix": link_suffix,
         "_tout": _tout,
+        "_un": _unescaped,
     }
     kind = "text" if text else "tracked html" if tracked else "html"
+    kind = f"{kind} + text" if fused else kind
     try:
         code = compile(source, f"<compiled {template.name} {kind}>", "exec")
     except SyntaxError as e:  # pragma: no cover - a bug here, never the user's template
@@ -509,11 +545,10 @@ class _TextWriter(_Writer):
             super().node(node, depth)
 
 
-def compile_text(template: BoundTemplate) -> Compiled:
-    """A function writing the text marks (:func:`~personify.messages.text.markup_to_marks`) of
-    ``template``'s output, without rendering the HTML: the body's markup is converted once, with
-    markers for its outputs and its control flow. Raises Unsupported when the conversion could
-    depend on values (control flow or outputs where a conversion rule spans them)."""
+def _text_segments(template: BoundTemplate) -> tuple[list[str], _Flat, set[int]]:
+    """The text marks of ``template``'s markup between its control boundaries (in walk order,
+    outputs as ``SLOT i SLOT_END`` or ``LINK_SLOT i SLOT_END``), the flattened body and the
+    outputs inside an ``href``. Raises Unsupported (see :func:`compile_text`)."""
     flat = _Flat()
     flat.walk(template.nodes)
     source = "".join(flat.parts)
@@ -526,6 +561,15 @@ def compile_text(template: BoundTemplate) -> Compiled:
     alone = [compact_marks(markup_to_marks(part)) for part in re.split(_BOUNDARY, source)]
     if alone != segments:  # then no rule matched across control flow
         raise Unsupported("a conversion rule spans control flow")
+    return segments, flat, href
+
+
+def compile_text(template: BoundTemplate) -> Compiled:
+    """A function writing the text marks (:func:`~personify.messages.text.markup_to_marks`) of
+    ``template``'s output, without rendering the HTML: the body's markup is converted once, with
+    markers for its outputs and its control flow. Raises Unsupported when the conversion could
+    depend on values (control flow or outputs where a conversion rule spans them)."""
+    segments, flat, href = _text_segments(template)
     writer = _TextWriter(template, segments, flat.outputs, href)
     writer.walk(template.nodes, 2)
     writer.segment(2)
@@ -572,26 +616,31 @@ class _TrackedWriter(_Writer):
             text, last = node.text, 0
             for at, kind, tail in events:
                 if at > last:
-                    self.emit(depth, f"_a({text[last:at]!r})")
+                    self.static(depth, text[last:at])
                 self.event(depth, kind, tail)
                 last = at
             if last < len(text):
-                self.emit(depth, f"_a({text[last:]!r})")
+                self.static(depth, text[last:])
         elif isinstance(node, OutputNode):
             for at, kind, tail in events:
                 if at == 0:
                     self.event(depth, kind, tail)
-            value = self.value(node.expression)
-            rest = self.whole.get(id(node))
-            if rest is None:
-                self.emit(depth, f"_a(_tout({value}))")
-            else:
-                self.emit(depth, f"_a(_lk(_tout({value}), {rest!r}))")
+            self.output(depth, node, self.whole.get(id(node)))
             for at, kind, tail in events:
                 if at == 1:
                     self.event(depth, kind, tail)
         else:
             super().node(node, depth)
+
+    def static(self, depth: int, text: str) -> None:
+        self.emit(depth, f"_a({text!r})")
+
+    def output(self, depth: int, node: OutputNode, rest: str | None) -> None:
+        value = self.value(node.expression)
+        if rest is None:
+            self.emit(depth, f"_a(_tout({value}))")
+        else:
+            self.emit(depth, f"_a(_lk(_tout({value}), {rest!r}))")
 
 
 def _place(flat: _Flat, position: int, kind: str) -> tuple[int, int]:
@@ -609,12 +658,12 @@ def _place(flat: _Flat, position: int, kind: str) -> tuple[int, int]:
     raise Unsupported("a link's href starts or ends where nothing is written")
 
 
-def compile_tracked(template: BoundTemplate) -> TrackedCompiled:
-    """:func:`compile_body` with the body's links found once (see
-    :func:`personify.messages.links.anchor_sites`): each ``href`` value is handed to the
-    email's link tracking as written (escaped). Raises Unsupported when the links cannot be
-    decided once (an output or control flow elsewhere in a link's tag or control flow in an
-    ``href``, a ``</body>`` in the body, an output right after ``<``)."""
+def _link_events(
+    template: BoundTemplate,
+) -> tuple[dict[int, str], dict[int, list[Event]]]:
+    """Where ``template``'s links are (see :func:`compile_tracked`): the outputs that are a
+    whole ``href`` (by node id, with the rest of their tag) and the other ``href`` values'
+    starts and ends (by node id). Raises Unsupported."""
     if not template.env.autoescape:
         raise Unsupported("links are found in autoescaped HTML")
     compile_body(template)  # the same checks (raises Unsupported)
@@ -640,7 +689,127 @@ def compile_tracked(template: BoundTemplate) -> TrackedCompiled:
         for position, kind, rest in ((start, "start", ""), (end, "end", tail)):
             node, offset = _place(flat, position, kind)
             events.setdefault(node, []).append((offset, kind, rest))
+    return whole, events
+
+
+def compile_tracked(template: BoundTemplate) -> TrackedCompiled:
+    """:func:`compile_body` with the body's links found once (see
+    :func:`personify.messages.links.anchor_sites`): each ``href`` value is handed to the
+    email's link tracking as written (escaped). Raises Unsupported when the links cannot be
+    decided once (an output or control flow elsewhere in a link's tag or control flow in an
+    ``href``, a ``</body>`` in the body, an output right after ``<``)."""
+    whole, events = _link_events(template)
     writer = _TrackedWriter(template, whole, events)
     writer.nodes(template.nodes, 2)
     compiled: TrackedCompiled = _build(template, writer, text=False, tracked=True)
     return compiled
+
+
+# ------------------------------------------------------------------- HTML and text together
+Fused = Callable[[Mapping[str, Any]], "tuple[str, list[str], str] | None"]
+"""A body's HTML, the same HTML in pieces (the template's text and the values between) and its
+text marks, written by one function (see :func:`compile_fused`)."""
+TrackedFused = Callable[
+    [Mapping[str, Any], Callable[[str, str], str]], "tuple[str, list[str], str] | None"
+]
+""":data:`Fused` with the body's links tracked (``render(names, href)``, as
+:data:`TrackedCompiled`)."""
+
+
+class _FusedWriter(_TrackedWriter):
+    """:class:`_TrackedWriter` that also writes the text marks (to ``_b``): each output is
+    evaluated and escaped once (``_e<i>``) and written to the HTML at once and to the text where
+    its segment ends — at the next control boundary, after every output it holds."""
+
+    def __init__(
+        self,
+        template: BoundTemplate,
+        whole: dict[int, str],
+        events: dict[int, list[Event]],
+        text: tuple[list[str], set[int]],
+        escaped: str,
+    ) -> None:
+        super().__init__(template, whole, events)
+        self.segments, self.href = text
+        self.cursor = 0
+        self.index = itertools.count()  # outputs in walk order, as _Flat numbers them
+        self.escaped = escaped
+        self.statics: set[str] = set()
+        """Every piece of the template's text the function writes."""
+        self.blanks = [False]
+
+    def static(self, depth: int, text: str) -> None:
+        self.statics.add(text)
+        super().static(depth, text)
+
+    def output(self, depth: int, node: OutputNode, rest: str | None) -> None:
+        i = next(self.index)
+        self.emit(depth, f"_e{i} = {self.escaped}({self.value(node.expression)})")
+        self.emit(depth, f"_a(_e{i})" if rest is None else f"_a(_lk(_e{i}, {rest!r}))")
+
+    def nodes(self, nodes: list[Node], depth: int) -> None:
+        for node in nodes:
+            if isinstance(node, IfNode | ForNode):
+                self.segment(depth)
+            self.node(node, depth)
+
+    def block(self, nodes: list[Node], depth: int, blank: bool) -> None:
+        self.blanks.append(blank)
+        super().block(nodes, depth, blank)
+        self.blanks.pop()
+
+    def closed(self, depth: int, blank: bool) -> None:
+        self.segment(depth)
+
+    def segment(self, depth: int) -> None:
+        """The text marks of the next segment (nothing in a blank block)."""
+        text = self.segments[self.cursor]
+        self.cursor += 1
+        if self.blanks[-1]:
+            return
+        last = 0
+        for m in _PIECE.finditer(text):
+            if m.start() > last:
+                self.emit(depth, f"_b({text[last : m.start()]!r})")
+            i = int(m.group(2))
+            if m.group(1) == LINK_SLOT:
+                self.emit(depth, f"_b(_suffix(_un(_e{i})))")
+            elif i in self.href:
+                self.emit(depth, f"_b(_un(_e{i}).replace('<', '&lt;'))")
+            else:  # escaped: the text is unescaped once at the end (marks_to_text)
+                self.emit(depth, f"_b(_e{i})")
+            last = m.end()
+        if last < len(text):
+            self.emit(depth, f"_b({text[last:]!r})")
+
+
+def compile_fused(template: BoundTemplate) -> tuple[Fused, frozenset[str]]:
+    """:func:`compile_body` and :func:`compile_text` as one function: each output evaluated
+    once for both parts. Also the template text it writes (the same strings every time).
+    Raises Unsupported when either cannot be compiled (and for a template that does not
+    autoescape: its text part is not HTML's)."""
+    if not template.env.autoescape:
+        raise Unsupported("the text part is made from autoescaped HTML")
+    compile_body(template)  # the same checks (raises Unsupported)
+    segments, _, href = _text_segments(template)
+    # _tout: a value that writes markup (a filter's) could change the text: python-liquid then
+    writer = _FusedWriter(template, {}, {}, (segments, href), "_tout")
+    writer.nodes(template.nodes, 2)
+    writer.segment(2)
+    assert writer.cursor == len(segments)
+    fused: Fused = _build(template, writer, text=False, fused=True)
+    return fused, frozenset(writer.statics)
+
+
+def compile_fused_tracked(template: BoundTemplate) -> tuple[TrackedFused, frozenset[str]]:
+    """:func:`compile_tracked` and :func:`compile_text` as one function (see
+    :func:`compile_fused`); the text shows each link's own URL, not the tracked one. Raises
+    Unsupported."""
+    whole, events = _link_events(template)
+    segments, _, href = _text_segments(template)
+    writer = _FusedWriter(template, whole, events, (segments, href), "_tout")
+    writer.nodes(template.nodes, 2)
+    writer.segment(2)
+    assert writer.cursor == len(segments)
+    fused: TrackedFused = _build(template, writer, text=False, tracked=True, fused=True)
+    return fused, frozenset(writer.statics)

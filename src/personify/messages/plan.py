@@ -41,9 +41,13 @@ from markupsafe import escape
 
 from personify.messages.compiled import (
     Compiled,
+    Fused,
     TrackedCompiled,
+    TrackedFused,
     Unsupported,
     compile_body,
+    compile_fused,
+    compile_fused_tracked,
     compile_text,
     compile_tracked,
 )
@@ -346,14 +350,20 @@ class TrackedLayout:
     """The static links before the body, ``(value, tail)``: signed first (their indices come
     first)."""
 
-    def html(self, raw: list[str], body: str, before: list[str], links: Links) -> tuple[str, ...]:
+    def html(
+        self, raw: list[str], body: str | list[str], before: list[str], links: Links
+    ) -> tuple[str, ...]:
+        """The email's HTML in pieces; ``body`` whole or in pieces."""
         parts = [self.statics[0]]
         b = 0
         for (kind, argument, tail), static in zip(self.ops, self.statics[1:], strict=True):
             if kind == "slot":
                 parts.append(str(escape(raw[argument])))
             elif kind == "content":
-                parts.append(body)
+                if isinstance(body, str):
+                    parts.append(body)
+                else:
+                    parts.extend(body)
             elif kind == "before":
                 parts.append(before[b])
                 b += 1
@@ -414,6 +424,11 @@ class TrackedPlan:
 
     body: TrackedCompiled
     layout: TrackedLayout
+    fused: TrackedFused | None = None
+    """The body's HTML with its links tracked and its text marks written together (None:
+    ``body`` and the plan's ``compiled_text``)."""
+    static_pieces: frozenset[str] = frozenset()
+    """The layout's and the body's own text among the HTML's pieces (for the MIME writer)."""
     trusted: bool = False
     """Set once the first tracked email equalled its links found in its HTML."""
     dropped: bool = False
@@ -433,6 +448,10 @@ class Plan:
     html_pieces: tuple[str, ...]
     text_pieces: tuple[str, ...]
     text_marks: tuple[tuple[str, int], ...]
+    fused: Fused | None = None
+    """``compiled`` and ``compiled_text`` as one function (None when either is None)."""
+    static_pieces: frozenset[str] = frozenset()
+    """The layout's and the body's own text among the HTML's pieces (for the MIME writer)."""
     trusted: bool = False
     """Set once the first email rendered both ways agreed."""
     dropped: bool = False
@@ -460,11 +479,17 @@ class Plan:
             out.append(to_liquid_string(value, False))
         return out
 
-    def html(self, raw: list[str], body: str) -> tuple[str, ...]:
-        """The email's HTML in pieces: the layout's static ones and the values between."""
+    def html(self, raw: list[str], body: str | list[str]) -> tuple[str, ...]:
+        """The email's HTML in pieces: the layout's static ones and the values between (the
+        body whole or in pieces)."""
         parts = [self.html_pieces[0]]
         for i, slot in enumerate(self.slots):
-            parts.append(body if slot.path == (CONTENT,) else str(escape(raw[i])))
+            if slot.path != (CONTENT,):
+                parts.append(str(escape(raw[i])))
+            elif isinstance(body, str):
+                parts.append(body)
+            else:
+                parts.extend(body)
             parts.append(self.html_pieces[i + 1])
         return tuple(parts)
 
@@ -506,13 +531,21 @@ def make_plan(
     compiled: Compiled | None = None
     compiled_text: Compiled | None = None
     tracked: TrackedPlan | None = None
+    fused: tuple[Fused, frozenset[str]] | None = None
     try:
         compiled = compile_body(body)
         compiled_text = compile_text(body)
-        tracked = TrackedPlan(compile_tracked(body), _tracked_layout(inlined_layout, slots))
+        fused = compile_fused(body)
+        layout = _tracked_layout(inlined_layout, slots)
+        fused_tracked, statics = compile_fused_tracked(body)
+        tracked = TrackedPlan(compile_tracked(body), layout, fused_tracked)
+        tracked.static_pieces = frozenset(layout.statics) | statics
     except (Unsupported, NotTrackable) as e:
         log.info("template %s: body or links not compiled (%s)", name, e)
     plan = Plan(body, compiled, compiled_text, tuple(slots), html_pieces, text_pieces, text_marks)
+    if fused is not None:
+        plan.fused, statics = fused
+        plan.static_pieces = frozenset(html_pieces) | statics
     plan.tracked = tracked
     return plan, ""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
@@ -37,6 +38,10 @@ class RenderedEmail:
     the even-numbered ones are static — the same objects for every email of a template version,
     so the MIME writer encodes them once — and the odd-numbered ones the values between. Empty
     when not known."""
+    static_pieces: AbstractSet[str] = frozenset()
+    """Which of ``html_pieces`` are the template's own text, wherever they stand (then the
+    even-numbered rule above does not apply): the MIME writer encodes those once and joins
+    the rest between them."""
 
 
 class Tracking(Protocol):
@@ -135,33 +140,55 @@ def _render_planned(
     """The planned email; with ``links`` (the plan has ``tracked``) its links tracked — or None
     when this context needs python-liquid (the caller then tracks the generic way)."""
     before: list[str] = []
+    parts: list[str] | None = None  # the body in pieces (its text and values), when known
+    static: frozenset[str] = frozenset()
+    marks: str | None = None
     if links is None:
-        body = plan.compiled(context) if plan.compiled is not None else None
-        if body is None:  # not compiled, or this context needs python-liquid (e.g. an error)
-            body = _body(template, plan.body, context)
+        if plan.fused is not None:  # HTML and text marks from one function
+            done = plan.fused(context)
+            if done is not None:
+                body, parts, marks = done
+                static = plan.static_pieces
+            else:  # this context needs python-liquid (the text: from its HTML)
+                body = _body(template, plan.body, context)
+                marks = markup_to_marks(_STYLE_ATTR.sub("", body))
+        else:
+            compiled = plan.compiled(context) if plan.compiled is not None else None
+            # None: not compiled, or this context needs python-liquid (e.g. an error)
+            body = compiled if compiled is not None else _body(template, plan.body, context)
     else:
-        assert plan.tracked is not None
-        layout = plan.tracked.layout
-        before = [links.href(value, tail) for value, tail in layout.before]
-        body = plan.tracked.body(context, links.href)
-        if body is None:
-            return None
+        tracked = plan.tracked
+        assert tracked is not None
+        before = [links.href(value, tail) for value, tail in tracked.layout.before]
+        if tracked.fused is not None:
+            done = tracked.fused(context, links.href)
+            if done is None:
+                return None
+            body, parts, marks = done
+            static = tracked.static_pieces
+        else:
+            tracked_body = tracked.body(context, links.href)
+            if tracked_body is None:
+                return None
+            body = tracked_body
     subject = _subject(template, context)
     raw = plan.values(context, subject)
     if not body.strip():
         raise RenderError("the body rendered empty", template=f"{template.name}.liquid")
-    marks = plan.compiled_text(context) if plan.compiled_text is not None else None
+    if marks is None and plan.compiled_text is not None:
+        marks = plan.compiled_text(context)
     if links is None:
-        pieces = plan.html(raw, body)
+        pieces = plan.html(raw, body if parts is None else parts)
         if marks is None:
             marks = markup_to_marks(_STYLE_ATTR.sub("", body))
     else:
         assert plan.tracked is not None
         if marks is None:  # the text of a tracked body would show the tracked links
             return None
-        pieces = plan.tracked.layout.html(raw, body, before, links)
+        pieces = plan.tracked.layout.html(raw, body if parts is None else parts, before, links)
     text = marks_to_text(plan.text_marks_of(raw, marks))
-    return RenderedEmail(template.name, template.version, subject, "".join(pieces), text, pieces)
+    html = "".join(pieces)
+    return RenderedEmail(template.name, template.version, subject, html, text, pieces, static)
 
 
 def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:

@@ -140,3 +140,57 @@ def test_html_in_pieces_round_trips(pieces: list[str], long: int) -> None:
     assert part.get_content().replace("\r\n", "\n") == html.replace("\r\n", "\n").replace(
         "\r", "\n"
     )
+
+
+plain_bits = st.sampled_from(
+    ["", " ", ".", "a", "=", "é", "\t", "\n", "x" * 74, "y" * 80, '<td style="a:b">', "€ 9", "\n."]
+)  # fmt: skip
+piece = st.one_of(names, st.lists(plain_bits, max_size=6).map("".join))
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(piece, min_size=1, max_size=12), marks=st.lists(st.booleans()))
+def test_html_with_static_pieces_round_trips(pieces: list[str], marks: list[bool]) -> None:
+    """Pieces encoded apart (the static ones once) and joined by column: valid quoted-printable
+    within 76 characters a line, decoding to the HTML — also when the same static piece comes
+    again in another email."""
+    static = frozenset(p for p, m in zip(pieces, marks, strict=False) if m)
+    html = "".join(pieces)
+    email = RenderedEmail("t", "v", "s", html, "x\n", tuple(pieces), static)
+    for _ in range(2):  # the second time from the remembered encodings
+        raw = build_raw(email, sender=mailbox("a@x.org"), recipient=mailbox("b@x.org"), date=WHEN)
+        check_wire(raw)
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        assert b"\r\n.\r\n" not in body, "no line holds a lone dot"
+        part = parse(raw).get_body(("html",))
+        assert part is not None
+        assert part.get_content().replace("\r\n", "\n") == html.replace("\r\n", "\n").replace(
+            "\r", "\n"
+        )
+
+
+def test_static_pieces_share_lines() -> None:
+    """Short pieces are joined on one line; a soft break only where a line would pass 76."""
+    pieces = ("<p>", "Hello ", "Zoë", "</p>\n", "x" * 70, "y" * 10)
+    email = RenderedEmail("t", "v", "s", "".join(pieces), "x\n", pieces, frozenset(pieces[::2]))
+    raw = build_raw(email, sender=mailbox("a@x.org"), recipient=mailbox("b@x.org"), date=WHEN)
+    html = raw.split(b'Content-Type: text/html; charset="utf-8"\r\n', 1)[1].split(b"\r\n\r\n", 1)[1]
+    assert (
+        html.split(b"\r\n--")[0]
+        == b"<p>Hello=20Zo=C3=AB</p>\r\n" + b"x" * 70 + b"=\r\n" + b"y" * 10
+    )
+
+
+@pytest.mark.parametrize("blank", [" ", "\t"])
+@pytest.mark.parametrize("width", [72, 74, 75, 150])
+def test_a_blank_ending_a_long_line_stays_within_76(blank: str, width: int) -> None:
+    """binascii.b2a_qp writes the =20 (=09) of a blank before a line break past column 76."""
+    html = "0" * width + blank + "\nnext"
+    for email in (
+        RenderedEmail("t", "v", "s", html, html),
+        RenderedEmail("t", "v", "s", html, "x\n", (html,), frozenset({html})),
+    ):
+        raw = build_raw(email, sender=mailbox("a@x.org"), recipient=mailbox("b@x.org"), date=WHEN)
+        check_wire(raw)
+        part = parse(raw).get_body(("html",))
+        assert part is not None and part.get_content().replace("\r\n", "\n") == html

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from liquid.exceptions import LiquidError
 
-from personify.messages.compiled import Unsupported, compile_body, compile_text
+from personify.messages.compiled import (
+    Unsupported,
+    compile_body,
+    compile_fused,
+    compile_fused_tracked,
+    compile_text,
+    compile_tracked,
+)
 from personify.messages.liquid_env import LOOP_ITERATION_LIMIT, html_environment
 from personify.messages.text import marks_to_text, markup_to_marks
 
@@ -160,3 +167,88 @@ def test_filters_with_literal_arguments_are_called_directly() -> None:
     generic = compile_body(ENV.from_string("{{ a | default: b.c }}"))  # a computed argument
     assert any(isinstance(k, FilteredExpression) for k in generic.__globals__["_k"])
     assert generic({"a": None, "b": {"c": "x"}}) == "x"
+
+
+@settings(max_examples=60, deadline=None)
+@given(context=contexts)
+@pytest.mark.parametrize("source", SOURCES + HTML_SOURCES)
+def test_fused_html_and_text_equal_python_liquid_and_the_text_of_its_html(
+    source: str, context: dict[str, Any]
+) -> None:
+    """One function writes the HTML (also in pieces) and the text marks: python-liquid's HTML,
+    and the text that HTML converts to — or hands the render back (None)."""
+    template = ENV.from_string(source)
+    fused, statics = compile_fused(template)
+    done = fused(context)
+    html = reference(source, context)
+    if done is None:  # python-liquid renders it: as compile_body, or markup made by a filter
+        return
+    out, pieces, marks = done
+    assert out == html and "".join(pieces) == out
+    assert html is not None and marks_to_text(marks) == marks_to_text(markup_to_marks(html))
+    assert all(piece in source for piece in statics)  # the template's own text
+
+
+def test_fused_hands_back_only_what_it_cannot_decide() -> None:
+    """Plain values are written by the fused function; markup a filter makes (which could change
+    the text's conversion) goes to python-liquid."""
+    context = {"a": "<x>", "b": {"c": 1, "d": {"e": None}}, "xs": [{"n": "1", "k": 0, "ys": []}]}
+    for source in SOURCES[:-1] + HTML_SOURCES:
+        done = compile_fused(ENV.from_string(source))[0](context)
+        assert done is not None and done[0] == reference(source, context), source
+    assert compile_fused(ENV.from_string("{{ a | append: '<b>' }}"))[0]({"a": ""}) is None
+
+
+TRACKED_SOURCES = [
+    *HTML_SOURCES[:1],
+    '<p>{% for x in xs %}<a href="{{ x.n }}" class="c">{{ x.k }}</a>'
+    '<a href="https://s/p?i={{ x.n }}&amp;z=1">{{ x.n }}</a>{% endfor %}</p>'
+    '<a href="https://static/x" data-track="false">no</a><a href="mailto:{{ a }}">m</a>',
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(context=contexts)
+@pytest.mark.parametrize("source", TRACKED_SOURCES)
+def test_fused_tracked_equals_tracked_body_and_compiled_text(
+    source: str, context: dict[str, Any]
+) -> None:
+    """With links tracked, the fused function writes what the tracked body and the compiled
+    text write: each href handed over once, the text showing the link's own URL."""
+    template = ENV.from_string(source)
+    fused, _ = compile_fused_tracked(template)
+    calls: list[tuple[str, str]] = []
+    expected_calls: list[tuple[str, str]] = []
+
+    def tracker(into: list[tuple[str, str]]) -> Any:
+        def href(escaped: str, tail: str) -> str:
+            into.append((escaped, tail))
+            return f"https://t/c/{len(into)}"
+
+        return href
+
+    done = fused(context, tracker(calls))
+    body = compile_tracked(template)(context, tracker(expected_calls))
+    text = compile_text(template)(context)
+    if done is None:
+        assert body is None or text is None
+        return
+    out, pieces, marks = done
+    assert out == body and "".join(pieces) == out and calls == expected_calls
+    assert text is not None and marks_to_text(marks) == marks_to_text(text)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% if a %} {% if a %} {% endif %} {% endif %}|",
+        "{% for x in xs %} {% if a %} {% endif %} {% endfor %}|{% if a %}\n{% else %} {% endif %}",
+    ],
+)
+def test_blank_blocks_inside_blank_blocks_write_nothing(source: str) -> None:
+    """python-liquid writes nothing of a blank block, however deep its blank blocks nest."""
+    context = {"a": True, "xs": [1, 2], "b": {}}
+    template = ENV.from_string(source)
+    assert compile_body(template)(context) == reference(source, context) == "|"
+    done = compile_fused(template)[0](context)
+    assert done is not None and done[0] == "|"
