@@ -74,8 +74,8 @@ class Scheduler:
                 try:
                     started = clock.now()
                     (result,) = sync_sources(self.session, [name], trigger="schedule")
-                    if self.on_synced is not None:
-                        self.on_synced(name, started)
+                    if self.on_synced is not None and result.counts.get("rows_loaded", 1):
+                        self.on_synced(name, started)  # (a sync that stored nothing: no pass)
                     log.info(
                         "scheduled sync of %s: %d rows in %.2f s",
                         name,
