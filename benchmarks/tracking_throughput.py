@@ -49,12 +49,16 @@ from personify.session import Session
 
 PER_REQUEST = 100
 PERSONIFY = str(Path(sys.executable).parent / "personify")
-_WITHOUT_CONTINUOUS = (
-    "import sys, personify.server.roles as r; "
-    "r.attach_continuous = lambda *a, **k: None; "
+_LAUNCH = (
+    "import sys, personify.server.roles as r; {patch}"
     "from personify.cli import main; sys.argv[0] = 'personify'; sys.exit(main())"
 )
+_WITHOUT_CONTINUOUS = "r.attach_continuous = lambda *a, **k: None; "
 """``personify serve`` with continuous mode left out (to tell its CPU from the ingest path's)."""
+_DUCKDB_MEMORY = (
+    "import personify.warehouse.duckdb.backend as b; b.SERVE_MEMORY_LIMIT = {mib} << 20; "
+)
+"""``personify serve`` with another cap on DuckDB's memory (MiB)."""
 
 
 def bodies(total: int, prefix: str = "bench") -> list[bytes]:
@@ -166,15 +170,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
+async def _sampled(pid: int, work: asyncio.Future[float], into: list[float]) -> float:
+    """``work``'s result, sampling the server's RSS every 0.2 s meanwhile."""
+    while not work.done():
+        into.append(peak_rss_mb(pid, "VmRSS"))
+        await asyncio.wait([work], timeout=0.2)
+    return work.result()
+
+
+def _run_sampled(load: Load, clients: int, pid: int, into: list[float]) -> float:
+    async def main() -> float:
+        return await _sampled(pid, asyncio.ensure_future(load.run(clients)), into)
+
+    return asyncio.run(main())
+
+
 def over_http(
-    work: Path, payloads: list[bytes], clients: int, stored: int = 0, *, continuous: bool = True
+    work: Path,
+    payloads: list[bytes],
+    clients: int,
+    stored: int = 0,
+    *,
+    continuous: bool = True,
+    duckdb_mib: int | None = None,
 ) -> dict[str, float]:
     """Events/s, latencies and peak RSS of a real server (and the clients' own CPU)."""
     env = init_project(work)
@@ -189,7 +214,10 @@ def over_http(
 
     port = free_port()
     log = (work / "serve.log").open("wb")
-    launch = [PERSONIFY] if continuous else [sys.executable, "-c", _WITHOUT_CONTINUOUS]
+    patch = "" if continuous else _WITHOUT_CONTINUOUS
+    if duckdb_mib is not None:
+        patch += _DUCKDB_MEMORY.format(mib=int(duckdb_mib))
+    launch = [sys.executable, "-c", _LAUNCH.format(patch=patch)] if patch else [PERSONIFY]
     proc = subprocess.Popen(
         [*launch, "serve", "--project", str(work), "--port", str(port), "--log-level", "warning"],
         stdout=log,
@@ -208,12 +236,17 @@ def over_http(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("the server did not start; see serve.log")
             time.sleep(0.1)
+        started_rss = peak_rss_mb(proc.pid, "VmRSS")
         asyncio.run(batch_load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
+        time.sleep(1.0)  # the recent ids' preload (a background thread) finishes
+        warm_rss = peak_rss_mb(proc.pid, "VmRSS")
         load = batch_load(port, env["PERSONIFY_WRITE_KEY"], payloads)
+        samples: list[float] = []
         cpu, own = cpu_seconds(proc.pid), time.process_time()
-        seconds = asyncio.run(load.run(clients))
+        seconds = _run_sampled(load, clients, proc.pid, samples)
         cpu, own = cpu_seconds(proc.pid) - cpu, time.process_time() - own
         rss = peak_rss_mb(proc.pid)
+        end_rss = peak_rss_mb(proc.pid, "VmRSS")
         stored = run_json(
             "sql",
             "SELECT count(*) AS n FROM events WHERE message_id LIKE 'bench-%'",
@@ -230,6 +263,10 @@ def over_http(
         "p50_ms": statistics.median(lat) * 1000,
         "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
         "rss_mb": rss,
+        "rss_started_mb": started_rss,
+        "rss_warm_mb": warm_rss,
+        "rss_run_mb": max(samples, default=float("nan")),
+        "rss_end_mb": end_rss,
         "failures": load.failures,
         "stored": stored,
         "seconds": seconds,
@@ -260,6 +297,12 @@ def main() -> None:
         action="store_true",
         help="run the server without continuous mode (what the ingest path alone costs)",
     )
+    parser.add_argument(
+        "--duckdb-memory",
+        type=int,
+        metavar="MIB",
+        help="start the server with this cap on DuckDB's memory instead of serve's default",
+    )
     args = parser.parse_args()
     payloads = bodies(args.events)
     total = len(payloads) * PER_REQUEST
@@ -272,6 +315,7 @@ def main() -> None:
             args.clients,
             args.stored,
             continuous=not args.without_continuous,
+            duckdb_mib=args.duckdb_memory,
         )
     print(f"machine: {machine()}")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
@@ -297,6 +341,11 @@ def main() -> None:
     )
     print(f"| request latency p50 / p99 | {http['p50_ms']:.1f} / {http['p99_ms']:.1f} ms | |")
     print(f"| server peak RSS | {http['rss_mb']:.0f} MB | ≤ 500 MB |")
+    print(
+        f"| server RSS: started / warm / highest sampled in the run / after | "
+        f"{http['rss_started_mb']:.0f} / {http['rss_warm_mb']:.0f} / {http['rss_run_mb']:.0f} / "
+        f"{http['rss_end_mb']:.0f} MB | |"
+    )
     print(f"| stored exactly once | {http['stored']:,} of {total:,} | all |")
     if http["failures"] or http["stored"] != total:
         raise SystemExit(f"{http['failures']:.0f} requests failed")
