@@ -24,7 +24,7 @@ from personify.messages import read_customer, read_customers
 from personify.privacy.crypto import new_key
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
-from personify.privacy.fields import lookup
+from personify.privacy.fields import cipher_of, lookup, rotate_customers
 from personify.privacy.stage import privacy_stage
 from personify.profiles import profiles_stage
 from personify.profiles.read import read_profile
@@ -56,10 +56,13 @@ PLAIN = (
 """Lower-cased fragments of every configured value of the world (addresses, phones, names)."""
 
 
-def _project(tmp: Path, url: str) -> Project:
+K1, K2 = f"k1:{new_key()}", f"k2:{new_key()}"
+
+
+def _project(tmp: Path, url: str, keys: str = K1) -> Project:
     text = (
         f"warehouse: {url}\nsigning_key: test-signing-key\n"
-        f"privacy:\n  encryption_keys: k1:{new_key()}\n  encrypted_fields: {FIELDS}\n"
+        f"privacy:\n  encryption_keys: {keys}\n  encrypted_fields: {FIELDS}\n"
         "identity:\n  source_kinds:\n    shop: user_id\n"
     )
     return Project(parse_config(text), tmp, tmp / "personify.yml")
@@ -291,3 +294,26 @@ def test_turning_encryption_on_seals_what_was_stored_in_plain_text(
     (ann,) = lookup(warehouse, "email", ANN_EMAIL)
     assert ann == before["email:" + ANN_NORMAL]  # the same customer id survives the rebuild
     assert read_customers(warehouse, [ann])[ann]["email"] == ANN_NORMAL
+
+
+def test_rotation_reencrypts_records_and_observations(
+    world: tuple[Warehouse, Project], tmp_path: Path
+) -> None:
+    wh, _ = world
+    (ann,) = lookup(wh, "email", ANN_EMAIL)
+    Session(_project(tmp_path, wh.url, keys=f"{K2},{K1}"), warehouse=wh)
+    done = rotate_customers(wh, cipher_of(wh))  # type: ignore[arg-type]
+    assert done["reencrypted_inputs"] > 0
+    for sql in (
+        "SELECT value FROM profile_observations WHERE field IN ('email', 'first_name')",
+        "SELECT email FROM customer_records",
+    ):
+        assert all(str(r[0]).startswith("encd1:k2:") for r in wh.fetch(sql))
+    rotated = _project(tmp_path, wh.url, keys=K2)  # the old key can go
+    Session(rotated, warehouse=wh)
+    profile = read_profile(wh, ANN_EMAIL, rotated)
+    assert profile["customer_id"] == ann and profile["fields"]["last_name"]["value"] == "Scanwell"
+    _ingest(wh, NOW)  # new versions sealed under k2 meet the re-encrypted ones
+    _run(wh, rotated)
+    assert lookup(wh, "email", ANN_EMAIL) == [ann]
+    assert _plain_left(wh) == []

@@ -361,8 +361,46 @@ def seal_customers(
 
 def rotate_customers(wh: Warehouse, cipher: FieldCipher) -> dict[str, int]:
     """Re-encrypt values under older keys, seal plain ones and recompute every blind index
-    (``personify privacy rotate-keys``)."""
-    return _pass(wh, cipher, everything=True)
+    (``personify privacy rotate-keys``); deterministic tokens of records and observations under
+    an older key are re-encrypted too (``reencrypted_inputs``)."""
+    counts = _pass(wh, cipher, everything=True)
+    counts["reencrypted_inputs"] = _rotate_fixed(wh, cipher)
+    return counts
+
+
+def _rotate_fixed(wh: Warehouse, cipher: FieldCipher) -> int:
+    """``encd1:`` tokens under an older key, re-encrypted under the active one (once per distinct
+    token, one UPDATE per column and field), so equal values stay equal tokens."""
+    from personify.warehouse.schema import CUSTOMER_RECORDS
+
+    current = f"{FIXED_PREFIX}{cipher.ring.active}:%"
+    targets: list[tuple[str, str, str, str | None]] = [
+        (RECORD_TABLE, c, c, None) for c in cipher.columns if c in CUSTOMER_RECORDS.column_names
+    ]
+    targets += [("profile_observations", "value", f, f) for f in cipher.columns]
+    done = 0
+    with wh.transaction():
+        for table, column, field, only in targets:
+            col = quote(column)
+            cond, params = ("field = ?", [only]) if only else ("TRUE", list[object]())
+            rows = wh.fetch(
+                f"SELECT DISTINCT {col} FROM {quote(table)} WHERE {col} LIKE ? "
+                f"AND {col} NOT LIKE ? AND ({cond})",
+                [f"{FIXED_PREFIX}%", current, *params],
+            )
+            if not rows:
+                continue
+            old = sorted({str(r[0]) for r in rows})
+            new = [cipher.seal_fixed(field, cipher.open_fixed(field, v)) for v in old]
+            temp_table(wh, _MAP_TABLE, pa.table({"plain": old, "sealed": new}))
+            changed = wh.execute(
+                f"UPDATE {quote(table)} SET {col} = m.sealed FROM {_MAP} m "
+                f"WHERE {quote(table)}.{col} = m.plain AND ({cond})",
+                params,
+            )
+            drop(wh, _MAP)
+            done += max(changed, 0)
+    return done
 
 
 # ------------------------------------------------ inputs and provenance: deterministic tokens
@@ -371,15 +409,10 @@ _MAP = "_pii_map"
 _MAP_TABLE = scratch(_MAP, plain="VARCHAR", sealed="VARCHAR")
 
 
-def _distinct_map(
-    values: list[str], convert: Callable[[str], str], *, keep: bool = False
-) -> pa.Table:
-    """``(plain, token)`` — ``convert`` of each distinct value, once per value."""
+def _distinct_map(values: list[str], convert: Callable[[str], str]) -> pa.Table:
+    """``(plain, sealed)`` — ``convert`` of each distinct value, once per value."""
     unique = sorted(set(values))
-    out = [convert(v) for v in unique]
-    if keep:
-        return pa.table({"plain": out, "sealed": unique})
-    return pa.table({"plain": unique, "sealed": out})
+    return pa.table({"plain": unique, "sealed": [convert(v) for v in unique]})
 
 
 def seal_column(

@@ -171,6 +171,7 @@ def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> No
                 {f"customers.{c}": done["rows"] for c in cipher.columns},
             )
             counts["blind index entries"] = done["indexed"]
+            counts["records and observations"] = done["reencrypted_inputs"]
     if json:
         emit_json({"active_key": ring.active, "rewritten": counts})
         return
