@@ -89,3 +89,29 @@ def test_gpc_alongside_consent_and_a_later_grant(warehouse: Warehouse) -> None:
     with clock.frozen(later + timedelta(days=1)):
         assert apply_tracking_consent(wh) == 1
     assert do_not_sell(wh, ["c1"]) == {"c1"}
+
+
+def test_an_anonymous_gpc_signal_counts_once_the_visitor_is_linked_later(
+    warehouse: Warehouse,
+) -> None:
+    wh = warehouse
+    _events(wh, [_ev("a1", T0, None, {"gpc": True, "ip": "192.0.2.9"})])
+    with clock.frozen(T0 + timedelta(hours=1)):
+        assert apply_tracking_consent(wh) == 0  # nobody to record it for yet
+    # another pass with new, unrelated events: the signal keeps waiting
+    _events(wh, [_ev("b1", T0 + timedelta(hours=2), "c2", {"userAgent": "x"})])
+    with clock.frozen(T0 + timedelta(hours=3)):
+        assert apply_tracking_consent(wh) == 0
+    assert do_not_sell(wh, ["c9"]) == set()
+    # the visitor signs up: identity links the anonymous events to c9 (stitching fills
+    # customer_id) after the consent watermark passed them
+    wh.execute("UPDATE events SET customer_id = 'c9' WHERE message_id = 'a1'")
+    with clock.frozen(T0 + timedelta(days=1)):
+        assert apply_tracking_consent(wh) == 1
+        assert apply_tracking_consent(wh) == 0  # and only once
+    assert do_not_sell(wh, ["c9"]) == {"c9"}
+    rows = wh.fetch(
+        "SELECT form, changed_at FROM consent_history WHERE customer_id = 'c9' "
+        "AND purpose = 'data_sharing'"
+    )
+    assert len(rows) == 1 and rows[0][0] == GPC_FORM

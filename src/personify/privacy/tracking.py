@@ -4,7 +4,8 @@ The privacy stage reads the events stored since its last pass that carry ``conte
 and whose person is known (``events.customer_id``, filled by identity resolution), and records
 each change with :func:`~personify.privacy.consent.record` — the event time as the time of the
 change, ``context.ip`` / ``context.userAgent`` / the page as proof. Anonymous-only events are
-skipped: no address to email, nothing to consent to yet. Accepted shapes::
+kept waiting (:data:`PENDING`): when a later pass finds them linked to a person, their consent
+is recorded then, as of the event's time. Accepted shapes::
 
     {"categoryPreferences": {"email_marketing": true, "profiling": false}}   # Segment's
     {"email_marketing": "granted", "sms_marketing": {"status": "revoked", "channel": "sms"}}
@@ -35,6 +36,12 @@ from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import Warehouse
 
 WATERMARK = "privacy.consent_events"
+PENDING = "privacy.consent_pending"
+"""identity_state key: message ids (one a line) of anonymous events with consent or GPC, read
+again at each pass until identity links them to a person (an anonymous visitor's GPC signal
+counts once they sign up, even in a later pass)."""
+MAX_PENDING = 10_000
+"""Anonymous events kept waiting at most (the most recent; older ones are dropped)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,8 @@ def _proof(context: Mapping[str, Any], change: Change) -> dict[str, Any]:
 
 
 def _rows(wh: Warehouse) -> Iterator[tuple[str, str, datetime, str, str]]:
+    """The events with consent or GPC whose person is known: those stored since the last pass,
+    and the earlier anonymous ones (:data:`PENDING`) that identity has linked since."""
     upto = state.latest(wh, "events")
     if upto is None:
         return
@@ -121,14 +130,22 @@ def _rows(wh: Warehouse) -> Iterator[tuple[str, str, datetime, str, str]]:
     where, params = "received_at <= ?", [upto]
     if after is not None:
         where, params = "received_at >= ? AND received_at <= ?", [after, upto]
-    yield from wh.fetch(
-        "SELECT customer_id, source, timestamp, message_id, CAST(context AS VARCHAR) FROM events "
-        f"WHERE {where} AND customer_id IS NOT NULL "
-        "AND (json_extract(context, '$.consent') IS NOT NULL "
-        "OR json_extract(context, '$.gpc') IS NOT NULL) ORDER BY timestamp, message_id",
-        params,
+    waiting = [m for m in (state.get(wh, PENDING) or "").split("\n") if m]
+    signal = (
+        "(json_extract(context, '$.consent') IS NOT NULL "
+        "OR json_extract(context, '$.gpc') IS NOT NULL)"
     )
+    rows = wh.fetch(
+        "SELECT customer_id, source, timestamp, message_id, CAST(context AS VARCHAR) FROM events "
+        f"WHERE (({where}) OR message_id IN (SELECT unnest(CAST(? AS VARCHAR[])))) AND {signal} "
+        "ORDER BY timestamp, message_id",
+        [*params, waiting],
+    )
+    pending = [str(r[3]) for r in rows if r[0] is None][-MAX_PENDING:]
+    yield from (r for r in rows if r[0] is not None)
     state.put(wh, WATERMARK, upto.isoformat())
+    if pending or waiting:
+        state.put(wh, PENDING, "\n".join(pending))
 
 
 GPC_FORM = "Global Privacy Control"
