@@ -1,38 +1,25 @@
-"""Row hashes two engines agree on: reconcile a remote table by pulling ``(key, hash)`` only.
+"""Reconcile a PostgreSQL table by pulling ``(key, row hash)`` only, hashed by PostgreSQL itself.
 
-Moving a million whole rows out of PostgreSQL costs seconds; a key and one 60-bit hash per row
-is a fraction of that. Each engine computes, per row, the MD5 of a **canonical text** of the
-compared columns and keeps its first 15 hex digits as a ``BIGINT``; the source's ``(key,
-hash)`` come over ``COPY … TO STDOUT`` (CSV, parsed by Arrow) and are joined in the warehouse
-engine with the stored rows' ``(key, hash)``, computed there the same way. Only the keys whose
-hashes differ are fetched whole, and compared field by field by the ordinary comparison
-(:func:`personify.quality.compare.compare`) — so a field-level report names the columns, and a
-difference of *spelling* between engines (see below) can never be reported as a mismatch.
+Moving a million whole rows out of PostgreSQL costs seconds; a key and one 64-bit hash per row
+is a fraction of that. PostgreSQL hashes each row with its own hash functions (the XOR of its
+columns' ``hash…extended`` values: :mod:`personify.quality.pghash`, ~0.2 µs a column), and the
+warehouse reproduces the same hash bit for bit from the stored rows (Arrow, numpy) *while*
+PostgreSQL computes its side. The two ``(key, hash)`` sets are joined in the warehouse engine;
+only the keys whose hashes differ are fetched whole and compared field by field by the ordinary
+comparison (:func:`personify.quality.compare.compare`) — so a field-level report names the
+columns, and a value the two engines hash differently although it is equal (a type hashed as
+its text, spelled differently) is settled, never reported.
 
-The canonical text, per column in order (``n;`` for NULL):
-
-=============  =================================================================================
-text           ``<characters>:<value>`` (length-prefixed: no separator can be forged)
-integer        the decimal digits and ``;``
-double         an integral value below 1e18 as an integer; NaN / ±Infinity spelled as
-               PostgreSQL does; otherwise the engine's shortest round-trip text (identical in
-               DuckDB and PostgreSQL except non-integral values in [1e15, 4.5e15), which then
-               differ by hash and are settled by the field-level comparison); then ``;``
-boolean        ``true`` / ``false`` and ``;``
-timestamp      microseconds since the epoch (time zones do not matter: an instant is an
-               instant) and ``;``
-other          the engine's text of the value, length-prefixed (JSON columns are refused by
-               :func:`compare_remote`: ``jsonb`` reorders and spaces keys)
-=============  =================================================================================
-
-Engine differences are data (:data:`CANONICAL`, :data:`HASH`), one entry per dialect.
+A changed field always changes its column's hash (bar a 2⁻⁶⁴ collision), hence the row's:
+``tests/quality/test_rowhash_exact.py`` checks it with Hypothesis against a real PostgreSQL.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -47,86 +34,12 @@ from personify.quality.compare import (
     compare,
     key_columns,
 )
+from personify.quality.pghash import SESSION, row_hash_arrow, row_hash_pg_sql
 from personify.warehouse import Warehouse
 from personify.warehouse.base import quote
 from personify.warehouse.schema import Column, Table
 
 HASH_COLUMN: Final = "_hash"
-NULL_PIECE: Final = "'n;'"
-
-_TEXT: Final = "{t}"
-CANONICAL: Final[dict[str, dict[str, str]]] = {
-    "duckdb": {
-        "VARCHAR": _TEXT,
-        "BIGINT": "CAST({c} AS VARCHAR)",
-        "INTEGER": "CAST({c} AS VARCHAR)",
-        "BOOLEAN": "CAST({c} AS VARCHAR)",
-        "DOUBLE": (
-            "CASE WHEN isnan({c}) THEN 'NaN' WHEN isinf({c}) THEN CASE WHEN {c} > 0 THEN "
-            "'Infinity' ELSE '-Infinity' END WHEN {c} = trunc({c}) AND abs({c}) < 1e18 THEN "
-            "CAST(CAST({c} AS BIGINT) AS VARCHAR) ELSE CAST({c} AS VARCHAR) END"
-        ),
-        "TIMESTAMPTZ": "CAST(epoch_us({c}) AS VARCHAR)",
-        "TIMESTAMP": "CAST(epoch_us({c}) AS VARCHAR)",
-        "*": "CAST({c} AS VARCHAR)",
-    },
-    "postgres": {
-        "VARCHAR": _TEXT,
-        "BIGINT": "({c})::text",
-        "INTEGER": "({c})::text",
-        "BOOLEAN": "({c})::text",
-        "DOUBLE": (
-            "CASE WHEN {c} = 'NaN'::float8 THEN 'NaN' WHEN {c} IN ('Infinity'::float8, "
-            "'-Infinity'::float8) THEN ({c})::text WHEN {c} = trunc({c}) AND abs({c}) < 1e18 "
-            "THEN (({c})::bigint)::text ELSE ({c})::text END"
-        ),
-        "TIMESTAMPTZ": "((extract(epoch FROM {c}) * 1000000)::bigint)::text",
-        "TIMESTAMP": "((extract(epoch FROM {c}) * 1000000)::bigint)::text",
-        "*": "({c})::text",
-    },
-}
-"""Per dialect, neutral column type → the SQL of a value's canonical text (``{c}``: the
-column). ``{t}`` marks text kept as it is; ``*``: any other type (length-prefixed)."""
-_LENGTH_PREFIXED: Final = frozenset({"VARCHAR", "*"})
-HASH: Final[dict[str, str]] = {
-    "duckdb": "CAST(('0x' || substr(md5({t}), 1, 15)) AS BIGINT)",
-    "postgres": "(('x' || substr(md5({t}), 1, 15))::bit(60))::bigint",
-}
-"""Per dialect: the first 60 bits of the MD5 of ``{t}`` as a non-negative ``BIGINT``."""
-CONCAT: Final = {"duckdb": "||", "postgres": "||"}
-TEXT_CAST: Final = {"duckdb": "CAST({c} AS VARCHAR)", "postgres": "({c})::text"}
-
-
-def _dialect(name: str) -> str:
-    dialect = "postgres" if name in {"postgres", "postgresql"} else name
-    if dialect not in CANONICAL:
-        raise ValueError(f"no canonical row text for the {name} dialect")
-    return dialect
-
-
-def _piece(dialect: str, column: Column, ref: str) -> str:
-    templates = CANONICAL[dialect]
-    kind = column.type if column.type in templates else "*"
-    if kind in _LENGTH_PREFIXED:
-        text = ref if kind == "VARCHAR" else templates["*"].format(c=ref)
-        length = TEXT_CAST[dialect].format(c=f"length({text})")
-        return f"coalesce({length} || ':' || {text}, {NULL_PIECE})"
-    return f"coalesce({templates[kind].format(c=ref)} || ';', {NULL_PIECE})"
-
-
-def canonical_sql(dialect: str, columns: Sequence[Column], alias: str = "") -> str:
-    """SQL (in ``dialect``) of the canonical text of ``columns`` (see the module docstring);
-    ``alias``: the relation the columns are read from."""
-    d = _dialect(dialect)
-    prefix = f"{alias}." if alias else ""
-    pieces = [_piece(d, c, f"{prefix}{quote(c.name)}") for c in columns]
-    return f" {CONCAT[d]} ".join(pieces) if pieces else "''"
-
-
-def row_hash_sql(dialect: str, columns: Sequence[Column], alias: str = "") -> str:
-    """SQL (in ``dialect``) of the 60-bit row hash of ``columns``."""
-    d = _dialect(dialect)
-    return HASH[d].format(t=canonical_sql(d, columns, alias))
 
 
 ARROW_TYPES: Final = {
@@ -180,10 +93,20 @@ class PostgresRelation:
     … TO STDOUT`` as CSV, parsed by Arrow); ``auto``: ADBC when installed."""
     stats: PullStats = field(default_factory=PullStats)
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _count(self, table: pa.Table, started: float) -> None:
+        with self._lock:  # parallel streams report here
+            self.stats.bytes += table.nbytes
+            self.stats.queries += 1
+            self.stats.rows += table.num_rows
+            self.stats.seconds += time.perf_counter() - started
+
     def _pull(self, query: str, names: Sequence[str], types: Sequence[pa.DataType]) -> pa.Table:
         """The rows of ``query`` as Arrow: through ADBC (PostgreSQL's binary ``COPY`` decoded
         to Arrow in C) when ``adbc-driver-postgresql`` is installed, else ``COPY … TO STDOUT``
-        as CSV parsed by Arrow."""
+        as CSV parsed by Arrow. The session's ``TimeZone`` is UTC (:data:`~personify.quality.
+        pghash.SESSION`)."""
         if self.driver == "psycopg":
             return self._copy_csv(query, names, types)
         try:
@@ -194,14 +117,12 @@ class PostgresRelation:
             return self._copy_csv(query, names, types)
         started = time.perf_counter()
         with adbc.connect(self.conninfo) as conn, conn.cursor() as cur:
+            cur.execute(SESSION)
             cur.execute(query)
             got = cur.fetch_arrow_table()
         schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
         table = pa.Table.from_arrays(list(got.columns), names=list(names)).cast(schema)
-        self.stats.bytes += table.nbytes
-        self.stats.queries += 1
-        self.stats.rows += table.num_rows
-        self.stats.seconds += time.perf_counter() - started
+        self._count(table, started)
         return table
 
     def _copy_csv(self, query: str, names: Sequence[str], types: Sequence[pa.DataType]) -> pa.Table:
@@ -209,14 +130,12 @@ class PostgresRelation:
 
         started = time.perf_counter()
         buf = io.BytesIO()
-        with (
-            psycopg.connect(self.conninfo) as pg,
-            pg.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy,
-        ):
-            for chunk in copy:
-                buf.write(chunk)
+        with psycopg.connect(self.conninfo) as pg:
+            pg.execute(SESSION)
+            with pg.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT csv)") as copy:
+                for chunk in copy:
+                    buf.write(chunk)
         data = buf.getvalue()
-        self.stats.queries += 1
         if not data:
             table = pa.table({n: pa.array([], t) for n, t in zip(names, types, strict=True)})
         else:
@@ -229,27 +148,61 @@ class PostgresRelation:
                     quoted_strings_can_be_null=False,
                 ),
             )
-        self.stats.bytes += table.nbytes
-        self.stats.rows += table.num_rows
-        self.stats.seconds += time.perf_counter() - started
+        self._count(table, started)
         return table
 
-    def _typed(self, columns: Sequence[Column]) -> str:
+    def _typed(self, columns: Sequence[Column], relation: str = "") -> str:
         """The relation with ``columns`` cast to the stored table's types (so that a
         ``numeric`` total is hashed as the stored ``DOUBLE`` is)."""
         cols = ", ".join(
             f"CAST(r.{quote(c.name)} AS {PG_TYPES.get(c.type, 'text')}) AS {quote(c.name)}"
             for c in columns
         )
-        return f"(SELECT {cols} FROM {self.sql} AS r)"
+        return f"(SELECT {cols} FROM {relation or self.sql} AS r)"
 
-    def key_hashes(self, keys: Sequence[Column], compared: Sequence[Column]) -> pa.Table:
-        """``(key…, _hash)`` of every row, hashed in PostgreSQL."""
+    def key_hashes(
+        self, keys: Sequence[Column], compared: Sequence[Column], streams: int = 1
+    ) -> pa.Table:
+        """``(key…, _hash)`` of every row, hashed in PostgreSQL (:func:`~personify.quality.
+        pghash.row_hash_pg_sql`); ``streams`` > 1: that many connections side by side, each
+        reading its own range of the table's pages (a table, not a ``SELECT``)."""
         cols = ", ".join(f"r.{quote(k.name)}" for k in keys)
-        row_hash = row_hash_sql("postgres", compared, "r")
-        query = f"SELECT {cols}, {row_hash} FROM {self._typed([*keys, *compared])} AS r"
+        row_hash = row_hash_pg_sql(compared, "r")
         names = [*(k.name for k in keys), HASH_COLUMN]
-        return self._pull(query, names, [*(arrow_type(k) for k in keys), pa.int64()])
+        types = [*(arrow_type(k) for k in keys), pa.int64()]
+        query = f"SELECT {cols}, {row_hash} FROM {self._typed([*keys, *compared])} AS r"
+        if streams <= 1 or self.sql.lstrip().startswith("("):
+            return self._pull(query, names, types)
+        import psycopg
+
+        with psycopg.connect(self.conninfo) as pg:
+            row = pg.execute(
+                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
+                [self.sql],
+            ).fetchone()
+        pages = int(row[0]) if row else 0
+        step = pages // streams + 1
+        parts: list[pa.Table | None] = [None] * streams
+        errors: list[BaseException] = []
+
+        def pull(i: int) -> None:
+            last = "" if i == streams - 1 else f" AND ctid < '({(i + 1) * step},0)'"
+            where = f"WHERE ctid >= '({i * step},0)'{last}"
+            sql = f"(SELECT * FROM {self.sql} {where})"
+            part = f"SELECT {cols}, {row_hash} FROM {self._typed([*keys, *compared], sql)} AS r"
+            try:
+                parts[i] = self._pull(part, names, types)
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=pull, args=(i,)) for i in range(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return pa.concat_tables([p for p in parts if p is not None])
 
     def all_rows(self, columns: Sequence[Column]) -> pa.Table:
         """Every row, whole (``columns``)."""
@@ -303,17 +256,19 @@ def compare_remote(
     remote: PostgresRelation,
     columns: Sequence[str],
     *,
-    mode: Literal["hash", "rows"] = "rows",
+    mode: Literal["hash", "rows"] = "hash",
+    streams: int = 1,
 ) -> RemoteComparison:
     """Compare the rows of ``remote`` (``columns`` besides the key, under the stored table's
     names) with what ``source`` stored in ``stored``.
 
-    ``mode="rows"`` (default): the whole rows are pulled as Arrow and compared as
-    :func:`~personify.quality.compare.compare` does — the fastest on a fast link (measured:
-    ``benchmarks/reconcile.py``). ``mode="hash"``: by ``(key, hash)`` (module docstring) — a
-    third of the bytes, for slow links; PostgreSQL then pays one ``md5()`` per row (~3 µs on
-    PostgreSQL 15). The hash join needs an engine reading Arrow in place (DuckDB); other
-    warehouses compare whole rows."""
+    ``mode="hash"`` (default): by ``(key, hash)`` (module docstring) — PostgreSQL hashes its
+    rows while the warehouse hashes the stored ones, a third of the bytes move, and only the
+    differing keys' rows are fetched whole. ``mode="rows"``: the whole rows are pulled as Arrow
+    and compared as :func:`~personify.quality.compare.compare` does. Measured side by side in
+    ``benchmarks/reconcile.py``. ``streams``: PostgreSQL connections reading the hashes side by
+    side (a table's page ranges). The hash join needs an engine reading Arrow in place
+    (DuckDB); other warehouses compare whole rows."""
     keys = key_columns(stored)
     key_cols = [stored.column(k) for k in keys]
     compared = [stored.column(c) for c in columns if c not in keys]
@@ -331,10 +286,13 @@ def compare_remote(
             whole.source_rows, whole.warehouse_rows, whole.discrepancies, whole.compared,
             pulled=remote.stats,
         )  # fmt: skip
-    hashes = remote.key_hashes(key_cols, compared)
-    name = f"_personify_rowhash_{next(_names)}_{id(hashes):x}"
-    with register(name, hashes):
-        out, candidates = _hash_join(wh, stored, source, name, keys, compared, hashes.num_rows)
+    theirs = _in_background(lambda: remote.key_hashes(key_cols, compared, streams))
+    ours = _stored_hashes(wh, stored, source, keys, compared)  # meanwhile, in the warehouse
+    hashes = theirs()
+    tag = f"{next(_names)}_{id(hashes):x}"
+    s_name, w_name = f"_personify_rowhash_s_{tag}", f"_personify_rowhash_w_{tag}"
+    with register(s_name, hashes), register(w_name, ours):
+        out, candidates = _hash_join(wh, s_name, w_name, source, keys, compared, hashes.num_rows)
     out.candidates = candidates.num_rows
     if candidates.num_rows:
         rows = remote.rows(key_cols, [*key_cols, *compared], candidates)
@@ -346,35 +304,65 @@ def compare_remote(
     return out
 
 
+def _in_background(work: Callable[[], pa.Table]) -> Callable[[], pa.Table]:
+    """Start ``work`` in a thread; the returned function waits for its result (or raises its
+    error)."""
+    done: list[pa.Table] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="personify-rowhash-pull", daemon=True)
+    thread.start()
+
+    def result() -> pa.Table:
+        thread.join()
+        if errors:
+            raise errors[0]
+        return done[0]
+
+    return result
+
+
+def _stored_hashes(
+    wh: Warehouse, stored: Table, source: str, keys: Sequence[str], compared: Sequence[Column]
+) -> pa.Table:
+    """``(key…, _src, _h)`` of the stored rows (:func:`~personify.quality.compare.
+    _stored_rows`), hashed as PostgreSQL hashes the source's."""
+    sql, marks = _stored_rows(stored, [*keys, *(c.name for c in compared)])
+    rows = wh.fetch_arrow(sql, [source] * marks)
+    return rows.select([*keys, "_src"]).append_column("_h", row_hash_arrow(compared, rows))
+
+
 def _hash_join(
     wh: Warehouse,
-    stored: Table,
-    source: str,
     staging: str,
+    stored_hashes: str,
+    source: str,
     keys: Sequence[str],
     compared: Sequence[Column],
     source_rows: int,
 ) -> tuple[RemoteComparison, pa.Table]:
     """Missing keys (either side) as discrepancies, and the keys whose hashes differ."""
-    stored_sql, marks = _stored_rows(stored, [*keys, *(c.name for c in compared)])
-    key_list = ", ".join(f"x.{quote(k)}" for k in keys)
-    row_hash = row_hash_sql(wh.dialect, compared, "x")
     on = " AND ".join(f"s.{quote(k)} = w.{quote(k)}" for k in keys)
     key_sql = " || '|' || ".join(
         f"CAST(coalesce(s.{quote(k)}, w.{quote(k)}) AS VARCHAR)" for k in keys
     )
     first = quote(keys[0])
     sql = (
-        f"WITH w AS (SELECT {key_list}, {row_hash} AS _h, x._src FROM ({stored_sql}) AS x) "
         f"SELECT {key_sql} AS k, CASE WHEN s.{first} IS NULL THEN 'missing_at_source' "
         f"WHEN w.{first} IS NULL THEN 'missing_in_warehouse' ELSE 'mismatch' END AS kind"
         + "".join(f", s.{quote(k)} AS {quote(k)}" for k in keys)
-        + f" FROM {quote(staging)} AS s FULL OUTER JOIN w ON {on} "
+        + f" FROM {quote(staging)} AS s FULL OUTER JOIN {quote(stored_hashes)} AS w ON {on} "
         f"WHERE (s.{first} IS NULL AND w._src = ?) OR (w.{first} IS NULL AND s.{first} IS "
         f"NOT NULL) OR (s.{first} IS NOT NULL AND w.{first} IS NOT NULL AND s.{HASH_COLUMN} "
         f"IS DISTINCT FROM w._h) ORDER BY 1"
     )
-    found = wh.fetch_arrow(sql, [source] * marks + [source])
+    found = wh.fetch_arrow(sql, [source])
     kinds = found.column("kind").to_pylist()
     out = RemoteComparison(source_rows=source_rows, compared=[c.name for c in compared])
     out.discrepancies = [
