@@ -12,6 +12,12 @@ row per ``messageId`` whatever the number of deliveries) and acks the batch only
 A worker killed mid-batch acks nothing; after ``ack_wait`` JetStream redelivers those messages to
 another worker and the store's key makes the second write a no-op: every event stored exactly once.
 
+Webhook deliveries take the same way: an ingest process verifies a delivery's signature and
+publishes it (``<stream>.webhooks``, its ``Nats-Msg-Id`` the source and the delivery id: a
+sender's retry to any ingest process is dropped by JetStream); a worker stores it with the
+webhook receiver (:meth:`personify.sources.webhooks.WebhookReceiver.receive`, whose receipt keeps
+one per source and delivery id however often it is delivered) and acks it after the commit.
+
 Rows travel as msgpack (timestamps stay timestamps). URL: ``nats://host:4222?stream=NAME``
 (``stream`` default ``personify_<project>``; ``ack_wait`` seconds, default 30).
 """
@@ -57,6 +63,10 @@ class BusSettings:
     @property
     def quarantine_subject(self) -> str:
         return f"{self.stream}.quarantine"
+
+    @property
+    def webhook_subject(self) -> str:
+        return f"{self.stream}.webhooks"
 
 
 def parse_bus_url(text: str, project_name: str = "personify") -> BusSettings:
@@ -168,6 +178,21 @@ class Publisher:
         had it already (a resend inside the duplicate window)."""
         return self._loop.submit(self._publish(rows, held))
 
+    async def _publish_webhook(self, message: Sequence[Any]) -> bool:
+        ack = await self._js.publish(
+            self.settings.webhook_subject,
+            encode(message),
+            headers={"Nats-Msg-Id": webhook_message_id(str(message[0]), str(message[1]))},
+        )
+        return bool(ack.duplicate)
+
+    def publish_webhook(
+        self, source: str, delivery_id: str, signed_at: Any, body: bytes
+    ) -> Future[bool]:
+        """Publish a verified webhook delivery; the future gives whether JetStream had it
+        already (the sender's retry, to this or another ingest process)."""
+        return self._loop.submit(self._publish_webhook((source, delivery_id, signed_at, body)))
+
     def depth(self, durable: str = "workers", timeout: float = 2.0) -> int:
         """Events the workers have not acked yet (queue depth; 0 before any worker joined)."""
         return self._loop.run(consumer_pending(self._js, self.settings, durable), timeout=timeout)
@@ -189,6 +214,11 @@ async def consumer_pending(js: Any, settings: BusSettings, durable: str = "worke
     return int(info.num_pending) + int(info.num_ack_pending)
 
 
+def webhook_message_id(source: str, delivery_id: str) -> str:
+    """A delivery's ``Nats-Msg-Id``: its source and the sender's delivery id (idempotency key)."""
+    return f"webhook:{source}:{delivery_id}"
+
+
 def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
     """The bus's queue depth, from a connection of its own (``personify status``)."""
 
@@ -204,16 +234,29 @@ def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
 
 Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]]], None]
 """Stores a batch of event rows and quarantine rows (in a thread); raises to leave it unacked."""
+WebhookHandler = Callable[[tuple[Any, ...]], None]
+"""Stores one webhook delivery ``(source, delivery_id, signed_at, body)`` (in a thread); raises
+to leave it unacked."""
 
 
 class Consumer:
     """A worker's share of the durable pull consumer ``workers`` of the stream."""
 
-    def __init__(self, settings: BusSettings, handle: Handler, *, durable: str = "workers") -> None:
+    def __init__(
+        self,
+        settings: BusSettings,
+        handle: Handler,
+        *,
+        durable: str = "workers",
+        handle_webhook: WebhookHandler | None = None,
+    ) -> None:
         self.settings = settings
         self.handle = handle
+        self.handle_webhook = handle_webhook
         self.durable = durable
         self.stored = 0
+        self.webhooks = 0
+        """Webhook deliveries handled (and acked) so far."""
         self._stop = threading.Event()
         self._loop = _Loop("personify-bus-consumer")
         try:
@@ -226,7 +269,7 @@ class Consumer:
             raise
         self._task = self._loop.submit(self._run())
 
-    async def _subscribe(self) -> tuple[Any, Any]:
+    async def _subscribe(self) -> tuple[Any, Any, Any]:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         def config(name: str) -> Any:
@@ -245,7 +288,14 @@ class Consumer:
             durable=f"{self.durable}_quarantine",
             config=config(f"{self.durable}_quarantine"),
         )
-        return events, held
+        hooks = None
+        if self.handle_webhook is not None:
+            hooks = await self._js.pull_subscribe(
+                self.settings.webhook_subject,
+                durable=f"{self.durable}_webhooks",
+                config=config(f"{self.durable}_webhooks"),
+            )
+        return events, held, hooks
 
     async def _fetch(self, sub: Any, timeout: float) -> list[Any]:
         import nats.errors
@@ -255,11 +305,32 @@ class Consumer:
         except (nats.errors.TimeoutError, TimeoutError):  # nothing waiting (either spelling:
             return []  # under load the client's own wait_for may fire first)
 
+    async def _webhooks(self, hooks: Any) -> int:
+        """Each delivery fetched stored and acked on its own (one failing leaves only itself
+        unacked: redelivered after ``ack_wait``)."""
+        assert self.handle_webhook is not None
+        done = 0
+        for m in await self._fetch(hooks, 0.05):
+            try:
+                await asyncio.to_thread(self.handle_webhook, decode(m.data))
+            except Exception as e:  # unacked: redelivered after ack_wait
+                log.warning(
+                    "a webhook delivery was not stored (%s); it will be redelivered", type(e)
+                )
+                continue
+            await m.ack()
+            self.webhooks += 1
+            done += 1
+        return done
+
     async def _run(self) -> None:
-        events, held = self._subs
+        events, held, hooks = self._subs
         while not self._stop.is_set():
             try:
-                msgs = await self._fetch(events, 1.0)
+                hooked = await self._webhooks(hooks) if hooks is not None else 0
+                # with webhooks: a short wait on events, so a delivery waits at most ~0.3 s
+                wait = 1.0 if hooks is None else 0.05 if hooked else 0.25
+                msgs = await self._fetch(events, wait)
                 quarantined = await self._fetch(held, 0.05)
                 if not msgs and not quarantined:
                     continue
@@ -274,7 +345,7 @@ class Consumer:
 
     async def pending(self) -> int:
         """Messages not yet acked by any worker (queue depth)."""
-        events, _ = self._subs
+        events, _, _ = self._subs
         info = await events.consumer_info()
         return int(info.num_pending) + int(info.num_ack_pending)
 

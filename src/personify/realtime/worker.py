@@ -1,18 +1,21 @@
 """Both ends of the bus inside ``personify serve``: the tracking routes' writer of an ingest
-process (:class:`BusWriter`, in place of the group-commit writer) and a worker's loop
-(:func:`start_worker`)."""
+process (:class:`BusWriter`, in place of the group-commit writer; the webhook route publishes
+through its publisher too) and a worker's loop (:func:`start_worker`: events, and webhook
+deliveries with :func:`webhook_handler`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from personify.errors import ConfigError
 from personify.ingest.tracking.store import DUPLICATE, NEW, store
 from personify.ingest.tracking.writer import StoreUnavailable, WriterStats
 from personify.realtime.bus import BusSettings, Consumer, Publisher
 from personify.realtime.continuous import Applier
+from personify.session import Session
 from personify.warehouse import Warehouse
 
 
@@ -51,10 +54,14 @@ class BusWriter:
 
 
 def start_worker(
-    warehouse: Warehouse, settings: BusSettings, applier: Applier | None = None
+    warehouse: Warehouse,
+    settings: BusSettings,
+    applier: Applier | None = None,
+    session: Session | None = None,
 ) -> Consumer:
     """Consume the stream into ``warehouse`` until the consumer is closed; what was new goes to
-    ``applier`` (continuous mode)."""
+    ``applier`` (continuous mode). With ``session`` (the project's), webhook deliveries the
+    ingest processes published are stored too (:func:`webhook_handler`)."""
 
     def handle(rows: list[tuple[Any, ...]], held: list[tuple[Any, ...]]) -> None:
         for attempt in range(3):
@@ -68,4 +75,45 @@ def start_worker(
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
-    return Consumer(settings, handle)
+    hooks = None if session is None else webhook_handler(session, applier)
+    return Consumer(settings, handle, handle_webhook=hooks)
+
+
+def webhook_handler(
+    session: Session, applier: Applier | None = None
+) -> Callable[[tuple[Any, ...]], None]:
+    """Stores one published delivery ``(source, delivery_id, signed_at, body)`` as the route
+    would have (its signature was verified by the ingest process that published it): once per
+    source and delivery id — a redelivery after a worker died finds its receipt — then its
+    record goes to ``applier`` (or, without continuous mode, the receiver's real-time path).
+    Raises (the delivery stays unacked, redelivered later) when it cannot be stored, or names a
+    source this project does not have."""
+    from personify.config import WebhookSource
+    from personify.sources.webhooks import Verified, WebhookReceiver
+
+    receiver = WebhookReceiver(session)
+
+    def handle(message: tuple[Any, ...]) -> None:
+        name, delivery_id, signed_at, body = message
+        source = next(
+            (
+                s
+                for s in session.project.config.sources
+                if isinstance(s, WebhookSource) and s.name == name
+            ),
+            None,
+        )
+        if source is None:
+            raise ConfigError(
+                f"a webhook delivery on the bus names no webhook source of this project ({name!r})",
+                key="sources",
+                hint="ingest and worker processes must run the same personify.yml",
+            )
+        verified = Verified(str(delivery_id), signed_at)
+        receipt = receiver.receive(source, verified, bytes(body), refresh=False)
+        if receipt.outcome != "accepted" or receipt.key is None:
+            return
+        if applier is None or not applier.submit_delivery(source.name, source.table, receipt.key):
+            receiver.refresh(source, receipt)
+
+    return handle

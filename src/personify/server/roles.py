@@ -3,9 +3,10 @@
 * ``all`` (default) — everything in one process. Without ``bus:`` tracked events go through the
   group-commit writer into the warehouse (the embedded default); with ``bus: nats://…`` they go
   through the bus and a worker inside the same process stores them.
-* ``ingest`` — the HTTP API; tracked events are published to the bus (needs ``bus:``).
-* ``worker`` — no HTTP: stores the bus's events in the warehouse (needs ``bus:`` and a warehouse
-  several processes can share, PostgreSQL).
+* ``ingest`` — the HTTP API; tracked events and verified webhook deliveries are published to
+  the bus (needs ``bus:``).
+* ``worker`` — no HTTP: stores the bus's events and webhook deliveries in the warehouse (needs
+  ``bus:`` and a warehouse several processes can share, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -248,7 +249,8 @@ def _recompute_every(state: ServerState, seconds: float) -> Iterator[None]:
 
 
 def attach_bus(stack: contextlib.ExitStack, state: ServerState, role: str) -> None:
-    """With ``bus:``: the tracking routes publish to it; ``all`` also consumes it here."""
+    """With ``bus:``: the tracking and webhook routes publish to it; ``all`` also consumes it
+    here."""
     project = state.session.project
     if not project.config.bus:
         return
@@ -260,7 +262,9 @@ def attach_bus(stack: contextlib.ExitStack, state: ServerState, role: str) -> No
     stack.callback(writer.close)
     state.extras[BUS_WRITER] = writer
     if role == "all":
-        consumer = start_worker(state.session.warehouse, settings, state.extras.get(APPLIER))
+        consumer = start_worker(
+            state.session.warehouse, settings, state.extras.get(APPLIER), state.session
+        )
         stack.callback(consumer.close)
     pending = _every(2.0, writer.publisher.depth)
     state.registry._add(
@@ -306,7 +310,7 @@ def run_worker(stack: contextlib.ExitStack, directory: str | Path) -> None:
 
     applier = Applier(session)
     stack.callback(applier.close)
-    consumer = start_worker(session.warehouse, settings, applier)
+    consumer = start_worker(session.warehouse, settings, applier, session)
     stack.callback(consumer.close)
     log.info("worker consuming stream %s into the %s warehouse", settings.stream, "shared")
     threading.Event().wait()  # until a signal raises Stopped

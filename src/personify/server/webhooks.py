@@ -11,10 +11,18 @@ conflict with another writer — :meth:`~personify.sources.webhooks.WebhookRecei
 store that loses such a race is retried too; if it still fails: 503 with
 ``Retry-After`` (the sender retries; nothing half-stored). Delivery bodies and ids are never
 logged.
+
+With ``bus: nats://…`` (``serve --role ingest``, or ``all`` with a bus) the verified delivery is
+published to JetStream instead (message id: the source and the delivery id, so a retry to any
+ingest process is a ``duplicate``), and the answer waits for JetStream's acknowledgement — the
+delivery is then durable on the bus; a worker stores it exactly once and applies it
+(:func:`personify.realtime.worker.webhook_handler`). The answer carries no row counts then
+(the worker maps and validates the record).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -30,7 +38,13 @@ from personify.server.metrics import Counter
 from personify.server.openapi import ERROR, Content, Operation, operation
 from personify.server.responses import ApiError, JSONResponse, read_body
 from personify.server.state import ServerState, state_of
-from personify.sources.webhooks import SignatureError, WebhookReceiver, payload_summary, verify
+from personify.sources.webhooks import (
+    SignatureError,
+    Verified,
+    WebhookReceiver,
+    payload_summary,
+    verify,
+)
 
 log = logging.getLogger("personify.server.webhooks")
 KEY = "webhooks.receiver"
@@ -40,8 +54,9 @@ class WebhookAnswer(msgspec.Struct, frozen=True):
     """What happened to the delivery."""
 
     status: str
-    """``accepted`` (stored), ``duplicate`` (stored before: no second effect) or
-    ``quarantined`` (stored in the quarantine with the reason)."""
+    """``accepted`` (stored; with a bus: durable on the bus, stored by a worker), ``duplicate``
+    (stored before: no second effect) or ``quarantined`` (stored in the quarantine with the
+    reason)."""
     id: str
     """The delivery's id."""
     rows: int | None = None
@@ -102,6 +117,9 @@ async def receive(request: Request) -> Response:
     except SignatureError as e:
         hooks.deliveries.inc(source=source.name, outcome="refused")
         raise ApiError(401, e.message, code="invalid_signature") from None
+    writer = state.extras.get("realtime.bus_writer")  # bus: configured (see server.roles)
+    if writer is not None:
+        return await _publish(writer, hooks, source, verified, body)
     try:
         receipt = await run_in_threadpool(
             hooks.receiver.receive, source, verified, body, refresh=False
@@ -115,17 +133,35 @@ async def receive(request: Request) -> Response:
     hooks.deliveries.inc(source=source.name, outcome=receipt.outcome)
     # stored: answer now, then bring the profile up to date (the sender need not wait for it)
     applier = state.extras.get("realtime.applier")  # continuous mode: profile, audiences, journeys
-    if applier is not None and receipt.outcome == "accepted" and receipt.key is not None:
-        submit = {
-            "orders": applier.submit_orders,
-            "events": applier.submit,
-            "customers": lambda keys: applier.submit_records(source.name, keys),
-        }.get(source.table)
-        if submit is not None:
-            submit([receipt.key])
-            return JSONResponse(payload_summary(receipt))
+    if (
+        applier is not None
+        and receipt.outcome == "accepted"
+        and receipt.key is not None
+        and applier.submit_delivery(source.name, source.table, receipt.key)
+    ):
+        return JSONResponse(payload_summary(receipt))
     later = BackgroundTask(run_in_threadpool, hooks.receiver.refresh, source, receipt)
     return JSONResponse(payload_summary(receipt), background=later)
+
+
+async def _publish(
+    writer: Any, hooks: _Webhooks, source: WebhookSource, verified: Verified, body: bytes
+) -> Response:
+    """The delivery to the bus; 200 once JetStream has it (``duplicate`` if it had already)."""
+    try:
+        future = writer.publisher.publish_webhook(
+            source.name, verified.delivery_id, verified.signed_at, body
+        )
+        seen = await asyncio.wrap_future(future)
+    except Exception as e:  # bus unreachable, timeout: nothing acknowledged
+        hooks.deliveries.inc(source=source.name, outcome="failed")
+        log.error("webhook %s: publishing a delivery failed (%s)", source.name, type(e).__name__)
+        raise ApiError(
+            503, "the delivery could not be queued; retry", headers={"Retry-After": "5"}
+        ) from None
+    outcome = "duplicate" if seen else "accepted"
+    hooks.deliveries.inc(source=source.name, outcome=outcome)
+    return JSONResponse({"status": outcome, "id": verified.delivery_id})
 
 
 def routes() -> list[BaseRoute]:

@@ -32,7 +32,8 @@ pass starts is applied in that one pass. Storing a delivery retries such a confl
 
 With ``serve --role ingest`` and ``bus: nats://…`` a verified delivery is not stored here: it is
 published to the bus (:mod:`personify.realtime.bus`, message id = the source and delivery id) and
-a worker receives it exactly as above (:func:`receive_published`).
+a worker receives it exactly as above
+(:func:`personify.realtime.worker.webhook_handler`).
 """
 
 from __future__ import annotations
