@@ -27,9 +27,10 @@ def serve_command(
         typer.Option(
             "--role",
             help="all (default): everything in this process; with `bus: nats://…` in "
-            "personify.yml, ingest: the HTTP API publishing tracked events to the bus (no "
-            "continuous mode: the workers do it), worker: store the bus's events in the "
-            "warehouse and apply them (no HTTP). Run N of each on one PostgreSQL warehouse.",
+            "personify.yml, ingest: the HTTP API publishing tracked events and verified "
+            "webhook deliveries to the bus (no continuous mode: the workers do it), worker: "
+            "store the bus's events and deliveries in the warehouse and apply them (no HTTP). "
+            "Run N of each on one PostgreSQL warehouse.",
         ),
     ] = "all",
     project: ProjectOpt = Path("."),
