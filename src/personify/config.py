@@ -573,12 +573,17 @@ class SmtpDelivery(_DeliveryBase, frozen=True, kw_only=True, tag="smtp", tag_fie
 
 
 class EspDelivery(_DeliveryBase, frozen=True, kw_only=True, tag="esp", tag_field="kind"):
-    """Post each email to an ESP's HTTP API (SendGrid v3 ``/v3/mail/send`` JSON)."""
+    """Post each email to an ESP's HTTP API (SendGrid v3 ``/v3/mail/send`` JSON, or Postmark's
+    ``/email`` JSON with ``api: postmark``)."""
 
     api_key: Secret
-    """The API key, sent as ``Authorization: Bearer …``. Use ``${VAR}``."""
+    """The API key, sent as ``Authorization: Bearer …`` (Postmark: ``X-Postmark-Server-Token``).
+    Use ``${VAR}``."""
     url: str = "https://api.sendgrid.com/v3/mail/send"
-    """The send endpoint."""
+    """The send endpoint (Postmark: ``https://api.postmarkapp.com/email``)."""
+    api: Literal["sendgrid", "postmark"] = "sendgrid"
+    """The body's shape: SendGrid's (the message named in ``custom_args``) or Postmark's (in
+    ``Metadata``), so the ESP's webhooks name the message either way."""
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Connect and read timeout of one request."""
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 4

@@ -1,4 +1,5 @@
-"""The ESP transport: each message posted to an HTTP API as SendGrid v3 ``/v3/mail/send`` JSON.
+"""The ESP transport: each message posted to an HTTP API as SendGrid v3 ``/v3/mail/send`` JSON
+(or, with ``api: postmark``, as Postmark's ``/email`` JSON: :func:`postmark_payload`).
 
 The body: ``personalizations`` (the recipient, and ``custom_args`` carrying the idempotency key
 and customer id — SendGrid echoes custom args in its event webhooks, which is how a bounce finds
@@ -75,8 +76,8 @@ def _mailbox(msg: EmailMessage, header: str) -> dict[str, str] | None:
     return box
 
 
-def payload(envelope: Envelope) -> dict[str, Any]:
-    """The SendGrid v3 mail/send body of ``envelope``."""
+def _addresses(envelope: Envelope) -> tuple[dict[str, str], dict[str, str]]:
+    """The recipient and the sender of ``envelope`` (``email``, ``name``)."""
     msg = envelope.message
     to = _mailbox(msg, "To")
     sender = _mailbox(msg, "From")
@@ -84,14 +85,32 @@ def payload(envelope: Envelope) -> dict[str, Any]:
         raise DeliveryRejected("the message has no To or no From address", key=envelope.key)
     if envelope.recipient:
         to["email"] = envelope.recipient
-    custom_args = {"personify_key": envelope.key, "customer_id": envelope.customer_id}
-    content = []
+    return to, sender
+
+
+def _bodies(envelope: Envelope) -> dict[str, str]:
+    """The message's text and HTML bodies by subtype (``plain``, ``html``), LF line ends."""
+    out = {}
     for subtype in ("plain", "html"):
-        part = msg.get_body((subtype,))
+        part = envelope.message.get_body((subtype,))
         if part is not None:
             text = part.get_content()
             assert isinstance(text, str)
-            content.append({"type": f"text/{subtype}", "value": text.replace("\r\n", "\n")})
+            out[subtype] = text.replace("\r\n", "\n")
+    return out
+
+
+def _tags(envelope: Envelope) -> dict[str, str]:
+    """What the ESP echoes in its webhooks (``custom_args``, ``Metadata``): which message."""
+    return {"personify_key": envelope.key, "customer_id": envelope.customer_id}
+
+
+def payload(envelope: Envelope) -> dict[str, Any]:
+    """The SendGrid v3 mail/send body of ``envelope``."""
+    msg = envelope.message
+    to, sender = _addresses(envelope)
+    custom_args = _tags(envelope)
+    content = [{"type": f"text/{k}", "value": v} for k, v in _bodies(envelope).items()]
     body: dict[str, Any] = {
         "personalizations": [{"to": [to], "custom_args": custom_args}],
         "from": sender,
@@ -104,6 +123,37 @@ def payload(envelope: Envelope) -> dict[str, Any]:
     reply_to = _mailbox(msg, "Reply-To")
     if reply_to is not None:
         body["reply_to"] = reply_to
+    return body
+
+
+def _address(box: dict[str, str]) -> str:
+    return email.utils.formataddr((box.get("name", ""), box["email"]))
+
+
+def postmark_payload(envelope: Envelope) -> dict[str, Any]:
+    """The Postmark ``/email`` body of ``envelope``: ``Metadata`` carries the idempotency key
+    and customer id (Postmark echoes it in its delivery, bounce, open and click webhooks, which
+    is how :mod:`personify.engagement.esp` ties them to the message); ``Tag`` is the template."""
+    msg = envelope.message
+    to, sender = _addresses(envelope)
+    bodies = _bodies(envelope)
+    body: dict[str, Any] = {
+        "From": _address(sender),
+        "To": _address(to),
+        "Subject": str(msg["Subject"] or envelope.subject),
+        "Headers": [
+            {"Name": h, "Value": str(msg[h])} for h in PASSED_HEADERS if msg[h] is not None
+        ],
+        "Tag": envelope.template[:1000],
+        "Metadata": _tags(envelope),
+    }
+    if "plain" in bodies:
+        body["TextBody"] = bodies["plain"]
+    if "html" in bodies:
+        body["HtmlBody"] = bodies["html"]
+    reply_to = _mailbox(msg, "Reply-To")
+    if reply_to is not None:
+        body["ReplyTo"] = _address(reply_to)
     return body
 
 
@@ -154,7 +204,14 @@ class EspTransport:
             transport=transport,
             trust_env=False,
             headers={
-                "authorization": f"Bearer {settings.api_key.reveal()}",
+                **(
+                    {
+                        "x-postmark-server-token": settings.api_key.reveal(),
+                        "accept": "application/json",
+                    }
+                    if settings.api == "postmark"
+                    else {"authorization": f"Bearer {settings.api_key.reveal()}"}
+                ),
                 "user-agent": "personify",
             },
         )
@@ -181,7 +238,8 @@ class EspTransport:
         before = self.ledger.get(envelope.key)
         if before is not None:
             return Delivered(envelope.key, False, before)
-        body = msgspec.json.encode(payload(envelope))
+        build = postmark_payload if self.settings.api == "postmark" else payload
+        body = msgspec.json.encode(build(envelope))
         if self.bucket is not None:
             self.bucket.acquire(self._sleep)
         location = self._post(envelope.key, body)
@@ -303,6 +361,8 @@ def _errors(response: httpx.Response) -> str:
         doc = response.json()
     except ValueError:
         return _masked(response.text)
+    if isinstance(doc, dict) and isinstance(doc.get("Message"), str):  # Postmark's
+        return _masked(f"{doc['Message']} (ErrorCode {doc.get('ErrorCode')})")
     if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
         parts = []
         for err in doc["errors"][:5]:

@@ -28,6 +28,7 @@ from personify.delivery import (
 )
 from personify.delivery.esp import retry_after
 from personify.delivery.ledger import SentLedger
+from personify.engagement.esp import parse_touches
 
 API_KEY = "SG.test-key"
 
@@ -231,3 +232,41 @@ def test_a_batch_fails_fast_once_the_esp_is_down() -> None:
             outcomes = send_many(esp, [envelope(f"k{i}") for i in range(10)])
     assert all(isinstance(o, DeliveryUnavailable) for o in outcomes)
     assert len(api.requests) <= 2 * 2  # concurrency x attempts, not 10 x 2
+
+
+def test_posts_a_postmark_body_whose_webhooks_name_the_message() -> None:
+    """``api: postmark``: Postmark's /email JSON with the key in ``Metadata``, which Postmark
+    echoes in its webhooks — an open reported that way is tied back to the message."""
+    waits: list[float] = []
+    with (
+        api_server() as api,
+        EspTransport(settings(api.url, api="postmark"), sleep=waits.append) as esp,
+    ):
+        api.replies.append((200, {}, b'{"ErrorCode":0,"Message":"OK","MessageID":"pm-7"}'))
+        done = esp.send(envelope("cart:c1:9"))
+        api.replies.append((422, {}, b'{"ErrorCode":300,"Message":"Invalid To for zoe@x.org"}'))
+        with pytest.raises(DeliveryRejected) as refused:
+            esp.send(envelope("cart:c2:9"))
+    assert done == Delivered("cart:c1:9", True, "esp:pm-7")
+    assert "Invalid To for <address> (ErrorCode 300)" in refused.value.message
+    [(headers, body), _] = api.requests
+    assert headers["x-postmark-server-token"] == API_KEY and "authorization" not in headers
+    assert body["Metadata"] == {"personify_key": "cart:c1:9", "customer_id": "c1"}
+    assert body["To"] == "=?utf-8?b?Wm/DqyDDnG5hbA==?= <zoe@xn--exmple-cua.org>"
+    assert body["From"] == "My Shop <shop@example.com>"
+    assert body["Subject"] == "Zoë, your cart is waiting ☕"
+    assert body["TextBody"] == "Your cart: Trail Boot — 89,00 €\n"
+    assert "<b>Trail Boot</b> — 89,00 €" in body["HtmlBody"]
+    assert {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"} in body[
+        "Headers"
+    ]
+    assert body["Tag"] == "abandoned_cart"
+    webhook = {
+        "RecordType": "Open",
+        "MessageID": "pm-7",
+        "Metadata": body["Metadata"],  # what Postmark sends back
+        "ReceivedAt": "2026-11-29T04:00:00Z",
+        "UserAgent": "Mozilla/5.0 (Macintosh)",
+    }
+    [touch] = parse_touches("postmark", json.dumps(webhook).encode())
+    assert (touch.what, touch.key, touch.customer_id) == ("open", "cart:c1:9", "c1")
