@@ -91,6 +91,7 @@ _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Wire)
 _full = msgspec.json.Decoder(Message)
 _objects = msgspec.json.Decoder(dict[str, Any])
+_BRACE: Final = ord("{")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,8 @@ class Inputs:
 
 def micros(value: datetime) -> int:
     """Microseconds since 1970 (UTC)."""
-    return (value - EPOCH) // _US
+    since = value - EPOCH  # the fields, not ``// _US``: a third cheaper, the same integer
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def parse_time(text: str) -> datetime:
@@ -198,17 +200,20 @@ def decode(raw: bytes, index: int) -> tuple[Wire, Parts] | Problem:
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
         return Problem(index, "", MALFORMED_JSON, f"not decodable JSON ({type(e).__name__})")
     parts = (_part(message.properties), _part(message.traits), _part(message.context))
-    for name, part in zip(("properties", "traits", "context"), parts, strict=True):
-        if part is not None and part[:1] != b"{":
-            text = f"Expected `object | null`, got `{_kind_of(part)}`"
-            return Problem(index, "/" + name, INVALID_TYPE, text, _text(message.message_id))
+    if any(part is not None and part[0] != _BRACE for part in parts):  # rare: find which
+        for name, part in zip(("properties", "traits", "context"), parts, strict=True):
+            if part is not None and part[:1] != b"{":
+                text = f"Expected `object | null`, got `{_kind_of(part)}`"
+                return Problem(index, "/" + name, INVALID_TYPE, text, _text(message.message_id))
     return message, parts
 
 
 def _part(raw: msgspec.Raw) -> bytes | None:
     """A free-form part's JSON bytes; ``None`` when absent or null."""
+    if not raw:  # absent: no copy
+        return None
     data = bytes(raw)
-    return None if not data or data == b"null" else data
+    return None if data == b"null" else data
 
 
 def _kind_of(raw: bytes) -> str:
