@@ -16,8 +16,12 @@ Streams and when they are observed:
 * ``event:<name>`` — per tracking source and event (``track`` events by name; ``identify`` …
   by type), the keys and JSON types of ``properties`` of the events received since the last
   observation — compared per event, as a tracking plan declares them;
-* ``resource:<name>`` — the keys and value types of a REST resource's records, as
-  ``personify reconcile`` reads the whole source.
+* ``resource:<name>`` — the keys and value types of a REST resource's records (the first
+  :data:`PAGE_SAMPLE` of each page): at every sync, over the records it pulled
+  (:func:`observe_resource`), and when ``personify reconcile`` reads the whole source.
+
+``personify status`` lists the changes of the last :data:`WINDOW`; ``/metrics`` counts them
+(:func:`change_counts`, ``personify_schema_changes{source, stream, change}``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ SAMPLE: Final = 1000
 MIN_EVENTS: Final = 100
 """Events of one name an observation needs before a property missing from all of them is
 reported removed (optional properties come and go in small windows)."""
+PAGE_SAMPLE: Final = 200
+"""Records per page of a REST resource whose keys are observed."""
+MIN_RECORDS: Final = 100
+"""Records a sync must have observed before a field missing from all of them is reported
+removed (an incremental sync may pull only a few changed records)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,39 @@ def recent_changes(wh: Warehouse, now: datetime | None = None) -> list[SchemaCha
     ]
 
 
+def change_counts(wh: Warehouse, now: datetime | None = None) -> dict[tuple[str, ...], float]:
+    """``(source, stream, change) → how many`` of the last :data:`WINDOW` (for ``/metrics``)."""
+    counts: dict[tuple[str, ...], float] = {}
+    for c in recent_changes(wh, now):
+        key = (c.source, c.stream, c.change)
+        counts[key] = counts.get(key, 0.0) + 1.0
+    return counts
+
+
 # ------------------------------------------------------------------------------- collectors
+def observe_resource(
+    wh: Warehouse,
+    source: str,
+    resource: str,
+    seen: Mapping[str, set[str]],
+    records: int,
+    now: datetime | None = None,
+) -> list[SchemaChange]:
+    """What a sync saw of a REST resource: ``seen`` (:func:`add_record_fields` over the first
+    :data:`PAGE_SAMPLE` records of each page), from ``records`` records. Fewer than
+    :data:`MIN_RECORDS` report nothing removed."""
+    if not seen:
+        return []
+    return observe(
+        wh,
+        source,
+        f"resource:{resource}",
+        typed_fields(seen),
+        now,
+        complete=records >= MIN_RECORDS,
+    )
+
+
 ARROW_KINDS: Final = (
     (pat.is_boolean, "boolean"),
     (lambda t: pat.is_integer(t) or pat.is_floating(t) or pat.is_decimal(t), "number"),

@@ -26,7 +26,7 @@ from personify import clock
 from personify.config import FileSource, RestResource, RestSource
 from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
-from personify.quality.drift import add_record_fields
+from personify.quality.drift import PAGE_SAMPLE, add_record_fields
 from personify.session import Session
 from personify.sources.files import already_imported, expand, file_digest, reshape
 from personify.sources.formats import detect_format, read_batches
@@ -50,8 +50,8 @@ from personify.warehouse.schema import table as schema_table
 _encode = msgspec.json.Encoder().encode
 
 
-FIELD_SAMPLE = 200
-"""Records per page whose keys are observed for schema drift."""
+FIELD_SAMPLE = PAGE_SAMPLE
+"""Records per page whose keys are observed for schema drift (as a sync observes them)."""
 
 
 @dataclass

@@ -114,16 +114,34 @@ def _collect(state: ServerState) -> None:
         state.table_rows.replace(counts.get(state))
         state.schema_version.set(current_version(wh))
         state.build_info.replace({(personify.__version__, platform.python_version(), wh.scheme): 1})
+        _collect_drift(state)
         state.up.set(1)
     except Exception:
         state.up.set(0)
+
+
+def _collect_drift(state: ServerState) -> None:
+    """Schema drift of the last 24 h (as ``personify status`` lists it), per source, stream
+    and change."""
+    from personify.quality.drift import change_counts
+
+    gauge = state.extras.get("quality.schema_changes")
+    if gauge is None:
+        gauge = state.extras["quality.schema_changes"] = state.registry.gauge(
+            "personify_schema_changes",
+            "Schema drift of the last 24 hours: fields a source's records gained (added), lost "
+            "(removed) or retyped (type_changed), per source and stream.",
+            ("source", "stream", "change"),
+        )
+    gauge.replace(change_counts(state.session.warehouse))
 
 
 @operation(
     Operation(
         summary="Prometheus metrics",
         description="Text exposition format 0.0.4: `personify_up`, `personify_build_info`, "
-        "`personify_table_rows`, uptime, forwarded commands, HTTP requests and latency.",
+        "`personify_table_rows`, `personify_schema_changes`, uptime, forwarded commands, HTTP "
+        "requests and latency.",
         tags=("operations",),
         responses={
             200: Content("The metrics.", {"type": "string"}, media_type="text/plain"),

@@ -7,7 +7,9 @@ its records and work out the next page's request. Once ``batch_rows`` records ar
 at the last page), in ONE warehouse transaction: load their rows
 (:mod:`~personify.sources.rest.mapping`), quarantine the invalid ones and save the state saying
 which page comes next. A crash loses nothing and doubles nothing: the rerun continues at the
-first page not stored (pages fetched but not yet stored are fetched again).
+first page not stored (pages fetched but not yet stored are fetched again). At the end, the keys
+and value types of the records pulled are observed for schema drift
+(:func:`personify.quality.drift.observe_resource`).
 
 Counts: ``pages``, ``requests``, ``retries``, ``rate_limited``, ``rows_read``, ``rows_loaded``,
 ``rows_quarantined``, ``rows_duplicate`` (``rows_read = rows_loaded + rows_duplicate +
@@ -160,6 +162,10 @@ def _sync_resource(
         source.name, resource.name, resource.table, resource.mapping, resource.nested
     )
     now = clock.now()
+    from personify.quality.drift import PAGE_SAMPLE, add_record_fields, observe_resource
+
+    seen: dict[str, set[str]] = {}  # record keys and their types, for schema drift
+    sampled = 0
     with contextlib.ExitStack() as stack:
         for target in targets:
             target.open(now)
@@ -182,6 +188,8 @@ def _sync_resource(
                     hint="set the resource's endpoint.data_selector to where the records are",
                 )
             pages += 1
+            add_record_fields(seen, records[:PAGE_SAMPLE])
+            sampled += min(len(records), PAGE_SAMPLE)
             nxt = next_request(paginator, request, response, body, records)
             if resource.max_pages is not None and pages >= resource.max_pages:
                 nxt = None
@@ -206,6 +214,7 @@ def _sync_resource(
                 if after_page is not None:
                     after_page(resource.name, pages)
             request = nxt
+    observe_resource(wh, source.name, resource.name, seen, sampled, now)
 
 
 def _largest(records: list[Any], inc: Incremental) -> Any:
