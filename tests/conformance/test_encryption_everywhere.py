@@ -219,7 +219,9 @@ def test_merges_lookups_and_reads_still_work(world: tuple[Warehouse, Project]) -
     shown = {(i["kind"], i["value"]) for i in profile["identities"]}
     assert {("email", ANN_NORMAL), ("phone", ANN_E164), ("user_id", "u-ann")} <= shown
     why = explain(wh, f"email:{ANN_EMAIL}", "user_id:u-ann", project.config.identity)
-    assert why.linked
+    assert why.linked and why.a.value == ANN_NORMAL  # the address, not its blind value
+    shown_chain = {link[end]["value"] for link in why.chain for end in ("from", "to")}
+    assert ANN_NORMAL in shown_chain and not any(len(v) == 64 for v in shown_chain)
     assert read_profile(wh, f"phone:{ANN_PHONE}", project)["customer_id"] == ann
 
 

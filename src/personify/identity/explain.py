@@ -10,12 +10,13 @@ reason — so "not the same customer" always comes with its cause.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from personify.config import IdentityConfig
 from personify.errors import NotFound
 from personify.identity.normalize import (
+    blind_of,
     graph_value,
     kind_rank,
     normalize_email,
@@ -190,6 +191,26 @@ def _describe(wh: Warehouse, chain: list[tuple[Any, ...]]) -> list[dict[str, Any
 
 def explain(wh: Warehouse, a: str, b: str, config: IdentityConfig) -> Explanation:
     """Why ``a`` and ``b`` are, or are not, the same customer."""
+    found = _explain(wh, a, b, config)
+    if blind_of(wh) is None:
+        return found
+    # encrypted fields: the graph's emails/phones are blind; show the addresses they stand for
+    from personify.privacy.fields import plain_identifiers
+
+    ids = [c for c in {found.a.customer_id, found.b.customer_id} if c]
+    plain = plain_identifiers(wh, ids)
+
+    def shown(n: Ident) -> Ident:
+        return replace(n, value=plain.get((n.kind, n.value), n.value))
+
+    for link in found.chain:
+        for end in ("from", "to"):
+            pair = (link[end]["kind"], link[end]["value"])
+            link[end] = {**link[end], "value": plain.get(pair, pair[1])}
+    return replace(found, a=shown(found.a), b=shown(found.b))
+
+
+def _explain(wh: Warehouse, a: str, b: str, config: IdentityConfig) -> Explanation:
     na, nb = find_node(wh, a, config), find_node(wh, b, config)
     for n in (na, nb):
         if n.blocked:
