@@ -1,7 +1,8 @@
 """Personalized emails per second: decide + render + MIME on the abandoned-cart template.
 
-Usage: ``.venv/bin/python benchmarks/render_throughput.py [--customers N] [--batch B]``
-(default 5,000 customers in batches of 500, best of 3 rounds).
+Usage: ``.venv/bin/python benchmarks/render_throughput.py [--customers N] [--batch B]
+[--rounds R] [--profile]`` (default 5,000 customers in batches of 500, best of 3 rounds;
+``--profile`` then prints where one more tracked run's time went, by function).
 
 A scaffolded project (``personify init``: the ``abandoned_cart`` template in ``layouts/base``,
 a signing key) on a temporary DuckDB file holding N customers (names partly non-ASCII). Each
@@ -26,9 +27,11 @@ Goal: ≥ 2,500 emails/s per process and ≥ 80 % of the bare loop.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import os
 import platform
+import pstats
 import statistics
 import tempfile
 import time
@@ -149,6 +152,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=5_000, help="emails per round")
     parser.add_argument("--batch", type=int, default=500, help="emails per prepare_batch call")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best kept")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then profile one more tracked run (cProfile; functions by own time)",
+    )
     args = parser.parse_args()
     n = args.customers
 
@@ -181,6 +189,12 @@ def main() -> None:
             ours_s.append((wall, cpu))
             wall, cpu, _ = run_personify(wh, untracked, store, items, args.batch)
             plain_s.append((wall, cpu))
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            run_personify(wh, project, store, items, args.batch)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         wh.close()
 
     print(f"\nabandoned_cart, {n:,} customers, batches of {args.batch}, best of {args.rounds}")

@@ -268,6 +268,7 @@ _Encoded = tuple[bytes, int, int, bool]
 """A piece's quoted-printable: the bytes, the length of its first and of its last line, and
 whether it has more than one line."""
 _pieces_qp: dict[str, _Encoded] = {}
+_values_qp: dict[str, _Encoded] = {}
 _PIECES_MAX = 8192
 
 
@@ -284,37 +285,53 @@ def _qp_joined(pieces: tuple[str, ...], static: AbstractSet[str]) -> bytes:
     the same strings for every email of a version) are encoded once and remembered: each piece
     is encoded on its own and they are joined on one line while it stays within 76 characters,
     else across a soft line break (which decoders remove). Plain values — printable ASCII
-    without ``=``, short, not starting with ``.`` or ending in a blank — are their own
-    encoding."""
+    without ``=``, not starting with ``.`` or ending in a blank — are their own encoding (cut
+    by soft breaks when long: a tracked link); short other values are remembered too (a
+    currency sign, a product name: the same in many emails)."""
     out: list[bytes] = []
     put = out.append
     column = 0  # characters on the current line so far (at most 75: a soft break still fits)
-    cache = _pieces_qp
+    cache, values = _pieces_qp, _values_qp
     for piece in pieces:
-        encoded = cache.get(piece)
+        encoded = cache.get(piece) or values.get(piece)
         if encoded is None:
             size = len(piece)
+            if not size:
+                continue
             if (
-                0 < size <= 75
-                and piece.isascii()
+                piece.isascii()
                 and piece.isprintable()
                 and "=" not in piece
                 and piece[0] != "."
                 and piece[-1] != " "
             ):
-                if column + size > 75:
+                if column + size <= 75:
+                    put(piece.encode("ascii"))
+                    column += size
+                    continue
+                if size <= 75:
                     put(_SOFT)
-                    column = 0
-                put(piece.encode("ascii"))
-                column += size
-                continue
-            if not size:
-                continue
+                    put(piece.encode("ascii"))
+                    column = size
+                    continue
+                if piece[-1] != ".":  # (a last piece of one "." could stand alone on a line)
+                    data = piece.encode("ascii")
+                    cut = 75 - column
+                    put(data[:cut])
+                    while size - cut > 75:
+                        put(_SOFT)
+                        put(data[cut : cut + 75])
+                        cut += 75
+                    put(_SOFT)
+                    put(data[cut:])
+                    column = size - cut
+                    continue
             encoded = _encoded(piece)
-            if piece in static:
-                if len(cache) >= _PIECES_MAX:
-                    cache.clear()
-                cache[piece] = encoded
+            into = cache if piece in static else values if size <= 64 else None
+            if into is not None:
+                if len(into) >= _PIECES_MAX:
+                    into.clear()
+                into[piece] = encoded
         data, first, last, lines = encoded
         if column and column + first > 75:
             put(_SOFT)
