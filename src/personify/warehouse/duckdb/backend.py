@@ -56,11 +56,12 @@ keeps up to 80 % of RAM, so every block a long import writes or reads stays cach
 1 M-customer world's 5.2 GB peak. Capped, it drops clean blocks instead (it can spill the rest):
 measured on that world, peak 3.8 GB at the same CPU time (but 6.3 GB in a later run of the same
 code: the peak varies from run to run, see benchmarks/RESULTS.md, session 3)."""
-SERVE_MEMORY_LIMIT: Final = 256 << 20
+SERVE_MEMORY_LIMIT: Final = 128 << 20
 """Bytes DuckDB may hold in a long-running process (:meth:`DuckDBWarehouse.limit_memory`,
 ``personify serve``): uncapped, each checkpoint of the tracking API's appends left ~115 MB more
 cached (peak RSS of the tracking benchmark's server 548 MB; capped at 200 MB: 433 MB, same CPU).
-Queries that need more spill to disk."""
+With continuous mode on, 256 MiB still peaked at 554 MB and 128 MiB at 440 MB, same CPU per event
+(session 4). Queries that need more spill to disk."""
 
 
 class DuckDBWarehouse(Warehouse):
