@@ -64,7 +64,7 @@ _IN: Final = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per stored event while queued: 64 B, not 104
 class _Item:
     kind: str
     """``event`` (a message id), ``order``, ``record`` (source, record id), ``synced`` (source,
