@@ -16,6 +16,7 @@ unique opens and clicks of the report, not as an attribution touch.
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime
 
 APPLE_PROXY_NETWORKS = (ipaddress.ip_network("17.0.0.0/8"),)
@@ -43,6 +44,8 @@ SCANNER_AGENTS = (
     "headlesschrome",
 )
 """Lower-case fragments of user agents that are link scanners, not people."""
+_SCANNER = re.compile("|".join(re.escape(fragment) for fragment in SCANNER_AGENTS))
+"""Any of :data:`SCANNER_AGENTS` (one search of the agent, not twenty)."""
 
 
 def _apple_proxy(ip: str | None, agent: str) -> bool:
@@ -83,7 +86,7 @@ def scanner_click(
     if method.upper() == "HEAD":
         return "head_request"
     lowered = agent.lower()
-    if not lowered or any(fragment in lowered for fragment in SCANNER_AGENTS):
+    if not lowered or _SCANNER.search(lowered) is not None:
         return "scanner_agent"
     age = _seconds(sent_at, at)
     if age is not None and age < within:

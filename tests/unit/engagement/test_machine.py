@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from personify.engagement.machine import machine_open, scanner_click
+from hypothesis import given
+from hypothesis import strategies as st
+
+from personify.engagement.machine import SCANNER_AGENTS, machine_open, scanner_click
 
 SENT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
@@ -35,3 +38,14 @@ def test_scanner_clicks_are_flagged() -> None:
         "too_soon"
     )
     assert scanner_click(BROWSER, "GET", SENT, later, within=5) is None
+
+
+@given(
+    st.lists(st.sampled_from([*SCANNER_AGENTS, "mozilla/5.0 ", "firefox", "bo", "t", " "]))
+    .map("".join)
+    .map(str.title)
+)
+def test_a_scanner_agent_is_any_listed_fragment(agent: str) -> None:
+    expected = any(fragment in agent.lower() for fragment in SCANNER_AGENTS) or not agent
+    found = scanner_click(agent, "GET", None, SENT, within=5.0)
+    assert (found == "scanner_agent") == expected
