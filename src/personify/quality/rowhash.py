@@ -93,14 +93,11 @@ class PostgresRelation:
     … TO STDOUT`` as CSV, parsed by Arrow); ``auto``: ADBC when installed."""
     stats: PullStats = field(default_factory=PullStats)
 
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
     def _count(self, table: pa.Table, started: float) -> None:
-        with self._lock:  # parallel streams report here
-            self.stats.bytes += table.nbytes
-            self.stats.queries += 1
-            self.stats.rows += table.num_rows
-            self.stats.seconds += time.perf_counter() - started
+        self.stats.bytes += table.nbytes
+        self.stats.queries += 1
+        self.stats.rows += table.num_rows
+        self.stats.seconds += time.perf_counter() - started
 
     def _pull(self, query: str, names: Sequence[str], types: Sequence[pa.DataType]) -> pa.Table:
         """The rows of ``query`` as Arrow: through ADBC (PostgreSQL's binary ``COPY`` decoded
@@ -151,58 +148,24 @@ class PostgresRelation:
         self._count(table, started)
         return table
 
-    def _typed(self, columns: Sequence[Column], relation: str = "") -> str:
+    def _typed(self, columns: Sequence[Column]) -> str:
         """The relation with ``columns`` cast to the stored table's types (so that a
         ``numeric`` total is hashed as the stored ``DOUBLE`` is)."""
         cols = ", ".join(
             f"CAST(r.{quote(c.name)} AS {PG_TYPES.get(c.type, 'text')}) AS {quote(c.name)}"
             for c in columns
         )
-        return f"(SELECT {cols} FROM {relation or self.sql} AS r)"
+        return f"(SELECT {cols} FROM {self.sql} AS r)"
 
-    def key_hashes(
-        self, keys: Sequence[Column], compared: Sequence[Column], streams: int = 1
-    ) -> pa.Table:
+    def key_hashes(self, keys: Sequence[Column], compared: Sequence[Column]) -> pa.Table:
         """``(key…, _hash)`` of every row, hashed in PostgreSQL (:func:`~personify.quality.
-        pghash.row_hash_pg_sql`); ``streams`` > 1: that many connections side by side, each
-        reading its own range of the table's pages (a table, not a ``SELECT``)."""
+        pghash.row_hash_pg_sql`)."""
         cols = ", ".join(f"r.{quote(k.name)}" for k in keys)
         row_hash = row_hash_pg_sql(compared, "r")
         names = [*(k.name for k in keys), HASH_COLUMN]
         types = [*(arrow_type(k) for k in keys), pa.int64()]
         query = f"SELECT {cols}, {row_hash} FROM {self._typed([*keys, *compared])} AS r"
-        if streams <= 1 or self.sql.lstrip().startswith("("):
-            return self._pull(query, names, types)
-        import psycopg
-
-        with psycopg.connect(self.conninfo) as pg:
-            row = pg.execute(
-                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::bigint",
-                [self.sql],
-            ).fetchone()
-        pages = int(row[0]) if row else 0
-        step = pages // streams + 1
-        parts: list[pa.Table | None] = [None] * streams
-        errors: list[BaseException] = []
-
-        def pull(i: int) -> None:
-            last = "" if i == streams - 1 else f" AND ctid < '({(i + 1) * step},0)'"
-            where = f"WHERE ctid >= '({i * step},0)'{last}"
-            sql = f"(SELECT * FROM {self.sql} {where})"
-            part = f"SELECT {cols}, {row_hash} FROM {self._typed([*keys, *compared], sql)} AS r"
-            try:
-                parts[i] = self._pull(part, names, types)
-            except BaseException as e:  # re-raised in the caller's thread
-                errors.append(e)
-
-        threads = [threading.Thread(target=pull, args=(i,)) for i in range(streams)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return pa.concat_tables([p for p in parts if p is not None])
+        return self._pull(query, names, types)
 
     def all_rows(self, columns: Sequence[Column]) -> pa.Table:
         """Every row, whole (``columns``)."""
@@ -257,7 +220,6 @@ def compare_remote(
     columns: Sequence[str],
     *,
     mode: Literal["hash", "rows"] = "hash",
-    streams: int = 1,
 ) -> RemoteComparison:
     """Compare the rows of ``remote`` (``columns`` besides the key, under the stored table's
     names) with what ``source`` stored in ``stored``.
@@ -266,9 +228,8 @@ def compare_remote(
     rows while the warehouse hashes the stored ones, a third of the bytes move, and only the
     differing keys' rows are fetched whole. ``mode="rows"``: the whole rows are pulled as Arrow
     and compared as :func:`~personify.quality.compare.compare` does. Measured side by side in
-    ``benchmarks/reconcile.py``. ``streams``: PostgreSQL connections reading the hashes side by
-    side (a table's page ranges). The hash join needs an engine reading Arrow in place
-    (DuckDB); other warehouses compare whole rows."""
+    ``benchmarks/reconcile.py``. The hash join needs an engine reading Arrow in place (DuckDB);
+    other warehouses compare whole rows."""
     keys = key_columns(stored)
     key_cols = [stored.column(k) for k in keys]
     compared = [stored.column(c) for c in columns if c not in keys]
@@ -286,7 +247,7 @@ def compare_remote(
             whole.source_rows, whole.warehouse_rows, whole.discrepancies, whole.compared,
             pulled=remote.stats,
         )  # fmt: skip
-    theirs = _in_background(lambda: remote.key_hashes(key_cols, compared, streams))
+    theirs = _in_background(lambda: remote.key_hashes(key_cols, compared))
     ours = _stored_hashes(wh, stored, source, keys, compared)  # meanwhile, in the warehouse
     hashes = theirs()
     tag = f"{next(_names)}_{id(hashes):x}"
