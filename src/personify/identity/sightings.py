@@ -153,7 +153,7 @@ def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
             f"g.source, g.first_seen, g.last_seen, '{evidence}', g.origin FROM _in_groups g "
             f"{join} WHERE g.{column} IS NOT NULL"
         )
-    drop(wh, "_in_groups")
+    drop(wh, "_in_groups", "_records_plain")  # (decrypted records, if any: not kept)
 
 
 def _phones(wh: Warehouse, region: str | None) -> None:

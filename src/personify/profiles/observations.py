@@ -17,7 +17,7 @@ from personify.identity._sql import drop, scratch, temp_table
 from personify.identity.normalize import blind_of, blind_sql, email_sql, id_sql, phone_sql
 from personify.identity.rules import BLOCKED, source_kind, source_kind_join
 from personify.identity.sightings import NOTHING, Scope, Where, load_blind_key
-from personify.profiles.records import readable_records
+from personify.profiles.records import PLAIN_RECORDS, readable_records
 
 if TYPE_CHECKING:
     from personify.privacy.fields import FieldCipher
@@ -141,7 +141,9 @@ def _records(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
         f"f.received_at FROM f {source_kind_join('f.source')} JOIN identity_nodes n "
         f"ON n.kind = {source_kind('f.source')} AND n.value = {id_sql('f.record_id')}"
     )
-    return _insert(wh, select, where[1])
+    added = _insert(wh, select, where[1])
+    drop(wh, PLAIN_RECORDS)  # decrypted records, if any: not kept
+    return added
 
 
 def _identify(wh: Warehouse, where: Where, config: IdentityConfig) -> int:

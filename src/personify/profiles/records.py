@@ -76,7 +76,7 @@ def readable_records(
     for column in columns:
         i = rows.schema.get_field_index(column)
         rows = rows.set_column(i, column, open_array(cipher, column, rows[column]))
-    temp_table(wh, scratch(PLAIN_RECORDS, **{c.name: c.type for c in CUSTOMER_RECORDS.columns}))
-    if rows.num_rows:
-        wh.load(scratch(PLAIN_RECORDS, **{c.name: c.type for c in CUSTOMER_RECORDS.columns}), rows)
+    temp_table(
+        wh, scratch(PLAIN_RECORDS, **{c.name: c.type for c in CUSTOMER_RECORDS.columns}), rows
+    )
     return PLAIN_RECORDS, ("TRUE", ())
