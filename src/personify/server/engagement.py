@@ -20,7 +20,8 @@ with no system call — ``os.write`` let go of the interpreter lock at every hit
 server got it back only after the recorder thread's next switch interval) and queued; one
 recorder thread records the hits waiting together, at most every :data:`BATCH_SECONDS`
 (:func:`personify.engagement.record.record_many`: one lookup, one store — a batch's statements
-cost the same for 50 hits as for 1,000), so a slow warehouse never delays a reader. A segment
+cost the same for 50 hits as for 1,000), so a slow warehouse never delays a reader. A segment's
+blocks are reserved before they are written (a full disk refuses the hit: never a crash) and it
 grows as needed; the unused end of a segment left by a crash reads as NUL bytes, which replaying
 skips. Before each batch the recorder starts a new journal segment; once every
 hit of the old segment is recorded, the old segment is deleted — a segment whose hits could not
@@ -162,9 +163,10 @@ def _alive(pid: int) -> bool:
 
 
 class _Mark:
-    """Every hit of ``segment`` is ahead of this in the queue."""
+    """Every hit of ``segment`` is ahead of this in the queue (``None``: the end of a batch
+    whose segment could not be cut, and stays)."""
 
-    def __init__(self, segment: Path) -> None:
+    def __init__(self, segment: Path | None) -> None:
         self.segment = segment
 
 
@@ -195,10 +197,24 @@ class Recorder:
         path = self.folder / f"hits-{self.pid}-{self.tag}-{self.seq:08d}.jsonl"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.ftruncate(fd, SEGMENT_BYTES)
+            # blocks reserved now: a full disk fails here (OSError), not as SIGBUS on a write
+            os.posix_fallocate(fd, 0, SEGMENT_BYTES)
             return path, mmap.mmap(fd, SEGMENT_BYTES)  # shared: the page cache is the file's
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
         finally:
             os.close(fd)  # the mapping keeps the file open
+
+    def _grow(self, end: int) -> None:
+        """Make room for ``end`` bytes in the current segment (blocks reserved first)."""
+        size = max(2 * len(self.map), end)
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        self.map.resize(size)
 
     def add(self, hit: Hit) -> None:
         """Journal ``hit`` (in the operating system's page cache before this returns), then
@@ -206,10 +222,11 @@ class Recorder:
         line = _line(hit)
         with self.lock:
             start = self.end
-            end = self.end = start + len(line)
+            end = start + len(line)
             if end > len(self.map):
-                self.map.resize(max(2 * len(self.map), end))  # the file grows with it
+                self._grow(end)  # a full disk: OSError, the hit is neither answered nor queued
             self.map[start:end] = line
+            self.end = end
             self.hits.put(hit)
 
     @staticmethod
@@ -218,14 +235,18 @@ class Recorder:
         segment.close()
         os.truncate(path, end)
 
-    def _rotate(self) -> Path:
+    def _rotate(self) -> None:
         with self.lock:
             old, old_map, old_end = self.path, self.map, self.end
-            self.path, self.map = self._segment()
+            try:
+                self.path, self.map = self._segment()
+            except OSError as e:  # a full disk: keep journalling into the current segment
+                log.warning("no new tracking journal segment: %s", e.strerror)
+                self.hits.put(_Mark(None))
+                return
             self.end = 0
             self.hits.put(_Mark(old))
         self._close(old, old_map, old_end)
-        return old
 
     def leftovers(self) -> list[Path]:
         """Journal segments of processes that are gone (a crash, a kill), including an earlier
@@ -314,7 +335,7 @@ class Recorder:
                     ok = self._record(pending) and ok
                     pending = []
             ok = self._record(pending) and ok
-            if ok:
+            if ok and item.segment is not None:
                 item.segment.unlink(missing_ok=True)
         with self.lock:
             self._close(self.path, self.map, self.end)

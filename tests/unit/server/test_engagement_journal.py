@@ -4,10 +4,13 @@ crash gets the same pid), never the segments of a recorder running in this proce
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from personify.config import load_project
 from personify.engagement import Hit, TrackingClaim
@@ -69,5 +72,38 @@ def test_a_segment_grows_and_a_crash_left_one_replays_every_hit(project_dir: Pat
         assert second.replay([crashed.path]) == len(hits)
         assert not crashed.path.exists()
         crashed.map.close()
+    finally:
+        session.close()
+
+
+def test_a_full_disk_keeps_the_segment_and_refuses_what_does_not_fit(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks are reserved before they are written (a full disk is an error, never SIGBUS): no
+    new segment → the recorder keeps journalling into the current one; no room left → the hit
+    is refused (not answered), never half-kept."""
+    session = Session(load_project(project_dir))
+    try:
+        state = create_app(session).state.personify
+        recorder = Recorder(state, project_dir / ".personify" / "engagement")
+        hit = Hit(TrackingClaim("open", "m-1", "c-1"), datetime.now(UTC), "Firefox", None)
+        recorder.add(hit)
+
+        def full(fd: int, offset: int, length: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "posix_fallocate", full)
+        path, used = recorder.path, recorder.end
+        recorder._rotate()
+        assert recorder.path == path and recorder.end == used  # kept, nothing lost
+        recorder.add(hit)  # still fits
+        big = Hit(hit.claim, hit.at, "x" * SEGMENT_BYTES, None)
+        with pytest.raises(OSError, match="space"):
+            recorder.add(big)
+        assert recorder.end == 2 * used
+        queued = [recorder.hits.get() for _ in range(3)]
+        assert [type(q).__name__ for q in queued] == ["Hit", "_Mark", "Hit"]
+        assert recorder.hits.empty()
+        recorder.map.close()
     finally:
         session.close()
