@@ -36,7 +36,11 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 _IN = "message_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
 
 
-def events(n: int, users: int) -> pa.Table:
+def events(n: int, users: int, visitors: int = 0) -> pa.Table:
+    """``visitors``: the tracking benchmark's shape instead — Product Viewed events of that many
+    anonymous visitors, a third of them also with a user id (every event a new sighting)."""
+    if visitors:
+        return _visits(n, users, visitors)
     at = [NOW - timedelta(seconds=n - i) for i in range(n)]
     return pa.table(
         {
@@ -62,13 +66,30 @@ def events(n: int, users: int) -> pa.Table:
     )
 
 
+def _visits(n: int, users: int, visitors: int) -> pa.Table:
+    at = pa.array([NOW - timedelta(seconds=n - i) for i in range(n)], pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "message_id": [f"m{i}" for i in range(n)],
+            "type": ["track"] * n,
+            "event": ["Product Viewed"] * n,
+            "user_id": [f"u{(i * 3) % users}" if i % 3 == 0 else None for i in range(n)],
+            "anonymous_id": [f"a{(i * 7) % visitors}" for i in range(n)],
+            "timestamp": at,
+            "received_at": at,
+            "source": ["web"] * n,
+            "properties": [json.dumps({"product_id": f"p-{i % 500}"}) for i in range(n)],
+        }
+    )
+
+
 def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
     root = Path(tempfile.mkdtemp(prefix="personify-cpu-")) / "shop"
     init_project(root)
     session = open_session(root)
     try:
         wh = session.warehouse
-        wh.load(table("events"), events(args.events, args.users))
+        wh.load(table("events"), events(args.events, args.users, args.visitors))
         ids = [f"m{i}" for i in range(args.events)]
         with clock.frozen(NOW):
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -78,7 +99,8 @@ def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
                 react(session, touched)
                 passes += 1
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        assert wh.scalar("SELECT count(*) FROM customers") == args.users
+        customers = wh.scalar("SELECT count(*) FROM customers")
+        assert customers == args.users or (args.visitors and customers), customers
         return cpu / args.events * 1e6, wall, passes
     finally:
         session.close()
@@ -89,11 +111,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=4_000)
     parser.add_argument("--users", type=int, default=400)
     parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument(
+        "--visitors",
+        type=int,
+        default=0,
+        help="the tracking benchmark's shape: Product Viewed events of this many anonymous "
+        "visitors, a third with a user id of --users (try --events 5000 --users 2000 "
+        "--visitors 5000 --sizes 5000)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = {s: run(s, args) for s in sizes}
     print(
-        f"\n{args.events:,} events of {args.users:,} users, DuckDB; load average "
+        f"\n{args.events:,} events of {args.users:,} users"
+        f"{f', {args.visitors:,} visitors' if args.visitors else ''}, DuckDB; load average "
         f"{os.getloadavg()[0]:.1f} (shared 2-core machine)\n"
     )
     print(f"{'events per pass':<18} {'passes':>7} {'CPU µs/event':>13} {'wall s':>8}")
