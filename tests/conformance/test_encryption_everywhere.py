@@ -19,7 +19,7 @@ import pytest
 
 from personify import clock
 from personify.config import Project, parse_config
-from personify.identity import explain, resolve_batch
+from personify.identity import explain, resolve_batch, state
 from personify.messages import read_customer, read_customers
 from personify.privacy.crypto import new_key
 from personify.privacy.erase import erase_subject
@@ -162,9 +162,9 @@ def _run(wh: Warehouse, project: Project) -> dict[str, int]:
         return privacy_stage(session)
 
 
-INPUTS = {"orders.email", "events.traits"}
-"""Inputs not sealed yet: an order's address and an identify call's traits stay as the source
-sent them (the graph, the provenance and the profile built from them do not hold them)."""
+INPUTS = {"events.traits"}
+"""Inputs not sealed yet: an identify call's traits stay as the source sent them (the graph, the
+provenance and the profile built from them do not hold them)."""
 
 
 def _plain_left(wh: Warehouse) -> list[str]:
@@ -240,6 +240,16 @@ def test_a_second_run_and_a_recompute_keep_everything_sealed(
     assert _plain_left(wh) == []
     (ann,) = lookup(wh, "email", ANN_NORMAL)
     assert read_customers(wh, [ann])[ann]["first_name"] == "Annika"
+    # a full re-resolution reads the sealed inputs: records decrypted, orders by the blind value
+    # their sealed address carries — everything lands on the same customer again
+    assert all(str(r[0]).startswith("encd1:") for r in wh.fetch("SELECT email FROM orders"))
+    wh.execute("UPDATE orders SET customer_id = NULL")
+    state.put(wh, "identity.fingerprint", "rules changed")
+    _run(wh, project)
+    assert {str(r[0]) for r in wh.fetch("SELECT customer_id FROM orders")} == {ann}
+    assert lookup(wh, "email", ANN_NORMAL) == [ann]
+    assert read_customers(wh, [ann])[ann]["order_count"] == 2
+    assert _plain_left(wh) == []
 
 
 def test_export_shows_plain_text_and_erasure_leaves_a_working_tombstone(
@@ -254,6 +264,7 @@ def test_export_shows_plain_text_and_erasure_leaves_a_working_tombstone(
         ANN_EMAIL,
         f"  {ANN_NORMAL.upper()} ",
     }
+    assert [r["email"] for r in doc["tables"]["orders"]] == [ANN_EMAIL.upper()]
     values = {(r["field"], r["value"]) for r in doc["tables"]["profile_observations"]}
     assert ("email", ANN_NORMAL) in values and ("phone", ANN_E164) in values
     with clock.frozen(NOW):

@@ -231,3 +231,13 @@ def blind_sql(dialect: str, kind: str, expr: str) -> str:
     if dialect == "duckdb":
         return f"sha256({ok} || unhex(sha256({ik} || encode({expr}))))"
     return f"sha256({ok} || CAST(('\\x' || sha256({ik} || convert_to({expr}, 'UTF8'))) AS BLOB))"
+
+
+def sealed_or_blind_sql(dialect: str, kind: str, raw: str, normalized: str) -> str:
+    """SQL: the graph's blind value of an input identifier — taken as it stands from a sealed
+    value (``encd1:…#BLIND``, :func:`personify.privacy.fields.seal_input_emails`), else computed
+    from the ``normalized`` expression of the plain ``raw``."""
+    return (
+        f"CASE WHEN {raw} LIKE 'encd1:%#%' THEN split_part({raw}, '#', 2) "
+        f"ELSE {blind_sql(dialect, kind, normalized)} END"
+    )

@@ -29,6 +29,7 @@ from personify.identity.normalize import (
     id_sql,
     normalize_phone,
     phone_sql,
+    sealed_or_blind_sql,
 )
 from personify.identity.rules import source_kind, source_kind_join
 from personify.warehouse.base import Warehouse
@@ -199,7 +200,8 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
     blind = blind_of(wh)
     if blind is not None:  # encrypted email/phone columns: the graph holds keyed hashes
         load_blind_key(wh, blind)
-        email = blind_sql(wh.dialect, "email", email) if "email" in blind.kinds else email
+        if "email" in blind.kinds:  # (an order's or ticket's sealed address carries it)
+            email = sealed_or_blind_sql(wh.dialect, "email", "s.raw", email)
         phone = blind_sql(wh.dialect, "phone", phone) if "phone" in blind.kinds else phone
     value = (
         f"CASE WHEN s.kind = 'email' THEN {email} WHEN s.kind = 'phone' THEN {phone} "

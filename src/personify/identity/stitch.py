@@ -12,7 +12,7 @@ from __future__ import annotations
 from personify.config import IdentityConfig
 from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
-from personify.identity.normalize import blind_of, blind_sql, email_sql, id_sql
+from personify.identity.normalize import blind_of, email_sql, id_sql, sealed_or_blind_sql
 from personify.identity.rules import source_kind, source_kind_join
 from personify.identity.sightings import EVENT_PAIRS, Where, load_blind_key
 from personify.warehouse.base import Warehouse
@@ -80,7 +80,10 @@ def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
     if blind is not None and "email" in blind.kinds:  # the graph holds blind emails
         load_blind_key(wh, blind)  # (computed in a derived table: DuckDB cannot bind the key's
         # subqueries inside a join condition)
-        rows = f"(SELECT *, {blind_sql(wh.dialect, 'email', email_sql('email', config.email))} "
+        blinded = sealed_or_blind_sql(
+            wh.dialect, "email", "email", email_sql("email", config.email)
+        )
+        rows = f"(SELECT *, {blinded} "
         rows += f"AS blind_email FROM {table})"
         email = "t.blind_email"
     wh.execute(

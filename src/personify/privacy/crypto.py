@@ -36,6 +36,9 @@ PREFIX = "enc1:"
 FIXED_PREFIX = "encd1:"
 """Deterministic tokens (:meth:`KeyRing.encrypt_fixed`): equal values, equal tokens."""
 NONCE_BYTES = 12
+BLIND_MARK = "#"
+"""In a sealed identifier of an input (``orders.email``): ``encd1:ID:BASE64#BLIND`` — the blind
+value the identity graph holds for it follows, so SQL still links the row without decrypting."""
 
 
 class DecryptionError(PersonifyError):
@@ -117,6 +120,7 @@ class KeyRing:
             return token
         prefix = FIXED_PREFIX if token.startswith(FIXED_PREFIX) else PREFIX
         kid, _, b64 = token[len(prefix) :].partition(":")
+        b64 = b64.partition(BLIND_MARK)[0]  # an identifier's token carries its blind value
         aead = self._by_id.get(kid)
         if aead is None:
             raise DecryptionError(

@@ -112,6 +112,9 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
         for row in tables.get("customer_records", []):
             for column in cipher.columns:
                 row[column] = open_value(wh, column, row.get(column))
+        for name in ("orders", "tickets"):
+            for row in tables.get(name, []):
+                row["email"] = open_value(wh, "email", row.get("email"))
         for row in tables.get("profile_observations", []):
             row["value"] = open_value(wh, str(row["field"]), row["value"])
         for name in ("identities", "identity_nodes"):

@@ -67,6 +67,7 @@ from personify.errors import ConfigError
 from personify.identity._sql import drop, scratch, temp_table
 from personify.identity.normalize import Blind, normalize, set_blind
 from personify.privacy.crypto import (
+    BLIND_MARK,
     FIXED_PREFIX,
     PREFIX,
     DecryptionError,
@@ -446,6 +447,45 @@ def seal_column(
     )
     drop(wh, _MAP)
     return max(changed, 0)
+
+
+SEALED_INPUT_EMAILS: tuple[str, ...] = ("orders", "tickets")
+"""Inputs whose ``email`` column is sealed (with its blind value) when ``customers.email`` is
+encrypted."""
+
+
+def seal_input_emails(wh: Warehouse, cipher: FieldCipher) -> int:
+    """Seal ``orders.email`` and ``tickets.email`` (the privacy stage, after identity and the
+    profile build read the new rows): each distinct address becomes its deterministic token
+    followed by ``#`` and its blind value (:data:`~.crypto.BLIND_MARK`), which is what identity
+    resolution and stitching match on (:func:`personify.identity.normalize.sealed_or_blind_sql`)
+    — so a re-resolution still links these rows without decrypting them."""
+    if "email" not in cipher.indexed:
+        return 0
+    blind = cipher.blind
+
+    def seal(value: str) -> str:
+        token = cipher.seal_fixed("email", value)
+        normal = normalize("email", value, cipher.identity)
+        return f"{token}{BLIND_MARK}{blind.hash('email', normal)}" if normal else token
+
+    sealed = 0
+    with wh.transaction():
+        for table in SEALED_INPUT_EMAILS:
+            rows = wh.fetch(
+                f"SELECT DISTINCT email FROM {table} WHERE email IS NOT NULL "
+                "AND email NOT LIKE ? AND email NOT LIKE ?",
+                [f"{FIXED_PREFIX}%", f"{PREFIX}%"],
+            )
+            if not rows:
+                continue
+            temp_table(wh, _MAP_TABLE, _distinct_map([str(r[0]) for r in rows], seal))
+            changed = wh.execute(
+                f"UPDATE {table} SET email = m.sealed FROM {_MAP} m WHERE {table}.email = m.plain"
+            )
+            drop(wh, _MAP)
+            sealed += max(changed, 0)
+    return sealed
 
 
 def seal_records(

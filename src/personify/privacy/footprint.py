@@ -157,8 +157,10 @@ def _by_source_id(id_col: str) -> Rule:
     def rule(f: Footprint) -> Where:
         return (
             f"customer_id {_IN} OR lower(trim(email)) {_IN} "
-            f"OR (source || '|' || trim({id_col})) {_IN}",
-            [list(f.customer_ids), f.emails, list(f.source_pairs)],
+            f"OR (source || '|' || trim({id_col})) {_IN} "
+            # a sealed address (encrypted fields) ends with its blind value
+            f"OR (email LIKE 'encd1:%#%' AND split_part(email, '#', 2) {_IN})",
+            [list(f.customer_ids), f.emails, list(f.source_pairs), f.values("email")],
         )
 
     return rule

@@ -20,6 +20,7 @@ from personify.privacy.crypto import project_ring
 from personify.privacy.fields import (
     from_project,
     seal_customers,
+    seal_input_emails,
     seal_observations,
     seal_records,
 )
@@ -92,4 +93,5 @@ def privacy_stage(session: Session) -> dict[str, int]:
         counts["fields_sealed"] = seal_customers(wh, cipher)["sealed"]
         counts["record_values_sealed"] = seal_records(wh, cipher)
         counts["observations_sealed"] = seal_observations(wh, cipher)
+        counts["input_emails_sealed"] = seal_input_emails(wh, cipher)
     return counts
