@@ -77,7 +77,7 @@ async def on_the_bus(name: str) -> dict[str, int]:
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_webhooks_on_the_bus_are_stored_and_applied_exactly_once(
     postgres_url: str,
     stream: str,  # noqa: F811
@@ -91,7 +91,10 @@ def test_webhooks_on_the_bus_are_stored_and_applied_exactly_once(
     yml.write_text(yml.read_text().replace(anchor, anchor + HOOKS.lstrip("\n"), 1))
     connect(postgres_url).close()  # migrated once, before the processes start
     workers = [spawn_serve(project, tmp_path / f"worker{i}.log", role="worker") for i in range(2)]
-    ingest = [start_server(project, tmp_path / f"ingest{i}.log", role="ingest") for i in range(2)]
+    ingest = [
+        start_server(project, tmp_path / f"ingest{i}.log", role="ingest", timeout=120)
+        for i in range(2)
+    ]
     try:
         outcomes: dict[str, int] = {}
         with httpx.Client(timeout=30, trust_env=False) as http:
@@ -162,3 +165,80 @@ def test_webhooks_on_the_bus_are_stored_and_applied_exactly_once(
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait(5)
+
+
+SHOP = """
+  - name: shop
+    kind: rest
+    preset: shopify_orders
+    client:
+      base_url: {url}
+      auth: {{type: api_key, name: X-Shopify-Access-Token, api_key: "{token}"}}
+      requests_per_second: 1000
+    schedule: {{every: 1s}}
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_a_sync_on_an_ingest_process_is_applied_by_a_worker(
+    postgres_url: str,
+    stream: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An ingest process runs the scheduled syncs but no continuous mode: it announces each sync
+    that stored rows on the bus, and a worker applies them (the order reaches its buyer's
+    profile with no batch run)."""
+    from personify.demo.mock_apis import TOKEN, MockApis, serve_mock_apis
+
+    shop = MockApis()
+    with serve_mock_apis(shop) as url:
+        project = project_on(
+            tmp_path / "shop", warehouse=postgres_url, bus=f"{NATS}?stream={stream}&ack_wait=2"
+        )
+        yml = project / "personify.yml"
+        anchor = "    tracking_plan: tracking-plan\n"
+        source = SHOP.format(url=url, token=TOKEN).lstrip("\n")
+        yml.write_text(yml.read_text().replace(anchor, anchor + source, 1))
+        connect(postgres_url).close()
+        worker = spawn_serve(project, tmp_path / "worker.log", role="worker")
+        ingest = start_server(project, tmp_path / "ingest.log", role="ingest", timeout=120)
+        try:
+            now = datetime.now(UTC).isoformat()
+            shop.upsert(
+                "orders",
+                {
+                    "id": 5_900_000_777,
+                    "email": "synced@example.org",
+                    "cart_token": "cart-777",
+                    "financial_status": "paid",
+                    "currency": "EUR",
+                    "total_price": "42.00",
+                    "customer": {"id": 777},
+                    "created_at": now,
+                    "line_items": [{"id": 1, "product_id": 9, "quantity": 1, "price": "42.00"}],
+                },
+            )
+            wh = connect(postgres_url)
+            try:
+                deadline = time.monotonic() + 60
+                found: list[tuple[object, ...]] = []
+                while time.monotonic() < deadline and not found:
+                    found = wh.fetch(
+                        "SELECT order_count, total_spent FROM customers "
+                        "WHERE email = 'synced@example.org' AND order_count > 0"
+                    )
+                    time.sleep(0.25)
+            finally:
+                wh.close()
+            assert found and tuple(found[0]) == (1, 42.0), ingest.output()
+            assert asyncio.run(on_the_bus(stream)).get(f"{stream}.synced", 0) >= 1
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+            ingest.stop()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(5)

@@ -18,6 +18,10 @@ sender's retry to any ingest process is dropped by JetStream); a worker stores i
 webhook receiver (:meth:`personify.sources.webhooks.WebhookReceiver.receive`, whose receipt keeps
 one per source and delivery id however often it is delivered) and acks it after the commit.
 
+A scheduled sync on an ingest process (which runs no continuous mode) publishes a notice
+(``<stream>.synced``: the source and when the sync started); one worker takes it and applies
+what the sync stored, as ``serve --role all`` does in process.
+
 Rows travel as msgpack (timestamps stay timestamps). URL: ``nats://host:4222?stream=NAME``
 (``stream`` default ``personify_<project>``; ``ack_wait`` seconds, default 30).
 """
@@ -44,6 +48,9 @@ DUPLICATE_WINDOW: Final = 48 * 3600.0
 """Seconds JetStream remembers a ``messageId`` (clients retry for at most a day)."""
 FETCH: Final = 500
 """Messages a worker takes per batch."""
+WEBHOOK_FETCH: Final = 20
+"""Webhook deliveries a worker takes at once (each is stored in a transaction of its own: a
+small batch is done well within ``ack_wait``)."""
 
 T = TypeVar("T")
 
@@ -67,6 +74,10 @@ class BusSettings:
     @property
     def webhook_subject(self) -> str:
         return f"{self.stream}.webhooks"
+
+    @property
+    def synced_subject(self) -> str:
+        return f"{self.stream}.synced"
 
 
 def parse_bus_url(text: str, project_name: str = "personify") -> BusSettings:
@@ -193,6 +204,13 @@ class Publisher:
         already (the sender's retry, to this or another ingest process)."""
         return self._loop.submit(self._publish_webhook((source, delivery_id, signed_at, body)))
 
+    def publish_synced(self, source: str, since: Any) -> Future[Any]:
+        """Tell the workers that a sync of ``source`` stored rows since ``since`` (a scheduled
+        sync on an ingest process, which runs no continuous mode): one worker applies them."""
+        return self._loop.submit(
+            self._js.publish(self.settings.synced_subject, encode((source, since)))
+        )
+
     def depth(self, durable: str = "workers", timeout: float = 2.0) -> int:
         """Events the workers have not acked yet (queue depth; 0 before any worker joined)."""
         return self._loop.run(consumer_pending(self._js, self.settings, durable), timeout=timeout)
@@ -234,6 +252,8 @@ def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
 
 Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]]], None]
 """Stores a batch of event rows and quarantine rows (in a thread); raises to leave it unacked."""
+SyncedHandler = Callable[[str, Any], None]
+"""Applies what a sync of a source stored since an instant (continuous mode)."""
 WebhookHandler = Callable[[tuple[Any, ...]], None]
 """Stores one webhook delivery ``(source, delivery_id, signed_at, body)`` (in a thread); raises
 to leave it unacked."""
@@ -249,10 +269,12 @@ class Consumer:
         *,
         durable: str = "workers",
         handle_webhook: WebhookHandler | None = None,
+        handle_synced: SyncedHandler | None = None,
     ) -> None:
         self.settings = settings
         self.handle = handle
         self.handle_webhook = handle_webhook
+        self.handle_synced = handle_synced
         self.durable = durable
         self.stored = 0
         self.webhooks = 0
@@ -269,7 +291,7 @@ class Consumer:
             raise
         self._task = self._loop.submit(self._run())
 
-    async def _subscribe(self) -> tuple[Any, Any, Any]:
+    async def _subscribe(self) -> tuple[Any, Any, Any, Any]:
         from nats.js.api import AckPolicy, ConsumerConfig
 
         def config(name: str) -> Any:
@@ -295,13 +317,20 @@ class Consumer:
                 durable=f"{self.durable}_webhooks",
                 config=config(f"{self.durable}_webhooks"),
             )
-        return events, held, hooks
+        synced = None
+        if self.handle_synced is not None:
+            synced = await self._js.pull_subscribe(
+                self.settings.synced_subject,
+                durable=f"{self.durable}_synced",
+                config=config(f"{self.durable}_synced"),
+            )
+        return events, held, hooks, synced
 
-    async def _fetch(self, sub: Any, timeout: float) -> list[Any]:
+    async def _fetch(self, sub: Any, timeout: float, batch: int = FETCH) -> list[Any]:
         import nats.errors
 
         try:
-            return list(await sub.fetch(FETCH, timeout=timeout))
+            return list(await sub.fetch(batch, timeout=timeout))
         except (nats.errors.TimeoutError, TimeoutError):  # nothing waiting (either spelling:
             return []  # under load the client's own wait_for may fire first)
 
@@ -310,7 +339,7 @@ class Consumer:
         unacked: redelivered after ``ack_wait``)."""
         assert self.handle_webhook is not None
         done = 0
-        for m in await self._fetch(hooks, 0.05):
+        for m in await self._fetch(hooks, 0.05, WEBHOOK_FETCH):
             try:
                 await asyncio.to_thread(self.handle_webhook, decode(m.data))
             except Exception as e:  # unacked: redelivered after ack_wait
@@ -323,10 +352,19 @@ class Consumer:
             done += 1
         return done
 
+    async def _synced(self, synced: Any) -> None:
+        assert self.handle_synced is not None
+        for m in await self._fetch(synced, 0.05, WEBHOOK_FETCH):
+            source, since = decode(m.data)
+            self.handle_synced(str(source), since)  # queued: the applier's pass applies it
+            await m.ack()
+
     async def _run(self) -> None:
-        events, held, hooks = self._subs
+        events, held, hooks, synced = self._subs
         while not self._stop.is_set():
             try:
+                if synced is not None:
+                    await self._synced(synced)
                 hooked = await self._webhooks(hooks) if hooks is not None else 0
                 # with webhooks: a short wait on events, so a delivery waits at most ~0.3 s
                 wait = 1.0 if hooks is None else 0.05 if hooked else 0.25
@@ -345,7 +383,7 @@ class Consumer:
 
     async def pending(self) -> int:
         """Messages not yet acked by any worker (queue depth)."""
-        events, _, _ = self._subs
+        events, _, _, _ = self._subs
         info = await events.consumer_info()
         return int(info.num_pending) + int(info.num_ack_pending)
 

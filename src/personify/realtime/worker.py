@@ -60,8 +60,9 @@ def start_worker(
     session: Session | None = None,
 ) -> Consumer:
     """Consume the stream into ``warehouse`` until the consumer is closed; what was new goes to
-    ``applier`` (continuous mode). With ``session`` (the project's), webhook deliveries the
-    ingest processes published are stored too (:func:`webhook_handler`)."""
+    ``applier`` (continuous mode), and so do the syncs the ingest processes announced. With
+    ``session`` (the project's), webhook deliveries the ingest processes published are stored
+    too (:func:`webhook_handler`)."""
 
     def handle(rows: list[tuple[Any, ...]], held: list[tuple[Any, ...]]) -> None:
         for attempt in range(3):
@@ -76,7 +77,8 @@ def start_worker(
                 time.sleep(0.2 * (attempt + 1))
 
     hooks = None if session is None else webhook_handler(session, applier)
-    return Consumer(settings, handle, handle_webhook=hooks)
+    synced = None if applier is None else applier.submit_synced
+    return Consumer(settings, handle, handle_webhook=hooks, handle_synced=synced)
 
 
 def webhook_handler(

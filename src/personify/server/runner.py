@@ -201,6 +201,9 @@ def _serve(
     if applier is not None:  # what a scheduled sync stored is applied like events
         scheduler.on_synced = applier.submit_synced
     attach_bus(stack, app.state.personify, role)  # with bus: configured, before any request
+    bus_writer = app.state.personify.extras.get("realtime.bus_writer")
+    if applier is None and bus_writer is not None:  # --role ingest: a worker applies the syncs
+        scheduler.on_synced = bus_writer.publisher.publish_synced
     from personify.server.engagement import start_recorder, stop_recorder
 
     start_recorder(app.state.personify)  # replays tracking hits a crash left in the journal
