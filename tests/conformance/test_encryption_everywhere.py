@@ -320,12 +320,15 @@ def test_rotation_reencrypts_records_and_observations(
     for sql in (
         "SELECT value FROM profile_observations WHERE field IN ('email', 'first_name')",
         "SELECT email FROM customer_records",
+        "SELECT email FROM orders",
     ):
         assert all(str(r[0]).startswith("encd1:k2:") for r in wh.fetch(sql))
     rotated = _project(tmp_path, wh.url, keys=K2)  # the old key can go
     Session(rotated, warehouse=wh)
     profile = read_profile(wh, ANN_EMAIL, rotated)
     assert profile["customer_id"] == ann and profile["fields"]["last_name"]["value"] == "Scanwell"
+    doc = export_subject(wh, rotated, ANN_EMAIL)
+    assert [r["email"] for r in doc["tables"]["orders"]] == [ANN_EMAIL.upper()]
     _ingest(wh, NOW)  # new versions sealed under k2 meet the re-encrypted ones
     _run(wh, rotated)
     assert lookup(wh, "email", ANN_EMAIL) == [ann]

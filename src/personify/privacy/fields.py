@@ -42,8 +42,12 @@ The real-time path (``personify serve``) seals the rows it rebuilds in the same 
 roles that must not see PII. SQL *conditions* on these columns (segments, ``customer_data``)
 still see tokens — filter on other columns.
 
-Not covered (plain text stays): the address of an order or ticket (``orders.email``,
-``tickets.email``) and identify traits in ``events`` — inputs as the source sent them. Changing
+An order's or ticket's address (``orders.email``, ``tickets.email``) is sealed by the privacy
+stage as its deterministic token followed by ``#`` and its blind value
+(:func:`seal_input_emails`): identity and stitching read the blind value from it.
+
+Not covered (plain text stays): values inside ``events`` JSON (identify traits) — inputs as the
+source sent them. Changing
 ``privacy.blind_index_key`` changes every blind value: the graph must then be rebuilt from the
 inputs (``identity`` rules fingerprint) — rotate-keys alone does not rewrite it.
 """
@@ -401,6 +405,20 @@ def _rotate_fixed(wh: Warehouse, cipher: FieldCipher) -> int:
             )
             drop(wh, _MAP)
             done += max(changed, 0)
+        if "email" in cipher.indexed:  # orders'/tickets' addresses: new token and blind value
+            for table in SEALED_INPUT_EMAILS:
+                rows = wh.fetch(f"SELECT DISTINCT email FROM {table} WHERE email LIKE 'encd1:%'")
+                old = sorted({str(r[0]) for r in rows})
+                if not old:
+                    continue
+                new = [_sealed_email(cipher, cipher.open_fixed("email", v)) for v in old]
+                temp_table(wh, _MAP_TABLE, pa.table({"plain": old, "sealed": new}))
+                changed = wh.execute(
+                    f"UPDATE {table} SET email = m.sealed FROM {_MAP} m "
+                    f"WHERE {table}.email = m.plain AND m.sealed <> m.plain"
+                )
+                drop(wh, _MAP)
+                done += max(changed, 0)
     return done
 
 
@@ -462,12 +480,9 @@ def seal_input_emails(wh: Warehouse, cipher: FieldCipher) -> int:
     — so a re-resolution still links these rows without decrypting them."""
     if "email" not in cipher.indexed:
         return 0
-    blind = cipher.blind
 
     def seal(value: str) -> str:
-        token = cipher.seal_fixed("email", value)
-        normal = normalize("email", value, cipher.identity)
-        return f"{token}{BLIND_MARK}{blind.hash('email', normal)}" if normal else token
+        return _sealed_email(cipher, value)
 
     sealed = 0
     with wh.transaction():
@@ -486,6 +501,13 @@ def seal_input_emails(wh: Warehouse, cipher: FieldCipher) -> int:
             drop(wh, _MAP)
             sealed += max(changed, 0)
     return sealed
+
+
+def _sealed_email(cipher: FieldCipher, value: str) -> str:
+    """An input's address sealed: its deterministic token, then ``#`` and its blind value."""
+    token = cipher.seal_fixed("email", value)
+    normal = normalize("email", value, cipher.identity)
+    return f"{token}{BLIND_MARK}{cipher.blind.hash('email', normal)}" if normal else token
 
 
 def seal_records(
