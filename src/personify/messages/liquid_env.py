@@ -48,7 +48,10 @@ def money(value: object, places: object = 2) -> str:
         return str(value)
     if not amount.is_finite():
         return str(value)
-    return f"{amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN):f}"
+    try:
+        return f"{amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN):f}"
+    except InvalidOperation:  # more digits than the context's precision (1e30 with 2 places)
+        return str(value)
 
 
 def html_environment() -> Environment:

@@ -166,6 +166,8 @@ def test_scaffold_templates_render(tmp_path: Path) -> None:
         (12.3456, ": 3", "12.346"),
         (None, "", ""),
         ("n/a", "", "n/a"),
+        (1e30, "", "1e+30"),  # more digits than Decimal's precision: shown as it is
+        (3.4028234663852886e38, ": 6", "3.4028234663852886e+38"),
     ],
 )
 def test_money_filter(tmp_path: Path, value: object, args: str, shown: str) -> None:
