@@ -53,6 +53,30 @@ def test_no_false_negatives_and_few_false_positives() -> None:
     assert not found.full
 
 
+def test_test_and_add_answers_as_before_adding() -> None:
+    rng = np.random.default_rng(11)
+    found, twin = keyfilter.KeyFilter(1 << 16), keyfilter.KeyFilter(1 << 16)
+    old = rng.integers(0, 2**63, size=5000, dtype=np.uint64)
+    found.add(old)
+    twin.add(old)
+    batch = np.concatenate([rng.integers(0, 2**63, size=5000, dtype=np.uint64), old[:100]])
+    expected = twin.might_contain(batch)
+    assert (found.test_and_add(batch) == expected).all()
+    assert expected[-100:].all() and expected[:5000].sum() < 5
+    assert found.might_contain(batch).all() and found.count == 10_100
+    twin.add(batch)
+    assert (found.words == twin.words).all()
+
+
+def test_a_large_load_mixing_new_and_stored_keys_stores_each_key_once(wh: Warehouse) -> None:
+    events_table = table("events")
+    assert wh.load(events_table, events(*(f"m{i}" for i in range(0, 3000, 3)))) == 1000
+    mixed = events(*(f"m{i}" for i in range(3000)), "m7", "m8")  # stored, new, repeated
+    assert wh.load(events_table, mixed, on_conflict="ignore") == 2000
+    assert stored(wh) == 3000
+    assert wh.scalar("SELECT count(DISTINCT message_id) FROM events") == 3000
+
+
 def test_every_load_keeps_the_key_unique(wh: Warehouse) -> None:
     events_table = table("events")
     assert wh.load(events_table, events("a", "b", "b"), on_conflict="ignore") == 2

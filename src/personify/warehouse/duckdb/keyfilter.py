@@ -74,16 +74,31 @@ class KeyFilter:
         return [(h % n, _mask(bits, 4)), ((scrambled >> np.uint64(7)) % n, _mask(bits, 34))]
 
     def add(self, hashes: np.ndarray) -> None:
-        for index, mask in self._slots(hashes):
-            np.bitwise_or.at(self.words, index, mask)
+        self._set(self._slots(hashes))
         self.count += len(hashes)
+
+    def test_and_add(self, hashes: np.ndarray) -> np.ndarray:
+        """:meth:`might_contain` (before adding), then :meth:`add` — the hashes' words and
+        masks computed once for both."""
+        slots = self._slots(hashes)
+        result = self._test(slots)
+        self._set(slots)
+        self.count += len(hashes)
+        return result
+
+    def _set(self, slots: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for index, mask in slots:
+            np.bitwise_or.at(self.words, index, mask)
+
+    def _test(self, slots: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        result = np.ones(len(slots[0][0]), dtype=bool)
+        for index, mask in slots:
+            result &= (self.words[index] & mask) == mask
+        return result
 
     def might_contain(self, hashes: np.ndarray) -> np.ndarray:
         """Per hash: ``False`` when the key is certainly not stored."""
-        result = np.ones(len(hashes), dtype=bool)
-        for index, mask in self._slots(hashes):
-            result &= (self.words[index] & mask) == mask
-        return result
+        return self._test(self._slots(hashes))
 
     @property
     def full(self) -> bool:

@@ -49,6 +49,7 @@ LOCK_TIMEOUT_S: Final = 600.0
 """How long a load waits for another transaction writing the same table (a file import holds it
 for one file)."""
 _names = itertools.count()
+_FRESH: Final = "__personify_fresh"
 
 
 @dataclass
@@ -118,15 +119,26 @@ def load(
     if missing:
         raise WarehouseError(f"loading {table.name} needs its key column(s) {', '.join(missing)}")
     data = data.select(cols)
-    first = _first_per_key(data, key)
+    filtered = table.name in keyfilter.FILTERED and len(key) == 1
+    hashes = _hashes(data.column(key[0])) if filtered else None
+    if hashes is not None and _distinct(hashes):
+        first = data  # no two rows share a hash, so none shares a key: no grouping needed
+    else:
+        first = _first_per_key(data, key)
+        if hashes is not None and first.num_rows < data.num_rows:
+            hashes = _hashes(first.column(key[0]))
     if on_conflict == "error" and first.num_rows < data.num_rows:
         raise WarehouseError(_duplicate(table, key, _repeated(data, key)))
-    fresh: pa.Table | None = None
-    if table.name in keyfilter.FILTERED and len(key) == 1:
-        fresh, first = _screen(wh, table, key[0], first, probe=on_conflict != "update")
-    if fresh is not None and first.num_rows == 0:
-        return _append(wh, table, cols, fresh)  # no key could be stored already: no probe
-    appended = _append(wh, table, cols, fresh) if fresh is not None else 0
+    appended = 0
+    if hashes is not None:
+        maybe = _screen(wh, table, key[0], hashes, probe=on_conflict != "update")
+        if maybe is not None:
+            if not maybe.any():
+                return _append(wh, table, cols, first)  # no key could be stored already: no probe
+            # the rows ruled out are appended through a mask (no copy of a million wide rows);
+            # the few the filter cannot rule out go through the probe below
+            appended = _append(wh, table, cols, first, fresh=~maybe)
+            first = first.filter(pa.array(maybe))
     view = f"__personify_keyless_{next(_names)}"
     name, col_sql = quote(table.name), ", ".join(quote(c) for c in cols)
     match = " AND ".join(f"t.{quote(k)} = b.{quote(k)}" for k in key)
@@ -155,11 +167,12 @@ def load(
 
 
 def _screen(
-    wh: DuckDBWarehouse, table: Table, key: str, first: pa.Table, *, probe: bool
-) -> tuple[pa.Table | None, pa.Table]:
-    """Split ``first`` into rows whose key is certainly not stored (``None`` if none, or if
-    not ``probe``) and the rest, by the table's :class:`~.keyfilter.KeyFilter` (built on first
-    use, rebuilt larger when full); the batch's keys are added to it (the lock is held)."""
+    wh: DuckDBWarehouse, table: Table, key: str, hashes: np.ndarray, *, probe: bool
+) -> np.ndarray | None:
+    """Per key hash (:func:`_hashes` of the rows to load): may that key be stored already
+    (``False``: certainly not), by the table's :class:`~.keyfilter.KeyFilter` (built on first
+    use, rebuilt larger when full); ``None`` when every row must be probed (not ``probe``, or
+    the filter rules none out). The keys are added to the filter (the lock is held)."""
     filters = wh._writers.filters
     found = filters.get(table.name)
     if found is None or found.full:
@@ -173,26 +186,51 @@ def _screen(
         for batch in reader:
             grown.add(keyfilter.key_hashes(batch.column(0).to_pylist()))
         found = filters[table.name] = grown
-    keys = first.column(key)
-    hashes = np.concatenate(
+    # added before the commit: a rollback only leaves needless bits
+    if not probe:
+        found.add(hashes)
+        return None
+    maybe = found.test_and_add(hashes)
+    return None if maybe.all() else maybe
+
+
+def _hashes(keys: pa.ChunkedArray) -> np.ndarray:
+    """:func:`~.keyfilter.key_hashes` of a key column (in chunks: a few Python objects at
+    a time)."""
+    return np.concatenate(
         [
             keyfilter.key_hashes(keys.slice(start, keyfilter.CHUNK).to_pylist())
-            for start in range(0, max(first.num_rows, 1), keyfilter.CHUNK)
+            for start in range(0, max(len(keys), 1), keyfilter.CHUNK)
         ]
     )
-    maybe = found.might_contain(hashes) if probe else None
-    found.add(hashes)  # before the commit: a rollback only leaves needless bits
-    if maybe is None or maybe.all():
-        return None, first
-    return first.filter(pa.array(~maybe)), first.filter(pa.array(maybe))
 
 
-def _append(wh: DuckDBWarehouse, table: Table, cols: Sequence[str], data: pa.Table) -> int:
-    """Insert ``data`` as it is (its keys are known not to be stored)."""
+def _distinct(hashes: np.ndarray) -> bool:
+    """Whether no two of the hashes are equal (then no two of their keys are)."""
+    ordered = np.sort(hashes)
+    return not bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _append(
+    wh: DuckDBWarehouse,
+    table: Table,
+    cols: Sequence[str],
+    data: pa.Table,
+    *,
+    fresh: np.ndarray | None = None,
+) -> int:
+    """Insert ``data`` as it is — only its rows where ``fresh`` is true, if given (their keys
+    are known not to be stored)."""
     view = f"__personify_keyless_{next(_names)}"
     name, col_sql = quote(table.name), ", ".join(quote(c) for c in cols)
+    where = ""
+    if fresh is not None:
+        data = data.append_column(_FRESH, pa.array(fresh))  # (the data's columns are not copied)
+        where = f" WHERE {_FRESH}"
     with wh.register(view, data):
-        return max(wh.execute(f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view}"), 0)
+        return max(
+            wh.execute(f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view}{where}"), 0
+        )
 
 
 def _first_per_key(data: pa.Table, key: list[str]) -> pa.Table:
