@@ -67,7 +67,6 @@ from personify.server.state import ServerState, state_of
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("personify.server.access")
-KEY = "engagement.counter"
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _NO_STORE = {"cache-control": "no-store, no-cache, must-revalidate, private", "pragma": "no-cache"}
 PIXEL_ROUTE = "/o/{token}.gif"
@@ -75,16 +74,12 @@ CLICK_ROUTE = "/c/{token}"
 
 
 def _counter(state: ServerState) -> Counter:
-    found = state.extras.get(KEY)
-    if found is None:
-        found = state.extras[KEY] = state.registry.counter(
-            "personify_engagement_hits_total",
-            "Open and click tracking hits by kind and outcome (person, machine, unknown, "
-            "repeat, invalid, failed, replayed).",
-            ("kind", "outcome"),
-        )
-    assert isinstance(found, Counter)
-    return found
+    return state.counter(
+        "personify_engagement_hits_total",
+        "Open and click tracking hits by kind and outcome (person, machine, unknown, repeat, "
+        "invalid, failed, replayed).",
+        ("kind", "outcome"),
+    )
 
 
 _NO_KEY = b""

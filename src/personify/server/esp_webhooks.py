@@ -34,7 +34,6 @@ from personify.server.responses import ApiError, JSONResponse, read_body
 from personify.server.state import ServerState, state_of
 
 BODY_LIMIT = 10 * 1024 * 1024
-KEY = "esp_webhooks.counter"
 
 
 class EspWebhookResult(msgspec.Struct, frozen=True):
@@ -53,16 +52,12 @@ class EspWebhookResult(msgspec.Struct, frozen=True):
 
 
 def _counter(state: ServerState) -> Counter:
-    found = state.extras.get(KEY)
-    if found is None:
-        found = state.extras[KEY] = state.registry.counter(
-            "personify_esp_webhook_events_total",
-            "ESP webhook events by provider and outcome (suppressing, engagement, "
-            "engagement_repeat, ignored; refused counts requests).",
-            ("provider", "outcome"),
-        )
-    assert isinstance(found, Counter)
-    return found
+    return state.counter(
+        "personify_esp_webhook_events_total",
+        "ESP webhook events by provider and outcome (suppressing, engagement, "
+        "engagement_repeat, ignored; refused counts requests).",
+        ("provider", "outcome"),
+    )
 
 
 def _webhook(state: ServerState, provider: str) -> EspWebhook:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +80,22 @@ class ServerState:
     @property
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_monotonic
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        """A route module's counter ``name``, registered on first use (the registry refuses a
+        name twice, so the state keeps it)."""
+        key = f"counter:{name}"
+        found = self.extras.get(key)
+        if found is None:
+            with _REGISTERING:
+                found = self.extras.get(key)
+                if found is None:
+                    found = self.extras[key] = self.registry.counter(name, help, labels)
+        assert isinstance(found, Counter)
+        return found
+
+
+_REGISTERING = threading.Lock()
 
 
 def state_of(request: Request) -> ServerState:
