@@ -5,7 +5,9 @@ memory. Each step runs in a fresh process so its peak RSS is its own (``getrusag
 the peak so far; CPU seconds count every thread of the step): ``generate`` builds the world (and
 reports its peak), then writes it in the same process (the write peak includes the world held in
 memory); ``load`` imports the files through the path ``personify run`` uses — the pipeline's
-``sync`` stage (file sources → validation → warehouse) — into a new project's DuckDB warehouse.
+``sync`` stage (file sources → validation → warehouse) — into a new project's DuckDB warehouse,
+and prints, per imported file, the highest RSS (and Arrow pool bytes) since the previous file's
+import ended, to show where the peak is.
 
 Usage::
 
@@ -59,6 +61,52 @@ def step_generate(customers: int, seed: int, out: Path) -> dict[str, Any]:
     }
 
 
+class _Sampler:
+    """RSS and the Arrow pool's bytes every half second while the load runs; per imported file
+    (the importer logs each), the highest RSS since the previous file ended — where the peak is."""
+
+    def __init__(self) -> None:
+        import logging
+        import threading
+
+        self.files: list[dict[str, Any]] = []
+        self._high = 0
+        self._arrow = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        sampler = self
+
+        class _Done(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                name = str(record.args[0]) if isinstance(record.args, tuple) else "?"
+                sampler.files.append(
+                    {"file": name, "rss_max": sampler._high, "arrow_max": sampler._arrow}
+                )
+                sampler._high = sampler._arrow = 0
+
+        files_log = logging.getLogger("personify.sources.files")
+        files_log.addHandler(_Done(level=logging.INFO))
+        files_log.setLevel(logging.INFO)
+
+    def _run(self) -> None:
+        import pyarrow as pa
+
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.wait(0.5):
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page
+            self._high = max(self._high, rss)
+            self._arrow = max(self._arrow, pa.total_allocated_bytes())
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def step_load(customers: int, seed: int, out: Path, full: bool) -> dict[str, Any]:
     from personify import clock, pipeline
     from personify.demo.project import configure_project
@@ -75,12 +123,14 @@ def step_load(customers: int, seed: int, out: Path, full: bool) -> dict[str, Any
     result: dict[str, Any] = {}
     with open_session(out) as session:
         t0, c0 = time.perf_counter(), time.process_time()
-        report = pipeline.run(session, stages=pipeline.STAGES[:1])
+        with _Sampler() as sampler:
+            report = pipeline.run(session, stages=pipeline.STAGES[:1])
         result["load"] = {
             "seconds": time.perf_counter() - t0,
             "cpu": time.process_time() - c0,
             "peak": _peak(),
         }
+        result["files"] = sampler.files
         result["counts"] = report.stages[0].counts
         if full:
             t1 = time.perf_counter()
@@ -180,6 +230,12 @@ def _report(args: argparse.Namespace, gen: dict[str, Any], load: dict[str, Any])
         f"{counts.get('rows_duplicate', 0):,} duplicate); warehouse: "
         f"{load['warehouse']['events']:,} events, {load['warehouse']['customers']:,} customers",
     ]
+    if load.get("files"):
+        lines += ["", "peak RSS (Arrow pool) until each file's import ended, in that order:"]
+        lines += [
+            f"  {f['file']:40} {_gb(f['rss_max']):>9} ({_gb(f['arrow_max'])})"
+            for f in load["files"]
+        ]
     machine = _machine()
     lines.append(
         f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM, "
