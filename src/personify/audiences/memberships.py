@@ -154,6 +154,17 @@ def _apply(
     """Record the changes, close the exits, open the entries (``again``: refreshed before at
     this very instant, so an exit and a re-entry may meet). ``diff``: a table or a
     parenthesized query of ``(customer_id, change)``."""
+    if entered and not exited and not again:
+        # only entries (a first population): each membership and its change row are
+        # written by one statement, reading the difference once
+        wh.execute(
+            "WITH added AS (INSERT INTO segment_memberships (segment, customer_id, entered_at, "
+            f"exited_at) SELECT ?, customer_id, ?, NULL FROM {diff} RETURNING customer_id) "
+            f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
+            "SELECT 'segment', ?, customer_id, 'entered', ?, ? FROM added",
+            [segment, now, segment, now, datetime.now(UTC)],
+        )
+        return
     wh.execute(
         f"INSERT INTO audience_changes {_CHANGE_COLUMNS} "
         f"SELECT 'segment', ?, customer_id, change, ?, ? FROM {diff}",
