@@ -20,8 +20,10 @@ _digests = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 def test_a_duplicate_is_only_ever_what_was_stored(
     stored: list[tuple[str, int]], asked: list[tuple[str, int]], capacity: int
 ) -> None:
-    """Memory says "duplicate" only for an (id, payload hash) pair that was added, and it
-    remembers at least the ``capacity`` latest ids added (one request at a time)."""
+    """Memory says "duplicate" only for an (id, payload hash) pair that was added (even when the
+    same id comes again with another hash, which the store never adds), and it remembers at
+    least the ``capacity`` latest ids added (one request at a time), each with its latest hash
+    (ids are unique in the store: checked where they are)."""
     recent = RecentIds(capacity=capacity)
     for start in range(0, len(stored), 7):
         recent.add(stored[start : start + 7])
@@ -31,6 +33,8 @@ def test_a_duplicate_is_only_ever_what_was_stored(
     for pair, duplicate in zip(questions, answers, strict=True):
         if duplicate:
             assert pair in added
+    if len({m for m, _ in stored}) < len(stored):
+        return
     latest: dict[str, int] = {}
     for message_id, digest in reversed(stored):
         latest.setdefault(message_id, digest)
@@ -54,6 +58,26 @@ def test_preloaded_ids_rank_older_than_ids_added_meanwhile() -> None:
     assert recent.duplicates(["new-39", "new-32"], [39, 32]) == [True, True]
     recent.clear()
     assert len(recent) == 0 and not recent.duplicates(["new-39"], [39])[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    stored=st.lists(st.tuples(_ids, _digests), max_size=60, unique_by=lambda p: p[0]),
+    capacity=st.integers(min_value=1, max_value=40),
+)
+def test_the_latest_ids_are_remembered(stored: list[tuple[str, int]], capacity: int) -> None:
+    recent = RecentIds(capacity=capacity)
+    for start in range(0, len(stored), 7):
+        recent.add(stored[start : start + 7])
+    latest = stored[-capacity:]
+    assert all(recent.duplicates([m for m, _ in latest], [d for _, d in latest]))
+
+
+def test_the_newest_hash_of_an_id_wins() -> None:
+    recent = RecentIds(capacity=2)  # generations of 1
+    recent.add([("0", 0)])
+    recent.add([("0", 1)])  # (the store never adds a second payload; memory copes all the same)
+    assert recent.duplicates(["0", "0"], [1, 0]) == [True, False]
 
 
 def test_a_known_id_with_another_payload_is_left_to_the_store() -> None:

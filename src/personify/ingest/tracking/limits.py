@@ -110,12 +110,17 @@ class RecentIds:
         new_stamps = np.array(stamps, dtype=np.int64)
         fresh = new_stamps >= oldest
         all_keys = np.concatenate([self._keys[keep], np.array(keys, dtype=np.int64)[fresh]])
-        order = np.argsort(all_keys, kind="stable")
-        self._keys = all_keys[order]
+        all_stamps = np.concatenate([self._stamps[keep], new_stamps[fresh]])
+        order = np.lexsort((-all_stamps, all_keys))  # by id hash, the newest first
+        sorted_keys = all_keys[order]
+        newest = np.ones(len(order), dtype=bool)  # one entry per id hash: the newest
+        newest[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        order = order[newest]
+        self._keys = sorted_keys[newest]
         self._digests = np.concatenate(
             [self._digests[keep], np.array(digests, dtype=np.int64)[fresh]]
         )[order]
-        self._stamps = np.concatenate([self._stamps[keep], new_stamps[fresh]])[order]
+        self._stamps = all_stamps[order]
 
     def preload(self, older: Iterable[tuple[str, int | None]]) -> None:
         """Remember pairs stored before this process started (oldest first): they rank older
