@@ -333,3 +333,16 @@ def test_rotation_reencrypts_records_and_observations(
     _run(wh, rotated)
     assert lookup(wh, "email", ANN_EMAIL) == [ann]
     assert _plain_left(wh) == []
+
+
+def test_engagement_events_carry_the_address_not_its_blind_value(
+    world: tuple[Warehouse, Project],
+) -> None:
+    """An open or click of a customer known only by address goes into ``events`` with the
+    address in its traits so a re-resolution keeps it theirs; the blind value there would be
+    blinded a second time and become an identifier of nobody."""
+    from personify.engagement.record import _identifiers
+
+    wh, _ = world
+    (bob,) = lookup(wh, "email", BOB_EMAIL)
+    assert _identifiers(wh, [bob])[bob] == (None, f"personify:{bob}", BOB_EMAIL)

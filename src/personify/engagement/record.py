@@ -127,6 +127,7 @@ def _identifiers(
             [customers],
         ):
             found.setdefault(str(customer_id), {})[str(kind)] = str(value)
+        _plain_emails(wh, customers, found)
     out: dict[str, tuple[str | None, str | None, str | None]] = {}
     for customer_id in customers:
         ids = found.get(customer_id, {})
@@ -137,6 +138,25 @@ def _identifiers(
         else:
             out[customer_id] = (None, f"personify:{customer_id}", ids.get("email"))
     return out
+
+
+def _plain_emails(wh: Warehouse, customers: list[str], found: dict[str, dict[str, str]]) -> None:
+    """With encrypted fields the graph keeps an email as its blind index: put the address
+    itself back (recovered from the encrypted store), or none — a blind value on the event would
+    be blinded again and become an identifier of nobody."""
+    from personify.privacy.fields import cipher_of, plain_identifiers
+
+    cipher = cipher_of(wh)
+    if cipher is None or not cipher.indexed:
+        return
+    plains = plain_identifiers(wh, customers)
+    for ids in found.values():
+        if "email" in ids:
+            plain = plains.get(("email", ids["email"]))
+            if plain is None:
+                del ids["email"]
+            else:
+                ids["email"] = plain
 
 
 def _aware(value: object) -> datetime | None:
