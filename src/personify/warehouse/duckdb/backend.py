@@ -54,8 +54,10 @@ BULK_MEMORY_LIMIT: Final = 1536 << 20
 """Bytes DuckDB may hold while bulk loads run (:meth:`DuckDBWarehouse.bulk_memory`). By default it
 keeps up to 80 % of RAM, so every block a long import writes or reads stays cached: 3.3 GB of a
 1 M-customer world's 5.2 GB peak. Capped, it drops clean blocks instead (it can spill the rest):
-measured on that world, peak 3.8 GB at the same CPU time (but 6.3 GB in a later run of the same
-code: the peak varies from run to run, see benchmarks/RESULTS.md, session 3)."""
+measured on that world, peak 3.8 GB at the same CPU time (but 5.6–6.3 GB in later runs: most
+of the rest was outside DuckDB's cap — the importer's Arrow pool and copies, and a short spike
+while the last events file imports that is not explained yet; see benchmarks/RESULTS.md,
+session 4)."""
 SERVE_MEMORY_LIMIT: Final = 128 << 20
 """Bytes DuckDB may hold in a long-running process (:meth:`DuckDBWarehouse.limit_memory`,
 ``personify serve``): uncapped, each checkpoint of the tracking API's appends left ~115 MB more
