@@ -35,7 +35,7 @@ from personify import clock
 from personify.config import Project
 from personify.engagement.machine import machine_open, scanner_click
 from personify.engagement.tokens import TrackingClaim
-from personify.ingest.tracking.normalize import EVENT_COLUMNS, micros
+from personify.ingest.tracking.normalize import micros
 from personify.ingest.tracking.store import NEW, store
 from personify.warehouse.base import Warehouse
 
@@ -205,27 +205,6 @@ def _json(doc: dict[str, Any]) -> str:
     return _ENCODER.encode(doc).decode("utf-8")
 
 
-_ROW_COLUMNS = (
-    "message_id",
-    "type",
-    "event",
-    "anonymous_id",
-    "user_id",
-    "timestamp",
-    "received_at",
-    "sent_at",
-    "source",
-    "properties",
-    "context",
-    "traits",
-    "name",
-    "group_id",
-    "previous_id",
-    "payload_hash",
-    "plan_violations",
-)
-if EVENT_COLUMNS != _ROW_COLUMNS:  # _row writes its tuple in this order
-    raise ImportError("personify.ingest.tracking.normalize.EVENT_COLUMNS changed: update _row")
 _LIBRARY = {"name": "personify-email"}
 
 
@@ -236,8 +215,9 @@ def _row(
     ids: tuple[str | None, str | None, str | None],
     received: int,
 ) -> tuple[Any, ...]:
-    """The ``events`` row (:data:`EVENT_COLUMNS`) of ``hit``; ``message`` as :func:`_messages`
-    reads it."""
+    """The ``events`` row of ``hit``, in the order of
+    :data:`~personify.ingest.tracking.normalize.EVENT_COLUMNS` (as ``normalize`` builds its
+    rows; the store reads them by that order); ``message`` as :func:`_messages` reads it."""
     claim = hit.claim
     delivered = hit.delivered
     properties: dict[str, Any] = {
