@@ -206,17 +206,22 @@ def _qp(text: str) -> bytes:
     return encoded.replace(b"\n", b"\r\n")
 
 
+def _escape_safe(encoded: bytes, cut: int) -> int:
+    """``cut``, or the start of the ``=XX`` escape it would split (a soft line break goes there)."""
+    if encoded[cut - 1 : cut] == b"=":
+        return cut - 1
+    if encoded[cut - 2 : cut - 1] == b"=":
+        return cut - 2
+    return cut
+
+
 def _rewrapped(encoded: bytes) -> bytes:
     """``encoded`` (quoted-printable, LF) with each line longer than 76 characters broken by
     soft line breaks, never inside an ``=XX`` escape."""
     out: list[bytes] = []
     for line in encoded.split(b"\n"):
         while len(line) > 76:
-            cut = 75
-            if line[cut - 1 : cut] == b"=":
-                cut -= 1
-            elif line[cut - 2 : cut - 1] == b"=":
-                cut -= 2
+            cut = _escape_safe(line, 75)
             out.append(line[:cut] + b"=")
             line = line[cut:]
         out.append(line)
@@ -229,11 +234,7 @@ def _qp_segment(text: str) -> bytes:
     start = encoded.rfind(b"\n") + 1
     if len(encoded) - start <= 75:
         return encoded
-    cut = start + 75
-    if encoded[cut - 1 : cut] == b"=":
-        cut -= 1
-    elif encoded[cut - 2 : cut - 1] == b"=":
-        cut -= 2
+    cut = _escape_safe(encoded, start + 75)
     return encoded[:cut] + b"=\r\n" + encoded[cut:]
 
 
