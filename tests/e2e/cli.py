@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,22 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return int(self.proc.returncode)
+
+
+def stop_all(workers: Sequence[subprocess.Popen[bytes]], servers: Sequence[Server]) -> None:
+    """Stop ``personify serve`` processes: SIGTERM to every live worker first (so they drain
+    together), then each server, then each worker awaited (killed after 20 s)."""
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for s in servers:
+        s.stop()
+    for w in workers:
+        try:
+            w.wait(20)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait(5)
 
 
 def spawn_serve(

@@ -20,7 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from personify.warehouse import connect
 from tests.conftest import service_missing
-from tests.e2e.cli import Server, personify_json, project_on, spawn_serve, start_server
+from tests.e2e.cli import (
+    Server,
+    personify_json,
+    project_on,
+    spawn_serve,
+    start_server,
+    stop_all,
+)
 from tests.e2e.tracking_support import write_key
 
 NATS = "nats://127.0.0.1:4222"
@@ -126,14 +133,4 @@ def test_two_ingest_two_workers_exactly_once_with_a_worker_killed(
         web = next(s for s in status["sources"] if s["name"] == "web")
         assert web["events"] == expected and web["lag_seconds"] is not None
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for s in ingest:
-            s.stop()
-        for w in workers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(5)
+        stop_all(workers, ingest)

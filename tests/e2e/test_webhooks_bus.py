@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from personify.sources.webhooks import sign_shopify
 from personify.warehouse import connect
-from tests.e2e.cli import project_on, spawn_serve, start_server
+from tests.e2e.cli import project_on, spawn_serve, start_server, stop_all
 from tests.e2e.test_scale_out import NATS, stream  # noqa: F401  (the fixture)
 
 SECRET = "shpss_bus_test_secret"
@@ -154,17 +153,7 @@ def test_webhooks_on_the_bus_are_stored_and_applied_exactly_once(
         # applied by the workers' continuous mode (no batch run): 20 buyers, 3 orders each
         assert tuple(customers) == (20, ORDERS, 3, 3)
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for s in ingest:
-            s.stop()
-        for w in workers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(5)
+        stop_all(workers, ingest)
 
 
 SHOP = """
@@ -234,11 +223,4 @@ def test_a_sync_on_an_ingest_process_is_applied_by_a_worker(
             assert found and tuple(found[0]) == (1, 42.0), ingest.output()
             assert asyncio.run(on_the_bus(stream)).get(f"{stream}.synced", 0) >= 1
         finally:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-            ingest.stop()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+            stop_all([worker], [ingest])
