@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
+from tests.conformance.audience_data import arrow_rows
 
 from personify import clock
 from personify.config import Project, parse_config
@@ -35,7 +35,6 @@ from personify.warehouse.schema import TABLES
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=5)
-TS = pa.timestamp("us", tz="UTC")
 FIELDS = "[customers.email, customers.phone, customers.first_name, customers.last_name]"
 
 ANN_EMAIL, ANN_NORMAL = "Ann.Scan@Example.org", "ann.scan@example.org"
@@ -69,19 +68,7 @@ def _project(tmp: Path, url: str, keys: str = K1) -> Project:
 
 
 def _load(wh: Warehouse, name: str, rows: list[dict[str, Any]]) -> None:
-    t = table(name)
-    names = list(dict.fromkeys(c for r in rows for c in r))
-    wh.load(
-        t,
-        pa.table(
-            {
-                c: pa.array(
-                    [r.get(c) for r in rows], TS if t.column(c).type == "TIMESTAMPTZ" else None
-                )
-                for c in names
-            }
-        ),
-    )
+    wh.load(table(name), arrow_rows(name, rows))
 
 
 def _ingest(wh: Warehouse, at: datetime) -> None:
