@@ -5,9 +5,6 @@ the abandoned cart it paid for, whose reminder is then never sent, while the oth
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from personify.demo.mock_apis import TOKEN, MockApis, serve_mock_apis
-from tests.e2e.cli import PERSONIFY, start_server
-from tests.e2e.tracking_support import write_key
+from tests.e2e.cli import personify, start_server
+from tests.e2e.tracking_support import query, write_key
 
 CART_JOURNEY = """name: cart_now
 trigger: {event: Product Added, key: properties.cart_id, within: 24h}
@@ -40,21 +37,6 @@ SHOP = """
       requests_per_second: 1000
     schedule: {{every: 1s}}
 """
-
-
-def sql(project: Path, query: str) -> list[dict[str, Any]]:
-    """``personify sql`` (forwarded to the server, which holds the DuckDB file)."""
-    done = subprocess.run(
-        [PERSONIFY, "sql", query, "--json", "--project", str(project)],
-        env={**os.environ, "PERSONIFY_LOCK_TIMEOUT": "2", "PERSONIFY_NO_FORWARD": "0"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows: list[dict[str, Any]] = json.loads(done.stdout)["rows"]
-    return rows
 
 
 @pytest.fixture
@@ -133,13 +115,16 @@ def test_a_synced_order_reaches_the_profile_and_ends_its_cart(
             while ann() is None:
                 assert time.monotonic() < deadline, server.output()
                 time.sleep(0.1)
-            consent = subprocess.run(
-                [PERSONIFY, "consent", "set", "ann@example.com", "--purpose", "email_marketing"]
-                + ["--status", "granted", "--project", str(project_dir)],
-                env={**os.environ, "PERSONIFY_NO_FORWARD": "0"},
-                capture_output=True,
-                timeout=120,
-                check=False,
+            consent = personify(
+                "consent",
+                "set",
+                "ann@example.com",
+                "--purpose",
+                "email_marketing",
+                "--status",
+                "granted",
+                "--project",
+                str(project_dir),
             )
             assert consent.returncode == 0, consent.stderr
             for cart in ("c-paid", "c-left"):
@@ -180,7 +165,7 @@ def test_a_synced_order_reaches_the_profile_and_ends_its_cart(
         while not list(outbox.glob("*.eml")):
             assert time.monotonic() - added < 90, server.output()
             time.sleep(0.1)
-        instances = sql(
+        instances = query(
             project_dir,
             "SELECT trigger_key, status, exit_reason FROM journey_instances "
             "WHERE journey = 'cart_now' ORDER BY 1",
@@ -189,7 +174,7 @@ def test_a_synced_order_reaches_the_profile_and_ends_its_cart(
             ("c-left", "completed"),
             ("c-paid", "goal"),
         ], instances
-        sent = sql(project_dir, "SELECT trigger_key FROM messages WHERE journey = 'cart_now'")
+        sent = query(project_dir, "SELECT trigger_key FROM messages WHERE journey = 'cart_now'")
         assert sent == [{"trigger_key": "c-left"}]
         assert len(list(outbox.glob("*.eml"))) == 1
     finally:
