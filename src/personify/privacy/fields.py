@@ -54,7 +54,6 @@ inputs (``identity`` rules fingerprint) — rotate-keys alone does not rewrite i
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import weakref
@@ -143,7 +142,7 @@ class FieldCipher:
     def index(self, kind: str, value: str) -> str:
         """The blind index of ``value`` (an ``email`` or ``phone``, raw or normalized)."""
         normal = normalize(kind, value, self.identity) or value.strip().lower()
-        return hmac.new(self.index_key, f"{kind}\0{normal}".encode(), hashlib.sha256).hexdigest()
+        return self.blind.hash(kind, normal)
 
     @property
     def indexed(self) -> tuple[str, ...]:
