@@ -791,14 +791,7 @@ def compile_fused(template: BoundTemplate) -> tuple[Fused, frozenset[str]]:
     if not template.env.autoescape:
         raise Unsupported("the text part is made from autoescaped HTML")
     compile_body(template)  # the same checks (raises Unsupported)
-    segments, _, href = _text_segments(template)
-    # _tout: a value that writes markup (a filter's) could change the text: python-liquid then
-    writer = _FusedWriter(template, {}, {}, (segments, href), "_tout")
-    writer.nodes(template.nodes, 2)
-    writer.segment(2)
-    assert writer.cursor == len(segments)
-    fused: Fused = _build(template, writer, text=False, fused=True)
-    return fused, frozenset(writer.statics)
+    return _fused(template, {}, {}, tracked=False)
 
 
 def compile_fused_tracked(template: BoundTemplate) -> tuple[TrackedFused, frozenset[str]]:
@@ -806,10 +799,24 @@ def compile_fused_tracked(template: BoundTemplate) -> tuple[TrackedFused, frozen
     :func:`compile_fused`); the text shows each link's own URL, not the tracked one. Raises
     Unsupported."""
     whole, events = _link_events(template)
+    return _fused(template, whole, events, tracked=True)
+
+
+def _fused(
+    template: BoundTemplate,
+    whole: dict[int, str],
+    events: dict[int, list[Event]],
+    *,
+    tracked: bool,
+) -> tuple[Any, frozenset[str]]:
+    """The one function of :func:`compile_fused` (no links: ``whole`` and ``events`` empty) or
+    :func:`compile_fused_tracked`, and the template text it writes. Raises Unsupported."""
     segments, _, href = _text_segments(template)
+    # _tout: a value that writes markup (a filter's) could change the text: python-liquid then
     writer = _FusedWriter(template, whole, events, (segments, href), "_tout")
     writer.nodes(template.nodes, 2)
     writer.segment(2)
     assert writer.cursor == len(segments)
-    fused: TrackedFused = _build(template, writer, text=False, tracked=True, fused=True)
-    return fused, frozenset(writer.statics)
+    return _build(template, writer, text=False, tracked=tracked, fused=True), frozenset(
+        writer.statics
+    )
