@@ -54,6 +54,18 @@ def _journalled(project: Path) -> int:
     )
 
 
+def _restart_until_recorded(project: Path, tmp_path: Path) -> None:
+    """Start the server again and let it record what its journal holds (for up to 120 s),
+    then stop it: it must exit cleanly."""
+    again = start_server(project, tmp_path / "serve2.log")
+    deadline = time.monotonic() + 120
+    try:
+        while _journalled(project) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        assert again.stop(signal.SIGTERM, timeout=120) == 0, again.output()
+
+
 def test_sigterm_records_every_queued_hit_before_exiting(tmp_path: Path) -> None:
     project, paths = _project(tmp_path)
     server = start_server(project, tmp_path / "serve.log")
@@ -73,13 +85,7 @@ def test_sigkill_loses_nothing_and_the_next_start_records_the_rest_once(tmp_path
     stored, journalled = _stored(project), _journalled(project)
     # every answered hit is in the warehouse or the journal (often both: recorded, not yet cut)
     assert stored + journalled >= HITS, (stored, journalled)
-    again = start_server(project, tmp_path / "serve2.log")
-    deadline = time.monotonic() + 120
-    try:
-        while _journalled(project) and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        assert again.stop(signal.SIGTERM, timeout=120) == 0, again.output()
+    _restart_until_recorded(project, tmp_path)
     assert _stored(project) == HITS  # the rest recorded, nothing twice
     assert _journalled(project) == 0
 
@@ -102,13 +108,7 @@ def test_sigkill_in_the_middle_of_a_burst_loses_no_answered_hit(tmp_path: Path) 
     server.proc.wait(timeout=30)
     answered = len(load.latencies)
     assert HITS // 2 <= answered < HITS
-    again = start_server(project, tmp_path / "serve2.log")
-    deadline = time.monotonic() + 120
-    try:
-        while _journalled(project) and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        assert again.stop(signal.SIGTERM, timeout=120) == 0, again.output()
+    _restart_until_recorded(project, tmp_path)
     # at most the 16 requests in flight were journalled without their answer reaching a client
     assert answered <= _stored(project) <= answered + 16
     assert _journalled(project) == 0
