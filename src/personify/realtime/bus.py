@@ -302,28 +302,18 @@ class Consumer:
                 max_ack_pending=20_000,
             )
 
-        events = await self._js.pull_subscribe(
-            self.settings.subject, durable=self.durable, config=config(self.durable)
-        )
-        held = await self._js.pull_subscribe(
-            self.settings.quarantine_subject,
-            durable=f"{self.durable}_quarantine",
-            config=config(f"{self.durable}_quarantine"),
-        )
+        async def subscribe(subject: str, durable: str) -> Any:
+            return await self._js.pull_subscribe(subject, durable=durable, config=config(durable))
+
+        settings, durable = self.settings, self.durable
+        events = await subscribe(settings.subject, durable)
+        held = await subscribe(settings.quarantine_subject, f"{durable}_quarantine")
         hooks = None
         if self.handle_webhook is not None:
-            hooks = await self._js.pull_subscribe(
-                self.settings.webhook_subject,
-                durable=f"{self.durable}_webhooks",
-                config=config(f"{self.durable}_webhooks"),
-            )
+            hooks = await subscribe(settings.webhook_subject, f"{durable}_webhooks")
         synced = None
         if self.handle_synced is not None:
-            synced = await self._js.pull_subscribe(
-                self.settings.synced_subject,
-                durable=f"{self.durable}_synced",
-                config=config(f"{self.durable}_synced"),
-            )
+            synced = await subscribe(settings.synced_subject, f"{durable}_synced")
         return events, held, hooks, synced
 
     async def _fetch(self, sub: Any, timeout: float, batch: int = FETCH) -> list[Any]:
