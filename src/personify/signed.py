@@ -11,6 +11,7 @@ Unsubscribe, double-opt-in and open/click tokens are all made here.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 from collections.abc import Mapping
@@ -28,6 +29,19 @@ def b64(data: bytes) -> str:
 def unb64(text: str) -> bytes:
     """The bytes of :func:`b64` text. Raises ValueError when it is not base64url."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_TRANS_36: Final = bytes(x ^ 0x36 for x in range(256))
+_TRANS_5C: Final = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_sha256_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA256's inner and outer padded keys (RFC 2104): the MAC of ``m`` is
+    ``sha256(outer + sha256(inner + m))``, so SHA-256 states keyed once serve many messages."""
+    if len(key) > 64:  # SHA-256's block size
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return key.translate(_TRANS_36), key.translate(_TRANS_5C)
 
 
 def _mac(key: bytes, domain: str, payload: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from personify.signed import MAX_TOKEN_CHARS, SIGNATURE_BYTES, seal
+from personify.signed import MAX_TOKEN_CHARS, SIGNATURE_BYTES, hmac_sha256_pads, seal
 from personify.signed import _mac as seal_signature  # the open token's, as seal() signs
 
 Kind = Literal["open", "click"]
@@ -108,10 +108,7 @@ def sign_click(key: bytes, message_key: str, customer_id: str, link: int, url: s
     return ClickSigner(key, message_key, customer_id)(link, url)
 
 
-_TRANS_36 = bytes(x ^ 0x36 for x in range(256))
-_TRANS_5C = bytes(x ^ 0x5C for x in range(256))
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
-_HMAC_BLOCK = 64  # SHA-256's block size
 _MESSAGE_DOC = msgspec.json.Decoder(dict[str, object])
 
 
@@ -137,11 +134,9 @@ class Verifier:
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ValueError("an empty signing key")
-        if len(key) > _HMAC_BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_HMAC_BLOCK, b"\0")
-        inner = hashlib.sha256(key.translate(_TRANS_36))
-        self._outer = hashlib.sha256(key.translate(_TRANS_5C))
+        inner_pad, outer_pad = hmac_sha256_pads(key)
+        inner = hashlib.sha256(inner_pad)
+        self._outer = hashlib.sha256(outer_pad)
         self._open = inner.copy()
         self._open.update(b"open\0")  # personify.signed's message: domain NUL payload
         self._click = inner.copy()

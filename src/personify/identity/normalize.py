@@ -24,6 +24,7 @@ import weakref
 from dataclasses import dataclass
 
 from personify.config import EmailRules, IdentityConfig
+from personify.signed import hmac_sha256_pads
 
 WS = " \t\n\r\f\v"
 _WS_CLASS = "[ \\t\\n\\r\\f\\v]"
@@ -193,10 +194,8 @@ class Blind:
     def pads(self, kind: str) -> tuple[bytes, bytes]:
         """HMAC's inner pad followed by ``kind \\0`` (the start of every message of that kind),
         and the outer pad."""
-        key = hashlib.sha256(self.key).digest() if len(self.key) > 64 else self.key
-        key = key.ljust(64, b"\0")
-        inner = bytes(b ^ 0x36 for b in key) + f"{kind}\0".encode()
-        return inner, bytes(b ^ 0x5C for b in key)
+        inner, outer = hmac_sha256_pads(self.key)
+        return inner + f"{kind}\0".encode(), outer
 
 
 _BLIND: weakref.WeakKeyDictionary[object, Blind] = weakref.WeakKeyDictionary()
