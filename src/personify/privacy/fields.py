@@ -57,7 +57,7 @@ from __future__ import annotations
 import hmac
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -396,14 +396,8 @@ def _rotate_fixed(wh: Warehouse, cipher: FieldCipher) -> int:
                 continue
             old = sorted({str(r[0]) for r in rows})
             new = [cipher.seal_fixed(field, cipher.open_fixed(field, v)) for v in old]
-            temp_table(wh, _MAP_TABLE, pa.table({"plain": old, "sealed": new}))
-            changed = wh.execute(
-                f"UPDATE {quote(table)} SET {col} = m.sealed FROM {_MAP} m "
-                f"WHERE {quote(table)}.{col} = m.plain AND ({cond})",
-                params,
-            )
-            drop(wh, _MAP)
-            done += max(changed, 0)
+            mapping = pa.table({"plain": old, "sealed": new})
+            done += _replace(wh, table, column, mapping, (cond, params))
         if "email" in cipher.indexed:  # orders'/tickets' addresses: new token and blind value
             for table in SEALED_INPUT_EMAILS:
                 rows = wh.fetch(f"SELECT DISTINCT email FROM {table} WHERE email LIKE 'encd1:%'")
@@ -411,13 +405,8 @@ def _rotate_fixed(wh: Warehouse, cipher: FieldCipher) -> int:
                 if not old:
                     continue
                 new = [_sealed_email(cipher, cipher.open_fixed("email", v)) for v in old]
-                temp_table(wh, _MAP_TABLE, pa.table({"plain": old, "sealed": new}))
-                changed = wh.execute(
-                    f"UPDATE {table} SET email = m.sealed FROM {_MAP} m "
-                    f"WHERE {table}.email = m.plain AND m.sealed <> m.plain"
-                )
-                drop(wh, _MAP)
-                done += max(changed, 0)
+                mapping = pa.table({"plain": old, "sealed": new})
+                done += _replace(wh, table, "email", mapping, ("m.sealed <> m.plain", ()))
     return done
 
 
@@ -431,6 +420,26 @@ def _distinct_map(values: list[str], convert: Callable[[str], str]) -> pa.Table:
     """``(plain, sealed)`` — ``convert`` of each distinct value, once per value."""
     unique = sorted(set(values))
     return pa.table({"plain": unique, "sealed": [convert(v) for v in unique]})
+
+
+def _replace(
+    wh: Warehouse,
+    table: str,
+    column: str,
+    mapping: pa.Table,
+    where: tuple[str, Sequence[object]] = ("TRUE", ()),
+) -> int:
+    """Each value of ``table.column`` (in the rows ``where`` selects) that is a ``plain`` of
+    ``mapping`` replaced by its ``sealed``, in one set-based UPDATE; the rows changed."""
+    name, col = quote(table), quote(column)
+    temp_table(wh, _MAP_TABLE, mapping)
+    changed = wh.execute(
+        f"UPDATE {name} SET {col} = m.sealed FROM {_MAP} m "
+        f"WHERE {name}.{col} = m.plain AND ({where[0]})",
+        list(where[1]),
+    )
+    drop(wh, _MAP)
+    return max(changed, 0)
 
 
 def seal_column(
@@ -456,14 +465,7 @@ def seal_column(
     if not rows:
         return 0
     mapping = _distinct_map([str(r[0]) for r in rows], lambda v: cipher.seal_fixed(of, v))
-    temp_table(wh, _MAP_TABLE, mapping)
-    changed = wh.execute(
-        f"UPDATE {quote(table)} SET {col} = m.sealed FROM {_MAP} m "
-        f"WHERE {quote(table)}.{col} = m.plain AND ({where[0]})",
-        where[1],
-    )
-    drop(wh, _MAP)
-    return max(changed, 0)
+    return _replace(wh, table, column, mapping, where)
 
 
 SEALED_INPUT_EMAILS: tuple[str, ...] = ("orders", "tickets")
@@ -493,12 +495,7 @@ def seal_input_emails(wh: Warehouse, cipher: FieldCipher) -> int:
             )
             if not rows:
                 continue
-            temp_table(wh, _MAP_TABLE, _distinct_map([str(r[0]) for r in rows], seal))
-            changed = wh.execute(
-                f"UPDATE {table} SET email = m.sealed FROM {_MAP} m WHERE {table}.email = m.plain"
-            )
-            drop(wh, _MAP)
-            sealed += max(changed, 0)
+            sealed += _replace(wh, table, "email", _distinct_map([str(r[0]) for r in rows], seal))
     return sealed
 
 
