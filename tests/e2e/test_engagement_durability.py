@@ -48,10 +48,16 @@ def _stored(project: Path) -> int:
 
 
 def _journalled(project: Path) -> int:
-    return sum(
-        len([line for line in p.read_bytes().rstrip(b"\0").splitlines() if line])
-        for p in (project / ".personify" / "engagement").glob("hits-*.jsonl")
-    )
+    """Lines the journal still holds; a running server removes a segment once it is recorded,
+    so one listed a moment ago may be gone when read (nothing left in it)."""
+    held = 0
+    for p in (project / ".personify" / "engagement").glob("hits-*.jsonl"):
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            continue
+        held += len([line for line in data.rstrip(b"\0").splitlines() if line])
+    return held
 
 
 def _restart_until_recorded(project: Path, tmp_path: Path) -> None:
