@@ -41,6 +41,9 @@ class Tracking:
     plans: dict[str, PlanCache | None]
     recent: RecentIds = field(default_factory=RecentIds)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    preloading: threading.Thread | None = None
+    """The background fill of ``recent`` from the store (it reads the warehouse: waited for
+    before the warehouse may close)."""
 
     def plan(self, source: TrackingSource) -> Plan | None:
         """The source's current tracking plan (``None`` when it has none)."""
@@ -48,7 +51,10 @@ class Tracking:
         return cache.get() if cache is not None else None
 
     def close(self) -> None:
-        """Stop the writer (after the jobs already queued)."""
+        """Stop the writer (after the jobs already queued), once the preload is done with the
+        warehouse."""
+        if self.preloading is not None:
+            self.preloading.join(timeout=60)
         self.writer.close()
 
 
@@ -90,9 +96,10 @@ def _create(state: ServerState) -> Tracking:
         writer = ApplyingWriter(writer, applier)
     tracking = Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
     names = [s.name for s in sources]
-    threading.Thread(
+    tracking.preloading = threading.Thread(
         target=_preload, args=(tracking, warehouse, names), name="personify-recent-ids", daemon=True
-    ).start()
+    )
+    tracking.preloading.start()
     return tracking
 
 
