@@ -59,29 +59,42 @@ def _nodes(wh: Warehouse) -> int:
     return max(added, 0)
 
 
-def _edges(wh: Warehouse) -> int:
-    """Star edges per sighting group; upsert them; keep the pairs that are new in ``_delta``."""
-    drop(wh, "_grp_nodes", "_grp_centers", "_new_edges", DELTA)
-    wh.execute(
-        "CREATE TEMP TABLE _grp_nodes AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
-        f"s.last_seen, s.evidence, s.origin, n.blocked, {_RANK} AS rank, n.kind, n.value "
-        f"FROM {SIGHTED} s JOIN identity_nodes n ON n.kind = s.kind AND n.value = s.value "
-        "LEFT JOIN _id_kinds ik ON ik.kind = n.kind"
-    )
+def star_edges(wh: Warehouse, nodes: str, *, blocked: bool = False) -> None:
+    """``_new_edges (a, b, source, evidence, origin, first_seen, last_seen)``: each sighting
+    group's identifiers linked to its centre, from ``nodes`` (a table of ``grp, node_id, source,
+    first_seen, last_seen, evidence, origin, blocked, rank, kind, value`` per sighting).
+
+    ``blocked``: also a ``blocked`` column, true when an end is blocked. A group's centre is
+    blocked only when all its identifiers are, so that is the non-centre end's own flag."""
+    drop(wh, "_grp_centers", "_new_edges")
     # each group's centre: an aggregate, not a window sorting every group's identifiers
     center = first_by(wh, "node_id", "blocked", "rank", "kind", "value")
     wh.execute(
-        f"CREATE TEMP TABLE _grp_centers AS SELECT grp, {center} AS center FROM _grp_nodes "
+        f"CREATE TEMP TABLE _grp_centers AS SELECT grp, {center} AS center FROM {nodes} "
         "GROUP BY grp"
     )
     wh.execute(
         "CREATE TEMP TABLE _new_edges AS SELECT least(c.center, o.node_id) AS a, "
         "greatest(c.center, o.node_id) AS b, o.source, min(o.evidence) AS evidence, "
         f"{first_by(wh, 'o.origin', 'o.first_seen')} AS origin, "
-        "min(o.first_seen) AS first_seen, max(o.last_seen) AS last_seen "
-        "FROM _grp_nodes o JOIN _grp_centers c ON c.grp = o.grp "
+        "min(o.first_seen) AS first_seen, max(o.last_seen) AS last_seen"
+        f"{', bool_or(o.blocked) AS blocked' if blocked else ''} "
+        f"FROM {nodes} o JOIN _grp_centers c ON c.grp = o.grp "
         "WHERE o.node_id <> c.center GROUP BY 1, 2, 3"
     )
+    drop(wh, "_grp_centers")
+
+
+def _edges(wh: Warehouse) -> int:
+    """Star edges per sighting group; upsert them; keep the pairs that are new in ``_delta``."""
+    drop(wh, "_grp_nodes", DELTA)
+    wh.execute(
+        "CREATE TEMP TABLE _grp_nodes AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
+        f"s.last_seen, s.evidence, s.origin, n.blocked, {_RANK} AS rank, n.kind, n.value "
+        f"FROM {SIGHTED} s JOIN identity_nodes n ON n.kind = s.kind AND n.value = s.value "
+        "LEFT JOIN _id_kinds ik ON ik.kind = n.kind"
+    )
+    star_edges(wh, "_grp_nodes")
     wh.execute(
         f"CREATE TEMP TABLE {DELTA} AS SELECT DISTINCT e.a, e.b FROM _new_edges e "
         "LEFT JOIN identity_edges x ON x.a = e.a AND x.b = e.b WHERE x.a IS NULL"
@@ -99,7 +112,7 @@ def _edges(wh: Warehouse) -> int:
         "FROM _new_edges e LEFT JOIN identity_edges x ON x.a = e.a AND x.b = e.b "
         "AND x.source = e.source WHERE x.a IS NULL"
     )
-    drop(wh, "_grp_nodes", "_grp_centers", "_new_edges")
+    drop(wh, "_grp_nodes", "_new_edges")
     return max(added, 0)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from personify.config import IdentityConfig
+from personify.identity import first as first_mod
 from personify.identity import graph, state
 from personify.identity._sql import WRITES, drop
 from personify.identity.components import LABELS, ComponentsReport, connected_components
@@ -127,8 +128,14 @@ def _restore_ids(wh: Warehouse) -> None:
     drop(wh, "_kept_ids")
 
 
-def resolve_batch(wh: Warehouse, config: IdentityConfig) -> PassReport:
-    """The batch pass: everything received since the last one (all of it when rules changed)."""
+def resolve_batch(
+    wh: Warehouse, config: IdentityConfig, *, first_population: bool = True
+) -> PassReport:
+    """The batch pass: everything received since the last one (all of it when rules changed).
+
+    When the graph is empty (the first build), the pass is the set-based first population
+    (:mod:`personify.identity.first`) — the same result without the incremental bookkeeping;
+    ``first_population=False`` forces the general pass (tests compare the two)."""
     with wh.transaction():
         wh.hold(*WRITES)
         load_rules(wh, config)
@@ -137,7 +144,9 @@ def resolve_batch(wh: Warehouse, config: IdentityConfig) -> PassReport:
         if blind is not None:  # turning encryption on (or a new blind key) rebuilds the graph
             digest += f":blind:{blind.tag}"
         full = state.get(wh, "identity.fingerprint") != digest
-        if full:
+        # first population: a full pass with no graph, hence no customer ids to keep
+        first = full and first_population and first_mod.graph_is_empty(wh)
+        if full and not first:
             _keep_ids(wh)
             graph.reset(wh)
             wh.execute("DELETE FROM identities")
@@ -152,16 +161,26 @@ def resolve_batch(wh: Warehouse, config: IdentityConfig) -> PassReport:
             orders=_ALL if full else ("customer_id IS NULL", ()),
             tickets=_ALL if full else ("customer_id IS NULL", ()),
         )
-        report = run_pass(
-            wh, config, scope, restore_ids=full, all_events=events_wm is None and bool(events_to)
-        )
+        all_events = events_wm is None and bool(events_to)
+        if first:
+            report = _first_population(wh, config, scope, all_events=all_events)
+        else:
+            report = run_pass(wh, config, scope, restore_ids=full, all_events=all_events)
         state.put(wh, "identity.fingerprint", digest)
         if events_to:
             state.put(wh, "identity.events", events_to.isoformat())
         if records_to:
             state.put(wh, "identity.records", records_to.isoformat())
         report.counts["full_rebuild"] = int(full)
+        report.counts["first_population"] = int(first)
     return report
+
+
+def _first_population(
+    wh: Warehouse, config: IdentityConfig, scope: Scope, *, all_events: bool
+) -> PassReport:
+    done = first_mod.populate(wh, config, scope, all_events=all_events)
+    return PassReport(done.counts, done.components, done.changed_customers)
 
 
 def _window(after: object, upto: object) -> tuple[str, tuple[object, ...]]:

@@ -72,8 +72,9 @@ def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
     return max(changed, 0)
 
 
-def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
-    """Orders or tickets: source customer id first, then email; only rows that may change."""
+def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig, *, first: bool) -> int:
+    """Orders or tickets: source customer id first, then email; only rows that may change
+    (``first``: every cluster is new, so every row that finds an identifier)."""
     drop(wh, "_own_customer")
     email, rows = email_sql("t.email", config.email), table
     blind = blind_of(wh)
@@ -94,9 +95,7 @@ def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
         f"AND s.value = {id_sql('t.source_customer_id')} "
         "LEFT JOIN identity_nodes e ON e.kind = 'email' "
         f"AND e.value = {email} "
-        f'LEFT JOIN {TOUCHED} ts ON ts."cluster" = s."cluster" '
-        f'LEFT JOIN {TOUCHED} te ON te."cluster" = e."cluster" '
-        'WHERE t.customer_id IS NULL OR ts."cluster" IS NOT NULL OR te."cluster" IS NOT NULL'
+        f"{_changed_clusters(first)}"
     )
     changed = wh.execute(
         f"UPDATE {table} SET customer_id = c.customer_id FROM _own_customer c "
@@ -104,6 +103,16 @@ def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig) -> int:
     )
     drop(wh, "_own_customer")
     return max(changed, 0)
+
+
+def _changed_clusters(first: bool) -> str:
+    if first:  # every cluster is new: a row that finds an identifier may change
+        return "WHERE t.customer_id IS NULL OR s.node_id IS NOT NULL OR e.node_id IS NOT NULL"
+    return (
+        f'LEFT JOIN {TOUCHED} ts ON ts."cluster" = s."cluster" '
+        f'LEFT JOIN {TOUCHED} te ON te."cluster" = e."cluster" '
+        'WHERE t.customer_id IS NULL OR ts."cluster" IS NOT NULL OR te."cluster" IS NOT NULL'
+    )
 
 
 def adopt_source_ids(wh: Warehouse) -> None:
@@ -118,22 +127,29 @@ def adopt_source_ids(wh: Warehouse) -> None:
 
 
 def stitch(
-    wh: Warehouse, events_scope: Where, config: IdentityConfig, *, whole: bool = False
+    wh: Warehouse,
+    events_scope: Where,
+    config: IdentityConfig,
+    *,
+    whole: bool = False,
+    first: bool = False,
 ) -> dict[str, int]:
     """Fill ``customer_id`` where the resolution changed it; returns rows changed per table.
 
     ``whole``: ``events_scope`` holds every stored event (a first or full pass), so the events
-    outside it need no look."""
+    outside it need no look. ``first``: the first population (:mod:`personify.identity.first`):
+    every cluster is new, so there is no :data:`~personify.identity.guard.TOUCHED` to consult."""
     drop(wh, _MAP)
-    wh.execute(
-        f"CREATE TEMP TABLE {_MAP} AS SELECT kind, value, customer_id FROM identity_nodes "
-        f"WHERE kind IN ('anonymous_id', 'user_id') AND \"cluster\" IN "
-        f'(SELECT "cluster" FROM {TOUCHED})'
-    )
+    if not whole:  # (the map finds the events outside the pass)
+        touched = "" if first else f'AND "cluster" IN (SELECT "cluster" FROM {TOUCHED})'
+        wh.execute(
+            f"CREATE TEMP TABLE {_MAP} AS SELECT kind, value, customer_id FROM identity_nodes "
+            f"WHERE kind IN ('anonymous_id', 'user_id') {touched}"
+        )
     counts = {
         "events_stitched": _events(wh, events_scope, whole=whole),
-        "orders_stitched": _owned(wh, "orders", "order_id", config),
-        "tickets_stitched": _owned(wh, "tickets", "ticket_id", config),
+        "orders_stitched": _owned(wh, "orders", "order_id", config, first=first),
+        "tickets_stitched": _owned(wh, "tickets", "ticket_id", config, first=first),
     }
     drop(wh, _MAP)
     return counts

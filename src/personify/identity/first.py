@@ -1,0 +1,204 @@
+"""The first population: the graph is empty, so the pass is one set-based build.
+
+The general pass (:func:`personify.identity.resolve.run_pass`) grows a graph it already holds:
+it checks which identifiers and links exist, keeps the touched nodes and clusters, writes the
+nodes, then updates their clusters, parts and customer ids, and mirrors the touched clusters into
+``identities``. When nothing exists yet — the first build of a project, or a rebuild from scratch
+that has no customer ids to keep — all of that bookkeeping finds nothing, and this module writes
+the same tables straight from the sightings:
+
+1. ``_fp_ids``: one row per distinct identifier, numbered (its node id) in the order the general
+   pass numbers new nodes (first seen, kind, value), with its blocked flag, kind rank and
+   anonymity — the only grouping on ``(kind, value)`` strings; every later step joins on the
+   integer node id;
+2. star edges per sighting group (:func:`personify.identity.graph.star_edges`), written to
+   ``identity_edges`` as they are;
+3. connected components over the edges between non-blocked identifiers;
+4. over-merge protection: clusters that break a limit (few and small) go through the general
+   pass's own :func:`~personify.identity.guard.apply_limits`; the rest keep one part each;
+5. customer ids by the stable-id rule (:mod:`personify.identity.ids`: a new customer's id is
+   the hash of its founder — every id is new here, none is merged);
+6. ``identity_nodes`` in one insert with their cluster, part and customer id, ``customer_ids``,
+   ``identities``; then the events, orders and tickets are stitched as the general pass does.
+
+The result is the general pass's, row for row (tested on every backend by building one world
+both ways).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from personify.config import IdentityConfig
+from personify.identity import graph
+from personify.identity._sql import count, drop, first_by
+from personify.identity.components import LABELS, ComponentsReport, connected_components
+from personify.identity.guard import TOUCHED, apply_limits
+from personify.identity.ids import CHANGED
+from personify.identity.rules import STAR_RANK_SQL, blocked_join
+from personify.identity.sightings import EVENT_PAIRS, SIGHTED, Scope, collect
+from personify.identity.stitch import stitch
+from personify.warehouse.base import Warehouse
+
+_IDS, _GRP, _NODES, _PARTS, _SPLIT = "_fp_ids", "_fp_grp", "_fp_nodes", "_fp_parts", "_fp_split"
+_EMPTY = ("identity_nodes", "identity_edges", "identity_refusals", "identities")
+
+
+@dataclass
+class FirstReport:
+    """What the first population did (the same counts the general pass reports)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    components: ComponentsReport = field(default_factory=ComponentsReport)
+    changed_customers: list[str] = field(default_factory=list)
+
+
+def graph_is_empty(wh: Warehouse) -> bool:
+    """No identifier, link, refusal or published identity is stored yet."""
+    return all(wh.scalar(f"SELECT 1 FROM {name} LIMIT 1") is None for name in _EMPTY)
+
+
+def _ids(wh: Warehouse) -> int:
+    """Every distinct identifier once, with the node id the general pass would give it."""
+    joins, blocked = blocked_join("s.kind", "s.value")
+    wh.execute(
+        f"CREATE TEMP TABLE {_IDS} AS SELECT row_number() OVER (ORDER BY s.first_seen, s.kind, "
+        "s.value) AS node_id, s.kind, s.value, s.source, s.first_seen, s.last_seen, "
+        f"{blocked} AS blocked, coalesce(ik.rank, {STAR_RANK_SQL}) AS rank, "
+        "coalesce(ik.anonymous, FALSE) AS anon, ik.max_count FROM (SELECT kind, value, "
+        f"{first_by(wh, 'source', 'first_seen')} AS source, min(first_seen) AS first_seen, "
+        f"max(last_seen) AS last_seen FROM {SIGHTED} GROUP BY kind, value) s {joins} "
+        "LEFT JOIN _id_kinds ik ON ik.kind = s.kind"
+    )
+    return count(wh, _IDS)
+
+
+def _edges(wh: Warehouse) -> int:
+    """Star edges per sighting group, written to ``identity_edges`` (all of them are new)."""
+    wh.execute(
+        f"CREATE TEMP TABLE {_GRP} AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
+        "s.last_seen, s.evidence, s.origin, n.blocked, n.rank, n.kind, n.value "
+        f"FROM {SIGHTED} s JOIN {_IDS} n ON n.kind = s.kind AND n.value = s.value"
+    )
+    drop(wh, SIGHTED)
+    graph.star_edges(wh, _GRP, blocked=True)
+    drop(wh, _GRP)
+    added = wh.execute(
+        "INSERT INTO identity_edges (a, b, source, evidence, origin, first_seen, last_seen) "
+        "SELECT a, b, source, evidence, origin, first_seen, last_seen FROM _new_edges"
+    )
+    return max(added, 0)
+
+
+def _clusters(wh: Warehouse) -> None:
+    """``_fp_nodes``: the identifiers with their cluster (the smallest node id linked to them
+    by non-blocked edges) as their part."""
+    wh.execute(
+        f"CREATE TEMP TABLE {_NODES} AS SELECT n.*, coalesce(l.label, n.node_id) AS "
+        f'"cluster", coalesce(l.label, n.node_id) AS part FROM {_IDS} n '
+        f"LEFT JOIN {LABELS} l ON l.node = n.node_id"
+    )
+    drop(wh, _IDS, LABELS)
+
+
+_NODE_COLUMNS = 'node_id, kind, value, source, first_seen, last_seen, blocked, "cluster", part'
+
+
+def _limits(wh: Warehouse) -> dict[str, int]:
+    """Clusters that break a limit are split by the general pass's guard: their nodes are
+    written first (without customer ids), the guard sets their parts and records the refused
+    links, and the parts come back to ``_fp_nodes``; the nodes are written again with the rest."""
+    drop(wh, TOUCHED)
+    wh.execute(
+        f'CREATE TEMP TABLE {TOUCHED} AS SELECT DISTINCT "cluster" FROM (SELECT "cluster" '
+        f"FROM {_NODES} WHERE NOT blocked AND max_count IS NOT NULL "
+        'GROUP BY "cluster", kind, max_count HAVING count(*) > max_count) v'
+    )
+    if not count(wh, TOUCHED):
+        return {"clusters_split": 0, "merges_refused": 0}
+    wh.execute(
+        f"INSERT INTO identity_nodes ({_NODE_COLUMNS}) SELECT {_NODE_COLUMNS} FROM {_NODES} "
+        f'WHERE "cluster" IN (SELECT "cluster" FROM {TOUCHED})'
+    )
+    counts = apply_limits(wh)
+    drop(wh, _SPLIT)
+    wh.execute(
+        f"CREATE TEMP TABLE {_SPLIT} AS SELECT node_id, part FROM identity_nodes "
+        'WHERE part <> "cluster"'
+    )
+    wh.execute(
+        f"UPDATE {_NODES} SET part = s.part FROM {_SPLIT} s WHERE {_NODES}.node_id = s.node_id"
+    )
+    wh.execute("DELETE FROM identity_nodes")
+    drop(wh, _SPLIT)
+    return counts
+
+
+def _customer_ids(wh: Warehouse) -> int:
+    """Each part's founder (its oldest non-anonymous identifier) and the id hashed from it."""
+    order = ("first_seen", "rank", "kind", "value")
+    wh.execute(
+        f"CREATE TEMP TABLE {_PARTS} AS SELECT part, 'cus_' || substr(md5(kind || ':' || "
+        "value), 1, 20) AS customer_id, founder, founded_at FROM (SELECT part, "
+        f"{first_by(wh, 'kind', *order)} AS kind, {first_by(wh, 'value', *order)} AS value, "
+        f"{first_by(wh, 'node_id', *order)} AS founder, min(first_seen) AS founded_at "
+        f"FROM {_NODES} WHERE NOT blocked AND NOT anon GROUP BY part) f"
+    )
+    wh.execute(
+        "INSERT INTO customer_ids (customer_id, founder, founded_at, status) "
+        f"SELECT customer_id, founder, founded_at, 'active' FROM {_PARTS} "
+        "ON CONFLICT (customer_id) DO UPDATE SET founder = excluded.founder, "
+        "founded_at = excluded.founded_at, status = 'active', merged_into = NULL, "
+        "merged_at = NULL"
+    )
+    return count(wh, _PARTS)
+
+
+def _write(wh: Warehouse) -> int:
+    """``identity_nodes`` in one insert, then ``identities`` from them."""
+    added = wh.execute(
+        f"INSERT INTO identity_nodes ({_NODE_COLUMNS}, customer_id) SELECT n.node_id, n.kind, "
+        'n.value, n.source, n.first_seen, n.last_seen, n.blocked, n."cluster", n.part, '
+        f"CASE WHEN n.blocked THEN NULL ELSE p.customer_id END FROM {_NODES} n "
+        f"LEFT JOIN {_PARTS} p ON p.part = n.part"
+    )
+    wh.execute(
+        "INSERT INTO identities (customer_id, kind, value, source, first_seen, last_seen) "
+        "SELECT customer_id, kind, value, source, first_seen, last_seen FROM identity_nodes "
+        "WHERE customer_id IS NOT NULL"
+    )
+    return max(added, 0)
+
+
+def populate(
+    wh: Warehouse, config: IdentityConfig, scope: Scope, *, all_events: bool
+) -> FirstReport:
+    """Resolve ``scope`` into an empty graph (inside the caller's transaction, rules loaded).
+
+    The caller checked :func:`graph_is_empty`; ``all_events`` as for the general pass."""
+    report = FirstReport()
+    drop(wh, _IDS, _GRP, _NODES, _PARTS, CHANGED)
+    report.counts["identifiers_sighted"] = collect(wh, scope, config)
+    nodes = _ids(wh)
+    links = _edges(wh)
+    report.counts |= {"identifiers_added": nodes, "links_added": links}
+    report.components = connected_components(
+        wh, "SELECT DISTINCT a, b FROM _new_edges WHERE NOT blocked", max_rounds=config.max_rounds
+    )
+    drop(wh, "_new_edges")
+    # every node is its own cluster but those the components labelled
+    report.counts["clusters_changed"] = nodes - count(wh, LABELS)
+    _clusters(wh)
+    report.counts |= _limits(wh)
+    report.counts["customers_new"] = _customer_ids(wh)
+    report.counts["customers_merged"] = 0
+    _write(wh)
+    wh.execute(f"CREATE TEMP TABLE {CHANGED} AS SELECT customer_id FROM {_PARTS}")
+    drop(wh, _NODES, _PARTS)
+    report.counts |= stitch(wh, scope.events, config, whole=all_events, first=True)
+    report.changed_customers = [
+        str(r[0]) for r in wh.fetch(f"SELECT customer_id FROM {CHANGED} ORDER BY 1")
+    ]
+    drop(wh, TOUCHED, CHANGED, EVENT_PAIRS)
+    report.counts["rounds"] = report.components.rounds
+    return report
