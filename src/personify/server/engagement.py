@@ -10,8 +10,8 @@ names the route template, never the token.
 **Fast path.** These are the hottest routes of the server (every email opened, every link
 followed), so :class:`FastTracking` — a pure-ASGI middleware in front of the app — answers them
 without the router, request and response objects: one path check, one token verification with
-the key read once, pre-built headers; the request metrics and the access log are kept as for
-every route.
+the key read once, pre-built headers; the request metrics (their series bound once per method,
+route and status) and the access log are kept as for every route.
 
 **Durable hits.** A hit is appended to a journal file
 (``.personify/engagement/hits-PID-TAG-N.jsonl``, one JSON line, in the operating system's page
@@ -60,7 +60,7 @@ from personify.engagement import Hit, TrackingClaim
 from personify.engagement.record import record_many
 from personify.engagement.tokens import Kind, Verifier, verifier
 from personify.errors import ConfigError, PersonifyError
-from personify.server.metrics import Counter
+from personify.server.metrics import Counter, CounterChild, HistogramSeries
 from personify.server.openapi import Content, Operation, operation
 from personify.server.protocol import INSTANCE_HEADER
 from personify.server.state import ServerState, state_of
@@ -459,6 +459,23 @@ class FastTracking:
             *no_store,
             instance,
         ]
+        # Starlette builds its middleware on the first request: the key is read then, as
+        # _claim would; the recorder starts with the first hit, as _hit starts it
+        self.verify = _verifier(state)
+        self.recorder: Recorder | None = None
+        self.observed: dict[tuple[str, str, int], _Observed] = {}
+
+    def _observe(self, method: str, route: str, status: int) -> _Observed:
+        """The request counter and latency series of one answer, bound on first use."""
+        key = (method, route, status)
+        found = self.observed.get(key)
+        if found is None:
+            state = self.state
+            found = self.observed[key] = (
+                state.requests.child(method=method, route=route, status=str(status)),
+                state.latency.child(route=route),
+            )
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "") if scope["type"] == "http" else ""
@@ -475,19 +492,20 @@ class FastTracking:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        state = self.state
-        claim = _claim(state, kind, token)
+        check = self.verify
+        claim = check(kind, token) if check is not None else None
         if claim is None or (kind == "click" and claim.url is None):
-            _counter(state).inc(kind=kind, outcome="invalid")
+            _counter(self.state).inc(kind=kind, outcome="invalid")
             status, headers, body = 404, self.missing_headers, b"not found"
         else:
             agent = ""
             for name, value in scope["headers"]:
                 if name == b"user-agent":
-                    agent = value.decode("latin-1")
+                    agent = value.decode("latin-1")[:512]
                     break
             client = scope.get("client")
-            _hit(state, claim, agent, client[0] if client else None, method)
+            recorder = self.recorder or self._start()
+            recorder.add(Hit(claim, clock.now(), agent, client[0] if client else None, method))
             if kind == "open":
                 status, headers, body = 200, self.pixel_headers, PIXEL
             else:
@@ -497,7 +515,15 @@ class FastTracking:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         seconds = time.perf_counter() - started
-        state.requests.inc(method=method, route=route, status=str(status))
-        state.latency.observe(seconds, route=route)
+        count, latency = self._observe(method, route, status)
+        count.inc()
+        latency.observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %d %.1fms", method, route, status, seconds * 1000)
+
+    def _start(self) -> Recorder:
+        self.recorder = start_recorder(self.state)
+        return self.recorder
+
+
+_Observed = tuple[CounterChild, HistogramSeries]

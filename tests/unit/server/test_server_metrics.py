@@ -52,3 +52,53 @@ def test_format_value() -> None:
     assert format_value(0.25) == "0.25"
     assert format_value(math.inf) == "+Inf"
     assert format_value(math.nan) == "NaN"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (0.005, 0.0049, 0.0051, 0.01, 10.0, 10.5, 0.0, -1.0),  # on, just under and over bounds
+        (math.nan, math.inf, 0.3),
+    ],
+)
+def test_bound_series_count_as_the_labelled_calls(values: tuple[float, ...]) -> None:
+    """A bound child (the hot path's) and ``observe``/``inc`` with labels render the same
+    exposition: cumulative buckets, ``le`` meaning at or below, NaN only in ``+Inf``."""
+    renders = []
+    for bound in (False, True):
+        r = Registry()
+        c = r.counter("x_total", "X.", ("route", "status"))
+        h = r.histogram("x_seconds", "X.", ("route",))
+        child_c, child_h = c.child(route="/o", status="200"), h.child(route="/o")
+        for v in values:
+            if bound:
+                child_c.inc()
+                child_h.observe(v)
+            else:
+                c.inc(route="/o", status="200")
+                h.observe(v, route="/o")
+        assert c.value(route="/o", status="200") == len(values)
+        assert h.count(route="/o") == len(values)
+        renders.append(r.render())
+    assert renders[0] == renders[1]
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for f in text_string_to_metric_families(renders[0])
+        for s in f.samples
+        if s.name.startswith("x_seconds")
+    }
+    for bound in (0.005, 0.01, 10.0):
+        expected = sum(1 for v in values if v <= bound)  # NaN compares false: never counted
+        assert samples[("x_seconds_bucket", format_value(bound))] == expected
+    assert samples[("x_seconds_bucket", "+Inf")] == len(values)
+
+
+def test_a_bound_child_checks_its_labels_once() -> None:
+    r = Registry()
+    c = r.counter("a_total", "A.", ("x",))
+    with pytest.raises(ValueError):
+        c.child(y="1")
+    with pytest.raises(ValueError):
+        c.child(x="1").inc(-1)
+    with pytest.raises(ValueError):
+        r.histogram("b_seconds", "B.", ("x",)).child()
