@@ -7,6 +7,7 @@ numpy byte matrices.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -164,22 +165,41 @@ def dictionary(choices: Sequence[str], index: np.ndarray) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
 
 
-def by_group(group: np.ndarray, builders: Sequence[Callable[[np.ndarray], pa.Array]]) -> pa.Array:
+@dataclass(frozen=True)
+class Lookup:
+    """Rows that are values of a (small) array: ``values[index]``. Returned by a
+    :func:`by_group` builder, no string is built per row: the final reordering takes the rows
+    straight from ``values``."""
+
+    values: pa.Array
+    index: np.ndarray
+
+
+def by_group(
+    group: np.ndarray, builders: Sequence[Callable[[np.ndarray], pa.Array | Lookup]]
+) -> pa.Array:
     """Row ``i`` built by ``builders[group[i]]``: each builder is called once, with the indexes
-    of its rows, and returns one string per row (nulls allowed); results come back in row order.
-    Lets every row be built only the way it needs, with one final reordering."""
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(builders) + 1))
-    parts = [
-        builders[g](order[bounds[g] : bounds[g + 1]]).cast(pa.string())
-        for g in range(len(builders))
-        if bounds[g + 1] > bounds[g]
-    ]
+    of its rows (ascending), and returns one string per row (nulls allowed) or a :class:`Lookup`;
+    results come back in row order. Lets every row be built only the way it needs, with one
+    final reordering (a single ``take`` over the builders' strings)."""
+    parts: list[pa.Array] = []
+    source = np.empty(len(group), np.int64)
+    offset = 0
+    for g, build in enumerate(builders):
+        rows = np.flatnonzero(group == g)
+        if not len(rows):
+            continue
+        built = build(rows)
+        if isinstance(built, Lookup):
+            values, index = built.values, offset + np.asarray(built.index, np.int64)
+        else:
+            values, index = built, offset + np.arange(len(rows))
+        parts.append(values.cast(pa.string()))
+        source[rows] = index
+        offset += len(values)
     if not parts:
         return pa.array([], pa.string())
-    inverse = np.empty(len(order), np.int64)
-    inverse[order] = np.arange(len(order))
-    return pa.concat_arrays(parts).take(pa.array(inverse))
+    return pa.concat_arrays(parts).take(pa.array(source))
 
 
 def scatter(n: int, rows: np.ndarray, values: pa.Array) -> pa.Array:

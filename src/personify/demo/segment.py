@@ -143,15 +143,15 @@ class _Batch:
         cart = self.src.behaviour.sessions.cart[self.session[rows]]
         return cart_ids(cart, self.src.salt + 2)
 
-    def page(self, rows: np.ndarray) -> pa.Array:
+    def page(self, rows: np.ndarray) -> tx.Lookup:
         page = self.log.aux[self.at(rows)].astype(np.int64)
-        return self.frags.page_properties.take(pa.array(page * _REFERRERS + _referrer(self, rows)))
+        return tx.Lookup(self.frags.page_properties, page * _REFERRERS + _referrer(self, rows))
 
-    def identify(self, rows: np.ndarray) -> pa.Array:
-        return pa.nulls(len(rows), pa.string())
+    def identify(self, rows: np.ndarray) -> tx.Lookup:
+        return tx.Lookup(pa.nulls(1, pa.string()), np.zeros(len(rows), np.int64))
 
-    def viewed(self, rows: np.ndarray) -> pa.Array:
-        return self.frags.viewed.take(pa.array(self.log.product[self.at(rows)]))
+    def viewed(self, rows: np.ndarray) -> tx.Lookup:
+        return tx.Lookup(self.frags.viewed, self.log.product[self.at(rows)])
 
     def added(self, rows: np.ndarray) -> pa.Array:
         at = self.at(rows)
