@@ -54,7 +54,7 @@ def _traits(wh: Warehouse, project: Project, scope: str) -> None:
     for name, (sql, params) in (
         ("_t_buy", T.purchases(cfg, scope)),
         ("_t_act", T.activity(scope)),
-        ("_t_eng", T.engagement(cfg, scope, now)),
+        ("_t_eng", T.engagement(cfg, scope, now, wh.dialect)),
         ("_t_cat", T.categories(cfg, scope)),
         ("_t_tix", T.tickets(cfg, scope)),
     ):
@@ -78,6 +78,7 @@ _COLUMNS = (
 def _insert(wh: Warehouse, project: Project, scope: str) -> int:
     lifecycle, lc_params = T.lifecycle_sql(project.config.traits)
     now = clock.now()
+    since = T.seconds_between("CAST(? AS TIMESTAMPTZ)", "b.last_purchase_at", wh.dialect)
     inner = (
         "SELECT c.customer_id, f.email, f.first_name, f.last_name, f.phone, f.timezone, "
         "f.country, f.city, CAST(f.created_at AS TIMESTAMPTZ) AS created_at, "
@@ -85,15 +86,15 @@ def _insert(wh: Warehouse, project: Project, scope: str) -> int:
         "coalesce(b.total_spent, 0) AS total_spent, b.average_order_value, "
         "coalesce(e.engagement_score, 0) AS engagement_score, "
         "coalesce(k.preferred_categories, '[]') AS preferred_categories, "
-        "a.last_seen AS last_seen_at, f.source, CAST(? AS TIMESTAMPTZ) AS updated_at, "
-        "a.first_seen, a.last_seen, CAST(floor(epoch(CAST(? AS TIMESTAMPTZ) - "
-        "b.last_purchase_at) / 86400) AS BIGINT) AS days_since_last_purchase, "
+        "c.last_seen AS last_seen_at, f.source, CAST(? AS TIMESTAMPTZ) AS updated_at, "
+        f"c.first_seen, c.last_seen, CAST(floor({since} / 86400) AS BIGINT) "
+        "AS days_since_last_purchase, "
         "coalesce(t.open_tickets, 0) AS open_tickets, u.traits "
-        "FROM (SELECT DISTINCT customer_id FROM identity_nodes WHERE customer_id IS NOT NULL "
-        f"AND ({scope.format(c='customer_id')})) c "
+        # the activity traits hold one row per customer of the scope (every customer_id of
+        # identity_nodes there): they are the customers, no second DISTINCT over the nodes
+        "FROM _t_act c "
         "LEFT JOIN _fields f ON f.customer_id = c.customer_id "
         "LEFT JOIN _t_buy b ON b.customer_id = c.customer_id "
-        "LEFT JOIN _t_act a ON a.customer_id = c.customer_id "
         "LEFT JOIN _t_eng e ON e.customer_id = c.customer_id "
         "LEFT JOIN _t_cat k ON k.customer_id = c.customer_id "
         "LEFT JOIN _t_tix t ON t.customer_id = c.customer_id "
@@ -104,7 +105,7 @@ def _insert(wh: Warehouse, project: Project, scope: str) -> int:
     cols = cols.replace(", traits", ", CAST(traits AS JSON)")
     added = wh.execute(
         f"INSERT INTO customers ({_COLUMNS}) SELECT {cols} FROM ({inner}) x",
-        [*lc_params, now, now],
+        [*lc_params, now, *[now] * since.count("?")],
     )
     return max(added, 0)
 
