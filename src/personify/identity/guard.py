@@ -138,10 +138,36 @@ def _union(
     (in ``limit``'s order) that would break."""
     n_kinds = len(limit)
     parent = list(range(len(kind)))
+    refused: list[tuple[int, int, int]] = []
+    if n_kinds == 1:  # the usual case (``user_id: 1``): a count per part, no tuples
+        held = [int(k == 0) for k in kind]
+        most = limit[0]
+        for j in order:
+            ra = a[j]
+            while parent[ra] != ra:
+                parent[ra] = parent[parent[ra]]
+                ra = parent[ra]
+            rb = b[j]
+            while parent[rb] != rb:
+                parent[rb] = parent[parent[rb]]
+                rb = parent[rb]
+            if ra == rb:
+                continue
+            total = held[ra] + held[rb]
+            if total > most:
+                refused.append((j, 0, total))
+                continue
+            if ra < rb:
+                parent[rb] = ra
+                held[ra] = total
+            else:
+                parent[ra] = rb
+                held[rb] = total
+        return _roots(parent), refused
     counts: list[tuple[int, ...] | None] = [
         None if k < 0 else tuple(int(j == k) for j in range(n_kinds)) for k in kind
     ]
-    refused: list[tuple[int, int, int]] = []
+    kinds = range(n_kinds)
     for j in order:
         ra = a[j]
         while parent[ra] != ra:
@@ -160,7 +186,11 @@ def _union(
             merged = ca
         else:
             merged = tuple([x + y for x, y in zip(ca, cb, strict=True)])
-            broken = next((k for k in range(n_kinds) if merged[k] > limit[k]), -1)
+            broken = -1
+            for k in kinds:
+                if merged[k] > limit[k]:
+                    broken = k
+                    break
             if broken >= 0:
                 refused.append((j, broken, merged[broken]))
                 continue
@@ -168,12 +198,17 @@ def _union(
         parent[gone] = keep
         counts[keep] = merged
         counts[gone] = None
+    return _roots(parent), refused
+
+
+def _roots(parent: list[int]) -> list[int]:
+    """Each node's root in the union-find forest ``parent`` (compressed in place)."""
     for i in range(len(parent)):
         r = i
         while parent[r] != r:
             r = parent[r]
         parent[i] = r
-    return parent, refused
+    return parent
 
 
 def _violating(wh: Warehouse) -> list[int]:

@@ -98,8 +98,10 @@ def clusters(draw: st.DrawFn) -> tuple[list[Node], list[Link]]:
     n = draw(st.integers(2, 24))
     kinds = draw(st.lists(st.sampled_from(sorted(_KINDS)), min_size=n, max_size=n))
     ids = draw(st.lists(st.integers(1, 10_000), min_size=n, max_size=n, unique=True))
+    emails = draw(st.sampled_from([2, None]))  # None: one limited kind (the default config)
+    limits = {k: (rank, emails if k == "email" else most) for k, (rank, most) in _KINDS.items()}
     nodes = [
-        Node(i, k, draw(st.sampled_from(["a", "b", "é", "Z"])) + str(i), *_KINDS[k])
+        Node(i, k, draw(st.sampled_from(["a", "b", "é", "Z"])) + str(i), *limits[k])
         for i, k in zip(ids, kinds, strict=True)
     ]
     pairs = draw(
