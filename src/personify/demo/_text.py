@@ -224,14 +224,25 @@ def null_where(mask: np.ndarray, values: pa.Array) -> pa.Array:
 # --------------------------------------------------------------------------------------- JSON
 def quote(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """JSON string literals (``"…"``) for a string array; nulls stay null."""
-    if _has(values, "\\") or _has(values, '"'):
+    return join('"', _escaped(values), '"')
+
+
+def _escaped(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The strings with ``\\`` and ``"`` escaped for JSON (most have neither: then as they are)."""
+    if _has(values, b"\\") or _has(values, b'"'):
         values = pc.replace_substring(values, "\\", "\\\\")
         values = pc.replace_substring(values, '"', '\\"')
-    return join('"', values, '"')
+    return values
 
 
-def _has(values: pa.Array | pa.ChunkedArray, needle: str) -> bool:
-    return bool(pc.any(pc.match_substring(values, needle)).as_py())
+def _has(values: pa.Array | pa.ChunkedArray, needle: bytes) -> bool:
+    """Whether any string holds ``needle`` (a byte search of the whole data buffers: a sliced
+    array may answer yes for bytes outside it, which only costs an unneeded escape)."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return bool(pc.any(pc.match_substring(values, needle.decode())).as_py())
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    data = [c.buffers()[2] for c in chunks]
+    return any(needle in d.to_pybytes() for d in data if d is not None)
 
 
 def encode(values: pa.Array) -> pa.Array:
@@ -265,9 +276,35 @@ def _encode(values: pa.Array) -> pa.Array:
     raise TypeError(f"cannot encode {t} as JSON")
 
 
+def _pieces(values: pa.Array) -> list[Piece]:
+    """The JSON text of every value as pieces to :func:`join`: objects and strings without
+    nulls are spelled out inline (their members' pieces, the quotes as literals), so a row's
+    text is copied once instead of once per level of nesting; anything else as :func:`encode`."""
+    t = values.type
+    if values.null_count == 0 and pa.types.is_struct(t):
+        out: list[Piece] = ["{"]
+        for i in range(t.num_fields):
+            out += [("," if i else "") + f'"{t.field(i).name}":', *_pieces(values.field(i))]
+        return [*out, "}"]
+    if values.null_count == 0 and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return ['"', _escaped(values), '"']
+    return [encode(values)]
+
+
+def _merged(pieces: list[Piece]) -> list[Piece]:
+    """Adjacent literal pieces as one."""
+    out: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, str) and out and isinstance(out[-1], str):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return out
+
+
 def json_lines(table: pa.Table) -> pa.Array:
     """One JSON object per row, each ending in a newline (columns in table order)."""
     rows = pa.StructArray.from_arrays(
         [c.combine_chunks() for c in table.columns], names=table.column_names
     )
-    return join(encode(rows), "\n")
+    return join(*_merged([*_pieces(rows), "\n"]))

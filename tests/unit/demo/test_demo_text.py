@@ -52,6 +52,18 @@ def test_json_lines_are_json() -> None:
     assert all(line.endswith("\n") for line in lines)
 
 
+def test_json_lines_spell_out_objects_and_strings_as_json_dumps_does() -> None:
+    rows = [
+        {"id": f"c{i}", "p": {"email": email, "n": i, "tags": ["a", "b"]}, "ok": True}
+        for i, email in enumerate(["plain", 'q"uote', "back\\slash", "ünï"])
+    ]
+    table = pa.Table.from_pylist(rows)
+    for start in (0, 1, 3):  # slices: the escape check reads whole buffers
+        lines = tx.json_lines(table.slice(start)).to_pylist()
+        expected = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in rows[start:]]
+        assert lines == [line + "\n" for line in expected]
+
+
 def test_by_group_builds_each_row_its_own_way() -> None:
     group = np.array([1, 0, 1, 2, 0])
     out = tx.by_group(
@@ -60,9 +72,16 @@ def test_by_group_builds_each_row_its_own_way() -> None:
             lambda rows: tx.join("a", tx.ints(rows)),
             lambda rows: tx.join("b", tx.ints(rows)),
             lambda rows: pa.nulls(len(rows), pa.string()),
+            lambda rows: tx.Lookup(pa.array(["x", None, "y"]), rows % 3),
         ],
     )
     assert out.to_pylist() == ["b0", "a1", "b2", None, "a4"]
+    looked_up = tx.by_group(
+        np.array([3, 0, 3, 3]),
+        [lambda rows: tx.ints(rows)] * 3
+        + [lambda rows: tx.Lookup(pa.array(["x", None, "y"]), rows % 3)],
+    )
+    assert looked_up.to_pylist() == ["x", "1", "y", "x"]
 
 
 def test_dictionary_and_scatter() -> None:
