@@ -19,7 +19,7 @@ from personify.identity._sql import scratch, temp_table
 from personify.identity.sightings import Scope
 from personify.profiles import build_customers, profiles_stage, read_profile
 from personify.profiles.realtime import apply
-from personify.profiles.survivorship import Observation, rank, winners_sql
+from personify.profiles.survivorship import Observation, fields_sql, rank, winners_sql
 from personify.session import Session
 from personify.warehouse import Warehouse, connect, table
 
@@ -83,6 +83,12 @@ def test_survivorship_sql_equals_python(
             SURV.fields.get(field, SURV.default),
         )[0]
         assert got[field] == (best.value, best.source)
+    # the pivoted form the build uses (arg_min over a row of the keys on DuckDB) agrees
+    names = ["first_name", "last_name", "city", "email"]
+    sql, params = fields_sql(SURV, names, "SELECT * FROM _obs", warehouse.dialect)
+    (row,) = warehouse.fetch(sql, params)
+    assert dict(zip(names, row[1:5], strict=True)) == {f: got.get(f, (None,))[0] for f in names}
+    assert row[5] == got.get("email", (None, None))[1]
 
 
 def project(tmp: Path, url: str) -> Project:

@@ -18,12 +18,12 @@ from personify.privacy.fields import cipher_of, seal_customers
 from personify.profiles import traits as T
 from personify.profiles.custom import compile_traits, traits_sql
 from personify.profiles.observations import FIELDS
-from personify.profiles.survivorship import winners_sql
+from personify.profiles.survivorship import fields_sql
 from personify.realtime import invalidate_all, invalidate_customers
 from personify.warehouse.base import Warehouse
 
 _SCOPE = scratch("_profile_scope", customer_id="VARCHAR")
-_TEMPS = ("_winners", "_fields", "_t_buy", "_t_act", "_t_eng", "_t_cat", "_t_tix", "_t_usr")
+_TEMPS = ("_fields", "_t_buy", "_t_act", "_t_eng", "_t_cat", "_t_tix", "_t_usr")
 
 
 def _scope(wh: Warehouse, customer_ids: Sequence[str] | None) -> str:
@@ -39,14 +39,8 @@ def _fields(wh: Warehouse, project: Project, scope: str) -> None:
         "FROM profile_observations o JOIN identity_nodes n ON n.node_id = o.node_id "
         f"WHERE n.customer_id IS NOT NULL AND ({scope.format(c='n.customer_id')})"
     )
-    sql, params = winners_sql(project.config.survivorship, FIELDS, observations)
-    wh.execute(f"CREATE TEMP TABLE _winners AS {sql}", params)
-    pivot = ", ".join(f"max(CASE WHEN field = '{f}' THEN value END) AS {f}" for f in FIELDS)
-    wh.execute(
-        f"CREATE TEMP TABLE _fields AS SELECT customer_id, {pivot}, "
-        "max(CASE WHEN field = 'email' THEN source END) AS source FROM _winners "
-        "GROUP BY customer_id"
-    )
+    sql, params = fields_sql(project.config.survivorship, FIELDS, observations, wh.dialect)
+    wh.execute(f"CREATE TEMP TABLE _fields AS {sql}", params)
 
 
 def _traits(wh: Warehouse, project: Project, scope: str) -> None:

@@ -128,3 +128,34 @@ def winners_sql(
         f"AS latest FROM ({observations_sql}) b) o) w WHERE pos = 1"
     )
     return sql, params
+
+
+def fields_sql(
+    config: SurvivorshipConfig,
+    fields: Sequence[str],
+    observations_sql: str,
+    dialect: str | None = None,
+) -> tuple[str, list[object]]:
+    """SQL: one row per customer with each field's winning value (a column named after the
+    field) and the source of the winning ``email`` (``source``) — :func:`winners_sql` pivoted.
+
+    ``observations_sql`` selects ``customer_id, field, value, source, observed_at``. On DuckDB
+    the winner of each ``(customer_id, field)`` is ``arg_min`` of ``(value, source)`` over the
+    same order as a row (a hash aggregate, no window sorting each partition; full ties have
+    equal values and sources, so the choice is the same): at 100k customers 0.62–0.66 →
+    0.49–0.51 CPU-s for winners and pivot together. Other engines pivot :func:`winners_sql`.
+    """
+    pivot = ", ".join(f"max(CASE WHEN field = '{f}' THEN value END) AS {f}" for f in fields)
+    pivot += ", max(CASE WHEN field = 'email' THEN source END) AS source"
+    if dialect != "duckdb":
+        sql, params = winners_sql(config, fields, observations_sql)
+        return f"SELECT customer_id, {pivot} FROM ({sql}) w GROUP BY customer_id", params
+    order, params = order_sql(config, fields)
+    sql = (
+        "SELECT customer_id, field, win[1] AS value, win[2] AS source FROM ("
+        f"SELECT o.customer_id, o.field, arg_min((o.value, o.source), ({order})) AS win FROM ("
+        "SELECT b.*, count(*) OVER (PARTITION BY b.customer_id, b.field, b.value) AS freq, "
+        "max(epoch(b.observed_at)) OVER (PARTITION BY b.customer_id, b.field, b.value) "
+        f"AS latest FROM ({observations_sql}) b) o GROUP BY o.customer_id, o.field) w"
+    )
+    return f"SELECT customer_id, {pivot} FROM ({sql}) w GROUP BY customer_id", params
