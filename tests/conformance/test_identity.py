@@ -180,3 +180,28 @@ def test_incremental_equals_batch_and_merge_keeps_oldest(warehouse: Warehouse) -
     # rules changed: the graph is rebuilt, ids are kept
     resolve_batch(warehouse, IdentityConfig(limits={"user_id": 2}))
     assert customer_of(warehouse, "shop_id", "s1") == old
+
+
+def test_a_standing_refusal_keeps_its_time(warehouse: Warehouse) -> None:
+    """A pass that touches a split cluster rewrites only what changed: a refusal that still
+    stands keeps the time it was decided; a new one is stamped with the pass's time."""
+    from personify import clock
+
+    first, later = T0 + timedelta(days=10), T0 + timedelta(days=20)
+    warehouse.load(
+        table("events"), events([("m1", "dev", "u2", 2, None), ("m2", "dev", "u3", 3, None)])
+    )
+    with clock.frozen(first):
+        assert resolve_batch(warehouse, IdentityConfig()).counts["merges_refused"] == 1
+    warehouse.load(table("events"), events([("m3", "dev", "u4", 4, None)]))
+    with clock.frozen(later):
+        assert resolve_batch(warehouse, IdentityConfig()).counts["merges_refused"] == 2
+    rows = warehouse.fetch(
+        "SELECT nb.value, r.decided_at FROM identity_refusals r "
+        "JOIN identity_nodes nb ON nb.node_id IN (r.a, r.b) AND nb.kind = 'user_id' ORDER BY 1"
+    )
+    assert [(value, when.astimezone(UTC)) for value, when in rows] == [
+        ("u3", first),
+        ("u4", later),
+    ]
+    assert customer_of(warehouse, "anonymous_id", "dev") == customer_of(warehouse, "user_id", "u2")
