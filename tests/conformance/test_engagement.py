@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from personify.config import load_project
-from personify.engagement import Hit, TrackingClaim, record
+from personify.engagement import Hit, TrackingClaim, record, record_many
 from personify.profiles.traits import engagement
 from personify.warehouse import Warehouse, table
 
@@ -127,6 +127,29 @@ def test_hits_become_events(warehouse: Warehouse, project_dir: Path) -> None:
             "link_index": 0,
             "link_url": "https://shop.example/p",
         }
+    ]
+
+
+def test_the_insert_owns_new_events_and_leaves_stored_ones_alone(
+    warehouse: Warehouse, project_dir: Path
+) -> None:
+    """``customer_id`` comes with the insert of a new event; a repeat (the same hit again, in
+    one batch or later) stores nothing and changes no owner — not even one identity resolution
+    gave the stored event since."""
+    wh, project = warehouse, load_project(project_dir)
+    _world(wh)
+    at = SENT + timedelta(hours=2)
+    hit = Hit(TrackingClaim("open", "m-1", "c-1"), at, BROWSER, "203.0.113.7")
+    first, twin = record_many(wh, project, [hit, hit])
+    assert first.new and not twin.new and twin.message_id == first.message_id
+    assert wh.fetch("SELECT customer_id FROM events WHERE source = 'email_tracking'") == [("c-1",)]
+    wh.execute(
+        "UPDATE events SET customer_id = 'c-merged' WHERE message_id = ?", [first.message_id]
+    )
+    again = record(wh, project, Hit(hit.claim, at + timedelta(seconds=5), BROWSER, "203.0.113.7"))
+    assert not again.new
+    assert wh.fetch("SELECT customer_id FROM events WHERE source = 'email_tracking'") == [
+        ("c-merged",)
     ]
 
 

@@ -310,19 +310,6 @@ def _same_touches(wh: Warehouse, hits: Sequence[Hit]) -> dict[int, str]:
     return out
 
 
-def _own(wh: Warehouse, new: list[tuple[str, str]]) -> None:
-    """``events.customer_id`` of the new events, in one ``UPDATE`` joined to the pairs passed as
-    two array parameters."""
-    if not new:
-        return
-    wh.execute(
-        "UPDATE events SET customer_id = s.customer_id FROM (SELECT "
-        "unnest(CAST(? AS VARCHAR[])) AS message_id, unnest(CAST(? AS VARCHAR[])) AS customer_id"
-        ") AS s WHERE events.message_id = s.message_id AND events.customer_id IS NULL",
-        [[m for m, _ in new], [c for _, c in new]],
-    )
-
-
 def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Recorded]:
     """:func:`record` for many hits at once: one lookup of their messages and customers, one
     store (what the server does with the hits of a few milliseconds)."""
@@ -353,13 +340,7 @@ def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Re
         _row(h, m, why, ids[h.claim.customer_id], received)
         for (_, h, m), why in zip(known, reasons, strict=True)
     ]
-    status = store(wh, rows)
-    new = [
-        (row[0], h.claim.customer_id)
-        for row, (_, h, _), s in zip(rows, known, status, strict=True)
-        if s == NEW
-    ]
-    _own(wh, new)
+    status = store(wh, rows, owners=[h.claim.customer_id for _, h, _ in known])
     for (i, _, _), row, why, s in zip(known, rows, reasons, status, strict=True):
         results[i] = Recorded(str(row[0]), s == NEW, why)
     return results

@@ -150,6 +150,7 @@ def store(
     *,
     locations: Sequence[str] | None = None,
     optimistic: bool = True,
+    owners: Sequence[str | None] | None = None,
 ) -> list[int]:
     """Store ``rows`` and ``quarantine`` in one transaction; the status of each row
     (:data:`NEW`, :data:`DUPLICATE`, :data:`CONFLICT`). ``locations``: where each row was in
@@ -160,7 +161,9 @@ def store(
     ``ON CONFLICT``, and what nearly every group is: resends are mostly answered from the recent-id
     cache); if a key is already stored it fails whole and the careful way follows. Without engine
     keys both ways cost one anti-join, so the careful way runs at once. Pass ``False`` inside an
-    open transaction (a failed statement would abort it)."""
+    open transaction (a failed statement would abort it). ``owners``: each row's
+    ``customer_id`` when the caller knows it (set by the insert itself, so only new events get
+    it: a stored one keeps its own)."""
     status = [NEW] * len(rows)
     first: dict[str, int] = {}
     keep: list[int] = []
@@ -172,6 +175,8 @@ def store(
         else:
             status[i] = DUPLICATE if rows[j][_HASH] == row[_HASH] else CONFLICT
     table = events_table([rows[i] for i in keep]) if keep else None
+    if table is not None and owners is not None:
+        table = table.append_column("customer_id", pa.array([owners[i] for i in keep], _S))
     optimistic = optimistic and wh.capabilities.cheap_keys
     if optimistic and table is not None and len(keep) == len(rows) and not quarantine:
         try:
