@@ -9,7 +9,7 @@ import pytest
 
 from personify import clock
 from personify.audiences.schedule import parse_duration, parse_refresh
-from personify.audiences.segments import load_segments, parse_segment
+from personify.audiences.segments import load_segments, one_row_per_customer, parse_segment
 from personify.errors import DefinitionError
 
 SEED = (
@@ -144,3 +144,38 @@ def test_schedules() -> None:
     assert hourly.is_due(t + timedelta(days=1), t)  # replayed in the past
     assert parse_refresh("real-time").is_due(t, t)
     assert not parse_refresh("manual").is_due(None, t)
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "unique"),
+    [
+        (SEED, "mysql", True),
+        ("SELECT c.customer_id FROM customers c WHERE EXISTS (SELECT 1 FROM orders o "
+         "WHERE o.customer_id = c.customer_id)", "mysql", True),
+        ("SELECT * FROM customers WHERE country = 'FR'", "duckdb", True),
+        ("SELECT c.*, 1 AS one FROM customer_data AS c LIMIT 10", "duckdb", True),
+        ("SELECT customer_id AS customer_id FROM customers", "duckdb", True),
+        ("SELECT customer_id FROM orders", "duckdb", False),
+        ("SELECT customer_id FROM customers JOIN orders USING (customer_id)", "duckdb", False),
+        ("SELECT customer_id FROM customers, orders", "duckdb", False),
+        ("SELECT customer_id FROM customers CROSS JOIN UNNEST([1, 2])", "duckdb", False),
+        ("SELECT customer_id, UNNEST([1, 2]) AS n FROM customers", "duckdb", False),
+        ("SELECT customer_id, generate_series(1, 3) FROM customers", "postgres", False),
+        ("SELECT * REPLACE (lower(customer_id) AS customer_id) FROM customers", "duckdb", False),
+        ("SELECT email AS customer_id FROM customers", "duckdb", False),
+        ("SELECT 'x' AS customer_id FROM customers", "duckdb", False),
+        ("SELECT b AS customer_id FROM customers AS t(a, b)", "duckdb", False),
+        ("SELECT customer_id FROM customers GROUP BY customer_id", "duckdb", False),
+        ("WITH customers AS (SELECT customer_id FROM orders) SELECT customer_id FROM customers",
+         "duckdb", False),
+        ("SELECT customer_id FROM (SELECT customer_id FROM orders) AS customers", "duckdb", False),
+        ("SELECT customer_id FROM customers UNION ALL SELECT customer_id FROM customers",
+         "duckdb", False),
+    ],
+)  # fmt: skip
+def test_distinct_only_where_a_customer_can_repeat(sql: str, dialect: str, unique: bool) -> None:
+    segment = parse(f"-- dialect: {dialect}\n{sql}")
+    assert one_row_per_customer(segment.query) is unique
+    with clock.frozen("2026-01-31T10:00:00Z"):
+        rendered = segment.members_query().sql("duckdb")
+    assert rendered.startswith("SELECT DISTINCT ") is not unique
