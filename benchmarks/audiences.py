@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from personify.audiences.batch import write_tags
-from personify.audiences.memberships import refresh_segment
+from personify.audiences.memberships import refresh_segments
 from personify.audiences.rules import load_rules
 from personify.audiences.segments import load_segments
 from personify.warehouse import connect, table
@@ -361,8 +361,7 @@ def personify_pass(wh: Any, folders: tuple[Path, Path], now: datetime) -> dict[s
     segments = load_segments(folders[0], default_dialect="duckdb")
     rules = load_rules(folders[1], default_dialect="duckdb")
     t1 = time.perf_counter()
-    for segment in segments:
-        refresh_segment(wh, segment, now=now, timeout_s=600, max_members=10**8)
+    refresh_segments(wh, segments, now=now, timeout_s=600, max_members=10**8)
     t2 = time.perf_counter()
     write_tags(wh, rules, now=now)
     t3 = time.perf_counter()

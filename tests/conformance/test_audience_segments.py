@@ -17,7 +17,12 @@ import pytest
 from tests.conformance.audience_data import load_consents, load_customers, load_orders
 
 from personify import clock
-from personify.audiences.memberships import refresh_segment, retire_segments, segment_status
+from personify.audiences.memberships import (
+    refresh_segment,
+    refresh_segments,
+    retire_segments,
+    segment_status,
+)
 from personify.audiences.segments import Segment, parse_segment
 from personify.audiences.stage import preview
 from personify.errors import UnsafeQueryError
@@ -265,6 +270,26 @@ def test_member_cap_leaves_memberships_alone(warehouse: Warehouse) -> None:
         refresh_segment(warehouse, segment, now=NOW, timeout_s=30, max_members=4)
     assert _members(warehouse, "hot") == []
     assert warehouse.scalar("SELECT count(*) FROM audience_changes") == 0
+
+
+def test_segments_refreshed_together_apply_all_or_none(warehouse: Warehouse) -> None:
+    load_customers(warehouse, [{"customer_id": str(i), "last_purchase_at": NOW} for i in range(5)])
+    hot = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    few = parse_segment(
+        "SELECT customer_id FROM customers WHERE customer_id < '2'",
+        file=Path("few.sql"),
+        default_dialect="duckdb",
+    )
+    refresh = {"now": NOW, "timeout_s": 30}
+    with pytest.raises(UnsafeQueryError, match="'hot' returned 5 customers"):
+        refresh_segments(warehouse, [few, hot], max_members=4, **refresh)  # type: ignore[arg-type]
+    assert warehouse.scalar("SELECT count(*) FROM segment_memberships") == 0
+    assert warehouse.scalar("SELECT count(*) FROM audience_changes") == 0
+    assert warehouse.scalar("SELECT count(*) FROM segment_state") == 0
+    results = refresh_segments(warehouse, [few, hot], max_members=5, **refresh)  # type: ignore[arg-type]
+    assert [(r.segment, r.entered) for r in results] == [("few", 2), ("hot", 5)]
+    assert _members(warehouse, "few") == ["0", "1"]
+    assert warehouse.scalar("SELECT count(*) FROM audience_changes") == 7
 
 
 def test_statement_timeout_stops_a_slow_segment(warehouse: Warehouse) -> None:

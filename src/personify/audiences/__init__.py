@@ -12,6 +12,7 @@ from personify.audiences.batch import TagCounts as TagCounts
 from personify.audiences.batch import write_tags as write_tags
 from personify.audiences.memberships import RefreshResult as RefreshResult
 from personify.audiences.memberships import refresh_segment as refresh_segment
+from personify.audiences.memberships import refresh_segments as refresh_segments
 from personify.audiences.realtime import Assignment as Assignment
 from personify.audiences.realtime import Outcome as Outcome
 from personify.audiences.realtime import evaluate_profile as evaluate_profile
@@ -43,5 +44,6 @@ __all__ = [
     "project_rules",
     "project_segments",
     "refresh_segment",
+    "refresh_segments",
     "write_tags",
 ]

@@ -20,6 +20,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import sqlglot
+from sqlglot import exp
+
 from personify.audiences.compile import flags_query, plan, tags_query
 from personify.audiences.memberships import create_temp_as
 from personify.audiences.rules import Rule
@@ -52,22 +55,25 @@ def write_tags(
     compiled = plan(rules, now)
     with wh.transaction():
         wh.execute(create_temp_as(names[0], flags_query(compiled, only)))
-        tagged = wh.execute(create_temp_as(names[1], tags_query(compiled, names[0])))
-        if tagged < 0:
-            tagged = int(wh.scalar(f"SELECT count(*) FROM {desired}") or 0)
-        stored = "customer_tags"
-        if only is not None:
-            stored = (
-                "(SELECT * FROM customer_tags WHERE customer_id IN "
-                f"(SELECT customer_id FROM {quote(only)}))"
-            )
+        earned = tags_query(compiled, names[0])
         if only is None and not wh.fetch("SELECT 1 FROM customer_tags LIMIT 1"):
             # nothing stored (a first population): every earned tag is new — the earned
-            # tags are the difference, without a join against the stored ones; each tag and
-            # its change row are written by one statement
-            wh.execute(_FIRST.format(desired=desired), [now, now, datetime.now(UTC)])
+            # tags are the difference, without a join against the stored ones nor a copy of
+            # them; each tag and its change row are written by one statement
+            tagged = wh.execute(_first(earned), [now, now, datetime.now(UTC)])
+            if tagged < 0:  # an engine that does not report counts
+                tagged = int(wh.scalar("SELECT count(*) FROM customer_tags") or 0)
             added, removed, updated = tagged, 0, 0
         else:
+            tagged = wh.execute(create_temp_as(names[1], earned))
+            if tagged < 0:
+                tagged = int(wh.scalar(f"SELECT count(*) FROM {desired}") or 0)
+            stored = "customer_tags"
+            if only is not None:
+                stored = (
+                    "(SELECT * FROM customer_tags WHERE customer_id IN "
+                    f"(SELECT customer_id FROM {quote(only)}))"
+                )
             wh.execute(
                 f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired, stored=stored)
             )
@@ -95,13 +101,25 @@ SELECT * FROM (
 rule or variables changed are updated."""
 _FIRST = (
     "WITH added AS (INSERT INTO customer_tags (customer_id, tag, rule, assigned_at, expires_at, "
-    "variables) SELECT customer_id, tag, rule, ?, expires_at, variables FROM {desired} "
-    "RETURNING customer_id, tag, rule) INSERT INTO audience_changes (kind, name, customer_id, "
-    "change, changed_at, recorded_at, rule) SELECT 'tag', tag, customer_id, 'entered', ?, ?, rule "
-    "FROM added"
+    "variables) SELECT customer_id, tag, rule, ?, expires_at, variables FROM _personify_earned "
+    "AS e RETURNING customer_id, tag, rule) INSERT INTO audience_changes (kind, name, "
+    "customer_id, change, changed_at, recorded_at, rule) SELECT 'tag', tag, customer_id, "
+    "'entered', ?, ?, rule FROM added"
 )
-"""A first population: the earned tags and their ``entered`` changes in one statement (the
-earned tags read once; at 1M customers, 2.66M tags: ~10 % less CPU than two INSERTs)."""
+"""A first population: the earned tags and their ``entered`` changes in one statement, reading
+the earned-tags query directly (parameters: now, now, recorded at). At 1M customers, 2.66M
+tags: ~10 % less CPU than two INSERTs from a copy (session 4), and the copy itself saved."""
+
+
+def _first(earned: exp.Query) -> exp.Expr:
+    """:data:`_FIRST` reading ``earned`` (:func:`~personify.audiences.compile.tags_query`)."""
+    statement = sqlglot.parse_one(_FIRST, read="duckdb")
+    for table in statement.find_all(exp.Table):
+        if table.name == "_personify_earned":
+            table.replace(earned.subquery("e"))
+    return statement
+
+
 _CHANGES = (
     "INSERT INTO audience_changes (kind, name, customer_id, change, changed_at, recorded_at, "
     "rule) SELECT 'tag', tag, customer_id, op, ?, ?, rule FROM {diff} "

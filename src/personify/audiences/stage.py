@@ -22,7 +22,7 @@ from personify.audiences.batch import write_tags
 from personify.audiences.memberships import (
     RefreshResult,
     last_refreshed,
-    refresh_segment,
+    refresh_segments,
     retire_segments,
 )
 from personify.audiences.rules import Rule, load_rules
@@ -86,29 +86,23 @@ def find_segment(project: Project, name: str) -> Segment:
 def refresh(
     session: Session, segments: list[Segment], *, force: bool = False
 ) -> list[RefreshResult]:
-    """Refresh ``segments`` that are due at ``--now`` (all of them with ``force``)."""
+    """Refresh ``segments`` that are due at ``--now`` (all of them with ``force``), in one
+    transaction (:func:`~personify.audiences.memberships.refresh_segments`)."""
     wh, settings, now = session.warehouse, session.project.config.audiences, clock.now()
     last = last_refreshed(wh) if not force else {}
-    results = []
-    for segment in segments:
-        if not force and not segment.refresh.is_due(last.get(segment.name), now):
-            continue
-        result = refresh_segment(
-            wh,
-            segment,
-            now=now,
-            timeout_s=settings.timeout_seconds,
-            max_members=settings.max_members,
-        )
+    due = [s for s in segments if force or s.refresh.is_due(last.get(s.name), now)]
+    results = refresh_segments(
+        wh, due, now=now, timeout_s=settings.timeout_seconds, max_members=settings.max_members
+    )
+    for result in results:
         log.info(
             "segment %s: %d members (+%d, -%d) in %.2f s",
-            segment.name,
+            result.segment,
             result.members,
             result.entered,
             result.exited,
             result.seconds,
         )
-        results.append(result)
     return results
 
 
