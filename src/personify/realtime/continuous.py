@@ -102,8 +102,9 @@ class Applier:
         self.conflicts = 0
         """Write-write conflicts met (and retried) so far."""
         self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._pending = 0
+        """Inputs submitted and not yet through a pass (guarded by ``_done``)."""
+        self._done = threading.Condition()
         context = contextvars.copy_context()  # the creator's clock (a pinned --now) holds
         self._thread = threading.Thread(
             target=context.run, args=(self._run,), name="personify-applier", daemon=True
@@ -114,7 +115,8 @@ class Applier:
     def _put(self, kind: str, keys: Iterable[Any]) -> None:
         now = time.perf_counter()
         for key in keys:
-            self._idle.clear()
+            with self._done:  # counted before it is queued: wait_idle cannot miss it
+                self._pending += 1
             self._queue.put(_Item(kind, key, now))
 
     def submit(self, message_ids: Iterable[str]) -> None:
@@ -158,15 +160,14 @@ class Applier:
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until everything submitted so far is applied (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.empty() and self._idle.wait(0.05):
-                return True
-        return False
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop after what is queued (and a tick under way); True once the thread ended."""
         self._queue.put(None)
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # ------------------------------------------------------------------------------ loop
     def _run(self) -> None:
@@ -202,11 +203,15 @@ class Applier:
                         break
                     batch.append(item)
                 last_pass, last_size = time.monotonic(), len(batch)
-                self._pass(batch)
+                try:
+                    self._pass(batch)
+                finally:
+                    with self._done:
+                        self._pending -= len(batch)
+                        if self._pending == 0:
+                            self._done.notify_all()
                 last_end = time.monotonic()
                 last_took = last_end - last_pass
-                if self._queue.empty():
-                    self._idle.set()
             if self.tick_every is not None and time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + self.tick_every
