@@ -115,9 +115,9 @@ def _anonymous_ids(b: _Batch) -> pa.Array:
     """Each device's UUID, computed once per run of rows from the same session."""
     if not b.web.any():
         return pa.nulls(len(b.kind), pa.string())
-    start = np.flatnonzero(np.diff(b.session, prepend=-1) != 0)
-    run = np.cumsum(np.isin(np.arange(len(b.kind)), start)) - 1
-    return tx.uuids(b.device[start], b.src.salt + 1).take(pa.array(run))
+    new_run = np.diff(b.session, prepend=-1) != 0
+    run = np.cumsum(new_run) - 1
+    return tx.uuids(b.device[new_run], b.src.salt + 1).take(pa.array(run))
 
 
 class _Batch:
