@@ -30,15 +30,19 @@ from personify.profiles.realtime import apply
 from personify.realtime.reactions import react
 from personify.scaffold import init_project
 from personify.session import open_session
-from personify.warehouse import table
+from personify.warehouse import Warehouse, table
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 _IN = "message_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
 
 
-def events(n: int, users: int, visitors: int = 0) -> pa.Table:
+def events(n: int, users: int, visitors: int = 0, *, tracking: bool = False) -> pa.Table:
     """``visitors``: the tracking benchmark's shape instead — Product Viewed events of that many
-    anonymous visitors, a third of them also with a user id (every event a new sighting)."""
+    anonymous visitors, a third of them also with a user id (every event a new sighting);
+    ``tracking``: exactly ``tracking_throughput.py``'s ids (visitors shared by several users:
+    one cluster over-merged by them all, split by the guard at every pass)."""
+    if tracking:
+        return _tracked(n)
     if visitors:
         return _visits(n, users, visitors)
     at = [NOW - timedelta(seconds=n - i) for i in range(n)]
@@ -83,13 +87,48 @@ def _visits(n: int, users: int, visitors: int) -> pa.Table:
     )
 
 
+def _tracked(n: int) -> pa.Table:
+    """``tracking_throughput.bodies``' events: request ``b``, event ``i``."""
+    at = pa.array([NOW - timedelta(seconds=1)] * n, pa.timestamp("us", tz="UTC"))
+    pos = [divmod(k, 100) for k in range(n)]
+    return pa.table(
+        {
+            "message_id": [f"m{k}" for k in range(n)],
+            "type": ["track"] * n,
+            "event": ["Product Viewed"] * n,
+            "user_id": [f"user-{(b * 3 + i) % 20_000}" if i % 3 == 0 else None for b, i in pos],
+            "anonymous_id": [f"anon-{(b * 7 + i) % 50_000}" for b, i in pos],
+            "timestamp": at,
+            "received_at": at,
+            "source": ["web"] * n,
+            "properties": [json.dumps({"product_id": f"p-{i % 500}"}) for _, i in pos],
+        }
+    )
+
+
+def prefill(wh: Warehouse, stored: int) -> None:
+    """``stored`` older events of the same visitors (as ``tracking_throughput.py --stored``)."""
+    if stored:
+        wh.execute(
+            "INSERT INTO events (message_id, type, event, anonymous_id, timestamp, received_at, "
+            "source, properties, payload_hash) SELECT 'old-' || i, 'track', 'Product Viewed', "
+            "'anon-' || (i % 50000), TIMESTAMPTZ '2026-01-01' + to_seconds(i), "
+            "TIMESTAMPTZ '2026-01-01' + to_seconds(i), 'web', '{}', i FROM range(?) AS t(i)",
+            [stored],
+        )
+
+
 def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
     root = Path(tempfile.mkdtemp(prefix="personify-cpu-")) / "shop"
     init_project(root)
     session = open_session(root)
     try:
         wh = session.warehouse
-        wh.load(table("events"), events(args.events, args.users, args.visitors))
+        wh.load(
+            table("events"),
+            events(args.events, args.users, args.visitors, tracking=args.tracking),
+        )
+        prefill(wh, args.stored)
         ids = [f"m{i}" for i in range(args.events)]
         with clock.frozen(NOW):
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -100,7 +139,7 @@ def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
                 passes += 1
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         customers = wh.scalar("SELECT count(*) FROM customers")
-        assert customers == args.users or (args.visitors and customers), customers
+        assert customers == args.users or ((args.visitors or args.tracking) and customers)
         return cpu / args.events * 1e6, wall, passes
     finally:
         session.close()
@@ -119,12 +158,22 @@ def main() -> None:
         "visitors, a third with a user id of --users (try --events 5000 --users 2000 "
         "--visitors 5000 --sizes 5000)",
     )
+    parser.add_argument(
+        "--tracking",
+        action="store_true",
+        help="exactly the tracking benchmark's events (try --events 100000 --sizes 5000,20000)",
+    )
+    parser.add_argument(
+        "--stored", type=int, default=0, help="older events of the same visitors stored first"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = {s: run(s, args) for s in sizes}
     print(
         f"\n{args.events:,} events of {args.users:,} users"
-        f"{f', {args.visitors:,} visitors' if args.visitors else ''}, DuckDB; load average "
+        f"{f', {args.visitors:,} visitors' if args.visitors else ''}"
+        f"{' (the tracking benchmark shape)' if args.tracking else ''}"
+        f"{f', {args.stored:,} stored before' if args.stored else ''}, DuckDB; load average "
         f"{os.getloadavg()[0]:.1f} (shared 2-core machine)\n"
     )
     print(f"{'events per pass':<18} {'passes':>7} {'CPU µs/event':>13} {'wall s':>8}")

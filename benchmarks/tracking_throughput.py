@@ -247,6 +247,8 @@ def over_http(
         cpu, own = cpu_seconds(proc.pid) - cpu, time.process_time() - own
         rss = peak_rss_mb(proc.pid)
         end_rss = peak_rss_mb(proc.pid, "VmRSS")
+        applied = _metric(port, "personify_realtime_applied_events_total")
+        behind = _metric(port, "personify_realtime_queue_depth")
         stored = run_json(
             "sql",
             "SELECT count(*) AS n FROM events WHERE message_id LIKE 'bench-%'",
@@ -273,7 +275,19 @@ def over_http(
         "cpu_us": cpu / (len(payloads) * PER_REQUEST) * 1e6,
         "client_cpu_us": own / (len(payloads) * PER_REQUEST) * 1e6,
         "client_cpu_share": own / seconds,
+        "applied": applied,
+        "behind": behind,
     }
+
+
+def _metric(port: int, name: str) -> float:
+    """One unlabelled sample of the server's ``/metrics`` (NaN when absent)."""
+    import httpx
+
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return float("nan")
 
 
 def machine() -> str:
@@ -347,6 +361,11 @@ def main() -> None:
         f"{http['rss_end_mb']:.0f} MB | |"
     )
     print(f"| stored exactly once | {http['stored']:,} of {total:,} | all |")
+    if not args.without_continuous:
+        print(
+            f"| continuous mode: inputs applied by the end of the run / still queued | "
+            f"{http['applied']:,.0f} / {http['behind']:,.0f} | |"
+        )
     if http["failures"] or http["stored"] != total:
         raise SystemExit(f"{http['failures']:.0f} requests failed")
 

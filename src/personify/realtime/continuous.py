@@ -50,8 +50,12 @@ from personify.warehouse.retry import retry_conflicts
 
 log = logging.getLogger("personify.realtime")
 
-MAX_PASS: Final = 5_000
-"""Inputs applied in one pass at most."""
+MAX_PASS: Final = 50_000
+"""Inputs applied in one pass at most. Most of a pass's cost is per pass (a few hundred
+statements), so under load a larger pass applies more events per CPU-second: the tracking
+benchmark's events cost 193 / 52 / 28 µs of CPU each in passes of 5,000 / 20,000 / 50,000
+(``benchmarks/continuous_cpu.py --tracking``, session 5). The queue then holds the backlog (64 B
+an input) and a pass's scope 50,000 message ids."""
 PASS_INTERVAL: Final = 0.5
 """Seconds between the starts of two passes when busy (an idle applier starts at once)."""
 BUSY_PASS: Final = 100
