@@ -60,7 +60,7 @@ from personify.profiles.records import route, to_customer_records
 from personify.progress import Progress
 from personify.session import Session
 from personify.sources import SyncResult
-from personify.sources.formats import RawBatch, detect_format, read_batches
+from personify.sources.formats import RawBatch, detect_format, read_batches, stored_rows
 from personify.warehouse import Warehouse
 from personify.warehouse.base import OnConflict
 from personify.warehouse.schema import FILE_IMPORTS, Table, table
@@ -206,7 +206,13 @@ def _import(
     counts = dict.fromkeys(COUNTS, 0)
     # (a DuckDB warehouse would otherwise keep gigabytes of the blocks it writes cached)
     bulk = getattr(wh, "bulk_memory", contextlib.nullcontext)
-    with bulk():
+    expecting = getattr(wh, "expecting", None)
+    coming = (
+        expecting(route(source.table), sum(stored_rows(p, source.format) for p in paths))
+        if expecting is not None
+        else contextlib.nullcontext()
+    )
+    with bulk(), coming:
         for path in paths:
             _import_path(session, source, path, counts, progress, batch_rows)
     return SyncResult(source.name, "file", counts, time.perf_counter() - started)

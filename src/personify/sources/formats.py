@@ -104,6 +104,17 @@ def read_batches(
     return None, _jsonl(path, rows, block_bytes)
 
 
+def stored_rows(path: Path, declared: FileFormat | None) -> int:
+    """The rows a Parquet file holds, from its footer (no data read); 0 for text files and for
+    files that cannot be read (their import reports why). A hint for sizing, never a count."""
+    try:
+        if detect_format(path, declared) != "parquet":
+            return 0
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (FileImportError, pa.ArrowException, OSError):
+        return 0
+
+
 def _sniff_text(path: Path, fmt: str) -> None:
     with path.open("rb") as f:
         head = f.read(4096)

@@ -113,3 +113,22 @@ def test_a_full_filter_is_rebuilt_larger(wh: Warehouse, monkeypatch: pytest.Monk
     found = wh._writers.filters["events"]  # type: ignore[attr-defined]
     assert found.capacity >= 200 and found.count >= 200
     assert stored(wh) == 200
+
+
+def test_rows_announced_size_it_once(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk load that announces its rows gets a filter sized for them at its first load, not
+    one rebuilt (re-reading every stored key) each time it fills; keys stay unique."""
+    monkeypatch.setattr(keyfilter, "MIN_CAPACITY", 16)
+    wh.load(table("events"), events(*(f"s{i}" for i in range(20))))
+    small = wh._writers.filters["events"]  # type: ignore[attr-defined]
+    with wh.expecting("events", 200):  # type: ignore[attr-defined]
+        wh.load(table("events"), events(*(f"r{i}" for i in range(20))))
+        sized = wh._writers.filters["events"]  # type: ignore[attr-defined]
+        assert sized is not small and sized.capacity >= 1.5 * 220
+        for start in range(20, 200, 20):
+            wh.load(table("events"), events(*(f"r{i}" for i in range(start, start + 20))))
+        assert wh._writers.filters["events"] is sized  # type: ignore[attr-defined]
+    again = events(*(f"r{i}" for i in range(0, 200, 7)), "s3", "new")
+    assert wh.load(table("events"), again, on_conflict="ignore") == 1
+    assert stored(wh) == 221
+    assert wh._writers.expected == {}  # type: ignore[attr-defined]

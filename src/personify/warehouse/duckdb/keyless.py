@@ -76,6 +76,9 @@ class TableLocks:
         self.sequence = 0
         self.filters: dict[str, keyfilter.KeyFilter] = {}
         """Tables of :data:`~.keyfilter.FILTERED` → their stored keys' filter (under the lock)."""
+        self.expected: dict[str, int] = {}
+        """Tables → rows a bulk load announced (:meth:`DuckDBWarehouse.expecting`): the filter is
+        sized for them once, instead of growing (re-reading every stored key) as they arrive."""
 
     def acquire(self, name: str, txn: Txn) -> None:
         """Hold ``name``'s lock until ``txn`` ends (a no-op if it holds it already)."""
@@ -171,14 +174,16 @@ def _screen(
 ) -> np.ndarray | None:
     """Per key hash (:func:`_hashes` of the rows to load): may that key be stored already
     (``False``: certainly not), by the table's :class:`~.keyfilter.KeyFilter` (built on first
-    use, rebuilt larger when full); ``None`` when every row must be probed (not ``probe``, or
-    the filter rules none out). The keys are added to the filter (the lock is held)."""
+    use, rebuilt larger when full or too small for the rows a bulk load announced); ``None``
+    when every row must be probed (not ``probe``, or the filter rules none out). The keys are
+    added to the filter (the lock is held)."""
     filters = wh._writers.filters
     found = filters.get(table.name)
-    if found is None or found.full:
+    coming = wh._writers.expected.pop(table.name, 0)  # (one hint: its rows sized once)
+    if found is None or found.full or found.count + coming > found.capacity:
         stored = int(wh.scalar(f"SELECT count(*) FROM {quote(table.name)}"))
         grown = keyfilter.KeyFilter(
-            int(keyfilter.GROWTH * max(stored, found.count if found else 0))
+            int(keyfilter.GROWTH * (max(stored, found.count if found else 0) + coming))
         )
         column = wh._cursor().sql(f"SELECT {quote(key)} FROM {quote(table.name)}")
         read = getattr(column, "to_arrow_reader", None) or column.fetch_arrow_reader  # 2 / 1.x
