@@ -229,9 +229,10 @@ def test_busy_warehouse_without_server(project_dir: Path) -> None:
         try:
             assert holder.stdout is not None
             assert holder.stdout.readline().strip() == "ready"
-            started = time.monotonic()
+            # fails instead of waiting for the holder (``run`` gives up after 120 s); how long it
+            # waits is timed in-process (tests/unit/warehouse/test_lock_wait.py): a console
+            # script's start-up alone took 17 s at load 13 on the shared machine
             done = run("status", "--project", str(project_dir), env={"PERSONIFY_LOCK_TIMEOUT": "1"})
-            assert time.monotonic() - started < 30
             assert done.returncode != 0
             assert "in use by another process" in done.stderr
             assert f"process {holder.pid}" in done.stderr
