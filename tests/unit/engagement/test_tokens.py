@@ -80,6 +80,24 @@ def test_click_tokens_of_the_first_format_stay_valid() -> None:
     assert verify(KEY, "click", old[:-1] + ("A" if old[-1] != "A" else "B")) is None
 
 
+def test_a_signed_document_of_the_wrong_shape_claims_nothing() -> None:
+    """A signature only says the server wrote the document: fields missing or of the wrong
+    type (never written by this code) still make no claim, and extra fields are ignored."""
+    from personify.signed import seal
+
+    for doc in ({"k": 1, "c": "c-1"}, {"k": "m-1"}, {"k": "m-1", "c": None}, [1, 2]):
+        assert verify(KEY, "open", seal(KEY, "open", doc)) is None
+    opened = verify(KEY, "open", seal(KEY, "open", {"k": "m-1", "c": "c-1", "x": [1]}))
+    assert opened == TrackingClaim("open", "m-1", "c-1")
+    for doc in (
+        {"k": "m-1", "c": "c-1", "i": "3", "u": "https://shop.example/x"},
+        {"k": "m-1", "c": "c-1", "i": 3},
+        {"k": "m-1", "c": "c-1", "u": "https://shop.example/x"},
+        {"k": "m-1", "c": "c-1", "i": 3, "u": "javascript:alert(1)"},
+    ):
+        assert verify(KEY, "click", seal(KEY, "click", doc)) is None
+
+
 def test_every_part_of_a_per_message_click_token_is_signed() -> None:
     from personify.engagement.tokens import ClickSigner
 
