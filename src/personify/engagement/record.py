@@ -23,6 +23,7 @@ the batch holds ESP hits).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from personify import clock
 from personify.config import Project
 from personify.engagement.machine import machine_open, scanner_click
 from personify.engagement.tokens import TrackingClaim
-from personify.ingest.tracking.normalize import micros
+from personify.ingest.tracking.normalize import EPOCH, micros
 from personify.ingest.tracking.store import NEW, store
 from personify.warehouse.base import Warehouse
 
@@ -167,13 +168,24 @@ def _aware(value: object) -> datetime | None:
 
 def event_id(hit: Hit) -> str:
     """The deterministic ``message_id`` of a hit's event."""
+    return _event_id(hit, None if hit.esp is not None else micros(hit.at))
+
+
+@functools.lru_cache(maxsize=64)
+def _minute(minutes: int) -> str:
+    """The UTC minute ``minutes`` after 1970 as ``YYYYMMDDTHHMM`` (a batch's hits share a few)."""
+    t = EPOCH + timedelta(minutes=minutes)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}"  # strftime's
+
+
+def _event_id(hit: Hit, at_us: int | None) -> str:
+    """:func:`event_id`, the hit's instant given in µs since 1970 (``None`` for ESP hits)."""
     c = hit.claim
-    if hit.esp is not None:
+    if hit.esp is not None or at_us is None:
         what = "delivered" if hit.delivered else c.kind
-        fields = ("esp", hit.esp, hit.esp_id or "", c.key, what)
+        fields = ("esp", hit.esp or "", hit.esp_id or "", c.key, what)
         return "email-" + hashlib.sha256("\0".join(fields).encode("utf-8")).hexdigest()[:32]
-    t = hit.at.astimezone(UTC)
-    minute = f"{t.year:04d}{t.month:02d}{t.day:02d}T{t.hour:02d}{t.minute:02d}"  # strftime's
+    minute = _minute(at_us // 60_000_000)
     parts = (c.kind, c.key, str(c.link), hit.agent, hit.ip or "", hit.method.upper(), minute)
     return "email-" + hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -242,14 +254,15 @@ def _row(
         context["ip"] = hit.ip
     context["library"] = _LIBRARY
     user_id, anonymous_id, email = ids
-    message_id = event_id(hit)
+    at_us = micros(hit.at)
+    message_id = _event_id(hit, None if hit.esp is not None else at_us)
     return (
         message_id,
         "track",
         DELIVERED if delivered else (CLICKED if click else OPENED),
         anonymous_id,
         user_id,
-        micros(hit.at),
+        at_us,
         received,  # now: a redelivery differs, so the store tells it apart
         None,
         SOURCE if hit.esp is None else ESP_SOURCE,
