@@ -134,15 +134,31 @@ def _limits(wh: Warehouse) -> dict[str, int]:
     return counts
 
 
+def _founders(wh: Warehouse) -> str:
+    """SQL: per part, the founder's ``kind``, ``value`` and ``node_id`` (ordered by first seen,
+    kind rank, kind, value) — on DuckDB one ``arg_min`` of a struct (~40 % cheaper than three)."""
+    order = ("first_seen", "rank", "kind", "value")
+    if wh.dialect == "duckdb":
+        return (
+            "SELECT part, struct_extract(fd, 'kind') AS kind, struct_extract(fd, 'value') AS "
+            "value, struct_extract(fd, 'node_id') AS founder, founded_at FROM (SELECT part, "
+            f"arg_min({{'kind': kind, 'value': value, 'node_id': node_id}}, ({', '.join(order)})) "
+            f"AS fd, min(first_seen) AS founded_at FROM {_NODES} WHERE NOT blocked AND NOT anon "
+            "GROUP BY part) p"
+        )
+    return (
+        f"SELECT part, {first_by(wh, 'kind', *order)} AS kind, "
+        f"{first_by(wh, 'value', *order)} AS value, {first_by(wh, 'node_id', *order)} AS "
+        f"founder, min(first_seen) AS founded_at FROM {_NODES} WHERE NOT blocked AND NOT anon "
+        "GROUP BY part"
+    )
+
+
 def _customer_ids(wh: Warehouse) -> int:
     """Each part's founder (its oldest non-anonymous identifier) and the id hashed from it."""
-    order = ("first_seen", "rank", "kind", "value")
     wh.execute(
         f"CREATE TEMP TABLE {_PARTS} AS SELECT part, 'cus_' || substr(md5(kind || ':' || "
-        "value), 1, 20) AS customer_id, founder, founded_at FROM (SELECT part, "
-        f"{first_by(wh, 'kind', *order)} AS kind, {first_by(wh, 'value', *order)} AS value, "
-        f"{first_by(wh, 'node_id', *order)} AS founder, min(first_seen) AS founded_at "
-        f"FROM {_NODES} WHERE NOT blocked AND NOT anon GROUP BY part) f"
+        f"value), 1, 20) AS customer_id, founder, founded_at FROM ({_founders(wh)}) f"
     )
     wh.execute(
         "INSERT INTO customer_ids (customer_id, founder, founded_at, status) "

@@ -91,7 +91,7 @@ def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig, *, first
         f"CREATE TEMP TABLE _own_customer AS SELECT t.{key} AS k, "
         "coalesce(s.customer_id, e.customer_id) AS customer_id FROM "
         f"{rows} t {source_kind_join('t.source')} "
-        f"LEFT JOIN identity_nodes s ON s.kind = {source_kind('t.source')} "
+        f"LEFT JOIN {_source_id_nodes(table)} s ON s.kind = {source_kind('t.source')} "
         f"AND s.value = {id_sql('t.source_customer_id')} "
         "LEFT JOIN identity_nodes e ON e.kind = 'email' "
         f"AND e.value = {email} "
@@ -103,6 +103,16 @@ def _owned(wh: Warehouse, table: str, key: str, config: IdentityConfig, *, first
     )
     drop(wh, "_own_customer")
     return max(changed, 0)
+
+
+def _source_id_nodes(table: str) -> str:
+    """SQL: the nodes of the id kinds of ``table``'s sources only — the join's hash table holds
+    those (a shop's customer ids) instead of every identifier of the graph."""
+    return (
+        "(SELECT * FROM identity_nodes WHERE kind IN (SELECT "
+        f"{source_kind('x.source', 'sx')} FROM (SELECT DISTINCT source FROM {table}) x "
+        f"{source_kind_join('x.source', 'sx')}))"
+    )
 
 
 def _changed_clusters(first: bool) -> str:
