@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from personify.demo.accounts import Accounts
-from personify.demo.behaviour import ADDED, CLICKED, OPENED, Behaviour
+from personify.demo.behaviour import ADDED, CLICKED, OPENED, Behaviour, Carts, Sessions
 from personify.demo.catalog import Catalog
 from personify.demo.commerce import Orders
 from personify.demo.email import EmailEvents
@@ -78,11 +78,13 @@ JSON text, ``context`` and ``traits`` structs; the rest text (some of it diction
 
 @dataclass(frozen=True)
 class Sources:
-    """What rendering looks up: the world's other parts."""
+    """What rendering looks up: the world's other parts (not the behaviour's per-event arrays:
+    the log has its own, and the world need not hold both while it is written)."""
 
     people: People
     catalog: Catalog
-    behaviour: Behaviour
+    sessions: Sessions
+    carts: Carts
     orders: Orders
     accounts: Accounts
     now_ms: int

@@ -131,7 +131,7 @@ class _Batch:
         self.kind = log.kind[lo:hi]
         self.web = self.kind < OPENED
         owner = log.owner[lo:hi]
-        sessions = self.src.behaviour.sessions
+        sessions = self.src.sessions
         self.session = np.where(self.web, owner, 0)
         self.person = np.where(self.web, sessions.person[self.session], owner)
         self.device = sessions.device[self.session]
@@ -140,7 +140,7 @@ class _Batch:
         return self.lo + rows
 
     def cart_id(self, rows: np.ndarray) -> pa.Array:
-        cart = self.src.behaviour.sessions.cart[self.session[rows]]
+        cart = self.src.sessions.cart[self.session[rows]]
         return cart_ids(cart, self.src.salt + 2)
 
     def page(self, rows: np.ndarray) -> tx.Lookup:
@@ -161,15 +161,15 @@ class _Batch:
         return tx.join("{", cart, product, ',"quantity":', tx.ints(self.log.aux[at]), "}")
 
     def checkout(self, rows: np.ndarray) -> pa.Array:
-        cart = self.src.behaviour.sessions.cart[self.session[rows]]
-        value = _amount(self.src.behaviour.carts.subtotal[cart])
+        cart = self.src.sessions.cart[self.session[rows]]
+        value = _amount(self.src.carts.subtotal[cart])
         return tx.join(
             '{"cart_id":"', self.cart_id(rows), '","value":', value, f',"currency":"{CURRENCY}"}}'
         )
 
     def completed(self, rows: np.ndarray) -> pa.Array:
         orders = self.src.orders
-        order = self.src.behaviour.sessions.order[self.session[rows]]
+        order = self.src.sessions.order[self.session[rows]]
         return tx.join(
             '{"order_id":"', orders.ids(order), '","cart_id":"', self.cart_id(rows),
             '","total":', _amount(orders.total[order]),
@@ -180,7 +180,7 @@ class _Batch:
         )  # fmt: skip
 
     def _line_items(self, cart: np.ndarray) -> pa.Array:
-        carts = self.src.behaviour.carts
+        carts = self.src.carts
         items, _ = item_rows(carts.item_start, cart)
         frags = self.frags.item.take(pa.array(carts.product[items]))
         one = tx.join("{", frags, ',"quantity":', tx.ints(carts.quantity[items]), "}")
@@ -209,7 +209,7 @@ _REFERRERS: Final = len(REFERRERS) + 2
 
 def _referrer(b: _Batch, rows: np.ndarray) -> np.ndarray:
     """Referrer index per row: the session's for landing pages, the shop for the others."""
-    ref = b.src.behaviour.sessions.referrer[b.session[rows]]
+    ref = b.src.sessions.referrer[b.session[rows]]
     landing = b.kind[rows] == LANDING
     return np.where(landing, np.where(ref >= 0, ref, INTERNAL + 1), INTERNAL)
 
@@ -236,7 +236,7 @@ def _context(b: _Batch) -> pa.Array:
     )  # fmt: skip
     referrer = np.where(b.web, _referrer(b, rows), -1)
     referrer = np.where(referrer == INTERNAL + 1, -1, referrer)
-    session_campaign = b.src.behaviour.sessions.campaign[b.session]
+    session_campaign = b.src.sessions.campaign[b.session]
     campaign = np.where(
         b.web,
         np.where(b.kind == LANDING, session_campaign, -1),

@@ -160,7 +160,8 @@ def build_world(
             "tickets": tickets,
         }
         added = _sprinkle(pool, seed, tables)
-    sources = Sources(people, catalog, behaviour, orders, accounts, now_ms, salt)
+    sessions, carts = behaviour.sessions, behaviour.carts
+    sources = Sources(people, catalog, sessions, carts, orders, accounts, now_ms, salt)
     events = EventLog(**web, sources=sources)
     email_events = EventLog(**mail, sources=sources)
     if progress:
