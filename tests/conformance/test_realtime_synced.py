@@ -198,7 +198,7 @@ def test_a_sync_pass_applies_the_orders_and_tickets_it_stored(session: Session) 
             started = NOW - timedelta(seconds=2)  # the sync starts, stores, reports
             bought = NOW - timedelta(minutes=3)
             rest_load(wh, "shop", orders, [shop_order(1, "ann@example.com", bought)], NOW)
-            scope, _ = _scope([_Item("synced", ("shop", started), 0.0)])
+            scope, _ = _scope([_Item("synced", (("shop", started),), 0.0)])
             picked = wh.fetch(
                 f"SELECT order_id FROM orders WHERE {scope.orders[0]}", scope.orders[1]
             )

@@ -54,8 +54,8 @@ MAX_PASS: Final = 50_000
 """Inputs applied in one pass at most. Most of a pass's cost is per pass (a few hundred
 statements), so under load a larger pass applies more events per CPU-second: the tracking
 benchmark's events cost 193 / 52 / 28 µs of CPU each in passes of 5,000 / 20,000 / 50,000
-(``benchmarks/continuous_cpu.py --tracking``, session 5). The queue then holds the backlog (64 B
-an input) and a pass's scope 50,000 message ids."""
+(``benchmarks/continuous_cpu.py --tracking``, session 5). The queue then holds the backlog (one
+item per submission: a request's ids) and a pass's scope 50,000 message ids."""
 PASS_INTERVAL: Final = 0.5
 """Seconds between the starts of two passes when busy (an idle applier starts at once)."""
 BUSY_PASS: Final = 100
@@ -68,12 +68,15 @@ _IN: Final = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)  # one per stored event while queued: 64 B, not 104
+@dataclass(frozen=True, slots=True)
 class _Item:
+    """One submission (a request's stored events, a delivery, a sync): one lock and one queue
+    operation for all its inputs — one per event cost the event loop ~2-7 µs per event."""
+
     kind: str
-    """``event`` (a message id), ``order``, ``record`` (source, record id), ``synced`` (source,
-    since: what a sync stored), ``customer``."""
-    key: Any
+    """``event`` (message ids), ``order``, ``record`` ((source, record id) pairs), ``synced``
+    ((source, since): what a sync stored), ``customer``."""
+    keys: tuple[Any, ...]
     queued: float
 
 
@@ -109,6 +112,8 @@ class Applier:
         self._pending = 0
         """Inputs submitted and not yet through a pass (guarded by ``_done``)."""
         self._done = threading.Condition()
+        self._in_pass = 0
+        """Inputs of the pass under way."""
         context = contextvars.copy_context()  # the creator's clock (a pinned --now) holds
         self._thread = threading.Thread(
             target=context.run, args=(self._run,), name="personify-applier", daemon=True
@@ -117,11 +122,12 @@ class Applier:
 
     # ------------------------------------------------------------------------------ submit
     def _put(self, kind: str, keys: Iterable[Any]) -> None:
-        now = time.perf_counter()
-        for key in keys:
-            with self._done:  # counted before it is queued: wait_idle cannot miss it
-                self._pending += 1
-            self._queue.put(_Item(kind, key, now))
+        item = _Item(kind, tuple(keys), time.perf_counter())
+        if not item.keys:
+            return
+        with self._done:  # counted before it is queued: wait_idle cannot miss it
+            self._pending += len(item.keys)
+        self._queue.put(item)
 
     def submit(self, message_ids: Iterable[str]) -> None:
         """Stored events, by ``message_id``."""
@@ -159,8 +165,8 @@ class Applier:
     # ------------------------------------------------------------------------------ state
     @property
     def depth(self) -> int:
-        """Inputs waiting to be applied."""
-        return self._queue.qsize()
+        """Inputs waiting to be applied (not counting the pass under way)."""
+        return max(0, self._pending - self._in_pass)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until everything submitted so far is applied (tests, shutdown)."""
@@ -196,8 +202,8 @@ class Applier:
                     busy = ready - time.monotonic()
                     if busy > 0:
                         time.sleep(busy)
-                batch = [first]
-                while len(batch) < MAX_PASS:
+                batch, size = [first], len(first.keys)
+                while size < MAX_PASS:  # (a submission is never split)
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -206,12 +212,14 @@ class Applier:
                         stop = True
                         break
                     batch.append(item)
-                last_pass, last_size = time.monotonic(), len(batch)
+                    size += len(item.keys)
+                last_pass, last_size, self._in_pass = time.monotonic(), size, size
                 try:
-                    self._pass(batch)
+                    self._pass(batch, size)
                 finally:
                     with self._done:
-                        self._pending -= len(batch)
+                        self._pending -= size
+                        self._in_pass = 0
                         if self._pending == 0:
                             self._done.notify_all()
                 last_end = time.monotonic()
@@ -222,7 +230,7 @@ class Applier:
             if stop:
                 return
 
-    def _pass(self, batch: list[_Item]) -> None:
+    def _pass(self, batch: list[_Item], inputs: int) -> None:
         from personify.profiles.realtime import apply
 
         self.passes += 1
@@ -231,11 +239,11 @@ class Applier:
             touched = self._retried(lambda: apply(self.session, scope, customers))
         except Exception as e:  # stored already: the batch path catches up
             self.failures += 1
-            log.warning("real-time pass over %d inputs failed (%s)", len(batch), type(e).__name__)
+            log.warning("real-time pass over %d inputs failed (%s)", inputs, type(e).__name__)
             return
-        self.applied += len(batch)
+        self.applied += inputs
         if self.on_applied is not None:
-            self.on_applied(len(batch), time.perf_counter() - min(i.queued for i in batch))
+            self.on_applied(inputs, time.perf_counter() - min(i.queued for i in batch))
         if not self.reacting or not touched:
             return
         from personify.realtime.reactions import react
@@ -271,7 +279,7 @@ class Applier:
         log.debug("real-time: a write-write conflict (%s); retrying", type(error).__name__)
 
 
-_NOTHING: Final = _Item("", None, 0.0)
+_NOTHING: Final = _Item("", (), 0.0)
 """The queue had nothing before the next tick."""
 
 
@@ -286,18 +294,20 @@ def _or(parts: list[Where]) -> Where:
 
 def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
     """One :class:`Scope` over every input of the pass, and the customers given directly."""
-    events = sorted({str(i.key) for i in batch if i.kind == "event"})
-    orders = sorted({str(i.key) for i in batch if i.kind == "order"})
-    customers = sorted({str(i.key) for i in batch if i.kind == "customer"})
+
+    def keys(kind: str) -> list[str]:
+        return sorted({str(k) for i in batch if i.kind == kind for k in i.keys})
+
+    events, orders, customers = keys("event"), keys("order"), keys("customer")
     records: dict[str, set[str]] = {}
-    for i in batch:
-        if i.kind == "record":
-            records.setdefault(str(i.key[0]), set()).add(str(i.key[1]))
     synced: dict[str, datetime] = {}
     for i in batch:
-        if i.kind == "synced":
-            source, since = i.key
-            synced[source] = min(since, synced.get(source, since))
+        for key in i.keys if i.kind in ("record", "synced") else ():
+            if i.kind == "record":
+                records.setdefault(str(key[0]), set()).add(str(key[1]))
+            else:
+                source, since = key
+                synced[source] = min(since, synced.get(source, since))
     event_parts: list[Where] = [(f"message_id {_IN}", ([*events],))] if events else []
     record_parts: list[Where] = [
         (f"source = ? AND record_id {_IN}", (source, sorted(ids)))
