@@ -13,8 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from personify.warehouse import Warehouse, connect
+
+# Property tests run on shared, loaded 2-core machines (CI included): Hypothesis's 200 ms
+# deadline and its too-slow health check are timing checks, and they failed tests there that
+# were correct. Tests size their own max_examples; PERSONIFY_HYPOTHESIS=quick gives the others
+# 20 instead of 100 (local iteration only, never CI).
+settings.register_profile(
+    "personify", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile("quick", settings.get_profile("personify"), max_examples=20)
+settings.load_profile(os.environ.get("PERSONIFY_HYPOTHESIS", "personify"))
 
 PG_BASE = os.environ.get("PERSONIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("PERSONIFY_REQUIRE_SERVICES") == "1"
