@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.cli import personify, personify_json
 
 NOW = "2026-01-31T09:00:00Z"
+DEMO_TIMEOUT = 600
+"""Seconds one ``personify demo`` may take: about 10 CPU-seconds, but a minute of wall time at
+load 13 on the shared 2-core machine. These are hang guards, not performance checks."""
+pytestmark = pytest.mark.timeout(1200)  # a dozen console-script runs per test
 
 
 def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     project = tmp_path / "shop-demo"
-    done = personify("demo", str(project), "--customers", "1000", "--now", NOW, timeout=300)
+    done = personify(
+        "demo", str(project), "--customers", "1000", "--now", NOW, timeout=DEMO_TIMEOUT
+    )
     assert done.returncode == 0, done.stderr
     assert "failed" not in done.stderr, done.stderr  # e.g. no webhook's real-time update failed
     out = done.stdout
@@ -104,7 +112,9 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
 
 def test_demo_with_files_imports_the_world_from_its_files(tmp_path: Path) -> None:
     project = tmp_path / "file-demo"
-    first = personify_json("demo", str(project), "--customers", "1000", "--files", "--now", NOW)
+    first = personify_json(
+        "demo", str(project), "--customers", "1000", "--files", "--now", NOW, timeout=DEMO_TIMEOUT
+    )
     by_source = {s["source"]: s["counts"] for s in first["sources"]}
     for name in ("crm", "shop_orders", "shop_order_items", "helpdesk"):
         assert by_source[name]["files"] >= 1 and by_source[name]["rows_loaded"] > 0, name
@@ -120,7 +130,17 @@ def test_demo_with_files_imports_the_world_from_its_files(tmp_path: Path) -> Non
 
 def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     project = tmp_path / "demo"
-    first = personify_json("demo", str(project), "--customers", "1000", "--seed", "3", "--now", NOW)
+    first = personify_json(
+        "demo",
+        str(project),
+        "--customers",
+        "1000",
+        "--seed",
+        "3",
+        "--now",
+        NOW,
+        timeout=DEMO_TIMEOUT,
+    )
     assert first["created"] is True
     assert first["world"]["customers"] == 1000 and first["world"]["seed"] == 3
     stages = {s["name"]: s for s in first["run"]["stages"]}
@@ -145,7 +165,9 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     assert reactions["requests"] < 2_000
     assert any(c.startswith("personify report journeys") for c in first["next"])
 
-    second = personify_json("demo", str(project), "--customers", "1000", "--seed", "3")
+    second = personify_json(
+        "demo", str(project), "--customers", "1000", "--seed", "3", timeout=DEMO_TIMEOUT
+    )
     assert second["created"] is False
     assert second["world"]["now"] == first["world"]["now"]
     stages = {s["name"]: s["counts"] for s in second["run"]["stages"]}
@@ -161,7 +183,9 @@ def test_demo_json_and_rerun_load_nothing_twice(tmp_path: Path) -> None:
     same = {k: v for k, v in second["reactions"].items() if k != "seconds"}
     assert same == {k: v for k, v in reactions.items() if k != "seconds"}  # none stored twice
 
-    other = personify("demo", str(project), "--customers", "1200", "--seed", "3", "--json")
+    other = personify(
+        "demo", str(project), "--customers", "1200", "--seed", "3", "--json", timeout=DEMO_TIMEOUT
+    )
     assert other.returncode != 0
     assert "--reset" in other.stderr
     assert other.stdout == ""
