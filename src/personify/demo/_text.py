@@ -30,6 +30,23 @@ def mix64(values: np.ndarray, salt: int) -> np.ndarray:
     return out
 
 
+def stable_argsort(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` for integers, ~6× faster: each value's offset from
+    the minimum with its index in the low bits is one unique int64 key, sorted by numpy's
+    (unstable, vectorized) sort — ties come out in index order, as a stable sort leaves them."""
+    n = len(values)
+    if n == 0 or not np.issubdtype(values.dtype, np.integer):
+        return np.argsort(values, kind="stable")
+    low, high = int(values.min()), int(values.max())
+    bits = max(n - 1, 1).bit_length()
+    if (high - low).bit_length() + bits > 63 or high >= 1 << 63:
+        return np.argsort(values, kind="stable")
+    keys = ((values.astype(np.int64) - np.int64(low)) << np.int64(bits)) | np.arange(n)
+    keys.sort()
+    out: np.ndarray = keys & np.int64((1 << bits) - 1)
+    return out
+
+
 def fixed_width(chars: np.ndarray) -> pa.Array:
     """A string array from an ``(n, width)`` matrix of ASCII bytes, one row per string."""
     n, width = chars.shape

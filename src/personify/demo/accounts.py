@@ -63,7 +63,7 @@ def build_accounts(
     shop_dirt = dirt(rng, n)
     status, opted_in, changed = _consent_state(rng, people, registered, now_ms)
     updated = registered + (rng.random(n) * (active_until - registered)).astype(np.int64)
-    rows = np.argsort(updated, kind="stable")
+    rows = tx.stable_argsort(updated)
     first = people.first_names(rows)
     shop = pa.table(
         {
@@ -80,7 +80,7 @@ def build_accounts(
         }
     )
     consented = np.flatnonzero(status != NO_CONSENT)
-    consented = consented[np.argsort(changed[consented], kind="stable")]
+    consented = consented[tx.stable_argsort(changed[consented])]
     crm, crm_rows, crm_updated = _crm_contacts(
         rng, people, registered, active_until, buyers, now_ms
     )
@@ -153,7 +153,7 @@ def _crm_contacts(
     stage = np.where(buyers, 2, np.where(rng.random(n) < 0.5, 1, 0))
     crm_dirt = dirt(rng, n)
     rows = np.flatnonzero(people.in_crm)
-    rows = rows[np.argsort(updated[rows], kind="stable")]
+    rows = rows[tx.stable_argsort(updated[rows])]
     table = _contact_table(
         people,
         rows,
@@ -207,7 +207,7 @@ def _crm_updates(
     person = rows[position]
     span = now_ms - 1000 - updated[person]
     when = updated[person] + (rng.random(len(person)) * span).astype(np.int64)
-    order = np.argsort(when, kind="stable")
+    order = tx.stable_argsort(when)
     person, position, when = person[order], position[order], when[order]
     props = contacts.column("properties").combine_chunks().take(pa.array(position))
     fields = {name: props.field(name) for name in props.type.names}

@@ -24,6 +24,7 @@ from typing import Final
 
 import numpy as np
 
+from personify.demo import _text as tx
 from personify.demo._vocab import CATEGORIES, REFERRERS, SITE_PAGES, UTM_CAMPAIGNS
 from personify.demo.catalog import Catalog
 from personify.demo.people import ACTIVE, HOUR_MS, NEW, VIP, People
@@ -122,7 +123,7 @@ def build_behaviour(
     logged = np.flatnonzero(identified)
     identify[logged[np.unique(device[logged], return_index=True)[1]]] = True
     registered = start[first + login.clip(max=n_sess - 1)][: people.customers]
-    by_time = np.argsort(start, kind="stable")  # from here on, sessions in order of start
+    by_time = tx.stable_argsort(start)  # from here on, sessions in order of start
     person, start, identified = person[by_time], start[by_time], identified[by_time]
     device, identify, forced = device[by_time], identify[by_time], forced[by_time]
     counts = _session_counts(rng, cohort[person], identified, identify, forced)

@@ -105,7 +105,7 @@ def build_catalog(rng: np.random.Generator, customers: int, now_ms: int) -> Cata
             "updated_at": tx.iso(updated, millis=False),
         }
     )
-    order = np.argsort(updated, kind="stable")
+    order = tx.stable_argsort(updated)
     return Catalog(
         table=table.take(pa.array(order)),
         category=category,

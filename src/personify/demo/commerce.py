@@ -75,7 +75,7 @@ def build_orders(
     created = carts.completed_ms[cart]
     n = len(placed)
     number = np.empty(n, np.int64)
-    number[np.argsort(created, kind="stable")] = np.arange(n)
+    number[tx.stable_argsort(created)] = np.arange(n)
     id_num = 5_900_000_000_000 + number * 131 + rng.integers(0, 131, n)
     subtotal = carts.subtotal[cart]
     use = rng.random(n) < 0.15
@@ -98,7 +98,7 @@ def build_orders(
         total=total,
         coupon=np.where(use, code, -1),
     )
-    rows = np.argsort(updated, kind="stable")
+    rows = tx.stable_argsort(updated)
     o = pa.array(rows)
     table = pa.table(
         {

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import pyarrow as pa
 
+from personify.demo import _text as tx
 from personify.demo.accounts import Accounts
 from personify.demo.behaviour import ADDED, CLICKED, OPENED, Behaviour, Carts, Sessions
 from personify.demo.catalog import Catalog
@@ -160,7 +161,7 @@ def web_columns(rng: np.random.Generator, behaviour: Behaviour) -> dict[str, np.
 def email_columns(rng: np.random.Generator, email: EmailEvents) -> dict[str, np.ndarray]:
     """The email service's engagement events as :class:`EventLog` columns, in time order;
     flawed copies at the end."""
-    order = np.argsort(email.ts, kind="stable")
+    order = tx.stable_argsort(email.ts)
     n = len(order)
     columns = {
         "ts": email.ts[order],

@@ -40,14 +40,14 @@ def build_tickets(
     score = np.where(done, rng.choice(4, n, p=[0.2, 0.2, 0.5, 0.1]), 0)
     updated = np.minimum(created + (rng.uniform(0, 10, n) * DAY_MS).astype(np.int64), now_ms - 1)
     number = np.empty(n, np.int64)
-    number[np.argsort(created, kind="stable")] = np.arange(n)
+    number[tx.stable_argsort(created)] = np.arange(n)
     ids = 10_001 + number
     from_crm = people.in_crm[person] & (rng.random(n) >= 0.2)
     requester_dirt = dirt(rng, n)
     priority = rng.choice(4, n, p=[0.3, 0.5, 0.15, 0.05])
     channel = rng.choice(3, n, p=[0.6, 0.3, 0.1])
     subject = rng.integers(0, len(TICKET_SUBJECTS), n)
-    rows = np.argsort(updated, kind="stable")
+    rows = tx.stable_argsort(updated)
     who = person[rows]
     requester = pa.StructArray.from_arrays(
         [

@@ -92,3 +92,20 @@ def test_dictionary_and_scatter() -> None:
         None,
         "q",
     ]
+
+
+@given(
+    st.lists(st.integers(-(2**40), 2**40), max_size=300),
+    st.sampled_from([np.int64, np.int32, np.int16]),
+)
+def test_stable_argsort_is_numpys_stable_argsort(values: list[int], dtype: type) -> None:
+    array = np.array([v % 50 if dtype is not np.int64 else v for v in values], dtype)
+    array = np.concatenate([array, array[: len(array) // 2]])  # ties
+    expected = np.argsort(array, kind="stable")
+    assert np.array_equal(tx.stable_argsort(array), expected)
+
+
+def test_stable_argsort_falls_back_when_the_key_would_not_fit() -> None:
+    wide = np.array([2**62, -(2**62), 0, 2**62], np.int64)
+    assert tx.stable_argsort(wide).tolist() == [1, 2, 0, 3]
+    assert tx.stable_argsort(np.array([], np.int64)).tolist() == []
