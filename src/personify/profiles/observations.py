@@ -8,6 +8,7 @@ about an identifier (a node), so re-resolving identities never rewrites them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -50,12 +51,26 @@ def _value(field: str, expr: str, config: IdentityConfig) -> str:
     return id_sql(expr)
 
 
-def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
+def _stored(fields: Sequence[str]) -> str:
+    """SQL: the stored observation with the key of the row ``o`` (``NOT EXISTS`` of it skips
+    it). ``fields`` are the only fields ``o`` can hold: naming them lets the engine probe only
+    those stored observations (orders give emails only: at 1M customers the check over 3M
+    stored observations 3.4 → 2.5 CPU-s)."""
+    only = f"p.field IN ({', '.join(repr(f) for f in fields)}) AND " if fields else ""
+    return (
+        f"SELECT 1 FROM profile_observations p WHERE {only}p.source = o.source "
+        "AND p.origin = o.origin AND p.field = o.field AND p.observed_at = o.observed_at"
+    )
+
+
+def _insert(
+    wh: Warehouse, select: str, params: tuple[object, ...], fields: Sequence[str] = ()
+) -> int:
     from personify.privacy.fields import cipher_of
 
     cipher = cipher_of(wh)
     if cipher is not None:
-        return _insert_sealed(wh, select, params, cipher)
+        return _insert_sealed(wh, select, params, cipher, fields)
     # a blocked email or phone (test@example.com, "n/a" …) is a placeholder, not a value: it is
     # never observed, so it can never become a profile's email. Observations already stored are
     # skipped by an anti-join on the key (DuckDB keeps it by construction, without an index; one
@@ -67,9 +82,7 @@ def _insert(wh: Warehouse, select: str, params: tuple[object, ...]) -> int:
         f"AND b1.value = o.value LEFT JOIN {BLOCKED.name} b2 ON b2.kind = '*' "
         f"AND o.field IN ({', '.join(repr(f) for f in IDENTIFIER_FIELDS)}) "
         "AND b2.value = lower(o.value) WHERE o.value IS NOT NULL AND o.node_id IS NOT NULL "
-        "AND b1.kind IS NULL AND b2.kind IS NULL AND NOT EXISTS (SELECT 1 FROM "
-        "profile_observations p WHERE p.source = o.source AND p.origin = o.origin "
-        "AND p.field = o.field AND p.observed_at = o.observed_at)"
+        f"AND b1.kind IS NULL AND b2.kind IS NULL AND NOT EXISTS ({_stored(fields)})"
         + (" ON CONFLICT DO NOTHING" if wh.capabilities.cheap_keys else ""),
         params,
     )
@@ -80,7 +93,11 @@ _NEW = "_obs_new"
 
 
 def _insert_sealed(
-    wh: Warehouse, select: str, params: tuple[object, ...], cipher: FieldCipher
+    wh: Warehouse,
+    select: str,
+    params: tuple[object, ...],
+    cipher: FieldCipher,
+    fields: Sequence[str] = (),
 ) -> int:
     """:func:`_insert` with the values of encrypted fields stored as deterministic tokens
     (:meth:`~personify.privacy.fields.FieldCipher.seal_fixed`): the new observations are
@@ -96,9 +113,7 @@ def _insert_sealed(
         f"ON b1.kind = o.field AND b1.value = o.value LEFT JOIN {BLOCKED.name} b2 "
         f"ON b2.kind = '*' AND o.field IN ({', '.join(repr(f) for f in IDENTIFIER_FIELDS)}) "
         "AND b2.value = lower(o.value) WHERE o.value IS NOT NULL AND o.node_id IS NOT NULL "
-        "AND b1.kind IS NULL AND b2.kind IS NULL AND NOT EXISTS (SELECT 1 FROM "
-        "profile_observations p WHERE p.source = o.source AND p.origin = o.origin "
-        "AND p.field = o.field AND p.observed_at = o.observed_at)",
+        f"AND b1.kind IS NULL AND b2.kind IS NULL AND NOT EXISTS ({_stored(fields)})",
         params,
     )
     sealed = [f for f in cipher.columns if f in FIELDS]
@@ -148,13 +163,25 @@ def _records(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
         for f in FIELDS
     )
     table, where = readable_records(wh, where)
+    # the kinds of these records' ids, named in the join: the scan of identity_nodes then skips
+    # every other kind (emails, anonymous ids …) instead of probing them all
+    kinds = sorted(
+        {
+            config.kind_for_source(str(row[0]))
+            for row in wh.fetch(
+                f"SELECT DISTINCT source FROM {table} WHERE ({where[0]}) AND source IS NOT NULL",
+                where[1],
+            )
+        }
+    )
     select = _per_field(
         "SELECT n.node_id, r.source, r.record_id AS origin, r.observed_at, r.received_at, "
         f"{values} FROM (SELECT * FROM {table} WHERE {where[0]}) r "
         f"{source_kind_join('r.source')} JOIN identity_nodes n "
-        f"ON n.kind = {source_kind('r.source')} AND n.value = {id_sql('r.record_id')}"
+        f"ON n.kind = {source_kind('r.source')} AND n.value = {id_sql('r.record_id')} "
+        f"AND n.kind IN ({', '.join('?' for _ in kinds) or 'NULL'})"
     )
-    added = _insert(wh, select, where[1])
+    added = _insert(wh, select, (*where[1], *kinds))
     drop(wh, PLAIN_RECORDS)  # decrypted records, if any: not kept
     return added
 
@@ -192,7 +219,7 @@ def _orders(wh: Warehouse, where: Where, config: IdentityConfig) -> int:
         f"AS received_at FROM {orders} o JOIN identity_nodes n ON n.kind = 'email' "
         f"AND n.value = {node_value} WHERE {where[0]}"
     )
-    return _insert(wh, select, where[1])
+    return _insert(wh, select, where[1], ("email",))
 
 
 def collect_observations(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
