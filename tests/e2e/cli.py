@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 
 PERSONIFY = str(Path(sys.executable).parent / "personify")
+DEMO_TIMEOUT = 600
+"""Seconds one ``personify demo`` may take: about 10 CPU-seconds, but a minute of wall time at
+load 13 on the shared 2-core machine. A hang guard, not a performance check."""
 
 
 def personify(

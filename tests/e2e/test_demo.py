@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli import personify, personify_json
+from tests.e2e.cli import DEMO_TIMEOUT, personify, personify_json
 
 NOW = "2026-01-31T09:00:00Z"
-DEMO_TIMEOUT = 600
-"""Seconds one ``personify demo`` may take: about 10 CPU-seconds, but a minute of wall time at
-load 13 on the shared 2-core machine. These are hang guards, not performance checks."""
 pytestmark = pytest.mark.timeout(1200)  # a dozen console-script runs per test
 
 

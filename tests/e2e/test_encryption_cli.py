@@ -37,6 +37,7 @@ def _plain_in_file(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a hang guard: at load 16 this test passed the suite's 300 s default
 def test_encrypted_everywhere_plain_where_allowed(project_dir: Path, tmp_path: Path) -> None:
     p = str(project_dir)
     config = project_dir / "personify.yml"

@@ -7,14 +7,19 @@ import json
 from email import policy
 from pathlib import Path
 
-from tests.e2e.cli import personify, personify_json
+import pytest
+
+from tests.e2e.cli import DEMO_TIMEOUT, personify, personify_json
 
 NOW = "2026-01-31T09:00:00Z"
 
 
+@pytest.mark.timeout(1200)  # hang guards: at load 16 this test passed the suite's 300 s default
 def test_demo_ends_with_both_journeys_emails_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
     project = tmp_path / "demo"
-    summary = personify_json("demo", str(project), "--customers", "1000", "--now", NOW)
+    summary = personify_json(
+        "demo", str(project), "--customers", "1000", "--now", NOW, timeout=DEMO_TIMEOUT
+    )
     emails = summary["emails"]
     by_journey = emails["by_journey"]
     assert by_journey["abandoned_cart"]["sent"] >= 5
@@ -62,7 +67,7 @@ def test_demo_ends_with_both_journeys_emails_and_a_rerun_sends_nothing(tmp_path:
         assert reasons == ["frequency cap: 1 per 24h"]
         assert any(m["status"] == "sent" for m in path["messages"])
 
-    shown = personify("demo", str(project), "--customers", "1000")
+    shown = personify("demo", str(project), "--customers", "1000", timeout=DEMO_TIMEOUT)
     assert shown.returncode == 0, shown.stderr
     assert "Emails (journeys)" in shown.stdout and "abandoned_cart" in shown.stdout
     assert "Open one" in shown.stdout and ".eml" in shown.stdout
