@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from personify.warehouse.base import UNNEST as UNNEST
+
 Sql = tuple[str, list[Any]]
 """SQL text and its parameters, in placeholder order."""
 
@@ -21,10 +23,6 @@ and once it is listed (``created_at`` at or before ``now``)."""
 
 NUMBER = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
 """Text that casts to a number safely (PostgreSQL has no ``TRY_CAST``)."""
-
-
-UNNEST = "unnest(CAST(? AS VARCHAR[]))"
-"""One array parameter of strings, unnested into rows (pass a ``list`` as the parameter)."""
 
 
 def prop(name: str, alias: str = "e") -> str:

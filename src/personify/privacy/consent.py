@@ -29,7 +29,7 @@ import pyarrow as pa
 from personify import clock
 from personify.errors import PersonifyError
 from personify.privacy.crypto import KeyRing
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 from personify.warehouse.schema import CONSENT_HISTORY, CONSENT_KINDS, CONSENTS
 
 Status = Literal["granted", "revoked"]
@@ -49,11 +49,11 @@ def is_marketing(purpose: str) -> bool:
     return purpose not in NON_MARKETING_PURPOSES
 
 
-_KINDS_SQL = "SELECT unnest(CAST(? AS VARCHAR[])) AS source, unnest(CAST(? AS VARCHAR[])) AS kind"
+_KINDS_SQL = f"SELECT {UNNEST} AS source, {UNNEST} AS kind"
 
-_CONSENTED_SQL = """
-WITH ids AS (SELECT DISTINCT unnest(CAST(? AS VARCHAR[])) AS id),
-sk AS ({kinds}),
+_CONSENTED_SQL = f"""
+WITH ids AS (SELECT DISTINCT {UNNEST} AS id),
+sk AS ({{kinds}}),
 cur AS (
   SELECT ids.id, coalesce(ci.merged_into, ids.id) AS cid
   FROM ids LEFT JOIN customer_ids AS ci ON ci.customer_id = ids.id

@@ -45,7 +45,7 @@ from personify.privacy.export import outbox_folder
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized, identifier_hash, project_key
 from personify.privacy.subjects import resolve
-from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.base import UNNEST, Warehouse, quote
 from personify.warehouse.schema import ERASURE_PROGRESS, SUPPRESSIONS, Table
 
 IDENTITY_STEP = "identity"
@@ -149,7 +149,7 @@ def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> bo
     hashes = [identifier_hash(wh, key, k, text, project.config.identity) for k in HASHED_KINDS]
     found = wh.scalar(
         "SELECT count(*) FROM suppressions WHERE reason = 'erased' "
-        "AND subject_hash IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+        f"AND subject_hash IN (SELECT {UNNEST})",
         [hashes],
     )
     return bool(found)
@@ -191,8 +191,7 @@ def _tombstone(wh: Warehouse, key: bytes, f: Footprint) -> int:
             update_columns=["customer_id"],
         )
     wh.execute(
-        "UPDATE suppressions SET customer_id = NULL "
-        "WHERE customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+        f"UPDATE suppressions SET customer_id = NULL WHERE customer_id IN (SELECT {UNNEST})",
         [list(f.customer_ids)],
     )
     return len(pairs)

@@ -23,7 +23,7 @@ from personify.privacy.fields import from_project, open_value
 from personify.privacy.footprint import Footprint, footprint, personal_tables, where
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import resolve
-from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.base import UNNEST, Warehouse, quote
 from personify.warehouse.schema import Table
 
 FORMAT_VERSION = 1
@@ -71,7 +71,7 @@ def _access_log(wh: Warehouse, project: Project, f: Footprint) -> list[dict[str,
     hashes = [customer_hash(key, c) for c in f.customer_ids]
     rows: list[dict[str, Any]] = wh.fetch_arrow(
         "SELECT occurred_at, action, actor FROM audit_log "
-        "WHERE subject_hash IN (SELECT unnest(CAST(? AS VARCHAR[]))) ORDER BY occurred_at, id",
+        f"WHERE subject_hash IN (SELECT {UNNEST}) ORDER BY occurred_at, id",
         [hashes],
     ).to_pylist()
     return rows

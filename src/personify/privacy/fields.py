@@ -79,7 +79,7 @@ from personify.privacy.crypto import (
     is_fixed,
     project_ring,
 )
-from personify.warehouse.base import Warehouse, quote
+from personify.warehouse.base import UNNEST, Warehouse, quote
 from personify.warehouse.schema import FIELD_INDEX
 
 log = logging.getLogger("personify.privacy.fields")
@@ -249,10 +249,10 @@ def lookup(wh: Warehouse, kind: str, value: str) -> list[str]:
 def _write(wh: Warehouse, cipher: FieldCipher, rows: list[tuple[Any, ...]]) -> None:
     """Store ``rows`` (customer_id, *the configured columns, sealed) — one UPDATE per batch."""
     cols = cipher.columns
-    values = ", ".join(f"unnest(CAST(? AS VARCHAR[])) AS {quote(c)}" for c in cols)
+    values = ", ".join(f"{UNNEST} AS {quote(c)}" for c in cols)
     sets = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in cols)
     wh.execute(
-        f"UPDATE customers SET {sets} FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS cid, "
+        f"UPDATE customers SET {sets} FROM (SELECT {UNNEST} AS cid, "
         f"{values}) AS v WHERE customers.customer_id = v.cid",
         [[r[0] for r in rows], *([r[i + 1] for r in rows] for i in range(len(cols)))],
     )
@@ -264,8 +264,7 @@ def _index(wh: Warehouse, entries: list[tuple[str, str, str | None]], at: dateti
     gone = [e for e in entries if e[2] is None]
     if gone:
         wh.execute(
-            "DELETE FROM field_index WHERE (customer_id || '|' || kind) "
-            "IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+            f"DELETE FROM field_index WHERE (customer_id || '|' || kind) IN (SELECT {UNNEST})",
             [[f"{c}|{k}" for c, k, _ in gone]],
         )
     if keep:
@@ -297,7 +296,7 @@ def _pass(
         todo = " OR ".join(f"({quote(c)} IS NOT NULL AND {quote(c)} NOT LIKE ?)" for c in cols)
     marks: list[Any] = [] if everything else [f"{PREFIX}%"] * len(cols)
     if ids is not None:
-        todo = f"({todo}) AND customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+        todo = f"({todo}) AND customer_id IN (SELECT {UNNEST})"
         marks.append(sorted(ids))
     counts = {"rows": 0, "sealed": 0, "reencrypted": 0, "indexed": 0}
     after = ""
@@ -348,8 +347,7 @@ def _pass(
         wh.execute(f"DELETE FROM field_index WHERE {gone}")
     elif ids:
         wh.execute(
-            f"DELETE FROM field_index WHERE {gone} "
-            "AND customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+            f"DELETE FROM field_index WHERE {gone} AND customer_id IN (SELECT {UNNEST})",
             [sorted(ids)],
         )
     return counts
@@ -571,7 +569,7 @@ def plain_identifiers(wh: Warehouse, customer_ids: list[str]) -> dict[tuple[str,
     marks = ", ".join("?" for _ in kinds)
     rows = wh.fetch(
         "SELECT DISTINCT o.field, o.value FROM profile_observations o JOIN identity_nodes n "
-        "ON n.node_id = o.node_id WHERE n.customer_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
+        f"ON n.node_id = o.node_id WHERE n.customer_id IN (SELECT {UNNEST}) "
         f"AND o.field IN ({marks})",
         [sorted(customer_ids), *kinds],
     )
@@ -582,7 +580,7 @@ def plain_identifiers(wh: Warehouse, customer_ids: list[str]) -> dict[tuple[str,
             dict(r)
             for r in wh.fetch_arrow(
                 f"SELECT customer_id, {', '.join(cipher.columns)} FROM customers "
-                "WHERE customer_id IN (SELECT unnest(CAST(? AS VARCHAR[])))",
+                f"WHERE customer_id IN (SELECT {UNNEST})",
                 [sorted(customer_ids)],
             ).to_pylist()
         ),

@@ -20,7 +20,7 @@ from typing import Any
 
 from personify.config import IdentityConfig
 from personify.privacy.subjects import customer_keys
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 from personify.warehouse.schema import TABLES, Table
 
 NOT_PERSONAL: frozenset[str] = frozenset(
@@ -48,7 +48,7 @@ MIN_SEARCH_LENGTH = 6
 """Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would
 match other people's payloads."""
 
-_IN = "IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+_IN = f"IN (SELECT {UNNEST})"
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def _order_items(f: Footprint) -> Where:
 
 def _quarantine(f: Footprint) -> Where:
     return (
-        "EXISTS (SELECT 1 FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS term) t "
+        f"EXISTS (SELECT 1 FROM (SELECT {UNNEST} AS term) t "
         "WHERE strpos(lower(coalesce(payload, '') || ' ' || detail), t.term) > 0)",
         [f.search_terms],
     )
@@ -223,7 +223,7 @@ def _mentions(*cols: str, keyed: str | None = None) -> Rule:
     def rule(f: Footprint) -> Where:
         text = " || ' ' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in cols)
         cond = (
-            "EXISTS (SELECT 1 FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS term) t "
+            f"EXISTS (SELECT 1 FROM (SELECT {UNNEST} AS term) t "
             f"WHERE strpos(lower({text}), t.term) > 0)"
         )
         params: list[Any] = [f.search_terms]

@@ -10,7 +10,7 @@ from typing import Any
 
 from personify.config import Project
 from personify.profiles.read import resolve_customer
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,7 @@ def consent_rows(
         customer_id,
     ]
     rows = wh.fetch(
-        "WITH sk AS (SELECT unnest(CAST(? AS VARCHAR[])) AS source, "
-        "unnest(CAST(? AS VARCHAR[])) AS kind) "
+        f"WITH sk AS (SELECT {UNNEST} AS source, {UNNEST} AS kind) "
         "SELECT k.customer_id, k.purpose, k.channel, k.status, k.source, k.updated_at "
         "FROM consents k LEFT JOIN customer_ids ci ON ci.customer_id = k.customer_id "
         "WHERE k.customer_id = ? OR ci.merged_into = ? "

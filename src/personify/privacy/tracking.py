@@ -33,7 +33,7 @@ import msgspec
 from personify.identity import state
 from personify.privacy.consent import DATA_SHARING, record
 from personify.privacy.crypto import KeyRing
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 
 WATERMARK = "privacy.consent_events"
 PENDING = "privacy.consent_pending"
@@ -137,7 +137,7 @@ def _rows(wh: Warehouse) -> Iterator[tuple[str, str, datetime, str, str]]:
     )
     rows = wh.fetch(
         "SELECT customer_id, source, timestamp, message_id, CAST(context AS VARCHAR) FROM events "
-        f"WHERE (({where}) OR message_id IN (SELECT unnest(CAST(? AS VARCHAR[])))) AND {signal} "
+        f"WHERE (({where}) OR message_id IN (SELECT {UNNEST})) AND {signal} "
         "ORDER BY timestamp, message_id",
         [*params, waiting],
     )

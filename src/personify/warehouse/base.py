@@ -24,6 +24,10 @@ from personify.warehouse.schema import Table
 AUTHORING_DIALECT = "duckdb"
 """The dialect Personify's own SQL is written in; backends transpile from it."""
 
+UNNEST = "unnest(CAST(? AS VARCHAR[]))"
+"""One array parameter of strings unnested into rows (pass a ``list`` as the parameter): runs on
+DuckDB and PostgreSQL alike, so one statement serves any number of keys."""
+
 OnConflict = Literal["error", "ignore", "update"]
 
 

@@ -18,6 +18,7 @@ from personify.privacy.erase import invalidate_cached
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import consent_rows, resolve
 from personify.session import open_session
+from personify.warehouse.base import UNNEST
 
 consent_app = typer.Typer(
     help="Consent per purpose and channel: record a change (history and proof kept), read it.",
@@ -159,7 +160,7 @@ def show_command(who: WhoArg, project: ProjectOpt = Path("."), json: JsonOpt = F
         history = wh.fetch_arrow(
             "SELECT customer_id AS key, purpose, channel, status, source, changed_at, ip, "
             "user_agent, form, confirmed_at FROM consent_history "
-            "WHERE customer_id IN (SELECT unnest(CAST(? AS VARCHAR[]))) "
+            f"WHERE customer_id IN (SELECT {UNNEST}) "
             "ORDER BY changed_at, purpose, channel",
             [keys],
         ).to_pylist()
