@@ -36,6 +36,7 @@ from personify.delivery.tokens import project_key
 from personify.errors import ConfigError, WarehouseError
 from personify.offers._sql import UNNEST, prop
 from personify.warehouse import Warehouse, table
+from personify.warehouse.retry import is_write_conflict
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 """Crockford's base 32: no I, L, O or U."""
@@ -159,7 +160,7 @@ def _insert(
             wh.load(table("discount_codes"), pa.Table.from_pylist(rows), on_conflict="ignore")
             raced = False
         except WarehouseError as e:
-            if not _is_write_conflict(e):
+            if not _raced(e):
                 raise
             raced = True
             time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not a secret
@@ -178,9 +179,14 @@ def _insert(
     )
 
 
-def _is_write_conflict(error: WarehouseError) -> bool:
+def _raced(error: WarehouseError) -> bool:
+    """A write that lost a race (:func:`~personify.warehouse.retry.is_write_conflict`), or an
+    insert refused because a concurrent writer stored the same key first (DuckDB checks keys at
+    commit). Not a general retry rule: elsewhere a duplicate key may be a real one."""
+    if is_write_conflict(error):
+        return True
     text = str(error).lower()
-    return "conflict" in text or "constraint violation" in text or "duplicate key" in text
+    return "constraint violation" in text or "duplicate key" in text
 
 
 def _stored(wh: Warehouse, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -269,7 +275,7 @@ def redeem(wh: Warehouse, code: str, *, order_id: str, at: datetime) -> RedeemRe
             )
             break
         except WarehouseError as e:  # a concurrent redemption of the same code (DuckDB)
-            if not _is_write_conflict(e) or round_ == MAX_ROUNDS - 1:
+            if not _raced(e) or round_ == MAX_ROUNDS - 1:
                 raise
             time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not a secret
     rows = wh.fetch(
