@@ -32,7 +32,6 @@ from personify.server.responses import read_body
 from personify.server.state import ServerState, state_of
 
 BODY_LIMIT = 4096
-KEY = "unsubscribe.counter"
 _HEADERS = {
     "cache-control": "no-store",
     "referrer-policy": "no-referrer",
@@ -46,15 +45,11 @@ _HTML = Content("An HTML page.", {"type": "string"}, "text/html")
 
 
 def _counter(state: ServerState) -> Counter:
-    found = state.extras.get(KEY)
-    if found is None:
-        found = state.extras[KEY] = state.registry.counter(
-            "personify_unsubscribes_total",
-            "Unsubscribe POSTs by outcome (new, repeat, invalid).",
-            ("outcome",),
-        )
-    assert isinstance(found, Counter)
-    return found
+    return state.counter(
+        "personify_unsubscribes_total",
+        "Unsubscribe POSTs by outcome (new, repeat, invalid).",
+        ("outcome",),
+    )
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:

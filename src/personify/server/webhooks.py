@@ -67,7 +67,7 @@ class WebhookAnswer(msgspec.Struct, frozen=True):
 class _Webhooks:
     def __init__(self, state: ServerState) -> None:
         self.receiver = WebhookReceiver(state.session)
-        self.deliveries: Counter = state.registry.counter(
+        self.deliveries: Counter = state.counter(
             "personify_webhook_deliveries_total",
             "Webhook deliveries by source and outcome (accepted, duplicate, quarantined, "
             "refused, failed).",
