@@ -18,6 +18,7 @@ from personify.warehouse import connect
 from personify.warehouse.duckdb import keyfilter
 from personify.warehouse.duckdb.backend import (
     BULK_MEMORY_LIMIT,
+    BULK_THREADS,
     SERVE_MEMORY_LIMIT,
     DuckDBWarehouse,
 )
@@ -30,17 +31,21 @@ def _limit(wh: DuckDBWarehouse) -> int:
     return int(float(number) * scale)
 
 
+def _threads(wh: DuckDBWarehouse) -> int:
+    return int(wh.fetch("SELECT current_setting('threads')")[0][0])
+
+
 def test_bulk_memory_caps_the_limit_and_restores_it(tmp_path: Path) -> None:
     wh = connect(f"duckdb:///{tmp_path / 'w.duckdb'}")
     assert isinstance(wh, DuckDBWarehouse)
     try:
-        before = _limit(wh)
+        before, threads = _limit(wh), _threads(wh)
         with wh.bulk_memory():
-            assert _limit(wh) <= BULK_MEMORY_LIMIT
+            assert _limit(wh) <= BULK_MEMORY_LIMIT and _threads(wh) == BULK_THREADS
             with wh.bulk_memory():  # nested: one cap, kept until the outer block ends
                 assert _limit(wh) <= BULK_MEMORY_LIMIT
-            assert _limit(wh) <= BULK_MEMORY_LIMIT
-        assert _limit(wh) == before
+            assert _limit(wh) <= BULK_MEMORY_LIMIT and _threads(wh) == BULK_THREADS
+        assert _limit(wh) == before and _threads(wh) == threads
     finally:
         wh.close()
 

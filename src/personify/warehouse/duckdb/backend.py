@@ -58,6 +58,14 @@ measured on that world, peak 3.8 GB at the same CPU time (but 5.6–6.3 GB in la
 of the rest was outside DuckDB's cap — the importer's Arrow pool and copies, and a short spike
 while the last events file imports that is not explained yet; see benchmarks/RESULTS.md,
 session 4)."""
+BULK_THREADS: Final = 1
+"""Threads a DuckDB statement may use while bulk loads run. With several, one large ``INSERT``
+writes its row groups from each thread, and the next checkpoint rewrites them (decompressed and
+compressed again): 1.07 M web events appended three times, each commit checkpointed, cost
+4.1–4.4 CPU-s per insert plus 4.4–7.2 per checkpoint, a 555 MB file; on one thread 4.2–4.7 plus
+0.01, 368 MB. A checkpoint put off while another transaction is open then did all of it at once:
+the 1 M world's load spent 254 s (wall) growing to 6.1 GB in the first checkpoint after the web
+events. The importer's sources already run side by side (two lanes), so the cores stay busy."""
 SERVE_MEMORY_LIMIT: Final = 128 << 20
 """Bytes DuckDB may hold in a long-running process (:meth:`DuckDBWarehouse.limit_memory`,
 ``personify serve``): uncapped, each checkpoint of the tracking API's appends left ~115 MB more
@@ -108,9 +116,10 @@ class DuckDBWarehouse(Warehouse):
     @contextlib.contextmanager
     def bulk_memory(self) -> Iterator[None]:
         """Cap DuckDB's memory at :data:`BULK_MEMORY_LIMIT` (or its default, if lower) for the
-        block — for bulk loads, which need little but would leave gigabytes of blocks cached.
-        The setting is the database's: nested or concurrent blocks share one cap, restored when
-        the last one ends. An in-memory warehouse is left alone (its blocks are its data)."""
+        block — for bulk loads, which need little but would leave gigabytes of blocks cached —
+        and run its statements on one thread each (:data:`BULK_THREADS`). The settings are the
+        database's: nested or concurrent blocks share them, restored when the last one ends. An
+        in-memory warehouse is left alone (its blocks are its data)."""
         if self.path == ":memory:":
             yield
             return
@@ -118,6 +127,7 @@ class DuckDBWarehouse(Warehouse):
             if self._bulk_depth == 0:
                 limit = min(BULK_MEMORY_LIMIT, int(_total_memory() * 0.8))
                 self._setting(f"SET memory_limit = '{limit // (1 << 20)}MB'")
+                self._setting(f"SET threads = {BULK_THREADS}")
             self._bulk_depth += 1
         try:
             yield
@@ -127,6 +137,7 @@ class DuckDBWarehouse(Warehouse):
                 if self._bulk_depth == 0 and not self._closed:
                     with contextlib.suppress(duckdb.Error):
                         self._restore_limit()
+                        self._setting("RESET threads")
 
     @contextlib.contextmanager
     def expecting(self, table_name: str, rows: int) -> Iterator[None]:
