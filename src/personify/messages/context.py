@@ -12,10 +12,10 @@ from personify.errors import NotFound, PersonifyError
 from personify.privacy.fields import decrypt_row, lookup
 from personify.profiles import resolve_customer
 from personify.realtime.cache import cache_of
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 
 _JSON_FIELDS = ("preferred_categories", "traits")
-_BY_IDS = "SELECT * FROM customers WHERE customer_id IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+_BY_IDS = f"SELECT * FROM customers WHERE customer_id IN (SELECT {UNNEST})"
 
 
 def _customer(row: dict[str, Any]) -> dict[str, Any]:
