@@ -55,9 +55,9 @@ BULK_MEMORY_LIMIT: Final = 1536 << 20
 keeps up to 80 % of RAM, so every block a long import writes or reads stays cached: 3.3 GB of a
 1 M-customer world's 5.2 GB peak. Capped, it drops clean blocks instead (it can spill the rest):
 measured on that world, peak 3.8 GB at the same CPU time (but 5.6–6.3 GB in later runs: most
-of the rest was outside DuckDB's cap — the importer's Arrow pool and copies, and a short spike
-while the last events file imports that is not explained yet; see benchmarks/RESULTS.md,
-session 4)."""
+of the rest was outside DuckDB's cap — the importer's Arrow pool and copies, and a checkpoint
+rewriting multi-threaded appends, see :data:`BULK_THREADS`; benchmarks/RESULTS.md, sessions 4
+and 5)."""
 BULK_THREADS: Final = 1
 """Threads a DuckDB statement may use while bulk loads run. With several, one large ``INSERT``
 writes its row groups from each thread, and the next checkpoint rewrites them (decompressed and
