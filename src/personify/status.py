@@ -14,7 +14,7 @@ from personify.config import FileSource, RestSource, TrackingSource, WebhookSour
 from personify.quality import latest_run as latest_reconciliation
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 from personify.warehouse.migrations import current_version
 from personify.warehouse.schema import TABLES
 
@@ -82,8 +82,8 @@ def source_freshness(session: Session) -> dict[str, dict[str, Any]]:
     events = (
         _by_source(
             wh,
-            "SELECT source, max(received_at) FROM events WHERE source IN "
-            "(SELECT UNNEST(CAST(? AS VARCHAR[]))) GROUP BY source",
+            f"SELECT source, max(received_at) FROM events WHERE source IN (SELECT {UNNEST}) "
+            "GROUP BY source",
             [tracked],
         )
         if tracked

@@ -38,7 +38,7 @@ from personify.engagement.machine import machine_open, scanner_click
 from personify.engagement.tokens import TrackingClaim
 from personify.ingest.tracking.normalize import EPOCH, micros
 from personify.ingest.tracking.store import NEW, store
-from personify.warehouse.base import Warehouse
+from personify.warehouse.base import UNNEST, Warehouse
 
 SOURCE = "email_tracking"
 """``events.source`` of tracking hits."""
@@ -85,7 +85,7 @@ class Recorded:
 
 
 _CHUNK = 500
-_KEYS = "SELECT unnest(CAST(? AS VARCHAR[]))"
+_KEYS = f"SELECT {UNNEST}"
 """One array parameter of strings as rows: a batch's keys in one statement of fixed text (a
 list of ``?`` per key costs the engine more to parse and plan than the lookup itself)."""
 

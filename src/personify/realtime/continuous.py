@@ -46,6 +46,7 @@ from typing import Any, Final, TypeVar
 from personify.identity.sightings import NOTHING, Scope, Where
 from personify.ingest.tracking.store import NEW
 from personify.session import Session
+from personify.warehouse.base import UNNEST
 from personify.warehouse.retry import retry_conflicts
 
 log = logging.getLogger("personify.realtime")
@@ -64,7 +65,7 @@ TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
 PATIENCE: Final = 30.0
 """Seconds a pass (or a tick) keeps retrying write-write conflicts before it is given up."""
-_IN: Final = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+_IN: Final = f"IN (SELECT {UNNEST})"
 _T = TypeVar("_T")
 
 

@@ -59,6 +59,7 @@ from personify.ingest import quarantine
 from personify.session import Session
 from personify.sources.rest.mapping import Target, load_records, rows_of, targets_for
 from personify.sources.rest.paths import get_path
+from personify.warehouse.base import UNNEST
 from personify.warehouse.retry import retry_conflicts
 from personify.warehouse.schema import QUARANTINE, WEBHOOK_RECEIPTS
 
@@ -319,7 +320,7 @@ class WebhookReceiver:
         from personify.identity.sightings import Scope
         from personify.profiles import apply
 
-        among = "IN (SELECT UNNEST(CAST(? AS VARCHAR[])))"
+        among = f"IN (SELECT {UNNEST})"
         if source.table == "orders":
             scope = Scope(orders=(f"order_id {among}", (keys,)))
         elif source.table == "customers":
