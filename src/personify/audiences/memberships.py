@@ -67,7 +67,7 @@ def refresh_segment(
             # rows go straight into the memberships and the changes, one statement, no copy;
             # above the cap the transaction rolls back, leaving the memberships as they were
             size = wh.execute_limited(
-                _populate(query),
+                reading(_POPULATE, "_personify_members", query, "m"),
                 [segment.name, now, segment.name, now, datetime.now(UTC)],
                 timeout_s=timeout_s,
             )
@@ -150,15 +150,6 @@ _POPULATE = (
 ``entered`` changes into ``audience_changes`` (parameters: segment, now, segment, now, recorded
 at). Against a copy into a temporary table first, then this statement from it: the members are
 neither written nor read twice."""
-
-
-def _populate(members: exp.Select) -> exp.Expr:
-    """:data:`_POPULATE` reading ``members`` (the segment's members query)."""
-    statement = sqlglot.parse_one(_POPULATE, read="duckdb")
-    for table in statement.find_all(exp.Table):
-        if table.name == "_personify_members":
-            table.replace(members.subquery("m"))
-    return statement
 
 
 def refresh_for(
@@ -256,6 +247,17 @@ def _apply(
             f"SELECT ?, customer_id, ?, NULL FROM {diff} WHERE change = 'entered'",
             [segment, now],
         )
+
+
+def reading(template: str, placeholder: str, query: exp.Query, alias: str) -> exp.Expr:
+    """The statement ``template`` (DuckDB SQL) with each reference to the table ``placeholder``
+    replaced by ``query`` as a subquery named ``alias``: one statement that reads a query
+    directly, where a copy into a temporary table would write and read its rows twice."""
+    statement = sqlglot.parse_one(template, read="duckdb")
+    for table in statement.find_all(exp.Table):
+        if table.name == placeholder:
+            table.replace(query.subquery(alias))
+    return statement
 
 
 def create_temp_as(name: str, query: exp.Query) -> exp.Create:
