@@ -24,6 +24,7 @@ from personify.audiences.batch import write_tags
 from personify.audiences.memberships import refresh_segments
 from personify.audiences.rules import load_rules
 from personify.audiences.segments import load_segments
+from personify.audiences.stage import refresh_and_tag
 from personify.warehouse import connect, table
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
@@ -356,14 +357,20 @@ def hand_pass(wh: Any, now: datetime) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ Personify
-def personify_pass(wh: Any, folders: tuple[Path, Path], now: datetime) -> dict[str, float]:
+def personify_pass(
+    wh: Any, folders: tuple[Path, Path], now: datetime, *, sequential: bool = False
+) -> dict[str, float]:
     t0, cpu = time.perf_counter(), time.process_time()
     segments = load_segments(folders[0], default_dialect="duckdb")
     rules = load_rules(folders[1], default_dialect="duckdb")
     t1 = time.perf_counter()
-    refresh_segments(wh, segments, now=now, timeout_s=600, max_members=10**8)
-    t2 = time.perf_counter()
-    write_tags(wh, rules, now=now)
+    if sequential:
+        refresh_segments(wh, segments, now=now, timeout_s=600, max_members=10**8)
+        t2 = time.perf_counter()
+        write_tags(wh, rules, now=now)
+    else:  # what the pipeline's audiences stage runs: rules beside the segments
+        refresh_and_tag(wh, segments, rules, now=now, timeout_s=600, max_members=10**8)
+        t2 = time.perf_counter()
     t3 = time.perf_counter()
     cpu = time.process_time() - cpu
     return {"load": t1 - t0, "segments": t2 - t1, "rules": t3 - t2, "total": t3 - t0, "cpu": cpu}
@@ -403,6 +410,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="segments, then rules (as before session 5) instead of the stage's side by side",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -423,20 +435,20 @@ def main() -> None:
                 now = NOW + timedelta(days=1)
                 change_some_customers(wh, now)
             hand = hand_pass(wh, now)
-            ours = personify_pass(wh, folders, now)
+            ours = personify_pass(wh, folders, now, sequential=args.sequential)
             members, tags = check_equal(wh)
             rows.append((label, ours, hand, members, tags))
         wh.close()
     print()
+    split = "segments / rules" if args.sequential else "segments and rules side by side"
     print(
-        "| pass | Personify wall (parse / segments / rules) | hand-written wall | ratio | "
+        f"| pass | Personify wall (parse / {split}) | hand-written wall | ratio | "
         "Personify CPU | hand CPU | CPU ratio | goal | members | tags |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for label, ours, (hand, hand_cpu), members, tags in rows:
-        detail = (
-            f"{ours['total']:.2f} s ({ours['load']:.2f} / {ours['segments']:.2f} / "
-            f"{ours['rules']:.2f})"
+        detail = f"{ours['total']:.2f} s ({ours['load']:.2f} / {ours['segments']:.2f}" + (
+            f" / {ours['rules']:.2f})" if args.sequential else ")"
         )
         print(
             f"| {label} | {detail} | {hand:.2f} s | {ours['total'] / hand:.2f}× | "

@@ -23,8 +23,9 @@ from personify.audiences.memberships import (
     retire_segments,
     segment_status,
 )
+from personify.audiences.rules import parse_rules
 from personify.audiences.segments import Segment, parse_segment
-from personify.audiences.stage import preview
+from personify.audiences.stage import preview, reads_rule_outputs, refresh_and_tag
 from personify.errors import UnsafeQueryError
 from personify.warehouse import Warehouse
 
@@ -344,3 +345,63 @@ def test_segments_for_one_customer_now(warehouse: Warehouse) -> None:
         assert segments_for(warehouse, segments, "c05") == ["engaged_buyers"]
         assert segments_for(warehouse, segments, "c02") == []
         assert segments_for(warehouse, segments, "nobody' OR '1'='1") == []
+
+
+VIP_RULES = """
+rules:
+  - id: vip
+    tag: vip
+    when: total_spent >= 1000
+"""
+
+
+def _tags(wh: Warehouse) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in wh.fetch("SELECT customer_id, tag FROM customer_tags ORDER BY 1")]
+
+
+def test_rules_run_beside_independent_segments(warehouse: Warehouse) -> None:
+    """Segments that don't read what the rules write are refreshed while the rules run on a
+    second connection: the same memberships, tags and changes as one after the other."""
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": str(i), "last_purchase_at": NOW, "total_spent": 500.0 * i}
+            for i in range(5)
+        ],
+    )
+    hot = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    rules = parse_rules(VIP_RULES, file="rules.yml", dialect="duckdb")
+    assert not reads_rule_outputs([hot])
+    results, tags = refresh_and_tag(warehouse, [hot], rules, now=NOW, timeout_s=30, max_members=100)
+    assert [(r.segment, r.entered) for r in results] == [("hot", 5)]
+    assert (tags.tagged, tags.added) == (3, 3)
+    assert _members(warehouse, "hot") == ["0", "1", "2", "3", "4"]
+    assert _tags(warehouse) == [("2", "vip"), ("3", "vip"), ("4", "vip")]
+    changes = warehouse.fetch(
+        "SELECT kind, count(*) FROM audience_changes WHERE change = 'entered' GROUP BY kind "
+        "ORDER BY kind"
+    )
+    assert [tuple(r) for r in changes] == [("segment", 5), ("tag", 3)]
+    # A segment over its cap fails the stage; the rules' own transaction still stands.
+    warehouse.execute("DELETE FROM customer_tags")
+    with pytest.raises(UnsafeQueryError, match="'hot' returned 5 customers"):
+        refresh_and_tag(warehouse, [hot], rules, now=NOW, timeout_s=30, max_members=4)
+    assert _tags(warehouse) == [("2", "vip"), ("3", "vip"), ("4", "vip")]
+
+
+def test_segments_reading_tags_are_refreshed_before_the_rules(warehouse: Warehouse) -> None:
+    """A segment over ``customer_tags`` sees the tags of the previous evaluation: it is refreshed
+    first, then the rules run (as before they ran side by side)."""
+    load_customers(warehouse, [{"customer_id": "a", "total_spent": 2000.0}])
+    tagged = parse_segment(
+        "SELECT customer_id FROM customer_tags WHERE tag = 'vip'",
+        file=Path("tagged.sql"),
+        default_dialect="duckdb",
+    )
+    rules = parse_rules(VIP_RULES, file="rules.yml", dialect="duckdb")
+    assert reads_rule_outputs([tagged])
+    first, _ = refresh_and_tag(warehouse, [tagged], rules, now=NOW, timeout_s=30, max_members=9)
+    assert (first[0].members, _tags(warehouse)) == (0, [("a", "vip")])
+    later = NOW + timedelta(hours=1)
+    second, _ = refresh_and_tag(warehouse, [tagged], rules, now=later, timeout_s=30, max_members=9)
+    assert (second[0].entered, _members(warehouse, "tagged")) == (1, ["a"])

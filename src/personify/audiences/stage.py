@@ -11,14 +11,17 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlglot import exp
 
 from personify import clock
-from personify.audiences.batch import write_tags
+from personify.audiences.batch import TagCounts, write_tags
 from personify.audiences.memberships import (
     RefreshResult,
     last_refreshed,
@@ -94,6 +97,11 @@ def refresh(
     results = refresh_segments(
         wh, due, now=now, timeout_s=settings.timeout_seconds, max_members=settings.max_members
     )
+    _log_refreshed(results)
+    return results
+
+
+def _log_refreshed(results: list[RefreshResult]) -> None:
     for result in results:
         log.info(
             "segment %s: %d members (+%d, -%d) in %.2f s",
@@ -103,17 +111,75 @@ def refresh(
             result.exited,
             result.seconds,
         )
-    return results
+
+
+RULE_OUTPUTS: Final = frozenset({"customer_tags", "audience_changes"})
+"""What the rules write. Rules read only the profile's columns; a segment reading one of these is
+refreshed before the rules run (:func:`refresh_and_tag`)."""
+
+_RULES_LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-rules")
+"""The rules' own thread (one for the process, so its warehouse connection is reused)."""
+
+
+def reads_rule_outputs(segments: list[Segment]) -> bool:
+    """Whether any of ``segments`` names a table the rules write (:data:`RULE_OUTPUTS`)."""
+    return any(
+        table.name.lower() in RULE_OUTPUTS
+        for segment in segments
+        for table in segment.query.find_all(exp.Table)
+    )
+
+
+def refresh_and_tag(
+    wh: Warehouse,
+    due: list[Segment],
+    rules: list[Rule],
+    *,
+    now: datetime,
+    timeout_s: float,
+    max_members: int,
+) -> tuple[list[RefreshResult], TagCounts]:
+    """Refresh the ``due`` segments (:func:`~personify.audiences.memberships.refresh_segments`)
+    and evaluate ``rules`` (:func:`~personify.audiences.batch.write_tags`) at ``now``.
+
+    Rules read only the profile's columns, so the two are independent unless a due segment
+    reads what the rules write (:func:`reads_rule_outputs`). When independent, the rules run
+    beside the segments, in their own transaction on a second connection: each side's large
+    statements keep about one core busy (DuckDB runs ``INSERT … RETURNING`` on one thread), so
+    on two cores the stage takes about the longer side instead of the sum. Otherwise the
+    segments are refreshed first, then the rules run. A failure on either side is raised once
+    both have ended; the other side's work stands (each side is one transaction)."""
+    if not due or reads_rule_outputs(due):
+        results = refresh_segments(wh, due, now=now, timeout_s=timeout_s, max_members=max_members)
+        return results, write_tags(wh, rules, now=now)
+    tags = _RULES_LANE.submit(write_tags, wh, rules, now=now)
+    try:
+        results = refresh_segments(wh, due, now=now, timeout_s=timeout_s, max_members=max_members)
+    except BaseException:
+        wait_for([tags])
+        raise
+    return results, tags.result()
 
 
 def audiences_stage(session: Session) -> dict[str, int]:
-    """Refresh due segments, retire removed ones, evaluate every rule (see the module doc)."""
+    """Refresh due segments and evaluate every rule (side by side when independent:
+    :func:`refresh_and_tag`), retire removed segments (see the module doc)."""
     project, wh, now = session.project, session.warehouse, clock.now()
+    settings = project.config.audiences
     segments = project_segments(project)
     rules = project_rules(project)
-    results = refresh(session, segments)
+    last = last_refreshed(wh)
+    due = [s for s in segments if s.refresh.is_due(last.get(s.name), now)]
+    results, tags = refresh_and_tag(
+        wh,
+        due,
+        rules,
+        now=now,
+        timeout_s=settings.timeout_seconds,
+        max_members=settings.max_members,
+    )
+    _log_refreshed(results)
     retired = retire_segments(wh, {s.name for s in segments}, now=now)
-    tags = write_tags(wh, rules, now=now)
     log.info("rules: %d tags (+%d, -%d)", tags.tagged, tags.added, tags.removed)
     return {
         "segments": len(segments),
