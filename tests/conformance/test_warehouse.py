@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -346,3 +347,30 @@ def test_bulk_loads_refresh_the_planner_statistics(warehouse: Warehouse) -> None
     assert estimate() == n + 2
     warehouse.load(table("products"), products(*(f"c{i}" for i in range(100))))
     assert warehouse.analyzes == 1  # 100 rows into ~10,000: the statistics still hold
+
+
+def test_a_worker_thread_releases_its_connection(warehouse: Warehouse) -> None:
+    """``release_thread`` closes the calling thread's connection (a worker about to end): on
+    PostgreSQL its server session ends; the next statement on that thread opens a new one."""
+    seen: list[object] = []
+
+    def work() -> None:
+        seen.append(warehouse.scalar("SELECT pg_backend_pid()" if _pg(warehouse) else "SELECT 1"))
+        warehouse.release_thread()
+        seen.append(warehouse.scalar("SELECT 2"))  # a new connection
+        warehouse.release_thread()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(30)
+    assert seen[1] == 2
+    if _pg(warehouse):
+        deadline = time.monotonic() + 10
+        while warehouse.scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ?", [seen[0]]):
+            assert time.monotonic() < deadline, "the released session is still open"
+            time.sleep(0.05)
+    assert warehouse.scalar("SELECT 3") == 3  # the caller's own connection is untouched
+
+
+def _pg(warehouse: Warehouse) -> bool:
+    return warehouse.dialect == "postgres"

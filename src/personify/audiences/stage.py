@@ -117,9 +117,6 @@ RULE_OUTPUTS: Final = frozenset({"customer_tags", "audience_changes"})
 """What the rules write. Rules read only the profile's columns; a segment reading one of these is
 refreshed before the rules run (:func:`refresh_and_tag`)."""
 
-_RULES_LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-rules")
-"""The rules' own thread (one for the process, so its warehouse connection is reused)."""
-
 
 def reads_rule_outputs(segments: list[Segment]) -> bool:
     """Whether any of ``segments`` names a table the rules write (:data:`RULE_OUTPUTS`)."""
@@ -152,13 +149,24 @@ def refresh_and_tag(
     if not due or reads_rule_outputs(due):
         results = refresh_segments(wh, due, now=now, timeout_s=timeout_s, max_members=max_members)
         return results, write_tags(wh, rules, now=now)
-    tags = _RULES_LANE.submit(write_tags, wh, rules, now=now)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-rules") as lane:
+        tags = lane.submit(_rules_lane, wh, rules, now)
+        try:
+            results = refresh_segments(
+                wh, due, now=now, timeout_s=timeout_s, max_members=max_members
+            )
+        except BaseException:
+            wait_for([tags])
+            raise
+        return results, tags.result()
+
+
+def _rules_lane(wh: Warehouse, rules: list[Rule], now: datetime) -> TagCounts:
+    """:func:`write_tags` on a thread of its own, whose connection closes when it is done."""
     try:
-        results = refresh_segments(wh, due, now=now, timeout_s=timeout_s, max_members=max_members)
-    except BaseException:
-        wait_for([tags])
-        raise
-    return results, tags.result()
+        return write_tags(wh, rules, now=now)
+    finally:
+        wh.release_thread()
 
 
 def audiences_stage(session: Session) -> dict[str, int]:

@@ -153,6 +153,12 @@ class Warehouse(abc.ABC):
         with a timeout; returns ``(columns, rows, truncated)``."""
 
     @abc.abstractmethod
+    def release_thread(self) -> None:
+        """Close the calling thread's own connection, if it opened one: a worker thread that
+        is about to end calls it, so a long-running process doesn't keep one per thread it
+        ever ran (the next statement on this thread opens a new one)."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> Warehouse:

@@ -358,6 +358,12 @@ class DuckDBWarehouse(Warehouse):
             cur.close()
         return columns, rows[:max_rows], len(rows) > max_rows
 
+    def release_thread(self) -> None:
+        cur = getattr(self._local, "cursor", None)
+        if cur is not None and not self._local.depth:
+            self._local.cursor = None
+            cur.close()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -304,6 +304,16 @@ class PostgresWarehouse(Warehouse):
         """Drop this warehouse's schema and everything in it (tests use one schema per run)."""
         self._conn().execute(f"DROP SCHEMA IF EXISTS {quote(self.schema)} CASCADE")
 
+    def release_thread(self) -> None:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is not None and not getattr(self._local, "depth", 0):
+            self._local.conn = None
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def close(self) -> None:
         self._closed = True
         with self._lock:
