@@ -4,17 +4,14 @@ as every route has them, and each valid hit journalled and recorded with its own
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
+from tests.unit.server.asgi_client import AppClient
 
 from personify.config import load_project
 from personify.delivery.tokens import project_key
@@ -25,29 +22,12 @@ from personify.session import Session
 from personify.warehouse import table
 
 TARGET = "https://shop.example/p/1?utm_source=email"
+PEER = ("198.51.100.7", 40000)
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 
-class Client:
-    """Requests straight into the ASGI app (httpx's ASGI transport; no sockets)."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self.transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 40000))
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            async with httpx.AsyncClient(transport=self.transport, base_url="http://t") as c:
-                return await c.request(method, path, **kw)
-
-        return asyncio.run(go())
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("GET", path, **kw)
-
-
 @pytest.fixture
-def served(project_dir: Path) -> Iterator[tuple[Client, Session, bytes]]:
+def served(project_dir: Path) -> Iterator[tuple[AppClient, Session, bytes]]:
     session = Session(load_project(project_dir))
     sent = datetime.now(UTC) - timedelta(hours=1)
     ts = pa.timestamp("us", tz="UTC")
@@ -68,13 +48,13 @@ def served(project_dir: Path) -> Iterator[tuple[Client, Session, bytes]]:
     )
     app = create_app(session, instance="inst-1")
     try:
-        yield Client(app), session, project_key(session.project)
+        yield AppClient(app, client=PEER), session, project_key(session.project)
     finally:
         stop_recorder(app.state.personify)
         session.close()
 
 
-def _samples(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _samples(client: AppClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = client.get("/metrics").text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -83,7 +63,7 @@ def _samples(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     }
 
 
-def test_answers_metrics_and_recorded_hits(served: tuple[Client, Session, bytes]) -> None:
+def test_answers_metrics_and_recorded_hits(served: tuple[AppClient, Session, bytes]) -> None:
     client, session, key = served
     headers = {"user-agent": BROWSER}
     pixel = client.get(f"/o/{sign_open(key, 'm-1', 'c-1')}.gif", headers=headers)

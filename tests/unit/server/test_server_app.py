@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
+from tests.unit.server.asgi_client import AppClient
 
 from personify.config import load_project
 from personify.server.app import create_app
@@ -19,7 +17,6 @@ from personify.server.protocol import CONTROL_PATH, INSTANCE_HEADER
 from personify.session import Session
 
 TOKEN = "test-control-token"
-LOOPBACK = ("127.0.0.1", 50000)
 
 
 @pytest.fixture
@@ -29,26 +26,6 @@ def session(project_dir: Path) -> Iterator[Session]:
         yield s
     finally:
         s.close()
-
-
-class AppClient:
-    """Requests straight into the ASGI app (httpx's ASGI transport; no sockets)."""
-
-    def __init__(self, app: Starlette, client: tuple[str, int] = LOOPBACK) -> None:
-        self.transport = httpx.ASGITransport(app=app, client=client)
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            async with httpx.AsyncClient(transport=self.transport, base_url="http://t") as c:
-                return await c.request(method, path, **kw)
-
-        return asyncio.run(go())
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("POST", path, **kw)
 
 
 @pytest.fixture
