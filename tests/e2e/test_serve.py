@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from personify.scaffold import init_project
 from personify.warehouse.migrations import MIGRATIONS
 from tests.e2e.cli import PERSONIFY, Server, free_port, project_on, start_server
+from tests.holder import holding
 
 CLIENT_ENV = {"PERSONIFY_LOCK_TIMEOUT": "2", "PERSONIFY_NO_FORWARD": "0"}
 
@@ -213,33 +214,15 @@ def test_stale_server_file_is_ignored(project_dir: Path) -> None:
 
 def test_busy_warehouse_without_server(project_dir: Path) -> None:
     run_json("status", "--project", str(project_dir))  # creates the warehouse file
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time\n"
-            f"con = duckdb.connect({str(project_dir / 'warehouse.duckdb')!r})\n"
-            "print('ready', flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as holder:
-        try:
-            assert holder.stdout is not None
-            assert holder.stdout.readline().strip() == "ready"
-            # fails instead of waiting for the holder (``run`` gives up after 120 s); how long it
-            # waits is timed in-process (tests/unit/warehouse/test_lock_wait.py): a console
-            # script's start-up alone took 17 s at load 13 on the shared machine
-            done = run("status", "--project", str(project_dir), env={"PERSONIFY_LOCK_TIMEOUT": "1"})
-            assert done.returncode != 0
-            assert "in use by another process" in done.stderr
-            assert f"process {holder.pid}" in done.stderr
-            assert "Traceback" not in done.stderr
-        finally:
-            holder.kill()
-            holder.wait(timeout=10)
+    with holding(project_dir / "warehouse.duckdb") as holder:
+        # fails instead of waiting for the holder (``run`` gives up after 120 s); how long it
+        # waits is timed in-process (tests/unit/warehouse/test_lock_wait.py): a console
+        # script's start-up alone took 17 s at load 13 on the shared machine
+        done = run("status", "--project", str(project_dir), env={"PERSONIFY_LOCK_TIMEOUT": "1"})
+        assert done.returncode != 0
+        assert "in use by another process" in done.stderr
+        assert f"process {holder.pid}" in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 @pytest.mark.postgres

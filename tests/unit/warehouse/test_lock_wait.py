@@ -5,12 +5,11 @@ no interpreter start-up (seconds on a loaded machine) blurs the wait; the e2e te
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.holder import holding
 
 from personify.config import load_project
 from personify.errors import WarehouseBusy
@@ -21,29 +20,11 @@ def test_a_held_file_fails_after_the_configured_wait(
     project_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Session(load_project(project_dir)).close()  # the warehouse file exists, migrated
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys\n"
-            f"con = duckdb.connect({str(project_dir / 'warehouse.duckdb')!r})\n"
-            "print('ready', flush=True)\n"
-            "sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as holder:
-        try:
-            assert holder.stdout is not None
-            assert holder.stdout.readline().strip() == "ready"
-            monkeypatch.setenv("PERSONIFY_LOCK_TIMEOUT", "0.5")
-            session = Session(load_project(project_dir))
-            started = time.monotonic()
-            with pytest.raises(WarehouseBusy, match=f"in use by another process.*{holder.pid}"):
-                session.warehouse  # noqa: B018 — opening is what is tested
-            waited = time.monotonic() - started
-            assert 0.5 <= waited < DEFAULT_LOCK_TIMEOUT / 2, waited
-        finally:
-            holder.kill()
-            holder.wait(timeout=30)
+    with holding(project_dir / "warehouse.duckdb") as holder:
+        monkeypatch.setenv("PERSONIFY_LOCK_TIMEOUT", "0.5")
+        session = Session(load_project(project_dir))
+        started = time.monotonic()
+        with pytest.raises(WarehouseBusy, match=f"in use by another process.*{holder.pid}"):
+            session.warehouse  # noqa: B018 — opening is what is tested
+        waited = time.monotonic() - started
+        assert 0.5 <= waited < DEFAULT_LOCK_TIMEOUT / 2, waited
