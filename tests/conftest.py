@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from personify import clock
 from personify.warehouse import Warehouse, connect
 
 # Property tests run on shared, loaded 2-core machines (CI included): Hypothesis's 200 ms
@@ -30,6 +31,16 @@ settings.load_profile(os.environ.get("PERSONIFY_HYPOTHESIS", "personify"))
 PG_BASE = os.environ.get("PERSONIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("PERSONIFY_REQUIRE_SERVICES") == "1"
 RUN_ID = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def _unpinned_clock() -> Iterator[None]:
+    """Each test starts and ends on the system clock: a CLI command run in-process with
+    ``--now`` pins "now" for the rest of the thread (as it should in a one-command process), and
+    must not leak into the next test (a click then looked older than its email)."""
+    clock.pin(None)
+    yield
+    clock.pin(None)
 
 
 def service_missing(what: str, why: str) -> None:
