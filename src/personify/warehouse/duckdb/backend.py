@@ -137,6 +137,7 @@ class DuckDBWarehouse(Warehouse):
                 if self._bulk_depth == 0 and not self._closed:
                     with contextlib.suppress(duckdb.Error):
                         self._restore_limit()
+                    with contextlib.suppress(duckdb.Error):
                         self._setting("RESET threads")
 
     @contextlib.contextmanager
