@@ -90,12 +90,18 @@ def _run_lanes(
     session.warehouse  # opened (and migrated) once, before the threads  # noqa: B018
 
     def run(lane: list[FileSource]) -> None:
-        for source in lane:
-            try:
-                results[source.name] = _run_one(session, source, progress, trigger)
-            except BaseException as e:  # noqa: BLE001 (raised below, after the other lanes)
-                failures[source.name] = e
-                return
+        try:
+            for source in lane:
+                try:
+                    results[source.name] = _run_one(session, source, progress, trigger)
+                except BaseException as e:  # noqa: BLE001 (raised below, after the other lanes)
+                    failures[source.name] = e
+                    return
+        finally:
+            # the pool's thread ends with the sync: its own connection (one PostgreSQL
+            # session per lane) closes now, not when the warehouse does — a server that syncs
+            # on a schedule would otherwise keep one per lane thread it ever ran
+            session.warehouse.release_thread()
 
     ordered = sorted(lanes, key=lambda lane: _lane_bytes(session, lane), reverse=True)
     # each lane runs in a copy of the caller's context: the pinned clock (``--now``) and the
