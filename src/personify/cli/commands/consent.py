@@ -10,15 +10,6 @@ from rich.table import Table
 
 from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.privacy.audit import log_action
-from personify.privacy.consent import STATUSES, ConsentError, set_consent
-from personify.privacy.crypto import project_ring
-from personify.privacy.doi import request_confirmation, send_confirmation
-from personify.privacy.erase import invalidate_cached
-from personify.privacy.hashing import optional_key
-from personify.privacy.subjects import consent_rows, resolve
-from personify.session import open_session
-from personify.warehouse.base import UNNEST
 
 consent_app = typer.Typer(
     help="Consent per purpose and channel: record a change (history and proof kept), read it.",
@@ -47,6 +38,14 @@ def set_command(
 ) -> None:
     """Record a consent change for a person, now (or at --now). A grant also supersedes older
     revocations recorded under the person's other ids; a revocation wins everywhere."""
+    from personify.privacy.audit import log_action
+    from personify.privacy.consent import STATUSES, ConsentError, set_consent
+    from personify.privacy.crypto import project_ring
+    from personify.privacy.erase import invalidate_cached
+    from personify.privacy.hashing import optional_key
+    from personify.privacy.subjects import resolve
+    from personify.session import open_session
+
     if status not in STATUSES:
         raise ConsentError(f"unknown consent status {status!r}", hint="use granted or revoked")
     pin_now(now)
@@ -109,6 +108,12 @@ def request_command(
     link (a transactional email through the project's delivery). The consent is granted only
     when they confirm (POST on the link, served by `personify serve`); until then they may not be
     contacted for the purpose."""
+    from personify.privacy.audit import log_action
+    from personify.privacy.doi import request_confirmation, send_confirmation
+    from personify.privacy.hashing import optional_key
+    from personify.privacy.subjects import resolve
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
@@ -152,6 +157,10 @@ def request_command(
 @consent_app.command("show")
 def show_command(who: WhoArg, project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
     """A person's consent rows (under every id they hold) and their history with proof."""
+    from personify.privacy.subjects import consent_rows, resolve
+    from personify.session import open_session
+    from personify.warehouse.base import UNNEST
+
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
         customer_id = resolve(wh, proj, who)

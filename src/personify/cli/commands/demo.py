@@ -7,22 +7,23 @@ import os
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
 import typer
 from rich.table import Table
 
-from personify import clock, pipeline
+from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
-from personify.demo import DemoProject, make_demo_project
-from personify.demo.project import web_event_files
-from personify.journeys import email_summary
 from personify.progress import Progress
-from personify.session import Session, open_session
-from personify.sources import SyncResult, sync_sources
-from personify.status import status_report
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from personify import pipeline
+    from personify.demo import DemoProject
+    from personify.session import Session
+    from personify.sources import SyncResult
 
 SEGMENT_QUERY = (
     "SELECT customer_id, email, purchase_date, engagement_score FROM customer_data "
@@ -76,6 +77,12 @@ def demo_command(
     kept), stores nothing twice and sends nothing twice; the project stays usable: try
     `personify status --project DIR` (its mock APIs come up when a sync needs them).
     """
+    from personify import pipeline
+    from personify.demo import make_demo_project
+    from personify.journeys import email_summary
+    from personify.session import open_session
+    from personify.status import status_report
+
     pin_now(now)  # validates --now
     instant = clock.now() if now else None
     with progress_bars(enabled=not json) as progress:
@@ -115,6 +122,8 @@ def _stages(
 ) -> tuple[Any, ...]:
     """The pipeline's stages, the sync one drawing progress bars and keeping its results; it
     first sends the world's web sessions through the tracking API."""
+    from personify import pipeline
+    from personify.sources import sync_sources
 
     def sync(session: Session) -> dict[str, int]:
         syncs.append(send_web_sessions(session, demo, progress))
@@ -194,6 +203,7 @@ def send_webhooks(session: Session, demo: DemoProject) -> SyncResult:
 
     from personify.demo.mock_apis import WEBHOOK_SOURCE, send_order_webhooks
     from personify.server.background import background_server
+    from personify.sources import SyncResult
 
     started = time.perf_counter()
     with background_server(session) as url:
@@ -217,8 +227,10 @@ def send_web_sessions(
 
     import pyarrow.parquet as pq
 
+    from personify.demo.project import web_event_files
     from personify.ingest.tracking.sender import SendReport, send_batches
     from personify.server.background import background_server
+    from personify.sources import SyncResult
 
     started = time.perf_counter()
     files = web_event_files(demo.data)

@@ -9,8 +9,6 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
-from personify.identity import explain
-from personify.session import open_session
 
 identity_app = typer.Typer(help="Identity resolution: why identifiers are linked.")
 app.add_typer(identity_app, name="identity", rich_help_panel="People")
@@ -24,6 +22,9 @@ def explain_command(
     json: JsonOpt = False,
 ) -> None:
     """The chain of evidence (sources, times) linking A and B, or why they are not linked."""
+    from personify.identity import explain
+    from personify.session import open_session
+
     with open_session(project) as session:
         answer = explain(session.warehouse, a, b, session.project.config.identity)
     if json:

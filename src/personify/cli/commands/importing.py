@@ -10,10 +10,7 @@ from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
-from personify.config import FileFormat, TableName
-from personify.quality.rules import after_load
-from personify.session import open_session
-from personify.sources.files import import_file
+from personify.config import TableName
 
 TABLES = ", ".join(get_args(TableName))
 
@@ -63,6 +60,11 @@ def import_command(
     (quality.rules) run after a file loaded rows, as after a sync; `personify status` shows
     what they found.
     """
+    from personify.config import FileFormat
+    from personify.quality.rules import after_load
+    from personify.session import open_session
+    from personify.sources.files import import_file
+
     pin_now(now)
     if table not in get_args(TableName):
         raise typer.BadParameter(f"{table!r} is not one of: {TABLES}", param_hint="--table")

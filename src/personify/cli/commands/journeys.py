@@ -9,10 +9,6 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
-from personify.journeys import project_journeys
-from personify.journeys.report import customer_report, journeys_report
-from personify.messages import read_customer
-from personify.session import open_session
 
 journeys_app = typer.Typer(
     help="Journeys (journeys/*.yml): definitions, instances and messages; one customer's path.",
@@ -28,6 +24,10 @@ def _counts(counts: dict[str, int]) -> str:
 @journeys_app.command("list")
 def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
     """Every journey: trigger, steps, instances by status and messages by status."""
+    from personify.journeys import project_journeys
+    from personify.journeys.report import journeys_report
+    from personify.session import open_session
+
     with open_session(project) as session:
         rows = journeys_report(session.warehouse, project_journeys(session.project))
     if json:
@@ -53,6 +53,10 @@ def show_command(
 ) -> None:
     """One customer's journeys (step, status, next wake-up) and messages (status and the reason
     of a skip or failure)."""
+    from personify.journeys.report import customer_report
+    from personify.messages import read_customer
+    from personify.session import open_session
+
     with open_session(project) as session:
         customer = read_customer(session.warehouse, who, session.project)
         report = customer_report(session.warehouse, str(customer["customer_id"]))

@@ -8,12 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from personify import pipeline
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.cli.progress import progress_bars
-from personify.quality.rules import after_sync
-from personify.session import open_session
-from personify.sources import sync_sources
 
 
 @app.command("run", rich_help_panel="Pipeline")
@@ -26,6 +22,9 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
     an idempotency key: running it twice at the same --now, or again after a crash, sends
     nothing twice. The table ends with the emails sent per journey.
     """
+    from personify import pipeline
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         report = pipeline.run(session)
@@ -82,6 +81,10 @@ def sync_command(
     Each source's run is recorded: `personify status` shows its last run, rows, duration, next
     scheduled run and last error.
     """
+    from personify.quality.rules import after_sync
+    from personify.session import open_session
+    from personify.sources import sync_sources
+
     pin_now(now)
     with open_session(project) as session, progress_bars(enabled=not json) as progress:
         results = sync_sources(session, sources or None, progress=progress)

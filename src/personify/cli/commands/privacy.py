@@ -21,15 +21,6 @@ from personify.cli.app import (
     pin_now,
 )
 from personify.errors import ConfigError, PersonifyError
-from personify.privacy.audit import log_action, read_log, verify
-from personify.privacy.compact import compact_file
-from personify.privacy.crypto import new_key, project_ring, rotate
-from personify.privacy.erase import erase_subject
-from personify.privacy.export import export_subject
-from personify.privacy.fields import from_project, rotate_customers
-from personify.privacy.hashing import optional_key
-from personify.privacy.masking import mask_document
-from personify.session import open_session
 
 privacy_app = typer.Typer(
     help="Subject access export and erasure (GDPR articles 15, 17; CCPA).",
@@ -62,6 +53,12 @@ def export_command(
     history, messages, tags, memberships, discount codes, provenance, quarantined payloads that
     mention them, outbox entries. Printed on stdout (JSON with or without --json) unless
     --out is given."""
+    from personify.privacy.audit import log_action
+    from personify.privacy.export import export_subject
+    from personify.privacy.hashing import optional_key
+    from personify.privacy.masking import mask_document
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
@@ -107,6 +104,10 @@ def erase_command(
     quarantine, messages and outbox files, provenance, the identity graph), leaving a keyed-hash
     tombstone so re-ingested data does not make them marketable again. Idempotent and resumable:
     run it again after an interruption. Prints a per-step completion report."""
+    from personify.privacy.compact import compact_file
+    from personify.privacy.erase import erase_subject
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         report = erase_subject(session.warehouse, session.project, who, actor="cli")
@@ -145,6 +146,8 @@ def keygen_command(
 ) -> None:
     """Print a new encryption key as ID:BASE64 — put it first in PERSONIFY_ENCRYPTION_KEYS
     (privacy.encryption_keys), keeping older keys after it until `rotate-keys` has run."""
+    from personify.privacy.crypto import new_key
+
     kid = key_id or f"k{clock.now():%Y%m%d}"
     sys.stdout.write(f"{kid}:{new_key()}\n")
 
@@ -154,6 +157,10 @@ def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> No
     """Encrypt plain values of the encrypted fields and re-encrypt those under older keys with
     the active (first) key of privacy.encryption_keys, and recompute every blind index (after
     changing privacy.blind_index_key too). Afterwards the older keys can go."""
+    from personify.privacy.crypto import project_ring, rotate
+    from personify.privacy.fields import from_project, rotate_customers
+    from personify.session import open_session
+
     with open_session(project) as session:
         ring = project_ring(session.project)
         if ring is None:
@@ -202,6 +209,9 @@ def audit_command(
     """The audit log of privacy actions (exports, erasures, consent changes, profile reads),
     newest first. Subjects appear as keyed hashes only. The log is append-only and hash-chained
     (--verify checks the chain)."""
+    from personify.privacy.audit import read_log, verify
+    from personify.session import open_session
+
     if check:
         with open_session(project) as session:
             result = verify(session.warehouse)

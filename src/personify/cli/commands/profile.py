@@ -9,10 +9,6 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.privacy.audit import log_action
-from personify.privacy.hashing import optional_key
-from personify.profiles import read_profile
-from personify.session import open_session
 
 _TRAITS = (
     "order_count",
@@ -39,6 +35,11 @@ def profile_command(
 ) -> None:
     """The unified profile: identities, fields with provenance, traits, consent, segments,
     tags and recent events."""
+    from personify.privacy.audit import log_action
+    from personify.privacy.hashing import optional_key
+    from personify.profiles import read_profile
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         doc = read_profile(session.warehouse, who, session.project)

@@ -10,9 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.scaffold import init_project
-from personify.session import open_session
-from personify.status import status_report
 
 
 @app.command("init", rich_help_panel="Start")
@@ -24,6 +21,8 @@ def init_command(
 
     Writes .env with a fresh write key, admin token and signing key (kept out of git).
     """
+    from personify.scaffold import init_project
+
     init_project(directory, force=force)
     out = console()
     out.print(f"Created a Personify project in [bold]{directory}[/]")
@@ -45,6 +44,9 @@ def status_command(
     """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, and
     per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),
     conversions and revenue (as `personify report journeys` counts them)."""
+    from personify.session import open_session
+    from personify.status import status_report
+
     pin_now(now)
     with open_session(project) as session:
         report = status_report(session)

@@ -13,11 +13,6 @@ from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
 from personify.cli.commands.report import report_app
-from personify.profiles.read import resolve_customer
-from personify.quality.conflicts import conflicts
-from personify.quality.report import quality_report_html
-from personify.quality.rules import check_rules
-from personify.session import open_session
 
 quality_app = typer.Typer(
     help="Data quality: validation rules (quality.rules in personify.yml) run in the warehouse, "
@@ -35,6 +30,9 @@ def check_command(
     """Run every validation rule and freshness limit now (they also run after each sync and
     run): rows breaking each rule, a sample of their keys, the action taken (quarantine moves
     the rows aside)."""
+    from personify.quality.rules import check_rules
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         found = check_rules(session, trigger="manual")
@@ -75,6 +73,10 @@ def conflicts_command(
     """Profile fields on which sources disagree for one customer (e.g. the CRM and the shop hold
     other phones): each source's current value, the value that won and the survivorship rule
     that chose it, with the number of conflicts per field."""
+    from personify.profiles.read import resolve_customer
+    from personify.quality.conflicts import conflicts
+    from personify.session import open_session
+
     with open_session(project) as session:
         wh = session.warehouse
         cid = resolve_customer(wh, customer, session.project) if customer else None
@@ -110,6 +112,9 @@ def report_quality_command(
     """A data quality report as one HTML file (inline charts, no script, opens offline):
     violations over time, quarantine reasons, freshness per source, reconciliation runs,
     volume anomalies."""
+    from personify.quality.report import quality_report_html
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         page = quality_report_html(session)

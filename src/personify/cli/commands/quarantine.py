@@ -10,8 +10,6 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
-from personify.ingest.tracking.replay import counts, entries, entry, replay
-from personify.session import open_session
 
 quarantine_app = typer.Typer(
     help="The quarantine: inputs kept aside with a reason (invalid events, plan violations, "
@@ -35,6 +33,9 @@ def list_command(
     json: JsonOpt = False,
 ) -> None:
     """Quarantined inputs, newest first, with counts per source and reason."""
+    from personify.ingest.tracking.replay import counts, entries
+    from personify.session import open_session
+
     with open_session(project) as session:
         wh = session.warehouse
         rows = entries(wh, source=source, reason=reason, limit=limit)
@@ -70,6 +71,9 @@ def show_command(
     json: JsonOpt = False,
 ) -> None:
     """One quarantined input: reason, detail, location and the payload as received."""
+    from personify.ingest.tracking.replay import entry
+    from personify.session import open_session
+
     with open_session(project) as session:
         e = entry(session.warehouse, id)
     if json:
@@ -94,6 +98,9 @@ def replay_command(
 ) -> None:
     """Re-ingest quarantined tracking events with the tracking plan as it is now: those that pass
     are stored (once, whatever the number of replays) and leave the quarantine."""
+    from personify.ingest.tracking.replay import replay
+    from personify.session import open_session
+
     with open_session(project) as session:
         report = replay(
             session.warehouse, session.project, source=source, reason=reason, ids=ids or ()

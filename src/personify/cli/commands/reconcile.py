@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.quality import ReconcileReport, reconcile
-from personify.session import open_session
+
+if TYPE_CHECKING:
+    from personify.quality import ReconcileReport
 
 
 @app.command("reconcile", rich_help_panel="Pipeline")
@@ -46,6 +47,9 @@ def reconcile_command(
     stored (`reconciliation_runs`, `reconciliation_discrepancies`); more discrepancies than
     `quality.reconcile.threshold` flag the run for review in `personify status`.
     """
+    from personify.quality import reconcile
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         report = reconcile(session, sources or None, repair=repair)

@@ -10,8 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, emit_json, pin_now
-from personify.delivery import prepare
-from personify.session import open_session
 
 
 def _variables(pairs: list[str]) -> dict[str, Any]:
@@ -52,6 +50,9 @@ def render_command(
 ) -> None:
     """Render one email for one customer, exactly as it would be sent: the HTML (or with --json
     the subject, HTML, text part and headers)."""
+    from personify.delivery import prepare
+    from personify.session import open_session
+
     pin_now(now)
     variables: dict[str, Any] = {}
     if vars_file is not None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from personify import clock
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.engagement.report import STEP_COLUMNS, JourneysReport, journeys_report
-from personify.session import open_session
+
+if TYPE_CHECKING:
+    from personify.engagement.report import JourneysReport
 
 report_app = typer.Typer(
     help="Measurement: what the emails did (opens and clicks by people, machine ones excluded) "
@@ -44,6 +45,9 @@ def journeys_command(
     Experiments: each variant's conversions against the holdout, with a 95 % interval and
     whether the sample is big enough to conclude. --out report.html writes the same as a page
     with charts."""
+    from personify.engagement.report import STEP_COLUMNS, journeys_report
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         at = clock.now()

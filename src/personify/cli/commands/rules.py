@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from personify import clock
-from personify.audiences.batch import write_tags
-from personify.audiences.realtime import Outcome, explain_profile, find_profile
-from personify.audiences.rules import Rule
-from personify.audiences.stage import customer_tags, project_rules
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.session import open_session
+
+if TYPE_CHECKING:
+    from personify.audiences.realtime import Outcome
+    from personify.audiences.rules import Rule
 
 rules_app = typer.Typer(
     help="The rules engine (rules/*.yml): ordered rules that assign personalization tags.",
@@ -47,6 +46,9 @@ def _rule(rule: Rule, order: int) -> dict[str, Any]:
 @rules_app.command("list")
 def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
     """Every rule, in evaluation order."""
+    from personify.audiences.stage import project_rules
+    from personify.session import open_session
+
     with open_session(project) as session:
         rules = project_rules(session.project)
     rows = [_rule(r, i + 1) for i, r in enumerate(rules)]
@@ -71,6 +73,10 @@ def apply_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
     """Evaluate every rule over every customer now and update customer_tags (as `run` does)."""
+    from personify.audiences.batch import write_tags
+    from personify.audiences.stage import project_rules
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         rules = project_rules(session.project)
@@ -108,6 +114,10 @@ def explain_command(
 ) -> None:
     """Every rule for one customer: its condition, the fields it reads and their values,
     whether it matched and why it did or did not assign its tag."""
+    from personify.audiences.realtime import explain_profile, find_profile
+    from personify.audiences.stage import customer_tags, project_rules
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         rules = project_rules(session.project)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from personify import clock
-from personify.audiences.memberships import segment_status
-from personify.audiences.segments import Segment
-from personify.audiences.stage import find_segment, preview, project_segments, refresh
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.privacy.fields import decrypt_result
-from personify.privacy.masking import mask_rows
-from personify.session import open_session
+
+if TYPE_CHECKING:
+    from personify.audiences.segments import Segment
 
 segments_app = typer.Typer(
     help="SQL segments (segments/*.sql): definitions, sizes, previews, refreshes.",
@@ -40,6 +37,10 @@ def _definition(segment: Segment) -> dict[str, Any]:
 @segments_app.command("list")
 def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
     """Every segment: definition, current size, sendable size, last refresh."""
+    from personify.audiences.memberships import segment_status
+    from personify.audiences.stage import project_segments
+    from personify.session import open_session
+
     with open_session(project) as session:
         segments = project_segments(session.project)
         purpose = session.project.config.audiences.purpose
@@ -70,6 +71,10 @@ def show_command(
     name: NameArg, project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
     """One segment: its header, its SQL as written and as run at --now, its stored state."""
+    from personify.audiences.memberships import segment_status
+    from personify.audiences.stage import find_segment
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         segment = find_segment(session.project, name)
@@ -112,6 +117,11 @@ def preview_command(
     now: NowOpt = None,
 ) -> None:
     """Run a segment now, read-only: its size, a sample, the SQL as run, the time taken."""
+    from personify.audiences.stage import find_segment, preview
+    from personify.privacy.fields import decrypt_result
+    from personify.privacy.masking import mask_rows
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         settings = session.project.config.audiences
@@ -161,6 +171,9 @@ def refresh_command(
     now: NowOpt = None,
 ) -> None:
     """Recompute segments now (whatever their schedule) and record entries and exits."""
+    from personify.audiences.stage import find_segment, project_segments, refresh
+    from personify.session import open_session
+
     pin_now(now)
     with open_session(project) as session:
         chosen = (

@@ -10,10 +10,7 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.privacy.fields import decrypt_result
-from personify.privacy.masking import mask_rows
-from personify.session import open_session
-from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S, run_user_query
+from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
 
 
 @app.command("sql", rich_help_panel="People")
@@ -56,6 +53,11 @@ def sql_command(
 
     Example: `personify sql "SELECT count(*) FROM customers" --json`
     """
+    from personify.privacy.fields import decrypt_result
+    from personify.privacy.masking import mask_rows
+    from personify.session import open_session
+    from personify.warehouse.query import run_user_query
+
     pin_now(now)
     with open_session(project) as session:
         result = run_user_query(
