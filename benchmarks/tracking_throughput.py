@@ -59,6 +59,9 @@ _DUCKDB_MEMORY = (
     "import personify.warehouse.duckdb.backend as b; b.SERVE_MEMORY_LIMIT = {mib} << 20; "
 )
 """``personify serve`` with another cap on DuckDB's memory (MiB)."""
+_SWITCH = "sys.setswitchinterval({seconds!r}); "
+"""``personify serve`` with another GIL switch interval: how soon a thread waiting for the GIL
+(the group writer, back from DuckDB) takes it from one running Python (the event loop)."""
 
 
 def bodies(total: int, prefix: str = "bench") -> list[bytes]:
@@ -200,6 +203,7 @@ def over_http(
     *,
     continuous: bool = True,
     duckdb_mib: int | None = None,
+    switch_interval: float | None = None,
 ) -> dict[str, float]:
     """Events/s, latencies and peak RSS of a real server (and the clients' own CPU)."""
     env = init_project(work)
@@ -217,6 +221,8 @@ def over_http(
     patch = "" if continuous else _WITHOUT_CONTINUOUS
     if duckdb_mib is not None:
         patch += _DUCKDB_MEMORY.format(mib=int(duckdb_mib))
+    if switch_interval is not None:
+        patch += _SWITCH.format(seconds=float(switch_interval))
     launch = [sys.executable, "-c", _LAUNCH.format(patch=patch)] if patch else [PERSONIFY]
     proc = subprocess.Popen(
         [*launch, "serve", "--project", str(work), "--port", str(port), "--log-level", "warning"],
@@ -241,12 +247,14 @@ def over_http(
         time.sleep(1.0)  # the recent ids' preload (a background thread) finishes
         warm_rss = peak_rss_mb(proc.pid, "VmRSS")
         load = batch_load(port, env["PERSONIFY_WRITE_KEY"], payloads)
+        commits = _commits(port)
         samples: list[float] = []
         cpu, own = cpu_seconds(proc.pid), time.process_time()
         seconds = _run_sampled(load, clients, proc.pid, samples)
         cpu, own = cpu_seconds(proc.pid) - cpu, time.process_time() - own
         rss = peak_rss_mb(proc.pid)
         end_rss = peak_rss_mb(proc.pid, "VmRSS")
+        commits = [b - a for a, b in zip(commits, _commits(port), strict=True)]
         applied = _metric(port, "personify_realtime_applied_events_total")
         behind = _metric(port, "personify_realtime_queue_depth")
         stored = run_json(
@@ -277,7 +285,20 @@ def over_http(
         "client_cpu_share": own / seconds,
         "applied": applied,
         "behind": behind,
+        "commits": commits[0],
+        "rows_per_commit": commits[1] / commits[0] if commits[0] else float("nan"),
+        "commit_ms": commits[2] / commits[0] * 1000 if commits[0] else float("nan"),
+        "writer_busy": commits[2] / seconds,
     }
+
+
+def _commits(port: int) -> list[float]:
+    """Group commits so far: how many, the rows they stored, the seconds they took."""
+    return [
+        _metric(port, "personify_tracking_commit_rows_count"),
+        _metric(port, "personify_tracking_commit_rows_sum"),
+        _metric(port, "personify_tracking_commit_seconds_sum"),
+    ]
 
 
 def _metric(port: int, name: str) -> float:
@@ -317,6 +338,12 @@ def main() -> None:
         metavar="MIB",
         help="start the server with this cap on DuckDB's memory instead of serve's default",
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="SECONDS",
+        help="start the server with this sys.setswitchinterval (Python's default: 0.005)",
+    )
     args = parser.parse_args()
     payloads = bodies(args.events)
     total = len(payloads) * PER_REQUEST
@@ -330,13 +357,16 @@ def main() -> None:
             args.stored,
             continuous=not args.without_continuous,
             duckdb_mib=args.duckdb_memory,
+            switch_interval=args.switch_interval,
         )
     print(f"machine: {machine()}")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     print(
         f"{total:,} events, {PER_REQUEST} per request, {args.clients} clients, "
         f"{args.stored:,} events stored before; continuous mode "
-        f"{'off' if args.without_continuous else 'on'}\n"
+        f"{'off' if args.without_continuous else 'on'}"
+        + (f"; GIL switch interval {args.switch_interval:g} s" if args.switch_interval else "")
+        + "\n"
     )
     print("| figure | value | goal |")
     print("|---|---|---|")
@@ -354,6 +384,11 @@ def main() -> None:
         f"{http['client_cpu_share']:.0%} of one core | |"
     )
     print(f"| request latency p50 / p99 | {http['p50_ms']:.1f} / {http['p99_ms']:.1f} ms | |")
+    print(
+        f"| group commits: count / events each / ms each / writer busy | "
+        f"{http['commits']:,.0f} / {http['rows_per_commit']:,.0f} / {http['commit_ms']:.1f} ms / "
+        f"{http['writer_busy']:.0%} of the run | |"
+    )
     print(f"| server peak RSS | {http['rss_mb']:.0f} MB | ≤ 500 MB |")
     print(
         f"| server RSS: started / warm / highest sampled in the run / after | "
