@@ -123,13 +123,13 @@ def load(
         raise WarehouseError(f"loading {table.name} needs its key column(s) {', '.join(missing)}")
     data = data.select(cols)
     filtered = table.name in keyfilter.FILTERED and len(key) == 1
-    hashes = _hashes(data.column(key[0])) if filtered else None
+    hashes = _hashes(wh, data, key[0]) if filtered else None
     if hashes is not None and _distinct(hashes):
         first = data  # no two rows share a hash, so none shares a key: no grouping needed
     else:
         first = _first_per_key(data, key)
         if hashes is not None and first.num_rows < data.num_rows:
-            hashes = _hashes(first.column(key[0]))
+            hashes = _hashes(wh, first, key[0])
     if on_conflict == "error" and first.num_rows < data.num_rows:
         raise WarehouseError(_duplicate(table, key, _repeated(data, key)))
     appended = 0
@@ -185,11 +185,11 @@ def _screen(
         grown = keyfilter.KeyFilter(
             int(keyfilter.GROWTH * (max(stored, found.count if found else 0) + coming))
         )
-        column = wh._cursor().sql(f"SELECT {quote(key)} FROM {quote(table.name)}")
+        column = wh._cursor().sql(keyfilter.hash_sql(key, quote(table.name)))
         read = getattr(column, "to_arrow_reader", None) or column.fetch_arrow_reader  # 2 / 1.x
         reader: pa.RecordBatchReader = read(keyfilter.CHUNK)  # streamed, never all in memory
         for batch in reader:
-            grown.add(keyfilter.key_hashes(batch.column(0).to_pylist()))
+            grown.add(keyfilter.as_hashes(batch.column(0)))
         found = filters[table.name] = grown
     # added before the commit: a rollback only leaves needless bits
     if not probe:
@@ -199,15 +199,15 @@ def _screen(
     return None if maybe.all() else maybe
 
 
-def _hashes(keys: pa.ChunkedArray) -> np.ndarray:
-    """:func:`~.keyfilter.key_hashes` of a key column (in chunks: a few Python objects at
-    a time)."""
-    return np.concatenate(
-        [
-            keyfilter.key_hashes(keys.slice(start, keyfilter.CHUNK).to_pylist())
-            for start in range(0, max(len(keys), 1), keyfilter.CHUNK)
-        ]
-    )
+def _hashes(wh: DuckDBWarehouse, data: pa.Table, key: str) -> np.ndarray:
+    """:func:`~.keyfilter.hash_sql` of the rows' key column, computed by the warehouse's DuckDB
+    (in the rows' order) — as the stored keys are hashed when the filter is built."""
+    view = f"__personify_keys_{next(_names)}"
+    with wh.register(view, data.select([key])):
+        hashed = wh._cursor().sql(keyfilter.hash_sql(key, view))
+        fetch = getattr(hashed, "to_arrow_table", None) or hashed.arrow  # duckdb 2 / 1.x
+        column: pa.ChunkedArray = fetch().column(0)
+    return keyfilter.as_hashes(column)
 
 
 def _distinct(hashes: np.ndarray) -> bool:
