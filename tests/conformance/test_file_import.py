@@ -4,6 +4,7 @@ bad rows are quarantined with reasons while the rest load; one file is one trans
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -328,6 +329,28 @@ def test_one_file_is_one_transaction(session: Session) -> None:
     once_more = import_file(session, path, table="events", source_name="web", batch_rows=2)
     assert once_more.counts["files_skipped"] == 1
     assert (count(session, "events"), count(session, "quarantine")) == (5, 1)
+
+
+def test_a_file_changed_after_it_was_hashed_loads_nothing(session: Session) -> None:
+    """The next file of a glob is hashed while the one before it imports: a change after that
+    (here: while the first file imports) is caught at the end of its own import."""
+    first = write(session, "web-1.jsonl", "".join(f"{event(f'a{i}')}\n" for i in range(3)))
+    second = write(session, "web-2.jsonl", "".join(f"{event(f'b{i}')}\n" for i in range(3)))
+
+    def edit(description: str, done: int, total: int) -> None:
+        if description.endswith(first.name):
+            time.sleep(0.2)  # (the second file's fingerprint and SHA-256 are taken by now)
+            with second.open("a", encoding="utf-8") as f:
+                f.write(event("b-late") + "\n")
+
+    source = FileSource(name="web", path="data/web-*.jsonl", table="events")
+    with pytest.raises(FileImportError, match="web-2.jsonl changed while it was being imported"):
+        import_file_source(session, source, progress=edit)
+    assert [r[0] for r in rows(session, "SELECT path FROM file_imports")] == ["data/web-1.jsonl"]
+    assert count(session, "events") == 3
+    again = import_file_source(session, source)
+    assert (again.counts["files"], again.counts["files_skipped"]) == (1, 1)
+    assert count(session, "events") == 7
 
 
 def test_sync_sources_imports_a_glob_in_order(session: Session) -> None:
