@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, overload
 
 from personify.errors import ServiceUnavailable
 from personify.ingest.tracking.normalize import Row
@@ -167,7 +167,7 @@ class GroupWriter:
     def _commit_group(self, jobs: list[Job]) -> None:
         rows = [r for j in jobs for r in j.rows]
         held = [r for j in jobs for r in j.quarantine]
-        locations = [loc for j in jobs for loc in (j.locations or [""] * len(j.rows))]
+        locations = _Locations(jobs)
         started = time.perf_counter()
         try:
             status = self._attempt(rows, held, locations)
@@ -196,7 +196,7 @@ class GroupWriter:
             offset += len(job.rows)
 
     def _attempt(
-        self, rows: list[Row], held: list[QuarantineRow], locations: list[str]
+        self, rows: list[Row], held: list[QuarantineRow], locations: Sequence[str]
     ) -> list[int]:
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
@@ -206,3 +206,31 @@ class GroupWriter:
                     raise
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
+
+
+class _Locations(Sequence[str]):
+    """The jobs' row locations end to end, each looked up only when asked: only a conflicting
+    duplicate's quarantine row needs one, and joining them all cost a list per group."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self._parts = [(job.locations, len(job.rows)) for job in jobs]
+        self._len = sum(n for _, n in self._parts)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, at: int) -> str: ...
+    @overload
+    def __getitem__(self, at: slice) -> list[str]: ...
+    def __getitem__(self, at: int | slice) -> str | list[str]:
+        if isinstance(at, slice):
+            return [self[i] for i in range(*at.indices(self._len))]
+        index = at + self._len if at < 0 else at
+        if not 0 <= index < self._len:
+            raise IndexError(at)
+        for locations, n in self._parts:
+            if index < n:
+                return locations[index] if locations else ""
+            index -= n
+        raise IndexError(at)
