@@ -61,13 +61,15 @@ def graph_is_empty(wh: Warehouse) -> bool:
 def _ids(wh: Warehouse) -> int:
     """Every distinct identifier once, with the node id the general pass would give it."""
     joins, blocked = blocked_join("s.kind", "s.value")
+    # the rules' flags are joined after the numbering: the sort carries five columns, not nine
     wh.execute(
-        f"CREATE TEMP TABLE {_IDS} AS SELECT row_number() OVER (ORDER BY s.first_seen, s.kind, "
-        "s.value) AS node_id, s.kind, s.value, s.source, s.first_seen, s.last_seen, "
-        f"{blocked} AS blocked, coalesce(ik.rank, {STAR_RANK_SQL}) AS rank, "
-        "coalesce(ik.anonymous, FALSE) AS anon, ik.max_count FROM (SELECT kind, value, "
+        f"CREATE TEMP TABLE {_IDS} AS SELECT s.node_id, s.kind, s.value, s.source, "
+        f"s.first_seen, s.last_seen, {blocked} AS blocked, "
+        f"coalesce(ik.rank, {STAR_RANK_SQL}) AS rank, coalesce(ik.anonymous, FALSE) AS anon, "
+        "ik.max_count FROM (SELECT row_number() OVER (ORDER BY first_seen, kind, value) AS "
+        "node_id, * FROM (SELECT kind, value, "
         f"{first_by(wh, 'source', 'first_seen')} AS source, min(first_seen) AS first_seen, "
-        f"max(last_seen) AS last_seen FROM {SIGHTED} GROUP BY kind, value) s {joins} "
+        f"max(last_seen) AS last_seen FROM {SIGHTED} GROUP BY kind, value) g) s {joins} "
         "LEFT JOIN _id_kinds ik ON ik.kind = s.kind"
     )
     return count(wh, _IDS)
@@ -75,10 +77,14 @@ def _ids(wh: Warehouse) -> int:
 
 def _edges(wh: Warehouse) -> int:
     """Star edges per sighting group, written to ``identity_edges`` (all of them are new)."""
+    # groups of one sighting link nothing (most events carry an anonymous id alone): only the
+    # others go to the star; the kind and value come from the sighting (the join's hash table
+    # then holds the node id, flag and rank, not the strings again)
     wh.execute(
         f"CREATE TEMP TABLE {_GRP} AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
-        "s.last_seen, s.evidence, s.origin, n.blocked, n.rank, n.kind, n.value "
-        f"FROM {SIGHTED} s JOIN {_IDS} n ON n.kind = s.kind AND n.value = s.value"
+        "s.last_seen, s.evidence, s.origin, n.blocked, n.rank, s.kind, s.value "
+        f"FROM {SIGHTED} s JOIN {_IDS} n ON n.kind = s.kind AND n.value = s.value "
+        f"WHERE s.grp IN (SELECT grp FROM {SIGHTED} GROUP BY grp HAVING count(*) > 1)"
     )
     drop(wh, SIGHTED)
     graph.star_edges(wh, _GRP, blocked=True)

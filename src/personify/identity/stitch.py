@@ -62,10 +62,22 @@ def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
         f"LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = {id_sql('k.uid')} "
         f"LEFT JOIN identity_nodes a ON a.kind = 'anonymous_id' AND a.value = {id_sql('k.aid')}"
     )
+    # two statements: the pairs that found a customer (a hash table of those only — most
+    # events of a large pass are anonymous and find none), then the pairs that found none, for
+    # the events that still hold a customer id (none in a first build: a filter, not a join)
+    pairs = (
+        "coalesce(events.user_id, '') = c.uid AND coalesce(events.anonymous_id, '') = c.aid "
+        f"AND ({scope[0]})"
+    )
     changed += wh.execute(
-        "UPDATE events SET customer_id = c.customer_id FROM _ev_customer c "
-        "WHERE coalesce(events.user_id, '') = c.uid AND coalesce(events.anonymous_id, '') = c.aid "
-        f"AND ({scope[0]}) AND events.customer_id IS DISTINCT FROM c.customer_id",
+        "UPDATE events SET customer_id = c.customer_id FROM (SELECT * FROM _ev_customer "
+        f"WHERE customer_id IS NOT NULL) c WHERE {pairs} "
+        "AND events.customer_id IS DISTINCT FROM c.customer_id",
+        scope[1],
+    )
+    changed += wh.execute(
+        "UPDATE events SET customer_id = NULL FROM (SELECT * FROM _ev_customer "
+        f"WHERE customer_id IS NULL) c WHERE {pairs} AND events.customer_id IS NOT NULL",
         scope[1],
     )
     drop(wh, "_ev_customer")
