@@ -29,9 +29,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/personify demo
 
+# The suite starts hundreds of Python processes (the e2e tests drive the console script and
+# servers). Where PYTHONDONTWRITEBYTECODE is set (as on the CI machine) each one compiled every
+# module it imported from source, and pytest re-rewrote every test module: the tests keep that
+# bytecode in the venv instead (outside the source tree), written once, read by every process.
+TEST_ENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache
+
 ## Lint, type-check and run the whole test suite.
 test: $(VENV)/.installed-test lint typecheck
-	$(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -41,7 +47,7 @@ typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
 unit: $(VENV)/.installed-test
-	$(PY) -m pytest -q tests/unit
+	$(TEST_ENV) $(PY) -m pytest -q tests/unit
 
 ## Performance goals: each script prints its table (see benchmarks/RESULTS.md).
 bench: $(VENV)/.installed-test
