@@ -20,6 +20,10 @@ PERSONIFY = str(Path(sys.executable).parent / "personify")
 DEMO_TIMEOUT = 600
 """Seconds one ``personify demo`` may take: about 10 CPU-seconds, but a minute of wall time at
 load 13 on the shared 2-core machine. A hang guard, not a performance check."""
+SERVE_START_TIMEOUT = 180
+"""Seconds a ``personify serve`` may take to answer ``/healthz``: a few CPU-seconds, but 61 s of
+wall time at load 18 on the shared machine (the engagement-durability tests failed at the former
+60 s there). A hang guard, not a performance check."""
 
 
 def personify(
@@ -154,7 +158,7 @@ def spawn_serve(
         )
 
 
-def healthy(server: Server, timeout: float = 60) -> Server:
+def healthy(server: Server, timeout: float = SERVE_START_TIMEOUT) -> Server:
     """``server`` once ``/healthz`` answers 200, or an AssertionError with its log."""
     deadline = time.monotonic() + timeout
     while True:
@@ -172,7 +176,12 @@ def healthy(server: Server, timeout: float = 60) -> Server:
 
 
 def start_server(
-    project: Path, log: Path, timeout: float = 60, *, port: int | None = None, role: str = "all"
+    project: Path,
+    log: Path,
+    timeout: float = SERVE_START_TIMEOUT,
+    *,
+    port: int | None = None,
+    role: str = "all",
 ) -> Server:
     """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
     port = port or free_port()
