@@ -34,12 +34,16 @@ def _scope(wh: Warehouse, customer_ids: Sequence[str] | None) -> str:
 
 
 def _fields(wh: Warehouse, project: Project, scope: str) -> None:
+    # keyed by the customer's partition of the identity graph (an integer: identity gives each
+    # part one customer id): the survivorship aggregate groups on it instead of on the id text
     observations = (
-        "SELECT n.customer_id, o.field, o.value, o.source, o.observed_at "
+        "SELECT n.part, o.field, o.value, o.source, o.observed_at "
         "FROM profile_observations o JOIN identity_nodes n ON n.node_id = o.node_id "
         f"WHERE n.customer_id IS NOT NULL AND ({scope.format(c='n.customer_id')})"
     )
-    sql, params = fields_sql(project.config.survivorship, FIELDS, observations, wh.dialect)
+    sql, params = fields_sql(
+        project.config.survivorship, FIELDS, observations, wh.dialect, key="part"
+    )
     wh.execute(f"CREATE TEMP TABLE _fields AS {sql}", params)
 
 
@@ -49,7 +53,7 @@ def _traits(wh: Warehouse, project: Project, scope: str) -> None:
         ("_t_buy", T.purchases(cfg, scope)),
         ("_t_act", T.activity(scope)),
         ("_t_eng", T.engagement(cfg, scope, now, wh.dialect)),
-        ("_t_cat", T.categories(cfg, scope)),
+        ("_t_cat", T.categories(cfg, scope, wh.dialect)),
         ("_t_tix", T.tickets(cfg, scope)),
     ):
         wh.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
@@ -87,7 +91,7 @@ def _insert(wh: Warehouse, project: Project, scope: str) -> int:
         # the activity traits hold one row per customer of the scope (every customer_id of
         # identity_nodes there): they are the customers, no second DISTINCT over the nodes
         "FROM _t_act c "
-        "LEFT JOIN _fields f ON f.customer_id = c.customer_id "
+        "LEFT JOIN _fields f ON f.part = c.part "
         "LEFT JOIN _t_buy b ON b.customer_id = c.customer_id "
         "LEFT JOIN _t_eng e ON e.customer_id = c.customer_id "
         "LEFT JOIN _t_cat k ON k.customer_id = c.customer_id "

@@ -80,16 +80,29 @@ def purchases(config: TraitsConfig, scope: str) -> Sql:
 
 
 def activity(scope: str) -> Sql:
+    """``first_seen`` / ``last_seen`` per customer, with its ``part`` of the identity graph
+    (identity gives each part one customer id; the profile's fields are keyed by it)."""
     return (
-        "SELECT customer_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen "
+        "SELECT part, customer_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen "
         f"FROM identity_nodes WHERE customer_id IS NOT NULL AND ({scope.format(c='customer_id')}) "
-        "GROUP BY customer_id",
+        "GROUP BY part, customer_id",
         [],
     )
 
 
 _PERSON = "AND coalesce({e}properties->>'machine', '') <> 'true' "
 """Machine opens and scanner clicks (:mod:`personify.engagement.machine`) count for nothing."""
+_PERSON_DUCKDB = (
+    "AND ({e}properties IS NULL OR NOT (contains(CAST({e}properties AS VARCHAR), 'machine') "
+    "OR contains(CAST({e}properties AS VARCHAR), '\\')) "
+    "OR coalesce({e}properties->>'machine', '') <> 'true') "
+)
+""":data:`_PERSON` on DuckDB, which parses the JSON text for ``->>`` on every row: a text with
+neither ``machine`` nor a backslash (an escaped key) cannot hold the key, so it is not parsed."""
+
+
+def _person(e: str, dialect: str | None) -> str:
+    return (_PERSON_DUCKDB if dialect == "duckdb" else _PERSON).format(e=e)
 
 
 def engagement(config: TraitsConfig, scope: str, now: datetime, dialect: str | None = None) -> Sql:
@@ -104,13 +117,14 @@ def engagement(config: TraitsConfig, scope: str, now: datetime, dialect: str | N
         f"{decay}) AS a FROM ("
         f"SELECT e.customer_id, e.timestamp AS t, CASE WHEN {opens} THEN {float(w.open)!r} "
         f"WHEN {clicks} THEN {float(w.click)!r} END AS weight FROM events e "
-        "WHERE e.type = 'track' AND e.customer_id IS NOT NULL "
-        f"AND ({scope.format(c='e.customer_id')}) {_PERSON.format(e='e.')}"
+        # only opens and clicks weigh anything: other track events are not read further
+        f"WHERE e.type = 'track' AND ({opens} OR {clicks}) AND e.customer_id IS NOT NULL "
+        f"AND ({scope.format(c='e.customer_id')}) {_person('e.', dialect)}"
         "AND e.timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND e.timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
         "UNION ALL SELECT customer_id, min(timestamp) AS t, "
         f"{float(w.session)!r} AS weight FROM events WHERE customer_id IS NOT NULL "
-        f"AND ({scope.format(c='customer_id')}) {_PERSON.format(e='')}"
+        f"AND ({scope.format(c='customer_id')}) {_person('', dialect)}"
         "AND type IN ('page', 'screen', 'track') AND timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
         f"GROUP BY customer_id, {day_of('timestamp', dialect)} "
@@ -120,24 +134,40 @@ def engagement(config: TraitsConfig, scope: str, now: datetime, dialect: str | N
         f"AND created_at > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days'"
         ") x WHERE weight IS NOT NULL GROUP BY customer_id) s"
     )
-    params: list[object] = [*[now] * age.count("?"), *p_open, *p_click, *[now] * 6]
+    params: list[object] = [*[now] * age.count("?"), *p_open, *p_click]
+    params += [*p_open, *p_click, *[now] * 6]
     return sql, params
 
 
-def categories(config: TraitsConfig, scope: str) -> Sql:
+def categories(config: TraitsConfig, scope: str, dialect: str | None = None) -> Sql:
     c = config.categories
     views, p_view = _in("e.event", c.view_events)
     carts, p_cart = _in("e.event", c.cart_events)
+    # only views and adds to cart weigh anything: the JSON of other events is never read; on
+    # DuckDB both keys come from one parse of the properties (``->>`` parses them per key)
+    if dialect == "duckdb":
+        keys = (
+            "j[1] AS category, j[2] AS product_id FROM (SELECT e.*, "
+            "json_extract_string(e.properties, ['category', 'product_id']) AS j FROM events e"
+        )
+    else:
+        keys = (
+            "e.properties->>'category' AS category, e.properties->>'product_id' AS product_id "
+            "FROM (SELECT * FROM events e"
+        )
+    tracked = (
+        f"SELECT e.customer_id, e.event, {keys} WHERE e.type = 'track' AND ({views} OR {carts}) "
+        f"AND e.customer_id IS NOT NULL AND ({scope.format(c='e.customer_id')})) e"
+    )
     sql = (
         "SELECT customer_id, '[' || string_agg(CAST(to_json(category) AS VARCHAR), ',' "
         "ORDER BY w DESC, category) || ']' AS preferred_categories FROM ("
         "SELECT customer_id, category, w, row_number() OVER (PARTITION BY customer_id "
         "ORDER BY w DESC, category) AS pos FROM (SELECT customer_id, category, sum(w) AS w "
-        "FROM (SELECT e.customer_id, coalesce(e.properties->>'category', p.category) "
+        "FROM (SELECT e.customer_id, coalesce(e.category, p.category) "
         f"AS category, CASE WHEN {views} THEN {float(c.view)!r} WHEN {carts} "
-        f"THEN {float(c.cart)!r} END AS w FROM events e LEFT JOIN products p "
-        "ON p.product_id = e.properties->>'product_id' WHERE e.type = 'track' "
-        f"AND e.customer_id IS NOT NULL AND ({scope.format(c='e.customer_id')}) "
+        f"THEN {float(c.cart)!r} END AS w FROM ({tracked}) e LEFT JOIN products p "
+        "ON p.product_id = e.product_id "
         "UNION ALL SELECT o.customer_id, p.category, "
         f"{float(c.purchase)!r} * i.quantity AS w FROM order_items i "
         "JOIN orders o ON o.order_id = i.order_id JOIN products p ON p.product_id = i.product_id "
@@ -145,7 +175,7 @@ def categories(config: TraitsConfig, scope: str) -> Sql:
         ") v WHERE category IS NOT NULL AND w IS NOT NULL GROUP BY customer_id, category) g"
         f") r WHERE pos <= {int(c.top)} GROUP BY customer_id"
     )
-    return sql, [*p_view, *p_cart]
+    return sql, [*p_view, *p_cart, *p_view, *p_cart]
 
 
 def tickets(config: TraitsConfig, scope: str) -> Sql:
