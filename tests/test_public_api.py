@@ -48,3 +48,28 @@ def test_importing_the_package_does_not_import_the_pipeline() -> None:
     code = f"import sys, personify; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_help_loads_no_warehouse_layer() -> None:
+    # ``personify --help`` (and the parsing every command starts with) reads no data: the
+    # warehouse drivers, Arrow and the SQL parser load when a command needs them.
+    heavy = ("personify.session", "personify.pipeline", "duckdb", "pyarrow", "sqlglot", "numpy")
+    code = (
+        "import sys\n"
+        "from personify.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_sql_command_defaults_are_the_query_layers() -> None:
+    from personify.cli.commands import sql
+    from personify.warehouse import query
+
+    assert (sql.DEFAULT_MAX_ROWS, sql.DEFAULT_TIMEOUT_S) == (
+        query.DEFAULT_MAX_ROWS,
+        query.DEFAULT_TIMEOUT_S,
+    )

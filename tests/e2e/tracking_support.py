@@ -9,11 +9,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.cli import SERVE_START_TIMEOUT
 from tests.e2e.test_serve import Server, run_json, start_server
 
 
 def start_server_on(
-    project: Path, log: Path, port: int | None = None, timeout: float = 60
+    project: Path, log: Path, port: int | None = None, timeout: float = SERVE_START_TIMEOUT
 ) -> Server:
     """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
     return start_server(project, log, timeout, port=port)

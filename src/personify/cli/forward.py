@@ -284,12 +284,18 @@ def _disabled(environ: Mapping[str, str]) -> bool:
     return environ.get(NO_FORWARD_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _inside_server() -> bool:
+    # a server has imported personify.session (and set its serving context); a fresh start has
+    # not, and importing it (the warehouse layer: pyarrow, sqlglot) would cost ~0.7 s of every
+    # start, ``--help`` included, just to learn that
+    session = sys.modules.get("personify.session")
+    return session is not None and session.serving_session() is not None
+
+
 def forward_if_served(args: list[str]) -> int | None:
     """If a server owns this project's single-process warehouse, run ``args`` there and return the
     exit code; otherwise ``None`` (run locally)."""
-    from personify.session import serving_session
-
-    if _disabled(os.environ) or serving_session() is not None:
+    if _disabled(os.environ) or _inside_server():
         return None  # turned off, or already inside the server
     try:
         cwd = Path.cwd()

@@ -10,7 +10,11 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
-from personify.warehouse.query import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
+
+# personify.warehouse.query's defaults, spelled out: importing it (pyarrow, sqlglot) cost every
+# start of the program ~0.5 s, --help included (a test pins that the two agree)
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_TIMEOUT_S = 30.0
 
 
 @app.command("sql", rich_help_panel="People")
