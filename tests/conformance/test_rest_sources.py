@@ -175,8 +175,16 @@ def test_a_source_never_syncs_twice_at_once(session: Session, apis: MockApis, ur
 
         from personify.warehouse.postgres.backend import split_url
 
-        other = psycopg.connect(split_url(session.warehouse.url)[0], autocommit=True)
-        other.execute(f"SELECT pg_advisory_lock({advisory_key(source.name)})")
+        conninfo, schema = split_url(session.warehouse.url)
+        key = advisory_key(source.name, schema)
+        other = psycopg.connect(conninfo, autocommit=True)
+        # the same source name in another project (schema) of the same database: no wait
+        elsewhere = advisory_key(source.name, f"{schema}_elsewhere")
+        other.execute(f"SELECT pg_advisory_lock({elsewhere})")
+        with exclusive(source.name, wait=False, warehouse=session.warehouse) as got:
+            assert got
+        other.execute(f"SELECT pg_advisory_unlock({elsewhere})")
+        other.execute(f"SELECT pg_advisory_lock({key})")
         held = contextlib.nullcontext()
     else:
         held = exclusive(source.name)
@@ -198,7 +206,7 @@ def test_a_source_never_syncs_twice_at_once(session: Session, apis: MockApis, ur
         thread.start()
         assert not done.wait(1.0)  # waiting for the other run
         if other is not None:
-            other.execute(f"SELECT pg_advisory_unlock({advisory_key(source.name)})")
+            other.execute(f"SELECT pg_advisory_unlock({key})")
     assert done.wait(30)
     thread.join()
     if other is not None:

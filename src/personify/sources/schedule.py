@@ -55,9 +55,12 @@ def source_lock(name: str) -> threading.Lock:
         return _locks.setdefault(name, threading.Lock())
 
 
-def advisory_key(name: str) -> int:
-    """The PostgreSQL advisory-lock key of a source's runs (a signed 64-bit hash of its name)."""
-    digest = hashlib.sha256(f"personify-source:{name}".encode()).digest()
+def advisory_key(name: str, schema: str) -> int:
+    """The PostgreSQL advisory-lock key of a source's runs: a signed 64-bit hash of the
+    project's schema and the source's name. Advisory locks are shared by the whole database, so
+    the schema keeps two projects on one database (each in its own schema) from serialising
+    their same-named sources."""
+    digest = hashlib.sha256(f"personify-source:{schema}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -77,7 +80,7 @@ def exclusive(
         if warehouse is None or not warehouse.capabilities.advisory_lock:
             yield True
             return
-        key = advisory_key(name)
+        key = advisory_key(name, str(warehouse.scalar("SELECT current_schema()")))
         if wait:
             warehouse.scalar(f"SELECT pg_advisory_lock({key})")
         elif not warehouse.scalar(f"SELECT pg_try_advisory_lock({key})"):
