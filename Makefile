@@ -35,9 +35,15 @@ demo: $(VENV)/.installed
 # bytecode in the venv instead (outside the source tree), written once, read by every process.
 TEST_ENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache
 
+# Two workers (pytest-xdist), each taking whole test files (module fixtures stay in one
+# process): every test has its own DuckDB file, PostgreSQL schema, Redis prefix, NATS stream and
+# port 0, so they run side by side — 7.6 min against 19 min serially on the 2-core CI machine.
+# Override with `make test PYTEST_WORKERS=0` for one process.
+PYTEST_WORKERS ?= 2
+
 ## Lint, type-check and run the whole test suite.
 test: $(VENV)/.installed-test lint typecheck
-	$(TEST_ENV) $(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks
