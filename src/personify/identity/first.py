@@ -142,15 +142,19 @@ def _limits(wh: Warehouse) -> dict[str, int]:
 
 def _founders(wh: Warehouse) -> str:
     """SQL: per part, the founder's ``kind``, ``value`` and ``node_id`` (ordered by first seen,
-    kind rank, kind, value) — on DuckDB one ``arg_min`` of a struct (~40 % cheaper than three)."""
+    kind rank, kind, value).
+
+    On DuckDB the order is taken over integers: node ids here were numbered by first seen,
+    kind, value (:func:`_ids`), so among nodes first seen at the same instant with the same
+    rank, the node id orders them as ``(kind, value)`` does (and never ties): ``(first_seen,
+    rank, node_id)`` picks the same founder, whose kind and value are then joined back."""
     order = ("first_seen", "rank", "kind", "value")
     if wh.dialect == "duckdb":
         return (
-            "SELECT part, struct_extract(fd, 'kind') AS kind, struct_extract(fd, 'value') AS "
-            "value, struct_extract(fd, 'node_id') AS founder, founded_at FROM (SELECT part, "
-            f"arg_min({{'kind': kind, 'value': value, 'node_id': node_id}}, ({', '.join(order)})) "
-            f"AS fd, min(first_seen) AS founded_at FROM {_NODES} WHERE NOT blocked AND NOT anon "
-            "GROUP BY part) p"
+            "SELECT p.part, n.kind, n.value, p.founder, p.founded_at FROM (SELECT part, "
+            "arg_min(node_id, (first_seen, rank, node_id)) AS founder, min(first_seen) AS "
+            f"founded_at FROM {_NODES} WHERE NOT blocked AND NOT anon GROUP BY part) p "
+            f"JOIN {_NODES} n ON n.node_id = p.founder"
         )
     return (
         f"SELECT part, {first_by(wh, 'kind', *order)} AS kind, "
@@ -166,12 +170,19 @@ def _customer_ids(wh: Warehouse) -> int:
         f"CREATE TEMP TABLE {_PARTS} AS SELECT part, 'cus_' || substr(md5(kind || ':' || "
         f"value), 1, 20) AS customer_id, founder, founded_at FROM ({_founders(wh)}) f"
     )
+    # ids given before (a graph emptied by hand) are taken over; into an empty table, a plain
+    # insert (no conflict check: 1M ids, one thread, 3.9 → 3.4 CPU-s)
+    known = wh.scalar("SELECT 1 FROM customer_ids LIMIT 1") is not None
     wh.execute(
         "INSERT INTO customer_ids (customer_id, founder, founded_at, status) "
-        f"SELECT customer_id, founder, founded_at, 'active' FROM {_PARTS} "
-        "ON CONFLICT (customer_id) DO UPDATE SET founder = excluded.founder, "
-        "founded_at = excluded.founded_at, status = 'active', merged_into = NULL, "
-        "merged_at = NULL"
+        f"SELECT customer_id, founder, founded_at, 'active' FROM {_PARTS}"
+        + (
+            " ON CONFLICT (customer_id) DO UPDATE SET founder = excluded.founder, "
+            "founded_at = excluded.founded_at, status = 'active', merged_into = NULL, "
+            "merged_at = NULL"
+            if known
+            else ""
+        )
     )
     return count(wh, _PARTS)
 
@@ -184,10 +195,11 @@ def _write(wh: Warehouse) -> int:
         f"CASE WHEN n.blocked THEN NULL ELSE p.customer_id END FROM {_NODES} n "
         f"LEFT JOIN {_PARTS} p ON p.part = n.part"
     )
+    # from the temporary tables, not read back from the stored nodes (decompressed again)
     wh.execute(
         "INSERT INTO identities (customer_id, kind, value, source, first_seen, last_seen) "
-        "SELECT customer_id, kind, value, source, first_seen, last_seen FROM identity_nodes "
-        "WHERE customer_id IS NOT NULL"
+        "SELECT p.customer_id, n.kind, n.value, n.source, n.first_seen, n.last_seen "
+        f"FROM {_NODES} n JOIN {_PARTS} p ON p.part = n.part WHERE NOT n.blocked"
     )
     return max(added, 0)
 

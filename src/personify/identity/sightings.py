@@ -73,7 +73,32 @@ _EVIDENCE = (
 )
 
 
-def _events(wh: Warehouse, where: Where) -> None:
+_COLUMNS = "grp, kind, raw, source, first_seen, last_seen, evidence, origin"
+
+
+def _add(wh: Warehouse, rows: str, kind: str | None, direct: str | None) -> None:
+    """Add the sightings ``rows`` (a SELECT of :data:`_RAW`'s columns; ``kind``: their one
+    kind, when it is known here).
+
+    ``direct`` (DuckDB): the normalized value over ``s.raw`` — the rows go to :data:`SIGHTED`
+    at once, normalized, instead of through :data:`_RAW` and a copy of every sighting (8.4M
+    rows of the 1M build); phones still wait in :data:`_RAW` for the parsed ones."""
+    if direct is None:
+        wh.execute(f"INSERT INTO {_RAW.name} ({_COLUMNS}) {rows}")
+        return
+    if kind != "phone":
+        other = "" if kind is not None else " WHERE s.kind IS DISTINCT FROM 'phone'"
+        wh.execute(
+            f"INSERT INTO {SIGHTED} SELECT * FROM (SELECT s.grp, s.kind, {direct} AS value, "
+            "s.source, s.first_seen, s.last_seen, s.evidence, s.origin FROM "
+            f"({rows}) s{other}) n WHERE value IS NOT NULL"
+        )
+    if kind in (None, "phone"):
+        phones = "" if kind is not None else " WHERE s.kind = 'phone'"
+        wh.execute(f"INSERT INTO {_RAW.name} ({_COLUMNS}) SELECT * FROM ({rows}) s{phones}")
+
+
+def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
     drop(wh, "_ev_groups")
     wh.execute(
         "CREATE TEMP TABLE _ev_groups AS SELECT 4 * row_number() OVER () AS grp, source, "
@@ -94,10 +119,12 @@ def _events(wh: Warehouse, where: Where) -> None:
         ("email", "email"),
         ("phone", "phone"),
     ):
-        wh.execute(
-            f"INSERT INTO {_RAW.name} SELECT grp, ?, {column}, source, first_seen, last_seen, "
+        _add(
+            wh,
+            f"SELECT grp, '{kind}' AS kind, {column} AS raw, source, first_seen, last_seen, "
             f"evidence, origin FROM _ev_groups WHERE {column} IS NOT NULL",
-            [kind],
+            kind,
+            direct,
         )
     # the distinct (user id, anonymous id) pairs, for stitching these events later in the pass
     # (one read of the events instead of two)
@@ -127,7 +154,7 @@ _INPUTS = {
 _NUMBER = {"r": 1, "o": 2, "t": 3}
 
 
-def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
+def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> None:
     """Records, orders, tickets: the source's own id, email, phone … per distinct combination."""
     table, id_column, origin, time, evidence, others = _INPUTS[prefix]
     if prefix == "r":  # sealed records (privacy.encrypted_fields) are read decrypted
@@ -145,14 +172,19 @@ def _grouped(wh: Warehouse, prefix: str, where: Where) -> None:
         f"GROUP BY source, sid, email{extra}",
         where[1],
     )
-    columns = [("sid", source_kind("g.source")), ("email", "'email'")]
-    columns += [(c, f"'{c}'") for c in others]
+    columns: list[tuple[str, str | None]] = [("sid", None), ("email", "email")]
+    columns += [(c, c) for c in others]
     for column, kind in columns:
-        join = source_kind_join("g.source") if column == "sid" else ""
-        wh.execute(
-            f"INSERT INTO {_RAW.name} SELECT g.grp, {kind}, CAST(g.{column} AS VARCHAR), "
-            f"g.source, g.first_seen, g.last_seen, '{evidence}', g.origin FROM _in_groups g "
-            f"{join} WHERE g.{column} IS NOT NULL"
+        join = source_kind_join("g.source") if kind is None else ""
+        kind_sql = source_kind("g.source") if kind is None else f"'{kind}'"
+        _add(
+            wh,
+            f"SELECT g.grp, {kind_sql} AS kind, "
+            f"CAST(g.{column} AS VARCHAR) AS raw, g.source, g.first_seen, g.last_seen, "
+            f"'{evidence}' AS evidence, g.origin FROM _in_groups g {join} "
+            f"WHERE g.{column} IS NOT NULL",
+            kind,
+            direct,
         )
     drop(wh, "_in_groups", "_records_plain")  # (decrypted records, if any: not kept)
 
@@ -186,15 +218,8 @@ def _arrow(table: object) -> pa.Schema:
 def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
     """Fill :data:`SIGHTED` from the inputs in ``scope``; returns how many sightings it holds."""
     temp_table(wh, _RAW)
-    drop(wh, EVENT_PAIRS)
+    drop(wh, EVENT_PAIRS, SIGHTED, "_normalized")
     wh.execute(f"CREATE TEMP TABLE {EVENT_PAIRS} (uid VARCHAR, aid VARCHAR)")
-    if scope.events != NOTHING:
-        _events(wh, scope.events)
-    for prefix, where in (("r", scope.records), ("o", scope.orders), ("t", scope.tickets)):
-        if where != NOTHING:
-            _grouped(wh, prefix, where)
-    _phones(wh, config.phone_region)
-    drop(wh, SIGHTED, "_normalized")
     email = email_sql("s.raw", config.email)
     phone = f"coalesce({phone_sql('s.raw')}, pm.e164)"
     blind = blind_of(wh)
@@ -207,11 +232,26 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         f"CASE WHEN s.kind = 'email' THEN {email} WHEN s.kind = 'phone' THEN {phone} "
         f"ELSE {id_sql('s.raw')} END"
     )
+    direct = None
     if wh.dialect == "duckdb":
         # normalized where it stands: DuckDB's vectorized string functions cost less than
-        # grouping the distinct values and joining them back (100k world: 0.79 vs 1.0 CPU-s)
+        # grouping the distinct values and joining them back (100k world: 0.79 vs 1.0 CPU-s);
+        # as they are added, but phones (parsed below, once per distinct value)
+        direct = f"CASE WHEN s.kind = 'email' THEN {email} ELSE {id_sql('s.raw')} END"
         wh.execute(
-            f"CREATE TEMP TABLE {SIGHTED} AS SELECT * FROM (SELECT s.grp, s.kind, {value} AS "
+            f"CREATE TEMP TABLE {SIGHTED} (grp BIGINT, kind VARCHAR, value VARCHAR, "
+            "source VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, evidence VARCHAR, "
+            "origin VARCHAR)"
+        )
+    if scope.events != NOTHING:
+        _events(wh, scope.events, direct)
+    for prefix, where in (("r", scope.records), ("o", scope.orders), ("t", scope.tickets)):
+        if where != NOTHING:
+            _grouped(wh, prefix, where, direct)
+    _phones(wh, config.phone_region)
+    if direct is not None:
+        wh.execute(
+            f"INSERT INTO {SIGHTED} SELECT * FROM (SELECT s.grp, s.kind, {value} AS "
             "value, s.source, s.first_seen, s.last_seen, s.evidence, s.origin FROM "
             f"{_RAW.name} s LEFT JOIN {_PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) "
             "n WHERE value IS NOT NULL"

@@ -35,6 +35,14 @@ def publish_identities(wh: Warehouse) -> None:
 
 def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
     changed = 0
+    # a whole pass over events none of which holds a customer id (a first build): no event can
+    # lose one, so the customer-less pairs need no update (1.1 CPU-s of a 1M build to find none)
+    unowned = whole and (
+        wh.scalar(
+            f"SELECT 1 FROM events WHERE customer_id IS NOT NULL AND ({scope[0]}) LIMIT 1", scope[1]
+        )
+        is None
+    )
     if not whole:
         # events outside this pass that carry a touched identifier, matched on the stored value:
         # an anonymous id's customer where the user id (if any) has none — one join for the
@@ -75,11 +83,12 @@ def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
         "AND events.customer_id IS DISTINCT FROM c.customer_id",
         scope[1],
     )
-    changed += wh.execute(
-        "UPDATE events SET customer_id = NULL FROM (SELECT * FROM _ev_customer "
-        f"WHERE customer_id IS NULL) c WHERE {pairs} AND events.customer_id IS NOT NULL",
-        scope[1],
-    )
+    if not unowned:
+        changed += wh.execute(
+            "UPDATE events SET customer_id = NULL FROM (SELECT * FROM _ev_customer "
+            f"WHERE customer_id IS NULL) c WHERE {pairs} AND events.customer_id IS NOT NULL",
+            scope[1],
+        )
     drop(wh, "_ev_customer")
     return max(changed, 0)
 
