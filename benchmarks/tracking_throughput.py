@@ -59,6 +59,10 @@ _DUCKDB_MEMORY = (
     "import personify.warehouse.duckdb.backend as b; b.SERVE_MEMORY_LIMIT = {mib} << 20; "
 )
 """``personify serve`` with another cap on DuckDB's memory (MiB)."""
+_DUCKDB_THREADS = "import personify.warehouse.duckdb.backend as b; b.SERVE_THREADS = {n}; "
+"""``personify serve`` with DuckDB statements on ``n`` threads (0: every core)."""
+_APPLIER_NICE = "import personify.realtime.continuous as c; c.SERVING_NICE = {n}; "
+"""``personify serve`` with the continuous-mode thread at this niceness."""
 _SWITCH = "sys.setswitchinterval({seconds!r}); "
 """``personify serve`` with another GIL switch interval: how soon a thread waiting for the GIL
 (the group writer, back from DuckDB) takes it from one running Python (the event loop)."""
@@ -180,10 +184,48 @@ def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     return float("nan")
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server's tracking normalizer processes, and the
+    resource tracker ``multiprocessing`` starts beside them)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def family_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The sum over the server's process family: with ``VmHWM`` the sum of each one's peak (an
+    upper bound of their peak together); with ``VmRSS`` what they hold now."""
+    total = 0.0
+    for p in family(pid):
+        try:
+            total += peak_rss_mb(p, field)
+        except OSError:
+            continue  # ended meanwhile
+    return total
+
+
+def family_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server and its live descendants."""
+    total = 0.0
+    for p in family(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+    return total
+
+
 async def _sampled(pid: int, work: asyncio.Future[float], into: list[float]) -> float:
     """``work``'s result, sampling the server's RSS every 0.2 s meanwhile."""
     while not work.done():
-        into.append(peak_rss_mb(pid, "VmRSS"))
+        into.append(family_rss_mb(pid, "VmRSS"))
         await asyncio.wait([work], timeout=0.2)
     return work.result()
 
@@ -204,6 +246,9 @@ def over_http(
     continuous: bool = True,
     duckdb_mib: int | None = None,
     switch_interval: float | None = None,
+    ingest_processes: int | None = None,
+    duckdb_threads: int | None = None,
+    applier_nice: int | None = None,
 ) -> dict[str, float]:
     """Events/s, latencies and peak RSS of a real server (and the clients' own CPU)."""
     env = init_project(work)
@@ -221,11 +266,26 @@ def over_http(
     patch = "" if continuous else _WITHOUT_CONTINUOUS
     if duckdb_mib is not None:
         patch += _DUCKDB_MEMORY.format(mib=int(duckdb_mib))
+    if applier_nice is not None:
+        patch += _APPLIER_NICE.format(n=int(applier_nice))
+    if duckdb_threads is not None:
+        patch += _DUCKDB_THREADS.format(n=int(duckdb_threads))
     if switch_interval is not None:
         patch += _SWITCH.format(seconds=float(switch_interval))
     launch = [sys.executable, "-c", _LAUNCH.format(patch=patch)] if patch else [PERSONIFY]
+    helpers = [] if ingest_processes is None else ["--ingest-processes", str(ingest_processes)]
     proc = subprocess.Popen(
-        [*launch, "serve", "--project", str(work), "--port", str(port), "--log-level", "warning"],
+        [
+            *launch,
+            "serve",
+            "--project",
+            str(work),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *helpers,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -242,20 +302,23 @@ def over_http(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("the server did not start; see serve.log")
             time.sleep(0.1)
-        started_rss = peak_rss_mb(proc.pid, "VmRSS")
+        started_rss = family_rss_mb(proc.pid, "VmRSS")
         asyncio.run(batch_load(port, env["PERSONIFY_WRITE_KEY"], bodies(2000, "warm")).run(4))
         time.sleep(1.0)  # the recent ids' preload (a background thread) finishes
-        warm_rss = peak_rss_mb(proc.pid, "VmRSS")
+        warm_rss = family_rss_mb(proc.pid, "VmRSS")
+        processes = len(family(proc.pid))
         load = batch_load(port, env["PERSONIFY_WRITE_KEY"], payloads)
         commits = _commits(port)
         samples: list[float] = []
-        cpu, own = cpu_seconds(proc.pid), time.process_time()
+        cpu, own = family_cpu_seconds(proc.pid), time.process_time()
         seconds = _run_sampled(load, clients, proc.pid, samples)
-        cpu, own = cpu_seconds(proc.pid) - cpu, time.process_time() - own
-        rss = peak_rss_mb(proc.pid)
-        end_rss = peak_rss_mb(proc.pid, "VmRSS")
+        cpu, own = family_cpu_seconds(proc.pid) - cpu, time.process_time() - own
+        rss = family_rss_mb(proc.pid)
+        own_rss = peak_rss_mb(proc.pid)
+        end_rss = family_rss_mb(proc.pid, "VmRSS")
         commits = [b - a for a, b in zip(commits, _commits(port), strict=True)]
         applied = _metric(port, "personify_realtime_applied_events_total")
+        helped = _metric(port, 'personify_tracking_batches_normalized_total{where="helper"}')
         behind = _metric(port, "personify_realtime_queue_depth")
         stored = run_json(
             "sql",
@@ -273,6 +336,8 @@ def over_http(
         "p50_ms": statistics.median(lat) * 1000,
         "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
         "rss_mb": rss,
+        "rss_own_mb": own_rss,
+        "processes": processes,
         "rss_started_mb": started_rss,
         "rss_warm_mb": warm_rss,
         "rss_run_mb": max(samples, default=float("nan")),
@@ -284,6 +349,7 @@ def over_http(
         "client_cpu_us": own / (len(payloads) * PER_REQUEST) * 1e6,
         "client_cpu_share": own / seconds,
         "applied": applied,
+        "helped": helped,
         "behind": behind,
         "commits": commits[0],
         "rows_per_commit": commits[1] / commits[0] if commits[0] else float("nan"),
@@ -344,6 +410,25 @@ def main() -> None:
         metavar="SECONDS",
         help="start the server with this sys.setswitchinterval (Python's default: 0.005)",
     )
+    parser.add_argument(
+        "--duckdb-threads",
+        type=int,
+        metavar="N",
+        help="start the server with DuckDB's threads set to N (default: one per core)",
+    )
+    parser.add_argument(
+        "--applier-nice",
+        type=int,
+        metavar="N",
+        help="start the server with continuous mode's thread at niceness N",
+    )
+    parser.add_argument(
+        "--ingest-processes",
+        type=int,
+        metavar="N",
+        help="personify serve --ingest-processes N (default: serve's own, one per core beyond "
+        "the first)",
+    )
     args = parser.parse_args()
     payloads = bodies(args.events)
     total = len(payloads) * PER_REQUEST
@@ -358,6 +443,9 @@ def main() -> None:
             continuous=not args.without_continuous,
             duckdb_mib=args.duckdb_memory,
             switch_interval=args.switch_interval,
+            ingest_processes=args.ingest_processes,
+            duckdb_threads=args.duckdb_threads,
+            applier_nice=args.applier_nice,
         )
     print(f"machine: {machine()}")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
@@ -366,6 +454,13 @@ def main() -> None:
         f"{args.stored:,} events stored before; continuous mode "
         f"{'off' if args.without_continuous else 'on'}"
         + (f"; GIL switch interval {args.switch_interval:g} s" if args.switch_interval else "")
+        + (f"; DuckDB threads {args.duckdb_threads}" if args.duckdb_threads else "")
+        + (f"; applier niceness {args.applier_nice}" if args.applier_nice is not None else "")
+        + (
+            f"; serve --ingest-processes {args.ingest_processes}"
+            if args.ingest_processes is not None
+            else ""
+        )
         + "\n"
     )
     print("| figure | value | goal |")
@@ -389,12 +484,20 @@ def main() -> None:
         f"{http['commits']:,.0f} / {http['rows_per_commit']:,.0f} / {http['commit_ms']:.1f} ms / "
         f"{http['writer_busy']:.0%} of the run | |"
     )
-    print(f"| server peak RSS | {http['rss_mb']:.0f} MB | ≤ 500 MB |")
     print(
-        f"| server RSS: started / warm / highest sampled in the run / after | "
+        f"| server peak RSS, its {http['processes']:.0f} process(es) summed (the serving "
+        f"process alone) | {http['rss_mb']:.0f} MB ({http['rss_own_mb']:.0f} MB) | ≤ 500 MB |"
+    )
+    print(
+        f"| server RSS (all its processes): started / warm / highest sampled in the run / after | "
         f"{http['rss_started_mb']:.0f} / {http['rss_warm_mb']:.0f} / {http['rss_run_mb']:.0f} / "
         f"{http['rss_end_mb']:.0f} MB | |"
     )
+    if http["helped"] == http["helped"]:  # (not NaN: the server has normalizer processes)
+        print(
+            f"| batches normalized by a helper process (warm-up included) | "
+            f"{http['helped']:,.0f} of {len(payloads) + 20:,} | |"
+        )
     print(f"| stored exactly once | {http['stored']:,} of {total:,} | all |")
     if not args.without_continuous:
         print(

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from personify.ingest.tracking.pool import default_processes
 from personify.scaffold import init_project
 from tests.e2e.test_serve import Server
 from tests.e2e.tracking_support import LossyProxy, query, start_server_on, write_key
@@ -176,6 +177,10 @@ def test_kill_9_mid_load_loses_nothing_acknowledged_and_doubles_nothing(
         t.start()
     while len(loader.acked) < 15 and time.monotonic() < deadline:
         time.sleep(0.01)
+    helpers = normalizer_pids(served.proc.pid)  # serve --ingest-processes: one per core but one
+    if default_processes():
+        assert helpers, "serve started no normalizer process"
+        assert _helped(served) > 0, "no batch was normalized by a helper process"
     served.proc.send_signal(signal.SIGKILL)
     served.proc.wait(10)
     with loader.lock:
@@ -190,9 +195,47 @@ def test_kill_9_mid_load_loses_nothing_acknowledged_and_doubles_nothing(
     assert acked_before_kill, "the kill came before any acknowledgement"
     n, distinct = _stored(served.project, "ft")
     assert (n, distinct) == (batches * 100, batches * 100)
+    for pid in helpers:  # the killed server's helpers saw their socket close and exited
+        assert gone(pid, 30), f"normalizer process {pid} outlived its server"
     per_batch = query(
         served.project,
         "SELECT count(DISTINCT split_part(message_id, '-', 2)) AS b FROM events "
         "WHERE message_id LIKE 'ft-%'",
     )
     assert per_batch[0]["b"] == batches
+
+
+def normalizer_pids(server_pid: int) -> list[int]:
+    """The ``personify serve`` process's normalizer helpers (its children running the pool)."""
+    found = []
+    for task in Path(f"/proc/{server_pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"personify.ingest.tracking.pool" in argv:
+                found.append(int(child))
+    return found
+
+
+def _helped(server: Server) -> float:
+    for _ in range(100):  # the first batches go in process while the helper starts
+        for line in server.get("/metrics").text.splitlines():
+            if line.startswith('personify_tracking_batches_normalized_total{where="helper"}'):
+                return float(line.split()[-1])
+        time.sleep(0.05)
+    return 0.0
+
+
+def gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited; its parent (killed) is not there to reap it
+            return True
+        time.sleep(0.1)
+    return False

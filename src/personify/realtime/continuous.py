@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import queue
 import threading
 import time
@@ -63,6 +64,14 @@ BUSY_PASS: Final = 100
 """A pass of at least this many inputs means load: the next one waits (see the module doc)."""
 TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
+SERVING_NICE: int = 10
+"""Scheduling niceness of ``personify serve``'s applier thread (Linux sets it per thread): when
+the cores are short, the kernel runs the ingest path — the tracking writer's commits, the
+requests — first and continuous mode with what is left (about a tenth of a core it wants, at
+niceness 10 against 0), so a burst of events is stored at full speed and applied as the cores
+free up; on idle cores it runs as fast as ever. With DuckDB statements on one thread each in
+``serve`` (:data:`personify.warehouse.duckdb.backend.SERVE_THREADS`), its queries run on this
+thread, so the niceness covers them too."""
 PATIENCE: Final = 30.0
 """Seconds a pass (or a tick) keeps retrying write-write conflicts before it is given up."""
 _IN: Final = f"IN (SELECT {UNNEST})"
@@ -93,16 +102,19 @@ class Applier:
         tick_every: float | None = TICK,
         pass_interval: float = PASS_INTERVAL,
         on_reacted: Callable[[Any], None] | None = None,
+        nice: int = 0,
     ) -> None:
         """``on_applied(inputs, seconds_since_the_oldest_was_queued)`` after each pass's profile
         step; ``react``: also segments, rules, journey entries; ``tick_every``: seconds between
-        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction."""
+        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction;
+        ``nice``: the thread's scheduling niceness (see :data:`SERVING_NICE`)."""
         self.session = session
         self.on_applied = on_applied
         self.on_reacted = on_reacted
         self.reacting = react
         self.tick_every = tick_every
         self.pass_interval = pass_interval
+        self.nice = nice
         self.applied = 0
         self.passes = 0
         self.ticks = 0
@@ -182,6 +194,9 @@ class Applier:
 
     # ------------------------------------------------------------------------------ loop
     def _run(self) -> None:
+        if self.nice and hasattr(os, "setpriority"):
+            with contextlib.suppress(OSError):  # (not allowed: as the process)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         last_pass = last_end = -float("inf")
         last_took, last_size = 0.0, 0
         next_tick = time.monotonic() + (self.tick_every or 0)

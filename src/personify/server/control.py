@@ -68,7 +68,8 @@ def run_forwarded(session: Session, argv: list[str], cwd: Path) -> CliResult:
     out, err = io.StringIO(), io.StringIO()
 
     def call() -> int:
-        with serving(session), capture(out, err):
+        # a batch command (`personify run` …) gets every core, as it would in its own process
+        with serving(session), capture(out, err), session.warehouse.all_threads():
             try:
                 main(args)
             except SystemExit as e:

@@ -151,7 +151,11 @@ def attach_continuous(
             if n:
                 reactions.inc(n, kind=kind)
 
-    applier = Applier(state.session, on_applied=observe, on_reacted=reacted)
+    from personify.realtime import continuous
+
+    applier = Applier(
+        state.session, on_applied=observe, on_reacted=reacted, nice=continuous.SERVING_NICE
+    )
     stack.callback(applier.close)
     stats.applier = applier
     state.extras[APPLIER] = applier
@@ -224,7 +228,8 @@ def _recompute_every(state: ServerState, seconds: float) -> Iterator[None]:
     def loop() -> None:
         while not stop.wait(seconds):
             try:
-                drift = recompute(state.session)
+                with state.session.warehouse.all_threads():  # a batch job: every core
+                    drift = recompute(state.session)
             except Exception as e:  # the next run tries again
                 runs.inc(outcome="error")
                 log.warning("batch recompute failed (%s)", type(e).__name__)

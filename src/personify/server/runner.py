@@ -125,9 +125,12 @@ def serve(
     port: int = DEFAULT_PORT,
     log_level: str = "info",
     role: str = "all",
+    ingest_processes: int | None = None,
 ) -> None:
     """Serve the project in ``directory`` until SIGINT/SIGTERM (see the module docstring).
-    ``role`` (see :mod:`personify.server.roles`): ``all``, ``ingest`` or ``worker``."""
+    ``role`` (see :mod:`personify.server.roles`): ``all``, ``ingest`` or ``worker``;
+    ``ingest_processes``: helper processes normalizing tracking batches (default: one per core
+    beyond the first, :func:`personify.ingest.tracking.pool.default_processes`; 0: none)."""
     logging.config.dictConfig(logging_config(log_level))
     with _signals_stop():
         try:
@@ -137,7 +140,15 @@ def serve(
 
                     run_worker(stack, directory)
                     return
-                _serve(stack, directory, host=host, port=port, log_level=log_level, role=role)
+                _serve(
+                    stack,
+                    directory,
+                    host=host,
+                    port=port,
+                    log_level=log_level,
+                    role=role,
+                    ingest_processes=ingest_processes,
+                )
         except Stopped as stop:  # also when it arrives during start-up or clean-up
             log.info("stopped by %s", signal.Signals(stop.signum).name)
     log.info("server stopped; warehouse closed")
@@ -151,6 +162,7 @@ def _serve(
     port: int,
     log_level: str,
     role: str = "all",
+    ingest_processes: int | None = None,
 ) -> None:
     import uvicorn
 
@@ -173,6 +185,7 @@ def _serve(
     stack.callback(session.close)
     wh = session.warehouse  # open and migrate now: fail before announcing anything
     wh.limit_memory()  # long-running: the engine's caches bounded (DuckDB)
+    wh.limit_threads()  # each statement on its own thread: the ingest path first (DuckDB)
     from personify.realtime import profile_cache
     from personify.realtime.cache import close_cache
 
@@ -207,6 +220,14 @@ def _serve(
     from personify.server.engagement import start_recorder, stop_recorder
 
     start_recorder(app.state.personify)  # replays tracking hits a crash left in the journal
+    from personify.ingest.tracking.pool import NormalizerPool, default_processes
+    from personify.server.tracking_state import NORMALIZERS
+
+    helpers = default_processes() if ingest_processes is None else ingest_processes
+    if helpers > 0:  # started now: warm before the first batch (they take ~1 s to import)
+        pool = NormalizerPool(helpers)
+        stack.callback(pool.close)  # after the server stopped taking requests
+        app.state.personify.extras[NORMALIZERS] = pool
     stack.callback(stop_recorder, app.state.personify)  # queued hits recorded before closing
     config = uvicorn.Config(
         app,

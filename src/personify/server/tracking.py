@@ -25,7 +25,14 @@ from starlette.routing import BaseRoute, Route
 from personify import clock
 from personify.config import TrackingSource
 from personify.errors import PersonifyError
-from personify.ingest.tracking.intake import Intake, counts, settle, summary, take_in
+from personify.ingest.tracking.intake import (
+    Intake,
+    counts,
+    drop_known,
+    settle,
+    summary,
+    take_in,
+)
 from personify.ingest.tracking.limits import retry_after
 from personify.ingest.tracking.messages import (
     MAX_EVENT_BYTES,
@@ -140,6 +147,24 @@ def _inputs(request: Request, tracking: Tracking, source: TrackingSource, **kw: 
     )
 
 
+async def _take_in(
+    tracking: Tracking, source: TrackingSource, raws: list[bytes], inputs: Inputs
+) -> Intake:
+    """The batch normalized — by a helper process when the server has them (the same
+    :class:`Intake` either way, see :mod:`personify.ingest.tracking.pool`)."""
+    pool = tracking.pool
+    if pool is not None:
+        cache = tracking.plans.get(source.name)
+        plan = cache.key() if cache is not None and inputs.plan is not None else None
+        intake = await pool.normalize(raws, inputs, plan, prefix="/batch")
+        if tracking.normalized is not None:
+            tracking.normalized.inc(where="in_process" if intake is None else "helper")
+        if intake is not None:
+            drop_known(intake, tracking.recent)
+            return intake
+    return take_in(raws, inputs, tracking.recent)
+
+
 async def _store(tracking: Tracking, source: TrackingSource, intake: Intake) -> None:
     if intake.rows or intake.quarantine:
         try:
@@ -219,7 +244,7 @@ async def batch(request: Request) -> Response:
         context=envelope.context,
         integrations=envelope.integrations,
     )
-    intake = take_in([bytes(raw) for raw in envelope.batch], inputs, tracking.recent)
+    intake = await _take_in(tracking, source, [bytes(raw) for raw in envelope.batch], inputs)
     await _store(tracking, source, intake)
     return _answer(summary(intake))
 

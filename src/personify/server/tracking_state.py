@@ -15,6 +15,7 @@ from typing import Final
 from personify.config import TrackingSource
 from personify.ingest.tracking.limits import RateLimiter, RecentIds
 from personify.ingest.tracking.plan import Plan, PlanCache
+from personify.ingest.tracking.pool import NormalizerPool
 from personify.ingest.tracking.writer import GroupWriter
 from personify.server.metrics import Counter, Histogram
 from personify.server.state import ServerState
@@ -24,6 +25,10 @@ from personify.warehouse import Warehouse
 log = logging.getLogger("personify.server.tracking")
 
 KEY: Final = "tracking.state"
+NORMALIZERS: Final = "tracking.normalizers"
+"""``ServerState.extras`` key: the :class:`~personify.ingest.tracking.pool.NormalizerPool` that
+``personify serve`` starts (none where a test builds the app alone: batches normalize in
+process)."""
 _ROW_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 _COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _lock = threading.Lock()
@@ -41,6 +46,10 @@ class Tracking:
     plans: dict[str, PlanCache | None]
     recent: RecentIds = field(default_factory=RecentIds)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    pool: NormalizerPool | None = None
+    """Helper processes normalizing batches (``personify serve --ingest-processes``)."""
+    normalized: Counter | None = None
+    """Batches by where they were normalized (with a pool: ``helper`` or ``in_process``)."""
     preloading: threading.Thread | None = None
     """The background fill of ``recent`` from the store (it reads the warehouse: waited for
     before the warehouse may close)."""
@@ -95,6 +104,15 @@ def _create(state: ServerState) -> Tracking:
 
         writer = ApplyingWriter(writer, applier)
     tracking = Tracking(KeyRing(sources), writer, events, rows, seconds, plans)
+    tracking.pool = state.extras.get(NORMALIZERS)
+    if tracking.pool is not None:
+        tracking.normalized = r.counter(
+            "personify_tracking_batches_normalized_total",
+            "Tracking batches by where their events were decoded and validated: helper (a "
+            "normalizer process, serve --ingest-processes) or in_process (small, or no helper "
+            "ready).",
+            ("where",),
+        )
     names = [s.name for s in sources]
     tracking.preloading = threading.Thread(
         target=_preload, args=(tracking, warehouse, names), name="personify-recent-ids", daemon=True

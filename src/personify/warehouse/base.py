@@ -141,6 +141,17 @@ class Warehouse(abc.ABC):
         the process (DuckDB); a no-op elsewhere."""
         return None
 
+    def limit_threads(self, threads: int | None = None) -> None:
+        """This process serves requests (``personify serve``): statements of an in-process
+        engine (DuckDB) use at most ``threads`` threads (default: the backend's choice for a
+        server) outside :meth:`all_threads` blocks; a no-op elsewhere."""
+        return None
+
+    def all_threads(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose statements may use every core again (a command forwarded to the
+        server, a scheduled rebuild), whatever :meth:`limit_threads` said."""
+        return contextlib.nullcontext()
+
     @abc.abstractmethod
     def relations(self) -> set[str]:
         """Names of the tables and views that exist."""

@@ -33,6 +33,16 @@ def serve_command(
             "Run N of each on one PostgreSQL warehouse.",
         ),
     ] = "all",
+    ingest_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--ingest-processes",
+            min=0,
+            help="Helper processes that decode and validate tracking batches, so this process "
+            "keeps its time for storing them (default: one per core beyond the first, at most "
+            "4; 0: none, everything in this process).",
+        ),
+    ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
@@ -54,4 +64,11 @@ def serve_command(
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
     if role not in {"all", "ingest", "worker"}:
         raise typer.BadParameter(f"unknown role {role!r} (all, ingest, worker)", param_hint="role")
-    serve(project, host=host, port=port, log_level=level, role=role)
+    serve(
+        project,
+        host=host,
+        port=port,
+        log_level=level,
+        role=role,
+        ingest_processes=ingest_processes,
+    )

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 
-from personify.ingest.tracking.limits import RecentIds
 from personify.ingest.tracking.messages import BatchResult, EventError
 from personify.ingest.tracking.normalize import (
     CONFLICTING_DUPLICATE,
@@ -25,12 +24,15 @@ from personify.ingest.tracking.normalize import (
     Row,
     normalize,
 )
-from personify.ingest.tracking.store import (
+from personify.ingest.tracking.rows import (
     CONFLICT,
     DUPLICATE,
     QuarantineRow,
     quarantine_row,
 )
+
+if TYPE_CHECKING:
+    from personify.ingest.tracking.limits import RecentIds
 
 _HASH = EVENT_COLUMNS.index("payload_hash")
 
@@ -143,6 +145,14 @@ def take_in(
 ) -> Intake:
     """Normalize every event of a request; resends known to ``recent`` are answered at once
     (anything else, a conflicting reuse of an id too, is for the store to decide)."""
+    intake = normalize_all(raws, inputs, prefix=prefix)
+    drop_known(intake, recent)
+    return intake
+
+
+def normalize_all(raws: Sequence[bytes], inputs: Inputs, *, prefix: str = "/batch") -> Intake:
+    """:func:`take_in` without the recent ids: pure, so it can run in another process
+    (:mod:`personify.ingest.tracking.pool`)."""
     intake = Intake(received=len(raws), prefix=prefix)
     rows, indexes = intake.rows, intake.indexes
     for index, raw in enumerate(raws):
@@ -152,13 +162,18 @@ def take_in(
             continue
         rows.append(result)
         indexes.append(index)
+    return intake
+
+
+def drop_known(intake: Intake, recent: RecentIds) -> None:
+    """Answer the resends ``recent`` knows at once: counted as duplicates, not stored again."""
+    rows, indexes = intake.rows, intake.indexes
     if rows:
         known = recent.duplicates([r[0] for r in rows], [r[_HASH] for r in rows])
         if any(known):
-            intake.duplicates = sum(known)
+            intake.duplicates += sum(known)
             intake.rows = [r for r, k in zip(rows, known, strict=True) if not k]
             intake.indexes = [i for i, k in zip(indexes, known, strict=True) if not k]
-    return intake
 
 
 def settle(intake: Intake, status: Sequence[int], recent: RecentIds) -> None:

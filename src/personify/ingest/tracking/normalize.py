@@ -37,11 +37,11 @@ from typing import Any, Final
 
 import msgspec
 
-from personify.ingest import quarantine as _q
-from personify.ingest.quarantine import (
+from personify.ingest import reasons as _q
+from personify.ingest.reasons import (
     CONFLICTING_DUPLICATE as CONFLICTING_DUPLICATE,  # (re-export)
 )
-from personify.ingest.quarantine import (
+from personify.ingest.reasons import (
     EVENT_TOO_LARGE,
     INVALID_TIMESTAMP,
     INVALID_TYPE,

@@ -343,6 +343,8 @@ class PlanCache:
         self._lock = threading.Lock()
         self._signature = _signature(folder)
         self._plan = load_plan(folder)
+        self._loaded = self._signature
+        """The signature of the files ``_plan`` was read from (a broken change keeps it)."""
         self._checked = time.monotonic()
 
     def get(self) -> Plan:
@@ -356,6 +358,31 @@ class PlanCache:
                 self._signature = signature
                 try:
                     self._plan = load_plan(self.folder)
+                    self._loaded = signature
                 except ConfigError as e:
                     log.warning("tracking plan not reloaded, the last one stays: %s", e)
             return self._plan
+
+    def key(self) -> PlanKey:
+        """Where the plan :meth:`get` returned last came from: another process holding the same
+        key reads the same plan (:func:`plan_for`)."""
+        return (str(self.folder), self._loaded)
+
+
+PlanKey = tuple[str, tuple[tuple[str, int, int], ...]]
+"""A plan's folder and the names, modification times and sizes of its files."""
+_by_key: dict[str, tuple[PlanKey, Plan]] = {}
+
+
+def plan_for(key: PlanKey) -> Plan:
+    """The plan a :meth:`PlanCache.key` names, read once per process and change (raises
+    :class:`ConfigError` when the folder no longer holds it, e.g. it was changed meanwhile)."""
+    found = _by_key.get(key[0])
+    if found is not None and found[0] == key:
+        return found[1]
+    folder = Path(key[0])
+    if _signature(folder) != key[1]:
+        raise ConfigError(f"the tracking plan in {folder} changed; read it again")
+    plan = load_plan(folder)
+    _by_key[key[0]] = (key, plan)
+    return plan

@@ -29,18 +29,22 @@ from personify.ingest.tracking.normalize import (
     Row,
     micros,
 )
+from personify.ingest.tracking.rows import CONFLICT, DUPLICATE, NEW, QuarantineRow, quarantine_row
 from personify.warehouse import Warehouse
 from personify.warehouse.schema import EVENTS, QUARANTINE
 
-NEW: Final = 0
-"""Stored now."""
-DUPLICATE: Final = 1
-"""Already stored with the same payload (or by a source that keeps no hash): nothing new."""
-CONFLICT: Final = 2
-"""Already stored with another payload: quarantined as ``conflicting_duplicate``."""
-
-QuarantineRow = tuple[str, str, int, str, str, str | None, str]
-"""``(id, source, received_at µs, reason, detail, payload, location)``."""
+__all__ = [  # the statuses and quarantine rows live in .rows (light), re-exported here
+    "CONFLICT",
+    "DUPLICATE",
+    "NEW",
+    "QuarantineRow",
+    "conflict_row",
+    "events_table",
+    "quarantine_row",
+    "quarantine_table",
+    "row_payload",
+    "store",
+]
 
 _TS = pa.timestamp("us", tz="UTC")
 _S, _I = pa.string(), pa.int64()
@@ -71,21 +75,6 @@ def events_table(rows: Sequence[Row]) -> pa.Table:
 def quarantine_table(rows: Sequence[QuarantineRow]) -> pa.Table:
     """Quarantine rows as Arrow, columns named as the ``quarantine`` table's."""
     return _table(rows, QUARANTINE.column_names, _QUARANTINE_TYPES)
-
-
-def quarantine_row(
-    *,
-    source: str,
-    identity: str,
-    received_us: int,
-    reason: str,
-    detail: str,
-    payload: str | None,
-    location: str,
-) -> QuarantineRow:
-    """One quarantine row; ``identity`` (the event's content or id) makes its id deterministic."""
-    qid = q.quarantine_id(source, f"tracking:{reason}", identity)
-    return (qid, source, received_us, reason, detail, payload, location)
 
 
 def row_payload(row: Row) -> str:

@@ -66,6 +66,14 @@ compressed again): 1.07 M web events appended three times, each commit checkpoin
 0.01, 368 MB. A checkpoint put off while another transaction is open then did all of it at once:
 the 1 M world's load spent 254 s (wall) growing to 6.1 GB in the first checkpoint after the web
 events. The importer's sources already run side by side (two lanes), so the cores stay busy."""
+SERVE_THREADS: Final = 1
+"""Threads a DuckDB statement may use in ``personify serve`` (:meth:`~DuckDBWarehouse.
+limit_threads`), except in forwarded commands and scheduled rebuilds (:meth:`~DuckDBWarehouse.
+all_threads`). A statement's extra threads are DuckDB's own workers, shared by every thread of
+the process: continuous mode's passes spread onto them and took the cores from the tracking
+writer's commits. On one thread, a statement runs on the thread that issued it — and the
+continuous-mode thread, reniced (:data:`personify.realtime.continuous.SERVING_NICE`), then
+yields the cores to the ingest path whenever they are short (benchmarks/RESULTS.md, session 7)."""
 SERVE_MEMORY_LIMIT: Final = 128 << 20
 """Bytes DuckDB may hold in a long-running process (:meth:`DuckDBWarehouse.limit_memory`,
 ``personify serve``): uncapped, each checkpoint of the tracking API's appends left ~115 MB more
@@ -112,6 +120,8 @@ class DuckDBWarehouse(Warehouse):
         self._bulk_guard = threading.Lock()
         self._bulk_depth = 0
         self._base_limit: int | None = None
+        self._all_depth = 0
+        self._base_threads: int | None = None
 
     @contextlib.contextmanager
     def bulk_memory(self) -> Iterator[None]:
@@ -138,7 +148,7 @@ class DuckDBWarehouse(Warehouse):
                     with contextlib.suppress(duckdb.Error):
                         self._restore_limit()
                     with contextlib.suppress(duckdb.Error):
-                        self._setting("RESET threads")
+                        self._restore_threads()
 
     @contextlib.contextmanager
     def expecting(self, table_name: str, rows: int) -> Iterator[None]:
@@ -166,6 +176,39 @@ class DuckDBWarehouse(Warehouse):
             self._base_limit = int(limit if limit is not None else SERVE_MEMORY_LIMIT)
             if self._bulk_depth == 0:
                 self._restore_limit()
+
+    def limit_threads(self, threads: int | None = None) -> None:
+        """At most ``threads`` (default :data:`SERVE_THREADS`; 0: every core) per statement
+        from now on, outside bulk loads and :meth:`all_threads` blocks."""
+        if self.path == ":memory:":
+            return
+        wanted = SERVE_THREADS if threads is None else int(threads)
+        with self._bulk_guard:
+            self._base_threads = wanted if wanted > 0 else None
+            if self._bulk_depth == 0:
+                self._restore_threads()
+
+    @contextlib.contextmanager
+    def all_threads(self) -> Iterator[None]:
+        with self._bulk_guard:
+            self._all_depth += 1
+            if self._bulk_depth == 0 and self._base_threads is not None:
+                self._setting("RESET threads")
+        try:
+            yield
+        finally:
+            with self._bulk_guard:
+                self._all_depth -= 1
+                if self._bulk_depth == 0 and not self._closed:
+                    with contextlib.suppress(duckdb.Error):
+                        self._restore_threads()
+
+    def _restore_threads(self) -> None:
+        """Back to the threads outside bulk loads (the guard is held)."""
+        if self._base_threads is None or self._all_depth:
+            self._setting("RESET threads")
+        else:
+            self._setting(f"SET threads = {max(int(self._base_threads), 1)}")
 
     def _restore_limit(self) -> None:
         if self._base_limit is None:

@@ -1,0 +1,67 @@
+"""Quarantine reason codes — the one registry — and quarantine ids.
+
+Light on purpose (no warehouse, no Arrow): the tracking API's normalizer processes
+(:mod:`personify.ingest.tracking.pool`) import it. :mod:`personify.ingest.quarantine` re-exports
+everything here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+MISSING_REQUIRED: Final = "missing_required"
+INVALID_TYPE: Final = "invalid_type"
+INVALID_EMAIL: Final = "invalid_email"
+MALFORMED_JSON: Final = "malformed_json"
+MALFORMED_ROW: Final = "malformed_row"
+DUPLICATE_KEY_IN_FILE: Final = "duplicate_key_in_file"
+MISSING_IDENTITY: Final = "missing_identity"
+OUT_OF_RANGE: Final = "out_of_range"
+EVENT_TOO_LARGE: Final = "event_too_large"
+INVALID_VALUE: Final = "invalid_value"
+INVALID_TIMESTAMP: Final = "invalid_timestamp"
+PLAN_VIOLATION: Final = "tracking_plan_violation"
+CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
+
+REASONS: Final[dict[str, str]] = {
+    MISSING_REQUIRED: "a required column or field is missing or empty (a tracking event: "
+    "messageId; event for track, groupId for group, userId and previousId for alias)",
+    INVALID_TYPE: "a value cannot be read as its column's type (a tracking event: not an object, "
+    "a field of the wrong type, or an unknown message type)",
+    INVALID_EMAIL: "an email column holds something that is not an email address",
+    MALFORMED_JSON: "not decodable JSON: a JSON Lines line that is not a JSON object (or not "
+    "UTF-8), a webhook body or tracking event that does not parse",
+    MALFORMED_ROW: "a CSV row with a different number of fields than the header",
+    DUPLICATE_KEY_IN_FILE: "the row's key appeared earlier in the same file (the first is kept)",
+    MISSING_IDENTITY: "an event with neither a userId nor an anonymousId",
+    OUT_OF_RANGE: "a value outside its column's range (a quantity of 0 or less, a negative price)",
+    EVENT_TOO_LARGE: "a tracking event's JSON is over 32 KB (rejected, not kept)",
+    INVALID_VALUE: "a tracking event's string holds a NUL character",
+    INVALID_TIMESTAMP: "a tracking event's timestamp is not ISO 8601 or is out of range",
+    PLAN_VIOLATION: "the tracking plan's JSON Schema for the event refuses it",
+    CONFLICTING_DUPLICATE: "a messageId already stored with another payload (the first is kept)",
+}
+"""Every quarantine reason code and what it means — the one registry: the file importer, the
+REST and webhook sources and the tracking API (:mod:`personify.ingest.tracking.normalize`) all
+take their codes from here."""
+
+TRACKING_REASONS: Final = frozenset(
+    {
+        EVENT_TOO_LARGE,
+        INVALID_VALUE,
+        MALFORMED_JSON,
+        INVALID_TYPE,
+        MISSING_REQUIRED,
+        MISSING_IDENTITY,
+        INVALID_TIMESTAMP,
+        PLAN_VIOLATION,
+        CONFLICTING_DUPLICATE,
+    }
+)
+"""The codes the tracking API gives (a subset of :data:`REASONS`)."""
+
+
+def quarantine_id(source: str, origin: str, position: str | int) -> str:
+    """The deterministic id of one quarantined input (same formula as :func:`to_rows`)."""
+    return hashlib.sha256(f"{source}:{origin}:{position}".encode()).hexdigest()[:32]
