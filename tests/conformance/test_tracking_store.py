@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from personify.ingest.tracking.normalize import Inputs, Problem, Row, normalize
-from personify.ingest.tracking.store import CONFLICT, DUPLICATE, NEW, store
+from personify.ingest.tracking.store import CONFLICT, DUPLICATE, NEW, events_table, store
 from personify.warehouse import Warehouse
 
 
@@ -53,6 +53,26 @@ def test_insert_once_duplicates_and_conflicts(warehouse: Warehouse) -> None:
     # the same conflict again is recorded once
     assert store(warehouse, [row(2, at=9, extra=True)], locations=["b"]) == [CONFLICT]
     assert warehouse.scalar("SELECT count(*) FROM quarantine") == 1
+
+
+def test_a_table_built_by_the_caller_stores_the_same(warehouse: Warehouse) -> None:
+    """The group writer builds each request's Arrow table on the event loop and hands the
+    concatenation to ``store``: the same statuses and rows as ``store`` building it, also when a
+    ``messageId`` repeats inside the group (only the first copy's row is loaded)."""
+    first = [row(1), row(2), row(2), row(3, extra=True), row(3)]
+    assert store(warehouse, first, table=events_table(first), locations=list("abcde")) == [
+        NEW,
+        NEW,
+        DUPLICATE,
+        NEW,
+        CONFLICT,
+    ]
+    assert store(warehouse, [row(4)], table=events_table([row(4)])) == [NEW]
+    stored = warehouse.fetch("SELECT message_id, properties FROM events ORDER BY message_id")
+    assert [m for m, _ in stored] == ["c-1", "c-2", "c-3", "c-4"]
+    props = {m: json.loads(p) if isinstance(p, str) else p for m, p in stored}
+    assert props["c-3"] == {"n": 3, "extra": True}  # the first copy, not the conflicting one
+    assert warehouse.fetch("SELECT location FROM quarantine") == [("e",)]
 
 
 def test_a_resend_at_the_same_instant_is_a_duplicate(warehouse: Warehouse) -> None:

@@ -140,6 +140,7 @@ def store(
     locations: Sequence[str] | None = None,
     optimistic: bool = True,
     owners: Sequence[str | None] | None = None,
+    table: pa.Table | None = None,
 ) -> list[int]:
     """Store ``rows`` and ``quarantine`` in one transaction; the status of each row
     (:data:`NEW`, :data:`DUPLICATE`, :data:`CONFLICT`). ``locations``: where each row was in
@@ -152,7 +153,8 @@ def store(
     keys both ways cost one anti-join, so the careful way runs at once. Pass ``False`` inside an
     open transaction (a failed statement would abort it). ``owners``: each row's
     ``customer_id`` when the caller knows it (set by the insert itself, so only new events get
-    it: a stored one keeps its own)."""
+    it: a stored one keeps its own). ``table``: ``rows`` as :func:`events_table` makes them, when
+    the caller built it already (the group writer's requests do, on the event loop)."""
     status = [NEW] * len(rows)
     first: dict[str, int] = {}
     keep: list[int] = []
@@ -163,7 +165,12 @@ def store(
             keep.append(i)
         else:
             status[i] = DUPLICATE if rows[j][_HASH] == row[_HASH] else CONFLICT
-    table = events_table([rows[i] for i in keep]) if keep else None
+    if not keep:
+        table = None
+    elif table is None:
+        table = events_table([rows[i] for i in keep])
+    elif len(keep) < len(rows):
+        table = table.take(pa.array(keep, pa.int64()))
     if table is not None and owners is not None:
         table = table.append_column("customer_id", pa.array([owners[i] for i in keep], _S))
     optimistic = optimistic and wh.capabilities.cheap_keys

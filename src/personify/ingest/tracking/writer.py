@@ -24,9 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, overload
 
+import pyarrow as pa
+
 from personify.errors import ServiceUnavailable
 from personify.ingest.tracking.normalize import Row
-from personify.ingest.tracking.store import QuarantineRow, store
+from personify.ingest.tracking.store import QuarantineRow, events_table, store
 from personify.warehouse import Warehouse
 
 log = logging.getLogger("personify.ingest.tracking")
@@ -52,6 +54,8 @@ class Job:
     locations: Sequence[str]
     done: Callable[[list[int] | BaseException], None]
     queued_at: float = field(default_factory=time.perf_counter)
+    table: pa.Table | None = None
+    """The rows as Arrow, built by the submitting thread (off the writer's critical path)."""
 
 
 @dataclass
@@ -115,7 +119,9 @@ class GroupWriter:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(settle, result)
 
-        self.submit(Job(rows, quarantine, locations, done))
+        table = events_table(rows) if rows else None  # here, on the event loop: the writer
+        # thread then only concatenates (it was ~2 ms of its Python per 800-event commit)
+        self.submit(Job(rows, quarantine, locations, done, table=table))
         return await future
 
     def write_sync(
@@ -129,7 +135,7 @@ class GroupWriter:
             box.append(result)
             ready.set()
 
-        self.submit(Job(rows, quarantine, (), done))
+        self.submit(Job(rows, quarantine, (), done, table=events_table(rows) if rows else None))
         ready.wait()
         if isinstance(box[0], BaseException):
             raise box[0]
@@ -169,8 +175,12 @@ class GroupWriter:
         held = [r for j in jobs for r in j.quarantine]
         locations = _Locations(jobs)
         started = time.perf_counter()
+        tables = [j.table for j in jobs if j.rows]
+        table = None
+        if tables and all(t is not None for t in tables):
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         try:
-            status = self._attempt(rows, held, locations)
+            status = self._attempt(rows, held, locations, table)
         except Exception as e:
             if len(jobs) > 1:
                 log.warning(  # the type only: driver messages can quote the data
@@ -196,11 +206,15 @@ class GroupWriter:
             offset += len(job.rows)
 
     def _attempt(
-        self, rows: list[Row], held: list[QuarantineRow], locations: Sequence[str]
+        self,
+        rows: list[Row],
+        held: list[QuarantineRow],
+        locations: Sequence[str],
+        table: pa.Table | None = None,
     ) -> list[int]:
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
-                return store(self.warehouse, rows, held, locations=locations)
+                return store(self.warehouse, rows, held, locations=locations, table=table)
             except Exception:
                 if attempt == TRANSIENT_RETRIES:
                     raise
