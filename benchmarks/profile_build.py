@@ -122,6 +122,35 @@ def _time_statements(wh: Warehouse, timings: list[tuple[float, float, str]]) -> 
     wh.execute = timed  # type: ignore[method-assign]
 
 
+_OUTPUT = {
+    "identity_nodes": "*",
+    "identity_edges": "*",
+    "identity_refusals": "*",
+    "identities": "*",
+    "customer_ids": "*",
+    "events": "message_id, customer_id",
+    "orders": "order_id, customer_id",
+    "customers": "* EXCLUDE (updated_at)",
+    "profile_observations": "*",
+}
+
+
+def _digests(wh: Warehouse) -> list[tuple[str, str]]:
+    """``(table, "rows:md5")`` over every output table's rows as text, sorted (``--md5``)."""
+    return [
+        (
+            name,
+            str(
+                wh.scalar(
+                    "SELECT count(*) || ':' || coalesce(md5(string_agg(x, '|' ORDER BY x)), '') "
+                    f"FROM (SELECT CAST(q AS VARCHAR) AS x FROM (SELECT {columns} FROM {name}) q) z"
+                )
+            ),
+        )
+        for name, columns in _OUTPUT.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -129,6 +158,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
         "--statements", type=int, default=0, help="print the N statements that took most CPU"
+    )
+    parser.add_argument(
+        "--md5",
+        action="store_true",
+        help="print an md5 of every output table (rows sorted as text): compare two trees' output",
     )
     parser.add_argument(
         "--general",
@@ -160,7 +194,10 @@ def main() -> None:
             profiles_s, profiles_c = time.perf_counter() - t, time.process_time() - c
         built = counts["customers_built"]
         distinct = int(wh.scalar("SELECT count(DISTINCT customer_id) FROM customers") or 0)
+        digests = _digests(wh) if args.md5 else []
         wh.close()
+    for name, digest in digests:
+        print(f"md5 {name:<22} {digest}")
     if distinct != args.customers:
         raise SystemExit(f"expected {args.customers:,} customers, the build made {distinct:,}")
     if timings:
