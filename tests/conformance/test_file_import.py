@@ -21,7 +21,7 @@ from personify import clock
 from personify.config import FileSource, Project, ProjectConfig
 from personify.errors import FileImportError
 from personify.session import Session
-from personify.sources import sync_sources
+from personify.sources import files, sync_sources
 from personify.sources.files import import_file, import_file_source
 
 NOW = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
@@ -514,3 +514,96 @@ def test_identities_keep_their_first_sighting(session: Session) -> None:
         )
     got = rows(session, "SELECT customer_id, first_seen, last_seen, source FROM identities")
     assert got == [("c2", NOW, later, "crm")]
+
+
+def _event_part(session: Session, name: str, ids: list[str], tag: str) -> Path:
+    """A Parquet part of web events (``properties`` names the part, to tell whose row is
+    stored); an empty id is an invalid row (quarantined)."""
+    path = session.project.root / "data" / name
+    table = pa.table(
+        {
+            "messageId": ids,
+            "type": ["track"] * len(ids),
+            "event": ["Viewed"] * len(ids),
+            "userId": ["u"] * len(ids),
+            "timestamp": pa.array([datetime(2025, 5, 1)] * len(ids), pa.timestamp("ms", "UTC")),
+            "properties": [json.dumps({"part": tag})] * len(ids),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_event_parts_import_two_at_a_time_as_one_after_another(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``SIDE_BY_SIDE`` on, Parquet parts of events import two at a time on DuckDB:
+    the outcome is the one-after-another import's — per file the same rows loaded, duplicate
+    and quarantined; a key resent in a later part keeps the first part's row, also when the
+    two parts would otherwise run side by side; nothing is stored twice."""
+    ids = [f"m{i:03}" for i in range(400)]
+    _event_part(session, "web-0.parquet", ids[0:100], "0")
+    _event_part(session, "web-1.parquet", [*ids[100:200], "", ids[150]], "1")
+    _event_part(session, "web-2.parquet", [*ids[200:300], ids[199], ids[5]], "2")  # resends
+    _event_part(session, "web-3.parquet", [*ids[300:400], ids[250], ids[0]], "3")
+
+    def slow(description: str, done: int, total: int) -> None:
+        time.sleep(0.01)  # (long enough for the next part to start beside it)
+
+    monkeypatch.setattr(files, "BATCH_ROWS", 10)
+    monkeypatch.setattr(files, "SIDE_BY_SIDE", True)
+    source = FileSource(name="web", path="data/web-*.parquet", table="events")
+    result = import_file_source(session, source, progress=slow)
+    invariant(result.counts)
+    assert result.counts["files"] == 4
+    assert result.counts["rows_loaded"] == 400
+    assert (result.counts["rows_duplicate"], result.counts["rows_quarantined"]) == (4, 2)
+    per_file = rows(
+        session,
+        "SELECT path, rows_read, rows_loaded, rows_quarantined FROM file_imports ORDER BY path",
+    )
+    assert per_file == [
+        ("data/web-0.parquet", 100, 100, 0),
+        ("data/web-1.parquet", 102, 100, 2),  # the blank id, and the id repeated in the file
+        ("data/web-2.parquet", 102, 100, 0),
+        ("data/web-3.parquet", 102, 100, 0),
+    ]
+    assert count(session, "events") == 400
+    stored = rows(
+        session,
+        "SELECT message_id, count(*), min(CAST(properties AS VARCHAR)) FROM events "
+        "WHERE message_id IN ('m005', 'm000', 'm199', 'm250') GROUP BY 1 ORDER BY 1",
+    )
+    assert [(m, n, json.loads(p)["part"]) for m, n, p in stored] == [
+        ("m000", 1, "0"),
+        ("m005", 1, "0"),
+        ("m199", 1, "1"),
+        ("m250", 1, "2"),
+    ]
+
+
+def test_a_part_failing_rolls_back_the_one_beside_it(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two parts side by side: when the first fails, the second (which a one-after-another
+    import would not have started) is rolled back too, and the first's error is raised."""
+    _event_part(session, "web-0.parquet", [f"a{i}" for i in range(50)], "0")
+    _event_part(session, "web-1.parquet", [f"b{i}" for i in range(50)], "1")
+    calls: list[str] = []
+
+    def crash(description: str, done: int, total: int) -> None:
+        calls.append(description)
+        if description.endswith("web-0.parquet") and done >= 30:
+            time.sleep(0.2)  # (the second part is importing by now, on DuckDB)
+            raise RuntimeError("killed mid-file")
+
+    monkeypatch.setattr(files, "BATCH_ROWS", 10)
+    monkeypatch.setattr(files, "SIDE_BY_SIDE", True)
+    source = FileSource(name="web", path="data/web-*.parquet", table="events")
+    with pytest.raises(RuntimeError, match="killed mid-file"):
+        import_file_source(session, source, progress=crash)
+    for table in ("events", "quarantine", "file_imports"):
+        assert count(session, table) == 0, table
+    again = import_file_source(session, source)
+    assert (again.counts["files"], again.counts["rows_loaded"]) == (2, 100)
+    assert count(session, "events") == 100

@@ -36,25 +36,30 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import glob
 import hashlib
 import logging
 import re
 import time
-from collections.abc import Generator, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final, get_args
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from personify import clock
 from personify.config import FileFormat, FileSource, Project, TableName
 from personify.errors import FileImportError
 from personify.ingest import quarantine
+from personify.ingest.engine import arrow, open_engine, registered
+from personify.ingest.fields import resolve
 from personify.ingest.validate import Validator
 from personify.profiles.records import route, to_customer_records
 from personify.progress import Progress
@@ -62,7 +67,8 @@ from personify.session import Session
 from personify.sources import SyncResult
 from personify.sources.formats import RawBatch, detect_format, read_batches, stored_rows
 from personify.warehouse import Warehouse
-from personify.warehouse.base import OnConflict
+from personify.warehouse.base import OnConflict, quote
+from personify.warehouse.duckdb import keyfilter, keyless
 from personify.warehouse.schema import FILE_IMPORTS, Table, table
 
 __all__ = [
@@ -88,6 +94,12 @@ events' inserts — one core's work — stopped for about half the validation ti
 MAX_AHEAD: Final = 2
 """At most this many batches are validated ahead of the loads (bounds memory: each validated
 batch of web events is ~135 MB; 4 ahead, the 1 M world's load held ~270 MB more at its peak)."""
+SIDE_BY_SIDE = False
+"""Import a source's Parquet parts of events two at a time (:func:`_side_by_side`). Off: in the
+1 M world's load on this 2-core machine it showed no gain (the events lane's insert and its
+validation already keep both cores busy beside the other lane) and held ~1.3 GB more (web events
+alone: 4.8–4.95 GB against 3.5–3.6), over the 4 GB goal — see benchmarks/RESULTS.md,
+``world_load.py``, session 7. Kept for a machine with more cores (and the tests)."""
 CONFLICT_POLICY: Final[dict[str, OnConflict]] = {
     "events": "ignore",
     "order_items": "ignore",
@@ -218,11 +230,17 @@ def _import(
     )
     # The next file's SHA-256 is taken in a worker while this one imports (hashlib lets go of the
     # GIL): 1.2 GB of web-event parts cost ~2 s on the events lane, one core's insert otherwise.
+    keys = _side_by_side(wh, source, paths)
     with (
         bulk(),
         coming,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-digest") as hashing,
     ):
+        if keys is not None:
+            _import_side_by_side(
+                session, source, paths, keys, counts, progress, batch_rows, hashing
+            )
+            return SyncResult(source.name, "file", counts, time.perf_counter() - started)
         identities = [hashing.submit(_identify, p) for p in paths[:1]]
         try:
             for i, path in enumerate(paths):
@@ -243,6 +261,159 @@ def _identify(path: Path) -> tuple[tuple[int, int, int], str]:
     return before, file_digest(path)
 
 
+# -------------------------------------------------------------------- files side by side
+class _Abandoned(Exception):
+    """A file imported beside an earlier one that failed: rolled back, as if never started."""
+
+
+@dataclass(frozen=True)
+class _Member:
+    future: Future[dict[str, int]]
+    keys: np.ndarray
+    """Sorted hashes of the file's keys (every row's, valid or not)."""
+    digest: str
+
+
+def _side_by_side(wh: Warehouse, source: FileSource, paths: list[Path]) -> list[str] | None:
+    """Per file, the column holding the stored key, when the files can be imported two at a
+    time (``None``: one after another; always while :data:`SIDE_BY_SIDE` is off). The events
+    lane's insert is one core's work per file (DuckDB's own multi-threaded insert has its
+    checkpoint rewrite the rows), so two files' transactions append side by side. Only where
+    that keeps every key stored once without the table's lock: a DuckDB table keeping its keys
+    by construction with a filter (:data:`~personify.warehouse.duckdb.keyfilter.FILTERED`),
+    appended under ``ignore``, from Parquet files whose key is a plain text column — the
+    stored key is then the file's value, so two files whose key hashes are disjoint cannot
+    store a common key, and files whose hashes meet import one after another
+    (:func:`_import_side_by_side`)."""
+    locks = getattr(wh, "_writers", None)
+    target = table(source.table)
+    stored = table(route(target.name))
+    policy = source.on_conflict or CONFLICT_POLICY[stored.name]
+    if (
+        not SIDE_BY_SIDE
+        or len(paths) < 2
+        or not isinstance(locks, keyless.TableLocks)
+        or stored.name != target.name
+        or stored.name not in keyfilter.FILTERED
+        or len(stored.primary_key) != 1
+        or policy != "ignore"
+    ):
+        return None
+    columns: list[str] = []
+    for path in paths:
+        try:
+            if detect_format(path, source.format) != "parquet":
+                return None
+            fields = {f.name: f.type for f in pq.read_schema(path)}
+            resolved = resolve(target, source.mapping, fmt="parquet", fields=fields, label="")
+        except (FileImportError, pa.ArrowException, OSError):
+            return None  # (the import says why, file by file)
+        key = next(f for f in resolved.fields if f.name == stored.primary_key[0])
+        found = [n for n in fields if key.sql == quote(n)]
+        if key.kind != "text" or key.column.type != "VARCHAR" or key.default or not found:
+            return None
+        columns.append(found[0])
+    return columns
+
+
+def _identify_keys(path: Path, column: str) -> tuple[tuple[int, int, int], str, np.ndarray]:
+    """:func:`_identify`, and the sorted DuckDB hashes of the file's key column."""
+    before, digest = _identify(path)
+    try:
+        data = pq.read_table(path, columns=[column])
+    except (pa.ArrowException, OSError):
+        return before, digest, np.empty(0, dtype=np.uint64)  # (its import says why)
+    with contextlib.closing(open_engine()) as con, registered(con, data) as view:
+        con.execute("SET threads = 1")
+        column_hashes = arrow(con, f"SELECT hash({quote(column)}) FROM {view}").column(0)
+    return before, digest, np.sort(keyfilter.as_hashes(column_hashes))
+
+
+def _meet(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two sorted hash arrays share a value."""
+    if not len(a) or not len(b):
+        return False
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    at = np.minimum(np.searchsorted(large, small), len(large) - 1)
+    return bool((large[at] == small).any())
+
+
+def _import_side_by_side(
+    session: Session,
+    source: FileSource,
+    paths: list[Path],
+    keys: list[str],
+    counts: dict[str, int],
+    progress: Progress | None,
+    batch_rows: int,
+    hashing: ThreadPoolExecutor,
+) -> None:
+    """Import ``paths`` in order, two at a time: each file in its own transaction and thread
+    (a member of the table's :class:`~personify.warehouse.duckdb.keyless.Group`), the next one
+    starting while the previous imports unless their key hashes meet or their SHA-256 are the
+    same (then it waits for it to end). The outcome is the one-after-another import's: a file
+    commits only after the file before it has (its ``file_imports`` row, then this one's), and
+    if that one failed, this one rolls back and the earlier error is raised; no two files in
+    flight together share a key, so every key is stored once, by the first file carrying it."""
+    wh = session.warehouse
+    locks = wh._writers  # type: ignore[attr-defined]  # (a DuckDB warehouse: _side_by_side)
+    name = route(table(source.table).name)
+    identities = [hashing.submit(_identify_keys, paths[0], keys[0])]
+
+    def member(
+        group: keyless.Group,
+        path: Path,
+        before: tuple[int, int, int],
+        digest: str,
+        after: Future[dict[str, int]] | None,
+    ) -> dict[str, int]:
+        own = dict.fromkeys(COUNTS, 0)
+
+        def wait_for_earlier() -> None:
+            if after is not None and after.exception() is not None:
+                raise _Abandoned(path)
+
+        with group.member():
+            _import_path(
+                session, source, path, own, progress, batch_rows, before, digest, wait_for_earlier
+            )
+        return own
+
+    def finish(done: _Member) -> None:
+        for key, value in done.future.result().items():
+            counts[key] += value
+
+    inflight: collections.deque[_Member] = collections.deque()
+    with (
+        locks.sharing(name) as group,
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="personify-side") as pool,
+    ):
+        try:
+            for i, path in enumerate(paths):
+                if i + 1 < len(paths):
+                    identities.append(hashing.submit(_identify_keys, paths[i + 1], keys[i + 1]))
+                try:
+                    before, digest, hashes = identities[i].result()
+                except BaseException:
+                    while inflight:  # the files before it first, as one after another would
+                        finish(inflight.popleft())
+                    raise
+                while len(inflight) >= 2:
+                    finish(inflight.popleft())
+                if inflight and (inflight[-1].digest == digest or _meet(inflight[-1].keys, hashes)):
+                    finish(inflight.popleft())
+                after = inflight[-1].future if inflight else None
+                # (in a copy of this context: the pinned clock, as the lanes do)
+                run = contextvars.copy_context().run
+                future = pool.submit(run, member, group, path, before, digest, after)
+                inflight.append(_Member(future, hashes, digest))
+            while inflight:
+                finish(inflight.popleft())
+        finally:
+            for pending in identities:
+                pending.cancel()
+
+
 def _import_path(
     session: Session,
     source: FileSource,
@@ -252,6 +423,7 @@ def _import_path(
     batch_rows: int,
     before: tuple[int, int, int],
     digest: str,
+    before_commit: Callable[[], None] | None = None,
 ) -> None:
     wh = session.warehouse
     if already_imported(wh, source.name, digest):
@@ -259,7 +431,9 @@ def _import_path(
         return
     label = _label(session.project, path)
     try:
-        done = _import_one(wh, source, path, digest, label, progress, batch_rows, before)
+        done = _import_one(
+            wh, source, path, digest, label, progress, batch_rows, before, before_commit
+        )
     finally:
         # The pool keeps what the file's batches freed for reuse, per thread — across files and
         # sources side by side that held over a gigabyte (1 M world: 1.1 GB after one part of
@@ -288,6 +462,7 @@ def _import_one(
     progress: Progress | None,
     batch_rows: int,
     before: tuple[int, int, int],
+    before_commit: Callable[[], None] | None = None,
 ) -> _FileCounts:
     target = table(source.table)
     stored = table(route(target.name))
@@ -296,7 +471,9 @@ def _import_one(
     now = clock.now()
     policy = source.on_conflict or CONFLICT_POLICY[stored.name]
     gather = _gathers(wh, stored, policy)
-    ahead = _ahead(gather, batch_rows)
+    if before_commit is not None:  # side by side: two files' rows in memory, so half each
+        gather = min(gather, batch_rows)
+    ahead = _ahead(gather, batch_rows) if before_commit is None else 1
     counts = _FileCounts()
     with (
         Validator(
@@ -329,6 +506,8 @@ def _import_one(
                 f"{label} changed while it was being imported; nothing was loaded from it",
                 hint="import it again once it is completely written",
             )
+        if before_commit is not None:
+            before_commit()  # (side by side: the file before it has committed, or it rolls back)
         _record(wh, source.name, label, digest, stored.name, counts, now)
     return counts
 

@@ -23,13 +23,25 @@ transaction's snapshot at its first statement, so a lock taken before it sees ev
 writer's rows. A transaction that had already read or written before taking the lock, while
 another committed into the table, could miss those rows: it fails with a retryable
 :class:`~personify.errors.WarehouseError` instead of storing a key twice.
+
+One exception, for bulk imports (:meth:`TableLocks.sharing`): a *group* holds a table's lock for
+a block, and the threads it admits load into the table side by side, each in a transaction of its
+own — DuckDB appends from concurrent transactions without conflict, so two files' inserts (one
+core's work each) run at once. The group's caller promises that no two transactions in flight
+together carry a common key (the file importer checks the files' key hashes first): each
+transaction's probe, at its own snapshot, then misses only rows whose keys it cannot have. The
+filter stays shared (its answers are only ever "certainly not stored" for keys no one added); it
+is built only by the group's first screen, and a filter that would need a rebuild later (read at
+one member's snapshot, it could miss another's keys) is dropped instead: the members then probe
+every row, and the next load after the group builds it afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -66,10 +78,37 @@ class Txn:
             self.snapshot = locks.sequence
 
 
+@dataclass
+class Group:
+    """Transactions loading into one table side by side (:meth:`TableLocks.sharing`)."""
+
+    table: str
+    members: set[int] = field(default_factory=set)
+    """Threads admitted (their transactions skip the table's lock: the group holds it)."""
+    screened: bool = False
+    """A member has screened keys against the filter (no member builds it from then on)."""
+    filterless: bool = False
+    """The filter was dropped during the group: members probe every row."""
+
+    @contextlib.contextmanager
+    def member(self) -> Iterator[None]:
+        """Admit the calling thread for the block."""
+        me = threading.get_ident()
+        self.members.add(me)
+        try:
+            yield
+        finally:
+            self.members.discard(me)
+
+
 class TableLocks:
     """One lock per keyless table, and the commit sequence of each table's last writer."""
 
     def __init__(self) -> None:
+        self.screening = threading.Lock()
+        """Guards the filters (side-by-side members of a group screen keys at the same time)."""
+        self.groups: dict[str, Group] = {}
+        """Tables a :meth:`sharing` block holds → its group."""
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._written: dict[str, int] = {}
@@ -81,8 +120,9 @@ class TableLocks:
         sized for them once, instead of growing (re-reading every stored key) as they arrive."""
 
     def acquire(self, name: str, txn: Txn) -> None:
-        """Hold ``name``'s lock until ``txn`` ends (a no-op if it holds it already)."""
-        if name in txn.held:
+        """Hold ``name``'s lock until ``txn`` ends (a no-op if it holds it already, or if the
+        calling thread is a member of the group holding it)."""
+        if name in txn.held or self.group_of(name) is not None:
             return
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
@@ -95,6 +135,28 @@ class TableLocks:
             raise WarehouseError(  # the rows it committed are invisible to this snapshot
                 f"{name} was written by another transaction after this one began; retry it"
             )
+
+    def group_of(self, name: str) -> Group | None:
+        """The group holding ``name`` if the calling thread is one of its members."""
+        group = self.groups.get(name)
+        return group if group is not None and threading.get_ident() in group.members else None
+
+    @contextlib.contextmanager
+    def sharing(self, name: str) -> Iterator[Group]:
+        """Hold ``name``'s lock for the block (waiting for other writers, as a load does); the
+        threads the group admits (:meth:`Group.member`) then load into ``name`` side by side,
+        each in its own transaction. The caller keeps their keys apart: no key may be loaded by
+        two members whose transactions are in flight together. When the block ends, the table
+        counts as written (a transaction begun before it that loads into ``name`` later is told
+        to retry, as after any other writer)."""
+        owner = Txn()
+        self.acquire(name, owner)
+        group = self.groups[name] = Group(name)
+        try:
+            yield group
+        finally:
+            del self.groups[name]
+            self.release(owner, committed=True)
 
     def release(self, txn: Txn, *, committed: bool) -> None:
         if committed and txn.held:
@@ -175,12 +237,36 @@ def _screen(
     """Per key hash (:func:`_hashes` of the rows to load): may that key be stored already
     (``False``: certainly not), by the table's :class:`~.keyfilter.KeyFilter` (built on first
     use, rebuilt larger when full or too small for the rows a bulk load announced); ``None``
-    when every row must be probed (not ``probe``, or the filter rules none out). The keys are
-    added to the filter (the lock is held)."""
-    filters = wh._writers.filters
+    when every row must be probed (not ``probe``, the filter rules none out, or a group's
+    member finds it dropped). The keys are added to the filter (the table's lock, or its group,
+    is held; the filters' guard serializes members screening at once)."""
+    locks = wh._writers
+    with locks.screening:
+        return _screen_locked(wh, locks, table, key, hashes, probe=probe)
+
+
+def _screen_locked(
+    wh: DuckDBWarehouse,
+    locks: TableLocks,
+    table: Table,
+    key: str,
+    hashes: np.ndarray,
+    *,
+    probe: bool,
+) -> np.ndarray | None:
+    filters = locks.filters
     found = filters.get(table.name)
-    coming = wh._writers.expected.pop(table.name, 0)  # (one hint: its rows sized once)
-    if found is None or found.full or found.count + coming > found.capacity:
+    coming = locks.expected.pop(table.name, 0)  # (one hint: its rows sized once)
+    stale = found is None or found.full or found.count + coming > found.capacity
+    group = locks.group_of(table.name)
+    if group is not None:
+        if group.filterless or (stale and group.screened):
+            # built at this member's snapshot, it could miss keys another member stored since
+            group.filterless = True
+            filters.pop(table.name, None)
+            return None
+        group.screened = True
+    if stale or found is None:
         stored = int(wh.scalar(f"SELECT count(*) FROM {quote(table.name)}"))
         grown = keyfilter.KeyFilter(
             int(keyfilter.GROWTH * (max(stored, found.count if found else 0) + coming))
