@@ -195,11 +195,10 @@ def _write(wh: Warehouse) -> int:
         f"CASE WHEN n.blocked THEN NULL ELSE p.customer_id END FROM {_NODES} n "
         f"LEFT JOIN {_PARTS} p ON p.part = n.part"
     )
-    # from the temporary tables, not read back from the stored nodes (decompressed again)
     wh.execute(
         "INSERT INTO identities (customer_id, kind, value, source, first_seen, last_seen) "
-        "SELECT p.customer_id, n.kind, n.value, n.source, n.first_seen, n.last_seen "
-        f"FROM {_NODES} n JOIN {_PARTS} p ON p.part = n.part WHERE NOT n.blocked"
+        "SELECT customer_id, kind, value, source, first_seen, last_seen FROM identity_nodes "
+        "WHERE customer_id IS NOT NULL"
     )
     return max(added, 0)
 
