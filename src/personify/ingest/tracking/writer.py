@@ -68,6 +68,8 @@ class WriterStats:
     """Event rows handed to those transactions."""
     failures: int = 0
     """Requests that could not be stored."""
+    seconds: float = 0.0
+    """Time spent storing groups (the writer's busy time: continuous mode yields to it)."""
 
 
 class GroupWriter:
@@ -198,6 +200,7 @@ class GroupWriter:
             return
         self.stats.commits += 1
         self.stats.rows += len(rows)
+        self.stats.seconds += time.perf_counter() - started
         if self.on_commit is not None:
             self.on_commit(len(rows), time.perf_counter() - started)
         offset = 0
