@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from tests.unit.ingest.test_tracking_pool import raws
+
 from personify.ingest.tracking import store
 from personify.ingest.tracking.intake import normalize_all
 from personify.ingest.tracking.normalize import EVENT_COLUMNS, Inputs
-from tests.unit.ingest.test_tracking_pool import raws
 
 
 def test_struct_path_equals_the_column_path() -> None:
