@@ -148,7 +148,7 @@ def _inputs(request: Request, tracking: Tracking, source: TrackingSource, **kw: 
 
 
 async def _take_in(
-    tracking: Tracking, source: TrackingSource, raws: list[bytes], inputs: Inputs
+    tracking: Tracking, source: TrackingSource, body: bytes, envelope: Envelope, inputs: Inputs
 ) -> Intake:
     """The batch normalized — by a helper process when the server has them (the same
     :class:`Intake` either way, see :mod:`personify.ingest.tracking.pool`)."""
@@ -156,13 +156,15 @@ async def _take_in(
     if pool is not None:
         cache = tracking.plans.get(source.name)
         plan = cache.key() if cache is not None and inputs.plan is not None else None
-        intake = await pool.normalize(raws, inputs, plan, prefix="/batch")
+        intake = await pool.normalize(
+            body, inputs, plan, prefix="/batch", events=len(envelope.batch)
+        )
         if tracking.normalized is not None:
             tracking.normalized.inc(where="in_process" if intake is None else "helper")
         if intake is not None:
             drop_known(intake, tracking.recent)
             return intake
-    return take_in(raws, inputs, tracking.recent)
+    return take_in([bytes(raw) for raw in envelope.batch], inputs, tracking.recent)
 
 
 async def _store(tracking: Tracking, source: TrackingSource, intake: Intake) -> None:
@@ -244,7 +246,7 @@ async def batch(request: Request) -> Response:
         context=envelope.context,
         integrations=envelope.integrations,
     )
-    intake = await _take_in(tracking, source, [bytes(raw) for raw in envelope.batch], inputs)
+    intake = await _take_in(tracking, source, body, envelope, inputs)
     await _store(tracking, source, intake)
     return _answer(summary(intake))
 

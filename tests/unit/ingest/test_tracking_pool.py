@@ -126,6 +126,23 @@ def test_a_helper_gives_the_in_process_intake(
     assert pool.offloaded == 1
 
 
+def test_a_whole_body_gives_the_same_intake(pool: NormalizerPool, project_dir: Path) -> None:
+    """The server sends the batch body (cheaper than its events one by one): the helper decodes
+    it again and normalizes the very same events."""
+    cache = PlanCache(project_dir / "tracking-plan")
+    inputs = Inputs(source="web", received_at=RECEIVED, plan=cache.get())
+    batch = raws()[:-1]  # (the last one is not JSON: it could not sit in a body)
+    body = b'{"batch": [' + b", ".join(batch) + b'], "sentAt": "2026-03-01T12:00:01Z"}'
+
+    async def go() -> Intake | None:
+        assert await pool.started(60)
+        return await pool.normalize(body, inputs, cache.key(), prefix="/batch", events=len(batch))
+
+    helped = asyncio.run(go())
+    assert helped is not None
+    assert helped == normalize_all(batch, inputs, prefix="/batch")
+
+
 def test_small_requests_stay_in_process(pool: NormalizerPool) -> None:
     inputs = Inputs(source="web", received_at=RECEIVED)
     assert offloaded(pool, raws()[: MIN_EVENTS - 1], inputs) is None

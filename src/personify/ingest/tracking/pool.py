@@ -40,7 +40,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgspec
+
 from personify.ingest.tracking.intake import Intake, normalize_all
+from personify.ingest.tracking.messages import Envelope
 from personify.ingest.tracking.normalize import Inputs
 from personify.ingest.tracking.plan import PlanKey, plan_for
 
@@ -259,11 +262,20 @@ class NormalizerPool:
         return best
 
     async def normalize(
-        self, raws: Sequence[bytes], inputs: Inputs, plan: PlanKey | None, *, prefix: str
+        self,
+        raws: Sequence[bytes] | bytes,
+        inputs: Inputs,
+        plan: PlanKey | None,
+        *,
+        prefix: str,
+        events: int | None = None,
     ) -> Intake | None:
         """The request normalized by a helper, or ``None``: do it in process (too small, no
-        helper ready, the helper failed)."""
-        if len(raws) < MIN_EVENTS or self._closed:
+        helper ready, the helper failed). ``raws``: the events' raw JSON — or, cheaper to send,
+        the whole ``/v1/batch`` body (its ``batch`` holding ``events`` events), which the
+        helper decodes again."""
+        count = len(raws) if events is None else events
+        if count < MIN_EVENTS or self._closed:
             return None
         helper = self._pick()
         if helper is None:
@@ -274,7 +286,8 @@ class NormalizerPool:
             self.in_process += 1  # still starting (importing)
             return None
         bare = dataclasses.replace(inputs, plan=None)  # the helper reads the plan by its key
-        payload = pickle.dumps((list(raws), bare, plan, prefix), protocol=pickle.HIGHEST_PROTOCOL)
+        sent = raws if isinstance(raws, bytes) else list(raws)
+        payload = pickle.dumps((sent, bare, plan, prefix), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             intake = await helper.send(payload)
         except HelperFailed as e:
@@ -296,6 +309,8 @@ class NormalizerPool:
 def _answer(request: bytes) -> bytes:
     try:
         raws, inputs, plan, prefix = pickle.loads(request)  # noqa: S301 (our server only)
+        if isinstance(raws, bytes):  # a whole batch body (decoded by the server already)
+            raws = [bytes(raw) for raw in msgspec.json.decode(raws, type=Envelope).batch]
         if plan is not None:
             inputs = dataclasses.replace(inputs, plan=plan_for(plan))
         intake = normalize_all(raws, inputs, prefix=prefix)
