@@ -143,10 +143,16 @@ def stop_all(workers: Sequence[subprocess.Popen[bytes]], servers: Sequence[Serve
 
 
 def spawn_serve(
-    project: Path, log: Path, *, role: str = "all", port: int | None = None
+    project: Path,
+    log: Path,
+    *,
+    role: str = "all",
+    port: int | None = None,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """``personify serve --role ROLE`` (with ``--port`` unless a worker), output to ``log``."""
-    args = [PERSONIFY, "serve", "--project", str(project), "--role", role]
+    """``personify serve --role ROLE`` (with ``--port`` unless a worker, and ``extra``
+    options), output to ``log``."""
+    args = [PERSONIFY, "serve", "--project", str(project), "--role", role, *extra]
     if port is not None:
         args += ["--port", str(port)]
     with log.open("ab") as sink:
@@ -182,9 +188,11 @@ def start_server(
     *,
     port: int | None = None,
     role: str = "all",
+    extra: Sequence[str] = (),
 ) -> Server:
     """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
     port = port or free_port()
     log.write_bytes(b"")
-    server = Server(project, port, spawn_serve(project, log, role=role, port=port), log)
+    proc = spawn_serve(project, log, role=role, port=port, extra=extra)
+    server = Server(project, port, proc, log)
     return healthy(server, timeout)

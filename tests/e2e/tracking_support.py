@@ -6,6 +6,7 @@ import random
 import selectors
 import socket
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,14 @@ from tests.e2e.test_serve import Server, run_json, start_server
 
 
 def start_server_on(
-    project: Path, log: Path, port: int | None = None, timeout: float = SERVE_START_TIMEOUT
+    project: Path,
+    log: Path,
+    port: int | None = None,
+    timeout: float = SERVE_START_TIMEOUT,
+    extra: Sequence[str] = (),
 ) -> Server:
     """``personify serve`` on ``port`` (a free one by default), healthy, or an AssertionError."""
-    return start_server(project, log, timeout, port=port)
+    return start_server(project, log, timeout, port=port, extra=extra)
 
 
 class LossyProxy:

@@ -60,10 +60,12 @@ _OK, _FAILED, _READY = 0, 1, 2
 
 
 def default_processes() -> int:
-    """One helper per core beyond the first (the serving process keeps one), at most
-    :data:`MAX_PROCESSES`; none on one core."""
+    """One helper per core beyond the first two (the serving process keeps busy two: the writer's
+    commits and continuous mode beside the requests), at most :data:`MAX_PROCESSES`; none on
+    one or two cores, where session 7 measured no gain from one (its normalizing then takes the
+    cores from the commits as much as it frees the interpreter lock)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(MAX_PROCESSES, (cores or 1) - 1))
+    return max(0, min(MAX_PROCESSES, (cores or 1) - 2))
 
 
 class HelperFailed(Exception):
