@@ -61,10 +61,6 @@ _DUCKDB_MEMORY = (
 """``personify serve`` with another cap on DuckDB's memory (MiB)."""
 _DUCKDB_THREADS = "import personify.warehouse.duckdb.backend as b; b.SERVE_THREADS = {n}; "
 """``personify serve`` with DuckDB statements on ``n`` threads (0: every core)."""
-_APPLIER_NICE = "import personify.realtime.continuous as c; c.SERVING_NICE = {n}; "
-"""``personify serve`` with the continuous-mode thread at this niceness."""
-_APPLIER_YIELD = "import personify.realtime.continuous as c; c.YIELD = {y!r}; "
-"""``personify serve`` with another :data:`~personify.realtime.continuous.YIELD`."""
 _SWITCH = "sys.setswitchinterval({seconds!r}); "
 """``personify serve`` with another GIL switch interval: how soon a thread waiting for the GIL
 (the group writer, back from DuckDB) takes it from one running Python (the event loop)."""
@@ -250,8 +246,6 @@ def over_http(
     switch_interval: float | None = None,
     ingest_processes: int | None = None,
     duckdb_threads: int | None = None,
-    applier_nice: int | None = None,
-    applier_yield: float | None = None,
 ) -> dict[str, float]:
     """Events/s, latencies and peak RSS of a real server (and the clients' own CPU)."""
     env = init_project(work)
@@ -269,10 +263,6 @@ def over_http(
     patch = "" if continuous else _WITHOUT_CONTINUOUS
     if duckdb_mib is not None:
         patch += _DUCKDB_MEMORY.format(mib=int(duckdb_mib))
-    if applier_yield is not None:
-        patch += _APPLIER_YIELD.format(y=float(applier_yield))
-    if applier_nice is not None:
-        patch += _APPLIER_NICE.format(n=int(applier_nice))
     if duckdb_threads is not None:
         patch += _DUCKDB_THREADS.format(n=int(duckdb_threads))
     if switch_interval is not None:
@@ -441,19 +431,6 @@ def main() -> None:
         help="start the server with DuckDB's threads set to N (default: one per core)",
     )
     parser.add_argument(
-        "--applier-nice",
-        type=int,
-        metavar="N",
-        help="start the server with continuous mode's thread at niceness N",
-    )
-    parser.add_argument(
-        "--applier-yield",
-        type=float,
-        metavar="X",
-        help="start the server with continuous mode's YIELD at X (0: rest as long as a pass "
-        "took, whatever the tracking writer does)",
-    )
-    parser.add_argument(
         "--ingest-processes",
         type=int,
         metavar="N",
@@ -476,8 +453,6 @@ def main() -> None:
             switch_interval=args.switch_interval,
             ingest_processes=args.ingest_processes,
             duckdb_threads=args.duckdb_threads,
-            applier_nice=args.applier_nice,
-            applier_yield=args.applier_yield,
         )
     print(f"machine: {machine()}")
     print(f"load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
@@ -487,8 +462,6 @@ def main() -> None:
         f"{'off' if args.without_continuous else 'on'}"
         + (f"; GIL switch interval {args.switch_interval:g} s" if args.switch_interval else "")
         + (f"; DuckDB threads {args.duckdb_threads}" if args.duckdb_threads else "")
-        + (f"; applier niceness {args.applier_nice}" if args.applier_nice is not None else "")
-        + (f"; applier YIELD {args.applier_yield:g}" if args.applier_yield is not None else "")
         + (
             f"; serve --ingest-processes {args.ingest_processes}"
             if args.ingest_processes is not None

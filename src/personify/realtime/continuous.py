@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 import queue
 import threading
 import time
@@ -60,22 +59,10 @@ benchmark's events cost 193 / 52 / 28 µs of CPU each in passes of 5,000 / 20,00
 item per submission: a request's ids) and a pass's scope 50,000 message ids."""
 PASS_INTERVAL: Final = 0.5
 """Seconds between the starts of two passes when busy (an idle applier starts at once)."""
-YIELD: float = 0.0
-"""How much longer a busy applier may rest while the tracking writer is saturated: after a pass
-of ``t`` seconds it rests ``t × (1 + YIELD × p)``, ``p`` the share of the time since its last
-pass the writer spent committing (``ingest_busy``). 0 (the default): as long as the pass took,
-whatever the writer does — session 7 measured 2.0 (a quarter of the thread's time under a
-tracking burst instead of a half) on the 2-core machine: the same ingest rate within the noise,
-and the backlog took 20–23 s instead of 8–14 s to apply after 300k events."""
 BUSY_PASS: Final = 100
 """A pass of at least this many inputs means load: the next one waits (see the module doc)."""
 TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
-SERVING_NICE: int = 0
-"""Scheduling niceness of ``personify serve``'s applier thread (Linux sets it per thread; 0: the
-process's). Above 0 the kernel runs everything else first when the cores are short — other
-processes on the machine too, so a neighbour's load can starve continuous mode; left at 0 (the
-applier yields to the ingest path by :data:`YIELD` instead; session 7 measured both)."""
 PATIENCE: Final = 30.0
 """Seconds a pass (or a tick) keeps retrying write-write conflicts before it is given up."""
 _IN: Final = f"IN (SELECT {UNNEST})"
@@ -106,22 +93,16 @@ class Applier:
         tick_every: float | None = TICK,
         pass_interval: float = PASS_INTERVAL,
         on_reacted: Callable[[Any], None] | None = None,
-        nice: int = 0,
-        ingest_busy: Callable[[], float] | None = None,
     ) -> None:
         """``on_applied(inputs, seconds_since_the_oldest_was_queued)`` after each pass's profile
         step; ``react``: also segments, rules, journey entries; ``tick_every``: seconds between
-        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction;
-        ``nice``: the thread's scheduling niceness (see :data:`SERVING_NICE`); ``ingest_busy()``:
-        seconds the tracking writer has spent committing so far (see :data:`YIELD`)."""
+        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction."""
         self.session = session
         self.on_applied = on_applied
         self.on_reacted = on_reacted
         self.reacting = react
         self.tick_every = tick_every
         self.pass_interval = pass_interval
-        self.nice = nice
-        self.ingest_busy = ingest_busy
         self.applied = 0
         self.passes = 0
         self.ticks = 0
@@ -201,12 +182,8 @@ class Applier:
 
     # ------------------------------------------------------------------------------ loop
     def _run(self) -> None:
-        if self.nice and hasattr(os, "setpriority"):
-            with contextlib.suppress(OSError):  # (not allowed: as the process)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         last_pass = last_end = -float("inf")
         last_took, last_size = 0.0, 0
-        sampled = (time.monotonic(), self._busy())
         next_tick = time.monotonic() + (self.tick_every or 0)
         while True:
             wait = None if self.tick_every is None else max(0.0, next_tick - time.monotonic())
@@ -219,14 +196,10 @@ class Applier:
             stop = False
             if first is not _NOTHING:
                 # a pass just ran: let this one gather a burst — at least pass_interval between
-                # starts, and at least as long idle as the last pass took, longer while the
-                # tracking writer is saturated (under load the applier gets at most half its
-                # thread's time, a quarter when ingest needs the cores; passes grow instead)
+                # starts, and at least as long idle as the last pass took (under load the
+                # applier gets at most half its thread's time, and passes grow instead)
                 if last_size >= BUSY_PASS:
-                    now, busy_so_far = time.monotonic(), self._busy()
-                    rest = rest_after(last_took, sampled, (now, busy_so_far))
-                    sampled = (now, busy_so_far)
-                    ready = max(last_pass + self.pass_interval, last_end + rest)
+                    ready = max(last_pass + self.pass_interval, last_end + last_took)
                     busy = ready - time.monotonic()
                     if busy > 0:
                         time.sleep(busy)
@@ -257,14 +230,6 @@ class Applier:
                 next_tick = time.monotonic() + self.tick_every
             if stop:
                 return
-
-    def _busy(self) -> float:
-        if self.ingest_busy is None:
-            return 0.0
-        try:
-            return float(self.ingest_busy())
-        except Exception:  # only a hint
-            return 0.0
 
     def _pass(self, batch: list[_Item], inputs: int) -> None:
         from personify.profiles.realtime import apply
@@ -313,15 +278,6 @@ class Applier:
     def _conflict(self, error: BaseException) -> None:
         self.conflicts += 1
         log.debug("real-time: a write-write conflict (%s); retrying", type(error).__name__)
-
-
-def rest_after(took: float, before: tuple[float, float], now: tuple[float, float]) -> float:
-    """Seconds a busy applier rests after a pass of ``took`` seconds, given two samples
-    ``(monotonic time, the tracking writer's busy seconds so far)`` around it (see
-    :data:`YIELD`)."""
-    elapsed = now[0] - before[0]
-    pressure = (now[1] - before[1]) / elapsed if elapsed > 0 else 0.0
-    return took * (1.0 + YIELD * min(max(pressure, 0.0), 1.0))
 
 
 _NOTHING: Final = _Item("", (), 0.0)

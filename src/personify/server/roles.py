@@ -151,21 +151,7 @@ def attach_continuous(
             if n:
                 reactions.inc(n, kind=kind)
 
-    from personify.realtime import continuous
-
-    def ingest_busy() -> float:  # the tracking writer's busy seconds (once it exists)
-        from personify.server.tracking_state import KEY
-
-        tracking = state.extras.get(KEY)
-        return float(getattr(tracking.writer.stats, "seconds", 0.0)) if tracking else 0.0
-
-    applier = Applier(
-        state.session,
-        on_applied=observe,
-        on_reacted=reacted,
-        nice=continuous.SERVING_NICE,
-        ingest_busy=ingest_busy,
-    )
+    applier = Applier(state.session, on_applied=observe, on_reacted=reacted)
     stack.callback(applier.close)
     stats.applier = applier
     state.extras[APPLIER] = applier

@@ -68,8 +68,6 @@ class WriterStats:
     """Event rows handed to those transactions."""
     failures: int = 0
     """Requests that could not be stored."""
-    seconds: float = 0.0
-    """Time spent storing groups (the writer's busy time: continuous mode yields to it)."""
 
 
 class GroupWriter:
@@ -177,10 +175,8 @@ class GroupWriter:
         held = [r for j in jobs for r in j.quarantine]
         locations = _Locations(jobs)
         started = time.perf_counter()
-        tables = [j.table for j in jobs if j.rows]
-        table = None
-        if tables and all(t is not None for t in tables):
-            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        tables = [j.table for j in jobs if j.table is not None]  # (every job with rows has one)
+        table = pa.concat_tables(tables) if tables else None
         try:
             status = self._attempt(rows, held, locations, table)
         except Exception as e:
@@ -200,7 +196,6 @@ class GroupWriter:
             return
         self.stats.commits += 1
         self.stats.rows += len(rows)
-        self.stats.seconds += time.perf_counter() - started
         if self.on_commit is not None:
             self.on_commit(len(rows), time.perf_counter() - started)
         offset = 0

@@ -72,8 +72,8 @@ limit_threads`), except in forwarded commands and scheduled rebuilds (:meth:`~Du
 all_threads`). A statement's extra threads are DuckDB's own workers, shared by every thread of
 the process: continuous mode's passes spread onto them and took the cores from the tracking
 writer's commits. On one thread, a statement runs on the thread that issued it, and continuous
-mode's share of the cores is the share of its thread's time it takes
-(:data:`personify.realtime.continuous.YIELD`; benchmarks/RESULTS.md, session 7)."""
+mode's share of the cores is the share of its thread's time it takes (at most half, see
+:mod:`personify.realtime.continuous`; benchmarks/RESULTS.md, session 7)."""
 SERVE_MEMORY_LIMIT: Final = 128 << 20
 """Bytes DuckDB may hold in a long-running process (:meth:`DuckDBWarehouse.limit_memory`,
 ``personify serve``): uncapped, each checkpoint of the tracking API's appends left ~115 MB more
