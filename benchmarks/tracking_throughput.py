@@ -428,14 +428,15 @@ def main() -> None:
         "--duckdb-threads",
         type=int,
         metavar="N",
-        help="start the server with DuckDB's threads set to N (default: one per core)",
+        help="start the server with DuckDB statements on N threads (0: every core; "
+        "default: serve's own, one)",
     )
     parser.add_argument(
         "--ingest-processes",
         type=int,
         metavar="N",
         help="personify serve --ingest-processes N (default: serve's own, one per core beyond "
-        "the first)",
+        "the first two)",
     )
     args = parser.parse_args()
     payloads = bodies(args.events)
