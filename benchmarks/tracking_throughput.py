@@ -436,7 +436,7 @@ def main() -> None:
         type=int,
         metavar="N",
         help="personify serve --ingest-processes N (default: serve's own, one per core beyond "
-        "the first two)",
+        "the first)",
     )
     args = parser.parse_args()
     payloads = bodies(args.events)

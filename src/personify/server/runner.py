@@ -130,7 +130,7 @@ def serve(
     """Serve the project in ``directory`` until SIGINT/SIGTERM (see the module docstring).
     ``role`` (see :mod:`personify.server.roles`): ``all``, ``ingest`` or ``worker``;
     ``ingest_processes``: helper processes normalizing tracking batches (default: one per core
-    beyond the first two, :func:`personify.ingest.tracking.pool.default_processes`; 0: none)."""
+    beyond the first, :func:`personify.ingest.tracking.pool.default_processes`; 0: none)."""
     logging.config.dictConfig(logging_config(log_level))
     with _signals_stop():
         try:

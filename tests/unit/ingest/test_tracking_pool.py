@@ -195,3 +195,13 @@ def test_closing_stops_the_helpers() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert p.pids == []
+
+
+@pytest.mark.parametrize(
+    ("cores", "helpers"), [(1, 0), (2, 1), (3, 2), (16, pool_module.MAX_PROCESSES)]
+)
+def test_by_default_one_helper_per_core_beyond_the_first(
+    cores: int, helpers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert pool_module.default_processes() == helpers

@@ -39,8 +39,8 @@ def serve_command(
             "--ingest-processes",
             min=0,
             help="Helper processes that decode and validate tracking batches, so this process "
-            "keeps its time for storing them (default: one per core beyond the first two, at "
-            "most 4 — none on a 2-core machine, where it measured no gain; 0: none).",
+            "keeps its interpreter lock for storing them (default: one per core beyond the "
+            "first, at most 4 — one on a 2-core machine; 0: none).",
         ),
     ] = None,
     project: ProjectOpt = Path("."),

@@ -60,12 +60,16 @@ _OK, _FAILED, _READY = 0, 1, 2
 
 
 def default_processes() -> int:
-    """One helper per core beyond the first two (the serving process keeps busy two: the writer's
-    commits and continuous mode beside the requests), at most :data:`MAX_PROCESSES`; none on
-    one or two cores, where session 7 measured no gain from one (its normalizing then takes the
-    cores from the commits as much as it frees the interpreter lock)."""
+    """One helper per core beyond the first, at most :data:`MAX_PROCESSES`; none on one core.
+
+    On two cores one helper is worth its core: the serving process then uses under one core
+    (event loop ~40 %, writer ~25 %, continuous mode ~25 % at 27k events/s) — what holds its
+    rate back is the interpreter lock's hand-offs, not CPU — and taking the normalizing out of
+    it shortened the group commits from ~37 to ~26 ms: 22.7k events/s on average against 19.2k
+    without (12 and 6 runs in the same hour, ahead in 3 of 4 direct pairs;
+    ``benchmarks/RESULTS.md``, tracking, session 8)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(MAX_PROCESSES, (cores or 1) - 2))
+    return max(0, min(MAX_PROCESSES, (cores or 1) - 1))
 
 
 class HelperFailed(Exception):
