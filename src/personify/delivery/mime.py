@@ -229,13 +229,18 @@ def _rewrapped(encoded: bytes) -> bytes:
 
 
 def _qp_segment(text: str) -> bytes:
-    """:func:`_qp` with a last line short enough to take a soft line break (``=``)."""
+    """:func:`_qp` with a last line short enough to take a soft line break (``=``). A dot that
+    the break would leave at the start of the new line is written ``=2E``: alone there (76
+    characters ending in ``.``), it would end the SMTP ``DATA``."""
     encoded = _qp(text)
     start = encoded.rfind(b"\n") + 1
     if len(encoded) - start <= 75:
         return encoded
     cut = _escape_safe(encoded, start + 75)
-    return encoded[:cut] + b"=\r\n" + encoded[cut:]
+    tail = encoded[cut:]
+    if tail.startswith(b"."):
+        tail = b"=2E" + tail[1:]
+    return encoded[:cut] + b"=\r\n" + tail
 
 
 _STATIC_MIN = 256

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from personify.delivery.mime import AddressError, Unsubscribe, build_raw, mailbox
@@ -150,6 +150,8 @@ piece = st.one_of(names, st.lists(plain_bits, max_size=6).map("".join))
 
 @settings(max_examples=200, deadline=None)
 @given(pieces=st.lists(piece, min_size=1, max_size=12), marks=st.lists(st.booleans()))
+@example(pieces=["0" * 75 + "."], marks=[])  # found by CI: the soft break left a lone dot
+@example(pieces=["0" * 75 + "."], marks=[True])
 def test_html_with_static_pieces_round_trips(pieces: list[str], marks: list[bool]) -> None:
     """Pieces encoded apart (the static ones once) and joined by column: valid quoted-printable
     within 76 characters a line, decoding to the HTML — also when the same static piece comes
