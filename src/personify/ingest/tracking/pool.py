@@ -63,7 +63,7 @@ def default_processes() -> int:
     """One helper per core beyond the first, at most :data:`MAX_PROCESSES`; none on one core.
 
     On two cores one helper is worth its core: the serving process then uses under one core
-    (event loop ~40 %, writer ~25 %, continuous mode ~25 % at 27k events/s) — what holds its
+    (its three busy threads at 40, 26 and 23 % of a core at 27k events/s) — what holds its
     rate back is the interpreter lock's hand-offs, not CPU — and taking the normalizing out of
     it shortened the group commits from ~37 to ~26 ms: 22.7k events/s on average against 19.2k
     without (12 and 6 runs in the same hour, ahead in 3 of 4 direct pairs;
