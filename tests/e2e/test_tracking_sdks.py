@@ -28,7 +28,8 @@ EVENTS = 1500
 RESENT = 150
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 HELPERS = ("--ingest-processes", "1")
-"""The SDKs' batches go through a normalizer process (none by default on two cores)."""
+"""The SDKs' batches go through exactly one normalizer process, whatever the machine's
+cores (the default is one per core beyond the first: none on one core, more on many)."""
 
 
 @pytest.fixture
