@@ -28,6 +28,13 @@ logged and the pass dropped (its inputs are stored; the batch path — ``personi
 What a scheduled sync stored (``submit_synced``: its source and when it started) is found by
 ``received_at``: the events and person records, and the orders, order items and tickets it
 stored or updated since then.
+
+The backlog stays bounded under a load continuous mode cannot keep up with: past
+:data:`MAX_QUEUED_EVENTS` queued message ids, a writer's new events are no longer queued by id
+(~90 bytes each) but as a *window* — the span of their ``received_at``, up to :data:`MAX_PASS`
+events per window, a few dozen bytes whatever its size — and the pass that takes a window reads
+its events back by that span (with any other event received in it: applying one twice changes
+nothing). Events are stored before they are submitted, so a window's events are all there.
 """
 
 from __future__ import annotations
@@ -40,10 +47,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from personify.identity.sightings import NOTHING, Scope, Where
+from personify.ingest.tracking.normalize import EPOCH, EVENT_COLUMNS
 from personify.ingest.tracking.store import NEW
 from personify.session import Session
 from personify.warehouse.base import UNNEST
@@ -65,7 +73,12 @@ TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
 PATIENCE: Final = 30.0
 """Seconds a pass (or a tick) keeps retrying write-write conflicts before it is given up."""
+MAX_QUEUED_EVENTS: Final = 100_000
+"""Events queued by message id at most (~9 MB); more new events wait as windows of their
+``received_at`` (see the module doc). Over 1.2 M events sent at full speed the queued ids had
+taken the two serving processes to the memory goal's edge (499–510 MB, session 8)."""
 _IN: Final = f"IN (SELECT {UNNEST})"
+_RECEIVED: Final = EVENT_COLUMNS.index("received_at")
 _T = TypeVar("_T")
 
 
@@ -76,9 +89,29 @@ class _Item:
 
     kind: str
     """``event`` (message ids), ``order``, ``record`` ((source, record id) pairs), ``synced``
-    ((source, since): what a sync stored), ``customer``."""
+    ((source, since): what a sync stored), ``customer``, ``window`` ((first, last): events
+    received in that span, µs since 1970 — see :data:`MAX_QUEUED_EVENTS`)."""
     keys: tuple[Any, ...]
     queued: float
+    size: int = -1
+    """Inputs it stands for (``-1``: one per key; a window's events)."""
+
+    @property
+    def inputs(self) -> int:
+        return len(self.keys) if self.size < 0 else self.size
+
+
+@dataclass(slots=True)
+class _Window:
+    """New events not queued by id: the span of their ``received_at`` (µs) and their count."""
+
+    first: int
+    last: int
+    events: int
+    queued: float
+
+    def item(self) -> _Item:
+        return _Item("window", ((self.first, self.last),), self.queued, self.events)
 
 
 class Applier:
@@ -93,10 +126,12 @@ class Applier:
         tick_every: float | None = TICK,
         pass_interval: float = PASS_INTERVAL,
         on_reacted: Callable[[Any], None] | None = None,
+        max_queued_events: int = MAX_QUEUED_EVENTS,
     ) -> None:
         """``on_applied(inputs, seconds_since_the_oldest_was_queued)`` after each pass's profile
         step; ``react``: also segments, rules, journey entries; ``tick_every``: seconds between
-        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction."""
+        journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction;
+        ``max_queued_events``: see :data:`MAX_QUEUED_EVENTS`."""
         self.session = session
         self.on_applied = on_applied
         self.on_reacted = on_reacted
@@ -109,9 +144,17 @@ class Applier:
         self.failures = 0
         self.conflicts = 0
         """Write-write conflicts met (and retried) so far."""
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self.windowed = 0
+        """New events submitted as windows rather than by id (the queue was full)."""
+        self.max_queued_events = max_queued_events
+        self._queue: queue.Queue[_Item | _Window | None] = queue.Queue()
         self._pending = 0
-        """Inputs submitted and not yet through a pass (guarded by ``_done``)."""
+        """Inputs submitted and not yet through a pass (guarded by ``_done``, as are the two
+        below)."""
+        self._queued_events = 0
+        """Event ids in the queue (taken off when a pass takes them)."""
+        self._window: _Window | None = None
+        """The window new events join (queued when opened; closed when full or taken)."""
         self._done = threading.Condition()
         self._in_pass = 0
         """Inputs of the pass under way."""
@@ -131,8 +174,38 @@ class Applier:
         self._queue.put(item)
 
     def submit(self, message_ids: Iterable[str]) -> None:
-        """Stored events, by ``message_id``."""
+        """Stored events, by ``message_id`` (a webhook's, a few at a time: always queued by id;
+        a writer's go through :meth:`submit_stored`)."""
         self._put("event", message_ids)
+
+    def submit_stored(self, rows: Sequence[Sequence[Any]], status: Sequence[int]) -> None:
+        """What a store call made new: the rows (``EVENT_COLUMNS``) whose ``status`` is ``NEW``
+        — by id while fewer than :attr:`max_queued_events` are queued, else in a window."""
+        new = [r for r, s in zip(rows, status, strict=True) if s == NEW]
+        if not new:
+            return
+        by_id = self._queued_events + len(new) <= self.max_queued_events  # (read unlocked:
+        # a race only moves one request's ids between the queue and a window)
+        opened: _Window | None = None
+        with self._done:  # counted before it is queued: wait_idle cannot miss it
+            self._pending += len(new)
+            if by_id:
+                self._queued_events += len(new)
+            else:
+                self.windowed += len(new)
+                first = min(r[_RECEIVED] for r in new)
+                last = max(r[_RECEIVED] for r in new)
+                window = self._window
+                if window is None:  # queued at once; it grows until a pass takes it
+                    window = opened = self._window = _Window(first, last, 0, time.perf_counter())
+                window.first, window.last = min(window.first, first), max(window.last, last)
+                window.events += len(new)
+                if window.events >= MAX_PASS:
+                    self._window = None  # full: the next ones open another
+        if by_id:
+            self._queue.put(_Item("event", tuple(str(r[0]) for r in new), time.perf_counter()))
+        elif opened is not None:
+            self._queue.put(opened)
 
     def submit_orders(self, order_ids: Iterable[str]) -> None:
         self._put("order", order_ids)
@@ -188,7 +261,7 @@ class Applier:
         while True:
             wait = None if self.tick_every is None else max(0.0, next_tick - time.monotonic())
             try:
-                first = self._queue.get(timeout=wait)
+                first = self._take(self._queue.get(timeout=wait))
             except queue.Empty:
                 first = _NOTHING
             if first is None:
@@ -203,17 +276,19 @@ class Applier:
                     busy = ready - time.monotonic()
                     if busy > 0:
                         time.sleep(busy)
-                batch, size = [first], len(first.keys)
+                batch, size = [first], first.inputs
                 while size < MAX_PASS:  # (a submission is never split)
                     try:
-                        item = self._queue.get_nowait()
+                        item = self._take(self._queue.get_nowait())
                     except queue.Empty:
                         break
                     if item is None:
                         stop = True
                         break
                     batch.append(item)
-                    size += len(item.keys)
+                    size += item.inputs
+                with self._done:
+                    self._queued_events -= sum(i.inputs for i in batch if i.kind == "event")
                 last_pass, last_size, self._in_pass = time.monotonic(), size, size
                 try:
                     self._pass(batch, size)
@@ -230,6 +305,15 @@ class Applier:
                 next_tick = time.monotonic() + self.tick_every
             if stop:
                 return
+
+    def _take(self, got: _Item | _Window | None) -> _Item | None:
+        """A queue entry as an item: a window is closed first (no event joins it after)."""
+        if not isinstance(got, _Window):
+            return got
+        with self._done:
+            if self._window is got:
+                self._window = None
+            return got.item()
 
     def _pass(self, batch: list[_Item], inputs: int) -> None:
         from personify.profiles.realtime import apply
@@ -293,6 +377,23 @@ def _or(parts: list[Where]) -> Where:
     )
 
 
+def _at(us: int) -> datetime:
+    """µs since 1970 as an aware UTC datetime (how the rows carry ``received_at``)."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def _merged(batch: Sequence[_Item]) -> list[tuple[int, int]]:
+    """The windows' spans, overlapping ones merged (a pass's statement stays small)."""
+    spans = sorted(key for i in batch if i.kind == "window" for key in i.keys)
+    out: list[tuple[int, int]] = []
+    for first, last in spans:
+        if out and first <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
 def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
     """One :class:`Scope` over every input of the pass, and the customers given directly."""
 
@@ -310,6 +411,8 @@ def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
                 source, since = key
                 synced[source] = min(since, synced.get(source, since))
     event_parts: list[Where] = [(f"message_id {_IN}", ([*events],))] if events else []
+    spans = [(_at(first), _at(last)) for first, last in _merged(batch)]
+    event_parts += [("received_at >= ? AND received_at <= ?", span) for span in spans]
     record_parts: list[Where] = [
         (f"source = ? AND record_id {_IN}", (source, sorted(ids)))
         for source, ids in sorted(records.items())
@@ -352,12 +455,12 @@ class ApplyingWriter:
         self, rows: Sequence[Any], quarantine: Sequence[Any] = (), locations: Sequence[str] = ()
     ) -> list[int]:
         status: list[int] = await self.inner.write(rows, quarantine, locations)
-        self.applier.submit(str(r[0]) for r, s in zip(rows, status, strict=True) if s == NEW)
+        self.applier.submit_stored(rows, status)
         return status
 
     def write_sync(self, rows: Sequence[Any], quarantine: Sequence[Any] = ()) -> list[int]:
         status: list[int] = self.inner.write_sync(rows, quarantine)
-        self.applier.submit(str(r[0]) for r, s in zip(rows, status, strict=True) if s == NEW)
+        self.applier.submit_stored(rows, status)
         return status
 
     def close(self, timeout: float = 10.0) -> None:

@@ -69,7 +69,7 @@ def start_worker(
             try:
                 status = store(warehouse, rows, held)  # one row per messageId, however delivered
                 if applier is not None:
-                    applier.submit(str(r[0]) for r, s in zip(rows, status, strict=True) if s == NEW)
+                    applier.submit_stored(rows, status)
                 return
             except Exception:
                 if attempt == 2:
