@@ -1,15 +1,18 @@
 """Tracking API throughput: sustained events/s through ``POST /v1/batch`` with durable acks.
 
-Usage: ``.venv/bin/python benchmarks/tracking_throughput.py [EVENTS] [--clients N] [--stored S]``
-(default 300,000 events, 16 concurrent clients, 100 events per request; ``--stored``: events
-already in the warehouse before the run, default 1,000,000 — a store that only works on an empty
-table is no store).
+Usage: ``.venv/bin/python benchmarks/tracking_throughput.py [EVENTS] [--clients N] [--stored S]
+[--owner]`` (default 300,000 events, 16 concurrent clients, 100 events per request; ``--stored``:
+events already in the warehouse before the run, default 1,000,000 — a store that only works on an
+empty table is no store; ``--owner``: one more figure, see below).
 
-Two figures from the same run, on the same events:
+Figures from the same run, on the same events:
 
 * **in-process ceiling** — decode + validate (spec rules, the scaffold's tracking plan) + store,
   no HTTP: the bodies go straight through ``take_in`` and ``store`` (one transaction per 2,000
   events, as the group writer would make them) on a fresh DuckDB file;
+* **the warehouse-owning process alone** (``--owner``) — serve's group writer and continuous
+  mode fed the same events already normalized, by as many coroutines as there are clients: what
+  the process that owns DuckDB could take if a front process did the HTTP and the decoding;
 * **HTTP** — a real ``personify serve`` process on a fresh scaffolded project; the clients are
   lean asyncio HTTP/1.1 keep-alive connections (pre-built requests, so the client costs little of
   the shared CPU), each waiting for its answer — a 200 means the events are committed — before
@@ -33,6 +36,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from _load import Load
@@ -147,6 +151,59 @@ def in_process(work: Path, payloads: list[bytes], stored: int = 0) -> tuple[floa
     session.close()
     total = len(payloads) * PER_REQUEST
     assert found == total, found
+    return total / seconds, cpu / total * 1e6
+
+
+def owner_only(
+    work: Path, payloads: list[bytes], clients: int, stored: int = 0, *, continuous: bool = True
+) -> tuple[float, float]:
+    """Events/s and CPU µs per event of the process that owns the warehouse with nothing else
+    to do: ``clients`` coroutines hand pre-normalized rows (unpickled, as a front process would
+    send them) to serve's group writer, continuous mode applying them — no HTTP, no decoding.
+    What a server split into a front and a warehouse owner could take at most."""
+    import pickle
+
+    from personify.ingest.tracking.writer import GroupWriter
+    from personify.realtime import profile_cache
+    from personify.realtime.continuous import Applier, ApplyingWriter
+
+    init_project(work)
+    prefill(work, stored)
+    session = Session(load_project(work))
+    wh = session.warehouse
+    wh.limit_memory()
+    wh.limit_threads()  # as serve runs it
+    plan, recent = load_plan(work / "tracking-plan"), RecentIds()
+    blobs = []
+    for body in payloads:
+        envelope = msgspec.json.decode(body, type=Envelope)
+        inputs = Inputs(source="web", received_at=datetime.now(UTC), plan=plan)
+        intake = take_in([bytes(r) for r in envelope.batch], inputs, recent)
+        blobs.append(pickle.dumps(intake.rows, protocol=pickle.HIGHEST_PROTOCOL))
+    group = GroupWriter(wh)
+    applier = None
+    writer: Any = group
+    if continuous:
+        profile_cache(wh, session.project)
+        applier = Applier(session)
+        writer = ApplyingWriter(group, applier)
+
+    async def client(todo: Any) -> None:
+        for blob in todo:
+            await writer.write(pickle.loads(blob))  # noqa: S301 (our own rows)
+
+    async def run() -> None:
+        todo = iter(blobs)
+        await asyncio.gather(*(client(todo) for _ in range(clients)))
+
+    started, cpu = time.perf_counter(), time.process_time()
+    asyncio.run(run())
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if applier is not None:
+        applier.close(300)
+    group.close()
+    session.close()
+    total = len(payloads) * PER_REQUEST
     return total / seconds, cpu / total * 1e6
 
 
@@ -438,12 +495,29 @@ def main() -> None:
         help="personify serve --ingest-processes N (default: serve's own, one per core beyond "
         "the first)",
     )
+    parser.add_argument(
+        "--owner",
+        action="store_true",
+        help="also measure the warehouse-owning process alone: serve's group writer (and "
+        "continuous mode) fed pre-normalized rows by the same number of clients, no HTTP",
+    )
     args = parser.parse_args()
     payloads = bodies(args.events)
     total = len(payloads) * PER_REQUEST
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ceiling, ceiling_cpu = in_process(Path(tmp) / "inproc", payloads, args.stored)
+        owner = (
+            owner_only(
+                Path(tmp) / "owner",
+                payloads,
+                args.clients,
+                args.stored,
+                continuous=not args.without_continuous,
+            )
+            if args.owner
+            else None
+        )
         http = over_http(
             Path(tmp) / "http",
             payloads,
@@ -475,6 +549,12 @@ def main() -> None:
     print(f"| in-process ceiling (decode + validate + store) | {ceiling:,.0f} events/s | |")
     print(f"| HTTP /v1/batch, durable acks | {http['events_per_s']:,.0f} events/s | ≥ 25,000 |")
     print(f"| HTTP / ceiling | {http['events_per_s'] / ceiling:.0%} | |")
+    if owner is not None:
+        print(
+            f"| the warehouse-owning process alone (pre-normalized rows, no HTTP; "
+            f"{args.clients} submitters) | {owner[0]:,.0f} events/s, {owner[1]:.1f} µs CPU "
+            f"each | |"
+        )
     inproc_cpu, server_cpu = ceiling_cpu, http["cpu_us"]
     print(f"| CPU per event, in-process / server | {inproc_cpu:.1f} / {server_cpu:.1f} µs | |")
     print(
