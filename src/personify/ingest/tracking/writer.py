@@ -7,6 +7,13 @@ returned — the warehouse has written its log to disk — resolves each request
 acknowledged event is durable, and the cost of a commit (an ``fsync``) is shared by every request
 that arrived while the previous one ran: the busier the server, the larger the groups.
 
+Under load the writer gathers before it commits: when the previous group held several requests
+and fewer than :data:`GATHER_ROWS` events are waiting, it waits for more — as long as they keep
+coming, at most :data:`GATHER_GAP` apart, for up to :data:`GATHER_MAX` — so a commit takes the
+whole burst of requests that the previous commit's answers set off (their clients send again at
+once) instead of its first few, and runs once the event loop is through with that burst. A
+lone client's requests never wait (its groups hold one request each).
+
 A group that fails is retried job by job, so one request that cannot be stored fails alone; a job
 that fails again fails with :class:`StoreUnavailable` (the API answers 503: nothing acknowledged).
 A full queue (:data:`MAX_QUEUED_JOBS`) refuses new jobs at once, for the sender to retry later.
@@ -39,6 +46,17 @@ MAX_QUEUED_JOBS: Final = 2_000
 """Requests waiting for the writer at most; more are refused (503) until it catches up."""
 TRANSIENT_RETRIES: Final = 2
 """Extra attempts of a group that fails (a write conflict with another transaction …)."""
+GATHER_ROWS: Final = 1_000
+"""Under load, a group with fewer events waits for more requests (see the module doc)."""
+GATHER_GAP: Final = 0.005
+"""Seconds without a new request after which a gathering group is committed."""
+GATHER_MAX: Final = 0.015
+"""Seconds a group gathers at most. Measured (``benchmarks/tracking_throughput.py``, 16
+clients, session 9), interleaved with no gathering: 31.9 / 23.5 / 23.0k against 31.2 / 20.0 /
+22.3k events/s, commits of ~820 events instead of ~656 (a fifth fewer fsyncs), server CPU
+46.9 / 61.9 / 65.1 against 47.9 / 70.6 / 67.6 µs per event. (A plain 15 ms pause before each
+busy commit, tried first, made groups of ~1,100 and held p99 at 242–366 ms where six runs
+without reached 193–882; the rate moved within the noise.)"""
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -162,13 +180,35 @@ class GroupWriter:
         return jobs, False
 
     def _run(self) -> None:
-        stop = False
+        stop, busy = False, False
         while not stop:
             first = self._queue.get()
             if first is None:
                 return
             jobs, stop = self._take(first)
+            if busy and not stop:
+                stop = self._gather(jobs)
+            busy = len(jobs) > 1
             self._commit_group(jobs)
+
+    def _gather(self, jobs: list[Job]) -> bool:
+        """Add the requests that keep arriving to ``jobs`` (see :data:`GATHER_MAX`); True when
+        the writer was asked to stop meanwhile."""
+        rows = sum(len(j.rows) for j in jobs)
+        deadline = time.monotonic() + GATHER_MAX
+        while rows < GATHER_ROWS:
+            wait = min(GATHER_GAP, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            try:
+                job = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if job is None:
+                return True
+            jobs.append(job)
+            rows += len(job.rows)
+        return False
 
     def _commit_group(self, jobs: list[Job]) -> None:
         rows = [r for j in jobs for r in j.rows]
