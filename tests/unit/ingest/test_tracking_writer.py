@@ -52,16 +52,20 @@ def test_concurrent_requests_share_commits_and_each_is_stored_once(wh: Warehouse
     assert wh.scalar("SELECT count(*) FROM events") == 9
 
 
-def test_a_busy_writer_gathers_requests_that_keep_arriving(wh: Warehouse) -> None:
+def test_a_busy_writer_gathers_as_many_requests_as_its_last_group(wh: Warehouse) -> None:
     writer = GroupWriter(wh)
     writer.close()  # its thread is gone: the test drives the queue
-    for i in range(3):
+    for i in range(5):
         writer.submit(job(f"q{i}-", 10))
     jobs = [job("first-", 10)]
     started = time.monotonic()
-    assert writer._gather(jobs) is False
-    assert [len(j.rows) for j in jobs] == [10, 10, 10, 10]  # the queued ones joined
-    assert time.monotonic() - started < 1.0  # it stopped at the first gap
+    assert writer._gather(jobs, burst=4) is False
+    assert [len(j.rows) for j in jobs] == [10, 10, 10, 10]  # three joined; the burst is whole
+    assert writer._queue.qsize() == 2
+    assert time.monotonic() - started < w.GATHER_MAX  # no wait once the burst is there
+    jobs = [job("second-", 10)]
+    assert writer._gather(jobs, burst=5) is False  # two more came, then the time was up
+    assert len(jobs) == 3 and writer._queue.qsize() == 0
 
 
 def test_gathering_stops_at_its_size_and_at_a_stop(
@@ -73,9 +77,9 @@ def test_gathering_stops_at_its_size_and_at_a_stop(
     for i in range(4):
         writer.submit(job(f"s{i}-", 10))
     jobs = [job("first-", 10)]
-    assert writer._gather(jobs) is False
+    assert writer._gather(jobs, burst=10) is False
     assert sum(len(j.rows) for j in jobs) == 30  # 25 reached: the rest stays queued
     assert writer._queue.qsize() == 2
     writer._queue.put(None)  # close() meanwhile
     more = [writer._queue.get_nowait()]
-    assert writer._gather(more) is True
+    assert writer._gather(more, burst=10) is True

@@ -7,12 +7,13 @@ returned — the warehouse has written its log to disk — resolves each request
 acknowledged event is durable, and the cost of a commit (an ``fsync``) is shared by every request
 that arrived while the previous one ran: the busier the server, the larger the groups.
 
-Under load the writer gathers before it commits: when the previous group held several requests
-and fewer than :data:`GATHER_ROWS` events are waiting, it waits for more — as long as they keep
-coming, at most :data:`GATHER_GAP` apart, for up to :data:`GATHER_MAX` — so a commit takes the
-whole burst of requests that the previous commit's answers set off (their clients send again at
-once) instead of its first few, and runs once the event loop is through with that burst. A
-lone client's requests never wait (its groups hold one request each).
+Under load the writer gathers before it commits: each commit's answers set off a burst (their
+clients send again at once, and the normalizer helper hands their requests over one by one), so
+when the previous group held several requests, the next one waits — for up to
+:data:`GATHER_MAX` — until as many requests have come (or :data:`GATHER_ROWS` events): one
+commit takes the whole burst instead of its first few, and runs once the event loop is through
+with it. A lone client's requests never wait (its groups hold one request each), and two
+clients' wait only for each other.
 
 A group that fails is retried job by job, so one request that cannot be stored fails alone; a job
 that fails again fails with :class:`StoreUnavailable` (the API answers 503: nothing acknowledged).
@@ -48,15 +49,12 @@ TRANSIENT_RETRIES: Final = 2
 """Extra attempts of a group that fails (a write conflict with another transaction …)."""
 GATHER_ROWS: Final = 1_000
 """Under load, a group with fewer events waits for more requests (see the module doc)."""
-GATHER_GAP: Final = 0.005
-"""Seconds without a new request after which a gathering group is committed."""
 GATHER_MAX: Final = 0.015
 """Seconds a group gathers at most. Measured (``benchmarks/tracking_throughput.py``, 16
-clients, session 9), interleaved with no gathering: 31.9 / 23.5 / 23.0k against 31.2 / 20.0 /
-22.3k events/s, commits of ~820 events instead of ~656 (a fifth fewer fsyncs), server CPU
-46.9 / 61.9 / 65.1 against 47.9 / 70.6 / 67.6 µs per event. (A plain 15 ms pause before each
-busy commit, tried first, made groups of ~1,100 and held p99 at 242–366 ms where six runs
-without reached 193–882; the rate moved within the noise.)"""
+clients, session 9), interleaved with no gathering: the rate within the noise, commits of
+~900 events instead of ~656 (a quarter fewer fsyncs), less CPU per event, and a p99 that stays
+near 300 ms where it reached 750–930 ms in a third of the runs (see ``benchmarks/RESULTS.md``,
+tracking, session 9)."""
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -180,24 +178,25 @@ class GroupWriter:
         return jobs, False
 
     def _run(self) -> None:
-        stop, busy = False, False
+        stop, burst = False, 1
         while not stop:
             first = self._queue.get()
             if first is None:
                 return
             jobs, stop = self._take(first)
-            if busy and not stop:
-                stop = self._gather(jobs)
-            busy = len(jobs) > 1
+            if burst > 1 and not stop:
+                stop = self._gather(jobs, burst)
+            burst = len(jobs)
             self._commit_group(jobs)
 
-    def _gather(self, jobs: list[Job]) -> bool:
-        """Add the requests that keep arriving to ``jobs`` (see :data:`GATHER_MAX`); True when
-        the writer was asked to stop meanwhile."""
+    def _gather(self, jobs: list[Job], burst: int) -> bool:
+        """Add requests to ``jobs`` until there are ``burst`` of them (the previous group's
+        size), :data:`GATHER_ROWS` events or :data:`GATHER_MAX` seconds; True when the writer
+        was asked to stop meanwhile."""
         rows = sum(len(j.rows) for j in jobs)
         deadline = time.monotonic() + GATHER_MAX
-        while rows < GATHER_ROWS:
-            wait = min(GATHER_GAP, deadline - time.monotonic())
+        while len(jobs) < burst and rows < GATHER_ROWS:
+            wait = deadline - time.monotonic()
             if wait <= 0:
                 break
             try:
