@@ -127,6 +127,13 @@ def prefill(work: Path, stored: int) -> None:
     session.close()
 
 
+def normalized(body: bytes, plan: Any, recent: RecentIds) -> Any:
+    """One ``/v1/batch`` body decoded and validated as the server would (no HTTP)."""
+    envelope = msgspec.json.decode(body, type=Envelope)
+    inputs = Inputs(source="web", received_at=datetime.now(UTC), plan=plan)
+    return take_in([bytes(r) for r in envelope.batch], inputs, recent)
+
+
 def in_process(work: Path, payloads: list[bytes], stored: int = 0) -> tuple[float, float]:
     """Events/s of decode + validate + store without HTTP, and CPU µs per event."""
     init_project(work)
@@ -138,9 +145,7 @@ def in_process(work: Path, payloads: list[bytes], stored: int = 0) -> tuple[floa
     rows: list[tuple[object, ...]] = []
     started, cpu = time.perf_counter(), time.process_time()
     for i, body in enumerate(payloads):
-        envelope = msgspec.json.decode(body, type=Envelope)
-        inputs = Inputs(source="web", received_at=datetime.now(UTC), plan=plan)
-        intake = take_in([bytes(r) for r in envelope.batch], inputs, recent)
+        intake = normalized(body, plan, recent)
         assert not intake.problems
         rows += intake.rows
         if len(rows) >= 2000 or i == len(payloads) - 1:
@@ -176,9 +181,7 @@ def owner_only(
     plan, recent = load_plan(work / "tracking-plan"), RecentIds()
     blobs = []
     for body in payloads:
-        envelope = msgspec.json.decode(body, type=Envelope)
-        inputs = Inputs(source="web", received_at=datetime.now(UTC), plan=plan)
-        intake = take_in([bytes(r) for r in envelope.batch], inputs, recent)
+        intake = normalized(body, plan, recent)
         blobs.append(pickle.dumps(intake.rows, protocol=pickle.HIGHEST_PROTOCOL))
     group = GroupWriter(wh)
     applier = None
