@@ -110,7 +110,9 @@ def export(rev: str, into: Path, repo: Path = ROOT) -> None:
     archive.unlink()
 
 
-def run_one(tree: Path, script: str, args: Sequence[str], wanted: Sequence[str]) -> Run:
+def run_one(
+    side: str, pair: int, tree: Path, script: str, args: Sequence[str], wanted: Sequence[str]
+) -> Run:
     """One run of ``tree``'s ``benchmarks/SCRIPT`` with ``tree/src`` first on the path (the
     servers a benchmark starts inherit it)."""
     env = dict(os.environ)
@@ -126,7 +128,7 @@ def run_one(tree: Path, script: str, args: Sequence[str], wanted: Sequence[str])
         text=True,
         check=False,
     )
-    run = Run("", 0, time.perf_counter() - started, load)
+    run = Run(side, pair, time.perf_counter() - started, load)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         run.failed = f"exit {proc.returncode}: " + " / ".join(tail)
@@ -194,8 +196,8 @@ def main(argv: Sequence[str] | None = None, root: Path = ROOT) -> int:
             flush=True,
         )
         for i, side in enumerate(order(ns.pairs)):
-            run = run_one(root if side == "new" else base, ns.script, args, ns.figure)
-            run.side, run.pair = side, i // 2
+            tree = root if side == "new" else base
+            run = run_one(side, i // 2, tree, ns.script, args, ns.figure)
             runs.append(run)
             shown = run.failed or "; ".join(f"{f.label}: {f.text}" for f in run.figures)
             print(
