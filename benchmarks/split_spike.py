@@ -14,7 +14,6 @@ and what they say are in ``RESULTS.md`` (tracking, session 10).
 from __future__ import annotations
 
 import asyncio
-import os
 import pickle
 import struct
 import subprocess
@@ -127,11 +126,6 @@ def front_main(work: str, sock: str, port: int) -> None:
     )
 
 
-def cpu(pid: int) -> float:
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench(continuous: bool, events: int, clients: int) -> None:
     import tracking_throughput as tt
     from tests.e2e.test_serve import free_port
@@ -162,11 +156,11 @@ def bench(continuous: bool, events: int, clients: int) -> None:
         time.sleep(2)
         payloads = tt.bodies(events)
         load = tt.batch_load(port, "k", payloads)
-        c0 = cpu(owner.pid), cpu(front.pid)
+        c0 = tt.cpu_seconds(owner.pid), tt.cpu_seconds(front.pid)
         t = time.perf_counter()
         asyncio.run(load.run(clients))
         secs = time.perf_counter() - t
-        c1 = cpu(owner.pid), cpu(front.pid)
+        c1 = tt.cpu_seconds(owner.pid), tt.cpu_seconds(front.pid)
         lat = sorted(load.latencies)
         p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
         owner_cores, front_cores = (c1[0] - c0[0]) / secs, (c1[1] - c0[1]) / secs
