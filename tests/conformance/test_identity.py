@@ -205,3 +205,60 @@ def test_a_standing_refusal_keeps_its_time(warehouse: Warehouse) -> None:
         ("u4", later),
     ]
     assert customer_of(warehouse, "anonymous_id", "dev") == customer_of(warehouse, "user_id", "u2")
+
+
+def test_later_passes_restitch_the_events_earlier_passes_read(warehouse: Warehouse) -> None:
+    """Events already stitched follow their identifiers' customer when a later pass changes it:
+    an anonymous visitor who logs in, then a merge that retires the customer id they got — and a
+    pass of new visitors leaves the stored events alone."""
+
+    def owner(message_id: str) -> str | None:
+        return warehouse.scalar("SELECT customer_id FROM events WHERE message_id = ?", [message_id])
+
+    warehouse.load(table("events"), events([("m1", "a1", None, 0, None)]))
+    warehouse.load(table("customer_records"), records([("crm", "c1", "ann@x.org", 0)]))
+    resolve_batch(warehouse, IdentityConfig())
+    assert owner("m1") is None  # anonymous only: no customer yet
+    ann = customer_of(warehouse, "crm_id", "c1")
+    warehouse.load(table("events"), events([("m2", "a1", "u1", 1, None)]))
+    resolve_batch(warehouse, IdentityConfig())
+    logged_in = customer_of(warehouse, "user_id", "u1")
+    assert logged_in and owner("m1") == owner("m2") == logged_in != ann
+    # u1 turns out to be the CRM's Ann (seen first): u1's customer id is merged into Ann's
+    warehouse.load(table("events"), events([("m3", "a3", "u1", 2, "ann@x.org")]))
+    report = resolve_batch(warehouse, IdentityConfig())
+    assert report.counts["customers_merged"] == 1
+    assert owner("m1") == owner("m2") == owner("m3") == ann
+    warehouse.load(table("events"), events([("m4", "a4", None, 3, None)]))
+    assert resolve_batch(warehouse, IdentityConfig()).counts["events_stitched"] == 0
+    assert [owner(m) for m in ("m1", "m2", "m3", "m4")] == [ann, ann, ann, None]
+
+
+def test_an_outside_event_stays_with_its_user_when_its_device_moves(warehouse: Warehouse) -> None:
+    """An event belongs to its user id's customer first: when a later pass moves the shared
+    device it was sent from to another customer, the event stays with its user."""
+
+    def owner(message_id: str) -> str | None:
+        return warehouse.scalar("SELECT customer_id FROM events WHERE message_id = ?", [message_id])
+
+    warehouse.load(table("customer_records"), records([("crm", "c1", "ann@x.org", 0)]))
+    warehouse.load(
+        table("events"),
+        events(
+            [
+                ("m1", "dev", "u2", 1, None),
+                ("m2", "dev", "u3", 2, None),
+                ("m0", "z", None, 3, None),  # (the next pass reads from here on)
+            ]
+        ),
+    )
+    resolve_batch(warehouse, IdentityConfig())
+    u2, u3 = customer_of(warehouse, "user_id", "u2"), customer_of(warehouse, "user_id", "u3")
+    assert customer_of(warehouse, "anonymous_id", "dev") == u2 != u3
+    assert (owner("m1"), owner("m2")) == (u2, u3)
+    # u2 is the CRM's Ann: the device moves with u2 to Ann's (older) customer id
+    warehouse.load(table("events"), events([("m3", "a3", "u2", 4, "ann@x.org")]))
+    resolve_batch(warehouse, IdentityConfig())
+    ann = customer_of(warehouse, "crm_id", "c1")
+    assert customer_of(warehouse, "anonymous_id", "dev") == ann != u2
+    assert (owner("m1"), owner("m2"), owner("m3")) == (ann, u3, ann)

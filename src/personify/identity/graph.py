@@ -8,7 +8,8 @@
   identifier that is not blocked (kind priority, then kind, then value) — a star, so a record
   with *k* identifiers adds *k − 1* edges;
 * ``_delta (a, b)``: links between nodes that had none before, the input of incremental
-  connected components; and ``_touched_nodes (node_id)``: every node sighted.
+  connected components; and ``_touched_nodes (node_id, fresh)``: every node sighted, ``fresh``
+  when this pass added it.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def _nodes(wh: Warehouse) -> int:
     )
     drop(wh, TOUCHED_NODES)
     wh.execute(
-        f"CREATE TEMP TABLE {TOUCHED_NODES} AS SELECT n.node_id FROM identity_nodes n "
-        "JOIN _sighted_ids s ON n.kind = s.kind AND n.value = s.value"
+        f"CREATE TEMP TABLE {TOUCHED_NODES} AS SELECT n.node_id, n.node_id > ? AS fresh "
+        "FROM identity_nodes n JOIN _sighted_ids s ON n.kind = s.kind AND n.value = s.value",
+        [base],
     )
     drop(wh, "_sighted_ids")
     return max(added, 0)

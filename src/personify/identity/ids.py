@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from personify import clock
 from personify.identity._sql import drop
+from personify.identity.graph import TOUCHED_NODES
 from personify.identity.guard import TOUCHED
 from personify.identity.merges import follow_merges
 from personify.identity.rules import STAR_RANK_SQL
@@ -24,6 +25,12 @@ from personify.warehouse.base import Warehouse
 
 CHANGED = "_changed_customers"
 """``(customer_id)``: every id whose customer changed in this pass (kept, new or merged)."""
+
+RESTITCH = "_restitch"
+"""``(kind, value, customer_id)``: the anonymous and user ids, known before this pass, whose
+customer it changed (to ``customer_id``) — the only identifiers whose events *outside* the pass
+can need a new customer: an event is stitched by the pass that reads it, and an identifier new
+in this pass has no event a pass has read yet (:func:`personify.identity.stitch.stitch`)."""
 
 _SCRATCH = ("_tn", "_claims", "_owned", "_founders", "_part_ids", "_merged")
 
@@ -102,9 +109,17 @@ def _apply(wh: Warehouse) -> None:
 
 def assign_ids(wh: Warehouse) -> dict[str, int]:
     """Give every part of the touched clusters its customer id; fill :data:`CHANGED`."""
-    drop(wh, *_SCRATCH, CHANGED)
+    drop(wh, *_SCRATCH, CHANGED, RESTITCH)
     _stage(wh)
     _apply(wh)
+    # a node's customer after _apply: its part's, or none (blocked nodes, which _tn leaves
+    # out, never hold one)
+    wh.execute(
+        f"CREATE TEMP TABLE {RESTITCH} AS SELECT tn.kind, tn.value, p.customer_id FROM _tn tn "
+        f"LEFT JOIN _part_ids p ON p.part = tn.part LEFT JOIN {TOUCHED_NODES} f "
+        "ON f.node_id = tn.node_id AND f.fresh WHERE tn.kind IN ('anonymous_id', 'user_id') "
+        "AND f.node_id IS NULL AND p.customer_id IS DISTINCT FROM tn.customer_id"
+    )
     wh.execute(
         f"CREATE TEMP TABLE {CHANGED} AS SELECT customer_id FROM _part_ids "
         "UNION SELECT customer_id FROM _merged"

@@ -26,7 +26,7 @@ from personify.identity import graph, state
 from personify.identity._sql import WRITES, drop
 from personify.identity.components import LABELS, ComponentsReport, connected_components
 from personify.identity.guard import TOUCHED, apply_limits
-from personify.identity.ids import CHANGED, assign_ids
+from personify.identity.ids import CHANGED, RESTITCH, assign_ids
 from personify.identity.normalize import blind_of, blind_sql
 from personify.identity.rules import fingerprint, load_rules
 from personify.identity.sightings import EVENT_PAIRS, NOTHING, Scope, collect, load_blind_key
@@ -92,7 +92,7 @@ def run_pass(
     report.changed_customers = [
         str(r[0]) for r in wh.fetch(f"SELECT customer_id FROM {CHANGED} ORDER BY 1")
     ]
-    drop(wh, TOUCHED, graph.TOUCHED_NODES, graph.DELTA, CHANGED, EVENT_PAIRS)
+    drop(wh, TOUCHED, graph.TOUCHED_NODES, graph.DELTA, CHANGED, RESTITCH, EVENT_PAIRS)
     report.counts["rounds"] = report.components.rounds
     return report
 

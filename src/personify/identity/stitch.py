@@ -1,7 +1,8 @@
 """Write the resolution back: ``identities``, and ``customer_id`` on events, orders and tickets.
 
-Only what changed is touched: identifiers of the clusters touched in this pass, events that carry
-one of them (matched on the stored value), and the inputs of this pass (matched after
+Only what changed is touched: identifiers of the clusters touched in this pass, events outside it
+that carry an identifier whose customer it changed (matched on the stored value:
+:data:`~personify.identity.ids.RESTITCH`), and the inputs of this pass (matched after
 normalization, so ``" Ann@X.org "`` finds ``ann@x.org``). An event belongs to its ``user_id``'s
 customer, else to its ``anonymous_id``'s; an order or ticket to its source customer id's
 customer, else to its email's.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from personify.config import IdentityConfig
 from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
+from personify.identity.ids import RESTITCH
 from personify.identity.normalize import blind_of, email_sql, id_sql, sealed_or_blind_sql
 from personify.identity.rules import source_kind, source_kind_join
 from personify.identity.sightings import EVENT_PAIRS, Where, load_blind_key
@@ -43,17 +45,18 @@ def _events(wh: Warehouse, scope: Where, *, whole: bool) -> int:
         )
         is None
     )
-    if not whole:
+    if not whole and wh.scalar(f"SELECT 1 FROM {_MAP} LIMIT 1") is not None:
         # events outside this pass that carry a touched identifier, matched on the stored value:
-        # an anonymous id's customer where the user id (if any) has none — one join for the
-        # known-user check instead of a lookup per event — then the user id's customer
+        # an anonymous id's customer where the user id (if any) has none (an anti-join, not a
+        # lookup per event; the events are matched in place — joining a derived table of their
+        # message ids back to events scanned every stored message id again), then the user
+        # id's customer
         changed += wh.execute(
-            "UPDATE events SET customer_id = x.customer_id FROM (SELECT e.message_id, "
-            f"m.customer_id FROM {_MAP} m JOIN events e ON e.anonymous_id = m.value "
-            "LEFT JOIN identity_nodes u ON u.kind = 'user_id' AND u.value = e.user_id "
-            "AND u.customer_id IS NOT NULL WHERE m.kind = 'anonymous_id' "
-            "AND e.customer_id IS DISTINCT FROM m.customer_id AND u.node_id IS NULL) x "
-            "WHERE events.message_id = x.message_id"
+            f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
+            "WHERE m.kind = 'anonymous_id' AND events.anonymous_id = m.value "
+            "AND events.customer_id IS DISTINCT FROM m.customer_id AND NOT EXISTS (SELECT 1 "
+            "FROM identity_nodes u WHERE u.kind = 'user_id' AND u.value = events.user_id "
+            "AND u.customer_id IS NOT NULL)"
         )
         changed += wh.execute(
             f"UPDATE events SET customer_id = m.customer_id FROM {_MAP} m "
@@ -172,11 +175,11 @@ def stitch(
     every cluster is new, so there is no :data:`~personify.identity.guard.TOUCHED` to consult."""
     drop(wh, _MAP)
     if not whole:  # (the map finds the events outside the pass)
-        touched = "" if first else f'AND "cluster" IN (SELECT "cluster" FROM {TOUCHED})'
-        wh.execute(
-            f"CREATE TEMP TABLE {_MAP} AS SELECT kind, value, customer_id FROM identity_nodes "
-            f"WHERE kind IN ('anonymous_id', 'user_id') {touched}"
-        )
+        # the identifiers whose customer this pass changed (often none: a new visitor's)
+        source = RESTITCH
+        if first:  # every node is new; a first population not over every event: all of them
+            source = "identity_nodes WHERE kind IN ('anonymous_id', 'user_id')"
+        wh.execute(f"CREATE TEMP TABLE {_MAP} AS SELECT kind, value, customer_id FROM {source}")
     counts = {
         "events_stitched": _events(wh, events_scope, whole=whole),
         "orders_stitched": _owned(wh, "orders", "order_id", config, first=first),
