@@ -1,6 +1,7 @@
 """CPU cost of continuous mode per event, by how many events one pass applies.
 
-Usage: ``.venv/bin/python benchmarks/continuous_cpu.py [--events 4000] [--users 400]``
+Usage: ``.venv/bin/python benchmarks/continuous_cpu.py [--events 4000] [--users 400]
+[--orders N]``
 
 A scaffolded project on a fresh DuckDB file (its segment, rule and journeys, so a pass also
 reacts: real-time segments, tags, journey entries). ``--events`` Product Viewed / Product Added
@@ -25,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from personify import clock
+from personify.identity import resolve_batch
 from personify.identity.sightings import Scope
 from personify.profiles.realtime import apply
 from personify.realtime.reactions import react
@@ -118,12 +120,35 @@ def prefill(wh: Warehouse, stored: int) -> None:
         )
 
 
+def prefill_orders(wh: Warehouse, orders: int) -> None:
+    """``orders`` shop orders of 70 % as many customers (emails with stray case and spaces)
+    and a fifth as many help-desk tickets."""
+    wh.execute(
+        "INSERT INTO orders (order_id, email, status, currency, total, created_at, source, "
+        "source_customer_id, received_at) SELECT 'o' || i, 'User' || (i % ?) || "
+        "'@Example.com ', 'paid', 'EUR', 10, TIMESTAMPTZ '2026-01-01' + to_seconds(i), 'shop', "
+        "'s' || (i % ?), TIMESTAMPTZ '2026-01-01' FROM range(?) t(i)",
+        [orders * 7 // 10, orders * 7 // 10, orders],
+    )
+    wh.execute(
+        "INSERT INTO tickets (ticket_id, email, subject, status, created_at, source, "
+        "received_at) SELECT 't' || i, 'user' || (i % ?) || '@example.com', 'help', 'open', "
+        "TIMESTAMPTZ '2026-01-01' + to_seconds(i), 'help', TIMESTAMPTZ '2026-01-01' "
+        "FROM range(?) t(i)",
+        [orders * 7 // 10, orders // 5],
+    )
+
+
 def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
     root = Path(tempfile.mkdtemp(prefix="personify-cpu-")) / "shop"
     init_project(root)
     session = open_session(root)
     try:
         wh = session.warehouse
+        if args.orders:  # resolved by a batch first: the passes find them stitched
+            prefill_orders(wh, args.orders)
+            with clock.frozen(NOW):
+                resolve_batch(wh, session.project.config.identity)
         wh.load(
             table("events"),
             events(args.events, args.users, args.visitors, tracking=args.tracking),
@@ -166,6 +191,14 @@ def main() -> None:
     parser.add_argument(
         "--stored", type=int, default=0, help="older events of the same visitors stored first"
     )
+    parser.add_argument(
+        "--orders",
+        type=int,
+        default=0,
+        help="orders (and a fifth as many tickets) stored and resolved first: what a pass's "
+        "stitching of orders and tickets costs beside them (try --tracking --events 20000 "
+        "--sizes 2000 --orders 1000000)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = {s: run(s, args) for s in sizes}
@@ -173,7 +206,9 @@ def main() -> None:
         f"\n{args.events:,} events of {args.users:,} users"
         f"{f', {args.visitors:,} visitors' if args.visitors else ''}"
         f"{' (the tracking benchmark shape)' if args.tracking else ''}"
-        f"{f', {args.stored:,} stored before' if args.stored else ''}, DuckDB; load average "
+        f"{f', {args.stored:,} stored before' if args.stored else ''}"
+        f"{f', {args.orders:,} orders stored and resolved' if args.orders else ''}"
+        ", DuckDB; load average "
         f"{os.getloadavg()[0]:.1f} (shared 2-core machine)\n"
     )
     print(f"{'events per pass':<18} {'passes':>7} {'CPU µs/event':>13} {'wall s':>8}")

@@ -262,3 +262,31 @@ def test_an_outside_event_stays_with_its_user_when_its_device_moves(warehouse: W
     ann = customer_of(warehouse, "crm_id", "c1")
     assert customer_of(warehouse, "anonymous_id", "dev") == ann != u2
     assert (owner("m1"), owner("m2"), owner("m3")) == (ann, u3, ann)
+
+
+def test_orders_follow_a_merge_of_their_customer(warehouse: Warehouse) -> None:
+    """A later pass that merges an order's customer into an older one moves the order too (the
+    orders a pass re-reads are those of the customers it changed), and leaves the others."""
+
+    def orders(rows: list[tuple[str, str, int]]) -> pa.Table:
+        return pa.table(
+            {
+                "order_id": [r[0] for r in rows],
+                "email": [r[1] for r in rows],
+                "created_at": pa.array([T0 + timedelta(days=r[2]) for r in rows], TS),
+                "received_at": pa.array([T0 + timedelta(days=r[2]) for r in rows], TS),
+                "source": ["shop"] * len(rows),
+            }
+        )
+
+    warehouse.load(table("customer_records"), records([("crm", "c1", "ann@x.org", 0)]))
+    warehouse.load(table("orders"), orders([("o1", " Ann2@x.org", 1), ("o2", "bob@x.org", 1)]))
+    resolve_batch(warehouse, IdentityConfig())
+    owner = "SELECT customer_id FROM orders WHERE order_id = ?"
+    second, bob = warehouse.scalar(owner, ["o1"]), warehouse.scalar(owner, ["o2"])
+    ann = customer_of(warehouse, "crm_id", "c1")
+    assert second and bob and len({ann, second, bob}) == 3
+    warehouse.load(table("customer_records"), records([("crm", "c1", "ann2@x.org", 5)]))
+    assert resolve_batch(warehouse, IdentityConfig()).counts["orders_stitched"] == 1
+    assert warehouse.scalar(owner, ["o1"]) == ann
+    assert warehouse.scalar(owner, ["o2"]) == bob

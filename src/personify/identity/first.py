@@ -228,7 +228,7 @@ def populate(
     _write(wh)
     wh.execute(f"CREATE TEMP TABLE {CHANGED} AS SELECT customer_id FROM {_PARTS}")
     drop(wh, _NODES, _PARTS)
-    report.counts |= stitch(wh, scope.events, config, whole=all_events, first=True)
+    report.counts |= stitch(wh, scope, config, whole=all_events, first=True)
     report.changed_customers = [
         str(r[0]) for r in wh.fetch(f"SELECT customer_id FROM {CHANGED} ORDER BY 1")
     ]

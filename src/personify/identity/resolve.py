@@ -88,7 +88,7 @@ def run_pass(
     report.counts |= apply_limits(wh)
     report.counts |= assign_ids(wh)
     publish_identities(wh)
-    report.counts |= stitch(wh, scope.events, config, whole=all_events)
+    report.counts |= stitch(wh, scope, config, whole=all_events)
     report.changed_customers = [
         str(r[0]) for r in wh.fetch(f"SELECT customer_id FROM {CHANGED} ORDER BY 1")
     ]
