@@ -108,17 +108,8 @@ def _owned(
     identifier moved holds one of them) — picked by a scan of the stored customer ids before
     anything is normalized or joined: with 1M orders stored, a continuous-mode pass normalized
     and joined every order's email (2.3 CPU-s a pass) to find the few that changed."""
-    drop(wh, "_own_customer")
-    email = email_sql("t.email", config.email)
-    where: str = "TRUE"  # (every row)
-    params: tuple[object, ...] = ()
-    if not first:
-        where = (
-            f"customer_id IS NULL OR customer_id IN (SELECT customer_id FROM {CHANGED}) "
-            f"OR ({scope[0]})"
-        )
-        params = tuple(scope[1])
-    extra = ""
+    drop(wh, "_own_customer", "_own_rows")
+    email, extra = email_sql("t.email", config.email), ""
     blind = blind_of(wh)
     if blind is not None and "email" in blind.kinds:  # the graph holds blind emails
         load_blind_key(wh, blind)  # (computed in a derived table: DuckDB cannot bind the key's
@@ -130,13 +121,14 @@ def _owned(
         email = "t.blind_email"
     rows = f"(SELECT *{extra} FROM {table})"
     if not first:  # the few rows first, so the joins' hash tables hold them, not the graph's
-        drop(wh, "_own_rows")
         wh.execute(
             f"CREATE TEMP TABLE _own_rows AS SELECT {key}, source, source_customer_id, email, "
-            f"customer_id{extra} FROM {table} WHERE {where}",
-            params,
+            f"customer_id{extra} FROM {table} WHERE customer_id IS NULL "
+            f"OR customer_id IN (SELECT customer_id FROM {CHANGED}) OR ({scope[0]})",
+            scope[1],
         )
         rows = "_own_rows"
+    # (first: of every row, those that find an identifier — or had a customer to lose)
     found = "WHERE t.customer_id IS NULL OR s.node_id IS NOT NULL OR e.node_id IS NOT NULL"
     wh.execute(
         f"CREATE TEMP TABLE _own_customer AS SELECT t.{key} AS k, "
