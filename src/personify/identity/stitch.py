@@ -128,7 +128,7 @@ def _owned(
             scope[1],
         )
         rows = "_own_rows"
-    # (first: of every row, those that find an identifier — or had a customer to lose)
+    # (first: the rows that find an identifier, and those without a customer)
     found = "WHERE t.customer_id IS NULL OR s.node_id IS NOT NULL OR e.node_id IS NOT NULL"
     wh.execute(
         f"CREATE TEMP TABLE _own_customer AS SELECT t.{key} AS k, "
