@@ -108,13 +108,17 @@ def _tracked(n: int) -> pa.Table:
     )
 
 
-def prefill(wh: Warehouse, stored: int) -> None:
-    """``stored`` older events of the same visitors (as ``tracking_throughput.py --stored``)."""
+def prefill(wh: Warehouse, stored: int, *, owned: bool = False) -> None:
+    """``stored`` older events of the same visitors (as ``tracking_throughput.py --stored``);
+    ``owned``: already stitched to 500,000 customers, a quarter of them email opens (what the
+    engagement and category traits of the pass's customers read)."""
     if stored:
+        customer = "'cus_' || (i % 500000)" if owned else "NULL"
+        event = "CASE WHEN i % 4 = 0 THEN 'Email Opened' ELSE 'Product Viewed' END"
         wh.execute(
-            "INSERT INTO events (message_id, type, event, anonymous_id, timestamp, received_at, "
-            "source, properties, payload_hash) SELECT 'old-' || i, 'track', 'Product Viewed', "
-            "'anon-' || (i % 50000), TIMESTAMPTZ '2026-01-01' + to_seconds(i), "
+            "INSERT INTO events (message_id, type, event, anonymous_id, customer_id, timestamp, "
+            f"received_at, source, properties, payload_hash) SELECT 'old-' || i, 'track', {event}, "
+            f"'anon-' || (i % 50000), {customer}, TIMESTAMPTZ '2026-01-01' + to_seconds(i), "
             "TIMESTAMPTZ '2026-01-01' + to_seconds(i), 'web', '{}', i FROM range(?) AS t(i)",
             [stored],
         )
@@ -153,7 +157,7 @@ def run(size: int, args: argparse.Namespace) -> tuple[float, float, int]:
             table("events"),
             events(args.events, args.users, args.visitors, tracking=args.tracking),
         )
-        prefill(wh, args.stored)
+        prefill(wh, args.stored, owned=args.owned)
         ids = [f"m{i}" for i in range(args.events)]
         with clock.frozen(NOW):
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -192,6 +196,13 @@ def main() -> None:
         "--stored", type=int, default=0, help="older events of the same visitors stored first"
     )
     parser.add_argument(
+        "--owned",
+        action="store_true",
+        help="the --stored events already belong to customers (the traits of a pass's "
+        "customers then read them: try --tracking --events 20000 --sizes 2000 --stored 5000000 "
+        "--owned)",
+    )
+    parser.add_argument(
         "--orders",
         type=int,
         default=0,
@@ -207,6 +218,7 @@ def main() -> None:
         f"{f', {args.visitors:,} visitors' if args.visitors else ''}"
         f"{' (the tracking benchmark shape)' if args.tracking else ''}"
         f"{f', {args.stored:,} stored before' if args.stored else ''}"
+        f"{' (owned)' if args.owned else ''}"
         f"{f', {args.orders:,} orders stored and resolved' if args.orders else ''}"
         ", DuckDB; load average "
         f"{os.getloadavg()[0]:.1f} (shared 2-core machine)\n"

@@ -105,7 +105,15 @@ def _person(e: str, dialect: str | None) -> str:
     return (_PERSON_DUCKDB if dialect == "duckdb" else _PERSON).format(e=e)
 
 
-def engagement(config: TraitsConfig, scope: str, now: datetime, dialect: str | None = None) -> Sql:
+def engagement(
+    config: TraitsConfig,
+    scope: str,
+    now: datetime,
+    dialect: str | None = None,
+    events: str = "events",
+) -> Sql:
+    """``events``: the table to read them from (the events of the scope's customers, taken
+    once for every trait, where the scope is a few customers)."""
     w = config.engagement
     opens, p_open = _in("e.event", w.open_events)
     clicks, p_click = _in("e.event", w.click_events)
@@ -116,14 +124,14 @@ def engagement(config: TraitsConfig, scope: str, now: datetime, dialect: str | N
         "engagement_score FROM (SELECT customer_id, sum(weight * "
         f"{decay}) AS a FROM ("
         f"SELECT e.customer_id, e.timestamp AS t, CASE WHEN {opens} THEN {float(w.open)!r} "
-        f"WHEN {clicks} THEN {float(w.click)!r} END AS weight FROM events e "
+        f"WHEN {clicks} THEN {float(w.click)!r} END AS weight FROM {events} e "
         # only opens and clicks weigh anything: other track events are not read further
         f"WHERE e.type = 'track' AND ({opens} OR {clicks}) AND e.customer_id IS NOT NULL "
         f"AND ({scope.format(c='e.customer_id')}) {_person('e.', dialect)}"
         "AND e.timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND e.timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
         "UNION ALL SELECT customer_id, min(timestamp) AS t, "
-        f"{float(w.session)!r} AS weight FROM events WHERE customer_id IS NOT NULL "
+        f"{float(w.session)!r} AS weight FROM {events} WHERE customer_id IS NOT NULL "
         f"AND ({scope.format(c='customer_id')}) {_person('', dialect)}"
         "AND type IN ('page', 'screen', 'track') AND timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
@@ -139,7 +147,10 @@ def engagement(config: TraitsConfig, scope: str, now: datetime, dialect: str | N
     return sql, params
 
 
-def categories(config: TraitsConfig, scope: str, dialect: str | None = None) -> Sql:
+def categories(
+    config: TraitsConfig, scope: str, dialect: str | None = None, events: str = "events"
+) -> Sql:
+    """``events``: as for :func:`engagement`."""
     c = config.categories
     views, p_view = _in("e.event", c.view_events)
     carts, p_cart = _in("e.event", c.cart_events)
@@ -148,12 +159,12 @@ def categories(config: TraitsConfig, scope: str, dialect: str | None = None) -> 
     if dialect == "duckdb":
         keys = (
             "j[1] AS category, j[2] AS product_id FROM (SELECT e.*, "
-            "json_extract_string(e.properties, ['category', 'product_id']) AS j FROM events e"
+            f"json_extract_string(e.properties, ['category', 'product_id']) AS j FROM {events} e"
         )
     else:
         keys = (
             "e.properties->>'category' AS category, e.properties->>'product_id' AS product_id "
-            "FROM (SELECT * FROM events e"
+            f"FROM (SELECT * FROM {events} e"
         )
     tracked = (
         f"SELECT e.customer_id, e.event, {keys} WHERE e.type = 'track' AND ({views} OR {carts}) "
