@@ -101,6 +101,42 @@ def test_load_through_arrow_handles_nulls_json_and_quotes(warehouse: Warehouse) 
     assert rows[0][3] == T0
 
 
+@pytest.mark.parametrize("vouched", [False, True], ids=["checked", "vouched"])
+def test_json_text_is_stored_as_given_whether_checked_or_vouched_for(
+    warehouse: Warehouse, vouched: bool
+) -> None:
+    text = '{ "price" : 9.5, "tags": ["a", "b"], "name": "Café" }'
+    events = pa.table(
+        {
+            "message_id": ["m1", "m2"],
+            "type": ["track", "track"],
+            "timestamp": pa.array([T0, T0], pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array([T0, T0], pa.timestamp("us", tz="UTC")),
+            "source": ["web", "web"],
+            "properties": [text, None],
+            "context": ['{"ip": "10.0.0.1", "page": {"url": "https://shop.example/"}}', "{}"],
+        }
+    )
+    assert warehouse.load(table("events"), events, valid_json=vouched) == 2  # keyless on DuckDB
+    assert warehouse.load(table("customers"), customers([("c1", 1.0, None)]), valid_json=vouched)
+    rows = warehouse.fetch(
+        "SELECT properties->>'name', properties->'tags'->>1, context->'page'->>'url' "
+        "FROM events ORDER BY message_id"
+    )
+    assert rows == [("Café", "b", "https://shop.example/"), (None, None, None)]
+    assert warehouse.scalar("SELECT preferred_categories->>1 FROM customers") == "hats"
+    if warehouse.scheme == "duckdb":  # (PostgreSQL's jsonb keeps no text to compare)
+        stored = warehouse.scalar("SELECT CAST(properties AS VARCHAR) FROM events LIMIT 1")
+        assert stored == text
+
+
+def test_json_text_not_vouched_for_is_checked(warehouse: Warehouse) -> None:
+    bad = customers([("c1", 1.0, None)]).set_column(5, "preferred_categories", pa.array(["[oops"]))
+    with pytest.raises(WarehouseError):
+        warehouse.load(table("customers"), bad)
+    assert warehouse.scalar("SELECT count(*) FROM customers") == 0
+
+
 def test_large_load_is_bulk(warehouse: Warehouse) -> None:
     n = 120_000
     ids = [f"p{i:06d}" for i in range(n)]

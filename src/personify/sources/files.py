@@ -653,7 +653,8 @@ def load_rows(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) 
     update = [
         c for c in good.column_names if c not in target.primary_key and c not in NEVER_UPDATED
     ]
-    return wh.load(target, good, on_conflict=policy, update_columns=update or None)
+    # validation checked (or wrote) every JSON value
+    return wh.load(target, good, on_conflict=policy, update_columns=update or None, valid_json=True)
 
 
 def already_imported(wh: Warehouse, source: str, digest: str) -> bool:

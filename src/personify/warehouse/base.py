@@ -50,6 +50,10 @@ class Capabilities:
     """Enforcing a primary key costs little on bulk writes. When false (DuckDB's ART index makes
     inserting millions of rows several times dearer), tables whose writer keeps the key unique
     itself (``Table.key_by_construction``) are created without the constraint."""
+    bulky_text: str = ""
+    """What follows the type of a ``Column.bulky`` column in ``CREATE TABLE`` (DuckDB: zstd
+    instead of dictionary + FSST — for 1 M demo events' context, 36 % less CPU to insert the
+    events and 46 % smaller; reading it costs no more)."""
 
 
 class Warehouse(abc.ABC):
@@ -116,12 +120,15 @@ class Warehouse(abc.ABC):
         *,
         on_conflict: OnConflict = "error",
         update_columns: Sequence[str] | None = None,
+        valid_json: bool = False,
     ) -> int:
         """Bulk-insert ``data`` (columns named as ``table``'s; a subset is fine) through Arrow.
 
         ``on_conflict`` on the primary key: ``error`` raises, ``ignore`` keeps the stored row,
         ``update`` overwrites ``update_columns`` (default: every loaded non-key column).
-        Returns the number of rows inserted or updated.
+        ``valid_json``: the caller vouches that the text of ``table``'s JSON columns is valid
+        JSON (validation checked it, or an encoder wrote it), so an engine that would parse it
+        again to store it may skip that. Returns the number of rows inserted or updated.
         """
 
     @abc.abstractmethod

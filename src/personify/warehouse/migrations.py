@@ -31,8 +31,10 @@ class Migration:
 
 def create_table_sql(wh: Warehouse, table: Table) -> list[str]:
     """``CREATE TABLE IF NOT EXISTS`` (and indexes, where the engine wants them) for ``table``."""
+    bulky = wh.capabilities.bulky_text
     cols = [
-        f"{quote(c.name)} {wh.column_type(c.type)}{'' if c.nullable else ' NOT NULL'}"
+        f"{quote(c.name)} {wh.column_type(c.type)}{bulky if c.bulky else ''}"
+        f"{'' if c.nullable else ' NOT NULL'}"
         for c in table.columns
     ]
     keyed = wh.capabilities.cheap_keys or not table.key_by_construction

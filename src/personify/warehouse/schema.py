@@ -16,6 +16,11 @@ class Column:
     type: str
     nullable: bool = True
     doc: str = ""
+    bulky: bool = False
+    """Long, varied text that is written in volume and seldom filtered on (an event's context):
+    engines that can store it with general-purpose compression (``Capabilities.bulky_text``),
+    which costs less to write than their default for short repeated strings, and takes less
+    room for text this varied."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,10 @@ class Table:
         raise KeyError(f"{self.name} has no column {name!r}")
 
 
-def C(name: str, type_: str, nullable: bool = True, doc: str = "") -> Column:  # noqa: N802
-    return Column(name, type_, nullable, doc)
+def C(  # noqa: N802
+    name: str, type_: str, nullable: bool = True, doc: str = "", *, bulky: bool = False
+) -> Column:
+    return Column(name, type_, nullable, doc, bulky)
 
 
 S, INT, F, B, TS, D, J = "VARCHAR", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMPTZ", "DATE", "JSON"
@@ -65,7 +72,7 @@ EVENTS = Table(
         C("sent_at", TS),
         C("source", S, False),
         C("properties", J),
-        C("context", J),
+        C("context", J, bulky=True),
         C("traits", J),
         C("name", S, doc="Page or screen name"),
         C("group_id", S),

@@ -192,14 +192,15 @@ def store(
     optimistic = optimistic and wh.capabilities.cheap_keys
     if optimistic and table is not None and len(keep) == len(rows) and not quarantine:
         try:
-            wh.load(EVENTS, table, on_conflict="error")  # one statement: its own transaction
+            # one statement: its own transaction (the JSON parts were decoded: valid JSON)
+            wh.load(EVENTS, table, on_conflict="error", valid_json=True)
             return status
         except WarehouseError:
             pass  # some messageId is stored already: redo with ON CONFLICT below
     held = list(quarantine)
     with wh.transaction():
         if table is not None:
-            inserted = wh.load(EVENTS, table, on_conflict="ignore")
+            inserted = wh.load(EVENTS, table, on_conflict="ignore", valid_json=True)
             if inserted < len(keep):
                 _classify(wh, rows, keep, status, inserted)
         for i, code in enumerate(status):

@@ -82,10 +82,43 @@ With continuous mode on, 256 MiB still peaked at 554 MB and 128 MiB at 440 MB, s
 (session 4). Queries that need more spill to disk."""
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+_ZSTD_TEXT: Final = _version(duckdb.__version__) >= (1, 2)
+"""DuckDB compresses text with zstd from 1.2 (``USING COMPRESSION zstd``)."""
+_JSON_ARROW: Final = getattr(pa, "json_", None)
+"""Arrow's JSON extension type (pyarrow ≥ 19): DuckDB stores such a column as it is, where it
+parses plain text bound for a JSON column to check it."""
+
+
+def _json_marked(table: Table, data: pa.Table) -> pa.Table:
+    """``data`` with its text columns that ``table`` stores as JSON typed as Arrow's JSON
+    extension (no copy): DuckDB then stores the text without parsing it again — 0.15 µs per
+    value of an event's context, a tenth of appending the event. Only for text known valid."""
+    if _JSON_ARROW is None:
+        return data
+    for i, name in enumerate(data.column_names):
+        column = data.column(i)
+        if column.type != pa.string() or name not in table.column_names:
+            continue
+        if table.column(name).type != "JSON":
+            continue
+        typ = _JSON_ARROW(pa.string())
+        chunks = [pa.ExtensionArray.from_storage(typ, chunk) for chunk in column.chunks]
+        data = data.set_column(i, name, pa.chunked_array(chunks, typ))
+    return data
+
+
 class DuckDBWarehouse(Warehouse):
     scheme = "duckdb"
     capabilities = Capabilities(
-        dialect="duckdb", single_process=True, secondary_indexes=False, cheap_keys=False
+        dialect="duckdb",
+        single_process=True,
+        secondary_indexes=False,
+        cheap_keys=False,
+        bulky_text=" USING COMPRESSION zstd" if _ZSTD_TEXT else "",
     )
 
     def __init__(self, url: str, *, path: str, lock_timeout: float = 10.0) -> None:
@@ -333,9 +366,12 @@ class DuckDBWarehouse(Warehouse):
         *,
         on_conflict: OnConflict = "error",
         update_columns: Sequence[str] | None = None,
+        valid_json: bool = False,
     ) -> int:
         if data.num_rows == 0:
             return 0
+        if valid_json:
+            data = _json_marked(table, data)
         if table.key_by_construction and table.primary_key and not self.capabilities.cheap_keys:
             with self.transaction():
                 # the lock first: the transaction's snapshot then sees every earlier writer

@@ -241,6 +241,7 @@ class PostgresWarehouse(Warehouse):
         *,
         on_conflict: OnConflict = "error",
         update_columns: Sequence[str] | None = None,
+        valid_json: bool = False,  # (COPY parses JSON text whatever: nothing to skip)
     ) -> int:
         if data.num_rows == 0:
             return 0
