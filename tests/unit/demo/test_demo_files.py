@@ -85,3 +85,21 @@ def test_parts_and_batches_bound_the_event_files(
     assert len(parts) == -(-world.events.num_rows // 4000)
     assert pq.ParquetFile(parts[0]).metadata.num_row_groups == 3
     assert pq.read_table(tmp_path / "events").num_rows == world.events.num_rows
+
+
+def test_progress_counts_every_row_once_while_parts_write_side_by_side(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from personify.demo import files
+
+    monkeypatch.setattr(files, "PART_ROWS", 2000)  # several parts per log, two at a time
+    monkeypatch.setattr(files, "EVENT_BATCH_ROWS", 700)
+    seen: list[tuple[str, int, int]] = []
+    manifest = write_world(world, tmp_path, progress=lambda *call: seen.append(call))
+    total = sum(world.sizes().values())
+    assert [done for _, done, _ in seen] == sorted(done for _, done, _ in seen)
+    assert seen[-1] == ("Writing the world", total, total)
+    assert list(manifest["files"]) == [spec.path for spec in FILES]  # (in the import order)
+    assert manifest["files"]["events"]["rows"] == world.events.num_rows
+    parts = sorted(p.name for p in (tmp_path / "events").glob("part-*.parquet"))
+    assert parts == [f"part-{k:03d}.parquet" for k in range(-(-world.events.num_rows // 2000))]
