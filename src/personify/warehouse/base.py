@@ -52,8 +52,8 @@ class Capabilities:
     itself (``Table.key_by_construction``) are created without the constraint."""
     bulky_text: str = ""
     """What follows the type of a ``Column.bulky`` column in ``CREATE TABLE`` (DuckDB: zstd
-    instead of dictionary + FSST — for 1 M demo events' context, 36 % less CPU to insert the
-    events and 46 % smaller; reading it costs no more)."""
+    instead of dictionary + FSST: appending 1 M demo web events cost 31 % less CPU, the file
+    46 % smaller, and reading the context back no dearer; benchmarks/RESULTS.md, session 12)."""
 
 
 class Warehouse(abc.ABC):
