@@ -227,8 +227,8 @@ def write_world(
             if progress:
                 progress("Writing the world", written[0], total)
 
-    jobs: list[tuple[int, Callable[[], int]]] = []  # (rows, write it: returns malformed lines)
-    parts: dict[str, list[str]] = {}
+    jobs: list[tuple[int, str, Callable[[], int]]] = []  # (rows, file, write it → malformed)
+    files: dict[str, Any] = {}  # (in FILES order: the manifest's)
     for spec in FILES:
         path = directory / spec.path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,39 +237,29 @@ def write_world(
             log: EventLog = getattr(world, spec.part)
             for old in path.glob("part-*.parquet"):
                 old.unlink()
-            bounds = _part_bounds(log.num_rows)
-            parts[spec.path] = [f"part-{k:03d}.parquet" for k in range(len(bounds))]
-            for name, (lo, hi) in zip(parts[spec.path], bounds, strict=True):
-                job = functools.partial(_write_part, log, lo, hi, path / name, tick)
-                jobs.append((hi - lo, job))
+            for k, (lo, hi) in enumerate(_part_bounds(log.num_rows)):
+                name = f"{spec.path}/part-{k:03d}.parquet"
+                job = functools.partial(_write_part, log, lo, hi, directory / name, tick)
+                jobs.append((hi - lo, name, job))
+            files[spec.path] = {"table": spec.table, "rows": log.num_rows, "parts": True}
             continue
         table: pa.Table = getattr(world, spec.part)
-        jobs.append((table.num_rows, functools.partial(_write_one, table, spec, path, tick)))
-    order = sorted(range(len(jobs)), key=lambda j: -jobs[j][0])
+        jobs.append(
+            (table.num_rows, spec.path, functools.partial(_write_one, table, spec, path, tick))
+        )
+        files[spec.path] = {"table": spec.table, "rows": table.num_rows}
     with concurrent.futures.ThreadPoolExecutor(max_workers=WRITERS) as pool:
-        futures = {j: pool.submit(jobs[j][1]) for j in order}
-        malformed = [futures[j].result() for j in range(len(jobs))]
-    files: dict[str, Any] = {}
-    at = 0
-    for spec in FILES:
-        if spec.is_log:
-            for name in parts[spec.path]:
-                files[f"{spec.path}/{name}"] = {"table": spec.table, "rows": None}
-                at += 1
-            rows = getattr(world, spec.part).num_rows
-            files[spec.path] = {"table": spec.table, "rows": rows, "parts": True}
-            continue
-        rows = getattr(world, spec.part).num_rows
-        files[spec.path] = {"table": spec.table, "rows": rows + malformed[at]}
-        if malformed[at]:
-            files[spec.path]["malformed_lines"] = malformed[at]
-        at += 1
+        futures = {name: pool.submit(job) for _, name, job in sorted(jobs, key=lambda j: -j[0])}
+        for name, future in futures.items():
+            if malformed := future.result():
+                files[name]["rows"] += malformed
+                files[name]["malformed_lines"] = malformed
     manifest = {
         "generator": GENERATOR,
         "seed": world.seed,
         "customers": world.customers,
         "now": world.now.isoformat().replace("+00:00", "Z"),
-        "files": {k: v for k, v in files.items() if v["rows"] is not None},
+        "files": files,
         "invalid": world.invalid,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
