@@ -17,7 +17,9 @@ Python loop per row. Checks, in the target table's column order, first problem w
   first valid row is kept.
 
 JSON columns are built from nested values (serialized JSON text). Text values are kept as given,
-except that an empty or blank value is missing.
+except that an empty or blank value is missing; a CSV or Parquet text column read as it is (no
+cast, no default) is not copied out of the engine: the engine flags its blank values and the
+valid rows' values are the batch's own (:func:`_passed_through`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ and letter case are left for normalization (a later stage) to clean."""
 RAW_COLUMN: Final = "__raw"
 """The one column of a JSON Lines batch: each line's bytes, newline included."""
 _WS: Final = " \t\r\n"
-_BATCH, _KEYS, _BAD = "__batch", "__keys", "__bad"
+_BATCH, _KEYS, _BAD, _FLAG = "__batch", "__keys", "__bad", "__blank"
 _BAD_COLUMNS: Final = ["__line", "__pos", "__k", "__value"]
 _NOT_BLANK_LINE: Final = (  # (trimming only lines that start with a blank: see casts._nonblank)
     "__text IS NULL OR CASE WHEN ascii(__text) IN (32, 9, 10, 13) "
@@ -99,6 +101,7 @@ class Validator:
         self.raw_fields = list(fields or ())
         resolved = resolve(table, mapping or {}, fmt=fmt, fields=fields, label=label)
         self.fields = resolved.fields
+        self.passed = _passed_through(self.fields, fmt, fields or {})
         if fields:
             _require_columns(self.fields, label, table)
         self.params: dict[str, Any] = {
@@ -130,6 +133,8 @@ class Validator:
         )
         with registered(self.con, raw, _BATCH):
             result = self._run(self._sql)
+        if self.passed:
+            result = self._with_passed(raw, result)
         if result.column("__k").null_count == result.num_rows:  # all valid: no copies
             good, failed = result, result.select(_BAD_COLUMNS).slice(0, 0)
         else:
@@ -170,7 +175,12 @@ class Validator:
         )
         checks = self._checks_sql()
         typed = f"SELECT *{', ' + values if values else ''} FROM ({source})"
-        outputs = ", ".join(casts.output_sql(f, i) for i, f in enumerate(self.fields))
+        outputs = ", ".join(
+            f"(s{i} IS NOT NULL AND v{i} IS NULL) AS {_FLAG}{i}"
+            if i in self.passed
+            else casts.output_sql(f, i)
+            for i, f in enumerate(self.fields)
+        )
         value = self._value_case("__k")
         return (
             f"SELECT __line, __pos, __k, {outputs}, {value} AS __value FROM "
@@ -250,6 +260,25 @@ class Validator:
         if not cases:
             return "NULL::VARCHAR"
         return f"CASE WHEN {code} IS NOT NULL THEN left(CASE {code} {' '.join(cases)} END, 200) END"
+
+    def _with_passed(self, raw: pa.Table, result: pa.Table) -> pa.Table:
+        """``result`` with the passed-through fields' values taken from ``raw`` (the rows it
+        kept, in its order) in place of their flags: as given, or missing where flagged."""
+        pos = result.column("__pos")
+        n = result.num_rows
+        kept = raw
+        if n != raw.num_rows or not np.array_equal(pos.to_numpy(), np.arange(n)):
+            kept = raw.take(pos)
+        for i, name in self.passed.items():
+            flag = result.column(f"{_FLAG}{i}")
+            value = kept.column(name)
+            if value.type != pa.string():
+                value = value.cast(pa.string())
+            if pc.any(flag).as_py():  # blank values: missing
+                value = pc.if_else(flag, pa.scalar(None, pa.string()), value)
+            at = result.schema.get_field_index(f"{_FLAG}{i}")
+            result = result.set_column(at, self.fields[i].name, value)
+        return result
 
     def _duplicates(self, good: pa.Table) -> pa.Table:
         """Valid rows whose key an earlier valid row of this file has (this batch or before)."""
@@ -381,6 +410,30 @@ def _require_columns(fields: list[Field], label: str, table: Table) -> None:
             f"{label}: the file has no column for {names}, required in table {table.name}",
             hint=f"add the column, or map it in the source: mapping: {{{missing[0]}: <field>}}",
         )
+
+
+def _passed_through(
+    fields: list[Field], fmt: str, raw: Mapping[str, pa.DataType]
+) -> dict[int, str]:
+    """Fields whose valid values are the file's text as it is (field index → raw column): text
+    and JSON text read from a column of a CSV or Parquet batch. Validation checks them and flags
+    the blank ones; their values then come from the batch itself instead of a copy out of the
+    engine (about a third of an event's bytes: ids, names, properties)."""
+    if fmt not in ("csv", "parquet"):
+        return {}
+    by_sql = {
+        quote(name): name
+        for name, type_ in raw.items()
+        if pa.types.is_string(type_) or pa.types.is_large_string(type_)
+    }
+    return {
+        i: by_sql[f.sql]
+        for i, f in enumerate(fields)
+        if f.sql in by_sql
+        and f.kind == "text"
+        and f.default is None
+        and f.column.type in ("VARCHAR", "JSON")
+    }
 
 
 def _duplicate_problem(key: list[Field]) -> _Problem:
