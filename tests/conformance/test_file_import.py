@@ -193,6 +193,55 @@ def test_events_sent_again_in_another_file_are_not_doubled(session: Session) -> 
     assert count(session, "events") == 3
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_keys_hashed_by_validation_meet_keys_stored_by_other_writers(
+    session: Session, fmt: str
+) -> None:
+    """An importer's load takes its rows' key hashes from validation (another engine than the
+    warehouse's): they must be the hashes the warehouse gives the same keys, both ways round —
+    a key stored by another writer is found when a file sends it again, and a key a file stored
+    is found when another writer sends it again."""
+    from personify.warehouse import table
+
+    ids = ["m-1", "é-ü-☃", "", " x", "m" * 300]
+    n = len(ids)
+    stored = pa.table(
+        {
+            "message_id": ids,
+            "type": ["track"] * n,
+            "timestamp": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+            "source": ["api"] * n,
+            "user_id": ["u"] * n,
+        }
+    )
+    wh = session.warehouse
+    assert wh.load(table("events"), stored, on_conflict="ignore") == n
+    sent = ["m-1", "é-ü-☃", " x", "m" * 300, "m-2", "m-3"]  # ("" is no key: quarantined)
+    path = session.project.root / "data" / f"again.{fmt}"
+    data = pa.table(
+        {
+            "messageId": sent,
+            "type": ["track"] * len(sent),
+            "userId": ["u"] * len(sent),
+            "timestamp": ["2025-05-01T00:00:00Z"] * len(sent),
+        }
+    )
+    if fmt == "parquet":
+        pq.write_table(data, path)
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(data, path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in data.to_pylist()), "utf-8")
+    result = import_file(session, path, table="events", source_name="web")
+    assert (result.counts["rows_loaded"], result.counts["rows_duplicate"]) == (2, 4)
+    again = stored.slice(0, 1).set_column(0, "message_id", pa.array(["m-3"]))
+    assert wh.load(table("events"), again, on_conflict="ignore") == 0
+    assert count(session, "events") == 7
+
+
 def test_person_records_keep_every_version(session: Session) -> None:
     import_file(
         session,

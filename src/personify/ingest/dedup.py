@@ -11,7 +11,7 @@ quarantined as a duplicate — visible, with its payload, never silently lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -23,6 +23,18 @@ from personify.warehouse.base import quote
 _KEYS = "__dedup_keys"
 
 
+class Seen(NamedTuple):
+    """What :meth:`KeySet.duplicates` found in a batch."""
+
+    duplicate: np.ndarray[Any, np.dtype[np.bool_]]
+    """Per row: its key was taken already."""
+    kept_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None
+    """The DuckDB ``hash()`` of the kept rows' keys, in their order, when the key is one column
+    and no two of them are equal — then no two of them are equal in the whole input either
+    (a later row whose hash was kept is a duplicate): a loader may use them as the keys'
+    hashes (:meth:`~personify.warehouse.base.Warehouse.load`). ``None`` otherwise."""
+
+
 class KeySet:
     """The keys kept so far in one input."""
 
@@ -31,13 +43,13 @@ class KeySet:
         self.key = list(key)
         self.hashes: np.ndarray[Any, np.dtype[np.uint64]] = np.empty(0, dtype=np.uint64)
 
-    def duplicates(self, rows: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    def duplicates(self, rows: pa.Table) -> Seen:
         """For each row of ``rows`` (the key columns and ``__pos``, the row's position in the
         input, ascending): is its key taken already — by an earlier row of ``rows`` or of an
         earlier call? The first row with a key is kept."""
         n = rows.num_rows
         if not n:
-            return np.zeros(0, dtype=np.bool_)
+            return Seen(np.zeros(0, dtype=np.bool_), np.empty(0, dtype=np.uint64))
         cols = ", ".join(quote(c) for c in self.key)
         with registered(self.con, rows.select([*self.key, "__pos"]), _KEYS):
             h = arrow(self.con, f"SELECT hash({cols}) AS h FROM {_KEYS}").column("h")
@@ -46,8 +58,12 @@ class KeySet:
             ordered = hashes[order]
             dup = self._within(order, ordered)
         dup |= self._seen(order, ordered)
-        self._add(np.sort(hashes[~dup]))
-        return dup
+        kept = hashes[~dup]
+        added = np.sort(kept)
+        self._add(added)
+        # (two kept rows share a hash only when their keys differ: the exact check kept both)
+        distinct = not bool((added[1:] == added[:-1]).any())
+        return Seen(dup, kept if len(self.key) == 1 and distinct else None)
 
     def _within(
         self, order: np.ndarray[Any, Any], ordered: np.ndarray[Any, np.dtype[np.uint64]]

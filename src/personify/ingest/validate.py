@@ -69,6 +69,9 @@ class Checked:
     """Rows that failed, as :data:`~personify.ingest.quarantine.BAD_ROWS`."""
     read: int
     """Rows looked at (blank lines are not rows)."""
+    key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None
+    """Per valid row, the DuckDB ``hash()`` of its key, all distinct in the file so far
+    (:attr:`~personify.ingest.dedup.Seen.kept_hashes`); ``None`` when not known."""
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,11 @@ class Validator:
             is_good = pc.is_null(result.column("__k"))
             good = result.filter(is_good)
             failed = result.filter(pc.invert(is_good)).select(_BAD_COLUMNS)
-        dups = self._duplicates(good)
+        dups, hashes = self._duplicates(good)
         if dups.num_rows:
             good = good.filter(pc.invert(pc.is_in(good.column("__pos"), dups.column("__pos"))))
             failed = pa.concat_tables([failed, dups.cast(failed.schema)])
-        return Checked(self._good(good), self._bad(raw, failed), result.num_rows)
+        return Checked(self._good(good), self._bad(raw, failed), result.num_rows, hashes)
 
     def close(self) -> None:
         self.con.close()
@@ -280,22 +283,27 @@ class Validator:
             result = result.set_column(at, self.fields[i].name, value)
         return result
 
-    def _duplicates(self, good: pa.Table) -> pa.Table:
-        """Valid rows whose key an earlier valid row of this file has (this batch or before)."""
+    def _duplicates(
+        self, good: pa.Table
+    ) -> tuple[pa.Table, np.ndarray[Any, np.dtype[np.uint64]] | None]:
+        """Valid rows whose key an earlier valid row of this file has (this batch or before),
+        and the other rows' key hashes (:attr:`Checked.key_hashes`)."""
         names = [f.name for f in self.key]
+        none = good.select(_BAD_COLUMNS).slice(0, 0)
         if self.keys is None or not good.num_rows or not set(names) <= set(good.column_names):
-            return good.select(_BAD_COLUMNS).slice(0, 0)
-        dup = self.keys.duplicates(good)
+            return none, None
+        dup, kept = self.keys.duplicates(good)
         if not dup.any():
-            return good.select(_BAD_COLUMNS).slice(0, 0)
+            return none, kept
         rows = good.filter(pa.array(dup)).select(["__line", "__pos", *names])
         cols = [quote(n) for n in names]
         shown = f"to_json({cols[0]})" if len(cols) == 1 else f"json_array({', '.join(cols)})"
         with registered(self.con, rows, _KEYS):
-            return self._run(
+            found = self._run(
                 f"SELECT __line, __pos, {self._dup} AS __k, "
                 f"left({shown}::VARCHAR, 200) AS __value FROM {_KEYS}"
             )
+        return found, kept
 
     # ----------------------------------------------------------------------------- results
     def _good(self, rows: pa.Table) -> pa.Table:

@@ -493,7 +493,9 @@ def _import_one(
     ):
         pending = _Pending(wh, stored, policy, counts, gather=gather)
         for batch in ready:
-            pending.add(reshape(target, batch.good, source.name, now))
+            # (rows stored as validated: their key hashes are the stored keys')
+            hashes = batch.key_hashes if stored.name == target.name else None
+            pending.add(reshape(target, batch.good, source.name, now), hashes)
             if batch.quarantined.num_rows:
                 quarantine.write(wh, batch.quarantined)
             counts.rows_read += batch.read
@@ -521,6 +523,7 @@ class _Ready:
     read: int
     done: int
     total: int
+    key_hashes: np.ndarray | None
 
 
 def _prepared(
@@ -550,7 +553,7 @@ def _prepared(
             validator.con, bad, source=source, origin=digest, received_at=now
         )
         read = checked.read + len(batch.malformed)
-        return _Ready(checked.good, rows_q, read, batch.done, batch.total)
+        return _Ready(checked.good, rows_q, read, batch.done, batch.total, checked.key_hashes)
 
     # One worker: the steps run one after another, in order (the validator tracks keys across
     # batches). Its queue holds the steps submitted ahead; on an early exit they are cancelled.
@@ -623,12 +626,16 @@ class _Pending:
         self.wh, self.target, self.policy, self.counts = wh, target, policy, counts
         self.gather = gather
         self.tables: list[pa.Table] = []
+        self.hashes: list[np.ndarray | None] = []
         self.rows = 0
 
-    def add(self, good: pa.Table) -> None:
+    def add(self, good: pa.Table, key_hashes: np.ndarray | None = None) -> None:
+        """Gather ``good`` (and its rows' key hashes, if known: distinct in the file)."""
         if self.tables and good.schema != self.tables[0].schema:
             self.flush()  # (JSON Lines batches may provide other columns)
+        known = key_hashes is not None and len(key_hashes) == good.num_rows
         self.tables.append(good)
+        self.hashes.append(key_hashes if known else None)
         self.rows += good.num_rows
         if self.rows >= self.gather:
             self.flush()
@@ -637,24 +644,39 @@ class _Pending:
         if not self.tables:
             return
         good = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
-        self.tables, self.rows = [], 0
-        loaded = load_rows(self.wh, self.target, good, self.policy)
+        parts = [h for h in self.hashes if h is not None]
+        hashes = np.concatenate(parts) if len(parts) == len(self.hashes) else None
+        self.tables, self.hashes, self.rows = [], [], 0
+        loaded = load_rows(self.wh, self.target, good, self.policy, hashes)
         self.counts.rows_loaded += loaded
         self.counts.rows_duplicate += good.num_rows - loaded
 
 
-def load_rows(wh: Warehouse, target: Table, good: pa.Table, policy: OnConflict) -> int:
+def load_rows(
+    wh: Warehouse,
+    target: Table,
+    good: pa.Table,
+    policy: OnConflict,
+    key_hashes: np.ndarray | None = None,
+) -> int:
     """Load reshaped rows into ``target`` under ``policy`` (:data:`CONFLICT_POLICY`): on
     ``update``, every column the rows carry but the key and :data:`NEVER_UPDATED` is updated.
     Returns the rows inserted or updated (the rest were duplicates). In the caller's
-    transaction."""
+    transaction. ``key_hashes``: the rows' key hashes as validation computed them (distinct)."""
     if not good.num_rows:
         return 0
     update = [
         c for c in good.column_names if c not in target.primary_key and c not in NEVER_UPDATED
     ]
     # validation checked (or wrote) every JSON value
-    return wh.load(target, good, on_conflict=policy, update_columns=update or None, valid_json=True)
+    return wh.load(
+        target,
+        good,
+        on_conflict=policy,
+        update_columns=update or None,
+        valid_json=True,
+        key_hashes=key_hashes,
+    )
 
 
 def already_imported(wh: Warehouse, source: str, digest: str) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
@@ -121,6 +122,7 @@ class Warehouse(abc.ABC):
         on_conflict: OnConflict = "error",
         update_columns: Sequence[str] | None = None,
         valid_json: bool = False,
+        key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
     ) -> int:
         """Bulk-insert ``data`` (columns named as ``table``'s; a subset is fine) through Arrow.
 
@@ -128,7 +130,10 @@ class Warehouse(abc.ABC):
         ``update`` overwrites ``update_columns`` (default: every loaded non-key column).
         ``valid_json``: the caller vouches that the text of ``table``'s JSON columns is valid
         JSON (validation checked it, or an encoder wrote it), so an engine that would parse it
-        again to store it may skip that. Returns the number of rows inserted or updated.
+        again to store it may skip that. ``key_hashes``: per row, DuckDB's ``hash()`` of its
+        (one-column) key, no two equal — the file importer's validation computed them — so an
+        engine that keeps the key itself by those hashes need not compute and compare them
+        again; others ignore them. Returns the number of rows inserted or updated.
         """
 
     @abc.abstractmethod

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
@@ -367,6 +368,7 @@ class DuckDBWarehouse(Warehouse):
         on_conflict: OnConflict = "error",
         update_columns: Sequence[str] | None = None,
         valid_json: bool = False,
+        key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
     ) -> int:
         if data.num_rows == 0:
             return 0
@@ -376,7 +378,9 @@ class DuckDBWarehouse(Warehouse):
             with self.transaction():
                 # the lock first: the transaction's snapshot then sees every earlier writer
                 self._writers.acquire(table.name, self._local.txn)
-                return keyless.load(self, table, data, on_conflict, update_columns)
+                return keyless.load(
+                    self, table, data, on_conflict, update_columns, key_hashes=key_hashes
+                )
         cols = [c for c in data.column_names if c in table.column_names]
         view = f"__personify_load_{next(_names)}"
         col_sql = ", ".join(quote(c) for c in cols)

@@ -175,9 +175,13 @@ def load(
     data: pa.Table,
     on_conflict: OnConflict,
     update_columns: Sequence[str] | None,
+    *,
+    key_hashes: np.ndarray | None = None,
 ) -> int:
     """Insert (or update) ``data`` into ``table`` keeping its primary key unique; the caller
-    holds the table's lock in an open transaction. Returns the rows inserted or updated."""
+    holds the table's lock in an open transaction. Returns the rows inserted or updated.
+    ``key_hashes``: the rows' :func:`~.keyfilter.hash_sql` hashes, no two equal (as the file
+    importer's validation computed them): then neither computed nor compared again."""
     key = list(table.primary_key)
     cols = [c for c in data.column_names if c in table.column_names]
     missing = [k for k in key if k not in cols]
@@ -191,9 +195,10 @@ def load(
     # none repeated), it is inserted as it is — each registration and statement gives the
     # interpreter lock up and takes it back a few times, which a busy server makes slow
     whole = f"__personify_keyless_{next(_names)}"
+    given = key_hashes is not None and len(key_hashes) == data.num_rows
     with wh.register(whole, data):
-        hashes = _hashes(wh, whole, key[0])
-        if _distinct(hashes):
+        hashes = key_hashes if key_hashes is not None and given else _hashes(wh, whole, key[0])
+        if given or _distinct(hashes):
             first = data  # no two rows share a hash, so none shares a key: no grouping needed
         else:
             first = _first_per_key(data, key)

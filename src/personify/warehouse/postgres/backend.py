@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -242,6 +243,7 @@ class PostgresWarehouse(Warehouse):
         on_conflict: OnConflict = "error",
         update_columns: Sequence[str] | None = None,
         valid_json: bool = False,  # (COPY parses JSON text whatever: nothing to skip)
+        key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,  # (keys kept by PG)
     ) -> int:
         if data.num_rows == 0:
             return 0
