@@ -66,7 +66,11 @@ compressed again): 1.07 M web events appended three times, each commit checkpoin
 4.1–4.4 CPU-s per insert plus 4.4–7.2 per checkpoint, a 555 MB file; on one thread 4.2–4.7 plus
 0.01, 368 MB. A checkpoint put off while another transaction is open then did all of it at once:
 the 1 M world's load spent 254 s (wall) growing to 6.1 GB in the first checkpoint after the web
-events. The importer's sources already run side by side (two lanes), so the cores stay busy."""
+events. The importer's sources already run side by side (two lanes), so the cores stay busy.
+DuckDB 2.0 rewrites far less after a multi-threaded insert (+0.6 CPU-s per 2 M events with
+``preserve_insertion_order = false``), but two threads still cost the 1 M world's load time, and
+that setting must stay on: the keyless loads read key hashes back in the rows' order
+(benchmarks/RESULTS.md, ``world_load.py``, session 13)."""
 SERVE_THREADS: Final = 1
 """Threads a DuckDB statement may use in ``personify serve`` (:meth:`~DuckDBWarehouse.
 limit_threads`), except in forwarded commands and scheduled rebuilds (:meth:`~DuckDBWarehouse.
