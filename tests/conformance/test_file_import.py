@@ -4,6 +4,9 @@ bad rows are quarantined with reasons while the rest load; one file is one trans
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -472,6 +475,54 @@ def test_sync_sources_imports_tables_side_by_side(session: Session) -> None:
     with pytest.raises(FileImportError, match="no-such-file.csv: no such file"):
         sync_sources(session)
     assert count(session, "orders") == 3  # the other lane finished
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities: Linux")
+def test_the_lanes_beside_the_largest_run_at_a_lower_priority(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The largest lane sets the sync's length: the threads of the others (and the threads
+    they start) run LANE_NICE steps lower; the caller's thread and the largest lane's keep
+    theirs."""
+    from personify import sources
+
+    write(session, "events.jsonl", "\n".join(event(f"m{i}") for i in range(200)) + "\n")
+    write(session, "orders.csv", "order_id,created_at\no1,2025-01-01\n")
+    write(
+        session, "consents.csv", "customer_id,purpose,channel,status\nc1,marketing,email,granted\n"
+    )
+    config = (
+        FileSource(name="shop", path="data/orders.csv", table="orders"),
+        FileSource(name="web", path="data/events.jsonl", table="events"),
+        FileSource(name="consent", path="data/consents.csv", table="consents"),
+    )
+    session.project = Project(
+        ProjectConfig(warehouse=session.project.config.warehouse, sources=config),
+        session.project.root,
+        session.project.file,
+    )
+    seen: dict[str, tuple[int, int]] = {}
+    run_one = sources._run_one
+
+    def recorded(*args: Any, **kwargs: Any) -> sources.SyncResult:
+        def started() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        child: list[int] = []
+        worker = threading.Thread(target=lambda: child.append(started()))
+        worker.start()
+        worker.join()
+        seen[args[1].name] = (started(), child[0])
+        return run_one(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "_run_one", recorded)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    lower = min(base + sources.LANE_NICE, 19)
+    results = sync_sources(session)
+    assert [r.counts["rows_loaded"] for r in results] == [1, 200, 1]
+    assert seen["web"] == (base, base)  # the largest lane
+    assert seen["shop"] == (lower, lower) and seen["consent"] == (lower, lower)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
 
 
 def test_files_that_cannot_be_read_raise_naming_them(session: Session) -> None:
