@@ -60,6 +60,13 @@ def event(message_id: str, **fields: Any) -> str:
     return json.dumps({k: v for k, v in body.items() if v is not None})
 
 
+def with_sources(session: Session, *sources: FileSource) -> None:
+    """The session's project, declaring ``sources`` (for ``sync_sources``)."""
+    project = session.project
+    config = ProjectConfig(warehouse=project.config.warehouse, sources=sources)
+    session.project = Project(config, project.root, project.file)
+
+
 def invariant(counts: dict[str, int]) -> None:
     assert counts["rows_read"] == (
         counts["rows_loaded"] + counts["rows_duplicate"] + counts["rows_quarantined"]
@@ -409,12 +416,7 @@ def test_sync_sources_imports_a_glob_in_order(session: Session) -> None:
     for day in ("02", "01"):
         write(session, f"orders-{day}.csv", f"order_id,created_at\no{day},2025-01-{day}\n")
     source = FileSource(name="shop", path="data/orders-*.csv", table="orders")
-    project = Project(
-        ProjectConfig(warehouse=session.project.config.warehouse, sources=(source,)),
-        session.project.root,
-        session.project.file,
-    )
-    session.project = project
+    with_sources(session, source)
     [result] = sync_sources(session)
     assert result.counts["files"] == 2 and result.counts["rows_loaded"] == 2
     paths = [r[0] for r in rows(session, "SELECT path FROM file_imports ORDER BY imported_at")]
@@ -441,11 +443,7 @@ def test_sync_sources_imports_tables_side_by_side(session: Session) -> None:
             name="crm", path="data/crm.csv", table="customers", mapping={"customer_id": "id"}
         ),
     )
-    session.project = Project(
-        ProjectConfig(warehouse=session.project.config.warehouse, sources=config),
-        session.project.root,
-        session.project.file,
-    )
+    with_sources(session, *config)
     pinned = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
     pg = session.warehouse.dialect == "postgres"
     held = len(session.warehouse._all) if pg else 0  # type: ignore[attr-defined]
@@ -467,11 +465,7 @@ def test_sync_sources_imports_tables_side_by_side(session: Session) -> None:
         FileSource(name="gone", path="data/no-such-file.csv", table="consents"),
         FileSource(name="shop2", path="data/more-orders.csv", table="orders"),
     )
-    session.project = Project(
-        ProjectConfig(warehouse=session.project.config.warehouse, sources=broken),
-        session.project.root,
-        session.project.file,
-    )
+    with_sources(session, *broken)
     with pytest.raises(FileImportError, match="no-such-file.csv: no such file"):
         sync_sources(session)
     assert count(session, "orders") == 3  # the other lane finished
@@ -496,11 +490,7 @@ def test_the_lanes_beside_the_largest_run_at_a_lower_priority(
         FileSource(name="web", path="data/events.jsonl", table="events"),
         FileSource(name="consent", path="data/consents.csv", table="consents"),
     )
-    session.project = Project(
-        ProjectConfig(warehouse=session.project.config.warehouse, sources=config),
-        session.project.root,
-        session.project.file,
-    )
+    with_sources(session, *config)
     seen: dict[str, tuple[int, int]] = {}
     run_one = sources._run_one
 
