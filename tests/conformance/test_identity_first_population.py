@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from personify import clock
 from personify.config import IdentityConfig
-from personify.identity import resolve_batch
+from personify.identity import graph, resolve_batch
 from personify.warehouse import Warehouse, connect, table
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -270,3 +270,40 @@ def test_first_population_equals_general_pass_random(
             with psycopg.connect(base.rstrip("?&"), autocommit=True) as conn:
                 for url in urls:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{url.rpartition("schema=")[2]}" CASCADE')
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-population", "general-pass"])
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "unpacked"])
+def test_a_node_keeps_its_first_sightings_source_and_time(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch, first: bool, packed: bool
+) -> None:
+    """An identifier's node holds the source that sighted it first (the smallest source name
+    when two sighted it at the same microsecond), that time to the microsecond — before 1970
+    too — and its last sighting. ``packed`` off: DuckDB's packed key is refused as out of range
+    (it takes the row-keyed aggregate other engines use)."""
+    if not packed:
+        monkeypatch.setattr(graph, "_RANGE_BITS", 8)
+    t1 = datetime(1957, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    t2 = datetime(2026, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
+    us = timedelta(microseconds=1)
+    ts = pa.array([t1, t1, t1 + timedelta(days=2), t2 + us, t2, t2 + timedelta(days=5)], TS)
+    records = pa.table(
+        {
+            "source": ["zeta", "shop", "crm", "crm", "zeta", "shop"],
+            "record_id": ["z1", "s1", "c1", "c2", "z2", "s2"],
+            "email": ["ann@x.org", "ann@x.org", "ann@x.org", "bob@y.org", "bob@y.org", "bob@y.org"],
+            "observed_at": ts,
+            "received_at": ts,
+        }
+    )
+    warehouse.load(table("customer_records"), records)
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, IdentityConfig(), first_population=first)
+    nodes = warehouse.fetch(
+        "SELECT value, source, first_seen, last_seen FROM identity_nodes WHERE kind = 'email' "
+        "ORDER BY value"
+    )
+    assert [(v, s, f.astimezone(UTC), last.astimezone(UTC)) for v, s, f, last in nodes] == [
+        ("ann@x.org", "shop", t1, t1 + timedelta(days=2)),  # zeta and shop at t1: shop
+        ("bob@y.org", "zeta", t2, t2 + timedelta(days=5)),  # zeta a microsecond before crm
+    ]

@@ -67,11 +67,10 @@ def _ids(wh: Warehouse) -> int:
         f"s.first_seen, s.last_seen, {blocked} AS blocked, "
         f"coalesce(ik.rank, {STAR_RANK_SQL}) AS rank, coalesce(ik.anonymous, FALSE) AS anon, "
         "ik.max_count FROM (SELECT row_number() OVER (ORDER BY first_seen, kind, value) AS "
-        "node_id, * FROM (SELECT kind, value, "
-        f"{first_by(wh, 'source', 'first_seen')} AS source, min(first_seen) AS first_seen, "
-        f"max(last_seen) AS last_seen FROM {SIGHTED} GROUP BY kind, value) g) s {joins} "
+        f"node_id, * FROM ({graph.identifiers(wh)}) g) s {joins} "
         "LEFT JOIN _id_kinds ik ON ik.kind = s.kind"
     )
+    drop(wh, graph.SOURCES)
     return count(wh, _IDS)
 
 

@@ -32,16 +32,56 @@ of them against the sighted ones cost ~60 ms per pass over 1.7M identifiers, and
 times)."""
 
 
+SOURCES = "_sighted_sources"
+_RANGE_BITS = 62
+"""The packed key of :func:`identifiers` holds microseconds within ±2^(this − source bits)."""
+
+
+def identifiers(wh: Warehouse) -> str:
+    """SQL: every distinct ``(kind, value)`` of :data:`SIGHTED` once, with the ``source`` of
+    its first sighting (ties: the smallest source), ``first_seen`` and ``last_seen``.
+
+    DuckDB: the first sighting's source rides in one integer ``min``: the sighting's
+    microsecond times 2ᵇ plus the source's number in name order (:data:`SOURCES`, a few rows),
+    decoded after the grouping by a shift and a mask. An ``arg_min`` keyed on a row of the
+    time and the source cost twice as much as the grouping without it (1M build: 8.4M
+    sightings into 5.5M identifiers, 4.4 → 2.4 CPU-s). Times too far from 1970 for the packed
+    key to hold (none, in practice) take that ``arg_min``."""
+    generic = (
+        f"SELECT kind, value, {first_by(wh, 'source', 'first_seen')} AS source, "
+        f"min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM {SIGHTED} "
+        "GROUP BY kind, value"
+    )
+    if wh.dialect != "duckdb":
+        return generic
+    drop(wh, SOURCES)
+    wh.execute(
+        f"CREATE TEMP TABLE {SOURCES} AS SELECT source, CAST(row_number() OVER "
+        f"(ORDER BY source) - 1 AS BIGINT) AS code FROM (SELECT DISTINCT source FROM {SIGHTED}) s"
+    )
+    bits = max(1, (int(wh.scalar(f"SELECT count(*) FROM {SOURCES}") or 0) - 1).bit_length())
+    low, high = wh.fetch(
+        f"SELECT min(epoch_us(first_seen)), max(epoch_us(first_seen)) FROM {SIGHTED}"
+    )[0]
+    if low is not None and (bits > 16 or max(-int(low), int(high)) >= 1 << (_RANGE_BITS - bits)):
+        return generic
+    return (
+        "SELECT g.kind, g.value, c.source, "
+        f"make_timestamptz(g.k >> {bits}) AS first_seen, g.last_seen FROM (SELECT s.kind, "
+        f"s.value, min(epoch_us(s.first_seen) * {1 << bits} + c.code) AS k, "
+        f"max(s.last_seen) AS last_seen FROM {SIGHTED} s JOIN {SOURCES} c "
+        f"ON c.source = s.source GROUP BY s.kind, s.value) g JOIN {SOURCES} c "
+        f"ON c.code = g.k & {(1 << bits) - 1}"
+    )
+
+
 def _nodes(wh: Warehouse) -> int:
     """Insert unseen identifiers as nodes; widen the seen times of known ones."""
     drop(wh, "_sighted_ids", _SIGHTED_NODES)
     wh.execute(
         "CREATE TEMP TABLE _sighted_ids AS SELECT s.*, n.node_id, n.blocked, "
-        "n.first_seen AS known_first, n.last_seen AS known_last FROM (SELECT kind, value, "
-        f"{first_by(wh, 'source', 'first_seen')} AS source, "
-        f"min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM {SIGHTED} "
-        "GROUP BY kind, value) s LEFT JOIN identity_nodes n ON n.kind = s.kind "
-        "AND n.value = s.value"
+        f"n.first_seen AS known_first, n.last_seen AS known_last FROM ({identifiers(wh)}) s "
+        "LEFT JOIN identity_nodes n ON n.kind = s.kind AND n.value = s.value"
     )
     wh.execute(
         "UPDATE identity_nodes SET first_seen = least(identity_nodes.first_seen, s.first_seen), "
@@ -71,7 +111,7 @@ def _nodes(wh: Warehouse) -> int:
         f"FROM {_SIGHTED_NODES}",
         [base],
     )
-    drop(wh, "_sighted_ids")
+    drop(wh, "_sighted_ids", SOURCES)
     return max(added, 0)
 
 
