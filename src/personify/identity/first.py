@@ -77,13 +77,13 @@ def _ids(wh: Warehouse) -> int:
 def _edges(wh: Warehouse) -> int:
     """Star edges per sighting group, written to ``identity_edges`` (all of them are new)."""
     # groups of one sighting link nothing (most events carry an anonymous id alone): only the
-    # others go to the star; the kind and value come from the sighting (the join's hash table
-    # then holds the node id, flag and rank, not the strings again)
+    # linked ones go to the star (sightings.py); the kind and value come from the sighting (the
+    # join's hash table then holds the node id, flag and rank, not the strings again)
     wh.execute(
         f"CREATE TEMP TABLE {_GRP} AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
         "s.last_seen, s.evidence, s.origin, n.blocked, n.rank, s.kind, s.value "
         f"FROM {SIGHTED} s JOIN {_IDS} n ON n.kind = s.kind AND n.value = s.value "
-        f"WHERE s.grp IN (SELECT grp FROM {SIGHTED} GROUP BY grp HAVING count(*) > 1)"
+        "WHERE s.linked"
     )
     drop(wh, SIGHTED)
     graph.star_edges(wh, _GRP, blocked=True)

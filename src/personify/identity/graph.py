@@ -148,7 +148,7 @@ def _edges(wh: Warehouse) -> int:
         "CREATE TEMP TABLE _grp_nodes AS SELECT s.grp, n.node_id, s.source, s.first_seen, "
         f"s.last_seen, s.evidence, s.origin, n.blocked, {_RANK} AS rank, n.kind, n.value "
         f"FROM {SIGHTED} s JOIN {_SIGHTED_NODES} n ON n.kind = s.kind AND n.value = s.value "
-        "LEFT JOIN _id_kinds ik ON ik.kind = n.kind"
+        "LEFT JOIN _id_kinds ik ON ik.kind = n.kind WHERE s.linked"
     )
     star_edges(wh, "_grp_nodes")
     wh.execute(

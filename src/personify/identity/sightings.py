@@ -7,9 +7,13 @@ Inputs (each restricted by a :class:`Scope`):
 * ``customer_records`` — the record's own id (kind: the source's id kind), email, phone, user id;
 * ``orders`` and ``tickets`` — the customer id as the source knows it, and the email.
 
-The result is ``_sighted (grp, kind, value, source, first_seen, last_seen, evidence, origin)``
-with values normalized (:mod:`personify.identity.normalize`): identifiers in one ``grp`` belong
-to one person by that input's evidence.
+The result is ``_sighted (grp, kind, value, source, first_seen, last_seen, evidence, origin,
+linked)`` with values normalized (:mod:`personify.identity.normalize`): identifiers in one ``grp``
+belong to one person by that input's evidence. ``linked``: the group held more than one
+identifier before normalization — only those groups can link anything (a group of one sighting
+makes no edge; one that normalization left with one makes none either, it is only looked at):
+most groups of a large pass are an anonymous id alone, and the edges skip them without grouping
+every sighting again to count them (1M build: 1.9 s of operator time).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ _RAW = scratch(
     last_seen="TIMESTAMPTZ",
     evidence="VARCHAR",
     origin="VARCHAR",
+    linked="BOOLEAN",
 )
 _PHONES = scratch("_phone_map", raw="VARCHAR", e164="VARCHAR")
 
@@ -73,7 +78,12 @@ _EVIDENCE = (
 )
 
 
-_COLUMNS = "grp, kind, raw, source, first_seen, last_seen, evidence, origin"
+_COLUMNS = "grp, kind, raw, source, first_seen, last_seen, evidence, origin, linked"
+
+
+def _several(*columns: str) -> str:
+    """SQL: more than one of ``columns`` is not NULL."""
+    return "(" + " + ".join(f"CAST({c} IS NOT NULL AS INTEGER)" for c in columns) + ") > 1"
 
 
 def _add(wh: Warehouse, rows: str, kind: str | None, direct: str | None) -> None:
@@ -90,7 +100,7 @@ def _add(wh: Warehouse, rows: str, kind: str | None, direct: str | None) -> None
         other = "" if kind is not None else " WHERE s.kind IS DISTINCT FROM 'phone'"
         wh.execute(
             f"INSERT INTO {SIGHTED} SELECT * FROM (SELECT s.grp, s.kind, {direct} AS value, "
-            "s.source, s.first_seen, s.last_seen, s.evidence, s.origin FROM "
+            "s.source, s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM "
             f"({rows}) s{other}) n WHERE value IS NOT NULL"
         )
     if kind in (None, "phone"):
@@ -104,7 +114,8 @@ def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
         "CREATE TEMP TABLE _ev_groups AS SELECT 4 * row_number() OVER () AS grp, source, "
         "anonymous_id, user_id, previous_id, email, phone, "
         "min(timestamp) AS first_seen, max(timestamp) AS last_seen, "
-        f"min(message_id) AS origin, {_EVIDENCE} AS evidence FROM ("
+        f"min(message_id) AS origin, {_EVIDENCE} AS evidence, "
+        f"{_several('anonymous_id', 'user_id', 'previous_id', 'email', 'phone')} AS linked FROM ("
         "SELECT source, anonymous_id, user_id, type, timestamp, message_id, "
         "CASE WHEN type = 'alias' THEN previous_id END AS previous_id, "
         "traits->>'email' AS email, traits->>'phone' AS phone "
@@ -122,7 +133,7 @@ def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
         _add(
             wh,
             f"SELECT grp, '{kind}' AS kind, {column} AS raw, source, first_seen, last_seen, "
-            f"evidence, origin FROM _ev_groups WHERE {column} IS NOT NULL",
+            f"evidence, origin, linked FROM _ev_groups WHERE {column} IS NOT NULL",
             kind,
             direct,
         )
@@ -166,7 +177,8 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
     wh.execute(
         f"CREATE TEMP TABLE _in_groups AS SELECT 4 * row_number() OVER () + {_NUMBER[prefix]} "
         "AS grp, source, sid, email"
-        f"{extra}, min(t) AS first_seen, max(t) AS last_seen, min(o) AS origin FROM ("
+        f"{extra}, min(t) AS first_seen, max(t) AS last_seen, min(o) AS origin, "
+        f"{_several('sid', 'email', *others)} AS linked FROM ("
         f"SELECT source, {id_column} AS sid, email{extra}, {time} AS t, "
         f"CAST({origin} AS VARCHAR) AS o FROM {table} WHERE {where[0]}) x "
         f"GROUP BY source, sid, email{extra}",
@@ -181,7 +193,7 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
             wh,
             f"SELECT g.grp, {kind_sql} AS kind, "
             f"CAST(g.{column} AS VARCHAR) AS raw, g.source, g.first_seen, g.last_seen, "
-            f"'{evidence}' AS evidence, g.origin FROM _in_groups g {join} "
+            f"'{evidence}' AS evidence, g.origin, g.linked FROM _in_groups g {join} "
             f"WHERE g.{column} IS NOT NULL",
             kind,
             direct,
@@ -241,7 +253,7 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         wh.execute(
             f"CREATE TEMP TABLE {SIGHTED} (grp BIGINT, kind VARCHAR, value VARCHAR, "
             "source VARCHAR, first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ, evidence VARCHAR, "
-            "origin VARCHAR)"
+            "origin VARCHAR, linked BOOLEAN)"
         )
     if scope.events != NOTHING:
         _events(wh, scope.events, direct)
@@ -252,7 +264,7 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
     if direct is not None:
         wh.execute(
             f"INSERT INTO {SIGHTED} SELECT * FROM (SELECT s.grp, s.kind, {value} AS "
-            "value, s.source, s.first_seen, s.last_seen, s.evidence, s.origin FROM "
+            "value, s.source, s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM "
             f"{_RAW.name} s LEFT JOIN {_PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) "
             "n WHERE value IS NOT NULL"
         )
@@ -267,7 +279,7 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         )
         wh.execute(
             f"CREATE TEMP TABLE {SIGHTED} AS SELECT s.grp, s.kind, n.value, s.source, "
-            f"s.first_seen, s.last_seen, s.evidence, s.origin FROM {_RAW.name} s "
+            f"s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM {_RAW.name} s "
             "JOIN _normalized n ON n.kind = s.kind AND n.raw = s.raw"
         )
     drop(wh, _RAW.name, _PHONES.name, "_normalized")
