@@ -187,7 +187,8 @@ def _customer_ids(wh: Warehouse) -> int:
 
 
 def _write(wh: Warehouse) -> int:
-    """``identity_nodes`` in one insert, then ``identities`` from them."""
+    """``identity_nodes`` in one insert, then ``identities`` from the same rows (not read back
+    from ``identity_nodes``: that scan kept the insert on about one thread, 2.2 → 1.7 s)."""
     added = wh.execute(
         f"INSERT INTO identity_nodes ({_NODE_COLUMNS}, customer_id) SELECT n.node_id, n.kind, "
         'n.value, n.source, n.first_seen, n.last_seen, n.blocked, n."cluster", n.part, '
@@ -196,8 +197,8 @@ def _write(wh: Warehouse) -> int:
     )
     wh.execute(
         "INSERT INTO identities (customer_id, kind, value, source, first_seen, last_seen) "
-        "SELECT customer_id, kind, value, source, first_seen, last_seen FROM identity_nodes "
-        "WHERE customer_id IS NOT NULL"
+        "SELECT p.customer_id, n.kind, n.value, n.source, n.first_seen, n.last_seen "
+        f"FROM {_NODES} n JOIN {_PARTS} p ON p.part = n.part WHERE NOT n.blocked"
     )
     return max(added, 0)
 
