@@ -31,9 +31,10 @@ class Migration:
 
 def create_table_sql(wh: Warehouse, table: Table) -> list[str]:
     """``CREATE TABLE IF NOT EXISTS`` (and indexes, where the engine wants them) for ``table``."""
-    bulky = wh.capabilities.bulky_text
+    bulky, rewritten = wh.capabilities.bulky_text, wh.capabilities.rewritten_text
     cols = [
         f"{quote(c.name)} {wh.column_type(c.type)}{bulky if c.bulky else ''}"
+        f"{rewritten if c.rewritten else ''}"
         f"{'' if c.nullable else ' NOT NULL'}"
         for c in table.columns
     ]

@@ -21,6 +21,10 @@ class Column:
     engines that can store it with general-purpose compression (``Capabilities.bulky_text``),
     which costs less to write than their default for short repeated strings, and takes less
     room for text this varied."""
+    rewritten: bool = False
+    """Written again in place, in volume (an event's customer id, set by identity resolution
+    on every stored event and changed by merges): engines that can store it as it is
+    (``Capabilities.rewritten_text``) skip compressing it again at every checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,15 @@ class Table:
 
 
 def C(  # noqa: N802
-    name: str, type_: str, nullable: bool = True, doc: str = "", *, bulky: bool = False
+    name: str,
+    type_: str,
+    nullable: bool = True,
+    doc: str = "",
+    *,
+    bulky: bool = False,
+    rewritten: bool = False,
 ) -> Column:
-    return Column(name, type_, nullable, doc, bulky)
+    return Column(name, type_, nullable, doc, bulky, rewritten)
 
 
 S, INT, F, B, TS, D, J = "VARCHAR", "BIGINT", "DOUBLE", "BOOLEAN", "TIMESTAMPTZ", "DATE", "JSON"
@@ -66,7 +76,12 @@ EVENTS = Table(
         C("event", S, doc="Event name for track calls (e.g. 'Product Added')"),
         C("anonymous_id", S),
         C("user_id", S),
-        C("customer_id", S, doc="Resolved customer (filled by identity resolution)"),
+        C(
+            "customer_id",
+            S,
+            doc="Resolved customer (filled by identity resolution)",
+            rewritten=True,
+        ),
         C("timestamp", TS, False, "When it happened (clock-skew corrected)"),
         C("received_at", TS, False, "When Personify stored it"),
         C("sent_at", TS),

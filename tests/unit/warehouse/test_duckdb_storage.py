@@ -1,5 +1,6 @@
-"""How DuckDB stores what is written in volume: an event's context with zstd, JSON text vouched
-for by its writer stored without being parsed again."""
+"""How DuckDB stores what is written in volume: an event's context with zstd, its customer id
+(written again by identity resolution) uncompressed, JSON text vouched for by its writer stored
+without being parsed again."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def events(n: int) -> pa.Table:
 def test_the_event_context_is_declared_and_stored_with_zstd(wh: Warehouse) -> None:
     ddl = create_table_sql(wh, table("events"))[0]
     assert '"context" JSON USING COMPRESSION zstd' in ddl
-    assert ddl.count("USING COMPRESSION") == 1  # the rest keeps DuckDB's own choice
+    assert '"customer_id" VARCHAR USING COMPRESSION uncompressed' in ddl
+    assert ddl.count("USING COMPRESSION") == 2  # the rest keeps DuckDB's own choice
     wh.load(table("events"), events(130_000), valid_json=True)
     wh.execute("CHECKPOINT")
     used = wh.fetch(
@@ -61,6 +63,29 @@ def test_the_event_context_is_declared_and_stored_with_zstd(wh: Warehouse) -> No
     assert wh.scalar("SELECT context->'page'->>'url' FROM events WHERE message_id = 'm7'") == (
         "https://s.example/p/7"
     )
+
+
+def test_the_event_customer_id_is_stored_uncompressed(wh: Warehouse) -> None:
+    """Identity resolution sets every event's customer id, then merges change them: stored as
+    they are, a checkpoint does not analyse and compress the whole column again."""
+    wh.load(table("events"), events(130_000), valid_json=True)
+    wh.execute("CHECKPOINT")
+    with wh.transaction():
+        wh.execute(
+            "UPDATE events SET customer_id = 'cus_' || substr(md5(message_id), 1, 20) "
+            "WHERE message_id <> 'm3'"
+        )
+    wh.execute("CHECKPOINT")
+    used = wh.fetch(
+        "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
+        "FROM pragma_storage_info('events') WHERE column_name IN ('customer_id', 'message_id') "
+        "AND segment_type <> 'VALIDITY' GROUP BY ALL ORDER BY 1"
+    )
+    assert used[0] == ("customer_id", ["Uncompressed"])
+    assert used[1][1] != ["Uncompressed"]  # (the other text keeps DuckDB's own choice)
+    assert wh.scalar("SELECT count(*) FROM events WHERE customer_id IS NULL") == 1
+    expected = wh.scalar("SELECT 'cus_' || substr(md5('m7'), 1, 20)")
+    assert wh.scalar("SELECT customer_id FROM events WHERE message_id = 'm7'") == expected
 
 
 def test_only_text_bound_for_json_columns_is_marked() -> None:

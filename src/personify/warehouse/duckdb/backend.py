@@ -124,6 +124,7 @@ class DuckDBWarehouse(Warehouse):
         secondary_indexes=False,
         cheap_keys=False,
         bulky_text=" USING COMPRESSION zstd" if _ZSTD_TEXT else "",
+        rewritten_text=" USING COMPRESSION uncompressed",
     )
 
     def __init__(self, url: str, *, path: str, lock_timeout: float = 10.0) -> None:
