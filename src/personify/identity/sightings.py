@@ -108,17 +108,28 @@ def _add(wh: Warehouse, rows: str, kind: str | None, direct: str | None) -> None
         wh.execute(f"INSERT INTO {_RAW.name} ({_COLUMNS}) SELECT * FROM ({rows}) s{phones}")
 
 
+def _numbered(wh: Warehouse) -> tuple[str, str]:
+    """SQL: a group's number (unique among the groups of one input table), and the column of
+    each input row it is taken from. DuckDB: the smallest row id of the group's rows — an
+    integer aggregate like the others; ``row_number() OVER ()`` ran on one thread after the
+    grouping (10M events into 2.4M groups: 0.4 s). Other engines number the groups."""
+    if wh.dialect == "duckdb":
+        return "min(r)", ", rowid AS r"
+    return "row_number() OVER ()", ""
+
+
 def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
     drop(wh, "_ev_groups")
+    number, row = _numbered(wh)
     wh.execute(
-        "CREATE TEMP TABLE _ev_groups AS SELECT 4 * row_number() OVER () AS grp, source, "
+        f"CREATE TEMP TABLE _ev_groups AS SELECT 4 * {number} AS grp, source, "
         "anonymous_id, user_id, previous_id, email, phone, "
         "min(timestamp) AS first_seen, max(timestamp) AS last_seen, "
         f"min(message_id) AS origin, {_EVIDENCE} AS evidence, "
         f"{_several('anonymous_id', 'user_id', 'previous_id', 'email', 'phone')} AS linked FROM ("
         "SELECT source, anonymous_id, user_id, type, timestamp, message_id, "
         "CASE WHEN type = 'alias' THEN previous_id END AS previous_id, "
-        "traits->>'email' AS email, traits->>'phone' AS phone "
+        f"traits->>'email' AS email, traits->>'phone' AS phone{row} "
         f"FROM events WHERE {where[0]}) ev "
         "GROUP BY source, anonymous_id, user_id, previous_id, email, phone",
         where[1],
@@ -174,13 +185,14 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
         table, where = readable_records(wh, where)
     extra = "".join(f", {c}" for c in others)
     drop(wh, "_in_groups")
+    number, row = _numbered(wh)
     wh.execute(
-        f"CREATE TEMP TABLE _in_groups AS SELECT 4 * row_number() OVER () + {_NUMBER[prefix]} "
+        f"CREATE TEMP TABLE _in_groups AS SELECT 4 * {number} + {_NUMBER[prefix]} "
         "AS grp, source, sid, email"
         f"{extra}, min(t) AS first_seen, max(t) AS last_seen, min(o) AS origin, "
         f"{_several('sid', 'email', *others)} AS linked FROM ("
         f"SELECT source, {id_column} AS sid, email{extra}, {time} AS t, "
-        f"CAST({origin} AS VARCHAR) AS o FROM {table} WHERE {where[0]}) x "
+        f"CAST({origin} AS VARCHAR) AS o{row} FROM {table} WHERE {where[0]}) x "
         f"GROUP BY source, sid, email{extra}",
         where[1],
     )
