@@ -307,3 +307,28 @@ def test_a_node_keeps_its_first_sightings_source_and_time(
         ("ann@x.org", "shop", t1, t1 + timedelta(days=2)),  # zeta and shop at t1: shop
         ("bob@y.org", "zeta", t2, t2 + timedelta(days=5)),  # zeta a microsecond before crm
     ]
+
+
+def test_a_first_population_over_kept_customer_ids_takes_them_over(warehouse: Warehouse) -> None:
+    """A graph emptied by hand while the customer ids stay, then rules that changed: the first
+    population runs again over ids already given, and the same founders get the same ids
+    (updated in place, not inserted twice), active again."""
+    _load(warehouse, hand_made())
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, IdentityConfig())
+    before = warehouse.fetch("SELECT customer_id, founder FROM customer_ids ORDER BY 1")
+    identities = warehouse.fetch("SELECT kind, value, customer_id FROM identities ORDER BY 1, 2")
+    with warehouse.transaction():
+        for name in ("identities", "identity_refusals", "identity_edges", "identity_nodes"):
+            warehouse.execute(f"DELETE FROM {name}")
+        warehouse.execute("UPDATE customer_ids SET status = 'merged', founded_at = ?", [_ts(-999)])
+    with clock.frozen(NOW):  # (the world's phones are E.164: the same graph, other rules)
+        again = resolve_batch(warehouse, IdentityConfig(phone_region="FR"))
+    assert again.counts["first_population"] == 1
+    assert warehouse.fetch("SELECT customer_id, founder FROM customer_ids ORDER BY 1") == before
+    assert warehouse.scalar("SELECT count(*) FROM customer_ids WHERE status <> 'active'") == 0
+    assert warehouse.scalar("SELECT min(founded_at) FROM customer_ids") > _ts(-999)
+    assert (
+        warehouse.fetch("SELECT kind, value, customer_id FROM identities ORDER BY 1, 2")
+        == identities
+    )

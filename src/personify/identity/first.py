@@ -170,11 +170,12 @@ def _customer_ids(wh: Warehouse) -> int:
         f"value), 1, 20) AS customer_id, founder, founded_at FROM ({_founders(wh)}) f"
     )
     # ids given before (a graph emptied by hand) are taken over; into an empty table, a plain
-    # insert (no conflict check: 1M ids, one thread, 3.9 → 3.4 CPU-s)
+    # insert (no conflict check: 1M ids, one thread, 3.9 → 3.4 CPU-s), in key order (DuckDB
+    # builds the key's index on one thread: 1.17 → 1.02 s)
     known = wh.scalar("SELECT 1 FROM customer_ids LIMIT 1") is not None
     wh.execute(
         "INSERT INTO customer_ids (customer_id, founder, founded_at, status) "
-        f"SELECT customer_id, founder, founded_at, 'active' FROM {_PARTS}"
+        f"SELECT customer_id, founder, founded_at, 'active' FROM {_PARTS} ORDER BY customer_id"
         + (
             " ON CONFLICT (customer_id) DO UPDATE SET founder = excluded.founder, "
             "founded_at = excluded.founded_at, status = 'active', merged_into = NULL, "
