@@ -59,10 +59,11 @@ def identifiers(wh: Warehouse) -> str:
         f"CREATE TEMP TABLE {SOURCES} AS SELECT source, CAST(row_number() OVER "
         f"(ORDER BY source) - 1 AS BIGINT) AS code FROM (SELECT DISTINCT source FROM {SIGHTED}) s"
     )
-    bits = max(1, (int(wh.scalar(f"SELECT count(*) FROM {SOURCES}") or 0) - 1).bit_length())
-    low, high = wh.fetch(
-        f"SELECT min(epoch_us(first_seen)), max(epoch_us(first_seen)) FROM {SIGHTED}"
+    sources, low, high = wh.fetch(
+        f"SELECT (SELECT count(*) FROM {SOURCES}), min(epoch_us(first_seen)), "
+        f"max(epoch_us(first_seen)) FROM {SIGHTED}"
     )[0]
+    bits = max(1, (int(sources) - 1).bit_length())
     if low is not None and (bits > 16 or max(-int(low), int(high)) >= 1 << (_RANGE_BITS - bits)):
         return generic
     return (

@@ -46,6 +46,18 @@ def events(n: int) -> pa.Table:
     )
 
 
+def compressions(wh: Warehouse, *columns: str) -> dict[str, list[str]]:
+    """The compressions DuckDB used for the data segments of these columns of ``events``."""
+    marks = ", ".join("?" for _ in columns)
+    rows = wh.fetch(
+        "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
+        f"FROM pragma_storage_info('events') WHERE column_name IN ({marks}) "
+        "AND segment_type <> 'VALIDITY' GROUP BY ALL",
+        list(columns),
+    )
+    return {str(name): list(used) for name, used in rows}
+
+
 def test_the_event_context_is_declared_and_stored_with_zstd(wh: Warehouse) -> None:
     ddl = create_table_sql(wh, table("events"))[0]
     assert '"context" JSON USING COMPRESSION zstd' in ddl
@@ -53,13 +65,9 @@ def test_the_event_context_is_declared_and_stored_with_zstd(wh: Warehouse) -> No
     assert ddl.count("USING COMPRESSION") == 2  # the rest keeps DuckDB's own choice
     wh.load(table("events"), events(130_000), valid_json=True)
     wh.execute("CHECKPOINT")
-    used = wh.fetch(
-        "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('events') "
-        "WHERE column_name IN ('context', 'properties') AND segment_type <> 'VALIDITY' "
-        "GROUP BY ALL ORDER BY 1"
-    )
-    assert used[0] == ("context", ["ZSTD"])
-    assert "ZSTD" not in used[1][1]
+    used = compressions(wh, "context", "properties")
+    assert used["context"] == ["ZSTD"]
+    assert "ZSTD" not in used["properties"]
     assert wh.scalar("SELECT context->'page'->>'url' FROM events WHERE message_id = 'm7'") == (
         "https://s.example/p/7"
     )
@@ -76,13 +84,9 @@ def test_the_event_customer_id_is_stored_uncompressed(wh: Warehouse) -> None:
             "WHERE message_id <> 'm3'"
         )
     wh.execute("CHECKPOINT")
-    used = wh.fetch(
-        "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
-        "FROM pragma_storage_info('events') WHERE column_name IN ('customer_id', 'message_id') "
-        "AND segment_type <> 'VALIDITY' GROUP BY ALL ORDER BY 1"
-    )
-    assert used[0] == ("customer_id", ["Uncompressed"])
-    assert used[1][1] != ["Uncompressed"]  # (the other text keeps DuckDB's own choice)
+    used = compressions(wh, "customer_id", "message_id")
+    assert used["customer_id"] == ["Uncompressed"]
+    assert used["message_id"] != ["Uncompressed"]  # (the other text keeps DuckDB's own choice)
     assert wh.scalar("SELECT count(*) FROM events WHERE customer_id IS NULL") == 1
     expected = wh.scalar("SELECT 'cus_' || substr(md5('m7'), 1, 20)")
     assert wh.scalar("SELECT customer_id FROM events WHERE message_id = 'm7'") == expected
