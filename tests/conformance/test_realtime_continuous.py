@@ -114,12 +114,14 @@ def test_a_full_queue_applies_new_events_by_their_receive_window(
         assert len(rows) > 4 and rows[-1][0] == "solo2"
         applier = Applier(session_on(warehouse, proj), max_queued_events=2, tick_every=None)
         try:
-            applier.submit_stored(rows[:2], [NEW, NEW])  # under the bound: by id
-            applier.submit_stored(rows[2:], [NEW] * (len(rows) - 2))  # over it: one window
-            applier.submit_stored(rows[:1], [DUPLICATE])  # nothing new: nothing queued
+            by_id = applier.submit_stored(rows[:2], [NEW, NEW])  # under the bound: by id
+            window = applier.submit_stored(rows[2:], [NEW] * (len(rows) - 2))  # over it: a window
+            assert applier.submit_stored(rows[:1], [DUPLICATE]) is None  # nothing new
             assert applier.wait_idle(120)
         finally:
             assert applier.close(120)
+        assert by_id is not None and window is not None
+        assert by_id.result(0) is None and window.result(0) is None  # applied: a worker acks
         assert applier.windowed == len(rows) - 2
         assert applier.applied == len(rows) and applier.failures == 0
         seen = warehouse.fetch(

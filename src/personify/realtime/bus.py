@@ -8,9 +8,17 @@ once JetStream acknowledged every event — the events are then durable on the b
 
 Worker processes (``--role worker``) share one durable pull consumer: each fetches a batch,
 stores it with the tracking store (:func:`personify.ingest.tracking.store.store`, which keeps one
-row per ``messageId`` whatever the number of deliveries) and acks the batch only after the commit.
-A worker killed mid-batch acks nothing; after ``ack_wait`` JetStream redelivers those messages to
-another worker and the store's key makes the second write a no-op: every event stored exactly once.
+row per ``messageId`` whatever the number of deliveries), hands it to continuous mode and acks the
+batch only once the pass that applied it committed (while it waits, it tells JetStream the
+messages are in progress every third of ``ack_wait``, so a long pass is not taken for a dead
+worker). A worker killed mid-batch — before the store's commit, or after it but before the pass
+— acks nothing; after ``ack_wait`` JetStream redelivers those messages to another worker, the
+store's key makes the second write a no-op, and a redelivered event is applied again whether or
+not it was stored before (applying twice changes nothing): every event stored exactly once and
+applied. A pass that failed leaves its messages unacked (delivered and tried again) until they
+have been delivered :data:`MAX_APPLY_DELIVERIES` times; then they are acked and left to the
+batch path. Messages waiting for their pass count against the consumer's ``max_ack_pending``
+(:data:`MAX_ACK_PENDING`): a worker never stores far ahead of what continuous mode applies.
 
 Webhook deliveries take the same way: an ingest process verifies a delivery's signature and
 publishes it (``<stream>.webhooks``, its ``Nats-Msg-Id`` the source and the delivery id: a
@@ -20,7 +28,8 @@ one per source and delivery id however often it is delivered) and acks it after 
 
 A scheduled sync on an ingest process (which runs no continuous mode) publishes a notice
 (``<stream>.synced``: the source and when the sync started); one worker takes it and applies
-what the sync stored, as ``serve --role all`` does in process.
+what the sync stored, as ``serve --role all`` does in process. Deliveries and notices too are
+acked once applied.
 
 Rows travel as msgpack (timestamps stay timestamps). URL: ``nats://host:4222?stream=NAME``
 (``stream`` default ``personify_<project>``; ``ack_wait`` seconds, default 30).
@@ -51,6 +60,12 @@ FETCH: Final = 500
 WEBHOOK_FETCH: Final = 20
 """Webhook deliveries a worker takes at once (each is stored in a transaction of its own: a
 small batch is done well within ``ack_wait``)."""
+MAX_ACK_PENDING: Final = 20_000
+"""Messages of a consumer (all its workers) delivered and not yet acked: stored and waiting for
+their pass, or being stored. At the limit JetStream delivers no more until acks come."""
+MAX_APPLY_DELIVERIES: Final = 5
+"""Deliveries of a message whose continuous-mode pass keeps failing before it is acked anyway
+(it is stored; ``personify run`` or ``recompute:`` applies it)."""
 
 T = TypeVar("T")
 
@@ -146,6 +161,13 @@ async def _ensure_stream(js: Any, settings: BusSettings) -> None:
         await js.add_stream(config)
     except Exception:  # exists already (with the same config, or an operator's)
         await js.stream_info(settings.stream)
+
+
+async def _flush_and_close(nc: Any) -> None:
+    try:
+        await nc.flush(timeout=5)
+    finally:
+        await nc.close()
 
 
 def encode(row: Sequence[Any]) -> bytes:
@@ -250,13 +272,24 @@ def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
     return asyncio.run(asyncio.wait_for(read(), timeout))
 
 
-Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]]], None]
-"""Stores a batch of event rows and quarantine rows (in a thread); raises to leave it unacked."""
-SyncedHandler = Callable[[str, Any], None]
+# A handler returns None (done: ack now), or a future resolved once continuous mode applied
+# what it stored (ack then; when it fails, see the module doc).
+Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]], list[bool]], Future[None] | None]
+"""Stores a batch of event rows and quarantine rows (in a thread); the third list says which
+event was delivered before. Raises to leave the batch unacked."""
+SyncedHandler = Callable[[str, Any], Future[None] | None]
 """Applies what a sync of a source stored since an instant (continuous mode)."""
-WebhookHandler = Callable[[tuple[Any, ...]], None]
+WebhookHandler = Callable[[tuple[Any, ...]], Future[None] | None]
 """Stores one webhook delivery ``(source, delivery_id, signed_at, body)`` (in a thread); raises
 to leave it unacked."""
+
+
+def deliveries(message: Any) -> int:
+    """How many times JetStream has delivered ``message`` (1: the first time)."""
+    try:
+        return int(message.metadata.num_delivered)
+    except Exception:  # not a JetStream message (no metadata in its reply subject)
+        return 1
 
 
 class Consumer:
@@ -278,8 +311,12 @@ class Consumer:
         self.durable = durable
         self.stored = 0
         self.webhooks = 0
-        """Webhook deliveries handled (and acked) so far."""
+        """Webhook deliveries stored (or found stored) so far."""
+        self.redelivered = 0
+        """Messages left unacked because the pass over them failed (delivered again)."""
         self._stop = threading.Event()
+        self._acking: set[asyncio.Task[None]] = set()
+        """Acks waiting for their pass (tasks on the consumer's loop)."""
         self._loop = _Loop("personify-bus-consumer")
         try:
             self._nc = self._loop.run(_connect(settings))
@@ -299,7 +336,7 @@ class Consumer:
                 durable_name=name,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=self.settings.ack_wait,
-                max_ack_pending=20_000,
+                max_ack_pending=MAX_ACK_PENDING,
             )
 
         async def subscribe(subject: str, durable: str) -> Any:
@@ -331,13 +368,13 @@ class Consumer:
         done = 0
         for m in await self._fetch(hooks, 0.05, WEBHOOK_FETCH):
             try:
-                await asyncio.to_thread(self.handle_webhook, decode(m.data))
+                applied = await asyncio.to_thread(self.handle_webhook, decode(m.data))
             except Exception as e:  # unacked: redelivered after ack_wait
                 log.warning(
                     "a webhook delivery was not stored (%s); it will be redelivered", type(e)
                 )
                 continue
-            await m.ack()
+            await self._ack_when([m], applied)
             self.webhooks += 1
             done += 1
         return done
@@ -346,8 +383,38 @@ class Consumer:
         assert self.handle_synced is not None
         for m in await self._fetch(synced, 0.05, WEBHOOK_FETCH):
             source, since = decode(m.data)
-            self.handle_synced(str(source), since)  # queued: the applier's pass applies it
-            await m.ack()
+            await self._ack_when([m], self.handle_synced(str(source), since))
+
+    async def _ack_when(self, msgs: Sequence[Any], applied: Future[None] | None) -> None:
+        """Ack ``msgs`` now (``applied`` is ``None``), or once ``applied`` resolved."""
+        if applied is None:
+            await asyncio.gather(*(m.ack() for m in msgs))
+            return
+        task = asyncio.ensure_future(self._ack_applied(msgs, applied))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _ack_applied(self, msgs: Sequence[Any], applied: Future[None]) -> None:
+        waiting = asyncio.wrap_future(applied)
+        beat = self.settings.ack_wait / 3
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting), beat)
+                break
+            except TimeoutError:  # still queued or in its pass: not a dead worker's
+                await asyncio.gather(*(m.in_progress() for m in msgs), return_exceptions=True)
+            except Exception as e:  # the pass failed: delivered again, tried again
+                again = [m for m in msgs if deliveries(m) < MAX_APPLY_DELIVERIES]
+                if again:
+                    self.redelivered += len(again)
+                    log.warning(
+                        "%d message(s) stored but not applied (%s); they will be redelivered",
+                        len(again),
+                        e,
+                    )
+                msgs = [m for m in msgs if deliveries(m) >= MAX_APPLY_DELIVERIES]
+                break
+        await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
 
     async def _run(self) -> None:
         events, held, hooks, synced = self._subs
@@ -364,8 +431,10 @@ class Consumer:
                     continue
                 rows = [decode(m.data) for m in msgs]
                 qrows = [decode(m.data) for m in quarantined]
-                await asyncio.to_thread(self.handle, rows, qrows)
-                await asyncio.gather(*(m.ack() for m in (*msgs, *quarantined)))
+                again = [deliveries(m) > 1 for m in msgs]
+                applied = await asyncio.to_thread(self.handle, rows, qrows, again)
+                await asyncio.gather(*(m.ack() for m in quarantined))
+                await self._ack_when(msgs, applied)
                 self.stored += len(rows)
             except Exception as e:  # unacked: redelivered after ack_wait
                 log.warning("a bus batch was not stored (%s); it will be redelivered", type(e))
@@ -380,10 +449,20 @@ class Consumer:
     def depth(self) -> int:
         return self._loop.run(self.pending(), timeout=10)
 
-    def close(self) -> None:
+    async def _settle(self, timeout: float) -> None:
+        if self._acking:
+            await asyncio.wait(set(self._acking), timeout=timeout)
+
+    def close(self, settle: float = 10.0) -> None:
+        """Stop fetching; wait up to ``settle`` seconds for the acks still waiting on their
+        pass (the applier runs until after this; what is left is delivered again)."""
         self._stop.set()
         with contextlib.suppress(Exception):
             self._task.result(5)
         with contextlib.suppress(Exception):
-            self._loop.run(self._nc.drain(), timeout=10)
+            self._loop.run(self._settle(settle), timeout=settle + 5)
+        # the acks flushed, then closed (nats-py's drain waits out its 10 s timeout on pull
+        # subscriptions: every stopping worker took 10 s)
+        with contextlib.suppress(Exception):
+            self._loop.run(_flush_and_close(self._nc), timeout=10)
         self._loop.stop()

@@ -46,7 +46,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -95,6 +96,8 @@ class _Item:
     queued: float
     size: int = -1
     """Inputs it stands for (``-1``: one per key; a window's events)."""
+    waiters: tuple[Future[None], ...] = ()
+    """Resolved when the pass that takes it ends (see :class:`Applied`)."""
 
     @property
     def inputs(self) -> int:
@@ -109,9 +112,23 @@ class _Window:
     last: int
     events: int
     queued: float
+    waiters: list[Future[None]] = field(default_factory=list)
 
     def item(self) -> _Item:
-        return _Item("window", ((self.first, self.last),), self.queued, self.events)
+        span = ((self.first, self.last),)
+        return _Item("window", span, self.queued, self.events, tuple(self.waiters))
+
+
+class PassFailed(Exception):
+    """What an :class:`Applied` future holds when the pass over its inputs was given up."""
+
+
+Applied = Future
+"""What a ``submit…`` call returns: a future resolved (``None``) once the pass that took the
+submission has applied it — identity, profile and reactions committed — or failed with
+:class:`PassFailed` when that pass was given up. A bus worker acks a message only then
+(:mod:`personify.realtime.bus`), so a worker killed between storing and applying leaves it to
+be delivered again, not lost."""
 
 
 class Applier:
@@ -165,25 +182,31 @@ class Applier:
         self._thread.start()
 
     # ------------------------------------------------------------------------------ submit
-    def _put(self, kind: str, keys: Iterable[Any]) -> None:
-        item = _Item(kind, tuple(keys), time.perf_counter())
+    def _put(self, kind: str, keys: Iterable[Any]) -> Applied[None] | None:
+        applied: Applied[None] = Future()
+        item = _Item(kind, tuple(keys), time.perf_counter(), waiters=(applied,))
         if not item.keys:
-            return
+            return None
         with self._done:  # counted before it is queued: wait_idle cannot miss it
             self._pending += len(item.keys)
         self._queue.put(item)
+        return applied
 
-    def submit(self, message_ids: Iterable[str]) -> None:
+    def submit(self, message_ids: Iterable[str]) -> Applied[None] | None:
         """Stored events, by ``message_id`` (a webhook's, a few at a time: always queued by id;
-        a writer's go through :meth:`submit_stored`)."""
-        self._put("event", message_ids)
+        a writer's go through :meth:`submit_stored`). Each ``submit…`` returns the submission's
+        :data:`Applied` future (``None`` when there was nothing to submit)."""
+        return self._put("event", message_ids)
 
-    def submit_stored(self, rows: Sequence[Sequence[Any]], status: Sequence[int]) -> None:
+    def submit_stored(
+        self, rows: Sequence[Sequence[Any]], status: Sequence[int]
+    ) -> Applied[None] | None:
         """What a store call made new: the rows (``EVENT_COLUMNS``) whose ``status`` is ``NEW``
         — by id while fewer than :attr:`max_queued_events` are queued, else in a window."""
         new = [r for r, s in zip(rows, status, strict=True) if s == NEW]
         if not new:
-            return
+            return None
+        applied: Applied[None] = Future()
         by_id = self._queued_events + len(new) <= self.max_queued_events  # (read unlocked:
         # a race only moves one request's ids between the queue and a window)
         opened: _Window | None = None
@@ -200,41 +223,42 @@ class Applier:
                     window = opened = self._window = _Window(first, last, 0, time.perf_counter())
                 window.first, window.last = min(window.first, first), max(window.last, last)
                 window.events += len(new)
+                window.waiters.append(applied)  # (under the lock: a pass takes all or none)
                 if window.events >= MAX_PASS:
                     self._window = None  # full: the next ones open another
         if by_id:
-            self._queue.put(_Item("event", tuple(str(r[0]) for r in new), time.perf_counter()))
+            ids = tuple(str(r[0]) for r in new)
+            self._queue.put(_Item("event", ids, time.perf_counter(), waiters=(applied,)))
         elif opened is not None:
             self._queue.put(opened)
+        return applied
 
-    def submit_orders(self, order_ids: Iterable[str]) -> None:
-        self._put("order", order_ids)
+    def submit_orders(self, order_ids: Iterable[str]) -> Applied[None] | None:
+        return self._put("order", order_ids)
 
-    def submit_records(self, source: str, record_ids: Iterable[str]) -> None:
+    def submit_records(self, source: str, record_ids: Iterable[str]) -> Applied[None] | None:
         """Person records of ``source`` (every stored version of each)."""
-        self._put("record", ((source, r) for r in record_ids))
+        return self._put("record", ((source, r) for r in record_ids))
 
-    def submit_synced(self, source: str, since: datetime) -> None:
+    def submit_synced(self, source: str, since: datetime) -> Applied[None] | None:
         """Whatever a sync of ``source`` stored: records, events, orders (and their items) and
         tickets received since ``since``."""
-        self._put("synced", [(source, since)])
+        return self._put("synced", [(source, since)])
 
-    def submit_delivery(self, source: str, table: str, key: str) -> bool:
+    def submit_delivery(self, source: str, table: str, key: str) -> Applied[None] | None:
         """What an accepted webhook delivery of ``source`` stored: the record ``key`` of
-        ``table`` (orders, customers, events). False for another table (nothing queued)."""
+        ``table`` (orders, customers, events). ``None`` for another table (nothing queued)."""
         if table == "orders":
-            self.submit_orders([key])
-        elif table == "customers":
-            self.submit_records(source, [key])
-        elif table == "events":
-            self.submit([key])
-        else:
-            return False
-        return True
+            return self.submit_orders([key])
+        if table == "customers":
+            return self.submit_records(source, [key])
+        if table == "events":
+            return self.submit([key])
+        return None
 
-    def submit_customers(self, customer_ids: Iterable[str]) -> None:
+    def submit_customers(self, customer_ids: Iterable[str]) -> Applied[None] | None:
         """Customers to rebuild and react for (a consent change, a manual edit)."""
-        self._put("customer", customer_ids)
+        return self._put("customer", customer_ids)
 
     # ------------------------------------------------------------------------------ state
     @property
@@ -290,9 +314,11 @@ class Applier:
                 with self._done:
                     self._queued_events -= sum(i.inputs for i in batch if i.kind == "event")
                 last_pass, last_size, self._in_pass = time.monotonic(), size, size
+                failed: str | None = "the pass stopped"
                 try:
-                    self._pass(batch, size)
+                    failed = self._pass(batch, size)
                 finally:
+                    _resolve(batch, failed)  # (before wait_idle returns)
                     with self._done:
                         self._pending -= size
                         self._in_pass = 0
@@ -315,7 +341,8 @@ class Applier:
                 self._window = None
             return got.item()
 
-    def _pass(self, batch: list[_Item], inputs: int) -> None:
+    def _pass(self, batch: list[_Item], inputs: int) -> str | None:
+        """Apply, then react; what failed (``None``: nothing)."""
         from personify.profiles.realtime import apply
 
         self.passes += 1
@@ -325,12 +352,12 @@ class Applier:
         except Exception as e:  # stored already: the batch path catches up
             self.failures += 1
             log.warning("real-time pass over %d inputs failed (%s)", inputs, type(e).__name__)
-            return
+            return f"the real-time pass failed ({type(e).__name__})"
         self.applied += inputs
         if self.on_applied is not None:
             self.on_applied(inputs, time.perf_counter() - min(i.queued for i in batch))
         if not self.reacting or not touched:
-            return
+            return None
         from personify.realtime.reactions import react
 
         try:
@@ -342,9 +369,10 @@ class Applier:
                 len(touched),
                 type(e).__name__,
             )
-            return
+            return f"real-time segments/rules/journeys failed ({type(e).__name__})"
         if self.on_reacted is not None:
             self.on_reacted(reaction)
+        return None
 
     def _tick(self) -> None:
         from personify.realtime.reactions import tick
@@ -366,6 +394,17 @@ class Applier:
 
 _NOTHING: Final = _Item("", (), 0.0)
 """The queue had nothing before the next tick."""
+
+
+def _resolve(batch: Sequence[_Item], failed: str | None) -> None:
+    """The pass's submissions learn how it ended (see :data:`Applied`)."""
+    for item in batch:
+        for waiter in item.waiters:
+            with contextlib.suppress(InvalidStateError):  # cancelled by its waiter
+                if failed is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(PassFailed(failed))
 
 
 def _or(parts: list[Where]) -> Where:

@@ -1,7 +1,13 @@
 """Both ends of the bus inside ``personify serve``: the tracking routes' writer of an ingest
 process (:class:`BusWriter`, in place of the group-commit writer; the webhook route publishes
 through its publisher too) and a worker's loop (:func:`start_worker`: events, and webhook
-deliveries with :func:`webhook_handler`)."""
+deliveries with :func:`webhook_handler`).
+
+A worker's handlers store what they are given and hand it to continuous mode; they return the
+submission's :data:`~personify.realtime.continuous.Applied` future, and the consumer acks the
+messages only once it resolved. What was delivered before (a worker died after storing it,
+before its pass had applied it) is found stored — a duplicate — and submitted again: applying
+twice changes nothing, and nothing stored is left unapplied."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from personify.errors import ConfigError
 from personify.ingest.tracking.store import DUPLICATE, NEW, store
 from personify.ingest.tracking.writer import StoreUnavailable, WriterStats
 from personify.realtime.bus import BusSettings, Consumer, Publisher
-from personify.realtime.continuous import Applier
+from personify.realtime.continuous import Applied, Applier
 from personify.session import Session
 from personify.warehouse import Warehouse
 
@@ -64,17 +70,22 @@ def start_worker(
     ``session`` (the project's), webhook deliveries the ingest processes published are stored
     too (:func:`webhook_handler`)."""
 
-    def handle(rows: list[tuple[Any, ...]], held: list[tuple[Any, ...]]) -> None:
+    def handle(
+        rows: list[tuple[Any, ...]], held: list[tuple[Any, ...]], again: list[bool]
+    ) -> Applied[None] | None:
         for attempt in range(3):
             try:
                 status = store(warehouse, rows, held)  # one row per messageId, however delivered
-                if applier is not None:
-                    applier.submit_stored(rows, status)
-                return
+                break
             except Exception:
                 if attempt == 2:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+        if applier is None:
+            return None
+        # a redelivered event found stored may never have been applied (its worker died first)
+        status = [NEW if redelivered else s for s, redelivered in zip(status, again, strict=True)]
+        return applier.submit_stored(rows, status)
 
     hooks = None if session is None else webhook_handler(session, applier)
     synced = None if applier is None else applier.submit_synced
@@ -83,19 +94,20 @@ def start_worker(
 
 def webhook_handler(
     session: Session, applier: Applier | None = None
-) -> Callable[[tuple[Any, ...]], None]:
+) -> Callable[[tuple[Any, ...]], Applied[None] | None]:
     """Stores one published delivery ``(source, delivery_id, signed_at, body)`` as the route
     would have (its signature was verified by the ingest process that published it): once per
     source and delivery id — a redelivery after a worker died finds its receipt — then its
-    record goes to ``applier`` (or, without continuous mode, the receiver's real-time path).
-    Raises (the delivery stays unacked, redelivered later) when it cannot be stored, or names a
-    source this project does not have."""
+    record goes to ``applier`` (its :data:`Applied` future is returned; a redelivery's record
+    goes again) or, without continuous mode, through the receiver's real-time path. Raises (the
+    delivery stays unacked, redelivered later) when it cannot be stored, or names a source this
+    project does not have."""
     from personify.config import WebhookSource
     from personify.sources.webhooks import Verified, WebhookReceiver
 
     receiver = WebhookReceiver(session)
 
-    def handle(message: tuple[Any, ...]) -> None:
+    def handle(message: tuple[Any, ...]) -> Applied[None] | None:
         name, delivery_id, signed_at, body = message
         source = next(
             (
@@ -113,9 +125,18 @@ def webhook_handler(
             )
         verified = Verified(str(delivery_id), signed_at)
         receipt = receiver.receive(source, verified, bytes(body), refresh=False)
-        if receipt.outcome != "accepted" or receipt.key is None:
-            return
-        if applier is None or not applier.submit_delivery(source.name, source.table, receipt.key):
+        key = receipt.key
+        if receipt.outcome == "duplicate" and applier is not None:
+            key = receiver.key_of(source, bytes(body))  # stored before; maybe never applied
+        elif receipt.outcome != "accepted":
+            return None
+        if key is None:
+            return None
+        applied = None
+        if applier is not None:
+            applied = applier.submit_delivery(source.name, source.table, key)
+        if applied is None and receipt.outcome == "accepted":
             receiver.refresh(source, receipt)
+        return applied
 
     return handle

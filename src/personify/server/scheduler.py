@@ -37,7 +37,7 @@ class Scheduler:
         self.stop = threading.Event()
         self.runs = 0
         """Scheduled runs done (for tests and metrics)."""
-        self.on_synced: Callable[[str, datetime], None] | None = None
+        self.on_synced: Callable[[str, datetime], object] | None = None
         """Called with (source, started_at) after a sync stored rows (continuous mode)."""
         self.sources = [
             s

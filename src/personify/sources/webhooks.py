@@ -400,11 +400,29 @@ class WebhookReceiver:
             rows += done.loaded + done.duplicate
             quarantined += done.quarantined
         outcome: Outcome = "quarantined" if quarantined and not rows else "accepted"
+        stored = self._key(source, record)
+        return Receipt(outcome, verified.delivery_id, rows, quarantined, key=stored)
+
+    def _key(self, source: WebhookSource, record: dict[str, Any]) -> str | None:
         key = _KEYS.get(source.table)
         main = self._targets_of(source)[0]
         value = get_path(rows_of(main, [record])[0], main.mapping.get(key, key)) if key else None
-        stored = None if value is None else str(value)
-        return Receipt(outcome, verified.delivery_id, rows, quarantined, key=stored)
+        return None if value is None else str(value)
+
+    def key_of(self, source: WebhookSource, body: bytes) -> str | None:
+        """The key a delivery's record is stored under (order id, record id, message id), read
+        from its body again — a redelivered one's, to apply it once more. ``None`` when the body
+        holds no record, or ``source`` stores into another table."""
+        try:
+            record = get_path(msgspec.json.decode(body), source.data_selector)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(record, dict) or source.table not in _KEYS:
+            return None
+        try:
+            return self._key(source, record)
+        except (IndexError, KeyError, TypeError, ValueError):  # a record the mapping cannot
+            return None  # read (quarantined when it was first delivered): nothing to apply
 
     def _quarantine(
         self,

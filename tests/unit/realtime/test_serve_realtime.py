@@ -7,6 +7,8 @@ import contextlib
 import time
 from pathlib import Path
 
+import pytest
+
 from personify.config import Project, parse_config
 from personify.server.roles import APPLIER, attach_continuous
 from personify.server.state import ServerState
@@ -36,4 +38,29 @@ def test_applier_metrics_and_periodic_recompute(tmp_path: Path) -> None:
         ):
             assert name in text, name
     finally:
+        session.close()
+
+
+def test_a_submission_learns_whether_its_pass_applied_it(tmp_path: Path) -> None:
+    """Each ``submit…`` returns a future the pass resolves: ``None`` once applied, or
+    :class:`PassFailed` when the pass was given up — here the warehouse is gone — so a bus
+    worker leaves that message unacked, to be delivered and applied again."""
+    from personify.realtime.continuous import Applier, PassFailed
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    proj = Project(parse_config(f"warehouse: {url}\n"), tmp_path, tmp_path / "p")
+    session = Session(proj)
+    applier = Applier(session, react=False, tick_every=None)
+    try:
+        applied = applier.submit_orders(["o-1"])  # no such order: a pass over nothing
+        assert applied is not None and applied.result(60) is None
+        assert applier.submit_orders([]) is None  # nothing submitted, nothing to wait for
+        session.warehouse.close()
+        failed = applier.submit_orders(["o-2"])
+        assert failed is not None
+        with pytest.raises(PassFailed, match="real-time pass failed"):
+            failed.result(60)
+        assert applier.failures == 1
+    finally:
+        applier.close()
         session.close()
