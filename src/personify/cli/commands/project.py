@@ -56,6 +56,22 @@ def status_command(
     _print_status(report)
 
 
+def lag_text(seconds: float | None) -> str:
+    """A source's lag for people: ``42 s``, ``17 min``, ``3.0 h``, ``2.5 d``; data received
+    after the instant of the report (a ``--now`` in the past, a clock behind) says so."""
+    if seconds is None:
+        return "—"
+    if seconds < 0:
+        return f"{lag_text(-seconds)} ahead"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86_400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
+
+
 def _last_run(source: dict[str, Any]) -> str:
     """``"1,200 rows in 3.1 s"`` (or ``failed``) for a pulled source's last run."""
     if not source.get("last_run_at"):
@@ -134,7 +150,7 @@ def _print_status(report: dict[str, Any]) -> None:
         title="Sources",
     )
     for s in report["sources"]:
-        lag = "—" if s["lag_seconds"] is None else f"{s['lag_seconds']:.0f} s"
+        lag = lag_text(s["lag_seconds"])
         sources.add_row(
             s["name"],
             s["kind"],
