@@ -275,3 +275,68 @@ def test_a_conflicting_pass_is_retried_and_nothing_is_lost(session: Session) -> 
             release.set()
             applier.close()
     assert wh.fetch("SELECT first_name FROM customers WHERE customer_id = ?", [ann]) == [("Ann",)]
+
+
+def test_a_pass_that_keeps_failing_is_tried_again_later_on_its_own(session: Session) -> None:
+    """The other writer holds Ann's profile row longer than the pass's patience: her pass
+    fails, and fails again on its first retries — a fresh visitor's pass meanwhile lands on its
+    own, not taken down with hers — then, once the other writer committed, a retry applies her
+    event and her submission's future says so."""
+    wh = session.warehouse
+    if wh.scheme != "duckdb":
+        pytest.skip("PostgreSQL's row locks make the pass wait for the other writer instead")
+    with clock.frozen(NOW):
+        # retries due at once: they would starve what is queued if they did not take turns
+        applier = Applier(session, tick_every=None, patience=0.3, retry_after=(0.0,) * 100)
+        release = threading.Event()
+        try:
+            applier.submit([identify(wh, "m-1", "ann@example.com", NOW - timedelta(hours=1))])
+            assert applier.wait_idle(60)
+            (ann,) = wh.fetch("SELECT customer_id FROM customers")[0]
+            held = threading.Event()
+
+            def other_writer() -> None:
+                with wh.transaction():
+                    wh.execute(
+                        "CREATE TEMP TABLE _kept AS SELECT * FROM customers WHERE customer_id = ?",
+                        [ann],
+                    )
+                    wh.execute("DELETE FROM customers WHERE customer_id = ?", [ann])
+                    wh.execute("INSERT INTO customers SELECT * FROM _kept")
+                    held.set()
+                    release.wait(60)
+                wh.execute("DROP TABLE _kept")
+
+            thread = threading.Thread(target=other_writer)
+            thread.start()
+            assert held.wait(30)
+            row = {
+                "message_id": "m-2",
+                "type": "identify",
+                "user_id": "u-ann@example.com",
+                "timestamp": NOW - timedelta(minutes=1),
+                "received_at": NOW,
+                "source": "web",
+                "traits": json.dumps({"email": "ann@example.com", "first_name": "Ann"}),
+            }
+            wh.load(table("events"), arrow_rows("events", [row]))
+            ann_applied = applier.submit(["m-2"])
+            deadline = time.monotonic() + 30
+            while applier.retried < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)  # her pass failed, and its first retry too
+            assert applier.retried >= 2 and applier.given_up == 0
+            bob = applier.submit([identify(wh, "m-3", "bob@example.com", NOW)])
+            assert bob is not None and bob.result(30) is None  # beside her failing retries,
+            assert applier.retried == applier.failures  # never in one of them: each failed
+            # pass held one submission (hers)
+            assert wh.scalar("SELECT count(*) FROM customers WHERE email = 'bob@example.com'") == 1
+            assert ann_applied is not None and not ann_applied.done()
+            release.set()
+            thread.join(30)
+            assert ann_applied.result(60) is None
+            assert applier.wait_idle(10)
+            assert applier.failures >= 2 and applier.given_up == 0
+        finally:
+            release.set()
+            applier.close()
+    assert wh.fetch("SELECT first_name FROM customers WHERE customer_id = ?", [ann]) == [("Ann",)]

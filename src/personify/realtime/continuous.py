@@ -21,9 +21,12 @@ A pass that loses a write-write race with another writer (a webhook's apply, the
 ``personify run`` forwarded to the server: DuckDB's "Conflict on tuple", PostgreSQL's
 serialization failures and deadlocks) is run again, whole, after a jittered backoff
 (:func:`personify.warehouse.retry.retry_conflicts`, for up to :data:`PATIENCE` seconds) — so is
-its reaction step and the journeys' tick: nothing is lost to a conflict. Any other failure is
-logged and the pass dropped (its inputs are stored; the batch path — ``personify run``, or
-``recompute:`` — catches up with anything missed).
+its reaction step and the journeys' tick. A pass that still fails (the other writer is a batch
+build of many minutes, the warehouse was unreachable for a while) is logged and its inputs are
+tried again later, each submission in a pass of its own (one input that always fails does not
+take fresh ones down with it), seven times, :data:`RETRY_AFTER` seconds apart — some ten
+minutes; only then are they left to the batch path (``personify run``, or ``recompute:``).
+Every ``submit…`` returns a future that says how its inputs' pass ended (:data:`Applied`).
 
 What a scheduled sync stored (``submit_synced``: its source and when it started) is found by
 ``received_at``: the events and person records, and the orders, order items and tickets it
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import queue
 import threading
@@ -74,6 +78,9 @@ TICK: Final = 1.0
 """Seconds between two journey ticks (waits expiring, due emails sent)."""
 PATIENCE: Final = 30.0
 """Seconds a pass (or a tick) keeps retrying write-write conflicts before it is given up."""
+RETRY_AFTER: Final = (5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0)
+"""Seconds before each retry of a failed submission (the n-th retry waits the n-th figure):
+with :data:`PATIENCE` per pass, about ten minutes from the first failure to the last."""
 MAX_QUEUED_EVENTS: Final = 100_000
 """Events queued by message id at most (~9 MB); more new events wait as windows of their
 ``received_at`` (see the module doc). Over 1.2 M events sent at full speed the queued ids had
@@ -98,6 +105,8 @@ class _Item:
     """Inputs it stands for (``-1``: one per key; a window's events)."""
     waiters: tuple[Future[None], ...] = ()
     """Resolved when the pass that takes it ends (see :class:`Applied`)."""
+    attempt: int = 0
+    """Passes that failed over it so far (a retry is applied in a pass of its own)."""
 
     @property
     def inputs(self) -> int:
@@ -126,7 +135,8 @@ class PassFailed(Exception):
 Applied = Future
 """What a ``submit…`` call returns: a future resolved (``None``) once the pass that took the
 submission has applied it — identity, profile and reactions committed — or failed with
-:class:`PassFailed` when that pass was given up. A bus worker acks a message only then
+:class:`PassFailed` when its last pass failed too (see the retries in the module doc). A bus
+worker acks a message only then
 (:mod:`personify.realtime.bus`), so a worker killed between storing and applying leaves it to
 be delivered again, not lost."""
 
@@ -144,11 +154,15 @@ class Applier:
         pass_interval: float = PASS_INTERVAL,
         on_reacted: Callable[[Any], None] | None = None,
         max_queued_events: int = MAX_QUEUED_EVENTS,
+        patience: float = PATIENCE,
+        retry_after: Sequence[float] = RETRY_AFTER,
     ) -> None:
         """``on_applied(inputs, seconds_since_the_oldest_was_queued)`` after each pass's profile
         step; ``react``: also segments, rules, journey entries; ``tick_every``: seconds between
         journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction;
-        ``max_queued_events``: see :data:`MAX_QUEUED_EVENTS`."""
+        ``max_queued_events``: see :data:`MAX_QUEUED_EVENTS`; ``patience``: see
+        :data:`PATIENCE`; ``retry_after``: the waits before each retry of a failed submission
+        (as many retries as figures, :data:`RETRY_AFTER`)."""
         self.session = session
         self.on_applied = on_applied
         self.on_reacted = on_reacted
@@ -159,6 +173,15 @@ class Applier:
         self.passes = 0
         self.ticks = 0
         self.failures = 0
+        """Passes (and ticks) that failed, retried ones included."""
+        self.retried = 0
+        """Submissions queued for another pass after theirs failed."""
+        self.given_up = 0
+        """Submissions whose last pass failed too (left to the batch path)."""
+        self.patience = patience
+        self.retry_after = tuple(retry_after)
+        self._retries: list[tuple[float, _Item]] = []
+        """Failed submissions and when each is due again (guarded by ``_done``)."""
         self.conflicts = 0
         """Write-write conflicts met (and retried) so far."""
         self.windowed = 0
@@ -272,7 +295,9 @@ class Applier:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Stop after what is queued (and a tick under way); True once the thread ended."""
+        """Stop after what is queued (and a tick under way); True once the thread ended.
+        Retries not yet due are dropped (their inputs are stored: the batch path applies them;
+        on the bus, their messages were not acked and are delivered again)."""
         self._queue.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -282,12 +307,17 @@ class Applier:
         last_pass = last_end = -float("inf")
         last_took, last_size = 0.0, 0
         next_tick = time.monotonic() + (self.tick_every or 0)
+        solo = False
         while True:
-            wait = None if self.tick_every is None else max(0.0, next_tick - time.monotonic())
-            try:
-                first = self._take(self._queue.get(timeout=wait))
-            except queue.Empty:
-                first = _NOTHING
+            # a retry due runs in a pass of its own, but never twice in a row: what is queued
+            # gets its turn in between
+            first = None if solo else self._due()
+            solo = first is not None
+            if first is None:
+                try:
+                    first = self._take(self._queue.get(timeout=self._wait(next_tick)))
+                except queue.Empty:
+                    first = _NOTHING
             if first is None:
                 return
             stop = False
@@ -301,7 +331,7 @@ class Applier:
                     if busy > 0:
                         time.sleep(busy)
                 batch, size = [first], first.inputs
-                while size < MAX_PASS:  # (a submission is never split)
+                while not solo and size < MAX_PASS:  # (a submission is never split)
                     try:
                         item = self._take(self._queue.get_nowait())
                     except queue.Empty:
@@ -312,15 +342,19 @@ class Applier:
                     batch.append(item)
                     size += item.inputs
                 with self._done:
-                    self._queued_events -= sum(i.inputs for i in batch if i.kind == "event")
+                    self._queued_events -= sum(
+                        i.inputs for i in batch if i.kind == "event" and not i.attempt
+                    )
                 last_pass, last_size, self._in_pass = time.monotonic(), size, size
                 failed: str | None = "the pass stopped"
                 try:
                     failed = self._pass(batch, size)
                 finally:
-                    _resolve(batch, failed)  # (before wait_idle returns)
+                    later = self._retry(batch, failed)
+                    kept = {id(i) for i in later}  # (resolved before wait_idle returns)
+                    _resolve([i for i in batch if id(i) not in kept], failed)
                     with self._done:
-                        self._pending -= size
+                        self._pending -= size - sum(i.inputs for i in later)
                         self._in_pass = 0
                         if self._pending == 0:
                             self._done.notify_all()
@@ -331,6 +365,45 @@ class Applier:
                 next_tick = time.monotonic() + self.tick_every
             if stop:
                 return
+
+    def _wait(self, next_tick: float) -> float | None:
+        """Seconds the loop may wait for a submission: until the next tick or retry."""
+        now = time.monotonic()
+        waits = [] if self.tick_every is None else [next_tick - now]
+        with self._done:
+            waits += [due - now for due, _ in self._retries]
+        return max(0.0, min(waits)) if waits else None
+
+    def _due(self) -> _Item | None:
+        """The failed submission due for its next pass, if one is."""
+        with self._done:
+            for i, (due, item) in enumerate(self._retries):
+                if due <= time.monotonic():
+                    del self._retries[i]
+                    return item
+        return None
+
+    def _retry(self, batch: list[_Item], failed: str | None) -> list[_Item]:
+        """After a failed pass: its submissions that have passes left, queued for a retry."""
+        if failed is None:
+            return []
+        later = [i for i in batch if i.attempt < len(self.retry_after)]
+        with self._done:
+            for item in later:
+                due = time.monotonic() + self.retry_after[item.attempt]
+                self._retries.append((due, dataclasses.replace(item, attempt=item.attempt + 1)))
+            self.retried += len(later)
+            self.given_up += len(batch) - len(later)
+        if later:
+            wait = self.retry_after[min(i.attempt for i in later)]
+            log.warning("%d submission(s) will be tried again in %.0f s", len(later), wait)
+        if len(later) < len(batch):
+            log.warning(
+                "%d submission(s) failed %d times; left to the batch path (personify run)",
+                len(batch) - len(later),
+                len(self.retry_after) + 1,
+            )
+        return later
 
     def _take(self, got: _Item | _Window | None) -> _Item | None:
         """A queue entry as an item: a window is closed first (no event joins it after)."""
@@ -385,7 +458,7 @@ class Applier:
         self.ticks += 1
 
     def _retried(self, work: Callable[[], _T]) -> _T:
-        return retry_conflicts(work, patience=PATIENCE, on_conflict=self._conflict)
+        return retry_conflicts(work, patience=self.patience, on_conflict=self._conflict)
 
     def _conflict(self, error: BaseException) -> None:
         self.conflicts += 1

@@ -162,6 +162,19 @@ def attach_continuous(
             lambda: applier.depth,
         )
     )
+    for name, help, read in (
+        (
+            "personify_realtime_retried",
+            "Submissions queued for another pass after theirs failed, since start.",
+            lambda: applier.retried,
+        ),
+        (
+            "personify_realtime_given_up",
+            "Submissions whose last retry failed too (left to the batch path), since start.",
+            lambda: applier.given_up,
+        ),
+    ):
+        r._add(LiveGauge(name, help, read))
     every = project.config.recompute
     if every:
         stack.enter_context(_recompute_every(state, duration_seconds(every)))

@@ -33,6 +33,8 @@ def test_applier_metrics_and_periodic_recompute(tmp_path: Path) -> None:
         assert 'personify_realtime_drift{kind="added"} 0' in text
         for name in (
             "personify_realtime_queue_depth 0",
+            "personify_realtime_retried 0",
+            "personify_realtime_given_up 0",
             "personify_profile_cache_hit_ratio 0",
             "# TYPE personify_event_to_profile_seconds histogram",
         ):
@@ -50,7 +52,7 @@ def test_a_submission_learns_whether_its_pass_applied_it(tmp_path: Path) -> None
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     proj = Project(parse_config(f"warehouse: {url}\n"), tmp_path, tmp_path / "p")
     session = Session(proj)
-    applier = Applier(session, react=False, tick_every=None)
+    applier = Applier(session, react=False, tick_every=None, retry_after=())  # no retries
     try:
         applied = applier.submit_orders(["o-1"])  # no such order: a pass over nothing
         assert applied is not None and applied.result(60) is None
@@ -60,7 +62,7 @@ def test_a_submission_learns_whether_its_pass_applied_it(tmp_path: Path) -> None
         assert failed is not None
         with pytest.raises(PassFailed, match="real-time pass failed"):
             failed.result(60)
-        assert applier.failures == 1
+        assert (applier.failures, applier.retried, applier.given_up) == (1, 0, 1)
     finally:
         applier.close()
         session.close()
