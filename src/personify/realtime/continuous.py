@@ -42,6 +42,7 @@ nothing). Events are stored before they are submitted, so a window's events are 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -55,9 +56,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
+from personify import clock
 from personify.identity.sightings import NOTHING, Scope, Where
 from personify.ingest.tracking.normalize import EPOCH, EVENT_COLUMNS
 from personify.ingest.tracking.store import NEW
+from personify.realtime.recovery import BEAT, MARGIN
 from personify.session import Session
 from personify.warehouse.base import UNNEST
 from personify.warehouse.retry import retry_conflicts
@@ -156,13 +159,18 @@ class Applier:
         max_queued_events: int = MAX_QUEUED_EVENTS,
         patience: float = PATIENCE,
         retry_after: Sequence[float] = RETRY_AFTER,
+        marker: Callable[[datetime], None] | None = None,
+        beat: float = BEAT,
     ) -> None:
         """``on_applied(inputs, seconds_since_the_oldest_was_queued)`` after each pass's profile
         step; ``react``: also segments, rules, journey entries; ``tick_every``: seconds between
         journey ticks (``None``: no ticks); ``on_reacted(Reaction)`` after each reaction;
         ``max_queued_events``: see :data:`MAX_QUEUED_EVENTS`; ``patience``: see
         :data:`PATIENCE`; ``retry_after``: the waits before each retry of a failed submission
-        (as many retries as figures, :data:`RETRY_AFTER`)."""
+        (as many retries as figures, :data:`RETRY_AFTER`); ``marker(since)``, every
+        ``beat`` seconds (:data:`~personify.realtime.recovery.BEAT`) and on close: every input
+        given so far and received before ``since`` is applied (see
+        :mod:`personify.realtime.recovery`)."""
         self.session = session
         self.on_applied = on_applied
         self.on_reacted = on_reacted
@@ -182,6 +190,11 @@ class Applier:
         self.retry_after = tuple(retry_after)
         self._retries: list[tuple[float, _Item]] = []
         """Failed submissions and when each is due again (guarded by ``_done``)."""
+        self.marker = marker
+        self.beat = beat
+        self._waiting: collections.Counter[float] = collections.Counter()
+        """When each submission not yet through its last pass was queued (``perf_counter``;
+        guarded by ``_done``): the oldest bounds the recovery mark."""
         self.conflicts = 0
         """Write-write conflicts met (and retried) so far."""
         self.windowed = 0
@@ -205,13 +218,17 @@ class Applier:
         self._thread.start()
 
     # ------------------------------------------------------------------------------ submit
-    def _put(self, kind: str, keys: Iterable[Any]) -> Applied[None] | None:
+    def _put(
+        self, kind: str, keys: Iterable[Any], queued: float | None = None
+    ) -> Applied[None] | None:
         applied: Applied[None] = Future()
-        item = _Item(kind, tuple(keys), time.perf_counter(), waiters=(applied,))
+        at = time.perf_counter() if queued is None else queued
+        item = _Item(kind, tuple(keys), at, waiters=(applied,))
         if not item.keys:
             return None
         with self._done:  # counted before it is queued: wait_idle cannot miss it
             self._pending += len(item.keys)
+            self._waiting[item.queued] += 1
         self._queue.put(item)
         return applied
 
@@ -233,17 +250,20 @@ class Applier:
         by_id = self._queued_events + len(new) <= self.max_queued_events  # (read unlocked:
         # a race only moves one request's ids between the queue and a window)
         opened: _Window | None = None
+        queued = time.perf_counter()
         with self._done:  # counted before it is queued: wait_idle cannot miss it
             self._pending += len(new)
             if by_id:
                 self._queued_events += len(new)
+                self._waiting[queued] += 1
             else:
                 self.windowed += len(new)
                 first = min(r[_RECEIVED] for r in new)
                 last = max(r[_RECEIVED] for r in new)
                 window = self._window
                 if window is None:  # queued at once; it grows until a pass takes it
-                    window = opened = self._window = _Window(first, last, 0, time.perf_counter())
+                    window = opened = self._window = _Window(first, last, 0, queued)
+                    self._waiting[queued] += 1
                 window.first, window.last = min(window.first, first), max(window.last, last)
                 window.events += len(new)
                 window.waiters.append(applied)  # (under the lock: a pass takes all or none)
@@ -251,7 +271,7 @@ class Applier:
                     self._window = None  # full: the next ones open another
         if by_id:
             ids = tuple(str(r[0]) for r in new)
-            self._queue.put(_Item("event", ids, time.perf_counter(), waiters=(applied,)))
+            self._queue.put(_Item("event", ids, queued, waiters=(applied,)))
         elif opened is not None:
             self._queue.put(opened)
         return applied
@@ -267,6 +287,13 @@ class Applier:
         """Whatever a sync of ``source`` stored: records, events, orders (and their items) and
         tickets received since ``since``."""
         return self._put("synced", [(source, since)])
+
+    def submit_since(self, since: datetime) -> Applied[None] | None:
+        """Whatever any source stored since ``since`` — records, events, orders (and their
+        items) and tickets: the catch-up after a crash (:mod:`personify.realtime.recovery`).
+        Until its pass is through, the recovery mark stays at ``since``."""
+        age = max(0.0, (clock.now() - since).total_seconds())
+        return self._put("synced", [(None, since)], queued=time.perf_counter() - age)
 
     def submit_delivery(self, source: str, table: str, key: str) -> Applied[None] | None:
         """What an accepted webhook delivery of ``source`` stored: the record ``key`` of
@@ -294,19 +321,38 @@ class Applier:
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
+    def unapplied_since(self) -> datetime:
+        """An instant before which every input given to this applier is applied (or given
+        up): the oldest submission still waiting, less the recovery margin."""
+        with self._done:
+            oldest = min(self._waiting, default=None)
+        behind = 0.0 if oldest is None else max(0.0, time.perf_counter() - oldest)
+        return clock.now() - timedelta(seconds=behind) - MARGIN
+
+    def _mark(self) -> None:
+        assert self.marker is not None
+        try:
+            self.marker(self.unapplied_since())
+        except Exception as e:  # the next beat writes it again
+            log.debug("continuous mode: the recovery mark was not written (%s)", type(e).__name__)
+
     def close(self, timeout: float = 10.0) -> bool:
         """Stop after what is queued (and a tick under way); True once the thread ended.
         Retries not yet due are dropped (their inputs are stored: the batch path applies them;
         on the bus, their messages were not acked and are delivered again)."""
         self._queue.put(None)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        stopped = not self._thread.is_alive()
+        if stopped and self.marker is not None:  # what is left (retries not yet due) stays
+            self._mark()  # after the mark: the next start applies it
+        return stopped
 
     # ------------------------------------------------------------------------------ loop
     def _run(self) -> None:
         last_pass = last_end = -float("inf")
         last_took, last_size = 0.0, 0
         next_tick = time.monotonic() + (self.tick_every or 0)
+        next_beat = time.monotonic() + self.beat  # (the first mark is the starter's)
         solo = False
         while True:
             # a retry due runs in a pass of its own, but never twice in a row: what is queued
@@ -315,7 +361,8 @@ class Applier:
             solo = first is not None
             if first is None:
                 try:
-                    first = self._take(self._queue.get(timeout=self._wait(next_tick)))
+                    wait = self._wait(next_tick, next_beat)
+                    first = self._take(self._queue.get(timeout=wait))
                 except queue.Empty:
                     first = _NOTHING
             if first is None:
@@ -352,9 +399,12 @@ class Applier:
                 finally:
                     later = self._retry(batch, failed)
                     kept = {id(i) for i in later}  # (resolved before wait_idle returns)
-                    _resolve([i for i in batch if id(i) not in kept], failed)
+                    done = [i for i in batch if id(i) not in kept]
+                    _resolve(done, failed)
                     with self._done:
                         self._pending -= size - sum(i.inputs for i in later)
+                        self._waiting.subtract(i.queued for i in done)
+                        self._waiting = +self._waiting  # (the counts at zero dropped)
                         self._in_pass = 0
                         if self._pending == 0:
                             self._done.notify_all()
@@ -363,13 +413,17 @@ class Applier:
             if self.tick_every is not None and time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + self.tick_every
+            if self.marker is not None and time.monotonic() >= next_beat:
+                self._mark()
+                next_beat = time.monotonic() + self.beat
             if stop:
                 return
 
-    def _wait(self, next_tick: float) -> float | None:
-        """Seconds the loop may wait for a submission: until the next tick or retry."""
+    def _wait(self, next_tick: float, next_beat: float) -> float | None:
+        """Seconds the loop may wait for a submission: until the next tick, mark or retry."""
         now = time.monotonic()
         waits = [] if self.tick_every is None else [next_tick - now]
+        waits += [] if self.marker is None else [next_beat - now]
         with self._done:
             waits += [due - now for due, _ in self._retries]
         return max(0.0, min(waits)) if waits else None
@@ -514,13 +568,14 @@ def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
 
     events, orders, customers = keys("event"), keys("order"), keys("customer")
     records: dict[str, set[str]] = {}
-    synced: dict[str, datetime] = {}
+    synced: dict[str | None, datetime] = {}  # (None: every source, a catch-up)
     for i in batch:
         for key in i.keys if i.kind in ("record", "synced") else ():
             if i.kind == "record":
                 records.setdefault(str(key[0]), set()).add(str(key[1]))
             else:
                 source, since = key
+                source = None if source is None else str(source)
                 synced[source] = min(since, synced.get(source, since))
     event_parts: list[Where] = [(f"message_id {_IN}", ([*events],))] if events else []
     spans = [(_at(first), _at(last)) for first, last in _merged(batch)]
@@ -531,8 +586,12 @@ def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
     ]
     order_parts: list[Where] = [(f"order_id {_IN}", ([*orders],))] if orders else []
     ticket_parts: list[Where] = []
-    for source, since in sorted(synced.items()):
-        recent: Where = ("source = ? AND received_at >= ?", (source, since))
+    for source, since in sorted(synced.items(), key=lambda kv: (kv[0] is not None, kv[0] or "")):
+        recent: Where = (
+            ("received_at >= ?", (since,))
+            if source is None
+            else ("source = ? AND received_at >= ?", (source, since))
+        )
         event_parts.append(recent)
         record_parts.append(recent)
         # by key, in a subquery: the inputs' readers join other tables that have a source too
@@ -543,7 +602,7 @@ def _scope(batch: Sequence[_Item]) -> tuple[Scope, list[str]]:
             (
                 f"order_id IN (SELECT order_id FROM orders WHERE {recent[0]} UNION "
                 f"SELECT order_id FROM order_items WHERE {recent[0]})",
-                (source, since, source, since),
+                recent[1] * 2,
             )
         )
     scope = Scope(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from personify import clock
 from personify.config import Project, duration_seconds, load_project
 from personify.errors import ConfigError
 from personify.realtime import profile_cache
@@ -78,13 +79,15 @@ class LiveGauge(Gauge):
 
 
 def attach_continuous(
-    stack: contextlib.ExitStack, state: ServerState, role: str = "all"
+    stack: contextlib.ExitStack, state: ServerState, role: str = "all", process: str | None = None
 ) -> Applier | None:
     """Continuous mode: stored events, webhook deliveries and synced records are applied to
     their customers at once (:mod:`personify.realtime.continuous`); freshness on ``/metrics``.
 
     ``role="ingest"`` runs no applier (the workers do: the ingest path stays cheap); the cache
-    and per-source lag gauges are there on every role."""
+    and per-source lag gauges are there on every role. With ``process`` (a serving process's
+    name, :func:`personify.realtime.recovery.process_name`) the applier keeps a recovery mark,
+    and first catches up with what a crashed predecessor left unapplied."""
     from personify.realtime.continuous import Applier
     from personify.realtime.stats import LiveStats, register
 
@@ -151,8 +154,22 @@ def attach_continuous(
             if n:
                 reactions.inc(n, kind=kind)
 
-    applier = Applier(state.session, on_applied=observe, on_reacted=reacted)
+    marker, since = None, None
+    if process is not None:
+        from functools import partial
+
+        from personify.realtime import recovery
+
+        since = recovery.recover(state.session.warehouse, process)
+        marker = partial(recovery.mark, state.session.warehouse, process)
+        # the first mark now: what this process takes over (or its start) is written down
+        # before anything is received
+        marker(since or clock.now() - recovery.MARGIN)
+    applier = Applier(state.session, on_applied=observe, on_reacted=reacted, marker=marker)
     stack.callback(applier.close)
+    if since is not None:
+        log.info("continuous mode: catching up with what was received since %s", since)
+        applier.submit_since(since)
     stats.applier = applier
     state.extras[APPLIER] = applier
     r._add(

@@ -208,9 +208,12 @@ def _serve(
     app = create_app(
         session, control_token=Secret(token) if token else None, instance=info.instance
     )
+    from personify.realtime.recovery import process_name
     from personify.server.roles import attach_bus, attach_continuous
 
-    applier = attach_continuous(stack, app.state.personify, role)  # not on --role ingest
+    applier = attach_continuous(  # not on --role ingest; catches up after a crash
+        stack, app.state.personify, role, process=process_name(actual_port)
+    )
     if applier is not None:  # what a scheduled sync stored is applied like events
         scheduler.on_synced = applier.submit_synced
     attach_bus(stack, app.state.personify, role)  # with bus: configured, before any request

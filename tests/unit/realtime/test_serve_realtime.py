@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,50 @@ def test_a_submission_learns_whether_its_pass_applied_it(tmp_path: Path) -> None
     finally:
         applier.close()
         session.close()
+
+
+def test_the_recovery_mark_stays_before_what_is_not_applied(tmp_path: Path) -> None:
+    """The applier's mark (every input received before it is applied) follows the clock while
+    nothing waits, and stays before a submission whose pass failed for as long as it waits for
+    its retry — on close too, when the retry is dropped: the next start applies it."""
+    from datetime import timedelta
+
+    from personify import clock
+    from personify.realtime.continuous import Applier
+    from personify.realtime.recovery import MARGIN
+
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    proj = Project(parse_config(f"warehouse: {url}\n"), tmp_path, tmp_path / "p")
+    session = Session(proj)
+    marks: list[datetime] = []
+    applier = Applier(
+        session, react=False, tick_every=None, retry_after=(60.0,), marker=marks.append, beat=0.02
+    )
+    near = timedelta(seconds=0.5)
+    try:
+        deadline = time.monotonic() + 10
+        while len(marks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert abs(marks[-1] - (clock.now() - MARGIN)) < near  # idle: now, less the margin
+        session.warehouse.close()  # the next pass fails, and waits a minute for its retry
+        submitted = clock.now()
+        assert applier.submit_orders(["o-1"]) is not None
+        while applier.retried < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert applier.retried == 1
+        seen = len(marks)
+        time.sleep(1.5)  # the clock moves on; the mark does not
+        assert len(marks) > seen  # beats go on while it waits
+        assert all(abs(m - (submitted - MARGIN)) < near for m in marks[seen:])
+        # a catch-up over what came since a crash holds the mark at its start
+        since = submitted - timedelta(minutes=10)
+        assert applier.submit_since(since) is not None
+        while applier.retried < 2 and time.monotonic() < deadline + 5:
+            time.sleep(0.01)
+        seen = len(marks)
+        time.sleep(0.1)
+        assert len(marks) > seen and abs(marks[-1] - (since - MARGIN)) < near
+    finally:
+        assert applier.close()
+        session.close()
+    assert abs(marks[-1] - (since - MARGIN)) < near  # the last mark, on close

@@ -51,6 +51,8 @@ def serve_command(
     Continuous mode: every stored event, webhook delivery and synced record updates its
     customer's profile, real-time segments, tags and journey entries within about a second; once
     a second, due journey steps advance and due emails are sent (no `personify run` needed).
+    Restarted on the same host and port after a crash, it first applies what the dead process
+    had stored but not yet applied.
 
     On a DuckDB project the server owns the warehouse file, and every other `personify` command
     on the project runs through it (set PERSONIFY_NO_FORWARD=1 to opt out). It writes
