@@ -340,3 +340,36 @@ def test_a_pass_that_keeps_failing_is_tried_again_later_on_its_own(session: Sess
             release.set()
             applier.close()
     assert wh.fetch("SELECT first_name FROM customers WHERE customer_id = ?", [ann]) == [("Ann",)]
+
+
+def test_a_catch_up_applies_what_every_source_stored_since_an_instant(session: Session) -> None:
+    """After a crash (:mod:`personify.realtime.recovery`) one pass takes every event, record,
+    order and ticket received since the dead process's mark, whatever their source — and
+    nothing received before it."""
+    wh = session.warehouse
+    orders = shopify_orders("2000-01-01T00:00:00Z")[0]
+    with clock.frozen(NOW):
+        applier = Applier(session, tick_every=None)
+        try:
+            applier.submit(
+                [
+                    identify(wh, "m-ann", "ann@example.com", NOW - timedelta(hours=1)),
+                    identify(wh, "m-bob", "bob@example.com", NOW - timedelta(hours=1)),
+                ]
+            )
+            assert applier.wait_idle(60)
+            since = NOW - timedelta(minutes=5)  # the mark: stored after it, never applied
+            early = NOW - timedelta(minutes=30)
+            rest_load(wh, "shop", orders, [shop_order(2, "bob@example.com", early)], early)
+            bought = NOW - timedelta(minutes=3)
+            rest_load(wh, "shop", orders, [shop_order(1, "ann@example.com", bought)], NOW)
+            rest_load(wh, "helpdesk", TICKETS, [zendesk_ticket(1, "ann@example.com", bought)], NOW)
+            identify(wh, "m-cy", "cy@example.com", NOW - timedelta(minutes=1))
+            assert applier.submit_since(since) is not None
+            assert applier.wait_idle(60)
+            assert applier.failures == 0
+        finally:
+            applier.close()
+    assert profile(wh, "ann@example.com") == (bought, 1, 1)
+    assert profile(wh, "cy@example.com") == (None, 0, 0)  # a new customer, from her event
+    assert profile(wh, "bob@example.com") == (None, 0, 0)  # before the mark: the batch path's
