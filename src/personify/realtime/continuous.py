@@ -132,16 +132,15 @@ class _Window:
 
 
 class PassFailed(Exception):
-    """What an :class:`Applied` future holds when the pass over its inputs was given up."""
+    """What an :data:`Applied` future holds when the last pass over its inputs failed."""
 
 
 Applied = Future
 """What a ``submit…`` call returns: a future resolved (``None``) once the pass that took the
 submission has applied it — identity, profile and reactions committed — or failed with
 :class:`PassFailed` when its last pass failed too (see the retries in the module doc). A bus
-worker acks a message only then
-(:mod:`personify.realtime.bus`), so a worker killed between storing and applying leaves it to
-be delivered again, not lost."""
+worker acks a message only then (:mod:`personify.realtime.bus`), so a worker killed between
+storing and applying leaves it to be delivered again, not lost."""
 
 
 class Applier:
