@@ -344,7 +344,9 @@ class Consumer:
             )
 
         async def subscribe(subject: str, durable: str) -> Any:
-            return await self._js.pull_subscribe(subject, durable=durable, config=config(durable))
+            sub = await self._js.pull_subscribe(subject, durable=durable, config=config(durable))
+            await self._raise_limit(durable)
+            return sub
 
         settings, durable = self.settings, self.durable
         events = await subscribe(settings.subject, durable)
@@ -356,6 +358,15 @@ class Consumer:
         if self.handle_synced is not None:
             synced = await subscribe(settings.synced_subject, f"{durable}_synced")
         return events, held, hooks, synced
+
+    async def _raise_limit(self, durable: str) -> None:
+        """A consumer created by an earlier version (an existing durable keeps its config) gets
+        :data:`MAX_ACK_PENDING` (an editable field: JetStream updates it in place)."""
+        info = await self._js.consumer_info(self.settings.stream, durable)
+        if (info.config.max_ack_pending or 0) < MAX_ACK_PENDING:
+            info.config.max_ack_pending = MAX_ACK_PENDING
+            await self._js.add_consumer(self.settings.stream, info.config)
+            log.info("bus consumer %s: max_ack_pending raised to %d", durable, MAX_ACK_PENDING)
 
     async def _fetch(self, sub: Any, timeout: float, batch: int = FETCH) -> list[Any]:
         import nats.errors

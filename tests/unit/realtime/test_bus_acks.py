@@ -246,3 +246,54 @@ def test_a_webhook_delivery_stored_before_is_applied_when_it_comes_again(
         publisher.close()
         receiver.close()
         session.close()
+
+
+def test_a_consumer_of_an_earlier_version_gets_the_new_ack_limit(
+    worker_session: tuple[Session, BusSettings],
+) -> None:
+    """An existing durable consumer keeps its config; with acks after the pass, its old limit
+    of 20,000 waiting messages would stall a worker on a backlog: a worker raises it."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from personify.realtime.bus import MAX_ACK_PENDING, Consumer
+
+    _, settings = worker_session
+    publisher = Publisher(settings)  # (creates the stream)
+    publisher.close()
+
+    async def old_consumer() -> int:
+        import nats
+
+        nc = await nats.connect(NATS)
+        try:
+            js = nc.jetstream()
+            config = ConsumerConfig(
+                durable_name="workers",
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT,
+                max_ack_pending=20_000,
+                filter_subject=settings.subject,
+            )
+            await js.add_consumer(settings.stream, config)
+            return int((await js.consumer_info(settings.stream, "workers")).config.max_ack_pending)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(old_consumer()) == 20_000
+    consumer = Consumer(settings, lambda rows, held, again: None)
+    try:
+        assert consumer_state(settings)["pending"] == 0
+
+        async def limit() -> int:
+            import nats
+
+            nc = await nats.connect(NATS)
+            try:
+                info = await nc.jetstream().consumer_info(settings.stream, "workers")
+                return int(info.config.max_ack_pending)
+            finally:
+                await nc.close()
+
+        assert asyncio.run(limit()) == MAX_ACK_PENDING
+    finally:
+        consumer.close()
