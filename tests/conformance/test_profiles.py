@@ -260,3 +260,39 @@ def test_consent_recorded_under_a_source_id(warehouse: Warehouse, tmp_path: Path
         bob = read_profile(warehouse, "bob@x.org", proj)["consent"]
     assert [(c["status"], c["source"]) for c in ann] == [("granted", "newsletter")]
     assert [c["status"] for c in bob] == ["revoked"]
+
+
+def test_the_profile_phone_is_e164_and_the_observation_as_the_source_wrote_it(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """A national number (``(202) 555-0143``) cannot be normalized in SQL: the profile's phone
+    is parsed with ``identity.phone_region``, as the identity graph's is, in the batch build
+    and on the real-time path alike; the observation keeps the source's text, and a value
+    that is no number stays as written."""
+    proj = Project(
+        parse_config(f"warehouse: {warehouse.url}\nidentity:\n  phone_region: US\n"),
+        tmp_path,
+        tmp_path / "personify.yml",
+    )
+    crm = records([("crm", "c1", "ann@x.org", 1), ("crm", "c2", "bob@x.org", 1)])
+    crm = crm.append_column("phone", pa.array(["(202) 555-0143", "ask at the desk"]))
+    warehouse.load(table("customer_records"), crm)
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, proj.config.identity)
+        profiles_stage(session_on(warehouse, proj))
+        batch = warehouse.fetch("SELECT email, phone FROM customers ORDER BY email")
+        doc = read_profile(warehouse, "ann@x.org", proj)
+        ann = doc["customer_id"]
+        warehouse.execute("DELETE FROM customers")
+        apply(session_on(warehouse, proj), Scope(), [ann])  # the real-time path's rebuild
+        realtime = warehouse.fetch("SELECT phone FROM customers WHERE customer_id = ?", [ann])
+    assert batch == [("ann@x.org", "+12025550143"), ("bob@x.org", "ask at the desk")]
+    assert realtime == [("+12025550143",)]
+    assert doc["profile"]["phone"] == "+12025550143"
+    assert doc["fields"]["phone"]["value"] == "+12025550143"
+    assert warehouse.fetch(
+        "SELECT value FROM profile_observations WHERE field = 'phone' ORDER BY value"
+    ) == [("(202) 555-0143",), ("ask at the desk",)]
+    assert warehouse.scalar("SELECT value FROM identity_nodes WHERE kind = 'phone'") == (
+        "+12025550143"
+    )

@@ -14,6 +14,7 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project
 from personify.identity._sql import WRITES, drop, scratch, temp_table
+from personify.identity.normalize import normalize_phone, phone_sql
 from personify.privacy.fields import cipher_of, seal_customers
 from personify.profiles import traits as T
 from personify.profiles.custom import compile_traits, traits_sql
@@ -24,7 +25,18 @@ from personify.warehouse.base import Warehouse
 
 _SCOPE = scratch("_profile_scope", customer_id="VARCHAR")
 _SCOPE_EVENTS = "_scope_events"
-_TEMPS = ("_fields", "_t_buy", "_t_act", "_t_eng", "_t_cat", "_t_tix", "_t_usr", _SCOPE_EVENTS)
+_PHONES = scratch("_profile_phones", raw="VARCHAR", e164="VARCHAR")
+_TEMPS = (
+    "_fields",
+    "_t_buy",
+    "_t_act",
+    "_t_eng",
+    "_t_cat",
+    "_t_tix",
+    "_t_usr",
+    _SCOPE_EVENTS,
+    _PHONES.name,
+)
 
 
 def _scope(wh: Warehouse, customer_ids: Sequence[str] | None) -> str:
@@ -46,6 +58,31 @@ def _fields(wh: Warehouse, project: Project, scope: str) -> None:
         project.config.survivorship, FIELDS, observations, wh.dialect, key="part"
     )
     wh.execute(f"CREATE TEMP TABLE _fields AS {sql}", params)
+    _phones(wh, project)
+
+
+def _phones(wh: Warehouse, project: Project) -> None:
+    """The profile's phone in E.164, as the identity graph holds it: a value SQL could not
+    normalize when it was observed (a national number, ``(202) 555-0143``) is parsed once per
+    distinct value with ``phonenumbers`` and ``identity.phone_region``; one that does not parse
+    stays as the source wrote it. The observations keep what each source said."""
+    cipher = cipher_of(wh)
+    if cipher is not None and "phone" in cipher.columns:  # sealed tokens, not numbers
+        return
+    rows = wh.fetch(
+        f"SELECT DISTINCT phone FROM _fields WHERE phone IS NOT NULL AND {phone_sql('phone')} "
+        "IS NULL"
+    )
+    region = project.config.identity.phone_region
+    parsed = [(raw, normalize_phone(raw, region)) for (raw,) in rows]
+    parsed = [(raw, e164) for raw, e164 in parsed if e164 is not None and e164 != raw]
+    if not parsed:
+        return
+    raws, numbers = zip(*parsed, strict=True)
+    temp_table(wh, _PHONES, pa.table({"raw": list(raws), "e164": list(numbers)}))
+    wh.execute(
+        f"UPDATE _fields SET phone = p.e164 FROM {_PHONES.name} p WHERE _fields.phone = p.raw"
+    )
 
 
 def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> None:

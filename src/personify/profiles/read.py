@@ -12,7 +12,8 @@ from typing import Any
 from personify.config import Project
 from personify.errors import NotFound
 from personify.identity.explain import find_node
-from personify.privacy.fields import decrypt_rows, open_value, show_identifiers
+from personify.identity.normalize import normalize_phone
+from personify.privacy.fields import cipher_of, decrypt_rows, open_value, show_identifiers
 from personify.profiles.survivorship import Observation, rank, rule_for
 from personify.realtime import profile_cache
 from personify.warehouse.base import Warehouse
@@ -49,13 +50,18 @@ def _fields(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]
     ):
         by_field[field].append(Observation(value, source, observed_at, origin))
     out: dict[str, Any] = {}
+    cipher = cipher_of(wh)
+    sealed = cipher is not None and "phone" in cipher.columns  # (kept as the source wrote it)
     for field in sorted(by_field):
         rule = rule_for(project.config.survivorship, field)
         ranked = rank(by_field[field], rule)
         best = ranked[0]
         shown = functools.partial(open_value, wh, field)  # encrypted fields: plain text
+        value = shown(best.value)
+        if field == "phone" and value is not None and not sealed:  # as the profile holds it
+            value = normalize_phone(value, project.config.identity.phone_region) or value
         out[field] = {
-            "value": shown(best.value),
+            "value": value,
             "source": best.source,
             "observed_at": best.observed_at,
             "origin": best.origin,
