@@ -221,6 +221,43 @@ def test_a_sync_pass_applies_the_orders_and_tickets_it_stored(session: Session) 
     assert profile(wh, "bob@example.com") == (None, 0, 0)  # left to the batch path
 
 
+def hold_profile_row(wh: Warehouse, customer_id: str, release: threading.Event) -> threading.Thread:
+    """Another writer rebuilding ``customer_id``'s profile row (deleted and written again) in a
+    transaction it keeps open until ``release``; returned once it holds the row."""
+    held = threading.Event()
+
+    def other_writer() -> None:
+        with wh.transaction():
+            wh.execute(
+                "CREATE TEMP TABLE _kept AS SELECT * FROM customers WHERE customer_id = ?",
+                [customer_id],
+            )
+            wh.execute("DELETE FROM customers WHERE customer_id = ?", [customer_id])
+            wh.execute("INSERT INTO customers SELECT * FROM _kept")
+            held.set()
+            release.wait(60)
+        wh.execute("DROP TABLE _kept")
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    assert held.wait(30)
+    return thread
+
+
+def store_ann_first_name(wh: Warehouse) -> None:
+    """Ann's event ``m-2``: an identify that gives her first name."""
+    row = {
+        "message_id": "m-2",
+        "type": "identify",
+        "user_id": "u-ann@example.com",
+        "timestamp": NOW - timedelta(minutes=1),
+        "received_at": NOW,
+        "source": "web",
+        "traits": json.dumps({"email": "ann@example.com", "first_name": "Ann"}),
+    }
+    wh.load(table("events"), arrow_rows("events", [row]))
+
+
 def test_a_conflicting_pass_is_retried_and_nothing_is_lost(session: Session) -> None:
     """A real write-write conflict: another writer is rebuilding Ann's profile row (deleted and
     written again, uncommitted) when the pass of her new event rebuilds it too. DuckDB refuses
@@ -235,33 +272,9 @@ def test_a_conflicting_pass_is_retried_and_nothing_is_lost(session: Session) -> 
             applier.submit([identify(wh, "m-1", "ann@example.com", NOW - timedelta(hours=1))])
             assert applier.wait_idle(60)
             (ann,) = wh.fetch("SELECT customer_id FROM customers")[0]
-            held, release = threading.Event(), threading.Event()
-
-            def other_writer() -> None:
-                with wh.transaction():
-                    wh.execute(
-                        "CREATE TEMP TABLE _kept AS SELECT * FROM customers WHERE customer_id = ?",
-                        [ann],
-                    )
-                    wh.execute("DELETE FROM customers WHERE customer_id = ?", [ann])
-                    wh.execute("INSERT INTO customers SELECT * FROM _kept")
-                    held.set()
-                    release.wait(30)
-                wh.execute("DROP TABLE _kept")
-
-            thread = threading.Thread(target=other_writer)
-            thread.start()
-            assert held.wait(30)
-            row = {
-                "message_id": "m-2",
-                "type": "identify",
-                "user_id": "u-ann@example.com",
-                "timestamp": NOW - timedelta(minutes=1),
-                "received_at": NOW,
-                "source": "web",
-                "traits": json.dumps({"email": "ann@example.com", "first_name": "Ann"}),
-            }
-            wh.load(table("events"), arrow_rows("events", [row]))
+            release = threading.Event()
+            thread = hold_profile_row(wh, ann, release)
+            store_ann_first_name(wh)
             applier.submit(["m-2"])
             deadline = time.monotonic() + 20
             while not applier.conflicts and time.monotonic() < deadline:
@@ -293,33 +306,8 @@ def test_a_pass_that_keeps_failing_is_tried_again_later_on_its_own(session: Sess
             applier.submit([identify(wh, "m-1", "ann@example.com", NOW - timedelta(hours=1))])
             assert applier.wait_idle(60)
             (ann,) = wh.fetch("SELECT customer_id FROM customers")[0]
-            held = threading.Event()
-
-            def other_writer() -> None:
-                with wh.transaction():
-                    wh.execute(
-                        "CREATE TEMP TABLE _kept AS SELECT * FROM customers WHERE customer_id = ?",
-                        [ann],
-                    )
-                    wh.execute("DELETE FROM customers WHERE customer_id = ?", [ann])
-                    wh.execute("INSERT INTO customers SELECT * FROM _kept")
-                    held.set()
-                    release.wait(60)
-                wh.execute("DROP TABLE _kept")
-
-            thread = threading.Thread(target=other_writer)
-            thread.start()
-            assert held.wait(30)
-            row = {
-                "message_id": "m-2",
-                "type": "identify",
-                "user_id": "u-ann@example.com",
-                "timestamp": NOW - timedelta(minutes=1),
-                "received_at": NOW,
-                "source": "web",
-                "traits": json.dumps({"email": "ann@example.com", "first_name": "Ann"}),
-            }
-            wh.load(table("events"), arrow_rows("events", [row]))
+            thread = hold_profile_row(wh, ann, release)
+            store_ann_first_name(wh)
             ann_applied = applier.submit(["m-2"])
             deadline = time.monotonic() + 30
             while applier.retried < 2 and time.monotonic() < deadline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyarrow as pa
 
 from personify.warehouse.base import Warehouse, quote
@@ -46,3 +48,22 @@ def first_by(wh: Warehouse, value: str, *order: str) -> str:
     if wh.dialect == "duckdb":
         return f"arg_min({value}, ({', '.join(order)}, {value}))"
     return f"(array_agg({value} ORDER BY {', '.join(order)}, {value}))[1]"
+
+
+PHONES = scratch("_phone_map", raw="VARCHAR", e164="VARCHAR")
+"""``(raw, e164)``: phone values SQL could not normalize, parsed in Python (:func:`phone_map`)."""
+
+
+def phone_map(
+    wh: Warehouse, values_sql: str, region: str | None, params: Sequence[object] = ()
+) -> int:
+    """(Re)create :data:`PHONES` from the distinct text values ``values_sql`` selects, each
+    parsed once with ``phonenumbers`` (``region``; ``e164`` NULL when it is no number); returns
+    how many are numbers."""
+    from personify.identity.normalize import normalize_phone
+
+    values = [r[0] for r in wh.fetch(values_sql, params)]
+    parsed = [normalize_phone(v, region) for v in values]
+    schema = pa.schema([("raw", pa.string()), ("e164", pa.string())])
+    temp_table(wh, PHONES, pa.table({"raw": values, "e164": parsed}, schema=schema))
+    return sum(e is not None for e in parsed)

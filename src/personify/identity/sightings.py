@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from personify.config import IdentityConfig
-from personify.identity._sql import drop, scratch, temp_table
+from personify.identity._sql import PHONES, drop, phone_map, scratch, temp_table
 from personify.identity.normalize import (
     BLIND_KEY_TABLE,
     Blind,
@@ -31,7 +29,6 @@ from personify.identity.normalize import (
     blind_sql,
     email_sql,
     id_sql,
-    normalize_phone,
     phone_sql,
     sealed_or_blind_sql,
 )
@@ -54,7 +51,6 @@ _RAW = scratch(
     origin="VARCHAR",
     linked="BOOLEAN",
 )
-_PHONES = scratch("_phone_map", raw="VARCHAR", e164="VARCHAR")
 
 Where = tuple[str, tuple[object, ...]]
 NOTHING: Where = ("FALSE", ())
@@ -215,13 +211,12 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
 
 def _phones(wh: Warehouse, region: str | None) -> None:
     """Phones not already in E.164 form, parsed once per distinct value in Python."""
-    raws = wh.fetch(
+    phone_map(
+        wh,
         f"SELECT DISTINCT raw FROM {_RAW.name} WHERE kind = 'phone' "
-        f"AND {phone_sql('raw')} IS NULL AND {id_sql('raw')} IS NOT NULL"
+        f"AND {phone_sql('raw')} IS NULL AND {id_sql('raw')} IS NOT NULL",
+        region,
     )
-    values = [r[0] for r in raws]
-    parsed = [normalize_phone(v, region) for v in values]
-    temp_table(wh, _PHONES, pa.table({"raw": values, "e164": parsed}, schema=_arrow(_PHONES)))
 
 
 def load_blind_key(wh: Warehouse, blind: Blind) -> None:
@@ -233,10 +228,6 @@ def load_blind_key(wh: Warehouse, blind: Blind) -> None:
     for kind in blind.kinds:
         inner, outer = blind.pads(kind)
         wh.execute(f"INSERT INTO {BLIND_KEY_TABLE} VALUES (?, ?, ?)", [kind, inner, outer])
-
-
-def _arrow(table: object) -> pa.Schema:
-    return pa.schema([(c.name, pa.string()) for c in table.columns])  # type: ignore[attr-defined]
 
 
 def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
@@ -277,7 +268,7 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         wh.execute(
             f"INSERT INTO {SIGHTED} SELECT * FROM (SELECT s.grp, s.kind, {value} AS "
             "value, s.source, s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM "
-            f"{_RAW.name} s LEFT JOIN {_PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) "
+            f"{_RAW.name} s LEFT JOIN {PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) "
             "n WHERE value IS NOT NULL"
         )
     else:
@@ -286,7 +277,7 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         wh.execute(
             "CREATE TEMP TABLE _normalized AS SELECT * FROM (SELECT s.kind, s.raw, "
             f"{value} AS value FROM (SELECT DISTINCT kind, raw FROM {_RAW.name}) s "
-            f"LEFT JOIN {_PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) n "
+            f"LEFT JOIN {PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) n "
             "WHERE value IS NOT NULL"
         )
         wh.execute(
@@ -294,5 +285,5 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
             f"s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM {_RAW.name} s "
             "JOIN _normalized n ON n.kind = s.kind AND n.raw = s.raw"
         )
-    drop(wh, _RAW.name, _PHONES.name, "_normalized")
+    drop(wh, _RAW.name, PHONES.name, "_normalized")
     return int(wh.scalar(f"SELECT count(*) FROM {SIGHTED}") or 0)

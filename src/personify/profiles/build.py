@@ -13,8 +13,8 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
-from personify.identity._sql import WRITES, drop, scratch, temp_table
-from personify.identity.normalize import normalize_phone, phone_sql
+from personify.identity._sql import PHONES, WRITES, drop, phone_map, scratch, temp_table
+from personify.identity.normalize import phone_sql
 from personify.privacy.fields import cipher_of, seal_customers
 from personify.profiles import traits as T
 from personify.profiles.custom import compile_traits, traits_sql
@@ -25,7 +25,6 @@ from personify.warehouse.base import Warehouse
 
 _SCOPE = scratch("_profile_scope", customer_id="VARCHAR")
 _SCOPE_EVENTS = "_scope_events"
-_PHONES = scratch("_profile_phones", raw="VARCHAR", e164="VARCHAR")
 _TEMPS = (
     "_fields",
     "_t_buy",
@@ -35,7 +34,7 @@ _TEMPS = (
     "_t_tix",
     "_t_usr",
     _SCOPE_EVENTS,
-    _PHONES.name,
+    PHONES.name,
 )
 
 
@@ -69,20 +68,17 @@ def _phones(wh: Warehouse, project: Project) -> None:
     cipher = cipher_of(wh)
     if cipher is not None and "phone" in cipher.columns:  # sealed tokens, not numbers
         return
-    rows = wh.fetch(
+    numbers = phone_map(
+        wh,
         f"SELECT DISTINCT phone FROM _fields WHERE phone IS NOT NULL AND {phone_sql('phone')} "
-        "IS NULL"
+        "IS NULL",
+        project.config.identity.phone_region,
     )
-    region = project.config.identity.phone_region
-    parsed = [(raw, normalize_phone(raw, region)) for (raw,) in rows]
-    parsed = [(raw, e164) for raw, e164 in parsed if e164 is not None and e164 != raw]
-    if not parsed:
-        return
-    raws, numbers = zip(*parsed, strict=True)
-    temp_table(wh, _PHONES, pa.table({"raw": list(raws), "e164": list(numbers)}))
-    wh.execute(
-        f"UPDATE _fields SET phone = p.e164 FROM {_PHONES.name} p WHERE _fields.phone = p.raw"
-    )
+    if numbers:
+        wh.execute(
+            f"UPDATE _fields SET phone = p.e164 FROM {PHONES.name} p "
+            "WHERE _fields.phone = p.raw AND p.e164 IS NOT NULL"
+        )
 
 
 def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> None:

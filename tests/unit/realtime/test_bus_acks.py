@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from tests.e2e.cli import project_on
 from tests.e2e.test_scale_out import NATS, stream  # noqa: F401  (the fixture)
+from tests.e2e.test_webhooks_bus import HOOKS
 
 from personify.config import WebhookSource, load_project
 from personify.ingest.tracking.normalize import Inputs, normalize
@@ -29,21 +30,6 @@ from personify.sources.webhooks import Verified, WebhookReceiver
 pytestmark = pytest.mark.postgres
 
 ACK_WAIT = 1.0
-HOOKS = """
-sources:
-  - name: shop_hooks
-    kind: webhook
-    scheme: shopify
-    secrets: ["shpss_acks"]
-    table: orders
-    mapping:
-      order_id: id|string
-      email: email
-      status: financial_status
-      currency: currency
-      total: total_price
-      created_at: created_at
-"""
 
 
 @pytest.fixture
@@ -82,22 +68,31 @@ def rows(n: int, user: str) -> list[tuple[Any, ...]]:
     return out
 
 
-def consumer_state(settings: BusSettings, durable: str = "workers") -> dict[str, int]:
-    async def read() -> dict[str, int]:
+def consumer_info(settings: BusSettings, durable: str = "workers", add: Any = None) -> Any:
+    """JetStream's info on the consumer ``durable`` (created first from the config ``add``)."""
+
+    async def read() -> Any:
         import nats
 
         nc = await nats.connect(NATS)
         try:
-            info = await nc.jetstream().consumer_info(settings.stream, durable)
-            return {
-                "pending": int(info.num_pending),
-                "ack_pending": int(info.num_ack_pending),
-                "redelivered": int(info.num_redelivered),
-            }
+            js = nc.jetstream()
+            if add is not None:
+                await js.add_consumer(settings.stream, add)
+            return await js.consumer_info(settings.stream, durable)
         finally:
             await nc.close()
 
     return asyncio.run(read())
+
+
+def consumer_state(settings: BusSettings, durable: str = "workers") -> dict[str, int]:
+    info = consumer_info(settings, durable)
+    return {
+        "pending": int(info.num_pending),
+        "ack_pending": int(info.num_ack_pending),
+        "redelivered": int(info.num_redelivered),
+    }
 
 
 def until(check: Callable[[], bool], seconds: float = 30.0) -> bool:
@@ -210,10 +205,10 @@ def test_a_webhook_delivery_stored_before_is_applied_when_it_comes_again(
         tmp_path / "p", warehouse=postgres_url, bus=f"{NATS}?stream={stream}&ack_wait={ACK_WAIT}"
     )
     yml = root / "personify.yml"
-    anchor = "sources:\n"
+    anchor = "    tracking_plan: tracking-plan\n"  # (the web source's last line, as there)
     text = yml.read_text()
     assert anchor in text
-    yml.write_text(text.replace(anchor, HOOKS.lstrip("\n"), 1))
+    yml.write_text(text.replace(anchor, anchor + HOOKS.lstrip("\n"), 1))
     session = Session(load_project(root))
     settings = parse_bus_url(str(session.project.config.bus), "t")
     source = next(s for s in session.project.config.sources if isinstance(s, WebhookSource))
@@ -261,39 +256,17 @@ def test_a_consumer_of_an_earlier_version_gets_the_new_ack_limit(
     publisher = Publisher(settings)  # (creates the stream)
     publisher.close()
 
-    async def old_consumer() -> int:
-        import nats
-
-        nc = await nats.connect(NATS)
-        try:
-            js = nc.jetstream()
-            config = ConsumerConfig(
-                durable_name="workers",
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT,
-                max_ack_pending=20_000,
-                filter_subject=settings.subject,
-            )
-            await js.add_consumer(settings.stream, config)
-            return int((await js.consumer_info(settings.stream, "workers")).config.max_ack_pending)
-        finally:
-            await nc.close()
-
-    assert asyncio.run(old_consumer()) == 20_000
+    old = ConsumerConfig(
+        durable_name="workers",
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        max_ack_pending=20_000,
+        filter_subject=settings.subject,
+    )
+    assert consumer_info(settings, add=old).config.max_ack_pending == 20_000
     consumer = Consumer(settings, lambda rows, held, again: None)
     try:
         assert consumer_state(settings)["pending"] == 0
-
-        async def limit() -> int:
-            import nats
-
-            nc = await nats.connect(NATS)
-            try:
-                info = await nc.jetstream().consumer_info(settings.stream, "workers")
-                return int(info.config.max_ack_pending)
-            finally:
-                await nc.close()
-
-        assert asyncio.run(limit()) == MAX_ACK_PENDING
+        assert consumer_info(settings).config.max_ack_pending == MAX_ACK_PENDING
     finally:
         consumer.close()
