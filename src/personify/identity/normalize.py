@@ -77,6 +77,11 @@ def canonical_phone(raw: object) -> str | None:
 def _parse_phone(value: str, region: str | None) -> str | None:
     import phonenumbers
 
+    if region is None and value.startswith("00"):
+        # with no home region, the international prefix most of the world dials (ITU-T E.164
+        # recommends ``00``; ``0049 151…`` is German): read as ``+`` (a region's own prefix,
+        # such as the US's ``011``, is read by ``phonenumbers`` when a region is set)
+        value = "+" + value[2:]
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:

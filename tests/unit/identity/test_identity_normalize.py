@@ -41,6 +41,14 @@ def test_phones_become_e164() -> None:
     assert normalize_phone("call me") is None
 
 
+def test_a_leading_00_is_the_international_prefix_without_a_region() -> None:
+    assert normalize_phone("0049 151 12345678") == "+4915112345678"
+    assert normalize_phone("0049 151 12345678", "DE") == "+4915112345678"
+    assert normalize_phone("00") is None
+    # a region with another international prefix reads its own (the US dials 011)
+    assert normalize_phone("011 49 151 12345678", "US") == "+4915112345678"
+
+
 def test_generic_ids_keep_case() -> None:
     assert normalize("user_id", " U-1 ", IdentityConfig()) == "U-1"
     assert normalize("user_id", "", IdentityConfig()) is None
