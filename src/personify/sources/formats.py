@@ -16,6 +16,7 @@ saying what to do.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,8 @@ def _csv(
                         total=max(total, done),
                     )
             tail = numbering.finish()
+            if numbering.last_newlines:
+                _check_closed(path, numbering.last_line, delimiter)
             if tail:
                 empty = pa.table({h: pa.array([], pa.string()) for h in header})
                 yield RawBatch(empty, pa.array([], pa.int64()), tail, done=done, total=done)
@@ -242,6 +245,30 @@ def _csv(
             stream.close()
 
     return dict.fromkeys(header, pa.string()), batches()
+
+
+def _check_closed(path: Path, line: int, delimiter: str) -> None:
+    """Raise when the file's last record, which starts on physical ``line`` and spans several,
+    holds a quoted field that is never closed. The parser reads such a field to the end of the
+    file: every row after the stray quote would become part of one value (and none would be
+    counted). Only that record is read again, by Python's strict CSV reader."""
+    with path.open("rb") as f:
+        for _ in range(line - 1):
+            f.readline()
+        rest = f.read().decode("utf-8", errors="replace")
+    # (a field that runs to the end may be longer than the reader's default limit, 128 KiB)
+    csv.field_size_limit(max(csv.field_size_limit(), len(rest) + 1))
+    try:
+        for _ in csv.reader(io.StringIO(rest, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as e:
+        if "unexpected end of data" not in str(e):
+            return  # (another oddity the parser read its own way: its rows were counted)
+        raise FileImportError(
+            f"{path}:{line}: a quoted field opened on this line is never closed: the rest of "
+            f"the file ({rest.count(chr(10))} lines) would be read as its value",
+            hint='close the quote; a quote inside a quoted field is written twice ("")',
+        ) from None
 
 
 def _csv_error(path: Path, e: Exception) -> FileImportError:
@@ -267,6 +294,8 @@ class _CsvLines:
         self.newlines = 0  # newlines inside parsed rows so far
         self.bad: list[tuple[int, int, str, int, int]] = []  # (q, record, text, fields, expected)
         self.emitted = 0
+        self.last_line = 0  # physical line the last record read starts on
+        self.last_newlines = 0  # newlines inside that record
 
     def invalid(self, record: int, text: str, fields: int, expected: int) -> None:
         q = record - 2 - len(self.bad)  # how many parsed rows come before it
@@ -288,6 +317,8 @@ class _CsvLines:
         bad_nl = self._bad_newlines()
         lines = self.first + index + k + before[:-1] + bad_nl[k]
         malformed = self._emit(upto=self.parsed + n, before=before, bad_nl=bad_nl)
+        if n and int(lines[-1]) > self.last_line:
+            self.last_line, self.last_newlines = int(lines[-1]), int(per_row[-1])
         self.parsed += n
         self.newlines = int(before[-1])
         return pa.array(lines, pa.int64()), malformed
@@ -301,6 +332,8 @@ class _CsvLines:
             parsed_nl = int(before[min(max(q - self.parsed, 0), len(before) - 1)])
             line = record + (self.first - 2) + parsed_nl + int(bad_nl[self.emitted])
             out.append(MalformedRow(line, text, fields, expected))
+            if line > self.last_line:
+                self.last_line, self.last_newlines = line, text.count("\n")
             self.emitted += 1
         return out
 

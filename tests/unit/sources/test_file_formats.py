@@ -106,3 +106,29 @@ def test_text_files_read_the_same_whatever_the_block_size(tmp_path: Path, block:
         for r, n in zip(b.data.to_pylist(), b.lines.to_pylist(), strict=True)
     ]
     assert numbered == [(str(i), 2 + 2 * i) for i in range(40)]
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ('v1,a,"Jo\nv2,b,Ann\nv3,c,Max\n', 2),  # in the last column: one value to the end
+        ('v1,"Jo,a\nv2,b,Ann\nv3,c,Max\n', 2),  # in another: a row with too few fields
+        ('v1,a,Jo\nv2,b,Ann\nv3,c,"Max\n', 4),  # on the last line
+        ('v1,a,"Jo\n' + "".join(f"v{i},b,{'x' * 100}\n" for i in range(2000)), 2),  # > 128 KiB
+    ],
+)
+def test_a_quote_never_closed_refuses_the_file_with_its_line(
+    tmp_path: Path, body: str, line: int
+) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text("id,email,name\n" + body)
+    _, batches = read_batches(path, "csv", rows=10)
+    with pytest.raises(FileImportError, match=rf"q.csv:{line}: a quoted field opened on this"):
+        list(batches)
+
+
+def test_closed_quotes_over_several_lines_at_the_end_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_text('id,note\r\na,"two\r\nlines"\r\nb,"""quoted""\nand more"')
+    _, lines, _ = read(path, "csv")
+    assert lines == [2, 4]
