@@ -93,6 +93,7 @@ def test_csv_loads_typed_rows(session: Session) -> None:
         "rows_loaded": 3,
         "rows_quarantined": 0,
         "rows_duplicate": 0,
+        "quarantine_cleared": 0,
     }
     # person records land in customer_records (customers is derived by identity and profiles)
     assert count(session, "customers") == 0
@@ -346,6 +347,39 @@ def test_bad_rows_are_quarantined_and_the_rest_load(session: Session) -> None:
     assert {r[4] for r in got} == {"crm"}
     stored = rows(session, "SELECT rows_read, rows_loaded, rows_quarantined FROM file_imports")
     assert stored == [(9, 2, 7)]
+
+
+def test_a_corrected_file_replaces_its_quarantine_rows(session: Session) -> None:
+    """Importing a file again after fixing some rows: a row still bad is quarantined once (its
+    id unchanged), a fixed row loads and leaves the quarantine, a deleted one leaves it too;
+    another file's and another source's rows stay."""
+    path = write(session, "customers.csv", BAD_CSV)
+    import_file(session, path, table="customers", source_name="crm")
+    other = write(session, "other.csv", BAD_CSV + "c10,hal@example.org,2025-01-01,1\n")
+    import_file(session, other, table="customers", source_name="crm")
+    import_file(session, path, table="customers", source_name="shop")
+    before = dict(rows(session, "SELECT location, id FROM quarantine WHERE source = 'crm'"))
+    lines = BAD_CSV.split("\n")
+    assert lines[3].startswith("c3,not-an-email")  # line 4: fixed; line 9-10: deleted
+    lines[3] = lines[3].replace("not-an-email", "cy@example.org")
+    fixed = "\n".join(lines[:8]) + "\n"
+    path.write_text(fixed, encoding="utf-8")
+    with clock.frozen(NOW + timedelta(hours=1)):
+        result = import_file(session, path, table="customers", source_name="crm")
+    invariant(result.counts)
+    assert result.counts["rows_quarantined"] == 5 and result.counts["quarantine_cleared"] == 2
+    where = "data/customers.csv"
+    got = dict(
+        rows(
+            session,
+            "SELECT location, id FROM quarantine WHERE source = 'crm' AND location LIKE ?",
+            [f"{where}:%"],
+        )
+    )
+    assert sorted(got) == [f"{where}:{n}" for n in (3, 5, 6, 7, 8)]
+    assert all(got[k] == before[k] for k in got)  # the same rows, not copies
+    assert count(session, "quarantine") == 3 * 7 - 2
+    assert "c3" in [r[0] for r in rows(session, "SELECT record_id FROM customer_records")]
 
 
 def test_a_malformed_json_line_is_quarantined_not_fatal(session: Session) -> None:

@@ -1,8 +1,10 @@
 """The quarantine: inputs that failed validation, kept with the reason, never silently dropped.
 
-Every quarantined input gets a deterministic ``id`` — a hash of the source, the input's identity
-(for a file: its SHA-256) and its position in it (line or row number) — so a retried import
-quarantines the same input once (rows are written with ``on_conflict="ignore"``).
+Every quarantined input gets a deterministic ``id`` — a hash of the source, the input's origin
+and its position in it (line or row number; for a file: its path, the line and the row as read)
+— so a retried import quarantines the same input once (rows are written with
+``on_conflict="ignore"``). A newer version of a file replaces its earlier versions' quarantine
+rows (:func:`supersede`): a corrected file imported again leaves its fixed rows' rows out.
 
 ``reason`` is a machine-readable code (see :data:`REASONS`); ``detail`` a sentence naming the file
 and line, the column (and JSON pointer for nested fields) and what was expected; ``payload`` the
@@ -68,7 +70,7 @@ from personify.ingest.reasons import (
     quarantine_id as quarantine_id,
 )
 from personify.warehouse import Warehouse
-from personify.warehouse.schema import QUARANTINE
+from personify.warehouse.schema import QUARANTINE, Column, Table
 
 BAD_ROWS: Final = pa.schema(
     [
@@ -111,16 +113,54 @@ def to_rows(
     source: str,
     origin: str,
     received_at: datetime,
+    same: bool = False,
 ) -> pa.Table:
-    """``quarantine`` rows for ``bad`` rows (see :data:`BAD_ROWS`) of one input ``origin``."""
+    """``quarantine`` rows for ``bad`` rows (see :data:`BAD_ROWS`) of one input ``origin``.
+
+    The id hashes the source, the origin and the line; with ``same``, the payload too: a file's
+    rows (``origin`` its path) then keep their id across versions of the file as long as the row
+    and its line are unchanged, so a corrected file imported again quarantines a row still bad
+    once (see :func:`supersede`)."""
+    payload = " || ':' || coalesce(payload, '')" if same else ""
     with registered(con, bad) as view:
         return arrow(
             con,
-            "SELECT left(sha256($source || ':' || $origin || ':' || CAST(line AS VARCHAR)), 32)"
-            " AS id, $source AS source, CAST($received_at AS TIMESTAMPTZ) AS received_at,"
-            f" reason, detail, payload, location FROM {view}",
+            "SELECT left(sha256($source || ':' || $origin || ':' || CAST(line AS VARCHAR)"
+            f"{payload}), 32) AS id, $source AS source, CAST($received_at AS TIMESTAMPTZ) AS "
+            f"received_at, reason, detail, payload, location FROM {view}",
             {"source": source, "origin": origin, "received_at": received_at},
         )
+
+
+def supersede(
+    wh: Warehouse, source: str, label: str, kept: Sequence[pa.Array], now: datetime
+) -> int:
+    """A newer version of the file ``label`` was imported for ``source``: the quarantine rows
+    of its earlier versions leave the quarantine — but those this version quarantined again
+    (their ids, ``kept``: unchanged rows keep theirs, :func:`to_rows`). A row fixed in the file
+    was loaded now; a row deleted from it is gone with the version that held it. Returns how
+    many rows left. (In the caller's transaction: they leave only if the new version loads.)"""
+    prefix = f"{label}:"
+    where = "source = ? AND left(location, ?) = ? AND received_at < ?"
+    params: list[object] = [source, len(prefix), prefix, now]
+    if wh.scalar(f"SELECT 1 FROM quarantine WHERE {where} LIMIT 1", params) is None:
+        return 0
+    ids = pa.chunked_array(list(kept), pa.string()) if kept else pa.chunked_array([], pa.string())
+    drop = "_q_kept"
+    wh.execute(f"DROP TABLE IF EXISTS {drop}")
+    wh.execute(f"CREATE TEMP TABLE {drop} (id VARCHAR)")
+    if len(ids):
+        wh.load(Table(drop, (Column("id", "VARCHAR"),)), pa.table({"id": ids}))
+    try:
+        return max(
+            wh.execute(
+                f"DELETE FROM quarantine WHERE {where} AND id NOT IN (SELECT id FROM {drop})",
+                params,
+            ),
+            0,
+        )
+    finally:
+        wh.execute(f"DROP TABLE IF EXISTS {drop}")
 
 
 def write(wh: Warehouse, rows: pa.Table) -> int:

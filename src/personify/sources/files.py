@@ -121,6 +121,7 @@ COUNTS: Final = (
     "rows_loaded",
     "rows_quarantined",
     "rows_duplicate",
+    "quarantine_cleared",
 )
 
 
@@ -130,6 +131,7 @@ class _FileCounts:
     rows_loaded: int = 0
     rows_duplicate: int = 0
     rows_quarantined: int = 0
+    quarantine_cleared: int = 0
 
 
 def import_file_source(
@@ -440,7 +442,13 @@ def _import_path(
         # the web events, given back here); the next file's reads allocate afresh cheaply.
         pa.default_memory_pool().release_unused()
     counts["files"] += 1
-    for key in ("rows_read", "rows_loaded", "rows_quarantined", "rows_duplicate"):
+    for key in (
+        "rows_read",
+        "rows_loaded",
+        "rows_quarantined",
+        "rows_duplicate",
+        "quarantine_cleared",
+    ):
         counts[key] += getattr(done, key)
     log.info(
         "imported %s into %s: %d read, %d loaded, %d duplicate, %d quarantined",
@@ -475,6 +483,7 @@ def _import_one(
         gather = min(gather, batch_rows)
     ahead = _ahead(gather, batch_rows) if before_commit is None else 1
     counts = _FileCounts()
+    kept: list[pa.Array] = []  # the quarantine ids of this version's bad rows
     with (
         Validator(
             target,
@@ -487,9 +496,7 @@ def _import_one(
             delimiter=source.delimiter,
         ) as validator,
         wh.transaction(),
-        contextlib.closing(
-            _prepared(validator, batches, source.name, digest, now, ahead=ahead)
-        ) as ready,
+        contextlib.closing(_prepared(validator, batches, source.name, now, ahead=ahead)) as ready,
     ):
         pending = _Pending(wh, stored, policy, counts, gather=gather)
         for batch in ready:
@@ -498,6 +505,7 @@ def _import_one(
             pending.add(reshape(target, batch.good, source.name, now), hashes)
             if batch.quarantined.num_rows:
                 quarantine.write(wh, batch.quarantined)
+                kept.extend(batch.quarantined.column("id").chunks)
             counts.rows_read += batch.read
             counts.rows_quarantined += batch.quarantined.num_rows
             if progress is not None:
@@ -508,6 +516,7 @@ def _import_one(
                 f"{label} changed while it was being imported; nothing was loaded from it",
                 hint="import it again once it is completely written",
             )
+        counts.quarantine_cleared = quarantine.supersede(wh, source.name, label, kept, now)
         if before_commit is not None:
             before_commit()  # (side by side: the file before it has committed, or it rolls back)
         _record(wh, source.name, label, digest, stored.name, counts, now)
@@ -530,7 +539,6 @@ def _prepared(
     validator: Validator,
     batches: Iterator[RawBatch],
     source: str,
-    digest: str,
     now: datetime,
     *,
     ahead: int = 1,
@@ -550,7 +558,7 @@ def _prepared(
             rows = [(m.line, m.text, m.fields, m.expected) for m in batch.malformed]
             bad = pa.concat_tables([quarantine.malformed_rows(rows, label=validator.label), bad])
         rows_q = quarantine.to_rows(
-            validator.con, bad, source=source, origin=digest, received_at=now
+            validator.con, bad, source=source, origin=validator.label, received_at=now, same=True
         )
         read = checked.read + len(batch.malformed)
         return _Ready(checked.good, rows_q, read, batch.done, batch.total, checked.key_hashes)
