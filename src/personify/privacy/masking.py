@@ -13,6 +13,7 @@ JSON document (a subject access export for a ``privacy:masked`` token).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -31,6 +32,33 @@ PII_COLUMNS: dict[str, str] = {
     "user_agent": "name",
 }
 """Column name → how its values are masked."""
+
+_ALIASES: dict[str, str] = {
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "full_name": "last_name",
+    "fullname": "last_name",
+    "surname": "last_name",
+    "given_name": "first_name",
+    "family_name": "last_name",
+    "phone_number": "phone",
+    "mobile": "phone",
+    "email_address": "email",
+    "ip_address": "ip",
+    "street": "city",
+    "address1": "city",
+    "address2": "city",
+    "address_line_1": "city",
+    "address_line_2": "city",
+}
+"""Other spellings of :data:`PII_COLUMNS` seen in traits and source records (after camelCase
+is snake-cased: ``firstName`` → ``first_name``); mapped to a column masked the same way."""
+
+log = logging.getLogger(__name__)
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_PRIORITY = ("email", "phone", "first_name", "ip")
+"""When a result column derives from several PII columns, the mask of the first kind here."""
 
 
 def _phone(match: re.Match[str]) -> str:
@@ -85,19 +113,37 @@ FILTER_CONFIG: dict[str, Any] = {"pii": {"()": "personify.privacy.masking.PiiFil
 """The ``filters`` entry of a :func:`logging.config.dictConfig` (handlers list ``"pii"``)."""
 
 
-def mask_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def mask_rows(
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    *,
+    sql: str | None = None,
+    dialect: str | None = None,
+) -> list[tuple[Any, ...]]:
     """Rows of a query result as a role without PII access sees them: PII columns by name
-    (:data:`PII_COLUMNS`, also ``customers.email`` aliased to ``c_email`` …), and emails, phones
-    and IPs inside any other text (aliases, concatenations, JSON)."""
-    kinds = [_column_kind(c) for c in columns]
+    (:data:`PII_COLUMNS`, also ``customers.email`` aliased to ``c_email`` …) or, given the
+    query, by what they derive from (:func:`result_kinds`); the ``value`` of an observation row
+    whose ``field`` is a PII column; and emails, phones, IPs and PII keys inside any other text
+    and JSON. Numbers and times are never masked (``count(email)`` stays a count)."""
+    kinds = result_kinds(columns, sql, dialect)
+    pairs = [i for i, c in enumerate(columns) if c.lower() in ("field", "kind")]
+    value_at = next((i for i, c in enumerate(columns) if c.lower() == "value"), None)
     out = []
     for row in rows:
         masked = []
-        for kind, value in zip(kinds, row, strict=True):
-            if kind is not None:
-                value = mask_value(kind, value)
+        pair = None
+        if value_at is not None:
+            pair = next(
+                (k for i in pairs if isinstance(row[i], str) and (k := _column_kind(row[i]))),
+                None,
+            )
+        for i, (kind, value) in enumerate(zip(kinds, row, strict=True)):
+            if i == value_at and pair is not None:
+                kind = pair
+            if kind is not None and not isinstance(value, dict | list):
+                value = _apply(kind, value)
             elif isinstance(value, str):
-                value = mask_text(value)
+                value = _mask_string(value)
             elif isinstance(value, list | dict):
                 value = _mask_nested(value)
             masked.append(value)
@@ -106,39 +152,98 @@ def mask_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any
 
 
 def _column_kind(column: str) -> str | None:
-    name = column.lower()
+    """The :data:`PII_COLUMNS` key a column or JSON key names (``c_email``, ``firstName``,
+    ``traits.lastName``, ``phone_number`` …), or ``None``."""
+    name = _CAMEL.sub("_", column).lower()
+    name = _ALIASES.get(name.rpartition(".")[2], name)
     for key in PII_COLUMNS:
         if name == key or name.endswith(f"_{key}") or name.endswith(f".{key}"):
+            return key
+    for alias, key in _ALIASES.items():
+        if name.endswith(f"_{alias}") or name.endswith(f".{alias}"):
             return key
     return None
 
 
+def _masked_pair(doc: dict[str, Any]) -> str | None:
+    """For a ``{"kind": K, "value": V}`` identifier or a ``{"field": F, "value": V}`` observation
+    of a PII field: how ``value`` is masked."""
+    for label in ("kind", "field"):
+        named = doc.get(label)
+        if isinstance(named, str) and (kind := _column_kind(named)) is not None:
+            return kind
+    return None
+
+
+def _apply(kind: str, value: Any) -> Any:
+    """``value`` masked as ``kind``; flags, and numbers but phone numbers, are left alone
+    (``is_mobile``, ``count(email)``)."""
+    if isinstance(value, bool) or (isinstance(value, int | float) and kind != "phone"):
+        return value
+    return mask_value(kind, value)
+
+
 def _mask_nested(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: mask_value(k, v) if k in PII_COLUMNS else _mask_nested(v) for k, v in value.items()
-        }
+        pair = _masked_pair(value)
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            kind = pair if k == "value" and pair else _column_kind(str(k))
+            out[k] = (
+                _apply(kind, v)
+                if kind is not None and not isinstance(v, dict | list)
+                else _mask_nested(v)
+            )
+        return out
     if isinstance(value, list):
         return [_mask_nested(v) for v in value]
-    return mask_text(value) if isinstance(value, str) else value
+    return _mask_string(value) if isinstance(value, str) else value
+
+
+def _mask_string(text: str) -> str:
+    """Text masked by content; JSON text (an object or array: a ``traits`` or ``properties``
+    column read as text) masked by its keys as well, and written back as JSON."""
+    head = text.lstrip()[:1]
+    if head in ("{", "["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return json.dumps(_mask_nested(parsed), ensure_ascii=False)
+    return mask_text(text)
+
+
+def result_kinds(columns: list[str], sql: str | None, dialect: str | None) -> list[str | None]:
+    """Per result column, the PII column it derives from: by name (``email``, ``c_phone``), or
+    through the query (``SELECT first_name AS fn``, a subquery's or CTE's alias, a function of
+    PII columns: ``concat(first_name, ' ', last_name)``), traced with sqlglot's lineage."""
+    kinds = [_column_kind(c) for c in columns]
+    if not sql:
+        return kinds
+    from sqlglot import parse_one
+    from sqlglot.lineage import lineage
+
+    try:
+        tree = parse_one(sql, read=dialect)
+    except Exception:  # (the warehouse ran it; a dialect sqlglot reads otherwise: by name)
+        return kinds
+    for i, column in enumerate(columns):
+        if kinds[i] is not None:
+            continue
+        try:
+            node = lineage(column, tree, {}, dialect=dialect)
+        except Exception as e:  # (a star over an unknown schema: its columns keep their names)
+            log.debug("masking: column %d not traced (%s); masked by content", i, type(e).__name__)
+            continue
+        found = {_column_kind(n.name.rpartition(".")[2]) for n in node.walk()} - {None}
+        kinds[i] = next((k for k in _PRIORITY if k in found), next(iter(found), None))
+    return kinds
 
 
 def mask_document(doc: Any) -> Any:
     """``doc`` (dicts, lists, scalars) with personal data masked: values under PII keys
-    (:data:`PII_COLUMNS`, ``c_email`` …) by kind, an identifier's ``value`` by its ``kind``, and
-    emails, phones and IPs inside any other text. Ids, counts and times are left as they are."""
-    if isinstance(doc, dict):
-        kind = doc.get("kind")
-        out: dict[str, Any] = {}
-        for key, value in doc.items():
-            column = _column_kind(str(key))
-            if key == "value" and isinstance(kind, str) and kind in PII_COLUMNS:
-                out[key] = mask_value(kind, value)
-            elif column is not None and not isinstance(value, dict | list):
-                out[key] = mask_value(column, value)
-            else:
-                out[key] = mask_document(value)
-        return out
-    if isinstance(doc, list):
-        return [mask_document(v) for v in doc]
-    return mask_text(doc) if isinstance(doc, str) else doc
+    (:data:`PII_COLUMNS`, ``c_email``, ``firstName`` …) by kind, an identifier's ``value`` by its
+    ``kind`` and an observation's by its ``field``, and emails, phones and IPs inside any other
+    text. Ids, counts and times are left as they are."""
+    return _mask_nested(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 from personify.privacy.masking import PiiFilter, mask_text, mask_value
@@ -106,3 +107,50 @@ def test_mask_document_masks_values_not_structure() -> None:
     context = masked["tables"]["events"][0]["context"]
     assert context == {"ip": "192.x.x.x", "note": "mail ***@example.org"}
     assert "ann@" not in str(masked)
+
+
+def test_mask_rows_traces_aliases_and_masks_json_text() -> None:
+    from personify.privacy.masking import mask_rows
+
+    sql = (
+        "WITH a AS (SELECT email AS m, first_name AS f FROM customers) "
+        "SELECT m AS z, f, concat(f, ' x') AS g, count(m) OVER () AS n, traits, field, value "
+        "FROM a, events, profile_observations"
+    )
+    columns = ["z", "f", "g", "n", "traits", "field", "value"]
+    traits = '{"firstName": "James", "lastName": "Chen", "device": {"isMobile": true}, "n": 3}'
+    rows = [
+        ("james@example.org", "James", "James x", 7, traits, "last_name", "Chen"),
+        ("james@example.org", "James", "James x", 7, None, "order_count", "12"),
+    ]
+    one, two = mask_rows(columns, rows, sql=sql, dialect="duckdb")
+    assert one[:4] == ("***@example.org", "J***", "J***", 7)
+    assert json.loads(one[4]) == {
+        "firstName": "J***",
+        "lastName": "C***",
+        "device": {"isMobile": True},
+        "n": 3,
+    }
+    assert one[5:] == ("last_name", "C***") and two[5:] == ("order_count", "12")
+    # without the query, by name only (an alias hides nothing that is named)
+    assert mask_rows(["fn"], [("James",)]) == [("James",)]
+
+
+def test_mask_document_masks_camel_case_names_and_observations() -> None:
+    from personify.privacy.masking import mask_document
+
+    doc = {
+        "events": [{"traits": {"firstName": "James", "lastName": "Chen", "phoneNumber": "+15"}}],
+        "profile_observations": [
+            {"field": "first_name", "value": "James", "source": "crm"},
+            {"field": "order_count", "value": "3", "source": "shop"},
+        ],
+    }
+    masked = mask_document(doc)
+    assert masked["events"][0]["traits"] == {
+        "firstName": "J***",
+        "lastName": "C***",
+        "phoneNumber": "***15",
+    }
+    assert [o["value"] for o in masked["profile_observations"]] == ["J***", "3"]
+    assert "James" not in str(masked) and "Chen" not in str(masked)

@@ -135,7 +135,9 @@ def preview_command(
         # encrypted fields in plain text, or masked where the project masks SQL results
         rows = decrypt_result(session.warehouse, list(result.columns), list(result.rows))
         if session.project.config.privacy.mask_sql:
-            rows = mask_rows(list(result.columns), rows)
+            rows = mask_rows(
+                list(result.columns), rows, sql=result.sql, dialect=session.warehouse.dialect
+            )
         result = replace(result, rows=rows)
     if json:
         emit_json(

@@ -74,7 +74,13 @@ def sql_command(
             rows=decrypt_result(session.warehouse, list(result.columns), list(result.rows)),
         )
         if mask if mask is not None else session.project.config.privacy.mask_sql:
-            result = replace(result, rows=mask_rows(list(result.columns), list(result.rows)))
+            masked = mask_rows(
+                list(result.columns),
+                list(result.rows),
+                sql=result.sql,
+                dialect=session.warehouse.dialect,
+            )
+            result = replace(result, rows=masked)
     if json:
         emit_json(
             {

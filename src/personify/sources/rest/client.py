@@ -94,6 +94,28 @@ def mask_url(url: str | httpx.URL, secret: frozenset[str] = frozenset()) -> str:
     return str(u)
 
 
+_LOGGED_SECRETS: set[str] = set()
+"""Secret query parameters of every client made in this process (:class:`_MaskedUrls`)."""
+
+
+class _MaskedUrls(logging.Filter):
+    """On httpx's own logger: its request lines (``HTTP Request: GET https://…?api_key=…``, at
+    INFO) with secret query parameters masked, whatever handler an embedding application gives
+    that logger — a filter on the logger runs before any handler's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            hidden = frozenset(_LOGGED_SECRETS)
+            record.args = tuple(
+                mask_url(a, hidden) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+if not any(isinstance(f, _MaskedUrls) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_MaskedUrls())
+
+
 def retry_after(value: str | None) -> float | None:
     """Seconds a ``Retry-After`` header asks to wait (delta seconds or an HTTP date)."""
     if not value:
@@ -128,6 +150,7 @@ class HttpClient:
         self.stats = CallStats()
         self.bucket = TokenBucket(config.requests_per_second, sleep=sleep)
         self._secret = secret_params(config.auth)
+        _LOGGED_SECRETS.update(self._secret)
         self.auth = make_auth(config.auth, timeout=config.timeout)
         self.http = httpx.Client(
             base_url=config.base_url or "",
