@@ -285,6 +285,43 @@ def test_keyed_by_construction_update_then_insert(warehouse: Warehouse) -> None:
     assert ("m1", "Viewed 0") in stored_events(warehouse)
 
 
+@pytest.mark.parametrize("name", ["events", "products"])
+def test_an_update_counts_and_writes_only_rows_that_changed(
+    warehouse: Warehouse, name: str
+) -> None:
+    """A source sending the same rows again (a REST sync's next page, a webhook retried) stores
+    nothing: the rows that did not change but for the instant they were received are neither
+    written nor counted as loaded. On a table keyed by construction (DuckDB's events) and on one
+    with the engine's key (products)."""
+    t = table(name)
+    later = pa.array([T0 + timedelta(hours=1)] * 2, pa.timestamp("us", tz="UTC"))
+    if name == "events":
+        first, again = events("m1", "m2"), events("m1", "m2", event="Viewed")
+        again = again.set_column(again.schema.get_field_index("received_at"), "received_at", later)
+        key, column = "message_id", "event"
+    else:
+        first = pa.table(
+            {
+                "product_id": ["p1", "p2"],
+                "name": ["Shoe", "Hat"],
+                "updated_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
+                "source": ["shop", "shop"],
+            }
+        )
+        again = first.set_column(first.schema.get_field_index("updated_at"), "updated_at", later)
+        key, column = "product_id", "name"
+    assert warehouse.load(t, first) == 2
+    assert warehouse.load(t, again, on_conflict="update") == 0
+    stamp = "received_at" if name == "events" else "updated_at"
+    assert {r[0] for r in warehouse.fetch(f"SELECT {stamp} FROM {name}")} == {T0}
+    changed = again.set_column(
+        again.schema.get_field_index(column), column, pa.array(["New", again[column][1].as_py()])
+    )
+    assert warehouse.load(t, changed, on_conflict="update") == 1
+    got = dict(warehouse.fetch(f"SELECT {key}, {column} FROM {name} ORDER BY 1"))
+    assert got[first[key][0].as_py()] == "New"
+
+
 def test_keyed_by_construction_error_names_the_key(warehouse: Warehouse) -> None:
     t = table("events")
     warehouse.load(t, events("m1"))

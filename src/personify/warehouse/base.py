@@ -13,7 +13,7 @@ import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -212,8 +212,33 @@ class Warehouse(abc.ABC):
         cols = [c for c in (update_columns or columns) if c not in table.primary_key]
         if not cols:
             return f" ON CONFLICT ({key}) DO NOTHING"
+        changed = changed_sql(table, cols, _q(table.name), "EXCLUDED")
+        if changed is None:
+            return f" ON CONFLICT ({key}) DO NOTHING"
         sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in cols)
-        return f" ON CONFLICT ({key}) DO UPDATE SET {sets}"
+        return f" ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
+
+
+UNCOMPARED: Final = frozenset({"received_at", "updated_at"})
+"""Columns an update writes but does not compare: when a row arrives again, the instant it was
+received (or stamped by the loader) is not a change of its data."""
+
+
+def changed_sql(table: Table, columns: Sequence[str], stored: str, incoming: str) -> str | None:
+    """SQL: the ``incoming`` row differs from the ``stored`` one in ``columns`` (but
+    :data:`UNCOMPARED`): an upsert updates — and counts as loaded — only rows that changed; a
+    source sending the same record again stores nothing (``rows_duplicate``). ``None`` when no
+    column is compared. JSON is compared as text."""
+    terms = []
+    for c in columns:
+        if c in UNCOMPARED:
+            continue
+        json = c in table.column_names and table.column(c).type == "JSON"
+        old, new = f"{stored}.{_q(c)}", f"{incoming}.{_q(c)}"
+        if json:
+            old, new = f"CAST({old} AS TEXT)", f"CAST({new} AS TEXT)"
+        terms.append(f"{old} IS DISTINCT FROM {new}")
+    return "(" + " OR ".join(terms) + ")" if terms else None
 
 
 def _q(name: str) -> str:

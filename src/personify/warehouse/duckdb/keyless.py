@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personify.errors import WarehouseError
-from personify.warehouse.base import OnConflict, quote
+from personify.warehouse.base import OnConflict, changed_sql, quote
 from personify.warehouse.duckdb import keyfilter
 from personify.warehouse.schema import Table
 
@@ -254,10 +254,14 @@ def _probed(
             )
         updated = 0
         sets = [c for c in (update_columns or cols) if c in cols and c not in key]
-        if on_conflict == "update" and sets:
+        changed = changed_sql(table, sets, name, "b")
+        if on_conflict == "update" and sets and changed is not None:
             assign = ", ".join(f"{quote(c)} = b.{quote(c)}" for c in sets)
             on = " AND ".join(f"{name}.{quote(k)} = b.{quote(k)}" for k in key)
-            updated = max(wh.execute(f"UPDATE {name} SET {assign} FROM {view} b WHERE {on}"), 0)
+            updated = max(
+                wh.execute(f"UPDATE {name} SET {assign} FROM {view} b WHERE {on} AND {changed}"),
+                0,
+            )
         inserted = wh.execute(
             f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view} b "
             f"WHERE NOT EXISTS (SELECT 1 FROM {name} t WHERE {match})"
