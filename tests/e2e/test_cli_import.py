@@ -24,12 +24,18 @@ def test_import_a_csv_then_again(project_dir: Path, tmp_path: Path) -> None:
         "--project",
         str(project_dir),
     )
+    shown = personify(*args[:-4], "--source", "crm2", "--project", str(project_dir), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "in customer_records;" in " ".join(shown.stdout.split())
     first = personify_json(*args, cwd=tmp_path)
     assert first["counts"]["rows_loaded"] == 1 and first["counts"]["rows_quarantined"] == 1
     again = personify_json(*args, cwd=tmp_path)
     assert again["counts"]["files_skipped"] == 1 and again["counts"]["rows_read"] == 0
     rows = personify_json(
-        "sql", "SELECT reason, location FROM quarantine", "--project", str(project_dir)
+        "sql",
+        "SELECT reason, location FROM quarantine WHERE source = 'crm'",
+        "--project",
+        str(project_dir),
     )["rows"]
     assert rows == [{"reason": "invalid_email", "location": f"{data}:3"}]
 

@@ -107,3 +107,8 @@ def import_command(
         )
     elif result.counts["files_skipped"]:
         console().print(f"already imported under source {source!r}: nothing loaded")
+    if table == "customers" and result.counts["rows_loaded"]:
+        console().print(
+            "person records are kept as they came, in customer_records; `personify run` (or "
+            "`serve`'s next cycle) resolves them into customers and their profiles"
+        )
