@@ -403,7 +403,7 @@ def test_do_not_sell_opt_outs(warehouse: Warehouse) -> None:
 
 def test_tombstones_relink_incrementally(warehouse: Warehouse) -> None:
     from personify.privacy.hashing import subject_hash
-    from personify.privacy.stage import relink_tombstones
+    from personify.privacy.tombstones import relink_tombstones
 
     wh, key = warehouse, b"k"
 
@@ -445,4 +445,59 @@ def test_tombstones_relink_incrementally(warehouse: Warehouse) -> None:
     assert relink_tombstones(wh, key) == 1
     assert wh.scalar("SELECT customer_id FROM suppressions") == "c2"
     assert relink_tombstones(wh, key) == 0  # nothing new: nothing hashed again
+    assert consented(wh, ["c2"], purpose="email_marketing") == set()
+
+
+def test_the_send_gate_stops_an_address_whose_tombstone_was_not_relinked(
+    warehouse: Warehouse,
+) -> None:
+    """Fail-closed even before any relinking ran: a customer holding an erased address is
+    suppressed at the journeys' gate; the real-time relink then points the tombstone at them,
+    hashing only the nodes added since the mark it is given."""
+    from personify.journeys.decide import suppressed
+    from personify.privacy.hashing import subject_hash
+    from personify.privacy.tombstones import relink_new_nodes, tombstoned
+
+    wh, key = warehouse, b"k"
+    _load(
+        wh,
+        "suppressions",
+        [
+            {
+                "subject_hash": subject_hash(key, "email", "Zed@X.org"),
+                "kind": "email",
+                "reason": "erased",
+                "created_at": T0,
+            }
+        ],
+    )
+    nodes = [(1, "other@x.org", "c1"), (2, "zed@x.org", "c2"), (3, "+33612345678", "c3")]
+    _load(
+        wh,
+        "identity_nodes",
+        [
+            {
+                "node_id": n,
+                "kind": "phone" if value.startswith("+") else "email",
+                "value": value,
+                "source": "crm",
+                "first_seen": T0,
+                "last_seen": T0,
+                "blocked": False,
+                "cluster": n,
+                "part": n,
+                "customer_id": customer,
+            }
+            for n, value, customer in nodes
+        ],
+    )
+    assert tombstoned(wh, key, ["c1", "c2", "c3"]) == {"c2"}
+    assert suppressed(wh, ["c1", "c2", "c3"]) == set()  # (by customer id only: not linked)
+    assert suppressed(wh, ["c1", "c2", "c3"], key) == {"c2"}
+    assert suppressed(wh, ["c1", "c2", "c3"], b"another key") == set()
+    assert relink_new_nodes(wh, key, 2) == 0  # node 2 is older than the mark
+    assert relink_new_nodes(wh, key, 1) == 1
+    assert wh.scalar("SELECT customer_id FROM suppressions") == "c2"
+    assert relink_new_nodes(wh, key, 1) == 0  # linked already
+    assert suppressed(wh, ["c1", "c2", "c3"]) == {"c2"}
     assert consented(wh, ["c2"], purpose="email_marketing") == set()

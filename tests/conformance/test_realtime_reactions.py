@@ -241,3 +241,56 @@ def test_webhook_records_and_synced_records_reach_their_customers(shop: Session)
     names = [r[0] for r in wh.fetch("SELECT first_name FROM customers ORDER BY 1")]
     assert names == ["R1", "R2", "R3"]
     assert not recompute(shop).drifted
+
+
+def test_a_person_erased_then_recreated_in_real_time_stays_suppressed(shop: Session) -> None:
+    """The audit's repro: after an erasure, the person comes back through the real-time path
+    only (an identify, then a cart), with the consent a source still holds (granted before the
+    erasure). The pass points the erasure's tombstone at the new customer, so the abandoned
+    cart's email is ``skipped_suppressed`` — as ``personify run`` decides it — and nothing is
+    written to the outbox."""
+    from personify.privacy.consent import consented
+    from personify.privacy.erase import erase_subject
+
+    wh, root = shop.warehouse, shop.project.root
+    products(wh)
+    with clock.frozen(NOW - timedelta(hours=3)):
+        applier = Applier(shop, tick_every=None)
+        try:
+            applier.submit([track(wh, "m-id", "identify", NOW - timedelta(hours=3), {})])
+            assert applier.wait_idle(60)
+        finally:
+            applier.close()
+        (ann,) = (str(r[0]) for r in wh.fetch("SELECT customer_id FROM customers"))
+        load_consents(wh, [(ann, "email_marketing", "granted")])
+        assert consented(wh, [ann], purpose="email_marketing") == {ann}
+        assert erase_subject(wh, shop.project, "ann@example.com").status == "erased"
+    assert wh.scalar("SELECT count(*) FROM customers") == 0
+    tombs = wh.fetch("SELECT kind, customer_id FROM suppressions WHERE reason = 'erased'")
+    assert tombs == [("email", None)]
+
+    with clock.frozen(NOW):
+        applier = Applier(shop, tick_every=None)
+        try:
+            applier.submit([track(wh, "m-id-2", "identify", NOW - timedelta(minutes=95), {})])
+            assert applier.wait_idle(60)
+            (again,) = (str(r[0]) for r in wh.fetch("SELECT customer_id FROM customers"))
+            # the consent row the source still holds, granted before the erasure
+            load_consents(wh, [(again, "email_marketing", "granted")])
+            cart = {"cart_id": "cart-9", "product_id": "p1", "price": 11.0, "quantity": 1}
+            applier.submit(
+                [track(wh, "m-add-2", "Product Added", NOW - timedelta(minutes=90), cart)]
+            )
+            assert applier.wait_idle(60)
+            assert applier.failures == 0
+        finally:
+            applier.close()
+        assert wh.fetch("SELECT customer_id FROM suppressions WHERE reason = 'erased'") == [
+            (again,)
+        ]
+        assert consented(wh, [again], purpose="email_marketing") == set()
+        assert state(wh)["journeys"] == [("abandoned_cart", again, "cart-9", "active")]
+        tick(shop)  # the cart's hour is over: decided now
+    sent = wh.fetch("SELECT journey, status FROM messages WHERE customer_id = ?", [again])
+    assert sent == [("abandoned_cart", "skipped_suppressed")]
+    assert list((root / "outbox").glob("*.eml")) == []

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from personify.journeys.definitions import Journey, Step
 from personify.privacy.consent import consented, is_marketing
+from personify.privacy.tombstones import tombstoned
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import MESSAGES
 
@@ -47,8 +48,11 @@ def allowed(
     return out
 
 
-def suppressed(wh: Warehouse, customer_ids: list[str]) -> set[str]:
-    """The customers among ``customer_ids`` with a row in ``suppressions``."""
+def suppressed(wh: Warehouse, customer_ids: list[str], key: bytes | None = None) -> set[str]:
+    """The customers among ``customer_ids`` with a row in ``suppressions`` — and, given the
+    project's hashing ``key``, those holding an email or phone a tombstone was kept for even
+    when it does not point at them yet (fail-closed: an erased person re-created by a path that
+    has not re-linked the tombstone, :func:`~personify.privacy.tombstones.tombstoned`)."""
     out: set[str] = set()
     for start in range(0, len(customer_ids), CONSENT_CHUNK):
         chunk = customer_ids[start : start + CONSENT_CHUNK]
@@ -58,6 +62,8 @@ def suppressed(wh: Warehouse, customer_ids: list[str]) -> set[str]:
             chunk,
         )
         out |= {str(r[0]) for r in rows}
+        if key is not None:
+            out |= tombstoned(wh, key, chunk)
     return out
 
 
@@ -69,8 +75,10 @@ def decide(
     *,
     now: datetime,
     source_kinds: Mapping[str, str],
+    key: bytes | None = None,
 ) -> dict[str, int]:
-    """Record a message for every instance due at send step ``index``; counts by status."""
+    """Record a message for every instance due at send step ``index``; counts by status.
+    ``key``: the project's hashing key, for the tombstones' check (see :func:`suppressed`)."""
     assert step.template is not None
     rows = wh.fetch(
         "SELECT customer_id, trigger_key FROM journey_instances WHERE journey = ? AND "
@@ -80,7 +88,7 @@ def decide(
     if not rows:
         return {}
     customers = sorted({str(r[0]) for r in rows})
-    blocked = suppressed(wh, customers) if is_marketing(journey.purpose) else set()
+    blocked = suppressed(wh, customers, key) if is_marketing(journey.purpose) else set()
     ok = allowed(
         wh,
         [c for c in customers if c not in blocked],

@@ -73,6 +73,9 @@ class Context:
     """Time zone of customers without one (the project's ``timezone``)."""
     source_kinds: Mapping[str, str] = field(default_factory=dict)
     """``identity.source_kinds``, for the consent gate."""
+    suppression_key: bytes | None = field(default=None, repr=False)
+    """The project's hashing key (its ``signing_key``): the send gate also stops customers
+    holding an address a tombstone was kept for (:func:`~personify.journeys.decide.suppressed`)."""
 
 
 def advance(
@@ -351,7 +354,15 @@ def _run_step(
         elif step.kind == "branch":
             _branch(wh, journey, index, step, now)
         elif step.kind == "send":
-            decided = decide(wh, journey, index, step, now=now, source_kinds=context.source_kinds)
+            decided = decide(
+                wh,
+                journey,
+                index,
+                step,
+                now=now,
+                source_kinds=context.source_kinds,
+                key=context.suppression_key,
+            )
             counts.decided += decided.get("queued", 0)
             for status, n in decided.items():
                 if status != "queued":

@@ -47,6 +47,7 @@ from personify.messages import TemplateStore, read_customers, template_store
 from personify.messages.liquid_env import text_environment
 from personify.messages.templates import Template
 from personify.privacy.consent import is_marketing
+from personify.privacy.hashing import optional_key
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Column, Table
 
@@ -179,7 +180,7 @@ def _send_batch(
 ) -> tuple[dict[str, _Outcome], str | None]:
     outcomes: dict[str, _Outcome] = {}
     ids = sorted({r.customer_id for r in batch})
-    blocked = suppressed(wh, ids)
+    blocked = suppressed(wh, ids, optional_key(project))
     purposes = sorted({r.purpose or settings.purpose for r in batch})
     consent = {
         p: allowed(wh, ids, purpose=p, source_kinds=project.config.identity.source_kinds)

@@ -26,6 +26,7 @@ from personify.journeys.definitions import Journey, load_journeys
 from personify.journeys.engine import Context, JourneyCounts, advance
 from personify.journeys.send import SendCounts, deliver
 from personify.messages import template_store
+from personify.privacy.hashing import optional_key
 from personify.session import Session
 from personify.warehouse.base import Warehouse
 from personify.warehouse.retry import retry_conflicts
@@ -90,6 +91,7 @@ def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> li
     context = Context(
         default_zone=project.config.timezone,
         source_kinds=dict(project.config.identity.source_kinds),
+        suppression_key=optional_key(project),
     )
     results = []
     for journey in journeys:

@@ -3,6 +3,11 @@
 It runs the very pass the batch stage runs (:func:`personify.identity.run_pass`), restricted to
 that one input, then rebuilds only the customers it touched with the very SQL of the batch
 build — so the two paths cannot disagree. Applying an input twice changes nothing.
+
+What the batch privacy stage does for its inputs, the pass does for its own, before it commits:
+the email/phone nodes it added re-link the suppression tombstones of their addresses (an erased
+person re-created here is not marketable again, :mod:`personify.privacy.tombstones`), and with
+``privacy.encrypted_fields`` the customers, records, orders and tickets it read are sealed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from personify.identity.resolve import run_pass
 from personify.identity.rules import load_rules
 from personify.identity.sightings import NOTHING, Scope
 from personify.privacy.fields import from_project, seal_customers, seal_records
+from personify.privacy.hashing import optional_key
+from personify.privacy.tombstones import relink_new_nodes, top_node
 from personify.profiles.build import build_customers
 from personify.profiles.observations import collect_observations
 from personify.realtime import invalidate_customers
@@ -27,7 +34,11 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
     with wh.transaction():
         wh.hold(*WRITES)
         load_rules(wh, config)
+        key = optional_key(project)
+        before = top_node(wh) if key is not None else 0
         report = run_pass(wh, config, scope)
+        if key is not None:  # before anything reacts to the (re-)created customers
+            relink_new_nodes(wh, key, before)
         collect_observations(wh, scope, config)
         ids = sorted(set(report.changed_customers) | set(customers) | _owners(session, scope))
         build_customers(wh, project, ids)

@@ -118,6 +118,7 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
     from personify.journeys.engine import Context, advance
     from personify.journeys.send import deliver
     from personify.journeys.stage import exclusive, project_journeys
+    from personify.privacy.hashing import optional_key
 
     at = now or clock.now()
     wh, project = session.warehouse, session.project
@@ -128,6 +129,7 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
     context = Context(
         default_zone=project.config.timezone,
         source_kinds=dict(project.config.identity.source_kinds),
+        suppression_key=optional_key(project),
     )
     with exclusive(wh, "journeys") as held:
         if held:
