@@ -248,3 +248,82 @@ def test_the_real_time_path_seals_what_it_rebuilds(world: tuple[Warehouse, Proje
     )
     assert read_customers(wh, [cat])[cat]["first_name"] == "Cat"
     assert not wh.fetch("SELECT 1 FROM customers WHERE email NOT LIKE 'enc1:%'")
+
+
+def test_the_real_time_path_seals_the_emails_of_the_orders_and_tickets_it_reads(
+    world: tuple[Warehouse, Project],
+) -> None:
+    """A webhook's order or a synced ticket applied in real time (``personify serve``) has its
+    email sealed in the same pass, as the batch privacy stage seals it — and a batch run
+    afterwards links the sealed rows to the same customers."""
+    from personify.identity.sightings import Scope
+    from personify.profiles.realtime import apply, apply_order
+
+    wh, project = world
+    ann = _ann(wh)
+
+    def rows(name: str, data: list[dict[str, Any]]) -> None:
+        names = list(dict.fromkeys(c for r in data for c in r))
+        wh.load(
+            table(name),
+            pa.table(
+                {
+                    c: pa.array([r.get(c) for r in data], TS if c.endswith("_at") else None)
+                    for c in names
+                }
+            ),
+        )
+
+    order = {"status": "paid", "total": 30.0, "created_at": NOW, "received_at": NOW}
+    rows(
+        "orders",
+        [
+            {"order_id": "o-ann", "email": ANN, "source": "shop", **order},
+            {"order_id": "o-dan", "email": "Dan.Secret@Example.org", "source": "shop", **order},
+        ],
+    )
+    ticket = {"ticket_id": "t-dan", "email": " dan.secret@example.org", "subject": "Help"}
+    rows("tickets", [{**ticket, "status": "open", "created_at": NOW, "source": "desk"}])
+    with clock.frozen(NOW):
+        session = Session(project, warehouse=wh)
+        assert ann in apply_order(session, "o-ann")
+        apply(
+            session,
+            Scope(orders=("order_id = ?", ("o-dan",)), tickets=("ticket_id = ?", ("t-dan",))),
+        )
+    # what a scheduled sync stored, applied by the continuous pass (inputs by received_at)
+    from personify.realtime.continuous import Applier
+
+    later = NOW + timedelta(minutes=5)
+    synced = {**ticket, "ticket_id": "t-ann", "email": "ANN.secret@example.org "}
+    rows(
+        "tickets",
+        [{**synced, "status": "open", "source": "desk", "created_at": later, "received_at": later}],
+    )
+    with clock.frozen(later):
+        applier = Applier(Session(project, warehouse=wh), react=False, tick_every=None)
+        try:
+            applier.submit_synced("desk", later - timedelta(seconds=1))
+            assert applier.wait_idle(60) and applier.failures == 0
+        finally:
+            applier.close()
+    stored = wh.fetch("SELECT email FROM orders UNION ALL SELECT email FROM tickets")
+    assert len(stored) == 4 and all(str(e).startswith("encd1:") for (e,) in stored)
+    assert "secret" not in str(stored).lower()
+    (dan,) = lookup(wh, "email", "dan.secret@example.org")
+    linked = {
+        str(i): str(c)
+        for i, c in wh.fetch(
+            "SELECT order_id, customer_id FROM orders "
+            "UNION ALL SELECT ticket_id, customer_id FROM tickets"
+        )
+    }
+    assert linked == {"o-ann": ann, "o-dan": dan, "t-dan": dan, "t-ann": ann}
+
+    counts = _run(wh, project)  # the batch: nothing left to seal, the same links
+    assert counts["input_emails_sealed"] == 0
+    again = wh.fetch(
+        "SELECT order_id, customer_id FROM orders UNION ALL SELECT ticket_id, customer_id "
+        "FROM tickets"
+    )
+    assert {str(i): str(c) for i, c in again} == linked

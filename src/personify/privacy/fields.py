@@ -471,12 +471,20 @@ SEALED_INPUT_EMAILS: tuple[str, ...] = ("orders", "tickets")
 encrypted."""
 
 
-def seal_input_emails(wh: Warehouse, cipher: FieldCipher) -> int:
+def seal_input_emails(
+    wh: Warehouse,
+    cipher: FieldCipher,
+    where: Mapping[str, tuple[str, Sequence[object]]] | None = None,
+) -> int:
     """Seal ``orders.email`` and ``tickets.email`` (the privacy stage, after identity and the
     profile build read the new rows): each distinct address becomes its deterministic token
     followed by ``#`` and its blind value (:data:`~.crypto.BLIND_MARK`), which is what identity
     resolution and stitching match on (:func:`personify.identity.normalize.sealed_or_blind_sql`)
-    — so a re-resolution still links these rows without decrypting them."""
+    — so a re-resolution still links these rows without decrypting them.
+
+    ``where`` (table → condition): only those tables' rows the condition selects — the
+    real-time pass seals the orders and tickets it read, not every table (default: every row
+    of both)."""
     if "email" not in cipher.indexed:
         return 0
 
@@ -486,14 +494,18 @@ def seal_input_emails(wh: Warehouse, cipher: FieldCipher) -> int:
     sealed = 0
     with wh.transaction():
         for table in SEALED_INPUT_EMAILS:
+            rows_where = ("TRUE", ()) if where is None else where.get(table)
+            if rows_where is None:
+                continue
             rows = wh.fetch(
                 f"SELECT DISTINCT email FROM {table} WHERE email IS NOT NULL "
-                "AND email NOT LIKE ? AND email NOT LIKE ?",
-                [f"{FIXED_PREFIX}%", f"{PREFIX}%"],
+                f"AND email NOT LIKE ? AND email NOT LIKE ? AND ({rows_where[0]})",
+                [f"{FIXED_PREFIX}%", f"{PREFIX}%", *rows_where[1]],
             )
             if not rows:
                 continue
-            sealed += _replace(wh, table, "email", _distinct_map([str(r[0]) for r in rows], seal))
+            mapping = _distinct_map([str(r[0]) for r in rows], seal)
+            sealed += _replace(wh, table, "email", mapping, rows_where)
     return sealed
 
 

@@ -18,7 +18,12 @@ from personify.identity._sql import WRITES
 from personify.identity.resolve import run_pass
 from personify.identity.rules import load_rules
 from personify.identity.sightings import NOTHING, Scope
-from personify.privacy.fields import from_project, seal_customers, seal_records
+from personify.privacy.fields import (
+    from_project,
+    seal_customers,
+    seal_input_emails,
+    seal_records,
+)
 from personify.privacy.hashing import optional_key
 from personify.privacy.tombstones import relink_new_nodes, top_node
 from personify.profiles.build import build_customers
@@ -47,6 +52,10 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
             seal_customers(wh, cipher, ids)
         if cipher is not None and scope.records != NOTHING:  # the record's own values too
             seal_records(wh, cipher, scope.records)
+        pairs = (("orders", scope.orders), ("tickets", scope.tickets))
+        inputs = {t: w for t, w in pairs if w != NOTHING}
+        if cipher is not None and inputs:  # an order's or a ticket's email, as the batch does
+            seal_input_emails(wh, cipher, inputs)
     invalidate_customers(wh, project, ids)  # again, now that the transaction committed
     return ids
 
