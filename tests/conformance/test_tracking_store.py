@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from personify.ingest.tracking.normalize import Inputs, Problem, Row, normalize
 from personify.ingest.tracking.store import CONFLICT, DUPLICATE, NEW, events_table, store
@@ -86,6 +86,60 @@ def test_a_resend_at_the_same_instant_is_a_duplicate(warehouse: Warehouse) -> No
     assert sorted(mixed) == sorted([DUPLICATE, NEW, DUPLICATE])
     assert warehouse.scalar("SELECT count(*) FROM events") == 3
     assert store(warehouse, [row(1, at=7), row(4, at=7)]) == [DUPLICATE, NEW]  # clock moved
+
+
+def _raw_row(raw: bytes, ins: Inputs) -> Row:
+    result = normalize(raw, 0, ins)
+    assert not isinstance(result, Problem), result
+    return result
+
+
+def test_the_same_event_as_other_bytes_is_a_duplicate(warehouse: Warehouse) -> None:
+    """The payload hash is of the bytes as sent: a resend with its keys in another order, other
+    whitespace, to ``/v1/track`` after ``/v1/batch``, from another network or with another batch
+    ``sentAt`` hashes differently — the stored event, compared by content, tells it is the same
+    (from the warehouse, and within one call)."""
+    doc = {
+        "type": "track",
+        "messageId": "k1",
+        "userId": "u1",
+        "event": "E",
+        "timestamp": "2026-04-01T07:59:00Z",
+        "properties": {"a": 1, "b": 2},
+    }
+    sent = datetime(2026, 4, 1, 8, 0, 0, tzinfo=UTC)
+    first = Inputs(source="web", received_at=sent, ip="10.1.1.1", sent_at=sent)
+    assert store(warehouse, [_raw_row(json.dumps(doc).encode(), first)]) == [NEW]
+    later = datetime(2026, 4, 1, 9, 0, 0, tzinfo=UTC)
+    again = Inputs(source="web", received_at=later, ip="10.2.2.2")
+    reordered = {**doc, "properties": {"b": 2, "a": 1}}
+    spaced = json.dumps(doc, indent=2).encode()
+    single = {k: v for k, v in doc.items() if k != "type"}
+    track = Inputs(source="web", received_at=later, ip="10.1.1.1", kind="track")
+    resent = Inputs(source="web", received_at=later, sent_at=later + timedelta(seconds=3))
+    resends = [
+        _raw_row(json.dumps(reordered).encode(), again),
+        _raw_row(spaced, again),
+        _raw_row(json.dumps(single, separators=(",", ":")).encode(), track),
+        _raw_row(json.dumps(reordered).encode(), resent),
+    ]
+    for resend in resends:
+        assert store(warehouse, [resend], locations=["x"]) == [DUPLICATE], resend
+    other = {**doc, "properties": {"a": 1, "b": 3}}
+    moved = {**doc, "timestamp": "2026-04-01T07:58:00Z"}
+    one = {**doc, "properties": {"a": True, "b": 2}}  # true is not 1
+    for changed in (other, moved, one):
+        assert store(warehouse, [_raw_row(json.dumps(changed).encode(), again)]) == [CONFLICT]
+    assert warehouse.scalar("SELECT count(*) FROM events") == 1
+    assert warehouse.scalar("SELECT count(*) FROM quarantine") == 3
+    # within one call: the first copy, then the same event as other bytes, then another event
+    doc2 = {**doc, "messageId": "k2"}
+    batch = [
+        _raw_row(json.dumps(doc2).encode(), again),
+        _raw_row(json.dumps({**doc2, "properties": {"b": 2, "a": 1}}).encode(), again),
+        _raw_row(json.dumps({**doc2, "event": "F"}).encode(), again),
+    ]
+    assert store(warehouse, batch, locations=["a", "b", "c"]) == [NEW, DUPLICATE, CONFLICT]
 
 
 def test_recent_ids_preload_the_latest_stored_events(warehouse: Warehouse) -> None:

@@ -95,8 +95,9 @@ EVENTS = Table(
         C(
             "payload_hash",
             INT,
-            doc="64-bit hash of the event as sent, without sentAt (tracking API): tells a resend "
-            "(same hash) from a conflicting duplicate (same message_id, another hash)",
+            doc="64-bit hash of the event as sent, without sentAt (tracking API): the same hash is "
+            "a resend; another hash is compared by content before it is called a conflicting "
+            "duplicate",
         ),
         C(
             "plan_violations",

@@ -169,6 +169,23 @@ def test_same_id_other_payload_is_kept_once_and_recorded(api: Api) -> None:
     assert (r.json()["accepted"], r.json()["duplicates"], r.json()["quarantined"]) == (2, 1, 1)
 
 
+def test_a_resend_as_other_bytes_is_a_duplicate_not_a_conflict(api: Api) -> None:
+    """The audit's case: the same event with its keys reordered, with whitespace added, and sent
+    to ``/v1/track`` after ``/v1/batch`` is a resend (accepted, nothing stored, nothing held)."""
+    doc = {"type": "track", "messageId": "k1", "userId": "u1", "event": "E"}
+    first = {**doc, "properties": {"a": 1, "b": 2}}
+    assert api.post("/v1/batch", json={"batch": [first]}).json() == {"success": True}
+    reordered = {**doc, "properties": {"b": 2, "a": 1}}
+    assert api.post("/v1/batch", json={"batch": [reordered]}).json() == {"success": True}
+    spaced = json.dumps({"batch": [first]}, indent=4).encode()
+    assert api.post("/v1/batch", content=spaced).json() == {"success": True}
+    r = api.post("/v1/track", content=json.dumps(first).encode())
+    assert (r.status_code, r.json()) == (200, {"success": True})
+    assert count(api) == 1 and count(api, "quarantine") == 0
+    r = api.post("/v1/track", json={**doc, "properties": {"a": 1, "b": 3}})
+    assert r.json()["errors"][0]["reason"] == "conflicting_duplicate"
+
+
 def test_auth(api: Api) -> None:
     assert api.post("/v1/batch", auth=False, json={"batch": []}).status_code == 401
     wrong = base64.b64encode(b"nope:").decode()

@@ -22,9 +22,13 @@ happened and when it says it sent it is right. So, as Segment does,
 ``receivedAt``); the sender's timestamp as given when there is no ``sentAt``; ``receivedAt`` when
 there is no timestamp at all.
 
-The payload hash is a 64-bit BLAKE2b of the event's canonical JSON (sorted keys, batch-level
-context merged in, ``sentAt`` left out — SDKs re-stamp it on retries): equal for a resend, different
-for another event reusing a ``messageId``.
+The payload hash is a 64-bit BLAKE2b of the event's bytes as sent — or, when the event carries its
+own ``sentAt`` (SDKs re-stamp it on retries), of its canonical JSON without it: equal for a
+byte-identical resend. Another hash is not yet another event: the store compares the stored event's
+content with the newcomer's before it calls a reused ``messageId`` a conflict
+(:func:`personify.ingest.tracking.store.content`). Canonical JSON for every event would cost
+~2.5 µs more an event (3.4 against 0.9 µs for the hash, beside ~4.8 µs for the whole normalization
+of a 530-byte event), for the rare resend that differs in its bytes.
 """
 
 from __future__ import annotations
@@ -163,9 +167,9 @@ def pointer_of(error: msgspec.ValidationError) -> str:
 
 
 def payload_hash(raw: bytes, message: Wire) -> int:
-    """The 64-bit hash telling a resend from a different event with the same id: of the event's
-    bytes as sent — or, when the event carries its own ``sentAt`` (re-stamped by SDKs on every
-    retry), of its canonical JSON without it."""
+    """The 64-bit hash telling a byte-identical resend at once: of the event's bytes as sent — or,
+    when the event carries its own ``sentAt`` (re-stamped by SDKs on every retry), of its
+    canonical JSON without it. A stored id with another hash is compared by content (the store)."""
     data = raw
     if message.sent_at is not None:
         data = _canonical.encode(msgspec.structs.replace(_full.decode(raw), sent_at=None))

@@ -6,9 +6,16 @@ key where keys are cheap (PostgreSQL), an anti-join under the table's write lock
 not (DuckDB, see :mod:`personify.warehouse.duckdb.keyless`) — and the quarantine rows (their
 ids are deterministic, so a retried request quarantines nothing twice). When fewer events were
 inserted than given, some ``messageId`` was already stored: only then does it read those ids back
-and sort each event into *duplicate* (same payload hash: a resend, nothing stored) or *conflict*
-(another payload reusing the id: the stored event is kept and this one is quarantined as
-``conflicting_duplicate``). Within one call, the first event with an id wins the same way.
+and sort each event into *duplicate* (a resend, nothing stored) or *conflict* (another event
+reusing the id: the stored event is kept and this one is quarantined as ``conflicting_duplicate``).
+Within one call, the first event with an id wins the same way.
+
+Same payload hash: a resend. Another hash is not yet a conflict: the hash is of the bytes as sent
+(canonicalizing every event would cost the hot path half again, see
+:func:`~personify.ingest.tracking.normalize.payload_hash`), so a resend with its keys in another
+order, other whitespace, or sent to ``/v1/track`` after ``/v1/batch`` hashes differently. Only
+for those few ids is the stored event read back and compared by content (:func:`content`): equal,
+it is a duplicate; different, a conflict.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ __all__ = [  # the statuses and quarantine rows live in .rows (light), re-export
     "NEW",
     "QuarantineRow",
     "conflict_row",
+    "content",
     "events_table",
     "quarantine_row",
     "quarantine_table",
@@ -54,6 +62,24 @@ _LOOKUP_CHUNK: Final = 500
 _HASH, _RECEIVED, _SOURCE = (
     EVENT_COLUMNS.index(c) for c in ("payload_hash", "received_at", "source")
 )
+_CONTENT_COLUMNS: Final = (
+    "type",
+    "event",
+    "anonymous_id",
+    "user_id",
+    "name",
+    "group_id",
+    "previous_id",
+    "timestamp",
+    "received_at",
+    "sent_at",
+    "properties",
+    "traits",
+    "context",
+)
+"""The columns :func:`content` reads, in its order."""
+_CONTENT: Final = tuple(EVENT_COLUMNS.index(c) for c in _CONTENT_COLUMNS)
+_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def _table(rows: Sequence[tuple[Any, ...]], names: Sequence[str], types: Sequence[Any]) -> pa.Table:
@@ -113,6 +139,59 @@ def row_payload(row: Row) -> str:
     return msgspec.json.encode({k: v for k, v in doc.items() if v is not None}).decode()
 
 
+def _canonical(part: Any, drop: str | None = None) -> bytes | None:
+    """A JSON part (text as stored, or decoded by the driver) with its keys sorted; an empty
+    object is an absent one."""
+    if part is None:
+        return None
+    value = msgspec.json.decode(part) if isinstance(part, (str, bytes)) else part
+    if drop is not None and isinstance(value, dict) and drop in value:
+        value = {k: v for k, v in value.items() if k != drop}
+    return _sorted(value) if value != {} else None
+
+
+def content(values: Sequence[Any]) -> tuple[Any, ...]:
+    """What makes two stored events the same event, from :data:`_CONTENT_COLUMNS` (times as µs):
+    ids, names and the JSON parts with their keys sorted; the time as the sender gave it
+    (``timestamp`` before the clock-skew correction, ``None`` when there was none — then it is
+    the receive time); ``context.ip`` left out (set from the connection when the event has none,
+    and a retry may come from another network). ``sentAt`` and ``integrations`` are not stored:
+    SDKs re-stamp the one on retries and the other routes the event, so neither counts either."""
+    *ids, stamp, received, sent, properties, traits, context = values
+    # timestamp = received − (sent − original) when there is a sentAt: the original, recovered
+    original = None
+    if stamp != received:
+        original = stamp if sent is None else stamp - received + sent
+    return (
+        *ids,
+        original,
+        _canonical(properties),
+        _canonical(traits),
+        _canonical(context, drop="ip"),
+    )
+
+
+def _row_content(row: Row) -> tuple[Any, ...]:
+    return content([row[i] for i in _CONTENT])
+
+
+def _stored_content(wh: Warehouse, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """``message_id`` → :func:`content` of the stored events among ``ids``."""
+    found: dict[str, tuple[Any, ...]] = {}
+    times = {_CONTENT_COLUMNS.index(c) for c in ("timestamp", "received_at", "sent_at")}
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        sql = (
+            f"SELECT message_id, {', '.join(_CONTENT_COLUMNS)} FROM events "
+            f"WHERE message_id IN ({marks})"
+        )
+        for mid, *values in wh.fetch(sql, list(chunk)):
+            at = [micros(v) if i in times and v is not None else v for i, v in enumerate(values)]
+            found[mid] = content(at)
+    return found
+
+
 def _stored(wh: Warehouse, ids: Sequence[str]) -> dict[str, tuple[int | None, int]]:
     """``message_id`` → (payload hash, received_at µs) of the stored events among ``ids``."""
     found: dict[str, tuple[int | None, int]] = {}
@@ -146,6 +225,12 @@ def _classify(
         status[i] = DUPLICATE if digest is None or digest == row[_HASH] else CONFLICT
     for i in alike[: max(len(alike) - inserted, 0)]:
         status[i] = DUPLICATE
+    suspects = [i for i in keep if status[i] == CONFLICT]
+    if suspects:  # another hash: the same event sent as other bytes, or really another one
+        stored_content = _stored_content(wh, [rows[i][0] for i in suspects])
+        for i in suspects:
+            if stored_content.get(rows[i][0]) == _row_content(rows[i]):
+                status[i] = DUPLICATE
 
 
 def store(
@@ -180,7 +265,8 @@ def store(
             first[row[0]] = i
             keep.append(i)
         else:
-            status[i] = DUPLICATE if rows[j][_HASH] == row[_HASH] else CONFLICT
+            same = rows[j][_HASH] == row[_HASH] or _row_content(rows[j]) == _row_content(row)
+            status[i] = DUPLICATE if same else CONFLICT
     if not keep:
         table = None
     elif table is None:
