@@ -171,6 +171,21 @@ def test_limits_and_bad_bytes() -> None:
     assert isinstance(p, Problem) and (p.reason, p.pointer) == ("invalid_type", "")
 
 
+def test_a_nul_is_pointed_at_and_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    # a Windows path: a backslash, then the letters u0000 (JSON text "C:\\\\u0000dir")
+    stored = row(event(properties={"path": "C:\\u0000dir"}))
+    assert json.loads(stored["properties"]) == {"path": "C:\\u0000dir"}
+    for doc, pointer in [
+        (event(properties={"a": "x\u0000"}), "/properties/a"),
+        (event(properties={"l": [1, {"a/b": "\u0000"}]}), "/properties/l/1/a~1b"),
+        (event(properties={"k\u0000": 1}), "/properties"),  # a key: its object
+        (event(event="a\u0000b"), "/event"),
+    ]:
+        p = problem(doc)
+        assert (p.reason, p.pointer, p.message_id) == ("invalid_value", pointer, "m-1")
+    assert problem(event(messageId="m\u0000")).message_id is None
+
+
 def test_pointer_of_msgspec_errors() -> None:
     class S(msgspec.Struct):
         a: dict[str, list[int]]

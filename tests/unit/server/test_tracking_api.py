@@ -144,6 +144,19 @@ def test_single_event_that_is_quarantined_answers_400(api: Api) -> None:
     assert count(api, "quarantine") == 1
 
 
+def test_a_nul_is_quarantined_with_its_pointer_and_message_id(api: Api) -> None:
+    r = api.post("/v1/track", json={**ev(1), "properties": {"a": "x\u0000"}})
+    assert r.status_code == 400
+    error = r.json()["errors"][0]
+    assert (error["pointer"], error["messageId"]) == ("/properties/a", "m1")
+    r = api.post("/v1/batch", json={"batch": [ev(2), {**ev(3), "context": {"p": "\u0000"}}]})
+    assert r.json()["errors"][0]["pointer"] == "/batch/1/context/p"
+    assert sorted(api.rows("SELECT detail, location FROM quarantine")) == [
+        ("/batch/1/context/p: text may not contain NUL characters (\\u0000)", "/batch/1/context/p"),
+        ("/properties/a: text may not contain NUL characters (\\u0000)", "/properties/a"),
+    ]
+
+
 def test_resend_is_2xx_and_stores_nothing_new(api: Api) -> None:
     body = {"batch": [ev(1), ev(2)]}
     assert api.post("/v1/batch", json=body).json() == {"success": True}

@@ -122,7 +122,7 @@ def _quarantine(intake: Intake, problem: Problem, raw: bytes, inputs: Inputs) ->
             identity=hashlib.blake2b(raw, digest_size=16).hexdigest() + problem.pointer,
             received_us=inputs.received_us,
             reason=problem.reason,
-            detail=f"{where}: {problem.message}",
+            detail=f"{where}: {problem.message}" if where else problem.message,
             payload=_payload(raw, inputs),
             location=where,
         )

@@ -192,8 +192,10 @@ def decode(raw: bytes, index: int) -> tuple[Wire, Parts] | Problem:
         msg = f"the event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}"
         return Problem(index, "", EVENT_TOO_LARGE, msg, rejected=True)
     escapes = b"\\u" in raw  # one scan; msgspec encoders send non-ASCII text as UTF-8
-    if escapes and b"\\u0000" in raw:
-        return Problem(index, "", INVALID_VALUE, "text may not contain NUL characters (\\u0000)")
+    if escapes and b"\\u0000" in raw:  # maybe a NUL (or an escaped backslash before "u0000")
+        problem = _nul(raw, index)
+        if problem is not None:
+            return problem
     try:
         if escapes and (b"\\ud" in raw or b"\\uD" in raw):
             _full.decode(raw)  # raw parts are stored as sent: check surrogate escapes pair up
@@ -214,6 +216,47 @@ def decode(raw: bytes, index: int) -> tuple[Wire, Parts] | Problem:
     ):  # rare: a null part, or one that is not an object
         return _odd_parts(message, index, (props, traits, ctx))
     return message, (props, traits, ctx)
+
+
+def _nul(raw: bytes, index: int) -> Problem | None:
+    """The NUL character in a string of ``raw`` (value or key), with its JSON pointer; ``None``
+    when there is none (or ``raw`` is not JSON: the decode that follows says so)."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        return None
+    where = _nul_in(doc)
+    if where is None:
+        return None
+    found = doc.get("messageId") if isinstance(doc, dict) else None
+    message_id = _text(found) if isinstance(found, str | int) else None
+    if message_id is not None and "\x00" in message_id:
+        message_id = None
+    text = "text may not contain NUL characters (\\u0000)"
+    return Problem(index, where, INVALID_VALUE, text, message_id)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _nul_in(doc: Any) -> str | None:
+    """The JSON pointer of the first string holding a NUL in ``doc`` (of its object, for a key);
+    a loop, not recursion: the document may be nested as deep as the decoder allows."""
+    todo: list[tuple[str, Any]] = [("", doc)]
+    while todo:
+        pointer, value = todo.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return pointer
+        elif isinstance(value, dict):
+            if any("\x00" in key for key in value):
+                return pointer
+            items = [(f"{pointer}/{_escape(k)}", v) for k, v in value.items()]
+            todo += reversed(items)
+        elif isinstance(value, list):
+            todo += reversed([(f"{pointer}/{i}", v) for i, v in enumerate(value)])
+    return None
 
 
 def _odd_parts(message: Wire, index: int, parts: Parts) -> tuple[Wire, Parts] | Problem:
