@@ -9,7 +9,9 @@ wait for the commit (503 with ``Retry-After`` if it fails: never a 2xx for what 
 Answers: 200 ``{"success": true}`` when every event was accepted (a resent ``messageId`` counts as
 accepted: it is already stored); 200 with per-event results (index, JSON pointer, reason, outcome)
 when some were quarantined or rejected; on a single-event endpoint, an event that is quarantined
-answers 400 with the same results. Always ``accepted + quarantined + rejected == received``.
+(``conflicting_duplicate`` included) answers 400 with the same results — Segment and RudderStack
+SDKs retry a 5xx or 429 and drop a 4xx, and no retry of a quarantined event could succeed. Always
+``accepted + quarantined + rejected == received``.
 """
 
 from __future__ import annotations
@@ -47,12 +49,7 @@ from personify.ingest.tracking.messages import (
     KeyOnly,
     Message,
 )
-from personify.ingest.tracking.normalize import (
-    CONFLICTING_DUPLICATE,
-    Inputs,
-    parse_time,
-    pointer_of,
-)
+from personify.ingest.tracking.normalize import Inputs, parse_time, pointer_of
 from personify.ingest.tracking.writer import StoreUnavailable
 from personify.server.openapi import ERROR, SECURITY_SCHEMES, Content, Operation, operation
 from personify.server.responses import JSONResponse
@@ -270,8 +267,10 @@ async def single(request: Request, kind: str) -> Response:
     )
     await _store(tracking, source, intake)
     result = summary(intake)
-    if result is None or result.errors[0].reason == CONFLICTING_DUPLICATE:
+    if result is None:
         return _answer(result)
+    # quarantined — a conflicting duplicate too: a 4xx, which SDKs do not retry (a retry could
+    # not succeed) and log; a resend, whatever its bytes, is a duplicate and answered 200 above
     first = result.errors[0]
     refused = EventRefused(
         error=ErrorInfo(
@@ -297,7 +296,8 @@ def _single_operation(kind: str) -> Operation:
     return Operation(
         summary=f"Send one {kind} event",
         description=f"The body is one Segment `{kind}` message (its `type` is implied). "
-        "400 when the event is quarantined (invalid, or refused by the tracking plan).",
+        "400 when the event is quarantined (invalid, refused by the tracking plan, or another "
+        "event reusing a stored `messageId`).",
         tags=("tracking",),
         request=Content(f"One {kind} message.", Message),
         responses={

@@ -92,7 +92,7 @@ def test_a_body_key_cannot_switch_sources(client: Client, path: str) -> None:
 def test_a_key_cannot_replace_another_sources_event(client: Client) -> None:
     assert client.post("/v1/track", basic(APP), ev("m1", properties={"v": 1})).status_code == 200
     forged = client.post("/v1/track", basic(WEB), ev("m1", properties={"v": 2}))
-    assert forged.status_code == 200  # kept aside as a conflicting duplicate, not stored
+    assert forged.status_code == 400  # kept aside as a conflicting duplicate, not stored
     assert client.sources() == {"m1": "app"}
     stored = client.session.warehouse.scalar("SELECT CAST(properties AS VARCHAR) FROM events")
     assert '"v":1' in str(stored).replace(" ", "")

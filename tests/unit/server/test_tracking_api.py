@@ -195,8 +195,24 @@ def test_a_resend_as_other_bytes_is_a_duplicate_not_a_conflict(api: Api) -> None
     r = api.post("/v1/track", content=json.dumps(first).encode())
     assert (r.status_code, r.json()) == (200, {"success": True})
     assert count(api) == 1 and count(api, "quarantine") == 0
-    r = api.post("/v1/track", json={**doc, "properties": {"a": 1, "b": 3}})
+    r = api.post("/v1/batch", json={"batch": [{**doc, "properties": {"a": 1, "b": 3}}]})
     assert r.json()["errors"][0]["reason"] == "conflicting_duplicate"
+
+
+def test_a_conflicting_duplicate_on_a_single_event_endpoint_answers_400(api: Api) -> None:
+    """As every quarantined event there: the SDKs drop a 4xx (a retry could not succeed)."""
+    assert api.post("/v1/track", json=ev(1)).status_code == 200
+    r = api.post("/v1/track", json=ev(1, properties={"n": 2}))
+    assert r.status_code == 400
+    body = r.json()
+    assert body["error"]["code"] == "conflicting_duplicate"
+    assert (body["accepted"], body["quarantined"], body["errors"][0]["pointer"]) == (
+        0,
+        1,
+        "/messageId",
+    )
+    assert api.rows("SELECT reason FROM quarantine") == [("conflicting_duplicate",)]
+    assert api.post("/v1/track", json=ev(1)).status_code == 200  # the resend still is a 200
 
 
 def test_auth(api: Api) -> None:
