@@ -73,6 +73,10 @@ SECURITY_SCHEMES["writeKey"] = {
     "Segment and RudderStack SDKs send it). Without the header, `writeKey` in the body.",
 }
 _ACCEPTED: Final = msgspec.json.encode(Accepted())
+_WRITE_KEY_TYPE: Final = (
+    "writeKey must be a string: the source's write key (or leave it out and send the key as "
+    "the Basic auth user name)"
+)
 _ERRORS: Final[dict[int, Content]] = {
     400: Content("Not JSON, not UTF-8, or the wrong shape (nothing stored).", ERROR),
     401: Content("No or unknown write key.", ERROR),
@@ -196,6 +200,8 @@ def _decode_envelope(body: bytes) -> Envelope:
     except msgspec.ValidationError as e:
         detail = str(e).split(" - at ", 1)[0]
         where = pointer_of(e)
+        if where == "/writeKey":
+            raise error(400, _WRITE_KEY_TYPE, "invalid_request") from None
         raise error(400, f"{detail} at {where or 'the body'}", "invalid_request") from None
     except (msgspec.DecodeError, RecursionError, ValueError) as e:
         raise error(400, f"the body is not JSON ({e})", "invalid_json") from None
@@ -257,7 +263,9 @@ async def single(request: Request, kind: str) -> Response:
     try:
         key = msgspec.json.decode(body, type=KeyOnly)
     except msgspec.ValidationError as e:
-        raise error(400, f"the body must be a JSON object ({e})", "invalid_request") from None
+        if pointer_of(e) == "/writeKey":
+            raise error(400, _WRITE_KEY_TYPE, "invalid_request") from None
+        raise error(400, "the body must be a JSON object", "invalid_request") from None
     except (msgspec.DecodeError, RecursionError, ValueError) as e:
         raise error(400, f"the body is not JSON ({e})", "invalid_json") from None
     source = _by_body_key(tracking, key.write_key, source)

@@ -243,6 +243,16 @@ def test_malformed_bodies_are_400(api: Api) -> None:
     assert count(api) == 0
 
 
+def test_a_write_key_that_is_not_a_string_is_named(api: Api) -> None:
+    for path, body in (("/v1/track", ev(1)), ("/v1/batch", {"batch": [ev(1)]})):
+        r = api.post(path, json={**body, "writeKey": 5})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_request")
+        assert r.json()["error"]["message"].startswith("writeKey must be a string"), r.text
+    r = api.post("/v1/track", content=b"[1]")
+    assert r.json()["error"]["message"] == "the body must be a JSON object"
+    assert count(api) == 0
+
+
 def test_size_limits_are_413_before_reading_everything(api: Api) -> None:
     r = api.post("/v1/batch", content=b"x" * 600_000)
     assert (r.status_code, r.json()["error"]["code"]) == (413, "payload_too_large")
