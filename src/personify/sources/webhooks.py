@@ -94,9 +94,10 @@ def _hmac(key: bytes, message: bytes) -> bytes:
 
 def _check_time(seconds: float, tolerance: float, now: float) -> None:
     if abs(now - seconds) > tolerance:
+        when = f"{now - seconds:.0f} s ago" if seconds <= now else f"{seconds - now:.0f} s ahead"
         raise SignatureError(
-            f"the delivery was signed {abs(now - seconds):.0f} s from now (tolerance "
-            f"{tolerance:g} s): stale or replayed"
+            f"the delivery was signed {when} (tolerance {tolerance:g} s): "
+            + ("stale or replayed" if seconds <= now else "the sender's clock is ahead")
         )
 
 
