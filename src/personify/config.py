@@ -27,7 +27,8 @@ from personify.errors import ConfigError
 
 PROJECT_FILE: Final = "personify.yml"
 
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")]
+_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$"
+Name = Annotated[str, msgspec.Meta(pattern=_NAME_PATTERN)]
 """An identifier-like name: letters, digits, ``_`` and ``-``, starting with a letter or ``_``."""
 
 
@@ -137,7 +138,8 @@ class FileSource(_SourceBase, frozen=True, tag="file", tag_field="kind"):
             raise ValueError("delimiter must be a single character")
 
 
-Duration = Annotated[str, msgspec.Meta(pattern=r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$")]
+_DURATION_PATTERN: Final = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
+Duration = Annotated[str, msgspec.Meta(pattern=_DURATION_PATTERN)]
 """A duration: ``30s``, ``5m``, ``2h``, ``1d`` or plain seconds (``90``)."""
 
 
@@ -1245,6 +1247,13 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 _FIELD = re.compile(r"field `([^`]+)`")
+_PATTERNS: Final = {
+    _NAME_PATTERN: "expected a name of letters, digits, '_' and '-', starting with a letter or '_'",
+    _DURATION_PATTERN: "expected a duration like 300s, 5m or 1h (units ms, s, m, h, d; a bare "
+    "number is seconds)",
+    _CLOCK_TIME: "expected a time of day like 21:00 (HH:MM, 24-hour clock)",
+}
+"""What a value refused by each ``Meta(pattern=…)`` of the model should look like."""
 
 
 def _pin_elided(text: str, data: Any) -> str:
@@ -1314,8 +1323,9 @@ def _translate(
     elif field and "missing required field" in msg:
         msg = f"missing required key {field.group(1)!r}"
     msg = msg.replace("Expected", "expected").replace("Invalid enum value", "invalid value")
-    if "matching regex" in msg:
-        msg = "expected a name of letters, digits, '_' and '-', starting with a letter or '_'"
+    if "matching regex" in msg:  # msgspec quotes the pattern as Python's repr
+        found = [said for pattern, said in _PATTERNS.items() if f"regex {pattern!r}" in msg]
+        msg = found[0] if found else msg
     return ConfigError(msg, file=file, line=line, key=key, hint=hint)
 
 

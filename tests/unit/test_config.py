@@ -128,6 +128,19 @@ def test_env_file_in_project_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             "unique",
         ),
         ("name: 'has space'\n", 1, "name", "letters, digits"),
+        (
+            "sources:\n  - {name: h, kind: webhook, scheme: shopify, secrets: [x], table: orders,"
+            " mapping: {order_id: id}, tolerance: banana}\n",
+            2,
+            "sources[0].tolerance",
+            "expected a duration like 300s, 5m or 1h",
+        ),
+        (
+            "journeys:\n  quiet_hours:\n    start: '9pm'\n",
+            3,
+            "journeys.quiet_hours.start",
+            "expected a time of day like 21:00",
+        ),
         ("demo:\n  customers: 3\n", 2, "demo.customers", ">= 10"),
     ],
 )
