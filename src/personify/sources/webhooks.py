@@ -397,7 +397,14 @@ class WebhookReceiver:
             return Receipt("quarantined", verified.delivery_id, 0, 1, reason)
         rows = quarantined = 0
         for target in self._targets_of(source):
-            done = load_records(wh, target, [record], received_at=now)
+            done = load_records(
+                wh,
+                target,
+                [record],
+                received_at=now,
+                origin=verified.delivery_id,
+                payload=body.decode("utf-8", "replace")[:100_000],
+            )
             rows += done.loaded + done.duplicate
             quarantined += done.quarantined
         outcome: Outcome = "quarantined" if quarantined and not rows else "accepted"
@@ -441,7 +448,7 @@ class WebhookReceiver:
             "reason": reason,
             "detail": f"webhook {verified.delivery_id}: {detail}",
             "payload": body.decode("utf-8", "replace")[:100_000],
-            "location": f"webhook:{verified.delivery_id}",
+            "location": f"{source.name}/webhook:{verified.delivery_id}",  # as a record's
         }
         table = pa.Table.from_pylist([row]).cast(
             pa.schema(

@@ -203,6 +203,35 @@ def last_per_key(records: list[Any], key: Sequence[str]) -> list[Any]:
     return records if len(keep) == len(records) else [records[i] for i in keep]
 
 
+def _from_origin(rows: pa.Table, target: Target, origin: str, first: int) -> pa.Table:
+    """Quarantine ``rows`` located by ``origin`` (see :func:`load_records`); ``first``: the line
+    number of the call's first input."""
+    ids, locations, details = [], [], []
+    for location, detail in zip(
+        rows.column("location").to_pylist(), rows.column("detail").to_pylist(), strict=True
+    ):
+        line = int(location.rsplit(":", 1)[1]) - first + 1
+        where = f"{target.label}:{origin}"
+        if target.nested_path is not None:
+            where += f"#{line}"
+        ids.append(quarantine_id_of(target, where))
+        locations.append(where)
+        prefix = f"{location}: "
+        details.append(
+            where + ": " + detail[len(prefix) :] if detail.startswith(prefix) else detail
+        )
+    for name, values in (("id", ids), ("location", locations), ("detail", details)):
+        rows = rows.set_column(
+            rows.schema.get_field_index(name), name, pa.array(values, pa.string())
+        )
+    return rows
+
+
+def quarantine_id_of(target: Target, where: str) -> str:
+    """The id of the quarantine row of ``target`` at ``where`` (a location)."""
+    return hashlib.sha256(f"{target.source}:{where}".encode()).hexdigest()[:32]
+
+
 def _hashable(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool | None) else _encode(value)
 
@@ -216,10 +245,22 @@ class Loaded:
 
 
 def load_records(
-    wh: Warehouse, target: Target, records: list[Any], *, received_at: datetime
+    wh: Warehouse,
+    target: Target,
+    records: list[Any],
+    *,
+    received_at: datetime,
+    origin: str | None = None,
+    payload: str | None = None,
 ) -> Loaded:
     """Validate ``records`` for ``target`` and load them — valid rows into the table, the others
-    into the quarantine — in the caller's transaction."""
+    into the quarantine — in the caller's transaction.
+
+    ``origin``: what the records arrived in (a webhook's delivery id): a quarantine row's
+    location is then ``label:origin`` (``label:origin#n`` for the n-th element of a nested
+    array), its id made of them, instead of a line counted since the process started.
+    ``payload``: what to keep as each quarantine row's payload (the body as received) instead of
+    the record as mapped (with its ``_parent`` and internal keys)."""
     assert target.validator is not None
     inputs = rows_of(target, records)
     done = Loaded(read=len(inputs))
@@ -251,6 +292,11 @@ def load_records(
             ]
         )
         rows = rows.set_column(rows.schema.get_field_index("id"), "id", ids)
+        if origin is not None:
+            rows = _from_origin(rows, target, origin, lines[0])
+        if payload is not None:
+            column = pa.array([payload] * rows.num_rows, pa.string())
+            rows = rows.set_column(rows.schema.get_field_index("payload"), "payload", column)
         for c in target.computed:  # name the mapping as written, not its internal field
             shown = f"/{c.path}|{c.transform}" if c.path else f"={c.constant}"
             detail = pc.replace_substring(rows.column("detail"), f"/{c.key}", shown)

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from personify import clock
-from personify.config import Secret, WebhookSource
+from personify.config import Nested, Secret, WebhookSource
 from personify.session import Session
 from personify.sources.webhooks import Verified, WebhookReceiver
 
@@ -87,3 +87,46 @@ def test_refreshes_arriving_together_are_applied_in_few_passes(session: Session)
     assert len(passes) < 12 and receiver.failures == 0
     emails = session.warehouse.fetch("SELECT email FROM customers ORDER BY email")
     assert sorted(e for (e,) in emails) == sorted(f"p{i}@example.org" for i in range(12))
+
+
+def test_a_deliverys_quarantine_rows_name_it_and_hold_its_body(session: Session) -> None:
+    shop = WebhookSource(
+        name="shop_hooks",
+        scheme="shopify",
+        secrets=(Secret("x"),),
+        table="orders",
+        mapping={"order_id": "id|string", "total": "total_price", "created_at": "created_at"},
+        nested=(
+            Nested(
+                path="line_items",
+                table="order_items",
+                mapping={"order_id": "_parent.id|string", "line_no": "_index"},
+            ),
+        ),
+    )
+    at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    body = json.dumps({"total_price": "9.00", "line_items": [{"quantity": 1}]}, indent=1)
+    receiver = WebhookReceiver(session)
+    try:
+        for delivery in ("w10", "w11"):  # two deliveries of one bad body: two records of it
+            with clock.frozen(at):
+                receipt = receiver.receive(shop, Verified(delivery, at), body.encode())
+            assert receipt.outcome == "quarantined"
+        with clock.frozen(at):
+            receiver.receive(shop, Verified("w12", at), b"not json")
+    finally:
+        receiver.close()
+    held = session.warehouse.fetch("SELECT location, detail, payload FROM quarantine")
+    assert sorted(location for location, _, _ in held) == [
+        "shop_hooks/webhook.line_items:w10#1",
+        "shop_hooks/webhook.line_items:w11#1",
+        "shop_hooks/webhook:w10",
+        "shop_hooks/webhook:w11",
+        "shop_hooks/webhook:w12",
+    ]
+    for location, detail, payload in held:
+        if location.endswith("w12"):
+            assert payload == "not json"
+            continue
+        assert detail.startswith(location + ": "), detail
+        assert payload == body  # as received, without the mapping's internal keys
