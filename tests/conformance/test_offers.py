@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from personify.config import Project, parse_config
 from personify.errors import ConfigError
 from personify.offers import (
+    PREVIEW_CODE,
     cart_contents,
     derive_code,
     issue_codes,
     new_arrivals,
+    preview_codes,
     recommend_for_carts,
     redeem,
     redeem_from_orders,
@@ -408,6 +410,25 @@ def test_issue_codes_is_idempotent_per_key(warehouse: Warehouse, project: Projec
     assert again == {k: first[k] for k in ("j:hot:c1", "j:warm:c2")}
     assert warehouse.scalar("SELECT count(*) FROM discount_codes") == 4
     assert issue_codes(warehouse, project, [], now=NOW) == {}
+
+
+def test_preview_codes_issue_nothing(warehouse: Warehouse, project: Project) -> None:
+    """What a preview shows: the code issued for the key, else a placeholder of the value the
+    customer would get — and no row written (a preview must not reserve a code)."""
+    w = World()
+    w.customer("hot", engagement=85)
+    w.customer("cold", engagement=2)
+    w.load(warehouse)
+    issued = issue_codes(warehouse, project, [("j:hot:c1", "hot", "cart_rescue")], now=NOW)
+    requests = [("j:hot:c1", "hot", "cart_rescue"), ("j:cold:c2", "cold", "cart_rescue")]
+    shown = preview_codes(warehouse, project, requests, now=NOW + timedelta(days=1))
+    assert shown["j:hot:c1"] == issued["j:hot:c1"]
+    cold = shown["j:cold:c2"]
+    assert cold["code"] == PREVIEW_CODE and cold["preview"] is True
+    assert (cold["label"], cold["customer_id"]) == ("15% off", "cold")
+    assert cold["expires_at"] == NOW + timedelta(days=8)
+    assert warehouse.scalar("SELECT count(*) FROM discount_codes") == 1
+    assert issue_codes(warehouse, project, requests, now=NOW)["j:cold:c2"]["code"] != PREVIEW_CODE
 
 
 def test_a_colliding_code_moves_to_the_next_candidate(

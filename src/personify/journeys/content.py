@@ -8,7 +8,8 @@
 - ``new_arrivals`` — new products in the customer's preferred categories
   (``offers.new_arrivals``), ``k`` (4);
 - ``discount`` — a personal code of ``campaign`` (``offers.issue_codes``), issued once per message
-  key: ``{code, label, expires_at, value, kind}``;
+  key: ``{code, label, expires_at, value, kind}`` (a preview issues nothing: the code already
+  issued for the key, else ``offers.PREVIEW_CODE``);
 - ``profile`` — a field of the customer's profile, read now (``field``, ``default``);
 - ``tag`` — a content variable of a rule tag (``tag``, ``variable``, ``default``).
 """
@@ -16,7 +17,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,20 +38,32 @@ class Pending:
 
 
 def resolve(
-    wh: Warehouse, project: Project, step: Step, batch: Sequence[Pending], *, now: datetime
+    wh: Warehouse,
+    project: Project,
+    step: Step,
+    batch: Sequence[Pending],
+    *,
+    now: datetime,
+    preview: bool = False,
+    skip: Collection[str] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Each message's variables (by idempotency key), every provider called once per batch."""
+    """Each message's variables (by idempotency key), every provider called once per batch.
+
+    ``preview``: write nothing (no discount code is issued, see the module docstring).
+    ``skip``: variables not to resolve (the caller gives them)."""
     from personify import offers
 
     out: dict[str, dict[str, Any]] = {m.key: {} for m in batch}
     carts = {m.trigger_key: m.customer_id for m in batch}
     cache: dict[str, Any] = {}
     for var in step.variables:
+        if var.name in skip:
+            continue
         if var.provider is None:
             for m in batch:
                 out[m.key][var.name] = var.value
             continue
-        values = _provide(wh, project, var, batch, carts, cache, now, offers)
+        values = _provide(wh, project, var, batch, carts, cache, now, offers, preview)
         for m in batch:
             out[m.key][var.name] = values(m)
     return out
@@ -65,6 +78,7 @@ def _provide(
     cache: dict[str, Any],
     now: datetime,
     offers: Any,
+    preview: bool,
 ) -> Any:
     opts = var.options
     customers = sorted({m.customer_id for m in batch})
@@ -86,9 +100,8 @@ def _provide(
         return lambda m: arrivals.get(m.customer_id, [])
     if var.provider == "discount":
         campaign = str(opts["campaign"])
-        codes = offers.issue_codes(
-            wh, project, [(m.key, m.customer_id, campaign) for m in batch], now=now
-        )
+        issue = offers.preview_codes if preview else offers.issue_codes
+        codes = issue(wh, project, [(m.key, m.customer_id, campaign) for m in batch], now=now)
         return lambda m: _code(codes.get(m.key))
     if var.provider == "profile":
         if "profile" not in cache:

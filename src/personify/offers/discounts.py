@@ -136,6 +136,45 @@ def issue_codes(
     return out
 
 
+PREVIEW_CODE = "PREVIEW-CODE"
+"""What a preview shows instead of a code not issued yet (never a real code: it has a dash and
+letters Crockford's alphabet lacks)."""
+
+
+def preview_codes(
+    wh: Warehouse,
+    project: Project,
+    requests: Sequence[tuple[str, str, str]],
+    *,
+    now: datetime,
+) -> dict[str, dict[str, Any]]:
+    """What :func:`issue_codes` would give each request, writing nothing (a preview).
+
+    A key already issued gets its stored code, exactly as :func:`issue_codes` returns it. Any
+    other gets the campaign's value for the customer (its tier) and an expiry from ``now``, with
+    ``code`` the placeholder :data:`PREVIEW_CODE` and ``preview: True``: a preview must not
+    issue, reserve or reveal a code that a later send would use."""
+    wanted: dict[str, tuple[str, str]] = {}
+    for key, customer_id, campaign in requests:
+        wanted.setdefault(key, (customer_id, campaign))
+    settings = {c: campaign_settings(project, c) for _, c in wanted.values()}
+    stored = _stored(wh, list(wanted))
+    missing = [k for k in wanted if k not in stored]
+    engagement = _engagement(wh, sorted({wanted[k][0] for k in missing})) if missing else {}
+    for k in missing:
+        row = _new_row(b"", k, *wanted[k], settings, engagement, now, 0)
+        del row["created_at"]
+        stored[k] = {**row, "code": PREVIEW_CODE, "preview": True}
+    out: dict[str, dict[str, Any]] = {}
+    for key in wanted:
+        row = stored[key]
+        config = settings.get(row["campaign"])
+        currency = config.currency if config is not None else "EUR"
+        out[key] = {**row, "label": label(row["value"], row["kind"], currency)}
+        del out[key]["idempotency_key"]
+    return out
+
+
 def _insert(
     wh: Warehouse,
     project: Project,
