@@ -76,7 +76,8 @@ def test_render_fails_clearly(project_dir: Path) -> None:
     p = str(project_dir)
     missing = personify("render", "abandoned_cart", "--customer", "c-42", "--project", p)
     assert missing.returncode == 1
-    assert "abandoned_cart.liquid:" in missing.stderr and "'cart'" in missing.stderr
+    assert "c-42 has no open cart in journey abandoned_cart" in missing.stderr
+    assert "abandoned_cart.liquid" in missing.stderr and "'cart'" in missing.stderr
     assert missing.stdout == ""
     nobody = personify("render", "re_engagement", "--customer", "no@x.org", "--project", p)
     assert nobody.returncode == 1 and "no@x.org" in nobody.stderr
@@ -111,3 +112,155 @@ def test_mime_parses_back(project_dir: Path) -> None:
     assert back["To"].addresses[0].addr_spec == "zoe@x.org" and back["Bcc"] is None
     assert back["From"].addresses[0].display_name == "My Shop"
     assert back.get_body(("plain",)) is not None and back.get_body(("html",)) is not None
+
+
+# ------------------------------------------------------- as the journey sends it (no --var)
+SENT_AT = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+NOW = "2026-03-02T12:00:00Z"
+
+
+def load_shop(root: Path) -> None:
+    """Products, three consenting customers and their carts: ``a``'s cart (three hours old) is
+    emailed at NOW, ``c``'s (half an hour old) is still waiting, ``z`` has none."""
+    from datetime import timedelta
+
+    from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
+
+    hour = timedelta(hours=1)
+    with connect(f"duckdb:///{root / 'warehouse.duckdb'}") as wh:
+        products = [
+            {
+                "product_id": f"p{i}",
+                "name": f"Product {i}",
+                "category": "Shoes" if i % 2 else "Bags",
+                "price": 10.0 + i,
+                "currency": "EUR",
+                "stock": 5,
+                "url": f"https://shop.example/p{i}",
+                "image_url": f"https://shop.example/p{i}.jpg",
+                "created_at": SENT_AT - timedelta(days=i),
+                "source": "test",
+            }
+            for i in range(1, 9)
+        ]
+        wh.load(table("products"), arrow_rows("products", products))
+        ids = ["a", "c", "z"]
+        load_customers(
+            wh, [{"customer_id": c, "email": f"{c}@example.com", "first_name": "Ann"} for c in ids]
+        )
+        load_consents(wh, [(c, "email_marketing", "granted") for c in ids])
+        added = [
+            ("a", "ca", SENT_AT - 3 * hour, "p1"),
+            ("a", "ca", SENT_AT - 2 * hour, "p2"),
+            ("c", "cc", SENT_AT - 0.5 * hour, "p3"),
+        ]
+        events = [
+            {
+                "message_id": f"m{i}",
+                "type": "track",
+                "event": "Product Added",
+                "customer_id": who,
+                "user_id": who,
+                "timestamp": at,
+                "received_at": at,
+                "source": "web",
+                "properties": json.dumps({"cart_id": cart, "product_id": product}),
+            }
+            for i, (who, cart, at, product) in enumerate(added)
+        ]
+        wh.load(table("events"), arrow_rows("events", events))
+
+
+def send_journeys(root: Path) -> None:
+    """The journeys and delivery stages of ``personify run`` at NOW (the loaded customers
+    stay as loaded: a full run would rebuild them from sources this test has none of)."""
+    from personify import clock
+    from personify.journeys import deliver, project_journeys, run_journeys
+    from personify.session import open_session
+
+    with open_session(root) as session, clock.frozen(SENT_AT):
+        journeys = project_journeys(session.project)
+        run_journeys(session.warehouse, session.project, journeys)
+        deliver(session.warehouse, session.project, journeys, now=SENT_AT)
+
+
+def _parts(eml: Path) -> tuple[str, str, str]:
+    message = BytesParser(policy=policy.default).parsebytes(eml.read_bytes())
+    html, text = message.get_body(("html",)), message.get_body(("plain",))
+    assert html is not None and text is not None
+    # the outbox holds the message as sent on the wire (CRLF line ends)
+    crlf = [str(p.get_content()).replace("\r\n", "\n") for p in (html, text)]
+    return str(message["Subject"]), crlf[0], crlf[1]
+
+
+def _state(root: Path) -> list[object]:
+    with connect(f"duckdb:///{root / 'warehouse.duckdb'}") as wh:
+        return [
+            wh.fetch(f"SELECT * FROM {name} ORDER BY ALL")
+            for name in ("messages", "discount_codes", "journey_instances")
+        ]
+
+
+def test_render_shows_the_email_the_journey_sent(project_dir: Path) -> None:
+    """No --var: the journey's variables (cart, recommendations, the code issued for that
+    message) are computed for the customer, and the preview is the email the send wrote."""
+    load_shop(project_dir)
+    p = str(project_dir)
+    send_journeys(project_dir)
+    [eml] = sorted((project_dir / "outbox").glob("abandoned_cart_*.eml"))
+    subject, html, text = _parts(eml)
+    before = _state(project_dir)
+
+    doc = personify_json(
+        "render", "abandoned_cart", "--customer", "a@example.com", "--project", p, "--now", NOW
+    )
+    assert (doc["subject"], doc["html"], doc["text"]) == (subject, html, text)
+    assert doc["journey"]["name"] == "abandoned_cart" and doc["journey"]["trigger_key"] == "ca"
+    assert doc["journey"]["message_status"] == "sent"
+    assert doc["journey"]["discount_placeholder"] is False
+    assert "Product 1" in text and "Product 2" in text and "PREVIEW-CODE" not in text
+
+    plain = personify("render", "abandoned_cart", "-c", "a", "--project", p, "--now", NOW)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == html
+    assert "journey abandoned_cart, step remind" in plain.stderr
+
+    # --var still wins over the journey's variable
+    currency = personify_json(
+        "render", "abandoned_cart", "-c", "a", "--var", "currency=USD ", "--project", p,
+        "--now", NOW,
+    )  # fmt: skip
+    assert "USD 11.00" in currency["text"] and "€" not in currency["text"]
+
+    re_engagement = personify_json("render", "re_engagement", "-c", "a", "--project", p)
+    assert re_engagement["subject"] and re_engagement["journey"]["trigger_key"] is None
+    assert _state(project_dir) == before  # a preview writes nothing
+
+
+def test_render_of_a_cart_not_sent_yet_shows_a_placeholder_code(project_dir: Path) -> None:
+    load_shop(project_dir)
+    p = str(project_dir)
+    send_journeys(project_dir)
+    before = _state(project_dir)
+    doc = personify_json("render", "abandoned_cart", "-c", "c", "--project", p, "--now", NOW)
+    assert doc["journey"]["trigger_key"] == "cc"
+    assert doc["journey"]["message_status"] == "pending"
+    assert doc["journey"]["discount_placeholder"] is True
+    assert "PREVIEW-CODE" in doc["text"] and "Product 3" in doc["text"]
+    assert "https://shop.example/cart/cc" in doc["text"]
+    assert _state(project_dir) == before  # no code issued or reserved
+
+    plain = personify("render", "abandoned_cart", "-c", "c", "--project", p, "--now", NOW)
+    assert plain.returncode == 0 and "placeholder" in plain.stderr
+
+
+def test_render_for_a_customer_without_a_cart_says_so(project_dir: Path) -> None:
+    load_shop(project_dir)
+    p = str(project_dir)
+    send_journeys(project_dir)
+    done = personify("render", "abandoned_cart", "-c", "z@example.com", "--project", p)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "undefined variable" not in done.stderr
+    assert "customer z has no open cart in journey abandoned_cart" in done.stderr
+    assert "'cart'" in done.stderr and "--var" in done.stderr
+    assert "a, c" in done.stderr or "c, a" in done.stderr  # who does have one

@@ -5,7 +5,8 @@
 * :func:`advance` — enter and advance one journey to ``--now``, set-wise in SQL;
 * :func:`deliver` — send every queued message due now, in batches, crash-safe;
 * :func:`journeys_stage` / :func:`delivery_stage` — the two pipeline stages;
-* :func:`message_key` — the idempotency key of a decided email.
+* :func:`message_key` — the idempotency key of a decided email;
+* :func:`preview` — a template as a journey would send it to one customer now, writing nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from personify.journeys.definitions import parse_journey as parse_journey
 from personify.journeys.engine import Context as Context
 from personify.journeys.engine import JourneyCounts as JourneyCounts
 from personify.journeys.engine import advance as advance
+from personify.journeys.preview import NotInJourney as NotInJourney
+from personify.journeys.preview import Preview as Preview
+from personify.journeys.preview import preview as preview
+from personify.journeys.preview import preview_template as preview_template
 from personify.journeys.send import SendCounts as SendCounts
 from personify.journeys.send import deliver as deliver
 from personify.journeys.stage import delivery_stage as delivery_stage
@@ -32,6 +37,8 @@ __all__ = [
     "Context",
     "Journey",
     "JourneyCounts",
+    "NotInJourney",
+    "Preview",
     "SendCounts",
     "Step",
     "Trigger",
@@ -43,6 +50,8 @@ __all__ = [
     "load_journeys",
     "message_key",
     "parse_journey",
+    "preview",
+    "preview_template",
     "project_journeys",
     "run_journeys",
     "send_due",

@@ -1,4 +1,4 @@
-"""``personify render TEMPLATE --customer ID_OR_EMAIL``: one email, exactly as it would be sent."""
+"""``personify render TEMPLATE --customer ID_OR_EMAIL``: one email, as its journey would send it."""
 
 from __future__ import annotations
 
@@ -38,19 +38,38 @@ def render_command(
     ] = None,
     var: Annotated[
         list[str] | None,
-        typer.Option("--var", help="A template variable NAME=VALUE (VALUE may be JSON); repeat."),
+        typer.Option(
+            "--var",
+            help="A template variable NAME=VALUE (VALUE may be JSON); repeat. Wins over the "
+            "journey's variable of that name.",
+        ),
     ] = None,
     vars_file: Annotated[
         Path | None,
-        typer.Option("--vars", help="A JSON file holding an object of template variables."),
+        typer.Option(
+            "--vars",
+            help="A JSON file holding an object of template variables (--var wins over it; both "
+            "win over the journey's).",
+        ),
     ] = None,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Render one email for one customer, exactly as it would be sent: the HTML (or with --json
-    the subject, HTML, text part and headers)."""
-    from personify.delivery import prepare
+    """Render one email for one customer, as it would be sent at --now: the HTML (or with --json
+    the subject, HTML, text part, headers and the journey it came from).
+
+    When a journey sends TEMPLATE (journeys/*.yml), its send step's variables are computed for
+    the customer as the send computes them: the cart of their latest entry into the journey, its
+    recommendations, new arrivals, tag variables, and the discount code already issued for that
+    message — else the placeholder PREVIEW-CODE (a preview issues no code and writes nothing).
+    A customer with no open cart in the journey is an error naming a few customers who have one;
+    --var / --vars give or replace variables. The journey used is shown on stderr."""
+    from personify import clock
+    from personify.delivery import prepare_one
+    from personify.journeys import preview, preview_template, project_journeys
+    from personify.journeys.preview import describe
+    from personify.messages import read_customer, template_store
     from personify.session import open_session
 
     pin_now(now)
@@ -61,15 +80,38 @@ def render_command(
             raise typer.BadParameter("must hold a JSON object", param_hint="--vars")
         variables.update(loaded)
     variables.update(_variables(var or []))
+    at = clock.now()
     with open_session(project) as session:
-        envelope = prepare(
-            session.warehouse,
-            session.project,
+        wh, proj = session.warehouse, session.project
+        person = read_customer(wh, customer, proj)
+        found = preview(
+            wh,
+            proj,
+            project_journeys(proj),
             template,
-            customer,
-            variables,
-            key=f"preview:{template}",  # the same tracked links however the customer is named
+            str(person["customer_id"]),
+            now=at,
+            given=set(variables),
         )
+        if found is None:  # no journey sends it: the caller's variables only
+            envelope = prepare_one(
+                proj,
+                template_store(proj).get(template),
+                person,
+                variables,
+                key=f"preview:{template}",  # the same tracked links however the customer is named
+                date=at,
+            )
+        else:  # as the journey's send makes it: its message key, variables and purpose
+            envelope = prepare_one(
+                proj,
+                preview_template(proj, found),
+                person,
+                {**found.variables, **variables},
+                key=found.key,
+                date=at,
+                purpose=found.purpose,
+            )
     message = envelope.message
     html_part = message.get_body(("html",))
     text_part = message.get_body(("plain",))
@@ -78,6 +120,18 @@ def render_command(
     if out is not None:
         out.write_text(html, encoding="utf-8")
     if json:
+        journey = None
+        if found is not None:
+            journey = {
+                "name": found.journey,
+                "step": found.step,
+                "trigger_key": found.trigger_key,
+                "message_status": found.status,
+                "message_key": found.key,
+                "variant": found.variant,
+                "discount_placeholder": found.placeholder,
+                "notes": list(found.notes),
+            }
         emit_json(
             {
                 "template": template,
@@ -87,7 +141,13 @@ def render_command(
                 "text": text,
                 "headers": {k: str(v) for k, v in message.items()},
                 "out": str(out) if out is not None else None,
+                "journey": journey,
             }
         )
-    elif out is None:
+        return
+    if found is not None:
+        sys.stderr.write(f"render: {describe(found)}\n")
+        for note in found.notes:
+            sys.stderr.write(f"  note: {note}\n")
+    if out is None:
         sys.stdout.write(html)

@@ -1,0 +1,290 @@
+"""A preview: the email a journey's send step would make for one customer now, writing nothing.
+
+``personify render TEMPLATE --customer X`` asks :func:`preview` for the send steps that use
+TEMPLATE (as the step's template or an experiment variant's), finds X's entry into one of them
+and resolves that step's variables for it as the send does
+(:func:`personify.journeys.content.resolve`), with the message key, variant and purpose the send
+uses, so that the email rendered at ``--now`` is the one the send makes at that instant:
+
+* **the entry** — X's latest instance of the journey (latest trigger) that is still before the
+  step (``active``) or that decided it (a ``messages`` row): its trigger key names the cart;
+* **discount codes** are not issued: the code already issued for that message, else the
+  placeholder :data:`personify.offers.PREVIEW_CODE` (:func:`personify.offers.preview_codes`);
+* **an experiment** — the variant X was assigned (its template, variables and subject).
+
+Variables the caller gives (``--var``) are not resolved. When the step's other variables need
+an entry (``cart``, ``recommendations``: the trigger's cart) and X has none,
+:class:`NotInJourney` says so and names a few customers who have one. A step whose variables
+need no entry (a tag's variables, new arrivals, the profile) renders for anyone, as if they
+entered now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from personify.config import Project
+from personify.errors import NotFound
+from personify.journeys.content import Pending, resolve
+from personify.journeys.decide import message_key
+from personify.journeys.definitions import Journey, Step
+from personify.journeys.send import _SubjectStore
+from personify.messages import template_store
+from personify.messages.templates import Template
+from personify.warehouse.base import Warehouse
+
+HOLDOUT = "holdout"
+"""``messages.variant`` of an experiment's holdout (receives nothing)."""
+ENTRY_PROVIDERS = frozenset({"cart", "recommendations"})
+"""Providers whose values come from the entry's trigger key (the cart)."""
+SUGGESTIONS = 3
+"""Customers named when the one asked for has no entry."""
+
+
+class NotInJourney(NotFound):
+    """The customer has no entry into the journey(s) sending the template (no open cart), and
+    the template needs one. ``customers``: a few who have one."""
+
+    def __init__(self, message: str, *, hint: str, customers: Sequence[str] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.customers = list(customers)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """How a journey would send a template to one customer now."""
+
+    journey: str
+    step: str
+    template: str
+    customer_id: str
+    key: str
+    """The message's idempotency key (the send's: tracked links and the code are keyed by it);
+    ``preview:TEMPLATE`` without an entry."""
+    trigger_key: str | None
+    """The entry's trigger key (a cart id); ``None`` when the customer is not in the journey."""
+    status: str | None
+    """The entry's message status (``sent``, ``queued`` …), ``pending`` when not decided yet,
+    ``None`` without an entry."""
+    variables: dict[str, Any]
+    """The step's variables as resolved for the customer (without the caller's)."""
+    purpose: str
+    """The journey's consent purpose (what the unsubscribe link revokes)."""
+    variant: str | None = None
+    subject: str | None = None
+    """An experiment variant's subject line (``None``: the template's)."""
+    notes: tuple[str, ...] = ()
+    """What the reader of the preview should know (holdout, placeholder code, empty cart)."""
+    placeholder: bool = False
+    """A discount code is the placeholder, not a code issued to the customer."""
+
+
+def senders(journeys: Sequence[Journey], template: str) -> list[tuple[Journey, Step]]:
+    """The send steps that send ``template`` (as written or in an experiment's variant)."""
+    out = []
+    for journey in journeys:
+        for step in journey.steps:
+            if step.kind != "send":
+                continue
+            variants = step.experiment.variants if step.experiment else ()
+            if template in (step.template, *(v.template for v in variants)):
+                out.append((journey, step))
+    return out
+
+
+def preview(
+    wh: Warehouse,
+    project: Project,
+    journeys: Sequence[Journey],
+    template: str,
+    customer_id: str,
+    *,
+    now: datetime,
+    given: Collection[str] = (),
+) -> Preview | None:
+    """``template`` as a journey would send it to ``customer_id`` at ``now`` (see the module
+    docstring); ``None`` when no journey sends it. Writes nothing. Raises :class:`NotInJourney`
+    when the step needs an entry (a cart) the customer does not have and ``given`` lacks the
+    variables it would provide."""
+    found = senders(journeys, template)
+    if not found:
+        return None
+    best: tuple[Journey, Step, _Entry] | None = None
+    for journey, step in found:
+        entry = _entry(wh, journey, step, customer_id)
+        if entry is not None and (best is None or entry.at > best[2].at):
+            best = (journey, step, entry)
+    if best is not None:
+        return _resolve(wh, project, *best, template, customer_id, now, given)
+    for journey, step in found:
+        arm, _ = _arm(step, template, None)
+        if not _needs_entry(arm, given):
+            return _resolve(wh, project, journey, step, None, template, customer_id, now, given)
+    journey, step = found[0]
+    arm, _ = _arm(step, template, None)
+    needed = sorted(v.name for v in arm.variables if _entry_variable(v.provider, v.name, given))
+    others = qualifying(wh, journey, step)
+    names = ", ".join(f"'{n}'" for n in needed)
+    hint = "give the variables with --var NAME=VALUE or --vars FILE.json"
+    hint += f", or preview a customer who has one: {', '.join(others)}" if others else ""
+    raise NotInJourney(
+        f"customer {customer_id} has no open cart in journey {journey.name} (they are not in "
+        f"it): {template}.liquid has no {names} to show them",
+        hint=hint,
+        customers=others,
+    )
+
+
+def preview_template(project: Project, found: Preview) -> Template:
+    """The template the preview renders: the project's, with a variant's subject line."""
+    store = template_store(project)
+    if found.subject is not None:
+        store = _SubjectStore(store, found.subject)
+    return store.get(found.template)
+
+
+def qualifying(wh: Warehouse, journey: Journey, step: Step, limit: int = SUGGESTIONS) -> list[str]:
+    """A few customers with an entry into ``journey`` at ``step`` that is sent, queued or still
+    to be decided (not skipped), latest trigger first."""
+    index = journey.steps.index(step)
+    rows = wh.fetch(
+        f"SELECT i.customer_id, max(i.trigger_at) AS latest {_ENTRIES} "
+        "AND (m.status IS NULL OR m.status IN ('queued', 'sent')) "
+        "GROUP BY i.customer_id ORDER BY latest DESC, i.customer_id LIMIT ?",
+        [step.id, journey.name, index, limit],
+    )
+    return [str(r[0]) for r in rows]
+
+
+# ------------------------------------------------------------------------------------ entries
+_ENTRIES = (
+    "FROM journey_instances AS i LEFT JOIN messages AS m ON m.journey = i.journey "
+    "AND m.step = ? AND m.customer_id = i.customer_id AND m.trigger_key = i.trigger_key "
+    "WHERE i.journey = ? AND ((i.status = 'active' AND i.step <= ?) "
+    "OR m.idempotency_key IS NOT NULL)"
+)
+"""Instances still before the step, or that decided it (parameters: step id, journey, index)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    trigger_key: str
+    at: datetime
+    status: str
+    variant: str | None
+
+
+def _entry(wh: Warehouse, journey: Journey, step: Step, customer_id: str) -> _Entry | None:
+    index = journey.steps.index(step)
+    rows = wh.fetch(
+        f"SELECT i.trigger_key, i.trigger_at, m.status, m.variant {_ENTRIES} "
+        "AND i.customer_id = ? ORDER BY i.trigger_at DESC, i.trigger_key DESC LIMIT 1",
+        [step.id, journey.name, index, customer_id],
+    )
+    if not rows:
+        return None
+    key, at, status, variant = rows[0]
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    return _Entry(str(key), at, str(status or "pending"), None if variant is None else str(variant))
+
+
+def _entry_variable(provider: str | None, name: str, given: Collection[str]) -> bool:
+    return provider in ENTRY_PROVIDERS and name not in given
+
+
+def _needs_entry(step: Step, given: Collection[str]) -> bool:
+    return any(_entry_variable(v.provider, v.name, given) for v in step.variables)
+
+
+def _arm(step: Step, template: str, assigned: str | None) -> tuple[Step, str | None]:
+    """The step as the variant sending ``template`` sends it, and that variant: the assigned
+    one when it sends ``template``, else the step as written, else the first variant that does."""
+    if step.experiment is None:
+        return step, None
+    if assigned is not None and assigned != HOLDOUT and step.arm(assigned).template == template:
+        return step.arm(assigned), assigned
+    if step.template == template:
+        return step, None
+    for variant in step.experiment.variants:
+        if (variant.template or step.template) == template:
+            return step.arm(variant.name), variant.name
+    return step, None
+
+
+def _resolve(
+    wh: Warehouse,
+    project: Project,
+    journey: Journey,
+    step: Step,
+    entry: _Entry | None,
+    template: str,
+    customer_id: str,
+    now: datetime,
+    given: Collection[str],
+) -> Preview:
+    notes: list[str] = []
+    assigned = entry.variant if entry is not None else None
+    arm, variant = _arm(step, template, assigned)
+    if assigned == HOLDOUT:
+        notes.append(
+            f"{customer_id} is in the holdout of this step's experiment: the journey sends them "
+            "nothing (shown: the email as the other customers get it)"
+        )
+    elif assigned is not None and assigned != variant:
+        notes.append(f"{customer_id} was assigned variant {assigned!r}, which sends another email")
+    if entry is not None:
+        trigger_key = entry.trigger_key
+        key = message_key(journey.name, step.id, customer_id, trigger_key)
+    else:  # no message: a preview's key (tracked links alike whoever is shown, no code)
+        trigger_key = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key = f"preview:{template}"
+    resolved = resolve(
+        wh,
+        project,
+        arm,
+        [Pending(key, customer_id, trigger_key)],
+        now=now,
+        preview=True,
+        skip=given,
+    )[key]
+    placeholder = any(isinstance(v, dict) and v.get("preview") is True for v in resolved.values())
+    if placeholder:
+        notes.append("the discount code is a placeholder: none is issued for this message yet")
+    for var in arm.variables:
+        value = resolved.get(var.name)
+        if var.provider == "cart" and isinstance(value, dict) and not value.get("items"):
+            notes.append(f"cart {trigger_key} is empty at {now.isoformat()}")
+    if entry is None:
+        notes.append(
+            f"{customer_id} is not in journey {journey.name}: shown as if they entered it now"
+        )
+    chosen = step.experiment.variant(variant) if step.experiment else None
+    return Preview(
+        journey=journey.name,
+        step=step.id,
+        template=template,
+        customer_id=customer_id,
+        key=key,
+        trigger_key=entry.trigger_key if entry is not None else None,
+        status=entry.status if entry is not None else None,
+        variables=resolved,
+        purpose=journey.purpose,
+        variant=variant,
+        subject=chosen.subject if chosen is not None and chosen.subject else None,
+        notes=tuple(notes),
+        placeholder=placeholder,
+    )
+
+
+def describe(found: Preview) -> str:
+    """One line saying what the preview shows."""
+    if found.trigger_key is None:
+        return f"journey {found.journey}, step {found.step}: {found.customer_id} not in it"
+    variant = f", variant {found.variant}" if found.variant else ""
+    return (
+        f"journey {found.journey}, step {found.step}{variant}: {found.customer_id}'s entry "
+        f"{found.trigger_key} (message {found.status})"
+    )
