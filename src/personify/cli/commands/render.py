@@ -108,7 +108,9 @@ def render_command(
                 preview_template(proj, found),
                 person,
                 {**found.variables, **variables},
-                key=found.key,
+                # links and pixel signed for a key no message has: a marketer clicking a preview
+                # records nothing as the customer's click or open (the rest is the sent email)
+                key=f"preview:{found.key}",
                 date=at,
                 purpose=found.purpose,
             )
