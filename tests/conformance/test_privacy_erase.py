@@ -453,3 +453,61 @@ def test_hostile_subjects_find_nobody(warehouse: Warehouse, tmp_path: Path, subj
         with pytest.raises(NotFound):
             erase_subject(wh, project, subject)
     assert wh.scalar("SELECT count(*) FROM customers") == before == 2
+
+
+def _event(message_id: str, user_id: str | None, day: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "anonymous_id": "anon-shared-device",
+        "user_id": user_id,
+        "timestamp": _day(day),
+        "received_at": _day(day),
+        "source": "web",
+        **kw,
+    }
+
+
+@pytest.mark.slow
+def test_a_shared_device_exports_and_erases_only_its_owner(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Two people on one anonymous id, kept apart by identity (a refused merge): Alice's export
+    and erasure leave Bob's events alone, and unresolved events by the shared id too; an
+    unresolved event with Alice's user id is hers, one with Bob's is not."""
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _load(
+        wh,
+        "events",
+        [
+            _event("a-1", "u-alice", 1, type="identify", traits='{"email": "alice@ex.example"}'),
+            _event("a-2", "u-alice", 2, type="track", event="Viewed"),
+            _event("b-1", "u-bob", 3, type="identify", traits='{"email": "bob@ex.example"}'),
+            _event("b-2", "u-bob", 4, type="track", event="Order Completed"),
+        ],
+    )
+    _run(wh, project)
+    assert wh.scalar("SELECT count(*) FROM identity_refusals") >= 1
+    owners = dict(wh.fetch("SELECT message_id, customer_id FROM events"))
+    assert owners["a-1"] != owners["b-1"]
+    # arrived after the identity pass: not resolved yet
+    _load(
+        wh,
+        "events",
+        [
+            _event("x-shared", None, 5, type="track", event="Viewed"),
+            _event("x-alice", "u-alice", 5, type="track", event="Viewed", anonymous_id=None),
+            _event("x-alice-device", "u-alice", 5, type="track", event="Viewed"),
+            _event("x-mixed", "u-bob", 5, type="track", event="Viewed", anonymous_id="anon-a"),
+        ],
+    )
+
+    with clock.frozen(NOW):
+        doc = export_subject(wh, project, "alice@ex.example")
+    mine = sorted(e["message_id"] for e in doc["tables"]["events"])
+    assert mine == ["a-1", "a-2", "x-alice", "x-alice-device"]
+    assert "bob@ex.example" not in json.dumps(doc, default=str)
+
+    with clock.frozen(NOW):
+        erase_subject(wh, project, "alice@ex.example")
+    left = [r[0] for r in wh.fetch("SELECT message_id FROM events ORDER BY message_id")]
+    assert left == ["b-1", "b-2", "x-mixed", "x-shared"]

@@ -10,6 +10,10 @@ and the test suite fails until it gets a rule.
 A :class:`Footprint` is computed from the identity graph: the customer's ids (with those merged
 into it), every identifier node (emails, phones, user ids, anonymous ids, source ids), and the
 ``(source, id)`` pairs source-keyed rows carry (``identity.source_kinds``).
+
+An event resolved to another customer is never the person's, and an unresolved one is theirs by
+its user id (or, without one, its anonymous id) only when no other customer's events carry that id
+too (a device shared with someone identity kept apart — a refused merge: :attr:`Footprint.shared`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from personify.config import IdentityConfig
 from personify.privacy.subjects import customer_keys
-from personify.warehouse.base import UNNEST, Warehouse
+from personify.warehouse.base import UNNEST, Warehouse, quote
 from personify.warehouse.schema import TABLES, Table
 
 NOT_PERSONAL: frozenset[str] = frozenset(
@@ -50,6 +54,9 @@ match other people's payloads."""
 
 _IN = f"IN (SELECT {UNNEST})"
 
+EVENT_ID_KINDS: tuple[str, ...] = ("user_id", "anonymous_id")
+"""Identifier kinds events carry in columns of their own."""
+
 
 @dataclass(frozen=True)
 class Footprint:
@@ -65,6 +72,10 @@ class Footprint:
     plain: tuple[tuple[str, str, str], ...] = ()
     """``(kind, value, plain)`` for the nodes the graph keeps blind (encrypted fields: emails and
     phones are keyed hashes there), with the address recovered from encrypted storage."""
+    shared: tuple[str, ...] = ()
+    """``kind|value`` of the person's user and anonymous ids that events resolved to another
+    customer carry too (a shared device whose merge identity refused): no unresolved event is
+    theirs by such an id."""
 
     def shown(self, kind: str, value: str) -> str:
         """A node's value as people read it: the address for a blind one, when known."""
@@ -79,6 +90,10 @@ class Footprint:
 
     def values(self, *kinds: str) -> list[str]:
         return sorted({v for _, k, v in self.nodes if k in kinds})
+
+    def own(self, kind: str) -> list[str]:
+        """:meth:`values` of ``kind`` that no other customer carries (see :attr:`shared`)."""
+        return [v for v in self.values(kind) if f"{kind}|{v}" not in self.shared]
 
     @property
     def node_ids(self) -> list[int]:
@@ -126,7 +141,25 @@ def footprint(
     from personify.privacy.fields import plain_identifiers
 
     plain = tuple((k, v, p) for (k, v), p in sorted(plain_identifiers(wh, list(ids)).items()))
-    return Footprint(customer_id, tuple(ids), nodes, tuple(pairs), plain)
+    shared = _shared(wh, ids, held)
+    return Footprint(customer_id, tuple(ids), nodes, tuple(pairs), plain, shared)
+
+
+def _shared(wh: Warehouse, ids: list[str], held: Mapping[str, set[str]]) -> tuple[str, ...]:
+    """``kind|value`` of the ids in ``held`` that events resolved to another customer carry."""
+    found: set[str] = set()
+    for kind in EVENT_ID_KINDS:
+        values = sorted(held.get(kind, ()))
+        if not values:
+            continue
+        col = quote(kind)
+        rows = wh.fetch(
+            f"SELECT DISTINCT trim({col}) FROM events WHERE trim({col}) {_IN} "
+            f"AND customer_id IS NOT NULL AND customer_id NOT {_IN}",
+            [values, ids],
+        )
+        found |= {f"{kind}|{r[0]}" for r in rows}
+    return tuple(sorted(found))
 
 
 def _sources(wh: Warehouse) -> list[str]:
@@ -147,9 +180,12 @@ def _keys(f: Footprint) -> Where:
 
 
 def _events(f: Footprint) -> Where:
+    """Events resolved to the person, and unresolved ones by their user id — or, without a user
+    id, by their anonymous id — that no other customer's events carry."""
     return (
-        f"customer_id {_IN} OR trim(user_id) {_IN} OR trim(anonymous_id) {_IN}",
-        [list(f.customer_ids), f.values("user_id"), f.values("anonymous_id")],
+        f"customer_id {_IN} OR (customer_id IS NULL AND (trim(user_id) {_IN} "
+        f"OR (coalesce(trim(user_id), '') = '' AND trim(anonymous_id) {_IN})))",
+        [list(f.customer_ids), f.own("user_id"), f.own("anonymous_id")],
     )
 
 
