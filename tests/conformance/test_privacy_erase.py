@@ -511,3 +511,86 @@ def test_a_shared_device_exports_and_erases_only_its_owner(
         erase_subject(wh, project, "alice@ex.example")
     left = [r[0] for r in wh.fetch("SELECT message_id FROM events ORDER BY message_id")]
     assert left == ["b-1", "b-2", "x-mixed", "x-shared"]
+
+
+@pytest.mark.slow
+def test_free_text_and_json_match_whole_identifiers_only(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Ann (crm id 100121, ann@ex.example) is erased; Joann (joann@ex.example) and a product
+    SKU-SPO-100121 are not her: their quarantined rows, JSON values and outbox files stay."""
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _load(
+        wh,
+        "customer_records",
+        [
+            {
+                "source": "crm",
+                "record_id": rid,
+                "email": email,
+                "observed_at": _day(0),
+                "received_at": _day(0),
+            }
+            for rid, email in (("100121", "Ann@Ex.example"), ("200343", "joann@ex.example"))
+        ],
+    )
+    _load(
+        wh,
+        "events",
+        [
+            {
+                "message_id": "m-joann",
+                "type": "identify",
+                "user_id": "u-joann",
+                "traits": '{"email": "joann@ex.example", "friend": "ANN@ex.example"}',
+                "timestamp": _day(1),
+                "received_at": _day(1),
+                "source": "web",
+            }
+        ],
+    )
+    quarantined = {
+        "q-ann": ('{"email": "ann@ex.example"}', "bad phone"),
+        "q-ann-id": ('{"crm_id": "100121", "sku": "x"}', "bad"),
+        "q-ann-text": ("", "no such address: <Ann@Ex.example>."),
+        "q-joann": ('{"email": "joann@ex.example"}', "bad phone"),
+        "q-sku": ('{"sku": "SKU-SPO-100121"}', "unknown product SKU-SPO-100121"),
+        "q-longer": ('{"email": "ann@ex.example.org", "id": "1001212"}', "bad"),
+    }
+    _load(
+        wh,
+        "quarantine",
+        [
+            {
+                "id": qid,
+                "source": "crm",
+                "received_at": _day(1),
+                "reason": "invalid",
+                "detail": detail,
+                "payload": payload,
+            }
+            for qid, (payload, detail) in quarantined.items()
+        ],
+    )
+    _run(wh, project)
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "k-ann.eml").write_text("To: Ann <ANN@ex.example>\r\n\r\nHi")
+    (outbox / "k-joann.eml").write_text("To: Joann <joann@ex.example>\r\n\r\nHi")
+    (outbox / "index.jsonl").write_text("")
+
+    with clock.frozen(NOW):
+        doc = export_subject(wh, project, "ann@ex.example")
+    found = sorted(r["id"] for r in doc["tables"]["quarantine"])
+    assert found == ["q-ann", "q-ann-id", "q-ann-text"]
+    text = json.dumps(doc, default=str).lower()
+    assert "joann" not in text and "sku-spo" not in text
+
+    with clock.frozen(NOW):
+        erase_subject(wh, project, "ann@ex.example")
+    left = sorted(r[0] for r in wh.fetch("SELECT id FROM quarantine"))
+    assert left == ["q-joann", "q-longer", "q-sku"]
+    traits = wh.scalar("SELECT traits FROM events WHERE message_id = 'm-joann'")
+    traits = json.loads(traits) if isinstance(traits, str) else traits
+    assert traits == {"email": "joann@ex.example", "friend": "[erased]"}
+    assert sorted(p.name for p in outbox.iterdir()) == ["index.jsonl", "k-joann.eml"]

@@ -9,12 +9,12 @@ idempotent):
    linked to it by the privacy stage, so no marketable profile comes back until the person opts
    in again after the erasure. The person's other suppressions lose their customer id.
 2. ``outbox`` — ``.eml`` files written to them (by the index's customer id, or their address in
-   the file) are deleted and ``index.jsonl`` rewritten without their lines.
+   the file as a whole token) are deleted and ``index.jsonl`` rewritten without their lines.
 3. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
    found by their ``customer_id`` column): their rows deleted — events reached through any linked
    identifier, order items through their orders, quarantined payloads that mention an identifier
-   — and, in the rows that remain, JSON values that mention their email or phone replaced by
-   ``"[erased]"`` (a referral's ``properties`` …).
+   as a whole token — and, in the rows that remain, JSON string values that are their email or
+   phone replaced by ``"[erased]"`` (a referral's ``properties`` …).
 4. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
@@ -42,7 +42,14 @@ from personify.config import Project
 from personify.errors import NotFound
 from personify.privacy.audit import customer_hash, log_action
 from personify.privacy.export import outbox_folder
-from personify.privacy.footprint import Footprint, footprint, personal_tables, where
+from personify.privacy.footprint import (
+    Footprint,
+    footprint,
+    mention_pattern,
+    personal_tables,
+    value_pattern,
+    where,
+)
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized, identifier_hash, project_key
 from personify.privacy.subjects import resolve
 from personify.warehouse.base import UNNEST, Warehouse, quote
@@ -202,7 +209,8 @@ def _outbox(folder: Path | None, f: Footprint) -> int:
     if folder is None or not folder.is_dir():
         return 0
     ids = set(f.customer_ids)
-    needles = [e.encode("utf-8") for e in f.emails]
+    pattern = mention_pattern(e.lower() for e in f.emails)
+    mentions = re.compile(pattern) if pattern else None
     doomed: set[str] = set()
     index = folder / "index.jsonl"
     kept: list[str] = []
@@ -220,7 +228,8 @@ def _outbox(folder: Path | None, f: Footprint) -> int:
     for path in folder.glob("*.eml"):
         if path.name in doomed:
             continue
-        if needles and any(n in path.read_bytes().lower() for n in needles):
+        text = path.read_bytes().decode("utf-8", "replace").lower()
+        if mentions is not None and mentions.search(text):
             doomed.add(path.name)
     removed = 0
     for name in sorted(doomed):
@@ -251,12 +260,12 @@ def _erase_table(wh: Warehouse, t: Table, f: Footprint) -> int:
 
 
 def _scrub_json(wh: Warehouse, t: Table, f: Footprint) -> int:
-    """In the rows that remain, JSON values mentioning the person's email or phone."""
-    terms = sorted({*f.emails, *f.phones})
+    """In the rows that remain, JSON string values that are the person's email (any case) or
+    phone — whole values only: ``"joann@ex.example"`` is someone else's."""
+    pattern = value_pattern({*f.emails, *f.phones})
     json_cols = [c.name for c in t.columns if c.type == "JSON"]
-    if not terms or not json_cols:
+    if pattern is None or not json_cols:
         return 0
-    pattern = "|".join(re.escape(term) for term in terms)
     changed = 0
     for col in json_cols:
         q = quote(col)
@@ -264,7 +273,7 @@ def _scrub_json(wh: Warehouse, t: Table, f: Footprint) -> int:
             wh.execute(
                 f"UPDATE {quote(t.name)} SET {q} = CAST(regexp_replace(CAST({q} AS VARCHAR), ?, "
                 f"?, 'gi') AS JSON) WHERE regexp_matches(CAST({q} AS VARCHAR), ?, 'i')",
-                [pattern, REDACTED, pattern],
+                [pattern, json.dumps(REDACTED), pattern],
             ),
             0,
         )

@@ -11,14 +11,21 @@ A :class:`Footprint` is computed from the identity graph: the customer's ids (wi
 into it), every identifier node (emails, phones, user ids, anonymous ids, source ids), and the
 ``(source, id)`` pairs source-keyed rows carry (``identity.source_kinds``).
 
-An event resolved to another customer is never the person's, and an unresolved one is theirs by
-its user id (or, without one, its anonymous id) only when no other customer's events carry that id
-too (a device shared with someone identity kept apart — a refused merge: :attr:`Footprint.shared`).
+Two rules keep other people out of a footprint:
+
+* an event resolved to another customer is never the person's, and an unresolved one is theirs
+  by its user id (or, without one, its anonymous id) only when no other customer's events carry
+  that id too (a device shared with someone identity kept apart — a refused merge:
+  :attr:`Footprint.shared`);
+* free text (quarantined payloads, report samples) mentions an identifier only as a whole token
+  (:func:`mention_pattern`): ``ann@ex.example`` is not in ``joann@ex.example``, nor the id
+  ``100121`` in ``SKU-100121``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +61,50 @@ match other people's payloads."""
 
 _IN = f"IN (SELECT {UNNEST})"
 
+EMAIL_CHARS = "a-z0-9._%+-"
+"""Characters that continue an address's local part (before it): ``jo`` + ``ann@ex.example`` is
+someone else. Quotes, ``<``, ``:``, ``=`` and spaces delimit an address in text."""
+DOMAIN_CHARS = "a-z0-9-"
+"""Characters that continue a domain (after it); so does ``.`` followed by one of them
+(``ann@ex.example.org``) — a full stop ending a sentence does not."""
+ID_CHARS = "a-z0-9_-"
+"""Characters that continue an id on either side (``SKU-SPO-100121`` does not mention
+``100121``)."""
 EVENT_ID_KINDS: tuple[str, ...] = ("user_id", "anonymous_id")
 """Identifier kinds events carry in columns of their own."""
+
+
+def _literal(term: str) -> str:
+    """``term`` as a regular expression matching itself, in the syntax RE2 (DuckDB), PostgreSQL
+    and Python share: a backslash before punctuation only (before a letter it would be an
+    escape in PostgreSQL)."""
+    return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\1", term)
+
+
+def mention_pattern(terms: Iterable[str]) -> str | None:
+    """A regular expression (for lower-cased text) finding any of the lower-cased ``terms`` as
+    a whole token, or ``None`` without terms. Terms with ``@`` are addresses, bounded by
+    :data:`EMAIL_CHARS` before and :data:`DOMAIN_CHARS` after; the others ids, bounded by
+    :data:`ID_CHARS`. No look-around (RE2 has none): the bounding characters are matched."""
+    emails = sorted({t for t in terms if "@" in t})
+    ids = sorted({t for t in terms if t and "@" not in t})
+    parts = []
+    if emails:
+        alts = "|".join(_literal(t) for t in emails)
+        parts.append(f"(^|[^{EMAIL_CHARS}])({alts})($|[^.{DOMAIN_CHARS}]|[.]($|[^{DOMAIN_CHARS}]))")
+    if ids:
+        alts = "|".join(_literal(t) for t in ids)
+        parts.append(f"(^|[^{ID_CHARS}])({alts})($|[^{ID_CHARS}])")
+    return "|".join(parts) or None
+
+
+def value_pattern(terms: Iterable[str]) -> str | None:
+    """A regular expression finding JSON string values (as JSON text) equal to one of
+    ``terms`` — match it case-insensitively — or ``None`` without terms."""
+    found = sorted({t for t in terms if t})
+    if not found:
+        return None
+    return '"(' + "|".join(_literal(t) for t in found) + ')"'
 
 
 @dataclass(frozen=True)
@@ -117,6 +166,11 @@ class Footprint:
         terms = {v.lower() for v in self.readable("email", "phone")}
         terms |= {v.lower() for _, _, v in self.nodes if len(v) >= MIN_SEARCH_LENGTH}
         return sorted(terms)
+
+    @property
+    def mentions(self) -> str | None:
+        """:func:`mention_pattern` of :attr:`search_terms`."""
+        return mention_pattern(self.search_terms)
 
 
 def footprint(
@@ -244,12 +298,16 @@ def _order_items(f: Footprint) -> Where:
     return f"order_id IN (SELECT order_id FROM orders WHERE {where})", params
 
 
+def _mentioned(text: str, f: Footprint) -> Where:
+    """``text`` (an SQL expression) mentions one of ``f``'s identifiers as a whole token."""
+    pattern = f.mentions
+    if pattern is None:
+        return "FALSE", []
+    return f"regexp_matches(lower({text}), ?)", [pattern]
+
+
 def _quarantine(f: Footprint) -> Where:
-    return (
-        f"EXISTS (SELECT 1 FROM (SELECT {UNNEST} AS term) t "
-        "WHERE strpos(lower(coalesce(payload, '') || ' ' || detail), t.term) > 0)",
-        [f.search_terms],
-    )
+    return _mentioned("coalesce(payload, '') || ' ' || coalesce(detail, '')", f)
 
 
 def _mentions(*cols: str, keyed: str | None = None) -> Rule:
@@ -258,11 +316,7 @@ def _mentions(*cols: str, keyed: str | None = None) -> Rule:
 
     def rule(f: Footprint) -> Where:
         text = " || ' ' || ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in cols)
-        cond = (
-            f"EXISTS (SELECT 1 FROM (SELECT {UNNEST} AS term) t "
-            f"WHERE strpos(lower({text}), t.term) > 0)"
-        )
-        params: list[Any] = [f.search_terms]
+        cond, params = _mentioned(text, f)
         if keyed:
             cond += f" OR (source || '|' || trim({keyed})) {_IN}"
             params.append(list(f.source_pairs))

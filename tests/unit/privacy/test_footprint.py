@@ -1,0 +1,65 @@
+"""Whole-token matching of a person's identifiers in free text and JSON
+(:func:`personify.privacy.footprint.mention_pattern`, :func:`value_pattern`): the same
+expression runs in DuckDB, PostgreSQL and Python (the outbox), so Python's reading pins it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from personify.privacy.footprint import mention_pattern, value_pattern
+
+TERMS = ["ann@ex.example", "100121", "a.b+c(d)|e"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ann@ex.example",
+        "to: <ann@ex.example>",
+        '{"email": "ann@ex.example"}',
+        "write to ann@ex.example. thanks",
+        "mailto:ann@ex.example?subject=x",
+        "'ann@ex.example' is not valid",
+        "record 100121: bad phone",
+        '{"id":100121}',
+        "x a.b+c(d)|e y",
+    ],
+)
+def test_whole_tokens_are_mentions(text: str) -> None:
+    pattern = mention_pattern(TERMS)
+    assert pattern is not None and re.search(pattern, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "joann@ex.example",
+        "jo.ann@ex.example",
+        "x+ann@ex.example",
+        "ann@ex.example.org",
+        "ann@ex.example-shop.org",
+        "sku-spo-100121",
+        "1001212",
+        "100121_b",
+        "ab.b+c(d)|e",
+        "a.b+c(d)|ex",
+        "a-b+c(d)|e",  # punctuation in a term is literal, not a pattern
+    ],
+)
+def test_continued_identifiers_are_not(text: str) -> None:
+    pattern = mention_pattern(TERMS)
+    assert pattern is not None and not re.search(pattern, text)
+
+
+def test_no_terms_no_pattern() -> None:
+    assert mention_pattern([]) is None and value_pattern([]) is None
+
+
+def test_json_values_must_equal_the_identifier() -> None:
+    pattern = value_pattern(["ann@ex.example"])
+    assert pattern is not None
+    assert re.search(pattern, '{"friend": "ANN@ex.example"}', re.IGNORECASE)
+    assert not re.search(pattern, '{"friend": "joann@ex.example"}', re.IGNORECASE)
+    assert not re.search(pattern, '{"note": "ann@ex.example is my friend"}', re.IGNORECASE)
