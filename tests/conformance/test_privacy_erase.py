@@ -18,9 +18,10 @@ from personify import clock
 from personify.config import Project, parse_config
 from personify.identity import resolve_batch
 from personify.privacy.consent import consented
-from personify.privacy.erase import erase_subject
+from personify.privacy.erase import erase_subject, erased_customer
 from personify.privacy.export import export_subject
 from personify.privacy.footprint import NOT_PERSONAL, RULES, unclassified
+from personify.privacy.hashing import project_key
 from personify.privacy.stage import privacy_stage
 from personify.profiles import profiles_stage
 from personify.session import Session
@@ -391,6 +392,7 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
     assert counts["tombstones_relinked"] == 1
     again = wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'c-ann-1'")
     assert again
+    assert not erased_customer(wh, project_key(project), again)  # their links work again
     assert consented(wh, [again], purpose="email_marketing") == set()
     # … until they opt in again after the erasure
     from personify.privacy.consent import record
@@ -428,6 +430,8 @@ def test_erase_is_resumable(warehouse: Warehouse, tmp_path: Path) -> None:
             erase_subject(wh, project, "ann.marker@x.org")
     finally:
         erase_mod._erase_table = real
+    ann = str(wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'u-ann-777'"))
+    assert erased_customer(wh, project_key(project), ann)  # half-erased: no unsubscribe rows
     with clock.frozen(NOW):
         report = erase_subject(wh, project, "ann.marker@x.org")
     statuses = [s.status for s in report.steps]
@@ -594,3 +598,33 @@ def test_free_text_and_json_match_whole_identifiers_only(
     traits = json.loads(traits) if isinstance(traits, str) else traits
     assert traits == {"email": "joann@ex.example", "friend": "[erased]"}
     assert sorted(p.name for p in outbox.iterdir()) == ["index.jsonl", "k-joann.eml"]
+
+
+@pytest.mark.slow
+def test_an_old_unsubscribe_link_after_erasure_writes_nothing(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The erased person clicks an unsubscribe link from an old email: they are suppressed by
+    their tombstones already, and no row brings their customer id back."""
+    from personify.delivery.suppress import unsubscribe
+    from personify.delivery.tokens import UnsubscribeClaim
+
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _ingest(wh)
+    _run(wh, project)
+    ann = str(wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'u-ann-777'"))
+    with clock.frozen(NOW):
+        erase_subject(wh, project, "ann.marker@x.org")
+
+    def held() -> list[Any]:
+        return [
+            wh.fetch(f"SELECT * FROM {name} ORDER BY 1, 2")
+            for name in ("consents", "consent_history", "suppressions", "audit_log")
+        ]
+
+    before = held()
+    with clock.frozen(NOW + timedelta(days=1)):
+        done = unsubscribe(wh, project, UnsubscribeClaim(ann, "email_marketing"))
+    assert not done.new
+    assert held() == before
+    assert ann not in json.dumps(before, default=str)

@@ -26,6 +26,7 @@ from personify.delivery.tokens import UnsubscribeClaim
 from personify.privacy.audit import log_action
 from personify.privacy.consent import record
 from personify.privacy.crypto import is_encrypted
+from personify.privacy.erase import erased_customer
 from personify.privacy.fields import decrypt_rows, lookup
 from personify.privacy.hashing import hash_normalized, identifier_hash, project_key
 from personify.warehouse.base import Warehouse
@@ -113,10 +114,15 @@ def unsubscribe(
 ) -> Unsubscribed:
     """Suppress the customer of a verified unsubscribe token (their id and current address)
     and record the token's purpose as ``revoked`` in the consent history (and the audit log) —
-    once: a repeat changes nothing. Raises ConfigError without a ``signing_key``."""
+    once: a repeat changes nothing. The token of an erased customer changes nothing either
+    (:func:`~personify.privacy.erase.erased_customer`: their tombstones suppress them, and a
+    new row would keep their id). Raises ConfigError without a ``signing_key``."""
     key = project_key(project)
     at = at or clock.now()
     customer_id = current_ids(wh, [claim.customer_id])[claim.customer_id]
+    if erased_customer(wh, key, claim.customer_id) or erased_customer(wh, key, customer_id):
+        # suppressed by their tombstones already; a row here would bring the id back in clear
+        return Unsubscribed(customer_id, False)
     emails = [
         str(row["email"])
         for row in decrypt_rows(  # an encrypted address (privacy.encrypted_fields) in plain

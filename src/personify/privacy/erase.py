@@ -7,7 +7,10 @@ idempotent):
 1. ``tombstone`` — a suppression per email and phone the person holds: a keyed hash
    (:mod:`.hashing`), never the address. Re-ingested data that brings the address back is
    linked to it by the privacy stage, so no marketable profile comes back until the person opts
-   in again after the erasure. The person's other suppressions lose their customer id.
+   in again after the erasure. One per customer id too (no customer in it, so it suppresses
+   nobody): a click on an old unsubscribe link is then known to be an erased person's
+   (:func:`erased_customer`) and writes nothing. The person's other suppressions lose their
+   customer id.
 2. ``outbox`` — ``.eml`` files written to them (by the index's customer id, or their address in
    the file as a whole token) are deleted and ``index.jsonl`` rewritten without their lines.
 3. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
@@ -178,8 +181,36 @@ def _progress(wh: Warehouse, erasure_id: str, step: str, rows: int) -> None:
     )
 
 
+def erased_customer(wh: Warehouse, key: bytes, customer_id: str) -> bool:
+    """Whether ``customer_id`` is (being) erased: its erasure has started and not finished, or
+    no customer holds it any more and erasure left its tombstone (a ``customer_id`` suppression
+    without a customer). An id re-ingested data gave a customer again is not."""
+    steps = {
+        str(r[0])
+        for r in wh.fetch(
+            "SELECT step FROM erasure_progress WHERE erasure_id = ?",
+            [customer_hash(key, customer_id)],
+        )
+    }
+    if steps and IDENTITY_STEP not in steps:
+        return True
+    if wh.scalar("SELECT count(*) FROM customer_ids WHERE customer_id = ?", [customer_id]):
+        return False
+    return IDENTITY_STEP in steps or bool(
+        wh.scalar(
+            "SELECT count(*) FROM suppressions WHERE kind = 'customer_id' "
+            "AND subject_hash = ? AND customer_id IS NULL",
+            [hash_normalized(key, "customer_id", customer_id)],
+        )
+    )
+
+
 def _tombstone(wh: Warehouse, key: bytes, f: Footprint) -> int:
     pairs = sorted({(k, hash_normalized(key, k, v)) for _, k, v in f.nodes if k in HASHED_KINDS})
+    # their customer ids too (merged ones included): an old unsubscribe link still names one
+    pairs += sorted(
+        {("customer_id", hash_normalized(key, "customer_id", c)) for c in f.customer_ids}
+    )
     if pairs:
         now = clock.now()
         wh.load(
