@@ -16,6 +16,7 @@ import pytest
 
 from personify import clock
 from personify.config import Project, parse_config
+from personify.errors import NotFound
 from personify.identity import resolve_batch
 from personify.privacy.consent import consented
 from personify.privacy.erase import erase_subject, erased_customer
@@ -351,6 +352,11 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
     with clock.frozen(NOW):
         assert erase_subject(wh, project, "ann.marker@x.org").status == "already_erased"
         assert erase_subject(wh, project, ann).status == "already_erased"
+        # … or by any identifier they had, bare or as kind:value (the first one asked by, too)
+        for who in ("u-ann-777", "user_id:u-ann-777", "email:Ann.Marker@x.org", "anon-ann-123456"):
+            assert erase_subject(wh, project, who).status == "already_erased", who
+        with pytest.raises(NotFound):
+            erase_subject(wh, project, "user_id:u-nobody")
     audit = wh.fetch("SELECT action, subject_hash FROM audit_log")
     assert [a[0] for a in audit] == ["erase"] and ann not in str(audit)
 
@@ -406,6 +412,14 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
         at=later + timedelta(hours=1),
     )
     assert consented(wh, [again], purpose="email_marketing") == {again}
+    # erased a second time (the same customer id: the hash of the same founder): every step
+    # runs again, nothing of the comeback is left
+    with clock.frozen(later + timedelta(hours=2)):
+        second = erase_subject(wh, project, "ann.marker@x.org")
+    assert second.status == "erased"
+    assert all(s.status == "done" for s in second.steps)
+    assert _scan(wh) == {}
+    assert wh.scalar("SELECT count(*) FROM customer_records WHERE record_id = 'c-ann-1'") == 0
 
 
 def test_erase_is_resumable(warehouse: Warehouse, tmp_path: Path) -> None:

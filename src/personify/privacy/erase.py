@@ -43,6 +43,7 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project
 from personify.errors import NotFound
+from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
 from personify.privacy.export import outbox_folder
 from personify.privacy.footprint import (
@@ -116,6 +117,13 @@ def erase_subject(
             "SELECT step, rows FROM erasure_progress WHERE erasure_id = ?", [erasure_id]
         )
     }
+    if IDENTITY_STEP in done:
+        # an erasure of this id finished before, and the id names a customer again (their data
+        # came back under the same id, which is the hash of an identifier): a new erasure, every
+        # step run again — not skipped as done
+        with wh.transaction():
+            wh.execute("DELETE FROM erasure_progress WHERE erasure_id = ?", [erasure_id])
+        done = {}
     f = footprint(wh, customer_id, project.config.identity)
     report = ErasureReport(erasure_id, "erased")
 
@@ -134,7 +142,12 @@ def erase_subject(
     tables.sort(key=lambda t: 0 if t.name in _FIRST else 1)
     for t in tables:
         step(t.name, lambda t=t: _erase_table(wh, t, f))
-    step(IDENTITY_STEP, lambda: _erase_identity(wh, f))
+
+    def identity() -> int:
+        _aliases(wh, key, f)
+        return _erase_identity(wh, f)
+
+    step(IDENTITY_STEP, identity)
     _clear_caches()
     invalidate_cached(wh, project, f.customer_ids)
     with wh.transaction():
@@ -149,11 +162,50 @@ def erase_subject(
     return report
 
 
+ALIAS_STEP = "alias"
+"""``erasure_progress`` rows (``step = 'alias'``) keyed by the hash of each identifier the
+erased person had, as ``kind:value`` and as the bare value: asking to erase them again by any
+of them (``u1``, ``user_id:u1``, ``email:ann@example.org``) answers ``already_erased``."""
+
+
+def _alias_names(kind: str, value: str) -> tuple[str, str]:
+    return f"{kind}:{value}", value
+
+
+def _aliases(wh: Warehouse, key: bytes, f: Footprint) -> int:
+    """Record the erased identifiers' :data:`ALIAS_STEP` rows (keyed hashes; no value kept)."""
+    ids = sorted({customer_hash(key, n) for _, k, v in f.nodes for n in _alias_names(k, v)})
+    if not ids:
+        return 0
+    now = clock.now()
+    wh.load(
+        ERASURE_PROGRESS,
+        pa.table(
+            {
+                "erasure_id": ids,
+                "step": [ALIAS_STEP] * len(ids),
+                "status": ["done"] * len(ids),
+                "rows": pa.array([0] * len(ids), pa.int64()),
+                "finished_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        on_conflict="ignore",
+    )
+    return len(ids)
+
+
 def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> bool:
     text = who.strip()
+    kind, sep, rest = text.partition(":")
+    names = [text]
+    if sep and rest and not text.startswith("cus_"):  # ``kind:value``: its value, normalized
+        value = normalize(kind, rest, project.config.identity) or rest.strip()
+        names += _alias_names(kind, value)
+        text = rest.strip() if kind in HASHED_KINDS else text
     if wh.scalar(
-        "SELECT count(*) FROM erasure_progress WHERE erasure_id = ? AND step = ?",
-        [customer_hash(key, text), IDENTITY_STEP],
+        "SELECT count(*) FROM erasure_progress WHERE step IN (?, ?) "
+        f"AND erasure_id IN (SELECT {UNNEST})",
+        [IDENTITY_STEP, ALIAS_STEP, [customer_hash(key, n) for n in names]],
     ):
         return True
     hashes = [identifier_hash(wh, key, k, text, project.config.identity) for k in HASHED_KINDS]
