@@ -19,7 +19,8 @@ import re
 from collections.abc import Collection, Iterator
 
 import sqlglot
-from sqlglot import exp
+from sqlglot import TokenType, exp
+from sqlglot.dialects.dialect import Dialect, Dialects
 from sqlglot.errors import ParseError, TokenError
 
 from personify.errors import UnsafeQueryError
@@ -189,11 +190,51 @@ def strip_comments(tree: exp.Expr) -> exp.Expr:
     return tree
 
 
+def dialect_names() -> list[str]:
+    """The SQL dialects sqlglot reads, by name (``duckdb``, ``mysql``, ``postgres`` …)."""
+    return sorted(d.value for d in Dialects if d.value)
+
+
+def _refuse_bare_expression(sql: str, dialect: str, what: str) -> None:
+    """Raise when ``sql`` does not start with a statement keyword: sqlglot then reads it as a
+    bare expression (``SELEC broken`` is the column ``SELEC`` aliased ``broken``), which is a
+    misspelt query, not a statement of another kind."""
+    engine = Dialect.get_or_raise(dialect)
+    try:
+        tokens = engine.tokenize(sql)
+    except TokenError:
+        return
+    if not tokens:
+        return
+    first = tokens[0]
+    starts = {
+        *engine.parser_class.STATEMENT_PARSERS,
+        *engine.tokenizer_class.COMMANDS,
+        TokenType.VALUES,
+    }
+    if first.token_type in starts:
+        return
+    col = max(first.col - len(first.text) + 1, 1)  # sqlglot's col is the token's last character
+    raise UnsafeQueryError(
+        f"cannot parse the {what} as {dialect} SQL: {first.text!r} does not start a statement",
+        line=first.line,
+        col=col,
+        hint="a query starts with SELECT, WITH or FROM: check the spelling",
+    )
+
+
 def check_select(
     sql: str, *, dialect: str, allowed: Collection[str], what: str = "query"
 ) -> exp.Query:
     """Parse ``sql`` (in ``dialect``) and return it if it is one safe SELECT; else raise
     :class:`UnsafeQueryError` saying what is wrong and where."""
+    try:
+        Dialect.get_or_raise(dialect)
+    except ValueError as e:  # "Unknown dialect 'x'. Did you mean y?"
+        raise UnsafeQueryError(
+            f"cannot read the {what}: {str(e).rstrip('.')}",
+            hint=f"use one of: {', '.join(dialect_names())}",
+        ) from None
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except (ParseError, TokenError) as e:
@@ -213,6 +254,7 @@ def check_select(
         )
     stmt = statements[0]
     if not isinstance(stmt, exp.Query):
+        _refuse_bare_expression(sql, dialect, what)
         kind = stmt.key.upper()
         raise UnsafeQueryError(
             f"only SELECT queries are allowed, not {kind}",

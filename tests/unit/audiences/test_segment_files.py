@@ -58,6 +58,7 @@ def test_defaults_come_from_the_file_and_settings() -> None:
         ("-- name: a\n-- name: b\nSELECT 1 AS customer_id", "given twice", 2),
         ("SELECT email FROM customers", "must return a customer_id column", None),
         ("-- header\n\nSELECT customer_id\nFROM customers WHERE (x = ", "cannot parse", 4),
+        ("-- name: x\nSELEC broken", "'SELEC' does not start a statement", 2),
     ],
 )
 def test_header_mistakes_name_file_and_line(text: str, message: str, line: int | None) -> None:

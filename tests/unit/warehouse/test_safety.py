@@ -73,3 +73,20 @@ def test_other_dialects_parse_before_checking() -> None:
     assert "INTERVAL" in query.sql("duckdb")
     with pytest.raises(UnsafeQueryError):
         check_select("DELETE FROM `customers`", dialect="mysql", allowed=ALLOWED)
+
+
+def test_a_misspelt_select_is_a_parse_error_not_another_statement() -> None:
+    # sqlglot reads "SELEC broken" as the column SELEC aliased broken: not an ALIAS statement
+    with pytest.raises(UnsafeQueryError) as info:
+        check_select("-- note\n  SELEC broken", dialect="duckdb", allowed=ALLOWED, what="segment")
+    assert "cannot parse the segment as duckdb SQL: 'SELEC' does not start a statement" in str(
+        info.value
+    )
+    assert (info.value.line, info.value.col) == (2, 3)
+    assert "ALIAS" not in str(info.value)
+
+
+def test_an_unknown_dialect_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(UnsafeQueryError, match="Unknown dialect 'klingon'") as info:
+        check_select("SELECT 1", dialect="klingon", allowed=ALLOWED)
+    assert info.value.hint is not None and "postgres" in info.value.hint

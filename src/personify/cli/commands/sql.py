@@ -17,6 +17,28 @@ DEFAULT_MAX_ROWS = 10_000
 DEFAULT_TIMEOUT_S = 30.0
 
 
+def _known_dialect(value: str | None) -> str | None:
+    """``--dialect``: a name sqlglot knows, else a usage error listing them."""
+    if value is None:
+        return None
+    from personify.warehouse.safety import dialect_names
+
+    names = dialect_names()
+    if value.lower() not in names:
+        raise typer.BadParameter(
+            f"unknown dialect {value!r}; use one of: {', '.join(names)}", param_hint="--dialect"
+        )
+    return value.lower()
+
+
+def _positive_seconds(value: float) -> float:
+    if not value > 0:  # also refuses NaN
+        raise typer.BadParameter(
+            f"{value} is not a number of seconds above 0", param_hint="--timeout"
+        )
+    return value
+
+
 @app.command("sql", rich_help_panel="People")
 def sql_command(
     query: Annotated[str, typer.Argument(help="One SELECT statement.")],
@@ -27,14 +49,20 @@ def sql_command(
             "-d",
             help="Dialect QUERY is written in (mysql, postgres, snowflake, bigquery, …); "
             "it is transpiled to the warehouse's.",
+            callback=_known_dialect,
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--max-rows", help="Stop after this many rows.")] = (
-        DEFAULT_MAX_ROWS
-    ),
+    limit: Annotated[
+        int, typer.Option("--max-rows", min=1, help="Stop after this many rows (1 or more).")
+    ] = DEFAULT_MAX_ROWS,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds before the query is stopped.")
-    ] = (DEFAULT_TIMEOUT_S),
+        float,
+        typer.Option(
+            "--timeout",
+            help="Seconds before the query is stopped (above 0).",
+            callback=_positive_seconds,
+        ),
+    ] = DEFAULT_TIMEOUT_S,
     mask: Annotated[
         bool | None,
         typer.Option(
