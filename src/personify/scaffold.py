@@ -28,7 +28,15 @@ def init_project(directory: Path, *, force: bool = False) -> dict[str, str]:
             f"{directory / PROJECT_FILE} already exists",
             hint="choose another folder, or pass --force to overwrite the scaffold's files",
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise PersonifyError(f"{directory} is a file, not a folder", hint="choose a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PersonifyError(
+            f"cannot create the folder {directory}: {e.strerror or e}",
+            hint="choose a folder you can write to",
+        ) from None
     root = resources.files("personify") / "scaffold"
     with resources.as_file(root) as src:
         for path in sorted(Path(src).rglob("*")):

@@ -91,6 +91,52 @@ def pin_now(now: str | None) -> None:
         ) from None
 
 
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def make_folder(folder: Path, *, param_hint: str) -> None:
+    """Create ``folder`` (and its parents) if needed; a path that cannot be one (a file, a place
+    the user may not write) is a usage error naming it."""
+    if folder.exists() and not folder.is_dir():
+        raise typer.BadParameter(f"{folder} is a file, not a folder", param_hint=param_hint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise typer.BadParameter(
+            f"cannot create the folder {folder}: {_reason(e)}", param_hint=param_hint
+        ) from None
+
+
+def out_file(path: Path | None, *, param_hint: str = "--out") -> Path | None:
+    """Check an output file option before the work starts: its folder is created when missing
+    (as ``--out reports/x.html`` is meant), a folder in its place is a usage error."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise typer.BadParameter(
+            f"{path} is a folder; give a file name in it, e.g. {path / 'out'}",
+            param_hint=param_hint,
+        )
+    make_folder(path.parent, param_hint=param_hint)
+    return path
+
+
+def write_out(path: Path, data: str | bytes, *, param_hint: str = "--out") -> None:
+    """Write an output file (its folder created when missing); an OS refusal is a usage error
+    naming the file, not a traceback."""
+    out_file(path, param_hint=param_hint)
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+    except OSError as e:
+        raise typer.BadParameter(
+            f"cannot write {path}: {_reason(e)}", param_hint=param_hint
+        ) from None
+
+
 def emit_json(document: Any) -> None:
     """Print one JSON document on stdout."""
     sys.stdout.write(msgspec.json.encode(document, enc_hook=_enc).decode() + "\n")

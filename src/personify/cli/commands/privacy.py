@@ -18,7 +18,9 @@ from personify.cli.app import (
     app,
     console,
     emit_json,
+    out_file,
     pin_now,
+    write_out,
 )
 from personify.errors import ConfigError, PersonifyError
 
@@ -60,6 +62,7 @@ def export_command(
     from personify.session import open_session
 
     pin_now(now)
+    out_file(out)  # before the export is logged: a path that cannot be written refuses it
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
         doc = export_subject(wh, proj, who)
@@ -79,7 +82,7 @@ def export_command(
         return
     import msgspec
 
-    out.write_bytes(msgspec.json.format(msgspec.json.encode(doc, enc_hook=_enc), indent=2))
+    write_out(out, msgspec.json.format(msgspec.json.encode(doc, enc_hook=_enc), indent=2))
     console().print(
         f"wrote {sum(doc['counts'].values())} rows about customer {doc['customer_id']} to {out}"
     )

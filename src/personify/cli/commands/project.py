@@ -9,7 +9,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    make_folder,
+    pin_now,
+)
 
 
 @app.command("init", rich_help_panel="Start")
@@ -23,6 +32,7 @@ def init_command(
     """
     from personify.scaffold import init_project
 
+    make_folder(directory, param_hint="DIRECTORY")
     init_project(directory, force=force)
     out = console()
     out.print(f"Created a Personify project in [bold]{directory}[/]")

@@ -11,7 +11,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    out_file,
+    pin_now,
+    write_out,
+)
 from personify.cli.commands.report import report_app
 
 quality_app = typer.Typer(
@@ -116,7 +126,8 @@ def report_quality_command(
     from personify.session import open_session
 
     pin_now(now)
+    out_file(out)
     with open_session(project) as session:
         page = quality_report_html(session)
-    out.write_text(page, encoding="utf-8")
+    write_out(out, page)
     console().print(f"wrote {out}", markup=False)

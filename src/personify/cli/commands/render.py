@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    emit_json,
+    out_file,
+    pin_now,
+    write_out,
+)
 
 
 def _variables(pairs: list[str]) -> dict[str, Any]:
@@ -25,6 +34,27 @@ def _variables(pairs: list[str]) -> dict[str, Any]:
             value = raw
         out[name.strip()] = value
     return out
+
+
+def _vars_file(path: Path) -> Any:
+    """The JSON document in ``--vars``'s file; a missing or malformed file is a usage error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise typer.BadParameter(
+            f"cannot read {path}: {e.strerror or e}", param_hint="--vars"
+        ) from None
+    try:
+        return jsonlib.loads(text)
+    except ValueError as e:
+        where = (
+            f" (line {e.lineno}, column {e.colno})"
+            if isinstance(e, jsonlib.JSONDecodeError)
+            else ""
+        )
+        raise typer.BadParameter(
+            f"{path} is not JSON{where}: {getattr(e, 'msg', e)}", param_hint="--vars"
+        ) from None
 
 
 @app.command("render", rich_help_panel="Email")
@@ -73,9 +103,10 @@ def render_command(
     from personify.session import open_session
 
     pin_now(now)
+    out_file(out)
     variables: dict[str, Any] = {}
     if vars_file is not None:
-        loaded = jsonlib.loads(vars_file.read_text(encoding="utf-8"))
+        loaded = _vars_file(vars_file)
         if not isinstance(loaded, dict):
             raise typer.BadParameter("must hold a JSON object", param_hint="--vars")
         variables.update(loaded)
@@ -120,7 +151,7 @@ def render_command(
     html = html_part.get_content() if html_part is not None else ""
     text = text_part.get_content() if text_part is not None else ""
     if out is not None:
-        out.write_text(html, encoding="utf-8")
+        write_out(out, html)
     if json:
         journey = None
         if found is not None:

@@ -10,7 +10,17 @@ import typer
 from rich.table import Table
 
 from personify import clock
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    out_file,
+    pin_now,
+    write_out,
+)
 
 if TYPE_CHECKING:
     from personify.engagement.report import JourneysReport
@@ -49,6 +59,7 @@ def journeys_command(
     from personify.session import open_session
 
     pin_now(now)
+    out_file(out)
     with open_session(project) as session:
         at = clock.now()
         report = journeys_report(session.warehouse, session.project, at)
@@ -61,7 +72,7 @@ def journeys_command(
                 now=at,
                 revenue=revenue_series(session.warehouse, session.project, at),
             )
-            out.write_text(page, encoding="utf-8")
+            write_out(out, page)
     if json:
         emit_json(asdict(report))
         return
