@@ -205,3 +205,26 @@ def test_by_default_one_helper_per_core_beyond_the_first(
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
     assert pool_module.default_processes() == helpers
+
+
+def test_a_helper_whose_server_hangs_up_exits_quietly() -> None:
+    """At shutdown the server closes a helper's socket with the helper's READY still unread:
+    the helper's read then fails with ECONNRESET, which is its cue to exit, not a traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    ours, theirs = socket.socketpair()
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "personify.ingest.tracking.pool", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    theirs.close()
+    ours.settimeout(60)
+    assert ours.recv(1, socket.MSG_PEEK)  # its READY is here, left unread
+    ours.close()
+    _, err = helper.communicate(timeout=60)
+    assert helper.returncode == 0
+    assert "Traceback" not in err and "ConnectionResetError" not in err

@@ -328,7 +328,10 @@ def _answer(request: bytes) -> bytes:
 def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
     chunks, left = [], n
     while left:
-        chunk = sock.recv(min(left, 1 << 20))
+        try:
+            chunk = sock.recv(min(left, 1 << 20))
+        except ConnectionResetError:  # the server closed us with data unread: it is stopping
+            return None
         if not chunk:
             return None
         chunks.append(chunk)
