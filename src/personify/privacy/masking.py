@@ -67,12 +67,21 @@ def _phone(match: re.Match[str]) -> str:
 
 
 def mask_text(text: str) -> str:
-    """``text`` with email addresses, phone numbers and IPv4 addresses masked."""
+    """``text`` with email addresses, phone numbers and IPv4 addresses masked (but loopback
+    ``127.…`` and ``0.0.0.0``: a server's own listen address, never a person's)."""
     if not text:
         return text
     text = EMAIL.sub(lambda m: f"***@{m.group(1)}", text)
     text = PHONE.sub(_phone, text)
-    return IPV4.sub(lambda m: f"{m.group(1)}.x.x.x", text)
+    return IPV4.sub(_ipv4, text)
+
+
+def _ipv4(match: re.Match[str]) -> str:
+    address = match.group(0)
+    # loopback and "any": a server's own address, never a person's
+    if match.group(1) == "127" or address == "0.0.0.0":  # noqa: S104
+        return address
+    return f"{match.group(1)}.x.x.x"
 
 
 def mask_value(column: str, value: Any) -> Any:

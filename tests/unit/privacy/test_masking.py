@@ -16,6 +16,9 @@ def test_mask_text() -> None:
     kept = "2026-01-31T09:00:00Z: 1000000 rows in 12.5 s, run 42, port 8787"
     assert mask_text(kept) == kept
     assert mask_text("call 0612345678 now") == "call ***78 now"
+    served = "serving project shop on http://127.0.0.1:38861 and http://0.0.0.0:8787"
+    assert mask_text(served) == served
+    assert mask_text("client 10.1.2.3, 1127.0.0.1") == "client 10.x.x.x, 1127.0.0.1"
 
 
 def test_mask_value() -> None:
