@@ -172,6 +172,9 @@ def test_no_forward_runs_locally_and_meets_the_lock(served: Server) -> None:
     done = run("status", "--project", str(served.project), env={"PERSONIFY_NO_FORWARD": "1"})
     assert done.returncode != 0
     assert "in use by another process" in done.stderr
+    assert f"`personify serve` runs on this project (process {served.proc.pid}" in done.stderr
+    assert "unset it, or stop the server" in done.stderr
+    assert "start `personify serve`" not in done.stderr
 
 
 def test_sigterm_stops_cleanly(server: Server) -> None:
@@ -184,6 +187,8 @@ def test_sigterm_stops_cleanly(server: Server) -> None:
     assert not state.exists()
     log = server.output()
     assert "stopped by SIGTERM" in log
+    assert f"on http://127.0.0.1:{server.port}" in log  # its own address is no one's PII
+    assert "Traceback" not in log and "ConnectionResetError" not in log  # helpers exit quietly
     assert token not in log  # the control token never reaches the log
     # the warehouse is free again: commands run locally
     assert run_json("status", "--project", str(server.project))["project"] == "my-shop"

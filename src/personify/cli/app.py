@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from personify import clock
-from personify.errors import ConfigError, PersonifyError, Transient
+from personify.errors import ConfigError, PersonifyError, Transient, WarehouseBusy
 
 _ORDER = (
     "demo", "init", "status",
@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=args, prog_name="personify", standalone_mode=False)
     except PersonifyError as e:
+        if isinstance(e, WarehouseBusy):
+            from personify.cli.forward import busy_hint
+
+            e.hint = busy_hint(args) or e.hint
         err_console().print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise SystemExit(
             2 if isinstance(e, ConfigError) else (75 if isinstance(e, Transient) else 1)

@@ -317,6 +317,28 @@ def forward_if_served(args: list[str]) -> int | None:
     return _send(info, plan, cwd)
 
 
+def busy_hint(args: list[str]) -> str | None:
+    """What to do about a busy warehouse when forwarding was turned off while a server runs on
+    the project (it holds the warehouse); ``None`` when that is not why."""
+    if not _disabled(os.environ) or _inside_server():
+        return None
+    try:
+        plan = plan_forward(args, Path.cwd(), os.environ)
+    except OSError:
+        return None
+    if plan is None:
+        return None
+    from personify.server.lockfile import live_server
+
+    info = live_server(plan.project / ".personify")  # Project.state_dir
+    if info is None:
+        return None
+    return (
+        f"`personify serve` runs on this project ({info.describe()}) and {NO_FORWARD_ENV}=1 "
+        "keeps this command from running through it: unset it, or stop the server"
+    )
+
+
 def _say(message: str) -> None:
     sys.stderr.write(f"personify: {message}\n")
     sys.stderr.flush()
