@@ -74,3 +74,16 @@ def test_help_is_there_for_newcomers() -> None:
         assert command in done.stdout
     bad_now = personify("status", "--now", "yesterday")
     assert bad_now.returncode == 2 and "ISO 8601" in bad_now.stderr
+
+
+def test_piped_tables_never_cut_values(project_dir: Path) -> None:
+    """Output to a pipe or file is not cut at 80 columns (``8,7…``): a table is as wide as its
+    values."""
+    columns = ", ".join(
+        f"'{n:,}' AS count_number_{i}" for i, n in enumerate(range(9_000_001, 9_000_009))
+    )
+    done = personify("sql", f"SELECT {columns}", "--project", str(project_dir), env={"COLUMNS": ""})
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout
+    for i, n in enumerate(range(9_000_001, 9_000_009)):
+        assert f"{n:,}" in done.stdout and f"count_number_{i}" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,13 +71,27 @@ NowOpt = Annotated[
 ]
 
 
+PIPED_WIDTH = 1_000
+"""Columns a table may take when output is not a terminal (a pipe, a file, a forwarded
+command): wide enough that no value is cut to ``8,7…``; a table is only as wide as its values."""
+
+
+def _width(stream: Any) -> int | None:
+    """None (Rich's own: the terminal's, or ``COLUMNS``) on a terminal or when ``COLUMNS`` is
+    set; else :data:`PIPED_WIDTH` instead of Rich's 80."""
+    isatty = getattr(stream, "isatty", None)
+    if (callable(isatty) and isatty()) or os.environ.get("COLUMNS", "").strip():
+        return None
+    return PIPED_WIDTH
+
+
 def console() -> Console:
     """Human output (stdout)."""
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 
 def err_console() -> Console:
-    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 
 def pin_now(now: str | None) -> None:
