@@ -87,3 +87,14 @@ def test_piped_tables_never_cut_values(project_dir: Path) -> None:
     assert "…" not in done.stdout
     for i, n in enumerate(range(9_000_001, 9_000_009)):
         assert f"{n:,}" in done.stdout and f"count_number_{i}" in done.stdout
+
+
+def test_status_says_quarantine_reasons_in_words(project_dir: Path, tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("id,email\nc-1,ann@x.org\nc-2,not-an-email\nc-3,bob@\n")
+    p = ("--project", str(project_dir))
+    done = personify("import", str(people), "--table", "customers", "-m", "customer_id=id", *p)
+    assert done.returncode == 0, done.stderr
+    done = personify("status", *p)
+    assert done.returncode == 0, done.stderr
+    assert "quarantine: 2 row(s) — invalid_email 2\n" in done.stdout  # not {'invalid_email': 2}

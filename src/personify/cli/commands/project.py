@@ -181,7 +181,10 @@ def _print_status(report: dict[str, Any]) -> None:
     out.print(tables)
     _print_queues(report.get("queues") or {})
     q = report["quarantine"]
-    out.print(f"quarantine: {q['total']} row(s)" + (f" — {q['by_reason']}" if q["total"] else ""))
+    reasons = sorted(q["by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+    by_reason = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
+    line = f"quarantine: {q['total']:,} row(s)" + (f" — {by_reason}" if by_reason else "")
+    out.print(escape(line))
     _print_journeys(report.get("journeys") or {})
     run = report["last_run"]
     if run:
