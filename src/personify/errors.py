@@ -12,6 +12,7 @@ The tree::
     ├── SourceError                a source could not be read
     │   └── FileImportError        a file that cannot be imported at all (unreadable, wrong format)
     ├── ServiceUnavailable         a needed service (server, database) cannot be reached (Transient)
+    ├── UsageError                 a command-line value that cannot work here (names the option)
     └── NotFound                   a customer, segment, template … that does not exist
 
 ``Transient`` and ``Terminal`` are markers: retry loops retry ``Transient`` errors and give up at
@@ -127,6 +128,15 @@ class FileImportError(SourceError, Terminal):
 
 class ServiceUnavailable(PersonifyError, Transient):
     """A service Personify needs (warehouse server, running `personify serve`) is unreachable."""
+
+
+class UsageError(PersonifyError, Terminal):
+    """A command-line value that is well-formed but cannot work on this machine or project (e.g.
+    ``serve --host`` an address the machine does not have). ``option`` names it."""
+
+    def __init__(self, message: str, *, option: str | None = None, hint: str | None = None) -> None:
+        super().__init__(f"{option}: {message}" if option else message, hint=hint)
+        self.option = option
 
 
 class NotFound(PersonifyError, Terminal):

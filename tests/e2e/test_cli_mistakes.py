@@ -104,3 +104,23 @@ def test_init_on_a_file_or_a_folder_it_cannot_make(tmp_path: Path) -> None:
     afile.write_text("")
     _usage_error(personify("init", str(afile)), "is a file, not a folder")
     _usage_error(personify("init", "/proc/nope"), "cannot create the folder /proc/nope")
+
+
+def test_values_outside_the_allowed_ones_are_usage_errors(project_dir: Path) -> None:
+    p = ("--project", str(project_dir))
+    _usage_error(
+        personify("audit", "--action", "bogus", *p),
+        "unknown action 'bogus'",
+        "profile_read, export, erase, consent",
+    )
+    _usage_error(
+        personify("consent", "set", "c-1", "--purpose", "email_marketing", "--status", "maybe", *p),
+        "unknown consent status 'maybe'",
+        "granted, revoked",
+    )
+
+
+def test_serve_on_an_address_the_machine_lacks_is_a_usage_error(project_dir: Path) -> None:
+    # 192.0.2.0/24 is TEST-NET-1: documentation only, never a local address
+    done = personify("serve", "--host", "192.0.2.1", "--port", "0", "--project", str(project_dir))
+    _usage_error(done, "--host: 192.0.2.1 is not an address of this machine", "127.0.0.1")

@@ -13,7 +13,13 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from personify import clock
-from personify.errors import ConfigError, PersonifyError, Transient, WarehouseBusy
+from personify.errors import (
+    ConfigError,
+    PersonifyError,
+    Transient,
+    UsageError,
+    WarehouseBusy,
+)
 
 _ORDER = (
     "demo", "init", "status",
@@ -195,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
             e.hint = busy_hint(args) or e.hint
         err_console().print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise SystemExit(
-            2 if isinstance(e, ConfigError) else (75 if isinstance(e, Transient) else 1)
+            2
+            if isinstance(e, ConfigError | UsageError)
+            else (75 if isinstance(e, Transient) else 1)
         ) from None
     except typer.Abort:
         err_console().print("aborted")

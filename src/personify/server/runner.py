@@ -35,7 +35,7 @@ from typing import Any
 
 import personify
 from personify.config import Secret, load_project
-from personify.errors import ServiceUnavailable
+from personify.errors import ServiceUnavailable, UsageError
 from personify.server.lockfile import ServerInfo, ServerLock, new_instance_id, new_token, now_iso
 from personify.session import Session
 from personify.warehouse.base import backend_for
@@ -76,7 +76,13 @@ def bind(host: str, port: int) -> socket.socket:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as e:
-        raise ServiceUnavailable(f"cannot resolve --host {host!r}: {e.strerror}") from None
+        if e.errno == socket.EAI_AGAIN:  # the resolver is down for now
+            raise ServiceUnavailable(f"cannot resolve --host {host!r}: {e.strerror}") from None
+        raise UsageError(
+            f"cannot resolve {host!r}: {e.strerror}",
+            option="--host",
+            hint="give an address of this machine (127.0.0.1, 0.0.0.0 for every interface)",
+        ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -88,6 +94,18 @@ def bind(host: str, port: int) -> socket.socket:
         if e.errno == errno.EADDRINUSE:
             raise ServiceUnavailable(
                 f"port {port} on {host} is already in use", hint="choose another with --port"
+            ) from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(
+                f"{host} is not an address of this machine ({e.strerror})",
+                option="--host",
+                hint="give one it has: 127.0.0.1, or 0.0.0.0 for every interface",
+            ) from None
+        if e.errno == errno.EACCES:
+            raise UsageError(
+                f"not allowed to listen on {host}:{port} ({e.strerror})",
+                option="--port",
+                hint="ports below 1024 need privileges: choose another, e.g. --port 8787",
             ) from None
         raise ServiceUnavailable(f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sock

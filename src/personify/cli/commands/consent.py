@@ -20,13 +20,26 @@ app.add_typer(consent_app, name="consent", rich_help_panel="People")
 WhoArg = Annotated[str, typer.Argument(help="Customer id, email, or kind:value identifier.")]
 
 
+def _known_status(value: str) -> str:
+    from personify.privacy.consent import STATUSES
+
+    if value not in STATUSES:
+        raise typer.BadParameter(
+            f"unknown consent status {value!r}; use one of: {', '.join(STATUSES)}",
+            param_hint="--status",
+        )
+    return value
+
+
 @consent_app.command("set")
 def set_command(
     who: WhoArg,
     purpose: Annotated[
         str, typer.Option("--purpose", help="e.g. email_marketing, transactional, profiling.")
     ],
-    status: Annotated[str, typer.Option("--status", help="granted or revoked.")],
+    status: Annotated[
+        str, typer.Option("--status", help="granted or revoked.", callback=_known_status)
+    ],
     channel: Annotated[str, typer.Option("--channel", help="email, sms, …")] = "email",
     source: Annotated[str, typer.Option("--source", help="Where the change came from.")] = "cli",
     form: Annotated[
@@ -39,15 +52,13 @@ def set_command(
     """Record a consent change for a person, now (or at --now). A grant also supersedes older
     revocations recorded under the person's other ids; a revocation wins everywhere."""
     from personify.privacy.audit import log_action
-    from personify.privacy.consent import STATUSES, ConsentError, set_consent
+    from personify.privacy.consent import set_consent
     from personify.privacy.crypto import project_ring
     from personify.privacy.erase import invalidate_cached
     from personify.privacy.hashing import optional_key
     from personify.privacy.subjects import resolve
     from personify.session import open_session
 
-    if status not in STATUSES:
-        raise ConsentError(f"unknown consent status {status!r}", hint="use granted or revoked")
     pin_now(now)
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project

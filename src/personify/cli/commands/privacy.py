@@ -191,11 +191,25 @@ def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> No
     console().print(table)
 
 
+def _known_action(value: str | None) -> str | None:
+    from personify.privacy.audit import ACTIONS
+
+    if value is not None and value not in ACTIONS:
+        raise typer.BadParameter(
+            f"unknown action {value!r}; use one of: {', '.join(ACTIONS)}", param_hint="--action"
+        )
+    return value
+
+
 @app.command("audit", rich_help_panel="People")
 def audit_command(
     action: Annotated[
         str | None,
-        typer.Option("--action", help="Only this action: profile_read, export, erase, consent."),
+        typer.Option(
+            "--action",
+            help="Only this action: profile_read, export, erase, consent.",
+            callback=_known_action,
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="Most entries to show.")] = 100,
     check: Annotated[
