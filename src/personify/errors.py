@@ -43,7 +43,8 @@ class PersonifyError(Exception):
 
 
 class ConfigError(PersonifyError, Terminal):
-    """The project file is wrong. ``file``, ``line`` and ``key`` locate the mistake."""
+    """The project file is wrong. ``file``, ``line`` and ``key`` locate the mistake; a ``key``
+    given without ``file`` is one of ``personify.yml``."""
 
     def __init__(
         self,
@@ -54,12 +55,14 @@ class ConfigError(PersonifyError, Terminal):
         key: str | None = None,
         hint: str | None = None,
     ) -> None:
-        where = file or "<config>"
-        if line is not None:
+        # a key without a file is a key of the project file (personify.config.PROJECT_FILE,
+        # spelt out: config imports this module); no file, no key: nothing to name
+        where = file or ("personify.yml" if key else "")
+        if line is not None and where:
             where += f":{line}"
         if key:
             where += f": {key}"
-        super().__init__(f"{where}: {message}", hint=hint)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
         self.file = file
         self.line = line
         self.key = key

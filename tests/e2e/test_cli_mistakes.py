@@ -124,3 +124,12 @@ def test_serve_on_an_address_the_machine_lacks_is_a_usage_error(project_dir: Pat
     # 192.0.2.0/24 is TEST-NET-1: documentation only, never a local address
     done = personify("serve", "--host", "192.0.2.1", "--port", "0", "--project", str(project_dir))
     _usage_error(done, "--host: 192.0.2.1 is not an address of this machine", "127.0.0.1")
+
+
+def test_errors_about_the_project_file_name_it(project_dir: Path) -> None:
+    p = ("--project", str(project_dir))
+    worker = personify("serve", "--role", "worker", *p)
+    _usage_error(worker, "error: personify.yml: bus: --role worker needs a message bus")
+    rotate = personify("privacy", "rotate-keys", *p)
+    _usage_error(rotate, "error: personify.yml: privacy.encryption_keys: no encryption key ring")
+    assert "<config>" not in worker.stderr + rotate.stderr

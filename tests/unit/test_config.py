@@ -182,3 +182,11 @@ def test_init_scaffold_loads(project_dir: Path) -> None:
     for folder in ("segments", "rules", "templates", "tracking-plan"):
         assert (project_dir / folder).is_dir()
     assert ".env" in (project_dir / ".gitignore").read_text()
+
+
+def test_config_errors_name_the_project_file_for_a_key() -> None:
+    from personify.errors import ConfigError
+
+    assert str(ConfigError("needs a bus", key="bus")) == "personify.yml: bus: needs a bus"
+    assert str(ConfigError("bad", file="x.yml", line=3, key="k")) == "x.yml:3: k: bad"
+    assert str(ConfigError("the plan changed")) == "the plan changed"
