@@ -45,6 +45,8 @@ def test_import_mistakes_name_the_problem(project_dir: Path, tmp_path: Path) -> 
         "import", str(tmp_path / "nope.csv"), "--table", "customers", "--project", str(project_dir)
     )
     assert done.returncode == 1 and "nope.csv: no such file" in done.stderr
+    done = personify("import", str(tmp_path), "--table", "customers", "--project", str(project_dir))
+    assert done.returncode == 1 and f"{tmp_path} is a folder, not a file" in done.stderr
     done = personify(
         "import", "x.csv", "--table", "customers", "--map", "oops", "--project", str(project_dir)
     )

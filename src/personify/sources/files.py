@@ -179,6 +179,8 @@ def import_file(
         delimiter=delimiter,
         on_conflict=on_conflict,
     )
+    if file.is_dir():
+        raise FileImportError(f"{path} is a folder, not a file", hint="name a file in it")
     if not file.is_file():
         raise FileImportError(f"{path}: no such file", hint="check the path")
     return _import(session, spec, [file], progress=progress, batch_rows=batch_rows)
@@ -189,6 +191,11 @@ def expand(project: Project, pattern: str) -> list[Path]:
     exist is an error; a glob that matches nothing is no files."""
     full = project.path(pattern)
     if not glob.has_magic(str(full)):
+        if full.is_dir():
+            raise FileImportError(
+                f"{pattern} is a folder, not a file",
+                hint="name a file, or its files with a glob (e.g. data/*.csv)",
+            )
         if not full.is_file():
             raise FileImportError(
                 f"{pattern}: no such file (looked in {full.parent})",
