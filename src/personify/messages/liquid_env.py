@@ -64,12 +64,38 @@ def text_environment() -> Environment:
     return _Guarded(undefined=StrictUndefined, autoescape=False)
 
 
-def translate(err: LiquidError, template: str, line_offset: int = 0) -> RenderError:
-    """A Liquid error as a :class:`RenderError` naming the template, line and variable."""
+_TAG = re.compile(r"\{%-?\s*(\w+)")
+_EXPECTED_END = re.compile(r"expected tag (end\w+)")
+
+
+def _unclosed(source: str, end: str) -> int | None:
+    """Offset in ``source`` of the last block tag still open at its end that ``end`` closes
+    (``endif`` closes ``if``), if any."""
+    opened = end.removeprefix("end")
+    stack: list[int] = []
+    for match in _TAG.finditer(source):
+        if match.group(1) == opened:
+            stack.append(match.start())
+        elif match.group(1) == end and stack:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
+def translate(
+    err: LiquidError, template: str, line_offset: int = 0, source: str | None = None
+) -> RenderError:
+    """A Liquid error as a :class:`RenderError` naming the template, line and variable.
+    ``source``: the text parsed, to place an error at its end (a block never closed) on the
+    line of the block's opening tag."""
     token = err.token
     line: int | None = None
     if token is not None and getattr(token, "source", None) is not None:
         line = token.source.count("\n", 0, token.start_index) + 1 + line_offset
+    expected = _EXPECTED_END.search(str(err.message or ""))
+    if token is not None and token.start_index < 0 and source is not None and expected:
+        start = _unclosed(source, expected.group(1))
+        if start is not None:
+            line = source.count("\n", 0, start) + 1 + line_offset
     message = str(err.message or type(err).__name__)
     variable: str | None = None
     hint: str | None = None

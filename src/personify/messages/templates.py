@@ -138,7 +138,7 @@ class TemplateStore:
         try:
             parsed_body = self._html.from_string(body, name=f"{name}.liquid")
         except LiquidError as e:
-            raise translate(e, f"{name}.liquid", offset) from None
+            raise translate(e, f"{name}.liquid", offset, body) from None
         try:
             parsed_subject = self._text.from_string(subject, name=f"{name} subject")
         except LiquidError as e:

@@ -49,6 +49,15 @@ def test_undefined_variable_names_template_line_and_variable(tmp_path: Path) -> 
     assert "cart.liquid:5" in err.reason and "'discount'" in err.reason
 
 
+def test_an_unclosed_block_is_placed_at_its_opening_tag(tmp_path: Path) -> None:
+    body = "<p>a</p>\n{% if x %}b{% endif %}\n<p>c</p>\n{%- if customer.first_name %}\n<p>d</p>\n"
+    s = store(tmp_path, {"cart.liquid": "---\nsubject: s\n---\n" + body})
+    with pytest.raises(RenderError) as info:
+        s.get("cart")
+    assert info.value.line == 7  # the if never closed, not the first line after front matter
+    assert "cart.liquid:7" in info.value.reason
+
+
 def test_undefined_in_subject(tmp_path: Path) -> None:
     s = store(tmp_path, {"a.liquid": "---\nsubject: '{{ nope }}'\n---\nx"})
     with pytest.raises(RenderError, match="nope"):
