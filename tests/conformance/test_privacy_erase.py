@@ -560,7 +560,8 @@ def test_free_text_and_json_match_whole_identifiers_only(
                 "message_id": "m-joann",
                 "type": "identify",
                 "user_id": "u-joann",
-                "traits": '{"email": "joann@ex.example", "friend": "ANN@ex.example"}',
+                "traits": '{"email": "joann@ex.example", "friend": "ANN@ex.example", '
+                '"note": "ask Ann@ex.example,ann@ex.example or joann@ex.example"}',
                 "timestamp": _day(1),
                 "received_at": _day(1),
                 "source": "web",
@@ -610,7 +611,11 @@ def test_free_text_and_json_match_whole_identifiers_only(
     assert left == ["q-joann", "q-longer", "q-sku"]
     traits = wh.scalar("SELECT traits FROM events WHERE message_id = 'm-joann'")
     traits = json.loads(traits) if isinstance(traits, str) else traits
-    assert traits == {"email": "joann@ex.example", "friend": "[erased]"}
+    assert traits == {
+        "email": "joann@ex.example",
+        "friend": "[erased]",
+        "note": "ask [erased],[erased] or joann@ex.example",  # whole tokens in longer text
+    }
     assert sorted(p.name for p in outbox.iterdir()) == ["index.jsonl", "k-joann.eml"]
 
 

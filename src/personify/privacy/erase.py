@@ -51,7 +51,6 @@ from personify.privacy.footprint import (
     footprint,
     mention_pattern,
     personal_tables,
-    value_pattern,
     where,
 )
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized, identifier_hash, project_key
@@ -73,6 +72,10 @@ _FIRST: tuple[str, ...] = ("order_items",)
 """Tables erased before the others (order items are found through their orders)."""
 _SPECIAL = frozenset({"suppressions"})
 REDACTED = "[erased]"
+_KEEP_BOUNDS = "\\1" + REDACTED + "\\3"
+"""The replacement of a mention: its bounding characters (groups 1 and 3) around ``[erased]``."""
+_SCRUB_PASSES = 4
+"""At most this many replacement passes per pattern and JSON column (see :func:`_scrub_json`)."""
 
 
 @dataclass
@@ -343,23 +346,32 @@ def _erase_table(wh: Warehouse, t: Table, f: Footprint) -> int:
 
 
 def _scrub_json(wh: Warehouse, t: Table, f: Footprint) -> int:
-    """In the rows that remain, JSON string values that are the person's email (any case) or
-    phone — whole values only: ``"joann@ex.example"`` is someone else's."""
-    pattern = value_pattern({*f.emails, *f.phones})
+    """In the rows that remain, the person's email (any case) and phone inside JSON strings
+    become ``[erased]`` — a whole value (``"ann@ex.example"``) or a whole token in a longer text
+    (``"note": "call ann@ex.example"``); ``joann@ex.example`` is someone else's
+    (:func:`~personify.privacy.footprint.mention_pattern`: the bounding characters are matched,
+    and put back by ``\\1`` and ``\\3``). Returns the rows changed."""
     json_cols = [c.name for c in t.columns if c.type == "JSON"]
-    if pattern is None or not json_cols:
+    patterns = [
+        p for p in (mention_pattern(e.lower() for e in f.emails), mention_pattern(f.phones)) if p
+    ]
+    if not patterns or not json_cols:
         return 0
     changed = 0
     for col in json_cols:
         q = quote(col)
-        changed += max(
-            wh.execute(
-                f"UPDATE {quote(t.name)} SET {q} = CAST(regexp_replace(CAST({q} AS VARCHAR), ?, "
-                f"?, 'gi') AS JSON) WHERE regexp_matches(CAST({q} AS VARCHAR), ?, 'i')",
-                [pattern, json.dumps(REDACTED), pattern],
-            ),
-            0,
-        )
+        for pattern in patterns:
+            # a bounding character matched by one mention is not there for the next one
+            # (``a@x.org,a@x.org``): again until none is left; the first pass counts the rows
+            for attempt in range(_SCRUB_PASSES):
+                n = wh.execute(
+                    f"UPDATE {quote(t.name)} SET {q} = CAST(regexp_replace(CAST({q} AS VARCHAR), "
+                    f"?, ?, 'gi') AS JSON) WHERE regexp_matches(CAST({q} AS VARCHAR), ?, 'i')",
+                    [pattern, _KEEP_BOUNDS, pattern],
+                )
+                if n <= 0:
+                    break
+                changed += n if attempt == 0 else 0
     return changed
 
 

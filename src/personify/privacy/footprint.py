@@ -98,15 +98,6 @@ def mention_pattern(terms: Iterable[str]) -> str | None:
     return "|".join(parts) or None
 
 
-def value_pattern(terms: Iterable[str]) -> str | None:
-    """A regular expression finding JSON string values (as JSON text) equal to one of
-    ``terms`` — match it case-insensitively — or ``None`` without terms."""
-    found = sorted({t for t in terms if t})
-    if not found:
-        return None
-    return '"(' + "|".join(_literal(t) for t in found) + ')"'
-
-
 @dataclass(frozen=True)
 class Footprint:
     """The keys a person's rows are found by."""
