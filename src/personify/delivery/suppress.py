@@ -194,11 +194,15 @@ def apply_events(
         for cid in lookup(wh, "email", address):
             holders.setdefault(address, set()).add(cid)
     named = current_ids(wh, [e.customer_id for e in events if e.customer_id])
+    # a report about a person erased since (a late bounce): their address is suppressed, by its
+    # hash, but their customer id is not written back
+    gone = {cid for cid in set(named.values()) if erased_customer(wh, key, cid)}
     entries: list[tuple[str | None, str | None]] = []
     reasons: dict[tuple[str | None, str | None], str] = {}
     for event in events:
         email = event.email.strip()
         ids = {named[event.customer_id]} if event.customer_id else holders.get(email.lower(), set())
+        ids -= gone
         owners: list[str | None] = [*sorted(ids)] or [None]
         for cid in owners:
             entry = (cid, email)
