@@ -98,3 +98,11 @@ def test_status_says_quarantine_reasons_in_words(project_dir: Path, tmp_path: Pa
     done = personify("status", *p)
     assert done.returncode == 0, done.stderr
     assert "quarantine: 2 row(s) — invalid_email 2\n" in done.stdout  # not {'invalid_email': 2}
+
+
+def test_flags_show_no_value_type() -> None:
+    """``--json`` takes no value: its help line says nothing like ``<bool>`` (Typer 0.29 did)."""
+    done = personify("status", "--help", env={"COLUMNS": "120"})
+    assert done.returncode == 0, done.stderr
+    assert "--json" in done.stdout and "<bool>" not in done.stdout
+    assert "<path>" in done.stdout  # an option that takes a value keeps its type

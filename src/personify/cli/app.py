@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from personify import clock
 from personify.errors import (
@@ -30,6 +30,16 @@ _ORDER = (
     "serve",
 )  # fmt: skip
 """Commands in the order data moves, as ``personify --help`` lists them."""
+
+
+def _flag_type_rich(self: TyperOption, ctx: Any) -> str | None:
+    """No type column for a flag (``--json``, ``--help``): it takes no value. Typer 0.29 shows
+    ``<bool>`` there, which reads as if ``--json true`` were the way to use it."""
+    return None if self.is_flag else _option_type_rich(self, ctx)
+
+
+_option_type_rich = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign]
 
 
 class _InDataFlowOrder(TyperGroup):
