@@ -25,3 +25,26 @@ from personify.cli.commands.project import lag_text
 )
 def test_lag_text(seconds: float | None, shown: str) -> None:
     assert lag_text(seconds) == shown
+
+
+def test_a_source_ahead_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    from personify.cli.commands.project import _print_status
+
+    def report(lag: float) -> dict[str, object]:
+        source = {"name": "web", "kind": "tracking", "last_sync_at": None, "quarantined": 0}
+        return {
+            "project": "shop",
+            "root": "/p",
+            "warehouse": {"backend": "duckdb", "url": "duckdb:///w", "schema_version": 17},
+            "sources": [{**source, "lag_seconds": lag}],
+            "tables": {},
+            "quarantine": {"total": 0, "by_reason": {}},
+            "last_run": None,
+        }
+
+    _print_status(report(-10_783))
+    assert "ahead: the source's newest data is stamped after" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    _print_status(report(10_783))
+    assert "ahead" not in capsys.readouterr().out

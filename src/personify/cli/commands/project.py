@@ -171,6 +171,12 @@ def _print_status(report: dict[str, Any]) -> None:
             s.get("next_run_at") or "—",
         )
     out.print(sources)
+    if any((s["lag_seconds"] or 0) < 0 for s in report["sources"]):
+        out.print(
+            "ahead: the source's newest data is stamped after this report's instant — a "
+            "sender's clock ahead, data simulated into the future (the demo's email reactions) "
+            "or a --now in the past"
+        )
     for s in report["sources"]:
         if s.get("last_error"):
             out.print(f"[red]{escape(s['name'])}: last run failed: {escape(s['last_error'])}[/]")
