@@ -138,8 +138,11 @@ def test_every_loader_stamps_received_at(session: Session, tmp_path: Path) -> No
     rest_load(wh, "shop", orders, [shop_order(1, "ann@example.com", T0)], NOW)
     assert wh.fetch("SELECT order_id, received_at FROM orders") == [("5901", NOW)]
     assert wh.fetch("SELECT received_at FROM order_items") == [(NOW,)]
-    later = NOW + timedelta(minutes=5)  # the same order synced again: stored again, re-stamped
+    later = NOW + timedelta(minutes=5)  # the same order synced again, unchanged: a duplicate
     rest_load(wh, "shop", orders, [shop_order(1, "ann@example.com", T0)], later)
+    assert wh.fetch("SELECT order_id, received_at FROM orders") == [("5901", NOW)]
+    refunded = {**shop_order(1, "ann@example.com", T0), "financial_status": "refunded"}
+    rest_load(wh, "shop", orders, [refunded], later)  # changed: stored again, re-stamped
     assert wh.fetch("SELECT order_id, received_at FROM orders") == [("5901", later)]
     rest_load(wh, "helpdesk", TICKETS, [zendesk_ticket(1, "ann@example.com", T0)], NOW)
     assert wh.fetch("SELECT ticket_id, received_at FROM tickets") == [("10001", NOW)]
