@@ -219,9 +219,10 @@ class Warehouse(abc.ABC):
         return f" ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
 
 
-UNCOMPARED: Final = frozenset({"received_at", "updated_at"})
+UNCOMPARED: Final = frozenset({"received_at"})
 """Columns an update writes but does not compare: when a row arrives again, the instant it was
-received (or stamped by the loader) is not a change of its data."""
+received is not a change of its data. (``updated_at`` is compared: on ``consents`` it is when
+consent was given, and a source's own ``updated_at`` of an order or ticket dates its values.)"""
 
 
 def changed_sql(table: Table, columns: Sequence[str], stored: str, incoming: str) -> str | None:
