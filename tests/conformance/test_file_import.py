@@ -54,8 +54,8 @@ def write(session: Session, name: str, text: str) -> Path:
 
 
 def event(message_id: str, **fields: Any) -> str:
-    """One JSON Lines event (a track call by user ``u``)."""
-    body = {"messageId": message_id, "type": "track", "userId": "u"}
+    """One JSON Lines event (a ``Viewed`` track call by user ``u``)."""
+    body = {"messageId": message_id, "type": "track", "event": "Viewed", "userId": "u"}
     body |= {"timestamp": "2025-05-01T00:00:00Z"} | fields
     return json.dumps({k: v for k, v in body.items() if v is not None})
 
@@ -233,7 +233,7 @@ def test_keys_hashed_by_validation_meet_keys_stored_by_other_writers(
     data = pa.table(
         {
             "messageId": sent,
-            "type": ["track"] * len(sent),
+            "type": ["page"] * len(sent),
             "userId": ["u"] * len(sent),
             "timestamp": ["2025-05-01T00:00:00Z"] * len(sent),
         }
@@ -547,6 +547,51 @@ def test_the_lanes_beside_the_largest_run_at_a_lower_priority(
     assert seen["web"] == (base, base)  # the largest lane
     assert seen["shop"] == (lower, lower) and seen["consent"] == (lower, lower)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+def test_events_the_tracking_api_would_quarantine_are_quarantined(session: Session) -> None:
+    path = write(
+        session,
+        "ev.jsonl",
+        "\n".join(
+            [
+                event("f1"),
+                event("f5", type="bogus"),
+                event("f6", event=None),
+                event("f7", properties="notobj"),
+                event("f8", event="E\u0000"),
+            ]
+        )
+        + "\n",
+    )
+    result = import_file(session, path, table="events", source_name="web")
+    assert (result.counts["rows_loaded"], result.counts["rows_quarantined"]) == (1, 4)
+    assert rows(session, "SELECT message_id FROM events") == [("f1",)]
+    got = rows(session, "SELECT location, reason, detail, payload FROM quarantine ORDER BY 1")
+    assert [r[:3] for r in got] == [
+        (
+            "data/ev.jsonl:2",
+            "invalid_type",
+            'data/ev.jsonl:2: column "type": "bogus" is not a message type (one of track, '
+            "identify, page, screen, group, alias)",
+        ),
+        (
+            "data/ev.jsonl:3",
+            "missing_required",
+            'data/ev.jsonl:3: column "event" is required but missing (a track call needs event)',
+        ),
+        (
+            "data/ev.jsonl:4",
+            "invalid_type",
+            'data/ev.jsonl:4: column "properties": "notobj" is not a JSON object',
+        ),
+        (
+            "data/ev.jsonl:5",
+            "invalid_value",
+            'data/ev.jsonl:5: column "event": text may not contain NUL characters (\\u0000)',
+        ),
+    ]
+    assert '"event": "E\\u0000"' in got[3][3]  # the line as read
 
 
 def test_files_that_cannot_be_read_raise_naming_them(session: Session) -> None:

@@ -77,6 +77,30 @@ def valid_sql(f: Field, i: int) -> str | None:
     return f"{v} IS NOT NULL"
 
 
+NUL_ESCAPED: Final = r"(^|[^\\])(\\\\)*\\u0000"
+"""A ``\\u0000`` escape in JSON text (after an even number of backslashes: ``\\\\u0000`` is a
+backslash and ``u0000``)."""
+
+
+def nul_sql(f: Field, i: int) -> str | None:
+    """True when a present text or JSON value holds a NUL character (``None``: the column is
+    neither). Text holds it as is, JSON text as an escape; the escape is looked for first, the
+    pattern matched only where it is."""
+    typ = f.column.type
+    if typ not in ("VARCHAR", "JSON"):
+        return None
+    if typ == "VARCHAR" and f.kind in ("text", "typed"):
+        return f"contains(v{i}, chr(0))"
+    json = f"s{i}" if f.kind == "text" else f"v{i}"
+    # (CASE, not AND/OR: DuckDB evaluates both sides of those for every row)
+    escaped = (
+        f"CASE WHEN contains({json}, '\\u0000') THEN regexp_matches({json}, '{NUL_ESCAPED}') END"
+    )
+    if f.kind != "text":
+        return escaped
+    return f"CASE WHEN contains({json}, chr(0)) THEN true ELSE {escaped} END"
+
+
 def final_sql(f: Field, i: int) -> str:
     """The value loaded: typed, or the column's default."""
     if f.sql is None:

@@ -55,6 +55,9 @@ from personify.ingest.reasons import (  # the registry, re-exported
     MISSING_REQUIRED as MISSING_REQUIRED,
 )
 from personify.ingest.reasons import (
+    NUL_MESSAGE as NUL_MESSAGE,
+)
+from personify.ingest.reasons import (
     OUT_OF_RANGE as OUT_OF_RANGE,
 )
 from personify.ingest.reasons import (
@@ -120,14 +123,19 @@ def to_rows(
     The id hashes the source, the origin and the line; with ``same``, the payload too: a file's
     rows (``origin`` its path) then keep their id across versions of the file as long as the row
     and its line are unchanged, so a corrected file imported again quarantines a row still bad
-    once (see :func:`supersede`)."""
+    once (see :func:`supersede`).
+
+    A NUL character in the payload (a CSV row that has one) is written ``\\u0000``: PostgreSQL's
+    text holds none."""
     payload = " || ':' || coalesce(payload, '')" if same else ""
     with registered(con, bad) as view:
         return arrow(
             con,
             "SELECT left(sha256($source || ':' || $origin || ':' || CAST(line AS VARCHAR)"
             f"{payload}), 32) AS id, $source AS source, CAST($received_at AS TIMESTAMPTZ) AS "
-            f"received_at, reason, detail, payload, location FROM {view}",
+            "received_at, reason, detail, CASE WHEN contains(payload, chr(0)) "
+            "THEN replace(payload, chr(0), '\\u0000') ELSE payload END AS payload, location "
+            f"FROM {view}",
             {"source": source, "origin": origin, "received_at": received_at},
         )
 

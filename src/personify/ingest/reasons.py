@@ -25,10 +25,11 @@ PLAN_VIOLATION: Final = "tracking_plan_violation"
 CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
 
 REASONS: Final[dict[str, str]] = {
-    MISSING_REQUIRED: "a required column or field is missing or empty (a tracking event: "
+    MISSING_REQUIRED: "a required column or field is missing or empty (an event: "
     "messageId; event for track, groupId for group, userId and previousId for alias)",
-    INVALID_TYPE: "a value cannot be read as its column's type (a tracking event: not an object, "
-    "a field of the wrong type, or an unknown message type)",
+    INVALID_TYPE: "a value cannot be read as its column's type (an event: not an object, a field "
+    "of the wrong type, properties/traits/context that are not objects, or an unknown message "
+    "type)",
     INVALID_EMAIL: "an email column holds something that is not an email address",
     MALFORMED_JSON: "not decodable JSON: a JSON Lines line that is not a JSON object (or not "
     "UTF-8), a webhook body or tracking event that does not parse",
@@ -37,7 +38,8 @@ REASONS: Final[dict[str, str]] = {
     MISSING_IDENTITY: "an event with neither a userId nor an anonymousId",
     OUT_OF_RANGE: "a value outside its column's range (a quantity of 0 or less, a negative price)",
     EVENT_TOO_LARGE: "a tracking event's JSON is over 32 KB (rejected, not kept)",
-    INVALID_VALUE: "a tracking event's string holds a NUL character",
+    INVALID_VALUE: "text holds a NUL character (a tracking event's string, a file's text or JSON "
+    "value)",
     INVALID_TIMESTAMP: "a tracking event's timestamp is not ISO 8601 or is out of range",
     PLAN_VIOLATION: "the tracking plan's JSON Schema for the event refuses it",
     CONFLICTING_DUPLICATE: "a messageId already stored with another payload (the first is kept)",
@@ -45,6 +47,9 @@ REASONS: Final[dict[str, str]] = {
 """Every quarantine reason code and what it means — the one registry: the file importer, the
 REST and webhook sources and the tracking API (:mod:`personify.ingest.tracking.normalize`) all
 take their codes from here."""
+
+NUL_MESSAGE: Final = "text may not contain NUL characters (\\u0000)"
+"""Why a value with a NUL is refused (``invalid_value``): the tracking API's words and a file's."""
 
 TRACKING_REASONS: Final = frozenset(
     {

@@ -6,13 +6,17 @@ Python loop per row. Checks, in the target table's column order, first problem w
 * ``malformed_json`` — a JSON Lines line that is not UTF-8, not JSON, or not an object;
 * ``missing_required`` — a NOT NULL column without a value (empty and blank count as missing);
   bookkeeping columns get defaults instead (:data:`~personify.ingest.fields.DEFAULTS`);
+* ``invalid_value`` — text or JSON text holding a NUL character (as is, or JSON's ``\\u0000``):
+  looked for only in batches whose bytes hold one (:meth:`Validator._may_hold_nul`);
 * ``invalid_type`` — a value that does not cast: ISO 8601 timestamps with or without a zone (no
   zone = UTC; stored in UTC), dates, integers (``12`` or ``12.0``, not ``12.5``), finite numbers,
   booleans (``true/false``, ``t/f``, ``yes/no``, ``y/n``, ``1/0``), JSON text;
 * ``invalid_email`` — an ``email`` column that is not ``local@domain.tld`` (the value itself is
   kept as given otherwise — blanks around it, capitals: normalizing is a later stage's job);
-* row rules (:mod:`personify.ingest.rules`) — ``missing_identity`` (an event with neither
-  ``userId`` nor ``anonymousId``), ``out_of_range`` (a quantity of 0 or less, a negative price);
+* row rules (:mod:`personify.ingest.rules`) — an event's the tracking API's (a known ``type``,
+  the fields its type needs, ``properties``/``traits``/``context`` objects, ``missing_identity``:
+  neither ``userId`` nor ``anonymousId``), ``out_of_range`` (a quantity of 0 or less, a negative
+  price);
 * ``duplicate_key_in_file`` — a primary key already seen in the same file (across batches): the
   first valid row is kept.
 
@@ -51,6 +55,9 @@ and letter case are left for normalization (a later stage) to clean."""
 RAW_COLUMN: Final = "__raw"
 """The one column of a JSON Lines batch: each line's bytes, newline included."""
 _WS: Final = " \t\r\n"
+_NUL_ESCAPE: Final = "\\u0000"
+"""A NUL as JSON writes it (SQL string literals keep backslashes as they are)."""
+_NUL_ESCAPE_BYTES: Final = re.compile(re.escape(_NUL_ESCAPE.encode()))
 _BATCH, _KEYS, _BAD, _FLAG = "__batch", "__keys", "__bad", "__blank"
 _BAD_COLUMNS: Final = ["__line", "__pos", "__k", "__value"]
 _NOT_BLANK_LINE: Final = (  # (trimming only lines that start with a blank: see casts._nonblank)
@@ -118,8 +125,11 @@ class Validator:
         }
         self.problems: list[_Problem] = []
         self._malformed = 0
+        self._nul_whens: set[str] = set()
         self.key = [f for f in self.fields if f.name in table.primary_key]
-        self._sql = self._main_sql()
+        self._sql: dict[bool, str] = {}
+        """The validation query without, and with, the checks for NUL characters."""
+        self._compile()
         self._dup = self._problem(_duplicate_problem(self.key))
         self.con = open_engine()
         complete = self.key and all(f.sql or f.default for f in self.key)
@@ -135,7 +145,7 @@ class Validator:
             "__pos", pa.array(np.arange(n, dtype=np.int64))
         )
         with registered(self.con, raw, _BATCH):
-            result = self._run(self._sql)
+            result = self._run(self._sql[self._may_hold_nul(data)])
         if self.passed:
             result = self._with_passed(raw, result)
         if result.column("__k").null_count == result.num_rows:  # all valid: no copies
@@ -169,14 +179,30 @@ class Validator:
         params = {k: v for k, v in self.params.items() if k in used}
         return arrow(self.con, sql, params)
 
-    def _main_sql(self) -> str:
-        source = self._source_sql()
+    def _compile(self) -> None:
+        whens = self._check_whens()
+        self._sql = {nul: self._main_sql(whens, nul=nul) for nul in (False, True)}
+
+    def _may_hold_nul(self, data: pa.Table) -> bool:
+        """Whether a value of the batch may hold a NUL character: the validation query checks
+        for them only then (the checks cost ~10% of it; the search a tenth of that)."""
+        if self.fmt == "jsonl":  # (a NUL byte is not JSON: only the escape can be one)
+            return any(
+                _NUL_ESCAPE_BYTES.search(memoryview(buffer))
+                for chunk in data.column(RAW_COLUMN).chunks
+                if (buffer := chunk.buffers()[2]) is not None
+            )
+        return any(_holds_nul(chunk) for column in data.columns for chunk in column.chunks)
+
+    def _main_sql(self, whens: list[str], *, nul: bool) -> str:
+        source = self._source_sql(nul=nul)
         values = ", ".join(
             f"{casts.value_sql(f, i)} AS v{i}"
             for i, f in enumerate(self.fields)
             if f.sql is not None
         )
-        checks = self._checks_sql()
+        whens = [w for w in whens if nul or w not in self._nul_whens]
+        checks = f"CASE {' '.join(whens)} END" if whens else "NULL::INTEGER"
         typed = f"SELECT *{', ' + values if values else ''} FROM ({source})"
         outputs = ", ".join(
             f"(s{i} IS NOT NULL AND v{i} IS NULL) AS {_FLAG}{i}"
@@ -190,28 +216,31 @@ class Validator:
             f"(SELECT *, {checks} AS __k FROM ({typed}))"
         )
 
-    def _source_sql(self) -> str:
+    def _source_sql(self, *, nul: bool) -> str:
         cols = ", ".join(f"{f.sql} AS s{i}" for i, f in enumerate(self.fields) if f.sql)
         cols = ", " + cols if cols else ""
         if self.fmt == "jsonl":
             text = f"SELECT __line, __pos, TRY(decode({RAW_COLUMN})) AS __text FROM {_BATCH}"
+            flag = f", contains(__text, '{_NUL_ESCAPE}') AS __nul" if nul else ""
             parsed = (
-                "SELECT __line, __pos, __text, TRY(json_transform(__text, $structure)) AS __j "
-                f"FROM ({text}) WHERE {_NOT_BLANK_LINE}"
+                "SELECT __line, __pos, __text, TRY(json_transform(__text, $structure)) AS __j"
+                f"{flag} FROM ({text}) WHERE {_NOT_BLANK_LINE}"
             )
             bad = (
                 "CASE WHEN __text IS NULL THEN 1 WHEN __j IS NULL THEN 2 "
                 "WHEN starts_with(__text, '{') THEN NULL "
                 "WHEN NOT starts_with(ltrim(__text, $ws), '{') THEN 2 END"
             )
-            return f"SELECT __line, __pos, {bad} AS __bad{cols} FROM ({parsed})"
+            flag = ", __nul" if nul else ""
+            return f"SELECT __line, __pos{flag}, {bad} AS __bad{cols} FROM ({parsed})"
         where = ""
         if self.fmt == "csv" and self.raw_fields:
             blank = " AND ".join(f"{quote(c)} = ''" for c in self.raw_fields)
             where = f" WHERE NOT ({blank})"
         return f"SELECT __line, __pos{cols} FROM {_BATCH}{where}"
 
-    def _checks_sql(self) -> str:
+    def _check_whens(self) -> list[str]:
+        """The checks, in order, as ``WHEN condition THEN problem`` (problems registered)."""
         whens: list[str] = []
         if self.fmt == "jsonl":
             k = self._problem(_Problem(q.MALFORMED_JSON, "the line is not UTF-8 text"))
@@ -221,10 +250,10 @@ class Validator:
         for i, f in enumerate(self.fields):
             whens.extend(self._field_checks(f, i))
         whens.extend(self._rule_checks())
-        return f"CASE {' '.join(whens)} END" if whens else "NULL::INTEGER"
+        return whens
 
     def _field_checks(self, f: Field, i: int) -> list[str]:
-        col = f'column "{f.name}"' + (f" ({f.origin})" if f.origin else "")
+        col = _label(f)
         shown = f"to_json(s{i})::VARCHAR"
         present = casts.present_sql(f, i)
         out: list[str] = []
@@ -233,6 +262,14 @@ class Validator:
             out.append(f"WHEN NOT ({present}) THEN {k}" if f.sql else f"WHEN true THEN {k}")
         if f.sql is None:
             return out
+        nul = casts.nul_sql(f, i)
+        if nul is not None:
+            k = self._problem(_Problem(q.INVALID_VALUE, f"{col}: {q.NUL_MESSAGE}"))
+            # JSON Lines: only a line with a \u0000 escape can hold a NUL (a NUL byte is not JSON)
+            if self.fmt == "jsonl":
+                nul = f"CASE WHEN __nul THEN {nul} END"
+            out.append(f"WHEN {nul} THEN {k}")
+            self._nul_whens.add(out[-1])
         valid = casts.valid_sql(f, i)
         if valid is not None:
             expect = f" {casts.EXPECT[f.column.type]}"
@@ -245,14 +282,20 @@ class Validator:
         return out
 
     def _rule_checks(self) -> list[str]:
-        values = {
-            f.name: f"v{i}" if f.sql else (f.default or "NULL") for i, f in enumerate(self.fields)
-        }
+        values = {f.name: casts.final_sql(f, i) for i, f in enumerate(self.fields)}
+        by_name = {f.name: f for f in self.fields}
         out: list[str] = []
         for rule in rules_for(self.table.name):
-            before, _, after = rule.message.partition("{value}")
-            shown = f"to_json({values[rule.shown]})::VARCHAR" if rule.shown else None
-            k = self._problem(_Problem(rule.reason, before, after, shown))
+            message = rule.message
+            shown: str | None = None
+            if rule.shown is not None:
+                about = by_name[rule.shown]
+                message = message.replace("{column}", _label(about))
+                value = values[rule.shown]
+                # (a JSON column's value is JSON text already)
+                shown = value if about.column.type == "JSON" else f"to_json({value})::VARCHAR"
+            before, found, after = message.partition("{value}")
+            k = self._problem(_Problem(rule.reason, before, after, shown if found else None))
             out.append(f"WHEN NOT coalesce({rule.condition.format(**values)}, true) THEN {k}")
         return out
 
@@ -410,6 +453,36 @@ def validate(
 
 
 # ------------------------------------------------------------------------------ SQL helpers
+def _holds_nul(array: pa.Array) -> bool:
+    """Whether text somewhere in ``array`` (nested values too) may hold a NUL byte: a look at
+    its data buffers, whole (a slice's too), as bytes. Numbers and the like hold no text."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return _holds_nul(array.dictionary)
+    if pa.types.is_struct(kind):
+        return any(_holds_nul(array.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_map(kind):
+        return _holds_nul(array.keys) or _holds_nul(array.items)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _holds_nul(array.values)
+    if not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    ):  # numbers, times, booleans: no text; other layouts (string views …): maybe
+        return not (
+            pa.types.is_primitive(kind) or pa.types.is_decimal(kind) or pa.types.is_null(kind)
+        )
+    data = array.buffers()[2]
+    return data is not None and not np.frombuffer(data, np.uint8).all()
+
+
+def _label(f: Field) -> str:
+    """How a detail names the field: ``column "email"``, with where it comes from when mapped."""
+    return f'column "{f.name}"' + (f" ({f.origin})" if f.origin else "")
+
+
 def _require_columns(fields: list[Field], label: str, table: Table) -> None:
     missing = [f.name for f in fields if f.required and f.sql is None]
     if missing:

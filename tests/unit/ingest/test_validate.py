@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from personify.errors import FileImportError
+from personify.ingest.tracking.messages import REQUIRED
+from personify.ingest.tracking.normalize import Inputs, Problem, normalize
 from personify.ingest.validate import Checked, Validator, validate
 from personify.sources.formats import RAW_COLUMN
 from personify.warehouse.schema import CUSTOMERS, EVENTS, ORDER_ITEMS, PRODUCTS
@@ -142,8 +144,8 @@ def test_row_rules_quarantine_impossible_rows() -> None:
     ]
     events = validate(
         jsonl(
-            '{"messageId": "m1", "userId": "u1", "timestamp": "2025-01-01"}',
-            '{"messageId": "m2", "timestamp": "2025-01-01"}',
+            '{"messageId": "m1", "type": "page", "userId": "u1", "timestamp": "2025-01-01"}',
+            '{"messageId": "m2", "type": "page", "timestamp": "2025-01-01"}',
         ),
         table=EVENTS,
         fmt="jsonl",
@@ -337,7 +339,9 @@ def test_blank_values_are_missing_and_leading_blanks_are_kept() -> None:
 
 
 def test_jsonl_lines_of_blanks_are_not_rows() -> None:
-    event = json.dumps({"messageId": "m1", "anonymousId": "a", "timestamp": "2025-01-01"})
+    event = json.dumps(
+        {"messageId": "m1", "type": "page", "anonymousId": "a", "timestamp": "2025-01-01"}
+    )
     got = validate(jsonl(event, "", " \t ", "\t", "\r", f"  {event}"), table=EVENTS, fmt="jsonl")
     assert got.read == 2
     assert bad(got) == [(6, "duplicate_key_in_file", bad(got)[0][2])]
@@ -370,6 +374,7 @@ def test_text_passed_through_from_the_batch_equals_the_engines_output(
     kind = pa.large_string() if large else pa.string()
     names = ["messageId", "anonymousId", "timestamp", "properties"]
     data = pa.table({n: pa.array([r[i] for r in rows], kind) for i, n in enumerate(names)})
+    data = data.append_column("event", pa.array(["Viewed"] * len(rows), kind))
     lines = pa.array(list(range(2, len(rows) + 2)), pa.int64())
 
     def run(passed: bool) -> Checked:
@@ -382,13 +387,142 @@ def test_text_passed_through_from_the_batch_equals_the_engines_output(
             now=NOW,
         ) as v:
             named = {v.fields[i].name for i in v.passed}
-            assert named == {"message_id", "anonymous_id", "properties"}
+            assert named == {"message_id", "anonymous_id", "properties", "event"}
             if not passed:
                 v.passed = {}
-                v._sql = v._main_sql()
+                v._compile()
             return v.check(data, lines)
 
     fast, plain = run(True), run(False)
     assert fast.good.equals(plain.good)
     assert fast.good.schema == plain.good.schema
     assert fast.bad.equals(plain.bad)
+
+
+# ------------------------------------------------------- events: the tracking API's own rules
+def test_events_from_files_meet_the_rules_the_tracking_api_applies() -> None:
+    stamp = '"userId": "u", "timestamp": "2025-01-01"'
+    got = validate(
+        jsonl(
+            f'{{"messageId": "f1", "type": "track", "event": "E", {stamp}}}',
+            f'{{"messageId": "f5", "type": "bogus", "event": "E", {stamp}}}',
+            f'{{"messageId": "f6", "type": "track", {stamp}}}',
+            f'{{"messageId": "f7", "event": "E", "properties": "notobj", {stamp}}}',
+            f'{{"messageId": "f8", "event": "E\\u0000", {stamp}}}',
+            f'{{"messageId": "g1", "type": "group", {stamp}}}',
+            f'{{"messageId": "a1", "type": "alias", {stamp}}}',
+            f'{{"messageId": "c1", "type": "page", "context": [1], {stamp}}}',
+            f'{{"messageId": "t1", "type": "identify", "traits": " {{}}", {stamp}}}',
+            f'{{"messageId": "p1", "type": "page", "properties": null, {stamp}}}',
+            '{"messageId": "a2", "type": "alias", "userId": "u", "previousId": "a", '
+            '"timestamp": "2025-01-01"}',
+        ),
+        table=EVENTS,
+        fmt="jsonl",
+        mapping={"traits": "traits"},
+        label="ev.jsonl",
+        now=NOW,
+    )
+    assert got.good.column("message_id").to_pylist() == ["f1", "p1", "a2"]
+    assert bad(got) == [
+        (
+            2,
+            "invalid_type",
+            'ev.jsonl:2: column "type": "bogus" is not a message type (one of track, identify, '
+            "page, screen, group, alias)",
+        ),
+        (
+            3,
+            "missing_required",
+            'ev.jsonl:3: column "event" is required but missing (a track call needs event)',
+        ),
+        (4, "invalid_type", 'ev.jsonl:4: column "properties": "notobj" is not a JSON object'),
+        (
+            5,
+            "invalid_value",
+            'ev.jsonl:5: column "event": text may not contain NUL characters (\\u0000)',
+        ),
+        (
+            6,
+            "missing_required",
+            'ev.jsonl:6: column "group_id" is required but missing (a group call needs groupId)',
+        ),
+        (
+            7,
+            "missing_required",
+            'ev.jsonl:7: column "previous_id" is required but missing '
+            "(an alias call needs previousId)",
+        ),
+        (8, "invalid_type", 'ev.jsonl:8: column "context": [1] is not a JSON object'),
+        (
+            9,
+            "invalid_type",
+            'ev.jsonl:9: column "traits" (/traits): " {}" is not a JSON object',
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"), [(k, f) for k, fields in REQUIRED.items() for f in fields]
+)
+def test_a_field_a_type_needs_is_required_by_files_as_by_the_tracking_api(
+    kind: str, field: str
+) -> None:
+    body = {
+        "messageId": "m1",
+        "type": kind,
+        "event": "E",
+        "userId": "u",
+        "groupId": "g",
+        "previousId": "p",
+        "timestamp": "2025-01-01T00:00:00Z",
+    }
+    del body[field]
+    raw = json.dumps(body).encode()
+    problem = normalize(raw, 0, Inputs(source="web", received_at=NOW))
+    assert isinstance(problem, Problem)
+    assert (problem.reason, problem.pointer) == ("missing_required", "/" + field)
+    got = validate(jsonl(raw), table=EVENTS, fmt="jsonl", label="e.jsonl", now=NOW)
+    assert [
+        (r["reason"], r["detail"].endswith(f"({problem.message})")) for r in got.bad.to_pylist()
+    ] == [("missing_required", True)]
+
+
+def test_text_with_a_nul_is_invalid_value_in_every_format() -> None:
+    got = check_csv(
+        CUSTOMERS,
+        ["customer_id", "email", "preferred_categories"],
+        ["n1", "n1@exa\x00mple.com", "[]"],
+        ["n2", "n2@example.com", '["a\\u0000"]'],
+        ["n3", "n3@example.com", '["a\\\\u0000"]'],  # a backslash, then "u0000": no NUL
+        ["n4", "n4@example.com", '["a\x00"]'],
+    )
+    nul = "text may not contain NUL characters (\\u0000)"
+    assert bad(got) == [
+        (2, "invalid_value", f'f.csv:2: column "email": {nul}'),
+        (3, "invalid_value", f'f.csv:3: column "preferred_categories": {nul}'),
+        (5, "invalid_value", f'f.csv:5: column "preferred_categories": {nul}'),
+    ]
+    assert got.good.column("customer_id").to_pylist() == ["n3"]
+    lines = validate(
+        jsonl(
+            '{"customer_id": "j1", "first_name": "A\\u0000"}',
+            '{"customer_id": "j2", "first_name": "A\\\\u0000"}',
+            '{"customer_id": "j3", "preferred_categories": [{"\\u0000": 1}]}',
+        ),
+        table=CUSTOMERS,
+        fmt="jsonl",
+        label="c.jsonl",
+        now=NOW,
+    )
+    assert [r[:2] for r in bad(lines)] == [(1, "invalid_value"), (3, "invalid_value")]
+    assert lines.good.column("first_name").to_pylist() == ["A\\u0000"]
+    nested = validate(
+        pa.table({"customer_id": ["q1", "q2"], "tags": pa.array([["a"], ["b\x00"]])}),
+        table=CUSTOMERS,
+        fmt="parquet",
+        mapping={"preferred_categories": "tags"},
+        label="c.parquet",
+        now=NOW,
+    )
+    assert [r[:2] for r in bad(nested)] == [(2, "invalid_value")]

@@ -87,7 +87,7 @@ def test_a_parquet_source_sizes_the_events_filter_once(
     ts = datetime(2025, 5, 1, tzinfo=UTC)
     for part in range(3):  # 3 files of 100 events, each repeating 10 of the one before
         ids = [f"m{i}" for i in range(part * 90, part * 90 + 100)]
-        events = {"messageId": ids, "type": ["track"] * 100, "userId": ["u"] * 100}
+        events = {"messageId": ids, "type": ["page"] * 100, "userId": ["u"] * 100}
         events["timestamp"] = [ts] * 100  # type: ignore[list-item]
         pq.write_table(pa.table(events), root / "data" / f"part-{part}.parquet")
     project = Project(ProjectConfig(warehouse="duckdb:///w.duckdb"), root, root / "personify.yml")

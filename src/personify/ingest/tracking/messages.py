@@ -18,6 +18,25 @@ import msgspec
 
 TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
 """The message types, as in ``type`` and in the endpoint paths (``/v1/track`` …)."""
+REQUIRED: Final[dict[str, tuple[str, ...]]] = {
+    "track": ("event",),
+    "group": ("groupId",),
+    "alias": ("userId", "previousId"),
+}
+"""The fields a message of each type needs besides ``messageId`` (else ``missing_required``), in
+the order they are checked; every type but ``alias`` also needs a ``userId`` or an ``anonymousId``
+(else ``missing_identity``). The tracking API (:mod:`~.normalize`) and the file importer's row
+rules (:mod:`personify.ingest.rules`) both apply this table."""
+
+
+def needs(kind: str, field: str) -> str:
+    """Why a message lacking a field of :data:`REQUIRED` is refused: ``an alias call needs
+    userId``."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} call needs {field}"
+
+
+OBJECTS: Final = ("properties", "traits", "context")
+"""The free-form parts: JSON objects when present (``null`` counts as absent)."""
 
 MAX_EVENT_BYTES: Final = 32 * 1024
 """Largest event accepted (its JSON text, after decompression)."""

@@ -53,9 +53,10 @@ from personify.ingest.reasons import (
     MALFORMED_JSON,
     MISSING_IDENTITY,
     MISSING_REQUIRED,
+    NUL_MESSAGE,
     PLAN_VIOLATION,
 )
-from personify.ingest.tracking.messages import MAX_EVENT_BYTES, TYPES, Message, Wire
+from personify.ingest.tracking.messages import MAX_EVENT_BYTES, TYPES, Message, Wire, needs
 from personify.ingest.tracking.plan import Plan
 
 REASONS: Final = {code: _q.REASONS[code] for code in sorted(_q.TRACKING_REASONS)}
@@ -232,8 +233,7 @@ def _nul(raw: bytes, index: int) -> Problem | None:
     message_id = _text(found) if isinstance(found, str | int) else None
     if message_id is not None and "\x00" in message_id:
         message_id = None
-    text = "text may not contain NUL characters (\\u0000)"
-    return Problem(index, where, INVALID_VALUE, text, message_id)
+    return Problem(index, where, INVALID_VALUE, NUL_MESSAGE, message_id)
 
 
 def _escape(key: str) -> str:
@@ -279,6 +279,7 @@ def _kind_of(raw: bytes) -> str:
 def _required(
     message: Wire, kind: str, index: int, message_id: str, user: str | None, anonymous: str | None
 ) -> Problem | None:
+    """:data:`~.messages.REQUIRED` spelled out (the hot path; a test holds the two equal)."""
     missing: str | None = None
     if kind == "track" and not message.event:
         missing = "event"
@@ -289,7 +290,7 @@ def _required(
     elif kind == "alias" and _text(message.previous_id) is None:
         missing = "previousId"
     if missing:
-        text = f"a {kind} call needs {missing}"
+        text = needs(kind, missing)
         return Problem(index, "/" + missing, MISSING_REQUIRED, text, message_id)
     if kind != "alias" and user is None and anonymous is None:
         text = "an event needs a userId or an anonymousId"
