@@ -594,6 +594,22 @@ def test_events_the_tracking_api_would_quarantine_are_quarantined(session: Sessi
     assert '"event": "E\\u0000"' in got[3][3]  # the line as read
 
 
+def test_a_csv_row_with_a_nul_is_quarantined_and_the_rest_load(session: Session) -> None:
+    path = session.project.root / "data" / "nul.csv"
+    path.write_bytes(b"customer_id,email\nn1,n1@exa\x00mple.com\nn2,n2@example.com\n")
+    result = import_file(session, path, table="customers", source_name="crm")
+    assert (result.counts["rows_loaded"], result.counts["rows_quarantined"]) == (1, 1)
+    assert rows(session, "SELECT record_id FROM customer_records") == [("n2",)]
+    assert rows(session, "SELECT location, reason, detail, payload FROM quarantine") == [
+        (
+            "data/nul.csv:2",
+            "invalid_value",
+            'data/nul.csv:2: column "email": text may not contain NUL characters (\\u0000)',
+            "n1,n1@exa\\u0000mple.com",  # (PostgreSQL's text holds no NUL)
+        )
+    ]
+
+
 def test_files_that_cannot_be_read_raise_naming_them(session: Session) -> None:
     with pytest.raises(FileImportError, match="missing.csv: no such file"):
         import_file_source(

@@ -116,14 +116,38 @@ def stored_rows(path: Path, declared: FileFormat | None) -> int:
         return 0
 
 
+SNIFF_BYTES: Final = 4096
+"""Bytes of a text file looked at to tell it from a binary one."""
+
+
 def _sniff_text(path: Path, fmt: str) -> None:
+    """Refuse a binary file given as text. A few NUL bytes in text are not enough: the rows that
+    hold them are quarantined (``invalid_value``) and the rest load."""
     with path.open("rb") as f:
-        head = f.read(4096)
-    if head.startswith(b"PAR1") or b"\x00" in head:
+        head = f.read(SNIFF_BYTES)
+    if head.startswith(b"PAR1") or _binary(head):
+        at = head.find(b"\x00")
+        where = f" (a NUL byte on line {head.count(10, 0, at) + 1})" if at >= 0 else ""
         raise FileImportError(
-            f"{path}: this is a binary file, not {fmt.upper()} text",
+            f"{path}: this is a binary file, not {fmt.upper()} text{where}",
             hint="set the source's `format` to match the file (csv, jsonl or parquet)",
         )
+
+
+def _binary(head: bytes) -> bool:
+    """Whether the first bytes of a file are binary rather than text with stray NULs: NULs in
+    more than one byte of 8 (UTF-16 text has one in every other byte), or, NULs set aside, bytes
+    that are not UTF-8 (Parquet, gzip, spreadsheets)."""
+    nuls = head.count(0)
+    if not nuls:
+        return False  # (text that is not UTF-8 is reported by the reader, with its line)
+    if nuls * 8 > len(head):
+        return True
+    try:
+        head.replace(b"\x00", b"").decode()
+    except UnicodeDecodeError as e:
+        return e.reason != "unexpected end of data"  # (the head may cut a character in two)
+    return False
 
 
 # ------------------------------------------------------------------------------------- Parquet
@@ -163,6 +187,10 @@ def _csv_header(path: Path, delimiter: str) -> list[str] | None:
         raise FileImportError(
             f"{path}:1: the header is not UTF-8 text",
             hint="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        )
+    if header and any("\x00" in h for h in header):
+        raise FileImportError(
+            f"{path}:1: the header holds a NUL character", hint="remove it from the column names"
         )
     return header
 

@@ -89,6 +89,30 @@ def test_unreadable_files_raise(tmp_path: Path) -> None:
         list(batches)
 
 
+def test_text_with_a_few_nul_bytes_is_read_and_binary_files_are_refused(tmp_path: Path) -> None:
+    text = tmp_path / "nul.csv"
+    text.write_bytes(b"customer_id,email\nn1,n1@exa\x00mple.com\nn2,n2@example.com\n")
+    batches, lines, _ = read(text, "csv", rows=10)
+    assert lines == [2, 3]
+    assert batches[0].data.column("email").to_pylist() == ["n1@exa\x00mple.com", "n2@example.com"]
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes("customer_id,email\nn1,a@b.co\n".encode("utf-16"))
+    with pytest.raises(
+        FileImportError, match=r"binary file, not CSV text \(a NUL byte on line 1\)"
+    ):
+        read_batches(utf16, "csv", rows=10)
+    blob = tmp_path / "blob.jsonl"
+    blob.write_bytes(b'{"a": 1}\n' + bytes(range(256)) * 4)
+    with pytest.raises(
+        FileImportError, match=r"binary file, not JSONL text \(a NUL byte on line 2\)"
+    ):
+        read_batches(blob, "jsonl", rows=10)
+    header = tmp_path / "h.csv"
+    header.write_bytes(b"customer_id,em\x00ail\nn1,a@b.co\n")
+    with pytest.raises(FileImportError, match="h.csv:1: the header holds a NUL character"):
+        read_batches(header, "csv", rows=10)
+
+
 @pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
 def test_text_files_read_the_same_whatever_the_block_size(tmp_path: Path, block: int) -> None:
     jsonl = tmp_path / "e.jsonl"
