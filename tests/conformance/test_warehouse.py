@@ -291,8 +291,9 @@ def test_an_update_counts_and_writes_only_rows_that_changed(
 ) -> None:
     """A source sending the same rows again (a REST sync's next page, a webhook retried) stores
     nothing: the rows that did not change but for the instant they were received are neither
-    written nor counted as loaded (a newer ``updated_at`` is a change: consent given again). On a table keyed by construction (DuckDB's events) and on one
-    with the engine's key (products)."""
+    written nor counted as loaded (a newer ``updated_at`` is a change: consent given again).
+    On a table keyed by construction (DuckDB's events) and on one with the engine's key
+    (products)."""
     t = table(name)
     later = pa.array([T0 + timedelta(hours=1)] * 2, pa.timestamp("us", tz="UTC"))
     if name == "events":

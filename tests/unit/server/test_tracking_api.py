@@ -199,6 +199,19 @@ def test_a_resend_as_other_bytes_is_a_duplicate_not_a_conflict(api: Api) -> None
     assert r.json()["errors"][0]["reason"] == "conflicting_duplicate"
 
 
+def test_a_resend_sent_at_once_and_re_stamped_is_a_duplicate(api: Api) -> None:
+    """A server-side sender stamps timestamp = sentAt (it sends at once); its retry re-stamps
+    sentAt and reorders keys: the first copy's own time cannot be told from the receive time,
+    so the time does not tell the copies apart (the review's case)."""
+    at = "2026-04-01T08:00:00Z"
+    doc = {"type": "track", "messageId": "s1", "userId": "u1", "event": "E", "timestamp": at}
+    first = {"batch": [{**doc, "properties": {"a": 1}}], "sentAt": at}
+    assert api.post("/v1/batch", json=first).json() == {"success": True}
+    retry = {"sentAt": "2026-04-01T08:00:30Z", "batch": [{"properties": {"a": 1}, **doc}]}
+    assert api.post("/v1/batch", content=json.dumps(retry).encode()).json() == {"success": True}
+    assert count(api) == 1 and count(api, "quarantine") == 0
+
+
 def test_a_conflicting_duplicate_on_a_single_event_endpoint_answers_400(api: Api) -> None:
     """As every quarantined event there: the SDKs drop a 4xx (a retry could not succeed)."""
     assert api.post("/v1/track", json=ev(1)).status_code == 200

@@ -150,6 +150,22 @@ def _canonical(part: Any, drop: str | None = None) -> bytes | None:
     return _sorted(value) if value != {} else None
 
 
+class _AnyTime:
+    """A sender's time that cannot be recovered (:func:`content`): equal to any other."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "ANY_TIME"
+
+
+ANY_TIME: Final = _AnyTime()
+
+
 def content(values: Sequence[Any]) -> tuple[Any, ...]:
     """What makes two stored events the same event, from :data:`_CONTENT_COLUMNS` (times as µs):
     ids, names and the JSON parts with their keys sorted; the time as the sender gave it
@@ -158,10 +174,14 @@ def content(values: Sequence[Any]) -> tuple[Any, ...]:
     and a retry may come from another network). ``sentAt`` and ``integrations`` are not stored:
     SDKs re-stamp the one on retries and the other routes the event, so neither counts either."""
     *ids, stamp, received, sent, properties, traits, context = values
-    # timestamp = received − (sent − original) when there is a sentAt: the original, recovered
-    original = None
-    if stamp != received:
-        original = stamp if sent is None else stamp - received + sent
+    # timestamp = received − (sent − original) when there is a sentAt: the original, recovered;
+    # stored at the receive time itself, it was either sentAt (sent at once) or later (capped at
+    # the receive time): unknown, and then it does not tell two copies apart
+    original: object = None
+    if sent is not None:
+        original = ANY_TIME if stamp == received else stamp - received + sent
+    elif stamp != received:
+        original = stamp
     return (
         *ids,
         original,
