@@ -159,16 +159,13 @@ def supersede(
     wh.execute(f"CREATE TEMP TABLE {drop} (id VARCHAR)")
     if len(ids):
         wh.load(Table(drop, (Column("id", "VARCHAR"),)), pa.table({"id": ids}))
-    try:
-        return max(
-            wh.execute(
-                f"DELETE FROM quarantine WHERE {where} AND id NOT IN (SELECT id FROM {drop})",
-                params,
-            ),
-            0,
-        )
-    finally:
-        wh.execute(f"DROP TABLE IF EXISTS {drop}")
+    cleared = wh.execute(
+        f"DELETE FROM quarantine WHERE {where} AND id NOT IN (SELECT id FROM {drop})", params
+    )
+    # (not in a finally: in an aborted PostgreSQL transaction the drop would hide the error; a
+    # temporary table goes with the session anyway)
+    wh.execute(f"DROP TABLE IF EXISTS {drop}")
+    return max(cleared, 0)
 
 
 def write(wh: Warehouse, rows: pa.Table) -> int:

@@ -94,8 +94,16 @@ def mask_url(url: str | httpx.URL, secret: frozenset[str] = frozenset()) -> str:
     return str(u)
 
 
-_LOGGED_SECRETS: set[str] = set()
-"""Secret query parameters of every client made in this process (:class:`_MaskedUrls`)."""
+_LOGGED_SECRETS: frozenset[str] = frozenset()
+"""Secret query parameters of every client made in this process (:class:`_MaskedUrls`):
+replaced whole under :data:`_SECRETS_LOCK`, so a filter reading it never sees it change."""
+_SECRETS_LOCK = threading.Lock()
+
+
+def _remember_secrets(names: frozenset[str]) -> None:
+    global _LOGGED_SECRETS
+    with _SECRETS_LOCK:
+        _LOGGED_SECRETS = _LOGGED_SECRETS | names
 
 
 class _MaskedUrls(logging.Filter):
@@ -105,7 +113,7 @@ class _MaskedUrls(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            hidden = frozenset(_LOGGED_SECRETS)
+            hidden = _LOGGED_SECRETS
             record.args = tuple(
                 mask_url(a, hidden) if isinstance(a, httpx.URL) else a for a in record.args
             )
@@ -150,7 +158,8 @@ class HttpClient:
         self.stats = CallStats()
         self.bucket = TokenBucket(config.requests_per_second, sleep=sleep)
         self._secret = secret_params(config.auth)
-        _LOGGED_SECRETS.update(self._secret)
+        if not self._secret <= _LOGGED_SECRETS:
+            _remember_secrets(self._secret)
         self.auth = make_auth(config.auth, timeout=config.timeout)
         self.http = httpx.Client(
             base_url=config.base_url or "",
