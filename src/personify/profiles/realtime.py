@@ -40,10 +40,11 @@ def apply(session: Session, scope: Scope, customers: Sequence[str] = ()) -> list
         wh.hold(*WRITES)
         load_rules(wh, config)
         key = optional_key(project)
-        before = top_node(wh) if key is not None else 0
         report = run_pass(wh, config, scope)
-        if key is not None:  # before anything reacts to the (re-)created customers
-            relink_new_nodes(wh, key, before)
+        added = int(report.counts.get("identifiers_added", 0))
+        if key is not None and added:  # before anything reacts to the (re-)created customers
+            # the pass numbered its new nodes after the highest one: they are the last `added`
+            relink_new_nodes(wh, key, top_node(wh) - added)
         collect_observations(wh, scope, config)
         ids = sorted(set(report.changed_customers) | set(customers) | _owners(session, scope))
         build_customers(wh, project, ids)
