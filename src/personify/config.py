@@ -132,6 +132,11 @@ class FileSource(_SourceBase, frozen=True, tag="file", tag_field="kind"):
     ``order_items``, ``update`` for the other tables."""
     schedule: Schedule | None = None
     """When ``personify serve`` syncs it (``every: 15m`` or ``cron: …``)."""
+    corrects: bool = False
+    """A changed file at a path imported before is a *corrected version* of it: the earlier
+    versions' quarantine rows leave the quarantine (those still bad are quarantined again, once;
+    fixed ones loaded). Off: every version's bad rows stay (a daily export written over the
+    same name keeps each day's)."""
 
     def __post_init__(self) -> None:
         if len(self.delimiter) != 1:

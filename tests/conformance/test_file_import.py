@@ -351,8 +351,9 @@ def test_bad_rows_are_quarantined_and_the_rest_load(session: Session) -> None:
 
 def test_a_corrected_file_replaces_its_quarantine_rows(session: Session) -> None:
     """Importing a file again after fixing some rows: a row still bad is quarantined once (its
-    id unchanged), a fixed row loads and leaves the quarantine, a deleted one leaves it too;
-    another file's and another source's rows stay."""
+    id unchanged); said to correct the earlier version (``corrects``), a fixed row leaves the
+    quarantine, a deleted one too; another file's and another source's rows stay, and so do
+    an uncorrected new version's predecessor's (a daily export over one name)."""
     path = write(session, "customers.csv", BAD_CSV)
     import_file(session, path, table="customers", source_name="crm")
     other = write(session, "other.csv", BAD_CSV + "c10,hal@example.org,2025-01-01,1\n")
@@ -364,8 +365,13 @@ def test_a_corrected_file_replaces_its_quarantine_rows(session: Session) -> None
     lines[3] = lines[3].replace("not-an-email", "cy@example.org")
     fixed = "\n".join(lines[:8]) + "\n"
     path.write_text(fixed, encoding="utf-8")
+    with clock.frozen(NOW + timedelta(minutes=30)):  # not said to correct it: both versions'
+        plain = import_file(session, path, table="customers", source_name="shop")
+    assert plain.counts["quarantine_cleared"] == 0
+    # its still-bad rows not doubled, its fixed and deleted lines' rows kept
+    assert count(session, "quarantine") == 3 * 7
     with clock.frozen(NOW + timedelta(hours=1)):
-        result = import_file(session, path, table="customers", source_name="crm")
+        result = import_file(session, path, table="customers", source_name="crm", corrects=True)
     invariant(result.counts)
     assert result.counts["rows_quarantined"] == 5 and result.counts["quarantine_cleared"] == 2
     where = "data/customers.csv"

@@ -154,9 +154,12 @@ def import_file(
     on_conflict: OnConflict | None = None,
     progress: Progress | None = None,
     batch_rows: int = BATCH_ROWS,
+    corrects: bool = False,
 ) -> SyncResult:
     """Import one file ad hoc into ``table``, recorded under ``source_name`` (as a ``file``
-    source with that name would); a file already imported under that name loads nothing."""
+    source with that name would); a file already imported under that name loads nothing.
+    ``corrects``: it is a corrected version of the file imported before at that path
+    (:attr:`~personify.config.FileSource.corrects`)."""
     if table not in get_args(TableName):
         raise FileImportError(
             f"cannot import into table {table!r}",
@@ -178,6 +181,7 @@ def import_file(
         mapping=dict(mapping or {}),
         delimiter=delimiter,
         on_conflict=on_conflict,
+        corrects=corrects,
     )
     if file.is_dir():
         raise FileImportError(f"{path} is a folder, not a file", hint="name a file in it")
@@ -523,7 +527,8 @@ def _import_one(
                 f"{label} changed while it was being imported; nothing was loaded from it",
                 hint="import it again once it is completely written",
             )
-        counts.quarantine_cleared = quarantine.supersede(wh, source.name, label, kept, now)
+        if source.corrects:
+            counts.quarantine_cleared = quarantine.supersede(wh, source.name, label, kept, now)
         if before_commit is not None:
             before_commit()  # (side by side: the file before it has committed, or it rolls back)
         _record(wh, source.name, label, digest, stored.name, counts, now)

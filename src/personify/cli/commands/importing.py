@@ -50,6 +50,15 @@ def import_command(
         typer.Option("--format", help="csv, jsonl or parquet (default: from the suffix)."),
     ] = None,
     delimiter: Annotated[str, typer.Option("--delimiter", help="CSV field delimiter.")] = ",",
+    corrects: Annotated[
+        bool,
+        typer.Option(
+            "--corrects",
+            help="The file is a corrected version of the one imported before at this path: "
+            "that version's quarantined rows leave the quarantine (rows still bad are kept, "
+            "once; fixed ones load).",
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -81,6 +90,7 @@ def import_command(
             format=format_,  # type: ignore[arg-type]
             delimiter=delimiter,
             progress=progress,
+            corrects=corrects,
         )
         if result.counts["rows_loaded"] or result.counts["rows_quarantined"]:
             after_load(session, "import")  # the validation rules (quality.rules), if configured
