@@ -490,8 +490,9 @@ def test_a_shared_device_exports_and_erases_only_its_owner(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
     """Two people on one anonymous id, kept apart by identity (a refused merge): Alice's export
-    and erasure leave Bob's events alone, and unresolved events by the shared id too; an
-    unresolved event with Alice's user id is hers, one with Bob's is not."""
+    and erasure leave Bob's events alone; an unresolved event with Alice's user id is hers, one
+    with Bob's is not; an unresolved one by the shared id alone cannot be attributed: exported
+    apart as possibly hers, and erased with hers (kept, it would still identify her device)."""
     wh, project = warehouse, _project(tmp_path, warehouse.url)
     _load(
         wh,
@@ -523,12 +524,128 @@ def test_a_shared_device_exports_and_erases_only_its_owner(
         doc = export_subject(wh, project, "alice@ex.example")
     mine = sorted(e["message_id"] for e in doc["tables"]["events"])
     assert mine == ["a-1", "a-2", "x-alice", "x-alice-device"]
+    maybe = [e["message_id"] for e in doc["possibly_theirs"]["events"]]
+    assert maybe == ["x-shared"]
     assert "bob@ex.example" not in json.dumps(doc, default=str)
+    with clock.frozen(NOW):
+        bobs = export_subject(wh, project, "bob@ex.example")
+    assert sorted(e["message_id"] for e in bobs["tables"]["events"]) == ["b-1", "b-2", "x-mixed"]
 
     with clock.frozen(NOW):
         erase_subject(wh, project, "alice@ex.example")
     left = [r[0] for r in wh.fetch("SELECT message_id FROM events ORDER BY message_id")]
-    assert left == ["b-1", "b-2", "x-mixed", "x-shared"]
+    assert left == ["b-1", "b-2", "x-mixed"]
+    _run(wh, project)  # nothing of Alice's device comes back to Bob
+    owners = dict(wh.fetch("SELECT message_id, customer_id FROM events"))
+    assert owners["b-1"] == owners["b-2"] == owners["x-mixed"]
+
+
+def _alice_and_bob(wh: Warehouse, project: Project) -> tuple[str, str]:
+    """Alice on a device of her own, Bob on his; identity run. Returns their customer ids."""
+    _load(
+        wh,
+        "events",
+        [
+            _event(
+                "a-1",
+                "u-alice",
+                1,
+                type="identify",
+                traits='{"email": "alice@ex.example"}',
+                anonymous_id="anon-alice-own",
+            ),
+            _event(
+                "b-1",
+                "u-bob",
+                2,
+                type="identify",
+                traits='{"email": "bob@ex.example"}',
+                anonymous_id="anon-bob-own",
+            ),
+        ],
+    )
+    _run(wh, project)
+    owners = dict(wh.fetch("SELECT message_id, customer_id FROM events"))
+    return str(owners["a-1"]), str(owners["b-1"])
+
+
+@pytest.mark.slow
+def test_loose_events_are_matched_by_user_id_first(warehouse: Warehouse, tmp_path: Path) -> None:
+    """An event resolved to another live customer is never Alice's; one unresolved or resolved
+    to a stale id (merged into someone else, or gone) is hers by her user id — stitching gives
+    a user-id event to that id's customer — or, without one, by her own anonymous id."""
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    alice, bob = _alice_and_bob(wh, project)
+    wh.execute(
+        "INSERT INTO customer_ids (customer_id, founder, founded_at, status, merged_into) "
+        "VALUES ('cus_old', 0, ?, 'merged', ?)",
+        [_day(0), bob],
+    )
+    _load(
+        wh,
+        "events",
+        [
+            _event("s-unresolved", "u-alice", 5, type="track", anonymous_id=None),
+            _event("s-gone", "u-alice", 5, type="track", anonymous_id=None, customer_id="cus_gone"),
+            _event(
+                "s-merged", " u-alice ", 5, type="track", anonymous_id=None, customer_id="cus_old"
+            ),
+            _event(
+                "s-anon-gone",
+                None,
+                5,
+                type="track",
+                anonymous_id="anon-alice-own",
+                customer_id="cus_gone",
+            ),
+            # resolved to Bob, a live customer: his, whatever it carries
+            _event("s-bobs", "u-alice", 5, type="track", anonymous_id=None, customer_id=bob),
+            _event(
+                "s-bob-gone", "u-bob", 5, type="track", anonymous_id=None, customer_id="cus_gone"
+            ),
+        ],
+    )
+
+    with clock.frozen(NOW):
+        doc = export_subject(wh, project, "alice@ex.example")
+    mine = sorted(e["message_id"] for e in doc["tables"]["events"])
+    assert mine == ["a-1", "s-anon-gone", "s-gone", "s-merged", "s-unresolved"]
+    assert doc["possibly_theirs"]["events"] == []
+
+    with clock.frozen(NOW):
+        erase_subject(wh, project, "alice@ex.example")
+    left = [r[0] for r in wh.fetch("SELECT message_id FROM events ORDER BY message_id")]
+    assert left == ["b-1", "s-bob-gone", "s-bobs"]
+    assert alice not in {r[0] for r in wh.fetch("SELECT customer_id FROM events")}
+
+
+@pytest.mark.slow
+def test_another_persons_user_id_makes_an_anonymous_id_shared(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Bob signs in on Alice's device after the identity pass: that event is his (his user id),
+    so Alice's anonymous id is now carried by his events too, and a later event with no user id
+    on it can be either's — possibly hers, not hers, and erased with hers."""
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    _alice_and_bob(wh, project)
+    _load(
+        wh,
+        "events",
+        [
+            _event("x-bob-on-alices", "u-bob", 5, type="track", anonymous_id="anon-alice-own"),
+            _event("x-anon", None, 6, type="track", anonymous_id="anon-alice-own"),
+        ],
+    )
+
+    with clock.frozen(NOW):
+        doc = export_subject(wh, project, "alice@ex.example")
+    assert [e["message_id"] for e in doc["tables"]["events"]] == ["a-1"]
+    assert [e["message_id"] for e in doc["possibly_theirs"]["events"]] == ["x-anon"]
+
+    with clock.frozen(NOW):
+        erase_subject(wh, project, "alice@ex.example")
+    left = [r[0] for r in wh.fetch("SELECT message_id FROM events ORDER BY message_id")]
+    assert left == ["b-1", "x-bob-on-alices"]
 
 
 @pytest.mark.slow

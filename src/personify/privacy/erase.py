@@ -15,9 +15,11 @@ idempotent):
    the file as a whole token) are deleted and ``index.jsonl`` rewritten without their lines.
 3. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
    found by their ``customer_id`` column): their rows deleted — events reached through any linked
-   identifier, order items through their orders, quarantined payloads that mention an identifier
-   as a whole token — and, in the rows that remain, JSON string values that are their email or
-   phone replaced by ``"[erased]"`` (a referral's ``properties`` …).
+   identifier (and those only possibly theirs: a shared device's unattributable events,
+   :data:`~personify.privacy.footprint.POSSIBLY`), order items through their orders, quarantined
+   payloads that mention an identifier as a whole token — and, in the rows that remain, JSON
+   string values that are their email or phone replaced by ``"[erased]"`` (a referral's
+   ``properties`` …).
 4. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
@@ -48,10 +50,10 @@ from personify.privacy.audit import customer_hash, log_action
 from personify.privacy.export import outbox_folder
 from personify.privacy.footprint import (
     Footprint,
+    erasable,
     footprint,
     mention_pattern,
     personal_tables,
-    where,
 )
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized, identifier_hash, project_key
 from personify.privacy.subjects import resolve
@@ -340,7 +342,7 @@ def _names_file(line: str, names: set[str]) -> bool:
 
 
 def _erase_table(wh: Warehouse, t: Table, f: Footprint) -> int:
-    cond, params = where(t, f)
+    cond, params = erasable(t, f)
     rows = wh.execute(f"DELETE FROM {quote(t.name)} WHERE {cond}", params)
     return max(rows, 0) + _scrub_json(wh, t, f)
 
@@ -401,6 +403,6 @@ def _erase_identity(wh: Warehouse, f: Footprint) -> int:
     total = 0
     for name in IDENTITY_TABLES:
         t = next(t for t in personal_tables() if t.name == name)
-        cond, params = where(t, f)
+        cond, params = erasable(t, f)
         total += max(wh.execute(f"DELETE FROM {quote(name)} WHERE {cond}", params), 0)
     return total

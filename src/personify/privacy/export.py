@@ -7,6 +7,10 @@ changes, discount codes, journey state, provenance (``profile_observations``), t
 around them, source records — plus the quarantined payloads that mention one of their identifiers,
 the outbox files written to them, and the audit entries about them (who read, exported or changed
 what, and when). Suppression rows are listed without their hashes.
+
+``possibly_theirs`` lists apart the rows that may be the person's or someone else's
+(:data:`~personify.privacy.footprint.POSSIBLY`: a shared device's events that identity cannot
+attribute) — erasure deletes them too, so the export shows what it would take.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from personify.config import OutboxDelivery, Project
 from personify.privacy.audit import customer_hash
 from personify.privacy.crypto import ENCRYPTED_FIELDS, KeyRing, is_encrypted, project_ring
 from personify.privacy.fields import from_project, open_value
-from personify.privacy.footprint import Footprint, footprint, personal_tables, where
+from personify.privacy.footprint import (
+    Footprint,
+    Where,
+    footprint,
+    personal_tables,
+    possibly,
+    where,
+)
 from personify.privacy.hashing import optional_key
 from personify.privacy.subjects import resolve
 from personify.warehouse.base import UNNEST, Warehouse, quote
@@ -34,8 +45,10 @@ _HIDDEN: dict[str, tuple[str, ...]] = {
 """Columns left out of the export (keyed hashes mean nothing to the person)."""
 
 
-def _rows(wh: Warehouse, table: Table, f: Footprint) -> list[dict[str, Any]]:
-    cond, params = where(table, f)
+def _rows(
+    wh: Warehouse, table: Table, f: Footprint, rule: Where | None = None
+) -> list[dict[str, Any]]:
+    cond, params = rule or where(table, f)
     cols = [c for c in table.column_names if c not in _HIDDEN.get(table.name, ())]
     order = ", ".join(quote(c) for c in (table.primary_key or table.column_names[:2]))
     rows: list[dict[str, Any]] = wh.fetch_arrow(
@@ -104,7 +117,13 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
     customer_id = resolve(wh, project, who)
     f = footprint(wh, customer_id, project.config.identity)
     tables = {t.name: _rows(wh, t, f) for t in personal_tables()}
+    maybe = {
+        t.name: _rows(wh, t, f, rule)
+        for t in personal_tables()
+        if (rule := possibly(t, f)) is not None
+    }
     _decrypt(tables, project_ring(project))
+    _decrypt(maybe, project_ring(project))
     cipher = from_project(project)
     if cipher is not None:
         tables["customers"] = [cipher.decrypt_row(r) for r in tables.get("customers", [])]
@@ -128,6 +147,7 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
         "identifiers": [{"kind": k, "value": f.shown(k, v)} for _, k, v in f.nodes],
         "profile": next(iter(tables.get("customers", [])), None),
         "tables": tables,
+        "possibly_theirs": maybe,
         "outbox": outbox_entries(outbox_folder(project), f),
         "access_log": _access_log(wh, project, f),
         "counts": {name: len(rows) for name, rows in tables.items()},

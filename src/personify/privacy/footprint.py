@@ -13,10 +13,15 @@ into it), every identifier node (emails, phones, user ids, anonymous ids, source
 
 Two rules keep other people out of a footprint:
 
-* an event resolved to another customer is never the person's, and an unresolved one is theirs
-  by its user id (or, without one, its anonymous id) only when no other customer's events carry
-  that id too (a device shared with someone identity kept apart — a refused merge:
-  :attr:`Footprint.shared`);
+* events (:func:`_events`): one resolved to another live customer is never the person's; one
+  resolved to them (or an id merged into theirs) is theirs; a *loose* one — unresolved (stored
+  since the last identity pass) or resolved to a stale id (merged elsewhere, retired, erased) — is
+  theirs by its user id (stitching never gives a user-id event to someone else) or, without one,
+  by an anonymous id of theirs that no other customer's events carry. Without a user id and on an
+  anonymous id other customers' events carry too (a device shared with someone identity kept
+  apart — a refused merge: :attr:`Footprint.shared`) it cannot be attributed: it is only
+  *possibly* theirs (:data:`POSSIBLY`) — the export lists it apart and erasure deletes it, since
+  kept it would still identify them, and the next identity pass would rebuild an identity from it;
 * free text (quarantined payloads, report samples) mentions an identifier only as a whole token
   (:func:`mention_pattern`): ``ann@ex.example`` is not in ``joann@ex.example``, nor the id
   ``100121`` in ``SKU-100121``.
@@ -31,7 +36,7 @@ from typing import Any
 
 from personify.config import IdentityConfig
 from personify.privacy.subjects import customer_keys
-from personify.warehouse.base import UNNEST, Warehouse, quote
+from personify.warehouse.base import UNNEST, Warehouse
 from personify.warehouse.schema import TABLES, Table
 
 NOT_PERSONAL: frozenset[str] = frozenset(
@@ -70,8 +75,8 @@ DOMAIN_CHARS = "a-z0-9-"
 ID_CHARS = "a-z0-9_-"
 """Characters that continue an id on either side (``SKU-SPO-100121`` does not mention
 ``100121``)."""
-EVENT_ID_KINDS: tuple[str, ...] = ("user_id", "anonymous_id")
-"""Identifier kinds events carry in columns of their own."""
+_LIVE = "SELECT customer_id FROM customer_ids WHERE status = 'active' AND merged_into IS NULL"
+"""SQL: the current customer ids (not merged into another, not retired)."""
 
 
 def _literal(term: str) -> str:
@@ -113,9 +118,10 @@ class Footprint:
     """``(kind, value, plain)`` for the nodes the graph keeps blind (encrypted fields: emails and
     phones are keyed hashes there), with the address recovered from encrypted storage."""
     shared: tuple[str, ...] = ()
-    """``kind|value`` of the person's user and anonymous ids that events resolved to another
-    customer carry too (a shared device whose merge identity refused): no unresolved event is
-    theirs by such an id."""
+    """``anonymous_id|value`` of the person's anonymous ids that other customers' events carry
+    too — resolved to another live customer, or carrying another live customer's user id (a
+    shared device whose merge identity refused): a loose event without a user id is only
+    possibly theirs by such an id (:data:`POSSIBLY`)."""
 
     def shown(self, kind: str, value: str) -> str:
         """A node's value as people read it: the address for a blind one, when known."""
@@ -191,20 +197,21 @@ def footprint(
 
 
 def _shared(wh: Warehouse, ids: list[str], held: Mapping[str, set[str]]) -> tuple[str, ...]:
-    """``kind|value`` of the ids in ``held`` that events resolved to another customer carry."""
-    found: set[str] = set()
-    for kind in EVENT_ID_KINDS:
-        values = sorted(held.get(kind, ()))
-        if not values:
-            continue
-        col = quote(kind)
-        rows = wh.fetch(
-            f"SELECT DISTINCT trim({col}) FROM events WHERE trim({col}) {_IN} "
-            f"AND customer_id IS NOT NULL AND customer_id NOT {_IN}",
-            [values, ids],
-        )
-        found |= {f"{kind}|{r[0]}" for r in rows}
-    return tuple(sorted(found))
+    """``anonymous_id|value`` of the anonymous ids in ``held`` that other customers' events
+    carry: resolved to another live customer, or (loose) carrying another live customer's user
+    id — stitching gives such an event to that customer."""
+    values = sorted(held.get("anonymous_id", ()))
+    if not values:
+        return ()
+    rows = wh.fetch(
+        f"WITH others AS ({_LIVE} AND customer_id NOT {_IN}) "
+        f"SELECT DISTINCT trim(anonymous_id) FROM events WHERE trim(anonymous_id) {_IN} "
+        "AND (customer_id IN (SELECT customer_id FROM others) OR trim(user_id) IN (SELECT value "
+        "FROM identity_nodes WHERE kind = 'user_id' AND customer_id IN (SELECT customer_id "
+        "FROM others)))",
+        [ids, values],
+    )
+    return tuple(sorted(f"anonymous_id|{r[0]}" for r in rows))
 
 
 def _sources(wh: Warehouse) -> list[str]:
@@ -224,13 +231,31 @@ def _keys(f: Footprint) -> Where:
     return f"customer_id {_IN}", [list(f.customer_ids)]
 
 
+_LOOSE = f"(customer_id IS NULL OR customer_id NOT IN ({_LIVE}))"
+"""SQL: an event no live customer holds (unresolved, or resolved to a stale id)."""
+_NO_USER = "coalesce(trim(user_id), '') = ''"
+
+
 def _events(f: Footprint) -> Where:
-    """Events resolved to the person, and unresolved ones by their user id — or, without a user
-    id, by their anonymous id — that no other customer's events carry."""
+    """Events resolved to the person; loose ones (:data:`_LOOSE`) by their user id, or, without
+    one, by an anonymous id of theirs no other customer's events carry."""
     return (
-        f"customer_id {_IN} OR (customer_id IS NULL AND (trim(user_id) {_IN} "
-        f"OR (coalesce(trim(user_id), '') = '' AND trim(anonymous_id) {_IN})))",
-        [list(f.customer_ids), f.own("user_id"), f.own("anonymous_id")],
+        f"customer_id {_IN} OR ({_LOOSE} AND (trim(user_id) {_IN} "
+        f"OR ({_NO_USER} AND trim(anonymous_id) {_IN})))",
+        [list(f.customer_ids), f.values("user_id"), f.own("anonymous_id")],
+    )
+
+
+def _shared_device_events(f: Footprint) -> Where:
+    """Loose events without a user id on an anonymous id of theirs that other customers' events
+    carry too (:attr:`Footprint.shared`): theirs or the other person's, nobody can tell."""
+    shared = [v for v in f.values("anonymous_id") if f"anonymous_id|{v}" in f.shared]
+    if not shared:
+        return "FALSE", []
+    return (
+        f"(customer_id IS NULL OR customer_id NOT {_IN}) AND {_LOOSE} AND {_NO_USER} "
+        f"AND trim(anonymous_id) {_IN}",
+        [list(f.customer_ids), shared],
     )
 
 
@@ -335,6 +360,11 @@ RULES: Mapping[str, Rule] = {
 }
 """Tables whose rows are found by more than ``customer_id``."""
 
+POSSIBLY: Mapping[str, Rule] = {"events": _shared_device_events}
+"""Rows that may be the person's or someone else's (a shared device): not in their export's
+tables but listed apart (``possibly_theirs``), and erased with theirs — kept, they would still
+identify the person, and the next identity pass would rebuild an identity from them."""
+
 
 def personal_tables() -> list[Table]:
     """Every table that may hold a person's data, in schema order."""
@@ -354,3 +384,19 @@ def where(table: Table, f: Footprint) -> Where:
     """The condition selecting ``f``'s rows of ``table``."""
     rule = RULES.get(table.name, _keys)
     return rule(f)
+
+
+def possibly(table: Table, f: Footprint) -> Where | None:
+    """The condition selecting ``table``'s rows that are possibly ``f``'s (:data:`POSSIBLY`),
+    or ``None`` for a table without such rows."""
+    rule = POSSIBLY.get(table.name)
+    return rule(f) if rule is not None else None
+
+
+def erasable(table: Table, f: Footprint) -> Where:
+    """:func:`where` or :func:`possibly`: the rows erasing ``f`` deletes."""
+    cond, params = where(table, f)
+    maybe = possibly(table, f)
+    if maybe is None or maybe[0] == "FALSE":
+        return cond, params
+    return f"({cond}) OR ({maybe[0]})", [*params, *maybe[1]]
