@@ -8,11 +8,13 @@ the filter is the net under them — a driver message or a third-party library t
 
 :func:`mask_value` masks one value by column name (``email``, ``phone``, names, addresses, IPs),
 for reports and exports shown to roles without access to raw PII; :func:`mask_document` a whole
-JSON document (a subject access export for a ``privacy:masked`` token).
+JSON document (a subject access export for a ``privacy:masked`` token); :func:`mask_rows` a
+query's result (``personify sql --mask``), by what each column derives from, failing closed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -131,33 +133,117 @@ def mask_rows(
 ) -> list[tuple[Any, ...]]:
     """Rows of a query result as a role without PII access sees them: PII columns by name
     (:data:`PII_COLUMNS`, also ``customers.email`` aliased to ``c_email`` …) or, given the
-    query, by what they derive from (:func:`result_kinds`); the ``value`` of an observation row
-    whose ``field`` is a PII column; and emails, phones, IPs and PII keys inside any other text
-    and JSON. Numbers and times are never masked (``count(email)`` stays a count)."""
-    kinds = result_kinds(columns, sql, dialect)
-    pairs = [i for i, c in enumerate(columns) if c.lower() in ("field", "kind")]
-    value_at = next((i for i, c in enumerate(columns) if c.lower() == "value"), None)
+    query, by what they derive from (:func:`result_kinds`), failing closed: text that derives
+    from a column that may hold personal data, or whose origin cannot be traced, is masked
+    unless it is clearly not personal; the ``value`` of an observation or identifier row by its
+    ``field`` or ``kind``; and emails, phones, IPs and PII keys inside any other text and JSON.
+    Numbers, flags and times are never masked (``count(email)`` stays a count)."""
+    kinds, pairs = _trace(columns, sql, dialect)
     out = []
     for row in rows:
         masked = []
-        pair = None
-        if value_at is not None:
-            pair = next(
-                (k for i in pairs if isinstance(row[i], str) and (k := _column_kind(row[i]))),
-                None,
-            )
         for i, (kind, value) in enumerate(zip(kinds, row, strict=True)):
-            if i == value_at and pair is not None:
-                kind = pair
-            if kind is not None and not isinstance(value, dict | list):
-                value = _apply(kind, value)
-            elif isinstance(value, str):
-                value = _mask_string(value)
-            elif isinstance(value, list | dict):
-                value = _mask_nested(value)
-            masked.append(value)
+            if i in pairs:
+                label = row[pairs[i]]
+                kind = _label_kind(label) if isinstance(label, str) else PERSONAL
+            masked.append(_mask_cell(kind, value))
         out.append(tuple(masked))
     return out
+
+
+PERSONAL = "personal"
+"""The kind of a result column that may hold personal data of no known kind (a JSON key, an
+observation's value, a column traced nowhere): text masked as a name (``A***``), or, when the
+whole value is an email address, phone number or IP, as that."""
+
+_NOT_PERSONAL = re.compile(
+    r"^n$|(?:^|_)(?:id|ids|uuid|key|hash|count|total|sum|avg|amount|price|quantity|qty|revenue"
+    r"|score|rank|at|date|day|week|month|year|time|timestamp|type|kind|status|stage|source"
+    r"|event|segment|journey|step|category|sku|currency|plan|tier|country|timezone|locale"
+    r"|language|channel|purpose|variant|campaign|reason|rule|tag|version)$"
+)
+"""Names (of columns, JSON keys, observed fields, identifier kinds) that say a value is not
+personal: ids (pseudonymous: ``customer_id``, ``user_id``, ``anonymous_id``), counts, amounts,
+dates, categories. They decide only where the origin does not: a column traced to
+``first_name`` is masked whatever its alias."""
+
+_PERSONAL_TEXT: dict[str, frozenset[str]] = {
+    "profile_observations": frozenset({"value"}),
+    "identities": frozenset({"value"}),
+    "identity_nodes": frozenset({"value"}),
+    "quarantine": frozenset({"payload"}),
+    "tickets": frozenset({"subject"}),
+    "messages": frozenset({"subject"}),
+}
+"""Text columns of the data model that may hold personal data of any kind (besides the JSON
+columns): every observed value and identifier, inputs as received, subject lines."""
+
+_IMPERSONAL_JSON = frozenset(
+    {
+        ("audit_log", "detail"),
+        ("pipeline_runs", "stats"),
+        ("reconciliation_runs", "sources"),
+        ("reconciliation_runs", "detail"),
+        ("reconciliation_discrepancies", "fields"),
+        ("customers", "preferred_categories"),
+    }
+)
+"""JSON columns documented to hold no personal data (counts, column and category names); every
+other JSON column (traits, properties, context, attributes, proof …) may."""
+
+_PAIRED = {"profile_observations": "field", "identities": "kind", "identity_nodes": "kind"}
+"""Tables whose ``value`` is masked by the same row's label column, when the result has it."""
+
+_VIEW_BASES = {"customer_data": "customers", "sendable": "customers"}
+"""Views of the data model, and the table whose same-named columns they show."""
+
+
+def _label_kind(label: str) -> str | None:
+    """How an observation's or identifier's ``value`` is masked, given its ``field`` or
+    ``kind``: by that kind for PII fields (``email``), shown for fields and kinds that are not
+    personal (``order_count``, ``user_id``), masked for any other."""
+    if (kind := _column_kind(label)) is not None:
+        return kind
+    return None if _not_personal(label) else PERSONAL
+
+
+def _not_personal(name: str) -> bool:
+    return bool(_NOT_PERSONAL.search(_CAMEL.sub("_", name).lower().rpartition(".")[2]))
+
+
+def _mask_cell(kind: str | None, value: Any) -> Any:
+    if kind is None:
+        if isinstance(value, str):
+            return _mask_string(value)
+        return _mask_nested(value) if isinstance(value, list | dict) else value
+    if isinstance(value, list | tuple):
+        return [_mask_cell(kind, v) for v in value]
+    if isinstance(value, dict):
+        return _mask_nested(value, strict=True)
+    if kind == PERSONAL:
+        return _mask_personal(value)
+    return _apply(kind, value)
+
+
+def _mask_personal(value: Any) -> Any:
+    """A value that may be personal: text as a name, or as the email address, phone number or
+    IP it is; JSON text by its keys, every other text in it too (:func:`_mask_nested`, strict).
+    Numbers, flags, times and ids (UUIDs) are not text and stay."""
+    if not isinstance(value, str | bytes):
+        return value
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            return json.dumps(_mask_nested(parsed, strict=True), ensure_ascii=False)
+    bare = text.strip()
+    for kind, pattern in (("email", EMAIL), ("phone", PHONE), ("ip", IPV4)):
+        if pattern.fullmatch(bare):
+            return mask_value(kind, bare)
+    return text[:1] + "***" if text else text
 
 
 def _column_kind(column: str) -> str | None:
@@ -192,20 +278,24 @@ def _apply(kind: str, value: Any) -> Any:
     return mask_value(kind, value)
 
 
-def _mask_nested(value: Any) -> Any:
+def _mask_nested(value: Any, *, strict: bool = False) -> Any:
+    """``value`` with the values under PII keys masked by kind and emails, phones and IPs in any
+    other text; ``strict`` (a document that may hold personal data under any key: ``traits``)
+    masks all its text but under keys that say it is not personal (``order_id``, ``plan``)."""
     if isinstance(value, dict):
         pair = _masked_pair(value)
         out: dict[str, Any] = {}
         for k, v in value.items():
             kind = pair if k == "value" and pair else _column_kind(str(k))
-            out[k] = (
-                _apply(kind, v)
-                if kind is not None and not isinstance(v, dict | list)
-                else _mask_nested(v)
-            )
+            if kind is not None and not isinstance(v, dict | list):
+                out[k] = _apply(kind, v)
+            else:
+                out[k] = _mask_nested(v, strict=strict and not _not_personal(str(k)))
         return out
     if isinstance(value, list):
-        return [_mask_nested(v) for v in value]
+        return [_mask_nested(v, strict=strict) for v in value]
+    if strict:
+        return _mask_personal(value)
     return _mask_string(value) if isinstance(value, str) else value
 
 
@@ -224,30 +314,210 @@ def _mask_string(text: str) -> str:
 
 
 def result_kinds(columns: list[str], sql: str | None, dialect: str | None) -> list[str | None]:
-    """Per result column, the PII column it derives from: by name (``email``, ``c_phone``), or
-    through the query (``SELECT first_name AS fn``, a subquery's or CTE's alias, a function of
-    PII columns: ``concat(first_name, ' ', last_name)``), traced with sqlglot's lineage."""
+    """Per result column, how it is masked: as the PII column it derives from — by name
+    (``email``, ``c_phone``), or through the query (``SELECT first_name AS fn``, a subquery's or
+    CTE's alias, a function of PII columns: ``concat(first_name, ' ', last_name)``, a JSON key:
+    ``traits->>'firstName'``), traced with sqlglot's lineage over the data model —,
+    :data:`PERSONAL` when it derives from a column that may hold personal data
+    (:func:`_sources`) or cannot be traced (unless its name says it is not personal), or
+    ``None``: by content only."""
+    return _trace(columns, sql, dialect)[0]
+
+
+def _trace(
+    columns: list[str], sql: str | None, dialect: str | None
+) -> tuple[list[str | None], dict[int, int]]:
+    """:func:`result_kinds`, and which columns are ``value`` columns masked by the ``field`` or
+    ``kind`` column at another index of the same row."""
     kinds = [_column_kind(c) for c in columns]
-    if not sql:
-        return kinds
+    if not sql:  # by name only; an observation's value by its field
+        at = {c.lower(): i for i, c in enumerate(columns)}
+        label = next((at[k] for k in ("field", "kind") if k in at), None)
+        pairs = {at["value"]: label} if "value" in at and label is not None else {}
+        return kinds, pairs
     from sqlglot import parse_one
     from sqlglot.lineage import lineage
 
+    untraced = [
+        k or (None if _not_personal(c) else PERSONAL) for k, c in zip(kinds, columns, strict=True)
+    ]
     try:
         tree = parse_one(sql, read=dialect)
-    except Exception:  # (the warehouse ran it; a dialect sqlglot reads otherwise: by name)
-        return kinds
-    for i, column in enumerate(columns):
+        names = _name_projections(tree, columns)
+    except Exception as e:  # (the warehouse ran it; a dialect sqlglot reads otherwise)
+        log.debug("masking: query not parsed (%s); text masked", type(e).__name__)
+        return untraced, {}
+    schema = _schema()
+    leaves: list[list[tuple[str, str, str]] | None] = []
+    for i, name in enumerate(names):
         if kinds[i] is not None:
+            leaves.append(None)
             continue
         try:
-            node = lineage(column, tree, {}, dialect=dialect)
-        except Exception as e:  # (a star over an unknown schema: its columns keep their names)
-            log.debug("masking: column %d not traced (%s); masked by content", i, type(e).__name__)
+            node = lineage(name, tree, schema, dialect=dialect)
+        except Exception as e:  # untraceable: masked unless its name says it is not personal
+            log.debug("masking: column %d not traced (%s); masked", i, type(e).__name__)
+            kinds[i] = untraced[i]
+            leaves.append(None)
             continue
-        found = {_column_kind(n.name.rpartition(".")[2]) for n in node.walk()} - {None}
-        kinds[i] = next((k for k in _PRIORITY if k in found), next(iter(found), None))
-    return kinds
+        kinds[i], found = _lineage_kind(node, columns[i])
+        leaves.append(found)
+    return kinds, _pairs(kinds, leaves)
+
+
+def _name_projections(tree: Any, columns: list[str]) -> list[str]:
+    """The name to trace each result column by: its own, or — for an unnamed expression
+    (``traits->>'firstName'``, which the engine names after its text) or a name the result
+    repeats — a name given to the projection at its position (of a union's first branch)."""
+    from sqlglot import exp
+
+    top = tree
+    while isinstance(top, exp.SetOperation):
+        top = top.this
+    names = list(columns)
+    if not isinstance(top, exp.Select):
+        return names
+    projections = top.expressions
+    if len(projections) != len(columns) or any(p.is_star for p in projections):
+        return names  # (a star: sqlglot expands it by name, from the data model)
+    lowered = [c.lower() for c in columns]
+    for i, p in enumerate(projections):
+        if p.alias_or_name.lower() != lowered[i] or lowered.count(lowered[i]) > 1:
+            names[i] = f"_personify_{i}"
+            p.replace(exp.alias_(p.unalias(), names[i]))
+    return names
+
+
+def _lineage_kind(node: Any, column: str) -> tuple[str | None, list[tuple[str, str, str]]]:
+    """How a traced column is masked, and the ``(alias, table, column)`` it reads."""
+    from sqlglot import exp
+
+    found: list[str] = []
+    personal = untraced = json_read = False
+    leaves: set[tuple[str, str, str]] = set()
+    keys: list[str | None] = []
+    for n in node.walk():
+        if isinstance(n.source, exp.Table) and not n.downstream:
+            table, name = n.source.name.lower(), n.name.rpartition(".")[2]
+            leaves.add((n.source.alias_or_name, table, name))
+            if (kind := _column_kind(name)) is not None:
+                found.append(kind)
+                continue
+            held = _holds(table, name)
+            if held == "unknown":  # a table outside the data model: only its name says
+                personal = personal or not _not_personal(name)
+            json_read = json_read or held == "json"
+            personal = personal or held == "personal"
+            continue
+        expression = n.expression
+        if isinstance(expression, exp.Expr):
+            if expression.find(exp.Anonymous) or (
+                not n.downstream and expression.find(exp.Column, exp.Subquery)
+            ):
+                untraced = True  # an unknown function, or a column sqlglot did not follow
+            for path in _outer_extracts(expression):
+                keys.append(path[-1] if path else None)
+                found.extend(k for key in path if (k := _column_kind(key)) is not None)
+    # a JSON column is personal but for keys that say otherwise (properties->>'order_id')
+    personal = personal or (json_read and not (keys and all(k and _not_personal(k) for k in keys)))
+    if found:
+        return next((k for k in _PRIORITY if k in found), found[0]), sorted(leaves)
+    if personal or (untraced and not _not_personal(column)):
+        return PERSONAL, sorted(leaves)
+    return None, sorted(leaves)
+
+
+_EXTRACTS = ("JSONExtract", "JSONExtractScalar", "JSONBExtract", "JSONBExtractScalar", "Bracket")
+
+
+def _outer_extracts(expression: Any) -> list[list[str]]:
+    """The keys of each outermost JSON extraction in ``expression`` (``context->'page'->>'path'``:
+    ``["page", "path"]``); an empty list for one whose keys are not literal."""
+    from sqlglot import exp
+
+    paths = []
+    for e in expression.find_all(exp.Func, exp.Bracket):
+        if type(e).__name__ not in _EXTRACTS:
+            continue
+        parent = e.parent
+        if parent is not None and type(parent).__name__ in _EXTRACTS and parent.this is e:
+            continue
+        keys: list[str] = []
+        inner = e
+        while type(inner).__name__ in _EXTRACTS:
+            step = _path_keys(inner)
+            if step is None:
+                keys = []
+                break
+            keys[:0] = step
+            inner = inner.this
+        paths.append(keys)
+    return paths
+
+
+def _path_keys(extract: Any) -> list[str] | None:
+    from sqlglot import exp
+
+    path = extract.expressions[0] if isinstance(extract, exp.Bracket) else extract.expression
+    if isinstance(path, exp.JSONPath):
+        keys = [p.this for p in path.expressions if isinstance(p, exp.JSONPathKey)]
+        return [k for k in keys if isinstance(k, str)] or None
+    if isinstance(path, exp.Literal) and path.is_string:  # postgres: '{a,b}'
+        text = path.this.strip("{}")
+        return [k.strip().strip('"') for k in text.split(",")] if text else None
+    return None
+
+
+def _holds(table: str, column: str) -> str:
+    """What a column of the data model may hold: ``personal`` data of any kind, a ``json``
+    document that may, ``plain`` values, or ``unknown`` (a table or column outside the model)."""
+    from personify.warehouse.schema import TABLES_BY_NAME
+
+    base = _VIEW_BASES.get(table, table)
+    if (model := TABLES_BY_NAME.get(base)) is None:
+        return "unknown"
+    if column in _PERSONAL_TEXT.get(base, ()):
+        return "personal"
+    try:
+        kind = model.column(column).type
+    except KeyError:  # a view's own column (purchase_date, segment)
+        return "plain" if table in _VIEW_BASES else "unknown"
+    return "json" if kind == "JSON" and (base, column) not in _IMPERSONAL_JSON else "plain"
+
+
+@functools.cache
+def _schema() -> dict[str, dict[str, str]]:
+    """The data model's tables and views as sqlglot reads a schema (to expand stars and follow
+    scalar subqueries)."""
+    from sqlglot import exp, parse_one
+
+    from personify.warehouse.schema import TABLES, VIEWS
+
+    schema = {t.name: {c.name: c.type for c in t.columns} for t in TABLES}
+    for name, sql in VIEWS.items():
+        select = parse_one(sql).find(exp.Select)
+        if select is not None:
+            schema[name] = {p.alias_or_name: "VARCHAR" for p in select.expressions}
+    return schema
+
+
+def _pairs(
+    kinds: list[str | None], leaves: list[list[tuple[str, str, str]] | None]
+) -> dict[int, int]:
+    """``value`` columns of observations or identifiers (masked :data:`PERSONAL`) whose row's
+    ``field`` or ``kind`` the result has too, read from the same row: value index → label index."""
+    pairs = {}
+    for i, read in enumerate(leaves):
+        if kinds[i] != PERSONAL or read is None or len(read) != 1:
+            continue
+        alias, table, column = read[0]
+        if column != "value" or table not in _PAIRED:
+            continue
+        label = [(alias, table, _PAIRED[table])]
+        j = next((j for j, other in enumerate(leaves) if other == label), None)
+        if j is not None:
+            pairs[i] = j
+    return pairs
 
 
 def mask_document(doc: Any) -> Any:

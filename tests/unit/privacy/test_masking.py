@@ -157,3 +157,93 @@ def test_mask_document_masks_camel_case_names_and_observations() -> None:
     }
     assert [o["value"] for o in masked["profile_observations"]] == ["J***", "3"]
     assert "James" not in str(masked) and "Chen" not in str(masked)
+
+
+def _one(sql: str, value: object, column: str = "x") -> object:
+    from personify.privacy.masking import mask_rows
+
+    ((masked,),) = mask_rows([column], [(value,)], sql=sql, dialect="duckdb")
+    return masked
+
+
+def test_mask_rows_fails_closed_on_json_subqueries_and_observations() -> None:
+    """Text that derives from a column that may hold personal data is masked, whatever it is
+    called: JSON keys, a scalar subquery, an observation's value without its field."""
+    for sql in (
+        "SELECT traits->>'firstName' AS x FROM events",
+        "SELECT json_extract_string(traits,'$.first_name') AS x FROM events",
+        "SELECT (SELECT first_name FROM customers LIMIT 1) AS x",
+        "SELECT value AS x FROM profile_observations WHERE field='first_name'",
+        "SELECT value AS x FROM identities WHERE kind='user_id'",
+        "SELECT traits->>'nickname' AS x FROM events",
+        "WITH t AS (SELECT properties AS p FROM events) SELECT p->>'note' AS x FROM t",
+        "SELECT subject AS x FROM tickets",
+    ):
+        assert _one(sql, "Ann") == "A***", sql
+    # an unnamed expression: the engine names it after its text
+    assert _one("SELECT traits->>'nickname' FROM events", "Ann", "(traits ->> 'nickname')") == (
+        "A***"
+    )
+    # by content where the value is an address or a number
+    assert _one("SELECT traits->>'contact' AS x FROM events", "ann@example.org") == (
+        "***@example.org"
+    )
+    assert _one("SELECT value AS x FROM identities", "+33612345678") == "***78"
+    # a JSON document: all its text but under keys that are not personal
+    doc = '{"nickname": "Annie", "plan": "pro", "order_id": "o-1", "n": 3, "email": "a@b.co"}'
+    assert json.loads(_one("SELECT traits AS x FROM events", doc)) == {
+        "nickname": "A***",
+        "plan": "pro",
+        "order_id": "o-1",
+        "n": 3,
+        "email": "***@b.co",
+    }
+    # a list of names, masked one by one
+    assert _one("SELECT list(first_name) AS x FROM customers", ["Ann", "Bob"]) == ["A***", "B***"]
+
+
+def test_mask_rows_fails_closed_when_lineage_cannot_be_traced() -> None:
+    """An unknown function, a table outside the data model, a query sqlglot cannot read: text is
+    masked unless the column's name says it is not personal."""
+    assert _one("SELECT my_udf(customer_id) AS x FROM customers", "Ann") == "A***"
+    assert _one(
+        "SELECT my_udf(customer_id) AS customer_id FROM customers", "c-1", "customer_id"
+    ) == ("c-1")
+    assert _one("SELECT name AS x FROM people", "Ann") == "A***"
+    assert _one("SELECT ???", "Ann") == "A***"
+    assert _one("SELECT ???", "c-1", "customer_id") == "c-1"
+    # two result columns of one name: each traced by its position
+    from personify.privacy.masking import mask_rows
+
+    sql = "SELECT customer_id AS x, first_name AS x FROM customers"
+    assert mask_rows(["x", "x"], [("c-1", "Ann")], sql=sql, dialect="duckdb") == [("c-1", "A***")]
+
+
+def test_mask_rows_keeps_what_an_analyst_needs() -> None:
+    from personify.privacy.masking import mask_rows
+
+    sql = (
+        "SELECT c.customer_id, count(email) AS n, m.segment, total_spent, created_at AS d, "
+        "properties->>'order_id' AS o, properties->>'category' AS category, e.event "
+        "FROM customers AS c JOIN segment_memberships AS m USING (customer_id) "
+        "JOIN events AS e USING (customer_id) GROUP BY ALL ORDER BY n DESC"
+    )
+    columns = ["customer_id", "n", "segment", "total_spent", "d", "o", "category", "event"]
+    row = ("c-1", 3, "vip", 12.5, "2026-01-31", "o-1", "shoes", "Order Completed")
+    assert mask_rows(columns, [row], sql=sql, dialect="duckdb") == [row]
+    # an observation's value by its field, an identifier's by its kind, read from the same row
+    sql = "SELECT * FROM profile_observations"
+    columns = ["node_id", "field", "value", "source", "origin", "observed_at", "received_at"]
+    rows = [(1, "order_count", "12", "shop", None, None, None)]
+    rows.append((1, "nickname", "Annie", "shop", None, None, None))
+    masked = mask_rows(columns, rows, sql=sql, dialect="duckdb")
+    assert [r[2] for r in masked] == ["12", "A***"]
+    sql = "SELECT kind, value FROM identities"
+    rows = [("user_id", "u-77"), ("email", "ann@example.org"), ("anonymous_id", "a-1")]
+    masked = mask_rows(["kind", "value"], rows, sql=sql, dialect="duckdb")
+    assert [r[1] for r in masked] == ["u-77", "***@example.org", "a-1"]
+    # a label the query made up is not the row's: the value stays masked
+    sql = "SELECT 'order_count' AS field, value FROM profile_observations"
+    assert mask_rows(["field", "value"], [("order_count", "Ann")], sql=sql, dialect="duckdb") == [
+        ("order_count", "A***")
+    ]
