@@ -501,3 +501,90 @@ def test_the_send_gate_stops_an_address_whose_tombstone_was_not_relinked(
     assert relink_new_nodes(wh, key, 1) == 0  # linked already
     assert suppressed(wh, ["c1", "c2", "c3"]) == {"c2"}
     assert consented(wh, ["c2"], purpose="email_marketing") == set()
+
+
+def test_the_send_gate_lifts_an_erasure_for_consent_granted_after_it(
+    warehouse: Warehouse,
+) -> None:
+    """The journeys' gate follows :func:`consented`: an erasure tombstone older than the
+    customer's standing grant for the purpose stops nobody; one newer than the grant, a grant
+    for another purpose, a revocation among their rows, or an unsubscribe, bounce or complaint
+    (whatever the grant's time) still stop them; without a purpose every suppression stops."""
+    from personify.journeys.decide import suppressed
+
+    wh, later = warehouse, T0 + timedelta(days=2)
+    tombs = {  # customer → (reason, created_at)
+        "back": ("erased", T0),
+        "early": ("erased", later + timedelta(days=1)),  # erased again after the grant
+        "other": ("erased", T0),  # granted, but for another purpose
+        "revoked": ("erased", T0),  # granted after, then revoked under a source id
+        "unsub": ("unsubscribed", T0),
+        "bounce": ("bounced", T0),
+        "complaint": ("complained", T0),
+    }
+    _load(
+        wh,
+        "suppressions",
+        [
+            {
+                "subject_hash": f"h-{c}",
+                "kind": "email",
+                "customer_id": c,
+                "reason": r,
+                "created_at": at,
+            }
+            for c, (r, at) in tombs.items()
+        ],
+    )
+    grants = [
+        {
+            "customer_id": c,
+            "purpose": "email_marketing",
+            "channel": "email",
+            "status": "granted",
+            "source": "web",
+            "updated_at": later,
+        }
+        for c in tombs
+        if c != "other"
+    ]
+    grants += [
+        {
+            "customer_id": "other",
+            "purpose": "newsletter",
+            "channel": "email",
+            "status": "granted",
+            "source": "web",
+            "updated_at": later,
+        },
+        {
+            "customer_id": "u-revoked",
+            "purpose": "email_marketing",
+            "channel": "email",
+            "status": "revoked",
+            "source": "shop",
+            "updated_at": later,
+        },
+    ]
+    _load(wh, "consents", grants)
+    _load(
+        wh,
+        "identities",
+        [
+            {
+                "customer_id": "revoked",
+                "kind": "user_id",
+                "value": "u-revoked",
+                "source": "shop",
+                "first_seen": T0,
+                "last_seen": T0,
+            }
+        ],
+    )
+    everyone = sorted(tombs)
+    kinds = {"shop": "user_id"}
+    assert suppressed(wh, everyone, purpose="email_marketing", source_kinds=kinds) == (
+        set(everyone) - {"back"}
+    )
+    assert consented(wh, everyone, purpose="email_marketing", source_kinds=kinds) == {"back"}
+    assert suppressed(wh, everyone) == set(everyone)

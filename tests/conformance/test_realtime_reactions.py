@@ -295,3 +295,58 @@ def test_a_person_erased_then_recreated_in_real_time_stays_suppressed(shop: Sess
     sent = wh.fetch("SELECT journey, status FROM messages WHERE customer_id = ?", [again])
     assert sent == [("abandoned_cart", "skipped_suppressed")]
     assert list((root / "outbox").glob("*.eml")) == []
+
+
+@pytest.mark.parametrize("regrant", [True, False], ids=["opted-in-again", "old-consent-only"])
+def test_a_person_erased_then_back_is_sent_once_they_opt_in_again(
+    shop: Session, regrant: bool
+) -> None:
+    """README: an erasure's tombstone gives way to consent granted after it. The person is
+    erased, comes back under the same address and opts in again (after the erasure): the
+    abandoned cart's email is decided and sent. Without that new grant (only the consent a
+    source held from before the erasure) it is ``skipped_suppressed`` and nothing is written."""
+    from personify.privacy.consent import consented, set_consent
+    from personify.privacy.erase import erase_subject
+
+    wh, root = shop.warehouse, shop.project.root
+    products(wh)
+    with clock.frozen(NOW - timedelta(hours=3)):
+        applier = Applier(shop, tick_every=None)
+        try:
+            applier.submit([track(wh, "m-id", "identify", NOW - timedelta(hours=3), {})])
+            assert applier.wait_idle(60)
+        finally:
+            applier.close()
+        (ann,) = (str(r[0]) for r in wh.fetch("SELECT customer_id FROM customers"))
+        load_consents(wh, [(ann, "email_marketing", "granted")])
+        assert erase_subject(wh, shop.project, "ann@example.com").status == "erased"
+
+    with clock.frozen(NOW):
+        applier = Applier(shop, tick_every=None)
+        try:
+            applier.submit([track(wh, "m-id-2", "identify", NOW - timedelta(minutes=95), {})])
+            assert applier.wait_idle(60)
+            (again,) = (str(r[0]) for r in wh.fetch("SELECT customer_id FROM customers"))
+            load_consents(wh, [(again, "email_marketing", "granted")])  # from before: not enough
+            if regrant:  # they opt in again, after the erasure
+                set_consent(wh, again, purpose="email_marketing", status="granted", source="web")
+            cart = {"cart_id": "cart-9", "product_id": "p1", "price": 11.0, "quantity": 1}
+            applier.submit(
+                [track(wh, "m-add-2", "Product Added", NOW - timedelta(minutes=90), cart)]
+            )
+            assert applier.wait_idle(60)
+            assert applier.failures == 0
+        finally:
+            applier.close()
+        relinked = "SELECT customer_id FROM suppressions WHERE reason = 'erased' AND kind = 'email'"
+        assert wh.fetch(relinked) == [(again,)]
+        assert consented(wh, [again], purpose="email_marketing") == ({again} if regrant else set())
+        tick(shop)  # the cart's hour is over: decided and sent now
+    sent = wh.fetch("SELECT journey, status FROM messages WHERE customer_id = ?", [again])
+    emails = list((root / "outbox").glob("*.eml"))
+    if regrant:
+        assert sent == [("abandoned_cart", "sent")]
+        assert len(emails) == 1 and "ann@example.com" in emails[0].read_text().lower()
+    else:
+        assert sent == [("abandoned_cart", "skipped_suppressed")]
+        assert emails == []

@@ -4,7 +4,8 @@ Each decided email gets the idempotency key ``journey:step:customer_id:trigger_k
 ``messages``: decisions are bulk-loaded with ``ON CONFLICT DO NOTHING``, so deciding again (a
 rerun, a crash before the instances moved on) adds nothing. The consent gate runs here — fail
 closed, for the whole batch in one query (:func:`personify.privacy.consent.consented`) — and
-again just before sending: a customer who is suppressed gets ``skipped_suppressed``, one without
+again just before sending: a customer who is suppressed gets ``skipped_suppressed`` (an
+erasure's tombstone gives way to consent granted after it, as in the consent gate), one without
 consent ``skipped_consent``; the others are ``queued`` for the delivery stage. A step with an
 experiment assigns each of those a variant (:func:`personify.engagement.experiments.assign_many`:
 deterministic, recorded) and stores it in ``messages.variant`` with the variant's template; the
@@ -14,13 +15,14 @@ holdout's messages are ``skipped_holdout`` and are never sent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
 from personify.journeys.definitions import Journey, Step
-from personify.privacy.consent import consented, is_marketing
-from personify.privacy.tombstones import tombstoned
+from personify.privacy.consent import consented, is_marketing, standing_grants
+from personify.privacy.tombstones import held_tombstones
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import MESSAGES
 
@@ -48,23 +50,85 @@ def allowed(
     return out
 
 
-def suppressed(wh: Warehouse, customer_ids: list[str], key: bytes | None = None) -> set[str]:
-    """The customers among ``customer_ids`` with a row in ``suppressions`` — and, given the
-    project's hashing ``key``, those holding an email or phone a tombstone was kept for even
-    when it does not point at them yet (fail-closed: an erased person re-created by a path that
-    has not re-linked the tombstone, :func:`~personify.privacy.tombstones.tombstoned`)."""
-    out: set[str] = set()
+ERASED = "erased"
+"""The reason of an erasure's tombstones: the one suppression a later opt-in lifts."""
+
+
+def suppressions_of(
+    wh: Warehouse, customer_ids: list[str], key: bytes | None = None
+) -> list[tuple[str, str, Any]]:
+    """The suppressions ``(customer id, reason, created_at)`` stopping customers among
+    ``customer_ids``: the rows in ``suppressions`` pointing at them — and, given the project's
+    hashing ``key``, the tombstones of an email or phone they hold even when it does not point
+    at them yet (fail-closed: an erased person re-created by a path that has not re-linked the
+    tombstone, :func:`~personify.privacy.tombstones.held_tombstones`)."""
+    out: list[tuple[str, str, Any]] = []
     for start in range(0, len(customer_ids), CONSENT_CHUNK):
         chunk = customer_ids[start : start + CONSENT_CHUNK]
         rows = wh.fetch(
-            "SELECT DISTINCT customer_id FROM suppressions WHERE customer_id IN "
+            "SELECT customer_id, reason, created_at FROM suppressions WHERE customer_id IN "
             f"({', '.join('?' for _ in chunk)})",
             chunk,
         )
-        out |= {str(r[0]) for r in rows}
+        out += [(str(c), str(reason), at) for c, reason, at in rows]
         if key is not None:
-            out |= tombstoned(wh, key, chunk)
+            out += held_tombstones(wh, key, chunk)
     return out
+
+
+def blocking(
+    wh: Warehouse,
+    found: list[tuple[str, str, Any]],
+    *,
+    purpose: str | None = None,
+    source_kinds: Mapping[str, str] | None = None,
+) -> set[str]:
+    """The customers the suppressions ``found`` (:func:`suppressions_of`) stop for ``purpose``:
+    an unsubscribe, bounce or complaint always; an erasure's tombstone unless the customer's
+    consent for ``purpose`` by email stands and was granted after it (they came back and opted
+    in again: the rule of :func:`~personify.privacy.consent.consented`). Without ``purpose``,
+    every suppression stops. One consent query, only when an erasure alone stops someone."""
+    hard = {c for c, reason, _ in found if reason != ERASED}
+    erased: dict[str, list[Any]] = {}
+    for c, reason, at in found:
+        if c not in hard and reason == ERASED:
+            erased.setdefault(c, []).append(at)
+    if purpose is None or not erased:
+        return hard | set(erased)
+    grants = standing_grants(
+        wh,
+        sorted(erased),
+        purpose=purpose,
+        source_kinds=None if source_kinds is None else dict(source_kinds),
+    )
+    return hard | {c for c, times in erased.items() if not _after(grants.get(c), times)}
+
+
+def _after(granted: Any, times: list[Any]) -> bool:
+    """Whether ``granted`` is later than every tombstone time (fail-closed on a missing one)."""
+    if not isinstance(granted, datetime):
+        return False
+    return all(isinstance(t, datetime) and _utc(t) < _utc(granted) for t in times)
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def suppressed(
+    wh: Warehouse,
+    customer_ids: list[str],
+    key: bytes | None = None,
+    *,
+    purpose: str | None = None,
+    source_kinds: Mapping[str, str] | None = None,
+) -> set[str]:
+    """The customers among ``customer_ids`` a suppression stops (:func:`suppressions_of`,
+    :func:`blocking`): given a ``purpose``, an erasure's tombstone gives way to consent for it
+    granted after the tombstone; without, every suppression stops."""
+    return blocking(
+        wh, suppressions_of(wh, customer_ids, key), purpose=purpose, source_kinds=source_kinds
+    )
 
 
 def decide(
@@ -88,7 +152,11 @@ def decide(
     if not rows:
         return {}
     customers = sorted({str(r[0]) for r in rows})
-    blocked = suppressed(wh, customers, key) if is_marketing(journey.purpose) else set()
+    blocked = (
+        suppressed(wh, customers, key, purpose=journey.purpose, source_kinds=source_kinds)
+        if is_marketing(journey.purpose)
+        else set()
+    )
     ok = allowed(
         wh,
         [c for c in customers if c not in blocked],

@@ -2,7 +2,8 @@
 
 For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
 
-1. **Gates, again, just before sending** — suppressed ⇒ ``skipped_suppressed``; no consent (the
+1. **Gates, again, just before sending** — suppressed ⇒ ``skipped_suppressed`` (an erasure's
+   tombstone gives way to consent for the message's purpose granted after it); no consent (the
    fail-closed gate) ⇒ ``skipped_consent``; inside the customer's quiet hours ⇒ held
    (``send_after`` = when they end; still ``queued``); over the frequency cap (capped journeys'
    emails sent to the customer within the window, counting this batch's) ⇒
@@ -40,7 +41,7 @@ from personify.delivery import PrepareFailure, prepare_batch, transport_for
 from personify.delivery.transport import DeliveryError, Transport, send_many
 from personify.errors import NotFound, PersonifyError, Transient
 from personify.journeys.content import Pending, resolve
-from personify.journeys.decide import allowed, suppressed
+from personify.journeys.decide import allowed, blocking, suppressions_of
 from personify.journeys.definitions import Journey
 from personify.journeys.localtime import quiet_until, zone
 from personify.messages import TemplateStore, read_customers, template_store
@@ -180,12 +181,13 @@ def _send_batch(
 ) -> tuple[dict[str, _Outcome], str | None]:
     outcomes: dict[str, _Outcome] = {}
     ids = sorted({r.customer_id for r in batch})
-    blocked = suppressed(wh, ids, optional_key(project))
+    kinds = project.config.identity.source_kinds
     purposes = sorted({r.purpose or settings.purpose for r in batch})
-    consent = {
-        p: allowed(wh, ids, purpose=p, source_kinds=project.config.identity.source_kinds)
-        for p in purposes
+    found = suppressions_of(wh, ids, optional_key(project))  # once for every purpose
+    blocked = {
+        p: blocking(wh, found, purpose=p, source_kinds=kinds) for p in purposes if is_marketing(p)
     }
+    consent = {p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes}
     profiles = read_customers(wh, ids)
     capped = _capped_sent(wh, settings, journeys, ids, now)
     live: list[_Row] = []
@@ -197,7 +199,7 @@ def _send_batch(
             outcomes[row.key] = _Outcome(
                 "failed", f"journey {row.journey!r} has no send step {row.step!r} any more"
             )
-        elif row.customer_id in blocked and is_marketing(purpose):
+        elif row.customer_id in blocked.get(purpose, ()):
             outcomes[row.key] = _Outcome(
                 "skipped_suppressed", "suppressed (unsubscribed, bounced, complained or erased)"
             )

@@ -51,7 +51,7 @@ def is_marketing(purpose: str) -> bool:
 
 _KINDS_SQL = f"SELECT {UNNEST} AS source, {UNNEST} AS kind"
 
-_CONSENTED_SQL = f"""
+_STATE_SQL = f"""
 WITH ids AS (SELECT DISTINCT {UNNEST} AS id),
 sk AS ({{kinds}}),
 cur AS (
@@ -82,13 +82,20 @@ agg AS (
     count(CASE WHEN status <> 'granted' THEN 1 END) AS refusals
   FROM hits GROUP BY id
 )
-SELECT agg.id FROM agg
+"""
+"""Per id asked: the latest grant (``granted_at``) and the count of other rows (``refusals``)
+for one purpose and channel, over every identifier of the person."""
+
+_CONSENTED_SQL = (
+    _STATE_SQL
+    + """SELECT agg.id FROM agg
 WHERE agg.granted_at IS NOT NULL AND agg.refusals = 0
   AND NOT (? AND EXISTS (
     SELECT 1 FROM own JOIN suppressions AS s ON s.customer_id = own.key
     WHERE own.id = agg.id AND NOT (s.reason = 'erased' AND s.created_at < agg.granted_at)
   ))
 """
+)
 
 
 def _kinds(source_kinds: Mapping[str, str] | None) -> tuple[str, list[Any]]:
@@ -129,6 +136,29 @@ def consented(
         is_marketing(purpose),
     ]
     return {str(r[0]) for r in wh.fetch(sql, params)}
+
+
+def standing_grants(
+    wh: Warehouse,
+    customer_ids: Sequence[str],
+    *,
+    purpose: str,
+    channel: str = "email",
+    source_kinds: Mapping[str, str] | None = None,
+) -> dict[str, datetime]:
+    """The ids among ``customer_ids`` whose consent for ``purpose`` on ``channel`` stands — a
+    grant and no other row among their identifiers, as :func:`consented` resolves them,
+    suppressions aside — each with its latest grant: the time an erasure tombstone must
+    precede to give way (one query)."""
+    ids = sorted({str(c) for c in customer_ids if c})
+    if not ids:
+        return {}
+    kinds_sql, kind_params = _kinds(source_kinds)
+    sql = _STATE_SQL.format(kinds=kinds_sql) + (
+        "SELECT id, granted_at FROM agg WHERE granted_at IS NOT NULL AND refusals = 0"
+    )
+    rows = wh.fetch(sql, [ids, *kind_params, purpose, channel, purpose, channel])
+    return {str(r[0]): r[1] for r in rows}
 
 
 def sync_source_kinds(wh: Warehouse, source_kinds: Mapping[str, str]) -> int:

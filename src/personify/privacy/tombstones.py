@@ -9,9 +9,10 @@ the tombstone must stop that customer too, whichever path re-created them:
 * :func:`relink_new_nodes` — the real-time pass (:func:`personify.profiles.realtime.apply`):
   only the email and phone nodes that pass added (an erased person comes back as new nodes,
   their graph having been erased), so a pass pays nothing when nobody new appears;
-* :func:`tombstoned` — read-only, at the send gate: the customers holding an address a
-  tombstone was kept for, linked or not, so the gate fails closed even when no relinking ran
-  (a ``personify sync`` without ``run``, a crash between the identity pass and the relink).
+* :func:`tombstoned` / :func:`held_tombstones` — read-only, at the send gate: the customers
+  holding an address a tombstone was kept for, linked or not, so the gate fails closed even
+  when no relinking ran (a ``personify sync`` without ``run``, a crash between the identity
+  pass and the relink).
 
 Pointing the tombstone at the customer is what the consent gate
 (:func:`~personify.privacy.consent.consented`) and the ``sendable`` view read: such a customer is
@@ -59,16 +60,23 @@ def _point(wh: Warehouse, kind: str, subject_hash: str, customer_id: str) -> Non
     )
 
 
-def _matching(wh: Warehouse, held: dict[tuple[str, str], str]) -> list[tuple[str, str, Any]]:
-    """The tombstones ``(kind, hash, customer id)`` among ``held``'s hashes (by key)."""
+def _matching(
+    wh: Warehouse, held: dict[tuple[str, str], str]
+) -> list[tuple[str, str, Any, str, Any]]:
+    """The tombstones ``(kind, hash, customer id, reason, created_at)`` among ``held``'s hashes
+    (by key)."""
     if not held:
         return []
     rows = wh.fetch(
-        "SELECT kind, subject_hash, customer_id FROM suppressions "
+        "SELECT kind, subject_hash, customer_id, reason, created_at FROM suppressions "
         f"WHERE subject_hash IN (SELECT {UNNEST})",
         [sorted({h for _, h in held})],
     )
-    return [(str(k), str(h), c) for k, h, c in rows if (str(k), str(h)) in held]
+    return [
+        (str(k), str(h), c, str(reason), created)
+        for k, h, c, reason, created in rows
+        if (str(k), str(h)) in held
+    ]
 
 
 def relink_tombstones(wh: Warehouse, key: bytes) -> int:
@@ -113,7 +121,7 @@ def relink_new_nodes(wh: Warehouse, key: bytes, after: int) -> int:
     moved. Two statements when nodes were added (none otherwise), hashing only those nodes."""
     held = _hashed(key, wh.fetch(f"{_NODES} AND node_id > ?", [*HASHED_KINDS, after]))
     moved = 0
-    for kind, subject_hash, customer_id in _matching(wh, held):
+    for kind, subject_hash, customer_id, _, _ in _matching(wh, held):
         holder = held[(kind, subject_hash)]
         if customer_id != holder:
             _point(wh, kind, subject_hash, holder)
@@ -125,11 +133,22 @@ def tombstoned(wh: Warehouse, key: bytes, customer_ids: Sequence[str]) -> set[st
     """The customers among ``customer_ids`` holding an email or phone an email/phone suppression
     was kept for, whether or not the tombstone points at them yet (read-only; nothing is
     hashed when no such suppression exists)."""
+    return {holder for holder, _, _ in held_tombstones(wh, key, customer_ids)}
+
+
+def held_tombstones(
+    wh: Warehouse, key: bytes, customer_ids: Sequence[str]
+) -> list[tuple[str, str, Any]]:
+    """:func:`tombstoned` with each tombstone's ``(holder, reason, created_at)`` — what the send
+    gate needs to let an erasure give way to consent granted after it."""
     ids = sorted({str(c) for c in customer_ids if c})
     if not ids or not _any_tombstone(wh):
-        return set()
+        return []
     held = _hashed(
         key,
         wh.fetch(f"{_NODES} AND customer_id IN (SELECT {UNNEST})", [*HASHED_KINDS, ids]),
     )
-    return {held[(kind, subject_hash)] for kind, subject_hash, _ in _matching(wh, held)}
+    return [
+        (held[(kind, subject_hash)], reason, created)
+        for kind, subject_hash, _, reason, created in _matching(wh, held)
+    ]
