@@ -237,6 +237,44 @@ def _run(wh: Warehouse, project: Project) -> None:
         privacy_stage(session)
 
 
+def _come_back(wh: Warehouse, project: Project, later: datetime) -> dict[str, int]:
+    """After Ann's erasure, her old CRM record and the consent the CRM still holds (granted
+    before the erasure) are synced again at ``later``; the batch stages run. Their counts."""
+    wh.execute("DELETE FROM file_imports")
+    _load(
+        wh,
+        "customer_records",
+        [
+            {
+                "source": "crm",
+                "record_id": "c-ann-1",
+                "email": "ann.marker@x.org",
+                "observed_at": later,
+                "received_at": later,
+            }
+        ],
+    )
+    _load(
+        wh,
+        "consents",
+        [
+            {
+                "customer_id": "c-ann-1",
+                "purpose": "email_marketing",
+                "channel": "email",
+                "status": "granted",
+                "source": "crm",
+                "updated_at": _day(1),
+            }
+        ],
+    )
+    with clock.frozen(later):
+        session = Session(project, warehouse=wh)
+        resolve_batch(wh, project.config.identity)
+        profiles_stage(session)
+        return privacy_stage(session)
+
+
 def _value(col: Any, marker: str) -> Any:
     return {
         "VARCHAR": f"{marker}-{col.name}",
@@ -361,40 +399,8 @@ def test_erase_leaves_no_marker_and_reingest_is_not_marketable(
     assert [a[0] for a in audit] == ["erase"] and ann not in str(audit)
 
     # the old records come back (a re-sync): a customer again, but not marketable
-    wh.execute("DELETE FROM file_imports")
     later = NOW + timedelta(days=1)
-    _load(
-        wh,
-        "customer_records",
-        [
-            {
-                "source": "crm",
-                "record_id": "c-ann-1",
-                "email": "ann.marker@x.org",
-                "observed_at": later,
-                "received_at": later,
-            }
-        ],
-    )
-    _load(
-        wh,
-        "consents",
-        [
-            {
-                "customer_id": "c-ann-1",
-                "purpose": "email_marketing",
-                "channel": "email",
-                "status": "granted",
-                "source": "crm",
-                "updated_at": _day(1),
-            }
-        ],
-    )
-    with clock.frozen(later):
-        session = Session(project, warehouse=wh)
-        resolve_batch(wh, project.config.identity)
-        profiles_stage(session)
-        counts = privacy_stage(session)
+    counts = _come_back(wh, project, later)
     assert counts["tombstones_relinked"] == 1
     again = wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'c-ann-1'")
     assert again
@@ -777,3 +783,60 @@ def test_an_old_unsubscribe_link_after_erasure_writes_nothing(
         wh.execute("DELETE FROM suppressions WHERE kind = 'customer_id'")
         apply_events(wh, project, "sendgrid", 1, [bounce])
     assert ann not in json.dumps(held(), default=str)
+
+
+@pytest.mark.slow
+def test_an_unsubscribe_after_coming_back_revokes_consent(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Erased, back (a re-sync under the same customer id and address) and opted in again, the
+    person clicks unsubscribe. Every suppression row it would write exists already (the
+    erasure's tombstones, the address's pointed at them), yet the click revokes the purpose —
+    in ``consents``, the history and the audit log — so the consent granted since no longer
+    lets them through; a second click changes nothing."""
+    from personify.delivery.suppress import unsubscribe
+    from personify.delivery.tokens import UnsubscribeClaim
+    from personify.journeys.decide import suppressed
+    from personify.privacy.consent import record
+
+    wh, project = warehouse, _project(tmp_path, warehouse.url)
+    key = project_key(project)
+    _ingest(wh)
+    _run(wh, project)
+    with clock.frozen(NOW):
+        erase_subject(wh, project, "ann.marker@x.org")
+    later = NOW + timedelta(days=1)
+    _come_back(wh, project, later)
+    again = str(wh.scalar("SELECT customer_id FROM identity_nodes WHERE value = 'c-ann-1'"))
+    record(
+        wh,
+        subject=again,
+        purpose="email_marketing",
+        status="granted",
+        source="web",
+        at=later + timedelta(hours=1),
+    )
+    assert consented(wh, [again], purpose="email_marketing") == {again}
+    assert suppressed(wh, [again], key, purpose="email_marketing") == set()
+    tombs = "SELECT kind, subject_hash, customer_id, reason FROM suppressions ORDER BY 1, 2"
+    before = wh.fetch(tombs)
+
+    with clock.frozen(later + timedelta(hours=2)):
+        done = unsubscribe(wh, project, UnsubscribeClaim(again, "email_marketing"))
+    assert done.new and done.customer_id == again
+    assert wh.fetch(tombs) == before  # (nothing new to write: the tombstones stand)
+    assert wh.fetch(
+        "SELECT status, source FROM consents WHERE customer_id = ? AND purpose = ?",
+        [again, "email_marketing"],
+    ) == [("revoked", "unsubscribe")]
+    history = "SELECT status, source FROM consent_history WHERE customer_id = ? ORDER BY changed_at"
+    assert wh.fetch(history, [again]) == [("granted", "web"), ("revoked", "unsubscribe")]
+    audit = "SELECT action FROM audit_log WHERE action = 'consent'"
+    assert wh.fetch(audit) == [("consent",)]
+    assert consented(wh, [again], purpose="email_marketing") == set()
+    assert suppressed(wh, [again], key, purpose="email_marketing") == {again}
+
+    with clock.frozen(later + timedelta(hours=3)):  # again: nothing changes
+        assert not unsubscribe(wh, project, UnsubscribeClaim(again, "email_marketing")).new
+    assert wh.fetch(history, [again]) == [("granted", "web"), ("revoked", "unsubscribe")]
+    assert wh.fetch(audit) == [("consent",)]

@@ -114,7 +114,10 @@ def unsubscribe(
 ) -> Unsubscribed:
     """Suppress the customer of a verified unsubscribe token (their id and current address)
     and record the token's purpose as ``revoked`` in the consent history (and the audit log) —
-    once: a repeat changes nothing. The token of an erased customer changes nothing either
+    once: a repeat changes nothing. The revocation is recorded whenever the purpose is not
+    revoked already, even when every suppression row existed (a person back after erasure
+    holds their tombstones: without it, consent they granted since would let them through).
+    The token of an erased customer changes nothing either
     (:func:`~personify.privacy.erase.erased_customer`: their tombstones suppress them, and a
     new row would keep their id). Raises ConfigError without a ``signing_key``."""
     key = project_key(project)
@@ -143,7 +146,10 @@ def unsubscribe(
             _rows(wh, key, entries, reasons, UNSUBSCRIBE_SOURCE, at),
             on_conflict="ignore",
         )
-        if written:
+        # the rows may all exist already (a person back after erasure: their tombstones),
+        # and the revocation is still owed, else consent granted since would let them through
+        revoke = not _revoked(wh, customer_id, claim.purpose)
+        if revoke:
             record(
                 wh,
                 subject=customer_id,
@@ -153,6 +159,7 @@ def unsubscribe(
                 at=at,
                 proof={"form": form},
             )
+        if written or revoke:
             log_action(
                 wh,
                 action="consent",
@@ -161,7 +168,18 @@ def unsubscribe(
                 key=key,
                 detail={"purpose": claim.purpose, "status": "revoked", "suppressed": True},
             )
-    return Unsubscribed(customer_id, bool(written))
+    return Unsubscribed(customer_id, bool(written) or revoke)
+
+
+def _revoked(wh: Warehouse, customer_id: str, purpose: str) -> bool:
+    """Whether ``purpose`` by email is revoked already on the customer's own consent row."""
+    return bool(
+        wh.scalar(
+            "SELECT count(*) FROM consents WHERE customer_id = ? AND purpose = ? "
+            "AND channel = 'email' AND status = 'revoked'",
+            [customer_id, purpose],
+        )
+    )
 
 
 def apply_events(
