@@ -95,7 +95,10 @@ class TrackingSource(_SourceBase, frozen=True, tag="tracking", tag_field="kind")
     tracking_plan_mode: Literal["enforce", "warn"] = "enforce"
     """What a tracking-plan violation does: ``enforce`` quarantines the event (reason
     ``tracking_plan_violation``; ``personify quarantine replay`` after fixing the plan or the
-    sender), ``warn`` stores it and records the violations in ``events.plan_violations``."""
+    sender), ``warn`` stores it and records the violations in ``events.plan_violations``. The
+    events of a schema file that cannot be used (not JSON, not a JSON Schema) are quarantined
+    as ``tracking_plan_unreadable`` in ``enforce`` mode, stored with a ``not checked`` note in
+    ``plan_violations`` in ``warn`` mode."""
     rate_limit: Annotated[float, msgspec.Meta(gt=0)] = 50_000.0
     """Events per second the write key may send, sustained (a token bucket); above it the API
     answers 429 with ``Retry-After``."""

@@ -10,7 +10,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
-from personify.config import FileSource, RestSource, TrackingSource, WebhookSource
+from personify.config import FileSource, Project, RestSource, TrackingSource, WebhookSource
 from personify.quality import latest_run as latest_reconciliation
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
@@ -133,6 +133,19 @@ def realtime_status(session: Session) -> dict[str, Any]:
     return out
 
 
+def project_problems(project: Project) -> list[str]:
+    """What in the project's own files needs fixing while everything else runs, for people: each
+    tracking-plan file that cannot be used (its events are quarantined until it is fixed)."""
+    from personify.ingest.tracking.plan import plan_problems
+
+    out = []
+    for source in project.config.sources:
+        if isinstance(source, TrackingSource) and source.tracking_plan:
+            for broken in plan_problems(project.path(source.tracking_plan)):
+                out.append(f"source {source.name}: tracking plan: {broken}; {broken.consequence}")
+    return out
+
+
 def status_report(session: Session) -> dict[str, Any]:
     """Health of the project: warehouse, tables, sources and their last sync, quarantine, runs."""
     wh = session.warehouse
@@ -224,6 +237,7 @@ def status_report(session: Session) -> dict[str, Any]:
         "reconciliation": _reconciliation(session),
         "quality": _quality(session),
         "journeys": _journeys(session, now),
+        "problems": project_problems(session.project),
     }
 
 

@@ -61,6 +61,9 @@ from personify.ingest.reasons import (
     OUT_OF_RANGE as OUT_OF_RANGE,
 )
 from personify.ingest.reasons import (
+    PLAN_UNREADABLE as PLAN_UNREADABLE,
+)
+from personify.ingest.reasons import (
     PLAN_VIOLATION as PLAN_VIOLATION,
 )
 from personify.ingest.reasons import (

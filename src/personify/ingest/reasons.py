@@ -22,6 +22,7 @@ EVENT_TOO_LARGE: Final = "event_too_large"
 INVALID_VALUE: Final = "invalid_value"
 INVALID_TIMESTAMP: Final = "invalid_timestamp"
 PLAN_VIOLATION: Final = "tracking_plan_violation"
+PLAN_UNREADABLE: Final = "tracking_plan_unreadable"
 CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
 
 REASONS: Final[dict[str, str]] = {
@@ -42,6 +43,8 @@ REASONS: Final[dict[str, str]] = {
     "value)",
     INVALID_TIMESTAMP: "a tracking event's timestamp is not ISO 8601 or is out of range",
     PLAN_VIOLATION: "the tracking plan's JSON Schema for the event refuses it",
+    PLAN_UNREADABLE: "the tracking plan's schema file for the event cannot be used (not JSON, not "
+    "a valid JSON Schema): the event was not checked; fix the file, then replay it",
     CONFLICTING_DUPLICATE: "a messageId already stored with another payload (the first is kept)",
 }
 """Every quarantine reason code and what it means — the one registry: the file importer, the
@@ -61,6 +64,7 @@ TRACKING_REASONS: Final = frozenset(
         MISSING_IDENTITY,
         INVALID_TIMESTAMP,
         PLAN_VIOLATION,
+        PLAN_UNREADABLE,
         CONFLICTING_DUPLICATE,
     }
 )

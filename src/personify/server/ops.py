@@ -36,10 +36,10 @@ class WarehouseHealth(msgspec.Struct, frozen=True):
 
 
 class Health(msgspec.Struct, frozen=True):
-    """A healthy server."""
+    """A server that serves (one whose warehouse does not answer is 503 with an error body)."""
 
     status: str
-    """Always ``ok`` (an unhealthy server answers 503 with an error body)."""
+    """``ok``; ``degraded`` when it serves but something needs fixing: see ``problems``."""
     version: str
     """Personify version."""
     project: str
@@ -47,16 +47,27 @@ class Health(msgspec.Struct, frozen=True):
     uptime_seconds: float
     """Seconds since the server started."""
     warehouse: WarehouseHealth
+    problems: list[str] = msgspec.field(default_factory=list)
+    """What needs fixing, for people — a tracking-plan file that cannot be used (its events are
+    quarantined, or its last good version stays in use), naming the file and what is wrong."""
 
 
 def _schema_version(state: ServerState) -> int:
     return current_version(state.session.warehouse)
 
 
+def _problems(state: ServerState) -> list[str]:
+    from personify.server.tracking_state import plan_problems
+
+    return plan_problems(state)
+
+
 @operation(
     Operation(
         summary="Liveness and warehouse health",
-        description="200 when the warehouse answers, 503 with an error body when it does not.",
+        description="200 when the warehouse answers — `status` `degraded` with `problems` "
+        "when something needs fixing while the server serves (a tracking-plan file that cannot "
+        "be used) — and 503 with an error body when it does not.",
         tags=("operations",),
         responses={
             200: Content("The server and its warehouse are healthy.", Health),
@@ -65,7 +76,7 @@ def _schema_version(state: ServerState) -> int:
     )
 )
 async def healthz(request: Request) -> Response:
-    """Liveness: does the warehouse answer, and at which schema version."""
+    """Liveness: does the warehouse answer, and at which schema version; what needs fixing."""
     state = state_of(request)
     try:
         version = await run_in_threadpool(_schema_version, state)
@@ -74,13 +85,15 @@ async def healthz(request: Request) -> Response:
         message = f"the warehouse does not answer ({type(e).__name__}: {str(e)[:200]})"
         return error_response(503, message, code="warehouse_unavailable")
     state.up.set(1)
+    problems = await run_in_threadpool(_problems, state)
     session = state.session
     body = Health(
-        status="ok",
+        status="degraded" if problems else "ok",
         version=personify.__version__,
         project=session.project.config.name,
         uptime_seconds=round(state.uptime_seconds, 3),
         warehouse=WarehouseHealth(session.warehouse.scheme, True, version),
+        problems=problems,
     )
     return JSONResponse(body)
 

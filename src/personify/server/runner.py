@@ -260,6 +260,9 @@ def _serve(
         server_header=False,
         timeout_graceful_shutdown=None,
     )
+    from personify.server.tracking_state import plans_of
+
+    plans_of(app.state.personify)  # read now: a file that cannot be used is a warning at start
     if lock is not None:
         lock.publish(info)
         stack.callback(lock.withdraw)  # runs before the warehouse closes

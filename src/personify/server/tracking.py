@@ -154,9 +154,11 @@ async def _take_in(
     """The batch normalized — by a helper process when the server has them (the same
     :class:`Intake` either way, see :mod:`personify.ingest.tracking.pool`)."""
     pool = tracking.pool
-    if pool is not None:
-        cache = tracking.plans.get(source.name)
-        plan = cache.key() if cache is not None and inputs.plan is not None else None
+    cache = tracking.plans.get(source.name) if pool is not None else None
+    plan = cache.key() if cache is not None and inputs.plan is not None else None
+    if pool is not None and (plan is not None or inputs.plan is None):
+        # (no key: the plan keeps the last good version of a file since broken, which no
+        # helper can read — normalized in process)
         intake = await pool.normalize(
             body, inputs, plan, prefix="/batch", events=len(envelope.batch)
         )

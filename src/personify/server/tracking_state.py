@@ -25,6 +25,7 @@ from personify.warehouse import Warehouse
 log = logging.getLogger("personify.server.tracking")
 
 KEY: Final = "tracking.state"
+PLANS: Final = "tracking.plans"
 NORMALIZERS: Final = "tracking.normalizers"
 """``ServerState.extras`` key: the :class:`~personify.ingest.tracking.pool.NormalizerPool` that
 ``personify serve`` starts (none where a test builds the app alone: batches normalize in
@@ -32,6 +33,8 @@ process)."""
 _ROW_BUCKETS: Final = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 _COMMIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _lock = threading.Lock()
+_plans_lock = threading.Lock()
+"""(Another lock: :func:`tracking_of` holds ``_lock`` while it reads the plans.)"""
 
 
 @dataclass
@@ -67,13 +70,39 @@ class Tracking:
         self.writer.close()
 
 
+def plans_of(state: ServerState) -> dict[str, PlanCache | None]:
+    """Each tracking source's plan, read once per app (``personify serve`` reads them at start-up,
+    so a file that cannot be used is logged then; ``/healthz`` reports it)."""
+    found = state.extras.get(PLANS)
+    if found is None:
+        with _plans_lock:
+            found = state.extras.get(PLANS)
+            if found is None:
+                project = state.session.project
+                found = state.extras[PLANS] = {
+                    s.name: PlanCache(project.path(s.tracking_plan)) if s.tracking_plan else None
+                    for s in project.config.sources
+                    if isinstance(s, TrackingSource)
+                }
+    assert isinstance(found, dict)
+    return found
+
+
+def plan_problems(state: ServerState) -> list[str]:
+    """Each tracking-plan file that cannot be used, with what is wrong and what becomes of its
+    events (``source web: tracking-plan/Signed Up.json: not JSON at line 1, column 2: …``)."""
+    return [
+        f"source {name}: tracking plan: {broken}; {broken.consequence}"
+        for name, cache in plans_of(state).items()
+        if cache is not None
+        for broken in cache.problems()
+    ]
+
+
 def _create(state: ServerState) -> Tracking:
     project = state.session.project
     sources = [s for s in project.config.sources if isinstance(s, TrackingSource)]
-    plans = {
-        s.name: PlanCache(project.path(s.tracking_plan)) if s.tracking_plan else None
-        for s in sources
-    }
+    plans = plans_of(state)
     warehouse = state.session.warehouse  # may fail (503): before registering any metric
     r = state.registry
     events = r.counter(

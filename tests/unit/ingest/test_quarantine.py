@@ -55,6 +55,7 @@ def test_every_reason_code_is_documented() -> None:
         quarantine.INVALID_VALUE,
         quarantine.INVALID_TIMESTAMP,
         quarantine.PLAN_VIOLATION,
+        quarantine.PLAN_UNREADABLE,
         quarantine.CONFLICTING_DUPLICATE,
     }
     assert codes == set(quarantine.REASONS)

@@ -221,3 +221,52 @@ def test_tracking_plan_enforce_and_warn(tmp_path: Path) -> None:
     assert json.loads(stored["plan_violations"])[0]["pointer"] == "/properties/plan"
     assert row(event(properties={"plan": "pro"}), enforce)["plan_violations"] is None
     assert row(event(event="Other"), enforce)["event"] == "Other"  # no schema: passes
+
+
+def _product_added(folder: Path) -> None:
+    (folder / "Product Added.json").write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {"cart_id": {"type": "string"}, "price": {"type": "number"}},
+                "required": ["cart_id", "price"],
+            }
+        )
+    )
+
+
+def test_every_plan_violation_is_listed_with_its_pointer(tmp_path: Path) -> None:
+    _product_added(tmp_path)
+    enforce = Inputs(source="web", received_at=RECEIVED, plan=load_plan(tmp_path))
+    p = problem(event(event="Product Added", properties={"price": "abc"}), enforce)
+    assert p.message == (
+        "tracking plan: /properties/cart_id is required; "
+        '/properties/price must match the schema\'s type ("number")'
+    )
+    assert p.pointer == "/properties/cart_id"
+    assert [(v.pointer, v.message) for v in p.violations] == [
+        ("/properties/cart_id", "is required"),
+        ("/properties/price", 'must match the schema\'s type ("number")'),
+    ]
+
+
+def test_an_unreadable_schema_quarantines_its_events_only(tmp_path: Path) -> None:
+    _product_added(tmp_path)
+    (tmp_path / "Signed Up.json").write_text("{not json")
+    plan = load_plan(tmp_path)
+    enforce = Inputs(source="web", received_at=RECEIVED, plan=plan)
+    p = problem(event(properties={"plan": "pro"}), enforce)  # never accepted unchecked
+    assert (p.reason, p.pointer) == ("tracking_plan_unreadable", "")
+    assert p.message.startswith(
+        f"tracking plan: {tmp_path.name}/Signed Up.json: not JSON at line 1, column 2: "
+        "Expecting property name enclosed in double quotes; its events are quarantined"
+    )
+    assert "personify quarantine replay" in p.message
+    assert row(event(event="Product Viewed"), enforce)["event"] == "Product Viewed"  # no schema
+    added = event(event="Product Added", properties={"cart_id": "c", "price": 1})
+    assert row(added, enforce)["plan_violations"] is None  # the readable files check as usual
+    assert problem(event(event="Product Added"), enforce).reason == "tracking_plan_violation"
+    warn = Inputs(source="web", received_at=RECEIVED, plan=plan, warn_only=True)
+    noted = json.loads(row(event(), warn)["plan_violations"])  # warn: stored, said unchecked
+    assert noted[0]["pointer"] == ""
+    assert noted[0]["message"].startswith(f"not checked: {tmp_path.name}/Signed Up.json: not JSON")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -10,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from personify.errors import ConfigError
-from personify.ingest.tracking.plan import PlanCache, Schema, load_plan
+from personify.ingest.tracking.plan import PlanCache, Schema, load_plan, plan_problems
 from personify.scaffold import init_project
 
 
@@ -63,14 +63,41 @@ def test_2020_12_keywords_fall_back_to_jsonschema(tmp_path: Path) -> None:
     assert plan.check("track", "Pair", {"xy": ["a"]}, None)[0].pointer == "/properties/xy/0"
 
 
-def test_a_broken_schema_names_its_file(tmp_path: Path) -> None:
+def test_a_broken_file_is_unreadable_and_the_rest_of_the_plan_works(tmp_path: Path) -> None:
     write(tmp_path, "Bad", {"type": "objekt"})
-    with pytest.raises(ConfigError) as e:
-        load_plan(tmp_path)
-    assert "Bad.json" in str(e.value)
-    (tmp_path / "Bad.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="not JSON"):
-        load_plan(tmp_path)
+    write(tmp_path, "Good", {"required": ["plan"]})
+    (tmp_path / "identify.json").write_text('{\n  "type": "object",\n  oops\n}')
+    plan = load_plan(tmp_path)  # no error: one file takes down nothing but its own events
+    assert plan.check("track", "Good", {}, None)[0].pointer == "/properties/plan"
+    bad = plan.unreadable_for("track", "Bad")
+    assert bad is not None and bad.name == f"{tmp_path.name}/Bad.json"
+    assert bad.problem.startswith("not a valid JSON Schema at /type:")
+    traits = plan.unreadable_for("identify", None)
+    assert traits is not None
+    assert traits.problem.startswith("not JSON at line 3, column 3: Expecting property name")
+    assert plan.unreadable_for("track", "Good") is None
+    assert plan.schema_for("track", "Bad") is None
+    assert [str(u) for u in plan.problems] == [str(bad), str(traits)]
+    assert [str(u) for u in plan_problems(tmp_path)] == [str(bad), str(traits)]
+    (tmp_path / "Bad.json").write_text("[1]")
+    (tmp_path / "Odd.json").write_text('{"$schema": []}')  # the validators choke on it
+    problems = {u.file.name: u.problem for u in load_plan(tmp_path).problems}
+    assert problems["Bad.json"] == "a tracking-plan schema must be a JSON object"
+    assert problems["Odd.json"].startswith("not a usable JSON Schema (TypeError")
+    assert {u.file.name for u in plan_problems(tmp_path)} == set(problems)
+
+
+def test_a_file_broken_at_start_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "Signed Up.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="personify.ingest.tracking"):
+        cache = PlanCache(tmp_path, recheck=0.0)
+    assert "Signed Up.json: not JSON at line 1, column 2" in caplog.text
+    assert "quarantined" in caplog.text
+    assert [u.kept for u in cache.problems()] == [False]
+    assert cache.get().unreadable_for("track", "Signed Up") is not None
+    assert cache.key() == (str(tmp_path), cache.key()[1])  # helpers read the same plan
 
 
 def test_remote_refs_are_not_fetched(tmp_path: Path) -> None:
@@ -90,6 +117,37 @@ def test_the_cache_reloads_a_changed_folder(tmp_path: Path) -> None:
     assert cache.get().check("track", "Signed Up", {}, None) == []
     (tmp_path / "Signed Up.json").write_text("{broken")  # a broken edit keeps the last plan
     assert cache.get().check("track", "Signed Up", {}, None) == []
+
+
+def test_a_live_edit_breaking_a_file_keeps_its_last_good_version(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path, "Signed Up", {"required": ["plan"]})
+    write(tmp_path, "Other", {"required": ["a"]})
+    cache = PlanCache(tmp_path, recheck=0.0)
+    assert cache.key() is not None
+    with caplog.at_level(logging.WARNING, logger="personify.ingest.tracking"):
+        (tmp_path / "Signed Up.json").write_text("{broken")
+        write(tmp_path, "Other", {"required": []})  # a good edit beside it applies
+        _touch(tmp_path / "Other.json")
+        plan = cache.get()
+    assert plan.check("track", "Signed Up", {}, None)  # the last good version
+    assert plan.unreadable_for("track", "Signed Up") is None
+    assert plan.check("track", "Other", {}, None) == []
+    assert [(u.file.name, u.kept) for u in cache.problems()] == [("Signed Up.json", True)]
+    assert "Signed Up.json: not JSON at line 1, column 2" in caplog.text
+    assert "last good version stays in use" in caplog.text
+    assert cache.key() is None  # no helper process could read that plan again
+    write(tmp_path, "Signed Up", {"required": []})  # fixed
+    _touch(tmp_path / "Signed Up.json")
+    assert cache.get().check("track", "Signed Up", {}, None) == []
+    assert cache.problems() == []
+    assert cache.key() is not None
+
+
+def _touch(file: Path) -> None:
+    stat = file.stat()
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
 
 
 # -- the typed fast path: it may only accept what the compiled validator accepts

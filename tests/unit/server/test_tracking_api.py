@@ -364,12 +364,75 @@ def test_cors_preflight_collector_and_openapi(api: Api) -> None:
     assert doc["components"]["securitySchemes"]["writeKey"]["scheme"] == "basic"
 
 
-def test_a_broken_tracking_plan_is_503_until_fixed(project_dir: Path) -> None:
-    plan = project_dir / "tracking-plan" / "Broken.json"
-    plan.write_text('{"type": "objekt"}')
+def test_every_plan_violation_is_in_the_answer_and_the_quarantine(api: Api) -> None:
+    added = {"type": "track", "event": "Product Added", "anonymousId": "a", "messageId": "p1"}
+    r = api.post("/v1/track", json={**added, "properties": {"product_id": "s", "price": "abc"}})
+    assert r.status_code == 400
+    error = r.json()["errors"][0]
+    message = (
+        "tracking plan: /properties/cart_id is required; "
+        '/properties/price must match the schema\'s type ("number")'
+    )
+    assert (error["reason"], error["message"]) == ("tracking_plan_violation", message)
+    assert error["pointer"] == "/properties/cart_id"
+    assert error["violations"] == [
+        {"pointer": "/properties/cart_id", "message": "is required"},
+        {"pointer": "/properties/price", "message": 'must match the schema\'s type ("number")'},
+    ]
+    assert api.rows("SELECT detail FROM quarantine") == [(message,)]
+    batch = {"batch": [ev(1), {**added, "properties": {"product_id": "s", "price": -1}}]}
+    error = api.post("/v1/batch", json=batch).json()["errors"][0]
+    assert error["pointer"] == "/batch/1/properties/cart_id"
+    assert [v["pointer"] for v in error["violations"]] == [
+        "/batch/1/properties/cart_id",
+        "/batch/1/properties/price",
+    ]
+    details = [d for (d,) in api.rows("SELECT detail FROM quarantine") if d.startswith("/batch")]
+    assert details == [
+        "/batch/1: tracking plan: /properties/cart_id is required; "
+        "/properties/price breaks the schema's minimum rule (0)"
+    ]
+    assert "violations" not in api.post("/v1/batch", json={"batch": [{}]}).json()["errors"][0]
+
+
+def test_a_broken_plan_file_quarantines_its_events_and_the_rest_flows(project_dir: Path) -> None:
+    plan = project_dir / "tracking-plan" / "Signed Up.json"
+    plan.write_text("{not json")
     for api in make(project_dir):
-        r = api.post("/v1/batch", json={"batch": [ev(1)]})
-        assert (r.status_code, r.json()["error"]["code"]) == (503, "unavailable")
-        assert "Broken.json" in r.json()["error"]["message"]
-        plan.unlink()
-        assert api.post("/v1/batch", json={"batch": [ev(1)]}).json() == {"success": True}
+        viewed = ev(2, event="Video Played")  # no schema
+        added = ev(3, event="Product Added", properties={"cart_id": "c", "product_id": "p"})
+        r = api.post("/v1/batch", json={"batch": [ev(1), viewed, added]})
+        assert r.status_code == 200
+        body = r.json()
+        assert (body["accepted"], body["quarantined"]) == (2, 1)
+        error = body["errors"][0]
+        assert (error["index"], error["reason"]) == (0, "tracking_plan_unreadable")
+        assert "tracking-plan/Signed Up.json: not JSON at line 1, column 2" in error["message"]
+        bad = ev(4, event="Product Added", properties={"product_id": "p"})  # checked as usual
+        error = api.post("/v1/track", json=bad).json()["errors"][0]
+        assert error["reason"] == "tracking_plan_violation"
+        assert api.post("/v1/track", json=ev(5, event="Video Played")).status_code == 200
+        assert api.post("/v1/track", json=ev(6)).status_code == 400  # never stored unchecked
+        health = api.post("/healthz", method="GET", auth=False)
+        assert health.status_code == 200  # the API serves …
+        assert health.json()["status"] == "degraded"  # … but says what needs fixing
+        [problem] = health.json()["problems"]
+        assert problem.startswith(
+            "source web: tracking plan: tracking-plan/Signed Up.json: not JSON at line 1, "
+            "column 2: Expecting property name enclosed in double quotes; its events are "
+            "quarantined"
+        )
+        reasons = api.rows("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 1")
+        assert reasons == [("tracking_plan_unreadable", 2), ("tracking_plan_violation", 1)]
+        plan.write_text('{"type": "object"}')  # the fix, then a replay: nothing was lost
+        report = replay(
+            api.session.warehouse, api.session.project, reason="tracking_plan_unreadable"
+        )
+        assert (report.stored, report.still_quarantined) == (2, [])
+        assert {m for (m,) in api.rows("SELECT message_id FROM events")} == {
+            "m1",
+            "m2",
+            "m3",
+            "m5",
+            "m6",
+        }

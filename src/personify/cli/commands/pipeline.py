@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    err_console,
+    pin_now,
+)
 from personify.cli.progress import progress_bars
 
 
@@ -24,10 +33,12 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
     """
     from personify import pipeline
     from personify.session import open_session
+    from personify.status import project_problems
 
     pin_now(now)
     with open_session(project) as session:
         report = pipeline.run(session)
+        problems = project_problems(session.project)
     if json:
         emit_json(
             {
@@ -38,6 +49,7 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
                     {"name": s.name, "seconds": round(s.seconds, 3), "counts": s.counts}
                     for s in report.stages
                 ],
+                "problems": problems,
             }
         )
         return
@@ -64,6 +76,8 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
             f"{delivery.get('held_quiet_hours', 0):,} held for quiet hours",
             highlight=False,
         )
+    for problem in problems:  # the run went on: said on stderr, after the table
+        err_console().print(f"warning: {problem}", markup=False)
 
 
 @app.command("sync", rich_help_panel="Pipeline")

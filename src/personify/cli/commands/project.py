@@ -180,6 +180,8 @@ def _print_status(report: dict[str, Any]) -> None:
     for s in report["sources"]:
         if s.get("last_error"):
             out.print(f"[red]{escape(s['name'])}: last run failed: {escape(s['last_error'])}[/]")
+    for problem in report.get("problems") or []:
+        out.print(f"[red]problem: {escape(problem)}[/]")
     tables = Table("table", "rows", title="Tables")
     estimated = set(report.get("tables_estimated", []))
     for name, count in report["tables"].items():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 
-from personify.ingest.tracking.messages import BatchResult, EventError
+from personify.ingest.tracking.messages import BatchResult, EventError, PlanViolation
 from personify.ingest.tracking.normalize import (
     CONFLICTING_DUPLICATE,
     EVENT_COLUMNS,
@@ -116,13 +116,15 @@ def _quarantine(intake: Intake, problem: Problem, raw: bytes, inputs: Inputs) ->
     if problem.rejected:
         return
     where = intake.location(problem.index, problem.pointer)
+    # plan violations name their pointers in the message: the detail says which event
+    shown = intake.location(problem.index) if problem.violations else where
     intake.quarantine.append(
         quarantine_row(
             source=inputs.source,
             identity=hashlib.blake2b(raw, digest_size=16).hexdigest() + problem.pointer,
             received_us=inputs.received_us,
             reason=problem.reason,
-            detail=f"{where}: {problem.message}" if where else problem.message,
+            detail=f"{shown}: {problem.message}" if shown else problem.message,
             payload=_payload(raw, inputs),
             location=where,
         )
@@ -209,6 +211,10 @@ def summary(intake: Intake) -> BatchResult | None:
             message=p.message,
             outcome="rejected" if p.rejected else "quarantined",
             message_id=p.message_id,
+            violations=[
+                PlanViolation(intake.location(p.index, v.pointer), v.message) for v in p.violations
+            ]
+            or None,
         )
         for p in sorted(intake.problems, key=lambda p: p.index)
     ]

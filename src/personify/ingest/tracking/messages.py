@@ -135,6 +135,16 @@ class Accepted(msgspec.Struct, frozen=True):
     """Always true."""
 
 
+class PlanViolation(msgspec.Struct, frozen=True):
+    """One way an event breaks its tracking-plan schema."""
+
+    pointer: str
+    """JSON pointer to the value in the request body (``/batch/3/properties/price``; for a
+    missing required one, where it belongs)."""
+    message: str
+    """What the schema expects (``is required``, ``must match the schema's type ("number")``)."""
+
+
 class EventError(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     """One event that was not stored as sent."""
 
@@ -151,6 +161,8 @@ class EventError(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True
     ``rejected`` (not kept: the sender must fix it)."""
     message_id: str | None = None
     """Its ``messageId``, when it had a readable one."""
+    violations: list[PlanViolation] | None = None
+    """``tracking_plan_violation``: every violation of the schema (``pointer`` is the first)."""
 
 
 class BatchResult(msgspec.Struct, frozen=True, rename="camel"):

@@ -14,6 +14,8 @@ reason                      when                                                
 ``missing_identity``        neither ``userId`` nor ``anonymousId`` (all but alias)   quarantined
 ``invalid_timestamp``       a timestamp that is not ISO 8601, or out of range        quarantined
 ``tracking_plan_violation`` the tracking plan's schema refuses it (``enforce`` mode) quarantined
+``tracking_plan_unreadable`` the schema file for the event cannot be used (not       quarantined
+                            JSON, not a JSON Schema; ``enforce`` mode)
 ==========================  =======================================================  ===========
 
 Clock skew: a sender's clock may be wrong, but the *difference* between when it says the event
@@ -54,10 +56,11 @@ from personify.ingest.reasons import (
     MISSING_IDENTITY,
     MISSING_REQUIRED,
     NUL_MESSAGE,
+    PLAN_UNREADABLE,
     PLAN_VIOLATION,
 )
 from personify.ingest.tracking.messages import MAX_EVENT_BYTES, TYPES, Message, Wire, needs
-from personify.ingest.tracking.plan import Plan
+from personify.ingest.tracking.plan import Plan, Violation
 
 REASONS: Final = {code: _q.REASONS[code] for code in sorted(_q.TRACKING_REASONS)}
 """The tracking API's quarantine reasons: a view of the one registry,
@@ -97,6 +100,8 @@ _decoder = msgspec.json.Decoder(Wire)
 _full = msgspec.json.Decoder(Message)
 _objects = msgspec.json.Decoder(dict[str, Any])
 _BRACE: Final = ord("{")
+MAX_LISTED: Final = 50
+"""Plan violations spelt out in a :class:`Problem`'s message (all are in its ``violations``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,9 @@ class Problem:
     message_id: str | None = None
     rejected: bool = False
     """Rejected (not kept) rather than quarantined."""
+    violations: tuple[Violation, ...] = ()
+    """``tracking_plan_violation``: every way the event breaks its schema (pointers inside the
+    event; ``message`` lists them all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +384,16 @@ def _row(
         properties = _dict(props_raw)
         properties.setdefault("category", message.category)
     violations: str | None = None
-    schema = inputs.plan.schema_for(kind, message.event) if inputs.plan is not None else None
-    if schema is not None:
+    plan = inputs.plan
+    schema = plan.schema_for(kind, message.event) if plan is not None else None
+    if schema is None and plan is not None and plan.unreadable:  # a broken file: not unchecked
+        broken = plan.unreadable_for(kind, message.event)
+        if broken is not None:
+            if not inputs.warn_only:
+                text = f"tracking plan: {broken}; {broken.consequence}"
+                return Problem(index, "", PLAN_UNREADABLE, text, message_id)
+            violations = _encode([{"pointer": "", "message": f"not checked: {broken}"}]).decode()
+    elif schema is not None:
         # the part as sent, when nothing changed it: a typed decode accepts most events
         # without building the dict (plan.Schema.accepts); the rest are checked the full way
         if schema.part == "traits":
@@ -393,11 +409,7 @@ def _row(
             found_violations = schema.check(properties)
         if found_violations:
             if not inputs.warn_only:
-                first = found_violations[0]
-                n = len(found_violations)
-                more = f" (and {n - 1} more)" if n > 1 else ""
-                text = f"tracking plan: {first.message}{more}"
-                return Problem(index, first.pointer, PLAN_VIOLATION, text, message_id)
+                return _refused(index, message_id, found_violations)
             listed = [{"pointer": v.pointer, "message": v.message} for v in found_violations]
             violations = _encode(listed).decode()
     if inputs.context:
@@ -427,6 +439,14 @@ def _row(
         payload_hash(raw, message),
         violations,
     )
+
+
+def _refused(index: int, message_id: str, found: list[Violation]) -> Problem:
+    """The problem of an event its schema refuses: every violation, each with its pointer."""
+    listed = "; ".join(f"{v.pointer} {v.message}" for v in found[:MAX_LISTED])
+    more = f"; and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""
+    text = f"tracking plan: {listed}{more}"
+    return Problem(index, found[0].pointer, PLAN_VIOLATION, text, message_id, False, tuple(found))
 
 
 def _utf8(raw: bytes | None) -> str | None:

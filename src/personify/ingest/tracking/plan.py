@@ -6,7 +6,7 @@
 no schema pass (the plan lists what it knows, it does not forbid the rest).
 
 Schemas are JSON Schema (2020-12 by default). Each is checked against its meta-schema when the plan
-loads (a broken file is a :class:`~personify.errors.ConfigError` naming it) and compiled with
+loads and compiled with
 ``fastjsonschema`` into plain Python — about 25 times faster than the ``jsonschema`` library, which
 matters at tens of thousands of events per second. Schemas using 2019-09/2020-12 keywords that
 ``fastjsonschema`` lacks (``prefixItems``, ``unevaluatedProperties`` …) are validated by
@@ -16,6 +16,14 @@ other files or URLs is not followed (nothing is fetched).
 
 :class:`PlanCache` re-reads the folder when a file in it changes (checked every two seconds), so a
 fixed plan applies to the next events without restarting the server.
+
+A file the plan cannot use — not JSON, not an object, not a valid JSON Schema — is
+:class:`Unreadable`: it takes down nothing but its own event. The events it would check are
+quarantined (``tracking_plan_unreadable``, naming the file, replayable once it is fixed), never
+accepted unchecked; every other file checks its events as usual. A live edit that breaks a file
+that was good keeps that file's last good version in use instead. Either way the file is a
+problem :class:`PlanCache` logs and :func:`plan_problems` reports (``/healthz``, ``personify
+status`` and ``run``).
 """
 
 from __future__ import annotations
@@ -184,6 +192,21 @@ def _no_remote(uri: str) -> Any:
     raise ValueError(f"the tracking plan does not fetch remote schemas ({uri})")
 
 
+def _meta_check(file: Path, document: dict[str, Any]) -> type[jsonschema.protocols.Validator]:
+    """The validator class of ``document``, once it is checked against its meta-schema."""
+    cls: type[jsonschema.protocols.Validator] = jsonschema.validators.validator_for(
+        document, jsonschema.Draft202012Validator
+    )
+    try:
+        cls.check_schema(document)
+    except jsonschema.SchemaError as e:
+        where = _pointer(e.absolute_path) or "/"
+        raise ConfigError(
+            f"not a valid JSON Schema at {where}: {e.message}", file=str(file)
+        ) from None
+    return cls
+
+
 def _pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
@@ -202,14 +225,7 @@ class Schema:
     """Accepts raw JSON that conforms, without decoding it to a dict (:func:`typed_decoder`)."""
 
     def __post_init__(self) -> None:
-        cls = jsonschema.validators.validator_for(self.document, jsonschema.Draft202012Validator)
-        try:
-            cls.check_schema(self.document)
-        except jsonschema.SchemaError as e:
-            where = _pointer(e.absolute_path) or "/"
-            raise ConfigError(
-                f"not a valid JSON Schema at {where}: {e.message}", file=str(self.file)
-            ) from None
+        cls = _meta_check(self.file, self.document)
         self.full = cls(self.document, format_checker=cls.FORMAT_CHECKER)
         self.fast = None
         if not _uses_slow_keywords(self.document):
@@ -272,12 +288,65 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"breaks the schema's {rule} rule ({json.dumps(error.validator_value)[:80]})"
 
 
+Key = tuple[str, str | None]
+"""``(type, event name or None)``: what one file of the plan checks."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A file of the plan that cannot be used: not JSON, not an object, not a valid JSON Schema."""
+
+    file: Path
+    problem: str
+    """What is wrong with it (a JSON error with its line and column)."""
+    kept: bool = False
+    """A live edit broke a file that was good: its last good version is still in use (else the
+    events it checks are quarantined)."""
+
+    @property
+    def name(self) -> str:
+        """The file as the project names it: ``tracking-plan/Signed Up.json``."""
+        return f"{self.file.parent.name}/{self.file.name}"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.problem}"
+
+    @property
+    def consequence(self) -> str:
+        """What becomes of its events until it is fixed."""
+        if self.kept:
+            return "its last good version stays in use until the file is fixed"
+        return (
+            "its events are quarantined (tracking_plan_unreadable) until the file is fixed; "
+            "then `personify quarantine replay`"
+        )
+
+
 class Plan:
     """The compiled schemas of one folder."""
 
-    def __init__(self, schemas: Mapping[tuple[str, str | None], Schema]) -> None:
+    def __init__(
+        self,
+        schemas: Mapping[Key, Schema],
+        unreadable: Mapping[Key, Unreadable] | None = None,
+        kept: Mapping[Key, Unreadable] | None = None,
+    ) -> None:
         self.schemas = dict(schemas)
         """``(type, event name or None)`` → schema."""
+        self.unreadable = dict(unreadable or {})
+        """The files that cannot be used, whose events are quarantined unchecked."""
+        self.kept = dict(kept or {})
+        """The files broken by a live edit, whose last good version is among ``schemas``."""
+
+    @property
+    def problems(self) -> list[Unreadable]:
+        """Every file of the folder the plan could not read, by name."""
+        found = [*self.unreadable.values(), *self.kept.values()]
+        return sorted(found, key=lambda u: u.file.name)
+
+    def unreadable_for(self, kind: str, event: str | None) -> Unreadable | None:
+        """The unusable file that should check this call, if any."""
+        return self.unreadable.get((kind, event if kind == "track" else None))
 
     def __len__(self) -> int:
         return len(self.schemas)
@@ -301,24 +370,71 @@ class Plan:
         return schema.check({} if value is None else value)
 
 
+def _key(file: Path) -> Key:
+    name = file.stem
+    return (name, None) if name in SPECIAL else ("track", name)
+
+
+def _read(file: Path) -> dict[str, Any]:
+    """One file's schema document (:class:`ConfigError` saying what is wrong with it)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", file=str(file)) from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot be read ({e.strerror or type(e).__name__})", file=str(file)
+        ) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"not JSON at line {e.lineno}, column {e.colno}: {e.msg}", file=str(file)
+        ) from None
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"not JSON: {e}", file=str(file)) from None
+    if not isinstance(document, dict):
+        raise ConfigError("a tracking-plan schema must be a JSON object", file=str(file))
+    return document
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
 def load_plan(folder: Path) -> Plan:
-    """Compile every ``*.json`` in ``folder`` (none, or no folder: an empty plan)."""
-    schemas: dict[tuple[str, str | None], Schema] = {}
-    if not folder.is_dir():
-        return Plan(schemas)
-    for file in sorted(folder.glob("*.json")):
+    """Compile every ``*.json`` in ``folder`` (none, or no folder: an empty plan). A file that
+    cannot be used is :class:`Unreadable` in :attr:`Plan.unreadable`, not an error: the rest of
+    the plan works."""
+    schemas: dict[Key, Schema] = {}
+    unreadable: dict[Key, Unreadable] = {}
+    for file in _files(folder):
+        key = _key(file)
         try:
-            document = json.loads(file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ConfigError(f"not JSON: {e}", file=str(file)) from None
-        if not isinstance(document, dict):
-            raise ConfigError("a tracking-plan schema must be a JSON object", file=str(file))
-        name = file.stem
-        if name in SPECIAL:
-            schemas[(name, None)] = Schema(file, SPECIAL[name], document)
-        else:
-            schemas[("track", name)] = Schema(file, "properties", document)
-    return Plan(schemas)
+            schemas[key] = Schema(file, SPECIAL.get(key[0], "properties"), _read(file))
+        except ConfigError as e:
+            unreadable[key] = Unreadable(file, e.reason)
+        except Exception as e:  # a schema the validators choke on (``"$schema": []`` …)
+            unreadable[key] = Unreadable(file, _unusable(e))
+    return Plan(schemas, unreadable)
+
+
+def _unusable(error: Exception) -> str:
+    return f"not a usable JSON Schema ({type(error).__name__}: {str(error)[:200]})"
+
+
+def plan_problems(folder: Path) -> list[Unreadable]:
+    """The files of ``folder`` a plan could not use — read and checked against their meta-schema,
+    not compiled (cheaper than :func:`load_plan`, for ``personify status`` and ``run``)."""
+    found = []
+    for file in _files(folder):
+        try:
+            _meta_check(file, _read(file))
+        except ConfigError as e:
+            found.append(Unreadable(file, e.reason))
+        except Exception as e:
+            found.append(Unreadable(file, _unusable(e)))
+    return found
 
 
 def _signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -335,7 +451,10 @@ def _signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 class PlanCache:
-    """A folder's plan, re-read when its files change (looked at every few seconds)."""
+    """A folder's plan, re-read when its files change (looked at every few seconds).
+
+    Each file that cannot be used is logged (a warning naming it and what is wrong) when the
+    cache is made and whenever a change makes it so."""
 
     def __init__(self, folder: Path, *, recheck: float = RECHECK_SECONDS) -> None:
         self.folder = folder
@@ -343,12 +462,15 @@ class PlanCache:
         self._lock = threading.Lock()
         self._signature = _signature(folder)
         self._plan = load_plan(folder)
-        self._loaded = self._signature
-        """The signature of the files ``_plan`` was read from (a broken change keeps it)."""
+        for broken in self._plan.problems:
+            log.warning("tracking plan: %s — %s", broken, broken.consequence)
+        self._loaded: tuple[tuple[str, int, int], ...] | None = self._signature
+        """The signature of the files ``_plan`` was read from; ``None`` when it keeps the last
+        good version of a file since broken (no other process can read it again)."""
         self._checked = time.monotonic()
 
     def get(self) -> Plan:
-        """The current plan. A folder changed into a broken plan keeps the last good one."""
+        """The current plan. A file changed into a broken one keeps its last good version."""
         if time.monotonic() - self._checked < self.recheck:
             return self._plan
         with self._lock:
@@ -356,16 +478,40 @@ class PlanCache:
             signature = _signature(self.folder)
             if signature != self._signature:
                 self._signature = signature
-                try:
-                    self._plan = load_plan(self.folder)
-                    self._loaded = signature
-                except ConfigError as e:
-                    log.warning("tracking plan not reloaded, the last one stays: %s", e)
+                self._plan = self._reload(self._plan)
+                self._loaded = None if self._plan.kept else signature
             return self._plan
 
-    def key(self) -> PlanKey:
+    def _reload(self, last: Plan) -> Plan:
+        """The folder's plan now, a file broken since ``last`` replaced by its last good
+        version; what changed about the broken files is logged."""
+        plan = load_plan(self.folder)
+        kept: dict[Key, Unreadable] = {}
+        for key, broken in list(plan.unreadable.items()):
+            good = last.schemas.get(key)
+            if good is not None and good.file == broken.file:
+                del plan.unreadable[key]
+                plan.schemas[key] = good
+                broken = kept[key] = Unreadable(broken.file, broken.problem, kept=True)
+            before = last.unreadable.get(key) or last.kept.get(key)
+            if before is None or before.problem != broken.problem:
+                log.warning("tracking plan: %s — %s", broken, broken.consequence)
+        plan.kept = kept
+        for key, broken in {**last.unreadable, **last.kept}.items():
+            if key in plan.schemas and key not in kept:
+                log.info("tracking plan: %s is readable again and in use", broken.name)
+        return plan
+
+    def problems(self) -> list[Unreadable]:
+        """The files of the current plan that cannot be used (looking for changes first)."""
+        return self.get().problems
+
+    def key(self) -> PlanKey | None:
         """Where the plan :meth:`get` returned last came from: another process holding the same
-        key reads the same plan (:func:`plan_for`)."""
+        key reads the same plan (:func:`plan_for`). ``None`` when no other process can: the plan
+        keeps the last good version of a file since broken."""
+        if self._loaded is None:
+            return None
         return (str(self.folder), self._loaded)
 
 

@@ -153,7 +153,7 @@ def replay(
         inputs = _inputs(tracking[e.source], plans[e.source], e.received_at)
         result = normalize((e.payload or "").encode(), 0, inputs)
         if isinstance(result, Problem):
-            where = f"{result.pointer}: " if result.pointer else ""
+            where = f"{result.pointer}: " if result.pointer and not result.violations else ""
             report.still_quarantined.append((e.id, result.reason, where + result.message))
             continue
         rows.append(result)
