@@ -106,3 +106,17 @@ def test_flags_show_no_value_type() -> None:
     assert done.returncode == 0, done.stderr
     assert "--json" in done.stdout and "<bool>" not in done.stdout
     assert "<path>" in done.stdout  # an option that takes a value keeps its type
+
+
+def test_every_command_takes_project(tmp_path: Path) -> None:
+    """CONTRACT: every command takes --project — those that create a project as their DIR."""
+    made = personify("init", "--project", str(tmp_path / "a"))
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "a" / "personify.yml").is_file()
+    both = personify("init", str(tmp_path / "b"), "--project", str(tmp_path / "c"))
+    assert both.returncode == 2 and "name two folders" in both.stderr
+    assert personify("init").returncode == 2
+    demo = personify("demo", str(tmp_path / "d"), "--project", str(tmp_path / "e"))
+    assert demo.returncode == 2 and not (tmp_path / "d").exists()
+    key = personify("privacy", "keygen", "--project", str(tmp_path / "a"))
+    assert key.returncode == 0 and ":" in key.stdout

@@ -74,6 +74,35 @@ ProjectOpt = Annotated[
         show_default="current folder",
     ),
 ]
+NewProjectOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--project",
+        "-p",
+        help="The project folder to create (the same as giving DIR).",
+        show_default=False,
+    ),
+]
+"""``--project`` of the commands that create a project (``init``, ``demo``): another way to
+name their DIR, so that every command takes ``--project`` (:func:`new_project_folder`)."""
+
+
+def new_project_folder(directory: Path | None, project: Path | None, default: Path | None) -> Path:
+    """The folder ``init``/``demo`` create: DIR or ``--project`` (the same one if both)."""
+    if directory is not None and project is not None and directory != project:
+        raise typer.BadParameter(
+            f"DIR {directory} and --project {project} name two folders: give one",
+            param_hint="--project",
+        )
+    chosen = directory or project or default
+    if chosen is None:
+        raise typer.BadParameter(
+            "name the folder for the new project: personify init DIR (or --project DIR)",
+            param_hint="DIR",
+        )
+    return chosen
+
+
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")
 ]

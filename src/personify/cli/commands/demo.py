@@ -13,7 +13,16 @@ import typer
 from rich.table import Table
 
 from personify import clock
-from personify.cli.app import JsonOpt, NowOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NewProjectOpt,
+    NowOpt,
+    app,
+    console,
+    emit_json,
+    new_project_folder,
+    pin_now,
+)
 from personify.cli.progress import progress_bars
 from personify.progress import Progress
 
@@ -35,8 +44,9 @@ SEGMENT_QUERY = (
 @app.command("demo", rich_help_panel="Start")
 def demo_command(
     directory: Annotated[
-        Path, typer.Argument(help="Folder for the demo project.", show_default=True)
-    ] = Path("personify-demo"),
+        Path | None,
+        typer.Argument(help="Folder for the demo project.", show_default="personify-demo"),
+    ] = None,
     customers: Annotated[
         int, typer.Option("--customers", "-n", min=10, help="Customers in the synthetic world.")
     ] = 10_000,
@@ -57,6 +67,7 @@ def demo_command(
     ] = True,
     json: JsonOpt = False,
     now: NowOpt = None,
+    project: NewProjectOpt = None,
 ) -> None:
     """Build a synthetic e-commerce world, make a project in DIR wired to it, run the main job.
 
@@ -83,6 +94,7 @@ def demo_command(
     from personify.session import open_session
     from personify.status import status_report
 
+    directory = new_project_folder(directory, project, Path("personify-demo"))
     pin_now(now)  # validates --now
     instant = clock.now() if now else None
     with progress_bars(enabled=not json) as progress:

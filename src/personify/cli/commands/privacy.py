@@ -146,9 +146,11 @@ def keygen_command(
     key_id: Annotated[
         str | None, typer.Option("--id", help="The key's id (default: k + today's date).")
     ] = None,
+    project: ProjectOpt = Path("."),
 ) -> None:
     """Print a new encryption key as ID:BASE64 — put it first in PERSONIFY_ENCRYPTION_KEYS
-    (privacy.encryption_keys), keeping older keys after it until `rotate-keys` has run."""
+    (privacy.encryption_keys), keeping older keys after it until `rotate-keys` has run. The key
+    is printed, not stored: --project is taken (as by every command) and changes nothing."""
     from personify.privacy.crypto import new_key
 
     kid = key_id or f"k{clock.now():%Y%m%d}"

@@ -11,26 +11,33 @@ from rich.table import Table
 
 from personify.cli.app import (
     JsonOpt,
+    NewProjectOpt,
     NowOpt,
     ProjectOpt,
     app,
     console,
     emit_json,
     make_folder,
+    new_project_folder,
     pin_now,
 )
 
 
 @app.command("init", rich_help_panel="Start")
 def init_command(
-    directory: Annotated[Path, typer.Argument(help="Folder for the new project.")],
+    directory: Annotated[
+        Path | None, typer.Argument(help="Folder for the new project.", show_default=False)
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the scaffold's files.")] = False,
+    project: NewProjectOpt = None,
 ) -> None:
     """Scaffold a project: personify.yml, segments/, rules/, templates/, tracking-plan/.
 
     Writes .env with a fresh write key, admin token and signing key (kept out of git).
     """
     from personify.scaffold import init_project
+
+    directory = new_project_folder(directory, project, None)
 
     make_folder(directory, param_hint="DIRECTORY")
     init_project(directory, force=force)
