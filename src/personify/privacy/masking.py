@@ -105,14 +105,22 @@ def mask_value(column: str, value: Any) -> Any:
 
 
 class PiiFilter(logging.Filter):
-    """Masks the message (arguments merged in) and any traceback text of every record."""
+    """Masks the message (arguments merged in) and any traceback text of every record — but the
+    texts a record lists in its ``not_personal`` attribute (``log.info(…, extra={"not_personal":
+    ("10.0.0.5:8787",)})``: the server's own listen address, which the IPv4 rule would mask)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a malformed record: leave it to the handler
             return True
-        record.msg, record.args = mask_text(message), None
+        kept = [k for k in getattr(record, "not_personal", ()) if isinstance(k, str) and k]
+        for i, text in enumerate(kept):
+            message = message.replace(text, f"\x00{i}\x00")
+        message = mask_text(message)
+        for i, text in enumerate(kept):
+            message = message.replace(f"\x00{i}\x00", text)
+        record.msg, record.args = message, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

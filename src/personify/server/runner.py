@@ -274,5 +274,6 @@ def _serve(
         shown,
         actual_port,
         "; other commands on this project run through this server" if single else "",
+        extra={"not_personal": (f"{shown}:{actual_port}",)},  # its own address, not a person's
     )
     uvicorn.Server(config).run(sockets=[sock])

@@ -247,3 +247,26 @@ def test_mask_rows_keeps_what_an_analyst_needs() -> None:
     assert mask_rows(["field", "value"], [("order_count", "Ann")], sql=sql, dialect="duckdb") == [
         ("order_count", "A***")
     ]
+
+
+def test_filter_keeps_what_a_record_says_is_not_personal() -> None:
+    """The server's own listen address (a private network one the IPv4 rule would mask) stays;
+    a person's address in the same record does not."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PiiFilter())
+    log = logging.getLogger("personify.test_masking_keep")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        log.info(
+            "serving on http://%s from %s",
+            "10.0.0.5:8787",
+            "10.9.8.7",
+            extra={"not_personal": ("10.0.0.5:8787",)},
+        )
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "http://10.0.0.5:8787" in text and "10.9.8.7" not in text
