@@ -133,3 +133,13 @@ def test_errors_about_the_project_file_name_it(project_dir: Path) -> None:
     rotate = personify("privacy", "rotate-keys", *p)
     _usage_error(rotate, "error: personify.yml: privacy.encryption_keys: no encryption key ring")
     assert "<config>" not in worker.stderr + rotate.stderr
+
+
+def test_a_key_checked_after_loading_is_named_with_its_line(project_dir: Path) -> None:
+    """The key ring is read when a command needs it, after the project loaded: its error still
+    names the file's line."""
+    config = project_dir / "personify.yml"
+    lines = config.read_text().count("\n")
+    config.write_text(config.read_text() + '\nprivacy:\n  encryption_keys: "k1:nope"\n')
+    done = personify("privacy", "rotate-keys", "--project", str(project_dir))
+    _usage_error(done, f"personify.yml:{lines + 3}: privacy.encryption_keys: encryption key #1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -222,6 +223,41 @@ def _register() -> None:
     from personify.cli import commands  # noqa: F401  (registers the commands)
 
 
+def _project_arg(args: list[str]) -> Path:
+    """The project folder ``args`` name (``--project``/``-p``, else the environment's, else
+    the current folder), for locating a configuration error after the fact."""
+    for i, arg in enumerate(args):
+        if arg in ("--project", "-p") and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--project="):
+            return Path(arg.split("=", 1)[1])
+    return Path(os.environ.get("PERSONIFY_PROJECT") or ".")
+
+
+_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def located(e: ConfigError, args: list[str]) -> ConfigError:
+    """``e`` with the line of its key in the project file, when it names a key of it but no
+    line (a check made after loading: a bus, a key ring, a cache). Unchanged when the file or
+    the key cannot be found."""
+    if not e.key or e.line is not None or (e.file and Path(e.file).name != "personify.yml"):
+        return e
+    from personify._yamlmarks import parse_marked
+    from personify.config import find_project_file
+
+    try:
+        file = Path(e.file) if e.file else find_project_file(_project_arg(args))
+        doc = parse_marked(file.read_text(encoding="utf-8"), file=str(file))
+    except (PersonifyError, OSError, UnicodeDecodeError):
+        return e
+    path = tuple(int(index) if index else name for name, index in _KEY_PART.findall(e.key))
+    line = doc.line(path) if path in doc.marks else None
+    if line is None:
+        return e
+    return ConfigError(e.reason, file=str(file), line=line, key=e.key, hint=e.hint)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     _register()
@@ -238,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             from personify.cli.forward import busy_hint
 
             e.hint = busy_hint(args) or e.hint
+        if isinstance(e, ConfigError):
+            e = located(e, args)
         err_console().print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         raise SystemExit(
             2
