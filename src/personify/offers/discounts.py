@@ -118,14 +118,37 @@ def issue_codes(
     customer_id}``. A key asked before gets its stored code back unchanged (even if the
     campaign's settings changed since) and nothing is inserted. At most four statements for the
     whole batch (read, engagement scores, insert, read back), whatever its size."""
+    wanted, settings, stored, missing = _asked(wh, project, requests)
+    if missing:
+        _insert(wh, project, wanted, missing, settings, now, stored)
+    return _labelled(wanted, settings, stored)
+
+
+def _asked(
+    wh: Warehouse, project: Project, requests: Sequence[tuple[str, str, str]]
+) -> tuple[
+    dict[str, tuple[str, str]],
+    dict[str, DiscountCampaign],
+    dict[str, dict[str, Any]],
+    list[str],
+]:
+    """``(wanted, settings, stored, missing)`` for ``requests``: the first ``(customer,
+    campaign)`` per key, the campaigns' settings, the codes already stored by key, and the keys
+    that have none yet."""
     wanted: dict[str, tuple[str, str]] = {}
     for key, customer_id, campaign in requests:
         wanted.setdefault(key, (customer_id, campaign))
     settings = {c: campaign_settings(project, c) for _, c in wanted.values()}
     stored = _stored(wh, list(wanted))
-    missing = [k for k in wanted if k not in stored]
-    if missing:
-        _insert(wh, project, wanted, missing, settings, now, stored)
+    return wanted, settings, stored, [k for k in wanted if k not in stored]
+
+
+def _labelled(
+    wanted: dict[str, tuple[str, str]],
+    settings: dict[str, DiscountCampaign],
+    stored: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Per wanted key, its code's row with its ``label`` (``10 % off``), without the key."""
     out: dict[str, dict[str, Any]] = {}
     for key in wanted:
         row = stored[key]
@@ -154,25 +177,13 @@ def preview_codes(
     other gets the campaign's value for the customer (its tier) and an expiry from ``now``, with
     ``code`` the placeholder :data:`PREVIEW_CODE` and ``preview: True``: a preview must not
     issue, reserve or reveal a code that a later send would use."""
-    wanted: dict[str, tuple[str, str]] = {}
-    for key, customer_id, campaign in requests:
-        wanted.setdefault(key, (customer_id, campaign))
-    settings = {c: campaign_settings(project, c) for _, c in wanted.values()}
-    stored = _stored(wh, list(wanted))
-    missing = [k for k in wanted if k not in stored]
+    wanted, settings, stored, missing = _asked(wh, project, requests)
     engagement = _engagement(wh, sorted({wanted[k][0] for k in missing})) if missing else {}
     for k in missing:
         row = _new_row(b"", k, *wanted[k], settings, engagement, now, 0)
         del row["created_at"]
         stored[k] = {**row, "code": PREVIEW_CODE, "preview": True}
-    out: dict[str, dict[str, Any]] = {}
-    for key in wanted:
-        row = stored[key]
-        config = settings.get(row["campaign"])
-        currency = config.currency if config is not None else "EUR"
-        out[key] = {**row, "label": label(row["value"], row["kind"], currency)}
-        del out[key]["idempotency_key"]
-    return out
+    return _labelled(wanted, settings, stored)
 
 
 def _insert(
