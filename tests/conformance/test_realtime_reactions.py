@@ -243,16 +243,13 @@ def test_webhook_records_and_synced_records_reach_their_customers(shop: Session)
     assert not recompute(shop).drifted
 
 
-def test_a_person_erased_then_recreated_in_real_time_stays_suppressed(shop: Session) -> None:
-    """The audit's repro: after an erasure, the person comes back through the real-time path
-    only (an identify, then a cart), with the consent a source still holds (granted before the
-    erasure). The pass points the erasure's tombstone at the new customer, so the abandoned
-    cart's email is ``skipped_suppressed`` — as ``personify run`` decides it — and nothing is
-    written to the outbox."""
+def _erased_after_consenting(shop: Session) -> None:
+    """Ann, identified through the real-time path three hours before ``NOW``, consents to
+    marketing and is then erased."""
     from personify.privacy.consent import consented
     from personify.privacy.erase import erase_subject
 
-    wh, root = shop.warehouse, shop.project.root
+    wh = shop.warehouse
     products(wh)
     with clock.frozen(NOW - timedelta(hours=3)):
         applier = Applier(shop, tick_every=None)
@@ -265,6 +262,18 @@ def test_a_person_erased_then_recreated_in_real_time_stays_suppressed(shop: Sess
         load_consents(wh, [(ann, "email_marketing", "granted")])
         assert consented(wh, [ann], purpose="email_marketing") == {ann}
         assert erase_subject(wh, shop.project, "ann@example.com").status == "erased"
+
+
+def test_a_person_erased_then_recreated_in_real_time_stays_suppressed(shop: Session) -> None:
+    """The audit's repro: after an erasure, the person comes back through the real-time path
+    only (an identify, then a cart), with the consent a source still holds (granted before the
+    erasure). The pass points the erasure's tombstone at the new customer, so the abandoned
+    cart's email is ``skipped_suppressed`` — as ``personify run`` decides it — and nothing is
+    written to the outbox."""
+    from personify.privacy.consent import consented
+
+    wh, root = shop.warehouse, shop.project.root
+    _erased_after_consenting(shop)
     assert wh.scalar("SELECT count(*) FROM customers") == 0
     tombs = wh.fetch(
         "SELECT kind, customer_id FROM suppressions WHERE reason = 'erased' ORDER BY kind"
@@ -306,20 +315,9 @@ def test_a_person_erased_then_back_is_sent_once_they_opt_in_again(
     abandoned cart's email is decided and sent. Without that new grant (only the consent a
     source held from before the erasure) it is ``skipped_suppressed`` and nothing is written."""
     from personify.privacy.consent import consented, set_consent
-    from personify.privacy.erase import erase_subject
 
     wh, root = shop.warehouse, shop.project.root
-    products(wh)
-    with clock.frozen(NOW - timedelta(hours=3)):
-        applier = Applier(shop, tick_every=None)
-        try:
-            applier.submit([track(wh, "m-id", "identify", NOW - timedelta(hours=3), {})])
-            assert applier.wait_idle(60)
-        finally:
-            applier.close()
-        (ann,) = (str(r[0]) for r in wh.fetch("SELECT customer_id FROM customers"))
-        load_consents(wh, [(ann, "email_marketing", "granted")])
-        assert erase_subject(wh, shop.project, "ann@example.com").status == "erased"
+    _erased_after_consenting(shop)
 
     with clock.frozen(NOW):
         applier = Applier(shop, tick_every=None)
