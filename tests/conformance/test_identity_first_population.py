@@ -5,6 +5,7 @@ hand-made world with every kind of input and on random worlds."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from personify import clock
 from personify.config import IdentityConfig
 from personify.identity import graph, resolve_batch
+from personify.identity.ids import id_key, set_id_key
 from personify.warehouse import Warehouse, connect, table
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -332,3 +334,30 @@ def test_a_first_population_over_kept_customer_ids_takes_them_over(warehouse: Wa
         warehouse.fetch("SELECT kind, value, customer_id FROM identities ORDER BY 1, 2")
         == identities
     )
+
+
+def test_new_customer_ids_are_keyed_by_the_signing_key(
+    warehouse: Warehouse, other: Warehouse
+) -> None:
+    """A new customer's id hashes the project's id key with its founder, so an id (masked
+    exports show them) cannot be tested against a guessed address; the first population and the
+    general pass mint the same keyed ids, and a rebuild keeps them."""
+    set_id_key(warehouse, "secret one")
+    set_id_key(other, "secret one")
+    _both_ways(warehouse, other, hand_made(), IdentityConfig())
+    founders = warehouse.fetch(
+        "SELECT c.customer_id, n.kind, n.value FROM customer_ids c "
+        "JOIN identity_nodes n ON n.node_id = c.founder ORDER BY 1"
+    )
+    assert len(founders) >= 5
+    key = id_key("secret one")
+    for customer_id, kind, value in founders:
+        assert customer_id == "cus_" + hashlib.md5(f"{key}{kind}:{value}".encode()).hexdigest()[:20]
+        assert customer_id != "cus_" + hashlib.md5(f"{kind}:{value}".encode()).hexdigest()[:20]
+    # a rebuild from scratch under the same key gives the same ids
+    with clock.frozen(NOW):
+        again = resolve_batch(warehouse, IdentityConfig(phone_region="FR"))
+    assert again.counts["full_rebuild"] == 1
+    assert warehouse.fetch("SELECT customer_id FROM customer_ids ORDER BY 1") == [
+        (c,) for c, _, _ in founders
+    ]

@@ -8,12 +8,21 @@ The rules, for every part (customer-sized piece) of a cluster that changed:
    The others are recorded as ``merged`` into it, and lookups by them follow ``merged_into``.
 3. When a split leaves one id on several parts, the part holding the id's founder keeps it
    (else the part holding most identifiers with it); the others are treated as new.
-4. A new customer's id is ``cus_`` + 20 hex digits of the MD5 of ``kind:value`` of its founder:
-   the part's oldest non-anonymous identifier (first seen, then kind priority, kind, value).
-   Rebuilding the same data from scratch therefore gives the same ids.
+4. A new customer's id is ``cus_`` + 20 hex digits of the MD5 of the project's id key and
+   ``kind:value`` of its founder: the part's oldest non-anonymous identifier (first seen, then
+   kind priority, kind, value). Rebuilding the same data from scratch therefore gives the same
+   ids. The id key is derived from the project's ``signing_key`` (:func:`set_id_key`), so a
+   customer id — shown by masked exports and ``sql --mask`` — cannot be tested against a guessed
+   address; a project without a ``signing_key`` hashes ``kind:value`` alone (unkeyed). Rotating
+   the key changes only the ids of customers founded afterwards: every other part keeps its id by
+   rule 2 (a rebuild keeps the ids by identifier).
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import weakref
 
 from personify import clock
 from personify.identity._sql import drop
@@ -31,6 +40,32 @@ RESTITCH = "_restitch"
 customer it changed (to ``customer_id``) — the only identifiers whose events *outside* the pass
 can need a new customer: an event is stitched by the pass that reads it, and an identifier new
 in this pass has no event a pass has read yet (:func:`personify.identity.stitch.stitch`)."""
+
+_ID_KEYS: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
+def id_key(signing_key: str) -> str:
+    """The id key derived from a project's ``signing_key`` (hex: no quoting issue in SQL)."""
+    return hmac.new(signing_key.encode(), b"personify customer ids v1", hashlib.sha256).hexdigest()
+
+
+def set_id_key(wh: object, signing_key: str | None) -> None:
+    """Key the new customer ids minted through ``wh`` with ``signing_key`` (``None``: unkeyed).
+    The session sets it when it opens the warehouse
+    (:func:`personify.privacy.fields.attach`)."""
+    if signing_key:
+        _ID_KEYS[wh] = id_key(signing_key)
+    else:
+        _ID_KEYS.pop(wh, None)
+
+
+def new_id_sql(wh: object, kind: str, value: str) -> tuple[str, list[object]]:
+    """SQL of a new customer's id (rule 4) from its founder's ``kind`` and ``value``
+    expressions, and the parameter it binds (the key is never in SQL text)."""
+    return f"'cus_' || substr(md5(? || {kind} || ':' || {value}), 1, 20)", [
+        _ID_KEYS.get(wh, "")
+    ]
+
 
 _SCRATCH = ("_tn", "_claims", "_owned", "_founders", "_part_ids", "_merged")
 
@@ -59,13 +94,14 @@ def _stage(wh: Warehouse) -> None:
         "(SELECT tn.*, row_number() OVER (PARTITION BY part ORDER BY first_seen, rank, kind, "
         "value) AS rn FROM _tn tn WHERE NOT anon) x WHERE rn = 1"
     )
+    new_id, key = new_id_sql(wh, "f.kind", "f.value")
     wh.execute(
-        "CREATE TEMP TABLE _part_ids AS SELECT f.part, coalesce(k.customer_id, 'cus_' || "
-        "substr(md5(f.kind || ':' || f.value), 1, 20)) AS customer_id, "
-        "k.customer_id IS NULL AS fresh, f.node_id AS founder, f.first_seen AS founded_at "
-        "FROM _founders f LEFT JOIN (SELECT part, customer_id FROM (SELECT o.*, row_number() "
-        "OVER (PARTITION BY part ORDER BY founded_at, customer_id) AS rn FROM _owned o) y "
-        "WHERE rn = 1) k ON k.part = f.part"
+        f"CREATE TEMP TABLE _part_ids AS SELECT f.part, coalesce(k.customer_id, {new_id}) "
+        "AS customer_id, k.customer_id IS NULL AS fresh, f.node_id AS founder, "
+        "f.first_seen AS founded_at FROM _founders f LEFT JOIN (SELECT part, customer_id FROM "
+        "(SELECT o.*, row_number() OVER (PARTITION BY part ORDER BY founded_at, customer_id) "
+        "AS rn FROM _owned o) y WHERE rn = 1) k ON k.part = f.part",
+        key,
     )
     wh.execute(
         "CREATE TEMP TABLE _merged AS SELECT c.customer_id, min(p.customer_id) AS merged_into "

@@ -68,6 +68,7 @@ from personify import clock
 from personify.config import IdentityConfig, Project
 from personify.errors import ConfigError
 from personify.identity._sql import drop, scratch, temp_table
+from personify.identity.ids import set_id_key
 from personify.identity.normalize import Blind, normalize, set_blind
 from personify.privacy.crypto import (
     BLIND_MARK,
@@ -206,6 +207,8 @@ _ATTACHED: weakref.WeakKeyDictionary[Warehouse, FieldCipher] = weakref.WeakKeyDi
 def attach(wh: Warehouse, project: Project) -> None:
     """Remember the project's cipher for ``wh`` (the session does, when it opens it), so code
     reading ``customers`` rows decrypts without the project at hand."""
+    secret = project.config.signing_key
+    set_id_key(wh, secret.reveal() if secret else None)  # new customer ids are keyed by it
     cipher = from_project(project)
     if cipher is None:
         _ATTACHED.pop(wh, None)
