@@ -454,6 +454,48 @@ class WebhookSource(_SourceBase, frozen=True, tag="webhook", tag_field="kind"):
 Source = TrackingSource | FileSource | RestSource | WebhookSource
 
 
+DestinationPreset = Literal["hubspot_contacts"]
+
+
+class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
+    """Rows of a SQL model pushed to a REST API (reverse ETL): traits, segments or tags sent to
+    a CRM or another tool, only the rows that changed since their last successful push."""
+
+    name: Name
+    """Destination name (``personify push NAME``)."""
+    model: str
+    """A ``SELECT`` over the warehouse, one row per record to push (``customer_data``,
+    ``customer_tags``, ``segment_memberships`` …). A column named ``a.b`` becomes the field
+    ``b`` inside the object ``a`` of the record sent."""
+    key: str = "customer_id"
+    """The model's column identifying a record (unique, not empty); the API should upsert by it,
+    so a record sent again (a retry after a timeout) changes nothing."""
+    client: RestClient = RestClient()
+    """The API: ``base_url``, ``auth``, ``headers``, request budget and retries."""
+    path: str | None = None
+    """The endpoint records are sent to (relative to ``client.base_url``)."""
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    """The request method."""
+    records_key: str | None = None
+    """Send each batch as ``{records_key: [records]}``; default: a JSON array of records."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    """Records per request."""
+    preset: DestinationPreset | None = None
+    """A ready-made API: ``hubspot_contacts`` (``POST /crm/v3/objects/contacts/batch/upsert``,
+    records ``{idProperty: <key column>, id, properties: {the other columns}}``, 100 a
+    request) — give ``model``, ``key`` (``email``) and ``client``."""
+    schedule: Schedule | None = None
+    """When ``personify serve`` pushes it (``every: 15m`` or ``cron``)."""
+
+    def __post_init__(self) -> None:
+        if not self.client.base_url:
+            raise ValueError("client.base_url is required")
+        if self.preset is None and not self.path:
+            raise ValueError("path is required (or a preset)")
+        if not self.model.strip():
+            raise ValueError("model must be a SELECT")
+
+
 # -------------------------------------------------------------------------------------- delivery
 EspProvider = Literal["sendgrid", "postmark", "standard"]
 WebhookScheme = Literal["standard", "sendgrid", "basic"]
@@ -1102,6 +1144,9 @@ class ProjectConfig(_Base, frozen=True):
     """More admin tokens, each with a name and scopes (``admin_token`` has every scope)."""
     sources: tuple[Source, ...] = ()
     """Where data comes from (``kind``: ``tracking``, ``file``, ``rest``, ``webhook``)."""
+    destinations: tuple[RestDestination, ...] = ()
+    """Where warehouse rows are pushed (reverse ETL: ``kind: rest``), by ``personify push``,
+    ``personify run`` and ``serve``'s schedule."""
     delivery: Delivery = OutboxDelivery()
     """Where email goes (``kind``: ``outbox``, ``smtp`` or ``esp``)."""
     email: EmailSettings = EmailSettings()
@@ -1162,6 +1207,14 @@ class ProjectConfig(_Base, frozen=True):
                     f"two sources are named {source.name!r}; names must be unique",
                 )
             seen.add(source.name)
+        named: set[str] = set()
+        for i, destination in enumerate(self.destinations):
+            if destination.name in named:
+                raise _FieldError(
+                    ("destinations", i, "name"),
+                    f"two destinations are named {destination.name!r}; names must be unique",
+                )
+            named.add(destination.name)
         keys: dict[str, str] = {}
         for i, source in enumerate(self.sources):
             if isinstance(source, TrackingSource) and source.write_key:

@@ -16,6 +16,7 @@ import msgspec
 
 from personify import clock
 from personify.audiences import audiences_stage
+from personify.destinations import destinations_stage
 from personify.identity import identity_stage
 from personify.journeys import delivery_stage, journeys_stage
 from personify.offers import offers_stage
@@ -47,6 +48,7 @@ STAGES: tuple[tuple[str, Stage], ...] = (
     ("offers", offers_stage),
     ("journeys", journeys_stage),
     ("delivery", delivery_stage),
+    ("destinations", destinations_stage),
 )
 """The stages in order: name and function."""
 

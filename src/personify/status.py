@@ -199,6 +199,7 @@ def status_report(session: Session) -> dict[str, Any]:
         if isinstance(source, FileSource | RestSource):
             entry |= run_summary(runs, source.name, source.schedule, now)
         sources.append(entry)
+    destinations = _destinations(session, runs, now)
     last_run = wh.fetch(
         "SELECT run_id, started_at, finished_at, now, status, stats FROM pipeline_runs "
         "ORDER BY started_at DESC LIMIT 1"
@@ -227,6 +228,7 @@ def status_report(session: Session) -> dict[str, Any]:
         "tables": tables,
         "tables_estimated": estimated,
         "sources": sources,
+        "destinations": destinations,
         "quarantine": {
             "total": sum(int(v) for v in quarantine_by_source.values()),
             "by_source": {k: int(v) for k, v in quarantine_by_source.items()},
@@ -239,6 +241,28 @@ def status_report(session: Session) -> dict[str, Any]:
         "journeys": _journeys(session, now),
         "problems": project_problems(session.project),
     }
+
+
+def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]:
+    """Each destination's last push and schedule, and its records by state (sent, rejected)."""
+    from personify.destinations import run_name
+
+    config = session.project.config.destinations
+    if not config:
+        return []
+    states: dict[str, dict[str, int]] = {}
+    for name, status, n in session.warehouse.fetch(
+        "SELECT destination, status, count(*) FROM destination_state GROUP BY 1, 2"
+    ):
+        states.setdefault(str(name), {})[str(status)] = int(n)
+    return [
+        {
+            "name": d.name,
+            "records": states.get(d.name, {}),
+            **run_summary(runs, run_name(d.name), d.schedule, now),
+        }
+        for d in config
+    ]
 
 
 def _journeys(session: Session, now: Any) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,7 @@ from personify.errors import (
 
 _ORDER = (
     "demo", "init", "status",
-    "run", "sync", "import", "quarantine", "reconcile", "quality",
+    "run", "sync", "push", "import", "quarantine", "reconcile", "quality",
     "profile", "identity", "consent", "privacy", "audit", "sql",
     "segments", "rules",
     "render", "report",

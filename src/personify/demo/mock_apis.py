@@ -125,6 +125,11 @@ class MockApis:
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     """Every data request: method, path, query parameters."""
+    pushed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Contacts upserted through ``/crm/v3/objects/contacts/batch/upsert`` (a destination's
+    pushes): id → properties, merged as HubSpot does."""
+    upserts: int = 0
+    """Records taken by that endpoint (a record sent twice counts twice)."""
     issued: dict[str, float] = field(default_factory=dict)
     """OAuth tokens issued → expiry (monotonic)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -219,6 +224,7 @@ class MockApis:
         routes = [
             Route("/oauth/token", self._token, methods=["POST"]),
             Route("/crm/v3/objects/contacts/search", self._hubspot, methods=["POST"]),
+            Route("/crm/v3/objects/contacts/batch/upsert", self._hubspot_upsert, methods=["POST"]),
             Route("/admin/api/2024-10/orders.json", self._shopify),
             Route("/api/v2/incremental/tickets/cursor.json", self._zendesk),
             Route("/v1/charges", self._stripe),
@@ -288,6 +294,27 @@ class MockApis:
         if start + limit < len(rows):
             out["paging"] = {"next": {"after": str(start + limit)}}
         return JSONResponse(out)
+
+    async def _hubspot_upsert(self, request: Request) -> Response:
+        """HubSpot's batch upsert: at most 100 inputs ``{idProperty, id, properties}``; one bad
+        input refuses the whole batch (400), as HubSpot does."""
+        if (denied := await self._guard(request, "hubspot")) is not None:
+            return denied
+        inputs = (await request.json()).get("inputs")
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
+            return _error(400, "inputs must hold 1 to 100 objects")
+        for one in inputs:
+            key, value = one.get("idProperty"), str(one.get("id", ""))
+            if key == "email" and "@" not in value:
+                return _error(400, f"Property values were not valid: email {value!r}")
+            if not isinstance(one.get("properties"), dict):
+                return _error(400, "each input needs properties")
+        with self.lock:
+            for one in inputs:
+                self.pushed.setdefault(str(one["id"]), {}).update(one["properties"])
+                self.upserts += 1
+        results = [{"id": str(one["id"]), "properties": one["properties"]} for one in inputs]
+        return JSONResponse({"status": "COMPLETE", "results": results})
 
     async def _shopify(self, request: Request) -> Response:
         if (denied := await self._guard(request, "shopify")) is not None:
@@ -629,7 +656,7 @@ LIVE_REPLACED: Final = frozenset({"crm", "helpdesk", "shop_orders", "shop_order_
 """The demo's file sources that ``personify demo --live-apis`` replaces by REST sources."""
 WEBHOOK_SOURCE: Final = "shop_webhooks"
 """The demo's webhook source (signed Shopify order deliveries)."""
-_TOKEN_VAR: Final = "${PERSONIFY_DEMO_API_TOKEN:-" + TOKEN + "}"
+TOKEN_VAR: Final = "${PERSONIFY_DEMO_API_TOKEN:-" + TOKEN + "}"
 _WEBHOOK_SECRET: Final = "demo-webhook-secret"  # noqa: S105  (the local demo's, not a real one)
 
 
@@ -638,11 +665,11 @@ def live_sources_yaml() -> str:
     shop's orders, the help desk and the payments pulled from the world served as live mock
     APIs (``base_url: local:demo``), and the shop's signed order webhooks."""
     auth = {
-        "crm": f'{{type: bearer, token: "{_TOKEN_VAR}"}}',
-        "shop_orders": f'{{type: api_key, name: X-Shopify-Access-Token, api_key: "{_TOKEN_VAR}"}}',
+        "crm": f'{{type: bearer, token: "{TOKEN_VAR}"}}',
+        "shop_orders": f'{{type: api_key, name: X-Shopify-Access-Token, api_key: "{TOKEN_VAR}"}}',
         "helpdesk": '{type: http_basic, username: "support@shop.example/token", '
-        f'password: "{_TOKEN_VAR}"}}',
-        "payments": f'{{type: http_basic, username: "{_TOKEN_VAR}"}}',
+        f'password: "{TOKEN_VAR}"}}',
+        "payments": f'{{type: http_basic, username: "{TOKEN_VAR}"}}',
     }
     presets = {
         "crm": (

@@ -29,7 +29,7 @@ from typing import Any, Final
 from personify import clock
 from personify.config import PROJECT_FILE, parse_config
 from personify.demo.files import FILES, read_manifest, write_world
-from personify.demo.mock_apis import LIVE_REPLACED, live_sources_yaml
+from personify.demo.mock_apis import LIVE_REPLACED, TOKEN_VAR, live_sources_yaml
 from personify.demo.world import build_world, world_instant
 from personify.errors import PersonifyError
 from personify.progress import Progress
@@ -271,11 +271,31 @@ IDENTITY_YAML: Final = (
 )
 """The ``identity:`` section of a demo project (written with the ``demo:`` one)."""
 
+DESTINATIONS_YAML: Final = (
+    "# Reverse ETL: each customer's engagement score and lifecycle stage pushed back to the CRM\n"
+    "# (the world's HubSpot-style mock API), only what changed, after each run (personify push).\n"
+    "destinations:\n"
+    "  - name: crm_scores\n"
+    "    kind: rest\n"
+    "    preset: hubspot_contacts\n"
+    "    key: email\n"
+    "    model: |\n"
+    "      SELECT email, engagement_score AS engagement, lifecycle_stage\n"
+    "      FROM customer_data WHERE email LIKE '%@%'\n"
+    "    client:\n"
+    "      base_url: local:demo\n"
+    '      auth: {type: bearer, token: "' + TOKEN_VAR + '"}\n'
+    "      requests_per_second: 500\n"
+    "      backoff_base: 0.05\n"
+    "    schedule: {every: 15m}\n"
+)
+"""The ``destinations:`` section of a demo project (written with the ``demo:`` one)."""
+
 
 def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
     """The ``identity:`` and ``demo:`` sections, appended to the project file."""
     return (
-        f"{IDENTITY_YAML}\n"
+        f"{IDENTITY_YAML}\n{DESTINATIONS_YAML}\n"
         f"{_DEMO_MARK}: the synthetic world this project reads, as it was\n"
         f"# at {now:%Y-%m-%dT%H:%M:%SZ}. `personify demo DIR` again regenerates the same files;\n"
         "# nothing is imported twice.\n"

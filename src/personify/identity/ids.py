@@ -59,6 +59,11 @@ def set_id_key(wh: object, signing_key: str | None) -> None:
         _ID_KEYS.pop(wh, None)
 
 
+def id_key_of(wh: object) -> str:
+    """The id key set for ``wh`` (``""`` without a ``signing_key``)."""
+    return _ID_KEYS.get(wh, "")
+
+
 def new_id_sql(wh: object, kind: str, value: str) -> tuple[str, list[object]]:
     """SQL of a new customer's id (rule 4) from its founder's ``kind`` and ``value``
     expressions, and the parameter it binds (the key is never in SQL text)."""

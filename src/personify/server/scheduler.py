@@ -1,5 +1,6 @@
 """Scheduled syncs inside ``personify serve``: each source with a ``schedule:`` is synced when
-due, in a background thread, never two runs of one source at once.
+due, and each destination with one is pushed (:mod:`personify.destinations`), in a background
+thread, never two runs of one source or destination at once.
 
 The scheduler wakes when the earliest source is due (:func:`personify.sources.schedule.next_run`,
 from the last run recorded in the warehouse, so a restarted server keeps the rhythm), runs the due
@@ -19,12 +20,15 @@ from datetime import datetime
 
 from personify import clock
 from personify.config import FileSource, RestSource
+from personify.destinations import push_destinations, run_name
 from personify.session import Session
 from personify.sources import sync_sources
 from personify.sources.schedule import last_runs, next_run
 
 log = logging.getLogger("personify.server.scheduler")
 
+DESTINATION = run_name("")
+"""The prefix of a destination's run name."""
 MAX_SLEEP = 60.0
 """Longest sleep between two looks (a schedule change in the warehouse is seen within it)."""
 
@@ -44,19 +48,26 @@ class Scheduler:
             for s in session.project.config.sources
             if isinstance(s, FileSource | RestSource) and s.schedule is not None
         ]
+        self.destinations = [
+            d for d in session.project.config.destinations if d.schedule is not None
+        ]
 
     def due(self, now: datetime) -> tuple[list[str], float]:
-        """Sources due now, and seconds until the next one is."""
+        """Sources and destinations due now (a destination's as its run name,
+        ``destination:NAME``), and seconds until the next one is."""
         runs = last_runs(self.session.warehouse)
         due: list[str] = []
         wait = MAX_SLEEP
-        for source in self.sources:
-            assert source.schedule is not None
-            last = runs.get(source.name)
+        planned = [(s.name, s.schedule) for s in self.sources] + [
+            (run_name(d.name), d.schedule) for d in self.destinations
+        ]
+        for name, schedule in planned:
+            assert schedule is not None
+            last = runs.get(name)
             started = clock.parse_instant(last.started_at) if last else None
-            when = next_run(source.schedule, started, now)
+            when = next_run(schedule, started, now)
             if when <= now:
-                due.append(source.name)
+                due.append(name)
             else:
                 wait = min(wait, (when - now).total_seconds())
         return due, wait
@@ -71,6 +82,9 @@ class Scheduler:
             for name in due:
                 if self.stop.is_set():
                     return
+                if name.startswith(DESTINATION):
+                    self._push(name.removeprefix(DESTINATION))
+                    continue
                 try:
                     started = clock.now()
                     (result,) = sync_sources(self.session, [name], trigger="schedule")
@@ -88,16 +102,32 @@ class Scheduler:
             if not due:
                 self.stop.wait(max(0.05, wait))
 
+    def _push(self, name: str) -> None:
+        try:
+            (result,) = push_destinations(self.session, [name], trigger="schedule")
+            log.info(
+                "scheduled push of %s: %d rows sent in %.2f s",
+                name,
+                result.counts.get("rows_sent", 0),
+                result.seconds,
+            )
+        except Exception as e:  # (a push records its own failures; this is anything else)
+            log.error("scheduled push of %s failed: %s", name, type(e).__name__)
+        self.runs += 1
+
 
 @contextlib.contextmanager
 def scheduled_syncs(session: Session) -> Iterator[Scheduler]:
     """Run the scheduler in a thread for the duration of the block."""
     scheduler = Scheduler(session)
     thread: threading.Thread | None = None
-    if scheduler.sources:
+    if scheduler.sources or scheduler.destinations:
         thread = threading.Thread(target=scheduler.loop, name="personify-scheduler", daemon=True)
         thread.start()
-        log.info("scheduled syncs: %s", ", ".join(s.name for s in scheduler.sources))
+        names = [s.name for s in scheduler.sources] + [
+            run_name(d.name) for d in scheduler.destinations
+        ]
+        log.info("scheduled syncs: %s", ", ".join(names))
     try:
         yield scheduler
     finally:

@@ -246,6 +246,12 @@ def _schema_drift(wh: Warehouse) -> None:
             wh.execute(sql, ())
 
 
+def _destinations(wh: Warehouse) -> None:
+    """Destinations (reverse ETL): the state of every record pushed."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["destination_state"]):
+        wh.execute(sql, ())
+
+
 def _engagement(wh: Warehouse) -> None:
     """Issue 11: experiment assignments."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["experiment_assignments"]):
@@ -367,6 +373,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "profile_observations without an engine key where keys are dear (DuckDB)",
         _keys_by_construction,
     ),
+    Migration(18, "destinations: what each pushed record looked like", _destinations),
 )
 
 

@@ -818,6 +818,26 @@ EXPERIMENT_ASSIGNMENTS = Table(
 )
 
 
+DESTINATION_STATE = Table(
+    "destination_state",
+    (
+        C("destination", S, False),
+        C("key_hash", S, False, "Keyed hash of the record's key (never the key itself)"),
+        C("row_hash", S, False, "MD5 of the row as last pushed: unchanged rows are not sent again"),
+        C(
+            "status",
+            S,
+            False,
+            "sent, or rejected (the API refused the record; sent again once its row changes)",
+        ),
+        C("error", S, doc="What the API answered a rejected record (personal data masked)"),
+        C("pushed_at", TS, False),
+    ),
+    primary_key=("destination", "key_hash"),
+    internal=True,
+    doc="Destinations (reverse ETL): what each record looked like when its API last took it",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -860,6 +880,7 @@ TABLES: tuple[Table, ...] = (
     EXPERIMENT_ASSIGNMENTS,
     SOURCE_FIELDS,
     SCHEMA_CHANGES,
+    DESTINATION_STATE,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 

@@ -1,4 +1,4 @@
-"""``personify run`` and ``personify sync``."""
+"""``personify run``, ``personify sync`` and ``personify push``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from personify.cli.progress import progress_bars
 
 @app.command("run", rich_help_panel="Pipeline")
 def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None) -> None:
-    """One full cycle at --now: sync → identity → profiles → audiences → journeys → delivery.
+    """One full cycle at --now: sync → identity → profiles → audiences → journeys → delivery →
+    push (the destinations).
 
     Journeys enter the customers their triggers name and advance every journey to --now
     (waits, branches, goals), deciding each email once; delivery sends the queued emails that
@@ -121,3 +122,68 @@ def sync_command(
         counts = ", ".join(f"{k}={v:,}" for k, v in r.counts.items()) or "—"
         table.add_row(r.source, r.kind, f"{r.seconds:.2f}", counts)
     console().print(table)
+
+
+@app.command("push", rich_help_panel="Pipeline")
+def push_command(
+    destinations: Annotated[
+        list[str] | None, typer.Argument(help="Destination names (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Count what would be sent and show a few records (masked); send nothing.",
+        ),
+    ] = False,
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    now: NowOpt = None,
+) -> None:
+    """Push warehouse rows to other tools' APIs now (reverse ETL): the `destinations` in
+    personify.yml — e.g. each customer's engagement score and lifecycle stage to the CRM.
+
+    Only rows that changed since the API last took them are sent, in batches, with retries; a
+    record the API refuses is kept as rejected (with its answer) and sent again once its row
+    changes. `personify run` pushes after delivery; `personify serve` on each destination's
+    schedule. Exits 1 when a destination stopped on an error.
+    """
+    from personify.destinations import push_destinations
+    from personify.session import open_session
+
+    pin_now(now)
+    with open_session(project) as session:
+        results = push_destinations(session, destinations or None, dry_run=dry_run)
+    if json:
+        emit_json(
+            [
+                {
+                    "destination": r.destination,
+                    "seconds": round(r.seconds, 3),
+                    "counts": r.counts,
+                    "error": r.error,
+                    **({"sample": r.sample} if dry_run else {}),
+                }
+                for r in results
+            ]
+        )
+    else:
+        if not results:
+            console().print('No destinations in personify.yml (see README, "Destinations").')
+        table = Table(
+            "destination",
+            "seconds",
+            "counts",
+            "error",
+            title="Push" + (" (dry run)" if dry_run else ""),
+        )
+        for r in results:
+            counts = ", ".join(f"{k}={v:,}" for k, v in r.counts.items()) or "—"
+            table.add_row(r.destination, f"{r.seconds:.2f}", counts, r.error or "")
+        if results:
+            console().print(table)
+        for r in results:
+            for record in r.sample:
+                console().print_json(data=record)
+    if any(r.error for r in results):
+        raise typer.Exit(1)

@@ -187,6 +187,25 @@ def _print_status(report: dict[str, Any]) -> None:
     for s in report["sources"]:
         if s.get("last_error"):
             out.print(f"[red]{escape(s['name'])}: last run failed: {escape(s['last_error'])}[/]")
+    if report.get("destinations"):
+        pushes = Table(
+            "destination", "sent", "rejected", "last run", "next run", title="Destinations"
+        )
+        for d in report["destinations"]:
+            records = d["records"]
+            pushes.add_row(
+                d["name"],
+                f"{records.get('sent', 0):,}",
+                f"{records.get('rejected', 0):,}",
+                _last_run(d),
+                d.get("next_run_at") or "—",
+            )
+        out.print(pushes)
+        for d in report["destinations"]:
+            if d.get("last_error"):
+                out.print(
+                    f"[red]{escape(d['name'])}: last push failed: {escape(d['last_error'])}[/]"
+                )
     for problem in report.get("problems") or []:
         out.print(f"[red]problem: {escape(problem)}[/]")
     tables = Table("table", "rows", title="Tables")

@@ -27,12 +27,12 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from personify import clock
-from personify.config import Incremental, Paginator, RestResource, RestSource
+from personify.config import Incremental, Paginator, RestDestination, RestResource, RestSource
 from personify.progress import Progress
 from personify.session import Session
 from personify.sources import SyncResult
@@ -95,15 +95,18 @@ def sync_rest_source(
     return SyncResult(source.name, "rest", counts, time.perf_counter() - started)
 
 
+_Api = TypeVar("_Api", RestSource, RestDestination)
+
 LOCAL_APIS: Final[dict[str, str]] = {"demo": "personify.demo.mock_apis:serve_project_apis"}
 """``client.base_url: local:NAME`` → ``module:function(project)``, a context manager serving a
 local API for the duration of the sync and yielding its URL (``local:demo``: a demo project's
 world as live mock APIs, so the demo's REST sources come up when a sync needs them)."""
 
 
-def local_api(stack: contextlib.ExitStack, session: Session, source: RestSource) -> RestSource:
-    """``source`` itself, or — its ``client.base_url`` being ``local:NAME`` — ``source`` with the
-    URL of that local API, served (:data:`LOCAL_APIS`) until ``stack`` closes."""
+def local_api(stack: contextlib.ExitStack, session: Session, source: _Api) -> _Api:
+    """``source`` (a REST source or destination) itself, or — its ``client.base_url`` being
+    ``local:NAME`` — ``source`` with the URL of that local API, served (:data:`LOCAL_APIS`)
+    until ``stack`` closes."""
     base = source.client.base_url or ""
     if not base.startswith("local:"):
         return source

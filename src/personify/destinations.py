@@ -1,0 +1,352 @@
+"""Destinations (reverse ETL): warehouse rows pushed to other tools' APIs, only what changed.
+
+A destination (``destinations:`` in ``personify.yml``, ``kind: rest``) is a SQL model — one row
+per record, e.g. each customer's engagement score and lifecycle stage from ``customer_data`` —
+and an API endpoint that upserts records by a key. A push:
+
+1. runs the model in the warehouse (checked like any user query: one read-only SELECT, ``NOW()``
+   pinned to ``--now``) into a temporary table, with a keyed hash of each row's key and an MD5 of
+   the whole row, and compares them there with ``destination_state`` — the hash each record had
+   when the API last took it. Only new or changed rows reach Python (a push of an unchanged
+   model reads none);
+2. sends the changed rows in batches (``batch_size``) through the REST sources' polite client
+   (request budget, retries with backoff on 429/5xx/timeouts, ``Retry-After``); records go out
+   in plain text (encrypted ``customers`` columns decrypted), dotted column names nested;
+3. records each batch in ``destination_state`` once the API answered 2xx — acknowledged rows
+   only: a push that stops (the API down, a crash) sends the rest next time, and a record sent
+   twice is an upsert of the same values. A batch the API refuses (4xx) is split in halves until
+   the refused records stand alone; each is kept as ``rejected`` with the API's answer (masked)
+   and sent again only when its row changes. A refusal of the credentials or the endpoint (401,
+   403, 404) stops the push.
+
+The key is stored only as a keyed hash (the customer-id key, from ``signing_key``): the state
+holds no email or name. Every push is recorded like a source's run (``source_state``, as
+``destination:NAME``), so ``personify status`` shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from personify import clock
+from personify.config import Project, RestClient, RestDestination
+from personify.errors import ConfigError, PersonifyError, UnsafeQueryError
+from personify.identity.ids import id_key_of
+from personify.privacy.fields import decrypt_rows
+from personify.privacy.masking import mask_text
+from personify.session import Session
+from personify.sources.rest.client import HttpClient
+from personify.sources.rest.errors import RestError, RestHttpError
+from personify.sources.schedule import exclusive, record_run
+from personify.warehouse.base import AUTHORING_DIALECT, Warehouse
+from personify.warehouse.query import pin_time
+from personify.warehouse.safety import check_select
+
+log = logging.getLogger(__name__)
+
+_ROWS: Final = "_push_rows"
+_KEY, _HASH = "__personify_key", "__personify_row"
+_READ: Final = 10_000
+"""Changed rows read from the warehouse at a time (keyset pages)."""
+_STOPPING: Final = frozenset({401, 403, 404, 405})
+"""Refusals that are not about a record: the push stops (the state keeps what was taken)."""
+_HUBSPOT: Final = ("/crm/v3/objects/contacts/batch/upsert", "inputs", 100)
+
+
+def run_name(name: str) -> str:
+    """The ``source_state`` name of a destination's runs (never a source's: the prefix)."""
+    return f"destination:{name}"
+
+
+@dataclass
+class PushResult:
+    """What one push did."""
+
+    destination: str
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    """``--dry-run``: the first records it would send (personal values masked)."""
+
+
+def destination(project: Project, name: str) -> RestDestination:
+    for d in project.config.destinations:
+        if d.name == name:
+            return d
+    known = ", ".join(d.name for d in project.config.destinations) or "none"
+    raise ConfigError(
+        f"no destination named {name!r} (destinations: {known})", file=str(project.file)
+    )
+
+
+def push_destinations(
+    session: Session,
+    names: Sequence[str] | None = None,
+    *,
+    dry_run: bool = False,
+    trigger: str = "manual",
+) -> list[PushResult]:
+    """Push the named destinations (default: all), each holding its lock, each recorded. A
+    destination that fails is recorded and reported; the others still run."""
+    project = session.project
+    wanted = (
+        [destination(project, n) for n in names] if names else list(project.config.destinations)
+    )
+    return [_push_one(session, d, dry_run=dry_run, trigger=trigger) for d in wanted]
+
+
+def destinations_stage(session: Session) -> dict[str, int]:
+    """The pipeline stage: push every destination; counts summed (``push_failed``: how many
+    destinations stopped on an error — recorded for ``personify status``)."""
+    totals: dict[str, int] = {}
+    for result in push_destinations(session):
+        for key, value in result.counts.items():
+            totals[key] = totals.get(key, 0) + value
+        if result.error:
+            totals["push_failed"] = totals.get("push_failed", 0) + 1
+    return totals
+
+
+def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: str) -> PushResult:
+    from personify.sources.rest.sync import local_api
+
+    wh = session.warehouse
+    result = PushResult(d.name)
+    with exclusive(run_name(d.name), warehouse=wh), contextlib.ExitStack() as stack:
+        started, t0 = clock.now(), time.perf_counter()
+        try:
+            result.counts = _stage_rows(wh, session.project, d)
+            if result.counts["rows_changed"] and not dry_run:  # (a local API: served now)
+                d = local_api(stack, session, d)
+            if dry_run:
+                result.sample = [_masked(r) for r in _shaped(d, _changed(wh, d, limit=3))]
+            elif result.counts["rows_changed"]:
+                _send(wh, d, result)
+        except (RestError, UnsafeQueryError, ConfigError) as e:
+            result.error = mask_text(e.message if isinstance(e, PersonifyError) else str(e))
+        finally:
+            with contextlib.suppress(Exception):
+                wh.execute(f"DROP TABLE IF EXISTS {_ROWS}")
+            result.seconds = time.perf_counter() - t0
+        if not dry_run:
+            record_run(
+                wh,
+                run_name(d.name),
+                started_at=started,
+                seconds=result.seconds,
+                counts={"rows_loaded": result.counts.get("rows_sent", 0), **result.counts},
+                error=result.error,
+                trigger=trigger,
+            )
+    if result.error:
+        log.warning("destination %s: push stopped (%s)", d.name, result.error)
+    return result
+
+
+def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
+    where = f"destinations.{d.name}.model"
+    try:
+        query = check_select(
+            d.model,
+            dialect=wh.dialect,
+            allowed=wh.relations(),
+            what=f"destination {d.name!r} model",
+        )
+    except UnsafeQueryError as e:
+        raise UnsafeQueryError(f"{where}: {e.message}", hint=e.hint) from None
+    columns = [s.alias_or_name for s in query.selects]
+    if d.key not in columns:
+        raise ConfigError(
+            f"the model of destination {d.name!r} has no column {d.key!r} (its key)",
+            file=str(project.file),
+            key=f"destinations.{d.name}.key",
+            hint=f"select the key column, or set key to one of: {', '.join(columns)}",
+        )
+    return pin_time(query).sql(dialect=AUTHORING_DIALECT)
+
+
+def _stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str, int]:
+    """The model's rows in :data:`_ROWS`, with their key's keyed hash and the row's MD5; the
+    counts of rows, rows without a key and changed rows."""
+    sql = _model(wh, project, d)
+    wh.execute(f"DROP TABLE IF EXISTS {_ROWS}")
+    wh.execute(
+        f'CREATE TEMP TABLE {_ROWS} AS SELECT md5(? || CAST(m."{d.key}" AS VARCHAR)) AS {_KEY}, '
+        f"md5(CAST(to_json(m) AS VARCHAR)) AS {_HASH}, m.* FROM ({sql}) m",
+        [f"destination:{d.name}:{id_key_of(wh)}:"],
+    )
+    total, keyless, keys = wh.fetch(
+        f'SELECT count(*), count(*) - count(m."{d.key}"), count(DISTINCT m."{d.key}") '
+        f"FROM {_ROWS} m"
+    )[0]
+    if keys != total - keyless:
+        raise ConfigError(
+            f"the model of destination {d.name!r} returns {total - keyless - keys} rows whose "
+            f"{d.key!r} another row has too",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint=f"make {d.key!r} unique (one row per record: GROUP BY it, or pick one row)",
+        )
+    wh.execute(f'DELETE FROM {_ROWS} WHERE "{d.key}" IS NULL')
+    changed = wh.scalar(
+        f"SELECT count(*) FROM {_ROWS} r LEFT JOIN destination_state s "
+        f"ON s.destination = ? AND s.key_hash = r.{_KEY} "
+        f"WHERE s.row_hash IS NULL OR s.row_hash <> r.{_HASH}",
+        [d.name],
+    )
+    return {
+        "rows_model": int(total),
+        "rows_without_key": int(keyless),
+        "rows_changed": int(changed or 0),
+    }
+
+
+def _changed(
+    wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` changed rows after the key hash ``after`` (keyset order), in plain text."""
+    # (the destination's rows filtered in a subquery: with `ON s.destination = ? AND …`,
+    # DuckDB 2.0.1 drops the LIMIT)
+    table = wh.fetch_arrow(
+        f"SELECT r.* FROM {_ROWS} r LEFT JOIN (SELECT key_hash, row_hash FROM destination_state "
+        f"WHERE destination = ?) s ON s.key_hash = r.{_KEY} "
+        f"WHERE (s.row_hash IS NULL OR s.row_hash <> r.{_HASH}) "
+        f"AND r.{_KEY} > ? ORDER BY r.{_KEY} LIMIT {int(limit)}",
+        [d.name, after],
+    )
+    return decrypt_rows(wh, table.to_pylist(), strict=False)
+
+
+def _pages(wh: Warehouse, d: RestDestination) -> Iterator[list[dict[str, Any]]]:
+    after = ""
+    while rows := _changed(wh, d, limit=_READ, after=after):
+        after = str(rows[-1][_KEY])
+        yield rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _record(row: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A row as the record sent: ``a.b`` columns nested as ``{"a": {"b": …}}``."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in (_KEY, _HASH) or name in skip:
+            continue
+        *path, last = name.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"column {name!r} nests inside {part!r}, which is a value")
+        node[last] = _plain(value)
+    return out
+
+
+def _shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if d.preset == "hubspot_contacts":
+        return [
+            {
+                "idProperty": d.key,
+                "id": str(r[d.key]),
+                "properties": {
+                    k: v for k, v in _record(r, frozenset({d.key})).items() if v is not None
+                },
+            }
+            for r in rows
+        ]
+    return [_record(r) for r in rows]
+
+
+def _masked(record: dict[str, Any]) -> dict[str, Any]:
+    from personify.privacy.masking import mask_document
+
+    masked: dict[str, Any] = mask_document(record)
+    return masked
+
+
+def _endpoint(d: RestDestination) -> tuple[str, str | None, int]:
+    if d.preset == "hubspot_contacts":
+        path, key, most = _HUBSPOT
+        return d.path or path, d.records_key or key, min(d.batch_size, most)
+    assert d.path is not None
+    return d.path, d.records_key, d.batch_size
+
+
+def _send(wh: Warehouse, d: RestDestination, result: PushResult) -> None:
+    path, records_key, size = _endpoint(d)
+    counts = result.counts
+    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
+    client_config: RestClient = d.client
+    with HttpClient(client_config, source=f"destination {d.name}") as client:
+
+        def post(rows: list[dict[str, Any]]) -> None:
+            records = _shaped(d, rows)
+            body: Any = {records_key: records} if records_key else records
+            counts["requests"] += 1
+            try:
+                client.send(d.method, path, json=body)
+            except RestHttpError as e:
+                if e.status in _STOPPING or e.status < 400 or e.status >= 500:
+                    raise
+                if len(rows) > 1:  # which record? halves until the refused ones stand alone
+                    half = len(rows) // 2
+                    post(rows[:half])
+                    post(rows[half:])
+                    return
+                _acknowledge(wh, d, rows, status="rejected", error=mask_text(e.message)[:500])
+                counts["rows_rejected"] += 1
+                return
+            _acknowledge(wh, d, rows, status="sent", error=None)
+            counts["rows_sent"] += len(rows)
+
+        for page in _pages(wh, d):
+            for i in range(0, len(page), size):
+                post(page[i : i + size])
+        counts["retries"] = client.stats.retries
+
+
+def _acknowledge(
+    wh: Warehouse, d: RestDestination, rows: list[dict[str, Any]], *, status: str, error: str | None
+) -> None:
+    """Record what the API answered for ``rows`` (one small transaction)."""
+    import pyarrow as pa
+
+    from personify.warehouse.schema import DESTINATION_STATE
+
+    now = clock.now()
+    n = len(rows)
+    table = pa.table(
+        {
+            "destination": pa.array([d.name] * n),
+            "key_hash": pa.array([str(r[_KEY]) for r in rows]),
+            "row_hash": pa.array([str(r[_HASH]) for r in rows]),
+            "status": pa.array([status] * n),
+            "error": pa.array([error] * n, pa.string()),
+            "pushed_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with wh.transaction():
+        wh.load(DESTINATION_STATE, table, on_conflict="update")
