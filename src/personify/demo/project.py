@@ -200,7 +200,10 @@ def configure_project(
     text = _without_demo_wiring(text)
     text = re.sub(r"^name: .*$", f"name: {PROJECT_NAME}", text, count=1, flags=re.M)
     text = _insert_sources(text, file_sources_yaml(web_via_api=web_via_api, live_apis=live_apis))
-    text = text.rstrip("\n") + "\n\n" + demo_yaml(seed=seed, customers=customers, now=now)
+    wiring = demo_yaml(seed=seed, customers=customers, now=now)
+    if not live_apis:  # (the scores go to the live mock CRM: none without it)
+        wiring = wiring.replace(DESTINATIONS_YAML + "\n", "")
+    text = text.rstrip("\n") + "\n\n" + wiring
     parse_config(text, file=str(file), root=root)  # fail here, not at the user's first command
     file.write_text(text, encoding="utf-8")
 
