@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import hashlib
 import logging
 import time
 import uuid
@@ -152,6 +153,29 @@ def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: s
     return result
 
 
+def _prefix(wh: Warehouse, name: str) -> str:
+    """What a destination's key hashes start with (its name and the id key)."""
+    return f"destination:{name}:{id_key_of(wh)}:"
+
+
+def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
+    """Drop the state of the records of ``name`` whose key is one of ``keys`` (an erased
+    person's identifiers: they are not in the state, their keyed hashes are); returns how many
+    records that was. Their next appearance in the model is then pushed as new."""
+    prefix = _prefix(wh, name)
+    hashes = sorted({hashlib.md5((prefix + k).encode()).hexdigest() for k in keys})  # noqa: S324
+    if not hashes:
+        return 0
+    marks = ", ".join("?" for _ in hashes)
+    return max(
+        wh.execute(
+            f"DELETE FROM destination_state WHERE destination = ? AND key_hash IN ({marks})",
+            [name, *hashes],
+        ),
+        0,
+    )
+
+
 def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
     where = f"destinations.{d.name}.model"
     try:
@@ -182,7 +206,7 @@ def _stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str
     wh.execute(
         f'CREATE TEMP TABLE {_ROWS} AS SELECT md5(? || CAST(m."{d.key}" AS VARCHAR)) AS {_KEY}, '
         f"md5(CAST(to_json(m) AS VARCHAR)) AS {_HASH}, m.* FROM ({sql}) m",
-        [f"destination:{d.name}:{id_key_of(wh)}:"],
+        [_prefix(wh, d.name)],
     )
     total, keyless, keys = wh.fetch(
         f'SELECT count(*), count(*) - count(m."{d.key}"), count(DISTINCT m."{d.key}") '

@@ -25,8 +25,7 @@ from personify.warehouse import table
 N = 250
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 MODEL = (
-    "SELECT email, engagement_score AS \"engagement\", lifecycle_stage AS \"lifecycle\" "
-    "FROM customers"
+    'SELECT email, engagement_score AS "engagement", lifecycle_stage AS "lifecycle" FROM customers'
 )
 
 

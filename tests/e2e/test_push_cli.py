@@ -79,6 +79,13 @@ def test_push_sends_every_customer_once_then_what_changed(
     (crm,) = status["destinations"]
     assert crm["name"] == "crm_scores" and crm["records"] == {"sent": 30}
     assert crm["last_run_status"] == "succeeded" and crm["schedule"] == "every 15m"
+    # an erased person: the erasure counts their record in the CRM (to erase there too), and
+    # the destination's state forgets them
+    erased = personify_json("privacy", "erase", "c9@example.org", "--project", str(project))
+    steps = {s["step"]: s["rows"] for s in erased["steps"]}
+    assert steps["destination:crm_scores"] == 1
+    status = personify_json("status", "--project", str(project))
+    assert status["destinations"][0]["records"] == {"sent": 29}
     # a CRM that no longer takes the token: the push fails (exit 1), says why, without it
     apis.token = "rotated"  # noqa: S105  (the mock's credential)
     with Session(load_project(project)) as session:

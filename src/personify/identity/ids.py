@@ -67,9 +67,7 @@ def id_key_of(wh: object) -> str:
 def new_id_sql(wh: object, kind: str, value: str) -> tuple[str, list[object]]:
     """SQL of a new customer's id (rule 4) from its founder's ``kind`` and ``value``
     expressions, and the parameter it binds (the key is never in SQL text)."""
-    return f"'cus_' || substr(md5(? || {kind} || ':' || {value}), 1, 20)", [
-        _ID_KEYS.get(wh, "")
-    ]
+    return f"'cus_' || substr(md5(? || {kind} || ':' || {value}), 1, 20)", [_ID_KEYS.get(wh, "")]
 
 
 _SCRATCH = ("_tn", "_claims", "_owned", "_founders", "_part_ids", "_merged")

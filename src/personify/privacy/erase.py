@@ -20,7 +20,9 @@ idempotent):
    payloads that mention an identifier as a whole token — and, in the rows that remain, JSON
    string values that are their email or phone replaced by ``"[erased]"`` (a referral's
    ``properties`` …).
-4. ``identity`` — last, in one transaction: the identity graph, provenance
+4. ``destination:NAME`` — per destination (reverse ETL), the records pushed with one of their
+   identifiers as key are forgotten (the step counts them: erase them in that tool too).
+5. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
 
@@ -44,6 +46,7 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
+from personify.destinations import forget
 from personify.errors import NotFound
 from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
@@ -145,6 +148,12 @@ def erase_subject(
     tables.sort(key=lambda t: 0 if t.name in _FIRST else 1)
     for t in tables:
         step(t.name, lambda t=t: _erase_table(wh, t, f))
+
+    # destinations (reverse ETL) the person was pushed to: the state forgets them (their record
+    # in that tool is the operator's to erase: the step's count says there is one)
+    pushed = [*f.customer_ids, *(shown for _, k, v in f.nodes for shown in {v, f.shown(k, v)})]
+    for d in project.config.destinations:
+        step(f"destination:{d.name}", lambda d=d: forget(wh, d.name, pushed))
 
     def identity() -> int:
         _aliases(wh, key, f)

@@ -55,10 +55,12 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "reconciliation_runs",
         "source_fields",
         "schema_changes",
+        "destination_state",
     }
 )
-"""Tables without personal data (the audit log and tombstones hold keyed hashes only; schema
-drift tables hold field names and types, never values)."""
+"""Tables without personal data (the audit log, tombstones and ``destination_state`` hold keyed
+hashes only — the erasure forgets a person's pushed records by those, step
+``destination:NAME``; schema drift tables hold field names and types, never values)."""
 
 MIN_SEARCH_LENGTH = 6
 """Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would
