@@ -158,22 +158,38 @@ def _prefix(wh: Warehouse, name: str) -> str:
     return f"destination:{name}:{id_key_of(wh)}:"
 
 
-def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
-    """Drop the state of the records of ``name`` whose key is one of ``keys`` (an erased
-    person's identifiers: they are not in the state, their keyed hashes are); returns how many
-    records that was. Their next appearance in the model is then pushed as new."""
+def _of(wh: Warehouse, name: str, keys: Sequence[str]) -> tuple[str, list[object]]:
+    """SQL condition and parameters: the state rows of ``name`` whose key is one of ``keys``
+    (they are not in the state: their keyed hashes are)."""
     prefix = _prefix(wh, name)
     hashes = sorted({hashlib.md5((prefix + k).encode()).hexdigest() for k in keys})  # noqa: S324
-    if not hashes:
-        return 0
-    marks = ", ".join("?" for _ in hashes)
-    return max(
-        wh.execute(
-            f"DELETE FROM destination_state WHERE destination = ? AND key_hash IN ({marks})",
-            [name, *hashes],
-        ),
-        0,
-    )
+    marks = ", ".join("?" for _ in hashes) or "NULL"
+    return f"destination = ? AND key_hash IN ({marks})", [name, *hashes]
+
+
+def pushed(wh: Warehouse, project: Project, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The records keyed by one of ``keys`` (a person's identifiers) that destinations took or
+    refused: where their data went (an export lists them)."""
+    out: list[dict[str, Any]] = []
+    for d in project.config.destinations:
+        where, params = _of(wh, d.name, keys)
+        rows = wh.fetch(
+            f"SELECT status, pushed_at, error FROM destination_state WHERE {where} "
+            "ORDER BY pushed_at",
+            params,
+        )
+        out += [
+            {"destination": d.name, "status": s, "pushed_at": at, "error": e} for s, at, e in rows
+        ]
+    return out
+
+
+def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
+    """Drop the state of the records of ``name`` keyed by one of ``keys`` (an erased person's
+    identifiers); returns how many records that was. Their next appearance in the model is then
+    pushed as new."""
+    where, params = _of(wh, name, keys)
+    return max(wh.execute(f"DELETE FROM destination_state WHERE {where}", params), 0)
 
 
 def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:

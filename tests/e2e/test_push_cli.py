@@ -81,6 +81,10 @@ def test_push_sends_every_customer_once_then_what_changed(
     assert crm["last_run_status"] == "succeeded" and crm["schedule"] == "every 15m"
     # an erased person: the erasure counts their record in the CRM (to erase there too), and
     # the destination's state forgets them
+    export = personify_json("privacy", "export", "c9@example.org", "--project", str(project))
+    assert [(d["destination"], d["status"]) for d in export["destinations"]] == [
+        ("crm_scores", "sent")
+    ]
     erased = personify_json("privacy", "erase", "c9@example.org", "--project", str(project))
     steps = {s["step"]: s["rows"] for s in erased["steps"]}
     assert steps["destination:crm_scores"] == 1

@@ -151,9 +151,8 @@ def erase_subject(
 
     # destinations (reverse ETL) the person was pushed to: the state forgets them (their record
     # in that tool is the operator's to erase: the step's count says there is one)
-    pushed = [*f.customer_ids, *(shown for _, k, v in f.nodes for shown in {v, f.shown(k, v)})]
     for d in project.config.destinations:
-        step(f"destination:{d.name}", lambda d=d: forget(wh, d.name, pushed))
+        step(f"destination:{d.name}", lambda d=d: forget(wh, d.name, f.keys))
 
     def identity() -> int:
         _aliases(wh, key, f)

@@ -112,6 +112,12 @@ def outbox_entries(folder: Path | None, f: Footprint) -> list[dict[str, Any]]:
     return found
 
 
+def _pushed(wh: Warehouse, project: Project, f: Footprint) -> list[dict[str, Any]]:
+    from personify.destinations import pushed
+
+    return pushed(wh, project, f.keys)
+
+
 def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
     """Everything about the person ``who`` names. Raises :class:`~personify.errors.NotFound`."""
     customer_id = resolve(wh, project, who)
@@ -149,6 +155,7 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
         "tables": tables,
         "possibly_theirs": maybe,
         "outbox": outbox_entries(outbox_folder(project), f),
+        "destinations": _pushed(wh, project, f),
         "access_log": _access_log(wh, project, f),
         "counts": {name: len(rows) for name, rows in tables.items()},
     }

@@ -144,6 +144,13 @@ class Footprint:
         return [v for v in self.values(kind) if f"{kind}|{v}" not in self.shared]
 
     @property
+    def keys(self) -> list[str]:
+        """Every text a record of theirs may be keyed by elsewhere (a destination's key): their
+        customer ids and identifier values, blind ones also as the addresses they stand for."""
+        shown = {x for _, k, v in self.nodes for x in (v, self.shown(k, v))}
+        return sorted(shown | set(self.customer_ids))
+
+    @property
     def node_ids(self) -> list[int]:
         return sorted({n for n, _, _ in self.nodes})
 

@@ -53,8 +53,8 @@ def export_command(
     """Everything held about a person as one JSON document: profile, identities, events
     (anonymous ones linked through the identity graph too), orders, tickets, consent and its
     history, messages, tags, memberships, discount codes, provenance, quarantined payloads that
-    mention them, outbox entries. Printed on stdout (JSON with or without --json) unless
-    --out is given."""
+    mention them, outbox entries, and the records destinations pushed to other tools. Printed
+    on stdout (JSON with or without --json) unless --out is given."""
     from personify.privacy.audit import log_action
     from personify.privacy.export import export_subject
     from personify.privacy.hashing import optional_key
