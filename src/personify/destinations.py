@@ -133,7 +133,9 @@ def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: s
             elif result.counts["rows_changed"]:
                 _send(wh, d, result)
         except (RestError, UnsafeQueryError, ConfigError) as e:
-            result.error = mask_text(e.message if isinstance(e, PersonifyError) else str(e))
+            said = e.message if isinstance(e, PersonifyError) else str(e)
+            hint = getattr(e, "hint", None)
+            result.error = mask_text(said + (f" — {hint}" if hint else ""))
         finally:
             with contextlib.suppress(Exception):
                 wh.execute(f"DROP TABLE IF EXISTS {_ROWS}")
@@ -148,8 +150,8 @@ def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: s
                 error=result.error,
                 trigger=trigger,
             )
-    if result.error:
-        log.warning("destination %s: push stopped (%s)", d.name, result.error)
+    if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
+        log.info("destination %s: push stopped (%s)", d.name, result.error)
     return result
 
 

@@ -105,6 +105,8 @@ class Scheduler:
     def _push(self, name: str) -> None:
         try:
             (result,) = push_destinations(self.session, [name], trigger="schedule")
+            if result.error:
+                log.error("scheduled push of %s stopped: %s", name, result.error)
             log.info(
                 "scheduled push of %s: %d rows sent in %.2f s",
                 name,
