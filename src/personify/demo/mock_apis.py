@@ -90,6 +90,8 @@ class Faults:
     """The next N data requests answer 400 (a terminal failure mid-sync)."""
     delay_seconds: float = 0.0
     """Every answer waits this long (a slow API)."""
+    repeat_next: bool = False
+    """``/generic/linked`` answers its own URL as the next page's (a pagination that loops)."""
 
 
 def _iso(value: Any) -> str:
@@ -421,6 +423,8 @@ class MockApis:
         start = (page - 1) * per_page
         more = start + per_page < len(rows)
         nxt = str(request.url.replace_query_params(**{**q, "page": page + 1})) if more else None
+        if self.faults.repeat_next:
+            nxt = str(request.url)
         return JSONResponse({"results": rows[start : start + per_page], "next": nxt})
 
 

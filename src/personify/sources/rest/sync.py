@@ -174,10 +174,12 @@ def _sync_resource(
             target.open(now)
             stack.callback(target.close)
         request: PageRequest | None = run.next
+        asked: set[bytes] = set()  # the requests of this sync, to catch a pagination loop
         pages = 0
         group: list[Any] = []
         group_pages = 0
         while request is not None:
+            asked.add(_asks(request))
             method = resource.endpoint.method
             response, body = http.get_json(
                 method, request.url, params=request.params or None, json=request.json
@@ -201,7 +203,8 @@ def _sync_resource(
             group.extend(records)
             group_pages += 1
             run.next = nxt
-            if nxt is None or len(group) >= source.batch_rows:
+            looping = nxt is not None and _asks(nxt) in asked
+            if nxt is None or looping or len(group) >= source.batch_rows:
                 with wh.transaction():  # the rows and the state saying what comes next: at once
                     _store(wh, targets, last_per_key(group, key), counts, now)
                     if nxt is None:
@@ -216,8 +219,21 @@ def _sync_resource(
                     progress(f"{source.name}: {resource.name}", counts["rows_read"], 0)
                 if after_page is not None:
                     after_page(resource.name, pages)
+            if looping:  # what was read is stored; the next sync fails here again until fixed
+                raise RestResponseError(
+                    f"{source.name}/{resource.name}: the page after page {pages} is one this "
+                    f"sync has read already ({method} {http.shown(response.url)}): the "
+                    "pagination loops",
+                    hint="check the paginator (its cursor_path or next_url_path may name a "
+                    "value that does not change), or set max_pages",
+                )
             request = nxt
     observe_resource(wh, source.name, resource.name, seen, sampled, now)
+
+
+def _asks(request: PageRequest) -> bytes:
+    """What a request asks for (its URL, parameters and body; not its page number)."""
+    return msgspec.json.encode((request.url, request.params, request.json), order="sorted")
 
 
 def _largest(records: list[Any], inc: Incremental) -> Any:

@@ -147,6 +147,19 @@ def test_a_failure_mid_sync_resumes_at_the_failed_page(
     assert stored(session) == expected(apis)
 
 
+def test_a_pagination_that_loops_stops_with_a_clear_error(
+    session: Session, apis: MockApis, api_url: str
+) -> None:
+    """A next link (or cursor) naming a page already read would be followed forever."""
+    apis.faults.repeat_next = True
+    src = source(api_url, "/generic/linked", Paginator(type="json_link"))
+    with pytest.raises(RestResponseError, match="the pagination loops") as failed:
+        sync_rest_source(session, src)
+    assert "next_url_path" in (failed.value.hint or "")
+    assert apis.data_requests("/generic/linked") <= 3
+    assert stored(session) == sorted(str(r["id"]) for r in apis.items[:7])  # what was read
+
+
 def test_transforms_constants_and_nested_arrays(
     session: Session, apis: MockApis, api_url: str
 ) -> None:
