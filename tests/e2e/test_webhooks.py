@@ -90,14 +90,16 @@ def count(session: Session, table: str) -> int:
     return int(session.warehouse.scalar(f"SELECT count(*) FROM {table}"))
 
 
-def order(order_id: int, total: str = "30.00") -> bytes:
-    now = datetime.now(UTC).isoformat()
+def order(
+    order_id: int, total: str = "30.00", *, status: str = "paid", at: datetime | None = None
+) -> bytes:
+    now = (at or datetime.now(UTC)).isoformat()
     body = {
         "id": order_id,
         "email": "ann@example.org",
         "currency": "EUR",
         "total_price": total,
-        "financial_status": "paid",
+        "financial_status": status,
         "customer": {"id": 77},
         "created_at": now,
         "updated_at": now,
@@ -169,6 +171,22 @@ def test_the_same_delivery_at_once_many_times_has_one_effect(
     assert all(a.status_code == 200 for a in answers)
     assert statuses.count("accepted") == 1 and statuses.count("duplicate") == 15
     assert count(session, "orders") == 1 and count(session, "order_items") == 2
+
+
+def test_a_delivery_older_than_the_stored_order_does_not_overwrite_it(
+    served: tuple[str, Session],
+) -> None:
+    """Senders retry a failed delivery after later ones succeeded (Shopify: "webhooks can be
+    delivered out of order"): the late, older version of the order must not undo the newer."""
+    url, session = served
+    paid_at = datetime.now(UTC) - timedelta(minutes=5)
+    paid = order(1004, "30.00", status="paid", at=paid_at)
+    refunded = order(1004, "0.00", status="refunded", at=paid_at + timedelta(minutes=1))
+    assert post(url, "shop_hooks", refunded, shopify_headers(refunded, "d-5")).status_code == 200
+    late = post(url, "shop_hooks", paid, shopify_headers(paid, "d-4"))  # the retry, arriving last
+    assert late.status_code == 200 and late.json()["status"] == "accepted"
+    assert session.warehouse.fetch("SELECT status, total FROM orders") == [("refunded", 0.0)]
+    assert count(session, "webhook_receipts") == 2
 
 
 # ------------------------------------------------------------- real time beside other writers
