@@ -83,6 +83,8 @@ class Faults:
     """Every Nth request answers 500 (0: never)."""
     fail_next: int = 0
     """The next N requests answer 500."""
+    unavailable_next: int = 0
+    """The next N requests answer 503 with ``Retry-After: retry_after``."""
     slow_next: int = 0
     """The next N requests answer after ``slow_seconds``."""
     slow_seconds: float = 0.0
@@ -179,6 +181,9 @@ class MockApis:
             if f.fail_next > 0:
                 f.fail_next -= 1
                 return _error(500, "injected failure")
+            if f.unavailable_next > 0:
+                f.unavailable_next -= 1
+                return _error(503, "down for maintenance", {"Retry-After": str(f.retry_after)})
             if f.fail_every and n % f.fail_every == 0:
                 return _error(500, "injected failure")
             if f.rate_limit_every and n % f.rate_limit_every == 0:

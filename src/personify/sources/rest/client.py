@@ -6,7 +6,8 @@
   below), then try again. A wait longer than ``backoff_max`` is not slept through: the sync stops
   with :class:`RestUnavailable` (and resumes from its saved state next time).
 * **5xx, timeouts, connection errors**: jittered exponential backoff ("full jitter": a random
-  wait up to ``backoff_base · 2^try``, at most ``backoff_max``), up to ``max_retries`` tries.
+  wait up to ``backoff_base · 2^try``, at most ``backoff_max``), up to ``max_retries`` tries — or,
+  when a 5xx (a 503) says ``Retry-After``, that wait, as for a 429.
 * **Other 4xx**: no retry — :class:`RestHttpError` naming the method, the URL (query parameters
   holding secrets masked), the status and what the API said.
 
@@ -223,16 +224,17 @@ class HttpClient:
                     raise self._refused(method, response)
                 if status == 429:
                     self.stats.rate_limited += 1
-                    wait = retry_after(response.headers.get("retry-after"))
-                    if wait is not None and wait > c.backoff_max:
-                        raise RestUnavailable(
-                            f"{self.source}: {method} {self.shown(response.url)} is rate limited "
-                            f"for {wait:.0f} s (over backoff_max {c.backoff_max:g} s)",
-                            hint="the next sync resumes where this one stopped",
-                        )
                 else:
                     self.stats.server_errors += 1
-                    wait = None
+                # a 503 may say when to come back too (RFC 9110 §10.2.3): not sooner
+                wait = retry_after(response.headers.get("retry-after"))
+                if wait is not None and wait > c.backoff_max:
+                    said = "is rate limited" if status == 429 else f"answered {status}, unavailable"
+                    raise RestUnavailable(
+                        f"{self.source}: {method} {self.shown(response.url)} {said} "
+                        f"for {wait:.0f} s (over backoff_max {c.backoff_max:g} s)",
+                        hint="the next sync resumes where this one stopped",
+                    )
                 problem = f"answered {status}"
             if attempt >= c.max_retries:
                 raise RestUnavailable(

@@ -74,6 +74,22 @@ def test_5xx_backs_off_with_jitter_then_succeeds(apis: MockApis, api_url: str) -
         assert 0 <= wait <= 0.5 * 2**attempt
 
 
+def test_503_waits_what_retry_after_says(apis: MockApis, api_url: str) -> None:
+    """Not a random backoff of a fraction of a second, hammering an API that asked for time."""
+    apis.faults.unavailable_next = 2
+    apis.faults.retry_after = 7
+    sleeps = Sleeps()
+    with client(api_url, sleeps, backoff_base=0.01, backoff_max=30.0) as http:
+        response, _ = http.get_json("GET", "/generic/items")
+    assert response.status_code == 200
+    assert sleeps.calls == [7.0, 7.0]
+    apis.faults.unavailable_next = 1
+    apis.faults.retry_after = 120
+    with client(api_url, backoff_max=30.0) as http, pytest.raises(RestUnavailable) as e:
+        http.get_json("GET", "/generic/items")
+    assert "answered 503, unavailable for 120 s" in str(e.value)
+
+
 def test_5xx_outlasting_the_retries_is_a_transient_error(apis: MockApis, api_url: str) -> None:
     apis.faults.fail_next = 100
     with client(api_url, max_retries=2) as http, pytest.raises(RestUnavailable) as e:
