@@ -386,7 +386,8 @@ class RestResource(_Base, frozen=True):
     nested: tuple[Nested, ...] = ()
     """Arrays inside each record that go to other tables."""
     max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    """Stop after this many pages (a safety net)."""
+    """Stop a sync after this many pages (a safety net); the next sync continues at the page
+    after (the cursor moves on only once a sync read the last page: nothing is skipped)."""
 
 
 RestPreset = Literal["hubspot_contacts", "shopify_orders", "zendesk_tickets", "stripe_charges"]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from personify.config import (
@@ -159,6 +160,21 @@ def test_a_second_sync_pulls_only_the_changed_records(
         [apis.contacts[3]["id"]],
     )[0][0]
     assert email == "new@example.org"
+
+
+def test_max_pages_skips_nothing_on_an_api_that_answers_newest_first(
+    session: Session, apis: MockApis, url: str
+) -> None:
+    """Stripe lists newest first: a sync stopped by max_pages must not move the cursor past the
+    older charges it did not read — the next syncs read them."""
+    source = preset("stripe_charges", url)
+    resource = msgspec.structs.replace(resolve_preset(source).resources[0], max_pages=1)
+    source = msgspec.structs.replace(source, preset=None, resources=(resource,))
+    reads = [sync_rest_source(session, source).counts["rows_read"] for _ in range(4)]
+    assert reads[0] == 100 and sum(reads) >= len(apis.charges)
+    charges = session.warehouse.scalar("SELECT count(*) FROM orders WHERE source = 'stripe'")
+    assert charges == len(apis.charges)
+    assert load_state(session.warehouse, "stripe", resource.name).run is None
 
 
 def test_a_source_never_syncs_twice_at_once(session: Session, apis: MockApis, url: str) -> None:

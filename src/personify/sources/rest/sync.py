@@ -196,15 +196,15 @@ def _sync_resource(
             add_record_fields(seen, records[:PAGE_SAMPLE])
             sampled += min(len(records), PAGE_SAMPLE)
             nxt = next_request(paginator, request, response, body, records)
-            if resource.max_pages is not None and pages >= resource.max_pages:
-                nxt = None
+            capped = nxt is not None and resource.max_pages is not None
+            capped = capped and pages >= (resource.max_pages or 0)
             if inc is not None:
                 run.max = later(run.max, _largest(records, inc), inc.start_format)
             group.extend(records)
             group_pages += 1
             run.next = nxt
             looping = nxt is not None and _asks(nxt) in asked
-            if nxt is None or looping or len(group) >= source.batch_rows:
+            if nxt is None or capped or looping or len(group) >= source.batch_rows:
                 with wh.transaction():  # the rows and the state saying what comes next: at once
                     _store(wh, targets, last_per_key(group, key), counts, now)
                     if nxt is None:
@@ -224,9 +224,17 @@ def _sync_resource(
                     f"{source.name}/{resource.name}: the page after page {pages} is one this "
                     f"sync has read already ({method} {http.shown(response.url)}): the "
                     "pagination loops",
-                    hint="check the paginator (its cursor_path or next_url_path may name a "
-                    "value that does not change), or set max_pages",
+                    hint="check the paginator: its cursor_path or next_url_path may name a "
+                    "value that does not change",
                 )
+            if capped:  # the rest is not skipped: the next sync continues at the next page
+                log.warning(
+                    "%s/%s: stopped at max_pages (%d); the next sync continues from there",
+                    source.name,
+                    resource.name,
+                    pages,
+                )
+                break
             request = nxt
     observe_resource(wh, source.name, resource.name, seen, sampled, now)
 
