@@ -142,6 +142,31 @@ def test_a_crash_between_pages_resumes_with_nothing_lost_or_doubled(
     warehouse_equals_source(session, apis)
 
 
+def test_a_resumed_sync_whose_next_page_is_gone_starts_over(
+    session: Session, apis: MockApis, url: str
+) -> None:
+    """The interrupted sync's saved next page names a charge deleted since (Stripe answers 400
+    "No such charge", as cursors that expire are refused): the sync starts over from the
+    cursor instead of failing on that page at every sync for ever."""
+    source = preset("stripe_charges", url, batch_rows=100)
+
+    def crash(resource: str, page: int) -> None:
+        if page == 1:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        sync_rest_source(session, source, after_page=crash)
+    resource = resolve_preset(source).resources[0].name
+    run = load_state(session.warehouse, source.name, resource).run
+    assert run is not None and run.next is not None
+    gone = run.next.params["starting_after"]
+    apis.charges = [c for c in apis.charges if c["id"] != gone]
+    sync_rest_source(session, source)
+    stored = {r[0] for r in session.warehouse.fetch("SELECT order_id FROM orders")}
+    assert stored >= {c["id"] for c in apis.charges}
+    assert load_state(session.warehouse, source.name, resource).run is None
+
+
 def test_a_second_sync_pulls_only_the_changed_records(
     session: Session, apis: MockApis, url: str
 ) -> None:

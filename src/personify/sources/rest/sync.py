@@ -7,7 +7,8 @@ its records and work out the next page's request. Once ``batch_rows`` records ar
 at the last page), in ONE warehouse transaction: load their rows
 (:mod:`~personify.sources.rest.mapping`), quarantine the invalid ones and save the state saying
 which page comes next. A crash loses nothing and doubles nothing: the rerun continues at the
-first page not stored (pages fetched but not yet stored are fetched again). At the end, the keys
+first page not stored (pages fetched but not yet stored are fetched again) — or, the API
+refusing that page (an expired cursor), starts over from the cursor. At the end, the keys
 and value types of the records pulled are observed for schema drift
 (:func:`personify.quality.drift.observe_resource`).
 
@@ -38,7 +39,7 @@ from personify.session import Session
 from personify.sources import SyncResult
 from personify.sources.presets import resolve_preset
 from personify.sources.rest.client import HttpClient
-from personify.sources.rest.errors import RestError, RestResponseError
+from personify.sources.rest.errors import RestError, RestHttpError, RestResponseError
 from personify.sources.rest.incremental import (
     ResourceState,
     Run,
@@ -154,6 +155,7 @@ def _sync_resource(
 ) -> None:
     state = load_state(wh, source.name, resource.name)
     run = state.run if state.run is not None and state.run.next is not None else None
+    resuming = run is not None
     if run is None:
         run = begin_run(source, resource, state)
     else:
@@ -181,9 +183,26 @@ def _sync_resource(
         while request is not None:
             asked.add(_asks(request))
             method = resource.endpoint.method
-            response, body = http.get_json(
-                method, request.url, params=request.params or None, json=request.json
-            )
+            try:
+                response, body = http.get_json(
+                    method, request.url, params=request.params or None, json=request.json
+                )
+            except RestHttpError as e:
+                if not resuming or e.status in _NOT_THE_PAGE:
+                    raise
+                # the saved page is gone (an expired cursor, a deleted record it named): start
+                # over from the cursor; what is read again is upserted, nothing doubled
+                log.warning(
+                    "%s/%s: the interrupted sync's next page answered %d; starting the sync over",
+                    source.name,
+                    resource.name,
+                    e.status,
+                )
+                resuming = False
+                run = begin_run(source, resource, state)
+                request = run.next
+                continue
+            resuming = False
             records = find_records(body, resource.endpoint.data_selector)
             if records is None:
                 selector = resource.endpoint.data_selector
@@ -237,6 +256,11 @@ def _sync_resource(
                 break
             request = nxt
     observe_resource(wh, source.name, resource.name, seen, sampled, now)
+
+
+_NOT_THE_PAGE: Final = frozenset({401, 403, 407})
+"""Refusals of a resumed sync's first page that say nothing about the page (credentials): the
+sync fails on them as always. Any other 4xx there starts the sync over."""
 
 
 def _asks(request: PageRequest) -> bytes:
