@@ -20,6 +20,7 @@ cursor.json``                               s), ``after_url`` / ``after_cursor``
 ``GET /generic/items``                      offset/limit with ``total``
 ``GET /generic/pages``                      page number (1-based) with ``total_pages``
 ``GET /generic/linked``                     next URL in the body (``next``)
+``GET /generic/moved?to=URL``               a redirect (302) to ``URL`` (no auth needed)
 ``POST /oauth/token``                       OAuth2 client credentials (short-lived tokens)
 ==========================================  ==============================================
 
@@ -238,6 +239,7 @@ class MockApis:
             Route("/generic/items", self._generic_offset),
             Route("/generic/pages", self._generic_pages),
             Route("/generic/linked", self._generic_linked),
+            Route("/generic/moved", self._generic_moved),
         ]
         return Starlette(routes=routes)
 
@@ -431,6 +433,11 @@ class MockApis:
         if self.faults.repeat_next:
             nxt = str(request.url)
         return JSONResponse({"results": rows[start : start + per_page], "next": nxt})
+
+    async def _generic_moved(self, request: Request) -> Response:
+        with self.lock:  # (any credentials: a redirect is no data)
+            self.requests.append((request.method, request.url.path, dict(request.query_params)))
+        return Response(status_code=302, headers={"Location": request.query_params["to"]})
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -8,6 +8,8 @@
 * **5xx, timeouts, connection errors**: jittered exponential backoff ("full jitter": a random
   wait up to ``backoff_base · 2^try``, at most ``backoff_max``), up to ``max_retries`` tries — or,
   when a 5xx (a 503) says ``Retry-After``, that wait, as for a 429.
+* **Another host**: a next link or redirect to a host other than ``base_url``'s is refused
+  (:class:`RestResponseError`) — it would carry the source's credentials there.
 * **Other 4xx**: no retry — :class:`RestHttpError` naming the method, the URL (query parameters
   holding secrets masked), the status and what the API said.
 
@@ -162,11 +164,13 @@ class HttpClient:
         if not self._secret <= _LOGGED_SECRETS:
             _remember_secrets(self._secret)
         self.auth = make_auth(config.auth, timeout=config.timeout)
+        self.origin = httpx.URL(config.base_url) if config.base_url else None
         self.http = httpx.Client(
             base_url=config.base_url or "",
             headers={"User-Agent": "personify", "Accept": "application/json", **config.headers},
             timeout=config.timeout,
             follow_redirects=True,
+            event_hooks={"request": [self._same_host]},  # each redirect too
         )
 
     def close(self) -> None:
@@ -177,6 +181,26 @@ class HttpClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _same_host(self, request: httpx.Request) -> None:
+        """Refuse a request (a next link, a redirect) to a host other than ``base_url``'s: it
+        would carry the source's credentials there (httpx drops only ``Authorization`` on a
+        redirect, and a next link is a new request, authenticated). http → https on the same
+        host is fine."""
+        url, origin = request.url, self.origin
+        if origin is None:
+            origin = self.origin = url.copy_with(path="/", query=None, fragment=None)
+        same = url.host == origin.host and (
+            url.scheme == "https" if url.scheme != origin.scheme else url.port == origin.port
+        )
+        if not same:
+            raise RestResponseError(
+                f"{self.source}: refused to send the source's credentials to "
+                f"{self.shown(url.copy_with(query=None))}, not the host of client.base_url "
+                f"({origin.host})",
+                hint="a next link or a redirect leads to another host; if that host is the "
+                "API's, make it the client's base_url",
+            )
 
     def shown(self, url: str | httpx.URL) -> str:
         return mask_url(url, self._secret)

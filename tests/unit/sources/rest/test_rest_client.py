@@ -18,7 +18,7 @@ from personify.config import (
 from personify.demo.mock_apis import CLIENT_ID, CLIENT_SECRET, TOKEN, MockApis
 from personify.sources.rest.auth import OAuth2ClientCredentialsFlow
 from personify.sources.rest.client import HttpClient, TokenBucket, mask_url, retry_after
-from personify.sources.rest.errors import RestHttpError, RestUnavailable
+from personify.sources.rest.errors import RestHttpError, RestResponseError, RestUnavailable
 
 
 class Sleeps:
@@ -117,6 +117,30 @@ def test_4xx_is_a_clear_error_without_the_secret(apis: MockApis, api_url: str) -
     assert "invalid credentials" in message
     assert "wrong-key" not in message and "api_key=%2A%2A%2A" in message
     assert http.stats.requests == 1  # no retry
+
+
+@pytest.mark.parametrize("auth", ["bearer", "header"])
+def test_credentials_are_never_sent_to_another_host(
+    apis: MockApis, api_url: str, auth: str
+) -> None:
+    """A next link (or a redirect) to another host would carry the source's credentials there:
+    httpx drops only Authorization on a redirect, and a next link is a request of its own."""
+    elsewhere = api_url.replace("127.0.0.1", "localhost")  # the same server, another host
+    key = (
+        BearerAuth(token=Secret(TOKEN))
+        if auth == "bearer"
+        else ApiKeyAuth(api_key=Secret(TOKEN), name="X-Api-Key")
+    )
+    with client(api_url, auth=key) as http:
+        with pytest.raises(RestResponseError, match="refused to send the source's credentials"):
+            http.get_json("GET", f"{elsewhere}/generic/linked")  # a next link
+        assert apis.data_requests() == 0
+        with pytest.raises(RestResponseError, match=r"to http://localhost:\d+/generic/items,"):
+            http.get_json("GET", "/generic/moved", params={"to": f"{elsewhere}/generic/items"})
+        assert apis.data_requests() == 1  # the redirect, not where it led
+        if auth == "bearer":  # (the mock takes no X-Api-Key)
+            response, _ = http.get_json("GET", f"{api_url}/generic/linked")  # its own host
+            assert response.status_code == 200
 
 
 def test_api_key_in_the_query_works(api_url: str) -> None:
