@@ -386,8 +386,10 @@ class RestResource(_Base, frozen=True):
     nested: tuple[Nested, ...] = ()
     """Arrays inside each record that go to other tables."""
     max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    """Stop a sync after this many pages (a safety net); the next sync continues at the page
-    after (the cursor moves on only once a sync read the last page: nothing is skipped)."""
+    """Stop a sync after this many pages (a safety net); nothing is skipped: the next sync
+    goes on from there — asking again from the largest cursor value read when the records come
+    oldest first (a new query: how a search API's result window is kept under), else at the
+    page after."""
 
 
 RestPreset = Literal["hubspot_contacts", "shopify_orders", "zendesk_tickets", "stripe_charges"]

@@ -219,6 +219,11 @@ def _sync_resource(
             capped = capped and pages >= (resource.max_pages or 0)
             if inc is not None:
                 run.max = later(run.max, _largest(records, inc), inc.start_format)
+            if capped and inc is not None and _oldest_first(records, inc, run.max):
+                # what is left comes after this page's last record, and the next sync asks for
+                # it from there — a new query, which also keeps under a search API's result
+                # window (HubSpot's 10,000)
+                nxt = None
             group.extend(records)
             group_pages += 1
             run.next = nxt
@@ -229,7 +234,7 @@ def _sync_resource(
                     if nxt is None:
                         fmt = inc.start_format if inc else "auto"
                         saved = ResourceState(later(state.cursor, run.max, fmt), None)
-                    else:
+                    else:  # (capped newest first: the next sync goes on at the next page)
                         saved = ResourceState(state.cursor, run)
                     save_state(wh, source.name, resource.name, saved, finished=nxt is None)
                 counts["pages"] += group_pages
@@ -246,9 +251,9 @@ def _sync_resource(
                     hint="check the paginator: its cursor_path or next_url_path may name a "
                     "value that does not change",
                 )
-            if capped:  # the rest is not skipped: the next sync continues at the next page
+            if capped:  # the rest is not skipped: the next sync reads it
                 log.warning(
-                    "%s/%s: stopped at max_pages (%d); the next sync continues from there",
+                    "%s/%s: stopped at max_pages (%d); the next sync goes on from there",
                     source.name,
                     resource.name,
                     pages,
@@ -266,6 +271,16 @@ sync fails on them as always. Any other 4xx there starts the sync over."""
 def _asks(request: PageRequest) -> bytes:
     """What a request asks for (its URL, parameters and body; not its page number)."""
     return msgspec.json.encode((request.url, request.params, request.json), order="sorted")
+
+
+def _oldest_first(records: list[Any], inc: Incremental, largest: Any) -> bool:
+    """Whether the page's cursor values rise to the largest of the run (the API answers oldest
+    first), as far as the page shows."""
+    values = [as_instant(get_path(r, inc.cursor_path), inc.start_format) for r in records]
+    instants = [v for v in values if v is not None]
+    top = as_instant(largest, inc.start_format) if largest is not None else None
+    rising = all(a <= b for a, b in zip(instants, instants[1:], strict=False))
+    return bool(instants) and rising and instants[-1] == top
 
 
 def _largest(records: list[Any], inc: Incremental) -> Any:

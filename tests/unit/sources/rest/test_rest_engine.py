@@ -87,6 +87,24 @@ def test_max_pages_stops_early(session: Session, apis: MockApis, api_url: str) -
     assert sync_rest_source(session, src).counts["rows_read"] == 14
 
 
+def test_max_pages_on_records_oldest_first_asks_again_from_the_largest_value(
+    session: Session, apis: MockApis, api_url: str
+) -> None:
+    """A new query from the cursor, not the 3rd page of the old one (a search API's result
+    window, HubSpot's 10,000, is never reached), and nothing skipped."""
+    inc = Incremental(cursor_path="updated_at", start_param="since", initial_value="2000-01-01")
+    src = source(
+        api_url, "/generic/linked", Paginator(type="json_link"), incremental=inc, max_pages=2
+    )
+    assert sync_rest_source(session, src).counts["rows_read"] == 14
+    state = load_state(session.warehouse, "catalog", "items")
+    assert state.run is None and state.cursor == apis.items[13]["updated_at"]
+    for _ in range(5):
+        sync_rest_source(session, src)
+    assert stored(session) == expected(apis)
+    assert all(q.get("page", "1") in ("1", "2") for _, _, q in apis.requests)
+
+
 def test_incremental_pulls_only_what_changed(
     session: Session, apis: MockApis, api_url: str
 ) -> None:
