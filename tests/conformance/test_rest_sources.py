@@ -202,6 +202,26 @@ def test_max_pages_skips_nothing_on_an_api_that_answers_newest_first(
     assert load_state(session.warehouse, "stripe", resource.name).run is None
 
 
+def test_hubspot_contacts_beyond_the_search_window_come_in_the_next_syncs(
+    session: Session, apis: MockApis, url: str
+) -> None:
+    """HubSpot's search pages through 10,000 results at most (then 400): the preset stops one
+    search there and the next sync searches again from the newest contact read. Here the window
+    is 100 and a page holds 1 contact (the preset's page count is the window's)."""
+    apis.search_window = 100
+    source = preset("hubspot_contacts", url)
+    resource = resolve_preset(source).resources[0]
+    endpoint = msgspec.structs.replace(
+        resource.endpoint, json={**resource.endpoint.json, "limit": 1}
+    )
+    resource = msgspec.structs.replace(resource, endpoint=endpoint)
+    source = msgspec.structs.replace(source, preset=None, resources=(resource,))
+    for _ in range(3):
+        sync_rest_source(session, source)
+    stored = session.warehouse.fetch("SELECT DISTINCT record_id FROM customer_records")
+    assert {r[0] for r in stored} == {c["id"] for c in apis.contacts}
+
+
 def test_a_source_never_syncs_twice_at_once(session: Session, apis: MockApis, url: str) -> None:
     """Another run of the same source holds its lock — in this process, or (PostgreSQL) in
     another one, through an advisory lock: the sync waits for it."""

@@ -125,6 +125,8 @@ class MockApis:
     items: list[dict[str, Any]] = field(default_factory=list)
     token: str = TOKEN
     token_ttl: int = 3600
+    search_window: int = 10_000
+    """Results a HubSpot search may page through (HubSpot's limit): beyond, it answers 400."""
     zendesk_page_size: int = 1000
     """Tickets per export page when the request names no ``per_page`` (Zendesk's is 1000)."""
     faults: Faults = field(default_factory=Faults)
@@ -298,6 +300,8 @@ class MockApis:
         rows = self._since("contacts", since)
         limit = min(int(body.get("limit", 10)), 200)
         start = int(body.get("after") or 0)
+        if start >= self.search_window:
+            return _error(400, f"paging beyond {self.search_window} results is not supported")
         page = rows[start : start + limit]
         out: dict[str, Any] = {"total": len(rows), "results": page}
         if start + limit < len(rows):

@@ -46,6 +46,8 @@ from personify.config import (
 )
 
 EPOCH: Final = "1970-01-01T00:00:00Z"
+HUBSPOT_SEARCH_WINDOW: Final = 10_000
+"""Results one HubSpot search pages through at most (a page beyond answers 400)."""
 
 
 def hubspot_contacts(initial: str) -> tuple[RestResource, ...]:
@@ -89,6 +91,9 @@ def hubspot_contacts(initial: str) -> tuple[RestResource, ...]:
                     overlap="1m",
                 ),
             ),
+            # one search reads at most the window; the next sync searches again from the
+            # newest contact read (oldest first: nothing is skipped)
+            max_pages=HUBSPOT_SEARCH_WINDOW // 100,
             mapping={
                 "customer_id": "id",
                 "email": "properties.email",
