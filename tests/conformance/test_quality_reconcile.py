@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from personify.config import (
@@ -26,6 +27,7 @@ from personify.demo.mock_apis import TOKEN, MockApis, sample_apis, serve_mock_ap
 from personify.quality import latest_run, reconcile
 from personify.session import Session
 from personify.sources import sync_sources
+from personify.sources.presets import resolve_preset
 
 N = 120
 
@@ -79,6 +81,31 @@ def test_a_fresh_sync_reconciles_clean(session: Session, apis: MockApis) -> None
     assert tables["shop/order_items"].matched == items  # type: ignore[attr-defined]
     stored = session.warehouse.fetch("SELECT status, matched, flagged FROM reconciliation_runs")
     assert stored == [("clean", N * 2 + items, False)]
+
+
+def test_hubspot_beyond_its_search_window_reconciles_clean(
+    session: Session, apis: MockApis
+) -> None:
+    """HubSpot's search pages through 10,000 results at most (then 400): reconciliation reads
+    on with a new search from the newest contact read, as the syncs do, each contact once. Here
+    the window is 100 and a page holds 1 contact (the preset's page count is the window's)."""
+    apis.search_window = 100
+    crm = session.project.config.sources[0]
+    assert isinstance(crm, RestSource)
+    resource = resolve_preset(crm).resources[0]
+    json = {**resource.endpoint.json, "limit": 1}
+    resource = msgspec.structs.replace(
+        resource, endpoint=msgspec.structs.replace(resource.endpoint, json=json)
+    )
+    crm = msgspec.structs.replace(crm, preset=None, resources=(resource,))
+    config = msgspec.structs.replace(session.project.config, sources=(crm,))
+    session.project = Project(config, session.project.root, session.project.file)
+    sync_sources(session)  # the first 100 contacts
+    sync_sources(session)  # the rest, searched for anew
+    report = reconcile(session)
+    contacts = by_table(report)["crm/customer_records"]
+    assert report.status == "clean"
+    assert contacts.source_rows == contacts.matched == N  # type: ignore[attr-defined]
 
 
 def test_planted_drift_is_found_exactly_and_repair_cleans_it(

@@ -14,7 +14,7 @@ after the last finished sync (its cursor is newer than the saved one): such a di
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from personify.sources.formats import detect_format, read_batches
 from personify.sources.presets import resolve_preset
 from personify.sources.rest.client import HttpClient
 from personify.sources.rest.errors import RestResponseError
-from personify.sources.rest.incremental import ResourceState, as_instant, load_state
+from personify.sources.rest.incremental import ResourceState, as_instant, later, load_state
 from personify.sources.rest.mapping import (
     Target,
     compile_target,
@@ -43,7 +43,13 @@ from personify.sources.rest.mapping import (
 )
 from personify.sources.rest.paginators import next_request
 from personify.sources.rest.paths import find_records, get_path
-from personify.sources.rest.sync import begin_run, local_api, paginator_of
+from personify.sources.rest.sync import (
+    begin_run,
+    largest,
+    local_api,
+    oldest_first,
+    paginator_of,
+)
 from personify.warehouse.schema import Table
 from personify.warehouse.schema import table as schema_table
 
@@ -115,9 +121,12 @@ def _read_resource(
             stored = schema_table(route(target.table))
             out.tables.append(TableRows(target, stored))
         run = begin_run(source, resource, ResourceState())  # from the start: the whole source
-        request = run.next
+        request = search = run.next
         paginator = paginator_of(source, resource)
         pages = 0
+        top: Any = None  # the largest cursor value read
+        earlier: set[Any] = set()  # record keys earlier searches read (a new search reads
+        current: set[Any] = set()  # its start again); and this one's
         while request is not None:
             response, body = http.get_json(
                 resource.endpoint.method,
@@ -134,9 +143,20 @@ def _read_resource(
                 )
             pages += 1
             nxt = next_request(paginator, request, response, body, records)
-            if resource.max_pages is not None and pages >= resource.max_pages:
-                nxt = None
-            records = last_per_key(records, key)
+            if inc is not None:
+                top = later(top, largest(records, inc), inc.start_format)
+            capped = resource.max_pages is not None and pages >= resource.max_pages and nxt
+            if capped:
+                # as the sync does: oldest first, a new search from the largest value read
+                # (HubSpot's result window); else the cap ends the read
+                again = inc is not None and oldest_first(records, inc, top)
+                nxt = begin_run(source, resource, ResourceState(top)).next if again else None
+                if nxt == search:  # (no progress: every record of one value)
+                    nxt = None
+                search = nxt
+            records = [r for r in last_per_key(records, key) if _unread(r, key, earlier, current)]
+            if capped:
+                pages, earlier, current = 0, earlier | current, set()
             add_record_fields(out.fields, records[:FIELD_SAMPLE])
             out.records += len(records)
             fresh, old = _split(records, inc.cursor_path if inc else None, fmt, synced)
@@ -145,6 +165,18 @@ def _read_resource(
                     _add(rows, group, pending, now)
             request = nxt
     return out
+
+
+def _unread(record: Any, key: Sequence[str], earlier: set[Any], current: set[Any]) -> bool:
+    """Whether an earlier search did not read ``record`` (noted as read by this one)."""
+    if not isinstance(record, dict):
+        return True
+    values = tuple(get_path(record, k) for k in key)
+    values = tuple(v if isinstance(v, str | int | float | bool) else _encode(v) for v in values)
+    if any(v is None for v in values):
+        return True
+    current.add(values)
+    return values not in earlier
 
 
 def _split(

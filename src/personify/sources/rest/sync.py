@@ -18,7 +18,9 @@ rows_quarantined``), per table in the log.
 
 Public steps, for readers that re-read a source as its sync would (reconciliation,
 :mod:`personify.quality.read`): :func:`local_api` (a ``local:`` base URL served),
-:func:`paginator_of` and :func:`begin_run` (the first request of a run from a state).
+:func:`paginator_of`, :func:`begin_run` (the first request of a run from a state),
+:func:`largest` and :func:`oldest_first` (a page's largest cursor value; whether pages come
+oldest first, so that a search stopped by ``max_pages`` goes on as a new one from there).
 """
 
 from __future__ import annotations
@@ -218,8 +220,8 @@ def _sync_resource(
             capped = nxt is not None and resource.max_pages is not None
             capped = capped and pages >= (resource.max_pages or 0)
             if inc is not None:
-                run.max = later(run.max, _largest(records, inc), inc.start_format)
-            if capped and inc is not None and _oldest_first(records, inc, run.max):
+                run.max = later(run.max, largest(records, inc), inc.start_format)
+            if capped and inc is not None and oldest_first(records, inc, run.max):
                 # what is left comes after this page's last record, and the next sync asks for
                 # it from there — a new query, which also keeps under a search API's result
                 # window (HubSpot's 10,000)
@@ -273,7 +275,7 @@ def _asks(request: PageRequest) -> bytes:
     return msgspec.json.encode((request.url, request.params, request.json), order="sorted")
 
 
-def _oldest_first(records: list[Any], inc: Incremental, largest: Any) -> bool:
+def oldest_first(records: list[Any], inc: Incremental, largest: Any) -> bool:
     """Whether the page's cursor values rise to the largest of the run (the API answers oldest
     first), as far as the page shows."""
     values = [as_instant(get_path(r, inc.cursor_path), inc.start_format) for r in records]
@@ -283,7 +285,7 @@ def _oldest_first(records: list[Any], inc: Incremental, largest: Any) -> bool:
     return bool(instants) and rising and instants[-1] == top
 
 
-def _largest(records: list[Any], inc: Incremental) -> Any:
+def largest(records: list[Any], inc: Incremental) -> Any:
     """The largest cursor value of a page (each value read once). Values that are no instant
     (a broken record's) are ignored when others are instants; text is compared only when no
     value is one."""
