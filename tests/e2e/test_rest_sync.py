@@ -117,6 +117,22 @@ def test_a_failing_api_is_reported_by_status(project: Path, apis: MockApis) -> N
     assert helpdesk["last_run_status"] == "failed" and "400" in helpdesk["last_error"]
 
 
+def test_a_failed_scheduled_sync_logs_where_to_see_why(
+    project: Path, apis: MockApis, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = (project / "personify.yml").read_text().replace("every: 15m", "every: 0.5s")
+    (project / "personify.yml").write_text(text)
+    os.environ.setdefault("API_TOKEN", TOKEN)
+    apis.faults.refuse_next = 1
+    with Session(load_project(project)) as session, scheduled_syncs(session) as scheduler:
+        deadline = time.monotonic() + 30
+        while scheduler.runs < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    failed = [r.getMessage() for r in caplog.records if "scheduled sync of shop" in r.getMessage()]
+    assert "`personify status` shows why" in failed[0] and TOKEN not in failed[0]
+
+
 @pytest.mark.slow
 def test_a_sync_killed_mid_way_resumes_and_ends_equal_to_the_source(
     project: Path, apis: MockApis

@@ -97,7 +97,12 @@ class Scheduler:
                         result.seconds,
                     )
                 except Exception as e:
-                    log.error("scheduled sync of %s failed: %s", name, type(e).__name__)
+                    log.error(  # (the error's own words may quote the API: not logged)
+                        "scheduled sync of %s failed (%s): `personify status` shows why; the "
+                        "next scheduled sync resumes where it stopped",
+                        name,
+                        type(e).__name__,
+                    )
                 self.runs += 1
             if not due:
                 self.stop.wait(max(0.05, wait))
