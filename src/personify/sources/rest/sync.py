@@ -30,6 +30,7 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -169,6 +170,7 @@ def _sync_resource(
         source.name, resource.name, resource.table, resource.mapping, resource.nested
     )
     now = clock.now()
+    ahead = max(now, datetime.now(UTC)) + FUTURE_SLACK  # later cursor values are broken
     from personify.quality.drift import PAGE_SAMPLE, add_record_fields, observe_resource
 
     seen: dict[str, set[str]] = {}  # record keys and their types, for schema drift
@@ -220,7 +222,8 @@ def _sync_resource(
             capped = nxt is not None and resource.max_pages is not None
             capped = capped and pages >= (resource.max_pages or 0)
             if inc is not None:
-                run.max = later(run.max, largest(records, inc), inc.start_format)
+                top = largest(records, inc, until=ahead)
+                run.max = later(run.max, top, inc.start_format)
             if capped and inc is not None and oldest_first(records, inc, run.max):
                 # what is left comes after this page's last record, and the next sync asks for
                 # it from there — a new query, which also keeps under a search API's result
@@ -265,6 +268,9 @@ def _sync_resource(
     observe_resource(wh, source.name, resource.name, seen, sampled, now)
 
 
+FUTURE_SLACK: Final = timedelta(days=1)
+"""Cursor values further ahead of now (of the clock and of the wall clock, whichever is later)
+are not taken as the cursor (see :func:`largest`); the records themselves are stored."""
 _NOT_THE_PAGE: Final = frozenset({401, 403, 407})
 """Refusals of a resumed sync's first page that say nothing about the page (credentials): the
 sync fails on them as always. Any other 4xx there starts the sync over."""
@@ -285,10 +291,12 @@ def oldest_first(records: list[Any], inc: Incremental, largest: Any) -> bool:
     return bool(instants) and rising and instants[-1] == top
 
 
-def largest(records: list[Any], inc: Incremental) -> Any:
+def largest(records: list[Any], inc: Incremental, *, until: datetime | None = None) -> Any:
     """The largest cursor value of a page (each value read once). Values that are no instant
     (a broken record's) are ignored when others are instants; text is compared only when no
-    value is one."""
+    value is one. Instants after ``until`` are ignored too: a record dated years ahead (a
+    mistyped year, milliseconds read as seconds) would make every later sync ask for changes
+    since then — none, for years."""
     best: Any = None
     best_key: Any = None
     texts: list[str] = []
@@ -299,6 +307,8 @@ def largest(records: list[Any], inc: Incremental) -> Any:
         key = as_instant(value, inc.start_format)
         if key is None:
             texts.append(str(value))
+        elif until is not None and key > until:
+            continue
         elif best_key is None or key > best_key:
             best, best_key = value, key
     if best is None and texts:

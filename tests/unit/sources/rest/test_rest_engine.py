@@ -262,6 +262,23 @@ def test_start_value_overlap_and_formats() -> None:
     assert start_value(ms, "2026-01-01T00:00:00Z") == 1_767_225_600_000
 
 
+def test_a_cursor_value_years_ahead_does_not_become_the_cursor(
+    session: Session, apis: MockApis, api_url: str
+) -> None:
+    """Else every later sync asks for changes since 2999: none, for ever."""
+    apis.items[5]["updated_at"] = "2999-01-01T00:00:00Z"  # a mistyped year at the source
+    inc = Incremental(cursor_path="updated_at", start_param="since", initial_value="2000-01-01")
+    src = source(api_url, "/generic/linked", Paginator(type="json_link"), incremental=inc)
+    sync_rest_source(session, src)
+    assert stored(session) == expected(apis)  # the record itself is stored
+    cursor = load_state(session.warehouse, "catalog", "items").cursor
+    assert cursor == max(r["updated_at"] for r in apis.items if r["id"] != apis.items[5]["id"])
+    apis.upsert("items", {"id": 3, "name": "renamed"})
+    sync_rest_source(session, src)
+    name = session.warehouse.scalar("SELECT name FROM products WHERE product_id = '3'")
+    assert name == "renamed"
+
+
 def test_a_broken_cursor_value_does_not_become_the_cursor(
     session: Session, apis: MockApis, api_url: str
 ) -> None:
