@@ -20,7 +20,13 @@ import pytest
 from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
 
 from personify import clock
-from personify.delivery import Delivered, Envelope, transport_for
+from personify.delivery import (
+    Delivered,
+    DeliveryError,
+    DeliveryUnavailable,
+    Envelope,
+    transport_for,
+)
 from personify.journeys import deliver, project_journeys, run_journeys
 from personify.scaffold import init_project
 from personify.session import Session, open_session
@@ -417,6 +423,51 @@ def test_a_crash_mid_batch_then_a_rerun_sends_each_message_once(shop: Shop) -> N
     assert shop.run(NOW)["sent"] == 15
     assert dict(wh.fetch("SELECT status, count(*) FROM messages GROUP BY 1")) == {"sent": 35}
     assert len(shop.outbox()) == 35
+
+
+class _DownForOne:
+    """A batch transport whose server went down for the first message of a batch while the
+    others, in flight at the same time, were accepted (as an SMTP pool or an ESP may answer)."""
+
+    name = "outbox"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def send_many(self, envelopes: Sequence[Envelope]) -> list[Delivered | DeliveryError]:
+        down = DeliveryUnavailable("server unavailable", key=envelopes[0].key)
+        return [down, *(self.inner.send(e) for e in envelopes[1:])]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_outage_mid_batch_records_what_was_accepted_and_stops(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/news.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: news}\n",
+    )
+    shop.configure("journeys:\n  batch_size: 4\n")
+    wh = shop.wh
+    ids = [f"c{i}" for i in range(6)]
+    people(wh, *({"customer_id": c} for c in ids), consent=ids)
+    events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ids))
+    project = shop.session.project
+    with clock.frozen(NOW):
+        journeys = project_journeys(project)
+        run_journeys(wh, project, journeys)
+        counts = deliver(
+            wh, project, journeys, now=NOW, transport=_DownForOne(transport_for(project))
+        )
+    assert counts.stopped == "server unavailable" and counts.sent == 3
+    # the three accepted are sent now (not re-sent later at another time, after a revocation)
+    assert dict(wh.fetch("SELECT status, count(*) FROM messages GROUP BY 1")) == {
+        "sent": 3,
+        "queued": 3,
+    }
+    assert wh.scalar("SELECT status FROM messages WHERE customer_id = 'c0'") == "queued"
+    assert len(shop.outbox()) == 3
 
 
 def test_one_process_at_a_time_advances_and_sends(shop: Shop, warehouse_url: str) -> None:

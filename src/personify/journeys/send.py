@@ -20,7 +20,8 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
 A crash anywhere leaves the batch's messages ``queued``; the rerun renders them again and hands
 them over again, and the transport drops the ones it already has: no message is sent twice and
 none is lost. A transport that is unavailable (:class:`~personify.errors.Transient`) stops the
-loop and leaves the rest queued for the next run.
+loop and leaves the rest queued for the next run; the messages of its batch it did accept (an
+SMTP pool or an ESP has several in flight) are recorded ``sent`` at once.
 """
 
 from __future__ import annotations
@@ -316,11 +317,13 @@ def _render_and_send(
             else:
                 envelopes.append(result)
         by_key = {r.key: r for r in rows}
+        stop: str | None = None
         for envelope, delivered in zip(envelopes, send_many(transport, envelopes), strict=True):
             if isinstance(delivered, DeliveryError):
-                if isinstance(delivered, Transient):
-                    return str(delivered).splitlines()[0]
-                outcomes[envelope.key] = _Outcome("failed", str(delivered).splitlines()[0])
+                if isinstance(delivered, Transient):  # stays queued; the others are recorded
+                    stop = stop or str(delivered).splitlines()[0]
+                else:
+                    outcomes[envelope.key] = _Outcome("failed", str(delivered).splitlines()[0])
                 continue
             outcomes[envelope.key] = _Outcome("sent", subject=envelope.subject)
             counts.sent += 1
@@ -330,6 +333,8 @@ def _render_and_send(
             counts.by_journey[journey] = counts.by_journey.get(journey, 0) + 1
             if counts.first_location is None:
                 counts.first_location = delivered.location
+        if stop is not None:
+            return stop
     return None
 
 
