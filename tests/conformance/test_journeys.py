@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
+from tests.unit.delivery.servers import Handler, smtp_server
 
 from personify import clock
 from personify.delivery import (
@@ -64,7 +65,12 @@ class Shop:
             journeys = project_journeys(project)
             run_journeys(self.wh, project, journeys)
             counts = deliver(self.wh, project, journeys, now=at)
-        return {"sent": counts.sent, "held": counts.held, **counts.statuses}
+        return {
+            "sent": counts.sent,
+            "held": counts.held,
+            "deferred": counts.deferred,
+            **counts.statuses,
+        }
 
     def messages(self) -> dict[str, tuple[str, str, str | None]]:
         """customer_id:journey → (status, step, error), one per message (asserts uniqueness)."""
@@ -468,6 +474,61 @@ def test_an_outage_mid_batch_records_what_was_accepted_and_stops(shop: Shop) -> 
     }
     assert wh.scalar("SELECT status FROM messages WHERE customer_id = 'c0'") == "queued"
     assert len(shop.outbox()) == 3
+
+
+def test_a_recipient_refused_for_now_is_retried_later_and_the_others_go_on(shop: Shop) -> None:
+    """An SMTP 450 for one recipient (greylisting, a full mailbox) is not an outage: that
+    message waits (queued, the reason recorded), every other one is sent and recorded; still
+    refused three days after it was decided, it is failed."""
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/news.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: hi}\n",
+    )
+    handler = Handler(refuse={"c0@example.com": "450 4.2.1 mailbox busy, try later"})
+    with smtp_server(handler=handler) as smtp:
+        yml = shop.root / "personify.yml"
+        yml.write_text(
+            yml.read_text(encoding="utf-8").replace(
+                "delivery:\n  kind: outbox\n  path: outbox\n",
+                f"delivery:\n  kind: smtp\n  host: 127.0.0.1\n  port: {smtp.port}\n"
+                "  tls: none\n  retries: 0\n",
+            ),
+            encoding="utf-8",
+        )
+        shop.configure("journeys:\n  batch_size: 3\n")
+        wh = shop.wh
+        ids = [f"c{i}" for i in range(7)]
+        people(wh, *({"customer_id": c} for c in ids), consent=ids)
+        events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ids))
+
+        first = shop.run(NOW)
+        assert first["sent"] == 6
+        assert sorted(r.rcpt_tos[0] for r in handler.received) == [
+            f"c{i}@example.com" for i in range(1, 7)
+        ]
+        status, send_after, error = wh.fetch(
+            "SELECT status, send_after, error FROM messages WHERE customer_id = 'c0'"
+        )[0]
+        assert status == "queued" and "450" in error and "c0@" not in error
+        assert send_after.astimezone(UTC) == NOW + timedelta(minutes=15)
+
+        assert shop.run(NOW + timedelta(minutes=10))["sent"] == 0  # not due yet
+        handler.refuse.clear()  # the mailbox has room again
+        assert shop.run(NOW + timedelta(minutes=15))["sent"] == 1
+        assert shop.messages()["c0:news"] == ("sent", "step1", None)
+        assert len(handler.received) == 7
+
+        # refused for good long enough: failed, with the reason
+        people(wh, {"customer_id": "full"}, consent=["full"])
+        events(wh, ("full", "Signed Up", NOW + 2 * HOUR, {}))
+        handler.refuse["full@example.com"] = "452 4.2.2 mailbox full"
+        later = NOW + 2 * HOUR
+        assert shop.run(later)["deferred"] == 1  # decided and refused: queued again
+        assert shop.run(later + timedelta(days=3))["failed"] == 1
+        error = wh.scalar("SELECT error FROM messages WHERE status = 'failed'")
+        assert "452" in error and "still refused" in error
+    assert wh.scalar("SELECT count(*) FROM messages WHERE status = 'queued'") == 0
 
 
 def test_one_process_at_a_time_advances_and_sends(shop: Shop, warehouse_url: str) -> None:

@@ -7,7 +7,8 @@
 * :func:`transport_for` — the project's configured :class:`Transport` (:class:`OutboxTransport`,
   :class:`SmtpTransport`, :class:`EspTransport`), idempotent by key; :func:`send_many` hands a
   batch over (concurrently where the transport can), one :class:`Delivered` or
-  :class:`DeliveryError` (:class:`DeliveryRejected` / :class:`DeliveryUnavailable`) per message;
+  :class:`DeliveryError` (:class:`DeliveryRejected` / :class:`DeliveryUnavailable` /
+  :class:`DeliveryDeferred`) per message;
 * :mod:`personify.delivery.tokens` — :func:`sign` / :func:`verify` unsubscribe tokens;
 * :mod:`personify.delivery.suppress` — unsubscribes and ESP bounce/complaint events →
   ``suppressions`` (:mod:`personify.delivery.events` parses and verifies the webhooks).
@@ -47,6 +48,7 @@ from personify.delivery.tokens import (
 from personify.delivery.transport import (
     BatchTransport,
     Delivered,
+    DeliveryDeferred,
     DeliveryError,
     DeliveryRejected,
     DeliveryUnavailable,
@@ -176,6 +178,7 @@ __all__ = [
     "AddressError",
     "BatchTransport",
     "Delivered",
+    "DeliveryDeferred",
     "DeliveryError",
     "DeliveryRejected",
     "DeliveryUnavailable",

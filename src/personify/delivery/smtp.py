@@ -10,8 +10,10 @@ It speaks SMTP with aiosmtplib on a private event loop (one daemon thread per tr
   (SMTPS) or ``none``; certificates checked against the system's authorities or ``ca_file``.
 * **Auth.** ``username`` / ``password`` (AUTH after TLS).
 * **Outcomes.** 250 → :class:`~personify.delivery.transport.Delivered` with the server's queue
-  id (or its reply); a permanent refusal (5xx) → :class:`DeliveryRejected`; a temporary one
-  (4xx), a timeout or a dropped connection after the retries → :class:`DeliveryUnavailable`.
+  id (or its reply); a permanent refusal (5xx) → :class:`DeliveryRejected`; a temporary one of
+  this message (4xx but 421: greylisting, a full mailbox) after the retries →
+  :class:`DeliveryDeferred` (the others go on); 421, a timeout or a dropped connection after
+  the retries → :class:`DeliveryUnavailable`.
 * **Once per key.** Accepted keys are recorded in a :class:`~personify.delivery.ledger.SentLedger`;
   a key found there is not sent again.
 * **Rate limit and DKIM.** A token bucket before each message; a DKIM signature when configured.
@@ -39,6 +41,7 @@ from personify.delivery.ledger import SentLedger
 from personify.delivery.ratelimit import TokenBucket, bucket_for
 from personify.delivery.transport import (
     Delivered,
+    DeliveryDeferred,
     DeliveryError,
     DeliveryRejected,
     DeliveryUnavailable,
@@ -369,7 +372,9 @@ class SmtpTransport:
         log.warning("SMTP %s: %d", what, code)
         if 500 <= code < 600:
             return DeliveryRejected(f"the SMTP server {what}: {code} (permanent)", key=key)
-        return DeliveryUnavailable(f"the SMTP server {what}: {code} (temporary)", key=key)
+        if code == 421:  # the service is closing: the server, not this message
+            return DeliveryUnavailable(f"the SMTP server {what}: {code} (temporary)", key=key)
+        return DeliveryDeferred(f"the SMTP server {what}: {code} (temporary)", key=key)
 
     def _temporary(self, key: str, when: str, e: BaseException) -> DeliveryUnavailable:
         log.warning("SMTP %s %s:%d failed: %s", when, self.host, self.port, type(e).__name__)

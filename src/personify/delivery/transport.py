@@ -6,8 +6,11 @@ Errors (all :class:`DeliveryError`, carrying the envelope's ``key``)::
     ├── DeliveryRejected      this message was refused for good (a bad recipient, a 4xx from the
     │                         ESP API, a 5xx from SMTP): record it as failed (Terminal)
     └── DeliveryUnavailable   nothing could be handed over now (server down, timeouts, 429/5xx
-                              after retries, a temporary 4xx from SMTP, refused credentials):
-                              keep the message queued and try again later (Transient)
+        │                     after retries, SMTP 421, refused credentials): keep the message
+        │                     queued and try again later (Transient)
+        └── DeliveryDeferred  this message was refused for now (a temporary 4xx from SMTP for
+                              its recipient or data: greylisting, a full mailbox) while the
+                              transport works: keep it queued, retry it later, send the others
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ class DeliveryRejected(DeliveryError, Terminal):
 
 class DeliveryUnavailable(DeliveryError, Transient):
     """The transport cannot hand messages over now: leave them queued, retry later."""
+
+
+class DeliveryDeferred(DeliveryUnavailable):
+    """This message was refused for now (an SMTP 4xx for it), not the transport: leave it
+    queued and retry it later; the other messages go on."""
 
 
 class Transport(Protocol):

@@ -14,7 +14,11 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
    with the variant's template, variables and subject. A message that cannot render is
    ``failed`` with the reason (never sent blank); one whose customer has no usable address is
    ``skipped_no_address``.
-3. **Hand over** — the transport is idempotent by key (the outbox writes one file per key).
+3. **Hand over** — the transport is idempotent by key (the outbox writes one file per key). A
+   message the server refuses for now (an SMTP 4xx for its recipient: greylisting, a full
+   mailbox) stays ``queued`` with the reason in ``error`` and ``send_after`` pushed back (as long
+   as it has waited since decided, 15 minutes to 4 hours) while the others go on; still refused
+   :data:`GIVE_UP_AFTER` after it was decided, it is ``failed``.
 4. **Commit** — every status of the batch in one staged ``UPDATE``.
 
 A crash anywhere leaves the batch's messages ``queued``; the rerun renders them again and hands
@@ -31,7 +35,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +43,7 @@ import pyarrow as pa
 from personify.audiences.schedule import parse_duration
 from personify.config import JourneySettings, Project
 from personify.delivery import PrepareFailure, prepare_batch, transport_for
-from personify.delivery.transport import DeliveryError, Transport, send_many
+from personify.delivery.transport import DeliveryDeferred, DeliveryError, Transport, send_many
 from personify.errors import NotFound, PersonifyError, Transient
 from personify.journeys.content import Pending, resolve
 from personify.journeys.decide import allowed, blocking, suppressions_of
@@ -55,6 +59,11 @@ from personify.warehouse.schema import Column, Table
 
 log = logging.getLogger(__name__)
 
+RETRY_MIN, RETRY_MAX = timedelta(minutes=15), timedelta(hours=4)
+"""How long a message refused for now waits before its next try (as long as it waited so far)."""
+GIVE_UP_AFTER = timedelta(days=3)
+"""A message still refused for now this long after it was decided is ``failed``."""
+
 
 @dataclass
 class SendCounts:
@@ -65,6 +74,8 @@ class SendCounts:
     """Handed over before a crash, marked sent now (the transport had it)."""
     held: int = 0
     """Held by quiet hours."""
+    deferred: int = 0
+    """Refused for now by the server (a 4xx for the message): still queued, retried later."""
     statuses: dict[str, int] = field(default_factory=dict)
     """Final statuses written: sent, skipped_*, failed."""
     by_journey: dict[str, int] = field(default_factory=dict)
@@ -76,6 +87,8 @@ class SendCounts:
 
     def as_dict(self) -> dict[str, int]:
         out = {"sent": self.sent, "held_quiet_hours": self.held}
+        if self.deferred:
+            out["deferred"] = self.deferred
         out.update({k: v for k, v in self.statuses.items() if k != "sent"})
         return out
 
@@ -90,6 +103,7 @@ class _Row:
     trigger_key: str
     purpose: str
     variant: str = ""
+    decided_at: datetime | None = None
 
 
 class _SubjectStore(TemplateStore):
@@ -161,12 +175,23 @@ def deliver(
 def _due(wh: Warehouse, now: datetime, size: int) -> list[_Row]:
     rows = wh.fetch(
         "SELECT idempotency_key, customer_id, journey, step, template, trigger_key, purpose, "
-        "variant FROM messages "
+        "variant, decided_at FROM messages "
         "WHERE status = 'queued' AND (send_after IS NULL OR send_after <= ?) "
         "ORDER BY decided_at, idempotency_key LIMIT ?",
         [now, size],
     )
-    return [_Row(*(str(v) if v is not None else "" for v in r)) for r in rows]
+    out = []
+    for *texts, decided_at in rows:
+        key, customer_id, journey, step, template, trigger_key, purpose, variant = (
+            str(v) if v is not None else "" for v in texts
+        )
+        at = decided_at if isinstance(decided_at, datetime) else None
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        out.append(
+            _Row(key, customer_id, journey, step, template, trigger_key, purpose, variant, at)
+        )
+    return out
 
 
 def _send_batch(
@@ -319,6 +344,10 @@ def _render_and_send(
         by_key = {r.key: r for r in rows}
         stop: str | None = None
         for envelope, delivered in zip(envelopes, send_many(transport, envelopes), strict=True):
+            if isinstance(delivered, DeliveryDeferred):  # this one, not the transport
+                outcomes[envelope.key] = _deferred(by_key[envelope.key], delivered, now)
+                counts.deferred += outcomes[envelope.key].status == "queued"
+                continue
             if isinstance(delivered, DeliveryError):
                 if isinstance(delivered, Transient):  # stays queued; the others are recorded
                     stop = stop or str(delivered).splitlines()[0]
@@ -336,6 +365,16 @@ def _render_and_send(
         if stop is not None:
             return stop
     return None
+
+
+def _deferred(row: _Row, error: DeliveryError, now: datetime) -> _Outcome:
+    """A message the server refused for now: queued again, later — or failed, given up."""
+    reason = str(error).splitlines()[0]
+    waited = now - row.decided_at if row.decided_at is not None else timedelta(0)
+    if waited >= GIVE_UP_AFTER:
+        return _Outcome("failed", f"{reason}; still refused {waited} after it was decided")
+    pause = min(max(waited, RETRY_MIN), RETRY_MAX)
+    return _Outcome("queued", f"{reason}; retried later", send_after=now + pause)
 
 
 _STAGE_COLUMNS = (

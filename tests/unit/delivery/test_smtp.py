@@ -23,7 +23,13 @@ from personify.config import SmtpDelivery
 from personify.delivery.ledger import SentLedger
 from personify.delivery.ratelimit import TokenBucket
 from personify.delivery.smtp import SmtpTransport, tls_context
-from personify.delivery.transport import Delivered, DeliveryRejected, DeliveryUnavailable, send_many
+from personify.delivery.transport import (
+    Delivered,
+    DeliveryDeferred,
+    DeliveryRejected,
+    DeliveryUnavailable,
+    send_many,
+)
 
 
 def settings(port: int, **kw: object) -> SmtpDelivery:
@@ -123,7 +129,11 @@ def test_server_down_is_unavailable_and_nothing_is_recorded() -> None:
 
 def test_refusals_permanent_and_temporary() -> None:
     handler = Handler(
-        refuse={"gone@x.org": "550 5.1.1 <gone@x.org> no such user", "busy@x.org": "451 later"}
+        refuse={
+            "gone@x.org": "550 5.1.1 <gone@x.org> no such user",
+            "busy@x.org": "451 later",
+            "closing@x.org": "421 4.3.2 shutting down",
+        }
     )
     with (
         smtp_server(handler=handler) as server,
@@ -131,12 +141,20 @@ def test_refusals_permanent_and_temporary() -> None:
     ):
         outcomes = send_many(
             smtp,
-            [envelope("g", to="gone@x.org"), envelope("b", to="busy@x.org"), envelope("ok")],
+            [
+                envelope("g", to="gone@x.org"),
+                envelope("b", to="busy@x.org"),
+                envelope("c", to="closing@x.org"),
+                envelope("ok"),
+            ],
         )
-        gone, busy, ok = outcomes
+        gone, busy, closing, ok = outcomes
         assert isinstance(gone, DeliveryRejected) and "550" in str(gone)
         assert "gone@x.org" not in str(gone)
-        assert isinstance(busy, DeliveryUnavailable) and "451" in str(busy)
+        # a 4xx for this message defers it alone; 421 is the server's, an outage
+        assert isinstance(busy, DeliveryDeferred) and "451" in str(busy)
+        assert isinstance(closing, DeliveryUnavailable) and "421" in str(closing)
+        assert not isinstance(closing, DeliveryDeferred)
         assert isinstance(ok, Delivered) and ok.new
         # the connection survived the refusals (RSET) and is reused
         assert smtp.send(envelope("after")).new
