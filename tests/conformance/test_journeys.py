@@ -249,6 +249,41 @@ def test_abandoned_cart_gates_goal_lookback_and_rerun(shop: Shop) -> None:
     assert len(shop.outbox()) == 2
 
 
+def test_a_cart_bought_while_its_reminder_was_held_is_not_reminded(shop: Shop) -> None:
+    """The reminder is decided at 21:15 and held by quiet hours until 08:00; the cart is bought
+    at 22:00: the goal reached since the trigger stops the email at send time (skipped_goal)."""
+    shop.write(
+        "journeys/abandoned_cart.yml",
+        (
+            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
+        ).read_text(encoding="utf-8"),
+    )
+    shop.configure('journeys:\n  quiet_hours: {start: "21:00", end: "08:00"}\n')
+    wh = shop.wh
+    products(wh)
+    evening = datetime(2026, 3, 2, 19, 30, tzinfo=UTC)
+    people(
+        wh,
+        *({"customer_id": c, "timezone": "Europe/London"} for c in ("buyer", "browser")),
+        consent=["buyer", "browser"],
+    )
+    events(wh, added("buyer", "cb", evening), added("browser", "cw", evening))
+    night = evening + timedelta(hours=1, minutes=45)
+    assert shop.run(night)["held"] == 2  # decided, held until 08:00
+    events(wh, ("buyer", "Order Completed", night + 45 * timedelta(minutes=1), {"cart_id": "cb"}))
+
+    morning = shop.run(datetime(2026, 3, 3, 8, 0, tzinfo=UTC))
+    assert morning["sent"] == 1 and morning["skipped_goal"] == 1
+    got = shop.messages()
+    assert got["browser:abandoned_cart"][0] == "sent"
+    assert got["buyer:abandoned_cart"] == (
+        "skipped_goal",
+        "remind",
+        "goal reached before sending (Order Completed)",
+    )
+    assert len(shop.outbox()) == 1
+
+
 def test_frequency_cap_quiet_hours_and_uncapped_journeys(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
     for name, capped in (("one", "true"), ("two", "true"), ("receipt", "false")):

@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from personify import clock
 from personify.journeys.decide import decide
-from personify.journeys.definitions import Journey, Step
+from personify.journeys.definitions import Goal, Journey, Step
 from personify.journeys.localtime import next_local_time, zone
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.query import pin_time
@@ -302,32 +302,59 @@ def _goal_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
     ``Order Completed`` is also reached by an order of the customer placed in that window (for
     the same cart or order, when the goal has that key): a shop whose orders arrive by REST sync
     or webhook, with no tracked event, ends its abandoned carts too."""
-    goal = journey.goal
-    if goal is None:
+    if journey.goal is None:
         return 0
-    same_key = f" AND {_key_sql(goal.key, 'g')} = journey_instances.trigger_key" if goal.key else ""
-    params: list[Any] = [now, now, journey.name, goal.event, now]
+    reached, params = _goal_condition(
+        journey.goal, "journey_instances", "least(journey_instances.wake_at, ?)", [now]
+    )
+    sql = (
+        "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', exited_at = ?, "
+        f"updated_at = ? WHERE journey = ? AND status = 'active' AND {reached}"
+    )
+    return max(wh.execute(sql, [now, now, journey.name, *params]), 0)
+
+
+def goal_reached(wh: Warehouse, journey: Journey, keys: list[str], now: datetime) -> set[str]:
+    """The messages among ``keys`` (idempotency keys of ``journey``'s) whose journey instance
+    reached its goal between its trigger and ``now``: decided, but not to be sent any more (the
+    cart was bought while the email was held by quiet hours or an outage)."""
+    if journey.goal is None or not keys:
+        return set()
+    reached, params = _goal_condition(journey.goal, "i", "?", [now])
+    rows = wh.fetch(
+        "SELECT m.idempotency_key FROM messages AS m JOIN journey_instances AS i ON "
+        "i.journey = m.journey AND i.customer_id = m.customer_id AND i.trigger_key = "
+        f"m.trigger_key WHERE m.idempotency_key IN ({', '.join('?' for _ in keys)}) AND {reached}",
+        [*keys, *params],
+    )
+    return {str(k) for (k,) in rows}
+
+
+def _goal_condition(
+    goal: Goal, inst: str, until: str, until_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """The SQL condition "the goal happened for instance ``inst`` between its trigger and
+    ``until``" (an expression with the placeholders ``until_params``), and its parameters."""
+    same_key = f" AND {_key_sql(goal.key, 'g')} = {inst}.trigger_key" if goal.key else ""
+    params: list[Any] = [goal.event, *until_params]
     order = ""
     if goal.event == ORDER_GOAL and (goal.key is None or goal.key in _ORDER_KEYS):
         key = (
-            f" AND CAST(o.{_ORDER_KEYS[goal.key]} AS VARCHAR) = journey_instances.trigger_key"
+            f" AND CAST(o.{_ORDER_KEYS[goal.key]} AS VARCHAR) = {inst}.trigger_key"
             if goal.key
             else ""
         )
         order = (
-            " OR EXISTS (SELECT 1 FROM orders AS o WHERE o.customer_id = "
-            "journey_instances.customer_id AND o.created_at >= journey_instances.trigger_at AND "
-            f"o.created_at <= least(journey_instances.wake_at, ?){key})"
+            f" OR EXISTS (SELECT 1 FROM orders AS o WHERE o.customer_id = {inst}.customer_id "
+            f"AND o.created_at >= {inst}.trigger_at AND o.created_at <= {until}{key})"
         )
-        params.append(now)
+        params += until_params
     sql = (
-        "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', exited_at = ?, "
-        "updated_at = ? WHERE journey = ? AND status = 'active' AND (EXISTS (SELECT 1 FROM "
-        "events AS g WHERE g.type = 'track' AND g.event = ? AND g.customer_id = "
-        "journey_instances.customer_id AND g.timestamp >= journey_instances.trigger_at AND "
-        f"g.timestamp <= least(journey_instances.wake_at, ?){same_key}){order})"
+        "(EXISTS (SELECT 1 FROM events AS g WHERE g.type = 'track' AND g.event = ? AND "
+        f"g.customer_id = {inst}.customer_id AND g.timestamp >= {inst}.trigger_at AND "
+        f"g.timestamp <= {until}{same_key}){order})"
     )
-    return max(wh.execute(sql, params), 0)
+    return sql, params
 
 
 def _run_step(

@@ -4,7 +4,8 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
 
 1. **Gates, again, just before sending** — suppressed ⇒ ``skipped_suppressed`` (an erasure's
    tombstone gives way to consent for the message's purpose granted after it); no consent (the
-   fail-closed gate) ⇒ ``skipped_consent``; inside the customer's quiet hours ⇒ held
+   fail-closed gate) ⇒ ``skipped_consent``; the journey's goal reached since the trigger (the
+   cart bought while the email waited) ⇒ ``skipped_goal``; inside the customer's quiet hours ⇒ held
    (``send_after`` = when they end; still ``queued``); over the frequency cap (capped journeys'
    emails sent to the customer within the window, counting this batch's) ⇒
    ``skipped_frequency``.
@@ -48,6 +49,7 @@ from personify.errors import NotFound, PersonifyError, Transient
 from personify.journeys.content import Pending, resolve
 from personify.journeys.decide import allowed, blocking, suppressions_of
 from personify.journeys.definitions import Journey
+from personify.journeys.engine import goal_reached
 from personify.journeys.localtime import quiet_until, zone
 from personify.messages import TemplateStore, read_customers, template_store
 from personify.messages.liquid_env import text_environment
@@ -216,6 +218,10 @@ def _send_batch(
     consent = {p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes}
     profiles = read_customers(wh, ids)
     capped = _capped_sent(wh, settings, journeys, ids, now)
+    reached: set[str] = set()
+    for name in sorted({r.journey for r in batch}):
+        if (journey := journeys.get(name)) is not None:
+            reached |= goal_reached(wh, journey, [r.key for r in batch if r.journey == name], now)
     live: list[_Row] = []
     for row in batch:
         journey = journeys.get(row.journey)
@@ -232,6 +238,11 @@ def _send_batch(
         elif row.customer_id not in consent[purpose]:
             outcomes[row.key] = _Outcome(
                 "skipped_consent", f"no consent for {purpose} by email at send time"
+            )
+        elif row.key in reached:
+            assert journey.goal is not None
+            outcomes[row.key] = _Outcome(
+                "skipped_goal", f"goal reached before sending ({journey.goal.event})"
             )
         elif (hold := _quiet(settings, project, profiles.get(row.customer_id), now)) is not None:
             outcomes[row.key] = _Outcome("queued", send_after=hold)
