@@ -13,7 +13,8 @@ It speaks SMTP with aiosmtplib on a private event loop (one daemon thread per tr
   id (or its reply); a permanent refusal (5xx) → :class:`DeliveryRejected`; a temporary one of
   this message (4xx but 421: greylisting, a full mailbox) after the retries →
   :class:`DeliveryDeferred` (the others go on); 421, a timeout or a dropped connection after
-  the retries → :class:`DeliveryUnavailable`.
+  the retries → :class:`DeliveryUnavailable`, and so is a refused sender (``MAIL FROM``: AUTH
+  required, a sender not allowed), at once — it refuses every message, none is to fail for it.
 * **Once per key.** Accepted keys are recorded in a :class:`~personify.delivery.ledger.SentLedger`;
   a key found there is not sent again.
 * **Rate limit and DKIM.** A token bucket before each message; a DKIM signature when configured.
@@ -344,6 +345,17 @@ class SmtpTransport:
                 continue
             try:
                 _, reply = await act(client)
+            except aiosmtplib.SMTPSenderRefused as e:  # MAIL FROM: every message, not this one
+                log.warning("SMTP sender refused: %d", e.code)
+                await self._release(client, await _reset(client))
+                refused = DeliveryUnavailable(
+                    f"the SMTP server refused the sender ({e.code})",
+                    key=key,
+                    hint="check delivery.username and delivery.password (the server may require "
+                    "AUTH) and the sender (delivery.envelope_from, email.from_address)",
+                )
+                self._declare_outage(refused)
+                raise refused from None
             except aiosmtplib.SMTPRecipientsRefused as e:
                 code = min((r.code for r in e.recipients), default=550)
                 last = self._refused(key, code, "recipient refused")

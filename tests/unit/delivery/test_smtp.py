@@ -161,6 +161,33 @@ def test_refusals_permanent_and_temporary() -> None:
         assert [r.rcpt_tos for r in server.handler.received] == [["zoe@xn--exmple-cua.org"]] * 2
 
 
+class _SenderRefusing(Handler):
+    async def handle_MAIL(  # noqa: N802
+        self, server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
+        return "553 5.7.1 sender not allowed"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_refused_sender_is_an_outage_not_a_failure_of_each_message() -> None:
+    """AUTH required but no credentials configured (530 at MAIL FROM), or a sender the server
+    does not allow (553): the server would refuse every message. They stay queued (the send loop
+    stops) instead of each being recorded failed for good."""
+    for refusing, code in (
+        (smtp_server(auth=True), "530"),
+        (smtp_server(handler=_SenderRefusing()), "553"),
+    ):
+        with (
+            refusing as server,
+            SmtpTransport(settings(server.port, retries=2), retry_pause=0.01) as smtp,
+        ):
+            outcomes = send_many(smtp, [envelope("a"), envelope("b"), envelope("c")])
+            assert all(isinstance(o, DeliveryUnavailable) for o in outcomes), outcomes
+            assert not any(isinstance(o, DeliveryDeferred) for o in outcomes)
+            assert code in str(outcomes[0]) and "sender" in str(outcomes[0])
+            assert server.handler.received == []
+
+
 def test_starttls_with_auth(tmp_path: Path) -> None:
     cert = self_signed(tmp_path / "tls")
     with smtp_server(starttls=cert, auth=True) as server:
