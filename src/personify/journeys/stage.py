@@ -115,7 +115,9 @@ def exclusive(wh: Warehouse, what: str) -> Iterator[bool]:
     """Whether this process holds ``what`` (``journeys`` or ``delivery``) for this warehouse.
 
     Engines shared by several processes (PostgreSQL) serialize on a session-level advisory
-    lock keyed by the warehouse URL (schema included), tried without waiting: a second
+    lock keyed by the warehouse's schema as the server names it (``current_schema()``; advisory
+    locks are per database) — not by the URL, which processes of one warehouse may spell
+    differently (another host name, other credentials) — tried without waiting: a second
     ``personify run`` skips the stage instead of racing the first (it would double no email —
     keys are unique and transports idempotent — but would render twice). Single-process
     engines (DuckDB) have one process: there, threads of it (``serve``'s journey tick and a
@@ -124,7 +126,8 @@ def exclusive(wh: Warehouse, what: str) -> Iterator[bool]:
         with _local_lock(wh, what):
             yield True
         return
-    digest = hashlib.sha256(f"personify:{what}:{wh.url}".encode()).digest()
+    schema = wh.scalar("SELECT current_schema()")
+    digest = hashlib.sha256(f"personify:{what}:{schema}".encode()).digest()
     key = int.from_bytes(digest[:8], "big", signed=True)
     held = bool(wh.scalar("SELECT pg_try_advisory_lock(?)", [key]))
     try:
