@@ -13,7 +13,10 @@ its customer), ``from``, ``reply_to``, ``subject``, ``content`` (``text/plain`` 
   and network errors after the retries → :class:`DeliveryUnavailable`.
 * **Retries.** Up to ``retries`` more attempts on 429, 5xx, timeouts and connection errors,
   waiting ``Retry-After`` when the API sends it (seconds or an HTTP date) and otherwise a
-  full-jitter exponential backoff, each wait at most ``max_backoff_seconds``.
+  full-jitter exponential backoff, each wait at most ``max_backoff_seconds``. Not when the
+  request went out whole and its answer never came (a read timeout or error): the ESP may have
+  accepted it and would send it again on each retry, so the message stays queued
+  (:class:`DeliveryUnavailable`) for the next run.
 * **Once per key, rate limit, batches.** A :class:`~personify.delivery.ledger.SentLedger`; a
   token bucket before each message; :meth:`EspTransport.send_many` keeps ``concurrency``
   requests in flight on one pooled HTTP client.
@@ -303,6 +306,18 @@ class EspTransport:
             try:
                 self.requests += 1
                 response = self._client.post(s.url, content=body, headers=headers)
+            except (httpx.ReadTimeout, httpx.ReadError) as e:
+                # the whole request went out and no answer came: the ESP may have accepted it
+                # (and SendGrid and Postmark do not deduplicate by Idempotency-Key); posting it
+                # again now would send it again on every attempt
+                log.warning("ESP attempt %d: no answer (%s)", attempt + 1, type(e).__name__)
+                raise DeliveryUnavailable(
+                    f"no answer from the ESP ({type(e).__name__} after posting to {s.url}); "
+                    "not posted again in this run: it may have been accepted",
+                    key=key,
+                    hint="the ESP is slow or down (raise delivery.timeout_seconds if it is slow); "
+                    "the message stays queued",
+                ) from None
             except httpx.TransportError as e:
                 problem = f"{type(e).__name__} reaching {s.url}"
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class Api:
     requests: list[tuple[dict[str, str], Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    delay: float = 0.0
+    """Seconds each reply waits (after the request was read and recorded)."""
 
     def reply(self) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
@@ -62,6 +65,7 @@ def api_server() -> Iterator[Api]:
                     ({k.lower(): v for k, v in self.headers.items()}, json.loads(body))
                 )
             status, headers, out = api.reply()
+            time.sleep(api.delay)
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
@@ -179,6 +183,19 @@ def test_network_errors_are_retried() -> None:
     with EspTransport(s, sleep=waits.append) as esp, pytest.raises(DeliveryUnavailable):
         esp.send(envelope("k"))
     assert len(waits) == 2 and esp.requests == 3
+
+
+def test_a_post_without_an_answer_is_not_posted_again_at_once() -> None:
+    """The ESP read the whole request but answered after the timeout: it may have accepted the
+    message, and SendGrid does not deduplicate by Idempotency-Key, so each retry could be one
+    more copy in the customer's inbox. The message stays queued instead (unavailable)."""
+    waits: list[float] = []
+    with api_server() as api, transport(api, waits, retries=3, timeout_seconds=0.2) as esp:
+        api.delay = 0.6
+        with pytest.raises(DeliveryUnavailable, match="no answer from the ESP") as err:
+            esp.send(envelope("slow"))
+        assert len(api.requests) == 1 and waits == []
+        assert err.value.key == "slow" and esp.ledger.get("slow") is None
 
 
 def test_once_per_key_and_batches(tmp_path: Path) -> None:
