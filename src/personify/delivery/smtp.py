@@ -15,6 +15,8 @@ It speaks SMTP with aiosmtplib on a private event loop (one daemon thread per tr
   :class:`DeliveryDeferred` (the others go on); 421, a timeout or a dropped connection after
   the retries → :class:`DeliveryUnavailable`, and so is a refused sender (``MAIL FROM``: AUTH
   required, a sender not allowed), at once — it refuses every message, none is to fail for it.
+  A timeout or a dropped connection once the message's ``DATA`` began is not retried (the server
+  may have taken it: each retry could be one more copy): :class:`DeliveryUnavailable` at once.
 * **Once per key.** Accepted keys are recorded in a :class:`~personify.delivery.ledger.SentLedger`;
   a key found there is not sent again.
 * **Rate limit and DKIM.** A token bucket before each message; a DKIM signature when configured.
@@ -69,6 +71,17 @@ _CONNECTION_ERRORS = (
 
 def _masked(text: str) -> str:
     return _EMAILISH.sub("<address>", text)[:300]
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, noting when a message's ``DATA`` began: a timeout or a dropped
+    connection after that leaves unknown whether the server took the message."""
+
+    data_started = False
+
+    async def data(self, message: str | bytes, /, **options: Any) -> Any:
+        self.data_started = True
+        return await super().data(message, **options)
 
 
 class SmtpTransport:
@@ -246,7 +259,7 @@ class SmtpTransport:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self.settings
-        client = aiosmtplib.SMTP(
+        client = _Client(
             hostname=self.host,
             port=self.port,
             use_tls=s.tls == "implicit",
@@ -343,6 +356,8 @@ class SmtpTransport:
                     self._declare_outage(down)
                 last = down
                 continue
+            if isinstance(client, _Client):
+                client.data_started = False
             try:
                 _, reply = await act(client)
             except aiosmtplib.SMTPSenderRefused as e:  # MAIL FROM: every message, not this one
@@ -363,12 +378,16 @@ class SmtpTransport:
             except aiosmtplib.SMTPServerDisconnected as e:
                 last = self._temporary(key, "sending", e)
                 await self._release(client, False)
+                if getattr(client, "data_started", False):
+                    raise self._unanswered(key, e) from None
             except aiosmtplib.SMTPResponseException as e:
                 last = self._refused(key, e.code, "message refused")
                 await self._release(client, await _reset(client))
             except (*_CONNECTION_ERRORS, aiosmtplib.SMTPException) as e:
                 last = self._temporary(key, "sending", e)
                 await self._release(client, False)
+                if getattr(client, "data_started", False):
+                    raise self._unanswered(key, e) from None
             except BaseException:
                 await self._release(client, False)
                 raise
@@ -387,6 +406,17 @@ class SmtpTransport:
         if code == 421:  # the service is closing: the server, not this message
             return DeliveryUnavailable(f"the SMTP server {what}: {code} (temporary)", key=key)
         return DeliveryDeferred(f"the SMTP server {what}: {code} (temporary)", key=key)
+
+    def _unanswered(self, key: str, e: BaseException) -> DeliveryUnavailable:
+        """The message went out and its answer was lost: the server may have it. Sent again now,
+        it could arrive once per attempt: it waits for the next run instead."""
+        return DeliveryUnavailable(
+            f"SMTP server {self.host}:{self.port} did not answer the message "
+            f"({type(e).__name__}); not sent again in this run: it may have been accepted",
+            key=key,
+            hint="the server is slow or down (raise delivery.timeout_seconds if it is slow); "
+            "the message stays queued",
+        )
 
     def _temporary(self, key: str, when: str, e: BaseException) -> DeliveryUnavailable:
         log.warning("SMTP %s %s:%d failed: %s", when, self.host, self.port, type(e).__name__)

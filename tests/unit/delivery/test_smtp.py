@@ -3,9 +3,11 @@ with the ``email`` package; TLS, AUTH, the pool, reconnects, refusals, once per 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -186,6 +188,35 @@ def test_a_refused_sender_is_an_outage_not_a_failure_of_each_message() -> None:
             assert not any(isinstance(o, DeliveryDeferred) for o in outcomes)
             assert code in str(outcomes[0]) and "sender" in str(outcomes[0])
             assert server.handler.received == []
+
+
+class _SlowToAnswer(Handler):
+    delay = 1.0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        reply = await super().handle_DATA(server, session, envelope)  # the message is taken
+        await asyncio.sleep(self.delay)
+        return reply
+
+
+def test_a_message_whose_answer_is_lost_is_not_sent_again_at_once() -> None:
+    """The server took the message but its 250 came after the timeout: retrying would deliver
+    one more copy per attempt. It is unavailable (stays queued) after one attempt."""
+    handler = _SlowToAnswer()
+    with (
+        smtp_server(handler=handler) as server,
+        SmtpTransport(
+            settings(server.port, retries=2, timeout_seconds=0.3), retry_pause=0.01
+        ) as smtp,
+    ):
+        with pytest.raises(DeliveryUnavailable, match="did not answer the message") as err:
+            smtp.send(envelope("slow"))
+        assert not isinstance(err.value, DeliveryDeferred)
+        assert len(handler.received) == 1
+        assert smtp.ledger.get("slow") is None
+        handler.delay = 0  # answering in time again: the next run sends the others
+        assert smtp.send(envelope("next")).new
+        assert len(handler.received) == 2
 
 
 def test_starttls_with_auth(tmp_path: Path) -> None:
