@@ -284,6 +284,32 @@ def test_a_cart_bought_while_its_reminder_was_held_is_not_reminded(shop: Shop) -
     assert len(shop.outbox()) == 1
 
 
+def test_an_emptied_cart_gets_no_reminder_and_no_code(shop: Shop) -> None:
+    shop.write(
+        "journeys/abandoned_cart.yml",
+        (
+            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
+        ).read_text(encoding="utf-8"),
+    )
+    wh = shop.wh
+    products(wh)
+    people(wh, {"customer_id": "kept"}, {"customer_id": "emptied"}, consent=["kept", "emptied"])
+    removed = ("emptied", "Product Removed", NOW - 2 * HOUR, {"cart_id": "ce", "product_id": "p1"})
+    events(wh, added("kept", "ck", NOW - 3 * HOUR), added("emptied", "ce", NOW - 3 * HOUR), removed)
+
+    counts = shop.run(NOW)
+    assert counts["sent"] == 1 and counts["skipped_empty_cart"] == 1
+    got = shop.messages()
+    assert got["kept:abandoned_cart"][0] == "sent"
+    assert got["emptied:abandoned_cart"] == (
+        "skipped_empty_cart",
+        "remind",
+        "the cart is empty at send time",
+    )
+    assert wh.fetch("SELECT customer_id FROM discount_codes") == [("kept",)]
+    assert len(shop.outbox()) == 1
+
+
 def test_frequency_cap_quiet_hours_and_uncapped_journeys(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
     for name, capped in (("one", "true"), ("two", "true"), ("receipt", "false")):

@@ -12,9 +12,10 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
 2. **Render fresh** — the step's variables are resolved once per provider for the batch
    (:mod:`personify.journeys.content`), every profile is read now in one query and rendered
    (:func:`personify.delivery.prepare_batch`); a message of an experiment's variant is rendered
-   with the variant's template, variables and subject. A message that cannot render is
-   ``failed`` with the reason (never sent blank); one whose customer has no usable address is
-   ``skipped_no_address``.
+   with the variant's template, variables and subject. A message whose cart (a ``{from: cart}``
+   variable) is empty now — the shopper removed everything — is ``skipped_empty_cart``. A
+   message that cannot render is ``failed`` with the reason (never sent blank); one whose
+   customer has no usable address is ``skipped_no_address``.
 3. **Hand over** — the transport is idempotent by key (the outbox writes one file per key). A
    message the server refuses for now (an SMTP 4xx for its recipient: greylisting, a full
    mailbox) stays ``queued`` with the reason in ``error`` and ``send_after`` pushed back (as long
@@ -48,7 +49,7 @@ from personify.delivery.transport import DeliveryDeferred, DeliveryError, Transp
 from personify.errors import NotFound, PersonifyError, Transient
 from personify.journeys.content import Pending, resolve
 from personify.journeys.decide import allowed, blocking, suppressions_of
-from personify.journeys.definitions import Journey
+from personify.journeys.definitions import Journey, Step
 from personify.journeys.engine import goal_reached
 from personify.journeys.localtime import quiet_until, zone
 from personify.messages import TemplateStore, read_customers, template_store
@@ -324,14 +325,19 @@ def _render_and_send(
         step_store = (
             store if chosen is None or not chosen.subject else _SubjectStore(store, chosen.subject)
         )
-        pending = [Pending(r.key, r.customer_id, r.trigger_key) for r in rows]
         try:
-            variables = resolve(wh, project, step, pending, now=now)
+            variables = _variables(wh, project, step, rows, now)
         except PersonifyError as e:
             if isinstance(e, Transient):
                 return str(e).splitlines()[0]
             for r in rows:
                 outcomes[r.key] = _Outcome("failed", f"variables: {str(e).splitlines()[0]}")
+            continue
+        empty = [r for r in rows if r.key not in variables]
+        for r in empty:
+            outcomes[r.key] = _Outcome("skipped_empty_cart", "the cart is empty at send time")
+        rows = [r for r in rows if r.key in variables]
+        if not rows:
             continue
         items = [(r.key, r.customer_id, variables[r.key]) for r in rows]
         purpose = rows[0].purpose or project.config.journeys.purpose  # one step, one purpose
@@ -376,6 +382,23 @@ def _render_and_send(
         if stop is not None:
             return stop
     return None
+
+
+def _variables(
+    wh: Warehouse, project: Project, step: Step, rows: list[_Row], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """The variables of each message of ``rows`` by key — without the messages whose cart (a
+    ``{from: cart}`` variable) is empty now: nothing to remind of, so nothing else (a discount
+    code) is resolved for them."""
+    pending = [Pending(r.key, r.customer_id, r.trigger_key) for r in rows]
+    carts = {v.name for v in step.variables if v.provider == "cart"}
+    if not carts:
+        return resolve(wh, project, step, pending, now=now)
+    others = {v.name for v in step.variables} - carts
+    found = resolve(wh, project, step, pending, now=now, skip=others)
+    full = [m for m in pending if all(found[m.key][name]["items"] for name in carts)]
+    rest = resolve(wh, project, step, full, now=now, skip=carts) if full else {}
+    return {m.key: {**found[m.key], **rest[m.key]} for m in full}
 
 
 def _deferred(row: _Row, error: DeliveryError, now: datetime) -> _Outcome:
