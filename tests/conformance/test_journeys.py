@@ -353,6 +353,26 @@ def test_frequency_cap_quiet_hours_and_uncapped_journeys(shop: Shop) -> None:
     ]
 
 
+def test_a_capped_email_that_fails_does_not_use_up_the_cap(shop: Shop) -> None:
+    """Two capped journeys' emails for one customer in one batch, the cap 1 a day: the first
+    cannot render (failed, nothing sent), so the second is sent instead of skipped_frequency."""
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write("journeys/one.yml", "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n")
+    shop.write(
+        "journeys/two.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: hi}\n",
+    )
+    wh = shop.wh
+    people(wh, {"customer_id": "x"}, {"customer_id": "y"}, consent=["x", "y"])
+    events(wh, ("x", "Signed Up", NOW - HOUR, {}), ("y", "Signed Up", NOW - HOUR, {}))
+
+    first = shop.run(NOW)
+    got = {k: v[0] for k, v in shop.messages().items()}
+    assert got == {"x:one": "failed", "x:two": "sent", "y:one": "failed", "y:two": "sent"}
+    assert first["sent"] == 2 and len(shop.outbox()) == 2
+    assert shop.run(NOW)["sent"] == 0  # and nothing twice
+
+
 def test_segment_trigger_branch_tag_and_local_time_wait(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
     shop.write(

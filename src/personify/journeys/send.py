@@ -8,7 +8,9 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
    cart bought while the email waited) ⇒ ``skipped_goal``; inside the customer's quiet hours ⇒ held
    (``send_after`` = when they end; still ``queued``); over the frequency cap (capped journeys'
    emails sent to the customer within the window, counting this batch's) ⇒
-   ``skipped_frequency``.
+   ``skipped_frequency`` — unless this batch's own message that took the slot was not sent
+   after all (it could not render, its cart was empty …): then it is left queued for the next
+   batch.
 2. **Render fresh** — the step's variables are resolved once per provider for the batch
    (:mod:`personify.journeys.content`), every profile is read now in one query and rendered
    (:func:`personify.delivery.prepare_batch`); a message of an experiment's variant is rendered
@@ -219,6 +221,9 @@ def _send_batch(
     consent = {p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes}
     profiles = read_customers(wh, ids)
     capped = _capped_sent(wh, settings, journeys, ids, now)
+    sent_before = dict(capped)
+    reserved: dict[str, list[str]] = {}  # customer → this batch's capped messages to send
+    waiting: list[_Row] = []  # over the cap by this batch's own messages only
     reached: set[str] = set()
     for name in sorted({r.journey for r in batch}):
         if (journey := journeys.get(name)) is not None:
@@ -253,16 +258,35 @@ def _send_batch(
             and settings.frequency_cap is not None
             and (capped.get(row.customer_id, 0) >= settings.frequency_cap.max)
         ):
-            outcomes[row.key] = _Outcome(
-                "skipped_frequency",
-                f"frequency cap: {settings.frequency_cap.max} per {settings.frequency_cap.per}",
-            )
+            if sent_before.get(row.customer_id, 0) < settings.frequency_cap.max:
+                waiting.append(row)
+            else:
+                outcomes[row.key] = _over_cap(settings)
         else:
             if journey.capped:
                 capped[row.customer_id] = capped.get(row.customer_id, 0) + 1
+                reserved.setdefault(row.customer_id, []).append(row.key)
             live.append(row)
     stop = _render_and_send(wh, project, journeys, live, now, transport, store, outcomes, counts)
+    cap = settings.frequency_cap
+    for row in waiting:  # the cap counts what this batch sent (or will: queued), not failures
+        assert cap is not None
+        mine = reserved.get(row.customer_id, [])
+        taken = sum(1 for k in mine if k not in outcomes or outcomes[k].status in _TAKES_A_SLOT)
+        if sent_before.get(row.customer_id, 0) + taken >= cap.max:
+            outcomes[row.key] = _over_cap(settings)
+        # else: no outcome, still queued — the next batch sends it (the cap counting that one)
     return outcomes, stop
+
+
+_TAKES_A_SLOT = ("sent", "queued")
+"""Outcomes of a batch's capped message that count against the cap (queued: retried later)."""
+
+
+def _over_cap(settings: JourneySettings) -> _Outcome:
+    cap = settings.frequency_cap
+    assert cap is not None
+    return _Outcome("skipped_frequency", f"frequency cap: {cap.max} per {cap.per}")
 
 
 def _quiet(
