@@ -26,7 +26,7 @@ from personify.audiences.memberships import (
 from personify.audiences.rules import parse_rules
 from personify.audiences.segments import Segment, parse_segment
 from personify.audiences.stage import preview, reads_rule_outputs, refresh_and_tag
-from personify.errors import UnsafeQueryError
+from personify.errors import UnsafeQueryError, WarehouseError
 from personify.warehouse import Warehouse
 
 GOLDEN = Path(__file__).parent / "golden" / "segments"
@@ -291,6 +291,28 @@ def test_segments_refreshed_together_apply_all_or_none(warehouse: Warehouse) -> 
     assert [(r.segment, r.entered) for r in results] == [("few", 2), ("hot", 5)]
     assert _members(warehouse, "few") == ["0", "1"]
     assert warehouse.scalar("SELECT count(*) FROM audience_changes") == 7
+
+
+def test_a_query_the_warehouse_refuses_names_its_segment_file(warehouse: Warehouse) -> None:
+    # a column that does not exist is found only when the warehouse binds the query: the
+    # error says which file, and nothing changes
+    load_customers(warehouse, [{"customer_id": "a", "last_purchase_at": NOW}])
+    hot = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    typo = parse_segment(
+        "SELECT customer_id FROM customers\nWHERE ordr_count > 1",
+        file=Path("/p/segments/typo.sql"),
+        default_dialect="duckdb",
+        shown="segments/typo.sql",
+    )
+    refresh = {"now": NOW, "timeout_s": 30, "max_members": 100}
+    expected = r"^segments/typo.sql: segment 'typo' failed on the warehouse: .*ordr_count"
+    with pytest.raises(WarehouseError, match=expected) as caught:
+        refresh_segments(warehouse, [hot, typo], **refresh)  # type: ignore[arg-type]
+    assert "segments/typo.sql" in (caught.value.hint or "")
+    assert warehouse.scalar("SELECT count(*) FROM segment_memberships") == 0
+    with clock.frozen(NOW), pytest.raises(WarehouseError, match=expected):
+        preview(warehouse, typo, sample=2, timeout_s=30)
+    assert refresh_segment(warehouse, hot, **refresh).entered == 1  # type: ignore[arg-type]
 
 
 def test_statement_timeout_stops_a_slow_segment(warehouse: Warehouse) -> None:

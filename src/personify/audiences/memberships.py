@@ -53,7 +53,7 @@ def refresh_segment(
     with clock.frozen(now):
         query = segment.members_query()
     members_sql = wh.render(query)
-    with wh.transaction():
+    with wh.transaction(), segment.running():
         first = not wh.fetch(
             "SELECT 1 FROM segment_memberships WHERE segment = ? AND exited_at IS NULL LIMIT 1",
             [segment.name],
@@ -170,7 +170,8 @@ def refresh_for(
         )
     with wh.transaction():
         wh.execute(f"CREATE TEMP TABLE {members} (customer_id VARCHAR NOT NULL)")
-        wh.execute_limited(exp.insert(query, members), timeout_s=timeout_s)
+        with segment.running():
+            wh.execute_limited(exp.insert(query, members), timeout_s=timeout_s)
         wh.execute(f"CREATE TEMP TABLE {diff} (customer_id VARCHAR NOT NULL, change VARCHAR)")
         sql = _DIFF.replace(
             "WHERE segment = ? AND exited_at IS NULL",

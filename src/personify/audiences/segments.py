@@ -21,7 +21,9 @@ file, line and column.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import sqlglot
 from sqlglot import exp
 
 from personify.audiences.schedule import REAL_TIME, Refresh, parse_refresh
-from personify.errors import DefinitionError, UnsafeQueryError
+from personify.errors import DefinitionError, UnsafeQueryError, WarehouseError
 from personify.warehouse.query import pin_time
 from personify.warehouse.safety import check_select
 from personify.warehouse.schema import TABLES, VIEWS
@@ -60,6 +62,26 @@ class Segment:
     """The file's text as written."""
     query: exp.Query
     """The checked query (comments dropped, ``NOW()`` not yet pinned)."""
+    shown: str = ""
+    """The file's name as errors show it (relative to the project); default ``file``."""
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Name this segment in the warehouse's refusal of its query: a column it reads that
+        does not exist, a type mismatch, a division by zero … are found only when it runs, and
+        the engine's message alone does not say which of the segments it is about. Busy,
+        timed-out and refused queries pass through as they are."""
+        try:
+            yield
+        except WarehouseError as e:
+            if type(e) is not WarehouseError:
+                raise
+            where = self.shown or str(self.file)
+            raise WarehouseError(
+                f"{where}: segment {self.name!r} failed on the warehouse: {e.message}",
+                hint=f"fix the query in {where}; `personify segments preview {self.name}` runs "
+                "it without changing any membership",
+            ) from e
 
     def members_query(self) -> exp.Select:
         """``SELECT DISTINCT customer_id`` over the segment, with ``--now`` pinned (without the
@@ -201,7 +223,7 @@ def parse_segment(
             raise DefinitionError(str(e), file=where, line=line, key="refresh") from None
     description = header.values.get("description", (" ".join(header.notes), 0))[0]
     query = _check(text, dialect.lower(), where)
-    return Segment(name, description, dialect.lower(), refresh, file, text, query)
+    return Segment(name, description, dialect.lower(), refresh, file, text, query, where)
 
 
 def _check(text: str, dialect: str, file: str) -> exp.Query:

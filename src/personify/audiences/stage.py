@@ -222,10 +222,11 @@ def preview(wh: Warehouse, segment: Segment, *, sample: int, timeout_s: float) -
     count = exp.select(exp.func("count", exp.Star()).as_("size")).from_(
         segment.members_query().subquery("members")
     )
-    _, counted, _ = wh.query_user(wh.render(count), timeout_s=timeout_s, max_rows=1)
-    columns, rows, _ = (
-        wh.query_user(sql, timeout_s=timeout_s, max_rows=sample) if sample else ([], [], False)
-    )
+    with segment.running():
+        _, counted, _ = wh.query_user(wh.render(count), timeout_s=timeout_s, max_rows=1)
+        columns, rows, _ = (
+            wh.query_user(sql, timeout_s=timeout_s, max_rows=sample) if sample else ([], [], False)
+        )
     size = int(counted[0][0]) if counted else 0
     return Preview(segment, sql, size, columns, rows, time.perf_counter() - started)
 
@@ -243,7 +244,8 @@ def segments_for(
             .where(exp.column("customer_id").eq(exp.Literal.string(customer_id)))
             .limit(1)
         )
-        _, rows, _ = wh.query_user(wh.render(query), timeout_s=timeout_s, max_rows=1)
+        with segment.running():
+            _, rows, _ = wh.query_user(wh.render(query), timeout_s=timeout_s, max_rows=1)
         if rows:
             found.append(segment.name)
     return found
