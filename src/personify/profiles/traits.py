@@ -9,7 +9,9 @@ Each builder returns one SELECT keyed by ``customer_id`` (restricted to the cust
 * ``engagement_score`` — 100·a/(a + saturation), a = Σ weight · ½^(age / half-life) over email
   opens, clicks, active days and orders within the window (machine opens and scanner clicks,
   ``properties.machine = true``, left out);
-* ``preferred_categories`` — top categories by weighted views, adds to cart and purchased units;
+* ``preferred_categories`` — top categories by weighted views, adds to cart and purchased units
+  (ties by the name's bytes, ``COLLATE "C"``: a PostgreSQL database created under ``en_US``
+  would otherwise sort them differently from DuckDB);
 * ``open_tickets``.
 
 ``days_since_last_purchase`` and ``lifecycle_stage`` derive from these in the final SELECT.
@@ -172,10 +174,10 @@ def categories(
     )
     sql = (
         "SELECT customer_id, '[' || string_agg(CAST(to_json(category) AS VARCHAR), ',' "
-        "ORDER BY w DESC, category) || ']' AS preferred_categories FROM ("
+        "ORDER BY w DESC, category COLLATE \"C\") || ']' AS preferred_categories FROM ("
         "SELECT customer_id, category, w, row_number() OVER (PARTITION BY customer_id "
-        "ORDER BY w DESC, category) AS pos FROM (SELECT customer_id, category, sum(w) AS w "
-        "FROM (SELECT e.customer_id, coalesce(e.category, p.category) "
+        'ORDER BY w DESC, category COLLATE "C") AS pos FROM (SELECT customer_id, category, '
+        "sum(w) AS w FROM (SELECT e.customer_id, coalesce(e.category, p.category) "
         f"AS category, CASE WHEN {views} THEN {float(c.view)!r} WHEN {carts} "
         f"THEN {float(c.cart)!r} END AS w FROM ({tracked}) e LEFT JOIN products p "
         "ON p.product_id = e.product_id "
