@@ -28,6 +28,7 @@ from personify.audiences.segments import Segment, parse_segment
 from personify.audiences.stage import preview, reads_rule_outputs, refresh_and_tag
 from personify.errors import UnsafeQueryError, WarehouseError
 from personify.warehouse import Warehouse
+from personify.warehouse.query import run_user_query
 
 GOLDEN = Path(__file__).parent / "golden" / "segments"
 DIALECTS = ("mysql", "postgres", "bigquery", "snowflake")
@@ -313,6 +314,31 @@ def test_a_query_the_warehouse_refuses_names_its_segment_file(warehouse: Warehou
     with clock.frozen(NOW), pytest.raises(WarehouseError, match=expected):
         preview(warehouse, typo, sample=2, timeout_s=30)
     assert refresh_segment(warehouse, hot, **refresh).entered == 1  # type: ignore[arg-type]
+
+
+def test_integer_division_as_the_segment_dialect_means_it(warehouse: Warehouse) -> None:
+    # PostgreSQL's 3 / 2 is 1 (the operands are BIGINTs), MySQL's is 1.5: whichever warehouse
+    # runs the segment, tables and views alike
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": "a", "order_count": 3, "open_tickets": 2},
+            {"customer_id": "b", "order_count": 2, "open_tickets": 1},
+        ],
+    )
+    refresh = {"now": NOW, "timeout_s": 30, "max_members": 100}
+    for dialect, expected in (("postgres", ["a", "b"]), ("mysql", ["b"])):
+        name = f"halves_{dialect}"
+        segment = parse_segment(
+            f"-- dialect: {dialect}\nSELECT customer_id FROM customer_data "
+            "WHERE order_count / 2 = 1 AND order_count / open_tickets >= 1",
+            file=Path(f"{name}.sql"),
+            default_dialect="duckdb",
+        )
+        refresh_segment(warehouse, segment, **refresh)  # type: ignore[arg-type]
+        assert _members(warehouse, name) == expected, dialect
+    (row,) = run_user_query(warehouse, "SELECT 7 / 2 AS x", dialect="postgres").rows
+    assert row == (3,)
 
 
 def test_statement_timeout_stops_a_slow_segment(warehouse: Warehouse) -> None:

@@ -24,6 +24,7 @@ from sqlglot.dialects.dialect import Dialect, Dialects
 from sqlglot.errors import ParseError, TokenError
 
 from personify.errors import UnsafeQueryError
+from personify.warehouse.division import type_divisions
 
 _FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = (
     exp.Insert,
@@ -304,4 +305,4 @@ def check_select(
             )
     _check_comments(stmt, dialect, what)
     strip_comments(stmt)
-    return stmt
+    return type_divisions(stmt, dialect)  # 3 / 2 = 1 in PostgreSQL, on DuckDB too

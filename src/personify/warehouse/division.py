@@ -1,0 +1,70 @@
+"""Integer division as the query's own dialect means it, on every warehouse.
+
+In PostgreSQL (and the other dialects whose ``/`` follows its operands' types: SQLite, T-SQL,
+Redshift …) ``order_count / 2`` of a BIGINT is an integer division: 3 / 2 = 1. DuckDB's ``/`` is
+always a float division: 1.5. sqlglot renders such a division on DuckDB as a truncated one only
+when it knows both operands are integers, so :func:`type_divisions` tells it: the operand types
+of each of the query's typed divisions, read from the warehouse's schema (tables and views), on
+a qualified copy of the query — the query itself is left as written.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
+
+from personify.warehouse.schema import TABLES, VIEWS
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _schema() -> MappingSchema:
+    """Column types of the public tables and views (the views' read from their SELECT)."""
+    schema = MappingSchema(
+        {t.name: {c.name: c.type for c in t.columns} for t in TABLES}, dialect="duckdb"
+    )
+    for name, ddl in VIEWS.items():
+        create = sqlglot.parse_one(ddl, read="duckdb")
+        select = create.expression
+        if not isinstance(select, exp.Query):
+            continue
+        typed = annotate_types(qualify(select, schema=schema, dialect="duckdb"), schema=schema)
+        columns = {s.alias_or_name: s.type.sql("duckdb") for s in typed.selects if s.type}
+        schema.add_table(name, columns, dialect="duckdb")
+    return schema
+
+
+def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
+    """``query`` (in ``dialect``) with the operand types of its typed divisions annotated, in
+    place; nothing to do for dialects whose ``/`` always divides as floats."""
+    if not Dialect.get_or_raise(dialect).TYPED_DIVISION:
+        return query
+    divisions = [d for d in query.find_all(exp.Div) if d.args.get("typed")]
+    if not divisions:
+        return query
+    try:
+        schema = _schema()
+        copy = qualify(
+            query.copy(),
+            schema=schema,
+            dialect=dialect,
+            validate_qualify_columns=False,
+            quote_identifiers=False,
+        )
+        typed = [d for d in annotate_types(copy, schema=schema).find_all(exp.Div)]
+    except Exception as e:  # a query sqlglot cannot type keeps its divisions as they are
+        log.debug("cannot type the divisions of %s: %s", query.sql(dialect), e)
+        return query
+    typed = [d for d in typed if d.args.get("typed")]
+    if len(typed) == len(divisions):
+        for mine, known in zip(divisions, typed, strict=True):
+            mine.left.type, mine.right.type = known.left.type, known.right.type
+    return query
