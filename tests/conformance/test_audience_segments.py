@@ -341,6 +341,30 @@ def test_integer_division_as_the_segment_dialect_means_it(warehouse: Warehouse) 
     assert row == (3,)
 
 
+def test_rounding_a_double_to_decimals_runs_everywhere(warehouse: Warehouse) -> None:
+    # PostgreSQL has no round(double precision, integer): the segment failed there
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": "a", "engagement_score": 80.46},
+            {"customer_id": "b", "engagement_score": 80.44},
+            {"customer_id": "c", "engagement_score": None},
+        ],
+    )
+    refresh = {"now": NOW, "timeout_s": 30, "max_members": 100}
+    for dialect in ("duckdb", "mysql"):
+        segment = parse_segment(
+            f"-- dialect: {dialect}\nSELECT customer_id, ROUND(engagement_score, 1) AS score "
+            "FROM customers WHERE ROUND(engagement_score, 1) >= 80.5",
+            file=Path(f"round_{dialect}.sql"),
+            default_dialect="duckdb",
+        )
+        refresh_segment(warehouse, segment, **refresh)  # type: ignore[arg-type]
+        assert _members(warehouse, f"round_{dialect}") == ["a"], dialect
+        with clock.frozen(NOW):
+            assert preview(warehouse, segment, sample=5, timeout_s=30).rows == [("a", 80.5)]
+
+
 def test_statement_timeout_stops_a_slow_segment(warehouse: Warehouse) -> None:
     load_customers(warehouse, [{"customer_id": str(i)} for i in range(3000)])
     slow = parse_segment(

@@ -58,9 +58,24 @@ def _ends_with(node: exp.Expr) -> exp.Expr:
     return exp.paren(exp.EQ(this=right, expression=suffix.copy()), copy=False)
 
 
+def _round(node: exp.Expr) -> exp.Expr:
+    """PostgreSQL rounds a DOUBLE PRECISION to a number of decimals only as NUMERIC (there is
+    no ``round(double precision, integer)``): ``ROUND(engagement_score, 1)``, which DuckDB
+    runs, is ``CAST(ROUND(CAST(x AS DECIMAL), n) AS DOUBLE PRECISION)``."""
+    inner = node.this
+    if node.args.get("decimals") is None or (
+        isinstance(inner, exp.Cast) and inner.to.this == exp.DataType.Type.DECIMAL
+    ):
+        return node
+    decimal = exp.cast(node.this.copy(), exp.DataType.build("DECIMAL"))
+    rounded = exp.Round(this=decimal, decimals=node.args["decimals"].copy())
+    return exp.cast(rounded, exp.DataType.build("DOUBLE"))
+
+
 _REWRITES: dict[type[exp.Expr], Callable[[exp.Expr], exp.Expr]] = {
     exp.JSONObject: _json_object,
     exp.EndsWith: _ends_with,
+    exp.Round: _round,
 }
 """Expressions sqlglot renders in a way this PostgreSQL cannot run, and their rewrites."""
 
