@@ -190,6 +190,20 @@ def test_seed_segment_runs_as_written_in_mysql(warehouse: Warehouse) -> None:
     assert str(result.rows[0][2]) == "2026-02-26"
 
 
+def test_current_date_in_a_named_time_zone(warehouse: Warehouse) -> None:
+    # 03:00 UTC on 1 March is still 28 February in New York, already 1 March in Tokyo
+    with clock.frozen(datetime(2026, 3, 1, 3, 0, tzinfo=UTC)):
+        result = run_user_query(
+            warehouse,
+            "SELECT CURRENT_DATE('America/New_York') AS ny, CURRENT_DATE('Asia/Tokyo') AS tokyo, "
+            "CURRENT_DATE() AS utc",
+            dialect="bigquery",
+        )
+        assert [str(v) for v in result.rows[0]] == ["2026-02-28", "2026-03-01", "2026-03-01"]
+        with pytest.raises(UnsafeQueryError, match="unknown time zone 'Nowhere/X'"):
+            run_user_query(warehouse, "SELECT CURRENT_DATE('Nowhere/X')", dialect="bigquery")
+
+
 def test_user_query_row_cap(warehouse: Warehouse) -> None:
     warehouse.load(table("products"), products(*[f"p{i}" for i in range(30)]))
     result = run_user_query(warehouse, "SELECT product_id FROM products", max_rows=10)

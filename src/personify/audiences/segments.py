@@ -229,6 +229,7 @@ def parse_segment(
 def _check(text: str, dialect: str, file: str) -> exp.Query:
     try:
         query = check_select(text, dialect=dialect, allowed=SEGMENT_RELATIONS, what="segment")
+        pin_time(query.copy())  # CURRENT_DATE('Nowhere/X') is refused here, not at a refresh
     except UnsafeQueryError as e:
         message = e.message.split(" (line ")[0] if e.line is not None else e.message
         raise DefinitionError(message, file=file, line=e.line, col=e.col, hint=e.hint) from None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlglot import exp
 
 from personify import clock
+from personify.errors import UnsafeQueryError
 from personify.warehouse.base import Warehouse
 from personify.warehouse.safety import check_select
 
@@ -56,7 +59,9 @@ def pin_time(query: exp.Expr) -> exp.Expr:
 
     def swap(node: exp.Expr) -> exp.Expr:
         if isinstance(node, _TODAY_NODES):
-            return exp.cast(exp.Literal.string(now.date().isoformat()), exp.DataType.build("DATE"))
+            return exp.cast(
+                exp.Literal.string(_today(now, node.this).isoformat()), exp.DataType.build("DATE")
+            )
         if isinstance(node, _NOW_NODES) or (
             isinstance(node, exp.Anonymous) and node.name.lower() in _NOW_FUNCTIONS
         ):
@@ -64,6 +69,20 @@ def pin_time(query: exp.Expr) -> exp.Expr:
         return node
 
     return query.transform(swap)
+
+
+def _today(now: datetime, zone: exp.Expr | None) -> date:
+    """The date at ``now`` — in the time zone named by ``CURRENT_DATE('America/New_York')``
+    (BigQuery, Snowflake …) when there is one, else in UTC (the warehouse session's zone)."""
+    if isinstance(zone, exp.Literal) and zone.is_string:
+        try:
+            return now.astimezone(ZoneInfo(zone.name)).date()
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise UnsafeQueryError(
+                f"unknown time zone {zone.name!r} in CURRENT_DATE",
+                hint="name an IANA zone, e.g. 'Europe/Paris' or 'America/New_York'",
+            ) from e
+    return now.date()
 
 
 def run_user_query(
