@@ -16,6 +16,7 @@ from tests.conformance.test_identity import TS, events, records
 
 from personify import clock
 from personify.config import FieldRule, Project, SurvivorshipConfig, parse_config
+from personify.errors import WarehouseError
 from personify.identity import resolve_batch
 from personify.identity._sql import scratch, temp_table
 from personify.identity.sightings import Scope
@@ -291,6 +292,17 @@ def test_preferred_categories_ties_in_byte_order_whatever_the_collation(
         profiles_stage(session_on(wh, proj))
     (value,) = wh.fetch("SELECT preferred_categories FROM customers")[0]
     assert (json.loads(value) if isinstance(value, str) else value) == ["Shoes", "bags"]
+
+
+def test_a_user_trait_the_warehouse_refuses_is_named(warehouse: Warehouse, tmp_path: Path) -> None:
+    proj = project(tmp_path, warehouse.url)
+    (tmp_path / "traits" / "typo.sql").write_text("SELECT customer_id, nme AS value FROM customers")
+    load_world(warehouse)
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, proj.config.identity)
+        with pytest.raises(WarehouseError, match=r"one of the user traits \(.*typo\.sql\).*nme"):
+            build_customers(warehouse, proj)
+    assert warehouse.scalar("SELECT count(*) FROM customers") == 0
 
 
 def test_consent_recorded_under_a_source_id(warehouse: Warehouse, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import Project
+from personify.errors import WarehouseError
 from personify.identity._sql import PHONES, WRITES, drop, phone_map, scratch, temp_table
 from personify.identity.normalize import phone_sql
 from personify.privacy.fields import cipher_of, seal_customers
@@ -100,12 +101,26 @@ def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> None:
         ("_t_tix", T.tickets(cfg, scope)),
     ):
         wh.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
-    custom = traits_sql(compile_traits(wh, project), scope)
+    users = compile_traits(wh, project)
+    custom = traits_sql(users, scope)
     sql, params = custom or (
         "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS traits WHERE FALSE",
         [],
     )
-    wh.execute(f"CREATE TEMP TABLE _t_usr AS {sql}", params)
+    try:
+        wh.execute(f"CREATE TEMP TABLE _t_usr AS {sql}", params)
+    except WarehouseError as e:
+        # the user traits run as one statement: the engine's message alone (an unknown column)
+        # does not say which file it is about
+        if type(e) is not WarehouseError or not users:
+            raise
+        where = ", ".join(t.where for t in users)
+        raise WarehouseError(
+            f"{'the user trait' if len(users) == 1 else 'one of the user traits'} ({where}) "
+            f"failed on the warehouse: {e.message}",
+            hint="each trait is one SELECT returning customer_id and value over the warehouse's "
+            "tables; `personify sql` runs it as it stands",
+        ) from e
 
 
 _COLUMNS = (
