@@ -305,6 +305,46 @@ def test_a_user_trait_the_warehouse_refuses_is_named(warehouse: Warehouse, tmp_p
     assert warehouse.scalar("SELECT count(*) FROM customers") == 0
 
 
+def test_a_user_trait_over_the_profiles_sees_this_build(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    # it ran before the rows were rebuilt: nothing on a first build, then one build late
+    proj = project(tmp_path, warehouse.url)
+    (tmp_path / "traits" / "double_spent.sql").write_text(
+        "SELECT customer_id, total_spent * 2 AS value FROM customer_data"
+    )
+    load_world(warehouse)
+
+    def traits() -> dict[str, Any]:
+        rows = warehouse.fetch("SELECT customer_id, CAST(traits AS VARCHAR) FROM customers")
+        return {r[0]: json.loads(r[1]) if r[1] else None for r in rows}
+
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, proj.config.identity)
+        build_customers(warehouse, proj)
+        first = traits()
+        assert sorted(v["double_spent"] for v in first.values() if v) == [0, 40]
+        assert {k: v for k, v in first.items() if v and "lifetime_items" in v} != {}
+        build_customers(warehouse, proj)
+        assert traits() == first
+        # one more order reaches its customer by the real-time path: the trait follows it
+        warehouse.load(
+            table("orders"),
+            pa.table(
+                {
+                    "order_id": ["o3"],
+                    "email": ["ann@x.org"],
+                    "total": [5.0],
+                    "status": ["paid"],
+                    "created_at": pa.array([NOW - timedelta(days=1)], TS),
+                    "source": ["shop"],
+                }
+            ),
+        )
+        apply(session_on(warehouse, proj), Scope(orders=("order_id = ?", ("o3",))))
+        assert sorted(v["double_spent"] for v in traits().values() if v) == [0, 50]
+
+
 def test_consent_recorded_under_a_source_id(warehouse: Warehouse, tmp_path: Path) -> None:
     """A consent log keyed by the CRM's ids shows on the profile of the customer holding it."""
     (tmp_path / "traits").mkdir(exist_ok=True)

@@ -18,7 +18,7 @@ from personify.identity._sql import PHONES, WRITES, drop, phone_map, scratch, te
 from personify.identity.normalize import phone_sql
 from personify.privacy.fields import cipher_of, seal_customers
 from personify.profiles import traits as T
-from personify.profiles.custom import compile_traits, traits_sql
+from personify.profiles.custom import Trait, compile_traits, traits_sql
 from personify.profiles.observations import FIELDS
 from personify.profiles.survivorship import fields_sql
 from personify.realtime import invalidate_all, invalidate_customers
@@ -82,8 +82,9 @@ def _phones(wh: Warehouse, project: Project) -> None:
         )
 
 
-def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> None:
-    """The trait temp tables; ``few``: the scope lists customers (not everyone)."""
+def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> list[Trait]:
+    """The trait temp tables; ``few``: the scope lists customers (not everyone). Returns the
+    user traits (for :func:`_late_traits`)."""
     cfg, now = project.config.traits, clock.now()
     events = "events"
     if few:  # their events taken once, for the three reads below
@@ -102,8 +103,15 @@ def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> None:
     ):
         wh.execute(f"CREATE TEMP TABLE {name} AS {sql}", params)
     users = compile_traits(wh, project)
-    custom = traits_sql(users, scope)
-    sql, params = custom or (
+    # traits that read the profiles run once they are rebuilt (_late_traits); until then the
+    # rows are written without them
+    _user_traits(wh, [] if any(t.reads_profiles for t in users) else users, scope)
+    return users
+
+
+def _user_traits(wh: Warehouse, users: list[Trait], scope: str) -> None:
+    """The temp table ``_t_usr`` of the user traits' JSON objects."""
+    sql, params = traits_sql(users, scope) or (
         "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS traits WHERE FALSE",
         [],
     )
@@ -121,6 +129,21 @@ def _traits(wh: Warehouse, project: Project, scope: str, *, few: bool) -> None:
             hint="each trait is one SELECT returning customer_id and value over the warehouse's "
             "tables; `personify sql` runs it as it stands",
         ) from e
+
+
+def _late_traits(wh: Warehouse, users: list[Trait], scope: str) -> None:
+    """When a user trait reads ``customers`` (or ``customer_data``): every user trait, over the
+    rows just rebuilt, set on them — a trait such as ``total_spent * 2`` then follows this
+    build, where reading the table before it was rebuilt gave the previous build's values (none
+    on a first build, and the real-time path one order late)."""
+    if not any(t.reads_profiles for t in users):
+        return
+    drop(wh, "_t_usr")
+    _user_traits(wh, users, scope)
+    wh.execute(
+        "UPDATE customers SET traits = CAST(u.traits AS JSON) FROM _t_usr u "
+        "WHERE customers.customer_id = u.customer_id"
+    )
 
 
 _COLUMNS = (
@@ -175,9 +198,10 @@ def build_customers(
         drop(wh, *_TEMPS)
         scope = _scope(wh, customer_ids)
         _fields(wh, project, scope)
-        _traits(wh, project, scope, few=customer_ids is not None)
+        users = _traits(wh, project, scope, few=customer_ids is not None)
         wh.execute(f"DELETE FROM customers WHERE {scope.format(c='customer_id')}")
         built = _insert(wh, project, scope)
+        _late_traits(wh, users, scope)
         drop(wh, *_TEMPS, _SCOPE.name)
         cipher = cipher_of(wh)
         if cipher is not None:  # encrypted fields: the rows are sealed before they commit

@@ -12,12 +12,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sqlglot import exp
+
 from personify.config import Project
 from personify.errors import ConfigError, UnsafeQueryError
 from personify.warehouse.base import AUTHORING_DIALECT, Warehouse
 from personify.warehouse.query import pin_time
 from personify.warehouse.safety import check_select
 
+PROFILE_RELATIONS = frozenset({"customers", "customer_data"})
+"""What the profile build writes: a trait reading them runs after the rebuild."""
 _DIALECT = re.compile(r"^\s*--\s*dialect:\s*([A-Za-z0-9_]+)", re.M)
 
 
@@ -28,6 +32,9 @@ class Trait:
     name: str
     sql: str
     where: str
+    reads_profiles: bool = False
+    """It reads ``customers`` or ``customer_data``: it runs after the profiles are rebuilt, so
+    it sees this build's values, not the previous one's."""
 
 
 def declared(project: Project) -> list[tuple[str, str, str | None, str]]:
@@ -67,7 +74,8 @@ def compile_traits(wh: Warehouse, project: Project) -> list[Trait]:
         except UnsafeQueryError as e:
             raise UnsafeQueryError(f"{where}: {e.message}", hint=e.hint) from None
         pinned = pin_time(query)
-        out.append(Trait(name, pinned.sql(dialect=AUTHORING_DIALECT), where))
+        reads = any(t.name.lower() in PROFILE_RELATIONS for t in query.find_all(exp.Table))
+        out.append(Trait(name, pinned.sql(dialect=AUTHORING_DIALECT), where, reads))
     return out
 
 
