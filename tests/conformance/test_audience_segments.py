@@ -365,6 +365,29 @@ def test_rounding_a_double_to_decimals_runs_everywhere(warehouse: Warehouse) -> 
             assert preview(warehouse, segment, sample=5, timeout_s=30).rows == [("a", 80.5)]
 
 
+def test_mysql_timestampdiff_counts_complete_units(warehouse: Warehouse) -> None:
+    # MySQL: 12.5 hours are 0 days (DuckDB's DATE_DIFF crossed a midnight: 1), and PostgreSQL
+    # has no TIMESTAMPDIFF at all
+    hours = {"a": 12.5, "b": 24, "c": 36, "d": -30}
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": c, "last_purchase_at": NOW - timedelta(hours=h)}
+            for c, h in hours.items()
+        ],
+    )
+    segment = parse_segment(
+        "-- dialect: mysql\nSELECT customer_id FROM customers "
+        "WHERE TIMESTAMPDIFF(DAY, last_purchase_at, NOW()) = 1 "
+        "OR TIMESTAMPDIFF(HOUR, NOW(), last_purchase_at) = 30",
+        file=Path("days.sql"),
+        default_dialect="duckdb",
+    )
+    refresh = {"now": NOW, "timeout_s": 30, "max_members": 100}
+    refresh_segment(warehouse, segment, **refresh)  # type: ignore[arg-type]
+    assert _members(warehouse, "days") == ["b", "c", "d"]
+
+
 def test_statement_timeout_stops_a_slow_segment(warehouse: Warehouse) -> None:
     load_customers(warehouse, [{"customer_id": str(i)} for i in range(3000)])
     slow = parse_segment(

@@ -25,6 +25,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from personify.errors import UnsafeQueryError
 from personify.warehouse.division import type_divisions
+from personify.warehouse.timediff import complete_units
 
 _FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = (
     exp.Insert,
@@ -305,4 +306,5 @@ def check_select(
             )
     _check_comments(stmt, dialect, what)
     strip_comments(stmt)
+    complete_units(stmt, dialect)  # MySQL's TIMESTAMPDIFF counts whole days, not midnights
     return type_divisions(stmt, dialect)  # 3 / 2 = 1 in PostgreSQL, on DuckDB too
