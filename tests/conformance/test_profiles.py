@@ -94,6 +94,50 @@ def test_survivorship_sql_equals_python(
     assert row[5] == got.get("email", (None, None))[1]
 
 
+def test_survivorship_ties_in_byte_order_whatever_the_collation(warehouse: Warehouse) -> None:
+    # tied observations go to the smaller value, then source, by their bytes (as in Python):
+    # under en_US PostgreSQL put 'paris' before 'Zurich' and 'crm' before 'Shop'
+    t = scratch(
+        "_obs",
+        customer_id="VARCHAR",
+        field="VARCHAR",
+        value="VARCHAR",
+        source="VARCHAR",
+        observed_at="TIMESTAMPTZ",
+    )
+    obs = [("city", "paris", "crm"), ("city", "Zurich", "crm"), ("email", "a@x.org", "crm")]
+    obs += [("email", "a@x.org", "Shop")]
+    temp_table(
+        warehouse,
+        t,
+        pa.table(
+            {
+                "customer_id": ["c"] * len(obs),
+                "field": [o[0] for o in obs],
+                "value": [o[1] for o in obs],
+                "source": [o[2] for o in obs],
+                "observed_at": pa.array([T0] * len(obs), TS),
+            }
+        ),
+    )
+    if warehouse.dialect == "postgres":
+        if not warehouse.fetch("SELECT 1 FROM pg_collation WHERE collname = 'en-US-x-icu'"):
+            pytest.skip("this PostgreSQL has no ICU collation to sort like en_US")
+        for column in ("value", "source"):
+            warehouse.execute(
+                f'ALTER TABLE _obs ALTER COLUMN {column} TYPE VARCHAR COLLATE "en-US-x-icu"'
+            )
+    expected = {"city": ("Zurich", "crm"), "email": ("a@x.org", "Shop")}
+    for field, (value, source) in expected.items():
+        best = rank([Observation(o[1], o[2], T0) for o in obs if o[0] == field], SURV.default)
+        assert (best[0].value, best[0].source) == (value, source)
+    sql, params = winners_sql(SURV, ["city", "email"], "SELECT * FROM _obs")
+    assert {r[1]: (r[2], r[3]) for r in warehouse.fetch(sql, params)} == expected
+    sql, params = fields_sql(SURV, ["city", "email"], "SELECT * FROM _obs", warehouse.dialect)
+    (row,) = warehouse.fetch(sql, params)
+    assert (row[1], row[2], row[3]) == ("Zurich", "a@x.org", "Shop")
+
+
 def project(tmp: Path, url: str) -> Project:
     (tmp / "traits").mkdir(exist_ok=True)
     (tmp / "traits" / "lifetime_items.sql").write_text(

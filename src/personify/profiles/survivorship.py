@@ -7,8 +7,8 @@ Each rule is a total order on a customer's observations of a field; the first on
 * ``source_priority`` — position of the source in the rule's list (unlisted last), then latest;
 * ``most_frequent`` — most observations of the value, then the value seen latest.
 
-Remaining ties go to the smaller value, then the smaller source name, so the winner never
-depends on the order observations arrived in. :func:`rank` (Python) and :func:`winners_sql`
+Remaining ties go to the smaller value, then the smaller source name (by their bytes, whatever
+the warehouse's collation), so the winner never depends on the order observations arrived in. :func:`rank` (Python) and :func:`winners_sql`
 (SQL) implement the same orders; the tests hold them equal.
 """
 
@@ -64,14 +64,19 @@ def rank(observations: Iterable[Observation], rule: FieldRule) -> list[Observati
     return sorted(items, key=key)
 
 
+VALUE, SOURCE = 'o.value COLLATE "C"', 'o.source COLLATE "C"'
+"""Tie-break keys: by their bytes, as Python compares them (:func:`rank`), whatever the
+warehouse's collation (under ``en_US`` PostgreSQL sorts 'paris' before 'Zurich')."""
+
+
 def _keys_sql(rule: FieldRule) -> tuple[list[str], list[object]]:
     """ORDER BY expressions (over ``o``) for ``rule``, and their params."""
     t = "epoch(o.observed_at)"
     if rule.rule == "first_non_empty":
-        return ["0", t, "o.value", "o.source"], []
+        return ["0", t, VALUE, SOURCE], []
     if rule.rule == "source_priority":
         if not rule.sources:
-            return ["0", f"-{t}", "o.value", "o.source"], []
+            return ["0", f"-{t}", VALUE, SOURCE], []
         whens = " ".join("WHEN ? THEN ?" for _ in rule.sources)
         params: list[object] = []
         for i, s in enumerate(rule.sources):
@@ -79,12 +84,12 @@ def _keys_sql(rule: FieldRule) -> tuple[list[str], list[object]]:
         return [
             f"(CASE o.source {whens} ELSE {len(rule.sources)} END)",
             f"-{t}",
-            "o.value",
-            "o.source",
+            VALUE,
+            SOURCE,
         ], params
     if rule.rule == "most_frequent":
-        return ["-o.freq", "-o.latest", "o.value", "o.source", f"-{t}"], []
-    return ["0", f"-{t}", "o.value", "o.source"], []
+        return ["-o.freq", "-o.latest", VALUE, SOURCE, f"-{t}"], []
+    return ["0", f"-{t}", VALUE, SOURCE], []
 
 
 def order_sql(config: SurvivorshipConfig, fields: Sequence[str]) -> tuple[str, list[object]]:
