@@ -232,7 +232,13 @@ def _check(text: str, dialect: str, file: str) -> exp.Query:
         pin_time(query.copy())  # CURRENT_DATE('Nowhere/X') is refused here, not at a refresh
     except UnsafeQueryError as e:
         message = e.message.split(" (line ")[0] if e.line is not None else e.message
-        raise DefinitionError(message, file=file, line=e.line, col=e.col, hint=e.hint) from None
+        hint = e.hint
+        if hint and "--dialect" in hint:  # a file has no --dialect: its header names it
+            hint = (
+                f"check the syntax, or name the dialect it is written in (now {dialect}) in "
+                "its header, e.g. `-- dialect: mysql`"
+            )
+        raise DefinitionError(message, file=file, line=e.line, col=e.col, hint=hint) from None
     _require_customer_id(query, file)
     return query
 

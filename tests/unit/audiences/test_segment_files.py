@@ -111,6 +111,16 @@ def test_refusals_point_at_line_and_column() -> None:
     assert str(info.value).startswith("seg.sql:3: column 17: ")
 
 
+def test_a_syntax_error_hints_at_the_dialect_header() -> None:
+    # the file is read as DuckDB unless its header says otherwise: there is no --dialect to pass
+    with pytest.raises(DefinitionError) as caught:
+        parse("SELECT customer_id FROM customers\nWHERE order_count >> ")
+    assert str(caught.value).startswith("seg.sql:2: column ")
+    assert caught.value.hint is not None
+    assert "-- dialect: mysql" in caught.value.hint and "--dialect " not in caught.value.hint
+    assert "(now duckdb)" in caught.value.hint
+
+
 def test_prose_comments_pass() -> None:
     segment = parse(
         "-- Update: changed the threshold\n-- Delete me later\n-- Set by marketing\n"
