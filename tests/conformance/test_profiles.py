@@ -4,6 +4,7 @@ real-time path equal to the batch path."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -387,6 +388,96 @@ def test_a_user_trait_over_the_profiles_sees_this_build(
         )
         apply(session_on(warehouse, proj), Scope(orders=("order_id = ?", ("o3",))))
         assert sorted(v["double_spent"] for v in traits().values() if v) == [0, 50]
+
+
+@pytest.mark.postgres
+def test_an_en_us_postgres_database_builds_the_profiles_duckdb_builds(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # text ties (categories, survivorship, a trait's several rows) under the collation of a
+    # database created under en_US (ICU here), against DuckDB's, which compares bytes
+    import psycopg
+    from tests.conftest import PG_BASE
+
+    base, _, _ = PG_BASE.partition("?")
+    name = f"personify_en_us_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as admin:
+        try:
+            admin.execute(
+                f"CREATE DATABASE {name} LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                "LOCALE 'C.UTF-8' TEMPLATE template0"
+            )
+        except psycopg.Error as e:
+            pytest.skip(f"cannot create an ICU en-US database here: {e}")
+    try:
+        (tmp_path / "traits").mkdir()
+        (tmp_path / "traits" / "cities.sql").write_text(
+            "SELECT customer_id, 'paris' AS value FROM customers UNION ALL "
+            "SELECT customer_id, 'Zurich' AS value FROM customers"
+        )
+        snapshots = []
+        for url in (f"{base.rsplit('/', 1)[0]}/{name}", "duckdb:///:memory:"):
+            with connect(url) as wh:
+                proj = Project(parse_config(f"warehouse: '{url}'\n"), tmp_path, tmp_path / "p.yml")
+                wh.load(
+                    table("customer_records"),
+                    records([("crm", "c1", "ann@x.org", 0), ("Shop", "s1", "ann@x.org", 0)]),
+                )
+                wh.execute(
+                    "UPDATE customer_records SET first_name = CASE record_id WHEN 'c1' THEN "
+                    "'ann' ELSE 'Ann' END"
+                )
+                wh.load(
+                    table("products"),
+                    pa.table(
+                        {
+                            "product_id": ["p1", "p2"],
+                            "name": ["Hat", "Shoe"],
+                            "category": ["hats", "Shoes"],
+                            "source": ["shop"] * 2,
+                        }
+                    ),
+                )
+                wh.load(
+                    table("orders"),
+                    pa.table(
+                        {
+                            "order_id": ["o1"],
+                            "email": ["ann@x.org"],
+                            "total": [20.0],
+                            "status": ["paid"],
+                            "created_at": pa.array([T0 + timedelta(days=35)], TS),
+                            "source": ["shop"],
+                        }
+                    ),
+                )
+                wh.load(
+                    table("order_items"),
+                    pa.table(
+                        {
+                            "order_id": ["o1", "o1"],
+                            "line_no": [1, 2],
+                            "product_id": ["p1", "p2"],
+                            "quantity": [1, 1],
+                            "price": [10.0, 10.0],
+                            "source": ["shop"] * 2,
+                        }
+                    ),
+                )
+                with clock.frozen(NOW):
+                    resolve_batch(wh, proj.config.identity)
+                    profiles_stage(session_on(wh, proj))
+                    build_customers(wh, proj)  # twice: the trait over customers is there
+                rows = wh.fetch(
+                    "SELECT first_name, CAST(preferred_categories AS VARCHAR), "
+                    "CAST(traits AS VARCHAR) FROM customers"
+                )
+                snapshots.append([(r[0], json.loads(r[1]), json.loads(r[2])) for r in rows])
+        assert snapshots[0] == snapshots[1]
+        assert snapshots[1] == [("Ann", ["Shoes", "hats"], {"cities": "Zurich"})]
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_consent_recorded_under_a_source_id(warehouse: Warehouse, tmp_path: Path) -> None:

@@ -84,7 +84,9 @@ def traits_sql(traits: list[Trait], scope: str) -> tuple[str, list[object]] | No
     if not traits:
         return None
     parts = [
-        f"SELECT customer_id, CAST(? AS VARCHAR) AS name, min(CAST(to_json(value) AS VARCHAR)) "
+        # several rows for a customer: the smallest JSON text by its bytes, on every warehouse
+        "SELECT customer_id, CAST(? AS VARCHAR) AS name, "
+        'min(CAST(to_json(value) AS VARCHAR) COLLATE "C") '
         f"AS v FROM ({t.sql}) u WHERE customer_id IS NOT NULL AND value IS NOT NULL "
         "GROUP BY customer_id"
         for t in traits

@@ -8,8 +8,9 @@ Each rule is a total order on a customer's observations of a field; the first on
 * ``most_frequent`` — most observations of the value, then the value seen latest.
 
 Remaining ties go to the smaller value, then the smaller source name (by their bytes, whatever
-the warehouse's collation), so the winner never depends on the order observations arrived in. :func:`rank` (Python) and :func:`winners_sql`
-(SQL) implement the same orders; the tests hold them equal.
+the warehouse's collation), so the winner never depends on the order observations arrived in.
+:func:`rank` (Python) and :func:`winners_sql` (SQL) implement the same orders; the tests hold
+them equal.
 """
 
 from __future__ import annotations
