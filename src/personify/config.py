@@ -712,6 +712,12 @@ class EmailRules(_Base, frozen=True):
 class IdentityConfig(_Base, frozen=True):
     """Identity resolution: which identifiers link people, and what may never be merged."""
 
+    id_key: Secret | None = None
+    """Key of new customer ids (``cus_`` + a keyed hash of the founding identifier, so an id
+    cannot be tested against a guessed address), e.g. ``${PERSONIFY_ID_KEY}``; default: derived
+    from ``signing_key`` (none: unkeyed ids). Changing it changes only the ids of customers
+    founded afterwards. Set it to keep ids apart from ``signing_key`` rotations, or — as the demo
+    does — to make a world's ids reproducible."""
     priority: tuple[str, ...] = ("user_id", "email", "phone", "*", "anonymous_id")
     """Identifier kinds, strongest first; ``*`` stands for every kind not named. A record's
     identifiers link to its strongest one, strong links are applied before weak ones when a

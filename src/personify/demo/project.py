@@ -297,8 +297,11 @@ DESTINATIONS_YAML: Final = (
 
 def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
     """The ``identity:`` and ``demo:`` sections, appended to the project file."""
+    # the customer ids' key from the seed (not the random signing_key): the same seed gives the
+    # same ids, hence the same experiment groups and reactions
+    id_key = f'  id_key: "${{PERSONIFY_DEMO_ID_KEY:-demo-world-{seed}}}"\n'
     return (
-        f"{IDENTITY_YAML}\n{DESTINATIONS_YAML}\n"
+        f"{IDENTITY_YAML}{id_key}\n{DESTINATIONS_YAML}\n"
         f"{_DEMO_MARK}: the synthetic world this project reads, as it was\n"
         f"# at {now:%Y-%m-%dT%H:%M:%SZ}. `personify demo DIR` again regenerates the same files;\n"
         "# nothing is imported twice.\n"

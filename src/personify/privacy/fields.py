@@ -207,7 +207,7 @@ _ATTACHED: weakref.WeakKeyDictionary[Warehouse, FieldCipher] = weakref.WeakKeyDi
 def attach(wh: Warehouse, project: Project) -> None:
     """Remember the project's cipher for ``wh`` (the session does, when it opens it), so code
     reading ``customers`` rows decrypts without the project at hand."""
-    secret = project.config.signing_key
+    secret = project.config.identity.id_key or project.config.signing_key
     set_id_key(wh, secret.reveal() if secret else None)  # new customer ids are keyed by it
     cipher = from_project(project)
     if cipher is None:
