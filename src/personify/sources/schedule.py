@@ -23,6 +23,7 @@ import msgspec
 
 from personify import clock
 from personify.config import Schedule, duration_seconds
+from personify.privacy.masking import mask_text
 from personify.warehouse import Warehouse
 from personify.warehouse.schema import SOURCE_STATE
 
@@ -126,7 +127,7 @@ def record_run(
         status="failed" if error else "succeeded",
         rows=counts.get("rows_loaded", 0) + counts.get("rows_duplicate", 0),
         counts=counts,
-        error=error[:500] if error else None,
+        error=mask_text(error)[:500] if error else None,  # (an API may echo an address)
         trigger=trigger,
     )
     now = clock.now()

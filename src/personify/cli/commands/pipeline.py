@@ -74,7 +74,12 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
             f"Emails: {delivery.get('sent', 0):,} sent"
             + (f" ({per})" if per else "")
             + f", {skipped:,} skipped, {delivery.get('failed', 0):,} failed, "
-            f"{delivery.get('held_quiet_hours', 0):,} held for quiet hours",
+            f"{delivery.get('held_quiet_hours', 0):,} held for quiet hours"
+            + (
+                f", {delivery['deferred']:,} deferred (a recipient's server said try later)"
+                if delivery.get("deferred")
+                else ""
+            ),
             highlight=False,
         )
     for problem in problems:  # the run went on: said on stderr, after the table
