@@ -100,8 +100,9 @@ def main() -> None:
             wh = session.warehouse
             wh.load(table("customers"), data)
             t0 = time.perf_counter()
-            wh.scalar(f"SELECT count(*) FROM ({MODEL}) m")
+            wh.execute(f"CREATE TEMP TABLE _model AS {MODEL}")  # the model materialized
             model_s = time.perf_counter() - t0
+            wh.execute("DROP TABLE _model")
             figures = []
             for label, change in (
                 ("first push", 0.0),
@@ -132,7 +133,7 @@ def main() -> None:
         base = (
             f"bare httpx POSTs of the same {n:,} records: {bare:.2f} s ({n / bare:,.0f}/s)"
             if label == "first push"
-            else f"the model alone: {model_s:.2f} s"
+            else f"the model alone, materialized: {model_s:.2f} s"
         )
         print(
             f"| {label}: {sent:,} sent of {counts['rows_changed']:,} changed | "
