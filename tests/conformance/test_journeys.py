@@ -487,17 +487,23 @@ class _Crashing:
         self.inner.close()
 
 
-def test_a_crash_mid_batch_then_a_rerun_sends_each_message_once(shop: Shop) -> None:
+def _signed_up(shop: Shop, ids: list[str], *, batch_size: int) -> Warehouse:
+    """A news journey sending ``hello`` to each of ``ids`` (consenting, signed up an hour ago),
+    ``batch_size`` emails a delivery batch."""
     shop.write("templates/hello.liquid", HELLO)
     shop.write(
         "journeys/news.yml",
         "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: news}\n",
     )
-    shop.configure("journeys:\n  batch_size: 10\n")
+    shop.configure(f"journeys:\n  batch_size: {batch_size}\n")
     wh = shop.wh
-    ids = [f"c{i:02d}" for i in range(35)]
     people(wh, *({"customer_id": c} for c in ids), consent=ids)
     events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ids))
+    return wh
+
+
+def test_a_crash_mid_batch_then_a_rerun_sends_each_message_once(shop: Shop) -> None:
+    wh = _signed_up(shop, [f"c{i:02d}" for i in range(35)], batch_size=10)
     project = shop.session.project
     with clock.frozen(NOW):
         journeys = project_journeys(project)
@@ -530,16 +536,7 @@ class _DownForOne:
 
 
 def test_an_outage_mid_batch_records_what_was_accepted_and_stops(shop: Shop) -> None:
-    shop.write("templates/hello.liquid", HELLO)
-    shop.write(
-        "journeys/news.yml",
-        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: news}\n",
-    )
-    shop.configure("journeys:\n  batch_size: 4\n")
-    wh = shop.wh
-    ids = [f"c{i}" for i in range(6)]
-    people(wh, *({"customer_id": c} for c in ids), consent=ids)
-    events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ids))
+    wh = _signed_up(shop, [f"c{i}" for i in range(6)], batch_size=4)
     project = shop.session.project
     with clock.frozen(NOW):
         journeys = project_journeys(project)

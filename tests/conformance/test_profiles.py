@@ -49,13 +49,8 @@ obs_lists = st.lists(
 )
 
 
-@settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(obs_lists)
-def test_survivorship_sql_equals_python(
-    warehouse: Warehouse, obs: list[tuple[str, str, str, int]]
-) -> None:
+def _observations(warehouse: Warehouse, obs: list[tuple[str, str, str, int]]) -> None:
+    """``_obs``: one customer's observations ``(field, value, source, days after T0)``."""
     t = scratch(
         "_obs",
         customer_id="VARCHAR",
@@ -77,6 +72,16 @@ def test_survivorship_sql_equals_python(
             }
         ),
     )
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(obs_lists)
+def test_survivorship_sql_equals_python(
+    warehouse: Warehouse, obs: list[tuple[str, str, str, int]]
+) -> None:
+    _observations(warehouse, obs)
     sql, params = winners_sql(
         SURV, ["first_name", "last_name", "city", "email"], "SELECT * FROM _obs"
     )
@@ -98,29 +103,9 @@ def test_survivorship_sql_equals_python(
 def test_survivorship_ties_in_byte_order_whatever_the_collation(warehouse: Warehouse) -> None:
     # tied observations go to the smaller value, then source, by their bytes (as in Python):
     # under en_US PostgreSQL put 'paris' before 'Zurich' and 'crm' before 'Shop'
-    t = scratch(
-        "_obs",
-        customer_id="VARCHAR",
-        field="VARCHAR",
-        value="VARCHAR",
-        source="VARCHAR",
-        observed_at="TIMESTAMPTZ",
-    )
     obs = [("city", "paris", "crm"), ("city", "Zurich", "crm"), ("email", "a@x.org", "crm")]
     obs += [("email", "a@x.org", "Shop")]
-    temp_table(
-        warehouse,
-        t,
-        pa.table(
-            {
-                "customer_id": ["c"] * len(obs),
-                "field": [o[0] for o in obs],
-                "value": [o[1] for o in obs],
-                "source": [o[2] for o in obs],
-                "observed_at": pa.array([T0] * len(obs), TS),
-            }
-        ),
-    )
+    _observations(warehouse, [(*o, 0) for o in obs])
     if warehouse.dialect == "postgres":
         if not warehouse.fetch("SELECT 1 FROM pg_collation WHERE collname = 'en-US-x-icu'"):
             pytest.skip("this PostgreSQL has no ICU collation to sort like en_US")
