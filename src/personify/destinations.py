@@ -39,7 +39,13 @@ from typing import Any, Final
 
 from personify import clock
 from personify.config import Project, RestClient, RestDestination
-from personify.errors import ConfigError, PersonifyError, UnsafeQueryError
+from personify.errors import (
+    ConfigError,
+    PersonifyError,
+    UnsafeQueryError,
+    WarehouseBusy,
+    WarehouseError,
+)
 from personify.identity.ids import id_key_of
 from personify.privacy.fields import decrypt_rows
 from personify.privacy.masking import mask_text
@@ -132,7 +138,7 @@ def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: s
                 result.sample = [_masked(r) for r in _shaped(d, _changed(wh, d, limit=3))]
             elif result.counts["rows_changed"]:
                 _send(wh, d, result)
-        except (RestError, UnsafeQueryError, ConfigError) as e:
+        except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
             said = e.message if isinstance(e, PersonifyError) else str(e)
             hint = getattr(e, "hint", None)
             result.error = mask_text(said + (f" — {hint}" if hint else ""))
@@ -221,11 +227,19 @@ def _stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str
     counts of rows, rows without a key and changed rows."""
     sql = _model(wh, project, d)
     wh.execute(f"DROP TABLE IF EXISTS {_ROWS}")
-    wh.execute(
-        f'CREATE TEMP TABLE {_ROWS} AS SELECT md5(? || CAST(m."{d.key}" AS VARCHAR)) AS {_KEY}, '
-        f"md5(CAST(to_json(m) AS VARCHAR)) AS {_HASH}, m.* FROM ({sql}) m",
-        [_prefix(wh, d.name)],
-    )
+    try:
+        wh.execute(
+            f'CREATE TEMP TABLE {_ROWS} AS SELECT md5(? || CAST(m."{d.key}" AS VARCHAR)) '
+            f"AS {_KEY}, md5(CAST(to_json(m) AS VARCHAR)) AS {_HASH}, m.* FROM ({sql}) m",
+            [_prefix(wh, d.name)],
+        )
+    except WarehouseBusy:
+        raise
+    except WarehouseError as e:  # (a division by zero, a type mismatch: found when it runs)
+        raise WarehouseError(
+            f"destinations.{d.name}.model: the warehouse refused the model: {e.message}",
+            hint="run the SELECT with `personify sql` to see where, and fix it",
+        ) from None
     total, keyless, keys = wh.fetch(
         f'SELECT count(*), count(*) - count(m."{d.key}"), count(DISTINCT m."{d.key}") '
         f"FROM {_ROWS} m"

@@ -190,6 +190,7 @@ def test_a_dry_run_sends_nothing_and_masks_its_sample(
         ("SELECT customer_id, engagement_score FROM customers", "has no column 'email'"),
         ("SELECT 'same@x.org' AS email FROM customers", "another row has too"),
         ("SELECT email FROM no_such_table", "unknown table"),
+        ("SELECT email, CAST(email AS INTEGER) AS n FROM customers", "refused the model"),
     ],
 )
 def test_a_bad_model_is_refused_before_anything_is_sent(
