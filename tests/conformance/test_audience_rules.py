@@ -262,3 +262,66 @@ def test_tag_lifecycle_across_evaluations(warehouse: Warehouse) -> None:
         ("b", "re_engagement", "entered", t3, "lapsed"),
     ]
     assert write_tags(warehouse, [], now=t3).removed == 1  # rules gone: their tags go too
+
+
+HELD = """
+rules:
+  - id: lapsed
+    when: last_purchase_at < NOW() - INTERVAL 60 DAY
+    tag: re_engagement
+    ttl: 14d
+  - id: big_basket
+    when: total_spent >= 1000
+"""
+
+
+def test_a_ttl_tag_is_held_until_it_expires_then_lasts_while_earned(warehouse: Warehouse) -> None:
+    """``ttl: 14d``: a tag lasts at least 14 days once assigned, even if no longer earned (then
+    as long as it is); a tag without a ttl goes as soon as it is not earned; a held tag whose rule
+    left the project goes too."""
+    rules = parse_rules(HELD, file="rules.yml", dialect="duckdb")
+    t1 = NOWS[0]
+    lapsed = t1 - timedelta(days=61)
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": "a", "last_purchase_at": lapsed, "total_spent": 1500.0},
+            {"customer_id": "b", "last_purchase_at": lapsed},
+        ],
+    )
+
+    def tags() -> set[tuple[str, str]]:
+        return {
+            (str(c), str(t))
+            for c, t in warehouse.fetch("SELECT customer_id, tag FROM customer_tags")
+        }
+
+    write_tags(warehouse, rules, now=t1)
+    assert tags() == {("a", "re_engagement"), ("a", "big_basket"), ("b", "re_engagement")}
+    # a day later both buy again, a's spend is corrected: re_engagement is held, big_basket goes
+    warehouse.execute("UPDATE customers SET last_purchase_at = ?, total_spent = 10", [t1])
+    counts = write_tags(warehouse, rules, now=t1 + timedelta(days=1))
+    assert (counts.added, counts.removed) == (0, 1)
+    assert tags() == {("a", "re_engagement"), ("b", "re_engagement")}
+    # b lapses again before the ttl ends: its tag is earned again and simply stays
+    warehouse.execute("UPDATE customers SET last_purchase_at = ? WHERE customer_id = 'b'", [lapsed])
+    t15 = t1 + timedelta(days=15)  # a's ttl is over: it goes; b's is earned: it stays
+    counts = write_tags(warehouse, rules, now=t15)
+    assert (counts.added, counts.removed) == (0, 1)
+    assert tags() == {("b", "re_engagement")}
+    exits = warehouse.fetch(
+        "SELECT customer_id, name, changed_at FROM audience_changes WHERE change = 'exited' "
+        "ORDER BY changed_at"
+    )
+    assert exits == [("a", "big_basket", t1 + timedelta(days=1)), ("a", "re_engagement", t15)]
+    # a rule that left the project takes its held tags with it (c's runs until t15 + 14 days)
+    load_customers(warehouse, [{"customer_id": "c", "last_purchase_at": lapsed}])
+    write_tags(warehouse, rules, now=t15)
+    assert ("c", "re_engagement") in tags()
+    without = parse_rules(
+        "rules:\n  - id: big_basket\n    when: total_spent >= 1000\n",
+        file="rules.yml",
+        dialect="duckdb",
+    )
+    write_tags(warehouse, without, now=t15 + timedelta(days=1))
+    assert tags() == set()

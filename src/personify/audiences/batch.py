@@ -6,7 +6,10 @@ rule's flag, then ``CASE`` resolution of groups and tags — the same resolution
 ``(customer_id, tag, rule, variables, expires_at)``, and ``customer_tags`` is brought to it by
 difference:
 
-- tags no longer earned are deleted (``audience_changes``: ``kind = 'tag'``, ``exited``);
+- tags no longer earned are deleted (``audience_changes``: ``kind = 'tag'``, ``exited``) —
+  unless their rule (still active) has a ``ttl`` and their ``expires_at`` is still ahead: a
+  ttl tag lasts at least that long once assigned (held as it was, even beside a tag another
+  rule of its group assigns meanwhile), then as long as it is earned;
 - tags kept keep their ``assigned_at`` and ``expires_at``; their rule and variables follow;
 - new tags are inserted with ``assigned_at = now`` and ``expires_at = now + ttl``
   (``audience_changes``: ``entered``).
@@ -73,8 +76,13 @@ def write_tags(
                     "(SELECT * FROM customer_tags WHERE customer_id IN "
                     f"(SELECT customer_id FROM {quote(only)}))"
                 )
+            held = [r.id for r in compiled.rules if r.ttl is not None]  # (active rules only)
             wh.execute(
-                f"CREATE TEMP TABLE {diff} AS " + _DIFF.format(desired=desired, stored=stored)
+                f"CREATE TEMP TABLE {diff} AS "
+                + _DIFF.format(
+                    desired=desired, stored=stored, held=", ".join("?" for _ in held) or "NULL"
+                ),
+                [*held, now],
             )
             counts = dict(wh.fetch(f"SELECT op, count(*) FROM {diff} GROUP BY op"))
             added, removed, updated = (
@@ -90,14 +98,17 @@ _DIFF = """
 SELECT * FROM (
   SELECT coalesce(d.customer_id, c.customer_id) AS customer_id, coalesce(d.tag, c.tag) AS tag,
     coalesce(d.rule, c.rule) AS rule, d.variables, d.expires_at,
-    CASE WHEN c.customer_id IS NULL THEN 'entered' WHEN d.customer_id IS NULL THEN 'exited'
+    CASE WHEN c.customer_id IS NULL THEN 'entered'
+      WHEN d.customer_id IS NULL AND c.rule IN ({held}) AND c.expires_at > ? THEN NULL
+      WHEN d.customer_id IS NULL THEN 'exited'
       WHEN c.rule <> d.rule OR c.variables IS DISTINCT FROM d.variables THEN 'changed' END AS op
   FROM {desired} AS d FULL OUTER JOIN {stored} AS c
     ON c.customer_id = d.customer_id AND c.tag = d.tag
 ) AS compared WHERE op IS NOT NULL
 """
-"""Earned tags against stored ones in one join: new ones enter, lost ones exit, kept ones whose
-rule or variables changed are updated."""
+"""Earned tags against stored ones in one join (parameters: the active rules with a ttl, now):
+new ones enter, lost ones exit — but a tag of an active rule with a ttl is held until its
+``expires_at`` — and kept ones whose rule or variables changed are updated."""
 _FIRST = (
     "WITH added AS (INSERT INTO customer_tags (customer_id, tag, rule, assigned_at, expires_at, "
     "variables) SELECT customer_id, tag, rule, ?, expires_at, variables FROM _personify_earned "

@@ -12,7 +12,7 @@ A rule file (``rules/*.yml``)::
           categories: preferred_categories
         priority: 10           # higher first (default 0); ties keep file order
         group: lifecycle       # exclusive group: at most one rule of a group applies
-        ttl: 14d               # a tag lasts this long once assigned (default: while it matches)
+        ttl: 14d               # held at least this long once assigned, then while it matches
         expires_at: 2027-01-01T00:00:00Z   # the rule stops applying at this instant
         enabled: true
 
