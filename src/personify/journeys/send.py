@@ -16,8 +16,9 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
    (:func:`personify.delivery.prepare_batch`); a message of an experiment's variant is rendered
    with the variant's template, variables and subject. A message whose cart (a ``{from: cart}``
    variable) is empty now — the shopper removed everything — is ``skipped_empty_cart``. A
-   message that cannot render is ``failed`` with the reason (never sent blank); one whose
-   customer has no usable address is ``skipped_no_address``.
+   message that cannot render is ``failed`` with the reason (never sent blank) — but one whose
+   connected content (without a fallback) is down for now (a timeout, a 5xx) waits as a refused
+   one does (below); one whose customer has no usable address is ``skipped_no_address``.
 3. **Hand over** — the transport is idempotent by key (the outbox writes one file per key). A
    message the server refuses for now (an SMTP 4xx for its recipient: greylisting, a full
    mailbox) stays ``queued`` with the reason in ``error`` and ``send_after`` pushed back (as long
@@ -55,6 +56,7 @@ from personify.journeys.definitions import Journey, Step
 from personify.journeys.engine import goal_reached
 from personify.journeys.localtime import quiet_until, zone
 from personify.messages import TemplateStore, read_customers, template_store
+from personify.messages.connected import ConnectedUnavailable
 from personify.messages.liquid_env import text_environment
 from personify.messages.templates import Template
 from personify.privacy.consent import is_marketing
@@ -375,7 +377,12 @@ def _render_and_send(
             continue
         envelopes = []
         for r, result in zip(rows, prepared, strict=True):
-            if isinstance(result, PrepareFailure):
+            if isinstance(result, PrepareFailure) and isinstance(
+                result.error, ConnectedUnavailable
+            ):  # its connected content is down for now: the email waits, as a deferral
+                outcomes[r.key] = _deferred(r, result.error, now)
+                counts.deferred += outcomes[r.key].status == "queued"
+            elif isinstance(result, PrepareFailure):
                 status = {"address": "skipped_no_address", "not_found": "skipped_not_found"}.get(
                     result.kind, "failed"
                 )
@@ -425,8 +432,9 @@ def _variables(
     return {m.key: {**found[m.key], **rest[m.key]} for m in full}
 
 
-def _deferred(row: _Row, error: DeliveryError, now: datetime) -> _Outcome:
-    """A message the server refused for now: queued again, later — or failed, given up."""
+def _deferred(row: _Row, error: Exception, now: datetime) -> _Outcome:
+    """A message the server refused for now (or whose connected content is down): queued
+    again, later — or failed, given up."""
     reason = str(error).splitlines()[0]
     waited = now - row.decided_at if row.decided_at is not None else timedelta(0)
     if waited >= GIVE_UP_AFTER:

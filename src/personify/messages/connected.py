@@ -87,7 +87,7 @@ class AddressPolicy:
             port = urlsplit(url).port
             infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
         except (OSError, ValueError, UnicodeError):
-            raise ConnectedError(f"{source}: {host} does not resolve") from None
+            raise ConnectedError(f"{source}: {host} does not resolve", transient=True) from None
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
             if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -122,7 +122,18 @@ class Connected:
 
 
 class ConnectedError(Exception):
-    """A source gave no usable answer (the reason names no personal data)."""
+    """A source gave no usable answer (the reason names no personal data). ``transient``: it
+    may answer later (a timeout, a dropped connection, a name that did not resolve, a 5xx or
+    429), not a wrong answer (another status, not JSON, too large, a refused address)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ConnectedUnavailable(RenderError):
+    """A source without a fallback is down for now: the email waits for it (a journey's message
+    stays queued and is tried again later) instead of failing."""
 
 
 def parse_connected(
@@ -168,7 +179,9 @@ class ConnectedCache:
 
     def __init__(self, client: httpx.Client | None = None) -> None:
         self._client = client
-        self._answers: dict[tuple[str, AddressPolicy], tuple[float, Any, str | None]] = {}
+        self._answers: dict[
+            tuple[str, AddressPolicy], tuple[float, Any, ConnectedError | None]
+        ] = {}
         self._lock = threading.Lock()
 
     def _http(self) -> httpx.Client:
@@ -185,13 +198,13 @@ class ConnectedCache:
             hit = self._answers.get(key)
         if hit is not None and hit[0] > now:
             if hit[2] is not None:
-                raise ConnectedError(hit[2])
+                raise ConnectedError(str(hit[2]), transient=hit[2].transient)
             return hit[1]
         try:
             value = self._fetch(source, url, policy)
         except ConnectedError as e:
             with self._lock:
-                self._answers[key] = (now + min(source.ttl, FAILURE_TTL), None, str(e))
+                self._answers[key] = (now + min(source.ttl, FAILURE_TTL), None, e)
             raise
         if source.ttl > 0:
             with self._lock:
@@ -205,13 +218,19 @@ class ConnectedCache:
             policy.check(source.name, url)
             left = source.timeout - (time.monotonic() - started)
             if left <= 0:
-                raise ConnectedError(f"{source.name}: {host} did not answer in time")
+                raise ConnectedError(
+                    f"{source.name}: {host} did not answer in time", transient=True
+                )
             try:
                 response = self._http().get(url, timeout=left)
             except httpx.TimeoutException:
-                raise ConnectedError(f"{source.name}: {host} did not answer in time") from None
+                raise ConnectedError(
+                    f"{source.name}: {host} did not answer in time", transient=True
+                ) from None
             except httpx.HTTPError as e:
-                raise ConnectedError(f"{source.name}: {host} failed ({type(e).__name__})") from None
+                raise ConnectedError(
+                    f"{source.name}: {host} failed ({type(e).__name__})", transient=True
+                ) from None
             if not response.is_redirect:
                 break
             target = response.headers.get("location", "")
@@ -221,7 +240,10 @@ class ConnectedCache:
         else:
             raise ConnectedError(f"{source.name}: more than {MAX_REDIRECTS} redirects")
         if not response.is_success:
-            raise ConnectedError(f"{source.name}: {host} answered {response.status_code}")
+            status = response.status_code
+            raise ConnectedError(
+                f"{source.name}: {host} answered {status}", transient=status >= 500 or status == 429
+            )
         if len(response.content) > MAX_BYTES:
             raise ConnectedError(f"{source.name}: {host} answered more than {MAX_BYTES} bytes")
         try:
@@ -266,7 +288,7 @@ def resolve(
             out[source.name] = cache.get(source, url, policy)
         except ConnectedError as e:
             if not source.has_fallback:
-                raise RenderError(
+                raise (ConnectedUnavailable if e.transient else RenderError)(
                     f"connected content {e}",
                     template=template,
                     hint="give the source a fallback: to send without it",

@@ -19,7 +19,12 @@ import pytest
 from personify.config import load_project
 from personify.delivery import Envelope, PrepareFailure, prepare_batch
 from personify.messages import RenderError, TemplateStore
-from personify.messages.connected import PUBLIC_ONLY, AddressPolicy, ConnectedError
+from personify.messages.connected import (
+    PUBLIC_ONLY,
+    AddressPolicy,
+    ConnectedError,
+    ConnectedUnavailable,
+)
 from personify.warehouse import Warehouse, connect, table
 
 HITS: Counter[str] = Counter()
@@ -149,6 +154,8 @@ def test_a_failing_api_gives_the_fallback_or_fails_the_message(
     failed = prepare_batch(wh, project, "w", [("b", "c0", {"city": "Paris"})])
     assert isinstance(failed[0], PrepareFailure) and failed[0].kind == "render"
     assert "connected content weather" in failed[0].reason and "Paris" not in failed[0].reason
+    # a timeout or a 5xx may pass (the email waits for it); an answer that is not JSON will not
+    assert isinstance(failed[0].error, ConnectedUnavailable) is (path != "text")
 
 
 @pytest.mark.parametrize(
