@@ -489,7 +489,6 @@ def _wait_until(
     """The next ``HH:MM`` in each customer's time zone at or after the step's due time:
     computed per row in Python (time zones), written back in one staged ``UPDATE``."""
     assert step.until is not None
-    default = zone(None, fallback=default_zone).key
     rows = wh.fetch(
         "SELECT i.customer_id, i.trigger_key, i.wake_at, c.timezone FROM journey_instances AS i "
         "LEFT JOIN customers AS c ON c.customer_id = i.customer_id "
@@ -499,7 +498,8 @@ def _wait_until(
     if not rows:
         return
     wakes = [
-        next_local_time(_utc(w), step.until, zone(tz, fallback=default)) for _, _, w, tz in rows
+        next_local_time(_utc(w), step.until, zone(tz, fallback=default_zone))
+        for _, _, w, tz in rows
     ]
     stage = f"_personify_wake_{uuid.uuid4().hex[:12]}"
     table = Table(stage, _WAKE.columns)
