@@ -178,13 +178,14 @@ layout: none
 """
 
 
+def _scaffold_cart_journey(shop: Shop) -> None:
+    """The abandoned-cart journey ``personify init`` ships, as it is."""
+    scaffold = Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
+    shop.write("journeys/abandoned_cart.yml", scaffold.read_text(encoding="utf-8"))
+
+
 def test_abandoned_cart_gates_goal_lookback_and_rerun(shop: Shop) -> None:
-    shop.write(
-        "journeys/abandoned_cart.yml",
-        (
-            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
-        ).read_text(encoding="utf-8"),
-    )
+    _scaffold_cart_journey(shop)
     wh = shop.wh
     products(wh)
     ids = ["a", "b", "c", "d", "e", "f"]
@@ -255,12 +256,7 @@ def test_abandoned_cart_gates_goal_lookback_and_rerun(shop: Shop) -> None:
 def test_a_cart_bought_while_its_reminder_was_held_is_not_reminded(shop: Shop) -> None:
     """The reminder is decided at 21:15 and held by quiet hours until 08:00; the cart is bought
     at 22:00: the goal reached since the trigger stops the email at send time (skipped_goal)."""
-    shop.write(
-        "journeys/abandoned_cart.yml",
-        (
-            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
-        ).read_text(encoding="utf-8"),
-    )
+    _scaffold_cart_journey(shop)
     shop.configure('journeys:\n  quiet_hours: {start: "21:00", end: "08:00"}\n')
     wh = shop.wh
     products(wh)
@@ -288,12 +284,7 @@ def test_a_cart_bought_while_its_reminder_was_held_is_not_reminded(shop: Shop) -
 
 
 def test_an_emptied_cart_gets_no_reminder_and_no_code(shop: Shop) -> None:
-    shop.write(
-        "journeys/abandoned_cart.yml",
-        (
-            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
-        ).read_text(encoding="utf-8"),
-    )
+    _scaffold_cart_journey(shop)
     wh = shop.wh
     products(wh)
     people(wh, {"customer_id": "kept"}, {"customer_id": "emptied"}, consent=["kept", "emptied"])
@@ -677,12 +668,7 @@ def test_a_customer_merged_mid_journey_gets_the_email_once_as_the_survivor(shop:
     the instance follows A, and the email goes to A once (not skipped_not_found)."""
     from personify.identity import resolve_batch
 
-    shop.write(
-        "journeys/abandoned_cart.yml",
-        (
-            Path(__file__).parents[2] / "src/personify/scaffold/journeys/abandoned_cart.yml"
-        ).read_text(encoding="utf-8"),
-    )
+    _scaffold_cart_journey(shop)
     wh, identity = shop.wh, shop.session.project.config.identity
 
     def tracked(mid: str, kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
