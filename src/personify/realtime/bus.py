@@ -17,8 +17,11 @@ store's key makes the second write a no-op, and a redelivered event is applied a
 not it was stored before (applying twice changes nothing): every event stored exactly once and
 applied. A pass that failed leaves its messages unacked (delivered and tried again) until they
 have been delivered :data:`MAX_APPLY_DELIVERIES` times; then they are acked and left to the
-batch path. Messages waiting for their pass count against the consumer's ``max_ack_pending``
-(:data:`MAX_ACK_PENDING`): a worker never stores far ahead of what continuous mode applies.
+batch path. A message that cannot be stored goes to the quarantine after
+:data:`MAX_STORE_DELIVERIES` deliveries (its batch then stored one message at a time), one that
+cannot be read at once. Messages waiting for their pass count against the consumer's
+``max_ack_pending`` (:data:`MAX_ACK_PENDING`): a worker never stores far ahead of what
+continuous mode applies.
 
 Webhook deliveries take the same way: an ingest process verifies a delivery's signature and
 publishes it (``<stream>.webhooks``, its ``Nats-Msg-Id`` the source and the delivery id: a
@@ -70,6 +73,11 @@ storing (``benchmarks/bus_workers.py``). A message waiting keeps only its reply 
 MAX_APPLY_DELIVERIES: Final = 5
 """Deliveries of a message whose continuous-mode pass keeps failing before it is acked anyway
 (it is stored; ``personify run`` or ``recompute:`` applies it)."""
+MAX_STORE_DELIVERIES: Final = 5
+"""Deliveries of a message that cannot be stored before it goes to the quarantine (reason
+``unstorable``, replayable) and is acked: one bad message does not come back for ever, nor hold
+back the batch it came in (after a batch failed that often, its messages are stored one by
+one). A message that cannot even be read (``undecodable``) goes there at once."""
 
 T = TypeVar("T")
 
@@ -288,6 +296,55 @@ WebhookHandler = Callable[[tuple[Any, ...]], Future[None] | None]
 to leave it unacked."""
 
 
+def dead_letter(
+    message: Any, row: Sequence[Any] | None, reason: str, error: Exception, delivered: int
+) -> tuple[Any, ...]:
+    """The quarantine row of a bus message given up on: an event row (its payload a JSON object
+    by ``events`` column), a webhook delivery ``(source, delivery_id, signed_at, body)`` (its
+    body) or what could not be decoded (the bytes in hex); located by subject and stream
+    sequence."""
+    import hashlib
+    import time
+
+    from personify.ingest.tracking.rows import quarantine_row
+
+    subject = str(getattr(message, "subject", "") or "")
+    raw = bytes(getattr(message, "data", b"") or b"")
+    source, identity = "bus", hashlib.sha256(raw).hexdigest()
+    if row is not None and subject.endswith(".webhooks") and len(row) == 4:
+        source, identity = str(row[0]), f"{row[0]}:{row[1]}"
+        body = row[3]
+        payload = bytes(body).decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    elif row is not None:
+        from personify.ingest.tracking.normalize import EVENT_COLUMNS
+
+        source = str(row[8]) if len(row) > 8 and row[8] else source
+        identity = str(row[0])
+        named = dict(zip(EVENT_COLUMNS, row, strict=False))  # (the stored row's columns)
+        payload = msgspec.json.encode(named, enc_hook=str).decode()
+    else:
+        payload = raw.hex()
+    try:
+        where = f"bus:{subject}:{message.metadata.sequence.stream}"
+    except Exception:  # not a JetStream message
+        where = f"bus:{subject}"
+    detail = (
+        f"the bus delivered it {delivered} time(s) and storing it failed each time "
+        f"({type(error).__name__}, see the worker's log); kept here as it was, by column"
+        if reason == "unstorable"
+        else f"the message could not be read ({type(error).__name__}); kept here in hex"
+    )
+    return quarantine_row(
+        source=source,
+        identity=identity,
+        received_us=time.time_ns() // 1000,
+        reason=reason,
+        detail=detail,
+        payload=payload,
+        location=where,
+    )
+
+
 def deliveries(message: Any) -> int:
     """How many times JetStream has delivered ``message`` (1: the first time)."""
     try:
@@ -318,6 +375,8 @@ class Consumer:
         """Webhook deliveries stored (or found stored) so far."""
         self.redelivered = 0
         """Messages left unacked because the pass over them failed (delivered again)."""
+        self.quarantined = 0
+        """Messages given up on: quarantined (``unstorable``, ``undecodable``) and acked."""
         self._stop = threading.Event()
         self._acking: set[asyncio.Task[None]] = set()
         """Acks waiting for their pass (tasks on the consumer's loop)."""
@@ -378,13 +437,22 @@ class Consumer:
 
     async def _webhooks(self, hooks: Any) -> int:
         """Each delivery fetched stored and acked on its own (one failing leaves only itself
-        unacked: redelivered after ``ack_wait``)."""
+        unacked: redelivered after ``ack_wait``, quarantined after
+        :data:`MAX_STORE_DELIVERIES`)."""
         assert self.handle_webhook is not None
         done = 0
         for m in await self._fetch(hooks, 0.05, WEBHOOK_FETCH):
             try:
-                applied = await asyncio.to_thread(self.handle_webhook, decode(m.data))
+                message = decode(m.data)
+            except Exception as e:
+                await self._give_up(m, None, "undecodable", e)
+                continue
+            try:
+                applied = await asyncio.to_thread(self.handle_webhook, message)
             except Exception as e:  # unacked: redelivered after ack_wait
+                if deliveries(m) >= MAX_STORE_DELIVERIES:
+                    await self._give_up(m, message, "unstorable", e)
+                    continue
                 log.warning(
                     "a webhook delivery was not stored (%s); it will be redelivered", type(e)
                 )
@@ -444,18 +512,82 @@ class Consumer:
                 quarantined = await self._fetch(held, 0.05)
                 if not msgs and not quarantined:
                     continue
-                rows = [decode(m.data) for m in msgs]
-                qrows = [decode(m.data) for m in quarantined]
-                for m in msgs:  # (only the reply subject is needed to ack it)
+                msgs, rows = await self._readable(msgs)
+                quarantined, qrows = await self._readable(quarantined)
+                # (only the reply subject is needed to ack a message; its data is kept apart
+                # for the quarantine, should the batch never store)
+                data = [m.data for m in msgs]
+                for m in msgs:
                     m.data, m.headers = b"", None
                 again = [deliveries(m) > 1 for m in msgs]
-                applied = await asyncio.to_thread(self.handle, rows, qrows, again)
+                try:
+                    applied = await asyncio.to_thread(self.handle, rows, qrows, again)
+                except Exception as e:
+                    if not any(deliveries(m) >= MAX_STORE_DELIVERIES for m in msgs):
+                        raise
+                    await self._one_by_one(msgs, rows, data, e)  # (and the quarantine rows)
+                    if qrows:
+                        await asyncio.to_thread(self.handle, [], qrows, [])
+                        await asyncio.gather(*(m.ack() for m in quarantined))
+                    continue
                 await asyncio.gather(*(m.ack() for m in quarantined))
                 await self._ack_when(msgs, applied)
                 self.stored += len(rows)
             except Exception as e:  # unacked: redelivered after ack_wait
                 log.warning("a bus batch was not stored (%s); it will be redelivered", type(e))
                 await asyncio.sleep(0.5)
+
+    async def _readable(self, msgs: list[Any]) -> tuple[list[Any], list[tuple[Any, ...]]]:
+        """The messages that decode, and their rows; the others go to the quarantine."""
+        kept, rows = [], []
+        for m in msgs:
+            try:
+                rows.append(decode(m.data))
+            except Exception as e:
+                await self._give_up(m, None, "undecodable", e)
+                continue
+            kept.append(m)
+        return kept, rows
+
+    async def _one_by_one(
+        self, msgs: list[Any], rows: list[tuple[Any, ...]], data: list[bytes], error: Exception
+    ) -> None:
+        """A batch that failed :data:`MAX_STORE_DELIVERIES` times, message by message: those
+        that store are acked as usual, those that fail and have been delivered that often go to
+        the quarantine; the rest wait for their next delivery."""
+        log.warning(
+            "a bus batch keeps failing (%s); storing its %d message(s) one by one",
+            type(error).__name__,
+            len(msgs),
+        )
+        for m, row, raw in zip(msgs, rows, data, strict=True):
+            try:
+                applied = await asyncio.to_thread(self.handle, [row], [], [deliveries(m) > 1])
+            except Exception as e:
+                if deliveries(m) >= MAX_STORE_DELIVERIES:
+                    m.data = raw
+                    await self._give_up(m, row, "unstorable", e)
+                continue
+            await self._ack_when([m], applied)
+            self.stored += 1
+
+    async def _give_up(self, m: Any, row: Any, reason: str, error: Exception) -> None:
+        """Quarantine ``m`` (``row``: what it decoded to, ``None`` if nothing) and ack it; if
+        even that cannot be stored, it stays unacked (delivered again)."""
+        qrow = dead_letter(m, row, reason, error, deliveries(m))
+        try:
+            await asyncio.to_thread(self.handle, [], [qrow], [])
+        except Exception as e:
+            log.warning("a bus message could not be quarantined (%s)", type(e).__name__)
+            return
+        await m.ack()
+        self.quarantined += 1
+        log.warning(
+            "a bus message was quarantined (%s after %d deliveries: %s)",
+            reason,
+            deliveries(m),
+            type(error).__name__,
+        )
 
     async def pending(self) -> int:
         """Messages not yet acked by any worker (queue depth)."""
