@@ -341,6 +341,37 @@ def test_an_update_counts_and_writes_only_rows_that_changed(
     assert got[first[key][0].as_py()] == "New"
 
 
+def test_an_update_only_newer_keeps_a_stored_row_updated_later(warehouse: Warehouse) -> None:
+    """``only_newer``: the upsert itself keeps a stored row whose ``updated_at`` is later than
+    the incoming one's (a webhook delivered late, or a sync page read before another process
+    stored a newer version): decided in the statement, not by a read before it."""
+    ts = pa.timestamp("us", tz="UTC")
+
+    def orders(total: float, at: datetime | None) -> pa.Table:
+        return pa.table(
+            {
+                "order_id": ["o1"],
+                "total": [total],
+                "status": ["paid"],
+                "created_at": pa.array([T0], ts),
+                "updated_at": pa.array([at], ts),
+                "source": ["shop"],
+            }
+        )
+
+    t = table("orders")
+    assert warehouse.load(t, orders(10.0, T0 + timedelta(hours=2))) == 1
+    older = orders(99.0, T0 + timedelta(hours=1))
+    assert warehouse.load(t, older, on_conflict="update", only_newer=True) == 0
+    assert warehouse.scalar("SELECT total FROM orders") == 10.0
+    newer = orders(20.0, T0 + timedelta(hours=3))
+    assert warehouse.load(t, newer, on_conflict="update", only_newer=True) == 1
+    undated = orders(30.0, None)  # (no version to compare: taken as before)
+    assert warehouse.load(t, undated, on_conflict="update", only_newer=True) == 1
+    assert warehouse.load(t, older, on_conflict="update") == 1  # without it: the older wins
+    assert warehouse.scalar("SELECT total FROM orders") == 99.0
+
+
 def test_keyed_by_construction_error_names_the_key(warehouse: Warehouse) -> None:
     t = table("events")
     warehouse.load(t, events("m1"))

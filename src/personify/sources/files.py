@@ -678,11 +678,14 @@ def load_rows(
     good: pa.Table,
     policy: OnConflict,
     key_hashes: np.ndarray | None = None,
+    *,
+    only_newer: bool = False,
 ) -> int:
     """Load reshaped rows into ``target`` under ``policy`` (:data:`CONFLICT_POLICY`): on
     ``update``, every column the rows carry but the key and :data:`NEVER_UPDATED` is updated.
     Returns the rows inserted or updated (the rest were duplicates). In the caller's
-    transaction. ``key_hashes``: the rows' key hashes as validation computed them (distinct)."""
+    transaction. ``key_hashes``: the rows' key hashes as validation computed them (distinct).
+    ``only_newer``: a stored row with a later ``updated_at`` is kept (:meth:`Warehouse.load`)."""
     if not good.num_rows:
         return 0
     update = [
@@ -696,6 +699,7 @@ def load_rows(
         update_columns=update or None,
         valid_json=True,
         key_hashes=key_hashes,
+        only_newer=only_newer,
     )
 
 

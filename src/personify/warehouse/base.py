@@ -129,6 +129,7 @@ class Warehouse(abc.ABC):
         update_columns: Sequence[str] | None = None,
         valid_json: bool = False,
         key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+        only_newer: bool = False,
     ) -> int:
         """Bulk-insert ``data`` (columns named as ``table``'s; a subset is fine) through Arrow.
 
@@ -139,7 +140,12 @@ class Warehouse(abc.ABC):
         again to store it may skip that. ``key_hashes``: per row, DuckDB's ``hash()`` of its
         (one-column) key, no two equal — the file importer's validation computed them — so an
         engine that keeps the key itself by those hashes need not compute and compare them
-        again; others ignore them. Returns the number of rows inserted or updated.
+        again; others ignore them. ``only_newer`` (``update``, a table with ``updated_at``): a
+        stored row whose ``updated_at`` is later than the incoming one's is kept — decided by
+        the statement itself, so a writer in another process committing in between cannot be
+        overwritten by an older version (engines that serialize their writers, DuckDB's keyless
+        tables, leave that to the caller's check before). Returns the number of rows inserted or
+        updated.
         """
 
     @abc.abstractmethod
@@ -203,6 +209,7 @@ class Warehouse(abc.ABC):
         columns: Sequence[str],
         on_conflict: OnConflict,
         update_columns: Sequence[str] | None,
+        only_newer: bool = False,
     ) -> str:
         if on_conflict == "error" or not table.primary_key:
             return ""
@@ -216,6 +223,12 @@ class Warehouse(abc.ABC):
         if changed is None:
             return f" ON CONFLICT ({key}) DO NOTHING"
         sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in cols)
+        if only_newer and "updated_at" in columns and "updated_at" in table.column_names:
+            stored = f"{_q(table.name)}.updated_at"
+            changed += (
+                f" AND (EXCLUDED.updated_at IS NULL OR {stored} IS NULL "
+                f"OR EXCLUDED.updated_at >= {stored})"
+            )
         return f" ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
 
 

@@ -309,9 +309,13 @@ def load_records(
     if good.num_rows:
         valid = good.num_rows
         policy = CONFLICT_POLICY[stored.name]
-        if policy == "update":
-            good = newer_only(wh, stored, good)
-        loaded = load_rows(wh, stored, good, policy) if good.num_rows else 0
+        if policy == "update":  # (counted apart here; the upsert itself checks again, in case
+            good = newer_only(wh, stored, good)  # another process stored a newer one since)
+        loaded = (
+            load_rows(wh, stored, good, policy, only_newer=policy == "update")
+            if good.num_rows
+            else 0
+        )
         done.loaded, done.duplicate = loaded, valid - loaded
     if checked.bad.num_rows:
         rows = quarantine.to_rows(

@@ -374,6 +374,7 @@ class DuckDBWarehouse(Warehouse):
         update_columns: Sequence[str] | None = None,
         valid_json: bool = False,
         key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+        only_newer: bool = False,
     ) -> int:
         if data.num_rows == 0:
             return 0
@@ -391,7 +392,7 @@ class DuckDBWarehouse(Warehouse):
         col_sql = ", ".join(quote(c) for c in cols)
         sql = (
             f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {view}"
-            + self._conflict_sql(table, cols, on_conflict, update_columns)
+            + self._conflict_sql(table, cols, on_conflict, update_columns, only_newer)
         )
         cur = self._cursor()
         cur.register(view, data.select(cols))

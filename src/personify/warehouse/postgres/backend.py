@@ -259,6 +259,7 @@ class PostgresWarehouse(Warehouse):
         update_columns: Sequence[str] | None = None,
         valid_json: bool = False,  # (COPY parses JSON text whatever: nothing to skip)
         key_hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,  # (keys kept by PG)
+        only_newer: bool = False,
     ) -> int:
         if data.num_rows == 0:
             return 0
@@ -281,7 +282,7 @@ class PostgresWarehouse(Warehouse):
                         copy.write(sink.getvalue().to_pybytes())
                 cur.execute(
                     f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {stage}"
-                    + self._conflict_sql(table, cols, on_conflict, update_columns)
+                    + self._conflict_sql(table, cols, on_conflict, update_columns, only_newer)
                 )
                 count = cur.rowcount
         except psycopg.Error as e:
