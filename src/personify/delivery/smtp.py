@@ -373,8 +373,20 @@ class SmtpTransport:
                 raise refused from None
             except aiosmtplib.SMTPRecipientsRefused as e:
                 code = min((r.code for r in e.recipients), default=550)
-                last = self._refused(key, code, "recipient refused")
                 await self._release(client, await _reset(client))
+                if any(_RELAY.search(str(r.message)) for r in e.recipients):
+                    # the server relays for nobody unauthenticated: every message, not this one
+                    log.warning("SMTP relay refused: %d", code)
+                    refused = DeliveryUnavailable(
+                        f"the SMTP server refuses to relay ({code}): it sends for no one until "
+                        "this sender authenticates or is allowed",
+                        key=key,
+                        hint="set delivery.username and delivery.password (or allow this host "
+                        "on the server); the messages stay queued",
+                    )
+                    self._declare_outage(refused)
+                    raise refused from None
+                last = self._refused(key, code, "recipient refused")
             except aiosmtplib.SMTPServerDisconnected as e:
                 last = self._temporary(key, "sending", e)
                 await self._release(client, False)
@@ -426,6 +438,11 @@ class SmtpTransport:
             key=key,
             hint="check delivery.host, port and tls, and that the server is up",
         )
+
+
+_RELAY = re.compile(r"\brelay(?:ing)?\b", re.IGNORECASE)
+"""A recipient refusal that is the server's policy for every unauthenticated message ("5.7.1
+Relay access denied", "Relaying denied", "relay not permitted"), not this address's."""
 
 
 async def _reset(client: aiosmtplib.SMTP) -> bool:

@@ -190,6 +190,28 @@ def test_a_refused_sender_is_an_outage_not_a_failure_of_each_message() -> None:
             assert server.handler.received == []
 
 
+class _NoRelay(Handler):
+    async def handle_RCPT(  # noqa: N802
+        self, server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
+        return "554 5.7.1 <" + address + ">: Relay access denied"
+
+
+def test_a_server_that_relays_for_no_one_is_an_outage_not_a_failure_of_each_message() -> None:
+    """Credentials missing on a server that relays only for authenticated senders: every
+    recipient is refused (554 5.7.1 Relay access denied). That is the server's policy, not the
+    addresses': the messages stay queued instead of each being recorded failed for good."""
+    with (
+        smtp_server(handler=_NoRelay()) as server,
+        SmtpTransport(settings(server.port, retries=2), retry_pause=0.01) as smtp,
+    ):
+        outcomes = send_many(smtp, [envelope("a"), envelope("b"), envelope("c")])
+        assert all(isinstance(o, DeliveryUnavailable) for o in outcomes), outcomes
+        assert not any(isinstance(o, DeliveryDeferred) for o in outcomes)
+        assert "refuses to relay (554)" in str(outcomes[0])
+        assert "@" not in str(outcomes[0]) and server.handler.received == []
+
+
 class _SlowToAnswer(Handler):
     delay = 1.0
 
