@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from personify import clock
-from personify.config import Project, RestClient, RestDestination
+from personify.config import Project, RestDestination
 from personify.errors import (
     ConfigError,
     PersonifyError,
@@ -401,9 +401,8 @@ def _send(wh: Warehouse, d: RestDestination, result: PushResult) -> None:
     path, records_key, size = _endpoint(d)
     counts = result.counts
     counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
-    client_config: RestClient = d.client
     acks = _Acks(wh, d)
-    with HttpClient(client_config, source=f"destination {d.name}") as client:
+    with HttpClient(d.client, source=f"destination {d.name}") as client:
 
         def post(rows: list[dict[str, Any]]) -> None:
             records = _shaped(d, rows)

@@ -205,8 +205,9 @@ _ATTACHED: weakref.WeakKeyDictionary[Warehouse, FieldCipher] = weakref.WeakKeyDi
 
 
 def attach(wh: Warehouse, project: Project) -> None:
-    """Remember the project's cipher for ``wh`` (the session does, when it opens it), so code
-    reading ``customers`` rows decrypts without the project at hand."""
+    """Remember the project's keys for ``wh`` (the session does, when it opens it): the cipher,
+    so code reading ``customers`` rows decrypts without the project at hand, its blind index,
+    and the key new customer ids are minted with (:func:`personify.identity.ids.set_id_key`)."""
     secret = project.config.identity.id_key or project.config.signing_key
     set_id_key(wh, secret.reveal() if secret else None)  # new customer ids are keyed by it
     cipher = from_project(project)

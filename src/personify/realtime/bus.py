@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -303,10 +305,7 @@ def dead_letter(
     by ``events`` column), a webhook delivery ``(source, delivery_id, signed_at, body)`` (its
     body) or what could not be decoded (the bytes in hex); located by subject and stream
     sequence."""
-    import hashlib
-    import time
-
-    from personify.ingest.tracking.rows import quarantine_row
+    from personify.ingest.tracking.rows import quarantine_row  # (ingest's, on demand)
 
     subject = str(getattr(message, "subject", "") or "")
     raw = bytes(getattr(message, "data", b"") or b"")
