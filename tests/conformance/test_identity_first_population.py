@@ -361,3 +361,41 @@ def test_new_customer_ids_are_keyed_by_the_signing_key(
     assert warehouse.fetch("SELECT customer_id FROM customer_ids ORDER BY 1") == [
         (c,) for c, _, _ in founders
     ]
+
+
+def test_a_national_phone_is_read_in_the_country_written_beside_it(
+    warehouse: Warehouse, other: Warehouse
+) -> None:
+    """A national number is read in the record's (or identify call's) own country when that is
+    an ISO code, in any case; a country name, or none, falls back to ``identity.phone_region``:
+    the same in the first population and the general pass. The same national digits written
+    in two countries are two numbers, not one person."""
+    crm = _records(
+        [
+            ("crm", "c1", "ann@x.org", "06 12 34 56 78", None, 0),  # FR
+            ("crm", "c2", "bob@x.org", "0151 1234 5678", None, 0),  # de
+            ("crm", "c3", "cat@x.org", "07700 900123", None, 0),  # UK, as people write it
+            ("crm", "c4", "dan@x.org", "(202) 555-0143", None, 0),  # a name: the default
+            ("crm", "c5", "eve@x.org", "(212) 555-0199", None, 0),  # no country: the default
+            ("shop", "s1", "fay@x.org", "06 12 34 56 78", None, 0),  # BE: another number
+        ]
+    ).append_column("country", pa.array(["FR", "de", " uk ", "United States", None, "BE"]))
+    identify = _events([("m1", "identify", "a1", "u1", 1, None, None)]).drop_columns("traits")
+    identify = identify.append_column(
+        "traits", pa.array(['{"phone": "030 901820", "address": {"country": "DE"}}'])
+    )
+    world = {"customer_records": crm, "events": identify}
+    _both_ways(warehouse, other, world, IdentityConfig(phone_region="US"))
+    phones = warehouse.fetch(
+        "SELECT i.value, c.value FROM identities i JOIN identities c ON c.customer_id = "
+        "i.customer_id AND c.kind IN ('email', 'user_id') WHERE i.kind = 'phone' ORDER BY 2"
+    )
+    assert phones == [
+        ("+33612345678", "ann@x.org"),
+        ("+4915112345678", "bob@x.org"),
+        ("+447700900123", "cat@x.org"),
+        ("+12025550143", "dan@x.org"),
+        ("+12125550199", "eve@x.org"),
+        ("+32612345678", "fay@x.org"),
+        ("+4930901820", "u1"),
+    ]

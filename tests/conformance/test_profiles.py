@@ -532,3 +532,36 @@ def test_the_profile_phone_is_e164_and_the_observation_as_the_source_wrote_it(
     assert warehouse.scalar("SELECT value FROM identity_nodes WHERE kind = 'phone'") == (
         "+12025550143"
     )
+
+
+def test_a_national_profile_phone_is_read_in_the_profiles_country(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The profile's phone is read in the profile's chosen country (an ISO code) before
+    ``identity.phone_region`` — batch, real time and the profile read alike — so a French
+    customer's ``06 12 34 56 78`` is ``+33612345678`` in a project whose default region is
+    the US."""
+    proj = Project(
+        parse_config(f"warehouse: {warehouse.url}\nidentity:\n  phone_region: US\n"),
+        tmp_path,
+        tmp_path / "personify.yml",
+    )
+    crm = records([("crm", "c1", "ann@x.org", 1), ("crm", "c2", "bob@x.org", 1)])
+    crm = crm.append_column("phone", pa.array(["06 12 34 56 78", "(202) 555-0143"]))
+    crm = crm.append_column("country", pa.array(["fr", "France"]))  # a name: the default
+    warehouse.load(table("customer_records"), crm)
+    with clock.frozen(NOW):
+        resolve_batch(warehouse, proj.config.identity)
+        profiles_stage(session_on(warehouse, proj))
+        batch = warehouse.fetch("SELECT email, phone, country FROM customers ORDER BY email")
+        doc = read_profile(warehouse, "ann@x.org", proj)
+        ann = doc["customer_id"]
+        warehouse.execute("DELETE FROM customers")
+        apply(session_on(warehouse, proj), Scope(), [ann])  # the real-time path's rebuild
+        realtime = warehouse.fetch("SELECT phone FROM customers WHERE customer_id = ?", [ann])
+    assert batch == [("ann@x.org", "+33612345678", "fr"), ("bob@x.org", "+12025550143", "France")]
+    assert realtime == [("+33612345678",)]
+    assert doc["fields"]["phone"]["value"] == "+33612345678"
+    assert warehouse.fetch(
+        "SELECT value FROM identity_nodes WHERE kind = 'phone' ORDER BY value"
+    ) == [("+12025550143",), ("+33612345678",)]

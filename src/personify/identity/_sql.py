@@ -50,20 +50,24 @@ def first_by(wh: Warehouse, value: str, *order: str) -> str:
     return f"(array_agg({value} ORDER BY {', '.join(order)}, {value}))[1]"
 
 
-PHONES = scratch("_phone_map", raw="VARCHAR", e164="VARCHAR")
-"""``(raw, e164)``: phone values SQL could not normalize, parsed in Python (:func:`phone_map`)."""
+PHONES = scratch("_phone_map", raw="VARCHAR", region="VARCHAR", e164="VARCHAR")
+"""``(raw, region, e164)``: phone values SQL could not normalize, with the country written
+beside them (``''`` when none), parsed in Python (:func:`phone_map`)."""
 
 
 def phone_map(
     wh: Warehouse, values_sql: str, region: str | None, params: Sequence[object] = ()
 ) -> int:
-    """(Re)create :data:`PHONES` from the distinct text values ``values_sql`` selects, each
-    parsed once with ``phonenumbers`` (``region``; ``e164`` NULL when it is no number); returns
-    how many are numbers."""
-    from personify.identity.normalize import normalize_phone
+    """(Re)create :data:`PHONES` from the distinct ``(raw, country)`` pairs ``values_sql``
+    selects (``country`` ``''`` when none), each parsed once with ``phonenumbers`` — read in the
+    country's region when it is an ISO code, else in ``region`` (``e164`` NULL when it is no
+    number); returns how many are numbers."""
+    from personify.identity.normalize import normalize_phone, phone_region
 
-    values = [r[0] for r in wh.fetch(values_sql, params)]
-    parsed = [normalize_phone(v, region) for v in values]
-    schema = pa.schema([("raw", pa.string()), ("e164", pa.string())])
-    temp_table(wh, PHONES, pa.table({"raw": values, "e164": parsed}, schema=schema))
+    rows = wh.fetch(values_sql, params)
+    values, countries = [r[0] for r in rows], [r[1] for r in rows]
+    parsed = [normalize_phone(v, phone_region(c or None, region)) for v, c in rows]
+    schema = pa.schema([("raw", pa.string()), ("region", pa.string()), ("e164", pa.string())])
+    data = pa.table({"raw": values, "region": countries, "e164": parsed}, schema=schema)
+    temp_table(wh, PHONES, data)
     return sum(e is not None for e in parsed)

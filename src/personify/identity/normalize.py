@@ -6,8 +6,10 @@ Every identifier is trimmed (ASCII white space); empty values are not identifier
   (``+tag`` removal, Gmail dots) only when :class:`~personify.config.EmailRules` turns them on.
 * ``phone``: E.164. Separators (spaces, dots, dashes, parentheses, ``/``) are removed; a value
   that then reads ``+`` and 7 to 15 digits is taken as is (in SQL, for everyone at once); any
-  other value is parsed by ``phonenumbers`` with the configured region (in Python, once per
-  distinct value), and dropped if it is not a possible number.
+  other value is parsed by ``phonenumbers`` (in Python, once per distinct value and region),
+  and dropped if it is not a possible number. The region is the country written beside the
+  number (a record's ``country``, an event's ``traits.address.country`` / ``traits.country``)
+  when it is an ISO code, else ``identity.phone_region`` (:func:`phone_region`).
 * every other kind (``user_id``, ``anonymous_id``, a source's own ids): trimmed, case kept.
 
 The SQL builders return DuckDB-dialect expressions over a column expression; the only values in
@@ -90,6 +92,28 @@ def _parse_phone(value: str, region: str | None) -> str | None:
         return None
     formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return formatted
+
+
+_REGION_ALIASES = {"UK": "GB"}  # the one common code that is not ISO 3166's
+
+
+@functools.lru_cache(maxsize=4096)
+def _region(text: str) -> str | None:
+    import phonenumbers
+
+    code = text.strip(WS).upper()
+    code = _REGION_ALIASES.get(code, code)
+    return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def phone_region(country: object, default: str | None = None) -> str | None:
+    """The region to read a national phone number with: ``country`` (a record's or event's
+    country, next to the number) when it is an ISO 3166-1 alpha-2 code that ``phonenumbers``
+    knows, in any case (``fr``, ``FR``; ``UK`` read as ``GB``), else ``default``
+    (``identity.phone_region``). A country name (``France``) is not read: the default applies."""
+    if country is None:
+        return default
+    return _region(str(country)) or default
 
 
 def normalize_phone(raw: object, region: str | None = None) -> str | None:

@@ -50,6 +50,7 @@ _RAW = scratch(
     evidence="VARCHAR",
     origin="VARCHAR",
     linked="BOOLEAN",
+    region="VARCHAR",
 )
 
 Where = tuple[str, tuple[object, ...]]
@@ -74,7 +75,8 @@ _EVIDENCE = (
 )
 
 
-_COLUMNS = "grp, kind, raw, source, first_seen, last_seen, evidence, origin, linked"
+_COLUMNS = "grp, kind, raw, source, first_seen, last_seen, evidence, origin, linked, region"
+"""``region``: a phone's country as written beside it (``''`` for none and other kinds)."""
 
 
 def _several(*columns: str) -> str:
@@ -122,8 +124,12 @@ def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
         "anonymous_id, user_id, previous_id, email, phone, "
         "min(timestamp) AS first_seen, max(timestamp) AS last_seen, "
         f"min(message_id) AS origin, {_EVIDENCE} AS evidence, "
-        f"{_several('anonymous_id', 'user_id', 'previous_id', 'email', 'phone')} AS linked FROM ("
-        "SELECT source, anonymous_id, user_id, type, timestamp, message_id, "
+        f"{_several('anonymous_id', 'user_id', 'previous_id', 'email', 'phone')} AS linked, "
+        # the country beside a phone (Segment's traits.address.country), read only where there
+        # is a phone
+        "min(CASE WHEN phone IS NOT NULL THEN coalesce(traits->>'$.address.country', "
+        "traits->>'country') END) AS country FROM ("
+        "SELECT source, anonymous_id, user_id, type, timestamp, message_id, traits, "
         "CASE WHEN type = 'alias' THEN previous_id END AS previous_id, "
         f"traits->>'email' AS email, traits->>'phone' AS phone{row} "
         f"FROM events WHERE {where[0]}) ev "
@@ -140,7 +146,8 @@ def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
         _add(
             wh,
             f"SELECT grp, '{kind}' AS kind, {column} AS raw, source, first_seen, last_seen, "
-            f"evidence, origin, linked FROM _ev_groups WHERE {column} IS NOT NULL",
+            f"evidence, origin, linked, {_region(column)} FROM _ev_groups "
+            f"WHERE {column} IS NOT NULL",
             kind,
             direct,
         )
@@ -151,6 +158,14 @@ def _events(wh: Warehouse, where: Where, direct: str | None) -> None:
         "coalesce(anonymous_id, '') FROM _ev_groups"
     )
     drop(wh, "_ev_groups")
+
+
+def _region(column: str, table: str = "") -> str:
+    """SQL: the ``region`` of a sighting taken from ``column`` — the country beside a phone
+    (``table``: the alias the group's ``country`` is read through, with its dot)."""
+    if column != "phone":
+        return "'' AS region"
+    return f"coalesce(CAST({table}country AS VARCHAR), '') AS region"
 
 
 _INPUTS = {
@@ -180,14 +195,17 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
 
         table, where = readable_records(wh, where)
     extra = "".join(f", {c}" for c in others)
+    # the country beside a record's phone: one per group (the smallest, when versions differ)
+    country = ", min(country) AS country" if "phone" in others else ", NULL AS country"
+    inner = ", country" if "phone" in others else ""
     drop(wh, "_in_groups")
     number, row = _numbered(wh)
     wh.execute(
         f"CREATE TEMP TABLE _in_groups AS SELECT 4 * {number} + {_NUMBER[prefix]} "
         "AS grp, source, sid, email"
         f"{extra}, min(t) AS first_seen, max(t) AS last_seen, min(o) AS origin, "
-        f"{_several('sid', 'email', *others)} AS linked FROM ("
-        f"SELECT source, {id_column} AS sid, email{extra}, {time} AS t, "
+        f"{_several('sid', 'email', *others)} AS linked{country} FROM ("
+        f"SELECT source, {id_column} AS sid, email{extra}{inner}, {time} AS t, "
         f"CAST({origin} AS VARCHAR) AS o{row} FROM {table} WHERE {where[0]}) x "
         f"GROUP BY source, sid, email{extra}",
         where[1],
@@ -201,7 +219,8 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
             wh,
             f"SELECT g.grp, {kind_sql} AS kind, "
             f"CAST(g.{column} AS VARCHAR) AS raw, g.source, g.first_seen, g.last_seen, "
-            f"'{evidence}' AS evidence, g.origin, g.linked FROM _in_groups g {join} "
+            f"'{evidence}' AS evidence, g.origin, g.linked, {_region(column, 'g.')} "
+            f"FROM _in_groups g {join} "
             f"WHERE g.{column} IS NOT NULL",
             kind,
             direct,
@@ -210,10 +229,11 @@ def _grouped(wh: Warehouse, prefix: str, where: Where, direct: str | None) -> No
 
 
 def _phones(wh: Warehouse, region: str | None) -> None:
-    """Phones not already in E.164 form, parsed once per distinct value in Python."""
+    """Phones not already in E.164 form, parsed once per distinct value and country in Python
+    (``region``: the country to read them in when none is written beside them)."""
     phone_map(
         wh,
-        f"SELECT DISTINCT raw FROM {_RAW.name} WHERE kind = 'phone' "
+        f"SELECT DISTINCT raw, region FROM {_RAW.name} WHERE kind = 'phone' "
         f"AND {phone_sql('raw')} IS NULL AND {id_sql('raw')} IS NOT NULL",
         region,
     )
@@ -268,22 +288,22 @@ def collect(wh: Warehouse, scope: Scope, config: IdentityConfig) -> int:
         wh.execute(
             f"INSERT INTO {SIGHTED} SELECT * FROM (SELECT s.grp, s.kind, {value} AS "
             "value, s.source, s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM "
-            f"{_RAW.name} s LEFT JOIN {PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) "
-            "n WHERE value IS NOT NULL"
+            f"{_RAW.name} s LEFT JOIN {PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw "
+            "AND pm.region = s.region) n WHERE value IS NOT NULL"
         )
     else:
         # normalized once per distinct value (an anonymous id is sighted in many groups), then
         # joined
         wh.execute(
             "CREATE TEMP TABLE _normalized AS SELECT * FROM (SELECT s.kind, s.raw, "
-            f"{value} AS value FROM (SELECT DISTINCT kind, raw FROM {_RAW.name}) s "
-            f"LEFT JOIN {PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw) n "
-            "WHERE value IS NOT NULL"
+            f"{value} AS value, s.region FROM (SELECT DISTINCT kind, raw, region FROM "
+            f"{_RAW.name}) s LEFT JOIN {PHONES.name} pm ON s.kind = 'phone' AND pm.raw = s.raw "
+            "AND pm.region = s.region) n WHERE value IS NOT NULL"
         )
         wh.execute(
             f"CREATE TEMP TABLE {SIGHTED} AS SELECT s.grp, s.kind, n.value, s.source, "
             f"s.first_seen, s.last_seen, s.evidence, s.origin, s.linked FROM {_RAW.name} s "
-            "JOIN _normalized n ON n.kind = s.kind AND n.raw = s.raw"
+            "JOIN _normalized n ON n.kind = s.kind AND n.raw = s.raw AND n.region = s.region"
         )
     drop(wh, _RAW.name, PHONES.name, "_normalized")
     return int(wh.scalar(f"SELECT count(*) FROM {SIGHTED}") or 0)

@@ -64,21 +64,23 @@ def _fields(wh: Warehouse, project: Project, scope: str) -> None:
 def _phones(wh: Warehouse, project: Project) -> None:
     """The profile's phone in E.164, as the identity graph holds it: a value SQL could not
     normalize when it was observed (a national number, ``(202) 555-0143``) is parsed once per
-    distinct value with ``phonenumbers`` and ``identity.phone_region``; one that does not parse
-    stays as the source wrote it. The observations keep what each source said."""
+    distinct value with ``phonenumbers``, in the profile's country when it is an ISO code, else
+    in ``identity.phone_region``; one that does not parse stays as the source wrote it. The
+    observations keep what each source said."""
     cipher = cipher_of(wh)
     if cipher is not None and "phone" in cipher.columns:  # sealed tokens, not numbers
         return
     numbers = phone_map(
         wh,
-        f"SELECT DISTINCT phone FROM _fields WHERE phone IS NOT NULL AND {phone_sql('phone')} "
-        "IS NULL",
+        "SELECT DISTINCT phone, coalesce(CAST(country AS VARCHAR), '') FROM _fields "
+        f"WHERE phone IS NOT NULL AND {phone_sql('phone')} IS NULL",
         project.config.identity.phone_region,
     )
     if numbers:
         wh.execute(
             f"UPDATE _fields SET phone = p.e164 FROM {PHONES.name} p "
-            "WHERE _fields.phone = p.raw AND p.e164 IS NOT NULL"
+            "WHERE _fields.phone = p.raw AND coalesce(CAST(_fields.country AS VARCHAR), '') = "
+            "p.region AND p.e164 IS NOT NULL"
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from personify.config import Project
 from personify.errors import NotFound
 from personify.identity.explain import find_node
-from personify.identity.normalize import normalize_phone
+from personify.identity.normalize import normalize_phone, phone_region
 from personify.privacy.fields import cipher_of, decrypt_rows, open_value, show_identifiers
 from personify.profiles.survivorship import Observation, rank, rule_for
 from personify.realtime import profile_cache
@@ -58,8 +58,6 @@ def _fields(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]
         best = ranked[0]
         shown = functools.partial(open_value, wh, field)  # encrypted fields: plain text
         value = shown(best.value)
-        if field == "phone" and value is not None and not sealed:  # as the profile holds it
-            value = normalize_phone(value, project.config.identity.phone_region) or value
         out[field] = {
             "value": value,
             "source": best.source,
@@ -71,6 +69,11 @@ def _fields(wh: Warehouse, customer_id: str, project: Project) -> dict[str, Any]
                 for o in ranked[1:]
             ],
         }
+    phone = out.get("phone")
+    if phone is not None and phone["value"] is not None and not sealed:  # as the profile holds it
+        country = (out.get("country") or {}).get("value")
+        region = phone_region(country, project.config.identity.phone_region)
+        phone["value"] = normalize_phone(phone["value"], region) or phone["value"]
     return out
 
 

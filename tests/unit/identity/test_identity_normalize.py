@@ -84,3 +84,16 @@ def test_sql_equals_python(raw: str) -> None:
     assert row[1] == normalize_email(raw, RULES)
     assert row[2] == normalize("user_id", raw, IdentityConfig())
     assert row[3] in (None, phone)
+
+
+def test_phone_region_reads_iso_codes_in_any_case_and_falls_back() -> None:
+    from personify.identity.normalize import phone_region
+
+    assert phone_region("fr") == "FR"
+    assert phone_region(" DE ", "US") == "DE"
+    assert phone_region("UK") == "GB"  # the common non-ISO code
+    assert phone_region("France", "US") == "US"  # names are not read
+    assert phone_region("ZZ", "US") == "US"
+    assert phone_region(None, "US") == "US"
+    assert phone_region("", None) is None
+    assert normalize_phone("06 12 34 56 78", phone_region("fr")) == "+33612345678"
