@@ -79,19 +79,24 @@ def canonical_phone(raw: object) -> str | None:
 def _parse_phone(value: str, region: str | None) -> str | None:
     import phonenumbers
 
-    if region is None and value.startswith("00"):
-        # with no home region, the international prefix most of the world dials (ITU-T E.164
-        # recommends ``00``; ``0049 151…`` is German): read as ``+`` (a region's own prefix,
-        # such as the US's ``011``, is read by ``phonenumbers`` when a region is set)
-        value = "+" + value[2:]
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return formatted
+    def parse(text: str, region: str | None) -> str | None:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_possible_number(number):
+            return None
+        formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return formatted
+
+    # a leading ``00`` is the international prefix most of the world dials (ITU-T E.164
+    # recommends it; ``0049 151…`` is German): with no region, read as ``+``; in a region whose
+    # own prefix differs (the US's ``011``), when the region's reading is no number
+    # (``001 202 555 0143`` written by an American)
+    international = "+" + value[2:] if value.startswith("00") else None
+    if region is None and international is not None:
+        return parse(international, None)
+    return parse(value, region) or (international and parse(international, None))
 
 
 _REGION_ALIASES = {"UK": "GB"}  # the one common code that is not ISO 3166's

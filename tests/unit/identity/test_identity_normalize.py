@@ -97,3 +97,12 @@ def test_phone_region_reads_iso_codes_in_any_case_and_falls_back() -> None:
     assert phone_region(None, "US") == "US"
     assert phone_region("", None) is None
     assert normalize_phone("06 12 34 56 78", phone_region("fr")) == "+33612345678"
+
+
+def test_a_00_prefix_reads_as_plus_where_the_region_dials_another() -> None:
+    """The US dials ``011`` abroad, yet people write ``001 …``: when the region's reading is
+    no number, the ``00`` is read as ``+``; a region that dials ``00`` reads it itself."""
+    assert normalize_phone("001 2818628726", "US") == "+12818628726"
+    assert normalize_phone("011 49 151 12345678", "US") == "+4915112345678"
+    assert normalize_phone("0049 15112345678", "FR") == "+4915112345678"
+    assert normalize_phone("0049 15112345678") == "+4915112345678"
