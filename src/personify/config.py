@@ -460,6 +460,16 @@ Source = TrackingSource | FileSource | RestSource | WebhookSource
 DestinationPreset = Literal["hubspot_contacts"]
 
 
+class DestinationConsent(_Base, frozen=True):
+    """Whose rows a destination may send: people with consent for ``purpose`` on ``channel``."""
+
+    purpose: str
+    """``data_sharing`` (the CCPA opt-out: everyone but those who opted out) or another purpose
+    (an opt-in: only people who granted it and are not suppressed, as for sending email)."""
+    channel: str = "email"
+    """The channel an opt-in purpose is looked up on (``data_sharing``: any)."""
+
+
 class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     """Rows of a SQL model pushed to a REST API (reverse ETL): traits, segments or tags sent to
     a CRM or another tool, only the rows that changed since their last successful push."""
@@ -489,8 +499,23 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     request) — give ``model``, ``key`` (``email``) and ``client``."""
     schedule: Schedule | None = None
     """When ``personify serve`` pushes it (``every: 15m`` or ``cron``)."""
+    consent: str | DestinationConsent = "data_sharing"
+    """Whose rows go out (the model's ``customer_id`` column says whose a row is; it is not sent
+    unless it is the key): ``data_sharing`` (default) — everyone but the people who opted out of
+    data sharing (CCPA "do not sell or share", Global Privacy Control); a purpose, or
+    ``{purpose, channel}`` — only people who granted it and are not suppressed; ``none`` — no
+    check (a model that is no person's data, or a tool of your own)."""
+
+    @property
+    def consent_rule(self) -> DestinationConsent | None:
+        """The consent check in force (``None``: ``consent: none``)."""
+        if isinstance(self.consent, DestinationConsent):
+            return self.consent
+        return None if self.consent == "none" else DestinationConsent(self.consent)
 
     def __post_init__(self) -> None:
+        if isinstance(self.consent, str) and not self.consent.strip():
+            raise ValueError("consent must name a purpose (data_sharing, …) or be none")
         if not self.client.base_url:
             raise ValueError("client.base_url is required")
         if self.preset is None and not self.path:

@@ -66,6 +66,8 @@ _READ: Final = 10_000
 _STOPPING: Final = frozenset({401, 403, 404, 405})
 """Refusals that are not about a record: the push stops (the state keeps what was taken)."""
 _HUBSPOT: Final = ("/crm/v3/objects/contacts/batch/upsert", "inputs", 100)
+_WHOSE: Final = "customer_id"
+"""The model's column naming whose row it is (the consent check reads it)."""
 
 
 def run_name(name: str) -> str:
@@ -212,6 +214,15 @@ def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
     except UnsafeQueryError as e:
         raise UnsafeQueryError(f"{where}: {e.message}", hint=e.hint) from None
     columns = [s.alias_or_name for s in query.selects]
+    if d.consent_rule is not None and _WHOSE not in columns:
+        raise ConfigError(
+            f"the model of destination {d.name!r} has no column {_WHOSE!r}: the push cannot "
+            "leave out the people who did not consent to it",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint=f"select customer_id too (it is not sent unless it is the key), or set "
+            f"destinations.{d.name}.consent: none for a model that is no person's data",
+        )
     if d.key not in columns:
         raise ConfigError(
             f"the model of destination {d.name!r} has no column {d.key!r} (its key)",
@@ -253,6 +264,7 @@ def _stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str
             hint=f"make {d.key!r} unique (one row per record: GROUP BY it, or pick one row)",
         )
     wh.execute(f'DELETE FROM {_ROWS} WHERE "{d.key}" IS NULL')
+    refused = _without_consent(wh, d)
     changed = wh.scalar(
         f"SELECT count(*) FROM {_ROWS} r LEFT JOIN destination_state s "
         f"ON s.destination = ? AND s.key_hash = r.{_KEY} "
@@ -262,8 +274,38 @@ def _stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str
     return {
         "rows_model": int(total),
         "rows_without_key": int(keyless),
+        "rows_without_consent": refused,
         "rows_changed": int(changed or 0),
     }
+
+
+def _without_consent(wh: Warehouse, d: RestDestination) -> int:
+    """Drop from :data:`_ROWS` the rows of people the destination may not receive (and rows of
+    no one, unless ``consent: none``), in the warehouse; returns how many. Fail closed, by the
+    rules of the send-time gate (:mod:`personify.privacy.consent`)."""
+    from personify.privacy.consent import DATA_SHARING, consented_sql, opted_out_sql
+
+    rule = d.consent_rule
+    if rule is None:
+        return 0
+    ids = f"SELECT CAST({_WHOSE} AS VARCHAR) AS id FROM {_ROWS}"
+    if rule.purpose == DATA_SHARING:  # an opt-out: everyone but those who opted out
+        sql, params = opted_out_sql(ids)
+        test = "IN"
+    else:  # an opt-in: only those who granted it
+        sql, params = consented_sql(ids, purpose=rule.purpose, channel=rule.channel)
+        test = "NOT IN"
+    wh.execute(f"CREATE TEMP TABLE _push_consent AS {sql}", params)
+    try:
+        return max(
+            wh.execute(
+                f"DELETE FROM {_ROWS} WHERE {_WHOSE} IS NULL OR CAST({_WHOSE} AS VARCHAR) "
+                f"{test} (SELECT id FROM _push_consent)"
+            ),
+            0,
+        )
+    finally:
+        wh.execute("DROP TABLE IF EXISTS _push_consent")
 
 
 def _changed(
@@ -321,19 +363,27 @@ def _record(row: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str
     return out
 
 
+def _hidden(d: RestDestination) -> frozenset[str]:
+    """Model columns not sent: ``customer_id`` when it is there for the consent check only."""
+    return frozenset({_WHOSE}) if d.consent_rule is not None and d.key != _WHOSE else frozenset()
+
+
 def _shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    hidden = _hidden(d)
     if d.preset == "hubspot_contacts":
         return [
             {
                 "idProperty": d.key,
                 "id": str(r[d.key]),
                 "properties": {
-                    k: v for k, v in _record(r, frozenset({d.key})).items() if v is not None
+                    k: v
+                    for k, v in _record(r, frozenset({d.key}) | hidden).items()
+                    if v is not None
                 },
             }
             for r in rows
         ]
-    return [_record(r) for r in rows]
+    return [_record(r, hidden) for r in rows]
 
 
 def _masked(record: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from personify.warehouse import table
 N = 250
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 MODEL = (
-    'SELECT email, engagement_score AS "engagement", lifecycle_stage AS "lifecycle" FROM customers'
+    'SELECT customer_id, email, engagement_score AS "engagement", lifecycle_stage AS "lifecycle" '
+    "FROM customers"
 )
 
 
@@ -188,9 +189,12 @@ def test_a_dry_run_sends_nothing_and_masks_its_sample(
     [
         ("DELETE FROM customers", "only SELECT"),
         ("SELECT customer_id, engagement_score FROM customers", "has no column 'email'"),
-        ("SELECT 'same@x.org' AS email FROM customers", "another row has too"),
+        ("SELECT customer_id, 'same@x.org' AS email FROM customers", "another row has too"),
         ("SELECT email FROM no_such_table", "unknown table"),
-        ("SELECT email, CAST(email AS INTEGER) AS n FROM customers", "refused the model"),
+        (
+            "SELECT customer_id, email, CAST(email AS INTEGER) AS n FROM customers",
+            "refused the model",
+        ),
     ],
 )
 def test_a_bad_model_is_refused_before_anything_is_sent(
@@ -201,3 +205,105 @@ def test_a_bad_model_is_refused_before_anything_is_sent(
         result = push(session)
         assert result["error"] is not None and said in result["error"], result["error"]
         assert apis.data_requests() == 0
+
+
+def _consent(session: Session, rows: list[tuple[str, str, str]]) -> None:
+    """(customer_id, purpose, status) on the email channel."""
+    session.warehouse.load(
+        table("consents"),
+        pa.table(
+            {
+                "customer_id": [r[0] for r in rows],
+                "purpose": [r[1] for r in rows],
+                "channel": ["email"] * len(rows),
+                "status": [r[2] for r in rows],
+                "source": ["test"] * len(rows),
+                "updated_at": pa.array([NOW] * len(rows), pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        on_conflict="update",
+    )
+
+
+def test_people_who_opted_out_of_data_sharing_are_not_pushed(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """The default (``consent: data_sharing``): everyone but those who opted out of data
+    sharing (CCPA, Global Privacy Control); the model's customer_id says whose row it is and is
+    not sent; an opt-out after a push stops the next ones."""
+    with session_for(warehouse_url, tmp_path, crm(url)) as session:
+        customers(session, 10)
+        _consent(
+            session, [("cus_3", "data_sharing", "revoked"), ("cus_4", "data_sharing", "granted")]
+        )
+        first = push(session)
+        assert first["error"] is None
+        assert (first["counts"]["rows_without_consent"], first["counts"]["rows_sent"]) == (1, 9)
+        assert "c3@x.org" not in apis.pushed and "c4@x.org" in apis.pushed
+        assert apis.pushed["c5@x.org"] == {"engagement": 5.0, "lifecycle": "active"}
+        # an opt-out later: the person's row no longer goes out, whatever changes
+        _consent(session, [("cus_5", "data_sharing", "revoked")])
+        session.warehouse.execute("UPDATE customers SET engagement_score = 99")
+        again = push(session)
+        assert again["counts"]["rows_without_consent"] == 2
+        assert again["counts"]["rows_sent"] == 8 and apis.pushed["c5@x.org"]["engagement"] == 5.0
+
+
+def test_an_opt_in_destination_sends_only_who_granted_it(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """``consent: {purpose: advertising}`` is an opt-in, by the send-time gate's rules: a grant
+    is needed, a suppression (an unsubscribe) wins over it, no record means no."""
+    from personify.config import DestinationConsent
+
+    ads = crm(url).__class__(
+        **{
+            **{f: getattr(crm(url), f) for f in crm(url).__struct_fields__},
+            "consent": DestinationConsent(purpose="advertising"),
+        }
+    )
+    with session_for(warehouse_url, tmp_path, ads) as session:
+        customers(session, 5)
+        _consent(
+            session, [("cus_1", "advertising", "granted"), ("cus_2", "advertising", "granted")]
+        )
+        session.warehouse.load(
+            table("suppressions"),
+            pa.table(
+                {
+                    "subject_hash": ["h2"],
+                    "kind": ["email"],
+                    "customer_id": ["cus_2"],
+                    "reason": ["unsubscribed"],
+                    "created_at": pa.array([NOW], pa.timestamp("us", tz="UTC")),
+                }
+            ),
+        )
+        result = push(session)
+        assert result["error"] is None
+        assert (result["counts"]["rows_without_consent"], result["counts"]["rows_sent"]) == (4, 1)
+        assert list(apis.pushed) == ["c1@x.org"]
+
+
+def test_a_model_without_whose_rows_needs_consent_none(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """A model without customer_id cannot be checked: refused before anything is sent, unless
+    the destination says ``consent: none``."""
+    model = "SELECT email, engagement_score AS engagement FROM customers"
+    with session_for(warehouse_url, tmp_path, crm(url, model=model)) as session:
+        customers(session, 3)
+        refused = push(session)
+        assert "has no column 'customer_id'" in str(refused["error"])
+        assert "consent: none" in str(refused["error"]) and apis.upserts == 0
+    unchecked = RestDestination(
+        name="crm",
+        model=model,
+        key="email",
+        preset="hubspot_contacts",
+        consent="none",
+        client=crm(url).client,
+    )
+    with session_for(warehouse_url, tmp_path, unchecked) as session:  # (the same warehouse)
+        _consent(session, [("cus_1", "data_sharing", "revoked")])
+        assert push(session)["counts"]["rows_sent"] == 3

@@ -24,7 +24,7 @@ destinations:
     preset: hubspot_contacts
     key: email
     model: |
-      SELECT email, engagement_score AS engagement, lifecycle_stage
+      SELECT customer_id, email, engagement_score AS engagement, lifecycle_stage
       FROM customer_data WHERE email IS NOT NULL
     client:
       base_url: {url}

@@ -283,7 +283,7 @@ DESTINATIONS_YAML: Final = (
     "    preset: hubspot_contacts\n"
     "    key: email\n"
     "    model: |\n"
-    "      SELECT email, engagement_score AS engagement, lifecycle_stage\n"
+    "      SELECT customer_id, email, engagement_score AS engagement, lifecycle_stage\n"
     "      FROM customer_data WHERE email LIKE '%@%'\n"
     "    client:\n"
     "      base_url: local:demo\n"

@@ -414,10 +414,48 @@ def do_not_sell(
     ids = sorted({str(c) for c in customer_ids if c})
     if not ids:
         return set()
-    kinds_sql, kind_params = _kinds(source_kinds)
-    head = _CONSENTED_SQL.split("agg AS (", 1)[0].rstrip().rstrip(",")
-    sql = head.replace(" AND k.channel = ?", "").format(kinds=kinds_sql) + (
-        " SELECT DISTINCT id FROM hits WHERE status <> 'granted'"
+    sql, params = opted_out_sql(None, source_kinds=source_kinds)
+    return {str(r[0]) for r in wh.fetch(sql, [ids, *params])}
+
+
+_IDS_CTE = f"ids AS (SELECT DISTINCT {UNNEST} AS id)"
+
+
+def _over(sql: str, ids_sql: str | None) -> str:
+    """``sql`` (one of the templates above) asking about the ids ``ids_sql`` selects (a query
+    with an ``id`` column, in the warehouse) instead of a bound list."""
+    if ids_sql is None:
+        return sql
+    return sql.replace(
+        _IDS_CTE, f"ids AS (SELECT DISTINCT id FROM ({ids_sql}) q WHERE id IS NOT NULL)"
     )
-    rows = wh.fetch(sql, [ids, *kind_params, DATA_SHARING, DATA_SHARING])
-    return {str(r[0]) for r in rows}
+
+
+def opted_out_sql(
+    ids_sql: str | None, *, source_kinds: Mapping[str, str] | None = None
+) -> tuple[str, list[Any]]:
+    """SQL and parameters: the ids (of those ``ids_sql`` selects; ``None``: a bound list, the
+    first parameter, left to the caller) that opted out of data sharing — :func:`do_not_sell`
+    set-wise, in the warehouse."""
+    kinds_sql, kind_params = _kinds(source_kinds)
+    head = _STATE_SQL.split("agg AS (", 1)[0].rstrip().rstrip(",")
+    sql = _over(head.replace(" AND k.channel = ?", "").format(kinds=kinds_sql), ids_sql)
+    return sql + " SELECT DISTINCT id FROM hits WHERE status <> 'granted'", [
+        *kind_params,
+        DATA_SHARING,
+        DATA_SHARING,
+    ]
+
+
+def consented_sql(
+    ids_sql: str,
+    *,
+    purpose: str,
+    channel: str = "email",
+    source_kinds: Mapping[str, str] | None = None,
+) -> tuple[str, list[Any]]:
+    """SQL and parameters: the ids (of those ``ids_sql`` selects) that may be contacted for
+    ``purpose`` on ``channel`` — :func:`consented` set-wise, in the warehouse."""
+    kinds_sql, kind_params = _kinds(source_kinds)
+    sql = _over(_CONSENTED_SQL.format(kinds=kinds_sql), ids_sql)
+    return sql, [*kind_params, purpose, channel, purpose, channel, is_marketing(purpose)]
