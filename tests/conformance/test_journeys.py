@@ -829,3 +829,151 @@ def test_an_email_whose_connected_content_is_down_waits_for_it(shop: Shop) -> No
         server.shutdown()
         server.server_close()
         DEFAULT_CACHE.close()
+
+
+def test_an_event_trigger_filter_lets_in_only_the_events_it_names(shop: Shop) -> None:
+    """``where:`` on an event trigger: a JSON field compared with a number reads as a number
+    (text that is no number: out), nested fields and the event's own columns too; the real-time
+    entry (``only``) runs the same query: the same customers, once."""
+    from personify.journeys.engine import enter
+
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/big_orders.yml",
+        "trigger:\n  event: Order Completed\n  key: properties.order.id\n"
+        "  where: \"properties.total > 50 AND properties.shipping.country IN ('FR', 'BE') "
+        "AND source = 'web'\"\n"
+        "steps:\n  - send: hello\n    with: {note: thanks}\n",
+    )
+    wh = shop.wh
+    people(wh, *({"customer_id": c} for c in "abcdef"), consent=list("abcdef"))
+    fr = {"country": "FR"}
+    events(
+        wh,
+        ("a", "Order Completed", NOW - HOUR, {"order": {"id": "o1"}, "total": 80, "shipping": fr}),
+        ("b", "Order Completed", NOW - HOUR, {"order": {"id": "o2"}, "total": 20, "shipping": fr}),
+        (
+            "c",
+            "Order Completed",
+            NOW - HOUR,
+            {"order": {"id": "o3"}, "total": "lots", "shipping": fr},
+        ),
+        (
+            "d",
+            "Order Completed",
+            NOW - HOUR,
+            {"order": {"id": "o4"}, "total": "75.5", "shipping": {"country": "DE"}},
+        ),
+        ("e", "Order Completed", NOW - HOUR, {"order": {"id": "o5"}, "total": 99}),
+        (
+            "f",
+            "Order Completed",
+            NOW - HOUR,
+            {"order": {"id": "o6"}, "total": "60.0", "shipping": {"country": "BE"}},
+        ),
+    )
+    # the real-time path first, for two of them: the same filter
+    journey = next(j for j in project_journeys(shop.session.project) if j.name == "big_orders")
+    wh.execute("CREATE TEMP TABLE _only_test AS SELECT 'a' AS customer_id UNION ALL SELECT 'b'")
+    with clock.frozen(NOW):
+        assert enter(wh, journey, now=NOW, only="_only_test") == 1
+    shop.run(NOW)
+    got = {k: v[0] for k, v in shop.messages().items()}
+    assert got == {"a:big_orders": "sent", "f:big_orders": "sent"}
+    keys = wh.fetch("SELECT customer_id, trigger_key FROM journey_instances ORDER BY 1")
+    assert keys == [("a", "o1"), ("f", "o6")]
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("properties.total", "must be a condition"),
+        ("cart.total > 1", "unknown event field 'cart.total'"),
+        ("evnt = 'x'", "did you mean event?"),
+        ("timestamp > NOW() - INTERVAL 1 DAY", "cannot read the clock"),
+        ("properties.total > (SELECT 1)", "subquery"),
+    ],
+)
+def test_a_bad_trigger_filter_is_refused_with_where_it_is(
+    shop: Shop, where: str, said: str
+) -> None:
+    from personify.errors import DefinitionError
+
+    shop.write(
+        "journeys/bad.yml",
+        f'trigger:\n  event: Order Completed\n  where: "{where}"\nsteps:\n  - send: hello\n',
+    )
+    with pytest.raises(DefinitionError) as caught:
+        project_journeys(shop.session.project)
+    text = str(caught.value) + str(caught.value.hint or "")
+    assert said in text and "bad.yml" in text and "trigger.where" in text, text
+
+
+def test_an_email_shows_the_event_that_triggered_it(shop: Shop) -> None:
+    """``{from: event}``: the triggering event (keyed: the first of its key's events that passed
+    the filter), whole or the field at ``path``; ``default`` where it has none."""
+    shop.write(
+        "templates/shipped.liquid",
+        '---\nsubject: "Order {{ order.properties.order_id }} shipped"\nlayout: none\n---\n'
+        "<p>Track it: {{ tracking }} ({{ carrier }}), {{ order.properties.items | size }} "
+        "items, sent {{ order.timestamp | slice: 0, 10 }}</p>\n",
+    )
+    shop.write(
+        "journeys/shipped.yml",
+        "trigger:\n  event: Order Shipped\n  key: properties.order_id\n"
+        '  where: "properties.tracking_url IS NOT NULL"\n'
+        "steps:\n  - send: shipped\n    with:\n      order: {from: event}\n"
+        "      tracking: {from: event, path: properties.tracking_url}\n"
+        "      carrier: {from: event, path: properties.carrier, default: our courier}\n",
+    )
+    wh = shop.wh
+    people(wh, {"customer_id": "a"}, {"customer_id": "b"}, consent=["a", "b"])
+    items = [{"sku": "p1"}, {"sku": "p2"}]
+    events(
+        wh,
+        ("a", "Order Shipped", NOW - 3 * HOUR, {"order_id": "o1", "items": items}),  # no url yet
+        (
+            "a",
+            "Order Shipped",
+            NOW - 2 * HOUR,
+            {"order_id": "o1", "items": items, "tracking_url": "https://t.example/o1"},
+        ),
+        (
+            "a",
+            "Order Shipped",
+            NOW - HOUR,
+            {"order_id": "o1", "tracking_url": "https://t.example/late"},
+        ),
+        (
+            "b",
+            "Order Shipped",
+            NOW - HOUR,
+            {
+                "order_id": "o2",
+                "items": [],
+                "carrier": "UPS",
+                "tracking_url": "https://t.example/o2",
+            },
+        ),
+    )
+    assert shop.run(NOW)["sent"] == 2
+    texts = {}
+    for path in shop.outbox():
+        message = parse(path)
+        texts[str(message["Subject"])] = text_of(message)
+    assert set(texts) == {"Order o1 shipped", "Order o2 shipped"}
+    assert (
+        "https://t.example/o1 (our courier), 2 items, sent 2026-03-02" in texts["Order o1 shipped"]
+    )
+    assert "https://t.example/o2 (UPS), 0 items" in texts["Order o2 shipped"]
+
+
+def test_an_event_variable_needs_an_event_trigger(shop: Shop) -> None:
+    from personify.errors import DefinitionError
+
+    shop.write(
+        "journeys/bad.yml",
+        "trigger: {segment: vip}\nsteps:\n  - send: hello\n    with: {order: {from: event}}\n",
+    )
+    with pytest.raises(DefinitionError, match="triggering event"):
+        project_journeys(shop.session.project)

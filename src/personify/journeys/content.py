@@ -11,7 +11,11 @@
   key: ``{code, label, expires_at, value, kind}`` (a preview issues nothing: the code already
   issued for the key, else ``offers.PREVIEW_CODE``);
 - ``profile`` — a field of the customer's profile, read now (``field``, ``default``);
-- ``tag`` — a content variable of a rule tag (``tag``, ``variable``, ``default``).
+- ``tag`` — a content variable of a rule tag (``tag``, ``variable``, ``default``);
+- ``event`` — the event that triggered the journey (event triggers): ``{event, message_id,
+  timestamp, properties, context, traits}``, or the field at ``path`` (``properties.items``),
+  ``default`` when it has none. A keyed trigger's event is the first of its key's events that
+  passed the trigger's filter (the one that entered).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from personify.config import Project
-from personify.journeys.definitions import Step, Variable
+from personify.journeys.definitions import TRIGGER_OPTION, Step, Variable
 from personify.messages import read_customers
 from personify.warehouse.base import Warehouse
 
@@ -103,6 +107,17 @@ def _provide(
         issue = offers.preview_codes if preview else offers.issue_codes
         codes = issue(wh, project, [(m.key, m.customer_id, campaign) for m in batch], now=now)
         return lambda m: _code(codes.get(m.key))
+    if var.provider == "event":
+        if "event" not in cache:
+            cache["event"] = _trigger_events(wh, *opts[TRIGGER_OPTION], batch)
+        found, keyed = cache["event"], opts[TRIGGER_OPTION][1] is not None
+        path, fallback = opts.get("path"), opts.get("default")
+
+        def event_of(m: Pending) -> Any:
+            event = found.get((m.customer_id, m.trigger_key) if keyed else m.trigger_key)
+            return _or(_at(event, str(path)) if path else event, fallback)
+
+        return event_of
     if var.provider == "profile":
         if "profile" not in cache:
             cache["profile"] = read_customers(wh, customers)
@@ -121,6 +136,54 @@ def _provide(
         (found.get(m.customer_id) or {}).get(variable) if variable else found.get(m.customer_id),
         fallback,
     )
+
+
+_EVENT_FIELDS = ("event", "message_id", "timestamp", "properties", "context", "traits")
+
+
+def _trigger_events(
+    wh: Warehouse, name: str, key: str | None, where: str | None, batch: Sequence[Pending]
+) -> dict[Any, dict[str, Any]]:
+    """The triggering event of each message of ``batch``: by message id (``trigger_key``) for an
+    unkeyed trigger, else by (customer, key value) — the first that passed the filter."""
+    from personify.journeys.engine import _key_sql
+
+    keys = sorted({m.trigger_key for m in batch})
+    marks = ", ".join("?" for _ in keys)
+    columns = ", ".join(f"e.{c}" for c in _EVENT_FIELDS)
+    if key is None:
+        rows = wh.fetch(
+            f"SELECT e.message_id, {columns} FROM events AS e WHERE e.message_id IN ({marks})", keys
+        )
+        return {str(r[0]): _event(r[1:]) for r in rows}
+    passes = f" AND ({where}) IS TRUE" if where else ""
+    customers = sorted({m.customer_id for m in batch})
+    rows = wh.fetch(
+        f"SELECT e.customer_id, {_key_sql(key)}, {columns} FROM events AS e "
+        f"WHERE e.type = 'track' AND e.event = ? AND {_key_sql(key)} IN ({marks}) "
+        f"AND e.customer_id IN ({', '.join('?' for _ in customers)}){passes} "
+        "ORDER BY e.timestamp DESC, e.message_id DESC",
+        [name, *keys, *customers],
+    )
+    return {(str(r[0]), str(r[1])): _event(r[2:]) for r in rows}  # (the first wins: last set)
+
+
+def _event(row: Sequence[Any]) -> dict[str, Any]:
+    out = dict(zip(_EVENT_FIELDS, row, strict=True))
+    for name in ("properties", "context", "traits"):
+        out[name] = _json(out[name]) or {}
+    if isinstance(out["timestamp"], datetime):
+        out["timestamp"] = out["timestamp"].isoformat()
+    return out
+
+
+def _at(value: Any, path: str) -> Any:
+    """The field at a dotted ``path`` inside ``value`` (``None`` where it has none)."""
+    for name in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
 
 
 def _code(row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -72,8 +72,11 @@ from personify.errors import DefinitionError
 Where = tuple[str | int, ...]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
 _KEY = re.compile(r"^(properties|context)\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+_PATH = re.compile(
+    r"^(event|timestamp|message_id|(properties|context|traits)(\.[A-Za-z0-9_\-]+)*)$"
+)
 _CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
-PROVIDERS = ("cart", "recommendations", "new_arrivals", "discount", "profile", "tag")
+PROVIDERS = ("cart", "recommendations", "new_arrivals", "discount", "profile", "tag", "event")
 """What ``{from: …}`` may name in a send step's ``with:``."""
 
 
@@ -92,6 +95,9 @@ class Trigger:
     """Schedule: the (first) occurrence."""
     every: timedelta | None = None
     """Schedule: repeat at this interval after ``at``."""
+    where: str | None = None
+    """Event triggers: the filter an entering event must pass, compiled to SQL over the events
+    alias ``e`` (:mod:`personify.journeys.filters`)."""
 
     def occurrence(self, now: datetime) -> datetime | None:
         """Schedule: the latest occurrence at or before ``now`` (``None`` before the first)."""
@@ -329,6 +335,7 @@ def parse_journey(
     if not isinstance(steps_raw, list) or not steps_raw:
         raise r.fail(("steps",), "a journey needs a list of steps", hint="e.g. - send: TEMPLATE")
     steps = _steps(r, steps_raw, name)
+    _bind_event_variables(r, steps, trigger)
     for flag in ("capped", "enabled"):
         if not isinstance(top.get(flag, True), bool):
             raise r.fail((flag,), f"expected true or false, got {_kind(top[flag])}")
@@ -349,7 +356,9 @@ def parse_journey(
 
 def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:
     where: Where = ("trigger",)
-    spec = r.mapping(raw, where, {"event", "segment", "tag", "schedule", "key", "within", "every"})
+    spec = r.mapping(
+        raw, where, {"event", "segment", "tag", "schedule", "key", "within", "every", "where"}
+    )
     kinds: list[str] = [k for k in ("event", "tag", "schedule") if k in spec]
     if "segment" in spec and "schedule" not in spec:
         kinds.append("segment")
@@ -366,9 +375,13 @@ def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:
         raise r.fail((*where, "key"), "only event triggers have a key")
     if "every" in spec and kind != "schedule":
         raise r.fail((*where, "every"), "only schedule triggers repeat")
+    if "where" in spec and kind != "event":
+        raise r.fail((*where, "where"), "only event triggers have a filter")
     if kind == "event":
         key = r.key(spec["key"], (*where, "key")) if "key" in spec else None
-        return Trigger("event", r.text(spec["event"], (*where, "event")), key, within)
+        name = r.text(spec["event"], (*where, "event"))
+        condition = _event_filter(r, spec["where"], where) if "where" in spec else None
+        return Trigger("event", name, key, within, where=condition)
     if kind == "segment" or kind == "tag":
         audience = r.text(spec[kind], (*where, kind), name=True)
         return Trigger("segment" if kind == "segment" else "tag", audience, within=within)
@@ -384,6 +397,28 @@ def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:
     every = r.duration(spec["every"], (*where, "every")) if "every" in spec else None
     segment = r.text(spec["segment"], (*where, "segment"), name=True)
     return Trigger("schedule", segment, within=within, at=at, every=every)
+
+
+def _event_filter(r: _Reader, raw: Any, where: Where) -> str:
+    from personify.journeys.filters import check_event_filter
+
+    if not isinstance(raw, str) or not raw.strip():
+        raise r.fail(
+            (*where, "where"),
+            "a filter is one condition on the event, as text",
+            hint='e.g. where: "properties.total > 50"',
+        )
+    try:
+        return check_event_filter(raw)
+    except ExpressionError as e:
+        raise DefinitionError(
+            e.message,
+            file=r.file,
+            line=r.doc.line((*where, "where")),
+            col=e.col,
+            key=_dotted((*where, "where")),
+            hint=e.hint,
+        ) from None
 
 
 def _goal(r: _Reader, raw: Any) -> Goal:
@@ -671,11 +706,45 @@ _OPTIONS: dict[str, set[str]] = {
     "discount": {"campaign"},
     "profile": {"field", "default"},
     "tag": {"tag", "variable", "default"},
+    "event": {"path", "default"},
 }
+
+
+TRIGGER_OPTION = "_trigger"
+"""An ``{from: event}`` variable's options: the journey's event trigger (name, key, filter),
+set when the journey is read (:func:`_bind_event_variables`)."""
+
+
+def _bind_event_variables(r: _Reader, steps: tuple[Step, ...], trigger: Trigger) -> None:
+    """Give each ``{from: event}`` variable the trigger it reads (only event triggers have an
+    event to read)."""
+    for step in steps:
+        arms = [step.variables]
+        if step.experiment is not None:
+            arms += [v.variables for v in step.experiment.variants]
+        for variables in arms:
+            for var in variables:
+                if var.provider != "event":
+                    continue
+                if trigger.kind != "event":
+                    raise r.fail(
+                        ("trigger",),
+                        f"variable {var.name!r} reads the triggering event ({{from: event}}), "
+                        f"but this journey's trigger is a {trigger.kind}",
+                        hint="use {from: event} in journeys triggered by an event",
+                    )
+                var.options[TRIGGER_OPTION] = (trigger.name, trigger.key, trigger.where)
 
 
 def _check_options(r: _Reader, provider: str, options: dict[str, Any], where: Where) -> None:
     r.mapping(options, where, _OPTIONS[provider] | {"from"})
+    path = options.get("path")
+    if provider == "event" and path is not None and not _PATH.match(str(path)):
+        raise r.fail(
+            (*where, "path"),
+            f"{path!r} is not a field of the event",
+            hint="event, timestamp, properties, context, or a field inside them: properties.items",
+        )
     if "k" in options and (not isinstance(options["k"], int) or not 1 <= options["k"] <= 50):
         raise r.fail((*where, "k"), "k is a whole number from 1 to 50")
     required = {"discount": "campaign", "profile": "field", "tag": "tag"}.get(provider)

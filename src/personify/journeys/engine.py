@@ -116,11 +116,12 @@ def advance(
 
 # ----------------------------------------------------------------------------------- entering
 def _key_sql(key: str, alias: str = "e") -> str:
-    """``properties.cart_id`` → ``e.properties->>'cart_id'`` (nested: ``->'a'->>'b'``)."""
-    column, *path = key.split(".")
-    parts = [f"'{p}'" for p in path]  # names checked by the definition's pattern
-    arrows = "".join(f"->{p}" for p in parts[:-1]) + f"->>{parts[-1]}"
-    return f"{alias}.{column}{arrows}"
+    """``properties.cart_id`` → ``e.properties->>'cart_id'``; nested, a JSON path
+    (``->>'$."a"."b"'``: sqlglot reads a chain of arrows wrongly for PostgreSQL)."""
+    column, *path = key.split(".")  # names checked by the definition's pattern
+    if len(path) == 1:
+        return f"{alias}.{column}->>'{path[0]}'"
+    return f"{alias}.{column}->>'$." + ".".join(f'"{p}"' for p in path) + "'"
 
 
 def _candidates_sql(journey: Journey) -> tuple[str, list[Any]]:
@@ -129,10 +130,11 @@ def _candidates_sql(journey: Journey) -> tuple[str, list[Any]]:
     trigger = journey.trigger
     if trigger.kind == "event":
         key = _key_sql(trigger.key) if trigger.key else "e.message_id"
+        passes = f" AND ({trigger.where}) IS TRUE" if trigger.where else ""
         return (
             f"SELECT e.customer_id, {key} AS trigger_key, min(e.timestamp) AS trigger_at "
             "FROM events AS e WHERE e.type = 'track' AND e.event = ? "
-            f"AND e.customer_id IS NOT NULL AND {key} IS NOT NULL "
+            f"AND e.customer_id IS NOT NULL AND {key} IS NOT NULL{passes} "
             "AND e.timestamp > ? AND e.timestamp <= ? GROUP BY 1, 2",
             [trigger.name],
         )
