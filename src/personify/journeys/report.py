@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from personify.journeys.definitions import Journey
+from personify.privacy.crypto import SUBJECT, open_field
+from personify.privacy.fields import ring_of
 from personify.warehouse.base import Warehouse
 
 
@@ -74,7 +76,8 @@ def journeys_report(wh: Warehouse, journeys: Sequence[Journey]) -> list[dict[str
 
 
 def customer_report(wh: Warehouse, customer_id: str) -> dict[str, Any]:
-    """One customer's journey instances and messages (with the reason of each skip)."""
+    """One customer's journey instances and messages (with the reason of each skip; subject
+    lines decrypted with the key ring attached to ``wh``)."""
     instances = wh.fetch_arrow(
         "SELECT journey, trigger_key, step, status, exit_reason, trigger_at, wake_at, entered_at, "
         "exited_at FROM journey_instances WHERE customer_id = ? ORDER BY trigger_at, journey",
@@ -86,4 +89,7 @@ def customer_report(wh: Warehouse, customer_id: str) -> dict[str, Any]:
         "idempotency_key",
         [customer_id],
     ).to_pylist()
+    ring = ring_of(wh)
+    for message in messages:
+        message["subject"] = open_field(ring, SUBJECT, message["subject"])
     return {"customer_id": customer_id, "instances": instances, "messages": messages}

@@ -60,6 +60,7 @@ from personify.messages.connected import ConnectedUnavailable
 from personify.messages.liquid_env import text_environment
 from personify.messages.templates import Template
 from personify.privacy.consent import is_marketing
+from personify.privacy.crypto import SUBJECT, KeyRing, project_ring, seal_field
 from personify.privacy.hashing import optional_key
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Column, Table
@@ -154,6 +155,7 @@ def deliver(
     own = transport is None
     transport = transport or transport_for(project)
     store = template_store(project)
+    ring = project_ring(project)  # subject lines are stored encrypted under it
     counts = SendCounts()
     done = 0
     try:
@@ -165,7 +167,7 @@ def deliver(
             outcomes, stop = _send_batch(
                 wh, project, settings, by_name, batch, now, transport, store, counts
             )
-            _commit(wh, outcomes, now, transport.name)
+            _commit(wh, outcomes, now, transport.name, ring)
             for outcome in outcomes.values():
                 if outcome.status != "queued":
                     counts.statuses[outcome.status] = counts.statuses.get(outcome.status, 0) + 1
@@ -452,8 +454,16 @@ _STAGE_COLUMNS = (
 )
 
 
-def _commit(wh: Warehouse, outcomes: Mapping[str, _Outcome], now: datetime, transport: str) -> None:
-    """Every outcome of a batch in one transaction: staged through Arrow, one ``UPDATE``."""
+def _commit(
+    wh: Warehouse,
+    outcomes: Mapping[str, _Outcome],
+    now: datetime,
+    transport: str,
+    ring: KeyRing | None,
+) -> None:
+    """Every outcome of a batch in one transaction: staged through Arrow, one ``UPDATE``. A
+    subject line is stored encrypted under ``ring`` (:data:`~personify.privacy.crypto.SUBJECT`):
+    rendered for one person, it often carries their name."""
     if not outcomes:
         return
     keys = list(outcomes)
@@ -465,7 +475,9 @@ def _commit(wh: Warehouse, outcomes: Mapping[str, _Outcome], now: datetime, tran
             "idempotency_key": keys,
             "status": [outcomes[k].status for k in keys],
             "error": pa.array([outcomes[k].error for k in keys], pa.string()),
-            "subject": pa.array([outcomes[k].subject for k in keys], pa.string()),
+            "subject": pa.array(
+                [seal_field(ring, SUBJECT, outcomes[k].subject) for k in keys], pa.string()
+            ),
             "send_after": pa.array(
                 [outcomes[k].send_after for k in keys], pa.timestamp("us", tz="UTC")
             ),

@@ -156,13 +156,36 @@ def split_field(name: str, allowed: Sequence[str]) -> tuple[str, str]:
     return table, column
 
 
+SUBJECT = "messages.subject"
+"""A sent email's subject line: rendered for one person, it often carries their name."""
 ENCRYPTED_FIELDS: tuple[str, ...] = (
     "consent_history.ip",
     "consent_history.user_agent",
     "consent_history.form",
+    SUBJECT,
 )
 """Fields encrypted at rest when the project has a key ring (consent proof: where and how a
-person gave consent). Other columns feed SQL (identity, segments) and stay plain; see README."""
+person gave consent; the subject line of each email sent). Other columns feed SQL (identity,
+segments) and stay plain; see README."""
+
+
+def seal_field(ring: KeyRing | None, name: str, value: str | None) -> str | None:
+    """``value`` of the field ``name`` (one of :data:`ENCRYPTED_FIELDS`) as stored: encrypted
+    under ``ring``, unchanged without one."""
+    if ring is None or value is None or is_encrypted(value):
+        return value
+    return ring.encrypt(value, field=name)
+
+
+def open_field(ring: KeyRing | None, name: str, value: object) -> object:
+    """A stored value of the field ``name`` in plain text; left sealed without the key ring or
+    when it does not decrypt (a report shows the token rather than failing)."""
+    if ring is None or not is_encrypted(value) or is_fixed(value):
+        return value
+    try:
+        return ring.decrypt(str(value), field=name)
+    except DecryptionError:
+        return value
 
 
 def project_ring(project: Project) -> KeyRing | None:

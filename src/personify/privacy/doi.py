@@ -35,7 +35,7 @@ from personify import clock
 from personify.config import Project
 from personify.errors import NotFound, PersonifyError
 from personify.privacy.consent import record_pending, set_consent
-from personify.privacy.crypto import project_ring
+from personify.privacy.crypto import SUBJECT, project_ring, seal_field
 from personify.privacy.hashing import project_key
 from personify.signed import seal, unseal
 from personify.warehouse.base import Warehouse
@@ -197,6 +197,11 @@ def send_confirmation(
     wh.execute(
         "UPDATE messages SET status = 'sent', sent_at = ?, subject = ?, transport = ? "
         "WHERE idempotency_key = ?",
-        [clock.now(), envelope.subject, getattr(transport, "name", None), key],
+        [
+            clock.now(),
+            seal_field(project_ring(project), SUBJECT, envelope.subject),
+            getattr(transport, "name", None),
+            key,
+        ],
     )
     return {"key": key, "status": "sent"}

@@ -74,6 +74,7 @@ from personify.privacy.crypto import (
     BLIND_MARK,
     FIXED_PREFIX,
     PREFIX,
+    SUBJECT,
     DecryptionError,
     KeyRing,
     is_encrypted,
@@ -202,12 +203,15 @@ def index_key(project: Project) -> bytes:
 
 
 _ATTACHED: weakref.WeakKeyDictionary[Warehouse, FieldCipher] = weakref.WeakKeyDictionary()
+_PROJECTS: weakref.WeakKeyDictionary[Warehouse, Project] = weakref.WeakKeyDictionary()
 
 
 def attach(wh: Warehouse, project: Project) -> None:
     """Remember the project's keys for ``wh`` (the session does, when it opens it): the cipher,
     so code reading ``customers`` rows decrypts without the project at hand, its blind index,
-    and the key new customer ids are minted with (:func:`personify.identity.ids.set_id_key`)."""
+    and the key new customer ids are minted with (:func:`personify.identity.ids.set_id_key`).
+    The key ring itself (:func:`ring_of`) is read from the project when it is needed."""
+    _PROJECTS[wh] = project
     secret = project.config.identity.id_key or project.config.signing_key
     set_id_key(wh, secret.reveal() if secret else None)  # new customer ids are keyed by it
     cipher = from_project(project)
@@ -221,6 +225,14 @@ def attach(wh: Warehouse, project: Project) -> None:
 
 def cipher_of(wh: Warehouse) -> FieldCipher | None:
     return _ATTACHED.get(wh)
+
+
+def ring_of(wh: Warehouse) -> KeyRing | None:
+    """The key ring of the project attached to ``wh`` (:func:`attach`): what decrypts the
+    fields encrypted whenever there is one (:data:`~.crypto.ENCRYPTED_FIELDS`: consent proof,
+    subject lines)."""
+    project = _PROJECTS.get(wh)
+    return project_ring(project) if project is not None else None
 
 
 def decrypt_rows(
@@ -640,18 +652,27 @@ def decrypt_result(
 
     A deterministic ``encd1:`` token (records, observations) decrypts on its own. A ``customers``
     token (``enc1:``) is bound to its row, so it decrypts when the result also selects that
-    row's ``customer_id`` (under that name); otherwise it stays sealed. Values that do not
-    decrypt stay as they are."""
+    row's ``customer_id`` (under that name); otherwise it stays sealed. A subject line
+    (``messages.subject``, sealed under the key ring) decrypts on its own too; consent proof
+    stays sealed. Values that do not decrypt stay as they are."""
     cipher = cipher_of(wh)
-    if cipher is None:
+    ring = ring_of(wh)
+    if cipher is None and ring is None:
         return rows
     lowered = [c.lower().rsplit(".", 1)[-1] for c in columns]
     cid_at = lowered.index("customer_id") if "customer_id" in lowered else None
 
-    def order(name: str) -> list[str]:
+    def order(name: str, columns: Sequence[str]) -> list[str]:
         # the column named like a configured field first (``email``, ``c_email``), then the rest
-        first = [c for c in cipher.columns if name == c or name.endswith(f"_{c}")]
-        return first + [c for c in cipher.columns if c not in first]
+        first = [c for c in columns if name == c or name.endswith(f"_{c}")]
+        return first + [c for c in columns if c not in first]
+
+    def by_ring(value: str) -> str:
+        assert ring is not None
+        try:
+            return ring.decrypt(value, field=SUBJECT)
+        except DecryptionError:
+            return value
 
     out = []
     for row in rows:
@@ -660,7 +681,8 @@ def decrypt_result(
         for i, value in enumerate(values):
             if not is_encrypted(value):
                 continue
-            for column in order(lowered[i]):
+            for column in order(lowered[i], cipher.columns if cipher is not None else ()):
+                assert cipher is not None
                 try:
                     if is_fixed(value):
                         values[i] = cipher.open_fixed(column, str(value))
@@ -671,5 +693,7 @@ def decrypt_result(
                     break
                 except DecryptionError:
                     continue
+            if ring is not None and values[i] == value and not is_fixed(value):
+                values[i] = by_ring(str(value))
         out.append(tuple(values))
     return out
