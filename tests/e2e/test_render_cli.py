@@ -271,3 +271,22 @@ def test_render_for_a_customer_without_a_cart_says_so(project_dir: Path) -> None
     assert "customer z has no open cart in journey abandoned_cart" in done.stderr
     assert "'cart'" in done.stderr and "--var" in done.stderr
     assert "a, c" in done.stderr or "c, a" in done.stderr  # who does have one
+
+
+def test_render_says_whether_a_send_now_would_go_out(project_dir: Path) -> None:
+    """Beside the email, the preview says what the send's own checks would do with it now: a
+    marketer is not shown an email its customer would never get without being told."""
+    load_shop(project_dir)
+    p = str(project_dir)
+    send_journeys(project_dir)
+    doc = personify_json("render", "abandoned_cart", "-c", "c", "--project", p, "--now", NOW)
+    assert doc["send_now"] == {"outcome": "send", "reason": None, "until": None}
+
+    with connect(f"duckdb:///{project_dir / 'warehouse.duckdb'}") as wh:  # c opts out
+        wh.execute("UPDATE consents SET status = 'revoked' WHERE customer_id = 'c'")
+    doc = personify_json("render", "abandoned_cart", "-c", "c", "--project", p, "--now", NOW)
+    assert doc["send_now"]["outcome"] == "skipped_consent"
+    assert "no consent for email_marketing" in doc["send_now"]["reason"]
+    plain = personify("render", "abandoned_cart", "-c", "c", "--project", p, "--now", NOW)
+    assert plain.returncode == 0 and "<html" in plain.stdout.lower()
+    assert "a send now would not go out (skipped_consent)" in plain.stderr

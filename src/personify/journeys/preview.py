@@ -12,6 +12,10 @@ uses, so that the email rendered at ``--now`` is the one the send makes at that 
   placeholder :data:`personify.offers.PREVIEW_CODE` (:func:`personify.offers.preview_codes`);
 * **an experiment** — the variant X was assigned (its template, variables and subject).
 
+:func:`send_now` says whether that email, sent at ``--now``, would go out, or be suppressed,
+held by quiet hours or over the frequency cap, and why — the send loop's gates (:mod:`.gates`)
+asked of the previewed message.
+
 Variables the caller gives (``--var``) are not resolved. When the step's other variables need
 an entry (``cart``, ``recommendations``: the trigger's cart) and X has none,
 :class:`NotInJourney` says so and names a few customers who have one. A step whose variables
@@ -31,6 +35,8 @@ from personify.errors import NotFound
 from personify.journeys.content import Pending, resolve
 from personify.journeys.decide import message_key
 from personify.journeys.definitions import Journey, Step
+from personify.journeys.gates import Gate, Message
+from personify.journeys.gates import load as load_gates
 from personify.journeys.send import _SubjectStore
 from personify.messages import template_store
 from personify.messages.templates import Template
@@ -80,6 +86,8 @@ class Preview:
     """What the reader of the preview should know (holdout, placeholder code, empty cart)."""
     placeholder: bool = False
     """A discount code is the placeholder, not a code issued to the customer."""
+    holdout: str | None = None
+    """The experiment whose holdout the customer is in (the journey sends them nothing)."""
 
 
 def senders(journeys: Sequence[Journey], template: str) -> list[tuple[Journey, Step]]:
@@ -276,7 +284,34 @@ def _resolve(
         subject=chosen.subject if chosen is not None and chosen.subject else None,
         notes=tuple(notes),
         placeholder=placeholder,
+        holdout=step.experiment.name if assigned == HOLDOUT and step.experiment else None,
     )
+
+
+def send_now(
+    wh: Warehouse,
+    project: Project,
+    journeys: Sequence[Journey],
+    customer_id: str,
+    found: Preview | None,
+    *,
+    now: datetime,
+) -> Gate:
+    """Whether the previewed email, sent at ``now``, would go out — the send loop's own gates
+    (:mod:`.gates`: suppression, consent, goal, quiet hours, frequency cap) asked of its message;
+    a customer in an experiment's holdout gets ``skipped_holdout``. ``found`` ``None`` (no
+    journey sends the template): the gates of an email for the default purpose, uncapped."""
+    if found is not None and found.holdout is not None:
+        return Gate("skipped_holdout", f"holdout of experiment {found.holdout} (receives nothing)")
+    if found is None:
+        purpose = project.config.journeys.purpose
+        message = Message(f"preview:{customer_id}", customer_id, None, purpose)
+    else:
+        message = Message(found.key, customer_id, found.journey, found.purpose)
+    by_name = {j.name: j for j in journeys}
+    # an email already sent is not over the cap because of itself
+    exclude = [message.key]
+    return load_gates(wh, project, by_name, [message], now, exclude=exclude).check(message)
 
 
 def describe(found: Preview) -> str:

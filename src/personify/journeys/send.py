@@ -2,15 +2,15 @@
 
 For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
 
-1. **Gates, again, just before sending** — suppressed ⇒ ``skipped_suppressed`` (an erasure's
-   tombstone gives way to consent for the message's purpose granted after it); no consent (the
-   fail-closed gate) ⇒ ``skipped_consent``; the journey's goal reached since the trigger (the
-   cart bought while the email waited) ⇒ ``skipped_goal``; inside the customer's quiet hours ⇒ held
-   (``send_after`` = when they end; still ``queued``); over the frequency cap (capped journeys'
-   emails sent to the customer within the window, counting this batch's) ⇒
-   ``skipped_frequency`` — unless this batch's own message that took the slot was not sent
-   after all (it could not render, its cart was empty …): then it is left queued for the next
-   batch.
+1. **Gates, again, just before sending** (:mod:`.gates`, which a preview asks too) — suppressed
+   ⇒ ``skipped_suppressed`` (an erasure's tombstone gives way to consent for the message's
+   purpose granted after it); no consent (the fail-closed gate) ⇒ ``skipped_consent``; the
+   journey's goal reached since the trigger (the cart bought while the email waited) ⇒
+   ``skipped_goal``; inside the customer's quiet hours ⇒ held (``send_after`` = when they end;
+   still ``queued``); over the frequency cap (capped journeys' emails sent to the customer
+   within the window, counting this batch's) ⇒ ``skipped_frequency`` — unless this batch's own
+   message that took the slot was not sent after all (it could not render, its cart was empty
+   …): then it is left queued for the next batch.
 2. **Render fresh** — the step's variables are resolved once per provider for the batch
    (:mod:`personify.journeys.content`), every profile is read now in one query and rendered
    (:func:`personify.delivery.prepare_batch`); a message of an experiment's variant is rendered
@@ -40,28 +40,24 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
-from personify.audiences.schedule import parse_duration
 from personify.config import JourneySettings, Project
 from personify.delivery import PrepareFailure, prepare_batch, transport_for
 from personify.delivery.transport import DeliveryDeferred, DeliveryError, Transport, send_many
 from personify.errors import NotFound, PersonifyError, Transient
 from personify.journeys.content import Pending, resolve
-from personify.journeys.decide import allowed, blocking, suppressions_of
 from personify.journeys.definitions import Journey, Step
-from personify.journeys.engine import goal_reached
-from personify.journeys.localtime import quiet_until, zone
-from personify.messages import TemplateStore, read_customers, template_store
+from personify.journeys.gates import HELD, SEND, Message, over_cap
+from personify.journeys.gates import load as load_gates
+from personify.messages import TemplateStore, template_store
 from personify.messages.connected import ConnectedUnavailable
 from personify.messages.liquid_env import text_environment
 from personify.messages.templates import Template
-from personify.privacy.consent import is_marketing
 from personify.privacy.crypto import SUBJECT, KeyRing, project_ring, seal_field
-from personify.privacy.hashing import optional_key
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import Column, Table
 
@@ -215,57 +211,36 @@ def _send_batch(
     counts: SendCounts,
 ) -> tuple[dict[str, _Outcome], str | None]:
     outcomes: dict[str, _Outcome] = {}
-    ids = sorted({r.customer_id for r in batch})
-    kinds = project.config.identity.source_kinds
-    purposes = sorted({r.purpose or settings.purpose for r in batch})
-    found = suppressions_of(wh, ids, optional_key(project))  # once for every purpose
-    blocked = {
-        p: blocking(wh, found, purpose=p, source_kinds=kinds) for p in purposes if is_marketing(p)
+    messages = {
+        r.key: Message(r.key, r.customer_id, r.journey, r.purpose or settings.purpose)
+        for r in batch
     }
-    consent = {p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes}
-    profiles = read_customers(wh, ids)
-    capped = _capped_sent(wh, settings, journeys, ids, now)
+    gates = load_gates(wh, project, journeys, list(messages.values()), now)
+    capped = gates.capped  # counts this batch's capped messages as they are let through
     sent_before = dict(capped)
     reserved: dict[str, list[str]] = {}  # customer → this batch's capped messages to send
     waiting: list[_Row] = []  # over the cap by this batch's own messages only
-    reached: set[str] = set()
-    for name in sorted({r.journey for r in batch}):
-        if (journey := journeys.get(name)) is not None:
-            reached |= goal_reached(wh, journey, [r.key for r in batch if r.journey == name], now)
     live: list[_Row] = []
     for row in batch:
         journey = journeys.get(row.journey)
-        purpose = row.purpose or settings.purpose
         step = journey.step(row.step) if journey else None
         if journey is None or step is None or step.kind != "send":
             outcomes[row.key] = _Outcome(
                 "failed", f"journey {row.journey!r} has no send step {row.step!r} any more"
             )
-        elif row.customer_id in blocked.get(purpose, ()):
-            outcomes[row.key] = _Outcome(
-                "skipped_suppressed", "suppressed (unsubscribed, bounced, complained or erased)"
-            )
-        elif row.customer_id not in consent[purpose]:
-            outcomes[row.key] = _Outcome(
-                "skipped_consent", f"no consent for {purpose} by email at send time"
-            )
-        elif row.key in reached:
-            assert journey.goal is not None
-            outcomes[row.key] = _Outcome(
-                "skipped_goal", f"goal reached before sending ({journey.goal.event})"
-            )
-        elif (hold := _quiet(settings, project, profiles.get(row.customer_id), now)) is not None:
-            outcomes[row.key] = _Outcome("queued", send_after=hold)
+            continue
+        gate = gates.check(messages[row.key])
+        if gate.outcome == HELD:
+            outcomes[row.key] = _Outcome("queued", send_after=gate.until)
             counts.held += 1
-        elif (
-            journey.capped
-            and settings.frequency_cap is not None
-            and (capped.get(row.customer_id, 0) >= settings.frequency_cap.max)
-        ):
+        elif gate.outcome == "skipped_frequency":
+            assert settings.frequency_cap is not None
             if sent_before.get(row.customer_id, 0) < settings.frequency_cap.max:
                 waiting.append(row)
             else:
-                outcomes[row.key] = _over_cap(settings)
+                outcomes[row.key] = _Outcome(gate.outcome, gate.reason)
+        elif gate.outcome != SEND:
+            outcomes[row.key] = _Outcome(gate.outcome, gate.reason)
         else:
             if journey.capped:
                 capped[row.customer_id] = capped.get(row.customer_id, 0) + 1
@@ -288,46 +263,7 @@ _TAKES_A_SLOT = ("sent", "queued")
 
 
 def _over_cap(settings: JourneySettings) -> _Outcome:
-    cap = settings.frequency_cap
-    assert cap is not None
-    return _Outcome("skipped_frequency", f"frequency cap: {cap.max} per {cap.per}")
-
-
-def _quiet(
-    settings: JourneySettings, project: Project, customer: Mapping[str, Any] | None, now: datetime
-) -> datetime | None:
-    quiet = settings.quiet_hours
-    if quiet is None:
-        return None
-    tz = zone((customer or {}).get("timezone"), fallback=project.config.timezone)
-    return quiet_until(now, _hhmm(quiet.start), _hhmm(quiet.end), tz)
-
-
-def _hhmm(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
-
-
-def _capped_sent(
-    wh: Warehouse,
-    settings: JourneySettings,
-    journeys: Mapping[str, Journey],
-    ids: list[str],
-    now: datetime,
-) -> dict[str, int]:
-    """Emails of capped journeys sent to each customer within the cap's window."""
-    cap = settings.frequency_cap
-    names = sorted(j.name for j in journeys.values() if j.capped)
-    if cap is None or not names or not ids:
-        return {}
-    since = now - parse_duration(cap.per)
-    rows = wh.fetch(
-        "SELECT customer_id, count(*) FROM messages WHERE status = 'sent' AND sent_at > ? "
-        f"AND sent_at <= ? AND journey IN ({', '.join('?' for _ in names)}) "
-        f"AND customer_id IN ({', '.join('?' for _ in ids)}) GROUP BY customer_id",
-        [since, now, *names, *ids],
-    )
-    return {str(c): int(n) for c, n in rows}
+    return _Outcome("skipped_frequency", over_cap(settings))
 
 
 def _render_and_send(

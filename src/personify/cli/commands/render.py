@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as jsonlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from personify.cli.app import (
     pin_now,
     write_out,
 )
+
+if TYPE_CHECKING:
+    from personify.journeys.gates import Gate
 
 
 def _variables(pairs: list[str]) -> dict[str, Any]:
@@ -55,6 +58,18 @@ def _vars_file(path: Path) -> Any:
         raise typer.BadParameter(
             f"{path} is not JSON{where}: {getattr(e, 'msg', e)}", param_hint="--vars"
         ) from None
+
+
+def _verdict(gate: Gate) -> str:
+    """What a send at --now would do, in words."""
+    from personify.journeys.gates import HELD, SEND
+
+    if gate.outcome == SEND:
+        return "a send now would go out"
+    if gate.outcome == HELD:
+        assert gate.until is not None
+        return f"a send now would wait: {gate.reason} until {gate.until.isoformat()}"
+    return f"a send now would not go out ({gate.outcome}): {gate.reason}"
 
 
 @app.command("render", rich_help_panel="Email")
@@ -94,11 +109,13 @@ def render_command(
     recommendations, new arrivals, tag variables, and the discount code already issued for that
     message — else the placeholder PREVIEW-CODE (a preview issues no code and writes nothing).
     A customer with no open cart in the journey is an error naming a few customers who have one;
-    --var / --vars give or replace variables. The journey used is shown on stderr."""
+    --var / --vars give or replace variables. The journey used is shown on stderr, and whether a
+    send at --now would go out or not and why (suppressed, no consent, goal reached, quiet hours
+    until when, frequency cap: the send's own checks; with --json under "send_now")."""
     from personify import clock
     from personify.delivery import prepare_one
     from personify.journeys import preview, preview_template, project_journeys
-    from personify.journeys.preview import describe
+    from personify.journeys.preview import describe, send_now
     from personify.messages import read_customer, template_store
     from personify.session import open_session
 
@@ -115,15 +132,17 @@ def render_command(
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
         person = read_customer(wh, customer, proj)
+        journeys = project_journeys(proj)
         found = preview(
             wh,
             proj,
-            project_journeys(proj),
+            journeys,
             template,
             str(person["customer_id"]),
             now=at,
             given=set(variables),
         )
+        gate = send_now(wh, proj, journeys, str(person["customer_id"]), found, now=at)
         if found is None:  # no journey sends it: the caller's variables only
             envelope = prepare_one(
                 proj,
@@ -175,6 +194,7 @@ def render_command(
                 "headers": {k: str(v) for k, v in message.items()},
                 "out": str(out) if out is not None else None,
                 "journey": journey,
+                "send_now": gate.as_dict(),
             }
         )
         return
@@ -182,5 +202,6 @@ def render_command(
         sys.stderr.write(f"render: {describe(found)}\n")
         for note in found.notes:
             sys.stderr.write(f"  note: {note}\n")
+    sys.stderr.write(f"render: {_verdict(gate)}\n")
     if out is None:
         sys.stdout.write(html)
