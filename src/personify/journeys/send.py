@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,7 +48,7 @@ import pyarrow as pa
 from personify.config import JourneySettings, Project
 from personify.delivery import PrepareFailure, prepare_batch, transport_for
 from personify.delivery.transport import DeliveryDeferred, DeliveryError, Transport, send_many
-from personify.errors import NotFound, PersonifyError, Transient
+from personify.errors import NotFound, PersonifyError, ServiceUnavailable, Transient
 from personify.journeys.content import Pending, resolve
 from personify.journeys.definitions import Journey, Step
 from personify.journeys.gates import HELD, SEND, Message, over_cap
@@ -67,6 +67,10 @@ RETRY_MIN, RETRY_MAX = timedelta(minutes=15), timedelta(hours=4)
 """How long a message refused for now waits before its next try (as long as it waited so far)."""
 GIVE_UP_AFTER = timedelta(days=3)
 """A message still refused for now this long after it was decided is ``failed``."""
+LOCK_LOST = (
+    "the delivery lock was lost with its warehouse connection: stopped, the rest stay queued "
+    "for the process that holds it"
+)
 
 
 @dataclass
@@ -87,12 +91,16 @@ class SendCounts:
     first_location: str | None = None
     """Where the first email sent by this run went (an .eml path for the outbox)."""
     stopped: str | None = None
-    """Why the loop stopped early (transport unavailable), else ``None``."""
+    """Why the loop stopped early (transport unavailable, lock lost), else ``None``."""
+    lock_lost: bool = False
+    """The delivery lock was lost mid-run (its warehouse connection dropped): stopped."""
 
     def as_dict(self) -> dict[str, int]:
         out = {"sent": self.sent, "held_quiet_hours": self.held}
         if self.deferred:
             out["deferred"] = self.deferred
+        if self.lock_lost:
+            out["lock_lost"] = 1
         out.update({k: v for k, v in self.statuses.items() if k != "sent"})
         return out
 
@@ -144,8 +152,16 @@ def deliver(
     now: datetime,
     transport: Transport | None = None,
     limit: int | None = None,
+    held: Callable[[], bool] | None = None,
 ) -> SendCounts:
-    """Send every queued message due at ``now`` (see the module docstring)."""
+    """Send every queued message due at ``now`` (see the module docstring).
+
+    ``held``: whether this process still holds the delivery lock
+    (:meth:`personify.journeys.stage.Lock.held`), asked before each batch and when a warehouse
+    statement fails: a lock lost with its connection (PostgreSQL's advisory locks live as long as
+    the session that took them) stops the loop cleanly — the batch's outcomes recorded (on a new
+    connection), the rest left queued for the process that holds the lock now, and
+    :attr:`SendCounts.stopped` saying so."""
     settings = project.config.journeys
     by_name = {j.name: j for j in journeys}
     own = transport is None
@@ -154,16 +170,38 @@ def deliver(
     ring = project_ring(project)  # subject lines are stored encrypted under it
     counts = SendCounts()
     done = 0
+
+    def lost() -> bool:
+        if held is None or held():
+            return False
+        counts.stopped, counts.lock_lost = LOCK_LOST, True
+        log.warning("delivery: %s", LOCK_LOST)
+        return True
+
     try:
         while limit is None or done < limit:
-            size = settings.batch_size if limit is None else min(settings.batch_size, limit - done)
-            batch = _due(wh, now, size)
-            if not batch:
+            if lost():
                 break
-            outcomes, stop = _send_batch(
-                wh, project, settings, by_name, batch, now, transport, store, counts
-            )
-            _commit(wh, outcomes, now, transport.name, ring)
+            size = settings.batch_size if limit is None else min(settings.batch_size, limit - done)
+            try:
+                batch = _due(wh, now, size)
+                if not batch:
+                    break
+                outcomes, stop = _send_batch(
+                    wh, project, settings, by_name, batch, now, transport, store, counts
+                )
+            except ServiceUnavailable:
+                if lost():  # the connection dropped, and the lock with it
+                    break
+                raise
+            try:
+                _commit(wh, outcomes, now, transport.name, ring)
+            except ServiceUnavailable:
+                if held is None:
+                    raise
+                # the connection may have dropped while the batch was being sent: record what
+                # was handed over once more, on a new one (the loop then stops if the lock went)
+                _commit(wh, outcomes, now, transport.name, ring)
             for outcome in outcomes.values():
                 if outcome.status != "queued":
                     counts.statuses[outcome.status] = counts.statuses.get(outcome.status, 0) + 1

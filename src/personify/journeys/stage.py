@@ -13,7 +13,7 @@ import functools
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from personify import clock
 from personify.audiences.schedule import parse_duration
 from personify.config import OutboxDelivery, Project
 from personify.delivery.outbox import file_name
-from personify.errors import DefinitionError
+from personify.errors import DefinitionError, PersonifyError
 from personify.journeys.definitions import Journey, load_journeys
 from personify.journeys.engine import Context, JourneyCounts, advance
 from personify.journeys.send import SendCounts, deliver
@@ -85,8 +85,17 @@ def check_templates(project: Project, journeys: list[Journey]) -> None:
                     )
 
 
-def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> list[JourneyCounts]:
-    """Enter and advance every journey to ``--now``."""
+def run_journeys(
+    wh: Warehouse,
+    project: Project,
+    journeys: list[Journey],
+    *,
+    held: Callable[[], bool] | None = None,
+) -> list[JourneyCounts]:
+    """Enter and advance every journey to ``--now``. ``held``: whether this process still holds
+    the journeys lock (:meth:`Lock.held`), asked before each journey — a lock lost with its
+    connection stops here (the journeys not advanced yet wait for the next run or the process
+    that holds it now)."""
     now = clock.now()
     context = Context(
         default_zone=project.config.timezone,
@@ -95,6 +104,9 @@ def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> li
     )
     results = []
     for journey in journeys:
+        if held is not None and not held():
+            log.warning("journeys: the lock was lost with its warehouse connection; stopped")
+            break
         counts = retry_conflicts(
             functools.partial(advance, wh, journey, now=now, context=context),
             patience=CONFLICT_PATIENCE,
@@ -112,29 +124,72 @@ def run_journeys(wh: Warehouse, project: Project, journeys: list[Journey]) -> li
 
 @contextlib.contextmanager
 def exclusive(wh: Warehouse, what: str) -> Iterator[bool]:
-    """Whether this process holds ``what`` (``journeys`` or ``delivery``) for this warehouse.
+    """Whether this process holds ``what`` (``journeys`` or ``delivery``) for this warehouse
+    (:func:`locked`, as a flag)."""
+    with locked(wh, what) as lock:
+        yield lock is not None
+
+
+class Lock:
+    """A stage's lock this process took (:func:`locked`); :meth:`held` says whether it still
+    holds it."""
+
+    def __init__(self, wh: Warehouse, what: str, key: int | None, pid: int | None) -> None:
+        self.wh, self.what, self.key, self.pid = wh, what, key, pid
+
+    def held(self) -> bool:
+        """Whether the lock is still this process's. An in-process lock always is. A PostgreSQL
+        advisory lock belongs to the connection (the server session) that took it: when that
+        connection dropped — a server restart, a network cut, an idle timeout — the server
+        released it, and the warehouse's next statement runs on a new connection that does not
+        hold it (another process may have taken it since). So: the statement this asks on must
+        run on the same server session (its ``pg_backend_pid()``), which still holds the lock;
+        a statement that fails (the dropped connection) says no too."""
+        if self.key is None:
+            return True
+        try:
+            row = self.wh.fetch(
+                "SELECT pg_backend_pid(), count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+                "AND ((CAST(classid AS BIGINT) << 32) | CAST(objid AS BIGINT)) = ?",
+                [self.key],
+            )[0]
+        except PersonifyError as e:
+            log.warning("%s: the lock's connection failed (%s)", self.what, type(e).__name__)
+            return False
+        return row[0] == self.pid and int(row[1]) > 0
+
+
+@contextlib.contextmanager
+def locked(wh: Warehouse, what: str) -> Iterator[Lock | None]:
+    """The lock ``what`` (``journeys`` or ``delivery``) of this warehouse, when this process
+    gets it; ``None`` when another one holds it.
 
     Engines shared by several processes (PostgreSQL) serialize on a session-level advisory
     lock keyed by the warehouse's schema as the server names it (``current_schema()``; advisory
     locks are per database) — not by the URL, which processes of one warehouse may spell
     differently (another host name, other credentials) — tried without waiting: a second
     ``personify run`` skips the stage instead of racing the first (it would double no email —
-    keys are unique and transports idempotent — but would render twice). Single-process
-    engines (DuckDB) have one process: there, threads of it (``serve``'s journey tick and a
-    forwarded ``personify run``) take turns on an in-process lock (re-entrant in one thread)."""
+    keys are unique and transports idempotent — but would render twice). The lock lives as long
+    as the connection that took it: work that runs long checks :meth:`Lock.held` as it goes (the
+    send loop, before each batch) and stops when it was lost. Single-process engines (DuckDB)
+    have one process: there, threads of it (``serve``'s journey tick and a forwarded ``personify
+    run``) take turns on an in-process lock (re-entrant in one thread)."""
     if not wh.capabilities.advisory_lock:
         with _local_lock(wh, what):
-            yield True
+            yield Lock(wh, what, None, None)
         return
     schema = wh.scalar("SELECT current_schema()")
     digest = hashlib.sha256(f"personify:{what}:{schema}".encode()).digest()
     key = int.from_bytes(digest[:8], "big", signed=True)
-    held = bool(wh.scalar("SELECT pg_try_advisory_lock(?)", [key]))
+    row = wh.fetch("SELECT pg_try_advisory_lock(?), pg_backend_pid()", [key])[0]
+    lock = Lock(wh, what, key, int(row[1])) if row[0] else None
     try:
-        yield held
+        yield lock
     finally:
-        if held:
-            wh.scalar("SELECT pg_advisory_unlock(?)", [key])
+        if lock is not None and lock.held():  # a lost lock is not this process's to release
+            with contextlib.suppress(PersonifyError):
+                wh.scalar("SELECT pg_advisory_unlock(?)", [key])
 
 
 _LOCAL: dict[tuple[str, str], threading.RLock] = {}
@@ -151,11 +206,11 @@ def journeys_stage(session: Session) -> dict[str, int]:
     ``<name>.decided``."""
     journeys = project_journeys(session.project)
     check_templates(session.project, journeys)
-    with exclusive(session.warehouse, "journeys") as held:
-        if not held:
+    with locked(session.warehouse, "journeys") as lock:
+        if lock is None:
             log.warning("journeys: another process is advancing them; skipped")
             return {"journeys": len(journeys), "busy": 1}
-        results = run_journeys(session.warehouse, session.project, journeys)
+        results = run_journeys(session.warehouse, session.project, journeys, held=lock.held)
     out = {
         "journeys": len(journeys),
         "entered": sum(r.entered for r in results),
@@ -165,25 +220,34 @@ def journeys_stage(session: Session) -> dict[str, int]:
         "completed": sum(r.completed for r in results),
         "active": sum(r.active for r in results),
     }
+    if len(results) < len(journeys):
+        out["lock_lost"] = 1
     for r in results:
         out[f"{r.journey}.decided"] = r.decided
     return out
 
 
-def send_due(session: Session, *, limit: int | None = None) -> SendCounts:
-    """Send the queued emails due at ``--now``."""
+def send_due(session: Session, *, limit: int | None = None, lock: Lock | None = None) -> SendCounts:
+    """Send the queued emails due at ``--now`` (stopping if the delivery ``lock`` is lost)."""
     journeys = project_journeys(session.project)
-    return deliver(session.warehouse, session.project, journeys, now=clock.now(), limit=limit)
+    return deliver(
+        session.warehouse,
+        session.project,
+        journeys,
+        now=clock.now(),
+        limit=limit,
+        held=lock.held if lock is not None else None,
+    )
 
 
 def delivery_stage(session: Session) -> dict[str, int]:
     """The pipeline's ``delivery`` step: sent, held and skipped counts, plus per journey
     ``<name>.sent``."""
-    with exclusive(session.warehouse, "delivery") as held:
-        if not held:
+    with locked(session.warehouse, "delivery") as lock:
+        if lock is None:
             log.warning("delivery: another process is sending; skipped")
             return {"sent": 0, "busy": 1}
-        counts = send_due(session)
+        counts = send_due(session, lock=lock)
     if counts.stopped:
         log.warning("delivery stopped early: %s (the rest stay queued)", counts.stopped)
     out = counts.as_dict()

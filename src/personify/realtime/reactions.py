@@ -117,7 +117,7 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
     """Advance the due journey instances and send the due emails at ``now``."""
     from personify.journeys.engine import Context, advance
     from personify.journeys.send import deliver
-    from personify.journeys.stage import exclusive, project_journeys
+    from personify.journeys.stage import exclusive, locked, project_journeys
     from personify.privacy.hashing import optional_key
 
     at = now or clock.now()
@@ -145,9 +145,9 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
         [at],
     )
     if due:
-        with exclusive(wh, "delivery") as held:
-            if held:
-                done.sent = deliver(wh, project, journeys, now=at).sent
+        with locked(wh, "delivery") as lock:
+            if lock is not None:
+                done.sent = deliver(wh, project, journeys, now=at, held=lock.held).sent
             else:
                 done.busy = True
     return done

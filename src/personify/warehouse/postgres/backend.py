@@ -163,6 +163,8 @@ class PostgresWarehouse(Warehouse):
             with conn.transaction():
                 yield
             committed = True
+        except psycopg.Error as e:  # BEGIN or COMMIT on a connection that dropped, too
+            raise _translate(e) from e
         finally:
             self._local.depth = depth
             if depth == 0:
