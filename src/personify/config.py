@@ -966,10 +966,16 @@ class DiscountCampaign(_Base, frozen=True):
     everyone gets a code."""
     currency: str = "EUR"
     """Currency of ``amount`` tiers (shown in the code's label)."""
+    renew_within: str = "24h"
+    """A code asked for again (an email retried after its server deferred it for days) that has
+    expired, or expires within this (at most half of ``expires_in``), gets ``expires_in`` more
+    from then — the same code: an email never goes out carrying a dead one."""
 
     def __post_init__(self) -> None:
-        if not _DISCOUNT_DURATION.match(self.expires_in.strip().lower()):
-            raise ValueError(f"{self.expires_in!r} is not a duration: write e.g. 48h, 7d or 2w")
+        for name in ("expires_in", "renew_within"):
+            value = getattr(self, name)
+            if not _DISCOUNT_DURATION.match(value.strip().lower()):
+                raise ValueError(f"{name}: {value!r} is not a duration: write e.g. 48h, 7d or 2w")
         if not self.tiers:
             raise ValueError("a campaign needs at least one tier")
 

@@ -431,6 +431,33 @@ def test_preview_codes_issue_nothing(warehouse: Warehouse, project: Project) -> 
     assert issue_codes(warehouse, project, requests, now=NOW)["j:cold:c2"]["code"] != PREVIEW_CODE
 
 
+def test_a_code_about_to_expire_is_renewed_when_asked_for_again(
+    warehouse: Warehouse, project: Project
+) -> None:
+    """A code asked for again within ``renew_within`` (24h) of its expiry, or after it, gets
+    ``expires_in`` (7d) more from then — the same code; a redeemed one is left alone; a preview
+    shows the renewed expiry and writes nothing."""
+    keys = [("near", "c1", "cart_rescue"), ("used", "c2", "cart_rescue")]
+    first = issue_codes(warehouse, project, keys, now=NOW)
+    assert redeem(warehouse, first["used"]["code"], order_id="o1", at=NOW).ok
+    later = NOW + timedelta(days=6, hours=1)  # 23 hours left
+    shown = preview_codes(warehouse, project, keys[:1], now=later)["near"]
+    assert shown["expires_at"] == later + timedelta(days=7)
+    assert warehouse.scalar("SELECT max(expires_at) FROM discount_codes") == NOW + timedelta(days=7)
+    renewed = issue_codes(warehouse, project, keys, now=later)
+    assert renewed["near"] == {**first["near"], "expires_at": later + timedelta(days=7)}
+    assert renewed["used"] == first["used"]  # redeemed: nothing to renew
+    long_after = NOW + timedelta(days=30)  # expired: revived
+    revived = issue_codes(warehouse, project, keys[:1], now=long_after)["near"]
+    assert (revived["code"], revived["expires_at"]) == (
+        first["near"]["code"],
+        long_after + timedelta(days=7),
+    )
+    assert issue_codes(warehouse, project, keys[:1], now=long_after + timedelta(days=1)) == {
+        "near": revived
+    }  # 6 days left: unchanged
+
+
 def test_a_colliding_code_moves_to_the_next_candidate(
     warehouse: Warehouse, project: Project
 ) -> None:

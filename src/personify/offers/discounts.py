@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -72,6 +72,12 @@ def expires_in(campaign: DiscountCampaign) -> timedelta:
     return parse_duration(campaign.expires_in)
 
 
+def renew_margin(campaign: DiscountCampaign) -> timedelta:
+    """How close to its expiry a code asked for again is renewed: ``renew_within``, at most half
+    of ``expires_in`` (a code just issued is never renewed)."""
+    return min(parse_duration(campaign.renew_within), expires_in(campaign) / 2)
+
+
 def tier_for(campaign: DiscountCampaign, engagement: float | None) -> DiscountTier | None:
     """The first tier whose ``min_engagement`` ``engagement`` reaches (none counts as 0)."""
     score = 0.0 if engagement is None else float(engagement)
@@ -115,13 +121,52 @@ def issue_codes(
     """A code for each ``(idempotency_key, customer_id, campaign)``, issued at ``now``.
 
     Returns, per idempotency key, ``{code, label, value, kind, expires_at, campaign,
-    customer_id}``. A key asked before gets its stored code back unchanged (even if the
-    campaign's settings changed since) and nothing is inserted. At most four statements for the
-    whole batch (read, engagement scores, insert, read back), whatever its size."""
+    customer_id}``. A key asked before gets its stored code back (even if the campaign's
+    settings changed since) and nothing is inserted — but a code not redeemed that has expired,
+    or expires within the campaign's :func:`renew_margin` of ``now`` (an email retried for days
+    after its server deferred it), gets ``expires_in`` more from ``now`` first: the same code,
+    alive when the email goes out. At most five statements for the whole batch (read, engagement
+    scores, insert, renew, read back), whatever its size."""
     wanted, settings, stored, missing = _asked(wh, project, requests)
     if missing:
         _insert(wh, project, wanted, missing, settings, now, stored)
+    _renew(wh, settings, stored, now)
     return _labelled(wanted, settings, stored)
+
+
+def _due_renewal(
+    settings: dict[str, DiscountCampaign], stored: dict[str, dict[str, Any]], now: datetime
+) -> dict[str, list[str]]:
+    """Campaign → the keys among ``stored`` whose code expires within its renewal margin."""
+    due: dict[str, list[str]] = {}
+    for key, row in stored.items():
+        config = settings.get(str(row["campaign"]))
+        expires = row.get("expires_at")
+        if config is None or not isinstance(expires, datetime):
+            continue
+        expires = expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
+        if expires < now + renew_margin(config):
+            due.setdefault(str(row["campaign"]), []).append(key)
+    return due
+
+
+def _renew(
+    wh: Warehouse,
+    settings: dict[str, DiscountCampaign],
+    stored: dict[str, dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Give the codes of ``stored`` about to expire (not redeemed) ``expires_in`` more from
+    ``now``, one UPDATE per campaign, and read them back into ``stored``."""
+    due = _due_renewal(settings, stored, now)
+    for campaign, keys in sorted(due.items()):
+        until = now + expires_in(settings[campaign])
+        wh.execute(
+            "UPDATE discount_codes SET expires_at = ? WHERE idempotency_key IN "
+            f"(SELECT {UNNEST}) AND redeemed_at IS NULL AND expires_at < ?",
+            [until, sorted(keys), until],
+        )
+        stored.update(_stored(wh, keys))
 
 
 def _asked(
@@ -176,8 +221,12 @@ def preview_codes(
     A key already issued gets its stored code, exactly as :func:`issue_codes` returns it. Any
     other gets the campaign's value for the customer (its tier) and an expiry from ``now``, with
     ``code`` the placeholder :data:`PREVIEW_CODE` and ``preview: True``: a preview must not
-    issue, reserve or reveal a code that a later send would use."""
+    issue, reserve or reveal a code that a later send would use. A stored code due for renewal
+    shows the expiry the send would give it."""
     wanted, settings, stored, missing = _asked(wh, project, requests)
+    for campaign, keys in _due_renewal(settings, stored, now).items():
+        for k in keys:
+            stored[k] = {**stored[k], "expires_at": now + expires_in(settings[campaign])}
     engagement = _engagement(wh, sorted({wanted[k][0] for k in missing})) if missing else {}
     for k in missing:
         row = _new_row(b"", k, *wanted[k], settings, engagement, now, 0)
