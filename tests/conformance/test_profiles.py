@@ -565,3 +565,27 @@ def test_a_national_profile_phone_is_read_in_the_profiles_country(
     assert warehouse.fetch(
         "SELECT value FROM identity_nodes WHERE kind = 'phone' ORDER BY value"
     ) == [("+12025550143",), ("+33612345678",)]
+
+
+def test_a_customer_only_in_customers_is_found_by_its_id(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Rows imported straight into ``customers`` (no identity graph yet) are still people that
+    ``consent set``, ``profile``, export and erasure can name by customer id."""
+    from personify.errors import NotFound
+    from personify.profiles import resolve_customer
+
+    proj = project(tmp_path, warehouse.url)
+    warehouse.load(
+        table("customers"),
+        pa.table(
+            {
+                "customer_id": ["crm-42"],
+                "email": ["ann@x.org"],
+                "updated_at": pa.array([NOW], TS),
+            }
+        ),
+    )
+    assert resolve_customer(warehouse, " crm-42 ", proj) == "crm-42"
+    with pytest.raises(NotFound):
+        resolve_customer(warehouse, "crm-43", proj)

@@ -29,6 +29,9 @@ def resolve_customer(wh: Warehouse, text: str, project: Project) -> str:
     )
     if row and row[0][0]:
         return str(row[0][0])
+    # a customer the graph never resolved (rows imported straight into `customers`)
+    if wh.scalar("SELECT 1 FROM customers WHERE customer_id = ?", [text.strip()]) is not None:
+        return text.strip()
     node = find_node(wh, text, project.config.identity)
     if node.customer_id is None:
         why = "a blocked value" if node.blocked else "only linked to anonymous identifiers"
