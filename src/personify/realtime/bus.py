@@ -301,26 +301,30 @@ to leave it unacked."""
 def dead_letter(
     message: Any, row: Sequence[Any] | None, reason: str, error: Exception, delivered: int
 ) -> tuple[Any, ...]:
-    """The quarantine row of a bus message given up on: an event row (its payload a JSON object
-    by ``events`` column), a webhook delivery ``(source, delivery_id, signed_at, body)`` (its
-    body) or what could not be decoded (the bytes in hex); located by subject and stream
-    sequence."""
+    """The quarantine row of a bus message given up on: an event row (its payload the event as
+    a tracking payload, received when the ingest process received it: ``personify quarantine
+    replay`` stores it once the cause is fixed), a webhook delivery ``(source, delivery_id,
+    signed_at, body)`` (its body) or what could not be decoded (the bytes in hex); located by
+    subject and stream sequence."""
     from personify.ingest.tracking.rows import quarantine_row  # (ingest's, on demand)
 
     subject = str(getattr(message, "subject", "") or "")
     raw = bytes(getattr(message, "data", b"") or b"")
     source, identity = "bus", hashlib.sha256(raw).hexdigest()
+    received_us = time.time_ns() // 1000
+    kept = "kept here as it was sent (replayable)"
     if row is not None and subject.endswith(".webhooks") and len(row) == 4:
         source, identity = str(row[0]), f"{row[0]}:{row[1]}"
         body = row[3]
         payload = bytes(body).decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     elif row is not None:
-        from personify.ingest.tracking.normalize import EVENT_COLUMNS
-
         source = str(row[8]) if len(row) > 8 and row[8] else source
         identity = str(row[0])
-        named = dict(zip(EVENT_COLUMNS, row, strict=False))  # (the stored row's columns)
-        payload = msgspec.json.encode(named, enc_hook=str).decode()
+        payload, received = _event_payload(row)
+        if received is None:
+            kept = "kept here by column (not an event row of this version)"
+        else:
+            received_us = received
     else:
         payload = raw.hex()
     try:
@@ -329,19 +333,35 @@ def dead_letter(
         where = f"bus:{subject}"
     detail = (
         f"the bus delivered it {delivered} time(s) and storing it failed each time "
-        f"({type(error).__name__}, see the worker's log); kept here as it was, by column"
+        f"({type(error).__name__}, see the worker's log); {kept}"
         if reason == "unstorable"
         else f"the message could not be read ({type(error).__name__}); kept here in hex"
     )
     return quarantine_row(
         source=source,
         identity=identity,
-        received_us=time.time_ns() // 1000,
+        received_us=received_us,
         reason=reason,
         detail=detail,
         payload=payload,
         location=where,
     )
+
+
+def _event_payload(row: Sequence[Any]) -> tuple[str, int | None]:
+    """An event row's tracking payload and when it was received (µs) — or, for a row this
+    version cannot read as one, its values by column and ``None``."""
+    from personify.ingest.tracking.normalize import EVENT_COLUMNS
+    from personify.ingest.tracking.store import row_payload
+
+    try:
+        received = row[EVENT_COLUMNS.index("received_at")]
+        if isinstance(received, int):
+            return row_payload(tuple(row)), received
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError, msgspec.DecodeError):
+        pass
+    named = dict(zip(EVENT_COLUMNS, row, strict=False))
+    return msgspec.json.encode(named, enc_hook=str).decode(), None
 
 
 def deliveries(message: Any) -> int:

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from tests.e2e.cli import project_on
 from tests.e2e.test_scale_out import NATS, stream  # noqa: F401  (the fixture)
 from tests.unit.realtime.test_bus_acks import consumer_state, until
 
+from personify.config import load_project
+from personify.ingest.tracking.normalize import EPOCH, EVENT_COLUMNS, Inputs, normalize
+from personify.ingest.tracking.replay import entries, replay
+from personify.ingest.tracking.store import store
 from personify.realtime.bus import (
     MAX_STORE_DELIVERIES,
     Consumer,
     Publisher,
     parse_bus_url,
 )
+from personify.session import Session
 
 
 class Store:
@@ -47,8 +55,11 @@ def _settled(settings: Any, durable: str = "workers") -> bool:
 
 
 def event(message_id: str) -> tuple[Any, ...]:
-    # an events row as the ingest process publishes it (message_id first, source ninth)
-    return (message_id, "track", "Viewed", "a1", None, 0, 0, None, "web", "{}", "{}", None)
+    """An events row as the ingest process publishes it (message_id first, source ninth)."""
+    raw = {"type": "track", "event": "Viewed", "anonymousId": "a1", "messageId": message_id}
+    row = normalize(json.dumps(raw).encode(), 0, Inputs(source="web", received_at=EPOCH))
+    assert isinstance(row, tuple)
+    return row
 
 
 def test_a_message_that_cannot_be_stored_is_quarantined_and_its_batch_goes_on(
@@ -69,7 +80,7 @@ def test_a_message_that_cannot_be_stored_is_quarantined_and_its_batch_goes_on(
         reasons = {q[3]: q for q in store.quarantine}
         assert set(reasons) == {"undecodable", "unstorable"}
         poison = reasons["unstorable"]
-        assert poison[1] == "web" and json.loads(poison[5])["message_id"] == "poison"
+        assert poison[1] == "web" and json.loads(poison[5])["messageId"] == "poison"
         assert f"{MAX_STORE_DELIVERIES} time(s)" in poison[4]
         assert reasons["undecodable"][5] == "c1" and consumer.quarantined == 2
     finally:
@@ -99,3 +110,72 @@ def test_a_webhook_delivery_that_cannot_be_stored_is_quarantined(stream: str) ->
     finally:
         consumer.close()
         publisher.close()
+
+
+def test_an_unstorable_event_is_replayed_once_the_cause_is_fixed(
+    tmp_path: Path,
+    stream: str,  # noqa: F811
+) -> None:
+    """The quarantined row keeps the event as a tracking payload: ``quarantine replay`` stores
+    it exactly as the worker would have (its times skew-corrected the same way, its parts
+    intact), once however often it is replayed. Real NATS, a real DuckDB warehouse; the
+    worker's store refuses the event until the "fix"."""
+    settings = parse_bus_url(f"{NATS}?stream={stream}&ack_wait=1", "t")
+    session = Session(load_project(project_on(tmp_path / "p")))
+    wh = session.warehouse
+    received = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    inputs = Inputs(source="web", received_at=received, context={"library": {"name": "js"}})
+    raw = {
+        "type": "track",
+        "event": "Wished",
+        "messageId": "poison",
+        "userId": "u-1",
+        "timestamp": "2030-01-01T00:00:00Z",  # a clock years ahead, corrected by sentAt
+        "sentAt": "2030-01-01T00:00:05Z",
+        "properties": {"sku": "s-1", "price": 12.5, "tags": ["a", "b"]},
+        "context": {"page": {"path": "/p"}},
+    }
+    poison = normalize(json.dumps(raw).encode(), 0, inputs)
+    assert isinstance(poison, tuple)
+    broken = threading.Event()
+    broken.set()
+
+    def handle(rows: list[tuple[Any, ...]], held: list[tuple[Any, ...]], again: list[bool]) -> None:
+        if broken.is_set() and any(r[0] == "poison" for r in rows):
+            raise RuntimeError("this row cannot be stored")
+        store(wh, rows, held)
+
+    publisher = Publisher(settings)
+    publisher.publish([poison]).result(10)
+    consumer = Consumer(settings, handle)
+    try:
+        assert until(lambda: consumer.quarantined == 1)
+    finally:
+        consumer.close()
+        publisher.close()
+    try:
+        (entry,) = entries(wh)
+        assert (entry.source, entry.reason, entry.received_at) == ("web", "unstorable", received)
+        assert json.loads(entry.payload or "")["messageId"] == "poison"
+        broken.clear()  # the fix
+        first = replay(wh, session.project)
+        assert (first.stored, first.still_quarantined, first.skipped) == (1, [], [])
+        second = replay(wh, session.project)
+        assert (second.looked_at, second.stored) == (0, 0)
+        columns = ", ".join(EVENT_COLUMNS[:15])
+        (stored,) = wh.fetch(f"SELECT {columns} FROM events")
+        expected = dict(zip(EVENT_COLUMNS, poison, strict=False))
+        got = dict(zip(EVENT_COLUMNS, stored, strict=False))
+        for name in ("timestamp", "received_at", "sent_at"):
+            assert got[name] == EPOCH + timedelta(microseconds=expected[name]), name
+        for name in ("properties", "context", "traits"):
+            assert _json(got[name]) == _json(expected[name]), name
+        for name in ("message_id", "type", "event", "anonymous_id", "user_id", "source"):
+            assert got[name] == expected[name], name
+        assert wh.fetch("SELECT count(*) FROM quarantine") == [(0,)]
+    finally:
+        session.close()
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value

@@ -120,8 +120,13 @@ def quarantine_table(rows: Sequence[QuarantineRow]) -> pa.Table:
 
 
 def row_payload(row: Row) -> str:
-    """An event row as JSON text in Segment's names (for the quarantine's ``payload``)."""
+    """An event row as a tracking event in Segment's names (for the quarantine's ``payload``):
+    one that :func:`~personify.ingest.tracking.normalize.normalize`, given the row's
+    ``received_at``, turns into the same row — so ``personify quarantine replay`` can store it.
+    With a ``sentAt``, the timestamp is the sender's own (``timestamp + sentAt − receivedAt``,
+    which the skew correction turns back into the stored one)."""
     r = dict(zip(EVENT_COLUMNS, row, strict=True))
+    stamp, sent = r["timestamp"], r["sent_at"]
     doc: dict[str, Any] = {
         "type": r["type"],
         "messageId": r["message_id"],
@@ -131,12 +136,21 @@ def row_payload(row: Row) -> str:
         "name": r["name"],
         "groupId": r["group_id"],
         "previousId": r["previous_id"],
-        "timestamp": (EPOCH + timedelta(microseconds=r["timestamp"])).isoformat(),
+        "timestamp": _iso(stamp),
     }
+    if sent is not None:
+        try:
+            doc["timestamp"], doc["sentAt"] = _iso(stamp + sent - r["received_at"]), _iso(sent)
+        except OverflowError:  # a sender's time beyond any date: the stored time, as it is
+            pass
     for key in ("properties", "context", "traits"):
         if r[key] is not None:
             doc[key] = msgspec.json.decode(r[key])
     return msgspec.json.encode({k: v for k, v in doc.items() if v is not None}).decode()
+
+
+def _iso(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).isoformat()
 
 
 def _canonical(part: Any, drop: str | None = None) -> bytes | None:
