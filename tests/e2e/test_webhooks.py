@@ -159,6 +159,32 @@ def test_a_replayed_delivery_has_one_effect(served: tuple[str, Session]) -> None
     assert count(session, "webhook_receipts") == 1
 
 
+def test_a_shopify_event_resent_with_a_new_webhook_id_has_one_effect(
+    served: tuple[str, Session],
+) -> None:
+    """Shopify resends an event with a new ``X-Shopify-Webhook-Id`` on some retries: its
+    ``X-Shopify-Event-Id`` (for its topic) is the delivery's identity. Another topic's delivery
+    of the same event is another delivery; a receipt written under the webhook id alone (before
+    the event id was preferred) still makes the resend a duplicate."""
+    url, session = served
+    body = order(1010)
+    first = {**shopify_headers(body, "d-10"), "X-Shopify-Event-Id": "e-10"}
+    answer = post(url, "shop_hooks", body, first).json()
+    assert answer["status"] == "accepted" and answer["id"] == "orders/updated:e-10"
+    session.warehouse.execute("UPDATE orders SET total = 1 WHERE order_id = '1010'")
+    resent = {**shopify_headers(body, "d-11"), "X-Shopify-Event-Id": "e-10"}
+    again = post(url, "shop_hooks", body, resent)
+    assert again.json() == {"status": "duplicate", "id": "orders/updated:e-10"}
+    assert session.warehouse.scalar("SELECT total FROM orders") == 1.0  # not applied twice
+    paid = {**resent, "X-Shopify-Topic": "orders/paid"}
+    assert post(url, "shop_hooks", body, paid).json()["status"] == "accepted"
+    older = order(1011)
+    assert post(url, "shop_hooks", older, shopify_headers(older, "d-12")).status_code == 200
+    upgraded = {**shopify_headers(older, "d-12"), "X-Shopify-Event-Id": "e-12"}
+    assert post(url, "shop_hooks", older, upgraded).json()["status"] == "duplicate"
+    assert count(session, "webhook_receipts") == 3
+
+
 def test_the_same_delivery_at_once_many_times_has_one_effect(
     served: tuple[str, Session],
 ) -> None:

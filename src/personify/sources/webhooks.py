@@ -4,7 +4,10 @@ Signature schemes, each verified over the **raw body** with constant-time compar
 (:func:`hmac.compare_digest`) against every configured secret (several during a rotation):
 
 * ``shopify`` — ``X-Shopify-Hmac-Sha256``: base64 of HMAC-SHA256(secret, body). The delivery id
-  is ``X-Shopify-Webhook-Id`` (or ``X-Shopify-Event-Id``); a delivery whose
+  is ``X-Shopify-Event-Id`` (with ``X-Shopify-Topic``: ``<topic>:<event id>``) when it is sent —
+  Shopify resends an event with a new ``X-Shopify-Webhook-Id`` on some retries, its event id
+  the same — else ``X-Shopify-Webhook-Id``; a receipt written under the webhook id (before the
+  event id was preferred) still makes a resend a duplicate. A delivery whose
   ``X-Shopify-Triggered-At`` is further than ``tolerance`` from now is stale.
 * ``stripe`` — ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]``: HMAC-SHA256(secret,
   ``"<t>.<body>"``) in hex; ``t`` within ``tolerance`` (300 s) of now. The id is the event's ``id``.
@@ -85,6 +88,9 @@ class Verified:
 
     delivery_id: str
     signed_at: datetime | None
+    aliases: tuple[str, ...] = ()
+    """Other ids the same delivery may have been received under (a Shopify delivery's webhook
+    id, when its event id is the delivery id): a receipt under any of them is this delivery's."""
 
 
 # ----------------------------------------------------------------------------------- schemes
@@ -116,9 +122,14 @@ def verify_shopify(
         hmac.compare_digest(base64.b64encode(_hmac(s.encode(), body)), given) for s in secrets
     ):
         raise SignatureError("X-Shopify-Hmac-Sha256 does not match the body")
-    delivery = headers.get("x-shopify-webhook-id") or headers.get("x-shopify-event-id")
-    if not delivery:
+    webhook_id, event_id = headers.get("x-shopify-webhook-id"), headers.get("x-shopify-event-id")
+    if not (webhook_id or event_id):
         raise SignatureError("the X-Shopify-Webhook-Id header is missing")
+    delivery, aliases = webhook_id or "", ()
+    if event_id:  # one event's retries share it; its webhook ids may differ
+        topic = headers.get("x-shopify-topic")
+        delivery = f"{topic}:{event_id}" if topic else event_id
+        aliases = (webhook_id,) if webhook_id else ()
     signed_at = None
     if triggered := headers.get("x-shopify-triggered-at"):
         try:
@@ -126,7 +137,7 @@ def verify_shopify(
         except ValueError:
             raise SignatureError("X-Shopify-Triggered-At is not an ISO 8601 time") from None
         _check_time(signed_at.timestamp(), tolerance, now)
-    return Verified(delivery, signed_at)
+    return Verified(delivery, signed_at, aliases)
 
 
 def verify_stripe(
@@ -288,7 +299,7 @@ class WebhookReceiver:
                     on_conflict=self._conflict,
                 )
             except Exception:
-                if self._received(source.name, verified.delivery_id):
+                if self._received(source.name, verified):
                     # another process stored it meanwhile (the receipt's key refused ours)
                     return Receipt("duplicate", verified.delivery_id)
                 raise
@@ -351,10 +362,12 @@ class WebhookReceiver:
             self.conflicts += 1
         log.debug("webhook: a write-write conflict (%s); retrying", type(error).__name__)
 
-    def _received(self, source: str, delivery: str) -> bool:
+    def _received(self, source: str, verified: Verified) -> bool:
+        ids = (verified.delivery_id, *verified.aliases)
         found = self.session.warehouse.scalar(
-            f"SELECT count(*) FROM {WEBHOOK_RECEIPTS.name} WHERE source = ? AND webhook_id = ?",
-            [source, delivery],
+            f"SELECT count(*) FROM {WEBHOOK_RECEIPTS.name} WHERE source = ? AND webhook_id IN "
+            f"({', '.join('?' * len(ids))})",
+            [source, *ids],
         )
         return bool(found)
 
@@ -362,7 +375,7 @@ class WebhookReceiver:
         wh = self.session.warehouse
         now = clock.now()
         with wh.transaction():
-            if self._received(source.name, verified.delivery_id):
+            if self._received(source.name, verified):
                 return Receipt("duplicate", verified.delivery_id)
             receipt = self._apply(source, verified, body, now)
             wh.execute(
