@@ -125,7 +125,8 @@ def verify_shopify(
     webhook_id, event_id = headers.get("x-shopify-webhook-id"), headers.get("x-shopify-event-id")
     if not (webhook_id or event_id):
         raise SignatureError("the X-Shopify-Webhook-Id header is missing")
-    delivery, aliases = webhook_id or "", ()
+    delivery = webhook_id or ""
+    aliases: tuple[str, ...] = ()
     if event_id:  # one event's retries share it; its webhook ids may differ
         topic = headers.get("x-shopify-topic")
         delivery = f"{topic}:{event_id}" if topic else event_id
