@@ -309,7 +309,11 @@ class RestClient(_Base, frozen=True):
     requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """The request budget (a token bucket, bursts of one second's worth)."""
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    """Seconds to wait for one response."""
+    """Seconds to wait for each step of a request: connecting, each read, each write."""
+    request_deadline: Annotated[float, msgspec.Meta(gt=0)] | None = 300.0
+    """Seconds one request may take in all — connecting, sending, the whole answer read —
+    however steadily a server trickles it (``timeout`` bounds each read only). Past it the try
+    counts as a timeout (retried, then the sync stops). ``null``: no deadline."""
     max_retries: Annotated[int, msgspec.Meta(ge=0)] = 8
     """Retries of one request on 429, 5xx, timeouts and connection errors."""
     backoff_base: Annotated[float, msgspec.Meta(ge=0)] = 0.5

@@ -5,6 +5,9 @@
 * **429**: wait what ``Retry-After`` says (seconds or an HTTP date; without one, the backoff
   below), then try again. A wait longer than ``backoff_max`` is not slept through: the sync stops
   with :class:`RestUnavailable` (and resumes from its saved state next time).
+* **A deadline per request** (``request_deadline``, 300 s): httpx's ``timeout`` bounds each
+  read, so a server trickling a byte every few seconds never times out; past its deadline a try
+  is a timeout like any other (:mod:`.deadline`).
 * **5xx, timeouts, connection errors**: jittered exponential backoff ("full jitter": a random
   wait up to ``backoff_base · 2^try``, at most ``backoff_max``), up to ``max_retries`` tries — or,
   when a 5xx (a 503) says ``Retry-After``, that wait, as for a 429.
@@ -32,6 +35,7 @@ import msgspec
 
 from personify.config import RestClient
 from personify.sources.rest.auth import make_auth, secret_params
+from personify.sources.rest.deadline import Deadline, install
 from personify.sources.rest.errors import RestHttpError, RestResponseError, RestUnavailable
 
 log = logging.getLogger(__name__)
@@ -172,6 +176,9 @@ class HttpClient:
             follow_redirects=True,
             event_hooks={"request": [self._same_host]},  # each redirect too
         )
+        self.deadline = Deadline()
+        if not install(self.http, self.deadline) and config.request_deadline is not None:
+            log.warning("%s: this httpx cannot bound a request's total time", source)
 
     def close(self) -> None:
         self.http.close()
@@ -234,10 +241,15 @@ class HttpClient:
             self.stats.requests += 1
             wait: float | None
             try:
-                response = self.http.request(method, url, params=params, json=json, auth=self.auth)
+                with self.deadline.within(c.request_deadline):
+                    response = self.http.request(
+                        method, url, params=params, json=json, auth=self.auth
+                    )
             except httpx.TimeoutException:
                 self.stats.timeouts += 1
                 problem, wait = "timed out", None
+                if self.deadline.missed():
+                    problem = f"took longer than its request_deadline ({c.request_deadline:g} s)"
             except httpx.TransportError as e:
                 problem, wait = f"could not be reached ({type(e).__name__})", None
             else:

@@ -4,6 +4,8 @@ and timeouts, clear 4xx errors without secrets, OAuth2 token refresh."""
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 
 import pytest
@@ -238,3 +240,69 @@ def test_httpx_request_lines_mask_a_query_key(
     lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert lines and all("sekrit" not in line for line in lines)
     assert any("crm_key=%2A%2A%2A" in line or "crm_key=***" in line for line in lines)
+
+
+class Trickle:
+    """A loopback HTTP server that answers every request one byte every ``every`` seconds —
+    its headers too (``headers=True``) or only its body: never slower than a read timeout."""
+
+    def __init__(self, *, headers: bool, every: float = 0.2) -> None:
+        self.headers, self.every = headers, every
+        self.requests = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        body = b'{"items": [' + b" " * 10_000 + b"]}"
+        head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        with conn:
+            conn.recv(65536)
+            self.requests += 1
+            if not self.headers:
+                conn.sendall(head.encode())
+            for byte in (head.encode() if self.headers else b"") + body:
+                if self.stop.wait(self.every):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up: good
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["headers", "body"])
+def test_a_trickling_server_meets_the_request_deadline(headers: bool) -> None:
+    """httpx's timeout is per read: a byte every 0.2 s never trips a 1 s timeout. The request's
+    deadline does — like a timeout: retried, then the sync stops with a clear error."""
+    server = Trickle(headers=headers)
+    sleeps = Sleeps()
+    started = time.monotonic()
+    try:
+        with (
+            client(server.url, sleeps, timeout=1.0, request_deadline=1.0, max_retries=1) as http,
+            pytest.raises(RestUnavailable) as e,
+        ):
+            http.get_json("GET", "/items")
+    finally:
+        server.close()
+    assert time.monotonic() - started < 6
+    assert "took longer than its request_deadline (1 s) 2 times" in str(e.value)
+    assert http.stats.timeouts == 2 and http.stats.retries == 1 and len(sleeps.calls) == 1
+    assert server.requests == 2
