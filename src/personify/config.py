@@ -104,6 +104,11 @@ class TrackingSource(_SourceBase, frozen=True, tag="tracking", tag_field="kind")
     answers 429 with ``Retry-After``."""
     rate_burst: Annotated[int, msgspec.Meta(ge=1)] | None = None
     """Events the bucket holds, the burst allowance (default: two seconds of ``rate_limit``)."""
+    future_tolerance: Duration = "1d"
+    """How far after its receipt an event's timestamp may be (after the ``sentAt`` skew
+    correction); further is quarantined as ``future_timestamp`` (a device clock ahead would
+    make its customer "seen" for years). Raise it and ``personify quarantine replay`` to take
+    such events after all."""
 
 
 TableName = Literal[
@@ -135,6 +140,10 @@ class FileSource(_SourceBase, frozen=True, tag="file", tag_field="kind"):
     ``order_items``, ``update`` for the other tables."""
     schedule: Schedule | None = None
     """When ``personify serve`` syncs it (``every: 15m`` or ``cron: …``)."""
+    future_tolerance: Duration = "1d"
+    """``events`` only: how far after ``received_at`` (the import's start when the file has
+    none) an event's ``timestamp`` may be; further is quarantined as ``future_timestamp``, as
+    the tracking API does."""
     corrects: bool = False
     """A changed file at a path imported before is a *corrected version* of it: the earlier
     versions' quarantine rows leave the quarantine (those still bad are quarantined again, once;

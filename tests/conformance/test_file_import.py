@@ -484,7 +484,7 @@ def test_sync_sources_imports_tables_side_by_side(session: Session) -> None:
         ),
     )
     with_sources(session, *config)
-    pinned = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    pinned = datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC)  # (after the events: none is ahead)
     pg = session.warehouse.dialect == "postgres"
     held = len(session.warehouse._all) if pg else 0  # type: ignore[attr-defined]
     with clock.frozen(pinned):  # the lanes' threads run at the caller's --now
@@ -798,3 +798,22 @@ def test_a_part_failing_rolls_back_the_one_beside_it(
     again = import_file_source(session, source)
     assert (again.counts["files"], again.counts["rows_loaded"]) == (2, 100)
     assert count(session, "events") == 100
+
+
+def test_an_event_far_after_the_import_is_quarantined_unless_the_source_tolerates_it(
+    session: Session,
+) -> None:
+    """The tracking API's rule for a clock years ahead, on files: ``future_timestamp`` (the
+    import's start standing for the receipt), the source's ``future_tolerance`` deciding."""
+    far = {"timestamp": "2031-01-01T00:00:00Z"}
+    write(session, "a.jsonl", f"{event('m1')}\n{event('m2', **far)}\n")
+    strict = FileSource(name="web", path="data/a.jsonl", table="events")
+    result = import_file_source(session, strict)
+    assert (result.counts["rows_loaded"], result.counts["rows_quarantined"]) == (1, 1)
+    assert rows(session, "SELECT reason, location FROM quarantine") == [
+        ("future_timestamp", "data/a.jsonl:2")
+    ]
+    write(session, "b.jsonl", f"{event('m3', **far)}\n")
+    lenient = FileSource(name="app", path="data/b.jsonl", table="events", future_tolerance="3650d")
+    assert import_file_source(session, lenient).counts["rows_loaded"] == 1
+    assert {m for (m,) in rows(session, "SELECT message_id FROM events")} == {"m1", "m3"}

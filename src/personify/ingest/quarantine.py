@@ -31,6 +31,9 @@ from personify.ingest.reasons import (
     EVENT_TOO_LARGE as EVENT_TOO_LARGE,
 )
 from personify.ingest.reasons import (
+    FUTURE_TIMESTAMP as FUTURE_TIMESTAMP,
+)
+from personify.ingest.reasons import (
     INVALID_EMAIL as INVALID_EMAIL,
 )
 from personify.ingest.reasons import (

@@ -21,6 +21,7 @@ OUT_OF_RANGE: Final = "out_of_range"
 EVENT_TOO_LARGE: Final = "event_too_large"
 INVALID_VALUE: Final = "invalid_value"
 INVALID_TIMESTAMP: Final = "invalid_timestamp"
+FUTURE_TIMESTAMP: Final = "future_timestamp"
 PLAN_VIOLATION: Final = "tracking_plan_violation"
 PLAN_UNREADABLE: Final = "tracking_plan_unreadable"
 CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
@@ -42,6 +43,9 @@ REASONS: Final[dict[str, str]] = {
     INVALID_VALUE: "text holds a NUL character (a tracking event's string, a file's text or JSON "
     "value)",
     INVALID_TIMESTAMP: "a tracking event's timestamp is not ISO 8601 or is out of range",
+    FUTURE_TIMESTAMP: "an event's timestamp is further after the event was received than the "
+    "source's future_tolerance (a device clock ahead, with no sentAt to correct it by); replay "
+    "it once the tolerance allows it",
     PLAN_VIOLATION: "the tracking plan's JSON Schema for the event refuses it",
     PLAN_UNREADABLE: "the tracking plan's schema file for the event cannot be used (not JSON, not "
     "a valid JSON Schema): the event was not checked; fix the file, then replay it",
@@ -63,6 +67,7 @@ TRACKING_REASONS: Final = frozenset(
         MISSING_REQUIRED,
         MISSING_IDENTITY,
         INVALID_TIMESTAMP,
+        FUTURE_TIMESTAMP,
         PLAN_VIOLATION,
         PLAN_UNREADABLE,
         CONFLICTING_DUPLICATE,

@@ -7,7 +7,8 @@ validator checks them after the per-column checks.
 
 An event from a file meets the rules the tracking API applies (:mod:`personify.ingest.tracking.
 normalize`), built from the same definitions (:mod:`personify.ingest.tracking.messages`): a known
-message type, the fields its type needs, free-form parts that are JSON objects, and an identity.
+message type, the fields its type needs, free-form parts that are JSON objects, an identity, and
+a timestamp no further after its receipt than the source's ``future_tolerance``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from personify.ingest.reasons import (
+    FUTURE_TIMESTAMP,
     INVALID_TYPE,
     MISSING_IDENTITY,
     MISSING_REQUIRED,
@@ -88,6 +90,18 @@ def _event_rules() -> tuple[RowRule, ...]:
             # (an alias without a userId failed the rule before)
             "{user_id} IS NOT NULL OR {anonymous_id} IS NOT NULL OR {customer_id} IS NOT NULL",
             "the event has neither a userId nor an anonymousId (it needs one of them)",
+        )
+    )
+    rules.append(
+        RowRule(
+            "events",
+            FUTURE_TIMESTAMP,
+            # ($future_us: the source's future_tolerance; received_at defaults to the import's
+            # start)
+            "epoch_us({timestamp}) - epoch_us({received_at}) <= $future_us",
+            "{column}: {value} is more than future_tolerance ({tolerance}) after the event was "
+            "received (its received_at, else the import's start): a clock ahead?",
+            "timestamp",
         )
     )
     return tuple(rules)

@@ -15,7 +15,8 @@ Python loop per row. Checks, in the target table's column order, first problem w
   kept as given otherwise — blanks around it, capitals: normalizing is a later stage's job);
 * row rules (:mod:`personify.ingest.rules`) — an event's the tracking API's (a known ``type``,
   the fields its type needs, ``properties``/``traits``/``context`` objects, ``missing_identity``:
-  neither ``userId`` nor ``anonymousId``), ``out_of_range`` (a quantity of 0 or less, a negative
+  neither ``userId`` nor ``anonymousId``, ``future_timestamp``: a ``timestamp`` more than
+  ``future_tolerance`` after ``received_at``), ``out_of_range`` (a quantity of 0 or less, a negative
   price);
 * ``duplicate_key_in_file`` — a primary key already seen in the same file (across batches): the
   first valid row is kept.
@@ -46,6 +47,7 @@ from personify.ingest.dedup import KeySet
 from personify.ingest.engine import arrow, open_engine, registered
 from personify.ingest.fields import Field, resolve
 from personify.ingest.rules import rules_for
+from personify.ingest.tracking.normalize import FUTURE_TOLERANCE, duration_text
 from personify.warehouse.base import quote
 from personify.warehouse.schema import Table
 
@@ -104,8 +106,10 @@ class Validator:
         mapping: Mapping[str, str] | None = None,
         now: datetime | None = None,
         delimiter: str = ",",
+        future_tolerance: float = FUTURE_TOLERANCE,
     ) -> None:
         self.table = table
+        self.future_tolerance = future_tolerance
         self.fmt = fmt
         self.label = label
         self.raw_fields = list(fields or ())
@@ -121,6 +125,7 @@ class Validator:
             "ws": _WS,
             "delim": delimiter,
             "structure": resolved.structure,
+            "future_us": int(future_tolerance * 1_000_000),
             **resolved.params,
         }
         self.problems: list[_Problem] = []
@@ -286,7 +291,7 @@ class Validator:
         by_name = {f.name: f for f in self.fields}
         out: list[str] = []
         for rule in rules_for(self.table.name):
-            message = rule.message
+            message = rule.message.replace("{tolerance}", duration_text(self.future_tolerance))
             shown: str | None = None
             if rule.shown is not None:
                 about = by_name[rule.shown]

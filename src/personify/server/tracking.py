@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from personify import clock
-from personify.config import TrackingSource
+from personify.config import TrackingSource, duration_seconds
 from personify.errors import PersonifyError
 from personify.ingest.tracking.intake import (
     Intake,
@@ -144,6 +144,7 @@ def _inputs(request: Request, tracking: Tracking, source: TrackingSource, **kw: 
         ip=client_ip(request),
         plan=tracking.plan(source),
         warn_only=source.tracking_plan_mode == "warn",
+        future_tolerance=duration_seconds(source.future_tolerance),
         **kw,
     )
 

@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from personify import clock
-from personify.config import FileFormat, FileSource, Project, TableName
+from personify.config import FileFormat, FileSource, Project, TableName, duration_seconds
 from personify.errors import FileImportError
 from personify.ingest import quarantine
 from personify.ingest.engine import arrow, open_engine, registered
@@ -505,6 +505,7 @@ def _import_one(
             mapping=source.mapping,
             now=now,
             delimiter=source.delimiter,
+            future_tolerance=duration_seconds(source.future_tolerance),
         ) as validator,
         wh.transaction(),
         contextlib.closing(_prepared(validator, batches, source.name, now, ahead=ahead)) as ready,

@@ -54,6 +54,7 @@ def test_every_reason_code_is_documented() -> None:
         quarantine.EVENT_TOO_LARGE,
         quarantine.INVALID_VALUE,
         quarantine.INVALID_TIMESTAMP,
+        quarantine.FUTURE_TIMESTAMP,
         quarantine.PLAN_VIOLATION,
         quarantine.PLAN_UNREADABLE,
         quarantine.CONFLICTING_DUPLICATE,

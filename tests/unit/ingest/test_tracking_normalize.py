@@ -270,3 +270,27 @@ def test_an_unreadable_schema_quarantines_its_events_only(tmp_path: Path) -> Non
     noted = json.loads(row(event(), warn)["plan_violations"])  # warn: stored, said unchecked
     assert noted[0]["pointer"] == ""
     assert noted[0]["message"].startswith(f"not checked: {tmp_path.name}/Signed Up.json: not JSON")
+
+
+def test_a_timestamp_far_ahead_without_sent_at_is_quarantined() -> None:
+    """A device clock years ahead, no ``sentAt`` to correct it by: not stored (it would make
+    the customer "seen" for years to come) but quarantined, saying how far ahead."""
+    ahead = run(event(timestamp="2029-03-01T12:00:00Z"))
+    assert isinstance(ahead, Problem) and not ahead.rejected
+    assert (ahead.reason, ahead.pointer) == ("future_timestamp", "/timestamp")
+    assert ahead.message_id == "m-1"
+    assert ahead.message.startswith("timestamp is 1096 days after the event was received")
+    assert "future_tolerance 1d" in ahead.message
+    late = run(event(originalTimestamp="2026-03-03T12:00:00Z"))
+    assert isinstance(late, Problem) and late.pointer == "/originalTimestamp"
+    # within the tolerance it is kept as sent; a source may narrow (or widen) it
+    assert row(event(timestamp="2026-03-01T13:00:00Z"))["timestamp"] == at(
+        RECEIVED + timedelta(hours=1)
+    )
+    narrow = Inputs(source="web", received_at=RECEIVED, future_tolerance=600)
+    hour = run(event(timestamp="2026-03-01T13:00:00Z"), narrow)
+    assert isinstance(hour, Problem) and hour.reason == "future_timestamp"
+    assert "1 hour after" in hour.message and "future_tolerance 10m" in hour.message
+    # with a sentAt the skew is corrected instead (the difference is right)
+    fixed = row(event(timestamp="2029-03-01T12:00:00Z", sentAt="2029-03-01T12:00:01Z"))
+    assert fixed["timestamp"] == at(RECEIVED - timedelta(seconds=1))

@@ -526,3 +526,47 @@ def test_text_with_a_nul_is_invalid_value_in_every_format() -> None:
         now=NOW,
     )
     assert [r[:2] for r in bad(nested)] == [(2, "invalid_value")]
+
+
+def test_an_event_far_after_its_receipt_is_quarantined_as_by_the_tracking_api() -> None:
+    """A file's event dated more than ``future_tolerance`` after it was received (its own
+    ``received_at``, else the import's start) is ``future_timestamp``, as the tracking API
+    quarantines it; within the tolerance it loads."""
+    base = '"type": "track", "event": "E", "userId": "u"'
+    lines = jsonl(
+        f'{{"messageId": "ok", {base}, "timestamp": "2026-02-01T20:00:00Z"}}',  # 11 h ahead
+        f'{{"messageId": "far", {base}, "timestamp": "2031-02-01T09:00:00Z"}}',
+        f'{{"messageId": "old", {base}, "timestamp": "2031-02-01T09:00:00Z", '
+        '"receivedAt": "2031-02-01T08:59:00Z"}',  # an export: received then, 1 min before
+    )
+    got = validate(lines, table=EVENTS, fmt="jsonl", label="ev.jsonl", now=NOW)
+    assert got.good.column("message_id").to_pylist() == ["ok", "old"]
+    [(line, reason, detail)] = bad(got)
+    assert (line, reason) == (2, "future_timestamp")
+    assert detail.startswith('ev.jsonl:2: column "timestamp": "2031-02-01 09:00:00+00" is more ')
+    assert "than future_tolerance (1d) after the event was received" in detail
+    narrow = Validator(
+        EVENTS,
+        fmt="jsonl",
+        fields=None,
+        label="ev.jsonl",
+        source="f",
+        now=NOW,
+        future_tolerance=3600,
+    )
+    with narrow:
+        checked = narrow.check(lines)
+    assert checked.good.column("message_id").to_pylist() == ["old"]
+    assert "future_tolerance (1h)" in bad(checked)[0][2]
+    # the tracking API, given the same event, says the same reason
+    raw = json.dumps(
+        {
+            "messageId": "far",
+            "type": "track",
+            "event": "E",
+            "userId": "u",
+            "timestamp": "2031-02-01T09:00:00Z",
+        }
+    ).encode()
+    problem = normalize(raw, 0, Inputs(source="f", received_at=NOW))
+    assert isinstance(problem, Problem) and problem.reason == "future_timestamp"

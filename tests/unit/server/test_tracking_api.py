@@ -436,3 +436,22 @@ def test_a_broken_plan_file_quarantines_its_events_and_the_rest_flows(project_di
             "m5",
             "m6",
         }
+
+
+def test_a_far_future_timestamp_is_quarantined_and_replayed_once_tolerated(
+    project_dir: Path,
+) -> None:
+    far = ev(1, timestamp="2099-01-01T00:00:00Z")
+    for api in make(project_dir):
+        r = api.post("/v1/batch", json={"batch": [far, ev(2)]})
+        body = r.json()
+        assert (body["accepted"], body["quarantined"]) == (1, 1)
+        error = body["errors"][0]
+        assert (error["reason"], error["pointer"]) == ("future_timestamp", "/batch/0/timestamp")
+        assert api.rows("SELECT reason FROM quarantine") == [("future_timestamp",)]
+        still = replay(api.session.warehouse, api.session.project)
+        assert [r for _, r, _ in still.still_quarantined] == ["future_timestamp"]
+    for api in make(project_dir, "    future_tolerance: 36500d\n"):  # the user decides so
+        report = replay(api.session.warehouse, api.session.project)
+        assert (report.stored, report.still_quarantined) == (1, [])
+        assert count(api) == 2 and count(api, "quarantine") == 0

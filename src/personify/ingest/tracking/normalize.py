@@ -13,6 +13,8 @@ reason                      when                                                
                             ``userId``/``previousId`` (alias)
 ``missing_identity``        neither ``userId`` nor ``anonymousId`` (all but alias)   quarantined
 ``invalid_timestamp``       a timestamp that is not ISO 8601, or out of range        quarantined
+``future_timestamp``        the timestamp (skew-corrected) is more than               quarantined
+                            ``future_tolerance`` after the event was received
 ``tracking_plan_violation`` the tracking plan's schema refuses it (``enforce`` mode) quarantined
 ``tracking_plan_unreadable`` the schema file for the event cannot be used (not       quarantined
                             JSON, not a JSON Schema; ``enforce`` mode)
@@ -22,7 +24,11 @@ Clock skew: a sender's clock may be wrong, but the *difference* between when it 
 happened and when it says it sent it is right. So, as Segment does,
 ``timestamp = receivedAt − (sentAt − originalTimestamp)`` when both are given (never later than
 ``receivedAt``); the sender's timestamp as given when there is no ``sentAt``; ``receivedAt`` when
-there is no timestamp at all.
+there is no timestamp at all. A timestamp still more than the source's ``future_tolerance`` (a day
+by default) after ``receivedAt`` — a device clock years ahead, no ``sentAt`` to correct it by — is
+quarantined (``future_timestamp``): stored, it would make its customer "seen" for years to come
+(recency, ``last_seen``, windows). File, REST and webhook rows of ``events`` meet the same rule
+(:mod:`personify.ingest.rules`).
 
 The payload hash is a 64-bit BLAKE2b of the event's bytes as sent — or, when the event carries its
 own ``sentAt`` (SDKs re-stamp it on retries), of its canonical JSON without it: equal for a
@@ -49,6 +55,7 @@ from personify.ingest.reasons import (
 )
 from personify.ingest.reasons import (
     EVENT_TOO_LARGE,
+    FUTURE_TIMESTAMP,
     INVALID_TIMESTAMP,
     INVALID_TYPE,
     INVALID_VALUE,
@@ -88,6 +95,9 @@ EVENT_COLUMNS: Final = (
 """The ``events`` columns a row fills, in the order of its tuple (timestamps as µs since 1970)."""
 
 Row = tuple[Any, ...]
+FUTURE_TOLERANCE: Final = 86_400.0
+"""Seconds an event may say it happened after it was received, by default (a source's
+``future_tolerance``)."""
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
 _MIN_US: Final = (datetime(1, 1, 2, tzinfo=UTC) - EPOCH) // _US
@@ -142,12 +152,16 @@ class Inputs:
     plan: Plan | None = None
     warn_only: bool = False
     """``warn`` mode: plan violations are stored in ``plan_violations`` instead of quarantined."""
+    future_tolerance: float = FUTURE_TOLERANCE
+    """Seconds an event's (skew-corrected) timestamp may be after ``received_at``."""
     received_us: int = field(init=False)
     sent_us: int | None = field(init=False)
+    future_us: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "received_us", micros(self.received_at))
         object.__setattr__(self, "sent_us", micros(self.sent_at) if self.sent_at else None)
+        object.__setattr__(self, "future_us", int(self.future_tolerance * 1_000_000))
 
 
 def micros(value: datetime) -> int:
@@ -354,8 +368,38 @@ def normalize(raw: bytes, index: int, inputs: Inputs) -> Row | Problem:
     except ValueError as e:
         text = f"{e} is not an ISO 8601 instant within range"
         return Problem(index, f"/{e}", INVALID_TIMESTAMP, text, message_id)
+    if timestamp - inputs.received_us > inputs.future_us:
+        name = "originalTimestamp" if message.original_timestamp else "timestamp"
+        return _future(index, name, timestamp - inputs.received_us, inputs, message_id)
     ids = (message_id, user, anonymous)
     return _row(raw, message, parts, kind, ids, (timestamp, sent), index, inputs)
+
+
+def _future(index: int, name: str, ahead_us: int, inputs: Inputs, message_id: str) -> Problem:
+    text = (
+        f"{name} is {span(ahead_us / 1e6)} after the event was received (more than the source's "
+        f"future_tolerance {duration_text(inputs.future_tolerance)}): a device clock ahead? "
+        "Send sentAt so the skew is corrected, or raise future_tolerance and replay it"
+    )
+    return Problem(index, f"/{name}", FUTURE_TIMESTAMP, text, message_id)
+
+
+def span(seconds: float) -> str:
+    """``seconds`` in words, rounded down to its largest unit (``1096 days``, ``1 hour``)."""
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    n = int(seconds)
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as a config duration (``1d``, ``10m``, ``90s``)."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _dict(raw: bytes | None) -> dict[str, Any]:

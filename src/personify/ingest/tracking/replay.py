@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from personify.config import Project, TrackingSource
+from personify.config import Project, TrackingSource, duration_seconds
 from personify.errors import NotFound
 from personify.ingest.tracking.normalize import (
     CONFLICTING_DUPLICATE,
@@ -122,6 +122,7 @@ def _inputs(source: TrackingSource, plan: Plan | None, received_at: datetime) ->
         received_at=received_at,
         plan=plan,
         warn_only=source.tracking_plan_mode == "warn",
+        future_tolerance=duration_seconds(source.future_tolerance),
     )
 
 
