@@ -95,6 +95,14 @@ class Faults:
     """Every answer waits this long (a slow API)."""
     repeat_next: bool = False
     """``/generic/linked`` answers its own URL as the next page's (a pagination that loops)."""
+    page_cap: int = 0
+    """``/generic/items`` answers at most this many records a page, whatever ``limit`` asks
+    (0: as many as asked) — an API's own maximum page size."""
+    hide_every: int = 0
+    """``/generic/items`` leaves every Nth record out of its pages (0: none) — a list filtered
+    after paging (permissions): pages come short mid-stream."""
+    clamp_offset: bool = False
+    """``/generic/items`` answers an offset past the end with the last page again."""
 
 
 def _iso(value: Any) -> str:
@@ -413,7 +421,16 @@ class MockApis:
         q = request.query_params
         offset, limit = int(q.get("offset", 0)), int(q.get("limit", 10))
         rows = self._items_since(request)
-        return JSONResponse({"items": rows[offset : offset + limit], "total": len(rows)})
+        f = self.faults
+        limit = min(limit, f.page_cap) if f.page_cap else limit
+        if f.clamp_offset and rows and offset >= len(rows):
+            offset = max(0, len(rows) - limit)
+        page = [
+            r
+            for i, r in enumerate(rows[offset : offset + limit], offset)
+            if not f.hide_every or (i + 1) % f.hide_every
+        ]
+        return JSONResponse({"items": page, "total": len(rows)})
 
     async def _generic_pages(self, request: Request) -> Response:
         if (denied := await self._guard(request, "generic")) is not None:

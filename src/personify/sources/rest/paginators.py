@@ -5,7 +5,8 @@ The styles (dlt's names): ``json_link`` (a next URL in the body), ``header_link`
 JSON body), ``record_cursor`` (the last record's id: Stripe's ``starting_after``), ``offset``,
 ``page_number``, ``single_page``, and ``auto``. Stop conditions apply to every style: an empty
 page (``stop_after_empty_page``), ``has_more_path`` false, ``stop_path`` true, no next link or
-cursor, the total reached (``total_path``), ``maximum_offset`` / ``maximum_page``.
+cursor, the total reached (``total_path``), ``maximum_offset`` / ``maximum_page``. ``offset``
+without a total ends at an empty page, not a short one (see :func:`_next_offset`).
 
 A :class:`PageRequest` is plain data, saved with the incremental state after every page, so an
 interrupted sync resumes at the page after the last one stored.
@@ -13,6 +14,7 @@ interrupted sync resumes at the page after the last one stored.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import httpx
@@ -31,6 +33,9 @@ class PageRequest(msgspec.Struct, frozen=True):
     json: Any = None
     page: int = 1
     """Pages of this sync so far, this one included."""
+    previous: str | None = None
+    """``offset`` without a total: a digest of the records of the page before this one (the
+    same records again at a further offset end the sync)."""
 
 
 def first_request(paginator: Paginator, request: PageRequest) -> PageRequest:
@@ -108,17 +113,36 @@ def _with_cursor(p: Paginator, request: PageRequest, cursor: Any, page: int) -> 
 def _next_offset(
     p: Paginator, request: PageRequest, body: Any, records: list[Any], page: int
 ) -> PageRequest | None:
+    """With a total, the next ``limit`` records until the total is reached. Without one a short
+    page is not the end — an API capping its page size below ``limit``, or filtering a page
+    after paging, sends short pages mid-stream — so the next offset is what this page held (a
+    capped page skips nothing; a filtered one reads a few records again, upserted by key) and
+    the end is an empty page, or the same records as the page before (an API answering an
+    offset past the end with its last page)."""
     limit = int(request.params.get(p.limit_param, p.limit))
-    offset = int(request.params.get(p.offset_param, p.offset)) + limit
+    start = int(request.params.get(p.offset_param, p.offset))
     total = get_path(body, p.total_path) if p.total_path else None
-    if total is not None and offset >= int(total):
-        return None
-    if total is None and len(records) < limit:
-        return None
+    previous = None
+    if total is not None:
+        offset = start + limit
+        if offset >= int(total):
+            return None
+    else:
+        if not records:
+            return None
+        previous = _digest(records)
+        if previous == request.previous:
+            return None
+        offset = start + min(len(records), limit)
     if p.maximum_offset is not None and offset >= p.maximum_offset:
         return None
     params = {**request.params, p.offset_param: offset}
-    return msgspec.structs.replace(request, params=params, page=page)
+    return msgspec.structs.replace(request, params=params, page=page, previous=previous)
+
+
+def _digest(records: list[Any]) -> str:
+    encoded = msgspec.json.encode(records, order="sorted")
+    return hashlib.blake2b(encoded, digest_size=16).hexdigest()
 
 
 def _next_page_number(

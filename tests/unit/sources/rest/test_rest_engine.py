@@ -57,7 +57,7 @@ def expected(apis: MockApis) -> list[str]:
     ("path", "paginator"),
     [
         ("/generic/items", Paginator(type="offset", limit=7, total_path="total")),
-        ("/generic/items", Paginator(type="offset", limit=7)),  # stop on a short page
+        ("/generic/items", Paginator(type="offset", limit=7)),  # no total: on to an empty page
         ("/generic/pages", Paginator(type="page_number", base_page=1, total_path="total_pages")),
         ("/generic/pages", Paginator(type="page_number", base_page=1)),  # stop on an empty page
         ("/generic/linked", Paginator(type="json_link", next_url_path="next")),
@@ -289,3 +289,28 @@ def test_a_broken_cursor_value_does_not_become_the_cursor(
     cursor = load_state(session.warehouse, "catalog", "items").cursor
     assert cursor == max(r["updated_at"] for r in apis.items[:-1])
     assert sync_rest_source(session, src).counts["rows_read"] == 1  # only the last one again
+
+
+@pytest.mark.parametrize(
+    ("fault", "value"),
+    [("page_cap", 5), ("hide_every", 3), ("clamp_offset", True)],
+    ids=["capped-page-size", "filtered-pages", "clamped-offset"],
+)
+def test_offset_without_a_total_reads_on_past_short_pages(
+    session: Session, apis: MockApis, api_url: str, fault: str, value: Any
+) -> None:
+    """Without ``total_path`` a short page is not the end: an API that caps its page size below
+    ``limit``, or filters its pages after paging, sends short pages mid-stream. The next offset
+    is what the page held (a capped page skips nothing; a filtered one reads a few records
+    again, upserted), and the end is an empty page — or, for an API that answers an offset
+    past the end with its last page again, that same page a second time."""
+    setattr(apis.faults, fault, value)
+    result = sync_rest_source(
+        session, source(api_url, "/generic/items", Paginator(type="offset", limit=7))
+    )
+    every = apis.faults.hide_every
+    visible = [str(r["id"]) for i, r in enumerate(apis.items) if not every or (i + 1) % every]
+    assert stored(session) == sorted(visible)
+    assert result.counts["rows_loaded"] == len(visible)
+    offsets = [int(q["offset"]) for _, path, q in apis.requests if path == "/generic/items"]
+    assert offsets == sorted(set(offsets))  # always further on: no loop
