@@ -5,6 +5,7 @@ pending — and ``repair`` makes the next run clean; runs and discrepancies are 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from personify.config import (
     ApiKeyAuth,
     BearerAuth,
+    FileSource,
     Project,
     ProjectConfig,
     QualityConfig,
@@ -234,3 +236,26 @@ def test_reconcile_records_the_schema_drift_of_rest_records(
         ("shop", "resource:orders", "gift_note", "added", None, "string"),
         ("shop", "resource:orders", "total_price", "type_changed", "string", "number|string"),
     ]
+
+
+def test_a_file_source_reconciles_with_its_own_future_tolerance(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """Reconcile reads a file as the importer did, with the source's ``future_tolerance``: an
+    event years ahead that the source tolerates is expected in the warehouse, not quarantined."""
+    root = tmp_path / "tolerant"
+    (root / "data").mkdir(parents=True)
+    lines = [
+        {"messageId": "e1", "event": "Viewed", "userId": "u1", "timestamp": "2026-03-01T10:00:00Z"},
+        {"messageId": "e2", "event": "Viewed", "userId": "u1", "timestamp": "2099-03-01T10:00:00Z"},
+    ]
+    (root / "data" / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    source = FileSource(
+        name="app", path="data/events.jsonl", table="events", future_tolerance="36500d"
+    )
+    config = ProjectConfig(warehouse=warehouse_url, sources=(source,))
+    with Session(Project(config, root, root / "p.yml")) as session:
+        sync_sources(session)
+        assert session.warehouse.scalar("SELECT count(*) FROM events") == 2
+        report = reconcile(session)
+        assert report.status == "clean", report.to_dict()

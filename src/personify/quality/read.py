@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from personify import clock
-from personify.config import FileSource, RestResource, RestSource
+from personify.config import FileSource, RestResource, RestSource, duration_seconds
 from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
 from personify.quality.drift import PAGE_SAMPLE, add_record_fields
@@ -239,6 +239,7 @@ def read_file_source(session: Session, source: FileSource) -> ResourceRows:
             mapping=source.mapping,
             now=now,
             delimiter=source.delimiter,
+            future_tolerance=duration_seconds(source.future_tolerance),
         ) as validator:
             for batch in batches:
                 checked = validator.check(batch.data, batch.lines)
