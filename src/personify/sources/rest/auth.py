@@ -19,6 +19,7 @@ from collections.abc import Generator
 import httpx
 
 from personify.config import ApiKeyAuth, Auth, BasicAuth, BearerAuth, OAuth2ClientCredentials
+from personify.sources.rest.deadline import Deadline, install
 from personify.sources.rest.errors import RestHttpError, RestUnavailable
 
 EXPIRY_MARGIN = 30.0
@@ -49,9 +50,17 @@ class OAuth2ClientCredentialsFlow(httpx.Auth):
 
     requires_response_body = True
 
-    def __init__(self, config: OAuth2ClientCredentials, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        config: OAuth2ClientCredentials,
+        *,
+        timeout: float = 30.0,
+        deadline: Deadline | None = None,
+    ) -> None:
         self.config = config
         self.timeout = timeout
+        self.deadline = deadline
+        """The deadline of the request being authenticated, the token's fetch included."""
         self._token: str | None = None
         self._expires = 0.0
         self._lock = threading.Lock()
@@ -66,7 +75,10 @@ class OAuth2ClientCredentialsFlow(httpx.Auth):
         pair = f"{c.client_id.reveal()}:{c.client_secret.reveal()}".encode()
         headers = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
         try:
-            r = httpx.post(c.access_token_url, data=data, headers=headers, timeout=self.timeout)
+            with httpx.Client(timeout=self.timeout) as http:
+                if self.deadline is not None:
+                    install(http, self.deadline)
+                r = http.post(c.access_token_url, data=data, headers=headers)
         except httpx.HTTPError as e:
             raise RestUnavailable(
                 f"the token endpoint {c.access_token_url} cannot be reached ({type(e).__name__})"
@@ -110,7 +122,9 @@ class OAuth2ClientCredentialsFlow(httpx.Auth):
             yield request
 
 
-def make_auth(auth: Auth | None, *, timeout: float = 30.0) -> httpx.Auth | None:
+def make_auth(
+    auth: Auth | None, *, timeout: float = 30.0, deadline: Deadline | None = None
+) -> httpx.Auth | None:
     """The ``httpx.Auth`` for a source's ``auth:`` (``None``: no authentication)."""
     if auth is None:
         return None
@@ -122,7 +136,7 @@ def make_auth(auth: Auth | None, *, timeout: float = 30.0) -> httpx.Auth | None:
         return _Header(auth.name, auth.api_key.reveal())
     if isinstance(auth, BasicAuth):
         return httpx.BasicAuth(auth.username.reveal(), auth.password.reveal())
-    return OAuth2ClientCredentialsFlow(auth, timeout=timeout)
+    return OAuth2ClientCredentialsFlow(auth, timeout=timeout, deadline=deadline)
 
 
 def secret_params(auth: Auth | None) -> frozenset[str]:

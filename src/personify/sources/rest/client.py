@@ -167,7 +167,8 @@ class HttpClient:
         self._secret = secret_params(config.auth)
         if not self._secret <= _LOGGED_SECRETS:
             _remember_secrets(self._secret)
-        self.auth = make_auth(config.auth, timeout=config.timeout)
+        self.deadline = Deadline()
+        self.auth = make_auth(config.auth, timeout=config.timeout, deadline=self.deadline)
         self.origin = httpx.URL(config.base_url) if config.base_url else None
         self.http = httpx.Client(
             base_url=config.base_url or "",
@@ -176,7 +177,6 @@ class HttpClient:
             follow_redirects=True,
             event_hooks={"request": [self._same_host]},  # each redirect too
         )
-        self.deadline = Deadline()
         if not install(self.http, self.deadline) and config.request_deadline is not None:
             log.warning("%s: this httpx cannot bound a request's total time", source)
 

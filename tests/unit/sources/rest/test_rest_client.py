@@ -306,3 +306,24 @@ def test_a_trickling_server_meets_the_request_deadline(headers: bool) -> None:
     assert "took longer than its request_deadline (1 s) 2 times" in str(e.value)
     assert http.stats.timeouts == 2 and http.stats.retries == 1 and len(sleeps.calls) == 1
     assert server.requests == 2
+
+
+def test_a_trickling_token_endpoint_meets_the_request_deadline(api_url: str) -> None:
+    """The OAuth2 token is fetched inside the request it authenticates: within its deadline."""
+    server = Trickle(headers=False)
+    auth = OAuth2ClientCredentials(
+        access_token_url=f"{server.url}/oauth/token",
+        client_id=Secret(CLIENT_ID),
+        client_secret=Secret(CLIENT_SECRET),
+    )
+    started = time.monotonic()
+    try:
+        with (
+            client(api_url, auth=auth, timeout=1.0, request_deadline=1.0) as http,
+            pytest.raises(RestUnavailable) as e,
+        ):
+            http.get_json("GET", "/generic/items")
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5
+    assert "token endpoint" in str(e.value) and "ReadTimeout" in str(e.value)
