@@ -509,7 +509,23 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     preset: DestinationPreset | None = None
     """A ready-made API: ``hubspot_contacts`` (``POST /crm/v3/objects/contacts/batch/upsert``,
     records ``{idProperty: <key column>, id, properties: {the other columns}}``, 100 a
-    request) — give ``model``, ``key`` (``email``) and ``client``."""
+    request; removals to ``POST /crm/v3/objects/contacts/batch/archive``; a 207 answer's
+    ``errors`` name the records refused) — give ``model``, ``key`` (``email``) and ``client``."""
+    on_remove: Literal["ignore", "delete"] = "ignore"
+    """A record that leaves the model (no longer selected, or deleted): ``ignore`` (it stays in
+    the tool as last pushed) or ``delete`` (removed there, through ``delete_path``). ``delete``
+    keeps each pushed record's key encrypted under ``privacy.encryption_keys`` (it needs them)."""
+    delete_path: str | None = None
+    """Where removals go (``on_remove: delete``). With ``{key}`` in it (``/contacts/{key}``):
+    one request per record, the key in the path (a 404 means it is gone already); without:
+    batches of ``{<key column>: value}`` objects, wrapped like upserts (``records_key``)."""
+    delete_method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    """The removal request's method (``DELETE`` for a ``{key}`` path, usually)."""
+    errors_path: str | None = None
+    """Records refused inside a 2xx answer: the dotted path of a list in its JSON body
+    (``errors``, ``data.failures``). Each item names its record by ``index`` (position in the
+    batch), by the key column, ``id`` or ``context.ids``; its ``message`` (or ``error``) is kept,
+    masked. Those records are ``rejected``, the others sent. (``hubspot_contacts``: ``errors``.)"""
     schedule: Schedule | None = None
     """When ``personify serve`` pushes it (``every: 15m`` or ``cron``)."""
     consent: str | DestinationConsent = "data_sharing"
@@ -535,6 +551,8 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
             raise ValueError("path is required (or a preset)")
         if not self.model.strip():
             raise ValueError("model must be a SELECT")
+        if self.on_remove == "delete" and self.preset is None and not self.delete_path:
+            raise ValueError("on_remove: delete needs delete_path (or a preset)")
 
 
 # -------------------------------------------------------------------------------------- delivery
@@ -1268,6 +1286,13 @@ class ProjectConfig(_Base, frozen=True):
                     f"two destinations are named {destination.name!r}; names must be unique",
                 )
             named.add(destination.name)
+            if destination.on_remove == "delete" and self.privacy.encryption_keys is None:
+                raise _FieldError(
+                    ("destinations", i, "on_remove"),
+                    f"destination {destination.name!r} removes records (on_remove: delete): it "
+                    "keeps their keys encrypted, which needs privacy.encryption_keys "
+                    "(`personify privacy keygen` makes a key)",
+                )
         keys: dict[str, str] = {}
         for i, source in enumerate(self.sources):
             if isinstance(source, TrackingSource) and source.write_key:

@@ -190,3 +190,27 @@ def test_config_errors_name_the_project_file_for_a_key() -> None:
     assert str(ConfigError("needs a bus", key="bus")) == "personify.yml: bus: needs a bus"
     assert str(ConfigError("bad", file="x.yml", line=3, key="k")) == "x.yml:3: k: bad"
     assert str(ConfigError("the plan changed")) == "the plan changed"
+
+
+REMOVING = """\
+warehouse: duckdb:///wh.duckdb
+destinations:
+  - name: crm
+    model: SELECT email FROM customers
+    key: email
+    preset: hubspot_contacts
+    on_remove: delete
+    client: {base_url: "http://127.0.0.1:9"}
+"""
+
+
+def test_a_destination_that_removes_needs_a_key_ring_and_a_path() -> None:
+    e = error_for(REMOVING)
+    assert e.key == "destinations[0].on_remove", e.key
+    assert "privacy.encryption_keys" in e.message and e.line == 7
+    with_keys = REMOVING + 'privacy: {encryption_keys: "k1:' + "A" * 43 + '="}\n'
+    assert parse_config(with_keys).destinations[0].on_remove == "delete"
+    generic = with_keys.replace("preset: hubspot_contacts", "path: /records")
+    assert "delete_path" in error_for(generic).message
+    done = generic.replace("on_remove: delete", "on_remove: delete\n    delete_path: /r/{key}")
+    assert parse_config(done).destinations[0].delete_path == "/r/{key}"

@@ -21,6 +21,13 @@ cursor.json``                               s), ``after_url`` / ``after_cursor``
 ``GET /generic/pages``                      page number (1-based) with ``total_pages``
 ``GET /generic/linked``                     next URL in the body (``next``)
 ``GET /generic/moved?to=URL``               a redirect (302) to ``URL`` (no auth needed)
+``POST /crm/v3/objects/contacts/batch/      HubSpot batch upsert / archive (a destination's
+upsert`` and ``…/batch/archive``            pushes and removals); with ``multi_status`` an
+                                            upsert's bad inputs come back in a 207's
+                                            ``errors`` (``context.ids``), the rest taken
+``POST /generic/records``,                  a generic destination: a JSON array of records
+``DELETE /generic/records/{key}``           (by ``id``) upserted, refused ones listed in a
+                                            200's ``failures`` (``index``); one removed
 ``POST /oauth/token``                       OAuth2 client credentials (short-lived tokens)
 ==========================================  ==============================================
 
@@ -145,6 +152,16 @@ class MockApis:
     pushes): id → properties, merged as HubSpot does."""
     upserts: int = 0
     """Records taken by that endpoint (a record sent twice counts twice)."""
+    archives: int = 0
+    """Records named to ``/crm/v3/objects/contacts/batch/archive`` or ``DELETE
+    /generic/records/{key}`` and removed (a record removed twice counts once)."""
+    multi_status: bool = False
+    """HubSpot's batch upsert answers 207 Multi-Status naming the inputs it refused in
+    ``errors[].context.ids`` and takes the others (default: one bad input refuses all, 400)."""
+    refuse_archive: frozenset[str] = frozenset()
+    """Ids whose archive HubSpot refuses (a 207 ``errors`` entry naming them)."""
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``/generic/records``: id → record."""
     issued: dict[str, float] = field(default_factory=dict)
     """OAuth tokens issued → expiry (monotonic)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -243,6 +260,11 @@ class MockApis:
             Route("/oauth/token", self._token, methods=["POST"]),
             Route("/crm/v3/objects/contacts/search", self._hubspot, methods=["POST"]),
             Route("/crm/v3/objects/contacts/batch/upsert", self._hubspot_upsert, methods=["POST"]),
+            Route(
+                "/crm/v3/objects/contacts/batch/archive", self._hubspot_archive, methods=["POST"]
+            ),
+            Route("/generic/records", self._generic_records, methods=["POST"]),
+            Route("/generic/records/{key}", self._generic_record_delete, methods=["DELETE"]),
             Route("/admin/api/2024-10/orders.json", self._shopify),
             Route("/api/v2/incremental/tickets/cursor.json", self._zendesk),
             Route("/v1/charges", self._stripe),
@@ -324,18 +346,95 @@ class MockApis:
         inputs = (await request.json()).get("inputs")
         if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
             return _error(400, "inputs must hold 1 to 100 objects")
+        errors: list[dict[str, Any]] = []
         for one in inputs:
             key, value = one.get("idProperty"), str(one.get("id", ""))
             if key == "email" and "@" not in value:
-                return _error(400, f"Property values were not valid: email {value!r}")
+                said = f"Property values were not valid: email {value!r}"
+                if not self.multi_status:
+                    return _error(400, said)
+                errors.append(
+                    {
+                        "status": "error",
+                        "category": "VALIDATION_ERROR",
+                        "message": said,
+                        "context": {"ids": [value]},
+                    }
+                )
             if not isinstance(one.get("properties"), dict):
                 return _error(400, "each input needs properties")
+        refused = {str(i) for e in errors for i in e["context"]["ids"]}
+        taken = [one for one in inputs if str(one["id"]) not in refused]
         with self.lock:
-            for one in inputs:
+            for one in taken:
                 self.pushed.setdefault(str(one["id"]), {}).update(one["properties"])
                 self.upserts += 1
-        results = [{"id": str(one["id"]), "properties": one["properties"]} for one in inputs]
+        results = [{"id": str(one["id"]), "properties": one["properties"]} for one in taken]
+        if errors:
+            return JSONResponse(
+                {"status": "COMPLETE", "results": results, "numErrors": len(errors),
+                 "errors": errors},
+                status_code=207,
+            )  # fmt: skip
         return JSONResponse({"status": "COMPLETE", "results": results})
+
+    async def _hubspot_archive(self, request: Request) -> Response:
+        """HubSpot's batch archive: at most 100 inputs ``{id}`` (``idProperty`` too); 204. An
+        id it does not hold is no error (archived already). Ids in :attr:`refuse_archive`
+        come back in a 207's ``errors``."""
+        if (denied := await self._guard(request, "hubspot")) is not None:
+            return denied
+        inputs = (await request.json()).get("inputs")
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
+            return _error(400, "inputs must hold 1 to 100 objects")
+        ids = [str(one.get("id", "")) for one in inputs if isinstance(one, dict)]
+        if len(ids) != len(inputs) or not all(ids):
+            return _error(400, "each input needs an id")
+        refused = [i for i in ids if i in self.refuse_archive]
+        with self.lock:
+            for i in ids:
+                if i not in refused and self.pushed.pop(i, None) is not None:
+                    self.archives += 1
+        if refused:
+            errors = [
+                {"status": "error", "category": "FORBIDDEN", "message": "cannot archive",
+                 "context": {"ids": [i]}}
+                for i in refused
+            ]  # fmt: skip
+            return JSONResponse({"status": "COMPLETE", "errors": errors}, status_code=207)
+        return Response(status_code=204)
+
+    async def _generic_records(self, request: Request) -> Response:
+        """A generic destination's batch upsert: a JSON array of records keyed by ``id``; a
+        record without an ``id`` or with an ``email`` that is none is listed in ``failures`` by
+        its position, the others kept."""
+        if (denied := await self._guard(request, "generic")) is not None:
+            return denied
+        body = await request.json()
+        if not isinstance(body, list):
+            return _error(400, "send a JSON array of records")
+        failures = []
+        with self.lock:
+            for i, record in enumerate(body):
+                if not isinstance(record, dict) or not record.get("id"):
+                    failures.append({"index": i, "error": "a record needs an id"})
+                    continue
+                if "@" not in str(record.get("email", "@")):
+                    failures.append({"index": i, "error": f"not an email: {record['email']}"})
+                    continue
+                self.records[str(record["id"])] = record
+                self.upserts += 1
+        return JSONResponse({"ok": len(body) - len(failures), "failures": failures})
+
+    async def _generic_record_delete(self, request: Request) -> Response:
+        if (denied := await self._guard(request, "generic")) is not None:
+            return denied
+        key = request.path_params["key"]
+        with self.lock:
+            if self.records.pop(key, None) is None:
+                return _error(404, "no such record")
+            self.archives += 1
+        return Response(status_code=204)
 
     async def _shopify(self, request: Request) -> Response:
         if (denied := await self._guard(request, "shopify")) is not None:

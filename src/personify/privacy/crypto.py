@@ -163,10 +163,12 @@ ENCRYPTED_FIELDS: tuple[str, ...] = (
     "consent_history.user_agent",
     "consent_history.form",
     SUBJECT,
+    "destination_state.record_key",
 )
 """Fields encrypted at rest when the project has a key ring (consent proof: where and how a
-person gave consent; the subject line of each email sent). Other columns feed SQL (identity,
-segments) and stay plain; see README."""
+person gave consent; the subject line of each email sent; the keys a destination keeps to remove
+records, ``on_remove: delete``). Other columns feed SQL (identity, segments) and stay plain; see
+README."""
 
 
 def seal_field(ring: KeyRing | None, name: str, value: str | None) -> str | None:

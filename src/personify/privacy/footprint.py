@@ -58,9 +58,10 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "destination_state",
     }
 )
-"""Tables without personal data (the audit log, tombstones and ``destination_state`` hold keyed
-hashes only — the erasure forgets a person's pushed records by those, step
-``destination:NAME``; schema drift tables hold field names and types, never values)."""
+"""Tables without personal data in the clear (the audit log, tombstones and ``destination_state``
+hold keyed hashes — the latter also, for a destination that removes records, each record's key
+encrypted; the erasure forgets a person's pushed records, encrypted key included, by those hashes,
+step ``destination:NAME``; schema drift tables hold field names and types, never values)."""
 
 MIN_SEARCH_LENGTH = 6
 """Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would

@@ -252,6 +252,16 @@ def _destinations(wh: Warehouse) -> None:
         wh.execute(sql, ())
 
 
+def _destination_keys(wh: Warehouse) -> None:
+    """Destinations that remove records: ``destination_state.record_key`` (encrypted)."""
+    col = TABLES_BY_NAME["destination_state"].column("record_key")
+    wh.execute(
+        f"ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS "
+        f"{quote(col.name)} {wh.column_type(col.type)}",
+        (),
+    )
+
+
 def _engagement(wh: Warehouse) -> None:
     """Issue 11: experiment assignments."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["experiment_assignments"]):
@@ -374,6 +384,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _keys_by_construction,
     ),
     Migration(18, "destinations: what each pushed record looked like", _destinations),
+    Migration(
+        19,
+        "destinations: the encrypted key of each pushed record, for removals (on_remove: delete)",
+        _destination_keys,
+    ),
 )
 
 

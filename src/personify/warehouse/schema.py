@@ -828,10 +828,17 @@ DESTINATION_STATE = Table(
             "status",
             S,
             False,
-            "sent, or rejected (the API refused the record; sent again once its row changes)",
+            "sent, rejected (the API refused the record; sent again once its row changes), or "
+            "remove_rejected (the API refused its removal; tried again at the next push)",
         ),
         C("error", S, doc="What the API answered a rejected record (personal data masked)"),
         C("pushed_at", TS, False),
+        C(
+            "record_key",
+            S,
+            doc="The record's key, encrypted (privacy.encryption_keys), kept only when the "
+            "destination removes records that leave its model (on_remove: delete)",
+        ),
     ),
     primary_key=("destination", "key_hash"),
     internal=True,
