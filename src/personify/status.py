@@ -244,7 +244,8 @@ def status_report(session: Session) -> dict[str, Any]:
 
 
 def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]:
-    """Each destination's last push and schedule, and its records by state (sent, rejected)."""
+    """Each destination's last push and schedule, its records by state (sent, rejected,
+    remove_rejected) and how many records its last push removed (``on_remove: delete``)."""
     from personify.destinations import run_name
 
     config = session.project.config.destinations
@@ -255,14 +256,19 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
         "SELECT destination, status, count(*) FROM destination_state GROUP BY 1, 2"
     ):
         states.setdefault(str(name), {})[str(status)] = int(n)
-    return [
-        {
-            "name": d.name,
-            "records": states.get(d.name, {}),
-            **run_summary(runs, run_name(d.name), d.schedule, now),
-        }
-        for d in config
-    ]
+    out = []
+    for d in config:
+        run = runs.get(run_name(d.name))
+        out.append(
+            {
+                "name": d.name,
+                "records": states.get(d.name, {}),
+                "on_remove": d.on_remove,
+                "last_run_removed": run.counts.get("rows_removed") if run else None,
+                **run_summary(runs, run_name(d.name), d.schedule, now),
+            }
+        )
+    return out
 
 
 def _journeys(session: Session, now: Any) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,8 @@ import pytest
 
 from personify.config import load_project
 from personify.demo.mock_apis import TOKEN, MockApis, serve_mock_apis
+from personify.destinations import RECORD_KEY
+from personify.privacy.crypto import KeyRing, new_key
 from personify.server.scheduler import scheduled_syncs
 from personify.session import Session
 from tests.e2e.cli import personify, personify_json
@@ -120,3 +122,87 @@ def test_the_scheduler_pushes_when_due(
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
     assert apis.upserts == 31 and apis.pushed["c3@example.org"]["engagement"] == 77.0
+
+
+REMOVING = """
+destinations:
+  - name: crm_active
+    kind: rest
+    preset: hubspot_contacts
+    key: email
+    on_remove: delete
+    model: |
+      SELECT email, engagement_score AS engagement
+      FROM customer_data WHERE email IS NOT NULL AND coalesce(engagement_score, 0) >= 0
+    client:
+      base_url: {url}
+      auth: {{type: bearer, token: "${{CRM_TOKEN}}"}}
+      requests_per_second: 1000
+privacy:
+  encryption_keys: "${{PERSONIFY_ENCRYPTION_KEYS}}"
+"""
+
+
+def test_push_removes_who_left_the_model_and_erasure_forgets_their_key(
+    project_dir: Path, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    rows = "\n".join(f"c{i},c{i}@example.org,Name{i}" for i in range(12))
+    (tmp_path / "crm.csv").write_text("id,mail,first\n" + rows + "\n")
+    done = personify(
+        "import", str(tmp_path / "crm.csv"), "--table", "customers", "--map", "customer_id=id",
+        "-m", "email=mail", "-m", "first_name=first", "--source", "crm",
+        "--project", str(project_dir),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with (project_dir / "personify.yml").open("a") as f:
+        f.write(REMOVING.format(url=url))
+    with (project_dir / ".env").open("a") as f:
+        f.write(f"\nCRM_TOKEN={TOKEN}\nPERSONIFY_ENCRYPTION_KEYS=k1:{new_key()}\n")
+    project = str(project_dir)
+    run = personify_json("run", "--project", project)
+    stage = next(s for s in run["stages"] if s["name"] == "destinations")
+    assert stage["counts"]["rows_sent"] == 12 and len(apis.pushed) == 12
+
+    # two customers leave the model (a negative score, as a churn model might write)
+    def leave(*emails: str) -> None:
+        with Session(load_project(project_dir)) as session:
+            for email in emails:
+                session.warehouse.execute(
+                    "UPDATE customers SET engagement_score = -1 WHERE email = ?", [email]
+                )
+
+    leave("c2@example.org", "c5@example.org")
+    dry = personify_json("push", "--dry-run", "--project", project)
+    assert dry[0]["counts"]["rows_to_remove"] == 2 and len(dry[0]["removals"]) == 2
+    assert not any("c2@" in k or "c5@" in k for k in dry[0]["removals"])
+    assert apis.archives == 0
+    shown = personify("push", "--dry-run", "--project", project)
+    assert "would remove" in shown.stdout and "c2@example.org" not in shown.stdout
+    pushed = personify_json("push", "--project", project)
+    assert pushed[0]["counts"]["rows_removed"] == 2 and pushed[0]["error"] is None
+    assert apis.archives == 2 and "c2@example.org" not in apis.pushed
+    status = personify_json("status", "--project", project)
+    (crm,) = status["destinations"]
+    assert crm["records"] == {"sent": 10} and crm["last_run_removed"] == 2
+    text = personify("status", "--project", project)
+    assert "removed (last" in text.stdout
+
+    # an erased person: their state row goes, encrypted key included
+    with Session(load_project(project_dir)) as session:
+        assert session.warehouse.scalar("SELECT count(record_key) FROM destination_state") == 10
+    erased = personify_json("privacy", "erase", "c9@example.org", "--project", project)
+    assert {s["step"]: s["rows"] for s in erased["steps"]}["destination:crm_active"] == 1
+    with Session(load_project(project_dir)) as session:
+        assert session.warehouse.scalar("SELECT count(record_key) FROM destination_state") == 9
+        tokens = [str(k) for (k,) in session.warehouse.fetch(
+            "SELECT record_key FROM destination_state"
+        )]  # fmt: skip
+        ring = KeyRing.parse(
+            next(
+                line.split("=", 1)[1]
+                for line in (project_dir / ".env").read_text().splitlines()
+                if line.startswith("PERSONIFY_ENCRYPTION_KEYS=")
+            )
+        )
+        keys = {ring.decrypt(t, field=RECORD_KEY) for t in tokens}
+        assert "c9@example.org" not in keys and "c1@example.org" in keys

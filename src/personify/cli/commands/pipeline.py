@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from personify.cli.app import (
@@ -150,8 +151,10 @@ def push_command(
 
     Only rows that changed since the API last took them are sent, in batches, with retries; a
     record the API refuses is kept as rejected (with its answer) and sent again once its row
-    changes. `personify run` pushes after delivery; `personify serve` on each destination's
-    schedule. Exits 1 when a destination stopped on an error.
+    changes. A destination with `on_remove: delete` also removes, at the API, the records that
+    left its model (a dry run counts them and shows a few keys, masked). `personify run` pushes
+    after delivery; `personify serve` on each destination's schedule. Exits 1 when a
+    destination stopped on an error.
     """
     from personify.destinations import push_destinations
     from personify.session import open_session
@@ -167,7 +170,7 @@ def push_command(
                     "seconds": round(r.seconds, 3),
                     "counts": r.counts,
                     "error": r.error,
-                    **({"sample": r.sample} if dry_run else {}),
+                    **({"sample": r.sample, "removals": r.removals} if dry_run else {}),
                 }
                 for r in results
             ]
@@ -190,5 +193,7 @@ def push_command(
         for r in results:
             for record in r.sample:
                 console().print_json(data=record)
+            for key in r.removals:
+                console().print(f"{r.destination}: would remove {escape(key)}")
     if any(r.error for r in results):
         raise typer.Exit(1)

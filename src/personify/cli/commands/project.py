@@ -189,14 +189,26 @@ def _print_status(report: dict[str, Any]) -> None:
             out.print(f"[red]{escape(s['name'])}: last run failed: {escape(s['last_error'])}[/]")
     if report.get("destinations"):
         pushes = Table(
-            "destination", "sent", "rejected", "last run", "next run", title="Destinations"
+            "destination",
+            "sent",
+            "rejected",
+            "removed (last run)",
+            "last run",
+            "next run",
+            title="Destinations",
         )
         for d in report["destinations"]:
             records = d["records"]
+            removed = "—"
+            if d.get("on_remove") == "delete":
+                removed = f"{d.get('last_run_removed') or 0:,}"
+                if refused := records.get("remove_rejected", 0):
+                    removed += f" ({refused:,} refused)"
             pushes.add_row(
                 d["name"],
                 f"{records.get('sent', 0):,}",
                 f"{records.get('rejected', 0):,}",
+                removed,
                 _last_run(d),
                 d.get("next_run_at") or "—",
             )
