@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pytest
 
@@ -336,3 +337,33 @@ def test_a_generic_api_names_refused_records_and_removes_one_by_one(
         assert second["counts"]["rows_removed"] == 3 and second["counts"]["requests"] == 3
         assert apis.archives == 2 and not {"cus_1", "cus_2"} & set(apis.records)
         assert states(session) == {"sent": N - 4, "rejected": 1}
+
+
+def test_a_key_in_the_removal_path_is_masked_in_what_is_kept(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    by_email = msgspec.structs.replace(
+        generic(url),
+        model="SELECT email AS id FROM customers WHERE lifecycle_stage = 'active'",
+        client=msgspec.structs.replace(generic(url).client, max_retries=0),
+    )
+    with session_for(warehouse_url, tmp_path, by_email) as session:
+        customers(session, 5)
+        push(session)
+        assert "c1@x.org" in apis.records
+        leave(session, 1)
+        apis.faults.refuse_next = 1  # DELETE /generic/records/c1%40x.org answers 400
+        refused = push(session)
+        assert refused["counts"]["rows_remove_rejected"] == 1
+        (error,) = [
+            str(e)
+            for (e,) in session.warehouse.fetch(
+                "SELECT error FROM destination_state WHERE status = 'remove_rejected'"
+            )
+        ]
+        assert "answered 400" in error and "%40x.org" in error and "c1" not in error
+        apis.faults.fail_next = 1  # a 500, no retry: the push stops, its error kept
+        stopped = push(session)
+        assert stopped["error"] is not None and "answered 500" in stopped["error"]
+        assert "c1" not in stopped["error"] and "c1@x.org" in apis.records
+        assert push(session)["counts"]["rows_removed"] == 1 and "c1@x.org" not in apis.records

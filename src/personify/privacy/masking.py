@@ -23,6 +23,10 @@ from typing import Any
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@((?:[\w-]{1,63}\.)+[A-Za-z]{2,24})\b")
 PHONE = re.compile(r"(?<![\w+])(?:\+\d(?:[\s.\-()]{0,2}\d){7,14}|\d{10,15})(?![\w])")
 IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.])")
+URL_EMAIL = re.compile(r"(?<![\w.+%-])[\w.+%-]{1,64}%40((?:[\w-]{1,63}\.)+[A-Za-z]{2,24})\b")
+URL_PHONE = re.compile(r"(?<![\w%])%2[Bb](\d{7,15})(?![\w])")
+"""The same, percent-encoded in a URL (``/contacts/ann%40example.org``, ``%2B33612345678``):
+a destination that removes records one by one puts their key in the path."""
 
 PII_COLUMNS: dict[str, str] = {
     "email": "email",
@@ -74,6 +78,8 @@ def mask_text(text: str) -> str:
     if not text:
         return text
     text = EMAIL.sub(lambda m: f"***@{m.group(1)}", text)
+    text = URL_EMAIL.sub(lambda m: f"***%40{m.group(1)}", text)
+    text = URL_PHONE.sub(lambda m: f"%2B***{m.group(1)[-2:]}", text)
     text = PHONE.sub(_phone, text)
     return IPV4.sub(_ipv4, text)
 

@@ -19,6 +19,12 @@ def test_mask_text() -> None:
     served = "serving project shop on http://127.0.0.1:38861 and http://0.0.0.0:8787"
     assert mask_text(served) == served
     assert mask_text("client 10.1.2.3, 1127.0.0.1") == "client 10.x.x.x, 1127.0.0.1"
+    # percent-encoded in a URL's path (a destination removing records one by one)
+    url = "DELETE http://127.0.0.1:5/c/ann.lee%2Bx%40example.org?id=%2B33612345678 answered 400"
+    assert (
+        mask_text(url) == "DELETE http://127.0.0.1:5/c/***%40example.org?id=%2B***78 answered 400"
+    )
+    assert mask_text("GET /p%2F1%40 and 100%40") == "GET /p%2F1%40 and 100%40"
 
 
 def test_mask_value() -> None:
