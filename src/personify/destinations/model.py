@@ -1,0 +1,190 @@
+"""A destination's model, run in the warehouse: its rows staged with their key's keyed hash and
+their MD5, compared with the state there — what changed, what left."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+from personify.config import Project, RestDestination
+from personify.destinations.state import HASH, KEY, key_prefix
+from personify.errors import ConfigError, UnsafeQueryError, WarehouseBusy, WarehouseError
+from personify.privacy.fields import decrypt_rows
+from personify.warehouse.base import AUTHORING_DIALECT, Warehouse
+from personify.warehouse.query import pin_time
+from personify.warehouse.safety import check_select
+
+ROWS: Final = "_push_rows"
+
+
+READ: Final = 10_000
+"""Changed rows read from the warehouse at a time (keyset pages)."""
+WHOSE: Final = "customer_id"
+"""The model's column naming whose row it is (the consent check reads it)."""
+
+
+def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
+    where = f"destinations.{d.name}.model"
+    try:
+        query = check_select(
+            d.model,
+            dialect=wh.dialect,
+            allowed=wh.relations(),
+            what=f"destination {d.name!r} model",
+        )
+    except UnsafeQueryError as e:
+        raise UnsafeQueryError(f"{where}: {e.message}", hint=e.hint) from None
+    columns = [s.alias_or_name for s in query.selects]
+    if d.consent_rule is not None and WHOSE not in columns:
+        raise ConfigError(
+            f"the model of destination {d.name!r} has no column {WHOSE!r}: the push cannot "
+            "leave out the people who did not consent to it",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint=f"select customer_id too (it is not sent unless it is the key), or set "
+            f"destinations.{d.name}.consent: none for a model that is no person's data",
+        )
+    if d.key not in columns:
+        raise ConfigError(
+            f"the model of destination {d.name!r} has no column {d.key!r} (its key)",
+            file=str(project.file),
+            key=f"destinations.{d.name}.key",
+            hint=f"select the key column, or set key to one of: {', '.join(columns)}",
+        )
+    return pin_time(query).sql(dialect=AUTHORING_DIALECT)
+
+
+def stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str, int]:
+    """The model's rows in :data:`ROWS`, with their key's keyed hash and the row's MD5; the
+    counts of rows, rows without a key and changed rows."""
+    sql = _model(wh, project, d)
+    wh.execute(f"DROP TABLE IF EXISTS {ROWS}")
+    try:
+        wh.execute(
+            f'CREATE TEMP TABLE {ROWS} AS SELECT md5(? || CAST(m."{d.key}" AS VARCHAR)) '
+            f"AS {KEY}, md5(CAST(to_json(m) AS VARCHAR)) AS {HASH}, m.* FROM ({sql}) m",
+            [key_prefix(wh, d.name)],
+        )
+    except WarehouseBusy:
+        raise
+    except WarehouseError as e:  # (a division by zero, a type mismatch: found when it runs)
+        raise WarehouseError(
+            f"destinations.{d.name}.model: the warehouse refused the model: {e.message}",
+            hint="run the SELECT with `personify sql` to see where, and fix it",
+        ) from None
+    total, keyless, keys = wh.fetch(
+        f'SELECT count(*), count(*) - count(m."{d.key}"), count(DISTINCT m."{d.key}") FROM {ROWS} m'
+    )[0]
+    if keys != total - keyless:
+        raise ConfigError(
+            f"the model of destination {d.name!r} returns {total - keyless - keys} rows whose "
+            f"{d.key!r} another row has too",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint=f"make {d.key!r} unique (one row per record: GROUP BY it, or pick one row)",
+        )
+    wh.execute(f'DELETE FROM {ROWS} WHERE "{d.key}" IS NULL')
+    refused = _without_consent(wh, d)
+    changed = wh.scalar(
+        f"SELECT count(*) FROM {ROWS} r LEFT JOIN destination_state s "
+        f"ON s.destination = ? AND s.key_hash = r.{KEY} WHERE {_changes(d)}",
+        [d.name],
+    )
+    counts = {
+        "rows_model": int(total),
+        "rows_without_key": int(keyless),
+        "rows_without_consent": refused,
+        "rows_changed": int(changed or 0),
+    }
+    if d.on_remove == "delete":
+        counts["rows_to_remove"] = int(
+            wh.scalar(
+                f"SELECT count(*) FROM destination_state s WHERE s.destination = ? "
+                f"AND s.record_key IS NOT NULL AND {_gone()}",
+                [d.name],
+            )
+            or 0
+        )
+    return counts
+
+
+def _without_consent(wh: Warehouse, d: RestDestination) -> int:
+    """Drop from :data:`ROWS` the rows of people the destination may not receive (and rows of
+    no one, unless ``consent: none``), in the warehouse; returns how many. Fail closed, by the
+    rules of the send-time gate (:mod:`personify.privacy.consent`). A person who drops out is
+    then a record that left the model: removed at the API with ``on_remove: delete``."""
+    from personify.privacy.consent import DATA_SHARING, consented_sql, opted_out_sql
+
+    rule = d.consent_rule
+    if rule is None:
+        return 0
+    ids = f"SELECT CAST({WHOSE} AS VARCHAR) AS id FROM {ROWS}"
+    if rule.purpose == DATA_SHARING:  # an opt-out: everyone but those who opted out
+        sql, params = opted_out_sql(ids)
+        test = "IN"
+    else:  # an opt-in: only those who granted it
+        sql, params = consented_sql(ids, purpose=rule.purpose, channel=rule.channel)
+        test = "NOT IN"
+    wh.execute(f"CREATE TEMP TABLE _push_consent AS {sql}", params)
+    try:
+        return max(
+            wh.execute(
+                f"DELETE FROM {ROWS} WHERE {WHOSE} IS NULL OR CAST({WHOSE} AS VARCHAR) "
+                f"{test} (SELECT id FROM _push_consent)"
+            ),
+            0,
+        )
+    finally:
+        wh.execute("DROP TABLE IF EXISTS _push_consent")
+
+
+def _changes(d: RestDestination) -> str:
+    """The condition on a model row ``r`` and its state ``s`` (outer-joined) that sends it: new
+    or changed, back in the model after the API refused its removal — or, for a destination
+    that removes records, pushed before it kept their keys (sent once more to learn the key: a
+    removal must name the record)."""
+    cond = f"s.row_hash IS NULL OR s.row_hash <> r.{HASH} OR s.status = 'remove_rejected'"
+    return cond + (" OR s.record_key IS NULL" if d.on_remove == "delete" else "")
+
+
+def _gone() -> str:
+    """The condition on a state row ``s`` whose record is no longer in the model."""
+    return f"NOT EXISTS (SELECT 1 FROM {ROWS} r WHERE r.{KEY} = s.key_hash)"
+
+
+def leaving(
+    wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
+) -> list[tuple[str, str, str]]:
+    """Up to ``limit`` records that left the model (key hash, row hash, encrypted key), after
+    the key hash ``after``."""
+    rows = wh.fetch(
+        f"SELECT s.key_hash, s.row_hash, s.record_key FROM destination_state s "
+        f"WHERE s.destination = ? AND s.record_key IS NOT NULL AND s.key_hash > ? AND {_gone()} "
+        f"ORDER BY s.key_hash LIMIT {int(limit)}",
+        [d.name, after],
+    )
+    return [(str(h), str(r), str(k)) for h, r, k in rows]
+
+
+def changed_rows(
+    wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` changed rows after the key hash ``after`` (keyset order), in plain text."""
+    # (the destination's rows filtered in a subquery: with `ON s.destination = ? AND …`,
+    # DuckDB 2.0.1 drops the LIMIT)
+    table = wh.fetch_arrow(
+        f"SELECT r.* FROM {ROWS} r LEFT JOIN (SELECT key_hash, row_hash, status, record_key "
+        f"FROM destination_state "
+        f"WHERE destination = ?) s ON s.key_hash = r.{KEY} "
+        f"WHERE ({_changes(d)}) "
+        f"AND r.{KEY} > ? ORDER BY r.{KEY} LIMIT {int(limit)}",
+        [d.name, after],
+    )
+    return decrypt_rows(wh, table.to_pylist(), strict=False)
+
+
+def pages(wh: Warehouse, d: RestDestination) -> Iterator[list[dict[str, Any]]]:
+    after = ""
+    while rows := changed_rows(wh, d, limit=READ, after=after):
+        after = str(rows[-1][KEY])
+        yield rows

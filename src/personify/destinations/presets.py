@@ -1,0 +1,143 @@
+"""What records look like on the wire, per API: the generic REST shape (dotted columns nested)
+and the ``hubspot_contacts`` preset — endpoints, bodies, and the records a 2xx answer refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from personify.config import RestDestination
+from personify.destinations.model import WHOSE
+from personify.destinations.state import HASH, KEY
+from personify.errors import ConfigError
+
+HUBSPOT: Final = ("/crm/v3/objects/contacts/batch/upsert", "inputs", 100)
+
+
+HUBSPOT_ARCHIVE: Final = "/crm/v3/objects/contacts/batch/archive"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _record(row: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A row as the record sent: ``a.b`` columns nested as ``{"a": {"b": …}}``."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in (KEY, HASH) or name in skip:
+            continue
+        *path, last = name.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"column {name!r} nests inside {part!r}, which is a value")
+        node[last] = _plain(value)
+    return out
+
+
+def _hidden(d: RestDestination) -> frozenset[str]:
+    """Model columns not sent: ``customer_id`` when it is there for the consent check only."""
+    return frozenset({WHOSE}) if d.consent_rule is not None and d.key != WHOSE else frozenset()
+
+
+def shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    hidden = _hidden(d)
+    if d.preset == "hubspot_contacts":
+        return [
+            {
+                "idProperty": d.key,
+                "id": str(r[d.key]),
+                "properties": {
+                    k: v
+                    for k, v in _record(r, frozenset({d.key}) | hidden).items()
+                    if v is not None
+                },
+            }
+            for r in rows
+        ]
+    return [_record(r, hidden) for r in rows]
+
+
+def endpoint(d: RestDestination) -> tuple[str, str | None, int]:
+    if d.preset == "hubspot_contacts":
+        path, key, most = HUBSPOT
+        return d.path or path, d.records_key or key, min(d.batch_size, most)
+    assert d.path is not None
+    return d.path, d.records_key, d.batch_size
+
+
+def removal_body(d: RestDestination, keys: list[str]) -> Any:
+    """The body of a batch removal naming ``keys``."""
+    if d.preset == "hubspot_contacts":
+        return {d.records_key or "inputs": [{"idProperty": d.key, "id": k} for k in keys]}
+    records = [{d.key: k} for k in keys]
+    return {d.records_key: records} if d.records_key else records
+
+
+def _errors_path(d: RestDestination) -> str | None:
+    return d.errors_path or ("errors" if d.preset == "hubspot_contacts" else None)
+
+
+def refused_inside(
+    d: RestDestination, body: Any, keys: Sequence[str]
+) -> tuple[dict[int, str], str | None]:
+    """The records of a batch (``keys``, in order) a 2xx answer's ``errors_path`` list says the
+    API refused (a HubSpot 207 Multi-Status): their positions → the API's message; and the
+    message of an error naming no record of the batch (then which record is unknown)."""
+    path = _errors_path(d)
+    if path is None or body is None:
+        return {}, None
+    node = body
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, list):
+        return {}, None
+    where = {k: i for i, k in enumerate(keys)}
+    refused: dict[int, str] = {}
+    unnamed: str | None = None
+    for item in node:
+        said = _said(item)
+        named: set[int] = set()
+        if isinstance(item, dict):
+            index = item.get("index")
+            if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(keys):
+                named.add(index)
+            context = item.get("context")
+            candidates = [item.get(d.key), item.get("id")]
+            if isinstance(context, dict):
+                candidates += [context.get("ids"), context.get("id"), context.get(d.key)]
+            for value in candidates:
+                for one in value if isinstance(value, list) else [value]:
+                    if one is not None and str(one) in where:
+                        named.add(where[str(one)])
+        for i in named:
+            refused.setdefault(i, said)
+        if not named:
+            unnamed = unnamed or said
+    return refused, unnamed
+
+
+def _said(item: Any) -> str:
+    if isinstance(item, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(item.get(key), str) and item[key]:
+                return str(item[key])
+    return json.dumps(item, default=str)[:300]

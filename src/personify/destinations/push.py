@@ -1,0 +1,145 @@
+"""A push: each destination under its lock, staged, sent (or, ``--dry-run``, shown), recorded
+like a source's run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from personify import clock
+from personify.config import Project, RestDestination
+from personify.destinations.model import ROWS, changed_rows, leaving, stage_rows
+from personify.destinations.presets import shaped
+from personify.destinations.send import send
+from personify.destinations.state import opened, run_name
+from personify.errors import ConfigError, PersonifyError, WarehouseError
+from personify.privacy.crypto import KeyRing, project_ring
+from personify.privacy.masking import mask_text
+from personify.session import Session
+from personify.sources.rest.errors import RestError
+from personify.sources.schedule import exclusive, record_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PushResult:
+    """What one push did."""
+
+    destination: str
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    """``--dry-run``: the first records it would send (personal values masked)."""
+    removals: list[str] = field(default_factory=list)
+    """``--dry-run``: the keys of the first records it would remove (masked)."""
+
+
+def destination(project: Project, name: str) -> RestDestination:
+    for d in project.config.destinations:
+        if d.name == name:
+            return d
+    known = ", ".join(d.name for d in project.config.destinations) or "none"
+    raise ConfigError(
+        f"no destination named {name!r} (destinations: {known})", file=str(project.file)
+    )
+
+
+def push_destinations(
+    session: Session,
+    names: Sequence[str] | None = None,
+    *,
+    dry_run: bool = False,
+    trigger: str = "manual",
+) -> list[PushResult]:
+    """Push the named destinations (default: all), each holding its lock, each recorded. A
+    destination that fails is recorded and reported; the others still run."""
+    project = session.project
+    wanted = (
+        [destination(project, n) for n in names] if names else list(project.config.destinations)
+    )
+    return [_push_one(session, d, dry_run=dry_run, trigger=trigger) for d in wanted]
+
+
+def destinations_stage(session: Session) -> dict[str, int]:
+    """The pipeline stage: push every destination; counts summed (``push_failed``: how many
+    destinations stopped on an error — recorded for ``personify status``)."""
+    totals: dict[str, int] = {}
+    for result in push_destinations(session):
+        for key, value in result.counts.items():
+            totals[key] = totals.get(key, 0) + value
+        if result.error:
+            totals["push_failed"] = totals.get("push_failed", 0) + 1
+    return totals
+
+
+def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: str) -> PushResult:
+    from personify.sources.rest.sync import local_api
+
+    wh = session.warehouse
+    result = PushResult(d.name)
+    with exclusive(run_name(d.name), warehouse=wh), contextlib.ExitStack() as stack:
+        started, t0 = clock.now(), time.perf_counter()
+        try:
+            ring = key_ring(session.project, d)
+            result.counts = stage_rows(wh, session.project, d)
+            work = result.counts["rows_changed"] + result.counts.get("rows_to_remove", 0)
+            if work and not dry_run:  # (a local API: served now)
+                d = local_api(stack, session, d)
+            if dry_run:
+                result.sample = [_masked(r) for r in shaped(d, changed_rows(wh, d, limit=3))]
+                if ring is not None:
+                    keys = [k for _, _, k in opened(wh, d, ring, leaving(wh, d, limit=3))]
+                    result.removals = [mask_text(k) for k in keys if k is not None]
+            elif work:
+                send(wh, d, result.counts, ring)
+        except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
+            said = e.message if isinstance(e, PersonifyError) else str(e)
+            hint = getattr(e, "hint", None)
+            result.error = mask_text(said + (f" — {hint}" if hint else ""))
+        finally:
+            with contextlib.suppress(Exception):
+                wh.execute(f"DROP TABLE IF EXISTS {ROWS}")
+            result.seconds = time.perf_counter() - t0
+        if not dry_run:
+            record_run(
+                wh,
+                run_name(d.name),
+                started_at=started,
+                seconds=result.seconds,
+                counts={"rows_loaded": result.counts.get("rows_sent", 0), **result.counts},
+                error=result.error,
+                trigger=trigger,
+            )
+    if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
+        log.info("destination %s: push stopped (%s)", d.name, result.error)
+    return result
+
+
+def key_ring(project: Project, d: RestDestination) -> KeyRing | None:
+    """The key ring the keys of ``d``'s records are kept under (``on_remove: delete`` only)."""
+    if d.on_remove != "delete":
+        return None
+    ring = project_ring(project)
+    if ring is None:  # (the project file's check says so first; a project built in code too)
+        raise ConfigError(
+            f"destination {d.name!r} removes records (on_remove: delete), which needs "
+            "privacy.encryption_keys: their keys are kept encrypted",
+            file=str(project.file),
+            key=f"destinations.{d.name}.on_remove",
+            hint="set privacy.encryption_keys: ${PERSONIFY_ENCRYPTION_KEYS} (make a key with "
+            "`personify privacy keygen`)",
+        )
+    return ring
+
+
+def _masked(record: dict[str, Any]) -> dict[str, Any]:
+    from personify.privacy.masking import mask_document
+
+    masked: dict[str, Any] = mask_document(record)
+    return masked

@@ -1,0 +1,160 @@
+"""Sending: the changed rows upserted in batches through the polite client, refused records
+isolated, acknowledgements recorded; then the removals (``on_remove: delete``)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any, Final
+
+from personify.config import RestDestination
+from personify.destinations.model import READ, leaving, pages
+from personify.destinations.presets import (
+    HUBSPOT_ARCHIVE,
+    endpoint,
+    refused_inside,
+    removal_body,
+    shaped,
+)
+from personify.destinations.state import Acks, opened
+from personify.privacy.crypto import KeyRing
+from personify.privacy.masking import mask_text
+from personify.sources.rest.client import HttpClient
+from personify.sources.rest.errors import RestHttpError
+from personify.warehouse.base import Warehouse
+
+STOPPING: Final = frozenset({401, 403, 404, 405})
+"""Refusals that are not about a record: the push stops (the state keeps what was taken)."""
+
+
+def _json(response: Any) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def send(wh: Warehouse, d: RestDestination, counts: dict[str, int], ring: KeyRing | None) -> None:
+    """Send the changed rows of ``d`` (staged), then its removals; ``counts`` gains what was
+    sent, rejected, removed, the requests and retries (as far as it got, when it raises)."""
+    path, records_key, size = endpoint(d)
+    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
+    acks = Acks(wh, d, ring)
+    with HttpClient(d.client, source=f"destination {d.name}") as client:
+
+        def post(rows: list[dict[str, Any]]) -> None:
+            records = shaped(d, rows)
+            body: Any = {records_key: records} if records_key else records
+            counts["requests"] += 1
+            try:
+                response = client.send(d.method, path, json=body)
+            except RestHttpError as e:
+                if e.status in STOPPING or e.status < 400 or e.status >= 500:
+                    raise
+                split(rows, mask_text(e.message)[:500])
+                return
+            refused, unnamed = refused_inside(d, _json(response), [str(r[d.key]) for r in rows])
+            if unnamed is not None:  # some record was refused, which one is unsaid: halves
+                split(rows, mask_text(f"the API refused it: {unnamed}")[:500])
+                return
+            for i, said in refused.items():
+                acks.add([rows[i]], "rejected", mask_text(f"the API refused it: {said}")[:500])
+            taken = [r for i, r in enumerate(rows) if i not in refused]
+            acks.add(taken, "sent")
+            counts["rows_sent"] += len(taken)
+            counts["rows_rejected"] += len(refused)
+
+        def split(rows: list[dict[str, Any]], error: str) -> None:
+            if len(rows) > 1:  # which record? halves until the refused ones stand alone
+                half = len(rows) // 2
+                post(rows[:half])
+                post(rows[half:])
+                return
+            acks.add(rows, "rejected", error)
+            counts["rows_rejected"] += 1
+
+        try:
+            for page in pages(wh, d):
+                for i in range(0, len(page), size):
+                    post(page[i : i + size])
+            if ring is not None:
+                _remove(wh, d, ring, client, acks, counts)
+        finally:  # what the API took before a stop is recorded too
+            acks.flush()
+            counts["retries"] = client.stats.retries
+
+
+def _remove(
+    wh: Warehouse,
+    d: RestDestination,
+    ring: KeyRing,
+    client: HttpClient,
+    acks: Acks,
+    counts: dict[str, int],
+) -> None:
+    """Remove at the API the records that left the model (``on_remove: delete``), after the
+    upserts (a record whose key changed: the new one first). A removal the API took drops the
+    record's state; one it refused is kept as ``remove_rejected`` and tried again next push."""
+    counts |= {"rows_removed": 0, "rows_remove_rejected": 0}
+    path = d.delete_path or HUBSPOT_ARCHIVE
+    one_by_one = "{key}" in path
+    size = 1 if one_by_one else endpoint(d)[2]
+
+    def refuse(rows: list[tuple[str, str, str | None]], error: str) -> None:
+        acks.keep([(h, r, tokens[h]) for h, r, _ in rows], mask_text(error)[:500])
+        counts["rows_remove_rejected"] += len(rows)
+
+    def delete(rows: list[tuple[str, str, str | None]]) -> None:
+        keys = [k for _, _, k in rows if k is not None]
+        assert len(keys) == len(rows)
+        counts["requests"] += 1
+        try:
+            if one_by_one:
+                where = path.replace("{key}", urllib.parse.quote(keys[0], safe=""))
+                response = client.send(d.delete_method, where)
+            else:
+                response = client.send(d.delete_method, path, json=removal_body(d, keys))
+        except RestHttpError as e:
+            if one_by_one and e.status in (404, 410):  # gone already: what a removal wants
+                acks.remove([rows[0][0]])
+                counts["rows_removed"] += 1
+                return
+            if e.status in STOPPING or e.status < 400 or e.status >= 500:
+                raise
+            if len(rows) > 1:
+                half = len(rows) // 2
+                delete(rows[:half])
+                delete(rows[half:])
+                return
+            refuse(rows, e.message)
+            return
+        refused, unnamed = refused_inside(d, _json(response), keys)
+        if unnamed is not None and len(rows) > 1:
+            half = len(rows) // 2
+            delete(rows[:half])
+            delete(rows[half:])
+            return
+        if unnamed is not None:
+            refused = {0: unnamed}
+        for i, said in refused.items():
+            refuse([rows[i]], f"the API refused its removal: {said}")
+        acks.remove([h for i, (h, _, _) in enumerate(rows) if i not in refused])
+        counts["rows_removed"] += len(rows) - len(refused)
+
+    after = ""
+    tokens: dict[str, str] = {}
+    while page := leaving(wh, d, limit=READ, after=after):
+        after = page[-1][0]
+        tokens = {h: k for h, _, k in page}
+        named = opened(wh, d, ring, page)
+        readable = [row for row in named if row[2] is not None]
+        unreadable = [row for row in named if row[2] is None]
+        if unreadable:  # (a key under a key no longer in the ring, or altered: named, kept)
+            refuse(
+                unreadable,
+                "its kept key cannot be read for this record (altered, or "
+                "privacy.encryption_keys lost the key it was encrypted under)",
+            )
+        for i in range(0, len(readable), size):
+            delete(readable[i : i + size])
