@@ -9,8 +9,9 @@ and an API endpoint that upserts records by a key. A push:
    the whole row, and compares them there with ``destination_state`` — the hash each record had
    when the API last took it. Only new or changed rows reach Python (a push of an unchanged
    model reads none);
-2. sends the changed rows in batches (``batch_size``) through the REST sources' polite client
-   (request budget, retries with backoff on 429/5xx/timeouts, ``Retry-After``); records go out
+2. sends the changed rows in batches (``batch_size``) through the polite client
+   (:mod:`personify.http`: request budget, retries with backoff on 429/5xx/timeouts,
+   ``Retry-After``); records go out
    in plain text (encrypted ``customers`` columns decrypted), dotted column names nested;
 3. records each batch in ``destination_state`` once the API answered 2xx — acknowledged rows
    only: a push that stops (the API down, a crash) sends the rest next time, and a record sent

@@ -17,10 +17,10 @@ from personify.destinations.presets import shaped
 from personify.destinations.send import send
 from personify.destinations.state import opened, run_name
 from personify.errors import ConfigError, PersonifyError, WarehouseError
+from personify.http.errors import RestError
 from personify.privacy.crypto import KeyRing, project_ring
 from personify.privacy.masking import mask_text
 from personify.session import Session
-from personify.sources.rest.errors import RestError
 from personify.sources.schedule import exclusive, record_run
 
 log = logging.getLogger(__name__)

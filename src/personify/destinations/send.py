@@ -16,10 +16,10 @@ from personify.destinations.presets import (
     shaped,
 )
 from personify.destinations.state import Acks, opened
+from personify.http import HttpClient
+from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
 from personify.privacy.masking import mask_text
-from personify.sources.rest.client import HttpClient
-from personify.sources.rest.errors import RestHttpError
 from personify.warehouse.base import Warehouse
 
 STOPPING: Final = frozenset({401, 403, 404, 405})

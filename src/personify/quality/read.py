@@ -24,6 +24,8 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import FileSource, RestResource, RestSource, duration_seconds
+from personify.http import HttpClient
+from personify.http.errors import RestResponseError
 from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
 from personify.quality.drift import PAGE_SAMPLE, add_record_fields
@@ -31,8 +33,6 @@ from personify.session import Session
 from personify.sources.files import already_imported, expand, file_digest, reshape
 from personify.sources.formats import detect_format, read_batches
 from personify.sources.presets import resolve_preset
-from personify.sources.rest.client import HttpClient
-from personify.sources.rest.errors import RestResponseError
 from personify.sources.rest.incremental import ResourceState, as_instant, later, load_state
 from personify.sources.rest.mapping import (
     Target,

@@ -2,7 +2,7 @@
 
 For each resource: read its state (:mod:`~personify.sources.rest.incremental`); resume the
 interrupted sync if there is one, else start a new one at ``cursor - overlap`` (or the initial
-value); then, page after page: fetch it (politely: :mod:`~personify.sources.rest.client`), take
+value); then, page after page: fetch it (politely: :mod:`~personify.http`), take
 its records and work out the next page's request. Once ``batch_rows`` records are gathered (and
 at the last page), in ONE warehouse transaction: load their rows
 (:mod:`~personify.sources.rest.mapping`), quarantine the invalid ones and save the state saying
@@ -37,12 +37,12 @@ import msgspec
 
 from personify import clock
 from personify.config import Incremental, Paginator, RestDestination, RestResource, RestSource
+from personify.http import HttpClient
+from personify.http.errors import RestError, RestHttpError, RestResponseError
 from personify.progress import Progress
 from personify.session import Session
 from personify.sources import SyncResult
 from personify.sources.presets import resolve_preset
-from personify.sources.rest.client import HttpClient
-from personify.sources.rest.errors import RestError, RestHttpError, RestResponseError
 from personify.sources.rest.incremental import (
     ResourceState,
     Run,

@@ -18,9 +18,9 @@ from personify.config import (
     Secret,
 )
 from personify.demo.mock_apis import CLIENT_ID, CLIENT_SECRET, TOKEN, MockApis
-from personify.sources.rest.auth import OAuth2ClientCredentialsFlow
-from personify.sources.rest.client import HttpClient, TokenBucket, mask_url, retry_after
-from personify.sources.rest.errors import RestHttpError, RestResponseError, RestUnavailable
+from personify.http import HttpClient, TokenBucket, mask_url, retry_after
+from personify.http.auth import OAuth2ClientCredentialsFlow
+from personify.http.errors import RestHttpError, RestResponseError, RestUnavailable
 
 
 class Sleeps:

@@ -1,4 +1,4 @@
-"""Authentication of REST sources as ``httpx.Auth`` flows.
+"""Authentication of REST sources and destinations as ``httpx.Auth`` flows.
 
 ``bearer`` (``Authorization: Bearer``), ``api_key`` (a header or a query parameter), ``http_basic``
 and ``oauth2_client_credentials``: the token is fetched from the token endpoint on first use, kept
@@ -6,7 +6,7 @@ until shortly before it expires, and fetched again then — or at once when the 
 (revoked early), after which the request is sent again, once.
 
 :func:`secret_params` names the query parameters that hold secrets, so error messages can show
-URLs without them (:func:`personify.sources.rest.client.mask_url`).
+URLs without them (:func:`personify.http.mask_url`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Generator
 import httpx
 
 from personify.config import ApiKeyAuth, Auth, BasicAuth, BearerAuth, OAuth2ClientCredentials
-from personify.sources.rest.deadline import Deadline, install
-from personify.sources.rest.errors import RestHttpError, RestUnavailable
+from personify.http.deadline import Deadline, install
+from personify.http.errors import RestHttpError, RestUnavailable
 
 EXPIRY_MARGIN = 30.0
 """Seconds before its expiry a token is replaced (a request in flight must not carry a dead

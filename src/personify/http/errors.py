@@ -1,4 +1,5 @@
-"""Errors of REST sources (all :class:`~personify.errors.SourceError`).
+"""Errors of the polite HTTP client — REST sources' and destinations' (all
+:class:`~personify.errors.SourceError`, as they were when only sources used it).
 
 ::
 

@@ -6,7 +6,7 @@ thread, the instant the request in flight must be done by; :func:`install` wraps
 backend of the client's connection pools (the direct one and any proxy's) so that every connect,
 read and write waits at most until then. Past it, the operation raises httpcore's timeout of its
 kind, which httpx turns into its own :class:`httpx.TimeoutException`: the client treats it like
-any timeout (retried with backoff, then :class:`~personify.sources.rest.errors.RestUnavailable`).
+any timeout (retried with backoff, then :class:`~personify.http.errors.RestUnavailable`).
 
 httpx has no public hook for this (encode/httpx#1450): the pools' ``_network_backend`` is set
 after the client is made, so that proxies from the environment keep working.

@@ -1,4 +1,7 @@
-"""The polite HTTP client of REST sources (httpx underneath).
+"""The polite HTTP client of REST sources, destinations and source checks (httpx underneath).
+
+A kernel module: it knows a ``RestClient`` configuration (``client:`` in ``personify.yml``),
+its authentication (:mod:`.auth`) and its errors (:mod:`.errors`), and no stage.
 
 * **A request budget**: a token bucket of ``requests_per_second``, holding one second's worth, so
   a source never calls an API faster than it is allowed to.
@@ -34,9 +37,9 @@ import httpx
 import msgspec
 
 from personify.config import RestClient
-from personify.sources.rest.auth import make_auth, secret_params
-from personify.sources.rest.deadline import Deadline, install
-from personify.sources.rest.errors import RestHttpError, RestResponseError, RestUnavailable
+from personify.http.auth import make_auth, secret_params
+from personify.http.deadline import Deadline, install
+from personify.http.errors import RestHttpError, RestResponseError, RestUnavailable
 
 log = logging.getLogger(__name__)
 
