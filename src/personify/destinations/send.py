@@ -26,7 +26,11 @@ STOPPING: Final = frozenset({401, 403, 404, 405})
 """Refusals that are not about a record: the push stops (the state keeps what was taken)."""
 
 
-def _json(response: Any) -> Any:
+def _answer(d: RestDestination, response: Any) -> Any:
+    """The JSON body of a 2xx answer when it may list refused records, else ``None`` (not
+    decoded: HubSpot lists them only in a 207, and a 200 echoes every record it took)."""
+    if d.errors_path is None and (d.preset is None or response.status_code != 207):
+        return None
     if not response.content:
         return None
     try:
@@ -54,7 +58,8 @@ def send(wh: Warehouse, d: RestDestination, counts: dict[str, int], ring: KeyRin
                     raise
                 split(rows, mask_text(e.message)[:500])
                 return
-            refused, unnamed = refused_inside(d, _json(response), [str(r[d.key]) for r in rows])
+            keys = [str(r[d.key]) for r in rows]
+            refused, unnamed = refused_inside(d, _answer(d, response), keys)
             if unnamed is not None:  # some record was refused, which one is unsaid: halves
                 split(rows, mask_text(f"the API refused it: {unnamed}")[:500])
                 return
@@ -129,7 +134,7 @@ def _remove(
                 return
             refuse(rows, e.message)
             return
-        refused, unnamed = refused_inside(d, _json(response), keys)
+        refused, unnamed = refused_inside(d, _answer(d, response), keys)
         if unnamed is not None and len(rows) > 1:
             half = len(rows) // 2
             delete(rows[:half])
