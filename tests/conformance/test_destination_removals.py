@@ -282,6 +282,12 @@ def test_a_refused_removal_is_kept_and_tried_again(
         again = push(session)
         assert again["counts"]["rows_removed"] == 1 and "c3@x.org" not in apis.pushed
         assert states(session) == {"remove_rejected": 2}
+        # back in the model: every record is pushed again, the two unremovable ones included
+        # (their keys kept anew), though their rows did not change
+        wh.execute("UPDATE customers SET lifecycle_stage = 'active'")
+        back = push(session)
+        assert back["counts"]["rows_sent"] == 10 and states(session) == {"sent": 10}
+        assert len(apis.pushed) == 10
 
 
 def test_hubspot_207_rejects_only_the_records_it_names(
