@@ -72,11 +72,16 @@ from personify.warehouse.base import Warehouse
 
 
 def unsubscribe_for(
-    project: Project, customer_id: str, purpose: str = DEFAULT_PURPOSE
+    project: Project,
+    customer_id: str,
+    purpose: str = DEFAULT_PURPOSE,
+    message_key: str | None = None,
 ) -> Unsubscribe:
     """The signed unsubscribe links of ``customer_id`` for ``purpose`` (the consent an
-    unsubscribe revokes). Raises ConfigError without a key."""
-    token = sign(project_key(project), customer_id, purpose)
+    unsubscribe revokes), naming the message ``message_key`` they are sent in (so the
+    unsubscribe is counted against its journey, step and variant). Raises ConfigError without
+    a key."""
+    token = sign(project_key(project), customer_id, purpose, message_key)
     settings = project.config.email
     return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
 
@@ -103,7 +108,7 @@ def compose(
         recipient=recipient,
         date=date or clock.now(),
         key=key,
-        unsubscribe=unsubscribe or unsubscribe_for(project, customer_id),
+        unsubscribe=unsubscribe or unsubscribe_for(project, customer_id, message_key=key),
         reply_to=sender_mailbox(settings.reply_to) if settings.reply_to else None,
     )
     return Envelope(
@@ -144,7 +149,10 @@ def prepare_one(
     """:func:`prepare` for a parsed template and a ``customers`` row already read; the
     unsubscribe link revokes ``purpose`` (default: the journeys' purpose)."""
     unsubscribe = unsubscribe_for(
-        project, str(customer["customer_id"]), purpose or project.config.journeys.purpose
+        project,
+        str(customer["customer_id"]),
+        purpose or project.config.journeys.purpose,
+        message_key=key,
     )
     context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
     if template.connected:  # fetched now; a variable the caller gives wins

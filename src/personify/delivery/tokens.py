@@ -1,7 +1,10 @@
 """Signed unsubscribe tokens (:mod:`personify.signed`, domain ``unsubscribe``).
 
-The payload names the customer and the purpose (e.g. ``email_marketing``). Anyone holding a
-token can unsubscribe that customer from that purpose — nothing else; a changed byte makes it
+The payload names the customer and the purpose (e.g. ``email_marketing``) and, in tokens made
+for a sent email, the message (``m``: its idempotency key), so the unsubscribe is attributed to
+the journey, step and variant that sent it. Tokens without ``m`` (signed before it was added, or
+for no message) stay valid: they unsubscribe all the same, attributed to nothing. Anyone holding
+a token can unsubscribe that customer from that purpose — nothing else; a changed byte makes it
 invalid. The key is the project's ``signing_key`` (``${PERSONIFY_SECRET_KEY}``).
 """
 
@@ -33,11 +36,20 @@ class UnsubscribeClaim:
 
     customer_id: str
     purpose: str
+    message_key: str | None = None
+    """The idempotency key of the message whose link it is (``None``: an older token, or one
+    made for no message)."""
 
 
-def sign(key: bytes, customer_id: str, purpose: str = DEFAULT_PURPOSE) -> str:
-    """A token letting its holder unsubscribe ``customer_id`` from ``purpose``."""
-    return seal(key, "unsubscribe", {"c": customer_id, "p": purpose})
+def sign(
+    key: bytes, customer_id: str, purpose: str = DEFAULT_PURPOSE, message_key: str | None = None
+) -> str:
+    """A token letting its holder unsubscribe ``customer_id`` from ``purpose``; ``message_key``
+    names the message it is sent in."""
+    doc = {"c": customer_id, "p": purpose}
+    if message_key:
+        doc["m"] = message_key
+    return seal(key, "unsubscribe", doc)
 
 
 def verify(key: bytes, token: str) -> UnsubscribeClaim | None:
@@ -45,7 +57,12 @@ def verify(key: bytes, token: str) -> UnsubscribeClaim | None:
     doc = unseal(key, "unsubscribe", token)
     if doc is None or not isinstance(doc.get("c"), str):
         return None
-    return UnsubscribeClaim(doc["c"], str(doc.get("p", DEFAULT_PURPOSE)))
+    message = doc.get("m")
+    return UnsubscribeClaim(
+        doc["c"],
+        str(doc.get("p", DEFAULT_PURPOSE)),
+        message if isinstance(message, str) and message else None,
+    )
 
 
 def project_key(project: Project) -> bytes:

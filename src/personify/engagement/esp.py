@@ -20,6 +20,13 @@ ESP's own machine flag wins) — with a ``message_id`` derived from the provider
 fingerprint of the event when the provider gives none): a redelivered webhook stores nothing new,
 and an open the pixel already recorded (within a couple of minutes) is not counted twice. An
 event without ``personify_key``, or naming a message Personify did not send, records nothing.
+
+Spam complaints (SendGrid ``spamreport``, Postmark ``SpamComplaint``) and unsubscribes
+(SendGrid ``unsubscribe`` / ``group_unsubscribe``, Postmark ``SubscriptionChange`` with
+``SuppressSending``) naming a message also become an ``Email Marked as Spam`` /
+``Email Unsubscribed`` event for it (:func:`personify.engagement.record.record_feedback`'s kind:
+one per message and verdict, whichever report comes first) — besides the suppression
+:mod:`personify.delivery.suppress` writes for them.
 """
 
 from __future__ import annotations
@@ -38,14 +45,14 @@ from personify.engagement.record import Hit, Recorded, record_many
 from personify.engagement.tokens import TrackingClaim, safe_target
 from personify.warehouse.base import Warehouse
 
-What = Literal["open", "click", "delivered"]
+What = Literal["open", "click", "delivered", "complained", "unsubscribed"]
 ESP_MACHINE = "esp_machine_open"
 """``machine_reason`` of an open the ESP itself flags as a machine's."""
 
 
 @dataclass(frozen=True)
 class EspTouch:
-    """One open, click or delivery an ESP reported."""
+    """One open, click, delivery, complaint or unsubscribe an ESP reported."""
 
     what: What
     key: str
@@ -71,6 +78,12 @@ class EspEngagement:
     """Already stored (a redelivery, or the pixel/redirect saw the same touch)."""
     unknown: int
     """Naming no message Personify sent."""
+    feedback: int = 0
+    """Of ``touches``: complaints and unsubscribes (the rest are opens, clicks, deliveries)."""
+    feedback_recorded: int = 0
+    """Of ``recorded``: complaints and unsubscribes."""
+    feedback_repeated: int = 0
+    """Of ``repeated``: complaints and unsubscribes."""
 
 
 def _text(value: Any) -> str | None:
@@ -97,8 +110,26 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:32]
 
 
-_SENDGRID: dict[str, What] = {"open": "open", "click": "click", "delivered": "delivered"}
-_POSTMARK: dict[str, What] = {"Open": "open", "Click": "click", "Delivery": "delivered"}
+_SENDGRID: dict[str, What] = {
+    "open": "open",
+    "click": "click",
+    "delivered": "delivered",
+    "spamreport": "complained",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+_POSTMARK: dict[str, What] = {
+    "Open": "open",
+    "Click": "click",
+    "Delivery": "delivered",
+    "SpamComplaint": "complained",
+}
+_POSTMARK_STAMP = {
+    "delivered": "DeliveredAt",
+    "complained": "BouncedAt",
+    "unsubscribed": "ChangedAt",
+}
+FEEDBACK: frozenset[What] = frozenset({"complained", "unsubscribed"})
 
 
 def _sendgrid(event: Mapping[str, Any]) -> EspTouch | None:
@@ -123,13 +154,18 @@ def _sendgrid(event: Mapping[str, Any]) -> EspTouch | None:
 
 
 def _postmark(event: Mapping[str, Any]) -> EspTouch | None:
-    what = _POSTMARK.get(str(event.get("RecordType", "")))
+    record = str(event.get("RecordType", ""))
+    what = _POSTMARK.get(record)
+    if record == "SubscriptionChange" and event.get("SuppressSending") is True:
+        what = "unsubscribed"
+    elif event.get("Type") == "SpamComplaint":  # as delivery.events reads it
+        what = "complained"
     meta = event.get("Metadata")
     meta = meta if isinstance(meta, dict) else {}
     key = _text(meta.get("personify_key"))
     if what is None or key is None:
         return None
-    stamp = event.get("DeliveredAt" if what == "delivered" else "ReceivedAt")
+    stamp = event.get(_POSTMARK_STAMP.get(what, "ReceivedAt"))
     at = _instant(stamp) or clock.now()
     geo = event.get("Geo")
     url = _text(event.get("OriginalLink")) if what == "click" else None
@@ -189,6 +225,10 @@ def record_touches(
     hits: list[Hit] = []
     for t in touches:
         customer = t.customer_id or owners.get(t.key) or ""
+        if t.what == "complained" or t.what == "unsubscribed":
+            claim = TrackingClaim("open", t.key, customer)
+            hits.append(Hit(claim, t.at, esp=provider, esp_id=t.esp_id, feedback=t.what))
+            continue
         kind: Literal["open", "click"] = "click" if t.what == "click" else "open"
         claim = TrackingClaim(kind, t.key, customer, 0 if kind == "click" else None, t.url)
         hits.append(
@@ -207,4 +247,15 @@ def record_touches(
     done: list[Recorded] = record_many(wh, project, hits)
     recorded = sum(1 for r in done if r.new)
     unknown = sum(1 for r in done if r.message_id is None)
-    return EspEngagement(len(touches), recorded, len(touches) - recorded - unknown, unknown)
+    said = [r for r, t in zip(done, touches, strict=True) if t.what in FEEDBACK]
+    said_new = sum(1 for r in said if r.new)
+    said_known = sum(1 for r in said if r.message_id is not None)
+    return EspEngagement(
+        len(touches),
+        recorded,
+        len(touches) - recorded - unknown,
+        unknown,
+        len(said),
+        said_new,
+        said_known - said_new,
+    )

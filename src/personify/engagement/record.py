@@ -19,6 +19,13 @@ is one event. An open (or a click) of a message already recorded from the *other
 pixel and the ESP's report of it, or the other way round — within :data:`SAME_TOUCH_SECONDS` is
 the same open and is not stored again (checked when the project has ESP webhooks configured or
 the batch holds ESP hits).
+
+The recipient's verdict on a message is recorded the same way (:func:`record_feedback`): an
+``Email Unsubscribed`` event when they use the message's unsubscribe link (the token names the
+message) or the ESP reports an unsubscribe naming it, an ``Email Marked as Spam`` event when the
+ESP relays their spam complaint. Its ``message_id`` is derived from the message and the verdict
+alone, so a repeated POST, a redelivered webhook, or the link and the ESP reporting the same
+unsubscribe, is one event: a message is unsubscribed from (complained about) once.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -47,6 +54,11 @@ ESP_SOURCE = "email_esp"
 OPENED = "Email Opened"
 CLICKED = "Email Link Clicked"
 DELIVERED = "Email Delivered"
+UNSUBSCRIBED = "Email Unsubscribed"
+COMPLAINED = "Email Marked as Spam"
+Feedback = Literal["unsubscribed", "complained"]
+FEEDBACK_EVENTS: dict[str, str] = {"unsubscribed": UNSUBSCRIBED, "complained": COMPLAINED}
+"""The event name of each verdict a recipient can give on a message."""
 SAME_TOUCH_SECONDS = 120.0
 """An open (click) of one message from the pixel (redirect) and from an ESP webhook this close
 together is one open (click)."""
@@ -69,6 +81,14 @@ class Hit:
     """The ESP's own verdict that the hit is a machine's (``esp_machine_open``)."""
     delivered: bool = False
     """An ESP's delivery report (``Email Delivered``) rather than an open or a click."""
+    feedback: Feedback | None = None
+    """The recipient's verdict (``Email Unsubscribed`` / ``Email Marked as Spam``) rather than
+    an open or a click: one event per message and verdict."""
+
+    @property
+    def touch(self) -> bool:
+        """An open or a click (not a delivery report nor a verdict)."""
+        return not self.delivered and self.feedback is None
 
 
 @dataclass(frozen=True)
@@ -181,6 +201,9 @@ def _minute(minutes: int) -> str:
 def _event_id(hit: Hit, at_us: int | None) -> str:
     """:func:`event_id`, the hit's instant given in µs since 1970 (``None`` for ESP hits)."""
     c = hit.claim
+    if hit.feedback is not None:  # once per message, whoever reports it
+        said = "\0".join(("feedback", c.key, hit.feedback))
+        return "email-" + hashlib.sha256(said.encode("utf-8")).hexdigest()[:32]
     if hit.esp is not None or at_us is None:
         what = "delivered" if hit.delivered else c.kind
         fields = ("esp", hit.esp or "", hit.esp_id or "", c.key, what)
@@ -197,7 +220,7 @@ def record(wh: Warehouse, project: Project, hit: Hit) -> Recorded:
 
 def _machine(project: Project, hit: Hit, sent_at: datetime | None) -> str | None:
     settings = project.config.engagement
-    if hit.delivered:
+    if not hit.touch:
         return None
     if hit.esp_machine is not None:
         return hit.esp_machine
@@ -231,7 +254,7 @@ def _row(
     :data:`~personify.ingest.tracking.normalize.EVENT_COLUMNS` (as ``normalize`` builds its
     rows; the store reads them by that order); ``message`` as :func:`_messages` reads it."""
     claim = hit.claim
-    delivered = hit.delivered
+    delivered = not hit.touch
     properties: dict[str, Any] = {
         "message_key": claim.key,
         "journey": message[1],
@@ -259,7 +282,7 @@ def _row(
     return (
         message_id,
         "track",
-        DELIVERED if delivered else (CLICKED if click else OPENED),
+        _name(hit),
         anonymous_id,
         user_id,
         at_us,
@@ -277,10 +300,18 @@ def _row(
     )
 
 
+def _name(hit: Hit) -> str:
+    if hit.feedback is not None:
+        return FEEDBACK_EVENTS[hit.feedback]
+    if hit.delivered:
+        return DELIVERED
+    return CLICKED if hit.claim.kind == "click" else OPENED
+
+
 def _same_touches(wh: Warehouse, hits: Sequence[Hit]) -> dict[int, str]:
     """Hits (by position) whose open or click is already recorded from the other origin (or
     earlier in ``hits``) within :data:`SAME_TOUCH_SECONDS`: the message id of that event."""
-    wanted = [(j, h) for j, h in enumerate(hits) if not h.delivered]
+    wanted = [(j, h) for j, h in enumerate(hits) if h.touch]
     if not wanted:
         return {}
     window = timedelta(seconds=SAME_TOUCH_SECONDS)
@@ -357,3 +388,21 @@ def record_many(wh: Warehouse, project: Project, hits: Sequence[Hit]) -> list[Re
     for (i, _, _), row, why, s in zip(known, rows, reasons, status, strict=True):
         results[i] = Recorded(str(row[0]), s == NEW, why)
     return results
+
+
+def record_feedback(
+    wh: Warehouse,
+    project: Project,
+    message_key: str,
+    customer_id: str,
+    feedback: Feedback,
+    *,
+    at: datetime | None = None,
+    esp: str | None = None,
+) -> Recorded:
+    """Record the recipient's verdict on one message (see the module docstring): an
+    unsubscribe from its link (``esp`` ``None``, ``source`` ``email_tracking``) or one an ESP
+    reported (``email_esp``). Nothing when the message is not one Personify sent to
+    ``customer_id``."""
+    claim = TrackingClaim("open", message_key, customer_id)
+    return record(wh, project, Hit(claim, at or clock.now(), esp=esp, feedback=feedback))

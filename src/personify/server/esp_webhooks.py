@@ -10,8 +10,9 @@ unsubscribes — are written in one go (:func:`personify.delivery.suppress.apply
 redelivered payload writes nothing new. Opens, clicks and deliveries carrying the message's
 ``personify_key`` become ``Email Opened`` / ``Email Link Clicked`` / ``Email Delivered`` events
 (:mod:`personify.engagement.esp`; machine opens flagged, deduplicated against redeliveries and
-against what the pixel and redirect recorded). The answer counts what happened, never an
-address.
+against what the pixel and redirect recorded); complaints and unsubscribes carrying it also
+become ``Email Marked as Spam`` / ``Email Unsubscribed`` events, counted against the message's
+journey, step and variant (``attributed``). The answer counts what happened, never an address.
 (Sources' webhooks live at ``/webhooks/{source}``; this distinct prefix keeps the two apart.)
 """
 
@@ -49,13 +50,17 @@ class EspWebhookResult(msgspec.Struct, frozen=True):
     """Opens, clicks and deliveries naming a message (``personify_key``)."""
     recorded: int = 0
     """New engagement events (0 for a redelivery or a touch the pixel already recorded)."""
+    attributed: int = 0
+    """New ``Email Marked as Spam`` / ``Email Unsubscribed`` events: complaints and
+    unsubscribes naming a message (``personify_key``), counted against its journey (0 for a
+    redelivery, or an unsubscribe its link already recorded)."""
 
 
 def _counter(state: ServerState) -> Counter:
     return state.counter(
         "personify_esp_webhook_events_total",
         "ESP webhook events by provider and outcome (suppressing, engagement, "
-        "engagement_repeat, ignored; refused counts requests).",
+        "engagement_repeat, attributed, ignored; refused counts requests).",
         ("provider", "outcome"),
     )
 
@@ -115,13 +120,21 @@ async def receive(request: Request) -> Response:
         raise ApiError(503, "the project has no signing_key to hash suppressions") from None
     counter = _counter(state)
     counter.inc(done.suppressing, provider=provider, outcome="suppressing")
-    counter.inc(engaged.recorded, provider=provider, outcome="engagement")
-    counter.inc(engaged.repeated, provider=provider, outcome="engagement_repeat")
-    ignored = done.received - done.suppressing - engaged.recorded - engaged.repeated
+    recorded = engaged.recorded - engaged.feedback_recorded  # opens, clicks, deliveries
+    repeated = engaged.repeated - engaged.feedback_repeated
+    counter.inc(recorded, provider=provider, outcome="engagement")
+    counter.inc(repeated, provider=provider, outcome="engagement_repeat")
+    counter.inc(engaged.feedback_recorded, provider=provider, outcome="attributed")
+    ignored = done.received - done.suppressing - recorded - repeated  # complaints: suppressing
     counter.inc(max(ignored, 0), provider=provider, outcome="ignored")
     return JSONResponse(
         EspWebhookResult(
-            done.received, done.suppressing, done.written, engaged.touches, engaged.recorded
+            done.received,
+            done.suppressing,
+            done.written,
+            engaged.touches - engaged.feedback,
+            recorded,
+            engaged.feedback_recorded,
         )
     )
 

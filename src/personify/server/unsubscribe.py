@@ -8,7 +8,11 @@
   suppresses the customer (:func:`personify.delivery.suppress.unsubscribe`: ``suppressions``
   rows, the purpose revoked in the consent history) so the next send is stopped. Doing it again
   changes nothing and answers the same page. A forged, altered or malformed token answers 400
-  and changes nothing.
+  and changes nothing. A token that names its message (every link sent since tokens carry
+  ``m``) also records an ``Email Unsubscribed`` event for that message
+  (:func:`personify.engagement.record.record_feedback`: ``source`` ``email_tracking``, tied to
+  the message's journey, step and variant, once per message however often it is posted), which
+  ``personify report journeys`` counts; an older token unsubscribes all the same.
 
 No authentication: the signed token is the credential. Answers are HTML pages that never show
 the customer's address or id; the access log names the route template, never the token.
@@ -25,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from personify.delivery.suppress import Unsubscribed, unsubscribe
 from personify.delivery.tokens import UnsubscribeClaim, project_key, verify
+from personify.engagement.record import record_feedback
 from personify.errors import ConfigError
 from personify.server.metrics import Counter
 from personify.server.openapi import Content, Operation, operation
@@ -111,7 +116,12 @@ async def unsubscribe_page(request: Request) -> Response:
 
 def _apply(state: ServerState, claim: UnsubscribeClaim, form: str) -> Unsubscribed:
     session = state.session
-    return unsubscribe(session.warehouse, session.project, claim, form=form)
+    done = unsubscribe(session.warehouse, session.project, claim, form=form)
+    if claim.message_key is not None:  # after the suppression: that is what must not be lost
+        record_feedback(
+            session.warehouse, session.project, claim.message_key, claim.customer_id, "unsubscribed"
+        )
+    return done
 
 
 @operation(

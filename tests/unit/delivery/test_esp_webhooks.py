@@ -120,6 +120,7 @@ def test_standard_webhooks_sendgrid_events(session: Session) -> None:
         "written": 6,
         "engagement": 0,  # no personify_key: not a message Personify sent
         "recorded": 0,
+        "attributed": 0,
     }
     assert stored(session) == [
         ("customer_id", "c0", "bounced", "esp:standard"),

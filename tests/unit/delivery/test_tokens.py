@@ -49,3 +49,21 @@ def test_project_key_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_default_purpose_is_the_journeys_purpose() -> None:
     claim = verify(KEY, sign(KEY, "c-1"))
     assert claim == UnsubscribeClaim("c-1", "email_marketing")
+
+
+def test_a_token_names_its_message() -> None:
+    """New tokens carry the message's idempotency key (``m``), so an unsubscribe is counted
+    against the journey, step and variant that sent it."""
+    token = sign(KEY, "c-1", "marketing", "cart:remind:c-1:k1")
+    assert verify(KEY, token) == UnsubscribeClaim("c-1", "marketing", "cart:remind:c-1:k1")
+    assert verify(KEY, sign(KEY, "c-1", "marketing")) == UnsubscribeClaim("c-1", "marketing", None)
+
+
+def test_tokens_sent_before_the_message_key_stay_valid() -> None:
+    """A token sealed the old way ({c, p} only) still unsubscribes, attributed to nothing."""
+    from personify.signed import seal
+
+    old = seal(KEY, "unsubscribe", {"c": "c-1", "p": "marketing"})
+    assert verify(KEY, old) == UnsubscribeClaim("c-1", "marketing", None)
+    odd = seal(KEY, "unsubscribe", {"c": "c-1", "p": "marketing", "m": 7})  # not a key: ignored
+    assert verify(KEY, odd) == UnsubscribeClaim("c-1", "marketing", None)

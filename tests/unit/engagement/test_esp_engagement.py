@@ -93,6 +93,7 @@ def test_sendgrid_opens_clicks_and_deliveries_become_events_once(session: Sessio
         "written": 0,
         "engagement": 5,
         "recorded": 4,  # the open of a message Personify never sent records nothing
+        "attributed": 0,
     }
     events = _events(session)
     assert [(e["event"], e.get("machine"), e.get("machine_reason")) for e in events] == [
@@ -201,3 +202,64 @@ def test_postmark_payloads_and_the_pixel_count_one_open(session: Session) -> Non
         ("Email Opened", "email_esp", "esp_machine_open"),
     ]
     assert all(e["customer_id"] == "c1" and e["variant"] == "plain" for e in events)
+
+
+def test_complaints_and_unsubscribes_naming_a_message_are_attributed_once(
+    session: Session,
+) -> None:
+    """A SendGrid ``spamreport`` and ``unsubscribe`` carrying ``personify_key`` suppress the
+    address and record ``Email Marked as Spam`` / ``Email Unsubscribed`` for the message; a
+    redelivery and a second report of the same verdict record nothing new."""
+    _messages(session)
+    payload = [
+        _sendgrid("spamreport", 900),
+        _sendgrid("unsubscribe", 960),
+        _sendgrid("spamreport", 990, sg_event_id="sg-other"),  # the same complaint, again
+        _sendgrid("spamreport", 1000, personify_key="never-sent:k"),
+    ]
+    body = json.dumps(payload).encode()
+    got = post(session, "sendgrid", body, sendgrid_headers(body))
+    assert got.status_code == 200, got.text
+    assert got.json() == {
+        "received": 4,
+        "suppressing": 4,
+        "written": 2,
+        "engagement": 0,
+        "recorded": 0,
+        "attributed": 2,
+    }
+    events = _events(session)
+    assert [(e["event"], e["source"], e["esp"], e["variant"]) for e in events] == [
+        ("Email Marked as Spam", "email_esp", "sendgrid", "bold"),
+        ("Email Unsubscribed", "email_esp", "sendgrid", "bold"),
+    ]
+    assert all("machine" not in e and e["customer_id"] == "c0" for e in events)
+    again = post(session, "sendgrid", body, sendgrid_headers(body))
+    assert again.json()["attributed"] == 0 and len(_events(session)) == 2
+
+
+def test_postmark_spam_complaint_is_attributed(session: Session) -> None:
+    _messages(session)
+    complaint = {
+        "RecordType": "SpamComplaint",
+        "ID": 42,
+        "Type": "SpamComplaint",
+        "TypeCode": 512,
+        "Name": "Spam complaint",
+        "Tag": "abandoned_cart",
+        "MessageID": "00000000-0000-0000-0000-000000000000",
+        "Metadata": {"personify_key": "cart:remind:c1:k2", "customer_id": "c1"},
+        "Description": "The subscriber explicitly marked this message as spam.",
+        "Email": "bob@x.org",
+        "From": "shop@example.com",
+        "BouncedAt": (SENT + timedelta(hours=1)).isoformat(),
+        "Subject": "Your cart",
+    }
+    got = post(session, "postmark", json.dumps(complaint).encode(), POSTMARK)
+    assert got.status_code == 200, got.text
+    assert got.json()["suppressing"] == 1 and got.json()["attributed"] == 1
+    events = _events(session)
+    assert [(e["event"], e["message_key"], e["variant"]) for e in events] == [
+        ("Email Marked as Spam", "cart:remind:c1:k2", "plain")
+    ]
+    assert events[0]["at"].astimezone(UTC) == SENT + timedelta(hours=1)

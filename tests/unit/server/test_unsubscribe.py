@@ -179,3 +179,63 @@ def test_counted_in_metrics(session: Session) -> None:
     for outcome in ("new", "repeat", "invalid"):
         assert f'personify_unsubscribes_total{{outcome="{outcome}"}} 1' in text
     assert "/unsubscribe/{token}" in text and "not-a-token" not in text
+
+
+def _sent(session: Session, key: str, customer_id: str = "c-42") -> None:
+    ts = pa.timestamp("us", tz="UTC")
+    session.warehouse.load(
+        table("messages"),
+        pa.table(
+            {
+                "idempotency_key": [key],
+                "customer_id": [customer_id],
+                "journey": ["cart"],
+                "step": ["remind"],
+                "variant": ["bold"],
+                "template": ["abandoned_cart"],
+                "status": ["sent"],
+                "decided_at": pa.array([WHEN], ts),
+                "sent_at": pa.array([WHEN], ts),
+            }
+        ),
+    )
+
+
+def _unsubscribed_events(session: Session) -> list[tuple[Any, ...]]:
+    return session.warehouse.fetch(
+        "SELECT customer_id, source, properties->>'message_key', properties->>'journey', "
+        "properties->>'step', properties->>'variant' FROM events "
+        "WHERE event = 'Email Unsubscribed' ORDER BY message_id"
+    )
+
+
+def test_a_link_naming_its_message_records_one_unsubscribed_event(session: Session) -> None:
+    """The token names the message: the POST also records ``Email Unsubscribed`` for it (tied
+    to its journey, step and variant), once however often it is posted."""
+    _sent(session, "cart:remind:c-42:k1")
+    url = unsubscribe_for(session.project, "c-42", "marketing", "cart:remind:c-42:k1").url
+    path = "/unsubscribe/" + url.rsplit("/unsubscribe/", 1)[1]
+    for _ in range(2):
+        got = call(session, "POST", path, **ONE_CLICK)
+        assert got.status_code == 200
+    assert _unsubscribed_events(session) == [
+        ("c-42", "email_tracking", "cart:remind:c-42:k1", "cart", "remind", "bold")
+    ]
+    assert suppressed(session.warehouse, ["c-42"]) == {"c-42"}
+
+
+def test_an_old_link_unsubscribes_without_an_event(session: Session) -> None:
+    """A token without a message (sent before tokens named it) unsubscribes all the same."""
+    _sent(session, "cart:remind:c-42:k1")
+    got = call(session, "POST", path_for(session), **ONE_CLICK)
+    assert got.status_code == 200
+    assert suppressed(session.warehouse, ["c-42"]) == {"c-42"}
+    assert _unsubscribed_events(session) == []
+
+
+def test_a_link_naming_a_message_never_sent_records_nothing(session: Session) -> None:
+    url = unsubscribe_for(session.project, "c-42", "marketing", "preview:k").url
+    got = call(session, "POST", "/unsubscribe/" + url.rsplit("/unsubscribe/", 1)[1], **ONE_CLICK)
+    assert got.status_code == 200
+    assert suppressed(session.warehouse, ["c-42"]) == {"c-42"}
+    assert _unsubscribed_events(session) == []
