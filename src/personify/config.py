@@ -1196,6 +1196,10 @@ class EngagementConfig(_Base, frozen=True):
     """Which touches attribute: clicks only, or opens and clicks."""
     attribution_rule: Literal["last_touch", "first_touch"] = "last_touch"
     """Which touch of the window wins an order."""
+    max_complaint_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.003
+    """Spam complaints per delivered email (a fraction: ``0.003`` is 0.3 %, the most Gmail and
+    Yahoo accept of bulk senders) above which ``personify status`` flags a journey's last 7
+    days."""
 
 
 # --------------------------------------------------------------------------------------- project

@@ -239,6 +239,7 @@ def status_report(session: Session) -> dict[str, Any]:
         "reconciliation": _reconciliation(session),
         "quality": _quality(session),
         "journeys": _journeys(session, now),
+        "max_complaint_rate": session.project.config.engagement.max_complaint_rate,
         "problems": project_problems(session.project),
     }
 
@@ -273,7 +274,8 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
 
 def _journeys(session: Session, now: Any) -> dict[str, dict[str, Any]]:
     """Per journey, the last 7 days' headline (``personify report journeys``'s figures): sends,
-    unique opens and clicks by people (machine ones excluded), conversions and revenue."""
+    unique opens and clicks by people (machine ones excluded), conversions, revenue, and the
+    spam complaint rate over delivered, flagged above ``engagement.max_complaint_rate``."""
     from personify.engagement.report import journey_headlines
 
     return journey_headlines(session.warehouse, session.project, now)

@@ -13,7 +13,13 @@ import pyarrow as pa
 
 from personify.config import EngagementConfig, Project, load_project
 from personify.engagement import Hit, TrackingClaim, record
-from personify.engagement.report import attributed, journey_headlines, journeys_report
+from personify.engagement.record import record_feedback
+from personify.engagement.report import (
+    attributed,
+    experiments,
+    journey_headlines,
+    journeys_report,
+)
 from personify.warehouse import Warehouse, table
 
 T = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -143,7 +149,10 @@ def test_status_headline_is_the_report_of_the_last_7_days(
     _load(warehouse, "messages", [{**_message("m-old", "c-2", "first", "A"), "decided_at": NOW}])
     at = T + timedelta(days=2)
     expected = {"sends": 4, "unique_opens": 2, "unique_clicks": 2, "conversions": 1}
-    assert journey_headlines(warehouse, project, at) == {"cart": expected | {"revenue": 100.0}}
+    quiet = {"delivered": 3, "complained": 0, "complaint_rate": 0.0, "complaint_rate_high": False}
+    assert journey_headlines(warehouse, project, at) == {
+        "cart": expected | {"revenue": 100.0} | quiet
+    }
     report = journeys_report(warehouse, project, at)
     assert sum(s.unique_opens for s in report.steps) == expected["unique_opens"]
     assert journey_headlines(warehouse, project, T + timedelta(days=7, seconds=1)) == {}
@@ -155,6 +164,10 @@ def test_status_headline_is_the_report_of_the_last_7_days(
             "unique_clicks": 0,
             "conversions": 0,
             "revenue": 0.0,
+            "delivered": 1,
+            "complained": 0,
+            "complaint_rate": 0.0,
+            "complaint_rate_high": False,
         }
     }
 
@@ -199,3 +212,83 @@ def test_experiment_uplift_over_the_holdout(warehouse: Warehouse, project_dir: P
     assert arms[0].uplift is None and arms[1].uplift == uplift(40, 12, 40, 4)
     assert arms[1].uplift is not None and abs(arms[1].uplift.difference - 0.2) < 1e-9
     assert arms[1].uplift.note == "sample too small to conclude"  # 4 holdout conversions
+
+
+def test_unsubscribes_and_complaints_per_step(warehouse: Warehouse, project_dir: Path) -> None:
+    """Messages with an ``Email Unsubscribed`` / ``Email Marked as Spam`` event count once per
+    message, over ``delivered``; events after --now, or naming another person's message, do
+    not count; ``status`` flags a journey above ``engagement.max_complaint_rate``."""
+    project = load_project(project_dir)
+    _world(warehouse, project)
+    at = T + timedelta(hours=3)
+    record_feedback(warehouse, project, "m-1", "c-1", "unsubscribed", at=at)
+    again = record_feedback(warehouse, project, "m-1", "c-1", "unsubscribed", at=at, esp="sendgrid")
+    assert not again.new  # the link and the ESP reporting one unsubscribe: one event
+    record_feedback(warehouse, project, "m-2", "c-2", "complained", at=at, esp="sendgrid")
+    record_feedback(warehouse, project, "m-2", "c-2", "unsubscribed", at=at, esp="sendgrid")
+    stranger = record_feedback(warehouse, project, "m-4", "c-9", "complained", at=at)
+    assert stranger.message_id is None  # not c-9's message: nothing recorded
+    late = T + timedelta(days=3)
+    record_feedback(warehouse, project, "m-3", "c-1", "complained", at=late)
+    report = journeys_report(warehouse, project, T + timedelta(days=2))
+    rows = {(s.step, s.variant): s for s in report.steps}
+    a, b, second = rows[("first", "A")], rows[("first", "B")], rows[("second", None)]
+    assert (a.delivered, a.unsubscribed, a.complained) == (1, 1, 0)
+    assert (a.unsubscribe_rate, a.complaint_rate) == (1.0, 0.0)
+    assert (b.delivered, b.unsubscribed, b.complained) == (1, 1, 1)
+    assert (b.unsubscribe_rate, b.complaint_rate) == (1.0, 1.0)
+    assert (second.unsubscribed, second.complained, second.complaint_rate) == (0, 0, 0.0)
+    later = {(s.step, s.variant): s for s in journeys_report(warehouse, project, NOW).steps}
+    assert later[("second", None)].complained == 1
+    headline = journey_headlines(warehouse, project, T + timedelta(days=2))["cart"]
+    assert (headline["delivered"], headline["complained"]) == (3, 1)
+    assert headline["complaint_rate"] == round(1 / 3, 6) and headline["complaint_rate_high"]
+    lenient = _with(project, max_complaint_rate=0.5)  # type: ignore[arg-type]
+    assert not journey_headlines(warehouse, lenient, T + timedelta(days=2))["cart"][
+        "complaint_rate_high"
+    ]
+
+
+def test_experiment_unsubscribe_guardrail(warehouse: Warehouse, project_dir: Path) -> None:
+    """Per arm, assigned customers who unsubscribed within the attribution window after their
+    assignment (from ``suppressions``, whatever email it came from); each variant's
+    unsubscribe-rate difference over the holdout's, flagged when it is significant."""
+    project = load_project(project_dir)
+    arms = [("A", f"a-{i}") for i in range(40)] + [("holdout", f"h-{i}") for i in range(40)]
+    _load(
+        warehouse,
+        "experiment_assignments",
+        [
+            {"experiment": "cart-copy", "customer_id": c, "variant": v, "assigned_at": T}
+            for v, c in arms
+        ],
+    )
+    gone = [("a", i, T + timedelta(hours=5)) for i in range(10)]
+    gone += [("a", 10, T + timedelta(days=5))]  # outside the 3-day window
+    gone += [("a", 11, T - timedelta(days=1))]  # before the assignment
+    gone += [("h", 0, T + timedelta(hours=1))]
+    _load(
+        warehouse,
+        "suppressions",
+        [
+            {
+                "subject_hash": f"h-{side}-{i}",
+                "kind": "customer_id",
+                "customer_id": f"{side}-{i}",
+                "reason": "unsubscribed",
+                "source": "unsubscribe",
+                "created_at": when,
+            }
+            for side, i, when in gone
+        ],
+    )
+    by_arm = {r.variant: r for r in experiments(warehouse, project, NOW)}
+    held, a = by_arm["holdout"], by_arm["A"]
+    assert (held.assigned, held.unsubscribed, held.unsubscribe_guardrail) == (40, 1, None)
+    assert (a.assigned, a.unsubscribed) == (40, 10)
+    guard = a.unsubscribe_guardrail
+    assert guard is not None and guard.conclusive
+    assert guard.difference == 10 / 40 - 1 / 40 and guard.low > 0
+    assert guard.note == "more unsubscribes than the holdout (95 %)"
+    early = {r.variant: r for r in experiments(warehouse, project, T + timedelta(hours=2))}
+    assert (early["A"].unsubscribed, early["holdout"].unsubscribed) == (0, 1)

@@ -86,6 +86,10 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
         "unique_clicks": sent["unique_clicks"],
         "conversions": sent["conversions"],
         "revenue": sent["revenue"],
+        "delivered": sent["delivered"],
+        "complained": sent["complained"],
+        "complaint_rate": sent["complaint_rate"],
+        "complaint_rate_high": sent["complaint_rate"] > status["max_complaint_rate"],
     }
     shown = personify("status", "--project", str(project), "--now", report_at)
     assert shown.returncode == 0, shown.stderr

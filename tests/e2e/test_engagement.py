@@ -158,9 +158,15 @@ def test_report_journeys_counts_people_only(tracked: tuple[Server, bytes]) -> No
             "unique_clicks": 1,
             "conversions": 0,
             "revenue": 0.0,
+            "unsubscribed": 0,
+            "complained": 0,
+            "unsubscribe_rate": 0.0,
+            "complaint_rate": 0.0,
             "experiment": None,  # m-1 was loaded by hand: no journey step runs an experiment
             "assigned": None,
             "converted": None,
             "uplift": None,
+            "assigned_unsubscribed": None,
+            "unsubscribe_guardrail": None,
         }
     ]

@@ -6,7 +6,8 @@ answer on every run and every machine, with no state needed to stay stable (the 
 recorded, :func:`record_assignments` → ``experiment_assignments``, first assignment kept, so a
 report can count the holdout). :func:`uplift` compares a variant's conversion rate with the
 holdout's: the difference, its 95 % confidence interval (normal approximation, unpooled) and
-whether the sample is big enough to say anything.
+whether the sample is big enough to say anything. :func:`guardrail` compares a rate that must
+not rise (unsubscribes) the same way.
 
 Journey send steps with ``variants`` / ``holdout`` (:mod:`personify.journeys.definitions`) call
 :func:`assign_many` when they decide: a customer already recorded keeps the recorded variant (so
@@ -17,6 +18,7 @@ recorded; the variant goes on the message (``messages.variant``; the holdout's m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -156,3 +158,25 @@ def uplift(variant_n: int, variant_conv: int, holdout_n: int, holdout_conv: int)
     if low <= 0.0 <= high:
         return Uplift(p1, p0, diff, low, high, relative, False, "no significant difference")
     return Uplift(p1, p0, diff, low, high, relative, True, "significant at 95 %")
+
+
+def guardrail(variant_n: int, variant_x: int, holdout_n: int, holdout_x: int) -> Uplift:
+    """A rate that must not rise — unsubscribes — of a variant (``variant_x`` of ``variant_n``)
+    against the holdout's: the difference and its 95 % interval as :func:`uplift` computes them;
+    ``conclusive`` when the interval excludes 0 with :data:`MIN_SAMPLE` on both sides (no
+    minimum of events: they are rare, and a rise from none is the news). The note says which
+    way (``more unsubscribes than the holdout``)."""
+    lift = uplift(variant_n, variant_x, holdout_n, holdout_x)
+    if variant_n <= 0 or holdout_n <= 0:
+        return lift
+    if min(variant_n, holdout_n) < MIN_SAMPLE:
+        return dataclasses.replace(lift, conclusive=False, note="sample too small to conclude")
+    if lift.low > 0.0:
+        return dataclasses.replace(
+            lift, conclusive=True, note="more unsubscribes than the holdout (95 %)"
+        )
+    if lift.high < 0.0:
+        return dataclasses.replace(
+            lift, conclusive=True, note="fewer unsubscribes than the holdout (95 %)"
+        )
+    return dataclasses.replace(lift, conclusive=False, note="no significant difference")

@@ -7,6 +7,10 @@ charts, so the file opens anywhere (and in a mail client's preview) exactly as w
   (people only: machine opens and scanner clicks excluded) and conversions, as grouped bars;
 * **Uplift** — per experiment variant: the conversion-rate difference over the holdout with its
   95 % interval (a point and whiskers about a zero line), and whether the sample can conclude;
+  the table below it adds, as a guardrail line per variant, the unsubscribe-rate difference over
+  the holdout's (red when the variant significantly drives people away);
+* **List fatigue** — in the step table: messages unsubscribed from and marked as spam, with
+  their rates over delivered (a complaint rate above ``engagement.max_complaint_rate`` in red);
 * **Revenue over time** — attributed revenue per journey and day;
 * the tables behind the charts, and the attribution rule used.
 
@@ -38,7 +42,7 @@ h1{font-size:1.6rem}h2{font-size:1.15rem;margin-top:2.2rem;border-bottom:1px sol
 table{border-collapse:collapse;margin:.6rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid
 #eef;text-align:left}th{background:#f4f6fb}td.n{text-align:right}.muted{color:#778}
 svg.chart{display:block;margin:.8rem 0}.yes{color:#3aa37a;font-weight:600}
-.no{color:#a06a1a}
+.no{color:#a06a1a}.bad{color:#c4485a;font-weight:600}tr.guard td{color:#556;font-size:.92em}
 """
 
 
@@ -203,12 +207,18 @@ def revenue_chart(series: dict[str, dict[date, float]]) -> str:
     return _svg("revenue", "Attributed revenue per journey and day", w, h + 14 * len(series), body)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    classes: Sequence[str | None] | None = None,
+) -> str:
+    """A table; ``classes``: each row's CSS class (``None`` for none)."""
     if not rows:
         return '<p class="muted">none</p>'
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    css = list(classes or [None] * len(rows))
     body = "".join(
-        "<tr>"
+        (f'<tr class="{c}">' if c else "<tr>")
         + "".join(
             f'<td class="n">{v:,}</td>'
             if isinstance(v, int | float) and not isinstance(v, bool)
@@ -216,13 +226,59 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
             for v in r
         )
         + "</tr>"
-        for r in rows
+        for r, c in zip(rows, css, strict=True)
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 class _Raw(str):
     """A cell already rendered (``<td …>…</td>``)."""
+
+
+def _rate_cell(n: int, rate: float, delivered: int, ceiling: float | None = None) -> Any:
+    text = f"{n:,} ({rate:.2%})" if delivered else f"{n:,}"
+    css = "n bad" if ceiling is not None and rate > ceiling else "n"
+    return _Raw(f'<td class="{css}">{_e(text)}</td>')
+
+
+def _guard_row(step: StepReport) -> tuple[Any, ...]:
+    g = step.unsubscribe_guardrail
+    n = step.assigned_unsubscribed or 0
+    rate = f"{n / step.assigned:.1%}" if step.assigned else "—"
+    verdict: Any = ""
+    if g is not None:
+        worse = g.conclusive and g.difference > 0
+        verdict = _Raw(f'<td class="{"bad" if worse else "muted"}">{_e(g.note)}</td>')
+    return (
+        "",
+        "",
+        "",
+        "↳ guardrail: unsubscribed",
+        "",
+        n,
+        rate,
+        "—" if g is None else _pct(g.difference),
+        "—" if g is None else f"[{_pct(g.low)}, {_pct(g.high)}]",
+        verdict,
+    )
+
+
+def _arm_rows(steps: Sequence[StepReport]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            s.experiment or "",
+            s.journey,
+            s.step,
+            s.variant or "",
+            s.assigned or 0,
+            s.converted or 0,
+            f"{(s.converted or 0) / s.assigned:.1%}" if s.assigned else "—",
+            "—" if s.uplift is None else _pct(s.uplift.difference),
+            "—" if s.uplift is None else f"[{_pct(s.uplift.low)}, {_pct(s.uplift.high)}]",
+            _verdict(s),
+        )
+        for s in steps
+    ]
 
 
 def _verdict(step: StepReport) -> Any:
@@ -239,8 +295,10 @@ def journeys_html(
     project_name: str,
     now: datetime,
     revenue: dict[str, dict[date, float]],
+    max_complaint_rate: float | None = None,
 ) -> str:
-    """The whole page (see the module docstring)."""
+    """The whole page (see the module docstring); complaint rates above
+    ``max_complaint_rate`` are shown in red."""
     steps = report.steps
     rule = (
         f"attribution: {report.rule.replace('_', ' ')}, {report.touch}s within {report.window}; "
@@ -257,31 +315,28 @@ def journeys_html(
             s.unique_clicks,
             s.conversions,
             f"{s.revenue:,.2f}",
+            _rate_cell(s.unsubscribed, s.unsubscribe_rate, s.delivered),
+            _rate_cell(s.complained, s.complaint_rate, s.delivered, max_complaint_rate),
         )
         for s in steps
     ]
-    arm_rows = [
-        (
-            s.experiment or "",
-            s.journey,
-            s.step,
-            s.variant or "",
-            s.assigned or 0,
-            s.converted or 0,
-            f"{(s.converted or 0) / s.assigned:.1%}" if s.assigned else "—",
-            "—" if s.uplift is None else _pct(s.uplift.difference),
-            "—" if s.uplift is None else f"[{_pct(s.uplift.low)}, {_pct(s.uplift.high)}]",
-            _verdict(s),
-        )
-        for s in steps
-        if s.experiment is not None
-    ]
+    arms = [s for s in steps if s.experiment is not None]
+    arm_rows: list[tuple[Any, ...]] = []
+    arm_classes: list[str | None] = []
+    for s, row in zip(arms, _arm_rows(arms), strict=True):
+        arm_rows.append(row)
+        arm_classes.append(None)
+        if s.variant != HOLDOUT:
+            arm_rows.append(_guard_row(s))
+            arm_classes.append("guard")
     total = sum(s.revenue for s in steps)
     sections = [
         f"<h1>Journeys — {_e(project_name)}</h1>",
         f'<p class="muted">as of {_e(now.isoformat(timespec="seconds"))}; {_e(rule)}</p>',
         f"<p>Sent {sum(s.sends for s in steps):,} emails; "
-        f"{sum(s.conversions for s in steps):,} attributed orders, revenue {total:,.2f}.</p>",
+        f"{sum(s.conversions for s in steps):,} attributed orders, revenue {total:,.2f}; "
+        f"{sum(s.unsubscribed for s in steps):,} unsubscribed, "
+        f"{sum(s.complained for s in steps):,} marked as spam.</p>",
         "<h2>Funnel</h2>",
         funnel_chart(steps),
         _table(STEP_COLUMNS, step_rows),
@@ -303,6 +358,7 @@ def journeys_html(
                 "verdict",
             ],
             arm_rows,
+            arm_classes,
         ),
         "<h2>Revenue over time</h2>",
         revenue_chart(revenue),

@@ -11,8 +11,12 @@ is excluded from purchases (``traits.excluded_order_statuses``) are not conversi
 less those whose customer bounced afterwards — bounces are known per customer, from the ESP
 webhooks), ``unique_opens`` and ``unique_clicks`` (messages with at least one person's open or
 click: machine ones excluded), ``conversions`` and ``revenue`` (attributed orders and their
-totals). A step with an experiment (``variants`` / ``holdout``) also shows, per variant, the
-customers assigned and converted and the uplift over the holdout (:func:`experiments`).
+totals), ``unsubscribed`` and ``complained`` (messages with an ``Email Unsubscribed`` /
+``Email Marked as Spam`` event: their unsubscribe link used, or the ESP's unsubscribe or spam
+complaint naming them) and their rates over ``delivered``. A step with an experiment
+(``variants`` / ``holdout``) also shows, per variant, the customers assigned and converted and
+the uplift over the holdout, and as a guardrail the assigned customers who unsubscribed within
+the attribution window and that rate's difference over the holdout's (:func:`experiments`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Any
 
 from personify.audiences.schedule import parse_duration
 from personify.config import Project
-from personify.engagement.experiments import HOLDOUT, Uplift, uplift
+from personify.engagement.experiments import HOLDOUT, Uplift, guardrail, uplift
+from personify.engagement.record import COMPLAINED, UNSUBSCRIBED
 from personify.warehouse.base import Warehouse
 
 STEP_COLUMNS = (
@@ -37,6 +42,8 @@ STEP_COLUMNS = (
     "unique clicks",
     "conversions",
     "revenue",
+    "unsubscribed",
+    "complained",
 )
 """The headings of a step's row, as the CLI table and the HTML report show them."""
 
@@ -54,6 +61,15 @@ class StepReport:
     unique_clicks: int
     conversions: int
     revenue: float
+    unsubscribed: int = 0
+    """Messages unsubscribed from (``Email Unsubscribed``: their link, or the ESP's report)."""
+    complained: int = 0
+    """Messages marked as spam (``Email Marked as Spam``, from the ESP's feedback loop)."""
+    unsubscribe_rate: float = 0.0
+    """``unsubscribed / delivered`` (0 when nothing was delivered)."""
+    complaint_rate: float = 0.0
+    """``complained / delivered`` (0 when nothing was delivered): keep it under 0.3 %
+    (``engagement.max_complaint_rate``), as mailbox providers require of bulk senders."""
     experiment: str | None = None
     """The step's experiment (``variants`` / ``holdout`` in the journey file), if any."""
     assigned: int | None = None
@@ -64,6 +80,12 @@ class StepReport:
     uplift: Uplift | None = None
     """Experiments, not for the holdout: the conversion-rate difference over the holdout with
     its 95 % interval and whether the sample can conclude."""
+    assigned_unsubscribed: int | None = None
+    """Experiments: assigned customers who unsubscribed within the attribution window after
+    their assignment (from any email or the ESP: ``suppressions``)."""
+    unsubscribe_guardrail: Uplift | None = None
+    """Experiments, not for the holdout: the unsubscribe-rate difference over the holdout (a
+    variant that wins on conversions while driving people away shows it here)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,11 @@ class VariantResult:
     assigned: int
     converted: int
     uplift: Uplift | None
+    unsubscribed: int = 0
+    """Assigned customers who unsubscribed within the attribution window after assignment."""
+    unsubscribe_guardrail: Uplift | None = None
+    """Not for the holdout: the unsubscribe-rate difference over the holdout
+    (:func:`~personify.engagement.experiments.guardrail`)."""
 
 
 @dataclass(frozen=True)
@@ -170,20 +197,26 @@ def journey_headlines(
 ) -> dict[str, dict[str, Any]]:
     """Per journey, the messages decided in the ``days`` before ``now`` and what they did as of
     ``now`` (the figures of :func:`step_figures`, summed over steps and variants): ``sends``,
-    ``unique_opens``, ``unique_clicks`` (people's, machine ones excluded), ``conversions`` and
-    ``revenue`` — ``personify status``'s headline."""
+    ``unique_opens``, ``unique_clicks`` (people's, machine ones excluded), ``conversions``,
+    ``revenue``, ``delivered``, ``complained``, ``complaint_rate`` (over ``delivered``) and
+    ``complaint_rate_high`` (above ``engagement.max_complaint_rate``) — ``personify status``'s
+    headline."""
     out: dict[str, dict[str, Any]] = {}
+    counts = ("sends", "unique_opens", "unique_clicks", "conversions", "delivered", "complained")
     for s in step_figures(wh, project, now, since=now - timedelta(days=days)):
-        row = out.setdefault(
-            s.journey,
-            {"sends": 0, "unique_opens": 0, "unique_clicks": 0, "conversions": 0, "revenue": 0.0},
-        )
-        row["sends"] += s.sends
-        row["unique_opens"] += s.unique_opens
-        row["unique_clicks"] += s.unique_clicks
-        row["conversions"] += s.conversions
+        row = out.setdefault(s.journey, {**dict.fromkeys(counts, 0), "revenue": 0.0})
+        for name in counts:
+            row[name] += getattr(s, name)
         row["revenue"] = round(row["revenue"] + s.revenue, 2)
+    ceiling = project.config.engagement.max_complaint_rate
+    for row in out.values():
+        row["complaint_rate"] = _rate(row["complained"], row["delivered"])
+        row["complaint_rate_high"] = row["complaint_rate"] > ceiling
     return out
+
+
+def _rate(n: int, of: int) -> float:
+    return round(n / of, 6) if of else 0.0
 
 
 def step_figures(
@@ -200,7 +233,8 @@ def step_figures(
         "count(*) FILTER (WHERE m.status = 'sent') AS sends, "
         "count(*) FILTER (WHERE m.status = 'sent' AND b.customer_id IS NULL) AS delivered, "
         "count(op.k) AS unique_opens, count(cl.k) AS unique_clicks, "
-        "coalesce(sum(a.n), 0) AS conversions, coalesce(sum(a.revenue), 0) AS revenue "
+        "coalesce(sum(a.n), 0) AS conversions, coalesce(sum(a.revenue), 0) AS revenue, "
+        "coalesce(sum(fb.u), 0) AS unsubscribed, coalesce(sum(fb.s), 0) AS complained "
         "FROM messages m "
         "LEFT JOIN (SELECT customer_id, min(created_at) AS at FROM suppressions "
         "WHERE reason = 'bounced' AND customer_id IS NOT NULL GROUP BY customer_id) b "
@@ -213,11 +247,18 @@ def step_figures(
         "AND e.timestamp <= CAST(? AS TIMESTAMPTZ)) cl ON cl.k = m.idempotency_key "
         "LEFT JOIN (SELECT message_key AS k, count(*) AS n, sum(total) AS revenue "
         f"FROM ({attributed_q}) x GROUP BY message_key) a ON a.k = m.idempotency_key "
+        "LEFT JOIN (SELECT e.properties->>'message_key' AS k, "
+        "max(CASE WHEN e.event = ? THEN 1 ELSE 0 END) AS u, "
+        "max(CASE WHEN e.event = ? THEN 1 ELSE 0 END) AS s FROM events e "
+        "WHERE e.type = 'track' AND e.event IN (?, ?) AND e.timestamp <= CAST(? AS TIMESTAMPTZ) "
+        "GROUP BY e.properties->>'message_key') fb ON fb.k = m.idempotency_key "
         "WHERE m.journey IS NOT NULL AND m.decided_at <= CAST(? AS TIMESTAMPTZ) "
         + ("AND m.decided_at > CAST(? AS TIMESTAMPTZ) " if since is not None else "")
         + "GROUP BY m.journey, m.step, m.variant ORDER BY m.journey, m.step, m.variant"
     )
-    params = [*p_open, now, *p_click, now, *p_attr, now, *([since] if since is not None else [])]
+    feedback = [UNSUBSCRIBED, COMPLAINED, UNSUBSCRIBED, COMPLAINED, now]
+    params = [*p_open, now, *p_click, now, *p_attr, *feedback, now]
+    params += [since] if since is not None else []
     return [
         StepReport(
             str(j),
@@ -229,8 +270,14 @@ def step_figures(
             int(n_click),
             int(n_conv),
             round(float(revenue), 2),
+            unsubscribed=int(n_unsub),
+            complained=int(n_spam),
+            unsubscribe_rate=_rate(int(n_unsub), int(n_delivered)),
+            complaint_rate=_rate(int(n_spam), int(n_delivered)),
         )
-        for j, s, v, n_sent, n_delivered, n_open, n_click, n_conv, revenue in wh.fetch(sql, params)
+        for j, s, v, n_sent, n_delivered, n_open, n_click, n_conv, revenue, n_unsub, n_spam in (
+            wh.fetch(sql, params)
+        )
     ]
 
 
@@ -265,14 +312,18 @@ def _with_experiments(
                 assigned=arm.assigned,
                 converted=arm.converted,
                 uplift=arm.uplift,
+                assigned_unsubscribed=arm.unsubscribed,
+                unsubscribe_guardrail=arm.unsubscribe_guardrail,
             )
         )
     return out
 
 
 def experiments(wh: Warehouse, project: Project, now: datetime) -> list[VariantResult]:
-    """Each experiment's arms: assigned customers and those with an order (not excluded) within
-    ``attribution_window`` after their assignment; each variant's uplift over the holdout."""
+    """Each experiment's arms: assigned customers, those with an order (not excluded) and those
+    who unsubscribed (a ``suppressions`` row of reason ``unsubscribed``, whatever email or ESP
+    it came from) within ``attribution_window`` after their assignment; each variant's uplift
+    over the holdout, and its unsubscribe-rate difference over the holdout's as a guardrail."""
     seconds = int(parse_duration(project.config.engagement.attribution_window).total_seconds())
     excluded = tuple(s.lower() for s in project.config.traits.excluded_order_statuses)
     status = (
@@ -281,28 +332,41 @@ def experiments(wh: Warehouse, project: Project, now: datetime) -> list[VariantR
         else ""
     )
     rows = wh.fetch(
-        "SELECT a.experiment, a.variant, count(*) AS assigned, count(c.customer_id) AS converted "
+        "SELECT a.experiment, a.variant, count(*) AS assigned, count(c.customer_id) AS converted, "
+        "count(u.customer_id) AS unsubscribed "
         "FROM experiment_assignments a LEFT JOIN (SELECT DISTINCT x.experiment, x.customer_id "
         "FROM experiment_assignments x JOIN orders o ON o.customer_id = x.customer_id "
         "AND o.created_at >= x.assigned_at "
         f"AND o.created_at < x.assigned_at + INTERVAL '{seconds} seconds' "
         f"WHERE o.created_at <= CAST(? AS TIMESTAMPTZ) {status}) c "
         "ON c.experiment = a.experiment AND c.customer_id = a.customer_id "
+        "LEFT JOIN (SELECT DISTINCT x.experiment, x.customer_id FROM experiment_assignments x "
+        "JOIN suppressions s ON s.customer_id = x.customer_id "
+        "AND s.reason = 'unsubscribed' AND s.created_at >= x.assigned_at "
+        f"AND s.created_at < x.assigned_at + INTERVAL '{seconds} seconds' "
+        "WHERE s.created_at <= CAST(? AS TIMESTAMPTZ)) u "
+        "ON u.experiment = a.experiment AND u.customer_id = a.customer_id "
         "WHERE a.assigned_at <= CAST(? AS TIMESTAMPTZ) "
         "GROUP BY a.experiment, a.variant ORDER BY a.experiment, a.variant",
-        [now, *excluded, now],
+        [now, *excluded, now, now],
     )
-    arms: dict[str, dict[str, tuple[int, int]]] = {}
-    for experiment, variant, n, converted in rows:
-        arms.setdefault(str(experiment), {})[str(variant)] = (int(n), int(converted))
+    arms: dict[str, dict[str, tuple[int, int, int]]] = {}
+    for experiment, variant, n, converted, unsubscribed in rows:
+        arms.setdefault(str(experiment), {})[str(variant)] = (
+            int(n),
+            int(converted),
+            int(unsubscribed),
+        )
     out: list[VariantResult] = []
     for experiment, by_variant in arms.items():
         holdout = by_variant.get(HOLDOUT)
         if holdout is not None:
-            out.append(VariantResult(experiment, HOLDOUT, *holdout, None))
-        for variant, (n, converted) in by_variant.items():
+            n0, conv0, unsub0 = holdout
+            out.append(VariantResult(experiment, HOLDOUT, n0, conv0, None, unsub0))
+        for variant, (n, converted, unsubscribed) in by_variant.items():
             if variant == HOLDOUT:
                 continue
-            lift = uplift(n, converted, *holdout) if holdout is not None else None
-            out.append(VariantResult(experiment, variant, n, converted, lift))
+            lift = uplift(n, converted, *holdout[:2]) if holdout is not None else None
+            guard = guardrail(n, unsubscribed, holdout[0], holdout[2]) if holdout else None
+            out.append(VariantResult(experiment, variant, n, converted, lift, unsubscribed, guard))
     return out

@@ -48,3 +48,18 @@ def test_uplift_says_when_the_sample_is_too_small() -> None:
     flat = uplift(1000, 50, 1000, 48)
     assert not flat.conclusive and flat.note == "no significant difference"
     assert uplift(0, 0, 10, 1).note == "no recipients on one side"
+
+
+def test_guardrail_flags_a_rise_in_unsubscribes() -> None:
+    from personify.engagement.experiments import guardrail
+
+    rise = guardrail(1000, 30, 1000, 5)
+    assert rise.conclusive and rise.low > 0 and rise.note.startswith("more unsubscribes")
+    assert not guardrail(1000, 6, 1000, 5).conclusive  # within the noise
+    assert guardrail(1000, 6, 1000, 5).note == "no significant difference"
+    small = guardrail(10, 5, 10, 0)  # a big rise, on too few people to say
+    assert not small.conclusive and small.note == "sample too small to conclude"
+    drop = guardrail(1000, 2, 1000, 30)
+    assert drop.conclusive and drop.note.startswith("fewer unsubscribes")
+    none = guardrail(1000, 0, 1000, 0)  # nobody unsubscribed on either side
+    assert not none.conclusive and none.difference == 0.0

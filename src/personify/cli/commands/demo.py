@@ -171,6 +171,7 @@ def react(session: Session, demo: DemoProject) -> dict[str, Any]:
         project_name=session.project.config.name,
         now=at,
         revenue=revenue_series(session.warehouse, session.project, at),
+        max_complaint_rate=session.project.config.engagement.max_complaint_rate,
     )
     html = demo.root / "report.html"
     html.write_text(page, encoding="utf-8")

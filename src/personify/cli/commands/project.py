@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from personify.cli.app import (
     JsonOpt,
@@ -60,7 +61,8 @@ def status_command(
 ) -> None:
     """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, and
     per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),
-    conversions and revenue (as `personify report journeys` counts them)."""
+    conversions and revenue (as `personify report journeys` counts them) and its spam complaint
+    rate, flagged in red above engagement.max_complaint_rate (default 0.3 %)."""
     from personify.session import open_session
     from personify.status import status_report
 
@@ -124,8 +126,9 @@ def _print_queues(queues: dict[str, Any]) -> None:
         out.print(escape(str(queues["note"])))
 
 
-def _print_journeys(journeys: dict[str, Any]) -> None:
-    """The journeys' last 7 days (as ``personify report journeys`` counts them)."""
+def _print_journeys(journeys: dict[str, Any], ceiling: float | None) -> None:
+    """The journeys' last 7 days (as ``personify report journeys`` counts them), a complaint
+    rate above ``ceiling`` (``engagement.max_complaint_rate``) in red."""
     if not journeys:
         return
     table = Table(
@@ -135,9 +138,12 @@ def _print_journeys(journeys: dict[str, Any]) -> None:
         "unique clicks",
         "conversions",
         "revenue",
+        "complaints",
         title="Journeys, last 7 days (machine opens excluded)",
     )
     for name, j in journeys.items():
+        high = bool(j.get("complaint_rate_high"))
+        complaints = f"{j.get('complained', 0):,} ({j.get('complaint_rate', 0.0):.2%})"
         table.add_row(
             name,
             f"{j['sends']:,}",
@@ -145,8 +151,18 @@ def _print_journeys(journeys: dict[str, Any]) -> None:
             f"{j['unique_clicks']:,}",
             f"{j['conversions']:,}",
             f"{j['revenue']:,.2f}",
+            Text(complaints, style="bold red") if high else complaints,
         )
-    console().print(table, markup=False)
+    out = console()
+    out.print(table, markup=False)
+    for name, j in journeys.items():
+        if j.get("complaint_rate_high"):
+            limit = f" {ceiling:.2%}" if ceiling is not None else ""
+            out.print(
+                f"[red]journey {escape(name)}: spam complaint rate {j['complaint_rate']:.2%} "
+                f"of delivered in the last 7 days is above engagement.max_complaint_rate{limit}"
+                " — mailbox providers throttle or block senders above 0.3 %[/]"
+            )
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -231,7 +247,7 @@ def _print_status(report: dict[str, Any]) -> None:
     by_reason = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
     line = f"quarantine: {q['total']:,} row(s)" + (f" — {by_reason}" if by_reason else "")
     out.print(escape(line))
-    _print_journeys(report.get("journeys") or {})
+    _print_journeys(report.get("journeys") or {}, report.get("max_complaint_rate"))
     run = report["last_run"]
     if run:
         out.print(f"last run: {run['status']} at {run['started_at']} (now={run['now']})")

@@ -1,4 +1,5 @@
-"""``personify report journeys``: what each journey's emails did — sends, opens, clicks, orders."""
+"""``personify report journeys``: what each journey's emails did — sends, opens, clicks, orders,
+unsubscribes and spam complaints."""
 
 from __future__ import annotations
 
@@ -51,9 +52,11 @@ def journeys_command(
     """Per journey, step and variant: sends, delivered, unique opens and clicks (machine opens
     and scanner clicks excluded), conversions and revenue — orders placed within
     engagement.attribution_window after a click (or open, with attribution_touch: open), the
-    touch chosen by engagement.attribution_rule (last_touch by default; the report names it).
+    touch chosen by engagement.attribution_rule (last_touch by default; the report names it) —
+    and the messages unsubscribed from and marked as spam, with their rates over delivered.
     Experiments: each variant's conversions against the holdout, with a 95 % interval and
-    whether the sample is big enough to conclude. --out report.html writes the same as a page
+    whether the sample is big enough to conclude, and as a guardrail its unsubscribe rate
+    against the holdout's. --out report.html writes the same as a page
     with charts."""
     from personify.engagement.report import STEP_COLUMNS, journeys_report
     from personify.session import open_session
@@ -71,6 +74,7 @@ def journeys_command(
                 project_name=session.project.config.name,
                 now=at,
                 revenue=revenue_series(session.warehouse, session.project, at),
+                max_complaint_rate=session.project.config.engagement.max_complaint_rate,
             )
             write_out(out, page)
     if json:
@@ -89,6 +93,10 @@ def journeys_command(
             f"{s.unique_clicks:,}{rate}",
             f"{s.conversions:,}",
             f"{s.revenue:,.2f}",
+            f"{s.unsubscribed:,} ({s.unsubscribe_rate:.2%})"
+            if s.delivered
+            else f"{s.unsubscribed:,}",
+            f"{s.complained:,} ({s.complaint_rate:.2%})" if s.delivered else f"{s.complained:,}",
         )
     shown = console()
     shown.print(table, markup=False)
@@ -108,8 +116,9 @@ def _arms(shown: Any, report: JourneysReport) -> None:
         "experiment", "variant", "assigned", "converted", "uplift vs holdout", "95 % interval", ""
     )
     for arm in report.experiments:
-        lift = arm.uplift
+        lift, guard = arm.uplift, arm.unsubscribe_guardrail
         rate = f"{arm.converted / arm.assigned:.1%}" if arm.assigned else "-"
+        gone = f"{arm.unsubscribed / arm.assigned:.1%}" if arm.assigned else "-"
         arms.add_row(
             arm.experiment,
             arm.variant,
@@ -118,5 +127,14 @@ def _arms(shown: Any, report: JourneysReport) -> None:
             "-" if lift is None else f"{lift.difference:+.1%}",
             "-" if lift is None else f"[{lift.low:+.1%}, {lift.high:+.1%}]",
             "" if lift is None else lift.note,
+        )
+        arms.add_row(  # the guardrail line: what the variant costs in unsubscribes
+            "",
+            "  guardrail",
+            "",
+            f"{arm.unsubscribed:,} unsubscribed ({gone})",
+            "-" if guard is None else f"{guard.difference:+.1%}",
+            "-" if guard is None else f"[{guard.low:+.1%}, {guard.high:+.1%}]",
+            "" if guard is None else guard.note,
         )
     shown.print(arms, markup=False)
