@@ -9,9 +9,11 @@
 * :mod:`~personify.engagement.machine` — Apple Mail privacy prefetches and link scanners;
 * :mod:`~personify.engagement.record` — :func:`record`: a hit → an ``Email Opened`` /
   ``Email Link Clicked`` event tied to the message, journey, variant and customer
-  (:func:`record_many`: a batch in one store, as the server records);
+  (:func:`record_many`: a batch in one store, as the server records); :func:`record_feedback`:
+  an unsubscribe or spam complaint naming a message → ``Email Unsubscribed`` /
+  ``Email Marked as Spam``, once per message;
 * :mod:`~personify.engagement.report` — attribution of orders to touches and the per-journey
-  report (``personify report journeys``);
+  report (``personify report journeys``: with unsubscribes, complaints and their rates);
 * :mod:`~personify.engagement.experiments` — deterministic variant/holdout :func:`assign` (and
   ``assign_many``, which journey send steps call), ``experiment_assignments``, and the
   :func:`uplift` of a variant over the holdout;
@@ -24,13 +26,25 @@ from __future__ import annotations
 
 from personify.engagement.experiments import HOLDOUT, Uplift, assign, uplift
 from personify.engagement.links import base_url, instrument, tracking_on
-from personify.engagement.record import CLICKED, OPENED, Hit, Recorded, record, record_many
+from personify.engagement.record import (
+    CLICKED,
+    COMPLAINED,
+    OPENED,
+    UNSUBSCRIBED,
+    Hit,
+    Recorded,
+    record,
+    record_feedback,
+    record_many,
+)
 from personify.engagement.tokens import TrackingClaim, sign_click, sign_open, verify
 
 __all__ = [
     "CLICKED",
+    "COMPLAINED",
     "HOLDOUT",
     "OPENED",
+    "UNSUBSCRIBED",
     "Hit",
     "Recorded",
     "TrackingClaim",
@@ -39,6 +53,7 @@ __all__ = [
     "base_url",
     "instrument",
     "record",
+    "record_feedback",
     "record_many",
     "sign_click",
     "sign_open",
