@@ -838,7 +838,8 @@ class EngagementWeights(_Base, frozen=True):
     click: float = 3.0
     """Weight of an email click."""
     session: float = 2.0
-    """Weight of a day with web or app activity (page, screen or track events)."""
+    """Weight of a day with web or app activity (page, screen or track events; not an ESP's
+    ``Email Delivered``, ``Email Unsubscribed`` or ``Email Marked as Spam``)."""
     purchase: float = 10.0
     """Weight of an order."""
     half_life_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0

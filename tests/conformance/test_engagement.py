@@ -212,3 +212,29 @@ def test_the_next_profile_build_sees_people_s_opens(
     person = Hit(TrackingClaim("open", "m-1", "c-1"), SENT + timedelta(hours=2), BROWSER, "1.2.3.4")
     record(wh, project, person)
     assert built_score() > 0.0
+
+
+def test_deliveries_unsubscribes_and_complaints_are_no_activity(
+    warehouse: Warehouse, project_dir: Path
+) -> None:
+    """An ESP's delivery report, an unsubscribe and a spam complaint are events about the
+    email, not a day of the person's activity: they raise no ``engagement_score``."""
+    from personify.engagement import record_feedback
+
+    wh, project = warehouse, load_project(project_dir)
+    _world(wh)
+    now = SENT + timedelta(days=1)
+
+    def score() -> float:
+        sql, params = engagement(project.config.traits, "{c} = 'c-1'", now)
+        rows = wh.fetch(sql, params)
+        return float(rows[0][1]) if rows else 0.0
+
+    delivered = Hit(TrackingClaim("open", "m-1", "c-1"), SENT, esp="sendgrid", delivered=True)
+    assert record(wh, project, delivered).new
+    assert record_feedback(wh, project, "m-1", "c-1", "complained", at=SENT, esp="sendgrid").new
+    later = SENT + timedelta(hours=2)
+    assert record_feedback(wh, project, "m-1", "c-1", "unsubscribed", at=later).new
+    assert score() == 0.0
+    record(wh, project, Hit(TrackingClaim("open", "m-1", "c-1"), later, BROWSER, "203.0.113.7"))
+    assert score() > 0.0

@@ -103,6 +103,11 @@ _PERSON_DUCKDB = (
 neither ``machine`` nor a backslash (an escaped key) cannot hold the key, so it is not parsed."""
 
 
+NOT_ACTIVITY = ("Email Delivered", "Email Unsubscribed", "Email Marked as Spam")
+"""Track events that are not a day of the person's activity: an ESP's delivery report, an
+unsubscribe, a spam complaint (:mod:`personify.engagement.record`)."""
+
+
 def _person(e: str, dialect: str | None) -> str:
     return (_PERSON_DUCKDB if dialect == "duckdb" else _PERSON).format(e=e)
 
@@ -135,7 +140,10 @@ def engagement(
         "UNION ALL SELECT customer_id, min(timestamp) AS t, "
         f"{float(w.session)!r} AS weight FROM {events} WHERE customer_id IS NOT NULL "
         f"AND ({scope.format(c='customer_id')}) {_person('', dialect)}"
-        "AND type IN ('page', 'screen', 'track') AND timestamp <= CAST(? AS TIMESTAMPTZ) "
+        "AND type IN ('page', 'screen', 'track') "
+        # what the ESP or the unsubscribe link reports about an email is not the person active
+        f"AND NOT (type = 'track' AND event IN ({', '.join('?' for _ in NOT_ACTIVITY)})) "
+        "AND timestamp <= CAST(? AS TIMESTAMPTZ) "
         f"AND timestamp > CAST(? AS TIMESTAMPTZ) - INTERVAL '{int(w.window_days)} days' "
         f"GROUP BY customer_id, {day_of('timestamp', dialect)} "
         f"UNION ALL SELECT customer_id, created_at AS t, {float(w.purchase)!r} AS weight "
@@ -145,7 +153,7 @@ def engagement(
         ") x WHERE weight IS NOT NULL GROUP BY customer_id) s"
     )
     params: list[object] = [*[now] * age.count("?"), *p_open, *p_click]
-    params += [*p_open, *p_click, *[now] * 6]
+    params += [*p_open, *p_click, now, now, *NOT_ACTIVITY, *[now] * 4]
     return sql, params
 
 
