@@ -109,7 +109,8 @@ def _provide(
         return lambda m: _code(codes.get(m.key))
     if var.provider == "event":
         if "event" not in cache:
-            cache["event"] = _trigger_events(wh, *opts[TRIGGER_OPTION], batch)
+            name, key, where = opts[TRIGGER_OPTION]
+            cache["event"] = _trigger_events(wh, name, key, where, batch)
         found, keyed = cache["event"], opts[TRIGGER_OPTION][1] is not None
         path, fallback = opts.get("path"), opts.get("default")
 
