@@ -13,6 +13,7 @@ error messages.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -521,6 +522,11 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     batches of ``{<key column>: value}`` objects, wrapped like upserts (``records_key``)."""
     delete_method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
     """The removal request's method (``DELETE`` for a ``{key}`` path, usually)."""
+    max_removals: int | str = "10%"
+    """The most records one push may remove (``on_remove: delete``): a number, or a share of the
+    records the destination holds (``10%``, never fewer than 100). A push that would remove more
+    — a model that lost its rows to a broken filter — sends its upserts, removes nothing and
+    stops with an error; ``personify push NAME --allow-removals`` removes them once checked."""
     errors_path: str | None = None
     """Records refused inside a 2xx answer: the dotted path of a list in its JSON body
     (``errors``, ``data.failures``). Each item names its record by ``index`` (position in the
@@ -553,6 +559,25 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
             raise ValueError("model must be a SELECT")
         if self.on_remove == "delete" and self.preset is None and not self.delete_path:
             raise ValueError("on_remove: delete needs delete_path (or a preset)")
+        self.removal_limit(0)  # (a malformed max_removals fails when the file loads)
+
+    def removal_limit(self, held: int) -> int:
+        """The most records one push may remove when the destination holds ``held``."""
+        limit = self.max_removals
+        if isinstance(limit, int):
+            if limit < 0:
+                raise ValueError("max_removals must be 0 or more")
+            return limit
+        text = limit.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"max_removals: {limit!r} is not a number or a share (10%)")
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"max_removals: {limit!r} is not a share (10%)") from None
+        if not 0 <= share <= 100:
+            raise ValueError("max_removals: a share from 0% to 100%")
+        return max(math.ceil(held * share / 100), 100)
 
 
 # -------------------------------------------------------------------------------------- delivery

@@ -34,7 +34,8 @@ from personify.warehouse import table
 N = 120
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 ACTIVE = (
-    "SELECT email, engagement_score AS engagement FROM customers WHERE lifecycle_stage = 'active'"
+    "SELECT customer_id, email, engagement_score AS engagement FROM customers "
+    "WHERE lifecycle_stage = 'active'"
 )
 KEYS = f"k1:{new_key()}"
 
@@ -222,12 +223,12 @@ def test_removals_the_api_stops_resume_without_losing_or_doubling(
         push(session)
         leave(session, *range(250))  # everyone leaves: 3 archive requests of ≤ 100
         apis.faults.fail_every = apis._count + 2  # the second archive answers 500, no retry
-        stopped = push(session)
+        stopped = push(session, allow_removals=True)  # (past max_removals: checked)
         assert stopped["error"] is not None and "answered 500" in stopped["error"]
         assert stopped["counts"]["rows_removed"] == 100 and apis.archives == 100
         assert states(session) == {"sent": 150}
         apis.faults.fail_every = 0
-        resumed = push(session)
+        resumed = push(session, allow_removals=True)
         assert resumed["error"] is None and resumed["counts"]["rows_removed"] == 150
         assert apis.archives == 250 and apis.pushed == {} and states(session) == {}
 
@@ -313,7 +314,8 @@ def test_hubspot_207_rejects_only_the_records_it_names(
 def generic(url: str) -> RestDestination:
     return RestDestination(
         name="crm",
-        model="SELECT customer_id AS id, email FROM customers WHERE lifecycle_stage = 'active'",
+        model="SELECT customer_id AS id, customer_id, email FROM customers "
+        "WHERE lifecycle_stage = 'active'",
         key="id",
         path="/generic/records",
         errors_path="failures",
@@ -350,7 +352,7 @@ def test_a_key_in_the_removal_path_is_masked_in_what_is_kept(
 ) -> None:
     by_email = msgspec.structs.replace(
         generic(url),
-        model="SELECT email AS id FROM customers WHERE lifecycle_stage = 'active'",
+        model="SELECT customer_id, email AS id FROM customers WHERE lifecycle_stage = 'active'",
         client=msgspec.structs.replace(generic(url).client, max_retries=0),
     )
     with session_for(warehouse_url, tmp_path, by_email) as session:
@@ -369,7 +371,29 @@ def test_a_key_in_the_removal_path_is_masked_in_what_is_kept(
         ]
         assert "answered 400" in error and "%40x.org" in error and "c1" not in error
         apis.faults.fail_next = 1  # a 500, no retry: the push stops, its error kept
-        stopped = push(session)
+        stopped = push(session, allow_removals=True)  # (past max_removals: checked)
         assert stopped["error"] is not None and "answered 500" in stopped["error"]
         assert "c1" not in stopped["error"] and "c1@x.org" in apis.records
         assert push(session)["counts"]["rows_removed"] == 1 and "c1@x.org" not in apis.records
+
+
+def test_a_model_that_lost_its_rows_removes_nothing_until_allowed(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """``max_removals`` (default 10 %, never fewer than 100): a push that would remove more —
+    a broken filter emptied the model — sends its upserts, removes nothing and says why; once
+    checked, ``allow_removals`` removes them."""
+    with session_for(warehouse_url, tmp_path, crm(url)) as session:
+        customers(session, 250)
+        assert push(session)["counts"]["rows_sent"] == 250
+        leave(session, *range(40))  # 40 of 250: within 100
+        assert push(session)["counts"]["rows_removed"] == 40
+        session.warehouse.execute("UPDATE customers SET lifecycle_stage = 'oops'")
+        held = push(session)
+        assert "would remove 210 of the 210 records" in str(held["error"])
+        assert "--allow-removals" in str(held["error"])
+        assert "rows_removed" not in held["counts"] and apis.archives == 40
+        assert states(session) == {"sent": 210}
+        allowed = push(session, allow_removals=True)
+        assert allowed["error"] is None and allowed["counts"]["rows_removed"] == 210
+        assert states(session) == {}

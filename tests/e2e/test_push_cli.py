@@ -132,7 +132,7 @@ destinations:
     key: email
     on_remove: delete
     model: |
-      SELECT email, engagement_score AS engagement
+      SELECT customer_id, email, engagement_score AS engagement
       FROM customer_data WHERE email IS NOT NULL AND coalesce(engagement_score, 0) >= 0
     client:
       base_url: {url}

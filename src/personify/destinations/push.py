@@ -22,6 +22,7 @@ from personify.privacy.crypto import KeyRing, project_ring
 from personify.privacy.masking import mask_text
 from personify.session import Session
 from personify.sources.schedule import exclusive, record_run
+from personify.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,19 @@ def push_destinations(
     *,
     dry_run: bool = False,
     trigger: str = "manual",
+    allow_removals: bool = False,
 ) -> list[PushResult]:
     """Push the named destinations (default: all), each holding its lock, each recorded. A
-    destination that fails is recorded and reported; the others still run."""
+    destination that fails is recorded and reported; the others still run. ``allow_removals``:
+    remove past ``max_removals`` (a person checked the dry run)."""
     project = session.project
     wanted = (
         [destination(project, n) for n in names] if names else list(project.config.destinations)
     )
-    return [_push_one(session, d, dry_run=dry_run, trigger=trigger) for d in wanted]
+    return [
+        _push_one(session, d, dry_run=dry_run, trigger=trigger, allow_removals=allow_removals)
+        for d in wanted
+    ]
 
 
 def destinations_stage(session: Session) -> dict[str, int]:
@@ -78,7 +84,9 @@ def destinations_stage(session: Session) -> dict[str, int]:
     return totals
 
 
-def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: str) -> PushResult:
+def _push_one(
+    session: Session, d: RestDestination, *, dry_run: bool, trigger: str, allow_removals: bool
+) -> PushResult:
     from personify.sources.rest.sync import local_api
 
     wh = session.warehouse
@@ -97,7 +105,10 @@ def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: s
                     keys = [k for _, _, k in opened(wh, d, ring, leaving(wh, d, limit=3))]
                     result.removals = [mask_text(k) for k in keys if k is not None]
             elif work:
-                send(wh, d, result.counts, ring)
+                held = _too_many_removals(wh, d, result.counts) if not allow_removals else None
+                send(wh, d, result.counts, ring, remove=held is None)
+                if held is not None:
+                    raise ConfigError(held, key=f"destinations.{d.name}.max_removals")
         except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
             said = e.message if isinstance(e, PersonifyError) else str(e)
             hint = getattr(e, "hint", None)
@@ -119,6 +130,32 @@ def _push_one(session: Session, d: RestDestination, *, dry_run: bool, trigger: s
     if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
         log.info("destination %s: push stopped (%s)", d.name, result.error)
     return result
+
+
+def _too_many_removals(wh: Warehouse, d: RestDestination, counts: dict[str, int]) -> str | None:
+    """Why this push may not remove what left the model (more than ``max_removals``), or
+    ``None``."""
+    leaving = counts.get("rows_to_remove", 0)
+    if not leaving:
+        return None
+    held = int(
+        wh.scalar(
+            "SELECT count(*) FROM destination_state WHERE destination = ? "
+            "AND record_key IS NOT NULL",
+            [d.name],
+        )
+        or 0
+    )
+    limit = d.removal_limit(held)
+    if leaving <= limit:
+        return None
+    counts["rows_removal_held"] = leaving
+    return (
+        f"destination {d.name!r} would remove {leaving:,} of the {held:,} records it holds, more "
+        f"than max_removals ({d.max_removals}, here {limit:,}): removed none (the upserts went) "
+        f"— did the model lose its rows? Check with `personify push {d.name} --dry-run`, then "
+        f"`personify push {d.name} --allow-removals` (or raise max_removals)"
+    )
 
 
 def key_ring(project: Project, d: RestDestination) -> KeyRing | None:

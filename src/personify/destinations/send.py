@@ -39,9 +39,17 @@ def _answer(d: RestDestination, response: Any) -> Any:
         return None
 
 
-def send(wh: Warehouse, d: RestDestination, counts: dict[str, int], ring: KeyRing | None) -> None:
-    """Send the changed rows of ``d`` (staged), then its removals; ``counts`` gains what was
-    sent, rejected, removed, the requests and retries (as far as it got, when it raises)."""
+def send(
+    wh: Warehouse,
+    d: RestDestination,
+    counts: dict[str, int],
+    ring: KeyRing | None,
+    *,
+    remove: bool = True,
+) -> None:
+    """Send the changed rows of ``d`` (staged), then its removals (unless not ``remove``);
+    ``counts`` gains what was sent, rejected, removed, the requests and retries (as far as it
+    got, when it raises)."""
     path, records_key, size = endpoint(d)
     counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
     acks = Acks(wh, d, ring)
@@ -83,7 +91,7 @@ def send(wh: Warehouse, d: RestDestination, counts: dict[str, int], ring: KeyRin
             for page in pages(wh, d):
                 for i in range(0, len(page), size):
                     post(page[i : i + size])
-            if ring is not None:
+            if ring is not None and remove:
                 _remove(wh, d, ring, client, acks, counts)
         finally:  # what the API took before a stop is recorded too
             acks.flush()

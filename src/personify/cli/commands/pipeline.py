@@ -142,6 +142,14 @@ def push_command(
             help="Count what would be sent and show a few records (masked); send nothing.",
         ),
     ] = False,
+    allow_removals: Annotated[
+        bool,
+        typer.Option(
+            "--allow-removals",
+            help="Remove the records that left the model even past max_removals (after a "
+            "--dry-run showed they should go).",
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -161,7 +169,9 @@ def push_command(
 
     pin_now(now)
     with open_session(project) as session:
-        results = push_destinations(session, destinations or None, dry_run=dry_run)
+        results = push_destinations(
+            session, destinations or None, dry_run=dry_run, allow_removals=allow_removals
+        )
     if json:
         emit_json(
             [
