@@ -43,6 +43,7 @@ from personify.delivery.tokens import (
     UnsubscribeClaim,
     project_key,
     sign,
+    sign_test,
     verify,
 )
 from personify.delivery.transport import (
@@ -83,6 +84,14 @@ def unsubscribe_for(
     a key."""
     token = sign(project_key(project), customer_id, purpose, message_key)
     settings = project.config.email
+    return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
+
+
+def test_unsubscribe(project: Project, purpose: str = DEFAULT_PURPOSE) -> Unsubscribe:
+    """The unsubscribe links of a test send (:func:`~personify.delivery.tokens.sign_test`):
+    shaped like a customer's, unsubscribing nobody. Raises ConfigError without a key."""
+    settings = project.config.email
+    token = sign_test(project_key(project), purpose)
     return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
 
 
@@ -145,10 +154,12 @@ def prepare_one(
     key: str,
     date: datetime | None = None,
     purpose: str | None = None,
+    unsubscribe: Unsubscribe | None = None,
 ) -> Envelope:
     """:func:`prepare` for a parsed template and a ``customers`` row already read; the
-    unsubscribe link revokes ``purpose`` (default: the journeys' purpose)."""
-    unsubscribe = unsubscribe_for(
+    unsubscribe link revokes ``purpose`` (default: the journeys' purpose) — or is
+    ``unsubscribe`` when given (a test send's, which revokes nothing)."""
+    unsubscribe = unsubscribe or unsubscribe_for(
         project,
         str(customer["customer_id"]),
         purpose or project.config.journeys.purpose,
@@ -211,6 +222,7 @@ __all__ = [
     "project_key",
     "send_many",
     "sign",
+    "test_unsubscribe",
     "transport_for",
     "unsubscribe_for",
     "verify",

@@ -6,6 +6,11 @@ the journey, step and variant that sent it. Tokens without ``m`` (signed before 
 for no message) stay valid: they unsubscribe all the same, attributed to nothing. Anyone holding
 a token can unsubscribe that customer from that purpose — nothing else; a changed byte makes it
 invalid. The key is the project's ``signing_key`` (``${PERSONIFY_SECRET_KEY}``).
+
+A test send's email (``personify send-test``, to staff) carries a *test* token instead
+(:func:`sign_test`, domain ``unsubscribe-test``): it names no customer, so a reviewer pressing
+their mail client's unsubscribe button unsubscribes nobody; ``/unsubscribe/{token}`` answers it
+with a page saying so (:func:`is_test`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ __all__ = [
     "DEFAULT_PURPOSE",
     "SIGNATURE_BYTES",
     "UnsubscribeClaim",
+    "is_test",
     "project_key",
     "sign",
+    "sign_test",
     "verify",
 ]
 
@@ -63,6 +70,17 @@ def verify(key: bytes, token: str) -> UnsubscribeClaim | None:
         str(doc.get("p", DEFAULT_PURPOSE)),
         message if isinstance(message, str) and message else None,
     )
+
+
+def sign_test(key: bytes, purpose: str = DEFAULT_PURPOSE) -> str:
+    """A test send's token: it looks like :func:`sign`'s but names no customer and unsubscribes
+    nobody (:func:`verify` refuses it; :func:`is_test` knows it)."""
+    return seal(key, "unsubscribe-test", {"p": purpose, "test": True})
+
+
+def is_test(key: bytes, token: str) -> bool:
+    """Whether ``token`` is a test send's (:func:`sign_test`) signed with ``key``."""
+    return unseal(key, "unsubscribe-test", token) is not None
 
 
 def project_key(project: Project) -> bytes:

@@ -12,7 +12,9 @@
   ``m``) also records an ``Email Unsubscribed`` event for that message
   (:func:`personify.engagement.record.record_feedback`: ``source`` ``email_tracking``, tied to
   the message's journey, step and variant, once per message however often it is posted), which
-  ``personify report journeys`` counts; an older token unsubscribes all the same.
+  ``personify report journeys`` counts; an older token unsubscribes all the same. A test
+  send's token (``personify send-test``: the email went to staff) answers a page saying so and
+  changes nothing.
 
 No authentication: the signed token is the credential. Answers are HTML pages that never show
 the customer's address or id; the access log names the route template, never the token.
@@ -28,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from personify.delivery.suppress import Unsubscribed, unsubscribe
-from personify.delivery.tokens import UnsubscribeClaim, project_key, verify
+from personify.delivery.tokens import UnsubscribeClaim, is_test, project_key, verify
 from personify.engagement.record import record_feedback
 from personify.errors import ConfigError
 from personify.server.metrics import Counter
@@ -52,7 +54,7 @@ _HTML = Content("An HTML page.", {"type": "string"}, "text/html")
 def _counter(state: ServerState) -> Counter:
     return state.counter(
         "personify_unsubscribes_total",
-        "Unsubscribe POSTs by outcome (new, repeat, invalid).",
+        "Unsubscribe POSTs by outcome (new, repeat, invalid, test).",
         ("outcome",),
     )
 
@@ -75,12 +77,27 @@ def _invalid() -> Response:
     )
 
 
-def _claim(state: ServerState, token: str) -> UnsubscribeClaim | None | ConfigError:
+_TEST = object()
+"""A test send's token (``personify send-test``): unsubscribes nobody."""
+
+
+def _claim(state: ServerState, token: str) -> UnsubscribeClaim | None | ConfigError | object:
     try:
         key = project_key(state.session.project)
     except ConfigError as e:
         return e
-    return verify(key, token)
+    claim = verify(key, token)
+    if claim is None and is_test(key, token):
+        return _TEST
+    return claim
+
+
+def _test_page() -> Response:
+    return _page(
+        "Test email",
+        "<h1>This is a test email</h1><p>Its unsubscribe link unsubscribes nobody: in the "
+        "email a customer gets, this link unsubscribes them.</p>",
+    )
 
 
 def _unavailable() -> Response:
@@ -106,6 +123,8 @@ async def unsubscribe_page(request: Request) -> Response:
         return _unavailable()
     if claim is None:
         return _invalid()
+    if claim is _TEST:
+        return _test_page()
     return _page(
         "Unsubscribe",
         "<h1>Unsubscribe</h1><p>Stop receiving these emails?</p>"
@@ -149,6 +168,9 @@ async def unsubscribe_post(request: Request) -> Response:
     if claim is None:
         _counter(state).inc(outcome="invalid")
         return _invalid()
+    if not isinstance(claim, UnsubscribeClaim):  # a test send's link: changes nothing
+        _counter(state).inc(outcome="test")
+        return _test_page()
     one_click = b"One-Click" in body  # urlencoded or multipart/form-data (RFC 8058 allows both)
     form = "list-unsubscribe one-click" if one_click else "unsubscribe page"
     done = await run_in_threadpool(_apply, state, claim, form)

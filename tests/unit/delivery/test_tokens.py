@@ -67,3 +67,13 @@ def test_tokens_sent_before_the_message_key_stay_valid() -> None:
     assert verify(KEY, old) == UnsubscribeClaim("c-1", "marketing", None)
     odd = seal(KEY, "unsubscribe", {"c": "c-1", "p": "marketing", "m": 7})  # not a key: ignored
     assert verify(KEY, odd) == UnsubscribeClaim("c-1", "marketing", None)
+
+
+def test_a_test_token_is_no_customers_token() -> None:
+    """A test send's token (personify send-test) names nobody: ``verify`` refuses it (so the
+    unsubscribe route can never act on it) and ``is_test`` knows it."""
+    from personify.delivery.tokens import is_test, sign_test
+
+    token = sign_test(KEY, "marketing")
+    assert verify(KEY, token) is None and is_test(KEY, token)
+    assert not is_test(b"other key", token) and not is_test(KEY, sign(KEY, "c-1"))

@@ -239,3 +239,22 @@ def test_a_link_naming_a_message_never_sent_records_nothing(session: Session) ->
     assert got.status_code == 200
     assert suppressed(session.warehouse, ["c-42"]) == {"c-42"}
     assert _unsubscribed_events(session) == []
+
+
+def test_a_test_sends_link_unsubscribes_nobody(session: Session) -> None:
+    """``personify send-test`` mails staff a customer's email whose unsubscribe links are a
+    test token: a reviewer pressing their mail client's unsubscribe button (one-click POST)
+    must not unsubscribe the customer — the page says it was a test."""
+    from personify.delivery import test_unsubscribe
+
+    url = test_unsubscribe(session.project).url
+    path = "/unsubscribe/" + url.rsplit("/unsubscribe/", 1)[1]
+    page = call(session, "GET", path)
+    assert page.status_code == 200 and "test email" in page.text and "<form" not in page.text
+    done = call(session, "POST", path, **ONE_CLICK)
+    assert done.status_code == 200 and "test email" in done.text
+    assert rows(session) == []
+    assert consented(session.warehouse, ["c-42"], purpose="marketing") == {"c-42"}
+    # the same token under another key is forged, as ever
+    forged = path[:-2] + ("AA" if not path.endswith("AA") else "BB")
+    assert call(session, "POST", forged, **ONE_CLICK).status_code == 400
