@@ -290,3 +290,19 @@ def test_render_says_whether_a_send_now_would_go_out(project_dir: Path) -> None:
     plain = personify("render", "abandoned_cart", "-c", "c", "--project", p, "--now", NOW)
     assert plain.returncode == 0 and "<html" in plain.stdout.lower()
     assert "a send now would not go out (skipped_consent)" in plain.stderr
+
+
+def test_render_journey_option_names_a_journey_that_sends_the_template(project_dir: Path) -> None:
+    load_shop(project_dir)
+    send_journeys(project_dir)
+    p = str(project_dir)
+    nope = personify("render", "abandoned_cart", "-c", "c", "--journey", "nope", "--project", p)
+    assert nope.returncode == 2 and "no journey 'nope'" in nope.stderr
+    assert "abandoned_cart" in nope.stderr  # the journeys there are
+    other = personify("render", "abandoned_cart", "-c", "c", "-j", "re_engagement", "--project", p)
+    assert other.returncode == 2 and "does not send abandoned_cart" in other.stderr
+    doc = personify_json(
+        "render", "abandoned_cart", "-c", "c", "-j", "abandoned_cart", "--project", p,
+        "--now", NOW,
+    )  # fmt: skip
+    assert doc["journey"]["name"] == "abandoned_cart" and doc["journey"]["trigger_key"] == "cc"

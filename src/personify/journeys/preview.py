@@ -25,17 +25,18 @@ entered now.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from personify.config import Project
+from personify.delivery import Envelope, Unsubscribe, prepare_one
 from personify.errors import NotFound
 from personify.journeys.content import Pending, resolve
 from personify.journeys.decide import message_key
 from personify.journeys.definitions import Journey, Step
-from personify.journeys.gates import Gate, Message
+from personify.journeys.gates import HELD, SEND, Gate, Message
 from personify.journeys.gates import load as load_gates
 from personify.journeys.send import _SubjectStore
 from personify.messages import template_store
@@ -312,6 +313,72 @@ def send_now(
     # an email already sent is not over the cap because of itself
     exclude = [message.key]
     return load_gates(wh, project, by_name, [message], now, exclude=exclude).check(message)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What ``personify render`` shows (and ``personify send-test`` sends): the email, the
+    journey step it came from and whether a send of it now would go out."""
+
+    envelope: Envelope
+    found: Preview | None
+    """``None``: no journey sends the template (the caller's variables only)."""
+    gate: Gate
+
+
+def render_preview(
+    wh: Warehouse,
+    project: Project,
+    journeys: Sequence[Journey],
+    template: str,
+    customer: Mapping[str, Any],
+    variables: Mapping[str, Any],
+    *,
+    now: datetime,
+    unsubscribe: Unsubscribe | None = None,
+) -> Rendered:
+    """``template`` for ``customer`` (a ``customers`` row) as a journey would send it at
+    ``now`` (:func:`preview`, then :func:`send_now`), rendered with ``variables`` winning over
+    the journey's. Writes nothing. Its tracked links and pixel are signed for a key no message
+    has (``preview:…``): a click on them records nothing as the customer's. ``unsubscribe``:
+    other unsubscribe links than the customer's (a test send's, which revoke nothing)."""
+    customer_id = str(customer["customer_id"])
+    found = preview(wh, project, journeys, template, customer_id, now=now, given=set(variables))
+    gate = send_now(wh, project, journeys, customer_id, found, now=now)
+    if found is None:  # no journey sends it: the caller's variables only
+        envelope = prepare_one(
+            project,
+            template_store(project).get(template),
+            customer,
+            variables,
+            key=f"preview:{template}",  # the same tracked links however the customer is named
+            date=now,
+            unsubscribe=unsubscribe,
+        )
+    else:  # as the journey's send makes it: its message key, variables and purpose
+        envelope = prepare_one(
+            project,
+            preview_template(project, found),
+            customer,
+            {**found.variables, **variables},
+            # links and pixel signed for a key no message has: a marketer clicking a preview
+            # records nothing as the customer's click or open (the rest is the sent email)
+            key=f"preview:{found.key}",
+            date=now,
+            purpose=found.purpose,
+            unsubscribe=unsubscribe,
+        )
+    return Rendered(envelope, found, gate)
+
+
+def verdict(gate: Gate) -> str:
+    """What a send at ``now`` would do, in words."""
+    if gate.outcome == SEND:
+        return "a send now would go out"
+    if gate.outcome == HELD:
+        assert gate.until is not None
+        return f"a send now would wait: {gate.reason} until {gate.until.isoformat()}"
+    return f"a send now would not go out ({gate.outcome}): {gate.reason}"
 
 
 def describe(found: Preview) -> str:

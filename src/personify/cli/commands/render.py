@@ -21,7 +21,9 @@ from personify.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from personify.journeys.gates import Gate
+    from personify.config import Project
+    from personify.journeys.definitions import Journey
+    from personify.journeys.preview import Preview
 
 
 def _variables(pairs: list[str]) -> dict[str, Any]:
@@ -37,6 +39,18 @@ def _variables(pairs: list[str]) -> dict[str, Any]:
             value = raw
         out[name.strip()] = value
     return out
+
+
+def given_variables(var: list[str] | None, vars_file: Path | None) -> dict[str, Any]:
+    """The variables of ``--vars`` then ``--var`` (which wins)."""
+    variables: dict[str, Any] = {}
+    if vars_file is not None:
+        loaded = _vars_file(vars_file)
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("must hold a JSON object", param_hint="--vars")
+        variables.update(loaded)
+    variables.update(_variables(var or []))
+    return variables
 
 
 def _vars_file(path: Path) -> Any:
@@ -60,16 +74,53 @@ def _vars_file(path: Path) -> Any:
         ) from None
 
 
-def _verdict(gate: Gate) -> str:
-    """What a send at --now would do, in words."""
-    from personify.journeys.gates import HELD, SEND
+def journey_doc(found: Preview | None) -> dict[str, Any] | None:
+    """The ``journey`` of ``--json``: the step the email came from, ``None`` without one."""
+    if found is None:
+        return None
+    return {
+        "name": found.journey,
+        "step": found.step,
+        "trigger_key": found.trigger_key,
+        "message_status": found.status,
+        "message_key": found.key,
+        "variant": found.variant,
+        "discount_placeholder": found.placeholder,
+        "notes": list(found.notes),
+    }
 
-    if gate.outcome == SEND:
-        return "a send now would go out"
-    if gate.outcome == HELD:
-        assert gate.until is not None
-        return f"a send now would wait: {gate.reason} until {gate.until.isoformat()}"
-    return f"a send now would not go out ({gate.outcome}): {gate.reason}"
+
+def journeys_for(proj: Project, journey: str | None, template: str) -> list[Journey]:
+    """The project's journeys, or only ``--journey``'s (which must send ``template``)."""
+    from personify.journeys import project_journeys
+    from personify.journeys.preview import senders
+
+    journeys = project_journeys(proj)
+    if journey is None:
+        return journeys
+    chosen = [j for j in journeys if j.name == journey]
+    if not chosen:
+        names = ", ".join(sorted(j.name for j in journeys)) or "none"
+        raise typer.BadParameter(
+            f"no journey {journey!r} (journeys: {names})", param_hint="--journey"
+        )
+    if not senders(chosen, template):
+        raise typer.BadParameter(
+            f"journey {journey!r} does not send {template} (no send step or variant of it)",
+            param_hint="--journey",
+        )
+    return chosen
+
+
+JourneyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--journey",
+        "-j",
+        help="The journey whose send step makes the email, when several send TEMPLATE "
+        "(default: the one the customer entered last).",
+    ),
+]
 
 
 @app.command("render", rich_help_panel="Email")
@@ -97,6 +148,7 @@ def render_command(
             "win over the journey's).",
         ),
     ] = None,
+    journey: JourneyOpt = None,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -113,57 +165,19 @@ def render_command(
     send at --now would go out or not and why (suppressed, no consent, goal reached, quiet hours
     until when, frequency cap: the send's own checks; with --json under "send_now")."""
     from personify import clock
-    from personify.delivery import prepare_one
-    from personify.journeys import preview, preview_template, project_journeys
-    from personify.journeys.preview import describe, send_now
-    from personify.messages import read_customer, template_store
+    from personify.journeys.preview import describe, render_preview, verdict
+    from personify.messages import read_customer
     from personify.session import open_session
 
     pin_now(now)
     out_file(out)
-    variables: dict[str, Any] = {}
-    if vars_file is not None:
-        loaded = _vars_file(vars_file)
-        if not isinstance(loaded, dict):
-            raise typer.BadParameter("must hold a JSON object", param_hint="--vars")
-        variables.update(loaded)
-    variables.update(_variables(var or []))
-    at = clock.now()
+    variables = given_variables(var, vars_file)
     with open_session(project) as session:
         wh, proj = session.warehouse, session.project
         person = read_customer(wh, customer, proj)
-        journeys = project_journeys(proj)
-        found = preview(
-            wh,
-            proj,
-            journeys,
-            template,
-            str(person["customer_id"]),
-            now=at,
-            given=set(variables),
-        )
-        gate = send_now(wh, proj, journeys, str(person["customer_id"]), found, now=at)
-        if found is None:  # no journey sends it: the caller's variables only
-            envelope = prepare_one(
-                proj,
-                template_store(proj).get(template),
-                person,
-                variables,
-                key=f"preview:{template}",  # the same tracked links however the customer is named
-                date=at,
-            )
-        else:  # as the journey's send makes it: its message key, variables and purpose
-            envelope = prepare_one(
-                proj,
-                preview_template(proj, found),
-                person,
-                {**found.variables, **variables},
-                # links and pixel signed for a key no message has: a marketer clicking a preview
-                # records nothing as the customer's click or open (the rest is the sent email)
-                key=f"preview:{found.key}",
-                date=at,
-                purpose=found.purpose,
-            )
+        journeys = journeys_for(proj, journey, template)
+        shown = render_preview(wh, proj, journeys, template, person, variables, now=clock.now())
+    envelope, found, gate = shown.envelope, shown.found, shown.gate
     message = envelope.message
     html_part = message.get_body(("html",))
     text_part = message.get_body(("plain",))
@@ -172,18 +186,6 @@ def render_command(
     if out is not None:
         write_out(out, html)
     if json:
-        journey = None
-        if found is not None:
-            journey = {
-                "name": found.journey,
-                "step": found.step,
-                "trigger_key": found.trigger_key,
-                "message_status": found.status,
-                "message_key": found.key,
-                "variant": found.variant,
-                "discount_placeholder": found.placeholder,
-                "notes": list(found.notes),
-            }
         emit_json(
             {
                 "template": template,
@@ -193,7 +195,7 @@ def render_command(
                 "text": text,
                 "headers": {k: str(v) for k, v in message.items()},
                 "out": str(out) if out is not None else None,
-                "journey": journey,
+                "journey": journey_doc(found),
                 "send_now": gate.as_dict(),
             }
         )
@@ -202,6 +204,6 @@ def render_command(
         sys.stderr.write(f"render: {describe(found)}\n")
         for note in found.notes:
             sys.stderr.write(f"  note: {note}\n")
-    sys.stderr.write(f"render: {_verdict(gate)}\n")
+    sys.stderr.write(f"render: {verdict(gate)}\n")
     if out is None:
         sys.stdout.write(html)
