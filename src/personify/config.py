@@ -759,6 +759,22 @@ class EmailSettings(_Base, frozen=True):
     """Networks (``10.1.2.0/24``, ``127.0.0.1``) or host names that templates' connected
     content may reach although they are not public; everything else must resolve to public
     addresses (no loopback, private, link-local or reserved ones)."""
+    test_recipients: tuple[str, ...] = ()
+    """Who ``personify send-test`` (and ``POST /v1/test-sends``) may send a test email to:
+    addresses (``qa@shop.example``) or whole domains (``*@shop.example``); any other recipient
+    is refused, so a typo cannot mail a customer. Empty: test sends are off."""
+
+    def __post_init__(self) -> None:
+        for entry in self.test_recipients:
+            local, _, domain = entry.rpartition("@")
+            if local == "*":
+                local = "any"  # *@domain: every address of the domain
+            bad = set(' <>,;*"\r\n\t') & set(local + domain)
+            if not local or not domain or "@" in local or bad:
+                raise ValueError(
+                    f"test_recipients: {entry!r} is neither an address (qa@shop.example) nor "
+                    "a domain pattern (*@shop.example)"
+                )
 
 
 # ------------------------------------------------------------------------------------------ demo

@@ -27,7 +27,7 @@ _ORDER = (
     "run", "sync", "push", "import", "quarantine", "reconcile", "quality",
     "profile", "identity", "consent", "privacy", "audit", "sql",
     "segments", "rules",
-    "render", "report",
+    "render", "send-test", "report",
     "serve",
 )  # fmt: skip
 """Commands in the order data moves, as ``personify --help`` lists them."""

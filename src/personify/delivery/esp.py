@@ -59,6 +59,7 @@ PASSED_HEADERS = (
     "List-Unsubscribe-Post",
     "Message-ID",
     "X-Personify-Template",
+    "X-Personify-Test",
 )
 """Headers of the MIME message repeated in the API call (the ESP builds its own MIME)."""
 _EMAILISH = re.compile(r"[^\s<>@\"']+@[^\s<>@\"']+")
@@ -104,7 +105,11 @@ def _bodies(envelope: Envelope) -> dict[str, str]:
 
 
 def _tags(envelope: Envelope) -> dict[str, str]:
-    """What the ESP echoes in its webhooks (``custom_args``, ``Metadata``): which message."""
+    """What the ESP echoes in its webhooks (``custom_args``, ``Metadata``): which message. A
+    test send's (``X-Personify-Test``, sent to staff) names no customer, so that a bounce or
+    complaint of the test address never suppresses the customer whose email it showed."""
+    if envelope.message["X-Personify-Test"] is not None:
+        return {"personify_key": envelope.key, "personify_test": "1"}
     return {"personify_key": envelope.key, "customer_id": envelope.customer_id}
 
 

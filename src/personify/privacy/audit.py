@@ -1,7 +1,8 @@
 """The audit log: an append-only, hash-chained record of privacy-relevant actions, without
 personal data.
 
-Each row says what was done (``profile_read``, ``export``, ``erase``, ``consent``), by whom
+Each row says what was done (``profile_read``, ``export``, ``erase``, ``consent``,
+``test_send``: one customer's email sent to staff by ``personify send-test``), by whom
 (``cli``, ``api``, ``tracking`` …), to whom — as a keyed hash of the customer id, so the log
 itself discloses nobody — and a small JSON ``detail`` of counts and settings. ``personify audit``
 lists it. An erasure leaves its own entry and removes none: the log holds no personal data, so
@@ -38,7 +39,7 @@ import msgspec
 
 from personify.warehouse.base import Warehouse
 
-ACTIONS: tuple[str, ...] = ("profile_read", "export", "erase", "consent")
+ACTIONS: tuple[str, ...] = ("profile_read", "export", "erase", "consent", "test_send")
 GENESIS = "0" * 64
 """``prev_hash`` of the first chained entry."""
 _PG_LOCK_KEY = 7_316_525_043

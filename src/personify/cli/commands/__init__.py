@@ -17,6 +17,7 @@ from personify.cli.commands import (
     report,
     rules,
     segments,
+    send_test,
     serve,
     sql,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "report",
     "rules",
     "segments",
+    "send_test",
     "serve",
     "sql",
 ]

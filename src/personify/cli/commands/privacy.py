@@ -209,7 +209,7 @@ def audit_command(
         str | None,
         typer.Option(
             "--action",
-            help="Only this action: profile_read, export, erase, consent.",
+            help="Only this action: profile_read, export, erase, consent, test_send.",
             callback=_known_action,
         ),
     ] = None,
