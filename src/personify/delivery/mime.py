@@ -22,6 +22,7 @@ import binascii
 import functools
 import hashlib
 import re
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
@@ -410,6 +411,42 @@ def build_raw(
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+
+
+_FIELD_END = re.compile(rb"\r\n(?![ \t])")  # a CRLF not followed by a folded line's space
+
+
+def readdressed(
+    raw: bytes,
+    *,
+    recipient: Named,
+    subject: str,
+    key: str,
+    domain: str,
+    extra: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """``raw`` (wire bytes, as :func:`build_raw` writes them) sent to ``recipient`` alone, with
+    ``subject``, a ``Message-ID`` of ``key`` at ``domain`` and ``extra`` headers (``(name,
+    value)``, replacing any of that name) — every other header and the body byte for byte as
+    they were (re-serializing with the ``email`` package would re-encode long headers such as
+    ``List-Unsubscribe`` into encoded words mail clients do not read there)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    new = {
+        b"to": _mailbox_header("To", [recipient]),
+        b"subject": _text_header("Subject", subject),
+        b"message-id": f"Message-ID: {message_id(key, domain)}\r\n",
+    }
+    added = {name.lower().encode("ascii") for name, _ in extra}
+    out: list[bytes] = []
+    for field in _FIELD_END.split(head):
+        name = field.split(b":", 1)[0].strip().lower()
+        if name in new:
+            out.append(new.pop(name).encode("ascii"))
+        elif name not in added:
+            out.append(field + b"\r\n")
+    out += [v.encode("ascii") for v in new.values()]
+    out += [_text_header(name, value).encode("ascii") for name, value in extra]
+    return b"".join(out) + b"\r\n" + body
 
 
 def _html_qp(email: RenderedEmail) -> bytes:

@@ -23,14 +23,12 @@ is exercised. The copy differs from the customer's email in what keeps it apart 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
 from typing import Any
 
 from personify.config import Project
@@ -39,12 +37,12 @@ from personify.delivery import (
     Delivered,
     DeliveryError,
     Envelope,
-    message_id,
+    Mailbox,
     send_many,
     test_unsubscribe,
     transport_for,
 )
-from personify.delivery.mime import mailbox
+from personify.delivery.mime import mailbox, readdressed
 from personify.errors import UsageError
 from personify.journeys.definitions import Journey
 from personify.journeys.gates import Gate
@@ -126,20 +124,21 @@ def proof_copy(envelope: Envelope, recipient: str, key: str) -> Envelope:
     """``envelope`` made a test email to ``recipient``: ``To`` that address alone, the subject
     ``[TEST] …``, ``X-Personify-Test: 1``, a ``Message-ID`` of ``key``. Its customer id is
     kept (the outbox's index names whose data it holds: an erasure deletes it)."""
-    message = copy.deepcopy(envelope.message)
     subject = SUBJECT_PREFIX + envelope.subject
-    domain = envelope.sender.rpartition("@")[2] or "personify.invalid"
-    del message["To"], message["Subject"], message["Message-ID"], message[TEST_HEADER]
-    message["To"] = recipient
-    message["Subject"] = subject
-    message["Message-ID"] = message_id(key, domain)
-    message[TEST_HEADER] = "1"
+    raw = readdressed(
+        envelope.raw,
+        recipient=Mailbox(recipient),
+        subject=subject,
+        key=key,
+        domain=envelope.sender.rpartition("@")[2] or "personify.invalid",
+        extra=[(TEST_HEADER, "1")],
+    )
     return Envelope(
         key,
         envelope.customer_id,
         envelope.template,
         subject,
-        message.as_bytes(policy=policy.SMTP),  # wire format: CRLF, 7-bit
+        raw,
         envelope.sender,
         recipient,
     )

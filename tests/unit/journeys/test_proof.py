@@ -4,16 +4,19 @@ customer's email. The whole path through the CLI and a real SMTP server is in
 
 from __future__ import annotations
 
+import re
 from email import policy
 from email.parser import BytesParser
 
 import pytest
-from tests.unit.delivery.servers import envelope
+from tests.unit.delivery.servers import WHEN, envelope
 
 from personify.config import parse_config
+from personify.delivery import Envelope, Unsubscribe, address, build_raw
 from personify.delivery.esp import payload, postmark_payload
 from personify.errors import ConfigError
 from personify.journeys.proof import allowed, proof_copy, recipient_hash
+from personify.messages import RenderedEmail
 
 PATTERNS = ("qa@shop.example", "*@Team.Example")
 
@@ -44,6 +47,30 @@ def test_a_bad_pattern_is_a_config_error_naming_the_key() -> None:
     assert good.email.test_recipients == ("*@shop.example",)
 
 
+def _long_token_envelope() -> Envelope:
+    """An email whose unsubscribe URL is longer than a header line, as real tokens are."""
+    email = RenderedEmail("abandoned_cart", "v1", "Zoë, your cart is waiting ☕", "<p>x</p>", "x")
+    token = "eyJjIjoiYy0xIiwicCI6ImVtYWlsX21hcmtldGluZyJ9." + "Q" * 40
+    raw = build_raw(
+        email,
+        sender=address("shop@example.com", "My Shop"),
+        recipient=address("zoe@x.org", "Zoë Ünal"),
+        date=WHEN,
+        key="abandoned_cart:send:c1:cart-9",
+        unsubscribe=Unsubscribe(f"https://shop.example/unsubscribe/{token}", "u@example.com"),
+    )
+    return Envelope("abandoned_cart:send:c1:cart-9", "c1", "abandoned_cart", email.subject, raw)
+
+
+def test_the_copy_keeps_long_headers_as_they_were() -> None:
+    """Re-serializing with the email package turned a long List-Unsubscribe into RFC 2047
+    encoded words, which mail clients do not read there: the copy keeps the header's bytes."""
+    original = _long_token_envelope()
+    copy = proof_copy(original, "qa@shop.example", "test:abandoned_cart:r1:0")
+    [unsubscribe] = [h for h in _fields(original.raw) if h.startswith(b"List-Unsubscribe:")]
+    assert unsubscribe in _fields(copy.raw) and b"=?" not in unsubscribe
+
+
 def test_the_copy_is_marked_and_addressed_to_the_tester_alone() -> None:
     original = envelope("abandoned_cart:send:c1:cart-9")
     copy = proof_copy(original, "qa@shop.example", "test:abandoned_cart:r1:0")
@@ -57,6 +84,17 @@ def test_the_copy_is_marked_and_addressed_to_the_tester_alone() -> None:
     html = msg.get_body(("html",))
     assert html is not None and "<b>Trail Boot</b>" in str(html.get_content())
     assert original.message["X-Personify-Test"] is None  # the original is untouched
+    # every other header and the body byte for byte: List-Unsubscribe stays a plain <URL>
+    # (re-serializing with the email package made it RFC 2047 words clients do not read)
+    kept = [h for h in _fields(original.raw) if not h.startswith((b"To:", b"Subject:", b"Message"))]
+    assert [h for h in _fields(copy.raw) if h in kept] == kept
+    assert any(h.startswith(b"List-Unsubscribe: <https://") for h in kept)
+    assert copy.raw.split(b"\r\n\r\n", 1)[1] == original.raw.split(b"\r\n\r\n", 1)[1]
+
+
+def _fields(raw: bytes) -> list[bytes]:
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return re.split(rb"\r\n(?![ \t])", head)
 
 
 def test_an_esp_is_not_told_whose_email_a_test_shows() -> None:
