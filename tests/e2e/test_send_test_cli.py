@@ -129,3 +129,30 @@ def test_send_test_is_off_until_recipients_are_listed(project_dir: Path) -> None
     assert not (project_dir / "outbox").exists() or not any(
         (project_dir / "outbox").glob("test_*.eml")
     )
+
+
+def test_an_outbox_test_copy_is_the_customers_data_erasure_removes(project_dir: Path) -> None:
+    """With the outbox, a test copy is a file holding the customer's data: the index names them,
+    so their erasure deletes it like their own emails."""
+    load_shop(project_dir)
+    yml = project_dir / "personify.yml"
+    yml.write_text(
+        yml.read_text().replace(
+            "unsubscribe_url: http://127.0.0.1:8787/unsubscribe/",
+            "unsubscribe_url: http://127.0.0.1:8787/unsubscribe/\n"
+            "  test_recipients: [qa@shop.example]",
+        )
+    )
+    p = str(project_dir)
+    doc = personify_json("send-test", "re_engagement", "-c", "a", "--to", STAFF[0], "--project", p)
+    assert doc["transport"] == "outbox" and doc["sent"][0]["ok"]
+    [copy] = (project_dir / "outbox").glob("test_re_engagement_*.eml")
+    assert copy.read_bytes().count(b"X-Personify-Test: 1") == 1
+    with connect(f"duckdb:///{project_dir / 'warehouse.duckdb'}") as wh:  # a resolved customer
+        wh.execute(
+            "INSERT INTO customer_ids (customer_id, founder, founded_at, status) "
+            "VALUES ('a', 1, TIMESTAMP '2026-01-01 00:00:00', 'active')"
+        )
+    erased = personify("privacy", "erase", "a", "--project", p)
+    assert erased.returncode == 0, erased.stderr
+    assert not copy.exists()
