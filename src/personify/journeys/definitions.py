@@ -411,14 +411,15 @@ def _event_filter(r: _Reader, raw: Any, where: Where) -> str:
     try:
         return check_event_filter(raw)
     except ExpressionError as e:
-        raise DefinitionError(
-            e.message,
-            file=r.file,
-            line=r.doc.line((*where, "where")),
-            col=e.col,
-            key=_dotted((*where, "where")),
-            hint=e.hint,
-        ) from None
+        raise _expression_error(r, e, (*where, "where")) from None
+
+
+def _expression_error(r: _Reader, e: ExpressionError, where: Where) -> DefinitionError:
+    """An expression's mistake, located in the journey file (the key's line, the column inside
+    the expression)."""
+    return DefinitionError(
+        e.message, file=r.file, line=r.doc.line(where), col=e.col, key=_dotted(where), hint=e.hint
+    )
 
 
 def _goal(r: _Reader, raw: Any) -> Goal:
@@ -647,14 +648,7 @@ def _branch(r: _Reader, raw: Any, where: Where, ids: list[str], i: int, line: in
     try:
         condition = check_expression(str(source), dialect="duckdb", columns=profile_columns())
     except ExpressionError as e:
-        raise DefinitionError(
-            e.message,
-            file=r.file,
-            line=r.doc.line((*where, "if")),
-            col=e.col,
-            key=_dotted((*where, "if")),
-            hint=e.hint,
-        ) from None
+        raise _expression_error(r, e, (*where, "if")) from None
     if condition.kind not in (Kind.BOOL, Kind.NULL):
         raise r.fail((*where, "if"), f"`if` must be a condition, not a {condition.kind.value}")
 
