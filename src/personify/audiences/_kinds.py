@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +63,9 @@ def start_of(node: exp.Expr) -> int | None:
 
 class Checker(Protocol):
     """What a handler may ask of the checker walking the tree."""
+
+    columns: Mapping[str, Kind]
+    """The names the expression may read (lower case) and their kinds."""
 
     def check(self, node: exp.Expr) -> Typed:
         """Check and normalize ``node``."""

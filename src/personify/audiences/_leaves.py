@@ -37,9 +37,7 @@ def column(c: Checker, node: exp.Expr) -> Typed:
     """A profile column, unqualified."""
     assert isinstance(node, exp.Column)
     if node.table:
-        raise ExpressionError(
-            f"qualified column {node.sql()} is not allowed", node, "name the profile column alone"
-        )
+        return _dotted(c, node)
     name = node.name.lower()
     try:
         kind = c.use(name)
@@ -48,6 +46,26 @@ def column(c: Checker, node: exp.Expr) -> Typed:
             f"unknown profile column {node.name!r}", node, str(e.args[0])
         ) from None
     return Typed(exp.column(name), kind)
+
+
+def _dotted(c: Checker, node: exp.Column) -> Typed:
+    """A dotted name the environment offers (a journey branch's ``message.STEP.opened``): kept
+    as written, for its caller to compile (:func:`personify.journeys.engine`); any other
+    qualified column is refused."""
+    name = ".".join(p.name.lower() for p in node.parts)
+    head = node.parts[0].name.lower() + "."
+    offered = [k for k in c.columns if k.startswith(head)]
+    if not offered:
+        raise ExpressionError(
+            f"qualified column {node.sql()} is not allowed", node, "name the profile column alone"
+        )
+    try:
+        kind = c.use(name)
+    except KeyError:
+        raise ExpressionError(
+            f"unknown name {node.sql()!r}", node, "known here: " + ", ".join(sorted(offered))
+        ) from None
+    return Typed(exp.column(*reversed([p.name.lower() for p in node.parts])), kind)
 
 
 def literal(c: Checker, node: exp.Expr) -> Typed:

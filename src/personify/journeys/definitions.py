@@ -466,10 +466,11 @@ def _steps(r: _Reader, raw: list[Any], journey: str) -> tuple[Step, ...]:
     for i, step_id in enumerate(ids):
         if step_id in ids[:i]:
             raise r.fail(("steps", i, "id"), f"two steps have the id {step_id!r}")
-    return tuple(_step(r, item, i, ids, journey) for i, item in enumerate(raw))
+    sends = [isinstance(item, dict) and "send" in item for item in raw]
+    return tuple(_step(r, item, i, ids, journey, sends) for i, item in enumerate(raw))
 
 
-def _step(r: _Reader, raw: Any, i: int, ids: list[str], journey: str) -> Step:
+def _step(r: _Reader, raw: Any, i: int, ids: list[str], journey: str, sends: list[bool]) -> Step:
     where: Where = ("steps", i)
     line = r.doc.line(where) or 1
     if raw == "exit":
@@ -493,7 +494,8 @@ def _step(r: _Reader, raw: Any, i: int, ids: list[str], journey: str) -> Step:
             )
         return Step(ids[i], "wait", line, duration=r.duration(value, (*where, "wait")))
     if kind == "branch":
-        return _branch(r, spec["branch"], (*where, "branch"), ids, i, line)
+        earlier = [ids[n] for n in range(i) if sends[n]]
+        return _branch(r, spec["branch"], (*where, "branch"), ids, i, line, earlier)
     if kind == "send":
         template = r.text(spec["send"], (*where, "send"))
         variables = _variables(r, spec.get("with") or {}, (*where, "with"))
@@ -638,16 +640,32 @@ def _clock(r: _Reader, value: Any, where: Where) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
-def _branch(r: _Reader, raw: Any, where: Where, ids: list[str], i: int, line: int) -> Step:
+ENGAGEMENT = ("opened", "clicked")
+"""What a branch may ask of an earlier send step's email: ``message.STEP.opened`` (a person
+opened or clicked it — a click proves an open the pixel missed), ``message.STEP.clicked``."""
+
+
+def engagement_columns(send_steps: list[str]) -> dict[str, Kind]:
+    """The booleans a branch may read about the emails of the send steps ``send_steps``."""
+    return {f"message.{s.lower()}.{what}": Kind.BOOL for s in send_steps for what in ENGAGEMENT}
+
+
+def _branch(
+    r: _Reader, raw: Any, where: Where, ids: list[str], i: int, line: int, earlier: list[str]
+) -> Step:
     spec = r.mapping(raw, where, {"if", "then", "else"})
     if "if" not in spec:
         raise r.fail(where, "a branch needs a condition: if: SQL over the profile")
     source = spec["if"]
     if isinstance(source, bool):
         source = "TRUE" if source else "FALSE"
+    columns = {**profile_columns(), **engagement_columns(earlier)}
     try:
-        condition = check_expression(str(source), dialect="duckdb", columns=profile_columns())
+        condition = check_expression(str(source), dialect="duckdb", columns=columns)
     except ExpressionError as e:
+        if not earlier and e.message.startswith("qualified column message."):
+            e.message = "message.STEP.opened / .clicked name an earlier send step's email"
+            e.hint = "no send step comes before this branch"
         raise _expression_error(r, e, (*where, "if")) from None
     if condition.kind not in (Kind.BOOL, Kind.NULL):
         raise r.fail((*where, "if"), f"`if` must be a condition, not a {condition.kind.value}")

@@ -32,9 +32,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from personify import clock
+from personify.engagement.record import CLICKED, OPENED
 from personify.journeys.decide import decide
 from personify.journeys.definitions import Goal, Journey, Step
 from personify.journeys.localtime import next_local_time, zone
@@ -429,7 +431,7 @@ def _branch(wh: Warehouse, journey: Journey, index: int, step: Step, now: dateti
     """One ``CASE`` moves every due instance to the branch's target; exits leave."""
     assert step.condition is not None
     with clock.frozen(now):
-        condition = pin_time(step.condition.tree.copy())
+        condition = _engagement(pin_time(step.condition.tree.copy()), journey)
     matching = (
         exp.select("customer_id")
         .from_("customers")
@@ -449,6 +451,37 @@ def _branch(wh: Warehouse, journey: Journey, index: int, step: Step, now: dateti
         "updated_at = ? WHERE journey = ? AND status = 'active' AND step = ?",
         [now, now, journey.name, exit_index],
     )
+
+
+def _engagement(condition: exp.Expr, journey: Journey) -> exp.Expr:
+    """``message.STEP.opened`` / ``.clicked`` in a branch condition → an ``EXISTS`` over the
+    events of the instance's own email of that step (the ``messages`` row of the same journey,
+    customer and trigger key: its idempotency key is the events' ``properties.message_key``):
+    a person's open or click — machine opens and scanner clicks are flagged and do not count —
+    at or before the branch's due time (``wake_at``), so a late run decides as an on-time one."""
+    ids = {s.id.lower(): s.id for s in journey.steps}
+    for column in list(condition.find_all(exp.Column)):
+        if column.text("db") != "message":
+            continue
+        what = column.name
+        names = (OPENED, CLICKED) if what == "opened" else (CLICKED,)
+        inst = "journey_instances"
+        sql = (
+            "EXISTS (SELECT 1 FROM messages AS pm JOIN events AS pe ON "
+            "pe.properties->>'message_key' = pm.idempotency_key AND "
+            "pe.customer_id = pm.customer_id "
+            f"WHERE pm.journey = {inst}.journey AND pm.step = '{ids[column.table]}' "
+            f"AND pm.customer_id = {inst}.customer_id AND pm.trigger_key = {inst}.trigger_key "
+            "AND pe.type = 'track' AND pe.event IN ("
+            + ", ".join(f"'{n}'" for n in names)
+            + ") AND coalesce(pe.properties->>'machine', '') <> 'true' "
+            f"AND pe.timestamp <= {inst}.wake_at)"
+        )
+        replacement = sqlglot.parse_one(sql, read="duckdb")
+        if column is condition:
+            return replacement
+        column.replace(replacement)
+    return condition
 
 
 def _tag(wh: Warehouse, journey: Journey, index: int, step: Step, now: datetime) -> None:
