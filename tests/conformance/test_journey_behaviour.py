@@ -122,3 +122,101 @@ def test_a_branch_on_an_unknown_email_is_refused_with_where_it_is(
     error = caught.value
     text = str(error) + str(error.hint or "")
     assert said in text and "bad.yml" in text and "branch.if" in text, text
+
+
+WIN_BACK = """trigger: {segment: lapsed}
+exit_when: {segment: lapsed}
+steps:
+  - wait: 2d
+  - send: hello
+    with: {note: we miss you}
+"""
+
+
+def memberships(wh: Warehouse, *rows: tuple[str, datetime, datetime | None]) -> None:
+    data = [
+        {"segment": "lapsed", "customer_id": c, "entered_at": entered, "exited_at": exited}
+        for c, entered, exited in rows
+    ]
+    wh.load(table("segment_memberships"), arrow_rows("segment_memberships", data))
+
+
+@pytest.mark.parametrize("path", ["batch", "real time"])
+def test_leaving_the_exit_segment_ends_the_journey_with_its_reason(
+    shop: Shop,  # noqa: F811
+    path: str,
+) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write("journeys/win_back.yml", WIN_BACK)
+    wh = shop.wh
+    ids = ["stays", "leaves", "returns", "too_late"]
+    people(wh, *({"customer_id": c} for c in ids), consent=ids)
+    entered = NOW - HOUR
+    changes = [
+        {
+            "kind": "segment",
+            "name": "lapsed",
+            "customer_id": c,
+            "change": "entered",
+            "changed_at": entered,
+            "recorded_at": entered,
+        }
+        for c in ids
+    ]
+    wh.load(table("audience_changes"), arrow_rows("audience_changes", changes))
+    memberships(
+        wh,
+        ("stays", entered, None),
+        ("leaves", entered, NOW + DAY),  # bought something: no longer lapsed
+        ("returns", entered, NOW + DAY),  # left, then lapsed again before the email
+        ("returns", NOW + DAY + HOUR, None),
+        ("too_late", entered, NOW + 3 * DAY),  # left after the email was due
+    )
+    shop.run(NOW)
+    assert wh.scalar("SELECT count(*) FROM journey_instances WHERE status = 'active'") == 4
+
+    at = NOW + 4 * DAY  # a late run decides as one on time (the email was due at +2d)
+    if path == "batch":
+        shop.run(at)
+    else:
+        with clock.frozen(at):
+            tick(shop.session, now=at)
+    states = {
+        c: (s, r)
+        for c, s, r in wh.fetch("SELECT customer_id, status, exit_reason FROM journey_instances")
+    }
+    assert states == {
+        "stays": ("completed", "completed"),
+        "leaves": ("exited", "left_segment"),
+        "returns": ("completed", "completed"),
+        "too_late": ("completed", "completed"),
+    }
+    assert sorted(c for (c,) in wh.fetch("SELECT customer_id FROM messages")) == [
+        "returns",
+        "stays",
+        "too_late",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("exit_when", "said"),
+    [
+        ("{segmnt: lapsed}", "exit_when.segmnt"),
+        ("{}", "exit_when names a segment"),
+        ("{segment: 'no such'}", "is not a name"),
+    ],
+)
+def test_a_bad_exit_when_is_refused_with_where_it_is(
+    shop: Shop,  # noqa: F811
+    exit_when: str,
+    said: str,
+) -> None:
+    shop.write(
+        "journeys/bad.yml",
+        f"trigger: {{event: X}}\nexit_when: {exit_when}\nsteps:\n  - send: hello\n",
+    )
+    with pytest.raises(DefinitionError) as caught:
+        project_journeys(shop.session.project)
+    error = caught.value
+    text = str(error) + str(error.hint or "")
+    assert said in text and "bad.yml:2" in text, text

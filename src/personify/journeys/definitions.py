@@ -11,6 +11,7 @@ A journey file::
     goal:                                # leave the journey when this happens
       event: Order Completed
       key: properties.cart_id            # ... for the same cart
+    exit_when: {segment: shoppers}       # leave when no longer in this segment
     reentry: always                      # always | never | after 30d
     purpose: email_marketing             # consent purpose (default journeys.purpose)
     capped: true                         # counts toward (and obeys) the frequency cap
@@ -23,7 +24,7 @@ A journey file::
           recommendations: {from: recommendations, k: 4}
           discount: {from: discount, campaign: cart_rescue}
           currency: "€"                  # anything else is a literal
-      - branch: {if: "engagement_score > 50", then: thanks, else: exit}
+      - branch: {if: "engagement_score > 50 OR message.remind.clicked", then: thanks}
       - tag: rescued_cart
       - exit
 
@@ -208,6 +209,9 @@ class Journey:
     capped: bool
     enabled: bool
     file: str
+    exit_when: str | None = None
+    """``exit_when: {segment: NAME}``: instances end (``exit_reason = 'left_segment'``) once
+    the customer has left that segment since entering and is not back in it."""
 
     def step(self, step_id: str) -> Step | None:
         for s in self.steps:
@@ -312,6 +316,7 @@ def parse_journey(
             "description",
             "trigger",
             "goal",
+            "exit_when",
             "reentry",
             "purpose",
             "capped",
@@ -330,6 +335,7 @@ def parse_journey(
             "a goal matches the trigger's key, but the trigger has none",
             hint="add key: to the trigger (e.g. key: properties.cart_id)",
         )
+    exit_when = _exit_when(r, top["exit_when"]) if "exit_when" in top else None
     reentry, after = _reentry(r, top.get("reentry", "always"))
     steps_raw = top.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
@@ -351,7 +357,17 @@ def parse_journey(
         capped=bool(top.get("capped", True)),
         enabled=bool(top.get("enabled", True)),
         file=file,
+        exit_when=exit_when,
     )
+
+
+def _exit_when(r: _Reader, raw: Any) -> str:
+    spec = r.mapping(raw, ("exit_when",), {"segment"})
+    if "segment" not in spec:
+        raise r.fail(
+            ("exit_when",), "exit_when names a segment", hint="e.g. exit_when: {segment: lapsed}"
+        )
+    return r.text(spec["segment"], ("exit_when", "segment"), name=True)
 
 
 def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:

@@ -61,6 +61,8 @@ class JourneyCounts:
     skipped: dict[str, int] = field(default_factory=dict)
     """Messages decided but skipped at once, by status (``skipped_consent`` …)."""
     goal: int = 0
+    left_segment: int = 0
+    """Instances ended by ``exit_when`` (the customer left the segment)."""
     completed: int = 0
     exited: int = 0
     active: int = 0
@@ -97,6 +99,7 @@ def advance(
             break
         for index, step in enumerate(journey.steps):
             counts.goal += _goal_exits(wh, journey, now)  # before each step: due at wake_at
+            counts.left_segment += _segment_exits(wh, journey, now)
             _run_step(wh, journey, index, step, now, counts, context)
         counts.completed += _complete(wh, journey, now)
     else:
@@ -106,6 +109,7 @@ def advance(
             MAX_PASSES,
         )
     counts.goal += _goal_exits(wh, journey, now)
+    counts.left_segment += _segment_exits(wh, journey, now)
     counts.active = int(
         wh.scalar(
             "SELECT count(*) FROM journey_instances WHERE journey = ? AND status = 'active'",
@@ -316,6 +320,30 @@ def _goal_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
         f"updated_at = ? WHERE journey = ? AND status = 'active' AND {reached}"
     )
     return max(wh.execute(sql, [now, now, journey.name, *params]), 0)
+
+
+def _segment_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
+    """``exit_when: {segment: NAME}``: active instances whose customer left the segment
+    (``segment_memberships.exited_at``) between their trigger and their next step's due time (or
+    ``now``, whichever is earlier), and is not a member again at that time, leave with
+    ``exit_reason = 'left_segment'`` — read from membership times only, so a late run or a
+    replay at any ``--now`` decides as an on-time run would."""
+    if journey.exit_when is None:
+        return 0
+    at = "least(journey_instances.wake_at, CAST(? AS TIMESTAMPTZ))"
+    sql = (
+        "UPDATE journey_instances SET status = 'exited', exit_reason = 'left_segment', "
+        "exited_at = ?, updated_at = ? WHERE journey = ? AND status = 'active' AND EXISTS ("
+        "SELECT 1 FROM segment_memberships AS sx WHERE sx.segment = ? AND "
+        "sx.customer_id = journey_instances.customer_id AND "
+        f"sx.exited_at >= journey_instances.trigger_at AND sx.exited_at <= {at}) "
+        "AND NOT EXISTS (SELECT 1 FROM segment_memberships AS sm WHERE sm.segment = ? AND "
+        f"sm.customer_id = journey_instances.customer_id AND sm.entered_at <= {at} AND "
+        f"(sm.exited_at IS NULL OR sm.exited_at > {at}))"
+    )
+    segment = journey.exit_when
+    params = [now, now, journey.name, segment, now, segment, now, now]
+    return max(wh.execute(sql, params), 0)
 
 
 def goal_reached(wh: Warehouse, journey: Journey, keys: list[str], now: datetime) -> set[str]:

@@ -64,6 +64,7 @@ def journeys_report(wh: Warehouse, journeys: Sequence[Journey]) -> list[dict[str
             "goal": (
                 f"{j.goal.event}" + (f" by {j.goal.key}" if j.goal.key else "") if j.goal else None
             ),
+            "exit_when": f"left segment {j.exit_when}" if j.exit_when else None,
             "reentry": j.reentry + (f" {j.reentry_after}" if j.reentry_after else ""),
             "purpose": j.purpose,
             "capped": j.capped,

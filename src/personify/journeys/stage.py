@@ -217,6 +217,7 @@ def journeys_stage(session: Session) -> dict[str, int]:
         "decided": sum(r.decided for r in results),
         "skipped": sum(sum(r.skipped.values()) for r in results),
         "goal_reached": sum(r.goal for r in results),
+        "left_segment": sum(r.left_segment for r in results),
         "completed": sum(r.completed for r in results),
         "active": sum(r.active for r in results),
     }

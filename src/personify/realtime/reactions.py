@@ -135,7 +135,9 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
         if held:
             for journey in journeys:
                 counts = advance(wh, journey, now=at, context=context, entering=False)
-                done.advanced += bool(counts.decided or counts.completed or counts.goal)
+                done.advanced += bool(
+                    counts.decided or counts.completed or counts.goal or counts.left_segment
+                )
                 done.decided += counts.decided
         else:
             done.busy = True
