@@ -4,7 +4,7 @@ clicks (people's only, up to the branch's due time), batch and real time alike."
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tests.conformance.audience_data import arrow_rows
@@ -220,3 +220,41 @@ def test_a_bad_exit_when_is_refused_with_where_it_is(
     error = caught.value
     text = str(error) + str(error.hint or "")
     assert said in text and "bad.yml:2" in text, text
+
+
+def test_an_email_held_while_the_customer_left_the_exit_segment_is_not_sent(
+    shop: Shop,  # noqa: F811
+) -> None:
+    """Decided at 21:15, held by quiet hours until 08:00; one customer leaves the segment at
+    22:00: the send-time gate skips their email with the reason."""
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write("journeys/win_back.yml", WIN_BACK.replace("  - wait: 2d\n", ""))
+    shop.configure('journeys:\n  quiet_hours: {start: "21:00", end: "08:00"}\n')
+    wh = shop.wh
+    evening = datetime(2026, 3, 2, 21, 0, tzinfo=UTC)
+    ids = ["stays", "leaves"]
+    people(wh, *({"customer_id": c, "timezone": "Europe/London"} for c in ids), consent=ids)
+    changes = [
+        {
+            "kind": "segment",
+            "name": "lapsed",
+            "customer_id": c,
+            "change": "entered",
+            "changed_at": evening,
+            "recorded_at": evening,
+        }
+        for c in ids
+    ]
+    wh.load(table("audience_changes"), arrow_rows("audience_changes", changes))
+    memberships(wh, ("stays", evening, None), ("leaves", evening, evening + HOUR))
+    assert shop.run(evening + timedelta(minutes=15))["held"] == 2
+
+    morning = shop.run(datetime(2026, 3, 3, 8, 0, tzinfo=UTC))
+    assert morning["sent"] == 1 and morning["skipped_left_segment"] == 1
+    got = shop.messages()
+    assert got["stays:win_back"][0] == "sent"
+    assert got["leaves:win_back"] == (
+        "skipped_left_segment",
+        "step1",
+        "left the segment lapsed before sending",
+    )

@@ -330,20 +330,48 @@ def _segment_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
     replay at any ``--now`` decides as an on-time run would."""
     if journey.exit_when is None:
         return 0
-    at = "least(journey_instances.wake_at, CAST(? AS TIMESTAMPTZ))"
+    left, params = _left_condition(
+        journey.exit_when,
+        "journey_instances",
+        "least(journey_instances.wake_at, CAST(? AS TIMESTAMPTZ))",
+        [now],
+    )
     sql = (
         "UPDATE journey_instances SET status = 'exited', exit_reason = 'left_segment', "
-        "exited_at = ?, updated_at = ? WHERE journey = ? AND status = 'active' AND EXISTS ("
-        "SELECT 1 FROM segment_memberships AS sx WHERE sx.segment = ? AND "
-        "sx.customer_id = journey_instances.customer_id AND "
-        f"sx.exited_at >= journey_instances.trigger_at AND sx.exited_at <= {at}) "
-        "AND NOT EXISTS (SELECT 1 FROM segment_memberships AS sm WHERE sm.segment = ? AND "
-        f"sm.customer_id = journey_instances.customer_id AND sm.entered_at <= {at} AND "
-        f"(sm.exited_at IS NULL OR sm.exited_at > {at}))"
+        f"exited_at = ?, updated_at = ? WHERE journey = ? AND status = 'active' AND {left}"
     )
-    segment = journey.exit_when
-    params = [now, now, journey.name, segment, now, segment, now, now]
-    return max(wh.execute(sql, params), 0)
+    return max(wh.execute(sql, [now, now, journey.name, *params]), 0)
+
+
+def left_segment(wh: Warehouse, journey: Journey, keys: list[str], now: datetime) -> set[str]:
+    """The messages among ``keys`` (idempotency keys of ``journey``'s) whose customer left the
+    journey's ``exit_when`` segment between the instance's trigger and ``now`` and is not back
+    in it: decided, but not to be sent any more (it left while the email was held)."""
+    if journey.exit_when is None or not keys:
+        return set()
+    left, params = _left_condition(journey.exit_when, "i", "CAST(? AS TIMESTAMPTZ)", [now])
+    rows = wh.fetch(
+        "SELECT m.idempotency_key FROM messages AS m JOIN journey_instances AS i ON "
+        "i.journey = m.journey AND i.customer_id = m.customer_id AND i.trigger_key = "
+        f"m.trigger_key WHERE m.idempotency_key IN ({', '.join('?' for _ in keys)}) AND {left}",
+        [*keys, *params],
+    )
+    return {str(k) for (k,) in rows}
+
+
+def _left_condition(
+    segment: str, inst: str, until: str, until_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """The SQL condition "the customer of instance ``inst`` left ``segment`` after its trigger,
+    by ``until``, and is not a member again at ``until``", and its parameters."""
+    sql = (
+        "(EXISTS (SELECT 1 FROM segment_memberships AS sx WHERE sx.segment = ? AND "
+        f"sx.customer_id = {inst}.customer_id AND sx.exited_at >= {inst}.trigger_at AND "
+        f"sx.exited_at <= {until}) AND NOT EXISTS (SELECT 1 FROM segment_memberships AS sm "
+        f"WHERE sm.segment = ? AND sm.customer_id = {inst}.customer_id AND "
+        f"sm.entered_at <= {until} AND (sm.exited_at IS NULL OR sm.exited_at > {until})))"
+    )
+    return sql, [segment, *until_params, segment, *until_params, *until_params]
 
 
 def goal_reached(wh: Warehouse, journey: Journey, keys: list[str], now: datetime) -> set[str]:

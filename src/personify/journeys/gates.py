@@ -8,7 +8,8 @@ whether a send now would go out. In order, the first that applies:
    to consent for the message's purpose granted after it) ⇒ ``skipped_suppressed``;
 2. **no consent** for the purpose by email (fail-closed) ⇒ ``skipped_consent``;
 3. **goal reached** since the trigger (the cart bought while the email waited) ⇒
-   ``skipped_goal``;
+   ``skipped_goal``; the customer **left the journey's** ``exit_when`` **segment** (and is not
+   back in it) ⇒ ``skipped_left_segment``;
 4. **quiet hours** of the customer's local day ⇒ ``held`` until they end;
 5. **frequency cap** — capped journeys' emails sent to the customer within the window are at the
    cap ⇒ ``skipped_frequency`` (the send loop also counts its own batch's messages);
@@ -28,7 +29,7 @@ from personify.audiences.schedule import parse_duration
 from personify.config import JourneySettings, Project
 from personify.journeys.decide import allowed, blocking, suppressions_of
 from personify.journeys.definitions import Journey
-from personify.journeys.engine import goal_reached
+from personify.journeys.engine import goal_reached, left_segment
 from personify.journeys.localtime import quiet_until, zone
 from personify.messages import read_customers
 from personify.privacy.consent import is_marketing
@@ -46,7 +47,7 @@ class Gate:
 
     outcome: str
     """``send``, ``held`` (quiet hours), or the status it would get: ``skipped_suppressed``,
-    ``skipped_consent``, ``skipped_goal``, ``skipped_frequency``."""
+    ``skipped_consent``, ``skipped_goal``, ``skipped_left_segment``, ``skipped_frequency``."""
     reason: str | None = None
     """Why, in words (what ``messages.error`` records); ``None`` for ``send``."""
     until: datetime | None = None
@@ -87,6 +88,8 @@ class Gates:
     profiles: Mapping[str, Mapping[str, Any]]
     reached: set[str]
     """Message keys whose journey instance reached its goal."""
+    left: set[str]
+    """Message keys whose customer left their journey's ``exit_when`` segment."""
     capped: dict[str, int]
     """Customer → capped journeys' emails sent within the cap's window (the send loop adds its
     batch's as it goes)."""
@@ -106,6 +109,10 @@ class Gates:
             return Gate("skipped_consent", f"no consent for {purpose} by email at send time")
         if message.key in self.reached and journey is not None and journey.goal is not None:
             return Gate("skipped_goal", f"goal reached before sending ({journey.goal.event})")
+        if message.key in self.left and journey is not None and journey.exit_when is not None:
+            return Gate(
+                "skipped_left_segment", f"left the segment {journey.exit_when} before sending"
+            )
         if (hold := self.quiet(self.profiles.get(who))) is not None:
             quiet = self.settings.quiet_hours
             assert quiet is not None
@@ -146,10 +153,12 @@ def load(
         if reason not in reasons.setdefault(customer, []):
             reasons[customer].append(reason)
     reached: set[str] = set()
+    left: set[str] = set()
     for name in sorted({m.journey for m in messages if m.journey}):
         if (journey := journeys.get(name)) is not None:
             keys = [m.key for m in messages if m.journey == name]
             reached |= goal_reached(wh, journey, keys, now)
+            left |= left_segment(wh, journey, keys, now)
     return Gates(
         project=project,
         journeys=journeys,
@@ -163,6 +172,7 @@ def load(
         consent={p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes},
         profiles=read_customers(wh, ids),
         reached=reached,
+        left=left,
         capped=capped_sent(wh, project.config.journeys, journeys, ids, now, exclude),
     )
 
