@@ -681,7 +681,12 @@ JOURNEY_INSTANCES = Table(
         C("entered_at", TS, False, "The run (--now) that entered it"),
         C("updated_at", TS, False),
         C("exited_at", TS),
-        C("exit_reason", S, doc="completed, goal (the goal event happened) or exit (an exit step)"),
+        C(
+            "exit_reason",
+            S,
+            doc="completed, goal (the goal event happened), left_segment (exit_when: the "
+            "customer left the segment), exit (an exit step) or merged",
+        ),
     ),
     primary_key=("journey", "customer_id", "trigger_key"),
     indexes=(("journey", "status", "wake_at"), ("customer_id",)),

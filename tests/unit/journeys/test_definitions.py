@@ -263,3 +263,27 @@ def test_the_scaffold_experiment_example_parses_when_uncommented() -> None:
     assert step.experiment.holdout == pytest.approx(0.1)
     assert step.experiment.weights == {"as_written": 1.0, "we_miss_you": 1.0}
     assert step.experiment.name == "re_engagement.step1"
+
+
+def test_a_branch_reads_the_engagement_of_an_earlier_send_step_by_its_id() -> None:
+    from personify.journeys.definitions import Journey
+    from personify.journeys.engine import _engagement
+
+    journey = parse(
+        "trigger: {event: X}\nsteps:\n  - id: Re-mind\n    send: t\n"
+        '  - branch: {if: "message.\\"re-mind\\".opened AND NOT message.\\"Re-mind\\".clicked"}\n'
+    )
+    assert isinstance(journey, Journey)
+    condition = journey.steps[1].condition
+    assert condition is not None
+    assert condition.columns == ("message.re-mind.opened", "message.re-mind.clicked")
+    sql = _engagement(condition.tree.copy(), journey).sql(dialect="duckdb")
+    assert sql.count("pm.step = 'Re-mind'") == 2, sql
+    assert "'Email Opened', 'Email Link Clicked'" in sql and "<> 'true'" in sql
+
+
+def test_only_a_journey_branch_reads_engagement_not_a_rule() -> None:
+    from personify.audiences.expressions import ExpressionError, check_expression, profile_columns
+
+    with pytest.raises(ExpressionError, match="qualified column"):
+        check_expression("message.remind.opened", dialect="duckdb", columns=profile_columns())
