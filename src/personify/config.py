@@ -755,6 +755,11 @@ class EmailSettings(_Base, frozen=True):
     (``personify serve`` answers ``/unsubscribe/{token}``)."""
     unsubscribe_mailto: str | None = None
     """An address for ``mailto:`` unsubscribes (``List-Unsubscribe``), if any."""
+    unsubscribe_scope: Literal["all", "purpose"] = "all"
+    """What an unsubscribe link stops. ``all``: every marketing email (a suppression of the
+    customer and their address). ``purpose``: only the consent purpose of the email the link
+    came in (e.g. ``newsletter``) is revoked, with proof; mail of other purposes keeps going.
+    Bounces, complaints and erasures suppress everything either way."""
     connected_allow: tuple[str, ...] = ()
     """Networks (``10.1.2.0/24``, ``127.0.0.1``) or host names that templates' connected
     content may reach although they are not public; everything else must resolve to public

@@ -25,7 +25,7 @@ from personify.delivery.events import EspEvent
 from personify.delivery.tokens import UnsubscribeClaim
 from personify.privacy.audit import log_action
 from personify.privacy.consent import record
-from personify.privacy.crypto import is_encrypted
+from personify.privacy.crypto import is_encrypted, project_ring
 from personify.privacy.erase import erased_customer
 from personify.privacy.fields import decrypt_rows, lookup
 from personify.privacy.hashing import hash_normalized, identifier_hash, project_key
@@ -110,13 +110,18 @@ def unsubscribe(
     claim: UnsubscribeClaim,
     *,
     form: str = "list-unsubscribe one-click",
+    proof: Mapping[str, Any] | None = None,
     at: datetime | None = None,
 ) -> Unsubscribed:
     """Suppress the customer of a verified unsubscribe token (their id and current address)
     and record the token's purpose as ``revoked`` in the consent history (and the audit log) —
-    once: a repeat changes nothing. The revocation is recorded whenever the purpose is not
-    revoked already, even when every suppression row existed (a person back after erasure
-    holds their tombstones: without it, consent they granted since would let them through).
+    once: a repeat changes nothing. With ``email.unsubscribe_scope: purpose`` only the
+    revocation is written, no suppression: mail of the person's other purposes keeps going.
+    ``proof`` (``ip``, ``user_agent``) is stored with ``form`` in the history, encrypted
+    under the project's key ring when there is one. The revocation is recorded whenever the
+    purpose is not revoked already, even when every suppression row existed (a person back
+    after erasure holds their tombstones: without it, consent they granted since would let
+    them through).
     The token of an erased customer changes nothing either
     (:func:`~personify.privacy.erase.erased_customer`: their tombstones suppress them, and a
     new row would keep their id). Raises ConfigError without a ``signing_key``."""
@@ -126,6 +131,20 @@ def unsubscribe(
     if erased_customer(wh, key, claim.customer_id) or erased_customer(wh, key, customer_id):
         # suppressed by their tombstones already; a row here would bring the id back in clear
         return Unsubscribed(customer_id, False)
+    evidence = {**(proof or {}), "form": form}
+    if project.config.email.unsubscribe_scope == "purpose":
+        return Unsubscribed(
+            customer_id,
+            revoke_purpose(
+                wh,
+                project,
+                customer_id,
+                claim.purpose,
+                source=UNSUBSCRIBE_SOURCE,
+                proof=evidence,
+                at=at,
+            ),
+        )
     emails = [
         str(row["email"])
         for row in decrypt_rows(  # an encrypted address (privacy.encrypted_fields) in plain
@@ -157,7 +176,8 @@ def unsubscribe(
                 status="revoked",
                 source=UNSUBSCRIBE_SOURCE,
                 at=at,
-                proof={"form": form},
+                proof=evidence,
+                cipher=project_ring(project),
             )
         if written or revoke:
             log_action(
@@ -169,6 +189,45 @@ def unsubscribe(
                 detail={"purpose": claim.purpose, "status": "revoked", "suppressed": True},
             )
     return Unsubscribed(customer_id, bool(written) or revoke)
+
+
+def revoke_purpose(
+    wh: Warehouse,
+    project: Project,
+    customer_id: str,
+    purpose: str,
+    *,
+    source: str,
+    proof: Mapping[str, Any],
+    at: datetime | None = None,
+) -> bool:
+    """Revoke ``purpose`` by email for ``customer_id`` (a current customer id) — the consent
+    history row with ``proof``, the current state, the audit log — and nothing else: no
+    suppression, so the person's other purposes still send. Returns whether anything changed
+    (``False`` when the purpose was revoked already)."""
+    at = at or clock.now()
+    with wh.transaction():
+        if _revoked(wh, customer_id, purpose):
+            return False
+        record(
+            wh,
+            subject=customer_id,
+            purpose=purpose,
+            status="revoked",
+            source=source,
+            at=at,
+            proof=proof,
+            cipher=project_ring(project),
+        )
+        log_action(
+            wh,
+            action="consent",
+            actor=source,
+            customer_id=customer_id,
+            key=project_key(project),
+            detail={"purpose": purpose, "status": "revoked", "suppressed": False},
+        )
+    return True
 
 
 def _revoked(wh: Warehouse, customer_id: str, purpose: str) -> bool:

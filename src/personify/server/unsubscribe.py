@@ -6,7 +6,9 @@
   ``List-Unsubscribe=One-Click``) and the page's own form both land here. The token is verified
   (:func:`personify.delivery.tokens.verify`, HMAC with the project's ``signing_key``); a valid one
   suppresses the customer (:func:`personify.delivery.suppress.unsubscribe`: ``suppressions``
-  rows, the purpose revoked in the consent history) so the next send is stopped. Doing it again
+  rows, the purpose revoked in the consent history with the request's IP and user agent) so the
+  next send is stopped; with ``email.unsubscribe_scope: purpose`` only the token's purpose is
+  revoked and nothing is suppressed (the person's other purposes keep sending). Doing it again
   changes nothing and answers the same page. A forged, altered or malformed token answers 400
   and changes nothing. A token that names its message (every link sent since tokens carry
   ``m``) also records an ``Email Unsubscribed`` event for that message
@@ -133,9 +135,21 @@ async def unsubscribe_page(request: Request) -> Response:
     )
 
 
-def _apply(state: ServerState, claim: UnsubscribeClaim, form: str) -> Unsubscribed:
+def proof_of(request: Request) -> dict[str, str]:
+    """The request's proof for the consent history: the sender's IP and user agent."""
+    proof: dict[str, str] = {}
+    if request.client:
+        proof["ip"] = request.client.host
+    if agent := request.headers.get("user-agent"):
+        proof["user_agent"] = agent
+    return proof
+
+
+def _apply(
+    state: ServerState, claim: UnsubscribeClaim, form: str, proof: dict[str, str]
+) -> Unsubscribed:
     session = state.session
-    done = unsubscribe(session.warehouse, session.project, claim, form=form)
+    done = unsubscribe(session.warehouse, session.project, claim, form=form, proof=proof)
     if claim.message_key is not None:  # after the suppression: that is what must not be lost
         record_feedback(
             session.warehouse, session.project, claim.message_key, claim.customer_id, "unsubscribed"
@@ -173,7 +187,7 @@ async def unsubscribe_post(request: Request) -> Response:
         return _test_page()
     one_click = b"One-Click" in body  # urlencoded or multipart/form-data (RFC 8058 allows both)
     form = "list-unsubscribe one-click" if one_click else "unsubscribe page"
-    done = await run_in_threadpool(_apply, state, claim, form)
+    done = await run_in_threadpool(_apply, state, claim, form, proof_of(request))
     _counter(state).inc(outcome="new" if done.new else "repeat")
     return _page(
         "Unsubscribed",

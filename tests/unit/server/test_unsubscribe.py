@@ -258,3 +258,42 @@ def test_a_test_sends_link_unsubscribes_nobody(session: Session) -> None:
     # the same token under another key is forged, as ever
     forged = path[:-2] + ("AA" if not path.endswith("AA") else "BB")
     assert call(session, "POST", forged, **ONE_CLICK).status_code == 400
+
+
+def _scoped(project_dir: Path, extra: str = "") -> Session:
+    """The session of ``project_dir`` with ``email.unsubscribe_scope: purpose`` (and ``extra``
+    lines under ``email:``)."""
+    yml = project_dir / "personify.yml"
+    text = yml.read_text(encoding="utf-8")
+    yml.write_text(
+        text.replace("email:\n", "email:\n  unsubscribe_scope: purpose\n" + extra, 1),
+        encoding="utf-8",
+    )
+    return Session(load_project(project_dir))
+
+
+def test_scope_purpose_revokes_the_tokens_purpose_with_proof(
+    session: Session, project_dir: Path
+) -> None:
+    """``email.unsubscribe_scope: purpose``: the one-click POST revokes the token's purpose
+    (proof: form, IP, user agent), writes no suppression, and the person's other purpose still
+    passes the gate."""
+    record(session.warehouse, subject="c-42", purpose="news", status="granted", source="t", at=WHEN)
+    session.close()
+    scoped = _scoped(project_dir)
+    try:
+        wh = scoped.warehouse
+        url = unsubscribe_for(scoped.project, "c-42", "marketing").url
+        path = "/unsubscribe/" + url.rsplit("/unsubscribe/", 1)[1]
+        headers = {**ONE_CLICK["headers"], "user-agent": "MailClient/2"}
+        for _ in range(2):
+            got = call(scoped, "POST", path, content=ONE_CLICK["content"], headers=headers)
+            assert got.status_code == 200 and "unsubscribed" in got.text
+        assert rows(scoped) == [] and suppressed(wh, ["c-42"]) == set()
+        assert consented(wh, ["c-42", "c-7"], purpose="marketing") == {"c-7"}
+        assert consented(wh, ["c-42"], purpose="news") == {"c-42"}
+        assert wh.fetch(
+            "SELECT purpose, form, ip, user_agent FROM consent_history WHERE status = 'revoked'"
+        ) == [("marketing", "list-unsubscribe one-click", "127.0.0.1", "MailClient/2")]
+    finally:
+        scoped.close()
