@@ -741,6 +741,15 @@ class EspDelivery(_DeliveryBase, frozen=True, kw_only=True, tag="esp", tag_field
 Delivery = OutboxDelivery | SmtpDelivery | EspDelivery
 
 
+class Topic(_Base, frozen=True):
+    """A consent purpose offered on the preference page (``email.topics``)."""
+
+    label: str
+    """What the person reads next to the checkbox."""
+    description: str = ""
+    """An optional line under the label."""
+
+
 class EmailSettings(_Base, frozen=True):
     """The sender of every email and where its unsubscribe links point."""
 
@@ -760,6 +769,14 @@ class EmailSettings(_Base, frozen=True):
     customer and their address). ``purpose``: only the consent purpose of the email the link
     came in (e.g. ``newsletter``) is revoked, with proof; mail of other purposes keeps going.
     Bounces, complaints and erasures suppress everything either way."""
+    preferences_url: str | None = None
+    """Base of the preference page link (``{{ preferences_url }}`` in templates); the signed
+    token is appended (``personify serve`` answers ``/preferences/{token}``). Default: the
+    scheme and host of ``unsubscribe_url`` with ``/preferences/``."""
+    topics: dict[str, Topic] = msgspec.field(default_factory=dict)
+    """The marketing purposes a person may choose on the preference page, by purpose:
+    ``{newsletter: {label: "Weekly newsletter"}}``. Each is a consent purpose journeys send
+    under (``journeys.purpose`` or a journey's ``purpose``)."""
     connected_allow: tuple[str, ...] = ()
     """Networks (``10.1.2.0/24``, ``127.0.0.1``) or host names that templates' connected
     content may reach although they are not public; everything else must resolve to public

@@ -84,7 +84,21 @@ def unsubscribe_for(
     a key."""
     token = sign(project_key(project), customer_id, purpose, message_key)
     settings = project.config.email
-    return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
+    return Unsubscribe(
+        settings.unsubscribe_url + token,
+        settings.unsubscribe_mailto,
+        preferences_base(project) + token,
+    )
+
+
+def preferences_base(project: Project) -> str:
+    """Where preference page links point, the token to be appended: ``email.preferences_url``,
+    by default the scheme and host of ``email.unsubscribe_url`` with ``/preferences/``."""
+    settings = project.config.email
+    if settings.preferences_url:
+        return settings.preferences_url
+    scheme, sep, rest = settings.unsubscribe_url.partition("://")
+    return f"{scheme}{sep}{rest.split('/', 1)[0]}/preferences/" if sep else "/preferences/"
 
 
 def test_unsubscribe(project: Project, purpose: str = DEFAULT_PURPOSE) -> Unsubscribe:
@@ -92,7 +106,11 @@ def test_unsubscribe(project: Project, purpose: str = DEFAULT_PURPOSE) -> Unsubs
     shaped like a customer's, unsubscribing nobody. Raises ConfigError without a key."""
     settings = project.config.email
     token = sign_test(project_key(project), purpose)
-    return Unsubscribe(settings.unsubscribe_url + token, settings.unsubscribe_mailto)
+    return Unsubscribe(
+        settings.unsubscribe_url + token,
+        settings.unsubscribe_mailto,
+        preferences_base(project) + token,
+    )
 
 
 def compose(
@@ -136,7 +154,8 @@ def prepare(
     store: TemplateStore | None = None,
 ) -> Envelope:
     """Everything between a decision and a transport: read the customer now, sign their
-    unsubscribe link (``unsubscribe_url`` in the context), render, build the MIME message.
+    unsubscribe link (``unsubscribe_url`` and ``preferences_url`` in the context), render,
+    build the MIME message.
 
     Raises :class:`~personify.messages.RenderError` (record the message as failed with
     ``err.reason``), :class:`AddressError` (no usable address) or NotFound."""
@@ -165,7 +184,8 @@ def prepare_one(
         purpose or project.config.journeys.purpose,
         message_key=key,
     )
-    context = build_context(customer, {"unsubscribe_url": unsubscribe.url, **(variables or {})})
+    links = {"unsubscribe_url": unsubscribe.url, "preferences_url": unsubscribe.preferences or ""}
+    context = build_context(customer, {**links, **(variables or {})})
     if template.connected:  # fetched now; a variable the caller gives wins
         wanted = [c for c in template.connected if c.name not in context]
         policy = AddressPolicy.from_config(project.config.email.connected_allow)

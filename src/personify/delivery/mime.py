@@ -54,6 +54,8 @@ class Unsubscribe:
 
     url: str
     mailto: str | None = None
+    preferences: str | None = None
+    """The preference page of the same token (``{{ preferences_url }}``), if known."""
 
 
 class Named(Protocol):

@@ -111,6 +111,7 @@ def unsubscribe(
     *,
     form: str = "list-unsubscribe one-click",
     proof: Mapping[str, Any] | None = None,
+    scope: str | None = None,
     at: datetime | None = None,
 ) -> Unsubscribed:
     """Suppress the customer of a verified unsubscribe token (their id and current address)
@@ -118,10 +119,11 @@ def unsubscribe(
     once: a repeat changes nothing. With ``email.unsubscribe_scope: purpose`` only the
     revocation is written, no suppression: mail of the person's other purposes keeps going.
     ``proof`` (``ip``, ``user_agent``) is stored with ``form`` in the history, encrypted
-    under the project's key ring when there is one. The revocation is recorded whenever the
-    purpose is not revoked already, even when every suppression row existed (a person back
-    after erasure holds their tombstones: without it, consent they granted since would let
-    them through).
+    under the project's key ring when there is one. ``scope`` (``all`` or ``purpose``)
+    overrides the project's: the preference page's "unsubscribe from everything" is ``all``.
+    The revocation is recorded whenever the purpose is not revoked already, even when every
+    suppression row existed (a person back after erasure holds their tombstones: without it,
+    consent they granted since would let them through).
     The token of an erased customer changes nothing either
     (:func:`~personify.privacy.erase.erased_customer`: their tombstones suppress them, and a
     new row would keep their id). Raises ConfigError without a ``signing_key``."""
@@ -132,7 +134,7 @@ def unsubscribe(
         # suppressed by their tombstones already; a row here would bring the id back in clear
         return Unsubscribed(customer_id, False)
     evidence = {**(proof or {}), "form": form}
-    if project.config.email.unsubscribe_scope == "purpose":
+    if (scope or project.config.email.unsubscribe_scope) == "purpose":
         return Unsubscribed(
             customer_id,
             revoke_purpose(

@@ -43,6 +43,7 @@ from personify.server import (
     engagement,
     esp_webhooks,
     ops,
+    preferences,
     privacy,
     profiles,
     test_sends,
@@ -70,6 +71,7 @@ ROUTE_GROUPS: tuple[RouteGroup, ...] = (
     esp_webhooks.routes,
     webhooks.routes,
     unsubscribe.routes,
+    preferences.routes,
     engagement.routes,
 )
 """Route groups every server has, in matching order."""

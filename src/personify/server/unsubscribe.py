@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from personify.delivery import preferences_base
 from personify.delivery.suppress import Unsubscribed, unsubscribe
 from personify.delivery.tokens import UnsubscribeClaim, is_test, project_key, verify
 from personify.engagement.record import record_feedback
@@ -131,8 +132,18 @@ async def unsubscribe_page(request: Request) -> Response:
         "Unsubscribe",
         "<h1>Unsubscribe</h1><p>Stop receiving these emails?</p>"
         '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        '<button type="submit">Unsubscribe</button></form>',
+        '<button type="submit">Unsubscribe</button></form>'
+        + _choose(state_of(request), str(request.path_params["token"])),
     )
+
+
+def _choose(state: ServerState, token: str) -> str:
+    """A link to the preference page of the same token, when the project offers topics."""
+    project = state.session.project
+    if not project.config.email.topics:
+        return ""
+    url = html.escape(preferences_base(project) + token)
+    return f'<p><a href="{url}">Choose which emails you get instead</a></p>'
 
 
 def proof_of(request: Request) -> dict[str, str]:

@@ -168,3 +168,27 @@ def test_unsubscribe_link_revokes_the_purpose_sent_under(
         warehouse, project, "abandoned_cart", items, date=WHEN, purpose="newsletter"
     )
     assert claimed(news) == "newsletter"
+
+
+def test_templates_get_the_preference_page_of_the_same_token(
+    warehouse: Warehouse, project_dir: Path
+) -> None:
+    """``{{ preferences_url }}``: the preference page, signed with the same token as the
+    email's ``List-Unsubscribe`` link (customer, purpose, message)."""
+    (project_dir / "templates" / "prefs.liquid").write_text(
+        '---\nsubject: s\nlayout: base\n---\n<p><a href="{{ preferences_url }}">Manage</a></p>\n'
+    )
+    project = load_project(project_dir)
+    load(warehouse, [{"customer_id": "c1", "email": "ann@x.org"}])
+    out = prepare_batch(
+        warehouse, project, "prefs", [("k1", "c1", {})], date=WHEN, purpose="newsletter"
+    )
+    envelope = out[0]
+    assert isinstance(envelope, Envelope)
+    message = parse(envelope.raw)
+    token = message["List-Unsubscribe"].split("/unsubscribe/")[1].split(">")[0]
+    text = message.get_body(("plain",))
+    assert text is not None
+    assert f"http://127.0.0.1:8787/preferences/{token}" in text.get_content()
+    claim = verify(project_key(project), token)
+    assert claim is not None and (claim.customer_id, claim.purpose) == ("c1", "newsletter")
