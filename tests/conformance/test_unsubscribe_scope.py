@@ -1,21 +1,24 @@
 """``email.unsubscribe_scope: purpose`` on every backend (DuckDB, PostgreSQL): an unsubscribe
 revokes only the token's purpose — with proof, no suppression — so a journey of another purpose
-still sends, the ``sendable`` view and the send gate agree, and a bounce still stops everything."""
+still sends, the ``sendable`` view and the send gate agree, and a bounce still stops everything.
+A pause (the preference page's) stops its purpose until it ends, in the gate and the view."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 
+from personify import clock
 from personify.config import Project, parse_config
 from personify.delivery.events import EspEvent
 from personify.delivery.suppress import apply_events, unsubscribe
 from personify.delivery.tokens import UnsubscribeClaim
 from personify.journeys.decide import allowed, suppressed
-from personify.privacy.consent import record
-from personify.warehouse import Warehouse, table
+from personify.privacy.consent import consented, pause, paused_until, record, resume
+from personify.warehouse import Warehouse, connect, table
+from personify.warehouse.migrations import migrate
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -110,3 +113,37 @@ def test_scope_all_still_suppresses_every_purpose(warehouse: Warehouse, tmp_path
     assert warehouse.fetch("SELECT ip FROM consent_history WHERE status = 'revoked'") == [
         ("192.0.2.1",)
     ]
+
+
+def test_a_pause_stops_that_purpose_until_it_ends(warehouse: Warehouse) -> None:
+    """``consent_pauses``: paused people are left out by the send gate and the ``sendable`` view
+    alike, for the paused purpose only, until the pause ends — consent untouched."""
+    _world(warehouse)
+    now = clock.now()
+    pause(warehouse, "c1", ["promotions"], until=now + timedelta(days=30), source="test")
+    assert paused_until(warehouse, "c1") == now + timedelta(days=30)
+    assert _gate(warehouse, "promotions") == _view(warehouse, "promotions") == {"c2"}
+    assert _gate(warehouse, "newsletter") == _view(warehouse, "newsletter") == {"c1", "c2"}
+    assert consented(warehouse, ["c1"], purpose="promotions", paused=False) == {"c1"}
+    # a pause that is over stops nothing (nobody has to lift it)
+    pause(warehouse, "c1", ["promotions"], until=now - timedelta(seconds=1), source="test")
+    assert paused_until(warehouse, "c1") is None
+    assert _gate(warehouse, "promotions") == _view(warehouse, "promotions") == {"c1", "c2"}
+    pause(warehouse, "c2", PURPOSES, until=now + timedelta(days=90), source="test")
+    assert resume(warehouse, "c2") == 2
+    assert _gate(warehouse, "newsletter") == _view(warehouse, "newsletter") == {"c1", "c2"}
+
+
+def test_migration_24_adds_pauses_to_an_older_warehouse(warehouse_url: str) -> None:
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=19)
+        wh.execute("DROP VIEW sendable")
+        wh.execute("DROP TABLE consent_pauses")  # the layout before migration 24
+        wh.execute(
+            "CREATE VIEW sendable AS SELECT segment, customer_id, customer_id AS email, "
+            "'x' AS purpose, entered_at FROM segment_memberships"
+        )
+        assert migrate(wh) == [24]
+        _world(wh)
+        pause(wh, "c1", ["promotions"], until=clock.now() + timedelta(days=1), source="test")
+        assert _view(wh, "promotions") == {"c2"}

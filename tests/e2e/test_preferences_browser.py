@@ -1,6 +1,7 @@
 """The preference page (``/preferences/{token}``) in real headless Chromium against ``personify
 serve``: the boxes show the person's state, saving records each change with the browser's proof,
-and "unsubscribe from everything" suppresses — the form POSTed by the browser itself."""
+a pause is taken and ended, and "unsubscribe from everything" suppresses — the form POSTed by the
+browser itself."""
 
 from __future__ import annotations
 
@@ -88,6 +89,15 @@ def test_choose_topics_then_leave_everything_in_a_browser(served: Server) -> Non
             assert all("HeadlessChrome" in c["user_agent"] for c in changes)
             none = query(served.project, "SELECT count(*) AS n FROM suppressions")
             assert none[0]["n"] == 0
+
+            page.get_by_role("button", name="Pause all emails for 30 days").click()
+            page.get_by_text("Our emails are paused until").wait_for()
+            paused = query(served.project, "SELECT purpose FROM consent_pauses ORDER BY 1")
+            assert [r["purpose"] for r in paused] == ["news", "promos"]
+            assert page.locator("input[value=promos]").is_checked()  # consent untouched
+            page.get_by_role("button", name="Resume now").click()
+            page.get_by_text("Our emails are no longer paused.").wait_for()
+            assert query(served.project, "SELECT count(*) AS n FROM consent_pauses")[0]["n"] == 0
 
             page.get_by_role("button", name="Unsubscribe from everything").click()
             page.get_by_text("You are unsubscribed from all our emails.").first.wait_for()

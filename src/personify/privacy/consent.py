@@ -30,7 +30,7 @@ from personify import clock
 from personify.errors import PersonifyError
 from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import UNNEST, Warehouse
-from personify.warehouse.schema import CONSENT_HISTORY, CONSENT_KINDS, CONSENTS
+from personify.warehouse.schema import CONSENT_HISTORY, CONSENT_KINDS, CONSENT_PAUSES, CONSENTS
 
 Status = Literal["granted", "revoked"]
 STATUSES: tuple[str, ...] = ("granted", "revoked")
@@ -97,6 +97,13 @@ WHERE agg.granted_at IS NOT NULL AND agg.refusals = 0
 """
 )
 
+_UNPAUSED_SQL = """  AND NOT EXISTS (
+    SELECT 1 FROM own JOIN consent_pauses AS p ON p.customer_id = own.key
+    WHERE own.id = agg.id AND p.purpose = ? AND p.channel = ? AND p.paused_until > ?
+  )
+"""
+"""A pause the person asked for (``consent_pauses``) and not over at the given instant."""
+
 
 def _kinds(source_kinds: Mapping[str, str] | None) -> tuple[str, list[Any]]:
     """The ``sk`` relation (source → id kind): the stored copy, or ``source_kinds`` given."""
@@ -113,11 +120,14 @@ def consented(
     purpose: str,
     channel: str = "email",
     source_kinds: Mapping[str, str] | None = None,
+    paused: bool = True,
 ) -> set[str]:
     """The ids among ``customer_ids`` that may be contacted for ``purpose`` on ``channel`` now.
 
     One query for the whole batch. Fail-closed (see the module docstring): no record, any
-    revocation among the person's identifiers, or a suppression (marketing purposes) ⇒ left out.
+    revocation among the person's identifiers, or a suppression (marketing purposes) ⇒ left out;
+    so is a pause not over yet (``consent_pauses``) unless ``paused=False`` (who has consent,
+    paused or not: what the preference page shows as chosen).
     ``source_kinds`` (source → id kind, as ``identity.source_kinds``) defaults to the copy the
     privacy stage keeps in ``consent_kinds``.
     """
@@ -135,7 +145,61 @@ def consented(
         channel,
         is_marketing(purpose),
     ]
+    if paused:
+        sql += _UNPAUSED_SQL
+        params += [purpose, channel, clock.now()]
     return {str(r[0]) for r in wh.fetch(sql, params)}
+
+
+def pause(
+    wh: Warehouse,
+    customer_id: str,
+    purposes: Sequence[str],
+    *,
+    until: datetime,
+    source: str,
+    channel: str = "email",
+    at: datetime | None = None,
+) -> None:
+    """Pause mail to ``customer_id`` for ``purposes`` until ``until`` (a row per purpose in
+    ``consent_pauses``, replacing an earlier pause). Consent is untouched: when the pause is
+    over, mail resumes by itself."""
+    at = at or clock.now()
+    if not purposes:
+        return
+    ts = pa.timestamp("us", tz="UTC")
+    n = len(purposes)
+    wh.load(
+        CONSENT_PAUSES,
+        pa.table(
+            {
+                "customer_id": [customer_id] * n,
+                "purpose": list(purposes),
+                "channel": [channel] * n,
+                "paused_until": pa.array([until] * n, ts),
+                "paused_at": pa.array([at] * n, ts),
+                "source": [source] * n,
+            }
+        ),
+        on_conflict="update",
+    )
+
+
+def resume(wh: Warehouse, customer_id: str, channel: str = "email") -> int:
+    """End every pause of ``customer_id`` on ``channel`` now; how many there were."""
+    return wh.execute(
+        "DELETE FROM consent_pauses WHERE customer_id = ? AND channel = ?", [customer_id, channel]
+    )
+
+
+def paused_until(wh: Warehouse, customer_id: str, channel: str = "email") -> datetime | None:
+    """When the latest pause of ``customer_id`` not over yet ends (``None``: not paused)."""
+    value = wh.scalar(
+        "SELECT max(paused_until) FROM consent_pauses WHERE customer_id = ? AND channel = ? "
+        "AND paused_until > ?",
+        [customer_id, channel, clock.now()],
+    )
+    return value if isinstance(value, datetime) else None
 
 
 def standing_grants(
@@ -455,7 +519,8 @@ def consented_sql(
     source_kinds: Mapping[str, str] | None = None,
 ) -> tuple[str, list[Any]]:
     """SQL and parameters: the ids (of those ``ids_sql`` selects) that may be contacted for
-    ``purpose`` on ``channel`` — :func:`consented` set-wise, in the warehouse."""
+    ``purpose`` on ``channel`` — :func:`consented` set-wise, in the warehouse (pauses too)."""
     kinds_sql, kind_params = _kinds(source_kinds)
-    sql = _over(_CONSENTED_SQL.format(kinds=kinds_sql), ids_sql)
-    return sql, [*kind_params, purpose, channel, purpose, channel, is_marketing(purpose)]
+    sql = _over(_CONSENTED_SQL.format(kinds=kinds_sql) + _UNPAUSED_SQL, ids_sql)
+    params = [*kind_params, purpose, channel, purpose, channel, is_marketing(purpose)]
+    return sql, [*params, purpose, channel, clock.now()]

@@ -13,7 +13,10 @@ The token is an unsubscribe token (:mod:`personify.delivery.tokens`, the same on
   unchecked one revoked (:func:`~personify.delivery.suppress.revoke_purpose`); an unchanged
   topic writes nothing. ``action=all`` unsubscribes from everything: the suppression of the
   one-click unsubscribe in scope ``all`` (:func:`~personify.delivery.suppress.unsubscribe`),
-  whatever ``email.unsubscribe_scope`` says.
+  whatever ``email.unsubscribe_scope`` says. ``action=pause30`` / ``pause90`` pauses every topic
+  (and the link's own purpose) for 30 or 90 days (:func:`~personify.privacy.consent.pause`:
+  ``consent_pauses`` rows the send gate and the ``sendable`` view read; consent untouched, so
+  mail resumes by itself), ``action=resume`` ends the pause now.
 
 A suppressed person (unsubscribed from everything, bounced, complained, erased) sees the page
 with the boxes disabled and a note; a POST changes nothing for them — the page cannot lift a
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
@@ -33,13 +37,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from personify import clock
 from personify.delivery.suppress import current_ids, revoke_purpose, unsubscribe
 from personify.delivery.tokens import UnsubscribeClaim
 from personify.engagement.record import record_feedback
 from personify.errors import ConfigError
 from personify.journeys.decide import suppressed
 from personify.privacy.audit import log_action
-from personify.privacy.consent import consented, set_consent
+from personify.privacy.consent import (
+    consented,
+    is_marketing,
+    pause,
+    paused_until,
+    resume,
+    set_consent,
+)
 from personify.privacy.crypto import project_ring
 from personify.privacy.erase import erased_customer, invalidate_cached
 from personify.privacy.hashing import project_key
@@ -57,6 +69,8 @@ from personify.server.unsubscribe import (
     proof_of,
 )
 
+PAUSE_DAYS = (30, 90)
+"""The pauses the page offers, in days."""
 FORM = "preference_centre"
 """The ``form`` of every consent change the page records."""
 SOURCE = "preference_centre"
@@ -67,8 +81,8 @@ _BAD = Content("Invalid token.", {"type": "string"}, "text/html")
 def _counter(state: ServerState) -> Counter:
     return state.counter(
         "personify_preference_posts_total",
-        "Preference page POSTs by outcome (saved, unchanged, everything, suppressed, invalid, "
-        "test).",
+        "Preference page POSTs by outcome (saved, unchanged, paused, resumed, everything, "
+        "suppressed, invalid, test).",
         ("outcome",),
     )
 
@@ -82,6 +96,8 @@ class Standing:
     """The topics they may be mailed for now."""
     suppressed: bool
     """Suppressed for everything: the boxes cannot change that."""
+    paused_until: datetime | None = None
+    """When a pause they asked for ends (``None``: not paused)."""
 
 
 def _standing(state: ServerState, claim: UnsubscribeClaim) -> Standing:
@@ -99,9 +115,9 @@ def _standing(state: ServerState, claim: UnsubscribeClaim) -> Standing:
     chosen = {
         purpose
         for purpose in project.config.email.topics
-        if consented(wh, [cid], purpose=purpose, source_kinds=kinds)
+        if consented(wh, [cid], purpose=purpose, source_kinds=kinds, paused=False)
     }
-    return Standing(cid, frozenset(chosen), False)
+    return Standing(cid, frozenset(chosen), False, paused_until(wh, cid))
 
 
 def _form(state: ServerState, standing: Standing, notice: str = "") -> Response:
@@ -128,8 +144,19 @@ def _form(state: ServerState, standing: Standing, notice: str = "") -> Response:
             if topics
             else ""
         )
+        if standing.paused_until is not None:
+            end = standing.paused_until.astimezone(UTC)
+            day = f"{end.day} {end:%B %Y}"
+            lead += f"<p>Our emails are paused until {html.escape(day)}.</p>"
+            pauses = '<p><button type="submit" name="action" value="resume">Resume now</button></p>'
+        else:
+            pauses = "".join(
+                f'<p><button type="submit" name="action" value="pause{days}">Pause all emails '
+                f"for {days} days</button></p>"
+                for days in PAUSE_DAYS
+            )
         buttons = (
-            save + '<p><button type="submit" name="action" value="all">Unsubscribe from '
+            save + pauses + '<p><button type="submit" name="action" value="all">Unsubscribe from '
             "everything</button></p>"
         )
     note = f'<p role="status"><strong>{html.escape(notice)}</strong></p>' if notice else ""
@@ -205,6 +232,37 @@ def _save(
     return ("saved" if changed else "unchanged"), _standing(state, claim)
 
 
+def _pause(state: ServerState, claim: UnsubscribeClaim, days: int | None) -> tuple[str, Standing]:
+    """Pause every topic (and the link's own purpose) for ``days``, or end the pause (``None``)."""
+    session = state.session
+    wh, project = session.warehouse, session.project
+    before = _standing(state, claim)
+    if before.suppressed:
+        return "suppressed", before
+    purposes = sorted(p for p in {*project.config.email.topics, claim.purpose} if is_marketing(p))
+    now = clock.now()
+    with wh.transaction():
+        if days is None:
+            resume(wh, before.customer_id)
+        else:
+            until = now + timedelta(days=days)
+            pause(wh, before.customer_id, purposes, until=until, source=SOURCE, at=now)
+        log_action(
+            wh,
+            action="consent",
+            actor=SOURCE,
+            customer_id=before.customer_id,
+            key=project_key(project),
+            detail={
+                "purposes": purposes,
+                "status": "resumed" if days is None else "paused",
+                "days": days,
+            },
+        )
+    invalidate_cached(wh, project, [before.customer_id])
+    return ("resumed" if days is None else "paused"), _standing(state, claim)
+
+
 def _everything(
     state: ServerState, claim: UnsubscribeClaim, proof: dict[str, str]
 ) -> tuple[str, Standing]:
@@ -222,6 +280,8 @@ _NOTICES = {
     "unchanged": "Your preferences are saved.",
     "everything": "You are unsubscribed from all our emails.",
     "suppressed": "Nothing was changed.",
+    "paused": "Our emails are paused.",
+    "resumed": "Our emails are no longer paused.",
 }
 
 
@@ -256,8 +316,12 @@ async def preferences_post(request: Request) -> Response:
         return _test_page()
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     proof = proof_of(request)
-    if "all" in fields.get("action", []):
+    action = (fields.get("action") or ["save"])[0]
+    if action == "all":
         outcome, standing = await run_in_threadpool(_everything, state, claim, proof)
+    elif action == "resume" or action.removeprefix("pause") in {str(d) for d in PAUSE_DAYS}:
+        days = None if action == "resume" else int(action.removeprefix("pause"))
+        outcome, standing = await run_in_threadpool(_pause, state, claim, days)
     else:
         wanted = set(fields.get("topic", []))
         outcome, standing = await run_in_threadpool(_save, state, claim, wanted, proof)

@@ -100,6 +100,16 @@ def _identity_and_profiles(wh: Warehouse) -> None:
 
 
 _AUDIENCE_TABLES = ("suppressions", "audience_changes", "segment_state")
+_SENDABLE_READS = ("consent_kinds", "consent_pauses")
+"""Tables the ``sendable`` view reads that later migrations added: an older warehouse passing
+through an earlier migration that (re)creates the view gets them first (empty, as they start)."""
+
+
+def _sendable_view(wh: Warehouse) -> None:
+    for name in _SENDABLE_READS:
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+    wh.execute(VIEWS["sendable"])
 
 
 def _audiences(wh: Warehouse) -> None:
@@ -107,7 +117,7 @@ def _audiences(wh: Warehouse) -> None:
     for name in _AUDIENCE_TABLES:
         for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
             wh.execute(sql, ())
-    wh.execute(VIEWS["sendable"])
+    _sendable_view(wh)
 
 
 _TRACKING_COLUMNS = {"events": ("payload_hash", "plan_violations")}
@@ -198,7 +208,7 @@ def _privacy(wh: Warehouse) -> None:
     for name in _PRIVACY_TABLES:
         for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
             wh.execute(sql, ())
-    wh.execute(VIEWS["sendable"])
+    _sendable_view(wh)
 
 
 _JOURNEY_TABLES = ("journey_instances", "journey_state", "journey_tags")
@@ -250,6 +260,12 @@ def _destinations(wh: Warehouse) -> None:
     """Destinations (reverse ETL): the state of every record pushed."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["destination_state"]):
         wh.execute(sql, ())
+
+
+def _consent_pauses(wh: Warehouse) -> None:
+    """The preference page's pauses: ``consent_pauses``; the ``sendable`` view leaves paused
+    people out."""
+    _sendable_view(wh)
 
 
 def _destination_keys(wh: Warehouse) -> None:
@@ -388,6 +404,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         19,
         "destinations: the encrypted key of each pushed record, for removals (on_remove: delete)",
         _destination_keys,
+    ),
+    Migration(
+        24, "consent pauses (preference page); the sendable view reads them", _consent_pauses
     ),
 )
 

@@ -575,6 +575,22 @@ SEGMENT_STATE = Table(
 )
 
 # ------------------------------------------------------------------ privacy and security (issue 8)
+CONSENT_PAUSES = Table(
+    "consent_pauses",
+    (
+        C("customer_id", S, False, "The customer (their current id when they paused)"),
+        C("purpose", S, False, "The consent purpose paused"),
+        C("channel", S, False, "email"),
+        C("paused_until", TS, False, "Mail for the purpose resumes after this instant"),
+        C("paused_at", TS, False, "When the person asked"),
+        C("source", S, False, "Where the pause came from: preference_centre"),
+    ),
+    primary_key=("customer_id", "purpose", "channel"),
+    doc="Pauses a person asked for (the preference page's 'pause for 30/90 days'): until "
+    "``paused_until`` the send gate and the ``sendable`` view leave them out for the purpose; "
+    "their consent is untouched, so mail resumes by itself",
+)
+
 CONSENT_HISTORY = Table(
     "consent_history",
     (
@@ -879,6 +895,7 @@ TABLES: tuple[Table, ...] = (
     AUDIENCE_CHANGES,
     SEGMENT_STATE,
     CONSENT_HISTORY,
+    CONSENT_PAUSES,
     CONSENT_KINDS,
     ERASURE_PROGRESS,
     AUDIT_LOG,
@@ -973,6 +990,11 @@ WHERE m.exited_at IS NULL
         AND NOT (s.reason = 'erased' AND s.created_at < k.granted_at)
     )
   )
+  AND NOT EXISTS (
+    SELECT 1 FROM consent_pauses AS p LEFT JOIN customer_ids AS pi ON pi.customer_id = p.customer_id
+    WHERE coalesce(pi.merged_into, p.customer_id) = m.customer_id
+      AND p.purpose = k.purpose AND p.channel = 'email' AND p.paused_until > CURRENT_TIMESTAMP
+  )
 """
 """Who may be emailed in each segment, per consent purpose — the same rule as the send-time gate
 (:func:`personify.privacy.consent.consented`): current members with an email address and consent
@@ -980,7 +1002,8 @@ WHERE m.exited_at IS NULL
 (its id, ids merged into it, source ids through ``consent_kinds``) with no revocation among them
 (a merge never widens consent); for marketing purposes (all but ``transactional``) no
 suppression (unsubscribe, bounce, complaint; an erasure tombstone gives way to consent granted
-after it); not erased (an erased customer has no ``customers`` row)."""
+after it); not paused for the purpose (``consent_pauses``, until now); not erased (an erased
+customer has no ``customers`` row)."""
 
 VIEWS: dict[str, str] = {"customer_data": CUSTOMER_DATA_VIEW, "sendable": SENDABLE_VIEW}
 

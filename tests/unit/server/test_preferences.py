@@ -156,3 +156,30 @@ def test_the_unsubscribe_page_offers_the_preference_page(session: Session) -> No
     token = path_for(session).rsplit("/", 1)[1]
     page = call(session, "GET", f"/unsubscribe/{token}").text
     assert f'<a href="http://127.0.0.1:8787/preferences/{token}">' in page
+
+
+def test_pause_for_30_days_then_resume(session: Session) -> None:
+    """A pause stops every topic (and the link's purpose) for 30 days without touching consent:
+    the boxes keep the person's choice, and "Resume now" ends it."""
+    wh = session.warehouse
+    page = call(session, "GET", path_for(session)).text
+    assert 'value="pause30"' in page and 'value="pause90"' in page
+    before = datetime.now(UTC)
+    got = call(session, "POST", path_for(session), content=b"action=pause30", headers=FORM)
+    assert got.status_code == 200 and "paused until" in got.text and "Resume now" in got.text
+    assert boxes(got.text) == {"news": True, "promos": False}
+    ends = wh.fetch("SELECT purpose, paused_until, source FROM consent_pauses ORDER BY purpose")
+    assert [(p, s) for p, _, s in ends] == [
+        ("news", "preference_centre"),
+        ("promos", "preference_centre"),
+    ]
+    days = [(until - before).total_seconds() / 86400 for _, until, _ in ends]
+    assert all(29.99 < d <= 30.01 for d in days), (days, ends, before)
+    assert consented(wh, ["c-42"], purpose="news") == set()
+    assert history(session) == []  # consent untouched
+
+    got = call(session, "POST", path_for(session), content=b"action=resume", headers=FORM)
+    assert "no longer paused" in got.text and 'value="pause30"' in got.text
+    assert consented(wh, ["c-42"], purpose="news") == {"c-42"}
+    assert wh.fetch("SELECT count(*) FROM consent_pauses") == [(0,)]
+    assert len(wh.fetch("SELECT 1 FROM audit_log")) == 2
