@@ -104,7 +104,7 @@ class _Checker:
     """Walks a parsed expression, dispatching each node to its check."""
 
     def __init__(self, columns: Mapping[str, Kind]) -> None:
-        self.columns = {k.lower(): v for k, v in columns.items()}
+        self.columns: Mapping[str, Kind] = {k.lower(): v for k, v in columns.items()}
         self.used: list[str] = []
 
     def check(self, node: exp.Expr) -> Typed:

@@ -184,8 +184,8 @@ def prepare_one(
         purpose or project.config.journeys.purpose,
         message_key=key,
     )
-    links = {"unsubscribe_url": unsubscribe.url, "preferences_url": unsubscribe.preferences or ""}
-    context = build_context(customer, {**links, **(variables or {})})
+    urls = {"unsubscribe_url": unsubscribe.url, "preferences_url": unsubscribe.preferences or ""}
+    context = build_context(customer, {**urls, **(variables or {})})
     if template.connected:  # fetched now; a variable the caller gives wins
         wanted = [c for c in template.connected if c.name not in context]
         policy = AddressPolicy.from_config(project.config.email.connected_allow)

@@ -7,8 +7,8 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
    purpose granted after it); no consent (the fail-closed gate) ⇒ ``skipped_consent``; the
    journey's goal reached since the trigger (the cart bought while the email waited) ⇒
    ``skipped_goal``; the customer left the journey's ``exit_when`` segment ⇒
-   ``skipped_left_segment``; inside the customer's quiet hours ⇒ held (``send_after`` = when they end;
-   still ``queued``); over the frequency cap (capped journeys' emails sent to the customer
+   ``skipped_left_segment``; inside the customer's quiet hours ⇒ held (``send_after`` = when
+   they end; still ``queued``); over the frequency cap (capped journeys' emails sent to the customer
    within the window, counting this batch's) ⇒ ``skipped_frequency`` — unless this batch's own
    message that took the slot was not sent after all (it could not render, its cart was empty
    …): then it is left queued for the next batch.
