@@ -350,10 +350,16 @@ def left_segment(wh: Warehouse, journey: Journey, keys: list[str], now: datetime
     if journey.exit_when is None or not keys:
         return set()
     left, params = _left_condition(journey.exit_when, "i", "CAST(? AS TIMESTAMPTZ)", [now])
+    return _messages_where(wh, keys, left, params)
+
+
+def _messages_where(wh: Warehouse, keys: list[str], condition: str, params: list[Any]) -> set[str]:
+    """The messages among ``keys`` whose journey instance ``i`` meets ``condition``."""
     rows = wh.fetch(
         "SELECT m.idempotency_key FROM messages AS m JOIN journey_instances AS i ON "
         "i.journey = m.journey AND i.customer_id = m.customer_id AND i.trigger_key = "
-        f"m.trigger_key WHERE m.idempotency_key IN ({', '.join('?' for _ in keys)}) AND {left}",
+        f"m.trigger_key WHERE m.idempotency_key IN ({', '.join('?' for _ in keys)}) "
+        f"AND {condition}",
         [*keys, *params],
     )
     return {str(k) for (k,) in rows}
@@ -381,13 +387,7 @@ def goal_reached(wh: Warehouse, journey: Journey, keys: list[str], now: datetime
     if journey.goal is None or not keys:
         return set()
     reached, params = _goal_condition(journey.goal, "i", "?", [now])
-    rows = wh.fetch(
-        "SELECT m.idempotency_key FROM messages AS m JOIN journey_instances AS i ON "
-        "i.journey = m.journey AND i.customer_id = m.customer_id AND i.trigger_key = "
-        f"m.trigger_key WHERE m.idempotency_key IN ({', '.join('?' for _ in keys)}) AND {reached}",
-        [*keys, *params],
-    )
-    return {str(k) for (k,) in rows}
+    return _messages_where(wh, keys, reached, params)
 
 
 def _goal_condition(
