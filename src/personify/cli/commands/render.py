@@ -112,6 +112,22 @@ def journeys_for(proj: Project, journey: str | None, template: str) -> list[Jour
     return chosen
 
 
+VarOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var",
+        help="A template variable NAME=VALUE (VALUE may be JSON); repeat. Wins over the "
+        "journey's variable of that name.",
+    ),
+]
+VarsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--vars",
+        help="A JSON file holding an object of template variables (--var wins over it; both "
+        "win over the journey's).",
+    ),
+]
 JourneyOpt = Annotated[
     str | None,
     typer.Option(
@@ -132,22 +148,8 @@ def render_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the HTML here instead of stdout.")
     ] = None,
-    var: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--var",
-            help="A template variable NAME=VALUE (VALUE may be JSON); repeat. Wins over the "
-            "journey's variable of that name.",
-        ),
-    ] = None,
-    vars_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--vars",
-            help="A JSON file holding an object of template variables (--var wins over it; both "
-            "win over the journey's).",
-        ),
-    ] = None,
+    var: VarOpt = None,
+    vars_file: VarsOpt = None,
     journey: JourneyOpt = None,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,

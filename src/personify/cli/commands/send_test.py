@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, emit_json, pin_now
-from personify.cli.commands.render import JourneyOpt, given_variables, journey_doc, journeys_for
+from personify.cli.commands.render import (
+    JourneyOpt,
+    VarOpt,
+    VarsOpt,
+    given_variables,
+    journey_doc,
+    journeys_for,
+)
 
 
 @app.command("send-test", rich_help_panel="Email")
@@ -29,18 +36,8 @@ def send_test_command(
             "(an address or *@domain): any other is refused (exit 2).",
         ),
     ],
-    var: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--var",
-            help="A template variable NAME=VALUE (VALUE may be JSON); repeat. Wins over the "
-            "journey's variable of that name.",
-        ),
-    ] = None,
-    vars_file: Annotated[
-        Path | None,
-        typer.Option("--vars", help="A JSON file holding an object of template variables."),
-    ] = None,
+    var: VarOpt = None,
+    vars_file: VarsOpt = None,
     journey: JourneyOpt = None,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
