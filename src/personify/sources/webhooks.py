@@ -62,6 +62,7 @@ from personify.ingest import quarantine
 from personify.session import Session
 from personify.sources.rest.mapping import Target, load_records, rows_of, targets_for
 from personify.sources.rest.paths import get_path
+from personify.warehouse import Warehouse
 from personify.warehouse.base import UNNEST
 from personify.warehouse.retry import retry_conflicts
 from personify.warehouse.schema import QUARANTINE, WEBHOOK_RECEIPTS
@@ -425,6 +426,41 @@ class WebhookReceiver:
         stored = self._key(source, record)
         return Receipt(outcome, verified.delivery_id, rows, quarantined, key=stored)
 
+    def replay(self, source: WebhookSource, delivery_id: str, body: bytes) -> Receipt:
+        """Apply a quarantined delivery again, with the source's mapping and rules as they are
+        now (``personify quarantine replay``): in one transaction its quarantine rows are deleted,
+        its body is mapped and loaded as on arrival — at its original arrival time — and its
+        receipt records the new outcome. Rows still bad are quarantined again under the same ids
+        (nothing doubles); a record loaded before is an upsert of itself. Replaying twice does
+        nothing more."""
+        wh = self.session.warehouse
+
+        def once() -> Receipt:
+            with wh.transaction():
+                rows = delivery_rows(wh, source, delivery_id)
+                received = wh.scalar(
+                    f"SELECT received_at FROM {WEBHOOK_RECEIPTS.name} "
+                    "WHERE source = ? AND webhook_id = ?",
+                    [source.name, delivery_id],
+                )
+                at = received or min((r[1] for r in rows), default=None) or clock.now()
+                ids = [r[0] for r in rows]
+                if ids:
+                    wh.execute(
+                        f"DELETE FROM {QUARANTINE.name} WHERE id IN ({', '.join('?' * len(ids))})",
+                        ids,
+                    )
+                receipt = self._apply(source, Verified(delivery_id, None), body, at)
+                wh.execute(
+                    f"UPDATE {WEBHOOK_RECEIPTS.name} SET outcome = ?, rows_loaded = ?, "
+                    "rows_quarantined = ? WHERE source = ? AND webhook_id = ?",
+                    [receipt.outcome, receipt.rows, receipt.quarantined, source.name, delivery_id],
+                )
+                return receipt
+
+        with self._lock(source.name):
+            return retry_conflicts(once, patience=STORE_PATIENCE, on_conflict=self._conflict)
+
     def _key(self, source: WebhookSource, record: dict[str, Any]) -> str | None:
         key = _KEYS.get(source.table)
         main = self._targets_of(source)[0]
@@ -473,6 +509,33 @@ class WebhookReceiver:
             )
         )
         self.session.warehouse.load(QUARANTINE, table, on_conflict="ignore")
+
+
+def delivery_of(source: str, location: str | None) -> str | None:
+    """The delivery id a quarantine row of webhook source ``source`` came from, read off its
+    location (``shop_hooks/webhook:<id>``, ``shop_hooks/webhook.line_items:<id>#2``; a delivery id
+    may itself hold colons: ``orders/create:123``); ``None`` for a row of no delivery."""
+    label, sep, rest = (location or "").partition(":")
+    main = f"{source}/webhook"
+    if not sep or not rest or not (label == main or label.startswith(main + ".")):
+        return None
+    if label != main:  # a nested element's row: <id>#<n>
+        head, hash_, n = rest.rpartition("#")
+        if hash_ and n.isdigit():
+            rest = head
+    return rest or None
+
+
+def delivery_rows(
+    wh: Warehouse, source: WebhookSource, delivery_id: str
+) -> list[tuple[str, datetime]]:
+    """``(id, received_at)`` of the quarantine rows of one delivery of ``source``."""
+    rows = wh.fetch(
+        f"SELECT id, received_at, location FROM {QUARANTINE.name} WHERE source = ? "
+        "AND location LIKE ?",
+        [source.name, f"%:{delivery_id}%"],
+    )
+    return [(i, at) for i, at, loc in rows if delivery_of(source.name, loc) == delivery_id]
 
 
 def payload_summary(receipt: Receipt) -> dict[str, Any]:

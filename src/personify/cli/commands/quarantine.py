@@ -96,8 +96,9 @@ def replay_command(
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
 ) -> None:
-    """Re-ingest quarantined tracking events with the tracking plan as it is now: those that pass
-    are stored (once, whatever the number of replays) and leave the quarantine."""
+    """Re-ingest quarantined tracking events with the tracking plan as it is now, and webhook
+    deliveries with their source's mapping and rules as they are now: what passes is stored
+    (once, whatever the number of replays) and leaves the quarantine."""
     from personify.ingest.tracking.replay import replay
     from personify.session import open_session
 

@@ -7,8 +7,14 @@ that passes is stored and its quarantine row deleted, in one transaction; one th
 (its reason may have changed: that is reported). Replaying twice stores nothing twice: the second
 time the rows are gone, and ``messageId`` is deduplicated by the store anyway.
 
+Webhook deliveries quarantined (an invalid record, a body holding no JSON object where the source
+looks) are replayed too, one delivery at a time, with the source's mapping and rules as they are
+now (:meth:`~personify.sources.webhooks.WebhookReceiver.replay`): their rows that pass are stored
+at the delivery's arrival time, those still bad stay under the same ids.
+
 Not replayed: ``conflicting_duplicate`` rows (records of a reused ``messageId``; the stored event
-stands) and rows of other sources (files: fix the file and import it again).
+stands), webhook bodies that were cut when kept (over 100,000 characters) and rows of other
+sources (files: fix the file and import it again; REST records: sync them again).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from personify.config import Project, TrackingSource, duration_seconds
+from personify.config import Project, TrackingSource, WebhookSource, duration_seconds
 from personify.errors import NotFound
 from personify.ingest.tracking.normalize import (
     CONFLICTING_DUPLICATE,
@@ -29,6 +35,7 @@ from personify.ingest.tracking.normalize import (
 )
 from personify.ingest.tracking.plan import Plan, load_plan
 from personify.ingest.tracking.store import CONFLICT, store
+from personify.sources.webhooks import WebhookReceiver, delivery_of, delivery_rows
 from personify.warehouse import Warehouse
 
 COLUMNS: Final = ("id", "source", "received_at", "reason", "detail", "location", "payload")
@@ -54,7 +61,7 @@ class ReplayReport:
 
     looked_at: int = 0
     stored: int = 0
-    """Events stored now."""
+    """Events stored now (and webhook records that left the quarantine)."""
     already_stored: int = 0
     """Events whose ``messageId`` was already stored (same payload): their rows are cleared."""
     still_quarantined: list[tuple[str, str, str]] = field(default_factory=list)
@@ -136,6 +143,8 @@ def replay(
 ) -> ReplayReport:
     """Re-ingest the quarantined tracking events chosen (all of them by default)."""
     tracking = {s.name: s for s in project.config.sources if isinstance(s, TrackingSource)}
+    hooks = {s.name: s for s in project.config.sources if isinstance(s, WebhookSource)}
+    deliveries: dict[tuple[str, str], list[Entry]] = {}
     plans = {
         name: load_plan(project.path(s.tracking_plan)) if s.tracking_plan else None
         for name, s in tracking.items()
@@ -145,8 +154,11 @@ def replay(
     cleared: list[str] = []
     for e in entries(wh, source=source, reason=reason, ids=ids):
         report.looked_at += 1
+        if e.source in hooks and (delivery := delivery_of(e.source, e.location)) is not None:
+            deliveries.setdefault((e.source, delivery), []).append(e)
+            continue
         if e.source not in tracking:
-            report.skipped.append((e.id, "not from a tracking source: import the fixed file again"))
+            report.skipped.append((e.id, _NOT_REPLAYED))
             continue
         if e.reason == CONFLICTING_DUPLICATE:
             report.skipped.append((e.id, "a record of a reused messageId; the stored event stands"))
@@ -161,7 +173,53 @@ def replay(
         cleared.append(e.id)
     if rows:
         _commit(wh, rows, cleared, report)
+    if deliveries:
+        _replay_deliveries(wh, project, hooks, deliveries, report)
     return report
+
+
+_NOT_REPLAYED: Final = (
+    "not from a tracking source or a webhook delivery: import the fixed file again "
+    "(a REST record: sync it again)"
+)
+_KEPT: Final = 100_000
+"""Characters of a webhook body kept in its quarantine rows (see ``WebhookReceiver``)."""
+
+
+def _replay_deliveries(
+    wh: Warehouse,
+    project: Project,
+    hooks: dict[str, WebhookSource],
+    deliveries: dict[tuple[str, str], list[Entry]],
+    report: ReplayReport,
+) -> None:
+    """Each quarantined webhook delivery chosen, applied again (all its rows, nested ones too,
+    whichever of them was asked for)."""
+    from personify.session import Session
+
+    receiver = WebhookReceiver(Session(project, warehouse=wh))
+    try:
+        for (name, delivery), chosen in sorted(deliveries.items()):
+            body = chosen[0].payload or ""
+            if len(body) >= _KEPT:
+                for e in chosen:
+                    report.skipped.append(
+                        (
+                            e.id,
+                            "the body was cut when kept (over 100,000 characters): "
+                            "ask the sender to send it again",
+                        )
+                    )
+                continue
+            source = hooks[name]
+            before = len(delivery_rows(wh, source, delivery))
+            receiver.replay(source, delivery, body.encode())
+            left = [i for i, _ in delivery_rows(wh, source, delivery)]
+            after = entries(wh, source=name, ids=left) if left else []
+            report.stored += max(before - len(after), 0)
+            report.still_quarantined += [(e.id, e.reason, e.detail) for e in after]
+    finally:
+        receiver.close()
 
 
 def _commit(wh: Warehouse, rows: list[Row], cleared: list[str], report: ReplayReport) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from personify import clock
 from personify.config import Nested, Secret, WebhookSource
@@ -130,3 +131,132 @@ def test_a_deliverys_quarantine_rows_name_it_and_hold_its_body(session: Session)
             continue
         assert detail.startswith(location + ": "), detail
         assert payload == body  # as received, without the mapping's internal keys
+
+
+# ------------------------------------------------------------------------------------- replay
+def _shop(mapping: dict[str, str]) -> WebhookSource:
+    return WebhookSource(
+        name="shop_hooks",
+        scheme="shopify",
+        secrets=(Secret("x"),),
+        table="orders",
+        mapping=mapping,
+        nested=(
+            Nested(
+                path="line_items",
+                table="order_items",
+                mapping={
+                    "order_id": "_parent.number|string",
+                    "line_no": "_index",
+                    "product_id": "product_id|string",
+                    "quantity": "quantity",
+                    "price": "price",
+                },
+            ),
+        ),
+    )
+
+
+BROKEN = _shop({"order_id": "id|string", "total": "total_price", "created_at": "created_at"})
+FIXED = _shop({"order_id": "number|string", "total": "total_price", "created_at": "created_at"})
+
+
+def test_a_quarantined_delivery_replayed_after_a_fix_is_stored_once(session: Session) -> None:
+    """The shop sends ``number``, not ``id``: the order is quarantined (its line items load).
+    After the mapping is fixed, replaying the delivery stores the order at its arrival time,
+    empties its quarantine rows and records the new outcome; a second replay changes nothing."""
+    at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    body = json.dumps(
+        {
+            "number": 1001,
+            "total_price": "9.00",
+            "created_at": "2026-03-01T09:00:00Z",
+            "line_items": [{"product_id": 7, "quantity": 1, "price": "9.00"}],
+        }
+    ).encode()
+    receiver = WebhookReceiver(session)
+    wh = session.warehouse
+    try:
+        with clock.frozen(at):
+            first = receiver.receive(BROKEN, Verified("orders/create:77", at), body)
+        assert first.outcome == "accepted" and first.quarantined == 1  # the order; items fine
+        assert wh.scalar("SELECT count(*) FROM orders") == 0
+    finally:
+        receiver.close()
+    fixed = WebhookReceiver(session)  # (a receiver keeps its sources' mappings compiled)
+    try:
+        with clock.frozen(at.replace(hour=15)):
+            again = fixed.replay(FIXED, "orders/create:77", body)
+            assert again.outcome == "accepted" and again.quarantined == 0
+            assert fixed.replay(FIXED, "orders/create:77", body).quarantined == 0
+    finally:
+        fixed.close()
+    assert wh.scalar("SELECT count(*) FROM quarantine") == 0
+    rows = wh.fetch("SELECT order_id, received_at FROM orders")
+    assert [(o, r.astimezone(UTC)) for o, r in rows] == [("1001", at)]  # arrival, not replay
+    assert wh.scalar("SELECT count(*) FROM order_items") == 1
+    assert wh.fetch("SELECT outcome, rows_quarantined FROM webhook_receipts") == [("accepted", 0)]
+
+
+def test_a_delivery_still_bad_keeps_its_quarantine_rows_under_their_ids(session: Session) -> None:
+    at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    body = json.dumps({"total_price": "9.00", "line_items": [{"quantity": 1}]}).encode()
+    receiver = WebhookReceiver(session)
+    wh = session.warehouse
+    try:
+        with clock.frozen(at):
+            receiver.receive(BROKEN, Verified("w1", at), body)
+            receiver.receive(BROKEN, Verified("w2", at), body)  # another delivery: not touched
+        before = wh.fetch("SELECT id, location, received_at FROM quarantine ORDER BY id")
+        with clock.frozen(at.replace(hour=15)):
+            receipt = receiver.replay(BROKEN, "w1", body)
+    finally:
+        receiver.close()
+    assert receipt.outcome == "quarantined" and receipt.quarantined == 2
+    assert wh.fetch("SELECT id, location, received_at FROM quarantine ORDER BY id") == before
+    assert len(before) == 4
+
+
+def test_a_quarantine_rows_delivery_is_read_off_its_location() -> None:
+    from personify.sources.webhooks import delivery_of
+
+    assert delivery_of("shop", "shop/webhook:d-1") == "d-1"
+    assert delivery_of("shop", "shop/webhook:orders/create:123") == "orders/create:123"
+    assert delivery_of("shop", "shop/webhook.line_items:orders/create:123#2") == (
+        "orders/create:123"
+    )
+    assert delivery_of("shop", "shop/webhook:with#7") == "with#7"  # not nested: all of it
+    assert delivery_of("shop", "other/webhook:d-1") is None
+    assert delivery_of("shop", "shop/rest:12") is None
+    assert delivery_of("shop", None) is None
+    assert delivery_of("shop", "shop/webhook:") is None
+
+
+def test_quarantine_replay_takes_webhook_deliveries_with_the_project_as_it_is_now(
+    session: Session, tmp_path: Path
+) -> None:
+    """``personify quarantine replay``'s function: a bad body stays (reported with its reason),
+    a delivery the project's mapping now reads is stored; rows of other kinds are skipped."""
+    from personify.config import Project, ProjectConfig
+    from personify.ingest.tracking.replay import replay
+
+    at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    good = json.dumps(
+        {"number": 5, "total_price": "1.00", "created_at": "2026-03-01T09:00:00Z", "line_items": []}
+    ).encode()
+    receiver = WebhookReceiver(session)
+    try:
+        with clock.frozen(at):
+            receiver.receive(BROKEN, Verified("g1", at), good)
+            receiver.receive(BROKEN, Verified("n1", at), b"not json")
+    finally:
+        receiver.close()
+    wh = session.warehouse
+    project = Project(ProjectConfig(sources=(FIXED,)), tmp_path, tmp_path / "personify.yml")
+    report = replay(wh, project)
+    assert report.looked_at == 2 and report.stored == 1
+    assert [(r, d.split(":")[0]) for _, r, d in report.still_quarantined] == [
+        ("malformed_json", "webhook n1")
+    ]
+    assert wh.fetch("SELECT order_id FROM orders") == [("5",)]
+    assert replay(wh, project).stored == 0
