@@ -817,3 +817,30 @@ def test_an_event_far_after_the_import_is_quarantined_unless_the_source_tolerate
     lenient = FileSource(name="app", path="data/b.jsonl", table="events", future_tolerance="3650d")
     assert import_file_source(session, lenient).counts["rows_loaded"] == 1
     assert {m for (m,) in rows(session, "SELECT message_id FROM events")} == {"m1", "m3"}
+
+
+def test_an_older_export_does_not_roll_back_newer_rows(session: Session) -> None:
+    """Entities update to a file's values unless the stored row is newer: last week's export
+    imported after this week's shows its new orders, not its stale versions of later ones."""
+    header = "order_id,created_at,total,status,updated_at\n"
+    current = write(
+        session, "now.csv", header + "o1,2026-01-10T00:00:00Z,20,refunded,2026-01-20T00:00:00Z\n"
+    )
+    import_file(session, current, table="orders", source_name="shop")
+    old = write(
+        session,
+        "last_week.csv",
+        header
+        + "o1,2026-01-10T00:00:00Z,20,paid,2026-01-12T00:00:00Z\n"
+        + "o2,2026-01-11T00:00:00Z,35,paid,2026-01-12T00:00:00Z\n",
+    )
+    result = import_file(session, old, table="orders", source_name="shop")
+    assert (result.counts["rows_loaded"], result.counts["rows_duplicate"]) == (1, 1)
+    invariant(result.counts)
+    got = rows(session, "SELECT order_id, status FROM orders ORDER BY order_id")
+    assert got == [("o1", "refunded"), ("o2", "paid")]
+    same_time = write(
+        session, "fix.csv", header + "o1,2026-01-10T00:00:00Z,20,void,2026-01-20T00:00:00Z\n"
+    )
+    import_file(session, same_time, table="orders", source_name="shop")  # as new: it applies
+    assert rows(session, "SELECT status FROM orders WHERE order_id = 'o1'") == [("void",)]

@@ -18,7 +18,9 @@ with ``on_conflict``): the append-only ``events`` log, ``customer_records`` (a v
 source, id and observation time) and ``order_items`` **ignore** it (a re-sent event is not
 doubled; it counts as ``rows_duplicate``); the entity tables — ``products``, ``orders``,
 ``tickets``, ``consents``, ``identities`` — **update** it to the newer file's values (columns the
-file does not provide are left as stored; ``identities.first_seen`` is never moved).
+file does not provide are left as stored; ``identities.first_seen`` is never moved), unless the
+stored row's ``updated_at`` is later than the file row's (:func:`newer_only`: an old export
+imported after newer updates does not roll them back).
 
 Counts reported: ``files`` (imported now), ``files_skipped`` (already imported), ``rows_read``,
 ``rows_loaded``, ``rows_quarantined`` and ``rows_duplicate``, with
@@ -67,7 +69,7 @@ from personify.session import Session
 from personify.sources import SyncResult
 from personify.sources.formats import RawBatch, detect_format, read_batches, stored_rows
 from personify.warehouse import Warehouse
-from personify.warehouse.base import OnConflict, quote
+from personify.warehouse.base import UNNEST, OnConflict, quote
 from personify.warehouse.duckdb import keyfilter, keyless
 from personify.warehouse.schema import FILE_IMPORTS, Table, table
 
@@ -668,9 +670,15 @@ class _Pending:
         parts = [h for h in self.hashes if h is not None]
         hashes = np.concatenate(parts) if len(parts) == len(self.hashes) else None
         self.tables, self.hashes, self.rows = [], [], 0
-        loaded = load_rows(self.wh, self.target, good, self.policy, hashes)
+        given = good.num_rows
+        newer = self.policy == "update"
+        if newer:  # an older version than the one stored is not loaded (counted a duplicate)
+            kept = newer_only(self.wh, self.target, good)
+            if kept.num_rows != given:
+                good, hashes = kept, None
+        loaded = load_rows(self.wh, self.target, good, self.policy, hashes, only_newer=newer)
         self.counts.rows_loaded += loaded
-        self.counts.rows_duplicate += good.num_rows - loaded
+        self.counts.rows_duplicate += given - loaded
 
 
 def load_rows(
@@ -702,6 +710,37 @@ def load_rows(
         key_hashes=key_hashes,
         only_newer=only_newer,
     )
+
+
+def newer_only(wh: Warehouse, stored: Table, good: pa.Table) -> pa.Table:
+    """``good`` without the rows older than the version stored: a row whose ``updated_at`` is
+    before the stored row's would overwrite newer values (a webhook delivered late — senders
+    retry a failed delivery after later ones, Shopify says so —, a page read before a newer
+    delivery was stored, last week's export imported after this week's updates). Those leave
+    the stored row as it is (counted as duplicates). Rows without ``updated_at``, or whose
+    stored row has none, are loaded as before."""
+    if "updated_at" not in good.column_names or "updated_at" not in stored.column_names:
+        return good
+    keys = [c for c in stored.primary_key if c in good.column_names]
+    if len(keys) != len(stored.primary_key):
+        return good
+    ids = list(zip(*(pc.cast(good.column(k), pa.string()).to_pylist() for k in keys), strict=True))
+    stored_keys = ", ".join(f"CAST({k} AS VARCHAR)" for k in keys)
+    given = ", ".join(UNNEST for _ in keys)
+    rows = wh.fetch(
+        f"SELECT {stored_keys}, updated_at FROM {stored.name} "
+        f"WHERE updated_at IS NOT NULL AND ({stored_keys}) IN (SELECT {given})",
+        [list(column) for column in zip(*ids, strict=True)],
+    )
+    if not rows:
+        return good
+    newest = {tuple(row[:-1]): row[-1] for row in rows}
+    incoming = good.column("updated_at").to_pylist()
+    keep = [
+        not (at is not None and i in newest and at < newest[i])
+        for i, at in zip(ids, incoming, strict=True)
+    ]
+    return good if all(keep) else good.filter(pa.array(keep))
 
 
 def already_imported(wh: Warehouse, source: str, digest: str) -> bool:

@@ -38,11 +38,9 @@ from personify.errors import ConfigError
 from personify.ingest import quarantine
 from personify.ingest.validate import RAW_COLUMN, Validator
 from personify.profiles.records import route
-from personify.sources.files import CONFLICT_POLICY, load_rows, reshape
+from personify.sources.files import CONFLICT_POLICY, load_rows, newer_only, reshape
 from personify.sources.rest.paths import get_path
 from personify.warehouse import Warehouse
-from personify.warehouse.base import UNNEST
-from personify.warehouse.schema import Table
 from personify.warehouse.schema import table as schema_table
 
 TRANSFORMS: Final = ("unix", "unix_ms", "cents", "string")
@@ -227,36 +225,6 @@ def _from_origin(rows: pa.Table, target: Target, origin: str, first: int) -> pa.
             rows.schema.get_field_index(name), name, pa.array(values, pa.string())
         )
     return rows
-
-
-def newer_only(wh: Warehouse, stored: Table, good: pa.Table) -> pa.Table:
-    """``good`` without the rows older than the version stored: a row whose ``updated_at`` is
-    before the stored row's would overwrite newer values (a webhook delivered late — senders
-    retry a failed delivery after later ones, Shopify says so — or a page read before a newer
-    delivery was stored). Those leave the stored row as it is (counted as duplicates). Rows
-    without ``updated_at``, or whose stored row has none, are loaded as before."""
-    if "updated_at" not in good.column_names or "updated_at" not in stored.column_names:
-        return good
-    keys = [c for c in stored.primary_key if c in good.column_names]
-    if len(keys) != len(stored.primary_key):
-        return good
-    ids = list(zip(*(pc.cast(good.column(k), pa.string()).to_pylist() for k in keys), strict=True))
-    stored_keys = ", ".join(f"CAST({k} AS VARCHAR)" for k in keys)
-    given = ", ".join(UNNEST for _ in keys)
-    rows = wh.fetch(
-        f"SELECT {stored_keys}, updated_at FROM {stored.name} "
-        f"WHERE updated_at IS NOT NULL AND ({stored_keys}) IN (SELECT {given})",
-        [list(column) for column in zip(*ids, strict=True)],
-    )
-    if not rows:
-        return good
-    newest = {tuple(row[:-1]): row[-1] for row in rows}
-    incoming = good.column("updated_at").to_pylist()
-    keep = [
-        not (at is not None and i in newest and at < newest[i])
-        for i, at in zip(ids, incoming, strict=True)
-    ]
-    return good if all(keep) else good.filter(pa.array(keep))
 
 
 def quarantine_id_of(target: Target, where: str) -> str:
