@@ -17,6 +17,13 @@ A journey file::
     capped: true                         # counts toward (and obeys) the frequency cap
     steps:
       - wait: 1h                         # a duration, or {until: "09:00"} in local time
+      - wait_for:                        # wait for an event, at most `within`; then branch
+          event: Order Completed
+          key: properties.cart_id          # the same trigger key (like goal.key)
+          where: "properties.total > 50"   # the trigger's event filter language
+          within: 3d
+          then: thanks                     # a step id | next (default) | exit
+          else: next                       # when `within` passed without it
       - id: remind                       # optional step id (default step1, step2 …)
         send: abandoned_cart             # a template; `with:` gives its variables
         with:
@@ -165,18 +172,38 @@ class Experiment:
 
 
 @dataclass(frozen=True)
+class WaitFor:
+    """A ``wait_for`` step's event: the first one of the customer after the step became due and
+    within ``within`` of it moves the instance on (to ``then``) at that event's time; none by the
+    deadline moves it on (to ``else``) at the deadline."""
+
+    event: str
+    within: timedelta
+    key: str | None = None
+    """The event field that must equal the instance's trigger key (``properties.cart_id``)."""
+    where: str | None = None
+    """The filter the event must pass, compiled to SQL over the events alias ``e``
+    (:mod:`personify.journeys.filters`)."""
+    where_source: str | None = None
+    """The filter as written (for reports)."""
+
+
+@dataclass(frozen=True)
 class Step:
     """One step. ``kind`` says which of the fields matter."""
 
     id: str
-    kind: Literal["wait", "wait_until", "branch", "send", "tag", "exit"]
+    kind: Literal["wait", "wait_until", "wait_for", "branch", "send", "tag", "exit"]
     line: int
     duration: timedelta | None = None
     until: time | None = None
     condition: Expression | None = None
     then: int | None = None
-    """Branch target when the condition is TRUE: a step index, or ``None`` for exit."""
+    """Branch target when the condition is TRUE (``wait_for``: when the event happened): a step
+    index, or ``None`` for exit."""
     otherwise: int | None = None
+    """Branch target when the condition is not TRUE (``wait_for``: when ``within`` passed)."""
+    wait_for: WaitFor | None = None
     template: str | None = None
     variables: tuple[Variable, ...] = ()
     tag: str | None = None
@@ -221,7 +248,11 @@ class Journey:
 
 
 def load_journeys(
-    folder: Path, *, lookback: timedelta, purpose: str, root: Path | None = None
+    folder: Path,
+    *,
+    lookback: timedelta,
+    purpose: str,
+    root: Path | None = None,
 ) -> list[Journey]:
     """Every journey in ``folder``'s ``*.yml`` / ``*.yaml`` files, by name."""
     if not folder.is_dir():
@@ -301,7 +332,12 @@ class _Reader:
 
 
 def parse_journey(
-    text: str, *, file: str, default_name: str, lookback: timedelta, purpose: str
+    text: str,
+    *,
+    file: str,
+    default_name: str,
+    lookback: timedelta,
+    purpose: str,
 ) -> Journey | None:
     """The journey of one file's text (``None`` for an empty file)."""
     doc = parse_marked(text, file=file)
@@ -342,6 +378,13 @@ def parse_journey(
         raise r.fail(("steps",), "a journey needs a list of steps", hint="e.g. - send: TEMPLATE")
     steps = _steps(r, steps_raw, name)
     _bind_event_variables(r, steps, trigger)
+    for i, step in enumerate(steps):
+        if step.wait_for is not None and step.wait_for.key and not trigger.key:
+            raise r.fail(
+                ("steps", i, "wait_for", "key"),
+                "wait_for matches the trigger's key, but the trigger has none",
+                hint="add key: to the trigger (e.g. key: properties.cart_id), or drop this key",
+            )
     for flag in ("capped", "enabled"):
         if not isinstance(top.get(flag, True), bool):
             raise r.fail((flag,), f"expected true or false, got {_kind(top[flag])}")
@@ -462,6 +505,7 @@ def _reentry(r: _Reader, raw: Any) -> tuple[Literal["always", "never", "after"],
 _STEP_KEYS = {
     "id",
     "wait",
+    "wait_for",
     "branch",
     "send",
     "with",
@@ -492,9 +536,9 @@ def _step(r: _Reader, raw: Any, i: int, ids: list[str], journey: str, sends: lis
     if raw == "exit":
         return Step(ids[i], "exit", line)
     spec = r.mapping(raw, where, _STEP_KEYS)
-    kinds = [k for k in ("wait", "branch", "send", "tag", "exit") if k in spec]
+    kinds = [k for k in ("wait", "wait_for", "branch", "send", "tag", "exit") if k in spec]
     if len(kinds) != 1:
-        raise r.fail(where, "a step is exactly one of wait, branch, send, tag or exit")
+        raise r.fail(where, "a step is exactly one of wait, wait_for, branch, send, tag or exit")
     kind = kinds[0]
     if "with" in spec and kind != "send":
         raise r.fail((*where, "with"), "only send steps take variables")
@@ -509,6 +553,8 @@ def _step(r: _Reader, raw: Any, i: int, ids: list[str], journey: str, sends: lis
                 ids[i], "wait_until", line, until=_clock(r, until, (*where, "wait", "until"))
             )
         return Step(ids[i], "wait", line, duration=r.duration(value, (*where, "wait")))
+    if kind == "wait_for":
+        return _wait_for(r, spec["wait_for"], (*where, "wait_for"), ids, i, line)
     if kind == "branch":
         earlier = [ids[n] for n in range(i) if sends[n]]
         return _branch(r, spec["branch"], (*where, "branch"), ids, i, line, earlier)
@@ -686,22 +732,66 @@ def _branch(
     if condition.kind not in (Kind.BOOL, Kind.NULL):
         raise r.fail((*where, "if"), f"`if` must be a condition, not a {condition.kind.value}")
 
-    def target(name: str) -> int | None:
-        value = spec.get(name, "next")
-        if value == "next":
-            return i + 1
-        if value == "exit":
-            return None
-        if value not in ids:
-            raise r.fail(
-                (*where, name),
-                f"no step with the id {value!r}",
-                hint="name a step's id, next or exit; steps: " + ", ".join(ids),
-            )
-        return ids.index(value)
-
     return Step(
-        ids[i], "branch", line, condition=condition, then=target("then"), otherwise=target("else")
+        ids[i],
+        "branch",
+        line,
+        condition=condition,
+        then=_target(r, spec, "then", where, ids, i),
+        otherwise=_target(r, spec, "else", where, ids, i),
+    )
+
+
+def _target(
+    r: _Reader, spec: dict[str, Any], name: str, where: Where, ids: list[str], i: int
+) -> int | None:
+    """A branch's (or wait_for's) ``then`` / ``else``: a step index, ``None`` for exit."""
+    value = spec.get(name, "next")
+    if value == "next":
+        return i + 1
+    if value == "exit":
+        return None
+    if value not in ids:
+        raise r.fail(
+            (*where, name),
+            f"no step with the id {value!r}",
+            hint="name a step's id, next or exit; steps: " + ", ".join(ids),
+        )
+    return ids.index(value)
+
+
+def _wait_for(r: _Reader, raw: Any, where: Where, ids: list[str], i: int, line: int) -> Step:
+    spec = r.mapping(raw, where, {"event", "key", "where", "within", "then", "else"})
+    if "event" not in spec:
+        raise r.fail(
+            where,
+            "wait_for names the event to wait for",
+            hint="e.g. wait_for: {event: Order Completed, within: 3d, then: thanks}",
+        )
+    if "within" not in spec:
+        raise r.fail(
+            where,
+            "wait_for needs within: — how long to wait for the event at most",
+            hint="e.g. within: 3d (then the step's else: target)",
+        )
+    event = r.text(spec["event"], (*where, "event"))
+    key = r.key(spec["key"], (*where, "key")) if "key" in spec else None
+    source = spec.get("where")
+    condition = _event_filter(r, source, where) if "where" in spec else None
+    wait = WaitFor(
+        event,
+        r.duration(spec["within"], (*where, "within")),
+        key=key,
+        where=condition,
+        where_source=str(source).strip() if condition else None,
+    )
+    return Step(
+        ids[i],
+        "wait_for",
+        line,
+        then=_target(r, spec, "then", where, ids, i),
+        otherwise=_target(r, spec, "else", where, ids, i),
+        wait_for=wait,
     )
 
 

@@ -13,10 +13,18 @@ Each run, for each journey:
    is applied to all its due instances with one or two statements: goal exits first (a goal
    event between the trigger and the step's due time), then waits (``wake_at + duration``;
    local-time waits are computed per time zone in Python and written back through Arrow),
-   branches (a ``CASE`` over the profile condition), sends (decided: queued ``messages`` rows,
-   see :mod:`personify.journeys.decide`), tags and exits. Waits count from when the step was
-   due, not from when the run happened, so a late run catches up exactly as if the engine had
-   run continuously.
+   ``wait_for`` steps (below), branches (a ``CASE`` over the profile condition), sends
+   (decided: queued ``messages`` rows, see :mod:`personify.journeys.decide`), tags and exits.
+   Waits count from when the step was due, not from when the run happened, so a late run
+   catches up exactly as if the engine had run continuously.
+
+A ``wait_for`` step opens its window when it becomes due: the instance waits
+(``waiting_since`` = that time, ``wake_at`` = the deadline, so it is not due meanwhile). Each
+run — first thing, so goal and segment exits see where it went — and the step itself move every
+waiting instance whose awaited event happened (the first after the window opened, by ``--now``)
+to ``then``, due at the event's time, and every one whose deadline passed without it to
+``else``, due at the deadline; a goal (or ``exit_when`` exit) before the event ends it where it
+waited. The outcome and the times follow from event times only, whatever the runs' cadence.
 
 Every statement of a step runs in one transaction with the instance's move to the next step,
 so a crash leaves each instance before or after its step, never between.
@@ -63,6 +71,10 @@ class JourneyCounts:
     goal: int = 0
     left_segment: int = 0
     """Instances ended by ``exit_when`` (the customer left the segment)."""
+    waited_event: int = 0
+    """``wait_for`` steps left by ``then``: the event happened within the window."""
+    waited_timeout: int = 0
+    """``wait_for`` steps left by ``else``: the window passed without the event."""
     completed: int = 0
     exited: int = 0
     active: int = 0
@@ -90,6 +102,10 @@ def advance(
     ``entering=False`` (the real-time tick, which enters per customer with
     :func:`enter`'s ``only``): advance the instances due, and return at once if none is."""
     counts = JourneyCounts(journey.name)
+    for index, step in enumerate(journey.steps):  # first: where waiting instances went
+        if step.kind == "wait_for":
+            with wh.transaction():
+                _wait_for(wh, journey, index, step, now, counts, opening=False)
     if journey.enabled and entering:
         counts.entered = enter(wh, journey, now=now)
     elif not entering and not _any_due(wh, journey, now):
@@ -438,6 +454,8 @@ def _run_step(
             )
         elif step.kind == "wait_until":
             _wait_until(wh, journey, index, step, now, context.default_zone)
+        elif step.kind == "wait_for":
+            _wait_for(wh, journey, index, step, now, counts)
         elif step.kind == "branch":
             _branch(wh, journey, index, step, now)
         elif step.kind == "send":
@@ -507,6 +525,105 @@ def _branch(wh: Warehouse, journey: Journey, index: int, step: Step, now: dateti
         "updated_at = ? WHERE journey = ? AND status = 'active' AND step = ?",
         [now, now, journey.name, exit_index],
     )
+
+
+_EXIT_STEP = -1
+"""The step an instance is parked at for one statement before it exits (branch targets)."""
+
+
+def _exit_parked(wh: Warehouse, journey: Journey, now: datetime) -> None:
+    wh.execute(
+        "UPDATE journey_instances SET status = 'exited', exit_reason = 'exit', exited_at = ?, "
+        "updated_at = ? WHERE journey = ? AND status = 'active' AND step = ?",
+        [now, now, journey.name, _EXIT_STEP],
+    )
+
+
+def _wait_for(
+    wh: Warehouse,
+    journey: Journey,
+    index: int,
+    step: Step,
+    now: datetime,
+    counts: JourneyCounts,
+    *,
+    opening: bool = True,
+) -> None:
+    """The ``wait_for`` step ``index``, over all its instances at once, in four statements:
+
+    1. (``opening``) the instances due at it start waiting: ``waiting_since`` = their due time,
+       ``wake_at`` = the deadline (``within`` later);
+    2. waiting ones whose goal (or ``exit_when`` exit) came before the awaited event (or the
+       deadline, or ``now``) leave — as a continuous engine would have seen them, waiting;
+    3. those whose event happened (the first after the window opened, by the deadline and
+       ``now``) move to ``then``, due at the event's time;
+    4. those whose deadline passed move to ``else``, due at the deadline.
+
+    Every instance waits through step 1, whether its run came early or late: what it did and
+    the row it leaves follow from event times only."""
+    wait = step.wait_for
+    assert wait is not None
+    inst = "journey_instances"
+    if opening:
+        seconds = int(wait.within.total_seconds())
+        wh.execute(
+            f"UPDATE {inst} SET waiting_since = wake_at, updated_at = ?, "
+            f"wake_at = wake_at + INTERVAL '{seconds} seconds' WHERE {_DUE} "
+            "AND waiting_since IS NULL",
+            [now, journey.name, index, now],
+        )
+    same_key = f" AND {_key_sql(wait.key)} = {inst}.trigger_key" if wait.key else ""
+    passes = f" AND ({wait.where}) IS TRUE" if wait.where else ""
+    hit = (
+        "(SELECT min(e.timestamp) FROM events AS e WHERE e.type = 'track' AND e.event = ? "
+        f"AND e.customer_id = {inst}.customer_id AND e.timestamp > {inst}.waiting_since "
+        f"AND e.timestamp <= least({inst}.wake_at, CAST(? AS TIMESTAMPTZ)){same_key}{passes})"
+    )
+    hit_params: list[Any] = [wait.event, now]
+    waiting = "journey = ? AND status = 'active' AND step = ? AND waiting_since IS NOT NULL"
+    here = [journey.name, index]
+    until = f"least(coalesce({hit}, {inst}.wake_at), CAST(? AS TIMESTAMPTZ))"
+    until_params = [*hit_params, now]
+    if journey.goal is not None:
+        reached, params = _goal_condition(journey.goal, inst, until, until_params)
+        counts.goal += max(
+            wh.execute(
+                "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', "
+                f"exited_at = ?, updated_at = ? WHERE {waiting} AND {reached}",
+                [now, now, *here, *params],
+            ),
+            0,
+        )
+    if journey.exit_when is not None:
+        left, params = _left_condition(journey.exit_when, inst, until, until_params)
+        counts.left_segment += max(
+            wh.execute(
+                "UPDATE journey_instances SET status = 'exited', exit_reason = 'left_segment', "
+                f"exited_at = ?, updated_at = ? WHERE {waiting} AND {left}",
+                [now, now, *here, *params],
+            ),
+            0,
+        )
+    then = _EXIT_STEP if step.then is None else step.then
+    otherwise = _EXIT_STEP if step.otherwise is None else step.otherwise
+    counts.waited_event += max(
+        wh.execute(
+            f"UPDATE journey_instances SET step = {int(then)}, wake_at = {hit}, "
+            f"waiting_since = NULL, updated_at = ? WHERE {waiting} AND {hit} IS NOT NULL",
+            [*hit_params, now, *here, *hit_params],
+        ),
+        0,
+    )
+    counts.waited_timeout += max(
+        wh.execute(
+            f"UPDATE journey_instances SET step = {int(otherwise)}, waiting_since = NULL, "
+            f"updated_at = ? WHERE {waiting} AND wake_at <= ?",
+            [now, *here, now],
+        ),
+        0,
+    )
+    if step.then is None or step.otherwise is None:
+        _exit_parked(wh, journey, now)
 
 
 def _engagement(condition: exp.Expr, journey: Journey) -> exp.Expr:

@@ -28,6 +28,16 @@ def _step_text(journey: Journey) -> list[str]:
             out.append(f"{step.id}: wait {step.duration}")
         elif step.kind == "wait_until":
             out.append(f"{step.id}: wait until {step.until:%H:%M} local")
+        elif step.kind == "wait_for":
+            assert step.wait_for is not None
+            w = step.wait_for
+            by = f" by {w.key}" if w.key else ""
+            where = f" where {w.where_source}" if w.where_source else ""
+            then, otherwise = _target(journey, step.then), _target(journey, step.otherwise)
+            out.append(
+                f"{step.id}: wait for {w.event!r}{by}{where} within {w.within}, "
+                f"then {then}, else {otherwise}"
+            )
         elif step.kind == "branch":
             assert step.condition is not None
             out.append(f"{step.id}: branch if {step.condition.source}")
@@ -38,6 +48,12 @@ def _step_text(journey: Journey) -> list[str]:
         else:
             out.append(f"{step.id}: exit")
     return out
+
+
+def _target(journey: Journey, index: int | None) -> str:
+    if index is None:
+        return "exit"
+    return journey.steps[index].id if index < len(journey.steps) else "end"
 
 
 def journeys_report(wh: Warehouse, journeys: Sequence[Journey]) -> list[dict[str, Any]]:

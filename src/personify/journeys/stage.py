@@ -218,6 +218,8 @@ def journeys_stage(session: Session) -> dict[str, int]:
         "skipped": sum(sum(r.skipped.values()) for r in results),
         "goal_reached": sum(r.goal for r in results),
         "left_segment": sum(r.left_segment for r in results),
+        "wait_for_event": sum(r.waited_event for r in results),
+        "wait_for_timeout": sum(r.waited_timeout for r in results),
         "completed": sum(r.completed for r in results),
         "active": sum(r.active for r in results),
     }

@@ -136,7 +136,12 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
             for journey in journeys:
                 counts = advance(wh, journey, now=at, context=context, entering=False)
                 done.advanced += bool(
-                    counts.decided or counts.completed or counts.goal or counts.left_segment
+                    counts.decided
+                    or counts.completed
+                    or counts.goal
+                    or counts.left_segment
+                    or counts.waited_event
+                    or counts.waited_timeout
                 )
                 done.decided += counts.decided
         else:

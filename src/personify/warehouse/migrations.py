@@ -268,6 +268,17 @@ def _consent_pauses(wh: Warehouse) -> None:
     _sendable_view(wh)
 
 
+def _journey_waits(wh: Warehouse) -> None:
+    """Journeys' ``wait_for`` steps: ``journey_instances.waiting_since`` (when the window of
+    the step an instance waits at opened)."""
+    col = TABLES_BY_NAME["journey_instances"].column("waiting_since")
+    wh.execute(
+        f"ALTER TABLE journey_instances ADD COLUMN IF NOT EXISTS "
+        f"{quote(col.name)} {wh.column_type(col.type)}",
+        (),
+    )
+
+
 def _destination_keys(wh: Warehouse) -> None:
     """Destinations that remove records: ``destination_state.record_key`` (encrypted)."""
     col = TABLES_BY_NAME["destination_state"].column("record_key")
@@ -407,6 +418,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         24, "consent pauses (preference page); the sendable view reads them", _consent_pauses
+    ),
+    Migration(
+        25,
+        "journeys: journey_instances.waiting_since (wait_for steps: when the window opened)",
+        _journey_waits,
     ),
 )
 

@@ -694,6 +694,12 @@ JOURNEY_INSTANCES = Table(
         C("status", S, False, "active, completed or exited"),
         C("wake_at", TS, False, "When the next step is due"),
         C("trigger_at", TS, False, "When the trigger happened (the event's or change's time)"),
+        C(
+            "waiting_since",
+            TS,
+            doc="A wait_for step the instance waits at: when its window opened (the step's due "
+            "time; wake_at is then the deadline). NULL otherwise",
+        ),
         C("entered_at", TS, False, "The run (--now) that entered it"),
         C("updated_at", TS, False),
         C("exited_at", TS),

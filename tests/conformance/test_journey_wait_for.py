@@ -1,0 +1,300 @@
+"""``wait_for`` steps on every backend: wait for an event (same key, a filter) at most a while,
+then branch — moving on at the event's time, else at the deadline, whatever the runs' cadence."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.conformance.test_journeys import NOW, Shop, events, people, shop  # noqa: F401
+
+from personify import clock
+from personify.errors import DefinitionError
+from personify.journeys import project_journeys, run_journeys
+from personify.journeys.stage import journeys_stage
+from personify.realtime.reactions import tick
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+ENTERED = NOW - HOUR / 2
+"""When every cart of these tests was abandoned (its first Product Added)."""
+OPENS = ENTERED + HOUR
+"""When the wait_for step becomes due: its window opens (after the journey's ``wait: 1h``)."""
+DEADLINE = OPENS + 3 * DAY
+
+CART = """trigger: {event: Product Added, key: properties.cart_id, within: 30d}
+goal: {event: Account Closed}
+steps:
+  - wait: 1h
+  - id: ordered
+    wait_for:
+      event: Order Completed
+      key: properties.cart_id
+      where: "properties.total > 50"
+      within: 3d
+      then: thank_you
+      else: last_call
+  - id: thank_you
+    tag: thanked
+  - wait: 1d
+  - exit
+  - id: last_call
+    tag: last_called
+  - wait: 2d
+"""
+
+
+def cart(customer: str, cart_id: str = "") -> tuple[str, str, datetime, dict[str, Any]]:
+    return (customer, "Product Added", ENTERED, {"cart_id": cart_id or f"c-{customer}"})
+
+
+def order(
+    customer: str, at: datetime, total: float = 80.0, cart_id: str = ""
+) -> tuple[str, str, datetime, dict[str, Any]]:
+    props = {"cart_id": cart_id or f"c-{customer}", "total": total}
+    return (customer, "Order Completed", at, props)
+
+
+def closed(customer: str, at: datetime) -> tuple[str, str, datetime, dict[str, Any]]:
+    return (customer, "Account Closed", at, {})
+
+
+WORLD = {
+    "buys": [order("buys", OPENS + 10 * HOUR)],
+    "small": [order("small", OPENS + HOUR, total=20.0)],  # the filter leaves it out
+    "other_cart": [order("other_cart", OPENS + HOUR, cart_id="another")],
+    "too_early": [order("too_early", OPENS - HOUR / 4)],  # before the window opened
+    "too_late": [order("too_late", DEADLINE + HOUR)],
+    "at_deadline": [order("at_deadline", DEADLINE)],
+    "nothing": [],
+    "buys_then_closes": [
+        order("buys_then_closes", OPENS + 2 * HOUR),
+        closed("buys_then_closes", OPENS + 5 * HOUR),  # during the day after: a goal exit
+    ],
+    "closes_then_buys": [
+        closed("closes_then_buys", OPENS + 2 * HOUR),  # the goal first: no thank-you
+        order("closes_then_buys", OPENS + 5 * HOUR),
+    ],
+    "buys_twice": [order("buys_twice", OPENS + 7 * HOUR), order("buys_twice", OPENS + 3 * HOUR)],
+}
+
+
+def _world(shop: Shop) -> None:  # noqa: F811
+    shop.write("journeys/cart.yml", CART)
+    people(shop.wh, *({"customer_id": c} for c in WORLD), consent=list(WORLD))
+    events(shop.wh, *(cart(c) for c in WORLD), *(e for rows in WORLD.values() for e in rows))
+
+
+def _paths(shop: Shop) -> dict[str, tuple[Any, ...]]:  # noqa: F811
+    """Each instance's place, times and tags: what must not depend on when runs happened."""
+    tags: dict[str, list[str]] = {}
+    for customer, tag in shop.wh.fetch("SELECT customer_id, tag FROM journey_tags"):
+        tags.setdefault(str(customer), []).append(str(tag))
+    rows = shop.wh.fetch(
+        "SELECT customer_id, step, status, exit_reason, wake_at, waiting_since "
+        "FROM journey_instances"
+    )
+    return {
+        str(c): (step, status, reason, wake, since, sorted(tags.get(str(c), [])))
+        for c, step, status, reason, wake, since in rows
+    }
+
+
+def _advance(shop: Shop, at: datetime, how: str) -> None:  # noqa: F811
+    with clock.frozen(at):
+        if how == "batch":
+            run_journeys(shop.wh, shop.session.project, project_journeys(shop.session.project))
+        else:
+            tick(shop.session, now=at)
+
+
+@pytest.mark.parametrize("path", ["batch", "real time"])
+def test_the_event_within_the_window_takes_then_at_its_time_else_the_deadline(
+    shop: Shop,  # noqa: F811
+    path: str,
+) -> None:
+    _world(shop)
+    with clock.frozen(NOW):
+        first = journeys_stage(shop.session)
+    assert first["entered"] == len(WORLD)
+    waiting = shop.wh.fetch(
+        "SELECT DISTINCT step, waiting_since, wake_at FROM journey_instances"
+    )  # due at OPENS (the run is at NOW, earlier): still in the wait: 1h
+    assert [(s, w) for s, w, _ in waiting] == [(1, None)]
+
+    mid = OPENS + DAY  # the window is open: the early buyers moved on, the others wait
+    _advance(shop, mid, path)
+    got = _paths(shop)
+    assert got["buys"][:2] == (4, "active") and got["buys"][4] is None
+    assert got["buys"][3] == OPENS + 10 * HOUR + DAY  # the tag at the order, then wait: 1d
+    assert got["buys_twice"][3] == OPENS + 3 * HOUR + DAY  # the first order counts
+    assert got["nothing"][:2] == (1, "active")
+    assert got["nothing"][3:5] == (DEADLINE, OPENS)  # waiting: the deadline and the window
+    assert got["closes_then_buys"][1:3] == ("exited", "goal")
+    assert got["closes_then_buys"][5] == []
+
+    with clock.frozen(DEADLINE + DAY):
+        counts = journeys_stage(shop.session) if path == "batch" else None
+        if counts is None:
+            tick(shop.session, now=DEADLINE + DAY)
+    got = _paths(shop)
+    thanked = {c for c, p in got.items() if p[5] == ["thanked"]}
+    called = {c for c, p in got.items() if p[5] == ["last_called"]}
+    assert thanked == {"buys", "at_deadline", "buys_then_closes", "buys_twice"}
+    assert called == {"small", "other_cart", "too_early", "too_late", "nothing"}
+    assert got["buys_then_closes"][1:3] == ("exited", "goal")
+    assert got["at_deadline"][3] == DEADLINE + DAY  # moved on at the order (= the deadline)
+    assert got["nothing"][:5] == (7, "completed", "completed", DEADLINE + 2 * DAY, None)
+    assert all(p[4] is None for c, p in got.items() if c != "closes_then_buys")
+    if counts is not None:
+        assert counts["wait_for_event"] == 1 and counts["wait_for_timeout"] == 5
+
+
+CADENCES = {
+    "every hour, batch and tick in turn": [NOW + n * HOUR for n in range(0, 24 * 6)],
+    "every 7 hours": [NOW + n * 7 * HOUR for n in range(0, 21)],
+    "on time, then once late": [NOW, NOW + 6 * DAY],
+    "once, late": [NOW + 6 * DAY],
+}
+
+
+@pytest.mark.parametrize("cadence", list(CADENCES))
+def test_every_cadence_ends_in_the_same_paths(
+    shop: Shop,  # noqa: F811
+    cadence: str,
+) -> None:
+    _world(shop)
+    for n, at in enumerate([*CADENCES[cadence], NOW + 6 * DAY]):
+        _advance(shop, at, "real time" if n % 2 and "hour" in cadence else "batch")
+    got = _paths(shop)
+    assert got == EXPECTED, cadence
+
+
+EXPECTED: dict[str, tuple[Any, ...]] = {
+    "buys": (4, "exited", "exit", OPENS + 10 * HOUR + DAY, None, ["thanked"]),
+    "buys_twice": (4, "exited", "exit", OPENS + 3 * HOUR + DAY, None, ["thanked"]),
+    "at_deadline": (4, "exited", "exit", DEADLINE + DAY, None, ["thanked"]),
+    "buys_then_closes": (4, "exited", "goal", OPENS + 2 * HOUR + DAY, None, ["thanked"]),
+    "closes_then_buys": (1, "exited", "goal", DEADLINE, OPENS, []),  # left while waiting
+    "small": (7, "completed", "completed", DEADLINE + 2 * DAY, None, ["last_called"]),
+    "other_cart": (7, "completed", "completed", DEADLINE + 2 * DAY, None, ["last_called"]),
+    "too_early": (7, "completed", "completed", DEADLINE + 2 * DAY, None, ["last_called"]),
+    "too_late": (7, "completed", "completed", DEADLINE + 2 * DAY, None, ["last_called"]),
+    "nothing": (7, "completed", "completed", DEADLINE + 2 * DAY, None, ["last_called"]),
+}
+
+
+def _reset(shop: Shop) -> None:  # noqa: F811
+    for name in ("journey_instances", "journey_state", "journey_tags", "audience_changes"):
+        shop.wh.execute(f"DELETE FROM {name}")
+    shop.wh.execute("DELETE FROM events")
+
+
+hours = st.integers(min_value=-3, max_value=24 * 4)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    orders=st.lists(st.one_of(st.none(), hours), min_size=3, max_size=3),
+    goals=st.lists(st.one_of(st.none(), hours), min_size=3, max_size=3),
+    runs=st.lists(st.integers(min_value=0, max_value=24 * 6), max_size=5).map(sorted),
+)
+def test_any_run_schedule_decides_as_one_late_run(
+    shop: Shop,  # noqa: F811
+    orders: list[int | None],
+    goals: list[int | None],
+    runs: list[int],
+) -> None:
+    """Random order and goal times, runs at random hours (batch and tick in turn): the same
+    paths, times and tags as a single run after everything happened."""
+    shop.write("journeys/cart.yml", CART)
+    ids = ["p", "q", "r"]
+    if not shop.wh.scalar("SELECT count(*) FROM customers"):  # once per warehouse
+        people(shop.wh, *({"customer_id": c} for c in ids), consent=ids)
+
+    def world() -> None:
+        rows = [cart(c) for c in ids]
+        rows += [
+            order(c, OPENS + h * HOUR) for c, h in zip(ids, orders, strict=True) if h is not None
+        ]
+        rows += [
+            closed(c, OPENS + h * HOUR) for c, h in zip(ids, goals, strict=True) if h is not None
+        ]
+        events(shop.wh, *rows)
+
+    late = NOW + 6 * DAY
+    _reset(shop)
+    world()
+    for n, at in enumerate(runs):
+        _advance(shop, NOW + at * HOUR, "real time" if n % 2 else "batch")
+    _advance(shop, late, "batch")
+    scheduled = _paths(shop)
+    _reset(shop)
+    world()
+    _advance(shop, late, "batch")
+    assert scheduled == _paths(shop)
+    for c, h, g in zip(ids, orders, goals, strict=True):
+        bought = h is not None and 0 < h <= 72 and (g is None or not -1 <= g <= h)
+        assert (scheduled[c][5] == ["thanked"]) == bought, (c, h, g)
+
+
+def _refused(shop: Shop, text: str) -> str:  # noqa: F811
+    shop.write("journeys/bad.yml", text)
+    with pytest.raises(DefinitionError) as caught:
+        project_journeys(shop.session.project)
+    error = caught.value
+    return str(error) + " hint: " + str(error.hint or "")
+
+
+STEP = "trigger: {event: Product Added, key: properties.cart_id}\nsteps:\n  - wait_for: "
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("{event: X, within: 3d, then: thanks}", "bad.yml:3: steps[0].wait_for.then: no step"),
+        ("{event: X, within: 3d, else: nope}", "steps[0].wait_for.else: no step with the id"),
+        ("{event: X, within: soon}", "steps[0].wait_for.within: 'soon' is not a duration"),
+        ("{event: X}", "wait_for needs within:"),
+        ("{within: 3d}", "wait_for names the event"),
+        ("{event: X, within: 3d, wher: a}", "steps[0].wait_for.wher: unknown key"),
+        ("{event: X, within: 3d, key: cart_id}", "write properties.NAME"),
+        ("{event: X, within: 3d, where: 'properties.total >'}", "steps[0].wait_for.where"),
+        ("{event: X, within: 3d, where: 'totl > 5'}", "steps[0].wait_for.where"),
+        ("{event: X, within: 3d, where: 'properties.total'}", "must be a condition"),
+    ],
+)
+def test_a_bad_wait_for_is_refused_with_where_it_is(
+    shop: Shop,  # noqa: F811
+    spec: str,
+    said: str,
+) -> None:
+    text = _refused(shop, STEP + spec + "\n  - exit\n")
+    assert said in text and "bad.yml:3" in text, text
+
+
+def test_a_wait_for_key_needs_a_keyed_trigger(shop: Shop) -> None:  # noqa: F811
+    text = _refused(
+        shop,
+        "trigger: {event: Product Added}\nsteps:\n  - send: x\n"
+        "  - wait_for: {event: X, within: 1d, key: properties.cart_id}\n",
+    )
+    assert "bad.yml:4: steps[1].wait_for.key" in text and "add key: to the trigger" in text
+
+
+def test_the_report_and_the_summary_say_what_wait_for_does(shop: Shop) -> None:  # noqa: F811
+    from personify.journeys.report import journeys_report
+
+    _world(shop)
+    steps = journeys_report(shop.wh, project_journeys(shop.session.project))[0]["steps"]
+    assert steps[1] == (
+        "ordered: wait for 'Order Completed' by properties.cart_id where properties.total > 50 "
+        "within 3 days, 0:00:00, then thank_you, else last_call"
+    )
