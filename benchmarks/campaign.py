@@ -80,6 +80,9 @@ def make_project(root: Path, n: int, batch: int) -> None:
         for p in VARIABLES["new_arrivals"]
     )
     (root / "journeys" / "campaign.yml").write_text(JOURNEY + arrivals, encoding="utf-8")
+    (root / "segments" / "everyone.sql").write_text(
+        "-- name: everyone\nSELECT customer_id FROM customers\n", encoding="utf-8"
+    )
     file = root / "personify.yml"
     text = file.read_text(encoding="utf-8")
     text = text[: text.find("# Journeys (journeys/*.yml)")] if "# Journeys (" in text else text

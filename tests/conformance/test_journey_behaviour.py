@@ -147,6 +147,7 @@ def test_leaving_the_exit_segment_ends_the_journey_with_its_reason(
     path: str,
 ) -> None:
     shop.write("templates/hello.liquid", HELLO)
+    shop.segment("lapsed")
     shop.write("journeys/win_back.yml", WIN_BACK)
     wh = shop.wh
     ids = ["stays", "leaves", "returns", "too_late"]
@@ -228,6 +229,7 @@ def test_an_email_held_while_the_customer_left_the_exit_segment_is_not_sent(
     """Decided at 21:15, held by quiet hours until 08:00; one customer leaves the segment at
     22:00: the send-time gate skips their email with the reason."""
     shop.write("templates/hello.liquid", HELLO)
+    shop.segment("lapsed")
     shop.write("journeys/win_back.yml", WIN_BACK.replace("  - wait: 2d\n", ""))
     shop.configure('journeys:\n  quiet_hours: {start: "21:00", end: "08:00"}\n')
     wh = shop.wh

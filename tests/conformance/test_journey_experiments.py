@@ -44,6 +44,7 @@ steps:
 def test_variants_and_holdout_are_assigned_once_sent_and_reported(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
     shop.write("templates/bold.liquid", BOLD)
+    shop.segment("everyone")
     shop.write("journeys/weekly.yml", JOURNEY.replace("PLAIN", "1"))
     shop.configure("journeys:\n  frequency_cap: null\n")
     wh = shop.wh
@@ -132,6 +133,7 @@ def test_variants_and_holdout_are_assigned_once_sent_and_reported(shop: Shop) ->
 
 def test_a_holdout_alone_holds_out_that_share_of_the_step(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
+    shop.segment("everyone")
     shop.write(
         "journeys/weekly.yml",
         "trigger: {schedule: 2026-03-02T11:00:00Z, segment: everyone}\n"

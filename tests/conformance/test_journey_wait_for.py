@@ -1,5 +1,6 @@
 """``wait_for`` steps on every backend: wait for an event (same key, a filter) at most a while,
-then branch — moving on at the event's time, else at the deadline, whatever the runs' cadence."""
+then branch — moving on at the event's time, else at the deadline, whatever the runs' cadence;
+and journeys naming a segment the project does not define are refused."""
 
 from __future__ import annotations
 
@@ -298,3 +299,37 @@ def test_the_report_and_the_summary_say_what_wait_for_does(shop: Shop) -> None: 
         "ordered: wait for 'Order Completed' by properties.cart_id where properties.total > 50 "
         "within 3 days, 0:00:00, then thank_you, else last_call"
     )
+
+
+SEGMENT = "-- name: {name}\nSELECT customer_id FROM customers\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "where", "said"),
+    [
+        ("trigger: {segment: lapsd}", "bad.yml:1: trigger.segment", "did you mean 'lapsed'?"),
+        (
+            "trigger: {schedule: 2026-03-02T11:00:00Z, segment: evryone}",
+            "bad.yml:1: trigger.segment",
+            "did you mean 'everyone'?",
+        ),
+        (
+            "trigger: {event: X}\nexit_when: {segment: gone}",
+            "bad.yml:2: exit_when.segment",
+            "segments: everyone, high_value_recent, lapsed",
+        ),
+    ],
+)
+def test_a_segment_the_project_does_not_define_is_refused(
+    shop: Shop,  # noqa: F811
+    head: str,
+    where: str,
+    said: str,
+) -> None:
+    for name in ("lapsed", "everyone"):
+        shop.write(f"segments/{name}.sql", SEGMENT.format(name=name))
+    text = _refused(shop, head + "\nsteps:\n  - exit\n")
+    assert where in text and "no segment" in text and said in text, text
+    fixed = head.replace("lapsd", "lapsed").replace("evryone", "everyone").replace("gone", "lapsed")
+    shop.write("journeys/bad.yml", fixed + "\nsteps:\n  - exit\n")
+    assert [j.name for j in project_journeys(shop.session.project)] == ["bad"]

@@ -54,6 +54,11 @@ class Shop:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
+    def segment(self, name: str) -> None:
+        """Define the segment ``name`` (journeys refuse segments the project lacks); tests load
+        its memberships themselves."""
+        self.write(f"segments/{name}.sql", f"-- name: {name}\nSELECT customer_id FROM customers\n")
+
     def configure(self, yaml: str) -> None:
         """Append ``yaml`` to personify.yml and reopen the session."""
         file = self.root / "personify.yml"
@@ -369,6 +374,7 @@ def test_a_capped_email_that_fails_does_not_use_up_the_cap(shop: Shop) -> None:
 
 def test_segment_trigger_branch_tag_and_local_time_wait(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
+    shop.segment("vip")
     shop.write(
         "journeys/vip.yml",
         "trigger: {segment: vip}\nreentry: never\nsteps:\n"
@@ -429,6 +435,7 @@ def test_segment_trigger_branch_tag_and_local_time_wait(shop: Shop) -> None:
 
 def test_broadcast_schedule_sends_each_occurrence_once(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
+    shop.segment("everyone")
     shop.write(
         "journeys/weekly.yml",
         "trigger: {schedule: 2026-03-02T11:00:00Z, every: 1d, segment: everyone}\n"
@@ -971,6 +978,7 @@ def test_an_email_shows_the_event_that_triggered_it(shop: Shop) -> None:
 def test_an_event_variable_needs_an_event_trigger(shop: Shop) -> None:
     from personify.errors import DefinitionError
 
+    shop.segment("vip")
     shop.write(
         "journeys/bad.yml",
         "trigger: {segment: vip}\nsteps:\n  - send: hello\n    with: {order: {from: event}}\n",

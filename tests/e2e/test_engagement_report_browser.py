@@ -63,6 +63,9 @@ def _world(root: Path) -> None:
     init_project(root)
     (root / "templates" / "hello.liquid").write_text(HELLO, encoding="utf-8")
     (root / "journeys" / "weekly.yml").write_text(JOURNEY, encoding="utf-8")
+    (root / "segments" / "everyone.sql").write_text(
+        "-- name: everyone\nSELECT customer_id FROM customers\n", encoding="utf-8"
+    )
     ids = [f"c{i:04d}" for i in range(1200)]
     with open_session(root) as session:
         wh = session.warehouse

@@ -58,7 +58,9 @@ Mistakes raise :class:`~personify.errors.DefinitionError` (or
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -253,8 +255,10 @@ def load_journeys(
     lookback: timedelta,
     purpose: str,
     root: Path | None = None,
+    segments: Collection[str] | None = None,
 ) -> list[Journey]:
-    """Every journey in ``folder``'s ``*.yml`` / ``*.yaml`` files, by name."""
+    """Every journey in ``folder``'s ``*.yml`` / ``*.yaml`` files, by name. ``segments``: the
+    project's segment names — a journey naming another is refused (``None``: not checked)."""
     if not folder.is_dir():
         return []
     out: dict[str, Journey] = {}
@@ -266,6 +270,7 @@ def load_journeys(
             default_name=path.stem,
             lookback=lookback,
             purpose=purpose,
+            segments=segments,
         )
         if journey is None:
             continue
@@ -338,8 +343,10 @@ def parse_journey(
     default_name: str,
     lookback: timedelta,
     purpose: str,
+    segments: Collection[str] | None = None,
 ) -> Journey | None:
-    """The journey of one file's text (``None`` for an empty file)."""
+    """The journey of one file's text (``None`` for an empty file). ``segments``: the names a
+    segment trigger, a broadcast or ``exit_when`` may use (``None``: not checked)."""
     doc = parse_marked(text, file=file)
     if doc.data is None:
         return None
@@ -372,6 +379,11 @@ def parse_journey(
             hint="add key: to the trigger (e.g. key: properties.cart_id)",
         )
     exit_when = _exit_when(r, top["exit_when"]) if "exit_when" in top else None
+    if segments is not None:
+        if trigger.kind in ("segment", "schedule"):
+            _known_segment(r, trigger.name, ("trigger", "segment"), segments)
+        if exit_when is not None:
+            _known_segment(r, exit_when, ("exit_when", "segment"), segments)
     reentry, after = _reentry(r, top.get("reentry", "always"))
     steps_raw = top.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
@@ -411,6 +423,20 @@ def _exit_when(r: _Reader, raw: Any) -> str:
             ("exit_when",), "exit_when names a segment", hint="e.g. exit_when: {segment: lapsed}"
         )
     return r.text(spec["segment"], ("exit_when", "segment"), name=True)
+
+
+def _known_segment(r: _Reader, name: str, where: Where, segments: Collection[str]) -> None:
+    """Refuse a segment the project does not define: its memberships would never change (a
+    refresh closes those of segments no longer in ``segments/``), so the journey would silently
+    do nothing."""
+    if name in segments:
+        return
+    close = difflib.get_close_matches(name, list(segments), n=3)
+    if close:
+        hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    else:
+        hint = "segments: " + (", ".join(sorted(segments)) or "none — add segments/NAME.sql")
+    raise r.fail(where, f"no segment {name!r} in segments/", hint=hint)
 
 
 def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:

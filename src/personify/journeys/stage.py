@@ -19,6 +19,7 @@ from typing import Any
 
 from personify import clock
 from personify.audiences.schedule import parse_duration
+from personify.audiences.stage import project_segments
 from personify.config import OutboxDelivery, Project
 from personify.delivery.outbox import file_name
 from personify.errors import DefinitionError, PersonifyError
@@ -40,7 +41,10 @@ enter and exit instances meanwhile): each of its transactions is idempotent, so 
 
 
 def project_journeys(project: Project) -> list[Journey]:
-    """The project's journeys (``journeys.folder``), checked (cached while files are unchanged)."""
+    """The project's journeys (``journeys.folder``), checked (cached while files are unchanged)
+    — against the project's segments too: a segment trigger, broadcast or ``exit_when`` naming
+    none of them is refused."""
+
     settings = project.config.journeys
     folder = project.path(settings.folder)
     stamp: Stamp = ()
@@ -49,15 +53,29 @@ def project_journeys(project: Project) -> list[Journey]:
             (p.name, p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
         )
-    return list(_load(folder, stamp, settings.lookback, settings.purpose, project.root))
+    if not stamp:
+        return []
+    segments = tuple(sorted(s.name for s in project_segments(project)))
+    return list(_load(folder, stamp, settings.lookback, settings.purpose, project.root, segments))
 
 
 @functools.lru_cache(maxsize=32)
 def _load(
-    folder: Path, stamp: Stamp, lookback: str, purpose: str, root: Path
+    folder: Path,
+    stamp: Stamp,
+    lookback: str,
+    purpose: str,
+    root: Path,
+    segments: tuple[str, ...],
 ) -> tuple[Journey, ...]:
     return tuple(
-        load_journeys(folder, lookback=parse_duration(lookback), purpose=purpose, root=root)
+        load_journeys(
+            folder,
+            lookback=parse_duration(lookback),
+            purpose=purpose,
+            root=root,
+            segments=segments,
+        )
     )
 
 
