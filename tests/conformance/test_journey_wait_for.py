@@ -333,3 +333,48 @@ def test_a_segment_the_project_does_not_define_is_refused(
     fixed = head.replace("lapsd", "lapsed").replace("evryone", "everyone").replace("gone", "lapsed")
     shop.write("journeys/bad.yml", fixed + "\nsteps:\n  - exit\n")
     assert [j.name for j in project_journeys(shop.session.project)] == ["bad"]
+
+
+def test_a_warehouse_from_before_wait_for_gains_waiting_since(warehouse_url: str) -> None:
+    """Migration 25 on a warehouse whose journey_instances predates it: the column is added,
+    the instances are kept."""
+    from personify.warehouse import connect
+    from personify.warehouse.migrations import LEDGER, migrate
+
+    with connect(warehouse_url) as wh:
+        wh.execute("ALTER TABLE journey_instances DROP COLUMN waiting_since")
+        wh.execute(f"DELETE FROM {LEDGER} WHERE version = 25")
+        wh.execute(
+            "INSERT INTO journey_instances (journey, customer_id, trigger_key, step, status, "
+            "wake_at, trigger_at, entered_at, updated_at) VALUES ('cart', 'c', 'k', 1, "
+            "'active', ?, ?, ?, ?)",
+            [OPENS, ENTERED, NOW, NOW],
+        )
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        assert migrate(wh) == [25]
+        rows = wh.fetch("SELECT step, wake_at, waiting_since FROM journey_instances")
+        assert rows == [(1, OPENS, None)]
+
+
+def test_an_edited_journey_does_not_leave_an_old_window_behind(shop: Shop) -> None:  # noqa: F811
+    """Waiting at a wait_for step that an edit turned into a wait: the instance goes on, and
+    the wait_for step it reaches later opens its own window (not the old one's)."""
+    shop.write(
+        "journeys/cart.yml",
+        "trigger: {event: Product Added, key: properties.cart_id, within: 30d}\nsteps:\n"
+        "  - wait_for: {event: Order Completed, within: 1d}\n"
+        "  - wait_for: {event: Review Written, within: 1d, then: reviewed, else: exit}\n"
+        "  - id: reviewed\n    tag: reviewed\n",
+    )
+    people(shop.wh, {"customer_id": "a"}, consent=["a"])
+    events(shop.wh, cart("a"), ("a", "Review Written", ENTERED + DAY + 2 * HOUR, {}))
+    _advance(shop, NOW, "batch")
+    assert _paths(shop)["a"][:5] == (0, "active", None, ENTERED + DAY, ENTERED)
+    shop.write(
+        "journeys/cart.yml",
+        (shop.root / "journeys/cart.yml")
+        .read_text(encoding="utf-8")
+        .replace("  - wait_for: {event: Order Completed, within: 1d}\n", "  - wait: 1h\n"),
+    )
+    _advance(shop, NOW + 3 * DAY, "batch")
+    assert _paths(shop)["a"][5] == ["reviewed"]  # in the window opened at ENTERED + 1d + 1h

@@ -110,6 +110,7 @@ def advance(
         counts.entered = enter(wh, journey, now=now)
     elif not entering and not _any_due(wh, journey, now):
         return counts
+    _forget_stale_waits(wh, journey, now)
     for _ in range(MAX_PASSES):
         if not _any_due(wh, journey, now):
             break
@@ -536,6 +537,19 @@ def _exit_parked(wh: Warehouse, journey: Journey, now: datetime) -> None:
         "UPDATE journey_instances SET status = 'exited', exit_reason = 'exit', exited_at = ?, "
         "updated_at = ? WHERE journey = ? AND status = 'active' AND step = ?",
         [now, now, journey.name, _EXIT_STEP],
+    )
+
+
+def _forget_stale_waits(wh: Warehouse, journey: Journey, now: datetime) -> None:
+    """Instances left waiting at a step that is no ``wait_for`` step any more (the journey file
+    was edited meanwhile) forget their window, so a ``wait_for`` step they reach later opens
+    its own."""
+    waits = [str(i) for i, s in enumerate(journey.steps) if s.kind == "wait_for"]
+    others = f" AND step NOT IN ({', '.join(waits)})" if waits else ""
+    wh.execute(
+        "UPDATE journey_instances SET waiting_since = NULL, updated_at = ? WHERE journey = ? "
+        f"AND status = 'active' AND waiting_since IS NOT NULL{others}",
+        [now, journey.name],
     )
 
 
