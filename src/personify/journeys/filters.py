@@ -21,7 +21,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from personify.audiences.expressions import ExpressionError, Kind, check_expression
-from personify.offers._sql import numeric
+from personify.warehouse.sqltext import numeric
 
 JSON_COLUMNS: Final = ("properties", "context", "traits")
 """Event columns holding JSON objects a filter may reach into."""

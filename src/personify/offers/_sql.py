@@ -1,5 +1,8 @@
 """Small SQL helpers shared by the offers modules (authored in DuckDB's dialect, ``?`` params).
 
+The helpers any stage may use (``prop``, ``numeric``, ``interval_days``) live in
+:mod:`personify.warehouse.sqltext`.
+
 Inputs travel as array parameters unnested in the warehouse — ``unnest(CAST(? AS VARCHAR[]))``
 runs on DuckDB and PostgreSQL alike — so one statement serves any number of carts or customers.
 """
@@ -20,24 +23,6 @@ PRODUCT_FIELDS = ("product_id", "name", "url", "image_url", "price", "category")
 IN_STOCK = "(p.stock IS NULL OR p.stock > 0)"
 """A product is offered unless the catalogue says none are left (no stock figure: offered) —
 and once it is listed (``created_at`` at or before ``now``)."""
-
-NUMBER = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
-"""Text that casts to a number safely (PostgreSQL has no ``TRY_CAST``)."""
-
-
-def prop(name: str, alias: str = "e") -> str:
-    """``alias.properties->>'name'`` (``name`` is one of ours, never a user value)."""
-    return f"{alias}.properties->>'{name}'"
-
-
-def numeric(expr: str, cast: str = "DOUBLE") -> str:
-    """``expr`` (text) cast to ``cast`` when it looks like a number, else NULL."""
-    return f"CASE WHEN regexp_matches({expr}, '{NUMBER}') THEN CAST({expr} AS {cast}) END"
-
-
-def interval_days(days: int) -> str:
-    """An interval literal of whole days (an int, never a user string)."""
-    return f"INTERVAL '{int(days)} days'"
 
 
 def product(row: Sequence[Any], start: int = 0) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from personify.offers._sql import UNNEST, catalogue_sql, interval_days, pick_sql
+from personify.offers._sql import UNNEST, catalogue_sql, pick_sql
 from personify.offers._sql import product as product_dict
 from personify.warehouse import Warehouse
+from personify.warehouse.sqltext import interval_days
 
 
 def new_arrivals(

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from personify.offers._sql import UNNEST, Sql, interval_days, numeric, prop
+from personify.offers._sql import UNNEST, Sql
 from personify.offers._state import active
 from personify.warehouse import Warehouse
+from personify.warehouse.sqltext import interval_days, numeric, prop
 
 ADDED = "Product Added"
 REMOVED = "Product Removed"

@@ -34,9 +34,10 @@ from personify.audiences.schedule import parse_duration
 from personify.config import DiscountCampaign, DiscountTier, Project
 from personify.delivery.tokens import project_key
 from personify.errors import ConfigError, WarehouseError
-from personify.offers._sql import UNNEST, prop
+from personify.offers._sql import UNNEST
 from personify.warehouse import Warehouse, table
 from personify.warehouse.retry import is_write_conflict
+from personify.warehouse.sqltext import prop
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 """Crockford's base 32: no I, L, O or U."""

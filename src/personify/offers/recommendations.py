@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from personify.offers._sql import UNNEST, Sql, catalogue_sql, interval_days, pick_sql, prop
+from personify.offers._sql import UNNEST, Sql, catalogue_sql, pick_sql
 from personify.offers._sql import product as product_dict
 from personify.offers._state import active
 from personify.offers.carts import cart_lines_sql
 from personify.warehouse import Warehouse
+from personify.warehouse.sqltext import interval_days, prop
 
 CO_VIEW_WEIGHT = 1.0
 """Strength of one person having viewed both products."""
