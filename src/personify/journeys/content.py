@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from personify.config import Project
-from personify.journeys.definitions import TRIGGER_OPTION, Step, Variable
+from personify.journeys.definitions import Step, Trigger, Variable
 from personify.messages import read_customers
 from personify.warehouse.base import Warehouse
 
@@ -47,12 +47,14 @@ def resolve(
     step: Step,
     batch: Sequence[Pending],
     *,
+    trigger: Trigger,
     now: datetime,
     preview: bool = False,
     skip: Collection[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Each message's variables (by idempotency key), every provider called once per batch.
 
+    ``trigger``: the step's journey's trigger (``{from: event}`` reads the event that entered).
     ``preview``: write nothing (no discount code is issued, see the module docstring).
     ``skip``: variables not to resolve (the caller gives them)."""
     from personify import offers
@@ -67,7 +69,7 @@ def resolve(
             for m in batch:
                 out[m.key][var.name] = var.value
             continue
-        values = _provide(wh, project, var, batch, carts, cache, now, offers, preview)
+        values = _provide(wh, project, var, trigger, batch, carts, cache, now, offers, preview)
         for m in batch:
             out[m.key][var.name] = values(m)
     return out
@@ -77,6 +79,7 @@ def _provide(
     wh: Warehouse,
     project: Project,
     var: Variable,
+    trigger: Trigger,
     batch: Sequence[Pending],
     carts: dict[str, str],
     cache: dict[str, Any],
@@ -108,10 +111,11 @@ def _provide(
         codes = issue(wh, project, [(m.key, m.customer_id, campaign) for m in batch], now=now)
         return lambda m: _code(codes.get(m.key))
     if var.provider == "event":
+        if trigger.kind != "event":  # refused when the journey is read
+            raise ValueError(f"{{from: event}} needs an event trigger, not a {trigger.kind}")
         if "event" not in cache:
-            name, key, where = opts[TRIGGER_OPTION]
-            cache["event"] = _trigger_events(wh, name, key, where, batch)
-        found, keyed = cache["event"], opts[TRIGGER_OPTION][1] is not None
+            cache["event"] = _trigger_events(wh, trigger.name, trigger.key, trigger.where, batch)
+        found, keyed = cache["event"], trigger.key is not None
         path, fallback = opts.get("path"), opts.get("default")
 
         def event_of(m: Pending) -> Any:

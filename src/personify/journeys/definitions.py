@@ -389,7 +389,7 @@ def parse_journey(
     if not isinstance(steps_raw, list) or not steps_raw:
         raise r.fail(("steps",), "a journey needs a list of steps", hint="e.g. - send: TEMPLATE")
     steps = _steps(r, steps_raw, name)
-    _bind_event_variables(r, steps, trigger)
+    _check_event_variables(r, steps, trigger)
     for i, step in enumerate(steps):
         if step.wait_for is not None and step.wait_for.key and not trigger.key:
             raise r.fail(
@@ -854,30 +854,22 @@ _OPTIONS: dict[str, set[str]] = {
 }
 
 
-TRIGGER_OPTION = "_trigger"
-"""An ``{from: event}`` variable's options: the journey's event trigger (name, key, filter),
-set when the journey is read (:func:`_bind_event_variables`)."""
-
-
-def _bind_event_variables(r: _Reader, steps: tuple[Step, ...], trigger: Trigger) -> None:
-    """Give each ``{from: event}`` variable the trigger it reads (only event triggers have an
-    event to read)."""
+def _check_event_variables(r: _Reader, steps: tuple[Step, ...], trigger: Trigger) -> None:
+    """Refuse ``{from: event}`` variables unless the journey has an event trigger (only event
+    triggers have an event to read; content resolution is given the trigger when it sends)."""
     for step in steps:
         arms = [step.variables]
         if step.experiment is not None:
             arms += [v.variables for v in step.experiment.variants]
         for variables in arms:
             for var in variables:
-                if var.provider != "event":
-                    continue
-                if trigger.kind != "event":
+                if var.provider == "event" and trigger.kind != "event":
                     raise r.fail(
                         ("trigger",),
                         f"variable {var.name!r} reads the triggering event ({{from: event}}), "
                         f"but this journey's trigger is a {trigger.kind}",
                         hint="use {from: event} in journeys triggered by an event",
                     )
-                var.options[TRIGGER_OPTION] = (trigger.name, trigger.key, trigger.where)
 
 
 def _check_options(r: _Reader, provider: str, options: dict[str, Any], where: Where) -> None:

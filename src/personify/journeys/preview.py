@@ -255,6 +255,7 @@ def _resolve(
         project,
         arm,
         [Pending(key, customer_id, trigger_key)],
+        trigger=journey.trigger,
         now=now,
         preview=True,
         skip=given,

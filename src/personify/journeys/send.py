@@ -329,7 +329,7 @@ def _render_and_send(
             store if chosen is None or not chosen.subject else _SubjectStore(store, chosen.subject)
         )
         try:
-            variables = _variables(wh, project, step, rows, now)
+            variables = _variables(wh, project, journeys[name], step, rows, now)
         except PersonifyError as e:
             if isinstance(e, Transient):
                 return str(e).splitlines()[0]
@@ -393,19 +393,20 @@ def _render_and_send(
 
 
 def _variables(
-    wh: Warehouse, project: Project, step: Step, rows: list[_Row], now: datetime
+    wh: Warehouse, project: Project, journey: Journey, step: Step, rows: list[_Row], now: datetime
 ) -> dict[str, dict[str, Any]]:
     """The variables of each message of ``rows`` by key — without the messages whose cart (a
     ``{from: cart}`` variable) is empty now: nothing to remind of, so nothing else (a discount
     code) is resolved for them."""
     pending = [Pending(r.key, r.customer_id, r.trigger_key) for r in rows]
+    trigger = journey.trigger
     carts = {v.name for v in step.variables if v.provider == "cart"}
     if not carts:
-        return resolve(wh, project, step, pending, now=now)
+        return resolve(wh, project, step, pending, trigger=trigger, now=now)
     others = {v.name for v in step.variables} - carts
-    found = resolve(wh, project, step, pending, now=now, skip=others)
+    found = resolve(wh, project, step, pending, trigger=trigger, now=now, skip=others)
     full = [m for m in pending if all(found[m.key][name]["items"] for name in carts)]
-    rest = resolve(wh, project, step, full, now=now, skip=carts) if full else {}
+    rest = resolve(wh, project, step, full, trigger=trigger, now=now, skip=carts) if full else {}
     return {m.key: {**found[m.key], **rest[m.key]} for m in full}
 
 

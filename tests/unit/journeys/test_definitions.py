@@ -287,3 +287,15 @@ def test_only_a_journey_branch_reads_engagement_not_a_rule() -> None:
 
     with pytest.raises(ExpressionError, match="qualified column"):
         check_expression("message.remind.opened", dialect="duckdb", columns=profile_columns())
+
+
+def test_event_variables_keep_the_options_the_file_wrote() -> None:
+    # The trigger reaches ``{from: event}`` at send time as an argument, not through options.
+    journey = parse(
+        "trigger: {event: Order Shipped, key: properties.order_id, where: 'properties.total > 5'}\n"
+        "steps:\n  - send: shipped\n    with:\n"
+        "      order: {from: event}\n"
+        "      carrier: {from: event, path: properties.carrier, default: us}\n"
+    )
+    variables = {v.name: v.options for v in journey.steps[0].variables}  # type: ignore[attr-defined]
+    assert variables == {"order": {}, "carrier": {"path": "properties.carrier", "default": "us"}}
