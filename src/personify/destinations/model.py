@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from personify.config import Project, RestDestination
+from personify.destinations.consent import check_columns, drop_without_consent
 from personify.destinations.state import HASH, KEY, key_prefix
 from personify.errors import ConfigError, UnsafeQueryError, WarehouseBusy, WarehouseError
 from personify.privacy.fields import decrypt_rows
@@ -19,8 +20,6 @@ ROWS: Final = "_push_rows"
 
 READ: Final = 10_000
 """Changed rows read from the warehouse at a time (keyset pages)."""
-WHOSE: Final = "customer_id"
-"""The model's column naming whose row it is (the consent check reads it)."""
 
 
 def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
@@ -35,15 +34,7 @@ def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
     except UnsafeQueryError as e:
         raise UnsafeQueryError(f"{where}: {e.message}", hint=e.hint) from None
     columns = [s.alias_or_name for s in query.selects]
-    if d.consent_rule is not None and WHOSE not in columns:
-        raise ConfigError(
-            f"the model of destination {d.name!r} has no column {WHOSE!r}: the push cannot "
-            "leave out the people who did not consent to it",
-            file=str(project.file),
-            key=f"destinations.{d.name}.model",
-            hint=f"select customer_id too (it is not sent unless it is the key), or set "
-            f"destinations.{d.name}.consent: none for a model that is no person's data",
-        )
+    check_columns(project, d, columns)
     if d.key not in columns:
         raise ConfigError(
             f"the model of destination {d.name!r} has no column {d.key!r} (its key)",
@@ -84,7 +75,7 @@ def stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str,
             hint=f"make {d.key!r} unique (one row per record: GROUP BY it, or pick one row)",
         )
     wh.execute(f'DELETE FROM {ROWS} WHERE "{d.key}" IS NULL')
-    refused = _without_consent(wh, d)
+    refused = drop_without_consent(wh, d, ROWS)
     changed = wh.scalar(
         f"SELECT count(*) FROM {ROWS} r LEFT JOIN destination_state s "
         f"ON s.destination = ? AND s.key_hash = r.{KEY} WHERE {_changes(d)}",
@@ -106,36 +97,6 @@ def stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str,
             or 0
         )
     return counts
-
-
-def _without_consent(wh: Warehouse, d: RestDestination) -> int:
-    """Drop from :data:`ROWS` the rows of people the destination may not receive (and rows of
-    no one, unless ``consent: none``), in the warehouse; returns how many. Fail closed, by the
-    rules of the send-time gate (:mod:`personify.privacy.consent`). A person who drops out is
-    then a record that left the model: removed at the API with ``on_remove: delete``."""
-    from personify.privacy.consent import DATA_SHARING, consented_sql, opted_out_sql
-
-    rule = d.consent_rule
-    if rule is None:
-        return 0
-    ids = f"SELECT CAST({WHOSE} AS VARCHAR) AS id FROM {ROWS}"
-    if rule.purpose == DATA_SHARING:  # an opt-out: everyone but those who opted out
-        sql, params = opted_out_sql(ids)
-        test = "IN"
-    else:  # an opt-in: only those who granted it
-        sql, params = consented_sql(ids, purpose=rule.purpose, channel=rule.channel)
-        test = "NOT IN"
-    wh.execute(f"CREATE TEMP TABLE _push_consent AS {sql}", params)
-    try:
-        return max(
-            wh.execute(
-                f"DELETE FROM {ROWS} WHERE {WHOSE} IS NULL OR CAST({WHOSE} AS VARCHAR) "
-                f"{test} (SELECT id FROM _push_consent)"
-            ),
-            0,
-        )
-    finally:
-        wh.execute("DROP TABLE IF EXISTS _push_consent")
 
 
 def _changes(d: RestDestination) -> str:

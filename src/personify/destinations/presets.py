@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from personify.config import RestDestination
-from personify.destinations.model import WHOSE
+from personify.destinations.consent import unsent_columns as _hidden
 from personify.destinations.state import HASH, KEY
 from personify.errors import ConfigError
 
@@ -51,11 +51,6 @@ def _record(row: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str
                 raise ConfigError(f"column {name!r} nests inside {part!r}, which is a value")
         node[last] = _plain(value)
     return out
-
-
-def _hidden(d: RestDestination) -> frozenset[str]:
-    """Model columns not sent: ``customer_id`` when it is there for the consent check only."""
-    return frozenset({WHOSE}) if d.consent_rule is not None and d.key != WHOSE else frozenset()
 
 
 def shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
