@@ -670,6 +670,53 @@ def test_consent_and_suppression_are_checked_again_just_before_sending(shop: Sho
     assert len(shop.outbox()) == 1
 
 
+def test_a_paused_person_is_skipped_paused_not_without_consent(shop: Shop) -> None:
+    """A pause (the preference page's ``consent_pauses``) keeps consent: the message says
+    ``skipped_paused`` — at decide time, and in the send gate for a pause after the decision —
+    while no consent stays ``skipped_consent``; a pause that is over stops nothing."""
+    from personify.privacy.consent import pause
+
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/news.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {note: hi}\n",
+    )
+    wh = shop.wh
+    who = ("early", "late", "over", "none")
+    people(wh, *({"customer_id": c} for c in who), consent=["early", "late", "over"])
+    events(wh, *((c, "Signed Up", NOW - HOUR, {}) for c in who))
+    pause(wh, "early", ["email_marketing"], until=NOW + timedelta(days=30), source="test")
+    pause(wh, "over", ["email_marketing"], until=NOW - HOUR, source="test")
+    project = shop.session.project
+    with clock.frozen(NOW):
+        journeys = project_journeys(project)
+        run_journeys(wh, project, journeys)
+        decided = {k: v[0] for k, v in shop.messages().items()}
+        assert decided == {
+            "early:news": "skipped_paused",
+            "late:news": "queued",
+            "over:news": "queued",
+            "none:news": "skipped_consent",
+        }
+        pause(wh, "late", ["email_marketing"], until=NOW + timedelta(days=30), source="test")
+        counts = deliver(wh, project, journeys, now=NOW)
+    assert counts.sent == 1
+    got = shop.messages()
+    assert {k: v[0] for k, v in got.items()} == {
+        **decided,
+        "late:news": "skipped_paused",
+        "over:news": "sent",
+    }
+    reason = "paused for email_marketing by email at the person's request (preference page)"
+    assert got["early:news"][2] == reason
+    assert got["late:news"][2] == reason + " at send time"
+    assert got["none:news"][2] == "no consent for email_marketing by email"
+    with clock.frozen(NOW + HOUR):  # a rerun changes nothing
+        run_journeys(wh, project, journeys)
+        deliver(wh, project, journeys, now=NOW + HOUR)
+    assert shop.messages() == got and len(shop.outbox()) == 1
+
+
 def test_a_customer_merged_mid_journey_gets_the_email_once_as_the_survivor(shop: Shop) -> None:
     """B entered the abandoned-cart journey, then an identity pass merged B into A (older):
     the instance follows A, and the email goes to A once (not skipped_not_found)."""

@@ -5,11 +5,13 @@ Each decided email gets the idempotency key ``journey:step:customer_id:trigger_k
 rerun, a crash before the instances moved on) adds nothing. The consent gate runs here — fail
 closed, for the whole batch in one query (:func:`personify.privacy.consent.consented`) — and
 again just before sending: a customer who is suppressed gets ``skipped_suppressed`` (an
-erasure's tombstone gives way to consent granted after it, as in the consent gate), one without
-consent ``skipped_consent``; the others are ``queued`` for the delivery stage. A step with an
-experiment assigns each of those a variant (:func:`personify.engagement.experiments.assign_many`:
-deterministic, recorded) and stores it in ``messages.variant`` with the variant's template; the
-holdout's messages are ``skipped_holdout`` and are never sent.
+erasure's tombstone gives way to consent granted after it, as in the consent gate), one who
+consented but paused mail for the purpose (the preference page, ``consent_pauses``)
+``skipped_paused``, one without consent ``skipped_consent``; the others are ``queued`` for the
+delivery stage. A step with an experiment assigns each of those a variant
+(:func:`personify.engagement.experiments.assign_many`: deterministic, recorded) and stores it in
+``messages.variant`` with the variant's template; the holdout's messages are ``skipped_holdout``
+and are never sent.
 """
 
 from __future__ import annotations
@@ -41,14 +43,35 @@ def allowed(
     *,
     purpose: str,
     source_kinds: Mapping[str, str],
+    paused: bool = True,
 ) -> set[str]:
-    """The customers among ``customer_ids`` with consent for ``purpose`` by email (fail-closed)."""
+    """The customers among ``customer_ids`` with consent for ``purpose`` by email (fail-closed);
+    ``paused=False``: paused or not (see :func:`personify.privacy.consent.consented`)."""
     out: set[str] = set()
     for start in range(0, len(customer_ids), CONSENT_CHUNK):
         chunk = customer_ids[start : start + CONSENT_CHUNK]
-        out |= consented(wh, chunk, purpose=purpose, source_kinds=dict(source_kinds))
+        out |= consented(wh, chunk, purpose=purpose, source_kinds=dict(source_kinds), paused=paused)
     return out
 
+
+def paused_among(
+    wh: Warehouse,
+    customer_ids: list[str],
+    allowed_ids: set[str],
+    *,
+    purpose: str,
+    source_kinds: Mapping[str, str],
+) -> set[str]:
+    """The customers among ``customer_ids`` left out of ``allowed_ids`` only by a pause they
+    asked for (``consent_pauses``): consent for ``purpose`` by email, but paused now."""
+    rest = [c for c in customer_ids if c not in allowed_ids]
+    if not rest:
+        return set()
+    return allowed(wh, rest, purpose=purpose, source_kinds=source_kinds, paused=False)
+
+
+PAUSED = "paused for {purpose} by email at the person's request (preference page)"
+"""The reason recorded with ``skipped_paused``: consent granted, but a pause not over yet."""
 
 ERASED = "erased"
 """The reason of an erasure's tombstones: the one suppression a later opt-in lifts."""
@@ -163,22 +186,30 @@ def decide(
         purpose=journey.purpose,
         source_kinds=source_kinds,
     )
+    paused = paused_among(
+        wh,
+        [c for c in customers if c not in blocked],
+        ok,
+        purpose=journey.purpose,
+        source_kinds=source_kinds,
+    )
     statuses = [
         "skipped_suppressed"
         if str(c) in blocked
-        else ("queued" if str(c) in ok else "skipped_consent")
+        else (
+            "queued"
+            if str(c) in ok
+            else ("skipped_paused" if str(c) in paused else "skipped_consent")
+        )
         for c, _ in rows
     ]
-    errors = [
-        None
-        if s == "queued"
-        else (
-            "suppressed (unsubscribed, bounced, complained or erased)"
-            if s == "skipped_suppressed"
-            else f"no consent for {journey.purpose} by email"
-        )
-        for s in statuses
-    ]
+    why = {
+        "queued": None,
+        "skipped_suppressed": "suppressed (unsubscribed, bounced, complained or erased)",
+        "skipped_paused": PAUSED.format(purpose=journey.purpose),
+        "skipped_consent": f"no consent for {journey.purpose} by email",
+    }
+    errors = [why[s] for s in statuses]
     variants: list[str | None] = [None] * len(rows)
     templates: list[str | None] = [step.template] * len(rows)
     experiment = step.experiment

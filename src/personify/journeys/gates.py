@@ -6,7 +6,9 @@ whether a send now would go out. In order, the first that applies:
 
 1. **suppressed** — an unsubscribe, bounce, complaint, or an erasure's tombstone (which gives way
    to consent for the message's purpose granted after it) ⇒ ``skipped_suppressed``;
-2. **no consent** for the purpose by email (fail-closed) ⇒ ``skipped_consent``;
+2. **paused** — consent for the purpose by email, but the person paused mail for it on the
+   preference page (``consent_pauses``, not over at ``now``) ⇒ ``skipped_paused``; **no
+   consent** for the purpose by email (fail-closed) ⇒ ``skipped_consent``;
 3. **goal reached** since the trigger (the cart bought while the email waited) ⇒
    ``skipped_goal``; the customer **left the journey's** ``exit_when`` **segment** (and is not
    back in it) ⇒ ``skipped_left_segment``;
@@ -27,7 +29,7 @@ from typing import Any
 
 from personify.audiences.schedule import parse_duration
 from personify.config import JourneySettings, Project
-from personify.journeys.decide import allowed, blocking, suppressions_of
+from personify.journeys.decide import PAUSED, allowed, blocking, paused_among, suppressions_of
 from personify.journeys.definitions import Journey
 from personify.journeys.engine import goal_reached, left_segment
 from personify.journeys.localtime import quiet_until, zone
@@ -47,7 +49,8 @@ class Gate:
 
     outcome: str
     """``send``, ``held`` (quiet hours), or the status it would get: ``skipped_suppressed``,
-    ``skipped_consent``, ``skipped_goal``, ``skipped_left_segment``, ``skipped_frequency``."""
+    ``skipped_paused``, ``skipped_consent``, ``skipped_goal``, ``skipped_left_segment``,
+    ``skipped_frequency``."""
     reason: str | None = None
     """Why, in words (what ``messages.error`` records); ``None`` for ``send``."""
     until: datetime | None = None
@@ -85,6 +88,8 @@ class Gates:
     """Purpose → the customers a suppression stops for it."""
     consent: Mapping[str, set[str]]
     """Purpose → the customers with consent for it by email."""
+    paused: Mapping[str, set[str]]
+    """Purpose → the customers with consent for it by email who paused it (not over yet)."""
     profiles: Mapping[str, Mapping[str, Any]]
     reached: set[str]
     """Message keys whose journey instance reached its goal."""
@@ -105,6 +110,8 @@ class Gates:
         if who in self.blocked.get(purpose, ()):
             reasons = ", ".join(self.suppressions.get(who) or ["suppressed"])
             return Gate("skipped_suppressed", f"suppressed ({reasons})")
+        if who in self.paused.get(purpose, ()):
+            return Gate("skipped_paused", PAUSED.format(purpose=purpose) + " at send time")
         if who not in self.consent.get(purpose, ()):
             return Gate("skipped_consent", f"no consent for {purpose} by email at send time")
         if message.key in self.reached and journey is not None and journey.goal is not None:
@@ -147,6 +154,7 @@ def load(
     ids = sorted({m.customer_id for m in messages})
     kinds = project.config.identity.source_kinds
     purposes = sorted({m.purpose for m in messages})
+    consent = {p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes}
     found = suppressions_of(wh, ids, optional_key(project))  # once for every purpose
     reasons: dict[str, list[str]] = {}
     for customer, reason, _ in found:
@@ -169,7 +177,10 @@ def load(
             for p in purposes
             if is_marketing(p)
         },
-        consent={p: allowed(wh, ids, purpose=p, source_kinds=kinds) for p in purposes},
+        consent=consent,
+        paused={
+            p: paused_among(wh, ids, consent[p], purpose=p, source_kinds=kinds) for p in purposes
+        },
         profiles=read_customers(wh, ids),
         reached=reached,
         left=left,

@@ -4,7 +4,8 @@ For each batch (``journeys.batch_size``, 500 by default, oldest decision first):
 
 1. **Gates, again, just before sending** (:mod:`.gates`, which a preview asks too) — suppressed
    ⇒ ``skipped_suppressed`` (an erasure's tombstone gives way to consent for the message's
-   purpose granted after it); no consent (the fail-closed gate) ⇒ ``skipped_consent``; the
+   purpose granted after it); consent but a pause the person asked for (the preference page)
+   ⇒ ``skipped_paused``; no consent (the fail-closed gate) ⇒ ``skipped_consent``; the
    journey's goal reached since the trigger (the cart bought while the email waited) ⇒
    ``skipped_goal``; the customer left the journey's ``exit_when`` segment ⇒
    ``skipped_left_segment``; inside the customer's quiet hours ⇒ held (``send_after`` = when
