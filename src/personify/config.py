@@ -798,6 +798,15 @@ class EmailSettings(_Base, frozen=True):
                     "a domain pattern (*@shop.example)"
                 )
 
+    @property
+    def preferences_base(self) -> str:
+        """Where preference page links point, the token to be appended: ``preferences_url``,
+        by default the scheme and host of ``unsubscribe_url`` with ``/preferences/``."""
+        if self.preferences_url:
+            return self.preferences_url
+        scheme, sep, rest = self.unsubscribe_url.partition("://")
+        return f"{scheme}{sep}{rest.split('/', 1)[0]}/preferences/" if sep else "/preferences/"
+
 
 # ------------------------------------------------------------------------------------------ demo
 class DemoSettings(_Base, frozen=True):

@@ -94,11 +94,7 @@ def unsubscribe_for(
 def preferences_base(project: Project) -> str:
     """Where preference page links point, the token to be appended: ``email.preferences_url``,
     by default the scheme and host of ``email.unsubscribe_url`` with ``/preferences/``."""
-    settings = project.config.email
-    if settings.preferences_url:
-        return settings.preferences_url
-    scheme, sep, rest = settings.unsubscribe_url.partition("://")
-    return f"{scheme}{sep}{rest.split('/', 1)[0]}/preferences/" if sep else "/preferences/"
+    return project.config.email.preferences_base
 
 
 def test_unsubscribe(project: Project, purpose: str = DEFAULT_PURPOSE) -> Unsubscribe:

@@ -3,10 +3,11 @@
 Every ``<a href="http(s)://…">`` of the HTML part becomes ``{base}/c/{token}``, the token signed
 with the link's position and its target; the open pixel ``{base}/o/{token}.gif`` goes just
 before ``</body>``. Left alone: unsubscribe links (``email.unsubscribe_url`` or any path with
-``/unsubscribe``), ``mailto:`` / ``tel:`` / ``#`` links, anything not absolute http(s), and links
-marked ``data-track="false"``. The plain-text part is not rewritten (on purpose: there the URL is
-the link's text). A template with ``tracking: false`` in its front matter (or
-``engagement.tracking: false`` for the project) is sent as rendered.
+``/unsubscribe``), preference page links (``{{ preferences_url }}``: under
+``email.preferences_url`` or its default), ``mailto:`` / ``tel:`` / ``#`` links, anything not
+absolute http(s), and links marked ``data-track="false"``. The plain-text part is not rewritten
+(on purpose: there the URL is the link's text). A template with ``tracking: false`` in its front
+matter (or ``engagement.tracking: false`` for the project) is sent as rendered.
 
 :func:`message_links` is what :func:`personify.delivery.prepare_one` hands the renderer: when a
 template version's links were found once (:mod:`personify.messages.links`), the renderer asks it
@@ -46,20 +47,25 @@ def _base(configured: str | None, unsubscribe: str) -> str:
     return f"{scheme}{sep}{host}" if sep else unsubscribe.rstrip("/")
 
 
-def _skipped(url: str, unsubscribe_url: str) -> bool:
+def _skipped(url: str, unsubscribe_url: str, preferences_url: str) -> bool:
     lowered = url.lower()
     if not lowered.startswith(("https://", "http://")) or not safe_target(url):
         return True  # mailto:, tel:, #anchors, relative, javascript:
     if unsubscribe_url and url.startswith(unsubscribe_url):
         return True
+    if preferences_url and url.startswith(preferences_url):
+        return True
     return "/unsubscribe" in lowered
 
 
 def rewrite_links(
-    document: str, wrap: Callable[[int, str], str], unsubscribe_url: str = ""
+    document: str,
+    wrap: Callable[[int, str], str],
+    unsubscribe_url: str = "",
+    preferences_url: str = "",
 ) -> tuple[str, list[str]]:
     """``document`` with each trackable link's target replaced by ``wrap(index, url)``; and the
-    targets, by index."""
+    targets, by index. Links under ``unsubscribe_url`` or ``preferences_url`` stay as written."""
     targets: list[str] = []
 
     def anchor(m: re.Match[str]) -> str:
@@ -71,7 +77,7 @@ def rewrite_links(
             return tag
         raw = found.group(2) if found.group(2) is not None else found.group(3)
         url = html.unescape(raw).strip()
-        if _skipped(url, unsubscribe_url):
+        if _skipped(url, unsubscribe_url, preferences_url):
             return tag
         new = html.escape(wrap(len(targets), url), quote=True)
         targets.append(url)
@@ -129,12 +135,13 @@ class _Links:
             return escaped
         url = (html.unescape(escaped) if "&" in escaped else escaped).strip()
         message = self._message
-        lowered = url.lower()  # _skipped(url, message.unsubscribe_url), written out
+        lowered = url.lower()  # _skipped(url, message's two urls), written out
         if (
             not lowered.startswith(("https://", "http://"))
             or _CONTROL.search(url) is not None
             or "/unsubscribe" in lowered
             or (message.unsubscribe_url and url.startswith(message.unsubscribe_url))
+            or (message.preferences_url and url.startswith(message.preferences_url))
         ):
             return escaped
         index = self.count
@@ -154,6 +161,7 @@ class MessageLinks:
         self.base = base_url(project)
         self.click_base = _escaped(self.base) + "/c/"
         self.unsubscribe_url = project.config.email.unsubscribe_url
+        self.preferences_url = project.config.email.preferences_base
         self.signer = ClickSigner(signing_key, key, customer_id)
         self.pixel_html = _pixel_html(_escaped(self.base), self.signer.open)
 
@@ -166,7 +174,9 @@ class MessageLinks:
 
     def instrument(self, email: RenderedEmail) -> RenderedEmail:
         """``email`` with its links found in its HTML and tracked, and the pixel added."""
-        document, _ = rewrite_links(email.html, self.wrap, self.unsubscribe_url)
+        document, _ = rewrite_links(
+            email.html, self.wrap, self.unsubscribe_url, self.preferences_url
+        )
         at = pixel_at(document)
         document = document[:at] + self.pixel_html + document[at:]
         return dataclasses.replace(email, html=document, html_pieces=())

@@ -33,6 +33,21 @@ def test_trackable_links_are_wrapped_in_order() -> None:
         assert kept in out
 
 
+def test_preference_page_links_are_not_tracked() -> None:
+    doc = (
+        '<a href="https://shop.example/prefs/TOKEN">Preferences</a> '
+        '<a href="https://shop.example/prefsX">Other</a>'
+    )
+    wrap = lambda i, url: f"https://t.example/c/{i}"  # noqa: E731
+    out, targets = rewrite_links(doc, wrap, preferences_url="https://shop.example/prefs/")
+    assert targets == ["https://shop.example/prefsX"]
+    assert 'href="https://shop.example/prefs/TOKEN"' in out
+    assert rewrite_links(doc, wrap)[1] == [  # (what was tracked without it)
+        "https://shop.example/prefs/TOKEN",
+        "https://shop.example/prefsX",
+    ]
+
+
 def test_the_pixel_goes_before_the_end_of_the_body() -> None:
     out = add_pixel(DOC, "https://t.example/o/x.gif")
     assert out.endswith(
@@ -81,12 +96,36 @@ def test_sent_emails_are_tracked_unless_the_template_says_no(project_dir: Path) 
     assert 'href="https://shop.example/x"' in html and "/o/" not in html
 
 
+def test_a_sent_emails_preference_and_unsubscribe_links_are_not_tracked(project_dir: Path) -> None:
+    """``{{ preferences_url }}`` and ``{{ unsubscribe_url }}`` go straight to the pages (a
+    visit to the preference page is no click on the email's content); other links are tracked."""
+    from personify.delivery import prepare_one
+    from personify.messages import template_store
+
+    project = load_project(project_dir)
+    body = (
+        '<p>Hi</p><a href="https://shop.example/x">Shop</a> '
+        '<a href="{{ preferences_url }}">Preferences</a> '
+        '<a href="{{ unsubscribe_url }}">Unsubscribe</a>'
+    )
+    (project_dir / "templates" / "footer.liquid").write_text(
+        f"---\nsubject: Hello\nlayout: none\n---\n{body}"
+    )
+    customer = {"customer_id": "c-1", "email": "ann@example.com", "first_name": "Ann"}
+    sent = prepare_one(project, template_store(project).get("footer"), customer, key="m-1")
+    html = sent.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    base = base_url(project)
+    assert re.search(r'href="http://127\.0\.0\.1:8787/preferences/[^"/]+">Preferences', html)
+    assert re.search(r'href="http://127\.0\.0\.1:8787/unsubscribe/[^"/]+">Unsubscribe', html)
+    assert len(re.findall(f'href="{re.escape(base)}/c/', html)) == 1
+
+
 LAYOUT = """<mjml><mj-body><mj-section><mj-column><mj-text>
 <a href="https://shop.example/?from=mail&amp;x=1">Shop</a>
 <a href="mailto:help@shop.example">Help</a>
 </mj-text><mj-text>{{ content }}</mj-text><mj-text>
 <a href="https://shop.example/stores">Stores</a> <a href="{{ unsubscribe_url }}">Unsubscribe</a>
-<a href="{{ shop_url }}">Home</a>
+<a href="{{ shop_url }}">Home</a> <a href="{{ preferences_url }}">Preferences</a>
 </mj-text></mj-column></mj-section></mj-body></mjml>"""
 BODY = """---
 subject: "{{ name | default: 'Hi' }}, links"
@@ -110,6 +149,7 @@ URLS = st.one_of(
             " https://shop.example/padded ",
             "javascript:alert(1)",
             "https://shop.example/unsubscribe/x",
+            "http://127.0.0.1:8787/preferences/x",
             "mailto:a@b.example",
             "http://shop.example/<b>",
             "https://shop.example/ö",
@@ -145,6 +185,7 @@ def test_links_found_once_equal_links_found_in_the_html(
     items = [{"url": u, "name": f"P{i}", "price": "9.50"} for i, u in enumerate(urls)]
     variables = {"items": items, "maybe": maybe, "private": private, "name": name}
     variables |= {"unsubscribe_url": "http://127.0.0.1:8787/unsubscribe/T"}
+    variables |= {"preferences_url": "http://127.0.0.1:8787/preferences/T"}
     variables |= {"shop_url": "https://shop.example/home"}
     context = build_context({"customer_id": "c-1", "email": "a@b.example"}, variables)
     key = project_key(project)
@@ -159,6 +200,7 @@ def test_links_found_once_equal_links_found_in_the_html(
     assert not template.plan.tracked.dropped and template.plan.tracked.trusted
     assert fast.html_pieces, "rendered through the placed links (pieces kept for MIME)"
     assert "shop.example/static" not in fast.html and "mailto:help@shop.example" in fast.html
+    assert 'href="http://127.0.0.1:8787/preferences/T"' in fast.html  # not tracked
     for token in re.findall(r'/c/([^"]+)"', fast.html):
         claim = verify(key, "click", token)
         assert claim is not None and claim.url is not None and claim.url.startswith("http")
