@@ -13,7 +13,8 @@ The tree::
     │   └── FileImportError        a file that cannot be imported at all (unreadable, wrong format)
     ├── ServiceUnavailable         a needed service (server, database) cannot be reached (Transient)
     ├── UsageError                 a command-line value that cannot work here (names the option)
-    └── NotFound                   a customer, segment, template … that does not exist
+    ├── NotFound                   a customer, segment, template … that does not exist
+    └── StageIncomplete            a pipeline stage did its work but parts of it failed
 
 ``Transient`` and ``Terminal`` are markers: retry loops retry ``Transient`` errors and give up at
 once on ``Terminal`` ones. Each error carries a ``hint`` telling the user what to do next.
@@ -144,3 +145,17 @@ class UsageError(PersonifyError, Terminal):
 
 class NotFound(PersonifyError, Terminal):
     """A customer, segment, template or other named thing does not exist."""
+
+
+class StageIncomplete(PersonifyError, Terminal):
+    """A pipeline stage did its work but some parts of it failed (a segment whose SQL the
+    warehouse refused: the other segments were refreshed). ``counts``: what the stage did;
+    ``problems``: each failure, in words (naming the file; no personal data). The pipeline
+    records both, runs the next stages and ends the run failed."""
+
+    def __init__(
+        self, message: str, *, counts: dict[str, int], problems: list[str], hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.counts = counts
+        self.problems = problems

@@ -1,7 +1,10 @@
 """``run()``: one full cycle through the stages, in the order data moves. No logic of its own.
 
 Each stage is a function ``(session) -> dict[str, int]`` of counts; later stages (identity,
-profiles, audiences, journeys, delivery) are appended to :data:`STAGES` as they are built.
+profiles, audiences, journeys, delivery) are appended to :data:`STAGES` as they are built. A
+stage that did its work but for parts that failed raises
+:class:`~personify.errors.StageIncomplete`: its counts and problems are recorded, the next
+stages run, and the run ends ``failed`` (:attr:`RunReport.problems`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import msgspec
 from personify import clock
 from personify.audiences import audiences_stage
 from personify.destinations import destinations_stage
+from personify.errors import StageIncomplete
 from personify.identity import identity_stage
 from personify.journeys import delivery_stage, journeys_stage
 from personify.offers import offers_stage
@@ -58,6 +62,8 @@ class StageReport:
     name: str
     seconds: float
     counts: dict[str, int]
+    problems: list[str] = field(default_factory=list)
+    """What failed in a stage that went on (:class:`~personify.errors.StageIncomplete`)."""
 
 
 @dataclass
@@ -69,6 +75,11 @@ class RunReport:
     @property
     def seconds(self) -> float:
         return sum(s.seconds for s in self.stages)
+
+    @property
+    def problems(self) -> list[str]:
+        """Each stage's problems, as ``stage: problem`` (empty: the run succeeded)."""
+        return [f"{s.name}: {p}" for s in self.stages for p in s.problems]
 
 
 def run(
@@ -91,11 +102,18 @@ def run(
             if on_stage:
                 on_stage(name)
             t0 = time.perf_counter()
-            counts = stage(session)
-            report.stages.append(StageReport(name, time.perf_counter() - t0, counts))
-        status = "succeeded"
+            try:
+                counts, problems = stage(session), []
+            except StageIncomplete as e:
+                counts, problems = e.counts, e.problems
+            report.stages.append(StageReport(name, time.perf_counter() - t0, counts, problems))
+        status = "failed" if report.problems else "succeeded"
     finally:
-        stats = {s.name: {"seconds": round(s.seconds, 3), **s.counts} for s in report.stages}
+        stats = {
+            s.name: {"seconds": round(s.seconds, 3), **s.counts}
+            | ({"problems": s.problems} if s.problems else {})
+            for s in report.stages
+        }
         wh.execute(
             f"UPDATE {PIPELINE_RUNS.name} SET finished_at = ?, status = ?, stats = ? "
             "WHERE run_id = ?",

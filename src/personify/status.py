@@ -208,13 +208,19 @@ def status_report(session: Session) -> dict[str, Any]:
     if last_run:
         r = last_run[0]
         stats = r[5]
+        stages = (json.loads(stats) if isinstance(stats, str) else stats) or {}
         run = {
             "run_id": r[0],
             "started_at": _iso(r[1]),
             "finished_at": _iso(r[2]),
             "now": _iso(r[3]),
             "status": r[4],
-            "stages": json.loads(stats) if isinstance(stats, str) else stats,
+            "stages": stages,
+            "errors": [  # what a stage that went on could not do (a segment it could not run)
+                f"{name}: {problem}"
+                for name, stage in stages.items()
+                for problem in (stage.get("problems") or [] if isinstance(stage, dict) else [])
+            ],
         }
     return {
         "project": session.project.config.name,

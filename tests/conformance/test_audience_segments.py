@@ -18,6 +18,7 @@ from tests.conformance.audience_data import load_consents, load_customers, load_
 
 from personify import clock
 from personify.audiences.memberships import (
+    refresh_isolated,
     refresh_segment,
     refresh_segments,
     retire_segments,
@@ -316,6 +317,52 @@ def test_a_query_the_warehouse_refuses_names_its_segment_file(warehouse: Warehou
     assert refresh_segment(warehouse, hot, **refresh).entered == 1  # type: ignore[arg-type]
 
 
+def test_a_segment_the_warehouse_refuses_keeps_its_members_and_the_others_go_on(
+    warehouse: Warehouse,
+) -> None:
+    """One broken segment (an error found when it runs) does not stop the stage: the segments
+    before and after it are refreshed, in one transaction; it keeps the memberships of its
+    last good refresh (never emptied) and its failure names the file and the engine's words."""
+    load_customers(
+        warehouse,
+        [{"customer_id": c, "last_purchase_at": NOW, "order_count": 2} for c in ("a", "b")],
+    )
+    hot = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
+    good = "SELECT customer_id FROM customers WHERE order_count > 1"
+
+    def buyers(sql: str) -> Segment:
+        return parse_segment(
+            f"-- name: buyers\n{sql}",
+            file=Path("/p/segments/buyers.sql"),
+            default_dialect="duckdb",
+            shown="segments/buyers.sql",
+        )
+
+    few = parse_segment(
+        "SELECT customer_id FROM customers WHERE customer_id < 'b'",
+        file=Path("few.sql"),
+        default_dialect="duckdb",
+    )
+    refresh = {"timeout_s": 30, "max_members": 100}
+    results, failed = refresh_isolated(warehouse, [hot, buyers(good), few], now=NOW, **refresh)  # type: ignore[arg-type]
+    assert (len(results), failed) == (3, [])
+    load_customers(warehouse, [{"customer_id": "c", "last_purchase_at": NOW, "order_count": 5}])
+    later = NOW + timedelta(hours=1)
+    broken = buyers(good.replace("order_count", "ordr_count"))
+    results, failed = refresh_isolated(warehouse, [hot, broken, few], now=later, **refresh)  # type: ignore[arg-type]
+    assert [(r.segment, r.entered) for r in results] == [("hot", 1), ("few", 0)]
+    assert [(f.segment, f.file) for f in failed] == [("buyers", "segments/buyers.sql")]
+    said = failed[0].error.message
+    assert said.startswith("segments/buyers.sql: segment 'buyers' failed on the warehouse: ")
+    assert "ordr_count" in said and "segments/buyers.sql" in (failed[0].error.hint or "")
+    assert _members(warehouse, "buyers") == ["a", "b"]  # as before: not emptied, not updated
+    assert _members(warehouse, "hot") == ["a", "b", "c"]
+    state = dict(warehouse.fetch("SELECT segment, refreshed_at FROM segment_state"))
+    assert state["buyers"] == NOW and state["hot"] == later
+    changes = warehouse.fetch("SELECT name, count(*) FROM audience_changes GROUP BY 1 ORDER BY 1")
+    assert [tuple(r) for r in changes] == [("buyers", 2), ("few", 1), ("hot", 3)]
+
+
 def test_integer_division_as_the_segment_dialect_means_it(warehouse: Warehouse) -> None:
     # PostgreSQL's 3 / 2 is 1 (the operands are BIGINTs), MySQL's is 1.5: whichever warehouse
     # runs the segment, tables and views alike
@@ -467,8 +514,10 @@ def test_rules_run_beside_independent_segments(warehouse: Warehouse) -> None:
     hot = parse_segment(SEGMENT, file=Path("hot.sql"), default_dialect="duckdb")
     rules = parse_rules(VIP_RULES, file="rules.yml", dialect="duckdb")
     assert not reads_rule_outputs([hot])
-    results, tags = refresh_and_tag(warehouse, [hot], rules, now=NOW, timeout_s=30, max_members=100)
-    assert [(r.segment, r.entered) for r in results] == [("hot", 5)]
+    results, tags, failed = refresh_and_tag(
+        warehouse, [hot], rules, now=NOW, timeout_s=30, max_members=100
+    )
+    assert [(r.segment, r.entered) for r in results] == [("hot", 5)] and failed == []
     assert (tags.tagged, tags.added) == (3, 3)
     assert _members(warehouse, "hot") == ["0", "1", "2", "3", "4"]
     assert _tags(warehouse) == [("2", "vip"), ("3", "vip"), ("4", "vip")]
@@ -477,10 +526,17 @@ def test_rules_run_beside_independent_segments(warehouse: Warehouse) -> None:
         "ORDER BY kind"
     )
     assert [tuple(r) for r in changes] == [("segment", 5), ("tag", 3)]
-    # A segment over its cap fails the stage; the rules' own transaction still stands.
+    # A segment over its cap is reported and keeps its memberships; the rules still run.
     warehouse.execute("DELETE FROM customer_tags")
-    with pytest.raises(UnsafeQueryError, match="'hot' returned 5 customers"):
-        refresh_and_tag(warehouse, [hot], rules, now=NOW, timeout_s=30, max_members=4)
+    warehouse.execute("DELETE FROM customers WHERE customer_id = '0'")
+    later = NOW + timedelta(hours=1)
+    results, _, failed = refresh_and_tag(
+        warehouse, [hot], rules, now=later, timeout_s=30, max_members=3
+    )
+    assert results == [] and [f.segment for f in failed] == ["hot"]
+    assert isinstance(failed[0].error, UnsafeQueryError)
+    assert "'hot' returned 4 customers" in failed[0].error.message
+    assert _members(warehouse, "hot") == ["0", "1", "2", "3", "4"]
     assert _tags(warehouse) == [("2", "vip"), ("3", "vip"), ("4", "vip")]
 
 
@@ -495,8 +551,10 @@ def test_segments_reading_tags_are_refreshed_before_the_rules(warehouse: Warehou
     )
     rules = parse_rules(VIP_RULES, file="rules.yml", dialect="duckdb")
     assert reads_rule_outputs([tagged])
-    first, _ = refresh_and_tag(warehouse, [tagged], rules, now=NOW, timeout_s=30, max_members=9)
+    first, _, _ = refresh_and_tag(warehouse, [tagged], rules, now=NOW, timeout_s=30, max_members=9)
     assert (first[0].members, _tags(warehouse)) == (0, [("a", "vip")])
     later = NOW + timedelta(hours=1)
-    second, _ = refresh_and_tag(warehouse, [tagged], rules, now=later, timeout_s=30, max_members=9)
+    second, _, _ = refresh_and_tag(
+        warehouse, [tagged], rules, now=later, timeout_s=30, max_members=9
+    )
     assert (second[0].entered, _members(warehouse, "tagged")) == (1, ["a"])

@@ -3,6 +3,7 @@ project whose customers are loaded straight into its warehouse."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -125,3 +126,32 @@ def test_run_has_an_audiences_stage(project_dir: Path) -> None:
     report = personify_json("run", "--now", AT1, "--project", str(project_dir))
     (stage,) = [s for s in report["stages"] if s["name"] == "audiences"]
     assert stage["counts"]["segments"] == 1 and stage["counts"]["rules"] == 1
+
+
+def test_run_reports_a_broken_segment_and_exits_1(project_dir: Path) -> None:
+    """A segment the warehouse refuses: the run goes on without it (its memberships kept),
+    prints its file and the engine's message on stderr, exits 1; `status` shows it."""
+    _seed(project_dir)
+    p = ("--project", str(project_dir))
+    (project_dir / "segments" / "typo.sql").write_text(
+        "-- name: typo\nSELECT customer_id FROM customers WHERE ordr_count > 1\n"
+    )
+    done = personify("run", "--now", AT1, *p)
+    assert done.returncode == 1, done.stderr
+    assert "delivery" in done.stdout  # every stage ran
+    assert (
+        "error: audiences: segments/typo.sql: segment 'typo' failed on the warehouse: "
+        in done.stderr
+    )
+    assert "ordr_count" in done.stderr and "hint: fix the query in segments/typo.sql" in done.stderr
+    listed = personify_json("segments", "list", *p)["segments"]
+    refreshed = {s["name"]: s["refreshed_at"] for s in listed}
+    assert refreshed == {"high_value_recent": AT1, "typo": None}
+
+    as_json = personify("run", "--now", AT2, "--json", *p)
+    assert as_json.returncode == 1
+    errors = json.loads(as_json.stdout)["errors"]
+    assert len(errors) == 1 and errors[0].startswith("audiences: segments/typo.sql: ")
+    status = personify("status", *p)
+    assert "last run: failed" in status.stdout
+    assert "last run error: audiences: segments/typo.sql" in status.stdout

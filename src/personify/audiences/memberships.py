@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from personify import clock
 from personify.audiences.segments import Segment
-from personify.errors import UnsafeQueryError
+from personify.errors import Transient, UnsafeQueryError, WarehouseError
 from personify.warehouse.base import Warehouse, quote
 
 _CHANGE_COLUMNS = "(kind, name, customer_id, change, changed_at, recorded_at)"
@@ -129,6 +129,46 @@ def refresh_segments(
             refresh_segment(wh, s, now=now, timeout_s=timeout_s, max_members=max_members)
             for s in segments
         ]
+
+
+@dataclass(frozen=True)
+class SegmentFailure:
+    """A segment whose refresh failed: its memberships were left as they were."""
+
+    segment: str
+    file: str
+    """The segment's file as errors show it (relative to the project)."""
+    error: WarehouseError
+    """What the warehouse said (naming the file), with a hint."""
+
+
+def refresh_isolated(
+    wh: Warehouse, segments: list[Segment], *, now: datetime, timeout_s: float, max_members: int
+) -> tuple[list[RefreshResult], list[SegmentFailure]]:
+    """:func:`refresh_segments`, but a segment the warehouse refuses — an error in its SQL found
+    when it runs, over its cap or its timeout — does not stop the others: it is left out (its
+    memberships as they were: never emptied) and the rest are refreshed again in one
+    transaction. Returns the refreshes and the failures, in segment order. Transient errors
+    (a busy warehouse) still raise: nothing is applied."""
+    todo, failed = list(segments), []
+    while True:
+        current: Segment | None = None
+        try:
+            with wh.transaction():
+                results = []
+                for current in todo:
+                    results.append(
+                        refresh_segment(
+                            wh, current, now=now, timeout_s=timeout_s, max_members=max_members
+                        )
+                    )
+            break
+        except WarehouseError as e:
+            if isinstance(e, Transient) or current is None:
+                raise
+            failed.append(SegmentFailure(current.name, current.shown or str(current.file), e))
+            todo.remove(current)
+    return results, failed
 
 
 def _check_cap(segment: Segment, size: int, max_members: int) -> None:

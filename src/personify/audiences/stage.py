@@ -3,7 +3,9 @@
 ``audiences_stage(session)`` (the pipeline's ``audiences`` step): load and check every segment and
 rule first (a broken file stops the stage before anything changes), refresh the segments that
 are due at ``--now``, close the memberships of segments that no longer exist, then evaluate every
-rule over every customer and bring ``customer_tags`` up to date.
+rule over every customer and bring ``customer_tags`` up to date. A segment the warehouse refuses
+when it runs (an error in its SQL, its cap, its timeout) keeps its memberships; the others are
+refreshed, and the stage ends with :class:`~personify.errors.StageIncomplete` naming it.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from personify import clock
 from personify.audiences.batch import TagCounts, write_tags
 from personify.audiences.memberships import (
     RefreshResult,
+    SegmentFailure,
     last_refreshed,
+    refresh_isolated,
     refresh_segments,
     retire_segments,
 )
 from personify.audiences.rules import Rule, load_rules
 from personify.audiences.segments import Segment, load_segments
 from personify.config import Project
-from personify.errors import NotFound
+from personify.errors import NotFound, StageIncomplete
+from personify.privacy.masking import mask_text
 from personify.session import Session
 from personify.warehouse.base import Warehouse
 
@@ -135,30 +140,35 @@ def refresh_and_tag(
     now: datetime,
     timeout_s: float,
     max_members: int,
-) -> tuple[list[RefreshResult], TagCounts]:
-    """Refresh the ``due`` segments (:func:`~personify.audiences.memberships.refresh_segments`)
-    and evaluate ``rules`` (:func:`~personify.audiences.batch.write_tags`) at ``now``.
+) -> tuple[list[RefreshResult], TagCounts, list[SegmentFailure]]:
+    """Refresh the ``due`` segments (:func:`~personify.audiences.memberships.refresh_isolated`:
+    a segment the warehouse refuses is left as it was, the others refreshed) and evaluate
+    ``rules`` (:func:`~personify.audiences.batch.write_tags`) at ``now``; the refreshes, the
+    tag counts and the segments that failed.
 
     Rules read only the profile's columns, so the two are independent unless a due segment
     reads what the rules write (:func:`reads_rule_outputs`). When independent, the rules run
     beside the segments, in their own transaction on a second connection: each side's large
     statements keep about one core busy (DuckDB runs ``INSERT … RETURNING`` on one thread), so
     on two cores the stage takes about the longer side instead of the sum. Otherwise the
-    segments are refreshed first, then the rules run. A failure on either side is raised once
-    both have ended; the other side's work stands (each side is one transaction)."""
+    segments are refreshed first, then the rules run. An error raised on either side (the
+    rules, a busy warehouse) is raised once both have ended; the other side's work stands (each
+    side is one transaction)."""
     if not due or reads_rule_outputs(due):
-        results = refresh_segments(wh, due, now=now, timeout_s=timeout_s, max_members=max_members)
-        return results, write_tags(wh, rules, now=now)
+        results, failed = refresh_isolated(
+            wh, due, now=now, timeout_s=timeout_s, max_members=max_members
+        )
+        return results, write_tags(wh, rules, now=now), failed
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="personify-rules") as lane:
         tags = lane.submit(_rules_lane, wh, rules, now)
         try:
-            results = refresh_segments(
+            results, failed = refresh_isolated(
                 wh, due, now=now, timeout_s=timeout_s, max_members=max_members
             )
         except BaseException:
             wait_for([tags])
             raise
-        return results, tags.result()
+        return results, tags.result(), failed
 
 
 def _rules_lane(wh: Warehouse, rules: list[Rule], now: datetime) -> TagCounts:
@@ -171,14 +181,16 @@ def _rules_lane(wh: Warehouse, rules: list[Rule], now: datetime) -> TagCounts:
 
 def audiences_stage(session: Session) -> dict[str, int]:
     """Refresh due segments and evaluate every rule (side by side when independent:
-    :func:`refresh_and_tag`), retire removed segments (see the module doc)."""
+    :func:`refresh_and_tag`), retire removed segments (see the module doc). Raises
+    :class:`~personify.errors.StageIncomplete` (with the counts) once all that is done when a
+    segment failed on the warehouse: its memberships were left as they were."""
     project, wh, now = session.project, session.warehouse, clock.now()
     settings = project.config.audiences
     segments = project_segments(project)
     rules = project_rules(project)
     last = last_refreshed(wh)
     due = [s for s in segments if s.refresh.is_due(last.get(s.name), now)]
-    results, tags = refresh_and_tag(
+    results, tags, failed = refresh_and_tag(
         wh,
         due,
         rules,
@@ -189,7 +201,7 @@ def audiences_stage(session: Session) -> dict[str, int]:
     _log_refreshed(results)
     retired = retire_segments(wh, {s.name for s in segments}, now=now)
     log.info("rules: %d tags (+%d, -%d)", tags.tagged, tags.added, tags.removed)
-    return {
+    counts = {
         "segments": len(segments),
         "segments_refreshed": len(results),
         "entered": sum(r.entered for r in results),
@@ -199,6 +211,18 @@ def audiences_stage(session: Session) -> dict[str, int]:
         "tags_added": tags.added,
         "tags_removed": tags.removed,
     }
+    if failed:
+        counts["segments_failed"] = len(failed)
+        problems = [mask_text(str(f.error)) for f in failed]  # (a value quoted by the engine)
+        raise StageIncomplete(
+            f"{len(failed)} segment(s) failed on the warehouse and kept their memberships: "
+            + ", ".join(f.file for f in failed),
+            counts=counts,
+            problems=problems,
+            hint="fix each file named; `personify segments preview NAME` runs a segment without "
+            "changing any membership",
+        )
+    return counts
 
 
 @dataclass(frozen=True)

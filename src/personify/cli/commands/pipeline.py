@@ -32,6 +32,10 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
     are due (consent checked again, quiet hours and the frequency cap applied). Every email has
     an idempotency key: running it twice at the same --now, or again after a crash, sends
     nothing twice. The table ends with the emails sent per journey.
+
+    A segment whose SQL the warehouse refuses keeps its memberships while the other segments
+    and stages go on; the error (its file, the database's message) is printed and the run
+    exits 1.
     """
     from personify import pipeline
     from personify.session import open_session
@@ -49,11 +53,15 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
                 "seconds": round(report.seconds, 3),
                 "stages": [
                     {"name": s.name, "seconds": round(s.seconds, 3), "counts": s.counts}
+                    | ({"errors": s.problems} if s.problems else {})
                     for s in report.stages
                 ],
                 "problems": problems,
+                "errors": report.problems,
             }
         )
+        if report.problems:
+            raise typer.Exit(1)
         return
     table = Table(
         "stage",
@@ -85,6 +93,10 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
         )
     for problem in problems:  # the run went on: said on stderr, after the table
         err_console().print(f"warning: {problem}", markup=False)
+    for error in report.problems:  # a stage went on without a part of its work
+        err_console().print(f"error: {error}", markup=False)
+    if report.problems:
+        raise typer.Exit(1)
 
 
 @app.command("sync", rich_help_panel="Pipeline")

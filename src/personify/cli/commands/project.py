@@ -251,6 +251,8 @@ def _print_status(report: dict[str, Any]) -> None:
     run = report["last_run"]
     if run:
         out.print(f"last run: {run['status']} at {run['started_at']} (now={run['now']})")
+        for error in run.get("errors") or []:
+            out.print(f"[red]last run error: {escape(error)}[/]")
     else:
         out.print("last run: never — try `personify run`")
     recon = report.get("reconciliation")

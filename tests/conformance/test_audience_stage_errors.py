@@ -1,0 +1,107 @@
+"""A segment the warehouse refuses when it runs, in the pipeline, on every backend: the other
+segments, the rules and the next stages go on; the run records and reports the error (the file,
+the engine's message) and ends failed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.conformance.audience_data import load_customers
+
+from personify import clock, pipeline
+from personify.audiences import audiences_stage
+from personify.scaffold import init_project
+from personify.session import Session, open_session
+from personify.status import status_report
+
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+BUYERS = "-- name: buyers\nSELECT customer_id FROM customers WHERE order_count > 1\n"
+
+
+def _project(tmp_path: Path, warehouse_url: str) -> Path:
+    root = tmp_path / "shop"
+    init_project(root)
+    file = root / "personify.yml"
+    text = file.read_text(encoding="utf-8")
+    file.write_text(text.replace("duckdb:///warehouse.duckdb", warehouse_url), encoding="utf-8")
+    (root / "segments" / "buyers.sql").write_text(BUYERS, encoding="utf-8")
+    return root
+
+
+def test_a_broken_segment_keeps_its_members_and_fails_the_run_after_the_rest(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    root = _project(tmp_path, warehouse_url)
+    ran: list[str] = []
+
+    def after(session: Session) -> dict[str, int]:
+        ran.append("after")
+        return {"done": 1}
+
+    stages = (("audiences", audiences_stage), ("after", after))
+    with open_session(root) as session:
+        wh = session.warehouse
+        load_customers(
+            wh,
+            [
+                {
+                    "customer_id": c,
+                    "order_count": 2,
+                    "engagement_score": 90.0,
+                    "last_purchase_at": NOW - timedelta(days=1),
+                }
+                for c in ("ann", "bob")
+            ],
+        )
+        with clock.frozen(NOW):
+            first = pipeline.run(session, stages=stages)
+        assert first.problems == [] and ran == ["after"]
+        buyers = root / "segments" / "buyers.sql"
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        load_customers(
+            wh,
+            [
+                {
+                    "customer_id": "cy",
+                    "order_count": 3,
+                    "engagement_score": 95.0,
+                    "last_purchase_at": NOW,
+                }
+            ],
+        )
+        with clock.frozen(NOW + timedelta(hours=1)):
+            report = pipeline.run(session, stages=stages)
+        assert ran == ["after", "after"]  # the next stage ran
+        (stage, _) = report.stages
+        assert stage.counts["segments_failed"] == 1 and stage.counts["segments_refreshed"] == 1
+        (problem,) = report.problems
+        assert problem.startswith(
+            "audiences: segments/buyers.sql: segment 'buyers' failed on the warehouse: "
+        )
+        assert "ordr_count" in problem and "hint: fix the query in segments/buyers.sql" in problem
+        members = wh.fetch(
+            "SELECT segment, customer_id FROM segment_memberships WHERE exited_at IS NULL "
+            "ORDER BY 1, 2"
+        )
+        assert [tuple(r) for r in members] == [
+            ("buyers", "ann"),  # as the last good refresh left them
+            ("buyers", "bob"),
+            ("high_value_recent", "ann"),
+            ("high_value_recent", "bob"),
+            ("high_value_recent", "cy"),  # the other segment was refreshed
+        ]
+        status = status_report(session)
+        assert status["last_run"]["status"] == "failed"
+        assert status["last_run"]["errors"] == [problem]
+        with clock.frozen(NOW + timedelta(hours=2)):  # fixed: the run succeeds again
+            buyers.write_text(BUYERS, encoding="utf-8")
+            fixed = pipeline.run(session, stages=stages)
+        assert fixed.problems == [] and status_report(session)["last_run"]["errors"] == []
+        assert (
+            wh.scalar(
+                "SELECT count(*) FROM segment_memberships WHERE segment = 'buyers' "
+                "AND exited_at IS NULL"
+            )
+            == 3
+        )
