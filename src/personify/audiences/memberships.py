@@ -150,25 +150,32 @@ def refresh_isolated(
     memberships as they were: never emptied) and the rest are refreshed again in one
     transaction. Returns the refreshes and the failures, in segment order. Transient errors
     (a busy warehouse) still raise: nothing is applied."""
-    todo, failed = list(segments), []
+    todo = list(segments)
+    failed: list[SegmentFailure] = []
     while True:
-        current: Segment | None = None
+        failure: SegmentFailure | None = None
         try:
             with wh.transaction():
                 results = []
-                for current in todo:
-                    results.append(
-                        refresh_segment(
-                            wh, current, now=now, timeout_s=timeout_s, max_members=max_members
+                for segment in todo:
+                    try:
+                        results.append(
+                            refresh_segment(
+                                wh, segment, now=now, timeout_s=timeout_s, max_members=max_members
+                            )
                         )
-                    )
-            break
-        except WarehouseError as e:
-            if isinstance(e, Transient) or current is None:
+                    except WarehouseError as e:
+                        if not isinstance(e, Transient):
+                            failure = SegmentFailure(
+                                segment.name, segment.shown or str(segment.file), e
+                            )
+                        raise
+            return results, failed
+        except WarehouseError:
+            if failure is None:  # (not a segment's own: the commit, a busy warehouse)
                 raise
-            failed.append(SegmentFailure(current.name, current.shown or str(current.file), e))
-            todo.remove(current)
-    return results, failed
+            failed.append(failure)
+            todo = [s for s in todo if s.name != failure.segment]
 
 
 def _check_cap(segment: Segment, size: int, max_members: int) -> None:
