@@ -1311,6 +1311,12 @@ class ProjectConfig(_Base, frozen=True):
     """Computed and user-defined traits."""
     audiences: AudienceSettings = AudienceSettings()
     """Segments and rules: folders, default SQL dialect, limits."""
+    relations: dict[Name, str] = {}
+    """The team's own tables that segments (and ``personify sql``) may read under a local name:
+    ``crm_scores: analytics.crm_scores`` — ``schema.table`` (DuckDB: a schema of the warehouse
+    file or ``database.schema.table`` of an attached one; PostgreSQL: a schema of the same
+    database). Names are checked when a segment runs: a missing table is an error naming this
+    key."""
     journeys: JourneySettings = JourneySettings()
     """Journeys: folder, consent purpose, trigger lookback, frequency cap, quiet hours."""
     discounts: dict[Name, DiscountCampaign] = msgspec.field(default_factory=_default_discounts)
@@ -1347,6 +1353,7 @@ class ProjectConfig(_Base, frozen=True):
                 ("warehouse",),
                 f"unsupported warehouse URL scheme {scheme!r}: use duckdb:/// or postgresql://",
             )
+        _check_relations(self.relations)
         seen: set[str] = set()
         for i, source in enumerate(self.sources):
             if source.name in seen:
@@ -1380,6 +1387,28 @@ class ProjectConfig(_Base, frozen=True):
                         f"sources {other!r} and {source.name!r} share a write key: a write key "
                         "belongs to one source (its events are recorded as that source's)",
                     )
+
+
+_RELATION_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){1,2}$")
+
+
+def _check_relations(relations: dict[str, str]) -> None:
+    """``relations:`` names a qualified table each, under a name that is not one of the
+    warehouse's own tables or views (a relation would hide it)."""
+    from personify.warehouse.schema import TABLES_BY_NAME, VIEWS
+
+    for name, target in relations.items():
+        if name.lower() in TABLES_BY_NAME or name.lower() in VIEWS:
+            raise _FieldError(
+                ("relations", name),
+                f"{name!r} is a Personify table or view: give the relation another name",
+            )
+        if not _RELATION_TARGET.match(target):
+            raise _FieldError(
+                ("relations", name),
+                f"{target!r} is not a qualified table name: write schema.table (DuckDB also "
+                "database.schema.table), e.g. analytics.crm_scores",
+            )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
+from personify.audiences.relations import Relation, missing_in, qualify, used
 from personify.audiences.schedule import REAL_TIME, Refresh, parse_refresh
 from personify.errors import DefinitionError, UnsafeQueryError, WarehouseError
 from personify.warehouse.query import pin_time
@@ -64,6 +65,9 @@ class Segment:
     """The checked query (comments dropped, ``NOW()`` not yet pinned)."""
     shown: str = ""
     """The file's name as errors show it (relative to the project); default ``file``."""
+    relations: tuple[Relation, ...] = ()
+    """The team's own tables (``relations:`` in ``personify.yml``) the query reads, already
+    rewritten into their qualified names in :attr:`query`."""
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -76,6 +80,9 @@ class Segment:
         except WarehouseError as e:
             if type(e) is not WarehouseError:
                 raise
+            missing = missing_in(e, {r.name: r for r in self.relations})
+            if missing is not None:
+                raise missing.missing(e.message.splitlines()[0][:200]) from e
             where = self.shown or str(self.file)
             raise WarehouseError(
                 f"{where}: segment {self.name!r} failed on the warehouse: {e.message}",
@@ -190,9 +197,16 @@ def _read_header(text: str, file: str) -> _Header:
 
 
 def parse_segment(
-    text: str, *, file: Path, default_dialect: str, shown: str | None = None
+    text: str,
+    *,
+    file: Path,
+    default_dialect: str,
+    shown: str | None = None,
+    relations: tuple[Relation, ...] = (),
 ) -> Segment:
-    """Parse and check one segment file's text. ``shown`` is the file name used in errors."""
+    """Parse and check one segment file's text. ``shown`` is the file name used in errors;
+    ``relations`` the team's own tables the query may read by their local names
+    (:mod:`~personify.audiences.relations`)."""
     where = shown or str(file)
     header = _read_header(text, where)
     name, name_line = header.values.get("name", (file.stem, 1))
@@ -222,13 +236,16 @@ def parse_segment(
         except ValueError as e:
             raise DefinitionError(str(e), file=where, line=line, key="refresh") from None
     description = header.values.get("description", (" ".join(header.notes), 0))[0]
-    query = _check(text, dialect.lower(), where)
-    return Segment(name, description, dialect.lower(), refresh, file, text, query, where)
+    query = _check(text, dialect.lower(), where, relations)
+    qualify(query, relations)
+    reads = used(query, relations)
+    return Segment(name, description, dialect.lower(), refresh, file, text, query, where, reads)
 
 
-def _check(text: str, dialect: str, file: str) -> exp.Query:
+def _check(text: str, dialect: str, file: str, relations: tuple[Relation, ...] = ()) -> exp.Query:
+    allowed = SEGMENT_RELATIONS | {r.name.lower() for r in relations}
     try:
-        query = check_select(text, dialect=dialect, allowed=SEGMENT_RELATIONS, what="segment")
+        query = check_select(text, dialect=dialect, allowed=allowed, what="segment")
         pin_time(query.copy())  # CURRENT_DATE('Nowhere/X') is refused here, not at a refresh
     except UnsafeQueryError as e:
         message = e.message.split(" (line ")[0] if e.line is not None else e.message
@@ -264,8 +281,15 @@ def _require_customer_id(query: exp.Query, file: str) -> None:
         )
 
 
-def load_segments(folder: Path, *, default_dialect: str, root: Path | None = None) -> list[Segment]:
-    """Every ``*.sql`` file in ``folder`` (sorted by name), parsed and checked.
+def load_segments(
+    folder: Path,
+    *,
+    default_dialect: str,
+    root: Path | None = None,
+    relations: tuple[Relation, ...] = (),
+) -> list[Segment]:
+    """Every ``*.sql`` file in ``folder`` (sorted by name), parsed and checked (``relations``:
+    see :func:`parse_segment`).
 
     A missing folder holds no segments. Two files naming the same segment is an error."""
     if not folder.is_dir():
@@ -278,7 +302,9 @@ def load_segments(folder: Path, *, default_dialect: str, root: Path | None = Non
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise DefinitionError(f"not UTF-8 text ({e.reason})", file=shown) from None
-        segment = parse_segment(text, file=path, default_dialect=default_dialect, shown=shown)
+        segment = parse_segment(
+            text, file=path, default_dialect=default_dialect, shown=shown, relations=relations
+        )
         if segment.name in seen:
             raise DefinitionError(
                 f"segment {segment.name!r} is also defined in {seen[segment.name].name}",

@@ -32,6 +32,7 @@ from personify.audiences.memberships import (
     refresh_segments,
     retire_segments,
 )
+from personify.audiences.relations import Relation, check_relations, project_relations
 from personify.audiences.rules import Rule, load_rules
 from personify.audiences.segments import Segment, load_segments
 from personify.config import Project
@@ -48,7 +49,10 @@ def project_segments(project: Project) -> list[Segment]:
     are unchanged)."""
     settings = project.config.audiences
     folder = project.path(settings.segments)
-    return list(_segments(folder, _stamp(folder, "*.sql"), settings.dialect, project.root))
+    relations = project_relations(project)
+    return list(
+        _segments(folder, _stamp(folder, "*.sql"), settings.dialect, project.root, relations)
+    )
 
 
 def project_rules(project: Project) -> list[Rule]:
@@ -72,8 +76,15 @@ def _stamp(folder: Path, pattern: str) -> Stamp:
 
 
 @functools.lru_cache(maxsize=32)
-def _segments(folder: Path, stamp: Stamp, dialect: str, root: Path) -> tuple[Segment, ...]:
-    return tuple(load_segments(folder, default_dialect=dialect, root=root))
+def _segments(
+    folder: Path, stamp: Stamp, dialect: str, root: Path, relations: tuple[Relation, ...]
+) -> tuple[Segment, ...]:
+    return tuple(load_segments(folder, default_dialect=dialect, root=root, relations=relations))
+
+
+def relations_read(segments: list[Segment]) -> list[Relation]:
+    """The relations (``relations:``) any of ``segments`` reads, once each."""
+    return list(dict.fromkeys(r for s in segments for r in s.relations))
 
 
 @functools.lru_cache(maxsize=32)
@@ -99,6 +110,7 @@ def refresh(
     wh, settings, now = session.warehouse, session.project.config.audiences, clock.now()
     last = last_refreshed(wh) if not force else {}
     due = [s for s in segments if force or s.refresh.is_due(last.get(s.name), now)]
+    check_relations(wh, relations_read(due))  # a missing table names its personify.yml key
     results = refresh_segments(
         wh, due, now=now, timeout_s=settings.timeout_seconds, max_members=settings.max_members
     )
@@ -190,6 +202,7 @@ def audiences_stage(session: Session) -> dict[str, int]:
     rules = project_rules(project)
     last = last_refreshed(wh)
     due = [s for s in segments if s.refresh.is_due(last.get(s.name), now)]
+    check_relations(wh, relations_read(due))  # before anything changes
     results, tags, failed = refresh_and_tag(
         wh,
         due,
@@ -241,6 +254,7 @@ class Preview:
 def preview(wh: Warehouse, segment: Segment, *, sample: int, timeout_s: float) -> Preview:
     """Size and a sample of ``segment`` at ``--now``, read-only, under the timeout."""
     started = time.perf_counter()
+    check_relations(wh, segment.relations)
     query = segment.pinned_query()
     sql = wh.render(query)
     count = exp.select(exp.func("count", exp.Star()).as_("size")).from_(

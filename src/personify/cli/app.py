@@ -26,7 +26,7 @@ _ORDER = (
     "demo", "init", "status",
     "run", "sync", "push", "import", "quarantine", "reconcile", "quality",
     "profile", "identity", "consent", "privacy", "audit", "sql",
-    "segments", "rules",
+    "segments", "lists", "rules",
     "render", "send-test", "report",
     "serve",
 )  # fmt: skip

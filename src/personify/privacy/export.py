@@ -142,7 +142,7 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
                 row["email"] = open_value(wh, "email", row.get("email"))
         for row in tables.get("profile_observations", []):
             row["value"] = open_value(wh, str(row["field"]), row["value"])
-        for name in ("identities", "identity_nodes"):
+        for name in ("identities", "identity_nodes", "list_members"):
             for row in tables.get(name, []):
                 row["value"] = f.shown(str(row["kind"]), str(row["value"]))
     return {
@@ -153,6 +153,7 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
         "identifiers": [{"kind": k, "value": f.shown(k, v)} for _, k, v in f.nodes],
         "profile": next(iter(tables.get("customers", [])), None),
         "tables": tables,
+        "lists": sorted({str(r["list"]) for r in tables.get("list_members", [])}),
         "possibly_theirs": maybe,
         "outbox": outbox_entries(outbox_folder(project), f),
         "destinations": _pushed(wh, project, f),

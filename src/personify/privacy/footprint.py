@@ -56,6 +56,7 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "source_fields",
         "schema_changes",
         "destination_state",
+        "list_uploads",
     }
 )
 """Tables without personal data in the clear (the audit log, tombstones and ``destination_state``
@@ -311,6 +312,15 @@ def _nodes(f: Footprint) -> Where:
     ]
 
 
+def _list_members(f: Footprint) -> Where:
+    """Uploaded lists: members by one of the person's identifiers (as the graph holds them,
+    blind ones included) or by one of their customer ids."""
+    return (
+        f"(kind || '|' || value) {_IN} OR (kind = 'customer_id' AND value {_IN})",
+        [f.node_pairs, list(f.customer_ids)],
+    )
+
+
 def _node_col(*cols: str) -> Rule:
     def rule(f: Footprint) -> Where:
         parts = [f"{c} IN (SELECT unnest(CAST(? AS BIGINT[])))" for c in cols]
@@ -367,6 +377,7 @@ RULES: Mapping[str, Rule] = {
     "quarantine": _quarantine,
     "reconciliation_discrepancies": _mentions("fields", keyed="record_key"),
     "quality_violations": _mentions("sample"),
+    "list_members": _list_members,
 }
 """Tables whose rows are found by more than ``customer_id``."""
 

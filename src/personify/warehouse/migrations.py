@@ -357,6 +357,15 @@ def _received_at(wh: Warehouse) -> None:
     )
 
 
+def _lists(wh: Warehouse) -> None:
+    """Session 19: uploaded lists (``list_members``, ``list_uploads``) and the
+    ``list_customers`` view segments read them through."""
+    for name in ("list_members", "list_uploads"):
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+    wh.execute(VIEWS["list_customers"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -424,6 +433,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "journeys: journey_instances.waiting_since (wait_for steps: when the window opened)",
         _journey_waits,
     ),
+    Migration(26, "uploaded lists: list_members, list_uploads, the list_customers view", _lists),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -92,11 +93,17 @@ def run_user_query(
     dialect: str | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    names: Collection[str] = (),
+    rewrite: Callable[[exp.Expr], exp.Expr] | None = None,
 ) -> QueryResult:
     """Check ``sql`` (one read-only SELECT, in ``dialect``, default the warehouse's), transpile it
-    to the warehouse's dialect and run it read-only with a timeout and a row cap."""
+    to the warehouse's dialect and run it read-only with a timeout and a row cap. ``names`` are
+    more table names the query may read, which ``rewrite`` turns into tables of the warehouse
+    (the project's ``relations:``)."""
     read = dialect or wh.dialect
-    stmt = check_select(sql, dialect=read, allowed=wh.relations())
+    stmt: exp.Expr = check_select(sql, dialect=read, allowed={*wh.relations(), *names})
+    if rewrite is not None:
+        stmt = rewrite(stmt)
     pinned = pin_time(stmt)
     columns, rows, truncated = wh.query_user(
         wh.render(pinned), timeout_s=timeout_s, max_rows=max_rows

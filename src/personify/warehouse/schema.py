@@ -872,6 +872,52 @@ DESTINATION_STATE = Table(
     doc="Destinations (reverse ETL): what each record looked like when its API last took it",
 )
 
+# --------------------------------------------------------------------- uploaded lists (session 19)
+LIST_MEMBERS = Table(
+    "list_members",
+    (
+        C("list", S, False, "The list's name (`personify lists upload NAME FILE`)"),
+        C(
+            "kind",
+            S,
+            False,
+            "email, phone, user_id, customer_id, or a source's own id kind (as in identities)",
+        ),
+        C(
+            "value",
+            S,
+            False,
+            "The identifier normalized as identity normalizes it (emails lower-cased, phones "
+            "E.164) — held as identities holds it: a blind index under encrypted email/phone",
+        ),
+        C("added_at", TS, False, "The upload that added it"),
+        C("file", S, doc="The file it came from (path as given)"),
+    ),
+    primary_key=("list", "kind", "value"),
+    indexes=(("kind", "value"),),
+    doc="Uploaded lists: identifiers matched to customers at read time (the list_customers view)",
+)
+
+LIST_UPLOADS = Table(
+    "list_uploads",
+    (
+        C("list", S, False),
+        C("sha256", S, False, "SHA-256 of the file uploaded"),
+        C("file", S, False),
+        C("kind", S, False),
+        C("form", S, False, "How values are held: plain, or blind:TAG (the blind index's tag)"),
+        C("uploaded_at", TS, False),
+        C("rows_read", INT, False),
+        C("rows_added", INT, False),
+        C("rows_duplicate", INT, False, "Already on the list, or repeated in the file"),
+        C("rows_quarantined", INT, False),
+        C("replaced", B, False, "--replace: the list held only this file's rows after"),
+    ),
+    primary_key=("list", "sha256", "uploaded_at"),
+    internal=True,
+    doc="Every upload of a list: what it read, added and quarantined (no identifiers)",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -916,6 +962,8 @@ TABLES: tuple[Table, ...] = (
     SOURCE_FIELDS,
     SCHEMA_CHANGES,
     DESTINATION_STATE,
+    LIST_MEMBERS,
+    LIST_UPLOADS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
@@ -1011,7 +1059,28 @@ suppression (unsubscribe, bounce, complaint; an erasure tombstone gives way to c
 after it); not paused for the purpose (``consent_pauses``, until now); not erased (an erased
 customer has no ``customers`` row)."""
 
-VIEWS: dict[str, str] = {"customer_data": CUSTOMER_DATA_VIEW, "sendable": SENDABLE_VIEW}
+LIST_CUSTOMERS_VIEW = """
+CREATE OR REPLACE VIEW list_customers AS
+SELECT m.list, i.customer_id
+FROM list_members AS m
+JOIN identities AS i ON i.kind = m.kind AND i.value = m.value
+WHERE m.kind <> 'customer_id'
+UNION
+SELECT m.list, c.customer_id
+FROM list_members AS m
+LEFT JOIN customer_ids AS ci ON ci.customer_id = m.value
+JOIN customers AS c ON c.customer_id = coalesce(ci.merged_into, m.value)
+WHERE m.kind = 'customer_id'
+"""
+"""Each uploaded list's customers, matched at read time: members by identifier through
+``identities`` (so someone who becomes a customer later joins the list), by ``customer_id``
+directly (an id merged into another counts as the survivor). One row per list and customer."""
+
+VIEWS: dict[str, str] = {
+    "customer_data": CUSTOMER_DATA_VIEW,
+    "sendable": SENDABLE_VIEW,
+    "list_customers": LIST_CUSTOMERS_VIEW,
+}
 
 
 def table(name: str) -> Table:

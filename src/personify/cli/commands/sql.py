@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -78,13 +79,16 @@ def sql_command(
 ) -> None:
     """Run one read-only SELECT on the warehouse and print the rows.
 
-    Anything but a single SELECT over the warehouse's tables is refused: DDL, DML, several
-    statements, and table functions that read files or URLs. CURRENT_DATE and NOW() follow --now.
+    Anything but a single SELECT over the warehouse's tables (and the tables personify.yml
+    names under `relations:`) is refused: DDL, DML, several statements, and table functions
+    that read files or URLs. CURRENT_DATE and NOW() follow --now.
     Encrypted fields (privacy.encrypted_fields) show in plain text, masked with --mask; a
     customers column's value decrypts when the query also selects that row's customer_id.
 
     Example: `personify sql "SELECT count(*) FROM customers" --json`
     """
+    from personify.audiences.relations import missing_in, project_relations, qualify
+    from personify.errors import WarehouseError
     from personify.privacy.fields import decrypt_result
     from personify.privacy.masking import mask_rows
     from personify.session import open_session
@@ -92,9 +96,22 @@ def sql_command(
 
     pin_now(now)
     with open_session(project) as session:
-        result = run_user_query(
-            session.warehouse, query, dialect=dialect, max_rows=limit, timeout_s=timeout
-        )
+        relations = project_relations(session.project)
+        try:
+            result = run_user_query(
+                session.warehouse,
+                query,
+                dialect=dialect,
+                max_rows=limit,
+                timeout_s=timeout,
+                names=[r.name for r in relations],
+                rewrite=functools.partial(qualify, relations=relations),
+            )
+        except WarehouseError as e:  # a relation of personify.yml naming a missing table
+            missing = missing_in(e, {r.name: r for r in relations})
+            if type(e) is not WarehouseError or missing is None:
+                raise
+            raise missing.missing(e.message.splitlines()[0][:200]) from e
         # encrypted fields in plain text (customers' values when customer_id is selected too),
         # then masked for those who must not see them
         result = replace(

@@ -1,0 +1,449 @@
+"""Uploaded lists: identifiers from a CSV or Parquet file, matched to customers at read time.
+
+``personify lists upload vip_2026 vip.csv --column email`` reads the file in Arrow batches
+(:func:`personify.sources.formats.read_batches`), normalizes each identifier as identity does
+(emails lower-cased and checked, phones to E.164 — ``identity.phone_region`` for national
+numbers — other kinds trimmed), in SQL on the ingest engine, and stores the distinct values in
+``list_members`` as the identity graph holds them (a blind index for email/phone under encrypted
+fields). Rows that are not identifiers go to the quarantine (``source`` = ``list:NAME``) with
+the file, line and reason; ``rows_read = rows_added + rows_duplicate + rows_quarantined``.
+
+Everything happens in one transaction: a failed upload leaves the list as it was, and
+``--replace`` swaps the list's members for the file's at once. Uploading the same file again adds
+nothing (values already on the list are duplicates; quarantine ids are deterministic).
+
+The ``list_customers`` view matches members through ``identities`` when it is read, so a member
+who becomes a customer later is on the list from then on: segments read
+``SELECT customer_id FROM list_customers WHERE list = 'vip_2026'``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+
+from personify import clock
+from personify.config import FileFormat, Project
+from personify.errors import FileImportError, NotFound, UsageError
+from personify.identity.normalize import blind_of, email_sql, id_sql, normalize_phone, phone_sql
+from personify.ingest import quarantine
+from personify.ingest.engine import arrow, open_engine, registered
+from personify.ingest.reasons import INVALID_EMAIL, INVALID_VALUE, MISSING_REQUIRED
+from personify.progress import Progress
+from personify.session import Session
+from personify.sources.files import file_digest
+from personify.sources.formats import detect_format, read_batches
+from personify.warehouse.base import Warehouse
+from personify.warehouse.schema import Column, Table
+
+BATCH_ROWS: Final = 250_000
+"""Rows read and normalized at a time."""
+BUILT_IN_KINDS: Final = ("email", "phone", "user_id", "customer_id", "anonymous_id")
+"""Identifier kinds every project knows; sources add their own (``identity.source_kinds``,
+``<source>_id``)."""
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
+_STAGE = "_personify_list_upload"
+
+
+def source_of(name: str) -> str:
+    """The quarantine ``source`` of a list's rejected rows."""
+    return f"list:{name}"
+
+
+def known_kinds(project: Project) -> list[str]:
+    """The identifier kinds a list may hold in this project."""
+    identity = project.config.identity
+    kinds = dict.fromkeys(BUILT_IN_KINDS)
+    kinds.update(dict.fromkeys(identity.kind_for_source(s.name) for s in project.config.sources))
+    kinds.update(dict.fromkeys(identity.source_kinds.values()))
+    return list(kinds)
+
+
+@dataclass
+class UploadResult:
+    """What one upload did."""
+
+    list: str
+    kind: str
+    file: str
+    counts: dict[str, int] = field(default_factory=dict)
+    """``rows_read``, ``rows_added``, ``rows_duplicate``, ``rows_quarantined``,
+    ``rows_removed`` (``--replace``: members not in the file), ``members`` (after), and
+    ``already_uploaded`` (1: this file was uploaded to the list before and changed nothing —
+    no upload is recorded)."""
+    seconds: float = 0.0
+    form: str = "plain"
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise UsageError(
+            f"{name!r} is not a valid list name: use letters, digits, '_' and '-', starting "
+            "with a letter or '_'"
+        )
+
+
+def _form(wh: Warehouse, kind: str) -> str:
+    blind = blind_of(wh)
+    return f"blind:{blind.tag}" if blind is not None and kind in blind.kinds else "plain"
+
+
+def _normalized_sql(kind: str, project: Project) -> str:
+    if kind == "email":
+        return email_sql("raw", project.config.identity.email)
+    if kind == "phone":
+        return phone_sql("raw")
+    return id_sql("raw")
+
+
+def _pick_column(fields: list[str], column: str | None, kind: str, label: str) -> str:
+    if column is not None:
+        if column not in fields:
+            raise FileImportError(
+                f"{label}: no column {column!r} (columns: {', '.join(fields) or 'none'})",
+                hint="name the column that holds the identifiers with --column",
+            )
+        return column
+    if kind in fields:
+        return kind
+    if len(fields) == 1:
+        return fields[0]
+    raise FileImportError(
+        f"{label}: which column holds the {kind}s? (columns: {', '.join(fields) or 'none'})",
+        hint=f"pass --column NAME (a column named {kind!r} is taken without it)",
+    )
+
+
+def upload_list(
+    session: Session,
+    name: str,
+    path: Path,
+    *,
+    kind: str = "email",
+    column: str | None = None,
+    replace: bool = False,
+    format: FileFormat | None = None,
+    delimiter: str = ",",
+    progress: Progress | None = None,
+) -> UploadResult:
+    """Upload ``path`` into the list ``name`` (see the module doc)."""
+    started = time.perf_counter()
+    project, wh, now = session.project, session.warehouse, clock.now()
+    _check_name(name)
+    kinds = known_kinds(project)
+    if kind not in kinds:
+        raise UsageError(
+            f"unknown identifier kind {kind!r} (kinds: {', '.join(kinds)})",
+            hint="a source's own ids are <source>_id, or as identity.source_kinds names them",
+        )
+    label = _label(project, path)
+    fmt = detect_format(path, format)
+    if fmt not in ("csv", "parquet"):
+        raise FileImportError(
+            f"{label}: a list is read from CSV or Parquet, not {fmt}",
+            hint="export the identifiers as a CSV file with a header line",
+        )
+    fields, batches = read_batches(path, fmt, rows=BATCH_ROWS, delimiter=delimiter)
+    chosen = _pick_column(list(fields or {}), column, kind, label)
+    digest = file_digest(path)
+    form = _form(wh, kind)
+    blind = blind_of(wh) if form != "plain" else None
+    region = project.config.identity.phone_region
+    result = UploadResult(name, kind, label, form=form)
+    read = quarantined = good = 0
+    bad_tables: list[pa.Table] = []
+    con = open_engine()
+    stage = Table(_STAGE, (Column("value", "VARCHAR"),))
+    try:
+        with wh.transaction():
+            wh.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+            wh.execute(f"CREATE TEMP TABLE {_STAGE} (value VARCHAR)")
+            for batch in batches:
+                read += batch.data.num_rows + len(batch.malformed)
+                if batch.malformed:
+                    rows = [(m.line, m.text, m.fields, m.expected) for m in batch.malformed]
+                    bad_tables.append(quarantine.malformed_rows(rows, label=label))
+                values, pending, bad = _normalize(
+                    con, batch.data, batch.lines, chosen, kind, label, project
+                )
+                parsed, still_bad = _parse_phones(pending, region, label)
+                values += parsed
+                bad_tables += [t for t in (bad, still_bad) if t.num_rows]
+                if blind is not None:
+                    values = _blinded(values, kind, blind.hash)
+                good += len(values)
+                if values:
+                    wh.load(stage, pa.table({"value": pa.array(values, pa.string())}))
+                if progress is not None:
+                    progress(f"list {name}", batch.done, batch.total)
+            bad_all = pa.concat_tables(bad_tables) if bad_tables else quarantine.empty_bad_rows()
+            quarantined = bad_all.num_rows
+            if quarantined:
+                rows = quarantine.to_rows(
+                    con, bad_all, source=source_of(name), origin=label, received_at=now, same=True
+                )
+                quarantine.write(wh, rows)
+            removed = 0
+            if replace:
+                removed = max(
+                    wh.execute(
+                        "DELETE FROM list_members WHERE list = ? AND NOT (kind = ? AND value IN "
+                        f"(SELECT value FROM {_STAGE} WHERE value IS NOT NULL))",
+                        [name, kind],
+                    ),
+                    0,
+                )
+            added = wh.execute(
+                "INSERT INTO list_members (list, kind, value, added_at, file) "
+                f"SELECT DISTINCT ?, ?, s.value, ?, ? FROM {_STAGE} AS s "
+                "WHERE s.value IS NOT NULL AND NOT EXISTS (SELECT 1 FROM list_members AS m "
+                "WHERE m.list = ? AND m.kind = ? AND m.value = s.value)",
+                [name, kind, now, label, name, kind],
+            )
+            if added < 0:  # an engine that does not report counts
+                added = int(
+                    wh.scalar(
+                        "SELECT count(*) FROM list_members WHERE list = ? AND added_at = ?",
+                        [name, now],
+                    )
+                    or 0
+                )
+            wh.execute(f"DROP TABLE {_STAGE}")
+            members = int(
+                wh.scalar("SELECT count(*) FROM list_members WHERE list = ?", [name]) or 0
+            )
+            counts = {
+                "rows_read": read,
+                "rows_added": added,
+                "rows_duplicate": good - added,
+                "rows_quarantined": quarantined,
+                "rows_removed": removed,
+                "members": members,
+            }
+            again = wh.scalar(
+                "SELECT 1 FROM list_uploads WHERE list = ? AND sha256 = ? AND kind = ? LIMIT 1",
+                [name, digest, kind],
+            )
+            if again and not added and not removed:  # the same file again: nothing changed
+                counts["already_uploaded"] = 1
+            else:
+                wh.execute(
+                    "INSERT INTO list_uploads (list, sha256, file, kind, form, uploaded_at, "
+                    "rows_read, rows_added, rows_duplicate, rows_quarantined, replaced) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [name, digest, label, kind, form, now, read, added]
+                    + [good - added, quarantined, replace],
+                )
+    finally:
+        con.close()
+    result.counts = counts
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _label(project: Project, path: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(project.root.resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+@dataclass
+class _Pending:
+    """Phones that need parsing: their line, raw text and row as read."""
+
+    lines: list[int] = field(default_factory=list)
+    raws: list[str] = field(default_factory=list)
+    payloads: list[str | None] = field(default_factory=list)
+
+
+def _normalize(
+    con: Any,
+    data: pa.Table,
+    lines: pa.Array,
+    column: str,
+    kind: str,
+    label: str,
+    project: Project,
+) -> tuple[list[str], _Pending, pa.Table]:
+    """``(normalized values, phones still to parse, bad rows)`` of one batch, normalized in SQL
+    on the ingest engine."""
+    table = pa.table({"__line": lines, "raw": data.column(column), "__row": _payloads(con, data)})
+    normalized = _normalized_sql(kind, project)
+    with registered(con, table) as view:
+        out = arrow(
+            con,
+            f"SELECT __line AS line, CAST(raw AS VARCHAR) AS raw, {normalized} AS value, "
+            f"{id_sql('raw')} IS NULL AS empty, __row AS payload FROM {view}",
+        )
+    shown = column.replace('"', '\\"')
+    empty = out.column("empty").to_pylist()
+    value = out.column("value").to_pylist()
+    raw = out.column("raw").to_pylist()
+    line = out.column("line").to_pylist()
+    row_text = out.column("payload").to_pylist()
+    good: list[str] = []
+    pending = _Pending()
+    bad: list[dict[str, Any]] = []
+    for i in range(out.num_rows):
+        where = f"{label}:{line[i]}"
+        if empty[i]:
+            bad.append(
+                _bad(line[i], MISSING_REQUIRED, f'column "{shown}" is empty', row_text[i], where)
+            )
+        elif value[i] is not None:
+            good.append(value[i])
+        elif kind == "phone":
+            pending.lines.append(line[i])
+            pending.raws.append(raw[i])
+            pending.payloads.append(row_text[i])
+        else:
+            reason = INVALID_EMAIL if kind == "email" else INVALID_VALUE
+            said = "an email address" if kind == "email" else f"a {kind}"
+            detail = f'column "{shown}": {_preview(raw[i])} is not {said}'
+            bad.append(_bad(line[i], reason, detail, row_text[i], where))
+    return good, pending, pa.Table.from_pylist(bad, schema=quarantine.BAD_ROWS)
+
+
+def _preview(raw: str) -> str:
+    """A rejected value as a detail shows it: quoted, cut at 40 characters."""
+    return repr(raw if len(raw) <= 40 else raw[:40] + "…")
+
+
+def _bad(line: int, reason: str, detail: str, payload: str | None, where: str) -> dict[str, Any]:
+    return {
+        "line": line,
+        "reason": reason,
+        "detail": f"{where}: {detail}",
+        "payload": payload,
+        "location": where,
+    }
+
+
+def _parse_phones(pending: _Pending, region: str | None, label: str) -> tuple[list[str], pa.Table]:
+    """Phones not already in E.164, parsed with ``phonenumbers`` once per distinct text (in
+    ``identity.phone_region`` for national numbers); those that are no number are bad rows."""
+    parsed: dict[str, str | None] = {}
+    good: list[str] = []
+    bad: list[dict[str, Any]] = []
+    for raw, line, payload in zip(pending.raws, pending.lines, pending.payloads, strict=True):
+        if raw not in parsed:
+            parsed[raw] = normalize_phone(raw, region)
+        value = parsed[raw]
+        if value is None:
+            hint = "" if region else " (national numbers need identity.phone_region)"
+            detail = f"{_preview(raw)} is not a phone number{hint}"
+            bad.append(_bad(line, INVALID_VALUE, detail, payload, f"{label}:{line}"))
+        else:
+            good.append(value)
+    return good, pa.Table.from_pylist(bad, schema=quarantine.BAD_ROWS)
+
+
+def _blinded(values: list[str], kind: str, hash_: Callable[[str, str], str]) -> list[str]:
+    """The blind index of each value (computed once per distinct value)."""
+    seen: dict[str, str] = {}
+    return [seen[v] if v in seen else seen.setdefault(v, hash_(kind, v)) for v in values]
+
+
+def _payloads(con: Any, data: pa.Table) -> pa.Array:
+    """Each row as read, as JSON text (the quarantine's ``payload``)."""
+    with registered(con, data) as view:
+        out = arrow(con, f"SELECT CAST(to_json(t) AS VARCHAR) AS p FROM {view} AS t")
+    return out.column("p").combine_chunks()
+
+
+# --------------------------------------------------------------------------------- reading back
+def list_lists(wh: Warehouse) -> list[dict[str, Any]]:
+    """Every list: kinds, members, customers matched now, uploads, last upload, quarantined."""
+    rows: list[dict[str, Any]] = wh.fetch_arrow(
+        "WITH names AS (SELECT list FROM list_members UNION SELECT list FROM list_uploads), "
+        "m AS (SELECT list, count(*) AS members, string_agg(DISTINCT kind, ',') AS kinds "
+        "FROM list_members GROUP BY list), "
+        "c AS (SELECT list, count(*) AS customers FROM list_customers GROUP BY list), "
+        "u AS (SELECT list, count(*) AS uploads, max(uploaded_at) AS last_upload "
+        "FROM list_uploads GROUP BY list), "
+        "q AS (SELECT source, count(*) AS quarantined FROM quarantine "
+        "WHERE source LIKE 'list:%' GROUP BY source) "
+        "SELECT n.list, coalesce(m.kinds, '') AS kinds, coalesce(m.members, 0) AS members, "
+        "coalesce(c.customers, 0) AS customers, coalesce(u.uploads, 0) AS uploads, "
+        "u.last_upload, coalesce(q.quarantined, 0) AS quarantined "
+        "FROM names AS n LEFT JOIN m ON m.list = n.list LEFT JOIN c ON c.list = n.list "
+        "LEFT JOIN u ON u.list = n.list LEFT JOIN q ON q.source = 'list:' || n.list "
+        "ORDER BY n.list"
+    ).to_pylist()
+    for row in rows:
+        row["kinds"] = sorted(k for k in str(row["kinds"]).split(",") if k)
+        for key in ("members", "customers", "uploads", "quarantined"):
+            row[key] = int(row[key])
+    return rows
+
+
+def show_list(wh: Warehouse, name: str, *, sample: int = 10) -> dict[str, Any]:
+    """One list: its counts per kind, the customers matched now, a sample of them, its uploads
+    (newest first), and whether its stored values still match how identities are held."""
+    found = [r for r in list_lists(wh) if r["list"] == name]
+    if not found:
+        known = ", ".join(r["list"] for r in list_lists(wh)) or "none"
+        raise NotFound(f"no list named {name!r} (lists: {known})")
+    info = found[0]
+    by_kind = {
+        str(k): int(n)
+        for k, n in wh.fetch(
+            "SELECT kind, count(*) FROM list_members WHERE list = ? GROUP BY kind ORDER BY kind",
+            [name],
+        )
+    }
+    customers = [
+        str(r[0])
+        for r in wh.fetch(
+            "SELECT customer_id FROM list_customers WHERE list = ? ORDER BY customer_id LIMIT ?",
+            [name, sample],
+        )
+    ]
+    uploads = wh.fetch_arrow(
+        "SELECT file, kind, form, uploaded_at, rows_read, rows_added, rows_duplicate, "
+        "rows_quarantined, replaced FROM list_uploads WHERE list = ? ORDER BY uploaded_at DESC",
+        [name],
+    ).to_pylist()
+    stale = sorted(
+        {u["kind"] for u in uploads if u["form"] != _form(wh, u["kind"]) and u["kind"] in by_kind}
+    )
+    return {
+        **info,
+        "by_kind": by_kind,
+        "sample": customers,
+        "uploads": uploads,
+        "stale_kinds": stale,
+        "quarantine_source": source_of(name),
+    }
+
+
+def delete_list(wh: Warehouse, name: str) -> dict[str, int]:
+    """Delete a list: its members, its uploads and its quarantined rows, in one transaction."""
+    _check_name(name)
+    with wh.transaction():
+        members = wh.execute("DELETE FROM list_members WHERE list = ?", [name])
+        uploads = wh.execute("DELETE FROM list_uploads WHERE list = ?", [name])
+        quarantined = wh.execute("DELETE FROM quarantine WHERE source = ?", [source_of(name)])
+    if members <= 0 and uploads <= 0:
+        raise NotFound(f"no list named {name!r}")
+    return {"members": members, "uploads": uploads, "quarantined": max(quarantined, 0)}
+
+
+def lists_of(wh: Warehouse, customer_ids: list[str]) -> list[str]:
+    """The lists any of ``customer_ids`` is on now (for exports)."""
+    if not customer_ids:
+        return []
+    rows = wh.fetch(
+        "SELECT DISTINCT list FROM list_customers WHERE customer_id IN "
+        "(SELECT unnest(CAST(? AS VARCHAR[]))) ORDER BY list",
+        [customer_ids],
+    )
+    return [str(r[0]) for r in rows]

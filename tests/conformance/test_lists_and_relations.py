@@ -1,0 +1,348 @@
+"""Segments over the team's own data, on every backend: uploaded lists (normalized, quarantined,
+idempotent, replaced atomically, matched through identities at read time, blind under encrypted
+fields, exported and erased with the person) and ``relations:`` (the team's own tables read under
+a local name, a missing one named by its key in personify.yml)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tests.conformance.audience_data import arrow_rows, load_customers
+
+from personify import clock
+from personify.audiences.lists import delete_list, list_lists, show_list, upload_list
+from personify.audiences.memberships import refresh_segments
+from personify.audiences.relations import project_relations
+from personify.audiences.segments import parse_segment
+from personify.audiences.stage import find_segment, preview, refresh
+from personify.config import Project, parse_config
+from personify.errors import ConfigError, DefinitionError, UsageError
+from personify.identity.normalize import blind_of
+from personify.privacy.crypto import new_key
+from personify.privacy.erase import erase_subject
+from personify.privacy.export import export_subject
+from personify.session import Session
+from personify.warehouse import Warehouse, table
+from personify.warehouse.query import run_user_query
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def _project(tmp: Path, url: str, extra: str = "") -> Project:
+    text = (
+        f"warehouse: {url}\nsigning_key: test-signing-key\nidentity:\n  phone_region: FR\n" + extra
+    )
+    (tmp / "personify.yml").write_text(text)
+    return Project(parse_config(text), tmp, tmp / "personify.yml")
+
+
+def _identities(wh: Warehouse, rows: list[tuple[str, str, str]]) -> None:
+    wh.load(
+        table("identities"),
+        arrow_rows(
+            "identities",
+            [
+                {
+                    "customer_id": c,
+                    "kind": k,
+                    "value": v,
+                    "source": "crm",
+                    "first_seen": T0,
+                    "last_seen": T0,
+                }
+                for c, k, v in rows
+            ],
+        ),
+    )
+
+
+def _on_list(wh: Warehouse, name: str) -> list[str]:
+    rows = wh.fetch("SELECT customer_id FROM list_customers WHERE list = ? ORDER BY 1", [name])
+    return [r[0] for r in rows]
+
+
+def _members(wh: Warehouse, name: str) -> list[tuple[str, str]]:
+    return [
+        (str(k), str(v))
+        for k, v in wh.fetch(
+            "SELECT kind, value FROM list_members WHERE list = ? ORDER BY kind, value", [name]
+        )
+    ]
+
+
+@pytest.fixture
+def session(warehouse: Warehouse, warehouse_url: str, tmp_path: Path) -> Iterator[Session]:
+    clock.pin(T0)
+    s = Session(_project(tmp_path, warehouse_url), warehouse=warehouse)
+    yield s
+    clock.pin(None)
+
+
+VIP = (
+    "email,name\n"
+    "Ann@Example.org,Ann\n"  # line 2: lower-cased
+    "  bob@example.org ,Bob\n"  # 3: trimmed
+    "not-an-email,X\n"  # 4: invalid_email
+    ",Empty\n"  # 5: missing_required
+    "ann@example.org,again\n"  # 6: a duplicate in the file
+    "carl@example.org,Carl,extra\n"  # 7: malformed_row
+    "dora@example.org,Dora\n"  # 8: not a customer yet
+)
+
+
+def test_upload_normalizes_quarantines_and_matches_through_identities(
+    session: Session, tmp_path: Path
+) -> None:
+    wh = session.warehouse
+    load_customers(wh, [{"customer_id": "c1"}, {"customer_id": "c2"}, {"customer_id": "c3"}])
+    _identities(
+        wh,
+        [("c1", "email", "ann@example.org"), ("c2", "email", "bob@example.org")]
+        + [("c3", "email", "eve@example.org")],
+    )
+    file = tmp_path / "vip.csv"
+    file.write_text(VIP)
+    result = upload_list(session, "vip_2026", file)
+    c = result.counts
+    assert (c["rows_read"], c["rows_added"], c["rows_duplicate"], c["rows_quarantined"]) == (
+        7,
+        3,
+        1,
+        3,
+    )
+    assert c["rows_read"] == c["rows_added"] + c["rows_duplicate"] + c["rows_quarantined"]
+    assert _members(wh, "vip_2026") == [
+        ("email", "ann@example.org"),
+        ("email", "bob@example.org"),
+        ("email", "dora@example.org"),
+    ]
+    bad = wh.fetch(
+        "SELECT location, reason, detail FROM quarantine WHERE source = 'list:vip_2026' "
+        "ORDER BY location"
+    )
+    assert [(loc, reason) for loc, reason, _ in bad] == [
+        ("vip.csv:4", "invalid_email"),
+        ("vip.csv:5", "missing_required"),
+        ("vip.csv:7", "malformed_row"),
+    ]
+    assert bad[0][2] == "vip.csv:4: column \"email\": 'not-an-email' is not an email address"
+    assert _on_list(wh, "vip_2026") == ["c1", "c2"]
+
+    # a member who becomes a customer later is on the list from then on: matched when read
+    load_customers(wh, [{"customer_id": "c4"}])
+    _identities(wh, [("c4", "email", "dora@example.org")])
+    assert _on_list(wh, "vip_2026") == ["c1", "c2", "c4"]
+
+    # the same file again changes nothing: no member, no quarantine row, no upload recorded
+    before = wh.scalar("SELECT count(*) FROM quarantine")
+    again = upload_list(session, "vip_2026", file)
+    assert again.counts["rows_added"] == 0 and again.counts["already_uploaded"] == 1
+    assert wh.scalar("SELECT count(*) FROM quarantine") == before
+    assert wh.scalar("SELECT count(*) FROM list_uploads") == 1
+    assert len(_members(wh, "vip_2026")) == 3
+
+    # a segment reads it, as written in MySQL
+    segment = parse_segment(
+        "-- dialect: mysql\nSELECT customer_id FROM list_customers WHERE list = 'vip_2026'",
+        file=Path("vip.sql"),
+        default_dialect="duckdb",
+    )
+    [done] = refresh_segments(wh, [segment], now=T0, timeout_s=30, max_members=100)
+    assert done.members == 3
+
+    listed = {r["list"]: r for r in list_lists(wh)}
+    assert listed["vip_2026"]["members"] == 3 and listed["vip_2026"]["customers"] == 3
+    assert listed["vip_2026"]["quarantined"] == 3
+    shown = show_list(wh, "vip_2026")
+    assert shown["by_kind"] == {"email": 3} and shown["stale_kinds"] == []
+
+
+def test_replace_swaps_the_list_in_one_transaction(session: Session, tmp_path: Path) -> None:
+    wh = session.warehouse
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("email\na@x.org\nb@x.org\n")
+    second.write_text("email\nb@x.org\nc@x.org\n")
+    upload_list(session, "l", first)
+    result = upload_list(session, "l", second, replace=True)
+    assert result.counts["rows_removed"] == 1 and result.counts["rows_added"] == 1
+    assert _members(wh, "l") == [("email", "b@x.org"), ("email", "c@x.org")]
+
+    # a failing upload leaves the list as it was (here: a column the file lacks)
+    with pytest.raises(Exception, match="no column 'mail'"):
+        upload_list(session, "l", first, column="mail", replace=True)
+    assert _members(wh, "l") == [("email", "b@x.org"), ("email", "c@x.org")]
+
+    deleted = delete_list(wh, "l")
+    assert deleted["members"] == 2
+    assert _members(wh, "l") == [] and list_lists(wh) == []
+
+
+def test_phones_ids_and_parquet(session: Session, tmp_path: Path) -> None:
+    wh = session.warehouse
+    load_customers(wh, [{"customer_id": "c1"}, {"customer_id": "c2"}])
+    _identities(wh, [("c1", "phone", "+33612345678"), ("c2", "crm_id", "CRM-9")])
+    phones = tmp_path / "phones.parquet"
+    pq.write_table(pa.table({"tel": ["06 12 34 56 78", "+33 6 12 34 56 78", "12", None]}), phones)
+    result = upload_list(session, "p", phones, kind="phone")
+    assert result.counts["rows_added"] == 1 and result.counts["rows_duplicate"] == 1
+    assert result.counts["rows_quarantined"] == 2
+    assert _on_list(wh, "p") == ["c1"]
+    reasons = wh.fetch("SELECT location, reason FROM quarantine WHERE source = 'list:p' ORDER BY 1")
+    assert reasons == [
+        ("phones.parquet:3", "invalid_value"),
+        ("phones.parquet:4", "missing_required"),
+    ]
+
+    ids = tmp_path / "ids.csv"
+    ids.write_text("id\n CRM-9 \nc2\n")
+    with pytest.raises(UsageError, match="unknown identifier kind 'nope'"):
+        upload_list(session, "ids", ids, kind="nope")
+    # crm_id is a source's own kind only if the project names the source; customer ids always
+    upload_list(session, "ids", ids, kind="customer_id")
+    assert _on_list(wh, "ids") == ["c2"]
+
+
+def test_lists_follow_encrypted_identifiers_and_privacy(
+    warehouse: Warehouse, warehouse_url: str, tmp_path: Path
+) -> None:
+    wh = warehouse
+    clock.pin(T0)
+    extra = (
+        f"privacy:\n  encryption_keys: k1:{new_key()}\n"
+        "  encrypted_fields: [customers.email, customers.phone]\n"
+    )
+    session = Session(_project(tmp_path, warehouse_url, extra), warehouse=wh)
+    blind = blind_of(wh)
+    assert blind is not None
+    load_customers(wh, [{"customer_id": "c1"}, {"customer_id": "c2"}])
+    _identities(
+        wh,
+        [
+            ("c1", "email", blind.hash("email", "ann@example.org")),
+            ("c2", "email", blind.hash("email", "bob@example.org")),
+        ],
+    )
+    for node, (customer, address) in enumerate((("c1", "ann"), ("c2", "bob")), 1):
+        wh.execute(
+            "INSERT INTO identity_nodes (node_id, kind, value, source, first_seen, last_seen, "
+            "blocked, cluster, part, customer_id) VALUES (?, 'email', ?, 'crm', ?, ?, FALSE, ?, "
+            "0, ?)",
+            [node, blind.hash("email", f"{address}@example.org"), T0, T0, node, customer],
+        )
+    file = tmp_path / "vip.csv"
+    file.write_text("email\nANN@example.org\nbob@example.org\n")
+    result = upload_list(session, "vip", file)
+    assert result.form.startswith("blind:")
+    values = [v for _, v in _members(wh, "vip")]
+    assert all("@" not in v for v in values)  # no address at rest
+    assert _on_list(wh, "vip") == ["c1", "c2"]
+
+    exported = export_subject(wh, session.project, "c1")
+    assert exported["lists"] == ["vip"]
+    erase_subject(wh, session.project, "c1")
+    assert _on_list(wh, "vip") == ["c2"]
+    assert len(_members(wh, "vip")) == 1
+    clock.pin(None)
+
+
+# ------------------------------------------------------------------------------------- relations
+@pytest.fixture
+def team_schema(warehouse: Warehouse) -> Iterator[str]:
+    """A schema of the team's own, beside Personify's, with a table of scores."""
+    name = f"analytics_{uuid.uuid4().hex[:8]}"
+    wh = warehouse
+    wh.execute(f"CREATE SCHEMA {name}")
+    wh.execute(f"CREATE TABLE {name}.crm_scores (customer_id VARCHAR, score DOUBLE)")
+    wh.execute(f"INSERT INTO {name}.crm_scores VALUES ('c1', 0.9), ('c2', 0.2), ('c3', 0.95)")
+    yield name
+    wh.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def test_relations_let_segments_and_sql_read_the_teams_tables(
+    warehouse: Warehouse, warehouse_url: str, tmp_path: Path, team_schema: str
+) -> None:
+    wh = warehouse
+    clock.pin(T0)
+    project = _project(
+        tmp_path, warehouse_url, f"relations:\n  crm_scores: {team_schema}.crm_scores\n"
+    )
+    session = Session(project, warehouse=wh)
+    load_customers(wh, [{"customer_id": "c1"}, {"customer_id": "c2"}])
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "likely.sql").write_text(
+        "-- dialect: mysql\n"
+        "SELECT c.customer_id FROM customers c JOIN crm_scores s ON s.customer_id = c.customer_id\n"
+        "WHERE s.score > 0.8"
+    )
+    segment = find_segment(project, "likely")
+    assert [r.name for r in segment.relations] == ["crm_scores"]
+    [done] = refresh(session, [segment], force=True)
+    assert done.members == 1
+    shown = preview(wh, segment, sample=5, timeout_s=30)
+    assert shown.size == 1 and f"{team_schema}.crm_scores" in shown.sql
+
+    relations = project_relations(project)
+    from functools import partial
+
+    from personify.audiences.relations import qualify
+
+    result = run_user_query(
+        wh,
+        "SELECT count(*) FROM crm_scores WHERE crm_scores.score > 0.5",
+        names=["crm_scores"],
+        rewrite=partial(qualify, relations=relations),
+    )
+    assert result.rows == [(2,)]
+
+    # a CTE of the same name is the CTE's
+    own = parse_segment(
+        "WITH crm_scores AS (SELECT customer_id FROM customers) SELECT customer_id FROM crm_scores",
+        file=Path("own.sql"),
+        default_dialect="duckdb",
+        relations=relations,
+    )
+    assert own.relations == ()
+
+    # without the relation, the name is unknown to segments
+    with pytest.raises(DefinitionError, match="unknown table 'crm_scores'"):
+        parse_segment(
+            "SELECT customer_id FROM crm_scores", file=Path("x.sql"), default_dialect="duckdb"
+        )
+    clock.pin(None)
+
+
+def test_a_relation_to_a_missing_table_names_its_key(
+    warehouse: Warehouse, warehouse_url: str, tmp_path: Path
+) -> None:
+    wh = warehouse
+    clock.pin(T0)
+    project = _project(tmp_path, warehouse_url, "relations:\n  crm_scores: nowhere.crm_scores\n")
+    session = Session(project, warehouse=wh)
+    (tmp_path / "segments").mkdir()
+    (tmp_path / "segments" / "likely.sql").write_text(
+        "SELECT customer_id FROM crm_scores WHERE score > 0.8"
+    )
+    segment = find_segment(project, "likely")
+    with pytest.raises(ConfigError) as caught:
+        refresh(session, [segment], force=True)
+    assert str(caught.value).startswith(
+        "personify.yml:6: relations.crm_scores: relation 'crm_scores' names nowhere.crm_scores, "
+        "which the warehouse does not have"
+    )
+    # the engine's own refusal (a refresh without the check) names it too
+    with pytest.raises(ConfigError, match="relations.crm_scores"):
+        refresh_segments(wh, [segment], now=T0, timeout_s=30, max_members=100)
+    clock.pin(None)
+
+
+def test_relation_names_are_checked_at_load() -> None:
+    with pytest.raises(ConfigError, match="relations.customers: 'customers' is a Personify"):
+        parse_config("relations:\n  customers: analytics.customers\n")
+    with pytest.raises(ConfigError, match="personify.yml:2: relations.x: 'a b' is not a qualified"):
+        parse_config("relations:\n  x: a b\n")
