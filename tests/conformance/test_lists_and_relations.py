@@ -13,10 +13,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.conformance.audience_data import arrow_rows, load_customers
 
 from personify import clock
-from personify.audiences.lists import delete_list, list_lists, show_list, upload_list
+from personify.audiences.lists import (
+    blind_list_members,
+    delete_list,
+    list_lists,
+    show_list,
+    upload_list,
+)
 from personify.audiences.memberships import refresh_segments
 from personify.audiences.relations import project_relations
 from personify.audiences.segments import parse_segment
@@ -346,3 +354,70 @@ def test_relation_names_are_checked_at_load() -> None:
         parse_config("relations:\n  customers: analytics.customers\n")
     with pytest.raises(ConfigError, match="personify.yml:2: relations.x: 'a b' is not a qualified"):
         parse_config("relations:\n  x: a b\n")
+
+
+def test_turning_encryption_on_blinds_lists_uploaded_before(
+    warehouse: Warehouse, warehouse_url: str, tmp_path: Path
+) -> None:
+    wh = warehouse
+    clock.pin(T0)
+    plain = Session(_project(tmp_path, warehouse_url), warehouse=wh)
+    file = tmp_path / "vip.csv"
+    file.write_text("email\nann@example.org\n")
+    upload_list(plain, "vip", file)
+    other = tmp_path / "both.csv"
+    other.write_text("email\nann@example.org\nbob@example.org\n")
+    extra = (
+        f"privacy:\n  encryption_keys: k1:{new_key()}\n"
+        "  encrypted_fields: [customers.email, customers.phone]\n"
+    )
+    sealed = Session(_project(tmp_path, warehouse_url, extra), warehouse=wh)
+    blind = blind_of(wh)
+    assert blind is not None
+    assert blind_list_members(wh) == 1
+    assert _members(wh, "vip") == [("email", blind.hash("email", "ann@example.org"))]
+    assert show_list(wh, "vip")["stale_kinds"] == []
+    # an upload under encryption meets the converted values: no duplicate
+    done = upload_list(sealed, "vip", other)
+    assert done.counts["rows_added"] == 1 and done.counts["rows_duplicate"] == 1
+    assert all("@" not in v for _, v in _members(wh, "vip"))
+    assert blind_list_members(wh) == 0
+    clock.pin(None)
+
+
+_ADDRESSES = st.sampled_from(
+    ["ann@x.org", "ANN@x.org ", "bob@x.org", "carl@y.org", "nope", "", " dora@y.org"]
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=st.lists(_ADDRESSES, max_size=12), cut=st.integers(0, 12), flip=st.booleans())
+def test_a_list_does_not_depend_on_how_its_rows_were_split_or_ordered(
+    session: Session, tmp_path: Path, rows: list[str], cut: int, flip: bool
+) -> None:
+    """Invariant: a list uploaded as one file or as two parts in either order holds the same
+    members; every row read is added, a duplicate or quarantined; uploading again adds none."""
+    wh = session.warehouse
+    for listed in list_lists(wh):
+        delete_list(wh, listed["list"])
+
+    def write(name: str, part: list[str]) -> Path:
+        path = tmp_path / f"{name}.csv"
+        path.write_text("email\n" + "".join(f'"{r}"\n' for r in part))
+        return path
+
+    whole = upload_list(session, "whole", write("w", rows)).counts
+    parts = [rows[:cut], rows[cut:]]
+    counts = [
+        upload_list(session, "parts", write(f"p{i}", p)).counts
+        for i, p in enumerate(parts[::-1] if flip else parts)
+    ]
+    assert _members(wh, "whole") == _members(wh, "parts")
+    for c in (whole, *counts):
+        assert c["rows_read"] == c["rows_added"] + c["rows_duplicate"] + c["rows_quarantined"]
+    assert sum(c["rows_quarantined"] for c in counts) == whole["rows_quarantined"]
+    assert upload_list(session, "whole", write("w", rows)).counts["rows_added"] == 0

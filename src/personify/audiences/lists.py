@@ -19,6 +19,7 @@ who becomes a customer later is on the list from then on: segments read
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from personify import clock
 from personify.config import FileFormat, Project
@@ -152,6 +154,7 @@ def upload_list(
     fields, batches = read_batches(path, fmt, rows=BATCH_ROWS, delimiter=delimiter)
     chosen = _pick_column(list(fields or {}), column, kind, label)
     digest = file_digest(path)
+    blind_list_members(wh)  # values stored before encryption was turned on
     form = _form(wh, kind)
     blind = blind_of(wh) if form != "plain" else None
     region = project.config.identity.phone_region
@@ -173,13 +176,14 @@ def upload_list(
                     con, batch.data, batch.lines, chosen, kind, label, project
                 )
                 parsed, still_bad = _parse_phones(pending, region, label)
-                values += parsed
+                if parsed:
+                    values = pa.concat_arrays([values, pa.array(parsed, pa.string())])
                 bad_tables += [t for t in (bad, still_bad) if t.num_rows]
                 if blind is not None:
                     values = _blinded(values, kind, blind.hash)
                 good += len(values)
-                if values:
-                    wh.load(stage, pa.table({"value": pa.array(values, pa.string())}))
+                if len(values):
+                    wh.load(stage, pa.table({"value": values}))
                 if progress is not None:
                     progress(f"list {name}", batch.done, batch.total)
             bad_all = pa.concat_tables(bad_tables) if bad_tables else quarantine.empty_bad_rows()
@@ -272,43 +276,41 @@ def _normalize(
     kind: str,
     label: str,
     project: Project,
-) -> tuple[list[str], _Pending, pa.Table]:
-    """``(normalized values, phones still to parse, bad rows)`` of one batch, normalized in SQL
-    on the ingest engine."""
-    table = pa.table({"__line": lines, "raw": data.column(column), "__row": _payloads(con, data)})
+) -> tuple[pa.Array, _Pending, pa.Table]:
+    """``(normalized values, phones still to parse, bad rows)`` of one batch. Set-wise: one SQL
+    pass on the ingest engine normalizes every row and keeps the good values as Arrow; only the
+    rows that are not identifiers (few) are looked at one by one, for their reason."""
+    table = pa.table({"__line": lines, "raw": data.column(column)})
     normalized = _normalized_sql(kind, project)
     with registered(con, table) as view:
         out = arrow(
             con,
-            f"SELECT __line AS line, CAST(raw AS VARCHAR) AS raw, {normalized} AS value, "
-            f"{id_sql('raw')} IS NULL AS empty, __row AS payload FROM {view}",
+            f"SELECT row_number() OVER () - 1 AS i, __line AS line, CAST(raw AS VARCHAR) AS raw, "
+            f"{normalized} AS value, {id_sql('raw')} IS NULL AS empty FROM {view}",
         )
-    shown = column.replace('"', '\\"')
-    empty = out.column("empty").to_pylist()
-    value = out.column("value").to_pylist()
-    raw = out.column("raw").to_pylist()
-    line = out.column("line").to_pylist()
-    row_text = out.column("payload").to_pylist()
-    good: list[str] = []
+    found = pc.is_valid(out.column("value"))
+    good = out.column("value").filter(found).combine_chunks()
+    rest = out.filter(pc.invert(found))
     pending = _Pending()
+    if not rest.num_rows:
+        return good, pending, quarantine.empty_bad_rows()
+    shown = column.replace('"', '\\"')
+    rows = data.take(rest.column("i")).to_pylist()
     bad: list[dict[str, Any]] = []
-    for i in range(out.num_rows):
-        where = f"{label}:{line[i]}"
-        if empty[i]:
-            bad.append(
-                _bad(line[i], MISSING_REQUIRED, f'column "{shown}" is empty', row_text[i], where)
-            )
-        elif value[i] is not None:
-            good.append(value[i])
+    for r, row in zip(rest.to_pylist(), rows, strict=True):
+        where, payload = f"{label}:{r['line']}", json.dumps(row, default=str, ensure_ascii=False)
+        if r["empty"]:
+            detail = f'column "{shown}" is empty'
+            bad.append(_bad(r["line"], MISSING_REQUIRED, detail, payload, where))
         elif kind == "phone":
-            pending.lines.append(line[i])
-            pending.raws.append(raw[i])
-            pending.payloads.append(row_text[i])
+            pending.lines.append(r["line"])
+            pending.raws.append(r["raw"])
+            pending.payloads.append(payload)
         else:
             reason = INVALID_EMAIL if kind == "email" else INVALID_VALUE
             said = "an email address" if kind == "email" else f"a {kind}"
-            detail = f'column "{shown}": {_preview(raw[i])} is not {said}'
-            bad.append(_bad(line[i], reason, detail, row_text[i], where))
+            detail = f'column "{shown}": {_preview(r["raw"])} is not {said}'
+            bad.append(_bad(r["line"], reason, detail, payload, where))
     return good, pending, pa.Table.from_pylist(bad, schema=quarantine.BAD_ROWS)
 
 
@@ -346,17 +348,65 @@ def _parse_phones(pending: _Pending, region: str | None, label: str) -> tuple[li
     return good, pa.Table.from_pylist(bad, schema=quarantine.BAD_ROWS)
 
 
-def _blinded(values: list[str], kind: str, hash_: Callable[[str, str], str]) -> list[str]:
+def _blinded(values: pa.Array, kind: str, hash_: Callable[[str, str], str]) -> pa.Array:
     """The blind index of each value (computed once per distinct value)."""
-    seen: dict[str, str] = {}
-    return [seen[v] if v in seen else seen.setdefault(v, hash_(kind, v)) for v in values]
+    distinct = pc.unique(values)
+    hashed = pa.array([hash_(kind, v) for v in distinct.to_pylist()], pa.string())
+    return pc.take(hashed, pc.index_in(values, value_set=distinct))
 
 
-def _payloads(con: Any, data: pa.Table) -> pa.Array:
-    """Each row as read, as JSON text (the quarantine's ``payload``)."""
-    with registered(con, data) as view:
-        out = arrow(con, f"SELECT CAST(to_json(t) AS VARCHAR) AS p FROM {view} AS t")
-    return out.column("p").combine_chunks()
+_PLAIN: Final = {"email": "%@%", "phone": "+%"}
+"""``LIKE`` patterns of a kind's plain values (a blind value is hex: no ``@``, no ``+``)."""
+
+
+def blind_list_members(wh: Warehouse) -> int:
+    """Encryption was turned on for email/phone after lists were uploaded: replace their plain
+    members by the blind index the graph now holds (so they match again, and no address stays
+    at rest), and mark the uploads as made under it. Returns the members rewritten. A no-op
+    without a blind index, or when nothing is plain. (Another ``blind_index_key`` cannot be
+    followed — the old values are hashes: :func:`show_list` reports such lists as stale.)"""
+    blind = blind_of(wh)
+    if blind is None:
+        return 0
+    done = 0
+    for kind in blind.kinds:
+        pattern = _PLAIN.get(kind)
+        if pattern is None or not wh.fetch(
+            "SELECT 1 FROM list_members WHERE kind = ? AND value LIKE ? LIMIT 1", [kind, pattern]
+        ):
+            continue
+        with wh.transaction():
+            plain = wh.fetch_arrow(
+                "SELECT DISTINCT value FROM list_members WHERE kind = ? AND value LIKE ?",
+                [kind, pattern],
+            ).column("value")
+            mapping = pa.table({"plain": plain, "blind": _blinded(plain, kind, blind.hash)})
+            wh.execute(f"DROP TABLE IF EXISTS {_MAP}")
+            wh.execute(f"CREATE TEMP TABLE {_MAP} (plain VARCHAR, blind VARCHAR)")
+            wh.load(_MAP_TABLE, mapping)
+            # a list holding both forms of one value keeps one row
+            wh.execute(
+                f"DELETE FROM list_members WHERE kind = ? AND value IN (SELECT plain FROM {_MAP} "
+                f"AS m WHERE EXISTS (SELECT 1 FROM list_members AS o WHERE o.kind = ? "
+                "AND o.value = m.blind AND o.list = list_members.list))",
+                [kind, kind],
+            )
+            changed = wh.execute(
+                f"UPDATE list_members SET value = m.blind FROM {_MAP} AS m "
+                "WHERE list_members.kind = ? AND list_members.value = m.plain",
+                [kind],
+            )
+            wh.execute(
+                "UPDATE list_uploads SET form = ? WHERE kind = ? AND form = 'plain'",
+                [f"blind:{blind.tag}", kind],
+            )
+            wh.execute(f"DROP TABLE {_MAP}")
+        done += max(changed, 0)
+    return done
+
+
+_MAP = "_personify_list_blind"
+_MAP_TABLE = Table(_MAP, (Column("plain", "VARCHAR"), Column("blind", "VARCHAR")))
 
 
 # --------------------------------------------------------------------------------- reading back

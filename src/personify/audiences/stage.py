@@ -24,6 +24,7 @@ from sqlglot import exp
 
 from personify import clock
 from personify.audiences.batch import TagCounts, write_tags
+from personify.audiences.lists import blind_list_members
 from personify.audiences.memberships import (
     RefreshResult,
     SegmentFailure,
@@ -203,6 +204,8 @@ def audiences_stage(session: Session) -> dict[str, int]:
     last = last_refreshed(wh)
     due = [s for s in segments if s.refresh.is_due(last.get(s.name), now)]
     check_relations(wh, relations_read(due))  # before anything changes
+    if blind_list_members(wh):  # encryption turned on since lists were uploaded
+        log.info("lists: plain members replaced by the blind index")
     results, tags, failed = refresh_and_tag(
         wh,
         due,
