@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -185,6 +185,18 @@ def test_replace_swaps_the_list_in_one_transaction(session: Session, tmp_path: P
     with pytest.raises(Exception, match="no column 'mail'"):
         upload_list(session, "l", first, column="mail", replace=True)
     assert _members(wh, "l") == [("email", "b@x.org"), ("email", "c@x.org")]
+
+    # a corrected version of a file: its earlier version's rejected rows leave the quarantine
+    bad = tmp_path / "bad.csv"
+    bad.write_text("email\nnope\nd@x.org\nworse\n")
+    assert upload_list(session, "l", bad).counts["rows_quarantined"] == 2
+    clock.pin(T0 + timedelta(minutes=1))
+    bad.write_text("email\nn@x.org\nd@x.org\nworse\n")
+    assert upload_list(session, "l", bad).counts["rows_quarantined"] == 1
+    left = wh.fetch("SELECT location FROM quarantine WHERE source = 'list:l'")
+    assert left == [("bad.csv:4",)]
+    clock.pin(T0)
+    wh.execute("DELETE FROM list_members WHERE value IN ('n@x.org', 'd@x.org')")
 
     deleted = delete_list(wh, "l")
     assert deleted["members"] == 2

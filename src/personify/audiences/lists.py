@@ -188,11 +188,16 @@ def upload_list(
                     progress(f"list {name}", batch.done, batch.total)
             bad_all = pa.concat_tables(bad_tables) if bad_tables else quarantine.empty_bad_rows()
             quarantined = bad_all.num_rows
+            kept: list[pa.Array] = []
             if quarantined:
                 rows = quarantine.to_rows(
                     con, bad_all, source=source_of(name), origin=label, received_at=now, same=True
                 )
                 quarantine.write(wh, rows)
+                kept = list(rows.column("id").chunks)
+            # a corrected version of the file: its earlier versions' rejected rows leave the
+            # quarantine, but those still bad (same line and row: same id)
+            quarantine.supersede(wh, source_of(name), label, kept, now)
             removed = 0
             if replace:
                 removed = max(

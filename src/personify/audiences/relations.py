@@ -16,8 +16,10 @@ table does not exist fails the segment naming the key in ``personify.yml`` that 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlglot import exp
 
@@ -69,17 +71,29 @@ def project_relations(project: Project) -> tuple[Relation, ...]:
     relations = project.config.relations
     if not relations:
         return ()
+    try:
+        stamp = project.file.stat().st_mtime_ns
+    except OSError:  # a project built in memory (tests) has no file to point at
+        stamp = -1
+    return _relations(project.file, stamp, tuple(relations.items()))
+
+
+@functools.lru_cache(maxsize=32)
+def _relations(
+    file: Path, stamp: int, relations: tuple[tuple[str, str], ...]
+) -> tuple[Relation, ...]:
+    """:func:`project_relations`, cached while the file is unchanged (the real-time path asks
+    for the segments at every event)."""
     from personify._yamlmarks import parse_marked
 
-    try:
-        marks = parse_marked(project.file.read_text(encoding="utf-8"), file=str(project.file))
-        lines = {name: marks.line(("relations", name)) for name in relations}
-    except (OSError, ValueError):  # a project built in memory (tests) has no file to point at
-        lines = {}
-    shown = project.file.name
-    return tuple(
-        Relation(name, target, shown, lines.get(name)) for name, target in relations.items()
-    )
+    lines: dict[str, int | None] = {}
+    if stamp >= 0:
+        try:
+            marks = parse_marked(file.read_text(encoding="utf-8"), file=str(file))
+            lines = {name: marks.line(("relations", name)) for name, _ in relations}
+        except (OSError, ValueError):
+            lines = {}
+    return tuple(Relation(name, target, file.name, lines.get(name)) for name, target in relations)
 
 
 def qualify(query: exp.Expr, relations: Iterable[Relation]) -> exp.Expr:
