@@ -1313,10 +1313,10 @@ class ProjectConfig(_Base, frozen=True):
     """Segments and rules: folders, default SQL dialect, limits."""
     relations: dict[Name, str] = {}
     """The team's own tables that segments (and ``personify sql``) may read under a local name:
-    ``crm_scores: analytics.crm_scores`` — ``schema.table`` (DuckDB: a schema of the warehouse
-    file or ``database.schema.table`` of an attached one; PostgreSQL: a schema of the same
-    database). Names are checked when a segment runs: a missing table is an error naming this
-    key."""
+    ``crm_scores: analytics.crm_scores`` — ``schema.table`` in the warehouse (DuckDB: a schema
+    of the warehouse file; PostgreSQL: a schema of the same database), or
+    ``database.schema.table`` naming the warehouse's own database. Tables are checked when a
+    segment runs: a missing one is an error naming this key."""
     journeys: JourneySettings = JourneySettings()
     """Journeys: folder, consent purpose, trigger lookback, frequency cap, quiet hours."""
     discounts: dict[Name, DiscountCampaign] = msgspec.field(default_factory=_default_discounts)

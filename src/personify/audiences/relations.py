@@ -3,7 +3,7 @@
 ``personify.yml``::
 
     relations:
-      crm_scores: analytics.crm_scores      # schema.table (DuckDB: also database.schema.table)
+      crm_scores: analytics.crm_scores      # schema.table in the warehouse
 
 A segment writes ``SELECT customer_id FROM crm_scores WHERE score > 0.8``: the guard
 (:func:`personify.warehouse.safety.check_select`) accepts ``crm_scores`` as it accepts the public
@@ -61,8 +61,8 @@ class Relation:
             line=self.line,
             key=f"relations.{self.name}",
             hint="create the table, or correct the schema.table name in personify.yml "
-            "(PostgreSQL: a schema of the same database; DuckDB: a schema of the warehouse "
-            "file, or database.schema.table of an attached one)",
+            "(PostgreSQL: a schema of the same database; DuckDB: a schema in the warehouse "
+            "file)",
         )
 
 
