@@ -212,7 +212,8 @@ def upload_list(
                 "INSERT INTO list_members (list, kind, value, added_at, file) "
                 f"SELECT DISTINCT ?, ?, s.value, ?, ? FROM {_STAGE} AS s "
                 "WHERE s.value IS NOT NULL AND NOT EXISTS (SELECT 1 FROM list_members AS m "
-                "WHERE m.list = ? AND m.kind = ? AND m.value = s.value)",
+                "WHERE m.list = ? AND m.kind = ? AND m.value = s.value) "
+                "ON CONFLICT DO NOTHING",  # an upload to the same list committed meanwhile
                 [name, kind, now, label, name, kind],
             )
             if added < 0:  # an engine that does not report counts
