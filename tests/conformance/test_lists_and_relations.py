@@ -140,6 +140,11 @@ def test_upload_normalizes_quarantines_and_matches_through_identities(
         ("vip.csv:7", "malformed_row"),
     ]
     assert bad[0][2] == "vip.csv:4: column \"email\": 'not-an-email' is not an email address"
+    # quarantine replay leaves them, saying how to fix them
+    from personify.ingest.tracking.replay import replay
+
+    skipped = replay(wh, session.project, source="list:vip_2026").skipped
+    assert len(skipped) == 3 and all("personify lists upload" in why for _, why in skipped)
     assert _on_list(wh, "vip_2026") == ["c1", "c2"]
 
     # a member who becomes a customer later is on the list from then on: matched when read

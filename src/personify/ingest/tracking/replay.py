@@ -158,7 +158,8 @@ def replay(
             deliveries.setdefault((e.source, delivery), []).append(e)
             continue
         if e.source not in tracking:
-            report.skipped.append((e.id, _NOT_REPLAYED))
+            why = _LIST_ROW if e.source.startswith("list:") else _NOT_REPLAYED
+            report.skipped.append((e.id, why))
             continue
         if e.reason == CONFLICTING_DUPLICATE:
             report.skipped.append((e.id, "a record of a reused messageId; the stored event stands"))
@@ -181,6 +182,9 @@ def replay(
 _NOT_REPLAYED: Final = (
     "not from a tracking source or a webhook delivery: import the fixed file again "
     "(a REST record: sync it again)"
+)
+_LIST_ROW: Final = (
+    "a row of an uploaded list: upload the corrected file again (personify lists upload)"
 )
 _KEPT: Final = 100_000
 """Characters of a webhook body kept in its quarantine rows (see ``WebhookReceiver``)."""
