@@ -270,6 +270,7 @@ STEP = "trigger: {event: Product Added, key: properties.cart_id}\nsteps:\n  - wa
         ("{event: X, within: 3d, where: 'properties.total >'}", "steps[0].wait_for.where"),
         ("{event: X, within: 3d, where: 'totl > 5'}", "steps[0].wait_for.where"),
         ("{event: X, within: 3d, where: 'properties.total'}", "must be a condition"),
+        ("{event: X, within: 3d, where: 'timestamp < NOW()'}", "the step's within: bounds"),
     ],
 )
 def test_a_bad_wait_for_is_refused_with_where_it_is(
@@ -297,7 +298,7 @@ def test_the_report_and_the_summary_say_what_wait_for_does(shop: Shop) -> None: 
     steps = journeys_report(shop.wh, project_journeys(shop.session.project))[0]["steps"]
     assert steps[1] == (
         "ordered: wait for 'Order Completed' by properties.cart_id where properties.total > 50 "
-        "within 3 days, 0:00:00, then thank_you, else last_call"
+        "within 3d, then thank_you, else last_call"
     )
 
 

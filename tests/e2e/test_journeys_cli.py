@@ -52,7 +52,7 @@ def test_demo_ends_with_both_journeys_emails_and_a_rerun_sends_nothing(tmp_path:
     cart = next(j for j in listed if j["name"] == "abandoned_cart")
     assert cart["messages"]["sent"] == by_journey["abandoned_cart"]["sent"]
     assert cart["instances"].get("goal", 0) > 0  # carts ordered within the hour left early
-    assert cart["steps"] == ["step1: wait 1:00:00", "remind: send abandoned_cart"]
+    assert cart["steps"] == ["step1: wait 1h", "remind: send abandoned_cart"]
     capped = personify_json(
         "sql",
         "SELECT customer_id FROM messages WHERE status = 'skipped_frequency' LIMIT 1",

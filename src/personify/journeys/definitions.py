@@ -484,8 +484,8 @@ def _trigger(r: _Reader, raw: Any, lookback: timedelta) -> Trigger:
     return Trigger("schedule", segment, within=within, at=at, every=every)
 
 
-def _event_filter(r: _Reader, raw: Any, where: Where) -> str:
-    from personify.journeys.filters import check_event_filter
+def _event_filter(r: _Reader, raw: Any, where: Where, *, waiting: bool = False) -> str:
+    from personify.journeys.filters import WAIT_BOUND, check_event_filter
 
     if not isinstance(raw, str) or not raw.strip():
         raise r.fail(
@@ -494,7 +494,7 @@ def _event_filter(r: _Reader, raw: Any, where: Where) -> str:
             hint='e.g. where: "properties.total > 50"',
         )
     try:
-        return check_event_filter(raw)
+        return check_event_filter(raw, bound=WAIT_BOUND) if waiting else check_event_filter(raw)
     except ExpressionError as e:
         raise _expression_error(r, e, (*where, "where")) from None
 
@@ -803,7 +803,7 @@ def _wait_for(r: _Reader, raw: Any, where: Where, ids: list[str], i: int, line: 
     event = r.text(spec["event"], (*where, "event"))
     key = r.key(spec["key"], (*where, "key")) if "key" in spec else None
     source = spec.get("where")
-    condition = _event_filter(r, source, where) if "where" in spec else None
+    condition = _event_filter(r, source, where, waiting=True) if "where" in spec else None
     wait = WaitFor(
         event,
         r.duration(spec["within"], (*where, "within")),

@@ -41,8 +41,13 @@ def json_path_sql(column: str, names: list[str], alias: str = "e") -> str:
     return f"{alias}.{column}->>'$.{'.'.join(names)}'"
 
 
-def check_event_filter(text: str) -> str:
-    """The filter ``text`` checked and compiled to DuckDB SQL over the events alias ``e``.
+_TRIGGER_BOUND: Final = "the trigger's within: bounds how old an entering event may be"
+WAIT_BOUND: Final = "the step's within: bounds how long the wait lasts"
+
+
+def check_event_filter(text: str, *, bound: str = _TRIGGER_BOUND) -> str:
+    """The filter ``text`` checked and compiled to DuckDB SQL over the events alias ``e``;
+    ``bound``: the hint for a filter that reads the clock (what bounds the events' time instead).
 
     Raises :class:`ExpressionError` (with the line and column inside ``text``)."""
     try:
@@ -80,8 +85,8 @@ def check_event_filter(text: str) -> str:
         )
     if any(checked.tree.find_all(exp.CurrentTimestamp, exp.CurrentDate)):
         raise ExpressionError(
-            "a trigger filter cannot read the clock",
-            hint="the trigger's within: bounds how old an entering event may be",
+            "an event filter cannot read the clock",
+            hint=bound,
         )
     tree = checked.tree.copy()
     for column in list(tree.find_all(exp.Column)):

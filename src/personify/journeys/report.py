@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from personify.journeys.definitions import Journey
@@ -21,11 +22,23 @@ def _trigger_text(journey: Journey) -> str:
     return f"{t.kind} {t.name}"
 
 
+def span(duration: timedelta) -> str:
+    """A duration as journey files write it: ``1h``, ``3d``, ``1d 12h``, ``90s``."""
+    left = int(duration.total_seconds())
+    parts = []
+    for unit, seconds in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if left >= seconds:
+            parts.append(f"{left // seconds}{unit}")
+            left %= seconds
+    return " ".join(parts) or "0s"
+
+
 def _step_text(journey: Journey) -> list[str]:
     out = []
     for step in journey.steps:
         if step.kind == "wait":
-            out.append(f"{step.id}: wait {step.duration}")
+            assert step.duration is not None
+            out.append(f"{step.id}: wait {span(step.duration)}")
         elif step.kind == "wait_until":
             out.append(f"{step.id}: wait until {step.until:%H:%M} local")
         elif step.kind == "wait_for":
@@ -35,7 +48,7 @@ def _step_text(journey: Journey) -> list[str]:
             where = f" where {w.where_source}" if w.where_source else ""
             then, otherwise = _target(journey, step.then), _target(journey, step.otherwise)
             out.append(
-                f"{step.id}: wait for {w.event!r}{by}{where} within {w.within}, "
+                f"{step.id}: wait for {w.event!r}{by}{where} within {span(w.within)}, "
                 f"then {then}, else {otherwise}"
             )
         elif step.kind == "branch":
@@ -76,7 +89,7 @@ def journeys_report(wh: Warehouse, journeys: Sequence[Journey]) -> list[dict[str
             "file": j.file,
             "enabled": j.enabled,
             "trigger": _trigger_text(j),
-            "within": str(j.trigger.within),
+            "within": span(j.trigger.within),
             "goal": (
                 f"{j.goal.event}" + (f" by {j.goal.key}" if j.goal.key else "") if j.goal else None
             ),
