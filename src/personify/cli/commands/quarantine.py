@@ -13,7 +13,8 @@ from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
 
 quarantine_app = typer.Typer(
     help="The quarantine: inputs kept aside with a reason (invalid events, plan violations, "
-    "conflicting duplicates, bad file rows). List them, look at one, replay after a fix.",
+    "conflicting duplicates, bad file, webhook and list rows). List them, look at one, replay "
+    "events and webhook deliveries after a fix.",
     no_args_is_help=True,
 )
 app.add_typer(quarantine_app, name="quarantine", rich_help_panel="Pipeline")
