@@ -39,7 +39,7 @@ from personify.ingest.engine import arrow, open_engine, registered
 from personify.ingest.reasons import INVALID_EMAIL, INVALID_VALUE, MISSING_REQUIRED
 from personify.progress import Progress
 from personify.session import Session
-from personify.sources.files import file_digest
+from personify.sources.files import file_digest, file_label
 from personify.sources.formats import detect_format, read_batches
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import Column, Table
@@ -144,7 +144,7 @@ def upload_list(
             f"unknown identifier kind {kind!r} (kinds: {', '.join(kinds)})",
             hint="a source's own ids are <source>_id, or as identity.source_kinds names them",
         )
-    label = _label(project, path)
+    label = file_label(project, path)
     fmt = detect_format(path, format)
     if fmt not in ("csv", "parquet"):
         raise FileImportError(
@@ -255,14 +255,6 @@ def upload_list(
     result.counts = counts
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _label(project: Project, path: Path) -> str:
-    resolved = path.resolve()
-    try:
-        return str(resolved.relative_to(project.root.resolve()))
-    except ValueError:
-        return str(resolved)
 
 
 @dataclass

@@ -198,6 +198,24 @@ def write_out(path: Path, data: str | bytes, *, param_hint: str = "--out") -> No
         ) from None
 
 
+def print_counts(title: str, counts: dict[str, int], *, quarantine_source: str, order: str) -> None:
+    """An import's (or upload's) counts as a table, then — when rows were quarantined — the
+    query that shows them (``order``: the quarantine's ORDER BY)."""
+    from rich.table import Table
+
+    out = Table("count", "value", title=title)
+    for key, value in counts.items():
+        out.add_row(key, f"{value:,}")
+    console().print(out)
+    if counts.get("rows_quarantined"):
+        console().print(
+            f"{counts['rows_quarantined']:,} rows quarantined; see them with:\n"
+            f'  personify sql "SELECT location, reason, detail FROM quarantine '
+            f"WHERE source = '{quarantine_source}' ORDER BY {order} LIMIT 20\"",
+            markup=False,
+        )
+
+
 def emit_json(document: Any) -> None:
     """Print one JSON document on stdout."""
     sys.stdout.write(msgspec.json.encode(document, enc_hook=_enc).decode() + "\n")

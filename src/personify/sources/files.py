@@ -444,7 +444,7 @@ def _import_path(
     if already_imported(wh, source.name, digest):
         counts["files_skipped"] += 1
         return
-    label = _label(session.project, path)
+    label = file_label(session.project, path)
     try:
         done = _import_one(
             wh, source, path, digest, label, progress, batch_rows, before, before_commit
@@ -782,7 +782,7 @@ def _fingerprint(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _label(project: Project, path: Path) -> str:
+def file_label(project: Project, path: Path) -> str:
     """How messages name the file: relative to the project when it is inside it."""
     resolved = path.resolve()
     try:

@@ -6,9 +6,17 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
-from rich.table import Table
 
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    pin_now,
+    print_counts,
+)
 from personify.cli.progress import progress_bars
 from personify.config import TableName
 
@@ -105,17 +113,13 @@ def import_command(
             }
         )
         return
-    out = Table("count", "value", title=f"Import {file.name} → {table}")
-    for key, value in result.counts.items():
-        out.add_row(key, f"{value:,}")
-    console().print(out)
-    if result.counts["rows_quarantined"]:
-        console().print(
-            f"{result.counts['rows_quarantined']:,} rows quarantined; see them with:\n"
-            f'  personify sql "SELECT location, reason, detail FROM quarantine '
-            f"WHERE source = '{source}' ORDER BY received_at DESC LIMIT 20\""
-        )
-    elif result.counts["files_skipped"]:
+    print_counts(
+        f"Import {file.name} → {table}",
+        result.counts,
+        quarantine_source=source,
+        order="received_at DESC",
+    )
+    if not result.counts["rows_quarantined"] and result.counts["files_skipped"]:
         console().print(f"already imported under source {source!r}: nothing loaded")
     if table == "customers" and result.counts["rows_loaded"]:
         console().print(

@@ -8,7 +8,16 @@ from typing import Annotated, Any, get_args
 import typer
 from rich.table import Table
 
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    pin_now,
+    print_counts,
+)
 from personify.cli.progress import progress_bars
 
 lists_app = typer.Typer(
@@ -100,17 +109,12 @@ def upload_command(
             }
         )
         return
-    out = Table("count", "value", title=f"Upload {file.name} → list {name} ({kind})")
-    for key, value in result.counts.items():
-        out.add_row(key, f"{value:,}")
-    console().print(out)
-    if result.counts["rows_quarantined"]:
-        console().print(
-            f"{result.counts['rows_quarantined']:,} rows quarantined; see them with:\n"
-            f'  personify sql "SELECT location, reason, detail FROM quarantine '
-            f"WHERE source = '{source_of(name)}' ORDER BY location LIMIT 20\"",
-            markup=False,
-        )
+    print_counts(
+        f"Upload {file.name} → list {name} ({kind})",
+        result.counts,
+        quarantine_source=source_of(name),
+        order="location",
+    )
 
 
 @lists_app.command("list")
