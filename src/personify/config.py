@@ -471,7 +471,12 @@ class WebhookSource(_SourceBase, frozen=True, tag="webhook", tag_field="kind"):
 Source = TrackingSource | FileSource | RestSource | WebhookSource
 
 
-DestinationPreset = Literal["hubspot_contacts"]
+DestinationPreset = Literal["hubspot_contacts", "meta_audience"]
+AD_AUDIENCE_PRESETS: Final = frozenset({"meta_audience"})
+"""Presets that send people to an ad platform's audience (hashed identifiers, an advertising
+use: their consent default is stricter, see :attr:`RestDestination.consent`)."""
+META_GRAPH_URL: Final = "https://graph.facebook.com"
+META_API_VERSION: Final = "v24.0"
 
 
 class DestinationConsent(_Base, frozen=True):
@@ -505,13 +510,27 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     """The request method."""
     records_key: str | None = None
     """Send each batch as ``{records_key: [records]}``; default: a JSON array of records."""
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
-    """Records per request."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    """Records per request (default 100; ``meta_audience``: 10,000, Meta's most)."""
     preset: DestinationPreset | None = None
     """A ready-made API: ``hubspot_contacts`` (``POST /crm/v3/objects/contacts/batch/upsert``,
     records ``{idProperty: <key column>, id, properties: {the other columns}}``, 100 a
     request; removals to ``POST /crm/v3/objects/contacts/batch/archive``; a 207 answer's
-    ``errors`` name the records refused) — give ``model``, ``key`` (``email``) and ``client``."""
+    ``errors`` name the records refused) — give ``model``, ``key`` (``email``) and ``client``;
+    ``meta_audience`` (a Meta Custom Audience: ``POST /{api_version}/{audience_id}/users`` with the
+    model's identifier columns normalized and SHA-256 hashed, 10,000 a request, removals with
+    ``DELETE`` on the same path) — give ``model``, ``audience_id`` and ``access_token``."""
+    audience_id: str | None = None
+    """``meta_audience``: the Custom Audience's id (digits)."""
+    access_token: Secret | None = None
+    """``meta_audience``: a system user's access token with ``ads_management`` (``${VAR}``),
+    sent as ``Authorization: Bearer`` (never in a URL); or give ``client.auth``."""
+    api_version: str | None = None
+    """``meta_audience``: the Graph API version (default ``v24.0``)."""
+    phone_region: str | None = None
+    """``meta_audience``: the ISO 3166 country a phone number without a country code is read in
+    when the row has no ``country`` column of its own (``FR``); without either, such a number is
+    not sent (Meta needs the country code)."""
     on_remove: Literal["ignore", "delete"] = "ignore"
     """A record that leaves the model (no longer selected, or deleted): ``ignore`` (it stays in
     the tool as last pushed) or ``delete`` (removed there, through ``delete_path``). ``delete``
@@ -534,24 +553,43 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     masked. Those records are ``rejected``, the others sent. (``hubspot_contacts``: ``errors``.)"""
     schedule: Schedule | None = None
     """When ``personify serve`` pushes it (``every: 15m`` or ``cron``)."""
-    consent: str | DestinationConsent = "data_sharing"
+    consent: str | DestinationConsent | None = None
     """Whose rows go out (the model's ``customer_id`` column says whose a row is; it is not sent
-    unless it is the key): ``data_sharing`` (default) — everyone but the people who opted out of
-    data sharing (CCPA "do not sell or share", Global Privacy Control); a purpose, or
+    unless it is the key): ``data_sharing`` (the default) — everyone but the people who opted
+    out of data sharing (CCPA "do not sell or share", Global Privacy Control); a purpose, or
     ``{purpose, channel}`` — only people who granted it and are not suppressed; ``none`` — no
-    check (a model that is no person's data, or a tool of your own)."""
+    check (a model that is no person's data, or a tool of your own). An ad audience preset
+    (``meta_audience``) defaults to ``{purpose: advertising, channel: email}``, an opt-in, and
+    also leaves out whoever opted out of data sharing, whatever purpose it names."""
+
+    @property
+    def ad_audience(self) -> bool:
+        """Whether the destination is an ad platform's audience (a preset of
+        :data:`AD_AUDIENCE_PRESETS`)."""
+        return self.preset in AD_AUDIENCE_PRESETS
 
     @property
     def consent_rule(self) -> DestinationConsent | None:
         """The consent check in force (``None``: ``consent: none``)."""
         if isinstance(self.consent, DestinationConsent):
             return self.consent
+        if self.consent is None:
+            if self.ad_audience:
+                return DestinationConsent("advertising", channel="email")
+            return DestinationConsent("data_sharing")
         return None if self.consent == "none" else DestinationConsent(self.consent)
 
     def __post_init__(self) -> None:
         if isinstance(self.consent, str) and not self.consent.strip():
             raise ValueError("consent must name a purpose (data_sharing, …) or be none")
-        if not self.client.base_url:
+        if self.preset == "meta_audience":
+            if not self.audience_id or not self.audience_id.strip().isdigit():
+                raise ValueError("meta_audience needs audience_id: the Custom Audience's id")
+            if self.access_token is None and self.client.auth is None:
+                raise ValueError("meta_audience needs access_token: ${VAR} (or client.auth)")
+            if self.api_version is not None and not re.fullmatch(r"v\d+\.\d+", self.api_version):
+                raise ValueError(f"api_version: {self.api_version!r} is not like v24.0")
+        elif not self.client.base_url:
             raise ValueError("client.base_url is required")
         if self.preset is None and not self.path:
             raise ValueError("path is required (or a preset)")

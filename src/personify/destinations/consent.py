@@ -11,7 +11,7 @@ in the warehouse before anything is compared or sent, by the rules of the send-t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from personify.config import Project, RestDestination
 from personify.errors import ConfigError
@@ -37,7 +37,8 @@ def check_columns(project: Project, d: RestDestination, columns: Sequence[str]) 
 def drop_without_consent(wh: Warehouse, d: RestDestination, rows: str) -> int:
     """Drop from the staged table ``rows`` the rows of people the destination may not receive
     (and rows of no one), in the warehouse; returns how many. Fail closed. A person who drops
-    out is then a record that left the model: removed at the API with ``on_remove: delete``."""
+    out is then a record that left the model: removed at the API with ``on_remove: delete``. An
+    ad audience also leaves out whoever opted out of data sharing, whatever purpose it checks."""
     from personify.privacy.consent import DATA_SHARING, consented_sql, opted_out_sql
 
     rule = d.consent_rule
@@ -50,11 +51,24 @@ def drop_without_consent(wh: Warehouse, d: RestDestination, rows: str) -> int:
     else:  # an opt-in: only those who granted it
         sql, params = consented_sql(ids, purpose=rule.purpose, channel=rule.channel)
         test = "NOT IN"
+    dropped = _drop(wh, rows, sql, params, test, no_one=True)
+    if d.ad_audience and rule.purpose != DATA_SHARING:  # an opt-out of sharing wins over a grant
+        sql, params = opted_out_sql(ids)
+        dropped += _drop(wh, rows, sql, params, "IN", no_one=False)
+    return dropped
+
+
+def _drop(
+    wh: Warehouse, rows: str, sql: str, params: list[Any], test: str, *, no_one: bool
+) -> int:
+    """Delete the rows of ``rows`` whose person is (``IN``) or is not (``NOT IN``) among the ids
+    ``sql`` selects (and, ``no_one``, the rows of no one)."""
     wh.execute(f"CREATE TEMP TABLE _push_consent AS {sql}", params)
+    nobody = f"{WHOSE} IS NULL OR " if no_one else ""
     try:
         return max(
             wh.execute(
-                f"DELETE FROM {rows} WHERE {WHOSE} IS NULL OR CAST({WHOSE} AS VARCHAR) "
+                f"DELETE FROM {rows} WHERE {nobody}CAST({WHOSE} AS VARCHAR) "
                 f"{test} (SELECT id FROM _push_consent)"
             ),
             0,

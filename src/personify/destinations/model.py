@@ -35,6 +35,8 @@ def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
         raise UnsafeQueryError(f"{where}: {e.message}", hint=e.hint) from None
     columns = [s.alias_or_name for s in query.selects]
     check_columns(project, d, columns)
+    if d.ad_audience:
+        _identifier_columns(project, d, columns)
     if d.key not in columns:
         raise ConfigError(
             f"the model of destination {d.name!r} has no column {d.key!r} (its key)",
@@ -43,6 +45,31 @@ def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
             hint=f"select the key column, or set key to one of: {', '.join(columns)}",
         )
     return pin_time(query).sql(dialect=AUTHORING_DIALECT)
+
+
+def _identifier_columns(project: Project, d: RestDestination, columns: list[str]) -> None:
+    """An ad audience's model selects identifiers only (and ``customer_id``, its key), at least
+    one that singles a person out."""
+    from personify.destinations.audiences import ALIASES, MATCHING, not_identifiers, schema_key
+
+    names = ", ".join(sorted(ALIASES))
+    if other := not_identifiers(d, columns):
+        raise ConfigError(
+            f"the model of destination {d.name!r} selects {', '.join(map(repr, other))}, which "
+            "an ad audience cannot match people on (it sends identifiers only)",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint=f"select only identifier columns, named {names} (or Meta's names: EMAIL, FN, "
+            "DOBY …), plus customer_id",
+        )
+    if not MATCHING & {schema_key(c) for c in columns}:
+        raise ConfigError(
+            f"the model of destination {d.name!r} selects no identifier that singles a person "
+            "out: email, phone, madid or extern_id",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint="select email (and phone) next to customer_id",
+        )
 
 
 def stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str, int]:

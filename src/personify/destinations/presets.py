@@ -54,6 +54,10 @@ def _record(row: dict[str, Any], skip: frozenset[str] = frozenset()) -> dict[str
 
 
 def shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if d.preset == "meta_audience":  # (hashed identifiers, in the request's own shape: meta)
+        from personify.destinations.meta import sample
+
+        return sample(d, rows)
     hidden = _hidden(d)
     if d.preset == "hubspot_contacts":
         return [
@@ -71,12 +75,16 @@ def shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any
     return [_record(r, hidden) for r in rows]
 
 
+BATCH: Final = 100
+"""Records per request when ``batch_size`` is not given."""
+
+
 def endpoint(d: RestDestination) -> tuple[str, str | None, int]:
     if d.preset == "hubspot_contacts":
         path, key, most = HUBSPOT
-        return d.path or path, d.records_key or key, min(d.batch_size, most)
+        return d.path or path, d.records_key or key, min(d.batch_size or BATCH, most)
     assert d.path is not None
-    return d.path, d.records_key, d.batch_size
+    return d.path, d.records_key, d.batch_size or BATCH
 
 
 def removal_body(d: RestDestination, keys: list[str]) -> Any:

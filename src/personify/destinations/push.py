@@ -15,7 +15,7 @@ from personify.config import Project, RestDestination
 from personify.destinations.model import ROWS, changed_rows, leaving, stage_rows
 from personify.destinations.presets import shaped
 from personify.destinations.send import send
-from personify.destinations.state import opened, run_name
+from personify.destinations.state import kept_key, opened, run_name
 from personify.errors import ConfigError, PersonifyError, WarehouseError
 from personify.http.errors import RestError
 from personify.privacy.crypto import KeyRing, project_ring
@@ -102,7 +102,8 @@ def _push_one(
             if dry_run:
                 result.sample = [_masked(r) for r in shaped(d, changed_rows(wh, d, limit=3))]
                 if ring is not None:
-                    keys = [k for _, _, k in opened(wh, d, ring, leaving(wh, d, limit=3))]
+                    kept = [k for _, _, k in opened(wh, d, ring, leaving(wh, d, limit=3))]
+                    keys = [None if k is None else kept_key(d, k) for k in kept]
                     result.removals = [mask_text(k) for k in keys if k is not None]
             elif work:
                 held = _too_many_removals(wh, d, result.counts) if not allow_removals else None

@@ -50,6 +50,11 @@ def send(
     """Send the changed rows of ``d`` (staged), then its removals (unless not ``remove``);
     ``counts`` gains what was sent, rejected, removed, the requests and retries (as far as it
     got, when it raises)."""
+    if d.preset == "meta_audience":
+        from personify.destinations import meta
+
+        meta.send(wh, d, counts, ring, remove=remove)
+        return
     path, records_key, size = endpoint(d)
     counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
     acks = Acks(wh, d, ring)

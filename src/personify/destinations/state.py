@@ -68,21 +68,31 @@ def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
     return max(wh.execute(f"DELETE FROM destination_state WHERE {where}", params), 0)
 
 
+def kept_key(d: RestDestination, kept: str) -> str:
+    """The key inside what a destination keeps of a record: the key itself, or — an ad
+    audience, which must name a person by their hashed identifiers to remove them — the key,
+    a line break, and those identifiers (JSON)."""
+    return kept.partition("\n")[0] if d.ad_audience else kept
+
+
 def opened(
     wh: Warehouse, d: RestDestination, ring: KeyRing, rows: list[tuple[str, str, str]]
 ) -> list[tuple[str, str, str | None]]:
-    """``rows`` with their keys decrypted — ``None`` for a key that does not decrypt or whose
-    keyed hash is not its row's (a token moved to another row names another record)."""
+    """``rows`` with what was kept of each record decrypted (its key; for an ad audience more,
+    :func:`kept_key`) — ``None`` for one that does not decrypt or whose key's keyed hash is not
+    its row's (a token moved to another row names another record)."""
     prefix = key_prefix(wh, d.name)
     out: list[tuple[str, str, str | None]] = []
     for key_hash, row_hash, token in rows:
         try:
-            key: str | None = ring.decrypt(token, field=RECORD_KEY)
+            kept: str | None = ring.decrypt(token, field=RECORD_KEY)
         except DecryptionError:
-            key = None
-        if key is not None and hashlib.md5((prefix + key).encode()).hexdigest() != key_hash:  # noqa: S324
-            key = None
-        out.append((key_hash, row_hash, key))
+            kept = None
+        if kept is not None:
+            key = kept_key(d, kept)
+            if hashlib.md5((prefix + key).encode()).hexdigest() != key_hash:  # noqa: S324
+                kept = None
+        out.append((key_hash, row_hash, kept))
     return out
 
 
@@ -101,12 +111,21 @@ class Acks:
         self.removed: list[str] = []
         self.flushed = time.monotonic()
 
-    def add(self, rows: list[dict[str, Any]], status: str, error: str | None = None) -> None:
-        """Model rows the API took (``sent``) or refused (``rejected``); with their key
-        encrypted when the destination removes records."""
+    def add(
+        self,
+        rows: list[dict[str, Any]],
+        status: str,
+        error: str | None = None,
+        *,
+        kept: Sequence[str] | None = None,
+    ) -> None:
+        """Model rows the API took (``sent``) or refused (``rejected``); with their key — or
+        ``kept``, one per row (:func:`kept_key`) — encrypted when the destination removes
+        records."""
         ring = self.ring
-        for r in rows:
-            token = None if ring is None else ring.encrypt(str(r[self.d.key]), field=RECORD_KEY)
+        for i, r in enumerate(rows):
+            plain = str(r[self.d.key]) if kept is None else kept[i]
+            token = None if ring is None else ring.encrypt(plain, field=RECORD_KEY)
             self.rows.append((str(r[KEY]), str(r[HASH]), status, error, token))
         self._maybe_flush()
 

@@ -160,8 +160,12 @@ class HttpClient:
         source: str,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        retry_if: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.config = config
+        self.retry_if = retry_if
+        """Whether a 4xx answer is worth retrying all the same (Meta's rate limits come as 400s
+        with an error code): retried like a 429."""
         self.source = source
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311  (jitter, not cryptography)
@@ -235,8 +239,15 @@ class HttpClient:
         return response, body
 
     def send(
-        self, method: str, url: str, *, params: dict[str, Any] | None = None, json: Any = None
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: dict[str, str] | None = None,
     ) -> httpx.Response:
+        """Send one request politely (``json``: a JSON body; ``data``: a form body)."""
         c = self.config
         attempt = 0
         while True:
@@ -246,7 +257,7 @@ class HttpClient:
             try:
                 with self.deadline.within(c.request_deadline):
                     response = self.http.request(
-                        method, url, params=params, json=json, auth=self.auth
+                        method, url, params=params, json=json, data=data, auth=self.auth
                     )
             except httpx.TimeoutException:
                 self.stats.timeouts += 1
@@ -259,22 +270,29 @@ class HttpClient:
                 status = response.status_code
                 if status < 400:
                     return response
-                if status not in _RETRIED:
+                limited = self.retry_if is not None and status < 500 and self.retry_if(response)
+                if status not in _RETRIED and not limited:
                     raise self._refused(method, response)
-                if status == 429:
+                if status == 429 or limited:
                     self.stats.rate_limited += 1
                 else:
                     self.stats.server_errors += 1
                 # a 503 may say when to come back too (RFC 9110 §10.2.3): not sooner
                 wait = retry_after(response.headers.get("retry-after"))
                 if wait is not None and wait > c.backoff_max:
-                    said = "is rate limited" if status == 429 else f"answered {status}, unavailable"
+                    said = (
+                        "is rate limited"
+                        if status == 429 or limited
+                        else f"answered {status}, unavailable"
+                    )
                     raise RestUnavailable(
                         f"{self.source}: {method} {self.shown(response.url)} {said} "
                         f"for {wait:.0f} s (over backoff_max {c.backoff_max:g} s)",
                         hint="the next sync resumes where this one stopped",
                     )
                 problem = f"answered {status}"
+                if limited:  # (a 400 only its body says is a rate limit: say what it said)
+                    problem += f" (a rate limit: {_what_api_said(response)})"
             if attempt >= c.max_retries:
                 raise RestUnavailable(
                     f"{self.source}: {method} {self.shown(self._url(url, params))} {problem} "
@@ -315,20 +333,39 @@ class HttpClient:
             status=status,
             url=self.shown(response.url),
             hint=hint,
+            body=_json_of(response),
         )
 
 
-def _what_api_said(response: httpx.Response) -> str:
-    """The API's own error message, briefly (``message``/``error`` of a JSON body)."""
+def _json_of(response: httpx.Response) -> Any:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return ""
+        return None
+
+
+def _what_api_said(response: httpx.Response) -> str:
+    """The API's own error message, briefly (``message``/``error`` of a JSON body); an error
+    object's type, code and trace id too (Meta's ``{"error": {"message", "type", "code",
+    "error_subcode", "fbtrace_id"}}``, Google's ``{"error": {"code", "message", "status"}}``)."""
+    body = _json_of(response)
     if isinstance(body, dict):
         for key in ("message", "error_description", "error", "errors", "detail"):
             value = body.get(key)
             if isinstance(value, dict):
-                value = value.get("message", value)
+                value = str(value.get("message", value))[:200] + _error_fields(value)
             if value:
-                return str(value)[:200]
+                return str(value)[:300]
     return ""
+
+
+def _error_fields(error: dict[str, Any]) -> str:
+    """`` (OAuthException, code 190, subcode 463, fbtrace_id …)`` for an error object that says
+    them; ``""`` otherwise."""
+    parts = [str(error[k]) for k in ("type", "status") if isinstance(error.get(k), str)]
+    for key, label in (("code", "code"), ("error_subcode", "subcode")):
+        if isinstance(error.get(key), int):
+            parts.append(f"{label} {error[key]}")
+    if isinstance(error.get("fbtrace_id"), str):
+        parts.append(f"fbtrace_id {error['fbtrace_id']}")
+    return f" ({', '.join(parts)})" if parts else ""

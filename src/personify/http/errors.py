@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from personify.errors import SourceError, Terminal, Transient
 
 
@@ -24,10 +26,14 @@ class RestError(SourceError):
 class RestHttpError(RestError, Terminal):
     """The API refused a request (4xx)."""
 
-    def __init__(self, message: str, *, status: int, url: str, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, url: str, hint: str | None = None, body: Any = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
         self.url = url
+        self.body = body
+        """The answer's JSON body (``None``: none, or not JSON)."""
 
 
 class RestUnavailable(RestError, Transient):

@@ -1,0 +1,214 @@
+"""Ad audiences: a model's identifier columns normalized the way the ad platform documents and
+SHA-256 hashed before anything leaves (the platform matches hashes with its own users').
+
+A model row is one person; its columns name what identifies them (``email``, ``phone``,
+``first_name`` …, or the platform's own names ``EMAIL``, ``FN`` …). The row's ``customer_id``
+(whose row it is, for the consent check) and its key are not sent unless they are one of these.
+A row with none of the identifiers that single a person out (email, phone, mobile advertiser id,
+external id) is not sent: it is kept as ``rejected`` with the reason, naming no value.
+
+Meta's rules (Custom Audiences, "Hashing and normalizing data"): email trimmed and lower-cased;
+phone digits only, with the country code, no ``+`` and no leading zeros (read here with
+``phonenumbers``: the row's ``country`` or ``phone_region`` for a national number); first and last
+name and city lower-cased, without punctuation or spaces (letters of any script kept); state and
+zip lower-cased without spaces (a US zip: its first five digits); country the ISO 3166-1 alpha-2
+code lower-cased; gender ``m`` or ``f``; birth year ``YYYY``, month and day two digits. The
+external id and the mobile advertiser id are not hashed (Meta's rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from personify.config import RestDestination
+from personify.identity.normalize import normalize_phone, phone_region
+
+Normalizer = Callable[[Any, Mapping[str, Any], RestDestination], str | None]
+
+_EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_US_ZIP: Final = re.compile(r"^(\d{5})(?:-?\d{4})?$")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _email(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    text = text.lower()
+    return text if _EMAIL.match(text) else None
+
+
+def _phone(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """Digits with the country code, no ``+``, no leading zeros (E.164 without its ``+``)."""
+    text = _text(value)
+    if text is None:
+        return None
+    country = next((v for k, v in row.items() if k.lower() == "country"), None)
+    e164 = normalize_phone(text, phone_region(country, d.phone_region))
+    return e164[1:] if e164 else None
+
+
+def _word(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """Lower-cased, letters and digits only (``Mary-Ann`` → ``maryann``, ``Zoë`` → ``zoë``)."""
+    text = _text(value)
+    if text is None:
+        return None
+    word = "".join(ch for ch in text.lower() if ch.isalnum())
+    return word or None
+
+
+def _zip(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    us = _US_ZIP.match(text)
+    if us:
+        return us.group(1)
+    return "".join(text.lower().split()) or None
+
+
+def _country(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    code = text.lower()
+    code = "gb" if code == "uk" else code
+    return code if re.fullmatch("[a-z]{2}", code) else None
+
+
+def _gender(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    text = _text(value)
+    first = text.lower()[:1] if text else ""
+    return first if first in ("m", "f") else None
+
+
+def _digits(width: int, low: int, high: int) -> Normalizer:
+    def normalize(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+        text = _text(value)
+        if text is None or not text.isdigit() or not low <= int(text) <= high:
+            return None
+        return f"{int(text):0{width}d}"
+
+    return normalize
+
+
+def _plain(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    return _text(value)
+
+
+def _lower(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    text = _text(value)
+    return text.lower() if text else None
+
+
+META_FIELDS: Final[dict[str, tuple[str, Normalizer, bool]]] = {
+    # Meta's key: (what it is, its normalizer, hashed)
+    "EMAIL": ("email address", _email, True),
+    "PHONE": ("phone number", _phone, True),
+    "FN": ("first name", _word, True),
+    "LN": ("last name", _word, True),
+    "CT": ("city", _word, True),
+    "ST": ("state", _word, True),
+    "ZIP": ("zip code", _zip, True),
+    "COUNTRY": ("country", _country, True),
+    "GEN": ("gender", _gender, True),
+    "DOBY": ("birth year", _digits(4, 1900, 2100), True),
+    "DOBM": ("birth month", _digits(2, 1, 12), True),
+    "DOBD": ("birth day", _digits(2, 1, 31), True),
+    "EXTERN_ID": ("external id", _plain, False),
+    "MADID": ("mobile advertiser id", _lower, False),
+}
+"""Meta's multi-key schema names, with how each value is normalized and whether it is hashed."""
+
+ALIASES: Final = {
+    "email": "EMAIL",
+    "phone": "PHONE",
+    "first_name": "FN",
+    "last_name": "LN",
+    "city": "CT",
+    "state": "ST",
+    "zip": "ZIP",
+    "zip_code": "ZIP",
+    "postal_code": "ZIP",
+    "country": "COUNTRY",
+    "gender": "GEN",
+    "birth_year": "DOBY",
+    "birth_month": "DOBM",
+    "birth_day": "DOBD",
+    "external_id": "EXTERN_ID",
+}
+"""Model column names (any case) read as Meta's keys; Meta's own names (``fn``, ``doby`` …)
+work too."""
+
+MATCHING: Final = frozenset({"EMAIL", "PHONE", "MADID", "EXTERN_ID"})
+"""Keys that single a person out: a row needs one (names and places alone do not)."""
+
+
+def schema_key(column: str) -> str | None:
+    """Meta's key for a model column, or ``None`` for a column that is no identifier."""
+    upper = column.upper()
+    if upper in META_FIELDS:
+        return upper
+    return ALIASES.get(column.lower())
+
+
+def not_identifiers(d: RestDestination, columns: list[str]) -> list[str]:
+    """The model's columns that are no identifier the audience matches on (the key and
+    ``customer_id`` aside: they are not sent)."""
+    from personify.destinations.model import WHOSE
+
+    return [c for c in columns if c not in (d.key, WHOSE) and schema_key(c) is None]
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def identifiers(d: RestDestination, row: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The row's identifiers as sent (Meta's key → normalized value, hashed where Meta hashes)
+    and, for the values given that could not be read, what they are (never the value)."""
+    from personify.destinations.model import WHOSE
+
+    out: dict[str, str] = {}
+    unreadable: list[str] = []
+    for column, value in row.items():
+        if column == WHOSE and column != d.key:
+            continue
+        key = schema_key(column)
+        if key is None or value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        what, normalize, hashed = META_FIELDS[key]
+        normal = normalize(value, row, d)
+        if normal is None:
+            unreadable.append(what)
+            continue
+        out[key] = sha256(normal) if hashed else normal
+    return out, unreadable
+
+
+def unmatchable(unreadable: list[str]) -> str:
+    """Why a row with no matching identifier is not sent (names no value)."""
+    said = f" ({', '.join(unreadable)} could not be read)" if unreadable else ""
+    return (
+        "no identifier the ad platform can match: the row needs an email address, a phone "
+        "number with its country code (select a country column or set phone_region), a mobile "
+        f"advertiser id or an external id{said}"
+    )
+
+
+HEX64: Final = re.compile(r"\b[0-9a-fA-F]{64}\b")
+
+
+def masked_hashes(text: str) -> str:
+    """``text`` with every SHA-256 hex digest shortened to ``sha256:ab12…`` (a hash of an email
+    is personal data too: never whole in a message or a log)."""
+    return HEX64.sub(lambda m: f"sha256:{m.group(0)[:4].lower()}…", text)

@@ -1,0 +1,268 @@
+"""The ``meta_audience`` preset: a Meta Custom Audience kept equal to the people a model selects.
+
+* **Adds**: ``POST /{api_version}/{audience_id}/users`` with the form field ``payload`` =
+  ``{"schema": ["EMAIL", "PHONE", …], "data": [[hash, hash, …], …]}`` — the model's identifier
+  columns normalized and hashed (:mod:`.audiences`), up to 10,000 people a request (Meta's most;
+  ``batch_size`` lowers it). The token goes as ``Authorization: Bearer``, never in the URL.
+* **Removals** (``on_remove: delete``): ``DELETE`` on the same path with the same payload. To
+  name a person who left the model, each record keeps (encrypted, under
+  ``privacy.encryption_keys``) the hashed identifier rows it was sent with — every distinct one,
+  so a person whose email changed is removed under the old address too.
+* **Answers**: a 200 counts ``num_received`` and ``num_invalid_entries`` (rows Meta could not
+  read: counted as ``api_invalid_entries``; Meta does not say which). Meta's errors are
+  ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``: its rate limits
+  (codes 4, 17, 32, 613, 80003, 80004 …) and transient errors (``is_transient``, codes 1 and 2)
+  come back as 400s and are retried like a 429, with backoff; any other refusal is about the
+  request (the token, the audience, the payload), not a person: it stops the push, the error
+  (type, code, subcode, trace id) recorded — what Meta took before is recorded and the rest goes
+  next push.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from personify.config import (
+    META_API_VERSION,
+    META_GRAPH_URL,
+    BearerAuth,
+    RestClient,
+    RestDestination,
+)
+from personify.destinations.audiences import (
+    MATCHING,
+    identifiers,
+    masked_hashes,
+    schema_key,
+    unmatchable,
+)
+from personify.destinations.model import READ, leaving, pages
+from personify.destinations.state import KEY, Acks, kept_key, opened
+from personify.http import HttpClient
+from personify.http.errors import RestHttpError
+from personify.privacy.crypto import KeyRing
+from personify.privacy.masking import mask_text
+from personify.warehouse.base import UNNEST, Warehouse
+
+MOST: Final = 10_000
+"""People per request (Meta's limit)."""
+RATE_LIMITED: Final = frozenset({4, 17, 32, 613, 80000, 80003, 80004, 80014})
+"""Meta's error codes for "too many calls" (application, user, page, custom rate, ad account,
+custom audience): retried with backoff."""
+TRANSIENT: Final = frozenset({1, 2})
+"""Meta's "unknown" and "temporary" errors: retried."""
+KEPT_SETS: Final = 10
+"""The most distinct identifier rows a record keeps for its removal."""
+_HINTS: Final = {
+    190: "the access token is invalid or expired: make a new system-user token with "
+    "ads_management and set it in access_token",
+    200: "the token lacks a permission: it needs ads_management on the audience's ad account",
+    10: "the token lacks a permission: it needs ads_management on the audience's ad account",
+    100: "check audience_id (a Custom Audience of type CUSTOM the token can manage) and the "
+    "model's identifier columns",
+}
+
+Sets = list[tuple[tuple[str, ...], tuple[str, ...]]]
+"""A record's identifier rows as sent: (schema, values) pairs."""
+
+
+def client_of(d: RestDestination) -> RestClient:
+    """The destination's client: Meta's Graph API unless ``client.base_url`` says otherwise,
+    authenticated by ``access_token`` unless ``client.auth`` is given."""
+    client = d.client
+    if not client.base_url:
+        client = msgspec.structs.replace(client, base_url=META_GRAPH_URL)
+    if client.auth is None and d.access_token is not None:
+        client = msgspec.structs.replace(client, auth=BearerAuth(token=d.access_token))
+    return client
+
+
+def users_path(d: RestDestination) -> str:
+    return f"/{d.api_version or META_API_VERSION}/{(d.audience_id or '').strip()}/users"
+
+
+def error_of(body: Any) -> dict[str, Any]:
+    """Meta's ``error`` object of an answer (empty when there is none)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def retryable(response: httpx.Response) -> bool:
+    """Whether a 4xx answer is one of Meta's rate limits or transient errors."""
+    try:
+        error = error_of(response.json())
+    except ValueError:
+        return False
+    return error.get("code") in RATE_LIMITED | TRANSIENT or error.get("is_transient") is True
+
+
+def _stopped(e: RestHttpError) -> RestHttpError:
+    """``e`` with Meta's hint for its code, hashes masked."""
+    code = error_of(e.body).get("code")
+    hint = _HINTS.get(code) if isinstance(code, int) else None
+    return RestHttpError(
+        masked_hashes(e.message), status=e.status, url=e.url, hint=hint or e.hint, body=None
+    )
+
+
+def _kept(key: str, sets: Sets) -> str:
+    return key + "\n" + json.dumps([[list(s), list(v)] for s, v in sets])
+
+
+def _sets_of(kept: str) -> Sets:
+    _, _, text = kept.partition("\n")
+    try:
+        raw = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [(tuple(s), tuple(v)) for s, v in raw]
+
+
+def sample(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--dry-run``: what each row would be sent as, each hash shortened."""
+    out = []
+    for r in rows:
+        ids, unreadable = identifiers(d, r)
+        if not ids:
+            out.append({"not_sent": unmatchable(unreadable)})
+            continue
+        out.append({k: masked_hashes(v) if len(v) == 64 else "***" for k, v in ids.items()})
+    return out
+
+
+def send(
+    wh: Warehouse,
+    d: RestDestination,
+    counts: dict[str, int],
+    ring: KeyRing | None,
+    *,
+    remove: bool = True,
+) -> None:
+    """Add the changed rows' people to the audience, then (``on_remove: delete``, unless not
+    ``remove``) remove those who left the model; ``counts`` as :func:`..send.send`'s, plus
+    ``api_invalid_entries``."""
+    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0, "api_invalid_entries": 0}
+    size = min(d.batch_size or MOST, MOST)
+    path = users_path(d)
+    acks = Acks(wh, d, ring)
+    with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
+
+        def call(method: str, schema: tuple[str, ...], data: list[tuple[str, ...]]) -> None:
+            payload = json.dumps({"schema": list(schema), "data": [list(v) for v in data]})
+            counts["requests"] += 1
+            try:
+                response = client.send(method, path, data={"payload": payload})
+            except RestHttpError as e:
+                raise _stopped(e) from None
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and isinstance(body.get("num_invalid_entries"), int):
+                counts["api_invalid_entries"] += body["num_invalid_entries"]
+
+        try:
+            for page in pages(wh, d):
+                before = _previous(wh, d, ring, page) if ring is not None else {}
+                ready: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = []
+                schema = schema_of(d, page[0])
+                for row in page:
+                    ids, unreadable = identifiers(d, row)
+                    if not MATCHING & ids.keys():
+                        acks.add([row], "rejected", unmatchable(unreadable))
+                        counts["rows_rejected"] += 1
+                        continue
+                    ready.append((row, schema, tuple(ids.get(k, "") for k in schema)))
+                for i in range(0, len(ready), size):
+                    batch = ready[i : i + size]
+                    call("POST", schema, [v for _, _, v in batch])
+                    rows = [r for r, _, _ in batch]
+                    kept = [
+                        _kept(str(r[d.key]), _merged(before.get(str(r[KEY]), []), (s, v)))
+                        for r, s, v in batch
+                    ]
+                    acks.add(rows, "sent", kept=kept)
+                    counts["rows_sent"] += len(rows)
+            if ring is not None and remove:
+                _remove(wh, d, ring, acks, counts, call)
+        finally:
+            acks.flush()
+            counts["retries"] = client.stats.retries
+
+
+def schema_of(d: RestDestination, row: dict[str, Any]) -> tuple[str, ...]:
+    """The payload's ``schema``: Meta's keys of the model's identifier columns, in their order
+    (a person without one of them sends ``""`` there, as Meta asks)."""
+    from personify.destinations.model import WHOSE
+
+    keys = (schema_key(c) for c in row if c != KEY and (c != WHOSE or c == d.key))
+    return tuple(dict.fromkeys(k for k in keys if k is not None))
+
+
+def _merged(before: Sets, now: tuple[tuple[str, ...], tuple[str, ...]]) -> Sets:
+    """The identifier rows a record keeps: the one just sent first, then those sent before (the
+    audience still holds them), at most :data:`KEPT_SETS`."""
+    return list(dict.fromkeys([now, *before]))[:KEPT_SETS]
+
+
+def _previous(
+    wh: Warehouse, d: RestDestination, ring: KeyRing, rows: list[dict[str, Any]]
+) -> dict[str, Sets]:
+    """The identifier rows each of ``rows`` (by key hash) was sent with before, if any."""
+    hashes = [str(r[KEY]) for r in rows]
+    found = wh.fetch(
+        "SELECT key_hash, row_hash, record_key FROM destination_state WHERE destination = ? "
+        f"AND status = 'sent' AND record_key IS NOT NULL AND key_hash IN (SELECT {UNNEST})",
+        [d.name, hashes],
+    )
+    states = [(str(h), str(r), str(k)) for h, r, k in found]
+    return {h: _sets_of(k) for h, _, k in opened(wh, d, ring, states) if k is not None}
+
+
+def _remove(
+    wh: Warehouse,
+    d: RestDestination,
+    ring: KeyRing,
+    acks: Acks,
+    counts: dict[str, int],
+    call: Callable[[str, tuple[str, ...], list[tuple[str, ...]]], None],
+) -> None:
+    """``DELETE`` the people who left the model, by the identifier rows each was sent with; a
+    record whose state names none (kept before it was an audience, or unreadable) is kept as
+    ``remove_rejected`` with the reason."""
+    counts |= {"rows_removed": 0, "rows_remove_rejected": 0}
+    per_request = max(1, min(d.batch_size or MOST, MOST) // KEPT_SETS)
+    after = ""
+    while page := leaving(wh, d, limit=READ, after=after):
+        after = page[-1][0]
+        tokens = {h: k for h, _, k in page}
+        named: list[tuple[str, Sets]] = []
+        for h, r, kept in opened(wh, d, ring, page):
+            sets = _sets_of(kept) if kept is not None else []
+            if not sets:
+                why = (
+                    "its kept identifiers cannot be read (altered, or privacy.encryption_keys "
+                    "lost the key they were encrypted under)"
+                    if kept is None
+                    else "no identifiers were kept for it (pushed before the destination was "
+                    f"an audience: key {mask_text(kept_key(d, kept))})"
+                )
+                acks.keep([(h, r, tokens[h])], why)
+                counts["rows_remove_rejected"] += 1
+                continue
+            named.append((h, sets))
+        for i in range(0, len(named), per_request):
+            chunk = named[i : i + per_request]
+            by_schema: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+            for _, sets in chunk:
+                for schema, values in sets:
+                    by_schema.setdefault(schema, []).append(values)
+            for schema, data in by_schema.items():
+                call("DELETE", schema, list(dict.fromkeys(data)))
+            acks.remove([h for h, _ in chunk])
+            counts["rows_removed"] += len(chunk)

@@ -1,0 +1,287 @@
+"""Ad audiences on every backend (``preset: meta_audience``), against a fake of Meta's Graph API
+served on loopback that checks each request as Meta does: people are added with their
+identifiers normalized and SHA-256 hashed (known vectors), 10,000 a request at most, removed by
+the identifiers they were sent with, rate limits ridden out, Meta's errors surfaced — and only
+people who granted advertising and did not opt out of data sharing go."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pytest
+from tests.conformance.meta_graph import AUDIENCE, TOKEN, Graph, serve_graph
+from tests.conformance.test_destination_removals import session_for, states
+from tests.conformance.test_destinations import NOW, _consent, push
+
+from personify.config import RestClient, RestDestination, Secret
+from personify.session import Session
+from personify.warehouse import table
+
+MODEL = "SELECT customer_id, email, phone, first_name, country FROM customers"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# known vectors: SHA-256 of the normalized values, computed independently of the code
+ANN = "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476"  # ann@example.com
+UK_PHONE = "033134b911b137918338415ee3d20a064b24773d36a3b02e8b99fdd3fcd6b4cd"  # 447700900123
+MARY_ANN = "16b3f07f0ec2f9dd127b71dc2e6c791b7d93116a1c3bc99d057eaa7a8a077e73"  # maryann
+FR_PHONE = "8a3e7886c9335e82e02299fa3e87b46e2de3b0c63d56003e30a5029394a47661"  # 33612345678
+
+
+@pytest.fixture
+def graph() -> Graph:
+    return Graph()
+
+
+@pytest.fixture
+def url(graph: Graph) -> Iterator[str]:
+    with serve_graph(graph) as base:
+        yield base
+
+
+def meta(url: str, *, model: str = MODEL, **kw: Any) -> RestDestination:
+    settings = {"requests_per_second": 1000.0, "backoff_base": 0.01, **kw.pop("client", {})}
+    fields: dict[str, Any] = {
+        "audience_id": AUDIENCE,
+        "access_token": Secret(TOKEN),
+        "on_remove": "delete",
+        **kw,
+    }
+    return RestDestination(
+        name="ads",
+        model=model,
+        preset="meta_audience",
+        client=RestClient(base_url=url, **settings),
+        **fields,
+    )
+
+
+def people(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Customers (customer_id, email, phone, first_name, country), each granting advertising."""
+    n = len(rows)
+    columns = ("customer_id", "email", "phone", "first_name", "country")
+    session.warehouse.load(
+        table("customers"),
+        pa.table(
+            {
+                **{c: pa.array([r.get(c) for r in rows], pa.string()) for c in columns},
+                "updated_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        on_conflict="update",
+    )
+    _consent(session, [(str(r["customer_id"]), "advertising", "granted") for r in rows])
+
+
+def many(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"customer_id": f"cus_{i}", "email": f"c{i}@x.org"} for i in range(start, start + n)]
+
+
+def test_people_are_added_with_identifiers_normalized_and_hashed_as_meta_documents(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(
+            session,
+            [
+                {
+                    "customer_id": "cus_a",
+                    "email": "  Ann@Example.COM ",
+                    "phone": "+44 7700 900123",
+                    "first_name": "Mary-Ann",
+                },
+                # a national number, read in the row's country; no email
+                {"customer_id": "cus_b", "phone": "06 12 34 56 78", "country": "fr"},
+                # nothing that singles a person out: kept as rejected, never sent
+                {"customer_id": "cus_c", "email": "not an address", "first_name": "Bo"},
+            ],
+        )
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        c = result["counts"]
+        assert (c["rows_sent"], c["rows_rejected"], c["requests"]) == (2, 1, 1)
+        (request,) = graph.requests
+        assert request == ("POST", ["EMAIL", "PHONE", "FN", "COUNTRY"], 2)
+        assert graph.members["EMAIL"] == {ANN}
+        assert graph.members["PHONE"] == {UK_PHONE, FR_PHONE}
+        assert graph.members["FN"] == {MARY_ANN}
+        assert graph.members["COUNTRY"] == {sha("fr")}
+        rejected = session.warehouse.fetch(
+            "SELECT error FROM destination_state WHERE status = 'rejected'"
+        )
+        assert len(rejected) == 1 and "email address could not be read" in rejected[0][0]
+        assert "not an address" not in rejected[0][0]
+        # nothing changed: nothing sent again
+        again = push(session)
+        assert again["counts"]["rows_changed"] == 0 and len(graph.requests) == 1
+
+
+def test_batches_hold_at_most_ten_thousand_people(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url, on_remove="ignore")) as session:
+        people(session, many(10_001))
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        assert sorted(n for _, _, n in graph.requests) == [1, 10_000]
+        assert len(graph.emails()) == 10_001 == result["counts"]["rows_sent"]
+
+
+def test_people_who_leave_the_model_are_removed_by_what_they_were_sent_with(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+        people(session, many(5))
+        assert push(session)["error"] is None
+        assert graph.emails() == {sha(f"c{i}@x.org") for i in range(5)}
+        # c1 changes address: the new one is added, the old one stays kept for the removal
+        session.warehouse.execute(
+            "UPDATE customers SET email = 'new1@x.org' WHERE customer_id = 'cus_1'"
+        )
+        changed = push(session)
+        assert changed["counts"]["rows_sent"] == 1 and sha("new1@x.org") in graph.emails()
+        # c1 and c2 leave the model, c3 is deleted
+        session.warehouse.execute(
+            "UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_1', 'cus_2')"
+        )
+        session.warehouse.execute("DELETE FROM customers WHERE customer_id = 'cus_3'")
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        assert gone["counts"]["rows_removed"] == 3
+        assert graph.emails() == {sha("c0@x.org"), sha("c4@x.org")}  # old c1 address too
+        deletes = [r for r in graph.requests if r[0] == "DELETE"]
+        assert len(deletes) == 1 and deletes[0][2] == 4
+        assert states(session) == {"sent": 2}
+        assert push(session)["counts"].get("rows_to_remove") == 0
+
+
+def test_rate_limits_and_transient_errors_are_retried(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, many(3))
+        graph.rate_limit_next, graph.transient_next = 2, 1
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        assert result["counts"]["retries"] == 3 and len(graph.emails()) == 3
+        assert [e["error"]["code"] for e in graph.refused] == [80003, 80003, 2]
+
+
+def test_rate_limits_outlasting_the_retries_stop_the_push_and_it_resumes(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    destination = meta(url, client={"max_retries": 1}, batch_size=2)
+    with session_for(warehouse_url, tmp_path, destination) as session:
+        people(session, many(5))
+        graph.rate_limit_next = 0
+        first = push(session, dry_run=False)
+        assert first["error"] is None
+        people(session, many(4, start=5))
+        graph.rate_limit_next = 5
+        stopped = push(session)
+        assert stopped["error"] is not None and "answered 400" in stopped["error"]
+        assert "80003" in stopped["error"] and "fbtrace_id" in stopped["error"]
+        graph.rate_limit_next = 0
+        resumed = push(session)
+        assert resumed["error"] is None and resumed["counts"]["rows_sent"] == 4
+        assert len(graph.emails()) == 9 and graph.taken("POST") == 9
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"access_token": Secret("expired")}, "code 190"),
+        ({"audience_id": "999"}, "does not exist"),
+    ],
+)
+def test_meta_refusing_the_request_stops_the_push_with_its_error(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str, change: dict[str, Any], said: str
+) -> None:
+    destination = msgspec.structs.replace(meta(url), **change)
+    with session_for(warehouse_url, tmp_path, destination) as session:
+        people(session, many(3))
+        result = push(session)
+        error = result["error"]
+        assert error is not None and said in error and "OAuthException" in error, error
+        assert "fbtrace_id AbCdEfGh123" in error
+        assert graph.requests == [] and states(session) == {}
+
+
+def test_only_people_who_granted_advertising_and_did_not_opt_out_are_sent(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, many(4))
+        _consent(
+            session,
+            [
+                ("cus_1", "advertising", "revoked"),  # withdrew
+                ("cus_2", "data_sharing", "revoked"),  # granted ads, then Global Privacy Control
+            ],
+        )
+        session.warehouse.execute("DELETE FROM consents WHERE customer_id = 'cus_3'")  # none
+        result = push(session)
+        assert result["error"] is None
+        assert result["counts"]["rows_without_consent"] == 3
+        assert graph.emails() == {sha("c0@x.org")}
+        # withdrawing later removes them from the audience
+        _consent(session, [("cus_0", "advertising", "revoked")])
+        assert push(session)["counts"]["rows_removed"] == 1 and graph.emails() == set()
+
+
+def test_columns_an_audience_cannot_match_on_are_refused_before_anything_is_sent(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    models = {
+        "SELECT customer_id, email, engagement_score FROM customers": "'engagement_score'",
+        "SELECT customer_id, first_name FROM customers": "no identifier that singles",
+    }
+    for model, said in models.items():
+        with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+            people(session, many(2))
+            result = push(session)
+            assert result["error"] is not None and said in result["error"], result["error"]
+    assert graph.requests == []
+
+
+def test_hashes_and_their_inputs_stay_out_of_logs_and_the_dry_run(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, [{"customer_id": "cus_a", "email": "ann@example.com"}])
+        dry = push(session, dry_run=True)
+        (sample,) = dry["sample"]
+        assert list(sample) == ["EMAIL"] and ANN not in str(sample) and graph.requests == []
+        graph.rate_limit_next = 1
+        with caplog.at_level(logging.DEBUG):
+            assert push(session)["error"] is None
+        logged = caplog.text
+        assert "ann@example.com" not in logged and ANN not in logged and TOKEN not in logged
+        kept = session.warehouse.fetch("SELECT record_key, error FROM destination_state")
+        assert ANN not in str(kept) and "ann@" not in str(kept)
+
+
+def test_the_preset_needs_its_audience_and_token() -> None:
+    with pytest.raises(ValueError, match="audience_id"):
+        RestDestination(name="a", model="SELECT 1", preset="meta_audience")
+    with pytest.raises(ValueError, match="access_token"):
+        RestDestination(name="a", model="SELECT 1", preset="meta_audience", audience_id="1")
+    d = RestDestination(
+        name="a",
+        model="SELECT 1",
+        preset="meta_audience",
+        audience_id="1",
+        access_token=Secret("t"),
+    )
+    rule = d.consent_rule
+    assert rule is not None and (rule.purpose, rule.channel) == ("advertising", "email")
