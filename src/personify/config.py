@@ -240,7 +240,23 @@ class OAuth2ClientCredentials(
     """Seconds a token lives when the answer has no ``expires_in``."""
 
 
-Auth = BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials
+class OAuth2RefreshToken(_Base, frozen=True, tag="oauth2_refresh_token", tag_field="type"):
+    """OAuth 2 refresh token grant (Google APIs: the Google Ads API): an access token fetched
+    with a long-lived refresh token, fetched again before it expires (or on a 401)."""
+
+    client_id: Secret
+    """OAuth client id. Use ``${VAR}``."""
+    client_secret: Secret
+    """OAuth client secret. Use ``${VAR}``."""
+    refresh_token: Secret
+    """The refresh token the consent flow gave (``${VAR}``)."""
+    access_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105  (a URL)
+    """The token endpoint (Google's by default)."""
+    default_token_expiration: Annotated[int, msgspec.Meta(ge=1)] = 3600
+    """Seconds a token lives when the answer has no ``expires_in``."""
+
+
+Auth = BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken
 
 PaginatorType = Literal[
     "auto",
@@ -311,7 +327,8 @@ class RestClient(_Base, frozen=True):
     base_url: str | None = None
     """The API's root URL (endpoints are relative to it)."""
     auth: Auth | None = None
-    """``type``: ``bearer``, ``api_key``, ``http_basic``, ``oauth2_client_credentials``."""
+    """``type``: ``bearer``, ``api_key``, ``http_basic``, ``oauth2_client_credentials``,
+    ``oauth2_refresh_token``."""
     headers: dict[str, str] = {}
     """Headers sent with every request."""
     paginator: Paginator | None = None
@@ -471,12 +488,14 @@ class WebhookSource(_SourceBase, frozen=True, tag="webhook", tag_field="kind"):
 Source = TrackingSource | FileSource | RestSource | WebhookSource
 
 
-DestinationPreset = Literal["hubspot_contacts", "meta_audience"]
-AD_AUDIENCE_PRESETS: Final = frozenset({"meta_audience"})
+DestinationPreset = Literal["hubspot_contacts", "meta_audience", "google_ads_audience"]
+AD_AUDIENCE_PRESETS: Final = frozenset({"meta_audience", "google_ads_audience"})
 """Presets that send people to an ad platform's audience (hashed identifiers, an advertising
 use: their consent default is stricter, see :attr:`RestDestination.consent`)."""
 META_GRAPH_URL: Final = "https://graph.facebook.com"
 META_API_VERSION: Final = "v24.0"
+GOOGLE_ADS_URL: Final = "https://googleads.googleapis.com"
+GOOGLE_ADS_API_VERSION: Final = "v26"
 
 
 class DestinationConsent(_Base, frozen=True):
@@ -519,14 +538,29 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     ``errors`` name the records refused) — give ``model``, ``key`` (``email``) and ``client``;
     ``meta_audience`` (a Meta Custom Audience: ``POST /{api_version}/{audience_id}/users`` with the
     model's identifier columns normalized and SHA-256 hashed, 10,000 a request, removals with
-    ``DELETE`` on the same path) — give ``model``, ``audience_id`` and ``access_token``."""
+    ``DELETE`` on the same path) — give ``model``, ``audience_id`` and ``access_token``;
+    ``google_ads_audience`` (a Google Ads Customer Match list, through an OfflineUserDataJob:
+    ``:create``, ``:addOperations`` with hashed email and phone, ``:run``) — give ``model``,
+    ``ads_customer_id``, ``user_list_id``, ``developer_token`` and ``client.auth``
+    (``oauth2_refresh_token``)."""
     audience_id: str | None = None
     """``meta_audience``: the Custom Audience's id (digits)."""
     access_token: Secret | None = None
     """``meta_audience``: a system user's access token with ``ads_management`` (``${VAR}``),
     sent as ``Authorization: Bearer`` (never in a URL); or give ``client.auth``."""
     api_version: str | None = None
-    """``meta_audience``: the Graph API version (default ``v24.0``)."""
+    """``meta_audience``: the Graph API version (default ``v24.0``); ``google_ads_audience``:
+    the Google Ads API version (default ``v26``)."""
+    ads_customer_id: str | None = None
+    """``google_ads_audience``: the Google Ads account (customer id, dashes allowed)."""
+    user_list_id: str | None = None
+    """``google_ads_audience``: the Customer Match user list's id."""
+    developer_token: Secret | None = None
+    """``google_ads_audience``: the Google Ads API developer token (``${VAR}``), sent as the
+    ``developer-token`` header."""
+    login_customer_id: str | None = None
+    """``google_ads_audience``: the manager account the credentials act through, if any
+    (``login-customer-id`` header)."""
     phone_region: str | None = None
     """``meta_audience``: the ISO 3166 country a phone number without a country code is read in
     when the row has no ``country`` column of its own (``FR``); without either, such a number is
@@ -559,8 +593,9 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     out of data sharing (CCPA "do not sell or share", Global Privacy Control); a purpose, or
     ``{purpose, channel}`` — only people who granted it and are not suppressed; ``none`` — no
     check (a model that is no person's data, or a tool of your own). An ad audience preset
-    (``meta_audience``) defaults to ``{purpose: advertising, channel: email}``, an opt-in, and
-    also leaves out whoever opted out of data sharing, whatever purpose it names."""
+    (``meta_audience``, ``google_ads_audience``) defaults to ``{purpose: advertising, channel:
+    email}``, an opt-in, and also leaves out whoever opted out of data sharing, whatever purpose
+    it names."""
 
     @property
     def ad_audience(self) -> bool:
@@ -589,6 +624,20 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
                 raise ValueError("meta_audience needs access_token: ${VAR} (or client.auth)")
             if self.api_version is not None and not re.fullmatch(r"v\d+\.\d+", self.api_version):
                 raise ValueError(f"api_version: {self.api_version!r} is not like v24.0")
+        elif self.preset == "google_ads_audience":
+            for name in ("ads_customer_id", "user_list_id"):
+                value = getattr(self, name)
+                if not value or not value.replace("-", "").strip().isdigit():
+                    raise ValueError(f"google_ads_audience needs {name} (digits)")
+            if self.developer_token is None:
+                raise ValueError("google_ads_audience needs developer_token: ${VAR}")
+            if self.client.auth is None:
+                raise ValueError(
+                    "google_ads_audience needs client.auth: {type: oauth2_refresh_token, "
+                    "client_id, client_secret, refresh_token}"
+                )
+            if self.api_version is not None and not re.fullmatch(r"v\d+", self.api_version):
+                raise ValueError(f"api_version: {self.api_version!r} is not like v26")
         elif not self.client.base_url:
             raise ValueError("client.base_url is required")
         if self.preset is None and not self.path:

@@ -105,10 +105,12 @@ def test_people_are_added_with_identifiers_normalized_and_hashed_as_meta_documen
                 {"customer_id": "cus_c", "email": "not an address", "first_name": "Bo"},
             ],
         )
+        graph.invalid_rows = 1  # Meta could not read one row (and does not say which)
         result = push(session)
         assert result["error"] is None, result["error"]
         c = result["counts"]
         assert (c["rows_sent"], c["rows_rejected"], c["requests"]) == (2, 1, 1)
+        assert c["api_invalid_entries"] == 1
         (request,) = graph.requests
         assert request == ("POST", ["EMAIL", "PHONE", "FN", "COUNTRY"], 2)
         assert graph.members["EMAIL"] == {ANN}

@@ -33,6 +33,10 @@ record's key too, encrypted under ``privacy.encryption_keys`` (:data:`RECORD_KEY
 back is used only if its keyed hash is its row's. Records pushed before ``on_remove: delete``
 was set are sent once more to learn their key. Every push is recorded like a source's run
 (``source_state``, as ``destination:NAME``), so ``personify status`` shows it.
+
+Presets: ``hubspot_contacts`` (:mod:`.presets`), and the ad audiences — ``meta_audience``
+(:mod:`.meta`) and ``google_ads_audience`` (:mod:`.google`) — whose rows are people named by
+identifiers normalized and hashed before they leave (:mod:`.audiences`).
 """
 
 from personify.destinations.presets import refused_inside as refused_inside

@@ -7,6 +7,10 @@ A model row is one person; its columns name what identifies them (``email``, ``p
 A row with none of the identifiers that single a person out (email, phone, mobile advertiser id,
 external id) is not sent: it is kept as ``rejected`` with the reason, naming no value.
 
+Google's (Customer Match) are Meta's for email — plus the dots before the ``@`` of a
+``gmail.com`` / ``googlemail.com`` address removed — and E.164 with its ``+`` for phones; it
+takes those two here.
+
 Meta's rules (Custom Audiences, "Hashing and normalizing data"): email trimmed and lower-cased;
 phone digits only, with the country code, no ``+`` and no leading zeros (read here with
 ``phonenumbers``: the row's ``country`` or ``phone_region`` for a national number); first and last
@@ -19,12 +23,16 @@ external id and the mobile advertiser id are not hashed (Meta's rule).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from personify.config import RestDestination
+from personify.destinations.state import KEY, opened
 from personify.identity.normalize import normalize_phone, phone_region
+from personify.privacy.crypto import KeyRing
+from personify.warehouse.base import UNNEST, Warehouse
 
 Normalizer = Callable[[Any, Mapping[str, Any], RestDestination], str | None]
 
@@ -153,20 +161,53 @@ MATCHING: Final = frozenset({"EMAIL", "PHONE", "MADID", "EXTERN_ID"})
 """Keys that single a person out: a row needs one (names and places alone do not)."""
 
 
-def schema_key(column: str) -> str | None:
-    """Meta's key for a model column, or ``None`` for a column that is no identifier."""
+def _google_email(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """Google's rule: trimmed, lower-cased, and for ``gmail.com`` / ``googlemail.com`` the dots
+    before the ``@`` removed."""
+    email = _email(value, row, d)
+    if email is None:
+        return None
+    local, _, domain = email.partition("@")
+    return f"{local.replace('.', '')}@{domain}" if domain in GMAIL else email
+
+
+def _e164(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """E.164 with its ``+`` (Google's rule)."""
+    digits = _phone(value, row, d)
+    return "+" + digits if digits else None
+
+
+GMAIL: Final = frozenset({"gmail.com", "googlemail.com"})
+GOOGLE_FIELDS: Final[dict[str, tuple[str, Normalizer, bool]]] = {
+    "EMAIL": ("email address", _google_email, True),
+    "PHONE": ("phone number", _e164, True),
+}
+"""What Customer Match takes here: ``hashedEmail`` and ``hashedPhoneNumber``."""
+_COUNTRY_ONLY: Final = frozenset({"country"})
+"""A column read (for the phone's region) but not sent, for Google."""
+
+
+def fields_of(d: RestDestination) -> dict[str, tuple[str, Normalizer, bool]]:
+    return GOOGLE_FIELDS if d.preset == "google_ads_audience" else META_FIELDS
+
+
+def schema_key(column: str, d: RestDestination) -> str | None:
+    """The platform's key for a model column, or ``None`` for a column that is no identifier
+    of it."""
+    fields = fields_of(d)
     upper = column.upper()
-    if upper in META_FIELDS:
-        return upper
-    return ALIASES.get(column.lower())
+    key = upper if upper in fields else ALIASES.get(column.lower())
+    return key if key in fields else None
 
 
 def not_identifiers(d: RestDestination, columns: list[str]) -> list[str]:
     """The model's columns that are no identifier the audience matches on (the key and
-    ``customer_id`` aside: they are not sent)."""
+    ``customer_id`` aside: they are not sent; for Google, ``country`` either: it is read as
+    the phone number's region)."""
     from personify.destinations.model import WHOSE
 
-    return [c for c in columns if c not in (d.key, WHOSE) and schema_key(c) is None]
+    skip = {d.key, WHOSE} | (_COUNTRY_ONLY if d.preset == "google_ads_audience" else set())
+    return [c for c in columns if c not in skip and schema_key(c, d) is None]
 
 
 def sha256(value: str) -> str:
@@ -180,13 +221,14 @@ def identifiers(d: RestDestination, row: Mapping[str, Any]) -> tuple[dict[str, s
 
     out: dict[str, str] = {}
     unreadable: list[str] = []
+    fields = fields_of(d)
     for column, value in row.items():
         if column == WHOSE and column != d.key:
             continue
-        key = schema_key(column)
+        key = schema_key(column, d)
         if key is None or value is None or (isinstance(value, str) and not value.strip()):
             continue
-        what, normalize, hashed = META_FIELDS[key]
+        what, normalize, hashed = fields[key]
         normal = normalize(value, row, d)
         if normal is None:
             unreadable.append(what)
@@ -203,6 +245,48 @@ def unmatchable(unreadable: list[str]) -> str:
         "number with its country code (select a country column or set phone_region), a mobile "
         f"advertiser id or an external id{said}"
     )
+
+
+Sets = list[tuple[tuple[str, ...], tuple[str, ...]]]
+"""A record's identifier rows as sent: (schema, values) pairs."""
+KEPT_SETS: Final = 10
+"""The most distinct identifier rows a record keeps for its removal."""
+
+
+def to_keep(key: str, sets: Sets) -> str:
+    """What a record of an ad audience keeps (encrypted) to be removed later: its key, a line
+    break, the identifier rows it was sent with (JSON) — :func:`~.state.kept_key`."""
+    return key + "\n" + json.dumps([[list(s), list(v)] for s, v in sets])
+
+
+def sets_of(kept: str) -> Sets:
+    """The identifier rows inside what :func:`to_keep` made (none for a bare key)."""
+    _, _, text = kept.partition("\n")
+    try:
+        raw = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [(tuple(s), tuple(v)) for s, v in raw]
+
+
+def merged(before: Sets, now: tuple[tuple[str, ...], tuple[str, ...]]) -> Sets:
+    """The identifier rows a record keeps: the one just sent first, then those sent before (the
+    audience still holds them), at most :data:`KEPT_SETS`."""
+    return list(dict.fromkeys([now, *before]))[:KEPT_SETS]
+
+
+def previous(
+    wh: Warehouse, d: RestDestination, ring: KeyRing, rows: list[dict[str, Any]]
+) -> dict[str, Sets]:
+    """The identifier rows each of ``rows`` (by key hash) was sent with before, if any."""
+    hashes = [str(r[KEY]) for r in rows]
+    found = wh.fetch(
+        "SELECT key_hash, row_hash, record_key FROM destination_state WHERE destination = ? "
+        f"AND status = 'sent' AND record_key IS NOT NULL AND key_hash IN (SELECT {UNNEST})",
+        [d.name, hashes],
+    )
+    states = [(str(h), str(r), str(k)) for h, r, k in found]
+    return {h: sets_of(k) for h, _, k in opened(wh, d, ring, states) if k is not None}
 
 
 HEX64: Final = re.compile(r"\b[0-9a-fA-F]{64}\b")

@@ -35,10 +35,16 @@ from personify.config import (
     RestDestination,
 )
 from personify.destinations.audiences import (
+    KEPT_SETS,
     MATCHING,
+    Sets,
     identifiers,
     masked_hashes,
+    merged,
+    previous,
     schema_key,
+    sets_of,
+    to_keep,
     unmatchable,
 )
 from personify.destinations.model import READ, leaving, pages
@@ -47,7 +53,7 @@ from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
 from personify.privacy.masking import mask_text
-from personify.warehouse.base import UNNEST, Warehouse
+from personify.warehouse.base import Warehouse
 
 MOST: Final = 10_000
 """People per request (Meta's limit)."""
@@ -56,8 +62,6 @@ RATE_LIMITED: Final = frozenset({4, 17, 32, 613, 80000, 80003, 80004, 80014})
 custom audience): retried with backoff."""
 TRANSIENT: Final = frozenset({1, 2})
 """Meta's "unknown" and "temporary" errors: retried."""
-KEPT_SETS: Final = 10
-"""The most distinct identifier rows a record keeps for its removal."""
 _HINTS: Final = {
     190: "the access token is invalid or expired: make a new system-user token with "
     "ads_management and set it in access_token",
@@ -66,9 +70,6 @@ _HINTS: Final = {
     100: "check audience_id (a Custom Audience of type CUSTOM the token can manage) and the "
     "model's identifier columns",
 }
-
-Sets = list[tuple[tuple[str, ...], tuple[str, ...]]]
-"""A record's identifier rows as sent: (schema, values) pairs."""
 
 
 def client_of(d: RestDestination) -> RestClient:
@@ -108,19 +109,6 @@ def _stopped(e: RestHttpError) -> RestHttpError:
     return RestHttpError(
         masked_hashes(e.message), status=e.status, url=e.url, hint=hint or e.hint, body=None
     )
-
-
-def _kept(key: str, sets: Sets) -> str:
-    return key + "\n" + json.dumps([[list(s), list(v)] for s, v in sets])
-
-
-def _sets_of(kept: str) -> Sets:
-    _, _, text = kept.partition("\n")
-    try:
-        raw = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return [(tuple(s), tuple(v)) for s, v in raw]
 
 
 def sample(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -168,7 +156,7 @@ def send(
 
         try:
             for page in pages(wh, d):
-                before = _previous(wh, d, ring, page) if ring is not None else {}
+                before = previous(wh, d, ring, page) if ring is not None else {}
                 ready: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = []
                 schema = schema_of(d, page[0])
                 for row in page:
@@ -183,7 +171,7 @@ def send(
                     call("POST", schema, [v for _, _, v in batch])
                     rows = [r for r, _, _ in batch]
                     kept = [
-                        _kept(str(r[d.key]), _merged(before.get(str(r[KEY]), []), (s, v)))
+                        to_keep(str(r[d.key]), merged(before.get(str(r[KEY]), []), (s, v)))
                         for r, s, v in batch
                     ]
                     acks.add(rows, "sent", kept=kept)
@@ -200,28 +188,8 @@ def schema_of(d: RestDestination, row: dict[str, Any]) -> tuple[str, ...]:
     (a person without one of them sends ``""`` there, as Meta asks)."""
     from personify.destinations.model import WHOSE
 
-    keys = (schema_key(c) for c in row if c != KEY and (c != WHOSE or c == d.key))
+    keys = (schema_key(c, d) for c in row if c != KEY and (c != WHOSE or c == d.key))
     return tuple(dict.fromkeys(k for k in keys if k is not None))
-
-
-def _merged(before: Sets, now: tuple[tuple[str, ...], tuple[str, ...]]) -> Sets:
-    """The identifier rows a record keeps: the one just sent first, then those sent before (the
-    audience still holds them), at most :data:`KEPT_SETS`."""
-    return list(dict.fromkeys([now, *before]))[:KEPT_SETS]
-
-
-def _previous(
-    wh: Warehouse, d: RestDestination, ring: KeyRing, rows: list[dict[str, Any]]
-) -> dict[str, Sets]:
-    """The identifier rows each of ``rows`` (by key hash) was sent with before, if any."""
-    hashes = [str(r[KEY]) for r in rows]
-    found = wh.fetch(
-        "SELECT key_hash, row_hash, record_key FROM destination_state WHERE destination = ? "
-        f"AND status = 'sent' AND record_key IS NOT NULL AND key_hash IN (SELECT {UNNEST})",
-        [d.name, hashes],
-    )
-    states = [(str(h), str(r), str(k)) for h, r, k in found]
-    return {h: _sets_of(k) for h, _, k in opened(wh, d, ring, states) if k is not None}
 
 
 def _remove(
@@ -243,7 +211,7 @@ def _remove(
         tokens = {h: k for h, _, k in page}
         named: list[tuple[str, Sets]] = []
         for h, r, kept in opened(wh, d, ring, page):
-            sets = _sets_of(kept) if kept is not None else []
+            sets = sets_of(kept) if kept is not None else []
             if not sets:
                 why = (
                     "its kept identifiers cannot be read (altered, or privacy.encryption_keys "

@@ -59,13 +59,18 @@ def _identifier_columns(project: Project, d: RestDestination, columns: list[str]
             "an ad audience cannot match people on (it sends identifiers only)",
             file=str(project.file),
             key=f"destinations.{d.name}.model",
-            hint=f"select only identifier columns, named {names} (or Meta's names: EMAIL, FN, "
-            "DOBY …), plus customer_id",
+            hint=(
+                "select only email and phone (and country, the phone's region), plus customer_id"
+                if d.preset == "google_ads_audience"
+                else f"select only identifier columns, named {names} (or Meta's names: EMAIL, "
+                "FN, DOBY …), plus customer_id"
+            ),
         )
-    if not MATCHING & {schema_key(c) for c in columns}:
+    if not MATCHING & {schema_key(c, d) for c in columns}:
+        google = d.preset == "google_ads_audience"
         raise ConfigError(
             f"the model of destination {d.name!r} selects no identifier that singles a person "
-            "out: email, phone, madid or extern_id",
+            "out: " + ("email or phone" if google else "email, phone, madid or extern_id"),
             file=str(project.file),
             key=f"destinations.{d.name}.model",
             hint="select email (and phone) next to customer_id",

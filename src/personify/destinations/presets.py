@@ -58,6 +58,10 @@ def shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any
         from personify.destinations.meta import sample
 
         return sample(d, rows)
+    if d.preset == "google_ads_audience":
+        from personify.destinations import google
+
+        return google.sample(d, rows)
     hidden = _hidden(d)
     if d.preset == "hubspot_contacts":
         return [

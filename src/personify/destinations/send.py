@@ -55,6 +55,11 @@ def send(
 
         meta.send(wh, d, counts, ring, remove=remove)
         return
+    if d.preset == "google_ads_audience":
+        from personify.destinations import google
+
+        google.send(wh, d, counts, ring, remove=remove)
+        return
     path, records_key, size = endpoint(d)
     counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
     acks = Acks(wh, d, ring)

@@ -1,7 +1,8 @@
 """Authentication of REST sources and destinations as ``httpx.Auth`` flows.
 
-``bearer`` (``Authorization: Bearer``), ``api_key`` (a header or a query parameter), ``http_basic``
-and ``oauth2_client_credentials``: the token is fetched from the token endpoint on first use, kept
+``bearer`` (``Authorization: Bearer``), ``api_key`` (a header or a query parameter),
+``http_basic``, ``oauth2_client_credentials`` and ``oauth2_refresh_token`` (Google's APIs): the
+token is fetched from the token endpoint on first use, kept
 until shortly before it expires, and fetched again then — or at once when the API answers 401
 (revoked early), after which the request is sent again, once.
 
@@ -18,7 +19,14 @@ from collections.abc import Generator
 
 import httpx
 
-from personify.config import ApiKeyAuth, Auth, BasicAuth, BearerAuth, OAuth2ClientCredentials
+from personify.config import (
+    ApiKeyAuth,
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    OAuth2ClientCredentials,
+    OAuth2RefreshToken,
+)
 from personify.http.deadline import Deadline, install
 from personify.http.errors import RestHttpError, RestUnavailable
 
@@ -52,7 +60,7 @@ class OAuth2ClientCredentialsFlow(httpx.Auth):
 
     def __init__(
         self,
-        config: OAuth2ClientCredentials,
+        config: OAuth2ClientCredentials | OAuth2RefreshToken,
         *,
         timeout: float = 30.0,
         deadline: Deadline | None = None,
@@ -67,13 +75,19 @@ class OAuth2ClientCredentialsFlow(httpx.Auth):
         self.fetched = 0
         """How many tokens were fetched (for reports and tests)."""
 
-    def _fetch(self) -> str:
+    def _grant(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The token request's form and headers."""
         c = self.config
+        assert isinstance(c, OAuth2ClientCredentials)
         data = {"grant_type": "client_credentials", **c.access_token_request_data}
         if c.scope:
             data["scope"] = c.scope
         pair = f"{c.client_id.reveal()}:{c.client_secret.reveal()}".encode()
-        headers = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return data, {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+
+    def _fetch(self) -> str:
+        c = self.config
+        data, headers = self._grant()
         try:
             with httpx.Client(timeout=self.timeout) as http:
                 if self.deadline is not None:
@@ -122,6 +136,21 @@ class OAuth2ClientCredentialsFlow(httpx.Auth):
             yield request
 
 
+class OAuth2RefreshTokenFlow(OAuth2ClientCredentialsFlow):
+    """The refresh token grant (Google's token endpoint): the client's id and secret in the
+    form, as Google's documentation shows; the token cached and refreshed as above."""
+
+    def _grant(self) -> tuple[dict[str, str], dict[str, str]]:
+        c = self.config
+        assert isinstance(c, OAuth2RefreshToken)
+        return {
+            "grant_type": "refresh_token",
+            "refresh_token": c.refresh_token.reveal(),
+            "client_id": c.client_id.reveal(),
+            "client_secret": c.client_secret.reveal(),
+        }, {}
+
+
 def make_auth(
     auth: Auth | None, *, timeout: float = 30.0, deadline: Deadline | None = None
 ) -> httpx.Auth | None:
@@ -136,6 +165,8 @@ def make_auth(
         return _Header(auth.name, auth.api_key.reveal())
     if isinstance(auth, BasicAuth):
         return httpx.BasicAuth(auth.username.reveal(), auth.password.reveal())
+    if isinstance(auth, OAuth2RefreshToken):
+        return OAuth2RefreshTokenFlow(auth, timeout=timeout, deadline=deadline)
     return OAuth2ClientCredentialsFlow(auth, timeout=timeout, deadline=deadline)
 
 

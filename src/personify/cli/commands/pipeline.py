@@ -168,8 +168,9 @@ def push_command(
 ) -> None:
     """Push warehouse rows to other tools' APIs now (reverse ETL): the `destinations` in
     personify.yml — e.g. each customer's engagement score and lifecycle stage to the CRM, or a
-    segment's members to a Meta Custom Audience (`preset: meta_audience`: identifiers hashed
-    with SHA-256 before they leave, only people who granted `advertising`).
+    segment's members to a Meta Custom Audience or a Google Ads Customer Match list (`preset:
+    meta_audience` / `google_ads_audience`: identifiers hashed with SHA-256 before they leave,
+    only people who granted `advertising`).
 
     Only rows that changed since the API last took them are sent, in batches, with retries; a
     record the API refuses is kept as rejected (with its answer) and sent again once its row

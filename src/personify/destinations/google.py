@@ -1,0 +1,338 @@
+"""The ``google_ads_audience`` preset: a Google Ads Customer Match list kept equal to the people a
+model selects, through the OfflineUserDataJob flow of the Google Ads API (REST).
+
+1. ``POST /{version}/customers/{cid}/offlineUserDataJobs:create`` — a job of type
+   ``CUSTOMER_MATCH_USER_LIST`` for ``customers/{cid}/userLists/{list}``, with the list's consent
+   (``adUserData`` and ``adPersonalization`` ``GRANTED``: only people who granted advertising
+   reach a job, see the consent default);
+2. ``POST /{version}/{job}:addOperations`` with ``enablePartialFailure`` — ``create`` (or, for
+   removals, ``remove``) operations, one per person, each ``{"userIdentifiers":
+   [{"hashedEmail": …}, {"hashedPhoneNumber": …}]}`` (SHA-256 hex of the email trimmed and
+   lower-cased, Gmail dots removed, and of the phone in E.164 with its ``+``), 10,000 operations
+   a request at most (``batch_size`` lowers it). An operation Google refuses comes back in
+   ``partialFailureError`` (its ``location`` names ``operations[i]``): that person is kept as
+   ``rejected`` with Google's message (masked), the others go on;
+3. ``POST /{version}/{job}:run`` — Google processes the job (hours, sometimes). Records are
+   acknowledged once the job runs: a push that stops before leaves its job unrun (Google drops
+   it) and sends those people again next push (an add twice is one member).
+
+A job holds at most 100,000 people (then it runs and another starts). Requests carry
+``developer-token`` (and ``login-customer-id`` for a manager account); the access token comes
+from the ``oauth2_refresh_token`` auth, refreshed before it expires. Google's errors
+(``{"error": {"code", "message", "status", "details": [{"errors": [{"errorCode", "message"}]}]}}``)
+that are quota or concurrency problems (``RESOURCE_EXHAUSTED``, ``quotaError``,
+``CONCURRENT_MODIFICATION``, ``internalError``) are retried with backoff; any other stops the
+push with the message, status and request id.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from personify.config import GOOGLE_ADS_API_VERSION, GOOGLE_ADS_URL, RestClient, RestDestination
+from personify.destinations.audiences import (
+    Sets,
+    identifiers,
+    masked_hashes,
+    merged,
+    previous,
+    sets_of,
+    to_keep,
+    unmatchable,
+)
+from personify.destinations.model import READ, leaving, pages
+from personify.destinations.state import KEY, Acks, kept_key, opened
+from personify.http import HttpClient
+from personify.http.errors import RestHttpError, RestResponseError
+from personify.privacy.crypto import KeyRing
+from personify.privacy.masking import mask_text
+from personify.warehouse.base import Warehouse
+
+MOST: Final = 10_000
+"""Operations per ``addOperations`` request."""
+JOB: Final = 100_000
+"""People per job: then it runs, and the next ones go in a new job."""
+FIELD: Final = {"EMAIL": "hashedEmail", "PHONE": "hashedPhoneNumber"}
+"""The identifier keys of a ``UserIdentifier``."""
+RETRIED_STATUSES: Final = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "ABORTED"})
+RETRIED_CODES: Final = frozenset({"RESOURCE_EXHAUSTED", "RESOURCE_TEMPORARILY_EXHAUSTED"})
+_CONCURRENT: Final = "CONCURRENT_MODIFICATION"
+
+
+def client_of(d: RestDestination) -> RestClient:
+    """The destination's client: the Google Ads API unless ``client.base_url`` says otherwise,
+    with the developer token (and the manager account) as headers."""
+    client = d.client
+    headers = dict(client.headers)
+    if d.developer_token is not None:
+        headers["developer-token"] = d.developer_token.reveal()
+    if d.login_customer_id:
+        headers["login-customer-id"] = d.login_customer_id.replace("-", "").strip()
+    return msgspec.structs.replace(
+        client, base_url=client.base_url or GOOGLE_ADS_URL, headers=headers
+    )
+
+
+def customer(d: RestDestination) -> str:
+    return (d.ads_customer_id or "").replace("-", "").strip()
+
+
+def user_list(d: RestDestination) -> str:
+    return f"customers/{customer(d)}/userLists/{(d.user_list_id or '').replace('-', '').strip()}"
+
+
+def _failures(body: Any) -> list[dict[str, Any]]:
+    """The ``GoogleAdsFailure`` errors of an error or partial failure body."""
+    error = body.get("error") or body.get("partialFailureError") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return []
+    out: list[dict[str, Any]] = []
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict):
+            out += [e for e in detail.get("errors") or [] if isinstance(e, dict)]
+    return out
+
+
+def retryable(response: httpx.Response) -> bool:
+    """Whether a 4xx answer is a quota or concurrency problem (worth retrying)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("status") in RETRIED_STATUSES:
+        return True
+    for failure in _failures(body):
+        code = failure.get("errorCode")
+        if not isinstance(code, dict):
+            continue
+        if "quotaError" in code or "internalError" in code:
+            return True
+        if code.get("databaseError") == _CONCURRENT or code.get("quotaError") in RETRIED_CODES:
+            return True
+    return False
+
+
+def _operation_index(failure: dict[str, Any]) -> int | None:
+    location = failure.get("location")
+    elements = location.get("fieldPathElements") if isinstance(location, dict) else None
+    for element in elements or []:
+        if isinstance(element, dict) and element.get("fieldName") == "operations":
+            index = element.get("index")
+            return index if isinstance(index, int) else None
+    return None
+
+
+def refused(body: Any, n: int) -> tuple[dict[int, str], str | None]:
+    """The operations (by position, of ``n``) a partial failure names, with Google's message;
+    and the message of a failure naming none."""
+    out: dict[int, str] = {}
+    unnamed: str | None = None
+    error = body.get("partialFailureError") if isinstance(body, dict) else None
+    for failure in _failures({"partialFailureError": error}):
+        said = str(failure.get("message") or failure.get("errorCode") or "refused")
+        index = _operation_index(failure)
+        if index is not None and 0 <= index < n:
+            out.setdefault(index, said)
+        else:
+            unnamed = unnamed or said
+    return out, unnamed
+
+
+class _Job:
+    """One OfflineUserDataJob: created on its first operations, run by :meth:`run`."""
+
+    def __init__(self, client: HttpClient, d: RestDestination, counts: dict[str, int]) -> None:
+        self.client, self.d, self.counts = client, d, counts
+        self.version = d.api_version or GOOGLE_ADS_API_VERSION
+        self.name: str | None = None
+
+    def _post(self, path: str, body: Any) -> Any:
+        self.counts["requests"] += 1
+        try:
+            response = self.client.send("POST", f"/{self.version}/{path}", json=body)
+        except RestHttpError as e:
+            raise RestHttpError(
+                masked_hashes(e.message),
+                status=e.status,
+                url=e.url,
+                hint="check ads_customer_id, user_list_id (a Customer Match list), the "
+                "developer token and the OAuth credentials' access to the account"
+                if e.status in (400, 403, 404)
+                else e.hint,
+            ) from None
+        try:
+            return response.json() if response.content else {}
+        except ValueError:
+            raise RestResponseError(
+                f"destination {self.d.name}: {path} did not answer JSON"
+            ) from None
+
+    def add(self, operations: list[dict[str, Any]]) -> dict[int, str]:
+        """Add ``operations``; the positions Google refused, with its message."""
+        if self.name is None:
+            metadata = {
+                "userList": user_list(self.d),
+                "consent": {"adUserData": "GRANTED", "adPersonalization": "GRANTED"},
+            }
+            job = {"type": "CUSTOMER_MATCH_USER_LIST", "customerMatchUserListMetadata": metadata}
+            body = self._post(
+                f"customers/{customer(self.d)}/offlineUserDataJobs:create", {"job": job}
+            )
+            name = body.get("resourceName") if isinstance(body, dict) else None
+            if not isinstance(name, str) or "/offlineUserDataJobs/" not in name:
+                raise RestResponseError(
+                    f"destination {self.d.name}: offlineUserDataJobs:create gave no job"
+                )
+            self.name = name
+        body = self._post(
+            f"{self.name}:addOperations",
+            {"enablePartialFailure": True, "operations": operations},
+        )
+        named, unnamed = refused(body, len(operations))
+        if unnamed is not None:  # a failure of the request, not of one person: stop
+            raise RestResponseError(
+                f"destination {self.d.name}: Google refused the operations: "
+                + masked_hashes(mask_text(unnamed))[:300]
+            )
+        return named
+
+    def run(self) -> bool:
+        """Run the job (when it was created); whether it was."""
+        if self.name is None:
+            return False
+        self._post(f"{self.name}:run", {})
+        self.counts["jobs_run"] = self.counts.get("jobs_run", 0) + 1
+        self.name = None
+        return True
+
+
+def _operation(kind: str, sets: Sets) -> dict[str, Any]:
+    ids = [
+        {FIELD[k]: v}
+        for schema, values in sets
+        for k, v in zip(schema, values, strict=True)
+        if v and k in FIELD
+    ]
+    return {kind: {"userIdentifiers": list({str(i): i for i in ids}.values())}}
+
+
+def sample(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--dry-run``: the identifiers each row would be sent with, hashes shortened."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        ids, unreadable = identifiers(d, r)
+        if not ids:
+            out.append({"not_sent": unmatchable(unreadable)})
+        else:
+            out.append({FIELD[k]: masked_hashes(v) for k, v in ids.items()})
+    return out
+
+
+def send(
+    wh: Warehouse,
+    d: RestDestination,
+    counts: dict[str, int],
+    ring: KeyRing | None,
+    *,
+    remove: bool = True,
+) -> None:
+    """Add the changed rows' people to the list (jobs, acknowledged once run), then
+    (``on_remove: delete``, unless not ``remove``) remove those who left the model."""
+    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
+    size = min(d.batch_size or MOST, MOST)
+    acks = Acks(wh, d, ring)
+    with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
+        job = _Job(client, d, counts)
+        pending: list[tuple[dict[str, Any], str]] = []
+
+        def run() -> None:
+            job.run()
+            acks.add([r for r, _ in pending], "sent", kept=[k for _, k in pending])
+            counts["rows_sent"] += len(pending)
+            pending.clear()
+
+        try:
+            for page in pages(wh, d):
+                before = previous(wh, d, ring, page) if ring is not None else {}
+                ready: list[tuple[dict[str, Any], Sets]] = []
+                for row in page:
+                    ids, unreadable = identifiers(d, row)
+                    if not ids:
+                        acks.add([row], "rejected", unmatchable(unreadable))
+                        counts["rows_rejected"] += 1
+                        continue
+                    now = (tuple(ids), tuple(ids.values()))
+                    ready.append((row, merged(before.get(str(row[KEY]), []), now)))
+                for i in range(0, len(ready), size):
+                    batch = ready[i : i + size]
+                    said = job.add([_operation("create", sets[:1]) for _, sets in batch])
+                    for j, (row, sets) in enumerate(batch):
+                        if j in said:
+                            error = mask_text(f"Google refused it: {masked_hashes(said[j])}")
+                            acks.add([row], "rejected", error[:500])
+                            counts["rows_rejected"] += 1
+                        else:
+                            pending.append((row, to_keep(str(row[d.key]), sets)))
+                    if len(pending) >= JOB:
+                        run()
+            run()
+            if ring is not None and remove:
+                _remove(wh, d, ring, acks, counts, _Job(client, d, counts))
+        finally:
+            acks.flush()
+            counts["retries"] = client.stats.retries
+
+
+def _remove(
+    wh: Warehouse, d: RestDestination, ring: KeyRing, acks: Acks, counts: dict[str, int], job: _Job
+) -> None:
+    """``remove`` operations for the people who left the model, by every identifier set they
+    were sent with; acknowledged once their job ran."""
+    counts |= {"rows_removed": 0, "rows_remove_rejected": 0}
+    size = min(d.batch_size or MOST, MOST)
+    pending: list[str] = []
+
+    def run() -> None:
+        job.run()
+        acks.remove(list(pending))
+        counts["rows_removed"] += len(pending)
+        pending.clear()
+
+    after = ""
+    while page := leaving(wh, d, limit=READ, after=after):
+        after = page[-1][0]
+        tokens = {h: k for h, _, k in page}
+        named: list[tuple[str, str, Sets]] = []
+        for h, r, held in opened(wh, d, ring, page):
+            sets = sets_of(held) if held is not None else []
+            if sets:
+                named.append((h, r, sets))
+                continue
+            why = (
+                "its kept identifiers cannot be read (altered, or privacy.encryption_keys lost "
+                "the key they were encrypted under)"
+                if held is None
+                else "no identifiers were kept for it (pushed before the destination was an "
+                f"audience: key {mask_text(kept_key(d, held))})"
+            )
+            acks.keep([(h, r, tokens[h])], why)
+            counts["rows_remove_rejected"] += 1
+        for i in range(0, len(named), size):
+            batch = named[i : i + size]
+            said = job.add([_operation("remove", sets) for _, _, sets in batch])
+            for j, (h, r, _) in enumerate(batch):
+                if j in said:
+                    acks.keep(
+                        [(h, r, tokens[h])],
+                        mask_text(f"Google refused its removal: {masked_hashes(said[j])}")[:500],
+                    )
+                    counts["rows_remove_rejected"] += 1
+                else:
+                    pending.append(h)
+            if len(pending) >= JOB:
+                run()
+    run()

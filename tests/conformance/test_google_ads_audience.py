@@ -1,0 +1,214 @@
+"""Google Ads Customer Match (``preset: google_ads_audience``) on every backend, against a fake
+of the Google Ads API and Google's token endpoint served on loopback: the refresh-token grant,
+an OfflineUserDataJob created, its operations added (emails and phones normalized as Google
+documents and hashed: known vectors), run — people acknowledged only once it ran — partial
+failures rejecting only the people they name, removals by the identifiers people were sent
+with, quota and concurrency errors retried."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from tests.conformance.google_ads import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CUSTOMER,
+    DEVELOPER,
+    LIST,
+    REFRESH,
+    Ads,
+    serve_ads,
+)
+from tests.conformance.test_ad_audiences import many, people
+from tests.conformance.test_destination_removals import session_for, states
+from tests.conformance.test_destinations import _consent, push
+
+from personify.config import OAuth2RefreshToken, RestClient, RestDestination, Secret
+
+MODEL = "SELECT customer_id, email, phone, country FROM customers"
+# known vectors: SHA-256 of the values normalized by Google's rules, computed independently
+GMAIL = "c1a222ae1fca88014d03eef4e45c3dd3785f2be3f454078836a3557761df0746"  # annsmith@gmail.com
+UK_PHONE = "a8acc3a90a7b4e4dc65e93db9240ed26523050ef754d63b75b5161de76781436"  # +447700900123
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def ads() -> Ads:
+    return Ads()
+
+
+@pytest.fixture
+def url(ads: Ads) -> Iterator[str]:
+    with serve_ads(ads) as base:
+        yield base
+
+
+def google(url: str, *, model: str = MODEL, **kw: Any) -> RestDestination:
+    settings = {"requests_per_second": 1000.0, "backoff_base": 0.01, **kw.pop("client", {})}
+    auth = OAuth2RefreshToken(
+        client_id=Secret(CLIENT_ID),
+        client_secret=Secret(CLIENT_SECRET),
+        refresh_token=Secret(REFRESH),
+        access_token_url=f"{url}/token",
+    )
+    fields: dict[str, Any] = {
+        "ads_customer_id": "123-456-7890",
+        "user_list_id": LIST,
+        "developer_token": Secret(DEVELOPER),
+        "on_remove": "delete",
+        **kw,
+    }
+    return RestDestination(
+        name="gads",
+        model=model,
+        preset="google_ads_audience",
+        client=RestClient(base_url=url, auth=auth, **settings),
+        **fields,
+    )
+
+
+def test_people_go_through_a_job_created_filled_and_run(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, google(url)) as session:
+        people(
+            session,
+            [
+                {
+                    "customer_id": "cus_a",
+                    "email": " Ann.Smith@GMail.com ",
+                    "phone": "07700 900123",
+                    "country": "GB",
+                },
+                {"customer_id": "cus_b", "email": "b@x.org"},
+                {"customer_id": "cus_c", "email": "nope", "phone": "12"},  # nothing readable
+            ],
+        )
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        c = result["counts"]
+        assert (c["rows_sent"], c["rows_rejected"], c["jobs_run"]) == (2, 1, 1)
+        assert ads.members == {GMAIL, UK_PHONE, sha("b@x.org")}
+        assert [m for m, _ in ads.requests] == ["create", "addOperations", "run"]
+        assert ads.tokens == 1 and CUSTOMER in ads.ran[0]
+        error = session.warehouse.scalar(
+            "SELECT error FROM destination_state WHERE status = 'rejected'"
+        )
+        assert (
+            "email address" in str(error)
+            and "phone number" in str(error)
+            and "nope" not in str(error)
+        )
+        # nothing changed: no job at all
+        again = push(session)
+        assert again["counts"]["rows_changed"] == 0 and len(ads.requests) == 3
+
+
+def test_a_partial_failure_rejects_only_the_people_it_names(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, google(url)) as session:
+        people(session, many(5))
+        ads.refuse = {sha("c3@x.org")}
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        assert (result["counts"]["rows_sent"], result["counts"]["rows_rejected"]) == (4, 1)
+        assert ads.members == {sha(f"c{i}@x.org") for i in (0, 1, 2, 4)}
+        (error,) = [
+            e
+            for (e,) in session.warehouse.fetch(
+                "SELECT error FROM destination_state WHERE status = 'rejected'"
+            )
+        ]
+        assert "SHA256 encoded value is malformed" in error and sha("c3@x.org") not in error
+        assert states(session) == {"sent": 4, "rejected": 1}
+
+
+def test_people_are_acknowledged_only_once_their_job_ran(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, google(url, client={"max_retries": 0})) as session:
+        people(session, many(3))
+        ads.fail_runs = 1
+        failed = push(session)
+        assert failed["error"] is not None and "answered 500" in failed["error"]
+        assert ads.members == set() and states(session) == {}
+        resumed = push(session)
+        assert resumed["error"] is None and resumed["counts"]["rows_sent"] == 3
+        assert len(ads.members) == 3 and len(ads.ran) == 1
+
+
+def test_people_who_leave_are_removed_by_every_identifier_they_were_sent_with(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    with session_for(warehouse_url, tmp_path, google(url, model=model)) as session:
+        people(session, many(4))
+        assert push(session)["error"] is None
+        session.warehouse.execute(
+            "UPDATE customers SET email = 'new1@x.org' WHERE customer_id = 'cus_1'"
+        )
+        assert push(session)["counts"]["rows_sent"] == 1
+        assert {sha("c1@x.org"), sha("new1@x.org")} <= ads.members
+        session.warehouse.execute(
+            "UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_1', 'cus_2')"
+        )
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        assert gone["counts"]["rows_removed"] == 2
+        assert ads.members == {sha("c0@x.org"), sha("c3@x.org")}
+        assert states(session) == {"sent": 2}
+
+
+def test_quota_and_concurrent_modification_errors_are_retried(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, google(url)) as session:
+        people(session, many(2))
+        ads.quota_next, ads.concurrent_next = 1, 2
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        assert result["counts"]["retries"] == 3 and len(ads.members) == 2
+
+
+def test_a_refused_request_stops_the_push_with_googles_error(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    destination = msgspec.structs.replace(google(url), user_list_id="999")
+    with session_for(warehouse_url, tmp_path, destination) as session:
+        people(session, many(2))
+        result = push(session)
+        error = result["error"]
+        assert error is not None and "Invalid user list" in error and "INVALID_ARGUMENT" in error
+        assert ads.members == set() and states(session) == {}
+
+
+def test_only_people_who_granted_advertising_are_sent(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, google(url)) as session:
+        people(session, many(3))
+        _consent(
+            session, [("cus_1", "advertising", "revoked"), ("cus_2", "data_sharing", "revoked")]
+        )
+        result = push(session)
+        assert result["counts"]["rows_without_consent"] == 2
+        assert ads.members == {sha("c0@x.org")}
+
+
+def test_the_preset_needs_its_account_list_token_and_oauth() -> None:
+    base = {"name": "g", "model": "SELECT 1", "preset": "google_ads_audience"}
+    with pytest.raises(ValueError, match="ads_customer_id"):
+        RestDestination(**base)
+    with pytest.raises(ValueError, match="developer_token"):
+        RestDestination(**base, ads_customer_id="1", user_list_id="2")
+    with pytest.raises(ValueError, match="oauth2_refresh_token"):
+        RestDestination(**base, ads_customer_id="1", user_list_id="2", developer_token=Secret("d"))
