@@ -167,6 +167,26 @@ def test_people_who_leave_the_model_are_removed_by_what_they_were_sent_with(
         assert push(session)["counts"].get("rows_to_remove") == 0
 
 
+def test_a_person_whose_identifiers_become_unreadable_is_still_removed_by_the_old_ones(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+        people(session, many(2))
+        assert push(session)["error"] is None
+        session.warehouse.execute(
+            "UPDATE customers SET email = 'broken' WHERE customer_id = 'cus_1'"
+        )
+        broken = push(session)
+        assert broken["counts"]["rows_rejected"] == 1 and sha("c1@x.org") in graph.emails()
+        session.warehouse.execute(
+            "UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_1'"
+        )
+        gone = push(session)
+        assert gone["error"] is None and gone["counts"]["rows_removed"] == 1
+        assert graph.emails() == {sha("c0@x.org")}
+
+
 def test_rate_limits_and_transient_errors_are_retried(
     warehouse_url: str, tmp_path: Path, graph: Graph, url: str
 ) -> None:

@@ -278,11 +278,12 @@ def merged(before: Sets, now: tuple[tuple[str, ...], tuple[str, ...]]) -> Sets:
 def previous(
     wh: Warehouse, d: RestDestination, ring: KeyRing, rows: list[dict[str, Any]]
 ) -> dict[str, Sets]:
-    """The identifier rows each of ``rows`` (by key hash) was sent with before, if any."""
+    """The identifier rows each of ``rows`` (by key hash) was sent with before, if any (kept
+    by a record refused since, too: the audience still holds them)."""
     hashes = [str(r[KEY]) for r in rows]
     found = wh.fetch(
         "SELECT key_hash, row_hash, record_key FROM destination_state WHERE destination = ? "
-        f"AND status = 'sent' AND record_key IS NOT NULL AND key_hash IN (SELECT {UNNEST})",
+        f"AND record_key IS NOT NULL AND key_hash IN (SELECT {UNNEST})",
         [d.name, hashes],
     )
     states = [(str(h), str(r), str(k)) for h, r, k in found]

@@ -261,24 +261,26 @@ def send(
                 ready: list[tuple[dict[str, Any], Sets]] = []
                 for row in page:
                     ids, unreadable = identifiers(d, row)
-                    if not ids:
-                        acks.add([row], "rejected", unmatchable(unreadable))
+                    if not ids:  # (what it was sent with before is kept, for its removal)
+                        held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
+                        acks.add([row], "rejected", unmatchable(unreadable), kept=[held])
                         counts["rows_rejected"] += 1
                         continue
                     now = (tuple(ids), tuple(ids.values()))
                     ready.append((row, merged(before.get(str(row[KEY]), []), now)))
                 for i in range(0, len(ready), size):
                     batch = ready[i : i + size]
+                    if len(pending) + len(batch) > JOB:
+                        run()
                     said = job.add([_operation("create", sets[:1]) for _, sets in batch])
                     for j, (row, sets) in enumerate(batch):
-                        if j in said:
+                        if j in said:  # (refused now: what it was sent with before is kept)
                             error = mask_text(f"Google refused it: {masked_hashes(said[j])}")
-                            acks.add([row], "rejected", error[:500])
+                            held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
+                            acks.add([row], "rejected", error[:500], kept=[held])
                             counts["rows_rejected"] += 1
                         else:
                             pending.append((row, to_keep(str(row[d.key]), sets)))
-                    if len(pending) >= JOB:
-                        run()
             run()
             if ring is not None and remove:
                 _remove(wh, d, ring, acks, counts, _Job(client, d, counts))
@@ -323,6 +325,8 @@ def _remove(
             counts["rows_remove_rejected"] += 1
         for i in range(0, len(named), size):
             batch = named[i : i + size]
+            if len(pending) + len(batch) > JOB:
+                run()
             said = job.add([_operation("remove", sets) for _, _, sets in batch])
             for j, (h, r, _) in enumerate(batch):
                 if j in said:
@@ -333,6 +337,4 @@ def _remove(
                     counts["rows_remove_rejected"] += 1
                 else:
                     pending.append(h)
-            if len(pending) >= JOB:
-                run()
     run()

@@ -161,8 +161,9 @@ def send(
                 schema = schema_of(d, page[0])
                 for row in page:
                     ids, unreadable = identifiers(d, row)
-                    if not MATCHING & ids.keys():
-                        acks.add([row], "rejected", unmatchable(unreadable))
+                    if not MATCHING & ids.keys():  # (what it was sent with before is kept)
+                        held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
+                        acks.add([row], "rejected", unmatchable(unreadable), kept=[held])
                         counts["rows_rejected"] += 1
                         continue
                     ready.append((row, schema, tuple(ids.get(k, "") for k in schema)))
