@@ -204,7 +204,7 @@ def not_identifiers(d: RestDestination, columns: list[str]) -> list[str]:
     """The model's columns that are no identifier the audience matches on (the key and
     ``customer_id`` aside: they are not sent; for Google, ``country`` either: it is read as
     the phone number's region)."""
-    from personify.destinations.model import WHOSE
+    from personify.destinations.consent import WHOSE
 
     skip = {d.key, WHOSE} | (_COUNTRY_ONLY if d.preset == "google_ads_audience" else set())
     return [c for c in columns if c not in skip and schema_key(c, d) is None]
@@ -217,7 +217,7 @@ def sha256(value: str) -> str:
 def identifiers(d: RestDestination, row: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
     """The row's identifiers as sent (Meta's key → normalized value, hashed where Meta hashes)
     and, for the values given that could not be read, what they are (never the value)."""
-    from personify.destinations.model import WHOSE
+    from personify.destinations.consent import WHOSE
 
     out: dict[str, str] = {}
     unreadable: list[str] = []

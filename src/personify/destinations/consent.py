@@ -58,9 +58,7 @@ def drop_without_consent(wh: Warehouse, d: RestDestination, rows: str) -> int:
     return dropped
 
 
-def _drop(
-    wh: Warehouse, rows: str, sql: str, params: list[Any], test: str, *, no_one: bool
-) -> int:
+def _drop(wh: Warehouse, rows: str, sql: str, params: list[Any], test: str, *, no_one: bool) -> int:
     """Delete the rows of ``rows`` whose person is (``IN``) or is not (``NOT IN``) among the ids
     ``sql`` selects (and, ``no_one``, the rows of no one)."""
     wh.execute(f"CREATE TEMP TABLE _push_consent AS {sql}", params)

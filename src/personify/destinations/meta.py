@@ -187,7 +187,7 @@ def send(
 def schema_of(d: RestDestination, row: dict[str, Any]) -> tuple[str, ...]:
     """The payload's ``schema``: Meta's keys of the model's identifier columns, in their order
     (a person without one of them sends ``""`` there, as Meta asks)."""
-    from personify.destinations.model import WHOSE
+    from personify.destinations.consent import WHOSE
 
     keys = (schema_key(c, d) for c in row if c != KEY and (c != WHOSE or c == d.key))
     return tuple(dict.fromkeys(k for k in keys if k is not None))
