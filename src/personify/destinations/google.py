@@ -44,6 +44,7 @@ from personify.destinations.audiences import (
     unmatchable,
 )
 from personify.destinations.model import READ, leaving, pages
+from personify.destinations.send import removal_counts
 from personify.destinations.state import KEY, Acks, kept_key, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError, RestResponseError
@@ -256,6 +257,9 @@ def send(
             pending.clear()
 
         try:
+            if ring is not None:  # an erasure's removals first, whatever the model says
+                _remove(wh, d, ring, acks, counts, _Job(client, d, counts), erased=True)
+                acks.flush()
             for page in pages(wh, d):
                 before = previous(wh, d, ring, page) if ring is not None else {}
                 ready: list[tuple[dict[str, Any], Sets]] = []
@@ -290,22 +294,31 @@ def send(
 
 
 def _remove(
-    wh: Warehouse, d: RestDestination, ring: KeyRing, acks: Acks, counts: dict[str, int], job: _Job
+    wh: Warehouse,
+    d: RestDestination,
+    ring: KeyRing,
+    acks: Acks,
+    counts: dict[str, int],
+    job: _Job,
+    *,
+    erased: bool = False,
 ) -> None:
-    """``remove`` operations for the people who left the model, by every identifier set they
-    were sent with; acknowledged once their job ran."""
-    counts |= {"rows_removed": 0, "rows_remove_rejected": 0}
+    """``remove`` operations for the people who left the model (``erased``: those erasures
+    left to remove), by every identifier set they were sent with; acknowledged once their job
+    ran."""
+    removed, rejected, status = removal_counts(erased)
+    counts |= {removed: 0, rejected: 0}
     size = min(d.batch_size or MOST, MOST)
     pending: list[str] = []
 
     def run() -> None:
         job.run()
         acks.remove(list(pending))
-        counts["rows_removed"] += len(pending)
+        counts[removed] += len(pending)
         pending.clear()
 
     after = ""
-    while page := leaving(wh, d, limit=READ, after=after):
+    while page := leaving(wh, d, limit=READ, after=after, erased=erased):
         after = page[-1][0]
         tokens = {h: k for h, _, k in page}
         named: list[tuple[str, str, Sets]] = []
@@ -321,8 +334,8 @@ def _remove(
                 else "no identifiers were kept for it (pushed before the destination was an "
                 f"audience: key {mask_text(kept_key(d, held))})"
             )
-            acks.keep([(h, r, tokens[h])], why)
-            counts["rows_remove_rejected"] += 1
+            acks.keep([(h, r, tokens[h])], why, status=status)
+            counts[rejected] += 1
         for i in range(0, len(named), size):
             batch = named[i : i + size]
             if len(pending) + len(batch) > JOB:
@@ -333,8 +346,9 @@ def _remove(
                     acks.keep(
                         [(h, r, tokens[h])],
                         mask_text(f"Google refused its removal: {masked_hashes(said[j])}")[:500],
+                        status=status,
                     )
-                    counts["rows_remove_rejected"] += 1
+                    counts[rejected] += 1
                 else:
                     pending.append(h)
     run()

@@ -48,6 +48,7 @@ from personify.destinations.audiences import (
     unmatchable,
 )
 from personify.destinations.model import READ, leaving, pages
+from personify.destinations.send import removal_counts
 from personify.destinations.state import KEY, Acks, kept_key, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
@@ -155,6 +156,9 @@ def send(
                 counts["api_invalid_entries"] += body["num_invalid_entries"]
 
         try:
+            if ring is not None:  # an erasure's removals first, whatever the model says
+                _remove(wh, d, ring, acks, counts, call, erased=True)
+                acks.flush()
             for page in pages(wh, d):
                 before = previous(wh, d, ring, page) if ring is not None else {}
                 ready: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = []
@@ -200,14 +204,17 @@ def _remove(
     acks: Acks,
     counts: dict[str, int],
     call: Callable[[str, tuple[str, ...], list[tuple[str, ...]]], None],
+    *,
+    erased: bool = False,
 ) -> None:
-    """``DELETE`` the people who left the model, by the identifier rows each was sent with; a
-    record whose state names none (kept before it was an audience, or unreadable) is kept as
-    ``remove_rejected`` with the reason."""
-    counts |= {"rows_removed": 0, "rows_remove_rejected": 0}
+    """``DELETE`` the people who left the model (``erased``: those erasures left to remove), by
+    the identifier rows each was sent with; a record whose state names none (kept before it was
+    an audience, or unreadable) is kept as ``remove_rejected`` (``erased``) with the reason."""
+    removed, rejected, status = removal_counts(erased)
+    counts |= {removed: 0, rejected: 0}
     per_request = max(1, min(d.batch_size or MOST, MOST) // KEPT_SETS)
     after = ""
-    while page := leaving(wh, d, limit=READ, after=after):
+    while page := leaving(wh, d, limit=READ, after=after, erased=erased):
         after = page[-1][0]
         tokens = {h: k for h, _, k in page}
         named: list[tuple[str, Sets]] = []
@@ -221,8 +228,8 @@ def _remove(
                     else "no identifiers were kept for it (pushed before the destination was "
                     f"an audience: key {mask_text(kept_key(d, kept))})"
                 )
-                acks.keep([(h, r, tokens[h])], why)
-                counts["rows_remove_rejected"] += 1
+                acks.keep([(h, r, tokens[h])], why, status=status)
+                counts[rejected] += 1
                 continue
             named.append((h, sets))
         for i in range(0, len(named), per_request):
@@ -234,4 +241,4 @@ def _remove(
             for schema, data in by_schema.items():
                 call("DELETE", schema, list(dict.fromkeys(data)))
             acks.remove([h for h, _ in chunk])
-            counts["rows_removed"] += len(chunk)
+            counts[removed] += len(chunk)

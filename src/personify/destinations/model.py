@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from personify.config import Project, RestDestination
 from personify.destinations.consent import check_columns, drop_without_consent
-from personify.destinations.state import HASH, KEY, key_prefix
+from personify.destinations.state import ERASED, HASH, KEY, key_prefix
 from personify.errors import ConfigError, UnsafeQueryError, WarehouseBusy, WarehouseError
 from personify.privacy.fields import decrypt_rows
 from personify.warehouse.base import AUTHORING_DIALECT, Warehouse
@@ -123,12 +123,25 @@ def stage_rows(wh: Warehouse, project: Project, d: RestDestination) -> dict[str,
         counts["rows_to_remove"] = int(
             wh.scalar(
                 f"SELECT count(*) FROM destination_state s WHERE s.destination = ? "
-                f"AND s.record_key IS NOT NULL AND {_gone()}",
+                f"AND s.record_key IS NOT NULL AND s.status <> '{ERASED}' AND {_gone()}",
                 [d.name],
             )
             or 0
         )
+    if erased := erased_pending(wh, d.name):
+        counts["rows_erased_to_remove"] = erased
     return counts
+
+
+def erased_pending(wh: Warehouse, name: str) -> int:
+    """How many records of destination ``name`` erasures left to remove at the API."""
+    return int(
+        wh.scalar(
+            f"SELECT count(*) FROM destination_state WHERE destination = ? AND status = '{ERASED}'",
+            [name],
+        )
+        or 0
+    )
 
 
 def _changes(d: RestDestination) -> str:
@@ -137,7 +150,9 @@ def _changes(d: RestDestination) -> str:
     that removes records, pushed before it kept their keys (sent once more to learn the key: a
     removal must name the record)."""
     cond = f"s.row_hash IS NULL OR s.row_hash <> r.{HASH} OR s.status = 'remove_rejected'"
-    return cond + (" OR s.record_key IS NULL" if d.on_remove == "delete" else "")
+    cond += " OR s.record_key IS NULL" if d.on_remove == "delete" else ""
+    # (a record an erasure left to remove goes first: upserted again only once it is removed)
+    return f"({cond}) AND (s.status IS NULL OR s.status <> '{ERASED}')"
 
 
 def _gone() -> str:
@@ -146,13 +161,15 @@ def _gone() -> str:
 
 
 def leaving(
-    wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
+    wh: Warehouse, d: RestDestination, *, limit: int, after: str = "", erased: bool = False
 ) -> list[tuple[str, str, str]]:
     """Up to ``limit`` records that left the model (key hash, row hash, encrypted key), after
-    the key hash ``after``."""
+    the key hash ``after`` — or, ``erased``, those an erasure left to remove (whatever the
+    model says)."""
+    which = f"s.status = '{ERASED}'" if erased else f"s.status <> '{ERASED}' AND {_gone()}"
     rows = wh.fetch(
         f"SELECT s.key_hash, s.row_hash, s.record_key FROM destination_state s "
-        f"WHERE s.destination = ? AND s.record_key IS NOT NULL AND s.key_hash > ? AND {_gone()} "
+        f"WHERE s.destination = ? AND s.record_key IS NOT NULL AND s.key_hash > ? AND {which} "
         f"ORDER BY s.key_hash LIMIT {int(limit)}",
         [d.name, after],
     )

@@ -96,13 +96,18 @@ def _push_one(
         try:
             ring = key_ring(session.project, d)
             result.counts = stage_rows(wh, session.project, d)
-            work = result.counts["rows_changed"] + result.counts.get("rows_to_remove", 0)
+            work = (
+                result.counts["rows_changed"]
+                + result.counts.get("rows_to_remove", 0)
+                + result.counts.get("rows_erased_to_remove", 0)
+            )
             if work and not dry_run:  # (a local API: served now)
                 d = local_api(stack, session, d)
             if dry_run:
                 result.sample = [_masked(r) for r in shaped(d, changed_rows(wh, d, limit=3))]
                 if ring is not None:
-                    kept = [k for _, _, k in opened(wh, d, ring, leaving(wh, d, limit=3))]
+                    rows = leaving(wh, d, limit=3, erased=True) or leaving(wh, d, limit=3)
+                    kept = [k for _, _, k in opened(wh, d, ring, rows)]
                     keys = [None if k is None else kept_key(d, k) for k in kept]
                     result.removals = [mask_text(k) for k in keys if k is not None]
             elif work:

@@ -15,7 +15,7 @@ from personify.destinations.presets import (
     removal_body,
     shaped,
 )
-from personify.destinations.state import Acks, opened
+from personify.destinations.state import ERASED, Acks, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
@@ -98,6 +98,9 @@ def send(
             counts["rows_rejected"] += 1
 
         try:
+            if ring is not None:  # an erasure's removals first, whatever the model says
+                _remove(wh, d, ring, client, acks, counts, erased=True)
+                acks.flush()
             for page in pages(wh, d):
                 for i in range(0, len(page), size):
                     post(page[i : i + size])
@@ -108,6 +111,16 @@ def send(
             counts["retries"] = client.stats.retries
 
 
+def removal_counts(erased: bool) -> tuple[str, str, str]:
+    """The counts of a removal pass (removed, refused) and the status a refused record keeps:
+    ``rows_removed``, ``rows_remove_rejected``, ``remove_rejected`` — or, for the records
+    erasures left to remove, ``rows_erased_removed``, ``rows_erased_remove_rejected`` and
+    ``erased`` (still to remove: tried again first next push)."""
+    if erased:
+        return "rows_erased_removed", "rows_erased_remove_rejected", ERASED
+    return "rows_removed", "rows_remove_rejected", "remove_rejected"
+
+
 def _remove(
     wh: Warehouse,
     d: RestDestination,
@@ -115,18 +128,22 @@ def _remove(
     client: HttpClient,
     acks: Acks,
     counts: dict[str, int],
+    *,
+    erased: bool = False,
 ) -> None:
     """Remove at the API the records that left the model (``on_remove: delete``), after the
     upserts (a record whose key changed: the new one first). A removal the API took drops the
-    record's state; one it refused is kept as ``remove_rejected`` and tried again next push."""
-    counts |= {"rows_removed": 0, "rows_remove_rejected": 0}
+    record's state; one it refused is kept as ``remove_rejected`` and tried again next push.
+    ``erased``: the records erasures left to remove instead (:func:`removal_counts`)."""
+    removed, rejected, status = removal_counts(erased)
+    counts |= {removed: 0, rejected: 0}
     path = d.delete_path or HUBSPOT_ARCHIVE
     one_by_one = "{key}" in path
     size = 1 if one_by_one else endpoint(d)[2]
 
     def refuse(rows: list[tuple[str, str, str | None]], error: str) -> None:
-        acks.keep([(h, r, tokens[h]) for h, r, _ in rows], mask_text(error)[:500])
-        counts["rows_remove_rejected"] += len(rows)
+        acks.keep([(h, r, tokens[h]) for h, r, _ in rows], mask_text(error)[:500], status=status)
+        counts[rejected] += len(rows)
 
     def delete(rows: list[tuple[str, str, str | None]]) -> None:
         keys = [k for _, _, k in rows if k is not None]
@@ -141,7 +158,7 @@ def _remove(
         except RestHttpError as e:
             if one_by_one and e.status in (404, 410):  # gone already: what a removal wants
                 acks.remove([rows[0][0]])
-                counts["rows_removed"] += 1
+                counts[removed] += 1
                 return
             if e.status in STOPPING or e.status < 400 or e.status >= 500:
                 raise
@@ -163,11 +180,11 @@ def _remove(
         for i, said in refused.items():
             refuse([rows[i]], f"the API refused its removal: {said}")
         acks.remove([h for i, (h, _, _) in enumerate(rows) if i not in refused])
-        counts["rows_removed"] += len(rows) - len(refused)
+        counts[removed] += len(rows) - len(refused)
 
     after = ""
     tokens: dict[str, str] = {}
-    while page := leaving(wh, d, limit=READ, after=after):
+    while page := leaving(wh, d, limit=READ, after=after, erased=erased):
         after = page[-1][0]
         tokens = {h: k for h, _, k in page}
         named = opened(wh, d, ring, page)

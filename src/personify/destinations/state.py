@@ -22,6 +22,10 @@ HASH: Final = "__personify_row"
 RECORD_KEY: Final = "destination_state.record_key"
 """The field (associated data) of the encrypted keys kept for removals; ``personify privacy
 rotate-keys`` re-encrypts them (:data:`personify.privacy.crypto.ENCRYPTED_FIELDS`)."""
+ERASED: Final = "erased"
+"""The status of a record whose person was erased, left to remove at the API: only its key's
+keyed hash and its encrypted key (an ad audience's: the hashed identifiers) are kept; the next
+push removes it first, whatever the model says and regardless of ``max_removals``."""
 
 
 def run_name(name: str) -> str:
@@ -62,10 +66,32 @@ def pushed(wh: Warehouse, project: Project, keys: Sequence[str]) -> list[dict[st
 
 def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
     """Drop the state of the records of ``name`` keyed by one of ``keys`` (an erased person's
-    identifiers); returns how many records that was. Their next appearance in the model is then
-    pushed as new."""
+    identifiers) — but those left to remove (:func:`erase_records`); returns how many records
+    that was. Their next appearance in the model is then pushed as new."""
     where, params = _of(wh, name, keys)
-    return max(wh.execute(f"DELETE FROM destination_state WHERE {where}", params), 0)
+    return max(
+        wh.execute(f"DELETE FROM destination_state WHERE {where} AND status <> '{ERASED}'", params),
+        0,
+    )
+
+
+def erase_records(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
+    """The records of ``name`` keyed by one of ``keys`` whose key was kept become removals left
+    to do (:data:`ERASED`): their row's hash, error and time dropped, nothing kept but the key's
+    keyed hash and the encrypted key. Returns how many are pending (those marked before too)."""
+    where, params = _of(wh, name, keys)
+    wh.execute(
+        f"UPDATE destination_state SET status = '{ERASED}', row_hash = '', error = NULL, "
+        f"pushed_at = ? WHERE {where} AND record_key IS NOT NULL",
+        [clock.now(), *params],
+    )
+    return int(
+        wh.scalar(
+            f"SELECT count(*) FROM destination_state WHERE {where} AND status = '{ERASED}'",
+            params,
+        )
+        or 0
+    )
 
 
 def kept_key(d: RestDestination, kept: str) -> str:
@@ -129,9 +155,12 @@ class Acks:
             self.rows.append((str(r[KEY]), str(r[HASH]), status, error, token))
         self._maybe_flush()
 
-    def keep(self, rows: list[tuple[str, str, str]], error: str) -> None:
-        """State rows (key hash, row hash, encrypted key) whose removal was refused."""
-        self.rows += [(h, r, "remove_rejected", error, k) for h, r, k in rows]
+    def keep(
+        self, rows: list[tuple[str, str, str]], error: str, *, status: str = "remove_rejected"
+    ) -> None:
+        """State rows (key hash, row hash, encrypted key) whose removal was refused (an
+        erasure's stays :data:`ERASED`: tried again first next push)."""
+        self.rows += [(h, r, status, error, k) for h, r, k in rows]
         self._maybe_flush()
 
     def remove(self, key_hashes: list[str]) -> None:

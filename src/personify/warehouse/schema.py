@@ -856,7 +856,9 @@ DESTINATION_STATE = Table(
             S,
             False,
             "sent, rejected (the API refused the record; sent again once its row changes), or "
-            "remove_rejected (the API refused its removal; tried again at the next push)",
+            "remove_rejected (the API refused its removal; tried again at the next push), or "
+            "erased (the person was erased: removed at the API first by the next push, only the "
+            "key hash and the encrypted key kept)",
         ),
         C("error", S, doc="What the API answered a rejected record (personal data masked)"),
         C("pushed_at", TS, False),

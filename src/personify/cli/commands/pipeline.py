@@ -175,9 +175,11 @@ def push_command(
     Only rows that changed since the API last took them are sent, in batches, with retries; a
     record the API refuses is kept as rejected (with its answer) and sent again once its row
     changes. A destination with `on_remove: delete` also removes, at the API, the records that
-    left its model (a dry run counts them and shows a few keys, masked). `personify run` pushes
-    after delivery; `personify serve` on each destination's schedule. Exits 1 when a
-    destination stopped on an error.
+    left its model (a dry run counts them and shows a few keys, masked) — and first, whatever
+    the model says and past max_removals, the records of people `personify privacy erase`
+    erased (pending removals; one the API refuses stays pending and goes again next push).
+    `personify run` pushes after delivery; `personify serve` on each destination's schedule.
+    Exits 1 when a destination stopped on an error.
     """
     from personify.destinations import push_destinations
     from personify.session import open_session
