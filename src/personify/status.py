@@ -252,7 +252,8 @@ def status_report(session: Session) -> dict[str, Any]:
 
 def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]:
     """Each destination's last push and schedule, its records by state (sent, rejected,
-    remove_rejected) and how many records its last push removed (``on_remove: delete``)."""
+    remove_rejected, erased) and how many records its last push removed (``on_remove: delete``)
+    — ``removals_pending``: erased people's records the next push removes first."""
     from personify.destinations import run_name
 
     config = session.project.config.destinations
@@ -272,6 +273,7 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
                 "records": states.get(d.name, {}),
                 "on_remove": d.on_remove,
                 "last_run_removed": run.counts.get("rows_removed") if run else None,
+                "removals_pending": states.get(d.name, {}).get("erased", 0),
                 **run_summary(runs, run_name(d.name), d.schedule, now),
             }
         )

@@ -90,8 +90,15 @@ def test_push_sends_every_customer_once_then_what_changed(
     erased = personify_json("privacy", "erase", "c9@example.org", "--project", str(project))
     steps = {s["step"]: s["rows"] for s in erased["steps"]}
     assert steps["destination:crm_scores"] == 1
+    (told,) = erased["destinations"]  # (on_remove: ignore: the operator removes it there)
+    assert told["cannot_remove"] == 1 and "remove it there" in told["message"]
+    shown = personify("privacy", "erase", "c8@example.org", "--project", str(project))
+    assert shown.returncode == 0, shown.stderr
+    said = " ".join(shown.stdout.split())
+    assert "Destination crm_scores: the person's record was sent to crm_scores" in said
+    assert "cannot be removed by Personify: remove it there" in said
     status = personify_json("status", "--project", str(project))
-    assert status["destinations"][0]["records"] == {"sent": 29}
+    assert status["destinations"][0]["records"] == {"sent": 28}
     # a CRM that no longer takes the token: the push fails (exit 1), says why, without it
     apis.token = "rotated"  # noqa: S105  (the mock's credential)
     with Session(load_project(project)) as session:
@@ -187,11 +194,18 @@ def test_push_removes_who_left_the_model_and_erasure_forgets_their_key(
     text = personify("status", "--project", project)
     assert "removed (last" in text.stdout
 
-    # an erased person: their state row goes, encrypted key included
+    # an erased person: their record becomes a pending removal, which the next push sends,
+    # then their state row goes, encrypted key included
     with Session(load_project(project_dir)) as session:
         assert session.warehouse.scalar("SELECT count(record_key) FROM destination_state") == 10
     erased = personify_json("privacy", "erase", "c9@example.org", "--project", project)
     assert {s["step"]: s["rows"] for s in erased["steps"]}["destination:crm_active"] == 1
+    assert erased["removals_pending"] == {"crm_active": 1}
+    status = personify_json("status", "--project", project)
+    assert status["destinations"][0]["removals_pending"] == 1
+    pushed = personify_json("push", "--project", project)
+    assert pushed[0]["counts"]["rows_erased_removed"] == 1 and pushed[0]["error"] is None
+    assert "c9@example.org" not in apis.pushed
     with Session(load_project(project_dir)) as session:
         assert session.warehouse.scalar("SELECT count(record_key) FROM destination_state") == 9
         tokens = [str(k) for (k,) in session.warehouse.fetch(

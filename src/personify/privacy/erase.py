@@ -21,7 +21,13 @@ idempotent):
    string values that are their email or phone replaced by ``"[erased]"`` (a referral's
    ``properties`` …).
 4. ``destination:NAME`` — per destination (reverse ETL), the records pushed with one of their
-   identifiers as key are forgotten (the step counts them: erase them in that tool too).
+   identifiers as key (the step counts them). A destination that removes records
+   (``on_remove: delete``, ad audiences among them) keeps each as a **pending removal** — its
+   key's keyed hash and its encrypted key (an audience's: the hashed identifiers), nothing
+   else — which the next push sends first, whatever the model says and regardless of
+   ``max_removals``, then forgets (a removal the API refuses stays pending, retried each push).
+   Any other destination's records are forgotten, and the report names the destination: the
+   person's record there is the operator's to remove (GDPR art. 17(2), 19).
 5. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
@@ -45,8 +51,9 @@ from typing import Any
 import pyarrow as pa
 
 from personify import clock
-from personify.config import Project
+from personify.config import Project, RestDestination
 from personify.destinations import forget
+from personify.destinations.state import erase_records
 from personify.errors import NotFound
 from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
@@ -95,6 +102,10 @@ class ErasureReport:
     status: str
     """``erased``, or ``already_erased`` when nothing was left."""
     steps: list[StepReport] = field(default_factory=list)
+    destinations: list[DestinationReport] = field(default_factory=list)
+    """Per destination that received the person's record: pending removals, or to do by hand."""
+    pending: dict[str, int] = field(default_factory=dict)
+    """Removals pending per destination, every erasure's (``personify push`` sends them)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,7 +113,41 @@ class ErasureReport:
             "status": self.status,
             "steps": [vars(s) for s in self.steps],
             "rows": sum(s.rows for s in self.steps),
+            "destinations": [d.as_dict() for d in self.destinations],
+            "removals_pending": {d.destination: d.removals_pending for d in self.destinations},
+            "removals_pending_all": self.pending,
         }
+
+
+@dataclass
+class DestinationReport:
+    """What erasure did about one destination that received the person's record."""
+
+    destination: str
+    records: int
+    removals_pending: int
+    """Records the next push removes at the API."""
+    cannot_remove: int
+    """Records Personify cannot remove (the destination does not remove records, or the key
+    was not kept): the operator removes them in that tool."""
+
+    @property
+    def message(self) -> str:
+        said = []
+        if self.removals_pending:
+            said.append(
+                f"{self.removals_pending:,} record(s) pending removal at {self.destination}: "
+                f"the next push removes them (`personify push {self.destination}`)"
+            )
+        if self.cannot_remove:
+            said.append(
+                f"the person's record was sent to {self.destination} and cannot be removed by "
+                "Personify: remove it there"
+            )
+        return "; ".join(said)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "message": self.message}
 
 
 def erase_subject(
@@ -114,7 +159,9 @@ def erase_subject(
         customer_id = resolve(wh, project, who)
     except NotFound:
         if _already_erased(wh, key, who, project):
-            return ErasureReport(customer_hash(key, who.strip()), "already_erased")
+            again = ErasureReport(customer_hash(key, who.strip()), "already_erased")
+            again.pending = pending_removals(wh, project)
+            return again
         raise
     erasure_id = customer_hash(key, customer_id)
     done = {
@@ -149,10 +196,11 @@ def erase_subject(
     for t in tables:
         step(t.name, lambda t=t: _erase_table(wh, t, f))
 
-    # destinations (reverse ETL) the person was pushed to: the state forgets them (their record
-    # in that tool is the operator's to erase: the step's count says there is one)
+    # destinations (reverse ETL) the person was pushed to: a destination that removes records
+    # keeps theirs as pending removals (the next push sends them); the others forget them
+    # (their record in that tool is the operator's to erase: the report says so)
     for d in project.config.destinations:
-        step(f"destination:{d.name}", lambda d=d: forget(wh, d.name, f.keys))
+        step(f"destination:{d.name}", lambda d=d: _destination(wh, erasure_id, d, f.keys))
 
     def identity() -> int:
         _aliases(wh, key, f)
@@ -161,16 +209,56 @@ def erase_subject(
     step(IDENTITY_STEP, identity)
     _clear_caches()
     invalidate_cached(wh, project, f.customer_ids)
+    report.destinations = _destination_reports(wh, erasure_id, project, report.steps)
+    report.pending = pending_removals(wh, project)
+    detail: dict[str, Any] = {s.step: s.rows for s in report.steps}
+    detail["removals_pending"] = {d.destination: d.removals_pending for d in report.destinations}
+    detail["cannot_remove"] = [d.destination for d in report.destinations if d.cannot_remove]
     with wh.transaction():
-        log_action(
-            wh,
-            action="erase",
-            actor=actor,
-            customer_id=customer_id,
-            key=key,
-            detail={s.step: s.rows for s in report.steps},
-        )
+        log_action(wh, action="erase", actor=actor, customer_id=customer_id, key=key, detail=detail)
     return report
+
+
+_PENDING = ":pending"
+"""The suffix of the ``erasure_progress`` row counting a destination step's pending removals."""
+
+
+def _destination(wh: Warehouse, erasure_id: str, d: RestDestination, keys: Sequence[str]) -> int:
+    """The person's records at ``d``: pending removals where ``d`` removes records, the rest
+    forgotten (their count, with the pending ones, is the step's; the pending ones recorded
+    beside it in the same transaction)."""
+    pending = erase_records(wh, d.name, keys) if d.on_remove == "delete" else 0
+    manual = forget(wh, d.name, keys)
+    _progress(wh, erasure_id, f"destination:{d.name}{_PENDING}", pending)
+    return pending + manual
+
+
+def _destination_reports(
+    wh: Warehouse, erasure_id: str, project: Project, steps: list[StepReport]
+) -> list[DestinationReport]:
+    rows = {s.step: s.rows for s in steps}
+    pending = {
+        str(s): int(n)
+        for s, n in wh.fetch(
+            "SELECT step, rows FROM erasure_progress WHERE erasure_id = ? AND step LIKE ?",
+            [erasure_id, f"destination:%{_PENDING}"],
+        )
+    }
+    out = []
+    for d in project.config.destinations:
+        records = rows.get(f"destination:{d.name}", 0)
+        if records:
+            waiting = min(pending.get(f"destination:{d.name}{_PENDING}", 0), records)
+            out.append(DestinationReport(d.name, records, waiting, records - waiting))
+    return out
+
+
+def pending_removals(wh: Warehouse, project: Project) -> dict[str, int]:
+    """Removals erasures left pending, per destination (``personify push`` sends them)."""
+    from personify.destinations.model import erased_pending
+
+    found = {d.name: erased_pending(wh, d.name) for d in project.config.destinations}
+    return {name: n for name, n in found.items() if n}
 
 
 ALIAS_STEP = "alias"

@@ -3,7 +3,9 @@
 * ``GET /v1/privacy/export?subject=…`` — everything held about a person, one JSON document
   (:func:`personify.privacy.export.export_subject`);
 * ``POST /v1/privacy/erase`` ``{"subject": …}`` — erase them everywhere; the per-step report
-  (:func:`personify.privacy.erase.erase_subject`). Idempotent: again answers ``already_erased``;
+  (:func:`personify.privacy.erase.erase_subject`), with the removals now pending per destination
+  and the destinations that cannot remove their record. Idempotent: again answers
+  ``already_erased``;
 * ``POST /v1/privacy/consent`` ``{"subject", "purpose", "status", "channel"?, "source"?,
   "proof"?}`` — record a consent change with its proof (a CRM, a preference centre, a form
   handler); the answer says whether the person may now be contacted for the purpose;

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from personify import clock
@@ -105,8 +106,11 @@ def erase_command(
 ) -> None:
     """Erase a person from every table and file (events through every linked id, nested JSON,
     quarantine, messages and outbox files, provenance, the identity graph), leaving a keyed-hash
-    tombstone so re-ingested data does not make them marketable again. Idempotent and resumable:
-    run it again after an interruption. Prints a per-step completion report."""
+    tombstone so re-ingested data does not make them marketable again. Destinations that
+    received their record and remove records (on_remove: delete, ad audiences) get it removed
+    at the next push (pending removals, shown here and by `personify status`); any other
+    destination is named: remove the record there. Idempotent and resumable: run it again after
+    an interruption. Prints a per-step completion report."""
     from personify.privacy.compact import compact_file
     from personify.privacy.erase import erase_subject
     from personify.session import open_session
@@ -128,17 +132,30 @@ def erase_command(
     out = console()
     if report.status == "already_erased":
         out.print("Nothing left to erase: this person was already erased.")
+        _print_pending(out, report.pending)
         return
     table = Table("step", "rows / files", "status", title=f"Erasure {report.erasure_id[:12]}")
     for s in report.steps:
         table.add_row(s.step, f"{s.rows:,}", s.status)
     out.print(table)
     out.print(f"Erased: {doc['rows']:,} rows and files removed or rewritten.")
+    for d in report.destinations:
+        out.print(f"Destination {escape(d.destination)}: {escape(d.message)}")
+    _print_pending(out, report.pending)
     c = doc.get("compacted")
     if c and "skipped" in c:
         out.print(f"Not compacted: {c['skipped']}\n  hint: {c['hint']}")
     elif c:
         out.print(f"Warehouse file compacted: {c['bytes_before']:,} → {c['bytes_after']:,} bytes.")
+
+
+def _print_pending(out: Any, pending: dict[str, int]) -> None:
+    """The removals erasures left pending at destinations (every erasure's)."""
+    for name, n in pending.items():
+        out.print(
+            f"Pending removals at {name} (all erasures): {n:,} — sent first by the next "
+            f"`personify push {name}` (or `personify run`)"
+        )
 
 
 @privacy_app.command("keygen")

@@ -220,6 +220,8 @@ def _print_status(report: dict[str, Any]) -> None:
                 removed = f"{d.get('last_run_removed') or 0:,}"
                 if refused := records.get("remove_rejected", 0):
                     removed += f" ({refused:,} refused)"
+                if erased := records.get("erased", 0):
+                    removed += f" ({erased:,} erased, pending)"
             pushes.add_row(
                 d["name"],
                 f"{records.get('sent', 0):,}",

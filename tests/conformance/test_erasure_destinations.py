@@ -1,0 +1,186 @@
+"""Erasure reaches the destinations, on every backend, against the real loopback fake APIs: a
+person's records at a destination that removes records (``on_remove: delete``, a Meta audience)
+become pending removals — kept as the key's keyed hash and the encrypted key, nothing else —
+that the next push sends first (whatever the model says, ``max_removals`` notwithstanding) and
+then forgets; a refused one stays pending and is retried; a destination that cannot remove is
+named in the report. Erasing twice doubles nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+from tests.conformance.meta_graph import Graph
+from tests.conformance.test_ad_audiences import graph, meta, sha
+from tests.conformance.test_ad_audiences import url as meta_url
+from tests.conformance.test_destination_removals import apis, crm, session_for, url
+from tests.conformance.test_destinations import NOW, _consent
+
+from personify import clock
+from personify.demo.mock_apis import MockApis
+from personify.destinations import push_destinations
+from personify.identity import resolve_batch
+from personify.privacy.erase import erase_subject
+from personify.profiles import profiles_stage
+from personify.session import Session
+from personify.status import _destinations
+from personify.warehouse import table
+
+__all__ = ["apis", "graph", "meta_url", "url"]  # (the fixtures, imported)
+
+MODEL = "SELECT customer_id, email FROM customers"
+PEOPLE = ("ann@x.org", "bob@x.org", "cy@x.org")
+
+
+def _people(session: Session) -> list[str]:
+    """Three people ingested and resolved (customers built); their customer ids."""
+    wh = session.warehouse
+    n = len(PEOPLE)
+    wh.load(
+        table("customer_records"),
+        pa.table(
+            {
+                "source": ["crm"] * n,
+                "record_id": [f"r{i}" for i in range(n)],
+                "email": list(PEOPLE),
+                "observed_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+                "received_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    with clock.frozen(NOW):
+        resolve_batch(wh, session.project.config.identity)
+        profiles_stage(session)
+    return [str(c) for (c,) in wh.fetch("SELECT customer_id FROM customers ORDER BY email")]
+
+
+def _push(session: Session, name: str) -> dict[str, Any]:
+    with clock.frozen(NOW):
+        (result,) = push_destinations(session, [name])
+    assert result.error is None, result.error
+    return result.counts
+
+
+def _state(session: Session, name: str) -> dict[str, int]:
+    rows = session.warehouse.fetch(
+        "SELECT status, count(*) FROM destination_state WHERE destination = ? GROUP BY 1", [name]
+    )
+    return {str(s): int(n) for s, n in rows}
+
+
+def test_erasure_removes_the_record_at_the_api_at_the_next_push(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    removing = msgspec.structs.replace(crm(url), model=MODEL, max_removals=0)
+    keeping = msgspec.structs.replace(crm(url, on_remove="ignore"), name="kept", model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing, keeping) as session:
+        wh = session.warehouse
+        _people(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        assert _push(session, "kept")["rows_sent"] == 3
+
+        report = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        by_name = {d["destination"]: d for d in report["destinations"]}
+        assert (by_name["crm"]["removals_pending"], by_name["crm"]["cannot_remove"]) == (1, 0)
+        assert "next push removes" in by_name["crm"]["message"]
+        assert (by_name["kept"]["removals_pending"], by_name["kept"]["cannot_remove"]) == (0, 1)
+        assert "cannot be removed by Personify: remove it there" in by_name["kept"]["message"]
+        assert report["removals_pending"] == {"crm": 1, "kept": 0}
+        assert report["removals_pending_all"] == {"crm": 1}
+        steps = {s["step"]: s["rows"] for s in report["steps"]}
+        assert steps["destination:crm"] == 1 and steps["destination:kept"] == 1
+        # the pending removal keeps the key's keyed hash and the encrypted key, nothing else
+        (pending,) = wh.fetch(
+            "SELECT row_hash, error, record_key FROM destination_state WHERE status = 'erased'"
+        )
+        assert pending[0] == "" and pending[1] is None and pending[2]
+        assert "ann" not in json.dumps([list(map(str, r)) for r in wh.fetch(
+            "SELECT * FROM destination_state"
+        )])  # fmt: skip
+        assert _state(session, "kept") == {"sent": 2}
+        (detail,) = wh.fetch("SELECT detail FROM audit_log WHERE action = 'erase'")
+        logged = detail[0] if isinstance(detail[0], dict) else json.loads(str(detail[0]))
+        assert logged["removals_pending"] == {"crm": 1, "kept": 0}
+        assert logged["cannot_remove"] == ["kept"]
+        (status,) = [d for d in _destinations(session, {}, NOW) if d["name"] == "crm"]
+        assert status["removals_pending"] == 1
+
+        # erasing again doubles nothing, and still says what is pending
+        again = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert again["status"] == "already_erased"
+        assert again["removals_pending_all"] == {"crm": 1}
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+
+        # the API refuses the removal: it stays pending, reported, retried next push
+        apis.refuse_archive = frozenset({"ann@x.org"})
+        counts = _push(session, "crm")
+        assert counts["rows_erased_remove_rejected"] == 1 and counts["rows_erased_removed"] == 0
+        assert _state(session, "crm") == {"sent": 2, "erased": 1} and "ann@x.org" in apis.pushed
+        apis.refuse_archive = frozenset()
+        # max_removals is 0: an erasure's removal goes all the same, first
+        counts = _push(session, "crm")
+        assert counts["rows_erased_removed"] == 1
+        assert "ann@x.org" not in apis.pushed and apis.archives == 1
+        assert _state(session, "crm") == {"sent": 2}
+        assert _push(session, "crm").get("rows_erased_removed", 0) == 0 and apis.archives == 1
+
+
+def test_a_removal_goes_first_even_when_the_model_still_selects_the_record(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """A model reading a table erasure does not know (a copy): the record is removed first, then
+    — still in the model — pushed as new; the pending removal is not lost to the upsert."""
+    copy = "SELECT customer_id, email FROM customers_copy"
+    removing = msgspec.structs.replace(crm(url), model=copy)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        _people(session)
+        wh.execute("CREATE TABLE customers_copy AS SELECT customer_id, email FROM customers")
+        assert _push(session, "crm")["rows_sent"] == 3
+        erase_subject(wh, session.project, "ann@x.org")
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+        counts = _push(session, "crm")
+        assert counts["rows_erased_removed"] == 1 and apis.archives == 1
+        assert counts["rows_sent"] == 1  # (the copy still holds them: the model's business)
+        assert _state(session, "crm") == {"sent": 3}
+
+
+def test_an_erased_person_leaves_the_meta_audience(
+    warehouse_url: str, tmp_path: Path, graph: Graph, meta_url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(meta_url, model=MODEL)) as session:
+        wh = session.warehouse
+        ids = _people(session)
+        _consent(session, [(c, "advertising", "granted") for c in ids])
+        assert _push(session, "ads")["rows_sent"] == 3
+        assert sha("ann@x.org") in graph.members["EMAIL"]
+        report = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert report["removals_pending"] == {"ads": 1}
+        counts = _push(session, "ads")
+        assert counts["rows_erased_removed"] == 1
+        assert graph.members["EMAIL"] == {sha("bob@x.org"), sha("cy@x.org")}
+        assert ("DELETE", ["EMAIL"], 1) in graph.requests
+        assert _state(session, "ads") == {"sent": 2}
+
+
+def test_a_push_stopped_by_the_api_keeps_the_pending_removal_for_the_next_one(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    removing = msgspec.structs.replace(crm(url, max_retries=0), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        _people(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        erase_subject(wh, session.project, "ann@x.org")
+        erase_subject(wh, session.project, "email:ann@x.org")  # (again: nothing doubles)
+        apis.faults.fail_next = 1  # the removal answers 500, no retry: the push stops
+        with clock.frozen(NOW):
+            (stopped,) = push_destinations(session, ["crm"])
+        assert stopped.error is not None and "answered 500" in stopped.error
+        assert _state(session, "crm") == {"sent": 2, "erased": 1} and apis.archives == 0
+        counts = _push(session, "crm")
+        assert counts["rows_erased_removed"] == 1 and apis.archives == 1
+        assert _state(session, "crm") == {"sent": 2}
