@@ -13,11 +13,14 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+from tests.conformance.google_ads import Ads
 from tests.conformance.meta_graph import Graph
 from tests.conformance.test_ad_audiences import graph, meta, sha
 from tests.conformance.test_ad_audiences import url as meta_url
 from tests.conformance.test_destination_removals import apis, crm, session_for, url
 from tests.conformance.test_destinations import NOW, _consent
+from tests.conformance.test_google_ads_audience import ads, google
+from tests.conformance.test_google_ads_audience import url as ads_url
 
 from personify import clock
 from personify.demo.mock_apis import MockApis
@@ -29,7 +32,7 @@ from personify.session import Session
 from personify.status import _destinations
 from personify.warehouse import table
 
-__all__ = ["apis", "graph", "meta_url", "url"]  # (the fixtures, imported)
+__all__ = ["ads", "ads_url", "apis", "graph", "meta_url", "url"]  # (the fixtures, imported)
 
 MODEL = "SELECT customer_id, email FROM customers"
 PEOPLE = ("ann@x.org", "bob@x.org", "cy@x.org")
@@ -184,3 +187,21 @@ def test_a_push_stopped_by_the_api_keeps_the_pending_removal_for_the_next_one(
         counts = _push(session, "crm")
         assert counts["rows_erased_removed"] == 1 and apis.archives == 1
         assert _state(session, "crm") == {"sent": 2}
+
+
+def test_an_erased_person_leaves_the_google_customer_match_list(
+    warehouse_url: str, tmp_path: Path, ads: Ads, ads_url: str
+) -> None:
+    destination = google(ads_url, model=MODEL, max_removals=0)
+    with session_for(warehouse_url, tmp_path, destination) as session:
+        wh = session.warehouse
+        ids = _people(session)
+        _consent(session, [(c, "advertising", "granted") for c in ids])
+        assert _push(session, "gads")["rows_sent"] == 3
+        assert sha("ann@x.org") in ads.members
+        report = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert report["removals_pending"] == {"gads": 1}
+        counts = _push(session, "gads")
+        assert counts["rows_erased_removed"] == 1
+        assert ads.members == {sha("bob@x.org"), sha("cy@x.org")}
+        assert _state(session, "gads") == {"sent": 2}
