@@ -15,7 +15,7 @@ from personify.config import Project, RestDestination
 from personify.destinations.model import ROWS, changed_rows, leaving, stage_rows
 from personify.destinations.presets import shaped
 from personify.destinations.send import send
-from personify.destinations.state import kept_key, opened, run_name
+from personify.destinations.state import ERASED, kept_key, opened, run_name
 from personify.errors import ConfigError, PersonifyError, WarehouseError
 from personify.http.errors import RestError
 from personify.privacy.crypto import KeyRing, project_ring
@@ -147,8 +147,8 @@ def _too_many_removals(wh: Warehouse, d: RestDestination, counts: dict[str, int]
     held = int(
         wh.scalar(
             "SELECT count(*) FROM destination_state WHERE destination = ? "
-            "AND record_key IS NOT NULL",
-            [d.name],
+            "AND record_key IS NOT NULL AND status <> ?",
+            [d.name, ERASED],
         )
         or 0
     )
