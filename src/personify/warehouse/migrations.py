@@ -366,6 +366,13 @@ def _lists(wh: Warehouse) -> None:
     wh.execute(VIEWS["list_customers"])
 
 
+def _alerts(wh: Warehouse) -> None:
+    """Session 19: alerts (``alert_state``, ``alert_notifications``)."""
+    for name in ("alert_state", "alert_notifications"):
+        for sql in create_table_sql(wh, TABLES_BY_NAME[name]):
+            wh.execute(sql, ())
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -434,6 +441,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _journey_waits,
     ),
     Migration(26, "uploaded lists: list_members, list_uploads, the list_customers view", _lists),
+    Migration(30, "alerts: alert_state, alert_notifications", _alerts),
 )
 
 

@@ -920,6 +920,52 @@ LIST_UPLOADS = Table(
     doc="Every upload of a list: what it read, added and quarantined (no identifiers)",
 )
 
+ALERT_STATE = Table(
+    "alert_state",
+    (
+        C("alert", S, False, "The alert's name (alerts: in personify.yml)"),
+        C("state", S, False, "ok, pending (holds, not yet for its `for:`) or firing"),
+        C("pending_since", TS, doc="When the signal began to hold"),
+        C("firing_since", TS, doc="When it fired (this episode)"),
+        C("resolved_at", TS, doc="When it last resolved"),
+        C("last_notified_at", TS, doc="When its notifiers were last told (firing or repeat)"),
+        C("subjects", S, doc="What it holds for, as a JSON list (sources, journeys: no people)"),
+        C("detail", S, doc="The figures behind it (counts, rates)"),
+        C("evaluated_at", TS, doc="When it was last evaluated"),
+        C(
+            "version",
+            INT,
+            False,
+            "Bumped by every change: a change is made only over the "
+            "version read (two processes never both fire one alert)",
+        ),
+    ),
+    primary_key=("alert",),
+    internal=True,
+    doc="Each alert's state: ok, pending or firing, since when, last notified",
+)
+
+ALERT_NOTIFICATIONS = Table(
+    "alert_notifications",
+    (
+        C("key", S, False, "alert|notifier|kind|episode: one message per notifier and event"),
+        C("alert", S, False),
+        C("notifier", S, False),
+        C("kind", S, False, "firing, repeat or resolved"),
+        C("status", S, False, "pending, sending, sent or failed (retried at the next check)"),
+        C("message", S, False, "The message as JSON (counts and names only, no personal data)"),
+        C("attempts", INT, False),
+        C("created_at", TS, False),
+        C("claimed_at", TS, doc="When a process last took it to send"),
+        C("sent_at", TS),
+        C("error", S, doc="Why the last attempt failed"),
+    ),
+    primary_key=("key",),
+    indexes=(("status",),),
+    internal=True,
+    doc="Every notification of an alert and what became of it (each sent once)",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -966,6 +1012,8 @@ TABLES: tuple[Table, ...] = (
     DESTINATION_STATE,
     LIST_MEMBERS,
     LIST_UPLOADS,
+    ALERT_STATE,
+    ALERT_NOTIFICATIONS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 

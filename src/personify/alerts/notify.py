@@ -1,0 +1,160 @@
+"""Notifiers: what an alert's message says, and how it reaches a webhook or an inbox.
+
+Messages hold names and figures only (the alert, its signal, sources, journeys, counts, rates),
+never personal data. A webhook gets a JSON body — Slack's ``{"text", "blocks"}`` shape with
+``format: slack`` — and an email goes through the project's own delivery (outbox, SMTP, ESP).
+A notifier that fails raises :class:`NotifyError`, whose words never hold the URL (a secret).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from personify.config import ALERT_SIGNALS, EmailNotifier, Project, WebhookNotifier
+from personify.errors import PersonifyError
+
+
+class NotifyError(PersonifyError):
+    """A notifier could not hand a message over; it is retried at the next evaluation."""
+
+
+def message(
+    project: Project,
+    *,
+    alert: str,
+    signal: str,
+    kind: str,
+    subjects: dict[str, Any],
+    since: str | None,
+    at: str,
+) -> dict[str, Any]:
+    """The message of one notification as data (what the ``json`` format POSTs)."""
+    return {
+        "project": project.config.name,
+        "alert": alert,
+        "status": "resolved" if kind == "resolved" else "firing",
+        "repeat": kind == "repeat",
+        "signal": signal,
+        "description": ALERT_SIGNALS.get(signal, signal),
+        "subjects": subjects,
+        "since": since,
+        "at": at,
+    }
+
+
+def headline(msg: dict[str, Any]) -> str:
+    """One line: ``[project] alert NAME FIRING: signal — a (3), b (1)``."""
+    word = (
+        "RESOLVED"
+        if msg["status"] == "resolved"
+        else ("STILL FIRING" if msg["repeat"] else "FIRING")
+    )
+    return f"[{msg['project']}] alert {msg['alert']} {word}: {msg['signal']}"
+
+
+def _subject_line(msg: dict[str, Any]) -> str:
+    subjects = msg["subjects"] or {}
+    return ", ".join(f"{k} ({v})" for k, v in subjects.items()) or "-"
+
+
+def text(msg: dict[str, Any]) -> str:
+    """The message as plain text (emails, logs)."""
+    lines = [
+        headline(msg),
+        f"signal: {msg['signal']}: {msg['description']}",
+        f"{'was' if msg['status'] == 'resolved' else 'holds'} for: {_subject_line(msg)}",
+        f"firing since: {msg['since'] or '-'}",
+        f"at: {msg['at']}",
+        "See `personify alerts list` and `personify status`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def slack_payload(msg: dict[str, Any]) -> dict[str, Any]:
+    """Slack's incoming webhook shape: ``text`` (the fallback) and ``blocks``."""
+    icon = ":white_check_mark:" if msg["status"] == "resolved" else ":rotating_light:"
+    head = f"{icon} *{headline(msg)}*"
+    body = f"{msg['description']}\n*subjects:* {_subject_line(msg)}"
+    return {
+        "text": f"{headline(msg)} — {_subject_line(msg)}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": head}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"firing since {msg['since'] or '-'} · at {msg['at']}",
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def send_webhook(notifier: WebhookNotifier, msg: dict[str, Any]) -> str:
+    """POST the message; raises :class:`NotifyError` unless the answer is 2xx."""
+    import httpx
+
+    body = slack_payload(msg) if notifier.format == "slack" else msg
+    try:
+        answer = httpx.post(
+            notifier.url.reveal(),
+            json=body,
+            timeout=notifier.timeout_seconds,
+            headers={"User-Agent": "personify-alerts"},
+        )
+    except httpx.HTTPError as e:  # (its words may hold the URL: the type only)
+        raise NotifyError(f"webhook unreachable ({type(e).__name__})") from None
+    if not 200 <= answer.status_code < 300:
+        raise NotifyError(f"webhook answered HTTP {answer.status_code}")
+    return f"HTTP {answer.status_code}"
+
+
+def send_email(project: Project, notifier: EmailNotifier, msg: dict[str, Any], key: str) -> str:
+    """Email the message to each address through the project's delivery; idempotent by
+    ``key`` (the transport never sends one key twice)."""
+    from personify import clock
+    from personify.delivery import DeliveryError, Envelope, transport_for
+    from personify.delivery.mime import build_raw, mailbox, sender_mailbox
+    from personify.messages import RenderedEmail
+
+    settings = project.config.email
+    subject = f"{notifier.subject_prefix} {headline(msg)}".strip()
+    plain = text(msg)
+    email = RenderedEmail(
+        template="alert",
+        version="1",
+        subject=subject,
+        html=f"<pre>{html.escape(plain)}</pre>",
+        text=plain,
+    )
+    sender = sender_mailbox(settings.from_address, settings.from_name or None)
+    transport = transport_for(project)
+    failed: list[str] = []
+    try:
+        for i, to in enumerate(notifier.to):
+            mail_key = f"alert-{key}-{i}"
+            raw = build_raw(
+                email, sender=sender, recipient=mailbox(to), date=clock.now(), key=mail_key
+            )
+            envelope = Envelope(
+                key=mail_key,
+                customer_id="",
+                template="alert",
+                subject=subject,
+                raw=raw,
+                sender=sender.addr_spec,
+                recipient=to,
+            )
+            try:
+                transport.send(envelope)
+            except DeliveryError as e:
+                failed.append(f"recipient {i + 1}: {type(e).__name__}")
+    finally:
+        transport.close()
+    if failed:
+        raise NotifyError(f"email not handed over via {transport.name} ({'; '.join(failed)})")
+    return f"{len(notifier.to)} email(s) via {transport.name}"

@@ -1,0 +1,320 @@
+"""Alert state in the warehouse, and notifications sent once whichever process evaluates.
+
+Each evaluation reads every alert's signal (:mod:`personify.alerts.signals`) and moves its row of
+``alert_state``: ``ok`` → ``pending`` (it holds, not yet for its ``for:``) → ``firing`` → back to
+``ok`` when it stops holding (*resolved*). A change is written only over the ``version`` it was
+read at (``UPDATE … WHERE version = ?``): when ``personify serve``'s schedule and a ``personify
+run`` evaluate at once, one of them makes the change and the other sees it already made.
+
+The process that makes a change also queues its notifications, in the same transaction: one row
+of ``alert_notifications`` per notifier, keyed ``alert|notifier|kind|episode`` (``INSERT … ON
+CONFLICT DO NOTHING``). Every evaluation then sends what is pending or failed, each row claimed
+first by a conditional update (one process sends it); a notifier that fails leaves its row
+``failed`` with the reason, tried again at the next evaluation. A row left ``sending`` by a
+process that died is taken again after :data:`STALE_CLAIM`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from personify import clock
+from personify.alerts.notify import NotifyError, message, send_email, send_webhook
+from personify.alerts.signals import Readings
+from personify.config import Alert, EmailNotifier, duration_seconds
+from personify.session import Session
+from personify.warehouse.base import Warehouse
+from personify.warehouse.retry import is_write_conflict
+
+log = logging.getLogger("personify.alerts")
+
+STALE_CLAIM: Final = timedelta(minutes=10)
+"""A notification claimed this long ago and still ``sending`` is taken again."""
+MAX_ATTEMPTS: Final = 50
+"""Attempts after which a failed notification is given up (still listed, ``failed``)."""
+
+
+@dataclass
+class AlertReport:
+    """One alert after an evaluation (what ``personify alerts check|list`` show)."""
+
+    name: str
+    signal: str
+    state: str
+    """``ok``, ``pending`` or ``firing``."""
+    subjects: dict[str, Any] = field(default_factory=dict)
+    pending_since: str | None = None
+    firing_since: str | None = None
+    resolved_at: str | None = None
+    last_notified_at: str | None = None
+    evaluated_at: str | None = None
+    notify: list[str] = field(default_factory=list)
+    error: str | None = None
+    """Why its signal could not be read at this evaluation."""
+    failed_notifications: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications not handed over yet: notifier, kind, attempts, error."""
+
+
+@dataclass
+class CheckResult:
+    alerts: list[AlertReport]
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications handed over by this evaluation: alert, notifier, kind."""
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications that failed in this evaluation (retried at the next): alert, notifier,
+    kind, error."""
+
+    @property
+    def firing(self) -> list[str]:
+        return [a.name for a in self.alerts if a.state == "firing"]
+
+
+def _instant(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return clock.parse_instant(value)
+    assert isinstance(value, datetime)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _iso(value: Any) -> str | None:
+    instant = _instant(value)
+    return instant.isoformat() if instant else None
+
+
+_COLUMNS: Final = (
+    "state, pending_since, firing_since, resolved_at, last_notified_at, subjects, "
+    "evaluated_at, version"
+)
+
+
+def _read(wh: Warehouse, name: str) -> tuple[Any, ...] | None:
+    rows = wh.fetch(f"SELECT {_COLUMNS} FROM alert_state WHERE alert = ?", [name])
+    return rows[0] if rows else None
+
+
+def _row(wh: Warehouse, name: str) -> tuple[Any, ...]:
+    row = _read(wh, name)
+    if row is None:
+        try:
+            wh.execute(
+                "INSERT INTO alert_state (alert, state, version) VALUES (?, 'ok', 0) "
+                "ON CONFLICT (alert) DO NOTHING",
+                [name],
+            )
+        except Exception:  # DuckDB: another transaction is inserting it at the same moment
+            deadline = time.monotonic() + 5.0
+            while _read(wh, name) is None:  # its commit is a moment away
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        row = _read(wh, name)
+    assert row is not None
+    return row
+
+
+def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: datetime) -> None:
+    """Move ``alert``'s state for what its signal reads now; queue its notifications."""
+    wh = session.warehouse
+    state, pending, firing, resolved, notified, before, _, version = _row(wh, alert.name)
+    pending, firing, resolved, notified = map(_instant, (pending, firing, resolved, notified))
+    holds = bool(subjects)
+    events: list[tuple[str, str]] = []  # (kind, episode)
+    since = firing
+    if holds:
+        if state == "ok":
+            state, pending = "pending", now
+        if (
+            state == "pending"
+            and pending is not None
+            and (now - pending).total_seconds() >= duration_seconds(alert.hold or 0)
+        ):
+            state, firing, notified = "firing", now, now
+            since = firing
+            events.append(("firing", now.isoformat()))
+        elif state == "firing" and alert.repeat and firing is not None:
+            last = notified or firing
+            if (now - last).total_seconds() >= duration_seconds(alert.repeat):
+                notified = now
+                events.append(("repeat", f"{firing.isoformat()}@{now.isoformat()}"))
+    elif state == "firing":
+        state, resolved, pending = "ok", now, None
+        events.append(("resolved", (firing or now).isoformat()))
+        firing = None
+    elif state == "pending":
+        state, pending = "ok", None
+    try:
+        with wh.transaction():
+            changed = wh.execute(
+                "UPDATE alert_state SET state = ?, pending_since = ?, firing_since = ?, "
+                "resolved_at = ?, last_notified_at = ?, subjects = ?, evaluated_at = ?, "
+                "version = version + 1 WHERE alert = ? AND version = ?",
+                [
+                    state,
+                    pending,
+                    firing,
+                    resolved,
+                    notified,
+                    json.dumps(subjects, sort_keys=True),
+                    now,
+                    alert.name,
+                    version,
+                ],
+            )
+            if changed == 0:
+                return  # another process changed it since we read it: its change stands
+            for kind, episode in events:
+                body = message(
+                    session.project,
+                    alert=alert.name,
+                    signal=alert.when,
+                    kind=kind,
+                    subjects=subjects if kind != "resolved" else json.loads(before or "{}"),
+                    since=since.isoformat() if since else None,
+                    at=now.isoformat(),
+                )
+                for notifier in alert.notify:
+                    wh.execute(
+                        "INSERT INTO alert_notifications (key, alert, notifier, kind, status, "
+                        "message, attempts, created_at) VALUES (?, ?, ?, ?, 'pending', ?, 0, ?) "
+                        "ON CONFLICT (key) DO NOTHING",
+                        [
+                            f"{alert.name}|{notifier}|{kind}|{episode}",
+                            alert.name,
+                            notifier,
+                            kind,
+                            json.dumps(body, sort_keys=True),
+                            now,
+                        ],
+                    )
+    except Exception as e:
+        if not is_write_conflict(e):
+            raise
+        log.info("alert %s: changed by another process at the same time", alert.name)
+
+
+def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
+    """Send every pending or failed notification, each claimed by one process first."""
+    wh = session.warehouse
+    notifiers = session.project.config.notifiers
+    rows = wh.fetch(
+        "SELECT key, alert, notifier, kind, status, message, attempts, claimed_at "
+        "FROM alert_notifications WHERE status IN ('pending', 'failed', 'sending') "
+        "AND attempts < ? ORDER BY created_at, key",
+        [MAX_ATTEMPTS],
+    )
+    for key, alert, name, kind, status, body, attempts, claimed in rows:
+        if status == "sending" and (
+            claimed is None or now - (_instant(claimed) or now) < STALE_CLAIM
+        ):
+            continue  # another process is sending it
+        try:
+            won = wh.execute(
+                "UPDATE alert_notifications SET status = 'sending', claimed_at = ?, "
+                "attempts = attempts + 1 WHERE key = ? AND status = ? AND attempts = ?",
+                [now, key, status, attempts],
+            )
+        except Exception as e:
+            if not is_write_conflict(e):
+                raise
+            continue
+        if won == 0:
+            continue
+        entry = {"alert": alert, "notifier": name, "kind": kind}
+        notifier = notifiers.get(name)
+        try:
+            if notifier is None:
+                raise NotifyError(f"no notifier named {name!r} in personify.yml any more")
+            msg = json.loads(body)
+            if isinstance(notifier, EmailNotifier):
+                done = send_email(session.project, notifier, msg, key)
+            else:
+                done = send_webhook(notifier, msg)
+        except Exception as e:  # a notifier never fails the run: recorded, retried
+            reason = str(e) if isinstance(e, NotifyError) else type(e).__name__
+            wh.execute(
+                "UPDATE alert_notifications SET status = 'failed', error = ? WHERE key = ?",
+                [reason, key],
+            )
+            log.warning(
+                "alert %s: notifier %s failed (%s); retried at the next check", alert, name, reason
+            )
+            result.failed.append({**entry, "error": reason})
+            continue
+        wh.execute(
+            "UPDATE alert_notifications SET status = 'sent', sent_at = ?, error = NULL "
+            "WHERE key = ?",
+            [now, key],
+        )
+        log.info("alert %s: %s notified through %s (%s)", alert, kind, name, done)
+        result.sent.append(entry)
+
+
+def check_alerts(session: Session, *, now: datetime | None = None) -> CheckResult:
+    """Evaluate every alert now: read the signals, move the states, send the notifications.
+    Never raises for a signal or a notifier (both are reported in the result)."""
+    now = now or clock.now()
+    alerts = session.project.config.alerts
+    errors: dict[str, str] = {}
+    result = CheckResult(alerts=[])
+    if not alerts:
+        return result
+    readings = Readings(session, now)
+    for alert in alerts:
+        try:
+            subjects = readings.read(alert)
+        except Exception as e:  # a signal that cannot be read changes nothing
+            errors[alert.name] = f"cannot read {alert.when} ({type(e).__name__})"
+            log.warning("alert %s: %s", alert.name, errors[alert.name])
+            continue
+        _transition(session, alert, subjects, now)
+    _deliver(session, now, result)
+    result.alerts = list_alerts(session)
+    for report in result.alerts:
+        report.error = errors.get(report.name)
+    return result
+
+
+def list_alerts(session: Session) -> list[AlertReport]:
+    """Every configured alert with its stored state (``ok`` when never evaluated)."""
+    wh = session.warehouse
+    stored = {str(r[0]): r[1:] for r in wh.fetch(f"SELECT alert, {_COLUMNS} FROM alert_state")}
+    failing: dict[str, list[dict[str, Any]]] = {}
+    for alert, notifier, kind, attempts, error in wh.fetch(
+        "SELECT alert, notifier, kind, attempts, error FROM alert_notifications "
+        "WHERE status = 'failed' ORDER BY created_at, key"
+    ):
+        failing.setdefault(str(alert), []).append(
+            {"notifier": notifier, "kind": kind, "attempts": int(attempts), "error": error}
+        )
+    out = []
+    for alert in session.project.config.alerts:
+        row = stored.get(alert.name)
+        report = AlertReport(
+            name=alert.name,
+            signal=alert.when,
+            state="ok",
+            notify=list(alert.notify),
+            failed_notifications=failing.get(alert.name, []),
+        )
+        if row is not None:
+            state, pending, firing, resolved, notified, subjects, evaluated, _ = row
+            report.state = str(state)
+            report.subjects = json.loads(subjects) if subjects else {}
+            report.pending_since = _iso(pending)
+            report.firing_since = _iso(firing)
+            report.resolved_at = _iso(resolved)
+            report.last_notified_at = _iso(notified)
+            report.evaluated_at = _iso(evaluated)
+        out.append(report)
+    return out
+
+
+__all__ = ["AlertReport", "CheckResult", "check_alerts", "list_alerts"]

@@ -1,0 +1,266 @@
+"""Alerts on every backend: a signal fires once, repeats when asked, resolves once; ``for:``
+holds it back; a failing notifier is retried and never fails the check; processes evaluating at
+the same moment notify once; messages carry names and counts, never personal data."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.alert_hooks import Hook, webhook_receiver
+from tests.conformance.test_profiles import session_on
+
+from personify import clock
+from personify.alerts import check_alerts, list_alerts
+from personify.config import Project, parse_config
+from personify.session import Session
+from personify.sources.schedule import record_run
+from personify.warehouse import Warehouse, connect
+
+T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+
+
+def project(tmp: Path, wh: Warehouse, alerts: str, hook: Hook, extra: str = "") -> Project:
+    text = (
+        f"warehouse: {wh.url}\n"
+        f"delivery: {{kind: outbox, path: {tmp / 'outbox'}}}\n"
+        f"alerts:\n{alerts}"
+        "notifiers:\n"
+        f"  ops_slack: {{kind: webhook, url: '{hook.url}', format: slack}}\n"
+        f"  ops_json: {{kind: webhook, url: '{hook.url}'}}\n"
+        "  ops_mail: {kind: email, to: [ops@example.org, oncall@example.org]}\n" + extra
+    )
+    return Project(parse_config(text), tmp, tmp / "personify.yml")
+
+
+def check(session: Session, at: datetime) -> list[str]:
+    with clock.frozen(at):
+        return check_alerts(session, now=at).firing
+
+
+def sync(wh: Warehouse, source: str, at: datetime, *, error: str | None) -> None:
+    with clock.frozen(at):
+        record_run(wh, source, started_at=at, seconds=1.0, counts={}, error=error)
+
+
+def test_fires_once_and_resolves_once(warehouse: Warehouse, tmp_path: Path) -> None:
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path,
+                warehouse,
+                "  - {name: sync_failing, when: source_failed, notify: [ops_slack]}\n",
+                hook,
+            ),
+        )
+        assert check(s, T0) == [] and hook.bodies == []
+        sync(warehouse, "crm", T0, error="HTTP 500 from crm for ann@example.org")
+        assert check(s, T0 + timedelta(minutes=1)) == ["sync_failing"]
+        assert check(s, T0 + timedelta(minutes=2)) == ["sync_failing"]
+        assert check(s, T0 + timedelta(hours=9)) == ["sync_failing"]  # no repeat: told once
+        assert len(hook.bodies) == 1
+        slack = hook.bodies[0]
+        assert set(slack) == {"text", "blocks"}
+        assert "sync_failing FIRING" in slack["text"] and "crm (failed)" in slack["text"]
+        assert [b["type"] for b in slack["blocks"]] == ["section", "section", "context"]
+        assert "@" not in json.dumps(slack)  # the source's error (an address) is not quoted
+
+        (listed,) = list_alerts(s)
+        assert listed.state == "firing" and listed.subjects == {"crm": "failed"}
+        assert listed.firing_since == (T0 + timedelta(minutes=1)).isoformat()
+
+        sync(warehouse, "crm", T0 + timedelta(hours=10), error=None)
+        assert check(s, T0 + timedelta(hours=10, minutes=1)) == []
+        assert check(s, T0 + timedelta(hours=10, minutes=2)) == []
+        assert len(hook.bodies) == 2
+        assert "sync_failing RESOLVED" in hook.bodies[1]["text"]
+        assert "crm (failed)" in hook.bodies[1]["text"]  # what it was about
+        (listed,) = list_alerts(s)
+        assert listed.state == "ok" and listed.firing_since is None
+        assert listed.resolved_at == (T0 + timedelta(hours=10, minutes=1)).isoformat()
+
+        # a new episode is a new notification
+        sync(warehouse, "crm", T0 + timedelta(hours=11), error="boom")
+        assert check(s, T0 + timedelta(hours=11, minutes=1)) == ["sync_failing"]
+        assert len(hook.bodies) == 3
+
+
+def test_for_and_repeat(warehouse: Warehouse, tmp_path: Path) -> None:
+    with webhook_receiver() as hook:
+        alerts = (
+            "  - name: crm_down\n    when: source_failed\n    only: [crm]\n    for: 15m\n"
+            "    repeat: 1h\n    notify: [ops_json]\n"
+        )
+        s = session_on(warehouse, project(tmp_path, warehouse, alerts, hook))
+        sync(warehouse, "shop", T0, error="boom")  # not watched (only: [crm])
+        assert check(s, T0) == []
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0 + timedelta(minutes=1)) == []
+        assert list_alerts(s)[0].state == "pending"
+        assert check(s, T0 + timedelta(minutes=10)) == []
+        assert hook.bodies == []
+        assert check(s, T0 + timedelta(minutes=16)) == ["crm_down"]
+        assert check(s, T0 + timedelta(minutes=50)) == ["crm_down"]
+        assert len(hook.bodies) == 1
+        first = hook.bodies[0]
+        assert first["status"] == "firing" and first["repeat"] is False
+        assert first["subjects"] == {"crm": "failed"} and first["signal"] == "source_failed"
+        assert check(s, T0 + timedelta(minutes=77)) == ["crm_down"]  # 1 h after the first
+        assert len(hook.bodies) == 2 and hook.bodies[1]["repeat"] is True
+        assert check(s, T0 + timedelta(minutes=80)) == ["crm_down"]
+        assert len(hook.bodies) == 2
+
+        # a blip shorter than for: never fires, never resolves
+        sync(warehouse, "crm", T0 + timedelta(hours=3), error=None)
+        check(s, T0 + timedelta(hours=3))
+        sync(warehouse, "crm", T0 + timedelta(hours=4), error="boom")
+        check(s, T0 + timedelta(hours=4))
+        sync(warehouse, "crm", T0 + timedelta(hours=4, minutes=5), error=None)
+        check(s, T0 + timedelta(hours=4, minutes=6))
+        assert [b["status"] for b in hook.bodies] == ["firing", "firing", "resolved"]
+        assert list_alerts(s)[0].state == "ok"
+
+
+def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_path: Path) -> None:
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path,
+                warehouse,
+                "  - {name: sync_failing, when: source_failed, notify: [ops_json, ops_mail]}\n",
+                hook,
+            ),
+        )
+        hook.statuses = [500, 503]
+        sync(warehouse, "crm", T0, error="boom")
+        with clock.frozen(T0):
+            first = check_alerts(s, now=T0)
+        assert first.firing == ["sync_failing"]
+        assert [(f["notifier"], f["error"]) for f in first.failed] == [
+            ("ops_json", "webhook answered HTTP 500")
+        ]
+        assert [x["notifier"] for x in first.sent] == ["ops_mail"]
+        (listed,) = list_alerts(s)
+        assert listed.failed_notifications[0]["attempts"] == 1
+        with clock.frozen(T0 + timedelta(minutes=1)):
+            second = check_alerts(s, now=T0 + timedelta(minutes=1))
+        assert second.failed[0]["error"] == "webhook answered HTTP 503" and second.sent == []
+        with clock.frozen(T0 + timedelta(minutes=2)):
+            third = check_alerts(s, now=T0 + timedelta(minutes=2))
+        assert [x["notifier"] for x in third.sent] == ["ops_json"] and third.failed == []
+        assert len(hook.bodies) == 1 and hook.bodies[0]["alert"] == "sync_failing"
+        assert list_alerts(s)[0].failed_notifications == []
+        # the email went through the project's delivery (the outbox), once per address
+        mails = sorted((tmp_path / "outbox").glob("*.eml"))
+        assert len(mails) == 2
+        text = mails[0].read_text()
+        assert "Subject: [personify] alert sync_failing FIRING: source_failed" in text
+        assert "crm (failed)" in text
+        with clock.frozen(T0 + timedelta(minutes=3)):
+            check_alerts(s, now=T0 + timedelta(minutes=3))
+        assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
+
+        # an unreachable webhook is a failure too, reported without its URL
+        hook_url = hook.url
+    sync(warehouse, "crm", T0 + timedelta(hours=1), error=None)
+    with clock.frozen(T0 + timedelta(hours=1)):
+        gone = check_alerts(s, now=T0 + timedelta(hours=1))
+    assert gone.firing == []
+    assert [f["error"] for f in gone.failed] == ["webhook unreachable (ConnectError)"]
+    assert hook_url not in json.dumps(gone.failed)
+
+
+def test_quarantine_growth_counts_without_personal_data(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path,
+                warehouse,
+                "  - {name: quarantine, when: quarantine_growth, over: 2, notify: [ops_json]}\n",
+                hook,
+            ),
+        )
+        for i in range(5):
+            warehouse.execute(
+                "INSERT INTO quarantine (id, source, received_at, reason, detail, payload) "
+                "VALUES (?, ?, ?, 'invalid_email', 'email: not an address', ?)",
+                [f"q{i}", "web" if i < 3 else "shop", T0 - timedelta(minutes=i), "bob@x.org"],
+            )
+        assert check(s, T0) == ["quarantine"]
+        (body,) = hook.bodies
+        assert body["subjects"] == {"web": 3}  # shop's 2 are not over 2
+        assert "bob" not in json.dumps(body) and "@" not in json.dumps(body)
+        assert check(s, T0 + timedelta(hours=2)) == []  # none in the last hour: resolved
+        assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
+
+
+def test_processes_at_once_notify_once(warehouse: Warehouse, tmp_path: Path) -> None:
+    """Several processes (connections) evaluating at the same instant: one firing message."""
+    with webhook_receiver() as hook:
+        alerts = "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n"
+        proj = project(tmp_path, warehouse, alerts, hook)
+        sync(warehouse, "crm", T0, error="boom")
+        if warehouse.scheme == "postgresql":  # other connections: as other processes would
+            others = [connect(warehouse.url) for _ in range(3)]
+        else:  # one DuckDB file is one process's: its threads race instead
+            others = [warehouse] * 3
+        results: list[list[str]] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(others))
+
+        def evaluate(wh: Warehouse) -> None:
+            try:
+                barrier.wait()
+                results.append(check(session_on(wh, proj), T0 + timedelta(minutes=1)))
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=evaluate, args=(wh,)) for wh in others]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        if warehouse.scheme == "postgresql":
+            for wh in others:
+                wh.close()
+        assert errors == []
+        assert len(hook.bodies) == 1
+        assert warehouse.scalar("SELECT count(*) FROM alert_notifications") == 1
+        assert list_alerts(session_on(warehouse, proj))[0].state == "firing"
+
+
+def test_serve_evaluates_on_its_schedule(warehouse: Warehouse, tmp_path: Path) -> None:
+    """``personify serve``'s scheduler thread evaluates the alerts every ``alerts_every``."""
+    import time
+
+    from personify.server.scheduler import scheduled_syncs
+
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path,
+                warehouse,
+                "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n",
+                hook,
+                extra="alerts_every: 0.2s\n",
+            ),
+        )
+        sync(warehouse, "crm", datetime.now(UTC), error="boom")
+        with scheduled_syncs(s) as scheduler:
+            deadline = time.monotonic() + 30
+            while not hook.bodies and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [b["alert"] for b in hook.bodies] == ["sync_failing"]
+            sync(warehouse, "crm", datetime.now(UTC), error=None)
+            while len(hook.bodies) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert scheduler.alert_checks >= 2
+        assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
