@@ -9,11 +9,13 @@ stages run, and the run ends ``failed`` (:attr:`RunReport.problems`).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -32,6 +34,7 @@ from personify.sources import sync_sources
 from personify.warehouse.schema import PIPELINE_RUNS
 
 Stage = Callable[[Session], dict[str, int]]
+log = logging.getLogger("personify.pipeline")
 
 
 def _sync(session: Session) -> dict[str, int]:
@@ -66,11 +69,36 @@ class StageReport:
     """What failed in a stage that went on (:class:`~personify.errors.StageIncomplete`)."""
 
 
+def _alerts(session: Session, report: RunReport) -> None:
+    """Evaluate the alerts after the run is recorded (a failed run included); an alert that
+    cannot be evaluated never fails the run."""
+    if not session.project.config.alerts:
+        return
+    from personify.alerts import check_alerts
+
+    try:
+        result = check_alerts(session, now=report.now)
+    except Exception as e:
+        log.error(
+            "alerts could not be evaluated (%s): `personify alerts check` says why",
+            type(e).__name__,
+        )
+        return
+    report.alerts = {
+        "firing": result.firing,
+        "sent": result.sent,
+        "failed": result.failed,
+    }
+
+
 @dataclass
 class RunReport:
     run_id: str
     now: datetime
     stages: list[StageReport] = field(default_factory=list)
+    alerts: dict[str, Any] | None = None
+    """After the run, the alerts' evaluation: ``firing`` (names), notifications ``sent`` and
+    ``failed`` (None: no alerts, or they could not be evaluated)."""
 
     @property
     def seconds(self) -> float:
@@ -119,4 +147,5 @@ def run(
             "WHERE run_id = ?",
             [datetime.now(UTC), status, msgspec.json.encode(stats).decode(), report.run_id],
         )
+        _alerts(session, report)
     return report

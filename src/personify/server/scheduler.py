@@ -7,7 +7,9 @@ from the last run recorded in the warehouse, so a restarted server keeps the rhy
 sources one after another through :func:`personify.sources.sync_sources` (which holds each
 source's lock: a ``personify sync`` forwarded to the server at the same moment waits for it), and
 logs a failure without stopping — the failure is recorded, ``personify status`` shows it, and the
-next run resumes from the saved state.
+next run resumes from the saved state. The same thread evaluates the alerts every ``alerts_every``
+(:func:`personify.alerts.check_alerts`; their state in the warehouse keeps a CLI run evaluating at
+the same moment from notifying twice).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from personify import clock
-from personify.config import FileSource, RestSource
+from personify.config import FileSource, RestSource, duration_seconds
 from personify.destinations import push_destinations, run_name
 from personify.session import Session
 from personify.sources import sync_sources
@@ -51,6 +54,13 @@ class Scheduler:
         self.destinations = [
             d for d in session.project.config.destinations if d.schedule is not None
         ]
+        config = session.project.config
+        self.alerts_every = duration_seconds(config.alerts_every) if config.alerts else None
+        """Seconds between two evaluations of the alerts (None: no alerts)."""
+        self.alerts_due = 0.0
+        """Monotonic instant of the next evaluation of the alerts."""
+        self.alert_checks = 0
+        """Evaluations of the alerts done (for tests)."""
 
     def due(self, now: datetime) -> tuple[list[str], float]:
         """Sources and destinations due now (a destination's as its run name,
@@ -104,8 +114,28 @@ class Scheduler:
                         type(e).__name__,
                     )
                 self.runs += 1
+            wait = min(wait, self._check_alerts())
             if not due:
                 self.stop.wait(max(0.05, wait))
+
+    def _check_alerts(self) -> float:
+        """Evaluate the alerts when due; seconds until the next evaluation."""
+        if self.alerts_every is None:
+            return MAX_SLEEP
+        left = self.alerts_due - time.monotonic()
+        if left > 0:
+            return left
+        from personify.alerts import check_alerts
+
+        try:
+            result = check_alerts(self.session)
+            if result.failed:
+                log.warning("alerts: %d notification(s) failed, retried", len(result.failed))
+        except Exception as e:  # logged; the next evaluation tries again
+            log.error("alerts could not be evaluated (%s)", type(e).__name__)
+        self.alert_checks += 1
+        self.alerts_due = time.monotonic() + self.alerts_every
+        return self.alerts_every
 
     def _push(self, name: str) -> None:
         try:
@@ -128,12 +158,14 @@ def scheduled_syncs(session: Session) -> Iterator[Scheduler]:
     """Run the scheduler in a thread for the duration of the block."""
     scheduler = Scheduler(session)
     thread: threading.Thread | None = None
-    if scheduler.sources or scheduler.destinations:
+    if scheduler.sources or scheduler.destinations or scheduler.alerts_every is not None:
         thread = threading.Thread(target=scheduler.loop, name="personify-scheduler", daemon=True)
         thread.start()
         names = [s.name for s in scheduler.sources] + [
             run_name(d.name) for d in scheduler.destinations
         ]
+        if scheduler.alerts_every is not None:
+            names.append(f"alerts every {scheduler.alerts_every:g} s")
         log.info("scheduled syncs: %s", ", ".join(names))
     try:
         yield scheduler

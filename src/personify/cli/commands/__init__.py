@@ -1,6 +1,7 @@
 """Every command module registers itself on :data:`personify.cli.app.app` when imported."""
 
 from personify.cli.commands import (
+    alerts,
     consent,
     demo,
     identity,
@@ -24,6 +25,7 @@ from personify.cli.commands import (
 )
 
 __all__ = [
+    "alerts",
     "consent",
     "demo",
     "identity",

@@ -31,7 +31,9 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
     (waits, branches, goals), deciding each email once; delivery sends the queued emails that
     are due (consent checked again, quiet hours and the frequency cap applied). Every email has
     an idempotency key: running it twice at the same --now, or again after a crash, sends
-    nothing twice. The table ends with the emails sent per journey.
+    nothing twice. The table ends with the emails sent per journey. Then the alerts
+    (alerts: in personify.yml) are evaluated and their notifiers told; a notifier that fails
+    is reported and retried, it never fails the run.
 
     A segment whose SQL the warehouse refuses keeps its memberships while the other segments
     and stages go on; the error (its file, the database's message) is printed and the run
@@ -58,6 +60,7 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
                 ],
                 "problems": problems,
                 "errors": report.problems,
+                "alerts": report.alerts,
             }
         )
         if report.problems:
@@ -91,6 +94,15 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
             ),
             highlight=False,
         )
+    if report.alerts:
+        for name in report.alerts["firing"]:
+            err_console().print(f"alert firing: {name}", markup=False)
+        for failed in report.alerts["failed"]:
+            err_console().print(
+                f"warning: alert {failed['alert']}: notifier {failed['notifier']} failed "
+                f"({failed['error']}); retried at the next check",
+                markup=False,
+            )
     for problem in problems:  # the run went on: said on stderr, after the table
         err_console().print(f"warning: {problem}", markup=False)
     for error in report.problems:  # a stage went on without a part of its work

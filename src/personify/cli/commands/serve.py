@@ -46,7 +46,9 @@ def serve_command(
     project: ProjectOpt = Path("."),
 ) -> None:
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
-    profiles, health, metrics — and the sources' scheduled syncs (`schedule:` in personify.yml).
+    profiles, health, metrics — the sources' scheduled syncs (`schedule:` in personify.yml) and
+    the alerts, evaluated every `alerts_every` (their notifications sent once even when a
+    `personify run` evaluates at the same moment).
 
     Continuous mode: every stored event, webhook delivery and synced record updates its
     customer's profile, real-time segments, tags and journey entries within about a second; once

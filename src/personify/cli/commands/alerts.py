@@ -1,0 +1,102 @@
+"""``personify alerts check|list``: evaluate the alerts now, and show their state."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+
+if TYPE_CHECKING:
+    from personify.alerts import AlertReport
+
+alerts_app = typer.Typer(
+    help="Alerts (alerts: and notifiers: in personify.yml): signals such as a failed sync, a "
+    "stale source, quarantine growth or a high complaint rate, told to webhooks (Slack) and "
+    "inboxes once when they fire and once when they resolve. They are evaluated after every "
+    "`personify run` and on `personify serve`'s schedule (alerts_every).",
+    no_args_is_help=True,
+)
+app.add_typer(alerts_app, name="alerts", rich_help_panel="Pipeline")
+
+
+def _table(reports: list[AlertReport], title: str) -> Table:
+    table = Table("alert", "signal", "state", "since", "subjects", "notify", title=title)
+    for r in reports:
+        d = asdict(r)
+        since = (
+            d["firing_since"]
+            or d["pending_since"]
+            or (f"resolved {d['resolved_at']}" if d["resolved_at"] else "—")
+        )
+        subjects = ", ".join(f"{k} ({v})" for k, v in d["subjects"].items()) or "—"
+        notify = ", ".join(d["notify"]) or "—"
+        if d["failed_notifications"]:
+            notify += f" ({len(d['failed_notifications'])} failed, retried)"
+        state = d["state"] + (f" ({d['error']})" if d["error"] else "")
+        table.add_row(d["name"], d["signal"], state, since, subjects, notify)
+    return table
+
+
+@alerts_app.command("check")
+def check_command(
+    project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
+) -> None:
+    """Evaluate every alert at --now: read its signal, move its state (ok, pending while it
+    has not held for its `for:`, firing), notify once when it fires (again every `repeat:`) and
+    once when it resolves, and retry notifications that failed before. The state lives in the
+    warehouse: a `personify serve` evaluating at the same moment does not notify twice.
+    Exit 1 when an alert is firing."""
+    from personify.alerts import check_alerts
+    from personify.session import open_session
+
+    pin_now(now)
+    with open_session(project) as session:
+        result = check_alerts(session)
+    if json:
+        emit_json(
+            {
+                "alerts": [asdict(a) for a in result.alerts],
+                "firing": result.firing,
+                "sent": result.sent,
+                "failed": result.failed,
+            }
+        )
+    else:
+        out = console()
+        out.print(_table(result.alerts, "Alerts"), markup=False)
+        for s in result.sent:
+            out.print(f"notified {s['notifier']}: {s['alert']} {s['kind']}", markup=False)
+        for f in result.failed:
+            out.print(
+                f"notifier {f['notifier']} failed for {f['alert']} ({f['error']}): retried at "
+                "the next check",
+                markup=False,
+            )
+        if not result.alerts:
+            out.print("no alerts configured (alerts: in personify.yml)", markup=False)
+    if result.firing:
+        raise typer.Exit(1)
+
+
+@alerts_app.command("list")
+def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+    """Each alert's state as last evaluated (changes nothing): ok, pending or firing, since
+    when, for which sources or journeys, when its notifiers were last told, and notifications
+    that failed (retried at the next check)."""
+    from personify.alerts import list_alerts
+    from personify.session import open_session
+
+    with open_session(project) as session:
+        reports = list_alerts(session)
+    if json:
+        emit_json([asdict(a) for a in reports])
+        return
+    out = console()
+    out.print(_table(reports, "Alerts"), markup=False)
+    if not reports:
+        out.print("no alerts configured (alerts: in personify.yml)", markup=False)

@@ -1,0 +1,72 @@
+"""``personify alerts check|list`` and ``personify run`` as a user runs them: a broken tracking
+plan fires an alert told to a real webhook on loopback once, the run reports it, fixing the file
+resolves it; a mistake in ``alerts:`` names the line and key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from personify.scaffold import init_project
+from tests.alert_hooks import webhook_receiver
+from tests.e2e.cli import personify, personify_json
+
+ALERTS = """
+alerts:
+  - name: plan_broken
+    when: tracking_plan_broken
+    notify: [ops]
+notifiers:
+  ops: {kind: webhook, url: "${ALERT_HOOK_URL}", format: slack}
+"""
+
+
+def test_fire_report_resolve(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    init_project(project)
+    with (project / "personify.yml").open("a") as f:
+        f.write(ALERTS)
+    plan = project / "tracking-plan" / "Signed Up.json"
+    with webhook_receiver() as hook:
+        env = {"ALERT_HOOK_URL": hook.url}
+        quiet = personify("alerts", "check", "--project", str(project), "--json", env=env)
+        assert quiet.returncode == 0, quiet.stderr
+        assert json.loads(quiet.stdout)["firing"] == [] and hook.bodies == []
+
+        plan.write_text("{not json")
+        fired = personify("alerts", "check", "--project", str(project), "--json", env=env)
+        assert fired.returncode == 1, fired.stderr  # something fires: exit 1
+        doc = json.loads(fired.stdout)
+        assert doc["firing"] == ["plan_broken"]
+        assert doc["sent"] == [{"alert": "plan_broken", "notifier": "ops", "kind": "firing"}]
+        assert len(hook.bodies) == 1 and "web (1)" in hook.bodies[0]["text"]
+
+        run = personify("run", "--project", str(project), "--json", env=env)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["alerts"]["firing"] == ["plan_broken"]
+        assert len(hook.bodies) == 1  # still the same episode: not told again
+
+        (listed,) = personify_json("alerts", "list", "--project", str(project), env=env)
+        assert (listed["state"], listed["subjects"]) == ("firing", {"web": 1})
+        table = personify("alerts", "list", "--project", str(project), env=env)
+        assert "plan_broken" in table.stdout and "firing" in table.stdout
+
+        plan.unlink()
+        resolved = personify("alerts", "check", "--project", str(project), env=env)
+        assert resolved.returncode == 0, resolved.stderr
+        assert "notified ops: plan_broken resolved" in resolved.stdout
+        assert len(hook.bodies) == 2 and "RESOLVED" in hook.bodies[1]["text"]
+
+
+def test_config_mistakes_are_located(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    init_project(project)
+    with (project / "personify.yml").open("a") as f:
+        f.write(ALERTS.replace("notify: [ops]", "notify: [opz]"))
+    done = personify(
+        "alerts", "list", "--project", str(project), env={"ALERT_HOOK_URL": "http://127.0.0.1:9/"}
+    )
+    assert done.returncode != 0
+    assert "alerts[0].notify[0]: unknown notifier 'opz' (notifiers: ops)" in done.stderr
+    missing = personify("alerts", "list", "--project", str(project))
+    assert "notifiers.ops.url: environment variable ALERT_HOOK_URL is not set" in missing.stderr
