@@ -247,7 +247,28 @@ def status_report(session: Session) -> dict[str, Any]:
         "journeys": _journeys(session, now),
         "max_complaint_rate": session.project.config.engagement.max_complaint_rate,
         "problems": project_problems(session.project),
+        "alerts": _alerts(session),
     }
+
+
+def _alerts(session: Session) -> list[dict[str, Any]]:
+    """Each alert's state as last evaluated (``personify alerts list``): name, signal, state,
+    firing since, subjects."""
+    if not session.project.config.alerts:
+        return []
+    from personify.alerts import list_alerts
+
+    return [
+        {
+            "name": a.name,
+            "signal": a.signal,
+            "state": a.state,
+            "firing_since": a.firing_since,
+            "subjects": a.subjects,
+            "failed_notifications": len(a.failed_notifications),
+        }
+        for a in list_alerts(session)
+    ]
 
 
 def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]:

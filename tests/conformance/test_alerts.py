@@ -264,3 +264,65 @@ def test_serve_evaluates_on_its_schedule(warehouse: Warehouse, tmp_path: Path) -
                 time.sleep(0.05)
         assert scheduler.alert_checks >= 2
         assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
+
+
+EVERY_SIGNAL = """\
+  - {name: a_source_failed, when: source_failed}
+  - {name: a_source_stale, when: source_stale, over: 1h}
+  - {name: a_quarantine_growth, when: quarantine_growth}
+  - {name: a_run_failed, when: run_failed}
+  - {name: a_delivery_failures, when: delivery_failures, over: 1}
+  - {name: a_complaint_rate, when: complaint_rate}
+  - {name: a_bounce_rate, when: bounce_rate}
+  - {name: a_tracking_plan_broken, when: tracking_plan_broken}
+  - {name: a_anomaly, when: anomaly}
+  - {name: a_quality_flagged, when: quality_flagged}
+  - {name: a_reconcile_flagged, when: reconcile_flagged}
+"""
+
+
+def test_every_signal_reads_on_this_backend(warehouse: Warehouse, tmp_path: Path) -> None:
+    """Each signal's SQL runs here; quiet on an empty warehouse, and holds on what makes it."""
+    from personify.config import ALERT_SIGNALS
+
+    with webhook_receiver() as hook:
+        crm = "sources:\n  - {name: crm, kind: file, path: crm.csv, table: customers}\n"
+        proj = project(tmp_path, warehouse, EVERY_SIGNAL, hook, extra=crm)
+        assert {a.when for a in proj.config.alerts} == set(ALERT_SIGNALS)
+        s = session_on(warehouse, proj)
+        with clock.frozen(T0):
+            quiet = check_alerts(s, now=T0)
+        assert [(a.name, a.error) for a in quiet.alerts if a.error] == []
+        assert quiet.firing == []
+
+        sync(warehouse, "crm", T0 - timedelta(hours=3), error=None)  # 3 h ago: stale over 1 h
+        warehouse.execute(
+            "INSERT INTO pipeline_runs (run_id, started_at, finished_at, now, status, stats) "
+            "VALUES ('r1', ?, ?, ?, 'failed', ?)",
+            [T0, T0, T0, json.dumps({"audiences": {"problems": ["segment vip: ann@x.org"]}})],
+        )
+        for i in range(3):  # 3 failed in the last hour: over 1
+            warehouse.execute(
+                "INSERT INTO messages (idempotency_key, customer_id, journey, template, status, "
+                "decided_at) VALUES (?, 'c1', 'welcome', 'welcome', 'failed', ?)",
+                [f"k{i}", T0 - timedelta(minutes=5)],
+            )
+        warehouse.execute(
+            "INSERT INTO quality_violations (checked_at, table_name, rule, action, violations) "
+            "VALUES (?, 'customers', 'customers.email.format', 'flag', 4)",
+            [T0],
+        )
+        with clock.frozen(T0):
+            loud = check_alerts(s, now=T0)
+        subjects = {a.name: a.subjects for a in loud.alerts}
+        assert subjects["a_source_stale"] == {"crm": 3 * 3600}
+        assert subjects["a_run_failed"] == {"audiences": 1}  # counted, never quoted
+        assert subjects["a_delivery_failures"] == {"welcome": 3}
+        assert subjects["a_quality_flagged"] == {"customers.email.format": 4}
+        assert sorted(loud.firing) == [
+            "a_delivery_failures",
+            "a_quality_flagged",
+            "a_run_failed",
+            "a_source_stale",
+        ]
+        assert hook.bodies == []  # no notifiers: state only

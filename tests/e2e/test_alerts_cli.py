@@ -50,6 +50,10 @@ def test_fire_report_resolve(tmp_path: Path) -> None:
         assert (listed["state"], listed["subjects"]) == ("firing", {"web": 1})
         table = personify("alerts", "list", "--project", str(project), env=env)
         assert "plan_broken" in table.stdout and "firing" in table.stdout
+        status = personify_json("status", "--project", str(project), env=env)
+        assert [(a["name"], a["state"]) for a in status["alerts"]] == [("plan_broken", "firing")]
+        shown = personify("status", "--project", str(project), env=env)
+        assert "alert plan_broken firing since" in shown.stdout
 
         plan.unlink()
         resolved = personify("alerts", "check", "--project", str(project), env=env)

@@ -62,7 +62,8 @@ def status_command(
     """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, and
     per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),
     conversions and revenue (as `personify report journeys` counts them) and its spam complaint
-    rate, flagged in red above engagement.max_complaint_rate (default 0.3 %)."""
+    rate, flagged in red above engagement.max_complaint_rate (default 0.3 %); the alerts
+    firing (as last evaluated: `personify alerts check` evaluates them now)."""
     from personify.session import open_session
     from personify.status import status_report
 
@@ -292,3 +293,9 @@ def _print_status(report: dict[str, Any]) -> None:
             f"[yellow]schema drift: {escape(c['source'])}/{escape(c['stream'])} field "
             f"{escape(c['field'])} {c['change']} ({escape(str(types))})[/]"
         )
+    for alert in report.get("alerts") or []:
+        if alert["state"] == "firing":
+            out.print(
+                f"[red]alert {escape(alert['name'])} firing since {alert['firing_since']} "
+                f"({escape(alert['signal'])})[/] — personify alerts list"
+            )
