@@ -9,10 +9,39 @@ A notifier that fails raises :class:`NotifyError`, whose words never hold the UR
 from __future__ import annotations
 
 import html
+import logging
+import threading
 from typing import Any
 
 from personify.config import ALERT_SIGNALS, EmailNotifier, Project, WebhookNotifier
 from personify.errors import PersonifyError
+
+_SECRET_URLS: set[str] = set()
+"""Webhook URLs posted to by this process: their path is the secret (Slack's ``/services/…``)."""
+_URLS_LOCK = threading.Lock()
+
+
+class _HiddenWebhooks(logging.Filter):
+    """On httpx's logger: its request line (``HTTP Request: POST https://hooks…``, at INFO)
+    shows a webhook's URL as ``https://host/***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRET_URLS and isinstance(record.args, tuple):
+            record.args = tuple(_hidden(a) for a in record.args)
+        return True
+
+
+def _hidden(value: Any) -> Any:
+    text = str(value)
+    if type(value).__name__ == "URL" or isinstance(value, str):
+        for url in _SECRET_URLS:
+            if text.startswith(url):
+                return url.split("/", 3)[0] + "//" + url.split("/", 3)[2] + "/***"
+    return value
+
+
+if not any(isinstance(f, _HiddenWebhooks) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_HiddenWebhooks())
 
 
 class NotifyError(PersonifyError):
@@ -99,9 +128,12 @@ def send_webhook(notifier: WebhookNotifier, msg: dict[str, Any]) -> str:
     import httpx
 
     body = slack_payload(msg) if notifier.format == "slack" else msg
+    url = str(httpx.URL(notifier.url.reveal()))
+    with _URLS_LOCK:
+        _SECRET_URLS.add(url)
     try:
         answer = httpx.post(
-            notifier.url.reveal(),
+            url,
             json=body,
             timeout=notifier.timeout_seconds,
             headers={"User-Agent": "personify-alerts"},
