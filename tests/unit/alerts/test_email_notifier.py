@@ -1,0 +1,45 @@
+"""The email notifier through the project's SMTP delivery, into a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.unit.delivery.servers import Handler, smtp_server
+
+from personify.alerts.notify import NotifyError, message, send_email
+from personify.config import EmailNotifier, Project, parse_config
+
+
+def test_alert_email_over_smtp(tmp_path: Path) -> None:
+    handler = Handler(refuse={"gone@example.org": "550 5.1.1 no such user"})
+    with smtp_server(handler=handler) as smtp:
+        config = parse_config(
+            "name: shop\n"
+            f"delivery: {{kind: smtp, host: 127.0.0.1, port: {smtp.port}, tls: none}}\n"
+            "email: {from_address: alerts@shop.example}\n"
+        )
+        project = Project(config, tmp_path, tmp_path / "personify.yml")
+        msg = message(
+            project,
+            alert="complaints",
+            signal="complaint_rate",
+            kind="firing",
+            subjects={"winback": 0.012},
+            since="2026-05-04T12:00:00+00:00",
+            at="2026-05-04T12:00:00+00:00",
+        )
+        notifier = EmailNotifier(to=("ops@example.org",), subject_prefix="[ALERT]")
+        assert send_email(project, notifier, msg, "complaints|mail|firing|x") == (
+            "1 email(s) via smtp"
+        )
+        (got,) = handler.received
+        parsed = got.message
+        assert got.rcpt_tos == ["ops@example.org"] and got.mail_from == "alerts@shop.example"
+        assert parsed["Subject"] == "[ALERT] [shop] alert complaints FIRING: complaint_rate"
+        text = parsed.get_body(("plain",))
+        assert text is not None and "winback (0.012)" in text.get_content()
+
+        refused = EmailNotifier(to=("gone@example.org",))
+        with pytest.raises(NotifyError, match="not handed over via smtp"):
+            send_email(project, refused, msg, "complaints|mail2|firing|x")
