@@ -72,12 +72,21 @@ def test_fires_once_and_resolves_once(warehouse: Warehouse, tmp_path: Path) -> N
         assert listed.state == "firing" and listed.subjects == {"crm": "failed"}
         assert listed.firing_since == (T0 + timedelta(minutes=1)).isoformat()
 
+        # another source failing while it fires: told once more, naming it
+        sync(warehouse, "shop", T0 + timedelta(hours=9), error="boom")
+        assert check(s, T0 + timedelta(hours=9, minutes=1)) == ["sync_failing"]
+        assert check(s, T0 + timedelta(hours=9, minutes=2)) == ["sync_failing"]
+        assert len(hook.bodies) == 2
+        assert "FIRING: source_failed (now also shop)" in hook.bodies[1]["text"]
+
+        sync(warehouse, "shop", T0 + timedelta(hours=10), error=None)
+        assert check(s, T0 + timedelta(hours=10)) == ["sync_failing"]  # crm still fails
         sync(warehouse, "crm", T0 + timedelta(hours=10), error=None)
         assert check(s, T0 + timedelta(hours=10, minutes=1)) == []
         assert check(s, T0 + timedelta(hours=10, minutes=2)) == []
-        assert len(hook.bodies) == 2
-        assert "sync_failing RESOLVED" in hook.bodies[1]["text"]
-        assert "crm (failed)" in hook.bodies[1]["text"]  # what it was about
+        assert len(hook.bodies) == 3
+        assert "sync_failing RESOLVED" in hook.bodies[2]["text"]
+        assert "crm (failed)" in hook.bodies[2]["text"]  # what it was about
         (listed,) = list_alerts(s)
         assert listed.state == "ok" and listed.firing_since is None
         assert listed.resolved_at == (T0 + timedelta(hours=10, minutes=1)).isoformat()
@@ -85,7 +94,7 @@ def test_fires_once_and_resolves_once(warehouse: Warehouse, tmp_path: Path) -> N
         # a new episode is a new notification
         sync(warehouse, "crm", T0 + timedelta(hours=11), error="boom")
         assert check(s, T0 + timedelta(hours=11, minutes=1)) == ["sync_failing"]
-        assert len(hook.bodies) == 3
+        assert len(hook.bodies) == 4 and "FIRING: source_failed —" in hook.bodies[3]["text"]
 
 
 def test_for_and_repeat(warehouse: Warehouse, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from personify.config import ALERT_SIGNALS, EmailNotifier, Project, WebhookNotifier
@@ -57,8 +58,11 @@ def message(
     subjects: dict[str, Any],
     since: str | None,
     at: str,
+    new: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The message of one notification as data (what the ``json`` format POSTs)."""
+    """The message of one notification as data (what the ``json`` format POSTs). ``kind``:
+    ``firing``, ``repeat`` (still firing, ``repeat:`` later), ``grown`` (still firing, and now
+    for ``new`` subjects too) or ``resolved``."""
     return {
         "project": project.config.name,
         "alert": alert,
@@ -67,6 +71,7 @@ def message(
         "signal": signal,
         "description": ALERT_SIGNALS.get(signal, signal),
         "subjects": subjects,
+        "new_subjects": list(new),
         "since": since,
         "at": at,
     }
@@ -79,7 +84,9 @@ def headline(msg: dict[str, Any]) -> str:
         if msg["status"] == "resolved"
         else ("STILL FIRING" if msg["repeat"] else "FIRING")
     )
-    return f"[{msg['project']}] alert {msg['alert']} {word}: {msg['signal']}"
+    added = msg.get("new_subjects") or []
+    more = f" (now also {', '.join(added)})" if added else ""
+    return f"[{msg['project']}] alert {msg['alert']} {word}: {msg['signal']}{more}"
 
 
 def _subject_line(msg: dict[str, Any]) -> str:

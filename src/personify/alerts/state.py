@@ -139,9 +139,12 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
             state, firing, notified = "firing", now, now
             since = firing
             events.append(("firing", now.isoformat()))
-        elif state == "firing" and alert.repeat and firing is not None:
+        elif state == "firing" and firing is not None:
             last = notified or firing
-            if (now - last).total_seconds() >= duration_seconds(alert.repeat):
+            if set(subjects) - set(json.loads(before or "{}")):  # more sources, journeys …
+                notified = now
+                events.append(("grown", f"{firing.isoformat()}@{now.isoformat()}"))
+            elif alert.repeat and (now - last).total_seconds() >= duration_seconds(alert.repeat):
                 notified = now
                 events.append(("repeat", f"{firing.isoformat()}@{now.isoformat()}"))
     elif state == "firing":
@@ -177,6 +180,9 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
                     signal=alert.when,
                     kind=kind,
                     subjects=subjects if kind != "resolved" else json.loads(before or "{}"),
+                    new=sorted(set(subjects) - set(json.loads(before or "{}")))
+                    if kind == "grown"
+                    else (),
                     since=since.isoformat() if since else None,
                     at=now.isoformat(),
                 )

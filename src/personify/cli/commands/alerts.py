@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.config import ALERT_SIGNALS
 
 if TYPE_CHECKING:
     from personify.alerts import AlertReport
@@ -18,7 +19,9 @@ alerts_app = typer.Typer(
     help="Alerts (alerts: and notifiers: in personify.yml): signals such as a failed sync, a "
     "stale source, quarantine growth or a high complaint rate, told to webhooks (Slack) and "
     "inboxes once when they fire and once when they resolve. They are evaluated after every "
-    "`personify run` and on `personify serve`'s schedule (alerts_every).",
+    "`personify run` and on `personify serve`'s schedule (alerts_every). Signals (when:): "
+    + ", ".join(ALERT_SIGNALS)
+    + ' — README, "Alerts".',
     no_args_is_help=True,
 )
 app.add_typer(alerts_app, name="alerts", rich_help_panel="Pipeline")
