@@ -128,6 +128,7 @@ def _collect(state: ServerState) -> None:
         state.schema_version.set(current_version(wh))
         state.build_info.replace({(personify.__version__, platform.python_version(), wh.scheme): 1})
         _collect_drift(state)
+        _collect_alerts(state)
         state.up.set(1)
     except Exception:
         state.up.set(0)
@@ -149,12 +150,33 @@ def _collect_drift(state: ServerState) -> None:
     gauge.replace(change_counts(state.session.warehouse))
 
 
+def _collect_alerts(state: ServerState) -> None:
+    """Each configured alert: 1 while it fires, else 0 (as last evaluated)."""
+    alerts = state.session.project.config.alerts
+    if not alerts:
+        return
+    gauge = state.extras.get("alerts.firing")
+    if gauge is None:
+        gauge = state.extras["alerts.firing"] = state.registry.gauge(
+            "personify_alert_firing",
+            "1 while an alert (alerts: in personify.yml) fires, else 0, as last evaluated.",
+            ("alert", "signal"),
+        )
+    firing = {
+        str(name)
+        for (name,) in state.session.warehouse.fetch(
+            "SELECT alert FROM alert_state WHERE state = 'firing'"
+        )
+    }
+    gauge.replace({(a.name, a.when): 1.0 if a.name in firing else 0.0 for a in alerts})
+
+
 @operation(
     Operation(
         summary="Prometheus metrics",
         description="Text exposition format 0.0.4: `personify_up`, `personify_build_info`, "
-        "`personify_table_rows`, `personify_schema_changes`, uptime, forwarded commands, HTTP "
-        "requests and latency.",
+        "`personify_table_rows`, `personify_schema_changes`, `personify_alert_firing`, uptime, "
+        "forwarded commands, HTTP requests and latency.",
         tags=("operations",),
         responses={
             200: Content("The metrics.", {"type": "string"}, media_type="text/plain"),

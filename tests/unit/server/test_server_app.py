@@ -185,3 +185,27 @@ def test_control_body_limit(client: AppClient) -> None:
     r = client.post(CONTROL_PATH, json=big, headers={"authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_metrics_say_which_alerts_fire(project_dir: Path) -> None:
+    with (project_dir / "personify.yml").open("a") as f:
+        f.write(
+            "\nalerts:\n  - {name: plan_broken, when: tracking_plan_broken}\n"
+            "  - {name: runs, when: run_failed}\n"
+        )
+    (project_dir / "tracking-plan" / "Signed Up.json").write_text("{not json")
+    from personify.alerts import check_alerts
+
+    s = Session(load_project(project_dir))
+    try:
+        assert check_alerts(s).firing == ["plan_broken"]
+        text = AppClient(create_app(s, instance="inst-1")).get("/metrics").text
+    finally:
+        s.close()
+    (family,) = [
+        f for f in text_string_to_metric_families(text) if f.name == "personify_alert_firing"
+    ]
+    assert {(x.labels["alert"], x.labels["signal"], x.value) for x in family.samples} == {
+        ("plan_broken", "tracking_plan_broken", 1.0),
+        ("runs", "run_failed", 0.0),
+    }
