@@ -152,9 +152,16 @@ def send_webhook(notifier: WebhookNotifier, msg: dict[str, Any]) -> str:
     return f"HTTP {answer.status_code}"
 
 
-def send_email(project: Project, notifier: EmailNotifier, msg: dict[str, Any], key: str) -> str:
-    """Email the message to each address through the project's delivery; idempotent by
-    ``key`` (the transport never sends one key twice)."""
+def send_email(
+    project: Project,
+    notifier: EmailNotifier,
+    msg: dict[str, Any],
+    key: str,
+    recipients: Sequence[int] | None = None,
+) -> str:
+    """Email the message to each address (``recipients``: only these of ``notifier.to``, by
+    index) through the project's delivery; idempotent by ``key`` where the transport is (the
+    outbox never writes one key twice)."""
     from personify import clock
     from personify.delivery import DeliveryError, Envelope, transport_for
     from personify.delivery.mime import build_raw, mailbox, sender_mailbox
@@ -173,8 +180,12 @@ def send_email(project: Project, notifier: EmailNotifier, msg: dict[str, Any], k
     sender = sender_mailbox(settings.from_address, settings.from_name or None)
     transport = transport_for(project)
     failed: list[str] = []
+    chosen = range(len(notifier.to)) if recipients is None else recipients
+    if any(not 0 <= i < len(notifier.to) for i in chosen):
+        raise NotifyError("its address is no longer in the notifier's to: (personify.yml)")
     try:
-        for i, to in enumerate(notifier.to):
+        for i in chosen:
+            to = notifier.to[i]
             mail_key = f"alert-{key}-{i}"
             raw = build_raw(
                 email, sender=sender, recipient=mailbox(to), date=clock.now(), key=mail_key
@@ -196,4 +207,4 @@ def send_email(project: Project, notifier: EmailNotifier, msg: dict[str, Any], k
         transport.close()
     if failed:
         raise NotifyError(f"email not handed over via {transport.name} ({'; '.join(failed)})")
-    return f"{len(notifier.to)} email(s) via {transport.name}"
+    return f"{len(chosen)} email(s) via {transport.name}"

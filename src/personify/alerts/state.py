@@ -187,23 +187,36 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
                     at=now.isoformat(),
                 )
                 for notifier in alert.notify:
-                    wh.execute(
-                        "INSERT INTO alert_notifications (key, alert, notifier, kind, status, "
-                        "message, attempts, created_at) VALUES (?, ?, ?, ?, 'pending', ?, 0, ?) "
-                        "ON CONFLICT (key) DO NOTHING",
-                        [
-                            f"{alert.name}|{notifier}|{kind}|{episode}",
-                            alert.name,
-                            notifier,
-                            kind,
-                            json.dumps(body, sort_keys=True),
-                            now,
-                        ],
-                    )
+                    for part in _parts(session, notifier):
+                        wh.execute(
+                            "INSERT INTO alert_notifications (key, alert, notifier, recipient, "
+                            "kind, status, message, attempts, created_at) "
+                            "VALUES (?, ?, ?, ?, ?, 'pending', ?, 0, ?) "
+                            "ON CONFLICT (key) DO NOTHING",
+                            [
+                                f"{alert.name}|{notifier}{'' if part is None else f'#{part}'}"
+                                f"|{kind}|{episode}",
+                                alert.name,
+                                notifier,
+                                part,
+                                kind,
+                                json.dumps(body, sort_keys=True),
+                                now,
+                            ],
+                        )
     except Exception as e:
         if not is_write_conflict(e):
             raise
         log.info("alert %s: changed by another process at the same time", alert.name)
+
+
+def _parts(session: Session, notifier: str) -> list[int | None]:
+    """One notification row per address of an email notifier (a retry never mails an address
+    that already got it), one for a webhook."""
+    found = session.project.config.notifiers.get(notifier)
+    if isinstance(found, EmailNotifier):
+        return list(range(len(found.to)))
+    return [None]
 
 
 def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
@@ -211,12 +224,12 @@ def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
     wh = session.warehouse
     notifiers = session.project.config.notifiers
     rows = wh.fetch(
-        "SELECT key, alert, notifier, kind, status, message, attempts, claimed_at "
+        "SELECT key, alert, notifier, kind, status, message, attempts, claimed_at, recipient "
         "FROM alert_notifications WHERE status IN ('pending', 'failed', 'sending') "
         "AND attempts < ? ORDER BY created_at, key",
         [MAX_ATTEMPTS],
     )
-    for key, alert, name, kind, status, body, attempts, claimed in rows:
+    for key, alert, name, kind, status, body, attempts, claimed, recipient in rows:
         if status == "sending" and (
             claimed is None or now - (_instant(claimed) or now) < STALE_CLAIM
         ):
@@ -240,7 +253,8 @@ def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
                 raise NotifyError(f"no notifier named {name!r} in personify.yml any more")
             msg = json.loads(body)
             if isinstance(notifier, EmailNotifier):
-                done = send_email(session.project, notifier, msg, key)
+                only = None if recipient is None else [int(recipient)]
+                done = send_email(session.project, notifier, msg, key, only)
             else:
                 done = send_webhook(notifier, msg)
         except Exception as e:  # a notifier never fails the run: recorded, retried

@@ -948,10 +948,11 @@ ALERT_STATE = Table(
 ALERT_NOTIFICATIONS = Table(
     "alert_notifications",
     (
-        C("key", S, False, "alert|notifier|kind|episode: one message per notifier and event"),
+        C("key", S, False, "alert|notifier[#recipient]|kind|episode: one message each"),
         C("alert", S, False),
         C("notifier", S, False),
-        C("kind", S, False, "firing, repeat or resolved"),
+        C("recipient", INT, doc="An email notifier's address (index in its to:), one row each"),
+        C("kind", S, False, "firing, repeat, grown (one more subject) or resolved"),
         C("status", S, False, "pending, sending, sent or failed (retried at the next check)"),
         C("message", S, False, "The message as JSON (counts and names only, no personal data)"),
         C("attempts", INT, False),

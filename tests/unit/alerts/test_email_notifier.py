@@ -43,3 +43,46 @@ def test_alert_email_over_smtp(tmp_path: Path) -> None:
         refused = EmailNotifier(to=("gone@example.org",))
         with pytest.raises(NotifyError, match="not handed over via smtp"):
             send_email(project, refused, msg, "complaints|mail2|firing|x")
+
+
+def test_a_refused_address_is_retried_alone(tmp_path: Path) -> None:
+    """One row per address: the retry mails the address that was refused, not the others."""
+    from datetime import UTC, datetime, timedelta
+
+    from personify import clock
+    from personify.alerts import check_alerts, list_alerts
+    from personify.session import Session
+    from personify.sources.schedule import record_run
+    from personify.warehouse import connect
+
+    t0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+    handler = Handler(refuse={"late@example.org": "450 4.2.0 mailbox busy"})
+    with smtp_server(handler=handler) as smtp:
+        config = parse_config(
+            f"warehouse: duckdb:///{tmp_path / 'w.duckdb'}\n"
+            f"delivery: {{kind: smtp, host: 127.0.0.1, port: {smtp.port}, tls: none}}\n"
+            "alerts:\n  - {name: sync_failing, when: source_failed, notify: [ops_mail]}\n"
+            "notifiers:\n  ops_mail: {kind: email, to: [ops@example.org, late@example.org]}\n"
+        )
+        project = Project(config, tmp_path, tmp_path / "personify.yml")
+        wh = connect(config.warehouse)
+        session = Session(project)
+        session._warehouse = wh
+        try:
+            with clock.frozen(t0):
+                record_run(wh, "crm", started_at=t0, seconds=1, counts={}, error="boom")
+                first = check_alerts(session, now=t0)
+            assert len(first.sent) == 1 and len(first.failed) == 1
+            assert [r.rcpt_tos for r in handler.received] == [["ops@example.org"]]
+            assert list_alerts(session)[0].failed_notifications[0]["attempts"] == 1
+            handler.refuse.clear()
+            later = t0 + timedelta(minutes=1)
+            with clock.frozen(later):
+                second = check_alerts(session, now=later)
+            assert len(second.sent) == 1 and second.failed == []
+            assert [r.rcpt_tos for r in handler.received] == [
+                ["ops@example.org"],
+                ["late@example.org"],
+            ]
+        finally:
+            wh.close()
