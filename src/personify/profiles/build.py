@@ -149,7 +149,8 @@ def _late_traits(wh: Warehouse, users: list[Trait], scope: str) -> None:
 
 
 _COLUMNS = (
-    "customer_id, email, first_name, last_name, phone, timezone, country, city, created_at, "
+    "customer_id, email, first_name, last_name, phone, timezone, country, city, locale, "
+    "created_at, "
     "last_purchase_at, first_purchase_at, order_count, total_spent, average_order_value, "
     "engagement_score, preferred_categories, last_seen_at, source, updated_at, first_seen, "
     "last_seen, days_since_last_purchase, open_tickets, lifecycle_stage, traits"
@@ -162,7 +163,7 @@ def _insert(wh: Warehouse, project: Project, scope: str) -> int:
     since = T.seconds_between("CAST(? AS TIMESTAMPTZ)", "b.last_purchase_at", wh.dialect)
     inner = (
         "SELECT c.customer_id, f.email, f.first_name, f.last_name, f.phone, f.timezone, "
-        "f.country, f.city, CAST(f.created_at AS TIMESTAMPTZ) AS created_at, "
+        "f.country, f.city, f.locale, CAST(f.created_at AS TIMESTAMPTZ) AS created_at, "
         "b.last_purchase_at, b.first_purchase_at, coalesce(b.order_count, 0) AS order_count, "
         "coalesce(b.total_spent, 0) AS total_spent, b.average_order_value, "
         "coalesce(e.engagement_score, 0) AS engagement_score, "

@@ -24,7 +24,17 @@ if TYPE_CHECKING:
     from personify.privacy.fields import FieldCipher
 from personify.warehouse.base import Warehouse
 
-FIELDS = ("email", "first_name", "last_name", "phone", "timezone", "country", "city", "created_at")
+FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "timezone",
+    "country",
+    "city",
+    "created_at",
+    "locale",
+)
 """Profile fields chosen by survivorship (columns of ``customers``)."""
 IDENTIFIER_FIELDS = ("email", "phone")
 """Fields that are identifiers too: their blocked values are never observed."""
@@ -40,6 +50,7 @@ _TRAIT_KEYS = {
     "country": ("country",),
     "city": ("city",),
     "created_at": ("created_at", "createdAt"),
+    "locale": ("locale", "language"),
 }
 
 

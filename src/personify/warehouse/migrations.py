@@ -357,6 +357,18 @@ def _received_at(wh: Warehouse) -> None:
     )
 
 
+def _locale(wh: Warehouse) -> None:
+    """Session 19: a profile's ``locale`` (chosen by survivorship like ``timezone``) and the
+    records' that it is chosen from; templates' locale variants read it."""
+    for name in ("customers", "customer_records"):
+        col = TABLES_BY_NAME[name].column("locale")
+        wh.execute(
+            f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
+            f"{quote(col.name)} {wh.column_type(col.type)}",
+            (),
+        )
+
+
 def _lists(wh: Warehouse) -> None:
     """Session 19: uploaded lists (``list_members``, ``list_uploads``) and the
     ``list_customers`` view segments read them through."""
@@ -441,6 +453,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _journey_waits,
     ),
     Migration(26, "uploaded lists: list_members, list_uploads, the list_customers view", _lists),
+    Migration(29, "profiles: customers.locale and customer_records.locale", _locale),
     Migration(30, "alerts: alert_state, alert_notifications", _alerts),
 )
 

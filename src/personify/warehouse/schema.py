@@ -123,6 +123,12 @@ CUSTOMERS = Table(
         C("timezone", S),
         C("country", S),
         C("city", S),
+        C(
+            "locale",
+            S,
+            doc="Language and region to write to the person in (BCP 47: fr, fr-CA); chooses "
+            "template variants (templates/NAME.fr.liquid)",
+        ),
         C("created_at", TS),
         C("last_purchase_at", TS),
         C("first_purchase_at", TS),
@@ -420,6 +426,12 @@ CUSTOMER_RECORDS = Table(
         C("timezone", S),
         C("country", S),
         C("city", S),
+        C(
+            "locale",
+            S,
+            doc="Language and region to write to the person in (BCP 47: fr, fr-CA); chooses "
+            "template variants (templates/NAME.fr.liquid)",
+        ),
         C("created_at", TS, doc="When the person signed up, as the source says"),
         C("user_id", S, doc="The login id the source knows the person by, if any"),
         C("attributes", J, doc="Other fields of the record"),

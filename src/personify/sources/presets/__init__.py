@@ -54,7 +54,7 @@ def hubspot_contacts(initial: str) -> tuple[RestResource, ...]:
     """CRM contacts through HubSpot's search API, changed since the last sync."""
     properties = [
         "email", "firstname", "lastname", "phone", "city", "country", "hs_timezone",
-        "createdate", "lastmodifieddate",
+        "hs_language", "createdate", "lastmodifieddate",
     ]  # fmt: skip
     return (
         RestResource(
@@ -103,6 +103,7 @@ def hubspot_contacts(initial: str) -> tuple[RestResource, ...]:
                 "city": "properties.city",
                 "country": "properties.country",
                 "timezone": "properties.hs_timezone",
+                "locale": "properties.hs_language",
                 "created_at": "createdAt",
                 "updated_at": "updatedAt",
             },
