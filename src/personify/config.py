@@ -872,8 +872,25 @@ class EmailSettings(_Base, frozen=True):
     """Who ``personify send-test`` (and ``POST /v1/test-sends``) may send a test email to:
     addresses (``qa@shop.example``) or whole domains (``*@shop.example``); any other recipient
     is refused, so a typo cannot mail a customer. Empty: test sends are off."""
+    default_locale: str = "en"
+    """How templates' ``currency`` and ``date: 'medium'`` filters write for customers without a
+    locale (``customers.locale``): a BCP 47 tag such as ``fr`` or ``en-GB``. Their template is
+    still ``NAME.liquid`` (locale variants are chosen by the customer's own locale)."""
 
     def __post_init__(self) -> None:
+        from babel import Locale
+        from babel.core import UnknownLocaleError
+
+        try:
+            Locale.parse(self.default_locale.strip().replace("-", "_"))
+            known = True
+        except (UnknownLocaleError, ValueError, TypeError):
+            known = False
+        if not known:
+            raise ValueError(
+                f"default_locale: {self.default_locale!r} is not a locale (write a BCP 47 tag "
+                "such as fr, fr-CA or en-GB)"
+            )
         for entry in self.test_recipients:
             local, _, domain = entry.rpartition("@")
             if local == "*":

@@ -307,3 +307,36 @@ def test_render_journey_option_names_a_journey_that_sends_the_template(project_d
         "--now", NOW,
     )  # fmt: skip
     assert doc["journey"]["name"] == "abandoned_cart" and doc["journey"]["trigger_key"] == "cc"
+
+
+def test_render_shows_the_locale_variant_chosen_for_the_customer(project_dir: Path) -> None:
+    with connect(f"duckdb:///{project_dir / 'warehouse.duckdb'}") as wh:
+        rows = [
+            {"customer_id": "c-fr", "email": "fr@x.org", "first_name": "Zoé", "locale": "fr_CA"},
+            {"customer_id": "c-en", "email": "en@x.org", "first_name": "Zoe"},
+        ]
+        now = datetime(2026, 2, 1, tzinfo=UTC)
+        wh.load(table("customers"), pa.Table.from_pylist([r | {"updated_at": now} for r in rows]))
+    templates = project_dir / "templates"
+    (templates / "partials").mkdir(exist_ok=True)
+    (templates / "partials" / "sign.liquid").write_text("<p>— {{ shop }}</p>\n")
+    (templates / "note.liquid").write_text(
+        "---\nsubject: Hello {{ customer.first_name }}\n---\n"
+        "<p>Total {{ 52 | currency: 'EUR' }}</p>\n{% render 'sign' %}\n"
+    )
+    (templates / "note.fr.liquid").write_text(
+        "---\nsubject: Bonjour {{ customer.first_name }}\n---\n"
+        "<p>Total {{ 52 | currency: 'EUR' }}</p>\n{% render 'sign' %}\n"
+    )
+    p = str(project_dir)
+    fr = personify_json("render", "note", "-c", "c-fr", "--project", p, "--var", "shop=Maison")
+    assert fr["template_file"] == "note.fr.liquid" and fr["locale"] == "fr-CA"
+    assert fr["subject"] == "Bonjour Zoé" and "52,00\xa0€" in fr["text"] and "Maison" in fr["text"]
+    en = personify("render", "note", "-c", "c-en", "--project", p, "--var", "shop=Maison")
+    assert en.returncode == 0, en.stderr
+    assert "render: template note.liquid (customer has no locale)" in en.stderr
+    assert "€52.00" in en.stdout
+    (templates / "partials" / "sign.liquid").unlink()
+    broken = personify("render", "note", "-c", "c-fr", "--project", p, "--var", "shop=Maison")
+    assert broken.returncode == 1
+    assert "note.fr.liquid:5" in broken.stderr and "partial 'sign' not found" in broken.stderr

@@ -69,6 +69,7 @@ from personify.messages import (
 )
 from personify.messages.connected import AddressPolicy
 from personify.messages.connected import resolve as resolve_connected
+from personify.messages.locale import customer_locale
 from personify.warehouse.base import Warehouse
 
 
@@ -156,7 +157,7 @@ def prepare(
     Raises :class:`~personify.messages.RenderError` (record the message as failed with
     ``err.reason``), :class:`AddressError` (no usable address) or NotFound."""
     customer = read_customer(wh, who, project)
-    parsed = (store or template_store(project)).get(template)
+    parsed = (store or template_store(project)).get(template, customer_locale(customer))
     return prepare_one(project, parsed, customer, variables, key=key)
 
 
@@ -185,7 +186,7 @@ def prepare_one(
     if template.connected:  # fetched now; a variable the caller gives wins
         wanted = [c for c in template.connected if c.name not in context]
         policy = AddressPolicy.from_config(project.config.email.connected_allow)
-        name = f"{template.name}.liquid"
+        name = template.file
         context.update(resolve_connected(wanted, context, name, policy=policy))
     links = None
     if tracking_on(project, template.tracking):  # links to /c/…, the pixel /o/…

@@ -21,12 +21,14 @@ from personify.delivery.transport import Envelope
 from personify.errors import NotFound, PersonifyError
 from personify.messages import (
     RenderError,
+    Template,
     TemplateStore,
     build_context,
     read_customers,
     template_store,
 )
 from personify.messages.connected import AddressPolicy, prefetch
+from personify.messages.locale import customer_locale
 from personify.warehouse.base import Warehouse
 
 FailureKind = Literal["not_found", "address", "render"]
@@ -65,7 +67,8 @@ def prepare_batch(
     Profiles are read now, in one query. Each item's result is its :class:`Envelope` or a
     :class:`PrepareFailure`. Raises only for the whole batch: NotFound (no such template) and
     ConfigError (no ``signing_key`` to sign unsubscribe links). A template that does not parse
-    fails every item with its reason (nothing is sent blank). Unsubscribe links revoke
+    fails every item with its reason (nothing is sent blank); so does a locale variant of it
+    (``NAME.fr.liquid``), for the items whose customers' locale chooses it. Unsubscribe links revoke
     ``purpose`` (default: the journeys' purpose).
     """
     from personify.delivery import prepare_one  # the package imports this module
@@ -74,21 +77,40 @@ def prepare_batch(
         return []
     customers = read_customers(wh, [customer_id for _, customer_id, _ in items])
     store = store or template_store(project)
-    try:
-        parsed = store.get(template)
-    except RenderError as e:
-        return [PrepareFailure(k, c, "render", e.reason, e) for k, c, _ in items]
+    # recipients grouped by the template variant their locale chooses (NAME.fr.liquid …): each
+    # variant parsed and planned once, its connected content prefetched for its own recipients
+    variant_of: dict[str | None, str] = {}
+    groups: dict[str, list[Item]] = {}
+    chosen: list[str] = []  # each item's variant
+    for item in items:
+        locale = customer_locale(customers.get(item[1]))
+        if locale not in variant_of:
+            variant_of[locale] = store.variant_for(template, locale)
+        chosen.append(variant_of[locale])
+        groups.setdefault(chosen[-1], []).append(item)
+    parsed_of: dict[str, Template | RenderError] = {}
+    for variant in groups:
+        try:
+            parsed_of[variant] = store.get(template, variant or None)
+        except RenderError as e:
+            parsed_of[variant] = e
     when = date or clock.now()
-    if parsed.connected:  # the batch's distinct URLs, fetched concurrently, then cached
-        prefetch(
-            parsed.connected,
-            [build_context(customers[c], v) for _, c, v in items if c in customers],
-            f"{template}.liquid",
-            policy=AddressPolicy.from_config(project.config.email.connected_allow),
-        )
+    for variant, group in groups.items():
+        parsed = parsed_of[variant]
+        if isinstance(parsed, Template) and parsed.connected:  # distinct URLs, concurrently
+            prefetch(
+                parsed.connected,
+                [build_context(customers[c], v) for _, c, v in group if c in customers],
+                parsed.file,
+                policy=AddressPolicy.from_config(project.config.email.connected_allow),
+            )
     out: list[Envelope | PrepareFailure] = []
-    for key, customer_id, variables in items:
+    for (key, customer_id, variables), variant in zip(items, chosen, strict=True):
         customer = customers.get(customer_id)
+        parsed = parsed_of[variant]
+        if isinstance(parsed, RenderError):  # this variant does not parse: nothing sent blank
+            out.append(PrepareFailure(key, customer_id, "render", parsed.reason, parsed))
+            continue
         if customer is None:
             missing = NotFound(f"no customer {customer_id!r}")
             out.append(PrepareFailure(key, customer_id, "not_found", "customer not found", missing))

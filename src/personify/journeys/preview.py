@@ -40,6 +40,7 @@ from personify.journeys.gates import HELD, SEND, Gate, Message
 from personify.journeys.gates import load as load_gates
 from personify.journeys.send import _SubjectStore
 from personify.messages import template_store
+from personify.messages.locale import customer_locale
 from personify.messages.templates import Template
 from personify.warehouse.base import Warehouse
 
@@ -147,12 +148,13 @@ def preview(
     )
 
 
-def preview_template(project: Project, found: Preview) -> Template:
-    """The template the preview renders: the project's, with a variant's subject line."""
+def preview_template(project: Project, found: Preview, locale: str | None = None) -> Template:
+    """The template the preview renders: the project's (its variant for the recipient's
+    ``locale``), with an experiment variant's subject line."""
     store = template_store(project)
     if found.subject is not None:
         store = _SubjectStore(store, found.subject)
-    return store.get(found.template)
+    return store.get(found.template, locale)
 
 
 def qualifying(wh: Warehouse, journey: Journey, step: Step, limit: int = SUGGESTIONS) -> list[str]:
@@ -325,6 +327,11 @@ class Rendered:
     found: Preview | None
     """``None``: no journey sends the template (the caller's variables only)."""
     gate: Gate
+    file: str = ""
+    """The template file rendered: ``welcome.liquid`` or a locale variant, ``welcome.fr.liquid``
+    (chosen by the customer's locale, :mod:`personify.messages.locale`)."""
+    locale: str | None = None
+    """The customer's locale, canonical (``fr-CA``), None without one."""
 
 
 def render_preview(
@@ -346,10 +353,12 @@ def render_preview(
     customer_id = str(customer["customer_id"])
     found = preview(wh, project, journeys, template, customer_id, now=now, given=set(variables))
     gate = send_now(wh, project, journeys, customer_id, found, now=now)
+    locale = customer_locale(customer)
     if found is None:  # no journey sends it: the caller's variables only
+        parsed = template_store(project).get(template, locale)
         envelope = prepare_one(
             project,
-            template_store(project).get(template),
+            parsed,
             customer,
             variables,
             key=f"preview:{template}",  # the same tracked links however the customer is named
@@ -357,9 +366,10 @@ def render_preview(
             unsubscribe=unsubscribe,
         )
     else:  # as the journey's send makes it: its message key, variables and purpose
+        parsed = preview_template(project, found, locale)
         envelope = prepare_one(
             project,
-            preview_template(project, found),
+            parsed,
             customer,
             {**found.variables, **variables},
             # links and pixel signed for a key no message has: a marketer clicking a preview
@@ -369,7 +379,7 @@ def render_preview(
             purpose=found.purpose,
             unsubscribe=unsubscribe,
         )
-    return Rendered(envelope, found, gate)
+    return Rendered(envelope, found, gate, parsed.file, locale)
 
 
 def verdict(gate: Gate) -> str:

@@ -126,15 +126,20 @@ class _SubjectStore(TemplateStore):
     def __init__(self, inner: TemplateStore, subject: str) -> None:  # no super(): a view
         self.folder = inner.folder
         self._inner = inner
-        self._subject = text_environment().from_string(subject, name="variant subject")
+        env = text_environment()
+        env.default_locale = inner.default_locale  # type: ignore[attr-defined]
+        self._subject = env.from_string(subject, name="variant subject")
 
     def names(self) -> list[str]:
         return self._inner.names()
 
-    def get(self, name: str) -> Template:
+    def variant_for(self, name: str, locale: str | None) -> str:
+        return self._inner.variant_for(name, locale)
+
+    def get(self, name: str, locale: str | None = None) -> Template:
         # the variant's subject rendered by python-liquid (the template's compiled one is not it)
         return dataclasses.replace(
-            self._inner.get(name), subject=self._subject, subject_compiled=None
+            self._inner.get(name, locale), subject=self._subject, subject_compiled=None
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from personify.config import Project
 from personify.messages.context import build_context, read_customer, read_customers
 from personify.messages.errors import RenderError
+from personify.messages.locale import customer_locale
 from personify.messages.render import RenderedEmail, render
 from personify.messages.templates import Template, TemplateStore
 from personify.warehouse.base import Warehouse
@@ -37,6 +38,7 @@ def template_store(project: Project) -> TemplateStore:
         store = _stores.get(folder)
         if store is None:
             store = _stores[folder] = TemplateStore(folder)
+        store.default_locale = project.config.email.default_locale
         return store
 
 
@@ -49,10 +51,12 @@ def render_for(
     *,
     store: TemplateStore | None = None,
 ) -> tuple[dict[str, Any], RenderedEmail]:
-    """Render ``template`` for the customer ``who``, profile read now: (customer, email)."""
+    """Render ``template`` for the customer ``who``, profile read now: (customer, email) — the
+    template's variant for the customer's locale (``NAME.fr.liquid``) when it has one."""
     customer = read_customer(wh, who, project)
     store = store or template_store(project)
-    return customer, render(store.get(template), build_context(customer, variables))
+    parsed = store.get(template, customer_locale(customer))
+    return customer, render(parsed, build_context(customer, variables))
 
 
 __all__ = [

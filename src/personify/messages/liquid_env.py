@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import re
+import threading
+from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import ClassVar
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
-from liquid import Environment, StrictUndefined
-from liquid.exceptions import LiquidError, ResourceLimitError, UndefinedError
+from babel.core import UnknownLocaleError
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency
+from liquid import BoundTemplate, Environment, RenderContext, StrictUndefined
+from liquid.builtin.filters.misc import _to_date
+from liquid.builtin.filters.misc import date as liquid_date
+from liquid.exceptions import (
+    LiquidError,
+    ResourceLimitError,
+    TemplateNotFoundError,
+    UndefinedError,
+)
+from liquid.filter import with_context, with_environment
+from liquid.loader import BaseLoader, TemplateSource
 
 from personify.messages.errors import RenderError
+from personify.messages.locale import babel_locale, customer_locale, normalize
 
 _CENTS = re.compile(r"-?(?:0|[1-9][0-9]{0,17})\.[0-9]{2}")
 """A price already written with two decimals (no leading zero, no exponent, no sign but -)."""
@@ -28,6 +47,8 @@ class _Guarded(Environment):
     def setup_tags_and_filters(self, *, extra: bool = False) -> None:
         super().setup_tags_and_filters(extra=extra)
         self.filters["money"] = money
+        self.filters["currency"] = currency
+        self.filters["date"] = date
 
 
 def money(value: object, places: object = 2) -> str:
@@ -54,14 +75,209 @@ def money(value: object, places: object = 2) -> str:
         return str(value)
 
 
-def html_environment() -> Environment:
-    """For HTML bodies and layouts: every value is HTML-escaped unless marked safe."""
-    return _Guarded(undefined=StrictUndefined, autoescape=True)
+_DATE_STYLES = ("short", "medium", "long", "full")
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def text_environment() -> Environment:
+def _locales(context: RenderContext, explicit: object) -> list[str]:
+    """Babel locales to write in, first known wins: the filter's argument, else the customer's
+    locale; then the project's ``email.default_locale`` (set on the environment by the template
+    store); then English."""
+    if explicit is not None:
+        wanted = normalize(explicit)
+    else:
+        customer = context.globals.get("customer")
+        wanted = customer_locale(customer) if isinstance(customer, Mapping) else None
+    default = getattr(context.env, "default_locale", None)
+    return [babel_locale(t) for t in (wanted, default) if t] + ["en"]
+
+
+def _zone(context: RenderContext) -> ZoneInfo | None:
+    customer = context.globals.get("customer")
+    name = customer.get("timezone") if isinstance(customer, Mapping) else None
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+@with_context
+def currency(
+    value: object, code: object = "USD", locale: object = None, *, context: RenderContext
+) -> str:
+    """``{{ total | currency: 'EUR' }}`` → ``€52.00`` (English), ``52,00 €`` (French): the
+    amount in the recipient's locale (the customer's; a third argument overrides it); nil
+    gives an empty string, text that is not a number is returned unchanged."""
+    if value is None:
+        return ""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    if not amount.is_finite():
+        return str(value)
+    for name in _locales(context, locale):
+        try:
+            return str(format_currency(amount, str(code).upper(), locale=name))
+        except UnknownLocaleError:
+            continue
+        except ValueError:  # not a currency code Babel reads
+            return str(value)
+    return str(value)
+
+
+@with_context
+@with_environment
+def date(
+    value: Any,
+    fmt: Any,
+    locale: object = None,
+    *,
+    context: RenderContext,
+    environment: Environment,
+) -> str:
+    """``{{ at | date: '%d/%m/%Y' }}`` as Liquid's own ``date`` (strftime); ``date: 'short'``,
+    ``'medium'``, ``'long'`` or ``'full'`` — the date and time written the recipient's way
+    (Babel; in the customer's ``timezone`` when the value has a zone; a plain date without
+    time). A third argument names the locale instead of the customer's."""
+    if fmt not in _DATE_STYLES:
+        return str(liquid_date(value, fmt, environment=environment))
+    when = dt.datetime.now(dt.UTC) if value in ("now", "today") else _to_date(value)
+    if when is None:
+        return "" if value is None else str(value)
+    day: dt.date | None = None  # a date without a time: written without one
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        day = value
+    elif isinstance(value, str) and _ISO_DAY.fullmatch(value.strip()):
+        day = when.date()
+    if day is None and when.tzinfo is not None and (zone := _zone(context)) is not None:
+        when = when.astimezone(zone)
+    for name in _locales(context, locale):
+        try:
+            if day is not None:
+                return str(format_date(day, fmt, locale=name))
+            return str(format_datetime(when, fmt, tzinfo=when.tzinfo, locale=name))
+        except (UnknownLocaleError, ValueError):
+            continue
+    return str(value)
+
+
+PARTIALS_DIR = "partials"
+_PARTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+
+
+_PARTIAL_SOURCES: dict[str, str] = {}
+"""A partial's text → its file (``partials/footer.liquid``): an error raised while rendering
+a partial holds the partial's text, so :func:`translate` names the partial and its line."""
+
+
+class PartialPathError(TemplateNotFoundError):
+    """A partial's name that would read outside ``templates/partials`` (``../``, ``/etc``)."""
+
+
+class PartialsLoader(BaseLoader):
+    """``{% render 'footer' %}`` / ``{% include 'footer' %}`` read ``partials/footer.liquid``
+    of the templates folder — never outside it (no ``..``, no absolute path, no symlink out).
+
+    Parsed partials are cached by their content (one parse per version and environment); the
+    store :meth:`refresh`-es the partials a template names when it checks that template, so
+    rendering reads no file for them; a partial named by a variable is read at render time."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder / PARTIALS_DIR
+        self._parsed: dict[tuple[int, str, str], BoundTemplate] = {}
+        self._current: dict[tuple[int, str], BoundTemplate] = {}
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        """The file of partial ``name``. Raises PartialPathError or TemplateNotFoundError."""
+        if not _PARTIAL_NAME.fullmatch(name) or ".." in PurePosixPath(name).parts:
+            raise PartialPathError(
+                f"partial {name!r} is not a name inside templates/{PARTIALS_DIR}/ "
+                "(no '..', no absolute path, no backslash)"
+            )
+        stem = name.removesuffix(".liquid")
+        path = self.folder / f"{stem}.liquid"
+        root = self.folder.resolve()
+        if not path.is_file():
+            raise TemplateNotFoundError(
+                f"partial {name!r} not found (looked for templates/{PARTIALS_DIR}/{stem}.liquid)"
+            )
+        if not path.resolve().is_relative_to(root):
+            raise PartialPathError(f"partial {name!r} leads outside templates/{PARTIALS_DIR}/")
+        return path
+
+    def source(self, name: str) -> str:
+        """The text of partial ``name`` now (see :meth:`path`)."""
+        return self.path(name).read_text(encoding="utf-8")
+
+    def get_source(
+        self,
+        env: Environment,
+        template_name: str,
+        *,
+        context: RenderContext | None = None,
+        **kwargs: object,
+    ) -> TemplateSource:
+        text = self.source(template_name)
+        return TemplateSource(text, f"{PARTIALS_DIR}/{template_name}.liquid", None)
+
+    def _parse(self, env: Environment, name: str, text: str) -> BoundTemplate:
+        key = (id(env), name, hashlib.sha256(text.encode()).hexdigest())
+        with self._lock:
+            hit = self._parsed.get(key)
+        if hit is not None:
+            return hit
+        stem = name.removesuffix(".liquid")
+        parsed = env.from_string(text, name=f"{PARTIALS_DIR}/{stem}.liquid")
+        with self._lock:
+            self._parsed[key] = parsed
+            if len(_PARTIAL_SOURCES) > 10_000:
+                _PARTIAL_SOURCES.clear()
+            _PARTIAL_SOURCES[text] = f"{PARTIALS_DIR}/{stem}.liquid"
+        return parsed
+
+    def refresh(self, env: Environment, sources: dict[str, str]) -> None:
+        """Make ``sources`` (name → text, read by the store) what ``env`` renders."""
+        parsed = {name: self._parse(env, name, text) for name, text in sources.items()}
+        with self._lock:
+            for name, template in parsed.items():
+                self._current[(id(env), name)] = template
+
+    def load(
+        self,
+        env: Environment,
+        name: str,
+        *,
+        globals: Any = None,  # noqa: A002 - python-liquid's signature
+        context: RenderContext | None = None,
+        **kwargs: object,
+    ) -> BoundTemplate:
+        with self._lock:
+            hit = self._current.get((id(env), name))
+        if hit is not None:
+            return hit
+        return self._parse(env, name, self.source(name))
+
+
+def html_environment(folder: Path | None = None) -> Environment:
+    """For HTML bodies and layouts: every value is HTML-escaped unless marked safe. With
+    ``folder`` (the templates folder), partials load from its ``partials/``."""
+    env = _Guarded(undefined=StrictUndefined, autoescape=True)
+    if folder is not None:
+        env.loader = PartialsLoader(folder)
+    return env
+
+
+def text_environment(folder: Path | None = None) -> Environment:
     """For subjects (plain text, never HTML-escaped)."""
-    return _Guarded(undefined=StrictUndefined, autoescape=False)
+    env = _Guarded(undefined=StrictUndefined, autoescape=False)
+    if folder is not None:
+        env.loader = PartialsLoader(folder)
+    return env
 
 
 _TAG = re.compile(r"\{%-?\s*(\w+)")
@@ -88,6 +304,13 @@ def translate(
     ``source``: the text parsed, to place an error at its end (a block never closed) on the
     line of the block's opening tag."""
     token = err.token
+    where = err.template_name
+    if not (isinstance(where, str) and where.startswith(f"{PARTIALS_DIR}/")):
+        where = _PARTIAL_SOURCES.get(getattr(token, "source", None) or "")
+        if where is not None and source is not None and token is not None:
+            where = None if token.source == source else where
+    if where is not None and where.startswith(f"{PARTIALS_DIR}/"):
+        template, line_offset = where, 0  # the error is in a partial: its own lines
     line: int | None = None
     if token is not None and getattr(token, "source", None) is not None:
         line = token.source.count("\n", 0, token.start_index) + 1 + line_offset
@@ -104,6 +327,13 @@ def translate(
         variable = named.group(1) if named else (token.value if token is not None else None)
         message = f"undefined variable {variable!r}" if variable else message
         hint = "pass it to the render (--var NAME=VALUE) or guard it with {% if %}"
+    elif isinstance(err, TemplateNotFoundError):
+        if not isinstance(err, PartialPathError) and not message.startswith("partial "):
+            message = f"partial {message!r} not found"
+        hint = (
+            f"partials are files templates/{PARTIALS_DIR}/NAME.liquid, named without the "
+            "folder or extension: {% render 'footer' %}"
+        )
     elif isinstance(err, ResourceLimitError):
         hint = "the template loops or writes too much; shorten the lists it renders"
     return RenderError(message, template=template, line=line, variable=variable, hint=hint)

@@ -103,7 +103,16 @@ def _body(template: Template, body: BoundTemplate, context: Mapping[str, Any]) -
     try:
         return body.render(**context)
     except LiquidError as e:
-        raise translate(e, f"{template.name}.liquid", template.body_line_offset) from None
+        raise translate(e, template.file, template.body_line_offset) from None
+
+
+def _planned_body(template: Template, plan: Plan, context: Mapping[str, Any]) -> str:
+    """The plan's body by python-liquid; an error is the reference render's to raise (the plan's
+    body has its partials placed in it: its lines are not the template's)."""
+    try:
+        return plan.body.render(**context)
+    except LiquidError:
+        raise Fallback from None
 
 
 def _subject(template: Template, context: Mapping[str, Any]) -> str:
@@ -115,10 +124,10 @@ def _subject(template: Template, context: Mapping[str, Any]) -> str:
         try:
             subject = template.subject.render(**context)
         except LiquidError as e:
-            raise translate(e, f"{template.name} subject") from None
+            raise translate(e, f"{template.file.removesuffix('.liquid')} subject") from None
     subject = _WS.sub(" ", subject).strip()
     if not subject:
-        raise RenderError("the subject rendered empty", template=f"{template.name}.liquid")
+        raise RenderError("the subject rendered empty", template=template.file)
     return subject
 
 
@@ -150,12 +159,12 @@ def _render_planned(
                 body, parts, marks = done
                 static = plan.static_pieces
             else:  # this context needs python-liquid (the text: from its HTML)
-                body = _body(template, plan.body, context)
+                body = _planned_body(template, plan, context)
                 marks = markup_to_marks(_STYLE_ATTR.sub("", body))
         else:
             compiled = plan.compiled(context) if plan.compiled is not None else None
             # None: not compiled, or this context needs python-liquid (e.g. an error)
-            body = compiled if compiled is not None else _body(template, plan.body, context)
+            body = compiled if compiled is not None else _planned_body(template, plan, context)
     else:
         tracked = plan.tracked
         assert tracked is not None
@@ -174,7 +183,7 @@ def _render_planned(
     subject = _subject(template, context)
     raw = plan.values(context, subject)
     if not body.strip():
-        raise RenderError("the body rendered empty", template=f"{template.name}.liquid")
+        raise RenderError("the body rendered empty", template=template.file)
     if marks is None and plan.compiled_text is not None:
         marks = plan.compiled_text(context)
     if links is None:
@@ -193,7 +202,7 @@ def _render_planned(
 
 def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
     """Render the straightforward way: body, layout, the whole document's CSS inlined, text."""
-    name = f"{template.name}.liquid"
+    name = template.file
     body = _body(template, template.body, context)
     subject = _subject(template, context)
     html = body

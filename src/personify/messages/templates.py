@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,14 @@ from personify.errors import NotFound
 from personify.messages.compiled import Compiled, Unsupported, compile_body
 from personify.messages.connected import Connected, parse_connected
 from personify.messages.errors import RenderError
-from personify.messages.liquid_env import html_environment, text_environment, translate
+from personify.messages.liquid_env import (
+    PARTIALS_DIR,
+    PartialsLoader,
+    html_environment,
+    text_environment,
+    translate,
+)
+from personify.messages.locale import VARIANT, candidates
 from personify.messages.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,14 @@ class Template:
     subject_compiled_from: BoundTemplate | None = None
     """The subject ``subject_compiled`` was made from: a copy of this template with another
     ``subject`` (``dataclasses.replace``) renders that one with python-liquid, never the old."""
+    variant: str = ""
+    """The locale variant this is (``fr``, ``fr-CA``: the file ``NAME.fr.liquid``), ``""`` for
+    the default ``NAME.liquid``."""
+
+    @property
+    def file(self) -> str:
+        """The body's file name, as errors name it: ``welcome.liquid``, ``welcome.fr.liquid``."""
+        return f"{self.name}.{self.variant}.liquid" if self.variant else f"{self.name}.liquid"
 
 
 def _front_matter(text: str) -> tuple[dict[str, Any], str, int]:
@@ -92,57 +109,183 @@ def _compile_mjml(source: str, name: str) -> str:
         raise RenderError(f"invalid MJML: {e}", template=name) from None
 
 
+def _variant_of(stem: str) -> tuple[str, str]:
+    """``welcome.fr-CA`` → (``welcome``, ``fr-CA``); a stem without a locale suffix → (it, "")."""
+    base, dot, suffix = stem.rpartition(".")
+    if dot and base and VARIANT.fullmatch(suffix):
+        return base, suffix
+    return stem, ""
+
+
+_PARTIAL_TAG = re.compile(r"\{%(-?)\s*(render|include)\s+(['\"])([^'\"]*)\3\s*(-?)%\}")
+_SCOPED = re.compile(r"\{%-?\s*(?:assign|capture|increment|decrement|liquid|cycle|ifchanged)\b")
+_LOOP = re.compile(r"\{%-?\s*(for|tablerow|endfor|endtablerow)\b")
+_RAW = re.compile(r"\{%-?\s*raw\b")
+
+
+def placed_partials(source: str, partials: dict[str, str], depth: int = 0) -> str | None:
+    """``source`` with each ``{% render 'NAME' %}`` / ``{% include 'NAME' %}`` (a quoted name,
+    no arguments) replaced by the partial's text — for the plan, whose CSS is inlined into the
+    body's text and whose body is compiled: the same output as rendering the partial, or None
+    when that cannot be promised (``render`` inside a loop or next to ``assign``/``capture``,
+    whose scopes it isolates; whitespace control; ``raw``; a partial not read)."""
+    if depth > 10 or _RAW.search(source):
+        return None
+    out: list[str] = []
+    end = 0
+    for match in _PARTIAL_TAG.finditer(source):
+        left, tag, _, name, right = match.groups()
+        text = partials.get(name)
+        if left or right or text is None:
+            return None
+        if tag == "render":
+            before = source[: match.start()]
+            opened = sum(1 for m in _LOOP.finditer(before) if not m.group(1).startswith("end"))
+            closed = sum(1 for m in _LOOP.finditer(before) if m.group(1).startswith("end"))
+            if opened != closed or _SCOPED.search(source) or _SCOPED.search(text):
+                return None
+            if re.search(r"\{%-?\s*include\b", text):
+                return None  # include is refused inside a rendered partial
+        inner = placed_partials(text, partials, depth + 1)
+        if inner is None:
+            return None
+        out += [source[end : match.start()], inner]
+        end = match.end()
+    if re.search(r"\{%-?\s*(?:render|include)\b", _PARTIAL_TAG.sub("", source)):
+        return None  # a partial named otherwise (a variable, arguments)
+    return "".join(out) + source[end:]
+
+
+_PARTIAL_REF = re.compile(r"\b(?:render|include)\s+(['\"])(.*?)\1")
+_DYNAMIC_INCLUDE = re.compile(r"\binclude\s+[A-Za-z_]")
+
+
 class TemplateStore:
-    """Loads templates from a folder; parses and compiles each version once (thread-safe)."""
+    """Loads templates from a folder; parses and compiles each version once (thread-safe).
+
+    Partials (``{% render 'footer' %}``) are files of its ``partials/`` folder; a template's
+    version covers the partials it names, so changing one makes new versions of the templates
+    that render it. Locale variants ``NAME.fr.liquid`` are chosen by :meth:`get`'s ``locale``."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._html = html_environment()
-        self._text = text_environment()
+        self._html = html_environment(folder)
+        self._text = text_environment(folder)
         self._cache: dict[str, Template] = {}
         self._layouts: dict[str, tuple[str, BoundTemplate]] = {}
         self._lock = threading.Lock()
 
-    def names(self) -> list[str]:
-        """Names of the templates in the folder."""
-        return sorted(p.stem for p in self.folder.glob("*.liquid"))
+    @property
+    def default_locale(self) -> str | None:
+        """The locale filters write in for customers without one (``email.default_locale``)."""
+        return getattr(self._html, "default_locale", None)
 
-    def get(self, name: str) -> Template:
-        """The current version of template ``name``. Raises NotFound or RenderError."""
+    @default_locale.setter
+    def default_locale(self, value: str | None) -> None:
+        for env in (self._html, self._text):
+            env.default_locale = value  # type: ignore[attr-defined]
+
+    def names(self) -> list[str]:
+        """Names of the templates in the folder (their locale variants are not others)."""
+        stems = {p.stem for p in self.folder.glob("*.liquid")}
+        return sorted(s for s in stems if _variant_of(s)[0] == s or _variant_of(s)[0] not in stems)
+
+    def variants(self, name: str) -> list[str]:
+        """The locales template ``name`` has a variant for (``fr``, ``fr-CA`` …), sorted."""
+        found = []
+        for path in self.folder.glob(f"{glob_escape(name)}.*.liquid"):
+            base, suffix = _variant_of(path.stem)
+            if base == name and suffix:
+                found.append(suffix)
+        return sorted(found)
+
+    def variant_for(self, name: str, locale: str | None) -> str:
+        """Which variant of ``name`` a recipient of ``locale`` gets: the exact locale's, else
+        its language's, else ``""`` (the default ``NAME.liquid``)."""
+        for suffix in candidates(locale):
+            if (self.folder / f"{name}.{suffix}.liquid").is_file():
+                return suffix
+        return ""
+
+    def _partials(self, *sources: str) -> dict[str, str]:
+        """The partials ``sources`` name (and those they name), read now: name → text. A
+        partial named by a variable makes every file of ``partials/`` count."""
+        loader = self._html.loader
+        assert isinstance(loader, PartialsLoader)
+        found: dict[str, str] = {}
+        todo = list(sources)
+        while todo:
+            text = todo.pop()
+            if _DYNAMIC_INCLUDE.search(text):
+                folder = self.folder / PARTIALS_DIR
+                for path in sorted(folder.rglob("*.liquid")) if folder.is_dir() else []:
+                    name = path.relative_to(folder).with_suffix("").as_posix()
+                    if name not in found:
+                        found[name] = path.read_text(encoding="utf-8")
+                        todo.append(found[name])
+            for match in _PARTIAL_REF.finditer(text):
+                name = match.group(2)
+                if name in found:
+                    continue
+                try:
+                    found[name] = loader.source(name)
+                except LiquidError:
+                    continue  # rendering says where (template, line) and why
+                todo.append(found[name])
+        return found
+
+    def get(self, name: str, locale: str | None = None) -> Template:
+        """The current version of template ``name`` — of its variant for ``locale`` (see
+        :meth:`variant_for`) when given. Raises NotFound or RenderError."""
         path = self.folder / f"{name}.liquid"
         if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"no template {name!r} in {self.folder}", hint=f"templates: {known}")
-        source = path.read_text(encoding="utf-8")
+        variant = self.variant_for(name, locale) if locale else ""
+        stem = f"{name}.{variant}" if variant else name
+        file = f"{stem}.liquid"
+        source = (self.folder / file).read_text(encoding="utf-8")
         meta, body, offset = _front_matter(source)
-        sidecar = self.folder / f"{name}.yml"
-        if sidecar.is_file():
-            meta = {**(yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}), **meta}
-        layout_path = self._layout_path(name, meta)
+        for sidecar in dict.fromkeys((self.folder / f"{stem}.yml", self.folder / f"{name}.yml")):
+            if sidecar.is_file():
+                meta = {**(yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}), **meta}
+        layout_path = self._layout_path(name, meta, variant)
         layout_source = layout_path.read_text(encoding="utf-8") if layout_path else ""
+        partials = self._partials(body, str(meta.get("subject", "")), layout_source)
         version = hashlib.sha256(
-            "\0".join((source, repr(sorted(meta.items())), layout_source)).encode()
+            "\0".join(
+                (
+                    source,
+                    repr(sorted(meta.items())),
+                    layout_source,
+                    *(f"{k}\0{v}" for k, v in sorted(partials.items())),
+                )
+            ).encode()
         ).hexdigest()[:16]
+        for env in (self._html, self._text):
+            loader = env.loader
+            assert isinstance(loader, PartialsLoader)
+            loader.refresh(env, partials)
         with self._lock:
-            cached = self._cache.get(name)
+            cached = self._cache.get(stem)
             if cached is not None and cached.version == version:
                 return cached
         subject = meta.get("subject")
         if not isinstance(subject, str) or not subject.strip():
             raise RenderError(
                 "no subject",
-                template=f"{name}.liquid",
-                hint=f"add `subject: ...` in front matter (--- lines) or in {name}.yml",
+                template=file,
+                hint=f"add `subject: ...` in front matter (--- lines) or in {stem}.yml",
             )
         layout_name = str(layout_path.relative_to(self.folder)) if layout_path else None
         try:
-            parsed_body = self._html.from_string(body, name=f"{name}.liquid")
+            parsed_body = self._html.from_string(body, name=file)
         except LiquidError as e:
-            raise translate(e, f"{name}.liquid", offset, body) from None
+            raise translate(e, file, offset, body) from None
         try:
-            parsed_subject = self._text.from_string(subject, name=f"{name} subject")
+            parsed_subject = self._text.from_string(subject, name=f"{stem} subject")
         except LiquidError as e:
-            raise translate(e, f"{name} subject") from None
+            raise translate(e, f"{stem} subject") from None
         try:
             subject_compiled: Compiled | None = compile_body(parsed_subject)
         except Unsupported:
@@ -151,10 +294,14 @@ class TemplateStore:
         plan: Plan | None = None
         if layout_name:
             layout_html, layout = self._layout(layout_name, layout_source)
-            plan, why = make_plan(self._html, body, layout_html, f"{name}.liquid")
+            placed = placed_partials(body, partials)
+            if placed is None:
+                plan, why = None, "it renders partials the plan cannot place (see README)"
+            else:
+                plan, why = make_plan(self._html, placed, layout_html, file)
             if plan is None:
-                log.info("template %s renders the reference way: %s", name, why)
-        connected = parse_connected(meta, f"{name}.liquid", self._text)
+                log.info("template %s renders the reference way: %s", stem, why)
+        connected = parse_connected(meta, file, self._text)
         template = Template(
             name,
             version,
@@ -168,12 +315,13 @@ class TemplateStore:
             tracking=meta.get("tracking", True) is not False,
             subject_compiled=subject_compiled,
             subject_compiled_from=parsed_subject,
+            variant=variant,
         )
         with self._lock:
-            self._cache[name] = template
+            self._cache[stem] = template
         return template
 
-    def _layout_path(self, name: str, meta: dict[str, Any]) -> Path | None:
+    def _layout_path(self, name: str, meta: dict[str, Any], variant: str = "") -> Path | None:
         wanted = meta.get("layout")
         if wanted in ("none", False):
             return None
@@ -182,6 +330,10 @@ class TemplateStore:
             if not path.is_file():
                 raise RenderError(f"layout {wanted!r} not found at {path}", template=name)
             return path
+        if variant:  # a variant's own MJML (welcome.fr.mjml), else the template's
+            own = self.folder / f"{name}.{variant}.mjml"
+            if own.is_file():
+                return own
         own = self.folder / f"{name}.mjml"
         return own if own.is_file() else None
 

@@ -90,6 +90,12 @@ def journey_doc(found: Preview | None) -> dict[str, Any] | None:
     }
 
 
+def variant_line(file: str, locale: str | None) -> str:
+    """Which template file was rendered and why: ``welcome.fr.liquid (customer locale fr-CA)``."""
+    why = f"customer locale {locale}" if locale else "customer has no locale"
+    return f"template {file} ({why})"
+
+
 def journeys_for(proj: Project, journey: str | None, template: str) -> list[Journey]:
     """The project's journeys, or only ``--journey``'s (which must send ``template``)."""
     from personify.journeys import project_journeys
@@ -165,7 +171,11 @@ def render_command(
     A customer with no open cart in the journey is an error naming a few customers who have one;
     --var / --vars give or replace variables. The journey used is shown on stderr, and whether a
     send at --now would go out or not and why (suppressed, no consent, goal reached, quiet hours
-    until when, frequency cap: the send's own checks; with --json under "send_now")."""
+    until when, frequency cap: the send's own checks; with --json under "send_now").
+
+    A template with locale variants (templates/NAME.fr.liquid, NAME.fr-CA.liquid) renders the
+    one the customer's locale chooses (exact locale, then language, then NAME.liquid); the file
+    rendered is shown on stderr (with --json: "template_file" and "locale")."""
     from personify import clock
     from personify.journeys.preview import describe, render_preview, verdict
     from personify.messages import read_customer
@@ -191,6 +201,8 @@ def render_command(
         emit_json(
             {
                 "template": template,
+                "template_file": shown.file,
+                "locale": shown.locale,
                 "customer_id": envelope.customer_id,
                 "subject": envelope.subject,
                 "html": html,
@@ -202,6 +214,7 @@ def render_command(
             }
         )
         return
+    sys.stderr.write(f"render: {variant_line(shown.file, shown.locale)}\n")
     if found is not None:
         sys.stderr.write(f"render: {describe(found)}\n")
         for note in found.notes:

@@ -1,0 +1,186 @@
+"""Templates by the recipient's locale, with partials, on every backend: ``customers.locale``
+chosen by survivorship like the other profile fields, a journey's send picking each recipient's
+variant (``hello.fr.liquid``: exact locale, then language, then ``hello.liquid``) in one batch,
+and a changed partial changing the next emails."""
+
+from __future__ import annotations
+
+import email
+import logging
+from datetime import timedelta
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from tests.conformance.audience_data import arrow_rows
+from tests.conformance.test_identity import T0, TS
+from tests.conformance.test_journeys import NOW, Shop, events, people, shop
+from tests.conformance.test_profiles import session_on
+
+from personify import clock
+from personify.config import Project, parse_config
+from personify.identity import resolve_batch
+from personify.profiles import profiles_stage
+from personify.warehouse import Warehouse, connect, table
+from personify.warehouse.migrations import migrate
+
+__all__ = ["shop"]  # the fixture, shared with test_journeys
+
+HOUR = timedelta(hours=1)
+HELLO = """---
+subject: "Hello {{ customer.first_name }}"
+---
+<p>Hello {{ customer.first_name }}, your total: {{ total | currency: 'EUR' }}</p>
+{% render 'footer' %}
+"""
+HELLO_FR = """---
+subject: "Bonjour {{ customer.first_name }}"
+---
+<p>Bonjour {{ customer.first_name }}, votre total : {{ total | currency: 'EUR' }}</p>
+{% render 'footer' %}
+"""
+LAYOUT = """<mjml><mj-body><mj-section><mj-column><mj-text>{{ content }}</mj-text>
+</mj-column></mj-section></mj-body></mjml>
+"""
+
+
+def _records(rows: list[tuple[str, str, str, str | None, int]]) -> pa.Table:
+    """(source, record_id, email, locale, day)."""
+    return pa.table(
+        {
+            "source": [r[0] for r in rows],
+            "record_id": [r[1] for r in rows],
+            "email": [r[2] for r in rows],
+            "locale": [r[3] for r in rows],
+            "observed_at": pa.array([T0 + timedelta(days=r[4]) for r in rows], TS),
+            "received_at": pa.array([T0 + timedelta(days=r[4]) for r in rows], TS),
+        }
+    )
+
+
+def test_the_locale_is_a_profile_field_chosen_by_survivorship(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    wh = warehouse
+    wh.load(
+        table("customer_records"),
+        _records(
+            [
+                ("crm", "c1", "ann@x.org", "fr_CA", 0),
+                ("shop", "s1", "ann@x.org", "en", 2),  # later: last_write_wins by default
+                ("crm", "c2", "bob@x.org", "de", 0),
+                ("shop", "s2", "bob@x.org", None, 3),  # no value is no observation
+            ]
+        ),
+    )
+    config = "survivorship:\n  fields:\n    locale: {rule: source_priority, sources: [crm]}\n"
+    for yaml, ann in (("", "en"), (config, "fr_CA")):
+        proj = Project(parse_config(f"warehouse: {wh.url}\n{yaml}"), tmp_path, tmp_path / "p.yml")
+        with clock.frozen(T0 + timedelta(days=10)):
+            resolve_batch(wh, proj.config.identity)
+            profiles_stage(session_on(wh, proj))
+        rows = dict(wh.fetch("SELECT email, locale FROM customers"))
+        assert rows == {"ann@x.org": ann, "bob@x.org": "de"}
+    kept = wh.fetch(
+        "SELECT DISTINCT value FROM profile_observations WHERE field = 'locale' ORDER BY 1"
+    )
+    assert [r[0] for r in kept] == ["de", "en", "fr_CA"]
+
+
+def test_migration_29_adds_the_locale_to_an_older_warehouse(warehouse_url: str) -> None:
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=26)
+        for name in ("customers", "customer_records"):
+            wh.execute(f"ALTER TABLE {name} DROP COLUMN locale")  # the layout before 29
+        assert 29 in migrate(wh)
+        assert wh.fetch("SELECT locale FROM customers") == []
+        assert wh.fetch("SELECT locale FROM customer_records") == []
+        assert 29 not in migrate(wh)  # once
+
+
+def _eml(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def _html(message: EmailMessage) -> str:
+    part = message.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def _world(shop: Shop, *people_rows: dict[str, object]) -> None:
+    people(shop.wh, *people_rows, consent=[str(r["customer_id"]) for r in people_rows])
+    nodes = []
+    for i, row in enumerate(people_rows, start=len(shop.wh.fetch("SELECT 1 FROM identity_nodes"))):
+        who = str(row["customer_id"])
+        node = {"node_id": i + 1, "kind": "user_id", "value": who, "source": "web"}
+        node |= {"first_seen": NOW, "last_seen": NOW, "blocked": False, "cluster": i + 1}
+        nodes.append(node | {"part": i + 1, "customer_id": who})
+    shop.wh.load(table("identity_nodes"), arrow_rows("identity_nodes", nodes))
+
+
+def test_a_journey_sends_each_recipient_their_locale_variant_with_partials(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write("templates/hello.fr.liquid", HELLO_FR)
+    shop.write("templates/hello.mjml", LAYOUT)  # a layout: the planned (fast) path
+    shop.write("templates/partials/footer.liquid", "<p>Shop footer for {{ customer.email }}</p>\n")
+    shop.write(
+        "journeys/welcome.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {total: 52}\n",
+    )
+    _world(
+        shop,
+        {"customer_id": "ann", "first_name": "Annabel", "locale": "fr-CA"},  # language: fr
+        {"customer_id": "bob", "first_name": "Bob", "locale": "de"},  # no de variant
+        {"customer_id": "cat", "first_name": "Cat"},  # no locale
+        {"customer_id": "dan", "first_name": "Dan", "locale": "FR"},  # exact fr
+    )
+    events(shop.wh, *((c, "Signed Up", NOW - HOUR, {}) for c in ("ann", "bob", "cat", "dan")))
+    with caplog.at_level(logging.INFO, logger="personify.messages"):
+        assert shop.run(NOW)["sent"] == 4
+    # the partial is placed in each variant's plan: the fast path, not the reference way
+    assert "differs" not in caplog.text and "reference way" not in caplog.text
+    sent = {str(m["To"].addresses[0].username): m for m in map(_eml, shop.outbox())}
+    assert {k: str(m["Subject"]) for k, m in sent.items()} == {
+        "ann": "Bonjour Annabel",
+        "bob": "Hello Bob",
+        "cat": "Hello Cat",
+        "dan": "Bonjour Dan",
+    }
+    html = {k: _html(m) for k, m in sent.items()}
+    assert "votre total : 52,00\xa0€" in html["ann"].replace("&nbsp;", "\xa0")  # fr-CA
+    assert "52,00\xa0€" in html["bob"].replace("&nbsp;", "\xa0")  # de: German amounts
+    assert "your total: €52.00" in html["cat"]
+    assert all(f"Shop footer for {k}@example.com" in h for k, h in html.items())
+    rows = shop.wh.fetch("SELECT customer_id, status FROM messages ORDER BY 1")
+    assert rows == [(c, "sent") for c in ("ann", "bob", "cat", "dan")]
+
+    # the partial changes: the next emails show it (a template's version covers its partials)
+    shop.write("templates/partials/footer.liquid", "<p>New footer</p>\n")
+    _world(shop, {"customer_id": "eve", "first_name": "Eve", "locale": "fr"})
+    events(shop.wh, ("eve", "Signed Up", NOW, {}))
+    assert shop.run(NOW + HOUR)["sent"] == 1
+    eve = next(m for m in map(_eml, shop.outbox()) if m["To"].addresses[0].username == "eve")
+    assert str(eve["Subject"]) == "Bonjour Eve" and "New footer" in _html(eve)
+    assert shop.run(NOW + 2 * HOUR)["sent"] == 0  # nothing sent twice
+
+
+def test_a_missing_partial_fails_the_messages_with_the_template_line_and_name(shop: Shop) -> None:
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write(
+        "journeys/welcome.yml",
+        "trigger: {event: Signed Up}\nsteps:\n  - send: hello\n    with: {total: 52}\n",
+    )
+    _world(shop, {"customer_id": "ann", "first_name": "Annabel"})
+    events(shop.wh, ("ann", "Signed Up", NOW - HOUR, {}))
+    shop.run(NOW)
+    ((status, error),) = shop.wh.fetch("SELECT status, error FROM messages")
+    assert status == "failed"
+    assert "hello.liquid:5" in error and "partial 'footer' not found" in error
+    assert shop.outbox() == []

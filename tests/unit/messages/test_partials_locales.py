@@ -1,0 +1,328 @@
+"""Partials (``templates/partials/NAME.liquid``) and locale variants (``NAME.fr.liquid``) with
+locale-aware filters: every render path gives the same email, errors name file and line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from personify.messages import RenderError, TemplateStore, build_context, render
+from personify.messages.liquid_env import money
+from personify.messages.locale import candidates, customer_locale, normalize
+from personify.messages.render import render_reference
+from personify.messages.templates import placed_partials
+
+CUSTOMER = {"customer_id": "c1", "first_name": "Ann", "email": "ann@x.org", "traits": {}}
+LAYOUT = (
+    "<mjml><mj-head><mj-style inline='inline'>p { color: #123456; }</mj-style></mj-head>"
+    "<mj-body><mj-section><mj-column><mj-text>{{ content }}</mj-text></mj-column>"
+    "</mj-section></mj-body></mjml>\n"
+)
+
+
+def store(tmp_path: Path, files: dict[str, str]) -> TemplateStore:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return TemplateStore(tmp_path)
+
+
+def page(body: str, subject: str = "Hi {{ customer.first_name }}") -> str:
+    return f"---\nsubject: {subject}\n---\n{body}"
+
+
+# ------------------------------------------------------------------------------------ partials
+
+
+def test_render_and_include_read_the_partials_folder(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page("<p>Hi</p>\n{% render 'footer' %}{% include 'legal/notice' %}"),
+            "partials/footer.liquid": "<p>Bye {{ customer.first_name }}</p>\n",
+            "partials/legal/notice.liquid": "<p>Notice for {{ customer.email }}</p>",
+        },
+    )
+    email = render(s.get("hi"), build_context(CUSTOMER))
+    assert "<p>Bye Ann</p>" in email.html and "<p>Notice for ann@x.org</p>" in email.html
+    assert "hi" in s.names() and s.names() == ["hi"]  # partials are no templates
+
+
+def test_a_partial_in_a_layout_template_takes_the_fast_path_and_its_css(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page(
+                "<p>Hi {{ customer.first_name }}</p>\n{% render 'footer' %}"
+                "{% if vip %}{% include 'vip' %}{% endif %}"
+            ),
+            "hi.mjml": LAYOUT,
+            "partials/footer.liquid": "<p>Bye {{ customer.first_name }}</p>\n",
+            "partials/vip.liquid": "<p>VIP {{ total | currency: 'EUR' }}</p>",
+        },
+    )
+    template = s.get("hi")
+    assert template.plan is not None and template.plan.compiled is not None
+    for vip in (True, False):
+        context = build_context(CUSTOMER, {"vip": vip, "total": 5})
+        fast, reference = render(template, context), render_reference(template, context)
+        assert (fast.html, fast.text) == (reference.html, reference.text)
+        assert template.plan.trusted and not template.plan.dropped
+    assert 'color: #123456;">Bye ' in fast.html  # the layout's CSS, inlined in the partial
+
+
+def test_render_keeps_its_scope_isolated_and_the_plan_then_renders_the_reference_way(
+    tmp_path: Path,
+) -> None:
+    s = store(
+        tmp_path,
+        {
+            "iso.liquid": page("{% assign x = 'own' %}<p>{{ x }}</p>{% render 'show' %}"),
+            "shared.liquid": page("{% assign x = 'own' %}<p>{{ x }}</p>{% include 'show' %}"),
+            "iso.mjml": LAYOUT,
+            "shared.mjml": LAYOUT,
+            "partials/show.liquid": "<p>[{{ x }}]</p>",
+        },
+    )
+    assert "[own]" in render(s.get("shared"), build_context(CUSTOMER)).text
+    iso = s.get("iso")
+    assert iso.plan is None  # a rendered partial beside an assign is not placed in the plan
+    with pytest.raises(RenderError) as err:
+        render(iso, build_context(CUSTOMER))
+    assert err.value.template == "partials/show.liquid" and err.value.line == 1
+
+
+def test_placed_partials_only_where_the_output_is_the_same() -> None:
+    parts = {"f": "<p>{{ a }}</p>", "g": "{% render 'f' %}!", "h": "{% include 'f' %}"}
+    assert placed_partials("x{% render 'f' %}y", parts) == "x<p>{{ a }}</p>y"
+    assert placed_partials("{% render 'g' %}", parts) == "<p>{{ a }}</p>!"
+    assert placed_partials("{% for a in b %}{% render 'f' %}{% endfor %}", parts) is None
+    assert placed_partials("{% for a in b %}{% endfor %}{% render 'f' %}", parts) is not None
+    assert placed_partials("{% for a in b %}{% include 'f' %}{% endfor %}", parts) is not None
+    assert placed_partials("{%- render 'f' %}", parts) is None  # whitespace control
+    assert placed_partials("{% render 'f', a: 1 %}", parts) is None  # arguments
+    assert placed_partials("{% include name %}", parts) is None  # a variable
+    assert placed_partials("{% render 'h' %}", parts) is None  # include inside render
+    assert placed_partials("{% raw %}{% render 'f' %}{% endraw %}", parts) is None
+    assert placed_partials("{% render 'nope' %}", parts) is None
+
+
+def test_a_missing_partial_names_the_template_line_and_partial(tmp_path: Path) -> None:
+    s = store(tmp_path, {"hi.liquid": page("<p>a</p>\n\n{% render 'footr' %}")})
+    with pytest.raises(RenderError) as err:
+        render(s.get("hi"), build_context(CUSTOMER))
+    assert err.value.template == "hi.liquid" and err.value.line == 6
+    assert "partial 'footr' not found" in str(err.value)
+    assert "templates/partials/footr.liquid" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["../hi", "/etc/passwd", "partials/../../x", "a\\\\b", "", "..", "./x"]
+)
+def test_a_partial_outside_the_partials_folder_is_refused(tmp_path: Path, name: str) -> None:
+    s = store(tmp_path, {"hi.liquid": page(f"<p>a</p>\n{{% include '{name}' %}}")})
+    (tmp_path / "x.liquid").write_text("secret", encoding="utf-8")
+    with pytest.raises(RenderError) as err:
+        render(s.get("hi"), build_context(CUSTOMER))
+    assert err.value.template == "hi.liquid" and err.value.line == 5
+    assert "partial" in str(err.value) and "secret" not in str(err.value)
+
+
+def test_a_symlink_out_of_the_partials_folder_is_refused(tmp_path: Path) -> None:
+    s = store(tmp_path, {"hi.liquid": page("<p>a</p>{% render 'out' %}")})
+    (tmp_path / "outside.liquid").write_text("secret", encoding="utf-8")
+    (tmp_path / "partials").mkdir()
+    os.symlink(tmp_path / "outside.liquid", tmp_path / "partials" / "out.liquid")
+    with pytest.raises(RenderError, match="leads outside templates/partials"):
+        render(s.get("hi"), build_context(CUSTOMER))
+
+
+def test_an_error_inside_a_partial_names_the_partial_and_its_line(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page("<p>a</p>{% render 'f' %}"),
+            "partials/f.liquid": "<p>ok</p>\n<p>{{ customer.nickname }}</p>",
+        },
+    )
+    with pytest.raises(RenderError) as err:
+        render(s.get("hi"), build_context(CUSTOMER))
+    assert (err.value.template, err.value.line) == ("partials/f.liquid", 2)
+    assert err.value.variable == "customer.nickname"
+
+
+def test_a_partial_rendering_itself_hits_the_limit_not_the_stack(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page("<p>a</p>{% render 'loop' %}"),
+            "partials/loop.liquid": "x{% render 'loop' %}",
+        },
+    )
+    with pytest.raises(RenderError):
+        render(s.get("hi"), build_context(CUSTOMER))
+
+
+def test_changing_a_partial_makes_a_new_version_and_new_emails(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page("<p>a</p>{% render 'f' %}"),
+            "hi.mjml": LAYOUT,
+            "partials/f.liquid": "<p>first-footer</p>",
+            "partials/g.liquid": "<p>unrelated</p>",
+        },
+    )
+    first = s.get("hi")
+    assert "first-footer" in render(first, build_context(CUSTOMER)).html
+    (tmp_path / "partials" / "g.liquid").write_text("<p>changed</p>", encoding="utf-8")
+    assert s.get("hi") is first  # a partial it does not render: the same version
+    (tmp_path / "partials" / "f.liquid").write_text("<p>second-footer</p>", encoding="utf-8")
+    second = s.get("hi")
+    assert second.version != first.version
+    html = render(second, build_context(CUSTOMER)).html
+    assert "second-footer" in html and "first-footer" not in html
+
+
+# ------------------------------------------------------------------------------------- locales
+
+
+def test_locales_read_as_crms_write_them() -> None:
+    assert normalize("fr_ca") == normalize("FR-CA") == normalize(" fr-CA ") == "fr-CA"
+    assert normalize("zh_hant_tw") == "zh-Hant-TW" and normalize("es-419") == "es-419"
+    assert normalize("French") is None and normalize("") is None and normalize(None) is None
+    assert candidates("fr_CA") == ["fr-CA", "fr"] and candidates(None) == []
+    assert customer_locale({"locale": "de_AT", "traits": {"locale": "fr"}}) == "de-AT"
+    assert customer_locale({"locale": None, "traits": {"language": "it"}}) == "it"
+    assert customer_locale({"traits": {}}) is None
+
+
+@settings(max_examples=60)
+@given(st.from_regex(r"[A-Za-z]{2,3}([-_][A-Za-z]{2})?", fullmatch=True))
+def test_normalizing_is_idempotent_and_candidates_narrow(tag: str) -> None:
+    once = normalize(tag)
+    assert once is not None and normalize(once) == once
+    found = candidates(tag)
+    assert found[0] == once and found[-1] == once.split("-")[0]
+
+
+def test_a_recipient_gets_the_exact_locale_then_the_language_then_the_default(
+    tmp_path: Path,
+) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page("<p>Hello</p>"),
+            "hi.fr.liquid": page("<p>Bonjour</p>", "Salut {{ customer.first_name }}"),
+            "hi.fr-CA.liquid": page("<p>Allô</p>", "Allô {{ customer.first_name }}"),
+        },
+    )
+    assert s.names() == ["hi"] and s.variants("hi") == ["fr", "fr-CA"]
+    seen = {}
+    for locale in ("fr_CA", "fr-BE", "fr", "de", None):
+        template = s.get("hi", locale)
+        email = render(template, build_context({**CUSTOMER, "locale": locale}))
+        seen[locale] = (template.file, email.subject, email.text.strip())
+    assert seen == {
+        "fr_CA": ("hi.fr-CA.liquid", "Allô Ann", "Allô"),
+        "fr-BE": ("hi.fr.liquid", "Salut Ann", "Bonjour"),
+        "fr": ("hi.fr.liquid", "Salut Ann", "Bonjour"),
+        "de": ("hi.liquid", "Hi Ann", "Hello"),
+        None: ("hi.liquid", "Hi Ann", "Hello"),
+    }
+
+
+def test_a_variant_takes_its_sidecar_then_the_templates_and_its_own_layout(
+    tmp_path: Path,
+) -> None:
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": "<p>Hello</p>",
+            "hi.yml": "subject: Hello\ntracking: false\n",
+            "hi.fr.liquid": "<p>Bonjour</p>",
+            "hi.fr.yml": "subject: Bonjour\n",
+            "hi.de.liquid": "<p>Hallo</p>",
+            "hi.de.mjml": LAYOUT.replace("{{ content }}", "DE {{ content }}"),
+        },
+    )
+    fr, de = s.get("hi", "fr"), s.get("hi", "de")
+    assert render(fr, build_context(CUSTOMER)).subject == "Bonjour"
+    assert not fr.tracking  # the template's sidecar, under the variant's
+    assert render(de, build_context(CUSTOMER)).subject == "Hello"
+    assert "DE" in render(de, build_context(CUSTOMER)).text and de.layout_name == "hi.de.mjml"
+
+
+def test_an_error_in_a_variant_names_the_variants_file(tmp_path: Path) -> None:
+    s = store(
+        tmp_path,
+        {"hi.liquid": page("<p>x</p>"), "hi.fr.liquid": page("<p>{{ customer.nom }}</p>")},
+    )
+    with pytest.raises(RenderError) as err:
+        render(s.get("hi", "fr"), build_context(CUSTOMER))
+    assert (err.value.template, err.value.line) == ("hi.fr.liquid", 4)
+
+
+# ------------------------------------------------------------------------------------- filters
+
+
+def _one(tmp_path: Path, body: str, customer: dict[str, object], **variables: object) -> str:
+    s = store(tmp_path, {"t.liquid": page(f"<p>{body}</p>", "x")})
+    return render(s.get("t"), build_context(customer, variables)).text.strip()
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [(None, "€52.00"), ("en", "€52.00"), ("fr", "52,00\xa0€"), ("de-DE", "52,00\xa0€")],
+)
+def test_currency_is_written_the_recipients_way(
+    tmp_path: Path, locale: str | None, expected: str
+) -> None:
+    customer = {**CUSTOMER, "locale": locale}
+    assert _one(tmp_path, "{{ t | currency: 'EUR' }}", customer, t=52) == expected
+
+
+def test_currency_edge_values_and_an_explicit_locale(tmp_path: Path) -> None:
+    text = "{{ a | currency: 'usd', 'fr' }}|{{ b | currency: 'EUR' }}|{{ c | currency }}"
+    assert _one(tmp_path, text, CUSTOMER, a="3.5", b="n/a", c=None) == "3,50\xa0$US|n/a|"
+    assert money(52) == "52.00"  # the existing filter is unchanged
+    unknown = {**CUSTOMER, "locale": "xx"}  # a tag Babel does not know: English
+    got = _one(tmp_path / "u", "{{ 5 | currency: 'EUR' }} {{ d | date: 'long' }}", unknown, d="now")
+    assert got.startswith("€5.00 ") and got.endswith(" UTC")  # English, long style
+
+
+def test_date_styles_are_localized_and_strftime_is_unchanged(tmp_path: Path) -> None:
+    at = dt.datetime(2026, 3, 1, 14, 5, tzinfo=dt.UTC)
+    paris = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
+    text = "{{ at | date: '%d/%m/%Y' }}|{{ at | date: 'medium' }}|{{ day | date: 'long' }}"
+    got = _one(tmp_path, text, paris, at=at, day=dt.date(2026, 3, 1))
+    assert got == "01/03/2026|1 mars 2026, 15:05:00|1 mars 2026"  # Paris is UTC+1 in March
+    english = _one(tmp_path / "en", "{{ at | date: 'medium' }}", CUSTOMER, at=at)
+    assert english == "Mar 1, 2026, 2:05:00\u202fPM"
+    assert _one(tmp_path / "s", "{{ '2026-03-01' | date: 'short', 'de' }}", CUSTOMER) == "01.03.26"
+
+
+def test_the_projects_default_locale_writes_for_customers_without_one(tmp_path: Path) -> None:
+    s = store(tmp_path, {"t.liquid": page("<p>{{ 52 | currency: 'EUR' }}</p>", "x")})
+    s.default_locale = "fr"
+    for customer, expected in (
+        (CUSTOMER, "52,00\xa0€"),  # none: the project's
+        ({**CUSTOMER, "locale": "en-GB"}, "€52.00"),  # their own wins
+        ({**CUSTOMER, "locale": "xx"}, "52,00\xa0€"),  # one Babel does not know: the project's
+    ):
+        assert render(s.get("t"), build_context(customer)).text.strip() == expected
+
+
+def test_a_default_locale_that_is_none_is_a_config_error() -> None:
+    from personify.config import parse_config
+    from personify.errors import ConfigError
+
+    assert parse_config("email:\n  default_locale: fr_CA\n").email.default_locale == "fr_CA"
+    with pytest.raises(ConfigError, match="default_locale"):
+        parse_config("email:\n  default_locale: Klingon\n")
