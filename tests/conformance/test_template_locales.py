@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.conformance.audience_data import arrow_rows
 from tests.conformance.test_identity import T0, TS
 from tests.conformance.test_journeys import NOW, Shop, events, people, shop
 from tests.conformance.test_profiles import session_on
 
 from personify import clock
-from personify.config import Project, parse_config
+from personify.config import Project, load_project, parse_config
+from personify.delivery import Envelope, prepare, prepare_batch
 from personify.identity import resolve_batch
 from personify.profiles import profiles_stage
 from personify.warehouse import Warehouse, connect, table
@@ -184,3 +187,63 @@ def test_a_missing_partial_fails_the_messages_with_the_template_line_and_name(sh
     assert status == "failed"
     assert "hello.liquid:5" in error and "partial 'footer' not found" in error
     assert shop.outbox() == []
+
+
+LOCALES = ["fr-CA", "fr", "de", None, "FR_be", "xx", "en-GB"]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations(range(len(LOCALES))))
+def test_a_batch_of_mixed_locales_equals_one_by_one_in_any_order(
+    warehouse: Warehouse, project_dir: Path, order: list[int]
+) -> None:
+    """Grouping by variant changes nothing: each email of a batch, whatever its order, is the
+    email :func:`prepare` makes for that customer alone."""
+    templates = project_dir / "templates"
+    (templates / "partials").mkdir(exist_ok=True)
+    (templates / "partials" / "sign.liquid").write_text("<p>Sign {{ customer.first_name }}</p>\n")
+    (templates / "hi.liquid").write_text(
+        "---\nsubject: Hi {{ customer.first_name }}\nlayout: base\n---\n"
+        "<p>{{ 52 | currency: 'EUR' }} {{ day | date: 'long' }}</p>\n{% render 'sign' %}\n"
+    )
+    (templates / "hi.fr.liquid").write_text(
+        "---\nsubject: Salut {{ customer.first_name }}\nlayout: base\n---\n"
+        "<p>{{ 52 | currency: 'EUR' }} {{ day | date: 'long' }}</p>\n{% render 'sign' %}\n"
+    )
+    project = load_project(project_dir)
+    if not warehouse.fetch("SELECT 1 FROM customers LIMIT 1"):
+        rows = [
+            {"customer_id": f"c{i}", "email": f"c{i}@x.org", "first_name": f"N{i}", "locale": loc}
+            for i, loc in enumerate(LOCALES)
+        ]
+        warehouse.load(
+            table("customers"), pa.Table.from_pylist([r | {"updated_at": NOW} for r in rows])
+        )
+    variables = {"day": "2026-03-01"}
+    items = [(f"k{i}", f"c{i}", variables) for i in order]
+    with clock.frozen(NOW):
+        batch = prepare_batch(warehouse, project, "hi", items, date=NOW)
+        for (key, who, _), got in zip(items, batch, strict=True):
+            alone = prepare(warehouse, project, "hi", who, variables, key=key)
+            assert isinstance(got, Envelope)
+            a, b = _parse(got.raw), _parse(alone.raw)
+            assert str(a["Subject"]) == str(b["Subject"])
+            for part in ("html", "plain"):
+                pa_, pb = a.get_body((part,)), b.get_body((part,))
+                assert pa_ is not None and pb is not None
+                assert pa_.get_content() == pb.get_content()
+    subjects = {
+        k: str(_parse(e.raw)["Subject"])
+        for (k, _, _), e in zip(items, batch, strict=True)
+        if isinstance(e, Envelope)
+    }
+    assert subjects["k0"] == "Salut N0" and subjects["k3"] == "Hi N3"
+    assert subjects["k4"] == "Salut N4" and subjects["k6"] == "Hi N6"
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=default)
+    assert isinstance(message, EmailMessage)
+    return message
