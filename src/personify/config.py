@@ -1058,6 +1058,21 @@ class LifecycleRules(_Base, frozen=True):
     """Last order within this many days: ``at_risk``; older: ``lapsed``."""
 
 
+class PredictiveTraits(_Base, frozen=True):
+    """Predictive traits (opt-in): ``p_alive``, ``expected_orders`` and ``predicted_clv``, from a
+    BG/NBD purchase model and a Gamma-Gamma spend model fit on the project's orders."""
+
+    enabled: bool = False
+    """Fit the models and fill the columns on every full profile build (needs ``scipy``:
+    ``pip install 'personify[predictive]'``)."""
+    horizon_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 90
+    """``expected_orders`` and ``predicted_clv`` cover this many days after ``--now``."""
+    min_customers: Annotated[int, msgspec.Meta(ge=10)] = 500
+    """Fewer customers with an order than this: no fit, the columns stay NULL (a note says why)."""
+    min_repeat_customers: Annotated[int, msgspec.Meta(ge=1)] = 50
+    """Fewer customers with a repeat purchase than this: no fit either (nothing to learn from)."""
+
+
 class CustomTrait(_Base, frozen=True):
     """A user-defined trait: a SELECT returning ``customer_id`` and ``value``."""
 
@@ -1093,6 +1108,8 @@ class TraitsConfig(_Base, frozen=True):
     """Folder of user-defined traits: every ``NAME.sql`` in it is the trait ``NAME``."""
     custom: tuple[CustomTrait, ...] = ()
     """User-defined traits declared here instead of (or besides) the folder."""
+    predictive: PredictiveTraits = PredictiveTraits()
+    """Predictive traits (off by default): purchase probability and expected value."""
 
 
 # ------------------------------------------------------------------------------------- audiences

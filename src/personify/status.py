@@ -243,6 +243,7 @@ def status_report(session: Session) -> dict[str, Any]:
         "last_run": run,
         "queues": realtime_status(session),
         "reconciliation": _reconciliation(session),
+        "predictive": _predictive(session),
         "quality": _quality(session),
         "journeys": _journeys(session, now),
         "max_complaint_rate": session.project.config.engagement.max_complaint_rate,
@@ -329,6 +330,25 @@ def _quality(session: Session) -> dict[str, Any]:
             {**asdict(c), "detected_at": c.detected_at.isoformat()}
             for c in recent_changes(session.warehouse)
         ],
+    }
+
+
+def _predictive(session: Session) -> dict[str, Any] | None:
+    """The predictive traits' last fit (``traits.predictive``): fitted, or skipped and why."""
+    if not session.project.config.traits.predictive.enabled:
+        return None
+    rows = session.warehouse.fetch(
+        "SELECT status, note, fitted_at, customers FROM predictive_fits "
+        "ORDER BY fitted_at DESC LIMIT 1"
+    )
+    if not rows:
+        return {"status": "not fitted yet", "note": None, "fitted_at": None, "customers": 0}
+    status, note, fitted_at, customers = rows[0]
+    return {
+        "status": status,
+        "note": note,
+        "fitted_at": _iso(fitted_at),
+        "customers": int(customers),
     }
 
 

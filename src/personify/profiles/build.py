@@ -205,6 +205,7 @@ def build_customers(
         wh.execute(f"DELETE FROM customers WHERE {scope.format(c='customer_id')}")
         built = _insert(wh, project, scope)
         _late_traits(wh, users, scope)
+        predicted = _predictive(wh, project, scope, full=customer_ids is None)
         drop(wh, *_TEMPS, _SCOPE.name)
         cipher = cipher_of(wh)
         if cipher is not None:  # encrypted fields: the rows are sealed before they commit
@@ -213,4 +214,17 @@ def build_customers(
         invalidate_all(wh, project)
     else:
         invalidate_customers(wh, project, customer_ids)
-    return {"customers_built": built}
+    return {"customers_built": built, **predicted}
+
+
+def _predictive(wh: Warehouse, project: Project, scope: str, *, full: bool) -> dict[str, int]:
+    """Predictive traits, when on: the full build fits and predicts; a rebuild of a few
+    customers predicts theirs with the last fit's parameters. Off: nothing at all is read."""
+    if not project.config.traits.predictive.enabled:
+        return {}
+    from personify.profiles import predictive  # numpy/scipy only for projects that use it
+
+    if full:
+        return predictive.refresh(wh, project)
+    predictive.refresh_scope(wh, project, scope)
+    return {}

@@ -69,6 +69,9 @@ _IDENTITY_TABLES = (
     "profile_observations",
     "identity_state",
 )
+_PREDICTIVE_COLUMNS = ("p_alive", "expected_orders", "predicted_clv")
+"""Migration 32's; the ``customer_data`` view shows them, so an older warehouse passing through
+migration 2 (which recreates the view) gets them there."""
 _IDENTITY_COLUMNS = {
     "customers": (
         "first_seen",
@@ -77,6 +80,7 @@ _IDENTITY_COLUMNS = {
         "open_tickets",
         "lifecycle_stage",
         "traits",
+        *_PREDICTIVE_COLUMNS,
     ),
     "orders": ("source_customer_id",),
     "tickets": ("source_customer_id",),
@@ -385,6 +389,21 @@ def _alerts(wh: Warehouse) -> None:
             wh.execute(sql, ())
 
 
+def _predictive(wh: Warehouse) -> None:
+    """Session 19: predictive traits — three ``customers`` columns (also in ``customer_data``)
+    and the table of fits."""
+    for column in _PREDICTIVE_COLUMNS:
+        col = TABLES_BY_NAME["customers"].column(column)
+        wh.execute(
+            f"ALTER TABLE customers ADD COLUMN IF NOT EXISTS "
+            f"{quote(col.name)} {wh.column_type(col.type)}",
+            (),
+        )
+    for sql in create_table_sql(wh, TABLES_BY_NAME["predictive_fits"]):
+        wh.execute(sql, ())
+    wh.execute(VIEWS["customer_data"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -455,6 +474,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(26, "uploaded lists: list_members, list_uploads, the list_customers view", _lists),
     Migration(29, "profiles: customers.locale and customer_records.locale", _locale),
     Migration(30, "alerts: alert_state, alert_notifications", _alerts),
+    Migration(
+        32,
+        "predictive traits: customers.p_alive, expected_orders, predicted_clv; predictive_fits",
+        _predictive,
+    ),
 )
 
 

@@ -146,6 +146,21 @@ CUSTOMERS = Table(
         C("open_tickets", INT),
         C("lifecycle_stage", S, doc="prospect, new, active, at_risk or lapsed"),
         C("traits", J, doc="User-defined traits (traits/*.sql): JSON object name → value"),
+        C(
+            "p_alive",
+            F,
+            doc="Predictive (traits.predictive): probability the customer still buys (BG/NBD)",
+        ),
+        C(
+            "expected_orders",
+            F,
+            doc="Predictive: expected orders in the next traits.predictive.horizon_days",
+        ),
+        C(
+            "predicted_clv",
+            F,
+            doc="Predictive: expected revenue in the horizon (BG/NBD × Gamma-Gamma spend)",
+        ),
     ),
     primary_key=("customer_id",),
     indexes=(("email",),),
@@ -979,6 +994,23 @@ ALERT_NOTIFICATIONS = Table(
     doc="Every notification of an alert and what became of it (each sent once)",
 )
 
+PREDICTIVE_FITS = Table(
+    "predictive_fits",
+    (
+        C("fitted_at", TS, False, "--now of the fit"),
+        C("status", S, False, "fitted, or skipped (too little data: see note)"),
+        C("note", S),
+        C("horizon_days", INT, False),
+        C("customers", INT, False, "Customers with an order (the summary's rows)"),
+        C("repeat_customers", INT, False, "Customers with a repeat purchase day"),
+        C("params", J, doc="BG/NBD r, alpha, a, b (per day); Gamma-Gamma p, q, gamma"),
+        C("quality", J, doc="Log-likelihoods, convergence, fit seconds, totals"),
+    ),
+    primary_key=("fitted_at",),
+    internal=True,
+    doc="Every predictive-trait fit: the parameters and how well they fit (no identifiers)",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS,
     CUSTOMERS,
@@ -1027,6 +1059,7 @@ TABLES: tuple[Table, ...] = (
     LIST_UPLOADS,
     ALERT_STATE,
     ALERT_NOTIFICATIONS,
+    PREDICTIVE_FITS,
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
@@ -1056,7 +1089,10 @@ SELECT
   last_seen,
   open_tickets,
   lifecycle_stage,
-  traits
+  traits,
+  p_alive,
+  expected_orders,
+  predicted_clv
 FROM customers
 """
 """One row per customer, shaped so the seed's SQL runs as written."""

@@ -22,6 +22,7 @@ from personify.cli.commands import (
     send_test,
     serve,
     sql,
+    traits,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "send_test",
     "serve",
     "sql",
+    "traits",
 ]

@@ -258,6 +258,12 @@ def _print_status(report: dict[str, Any]) -> None:
             out.print(f"[red]last run error: {escape(error)}[/]")
     else:
         out.print("last run: never — try `personify run`")
+    predictive = report.get("predictive")
+    if predictive:
+        line = f"predictive traits: {predictive['status']} at {predictive['fitted_at']}"
+        if predictive.get("note"):
+            line += f" — {predictive['note']}"
+        out.print(escape(line) + " (personify traits predictive)")
     recon = report.get("reconciliation")
     if recon:
         line = (

@@ -1,0 +1,575 @@
+"""Predictive traits: ``p_alive``, ``expected_orders`` and ``predicted_clv`` (opt-in).
+
+The buy-till-you-die models, fit per project on the orders the warehouse holds:
+
+* BG/NBD (Fader, Hardie & Lee 2005, "Counting your customers the easy way"): while alive a
+  customer buys at a Poisson rate λ ~ Gamma(r, α); after each purchase she drops out with
+  probability p ~ Beta(a, b);
+* Gamma-Gamma (Fader, Hardie & Lee 2005, "RFM and CLV"): the mean spend of her repeat purchases
+  ~ Gamma(p, ν), ν ~ Gamma(q, γ), independent of the purchase process.
+
+One aggregate over ``orders`` in the warehouse (:func:`summary_sql`) gives per customer, in whole
+UTC days relative to ``--now``: ``frequency`` x (purchase days after the first), ``recency`` t_x
+(first to last purchase day), ``age`` T (first purchase day to now) and the mean spend of the
+repeat purchase days. The parameters are fit in Python by maximum likelihood on that summary
+(identical rows weighted once: a million customers hold a few hundred thousand distinct (x, t_x,
+T)), then the predictions are written back into ``customers`` through an Arrow temp table.
+Customers with no order keep NULL (the model is about customers who bought). Too few customers
+(``traits.predictive.min_customers``), or too few repeat buyers: no fit, the columns stay NULL
+and the fit's row in ``predictive_fits`` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from personify import clock
+from personify.config import PredictiveTraits, Project
+from personify.errors import ConfigError
+from personify.identity._sql import drop, scratch, temp_table
+from personify.warehouse.base import Warehouse
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RESULTS = scratch(
+    "_predictive",
+    customer_id="VARCHAR",
+    p_alive="DOUBLE",
+    expected_orders="DOUBLE",
+    predicted_clv="DOUBLE",
+)
+INSTALL_HINT = "pip install 'personify[predictive]' (scipy), or turn traits.predictive.enabled off"
+
+
+def _scipy() -> Any:
+    try:
+        import scipy.optimize
+        import scipy.special
+    except ImportError:
+        raise ConfigError(
+            "traits.predictive needs scipy, which is not installed",
+            key="traits.predictive.enabled",
+            hint=INSTALL_HINT,
+        ) from None
+    return scipy
+
+
+# ------------------------------------------------------------------------------- summary (SQL)
+def now_day(now: datetime) -> int:
+    """The UTC day number (days since 1970-01-01) of ``now``."""
+    return (now - EPOCH) // timedelta(days=1)
+
+
+def summary_sql(
+    excluded_statuses: tuple[str, ...], scope: str, now: datetime, dialect: str | None
+) -> tuple[str, list[object]]:
+    """SQL: ``customer_id, frequency, recency, age, repeat_value`` per customer with an order
+    (not of an excluded status) no later than ``now``, restricted to ``scope`` (a condition on
+    ``{c}``). A day's orders are one purchase (their totals summed); ``repeat_value`` is the mean
+    of the days after the first (NULL when there are none)."""
+    if dialect == "duckdb":
+        day = "CAST(floor(epoch_us(o.created_at) / 86400000000.0) AS BIGINT)"
+    else:
+        day = "CAST(floor(epoch(o.created_at) / 86400) AS BIGINT)"
+    statuses = tuple(s.lower() for s in excluded_statuses)
+    excluded = f"lower(o.status) IN ({', '.join('?' for _ in statuses)})" if statuses else "FALSE"
+    sql = (
+        "SELECT customer_id, count(*) - 1 AS frequency, max(day) - min(day) AS recency, "
+        "? - min(day) AS age, CAST(sum(spent) FILTER (WHERE n > 1) AS DOUBLE) / "
+        "nullif(count(*) - 1, 0) AS repeat_value FROM ("
+        "SELECT customer_id, day, spent, row_number() OVER (PARTITION BY customer_id "
+        "ORDER BY day) AS n FROM ("
+        f"SELECT o.customer_id, {day} AS day, sum(CAST(coalesce(o.total, 0) AS DOUBLE)) AS spent "
+        f"FROM orders o WHERE o.customer_id IS NOT NULL AND ({scope.format(c='o.customer_id')}) "
+        f"AND (o.status IS NULL OR NOT ({excluded})) AND o.created_at <= CAST(? AS TIMESTAMPTZ) "
+        "GROUP BY 1, 2) d) r GROUP BY customer_id"
+    )
+    return sql, [now_day(now), *statuses, now]
+
+
+def read_summary(
+    wh: Warehouse, project: Project, scope: str = "TRUE", now: datetime | None = None
+) -> pa.Table:
+    now = clock.now() if now is None else now
+    sql, params = summary_sql(project.config.traits.excluded_order_statuses, scope, now, wh.dialect)
+    return wh.fetch_arrow(sql, params)
+
+
+# ----------------------------------------------------------------------------------- the models
+@dataclass(frozen=True)
+class BGNBD:
+    """BG/NBD parameters, time in days."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class GammaGamma:
+    p: float
+    q: float
+    gamma: float
+
+    def mean(self) -> float:
+        """The population's mean spend per purchase (``q > 1``)."""
+        return self.p * self.gamma / (self.q - 1) if self.q > 1 else math.nan
+
+
+def bgnbd_loglik(
+    params: BGNBD | np.ndarray, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray
+) -> np.ndarray:
+    """Each customer's BG/NBD log-likelihood (Fader, Hardie & Lee 2005, eq. 6)."""
+    gammaln = _scipy().special.gammaln
+    if isinstance(params, BGNBD):
+        r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    else:
+        r, alpha, a, b = params
+    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
+    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+    a3 = -(r + x) * np.log(alpha + big_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a4 = np.where(
+            x > 0,
+            np.log(a) - np.log(np.maximum(b + x - 1, 1e-300)) - (r + x) * np.log(alpha + t_x),
+            -np.inf,
+        )
+    return np.asarray(a1 + a2 + np.logaddexp(a3, a4))
+
+
+def gg_loglik(params: GammaGamma | np.ndarray, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Each customer's Gamma-Gamma log-likelihood of her mean spend ``m`` over ``x`` purchases
+    (the density of the mean, as in Fader, Hardie & Lee's note)."""
+    gammaln = _scipy().special.gammaln
+    if isinstance(params, GammaGamma):
+        p, q, g = params.p, params.q, params.gamma
+    else:
+        p, q, g = params
+    px = p * x
+    return np.asarray(
+        gammaln(px + q)
+        - gammaln(px)
+        - gammaln(q)
+        + q * np.log(g)
+        + (px - 1) * np.log(m)
+        + px * np.log(x)
+        - (px + q) * np.log(x * m + g)
+    )
+
+
+def _fit(
+    nll: Any, start: np.ndarray, bounds: tuple[float, float] = (-12.0, 12.0)
+) -> tuple[np.ndarray, Any]:
+    """Minimize ``nll`` over the log of the parameters (they are positive)."""
+    optimize = _scipy().optimize
+    result = optimize.minimize(
+        nll,
+        start,
+        method="L-BFGS-B",
+        bounds=[bounds] * len(start),
+        options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-9},
+    )
+    if not result.success:  # one more, from where it stopped, with a derivative-free search
+        again = optimize.minimize(
+            nll, result.x, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6}
+        )
+        if again.fun <= result.fun:
+            result = again
+    return np.exp(result.x), result
+
+
+def _weighted(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct rows of ``columns`` and how many times each occurs."""
+    stacked = np.stack(columns, axis=1)
+    rows, counts = np.unique(stacked, axis=0, return_counts=True)
+    return [rows[:, i] for i in range(rows.shape[1])], counts.astype(np.float64)
+
+
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> tuple[BGNBD, dict[str, Any]]:
+    """Maximum-likelihood BG/NBD parameters (time in the unit of ``t_x`` / ``T``)."""
+    (ux, utx, ut), w = _weighted(
+        x.astype(np.float64), t_x.astype(np.float64), big_t.astype(np.float64)
+    )
+    scale = max(float(np.mean(big_t)), 1.0)  # fit in a unit where T ≈ 1: better conditioned
+    stx, st = utx / scale, ut / scale
+    total = float(w.sum())
+
+    def nll(logp: np.ndarray) -> float:
+        ll = bgnbd_loglik(np.exp(logp), ux, stx, st)
+        value = -float(np.dot(w, ll)) / total
+        return value if math.isfinite(value) else 1e300
+
+    (r, alpha, a, b), result = _fit(nll, np.zeros(4))
+    # the log-likelihood in days: the scaled one less Σ r·log(scale) per customer
+    ll = -result.fun * total - float(np.dot(w, ux)) * math.log(scale)
+    return BGNBD(float(r), float(alpha * scale), float(a), float(b)), {
+        "log_likelihood": ll,
+        "converged": bool(result.success),
+        "iterations": int(result.nit),
+        "distinct_rows": len(w),
+    }
+
+
+def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[GammaGamma, dict[str, Any]]:
+    """Maximum-likelihood Gamma-Gamma parameters on customers with ``x ≥ 1`` and ``m > 0``."""
+    keep = (x >= 1) & (m > 0) & np.isfinite(m)
+    (ux, um), w = _weighted(x[keep].astype(np.float64), m[keep].astype(np.float64))
+    total = float(w.sum())
+    scale = max(float(np.dot(w, um) / total), 1e-9) if total else 1.0
+    sm = um / scale
+
+    def nll(logp: np.ndarray) -> float:
+        value = -float(np.dot(w, gg_loglik(np.exp(logp), ux, sm))) / total
+        return value if math.isfinite(value) else 1e300
+
+    (p, q, g), result = _fit(nll, np.array([0.0, 1.0, 0.0]))
+    ll = -result.fun * total - total * math.log(scale)
+    return GammaGamma(float(p), float(q), float(g * scale)), {
+        "log_likelihood": ll,
+        "converged": bool(result.success),
+        "iterations": int(result.nit),
+        "customers": int(total),
+    }
+
+
+def p_alive(params: BGNBD, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+    """P(alive | x, t_x, T) (FHL 2005, eq. 11): 1 for a customer without a repeat purchase."""
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    x = x.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = (
+            np.log(a)
+            - np.log(np.maximum(b + x - 1, 1e-300))
+            + (r + x) * (np.log(alpha + big_t) - np.log(alpha + t_x))
+        )
+    out = 1.0 / (1.0 + np.exp(np.minimum(log_ratio, 700.0)))
+    return np.where(x > 0, out, 1.0)
+
+
+def expected_purchases(
+    params: BGNBD, horizon: float, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray
+) -> np.ndarray:
+    """E[Y(t) | x, t_x, T], the purchases in the next ``horizon`` (FHL 2005, eq. 10)."""
+    hyp2f1 = _scipy().special.hyp2f1
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    x = x.astype(np.float64)
+    t = float(horizon)
+    head = (a + b + x - 1) / (a - 1)
+    z = t / (alpha + big_t + t)
+    tail = 1 - np.exp((r + x) * np.log((alpha + big_t) / (alpha + big_t + t))) * hyp2f1(
+        r + x, b + x, a + b + x - 1, z
+    )
+    alive_odds = np.where(
+        x > 0,
+        a
+        / np.maximum(b + x - 1, 1e-300)
+        * np.exp(np.minimum((r + x) * np.log((alpha + big_t) / (alpha + t_x)), 700.0)),
+        0.0,
+    )
+    return np.asarray(head * tail / (1 + alive_odds))
+
+
+def expected_spend(params: GammaGamma, x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """E[M | x, m_x]: the expected spend per future purchase; the population mean for a
+    customer without a (positive) repeat purchase."""
+    p, q, g = params.p, params.q, params.gamma
+    x = x.astype(np.float64)
+    known = (x > 0) & np.isfinite(m) & (m > 0)
+    m = np.where(known, m, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        individual = (g + m * x) * p / (p * x + q - 1)
+    return np.where(known, individual, params.mean())
+
+
+# --------------------------------------------------------------------------------------- fits
+@dataclass
+class Fit:
+    """What :func:`fit` found: the parameters, or why there are none (``note``)."""
+
+    status: str
+    note: str | None
+    horizon_days: int
+    customers: int
+    repeat_customers: int
+    bgnbd: BGNBD | None = None
+    gamma_gamma: GammaGamma | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any] | None:
+        if self.bgnbd is None:
+            return None
+        out: dict[str, Any] = {"bgnbd": vars(self.bgnbd)}
+        out["gamma_gamma"] = None if self.gamma_gamma is None else vars(self.gamma_gamma)
+        return out
+
+
+def _columns(summary: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def col(name: str) -> np.ndarray:
+        return np.asarray(summary.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    return col("frequency"), col("recency"), col("age"), col("repeat_value")
+
+
+def fit(summary: pa.Table, config: PredictiveTraits) -> Fit:
+    """Fit both models on the summary, unless it is too little data to."""
+    x, t_x, big_t, m = _columns(summary)
+    n, repeat = len(x), int(np.sum(x > 0))
+    out = Fit("skipped", None, config.horizon_days, n, repeat)
+    if n < config.min_customers:
+        out.note = (
+            f"{n} customers with an order, fewer than traits.predictive.min_customers "
+            f"({config.min_customers}): no fit, the predictive traits stay NULL"
+        )
+        return out
+    if repeat < config.min_repeat_customers:
+        out.note = (
+            f"{repeat} customers bought on a second day, fewer than "
+            f"traits.predictive.min_repeat_customers ({config.min_repeat_customers}): no fit, "
+            "the predictive traits stay NULL"
+        )
+        return out
+    started = time.perf_counter()
+    out.bgnbd, bg_quality = fit_bgnbd(x, t_x, big_t)
+    out.quality["bgnbd"] = bg_quality
+    positive = int(np.sum((x > 0) & (m > 0)))
+    if positive >= config.min_repeat_customers:
+        out.gamma_gamma, gg_quality = fit_gamma_gamma(x, m)
+        out.quality["gamma_gamma"] = gg_quality
+        if out.gamma_gamma.q <= 1:  # no finite mean spend: the CLV is left NULL
+            out.note = "the spend model has no finite mean (q ≤ 1): predicted_clv stays NULL"
+            out.gamma_gamma = None
+    else:
+        out.note = (
+            f"{positive} repeat buyers with a positive spend: no spend model, predicted_clv "
+            "stays NULL"
+        )
+    out.quality["fit_seconds"] = round(time.perf_counter() - started, 3)
+    out.status = "fitted"
+    return out
+
+
+def predict(summary: pa.Table, result: Fit) -> pa.Table:
+    """``customer_id, p_alive, expected_orders, predicted_clv`` for the summary's customers."""
+    x, t_x, big_t, m = _columns(summary)
+    assert result.bgnbd is not None
+    alive = p_alive(result.bgnbd, x, t_x, big_t)
+    orders = expected_purchases(result.bgnbd, result.horizon_days, x, t_x, big_t)
+    if result.gamma_gamma is not None:
+        clv = orders * expected_spend(result.gamma_gamma, x, m)
+    else:
+        clv = np.full(len(x), np.nan)
+
+    def clean(values: np.ndarray, digits: int) -> pa.Array:
+        values = np.round(values, digits)
+        return pa.array(values, pa.float64(), mask=~np.isfinite(values))
+
+    return pa.table(
+        {
+            "customer_id": summary.column("customer_id"),
+            "p_alive": clean(alive, 6),
+            "expected_orders": clean(orders, 6),
+            "predicted_clv": clean(clv, 2),
+        }
+    )
+
+
+def _write(wh: Warehouse, predictions: pa.Table) -> int:
+    temp_table(wh, _RESULTS, predictions)
+    updated = wh.execute(
+        "UPDATE customers SET p_alive = p.p_alive, expected_orders = p.expected_orders, "
+        "predicted_clv = p.predicted_clv FROM _predictive p "
+        "WHERE customers.customer_id = p.customer_id"
+    )
+    drop(wh, _RESULTS.name)
+    return max(updated, 0)
+
+
+def _record(wh: Warehouse, result: Fit, now: datetime) -> None:
+    wh.execute("DELETE FROM predictive_fits WHERE fitted_at = CAST(? AS TIMESTAMPTZ)", [now])
+    params = result.params()
+    wh.execute(
+        "INSERT INTO predictive_fits (fitted_at, status, note, horizon_days, customers, "
+        "repeat_customers, params, quality) VALUES (CAST(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, "
+        "CAST(? AS JSON), CAST(? AS JSON))",
+        [
+            now,
+            result.status,
+            result.note,
+            result.horizon_days,
+            result.customers,
+            result.repeat_customers,
+            None if params is None else json.dumps(params),
+            json.dumps(result.quality),
+        ],
+    )
+
+
+def refresh(wh: Warehouse, project: Project) -> dict[str, int]:
+    """The full build's step: summary, fit, predictions into ``customers``, the fit recorded."""
+    config = project.config.traits.predictive
+    _scipy()
+    now = clock.now()
+    summary = read_summary(wh, project, now=now)
+    result = fit(summary, config)
+    written = _write(wh, predict(summary, result)) if result.status == "fitted" else 0
+    _record(wh, result, now)
+    return {"predictive_customers": written}
+
+
+def latest_fit(wh: Warehouse) -> Fit | None:
+    """The last fit recorded (by ``fitted_at``), or None."""
+    rows = wh.fetch(
+        "SELECT status, note, horizon_days, customers, repeat_customers, "
+        "CAST(params AS VARCHAR), CAST(quality AS VARCHAR), fitted_at FROM predictive_fits "
+        "ORDER BY fitted_at DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    status, note, horizon, customers, repeat, params, quality, fitted_at = rows[0]
+    out = Fit(str(status), note, int(horizon), int(customers), int(repeat))
+    out.quality = json.loads(quality) if quality else {}
+    out.quality["fitted_at"] = fitted_at.isoformat() if fitted_at else None
+    if params:
+        p = json.loads(params)
+        out.bgnbd = BGNBD(**p["bgnbd"])
+        out.gamma_gamma = GammaGamma(**p["gamma_gamma"]) if p.get("gamma_gamma") else None
+    return out
+
+
+def refresh_scope(wh: Warehouse, project: Project, scope: str) -> None:
+    """The real-time path's step: the rebuilt customers of ``scope`` get their predictions from
+    the last fit's parameters (the fit itself is the full build's), at ``--now``."""
+    result = latest_fit(wh)
+    if result is None or result.bgnbd is None:
+        return
+    result.horizon_days = project.config.traits.predictive.horizon_days
+    summary = read_summary(wh, project, scope)
+    if summary.num_rows:
+        _write(wh, predict(summary, result))
+
+
+# ------------------------------------------------------------------------------------ holdout
+@dataclass(frozen=True)
+class HoldoutRow:
+    """Customers whose calibration frequency is ``frequency`` (the last row: that many or
+    more): their mean predicted and actual repeat purchases in the holdout."""
+
+    frequency: str
+    customers: int
+    predicted: float
+    actual: float
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A fit on the orders up to ``calibration_end`` (= ``--now`` less the horizon), its
+    predictions for the horizon against the purchase days that followed."""
+
+    calibration_end: str
+    horizon_days: int
+    status: str
+    note: str | None
+    rows: tuple[HoldoutRow, ...] = ()
+    predicted_total: float = 0.0
+    actual_total: int = 0
+    mean_absolute_error: float = 0.0
+
+
+def holdout(wh: Warehouse, project: Project, now: datetime | None = None) -> Holdout:
+    """Fit as of ``now`` less the horizon; compare each customer's expected purchase days in
+    the horizon with her actual ones (the frequency she gained by ``now``), by calibration
+    frequency 0‥6 and 7+."""
+    now = clock.now() if now is None else now
+    config = project.config.traits.predictive
+    end = now - timedelta(days=config.horizon_days)
+    calibration = read_summary(wh, project, now=end).sort_by("customer_id")
+    result = fit(calibration, config)
+    if result.bgnbd is None:
+        return Holdout(end.isoformat(), config.horizon_days, result.status, result.note)
+    later = read_summary(wh, project, now=now)
+    gained = dict(
+        zip(
+            later.column("customer_id").to_pylist(),
+            later.column("frequency").to_pylist(),
+            strict=True,
+        )
+    )
+    x, t_x, big_t, _ = _columns(calibration)
+    predicted = expected_purchases(result.bgnbd, config.horizon_days, x, t_x, big_t)
+    ids = calibration.column("customer_id").to_pylist()
+    actual = np.array([gained.get(c, 0) for c in ids], dtype=np.float64) - x
+    rows = []
+    for k in range(8):
+        sel = x == k if k < 7 else x >= 7
+        if sel.any():
+            rows.append(
+                HoldoutRow(
+                    str(k) if k < 7 else "7+",
+                    int(sel.sum()),
+                    round(float(predicted[sel].mean()), 4),
+                    round(float(actual[sel].mean()), 4),
+                )
+            )
+    return Holdout(
+        end.isoformat(),
+        config.horizon_days,
+        "fitted",
+        result.note,
+        tuple(rows),
+        round(float(predicted.sum()), 2),
+        int(actual.sum()),
+        round(float(np.abs(predicted - actual).mean()), 4),
+    )
+
+
+def holdout_chart(report: Holdout) -> str:
+    """SVG: mean predicted and actual purchases in the holdout, by calibration frequency."""
+    from html import escape
+
+    w, h, left, top = 560.0, 260.0, 48.0, 30.0
+    plot_w, plot_h = w - left - 20, h - top - 40
+    top_value = max([r.predicted for r in report.rows] + [r.actual for r in report.rows] + [0.1])
+    step = plot_w / max(len(report.rows), 1)
+    body = [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#99a"/>',
+        f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" font-size="11">'
+        f"{top_value:.2f}</text>",
+        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>',
+    ]
+    for series, colour, key in (
+        ("predicted", "#3b6fd8", "predicted"),
+        ("actual", "#d8843b", "actual"),
+    ):
+        points = " ".join(
+            f"{left + step * (i + 0.5):.1f},"
+            f"{top + plot_h - plot_h * getattr(r, key) / top_value:.1f}"
+            for i, r in enumerate(report.rows)
+        )
+        body.append(
+            f'<polyline class="{series}" points="{points}" fill="none" stroke="{colour}" '
+            'stroke-width="2"/>'
+        )
+    for i, r in enumerate(report.rows):
+        body.append(
+            f'<text x="{left + step * (i + 0.5):.1f}" y="{top + plot_h + 16}" '
+            f'text-anchor="middle" font-size="11">{escape(r.frequency)}</text>'
+        )
+    body.append(
+        f'<text x="{left + plot_w / 2}" y="{h - 4}" text-anchor="middle" font-size="11">'
+        "repeat purchase days before the holdout · blue: predicted, orange: actual</text>"
+    )
+    title = f"Purchases in the {report.horizon_days}-day holdout: predicted vs actual"
+    return (
+        f'<svg class="chart holdout" role="img" aria-label="{escape(title)}" width="{w:.0f}" '
+        f'height="{h:.0f}" viewBox="0 0 {w:.0f} {h:.0f}" xmlns="http://www.w3.org/2000/svg">'
+        f'<text x="0" y="16" font-weight="600">{escape(title)}</text>' + "".join(body) + "</svg>"
+    )
