@@ -73,6 +73,10 @@ def test_run_then_the_fit_the_holdout_and_status(tmp_path: Path) -> None:
     assert human.returncode == 0 and "BG/NBD" in human.stdout, human.stderr
     status = personify_json("status", "--project", str(root))
     assert status["predictive"]["status"] == "fitted"
+    profile = personify_json("profile", "c0001@example.org", "--project", str(root))
+    assert 0 <= profile["profile"]["p_alive"] <= 1
+    shown = personify("profile", "c0001@example.org", "--project", str(root))
+    assert "expected_orders" in shown.stdout, shown.stderr
 
 
 def test_too_little_data_is_said_not_fit(tmp_path: Path) -> None:

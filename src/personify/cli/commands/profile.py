@@ -24,6 +24,7 @@ _TRAITS = (
     "last_seen",
     "traits",
 )
+_PREDICTIVE = ("p_alive", "expected_orders", "predicted_clv")
 
 
 @app.command("profile", rich_help_panel="People")
@@ -67,6 +68,9 @@ def _print(doc: dict[str, Any]) -> None:
     traits = Table("trait", "value", title="Traits")
     for name in _TRAITS:
         traits.add_row(name, str(doc["profile"].get(name)))
+    for name in _PREDICTIVE:  # traits.predictive: shown once a fit has filled them
+        if doc["profile"].get(name) is not None:
+            traits.add_row(name, str(doc["profile"][name]))
     out.print(traits)
     ids = Table("kind", "value", "source", "first seen", "last seen", title="Identities")
     for i in doc["identities"]:
