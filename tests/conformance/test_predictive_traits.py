@@ -147,6 +147,17 @@ def test_summary_fit_and_predictions_in_the_warehouse(warehouse: Warehouse, tmp_
     assert _stored(warehouse) == stored
     assert warehouse.scalar("SELECT count(*) FROM predictive_fits") == 1
 
+    # the real-time step (a few customers rebuilt) predicts theirs as the batch did
+    few = ("c0001", "c0002", "c0003")
+    warehouse.execute(
+        "UPDATE customers SET p_alive = NULL, expected_orders = NULL, predicted_clv = NULL "
+        "WHERE customer_id IN (?, ?, ?)",
+        list(few),
+    )
+    with clock.frozen(NOW):
+        predictive.refresh_scope(warehouse, proj, "{c} IN ('c0001', 'c0002', 'c0003')")
+    assert _stored(warehouse) == stored
+
     # a rule reads the columns as any other
     rules = parse_rules(
         "rules:\n  - id: slipping\n    when: p_alive < 0.3 AND predicted_clv >= 0\n",

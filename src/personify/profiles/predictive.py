@@ -217,33 +217,54 @@ def _weighted(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
 
 def _bgnbd_nll(w: np.ndarray, x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> Any:
     """The mean negative log-likelihood of weighted rows and its gradient in log-parameters.
-    The terms of gamma functions depend on ``x`` alone: computed once per distinct ``x``."""
+    What depends on ``x`` alone (the gamma functions) is summed per distinct ``x``, and the
+    logarithms of ``alpha + T`` and ``alpha + t_x`` are taken per distinct day: the work per
+    row is a handful of array operations."""
     special = _scipy().special
     gammaln, digamma = special.gammaln, special.digamma
     xs, at = np.unique(x, return_inverse=True)
+    ts, at_t = np.unique(big_t, return_inverse=True)
+    txs, at_tx = np.unique(t_x, return_inverse=True)
+    w_x = np.bincount(at, weights=w, minlength=len(xs))  # weight per distinct x
     total = float(w.sum())
     repeat = x > 0
-    xm1 = np.where(repeat, x - 1, 0.0)
+    rows_x = x  # r + x per row: added to r each call
+    b_rows = np.where(xs > 0, xs - 1, 0.0)  # b + x - 1 per distinct x, less b
 
     def nll(logp: np.ndarray) -> tuple[float, np.ndarray]:
         r, alpha, a, b = np.exp(logp)
-        g_x = (gammaln(r + xs) + gammaln(b + xs) - gammaln(a + b + xs))[at]
-        a12 = g_x - gammaln(r) + r * np.log(alpha) + gammaln(a + b) - gammaln(b)
-        log_t, log_tx = np.log(alpha + big_t), np.log(alpha + t_x)
-        a3 = -(r + x) * log_t
+        per_x = gammaln(r + xs) + gammaln(b + xs) - gammaln(a + b + xs)
+        a12 = float(np.dot(w_x, per_x)) + total * (
+            -gammaln(r) + r * math.log(alpha) + gammaln(a + b) - gammaln(b)
+        )
+        log_t, log_tx = np.log(alpha + ts)[at_t], np.log(alpha + txs)[at_tx]
+        rx = r + rows_x
+        a3 = -rx * log_t
         with np.errstate(divide="ignore"):
-            a4 = np.where(repeat, np.log(a) - np.log(b + xm1) - (r + x) * log_tx, -np.inf)
+            log_odds = (math.log(a) - np.log(b + b_rows))[at]
+            a4 = np.where(repeat, log_odds - rx * log_tx, -np.inf)
         lse = np.logaddexp(a3, a4)
-        value = -float(np.dot(w, a12 + lse)) / total
-        w3 = np.exp(a3 - lse)
-        w4 = np.where(repeat, 1.0 - w3, 0.0)  # the two terms' shares of the likelihood
-        d_r = (digamma(r + xs))[at] - digamma(r) + np.log(alpha) - w3 * log_t - w4 * log_tx
-        d_alpha = r / alpha - w3 * (r + x) / (alpha + big_t) - w4 * (r + x) / (alpha + t_x)
-        d_ab = digamma(a + b) - digamma(a + b + xs)[at]
-        d_a = d_ab + w4 / a
-        d_b = d_ab + (digamma(b + xs) - digamma(b))[at] - w4 / (b + xm1 + (~repeat))
-        grad = -np.array([np.dot(w, d) for d in (d_r, d_alpha, d_a, d_b)]) / total
-        grad *= (r, alpha, a, b)  # d/d log θ
+        value = -(a12 + float(np.dot(w, lse))) / total
+        w3 = w * np.exp(a3 - lse)  # each row's weight × the first term's share
+        w4 = np.where(repeat, w - w3, 0.0)  # × the second's
+        d_r = (
+            float(np.dot(w_x, digamma(r + xs)))
+            + total * (math.log(alpha) - digamma(r))
+            - float(np.dot(w3, log_t))
+            - float(np.dot(w4, log_tx))
+        )
+        d_alpha = (
+            total * r / alpha
+            - float(np.dot(w3 * rx, (1 / (alpha + ts))[at_t]))
+            - float(np.dot(w4 * rx, (1 / (alpha + txs))[at_tx]))
+        )
+        w4_x = np.bincount(at, weights=w4, minlength=len(xs))
+        d_ab = total * digamma(a + b) - float(np.dot(w_x, digamma(a + b + xs)))
+        d_a = d_ab + float(w4_x.sum()) / a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_b = np.where(xs > 0, w4_x / (b + b_rows), 0.0)
+        d_b = d_ab + float(np.dot(w_x, digamma(b + xs))) - total * digamma(b) - float(to_b.sum())
+        grad = -np.array([d_r, d_alpha, d_a, d_b]) / total * (r, alpha, a, b)  # d/d log θ
         if not math.isfinite(value) or not np.all(np.isfinite(grad)):
             return 1e300, np.zeros(4)
         return value, grad
@@ -260,7 +281,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, big_t: np.ndarray) -> tuple[BGNBD,
     scale = max(float(np.dot(w, ut)) / total, 1.0)  # fit in a unit where T ≈ 1: conditioned
     (r, alpha, a, b), result = _fit(_bgnbd_nll(w, ux, utx / scale, ut / scale), np.zeros(4))
     # the log-likelihood in days: the scaled one less Σ x·log(scale)
-    ll = -result.fun * total - float(np.dot(w, ux)) * math.log(scale)
+    ll = float(-result.fun * total - float(np.dot(w, ux)) * math.log(scale))
     return BGNBD(float(r), float(alpha * scale), float(a), float(b)), {
         "log_likelihood": ll,
         "converged": bool(result.success),
@@ -305,7 +326,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[GammaGamma, dict[str,
         return value, grad
 
     (p, q, g), result = _fit(nll, np.array([0.0, 1.0, 0.0]))
-    ll = -result.fun * total - total * math.log(scale)
+    ll = float(-result.fun * total - total * math.log(scale))
     return GammaGamma(float(p), float(q), float(g * scale)), {
         "log_likelihood": ll,
         "converged": bool(result.success),
