@@ -21,7 +21,7 @@ from tests.conformance.audience_data import (
     realtime_tags,
 )
 from tests.conformance.test_profiles import load_world, session_on
-from tests.unit.test_predictive_models import simulate
+from tests.unit.profiles.test_profiles_predictive import simulate
 
 pytest.importorskip("scipy")
 
@@ -77,12 +77,12 @@ def _orders(n: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _summary_here(orders: list[dict[str, Any]]) -> pa.Table:
+def _summary_here(orders: list[dict[str, Any]], now: datetime = NOW) -> pa.Table:
     """The summary as the docstring of :mod:`personify.profiles.predictive` says, in Python."""
-    today = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(days=1)
+    today = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(days=1)
     days: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for o in orders:
-        if o["created_at"] > NOW or (o["status"] or "").lower() in EXCLUDED:
+        if o["created_at"] > now or (o["status"] or "").lower() in EXCLUDED:
             continue
         day = (o["created_at"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(days=1)
         days[o["customer_id"]][day] += o["total"]
@@ -157,6 +157,18 @@ def test_summary_fit_and_predictions_in_the_warehouse(warehouse: Warehouse, tmp_
     with clock.frozen(NOW):
         predictive.refresh_scope(warehouse, proj, "{c} IN ('c0001', 'c0002', 'c0003')")
     assert _stored(warehouse) == stored
+
+    # the holdout: fit as of NOW less the horizon, the purchase days that followed counted
+    check = predictive.holdout(warehouse, proj, NOW)
+    before = _summary_here(orders, NOW - timedelta(days=90))
+    after = dict(zip(*_summary_here(orders).select(["customer_id", "frequency"]).columns))
+    gained = [
+        after[c].as_py() - x.as_py()
+        for c, x in zip(*before.select(["customer_id", "frequency"]).columns, strict=True)
+    ]
+    assert check.status == "fitted" and check.actual_total == sum(gained)
+    assert sum(r.customers for r in check.rows) == before.num_rows
+    assert check.calibration_end == (NOW - timedelta(days=90)).isoformat()
 
     # a rule reads the columns as any other
     rules = parse_rules(

@@ -194,3 +194,17 @@ def test_the_fit_does_not_depend_on_the_rows_order(seed: int) -> None:
         fit_gamma_gamma(x[order], m[order])[0],
     )
     assert shuffled == base  # exactly: the same data gives the same values
+
+
+def test_without_scipy_the_error_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from personify.errors import ConfigError
+    from personify.profiles import predictive
+
+    for name in ("scipy", "scipy.optimize", "scipy.special"):
+        monkeypatch.setitem(__import__("sys").modules, name, None)  # "not installed"
+    with pytest.raises(ConfigError) as e:
+        predictive.fit_bgnbd(np.array([1.0]), np.array([1.0]), np.array([2.0]))
+    assert e.value.key == "traits.predictive.enabled"
+    assert "personify[predictive]" in (e.value.hint or "")
