@@ -352,7 +352,7 @@ def test_a_warehouse_from_before_wait_for_gains_waiting_since(warehouse_url: str
             [OPENS, ENTERED, NOW, NOW],
         )
     with connect(warehouse_url, migrate_schema=False) as wh:
-        assert migrate(wh) == [25]
+        assert migrate(wh)[0] == 25  # (and any later ones)
         rows = wh.fetch("SELECT step, wake_at, waiting_since FROM journey_instances")
         assert rows == [(1, OPENS, None)]
 

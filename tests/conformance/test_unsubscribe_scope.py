@@ -143,7 +143,7 @@ def test_migration_24_adds_pauses_to_an_older_warehouse(warehouse_url: str) -> N
             "CREATE VIEW sendable AS SELECT segment, customer_id, customer_id AS email, "
             "'x' AS purpose, entered_at FROM segment_memberships"
         )
-        assert migrate(wh) == [24]
+        assert migrate(wh)[0] == 24  # (and any later ones)
         _world(wh)
         pause(wh, "c1", ["promotions"], until=clock.now() + timedelta(days=1), source="test")
         assert _view(wh, "promotions") == {"c2"}
