@@ -57,12 +57,17 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "schema_changes",
         "destination_state",
         "list_uploads",
+        "alert_state",  # alerts name sources, journeys, destinations and count (no people)
+        "alert_notifications",
+        "predictive_fits",  # the models' parameters and fit quality (no identifiers)
     }
 )
 """Tables without personal data in the clear (the audit log, tombstones and ``destination_state``
 hold keyed hashes — the latter also, for a destination that removes records, each record's key
-encrypted; the erasure forgets a person's pushed records, encrypted key included, by those hashes,
-step ``destination:NAME``; schema drift tables hold field names and types, never values)."""
+encrypted; the erasure, step ``destination:NAME``, finds a person's pushed records by those
+hashes and keeps, at a destination that removes, only the hash and encrypted key until the next
+push removes the record there, forgetting them elsewhere; schema drift tables hold field names and
+types, never values; alerts hold names and counts, predictive fits the models' parameters)."""
 
 MIN_SEARCH_LENGTH = 6
 """Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would
