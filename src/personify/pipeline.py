@@ -88,6 +88,7 @@ def _alerts(session: Session, report: RunReport) -> None:
         "firing": result.firing,
         "sent": result.sent,
         "failed": result.failed,
+        "given_up": result.given_up,
     }
 
 

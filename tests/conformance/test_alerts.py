@@ -158,8 +158,14 @@ def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_p
         with clock.frozen(T0 + timedelta(minutes=1)):
             second = check_alerts(s, now=T0 + timedelta(minutes=1))
         assert second.failed[0]["error"] == "webhook answered HTTP 503" and second.sent == []
+        (waiting,) = list_alerts(s)[0].failed_notifications
+        assert waiting["attempts"] == 2  # backing off: 1 min after the first, 2 after the second
+        assert waiting["next_attempt_at"] == (T0 + timedelta(minutes=3)).isoformat()
         with clock.frozen(T0 + timedelta(minutes=2)):
-            third = check_alerts(s, now=T0 + timedelta(minutes=2))
+            early = check_alerts(s, now=T0 + timedelta(minutes=2))
+        assert early.sent == [] and early.failed == [] and hook.bodies == []
+        with clock.frozen(T0 + timedelta(minutes=3)):
+            third = check_alerts(s, now=T0 + timedelta(minutes=3))
         assert [x["notifier"] for x in third.sent] == ["ops_json"] and third.failed == []
         assert len(hook.bodies) == 1 and hook.bodies[0]["alert"] == "sync_failing"
         assert list_alerts(s)[0].failed_notifications == []
@@ -169,8 +175,8 @@ def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_p
         text = mails[0].read_text()
         assert "Subject: [personify] alert sync_failing FIRING: source_failed" in text
         assert "crm (failed)" in text
-        with clock.frozen(T0 + timedelta(minutes=3)):
-            check_alerts(s, now=T0 + timedelta(minutes=3))
+        with clock.frozen(T0 + timedelta(minutes=4)):
+            check_alerts(s, now=T0 + timedelta(minutes=4))
         assert len(list((tmp_path / "outbox").glob("*.eml"))) == 2
 
         # an unreachable webhook is a failure too, reported without its URL
@@ -181,6 +187,97 @@ def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_p
     assert gone.firing == []
     assert [f["error"] for f in gone.failed] == ["webhook unreachable (ConnectError)"]
     assert hook_url not in json.dumps(gone.failed)
+
+
+def test_failing_notifier_backs_off_then_gives_up(warehouse: Warehouse, tmp_path: Path) -> None:
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path,
+                warehouse,
+                "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n",
+                hook,
+            ),
+        )
+        hook.statuses = [500] * 100
+        sync(warehouse, "crm", T0, error="boom")
+        tried: list[int] = []  # the minutes at which the webhook was tried
+        minute = 0
+        while minute <= 26 * 60:
+            at = T0 + timedelta(minutes=minute)
+            with clock.frozen(at):
+                result = check_alerts(s, now=at)
+            assert result.firing == ["sync_failing"] and result.sent == []
+            if result.failed:
+                tried.append(minute)
+            if result.given_up:
+                assert minute >= 24 * 60
+                assert [(g["notifier"], g["error"]) for g in result.given_up] == [
+                    ("ops_json", "webhook answered HTTP 500")
+                ]
+                break
+            minute += 1 if minute < 130 else 10  # (each minute would be slow)
+        else:
+            raise AssertionError("never given up")
+        # 1 min after the first failure, doubling: 0, 1, 3, 7, 15, 31, 63, then every hour
+        assert tried[:8] == [0, 1, 3, 7, 15, 31, 63, 123]
+        assert all(60 <= b - a < 70 for a, b in zip(tried[7:], tried[8:], strict=False))
+        assert tried[-1] < 24 * 60 <= minute
+        attempts = len(tried)
+        assert 100 - len(hook.statuses) == attempts  # each attempt one POST, no more
+        (listed,) = list_alerts(s)
+        assert listed.failed_notifications == []
+        (given,) = listed.given_up_notifications
+        assert given["attempts"] == attempts and given["error"] == "webhook answered HTTP 500"
+        assert given["created_at"] == T0.isoformat()
+        # given up: never tried again, even with the webhook back
+        hook.statuses = []
+        later = T0 + timedelta(hours=30)
+        with clock.frozen(later):
+            again = check_alerts(s, now=later)
+        assert again.sent == again.failed == again.given_up == [] and hook.bodies == []
+        # the alert's next change is told
+        sync(warehouse, "crm", later, error=None)
+        with clock.frozen(later + timedelta(minutes=1)):
+            resolved = check_alerts(s, now=later + timedelta(minutes=1))
+        assert [x["kind"] for x in resolved.sent] == ["resolved"]
+        assert [b["status"] for b in hook.bodies] == ["resolved"]
+
+
+def test_removed_alert_is_not_notified(warehouse: Warehouse, tmp_path: Path) -> None:
+    with webhook_receiver() as hook:
+        both = (
+            "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n"
+            "  - {name: quarantined, when: quarantine_growth, notify: [ops_json]}\n"
+        )
+        s = session_on(warehouse, project(tmp_path, warehouse, both, hook))
+        hook.statuses = [500]
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0) == ["sync_failing"]
+        assert len(list_alerts(s)[0].failed_notifications) == 1
+        # sync_failing removed from personify.yml while its notification waits to be retried
+        only = "  - {name: quarantined, when: quarantine_growth, notify: [ops_json]}\n"
+        s = session_on(warehouse, project(tmp_path, warehouse, only, hook))
+        sync(warehouse, "crm", T0 + timedelta(hours=1), error=None)  # would resolve it
+        with clock.frozen(T0 + timedelta(hours=1)):
+            result = check_alerts(s, now=T0 + timedelta(hours=1))
+        assert result.sent == result.failed == [] and hook.bodies == []
+        assert [a.name for a in result.alerts] == ["quarantined"]
+        assert [a.name for a in list_alerts(s)] == ["quarantined"]
+        listed = {a.name: a for a in list_alerts(s, removed=True)}
+        assert listed["sync_failing"].state == "removed"
+        assert listed["sync_failing"].subjects == {"crm": "failed"}  # as last evaluated
+        assert listed["sync_failing"].failed_notifications == []
+        assert listed["quarantined"].state == "ok"
+        kept = warehouse.fetch(
+            "SELECT status, error FROM alert_notifications WHERE alert = 'sync_failing'"
+        )
+        assert kept == [("dropped", "alert no longer in personify.yml")]
+        # put back: it is evaluated again, and the dropped notification stays unsent
+        s = session_on(warehouse, project(tmp_path, warehouse, both, hook))
+        assert check(s, T0 + timedelta(hours=2)) == []
+        assert [b["status"] for b in hook.bodies] == ["resolved"]
 
 
 def test_quarantine_growth_counts_without_personal_data(

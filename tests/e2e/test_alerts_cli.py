@@ -61,6 +61,19 @@ def test_fire_report_resolve(tmp_path: Path) -> None:
         assert "notified ops: plan_broken resolved" in resolved.stdout
         assert len(hook.bodies) == 2 and "RESOLVED" in hook.bodies[1]["text"]
 
+        # renamed in personify.yml: the old name's stored state is shown with --all only
+        yml = project / "personify.yml"
+        yml.write_text(yml.read_text().replace("name: plan_broken", "name: plan_check"))
+        (renamed,) = personify_json("alerts", "list", "--project", str(project), env=env)
+        assert (renamed["name"], renamed["state"]) == ("plan_check", "ok")
+        every = personify_json("alerts", "list", "--all", "--project", str(project), env=env)
+        assert [(a["name"], a["state"]) for a in every] == [
+            ("plan_check", "ok"),
+            ("plan_broken", "removed"),
+        ]
+        table = personify("alerts", "list", "--all", "--project", str(project), env=env)
+        assert "removed" in table.stdout
+
 
 def test_config_mistakes_are_located(tmp_path: Path) -> None:
     project = tmp_path / "shop"

@@ -10,8 +10,10 @@ The process that makes a change also queues its notifications, in the same trans
 of ``alert_notifications`` per notifier, keyed ``alert|notifier|kind|episode`` (``INSERT … ON
 CONFLICT DO NOTHING``). Every evaluation then sends what is pending or failed, each row claimed
 first by a conditional update (one process sends it); a notifier that fails leaves its row
-``failed`` with the reason, tried again at the next evaluation. A row left ``sending`` by a
-process that died is taken again after :data:`STALE_CLAIM`.
+``failed`` with the reason, tried again after a backoff (:func:`retry_delay`: 1 minute doubling
+to 1 hour) and ``given_up`` once it is :data:`GIVE_UP_AFTER` old. A row left ``sending`` by a
+process that died is taken again after :data:`STALE_CLAIM`. The notifications of an alert no
+longer in ``personify.yml`` are not sent: ``dropped`` (kept, with the reason).
 """
 
 from __future__ import annotations
@@ -35,8 +37,21 @@ log = logging.getLogger("personify.alerts")
 
 STALE_CLAIM: Final = timedelta(minutes=10)
 """A notification claimed this long ago and still ``sending`` is taken again."""
-MAX_ATTEMPTS: Final = 50
-"""Attempts after which a failed notification is given up (still listed, ``failed``)."""
+RETRY_FIRST: Final = timedelta(minutes=1)
+"""The wait after a notification's first failed attempt; it doubles at each further failure…"""
+RETRY_MAX: Final = timedelta(hours=1)
+"""… up to this."""
+GIVE_UP_AFTER: Final = timedelta(hours=24)
+"""A notification still failing this long after it was queued is ``given_up`` (still listed)."""
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long after its last attempt a notification that failed ``attempts`` times is tried
+    again: 1 min, 2, 4, 8 … up to 1 h."""
+    if attempts <= 1:
+        return RETRY_FIRST
+    delay: timedelta = RETRY_FIRST * 2 ** min(attempts - 1, 16)
+    return min(delay, RETRY_MAX)
 
 
 @dataclass
@@ -46,7 +61,8 @@ class AlertReport:
     name: str
     signal: str
     state: str
-    """``ok``, ``pending`` or ``firing``."""
+    """``ok``, ``pending`` or ``firing``; ``removed`` for a stored alert no longer in
+    ``personify.yml`` (``list_alerts(..., removed=True)``)."""
     subjects: dict[str, Any] = field(default_factory=dict)
     pending_since: str | None = None
     firing_since: str | None = None
@@ -57,7 +73,10 @@ class AlertReport:
     error: str | None = None
     """Why its signal could not be read at this evaluation."""
     failed_notifications: list[dict[str, Any]] = field(default_factory=list)
-    """Notifications not handed over yet: notifier, kind, attempts, error."""
+    """Notifications not handed over yet: notifier, kind, attempts, error, next_attempt_at."""
+    given_up_notifications: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications that failed for :data:`GIVE_UP_AFTER` and are no longer tried: notifier,
+    kind, attempts, error, created_at."""
 
 
 @dataclass
@@ -66,8 +85,11 @@ class CheckResult:
     sent: list[dict[str, Any]] = field(default_factory=list)
     """Notifications handed over by this evaluation: alert, notifier, kind."""
     failed: list[dict[str, Any]] = field(default_factory=list)
-    """Notifications that failed in this evaluation (retried at the next): alert, notifier,
-    kind, error."""
+    """Notifications that failed in this evaluation (retried after a backoff): alert,
+    notifier, kind, error."""
+    given_up: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications given up by this evaluation (failing for :data:`GIVE_UP_AFTER`): alert,
+    notifier, kind, error."""
 
     @property
     def firing(self) -> list[str]:
@@ -220,20 +242,40 @@ def _parts(session: Session, notifier: str) -> list[int | None]:
 
 
 def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
-    """Send every pending or failed notification, each claimed by one process first."""
+    """Send every pending notification and every failed one whose backoff is over, each claimed
+    by one process first; give up those failing for :data:`GIVE_UP_AFTER`, drop those of
+    alerts no longer configured."""
     wh = session.warehouse
     notifiers = session.project.config.notifiers
+    configured = {a.name for a in session.project.config.alerts}
     rows = wh.fetch(
-        "SELECT key, alert, notifier, kind, status, message, attempts, claimed_at, recipient "
-        "FROM alert_notifications WHERE status IN ('pending', 'failed', 'sending') "
-        "AND attempts < ? ORDER BY created_at, key",
-        [MAX_ATTEMPTS],
+        "SELECT key, alert, notifier, kind, status, message, attempts, claimed_at, recipient, "
+        "created_at, error FROM alert_notifications "
+        "WHERE status IN ('pending', 'failed', 'sending') ORDER BY created_at, key"
     )
-    for key, alert, name, kind, status, body, attempts, claimed, recipient in rows:
-        if status == "sending" and (
-            claimed is None or now - (_instant(claimed) or now) < STALE_CLAIM
-        ):
+    for key, alert, name, kind, status, body, attempts, claimed, recipient, created, err in rows:
+        last = _instant(claimed)
+        if status == "sending" and (last is None or now - last < STALE_CLAIM):
             continue  # another process is sending it
+        entry = {"alert": alert, "notifier": name, "kind": kind}
+        if alert not in configured:
+            _settle(wh, key, status, attempts, "dropped", "alert no longer in personify.yml")
+            log.info("alert %s: no longer configured; its %s notification is not sent", alert, kind)
+            continue
+        if status == "failed":
+            if now - (_instant(created) or now) >= GIVE_UP_AFTER:
+                if _settle(wh, key, status, attempts, "given_up", err):
+                    log.warning(
+                        "alert %s: notifier %s failing for %s (%s attempts); given up",
+                        alert,
+                        name,
+                        GIVE_UP_AFTER,
+                        attempts,
+                    )
+                    result.given_up.append({**entry, "error": err})
+                continue
+            if last is not None and now - last < retry_delay(int(attempts)):
+                continue  # backing off
         try:
             won = wh.execute(
                 "UPDATE alert_notifications SET status = 'sending', claimed_at = ?, "
@@ -264,7 +306,11 @@ def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
                 [reason, key],
             )
             log.warning(
-                "alert %s: notifier %s failed (%s); retried at the next check", alert, name, reason
+                "alert %s: notifier %s failed (%s); retried in %s",
+                alert,
+                name,
+                reason,
+                retry_delay(int(attempts) + 1),
             )
             result.failed.append({**entry, "error": reason})
             continue
@@ -275,6 +321,21 @@ def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
         )
         log.info("alert %s: %s notified through %s (%s)", alert, kind, name, done)
         result.sent.append(entry)
+
+
+def _settle(wh: Warehouse, key: str, status: str, attempts: int, to: str, why: Any) -> bool:
+    """End a notification (``given_up``, ``dropped``) unless another process took it since."""
+    try:
+        changed = wh.execute(
+            "UPDATE alert_notifications SET status = ?, error = ? "
+            "WHERE key = ? AND status = ? AND attempts = ?",
+            [to, why, key, status, attempts],
+        )
+    except Exception as e:
+        if not is_write_conflict(e):
+            raise
+        return False
+    return bool(changed)
 
 
 def check_alerts(session: Session, *, now: datetime | None = None) -> CheckResult:
@@ -302,27 +363,49 @@ def check_alerts(session: Session, *, now: datetime | None = None) -> CheckResul
     return result
 
 
-def list_alerts(session: Session) -> list[AlertReport]:
-    """Every configured alert with its stored state (``ok`` when never evaluated)."""
+def list_alerts(session: Session, *, removed: bool = False) -> list[AlertReport]:
+    """Every configured alert with its stored state (``ok`` when never evaluated); with
+    ``removed``, also those stored but no longer in ``personify.yml`` (state ``removed``; their
+    notifications are not sent)."""
     wh = session.warehouse
     stored = {str(r[0]): r[1:] for r in wh.fetch(f"SELECT alert, {_COLUMNS} FROM alert_state")}
     failing: dict[str, list[dict[str, Any]]] = {}
-    for alert, notifier, kind, attempts, error in wh.fetch(
-        "SELECT alert, notifier, kind, attempts, error FROM alert_notifications "
-        "WHERE status = 'failed' ORDER BY created_at, key"
+    abandoned: dict[str, list[dict[str, Any]]] = {}
+    for alert, notifier, kind, status, attempts, error, claimed, created in wh.fetch(
+        "SELECT alert, notifier, kind, status, attempts, error, claimed_at, created_at "
+        "FROM alert_notifications WHERE status IN ('failed', 'given_up') "
+        "ORDER BY created_at, key"
     ):
-        failing.setdefault(str(alert), []).append(
-            {"notifier": notifier, "kind": kind, "attempts": int(attempts), "error": error}
+        entry: dict[str, Any] = {
+            "notifier": notifier,
+            "kind": kind,
+            "attempts": int(attempts),
+            "error": error,
+        }
+        if status == "given_up":
+            entry["created_at"] = _iso(created)
+            abandoned.setdefault(str(alert), []).append(entry)
+            continue
+        last = _instant(claimed)
+        entry["next_attempt_at"] = (
+            (last + retry_delay(int(attempts))).isoformat() if last is not None else None
         )
+        failing.setdefault(str(alert), []).append(entry)
+    configured = session.project.config.alerts
+    wanted = [(a.name, a.when, list(a.notify)) for a in configured]
+    if removed:
+        names = {a.name for a in configured}
+        wanted += [(name, "", []) for name in sorted(stored) if name not in names]
     out = []
-    for alert in session.project.config.alerts:
-        row = stored.get(alert.name)
+    for name, signal, notify in wanted:
+        row = stored.get(name)
         report = AlertReport(
-            name=alert.name,
-            signal=alert.when,
+            name=name,
+            signal=signal,
             state="ok",
-            notify=list(alert.notify),
-            failed_notifications=failing.get(alert.name, []),
+            notify=notify,
+            failed_notifications=failing.get(name, []),
+            given_up_notifications=abandoned.get(name, []),
         )
         if row is not None:
             state, pending, firing, resolved, notified, subjects, evaluated, _ = row
@@ -333,6 +416,8 @@ def list_alerts(session: Session) -> list[AlertReport]:
             report.resolved_at = _iso(resolved)
             report.last_notified_at = _iso(notified)
             report.evaluated_at = _iso(evaluated)
+        if not signal:  # (stored, no longer configured)
+            report.state = "removed"
         out.append(report)
     return out
 

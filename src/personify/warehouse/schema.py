@@ -980,7 +980,13 @@ ALERT_NOTIFICATIONS = Table(
         C("notifier", S, False),
         C("recipient", INT, doc="An email notifier's address (index in its to:), one row each"),
         C("kind", S, False, "firing, repeat, grown (one more subject) or resolved"),
-        C("status", S, False, "pending, sending, sent or failed (retried at the next check)"),
+        C(
+            "status",
+            S,
+            False,
+            "pending, sending, sent, failed (retried after a backoff), given_up (failing for 24 h) "
+            "or dropped (its alert was removed from personify.yml)",
+        ),
         C("message", S, False, "The message as JSON (counts and names only, no personal data)"),
         C("attempts", INT, False),
         C("created_at", TS, False),

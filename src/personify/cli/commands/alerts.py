@@ -40,6 +40,8 @@ def _table(reports: list[AlertReport], title: str) -> Table:
         notify = ", ".join(d["notify"]) or "—"
         if d["failed_notifications"]:
             notify += f" ({len(d['failed_notifications'])} failed, retried)"
+        if d["given_up_notifications"]:
+            notify += f" ({len(d['given_up_notifications'])} given up)"
         state = d["state"] + (f" ({d['error']})" if d["error"] else "")
         table.add_row(d["name"], d["signal"], state, since, subjects, notify)
     return table
@@ -67,6 +69,7 @@ def check_command(
                 "firing": result.firing,
                 "sent": result.sent,
                 "failed": result.failed,
+                "given_up": result.given_up,
             }
         )
     else:
@@ -76,8 +79,14 @@ def check_command(
             out.print(f"notified {s['notifier']}: {s['alert']} {s['kind']}", markup=False)
         for f in result.failed:
             out.print(
-                f"notifier {f['notifier']} failed for {f['alert']} ({f['error']}): retried at "
-                "the next check",
+                f"notifier {f['notifier']} failed for {f['alert']} ({f['error']}): retried "
+                "later (1 min, doubling to 1 h between attempts)",
+                markup=False,
+            )
+        for f in result.given_up:
+            out.print(
+                f"notifier {f['notifier']} failing for {f['alert']} for 24 h ({f['error']}): "
+                "given up; fix the notifier in personify.yml (see `personify alerts list`)",
                 markup=False,
             )
         if not result.alerts:
@@ -87,15 +96,25 @@ def check_command(
 
 
 @alerts_app.command("list")
-def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+def list_command(
+    project: ProjectOpt = Path("."),
+    json: JsonOpt = False,
+    all_: bool = typer.Option(
+        False,
+        "--all",
+        help="Also the alerts removed from personify.yml that have stored state (state "
+        "removed; their notifications are no longer sent).",
+    ),
+) -> None:
     """Each alert's state as last evaluated (changes nothing): ok, pending or firing, since
-    when, for which sources or journeys, when its notifiers were last told, and notifications
-    that failed (retried at the next check)."""
+    when, for which sources or journeys, when its notifiers were last told, notifications
+    that failed (retried after a backoff of 1 min doubling to 1 h, with their next attempt)
+    and those given up after failing for 24 h."""
     from personify.alerts import list_alerts
     from personify.session import open_session
 
     with open_session(project) as session:
-        reports = list_alerts(session)
+        reports = list_alerts(session, removed=all_)
     if json:
         emit_json([asdict(a) for a in reports])
         return

@@ -33,7 +33,7 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
     an idempotency key: running it twice at the same --now, or again after a crash, sends
     nothing twice. The table ends with the emails sent per journey. Then the alerts
     (alerts: in personify.yml) are evaluated and their notifiers told; a notifier that fails
-    is reported and retried, it never fails the run.
+    is reported and retried with a backoff (given up after 24 h), it never fails the run.
 
     A segment whose SQL the warehouse refuses keeps its memberships while the other segments
     and stages go on; the error (its file, the database's message) is printed and the run
@@ -100,7 +100,13 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
         for failed in report.alerts["failed"]:
             err_console().print(
                 f"warning: alert {failed['alert']}: notifier {failed['notifier']} failed "
-                f"({failed['error']}); retried at the next check",
+                f"({failed['error']}); retried later (backoff 1 min doubling to 1 h)",
+                markup=False,
+            )
+        for failed in report.alerts.get("given_up", []):
+            err_console().print(
+                f"warning: alert {failed['alert']}: notifier {failed['notifier']} failing for "
+                f"24 h ({failed['error']}); given up — fix it in personify.yml",
                 markup=False,
             )
     for problem in problems:  # the run went on: said on stderr, after the table
