@@ -1412,6 +1412,8 @@ ALERT_SIGNALS: Final[dict[str, str]] = {
     "quality_flagged": "a validation rule with action flag or quarantine is broken",
     "reconcile_flagged": "the last reconciliation found more discrepancies than "
     "quality.reconcile.threshold",
+    "removals_stranded": "erased people's records a destination can never remove (on_remove no "
+    "longer delete, the destination gone, or its keys lost)",
 }
 """The signals an alert can watch (``when:``), each computed from what ``personify status``
 shows, and what makes it hold."""

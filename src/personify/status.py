@@ -247,9 +247,17 @@ def status_report(session: Session) -> dict[str, Any]:
         "quality": _quality(session),
         "journeys": _journeys(session, now),
         "max_complaint_rate": session.project.config.engagement.max_complaint_rate,
-        "problems": project_problems(session.project),
+        "problems": project_problems(session.project) + _stranded(session),
         "alerts": _alerts(session),
     }
+
+
+def _stranded(session: Session) -> list[str]:
+    """Erased people's records destinations can never remove (each destination's count, why,
+    what to do)."""
+    from personify.destinations import stranded_removals
+
+    return [s.message() for s in stranded_removals(session.warehouse, session.project)]
 
 
 def _alerts(session: Session) -> list[dict[str, Any]]:

@@ -384,6 +384,7 @@ EVERY_SIGNAL = """\
   - {name: a_anomaly, when: anomaly}
   - {name: a_quality_flagged, when: quality_flagged}
   - {name: a_reconcile_flagged, when: reconcile_flagged}
+  - {name: a_removals_stranded, when: removals_stranded}
 """
 
 
@@ -418,9 +419,16 @@ def test_every_signal_reads_on_this_backend(warehouse: Warehouse, tmp_path: Path
             "VALUES (?, 'customers', 'customers.email.format', 'flag', 4)",
             [T0],
         )
+        for h in ("h1", "h2"):  # erasures' removals left at a destination no longer configured
+            warehouse.execute(
+                "INSERT INTO destination_state (destination, key_hash, row_hash, status, "
+                "pushed_at, record_key) VALUES ('old_crm', ?, '', 'erased', ?, 'token')",
+                [h, T0],
+            )
         with clock.frozen(T0):
             loud = check_alerts(s, now=T0)
         subjects = {a.name: a.subjects for a in loud.alerts}
+        assert subjects["a_removals_stranded"] == {"destination:old_crm": 2}
         assert subjects["a_source_stale"] == {"crm": 3 * 3600}
         assert subjects["a_run_failed"] == {"audiences": 1}  # counted, never quoted
         assert subjects["a_delivery_failures"] == {"welcome": 3}
@@ -428,6 +436,7 @@ def test_every_signal_reads_on_this_backend(warehouse: Warehouse, tmp_path: Path
         assert sorted(loud.firing) == [
             "a_delivery_failures",
             "a_quality_flagged",
+            "a_removals_stranded",
             "a_run_failed",
             "a_source_stale",
         ]

@@ -17,19 +17,20 @@ from tests.conformance.google_ads import Ads
 from tests.conformance.meta_graph import Graph
 from tests.conformance.test_ad_audiences import graph, meta, sha
 from tests.conformance.test_ad_audiences import url as meta_url
-from tests.conformance.test_destination_removals import apis, crm, session_for, url
+from tests.conformance.test_destination_removals import KEYS, apis, crm, session_for, url
 from tests.conformance.test_destinations import NOW, _consent
 from tests.conformance.test_google_ads_audience import ads, google
 from tests.conformance.test_google_ads_audience import url as ads_url
 
 from personify import clock
 from personify.demo.mock_apis import MockApis
-from personify.destinations import push_destinations
+from personify.destinations import push_destinations, stranded_removals
 from personify.identity import resolve_batch
+from personify.privacy.crypto import new_key
 from personify.privacy.erase import erase_subject
 from personify.profiles import profiles_stage
 from personify.session import Session
-from personify.status import _destinations
+from personify.status import _destinations, status_report
 from personify.warehouse import table
 
 __all__ = ["ads", "ads_url", "apis", "graph", "meta_url", "url"]  # (the fixtures, imported)
@@ -205,3 +206,58 @@ def test_an_erased_person_leaves_the_google_customer_match_list(
         assert counts["rows_erased_removed"] == 1
         assert ads.members == {sha("bob@x.org"), sha("cy@x.org")}
         assert _state(session, "gads") == {"sent": 2}
+
+
+def test_removals_that_can_never_go_are_warned_about(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """An erasure's pending removal at a destination then switched to ``on_remove: ignore``,
+    removed from personify.yml, or whose key left ``privacy.encryption_keys``: the push warns
+    (name, count, what to do), ``status`` has it as a problem; once fixed, it goes."""
+    removing = msgspec.structs.replace(crm(url), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        _people(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        erase_subject(session.warehouse, session.project, "ann@x.org")
+        with clock.frozen(NOW):
+            (fine,) = push_destinations(session, ["crm"], dry_run=True)
+        assert fine.warnings == [] and stranded_removals(session.warehouse, session.project) == []
+
+    ignoring = msgspec.structs.replace(crm(url, on_remove="ignore"), model=MODEL)
+    with session_for(warehouse_url, tmp_path, ignoring) as session:
+        with clock.frozen(NOW):
+            (result,) = push_destinations(session, ["crm"])
+        assert result.error is None
+        (warning,) = result.warnings
+        assert warning.startswith("destination crm: 1 erased people's record(s) left to remove")
+        assert "on_remove is ignore" in warning
+        assert "set destinations.crm.on_remove: delete again" in warning
+        assert "ann" not in warning
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}  # kept: nothing lost
+        with clock.frozen(NOW):
+            assert warning in status_report(session)["problems"]
+
+    other = msgspec.structs.replace(crm(url), name="other", model=MODEL)
+    with session_for(warehouse_url, tmp_path, other) as session:  # crm gone from the file
+        (gone,) = stranded_removals(session.warehouse, session.project)
+        assert (gone.destination, gone.records) == ("crm", 1)
+        assert "no longer in personify.yml" in gone.why
+        assert stranded_removals(session.warehouse, session.project, ["other"]) == []
+
+    lost = f"k2:{new_key()}"  # the key the removal was kept under is no longer there
+    with session_for(warehouse_url, tmp_path, removing, keys=lost) as session:
+        with clock.frozen(NOW):
+            (result,) = push_destinations(session, ["crm"])
+        assert result.counts["rows_erased_remove_rejected"] == 1
+        (warning,) = result.warnings
+        assert "kept keys do not decrypt" in warning and "put that key back" in warning
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+
+    with session_for(warehouse_url, tmp_path, removing, keys=KEYS) as session:  # key back
+        with clock.frozen(NOW):
+            (result,) = push_destinations(session, ["crm"])
+        assert result.counts["rows_erased_removed"] == 1 and result.warnings == []
+        assert "ann@x.org" not in apis.pushed
+        assert stranded_removals(session.warehouse, session.project) == []
+        with clock.frozen(NOW):
+            assert status_report(session)["problems"] == []

@@ -203,7 +203,21 @@ def test_push_removes_who_left_the_model_and_erasure_forgets_their_key(
     assert erased["removals_pending"] == {"crm_active": 1}
     status = personify_json("status", "--project", project)
     assert status["destinations"][0]["removals_pending"] == 1
+    # switched to on_remove: ignore meanwhile: the removal can never go — said, and kept
+    yml = project_dir / "personify.yml"
+    removing = yml.read_text()
+    yml.write_text(removing.replace("on_remove: delete", "on_remove: ignore"))
+    ignoring = personify("push", "--project", project)
+    assert ignoring.returncode == 0, ignoring.stderr
+    assert "warning: destination crm_active: 1 erased people's record(s)" in ignoring.stderr
+    assert "on_remove: delete again" in ignoring.stderr and "c9@" not in ignoring.stderr
+    (said,) = personify_json("push", "--project", project)[0]["warnings"]
+    assert "on_remove is ignore" in said
+    shown = personify("status", "--project", project)
+    assert "problem: destination crm_active: 1 erased" in " ".join(shown.stdout.split())
+    yml.write_text(removing)
     pushed = personify_json("push", "--project", project)
+    assert pushed[0]["warnings"] == []
     assert pushed[0]["counts"]["rows_erased_removed"] == 1 and pushed[0]["error"] is None
     assert "c9@example.org" not in apis.pushed
     with Session(load_project(project_dir)) as session:

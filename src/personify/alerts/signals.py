@@ -179,6 +179,15 @@ def _reconcile_flagged(r: Readings, alert: Alert) -> Subjects:
     }
 
 
+def _removals_stranded(r: Readings, alert: Alert) -> Subjects:
+    from personify.destinations import stranded_removals
+
+    return {
+        f"destination:{s.destination}": s.records
+        for s in stranded_removals(r.session.warehouse, r.session.project)
+    }
+
+
 SIGNALS: dict[str, Callable[[Readings, Alert], Subjects]] = {
     "source_failed": _source_failed,
     "source_stale": _source_stale,
@@ -191,5 +200,6 @@ SIGNALS: dict[str, Callable[[Readings, Alert], Subjects]] = {
     "anomaly": _anomaly,
     "quality_flagged": _quality_flagged,
     "reconcile_flagged": _reconcile_flagged,
+    "removals_stranded": _removals_stranded,
 }
 """Every signal of :data:`personify.config.ALERT_SIGNALS`, by name."""

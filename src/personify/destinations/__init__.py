@@ -45,13 +45,16 @@ from personify.destinations.push import destination as destination
 from personify.destinations.push import destinations_stage as destinations_stage
 from personify.destinations.push import push_destinations as push_destinations
 from personify.destinations.state import RECORD_KEY as RECORD_KEY
+from personify.destinations.state import Stranded as Stranded
 from personify.destinations.state import forget as forget
 from personify.destinations.state import pushed as pushed
 from personify.destinations.state import run_name as run_name
+from personify.destinations.state import stranded_removals as stranded_removals
 
 __all__ = [
     "RECORD_KEY",
     "PushResult",
+    "Stranded",
     "destination",
     "destinations_stage",
     "forget",
@@ -59,4 +62,5 @@ __all__ = [
     "pushed",
     "refused_inside",
     "run_name",
+    "stranded_removals",
 ]

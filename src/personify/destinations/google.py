@@ -45,7 +45,7 @@ from personify.destinations.audiences import (
 )
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
-from personify.destinations.state import KEY, Acks, kept_key, opened
+from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError, RestResponseError
 from personify.privacy.crypto import KeyRing
@@ -328,8 +328,8 @@ def _remove(
                 named.append((h, r, sets))
                 continue
             why = (
-                "its kept identifiers cannot be read (altered, or privacy.encryption_keys lost "
-                "the key they were encrypted under)"
+                f"its kept identifiers cannot be read (altered, or {LOST_KEY} they were "
+                "encrypted under)"
                 if held is None
                 else "no identifiers were kept for it (pushed before the destination was an "
                 f"audience: key {mask_text(kept_key(d, held))})"

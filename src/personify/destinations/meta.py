@@ -49,7 +49,7 @@ from personify.destinations.audiences import (
 )
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
-from personify.destinations.state import KEY, Acks, kept_key, opened
+from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
@@ -222,8 +222,8 @@ def _remove(
             sets = sets_of(kept) if kept is not None else []
             if not sets:
                 why = (
-                    "its kept identifiers cannot be read (altered, or privacy.encryption_keys "
-                    "lost the key they were encrypted under)"
+                    f"its kept identifiers cannot be read (altered, or {LOST_KEY} they were "
+                    "encrypted under)"
                     if kept is None
                     else "no identifiers were kept for it (pushed before the destination was "
                     f"an audience: key {mask_text(kept_key(d, kept))})"

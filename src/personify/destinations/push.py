@@ -15,7 +15,13 @@ from personify.config import Project, RestDestination
 from personify.destinations.model import ROWS, changed_rows, leaving, stage_rows
 from personify.destinations.presets import shaped
 from personify.destinations.send import send
-from personify.destinations.state import ERASED, kept_key, opened, run_name
+from personify.destinations.state import (
+    ERASED,
+    kept_key,
+    opened,
+    run_name,
+    stranded_removals,
+)
 from personify.errors import ConfigError, PersonifyError, WarehouseError
 from personify.http.errors import RestError
 from personify.privacy.crypto import KeyRing, project_ring
@@ -39,6 +45,9 @@ class PushResult:
     """``--dry-run``: the first records it would send (personal values masked)."""
     removals: list[str] = field(default_factory=list)
     """``--dry-run``: the keys of the first records it would remove (masked)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the push cannot do and someone should: erased people's records it can never
+    remove (:func:`~personify.destinations.state.stranded_removals`)."""
 
 
 def destination(project: Project, name: str) -> RestDestination:
@@ -135,6 +144,10 @@ def _push_one(
             )
     if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
         log.info("destination %s: push stopped (%s)", d.name, result.error)
+    with contextlib.suppress(WarehouseError):  # (a warning: never fails the push)
+        result.warnings = [s.message() for s in stranded_removals(wh, session.project, [d.name])]
+    for warning in result.warnings:  # (names and counts only)
+        log.warning("%s", warning)
     return result
 
 

@@ -15,7 +15,7 @@ from personify.destinations.presets import (
     removal_body,
     shaped,
 )
-from personify.destinations.state import ERASED, Acks, opened
+from personify.destinations.state import ERASED, LOST_KEY, Acks, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
@@ -193,8 +193,8 @@ def _remove(
         if unreadable:  # (a key under a key no longer in the ring, or altered: named, kept)
             refuse(
                 unreadable,
-                "its kept key cannot be read for this record (altered, or "
-                "privacy.encryption_keys lost the key it was encrypted under)",
+                f"its kept key cannot be read for this record (altered, or {LOST_KEY} it was "
+                "encrypted under)",
             )
         for i in range(0, len(readable), size):
             delete(readable[i : i + size])

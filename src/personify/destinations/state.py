@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from personify import clock
@@ -26,6 +27,77 @@ ERASED: Final = "erased"
 """The status of a record whose person was erased, left to remove at the API: only its key's
 keyed hash and its encrypted key (an ad audience's: the hashed identifiers) are kept; the next
 push removes it first, whatever the model says and regardless of ``max_removals``."""
+
+LOST_KEY: Final = "privacy.encryption_keys lost the key"
+"""Words of the error kept on a record whose kept key (or identifiers) no longer decrypt: its
+removal can never be sent until that key is back (:func:`stranded_removals` counts them)."""
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """Removals erasures left at a destination that no push will send as things stand."""
+
+    destination: str
+    records: int
+    why: str
+    todo: str
+
+    def message(self) -> str:
+        """For people: the destination, the count, why and what to do (no personal data)."""
+        return (
+            f"destination {self.destination}: {self.records:,} erased people's record(s) left "
+            f"to remove can never be removed — {self.why}; {self.todo}"
+        )
+
+
+def stranded_removals(
+    wh: Warehouse, project: Project, names: Sequence[str] | None = None
+) -> list[Stranded]:
+    """The removals erasures left (:data:`ERASED`) that a push cannot send (of ``names``, default
+    every destination, those no longer in ``personify.yml`` included): the destination is gone
+    from ``personify.yml``, no longer ``on_remove: delete``, or its kept keys do not decrypt."""
+    configured = {d.name: d for d in project.config.destinations}
+    out: list[Stranded] = []
+    for name, total, lost in wh.fetch(
+        "SELECT destination, count(*), "
+        "sum(CASE WHEN error LIKE ? THEN 1 ELSE 0 END) FROM destination_state "
+        f"WHERE status = '{ERASED}' GROUP BY destination ORDER BY destination",
+        [f"%{LOST_KEY}%"],
+    ):
+        name, total, lost = str(name), int(total), int(lost or 0)
+        if names is not None and name not in names:
+            continue
+        d = configured.get(name)
+        if d is None:
+            out.append(
+                Stranded(
+                    name,
+                    total,
+                    "the destination is no longer in personify.yml",
+                    f"put it back (on_remove: delete) and run `personify push {name}`, or remove "
+                    "those people at the API yourself",
+                )
+            )
+        elif d.on_remove != "delete":
+            out.append(
+                Stranded(
+                    name,
+                    total,
+                    f"on_remove is {d.on_remove}: a push removes nothing",
+                    f"set destinations.{name}.on_remove: delete again (with "
+                    f"privacy.encryption_keys) and run `personify push {name}`",
+                )
+            )
+        elif lost:
+            out.append(
+                Stranded(
+                    name,
+                    lost,
+                    f"their kept keys do not decrypt: {LOST_KEY} they were encrypted under",
+                    f"put that key back in privacy.encryption_keys and run `personify push {name}`",
+                )
+            )
+    return out
 
 
 def run_name(name: str) -> str:

@@ -196,10 +196,13 @@ def push_command(
     left its model (a dry run counts them and shows a few keys, masked) — and first, whatever
     the model says and past max_removals, the records of people `personify privacy erase`
     erased (pending removals; one the API refuses stays pending and goes again next push).
+    Removals that can never go — the destination switched to `on_remove: ignore` or gone from
+    personify.yml, or privacy.encryption_keys lost the key they were kept under — are warned
+    about on stderr (`--json`: each destination's `warnings`), with what to do.
     `personify run` pushes after delivery; `personify serve` on each destination's schedule.
     Exits 1 when a destination stopped on an error.
     """
-    from personify.destinations import push_destinations
+    from personify.destinations import push_destinations, stranded_removals
     from personify.session import open_session
 
     pin_now(now)
@@ -207,6 +210,17 @@ def push_command(
         results = push_destinations(
             session, destinations or None, dry_run=dry_run, allow_removals=allow_removals
         )
+        configured = {d.name for d in session.project.config.destinations}
+        gone = (  # (a destination removed from personify.yml: no push of its own says it)
+            []
+            if destinations
+            else [
+                s.message()
+                for s in stranded_removals(session.warehouse, session.project)
+                if s.destination not in configured
+            ]
+        )
+    warnings = [w for r in results for w in r.warnings] + gone
     if json:
         emit_json(
             [
@@ -215,11 +229,14 @@ def push_command(
                     "seconds": round(r.seconds, 3),
                     "counts": r.counts,
                     "error": r.error,
+                    "warnings": r.warnings,
                     **({"sample": r.sample, "removals": r.removals} if dry_run else {}),
                 }
                 for r in results
             ]
         )
+        for warning in gone:
+            err_console().print(f"warning: {warning}", markup=False)
     else:
         if not results:
             console().print('No destinations in personify.yml (see README, "Destinations").')
@@ -240,5 +257,7 @@ def push_command(
                 console().print_json(data=record)
             for key in r.removals:
                 console().print(f"{r.destination}: would remove {escape(key)}")
+        for warning in warnings:
+            err_console().print(f"warning: {warning}", markup=False)
     if any(r.error for r in results):
         raise typer.Exit(1)
