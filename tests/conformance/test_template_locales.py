@@ -28,6 +28,7 @@ from personify.identity import resolve_batch
 from personify.profiles import profiles_stage
 from personify.warehouse import Warehouse, connect, table
 from personify.warehouse.migrations import migrate
+from personify.warehouse.schema import CUSTOMER_DATA_VIEW
 
 __all__ = ["shop"]  # the fixture, shared with test_journeys
 
@@ -95,12 +96,36 @@ def test_the_locale_is_a_profile_field_chosen_by_survivorship(
 def test_migration_29_adds_the_locale_to_an_older_warehouse(warehouse_url: str) -> None:
     with connect(warehouse_url, migrate_schema=False) as wh:
         migrate(wh, target=26)
+        wh.execute("DROP VIEW customer_data")  # today's reads locale; 32 recreates it
         for name in ("customers", "customer_records"):
             wh.execute(f"ALTER TABLE {name} DROP COLUMN locale")  # the layout before 29
         assert 29 in migrate(wh)
         assert wh.fetch("SELECT locale FROM customers") == []
         assert wh.fetch("SELECT locale FROM customer_records") == []
         assert 29 not in migrate(wh)  # once
+
+
+def test_migration_33_shows_the_locale_in_customer_data_of_an_older_warehouse(
+    warehouse_url: str,
+) -> None:
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=32)
+        # the view as migration 32 left it: no locale (today's definition appends it)
+        older = CUSTOMER_DATA_VIEW.replace("predicted_clv,\n  locale\n", "predicted_clv\n")
+        assert older != CUSTOMER_DATA_VIEW
+        wh.execute("DROP VIEW customer_data")
+        wh.execute(older)
+        with pytest.raises(Exception, match="(?i)locale"):
+            wh.fetch("SELECT locale FROM customer_data")
+        wh.execute(
+            "INSERT INTO customers (customer_id, email, locale, created_at, updated_at) "
+            "VALUES ('c1', 'a@x.org', 'fr_CA', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+        assert migrate(wh) == [33]
+        assert wh.fetch("SELECT customer_id, locale FROM customer_data") == [("c1", "fr_CA")]
+        names = wh.fetch_arrow("SELECT * FROM customer_data LIMIT 0").column_names
+        assert names[-4:] == ["p_alive", "expected_orders", "predicted_clv", "locale"]
+        assert migrate(wh) == []  # once
 
 
 def _eml(path: Path) -> EmailMessage:

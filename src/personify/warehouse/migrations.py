@@ -71,7 +71,8 @@ _IDENTITY_TABLES = (
 )
 _PREDICTIVE_COLUMNS = ("p_alive", "expected_orders", "predicted_clv")
 """Migration 32's; the ``customer_data`` view shows them, so an older warehouse passing through
-migration 2 (which recreates the view) gets them there."""
+migration 2 (which recreates the view) gets them there — and ``locale`` (migration 29's, in the
+view since migration 33) likewise."""
 _IDENTITY_COLUMNS = {
     "customers": (
         "first_seen",
@@ -81,6 +82,7 @@ _IDENTITY_COLUMNS = {
         "lifecycle_stage",
         "traits",
         *_PREDICTIVE_COLUMNS,
+        "locale",
     ),
     "orders": ("source_customer_id",),
     "tickets": ("source_customer_id",),
@@ -404,6 +406,12 @@ def _predictive(wh: Warehouse) -> None:
     wh.execute(VIEWS["customer_data"])
 
 
+def _locale_view(wh: Warehouse) -> None:
+    """Session 19: ``customer_data`` shows ``customers.locale`` (migration 29's column), appended
+    at the end of the view as migration 32 appended the predictive traits."""
+    wh.execute(VIEWS["customer_data"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -479,6 +487,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "predictive traits: customers.p_alive, expected_orders, predicted_clv; predictive_fits",
         _predictive,
     ),
+    Migration(33, "profiles: the customer_data view shows customers.locale", _locale_view),
 )
 
 

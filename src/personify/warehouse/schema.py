@@ -1098,10 +1098,13 @@ SELECT
   traits,
   p_alive,
   expected_orders,
-  predicted_clv
+  predicted_clv,
+  locale
 FROM customers
 """
-"""One row per customer, shaped so the seed's SQL runs as written."""
+"""One row per customer, shaped so the seed's SQL runs as written. Columns added later are
+appended at the end (PostgreSQL's ``CREATE OR REPLACE VIEW`` only appends): the predictive
+traits (migration 32), ``locale`` (migration 33)."""
 
 SENDABLE_VIEW = """
 CREATE OR REPLACE VIEW sendable AS
