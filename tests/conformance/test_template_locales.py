@@ -199,6 +199,48 @@ def test_a_journey_sends_each_recipient_their_locale_variant_with_partials(
     assert shop.run(NOW + 2 * HOUR)["sent"] == 0  # nothing sent twice
 
 
+def test_an_experiment_variant_subject_per_language_version(shop: Shop) -> None:
+    """A variant's ``subject`` text replaces every language version's; a mapping replaces the
+    versions it names (``fr``: recipients of ``hello.fr.liquid``), ``default`` the others, and
+    without ``default`` the others keep their own subject."""
+    shop.write("templates/hello.liquid", HELLO)
+    shop.write("templates/hello.fr.liquid", HELLO_FR)
+    shop.write("templates/partials/footer.liquid", "<p>footer</p>\n")
+    subjects = {
+        "plain": '"Deal {{ customer.first_name }}"',
+        "only_fr": '{fr: "Offre {{ customer.first_name }}"}',
+        "both": '{default: "Deal {{ customer.first_name }}", '
+        'fr: "Offre {{ customer.first_name }}"}',
+    }
+    for n, (journey, subject) in enumerate(subjects.items()):
+        shop.write(
+            f"journeys/{journey}.yml",
+            f"trigger: {{event: E{n}}}\nsteps:\n  - send: hello\n    with: {{total: 52}}\n"
+            f"    variants:\n      - {{name: v, subject: {subject}}}\n",
+        )
+    # one trio per journey (a customer gets one email a day): fr version, default, default
+    who = {f"{c}{n}": loc for n in range(3) for c, loc in (("ann", "fr-CA"), ("bob", "de"))}
+    who |= {f"cat{n}": None for n in range(3)}
+    _world(
+        shop,
+        *({"customer_id": c, "first_name": c[:3].title(), "locale": tag} for c, tag in who.items()),
+    )
+    events(shop.wh, *((c, f"E{c[-1]}", NOW - HOUR, {}) for c in who))
+    assert shop.run(NOW)["sent"] == len(who)
+    sent = {str(m["To"].addresses[0].username): str(m["Subject"]) for m in map(_eml, shop.outbox())}
+    assert sent == {
+        "ann0": "Deal Ann",  # plain text: every language version
+        "bob0": "Deal Bob",
+        "cat0": "Deal Cat",
+        "ann1": "Offre Ann",  # {fr: ...}: the French version's; the others keep their own
+        "bob1": "Hello Bob",
+        "cat1": "Hello Cat",
+        "ann2": "Offre Ann",  # {default: ..., fr: ...}
+        "bob2": "Deal Bob",
+        "cat2": "Deal Cat",
+    }
+
+
 def test_a_missing_partial_fails_the_messages_with_the_template_line_and_name(shop: Shop) -> None:
     shop.write("templates/hello.liquid", HELLO)
     shop.write(

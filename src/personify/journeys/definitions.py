@@ -36,7 +36,8 @@ A journey file::
       - exit
 
 A send step may run an **experiment**: ``variants`` (each a ``name``, a ``weight`` — default 1 —
-and what it changes: ``subject`` (Liquid, replaces the template's), ``template``, ``with``
+and what it changes: ``subject`` (Liquid, replaces the template's — of every language version,
+or per version: ``{default: ..., fr: ...}``), ``template``, ``with``
 (variables merged over the step's) or ``discount`` (the campaign of the step's ``{from:
 discount}`` variables: a discount level)), and a ``holdout`` share (``10%`` or ``0.1``) that
 receives nothing. ``experiment`` names it (default ``JOURNEY.STEP``); each customer's variant is
@@ -147,9 +148,19 @@ class Variant:
     template: str | None = None
     """Another template (``None``: the step's)."""
     subject: str | None = None
-    """A Liquid subject line replacing the template's (``None``: the template's)."""
+    """A Liquid subject line replacing the template's (``None``: the template's) — of every
+    language version of the template but those :attr:`subjects` names."""
     variables: tuple[Variable, ...] = ()
     """Variables merged over the step's (same name: this one wins)."""
+    subjects: tuple[tuple[str, str], ...] = ()
+    """Per language version of the template (``subject: {default: ..., fr: ...}``): the
+    variant suffix (``fr``, ``fr-CA``) and the Liquid subject line its recipients get."""
+
+    def subject_lines(self) -> dict[str, str]:
+        """The subject line of each language version this variant changes: the variant suffix
+        (``""``: every version not named) → Liquid source. Empty: the templates' own."""
+        lines = {"": self.subject} if self.subject else {}
+        return lines | dict(self.subjects)
 
 
 @dataclass(frozen=True)
@@ -684,10 +695,7 @@ def _variant(r: _Reader, raw: Any, where: Where, step_vars: tuple[Variable, ...]
             (*where, "weight"), f"a weight cannot be {weight!r}", hint="a number 0 or above"
         )
     template = r.text(spec["template"], (*where, "template")) if "template" in spec else None
-    subject = None
-    if "subject" in spec:
-        subject = r.text(spec["subject"], (*where, "subject"))
-        _check_subject(r, subject, (*where, "subject"))
+    subject, subjects = _variant_subject(r, spec, where) if "subject" in spec else (None, ())
     variables = _variables(r, spec.get("with") or {}, (*where, "with"))
     if "discount" in spec:
         campaign = r.text(spec["discount"], (*where, "discount"))
@@ -705,7 +713,51 @@ def _variant(r: _Reader, raw: Any, where: Where, step_vars: tuple[Variable, ...]
             for v in discounts
             if v.name not in names
         )
-    return Variant(name, float(weight), r.doc.line(where) or 1, template, subject, variables)
+    return Variant(
+        name, float(weight), r.doc.line(where) or 1, template, subject, variables, subjects
+    )
+
+
+def _variant_subject(
+    r: _Reader, spec: dict[str, Any], where: Where
+) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """A variant's ``subject``: text (every language version) or a mapping of language
+    versions (``fr``, ``fr-CA``: the template's variant files) to text, ``default`` for those
+    not named (without it they keep their own subject)."""
+    from personify.messages.locale import normalize
+
+    value = spec["subject"]
+    if not isinstance(value, dict):
+        subject = r.text(value, (*where, "subject"))
+        _check_subject(r, subject, (*where, "subject"))
+        return subject, ()
+    if not value:
+        raise r.fail(
+            (*where, "subject"),
+            "a subject mapping names no language",
+            hint='e.g. subject: {default: "10 % off", fr: "10 % de remise"}',
+        )
+    default: str | None = None
+    subjects: dict[str, str] = {}
+    for key, line in value.items():
+        at = (*where, "subject", str(key))
+        text = r.text(line, at)
+        _check_subject(r, text, at)
+        if key == "default":
+            default = text
+            continue
+        tag = normalize(key)
+        if tag is None:
+            raise r.fail(
+                at,
+                f"{key!r} is not a language tag",
+                hint="the language version's suffix, as its file names it (welcome.fr.liquid: "
+                "fr; welcome.fr-CA.liquid: fr-CA), or default",
+            )
+        if tag in subjects:
+            raise r.fail(at, f"language {tag} is given twice")
+        subjects[tag] = text
+    return default, tuple(sorted(subjects.items()))
 
 
 def _check_subject(r: _Reader, subject: str, where: Where) -> None:

@@ -83,13 +83,16 @@ class Preview:
     """The journey's consent purpose (what the unsubscribe link revokes)."""
     variant: str | None = None
     subject: str | None = None
-    """An experiment variant's subject line (``None``: the template's)."""
+    """An experiment variant's subject line (``None``: the template's) — of every language
+    version of the template but those :attr:`subjects` names."""
     notes: tuple[str, ...] = ()
     """What the reader of the preview should know (holdout, placeholder code, empty cart)."""
     placeholder: bool = False
     """A discount code is the placeholder, not a code issued to the customer."""
     holdout: str | None = None
     """The experiment whose holdout the customer is in (the journey sends them nothing)."""
+    subjects: tuple[tuple[str, str], ...] = ()
+    """The variant's subject line per language version (:attr:`Variant.subjects`)."""
 
 
 def senders(journeys: Sequence[Journey], template: str) -> list[tuple[Journey, Step]]:
@@ -152,8 +155,9 @@ def preview_template(project: Project, found: Preview, locale: str | None = None
     """The template the preview renders: the project's (its variant for the recipient's
     ``locale``), with an experiment variant's subject line."""
     store = template_store(project)
-    if found.subject is not None:
-        store = _SubjectStore(store, found.subject)
+    lines = ({"": found.subject} if found.subject is not None else {}) | dict(found.subjects)
+    if lines:
+        store = _SubjectStore(store, lines)
     return store.get(found.template, locale)
 
 
@@ -286,6 +290,7 @@ def _resolve(
         purpose=journey.purpose,
         variant=variant,
         subject=chosen.subject if chosen is not None and chosen.subject else None,
+        subjects=chosen.subjects if chosen is not None else (),
         notes=tuple(notes),
         placeholder=placeholder,
         holdout=step.experiment.name if assigned == HOLDOUT and step.experiment else None,

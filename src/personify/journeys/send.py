@@ -121,14 +121,20 @@ class _Row:
 
 
 class _SubjectStore(TemplateStore):
-    """A template store whose templates take an experiment variant's subject line."""
+    """A template store whose templates take an experiment variant's subject lines: per
+    language version of the template (its variant suffix, ``fr``; ``""`` for the versions not
+    named), a version without one keeping its own (:meth:`Variant.subject_lines`)."""
 
-    def __init__(self, inner: TemplateStore, subject: str) -> None:  # no super(): a view
-        self.folder = inner.folder
+    def __init__(self, inner: TemplateStore, subjects: str | Mapping[str, str]) -> None:
+        self.folder = inner.folder  # no super(): a view
         self._inner = inner
         env = text_environment()
         env.default_locale = inner.default_locale  # type: ignore[attr-defined]
-        self._subject = env.from_string(subject, name="variant subject")
+        lines = {"": subjects} if isinstance(subjects, str) else dict(subjects)
+        self._subjects = {
+            version: env.from_string(line, name=f"variant subject {version}".strip())
+            for version, line in lines.items()
+        }
 
     def names(self) -> list[str]:
         return self._inner.names()
@@ -137,10 +143,13 @@ class _SubjectStore(TemplateStore):
         return self._inner.variant_for(name, locale)
 
     def get(self, name: str, locale: str | None = None) -> Template:
+        found = self._inner.get(name, locale)
+        version = self._inner.variant_for(name, locale) if locale else ""
+        subject = self._subjects.get(version, self._subjects.get(""))
+        if subject is None:  # this language version keeps its own
+            return found
         # the variant's subject rendered by python-liquid (the template's compiled one is not it)
-        return dataclasses.replace(
-            self._inner.get(name, locale), subject=self._subject, subject_compiled=None
-        )
+        return dataclasses.replace(found, subject=subject, subject_compiled=None)
 
 
 @dataclass
@@ -332,7 +341,9 @@ def _render_and_send(
         assert step.template is not None
         chosen = defined.experiment.variant(variant_name) if defined.experiment else None
         step_store = (
-            store if chosen is None or not chosen.subject else _SubjectStore(store, chosen.subject)
+            _SubjectStore(store, chosen.subject_lines())
+            if chosen is not None and chosen.subject_lines()
+            else store
         )
         try:
             variables = _variables(wh, project, journeys[name], step, rows, now)

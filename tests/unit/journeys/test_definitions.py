@@ -193,6 +193,21 @@ def test_a_send_step_with_variants_and_a_holdout() -> None:
     assert step.arm("plain") == step.arm(None) == step.arm("holdout") == step
 
 
+def test_a_variant_subject_per_language_version() -> None:
+    journey = experiment(
+        "      - {name: plain, subject: Hi}\n"
+        "      - {name: both, subject: {default: Hi, fr_ca: Allo, fr: Salut}}\n"
+        "      - {name: only_fr, subject: {fr: Salut}}\n"
+    )
+    ex = journey.steps[0].experiment  # type: ignore[attr-defined]
+    assert ex.variant("plain").subject_lines() == {"": "Hi"}  # every language version
+    both = ex.variant("both")
+    assert both.subject == "Hi" and both.subjects == (("fr", "Salut"), ("fr-CA", "Allo"))
+    assert both.subject_lines() == {"": "Hi", "fr": "Salut", "fr-CA": "Allo"}
+    only_fr = ex.variant("only_fr")
+    assert only_fr.subject is None and only_fr.subject_lines() == {"fr": "Salut"}
+
+
 @pytest.mark.parametrize(
     ("variants", "holdout", "where", "words"),
     [
@@ -223,6 +238,25 @@ def test_a_send_step_with_variants_and_a_holdout() -> None:
         ("      - {name: a, colour: red}\n", "0", "steps[0].variants[0].colour", "unknown key"),
         ("      - {name: a, subject: '{{ oops'}\n", "0", "steps[0].variants[0].subject", "Liquid"),
         ("      []\n", "0", "steps[0].variants", "list of variants"),
+        ("      - {name: a, subject: {}}\n", "0", "steps[0].variants[0].subject", "no language"),
+        (
+            "      - {name: a, subject: {French: Salut}}\n",
+            "0",
+            "steps[0].variants[0].subject.French",
+            "not a language tag",
+        ),
+        (
+            "      - {name: a, subject: {fr: '{{ oops'}}\n",
+            "0",
+            "steps[0].variants[0].subject.fr",
+            "Liquid",
+        ),
+        (
+            "      - {name: a, subject: {fr: A, FR: B}}\n",
+            "0",
+            "steps[0].variants[0].subject.FR",
+            "given twice",
+        ),
     ],
 )
 def test_bad_experiments_name_the_line_and_key(
