@@ -6,6 +6,7 @@ note."""
 from __future__ import annotations
 
 import json
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -230,3 +231,81 @@ def test_off_reads_nothing_and_adds_no_count(warehouse: Warehouse, tmp_path: Pat
         counts = profiles_stage(session_on(warehouse, proj))
     assert "predictive_customers" not in counts
     assert warehouse.scalar("SELECT count(*) FROM predictive_fits") == 0
+
+
+def test_a_full_build_fits_after_its_commit_keeping_the_last_predictions_until_then(
+    warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit runs once the build has committed: a real-time rebuild (which holds the profile
+    tables) gets through during it, and readers meanwhile see the previous predictions, not
+    NULL; the fit's write-back then replaces them (here: too little data, so it clears them)."""
+    proj = _project(tmp_path, warehouse.url)
+    load_world(warehouse)
+    now = datetime(2026, 2, 10, tzinfo=UTC)
+    with clock.frozen(now):
+        resolve_batch(warehouse, proj.config.identity)
+        profiles_stage(session_on(warehouse, proj))
+    ids = sorted(r[0] for r in warehouse.fetch("SELECT customer_id FROM customers"))
+    assert len(ids) >= 2
+    # as a previous fit left them
+    warehouse.execute("UPDATE customers SET p_alive = 0.5, expected_orders = 1.5")
+    real_fit = predictive.fit
+    seen: dict[str, Any] = {}
+
+    def observed_fit(summary: pa.Table, config: Any) -> predictive.Fit:
+        seen["during"] = {
+            r[0]: r[1] for r in warehouse.fetch("SELECT customer_id, p_alive FROM customers")
+        }
+        rebuild = threading.Thread(target=lambda: build_customers(warehouse, proj, [ids[0]]))
+        rebuild.start()
+        rebuild.join(timeout=60)
+        seen["rebuilt"] = not rebuild.is_alive()
+        return real_fit(summary, config)
+
+    monkeypatch.setattr(predictive, "fit", observed_fit)
+    for run in (
+        lambda: build_customers(warehouse, proj),
+        lambda: profiles_stage(session_on(warehouse, proj)),
+    ):
+        seen.clear()
+        warehouse.execute("UPDATE customers SET p_alive = 0.5, expected_orders = 1.5")
+        with clock.frozen(now):
+            counts = run()
+        assert counts["predictive_customers"] == 0  # too little data: skipped
+        assert seen["rebuilt"], "the fit ran while the build held the profile tables"
+        assert seen["during"] == {c: 0.5 for c in ids}  # kept across the rebuild, not NULL
+        assert warehouse.scalar("SELECT count(*) FROM customers WHERE p_alive IS NOT NULL") == 0
+        assert warehouse.scalar("SELECT count(*) FROM customers") == len(ids)
+
+
+def test_an_order_stored_during_the_fit_counts_in_the_predictions(
+    warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proj = _project(tmp_path, warehouse.url)
+    orders = _orders(300, seed=11)
+    load_orders(warehouse, orders)
+    load_customers(warehouse, [{"customer_id": f"c{i:04d}"} for i in range(301)])  # c0300: none
+    real_fit = predictive.fit
+    late = {"order_id": "late-1", "customer_id": "c0300", "total": 20.0, "status": "paid"}
+
+    def fit_while_an_order_arrives(summary: pa.Table, config: Any) -> predictive.Fit:
+        load_orders(warehouse, [late | {"created_at": NOW - timedelta(days=3)}])
+        return real_fit(summary, config)
+
+    monkeypatch.setattr(predictive, "fit", fit_while_an_order_arrives)
+    with clock.frozen(NOW):
+        counts = predictive.refresh(warehouse, proj)
+    expected = _summary_here(orders)
+    assert counts == {"predictive_customers": expected.num_rows + 1}
+    fit = predictive.latest_fit(warehouse)
+    assert fit is not None and fit.customers == expected.num_rows  # fit on what was there
+    alive, _, _ = _stored(warehouse)["c0300"]
+    assert alive == 1.0  # one purchase day, written with the new fit
+    # without that order the values equal fitting and writing in one go
+    here = real_fit(expected, proj.config.traits.predictive)
+    predicted = {r["customer_id"]: r for r in predictive.predict(expected, here).to_pylist()}
+    stored = _stored(warehouse)
+    for cid, row in predicted.items():
+        assert stored[cid] == pytest.approx(
+            (row["p_alive"], row["expected_orders"], row["predicted_clv"]), rel=1e-6
+        )

@@ -12,7 +12,7 @@ from personify.identity import state
 from personify.identity._sql import WRITES
 from personify.identity.rules import load_rules
 from personify.identity.sightings import NOTHING, Scope
-from personify.profiles.build import build_customers
+from personify.profiles.build import build_customers, fit_predictive
 from personify.profiles.observations import collect_observations
 from personify.profiles.read import read_profile, resolve_customer
 from personify.profiles.realtime import apply, apply_event, apply_order, apply_record
@@ -35,7 +35,8 @@ def _window(wh: Warehouse, key: str, table: str) -> tuple[str, tuple[object, ...
 
 
 def profiles_stage(session: Session) -> dict[str, int]:
-    """Pipeline stage ``profiles``: record new observations, rebuild every customer."""
+    """Pipeline stage ``profiles``: record new observations, rebuild every customer; then,
+    once that has committed, the predictive traits' fit (when on)."""
     wh, project = session.warehouse, session.project
     with wh.transaction():
         wh.hold(*WRITES)
@@ -47,7 +48,9 @@ def profiles_stage(session: Session) -> dict[str, int]:
         )
         added = collect_observations(wh, scope, project.config.identity)
         counts = {"observations_added": added}
-        counts |= build_customers(wh, project)
+        counts |= build_customers(wh, project, fit=False)
+    # predictive traits: fit once the rebuild has committed, its locks released
+    counts |= fit_predictive(wh, project)
     return counts
 
 

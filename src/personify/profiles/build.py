@@ -157,7 +157,21 @@ _COLUMNS = (
 )
 
 
-def _insert(wh: Warehouse, project: Project, scope: str) -> int:
+_KEPT = "_t_kept_predictions"
+_PREDICTED = "p_alive, expected_orders, predicted_clv"
+
+
+def _keep_predictions(wh: Warehouse) -> None:
+    """Before a full build deletes the rows: their predictive traits, which the rebuilt rows keep
+    until the fit after the build's commit replaces them (:func:`fit_predictive`) — readers in
+    between (a segment refresh) see the previous fit's values, never NULL."""
+    wh.execute(
+        f"CREATE TEMP TABLE {_KEPT} AS SELECT customer_id, {_PREDICTED} FROM customers "
+        "WHERE p_alive IS NOT NULL OR expected_orders IS NOT NULL OR predicted_clv IS NOT NULL"
+    )
+
+
+def _insert(wh: Warehouse, project: Project, scope: str, *, kept: bool = False) -> int:
     lifecycle, lc_params = T.lifecycle_sql(project.config.traits)
     now = clock.now()
     since = T.seconds_between("CAST(? AS TIMESTAMPTZ)", "b.last_purchase_at", wh.dialect)
@@ -182,31 +196,52 @@ def _insert(wh: Warehouse, project: Project, scope: str) -> int:
         "LEFT JOIN _t_tix t ON t.customer_id = c.customer_id "
         "LEFT JOIN _t_usr u ON u.customer_id = c.customer_id"
     )
-    cols = _COLUMNS.replace("lifecycle_stage", f"{lifecycle} AS lifecycle_stage")
+    columns = _COLUMNS
+    if kept:  # a full build with predictive traits: the rows keep their last predictions
+        columns = f"{_COLUMNS}, {_PREDICTED}"
+        inner = inner.replace(
+            " FROM _t_act c ", ", p.p_alive, p.expected_orders, p.predicted_clv FROM _t_act c ", 1
+        )
+        inner += f" LEFT JOIN {_KEPT} p ON p.customer_id = c.customer_id"
+    cols = columns.replace("lifecycle_stage", f"{lifecycle} AS lifecycle_stage")
     cols = cols.replace("preferred_categories", "CAST(preferred_categories AS JSON)", 1)
     cols = cols.replace(", traits", ", CAST(traits AS JSON)")
     added = wh.execute(
-        f"INSERT INTO customers ({_COLUMNS}) SELECT {cols} FROM ({inner}) x",
+        f"INSERT INTO customers ({columns}) SELECT {cols} FROM ({inner}) x",
         [*lc_params, now, *[now] * since.count("?")],
     )
     return max(added, 0)
 
 
 def build_customers(
-    wh: Warehouse, project: Project, customer_ids: Sequence[str] | None = None
+    wh: Warehouse,
+    project: Project,
+    customer_ids: Sequence[str] | None = None,
+    *,
+    fit: bool = True,
 ) -> dict[str, int]:
-    """Rebuild the ``customers`` rows of ``customer_ids`` (default: everyone)."""
+    """Rebuild the ``customers`` rows of ``customer_ids`` (default: everyone).
+
+    Predictive traits, when on: a rebuild of a few customers predicts theirs with the last fit's
+    parameters, in its transaction; a full build's rows keep their previous predictions and the
+    fit runs after the build's commit, with no lock held (:func:`fit_predictive`) — ``fit=False``
+    leaves that call to the caller, after its own transaction (:func:`profiles_stage`)."""
+    full = customer_ids is None
+    kept = full and project.config.traits.predictive.enabled
     with wh.transaction():
         wh.hold(*WRITES)
-        drop(wh, *_TEMPS)
+        drop(wh, *_TEMPS, _KEPT)
         scope = _scope(wh, customer_ids)
         _fields(wh, project, scope)
         users = _traits(wh, project, scope, few=customer_ids is not None)
+        if kept:
+            _keep_predictions(wh)
         wh.execute(f"DELETE FROM customers WHERE {scope.format(c='customer_id')}")
-        built = _insert(wh, project, scope)
+        built = _insert(wh, project, scope, kept=kept)
         _late_traits(wh, users, scope)
-        predicted = _predictive(wh, project, scope, full=customer_ids is None)
-        drop(wh, *_TEMPS, _SCOPE.name)
+        if not full:
+            _predictive_scope(wh, project, scope)
+        drop(wh, *_TEMPS, _SCOPE.name, _KEPT)
         cipher = cipher_of(wh)
         if cipher is not None:  # encrypted fields: the rows are sealed before they commit
             seal_customers(wh, cipher, None if customer_ids is None else list(customer_ids))
@@ -214,17 +249,28 @@ def build_customers(
         invalidate_all(wh, project)
     else:
         invalidate_customers(wh, project, customer_ids)
+    predicted = fit_predictive(wh, project) if kept and fit else {}
     return {"customers_built": built, **predicted}
 
 
-def _predictive(wh: Warehouse, project: Project, scope: str, *, full: bool) -> dict[str, int]:
-    """Predictive traits, when on: the full build fits and predicts; a rebuild of a few
-    customers predicts theirs with the last fit's parameters. Off: nothing at all is read."""
+def _predictive_scope(wh: Warehouse, project: Project, scope: str) -> None:
+    """A rebuild of a few customers predicts theirs with the last fit's parameters (when
+    predictive traits are on; off: nothing at all is read)."""
     if not project.config.traits.predictive.enabled:
-        return {}
+        return
     from personify.profiles import predictive  # numpy/scipy only for projects that use it
 
-    if full:
-        return predictive.refresh(wh, project)
     predictive.refresh_scope(wh, project, scope)
-    return {}
+
+
+def fit_predictive(wh: Warehouse, project: Project) -> dict[str, int]:
+    """The full build's predictive traits, after its commit (when on): the fit outside any
+    lock, then the predictions written in a short transaction of their own
+    (:func:`personify.profiles.predictive.refresh`)."""
+    if not project.config.traits.predictive.enabled:
+        return {}
+    from personify.profiles import predictive
+
+    counts = predictive.refresh(wh, project)
+    invalidate_all(wh, project)  # the predictive columns changed for everyone
+    return counts

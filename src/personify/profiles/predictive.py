@@ -13,7 +13,8 @@ UTC days relative to ``--now``: ``frequency`` x (purchase days after the first),
 (first to last purchase day), ``age`` T (first purchase day to now) and the mean spend of the
 repeat purchase days. The parameters are fit in Python by maximum likelihood on that summary
 (identical rows weighted once: a million customers hold a few hundred thousand distinct (x, t_x,
-T)), then the predictions are written back into ``customers`` through an Arrow temp table.
+T)), then the predictions are written back into ``customers`` through an Arrow temp table —
+after the profile build's commit, with no lock held during the fit (:func:`refresh`).
 Customers with no order keep NULL (the model is about customers who bought). Too few customers
 (``traits.predictive.min_customers``), or too few repeat buyers: no fit, the columns stay NULL
 and the fit's row in ``predictive_fits`` says why.
@@ -34,7 +35,7 @@ import pyarrow as pa
 from personify import clock
 from personify.config import PredictiveTraits, Project
 from personify.errors import ConfigError
-from personify.identity._sql import drop, scratch, temp_table
+from personify.identity._sql import WRITES, drop, scratch, temp_table
 from personify.warehouse.base import Warehouse
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -476,15 +477,27 @@ def predict(summary: pa.Table, result: Fit) -> pa.Table:
     )
 
 
-def _write(wh: Warehouse, predictions: pa.Table) -> int:
+def _write(wh: Warehouse, predictions: pa.Table, *, others: bool = False) -> int:
+    """``predictions`` into ``customers``; ``others``: every other customer's predictive traits
+    set to NULL (a full build's rows kept the previous fit's until now)."""
     temp_table(wh, _RESULTS, predictions)
     updated = wh.execute(
         "UPDATE customers SET p_alive = p.p_alive, expected_orders = p.expected_orders, "
         "predicted_clv = p.predicted_clv FROM _predictive p "
         "WHERE customers.customer_id = p.customer_id"
     )
+    if others:
+        _clear(wh, "customer_id NOT IN (SELECT customer_id FROM _predictive)")
     drop(wh, _RESULTS.name)
     return max(updated, 0)
+
+
+def _clear(wh: Warehouse, where: str = "TRUE") -> None:
+    wh.execute(
+        "UPDATE customers SET p_alive = NULL, expected_orders = NULL, predicted_clv = NULL "
+        "WHERE (p_alive IS NOT NULL OR expected_orders IS NOT NULL OR predicted_clv IS NOT NULL) "
+        f"AND {where}"
+    )
 
 
 def _record(wh: Warehouse, result: Fit, now: datetime) -> None:
@@ -508,14 +521,26 @@ def _record(wh: Warehouse, result: Fit, now: datetime) -> None:
 
 
 def refresh(wh: Warehouse, project: Project) -> dict[str, int]:
-    """The full build's step: summary, fit, predictions into ``customers``, the fit recorded."""
+    """The full build's step, after its commit: the summary and the fit with no lock held (the
+    fit is the CPU-heavy part); then in one transaction holding the tables a profile rebuild
+    holds — so a real-time rebuild waits, as it waits for the build — the summary read again
+    (an order stored during the fit counts, as a real-time rebuild of its customer would have
+    counted it), the predictions written, every other customer's cleared, the fit recorded.
+    With no order stored meanwhile the two summaries are equal: the same values as fitting
+    and writing in one go."""
     config = project.config.traits.predictive
     _scipy()
     now = clock.now()
-    summary = read_summary(wh, project, now=now)
-    result = fit(summary, config)
-    written = _write(wh, predict(summary, result)) if result.status == "fitted" else 0
-    _record(wh, result, now)
+    result = fit(read_summary(wh, project, now=now), config)
+    with wh.transaction():
+        wh.hold(*WRITES)
+        written = 0
+        if result.status == "fitted":
+            summary = read_summary(wh, project, now=now)
+            written = _write(wh, predict(summary, result), others=True)
+        else:
+            _clear(wh)
+        _record(wh, result, now)
     return {"predictive_customers": written}
 
 
