@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from personify.identity._sql import scratch, temp_table
 from personify.identity.components import LABELS, connected_components
 from personify.warehouse import connect
+from personify.warehouse.scratch import scratch, temp_table
 
 
 def graph(nodes: int, edges: int, chain: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

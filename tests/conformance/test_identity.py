@@ -53,7 +53,7 @@ def graphs() -> st.SearchStrategy[list[tuple[int, int]]]:
 )
 @given(graphs())
 def test_components_equal_union_find(warehouse: Warehouse, edges: list[tuple[int, int]]) -> None:
-    from personify.identity._sql import scratch, temp_table
+    from personify.warehouse.scratch import scratch, temp_table
 
     t = scratch("_test_edges", a="BIGINT", b="BIGINT")
     temp_table(

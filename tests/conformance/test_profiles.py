@@ -19,13 +19,13 @@ from personify import clock
 from personify.config import FieldRule, Project, SurvivorshipConfig, parse_config
 from personify.errors import WarehouseError
 from personify.identity import resolve_batch
-from personify.identity._sql import scratch, temp_table
 from personify.identity.sightings import Scope
 from personify.profiles import build_customers, profiles_stage, read_profile
 from personify.profiles.realtime import apply
 from personify.profiles.survivorship import Observation, fields_sql, rank, winners_sql
 from personify.session import Session
 from personify.warehouse import Warehouse, connect, table
+from personify.warehouse.scratch import scratch, temp_table
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=40)

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 from personify.config import IdentityConfig
 from personify.identity import graph
-from personify.identity._sql import count, drop, first_by
 from personify.identity.components import LABELS, ComponentsReport, connected_components
 from personify.identity.guard import TOUCHED, apply_limits
 from personify.identity.ids import CHANGED, new_id_sql
@@ -39,6 +38,7 @@ from personify.identity.rules import STAR_RANK_SQL, blocked_join
 from personify.identity.sightings import EVENT_PAIRS, SIGHTED, Scope, collect
 from personify.identity.stitch import stitch
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import count, drop, first_by
 
 _IDS, _GRP, _NODES, _PARTS, _SPLIT = "_fp_ids", "_fp_grp", "_fp_nodes", "_fp_parts", "_fp_split"
 _EMPTY = ("identity_nodes", "identity_edges", "identity_refusals", "identities")

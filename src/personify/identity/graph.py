@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
-from personify.identity._sql import drop, first_by
 from personify.identity.rules import STAR_RANK_SQL, blocked_join
 from personify.identity.sightings import SIGHTED
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop, first_by
 
 DELTA = "_delta"
 TOUCHED_NODES = "_touched_nodes"

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 
 from personify import clock
-from personify.identity._sql import drop, scratch, temp_table
 from personify.identity.rules import STAR_RANK_SQL
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop, scratch, temp_table
 
 TOUCHED = "_touched"
 _PARTS = scratch("_guard_parts", node_id="BIGINT", part="BIGINT")

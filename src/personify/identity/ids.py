@@ -25,12 +25,12 @@ import hmac
 import weakref
 
 from personify import clock
-from personify.identity._sql import drop
 from personify.identity.graph import TOUCHED_NODES
 from personify.identity.guard import TOUCHED
 from personify.identity.merges import follow_merges
 from personify.identity.rules import STAR_RANK_SQL
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop
 
 CHANGED = "_changed_customers"
 """``(customer_id)``: every id whose customer changed in this pass (kept, new or merged)."""

@@ -17,8 +17,8 @@ Other customer-keyed data resolves merges when read (``consents_current``, suppr
 from __future__ import annotations
 
 from personify import clock
-from personify.identity._sql import drop
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop
 
 _MOVES = "_journey_moves"
 

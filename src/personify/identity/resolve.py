@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from personify.config import IdentityConfig
 from personify.identity import first as first_mod
 from personify.identity import graph, state
-from personify.identity._sql import WRITES, drop
 from personify.identity.components import LABELS, ComponentsReport, connected_components
 from personify.identity.guard import TOUCHED, apply_limits
 from personify.identity.ids import CHANGED, RESTITCH, assign_ids
@@ -31,7 +30,9 @@ from personify.identity.normalize import blind_of, blind_sql
 from personify.identity.rules import fingerprint, load_rules
 from personify.identity.sightings import EVENT_PAIRS, NOTHING, Scope, collect, load_blind_key
 from personify.identity.stitch import adopt_source_ids, publish_identities, stitch
+from personify.identity.tables import WRITES
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop
 
 _ALL: tuple[str, tuple[object, ...]] = ("TRUE", ())
 

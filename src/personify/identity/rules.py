@@ -18,9 +18,9 @@ import msgspec
 import pyarrow as pa
 
 from personify.config import IdentityConfig
-from personify.identity._sql import scratch, temp_table
 from personify.identity.normalize import WS, blind_of, kind_rank, normalize
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import scratch, temp_table
 
 KINDS = scratch("_id_kinds", kind="VARCHAR", rank="BIGINT", anonymous="BOOLEAN", max_count="BIGINT")
 BLOCKED = scratch("_id_blocked", kind="VARCHAR", value="VARCHAR")

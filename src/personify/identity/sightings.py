@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from personify.config import IdentityConfig
-from personify.identity._sql import PHONES, drop, phone_map, scratch, temp_table
 from personify.identity.normalize import (
     BLIND_KEY_TABLE,
     Blind,
@@ -33,7 +32,9 @@ from personify.identity.normalize import (
     sealed_or_blind_sql,
 )
 from personify.identity.rules import source_kind, source_kind_join
+from personify.identity.tables import PHONES, phone_map
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop, scratch, temp_table
 
 SIGHTED = "_sighted"
 EVENT_PAIRS = "_ev_pairs"

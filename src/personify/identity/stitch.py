@@ -11,13 +11,13 @@ customer, else to its email's.
 from __future__ import annotations
 
 from personify.config import IdentityConfig
-from personify.identity._sql import drop
 from personify.identity.guard import TOUCHED
 from personify.identity.ids import CHANGED, RESTITCH
 from personify.identity.normalize import blind_of, email_sql, id_sql, sealed_or_blind_sql
 from personify.identity.rules import source_kind, source_kind_join
 from personify.identity.sightings import EVENT_PAIRS, Scope, Where, load_blind_key
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop
 
 _MAP = "_stitch_map"
 

@@ -67,7 +67,6 @@ import pyarrow as pa
 from personify import clock
 from personify.config import IdentityConfig, Project
 from personify.errors import ConfigError
-from personify.identity._sql import drop, scratch, temp_table
 from personify.identity.ids import set_id_key
 from personify.identity.normalize import Blind, normalize, set_blind
 from personify.privacy.crypto import (
@@ -83,6 +82,7 @@ from personify.privacy.crypto import (
 )
 from personify.warehouse.base import UNNEST, Warehouse, quote
 from personify.warehouse.schema import FIELD_INDEX
+from personify.warehouse.scratch import drop, scratch, temp_table
 
 log = logging.getLogger("personify.privacy.fields")
 

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 from personify.identity import state
-from personify.identity._sql import WRITES
 from personify.identity.rules import load_rules
 from personify.identity.sightings import NOTHING, Scope
+from personify.identity.tables import WRITES
 from personify.profiles.build import build_customers, fit_predictive
 from personify.profiles.observations import collect_observations
 from personify.profiles.read import read_profile, resolve_customer

@@ -14,8 +14,8 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project
 from personify.errors import WarehouseError
-from personify.identity._sql import PHONES, WRITES, drop, phone_map, scratch, temp_table
 from personify.identity.normalize import phone_sql
+from personify.identity.tables import PHONES, WRITES, phone_map
 from personify.privacy.fields import cipher_of, seal_customers
 from personify.profiles import traits as T
 from personify.profiles.custom import Trait, compile_traits, traits_sql
@@ -23,6 +23,7 @@ from personify.profiles.observations import FIELDS
 from personify.profiles.survivorship import fields_sql
 from personify.realtime import invalidate_all, invalidate_customers
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop, scratch, temp_table
 
 _SCOPE = scratch("_profile_scope", customer_id="VARCHAR")
 _SCOPE_EVENTS = "_scope_events"

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from personify.config import IdentityConfig
-from personify.identity._sql import drop, scratch, temp_table
 from personify.identity.normalize import blind_of, blind_sql, email_sql, id_sql, phone_sql
 from personify.identity.rules import BLOCKED, source_kind, source_kind_join
 from personify.identity.sightings import NOTHING, Scope, Where, load_blind_key
 from personify.profiles.records import PLAIN_RECORDS, readable_records
+from personify.warehouse.scratch import drop, scratch, temp_table
 
 if TYPE_CHECKING:
     from personify.privacy.fields import FieldCipher

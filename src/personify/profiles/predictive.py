@@ -35,8 +35,9 @@ import pyarrow as pa
 from personify import clock
 from personify.config import PredictiveTraits, Project
 from personify.errors import ConfigError
-from personify.identity._sql import WRITES, drop, scratch, temp_table
+from personify.identity.tables import WRITES
 from personify.warehouse.base import Warehouse
+from personify.warehouse.scratch import drop, scratch, temp_table
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESULTS = scratch(

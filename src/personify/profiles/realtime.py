@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from personify.identity._sql import WRITES
 from personify.identity.resolve import run_pass
 from personify.identity.rules import load_rules
 from personify.identity.sightings import NOTHING, Scope
+from personify.identity.tables import WRITES
 from personify.privacy.fields import (
     from_project,
     seal_customers,

@@ -14,9 +14,9 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from personify.identity._sql import scratch, temp_table
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import CUSTOMER_RECORDS
+from personify.warehouse.scratch import scratch, temp_table
 
 _TS = pa.timestamp("us", tz="UTC")
 
