@@ -105,3 +105,23 @@ def test_a_broken_segment_keeps_its_members_and_fails_the_run_after_the_rest(
             )
             == 3
         )
+
+
+def test_a_value_the_engine_quotes_in_its_error_is_not_reported(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """A failed cast names the value it could not read — here a person's first name: the run's
+    problem and the status show the engine's message without it."""
+    root = _project(tmp_path, warehouse_url)
+    (root / "segments" / "buyers.sql").write_text(
+        "-- name: buyers\nSELECT customer_id FROM customers WHERE CAST(first_name AS INTEGER) > 0\n",
+        encoding="utf-8",
+    )
+    with open_session(root) as session:
+        load_customers(session.warehouse, [{"customer_id": "z1", "first_name": "Zorblatt"}])
+        with clock.frozen(NOW):
+            report = pipeline.run(session, stages=(("audiences", audiences_stage),))
+        (problem,) = report.problems
+        assert "segment 'buyers' failed on the warehouse" in problem
+        assert "Zorblatt" not in problem and "…" in problem, problem
+        assert "Zorblatt" not in str(status_report(session)["last_run"])

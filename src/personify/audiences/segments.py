@@ -83,9 +83,12 @@ class Segment:
             missing = missing_in(e, {r.name: r for r in self.relations})
             if missing is not None:
                 raise missing.missing(e.message.splitlines()[0][:200]) from e
+            from personify.privacy.masking import mask_engine_message
+
             where = self.shown or str(self.file)
+            said = mask_engine_message(e.message)  # (a failed cast quotes the value: a name?)
             raise WarehouseError(
-                f"{where}: segment {self.name!r} failed on the warehouse: {e.message}",
+                f"{where}: segment {self.name!r} failed on the warehouse: {said}",
                 hint=f"fix the query in {where}; `personify segments preview {self.name}` runs "
                 "it without changing any membership",
             ) from e

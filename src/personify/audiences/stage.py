@@ -229,7 +229,7 @@ def audiences_stage(session: Session) -> dict[str, int]:
     }
     if failed:
         counts["segments_failed"] = len(failed)
-        problems = [mask_text(str(f.error)) for f in failed]  # (a value quoted by the engine)
+        problems = [mask_text(str(f.error)) for f in failed]  # (values: see Segment.running)
         raise StageIncomplete(
             f"{len(failed)} segment(s) failed on the warehouse and kept their memberships: "
             + ", ".join(f.file for f in failed),

@@ -84,6 +84,21 @@ def mask_text(text: str) -> str:
     return IPV4.sub(_ipv4, text)
 
 
+_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_PG_VALUE = re.compile(r'((?:invalid input syntax|invalid input value) for [^:"]*: )"(?:[^"]|"")*"')
+
+
+def mask_engine_message(text: str) -> str:
+    """A database's error message as it may be shown: :func:`mask_text`, and the values it
+    quotes hidden — a failed cast names the value it could not read (DuckDB ``Could not convert
+    string 'Ann' to INT32``, PostgreSQL ``invalid input syntax for type integer: "Ann"``), which
+    may be a person's name. Identifiers (``column "emial"``) stay: they say what to fix."""
+    if not text:
+        return text
+    text = _PG_VALUE.sub(r'\1"…"', mask_text(text))
+    return _SQL_LITERAL.sub("'…'", text)
+
+
 def _ipv4(match: re.Match[str]) -> str:
     address = match.group(0)
     # loopback and "any": a server's own address, never a person's

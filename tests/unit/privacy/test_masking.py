@@ -276,3 +276,15 @@ def test_filter_keeps_what_a_record_says_is_not_personal() -> None:
         log.removeHandler(handler)
     text = stream.getvalue()
     assert "http://10.0.0.5:8787" in text and "10.9.8.7" not in text
+
+
+def test_mask_engine_message_hides_the_values_a_database_quotes() -> None:
+    from personify.privacy.masking import mask_engine_message
+
+    duck = "Conversion Error: Could not convert string 'Ann O''Neil' to INT32"
+    assert mask_engine_message(duck) == "Conversion Error: Could not convert string '…' to INT32"
+    pg = 'invalid input syntax for type integer: "Ann"\nLINE 1: ... WHERE x = 1'
+    assert mask_engine_message(pg).startswith('invalid input syntax for type integer: "…"')
+    kept = 'Binder Error: Referenced column "ordr_count" not found; column "emial" does not exist'
+    assert mask_engine_message(kept) == kept  # identifiers say what to fix
+    assert mask_engine_message("contact ann@example.org") == "contact ***@example.org"
