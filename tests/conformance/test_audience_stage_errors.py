@@ -114,7 +114,8 @@ def test_a_value_the_engine_quotes_in_its_error_is_not_reported(
     problem and the status show the engine's message without it."""
     root = _project(tmp_path, warehouse_url)
     (root / "segments" / "buyers.sql").write_text(
-        "-- name: buyers\nSELECT customer_id FROM customers WHERE CAST(first_name AS INTEGER) > 0\n",
+        "-- name: buyers\n"
+        "SELECT customer_id FROM customers WHERE CAST(first_name AS INTEGER) > 0\n",
         encoding="utf-8",
     )
     with open_session(root) as session:
