@@ -321,6 +321,16 @@ _ORDER_KEYS = {"properties.cart_id": "cart_id", "properties.order_id": "order_id
 """Goal keys an order answers, and the ``orders`` column holding it."""
 
 
+def _exit_where(wh: Warehouse, reason: str, where: str, params: list[Any], now: datetime) -> int:
+    """End the instances ``where`` selects (its ``params``) with ``exit_reason = reason``;
+    returns how many."""
+    sql = (
+        "UPDATE journey_instances SET status = 'exited', exit_reason = ?, exited_at = ?, "
+        f"updated_at = ? WHERE {where}"
+    )
+    return max(wh.execute(sql, [reason, now, now, *params]), 0)
+
+
 def _goal_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
     """Active instances whose goal event happened between their trigger and their next step's
     due time (or ``now``, whichever is earlier) leave with ``exit_reason = 'goal'``. The goal
@@ -332,11 +342,8 @@ def _goal_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
     reached, params = _goal_condition(
         journey.goal, "journey_instances", "least(journey_instances.wake_at, ?)", [now]
     )
-    sql = (
-        "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', exited_at = ?, "
-        f"updated_at = ? WHERE journey = ? AND status = 'active' AND {reached}"
-    )
-    return max(wh.execute(sql, [now, now, journey.name, *params]), 0)
+    where = f"journey = ? AND status = 'active' AND {reached}"
+    return _exit_where(wh, "goal", where, [journey.name, *params], now)
 
 
 def _segment_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
@@ -353,11 +360,8 @@ def _segment_exits(wh: Warehouse, journey: Journey, now: datetime) -> int:
         "least(journey_instances.wake_at, CAST(? AS TIMESTAMPTZ))",
         [now],
     )
-    sql = (
-        "UPDATE journey_instances SET status = 'exited', exit_reason = 'left_segment', "
-        f"exited_at = ?, updated_at = ? WHERE journey = ? AND status = 'active' AND {left}"
-    )
-    return max(wh.execute(sql, [now, now, journey.name, *params]), 0)
+    where = f"journey = ? AND status = 'active' AND {left}"
+    return _exit_where(wh, "left_segment", where, [journey.name, *params], now)
 
 
 def left_segment(wh: Warehouse, journey: Journey, keys: list[str], now: datetime) -> set[str]:
@@ -600,23 +604,11 @@ def _wait_for(
     until_params = [*hit_params, now]
     if journey.goal is not None:
         reached, params = _goal_condition(journey.goal, inst, until, until_params)
-        counts.goal += max(
-            wh.execute(
-                "UPDATE journey_instances SET status = 'exited', exit_reason = 'goal', "
-                f"exited_at = ?, updated_at = ? WHERE {waiting} AND {reached}",
-                [now, now, *here, *params],
-            ),
-            0,
-        )
+        counts.goal += _exit_where(wh, "goal", f"{waiting} AND {reached}", [*here, *params], now)
     if journey.exit_when is not None:
         left, params = _left_condition(journey.exit_when, inst, until, until_params)
-        counts.left_segment += max(
-            wh.execute(
-                "UPDATE journey_instances SET status = 'exited', exit_reason = 'left_segment', "
-                f"exited_at = ?, updated_at = ? WHERE {waiting} AND {left}",
-                [now, now, *here, *params],
-            ),
-            0,
+        counts.left_segment += _exit_where(
+            wh, "left_segment", f"{waiting} AND {left}", [*here, *params], now
         )
     then = _EXIT_STEP if step.then is None else step.then
     otherwise = _EXIT_STEP if step.otherwise is None else step.otherwise
