@@ -77,8 +77,11 @@ def test_consent_export_erase(session: Session, auth: dict[str, str]) -> None:
 
     erased = call(session, "POST", "/v1/privacy/erase", auth, {"subject": "ann@example.org"})
     assert erased.status_code == 200 and erased.json()["status"] == "erased"
+    # what is left to remove at destinations (none configured here: nothing, said so)
+    assert erased.json()["removals_pending"] == {} and erased.json()["destinations"] == []
     again = call(session, "POST", "/v1/privacy/erase", auth, {"subject": "ann@example.org"})
     assert again.json()["status"] == "already_erased"
+    assert again.json()["removals_pending_all"] == {}
     gone = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", auth)
     assert gone.status_code == 404 and "ann" not in gone.text
     actions = session.warehouse.fetch("SELECT action, actor FROM audit_log ORDER BY occurred_at")
