@@ -441,3 +441,187 @@ def test_every_signal_reads_on_this_backend(warehouse: Warehouse, tmp_path: Path
             "a_source_stale",
         ]
         assert hook.bodies == []  # no notifiers: state only
+
+
+# ------------------------------------------------------- the signals fed the way the product does
+def _sends(wh: Warehouse, keys: range) -> None:
+    """Messages of journey ``cart`` sent at ``SENT`` to customers ``c-<i>``."""
+    from tests.conformance.test_engagement import SENT, _load
+
+    _load(
+        wh,
+        "messages",
+        [
+            {
+                "idempotency_key": f"m-{i}",
+                "customer_id": f"c-{i}",
+                "journey": "cart",
+                "step": "first",
+                "template": "abandoned_cart",
+                "status": "sent",
+                "decided_at": SENT,
+                "sent_at": SENT,
+            }
+            for i in keys
+        ],
+    )
+
+
+def _esp_webhook(session: Session, events: list[dict[str, object]]) -> None:
+    """A SendGrid Event Webhook body, applied as the server's ESP webhook applies it:
+    suppressions (bounces, complaints) and engagement events (complaints)."""
+    from personify.delivery.events import parse
+    from personify.delivery.suppress import apply_events
+    from personify.engagement.esp import parse_touches, record_touches
+
+    body = json.dumps(events).encode()
+    received, found = parse("sendgrid", body)
+    apply_events(session.warehouse, session.project, "sendgrid", received, found)
+    record_touches(session.warehouse, session.project, "sendgrid", parse_touches("sendgrid", body))
+
+
+def test_complaint_and_bounce_rates_fire_and_resolve(warehouse: Warehouse, tmp_path: Path) -> None:
+    """Complaints and bounces reported by the ESP webhook: a rate over its ceiling fires, more
+    deliveries bringing it down to the ceiling (not over) resolve it."""
+    from tests.conformance.test_engagement import SENT
+    from tests.conformance.test_engagement_esp import _sendgrid
+
+    alerts = (
+        "  - {name: complaints, when: complaint_rate, over: 0.05, notify: [ops_json]}\n"
+        "  - {name: complaints_default, when: complaint_rate}\n"  # engagement.max_complaint_rate
+        "  - {name: bounces, when: bounce_rate, notify: [ops_json]}\n"  # over 0.05 by default
+    )
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(tmp_path, warehouse, alerts, hook, extra="signing_key: alert-test-key\n"),
+        )
+        _sends(warehouse, range(10))
+        at = SENT + timedelta(hours=1)
+        assert check(s, at) == [] and hook.bodies == []  # 10 sent and delivered: quiet
+
+        with clock.frozen(SENT + timedelta(minutes=10)):
+            _esp_webhook(
+                s,
+                [
+                    _sendgrid("spamreport", 5, personify_key="m-1", customer_id="c-1"),
+                    _sendgrid("bounce", 6, personify_key="m-2", customer_id="c-2"),
+                ],
+            )
+        assert sorted(check(s, at + timedelta(minutes=1))) == [
+            "bounces",
+            "complaints",
+            "complaints_default",
+        ]
+        fired = {b["alert"]: b for b in hook.bodies}
+        assert set(fired) == {"complaints", "bounces"}
+        assert fired["complaints"]["status"] == "firing"
+        assert fired["complaints"]["subjects"] == {"cart": round(1 / 9, 6)}  # of 9 delivered
+        assert fired["bounces"]["subjects"] == {"cart": 0.1}  # 1 of 10 sent not delivered
+        assert "@" not in json.dumps(hook.bodies)  # the addresses are not quoted
+        # the same webhook delivered again (ESPs retry): nothing doubles, nothing new is told
+        with clock.frozen(SENT + timedelta(minutes=20)):
+            _esp_webhook(
+                s,
+                [
+                    _sendgrid("spamreport", 5, personify_key="m-1", customer_id="c-1"),
+                    _sendgrid("bounce", 6, personify_key="m-2", customer_id="c-2"),
+                ],
+            )
+        assert len(check(s, at + timedelta(minutes=2))) == 3 and len(hook.bodies) == 2
+        assert {a.name: a.subjects for a in list_alerts(s)}["complaints"] == {
+            "cart": round(1 / 9, 6)
+        }
+
+        _sends(warehouse, range(10, 21))  # 21 sent: 1 complaint of 20 delivered, 1 bounce in 21
+        later = check(s, at + timedelta(minutes=3))
+        assert later == ["complaints_default"]  # 1/20 is still over 0.003
+        told = sorted((b["alert"], b["status"]) for b in hook.bodies[2:])
+        assert told == [("bounces", "resolved"), ("complaints", "resolved")]
+        states = {a.name: (a.state, a.subjects) for a in list_alerts(s)}
+        assert states["complaints"] == ("ok", {})  # 1/20 = 0.05: the ceiling, not over it
+        assert states["bounces"] == ("ok", {})
+
+
+def test_anomaly_fires_and_resolves(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A drop in a source's events (quality anomaly detection) fires; the late events making
+    the day's volume usual again resolve it."""
+    import pyarrow as pa
+    from tests.conformance.test_quality_anomalies import NOW, events
+
+    from personify.warehouse.schema import EVENTS
+
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path, warehouse, "  - {name: odd, when: anomaly, notify: [ops_json]}\n", hook
+            ),
+        )
+        events(warehouse, "web", "Product Viewed", [20, 20, 20, 20, 20, 20, 20, 20])  # steady
+        assert check(s, NOW) == [] and hook.bodies == []
+        events(warehouse, "web", "Order Completed", [5, 20, 20, 20, 20, 20, 20, 20])  # low
+        assert check(s, NOW + timedelta(minutes=1)) == ["odd"]
+        (body,) = hook.bodies
+        assert body["status"] == "firing" and body["signal"] == "anomaly"
+        assert list(body["subjects"].values()) == ["low"]
+        (subject,) = body["subjects"]
+        assert subject.startswith("web/") and subject.endswith("/Order Completed")
+        assert check(s, NOW + timedelta(minutes=2)) == ["odd"] and len(hook.bodies) == 1
+        # the day's missing orders arrive late: the last 24 h are back to the usual 20
+        late = [NOW - timedelta(hours=2, minutes=i) for i in range(15)]
+        stamps = pa.array(late, pa.timestamp("us", tz="UTC"))
+        warehouse.load(
+            EVENTS,
+            pa.table(
+                {
+                    "message_id": [f"late-{i}" for i in range(15)],
+                    "type": ["track"] * 15,
+                    "event": ["Order Completed"] * 15,
+                    "timestamp": stamps,
+                    "received_at": stamps,
+                    "source": ["web"] * 15,
+                }
+            ),
+        )
+        assert check(s, NOW + timedelta(minutes=3)) == []
+        assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
+        assert hook.bodies[1]["subjects"] == body["subjects"]  # what it was about
+
+
+def test_reconcile_flagged_fires_and_resolves(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A reconciliation run finding more discrepancies than its threshold fires; the repaired
+    run after it resolves."""
+    from personify.quality import reconcile
+    from personify.sources import sync_sources
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "orders-1.csv").write_text(
+        "order_id,email,total,created_at\n"
+        "a1,a@example.org,10,2026-03-01T10:00:00Z\n"
+        "a2,b@example.org,12,2026-03-01T11:00:00Z\n"
+        "a3,c@example.org,14,2026-03-01T12:00:00Z\n"
+    )
+    extra = (
+        "sources:\n  - {name: shop, kind: file, path: data/orders-*.csv, table: orders}\n"
+        "quality: {reconcile: {threshold: 1}}\n"
+    )
+    alert = "  - {name: drift, when: reconcile_flagged, notify: [ops_json]}\n"
+    with webhook_receiver() as hook:
+        s = session_on(warehouse, project(tmp_path, warehouse, alert, hook, extra=extra))
+        sync_sources(s)
+        assert reconcile(s).status == "clean"
+        assert check(s, T0) == [] and hook.bodies == []
+        warehouse.execute("DELETE FROM orders WHERE order_id = 'a1'")
+        assert reconcile(s).flagged is False  # 1 discrepancy: not over the threshold of 1
+        assert check(s, T0 + timedelta(minutes=1)) == []
+        warehouse.execute("UPDATE orders SET total = 99 WHERE order_id = 'a2'")
+        assert reconcile(s).flagged  # 2 over 1
+        assert check(s, T0 + timedelta(minutes=2)) == ["drift"]
+        (body,) = hook.bodies
+        assert body["status"] == "firing" and body["subjects"] == {"reconciliation": 2}
+        assert "@" not in json.dumps(body)
+        assert reconcile(s, repair=True).repaired == 2
+        assert reconcile(s).status == "clean"
+        assert check(s, T0 + timedelta(minutes=3)) == []
+        assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
