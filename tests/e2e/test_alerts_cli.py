@@ -87,3 +87,36 @@ def test_config_mistakes_are_located(tmp_path: Path) -> None:
     assert "alerts[0].notify[0]: unknown notifier 'opz' (notifiers: ops)" in done.stderr
     missing = personify("alerts", "list", "--project", str(project))
     assert "notifiers.ops.url: environment variable ALERT_HOOK_URL is not set" in missing.stderr
+
+
+def test_a_notifier_failing_for_a_day_is_given_up_in_words(tmp_path: Path) -> None:
+    project = tmp_path / "shop"
+    init_project(project)
+    with (project / "personify.yml").open("a") as f:
+        f.write(ALERTS.replace("format: slack", "format: json"))
+    (project / "tracking-plan" / "Signed Up.json").write_text("{not json")
+    with webhook_receiver() as hook:
+        hook.statuses = [500] * 100
+        env = {"ALERT_HOOK_URL": hook.url}
+        first = personify(
+            "alerts", "check", "--project", str(project), "--now", "2026-05-04T12:00:00Z", env=env
+        )
+        assert first.returncode == 1, first.stderr
+        assert (
+            "notifier ops failed for plan_broken (webhook answered HTTP 500): retried later "
+            "(1 min, doubling to 1 h between attempts)"
+        ) in first.stdout
+        day = personify(
+            "alerts", "check", "--project", str(project), "--now", "2026-05-05T13:00:00Z", env=env
+        )
+        assert day.returncode == 1, day.stderr  # still firing
+        assert "ops (1 given up)" in day.stdout  # the table's notify column
+        lines = [line for line in day.stdout.splitlines() if line.startswith("notifier ")]
+        assert lines == [
+            "notifier ops failing for plan_broken for 24 h (webhook answered HTTP 500): given up; "
+            "fix the notifier in personify.yml (see `personify alerts list`)"
+        ]
+        assert "retried later" not in day.stdout
+        (listed,) = personify_json("alerts", "list", "--project", str(project), env=env)
+        assert [g["notifier"] for g in listed["given_up_notifications"]] == ["ops"]
+        assert hook.bodies == []
