@@ -31,7 +31,12 @@ from personify.audiences.batch import write_tags  # noqa: E402
 from personify.audiences.rules import parse_rules  # noqa: E402
 from personify.config import Project, parse_config  # noqa: E402
 from personify.identity import resolve_batch  # noqa: E402
-from personify.profiles import build_customers, predictive, profiles_stage  # noqa: E402
+from personify.profiles import (  # noqa: E402
+    build_customers,
+    predictive,
+    predictive_report,
+    profiles_stage,
+)
 from personify.warehouse import Warehouse  # noqa: E402
 
 NOW = datetime(2026, 6, 1, 15, 30, tzinfo=UTC)
@@ -160,7 +165,7 @@ def test_summary_fit_and_predictions_in_the_warehouse(warehouse: Warehouse, tmp_
     assert _stored(warehouse) == stored
 
     # the holdout: fit as of NOW less the horizon, the purchase days that followed counted
-    check = predictive.holdout(warehouse, proj, NOW)
+    check = predictive_report.holdout(warehouse, proj, NOW)
     before = _summary_here(orders, NOW - timedelta(days=90))
     after = dict(zip(*_summary_here(orders).select(["customer_id", "frequency"]).columns))
     gained = [

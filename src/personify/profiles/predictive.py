@@ -17,7 +17,8 @@ T)), then the predictions are written back into ``customers`` through an Arrow t
 after the profile build's commit, with no lock held during the fit (:func:`refresh`).
 Customers with no order keep NULL (the model is about customers who bought). Too few customers
 (``traits.predictive.min_customers``), or too few repeat buyers: no fit, the columns stay NULL
-and the fit's row in ``predictive_fits`` says why.
+and the fit's row in ``predictive_fits`` says why. The holdout check and its page are in
+:mod:`personify.profiles.predictive_report` (their names stay importable from here).
 """
 
 from __future__ import annotations
@@ -577,120 +578,14 @@ def refresh_scope(wh: Warehouse, project: Project, scope: str) -> None:
         _write(wh, predict(summary, result))
 
 
-# ------------------------------------------------------------------------------------ holdout
-@dataclass(frozen=True)
-class HoldoutRow:
-    """Customers whose calibration frequency is ``frequency`` (the last row: that many or
-    more): their mean predicted and actual repeat purchases in the holdout."""
-
-    frequency: str
-    customers: int
-    predicted: float
-    actual: float
+_REPORT = ("Holdout", "HoldoutRow", "holdout", "holdout_chart", "holdout_page")
 
 
-@dataclass(frozen=True)
-class Holdout:
-    """A fit on the orders up to ``calibration_end`` (= ``--now`` less the horizon), its
-    predictions for the horizon against the purchase days that followed."""
+def __getattr__(name: str) -> Any:
+    """The holdout comparison and its page live in :mod:`personify.profiles.predictive_report`
+    (which imports this module); their names stay importable from here."""
+    if name in _REPORT:
+        from personify.profiles import predictive_report
 
-    calibration_end: str
-    horizon_days: int
-    status: str
-    note: str | None
-    rows: tuple[HoldoutRow, ...] = ()
-    predicted_total: float = 0.0
-    actual_total: int = 0
-    mean_absolute_error: float = 0.0
-
-
-def holdout(wh: Warehouse, project: Project, now: datetime | None = None) -> Holdout:
-    """Fit as of ``now`` less the horizon; compare each customer's expected purchase days in
-    the horizon with her actual ones (the frequency she gained by ``now``), by calibration
-    frequency 0‥6 and 7+."""
-    now = clock.now() if now is None else now
-    config = project.config.traits.predictive
-    end = now - timedelta(days=config.horizon_days)
-    calibration = read_summary(wh, project, now=end).sort_by("customer_id")
-    result = fit(calibration, config)
-    if result.bgnbd is None:
-        return Holdout(end.isoformat(), config.horizon_days, result.status, result.note)
-    later = read_summary(wh, project, now=now)
-    gained = dict(
-        zip(
-            later.column("customer_id").to_pylist(),
-            later.column("frequency").to_pylist(),
-            strict=True,
-        )
-    )
-    x, t_x, big_t, _ = _columns(calibration)
-    predicted = expected_purchases(result.bgnbd, config.horizon_days, x, t_x, big_t)
-    ids = calibration.column("customer_id").to_pylist()
-    actual = np.array([gained.get(c, 0) for c in ids], dtype=np.float64) - x
-    rows = []
-    for k in range(8):
-        sel = x == k if k < 7 else x >= 7
-        if sel.any():
-            rows.append(
-                HoldoutRow(
-                    str(k) if k < 7 else "7+",
-                    int(sel.sum()),
-                    round(float(predicted[sel].mean()), 4),
-                    round(float(actual[sel].mean()), 4),
-                )
-            )
-    return Holdout(
-        end.isoformat(),
-        config.horizon_days,
-        "fitted",
-        result.note,
-        tuple(rows),
-        round(float(predicted.sum()), 2),
-        int(actual.sum()),
-        round(float(np.abs(predicted - actual).mean()), 4),
-    )
-
-
-def holdout_chart(report: Holdout) -> str:
-    """SVG: mean predicted and actual purchases in the holdout, by calibration frequency."""
-    from html import escape
-
-    w, h, left, top = 560.0, 260.0, 48.0, 30.0
-    plot_w, plot_h = w - left - 20, h - top - 40
-    top_value = max([r.predicted for r in report.rows] + [r.actual for r in report.rows] + [0.1])
-    step = plot_w / max(len(report.rows), 1)
-    body = [
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
-        'stroke="#99a"/>',
-        f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" font-size="11">'
-        f"{top_value:.2f}</text>",
-        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>',
-    ]
-    for series, colour, key in (
-        ("predicted", "#3b6fd8", "predicted"),
-        ("actual", "#d8843b", "actual"),
-    ):
-        points = " ".join(
-            f"{left + step * (i + 0.5):.1f},"
-            f"{top + plot_h - plot_h * getattr(r, key) / top_value:.1f}"
-            for i, r in enumerate(report.rows)
-        )
-        body.append(
-            f'<polyline class="{series}" points="{points}" fill="none" stroke="{colour}" '
-            'stroke-width="2"/>'
-        )
-    for i, r in enumerate(report.rows):
-        body.append(
-            f'<text x="{left + step * (i + 0.5):.1f}" y="{top + plot_h + 16}" '
-            f'text-anchor="middle" font-size="11">{escape(r.frequency)}</text>'
-        )
-    body.append(
-        f'<text x="{left + plot_w / 2}" y="{h - 4}" text-anchor="middle" font-size="11">'
-        "repeat purchase days before the holdout · blue: predicted, orange: actual</text>"
-    )
-    title = f"Purchases in the {report.horizon_days}-day holdout: predicted vs actual"
-    return (
-        f'<svg class="chart holdout" role="img" aria-label="{escape(title)}" width="{w:.0f}" '
-        f'height="{h:.0f}" viewBox="0 0 {w:.0f} {h:.0f}" xmlns="http://www.w3.org/2000/svg">'
-        f'<text x="0" y="16" font-weight="600">{escape(title)}</text>' + "".join(body) + "</svg>"
-    )
+        return getattr(predictive_report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

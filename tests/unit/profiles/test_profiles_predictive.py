@@ -208,3 +208,12 @@ def test_without_scipy_the_error_says_how_to_install_it(
         predictive.fit_bgnbd(np.array([1.0]), np.array([1.0]), np.array([2.0]))
     assert e.value.key == "traits.predictive.enabled"
     assert "personify[predictive]" in (e.value.hint or "")
+
+
+def test_the_holdout_names_stay_importable_from_predictive() -> None:
+    from personify.profiles import predictive, predictive_report
+
+    for name in ("Holdout", "HoldoutRow", "holdout", "holdout_chart", "holdout_page"):
+        assert getattr(predictive, name) is getattr(predictive_report, name), name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = predictive.no_such_name

@@ -3,7 +3,6 @@ it fits — and, with ``--holdout``, predicted against actual purchases in a hol
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from personify import clock
 from personify.cli.app import (
     JsonOpt,
     NowOpt,
@@ -59,7 +57,7 @@ def predictive_command(
     BG/NBD parameters (r, alpha per day, a, b) and the Gamma-Gamma spend ones (p, q, gamma),
     log-likelihoods and convergence — or why there was no fit (too little data). --holdout
     checks the model on this project's own orders."""
-    from personify.profiles import predictive
+    from personify.profiles import predictive, predictive_report
     from personify.session import open_session
 
     pin_now(now)
@@ -68,7 +66,7 @@ def predictive_command(
         raise typer.BadParameter("--out writes the holdout comparison: add --holdout")
     with open_session(project) as session:
         fit = predictive.latest_fit(session.warehouse)
-        check = predictive.holdout(session.warehouse, session.project) if holdout else None
+        check = predictive_report.holdout(session.warehouse, session.project) if holdout else None
         enabled = session.project.config.traits.predictive.enabled
         name = session.project.config.name
     doc: dict[str, Any] = {
@@ -89,7 +87,7 @@ def predictive_command(
     if check is not None:
         doc["holdout"] = asdict(check)
         if out is not None:
-            write_out(out, _page(check, name))
+            write_out(out, predictive_report.holdout_page(check, name))
     if json:
         emit_json(doc)
         return
@@ -149,28 +147,3 @@ def _print(doc: dict[str, Any], check: Any, out: Path | None) -> None:
     )
     if out is not None:
         shown.print(f"HTML report: {out}", markup=False, soft_wrap=True)
-
-
-def _page(check: Any, project_name: str) -> str:
-    from personify.profiles.predictive import holdout_chart
-
-    rows = "".join(
-        f"<tr><td>{html.escape(r.frequency)}</td><td class=n>{r.customers:,}</td>"
-        f"<td class=n>{r.predicted:.3f}</td><td class=n>{r.actual:.3f}</td></tr>"
-        for r in check.rows
-    )
-    return (
-        "<!doctype html><html lang=en><meta charset=utf-8>"
-        f"<title>Predictive traits — {html.escape(project_name)}</title>"
-        "<style>body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:760px}"
-        "td,th{padding:.25rem .6rem;border-bottom:1px solid #eef}td.n{text-align:right}</style>"
-        f"<h1>Predictive traits — {html.escape(project_name)}</h1>"
-        f"<p>Fit on the orders up to {html.escape(check.calibration_end)}; predictions for the "
-        f"next {check.horizon_days} days against the purchase days that followed "
-        f"(generated {html.escape(clock.now().isoformat())}).</p>"
-        + holdout_chart(check)
-        + "<table><tr><th>repeat purchases before</th><th>customers</th>"
-        "<th>predicted (mean)</th><th>actual (mean)</th></tr>" + rows + "</table>"
-        f"<p>Total: predicted {check.predicted_total:,.1f}, actual {check.actual_total:,}; "
-        f"mean absolute error per customer {check.mean_absolute_error:.3f}.</p></html>"
-    )
