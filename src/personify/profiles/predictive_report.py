@@ -4,8 +4,8 @@
 :func:`holdout` fits the models of :mod:`personify.profiles.predictive` on the orders up to
 ``--now`` less ``traits.predictive.horizon_days`` and compares each customer's expected purchase
 days in the horizon with the ones that followed, grouped by her repeat purchase days before it
-(0‥6 and 7+). :func:`holdout_chart` draws the comparison as an SVG (a line per series),
-:func:`holdout_page` the self-contained page around it.
+(0‥6 and 7+). :func:`holdout_chart` draws the comparison as an SVG (a line and a point per group
+for each of predicted and actual), :func:`holdout_page` the self-contained page around it.
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def holdout(wh: Warehouse, project: Project, now: datetime | None = None) -> Hol
 
 
 def holdout_chart(report: Holdout) -> str:
-    """SVG: mean predicted and actual purchases in the holdout, by calibration frequency."""
+    """SVG: mean predicted and actual purchases in the holdout, by calibration frequency — a
+    line per series and a point per group on it (``circle.point.predicted`` /
+    ``circle.point.actual``, its value in ``data-value`` and a tooltip)."""
     w, h, left, top = 560.0, 260.0, 48.0, 30.0
     plot_w, plot_h = w - left - 20, h - top - 40
     top_value = max([r.predicted for r in report.rows] + [r.actual for r in report.rows] + [0.1])
@@ -121,6 +123,15 @@ def holdout_chart(report: Holdout) -> str:
             f'<polyline class="{series}" points="{points}" fill="none" stroke="{colour}" '
             'stroke-width="2"/>'
         )
+        for i, r in enumerate(report.rows):
+            value = getattr(r, key)
+            body.append(
+                f'<circle class="point {series}" data-frequency="{escape(r.frequency)}" '
+                f'data-value="{value}" cx="{left + step * (i + 0.5):.1f}" '
+                f'cy="{top + plot_h - plot_h * value / top_value:.1f}" r="3.5" '
+                f'fill="{colour}"><title>{escape(r.frequency)} before: {series} '
+                f"{value:.3f}</title></circle>"
+            )
     for i, r in enumerate(report.rows):
         body.append(
             f'<text x="{left + step * (i + 0.5):.1f}" y="{top + plot_h + 16}" '

@@ -217,3 +217,27 @@ def test_the_holdout_names_stay_importable_from_predictive() -> None:
         assert getattr(predictive, name) is getattr(predictive_report, name), name
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = predictive.no_such_name
+
+
+def test_the_holdout_chart_has_a_point_per_group_and_series_at_its_value() -> None:
+    import re
+
+    from personify.profiles.predictive_report import Holdout, HoldoutRow, holdout_chart
+
+    rows = (HoldoutRow("0", 40, 0.5, 0.25), HoldoutRow("1", 9, 1.0, 0.0), HoldoutRow("7+", 2, 2, 4))
+    svg = holdout_chart(Holdout("2026-01-01T00:00:00+00:00", 60, "fitted", None, rows))
+    for series in ("predicted", "actual"):
+        found = re.findall(
+            rf'<circle class="point {series}" data-frequency="([^"]+)" data-value="([^"]+)" '
+            r'cx="[^"]+" cy="([^"]+)"',
+            svg,
+        )
+        assert [(f, float(v)) for f, v, _ in found] == [
+            (r.frequency, float(getattr(r, series))) for r in rows
+        ]
+    heights = {
+        float(v): float(cy)
+        for v, cy in re.findall(r'data-value="([^"]+)" cx="[^"]+" cy="([^"]+)"', svg)
+    }
+    # the y axis runs from 0 (the baseline) to the largest value (the top): higher is smaller
+    assert heights[0.0] > heights[0.25] > heights[0.5] > heights[1.0] > heights[2.0] > heights[4.0]
