@@ -155,6 +155,10 @@ class DuckDBWarehouse(Warehouse):
                 delay = min(delay * 2, 0.5)
         self._local = threading.local()
         self._closed = False
+        self._con_lock = threading.Lock()
+        """Serializes calls on the connection itself (a new cursor, closing): DuckDB refuses a
+        call on a connection busy with another thread's ("connection is busy with another
+        call") instead of waiting."""
         self._writers = keyless.TableLocks()
         self._bulk_guard = threading.Lock()
         self._bulk_depth = 0
@@ -257,8 +261,15 @@ class DuckDBWarehouse(Warehouse):
 
     def _setting(self, sql: str) -> None:
         """Change a database-wide setting on a cursor of its own (outside any transaction)."""
-        with contextlib.closing(self._con.cursor()) as cur:
+        with contextlib.closing(self._new_cursor()) as cur:
             cur.execute(sql)
+
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own on the connection (see :attr:`_con_lock`)."""
+        with self._con_lock:
+            if self._closed:
+                raise WarehouseError("the warehouse connection is closed")
+            return self._con.cursor()
 
     # -- cursors and transactions
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -271,9 +282,7 @@ class DuckDBWarehouse(Warehouse):
     def _raw_cursor(self) -> duckdb.DuckDBPyConnection:
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cur is None:
-            if self._closed:
-                raise WarehouseError("the warehouse connection is closed")
-            cur = self._con.cursor()
+            cur = self._new_cursor()
             self._local.cursor = cur
             self._local.depth = 0
             self._local.txn = None
@@ -429,7 +438,7 @@ class DuckDBWarehouse(Warehouse):
     def query_user(
         self, sql: str, *, timeout_s: float, max_rows: int
     ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
-        cur = self._con.cursor()  # its own cursor: interrupting it touches nothing else
+        cur = self._new_cursor()  # its own cursor: interrupting it touches nothing else
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.start()
         try:
@@ -455,9 +464,27 @@ class DuckDBWarehouse(Warehouse):
             cur.close()
 
     def close(self) -> None:
-        if not self._closed:
+        """Close the connection: no new cursor from now on; a statement another thread's cursor
+        is running makes DuckDB refuse the close ("busy") — it is tried again until those end
+        (at most :data:`CLOSE_WAIT` seconds)."""
+        with self._con_lock:  # (not while another thread opens its cursor)
+            if self._closed:
+                return
             self._closed = True
-            self._con.close()
+        deadline = time.monotonic() + CLOSE_WAIT
+        while True:
+            try:
+                with self._con_lock:
+                    self._con.close()
+                return
+            except duckdb.Error as e:
+                if "busy" not in str(e).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+
+
+CLOSE_WAIT: Final = 10.0
+"""Seconds :meth:`DuckDBWarehouse.close` waits for other threads' statements to end."""
 
 
 @contextlib.contextmanager
