@@ -26,6 +26,13 @@ wall time at load 18 on the shared machine (the engagement-durability tests fail
 60 s there). A hang guard, not a performance check."""
 
 
+def _inherited() -> dict[str, str]:
+    """The test process's environment without the terminal's size (``COLUMNS``, ``LINES``): a
+    command's tables are then as wide as piped output makes them, whatever terminal — or
+    earlier test — the suite ran in (a caller may still pass them)."""
+    return {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+
 def personify(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -33,7 +40,7 @@ def personify(
     return subprocess.run(
         [PERSONIFY, *args],
         cwd=cwd,
-        env={**os.environ, "PERSONIFY_NO_FORWARD": "0", **(env or {})},
+        env={**_inherited(), "PERSONIFY_NO_FORWARD": "0", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -160,7 +167,7 @@ def spawn_serve(
             args,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PERSONIFY_NO_FORWARD": "0"},
+            env={**_inherited(), "PERSONIFY_NO_FORWARD": "0"},
         )
 
 
