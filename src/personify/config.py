@@ -540,8 +540,8 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     model's identifier columns normalized and SHA-256 hashed, 10,000 a request, removals with
     ``DELETE`` on the same path) — give ``model``, ``audience_id`` and ``access_token``;
     ``google_ads_audience`` (a Google Ads Customer Match list, through an OfflineUserDataJob:
-    ``:create``, ``:addOperations`` with hashed email and phone, ``:run``) — give ``model``,
-    ``ads_customer_id``, ``user_list_id``, ``developer_token`` and ``client.auth``
+    ``:create``, ``:addOperations`` with hashed email, phone and postal address, ``:run``) —
+    give ``model``, ``ads_customer_id``, ``user_list_id``, ``developer_token`` and ``client.auth``
     (``oauth2_refresh_token``)."""
     audience_id: str | None = None
     """``meta_audience``: the Custom Audience's id (digits)."""

@@ -2,9 +2,9 @@
 Google's OAuth token endpoint, served for real on loopback. It checks what Google checks — the
 refresh-token grant, the bearer token it issued, ``developer-token``, the job's type, user list
 and consent, each operation's ``create``/``remove`` with ``userIdentifiers`` of one hashed field
-each (SHA-256 hex), at most 100,000 operations a request — answers in Google's shapes (partial
-failures naming ``operations[i]``, quota and concurrency errors), and changes the list only
-when a job runs."""
+each (SHA-256 hex) or a whole ``addressInfo``, at most 100,000 operations a request — answers
+in Google's shapes (partial failures naming ``operations[i]``, quota and concurrency errors),
+and changes the list only when a job runs."""
 
 from __future__ import annotations
 
@@ -56,6 +56,32 @@ def _error(code: int, status: str, message: str, error_code: dict[str, str]) -> 
         "requestId": "rQ1d",
     }
     return {"error": {"code": code, "message": message, "status": status, "details": [failure]}}
+
+
+ADDRESS = ("hashedFirstName", "hashedLastName", "countryCode", "postalCode")
+
+
+def address_member(
+    hashedFirstName: str,  # noqa: N803 (Google's field names)
+    hashedLastName: str,  # noqa: N803
+    countryCode: str,  # noqa: N803
+    postalCode: str,  # noqa: N803
+) -> str:
+    """How the list holds a person matched by their postal address."""
+    return f"address:{hashedFirstName}:{hashedLastName}:{countryCode}:{postalCode}"
+
+
+def _address_ok(info: object) -> bool:
+    """Google's check of an ``OfflineUserAddressInfo`` for Customer Match: all four fields,
+    the names SHA-256 hex, the country two capital letters, a postal code."""
+    if not isinstance(info, dict) or set(info) != set(ADDRESS):
+        return False
+    names = all(SHA256.fullmatch(str(info[k])) for k in ADDRESS[:2])
+    return (
+        names
+        and bool(re.fullmatch("[A-Z]{2}", str(info["countryCode"])))
+        and bool(str(info["postalCode"]).strip())
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -225,6 +251,20 @@ class _Handler(BaseHTTPRequestHandler):
             hashes = []
             for identifier in ids:
                 ((key, value),) = identifier.items()
+                if key == "addressInfo":
+                    if not _address_ok(value):
+                        return self._answer(
+                            400,
+                            _error(
+                                400,
+                                "INVALID_ARGUMENT",
+                                "addressInfo needs hashed first and last names, a country "
+                                "code and a postal code",
+                                {"offlineUserDataJobError": "INCOMPLETE_ADDRESS"},
+                            ),
+                        )
+                    hashes.append(address_member(**value))
+                    continue
                 if key not in FIELDS or not SHA256.fullmatch(value):
                     return self._answer(
                         400,

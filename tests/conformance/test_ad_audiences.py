@@ -66,9 +66,10 @@ def meta(url: str, *, model: str = MODEL, **kw: Any) -> RestDestination:
 
 
 def people(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Customers (customer_id, email, phone, first_name, country), each granting advertising."""
+    """Customers (customer_id, email, phone, first_name, last_name, country), each granting
+    advertising."""
     n = len(rows)
-    columns = ("customer_id", "email", "phone", "first_name", "country")
+    columns = ("customer_id", "email", "phone", "first_name", "last_name", "country")
     session.warehouse.load(
         table("customers"),
         pa.table(

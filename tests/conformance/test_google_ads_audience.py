@@ -2,8 +2,9 @@
 of the Google Ads API and Google's token endpoint served on loopback: the refresh-token grant,
 an OfflineUserDataJob created, its operations added (emails and phones normalized as Google
 documents and hashed: known vectors), run — people acknowledged only once it ran — partial
-failures rejecting only the people they name, removals by the identifiers people were sent
-with, quota and concurrency errors retried."""
+failures rejecting only the people they name, a whole postal address sent as ``addressInfo``
+(and a partial one left out, counted), removals by the identifiers people were sent with, quota
+and concurrency errors retried."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.conformance.google_ads import (
     LIST,
     REFRESH,
     Ads,
+    address_member,
     serve_ads,
 )
 from tests.conformance.test_ad_audiences import many, people
@@ -29,6 +31,7 @@ from tests.conformance.test_destination_removals import session_for, states
 from tests.conformance.test_destinations import _consent, push
 
 from personify.config import OAuth2RefreshToken, RestClient, RestDestination, Secret
+from personify.session import Session
 
 MODEL = "SELECT customer_id, email, phone, country FROM customers"
 # known vectors: SHA-256 of the values normalized by Google's rules, computed independently
@@ -212,3 +215,85 @@ def test_the_preset_needs_its_account_list_token_and_oauth() -> None:
         RestDestination(**base, ads_customer_id="1", user_list_id="2")
     with pytest.raises(ValueError, match="oauth2_refresh_token"):
         RestDestination(**base, ads_customer_id="1", user_list_id="2", developer_token=Secret("d"))
+
+
+ADDRESS_MODEL = (
+    "SELECT c.customer_id, c.email, c.first_name, c.last_name, c.country, p.postal_code "
+    "FROM customers c LEFT JOIN postal p ON p.customer_id = c.customer_id "
+    "WHERE c.city IS NULL OR c.city <> 'gone'"
+)
+
+
+def postal(session: Session, codes: dict[str, str]) -> None:
+    wh = session.warehouse
+    wh.execute("CREATE TABLE IF NOT EXISTS postal (customer_id VARCHAR, postal_code VARCHAR)")
+    for customer_id, code in codes.items():
+        wh.execute("INSERT INTO postal VALUES (?, ?)", [customer_id, code])
+
+
+def test_a_whole_postal_address_goes_as_address_info_and_a_partial_one_is_left_out(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, google(url, model=ADDRESS_MODEL)) as session:
+        people(
+            session,
+            [
+                {
+                    "customer_id": "cus_a",
+                    "email": "a@x.org",
+                    "first_name": " Mary-Ann ",
+                    "last_name": "O'Brien",
+                    "country": "uk",
+                },
+                # no email: matched by the address alone
+                {
+                    "customer_id": "cus_b",
+                    "first_name": "Zoë",
+                    "last_name": "Pérez  Díaz",
+                    "country": "SG",
+                },
+                # no last name: the address is left out, the email goes
+                {"customer_id": "cus_c", "email": "c@x.org", "first_name": "Bo", "country": "FR"},
+                # a country that cannot be read and no email: nothing to match on
+                {
+                    "customer_id": "cus_d",
+                    "first_name": "Al",
+                    "last_name": "Li",
+                    "country": "Narnia",
+                },
+            ],
+        )
+        postal(session, {"cus_a": " WC2H  8LG ", "cus_b": "018956", "cus_c": "75001", "cus_d": "1"})
+        dry = push(session, dry_run=True)
+        shown = str(dry["sample"])
+        assert "addressInfo" in shown and "WC2H" not in shown and sha("maryann") not in shown
+        result = push(session)
+        assert result["error"] is None, result["error"]
+        c = result["counts"]
+        assert (c["rows_sent"], c["rows_rejected"], c["rows_address_incomplete"]) == (3, 1, 2)
+        mary = address_member(sha("maryann"), sha("obrien"), "GB", "WC2H 8LG")
+        zoe = address_member(sha("zoë"), sha("pérez díaz"), "SG", "018956")
+        assert ads.members == {sha("a@x.org"), mary, zoe, sha("c@x.org")}
+        error = session.warehouse.scalar(
+            "SELECT error FROM destination_state WHERE status = 'rejected'"
+        )
+        assert "country could not be read" in str(error) and "postal address" in str(error)
+        assert "Narnia" not in str(error)
+        # who leaves is removed by the address they were sent with
+        session.warehouse.execute("UPDATE customers SET city = 'gone' WHERE customer_id = 'cus_b'")
+        gone = push(session)
+        assert gone["error"] is None and gone["counts"]["rows_removed"] == 1
+        assert ads.members == {sha("a@x.org"), mary, sha("c@x.org")}
+
+
+def test_part_of_a_postal_address_is_refused_before_anything_is_sent(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    model = "SELECT customer_id, email, first_name, country FROM customers"
+    with session_for(warehouse_url, tmp_path, google(url, model=model)) as session:
+        people(session, many(2))
+        result = push(session)
+        error = result["error"]
+        assert error is not None and "part of a postal address" in error, error
+        assert "missing: last_name, postal_code" in error
+    assert ads.requests == []

@@ -8,8 +8,12 @@ A row with none of the identifiers that single a person out (email, phone, mobil
 external id) is not sent: it is kept as ``rejected`` with the reason, naming no value.
 
 Google's (Customer Match) are Meta's for email — plus the dots before the ``@`` of a
-``gmail.com`` / ``googlemail.com`` address removed — and E.164 with its ``+`` for phones; it
-takes those two here.
+``gmail.com`` / ``googlemail.com`` address removed — and E.164 with its ``+`` for phones; and a
+postal address (``addressInfo``) when the model selects all four of ``first_name``,
+``last_name``, ``country`` and ``postal_code``: names lower-cased, trimmed, without punctuation,
+inner spaces single, then hashed; the country the ISO 3166-1 alpha-2 code in capitals and the
+postal code trimmed, both unhashed (Google's rule). A row missing one of the four (or with one
+unreadable) goes without its address (:func:`google_identifiers`).
 
 Meta's rules (Custom Audiences, "Hashing and normalizing data"): email trimmed and lower-cased;
 phone digits only, with the country code, no ``+`` and no leading zeros (read here with
@@ -25,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -177,14 +182,41 @@ def _e164(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
     return "+" + digits if digits else None
 
 
+def _google_name(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """Google's rule for names: lower-cased, trimmed, no punctuation, no extra spaces
+    (``" O'Brien-Smith "`` → ``obriensmith``, ``Anne  Marie`` → ``anne marie``)."""
+    text = _text(value)
+    if text is None:
+        return None
+    kept = "".join(ch for ch in text.lower() if not unicodedata.category(ch).startswith("P"))
+    return " ".join(kept.split()) or None
+
+
+def _country_code(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """The ISO 3166-1 alpha-2 code in capitals (``uk`` read as ``GB``), sent unhashed."""
+    code = _country(value, row, d)
+    return code.upper() if code else None
+
+
+def _postal(value: Any, row: Mapping[str, Any], d: RestDestination) -> str | None:
+    """Trimmed, inner spaces single (``WC2H 8LG``), sent unhashed."""
+    text = _text(value)
+    return " ".join(text.split()) if text else None
+
+
 GMAIL: Final = frozenset({"gmail.com", "googlemail.com"})
 GOOGLE_FIELDS: Final[dict[str, tuple[str, Normalizer, bool]]] = {
     "EMAIL": ("email address", _google_email, True),
     "PHONE": ("phone number", _e164, True),
+    "FN": ("first name", _google_name, True),
+    "LN": ("last name", _google_name, True),
+    "COUNTRY": ("country", _country_code, False),
+    "ZIP": ("postal code", _postal, False),
 }
-"""What Customer Match takes here: ``hashedEmail`` and ``hashedPhoneNumber``."""
-_COUNTRY_ONLY: Final = frozenset({"country"})
-"""A column read (for the phone's region) but not sent, for Google."""
+"""What Customer Match takes here: ``hashedEmail``, ``hashedPhoneNumber`` and ``addressInfo``
+(the last four, together)."""
+ADDRESS: Final = ("FN", "LN", "COUNTRY", "ZIP")
+"""The keys of Google's ``addressInfo``: all four, or none is sent."""
 
 
 def fields_of(d: RestDestination) -> dict[str, tuple[str, Normalizer, bool]]:
@@ -202,11 +234,11 @@ def schema_key(column: str, d: RestDestination) -> str | None:
 
 def not_identifiers(d: RestDestination, columns: list[str]) -> list[str]:
     """The model's columns that are no identifier the audience matches on (the key and
-    ``customer_id`` aside: they are not sent; for Google, ``country`` either: it is read as
-    the phone number's region)."""
+    ``customer_id`` aside: they are not sent; for Google, ``country`` is one: the phone's region,
+    and part of a postal address)."""
     from personify.destinations.consent import WHOSE
 
-    skip = {d.key, WHOSE} | (_COUNTRY_ONLY if d.preset == "google_ads_audience" else set())
+    skip = {d.key, WHOSE}
     return [c for c in columns if c not in skip and schema_key(c, d) is None]
 
 
@@ -237,13 +269,44 @@ def identifiers(d: RestDestination, row: Mapping[str, Any]) -> tuple[dict[str, s
     return out, unreadable
 
 
-def unmatchable(unreadable: list[str]) -> str:
+def address_columns(d: RestDestination, columns: Any) -> set[str]:
+    """The keys of Google's ``addressInfo`` among ``columns`` (a model's, or a row's)."""
+    keys = {schema_key(str(c), d) for c in columns}
+    return {k for k in ADDRESS if k in keys}
+
+
+def google_identifiers(
+    d: RestDestination, row: Mapping[str, Any]
+) -> tuple[dict[str, str], list[str], bool]:
+    """:func:`identifiers` for Google: the address keys only when the model selects all four
+    and the row has all four readable — else left out (``country`` is then only the phone's
+    region); and whether a whole-address model's row went without its address."""
+    ids, unreadable = identifiers(d, row)
+    if len(address_columns(d, row)) < len(ADDRESS):
+        address = [k for k in ADDRESS if k in ids]
+        for k in address:
+            del ids[k]
+        names = {GOOGLE_FIELDS[k][0] for k in ADDRESS}
+        return ids, [u for u in unreadable if u not in names], False
+    if all(k in ids for k in ADDRESS):
+        return ids, unreadable, False
+    for k in ADDRESS:
+        ids.pop(k, None)
+    return ids, unreadable, True
+
+
+def unmatchable(unreadable: list[str], *, google: bool = False) -> str:
     """Why a row with no matching identifier is not sent (names no value)."""
     said = f" ({', '.join(unreadable)} could not be read)" if unreadable else ""
+    other = (
+        "or a whole postal address (first name, last name, country and postal code)"
+        if google
+        else "a mobile advertiser id or an external id"
+    )
     return (
         "no identifier the ad platform can match: the row needs an email address, a phone "
-        "number with its country code (select a country column or set phone_region), a mobile "
-        f"advertiser id or an external id{said}"
+        f"number with its country code (select a country column or set phone_region), {other}"
+        f"{said}"
     )
 
 

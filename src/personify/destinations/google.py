@@ -7,8 +7,12 @@ model selects, through the OfflineUserDataJob flow of the Google Ads API (REST).
    reach a job, see the consent default);
 2. ``POST /{version}/{job}:addOperations`` with ``enablePartialFailure`` — ``create`` (or, for
    removals, ``remove``) operations, one per person, each ``{"userIdentifiers":
-   [{"hashedEmail": …}, {"hashedPhoneNumber": …}]}`` (SHA-256 hex of the email trimmed and
-   lower-cased, Gmail dots removed, and of the phone in E.164 with its ``+``), 10,000 operations
+   [{"hashedEmail": …}, {"hashedPhoneNumber": …}, {"addressInfo": {"hashedFirstName": …,
+   "hashedLastName": …, "countryCode": "GB", "postalCode": "WC2H 8LG"}}]}`` (SHA-256 hex of the
+   email trimmed and lower-cased, Gmail dots removed, of the phone in E.164 with its ``+``, of
+   the names lower-cased without punctuation; the address only when the model selects all four
+   of its columns and the row has them: else it goes without, counted as
+   ``rows_address_incomplete``), 10,000 operations
    a request at most (``batch_size`` lowers it). An operation Google refuses comes back in
    ``partialFailureError`` (its ``location`` names ``operations[i]``): that person is kept as
    ``rejected`` with Google's message (masked), the others go on;
@@ -34,8 +38,9 @@ import msgspec
 
 from personify.config import GOOGLE_ADS_API_VERSION, GOOGLE_ADS_URL, RestClient, RestDestination
 from personify.destinations.audiences import (
+    ADDRESS,
     Sets,
-    identifiers,
+    google_identifiers,
     masked_hashes,
     merged,
     previous,
@@ -57,7 +62,14 @@ MOST: Final = 10_000
 JOB: Final = 100_000
 """People per job: then it runs, and the next ones go in a new job."""
 FIELD: Final = {"EMAIL": "hashedEmail", "PHONE": "hashedPhoneNumber"}
-"""The identifier keys of a ``UserIdentifier``."""
+"""The identifier keys of a ``UserIdentifier`` of one value."""
+ADDRESS_FIELD: Final = {
+    "FN": "hashedFirstName",
+    "LN": "hashedLastName",
+    "COUNTRY": "countryCode",
+    "ZIP": "postalCode",
+}
+"""The fields of its ``addressInfo`` (an ``OfflineUserAddressInfo``)."""
 RETRIED_STATUSES: Final = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "ABORTED"})
 RETRIED_CODES: Final = frozenset({"RESOURCE_EXHAUSTED", "RESOURCE_TEMPORARILY_EXHAUSTED"})
 _CONCURRENT: Final = "CONCURRENT_MODIFICATION"
@@ -211,25 +223,40 @@ class _Job:
         return True
 
 
+def user_identifiers(values: dict[str, str]) -> list[dict[str, Any]]:
+    """The ``UserIdentifier`` objects of one identifier set (key → value as sent): one per
+    email and phone, and an ``addressInfo`` when all four of its fields are there."""
+    out: list[dict[str, Any]] = [{FIELD[k]: v} for k, v in values.items() if v and k in FIELD]
+    if all(values.get(k) for k in ADDRESS):
+        out.append({"addressInfo": {ADDRESS_FIELD[k]: values[k] for k in ADDRESS}})
+    return out
+
+
 def _operation(kind: str, sets: Sets) -> dict[str, Any]:
     ids = [
-        {FIELD[k]: v}
+        i
         for schema, values in sets
-        for k, v in zip(schema, values, strict=True)
-        if v and k in FIELD
+        for i in user_identifiers(dict(zip(schema, values, strict=True)))
     ]
     return {kind: {"userIdentifiers": list({str(i): i for i in ids}.values())}}
 
 
 def sample(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``--dry-run``: the identifiers each row would be sent with, hashes shortened."""
+    """``--dry-run``: the identifiers each row would be sent with, hashes shortened (the
+    address's country and postal code shown as ``***``)."""
     out: list[dict[str, Any]] = []
     for r in rows:
-        ids, unreadable = identifiers(d, r)
+        ids, unreadable, _ = google_identifiers(d, r)
         if not ids:
-            out.append({"not_sent": unmatchable(unreadable)})
-        else:
-            out.append({FIELD[k]: masked_hashes(v) for k, v in ids.items()})
+            out.append({"not_sent": unmatchable(unreadable, google=True)})
+            continue
+        shown: dict[str, Any] = {FIELD[k]: masked_hashes(v) for k, v in ids.items() if k in FIELD}
+        if all(k in ids for k in ADDRESS):
+            shown["addressInfo"] = {
+                ADDRESS_FIELD[k]: masked_hashes(ids[k]) if len(ids[k]) == 64 else "***"
+                for k in ADDRESS
+            }
+        out.append(shown)
     return out
 
 
@@ -243,7 +270,7 @@ def send(
 ) -> None:
     """Add the changed rows' people to the list (jobs, acknowledged once run), then
     (``on_remove: delete``, unless not ``remove``) remove those who left the model."""
-    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
+    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0, "rows_address_incomplete": 0}
     size = min(d.batch_size or MOST, MOST)
     acks = Acks(wh, d, ring)
     with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
@@ -264,10 +291,12 @@ def send(
                 before = previous(wh, d, ring, page) if ring is not None else {}
                 ready: list[tuple[dict[str, Any], Sets]] = []
                 for row in page:
-                    ids, unreadable = identifiers(d, row)
+                    ids, unreadable, incomplete = google_identifiers(d, row)
+                    counts["rows_address_incomplete"] += incomplete
                     if not ids:  # (what it was sent with before is kept, for its removal)
                         held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
-                        acks.add([row], "rejected", unmatchable(unreadable), kept=[held])
+                        why = unmatchable(unreadable, google=True)
+                        acks.add([row], "rejected", why, kept=[held])
                         counts["rows_rejected"] += 1
                         continue
                     now = (tuple(ids), tuple(ids.values()))

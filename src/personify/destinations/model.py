@@ -50,9 +50,17 @@ def _model(wh: Warehouse, project: Project, d: RestDestination) -> str:
 def _identifier_columns(project: Project, d: RestDestination, columns: list[str]) -> None:
     """An ad audience's model selects identifiers only (and ``customer_id``, its key), at least
     one that singles a person out."""
-    from personify.destinations.audiences import ALIASES, MATCHING, not_identifiers, schema_key
+    from personify.destinations.audiences import (
+        ADDRESS,
+        ALIASES,
+        MATCHING,
+        address_columns,
+        not_identifiers,
+        schema_key,
+    )
 
     names = ", ".join(sorted(ALIASES))
+    google = d.preset == "google_ads_audience"
     if other := not_identifiers(d, columns):
         raise ConfigError(
             f"the model of destination {d.name!r} selects {', '.join(map(repr, other))}, which "
@@ -60,17 +68,34 @@ def _identifier_columns(project: Project, d: RestDestination, columns: list[str]
             file=str(project.file),
             key=f"destinations.{d.name}.model",
             hint=(
-                "select only email and phone (and country, the phone's region), plus customer_id"
-                if d.preset == "google_ads_audience"
+                "select only email, phone, and a postal address (first_name, last_name, country, "
+                "postal_code; country alone is the phone's region), plus customer_id"
+                if google
                 else f"select only identifier columns, named {names} (or Meta's names: EMAIL, "
                 "FN, DOBY …), plus customer_id"
             ),
         )
-    if not MATCHING & {schema_key(c, d) for c in columns}:
-        google = d.preset == "google_ads_audience"
+    address = address_columns(d, columns) if google else set()
+    if address - {"COUNTRY"} and len(address) < len(ADDRESS):
+        wanted = {"FN": "first_name", "LN": "last_name", "COUNTRY": "country", "ZIP": "postal_code"}
+        missing = ", ".join(wanted[k] for k in ADDRESS if k not in address)
+        raise ConfigError(
+            f"the model of destination {d.name!r} selects part of a postal address: Google "
+            f"matches on first name, last name, country and postal code together (missing: "
+            f"{missing})",
+            file=str(project.file),
+            key=f"destinations.{d.name}.model",
+            hint=f"select {missing} too, or drop the address columns",
+        )
+    if not MATCHING & {schema_key(c, d) for c in columns} and len(address) < len(ADDRESS):
         raise ConfigError(
             f"the model of destination {d.name!r} selects no identifier that singles a person "
-            "out: " + ("email or phone" if google else "email, phone, madid or extern_id"),
+            "out: "
+            + (
+                "email, phone, or a postal address (first_name, last_name, country, postal_code)"
+                if google
+                else "email, phone, madid or extern_id"
+            ),
             file=str(project.file),
             key=f"destinations.{d.name}.model",
             hint="select email (and phone) next to customer_id",

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from personify.config import BearerAuth, OAuth2RefreshToken, RestClient, RestDestination, Secret
-from personify.destinations.audiences import identifiers, masked_hashes
+from personify.destinations.audiences import google_identifiers, identifiers, masked_hashes
 from personify.http.auth import make_auth
 
 META = RestDestination(
@@ -75,11 +75,65 @@ def test_meta_normalization_known_vectors(row: dict[str, Any], expected: dict[st
 
 def test_google_normalization_known_vectors() -> None:
     row = {"email": " A.nn.Smith@GoogleMail.com", "phone": "+44 7700 900123", "country": "gb"}
-    ids, unreadable = identifiers(GOOGLE, row)
+    ids, unreadable, incomplete = google_identifiers(GOOGLE, row)
+    # (country alone is the phone's region: not sent)
     assert ids == {"EMAIL": sha("annsmith@googlemail.com"), "PHONE": sha("+447700900123")}
-    assert unreadable == []
+    assert unreadable == [] and not incomplete
     # dots stay in other domains' addresses
-    assert identifiers(GOOGLE, {"email": "a.b@x.org"})[0] == {"EMAIL": sha("a.b@x.org")}
+    assert google_identifiers(GOOGLE, {"email": "a.b@x.org"})[0] == {"EMAIL": sha("a.b@x.org")}
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "country", "postal", "expected"),
+    [
+        (
+            " Mary-Ann ",
+            "O'Brien",
+            "gb",
+            " WC2H  8LG ",
+            {"FN": sha("maryann"), "LN": sha("obrien"), "COUNTRY": "GB", "ZIP": "WC2H 8LG"},
+        ),
+        (
+            "Anne   Marie",
+            "Pérez Díaz.",
+            "SG",
+            "018956",
+            {"FN": sha("anne marie"), "LN": sha("pérez díaz"), "COUNTRY": "SG", "ZIP": "018956"},
+        ),
+        ("JOHN", "Smith, Jr", "uk", "94043-1351", None),  # uk is GB
+    ],
+)
+def test_google_address_known_vectors(
+    first: str, last: str, country: str, postal: str, expected: dict[str, str] | None
+) -> None:
+    row = {"first_name": first, "last_name": last, "country": country, "postal_code": postal}
+    ids, unreadable, incomplete = google_identifiers(GOOGLE, row)
+    want = expected or {
+        "FN": sha("john"),
+        "LN": sha("smith jr"),
+        "COUNTRY": "GB",
+        "ZIP": "94043-1351",
+    }
+    assert (ids, unreadable, incomplete) == (want, [], False)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"email": "a@x.org", "first_name": "Al", "last_name": None, "country": "US", "zip": "1"},
+        {
+            "email": "a@x.org",
+            "first_name": "Al",
+            "last_name": "Li",
+            "country": "Narnia",
+            "zip": "1",
+        },
+        {"email": "a@x.org", "first_name": "!!", "last_name": "Li", "country": "US", "zip": "1"},
+    ],
+)
+def test_a_google_address_missing_a_part_is_left_out_and_said(row: dict[str, Any]) -> None:
+    ids, _, incomplete = google_identifiers(GOOGLE, row)
+    assert ids == {"EMAIL": sha("a@x.org")} and incomplete
 
 
 def test_unreadable_values_are_named_not_shown() -> None:
@@ -124,7 +178,7 @@ def test_a_phone_hashes_the_same_however_it_is_written(national: str, style: str
     plain, _ = identifiers(META, {"phone": "+1" + national})
     assert meta == plain
     if meta:  # (a possible number): Meta's digits, Google's E.164 of the same number
-        google, _ = identifiers(GOOGLE, {"phone": written, "country": "US"})
+        google, _, _ = google_identifiers(GOOGLE, {"phone": written, "country": "US"})
         assert meta == {"PHONE": sha("1" + national)}
         assert google == {"PHONE": sha("+1" + national)}
 
