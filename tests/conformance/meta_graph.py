@@ -2,7 +2,8 @@
 checks each request as Meta does (path and version, bearer token, a form ``payload`` of a known
 ``schema`` and ``data`` rows of that width, hashed fields SHA-256 hex, at most 10,000 rows) and
 answers in Meta's shapes, errors included; the audience it keeps is the set of rows added and not
-removed."""
+removed — and, given Meta's users (``Graph.users``), who is in it as Meta matches: a row adds
+(or removes) every user who has any one of its identifiers."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class Graph:
     """Answer this many with a transient error (400, code 2, is_transient)."""
     invalid_rows: int = 0
     """Report this many rows of the next add as invalid entries."""
+    users: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    """Meta's users (a name → their identifiers as (schema key, hashed value)) to match rows
+    against."""
+    audience: set[str] = field(default_factory=set)
+    """The users in the audience: matched by a row added, until one removed matches them."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def emails(self) -> set[str]:
@@ -136,6 +142,12 @@ class _Handler(BaseHTTPRequestHandler):
         with g.lock:
             g.requests.append((method, list(schema), len(data)))
             for row in data:
+                given = {(k, v) for k, v in zip(schema, row, strict=True) if v}
+                matched = {name for name, ids in g.users.items() if ids & given}
+                if method == "POST":
+                    g.audience |= matched
+                else:
+                    g.audience -= matched
                 for key, value in zip(schema, row, strict=True):
                     if not value:
                         continue

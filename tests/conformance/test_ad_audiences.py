@@ -20,6 +20,7 @@ from tests.conformance.test_destination_removals import session_for, states
 from tests.conformance.test_destinations import NOW, _consent, push
 
 from personify.config import RestClient, RestDestination, Secret
+from personify.destinations.state import erase_records
 from personify.session import Session
 from personify.warehouse import table
 
@@ -186,6 +187,82 @@ def test_a_person_whose_identifiers_become_unreadable_is_still_removed_by_the_ol
         gone = push(session)
         assert gone["error"] is None and gone["counts"]["rows_removed"] == 1
         assert graph.emails() == {sha("c0@x.org")}
+
+
+HOME = "+44 7700 900123"  # a household's phone (UK_PHONE hashed)
+
+
+def test_a_removal_leaves_out_what_a_remaining_member_shares(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    # Meta's users: the household's phone is on Bob's account
+    graph.users = {
+        "ann": {("EMAIL", ANN)},
+        "bob": {("EMAIL", sha("bob@x.org")), ("PHONE", UK_PHONE)},
+        "dee": {("EMAIL", sha("dee@x.org"))},
+    }
+    with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@example.com", "phone": HOME},
+                {"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME},
+                {"customer_id": "cus_c", "phone": HOME},  # the household's phone only
+                {"customer_id": "cus_d", "email": "dee@x.org"},
+            ],
+        )
+        assert push(session)["error"] is None
+        assert graph.audience == {"ann", "bob", "dee"}
+        # Ann and the phone-only record leave; Bob stays
+        session.warehouse.execute(
+            "UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_a', 'cus_c')"
+        )
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        assert graph.audience == {"bob", "dee"}  # (naming the phone would remove Bob too)
+        c = gone["counts"]
+        assert (c["rows_to_remove"], c["rows_removed"], c["removals_shared"]) == (2, 1, 1)
+        assert [r for r in graph.requests if r[0] == "DELETE"] == [
+            ("DELETE", ["EMAIL", "PHONE", "FN", "COUNTRY"], 1)
+        ]
+        assert graph.members["PHONE"] == {UK_PHONE} and ANN not in graph.emails()
+        assert states(session) == {"sent": 2}
+        # once Bob leaves too, nobody shares the phone: it is named
+        session.warehouse.execute(
+            "UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_b'"
+        )
+        last = push(session)
+        assert last["counts"]["rows_removed"] == 1 and last["counts"]["removals_shared"] == 0
+        assert graph.audience == {"dee"} and graph.members["PHONE"] == set()
+
+
+def test_an_erased_persons_removal_leaves_out_what_a_remaining_member_shares(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    graph.users = {
+        "ann": {("EMAIL", ANN)},
+        "bob": {("EMAIL", sha("bob@x.org")), ("PHONE", UK_PHONE)},
+    }
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        wh = session.warehouse
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@example.com", "phone": HOME},
+                {"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME},
+                {"customer_id": "cus_c", "phone": HOME},
+            ],
+        )
+        assert push(session)["error"] is None and graph.audience == {"ann", "bob"}
+        assert erase_records(wh, "ads", ["cus_a", "cus_c"]) == 2
+        wh.execute("DELETE FROM customers WHERE customer_id IN ('cus_a', 'cus_c')")
+        erased = push(session)
+        assert erased["error"] is None, erased["error"]
+        assert graph.audience == {"bob"} and graph.members["PHONE"] == {UK_PHONE}
+        c = erased["counts"]
+        assert (c["rows_erased_removed"], c["removals_shared"]) == (1, 1)
+        assert states(session) == {"sent": 1}  # (both forgotten)
 
 
 def test_rate_limits_and_transient_errors_are_retried(

@@ -8,6 +8,13 @@
   name a person who left the model, each record keeps (encrypted, under
   ``privacy.encryption_keys``) the hashed identifier rows it was sent with — every distinct one,
   so a person whose email changed is removed under the old address too.
+* **Shared identifiers**: Meta removes whoever a removal's identifiers match — any of them —
+  so removing a person whose phone (or email …) a remaining member of the audience shares
+  would remove that member too. A removal leaves out every identifier still held by a record
+  of the destination that stays in the model (by any identifier row it was sent with, read
+  from its kept state); a person left with none that singles them out is not sent: counted as
+  ``removals_shared``, their state dropped (the member's own removal, later, names what they
+  share).
 * **Answers**: a 200 counts ``num_received`` and ``num_invalid_entries`` (rows Meta could not
   read: counted as ``api_invalid_entries``; Meta does not say which). Meta's errors are
   ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``: its rate limits
@@ -47,7 +54,7 @@ from personify.destinations.audiences import (
     to_keep,
     unmatchable,
 )
-from personify.destinations.model import READ, leaving, pages
+from personify.destinations.model import READ, leaving, pages, staying
 from personify.destinations.send import removal_counts
 from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
 from personify.http import HttpClient
@@ -135,7 +142,13 @@ def send(
     """Add the changed rows' people to the audience, then (``on_remove: delete``, unless not
     ``remove``) remove those who left the model; ``counts`` as :func:`..send.send`'s, plus
     ``api_invalid_entries``."""
-    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0, "api_invalid_entries": 0}
+    counts |= {
+        "rows_sent": 0,
+        "rows_rejected": 0,
+        "requests": 0,
+        "api_invalid_entries": 0,
+        "removals_shared": 0,
+    }
     size = min(d.batch_size or MOST, MOST)
     path = users_path(d)
     acks = Acks(wh, d, ring)
@@ -182,6 +195,7 @@ def send(
                     acks.add(rows, "sent", kept=kept)
                     counts["rows_sent"] += len(rows)
             if ring is not None and remove:
+                acks.flush()  # (who was just added holds their identifiers: see _held)
                 _remove(wh, d, ring, acks, counts, call)
         finally:
             acks.flush()
@@ -232,6 +246,15 @@ def _remove(
                 counts[rejected] += 1
                 continue
             named.append((h, sets))
+        held = _held(wh, d, ring, {i for _, sets in named for i in _pairs(sets)})
+        unshared: list[tuple[str, Sets]] = []
+        for h, sets in named:
+            if left := _without(sets, held):
+                unshared.append((h, left))
+            else:  # (naming them would name the member who shares their identifiers too)
+                acks.remove([h])
+                counts["removals_shared"] = counts.get("removals_shared", 0) + 1
+        named = unshared
         for i in range(0, len(named), per_request):
             chunk = named[i : i + per_request]
             by_schema: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
@@ -242,3 +265,36 @@ def _remove(
                 call("DELETE", schema, list(dict.fromkeys(data)))
             acks.remove([h for h, _ in chunk])
             counts[removed] += len(chunk)
+
+
+Pair = tuple[str, str]
+"""One identifier as sent: Meta's key and its (hashed) value."""
+
+
+def _pairs(sets: Sets) -> set[Pair]:
+    return {(k, v) for schema, values in sets for k, v in zip(schema, values, strict=True) if v}
+
+
+def _held(wh: Warehouse, d: RestDestination, ring: KeyRing, wanted: set[Pair]) -> set[Pair]:
+    """Those of ``wanted`` that a record staying in the audience holds: one still in the model
+    (staged), by any identifier row it was sent with (its kept state, decrypted here — the
+    warehouse sees only ciphertext). A record whose state does not decrypt holds nothing known."""
+    found: set[Pair] = set()
+    after = ""
+    while wanted - found and (page := staying(wh, d, limit=READ, after=after)):
+        after = page[-1][0]
+        for _, _, kept in opened(wh, d, ring, page):
+            if kept is not None:
+                found |= _pairs(sets_of(kept)) & wanted
+    return found
+
+
+def _without(sets: Sets, held: set[Pair]) -> Sets:
+    """``sets`` with the identifiers in ``held`` blanked (Meta's "not given"), keeping only the
+    rows still naming an identifier that singles a person out."""
+    out: Sets = []
+    for schema, values in sets:
+        kept = tuple("" if (k, v) in held else v for k, v in zip(schema, values, strict=True))
+        if any(v and k in MATCHING for k, v in zip(schema, kept, strict=True)):
+            out.append((schema, kept))
+    return list(dict.fromkeys(out))

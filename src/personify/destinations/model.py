@@ -201,6 +201,21 @@ def leaving(
     return [(str(h), str(r), str(k)) for h, r, k in rows]
 
 
+def staying(
+    wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
+) -> list[tuple[str, str, str]]:
+    """Up to ``limit`` records still in the model that the API holds or held (key hash, row
+    hash, encrypted key — an ad audience's: the identifiers sent), after the key hash
+    ``after``: who remains once this push's removals are done."""
+    rows = wh.fetch(
+        f"SELECT s.key_hash, s.row_hash, s.record_key FROM destination_state s "
+        f"WHERE s.destination = ? AND s.record_key IS NOT NULL AND s.key_hash > ? "
+        f"AND s.status <> '{ERASED}' AND NOT ({_gone()}) ORDER BY s.key_hash LIMIT {int(limit)}",
+        [d.name, after],
+    )
+    return [(str(h), str(r), str(k)) for h, r, k in rows]
+
+
 def changed_rows(
     wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
 ) -> list[dict[str, Any]]:
