@@ -283,8 +283,10 @@ def _alerts(session: Session) -> list[dict[str, Any]]:
 def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]:
     """Each destination's last push and schedule, its records by state (sent, rejected,
     remove_rejected, erased) and how many records its last push removed (``on_remove: delete``)
-    — ``removals_pending``: erased people's records the next push removes first."""
-    from personify.destinations import run_name
+    — ``removals_pending``: erased people's records the next push removes first;
+    ``last_run_warnings``: what the last push's counts say to look at (rows Meta could not
+    read)."""
+    from personify.destinations import push_warnings, run_name
 
     config = session.project.config.destinations
     if not config:
@@ -304,6 +306,7 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
                 "on_remove": d.on_remove,
                 "last_run_removed": run.counts.get("rows_removed") if run else None,
                 "removals_pending": states.get(d.name, {}).get("erased", 0),
+                "last_run_warnings": push_warnings(d.name, run.counts) if run else [],
                 **run_summary(runs, run_name(d.name), d.schedule, now),
             }
         )

@@ -19,9 +19,12 @@ from tests.conformance.meta_graph import AUDIENCE, TOKEN, Graph, serve_graph
 from tests.conformance.test_destination_removals import session_for, states
 from tests.conformance.test_destinations import NOW, _consent, push
 
+from personify import clock
 from personify.config import RestClient, RestDestination, Secret
+from personify.destinations import push_destinations
 from personify.destinations.state import erase_records
 from personify.session import Session
+from personify.status import status_report
 from personify.warehouse import table
 
 MODEL = "SELECT customer_id, email, phone, first_name, country FROM customers"
@@ -263,6 +266,27 @@ def test_an_erased_persons_removal_leaves_out_what_a_remaining_member_shares(
         c = erased["counts"]
         assert (c["rows_erased_removed"], c["removals_shared"]) == (1, 1)
         assert states(session) == {"sent": 1}  # (both forgotten)
+
+
+def test_rows_meta_could_not_read_are_a_warning_of_the_push_and_in_status(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, many(3))
+        graph.invalid_rows = 2
+        with clock.frozen(NOW):
+            (result,) = push_destinations(session)
+        assert result.error is None and result.counts["api_invalid_entries"] == 2
+        (warning,) = result.warnings
+        assert "Meta could not read 2 of the 3 rows sent" in warning and "ads" in warning
+        (status,) = status_report(session)["destinations"]
+        assert status["last_run_warnings"] == [warning]
+        # the next push reads them all: the warning goes
+        people(session, many(1, start=3))
+        with clock.frozen(NOW):
+            (clean,) = push_destinations(session)
+        assert clean.warnings == [] and clean.counts["api_invalid_entries"] == 0
+        assert status_report(session)["destinations"][0]["last_run_warnings"] == []
 
 
 def test_rate_limits_and_transient_errors_are_retried(

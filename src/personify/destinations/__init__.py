@@ -44,6 +44,7 @@ from personify.destinations.push import PushResult as PushResult
 from personify.destinations.push import destination as destination
 from personify.destinations.push import destinations_stage as destinations_stage
 from personify.destinations.push import push_destinations as push_destinations
+from personify.destinations.push import push_warnings as push_warnings
 from personify.destinations.state import RECORD_KEY as RECORD_KEY
 from personify.destinations.state import Stranded as Stranded
 from personify.destinations.state import forget as forget
@@ -59,6 +60,7 @@ __all__ = [
     "destinations_stage",
     "forget",
     "push_destinations",
+    "push_warnings",
     "pushed",
     "refused_inside",
     "run_name",

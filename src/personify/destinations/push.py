@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,8 @@ class PushResult:
     """``--dry-run``: the keys of the first records it would remove (masked)."""
     warnings: list[str] = field(default_factory=list)
     """What the push cannot do and someone should: erased people's records it can never
-    remove (:func:`~personify.destinations.state.stranded_removals`)."""
+    remove (:func:`~personify.destinations.state.stranded_removals`), rows the API took but
+    could not read (:func:`push_warnings`)."""
 
 
 def destination(project: Project, name: str) -> RestDestination:
@@ -144,11 +145,29 @@ def _push_one(
             )
     if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
         log.info("destination %s: push stopped (%s)", d.name, result.error)
+    result.warnings = push_warnings(d.name, result.counts)
     with contextlib.suppress(WarehouseError):  # (a warning: never fails the push)
-        result.warnings = [s.message() for s in stranded_removals(wh, session.project, [d.name])]
+        result.warnings += [s.message() for s in stranded_removals(wh, session.project, [d.name])]
     for warning in result.warnings:  # (names and counts only)
         log.warning("%s", warning)
     return result
+
+
+def push_warnings(name: str, counts: Mapping[str, Any]) -> list[str]:
+    """What a push's counts say someone should look at (names and counts only): rows an ad
+    platform took but could not read (Meta's ``num_invalid_entries``, summed as
+    ``api_invalid_entries``: Meta does not say which)."""
+    out: list[str] = []
+    invalid = int(counts.get("api_invalid_entries") or 0)
+    if invalid > 0:
+        sent = int(counts.get("rows_sent") or 0)
+        of = f" of the {sent:,} rows sent" if sent else ""
+        out.append(
+            f"destination {name}: Meta could not read {invalid:,}{of} (num_invalid_entries; it "
+            "does not say which): they are not in the audience — check the model's identifier "
+            f"columns (`personify push {name} --dry-run` shows what each row goes as)"
+        )
+    return out
 
 
 def _too_many_removals(wh: Warehouse, d: RestDestination, counts: dict[str, int]) -> str | None:

@@ -48,3 +48,25 @@ def test_a_source_ahead_is_explained(capsys: pytest.CaptureFixture[str]) -> None
     )
     _print_status(report(10_783))
     assert "ahead" not in capsys.readouterr().out
+
+
+def test_a_destinations_last_push_warning_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    from personify.cli.commands.project import _print_status
+    from personify.destinations import push_warnings
+
+    (warning,) = push_warnings("ads", {"rows_sent": 120, "api_invalid_entries": 3})
+    destination = {"name": "ads", "records": {"sent": 117}, "on_remove": "ignore"}
+    _print_status(
+        {
+            "project": "shop",
+            "root": "/p",
+            "warehouse": {"backend": "duckdb", "url": "duckdb:///w", "schema_version": 17},
+            "sources": [],
+            "destinations": [{**destination, "last_run_warnings": [warning]}],
+            "tables": {},
+            "quarantine": {"total": 0, "by_reason": {}},
+            "last_run": None,
+        }
+    )
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "last push: destination ads: Meta could not read 3 of the 120 rows sent" in shown

@@ -200,7 +200,8 @@ def push_command(
     household's phone), and sends nothing for a person left with none (`removals_shared`).
     Removals that can never go — the destination switched to `on_remove: ignore` or gone from
     personify.yml, or privacy.encryption_keys lost the key they were kept under — are warned
-    about on stderr (`--json`: each destination's `warnings`), with what to do.
+    about on stderr (`--json`: each destination's `warnings`), with what to do; so are rows
+    Meta took but could not read (its num_invalid_entries).
     `personify run` pushes after delivery; `personify serve` on each destination's schedule.
     Exits 1 when a destination stopped on an error.
     """

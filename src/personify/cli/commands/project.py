@@ -237,6 +237,8 @@ def _print_status(report: dict[str, Any]) -> None:
                 out.print(
                     f"[red]{escape(d['name'])}: last push failed: {escape(d['last_error'])}[/]"
                 )
+            for warning in d.get("last_run_warnings") or []:
+                out.print(f"[yellow]last push: {escape(warning)}[/]")
     for problem in report.get("problems") or []:
         out.print(f"[red]problem: {escape(problem)}[/]")
     tables = Table("table", "rows", title="Tables")
