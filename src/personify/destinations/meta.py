@@ -141,7 +141,7 @@ def send(
 ) -> None:
     """Add the changed rows' people to the audience, then (``on_remove: delete``, unless not
     ``remove``) remove those who left the model; ``counts`` as :func:`..send.send`'s, plus
-    ``api_invalid_entries``."""
+    ``api_invalid_entries`` and ``removals_shared``."""
     counts |= {
         "rows_sent": 0,
         "rows_rejected": 0,
