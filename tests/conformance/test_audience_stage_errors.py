@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.conformance.audience_data import load_customers
 
 from personify import clock, pipeline
@@ -107,15 +109,25 @@ def test_a_broken_segment_keeps_its_members_and_fails_the_run_after_the_rest(
         )
 
 
+QUOTING = [
+    "CAST(first_name AS INTEGER) > 0",  # DuckDB 'Zorblatt', PostgreSQL: "Zorblatt"
+    "CAST(first_name AS DATE) > DATE '2020-01-01'",  # DuckDB: format: "Zorblatt"
+    "CAST(first_name AS DECIMAL(10, 2)) > 0",  # DuckDB: string "Zorblatt"
+    "CAST(first_name AS TIMESTAMP) > TIMESTAMP '2020-01-01 00:00:00'",
+    "strptime(first_name, '%Y') > TIMESTAMP '2020-01-01 00:00:00'",  # PostgreSQL: to_timestamp
+]
+
+
+@pytest.mark.parametrize("condition", QUOTING)
 def test_a_value_the_engine_quotes_in_its_error_is_not_reported(
-    tmp_path: Path, warehouse_url: str
+    tmp_path: Path, warehouse_url: str, condition: str
 ) -> None:
-    """A failed cast names the value it could not read — here a person's first name: the run's
-    problem and the status show the engine's message without it."""
+    """A failed cast or parse names the value it could not read — here a person's first name,
+    single- or double-quoted as each engine does: the run's problem and the status show the
+    engine's message without it."""
     root = _project(tmp_path, warehouse_url)
     (root / "segments" / "buyers.sql").write_text(
-        "-- name: buyers\n"
-        "SELECT customer_id FROM customers WHERE CAST(first_name AS INTEGER) > 0\n",
+        f"-- name: buyers\nSELECT customer_id FROM customers WHERE {condition}\n",
         encoding="utf-8",
     )
     with open_session(root) as session:

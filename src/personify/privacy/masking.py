@@ -85,18 +85,47 @@ def mask_text(text: str) -> str:
 
 
 _SQL_LITERAL = re.compile(r"'(?:[^']|'')*'")
-_PG_VALUE = re.compile(r'((?:invalid input syntax|invalid input value) for [^:"]*: )"(?:[^"]|"")*"')
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_NAMES_WHAT_FOLLOWS = re.compile(
+    r"\b(?:column|columns|relation|table|view|schema|database|catalog|function|type|"
+    r"constraint|index|sequence|operator|collation|extension|role|near|mean|specifier|"
+    r"bindings:)\s*$",
+    re.IGNORECASE,
+)
+"""Words after which a database quotes an identifier (``column "emial" does not exist``,
+``syntax error at or near "FROM"``, ``Candidate bindings: "order_count", "orders.id"``,
+``format specifier "%Y"``): what to fix, not a value."""
 
 
 def mask_engine_message(text: str) -> str:
     """A database's error message as it may be shown: :func:`mask_text`, and the values it
-    quotes hidden — a failed cast names the value it could not read (DuckDB ``Could not convert
-    string 'Ann' to INT32``, PostgreSQL ``invalid input syntax for type integer: "Ann"``), which
-    may be a person's name. Identifiers (``column "emial"``) stay: they say what to fix."""
+    quotes hidden — a failed cast or parse names the value it could not read (DuckDB ``Could
+    not convert string 'Ann' to INT32``, ``invalid date field format: "Ann"``, ``Could not parse
+    string "Ann" according to format specifier "%Y"``; PostgreSQL ``invalid input syntax for
+    type integer: "Ann"``, ``invalid value "Ann" for "YYYY"``, ``malformed array literal:
+    "Ann"``), which may be a person's name. Every single-quoted string is hidden, and every
+    double-quoted one but those that follow a word naming an identifier
+    (:data:`_NAMES_WHAT_FOLLOWS`: ``column "emial"``, ``relation "x"``, a list after
+    ``bindings:``): they say what to fix. Failing closed: an unknown message's quoted text is
+    hidden."""
     if not text:
         return text
-    text = _PG_VALUE.sub(r'\1"…"', mask_text(text))
-    return _SQL_LITERAL.sub("'…'", text)
+    text = _SQL_LITERAL.sub("'…'", mask_text(text))
+    out: list[str] = []
+    kept_until = -1  # the end of the last identifier kept (a list "a", "b"; "schema"."table")
+    last = 0
+    for match in _DOUBLE_QUOTED.finditer(text):
+        before = text[last : match.start()]
+        out.append(before)
+        listed = kept_until == last and re.fullmatch(r",\s*|\.", before) is not None
+        if listed or _NAMES_WHAT_FOLLOWS.search(text[: match.start()]):
+            out.append(match.group(0))
+            kept_until = match.end()
+        else:
+            out.append('"…"')
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _ipv4(match: re.Match[str]) -> str:

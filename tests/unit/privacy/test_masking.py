@@ -288,3 +288,18 @@ def test_mask_engine_message_hides_the_values_a_database_quotes() -> None:
     kept = 'Binder Error: Referenced column "ordr_count" not found; column "emial" does not exist'
     assert mask_engine_message(kept) == kept  # identifiers say what to fix
     assert mask_engine_message("contact ann@example.org") == "contact ***@example.org"
+    # double-quoted values (DuckDB's parse errors, PostgreSQL's formats) are hidden; a list
+    # of identifiers after one that names them, and a qualified name, stay
+    assert (
+        mask_engine_message('invalid date field format: "Ann", expected format is (YYYY-MM-DD)')
+        == 'invalid date field format: "…", expected format is (YYYY-MM-DD)'
+    )
+    assert (
+        mask_engine_message('Could not parse string "Ann" according to format specifier "%Y"')
+        == 'Could not parse string "…" according to format specifier "%Y"'
+    )
+    assert mask_engine_message('invalid value "Ann" for "YYYY"') == 'invalid value "…" for "…"'
+    assert mask_engine_message('malformed array literal: "Ann"') == 'malformed array literal: "…"'
+    listed = 'Candidate bindings: "order_count", "customers.id"; relation "public"."foo"'
+    assert mask_engine_message(listed) == listed
+    assert mask_engine_message('Input: "Ann" when casting') == 'Input: "…" when casting'
