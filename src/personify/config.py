@@ -1394,6 +1394,10 @@ class EngagementConfig(_Base, frozen=True):
     """Spam complaints per delivered email (a fraction: ``0.003`` is 0.3 %, the most Gmail and
     Yahoo accept of bulk senders) above which ``personify status`` flags a journey's last 7
     days."""
+    max_bounce_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
+    """Emails not delivered (bounced) per email sent (a fraction: ``0.05`` is 5 %) above which
+    the ``bounce_rate`` alert holds for a journey's last 7 days (an alert's ``over:`` sets its
+    own)."""
 
 
 # ---------------------------------------------------------------------------------------- alerts
@@ -1406,7 +1410,8 @@ ALERT_SIGNALS: Final[dict[str, str]] = {
     "delivery_failures": "more than `over` emails (default 0) failed in the last hour",
     "complaint_rate": "a journey's spam complaint rate over its last 7 days is over `over` "
     "(default engagement.max_complaint_rate)",
-    "bounce_rate": "a journey's bounce rate over its last 7 days is over `over` (default 0.05)",
+    "bounce_rate": "a journey's bounce rate over its last 7 days is over `over` "
+    "(default engagement.max_bounce_rate)",
     "tracking_plan_broken": "a tracking plan file cannot be used",
     "anomaly": "a volume or null-rate anomaly is flagged",
     "quality_flagged": "a validation rule with action flag or quarantine is broken",

@@ -543,6 +543,39 @@ def test_complaint_and_bounce_rates_fire_and_resolve(warehouse: Warehouse, tmp_p
         assert states["bounces"] == ("ok", {})
 
 
+def test_bounce_rate_ceiling_is_engagement_max_bounce_rate(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The ``bounce_rate`` alert's default ceiling is ``engagement.max_bounce_rate``; an alert's
+    ``over:`` still sets its own."""
+    from tests.conformance.test_engagement import SENT
+    from tests.conformance.test_engagement_esp import _sendgrid
+
+    alerts = (
+        "  - {name: bounces, when: bounce_rate}\n"
+        "  - {name: bounces_strict, when: bounce_rate, over: 0.05}\n"
+    )
+    with webhook_receiver() as hook:
+        s = session_on(
+            warehouse,
+            project(
+                tmp_path,
+                warehouse,
+                alerts,
+                hook,
+                extra="signing_key: alert-test-key\nengagement:\n  max_bounce_rate: 0.15\n",
+            ),
+        )
+        _sends(warehouse, range(10))
+        with clock.frozen(SENT + timedelta(minutes=10)):
+            _esp_webhook(s, [_sendgrid("bounce", 6, personify_key="m-2", customer_id="c-2")])
+        at = SENT + timedelta(hours=1)
+        assert check(s, at) == ["bounces_strict"]  # 1 of 10: over 0.05, not over 0.15
+        with clock.frozen(SENT + timedelta(minutes=20)):
+            _esp_webhook(s, [_sendgrid("bounce", 7, personify_key="m-3", customer_id="c-3")])
+        assert sorted(check(s, at + timedelta(minutes=1))) == ["bounces", "bounces_strict"]
+
+
 def test_anomaly_fires_and_resolves(warehouse: Warehouse, tmp_path: Path) -> None:
     """A drop in a source's events (quality anomaly detection) fires; the late events making
     the day's volume usual again resolve it."""

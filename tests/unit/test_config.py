@@ -214,3 +214,16 @@ def test_a_destination_that_removes_needs_a_key_ring_and_a_path() -> None:
     assert "delete_path" in error_for(generic).message
     done = generic.replace("on_remove: delete", "on_remove: delete\n    delete_path: /r/{key}")
     assert parse_config(done).destinations[0].delete_path == "/r/{key}"
+
+
+def test_rate_ceilings_are_fractions_named_by_file_line_and_key() -> None:
+    """``engagement.max_bounce_rate`` (the ``bounce_rate`` alert's default ceiling) is checked
+    as ``max_complaint_rate`` is: a fraction from 0 to 1."""
+    config = parse_config("engagement:\n  max_bounce_rate: 0.02\n")
+    assert config.engagement.max_bounce_rate == 0.02
+    assert parse_config("name: a\n").engagement.max_bounce_rate == 0.05
+    for key in ("max_complaint_rate", "max_bounce_rate"):
+        for bad in ("1.5", "-0.1", "lots"):
+            err = error_for(f"name: a\nengagement:\n  {key}: {bad}\n")
+            assert err.line == 3 and err.key == f"engagement.{key}", str(err)
+            assert err.file == "personify.yml"

@@ -122,7 +122,7 @@ def _complaint_rate(r: Readings, alert: Alert) -> Subjects:
 
 
 def _bounce_rate(r: Readings, alert: Alert) -> Subjects:
-    ceiling = _over(alert, 0.05)
+    ceiling = _over(alert, r.session.project.config.engagement.max_bounce_rate)
     out: Subjects = {}
     for j, row in sorted(_headlines(r).items()):
         sends = int(row["sends"])
