@@ -241,6 +241,7 @@ def status_report(session: Session) -> dict[str, Any]:
             "by_reason": {k: int(v) for k, v in by_reason.items()},
         },
         "last_run": run,
+        "segments_failing": _segments_failing(wh),
         "queues": realtime_status(session),
         "reconciliation": _reconciliation(session),
         "predictive": _predictive(session),
@@ -250,6 +251,17 @@ def status_report(session: Session) -> dict[str, Any]:
         "problems": project_problems(session.project) + _stranded(session),
         "alerts": _alerts(session),
     }
+
+
+def _segments_failing(wh: Warehouse) -> list[dict[str, Any]]:
+    """The segments whose last refresh failed — by ``personify run`` or ``personify segments
+    refresh`` — and kept their memberships: name, file, when (``--now``), the error (masked)."""
+    from personify.audiences.memberships import failing_segments
+
+    return [
+        {"segment": f.segment, "file": f.file, "failed_at": _iso(f.failed_at), "error": f.error}
+        for f in failing_segments(wh)
+    ]
 
 
 def _stranded(session: Session) -> list[str]:

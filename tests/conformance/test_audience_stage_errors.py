@@ -1,6 +1,7 @@
-"""A segment the warehouse refuses when it runs, in the pipeline, on every backend: the other
-segments, the rules and the next stages go on; the run records and reports the error (the file,
-the engine's message) and ends failed."""
+"""A segment the warehouse refuses when it runs, in the pipeline and in ``personify segments
+refresh``, on every backend: the other segments, the rules and the next stages go on; the run
+records and reports the error (the file, the engine's message) and ends failed; ``status``
+shows it until the segment refreshes."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from tests.conformance.audience_data import load_customers
 
 from personify import clock, pipeline
 from personify.audiences import audiences_stage
+from personify.audiences.stage import failed_segments, find_segment, project_segments, refresh
 from personify.scaffold import init_project
 from personify.session import Session, open_session
 from personify.status import status_report
+from personify.warehouse import Warehouse
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 BUYERS = "-- name: buyers\nSELECT customer_id FROM customers WHERE order_count > 1\n"
@@ -138,3 +140,75 @@ def test_a_value_the_engine_quotes_in_its_error_is_not_reported(
         assert "segment 'buyers' failed on the warehouse" in problem
         assert "Zorblatt" not in problem and "…" in problem, problem
         assert "Zorblatt" not in str(status_report(session)["last_run"])
+
+
+def test_segments_refresh_isolates_a_broken_segment_as_the_run_does(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """``personify segments refresh`` (:func:`refresh`): the other segments are refreshed, the
+    broken one keeps its memberships and is named in the same words as the run's; ``status``
+    shows it until it refreshes — by either command."""
+    root = _project(tmp_path, warehouse_url)
+    buyers = root / "segments" / "buyers.sql"
+    with open_session(root) as session:
+        wh = session.warehouse
+        rows = [
+            {"customer_id": c, "order_count": 2, "engagement_score": 90.0, "last_purchase_at": NOW}
+            for c in ("ann", "bob")
+        ]
+        load_customers(wh, rows)
+        with clock.frozen(NOW):
+            results, failed = refresh(session, project_segments(session.project), force=True)
+        assert [r.segment for r in results] == ["buyers", "high_value_recent"] and failed == []
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        load_customers(wh, [{**rows[0], "customer_id": "cy"}])
+        later = NOW + timedelta(hours=1)
+        with clock.frozen(later):
+            results, failed = refresh(session, project_segments(session.project), force=True)
+        assert [(r.segment, r.entered) for r in results] == [("high_value_recent", 1)]
+        assert [(f.segment, f.file) for f in failed] == [("buyers", "segments/buyers.sql")]
+        (problem,) = failed_segments(failed, {}).problems
+        assert problem.startswith("segments/buyers.sql: segment 'buyers' failed on the warehouse: ")
+        assert "ordr_count" in problem and "hint: fix the query in segments/buyers.sql" in problem
+        assert _open(wh, "buyers") == ["ann", "bob"]  # kept: not emptied, not updated
+        assert _open(wh, "high_value_recent") == ["ann", "bob", "cy"]
+
+        (failing,) = status_report(session)["segments_failing"]
+        assert failing == {
+            "segment": "buyers",
+            "file": "segments/buyers.sql",
+            "failed_at": later.isoformat(),
+            "error": problem,
+        }
+        # the run's audiences stage records (and the run reports) the same words
+        with clock.frozen(later + timedelta(hours=1)):
+            report = pipeline.run(session, stages=(("audiences", audiences_stage),))
+        assert report.problems == [f"audiences: {problem}"]
+        assert [f["error"] for f in status_report(session)["segments_failing"]] == [problem]
+
+        buyers.write_text(BUYERS, encoding="utf-8")  # fixed: refreshed, no longer failing
+        with clock.frozen(later + timedelta(hours=2)):
+            results, failed = refresh(session, [find_segment(session.project, "buyers")])
+        assert [(r.segment, r.entered) for r in results] == [("buyers", 1)] and failed == []
+        assert status_report(session)["segments_failing"] == []
+
+        # a failing segment removed from the project is forgotten by the next run
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        with clock.frozen(later + timedelta(hours=3)):
+            refresh(session, [find_segment(session.project, "buyers")], force=True)
+        assert len(status_report(session)["segments_failing"]) == 1
+        buyers.unlink()
+        with clock.frozen(later + timedelta(hours=4)):
+            assert pipeline.run(session, stages=(("audiences", audiences_stage),)).problems == []
+        assert status_report(session)["segments_failing"] == []
+
+
+def _open(wh: Warehouse, segment: str) -> list[str]:
+    return [
+        str(r[0])
+        for r in wh.fetch(
+            "SELECT customer_id FROM segment_memberships WHERE segment = ? AND exited_at IS NULL "
+            "ORDER BY 1",
+            [segment],
+        )
+    ]

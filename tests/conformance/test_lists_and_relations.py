@@ -307,7 +307,7 @@ def test_relations_let_segments_and_sql_read_the_teams_tables(
     )
     segment = find_segment(project, "likely")
     assert [r.name for r in segment.relations] == ["crm_scores"]
-    [done] = refresh(session, [segment], force=True)
+    [done], _ = refresh(session, [segment], force=True)
     assert done.members == 1
     shown = preview(wh, segment, sample=5, timeout_s=30)
     assert shown.size == 1 and f"{team_schema}.crm_scores" in shown.sql

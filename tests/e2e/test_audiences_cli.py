@@ -155,3 +155,41 @@ def test_run_reports_a_broken_segment_and_exits_1(project_dir: Path) -> None:
     status = personify("status", *p)
     assert "last run: failed" in status.stdout
     assert "last run error: audiences: segments/typo.sql" in status.stdout
+
+
+def test_segments_refresh_reports_a_broken_segment_and_exits_1(project_dir: Path) -> None:
+    """`segments refresh` as `run` does: the other segments are refreshed, the broken one keeps
+    its memberships, its file and the engine's message on stderr, exit 1; `status` shows it
+    until it refreshes."""
+    _seed(project_dir)
+    p = ("--project", str(project_dir))
+    typo = project_dir / "segments" / "typo.sql"
+    typo.write_text("-- name: typo\nSELECT customer_id FROM customers WHERE ordr_count > 1\n")
+    done = personify("segments", "refresh", "--now", AT1, *p)
+    assert done.returncode == 1, done.stderr
+    assert "high_value_recent" in done.stdout and "typo" not in done.stdout  # the table
+    assert "error: segments/typo.sql: segment 'typo' failed on the warehouse: " in done.stderr
+    assert "ordr_count" in done.stderr and "hint: fix the query in segments/typo.sql" in done.stderr
+    listed = personify_json("segments", "list", *p)["segments"]
+    assert {s["name"]: s["refreshed_at"] for s in listed} == {
+        "high_value_recent": AT1,
+        "typo": None,
+    }
+
+    as_json = personify("segments", "refresh", "--now", AT2, "--json", *p)
+    assert as_json.returncode == 1
+    document = json.loads(as_json.stdout)
+    assert [r["segment"] for r in document["refreshed"]] == ["high_value_recent"]
+    assert document["failed"] == [{"segment": "typo", "file": "segments/typo.sql"}]
+    (error,) = document["errors"]
+    assert error.startswith("segments/typo.sql: segment 'typo' failed on the warehouse: ")
+
+    status = personify("status", *p)
+    assert "segment failing since 2026-05-15T12:00:00+00:00: segments/typo.sql" in status.stdout
+    failing = personify_json("status", *p)["segments_failing"]
+    assert [(f["segment"], f["error"]) for f in failing] == [("typo", error)]
+
+    typo.write_text("-- name: typo\nSELECT customer_id FROM customers WHERE order_count > 1\n")
+    assert personify("segments", "refresh", "typo", "--now", AT2, *p).returncode == 0
+    assert personify_json("status", *p)["segments_failing"] == []
+    assert "segment failing" not in personify("status", *p).stdout

@@ -148,8 +148,9 @@ def refresh_isolated(
     """:func:`refresh_segments`, but a segment the warehouse refuses — an error in its SQL found
     when it runs, over its cap or its timeout — does not stop the others: it is left out (its
     memberships as they were: never emptied) and the rest are refreshed again in one
-    transaction. Returns the refreshes and the failures, in segment order. Transient errors
-    (a busy warehouse) still raise: nothing is applied."""
+    transaction. Returns the refreshes and the failures, in segment order; each failure is
+    recorded in ``segment_errors`` (its refresh clears it: :func:`failing_segments`). Transient
+    errors (a busy warehouse) still raise: nothing is applied."""
     todo = list(segments)
     failed: list[SegmentFailure] = []
     while True:
@@ -170,12 +171,50 @@ def refresh_isolated(
                                 segment.name, segment.shown or str(segment.file), e
                             )
                         raise
+                _record_failures(wh, failed, now)  # (with the others: one commit)
             return results, failed
         except WarehouseError:
             if failure is None:  # (not a segment's own: the commit, a busy warehouse)
                 raise
             failed.append(failure)
             todo = [s for s in todo if s.name != failure.segment]
+
+
+def _record_failures(wh: Warehouse, failed: list[SegmentFailure], now: datetime) -> None:
+    """Keep each failure in ``segment_errors`` (the engine's words masked, as the segment's
+    error already holds them: :meth:`Segment.running`)."""
+    from personify.privacy.masking import mask_text
+
+    for f in failed:
+        wh.execute(
+            "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (segment) DO UPDATE SET file = excluded.file, "
+            "error = excluded.error, failed_at = excluded.failed_at, "
+            "recorded_at = excluded.recorded_at",
+            [f.segment, f.file, mask_text(str(f.error)), now, datetime.now(UTC)],
+        )
+
+
+@dataclass(frozen=True)
+class FailingSegment:
+    """A segment whose last refresh failed (``segment_errors``): it kept its memberships."""
+
+    segment: str
+    file: str
+    error: str
+    """What the warehouse said, masked, with the hint."""
+    failed_at: datetime
+
+
+def failing_segments(wh: Warehouse) -> list[FailingSegment]:
+    """The segments whose last refresh failed on the warehouse, by name (none once they
+    refresh, or are removed from the project)."""
+    return [
+        FailingSegment(str(s), str(f), str(e), t)
+        for s, f, e, t in wh.fetch(
+            "SELECT segment, file, error, failed_at FROM segment_errors ORDER BY segment"
+        )
+    ]
 
 
 def _check_cap(segment: Segment, size: int, max_members: int) -> None:
@@ -325,6 +364,7 @@ _SAVE_STATE = (
 
 
 def _save_state(wh: Warehouse, result: RefreshResult, now: datetime) -> None:
+    wh.execute("DELETE FROM segment_errors WHERE segment = ?", [result.segment])
     wh.execute(
         _SAVE_STATE,
         [
@@ -341,7 +381,11 @@ def _save_state(wh: Warehouse, result: RefreshResult, now: datetime) -> None:
 
 
 def retire_segments(wh: Warehouse, keep: set[str], *, now: datetime) -> int:
-    """Close the open memberships of segments that are no longer defined; returns how many."""
+    """Close the open memberships of segments that are no longer defined, and forget their
+    failures; returns how many memberships."""
+    for (name,) in wh.fetch("SELECT segment FROM segment_errors"):
+        if name not in keep:
+            wh.execute("DELETE FROM segment_errors WHERE segment = ?", [name])
     rows = wh.fetch("SELECT DISTINCT segment FROM segment_memberships WHERE exited_at IS NULL")
     closed = 0
     for (name,) in rows:

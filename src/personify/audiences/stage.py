@@ -5,7 +5,9 @@ rule first (a broken file stops the stage before anything changes), refresh the 
 are due at ``--now``, close the memberships of segments that no longer exist, then evaluate every
 rule over every customer and bring ``customer_tags`` up to date. A segment the warehouse refuses
 when it runs (an error in its SQL, its cap, its timeout) keeps its memberships; the others are
-refreshed, and the stage ends with :class:`~personify.errors.StageIncomplete` naming it.
+refreshed, and the stage ends with :class:`~personify.errors.StageIncomplete` naming it
+(:func:`failed_segments`). ``personify segments refresh`` (:func:`refresh`) does the same. Each
+failure stays in ``segment_errors`` — ``personify status`` shows it — until the segment refreshes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from personify.audiences.memberships import (
     SegmentFailure,
     last_refreshed,
     refresh_isolated,
-    refresh_segments,
     retire_segments,
 )
 from personify.audiences.relations import Relation, check_relations, project_relations
@@ -105,18 +106,40 @@ def find_segment(project: Project, name: str) -> Segment:
 
 def refresh(
     session: Session, segments: list[Segment], *, force: bool = False
-) -> list[RefreshResult]:
-    """Refresh ``segments`` that are due at ``--now`` (all of them with ``force``), in one
-    transaction (:func:`~personify.audiences.memberships.refresh_segments`)."""
+) -> tuple[list[RefreshResult], list[SegmentFailure]]:
+    """Refresh ``segments`` that are due at ``--now`` (all of them with ``force``) as the
+    audiences stage does (:func:`~personify.audiences.memberships.refresh_isolated`): a segment
+    the warehouse refuses keeps its memberships and is recorded, the others are refreshed in
+    one transaction. Returns the refreshes and the failures (:func:`failed_segments` words
+    them)."""
     wh, settings, now = session.warehouse, session.project.config.audiences, clock.now()
     last = last_refreshed(wh) if not force else {}
     due = [s for s in segments if force or s.refresh.is_due(last.get(s.name), now)]
     check_relations(wh, relations_read(due))  # a missing table names its personify.yml key
-    results = refresh_segments(
+    results, failed = refresh_isolated(
         wh, due, now=now, timeout_s=settings.timeout_seconds, max_members=settings.max_members
     )
     _log_refreshed(results)
-    return results
+    return results, failed
+
+
+FAILED_HINT: Final = (
+    "fix each file named; `personify segments preview NAME` runs a segment without changing "
+    "any membership"
+)
+
+
+def failed_segments(failed: list[SegmentFailure], counts: dict[str, int]) -> StageIncomplete:
+    """The error of a refresh that went on without ``failed`` (``personify run``'s audiences
+    stage and ``personify segments refresh`` alike): each failure's words — its file, the
+    engine's message masked (values: see :meth:`Segment.running`), its hint — as a problem."""
+    return StageIncomplete(
+        f"{len(failed)} segment(s) failed on the warehouse and kept their memberships: "
+        + ", ".join(f.file for f in failed),
+        counts=counts,
+        problems=[mask_text(str(f.error)) for f in failed],
+        hint=FAILED_HINT,
+    )
 
 
 def _log_refreshed(results: list[RefreshResult]) -> None:
@@ -229,15 +252,7 @@ def audiences_stage(session: Session) -> dict[str, int]:
     }
     if failed:
         counts["segments_failed"] = len(failed)
-        problems = [mask_text(str(f.error)) for f in failed]  # (values: see Segment.running)
-        raise StageIncomplete(
-            f"{len(failed)} segment(s) failed on the warehouse and kept their memberships: "
-            + ", ".join(f.file for f in failed),
-            counts=counts,
-            problems=problems,
-            hint="fix each file named; `personify segments preview NAME` runs a segment without "
-            "changing any membership",
-        )
+        raise failed_segments(failed, counts)
     return counts
 
 

@@ -412,6 +412,19 @@ def _locale_view(wh: Warehouse) -> None:
     wh.execute(VIEWS["customer_data"])
 
 
+def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
+    """Session 20: ``segment_errors`` (a segment's last refresh failed: ``status`` shows it)
+    and ``alert_state.subject_state`` (``for:`` and ``repeat:`` per subject)."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["segment_errors"]):
+        wh.execute(sql, ())
+    col = TABLES_BY_NAME["alert_state"].column("subject_state")
+    wh.execute(
+        f"ALTER TABLE alert_state ADD COLUMN IF NOT EXISTS "
+        f"{quote(col.name)} {wh.column_type(col.type)}",
+        (),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -488,6 +501,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _predictive,
     ),
     Migration(33, "profiles: the customer_data view shows customers.locale", _locale_view),
+    Migration(
+        35,
+        "segment_errors (failed segment refreshes); alert_state.subject_state (alerts per subject)",
+        _segment_errors_and_alert_subjects,
+    ),
 )
 
 

@@ -601,6 +601,21 @@ SEGMENT_STATE = Table(
     doc="The last refresh of each segment",
 )
 
+SEGMENT_ERRORS = Table(
+    "segment_errors",
+    (
+        C("segment", S, False),
+        C("file", S, False, "The segment's file, relative to the project"),
+        C("error", S, False, "What the warehouse said, masked (no personal data), with a hint"),
+        C("failed_at", TS, False, "The instant of the refresh that failed (--now)"),
+        C("recorded_at", TS, False, "Wall-clock time it failed"),
+    ),
+    primary_key=("segment",),
+    internal=True,
+    doc="Segments whose last refresh failed on the warehouse (`personify run` or `personify "
+    "segments refresh`): they kept their memberships; a row goes when the segment refreshes",
+)
+
 # ------------------------------------------------------------------ privacy and security (issue 8)
 CONSENT_PAUSES = Table(
     "consent_pauses",
@@ -960,6 +975,12 @@ ALERT_STATE = Table(
         C("detail", S, doc="The figures behind it (counts, rates)"),
         C("evaluated_at", TS, doc="When it was last evaluated"),
         C(
+            "subject_state",
+            S,
+            doc="Each subject's own state as JSON: pending or firing, since when, last "
+            "notified (for: and repeat: apply per subject)",
+        ),
+        C(
             "version",
             INT,
             False,
@@ -1045,6 +1066,7 @@ TABLES: tuple[Table, ...] = (
     SUPPRESSIONS,
     AUDIENCE_CHANGES,
     SEGMENT_STATE,
+    SEGMENT_ERRORS,
     CONSENT_HISTORY,
     CONSENT_PAUSES,
     CONSENT_KINDS,

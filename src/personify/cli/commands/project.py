@@ -59,7 +59,9 @@ def init_command(
 def status_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
-    """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, and
+    """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, the
+    segments whose last refresh failed (by `run` or `segments refresh`: they kept their
+    memberships), and
     per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),
     conversions and revenue (as `personify report journeys` counts them) and its spam complaint
     rate, flagged in red above engagement.max_complaint_rate (default 0.3 %); the alerts
@@ -260,6 +262,13 @@ def _print_status(report: dict[str, Any]) -> None:
             out.print(f"[red]last run error: {escape(error)}[/]")
     else:
         out.print("last run: never — try `personify run`")
+    said = {str(e) for e in (run or {}).get("errors") or []}
+    for failing in report.get("segments_failing") or []:
+        if f"audiences: {failing['error']}" not in said:  # (a refresh outside the last run)
+            out.print(
+                f"[red]segment failing since {escape(str(failing['failed_at']))}: "
+                f"{escape(failing['error'])}[/]"
+            )
     predictive = report.get("predictive")
     if predictive:
         line = f"predictive traits: {predictive['status']} at {predictive['fitted_at']}"

@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from personify import clock
-from personify.cli.app import JsonOpt, NowOpt, ProjectOpt, app, console, emit_json, pin_now
+from personify.cli.app import (
+    JsonOpt,
+    NowOpt,
+    ProjectOpt,
+    app,
+    console,
+    emit_json,
+    err_console,
+    pin_now,
+)
 
 if TYPE_CHECKING:
     from personify.audiences.segments import Segment
@@ -172,8 +181,14 @@ def refresh_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Recompute segments now (whatever their schedule) and record entries and exits."""
-    from personify.audiences.stage import find_segment, project_segments, refresh
+    """Recompute segments now (whatever their schedule) and record entries and exits.
+
+    A segment whose SQL the warehouse refuses (an error found when it runs, its timeout, its
+    member cap) keeps its memberships while the others are refreshed, as in `personify run`:
+    the error (its file, the database's message) is printed and the command exits 1;
+    `personify status` shows it until the segment refreshes.
+    """
+    from personify.audiences.stage import failed_segments, find_segment, project_segments, refresh
     from personify.session import open_session
 
     pin_now(now)
@@ -183,7 +198,8 @@ def refresh_command(
             if names
             else project_segments(session.project)
         )
-        results = refresh(session, chosen, force=True)
+        results, failed = refresh(session, chosen, force=True)
+    errors = failed_segments(failed, {}).problems if failed else []
     rows: list[dict[str, Any]] = [
         {
             "segment": r.segment,
@@ -195,7 +211,16 @@ def refresh_command(
         for r in results
     ]
     if json:
-        emit_json({"now": clock.now(), "refreshed": rows})
+        emit_json(
+            {
+                "now": clock.now(),
+                "refreshed": rows,
+                "failed": [{"segment": f.segment, "file": f.file} for f in failed],
+                "errors": errors,
+            }
+        )
+        if errors:
+            raise typer.Exit(1)
         return
     table = Table("segment", "members", "entered", "exited", "seconds", title="Refreshed")
     for row in rows:
@@ -207,3 +232,7 @@ def refresh_command(
             f"{row['seconds']:.3f}",
         )
     console().print(table)
+    for error in errors:  # the others were refreshed; said on stderr, after the table
+        err_console().print(f"error: {error}", markup=False)
+    if errors:
+        raise typer.Exit(1)
