@@ -1447,9 +1447,11 @@ class Alert(_Base, frozen=True):
     only: tuple[str, ...] = ()
     """Only these sources, destinations or journeys (default: all)."""
     hold: Duration | None = msgspec.field(default=None, name="for")
-    """``for:``: fire only when the signal has held this long (``15m``); default at once."""
+    """``for:``: a subject (source, journey …) fires only when the signal has held this long for
+    it (``15m``); default at once."""
     repeat: Duration | None = None
-    """Notify again this often while it fires (``4h``); default: once."""
+    """Notify again about each firing subject this often after it was last told (``4h``);
+    default: once per episode."""
     notify: tuple[Name, ...] = ()
     """Notifiers (names under ``notifiers:``) told when it fires and when it resolves."""
 

@@ -133,6 +133,100 @@ def test_for_and_repeat(warehouse: Warehouse, tmp_path: Path) -> None:
         assert list_alerts(s)[0].state == "ok"
 
 
+def test_for_applies_per_subject(warehouse: Warehouse, tmp_path: Path) -> None:
+    """A subject that starts holding while the alert fires for another waits for its own
+    ``for:`` before it is told ("now also"): a blip of it tells nobody."""
+    with webhook_receiver() as hook:
+        alerts = "  - {name: sync_failing, when: source_failed, for: 15m, notify: [ops_json]}\n"
+        s = session_on(warehouse, project(tmp_path, warehouse, alerts, hook))
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0) == []
+        assert check(s, T0 + timedelta(minutes=15)) == ["sync_failing"]
+        sync(warehouse, "shop", T0 + timedelta(minutes=20), error="boom")
+        assert check(s, T0 + timedelta(minutes=20)) == ["sync_failing"]
+        (listed,) = list_alerts(s)
+        assert {n: v["state"] for n, v in listed.subject_states.items()} == {
+            "crm": "firing",
+            "shop": "pending",
+        }
+        assert (
+            listed.subject_states["shop"]["pending_since"]
+            == (T0 + timedelta(minutes=20)).isoformat()
+        )
+        sync(warehouse, "shop", T0 + timedelta(minutes=21), error=None)  # a blip
+        check(s, T0 + timedelta(minutes=21))
+        sync(warehouse, "shop", T0 + timedelta(minutes=25), error="boom")
+        assert check(s, T0 + timedelta(minutes=30)) == ["sync_failing"]
+        assert len(hook.bodies) == 1  # shop has not held for 15 min yet: nobody told
+        assert check(s, T0 + timedelta(minutes=45)) == ["sync_failing"]
+        assert len(hook.bodies) == 2 and hook.bodies[1]["new_subjects"] == ["shop"]
+        assert hook.bodies[1]["subjects"] == {"crm": "failed", "shop": "failed"}
+
+
+def test_a_flapping_subject_is_told_once_and_repeats_on_its_own_clock(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """Within one episode a subject is told once ("now also"), however often it stops and
+    starts holding; ``repeat:`` is counted from each subject's own last notification."""
+    with webhook_receiver() as hook:
+        alerts = "  - {name: sync_failing, when: source_failed, repeat: 1h, notify: [ops_json]}\n"
+        s = session_on(warehouse, project(tmp_path, warehouse, alerts, hook))
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0 + timedelta(minutes=1)) == ["sync_failing"]
+        sync(warehouse, "shop", T0 + timedelta(minutes=10), error="boom")
+        check(s, T0 + timedelta(minutes=10))
+        assert [b["new_subjects"] for b in hook.bodies] == [[], ["shop"]]
+        for minute in (20, 30, 40):  # shop flaps: recovers, fails again, …
+            sync(warehouse, "shop", T0 + timedelta(minutes=minute), error=None)
+            check(s, T0 + timedelta(minutes=minute))
+            sync(warehouse, "shop", T0 + timedelta(minutes=minute + 5), error="boom")
+            assert check(s, T0 + timedelta(minutes=minute + 5)) == ["sync_failing"]
+        assert len(hook.bodies) == 2  # not told "now also shop" again
+        (listed,) = list_alerts(s)
+        assert (
+            listed.subject_states["shop"]["last_notified_at"]
+            == (T0 + timedelta(minutes=10)).isoformat()
+        )
+
+        check(s, T0 + timedelta(minutes=61))  # crm told at 1 min: its repeat is due, not shop's
+        assert hook.bodies[2]["repeat"] is True and hook.bodies[2]["subjects"] == {"crm": "failed"}
+        check(s, T0 + timedelta(minutes=65))
+        assert len(hook.bodies) == 3
+        check(s, T0 + timedelta(minutes=70))  # shop told at 10 min
+        assert hook.bodies[3]["repeat"] is True and hook.bodies[3]["subjects"] == {"shop": "failed"}
+
+        sync(warehouse, "crm", T0 + timedelta(minutes=80), error=None)
+        sync(warehouse, "shop", T0 + timedelta(minutes=80), error=None)
+        assert check(s, T0 + timedelta(minutes=80)) == []
+        assert hook.bodies[4]["status"] == "resolved"
+        assert hook.bodies[4]["subjects"] == {"crm": "failed", "shop": "failed"}
+        # a new episode forgets what was told: shop is told again
+        sync(warehouse, "shop", T0 + timedelta(minutes=90), error="boom")
+        assert check(s, T0 + timedelta(minutes=90)) == ["sync_failing"]
+        assert hook.bodies[5]["status"] == "firing"
+        assert hook.bodies[5]["subjects"] == {"shop": "failed"}
+        assert len(hook.bodies) == 6
+
+
+def test_a_state_stored_before_subjects_were_tracked_goes_on(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """An alert firing when the warehouse was upgraded (``subject_state`` empty) keeps firing
+    without telling again; its subjects take its state."""
+    with webhook_receiver() as hook:
+        alerts = "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n"
+        s = session_on(warehouse, project(tmp_path, warehouse, alerts, hook))
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0) == ["sync_failing"]
+        warehouse.execute("UPDATE alert_state SET subject_state = NULL")
+        assert list_alerts(s)[0].subject_states["crm"]["state"] == "firing"
+        assert check(s, T0 + timedelta(minutes=1)) == ["sync_failing"]
+        assert len(hook.bodies) == 1
+        sync(warehouse, "shop", T0 + timedelta(minutes=2), error="boom")
+        check(s, T0 + timedelta(minutes=2))
+        assert [b["new_subjects"] for b in hook.bodies] == [[], ["shop"]]
+
+
 def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_path: Path) -> None:
     with webhook_receiver() as hook:
         s = session_on(

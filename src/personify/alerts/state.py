@@ -2,7 +2,9 @@
 
 Each evaluation reads every alert's signal (:mod:`personify.alerts.signals`) and moves its row of
 ``alert_state``: ``ok`` → ``pending`` (it holds, not yet for its ``for:``) → ``firing`` → back to
-``ok`` when it stops holding (*resolved*). A change is written only over the ``version`` it was
+``ok`` when it stops holding (*resolved*) — and each of its subjects (sources, journeys …) moves
+the same way in ``subject_state``: ``for:`` and ``repeat:`` apply per subject (:func:`_transition`).
+A change is written only over the ``version`` it was
 read at (``UPDATE … WHERE version = ?``): when ``personify serve``'s schedule and a ``personify
 run`` evaluate at once, one of them makes the change and the other sees it already made.
 
@@ -64,6 +66,10 @@ class AlertReport:
     """``ok``, ``pending`` or ``firing``; ``removed`` for a stored alert no longer in
     ``personify.yml`` (``list_alerts(..., removed=True)``)."""
     subjects: dict[str, Any] = field(default_factory=dict)
+    subject_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each subject's own state: ``state`` (``pending``, ``firing``, or ``ok`` — it stopped
+    while the alert fires for others), ``pending_since``, ``firing_since``,
+    ``last_notified_at`` (``for:`` and ``repeat:`` apply per subject)."""
     pending_since: str | None = None
     firing_since: str | None = None
     resolved_at: str | None = None
@@ -113,7 +119,7 @@ def _iso(value: Any) -> str | None:
 
 _COLUMNS: Final = (
     "state, pending_since, firing_since, resolved_at, last_notified_at, subjects, "
-    "evaluated_at, version"
+    "evaluated_at, version, subject_state"
 )
 
 
@@ -142,45 +148,140 @@ def _row(wh: Warehouse, name: str) -> tuple[Any, ...]:
     return row
 
 
+@dataclass
+class Subject:
+    """One subject's own state within an alert (``alert_state.subject_state``): ``pending``
+    (it holds, not yet for the alert's ``for:``), ``firing``, or ``ok`` — it stopped holding
+    while the alert fired for others, and is remembered until the alert resolves so that it
+    is not told again ("now also") in the same episode unless its ``repeat:`` is due."""
+
+    state: str
+    pending_since: datetime | None = None
+    firing_since: datetime | None = None
+    notified: datetime | None = None
+    """When the notifiers were last told about it in this episode (firing, now also, repeat)."""
+
+    def stored(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "pending_since": _iso(self.pending_since),
+            "firing_since": _iso(self.firing_since),
+            "last_notified_at": _iso(self.notified),
+        }
+
+
+def _subjects_state(
+    stored: Any, state: str, pending: Any, firing: Any, notified: Any, before: dict[str, Any]
+) -> dict[str, Subject]:
+    """The subjects' states as stored; for a row written before they were kept (migration
+    35), each subject it held for takes the alert's own state."""
+    if stored:
+        return {
+            name: Subject(
+                str(v["state"]),
+                _instant(v.get("pending_since")),
+                _instant(v.get("firing_since")),
+                _instant(v.get("last_notified_at")),
+            )
+            for name, v in json.loads(stored).items()
+        }
+    if state == "firing":
+        since, told = _instant(firing), _instant(notified)
+        return {s: Subject("firing", None, since, told or since) for s in before}
+    if state == "pending":
+        return {s: Subject("pending", _instant(pending)) for s in before}
+    return {}
+
+
 def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: datetime) -> None:
-    """Move ``alert``'s state for what its signal reads now; queue its notifications."""
+    """Move ``alert``'s state, and each subject's, for what its signal reads now; queue its
+    notifications.
+
+    ``for:`` and ``repeat:`` apply per subject: a subject fires once it has held for ``for:``
+    itself, and is told again once ``repeat:`` has passed since it was last told. The alert
+    fires with its first firing subject (*firing*: the firing subjects), a subject firing
+    while it fires is told once (*grown*: "now also"), the subjects due are told again
+    (*repeat*), and it resolves when no subject fires any more (*resolved*: those that did).
+    A subject that stops holding before its ``for:`` tells nobody; one that stops while
+    others fire is remembered until the alert resolves: coming back in the same episode, it
+    is not told again until its ``repeat:`` is due (a flapping source tells once)."""
     wh = session.warehouse
-    state, pending, firing, resolved, notified, before, _, version = _row(wh, alert.name)
-    pending, firing, resolved, notified = map(_instant, (pending, firing, resolved, notified))
-    holds = bool(subjects)
-    events: list[tuple[str, str]] = []  # (kind, episode)
-    since = firing
-    if holds:
-        if state == "ok":
-            state, pending = "pending", now
+    row = _row(wh, alert.name)
+    state, pending, firing, resolved, notified, before_json, _, version, stored = row
+    before: dict[str, Any] = json.loads(before_json or "{}")
+    tracked = _subjects_state(stored, state, pending, firing, notified, before)
+    was_firing = [n for n, t in tracked.items() if t.state == "firing"]
+    firing, resolved, notified = map(_instant, (firing, resolved, notified))
+    hold = duration_seconds(alert.hold or 0)
+    repeat = duration_seconds(alert.repeat) if alert.repeat else None
+    new: list[str] = []  # firing now, not told yet in this episode
+    due: list[str] = []  # firing, told, and their repeat: is due
+    for name in sorted(subjects):
+        t = tracked.get(name)
+        if t is None or t.state == "ok":
+            t = tracked[name] = Subject("pending", now, None, t.notified if t else None)
         if (
-            state == "pending"
-            and pending is not None
-            and (now - pending).total_seconds() >= duration_seconds(alert.hold or 0)
+            t.state == "pending"
+            and t.pending_since
+            and ((now - t.pending_since).total_seconds() >= hold)
         ):
-            state, firing, notified = "firing", now, now
-            since = firing
-            events.append(("firing", now.isoformat()))
-        elif state == "firing" and firing is not None:
-            last = notified or firing
-            if set(subjects) - set(json.loads(before or "{}")):  # more sources, journeys …
-                notified = now
-                events.append(("grown", f"{firing.isoformat()}@{now.isoformat()}"))
-            elif alert.repeat and (now - last).total_seconds() >= duration_seconds(alert.repeat):
-                notified = now
-                events.append(("repeat", f"{firing.isoformat()}@{now.isoformat()}"))
-    elif state == "firing":
-        state, resolved, pending = "ok", now, None
-        events.append(("resolved", (firing or now).isoformat()))
-        firing = None
-    elif state == "pending":
-        state, pending = "ok", None
+            t.state, t.firing_since = "firing", now
+            if t.notified is None:
+                new.append(name)
+        last = t.notified or t.firing_since or now
+        if (
+            t.state == "firing"
+            and name not in new
+            and repeat is not None
+            and ((now - last).total_seconds() >= repeat)
+        ):
+            due.append(name)
+    for name, t in list(tracked.items()):
+        if name in subjects:
+            continue
+        if t.state == "firing" or (t.state == "ok" and t.notified):
+            tracked[name] = Subject("ok", notified=t.notified)  # remembered in this episode
+        else:
+            del tracked[name]  # pending: stopped before its for:, told nobody
+    firing_now = {n: subjects[n] for n, t in sorted(tracked.items()) if t.state == "firing"}
+    events: list[tuple[str, str, dict[str, Any], list[str]]] = []  # kind, episode, subjects, new
+    if firing_now and firing is None:  # a new episode: every firing subject is told
+        firing = now
+        events.append(("firing", now.isoformat(), firing_now, []))
+        for name in firing_now:
+            tracked[name].notified = now
+    elif firing_now and firing is not None:
+        later = f"{firing.isoformat()}@{now.isoformat()}"
+        if new:
+            events.append(("grown", later, firing_now, new))
+        if due:
+            events.append(("repeat", later, {n: subjects[n] for n in due}, []))
+        for name in new + due:
+            tracked[name].notified = now
+    elif firing is not None:
+        events.append(
+            ("resolved", firing.isoformat(), {n: before.get(n) for n in sorted(was_firing)}, [])
+        )
+        firing, resolved = None, now
+        tracked = {  # the episode is over: what was told is forgotten
+            n: Subject("pending", t.pending_since)
+            for n, t in tracked.items()
+            if t.state == "pending"
+        }
+    if events and events[-1][0] != "resolved":
+        notified = now
+    waiting = [
+        t.pending_since for t in tracked.values() if t.state == "pending" and t.pending_since
+    ]
+    pending = min(waiting) if waiting else None
+    state = "firing" if firing_now else ("pending" if waiting else "ok")
+    since = firing
     try:
         with wh.transaction():
             changed = wh.execute(
                 "UPDATE alert_state SET state = ?, pending_since = ?, firing_since = ?, "
                 "resolved_at = ?, last_notified_at = ?, subjects = ?, evaluated_at = ?, "
-                "version = version + 1 WHERE alert = ? AND version = ?",
+                "subject_state = ?, version = version + 1 WHERE alert = ? AND version = ?",
                 [
                     state,
                     pending,
@@ -189,23 +290,22 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
                     notified,
                     json.dumps(subjects, sort_keys=True),
                     now,
+                    json.dumps({n: t.stored() for n, t in tracked.items()}, sort_keys=True),
                     alert.name,
                     version,
                 ],
             )
             if changed == 0:
                 return  # another process changed it since we read it: its change stands
-            for kind, episode in events:
+            for kind, episode, told, added in events:
                 body = message(
                     session.project,
                     alert=alert.name,
                     signal=alert.when,
                     kind=kind,
-                    subjects=subjects if kind != "resolved" else json.loads(before or "{}"),
-                    new=sorted(set(subjects) - set(json.loads(before or "{}")))
-                    if kind == "grown"
-                    else (),
-                    since=since.isoformat() if since else None,
+                    subjects=told,
+                    new=added,
+                    since=(since or now).isoformat() if kind != "resolved" else episode,
                     at=now.isoformat(),
                 )
                 for notifier in alert.notify:
@@ -408,9 +508,15 @@ def list_alerts(session: Session, *, removed: bool = False) -> list[AlertReport]
             given_up_notifications=abandoned.get(name, []),
         )
         if row is not None:
-            state, pending, firing, resolved, notified, subjects, evaluated, _ = row
+            state, pending, firing, resolved, notified, subjects, evaluated, _, each = row
             report.state = str(state)
             report.subjects = json.loads(subjects) if subjects else {}
+            report.subject_states = {
+                n: t.stored()
+                for n, t in _subjects_state(
+                    each, str(state), pending, firing, notified, report.subjects
+                ).items()
+            }
             report.pending_since = _iso(pending)
             report.firing_since = _iso(firing)
             report.resolved_at = _iso(resolved)

@@ -51,10 +51,12 @@ def _table(reports: list[AlertReport], title: str) -> Table:
 def check_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
-    """Evaluate every alert at --now: read its signal, move its state (ok, pending while it
-    has not held for its `for:`, firing), notify once when it fires (again every `repeat:`) and
-    once when it resolves, and retry notifications that failed before. The state lives in the
-    warehouse: a `personify serve` evaluating at the same moment does not notify twice.
+    """Evaluate every alert at --now: read its signal, move its state and each subject's (ok,
+    pending while it has not held for its `for:`, firing), notify once when it fires, once per
+    subject that fires later ("now also", however often it flaps), again every `repeat:` per
+    subject, and once when it resolves, and retry notifications that failed before. The state
+    lives in the warehouse: a `personify serve` evaluating at the same moment does not notify
+    twice.
     Exit 1 when an alert is firing."""
     from personify.alerts import check_alerts
     from personify.session import open_session
