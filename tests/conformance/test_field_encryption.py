@@ -23,7 +23,7 @@ from personify.messages import read_customer, read_customers
 from personify.privacy.crypto import DecryptionError, new_key
 from personify.privacy.erase import erase_subject
 from personify.privacy.export import export_subject
-from personify.privacy.fields import cipher_of, lookup, rotate_customers
+from personify.privacy.fields import cipher_of, lookup, lookup_many, rotate_customers
 from personify.privacy.hashing import identifier_hash
 from personify.privacy.stage import privacy_stage
 from personify.profiles import profiles_stage
@@ -130,6 +130,30 @@ def test_sealed_at_rest_and_found_by_the_blind_index(world: tuple[Warehouse, Pro
     # plain text only at the seam
     assert read_customers(wh, [ann])[ann]["email"] == ANN_NORMAL
     assert read_customer(wh, "ann.secret@example.org", project)["first_name"] == "Annabel"
+
+
+def test_many_addresses_are_found_in_one_statement(world: tuple[Warehouse, Project]) -> None:
+    """``lookup_many`` answers as :func:`lookup` per value does (spellings, strangers, blanks
+    left out), in one statement whatever their number (ESP bounce deliveries name hundreds)."""
+    wh, _ = world
+    values = [ANN, "  ann.secret@EXAMPLE.org ", "bob@example.org", "nobody@example.org", " "]
+    values += [f"stranger{i}@example.org" for i in range(50)]
+    statements: list[str] = []
+    fetch = wh.fetch
+
+    def counted(sql: Any, params: Any = ()) -> Any:
+        statements.append(str(sql))
+        return fetch(sql, params)
+
+    wh.fetch = counted  # type: ignore[method-assign]
+    try:
+        found = lookup_many(wh, "email", values)
+    finally:
+        del wh.fetch
+    assert len(statements) == 1
+    assert found == {v: lookup(wh, "email", v) for v in values if lookup(wh, "email", v)}
+    assert set(found) == {ANN, "  ann.secret@EXAMPLE.org ", "bob@example.org"}
+    assert lookup_many(wh, "email", []) == {} and lookup_many(wh, "last_name", [ANN]) == {}
 
 
 def test_render_profile_export_and_unsubscribe_see_plain_text(

@@ -26,8 +26,8 @@ from personify.delivery.tokens import UnsubscribeClaim
 from personify.privacy.audit import log_action
 from personify.privacy.consent import record
 from personify.privacy.crypto import is_encrypted, project_ring
-from personify.privacy.erase import erased_customer
-from personify.privacy.fields import decrypt_rows, lookup
+from personify.privacy.erase import erased_customers
+from personify.privacy.fields import decrypt_rows, lookup_many
 from personify.privacy.hashing import hash_normalized, identifier_hash, project_key
 from personify.warehouse.base import Warehouse
 from personify.warehouse.schema import SUPPRESSIONS
@@ -125,12 +125,12 @@ def unsubscribe(
     suppression row existed (a person back after erasure holds their tombstones: without it,
     consent they granted since would let them through).
     The token of an erased customer changes nothing either
-    (:func:`~personify.privacy.erase.erased_customer`: their tombstones suppress them, and a
+    (:func:`~personify.privacy.erase.erased_customers`: their tombstones suppress them, and a
     new row would keep their id). Raises ConfigError without a ``signing_key``."""
     key = project_key(project)
     at = at or clock.now()
     customer_id = current_ids(wh, [claim.customer_id])[claim.customer_id]
-    if erased_customer(wh, key, claim.customer_id) or erased_customer(wh, key, customer_id):
+    if erased_customers(wh, key, {claim.customer_id, customer_id}):
         # suppressed by their tombstones already; a row here would bring the id back in clear
         return Unsubscribed(customer_id, False)
     evidence = {**(proof or {}), "form": form}
@@ -269,13 +269,13 @@ def apply_events(
             chunk,
         ):
             holders.setdefault(str(email), set()).add(str(cid))
-    for address in addresses:  # an encrypted address column: through its blind index
-        for cid in lookup(wh, "email", address):
-            holders.setdefault(address, set()).add(cid)
+    # an encrypted address column: through its blind index (one statement for them all)
+    for address, indexed in lookup_many(wh, "email", addresses).items():
+        holders.setdefault(address, set()).update(indexed)
     named = current_ids(wh, [e.customer_id for e in events if e.customer_id])
     # a report about a person erased since (a late bounce): their address is suppressed, by its
     # hash, but their customer id is not written back
-    gone = {cid for cid in set(named.values()) if erased_customer(wh, key, cid)}
+    gone = erased_customers(wh, key, named.values())
     entries: list[tuple[str | None, str | None]] = []
     reasons: dict[tuple[str | None, str | None], str] = {}
     for event in events:

@@ -43,7 +43,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,25 +335,50 @@ def _progress(wh: Warehouse, erasure_id: str, step: str, rows: int) -> None:
 def erased_customer(wh: Warehouse, key: bytes, customer_id: str) -> bool:
     """Whether ``customer_id`` is (being) erased: its erasure has started and not finished, or
     no customer holds it any more and erasure left its tombstone (a ``customer_id`` suppression
-    without a customer). An id re-ingested data gave a customer again is not."""
-    steps = {
+    without a customer). An id re-ingested data gave a customer again is not. For many ids,
+    :func:`erased_customers` answers in three statements."""
+    return bool(erased_customers(wh, key, [customer_id]))
+
+
+def erased_customers(wh: Warehouse, key: bytes, customer_ids: Iterable[str]) -> set[str]:
+    """Those of ``customer_ids`` that :func:`erased_customer` says are (being) erased — three
+    statements whatever their number (erasure progress, current customers, tombstones), not
+    three per id."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return set()
+    progress = {customer_hash(key, c): c for c in ids}
+    steps: dict[str, set[str]] = {}
+    for erasure_id, step in wh.fetch(
+        f"SELECT erasure_id, step FROM erasure_progress WHERE erasure_id IN (SELECT {UNNEST})",
+        [list(progress)],
+    ):
+        steps.setdefault(progress[str(erasure_id)], set()).add(str(step))
+    # started and not finished: erased, whoever holds the id now
+    erased = {c for c, s in steps.items() if IDENTITY_STEP not in s}
+    rest = [c for c in ids if c not in erased]
+    if not rest:
+        return erased
+    held = {
         str(r[0])
         for r in wh.fetch(
-            "SELECT step FROM erasure_progress WHERE erasure_id = ?",
-            [customer_hash(key, customer_id)],
+            f"SELECT customer_id FROM customer_ids WHERE customer_id IN (SELECT {UNNEST})",
+            [rest],
         )
     }
-    if steps and IDENTITY_STEP not in steps:
-        return True
-    if wh.scalar("SELECT count(*) FROM customer_ids WHERE customer_id = ?", [customer_id]):
-        return False
-    return IDENTITY_STEP in steps or bool(
-        wh.scalar(
-            "SELECT count(*) FROM suppressions WHERE kind = 'customer_id' "
-            "AND subject_hash = ? AND customer_id IS NULL",
-            [hash_normalized(key, "customer_id", customer_id)],
-        )
-    )
+    gone = [c for c in rest if c not in held]  # an id a customer holds again is not erased
+    erased |= {c for c in gone if c in steps}  # (its identity step done)
+    tombstones = {hash_normalized(key, "customer_id", c): c for c in gone if c not in steps}
+    if tombstones:
+        erased |= {
+            tombstones[str(r[0])]
+            for r in wh.fetch(
+                "SELECT DISTINCT subject_hash FROM suppressions WHERE kind = 'customer_id' "
+                f"AND customer_id IS NULL AND subject_hash IN (SELECT {UNNEST})",
+                [list(tombstones)],
+            )
+        }
+    return erased
 
 
 def _tombstone(wh: Warehouse, key: bytes, f: Footprint) -> int:

@@ -53,7 +53,7 @@ from personify.privacy.consent import (
     set_consent,
 )
 from personify.privacy.crypto import project_ring
-from personify.privacy.erase import erased_customer, invalidate_cached
+from personify.privacy.erase import erased_customers, invalidate_cached
 from personify.privacy.hashing import project_key
 from personify.server.metrics import Counter
 from personify.server.openapi import Content, Operation, operation
@@ -106,9 +106,9 @@ def _standing(state: ServerState, claim: UnsubscribeClaim) -> Standing:
     key = project_key(project)
     cid = current_ids(wh, [claim.customer_id])[claim.customer_id]
     if (
-        erased_customer(wh, key, claim.customer_id)  # no row left to say so: a write would
-        or erased_customer(wh, key, cid)  # bring their id back
-        or suppressed(wh, [cid], key)
+        # the token's id or the one it merged into: no row left to say so, a write would
+        # bring their id back
+        erased_customers(wh, key, {claim.customer_id, cid}) or suppressed(wh, [cid], key)
     ):
         return Standing(cid, frozenset(), True)
     kinds = dict(project.config.identity.source_kinds)
