@@ -159,6 +159,10 @@ def test_metrics_and_openapi(served: Server) -> None:
     health = served.get("/healthz").json()
     latest = MIGRATIONS[-1].version
     assert health["warehouse"] == {"backend": "duckdb", "reachable": True, "schema_version": latest}
+    assert served.get("/livez").json()["status"] == "alive"
+    ready = served.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert {"/livez", "/readyz"} <= set(doc["paths"])
 
 
 def test_second_serve_is_refused(served: Server) -> None:

@@ -5,6 +5,7 @@ Modules, by what they hold:
 - :mod:`~personify.server.app` — :func:`~personify.server.app.create_app`, the ASGI app factory
   (routes grouped by module, JSON errors, request metrics);
 - :mod:`~personify.server.ops` — operations routes: ``/healthz``, ``/metrics``, ``/openapi.json``;
+- :mod:`~personify.server.probes` — Kubernetes-style probes: ``/livez`` (no I/O) and ``/readyz``;
 - :mod:`~personify.server.control` — the control channel other CLI processes forward to;
 - :mod:`~personify.server.capture` — per-command capture of stdout/stderr inside the server;
 - :mod:`~personify.server.lockfile` — ``.personify/server.json``: who serves a project, and where;

@@ -1,4 +1,5 @@
-"""Operations routes: ``GET /healthz``, ``GET /metrics``, ``GET /openapi.json``."""
+"""Operations routes: ``GET /healthz``, ``GET /livez``, ``GET /readyz`` (the probes of
+:mod:`~personify.server.probes`), ``GET /metrics``, ``GET /openapi.json``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 import personify
 from personify.server.metrics import CONTENT_TYPE
 from personify.server.openapi import ERROR, Content, Operation, openapi_document, operation
+from personify.server.probes import livez, readyz
 from personify.server.responses import JSONResponse, error_response
 from personify.server.state import ServerState, state_of
 from personify.warehouse.migrations import current_version
@@ -64,10 +66,11 @@ def _problems(state: ServerState) -> list[str]:
 
 @operation(
     Operation(
-        summary="Liveness and warehouse health",
+        summary="Warehouse health (kept for compatibility: probes use `/livez` and `/readyz`)",
         description="200 when the warehouse answers — `status` `degraded` with `problems` "
         "when something needs fixing while the server serves (a tracking-plan file that cannot "
-        "be used) — and 503 with an error body when it does not.",
+        "be used) — and 503 with an error body when it does not. A Kubernetes liveness probe "
+        "belongs on `/livez` (no warehouse), a readiness probe on `/readyz`.",
         tags=("operations",),
         responses={
             200: Content("The server and its warehouse are healthy.", Health),
@@ -212,6 +215,8 @@ def routes() -> list[BaseRoute]:
     """The operations routes."""
     return [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -46,7 +46,9 @@ def serve_command(
     project: ProjectOpt = Path("."),
 ) -> None:
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
-    profiles, health, metrics — the sources' scheduled syncs (`schedule:` in personify.yml) and
+    profiles, health (/healthz; probes: /livez never touches the warehouse, /readyz is 503 with
+    its reasons while the warehouse does not answer, its schema is behind or a tracking-plan file
+    quarantines events), metrics — the sources' scheduled syncs (`schedule:` in personify.yml) and
     the alerts, evaluated every `alerts_every` (their notifications sent once even when a
     `personify run` evaluates at the same moment).
 

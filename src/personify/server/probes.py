@@ -1,0 +1,212 @@
+"""Kubernetes-style probes: ``GET /livez`` (the process answers: no I/O at all) and ``GET /readyz``
+(it can serve: the warehouse answers, its schema is the one this Personify needs, the tracking
+plans check events), 503 with the reasons otherwise.
+
+``/healthz`` (:mod:`~personify.server.ops`) stays as it was for the scripts and monitors that use
+it. A liveness probe must not depend on the warehouse — a PostgreSQL restart would otherwise get
+every healthy server killed and restarted — while a readiness probe must, so that traffic goes to
+the servers that can store it.
+
+Readiness checks run on one thread of their own, one at a time: a probe that arrives while a
+check runs waits for that check instead of starting another, and gives up after
+:data:`READY_TIMEOUT` seconds (503: the warehouse did not answer in time). A warehouse that hangs
+therefore holds one thread, not one per probe. That thread keeps its warehouse connection (one
+PostgreSQL connection for the server's life), so a probe costs two small queries, not a connect.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Final
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+import personify
+from personify.server.openapi import Content, Operation, operation
+from personify.server.responses import ErrorDetail, JSONResponse
+from personify.server.state import ServerState, state_of
+from personify.warehouse.migrations import MIGRATIONS, current_version
+
+READY_TIMEOUT: Final = 4.0
+"""Seconds a readiness check may take before ``/readyz`` answers 503 (set the probe's
+``timeoutSeconds`` above it)."""
+_PROBER: Final = "probes.prober"
+
+
+class Liveness(msgspec.Struct, frozen=True):
+    """The process answers."""
+
+    status: str
+    """Always ``alive``."""
+    version: str
+    """Personify version."""
+    uptime_seconds: float
+    """Seconds since the server started."""
+
+
+class Check(msgspec.Struct, frozen=True):
+    """One readiness condition."""
+
+    name: str
+    """``warehouse`` (it answers), ``schema`` (its migrations are applied) or
+    ``tracking_plan`` (every tracking-plan file can check its events)."""
+    ok: bool
+    """Whether it holds."""
+    detail: str
+    """What was found; what to do when it does not hold. Never personal data."""
+
+
+class Readiness(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Whether this server can serve, and why not."""
+
+    status: str
+    """``ready`` (200) or ``not_ready`` (503)."""
+    checks: list[Check]
+    """Each condition, in order (``schema`` is left out while the warehouse does not answer)."""
+    problems: list[str]
+    """What needs fixing without stopping this server from serving (a tracking-plan file broken
+    by a live edit whose last good version stays in use)."""
+    error: ErrorDetail | None = None
+    """On 503 only: ``not_ready``, with the failed checks' details — the error shape every
+    route answers with."""
+
+
+class _Prober:
+    """Runs the readiness check on a daemon thread of its own, one check at a time."""
+
+    def __init__(self, check: Callable[[], list[Check]]) -> None:
+        self._check = check
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Future[list[Check]]] = queue.SimpleQueue()
+        self._current: Future[list[Check]] | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self) -> Future[list[Check]]:
+        """The check running now, or a new one."""
+        with self._lock:
+            if self._current is not None and not self._current.done():
+                return self._current
+            future: Future[list[Check]] = Future()
+            self._current = future
+            self._queue.put(future)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="personify-readyz", daemon=True
+                )
+                self._thread.start()
+            return future
+
+    def _run(self) -> None:
+        while True:
+            future = self._queue.get()
+            try:
+                future.set_result(self._check())
+            except BaseException as e:  # (a bug in a check: answered as a failed probe)
+                future.set_exception(e)
+
+
+def _warehouse_checks(state: ServerState) -> list[Check]:
+    """``warehouse`` and, when it answers, ``schema`` (on the prober's thread)."""
+    try:
+        version = current_version(state.session.warehouse)
+    except Exception as e:
+        state.up.set(0)
+        return [Check("warehouse", False, _unreachable(e))]
+    state.up.set(1)
+    answers = Check("warehouse", True, f"{state.session.warehouse.scheme} answers")
+    latest = max(m.version for m in MIGRATIONS)
+    if version >= latest:
+        return [answers, Check("schema", True, f"schema version {version}")]
+    behind = (
+        f"the warehouse is at schema version {version}, this Personify needs {latest}: "
+        "restart `personify serve`, which applies the missing migrations"
+    )
+    return [answers, Check("schema", False, behind)]
+
+
+def _plan_check(state: ServerState) -> tuple[Check, list[str]]:
+    """``tracking_plan`` — failed by a file whose events are quarantined — and the files broken
+    by a live edit whose last good version stays in use (problems, not failures)."""
+    from personify.server.tracking_state import plans_of
+
+    failed: list[str] = []
+    kept: list[str] = []
+    for name, cache in plans_of(state).items():
+        for unreadable in cache.problems() if cache is not None else ():
+            text = f"source {name}: tracking plan: {unreadable}; {unreadable.consequence}"
+            (kept if unreadable.kept else failed).append(text)
+    if failed:
+        return Check("tracking_plan", False, "; ".join(failed)), kept
+    return Check("tracking_plan", True, "every tracking-plan file checks its events"), kept
+
+
+def _unreachable(e: BaseException) -> str:
+    return f"the warehouse does not answer ({type(e).__name__}: {str(e)[:200]})"
+
+
+def _prober(state: ServerState) -> _Prober:
+    found = state.extras.get(_PROBER)
+    if found is None:
+        found = state.extras.setdefault(_PROBER, _Prober(lambda: _warehouse_checks(state)))
+    assert isinstance(found, _Prober)
+    return found
+
+
+@operation(
+    Operation(
+        summary="Liveness: the process answers",
+        description="Always 200 while the server process runs and its event loop answers; no "
+        "warehouse, file or network I/O. For a Kubernetes `livenessProbe`: a warehouse outage "
+        "does not get the server restarted (see `/readyz`).",
+        tags=("operations",),
+        responses={200: Content("The process is alive.", Liveness)},
+    )
+)
+async def livez(request: Request) -> Response:
+    """The process is alive: answered from memory."""
+    state = state_of(request)
+    return JSONResponse(Liveness("alive", personify.__version__, round(state.uptime_seconds, 3)))
+
+
+@operation(
+    Operation(
+        summary="Readiness: the server can serve",
+        description="200 when the warehouse answers (within "
+        f"{READY_TIMEOUT:g} s), its schema has every migration this version needs, and every "
+        "tracking-plan file can check its events; 503 with each failed check and an error "
+        "body (`not_ready`) otherwise. For a Kubernetes `readinessProbe`: traffic goes to the "
+        "servers that can store it, and a rollout whose new servers cannot stops.",
+        tags=("operations",),
+        responses={
+            200: Content("Ready to serve.", Readiness),
+            503: Content("Not ready: see `checks` and `error`.", Readiness),
+        },
+    )
+)
+async def readyz(request: Request) -> Response:
+    """Ready: the warehouse answers at the schema version this Personify needs, and the
+    tracking plans check events."""
+    state = state_of(request)
+    future = _prober(state).submit()
+    try:
+        checks = await run_in_threadpool(future.result, READY_TIMEOUT)
+    except FutureTimeout:
+        state.up.set(0)
+        message = f"the warehouse did not answer within {READY_TIMEOUT:g} s"
+        checks = [Check("warehouse", False, message)]
+    except Exception as e:  # (a bug in a check: a failed probe, not a 500)
+        checks = [Check("warehouse", False, _unreachable(e))]
+    plan, problems = await run_in_threadpool(_plan_check, state)
+    checks = [*checks, plan]
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return JSONResponse(Readiness("ready", checks, problems))
+    error = ErrorDetail("not_ready", "; ".join(f"{c.name}: {c.detail}" for c in failed))
+    return JSONResponse(Readiness("not_ready", checks, problems, error), status_code=503)

@@ -1,0 +1,150 @@
+"""Kubernetes-style probes on a real ``personify serve``: while its PostgreSQL is unreachable the
+server is not ready (503, saying why) but alive (200), and it is ready again once PostgreSQL is
+back — no restart. The outage is a TCP proxy on loopback between the server and PostgreSQL,
+taken down (listener and every connection closed) and brought back on the same port."""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from tests.e2e.cli import Server, project_on, start_server
+
+
+class Outage:
+    """A TCP proxy on loopback to ``upstream`` that can be taken down and brought back on its
+    port."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self.up()
+
+    def up(self) -> None:
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", self.port))  # (SO_REUSEADDR)
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(
+            target=self._accept, args=(self._listener, self._stop), daemon=True
+        ).start()
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            for s in self._open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client, stop), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, stop: threading.Event) -> None:
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            if stop.is_set():
+                client.close()
+                upstream.close()
+                return
+            self._open |= {client, upstream}
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, upstream)
+        sel.register(upstream, selectors.EVENT_READ, client)
+        try:
+            while not stop.is_set():
+                for key, _ in sel.select(timeout=0.5):
+                    source: Any = key.fileobj
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            sel.close()
+            with self._lock:
+                self._open -= {client, upstream}
+            client.close()
+            upstream.close()
+
+
+def _until(server: Server, path: str, status: int, seconds: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        r = server.get(path)
+        if r.status_code == status or time.monotonic() >= deadline:
+            return r
+        time.sleep(0.3)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_not_ready_but_alive_while_postgres_is_unreachable(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    parts = urlsplit(postgres_url)
+    outage = Outage((parts.hostname or "127.0.0.1", parts.port or 5432))
+    through = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{outage.port}"))
+    project = project_on(tmp_path / "shop", warehouse=through)
+    server = start_server(project, tmp_path / "serve.log")
+    try:
+        assert server.get("/livez").status_code == 200
+        ready = server.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert [c["name"] for c in ready.json()["checks"]] == [
+            "warehouse",
+            "schema",
+            "tracking_plan",
+        ]
+
+        outage.down()
+        ready = _until(server, "/readyz", 503)
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        assert body["status"] == "not_ready"
+        assert body["checks"][0]["name"] == "warehouse" and not body["checks"][0]["ok"]
+        assert body["error"]["code"] == "not_ready"
+        assert "warehouse" in body["error"]["message"]
+        live = server.get("/livez")
+        assert live.status_code == 200 and live.json()["status"] == "alive"
+        assert server.get("/healthz").status_code == 503  # (unchanged: it asks the warehouse)
+        assert server.get("/readyz").status_code == 503  # still down: still not ready
+        assert server.proc.poll() is None
+
+        outage.up()  # PostgreSQL is back: ready again, no restart
+        ready = _until(server, "/readyz", 200)
+        assert ready.status_code == 200, ready.text
+        assert server.get("/healthz").status_code == 200
+    finally:
+        server.stop()
+        outage.down()
+    assert "Traceback" not in server.output()

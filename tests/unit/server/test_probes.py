@@ -1,0 +1,138 @@
+"""``/livez`` and ``/readyz`` in-process: liveness never touches the warehouse; readiness fails,
+with its reasons, on a closed or hung warehouse, a schema behind, a plan file that quarantines."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from tests.e2e.cli import project_on
+from tests.unit.server.asgi_client import AppClient
+
+from personify.config import load_project
+from personify.server import probes
+from personify.server.app import create_app
+from personify.session import Session
+from personify.warehouse.migrations import LEDGER, MIGRATIONS
+
+
+@pytest.fixture
+def session(project_dir: Path) -> Iterator[Session]:
+    s = Session(load_project(project_dir))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _checks(body: dict[str, object]) -> dict[str, bool]:
+    checks = body["checks"]
+    assert isinstance(checks, list)
+    return {c["name"]: c["ok"] for c in checks}
+
+
+def test_ready_and_alive(session: Session) -> None:
+    client = AppClient(create_app(session))
+    live = client.get("/livez")
+    assert live.status_code == 200
+    assert live.json()["status"] == "alive" and live.json()["uptime_seconds"] >= 0
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready" and "error" not in body and body["problems"] == []
+    assert _checks(body) == {"warehouse": True, "schema": True, "tracking_plan": True}
+    doc = client.get("/openapi.json").json()
+    assert doc["paths"]["/readyz"]["get"]["responses"]["503"]
+    assert {"/livez", "/readyz", "/healthz"} <= set(doc["paths"])
+
+
+def test_a_closed_warehouse_is_not_ready_but_alive(session: Session) -> None:
+    client = AppClient(create_app(session))
+    session.warehouse.close()  # closed underneath the server
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "not_ready"
+    assert _checks(body) == {"warehouse": False, "tracking_plan": True}  # no schema to look at
+    assert body["error"]["code"] == "not_ready"
+    assert body["error"]["message"].startswith("warehouse: the warehouse does not answer")
+    assert client.get("/livez").status_code == 200
+    assert client.get("/healthz").status_code == 503  # (as before)
+
+
+def test_a_schema_behind_is_not_ready(session: Session) -> None:
+    client = AppClient(create_app(session))
+    latest = max(m.version for m in MIGRATIONS)
+    # a warehouse restored from a backup older than this Personify
+    session.warehouse.execute(f"DELETE FROM {LEDGER} WHERE version = ?", [latest])
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert _checks(ready.json()) == {"warehouse": True, "schema": False, "tracking_plan": True}
+    assert f"needs {latest}" in ready.json()["error"]["message"]
+
+
+def test_tracking_plan_files(project_dir: Path) -> None:
+    """A file whose events are quarantined fails readiness, naming it; a live edit that breaks a
+    good file keeps its last good version: ready, the file listed in ``problems``."""
+    plan = project_dir / "tracking-plan"
+    plan.mkdir(exist_ok=True)
+    broken = plan / "Order Completed.json"
+    broken.write_text('{"type": "object",')
+    good = plan / "Signed Up.json"
+    good.write_text('{"type": "object"}')
+    with Session(load_project(project_dir)) as session:
+        client = AppClient(create_app(session))
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert _checks(ready.json())["tracking_plan"] is False
+        message = ready.json()["error"]["message"]
+        assert "tracking-plan/Order Completed.json" in message and "quarantined" in message
+        assert "Signed Up" not in message
+        broken.write_text('{"type": "object"}')  # fixed …
+        good.write_text('{"type": "object", "required": ')  # … and another broken live
+        deadline = time.monotonic() + 30
+        while (ready := client.get("/readyz")).status_code != 200:  # (re-read within 2 s)
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.3)
+        body = ready.json()
+        assert _checks(body)["tracking_plan"] is True
+        assert len(body["problems"]) == 1
+        assert (
+            "Signed Up.json" in body["problems"][0] and "last good version" in body["problems"][0]
+        )
+
+
+@pytest.mark.postgres
+def test_a_hung_warehouse_answers_in_time_and_holds_one_thread(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connection locks the migrations ledger: the check hangs on it. Probes answer 503
+    after READY_TIMEOUT, all waiting on the one check; ready again once the lock goes."""
+    project = project_on(tmp_path / "pg", warehouse=postgres_url)
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    with Session(load_project(project)) as session:
+        client = AppClient(create_app(session))
+        assert client.get("/readyz").status_code == 200  # (opened and migrated: seconds)
+        monkeypatch.setattr(probes, "READY_TIMEOUT", 1.0)
+        threads = sum(t.name == "personify-readyz" for t in threading.enumerate())
+        with psycopg.connect(postgres_url.split("?", 1)[0]) as lock:
+            lock.execute(f'LOCK TABLE "{schema}".{LEDGER} IN ACCESS EXCLUSIVE MODE')
+            answers = []
+            for _ in range(3):
+                started = time.monotonic()
+                ready = client.get("/readyz")
+                answers.append(time.monotonic() - started)
+                assert ready.status_code == 503
+                assert "did not answer within 1 s" in ready.json()["error"]["message"]
+            assert max(answers) < 10
+            assert client.get("/livez").status_code == 200
+            assert sum(t.name == "personify-readyz" for t in threading.enumerate()) == threads
+            lock.rollback()
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
