@@ -211,6 +211,8 @@ def test_an_experiment_variant_subject_per_language_version(shop: Shop) -> None:
         "only_fr": '{fr: "Offre {{ customer.first_name }}"}',
         "both": '{default: "Deal {{ customer.first_name }}", '
         'fr: "Offre {{ customer.first_name }}"}',
+        # keys are locales, not files: fr-CA readers of hello.fr.liquid, de readers of hello.liquid
+        "regional": '{fr-CA: "Allo {{ customer.first_name }}", de: "Angebot"}',
     }
     for n, (journey, subject) in enumerate(subjects.items()):
         shop.write(
@@ -219,8 +221,8 @@ def test_an_experiment_variant_subject_per_language_version(shop: Shop) -> None:
             f"    variants:\n      - {{name: v, subject: {subject}}}\n",
         )
     # one trio per journey (a customer gets one email a day): fr version, default, default
-    who = {f"{c}{n}": loc for n in range(3) for c, loc in (("ann", "fr-CA"), ("bob", "de"))}
-    who |= {f"cat{n}": None for n in range(3)}
+    who = {f"{c}{n}": loc for n in range(4) for c, loc in (("ann", "fr-CA"), ("bob", "de"))}
+    who |= {f"cat{n}": None for n in range(4)} | {"fay3": "fr"}
     _world(
         shop,
         *({"customer_id": c, "first_name": c[:3].title(), "locale": tag} for c, tag in who.items()),
@@ -238,6 +240,10 @@ def test_an_experiment_variant_subject_per_language_version(shop: Shop) -> None:
         "ann2": "Offre Ann",  # {default: ..., fr: ...}
         "bob2": "Deal Bob",
         "cat2": "Deal Cat",
+        "ann3": "Allo Ann",  # {fr-CA: ..., de: ...}: by locale, one batch of the same file
+        "fay3": "Bonjour Fay",
+        "bob3": "Angebot",
+        "cat3": "Hello Cat",
     }
 
 

@@ -153,8 +153,8 @@ class Variant:
     variables: tuple[Variable, ...] = ()
     """Variables merged over the step's (same name: this one wins)."""
     subjects: tuple[tuple[str, str], ...] = ()
-    """Per language version of the template (``subject: {default: ..., fr: ...}``): the
-    variant suffix (``fr``, ``fr-CA``) and the Liquid subject line its recipients get."""
+    """Per locale (``subject: {default: ..., fr: ...}``): the tag (``fr``, ``fr-CA``) and the
+    Liquid subject line its recipients get (exact locale, else language, else :attr:`subject`)."""
 
     def subject_lines(self) -> dict[str, str]:
         """The subject line of each language version this variant changes: the variant suffix
@@ -721,10 +721,11 @@ def _variant(r: _Reader, raw: Any, where: Where, step_vars: tuple[Variable, ...]
 def _variant_subject(
     r: _Reader, spec: dict[str, Any], where: Where
 ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
-    """A variant's ``subject``: text (every language version) or a mapping of language
-    versions (``fr``, ``fr-CA``: the template's variant files) to text, ``default`` for those
-    not named (without it they keep their own subject)."""
-    from personify.messages.locale import normalize
+    """A variant's ``subject``: text (every language version) or a mapping of locales (``fr``,
+    ``fr-CA``: BCP 47 tags Babel knows) to text, ``default`` for the others (without it they keep
+    their own subject). A recipient gets the line of their exact locale, else of their language,
+    else ``default`` — as template files are chosen, whether or not a file exists for it."""
+    from personify.messages.locale import known_locale, normalize
 
     value = spec["subject"]
     if not isinstance(value, dict):
@@ -746,18 +747,32 @@ def _variant_subject(
         if key == "default":
             default = text
             continue
-        tag = normalize(key)
+        tag = known_locale(key) if isinstance(key, str) else None
         if tag is None:
-            raise r.fail(
-                at,
-                f"{key!r} is not a language tag",
-                hint="the language version's suffix, as its file names it (welcome.fr.liquid: "
-                "fr; welcome.fr-CA.liquid: fr-CA), or default",
+            said = "a locale Babel knows" if normalize(key) else "a locale tag"
+            quote = " (YAML reads an unquoted no, yes, on or off as true/false: quote it)"
+            raise DefinitionError(
+                f"{key!r} is not {said}",
+                file=r.file,
+                line=_key_line(r, (*where, "subject"), key, value),
+                key=_dotted(at),
+                hint="a BCP 47 tag such as fr, fr-CA or pt-BR, or default"
+                + (quote if isinstance(key, bool) else ""),
             )
         if tag in subjects:
             raise r.fail(at, f"language {tag} is given twice")
         subjects[tag] = text
     return default, tuple(sorted(subjects.items()))
+
+
+def _key_line(r: _Reader, where: Where, key: Any, mapping: dict[Any, Any]) -> int | None:
+    """The line of ``key`` of the mapping at ``where`` — also when YAML read it as another type
+    than the text written (``no:`` is false): the written key no other key of it is."""
+    if isinstance(key, str):
+        return r.doc.line((*where, key))
+    written = [p[-1] for p in r.doc.marks if len(p) == len(where) + 1 and p[:-1] == where]
+    others = [w for w in written if w not in mapping]
+    return r.doc.marks[(*where, others[0])] if len(others) == 1 else r.doc.line(where)
 
 
 def _check_subject(r: _Reader, subject: str, where: Where) -> None:

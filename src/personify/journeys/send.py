@@ -58,6 +58,7 @@ from personify.journeys.gates import load as load_gates
 from personify.messages import TemplateStore, template_store
 from personify.messages.connected import ConnectedUnavailable
 from personify.messages.liquid_env import text_environment
+from personify.messages.locale import candidates
 from personify.messages.templates import Template
 from personify.privacy.crypto import SUBJECT, KeyRing, project_ring, seal_field
 from personify.warehouse.base import Warehouse, quote
@@ -121,9 +122,10 @@ class _Row:
 
 
 class _SubjectStore(TemplateStore):
-    """A template store whose templates take an experiment variant's subject lines: per
-    language version of the template (its variant suffix, ``fr``; ``""`` for the versions not
-    named), a version without one keeping its own (:meth:`Variant.subject_lines`)."""
+    """A template store whose templates take an experiment variant's subject lines: per locale
+    (``fr``, ``fr-CA``; ``""`` for the others), chosen as template files are — the recipient's
+    exact locale, else their language, else ``""`` — whether or not the template has a file for
+    that locale; with none of them, the version keeps its own (:meth:`Variant.subject_lines`)."""
 
     def __init__(self, inner: TemplateStore, subjects: str | Mapping[str, str]) -> None:
         self.folder = inner.folder  # no super(): a view
@@ -140,12 +142,24 @@ class _SubjectStore(TemplateStore):
         return self._inner.names()
 
     def variant_for(self, name: str, locale: str | None) -> str:
-        return self._inner.variant_for(name, locale)
+        """The most specific of ``locale``'s candidates (``fr-CA``, ``fr``) that has a file or a
+        subject line of its own: what :meth:`get` is asked for, so a batch groups recipients by
+        the body *and* the subject they get (``fr-CA`` readers of ``NAME.liquid`` given their
+        own subject line are a group of their own)."""
+        for suffix in candidates(locale):
+            if suffix in self._subjects or suffix == self._inner.variant_for(name, suffix):
+                return suffix
+        return ""
 
     def get(self, name: str, locale: str | None = None) -> Template:
+        """The template's version for ``locale`` (its file: exact locale, else language, else
+        ``NAME.liquid``) with the subject line for ``locale`` by the same fallback: the exact
+        locale's, else its language's, else ``default``, else the version's own."""
         found = self._inner.get(name, locale)
-        version = self._inner.variant_for(name, locale) if locale else ""
-        subject = self._subjects.get(version, self._subjects.get(""))
+        subject = next(
+            (self._subjects[s] for s in candidates(locale) if s in self._subjects),
+            self._subjects.get(""),
+        )
         if subject is None:  # this language version keeps its own
             return found
         # the variant's subject rendered by python-liquid (the template's compiled one is not it)

@@ -1,8 +1,10 @@
-"""An experiment variant's subject per language version, as a preview (``personify render`` of
-a journey's send) and a send read it: the version's key, else ``default``, else its own."""
+"""An experiment variant's subject per locale, as a preview (``personify render`` of a journey's
+send) and a send read it: the exact locale's key, else the language's, else ``default``, else the
+version's own — as template files are chosen, whether or not the template has a file for it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from personify.config import load_project
 from personify.journeys import preview_template
 from personify.journeys.preview import Preview
+
+DAY = timedelta(days=1)
 
 
 def _preview(subject: str | None, subjects: tuple[tuple[str, str], ...]) -> Preview:
@@ -36,7 +40,11 @@ def _preview(subject: str | None, subjects: tuple[tuple[str, str], ...]) -> Prev
         ("Deal", (), {None: "Deal", "fr-CA": "Deal", "de": "Deal"}),
         (None, (("fr", "Offre"),), {None: "Hi", "fr-CA": "Offre", "de": "Hi"}),
         ("Deal", (("fr", "Offre"),), {None: "Deal", "fr-CA": "Offre", "de": "Deal"}),
-        (None, (("fr-CA", "Allo"),), {None: "Hi", "fr-CA": "Salut", "de": "Hi"}),  # no such file
+        # no hi.fr-CA.liquid: the key is a locale, not a file (fr-CA readers of hi.fr.liquid)
+        (None, (("fr-CA", "Allo"),), {None: "Hi", "fr-CA": "Allo", "fr": "Salut", "de": "Hi"}),
+        # no hi.de.liquid: German readers of hi.liquid get theirs; de-AT falls back to de
+        (None, (("de", "Angebot"),), {None: "Hi", "de-AT": "Angebot", "fr-CA": "Salut"}),
+        ("Deal", (("fr", "Offre"), ("fr-CA", "Allo")), {"fr-BE": "Offre", "fr-CA": "Allo"}),
     ],
 )
 def test_each_language_version_gets_its_subject(
@@ -52,3 +60,45 @@ def test_each_language_version_gets_its_subject(
     found = _preview(subject, subjects)
     got = {locale: preview_template(project, found, locale).subject.render() for locale in want}
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("xx", "'xx' is not a locale Babel knows"),
+        ("French", "'French' is not a locale tag"),
+        ("false", None),  # (written quoted below: a YAML boolean otherwise)
+    ],
+)
+def test_a_subject_key_that_is_not_a_locale_is_refused_naming_it(
+    key: str, said: str | None
+) -> None:
+    from personify.errors import DefinitionError
+    from personify.journeys.definitions import parse_journey
+
+    written = "no" if key == "false" else key
+    text = (
+        "trigger: {event: X}\nsteps:\n  - send: hi\n    variants:\n"
+        f"      - name: v\n        subject:\n          default: Hi\n          {written}: Yo\n"
+    )
+    with pytest.raises(DefinitionError) as info:
+        parse_journey(text, file="journeys/j.yml", default_name="j", lookback=DAY, purpose="m")
+    message = str(info.value)
+    assert message.startswith("journeys/j.yml:8: steps[0].variants[0].subject.")
+    if said is not None:
+        assert said in message
+    else:  # YAML 1.1 read `no` as false: say so
+        assert "False is not a locale tag" in message and "quote it" in message
+
+
+def test_subject_keys_are_read_as_locales() -> None:
+    from personify.journeys.definitions import parse_journey
+
+    text = (
+        "trigger: {event: X}\nsteps:\n  - send: hi\n    variants:\n"
+        "      - {name: v, subject: {fr_ca: Allo, pt-BR: Oi, zh-Hant-TW: Ni}}\n"
+    )
+    journey = parse_journey(text, file="j.yml", default_name="j", lookback=DAY, purpose="m")
+    assert journey is not None and journey.steps[0].experiment is not None
+    variant = journey.steps[0].experiment.variants[0]
+    assert dict(variant.subjects) == {"fr-CA": "Allo", "pt-BR": "Oi", "zh-Hant-TW": "Ni"}
