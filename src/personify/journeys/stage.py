@@ -26,7 +26,7 @@ from personify.errors import DefinitionError, PersonifyError
 from personify.journeys.definitions import Journey, load_journeys
 from personify.journeys.engine import Context, JourneyCounts, advance
 from personify.journeys.send import SendCounts, deliver
-from personify.messages import template_store
+from personify.messages import RenderError, TemplateStore, template_store
 from personify.privacy.hashing import optional_key
 from personify.session import Session
 from personify.warehouse.base import Warehouse
@@ -80,9 +80,13 @@ def _load(
 
 
 def check_templates(project: Project, journeys: list[Journey]) -> None:
-    """Every send step names a template of the project, else a DefinitionError naming the
-    journey file, the step's line and key (before anything is decided)."""
-    known = set(template_store(project).names())
+    """Every send step names a template of the project, and every language version of it
+    (``NAME.liquid``, ``NAME.fr.liquid`` …) parses — body, subject, layout and the partials it
+    renders — else a DefinitionError naming the journey file, the step's line and key, and the
+    template file and line at fault (before anything is decided)."""
+    store = template_store(project)
+    known = set(store.names())
+    checked: dict[str, RenderError | None] = {}
     for journey in journeys:
         for index, step in enumerate(journey.steps):
             if step.kind != "send":
@@ -93,14 +97,38 @@ def check_templates(project: Project, journeys: list[Journey]) -> None:
                     where = f"steps[{index}].variants[{n}].template"
                     named.append((variant.template, variant.line, where))
             for template, line, key in named:
+                assert template is not None
                 if template not in known:
                     raise DefinitionError(
                         f"no template {template!r} in templates/",
                         file=journey.file,
                         line=line,
                         key=key,
-                        hint="templates: " + (", ".join(sorted(known)) or "none"),
+                        hint=_missing_hint(store, template, known),
                     )
+                if template not in checked:
+                    try:
+                        store.check(template)
+                        checked[template] = None
+                    except RenderError as e:
+                        checked[template] = e
+                failed = checked[template]
+                if failed is not None:
+                    raise DefinitionError(
+                        failed.message, file=journey.file, line=line, key=key, hint=failed.hint
+                    )
+
+
+def _missing_hint(store: TemplateStore, template: str, known: set[str]) -> str:
+    """What to name instead of ``template``: its default when it is a language version's name
+    (``welcome.fr``), else the templates there are."""
+    base, _, suffix = template.rpartition(".")
+    if base in known and suffix in store.variants(base):
+        return (
+            f"{template}.liquid is the {suffix} language version of {base}: send {base!r} "
+            f"(recipients whose locale is {suffix} get it)"
+        )
+    return "templates: " + (", ".join(sorted(known)) or "none")
 
 
 def run_journeys(

@@ -6,10 +6,11 @@ import datetime as dt
 import hashlib
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from babel.core import UnknownLocaleError
@@ -30,6 +31,8 @@ from liquid.loader import BaseLoader, TemplateSource
 from personify.messages.errors import RenderError
 from personify.messages.locale import babel_locale, customer_locale, normalize
 
+K = TypeVar("K")
+V = TypeVar("V")
 _CENTS = re.compile(r"-?(?:0|[1-9][0-9]{0,17})\.[0-9]{2}")
 """A price already written with two decimals (no leading zero, no exponent, no sign but -)."""
 LOOP_ITERATION_LIMIT = 10_000
@@ -168,9 +171,41 @@ PARTIALS_DIR = "partials"
 _PARTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
 
-_PARTIAL_SOURCES: dict[str, str] = {}
+PARSED_PARTIALS_LIMIT = 512
+"""Parsed partial versions a loader keeps (per environment and content; the least recently used
+go first) — a long-running ``serve`` whose partials are edited keeps a bounded cache."""
+PARTIAL_SOURCES_LIMIT = 2_048
+"""Partial texts :func:`translate` can name the file of (the least recently parsed go first)."""
+
+
+class _Recent(Generic[K, V]):
+    """A dict bounded to ``size`` entries, the least recently used dropped first (not
+    thread-safe: callers hold their lock)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_PARTIAL_SOURCES: _Recent[str, str] = _Recent(PARTIAL_SOURCES_LIMIT)
 """A partial's text → its file (``partials/footer.liquid``): an error raised while rendering
 a partial holds the partial's text, so :func:`translate` names the partial and its line."""
+_PARTIAL_SOURCES_LOCK = threading.Lock()
 
 
 class PartialPathError(TemplateNotFoundError):
@@ -188,7 +223,7 @@ class PartialsLoader(BaseLoader):
     def __init__(self, folder: Path) -> None:
         super().__init__()
         self.folder = folder / PARTIALS_DIR
-        self._parsed: dict[tuple[int, str, str], BoundTemplate] = {}
+        self._parsed: _Recent[tuple[int, str, str], BoundTemplate] = _Recent(PARSED_PARTIALS_LIMIT)
         self._current: dict[tuple[int, str], BoundTemplate] = {}
         self._lock = threading.Lock()
 
@@ -230,19 +265,27 @@ class PartialsLoader(BaseLoader):
         with self._lock:
             hit = self._parsed.get(key)
         if hit is not None:
+            with _PARTIAL_SOURCES_LOCK:  # still in use: its file stays known to translate()
+                _PARTIAL_SOURCES.get(text)
             return hit
         stem = name.removesuffix(".liquid")
         parsed = env.from_string(text, name=f"{PARTIALS_DIR}/{stem}.liquid")
         with self._lock:
-            self._parsed[key] = parsed
-            if len(_PARTIAL_SOURCES) > 10_000:
-                _PARTIAL_SOURCES.clear()
-            _PARTIAL_SOURCES[text] = f"{PARTIALS_DIR}/{stem}.liquid"
+            self._parsed.put(key, parsed)
+        with _PARTIAL_SOURCES_LOCK:
+            _PARTIAL_SOURCES.put(text, f"{PARTIALS_DIR}/{stem}.liquid")
         return parsed
 
     def refresh(self, env: Environment, sources: dict[str, str]) -> None:
-        """Make ``sources`` (name → text, read by the store) what ``env`` renders."""
-        parsed = {name: self._parse(env, name, text) for name, text in sources.items()}
+        """Make ``sources`` (name → text, read by the store) what ``env`` renders. A partial
+        that does not parse raises a RenderError naming its file and line."""
+        parsed: dict[str, BoundTemplate] = {}
+        for name, text in sources.items():
+            try:
+                parsed[name] = self._parse(env, name, text)
+            except LiquidError as e:
+                shown = f"{PARTIALS_DIR}/{name.removesuffix('.liquid')}.liquid"
+                raise translate(e, shown, 0, text) from None
         with self._lock:
             for name, template in parsed.items():
                 self._current[(id(env), name)] = template
@@ -306,7 +349,8 @@ def translate(
     token = err.token
     where = err.template_name
     if not (isinstance(where, str) and where.startswith(f"{PARTIALS_DIR}/")):
-        where = _PARTIAL_SOURCES.get(getattr(token, "source", None) or "")
+        with _PARTIAL_SOURCES_LOCK:
+            where = _PARTIAL_SOURCES.get(getattr(token, "source", None) or "")
         if where is not None and source is not None and token is not None:
             where = None if token.source == source else where
     if where is not None and where.startswith(f"{PARTIALS_DIR}/"):

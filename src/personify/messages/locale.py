@@ -11,6 +11,7 @@ gets the exact locale's, else the language's, else ``NAME.liquid`` (:func:`candi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +66,14 @@ def customer_locale(customer: Mapping[str, Any] | None) -> str | None:
 def babel_locale(locale: str | None, default: str = "en") -> str:
     """``fr-CA`` → ``fr_CA`` (Babel's spelling); ``default`` when there is none."""
     return (locale or default).replace("-", "_")
+
+
+@functools.lru_cache(maxsize=1024)
+def is_variant(suffix: str) -> bool:
+    """Whether ``suffix`` (the last dotted part of a template's name: ``welcome.fr-CA``) names a
+    locale variant: written as :data:`VARIANT` spells it and a locale Babel knows (``fr``,
+    ``fr-CA``, ``zh-Hant-TW`` — not ``big``, ``new`` or ``und``)."""
+    return bool(VARIANT.fullmatch(suffix)) and suffix != "und" and known_locale(suffix) == suffix
 
 
 def known_locale(value: object) -> str | None:

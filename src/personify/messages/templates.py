@@ -41,7 +41,7 @@ from personify.messages.liquid_env import (
     text_environment,
     translate,
 )
-from personify.messages.locale import VARIANT, candidates
+from personify.messages.locale import candidates, is_variant
 from personify.messages.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,10 @@ def _compile_mjml(source: str, name: str) -> str:
 
 
 def _variant_of(stem: str) -> tuple[str, str]:
-    """``welcome.fr-CA`` → (``welcome``, ``fr-CA``); a stem without a locale suffix → (it, "")."""
+    """``welcome.fr-CA`` → (``welcome``, ``fr-CA``); a stem without a locale suffix → (it, ""):
+    ``promo.big`` is a name of its own (``big`` is no locale Babel knows)."""
     base, dot, suffix = stem.rpartition(".")
-    if dot and base and VARIANT.fullmatch(suffix):
+    if dot and base and is_variant(suffix):
         return base, suffix
     return stem, ""
 
@@ -158,6 +159,7 @@ def placed_partials(source: str, partials: dict[str, str], depth: int = 0) -> st
 
 _PARTIAL_REF = re.compile(r"\b(?:render|include)\s+(['\"])(.*?)\1")
 _DYNAMIC_INCLUDE = re.compile(r"\binclude\s+[A-Za-z_]")
+_NAMED_PARTIAL = re.compile(r"(?:render|include)\s+(['\"])(.*?)\1")
 
 
 class TemplateStore:
@@ -203,7 +205,7 @@ class TemplateStore:
         """Which variant of ``name`` a recipient of ``locale`` gets: the exact locale's, else
         its language's, else ``""`` (the default ``NAME.liquid``)."""
         for suffix in candidates(locale):
-            if (self.folder / f"{name}.{suffix}.liquid").is_file():
+            if is_variant(suffix) and (self.folder / f"{name}.{suffix}.liquid").is_file():
                 return suffix
         return ""
 
@@ -265,7 +267,7 @@ class TemplateStore:
         for env in (self._html, self._text):
             loader = env.loader
             assert isinstance(loader, PartialsLoader)
-            loader.refresh(env, partials)
+            loader.refresh(env, partials)  # a partial that does not parse: its file and line
         with self._lock:
             cached = self._cache.get(stem)
             if cached is not None and cached.version == version:
@@ -320,6 +322,61 @@ class TemplateStore:
         with self._lock:
             self._cache[stem] = template
         return template
+
+    def check(self, name: str) -> list[str]:
+        """Check every language version of template ``name`` now — ``NAME.liquid`` and each
+        ``NAME.xx.liquid`` — with its subject, its layout and the partials they render (those
+        named in quotes, and the partials those name): each parsed as a send would parse it.
+        Returns the files checked; raises NotFound or a RenderError naming the file (a version's,
+        a layout's or ``partials/NAME.liquid``) and line of the first mistake."""
+        files: list[str] = []
+        for variant in ["", *self.variants(name)]:
+            template = self.get(name, variant or None)
+            files.append(template.file)
+            source = (self.folder / template.file).read_text(encoding="utf-8")
+            meta, body, offset = _front_matter(source)
+            texts = [(template.file, body, offset)]
+            if template.layout_name:
+                layout = (self.folder / template.layout_name).read_text(encoding="utf-8")
+                texts.append((template.layout_name, layout, 0))
+            self._check_partial_names(texts)
+        return files
+
+    def _check_partial_names(self, texts: list[tuple[str, str, int]]) -> None:
+        """Every partial the texts (file shown, text, line offset) render by a quoted name
+        exists — and those the partials render: else a RenderError at the line that names it.
+        Only ``render``/``include`` tags count (Liquid's analysis finds them), not the words in
+        the email's text."""
+        loader = self._html.loader
+        assert isinstance(loader, PartialsLoader)
+        seen: set[str] = set()
+        todo = list(texts)
+        while todo:
+            file, text, offset = todo.pop()
+            try:
+                tags = self._html.from_string(text).analyze(include_partials=False).tags
+            except LiquidError:
+                continue  # (get() reported what does not parse; an MJML source may not)
+            spans = [*tags.get("render", ()), *tags.get("include", ())]
+            for span in sorted(spans, key=lambda s: s.index):
+                match = _NAMED_PARTIAL.match(text, span.index)
+                if match is None:
+                    continue  # a partial named by a variable: read when rendered
+                name = match.group(2)
+                try:
+                    partial = loader.source(name)
+                except LiquidError as e:
+                    raise RenderError(
+                        str(e.message or type(e).__name__),
+                        template=file,
+                        line=text.count("\n", 0, span.index) + 1 + offset,
+                        hint=f"partials are files templates/{PARTIALS_DIR}/NAME.liquid, named "
+                        "without the folder or extension: {% render 'footer' %}",
+                    ) from None
+                if name not in seen:
+                    seen.add(name)
+                    shown = f"{PARTIALS_DIR}/{name.removesuffix('.liquid')}.liquid"
+                    todo.append((shown, partial, 0))
 
     def _layout_path(self, name: str, meta: dict[str, Any], variant: str = "") -> Path | None:
         wanted = meta.get("layout")

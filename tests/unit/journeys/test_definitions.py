@@ -153,6 +153,73 @@ def test_a_send_step_naming_a_missing_template_is_refused(tmp_path: Path) -> Non
     assert "abandoned_cart" in str(info.value)
 
 
+JOURNEY_HI = "trigger: {event: X}\nsteps:\n  - wait: 1h\n  - send: hi\n"
+HI = (
+    "---\nsubject: Hi {{ customer.first_name }}\nlayout: none\n---\n"
+    "<p>hi</p>\n{% render 'sign' %}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        # a language version that does not parse: its file and line
+        ({"hi.fr.liquid": "---\nsubject: Salut\n---\n<p>\n{% iff x %}</p>\n"}, "hi.fr.liquid:5"),
+        # a language version without a subject
+        ({"hi.de.liquid": "<p>Hallo</p>\n"}, "hi.de.liquid: no subject"),
+        # its subject is no Liquid
+        ({"hi.fr.liquid": "---\nsubject: Salut {{ \n---\n<p>x</p>\n"}, "hi.fr subject"),
+        # a partial a version renders is missing: the line that renders it
+        (
+            {"hi.fr.liquid": "---\nsubject: S\n---\n<p>x</p>\n{% render 'signe' %}\n"},
+            "hi.fr.liquid:5",
+        ),
+        # a partial that does not parse: the partial's own file and line
+        ({"partials/sign.liquid": "<p>\n{% if %}</p>\n"}, "partials/sign.liquid:2"),
+        # a partial that a partial renders is missing
+        ({"partials/sign.liquid": "<p>a</p>\n{% render 'logo' %}\n"}, "partials/sign.liquid:2"),
+    ],
+)
+def test_every_language_version_and_partial_of_a_sent_template_is_checked_at_load(
+    tmp_path: Path, files: dict[str, str], said: str
+) -> None:
+    from personify.config import load_project
+    from personify.journeys.stage import check_templates, project_journeys
+    from personify.scaffold import init_project
+
+    init_project(tmp_path)
+    templates = tmp_path / "templates"
+    (tmp_path / "journeys" / "hi.yml").write_text(JOURNEY_HI)
+    (templates / "partials").mkdir(exist_ok=True)
+    (templates / "partials" / "sign.liquid").write_text("<p>sign</p>\n")
+    (templates / "hi.liquid").write_text(HI)
+    project = load_project(tmp_path)
+    check_templates(project, project_journeys(project))  # all good
+    for name, text in files.items():
+        (templates / name).write_text(text)
+    with pytest.raises(DefinitionError) as info:
+        check_templates(project, project_journeys(project))
+    message = str(info.value)
+    assert message.startswith("journeys/hi.yml:4: steps[1].send: template "), message
+    assert said in message
+
+
+def test_a_language_version_named_as_a_template_is_refused_saying_which(tmp_path: Path) -> None:
+    from personify.config import load_project
+    from personify.journeys.stage import check_templates, project_journeys
+    from personify.scaffold import init_project
+
+    init_project(tmp_path)
+    (tmp_path / "templates" / "hi.liquid").write_text("---\nsubject: Hi\n---\n<p>hi</p>\n")
+    (tmp_path / "templates" / "hi.fr.liquid").write_text("---\nsubject: Salut\n---\n<p>x</p>\n")
+    (tmp_path / "journeys" / "hi.yml").write_text(JOURNEY_HI.replace("send: hi", "send: hi.fr"))
+    project = load_project(tmp_path)
+    with pytest.raises(DefinitionError) as info:
+        check_templates(project, project_journeys(project))
+    assert str(info.value).startswith("journeys/hi.yml:4: steps[1].send: no template 'hi.fr'")
+    assert "hi.fr.liquid is the fr language version of hi: send 'hi'" in str(info.value)
+
+
 EXPERIMENT = """
 trigger: {event: Product Added}
 steps:
@@ -243,7 +310,7 @@ def test_a_variant_subject_per_language_version() -> None:
             "      - {name: a, subject: {French: Salut}}\n",
             "0",
             "steps[0].variants[0].subject.French",
-            "not a language tag",
+            "not a locale tag",
         ),
         (
             "      - {name: a, subject: {fr: '{{ oops'}}\n",

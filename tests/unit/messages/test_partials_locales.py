@@ -326,3 +326,54 @@ def test_a_default_locale_that_is_none_is_a_config_error() -> None:
     assert parse_config("email:\n  default_locale: fr_CA\n").email.default_locale == "fr_CA"
     with pytest.raises(ConfigError, match="default_locale"):
         parse_config("email:\n  default_locale: Klingon\n")
+
+
+# ------------------------------------------------------------------- which names are variants
+
+
+def test_only_a_suffix_babel_reads_as_a_locale_makes_a_language_version(tmp_path: Path) -> None:
+    """``promo.big.liquid`` beside ``promo.liquid`` is a template of its own (``big`` is no
+    locale), ``promo.fr.liquid`` and ``promo.pt-BR.liquid`` are versions of ``promo``."""
+    s = store(
+        tmp_path,
+        {
+            "promo.liquid": page("<p>promo</p>"),
+            "promo.big.liquid": page("<p>big</p>", "Big"),
+            "promo.new.liquid": page("<p>new</p>", "New"),
+            "promo.fr.liquid": page("<p>fr</p>", "Fr"),
+            "promo.pt-BR.liquid": page("<p>br</p>", "Br"),
+            "promo.xx.liquid": page("<p>xx</p>", "Xx"),
+        },
+    )
+    assert s.names() == ["promo", "promo.big", "promo.new", "promo.xx"]
+    assert s.variants("promo") == ["fr", "pt-BR"]
+    assert s.get("promo.big").subject.render() == "Big" and s.get("promo.big").variant == ""
+    # a customer whose locale reads as "xx" or "big" gets the default, never another template
+    for locale, subject in (("xx", "Hi "), ("fr-CA", "Fr"), ("pt-BR", "Br"), ("pt", "Hi ")):
+        got = s.get("promo", locale)
+        assert got.subject.render(customer={"first_name": ""}) == subject, locale
+    assert s.check("promo") == ["promo.liquid", "promo.fr.liquid", "promo.pt-BR.liquid"]
+
+
+def test_a_partial_named_in_the_text_is_not_taken_for_one(tmp_path: Path) -> None:
+    """Only ``render``/``include`` tags name partials: the words in an email's text do not."""
+    s = store(tmp_path, {"hi.liquid": page("<p>We include 'free shipping' and render 'x'</p>")})
+    assert s.check("hi") == ["hi.liquid"]
+
+
+def test_the_partial_caches_are_bounded(tmp_path: Path) -> None:
+    from personify.messages import liquid_env
+
+    s = store(tmp_path, {"hi.liquid": page("{% render 'p' %}"), "partials/p.liquid": "0"})
+    loader = s._html.loader
+    assert isinstance(loader, liquid_env.PartialsLoader)
+    for i in range(liquid_env.PARSED_PARTIALS_LIMIT + 50):  # a partial edited again and again
+        (tmp_path / "partials" / "p.liquid").write_text(f"version {i}")
+        assert render(s.get("hi"), build_context(CUSTOMER)).text.strip() == f"version {i}"
+    assert len(loader._parsed) == liquid_env.PARSED_PARTIALS_LIMIT
+    assert len(liquid_env._PARTIAL_SOURCES) <= liquid_env.PARTIAL_SOURCES_LIMIT
+    # the partial in use is still named in errors (its source was used last)
+    (tmp_path / "partials" / "p.liquid").write_text("a\n{{ nope }}")
+    with pytest.raises(RenderError) as err:
+        render(s.get("hi"), build_context(CUSTOMER))
+    assert (err.value.template, err.value.line) == ("partials/p.liquid", 2)
