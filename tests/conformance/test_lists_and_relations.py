@@ -30,7 +30,7 @@ from personify.audiences.relations import project_relations
 from personify.audiences.segments import parse_segment
 from personify.audiences.stage import find_segment, preview, refresh
 from personify.config import Project, parse_config
-from personify.errors import ConfigError, DefinitionError, UsageError
+from personify.errors import ConfigError, DefinitionError, FileImportError, UsageError
 from personify.identity.normalize import blind_of
 from personify.privacy.crypto import new_key
 from personify.privacy.erase import erase_subject
@@ -231,6 +231,103 @@ def test_phones_ids_and_parquet(session: Session, tmp_path: Path) -> None:
     # crm_id is a source's own kind only if the project names the source; customer ids always
     upload_list(session, "ids", ids, kind="customer_id")
     assert _on_list(wh, "ids") == ["c2"]
+
+
+def test_blocked_values_are_quarantined_not_stored(session: Session, tmp_path: Path) -> None:
+    """identity.blocked values link nobody: on a list they would match nobody, silently."""
+    wh = session.warehouse
+    file = tmp_path / "vip.csv"
+    # line 3 is blocked; 4 and 5 are blocked too, but no address in the first place
+    file.write_text("email\nann@x.org\nTest@Example.com\nNULL\nn/a\nbob@x.org\n")
+    c = upload_list(session, "b", file).counts
+    counts = (c["rows_read"], c["rows_added"], c["rows_quarantined"], c["rows_blocked"])
+    assert counts == (5, 2, 3, 1)
+    assert c["rows_read"] == c["rows_added"] + c["rows_duplicate"] + c["rows_quarantined"]
+    assert _members(wh, "b") == [("email", "ann@x.org"), ("email", "bob@x.org")]
+    bad = wh.fetch(
+        "SELECT location, reason, detail FROM quarantine WHERE source = 'list:b' ORDER BY 1"
+    )
+    assert [(loc, reason) for loc, reason, _ in bad] == [
+        ("vip.csv:3", "blocked_value"),
+        ("vip.csv:4", "invalid_email"),  # (not an address: refused as such first)
+        ("vip.csv:5", "invalid_email"),
+    ]
+    assert bad[0][2] == (
+        "vip.csv:3: column \"email\": 'Test@Example.com' is a blocked value (identity.blocked): "
+        "it would match nobody"
+    )
+
+    # ids and phones: the kind's own list and "*" (compared lower-cased), phones once parsed
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user_id\nu1\nUnknown\n guest \nu2\n")
+    c = upload_list(session, "u", ids, kind="user_id").counts
+    assert (c["rows_added"], c["rows_blocked"]) == (2, 2)
+    session.project = _project(
+        tmp_path, wh.url, "  blocked: {phone: ['+33 6 00 00 00 00'], '*': ['null']}\n"
+    )
+    phones = tmp_path / "phones.csv"
+    phones.write_text("phone\n06 00 00 00 00\n+33600000000\n06 12 34 56 78\n")
+    c = upload_list(session, "p", phones, kind="phone").counts
+    assert (c["rows_added"], c["rows_blocked"], c["rows_quarantined"]) == (1, 2, 2)
+
+
+JSONL = (
+    '{"email": "Ann@Example.org", "name": "Ann"}\n'  # line 1
+    "\n"  # 2: blank, skipped
+    '{"email": "bob@example.org"}\n'  # 3
+    "not json\n"  # 4: malformed_json
+    '["carl@example.org"]\n'  # 5: not an object
+    '{"email": ["dora@example.org"]}\n'  # 6: invalid_value
+    '{"name": "no email"}\n'  # 7: missing_required
+    '{"email": "null"}\n'  # 8: blocked_value (no address anyway: invalid_email)
+    '{"email": "test@example.com"}\n'  # 9: blocked_value
+    '{"email": "eve@example.org"}'  # 10: no newline at the end
+)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".ndjson"])
+def test_json_lines_lists_with_line_numbers(session: Session, tmp_path: Path, suffix: str) -> None:
+    wh = session.warehouse
+    file = tmp_path / f"vip{suffix}"
+    file.write_text(JSONL)
+    c = upload_list(session, "j", file).counts
+    assert (c["rows_read"], c["rows_added"], c["rows_quarantined"]) == (9, 3, 6)
+    assert c["rows_read"] == c["rows_added"] + c["rows_duplicate"] + c["rows_quarantined"]
+    assert _members(wh, "j") == [
+        ("email", "ann@example.org"),
+        ("email", "bob@example.org"),
+        ("email", "eve@example.org"),
+    ]
+    bad = wh.fetch(
+        "SELECT location, reason, detail, payload FROM quarantine WHERE source = 'list:j' "
+        "ORDER BY received_at, id"
+    )
+    got = sorted((int(loc.rsplit(":", 1)[1]), reason) for loc, reason, _, _ in bad)
+    assert got == [
+        (4, "malformed_json"),
+        (5, "malformed_json"),
+        (6, "invalid_value"),
+        (7, "missing_required"),
+        (8, "invalid_email"),
+        (9, "blocked_value"),
+    ]
+    by_line = {int(loc.rsplit(":", 1)[1]): (detail, payload) for loc, _, detail, payload in bad}
+    assert by_line[4] == (f"vip{suffix}:4: the line is not a JSON object", "not json")
+    assert by_line[9][1] == '{"email": "test@example.com"}'  # the line as written
+    # numbers are ids; --column picks another key than the first object's
+    ids = tmp_path / f"ids{suffix}"
+    ids.write_text('{"n": 1, "id": 42}\n{"id": "u7"}\n{"id": true}\n')
+    c = upload_list(session, "i", ids, kind="user_id", column="id").counts
+    assert (c["rows_added"], c["rows_quarantined"]) == (2, 1)
+    assert _members(wh, "i") == [("user_id", "42"), ("user_id", "u7")]
+    with pytest.raises(FileImportError, match="no column 'mail'"):
+        upload_list(session, "i", ids, kind="user_id", column="mail")
+    # a .json file is refused (a JSON array is not JSON Lines), --format jsonl reads it
+    array = tmp_path / "vip.json"
+    array.write_text(JSONL)
+    with pytest.raises(FileImportError, match="is this JSON Lines"):
+        upload_list(session, "k", array)
+    assert upload_list(session, "k", array, format="jsonl").counts["rows_added"] == 3
 
 
 def test_lists_follow_encrypted_identifiers_and_privacy(

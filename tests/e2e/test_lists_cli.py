@@ -63,6 +63,29 @@ def test_list_mistakes_name_the_problem(project_dir: Path, tmp_path: Path) -> No
     assert done.returncode != 0 and "no list named 'nope'" in done.stderr
 
 
+def test_a_json_lines_list_with_blocked_values(project_dir: Path, tmp_path: Path) -> None:
+    p = ("--project", str(project_dir))
+    data = tmp_path / "vip.ndjson"
+    data.write_text(
+        '{"email": "ann@example.org"}\n{"email": "test@example.com"}\n{oops\n'
+        '{"email": "bob@example.org"}\n'
+    )
+    done = personify_json("lists", "upload", "vip", str(data), *p)["counts"]
+    assert (done["rows_read"], done["rows_added"], done["rows_quarantined"]) == (4, 2, 2)
+    assert done["rows_blocked"] == 1
+    bad = personify_json(
+        "sql", "SELECT location, reason FROM quarantine WHERE source = 'list:vip' ORDER BY 1", *p
+    )["rows"]
+    assert bad == [
+        {"location": f"{data}:2", "reason": "blocked_value"},
+        {"location": f"{data}:3", "reason": "malformed_json"},
+    ]
+    shown = personify("lists", "upload", "vip", str(data), *p)
+    assert "rows_blocked" in shown.stdout and "rows quarantined" in shown.stdout
+    helped = personify("lists", "upload", "--help")
+    assert ".jsonl" in helped.stdout and "identity.blocked" in " ".join(helped.stdout.split())
+
+
 def test_a_segment_reads_a_relation(project_dir: Path) -> None:
     p = ("--project", str(project_dir))
     con = duckdb.connect(str(project_dir / "warehouse.duckdb"))

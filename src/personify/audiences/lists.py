@@ -1,4 +1,5 @@
-"""Uploaded lists: identifiers from a CSV or Parquet file, matched to customers at read time.
+"""Uploaded lists: identifiers from a CSV, JSON Lines or Parquet file, matched to customers at
+read time.
 
 ``personify lists upload vip_2026 vip.csv --column email`` reads the file in Arrow batches
 (:func:`personify.sources.formats.read_batches`), normalizes each identifier as identity does
@@ -6,7 +7,12 @@
 numbers — other kinds trimmed), in SQL on the ingest engine, and stores the distinct values in
 ``list_members`` as the identity graph holds them (a blind index for email/phone under encrypted
 fields). Rows that are not identifiers go to the quarantine (``source`` = ``list:NAME``) with
-the file, line and reason; ``rows_read = rows_added + rows_duplicate + rows_quarantined``.
+the file, line and reason; so do ``identity.blocked`` values (``blocked_value``: placeholders and
+shared test addresses link nobody, so they would match nobody) and JSON Lines lines that are not
+JSON objects (``malformed_json``); ``rows_read = rows_added + rows_duplicate + rows_quarantined``.
+
+A JSON Lines file (``.jsonl``/``.ndjson``) holds one object a line; its keys are the columns
+(those of its first object; ``--column`` names another), a string or number value the identifier.
 
 Everything happens in one transaction: a failed upload leaves the list as it was, and
 ``--replace`` swaps the list's members for the file's at once. Uploading the same file again adds
@@ -33,10 +39,24 @@ import pyarrow.compute as pc
 from personify import clock
 from personify.config import FileFormat, Project
 from personify.errors import FileImportError, NotFound, UsageError
-from personify.identity.normalize import blind_of, email_sql, id_sql, normalize_phone, phone_sql
+from personify.identity.normalize import (
+    blind_of,
+    blocked_sets,
+    email_sql,
+    id_sql,
+    normalize_phone,
+    phone_sql,
+)
 from personify.ingest import quarantine
 from personify.ingest.engine import arrow, open_engine, registered
-from personify.ingest.reasons import INVALID_EMAIL, INVALID_VALUE, MISSING_REQUIRED
+from personify.ingest.reasons import (
+    BLOCKED_VALUE,
+    INVALID_EMAIL,
+    INVALID_VALUE,
+    MALFORMED_JSON,
+    MISSING_REQUIRED,
+)
+from personify.ingest.validate import RAW_COLUMN
 from personify.progress import Progress
 from personify.session import Session
 from personify.sources.files import file_digest, file_label
@@ -51,6 +71,10 @@ BUILT_IN_KINDS: Final = ("email", "phone", "user_id", "customer_id", "anonymous_
 ``<source>_id``)."""
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
 _STAGE = "_personify_list_upload"
+_LINE_TEXT = "__personify_line_text"
+"""A JSON Lines batch's column holding each line as written (a quarantined row's payload)."""
+FIELDS_SCAN_BYTES: Final = 1 << 20
+"""Bytes of a JSON Lines file read for its first object (whose keys are the columns)."""
 
 
 def source_of(name: str) -> str:
@@ -76,7 +100,8 @@ class UploadResult:
     file: str
     counts: dict[str, int] = field(default_factory=dict)
     """``rows_read``, ``rows_added``, ``rows_duplicate``, ``rows_quarantined``,
-    ``rows_removed`` (``--replace``: members not in the file), ``members`` (after), and
+    ``rows_removed`` (``--replace``: members not in the file), ``members`` (after),
+    ``rows_blocked`` (of the quarantined: ``identity.blocked`` values), and
     ``already_uploaded`` (1: this file was uploaded to the list before and changed nothing —
     no upload is recorded)."""
     seconds: float = 0.0
@@ -146,13 +171,20 @@ def upload_list(
         )
     label = file_label(project, path)
     fmt = detect_format(path, format)
-    if fmt not in ("csv", "parquet"):
+    if path.suffix.lower() == ".json" and format is None:
         raise FileImportError(
-            f"{label}: a list is read from CSV or Parquet, not {fmt}",
-            hint="export the identifiers as a CSV file with a header line",
+            f"{label}: a list is read from CSV, JSON Lines or Parquet: is this JSON Lines?",
+            hint="name a file of one JSON object a line .jsonl or .ndjson, or pass --format jsonl",
         )
     fields, batches = read_batches(path, fmt, rows=BATCH_ROWS, delimiter=delimiter)
-    chosen = _pick_column(list(fields or {}), column, kind, label)
+    if fields is None:  # JSON Lines: the keys of its first object
+        fields = dict.fromkeys(_jsonl_fields(path, label))
+    chosen = _pick_column(list(fields), column, kind, label)
+    if fmt == "jsonl" and '"' in chosen:
+        raise UsageError(
+            f"{label}: a JSON Lines key with a double quote cannot be read: {chosen!r}"
+        )
+    blocked = _blocked(project, kind)
     digest = file_digest(path)
     blind_list_members(wh)  # values stored before encryption was turned on
     form = _form(wh, kind)
@@ -161,6 +193,7 @@ def upload_list(
     result = UploadResult(name, kind, label, form=form)
     read = quarantined = good = 0
     bad_tables: list[pa.Table] = []
+    not_objects = quarantine.empty_bad_rows()
     con = open_engine()
     stage = Table(_STAGE, (Column("value", "VARCHAR"),))
     try:
@@ -168,14 +201,18 @@ def upload_list(
             wh.execute(f"DROP TABLE IF EXISTS {_STAGE}")
             wh.execute(f"CREATE TEMP TABLE {_STAGE} (value VARCHAR)")
             for batch in batches:
-                read += batch.data.num_rows + len(batch.malformed)
+                data, lines = batch.data, batch.lines
+                if fmt == "jsonl":
+                    data, lines, not_objects = _jsonl_rows(con, data, lines, chosen, label)
+                    bad_tables.append(not_objects)
+                read += data.num_rows + len(batch.malformed) + not_objects.num_rows
                 if batch.malformed:
                     rows = [(m.line, m.text, m.fields, m.expected) for m in batch.malformed]
                     bad_tables.append(quarantine.malformed_rows(rows, label=label))
                 values, pending, bad = _normalize(
-                    con, batch.data, batch.lines, chosen, kind, label, project
+                    con, data, lines, chosen, kind, label, project, blocked
                 )
-                parsed, still_bad = _parse_phones(pending, region, label)
+                parsed, still_bad = _parse_phones(pending, region, label, blocked)
                 if parsed:
                     values = pa.concat_arrays([values, pa.array(parsed, pa.string())])
                 bad_tables += [t for t in (bad, still_bad) if t.num_rows]
@@ -188,6 +225,9 @@ def upload_list(
                     progress(f"list {name}", batch.done, batch.total)
             bad_all = pa.concat_tables(bad_tables) if bad_tables else quarantine.empty_bad_rows()
             quarantined = bad_all.num_rows
+            blocked_rows = int(
+                pc.sum(pc.equal(bad_all.column("reason"), BLOCKED_VALUE)).as_py() or 0
+            )
             kept: list[pa.Array] = []
             if quarantined:
                 rows = quarantine.to_rows(
@@ -236,6 +276,8 @@ def upload_list(
                 "rows_removed": removed,
                 "members": members,
             }
+            if blocked_rows:
+                counts["rows_blocked"] = blocked_rows
             again = wh.scalar(
                 "SELECT 1 FROM list_uploads WHERE list = ? AND sha256 = ? AND kind = ? LIMIT 1",
                 [name, digest, kind],
@@ -274,10 +316,12 @@ def _normalize(
     kind: str,
     label: str,
     project: Project,
+    blocked: _Blocked,
 ) -> tuple[pa.Array, _Pending, pa.Table]:
     """``(normalized values, phones still to parse, bad rows)`` of one batch. Set-wise: one SQL
     pass on the ingest engine normalizes every row and keeps the good values as Arrow; only the
-    rows that are not identifiers (few) are looked at one by one, for their reason."""
+    rows that are not identifiers or are blocked values (few) are looked at one by one, for
+    their reason."""
     table = pa.table({"__line": lines, "raw": data.column(column)})
     normalized = _normalized_sql(kind, project)
     with registered(con, table) as view:
@@ -286,7 +330,7 @@ def _normalize(
             f"SELECT row_number() OVER () - 1 AS i, __line AS line, CAST(raw AS VARCHAR) AS raw, "
             f"{normalized} AS value, {id_sql('raw')} IS NULL AS empty FROM {view}",
         )
-    found = pc.is_valid(out.column("value"))
+    found = pc.and_not(pc.is_valid(out.column("value")), blocked.mask(out.column("value")))
     good = out.column("value").filter(found).combine_chunks()
     rest = out.filter(pc.invert(found))
     pending = _Pending()
@@ -296,8 +340,12 @@ def _normalize(
     rows = data.take(rest.column("i")).to_pylist()
     bad: list[dict[str, Any]] = []
     for r, row in zip(rest.to_pylist(), rows, strict=True):
-        where, payload = f"{label}:{r['line']}", json.dumps(row, default=str, ensure_ascii=False)
-        if r["empty"]:
+        written = row.pop(_LINE_TEXT, None)  # a JSON Lines line: the payload is it as written
+        payload = written or json.dumps(row, default=str, ensure_ascii=False)
+        where = f"{label}:{r['line']}"
+        if r["value"] is not None:  # normalized, but blocked
+            bad.append(_blocked_row(r["line"], shown, r["raw"], payload, where))
+        elif r["empty"]:
             detail = f'column "{shown}" is empty'
             bad.append(_bad(r["line"], MISSING_REQUIRED, detail, payload, where))
         elif kind == "phone":
@@ -327,9 +375,12 @@ def _bad(line: int, reason: str, detail: str, payload: str | None, where: str) -
     }
 
 
-def _parse_phones(pending: _Pending, region: str | None, label: str) -> tuple[list[str], pa.Table]:
+def _parse_phones(
+    pending: _Pending, region: str | None, label: str, blocked: _Blocked
+) -> tuple[list[str], pa.Table]:
     """Phones not already in E.164, parsed with ``phonenumbers`` once per distinct text (in
-    ``identity.phone_region`` for national numbers); those that are no number are bad rows."""
+    ``identity.phone_region`` for national numbers); those that are no number, or a blocked
+    one, are bad rows."""
     parsed: dict[str, str | None] = {}
     good: list[str] = []
     bad: list[dict[str, Any]] = []
@@ -341,9 +392,107 @@ def _parse_phones(pending: _Pending, region: str | None, label: str) -> tuple[li
             hint = "" if region else " (national numbers need identity.phone_region)"
             detail = f"{_preview(raw)} is not a phone number{hint}"
             bad.append(_bad(line, INVALID_VALUE, detail, payload, f"{label}:{line}"))
+        elif blocked.holds(value):
+            bad.append(_blocked_row(line, None, raw, payload, f"{label}:{line}"))
         else:
             good.append(value)
     return good, pa.Table.from_pylist(bad, schema=quarantine.BAD_ROWS)
+
+
+@dataclass(frozen=True)
+class _Blocked:
+    """A kind's ``identity.blocked`` values, normalized: ``anywhere`` (``*``, compared
+    lower-cased) and the kind's own."""
+
+    anywhere: frozenset[str]
+    own: frozenset[str]
+
+    def mask(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """True where a (normalized) value is blocked; False where it is not or is null."""
+        hit = pc.or_(
+            pc.is_in(pc.utf8_lower(values), value_set=pa.array(sorted(self.anywhere), pa.string())),
+            pc.is_in(values, value_set=pa.array(sorted(self.own), pa.string())),
+        )
+        return pc.fill_null(hit, False)
+
+    def holds(self, value: str) -> bool:
+        return value.lower() in self.anywhere or value in self.own
+
+
+def _blocked(project: Project, kind: str) -> _Blocked:
+    anywhere, per_kind = blocked_sets(project.config.identity)
+    return _Blocked(anywhere, per_kind.get(kind, frozenset()))
+
+
+def _blocked_row(
+    line: int, column: str | None, raw: str, payload: str | None, where: str
+) -> dict[str, Any]:
+    at = f'column "{column}": ' if column else ""
+    detail = f"{at}{_preview(raw)} is a blocked value (identity.blocked): it would match nobody"
+    return _bad(line, BLOCKED_VALUE, detail, payload, where)
+
+
+# ----------------------------------------------------------------------------------- JSON Lines
+def _jsonl_fields(path: Path, label: str) -> list[str]:
+    """The keys of a JSON Lines file's first object (read from its first bytes)."""
+    with path.open("rb") as f:
+        head = f.read(FIELDS_SCAN_BYTES)
+    for number, line in enumerate(head.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            first = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            if number == head.count(b"\n") + 1 and len(head) == FIELDS_SCAN_BYTES:
+                break  # a line cut by the scan
+            continue  # (quarantined with its line when read)
+        if isinstance(first, dict):
+            return [str(k) for k in first]
+    raise FileImportError(
+        f"{label}: no JSON object in its first {FIELDS_SCAN_BYTES >> 20} MB to take the keys from",
+        hint='a JSON Lines list holds one object a line, e.g. {"email": "ann@example.org"}',
+    )
+
+
+def _jsonl_rows(
+    con: Any, data: pa.Table, lines: pa.Array, column: str, label: str
+) -> tuple[pa.Table, pa.Array, pa.Table]:
+    """A JSON Lines batch as rows of ``column`` (text; a number's digits): ``(rows, their
+    lines, bad rows)``. Blank lines are skipped; a line that is not UTF-8 or not a JSON object is
+    ``malformed_json``, a value that is an object, array or boolean ``invalid_value``."""
+    table = pa.table({"__line": lines, RAW_COLUMN: data.column(RAW_COLUMN)})
+    with registered(con, table) as view:
+        out = arrow(
+            con,
+            "SELECT __line AS line, text, CASE WHEN text IS NULL THEN 'utf8' "
+            "WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN 'json' "
+            "WHEN json_type(j, $path) IN ('OBJECT', 'ARRAY', 'BOOLEAN') THEN 'type' END AS bad, "
+            "json_extract_string(j, $path) AS value FROM (SELECT __line, text, TRY(json(text)) "
+            f"AS j FROM (SELECT __line, TRY(decode({RAW_COLUMN})) AS text FROM {view}) "
+            "WHERE text IS NULL OR NOT regexp_matches(text, '^\\s*$'))",
+            {"path": f'$."{column}"'},
+        )
+    ok = pc.is_null(out.column("bad"))
+    rows = out.filter(ok)
+    texts = pc.utf8_rtrim(rows.column("text"), characters="\r\n")
+    good = pa.table({column: rows.column("value"), _LINE_TEXT: texts})
+    bad: list[dict[str, Any]] = []
+    for r in out.filter(pc.invert(ok)).to_pylist():
+        where = f"{label}:{r['line']}"
+        text = r["text"].rstrip("\r\n") if r["text"] is not None else None
+        if r["bad"] == "utf8":
+            bad.append(_bad(r["line"], MALFORMED_JSON, "the line is not UTF-8 text", None, where))
+        elif r["bad"] == "json":
+            detail = "the line is not a JSON object"
+            bad.append(_bad(r["line"], MALFORMED_JSON, detail, text, where))
+        else:
+            detail = f'key "{column}" holds {r["value"][:40]}, not text or a number'
+            bad.append(_bad(r["line"], INVALID_VALUE, detail, text, where))
+    return (
+        good,
+        rows.column("line").combine_chunks(),
+        pa.Table.from_pylist(bad, schema=quarantine.BAD_ROWS),
+    )
 
 
 def _blinded(values: pa.Array, kind: str, hash_: Callable[[str, str], str]) -> pa.Array:

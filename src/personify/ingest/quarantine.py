@@ -22,6 +22,9 @@ import pyarrow as pa
 
 from personify.ingest.engine import arrow, registered
 from personify.ingest.reasons import (
+    BLOCKED_VALUE as BLOCKED_VALUE,
+)
+from personify.ingest.reasons import (
     CONFLICTING_DUPLICATE as CONFLICTING_DUPLICATE,
 )
 from personify.ingest.reasons import (

@@ -25,6 +25,7 @@ FUTURE_TIMESTAMP: Final = "future_timestamp"
 PLAN_VIOLATION: Final = "tracking_plan_violation"
 PLAN_UNREADABLE: Final = "tracking_plan_unreadable"
 CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
+BLOCKED_VALUE: Final = "blocked_value"
 
 REASONS: Final[dict[str, str]] = {
     MISSING_REQUIRED: "a required column or field is missing or empty (an event: "
@@ -50,6 +51,8 @@ REASONS: Final[dict[str, str]] = {
     PLAN_UNREADABLE: "the tracking plan's schema file for the event cannot be used (not JSON, not "
     "a valid JSON Schema): the event was not checked; fix the file, then replay it",
     CONFLICTING_DUPLICATE: "a messageId already stored with another payload (the first is kept)",
+    BLOCKED_VALUE: "an uploaded list's identifier is an identity.blocked value (a placeholder or "
+    "shared test address): it links nobody, so it would match nobody",
 }
 """Every quarantine reason code and what it means — the one registry: the file importer, the
 REST and webhook sources and the tracking API (:mod:`personify.ingest.tracking.normalize`) all

@@ -58,6 +58,7 @@ def test_every_reason_code_is_documented() -> None:
         quarantine.PLAN_VIOLATION,
         quarantine.PLAN_UNREADABLE,
         quarantine.CONFLICTING_DUPLICATE,
+        quarantine.BLOCKED_VALUE,
     }
     assert codes == set(quarantine.REASONS)
 

@@ -21,7 +21,8 @@ from personify.cli.app import (
 from personify.cli.progress import progress_bars
 
 lists_app = typer.Typer(
-    help="Uploaded lists (a CSV or Parquet file of emails, phones or ids): segments read their "
+    help="Uploaded lists (a CSV, JSON Lines or Parquet file of emails, phones or ids): segments "
+    "read their "
     "customers from the list_customers view.",
     no_args_is_help=True,
 )
@@ -33,14 +34,17 @@ NameArg = Annotated[str, typer.Argument(help="The list's name (letters, digits, 
 @lists_app.command("upload")
 def upload_command(
     name: NameArg,
-    file: Annotated[Path, typer.Argument(help="The file: .csv or .parquet.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="The file: .csv, .jsonl / .ndjson (one object a line) or .parquet."),
+    ],
     column: Annotated[
         str | None,
         typer.Option(
             "--column",
             "-c",
-            help="Column holding the identifiers (default: the one named as --kind, or the "
-            "file's only column).",
+            help="Column (JSON Lines: key) holding the identifiers (default: the one named as "
+            "--kind, or the file's only column; JSON Lines: the keys of its first object).",
         ),
     ] = None,
     kind: Annotated[
@@ -61,7 +65,8 @@ def upload_command(
         ),
     ] = False,
     format_: Annotated[
-        str | None, typer.Option("--format", help="csv or parquet (default: from the suffix).")
+        str | None,
+        typer.Option("--format", help="csv, jsonl or parquet (default: from the suffix)."),
     ] = None,
     delimiter: Annotated[str, typer.Option("--delimiter", help="CSV field delimiter.")] = ",",
     project: ProjectOpt = Path("."),
@@ -71,8 +76,10 @@ def upload_command(
     """Upload a file of identifiers into a list (created on first upload).
 
     Each identifier is normalized as identity does (emails lower-cased, phones to E.164 with
-    identity.phone_region for national numbers); rows that are none go to the quarantine with
-    the file, line and reason (source list:NAME). Uploading the same file again adds nothing.
+    identity.phone_region for national numbers); rows that are none — or are identity.blocked
+    values, which match nobody (blocked_value), or JSON Lines lines that are not objects — go to
+    the quarantine with the file, line and reason (source list:NAME). Uploading the same file
+    again adds nothing.
     Segments read the list's customers — matched through identities when read, so people who
     become customers later join it:
     `SELECT customer_id FROM list_customers WHERE list = 'NAME'`.
@@ -83,7 +90,7 @@ def upload_command(
 
     pin_now(now)
     if format_ is not None and format_ not in get_args(FileFormat):
-        raise typer.BadParameter("use csv or parquet", param_hint="--format")
+        raise typer.BadParameter("use csv, jsonl or parquet", param_hint="--format")
     with open_session(project) as session, progress_bars(enabled=not json) as progress:
         result = upload_list(
             session,
