@@ -175,6 +175,8 @@ class TemplateStore:
         self._text = text_environment(folder)
         self._cache: dict[str, Template] = {}
         self._layouts: dict[str, tuple[str, BoundTemplate]] = {}
+        self._checked: dict[str, str] = {}
+        """File → the version :meth:`check` found good."""
         self._lock = threading.Lock()
 
     @property
@@ -333,6 +335,9 @@ class TemplateStore:
         for variant in ["", *self.variants(name)]:
             template = self.get(name, variant or None)
             files.append(template.file)
+            with self._lock:  # a version covers its partials: one found good stays good
+                if self._checked.get(template.file) == template.version:
+                    continue
             source = (self.folder / template.file).read_text(encoding="utf-8")
             meta, body, offset = _front_matter(source)
             texts = [(template.file, body, offset)]
@@ -340,6 +345,8 @@ class TemplateStore:
                 layout = (self.folder / template.layout_name).read_text(encoding="utf-8")
                 texts.append((template.layout_name, layout, 0))
             self._check_partial_names(texts)
+            with self._lock:
+                self._checked[template.file] = template.version
         return files
 
     def _check_partial_names(self, texts: list[tuple[str, str, int]]) -> None:
