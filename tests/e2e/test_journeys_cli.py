@@ -85,6 +85,33 @@ def test_a_bad_journey_file_stops_the_run_naming_file_line_and_key(tmp_path: Pat
     assert "not a duration" in done.stderr
 
 
+def test_journeys_check_reads_every_language_version_of_the_templates(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    assert personify("init", str(project)).returncode == 0
+    p = ("--project", str(project))
+    templates = project / "templates"
+    (templates / "abandoned_cart.fr.liquid").write_text(
+        "---\nsubject: Votre panier\n---\n<p>Bonjour</p>\n{% render 'signature' %}\n"
+    )
+    (templates / "partials").mkdir()
+    (templates / "partials" / "signature.liquid").write_text("<p>L'équipe</p>\n")
+    done = personify_json("journeys", "check", *p)
+    checked = {r["journey"]: r["templates"] for r in done["journeys"]}
+    assert checked["abandoned_cart"] == ["abandoned_cart.liquid", "abandoned_cart.fr.liquid"]
+
+    # a broken partial of the French version stops the check and the run, naming both files
+    (templates / "partials" / "signature.liquid").write_text("<p>\n{% if %}</p>\n")
+    for args in (("journeys", "check"), ("run", "--now", NOW)):
+        done = personify(*args, *p)
+        assert done.returncode == 2, done.stderr
+        said = " ".join(done.stderr.split())
+        assert "journeys/abandoned_cart.yml:" in said and "steps[" in said
+        assert "template partials/signature.liquid:2:" in said
+    assert "every language version" in " ".join(
+        personify("journeys", "check", "--help").stdout.split()
+    )
+
+
 def test_run_help_describes_journeys_and_delivery() -> None:
     done = personify("run", "--help")
     assert done.returncode == 0

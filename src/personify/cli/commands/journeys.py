@@ -1,4 +1,5 @@
-"""``personify journeys list|show``: the journeys, where customers are in them, what was sent."""
+"""``personify journeys list|show|check``: the journeys, where customers are in them, what was
+sent; whether their files and every template they send are sound."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from rich.table import Table
 from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
 
 journeys_app = typer.Typer(
-    help="Journeys (journeys/*.yml): definitions, instances and messages; one customer's path.",
+    help="Journeys (journeys/*.yml): definitions, instances and messages; one customer's path; "
+    "a check of the files and the templates they send.",
     no_args_is_help=True,
 )
 app.add_typer(journeys_app, name="journeys", rich_help_panel="Email")
@@ -43,6 +45,46 @@ def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None
             _counts(row["messages"]),
         )
     console().print(table)
+
+
+@journeys_app.command("check")
+def check_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
+    """Check every journey file and each template a send step names, as `personify run` does
+    before deciding anything: every language version of it (NAME.liquid, NAME.fr.liquid …) with
+    its subject, layout and the partials it renders. A mistake exits 2 naming the journey's file,
+    line and key and the template's file and line. Reads no warehouse."""
+    from personify.config import load_project
+    from personify.journeys import project_journeys
+    from personify.journeys.stage import check_templates
+    from personify.messages import template_store
+
+    loaded = load_project(project)
+    journeys = project_journeys(loaded)
+    check_templates(loaded, journeys)
+    store = template_store(loaded)
+    rows = []
+    for journey in journeys:
+        names = dict.fromkeys(
+            name
+            for step in journey.steps
+            if step.kind == "send"
+            for name in (
+                step.template,
+                *(v.template for v in (step.experiment.variants if step.experiment else ())),
+            )
+            if name is not None
+        )
+        files = [file for name in names for file in store.check(name)]
+        rows.append({"journey": journey.name, "file": journey.file, "templates": files})
+    if json:
+        emit_json({"ok": True, "journeys": rows})
+        return
+    table = Table("journey", "file", "template files checked", title="Journeys check")
+    for row in rows:
+        table.add_row(row["journey"], row["file"], ", ".join(row["templates"]) or "—")
+    out = console()
+    out.print(table)
+    out.print(f"{len(rows)} journeys OK")
 
 
 @journeys_app.command("show")
