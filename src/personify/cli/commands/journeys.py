@@ -62,7 +62,7 @@ def check_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> Non
     journeys = project_journeys(loaded)
     check_templates(loaded, journeys)
     store = template_store(loaded)
-    rows = []
+    rows: list[tuple[str, str, list[str]]] = []
     for journey in journeys:
         names = dict.fromkeys(
             name
@@ -75,13 +75,18 @@ def check_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> Non
             if name is not None
         )
         files = [file for name in names for file in store.check(name)]
-        rows.append({"journey": journey.name, "file": journey.file, "templates": files})
+        rows.append((journey.name, journey.file, files))
     if json:
-        emit_json({"ok": True, "journeys": rows})
+        emit_json(
+            {
+                "ok": True,
+                "journeys": [{"journey": j, "file": f, "templates": t} for j, f, t in rows],
+            }
+        )
         return
     table = Table("journey", "file", "template files checked", title="Journeys check")
-    for row in rows:
-        table.add_row(row["journey"], row["file"], ", ".join(row["templates"]) or "—")
+    for name, file, files in rows:
+        table.add_row(name, file, ", ".join(files) or "—")
     out = console()
     out.print(table)
     out.print(f"{len(rows)} journeys OK")
