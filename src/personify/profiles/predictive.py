@@ -18,7 +18,7 @@ after the profile build's commit, with no lock held during the fit (:func:`refre
 Customers with no order keep NULL (the model is about customers who bought). Too few customers
 (``traits.predictive.min_customers``), or too few repeat buyers: no fit, the columns stay NULL
 and the fit's row in ``predictive_fits`` says why. The holdout check and its page are in
-:mod:`personify.profiles.predictive_report` (their names stay importable from here).
+:mod:`personify.profiles.predictive_report`.
 """
 
 from __future__ import annotations
@@ -576,16 +576,3 @@ def refresh_scope(wh: Warehouse, project: Project, scope: str) -> None:
     summary = read_summary(wh, project, scope)
     if summary.num_rows:
         _write(wh, predict(summary, result))
-
-
-_REPORT = ("Holdout", "HoldoutRow", "holdout", "holdout_chart", "holdout_page")
-
-
-def __getattr__(name: str) -> Any:
-    """The holdout comparison and its page live in :mod:`personify.profiles.predictive_report`
-    (which imports this module); their names stay importable from here."""
-    if name in _REPORT:
-        from personify.profiles import predictive_report
-
-        return getattr(predictive_report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

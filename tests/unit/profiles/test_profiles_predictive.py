@@ -210,15 +210,6 @@ def test_without_scipy_the_error_says_how_to_install_it(
     assert "personify[predictive]" in (e.value.hint or "")
 
 
-def test_the_holdout_names_stay_importable_from_predictive() -> None:
-    from personify.profiles import predictive, predictive_report
-
-    for name in ("Holdout", "HoldoutRow", "holdout", "holdout_chart", "holdout_page"):
-        assert getattr(predictive, name) is getattr(predictive_report, name), name
-    with pytest.raises(AttributeError, match="no_such_name"):
-        _ = predictive.no_such_name
-
-
 def test_the_holdout_chart_has_a_point_per_group_and_series_at_its_value() -> None:
     import re
 
