@@ -12,6 +12,7 @@ error messages.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -1876,6 +1877,45 @@ def find_project_file(directory: Path) -> Path:
             hint="run `personify init DIR` to make a project, or pass --project DIR",
         )
     return file
+
+
+_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def key_line(file: Path, key: str) -> int | None:
+    """The line of ``key`` (``relations.crm_scores``, ``alerts[0].threshold``: a
+    :class:`~personify.errors.ConfigError`'s ``key``) in the YAML file ``file``; ``None`` when the
+    file cannot be read or parsed or does not hold that key. For checks made after loading (a
+    warehouse table that is missing, a bus that is down), whose errors must still name the line.
+    The file is parsed once while it is unchanged (the real-time path asks at every event)."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    path = tuple(int(index) if index else name for name, index in _KEY_PART.findall(key))
+    return _marks(file, stat.st_mtime_ns, stat.st_size).get(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _marks(file: Path, mtime_ns: int, size: int) -> dict[tuple[str | int, ...], int]:
+    """:func:`key_line`'s parse of ``file``, cached by its modification time and size."""
+    try:
+        return parse_marked(file.read_text(encoding="utf-8"), file=str(file)).marks
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return {}
+
+
+def locate(error: ConfigError, file: Path) -> ConfigError:
+    """``error`` with the line of its key in the project file ``file`` when it names a key of that
+    file but no line; unchanged when it has a line, names another file, or the key is not found."""
+    if not error.key or error.line is not None:
+        return error
+    if error.file and Path(error.file).name != file.name:
+        return error
+    line = key_line(file, error.key)
+    if line is None:
+        return error
+    return ConfigError(error.reason, file=str(file), line=line, key=error.key, hint=error.hint)
 
 
 def load_project(directory: str | Path = ".") -> Project:

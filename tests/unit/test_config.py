@@ -192,6 +192,36 @@ def test_config_errors_name_the_project_file_for_a_key() -> None:
     assert str(ConfigError("the plan changed")) == "the plan changed"
 
 
+
+def test_the_line_of_a_key_is_read_from_the_file_again_once_it_changes(tmp_path: Path) -> None:
+    import os
+
+    from personify.config import key_line, locate
+
+    file = tmp_path / "personify.yml"
+    file.write_text("warehouse: duckdb:///wh.duckdb\nrelations:\n  crm: a.crm\n")
+    assert key_line(file, "relations.crm") == 3
+    assert key_line(file, "relations") == 2
+    assert key_line(file, "relations.other") is None  # not an ancestor's line: not found
+    stat = file.stat()
+    file.write_text("warehouse: duckdb:///wh.duckdb\n\nalerts:\n  - {name: a}\nrelations: {}\n")
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: the size differs
+    assert key_line(file, "relations.crm") is None
+    assert key_line(file, "alerts[0].name") == 4
+    assert key_line(tmp_path / "nowhere.yml", "alerts") is None
+    (tmp_path / "bad.yml").write_text("a: [\n")
+    assert key_line(tmp_path / "bad.yml", "a") is None
+
+    found = locate(ConfigError("down", key="alerts[0].name", hint="h"), file)
+    assert (found.file, found.line, found.key, found.hint) == (str(file), 4, "alerts[0].name", "h")
+    for kept in (
+        ConfigError("has a line", key="alerts", line=9),
+        ConfigError("another file", file=str(tmp_path / "rules.yml"), key="alerts"),
+        ConfigError("no such key", key="nothing.here"),
+        ConfigError("no key"),
+    ):
+        assert locate(kept, file) is kept
+
 REMOVING = """\
 warehouse: duckdb:///wh.duckdb
 destinations:

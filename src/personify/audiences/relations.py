@@ -16,14 +16,12 @@ table does not exist fails the segment naming the key in ``personify.yml`` that 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlglot import exp
 
-from personify.config import Project
+from personify.config import Project, key_line
 from personify.errors import ConfigError, WarehouseError
 from personify.warehouse.base import Warehouse
 
@@ -71,29 +69,11 @@ def project_relations(project: Project) -> tuple[Relation, ...]:
     relations = project.config.relations
     if not relations:
         return ()
-    try:
-        stamp = project.file.stat().st_mtime_ns
-    except OSError:  # a project built in memory (tests) has no file to point at
-        stamp = -1
-    return _relations(project.file, stamp, tuple(relations.items()))
-
-
-@functools.lru_cache(maxsize=32)
-def _relations(
-    file: Path, stamp: int, relations: tuple[tuple[str, str], ...]
-) -> tuple[Relation, ...]:
-    """:func:`project_relations`, cached while the file is unchanged (the real-time path asks
-    for the segments at every event)."""
-    from personify._yamlmarks import parse_marked
-
-    lines: dict[str, int | None] = {}
-    if stamp >= 0:
-        try:
-            marks = parse_marked(file.read_text(encoding="utf-8"), file=str(file))
-            lines = {name: marks.line(("relations", name)) for name, _ in relations}
-        except (OSError, ValueError):
-            lines = {}
-    return tuple(Relation(name, target, file.name, lines.get(name)) for name, target in relations)
+    file = project.file
+    return tuple(
+        Relation(name, target, file.name, key_line(file, f"relations.{name}"))
+        for name, target in relations.items()
+    )
 
 
 def qualify(query: exp.Expr, relations: Iterable[Relation]) -> exp.Expr:

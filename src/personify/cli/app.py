@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -252,28 +251,19 @@ def _project_arg(args: list[str]) -> Path:
     return Path(os.environ.get("PERSONIFY_PROJECT") or ".")
 
 
-_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
 def located(e: ConfigError, args: list[str]) -> ConfigError:
     """``e`` with the line of its key in the project file, when it names a key of it but no
     line (a check made after loading: a bus, a key ring, a cache). Unchanged when the file or
-    the key cannot be found."""
-    if not e.key or e.line is not None or (e.file and Path(e.file).name != "personify.yml"):
-        return e
-    from personify._yamlmarks import parse_marked
-    from personify.config import find_project_file
+    the key cannot be found (:func:`personify.config.locate`)."""
+    from personify.config import PROJECT_FILE, find_project_file, locate
 
+    if not e.key or e.line is not None or (e.file and Path(e.file).name != PROJECT_FILE):
+        return e
     try:
         file = Path(e.file) if e.file else find_project_file(_project_arg(args))
-        doc = parse_marked(file.read_text(encoding="utf-8"), file=str(file))
-    except (PersonifyError, OSError, UnicodeDecodeError):
+    except PersonifyError:
         return e
-    path = tuple(int(index) if index else name for name, index in _KEY_PART.findall(e.key))
-    line = doc.line(path) if path in doc.marks else None
-    if line is None:
-        return e
-    return ConfigError(e.reason, file=str(file), line=line, key=e.key, hint=e.hint)
+    return locate(e, file)
 
 
 def main(argv: list[str] | None = None) -> None:
