@@ -379,3 +379,61 @@ def test_an_edited_journey_does_not_leave_an_old_window_behind(shop: Shop) -> No
     )
     _advance(shop, NOW + 3 * DAY, "batch")
     assert _paths(shop)["a"][5] == ["reviewed"]  # in the window opened at ENTERED + 1d + 1h
+
+
+def test_a_journey_without_wait_for_runs_no_window_statement(
+    shop: Shop,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stale-window clean-up is one UPDATE per advance: journeys that have no ``wait_for``
+    step skip it; those that have one still run it."""
+    people(shop.wh, {"customer_id": "a"}, consent=["a"])
+    events(shop.wh, cart("a"))
+    seen: list[str] = []
+    execute = shop.wh.execute
+
+    def recording(sql: Any, params: Any = ()) -> int:
+        seen.append(str(sql))
+        return execute(sql, params)
+
+    monkeypatch.setattr(shop.wh, "execute", recording)
+    trigger = "trigger: {event: Product Added, key: properties.cart_id, within: 30d}\nsteps:\n"
+    shop.write("journeys/cart.yml", trigger + "  - wait: 1h\n  - tag: waited\n")
+    _advance(shop, NOW, "batch")
+    assert seen and not [s for s in seen if "waiting_since = NULL" in s]
+    shop.write(
+        "journeys/cart.yml", trigger + "  - wait_for: {event: Order Completed, within: 1d}\n"
+    )
+    _advance(shop, NOW + HOUR, "batch")
+    assert [s for s in seen if "SET waiting_since = NULL" in s]
+
+
+def test_windows_left_by_an_edit_that_removed_every_wait_for_are_forgotten_later(
+    shop: Shop,  # noqa: F811
+) -> None:
+    """The clean-up is skipped while the journey has no wait_for step; the run after an edit
+    that brings one back clears the old window before the instance reaches the new step."""
+    trigger = "trigger: {event: Product Added, key: properties.cart_id, within: 30d}\nsteps:\n"
+    shop.write(
+        "journeys/cart.yml",
+        trigger + "  - wait_for: {event: Order Completed, within: 1d}\n  - wait: 2d\n"
+        "  - wait: 1h\n  - id: reviewed\n    tag: reviewed\n",
+    )
+    people(shop.wh, {"customer_id": "a"}, consent=["a"])
+    events(shop.wh, cart("a"), ("a", "Review Written", ENTERED + 4 * DAY + 2 * HOUR, {}))
+    _advance(shop, NOW, "batch")
+    assert _paths(shop)["a"][:5] == (0, "active", None, ENTERED + DAY, ENTERED)
+    shop.write(  # no wait_for left: the instance moves on, its window still recorded
+        "journeys/cart.yml",
+        trigger + "  - wait: 1d\n  - wait: 2d\n  - wait: 1h\n  - id: reviewed\n    tag: reviewed\n",
+    )
+    _advance(shop, ENTERED + DAY + HOUR, "batch")
+    assert _paths(shop)["a"][:5] == (1, "active", None, ENTERED + 2 * DAY, ENTERED)
+    shop.write(  # the third step waits for a review now: its window opens when it is due
+        "journeys/cart.yml",
+        trigger + "  - wait: 1d\n  - wait: 2d\n"
+        "  - wait_for: {event: Review Written, within: 1d, then: reviewed, else: exit}\n"
+        "  - id: reviewed\n    tag: reviewed\n",
+    )
+    _advance(shop, NOW + 5 * DAY, "batch")  # the window: ENTERED + 4d to + 5d
+    assert _paths(shop)["a"][5] == ["reviewed"]

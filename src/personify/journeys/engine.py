@@ -547,12 +547,17 @@ def _exit_parked(wh: Warehouse, journey: Journey, now: datetime) -> None:
 def _forget_stale_waits(wh: Warehouse, journey: Journey, now: datetime) -> None:
     """Instances left waiting at a step that is no ``wait_for`` step any more (the journey file
     was edited meanwhile) forget their window, so a ``wait_for`` step they reach later opens
-    its own."""
+    its own.
+
+    A journey without ``wait_for`` steps skips the statement (it would run on every advance): no
+    other step reads ``waiting_since``, and once an edit gives the journey a ``wait_for`` step
+    again its next run clears the windows left at the other steps."""
     waits = [str(i) for i, s in enumerate(journey.steps) if s.kind == "wait_for"]
-    others = f" AND step NOT IN ({', '.join(waits)})" if waits else ""
+    if not waits:
+        return
     wh.execute(
         "UPDATE journey_instances SET waiting_since = NULL, updated_at = ? WHERE journey = ? "
-        f"AND status = 'active' AND waiting_since IS NOT NULL{others}",
+        f"AND status = 'active' AND waiting_since IS NOT NULL AND step NOT IN ({', '.join(waits)})",
         [now, journey.name],
     )
 
