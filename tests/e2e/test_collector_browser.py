@@ -5,7 +5,6 @@ another origin: data-layer pushes, analytics calls and an unload-time ``sendBeac
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,22 +14,11 @@ from typing import Any
 import pytest
 
 from personify.scaffold import init_project
-from tests.conftest import REQUIRE_SERVICES
+from tests.e2e.browser import chromium, chromium_or_skip
 from tests.e2e.test_serve import Server
 from tests.e2e.tracking_support import query, start_server_on, write_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE = """<!doctype html>
 <html><head><title>Mug shop</title>
 <script>
@@ -43,14 +31,6 @@ PAGE = """<!doctype html>
 <script src="__SERVER__/collect.js" data-write-key="__KEY__"></script>
 </head><body><h1>Mugs</h1></body></html>
 """
-
-
-def _chromium_or_skip() -> None:
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PERSONIFY_REQUIRE_SERVICES=1 but {message}")
-        pytest.skip(message)
 
 
 class Site:
@@ -82,7 +62,7 @@ class Site:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Server]:
-    _chromium_or_skip()
+    chromium_or_skip()
     project = tmp_path / "shop"
     init_project(project)
     server = start_server_on(project, tmp_path / "serve.log")
@@ -102,8 +82,6 @@ def _wait_for(project: Path, sql: str, want: int, timeout: float = 30) -> int:
 
 
 def test_data_layer_pushes_arrive_in_events(served: Server) -> None:
-    from playwright.sync_api import sync_playwright
-
     key = write_key(served.project)
 
     def page(flush: int) -> str:
@@ -115,31 +93,27 @@ def test_data_layer_pushes_arrive_in_events(served: Server) -> None:
 
     site = Site({"/shop.html": page(200), "/slow.html": page(600_000)})
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                tab = browser.new_page()
-                tab.goto(site.url + "/shop.html")
-                tab.evaluate(
-                    """() => {
-                    dataLayer.push({event: "add_to_cart", ecommerce: {currency: "EUR", value: 12,
-                      items: [{item_id: "sku-1", item_name: "Mug", price: 12, quantity: 2}]}});
-                    dataLayer.push({event: "newsletter_signup", list: "weekly"});
-                    dataLayer.push({event: "gtm.click"});
-                    analytics.identify("user-42", {email: "ann@example.org", engagementScore: 70});
-                    dataLayer.push({event: "purchase", ecommerce: {transaction_id: "T-1",
-                      currency: "EUR", value: 24, items: [{item_id: "sku-1", quantity: 2}]}});
-                    return analytics.flush();
-                }"""
-                )
-                cookie = {c["name"]: c["value"] for c in tab.context.cookies()}["pfy_aid"]
-                # a page that never flushes by itself: the event leaves by sendBeacon on unload
-                slow = browser.new_page()
-                slow.goto(site.url + "/slow.html")
-                slow.evaluate("() => analytics.track('Wishlist Added', {product_id: 'sku-9'})")
-                slow.goto("about:blank")
-            finally:
-                browser.close()
+        with chromium() as browser:
+            tab = browser.new_page()
+            tab.goto(site.url + "/shop.html")
+            tab.evaluate(
+                """() => {
+                dataLayer.push({event: "add_to_cart", ecommerce: {currency: "EUR", value: 12,
+                  items: [{item_id: "sku-1", item_name: "Mug", price: 12, quantity: 2}]}});
+                dataLayer.push({event: "newsletter_signup", list: "weekly"});
+                dataLayer.push({event: "gtm.click"});
+                analytics.identify("user-42", {email: "ann@example.org", engagementScore: 70});
+                dataLayer.push({event: "purchase", ecommerce: {transaction_id: "T-1",
+                  currency: "EUR", value: 24, items: [{item_id: "sku-1", quantity: 2}]}});
+                return analytics.flush();
+            }"""
+            )
+            cookie = {c["name"]: c["value"] for c in tab.context.cookies()}["pfy_aid"]
+            # a page that never flushes by itself: the event leaves by sendBeacon on unload
+            slow = browser.new_page()
+            slow.goto(site.url + "/slow.html")
+            slow.evaluate("() => analytics.track('Wishlist Added', {product_id: 'sku-9'})")
+            slow.goto("about:blank")
     finally:
         site.close()
     sql = (

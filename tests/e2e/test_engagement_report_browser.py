@@ -6,9 +6,7 @@ the charts' colours."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,10 @@ from personify.scaffold import init_project
 from personify.session import open_session
 from personify.warehouse import table
 from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
-from tests.conftest import REQUIRE_SERVICES
+from tests.e2e.browser import chromium, chromium_or_skip, count_colours, page_errors
 from tests.e2e.cli import personify, personify_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 HELLO = """---
 subject: "Hello {{ customer.first_name }}"
@@ -49,14 +45,6 @@ steps:
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"
 BUYS = {HOLDOUT: 0.05, "plain": 0.12, "bold": 0.25}
 """Share of each arm that buys (a real effect of the email, built in)."""
-
-
-def _chromium_or_skip() -> None:
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PERSONIFY_REQUIRE_SERVICES=1 but {message}")
-        pytest.skip(message)
 
 
 def _world(root: Path) -> None:
@@ -108,8 +96,7 @@ def _world(root: Path) -> None:
 
 
 def test_the_journeys_report_opens_in_chromium_with_its_charts(tmp_path: Path) -> None:
-    _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
+    chromium_or_skip()
 
     root = tmp_path / "shop"
     _world(root)
@@ -127,51 +114,26 @@ def test_the_journeys_report_opens_in_chromium_with_its_charts(tmp_path: Path) -
         'xmlns="http://www.w3.org/2000/svg"', ""
     )
 
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            tab = browser.new_page(viewport={"width": 1100, "height": 900})
-            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            tab.goto(out.as_uri())
-            drawn = tab.evaluate(
-                """() => ({
-                charts: [...document.querySelectorAll('svg.chart')].map(s => s.classList[1]),
-                bars: document.querySelectorAll('svg.funnel rect.bar').length,
-                points: document.querySelectorAll('svg.uplift circle.point').length,
-                intervals: [...document.querySelectorAll('svg.uplift line.interval')]
-                  .map(l => l.getBBox().width),
-                lines: document.querySelectorAll('svg.revenue polyline.line').length,
-                sizes: [...document.querySelectorAll('svg.chart')]
-                  .map(s => s.getBoundingClientRect().height),
-            })"""
-            )
-            shot = tab.screenshot(full_page=True)
-            check = browser.new_page()
-            check.set_content("<canvas></canvas>")
-            pixels = check.evaluate(
-                """async (src) => {
-                const img = new Image(); img.src = src; await img.decode();
-                const c = document.querySelector('canvas');
-                c.width = img.width; c.height = img.height;
-                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-                const d = g.getImageData(0, 0, c.width, c.height).data;
-                let ink = 0, blue = 0, green = 0;
-                for (let i = 0; i < d.length; i += 4) {
-                  const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
-                  if (r < 240 || gr < 240 || b < 240) ink++;
-                  const near = (x, y, z) =>
-                    Math.abs(r - x) < 12 && Math.abs(gr - y) < 12 && Math.abs(b - z) < 12;
-                  if (near(0x3b, 0x6f, 0xd4)) blue++;
-                  if (near(0x3a, 0xa3, 0x7a)) green++;
-                }
-                return {width: c.width, height: c.height, ink, blue, green};
-            }""",
-                "data:image/png;base64," + base64.b64encode(shot).decode(),
-            )
-        finally:
-            browser.close()
+    with chromium() as browser:
+        tab = browser.new_page(viewport={"width": 1100, "height": 900})
+        errors = page_errors(tab)
+        tab.goto(out.as_uri())
+        drawn = tab.evaluate(
+            """() => ({
+            charts: [...document.querySelectorAll('svg.chart')].map(s => s.classList[1]),
+            bars: document.querySelectorAll('svg.funnel rect.bar').length,
+            points: document.querySelectorAll('svg.uplift circle.point').length,
+            intervals: [...document.querySelectorAll('svg.uplift line.interval')]
+              .map(l => l.getBBox().width),
+            lines: document.querySelectorAll('svg.revenue polyline.line').length,
+            sizes: [...document.querySelectorAll('svg.chart')]
+              .map(s => s.getBoundingClientRect().height),
+        })"""
+        )
+        shot = tab.screenshot(full_page=True)
+        pixels = count_colours(
+            browser, shot, {"blue": (0x3B, 0x6F, 0xD4), "green": (0x3A, 0xA3, 0x7A)}, near=12
+        )
     assert errors == []
     assert drawn["charts"] == ["funnel", "uplift", "revenue"], json.dumps(drawn)
     assert drawn["bars"] == 5 * 3  # five stages × (plain, bold, holdout)

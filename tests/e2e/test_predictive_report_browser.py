@@ -5,15 +5,14 @@ actual, each point where its value puts it), and its table and totals say what `
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.conformance.test_predictive_traits import NOW
+from tests.e2e.browser import chromium, chromium_or_skip, count_colours, page_errors
 from tests.e2e.cli import personify, personify_json
-from tests.e2e.test_engagement_report_browser import ARGS, CHROMIUM, _chromium_or_skip
 from tests.e2e.test_predictive_cli import make_project
 
 pytest.importorskip("scipy")
@@ -40,28 +39,12 @@ DRAWN = """() => {
     totals: document.querySelector('p.totals').textContent,
   };
 }"""
-INK = """async (src) => {
-  const img = new Image(); img.src = src; await img.decode();
-  const c = document.querySelector('canvas');
-  c.width = img.width; c.height = img.height;
-  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-  const d = g.getImageData(0, 0, c.width, c.height).data;
-  let blue = 0, orange = 0;
-  for (let i = 0; i < d.length; i += 4) {
-    const near = (x, y, z) =>
-      Math.abs(d[i] - x) < 14 && Math.abs(d[i + 1] - y) < 14 && Math.abs(d[i + 2] - z) < 14;
-    if (near(0x3b, 0x6f, 0xd8)) blue++;
-    if (near(0xd8, 0x84, 0x3b)) orange++;
-  }
-  return {blue, orange};
-}"""
 
 
 def test_the_holdout_page_opens_in_chromium_with_its_chart_and_the_json_numbers(
     tmp_path: Path,
 ) -> None:
-    _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
+    chromium_or_skip()
 
     root = make_project(tmp_path / "shop", min_customers=100)
     now = NOW.isoformat()
@@ -78,21 +61,15 @@ def test_the_holdout_page_opens_in_chromium_with_its_chart_and_the_json_numbers(
         'xmlns="http://www.w3.org/2000/svg"', ""
     )
 
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            tab = browser.new_page(viewport={"width": 900, "height": 900})
-            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            tab.goto(out.as_uri())
-            drawn = tab.evaluate(DRAWN)
-            shot = tab.screenshot(full_page=True)
-            check = browser.new_page()
-            check.set_content("<canvas></canvas>")
-            ink = check.evaluate(INK, "data:image/png;base64," + base64.b64encode(shot).decode())
-        finally:
-            browser.close()
+    with chromium() as browser:
+        tab = browser.new_page(viewport={"width": 900, "height": 900})
+        errors = page_errors(tab)
+        tab.goto(out.as_uri())
+        drawn = tab.evaluate(DRAWN)
+        shot = tab.screenshot(full_page=True)
+        ink = count_colours(
+            browser, shot, {"blue": (0x3B, 0x6F, 0xD8), "orange": (0xD8, 0x84, 0x3B)}, near=14
+        )
     assert errors == []
     assert drawn is not None, "no svg.chart.holdout on the page"
     assert drawn["width"] > 400 and drawn["height"] > 200, json.dumps(drawn)

@@ -6,13 +6,12 @@ and ``personify report quality`` writes an HTML page that headless Chromium open
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.e2e.browser import CHROMIUM, chromium_or_skip
 from tests.e2e.cli import personify, personify_json
 
 PROJECT = """\
@@ -136,16 +135,9 @@ def test_a_rule_on_an_unknown_column_is_named(tmp_path: Path) -> None:
     assert done.returncode != 0 and "orders has no column 'totl'" in done.stderr
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.mark.slow  # a browser start
 def test_the_html_report_opens_in_chromium_with_its_charts(tmp_path: Path) -> None:
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PERSONIFY_REQUIRE_SERVICES=1 but {message}")
-        pytest.skip(message)
+    chromium_or_skip()
     root = tmp_path / "project"
     root.mkdir()
     (root / "personify.yml").write_text(PROJECT)
