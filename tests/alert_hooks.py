@@ -7,8 +7,9 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.loopback import QuietHandler, serve
 
 
 class Hook:
@@ -23,9 +24,9 @@ class Hook:
 def webhook_receiver() -> Iterator[Hook]:
     hook: Hook
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = self.body()
             with hook.lock:
                 status = hook.statuses.pop(0) if hook.statuses else 200
                 if status == 200:
@@ -35,15 +36,6 @@ def webhook_receiver() -> Iterator[Hook]:
             self.end_headers()
             self.wfile.write(b"ok" if status == 200 else b"no")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    hook = Hook(f"http://127.0.0.1:{server.server_address[1]}/hook")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve(Handler) as url:
+        hook = Hook(url + "/hook")
         yield hook
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -16,8 +16,9 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.loopback import QuietHandler, serve
 
 CLIENT_ID, CLIENT_SECRET, REFRESH = "cid.apps", "csecret", "1//refresh"
 DEVELOPER = "dev-token"  # noqa: S105
@@ -84,28 +85,17 @@ def _address_ok(info: object) -> bool:
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     ads: Ads
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        raw = self.body()
         if self.path == "/token":
             return self._token(raw)
         a = self.ads
         auth = self.headers.get("Authorization", "")
         if not re.fullmatch(r"Bearer ya29\.\d+", auth) or int(auth.rsplit(".", 1)[1]) > a.tokens:
-            return self._answer(
+            return self.answer(
                 401,
                 _error(
                     401,
@@ -115,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
         if self.headers.get("developer-token") != DEVELOPER:
-            return self._answer(
+            return self.answer(
                 401,
                 _error(
                     401,
@@ -125,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
         if self.headers.get("login-customer-id") != a.login_customer:
-            return self._answer(
+            return self.answer(
                 403,
                 _error(
                     403,
@@ -139,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
             a.quota_next -= quota
             a.concurrent_next -= concurrent and not quota
         if quota:
-            return self._answer(
+            return self.answer(
                 429,
                 _error(
                     429,
@@ -149,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
         if concurrent:
-            return self._answer(
+            return self.answer(
                 409,
                 _error(
                     409,
@@ -161,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
         except ValueError:
-            return self._answer(
+            return self.answer(
                 400, _error(400, "INVALID_ARGUMENT", "not JSON", {"requestError": "INVALID_INPUT"})
             )
         base = f"/{VERSION}/customers/{CUSTOMER}/offlineUserDataJobs"
@@ -169,12 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create(body)
         match = re.fullmatch(re.escape(base) + r"/(\d+):(addOperations|run)", self.path)
         if match is None:
-            return self._answer(
+            return self.answer(
                 404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}}
             )
         name = f"customers/{CUSTOMER}/offlineUserDataJobs/{match.group(1)}"
         if name not in a.jobs or name in a.ran:
-            return self._answer(
+            return self.answer(
                 400,
                 _error(
                     400,
@@ -196,11 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
             "client_secret": CLIENT_SECRET,
         }
         if form != expected:
-            return self._answer(400, {"error": "invalid_grant", "error_description": "Bad Request"})
+            return self.answer(400, {"error": "invalid_grant", "error_description": "Bad Request"})
         with self.ads.lock:
             self.ads.tokens += 1
             n = self.ads.tokens
-        self._answer(200, {"access_token": f"ya29.{n}", "expires_in": 3599, "token_type": "Bearer"})
+        self.answer(200, {"access_token": f"ya29.{n}", "expires_in": 3599, "token_type": "Bearer"})
 
     def _create(self, body: dict[str, Any]) -> None:
         job = body.get("job") or {}
@@ -210,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             or meta.get("userList") != f"customers/{CUSTOMER}/userLists/{LIST}"
             or meta.get("consent") != {"adUserData": "GRANTED", "adPersonalization": "GRANTED"}
         ):
-            return self._answer(
+            return self.answer(
                 400,
                 _error(
                     400,
@@ -223,17 +213,17 @@ class _Handler(BaseHTTPRequestHandler):
             name = f"customers/{CUSTOMER}/offlineUserDataJobs/{next(self.ads.counter)}"
             self.ads.jobs[name] = []
             self.ads.requests.append(("create", 0))
-        self._answer(200, {"resourceName": name})
+        self.answer(200, {"resourceName": name})
 
     def _add(self, name: str, body: dict[str, Any]) -> None:
         operations = body.get("operations")
         if body.get("enablePartialFailure") is not True or not isinstance(operations, list):
-            return self._answer(
+            return self.answer(
                 400,
                 _error(400, "INVALID_ARGUMENT", "bad request", {"requestError": "INVALID_INPUT"}),
             )
         if len(operations) > 100_000:
-            return self._answer(
+            return self.answer(
                 400,
                 _error(
                     400,
@@ -253,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ((key, value),) = identifier.items()
                 if key == "addressInfo":
                     if not _address_ok(value):
-                        return self._answer(
+                        return self.answer(
                             400,
                             _error(
                                 400,
@@ -266,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
                     hashes.append(address_member(**value))
                     continue
                 if key not in FIELDS or not SHA256.fullmatch(value):
-                    return self._answer(
+                    return self.answer(
                         400,
                         _error(
                             400,
@@ -307,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 ],
             }
-        self._answer(200, answer)
+        self.answer(200, answer)
 
     def _run(self, name: str) -> None:
         a = self.ads
@@ -325,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
                 a.ran.append(name)
                 a.requests.append(("run", 0))
         if failed:
-            return self._answer(
+            return self.answer(
                 500,
                 {
                     "error": {
@@ -335,20 +325,12 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 },
             )
-        self._answer(200, {"name": f"customers/{CUSTOMER}/operations/{name.rsplit('/', 1)[1]}"})
+        self.answer(200, {"name": f"customers/{CUSTOMER}/operations/{name.rsplit('/', 1)[1]}"})
 
 
 @contextmanager
 def serve_ads(ads: Ads) -> Iterator[str]:
     """The fake, on a free loopback port, until the block ends; yields its base URL (the token
     endpoint is ``{base}/token``)."""
-    handler = type("Handler", (_Handler,), {"ads": ads})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(type("Handler", (_Handler,), {"ads": ads})) as url:
+        yield url

@@ -14,8 +14,9 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.loopback import QuietHandler, serve
 
 TOKEN = "meta-test-token"  # noqa: S105
 AUDIENCE = "23850000000000001"
@@ -62,11 +63,8 @@ def _error(message: str, code: int, subcode: int | None = None, **more: Any) -> 
     return {"error": {**error, **more, "fbtrace_id": "AbCdEfGh123"}}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     graph: Graph
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         self._users("POST")
@@ -74,23 +72,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._users("DELETE")
 
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _refuse(self, status: int, body: dict[str, Any]) -> None:
         with self.graph.lock:
             self.graph.refused.append(body)
-        self._answer(status, body)
+        self.answer(status, body)
 
     def _users(self, method: str) -> None:
         g = self.graph
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length).decode()
+        raw = self.body()
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._refuse(400, _error("Error validating access token", 190, 463))
         if "access_token" in self.path:
@@ -159,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             invalid, g.invalid_rows = (
                 (g.invalid_rows, 0) if method == "POST" else (0, g.invalid_rows)
             )
-        self._answer(
+        self.answer(
             200,
             {
                 "audience_id": AUDIENCE,
@@ -174,13 +163,5 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve_graph(graph: Graph) -> Iterator[str]:
     """The fake, on a free loopback port, until the block ends; yields its base URL."""
-    handler = type("Handler", (_Handler,), {"graph": graph})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve(type("Handler", (_Handler,), {"graph": graph})) as url:
+        yield url

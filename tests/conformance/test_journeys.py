@@ -7,9 +7,7 @@ send loop run in-process on a scaffolded project whose warehouse is the backend 
 from __future__ import annotations
 
 import email
-import http.server
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
+from tests.loopback import QuietHandler, serve
 from tests.unit.delivery.servers import Handler, smtp_server
 
 from personify import clock
@@ -827,7 +826,7 @@ def test_a_merge_never_leaves_two_instances_of_one_entry(shop: Shop) -> None:
     assert wh.fetch("SELECT idempotency_key, customer_id FROM messages") == [("j:s:b:k2", "a")]
 
 
-class _Weather(http.server.BaseHTTPRequestHandler):
+class _Weather(QuietHandler):
     """An API for connected content that answers 503 while ``down``."""
 
     down = True
@@ -844,45 +843,43 @@ class _Weather(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args: object) -> None:
-        return
-
 
 def test_an_email_whose_connected_content_is_down_waits_for_it(shop: Shop) -> None:
     """A source without a fallback that times out or answers 5xx: the email is not failed for
     good but waits (queued, tried again later), as a message the mail server defers."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Weather)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     _Weather.down = True
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/w"
-        shop.write(
-            "templates/weather.liquid",
-            f'---\nsubject: Hi\nlayout: none\nconnected:\n  - name: weather\n    url: "{url}"\n'
-            "---\n<p>{{ weather.temp }} degrees</p>\n",
-        )
-        shop.write("journeys/news.yml", "trigger: {event: Signed Up}\nsteps:\n  - send: weather\n")
-        file = shop.root / "personify.yml"
-        text = file.read_text(encoding="utf-8")
-        file.write_text(
-            text.replace("\nemail:\n", '\nemail:\n  connected_allow: ["127.0.0.1/32"]\n')
-        )
-        shop.configure("")
-        people(shop.wh, {"customer_id": "c1"}, {"customer_id": "c2"}, consent=["c1", "c2"])
-        events(shop.wh, ("c1", "Signed Up", NOW - HOUR, {}), ("c2", "Signed Up", NOW - HOUR, {}))
-        first = shop.run(NOW)
-        assert (first["sent"], first["deferred"]) == (0, 2)
-        for status, _, error in shop.messages().values():
-            assert status == "queued" and error is not None and "answered 503" in error
-        DEFAULT_CACHE.close()  # (a failure is remembered for a minute of real time)
-        _Weather.down = False
-        assert shop.run(NOW + timedelta(minutes=5))["sent"] == 0  # not due again yet
-        assert shop.run(NOW + timedelta(minutes=20))["sent"] == 2
-        assert all("21 degrees" in p.read_text() for p in shop.outbox())
-    finally:
-        server.shutdown()
-        server.server_close()
-        DEFAULT_CACHE.close()
+    with serve(_Weather) as base:
+        try:
+            url = base + "/w"
+            shop.write(
+                "templates/weather.liquid",
+                f'---\nsubject: Hi\nlayout: none\nconnected:\n  - name: weather\n    url: "{url}"\n'
+                "---\n<p>{{ weather.temp }} degrees</p>\n",
+            )
+            shop.write(
+                "journeys/news.yml", "trigger: {event: Signed Up}\nsteps:\n  - send: weather\n"
+            )
+            file = shop.root / "personify.yml"
+            text = file.read_text(encoding="utf-8")
+            file.write_text(
+                text.replace("\nemail:\n", '\nemail:\n  connected_allow: ["127.0.0.1/32"]\n')
+            )
+            shop.configure("")
+            people(shop.wh, {"customer_id": "c1"}, {"customer_id": "c2"}, consent=["c1", "c2"])
+            events(
+                shop.wh, ("c1", "Signed Up", NOW - HOUR, {}), ("c2", "Signed Up", NOW - HOUR, {})
+            )
+            first = shop.run(NOW)
+            assert (first["sent"], first["deferred"]) == (0, 2)
+            for status, _, error in shop.messages().values():
+                assert status == "queued" and error is not None and "answered 503" in error
+            DEFAULT_CACHE.close()  # (a failure is remembered for a minute of real time)
+            _Weather.down = False
+            assert shop.run(NOW + timedelta(minutes=5))["sent"] == 0  # not due again yet
+            assert shop.run(NOW + timedelta(minutes=20))["sent"] == 2
+            assert all("21 degrees" in p.read_text() for p in shop.outbox())
+        finally:
+            DEFAULT_CACHE.close()
 
 
 def test_an_event_trigger_filter_lets_in_only_the_events_it_names(shop: Shop) -> None:

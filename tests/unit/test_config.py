@@ -192,7 +192,6 @@ def test_config_errors_name_the_project_file_for_a_key() -> None:
     assert str(ConfigError("the plan changed")) == "the plan changed"
 
 
-
 def test_the_line_of_a_key_is_read_from_the_file_again_once_it_changes(tmp_path: Path) -> None:
     import os
 
@@ -221,6 +220,7 @@ def test_the_line_of_a_key_is_read_from_the_file_again_once_it_changes(tmp_path:
         ConfigError("no key"),
     ):
         assert locate(kept, file) is kept
+
 
 REMOVING = """\
 warehouse: duckdb:///wh.duckdb

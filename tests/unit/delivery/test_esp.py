@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from tests.loopback import QuietHandler, serve
 from tests.unit.delivery.servers import envelope, free_port
 
 from personify.config import EspDelivery, Secret
@@ -57,9 +57,9 @@ class Api:
 def api_server() -> Iterator[Api]:
     api = Api()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers["content-length"]))
+            body = self.body()
             with api.lock:
                 api.requests.append(
                     ({k.lower(): v for k, v in self.headers.items()}, json.loads(body))
@@ -73,20 +73,9 @@ def api_server() -> Iterator[Api]:
             self.end_headers()
             self.wfile.write(out)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    api.url = f"http://127.0.0.1:{port}/v3/mail/send"
-    try:
+    with serve(Handler) as url:
+        api.url = url + "/v3/mail/send"
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def settings(url: str, **kw: Any) -> EspDelivery:

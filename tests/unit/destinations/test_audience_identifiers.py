@@ -6,17 +6,15 @@ needs, against a real token endpoint on loopback."""
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.loopback import QuietHandler, serve
 
 from personify.config import BearerAuth, OAuth2RefreshToken, RestClient, RestDestination, Secret
 from personify.destinations.audiences import google_identifiers, identifiers, masked_hashes
@@ -183,15 +181,11 @@ def test_a_phone_hashes_the_same_however_it_is_written(national: str, style: str
         assert google == {"PHONE": sha("+1" + national)}
 
 
-class _Token(BaseHTTPRequestHandler):
+class _Token(QuietHandler):
     seen: list[dict[str, str]] = []
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-        form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(self.body()).items()}
         self.seen.append(form)
         ok = form.get("grant_type") == "refresh_token" and form.get("refresh_token") == "r1"
         body = (
@@ -199,25 +193,14 @@ class _Token(BaseHTTPRequestHandler):
             if ok
             else {"error": "invalid_grant"}
         )
-        data = json.dumps(body).encode()
-        self.send_response(200 if ok else 400)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.answer(200 if ok else 400, body)
 
 
 @pytest.fixture
 def token_url() -> Iterator[str]:
     _Token.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Token)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/token"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(_Token) as url:
+        yield url + "/token"
 
 
 def test_the_refresh_token_grant_fetches_once_and_again_on_a_401(token_url: str) -> None:
