@@ -6,89 +6,42 @@ people who granted advertising and did not opt out of data sharing go."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pyarrow as pa
 import pytest
-from tests.conformance.meta_graph import AUDIENCE, TOKEN, Graph, serve_graph
-from tests.conformance.test_destination_removals import session_for, states
-from tests.conformance.test_destinations import NOW, _consent, push
+from tests.conformance.destination_support import (
+    META_MODEL,
+    NOW,
+    consent,
+    graph,
+    many,
+    meta,
+    people,
+    push,
+    session_for,
+    sha,
+    states,
+)
+from tests.conformance.destination_support import meta_url as url
+from tests.conformance.meta_graph import TOKEN, Graph
 
 from personify import clock
-from personify.config import RestClient, RestDestination, Secret
+from personify.config import RestDestination, Secret
 from personify.destinations import push_destinations
 from personify.destinations.state import erase_records
-from personify.session import Session
 from personify.status import status_report
-from personify.warehouse import table
 
-MODEL = "SELECT customer_id, email, phone, first_name, country FROM customers"
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
+__all__ = ["graph", "url"]  # (the fixtures, imported)
+MODEL = META_MODEL
 
 # known vectors: SHA-256 of the normalized values, computed independently of the code
 ANN = "71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476"  # ann@example.com
 UK_PHONE = "033134b911b137918338415ee3d20a064b24773d36a3b02e8b99fdd3fcd6b4cd"  # 447700900123
 MARY_ANN = "16b3f07f0ec2f9dd127b71dc2e6c791b7d93116a1c3bc99d057eaa7a8a077e73"  # maryann
 FR_PHONE = "8a3e7886c9335e82e02299fa3e87b46e2de3b0c63d56003e30a5029394a47661"  # 33612345678
-
-
-@pytest.fixture
-def graph() -> Graph:
-    return Graph()
-
-
-@pytest.fixture
-def url(graph: Graph) -> Iterator[str]:
-    with serve_graph(graph) as base:
-        yield base
-
-
-def meta(url: str, *, model: str = MODEL, **kw: Any) -> RestDestination:
-    settings = {"requests_per_second": 1000.0, "backoff_base": 0.01, **kw.pop("client", {})}
-    fields: dict[str, Any] = {
-        "audience_id": AUDIENCE,
-        "access_token": Secret(TOKEN),
-        "on_remove": "delete",
-        **kw,
-    }
-    return RestDestination(
-        name="ads",
-        model=model,
-        preset="meta_audience",
-        client=RestClient(base_url=url, **settings),
-        **fields,
-    )
-
-
-def people(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Customers (customer_id, email, phone, first_name, last_name, country), each granting
-    advertising."""
-    n = len(rows)
-    columns = ("customer_id", "email", "phone", "first_name", "last_name", "country")
-    session.warehouse.load(
-        table("customers"),
-        pa.table(
-            {
-                **{c: pa.array([r.get(c) for r in rows], pa.string()) for c in columns},
-                "updated_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
-            }
-        ),
-        on_conflict="update",
-    )
-    _consent(session, [(str(r["customer_id"]), "advertising", "granted") for r in rows])
-
-
-def many(n: int, start: int = 0) -> list[dict[str, Any]]:
-    return [{"customer_id": f"cus_{i}", "email": f"c{i}@x.org"} for i in range(start, start + n)]
 
 
 def test_people_are_added_with_identifiers_normalized_and_hashed_as_meta_documents(
@@ -346,7 +299,7 @@ def test_only_people_who_granted_advertising_and_did_not_opt_out_are_sent(
 ) -> None:
     with session_for(warehouse_url, tmp_path, meta(url)) as session:
         people(session, many(4))
-        _consent(
+        consent(
             session,
             [
                 ("cus_1", "advertising", "revoked"),  # withdrew
@@ -359,7 +312,7 @@ def test_only_people_who_granted_advertising_and_did_not_opt_out_are_sent(
         assert result["counts"]["rows_without_consent"] == 3
         assert graph.emails() == {sha("c0@x.org")}
         # withdrawing later removes them from the audience
-        _consent(session, [("cus_0", "advertising", "revoked")])
+        consent(session, [("cus_0", "advertising", "revoked")])
         assert push(session)["counts"]["rows_removed"] == 1 and graph.emails() == set()
 
 

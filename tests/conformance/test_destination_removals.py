@@ -6,53 +6,42 @@ a 2xx answer (HubSpot's 207 Multi-Status, a generic ``errors_path``) are rejecte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pyarrow as pa
-import pytest
+from tests.conformance.destination_support import (
+    FAST,
+    KEYS,
+    apis,
+    customers,
+    push,
+    session_for,
+    states,
+    url,
+)
 
-from personify import clock
 from personify.config import (
     BearerAuth,
-    PrivacyConfig,
-    Project,
-    ProjectConfig,
     RestClient,
     RestDestination,
     Secret,
 )
-from personify.demo.mock_apis import TOKEN, MockApis, serve_mock_apis
-from personify.destinations import RECORD_KEY, push_destinations
+from personify.demo.mock_apis import TOKEN, MockApis
+from personify.destinations import RECORD_KEY
 from personify.privacy.crypto import KeyRing, new_key, rotate
 from personify.session import Session
-from personify.warehouse import table
 
 N = 120
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 ACTIVE = (
     "SELECT customer_id, email, engagement_score AS engagement FROM customers "
     "WHERE lifecycle_stage = 'active'"
 )
-KEYS = f"k1:{new_key()}"
-
-
-@pytest.fixture
-def apis() -> MockApis:
-    return MockApis()
-
-
-@pytest.fixture
-def url(apis: MockApis) -> Iterator[str]:
-    with serve_mock_apis(apis) as base:
-        yield base
+__all__ = ["apis", "url"]  # (the fixtures, imported)
 
 
 def crm(url: str, *, on_remove: str = "delete", **client: Any) -> RestDestination:
-    settings = {"requests_per_second": 1000.0, "backoff_base": 0.01, **client}
+    settings = {**FAST, **client}
     return RestDestination(
         name="crm",
         model=ACTIVE,
@@ -61,46 +50,6 @@ def crm(url: str, *, on_remove: str = "delete", **client: Any) -> RestDestinatio
         on_remove=on_remove,  # type: ignore[arg-type]
         client=RestClient(base_url=url, auth=BearerAuth(token=Secret(TOKEN)), **settings),
     )
-
-
-def session_for(
-    warehouse_url: str, tmp_path: Path, *destinations: RestDestination, keys: str = KEYS
-) -> Session:
-    root = tmp_path / "project"
-    root.mkdir(exist_ok=True)
-    config = ProjectConfig(
-        warehouse=warehouse_url,
-        signing_key=Secret("push-test-key"),
-        privacy=PrivacyConfig(encryption_keys=Secret(keys)),
-        destinations=destinations,
-    )
-    return Session(Project(config, root, root / "personify.yml"))
-
-
-def customers(session: Session, n: int = N, *, bad: int | None = None) -> None:
-    session.warehouse.load(
-        table("customers"),
-        pa.table(
-            {
-                "customer_id": [f"cus_{i}" for i in range(n)],
-                "email": [f"c{i}@x.org" if i != bad else f"c{i} at x.org" for i in range(n)],
-                "engagement_score": [float(i % 100) for i in range(n)],
-                "lifecycle_stage": ["active"] * n,
-                "updated_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
-            }
-        ),
-    )
-
-
-def push(session: Session, **kw: Any) -> dict[str, Any]:
-    with clock.frozen(NOW):
-        (result,) = push_destinations(session, **kw)
-    return {
-        "counts": result.counts,
-        "error": result.error,
-        "sample": result.sample,
-        "removals": result.removals,
-    }
 
 
 def leave(session: Session, *numbers: int) -> None:
@@ -116,16 +65,11 @@ def leave(session: Session, *numbers: int) -> None:
             )
 
 
-def states(session: Session) -> dict[str, int]:
-    rows = session.warehouse.fetch("SELECT status, count(*) FROM destination_state GROUP BY 1")
-    return {str(s): int(n) for s, n in rows}
-
-
 def test_records_leaving_the_model_are_removed_at_the_api(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:
     with session_for(warehouse_url, tmp_path, crm(url)) as session:
-        customers(session)
+        customers(session, N)
         first = push(session)
         assert first["error"] is None and first["counts"]["rows_sent"] == N
         assert first["counts"]["rows_to_remove"] == 0 and first["counts"]["rows_removed"] == 0
@@ -333,7 +277,7 @@ def test_a_generic_api_names_refused_records_and_removes_one_by_one(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:
     with session_for(warehouse_url, tmp_path, generic(url)) as session:
-        customers(session, bad=7)
+        customers(session, N, bad=7)
         first = push(session)
         c = first["counts"]
         assert first["error"] is None

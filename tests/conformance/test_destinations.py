@@ -6,43 +6,41 @@ doubled; the state holds no personal data; a bad model is refused before anythin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from tests.conformance import destination_support
+from tests.conformance.destination_support import (
+    FAST,
+    NOW,
+    apis,
+    consent,
+    customers,
+    push,
+    url,
+)
 
-from personify import clock
-from personify.config import BearerAuth, Project, ProjectConfig, RestClient, RestDestination, Secret
-from personify.demo.mock_apis import TOKEN, MockApis, serve_mock_apis
-from personify.destinations import push_destinations, run_name
-from personify.session import Session
+from personify.config import BearerAuth, RestClient, RestDestination, Secret
+from personify.demo.mock_apis import TOKEN, MockApis
+from personify.destinations import run_name
 from personify.sources.schedule import last_runs
 from personify.warehouse import table
 
 N = 250
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+__all__ = ["apis", "url"]  # (the fixtures, imported)
+session_for = partial(destination_support.session_for, keys=None)
+"""A project of the destinations given, without a key ring."""
 MODEL = (
     'SELECT customer_id, email, engagement_score AS "engagement", lifecycle_stage AS "lifecycle" '
     "FROM customers"
 )
 
 
-@pytest.fixture
-def apis() -> MockApis:
-    return MockApis()
-
-
-@pytest.fixture
-def url(apis: MockApis) -> Iterator[str]:
-    with serve_mock_apis(apis) as base:
-        yield base
-
-
 def crm(url: str, *, model: str = MODEL, token: str = TOKEN, **client: Any) -> RestDestination:
-    settings = {"requests_per_second": 1000.0, "backoff_base": 0.01, **client}
+    settings = {**FAST, **client}
     return RestDestination(
         name="crm",
         model=model,
@@ -52,44 +50,11 @@ def crm(url: str, *, model: str = MODEL, token: str = TOKEN, **client: Any) -> R
     )
 
 
-def session_for(warehouse_url: str, tmp_path: Path, *destinations: RestDestination) -> Session:
-    root = tmp_path / "project"
-    root.mkdir(exist_ok=True)
-    config = ProjectConfig(
-        warehouse=warehouse_url,
-        signing_key=Secret("push-test-key"),
-        destinations=destinations,
-    )
-    return Session(Project(config, root, root / "personify.yml"))
-
-
-def customers(session: Session, n: int = N, *, bad: int | None = None) -> None:
-    emails = [f"c{i}@x.org" if i != bad else f"c{i} at x.org" for i in range(n)]
-    session.warehouse.load(
-        table("customers"),
-        pa.table(
-            {
-                "customer_id": [f"cus_{i}" for i in range(n)],
-                "email": emails,
-                "engagement_score": [float(i % 100) for i in range(n)],
-                "lifecycle_stage": ["active"] * n,
-                "updated_at": pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
-            }
-        ),
-    )
-
-
-def push(session: Session, **kw: Any) -> dict[str, Any]:
-    with clock.frozen(NOW):
-        (result,) = push_destinations(session, **kw)
-    return {"counts": result.counts, "error": result.error, "sample": result.sample}
-
-
 def test_a_push_sends_what_changed_and_isolates_refused_records(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:
     with session_for(warehouse_url, tmp_path, crm(url)) as session:
-        customers(session, bad=137)
+        customers(session, N, bad=137)
         first = push(session)
         assert first["error"] is None
         c = first["counts"]
@@ -134,7 +99,7 @@ def test_a_push_the_api_stops_resumes_without_losing_or_doubling(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:
     with session_for(warehouse_url, tmp_path, crm(url, max_retries=0)) as session:
-        customers(session)
+        customers(session, N)
         apis.faults.fail_every = 3  # the third request answers 500, and no retry is allowed
         first = push(session)
         assert first["error"] is not None and "answered 500" in first["error"]
@@ -152,7 +117,7 @@ def test_retries_ride_out_server_errors(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:
     with session_for(warehouse_url, tmp_path, crm(url)) as session:
-        customers(session)
+        customers(session, N)
         apis.faults.fail_next = 2
         apis.faults.rate_limit_every = 4
         result = push(session)
@@ -207,24 +172,6 @@ def test_a_bad_model_is_refused_before_anything_is_sent(
         assert apis.data_requests() == 0
 
 
-def _consent(session: Session, rows: list[tuple[str, str, str]]) -> None:
-    """(customer_id, purpose, status) on the email channel."""
-    session.warehouse.load(
-        table("consents"),
-        pa.table(
-            {
-                "customer_id": [r[0] for r in rows],
-                "purpose": [r[1] for r in rows],
-                "channel": ["email"] * len(rows),
-                "status": [r[2] for r in rows],
-                "source": ["test"] * len(rows),
-                "updated_at": pa.array([NOW] * len(rows), pa.timestamp("us", tz="UTC")),
-            }
-        ),
-        on_conflict="update",
-    )
-
-
 def test_people_who_opted_out_of_data_sharing_are_not_pushed(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:
@@ -233,7 +180,7 @@ def test_people_who_opted_out_of_data_sharing_are_not_pushed(
     not sent; an opt-out after a push stops the next ones."""
     with session_for(warehouse_url, tmp_path, crm(url)) as session:
         customers(session, 10)
-        _consent(
+        consent(
             session, [("cus_3", "data_sharing", "revoked"), ("cus_4", "data_sharing", "granted")]
         )
         first = push(session)
@@ -242,7 +189,7 @@ def test_people_who_opted_out_of_data_sharing_are_not_pushed(
         assert "c3@x.org" not in apis.pushed and "c4@x.org" in apis.pushed
         assert apis.pushed["c5@x.org"] == {"engagement": 5.0, "lifecycle": "active"}
         # an opt-out later: the person's row no longer goes out, whatever changes
-        _consent(session, [("cus_5", "data_sharing", "revoked")])
+        consent(session, [("cus_5", "data_sharing", "revoked")])
         session.warehouse.execute("UPDATE customers SET engagement_score = 99")
         again = push(session)
         assert again["counts"]["rows_without_consent"] == 2
@@ -264,9 +211,7 @@ def test_an_opt_in_destination_sends_only_who_granted_it(
     )
     with session_for(warehouse_url, tmp_path, ads) as session:
         customers(session, 5)
-        _consent(
-            session, [("cus_1", "advertising", "granted"), ("cus_2", "advertising", "granted")]
-        )
+        consent(session, [("cus_1", "advertising", "granted"), ("cus_2", "advertising", "granted")])
         session.warehouse.load(
             table("suppressions"),
             pa.table(
@@ -305,5 +250,5 @@ def test_a_model_without_whose_rows_needs_consent_none(
         client=crm(url).client,
     )
     with session_for(warehouse_url, tmp_path, unchecked) as session:  # (the same warehouse)
-        _consent(session, [("cus_1", "data_sharing", "revoked")])
+        consent(session, [("cus_1", "data_sharing", "revoked")])
         assert push(session)["counts"]["rows_sent"] == 3

@@ -13,14 +13,24 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+from tests.conformance.destination_support import (
+    KEYS,
+    NOW,
+    ads,
+    ads_url,
+    apis,
+    consent,
+    google,
+    graph,
+    meta,
+    meta_url,
+    session_for,
+    sha,
+    url,
+)
 from tests.conformance.google_ads import Ads
 from tests.conformance.meta_graph import Graph
-from tests.conformance.test_ad_audiences import graph, meta, sha
-from tests.conformance.test_ad_audiences import url as meta_url
-from tests.conformance.test_destination_removals import KEYS, apis, crm, session_for, url
-from tests.conformance.test_destinations import NOW, _consent
-from tests.conformance.test_google_ads_audience import ads, google
-from tests.conformance.test_google_ads_audience import url as ads_url
+from tests.conformance.test_destination_removals import crm
 
 from personify import clock
 from personify.demo.mock_apis import MockApis
@@ -158,7 +168,7 @@ def test_an_erased_person_leaves_the_meta_audience(
     with session_for(warehouse_url, tmp_path, meta(meta_url, model=MODEL)) as session:
         wh = session.warehouse
         ids = _people(session)
-        _consent(session, [(c, "advertising", "granted") for c in ids])
+        consent(session, [(c, "advertising", "granted") for c in ids])
         assert _push(session, "ads")["rows_sent"] == 3
         assert sha("ann@x.org") in graph.members["EMAIL"]
         report = erase_subject(wh, session.project, "ann@x.org").as_dict()
@@ -197,7 +207,7 @@ def test_an_erased_person_leaves_the_google_customer_match_list(
     with session_for(warehouse_url, tmp_path, destination) as session:
         wh = session.warehouse
         ids = _people(session)
-        _consent(session, [(c, "advertising", "granted") for c in ids])
+        consent(session, [(c, "advertising", "granted") for c in ids])
         assert _push(session, "gads")["rows_sent"] == 3
         assert sha("ann@x.org") in ads.members
         report = erase_subject(wh, session.project, "ann@x.org").as_dict()

@@ -8,74 +8,33 @@ and concurrency errors retried."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
-from tests.conformance.google_ads import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    CUSTOMER,
-    DEVELOPER,
-    LIST,
-    REFRESH,
-    Ads,
-    address_member,
-    serve_ads,
+from tests.conformance.destination_support import (
+    GOOGLE_MODEL,
+    ads,
+    consent,
+    google,
+    many,
+    people,
+    push,
+    session_for,
+    sha,
+    states,
 )
-from tests.conformance.test_ad_audiences import many, people
-from tests.conformance.test_destination_removals import session_for, states
-from tests.conformance.test_destinations import _consent, push
+from tests.conformance.destination_support import ads_url as url
+from tests.conformance.google_ads import CUSTOMER, Ads, address_member
 
-from personify.config import OAuth2RefreshToken, RestClient, RestDestination, Secret
+from personify.config import RestDestination, Secret
 from personify.session import Session
 
-MODEL = "SELECT customer_id, email, phone, country FROM customers"
+__all__ = ["ads", "url"]  # (the fixtures, imported)
+MODEL = GOOGLE_MODEL
 # known vectors: SHA-256 of the values normalized by Google's rules, computed independently
 GMAIL = "c1a222ae1fca88014d03eef4e45c3dd3785f2be3f454078836a3557761df0746"  # annsmith@gmail.com
 UK_PHONE = "a8acc3a90a7b4e4dc65e93db9240ed26523050ef754d63b75b5161de76781436"  # +447700900123
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@pytest.fixture
-def ads() -> Ads:
-    return Ads()
-
-
-@pytest.fixture
-def url(ads: Ads) -> Iterator[str]:
-    with serve_ads(ads) as base:
-        yield base
-
-
-def google(url: str, *, model: str = MODEL, **kw: Any) -> RestDestination:
-    settings = {"requests_per_second": 1000.0, "backoff_base": 0.01, **kw.pop("client", {})}
-    auth = OAuth2RefreshToken(
-        client_id=Secret(CLIENT_ID),
-        client_secret=Secret(CLIENT_SECRET),
-        refresh_token=Secret(REFRESH),
-        access_token_url=f"{url}/token",
-    )
-    fields: dict[str, Any] = {
-        "ads_customer_id": "123-456-7890",
-        "user_list_id": LIST,
-        "developer_token": Secret(DEVELOPER),
-        "on_remove": "delete",
-        **kw,
-    }
-    return RestDestination(
-        name="gads",
-        model=model,
-        preset="google_ads_audience",
-        client=RestClient(base_url=url, auth=auth, **settings),
-        **fields,
-    )
 
 
 def test_people_go_through_a_job_created_filled_and_run(
@@ -199,7 +158,7 @@ def test_only_people_who_granted_advertising_are_sent(
 ) -> None:
     with session_for(warehouse_url, tmp_path, google(url)) as session:
         people(session, many(3))
-        _consent(
+        consent(
             session, [("cus_1", "advertising", "revoked"), ("cus_2", "data_sharing", "revoked")]
         )
         result = push(session)

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from personify.config import load_project
-from personify.demo.mock_apis import TOKEN, MockApis, serve_mock_apis
+from personify.demo.mock_apis import TOKEN, MockApis
 from personify.destinations import RECORD_KEY
 from personify.privacy.crypto import KeyRing, new_key
 from personify.server.scheduler import scheduled_syncs
 from personify.session import Session
+from tests.conformance.destination_support import apis, url
 from tests.e2e.cli import personify, personify_json
+
+__all__ = ["apis", "url"]  # (the fixtures, imported)
 
 DESTINATION = """
 destinations:
@@ -34,17 +34,6 @@ destinations:
       requests_per_second: 1000
     schedule: {{every: {every}}}
 """
-
-
-@pytest.fixture
-def apis() -> MockApis:
-    return MockApis()
-
-
-@pytest.fixture
-def url(apis: MockApis) -> Iterator[str]:
-    with serve_mock_apis(apis) as base:
-        yield base
 
 
 def project_with_customers(project_dir: Path, tmp_path: Path, url: str, every: str) -> Path:
