@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from personify.sources.schedule import record_run
 from personify.warehouse import Warehouse, connect
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+SYNC_FAILING = "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n"
 
 
 def project(tmp: Path, wh: Warehouse, alerts: str, hook: Hook, extra: str = "") -> Project:
@@ -35,6 +38,16 @@ def project(tmp: Path, wh: Warehouse, alerts: str, hook: Hook, extra: str = "") 
     return Project(parse_config(text), tmp, tmp / "personify.yml")
 
 
+@contextmanager
+def alerting(
+    wh: Warehouse, tmp: Path, alerts: str, extra: str = ""
+) -> Iterator[tuple[Session, Hook]]:
+    """A session on :func:`project` (``alerts``, ``extra``) and the webhook receiver its notifiers
+    post to, up for the block."""
+    with webhook_receiver() as hook:
+        yield session_on(wh, project(tmp, wh, alerts, hook, extra)), hook
+
+
 def check(session: Session, at: datetime) -> list[str]:
     with clock.frozen(at):
         return check_alerts(session, now=at).firing
@@ -46,16 +59,9 @@ def sync(wh: Warehouse, source: str, at: datetime, *, error: str | None) -> None
 
 
 def test_fires_once_and_resolves_once(warehouse: Warehouse, tmp_path: Path) -> None:
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(
-                tmp_path,
-                warehouse,
-                "  - {name: sync_failing, when: source_failed, notify: [ops_slack]}\n",
-                hook,
-            ),
-        )
+    with alerting(
+        warehouse, tmp_path, "  - {name: sync_failing, when: source_failed, notify: [ops_slack]}\n"
+    ) as (s, hook):
         assert check(s, T0) == [] and hook.bodies == []
         sync(warehouse, "crm", T0, error="HTTP 500 from crm for ann@example.org")
         assert check(s, T0 + timedelta(minutes=1)) == ["sync_failing"]
@@ -98,12 +104,11 @@ def test_fires_once_and_resolves_once(warehouse: Warehouse, tmp_path: Path) -> N
 
 
 def test_for_and_repeat(warehouse: Warehouse, tmp_path: Path) -> None:
-    with webhook_receiver() as hook:
-        alerts = (
-            "  - name: crm_down\n    when: source_failed\n    only: [crm]\n    for: 15m\n"
-            "    repeat: 1h\n    notify: [ops_json]\n"
-        )
-        s = session_on(warehouse, project(tmp_path, warehouse, alerts, hook))
+    alerts = (
+        "  - name: crm_down\n    when: source_failed\n    only: [crm]\n    for: 15m\n"
+        "    repeat: 1h\n    notify: [ops_json]\n"
+    )
+    with alerting(warehouse, tmp_path, alerts) as (s, hook):
         sync(warehouse, "shop", T0, error="boom")  # not watched (only: [crm])
         assert check(s, T0) == []
         sync(warehouse, "crm", T0, error="boom")
@@ -228,16 +233,11 @@ def test_a_state_stored_before_subjects_were_tracked_goes_on(
 
 
 def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_path: Path) -> None:
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(
-                tmp_path,
-                warehouse,
-                "  - {name: sync_failing, when: source_failed, notify: [ops_json, ops_mail]}\n",
-                hook,
-            ),
-        )
+    with alerting(
+        warehouse,
+        tmp_path,
+        "  - {name: sync_failing, when: source_failed, notify: [ops_json, ops_mail]}\n",
+    ) as (s, hook):
         hook.statuses = [500, 503]
         sync(warehouse, "crm", T0, error="boom")
         with clock.frozen(T0):
@@ -284,16 +284,7 @@ def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_p
 
 
 def test_failing_notifier_backs_off_then_gives_up(warehouse: Warehouse, tmp_path: Path) -> None:
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(
-                tmp_path,
-                warehouse,
-                "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n",
-                hook,
-            ),
-        )
+    with alerting(warehouse, tmp_path, SYNC_FAILING) as (s, hook):
         hook.statuses = [500] * 100
         sync(warehouse, "crm", T0, error="boom")
         tried: list[int] = []  # the minutes at which the webhook was tried
@@ -340,12 +331,8 @@ def test_failing_notifier_backs_off_then_gives_up(warehouse: Warehouse, tmp_path
 
 
 def test_removed_alert_is_not_notified(warehouse: Warehouse, tmp_path: Path) -> None:
-    with webhook_receiver() as hook:
-        both = (
-            "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n"
-            "  - {name: quarantined, when: quarantine_growth, notify: [ops_json]}\n"
-        )
-        s = session_on(warehouse, project(tmp_path, warehouse, both, hook))
+    both = SYNC_FAILING + "  - {name: quarantined, when: quarantine_growth, notify: [ops_json]}\n"
+    with alerting(warehouse, tmp_path, both) as (s, hook):
         hook.statuses = [500]
         sync(warehouse, "crm", T0, error="boom")
         assert check(s, T0) == ["sync_failing"]
@@ -377,16 +364,11 @@ def test_removed_alert_is_not_notified(warehouse: Warehouse, tmp_path: Path) -> 
 def test_quarantine_growth_counts_without_personal_data(
     warehouse: Warehouse, tmp_path: Path
 ) -> None:
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(
-                tmp_path,
-                warehouse,
-                "  - {name: quarantine, when: quarantine_growth, over: 2, notify: [ops_json]}\n",
-                hook,
-            ),
-        )
+    with alerting(
+        warehouse,
+        tmp_path,
+        "  - {name: quarantine, when: quarantine_growth, over: 2, notify: [ops_json]}\n",
+    ) as (s, hook):
         for i in range(5):
             warehouse.execute(
                 "INSERT INTO quarantine (id, source, received_at, reason, detail, payload) "
@@ -404,8 +386,7 @@ def test_quarantine_growth_counts_without_personal_data(
 def test_processes_at_once_notify_once(warehouse: Warehouse, tmp_path: Path) -> None:
     """Several processes (connections) evaluating at the same instant: one firing message."""
     with webhook_receiver() as hook:
-        alerts = "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n"
-        proj = project(tmp_path, warehouse, alerts, hook)
+        proj = project(tmp_path, warehouse, SYNC_FAILING, hook)
         sync(warehouse, "crm", T0, error="boom")
         if warehouse.scheme == "postgresql":  # other connections: as other processes would
             others = [connect(warehouse.url) for _ in range(3)]
@@ -442,17 +423,7 @@ def test_serve_evaluates_on_its_schedule(warehouse: Warehouse, tmp_path: Path) -
 
     from personify.server.scheduler import scheduled_syncs
 
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(
-                tmp_path,
-                warehouse,
-                "  - {name: sync_failing, when: source_failed, notify: [ops_json]}\n",
-                hook,
-                extra="alerts_every: 0.2s\n",
-            ),
-        )
+    with alerting(warehouse, tmp_path, SYNC_FAILING, extra="alerts_every: 0.2s\n") as (s, hook):
         sync(warehouse, "crm", datetime.now(UTC), error="boom")
         with scheduled_syncs(s) as scheduler:
             deadline = time.monotonic() + 30
@@ -585,11 +556,7 @@ def test_complaint_and_bounce_rates_fire_and_resolve(warehouse: Warehouse, tmp_p
         "  - {name: complaints_default, when: complaint_rate}\n"  # engagement.max_complaint_rate
         "  - {name: bounces, when: bounce_rate, notify: [ops_json]}\n"  # over 0.05 by default
     )
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(tmp_path, warehouse, alerts, hook, extra="signing_key: alert-test-key\n"),
-        )
+    with alerting(warehouse, tmp_path, alerts, extra="signing_key: alert-test-key\n") as (s, hook):
         _sends(warehouse, range(10))
         at = SENT + timedelta(hours=1)
         assert check(s, at) == [] and hook.bodies == []  # 10 sent and delivered: quiet
@@ -678,13 +645,8 @@ def test_anomaly_fires_and_resolves(warehouse: Warehouse, tmp_path: Path) -> Non
 
     from personify.warehouse.schema import EVENTS
 
-    with webhook_receiver() as hook:
-        s = session_on(
-            warehouse,
-            project(
-                tmp_path, warehouse, "  - {name: odd, when: anomaly, notify: [ops_json]}\n", hook
-            ),
-        )
+    odd = "  - {name: odd, when: anomaly, notify: [ops_json]}\n"
+    with alerting(warehouse, tmp_path, odd) as (s, hook):
         events(warehouse, "web", "Product Viewed", [20, 20, 20, 20, 20, 20, 20, 20])  # steady
         assert check(s, NOW) == [] and hook.bodies == []
         events(warehouse, "web", "Order Completed", [5, 20, 20, 20, 20, 20, 20, 20])  # low
@@ -734,8 +696,7 @@ def test_reconcile_flagged_fires_and_resolves(warehouse: Warehouse, tmp_path: Pa
         "quality: {reconcile: {threshold: 1}}\n"
     )
     alert = "  - {name: drift, when: reconcile_flagged, notify: [ops_json]}\n"
-    with webhook_receiver() as hook:
-        s = session_on(warehouse, project(tmp_path, warehouse, alert, hook, extra=extra))
+    with alerting(warehouse, tmp_path, alert, extra=extra) as (s, hook):
         sync_sources(s)
         assert reconcile(s).status == "clean"
         assert check(s, T0) == [] and hook.bodies == []
