@@ -11,7 +11,7 @@ import email
 from datetime import UTC, datetime, timedelta
 from email import policy
 
-from tests.conformance.test_journeys import NOW, Shop, events, people, shop
+from tests.conformance.journey_support import NOW, Shop, events, people, shop
 from tests.unit.delivery.servers import Handler, smtp_server
 
 __all__ = ["shop"]  # the fixture, shared with test_journeys

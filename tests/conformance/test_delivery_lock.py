@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.conformance.test_journeys import NOW, Shop, _signed_up, shop
+from tests.conformance.journey_support import NOW, Shop, shop, signed_up
 
 from personify import clock
 from personify.delivery import Delivered, Envelope, transport_for
@@ -56,7 +56,7 @@ class _Cut:
     "warehouse_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 def test_a_lock_lost_mid_delivery_stops_it_cleanly(shop: Shop) -> None:
-    wh = _signed_up(shop, [f"c{i:02d}" for i in range(12)], batch_size=4)
+    wh = signed_up(shop, [f"c{i:02d}" for i in range(12)], batch_size=4)
     project = shop.session.project
     with clock.frozen(NOW):
         journeys = project_journeys(project)
@@ -87,7 +87,7 @@ def test_a_lock_lost_mid_delivery_stops_it_cleanly(shop: Shop) -> None:
     "warehouse_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 def test_a_lock_lost_between_batches_sends_nothing_more(shop: Shop) -> None:
-    wh = _signed_up(shop, [f"c{i:02d}" for i in range(8)], batch_size=4)
+    wh = signed_up(shop, [f"c{i:02d}" for i in range(8)], batch_size=4)
     project = shop.session.project
     with clock.frozen(NOW):
         journeys = project_journeys(project)
@@ -104,7 +104,7 @@ def test_a_lock_lost_between_batches_sends_nothing_more(shop: Shop) -> None:
     "warehouse_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 def test_a_lost_journeys_lock_stops_advancing_them(shop: Shop) -> None:
-    wh = _signed_up(shop, ["c0", "c1"], batch_size=4)
+    wh = signed_up(shop, ["c0", "c1"], batch_size=4)
     project = shop.session.project
     with clock.frozen(NOW):
         journeys = project_journeys(project)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from tests.conformance.audience_data import arrow_rows
-from tests.conformance.test_journeys import HELLO, NOW, Shop, events, people, shop  # noqa: F401
+from tests.conformance.journey_support import HELLO, NOW, Shop, events, people, shop  # noqa: F401
 
 from personify import clock
 from personify.errors import DefinitionError

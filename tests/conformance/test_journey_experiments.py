@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from tests.conformance.audience_data import arrow_rows
-from tests.conformance.test_journeys import HELLO, NOW, Shop, parse, people, shop, text_of
+from tests.conformance.journey_support import HELLO, NOW, Shop, parse, people, shop, text_of
 
 from personify.engagement.experiments import HOLDOUT, assign
 from personify.engagement.report import journeys_report

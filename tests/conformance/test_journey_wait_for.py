@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conformance.test_journeys import NOW, Shop, events, people, shop  # noqa: F401
+from tests.conformance.journey_support import NOW, Shop, events, people, shop  # noqa: F401
 
 from personify import clock
 from personify.errors import DefinitionError

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.conformance.audience_data import arrow_rows
-from tests.conformance.test_journeys import HELLO, NOW, Shop, events, people, shop
+from tests.conformance.journey_support import HELLO, NOW, Shop, events, people, shop
 
 from personify.journeys import preview, project_journeys
 from personify.journeys.gates import Gate

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conformance.audience_data import arrow_rows
+from tests.conformance.journey_support import NOW, Shop, events, people, shop
 from tests.conformance.test_identity import T0, TS
-from tests.conformance.test_journeys import NOW, Shop, events, people, shop
 from tests.conformance.test_profiles import session_on
 
 from personify import clock
