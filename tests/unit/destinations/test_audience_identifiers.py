@@ -203,15 +203,20 @@ def token_url() -> Iterator[str]:
         yield url + "/token"
 
 
-def test_the_refresh_token_grant_fetches_once_and_again_on_a_401(token_url: str) -> None:
-    auth = make_auth(
+def _refreshing(token_url: str, refresh_token: str) -> httpx.Auth | None:
+    """The refresh-token grant of client ``id`` / ``secret`` at ``token_url``."""
+    return make_auth(
         OAuth2RefreshToken(
             client_id=Secret("id"),
             client_secret=Secret("secret"),
-            refresh_token=Secret("r1"),
+            refresh_token=Secret(refresh_token),
             access_token_url=token_url,
         )
     )
+
+
+def test_the_refresh_token_grant_fetches_once_and_again_on_a_401(token_url: str) -> None:
+    auth = _refreshing(token_url, "r1")
     calls: list[str] = []
 
     def api(request: httpx.Request) -> httpx.Response:
@@ -233,14 +238,7 @@ def test_the_refresh_token_grant_fetches_once_and_again_on_a_401(token_url: str)
 def test_a_refused_refresh_token_says_so(token_url: str) -> None:
     from personify.http.errors import RestHttpError
 
-    auth = make_auth(
-        OAuth2RefreshToken(
-            client_id=Secret("id"),
-            client_secret=Secret("secret"),
-            refresh_token=Secret("revoked"),
-            access_token_url=token_url,
-        )
-    )
+    auth = _refreshing(token_url, "revoked")
     with (
         httpx.Client(
             transport=httpx.MockTransport(lambda r: httpx.Response(200)), auth=auth
