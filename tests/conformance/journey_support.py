@@ -127,18 +127,22 @@ def events(wh: Warehouse, *rows: tuple[str, str, datetime, dict[str, Any]]) -> N
     wh.load(table("events"), arrow_rows("events", data))
 
 
-def products(wh: Warehouse, count: int = 8) -> None:
+def products(
+    wh: Warehouse, count: int = 8, *, category: str | None = None, created: datetime = NOW
+) -> None:
+    """Products ``p1`` … ``p<count>`` in stock, ``p<i>`` created ``i`` days before ``created``,
+    in ``category`` (by default Shoes and Bags in turn)."""
     rows = [
         {
             "product_id": f"p{i}",
             "name": f"Product {i}",
-            "category": "Shoes" if i % 2 else "Bags",
+            "category": category or ("Shoes" if i % 2 else "Bags"),
             "price": 10.0 + i,
             "currency": "EUR",
             "stock": 5,
             "url": f"https://shop.example/p{i}",
             "image_url": f"https://shop.example/p{i}.jpg",
-            "created_at": NOW - timedelta(days=i),
+            "created_at": created - timedelta(days=i),
             "source": "test",
         }
         for i in range(1, count + 1)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from tests.conformance.audience_data import arrow_rows, load_consents
+from tests.conformance.journey_support import products
 
 from personify import clock
 from personify.audiences import audiences_stage
@@ -72,25 +73,6 @@ def track(wh: Warehouse, mid: str, event: str, at: datetime, props: dict[str, An
     return mid
 
 
-def products(wh: Warehouse) -> None:
-    rows = [
-        {
-            "product_id": f"p{i}",
-            "name": f"Product {i}",
-            "category": "Shoes",
-            "price": 10.0 + i,
-            "currency": "EUR",
-            "stock": 5,
-            "url": f"https://shop.example/p{i}",
-            "image_url": f"https://shop.example/p{i}.jpg",
-            "created_at": NOW - timedelta(days=i),
-            "source": "test",
-        }
-        for i in range(1, 7)
-    ]
-    wh.load(table("products"), arrow_rows("products", rows))
-
-
 def state(wh: Warehouse) -> dict[str, Any]:
     """Memberships (open), tags and journey instances: what the real-time path wrote."""
     return {
@@ -119,7 +101,7 @@ def load_order(wh: Warehouse, created_at: datetime) -> None:
 
 def test_events_and_orders_move_segments_tags_and_journeys_like_the_batch(shop: Session) -> None:
     wh = shop.warehouse
-    products(wh)
+    products(wh, 6, category="Shoes")
     with clock.frozen(NOW):
         applier = Applier(shop, tick_every=None)  # the tick is driven by hand below
         try:
@@ -250,7 +232,7 @@ def _erased_after_consenting(shop: Session) -> None:
     from personify.privacy.erase import erase_subject
 
     wh = shop.warehouse
-    products(wh)
+    products(wh, 6, category="Shoes")
     with clock.frozen(NOW - timedelta(hours=3)):
         applier = Applier(shop, tick_every=None)
         try:

@@ -126,25 +126,11 @@ def load_shop(root: Path) -> None:
     from datetime import timedelta
 
     from tests.conformance.audience_data import arrow_rows, load_consents, load_customers
+    from tests.conformance.journey_support import products
 
     hour = timedelta(hours=1)
     with connect(f"duckdb:///{root / 'warehouse.duckdb'}") as wh:
-        products = [
-            {
-                "product_id": f"p{i}",
-                "name": f"Product {i}",
-                "category": "Shoes" if i % 2 else "Bags",
-                "price": 10.0 + i,
-                "currency": "EUR",
-                "stock": 5,
-                "url": f"https://shop.example/p{i}",
-                "image_url": f"https://shop.example/p{i}.jpg",
-                "created_at": SENT_AT - timedelta(days=i),
-                "source": "test",
-            }
-            for i in range(1, 9)
-        ]
-        wh.load(table("products"), arrow_rows("products", products))
+        products(wh, created=SENT_AT)
         ids = ["a", "c", "z"]
         load_customers(
             wh, [{"customer_id": c, "email": f"{c}@example.com", "first_name": "Ann"} for c in ids]
