@@ -8,6 +8,7 @@ import base64
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -52,6 +53,21 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def html_report(out: Path, *command: str) -> str:
+    """``personify COMMAND --out OUT``, which says where it wrote the page; the page stands
+    alone (no script, nothing fetched from elsewhere). Its text."""
+    from tests.e2e.cli import personify
+
+    done = personify(*command, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"HTML report: {out}" in done.stdout.replace("\n", "")
+    page = out.read_text(encoding="utf-8")
+    assert "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
+    return page
 
 
 def page_errors(tab: Page) -> list[str]:

@@ -21,11 +21,17 @@ notifiers:
 """
 
 
-def test_fire_report_resolve(tmp_path: Path) -> None:
+def _project(tmp_path: Path, alerts: str) -> Path:
+    """A scaffolded project with ``alerts`` (and their notifiers) appended to personify.yml."""
     project = tmp_path / "shop"
     init_project(project)
     with (project / "personify.yml").open("a") as f:
-        f.write(ALERTS)
+        f.write(alerts)
+    return project
+
+
+def test_fire_report_resolve(tmp_path: Path) -> None:
+    project = _project(tmp_path, ALERTS)
     plan = project / "tracking-plan" / "Signed Up.json"
     with webhook_receiver() as hook:
         env = {"ALERT_HOOK_URL": hook.url}
@@ -76,10 +82,7 @@ def test_fire_report_resolve(tmp_path: Path) -> None:
 
 
 def test_config_mistakes_are_located(tmp_path: Path) -> None:
-    project = tmp_path / "shop"
-    init_project(project)
-    with (project / "personify.yml").open("a") as f:
-        f.write(ALERTS.replace("notify: [ops]", "notify: [opz]"))
+    project = _project(tmp_path, ALERTS.replace("notify: [ops]", "notify: [opz]"))
     done = personify(
         "alerts", "list", "--project", str(project), env={"ALERT_HOOK_URL": "http://127.0.0.1:9/"}
     )
@@ -90,10 +93,7 @@ def test_config_mistakes_are_located(tmp_path: Path) -> None:
 
 
 def test_a_notifier_failing_for_a_day_is_given_up_in_words(tmp_path: Path) -> None:
-    project = tmp_path / "shop"
-    init_project(project)
-    with (project / "personify.yml").open("a") as f:
-        f.write(ALERTS.replace("format: slack", "format: json"))
+    project = _project(tmp_path, ALERTS.replace("format: slack", "format: json"))
     (project / "tracking-plan" / "Signed Up.json").write_text("{not json")
     with webhook_receiver() as hook:
         hook.statuses = [500] * 100
