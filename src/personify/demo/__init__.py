@@ -20,7 +20,7 @@ shop_customers      1,006   Shopify-style customers: 13-digit id (the web ``user
                             updated_at
 crm_contacts        885     HubSpot-style: id (another id for the same person), nested
                             ``properties`` (email dirtied independently, firstname, lastname,
-                            phone, city, country, IANA timezone, lifecyclestage), createdAt,
+                            phone, city, country, IANA timezone, hs_language, lifecyclestage),
                             updatedAt, archived
 crm_updates         59      later CRM edits of some contacts (new phone or last name)
 consents            900     customer_id (shop id), email, purpose ``email_marketing``,

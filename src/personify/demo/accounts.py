@@ -165,6 +165,7 @@ def _crm_contacts(
             "city": people.cities(rows),
             "country": people.country_codes(rows),
             "timezone": people.timezones(rows),
+            "hs_language": people.locales(rows),  # HubSpot's contact language: fr-FR, en-GB …
             "lifecyclestage": tx.pick(["subscriber", "lead", "customer"], stage[rows]),
         },
         created=tx.iso(created[rows]),

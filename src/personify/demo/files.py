@@ -115,6 +115,7 @@ _CRM_MAPPING: Final = {
     "city": "properties.city",
     "country": "properties.country",
     "timezone": "properties.timezone",
+    "locale": "properties.hs_language",
     "created_at": "createdAt",
     "updated_at": "updatedAt",
 }
@@ -205,6 +206,13 @@ FILES: Final = (
     ),
 )
 """Every file, in the order they are written and imported."""
+VIP_LIST: Final = "lists/vip.csv"
+"""The loyalty team's VIP sheet (not a source: ``personify demo`` uploads it as the list
+``vip``, ``personify lists upload``)."""
+LOYALTY: Final = "analytics/loyalty.parquet"
+"""The data team's loyalty table (not a source: ``personify demo`` loads it into the
+warehouse as ``analytics.loyalty``, as the team's own loader would, and the project reads it
+through ``relations:``)."""
 MALFORMED: Final = frozenset({"crm_updates", "tickets"})
 """Parts whose JSON Lines file gets a few truncated (malformed) lines."""
 
@@ -254,6 +262,12 @@ def write_world(
             if malformed := future.result():
                 files[name]["rows"] += malformed
                 files[name]["malformed_lines"] = malformed
+    vip = directory / VIP_LIST
+    vip.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(world.vip_list, vip)
+    loyalty = directory / LOYALTY
+    loyalty.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(world.loyalty, loyalty, compression=COMPRESSION, store_schema=False)
     manifest = {
         "generator": GENERATOR,
         "seed": world.seed,
@@ -261,6 +275,8 @@ def write_world(
         "now": world.now.isoformat().replace("+00:00", "Z"),
         "files": files,
         "invalid": world.invalid,
+        "lists": {"vip": {"path": VIP_LIST, "rows": world.vip_list.num_rows}},
+        "relations": {"loyalty": {"path": LOYALTY, "rows": world.loyalty.num_rows}},
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -282,3 +282,51 @@ def format_phones(rng: np.random.Generator, number: np.ndarray, country: np.ndar
             lambda r: pa.nulls(len(r), pa.string()),
         ],
     )
+
+
+VIP_LIST_FLAWS: Final = ("", "call back re. VIP desk")
+"""The VIP list's rows that are no address (typed by hand in the sheet): quarantined on upload."""
+
+
+def build_vip_list(rng: np.random.Generator, people: People) -> pa.Table:
+    """The loyalty team's VIP sheet (``email``, ``tier``): every vip (``gold``) and champion
+    (``platinum``) customer's address as the sheet holds it (mixed case, stray spaces), in the
+    customers' order, then :data:`VIP_LIST_FLAWS` — what ``personify lists upload`` reads."""
+    n = people.customers
+    cohort = people.cohort[:n]
+    rows = np.flatnonzero((cohort == VIP) | (cohort == CHAMPION))
+    emails = people.emails(rows, dirt(rng, n)[rows])
+    tiers = tx.pick(["gold", "platinum"], (cohort[rows] == CHAMPION).astype(np.int64))
+    flaws = pa.array(list(VIP_LIST_FLAWS), pa.string())
+    return pa.table(
+        {
+            "email": pa.concat_arrays([emails.cast(pa.string()), flaws]),
+            "tier": pa.concat_arrays([tiers.cast(pa.string()), pa.array(["gold"] * len(flaws))]),
+        }
+    )
+
+
+LOYALTY_TIERS: Final = ("bronze", "silver", "gold")
+LOYALTY_POINTS: Final = (0, 500, 2000)
+"""The points each tier starts at."""
+
+
+def build_loyalty(rng: np.random.Generator, people: People) -> pa.Table:
+    """The data team's loyalty table (``email``, ``points``, ``tier``), as their own model
+    writes it into the warehouse (clean addresses): about half the customers are members, the
+    vip and champion ones all of them, with more points. Read through ``relations:``."""
+    n = people.customers
+    cohort = people.cohort[:n]
+    keen = (cohort == VIP) | (cohort == CHAMPION)
+    member = keen | (rng.random(n) < 0.45)
+    scale = np.where(cohort == CHAMPION, 4000.0, np.where(keen, 1500.0, 350.0))
+    points = np.round(rng.gamma(2.0, scale / 2.0)).astype(np.int64)
+    rows = np.flatnonzero(member)
+    tier = np.searchsorted(np.array(LOYALTY_POINTS), points[rows], side="right") - 1
+    return pa.table(
+        {
+            "email": people.emails(rows).cast(pa.string()),
+            "points": pa.array(points[rows], pa.int64()),
+            "tier": tx.pick(LOYALTY_TIERS, tier).cast(pa.string()),
+        }
+    )

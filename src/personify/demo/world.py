@@ -21,7 +21,7 @@ from personify.demo.catalog import Catalog, build_catalog
 from personify.demo.commerce import build_orders
 from personify.demo.email import build_email_events
 from personify.demo.events import EventLog, Sources, email_columns, web_columns
-from personify.demo.people import People, build_people
+from personify.demo.people import People, build_loyalty, build_people, build_vip_list
 from personify.demo.support import build_tickets
 from personify.progress import Progress
 
@@ -61,6 +61,12 @@ class World:
     """The email service's engagement events (opens, clicks)."""
     invalid: dict[str, int]
     """Flawed records added per table (``events``: per flaw)."""
+    vip_list: pa.Table
+    """The loyalty team's VIP sheet (``email``, ``tier``), for ``personify lists upload``: not
+    a source, so not among :meth:`tables`."""
+    loyalty: pa.Table
+    """The data team's loyalty table (``email``, ``points``, ``tier``), loaded into the
+    warehouse's ``analytics`` schema and read through ``relations:``: not a source either."""
 
     def tables(self) -> dict[str, pa.Table]:
         """The tables by name (the event log apart)."""
@@ -170,6 +176,8 @@ def build_world(
         flaws = log.flaws()
         added[name] = sum(v for k, v in flaws.items() if k not in ("ok", "duplicate"))
         added[f"{name}_duplicate"] = flaws["duplicate"]
+    vip_list = build_vip_list(np.random.default_rng([seed, len(STEPS) + 1]), people)
+    loyalty = build_loyalty(np.random.default_rng([seed, len(STEPS) + 2]), people)
     return World(
         seed=seed,
         customers=customers,
@@ -177,5 +185,7 @@ def build_world(
         events=events,
         email_events=email_events,
         invalid=added,
+        vip_list=vip_list,
+        loyalty=loyalty,
         **tables,
     )

@@ -16,6 +16,7 @@ from personify.demo import World, build_world
 def _same(a: World, b: World) -> None:
     for name, table in a.tables().items():
         assert table.equals(b.tables()[name]), name
+    assert a.vip_list.equals(b.vip_list) and a.loyalty.equals(b.loyalty)
     assert a.events.to_table().equals(b.events.to_table())
     assert a.email_events.to_table().equals(b.email_events.to_table())
 
@@ -171,3 +172,39 @@ def test_sizes_per_thousand_customers_are_documented(world: World) -> None:
     assert 0.8 < sizes["crm_contacts"] / 1000 < 0.95
     assert 0 < sizes["tickets"] < 400
     assert np.isclose(sizes["shop_customers"], 1000, atol=20)
+
+
+def test_crm_contacts_carry_their_language(world: World) -> None:
+    """HubSpot's ``hs_language``: the locale of the contact's country (fr-FR for France), the
+    customers' locale — the French ones get the demo's French emails."""
+    props = world.crm_contacts.column("properties").combine_chunks()
+    pairs = set(zip(props.field("country").to_pylist(), props.field("hs_language").to_pylist()))
+    assert ("FR", "fr-FR") in pairs and ("GB", "en-GB") in pairs
+    assert all(lang.endswith("-" + country) for country, lang in pairs if country and lang)
+    assert props.field("hs_language").null_count == 0
+
+
+def test_the_vip_sheet_lists_the_vips_as_a_sheet_holds_them(world: World) -> None:
+    """Every vip and champion customer, dirty as typed (case, spaces), then two rows that are
+    no address (the upload quarantines them)."""
+    from personify.demo.people import CHAMPION, VIP, VIP_LIST_FLAWS, build_people
+
+    now_ms = int(world.now.timestamp()) * 1000
+    people = build_people(np.random.default_rng([world.seed, 1]), world.customers, now_ms)
+    vips = np.flatnonzero(np.isin(people.cohort[: world.customers], [VIP, CHAMPION]))
+    emails = world.vip_list.column("email").to_pylist()
+    assert emails[-2:] == list(VIP_LIST_FLAWS)
+    assert [e.strip().lower() for e in emails[:-2]] == people.emails(vips).to_pylist()
+    assert any(e != e.strip().lower() for e in emails[:-2])  # dirt to normalize
+    assert set(world.vip_list.column("tier").to_pylist()) == {"gold", "platinum"}
+
+
+def test_the_loyalty_table_is_clean_and_tiered_by_points(world: World) -> None:
+    loyalty = world.loyalty.to_pylist()
+    assert 0.3 * world.customers < len(loyalty) < 0.8 * world.customers
+    bounds = {"bronze": (0, 500), "silver": (500, 2000), "gold": (2000, 10**9)}
+    for row in loyalty:
+        low, high = bounds[row["tier"]]
+        assert low <= row["points"] < high
+        assert row["email"] == row["email"].strip().lower()
+    assert {r["tier"] for r in loyalty} == set(bounds)
