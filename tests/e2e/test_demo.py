@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from personify.delivery.outbox import file_name
 from tests.e2e.cli import DEMO_TIMEOUT, personify, personify_json
 
 NOW = "2026-01-31T09:00:00Z"
@@ -57,6 +61,7 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
     assert "base_url: local:demo" in text and "path: data/orders.parquet" not in text
     emails = list((project / "outbox").glob("*.eml"))
     assert emails
+    _assert_the_newer_features(project, out)
 
     # the recipients reacted (opens, clicks, orders through the project's own API) and the
     # report, read when the attribution window has closed, shows the email's uplift over the
@@ -109,6 +114,96 @@ def test_demo_builds_runs_and_leaves_a_usable_project(tmp_path: Path) -> None:
         "report", "journeys", "--project", str(project), "--now", report_at
     )
     assert again_report == report  # the run at NOW reacted to nothing again
+
+
+def _plain_text(eml: Path) -> tuple[str, str]:
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(message["Subject"]), body.get_content()
+
+
+def _assert_the_newer_features(project: Path, out: str) -> None:
+    """The demo project uses the newer features and its summary says so: a French variant for
+    French customers, a footer partial, predictive traits, an uploaded list, a relation and an
+    alert — each with the command to try next."""
+    where = ("--project", str(project))
+    for words in (
+        "Languages",
+        "Partials",
+        "Predictive",
+        "Lists",
+        "Relations",
+        "Alerts    firing: dirty_data",
+        "personify lists list --project",
+        "personify alerts list --project",
+        "personify traits predictive --holdout",
+        "FROM loyalty GROUP BY tier",
+    ):
+        assert words in out, words
+
+    # languages: every cart email to a French-speaking customer (locale from the CRM's
+    # hs_language) is the French variant, prices written the French way, its footer French
+    sent = personify_json(
+        "sql",
+        "SELECT m.idempotency_key AS key, m.subject, c.locale FROM messages m "
+        "JOIN customers c ON c.customer_id = m.customer_id "
+        "WHERE m.status = 'sent' AND m.template = 'abandoned_cart' ORDER BY 1",
+        *where,
+    )["rows"]
+    french = [r for r in sent if (r["locale"] or "").lower().startswith("fr")]
+    others = [r for r in sent if not (r["locale"] or "").lower().startswith("fr")]
+    assert french and others
+    assert all(r["subject"].endswith("votre panier vous attend") for r in french)
+    assert not any("votre panier" in r["subject"] for r in others)
+    subject, text = _plain_text(project / "outbox" / file_name(french[0]["key"]))
+    assert subject == french[0]["subject"]
+    assert "Vous avez oublié quelque chose" in text and "Retrouver mon panier" in text
+    assert re.search(r"\d+,\d\d\xa0€", text), text  # Babel: 52,00 € (a no-break space)
+    assert re.search(r"jusqu'au \d{1,2} [a-zéû]+ 20\d\d", text), text  # 7 février 2026
+    assert "Retours gratuits sous 30 jours" in text and "Se désabonner" in text
+    # the partial: the shared footer in the other emails (both journeys)
+    _, text = _plain_text(project / "outbox" / file_name(others[0]["key"]))
+    assert "Free returns within 30 days" in text and "You left something behind" in text
+    engaged = sorted((project / "outbox").glob("re_engagement_*.eml"))
+    assert engaged and "Free returns within 30 days" in _plain_text(engaged[0])[1]
+
+    # predictive traits: filled for the customers with an order, read by a segment
+    filled = personify_json(
+        "sql",
+        "SELECT count(p_alive) AS alive, count(expected_orders) AS orders, "
+        "count(predicted_clv) AS clv, count(last_purchase_at) AS buyers, "
+        "count(*) FILTER (WHERE p_alive IS NOT NULL AND last_purchase_at IS NULL) AS odd "
+        "FROM customers",
+        *where,
+    )["rows"][0]
+    assert 100 < filled["alive"] <= filled["buyers"] and filled["odd"] == 0
+    assert filled["alive"] == filled["orders"] == filled["clv"]
+    members = {
+        r["segment"]: r["n"]
+        for r in personify_json(
+            "sql",
+            "SELECT segment, count(*) AS n FROM segment_memberships WHERE exited_at IS NULL "
+            "GROUP BY segment",
+            *where,
+        )["rows"]
+    }
+    assert members.get("likely_buyers", 0) > 0
+
+    # the VIP list: uploaded from the world's sheet, its two bad rows quarantined, its segment
+    # has the list's customers; the relation's segment reads the team's loyalty table
+    lists = personify_json("lists", "list", *where)["lists"]
+    vip = next(x for x in lists if x["list"] == "vip")
+    assert vip["members"] > 0 and vip["quarantined"] == 2
+    assert members.get("vip", 0) == vip["customers"] > 0
+    assert members.get("loyalty_gold", 0) > 0
+
+    # the alert: the world's dirt makes dirty_data fire; ops got an email in the outbox
+    alerts = {a["name"]: a for a in personify_json("alerts", "list", *where)}
+    assert set(alerts) == {"sync_failing", "dirty_data"}
+    assert alerts["dirty_data"]["state"] == "firing" and alerts["sync_failing"]["state"] == "ok"
+    told = list((project / "outbox").glob("alert-dirty_data_ops_*.eml"))
+    assert len(told) == 1 and "dirty_data" in _plain_text(told[0])[0]
 
 
 def test_demo_with_files_imports_the_world_from_its_files(tmp_path: Path) -> None:

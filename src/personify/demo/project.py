@@ -67,12 +67,18 @@ def make_demo_project(
     reset: bool = False,
     progress: Progress | None = None,
     live_apis: bool = False,
+    showcase: bool = False,
 ) -> DemoProject:
     """Make (or remake) the demo project in ``directory`` with a world of ``customers``;
     ``live_apis``: the CRM, orders, tickets and payments come from the world served as live mock
     APIs (REST sources, :func:`personify.demo.mock_apis.live_sources_yaml`) instead of files —
     what ``personify demo`` does unless given ``--files`` (this function's default stays the
-    files: tests and benchmarks load the world so)."""
+    files: tests and benchmarks load the world so). ``showcase`` (what ``personify demo``
+    does): the project also uses the newer features — :func:`add_demo_files` and the
+    ``traits:``, ``relations:`` and ``alerts:`` sections; its ``loyalty_gold`` segment then
+    needs the loyalty table that ``personify demo`` loads
+    (:func:`personify.demo.features.load_team_table`), and its alert emails ops on every
+    dirty world, so tests and benchmarks leave it off."""
     import time
 
     root = directory.expanduser().resolve()
@@ -96,13 +102,21 @@ def make_demo_project(
     else:
         _add_journeys(root)
     with_holdout(root)
+    if showcase:
+        add_demo_files(root)
     t0 = time.perf_counter()
     world = build_world(customers, seed=seed, now=instant, progress=progress)
     t1 = time.perf_counter()
     manifest = write_world(world, data, progress=progress)
     t2 = time.perf_counter()
     configure_project(
-        root, seed=seed, customers=customers, now=instant, web_via_api=True, live_apis=live_apis
+        root,
+        seed=seed,
+        customers=customers,
+        now=instant,
+        web_via_api=True,
+        live_apis=live_apis,
+        showcase=showcase,
     )
     return DemoProject(
         root=root,
@@ -146,6 +160,38 @@ def with_holdout(root: Path) -> None:
     if "\n    holdout:" in text or anchor not in text:
         return
     path.write_text(text.replace(anchor, anchor + HOLDOUT_LINE, 1), encoding="utf-8")
+
+
+FOOTER: Final = "{% render 'footer' %}"
+"""How the demo's templates place the shared footer (``templates/partials/footer.liquid``)."""
+FOOTED: Final = ("abandoned_cart", "re_engagement")
+"""The scaffold's templates that get the footer."""
+
+
+def add_demo_files(root: Path) -> None:
+    """The demo's own project files (``personify/demo/skeleton``), beside the scaffold's: the
+    shared footer partial (English and French), the French variant of the abandoned-cart
+    email, and the segments reading the VIP list and the predictive traits; the scaffold's
+    templates get the footer. Idempotent: a file already there (edited by hand, say) is left
+    as it is."""
+    from importlib import resources
+
+    source = resources.files("personify") / "demo" / "skeleton"
+    with resources.as_file(source) as folder:
+        for path in sorted(folder.rglob("*")):
+            target = root / path.relative_to(folder)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+    for name in FOOTED:
+        template = root / "templates" / f"{name}.liquid"
+        if not template.is_file():
+            continue
+        text = template.read_text(encoding="utf-8")
+        if "render 'footer'" not in text:
+            template.write_text(text.rstrip("\n") + f"\n{FOOTER}\n", encoding="utf-8")
 
 
 def _existing_world(root: Path, data: Path) -> dict[str, Any] | None:
@@ -192,15 +238,17 @@ def configure_project(
     now: datetime,
     web_via_api: bool = False,
     live_apis: bool = False,
+    showcase: bool = False,
 ) -> None:
     """Rewrite ``root/personify.yml`` (as scaffolded) to read the world in ``data/``;
-    ``web_via_api``: without the web sessions' file source (they are sent to the tracking API)."""
+    ``web_via_api``: without the web sessions' file source (they are sent to the tracking API);
+    ``showcase``: with the ``traits:``, ``relations:`` and ``alerts:`` sections."""
     file = root / PROJECT_FILE
     text = file.read_text(encoding="utf-8")
     text = _without_demo_wiring(text)
     text = re.sub(r"^name: .*$", f"name: {PROJECT_NAME}", text, count=1, flags=re.M)
     text = _insert_sources(text, file_sources_yaml(web_via_api=web_via_api, live_apis=live_apis))
-    wiring = demo_yaml(seed=seed, customers=customers, now=now)
+    wiring = demo_yaml(seed=seed, customers=customers, now=now, showcase=showcase)
     if not live_apis:  # (the scores go to the live mock CRM: none without it)
         wiring = wiring.replace(DESTINATIONS_YAML + "\n", "")
     text = text.rstrip("\n") + "\n\n" + wiring
@@ -295,13 +343,69 @@ DESTINATIONS_YAML: Final = (
 """The ``destinations:`` section of a demo project (written with the ``demo:`` one)."""
 
 
-def demo_yaml(*, seed: int, customers: int, now: datetime) -> str:
-    """The ``identity:`` and ``demo:`` sections, appended to the project file."""
+PREDICTIVE_YAML: Final = (
+    "# Predictive traits: p_alive, expected_orders and predicted_clv for every customer with an\n"
+    "# order, from purchase and spend models fit on the shop's orders at each profile build\n"
+    "# (segments/likely_buyers.sql reads them). Check the fit against the orders that followed:\n"
+    "# personify traits predictive --holdout --out holdout.html\n"
+    "traits:\n"
+    "  predictive:\n"
+    "    enabled: true\n"
+    "    horizon_days: 90\n"
+    "    min_customers: 100          # a small world has few buyers (default 500)\n"
+    "    min_repeat_customers: 20    # (default 50)\n"
+)
+"""The ``traits:`` section of a demo project (when scipy is installed)."""
+
+NO_PREDICTIVE_YAML: Final = (
+    "# Predictive traits (p_alive, expected_orders, predicted_clv) need scipy:\n"
+    "# pip install 'personify[predictive]', then run `personify demo` again.\n"
+)
+
+RELATIONS_YAML: Final = (
+    "# Relations: the team's own tables in the warehouse, read by segments (and personify sql)\n"
+    "# under a local name. personify demo plays the data team's loader: it puts\n"
+    "# data/analytics/loyalty.parquet into analytics.loyalty (read by segments/loyalty_gold.sql).\n"
+    "relations:\n"
+    "  loyalty: analytics.loyalty\n"
+)
+"""The ``relations:`` section of a demo project."""
+
+ALERTS_YAML: Final = (
+    "# Alerts: evaluated after every run (and by personify serve); each tells its notifiers once\n"
+    "# when it fires and once when it resolves. The world's invalid records (on purpose) make\n"
+    "# dirty_data fire: ops gets an email in outbox/. See: personify alerts list\n"
+    "alerts:\n"
+    "  - {name: sync_failing, when: source_failed, notify: [ops]}\n"
+    "  - name: dirty_data\n"
+    "    when: quarantine_growth\n"
+    "    over: 5                     # more than 5 rows of one source quarantined in an hour\n"
+    "    notify: [ops]\n"
+    "notifiers:\n"
+    "  ops: {kind: email, to: [ops@shop.example]}   # through delivery: an .eml in outbox/\n"
+)
+"""The ``alerts:`` and ``notifiers:`` sections of a demo project."""
+
+
+def has_scipy() -> bool:
+    """Whether the predictive traits can be fit here (``personify[predictive]``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("scipy") is not None
+
+
+def demo_yaml(*, seed: int, customers: int, now: datetime, showcase: bool = False) -> str:
+    """The ``identity:``, ``destinations:``, (``showcase``) ``traits:``, ``relations:`` and
+    ``alerts:``, and ``demo:`` sections, appended to the project file."""
     # the customer ids' key from the seed (not the random signing_key): the same seed gives the
     # same ids, hence the same experiment groups and reactions
     id_key = f'  id_key: "${{PERSONIFY_DEMO_ID_KEY:-demo-world-{seed}}}"\n'
+    features = ""
+    if showcase:
+        predictive = PREDICTIVE_YAML if has_scipy() else NO_PREDICTIVE_YAML
+        features = f"{predictive}\n{RELATIONS_YAML}\n{ALERTS_YAML}\n"
     return (
-        f"{IDENTITY_YAML}{id_key}\n{DESTINATIONS_YAML}\n"
+        f"{IDENTITY_YAML}{id_key}\n{DESTINATIONS_YAML}\n{features}"
         f"{_DEMO_MARK}: the synthetic world this project reads, as it was\n"
         f"# at {now:%Y-%m-%dT%H:%M:%SZ}. `personify demo DIR` again regenerates the same files;\n"
         "# nothing is imported twice.\n"

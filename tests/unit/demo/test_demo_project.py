@@ -75,3 +75,49 @@ def test_the_yaml_keeps_the_scaffold_and_replaces_its_example(tmp_path: Path) ->
     assert "email: properties.email" in text
     configure_project(tmp_path, seed=1, customers=100, now=NOW)
     assert (tmp_path / "personify.yml").read_text() == text
+
+
+def test_the_project_uses_the_newer_features(tmp_path: Path) -> None:
+    """Locale variants, partials, predictive traits, an uploaded list's and a relation's
+    segments, alerts: the demo project's files and personify.yml."""
+    from personify.config import EmailNotifier
+    from personify.demo.project import has_scipy
+
+    plain = make_demo_project(tmp_path / "plain", customers=200, seed=3, now=NOW)
+    config = load_project(plain.root).config  # (tests and benchmarks: none of it)
+    assert not config.traits.predictive.enabled and not config.relations and not config.alerts
+    assert not (plain.root / "templates" / "partials").exists()
+
+    demo = make_demo_project(tmp_path / "shop", customers=200, seed=3, now=NOW, showcase=True)
+    config = load_project(demo.root).config
+    assert config.traits.predictive.enabled is has_scipy()
+    assert config.relations == {"loyalty": "analytics.loyalty"}
+    assert [(a.name, a.when) for a in config.alerts] == [
+        ("sync_failing", "source_failed"),
+        ("dirty_data", "quarantine_growth"),
+    ]
+    assert isinstance(config.notifiers["ops"], EmailNotifier)
+    templates = demo.root / "templates"
+    for name in (
+        "partials/footer.liquid",
+        "partials/fr/footer.liquid",
+        "abandoned_cart.fr.liquid",
+        "layouts/base_fr.mjml",
+    ):
+        assert (templates / name).is_file(), name
+    for name in ("vip", "likely_buyers", "loyalty_gold"):
+        assert (demo.root / "segments" / f"{name}.sql").is_file(), name
+    for name in ("abandoned_cart", "re_engagement"):
+        assert (templates / f"{name}.liquid").read_text().count("{% render 'footer' %}") == 1
+    assert (demo.data / "lists" / "vip.csv").is_file()
+    assert (demo.data / "analytics" / "loyalty.parquet").is_file()
+    assert demo.manifest["lists"]["vip"]["rows"] > 2
+
+    # made again: nothing added twice, and a file edited by hand is kept as it is
+    (templates / "partials" / "footer.liquid").write_text("<p>Our own footer</p>\n")
+    again = make_demo_project(demo.root, customers=200, seed=3, showcase=True)
+    assert (templates / "partials" / "footer.liquid").read_text() == "<p>Our own footer</p>\n"
+    assert (templates / "abandoned_cart.liquid").read_text().count("render 'footer'") == 1
+    text = (demo.root / "personify.yml").read_text()
+    assert text.count("\nalerts:") == text.count("\nrelations:") == 1
+    assert again.manifest == demo.manifest

@@ -87,9 +87,18 @@ def demo_command(
     again on DIR regenerates the same world (its instant is
     kept), stores nothing twice and sends nothing twice; the project stays usable: try
     `personify status --project DIR` (its mock APIs come up when a sync needs them).
+
+    The project also shows the newer features, a summary line each: French customers (their
+    CRM language) get a French variant of the cart email (templates/abandoned_cart.fr.liquid,
+    Babel's currency and date filters); every email ends with a footer partial
+    (templates/partials/); predictive traits are on and a segment reads them; the world's VIP
+    sheet (data/lists/vip.csv) is uploaded as the list vip, read by a segment; the data team's
+    loyalty table is loaded into analytics.loyalty and read through relations:; and an alert
+    on quarantined rows fires, emailing ops through the outbox (`personify alerts list`).
     """
     from personify import pipeline
     from personify.demo import make_demo_project
+    from personify.demo.features import features_summary, load_team_table, upload_vip_list
     from personify.journeys import email_summary
     from personify.session import open_session
     from personify.status import status_report
@@ -106,17 +115,24 @@ def demo_command(
             reset=reset,
             progress=progress,
             live_apis=live_apis,
+            showcase=True,
         )
         clock.pin(demo.now)  # the run evaluates the world at its own instant
         with open_session(demo.root) as session:
+            # before the run, so that the segments reading them count them
+            vip = upload_vip_list(session, demo)
+            load_team_table(session, demo)
             syncs: list[SyncResult] = []
             report = pipeline.run(session, stages=_stages(syncs, progress, demo))
             reactions = react(session, demo) if _has_webhooks(session) else None
             status = status_report(session)
             emails = email_summary(session, prefer="abandoned_cart")
+            features = features_summary(session, report, vip)
     summary = _summary(demo, report, syncs, status, directory)
     summary["emails"] = emails
     summary["reactions"] = reactions
+    summary["features"] = features
+    summary["next"] += _feature_commands(features, directory, demo.manifest["now"])
     if reactions is not None:
         summary["next"].insert(
             1,
@@ -368,6 +384,7 @@ def _print(summary: dict[str, Any]) -> None:
     _print_tables(summary)
     _print_emails(summary)
     _print_reactions(summary)
+    _print_features(summary)
     _print_next(summary)
 
 
@@ -437,3 +454,82 @@ def _print_next(summary: dict[str, Any]) -> None:
     out.print("\n[bold]Try next[/]")
     for command in summary["next"]:
         out.print(f"  {command}", markup=False)
+
+
+def _feature_commands(features: dict[str, Any], directory: Path, now: str) -> list[str]:
+    """The commands to try that show the newer features on the demo project (at the world's
+    instant ``now``)."""
+    where = _shown(directory)
+    commands = [
+        f"personify lists list --project {where}",
+        f'personify sql "SELECT tier, count(*) FROM loyalty GROUP BY tier" --project {where}',
+    ]
+    who = features["languages"]["french_customer"]
+    if who is not None:
+        commands.append(
+            f"personify render abandoned_cart -c {who} --now {now} --project {where}   # French"
+        )
+    if features["predictive"] is not None:
+        commands.append(
+            f"personify traits predictive --holdout --now {now} --out holdout.html "
+            f"--project {where}"
+        )
+    commands.append(f"personify alerts list --project {where}")
+    return commands
+
+
+def _print_features(summary: dict[str, Any]) -> None:
+    """A line per newer feature the demo project uses."""
+    out = console()
+    f = summary["features"]
+    lang = f["languages"]
+    out.print(
+        f"[bold]Languages[/] {lang['customers_with_locale']:,} customers have a locale (the CRM's "
+        f"hs_language), {lang['customers_fr']:,} French: {lang['cart_emails_in_french']:,} of "
+        f"their {lang['cart_emails_fr']:,} cart emails went out in French "
+        f"({lang['template']}, prices by the currency filter)",
+        highlight=False,
+    )
+    out.print(
+        "[bold]Partials[/]  every email ends with templates/partials/footer.liquid "
+        "({% render 'footer' %}; French: partials/fr/footer.liquid)",
+        highlight=False,
+    )
+    p = f["predictive"]
+    if p is None:
+        out.print(
+            "[bold]Predictive[/] off: pip install 'personify[predictive]' (scipy), then run the "
+            "demo again",
+            highlight=False,
+        )
+    elif p["status"] == "fitted":
+        out.print(
+            f"[bold]Predictive[/] p_alive, expected_orders and predicted_clv filled for "
+            f"{p['customers_predicted']:,} customers; segment likely_buyers: "
+            f"{p['likely_buyers']:,} members (segments/likely_buyers.sql)",
+            highlight=False,
+        )
+    else:
+        out.print(f"[bold]Predictive[/] no fit: {p['note']}", highlight=False)
+    lists = f["lists"]
+    if lists is not None:
+        again = " (already uploaded)" if lists.get("already_uploaded") else ""
+        out.print(
+            f"[bold]Lists[/]     vip: {lists['members']:,} members from data/lists/vip.csv"
+            f"{again}, {lists['rows_quarantined']:,} rows quarantined; segment vip: "
+            f"{lists['segment_members']:,} customers (segments/vip.sql)",
+            highlight=False,
+        )
+    for name, rel in f["relations"].items():
+        tiers = ", ".join(f"{k} {v:,}" for k, v in rel["tiers"].items())
+        out.print(
+            f"[bold]Relations[/] {name} → {rel['table']} (the data team's table: {tiers}); "
+            f"segment loyalty_gold: {rel['segment_members']:,} customers",
+            highlight=False,
+        )
+    alerts = f["alerts"]
+    if alerts is not None:
+        firing = ", ".join(alerts["firing"]) or "none"
+        sent = len(alerts["sent"])
+        told = f"{sent} notification(s) emailed to ops (outbox/)" if sent else "nothing new to tell"
+        out.print(f"[bold]Alerts[/]    firing: {firing} — {told}", highlight=False)
