@@ -82,6 +82,7 @@ def test_the_project_uses_the_newer_features(tmp_path: Path) -> None:
     segments, alerts: the demo project's files and personify.yml."""
     from personify.config import EmailNotifier
     from personify.demo.project import has_scipy
+    from personify.messages.templates import TemplateStore
 
     plain = make_demo_project(tmp_path / "plain", customers=200, seed=3, now=NOW)
     config = load_project(plain.root).config  # (tests and benchmarks: none of it)
@@ -109,6 +110,11 @@ def test_the_project_uses_the_newer_features(tmp_path: Path) -> None:
         assert (demo.root / "segments" / f"{name}.sql").is_file(), name
     for name in ("abandoned_cart", "re_engagement"):
         assert (templates / f"{name}.liquid").read_text().count("{% render 'footer' %}") == 1
+    # every template the journeys send keeps the fast path (its partials placed, README
+    # "Partials"): the demo's emails render as fast as without the footer
+    store = TemplateStore(templates)
+    for name in ("abandoned_cart", "abandoned_cart.fr", "re_engagement"):
+        assert store.get(name).plan is not None, name
     assert (demo.data / "lists" / "vip.csv").is_file()
     assert (demo.data / "analytics" / "loyalty.parquet").is_file()
     assert demo.manifest["lists"]["vip"]["rows"] > 2
