@@ -121,7 +121,7 @@ def test_migration_33_shows_the_locale_in_customer_data_of_an_older_warehouse(
             "INSERT INTO customers (customer_id, email, locale, created_at, updated_at) "
             "VALUES ('c1', 'a@x.org', 'fr_CA', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
         )
-        assert migrate(wh) == [33]
+        assert migrate(wh)[0] == 33  # (and any later migration)
         assert wh.fetch("SELECT customer_id, locale FROM customer_data") == [("c1", "fr_CA")]
         names = wh.fetch_arrow("SELECT * FROM customer_data LIMIT 0").column_names
         assert names[-4:] == ["p_alive", "expected_orders", "predicted_clv", "locale"]
