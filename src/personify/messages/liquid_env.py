@@ -28,6 +28,7 @@ from liquid.exceptions import (
 from liquid.filter import with_context, with_environment
 from liquid.loader import BaseLoader, TemplateSource
 
+from personify import clock
 from personify.messages.errors import RenderError
 from personify.messages.locale import babel_locale, customer_locale, normalize
 
@@ -145,13 +146,19 @@ def date(
     ``'medium'``, ``'long'`` or ``'full'`` — the date and time written the recipient's way
     (Babel; in the customer's ``timezone`` when the value has a zone; a plain date without
     time). A third argument names the locale instead of the customer's."""
+    today = value == "today"
+    if value in ("now", "today"):
+        value = clock.now()  # Liquid's own reads the wall clock: --now pins this one
     if fmt not in _DATE_STYLES:
         return str(liquid_date(value, fmt, environment=environment))
-    when = dt.datetime.now(dt.UTC) if value in ("now", "today") else _to_date(value)
+    when = _to_date(value)
     if when is None:
         return "" if value is None else str(value)
     day: dt.date | None = None  # a date without a time: written without one
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+    if today:  # the recipient's date (in their zone), written without a time
+        zone = _zone(context)
+        day = (when.astimezone(zone) if zone is not None else when).date()
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         day = value
     elif isinstance(value, str) and _ISO_DAY.fullmatch(value.strip()):
         day = when.date()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from personify import clock
 from personify.messages import RenderError, TemplateStore, build_context, render
 from personify.messages.liquid_env import money
 from personify.messages.locale import candidates, customer_locale, normalize
@@ -306,6 +307,16 @@ def test_date_styles_are_localized_and_strftime_is_unchanged(tmp_path: Path) -> 
     english = _one(tmp_path / "en", "{{ at | date: 'medium' }}", CUSTOMER, at=at)
     assert english == "Mar 1, 2026, 2:05:00\u202fPM"
     assert _one(tmp_path / "s", "{{ '2026-03-01' | date: 'short', 'de' }}", CUSTOMER) == "01.03.26"
+
+
+def test_now_and_today_are_the_pinned_instant_not_the_wall_clock(tmp_path: Path) -> None:
+    """`--now` pins "now": a render replayed at an instant writes that instant's date, in
+    either form of the filter (Liquid's strftime one read the wall clock)."""
+    paris = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
+    text = "{{ 'now' | date: '%Y-%m-%d %H:%M' }}|{{ 'today' | date: 'long' }}"
+    with clock.frozen("2031-07-14T23:30:00Z"):
+        got = _one(tmp_path, text, paris)
+    assert got == "2031-07-14 23:30|15 juillet 2031"  # the long style in Paris' time
 
 
 def test_the_projects_default_locale_writes_for_customers_without_one(tmp_path: Path) -> None:
