@@ -178,6 +178,15 @@ def _assert_the_newer_features(project: Path, out: str) -> None:
         *where,
     )["rows"][0]
     assert 100 < filled["alive"] <= filled["buyers"] and filled["odd"] == 0
+    # the CRM's contacts carry HubSpot's hs_timezone, which the preset maps: send times in
+    # the customer's zone need it (the world's CRM once served it as `timezone`, read by nobody)
+    zones = personify_json(
+        "sql",
+        "SELECT count(timezone) AS zoned, count(*) FILTER (WHERE timezone = 'Europe/Paris') "
+        "AS paris FROM customers",
+        *where,
+    )["rows"][0]
+    assert zones["zoned"] > 100 and zones["paris"] > 0, zones
     assert filled["alive"] == filled["orders"] == filled["clv"]
     members = {
         r["segment"]: r["n"]

@@ -164,7 +164,7 @@ def _crm_contacts(
             "phone": people.phones(rng, rows),
             "city": people.cities(rows),
             "country": people.country_codes(rows),
-            "timezone": people.timezones(rows),
+            "hs_timezone": people.timezones(rows),  # HubSpot's contact time zone
             "hs_language": people.locales(rows),  # HubSpot's contact language: fr-FR, en-GB …
             "lifecyclestage": tx.pick(["subscriber", "lead", "customer"], stage[rows]),
         },

@@ -114,7 +114,7 @@ _CRM_MAPPING: Final = {
     "phone": "properties.phone",
     "city": "properties.city",
     "country": "properties.country",
-    "timezone": "properties.timezone",
+    "timezone": "properties.hs_timezone",
     "locale": "properties.hs_language",
     "created_at": "createdAt",
     "updated_at": "updatedAt",

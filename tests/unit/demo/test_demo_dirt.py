@@ -46,7 +46,7 @@ def test_countries_have_iana_time_zones(world: World) -> None:
     from zoneinfo import ZoneInfo
 
     zones = set(
-        world.crm_contacts.column("properties").combine_chunks().field("timezone").to_pylist()
+        world.crm_contacts.column("properties").combine_chunks().field("hs_timezone").to_pylist()
     )
     assert len(zones) > 5
     for zone in zones:
