@@ -18,6 +18,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -666,6 +667,94 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
         if not 0 <= share <= 100:
             raise ValueError("max_removals: a share from 0% to 100%")
         return max(math.ceil(held * share / 100), 100)
+
+
+EVENT_TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
+"""The Segment call types an ``events`` destination may filter on (``types:``)."""
+
+
+class EventsDestination(_Base, frozen=True, kw_only=True, tag="events", tag_field="kind"):
+    """The event stream forwarded to an API (event forwarding): every stored event — tracking
+    calls, and events from files and webhooks in the ``events`` table — posted in Segment's
+    shape within seconds of its arrival, each with its ``messageId`` (the receiving tool's
+    idempotency key), at least once and never doubled by Personify's own retries."""
+
+    name: Name
+    """Destination name (``personify push NAME``)."""
+    path: str
+    """The endpoint batches are posted to (relative to ``client.base_url``): ``/v1/batch``."""
+    client: RestClient = RestClient()
+    """The API: ``base_url``, ``auth``, ``headers``, request budget and retries."""
+    method: Literal["POST", "PUT"] = "POST"
+    """The request method."""
+    records_key: str = "batch"
+    """Each batch goes as ``{records_key: [events]}`` (Segment's ``/v1/batch``: ``batch``); an
+    empty string sends a bare JSON array."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    """Events per request."""
+    events: tuple[str, ...] | None = None
+    """Only ``track`` events of these names (``[Order Completed, Product Viewed]``); other
+    types pass unless ``types`` leaves them out. Default: every event."""
+    types: tuple[Literal["track", "identify", "page", "screen", "group", "alias"], ...] | None = (
+        None
+    )
+    """Only calls of these types (``[track, identify]``). Default: every type."""
+    sources: tuple[str, ...] | None = None
+    """Only events stored by these sources (``[web]``). Default: every source."""
+    consent: str | DestinationConsent | None = None
+    """Whose events go out: ``data_sharing`` (the default) — everyone but the people who opted
+    out of data sharing (and no event that itself carries a Global Privacy Control signal); a
+    purpose, or ``{purpose, channel}`` — only events of people who granted it (an event of no
+    known person does not go); ``none`` — no check (a tool of your own)."""
+    schedule: Schedule | None = None
+    """When ``personify serve`` forwards (``every: 5s`` for real time)."""
+    start: str = "now"
+    """Where the first forwarding starts: ``now`` (events stored from then on: a new destination
+    does not flood a tool with history), ``all`` (every stored event), or an ISO 8601 instant."""
+    lookback: Duration = "15m"
+    """How long after its ``received_at`` an event may still appear (a writer committing late:
+    a long file import, another process): each forwarding looks this far back for events it has
+    not forwarded yet, by message id. An event stored with a ``received_at`` older than that
+    (a file carrying its own) is history: not forwarded."""
+
+    @property
+    def consent_rule(self) -> DestinationConsent | None:
+        """The consent check in force (``None``: ``consent: none``)."""
+        if isinstance(self.consent, DestinationConsent):
+            return self.consent
+        if self.consent is None:
+            return DestinationConsent("data_sharing")
+        return None if self.consent == "none" else DestinationConsent(self.consent)
+
+    def start_at(self, now: datetime) -> datetime:
+        """The instant the first forwarding starts from (:attr:`start`)."""
+        if self.start == "now":
+            return now
+        if self.start == "all":
+            return datetime(1970, 1, 1, tzinfo=UTC)
+        from personify.clock import parse_instant
+
+        return parse_instant(self.start)
+
+    def __post_init__(self) -> None:
+        if not self.client.base_url:
+            raise ValueError("client.base_url is required")
+        if isinstance(self.consent, str) and not self.consent.strip():
+            raise ValueError("consent must name a purpose (data_sharing, …) or be none")
+        if self.start not in ("now", "all"):
+            try:
+                self.start_at(datetime.now(UTC))
+            except ValueError:
+                raise ValueError(
+                    f"start: {self.start!r} is not now, all or an ISO 8601 instant"
+                ) from None
+        if duration_seconds(self.lookback) <= 0:
+            raise ValueError("lookback must be longer than zero")
+        if self.events is not None and self.types is not None and "track" not in self.types:
+            raise ValueError("events names track events, but types leaves track out")
+
+
+Destination = RestDestination | EventsDestination
 
 
 # -------------------------------------------------------------------------------------- delivery
@@ -1553,9 +1642,10 @@ class ProjectConfig(_Base, frozen=True):
     """More admin tokens, each with a name and scopes (``admin_token`` has every scope)."""
     sources: tuple[Source, ...] = ()
     """Where data comes from (``kind``: ``tracking``, ``file``, ``rest``, ``webhook``)."""
-    destinations: tuple[RestDestination, ...] = ()
-    """Where warehouse rows are pushed (reverse ETL: ``kind: rest``), by ``personify push``,
-    ``personify run`` and ``serve``'s schedule."""
+    destinations: tuple[Destination, ...] = ()
+    """Where warehouse rows are pushed (reverse ETL: ``kind: rest``) and the event stream is
+    forwarded (``kind: events``), by ``personify push``, ``personify run`` and ``serve``'s
+    schedule."""
     delivery: Delivery = OutboxDelivery()
     """Where email goes (``kind``: ``outbox``, ``smtp`` or ``esp``)."""
     email: EmailSettings = EmailSettings()
@@ -1639,7 +1729,11 @@ class ProjectConfig(_Base, frozen=True):
                     f"two destinations are named {destination.name!r}; names must be unique",
                 )
             named.add(destination.name)
-            if destination.on_remove == "delete" and self.privacy.encryption_keys is None:
+            if (
+                isinstance(destination, RestDestination)
+                and destination.on_remove == "delete"
+                and self.privacy.encryption_keys is None
+            ):
                 raise _FieldError(
                     ("destinations", i, "on_remove"),
                     f"destination {destination.name!r} removes records (on_remove: delete): it "
@@ -1851,7 +1945,7 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
     if not isinstance(doc.data, dict):
         raise ConfigError("the project file must be a mapping of keys to values", file=file, line=1)
     env = {**(_env_file(root) if root else {}), **os.environ}
-    data = _interpolate(doc, env, file)
+    data = _default_kinds(_interpolate(doc, env, file))
     try:
         return msgspec.convert(data, ProjectConfig, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
@@ -1860,6 +1954,19 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
         raise ConfigError(
             e.message, file=file, line=doc.line(e.path), key=_dotted(e.path)
         ) from None
+
+
+def _default_kinds(data: Any) -> Any:
+    """A destination without ``kind`` is ``kind: rest`` (reverse ETL, the only kind before
+    ``events``): projects written then keep loading."""
+    destinations = data.get("destinations") if isinstance(data, dict) else None
+    if not isinstance(destinations, list):
+        return data
+    kinds = [
+        {"kind": "rest", **d} if isinstance(d, dict) and "kind" not in d else d
+        for d in destinations
+    ]
+    return {**data, "destinations": kinds}
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:

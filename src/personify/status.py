@@ -10,7 +10,14 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
-from personify.config import FileSource, Project, RestSource, TrackingSource, WebhookSource
+from personify.config import (
+    EventsDestination,
+    FileSource,
+    Project,
+    RestSource,
+    TrackingSource,
+    WebhookSource,
+)
 from personify.quality import latest_run as latest_reconciliation
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
@@ -311,9 +318,13 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
     out = []
     for d in config:
         run = runs.get(run_name(d.name))
+        if isinstance(d, EventsDestination):
+            out.append(_forwarding(session, d, runs, now))
+            continue
         out.append(
             {
                 "name": d.name,
+                "kind": "rest",
                 "records": states.get(d.name, {}),
                 "on_remove": d.on_remove,
                 "last_run_removed": run.counts.get("rows_removed") if run else None,
@@ -323,6 +334,26 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
             }
         )
     return out
+
+
+def _forwarding(session: Session, d: EventsDestination, runs: Any, now: Any) -> dict[str, Any]:
+    """An events destination: its events by outcome since it began (``records``: sent,
+    rejected, without_consent), what waits (``events_pending``) and its lag — the age of the
+    oldest event not yet forwarded (0 when none waits)."""
+    from personify.destinations import events, run_name
+
+    pos = events.position(session.warehouse, d.name)
+    return {
+        "name": d.name,
+        "kind": "events",
+        "records": dict(pos.totals) if pos else {},
+        "on_remove": None,
+        "last_run_removed": None,
+        "removals_pending": 0,
+        "forwarded_from": pos.floor if pos else None,
+        **events.waiting(session.warehouse, d, now),
+        **run_summary(runs, run_name(d.name), d.schedule, now),
+    }
 
 
 def _journeys(session: Session, now: Any) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from personify import clock
-from personify.config import Project, RestDestination
+from personify.config import Destination, EventsDestination, Project, RestDestination
 from personify.destinations.model import ROWS, changed_rows, leaving, stage_rows
 from personify.destinations.presets import shaped
 from personify.destinations.send import send
@@ -51,7 +51,7 @@ class PushResult:
     could not read (:func:`push_warnings`)."""
 
 
-def destination(project: Project, name: str) -> RestDestination:
+def destination(project: Project, name: str) -> Destination:
     for d in project.config.destinations:
         if d.name == name:
             return d
@@ -77,7 +77,9 @@ def push_destinations(
         [destination(project, n) for n in names] if names else list(project.config.destinations)
     )
     return [
-        _push_one(session, d, dry_run=dry_run, trigger=trigger, allow_removals=allow_removals)
+        _forward_one(session, d, dry_run=dry_run, trigger=trigger)
+        if isinstance(d, EventsDestination)
+        else _push_one(session, d, dry_run=dry_run, trigger=trigger, allow_removals=allow_removals)
         for d in wanted
     ]
 
@@ -168,6 +170,45 @@ def push_warnings(name: str, counts: Mapping[str, Any]) -> list[str]:
             f"columns (`personify push {name} --dry-run` shows what each row goes as)"
         )
     return out
+
+
+def _forward_one(
+    session: Session, d: EventsDestination, *, dry_run: bool, trigger: str
+) -> PushResult:
+    """One forwarding of an events destination (:mod:`.events`), under its lock, recorded."""
+    from personify.destinations import events
+    from personify.sources.rest.sync import local_api
+
+    wh = session.warehouse
+    result = PushResult(d.name)
+    with exclusive(run_name(d.name), warehouse=wh), contextlib.ExitStack() as stack:
+        started, t0 = clock.now(), time.perf_counter()
+        try:
+            if dry_run:
+                result.counts = {"events_pending": events.waiting(wh, d, started)["events_pending"]}
+                result.sample = [_masked(e) for e in events.sample(wh, d, started)]
+            else:
+                d = local_api(stack, session, d)
+                events.forward(wh, d, result.counts)
+        except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
+            said = e.message if isinstance(e, PersonifyError) else str(e)
+            hint = getattr(e, "hint", None)
+            result.error = mask_text(said + (f" — {hint}" if hint else ""))
+        finally:
+            result.seconds = time.perf_counter() - t0
+        if not dry_run:
+            record_run(
+                wh,
+                run_name(d.name),
+                started_at=started,
+                seconds=result.seconds,
+                counts={"rows_loaded": result.counts.get("events_sent", 0), **result.counts},
+                error=result.error,
+                trigger=trigger,
+            )
+    if result.error:
+        log.info("destination %s: forwarding stopped (%s)", d.name, result.error)
+    return result
 
 
 def _too_many_removals(wh: Warehouse, d: RestDestination, counts: dict[str, int]) -> str | None:

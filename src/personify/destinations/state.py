@@ -56,7 +56,7 @@ def stranded_removals(
     """The removals erasures left (:data:`ERASED`) that a push cannot send (of ``names``, default
     every destination, those no longer in ``personify.yml`` included): the destination is gone
     from ``personify.yml``, no longer ``on_remove: delete``, or its kept keys do not decrypt."""
-    configured = {d.name: d for d in project.config.destinations}
+    configured = {d.name: d for d in rest_destinations(project)}
     out: list[Stranded] = []
     for name, total, lost in wh.fetch(
         "SELECT destination, count(*), "
@@ -100,6 +100,12 @@ def stranded_removals(
     return out
 
 
+def rest_destinations(project: Project) -> list[RestDestination]:
+    """The project's reverse-ETL destinations (``kind: rest``: those with records in
+    ``destination_state``), not its events destinations."""
+    return [d for d in project.config.destinations if isinstance(d, RestDestination)]
+
+
 def run_name(name: str) -> str:
     """The ``source_state`` name of a destination's runs (never a source's: the prefix)."""
     return f"destination:{name}"
@@ -123,7 +129,7 @@ def pushed(wh: Warehouse, project: Project, keys: Sequence[str]) -> list[dict[st
     """The records keyed by one of ``keys`` (a person's identifiers) that destinations took or
     refused: where their data went (an export lists them)."""
     out: list[dict[str, Any]] = []
-    for d in project.config.destinations:
+    for d in rest_destinations(project):
         where, params = _of(wh, d.name, keys)
         rows = wh.fetch(
             f"SELECT status, pushed_at, error FROM destination_state WHERE {where} "

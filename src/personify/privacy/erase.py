@@ -53,7 +53,7 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project, RestDestination
 from personify.destinations import forget
-from personify.destinations.state import erase_records
+from personify.destinations.state import erase_records, rest_destinations
 from personify.errors import NotFound
 from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
@@ -199,7 +199,7 @@ def erase_subject(
     # destinations (reverse ETL) the person was pushed to: a destination that removes records
     # keeps theirs as pending removals (the next push sends them); the others forget them
     # (their record in that tool is the operator's to erase: the report says so)
-    for d in project.config.destinations:
+    for d in rest_destinations(project):  # (an events destination holds no one's records)
         step(f"destination:{d.name}", lambda d=d: _destination(wh, erasure_id, d, f.keys))
 
     def identity() -> int:

@@ -412,6 +412,17 @@ def _locale_view(wh: Warehouse) -> None:
     wh.execute(VIEWS["customer_data"])
 
 
+def _event_forwarding(wh: Warehouse) -> None:
+    """Session 20: event forwarding (``kind: events`` destinations) — ``event_forwards``, and
+    ``events`` indexed by ``received_at`` (each forwarding reads the recent ones)."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["event_forwards"]):
+        wh.execute(sql, ())
+    if wh.capabilities.secondary_indexes:
+        wh.execute(
+            'CREATE INDEX IF NOT EXISTS "ix_events_received_at" ON "events" ("received_at")', ()
+        )
+
+
 def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
     """Session 20: ``segment_errors`` (a segment's last refresh failed: ``status`` shows it)
     and ``alert_state.subject_state`` (``for:`` and ``repeat:`` per subject)."""
@@ -501,6 +512,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         _predictive,
     ),
     Migration(33, "profiles: the customer_data view shows customers.locale", _locale_view),
+    Migration(
+        34, "event forwarding: event_forwards; events indexed by received_at", _event_forwarding
+    ),
     Migration(
         35,
         "segment_errors (failed segment refreshes); alert_state.subject_state (alerts per subject)",

@@ -107,7 +107,7 @@ EVENTS = Table(
         ),
     ),
     primary_key=("message_id",),
-    indexes=(("customer_id",), ("user_id",), ("anonymous_id",)),
+    indexes=(("customer_id",), ("user_id",), ("anonymous_id",), ("received_at",)),
     key_by_construction=True,
     doc="The append-only log of behavioural events",
 )
@@ -916,6 +916,29 @@ DESTINATION_STATE = Table(
     doc="Destinations (reverse ETL): what each record looked like when its API last took it",
 )
 
+EVENT_FORWARDS = Table(
+    "event_forwards",
+    (
+        C("destination", S, False, "The events destination (kind: events)"),
+        C("message_id", S, False, "The event forwarded (events.message_id)"),
+        C("received_at", TS, False, "The event's received_at: rows older than the lookback go"),
+        C(
+            "status",
+            S,
+            False,
+            "sent (the API answered 2xx), rejected (the API refused it: never sent again), or "
+            "without_consent (its person may not be shared with the destination)",
+        ),
+        C("error", S, doc="What the API answered a rejected event (personal data masked)"),
+        C("forwarded_at", TS, False),
+    ),
+    primary_key=("destination", "message_id"),
+    indexes=(("destination", "received_at"),),
+    internal=True,
+    doc="Event forwarding: each event's outcome at each events destination, kept for the "
+    "lookback window (rejected ones kept until the destination is reset)",
+)
+
 # --------------------------------------------------------------------- uploaded lists (session 19)
 LIST_MEMBERS = Table(
     "list_members",
@@ -1083,6 +1106,7 @@ TABLES: tuple[Table, ...] = (
     SOURCE_FIELDS,
     SCHEMA_CHANGES,
     DESTINATION_STATE,
+    EVENT_FORWARDS,
     LIST_MEMBERS,
     LIST_UPLOADS,
     ALERT_STATE,

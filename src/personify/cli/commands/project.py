@@ -211,7 +211,7 @@ def _print_status(report: dict[str, Any]) -> None:
             "destination",
             "sent",
             "rejected",
-            "removed (last run)",
+            "removed (last run) / lag",
             "last run",
             "next run",
             title="Destinations",
@@ -219,6 +219,10 @@ def _print_status(report: dict[str, Any]) -> None:
         for d in report["destinations"]:
             records = d["records"]
             removed = "—"
+            if d.get("kind") == "events":  # (forwarding: what waits, and how old the oldest is)
+                removed = (
+                    f"lag {d.get('lag_seconds', 0):,.0f} s, {d.get('events_pending', 0):,} waiting"
+                )
             if d.get("on_remove") == "delete":
                 removed = f"{d.get('last_run_removed') or 0:,}"
                 if refused := records.get("remove_rejected", 0):

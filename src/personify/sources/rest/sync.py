@@ -36,7 +36,14 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from personify import clock
-from personify.config import Incremental, Paginator, RestDestination, RestResource, RestSource
+from personify.config import (
+    EventsDestination,
+    Incremental,
+    Paginator,
+    RestDestination,
+    RestResource,
+    RestSource,
+)
 from personify.http import HttpClient
 from personify.http.errors import RestError, RestHttpError, RestResponseError
 from personify.progress import Progress
@@ -99,7 +106,7 @@ def sync_rest_source(
     return SyncResult(source.name, "rest", counts, time.perf_counter() - started)
 
 
-_Api = TypeVar("_Api", RestSource, RestDestination)
+_Api = TypeVar("_Api", RestSource, RestDestination, EventsDestination)
 
 LOCAL_APIS: Final[dict[str, str]] = {"demo": "personify.demo.mock_apis:serve_project_apis"}
 """``client.base_url: local:NAME`` → ``module:function(project)``, a context manager serving a

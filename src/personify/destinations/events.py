@@ -1,0 +1,412 @@
+"""Event forwarding (``kind: events``): the stored event stream posted to an API within seconds.
+
+Every event in ``events`` — tracking calls, and events from files and webhooks — that the
+destination's filters (``events``, ``types``, ``sources``) and its consent rule let through goes
+out in Segment's shape (``messageId``, ``type``, ``event``, ``userId``, ``anonymousId``,
+``timestamp``, ``properties``, ``traits``, ``context`` …), in batches of ``batch_size``.
+
+**Where a forwarding starts, and nothing skipped.** A cursor on arrival time alone would skip an
+event another process stamped earlier but committed later (a file import's rows carry the
+import's start; a second ``serve``). So each destination keeps a *floor* (``source_state``, as
+``destination:NAME`` / :data:`POSITION`) and, per event, its outcome in ``event_forwards``
+(``sent``, ``rejected``, ``without_consent``). A forwarding reads the events stored since the
+floor that have no outcome yet, oldest first; only once it has handled all of them does the
+floor move up to ``lookback`` before the forwarding's start, and outcomes below the floor are
+pruned (rejected ones are kept). An event that commits up to ``lookback`` after its
+``received_at`` is therefore still found — and is found once: its message id is recorded.
+The first forwarding's floor is ``start``: ``now`` (default: a new destination does not flood a
+tool with history), ``all`` or an instant.
+
+**At least once, never doubled by us.** An event's outcome is recorded once the API answered
+2xx, batch by batch, each batch in its own transaction: a crash between a 2xx and its record
+sends that one batch again, with the same ``messageId`` each (the tool's idempotency key). A
+batch the API refuses (4xx) is halved until the refused events stand alone, each kept as
+``rejected`` with the answer (masked) and never sent again; 401, 403, 404 and 405 stop the
+forwarding; 5xx, 429 and timeouts are retried by the polite client (:mod:`personify.http`) and,
+past its retries, stop the forwarding with its position kept — the next one starts there.
+
+**Consent, in the warehouse.** An event's person is its ``customer_id`` — or, not resolved yet,
+the customer its ``userId`` or ``anonymousId`` is an identifier of. ``data_sharing`` (the
+default) leaves out the events of people who opted out of data sharing (the rules of
+:func:`personify.privacy.consent.do_not_sell`), and any event carrying a Global Privacy Control
+signal (``context.gpc``); an opt-in purpose forwards only events of people who granted it. They
+are recorded ``without_consent`` (decided once, as of the forwarding). An erased person's events
+are deleted by the erasure: gone from ``events``, they are not forwarded — and each batch is
+checked against ``events`` just before it is sent, so an erasure running meanwhile wins too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import msgspec
+import pyarrow as pa
+
+from personify import clock
+from personify.config import EventsDestination, duration_seconds
+from personify.destinations.state import run_name
+from personify.http import HttpClient
+from personify.http.errors import RestHttpError
+from personify.privacy.masking import mask_text
+from personify.warehouse.base import UNNEST, Warehouse
+
+POSITION: Final = "forwarding"
+"""The ``source_state.resource`` (under ``destination:NAME``) holding a destination's floor and
+its running totals."""
+READ: Final = 5_000
+"""Events read from the warehouse at a time."""
+STOPPING: Final = frozenset({401, 403, 404, 405})
+"""Refusals that are not about an event: the forwarding stops (what went is recorded)."""
+TOTALS: Final = ("sent", "rejected", "without_consent")
+"""The outcomes counted over a destination's life (``personify status``)."""
+
+_COLUMNS: Final = (
+    "message_id",
+    "type",
+    "event",
+    "anonymous_id",
+    "user_id",
+    "customer_id",
+    "timestamp",
+    "received_at",
+    "sent_at",
+    "source",
+    "properties",
+    "context",
+    "traits",
+    "name",
+    "group_id",
+    "previous_id",
+)
+_JSON: Final = frozenset({"properties", "context", "traits"})
+_SEGMENT_NAMES: Final = {
+    "message_id": "messageId",
+    "type": "type",
+    "event": "event",
+    "name": "name",
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "group_id": "groupId",
+    "previous_id": "previousId",
+    "timestamp": "timestamp",
+    "sent_at": "sentAt",
+    "received_at": "receivedAt",
+    "properties": "properties",
+    "traits": "traits",
+    "context": "context",
+}
+
+
+class Position(msgspec.Struct):
+    """A destination's floor (events stored before it are done) and its totals."""
+
+    floor: str
+    totals: dict[str, int] = {}
+
+
+def position(wh: Warehouse, name: str) -> Position | None:
+    """The destination's position, or ``None`` before its first forwarding."""
+    raw = wh.scalar(
+        "SELECT CAST(state AS VARCHAR) FROM source_state WHERE source = ? AND resource = ?",
+        [run_name(name), POSITION],
+    )
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(str(raw), type=Position)
+    except msgspec.DecodeError:
+        return None
+
+
+def _save(wh: Warehouse, name: str, pos: Position) -> None:
+    from personify.warehouse.schema import SOURCE_STATE
+
+    ts = pa.timestamp("us", tz="UTC")
+    wh.load(
+        SOURCE_STATE,
+        pa.table(
+            {
+                "source": [run_name(name)],
+                "resource": [POSITION],
+                "state": [msgspec.json.encode(pos).decode()],
+                "last_sync_at": pa.array([None], ts),
+                "updated_at": pa.array([clock.now()], ts),
+            }
+        ),
+        on_conflict="update",
+        update_columns=["state", "updated_at"],
+    )
+
+
+def _filters(d: EventsDestination) -> tuple[str, list[Any]]:
+    """The destination's filters as a condition on ``events e`` and its parameters."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if d.types is not None:
+        parts.append(f"e.type IN (SELECT {UNNEST})")
+        params.append(list(d.types))
+    if d.events is not None:
+        parts.append(f"(e.type <> 'track' OR e.event IN (SELECT {UNNEST}))")
+        params.append(list(d.events))
+    if d.sources is not None:
+        parts.append(f"e.source IN (SELECT {UNNEST})")
+        params.append(list(d.sources))
+    return " AND ".join(parts) or "TRUE", params
+
+
+def _waiting(d: EventsDestination) -> tuple[str, list[Any]]:
+    """The condition on ``events e`` (and parameters, the floor first) of the events the
+    destination has still to handle."""
+    where, params = _filters(d)
+    return (
+        f"e.received_at >= ? AND {where} AND NOT EXISTS (SELECT 1 FROM event_forwards f "
+        "WHERE f.destination = ? AND f.message_id = e.message_id)",
+        [*params, d.name],
+    )
+
+
+def _page(
+    wh: Warehouse, d: EventsDestination, floor: datetime, limit: int, upto: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` events waiting (stored at ``upto`` at the latest: a forwarding ends even
+    while events keep arriving — the next one takes those), oldest first."""
+    where, params = _waiting(d)
+    if upto is not None:
+        where += " AND e.received_at <= ?"
+        params = [*params, upto]
+    cols = ", ".join(f"CAST(e.{c} AS VARCHAR) AS {c}" if c in _JSON else f"e.{c}" for c in _COLUMNS)
+    rows = wh.fetch(
+        f"SELECT {cols} FROM events e WHERE {where} "
+        f"ORDER BY e.received_at, e.message_id LIMIT {int(limit)}",
+        [floor, *params],
+    )
+    out = []
+    for row in rows:
+        record = dict(zip(_COLUMNS, row, strict=True))
+        for c in _JSON:
+            text = record[c]
+            try:
+                record[c] = None if text is None else json.loads(text)
+            except ValueError:
+                record[c] = None
+        out.append(record)
+    return out
+
+
+def payload(row: dict[str, Any]) -> dict[str, Any]:
+    """An event as the API receives it: Segment's names, ISO 8601 times, no empty fields."""
+    out: dict[str, Any] = {}
+    for column, name in _SEGMENT_NAMES.items():
+        value = row.get(column)
+        if value is None or (column in _JSON and value == {}):
+            continue
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def _gpc(row: dict[str, Any]) -> bool:
+    context = row.get("context")
+    value = context.get("gpc") if isinstance(context, dict) else None
+    return value is True or value == 1 or (isinstance(value, str) and value.strip() == "1")
+
+
+def _people(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    """Each event's person (message id → customer id): its own, else the customer its user id
+    (then anonymous id) identifies — one query for the page."""
+    wanted = sorted(
+        {
+            str(v)
+            for r in rows
+            if not r["customer_id"]
+            for v in (r["user_id"], r["anonymous_id"])
+            if v
+        }
+    )
+    known: dict[tuple[str, str], str] = {}
+    if wanted:
+        for kind, value, cid in wh.fetch(
+            "SELECT kind, value, min(customer_id) FROM identities "
+            f"WHERE kind IN ('user_id', 'anonymous_id') AND value IN (SELECT {UNNEST}) "
+            "GROUP BY kind, value",
+            [wanted],
+        ):
+            known[(str(kind), str(value))] = str(cid)
+    out: dict[str, str | None] = {}
+    for r in rows:
+        person = r["customer_id"]
+        if not person and r["user_id"]:
+            person = known.get(("user_id", str(r["user_id"])))
+        if not person and r["anonymous_id"]:
+            person = known.get(("anonymous_id", str(r["anonymous_id"])))
+        out[str(r["message_id"])] = str(person) if person else None
+    return out
+
+
+def allowed(wh: Warehouse, d: EventsDestination, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """The message ids of ``rows`` the destination may receive (the consent check, set-wise in
+    the warehouse; fail closed for an opt-in)."""
+    from personify.privacy.consent import DATA_SHARING, consented, do_not_sell
+
+    rule = d.consent_rule
+    if rule is None:
+        return {str(r["message_id"]) for r in rows}
+    people = _people(wh, rows)
+    ids = sorted({p for p in people.values() if p})
+    if rule.purpose == DATA_SHARING:  # an opt-out: everyone but those who opted out
+        out = do_not_sell(wh, ids)
+        return {
+            str(r["message_id"])
+            for r in rows
+            if not _gpc(r) and people[str(r["message_id"])] not in out
+        }
+    granted = consented(wh, ids, purpose=rule.purpose, channel=rule.channel)
+    return {
+        str(r["message_id"])
+        for r in rows
+        if not _gpc(r) and people[str(r["message_id"])] in granted
+    }
+
+
+def _record(
+    wh: Warehouse,
+    d: EventsDestination,
+    pos: Position,
+    rows: Sequence[dict[str, Any]],
+    status: str,
+    error: str | None = None,
+) -> None:
+    """Record ``rows``' outcome and the totals, in one transaction."""
+    from personify.warehouse.schema import EVENT_FORWARDS
+
+    if not rows:
+        return
+    n = len(rows)
+    ts = pa.timestamp("us", tz="UTC")
+    table = pa.table(
+        {
+            "destination": [d.name] * n,
+            "message_id": [str(r["message_id"]) for r in rows],
+            "received_at": pa.array([r["received_at"] for r in rows], ts),
+            "status": [status] * n,
+            "error": pa.array([error] * n, pa.string()),
+            "forwarded_at": pa.array([clock.now()] * n, ts),
+        }
+    )
+    pos.totals[status] = pos.totals.get(status, 0) + n
+    with wh.transaction():
+        wh.load(EVENT_FORWARDS, table, on_conflict="update")
+        _save(wh, d.name, pos)
+
+
+def _still_stored(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` whose event is still in ``events`` (an erasure may have deleted some since the
+    page was read)."""
+    ids = [str(r["message_id"]) for r in rows]
+    kept = {
+        str(m)
+        for (m,) in wh.fetch(
+            f"SELECT message_id FROM events WHERE message_id IN (SELECT {UNNEST})", [ids]
+        )
+    }
+    return [r for r in rows if str(r["message_id"]) in kept]
+
+
+def begin(wh: Warehouse, d: EventsDestination, now: datetime) -> Position:
+    """The destination's position; at its first forwarding, :attr:`EventsDestination.start`
+    (recorded at once, so a failed first forwarding does not move it)."""
+    pos = position(wh, d.name)
+    if pos is None:
+        pos = Position(floor=d.start_at(now).isoformat(), totals={})
+        _save(wh, d.name, pos)
+    return pos
+
+
+def waiting(wh: Warehouse, d: EventsDestination, now: datetime) -> dict[str, Any]:
+    """What the destination has still to handle: ``events_pending`` and ``lag_seconds`` (the
+    age of the oldest of them; 0 when none)."""
+    pos = position(wh, d.name)
+    floor = clock.parse_instant(pos.floor) if pos else d.start_at(now)
+    where, params = _waiting(d)
+    count, oldest = wh.fetch(
+        f"SELECT count(*), min(e.received_at) FROM events e WHERE {where}", [floor, *params]
+    )[0]
+    lag = 0.0
+    if oldest is not None:
+        oldest = oldest if isinstance(oldest, datetime) else clock.parse_instant(str(oldest))
+        lag = max((now - oldest).total_seconds(), 0.0)
+    return {"events_pending": int(count or 0), "lag_seconds": round(lag, 3)}
+
+
+def sample(wh: Warehouse, d: EventsDestination, now: datetime, n: int = 3) -> list[dict[str, Any]]:
+    """The first ``n`` events the next forwarding would send (``--dry-run``; unmasked)."""
+    pos = position(wh, d.name)
+    floor = clock.parse_instant(pos.floor) if pos else d.start_at(now)
+    rows = _page(wh, d, floor, n * 10)
+    ok = allowed(wh, d, rows)
+    return [payload(r) for r in rows if str(r["message_id"]) in ok][:n]
+
+
+def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None:
+    """One forwarding of ``d``: every event waiting, sent in batches, each recorded once the
+    API took it; then the floor moves up and old outcomes are pruned. Raises
+    :class:`~personify.http.errors.RestError` when the API stops it (``counts`` says how far it
+    got; the position is kept)."""
+    now = clock.now()
+    pos = begin(wh, d, now)
+    floor = clock.parse_instant(pos.floor)
+    counts |= {
+        "events_sent": 0,
+        "events_rejected": 0,
+        "events_without_consent": 0,
+        "requests": 0,
+    }
+    body_key = d.records_key
+    with HttpClient(d.client, source=f"destination {d.name}") as client:
+
+        def post(rows: list[dict[str, Any]]) -> None:
+            events = [payload(r) for r in rows]
+            body: Any = {body_key: events} if body_key else events
+            counts["requests"] += 1
+            try:
+                client.send(d.method, d.path, json=body)
+            except RestHttpError as e:
+                if e.status in STOPPING or e.status < 400 or e.status >= 500:
+                    raise
+                if len(rows) > 1:  # which event? halves until the refused ones stand alone
+                    half = len(rows) // 2
+                    post(rows[:half])
+                    post(rows[half:])
+                    return
+                _record(wh, d, pos, rows, "rejected", mask_text(e.message)[:500])
+                counts["events_rejected"] += 1
+                return
+            _record(wh, d, pos, rows, "sent")
+            counts["events_sent"] += len(rows)
+
+        try:
+            while page := _page(wh, d, floor, READ, now):
+                ok = allowed(wh, d, page)
+                refused = [r for r in page if str(r["message_id"]) not in ok]
+                _record(wh, d, pos, refused, "without_consent")
+                counts["events_without_consent"] += len(refused)
+                go = [r for r in page if str(r["message_id"]) in ok]
+                for i in range(0, len(go), d.batch_size):
+                    if batch := _still_stored(wh, go[i : i + d.batch_size]):
+                        post(batch)
+        finally:
+            counts["retries"] = client.stats.retries
+    # everything stored before the forwarding began is handled: the floor follows, a lookback
+    # behind (a writer committing late is still seen), and outcomes below it go
+    moved = now - timedelta(seconds=duration_seconds(d.lookback))
+    if moved > floor:
+        pos.floor = moved.isoformat()
+        with wh.transaction():
+            _save(wh, d.name, pos)
+            wh.execute(
+                "DELETE FROM event_forwards WHERE destination = ? AND received_at < ? "
+                "AND status <> 'rejected'",
+                [d.name, moved],
+            )

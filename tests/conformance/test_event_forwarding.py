@@ -1,0 +1,391 @@
+"""Event forwarding (``kind: events``) on every backend, against a real local collector API:
+each event goes once, with its messageId, filtered; consent and erasure keep people out; a
+refused batch is halved until the refused event stands alone; 5xx are ridden out and a stopped
+forwarding resumes where it was; a crash between the API's 2xx and the record sends that one
+batch again and nothing else; a row committed late (stamped before the last forwarding) is still
+forwarded; and any interleaving of ingest and forwarding forwards each event exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.conformance.collector_api import WRITE_KEY, Collector, serve_collector
+
+from personify import clock
+from personify.config import (
+    BasicAuth,
+    EventsDestination,
+    Project,
+    ProjectConfig,
+    RestClient,
+    Secret,
+)
+from personify.destinations import events as forwarding
+from personify.destinations import push_destinations, run_name
+from personify.privacy.consent import set_consent
+from personify.session import Session
+from personify.sources.schedule import last_runs
+from personify.status import status_report
+from personify.warehouse import table
+
+T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def api() -> Collector:
+    return Collector()
+
+
+@pytest.fixture
+def url(api: Collector) -> Iterator[str]:
+    with serve_collector(api) as base:
+        yield base
+
+
+def dest(url: str, **kw: Any) -> EventsDestination:
+    client = {"requests_per_second": 1000.0, "backoff_base": 0.01, **kw.pop("client", {})}
+    return EventsDestination(
+        name=kw.pop("name", "analytics"),
+        path="/v1/batch",
+        client=RestClient(base_url=url, auth=BasicAuth(username=Secret(WRITE_KEY)), **client),
+        **{"start": "all", "batch_size": 10, **kw},
+    )
+
+
+def session_for(warehouse_url: str, tmp_path: Path, *destinations: EventsDestination) -> Session:
+    root = tmp_path / "project"
+    root.mkdir(exist_ok=True)
+    config = ProjectConfig(
+        warehouse=warehouse_url, signing_key=Secret("fwd-test-key"), destinations=destinations
+    )
+    return Session(Project(config, root, root / "personify.yml"))
+
+
+def ingest(
+    session: Session,
+    ids: list[str],
+    *,
+    at: datetime,
+    event: str = "Order Completed",
+    type_: str = "track",
+    customer: str | None = None,
+    properties: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    user: str | None = None,
+) -> None:
+    n = len(ids)
+    ts = pa.timestamp("us", tz="UTC")
+    session.warehouse.load(
+        table("events"),
+        pa.table(
+            {
+                "message_id": ids,
+                "type": [type_] * n,
+                "event": pa.array([event if type_ == "track" else None] * n, pa.string()),
+                "user_id": pa.array(
+                    [user or (f"u_{i}" if customer is None else None) for i in ids], pa.string()
+                ),
+                "customer_id": pa.array([customer] * n, pa.string()),
+                "timestamp": pa.array([at - timedelta(seconds=1)] * n, ts),
+                "received_at": pa.array([at] * n, ts),
+                "source": ["web"] * n,
+                "properties": [json.dumps(properties or {"total": 10})] * n,
+                "context": [json.dumps(context or {"ip": "203.0.113.9"})] * n,
+            }
+        ),
+    )
+
+
+def forward(session: Session, at: datetime, name: str | None = None) -> dict[str, Any]:
+    with clock.frozen(at):
+        (result,) = push_destinations(session, [name] if name else None)
+    return {"counts": result.counts, "error": result.error, "sample": result.sample}
+
+
+def status_at(session: Session, at: datetime) -> dict[str, Any]:
+    with clock.frozen(at):
+        return status_report(session)
+
+
+def outcomes(session: Session) -> dict[str, int]:
+    rows = session.warehouse.fetch("SELECT status, count(*) FROM event_forwards GROUP BY 1")
+    return {str(s): int(n) for s, n in rows}
+
+
+def test_events_go_once_filtered_in_segments_shape(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    d = dest(url, events=("Order Completed",), types=("track", "identify"))
+    with session_for(warehouse_url, tmp_path, d) as session:
+        ingest(session, [f"m{i:02}" for i in range(25)], at=T0)
+        ingest(session, ["v1", "v2"], at=T0, event="Product Viewed")  # (not named: filtered)
+        ingest(session, ["p1"], at=T0, type_="page")  # (a type left out)
+        ingest(session, ["i1"], at=T0, type_="identify")
+        first = forward(session, T0 + timedelta(seconds=5))
+        assert first["error"] is None
+        c = first["counts"]
+        assert (c["events_sent"], c["events_rejected"], c["requests"]) == (26, 0, 3)
+        assert sorted(api.ids()) == sorted([f"m{i:02}" for i in range(25)] + ["i1"])
+        m0 = next(e for e in api.taken if e["messageId"] == "m00")
+        assert m0 == {
+            "messageId": "m00",
+            "type": "track",
+            "event": "Order Completed",
+            "userId": "u_m00",
+            "timestamp": (T0 - timedelta(seconds=1)).isoformat(),
+            "receivedAt": T0.isoformat(),
+            "properties": {"total": 10},
+            "context": {"ip": "203.0.113.9"},
+        }
+        # again: nothing waits, nothing goes
+        again = forward(session, T0 + timedelta(seconds=10))
+        assert again["counts"]["events_sent"] == 0 and len(api.taken) == 26
+        # new events go, the old ones do not
+        ingest(session, ["m99"], at=T0 + timedelta(seconds=12))
+        assert forward(session, T0 + timedelta(seconds=15))["counts"]["events_sent"] == 1
+        assert Counter(api.ids()).most_common(1)[0][1] == 1 and len(api.taken) == 27
+        run = last_runs(session.warehouse)[run_name("analytics")]
+        assert run.status == "succeeded" and run.counts["events_sent"] == 1
+        report = status_at(session, T0 + timedelta(seconds=15))
+        (shown,) = report["destinations"]
+        assert shown["kind"] == "events" and shown["records"] == {"sent": 27}
+        assert (shown["events_pending"], shown["lag_seconds"]) == (0, 0)
+
+
+def test_a_new_destination_starts_now_and_status_shows_its_lag(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, dest(url, start="now")) as session:
+        ingest(session, ["old1", "old2"], at=T0 - timedelta(days=3))
+        assert forward(session, T0)["counts"]["events_sent"] == 0 and api.taken == []
+        ingest(session, ["new1"], at=T0 + timedelta(seconds=1))
+        report = status_at(session, T0 + timedelta(seconds=31))
+        (shown,) = report["destinations"]
+        assert (shown["events_pending"], shown["lag_seconds"]) == (1, 30.0)
+        dry = forward_dry(session, T0 + timedelta(seconds=31))
+        assert dry["counts"] == {"events_pending": 1} and dry["sample"][0]["messageId"] == "new1"
+        assert api.requests == 0
+        assert forward(session, T0 + timedelta(seconds=32))["counts"]["events_sent"] == 1
+        assert api.ids() == ["new1"]
+
+
+def forward_dry(session: Session, at: datetime) -> dict[str, Any]:
+    with clock.frozen(at):
+        (result,) = push_destinations(session, dry_run=True)
+    return {"counts": result.counts, "error": result.error, "sample": result.sample}
+
+
+def test_consent_keeps_people_out_in_the_warehouse(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    optin = dest(url, name="optin", consent="analytics")
+    with session_for(warehouse_url, tmp_path, dest(url), optin) as session:
+        wh = session.warehouse
+        with clock.frozen(T0 - timedelta(hours=1)):
+            set_consent(wh, "cus_out", purpose="data_sharing", status="revoked")
+            set_consent(wh, "cus_in", purpose="analytics", status="granted")
+        ingest(session, ["a1", "a2"], at=T0, customer="cus_out")
+        ingest(session, ["b1"], at=T0, customer="cus_in")
+        ingest(session, ["g1"], at=T0, customer="cus_in", context={"gpc": True})
+        ingest(session, ["anon1"], at=T0, user="visitor")  # (no person known)
+        c = forward(session, T0 + timedelta(seconds=5), "analytics")["counts"]
+        assert (c["events_sent"], c["events_without_consent"]) == (2, 3)
+        assert sorted(api.ids()) == ["anon1", "b1"]
+        api.taken.clear()
+        c = forward(session, T0 + timedelta(seconds=5), "optin")["counts"]  # an opt-in
+        assert (c["events_sent"], c["events_without_consent"]) == (1, 4)
+        assert api.ids() == ["b1"]
+        assert forward(session, T0 + timedelta(seconds=9), "optin")["counts"]["events_sent"] == 0
+
+
+def test_an_erased_persons_events_are_never_forwarded(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    from personify.identity import resolve_batch
+    from personify.privacy.erase import erase_subject
+    from personify.profiles import profiles_stage
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        people = ["ann@x.org", "bob@x.org"]
+        wh.load(
+            table("customer_records"),
+            pa.table(
+                {
+                    "source": ["crm"] * 2,
+                    "record_id": ["r0", "r1"],
+                    "email": people,
+                    "observed_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
+                    "received_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
+                }
+            ),
+        )
+        with clock.frozen(T0):
+            resolve_batch(wh, session.project.config.identity)
+            profiles_stage(session)
+        ann, bob = [str(c) for (c,) in wh.fetch("SELECT customer_id FROM customers ORDER BY email")]
+        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
+        ingest(session, ["bob1"], at=T0, customer=bob)
+        with clock.frozen(T0):
+            erase_subject(wh, session.project, "ann@x.org")
+        assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 1
+        assert api.ids() == ["bob1"]
+
+
+def test_a_refused_batch_is_halved_until_the_refused_event_stands_alone(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        ingest(session, [f"m{i:02}" for i in range(10)], at=T0)
+        ingest(session, ["zbad"], at=T0, properties={"bad": True})
+        ingest(session, [f"n{i:02}" for i in range(9)], at=T0)  # (after zbad in the order)
+        c = forward(session, T0 + timedelta(seconds=5))["counts"]
+        assert (c["events_sent"], c["events_rejected"]) == (19, 1)
+        assert 2 < c["requests"] <= 2 + 2 * 4
+        assert len(api.ids()) == 19 and "zbad" not in api.ids()
+        ((status, error),) = session.warehouse.fetch(
+            "SELECT status, error FROM event_forwards WHERE message_id = 'zbad'"
+        )
+        assert status == "rejected" and "answered 400" in error and "invalid event zbad" in error
+        assert "ann@x.org" not in error  # (masked)
+        assert forward(session, T0 + timedelta(seconds=9))["counts"]["requests"] == 0
+
+
+def test_server_errors_are_retried(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    ids = [f"m{i:02}" for i in range(30)]
+    with session_for(warehouse_url, tmp_path, dest(url, client={"max_retries": 3})) as session:
+        ingest(session, ids, at=T0)
+        api.fail_next = 2
+        first = forward(session, T0 + timedelta(seconds=5))
+        assert first["error"] is None and first["counts"]["retries"] >= 2
+        assert sorted(api.ids()) == ids
+
+
+def test_a_forwarding_the_api_stops_resumes_where_it_was(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    ids = [f"m{i:02}" for i in range(30)]
+    with session_for(warehouse_url, tmp_path, dest(url, client={"max_retries": 0})) as session:
+        ingest(session, ids, at=T0)
+        api.fail_from = 2  # the second request on: 500, and no retry allowed
+        stopped = forward(session, T0 + timedelta(seconds=5))
+        assert stopped["error"] is not None and "500" in stopped["error"]
+        assert stopped["counts"]["events_sent"] == 10 and len(api.taken) == 10
+        assert last_runs(session.warehouse)[run_name("analytics")].status == "failed"
+        # much later (past the lookback): the position was kept, so nothing waiting is skipped
+        api.fail_from = None
+        resumed = forward(session, T0 + timedelta(hours=2))
+        assert resumed["error"] is None and resumed["counts"]["events_sent"] == 20
+        assert sorted(api.ids()) == ids
+
+
+def test_refused_credentials_stop_the_forwarding(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    wrong = EventsDestination(
+        name="analytics",
+        path="/v1/batch",
+        start="all",
+        client=RestClient(base_url=url, auth=BasicAuth(username=Secret("nope"))),
+    )
+    with session_for(warehouse_url, tmp_path, wrong) as session:
+        ingest(session, ["m1"], at=T0)
+        result = forward(session, T0 + timedelta(seconds=5))
+        assert result["error"] is not None and "401" in result["error"]
+        assert outcomes(session) == {} and api.taken == []
+
+
+def test_a_crash_between_the_2xx_and_its_record_sends_that_batch_again_only(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"m{i:02}" for i in range(35)]
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        ingest(session, ids, at=T0)
+        real = forwarding._record
+        calls = {"sent": 0}
+
+        def dies_on_the_third_sent_batch(*args: Any, **kw: Any) -> None:
+            if args[4] == "sent":
+                calls["sent"] += 1
+                if calls["sent"] == 3:
+                    raise SystemExit("the process dies after the API took the batch")
+            real(*args, **kw)
+
+        monkeypatch.setattr(forwarding, "_record", dies_on_the_third_sent_batch)
+        with pytest.raises(SystemExit):
+            forward(session, T0 + timedelta(seconds=5))
+        monkeypatch.setattr(forwarding, "_record", real)
+        assert len(api.taken) == 30
+        c = forward(session, T0 + timedelta(seconds=9))["counts"]
+        assert c["events_sent"] == 15
+        seen = Counter(api.ids())
+        assert set(seen) == set(ids)
+        assert sorted(m for m, n in seen.items() if n > 1) == ids[20:30]  # the one batch
+
+
+def test_a_row_committed_late_is_not_skipped(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, dest(url, lookback="10m")) as session:
+        ingest(session, ["early"], at=T0)
+        assert forward(session, T0 + timedelta(minutes=1))["counts"]["events_sent"] == 1
+        assert forward(session, T0 + timedelta(minutes=30))["counts"]["events_sent"] == 0
+        # another process stamped these at T0 + 25 min and commits them only now, after a
+        # forwarding at T0 + 30 min: within the lookback, still found
+        ingest(session, ["late1", "late2"], at=T0 + timedelta(minutes=25))
+        # (beyond it: history, not forwarded — the README says so)
+        ingest(session, ["ancient"], at=T0 + timedelta(minutes=5))
+        c = forward(session, T0 + timedelta(minutes=31))["counts"]
+        assert c["events_sent"] == 2 and sorted(api.ids()) == ["early", "late1", "late2"]
+        # the record of what went is pruned below the lookback, so it stays small
+        assert session.warehouse.scalar("SELECT count(*) FROM event_forwards") == 2
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("ingest"), st.integers(1, 25), st.integers(0, 900)),
+            st.tuples(st.just("forward"), st.just(0), st.integers(1, 120)),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_any_interleaving_forwards_each_event_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, int]]
+) -> None:
+    """Ingests (some stamped up to the lookback in the past: late commits) and forwardings in
+    any order, then a last forwarding: every event reached the API exactly once."""
+    api = Collector()
+    tmp = tmp_path_factory.mktemp("fwd")
+    with serve_collector(api) as url:
+        d = dest(url, start="all", lookback="15m", batch_size=7)
+        with session_for(f"duckdb:///{tmp / 'w.duckdb'}", tmp, d) as session:
+            now, n, made = T0, 0, []
+            for kind, count, seconds in steps:
+                if kind == "ingest":
+                    ids = [f"e{n + i:04}" for i in range(count)]
+                    n += count
+                    ingest(session, ids, at=now - timedelta(seconds=seconds))
+                    made += ids
+                else:
+                    now += timedelta(seconds=seconds)
+                    assert forward(session, now)["error"] is None
+            forward(session, now + timedelta(seconds=1))
+            assert Counter(api.ids()) == Counter(made)
