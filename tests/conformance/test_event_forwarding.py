@@ -207,38 +207,71 @@ def test_consent_keeps_people_out_in_the_warehouse(
         assert forward(session, T0 + timedelta(seconds=9), "optin")["counts"]["events_sent"] == 0
 
 
+def _two_people(session: Session) -> tuple[str, str]:
+    """Ann and Bob, resolved into customers; their customer ids."""
+    from personify.identity import resolve_batch
+    from personify.profiles import profiles_stage
+
+    wh = session.warehouse
+    people = ["ann@x.org", "bob@x.org"]
+    wh.load(
+        table("customer_records"),
+        pa.table(
+            {
+                "source": ["crm"] * 2,
+                "record_id": ["r0", "r1"],
+                "email": people,
+                "observed_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
+                "received_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
+    with clock.frozen(T0):
+        resolve_batch(wh, session.project.config.identity)
+        profiles_stage(session)
+    ann, bob = [str(c) for (c,) in wh.fetch("SELECT customer_id FROM customers ORDER BY email")]
+    return ann, bob
+
+
 def test_an_erased_persons_events_are_never_forwarded(
     warehouse_url: str, tmp_path: Path, api: Collector, url: str
 ) -> None:
-    from personify.identity import resolve_batch
     from personify.privacy.erase import erase_subject
-    from personify.profiles import profiles_stage
 
     with session_for(warehouse_url, tmp_path, dest(url)) as session:
         wh = session.warehouse
-        people = ["ann@x.org", "bob@x.org"]
-        wh.load(
-            table("customer_records"),
-            pa.table(
-                {
-                    "source": ["crm"] * 2,
-                    "record_id": ["r0", "r1"],
-                    "email": people,
-                    "observed_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
-                    "received_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
-                }
-            ),
-        )
-        with clock.frozen(T0):
-            resolve_batch(wh, session.project.config.identity)
-            profiles_stage(session)
-        ann, bob = [str(c) for (c,) in wh.fetch("SELECT customer_id FROM customers ORDER BY email")]
+        ann, bob = _two_people(session)
         ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
         ingest(session, ["bob1"], at=T0, customer=bob)
         with clock.frozen(T0):
             erase_subject(wh, session.project, "ann@x.org")
         assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 1
         assert api.ids() == ["bob1"]
+
+
+def test_an_erasure_during_a_forwarding_wins(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure runs after the forwarding read its page (and checked consent), before it
+    sends: the erased person's events do not go."""
+    from personify.privacy.erase import erase_subject
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        ann, bob = _two_people(session)
+        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
+        ingest(session, ["bob1"], at=T0, customer=bob)
+        real = forwarding.allowed
+
+        def then_erased(*args: Any) -> set[str]:
+            ok = real(*args)
+            with clock.frozen(T0):
+                erase_subject(wh, session.project, "ann@x.org")
+            return ok
+
+        monkeypatch.setattr(forwarding, "allowed", then_erased)
+        c = forward(session, T0 + timedelta(seconds=5))["counts"]
+        assert c["events_sent"] == 1 and api.ids() == ["bob1"]
 
 
 def test_a_refused_batch_is_halved_until_the_refused_event_stands_alone(
