@@ -346,7 +346,7 @@ def _forwarding(session: Session, d: EventsDestination, runs: Any, now: Any) -> 
     return {
         "name": d.name,
         "kind": "events",
-        "records": dict(pos.totals) if pos else {},
+        "records": events.totals(session.warehouse, d.name),
         "on_remove": None,
         "last_run_removed": None,
         "removals_pending": 0,

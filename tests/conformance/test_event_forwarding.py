@@ -349,7 +349,7 @@ def test_a_crash_between_the_2xx_and_its_record_sends_that_batch_again_only(
         calls = {"sent": 0}
 
         def dies_on_the_third_sent_batch(*args: Any, **kw: Any) -> None:
-            if args[4] == "sent":
+            if args[3] == "sent":
                 calls["sent"] += 1
                 if calls["sent"] == 3:
                     raise SystemExit("the process dies after the API took the batch")

@@ -34,6 +34,10 @@ back is used only if its keyed hash is its row's. Records pushed before ``on_rem
 was set are sent once more to learn their key. Every push is recorded like a source's run
 (``source_state``, as ``destination:NAME``), so ``personify status`` shows it.
 
+A destination of ``kind: events`` forwards the event stream instead (:mod:`.events`): each
+stored event in Segment's shape with its ``messageId``, at least once and never doubled by our
+retries, a late-committed row still found, consent decided in the warehouse.
+
 Presets: ``hubspot_contacts`` (:mod:`.presets`), and the ad audiences — ``meta_audience``
 (:mod:`.meta`) and ``google_ads_audience`` (:mod:`.google`) — whose rows are people named by
 identifiers normalized and hashed before they leave (:mod:`.audiences`).

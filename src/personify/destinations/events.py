@@ -273,12 +273,11 @@ def allowed(wh: Warehouse, d: EventsDestination, rows: Sequence[dict[str, Any]])
 def _record(
     wh: Warehouse,
     d: EventsDestination,
-    pos: Position,
     rows: Sequence[dict[str, Any]],
     status: str,
     error: str | None = None,
 ) -> None:
-    """Record ``rows``' outcome and the totals, in one transaction."""
+    """Record ``rows``' outcome (one statement: its own transaction)."""
     from personify.warehouse.schema import EVENT_FORWARDS
 
     if not rows:
@@ -295,10 +294,7 @@ def _record(
             "forwarded_at": pa.array([clock.now()] * n, ts),
         }
     )
-    pos.totals[status] = pos.totals.get(status, 0) + n
-    with wh.transaction():
-        wh.load(EVENT_FORWARDS, table, on_conflict="update")
-        _save(wh, d.name, pos)
+    wh.load(EVENT_FORWARDS, table, on_conflict="update")
 
 
 def _still_stored(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -380,17 +376,17 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
                     post(rows[:half])
                     post(rows[half:])
                     return
-                _record(wh, d, pos, rows, "rejected", mask_text(e.message)[:500])
+                _record(wh, d, rows, "rejected", mask_text(e.message)[:500])
                 counts["events_rejected"] += 1
                 return
-            _record(wh, d, pos, rows, "sent")
+            _record(wh, d, rows, "sent")
             counts["events_sent"] += len(rows)
 
         try:
             while page := _page(wh, d, floor, READ, now):
                 ok = allowed(wh, d, page)
                 refused = [r for r in page if str(r["message_id"]) not in ok]
-                _record(wh, d, pos, refused, "without_consent")
+                _record(wh, d, refused, "without_consent")
                 counts["events_without_consent"] += len(refused)
                 go = [r for r in page if str(r["message_id"]) in ok]
                 for i in range(0, len(go), d.batch_size):
@@ -403,10 +399,25 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
     moved = now - timedelta(seconds=duration_seconds(d.lookback))
     if moved > floor:
         pos.floor = moved.isoformat()
-        with wh.transaction():
-            _save(wh, d.name, pos)
-            wh.execute(
-                "DELETE FROM event_forwards WHERE destination = ? AND received_at < ? "
-                "AND status <> 'rejected'",
+        old = "destination = ? AND received_at < ? AND status <> 'rejected'"
+        with wh.transaction():  # (what is pruned is added to the totals: status counts it)
+            for status, n in wh.fetch(
+                f"SELECT status, count(*) FROM event_forwards WHERE {old} GROUP BY status",
                 [d.name, moved],
-            )
+            ):
+                pos.totals[str(status)] = pos.totals.get(str(status), 0) + int(n)
+            _save(wh, d.name, pos)
+            wh.execute(f"DELETE FROM event_forwards WHERE {old}", [d.name, moved])
+
+
+def totals(wh: Warehouse, name: str) -> dict[str, int]:
+    """The destination's events by outcome since it began (``sent``, ``rejected``,
+    ``without_consent``): those pruned, and those still recorded."""
+    pos = position(wh, name)
+    out = dict(pos.totals) if pos else {}
+    for status, n in wh.fetch(
+        "SELECT status, count(*) FROM event_forwards WHERE destination = ? GROUP BY status",
+        [name],
+    ):
+        out[str(status)] = out.get(str(status), 0) + int(n)
+    return out

@@ -202,6 +202,13 @@ def push_command(
     personify.yml, or privacy.encryption_keys lost the key they were kept under — are warned
     about on stderr (`--json`: each destination's `warnings`), with what to do; so are rows
     Meta took but could not read (its num_invalid_entries).
+    A destination of `kind: events` forwards the event stream instead (tracking calls, and
+    events from files and webhooks): each stored event the filters (`events`, `types`,
+    `sources`) and consent let through, in Segment's shape with its messageId, at least once
+    and never doubled by our retries — from `start` (`now` by default: no history unless
+    asked), a refused event kept as rejected; a dry run counts what waits (`events_pending`)
+    and shows three events, masked. `schedule: {every: 5s}` makes `personify serve` forward in
+    real time; `personify status` shows each one's lag.
     `personify run` pushes after delivery; `personify serve` on each destination's schedule.
     Exits 1 when a destination stopped on an error.
     """
