@@ -22,6 +22,13 @@ def now() -> datetime:
     return pinned if pinned is not None else datetime.now(UTC)
 
 
+def wall() -> datetime:
+    """The system clock, whatever is pinned: for a position that must never run ahead of real
+    time (an events destination's floor: a ``--now`` in the future must not skip what arrives
+    until then)."""
+    return datetime.now(UTC)
+
+
 def parse_instant(text: str) -> datetime:
     """Parse an ISO 8601 instant; a naive one is taken as UTC. Raises ``ValueError``."""
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))

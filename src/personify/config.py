@@ -728,8 +728,8 @@ class EventsDestination(_Base, frozen=True, kw_only=True, tag="events", tag_fiel
 
     def start_at(self, now: datetime) -> datetime:
         """The instant the first forwarding starts from (:attr:`start`)."""
-        if self.start == "now":
-            return now
+        if self.start == "now":  # (never ahead of the real clock: a --now in the future)
+            return min(now, datetime.now(UTC))
         if self.start == "all":
             return datetime(1970, 1, 1, tzinfo=UTC)
         from personify.clock import parse_instant

@@ -105,7 +105,8 @@ def ingest(
     )
 
 
-def forward(session: Session, at: datetime, name: str | None = None) -> dict[str, Any]:
+def forward(session: Session, at: datetime | None, name: str | None = None) -> dict[str, Any]:
+    """One forwarding at ``at`` (``None``: the real clock)."""
     with clock.frozen(at):
         (result,) = push_destinations(session, [name] if name else None)
     return {"counts": result.counts, "error": result.error, "sample": result.sample}
@@ -176,6 +177,19 @@ def test_a_new_destination_starts_now_and_status_shows_its_lag(
         assert api.requests == 0
         assert forward(session, T0 + timedelta(seconds=32))["counts"]["events_sent"] == 1
         assert api.ids() == ["new1"]
+
+
+def test_a_forwarding_at_a_future_now_skips_nothing_that_arrives_later(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """`personify run --now` a month ahead must not move the floor past what arrives until
+    then: neither the start nor the floor runs ahead of the real clock."""
+    with session_for(warehouse_url, tmp_path, dest(url, start="now")) as session:
+        assert forward(session, clock.wall() + timedelta(days=30))["error"] is None
+        assert forward(session, clock.wall() + timedelta(days=31))["error"] is None
+        ingest(session, ["real1"], at=clock.wall())
+        assert forward(session, None)["counts"]["events_sent"] == 1
+        assert api.ids() == ["real1"]
 
 
 def forward_dry(session: Session, at: datetime) -> dict[str, Any]:

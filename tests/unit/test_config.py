@@ -257,3 +257,46 @@ def test_rate_ceilings_are_fractions_named_by_file_line_and_key() -> None:
             err = error_for(f"name: a\nengagement:\n  {key}: {bad}\n")
             assert err.line == 3 and err.key == f"engagement.{key}", str(err)
             assert err.file == "personify.yml"
+
+
+FORWARDING = """\
+warehouse: duckdb:///wh.duckdb
+destinations:
+  - name: crm
+    model: SELECT customer_id, email FROM customers
+    key: email
+    path: /records
+    client: {base_url: "http://127.0.0.1:9"}
+  - name: analytics
+    kind: events
+    path: /v1/batch
+    events: [Order Completed]
+    client: {base_url: "http://127.0.0.1:9"}
+"""
+
+
+def test_an_events_destination_loads_beside_a_destination_without_kind() -> None:
+    from personify.config import EventsDestination, RestDestination
+
+    crm, analytics = parse_config(FORWARDING).destinations
+    assert isinstance(crm, RestDestination)  # (no kind: rest, as before kind: events existed)
+    assert isinstance(analytics, EventsDestination)
+    assert (analytics.start, analytics.lookback, analytics.batch_size) == ("now", "15m", 100)
+    assert analytics.consent_rule is not None and analytics.consent_rule.purpose == "data_sharing"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("    events: [Order Completed]\n", "    start: yesterday\n", "not now, all or an ISO"),
+        ("    events: [Order Completed]\n", "    events: [A]\n    types: [page]\n", "types leaves"),
+        ("    path: /v1/batch\n", "", "missing required key 'path'"),
+        ("    events: [Order Completed]\n", "    types: [pageview]\n", "invalid value"),
+        ("    events: [Order Completed]\n", "    model: SELECT 1\n", "unknown key 'model'"),
+    ],
+)
+def test_an_events_destination_mistake_names_its_key(old: str, new: str, message: str) -> None:
+    head, _, tail = FORWARDING.partition("kind: events\n")
+    e = error_for(head + "kind: events\n" + tail.replace(old, new))
+    assert message in e.message, e.message
+    assert e.key is not None and e.key.startswith("destinations[1]"), e.key

@@ -396,7 +396,8 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
             counts["retries"] = client.stats.retries
     # everything stored before the forwarding began is handled: the floor follows, a lookback
     # behind (a writer committing late is still seen), and outcomes below it go
-    moved = now - timedelta(seconds=duration_seconds(d.lookback))
+    # (never past the real clock less the lookback: a --now in the future skips nothing)
+    moved = min(now, clock.wall()) - timedelta(seconds=duration_seconds(d.lookback))
     if moved > floor:
         pos.floor = moved.isoformat()
         old = "destination = ? AND received_at < ? AND status <> 'rejected'"

@@ -142,10 +142,12 @@ class Scheduler:
             (result,) = push_destinations(self.session, [name], trigger="schedule")
             if result.error:
                 log.error("scheduled push of %s stopped: %s", name, result.error)
+            forwarded = "events_sent" in result.counts  # (an events destination)
             log.info(
-                "scheduled push of %s: %d rows sent in %.2f s",
+                "scheduled push of %s: %d %s sent in %.2f s",
                 name,
-                result.counts.get("rows_sent", 0),
+                result.counts.get("events_sent" if forwarded else "rows_sent", 0),
+                "events" if forwarded else "rows",
                 result.seconds,
             )
         except Exception as e:  # (a push records its own failures; this is anything else)
