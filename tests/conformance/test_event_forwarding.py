@@ -255,12 +255,19 @@ def test_an_erased_persons_events_are_never_forwarded(
     with session_for(warehouse_url, tmp_path, dest(url)) as session:
         wh = session.warehouse
         ann, bob = _two_people(session)
+        ingest(session, ["ann0"], at=T0 - timedelta(seconds=9), customer=ann)
+        assert forward(session, T0 - timedelta(seconds=5))["counts"]["events_sent"] == 1
         ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
         ingest(session, ["bob1"], at=T0, customer=bob)
         with clock.frozen(T0):
-            erase_subject(wh, session.project, "ann@x.org")
+            report = erase_subject(wh, session.project, "ann@x.org").as_dict()
         assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 1
-        assert api.ids() == ["bob1"]
+        assert api.ids() == ["ann0", "bob1"]
+        # what the destination recorded of her events went with them
+        steps = {s["step"]: s["rows"] for s in report["steps"]}
+        assert steps["event_forwards"] == 1
+        forwarded = wh.fetch("SELECT message_id FROM event_forwards ORDER BY 1")
+        assert [m for (m,) in forwarded] == ["bob1"]
 
 
 def test_an_erasure_during_a_forwarding_wins(

@@ -455,7 +455,7 @@ def test_erase_is_resumable(warehouse: Warehouse, tmp_path: Path) -> None:
     with clock.frozen(NOW):
         report = erase_subject(wh, project, "ann.marker@x.org")
     statuses = [s.status for s in report.steps]
-    assert statuses.count("already_done") == 5  # tombstone, outbox and three tables
+    assert statuses.count("already_done") == 6  # tombstone, outbox, event_forwards, 3 tables
     assert report.status == "erased"
     assert _scan(wh) == {}
 

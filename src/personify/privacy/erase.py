@@ -13,14 +13,16 @@ idempotent):
    customer id.
 2. ``outbox`` — ``.eml`` files written to them (by the index's customer id, or their address in
    the file as a whole token) are deleted and ``index.jsonl`` rewritten without their lines.
-3. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
+3. ``event_forwards`` — what events destinations recorded of the person's events (message ids,
+   a refusal's answer), deleted before the events themselves.
+4. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
    found by their ``customer_id`` column): their rows deleted — events reached through any linked
    identifier (and those only possibly theirs: a shared device's unattributable events,
    :data:`~personify.privacy.footprint.POSSIBLY`), order items through their orders, quarantined
    payloads that mention an identifier as a whole token — and, in the rows that remain, JSON
    string values that are their email or phone replaced by ``"[erased]"`` (a referral's
    ``properties`` …).
-4. ``destination:NAME`` — per destination (reverse ETL), the records pushed with one of their
+5. ``destination:NAME`` — per destination (reverse ETL), the records pushed with one of their
    identifiers as key (the step counts them). A destination that removes records
    (``on_remove: delete``, ad audiences among them) keeps each as a **pending removal** — its
    key's keyed hash and its encrypted key (an audience's: the hashed identifiers), nothing
@@ -28,7 +30,7 @@ idempotent):
    ``max_removals``, then forgets (a removal the API refuses stays pending, retried each push).
    Any other destination's records are forgotten, and the report names the destination: the
    person's record there is the operator's to remove (GDPR art. 17(2), 19).
-5. ``identity`` — last, in one transaction: the identity graph, provenance
+6. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
 
@@ -68,7 +70,7 @@ from personify.privacy.footprint import (
 from personify.privacy.hashing import HASHED_KINDS, hash_normalized, identifier_hash, project_key
 from personify.privacy.subjects import resolve
 from personify.warehouse.base import UNNEST, Warehouse, quote
-from personify.warehouse.schema import ERASURE_PROGRESS, SUPPRESSIONS, Table
+from personify.warehouse.schema import ERASURE_PROGRESS, EVENTS, SUPPRESSIONS, Table
 
 IDENTITY_STEP = "identity"
 IDENTITY_TABLES: tuple[str, ...] = (
@@ -191,6 +193,7 @@ def erase_subject(
 
     step("tombstone", lambda: _tombstone(wh, key, f))
     step("outbox", lambda: _outbox(outbox_folder(project), f))
+    step("event_forwards", lambda: _event_forwards(wh, f))  # (before their events go)
     tables = [t for t in personal_tables() if t.name not in IDENTITY_TABLES + tuple(_SPECIAL)]
     tables.sort(key=lambda t: 0 if t.name in _FIRST else 1)
     for t in tables:
@@ -409,6 +412,20 @@ def _tombstone(wh: Warehouse, key: bytes, f: Footprint) -> int:
         [list(f.customer_ids)],
     )
     return len(pairs)
+
+
+def _event_forwards(wh: Warehouse, f: Footprint) -> int:
+    """What events destinations recorded of the person's events (their message ids, a refusal's
+    answer): deleted with them."""
+    cond, params = erasable(EVENTS, f)
+    return max(
+        wh.execute(
+            f"DELETE FROM event_forwards WHERE message_id IN (SELECT message_id FROM events "
+            f"WHERE {cond})",
+            params,
+        ),
+        0,
+    )
 
 
 def _outbox(folder: Path | None, f: Footprint) -> int:

@@ -60,6 +60,8 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "alert_state",  # alerts name sources, journeys, destinations and count (no people)
         "alert_notifications",
         "predictive_fits",  # the models' parameters and fit quality (no identifiers)
+        "event_forwards",  # message ids and masked answers; the erasure's own step deletes
+        # a person's (``event_forwards``, before their events go)
     }
 )
 """Tables without personal data in the clear (the audit log, tombstones and ``destination_state``
