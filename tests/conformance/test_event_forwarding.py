@@ -428,7 +428,8 @@ def test_any_interleaving_forwards_each_event_exactly_once(
     any order, then a last forwarding: every event reached the API exactly once."""
     api = Collector()
     tmp = tmp_path_factory.mktemp("fwd")
-    with serve_collector(api) as url:
+    with serve_collector(api) as url, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(forwarding, "READ", 6)  # (pages of 6 events: a forwarding reads several)
         d = dest(url, start="all", lookback="15m", batch_size=7)
         with session_for(f"duckdb:///{tmp / 'w.duckdb'}", tmp, d) as session:
             now, n, made = T0, 0, []

@@ -169,14 +169,25 @@ def _waiting(d: EventsDestination) -> tuple[str, list[Any]]:
 
 
 def _page(
-    wh: Warehouse, d: EventsDestination, floor: datetime, limit: int, upto: datetime | None = None
+    wh: Warehouse,
+    d: EventsDestination,
+    floor: datetime,
+    limit: int,
+    upto: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` events waiting (stored at ``upto`` at the latest: a forwarding ends even
-    while events keep arriving — the next one takes those), oldest first."""
+    while events keep arriving — the next one takes those), oldest first, after the event
+    ``after`` (received at, message id: the last one of the page before — a backlog is read
+    once, not again from the floor for every page; a row committed meanwhile before it is the
+    next forwarding's)."""
     where, params = _waiting(d)
     if upto is not None:
         where += " AND e.received_at <= ?"
         params = [*params, upto]
+    if after is not None:
+        where += " AND (e.received_at > ? OR (e.received_at = ? AND e.message_id > ?))"
+        params = [*params, after[0], after[0], after[1]]
     cols = ", ".join(f"CAST(e.{c} AS VARCHAR) AS {c}" if c in _JSON else f"e.{c}" for c in _COLUMNS)
     rows = wh.fetch(
         f"SELECT {cols} FROM events e WHERE {where} "
@@ -383,7 +394,9 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
             counts["events_sent"] += len(rows)
 
         try:
-            while page := _page(wh, d, floor, READ, now):
+            after: tuple[datetime, str] | None = None
+            while page := _page(wh, d, floor, READ, now, after):
+                after = (page[-1]["received_at"], str(page[-1]["message_id"]))
                 ok = allowed(wh, d, page)
                 refused = [r for r in page if str(r["message_id"]) not in ok]
                 _record(wh, d, refused, "without_consent")
