@@ -64,8 +64,10 @@ def status_command(
     memberships), and
     per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),
     conversions and revenue (as `personify report journeys` counts them) and its spam complaint
-    rate, flagged in red above engagement.max_complaint_rate (default 0.3 %); the alerts
-    firing (as last evaluated: `personify alerts check` evaluates them now)."""
+    rate, flagged in red above engagement.max_complaint_rate (default 0.3 %); per destination
+    its records sent and rejected and last push — for event forwarding (`kind: events`) its
+    lag, the age of the oldest event not yet forwarded, and how many wait; the alerts firing
+    (as last evaluated: `personify alerts check` evaluates them now)."""
     from personify.session import open_session
     from personify.status import status_report
 
