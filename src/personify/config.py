@@ -1509,11 +1509,14 @@ ALERT_SIGNALS: Final[dict[str, str]] = {
     "quality.reconcile.threshold",
     "removals_stranded": "erased people's records a destination can never remove (on_remove no "
     "longer delete, the destination gone, or its keys lost)",
+    "forwarding_lag": "an events destination's oldest event not yet forwarded is older than "
+    "`over` (a duration; default 5m)",
 }
 """The signals an alert can watch (``when:``), each computed from what ``personify status``
 shows, and what makes it hold."""
 ALERT_THRESHOLDS: Final[dict[str, str]] = {
     "source_stale": "duration",
+    "forwarding_lag": "duration",
     "quarantine_growth": "count",
     "delivery_failures": "count",
     "complaint_rate": "rate",

@@ -450,6 +450,7 @@ EVERY_SIGNAL = """\
   - {name: a_quality_flagged, when: quality_flagged}
   - {name: a_reconcile_flagged, when: reconcile_flagged}
   - {name: a_removals_stranded, when: removals_stranded}
+  - {name: a_forwarding_lag, when: forwarding_lag, over: 1m}
 """
 
 

@@ -192,6 +192,35 @@ def test_a_forwarding_at_a_future_now_skips_nothing_that_arrives_later(
         assert api.ids() == ["real1"]
 
 
+def test_the_forwarding_lag_alert_holds_while_events_wait(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    from personify.alerts import check_alerts
+    from personify.config import Alert
+
+    root = tmp_path / "project"
+    root.mkdir()
+    config = ProjectConfig(
+        warehouse=warehouse_url,
+        signing_key=Secret("fwd-test-key"),
+        destinations=(dest(url, start="now"),),
+        alerts=(Alert(name="lagging", when="forwarding_lag", over="2m"),),
+    )
+    with Session(Project(config, root, root / "personify.yml")) as session:
+        forward(session, T0)
+        ingest(session, ["w1"], at=T0 + timedelta(seconds=1))
+        at = T0 + timedelta(minutes=1)
+        with clock.frozen(at):
+            assert check_alerts(session, now=at).firing == []
+        at = T0 + timedelta(minutes=4)
+        with clock.frozen(at):
+            (lagging,) = check_alerts(session, now=at).alerts
+        assert lagging.subjects == {"destination:analytics": 239}
+        forward(session, at)
+        with clock.frozen(at):
+            assert check_alerts(session, now=at).firing == []
+
+
 def forward_dry(session: Session, at: datetime) -> dict[str, Any]:
     with clock.frozen(at):
         (result,) = push_destinations(session, dry_run=True)

@@ -188,6 +188,22 @@ def _removals_stranded(r: Readings, alert: Alert) -> Subjects:
     }
 
 
+def _forwarding_lag(r: Readings, alert: Alert) -> Subjects:
+    """Events destinations whose oldest event not yet forwarded is older than ``over`` (default
+    5 minutes): the lag in seconds, as ``personify status`` shows it."""
+    from personify.config import EventsDestination
+    from personify.destinations import events
+
+    limit = duration_seconds(alert.over) if alert.over is not None else 300.0
+    out: Subjects = {}
+    for d in r.session.project.config.destinations:
+        if isinstance(d, EventsDestination):
+            lag = events.waiting(r.session.warehouse, d, r.now)["lag_seconds"]
+            if lag > limit:
+                out[f"destination:{d.name}"] = round(lag)
+    return out
+
+
 SIGNALS: dict[str, Callable[[Readings, Alert], Subjects]] = {
     "source_failed": _source_failed,
     "source_stale": _source_stale,
@@ -201,5 +217,6 @@ SIGNALS: dict[str, Callable[[Readings, Alert], Subjects]] = {
     "quality_flagged": _quality_flagged,
     "reconcile_flagged": _reconcile_flagged,
     "removals_stranded": _removals_stranded,
+    "forwarding_lag": _forwarding_lag,
 }
 """Every signal of :data:`personify.config.ALERT_SIGNALS`, by name."""
