@@ -1,7 +1,7 @@
 """Event forwarding (``kind: events``) at scale: N stored events forwarded to a real local
 collector (a ``POST /v1/batch`` endpoint, stdlib HTTP server on loopback) on DuckDB.
 
-Two forwardings: the first sends every event (100 a request, each batch recorded after its
+Two forwardings: the first sends every event (100 a request, recorded by the thousand after their
 2xx), the second finds nothing waiting. Baseline in the same run: the same events POSTed to the
 same endpoint by a bare httpx client, nothing read, checked or recorded — what sending costs by
 itself. No performance goal: a figure to watch.

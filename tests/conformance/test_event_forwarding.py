@@ -406,6 +406,7 @@ def test_a_crash_between_the_2xx_and_its_record_sends_that_batch_again_only(
             real(*args, **kw)
 
         monkeypatch.setattr(forwarding, "_record", dies_on_the_third_sent_batch)
+        monkeypatch.setattr(forwarding._Outcomes, "EVERY_EVENTS", 10)  # a record per batch
         with pytest.raises(SystemExit):
             forward(session, T0 + timedelta(seconds=5))
         monkeypatch.setattr(forwarding, "_record", real)
@@ -415,6 +416,29 @@ def test_a_crash_between_the_2xx_and_its_record_sends_that_batch_again_only(
         seen = Counter(api.ids())
         assert set(seen) == set(ids)
         assert sorted(m for m, n in seen.items() if n > 1) == ids[20:30]  # the one batch
+
+
+def test_outcomes_are_recorded_by_the_thousand_not_per_batch(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit per batch cost more than its request: the outcomes of a forwarding's batches
+    are recorded together (by the thousand events or the second, and at the end)."""
+    ids = [f"m{i:02}" for i in range(35)]
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        ingest(session, ids, at=T0)
+        real = forwarding._record
+        recorded: list[int] = []
+
+        def counted(*args: Any, **kw: Any) -> None:
+            recorded.append(len(args[2]))
+            real(*args, **kw)
+
+        monkeypatch.setattr(forwarding, "_record", counted)
+        monkeypatch.setattr(forwarding._Outcomes, "EVERY_SECONDS", 3600.0)
+        assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 35
+        assert recorded == [35]  # four batches, one statement
+        assert outcomes(session) == {"sent": 35}
+        assert forward(session, T0 + timedelta(seconds=9))["counts"]["events_sent"] == 0
 
 
 def test_a_row_committed_late_is_not_skipped(
