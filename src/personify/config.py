@@ -1357,11 +1357,12 @@ class AdminToken(_Base, frozen=True):
     """Who holds it (shown in the audit log, never the token)."""
     token: Secret
     """Use ``${VAR}``."""
-    scopes: tuple[Literal["profiles:read", "privacy", "privacy:masked", "admin"], ...] = (
-        "profiles:read",
-    )
+    scopes: tuple[
+        Literal["profiles:read", "privacy", "privacy:masked", "console", "admin"], ...
+    ] = ("profiles:read",)
     """``profiles:read`` (profile API), ``privacy`` (export, erase, consent API), ``privacy:masked``
-    (the export API only, personal data masked), ``admin`` (everything)."""
+    (the export API only, personal data masked), ``console`` (the marketer console at
+    ``/console``; personal data shown only with ``profiles:read`` too), ``admin`` (everything)."""
 
 
 EncryptedField = Literal[

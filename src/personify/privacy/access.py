@@ -9,6 +9,9 @@ writes) and ``admin_tokens`` (each with a ``name`` and its ``scopes``). Scopes:
 * ``privacy:masked`` — ``GET /v1/privacy/export`` only, with personal data masked (``***@domain``,
   ``+***78``, ``A***``, ``192.x.x.x``): a support role that may see *what* is held about a person
   but not the values (:func:`personify.privacy.masking.mask_document`);
+* ``console`` — the marketer console (``/console``, ``personify serve``): overview, segments,
+  profile search and email previews, personal data masked unless the token also has
+  ``profiles:read``;
 * ``admin`` — every scope.
 
 A scope implies the narrower ones (:data:`IMPLIED`): ``privacy`` includes ``privacy:masked``.
@@ -28,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-SCOPES: tuple[str, ...] = ("profiles:read", "privacy", "privacy:masked", "admin")
+SCOPES: tuple[str, ...] = ("profiles:read", "privacy", "privacy:masked", "console", "admin")
 IMPLIED: dict[str, frozenset[str]] = {"privacy": frozenset({"privacy:masked"})}
 """Scopes a scope includes (``admin`` includes every scope)."""
 

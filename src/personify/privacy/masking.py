@@ -584,3 +584,12 @@ def mask_document(doc: Any) -> Any:
     ``kind`` and an observation's by its ``field``, and emails, phones and IPs inside any other
     text. Ids, counts and times are left as they are."""
     return _mask_nested(doc)
+
+
+def mask_strict(doc: Any) -> Any:
+    """``doc`` masked failing closed, for a reader without access to personal data who sees a
+    whole profile (the console): every text is masked (as a name, or as the email, phone or IP it
+    is) but under keys that say it is not personal (ids, counts, dates, ``source``, ``segment``,
+    ``tag`` …); numbers, flags and times stay. Stricter than :func:`mask_document`, which masks
+    by key and by content only."""
+    return _mask_nested(doc, strict=True)

@@ -9,9 +9,10 @@ framework, no per-request middleware beyond the one below.
 
 Routes are grouped by module, each exposing ``routes() -> list[BaseRoute]``
 (:mod:`~personify.server.ops`, :mod:`~personify.server.control`; tracking, webhooks, profiles,
-privacy and unsubscribe join :data:`ROUTE_GROUPS` the same way). Every error — a route's
+privacy, unsubscribe and the marketer console (:mod:`~personify.server.console`) join
+:data:`ROUTE_GROUPS` the same way). Every error — a route's
 :class:`~personify.server.responses.ApiError`, Starlette's 404/405/413, an unexpected exception —
-answers ``{"error": {"code": …, "message": …}}``.
+answers ``{"error": {"code": …, "message": …}}`` (the console's pages answer HTML).
 
 One pure-ASGI middleware counts requests and latency by *route template* (never the raw path, which
 may hold an e-mail address), writes a one-line access log in the same terms, stamps the
@@ -39,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from personify.config import Secret
 from personify.server import (
     collector,
+    console,
     control,
     engagement,
     esp_webhooks,
@@ -73,6 +75,7 @@ ROUTE_GROUPS: tuple[RouteGroup, ...] = (
     unsubscribe.routes,
     preferences.routes,
     engagement.routes,
+    console.routes,
 )
 """Route groups every server has, in matching order."""
 

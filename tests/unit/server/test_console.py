@@ -1,0 +1,260 @@
+"""The marketer console (``/console``) in-process, on DuckDB and PostgreSQL: sign-in with a
+``console`` token and its session cookie (HttpOnly, SameSite=Strict, signed, expiring, checked
+against the current tokens), CSRF on the forms, 401 without a session, every value escaped (a
+customer named ``<script>``), personal data masked without ``profiles:read``, profile views and
+previews audited, and the security headers of every page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from tests.unit.admin_api import AdminApi
+
+from personify.server.app import create_app
+from personify.server.console import auth
+from personify.session import Session
+from personify.signed import seal
+
+CRM = (
+    "id,email,first_name,last_name,updated_at\n"
+    'c1,ann@example.org,"<script>alert(1)</script>",Lee,2026-01-01T00:00:00Z\n'
+    "c2,bob@example.org,Bob,Ray,2026-01-02T00:00:00Z\n"
+)
+TOKENS = (
+    "admin_tokens:\n"
+    "  - name: marketer\n    token: ${MARKETER_TOKEN}\n    scopes: [console]\n"
+    "  - name: lead\n    token: ${LEAD_TOKEN}\n    scopes: [console, profiles:read]\n"
+    "  - name: support\n    token: ${SUPPORT_TOKEN}\n    scopes: [profiles:read]\n"
+)
+ENV = {"MARKETER_TOKEN": "m-token-1", "LEAD_TOKEN": "l-token-2", "SUPPORT_TOKEN": "s-token-3"}
+ORIGIN = {"origin": "http://testserver"}
+
+
+@pytest.fixture
+def api(admin_api: Callable[..., AdminApi], project_dir: Path, warehouse_url: str) -> AdminApi:
+    yml = project_dir / "personify.yml"
+    yml.write_text(
+        yml.read_text().replace(
+            "warehouse: duckdb:///warehouse.duckdb", f"warehouse: {warehouse_url}"
+        )
+    )
+    (project_dir / "segments" / "everyone.sql").write_text(
+        "-- name: everyone\n-- description: Every <b>customer</b>\n"
+        "SELECT customer_id, email, first_name FROM customers\n"
+    )
+    (project_dir / "templates" / "hello.liquid").write_text(
+        "---\nsubject: Hello {{ customer.first_name }}\n---\n"
+        '<p style="color: red">Hello {{ customer.first_name }}</p>\n'
+    )
+    return admin_api(CRM, TOKENS, ENV)
+
+
+class Browser:
+    """An in-process client of the app that keeps its cookies between requests."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.cookies = httpx.Cookies()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver", cookies=self.cookies
+            ) as c:
+                answer = await c.request(method, path, **kwargs)
+                self.cookies = httpx.Cookies(c.cookies)
+                return answer
+
+        return asyncio.run(go())
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+
+@pytest.fixture
+def client(api: AdminApi) -> Browser:
+    return Browser(create_app(api.session, instance="inst-1"))
+
+
+def sign_in(client: Browser, token: str) -> None:
+    answer = client.post("/console/login", data={"token": token}, headers=ORIGIN)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/console"
+
+
+def audit(session: Session) -> list[tuple[str, str]]:
+    return [
+        (str(a), str(b))
+        for a, b in session.warehouse.fetch("SELECT action, actor FROM audit_log ORDER BY seq")
+    ]
+
+
+def test_pages_need_a_session(client: Browser) -> None:
+    for path in ("/console", "/console/segments", "/console/profiles/c1", "/console/preview"):
+        answer = client.get(path)
+        assert answer.status_code == 401
+        assert "Sign in" in answer.text and 'name="token"' in answer.text
+        assert "Lee" not in answer.text
+
+
+def test_sign_in_sets_a_strict_http_only_expiring_cookie(client: Browser) -> None:
+    answer = client.post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=ORIGIN)
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(f"{auth.COOKIE}=")
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=28800"):
+        assert attribute in cookie
+    assert ENV["LEAD_TOKEN"] not in cookie
+    page = client.get("/console")
+    assert page.status_code == 200 and "lead" in page.text
+    # sign out: the cookie is cleared, the pages ask again
+    out = client.post("/console/logout", headers=ORIGIN)
+    assert "Max-Age=0" in out.headers["set-cookie"]
+    assert client.get("/console").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "says"),
+    [
+        ("nope", 401, "wrong token"),
+        (ENV["SUPPORT_TOKEN"], 403, "lacks the console scope"),
+        ("", 401, "wrong token"),
+    ],
+)
+def test_sign_in_refusals(client: Browser, token: str, status: int, says: str) -> None:
+    answer = client.post("/console/login", data={"token": token}, headers=ORIGIN)
+    assert answer.status_code == status and says in answer.text
+    assert "set-cookie" not in answer.headers
+
+
+def test_forms_from_another_site_are_refused(client: Browser) -> None:
+    for headers in ({"origin": "https://evil.example"}, {}):
+        answer = client.post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=headers)
+        assert answer.status_code == 403 and "set-cookie" not in answer.headers
+
+
+def test_failed_sign_ins_are_limited(client: Browser) -> None:
+    for _ in range(10):
+        client.post("/console/login", data={"token": "guess"}, headers=ORIGIN)
+    answer = client.post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=ORIGIN)
+    assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0
+
+
+def test_forged_expired_or_revoked_sessions_are_refused(api: AdminApi, client: Browser) -> None:
+    key = api.session.project.config.signing_key
+    assert key is not None
+    # a cookie signed right but for a token that does not match: no session
+    forged = seal(key.reveal().encode(), auth.DOMAIN, {"n": "lead", "f": "x", "e": 2**40})
+    client.cookies.set(auth.COOKIE, forged)
+    assert client.get("/console").status_code == 401
+    # signed with another key
+    other = seal(b"another key", auth.DOMAIN, {"n": "lead", "f": "x", "e": 2**40})
+    client.cookies.set(auth.COOKIE, other)
+    assert client.get("/console").status_code == 401
+    # a real session past its expiry
+    client.cookies.clear()
+    sign_in(client, ENV["LEAD_TOKEN"])
+    real = client.cookies.get(auth.COOKIE)
+    assert real is not None
+    fingerprint = auth.unseal(key.reveal().encode(), auth.DOMAIN, real)
+    assert fingerprint is not None
+    expired = seal(key.reveal().encode(), auth.DOMAIN, {**fingerprint, "e": int(time.time()) - 1})
+    client.cookies.set(auth.COOKIE, expired)
+    assert client.get("/console").status_code == 401
+
+
+def test_escaping_and_security_headers(client: Browser) -> None:
+    sign_in(client, ENV["LEAD_TOKEN"])
+    page = client.get("/console/profiles/c1")
+    assert page.status_code == 200
+    assert "<script>" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src" not in csp and "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp and page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    segment = client.get("/console/segments/everyone")
+    assert segment.status_code == 200
+    assert "Every &lt;b&gt;customer&lt;/b&gt;" in segment.text
+    assert "<script>" not in segment.text
+
+
+def test_masked_without_profiles_read(api: AdminApi, client: Browser) -> None:
+    sign_in(client, ENV["MARKETER_TOKEN"])
+    found = client.get("/console/profiles", params={"q": "ann@example.org"})
+    assert found.status_code == 303
+    page = client.get(found.headers["location"])
+    assert page.status_code == 200
+    assert "ann@example.org" not in page.text and "***@example.org" in page.text
+    assert "Lee" not in page.text and "masked" in page.text
+    segment = client.get("/console/segments/everyone")
+    assert "bob@example.org" not in segment.text and "***@example.org" in segment.text
+    assert ">Bob<" not in segment.text
+    preview = client.get("/console/preview", params={"customer": "c1", "template": "hello"})
+    assert preview.status_code == 403 and "profiles:read" in preview.text
+    frame = client.get("/console/preview/email", params={"customer": "c1", "template": "hello"})
+    assert frame.status_code == 403 and frame.text == ""
+    assert ("profile_read", "console:marketer") in audit(api.session)
+
+
+def test_plain_with_profiles_read_and_audited(api: AdminApi, client: Browser) -> None:
+    sign_in(client, ENV["LEAD_TOKEN"])
+    found = client.get("/console/profiles", params={"q": " ANN@example.org"})
+    page = client.get(found.headers["location"])
+    assert "ann@example.org" in page.text and "Lee" in page.text
+    assert audit(api.session)[-1] == ("profile_read", "console:lead")
+    missing = client.get("/console/profiles", params={"q": "nobody@example.org"})
+    assert missing.status_code == 404 and "No customer" in missing.text
+
+
+def test_why_is_a_customer_in_a_segment(client: Browser) -> None:
+    sign_in(client, ENV["LEAD_TOKEN"])
+    page = client.get("/console/segments/everyone", params={"customer": "bob@example.org"})
+    assert page.status_code == 200
+    assert "is in this segment now" in page.text
+    assert re.search(r"<td>bob@example.org</td>\s*<td>Bob</td>", page.text)
+    nobody = client.get("/console/segments/everyone", params={"customer": "zed@example.org"})
+    assert nobody.status_code == 200 and "No customer has this id or email" in nobody.text
+    assert client.get("/console/segments/nope").status_code == 404
+
+
+def test_preview_in_a_sandboxed_frame_with_the_verdict(api: AdminApi, client: Browser) -> None:
+    sign_in(client, ENV["LEAD_TOKEN"])
+    before = api.session.warehouse.scalar("SELECT count(*) FROM messages")
+    params = {"customer": "ann@example.org", "template": "hello"}
+    page = client.get("/console/preview", params=params)
+    assert page.status_code == 200, page.text
+    assert 'id="verdict"' in page.text and "a send now would" in page.text
+    assert "<iframe" in page.text and " sandbox " in page.text
+    assert "Hello &lt;script&gt;" in page.text  # the subject, escaped in the page
+    frame = client.get("/console/preview/email", params=params)
+    assert frame.status_code == 200
+    assert "sandbox" in frame.headers["content-security-policy"]
+    assert "frame-ancestors 'self'" in frame.headers["content-security-policy"]
+    assert "&lt;script&gt;" in frame.text  # the template's own autoescape
+    assert api.session.warehouse.scalar("SELECT count(*) FROM messages") == before
+    assert audit(api.session)[-1] == ("email_preview", "console:lead")
+    bad = client.get("/console/preview", params={"customer": "c1", "template": "nope"})
+    assert bad.status_code == 400 and "no template" in bad.text
+
+
+def test_overview(client: Browser) -> None:
+    sign_in(client, ENV["LEAD_TOKEN"])
+    page = client.get("/console")
+    assert page.status_code == 200
+    assert "Sources" in page.text and "Journeys, last 7 days" in page.text
+    assert "Firing alerts" in page.text
+    css = client.get("/console/static/console.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
