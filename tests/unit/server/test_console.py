@@ -140,7 +140,12 @@ def test_sign_in_refusals(client: Browser, token: str, status: int, says: str) -
 
 
 def test_forms_from_another_site_are_refused(client: Browser) -> None:
-    for headers in ({"origin": "https://evil.example"}, {}):
+    for headers in (
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {},
+        {"sec-fetch-site": "cross-site", "origin": "http://testserver"},
+    ):
         answer = client.post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=headers)
         assert answer.status_code == 403 and "set-cookie" not in answer.headers
 
@@ -244,6 +249,7 @@ def test_preview_in_a_sandboxed_frame_with_the_verdict(api: AdminApi, client: Br
     assert "sandbox" in frame.headers["content-security-policy"]
     assert "frame-ancestors 'self'" in frame.headers["content-security-policy"]
     assert "&lt;script&gt;" in frame.text  # the template's own autoescape
+    assert "/o/" not in frame.text  # no open pixel: a preview is not an open
     assert api.session.warehouse.scalar("SELECT count(*) FROM messages") == before
     assert audit(api.session)[-1] == ("email_preview", "console:lead")
     bad = client.get("/console/preview", params={"customer": "c1", "template": "nope"})

@@ -48,9 +48,11 @@ def serve_command(
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
     profiles, health (/healthz; probes: /livez never touches the warehouse, /readyz is 503 with
     its reasons while the warehouse does not answer, its schema is behind or a tracking-plan file
-    quarantines events), metrics — the sources' scheduled syncs (`schedule:` in personify.yml) and
-    the alerts, evaluated every `alerts_every` (their notifications sent once even when a
-    `personify run` evaluates at the same moment).
+    quarantines events), metrics, the marketer console (/console: a read-only web UI — overview,
+    segments and why someone is in one, profile search, email previews with the send gate's
+    verdict — for tokens with the `console` scope) — the sources' scheduled syncs (`schedule:` in
+    personify.yml) and the alerts, evaluated every `alerts_every` (their notifications sent once
+    even when a `personify run` evaluates at the same moment).
 
     Continuous mode: every stored event, webhook delivery and synced record updates its
     customer's profile, real-time segments, tags and journey entries within about a second; once

@@ -29,6 +29,10 @@ from personify.server.state import state_of
 
 HERE = Path(__file__).parent
 CSS = (HERE / "console.css").read_text(encoding="utf-8")
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#1d2330"/></svg>'
+)
 FORM_LIMIT = 4096
 _ENV = Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined
@@ -46,7 +50,8 @@ EMAIL_CSP = (
 only by the console (and sandboxed by the frame's ``sandbox`` attribute too)."""
 _HEADERS = {
     "cache-control": "no-store",
-    "referrer-policy": "no-referrer",
+    # the console's own forms send their origin (checked against CSRF), other sites get nothing
+    "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
 }
 
@@ -151,6 +156,15 @@ async def stylesheet(request: Request) -> Response:
         CSS,
         media_type="text/css; charset=utf-8",
         headers={"cache-control": "max-age=3600", "x-content-type-options": "nosniff"},
+    )
+
+
+async def icon(request: Request) -> Response:
+    """``GET /console/static/icon.svg`` (browsers ask for an icon; this one is ours)."""
+    return Response(
+        ICON,
+        media_type="image/svg+xml",
+        headers={"cache-control": "max-age=86400", "x-content-type-options": "nosniff"},
     )
 
 
@@ -292,6 +306,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/login", login, methods=["POST"]),
         Route("/console/logout", logout, methods=["POST"]),
         Route("/console/static/console.css", stylesheet, methods=["GET"]),
+        Route("/console/static/icon.svg", icon, methods=["GET"]),
         Route("/console/segments", segment_list, methods=["GET"]),
         Route("/console/segments/{name}", segment_page, methods=["GET"]),
         Route("/console/profiles", search, methods=["GET"]),

@@ -4,7 +4,9 @@ masked here, before any template sees it, unless the viewer may see it (:class:`
 
 from __future__ import annotations
 
+import html as htmllib
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from email.message import EmailMessage
@@ -316,6 +318,15 @@ class Shown:
     journey: str | None
 
 
+def without_pixel(project: Any, body: str) -> str:
+    """``body`` without its open pixel: a preview in the console is not an open (its pixel is
+    signed for no message, but there is no reason to call the tracking route at all)."""
+    from personify.engagement.links import base_url
+
+    src = re.escape(htmllib.escape(base_url(project), quote=True))
+    return re.sub(rf'<img src="{src}/o/[A-Za-z0-9_.-]+\.gif"[^>]*>', "", body)
+
+
 class PreviewError(PersonifyError):
     """The preview cannot be made (an unknown template or journey, a journey without the
     customer's cart …); its message is safe to show."""
@@ -350,12 +361,13 @@ def render(
         raise PreviewError(mask_text(str(e))) from None
     message: EmailMessage = shown.envelope.message
     html_part, text_part = message.get_body(("html",)), message.get_body(("plain",))
+    body = html_part.get_content() if html_part is not None else ""
     if viewer is not None:
         _audit(session, viewer, "email_preview", shown.envelope.customer_id, template=template)
     return Shown(
         customer_id=shown.envelope.customer_id,
         subject=shown.envelope.subject,
-        html=html_part.get_content() if html_part is not None else "",
+        html=without_pixel(project, body),
         text=text_part.get_content() if text_part is not None else "",
         template_file=shown.file,
         verdict=verdict(shown.gate),
