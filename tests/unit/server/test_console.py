@@ -7,6 +7,7 @@ previews audited, and the security headers of every page."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from starlette.applications import Starlette
 from tests.unit.admin_api import AdminApi
@@ -178,6 +180,25 @@ def test_forged_expired_or_revoked_sessions_are_refused(api: AdminApi, client: B
     expired = seal(key.reveal().encode(), auth.DOMAIN, {**fingerprint, "e": int(time.time()) - 1})
     client.cookies.set(auth.COOKIE, expired)
     assert client.get("/console").status_code == 401
+
+
+def test_a_token_losing_its_scope_ends_its_sessions(api: AdminApi, client: Browser) -> None:
+    sign_in(client, ENV["LEAD_TOKEN"])
+    assert client.get("/console").status_code == 200
+    project = api.session.project
+    narrowed = tuple(
+        msgspec.structs.replace(t, scopes=("profiles:read",)) if t.name == "lead" else t
+        for t in project.config.admin_tokens
+    )
+    # the project file as the server reads it after the change
+    api.session.project = dataclasses.replace(
+        project, config=msgspec.structs.replace(project.config, admin_tokens=narrowed)
+    )
+    try:
+        assert client.get("/console").status_code == 401
+    finally:
+        api.session.project = project
+    assert client.get("/console").status_code == 200
 
 
 def test_escaping_and_security_headers(client: Browser) -> None:

@@ -10,9 +10,11 @@ constant time, the same limit on failed attempts per address) and answers with a
 * ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends it),
   ``Path=/console``, ``Secure`` when the request came over HTTPS.
 
-Every page re-checks the cookie against the *current* project file: a token removed, changed or
-stripped of its ``console`` scope ends its sessions at once. Form posts (sign-in, sign-out) are
-refused when their ``Origin`` names another site (CSRF); pages are GETs that change nothing.
+Every page re-checks the cookie against the tokens the server has loaded: a token removed,
+changed or stripped of its ``console`` scope (and the server restarted to read the file) ends its
+sessions; sessions outlive a restart otherwise (same ``signing_key``). Form posts (sign-in,
+sign-out) are refused unless ``Sec-Fetch-Site`` (or ``Origin``) says they come from the console
+itself (CSRF); pages are GETs that change nothing.
 """
 
 from __future__ import annotations
