@@ -20,6 +20,7 @@ from personify.scaffold import init_project
 from personify.session import Session
 from personify.sources.files import import_file
 from tests.e2e.browser import chromium, chromium_or_skip, page_errors
+from tests.e2e.cli import personify
 from tests.e2e.test_serve import Server
 from tests.e2e.tracking_support import query, start_server_on
 
@@ -113,3 +114,8 @@ def test_sign_in_search_profile_preview_in_a_browser(served: Server) -> None:
         ("profile_read", "console:admin"),
         ("email_preview", "console:admin"),
     ]
+    listed = personify(
+        "audit", "--action", "email_preview", "--json", "--project", str(served.project)
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert '"console:admin"' in listed.stdout

@@ -39,7 +39,15 @@ import msgspec
 
 from personify.warehouse.base import Warehouse
 
-ACTIONS: tuple[str, ...] = ("profile_read", "export", "erase", "consent", "test_send")
+ACTIONS: tuple[str, ...] = (
+    "profile_read",
+    "export",
+    "erase",
+    "consent",
+    "test_send",
+    "email_preview",  # the console's preview of one customer's email
+    "segment_preview",  # the console's sample of a segment's members (no customer)
+)
 GENESIS = "0" * 64
 """``prev_hash`` of the first chained entry."""
 _PG_LOCK_KEY = 7_316_525_043
