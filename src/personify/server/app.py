@@ -15,7 +15,8 @@ privacy, unsubscribe and the marketer console (:mod:`~personify.server.console`)
 answers ``{"error": {"code": …, "message": …}}`` (the console's pages answer HTML).
 
 One pure-ASGI middleware counts requests and latency by *route template* (never the raw path, which
-may hold an e-mail address), writes a one-line access log in the same terms, stamps the
+may hold an e-mail address), writes a one-line access log in the same terms (the probes —
+:data:`PROBES` — at DEBUG unless they fail: a Kubernetes cluster asks every few seconds), stamps the
 ``personify-instance`` header, and turns an unexpected exception into a 500 whose log holds the
 exception type and stack, not its message (messages can quote data).
 """
@@ -79,6 +80,10 @@ ROUTE_GROUPS: tuple[RouteGroup, ...] = (
 )
 """Route groups every server has, in matching order."""
 
+PROBES = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+"""Routes polled by orchestrators and scrapers: access-logged at DEBUG when they succeed (status
+below 400), at INFO like every other route when they fail."""
+
 
 def _template(scope: Scope) -> str:
     route = scope.get("route")
@@ -127,7 +132,8 @@ class ObserveMiddleware:
             route = _template(scope)
             self.state.requests.inc(method=scope["method"], route=route, status=str(status))
             self.state.latency.observe(seconds, route=route)
-            access_log.info("%s %s %d %.1fms", scope["method"], route, status, seconds * 1000)
+            level = logging.DEBUG if route in PROBES and status < 400 else logging.INFO
+            access_log.log(level, "%s %s %d %.1fms", scope["method"], route, status, seconds * 1000)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

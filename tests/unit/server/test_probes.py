@@ -3,6 +3,7 @@ with its reasons, on a closed or hung warehouse, a schema behind, a plan file th
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -136,3 +137,40 @@ def test_a_hung_warehouse_answers_in_time_and_holds_one_thread(
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.levelno, record.getMessage()))
+
+
+def test_probes_are_access_logged_at_debug_unless_they_fail(session: Session) -> None:
+    """Kubernetes asks every few seconds: a probe that succeeds is a DEBUG line, one that fails
+    (503) and every other route stay at INFO."""
+    access = logging.getLogger("personify.server.access")
+    records = _Records()
+    access.addHandler(records)
+    level = access.level
+    access.setLevel(logging.DEBUG)
+    try:
+        client = AppClient(create_app(session))
+        for path in ("/livez", "/readyz", "/healthz", "/metrics", "/openapi.json"):
+            assert client.get(path).status_code == 200, path
+        session.warehouse.close()  # not ready any more
+        assert client.get("/readyz").status_code == 503
+    finally:
+        access.removeHandler(records)
+        access.setLevel(level)
+    levels = {" ".join(message.split(" ")[1:3]): n for n, message in records.seen}
+    assert levels == {
+        "/livez 200": logging.DEBUG,
+        "/readyz 200": logging.DEBUG,
+        "/healthz 200": logging.DEBUG,
+        "/metrics 200": logging.DEBUG,
+        "/openapi.json 200": logging.INFO,
+        "/readyz 503": logging.INFO,
+    }
