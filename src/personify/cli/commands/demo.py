@@ -366,11 +366,7 @@ def _print(summary: dict[str, Any]) -> None:
         f"[bold]Synthetic shop[/]: {world['customers']:,} customers, seed {world['seed']}, "
         f"now {world['now']} — built in {secs['build']:.1f} s, written in {secs['write']:.1f} s"
     )
-    run = Table("stage", "seconds", "counts", title="Main job (personify run)")
-    for s in summary["run"]["stages"]:
-        counts = ", ".join(f"{k}={v:,}" for k, v in s["counts"].items()) or "—"
-        run.add_row(s["name"], f"{s['seconds']:.2f}", counts)
-    out.print(run)
+    _print_run(summary)
     sources = Table("source", "read", "loaded", "duplicate", "quarantined", "seconds")
     for r in summary["sources"]:
         c = r["counts"]
@@ -386,6 +382,22 @@ def _print(summary: dict[str, Any]) -> None:
     _print_reactions(summary)
     _print_features(summary)
     _print_next(summary)
+
+
+COUNTS_WIDTH = 72
+"""Columns of the main job's ``counts`` cell: a stage's many counts wrap between two counts
+(never inside one) instead of making the table hundreds of columns wide — off a terminal the
+console is :data:`~personify.cli.app.PIPED_WIDTH` wide, on a terminal a wide one."""
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    run = Table("stage", "seconds", "counts", title="Main job (personify run)")
+    run.columns[2].max_width = COUNTS_WIDTH
+    run.columns[2].overflow = "fold"  # (a single count longer than the cell: folded, not cut)
+    for s in summary["run"]["stages"]:
+        counts = ", ".join(f"{k}={v:,}" for k, v in s["counts"].items()) or "—"
+        run.add_row(s["name"], f"{s['seconds']:.2f}", counts)
+    console().print(run)
 
 
 def _print_tables(summary: dict[str, Any]) -> None:
