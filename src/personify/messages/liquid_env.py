@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -30,6 +32,7 @@ from liquid.loader import BaseLoader, TemplateSource
 
 from personify import clock
 from personify.messages.errors import RenderError
+from personify.messages.files import TextFiles
 from personify.messages.locale import babel_locale, customer_locale, normalize
 
 K = TypeVar("K")
@@ -225,13 +228,20 @@ class PartialsLoader(BaseLoader):
 
     Parsed partials are cached by their content (one parse per version and environment); the
     store :meth:`refresh`-es the partials a template names when it checks that template, so
-    rendering reads no file for them; a partial named by a variable is read at render time."""
+    rendering reads no file for them; a partial named by a variable is read at render time.
+    Reading an unchanged partial again costs a ``stat``
+    (:class:`~personify.messages.files.TextFiles`; the checks of :meth:`path` are redone when
+    the name leads to another file, e.g. a symlink retargeted)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, files: TextFiles | None = None) -> None:
         super().__init__()
         self.folder = folder / PARTIALS_DIR
+        self.files = files or TextFiles()
+        """The partials' texts, read again only when they changed."""
         self._parsed: _Recent[tuple[int, str, str], BoundTemplate] = _Recent(PARSED_PARTIALS_LIMIT)
-        self._current: dict[tuple[int, str], BoundTemplate] = {}
+        self._current: dict[tuple[int, str], tuple[str, BoundTemplate]] = {}
+        self._located: dict[str, tuple[Path, tuple[int, int]]] = {}
+        """Partial name → its checked file and that file's (inode, device)."""
         self._lock = threading.Lock()
 
     def path(self, name: str) -> Path:
@@ -252,9 +262,31 @@ class PartialsLoader(BaseLoader):
             raise PartialPathError(f"partial {name!r} leads outside templates/{PARTIALS_DIR}/")
         return path
 
+    def _locate(self, name: str) -> tuple[Path, os.stat_result]:
+        """:meth:`path` and its ``stat``; the checks of :meth:`path` are skipped when the name
+        leads to the very file they passed before (same inode and device, a regular file)."""
+        with self._lock:
+            hit = self._located.get(name)
+        if hit is not None:
+            try:
+                st = os.stat(hit[0])
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_dev) == hit[1]:
+                return hit[0], st
+        path = self.path(name)
+        st = os.stat(path)
+        with self._lock:
+            if len(self._located) >= PARSED_PARTIALS_LIMIT:
+                self._located.clear()
+            self._located[name] = (path, (st.st_ino, st.st_dev))
+        return path, st
+
     def source(self, name: str) -> str:
-        """The text of partial ``name`` now (see :meth:`path`)."""
-        return self.path(name).read_text(encoding="utf-8")
+        """The text of partial ``name`` now (see :meth:`path`): read again only when the file
+        changed."""
+        path, st = self._locate(name)
+        return self.files.read(path, st)
 
     def get_source(
         self,
@@ -286,16 +318,20 @@ class PartialsLoader(BaseLoader):
     def refresh(self, env: Environment, sources: dict[str, str]) -> None:
         """Make ``sources`` (name → text, read by the store) what ``env`` renders. A partial
         that does not parse raises a RenderError naming its file and line."""
-        parsed: dict[str, BoundTemplate] = {}
+        parsed: dict[str, tuple[str, BoundTemplate]] = {}
         for name, text in sources.items():
+            with self._lock:
+                current = self._current.get((id(env), name))
+            if current is not None and current[0] is text:  # (unchanged: TextFiles' string)
+                continue
             try:
-                parsed[name] = self._parse(env, name, text)
+                parsed[name] = (text, self._parse(env, name, text))
             except LiquidError as e:
                 shown = f"{PARTIALS_DIR}/{name.removesuffix('.liquid')}.liquid"
                 raise translate(e, shown, 0, text) from None
         with self._lock:
-            for name, template in parsed.items():
-                self._current[(id(env), name)] = template
+            for name, entry in parsed.items():
+                self._current[(id(env), name)] = entry
 
     def load(
         self,
@@ -309,24 +345,25 @@ class PartialsLoader(BaseLoader):
         with self._lock:
             hit = self._current.get((id(env), name))
         if hit is not None:
-            return hit
+            return hit[1]
         return self._parse(env, name, self.source(name))
 
 
-def html_environment(folder: Path | None = None) -> Environment:
+def html_environment(folder: Path | None = None, files: TextFiles | None = None) -> Environment:
     """For HTML bodies and layouts: every value is HTML-escaped unless marked safe. With
-    ``folder`` (the templates folder), partials load from its ``partials/``."""
+    ``folder`` (the templates folder), partials load from its ``partials/`` (read through
+    ``files`` when given)."""
     env = _Guarded(undefined=StrictUndefined, autoescape=True)
     if folder is not None:
-        env.loader = PartialsLoader(folder)
+        env.loader = PartialsLoader(folder, files)
     return env
 
 
-def text_environment(folder: Path | None = None) -> Environment:
+def text_environment(folder: Path | None = None, files: TextFiles | None = None) -> Environment:
     """For subjects (plain text, never HTML-escaped)."""
     env = _Guarded(undefined=StrictUndefined, autoescape=False)
     if folder is not None:
-        env.loader = PartialsLoader(folder)
+        env.loader = PartialsLoader(folder, files)
     return env
 
 

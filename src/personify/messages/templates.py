@@ -34,6 +34,7 @@ from personify.errors import NotFound
 from personify.messages.compiled import Compiled, Unsupported, compile_body
 from personify.messages.connected import Connected, parse_connected
 from personify.messages.errors import RenderError
+from personify.messages.files import Derived, TextFiles
 from personify.messages.liquid_env import (
     PARTIALS_DIR,
     PartialsLoader,
@@ -162,17 +163,37 @@ _DYNAMIC_INCLUDE = re.compile(r"\binclude\s+[A-Za-z_]")
 _NAMED_PARTIAL = re.compile(r"(?:render|include)\s+(['\"])(.*?)\1")
 
 
+def _references(text: str) -> tuple[bool, tuple[str, ...]]:
+    """Whether ``text`` includes a partial named by a variable, and the partials it names."""
+    names = tuple(m.group(2) for m in _PARTIAL_REF.finditer(text))
+    return bool(_DYNAMIC_INCLUDE.search(text)), names
+
+
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    return yaml.safe_load(text) or {}
+
+
 class TemplateStore:
     """Loads templates from a folder; parses and compiles each version once (thread-safe).
 
     Partials (``{% render 'footer' %}``) are files of its ``partials/`` folder; a template's
     version covers the partials it names, so changing one makes new versions of the templates
-    that render it. Locale variants ``NAME.fr.liquid`` are chosen by :meth:`get`'s ``locale``."""
+    that render it. Locale variants ``NAME.fr.liquid`` are chosen by :meth:`get`'s ``locale``.
+
+    :meth:`get` looks at every file a template is made of each time (once per batch), but reads
+    only those that changed: an unchanged file costs a ``stat``
+    (:class:`~personify.messages.files.TextFiles`), and what is derived from its text — front
+    matter, the partials it names — is kept by that text."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._html = html_environment(folder)
-        self._text = text_environment(folder)
+        self.files = TextFiles()
+        """Every file the store reads (templates, sidecars, layouts, partials)."""
+        self._html = html_environment(folder, self.files)
+        self._text = text_environment(folder, self.files)
+        self._front = Derived(_front_matter)
+        self._refs = Derived(_references)
+        self._sidecars = Derived(_yaml_mapping)
         self._cache: dict[str, Template] = {}
         self._layouts: dict[str, tuple[str, BoundTemplate]] = {}
         self._checked: dict[str, str] = {}
@@ -220,15 +241,15 @@ class TemplateStore:
         todo = list(sources)
         while todo:
             text = todo.pop()
-            if _DYNAMIC_INCLUDE.search(text):
+            dynamic, names = self._refs(text)
+            if dynamic:
                 folder = self.folder / PARTIALS_DIR
                 for path in sorted(folder.rglob("*.liquid")) if folder.is_dir() else []:
                     name = path.relative_to(folder).with_suffix("").as_posix()
                     if name not in found:
-                        found[name] = path.read_text(encoding="utf-8")
+                        found[name] = self.files.read(path)
                         todo.append(found[name])
-            for match in _PARTIAL_REF.finditer(text):
-                name = match.group(2)
+            for name in names:
                 if name in found:
                     continue
                 try:
@@ -248,13 +269,14 @@ class TemplateStore:
         variant = self.variant_for(name, locale) if locale else ""
         stem = f"{name}.{variant}" if variant else name
         file = f"{stem}.liquid"
-        source = (self.folder / file).read_text(encoding="utf-8")
-        meta, body, offset = _front_matter(source)
+        source = self.files.read(self.folder / file)
+        meta, body, offset = self._front(source)
         for sidecar in dict.fromkeys((self.folder / f"{stem}.yml", self.folder / f"{name}.yml")):
             if sidecar.is_file():
-                meta = {**(yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}), **meta}
+                meta = {**self._sidecars(self.files.read(sidecar)), **meta}
+        meta = dict(meta)  # (the kept front matter is never changed)
         layout_path = self._layout_path(name, meta, variant)
-        layout_source = layout_path.read_text(encoding="utf-8") if layout_path else ""
+        layout_source = self.files.read(layout_path) if layout_path else ""
         partials = self._partials(body, str(meta.get("subject", "")), layout_source)
         version = hashlib.sha256(
             "\0".join(
