@@ -5,11 +5,14 @@ taken down (listener and every connection closed) and brought back on the same p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import selectors
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from tests.conftest import service_missing
 from tests.e2e.cli import Server, project_on, start_server
 
 
@@ -144,6 +148,66 @@ def test_not_ready_but_alive_while_postgres_is_unreachable(
         ready = _until(server, "/readyz", 200)
         assert ready.status_code == 200, ready.text
         assert server.get("/healthz").status_code == 200
+    finally:
+        server.stop()
+        outage.down()
+    assert "Traceback" not in server.output()
+
+
+NATS = ("127.0.0.1", 4222)
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    """A JetStream stream name of the test's own, deleted afterwards."""
+    try:
+        socket.create_connection(NATS, timeout=2).close()
+    except OSError as e:
+        service_missing("NATS", e.strerror or type(e).__name__)
+    name = f"personify_test_{uuid.uuid4().hex[:10]}"
+    yield name
+
+    async def delete() -> None:
+        import nats
+
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        with contextlib.suppress(Exception):  # never created
+            await nc.jetstream().delete_stream(name)
+        await nc.close()
+
+    asyncio.run(delete())
+
+
+@pytest.mark.timeout(300)
+def test_not_ready_while_the_bus_is_unreachable(stream: str, tmp_path: Path) -> None:
+    """``serve`` with ``bus:``: ``/readyz`` checks the bus (connected, the stream answers); with
+    the bus's port closed it is 503 naming the bus — alive all along — and ready again once the
+    bus is back."""
+    outage = Outage(NATS)
+    bus = f"nats://127.0.0.1:{outage.port}?stream={stream}"
+    project = project_on(tmp_path / "shop", bus=bus)
+    server = start_server(project, tmp_path / "serve.log")
+    try:
+        ready = server.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        checks = {c["name"]: c for c in ready.json()["checks"]}
+        assert list(checks) == ["warehouse", "schema", "bus", "tracking_plan"]
+        assert checks["bus"]["ok"] and stream in checks["bus"]["detail"]
+
+        outage.down()  # the bus's port closed: no connection, none accepted
+        ready = _until(server, "/readyz", 503)
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        bus_check = next(c for c in body["checks"] if c["name"] == "bus")
+        assert not bus_check["ok"]
+        assert f"127.0.0.1:{outage.port}" in bus_check["detail"]
+        assert "bus: " in body["error"]["message"]
+        assert all(c["ok"] for c in body["checks"] if c["name"] != "bus")  # only the bus
+        assert server.get("/livez").status_code == 200
+
+        outage.up()  # back on the same port: the client reconnects, ready again
+        ready = _until(server, "/readyz", 200)
+        assert ready.status_code == 200, ready.text
     finally:
         server.stop()
         outage.down()

@@ -247,6 +247,31 @@ class Publisher:
             self._js.publish(self.settings.synced_subject, encode((source, since)))
         )
 
+    def check(self, timeout: float = 2.0) -> str:
+        """Whether the bus can take events now, for ``/readyz``: the connection is up (not
+        reconnecting) and JetStream answers for the stream within ``timeout`` seconds. Returns
+        what was found; raises ServiceUnavailable saying what is wrong (the address without
+        any credentials of the URL)."""
+        where = _address(self.settings.url)
+        if not self._nc.is_connected:
+            state = "reconnecting" if self._nc.is_reconnecting else "closed"
+            raise ServiceUnavailable(f"not connected to the bus at {where} ({state})")
+        try:
+            info = self._loop.run(self._js.stream_info(self.settings.stream), timeout=timeout)
+        except Exception as e:  # NotFoundError, a timeout, the connection lost meanwhile
+            import nats.js.errors
+
+            if isinstance(e, nats.js.errors.NotFoundError):
+                raise ServiceUnavailable(
+                    f"stream {self.settings.stream} not found on the bus at {where}: "
+                    "restart `personify serve`, which creates it"
+                ) from None
+            why = "no answer in time" if isinstance(e, TimeoutError) else type(e).__name__
+            raise ServiceUnavailable(
+                f"the bus at {where} does not answer for stream {self.settings.stream} ({why})"
+            ) from None
+        return f"stream {self.settings.stream} at {where} answers ({info.state.messages} messages)"
+
     def depth(self, durable: str = "workers", timeout: float = 2.0) -> int:
         """Events the workers have not acked yet (queue depth; 0 before any worker joined)."""
         return self._loop.run(consumer_pending(self._js, self.settings, durable), timeout=timeout)
@@ -255,6 +280,13 @@ class Publisher:
         with contextlib.suppress(Exception):
             self._loop.run(self._nc.drain(), timeout=10)
         self._loop.stop()
+
+
+def _address(url: str) -> str:
+    """``host:port`` of a bus URL, without its user name or password."""
+    parts = urlsplit(url)
+    port = parts.port or 4222
+    return f"{parts.hostname}:{port}"
 
 
 async def consumer_pending(js: Any, settings: BusSettings, durable: str = "workers") -> int:

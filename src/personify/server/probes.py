@@ -1,6 +1,7 @@
 """Kubernetes-style probes: ``GET /livez`` (the process answers: no I/O at all) and ``GET /readyz``
-(it can serve: the warehouse answers, its schema is the one this Personify needs, the tracking
-plans check events), 503 with the reasons otherwise.
+(it can serve: the warehouse answers, its schema is the one this Personify needs, the message
+bus — with ``bus:`` — takes events, the tracking plans check events), 503 with the reasons
+otherwise.
 
 ``/healthz`` (:mod:`~personify.server.ops`) stays as it was for the scripts and monitors that use
 it. A liveness probe must not depend on the warehouse — a PostgreSQL restart would otherwise get
@@ -12,6 +13,10 @@ check runs waits for that check instead of starting another, and gives up after
 :data:`READY_TIMEOUT` seconds (503: the warehouse did not answer in time). A warehouse that hangs
 therefore holds one thread, not one per probe. That thread keeps its warehouse connection (one
 PostgreSQL connection for the server's life), so a probe costs two small queries, not a connect.
+With ``bus:`` (``serve --role ingest``, or ``all`` with a bus) the same thread then asks the
+bus: the server's own NATS connection is up and JetStream answers for the stream within
+:data:`BUS_TIMEOUT` seconds — an ingest process whose bus is down would answer every tracking
+request 503.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from personify.warehouse.migrations import MIGRATIONS, current_version
 READY_TIMEOUT: Final = 4.0
 """Seconds a readiness check may take before ``/readyz`` answers 503 (set the probe's
 ``timeoutSeconds`` above it)."""
+BUS_TIMEOUT: Final = 2.0
+"""Seconds the bus may take to answer for its stream (within :data:`READY_TIMEOUT`)."""
 _PROBER: Final = "probes.prober"
 
 
@@ -55,8 +62,9 @@ class Check(msgspec.Struct, frozen=True):
     """One readiness condition."""
 
     name: str
-    """``warehouse`` (it answers), ``schema`` (its migrations are applied) or
-    ``tracking_plan`` (every tracking-plan file can check its events)."""
+    """``warehouse`` (it answers), ``schema`` (its migrations are applied), ``bus`` (with
+    ``bus:``: connected, and JetStream answers for the stream) or ``tracking_plan`` (every
+    tracking-plan file can check its events)."""
     ok: bool
     """Whether it holds."""
     detail: str
@@ -131,6 +139,23 @@ def _warehouse_checks(state: ServerState) -> list[Check]:
     return [answers, Check("schema", False, behind)]
 
 
+def _bus_check(state: ServerState) -> list[Check]:
+    """``bus`` when the tracking routes write to one (on the prober's thread); none without."""
+    from personify.server.roles import BUS_WRITER
+
+    writer = state.extras.get(BUS_WRITER)
+    if writer is None:
+        return []
+    try:
+        return [Check("bus", True, writer.publisher.check(BUS_TIMEOUT))]
+    except Exception as e:  # ServiceUnavailable, or a bug: a failed check either way
+        return [Check("bus", False, str(e)[:300])]
+
+
+def _checks(state: ServerState) -> list[Check]:
+    return [*_warehouse_checks(state), *_bus_check(state)]
+
+
 def _plan_check(state: ServerState) -> tuple[Check, list[str]]:
     """``tracking_plan`` — failed by a file whose events are quarantined — and the files broken
     by a live edit whose last good version stays in use (problems, not failures)."""
@@ -154,7 +179,7 @@ def _unreachable(e: BaseException) -> str:
 def _prober(state: ServerState) -> _Prober:
     found = state.extras.get(_PROBER)
     if found is None:
-        found = state.extras.setdefault(_PROBER, _Prober(lambda: _warehouse_checks(state)))
+        found = state.extras.setdefault(_PROBER, _Prober(lambda: _checks(state)))
     assert isinstance(found, _Prober)
     return found
 
@@ -179,7 +204,8 @@ async def livez(request: Request) -> Response:
     Operation(
         summary="Readiness: the server can serve",
         description="200 when the warehouse answers (within "
-        f"{READY_TIMEOUT:g} s), its schema has every migration this version needs, and every "
+        f"{READY_TIMEOUT:g} s), its schema has every migration this version needs, the "
+        "message bus (with `bus:`) is connected and answers for its stream, and every "
         "tracking-plan file can check its events; 503 with each failed check and an error "
         "body (`not_ready`) otherwise. For a Kubernetes `readinessProbe`: traffic goes to the "
         "servers that can store it, and a rollout whose new servers cannot stops.",
@@ -191,8 +217,8 @@ async def livez(request: Request) -> Response:
     )
 )
 async def readyz(request: Request) -> Response:
-    """Ready: the warehouse answers at the schema version this Personify needs, and the
-    tracking plans check events."""
+    """Ready: the warehouse answers at the schema version this Personify needs, the bus (if
+    any) takes events, and the tracking plans check events."""
     state = state_of(request)
     future = _prober(state).submit()
     try:
