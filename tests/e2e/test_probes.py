@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -21,7 +22,8 @@ import httpx
 import pytest
 
 from tests.conftest import service_missing
-from tests.e2e.cli import Server, project_on, start_server
+from tests.e2e.cli import Server, personify_json, project_on, start_server
+from tests.e2e.tracking_support import write_key
 
 
 class Outage:
@@ -39,7 +41,15 @@ class Outage:
 
     def up(self) -> None:
         self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", self.port))  # (SO_REUSEADDR)
+        deadline = time.monotonic() + 30
+        while True:  # (the port may be held a moment by another process's outgoing connection)
+            try:
+                self._listener = socket.create_server(("127.0.0.1", self.port))  # (SO_REUSEADDR)
+                break
+            except OSError:
+                if not self.port or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         self._listener.settimeout(0.2)
         self.port = int(self._listener.getsockname()[1])
         threading.Thread(
@@ -212,3 +222,46 @@ def test_not_ready_while_the_bus_is_unreachable(stream: str, tmp_path: Path) -> 
         server.stop()
         outage.down()
     assert "Traceback" not in server.output()
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_drains_not_ready_while_it_still_serves(tmp_path: Path) -> None:
+    """``serve --drain 4``: from SIGTERM on ``/readyz`` is 503 ``shutting_down`` while the
+    server goes on answering — an event tracked during the drain is stored — then it exits 0
+    once the drain is over, without a second signal."""
+    project = project_on(tmp_path / "shop")
+    server = start_server(project, tmp_path / "serve.log", extra=["--drain", "4"])
+    key = write_key(project)
+    try:
+        assert server.get("/readyz").status_code == 200
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        ready = _until(server, "/readyz", 503, seconds=3)
+        assert ready.status_code == 503, ready.text
+        body = ready.json()
+        assert body["status"] == "shutting_down" and body["error"]["code"] == "shutting_down"
+        assert server.get("/livez").status_code == 200  # alive: not to be killed
+        event = {
+            "type": "track",
+            "event": "Signed Up",
+            "userId": "u-drain",
+            "messageId": "m-drain",
+        }
+        tracked = httpx.post(
+            server.url + "/v1/track", json=event, auth=(key, ""), timeout=10, trust_env=False
+        )
+        assert tracked.status_code == 200, tracked.text  # still served while draining
+        assert time.monotonic() - signalled < 4 and server.proc.poll() is None
+        assert server.proc.wait(timeout=60) == 0  # ended by the drain, no second signal
+        assert time.monotonic() - signalled >= 4
+    finally:
+        server.stop()
+    log = server.output()
+    assert "draining for 4 s" in log and "Traceback" not in log
+    rows = personify_json(
+        "sql",
+        "SELECT count(*) AS n FROM events WHERE message_id = 'm-drain'",
+        "--project",
+        str(project),
+    )["rows"]
+    assert rows == [{"n": 1}]  # what it took while draining was stored before it exited

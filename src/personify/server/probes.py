@@ -36,6 +36,7 @@ from starlette.responses import Response
 import personify
 from personify.server.openapi import Content, Operation, operation
 from personify.server.responses import ErrorDetail, JSONResponse
+from personify.server.roles import BUS_WRITER
 from personify.server.state import ServerState, state_of
 from personify.warehouse.migrations import MIGRATIONS, current_version
 
@@ -75,15 +76,17 @@ class Readiness(msgspec.Struct, frozen=True, omit_defaults=True):
     """Whether this server can serve, and why not."""
 
     status: str
-    """``ready`` (200) or ``not_ready`` (503)."""
+    """``ready`` (200), ``not_ready`` (503) or ``shutting_down`` (503: SIGTERM arrived, the
+    server drains; no check is run)."""
     checks: list[Check]
-    """Each condition, in order (``schema`` is left out while the warehouse does not answer)."""
+    """Each condition, in order (``schema`` is left out while the warehouse does not answer;
+    none while shutting down)."""
     problems: list[str]
     """What needs fixing without stopping this server from serving (a tracking-plan file broken
     by a live edit whose last good version stays in use)."""
     error: ErrorDetail | None = None
-    """On 503 only: ``not_ready``, with the failed checks' details — the error shape every
-    route answers with."""
+    """On 503 only: ``not_ready``, with the failed checks' details, or ``shutting_down`` — the
+    error shape every route answers with."""
 
 
 class _Prober:
@@ -141,8 +144,6 @@ def _warehouse_checks(state: ServerState) -> list[Check]:
 
 def _bus_check(state: ServerState) -> list[Check]:
     """``bus`` when the tracking routes write to one (on the prober's thread); none without."""
-    from personify.server.roles import BUS_WRITER
-
     writer = state.extras.get(BUS_WRITER)
     if writer is None:
         return []
@@ -207,8 +208,10 @@ async def livez(request: Request) -> Response:
         f"{READY_TIMEOUT:g} s), its schema has every migration this version needs, the "
         "message bus (with `bus:`) is connected and answers for its stream, and every "
         "tracking-plan file can check its events; 503 with each failed check and an error "
-        "body (`not_ready`) otherwise. For a Kubernetes `readinessProbe`: traffic goes to the "
-        "servers that can store it, and a rollout whose new servers cannot stops.",
+        "body (`not_ready`) otherwise, and 503 `shutting_down` from the moment the server "
+        "got SIGTERM while it drains (`serve --drain`). For a Kubernetes `readinessProbe`: "
+        "traffic goes to the servers that can store it, and a rollout whose new servers "
+        "cannot stops.",
         tags=("operations",),
         responses={
             200: Content("Ready to serve.", Readiness),
@@ -220,6 +223,13 @@ async def readyz(request: Request) -> Response:
     """Ready: the warehouse answers at the schema version this Personify needs, the bus (if
     any) takes events, and the tracking plans check events."""
     state = state_of(request)
+    if state.shutting_down:  # answered from memory: the load balancer takes it out at once
+        message = (
+            "the server is stopping (SIGTERM): it drains — finishes its in-flight requests "
+            "and passes — then exits"
+        )
+        error = ErrorDetail("shutting_down", message)
+        return JSONResponse(Readiness("shutting_down", [], [], error), status_code=503)
     future = _prober(state).submit()
     try:
         checks = await run_in_threadpool(future.result, READY_TIMEOUT)

@@ -9,10 +9,14 @@ Order matters:
 3. open and migrate the warehouse once; it stays open for the server's life;
 4. publish ``server.json`` (pid, host, port, token, started_at; mode 0600); from here other
    commands forward (connections made before uvicorn accepts wait in the listen backlog);
-5. serve with uvicorn until a signal: it stops accepting, finishes in-flight requests (a running
-   forwarded command included; a second Ctrl-C forces), and returns;
-6. record the queued open/click hits, withdraw ``server.json``, close the warehouse, release the
-   lock, close the socket.
+5. serve with uvicorn until a signal. From the signal on ``/readyz`` answers 503
+   ``shutting_down`` and no scheduled sync starts; on SIGTERM with ``drain`` seconds (``serve
+   --drain``, for Kubernetes: the time its endpoints take to drop this pod) the server goes on
+   serving that long — requests routed to it meanwhile are answered, not refused — then (at
+   once on SIGINT, or on a second signal) it stops accepting, finishes in-flight requests (a
+   running forwarded command included; another Ctrl-C forces), and returns;
+6. finish the queued continuous-mode passes, record the queued open/click hits, withdraw
+   ``server.json``, close the warehouse, release the lock, close the socket.
 
 Signals are turned into :class:`Stopped` (a ``BaseException``) before uvicorn installs its own
 handlers and after it re-raises the signal it caught, so a signal at any moment ends in step 6
@@ -28,7 +32,8 @@ import logging.config
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +49,8 @@ log = logging.getLogger("personify.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
+DEFAULT_DRAIN = 0.0
+"""Seconds ``serve`` goes on serving after SIGTERM (``--drain``): none by default."""
 
 
 class Stopped(BaseException):
@@ -67,6 +74,36 @@ def _signals_stop() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _draining_server(config: Any, drain: float, on_signal: Callable[[], None]) -> Any:
+    """A uvicorn server that calls ``on_signal`` at the first SIGTERM/SIGINT and, on SIGTERM,
+    goes on serving ``drain`` seconds before its graceful shutdown (a second signal: at once)."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        drain_until: float | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            first = not self.should_exit and self.drain_until is None
+            if first:
+                on_signal()
+            if first and sig == signal.SIGTERM and drain > 0:
+                self._captured_signals.append(sig)  # re-raised after the shutdown: Stopped
+                self.drain_until = time.monotonic() + drain
+                log.info(
+                    "SIGTERM: draining for %g s (/readyz answers 503 shutting_down), then stopping",
+                    drain,
+                )
+                return
+            super().handle_exit(sig, frame)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.drain_until is not None and time.monotonic() >= self.drain_until:
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    return DrainingServer(config)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -144,11 +181,13 @@ def serve(
     log_level: str = "info",
     role: str = "all",
     ingest_processes: int | None = None,
+    drain: float = DEFAULT_DRAIN,
 ) -> None:
     """Serve the project in ``directory`` until SIGINT/SIGTERM (see the module docstring).
     ``role`` (see :mod:`personify.server.roles`): ``all``, ``ingest`` or ``worker``;
     ``ingest_processes``: helper processes normalizing tracking batches (default: one per core
-    beyond the first, :func:`personify.ingest.tracking.pool.default_processes`; 0: none)."""
+    beyond the first, :func:`personify.ingest.tracking.pool.default_processes`; 0: none);
+    ``drain``: seconds to go on serving after SIGTERM, ``/readyz`` answering 503."""
     logging.config.dictConfig(logging_config(log_level))
     with _signals_stop():
         try:
@@ -166,6 +205,7 @@ def serve(
                     log_level=log_level,
                     role=role,
                     ingest_processes=ingest_processes,
+                    drain=drain,
                 )
         except Stopped as stop:  # also when it arrives during start-up or clean-up
             log.info("stopped by %s", signal.Signals(stop.signum).name)
@@ -181,6 +221,7 @@ def _serve(
     log_level: str,
     role: str = "all",
     ingest_processes: int | None = None,
+    drain: float = DEFAULT_DRAIN,
 ) -> None:
     import uvicorn
 
@@ -276,4 +317,10 @@ def _serve(
         "; other commands on this project run through this server" if single else "",
         extra={"not_personal": (f"{shown}:{actual_port}",)},  # its own address, not a person's
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    state = app.state.personify
+
+    def stopping() -> None:  # the first signal: not ready, and no new scheduled run
+        state.shutting_down = True
+        scheduler.stop.set()
+
+    _draining_server(config, drain, stopping).run(sockets=[sock])

@@ -34,6 +34,9 @@ class ServerState:
     """One forwarded command at a time."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Per-app state of route modules (caches …), keyed ``"module.name"``."""
+    shutting_down: bool = False
+    """Set when SIGTERM/SIGINT arrived: ``/readyz`` answers 503 ``shutting_down`` while the
+    server drains (see :mod:`personify.server.runner`)."""
 
     def __post_init__(self) -> None:
         r = self.registry

@@ -174,3 +174,17 @@ def test_probes_are_access_logged_at_debug_unless_they_fail(session: Session) ->
         "/openapi.json 200": logging.INFO,
         "/readyz 503": logging.INFO,
     }
+
+
+def test_shutting_down_is_not_ready_without_checking(session: Session) -> None:
+    app = create_app(session)
+    client = AppClient(app)
+    assert client.get("/readyz").status_code == 200
+    app.state.personify.shutting_down = True  # (SIGTERM: set by the runner)
+    session.warehouse.close()  # no check runs: answered from memory
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "shutting_down" and body["checks"] == []
+    assert body["error"]["code"] == "shutting_down"
+    assert client.get("/livez").status_code == 200

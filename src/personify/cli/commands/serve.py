@@ -43,6 +43,19 @@ def serve_command(
             "first, at most 4 — one on a 2-core machine; 0: none).",
         ),
     ] = None,
+    drain: Annotated[
+        float,
+        typer.Option(
+            "--drain",
+            min=0,
+            metavar="SECONDS",
+            help="After SIGTERM, go on serving this long with /readyz answering 503 "
+            "shutting_down (no new scheduled sync), then stop accepting, finish in-flight "
+            "requests and passes, and exit — set it to the time your load balancer takes to "
+            "drop a server (Kubernetes: a few seconds). Default 0: stop at once; SIGINT and a "
+            "second SIGTERM always do.",
+        ),
+    ] = 0.0,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
@@ -62,8 +75,9 @@ def serve_command(
 
     On a DuckDB project the server owns the warehouse file, and every other `personify` command
     on the project runs through it (set PERSONIFY_NO_FORWARD=1 to opt out). It writes
-    .personify/server.json while it runs; SIGINT/SIGTERM stop it cleanly. A second `serve` on the
-    same project is refused.
+    .personify/server.json while it runs; SIGINT/SIGTERM stop it cleanly (SIGTERM after
+    --drain seconds of serving while /readyz says shutting_down). A second `serve` on the same
+    project is refused.
     """
     from personify.server.runner import serve
 
@@ -79,4 +93,5 @@ def serve_command(
         log_level=level,
         role=role,
         ingest_processes=ingest_processes,
+        drain=drain,
     )
