@@ -265,3 +265,18 @@ def test_sigterm_drains_not_ready_while_it_still_serves(tmp_path: Path) -> None:
         str(project),
     )["rows"]
     assert rows == [{"n": 1}]  # what it took while draining was stored before it exited
+
+
+@pytest.mark.timeout(300)
+def test_a_second_sigterm_ends_the_drain(tmp_path: Path) -> None:
+    project = project_on(tmp_path / "shop")
+    server = start_server(project, tmp_path / "serve.log", extra=["--drain", "120"])
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        ready = _until(server, "/readyz", 503, seconds=5)
+        assert ready.json()["status"] == "shutting_down"
+        server.proc.send_signal(signal.SIGTERM)  # the operator does not want to wait
+        assert server.proc.wait(timeout=30) == 0  # not the 120 s
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
