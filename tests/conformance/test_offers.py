@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from personify.config import Project, parse_config
 from personify.errors import ConfigError
+from personify.journeys.content import Expiry, Pending, resolve
+from personify.journeys.definitions import Step, Trigger, Variable
 from personify.offers import (
     PREVIEW_CODE,
     cart_contents,
@@ -144,13 +146,19 @@ class World:
             )
 
     def customer(
-        self, cid: str, *, engagement: float | None = None, categories: list[str] | None = None
+        self,
+        cid: str,
+        *,
+        engagement: float | None = None,
+        categories: list[str] | None = None,
+        timezone: str | None = None,
     ) -> None:
         self.customers.append(
             {
                 "customer_id": cid,
                 "engagement_score": engagement,
                 "preferred_categories": None if categories is None else json.dumps(categories),
+                "timezone": timezone,
                 "updated_at": NOW,
             }
         )
@@ -725,3 +733,50 @@ def test_a_snapshot_serves_only_its_instant_and_is_dropped(warehouse: Warehouse)
         t.join()
         assert seen == [["p0"]]
     assert warehouse.relations() == before
+
+
+def test_a_send_steps_discount_gives_templates_typed_values(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """``{from: discount}`` as templates get it: the expiry an instant that prints as the English
+    day it always printed (a datetime ``| date:`` writes in any language), the day it expires in
+    the customer's zone (else the project's), and what it takes off with its currency."""
+    text = (
+        f"signing_key: {SECRET}\ntimezone: America/New_York\ndiscounts:\n"
+        "  cart_rescue: {expires_in: 7d, tiers: [{percent: 15}]}\n"
+        "  five_off: {expires_in: 7d, currency: USD, tiers: [{amount: 5}]}\n"
+    )
+    (tmp_path / "personify.yml").write_text(text)
+    project = Project(parse_config(text), tmp_path, tmp_path / "personify.yml")
+    w = World()
+    w.customer("paris", engagement=85, timezone="Europe/Paris")
+    w.customer("nowhere", engagement=85, timezone="Not/AZone")  # unknown: the project's
+    w.load(warehouse)
+    late = NOW.replace(hour=23, minute=30)  # 23:30 UTC: already tomorrow in Paris
+    trigger = Trigger(kind="event", name="Cart Abandoned", key="properties.cart_id")
+    for campaign, preview in (("cart_rescue", False), ("five_off", False), ("cart_rescue", True)):
+        batch = [Pending(f"{campaign}:1", "paris", "c1"), Pending(f"{campaign}:2", "nowhere", "c2")]
+        step = Step(
+            id="send",
+            kind="send",
+            line=1,
+            template="t",
+            variables=(Variable("discount", provider="discount", options={"campaign": campaign}),),
+        )
+        got = resolve(warehouse, project, step, batch, trigger=trigger, now=late, preview=preview)
+        paris, nowhere = (got[m.key]["discount"] for m in batch)
+        expires = late + timedelta(days=7)
+        assert isinstance(paris["expires_at"], Expiry) and paris["expires_at"] == expires
+        assert str(paris["expires_at"]) == "07 April 2026"  # the text templates printed before
+        assert paris["expires_on"] == date(2026, 4, 8)  # 01:30 in Paris
+        assert nowhere["expires_on"] == date(2026, 4, 7)  # 19:30 in New York
+        if campaign == "five_off":
+            assert (paris["kind"], paris["value"], paris["currency"]) == ("amount", 5.0, "USD")
+            assert paris["label"] == "5.00 USD off"  # unchanged for existing templates
+        else:
+            assert (paris["kind"], paris["currency"], paris["label"]) == (
+                "percent",
+                "EUR",
+                "15% off",
+            )
+    assert warehouse.scalar("SELECT count(*) FROM discount_codes") == 4

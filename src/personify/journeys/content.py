@@ -8,8 +8,13 @@
 - ``new_arrivals`` — new products in the customer's preferred categories
   (``offers.new_arrivals``), ``k`` (4);
 - ``discount`` — a personal code of ``campaign`` (``offers.issue_codes``), issued once per message
-  key: ``{code, label, expires_at, value, kind}`` (a preview issues nothing: the code already
-  issued for the key, else ``offers.PREVIEW_CODE``);
+  key: ``{code, label, value, kind, currency, expires_at, expires_on}`` (a preview issues
+  nothing: the code already issued for the key, else ``offers.PREVIEW_CODE``). Typed values, for
+  templates to write in the recipient's language: ``expires_at`` is the instant (an
+  :class:`Expiry`: a datetime that prints as before, ``08 December 2026``), ``expires_on`` the
+  day it expires in the customer's time zone (``customers.timezone``, else the project's), a
+  date; ``value``/``kind``/``currency`` what it takes off (``{{ discount | discount_amount }}``:
+  ``15 %`` in French). ``label`` stays the English ``15% off``;
 - ``profile`` — a field of the customer's profile, read now (``field``, ``default``);
 - ``tag`` — a content variable of a rule tag (``tag``, ``variable``, ``default``);
 - ``event`` — the event that triggered the journey (event triggers): ``{event, message_id,
@@ -23,8 +28,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from personify.config import Project
 from personify.journeys.definitions import Step, Trigger, Variable
@@ -109,7 +115,14 @@ def _provide(
         campaign = str(opts["campaign"])
         issue = offers.preview_codes if preview else offers.issue_codes
         codes = issue(wh, project, [(m.key, m.customer_id, campaign) for m in batch], now=now)
-        return lambda m: _code(codes.get(m.key))
+        if "profile" not in cache:
+            cache["profile"] = read_customers(wh, customers)
+        people = cache["profile"]
+        home: tzinfo = _zone_named(project.config.timezone) or UTC  # for customers without
+        return lambda m: _code(
+            codes.get(m.key),
+            _zone_named((people.get(m.customer_id) or {}).get("timezone")) or home,
+        )
     if var.provider == "event":
         if trigger.kind != "event":  # refused when the journey is read
             raise ValueError(f"{{from: event}} needs an event trigger, not a {trigger.kind}")
@@ -191,12 +204,41 @@ def _at(value: Any, path: str) -> Any:
     return value
 
 
-def _code(row: dict[str, Any] | None) -> dict[str, Any] | None:
+class Expiry(datetime):
+    """A discount code's expiry: the instant (with its zone), so ``| date: 'long'`` and
+    ``| date: '%d/%m'`` read it — printed as it is, the text templates got before it was a
+    datetime: the day in English, ``08 December 2026``."""
+
+    def __str__(self) -> str:
+        return self.strftime("%d %B %Y")
+
+    @classmethod
+    def of(cls, at: datetime) -> Expiry:
+        """``at`` as an Expiry (a naive ``at`` is read as UTC, as the warehouse stores it)."""
+        return cls.combine(at.date(), at.timetz(), at.tzinfo or UTC)
+
+
+def _code(row: dict[str, Any] | None, zone: tzinfo) -> dict[str, Any] | None:
+    """A code's row as templates get it: ``expires_at`` an :class:`Expiry`, ``expires_on``
+    its day in ``zone`` (the customer's)."""
     if row is None:
         return None
     expires = row.get("expires_at")
-    text = expires.strftime("%d %B %Y") if isinstance(expires, datetime) else expires
-    return {**row, "expires_at": text}
+    if not isinstance(expires, datetime):
+        return {**row, "expires_on": None}
+    at = Expiry.of(expires)
+    day: date = at.astimezone(zone).date()
+    return {**row, "expires_at": at, "expires_on": day}
+
+
+def _zone_named(name: object) -> ZoneInfo | None:
+    """The IANA zone ``name`` (a customer's ``timezone``), None when there is none or unknown."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ValueError, KeyError, OSError):
+        return None
 
 
 def _json(value: Any) -> Any:

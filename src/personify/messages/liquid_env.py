@@ -17,11 +17,12 @@ from zoneinfo import ZoneInfo
 
 from babel.core import UnknownLocaleError
 from babel.dates import format_date, format_datetime
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_percent
 from liquid import BoundTemplate, Environment, RenderContext, StrictUndefined
 from liquid.builtin.filters.misc import _to_date
 from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import (
+    FilterArgumentError,
     LiquidError,
     ResourceLimitError,
     TemplateNotFoundError,
@@ -56,6 +57,7 @@ class _Guarded(Environment):
         self.filters["money"] = money
         self.filters["currency"] = currency
         self.filters["date"] = date
+        self.filters["discount_amount"] = discount_amount
 
 
 def money(value: object, places: object = 2) -> str:
@@ -133,6 +135,52 @@ def currency(
         except ValueError:  # not a currency code Babel reads
             return str(value)
     return str(value)
+
+
+@with_context
+def discount_amount(value: object, locale: object = None, *, context: RenderContext) -> str:
+    """``{{ discount | discount_amount }}`` → what a discount code takes off, in the recipient's
+    locale (the customer's; a second argument overrides it): ``15%`` (English), ``15 %``
+    (French) for a percentage, ``€5.00`` / ``5,00 €`` for an amount off (in the code's
+    ``currency``, EUR when it has none). Nil gives an empty string; anything else than a
+    discount (a mapping with a numeric ``value`` and ``kind`` ``percent`` or ``amount``) is an
+    error naming what it got."""
+    if value is None:
+        return ""
+    if not isinstance(value, Mapping):
+        raise FilterArgumentError(
+            f"discount_amount expects a discount ({{code, value, kind}}), got {_kind(value)}",
+            token=None,
+        )
+    kind, number = value.get("kind"), value.get("value")
+    try:
+        amount = Decimal(str(number))
+    except InvalidOperation:
+        amount = Decimal("NaN")
+    if kind not in ("percent", "amount") or isinstance(number, bool) or not amount.is_finite():
+        raise FilterArgumentError(
+            "discount_amount expects a discount with a numeric value and kind 'percent' or "
+            f"'amount', got value {_kind(number)} and kind {kind!r}",
+            token=None,
+        )
+    code = str(value.get("currency") or "EUR").upper()
+    for name in _locales(context, locale):
+        try:
+            if kind == "percent":
+                return str(format_percent(amount / 100, locale=name, decimal_quantization=False))
+            return str(format_currency(amount, code, locale=name))
+        except UnknownLocaleError:
+            continue
+        except ValueError as e:  # not a currency code Babel reads
+            raise FilterArgumentError(
+                f"discount_amount: {code!r} is not a currency code ({e})", token=None
+            ) from None
+    return str(number)
+
+
+def _kind(value: object) -> str:
+    """What a filter got, without showing the value (it may be personal)."""
+    return "nil" if value is None else f"a {type(value).__name__}"
 
 
 @with_context

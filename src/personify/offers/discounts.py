@@ -121,7 +121,7 @@ def issue_codes(
 ) -> dict[str, dict[str, Any]]:
     """A code for each ``(idempotency_key, customer_id, campaign)``, issued at ``now``.
 
-    Returns, per idempotency key, ``{code, label, value, kind, expires_at, campaign,
+    Returns, per idempotency key, ``{code, label, value, kind, currency, expires_at, campaign,
     customer_id}``. A key asked before gets its stored code back (even if the campaign's
     settings changed since) and nothing is inserted — but a code not redeemed that has expired,
     or expires within the campaign's :func:`renew_margin` of ``now`` (an email retried for days
@@ -194,13 +194,15 @@ def _labelled(
     settings: dict[str, DiscountCampaign],
     stored: dict[str, dict[str, Any]],
 ) -> dict[str, dict[str, Any]]:
-    """Per wanted key, its code's row with its ``label`` (``10 % off``), without the key."""
+    """Per wanted key, its code's row with its ``label`` (``10% off``) and the campaign's
+    ``currency`` (what an amount off is in), without the key."""
     out: dict[str, dict[str, Any]] = {}
     for key in wanted:
         row = stored[key]
         config = settings.get(row["campaign"])
         currency = config.currency if config is not None else "EUR"
         out[key] = {**row, "label": label(row["value"], row["kind"], currency)}
+        out[key]["currency"] = currency
         del out[key]["idempotency_key"]
     return out
 

@@ -319,6 +319,89 @@ def test_now_and_today_are_the_pinned_instant_not_the_wall_clock(tmp_path: Path)
     assert got == "2031-07-14 23:30|15 juillet 2031"  # the long style in Paris' time
 
 
+@pytest.mark.parametrize(
+    ("locale", "percent", "amount"),
+    [
+        (None, "15%|12.5%", "€5.00"),
+        ("fr", "15\xa0%|12,5\xa0%", "5,00\xa0€"),
+        ("de-CH", "15%|12.5%", "EUR\xa05.00"),
+    ],
+)
+def test_discount_amount_is_what_a_code_takes_off_the_recipients_way(
+    tmp_path: Path, locale: str | None, percent: str, amount: str
+) -> None:
+    customer = {**CUSTOMER, "locale": locale}
+    text = "{{ a | discount_amount }}|{{ b | discount_amount }}"
+    fifteen, half = {"value": 15.0, "kind": "percent"}, {"value": 12.5, "kind": "percent"}
+    assert _one(tmp_path / "p", text, customer, a=fifteen, b=half) == percent
+    five = {"value": 5, "kind": "amount", "currency": "eur"}
+    assert _one(tmp_path / "a", "{{ d | discount_amount }}", customer, d=five) == amount
+    got = _one(
+        tmp_path / "x",
+        "{{ d | discount_amount: 'fr' }}|{{ n | discount_amount }}",
+        customer,
+        d=five,
+        n=None,
+    )
+    assert got == "5,00\xa0€|"  # an explicit locale; nil writes nothing
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("15% off", "got a str"),
+        ({"value": "lots", "kind": "percent"}, "got value a str and kind 'percent'"),
+        ({"value": 5, "kind": "free"}, "kind 'free'"),
+    ],
+)
+def test_discount_amount_of_something_else_names_the_template_and_line(
+    tmp_path: Path, value: object, says: str
+) -> None:
+    s = store(tmp_path, {"t.liquid": page("<p>Hi</p>\n<p>{{ d | discount_amount }}</p>", "x")})
+    with pytest.raises(RenderError) as err:
+        render(s.get("t"), build_context(CUSTOMER, {"d": value}))
+    assert (err.value.template, err.value.line) == ("t.liquid", 5)
+    assert says in str(err.value) and "discount_amount" in str(err.value)
+    assert "lots" not in str(err.value)  # the value itself is not shown
+
+
+def test_a_discounts_expiry_prints_as_before_and_dates_in_any_language(tmp_path: Path) -> None:
+    """The journey's ``discount`` (journeys.content): ``expires_at`` prints the English day it
+    always printed, and is a datetime ``date:`` writes the recipient's way; ``expires_on`` is
+    the day in the customer's zone — through the fast path (a plan) as the reference render."""
+    from zoneinfo import ZoneInfo
+
+    from personify.journeys.content import Expiry, _code
+
+    at = dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC)
+    row = {"code": "ABCD", "value": 15.0, "kind": "percent", "currency": "EUR", "expires_at": at}
+    discount = _code(row, ZoneInfo("Europe/Paris"))
+    assert discount is not None and isinstance(discount["expires_at"], Expiry)
+    body = (
+        "<p>{{ d.expires_at }}|{{ d.expires_at | date: '%d/%m' }}|{{ d.expires_on }}</p>"
+        "<p>{{ d | discount_amount }} {{ d.expires_on | date: 'long' }}</p>"
+        "<p>{{ d.expires_at | date: 'long' }}</p>"
+    )
+    subject = '"{{ d | discount_amount }} {{ d.expires_at }}"'
+    s = store(tmp_path, {"t.liquid": page(body, subject), "t.mjml": LAYOUT})
+    paris = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
+    for customer, expected in (
+        (paris, ["08 December 2026|08/12|2026-12-09", "15\xa0% 9 décembre 2026"]),
+        (CUSTOMER, ["08 December 2026|08/12|2026-12-09", "15% December 9, 2026"]),
+    ):
+        context = build_context(customer, {"d": discount})
+        template = s.get("t")
+        assert template.plan is not None and template.plan.compiled is not None  # fast path
+        fast, reference = render(template, context), render_reference(template, context)
+        assert (fast.subject, fast.text) == (reference.subject, reference.text)
+        for line in expected:
+            assert line in fast.text, fast.text
+        # (its HTML differs in spelling only — &nbsp; — as the plan's own check says)
+        assert template.plan.trusted and not template.plan.dropped
+    instant = render(s.get("t"), build_context(paris, {"d": discount})).text
+    assert "9 décembre 2026, 00:30:00" in instant  # the instant, in the customer's zone
+
+
 def test_the_projects_default_locale_writes_for_customers_without_one(tmp_path: Path) -> None:
     s = store(tmp_path, {"t.liquid": page("<p>{{ 52 | currency: 'EUR' }}</p>", "x")})
     s.default_locale = "fr"
