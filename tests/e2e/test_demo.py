@@ -161,6 +161,7 @@ def _assert_the_newer_features(project: Path, out: str) -> None:
     assert "Vous avez oublié quelque chose" in text and "Retrouver mon panier" in text
     assert re.search(r"\d+,\d\d\xa0€", text), text  # Babel: 52,00 € (a no-break space)
     assert re.search(r"jusqu'au \d{1,2} [a-zéû]+ 20\d\d", text), text  # 7 février 2026
+    assert re.search(r"\d+\xa0% de réduction", text), text  # the code's value: 15 %
     assert "Retours gratuits sous 30 jours" in text and "Se désabonner" in text
     # the partial: the shared footer in the other emails (both journeys)
     _, text = _plain_text(project / "outbox" / file_name(others[0]["key"]))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from tests.unit.demo.conftest import NOW
@@ -11,6 +14,10 @@ from personify.config import DemoSettings, FileSource, TrackingSource, load_proj
 from personify.demo import make_demo_project
 from personify.demo.project import configure_project
 from personify.errors import PersonifyError
+from personify.journeys.content import _code
+from personify.messages import build_context, render
+from personify.messages.render import render_reference
+from personify.messages.templates import TemplateStore
 from personify.scaffold import init_project
 
 
@@ -82,7 +89,6 @@ def test_the_project_uses_the_newer_features(tmp_path: Path) -> None:
     segments, alerts: the demo project's files and personify.yml."""
     from personify.config import EmailNotifier
     from personify.demo.project import has_scipy
-    from personify.messages.templates import TemplateStore
 
     plain = make_demo_project(tmp_path / "plain", customers=200, seed=3, now=NOW)
     config = load_project(plain.root).config  # (tests and benchmarks: none of it)
@@ -115,6 +121,9 @@ def test_the_project_uses_the_newer_features(tmp_path: Path) -> None:
     store = TemplateStore(templates)
     for name in ("abandoned_cart", "abandoned_cart.fr", "re_engagement"):
         assert store.get(name).plan is not None, name
+    # the French variant writes the journey's typed discount in French, on the fast path
+    french = _french_cart(store)
+    assert "15\xa0% de réduction, valable une fois jusqu'au 9 décembre 2026." in french, french
     assert (demo.data / "lists" / "vip.csv").is_file()
     assert (demo.data / "analytics" / "loyalty.parquet").is_file()
     assert demo.manifest["lists"]["vip"]["rows"] > 2
@@ -127,3 +136,25 @@ def test_the_project_uses_the_newer_features(tmp_path: Path) -> None:
     text = (demo.root / "personify.yml").read_text()
     assert text.count("\nalerts:") == text.count("\nrelations:") == 1
     assert again.manifest == demo.manifest
+
+
+def _french_cart(store: TemplateStore) -> str:
+    """The text of the demo's French cart email, rendered through its plan (and checked
+    against the reference render) with the discount a journey gives."""
+    at = datetime(2026, 12, 8, 23, 30, tzinfo=UTC)  # 00:30 on the 9th in Paris
+    row = {"code": "ABCD2345EFGH", "value": 15.0, "kind": "percent", "currency": "EUR"}
+    discount = _code({**row, "label": "15% off", "expires_at": at}, ZoneInfo("Europe/Paris"))
+    customer = {"customer_id": "c1", "first_name": "Zoé", "locale": "fr-FR"}
+    item = {"name": "Sac", "url": "https://x.test/p", "image_url": "https://x.test/i.png"}
+    variables = {
+        "cart": {"items": [{**item, "price": 52.0, "quantity": 1}], "url": "https://x.test/c"},
+        "recommendations": [{**item, "price": 9.5}],
+        "discount": discount,
+        "unsubscribe_url": "https://x.test/u",
+    }
+    template = store.get("abandoned_cart.fr")
+    context = build_context({**customer, "timezone": "Europe/Paris"}, variables)
+    fast, reference = render(template, context), render_reference(template, context)
+    assert template.plan is not None and template.plan.trusted and not template.plan.dropped
+    assert fast.text == reference.text
+    return re.sub(r"[ \t\n]+", " ", fast.text)  # (keeps Babel's no-break spaces)

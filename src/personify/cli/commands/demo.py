@@ -90,7 +90,7 @@ def demo_command(
 
     The project also shows the newer features, a summary line each: French customers (their
     CRM language) get a French variant of the cart email (templates/abandoned_cart.fr.liquid,
-    Babel's currency and date filters); every email ends with a footer partial
+    Babel's currency, discount_amount and date filters); every email ends with a footer partial
     (templates/partials/); predictive traits are on and a segment reads them; the world's VIP
     sheet (data/lists/vip.csv) is uploaded as the list vip, read by a segment; the data team's
     loyalty table is loaded into analytics.loyalty and read through relations:; and an alert
