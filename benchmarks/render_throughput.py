@@ -46,6 +46,7 @@ from liquid import Environment, Markup, StrictUndefined
 
 from personify.config import load_project
 from personify.delivery import Envelope, prepare_batch
+from personify.journeys.content import _code as _discount
 from personify.messages import TemplateStore, template_store
 from personify.messages.liquid_env import money
 from personify.messages.templates import _compile_mjml, _front_matter
@@ -53,6 +54,7 @@ from personify.scaffold import init_project
 from personify.warehouse import connect, table
 
 FIRST = ["Ann", "Zoë", "Björn", "Li", "Maria", "Ömer", "Jean-Luc", "Sam"]
+EXPIRES = datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
 LAST = ["Lee", "Ünal", "O'Neil", "Nakamura", "García", "Smith", "Dubois", "Kowalski"]
 WHEN = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 
@@ -99,11 +101,17 @@ def variables(i: int) -> dict[str, Any]:
             }
             for k in range(4)
         ],
-        "discount": {
-            "code": f"SAVE-{i:06X}",
-            "label": "10% off",
-            "expires_at": "7 April 2026",
-        },
+        "discount": _discount(
+            {
+                "code": f"SAVE-{i:06X}",
+                "label": "10% off",
+                "value": 10.0,
+                "kind": "percent",
+                "currency": "EUR",
+                "expires_at": EXPIRES,
+            },
+            UTC,
+        ),  # as a journey gives it: prints "07 April 2026"
         "currency": "€",
     }
 
