@@ -130,31 +130,59 @@ def placed_partials(source: str, partials: dict[str, str], depth: int = 0) -> st
     no arguments) replaced by the partial's text — for the plan, whose CSS is inlined into the
     body's text and whose body is compiled: the same output as rendering the partial, or None
     when that cannot be promised (``render`` inside a loop or next to ``assign``/``capture``,
-    whose scopes it isolates; whitespace control; ``raw``; a partial not read)."""
-    if depth > 10 or _RAW.search(source):
+    whose scopes it isolates; whitespace control; ``raw``; a partial not read). What a
+    ``{% comment %}`` block holds is not looked at (it renders nothing): it is kept as written."""
+    scanned = _uncommented(source)
+    if depth > 10 or scanned is None or _RAW.search(scanned):
         return None
     out: list[str] = []
     end = 0
-    for match in _PARTIAL_TAG.finditer(source):
+    for match in _PARTIAL_TAG.finditer(scanned):
         left, tag, _, name, right = match.groups()
         text = partials.get(name)
         if left or right or text is None:
             return None
         if tag == "render":
-            before = source[: match.start()]
+            before = scanned[: match.start()]
             opened = sum(1 for m in _LOOP.finditer(before) if not m.group(1).startswith("end"))
             closed = sum(1 for m in _LOOP.finditer(before) if m.group(1).startswith("end"))
-            if opened != closed or _SCOPED.search(source) or _SCOPED.search(text):
+            inside = _uncommented(text) or text
+            if opened != closed or _SCOPED.search(scanned) or _SCOPED.search(inside):
                 return None
-            if re.search(r"\{%-?\s*include\b", text):
+            if re.search(r"\{%-?\s*include\b", inside):
                 return None  # include is refused inside a rendered partial
         inner = placed_partials(text, partials, depth + 1)
         if inner is None:
             return None
         out += [source[end : match.start()], inner]
         end = match.end()
-    if re.search(r"\{%-?\s*(?:render|include)\b", _PARTIAL_TAG.sub("", source)):
+    if re.search(r"\{%-?\s*(?:render|include)\b", _PARTIAL_TAG.sub("", scanned)):
         return None  # a partial named otherwise (a variable, arguments)
+    return "".join(out) + source[end:]
+
+
+_COMMENT = re.compile(r"\{%-?\s*(comment|endcomment)\s*-?%\}")
+
+
+def _uncommented(source: str) -> str | None:
+    """``source`` with what each ``{% comment %}`` block holds blanked out (same length, so a
+    position in it is a position in ``source``); blocks nest, as Liquid's do. None when a block
+    is not closed or an ``endcomment`` closes nothing (the template does not parse)."""
+    depth, start, out, end = 0, 0, [], 0
+    for match in _COMMENT.finditer(source):
+        if match.group(1) == "comment":
+            depth += 1
+            if depth == 1:
+                start = match.end()
+        elif depth == 0:
+            return None
+        else:
+            depth -= 1
+            if depth == 0:
+                out += [source[end:start], " " * (match.start() - start)]
+                end = match.start()
+    if depth:
+        return None
     return "".join(out) + source[end:]
 
 

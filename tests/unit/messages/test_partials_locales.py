@@ -114,6 +114,29 @@ def test_placed_partials_only_where_the_output_is_the_same() -> None:
     assert placed_partials("{% render 'nope' %}", parts) is None
 
 
+def test_placed_partials_skip_comment_blocks() -> None:
+    """A tag inside {% comment %} renders nothing: it neither places a partial nor costs the
+    plan (a footer documenting its own {% render %} used to send every email the slow way)."""
+    parts = {"f": "<p>{{ a }}</p>", "c": "{% comment %}use {% render 'x', y: 1 %}{% endcomment %}!"}
+    note = "{% comment %}{% render name %} {% for %} {% assign x = 1 %} {% raw %}{% endcomment %}"
+    assert placed_partials(note + "{% render 'f' %}", parts) == note + "<p>{{ a }}</p>"
+    assert placed_partials("{% for a in b %}{% comment %}{% endfor %}{% endcomment %}", parts)
+    assert placed_partials("{% render 'c' %}", parts) == parts["c"]
+    nested = "{%- comment -%}{% comment %}{% endcomment %}{% render v %}{%- endcomment -%}"
+    assert placed_partials(nested + "{% render 'f' %}", parts) == nested + "<p>{{ a }}</p>"
+    assert placed_partials("{% comment %}{% render 'f' %}", parts) is None  # not closed
+    assert placed_partials("{% endcomment %}{% render 'f' %}", parts) is None
+    # what is outside comments is still refused
+    assert placed_partials("{% comment %}{% endcomment %}{% raw %}{% endraw %}", parts) is None
+    assert placed_partials("{% comment %}x{% endcomment %}{% render v %}", parts) is None
+    assert (
+        placed_partials(
+            "{% for a in b %}{% comment %}{% endcomment %}{% render 'f' %}{% endfor %}", parts
+        )
+        is None
+    )
+
+
 def test_a_missing_partial_names_the_template_line_and_partial(tmp_path: Path) -> None:
     s = store(tmp_path, {"hi.liquid": page("<p>a</p>\n\n{% render 'footr' %}")})
     with pytest.raises(RenderError) as err:
