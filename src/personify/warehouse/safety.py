@@ -2,8 +2,10 @@
 
 Parsed with sqlglot and checked on the tree (never by string matching): one statement, a query
 (SELECT / UNION / …), no DDL or DML anywhere inside it, no table functions (``read_csv``,
-``read_parquet``, ``postgres_scan`` …) and no functions that reach files, the network or the
-server's settings, and tables only from an allow-list. The backend then runs it read-only with a
+``read_parquet``, ``postgres_scan`` …), no functions that reach files, the network or the
+server's settings, none whose error message is the value it was given (``error(first_name)``,
+``'Ann'::regclass``: the masker cannot tell it from the engine's words), and tables only from an
+allow-list. The backend then runs it read-only with a
 timeout and a row cap.
 
 Comments are dropped from the returned tree (what runs is only what sqlglot parsed, so a comment
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Collection, Iterator
+from typing import Final
 
 import sqlglot
 from sqlglot import TokenType, exp
@@ -96,6 +99,82 @@ _FORBIDDEN_FUNCTIONS = frozenset(
         "json_deserialize_sql",
     }
 )
+
+_VALUE_IN_MESSAGE: Final = {
+    # DuckDB: error(x) fails with x itself as the message; assert_true(c, x) with 'Assertion: x'
+    "error": "its error message is its argument",
+    "assert_true": "its error message is its argument",
+    "raise_error": "its error message is its argument",  # Spark/Databricks, transpiled as is
+    # PostgreSQL (DuckDB has the has_* too): the argument is looked up as an object's name, and
+    # the error names it as one (relation "ann" does not exist) — a name the masker keeps
+    "currval": "it looks its argument up as a relation, and an error names it",
+    "row_security_active": "it looks its argument up as a relation, and an error names it",
+}
+"""Functions whose error message carries the value they were given, as written. A segment's
+error reaches ``personify run``'s output, ``status`` and the logs, masked by
+:func:`~personify.privacy.masking.mask_text`, which can only mask what the engine quotes as a
+value: such a message would show a customer's data (``error(first_name)``)."""
+_VALUE_IN_MESSAGE_PREFIXES: Final = ("has_",)
+"""``has_table_privilege(x, 'select')`` and the other ``has_*_privilege``: as ``currval``."""
+_SQL_RUNNING: Final = frozenset(
+    {
+        # PostgreSQL: they run the SQL text (or read the relation) they are given, whatever
+        # the allow-list of tables says
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
+    }
+)
+_OBJECT_TYPES: Final = frozenset(
+    {
+        "regclass",
+        "regcollation",
+        "regconfig",
+        "regdictionary",
+        "regnamespace",
+        "regoper",
+        "regoperator",
+        "regproc",
+        "regprocedure",
+        "regrole",
+        "regtype",
+    }
+)
+"""PostgreSQL's object identifier types: a cast to one looks the value up as an object's name
+and fails naming it as one (``'Ann'::regclass``: relation "ann" does not exist)."""
+
+
+def _refused_function(name: str) -> str | None:
+    """Why a function called ``name`` (lower case) is refused, or None."""
+    if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
+        return "it reads files, the network, server settings or has side effects"
+    if name in _SQL_RUNNING:
+        return "it runs SQL given as text, past the tables a query may read"
+    if name in _VALUE_IN_MESSAGE:
+        return _VALUE_IN_MESSAGE[name] + ", so a customer's data would show unmasked"
+    if name.startswith(_VALUE_IN_MESSAGE_PREFIXES):
+        return "it looks its argument up as an object's name, and an error names it"
+    return None
+
+
+def _object_type(node: exp.DataType) -> str | None:
+    """The object identifier type ``node`` names (``regclass`` …, also schema-qualified or
+    quoted), if it names one."""
+    if node.expressions:  # ARRAY<regclass>: the element type is a node of its own
+        return None
+    name = node.sql(dialect="postgres").lower().split(".")[-1].strip('"').strip()
+    return name if name in _OBJECT_TYPES else None
 
 
 def _where(e: ParseError | TokenError) -> tuple[int | None, int | None]:
@@ -270,14 +349,24 @@ def check_select(
             )
         if isinstance(node, exp.Func):
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-            if name in _FORBIDDEN_FUNCTIONS or name.startswith(_FORBIDDEN_PREFIXES):
+            why = _refused_function(name)
+            if why:
                 line, col = _locate(node, sql)
                 raise UnsafeQueryError(
-                    f"function {name}() is not allowed: it reads files, the network, server "
-                    "settings or has side effects",
-                    line=line,
-                    col=col,
+                    f"function {name}() is not allowed: {why}", line=line, col=col
                 )
+        if isinstance(node, exp.DataType) and (kind := _object_type(node)):
+            cast: exp.Expr = node
+            while cast.parent is not None and not isinstance(cast, exp.Cast):
+                cast = cast.parent  # (regclass[]: the element type is inside the array's)
+            line, col = _locate(cast, sql)  # where the value cast starts
+            raise UnsafeQueryError(
+                f"a cast to {kind} is not allowed: it looks the value up as an object's name, "
+                "and an error would show it unmasked",
+                line=line,
+                col=col,
+                hint="compare the value as text instead",
+            )
     ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
     allowed_l = {a.lower() for a in allowed}
     for table in stmt.find_all(exp.Table):

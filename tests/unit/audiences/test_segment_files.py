@@ -190,3 +190,42 @@ def test_distinct_only_where_a_customer_can_repeat(sql: str, dialect: str, uniqu
     with clock.frozen("2026-01-31T10:00:00Z"):
         rendered = segment.members_query().sql("duckdb")
     assert rendered.startswith("SELECT DISTINCT ") is not unique
+
+
+VALUE_IN_MESSAGE = [
+    # (dialect, the line that refuses, column (of the function, of the value cast), words)
+    ("duckdb", "WHERE error(first_name) IS NULL", 7, "function error() is not allowed: its error"),
+    ("duckdb", "WHERE assert_true(false, email)", 7, "function assert_true() is not allowed"),
+    ("databricks", "WHERE raise_error(email) IS NULL", 7, "function raise_error() is not"),
+    ("mysql", "WHERE ERROR(first_name) IS NULL", 7, "function error() is not allowed"),
+    ("postgres", "WHERE first_name::regclass IS NULL", 7, "a cast to regclass is not allowed"),
+    ("postgres", "WHERE CAST(email AS regproc) IS NULL", 12, "a cast to regproc is not allowed"),
+    ("postgres", "WHERE email::pg_catalog.regtype IS NULL", 7, "a cast to regtype is not"),
+    ("postgres", 'WHERE email::"regrole" IS NULL', 7, "a cast to regrole is not allowed"),
+    ("duckdb", "WHERE TRY_CAST(email AS regnamespace) IS NULL", 16, "a cast to regnamespace"),
+    ("duckdb", "WHERE email::regclass[] IS NULL", 7, "a cast to regclass is not allowed"),
+    ("postgres", "WHERE currval(first_name) > 0", 7, "function currval() is not allowed"),
+    ("postgres", "WHERE has_table_privilege(email, 'select')", 7, "has_table_privilege() is not"),
+    ("postgres", "WHERE query_to_xml('SELECT 1', true, true, '') IS NULL", 7, "runs SQL given"),
+]
+
+
+@pytest.mark.parametrize(("dialect", "where", "col", "message"), VALUE_IN_MESSAGE)
+def test_functions_whose_error_shows_the_value_are_refused(
+    dialect: str, where: str, col: int, message: str
+) -> None:
+    """error(first_name) fails with the first name as its message, 'Ann'::regclass with
+    relation "ann" does not exist: words the masker cannot tell from the engine's own, which
+    would reach run's output, status and the logs. Refused where they are written."""
+    text = f"-- dialect: {dialect}\nSELECT customer_id FROM customers\n{where}"
+    with pytest.raises(DefinitionError) as info:
+        parse(text)
+    assert str(info.value).startswith(f"seg.sql:3: column {col}: ")
+    assert message in str(info.value)
+
+
+def test_lookalikes_of_refused_functions_pass() -> None:
+    parse(
+        "SELECT customer_id FROM customers WHERE CAST(email AS VARCHAR) <> 'error' "
+        "AND regexp_matches(email, 'has_') AND coalesce(first_name, 'regclass') <> ''"
+    )
