@@ -261,8 +261,9 @@ def status_report(session: Session) -> dict[str, Any]:
 
 
 def _segments_failing(wh: Warehouse) -> list[dict[str, Any]]:
-    """The segments whose last refresh failed — by ``personify run`` or ``personify segments
-    refresh`` — and kept their memberships: name, file, when (``--now``), the error (masked)."""
+    """The segments whose last refresh failed — by ``personify run``, ``personify segments
+    refresh`` or the real-time path — and kept their memberships: name, file, when
+    (``--now``), the error (masked)."""
     from personify.audiences.memberships import failing_segments
 
     return [

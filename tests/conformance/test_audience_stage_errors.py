@@ -212,3 +212,62 @@ def _open(wh: Warehouse, segment: str) -> list[str]:
             [segment],
         )
     ]
+
+
+def test_the_real_time_path_isolates_a_broken_segment_as_the_batch_does(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """Continuous mode's reaction (:func:`react`) and its batch recompute: a real-time segment
+    the warehouse refuses keeps its memberships and is recorded in ``segment_errors`` (the
+    engine's words masked) — ``status`` shows it — while the other segments move; before, the
+    error stopped every segment, rule and journey entry of the pass."""
+    from personify.realtime.drift import recompute
+    from personify.realtime.reactions import react
+
+    root = _project(tmp_path, warehouse_url)
+    buyers = root / "segments" / "buyers.sql"
+    with open_session(root) as session:
+        wh = session.warehouse
+        rows = [
+            {"customer_id": c, "order_count": 2, "engagement_score": 90.0, "last_purchase_at": NOW}
+            for c in ("ann", "bob")
+        ]
+        load_customers(wh, rows)
+        with clock.frozen(NOW):
+            refresh(session, project_segments(session.project), force=True)
+        assert _open(wh, "buyers") == ["ann", "bob"]
+        # a value the engine quotes in its error: the first name must not be recorded
+        buyers.write_text(
+            "-- name: buyers\nSELECT customer_id FROM customers WHERE order_count > 1 "
+            "AND CAST(first_name AS INTEGER) > 0\n",
+            encoding="utf-8",
+        )
+        load_customers(wh, [{**rows[0], "customer_id": "cy", "first_name": "Zorblatt"}])
+        later = NOW + timedelta(minutes=5)
+        done = react(session, ["cy"], now=later)
+        assert done.segments_failed == ["buyers"]
+        assert done.entered == 1  # cy entered high_value_recent: the other segment moved
+        assert _open(wh, "buyers") == ["ann", "bob"]
+        assert _open(wh, "high_value_recent") == ["ann", "bob", "cy"]
+        (failing,) = status_report(session)["segments_failing"]
+        assert failing["segment"] == "buyers" and failing["file"] == "segments/buyers.sql"
+        assert failing["failed_at"] == later.isoformat()
+        assert failing["error"].startswith(
+            "segments/buyers.sql: segment 'buyers' failed on the warehouse: "
+        )
+        assert "Zorblatt" not in str(failing)
+        again = react(session, ["cy"], now=later)  # idempotent: nothing moves twice
+        assert (again.entered, again.exited, again.segments_failed) == (0, 0, ["buyers"])
+
+        # the batch recompute isolates it too (and the rest of its work is done)
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        with clock.frozen(later + timedelta(minutes=5)):
+            drift = recompute(session)
+        assert drift.segments_failed == ["buyers"]
+        assert "ordr_count" in status_report(session)["segments_failing"][0]["error"]
+        assert _open(wh, "buyers") == ["ann", "bob"]
+
+        buyers.write_text(BUYERS, encoding="utf-8")  # fixed: its next refresh clears it
+        with clock.frozen(later + timedelta(minutes=10)):
+            assert recompute(session).segments_failed == []
+        assert status_report(session)["segments_failing"] == []

@@ -171,7 +171,7 @@ def refresh_isolated(
                                 segment.name, segment.shown or str(segment.file), e
                             )
                         raise
-                _record_failures(wh, failed, now)  # (with the others: one commit)
+                record_failures(wh, failed, now)  # (with the others: one commit)
             return results, failed
         except WarehouseError:
             if failure is None:  # (not a segment's own: the commit, a busy warehouse)
@@ -180,9 +180,10 @@ def refresh_isolated(
             todo = [s for s in todo if s.name != failure.segment]
 
 
-def _record_failures(wh: Warehouse, failed: list[SegmentFailure], now: datetime) -> None:
+def record_failures(wh: Warehouse, failed: list[SegmentFailure], now: datetime) -> None:
     """Keep each failure in ``segment_errors`` (the engine's words masked, as the segment's
-    error already holds them: :meth:`Segment.running`)."""
+    error already holds them: :meth:`Segment.running`); the segment's next full refresh
+    clears it."""
     from personify.privacy.masking import mask_text
 
     for f in failed:
@@ -236,6 +237,24 @@ _POPULATE = (
 ``entered`` changes into ``audience_changes`` (parameters: segment, now, segment, now, recorded
 at). Against a copy into a temporary table first, then this statement from it: the members are
 neither written nor read twice."""
+
+
+def refresh_for_isolated(
+    wh: Warehouse, segment: Segment, only: str, *, now: datetime, timeout_s: float
+) -> tuple[int, int] | SegmentFailure:
+    """:func:`refresh_for`, but a segment the warehouse refuses (an error in its SQL found when
+    it runs, its timeout) is rolled back — its memberships for these customers as they were —
+    recorded in ``segment_errors`` as a batch refresh records it (:func:`refresh_isolated`), and
+    returned instead of raised, so the real-time path goes on with the other segments.
+    Transient errors (a busy warehouse, a write conflict) still raise: the pass is retried."""
+    try:
+        return refresh_for(wh, segment, only, now=now, timeout_s=timeout_s)
+    except WarehouseError as e:
+        if isinstance(e, Transient):
+            raise
+        failure = SegmentFailure(segment.name, segment.shown or str(segment.file), e)
+    record_failures(wh, [failure], now)
+    return failure
 
 
 def refresh_for(

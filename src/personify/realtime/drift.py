@@ -48,6 +48,9 @@ class Drift:
     """Per real-time segment, customers who entered or left it at the recompute."""
     tags: dict[str, int] = field(default_factory=dict)
     """Per tag, customers who gained or lost it at the recompute."""
+    segments_failed: list[str] = field(default_factory=list)
+    """Real-time segments the warehouse refused: they kept their memberships and are recorded
+    in ``segment_errors`` (``personify status``), as a batch refresh records them."""
 
     @property
     def drifted(self) -> bool:
@@ -86,7 +89,7 @@ def recompute(session: Session) -> Drift:
     finally:
         wh.execute(f"DROP TABLE IF EXISTS {_BEFORE}")
     both = [int(v or 0) for v in row[3:]]
-    segments, tags = _audiences(session)
+    segments, tags, failed = _audiences(session)
     drift = Drift(
         customers=int(row[0] or 0),
         added=int(row[1] or 0),
@@ -94,7 +97,14 @@ def recompute(session: Session) -> Drift:
         changed={c: n for c, n in zip(columns, both, strict=True) if n},
         segments=segments,
         tags=tags,
+        segments_failed=failed,
     )
+    if failed:
+        log.warning(
+            "batch recompute: segment(s) %s failed on the warehouse and kept their memberships "
+            "(personify status shows why)",
+            ", ".join(failed),
+        )
     if drift.drifted:
         log.warning(
             "batch recompute corrected drift: %d added, %d removed, changed %s, "
@@ -108,28 +118,25 @@ def recompute(session: Session) -> Drift:
     return drift
 
 
-def _audiences(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+def _audiences(session: Session) -> tuple[dict[str, int], dict[str, int], list[str]]:
     """Refresh the real-time segments and evaluate every rule the batch way (after the
-    profiles were rebuilt); per segment and per tag, the customers whose membership changed."""
+    profiles were rebuilt); per segment and per tag, the customers whose membership changed,
+    and the segments the warehouse refused (isolated as the batch isolates them:
+    :func:`~personify.audiences.memberships.refresh_isolated`)."""
     from personify.audiences.batch import write_tags
-    from personify.audiences.memberships import refresh_segment
+    from personify.audiences.memberships import refresh_isolated
     from personify.audiences.stage import project_rules, project_segments
 
     wh, project, now = session.warehouse, session.project, clock.now()
     settings = project.config.audiences
-    segments: dict[str, int] = {}
-    for segment in project_segments(project):
-        if segment.refresh.mode != "real-time":
-            continue
-        done = refresh_segment(
-            wh,
-            segment,
-            now=now,
-            timeout_s=settings.timeout_seconds,
-            max_members=settings.max_members,
-        )
-        if done.entered or done.exited:
-            segments[segment.name] = done.entered + done.exited
+    done, failed = refresh_isolated(
+        wh,
+        [s for s in project_segments(project) if s.refresh.mode == "real-time"],
+        now=now,
+        timeout_s=settings.timeout_seconds,
+        max_members=settings.max_members,
+    )
+    segments = {r.segment: r.entered + r.exited for r in done if r.entered or r.exited}
     tags: dict[str, int] = {}
     rules = project_rules(project)
     if rules:
@@ -146,4 +153,4 @@ def _audiences(session: Session) -> tuple[dict[str, int], dict[str, int]]:
                 tags[str(tag)] = int(n)
         finally:
             wh.execute(f"DROP TABLE IF EXISTS {_TAGS}")
-    return segments, tags
+    return segments, tags, [f.segment for f in failed]

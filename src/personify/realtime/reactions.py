@@ -6,7 +6,10 @@ table of their ids), so the two paths cannot disagree:
 
 * segments whose header says ``refresh: real-time`` (the default) —
   :func:`personify.audiences.memberships.refresh_for`: entries and exits, recorded in
-  ``audience_changes`` like a batch refresh's;
+  ``audience_changes`` like a batch refresh's. A segment the warehouse refuses keeps its
+  memberships and is recorded in ``segment_errors`` (``personify status`` shows it) as the batch
+  records it; the other segments, the rules and the journeys go on
+  (:func:`~personify.audiences.memberships.refresh_for_isolated`);
 * every rule — :func:`personify.audiences.batch.write_tags` with ``only``;
 * journeys triggered by an event, a segment entry or a tag —
   :func:`personify.journeys.engine.enter` with ``only`` (a ``Product Added`` enters its
@@ -51,6 +54,8 @@ class Reaction:
     tags_added: int = 0
     tags_removed: int = 0
     journeys_entered: dict[str, int] = field(default_factory=dict)
+    segments_failed: list[str] = field(default_factory=list)
+    """Segments the warehouse refused (kept their memberships; in ``segment_errors``)."""
 
 
 def react(
@@ -59,7 +64,7 @@ def react(
     """Bring the real-time segments, the tags and the journey entries of ``customer_ids`` up to
     date at ``now`` (default: the clock). Applying it twice changes nothing."""
     from personify.audiences.batch import write_tags
-    from personify.audiences.memberships import refresh_for
+    from personify.audiences.memberships import refresh_for_isolated
     from personify.audiences.stage import project_rules, project_segments
     from personify.journeys.engine import enter
     from personify.journeys.stage import project_journeys
@@ -86,9 +91,20 @@ def react(
         wh.load(ONLY, pa.table({"customer_id": pa.array(ids, pa.string())}))
         timeout = project.config.audiences.timeout_seconds
         for segment in segments:
-            entered, exited = refresh_for(wh, segment, ONLY.name, now=at, timeout_s=timeout)
-            done.entered += entered
-            done.exited += exited
+            got = refresh_for_isolated(wh, segment, ONLY.name, now=at, timeout_s=timeout)
+            if not isinstance(got, tuple):
+                # (the file and the error's kind only: the error is masked in segment_errors)
+                log.warning(
+                    "real-time refresh of segment %s (%s) failed (%s); it kept its "
+                    "memberships: personify status shows why",
+                    got.segment,
+                    got.file,
+                    type(got.error).__name__,
+                )
+                done.segments_failed.append(got.segment)
+                continue
+            done.entered += got[0]
+            done.exited += got[1]
         if rules:
             tags = write_tags(wh, rules, now=at, only=ONLY.name)
             done.tags_added, done.tags_removed = tags.added, tags.removed
