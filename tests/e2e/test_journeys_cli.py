@@ -101,14 +101,24 @@ def test_journeys_check_reads_every_language_version_of_the_templates(tmp_path: 
     checked = {r["journey"]: r["templates"] for r in done["journeys"]}
     assert checked["abandoned_cart"] == ["abandoned_cart.liquid", "abandoned_cart.fr.liquid"]
 
-    # a broken partial of the French version stops the check and the run, naming both files
+    # a broken partial of the French version fails the check (exit 2) and the run (exit 1,
+    # after the other journeys ran), naming both files; status shows it
     (templates / "partials" / "signature.liquid").write_text("<p>\n{% if %}</p>\n")
-    for args in (("journeys", "check"), ("run", "--now", NOW)):
+    for args, code in ((("journeys", "check"), 2), (("run", "--now", NOW), 1)):
         done = personify(*args, *p)
-        assert done.returncode == 2, done.stderr
+        assert done.returncode == code, done.stderr
         said = " ".join(done.stderr.split())
         assert "journeys/abandoned_cart.yml:" in said and "steps[" in said
         assert "template partials/signature.liquid:2:" in said
+    done = personify("run", "--now", NOW, *p, "--json")
+    assert done.returncode == 1, done.stderr
+    ran = json.loads(done.stdout)
+    (stage,) = [s for s in ran["stages"] if s["name"] == "journeys"]
+    assert stage["counts"]["journeys_failed"] == 1 and "re_engagement.decided" in stage["counts"]
+    (error,) = ran["errors"]
+    assert "journeys/abandoned_cart.yml:" in error and "partials/signature.liquid:2:" in error
+    assert [s["name"] for s in ran["stages"]][-2:] == ["delivery", "destinations"]
+    assert personify_json("status", *p)["last_run"]["errors"] == [error]
     assert "every language version" in " ".join(
         personify("journeys", "check", "--help").stdout.split()
     )

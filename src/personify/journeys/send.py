@@ -183,8 +183,12 @@ def deliver(
     transport: Transport | None = None,
     limit: int | None = None,
     held: Callable[[], bool] | None = None,
+    waiting: frozenset[str] = frozenset(),
 ) -> SendCounts:
     """Send every queued message due at ``now`` (see the module docstring).
+
+    ``waiting``: journeys whose messages stay queued, untouched (a template they send is
+    broken: :func:`personify.journeys.stage.runnable_journeys`) — sent once it is fixed.
 
     ``held``: whether this process still holds the delivery lock
     (:meth:`personify.journeys.stage.Lock.held`), asked before each batch and when a warehouse
@@ -214,7 +218,7 @@ def deliver(
                 break
             size = settings.batch_size if limit is None else min(settings.batch_size, limit - done)
             try:
-                batch = _due(wh, now, size)
+                batch = _due(wh, now, size, waiting)
                 if not batch:
                     break
                 outcomes, stop = _send_batch(
@@ -245,13 +249,19 @@ def deliver(
     return counts
 
 
-def _due(wh: Warehouse, now: datetime, size: int) -> list[_Row]:
+def _due(
+    wh: Warehouse, now: datetime, size: int, waiting: frozenset[str] = frozenset()
+) -> list[_Row]:
+    names = sorted(waiting)
+    held_back = (
+        f"AND coalesce(journey, '') NOT IN ({', '.join('?' for _ in names)}) " if names else ""
+    )
     rows = wh.fetch(
         "SELECT idempotency_key, customer_id, journey, step, template, trigger_key, purpose, "
         "variant, decided_at FROM messages "
-        "WHERE status = 'queued' AND (send_after IS NULL OR send_after <= ?) "
+        f"WHERE status = 'queued' AND (send_after IS NULL OR send_after <= ?) {held_back}"
         "ORDER BY decided_at, idempotency_key LIMIT ?",
-        [now, size],
+        [now, *names, size],
     )
     out = []
     for *texts, decided_at in rows:

@@ -15,14 +15,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from personify import clock
 from personify.audiences.schedule import parse_duration
 from personify.audiences.stage import project_segments
 from personify.config import OutboxDelivery, Project
 from personify.delivery.outbox import file_name
-from personify.errors import DefinitionError, PersonifyError
+from personify.errors import DefinitionError, PersonifyError, StageIncomplete
 from personify.journeys.definitions import Journey, load_journeys
 from personify.journeys.engine import Context, JourneyCounts, advance
 from personify.journeys.send import SendCounts, deliver
@@ -83,40 +83,57 @@ def check_templates(project: Project, journeys: list[Journey]) -> None:
     """Every send step names a template of the project, and every language version of it
     (``NAME.liquid``, ``NAME.fr.liquid`` …) parses — body, subject, layout and the partials it
     renders — else a DefinitionError naming the journey file, the step's line and key, and the
-    template file and line at fault (before anything is decided)."""
+    template file and line at fault (the first journey's, in order: :func:`template_problems`).
+    ``personify journeys check`` refuses on it; the run skips those journeys only."""
+    for problem in template_problems(project, journeys).values():
+        raise problem
+
+
+def template_problems(project: Project, journeys: list[Journey]) -> dict[str, DefinitionError]:
+    """Per journey whose send steps name a template that is missing or broken in one of its
+    language versions (:func:`check_templates`), its first problem — a DefinitionError naming
+    the journey file, the step's line and key, and the template file and line at fault —
+    in journey order. Each template is checked once."""
     store = template_store(project)
     known = set(store.names())
     checked: dict[str, RenderError | None] = {}
+    problems: dict[str, DefinitionError] = {}
     for journey in journeys:
-        for index, step in enumerate(journey.steps):
-            if step.kind != "send":
-                continue
-            named = [(step.template, step.line, f"steps[{index}].send")]
-            for n, variant in enumerate(step.experiment.variants if step.experiment else ()):
-                if variant.template is not None:
-                    where = f"steps[{index}].variants[{n}].template"
-                    named.append((variant.template, variant.line, where))
-            for template, line, key in named:
-                assert template is not None
-                if template not in known:
-                    raise DefinitionError(
-                        f"no template {template!r} in templates/",
-                        file=journey.file,
-                        line=line,
-                        key=key,
-                        hint=_missing_hint(store, template, known),
-                    )
-                if template not in checked:
-                    try:
-                        store.check(template)
-                        checked[template] = None
-                    except RenderError as e:
-                        checked[template] = e
-                failed = checked[template]
-                if failed is not None:
-                    raise DefinitionError(
-                        failed.message, file=journey.file, line=line, key=key, hint=failed.hint
-                    )
+        for template, line, key in _sent(journey):
+            if template not in known:
+                problems[journey.name] = DefinitionError(
+                    f"no template {template!r} in templates/",
+                    file=journey.file,
+                    line=line,
+                    key=key,
+                    hint=_missing_hint(store, template, known),
+                )
+                break
+            if template not in checked:
+                try:
+                    store.check(template)
+                    checked[template] = None
+                except RenderError as e:
+                    checked[template] = e
+            failed = checked[template]
+            if failed is not None:
+                problems[journey.name] = DefinitionError(
+                    failed.message, file=journey.file, line=line, key=key, hint=failed.hint
+                )
+                break
+    return problems
+
+
+def _sent(journey: Journey) -> Iterator[tuple[str, int | None, str]]:
+    """Each template ``journey``'s send steps name: the name, the step's line and key."""
+    for index, step in enumerate(journey.steps):
+        if step.kind != "send":
+            continue
+        assert step.template is not None
+        yield step.template, step.line, f"steps[{index}].send"
+        for n, variant in enumerate(step.experiment.variants if step.experiment else ()):
+            if variant.template is not None:
+                yield variant.template, variant.line, f"steps[{index}].variants[{n}].template"
 
 
 def _missing_hint(store: TemplateStore, template: str, known: set[str]) -> str:
@@ -247,18 +264,55 @@ def _local_lock(wh: Warehouse, what: str) -> threading.RLock:
         return _LOCAL.setdefault((what, wh.url), threading.RLock())
 
 
+BROKEN_HINT: Final = (
+    "fix each template file named; `personify journeys check` checks every journey's templates "
+    "without a warehouse"
+)
+
+
+def runnable_journeys(
+    project: Project, journeys: list[Journey], *, quiet: bool = False
+) -> tuple[list[Journey], dict[str, DefinitionError]]:
+    """``journeys`` without those that send a missing or broken template
+    (:func:`template_problems`), and those problems by journey (each logged unless ``quiet``:
+    the journey's file and line and the template's — no personal data). A broken template
+    stops only the journeys that send it: they neither advance nor send (their queued emails
+    wait) until it is fixed; the others go on."""
+    broken = template_problems(project, journeys)
+    for name, problem in broken.items() if not quiet else ():
+        log.warning("journey %s skipped: %s", name, problem)
+    return [j for j in journeys if j.name not in broken], broken
+
+
+def broken_journeys(broken: dict[str, DefinitionError], counts: dict[str, int]) -> StageIncomplete:
+    """The error of a stage that went on without the ``broken`` journeys: each one's words —
+    the journey file:line and key, the template file:line, the hint — as a problem."""
+    return StageIncomplete(
+        f"{len(broken)} journey(s) skipped, a template they send is broken: "
+        + ", ".join(sorted(broken)),
+        counts=counts,
+        problems=[str(p) for p in broken.values()],
+        hint=BROKEN_HINT,
+    )
+
+
 def journeys_stage(session: Session) -> dict[str, int]:
     """The pipeline's ``journeys`` step: counts summed over journeys, plus per journey
-    ``<name>.decided``."""
-    journeys = project_journeys(session.project)
-    check_templates(session.project, journeys)
+    ``<name>.decided``. A journey that sends a missing or broken template is skipped
+    (:func:`runnable_journeys`); the others advance, and the stage then raises
+    :class:`~personify.errors.StageIncomplete` naming it (``journeys_failed`` counted)."""
+    every = project_journeys(session.project)
+    journeys, broken = runnable_journeys(session.project, every)
     with locked(session.warehouse, "journeys") as lock:
         if lock is None:
             log.warning("journeys: another process is advancing them; skipped")
-            return {"journeys": len(journeys), "busy": 1}
+            busy = {"journeys": len(every), "busy": 1}
+            if broken:
+                raise broken_journeys(broken, busy | {"journeys_failed": len(broken)})
+            return busy
         results = run_journeys(session.warehouse, session.project, journeys, held=lock.held)
     out = {
-        "journeys": len(journeys),
+        "journeys": len(every),
         "entered": sum(r.entered for r in results),
         "decided": sum(r.decided for r in results),
         "skipped": sum(sum(r.skipped.values()) for r in results),
@@ -273,12 +327,16 @@ def journeys_stage(session: Session) -> dict[str, int]:
         out["lock_lost"] = 1
     for r in results:
         out[f"{r.journey}.decided"] = r.decided
+    if broken:
+        out["journeys_failed"] = len(broken)
+        raise broken_journeys(broken, out)
     return out
 
 
 def send_due(session: Session, *, limit: int | None = None, lock: Lock | None = None) -> SendCounts:
-    """Send the queued emails due at ``--now`` (stopping if the delivery ``lock`` is lost)."""
-    journeys = project_journeys(session.project)
+    """Send the queued emails due at ``--now`` (stopping if the delivery ``lock`` is lost). The
+    emails of journeys whose template is broken (:func:`runnable_journeys`) stay queued."""
+    journeys, broken = runnable_journeys(session.project, project_journeys(session.project))
     return deliver(
         session.warehouse,
         session.project,
@@ -286,6 +344,7 @@ def send_due(session: Session, *, limit: int | None = None, lock: Lock | None = 
         now=clock.now(),
         limit=limit,
         held=lock.held if lock is not None else None,
+        waiting=frozenset(broken),
     )
 
 

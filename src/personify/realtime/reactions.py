@@ -127,21 +127,27 @@ class Tick:
     sent: int = 0
     busy: bool = False
     """Another process holds the journeys or delivery lock (it does the work)."""
+    broken: list[str] = field(default_factory=list)
+    """Journeys left alone: a template they send is broken (the run reports why)."""
 
 
 def tick(session: Session, *, now: datetime | None = None) -> Tick:
-    """Advance the due journey instances and send the due emails at ``now``."""
+    """Advance the due journey instances and send the due emails at ``now`` — but those of
+    journeys that send a broken template, which wait as ``personify run`` leaves them
+    (:func:`~personify.journeys.stage.runnable_journeys`)."""
     from personify.journeys.engine import Context, advance
     from personify.journeys.send import deliver
-    from personify.journeys.stage import exclusive, locked, project_journeys
+    from personify.journeys.stage import exclusive, locked, project_journeys, runnable_journeys
     from personify.privacy.hashing import optional_key
 
     at = now or clock.now()
     wh, project = session.warehouse, session.project
-    journeys = project_journeys(project)
+    every = project_journeys(project)
     done = Tick()
-    if not journeys:
+    if not every:
         return done
+    journeys, broken = runnable_journeys(project, every, quiet=True)  # (once a second)
+    done.broken = list(broken)
     context = Context(
         default_zone=project.config.timezone,
         source_kinds=dict(project.config.identity.source_kinds),
@@ -170,7 +176,9 @@ def tick(session: Session, *, now: datetime | None = None) -> Tick:
     if due:
         with locked(wh, "delivery") as lock:
             if lock is not None:
-                done.sent = deliver(wh, project, journeys, now=at, held=lock.held).sent
+                done.sent = deliver(
+                    wh, project, journeys, now=at, held=lock.held, waiting=frozenset(broken)
+                ).sent
             else:
                 done.busy = True
     return done

@@ -52,7 +52,8 @@ def check_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> Non
     """Check every journey file and each template a send step names, as `personify run` does
     before deciding anything: every language version of it (NAME.liquid, NAME.fr.liquid …) with
     its subject, layout and the partials it renders. A mistake exits 2 naming the journey's file,
-    line and key and the template's file and line. Reads no warehouse."""
+    line and key and the template's file and line (the run skips the journeys that send it and
+    exits 1). Reads no warehouse."""
     from personify.config import load_project
     from personify.journeys import project_journeys
     from personify.journeys.stage import check_templates

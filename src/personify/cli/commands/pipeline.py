@@ -37,7 +37,10 @@ def run_command(project: ProjectOpt = Path("."), json: JsonOpt = False, now: Now
 
     A segment whose SQL the warehouse refuses keeps its memberships while the other segments
     and stages go on; the error (its file, the database's message) is printed and the run
-    exits 1.
+    exits 1. Likewise a template that is missing or does not parse (in any language version,
+    layout or partial) skips the journeys that send it — they neither advance nor send, their
+    queued emails wait — while the other journeys go on; the error (the journey's file:line,
+    the template's file:line) is printed and the run exits 1.
     """
     from personify import pipeline
     from personify.session import open_session
