@@ -355,13 +355,13 @@ def check_select(
                 raise UnsafeQueryError(
                     f"function {name}() is not allowed: {why}", line=line, col=col
                 )
-        if isinstance(node, exp.DataType) and (kind := _object_type(node)):
+        if isinstance(node, exp.DataType) and (type_name := _object_type(node)):
             cast: exp.Expr = node
             while cast.parent is not None and not isinstance(cast, exp.Cast):
                 cast = cast.parent  # (regclass[]: the element type is inside the array's)
             line, col = _locate(cast, sql)  # where the value cast starts
             raise UnsafeQueryError(
-                f"a cast to {kind} is not allowed: it looks the value up as an object's name, "
+                f"a cast to {type_name} is not allowed: it looks the value up as an object's name, "
                 "and an error would show it unmasked",
                 line=line,
                 col=col,
