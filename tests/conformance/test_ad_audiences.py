@@ -31,7 +31,8 @@ from tests.conformance.meta_graph import TOKEN, Graph
 from personify import clock
 from personify.config import RestDestination, Secret
 from personify.destinations import push_destinations
-from personify.destinations.state import erase_records
+from personify.destinations.state import erase_records, forget
+from personify.session import Session
 from personify.status import status_report
 
 __all__ = ["graph", "url"]  # (the fixtures, imported)
@@ -362,3 +363,101 @@ def test_the_preset_needs_its_audience_and_token() -> None:
     )
     rule = d.consent_rule
     assert rule is not None and (rule.purpose, rule.channel) == ("advertising", "email")
+
+
+def _identifiers(session: Session) -> dict[str, int]:
+    """``destination_identifiers`` rows per record (by customer: the key's keyed hash)."""
+    rows = session.warehouse.fetch(
+        "SELECT key_hash, count(*) FROM destination_identifiers GROUP BY 1"
+    )
+    return {str(h): int(n) for h, n in rows}
+
+
+def test_shared_identifiers_are_found_by_keyed_hashes_in_the_warehouse(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    graph.users = {
+        "ann": {("EMAIL", ANN)},
+        "bob": {("EMAIL", sha("bob@x.org")), ("PHONE", UK_PHONE)},
+        "eve": {("EMAIL", sha("eve@x.org"))},
+    }
+    with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+        wh = session.warehouse
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@example.com", "phone": HOME},
+                {"customer_id": "cus_e", "email": "eve@x.org"},
+            ],
+        )
+        assert push(session)["error"] is None
+        # each record's identifiers, as keyed hashes: never the value sent, nor its input
+        assert sorted(_identifiers(session).values()) == [1, 2]
+        stored = str(wh.fetch("SELECT * FROM destination_identifiers"))
+        assert ANN not in stored and UK_PHONE not in stored and "ann@" not in stored
+        # Bob joins with the household's phone as Ann leaves: the same push adds him first,
+        # so Ann's removal leaves the phone out
+        people(session, [{"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME}])
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_a'")
+        both = push(session)
+        assert both["error"] is None, both["error"]
+        assert (both["counts"]["rows_sent"], both["counts"]["rows_removed"]) == (1, 1)
+        assert graph.audience == {"bob", "eve"} and graph.members["PHONE"] == {UK_PHONE}
+        assert len(_identifiers(session)) == 2  # (Ann's went with her record)
+
+
+def test_records_kept_before_their_identifiers_were_hashed_are_hashed_once(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    graph.users = {"bob": {("EMAIL", sha("bob@x.org")), ("PHONE", UK_PHONE)}}
+    with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+        wh = session.warehouse
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@example.com", "phone": HOME},
+                {"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME},
+                {"customer_id": "cus_c", "email": "c@x.org"},
+                {"customer_id": "cus_d", "email": "d@x.org"},
+            ],
+        )
+        assert push(session)["error"] is None
+        # as a warehouse migrated from before: no hashes kept, no tag (or another key's tag)
+        wh.execute("DELETE FROM destination_identifiers")
+        wh.execute("UPDATE destination_state SET identifiers_key = NULL")
+        wh.execute(
+            "UPDATE destination_state SET identifiers_key = 'another key' "
+            "WHERE key_hash IN (SELECT key_hash FROM destination_state LIMIT 1)"
+        )
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_a'")
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        assert gone["counts"]["rows_removed"] == 1 and graph.audience == {"bob"}
+        assert graph.members["PHONE"] == {UK_PHONE}  # (Bob's, found once hashed)
+        tags = wh.fetch("SELECT DISTINCT identifiers_key FROM destination_state")
+        assert len(tags) == 1 and tags[0][0] not in (None, "another key")
+        assert len(_identifiers(session)) == 3
+        # hashed once: a record whose state no longer decrypts is not read again
+        wh.execute(
+            "UPDATE destination_state SET record_key = 'enc1:k1:AAAA' WHERE key_hash IN "
+            "(SELECT key_hash FROM destination_state ORDER BY key_hash LIMIT 1)"
+        )
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_b'")
+        last = push(session)
+        assert (
+            last["error"] is None
+            and last["counts"]["rows_removed"] + last["counts"].get("rows_remove_rejected", 0) == 1
+        )
+
+
+def test_an_erasure_drops_the_persons_identifier_hashes(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, many(3))
+        assert push(session)["error"] is None and len(_identifiers(session)) == 3
+        erase_records(session.warehouse, "ads", ["cus_0"])
+        forget(session.warehouse, "ads", ["cus_1"])
+        assert len(_identifiers(session)) == 1

@@ -11,10 +11,10 @@
 * **Shared identifiers**: Meta removes whoever a removal's identifiers match — any of them —
   so removing a person whose phone (or email …) a remaining member of the audience shares
   would remove that member too. A removal leaves out every identifier still held by a record
-  of the destination that stays in the model (by any identifier row it was sent with, read
-  from its kept state); a person left with none that singles them out is not sent: counted as
-  ``removals_shared``, their state dropped (the member's own removal, later, names what they
-  share).
+  of the destination that stays in the model (by any identifier row it was sent with: found
+  in the warehouse by their keyed hashes, :mod:`.shared`); a person left with none that
+  singles them out is not sent: counted as ``removals_shared``, their state dropped (the
+  member's own removal, later, names what they share).
 * **Answers**: a 200 counts ``num_received`` and ``num_invalid_entries`` (rows Meta could not
   read: counted as ``api_invalid_entries``; Meta does not say which). Meta's errors are
   ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``: its rate limits
@@ -54,8 +54,9 @@ from personify.destinations.audiences import (
     to_keep,
     unmatchable,
 )
-from personify.destinations.model import READ, leaving, pages, staying
+from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
+from personify.destinations.shared import Held, Pair
 from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
@@ -151,7 +152,8 @@ def send(
     }
     size = min(d.batch_size or MOST, MOST)
     path = users_path(d)
-    acks = Acks(wh, d, ring)
+    known = Held(wh, d, ring, _pairs) if ring is not None else None
+    acks = Acks(wh, d, ring, known)
     with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
 
         def call(method: str, schema: tuple[str, ...], data: list[tuple[str, ...]]) -> None:
@@ -169,8 +171,8 @@ def send(
                 counts["api_invalid_entries"] += body["num_invalid_entries"]
 
         try:
-            if ring is not None:  # an erasure's removals first, whatever the model says
-                _remove(wh, d, ring, acks, counts, call, erased=True)
+            if known is not None:  # an erasure's removals first, whatever the model says
+                _remove(wh, d, known, acks, counts, call, erased=True)
                 acks.flush()
             for page in pages(wh, d):
                 before = previous(wh, d, ring, page) if ring is not None else {}
@@ -194,9 +196,9 @@ def send(
                     ]
                     acks.add(rows, "sent", kept=kept)
                     counts["rows_sent"] += len(rows)
-            if ring is not None and remove:
-                acks.flush()  # (who was just added holds their identifiers: see _held)
-                _remove(wh, d, ring, acks, counts, call)
+            if known is not None and remove:
+                acks.flush()  # (who was just added holds their identifiers: see Held.shared)
+                _remove(wh, d, known, acks, counts, call)
         finally:
             acks.flush()
             counts["retries"] = client.stats.retries
@@ -214,7 +216,7 @@ def schema_of(d: RestDestination, row: dict[str, Any]) -> tuple[str, ...]:
 def _remove(
     wh: Warehouse,
     d: RestDestination,
-    ring: KeyRing,
+    held: Held,
     acks: Acks,
     counts: dict[str, int],
     call: Callable[[str, tuple[str, ...], list[tuple[str, ...]]], None],
@@ -232,7 +234,7 @@ def _remove(
         after = page[-1][0]
         tokens = {h: k for h, _, k in page}
         named: list[tuple[str, Sets]] = []
-        for h, r, kept in opened(wh, d, ring, page):
+        for h, r, kept in opened(wh, d, held.ring, page):
             sets = sets_of(kept) if kept is not None else []
             if not sets:
                 why = (
@@ -246,10 +248,10 @@ def _remove(
                 counts[rejected] += 1
                 continue
             named.append((h, sets))
-        held = _held(wh, d, ring, {i for _, sets in named for i in _pairs(sets)})
+        shared = held.shared({i for _, sets in named for i in _pairs(sets)})
         unshared: list[tuple[str, Sets]] = []
         for h, sets in named:
-            if left := _without(sets, held):
+            if left := _without(sets, shared):
                 unshared.append((h, left))
             else:  # (naming them would name the member who shares their identifiers too)
                 acks.remove([h])
@@ -267,26 +269,10 @@ def _remove(
             counts[removed] += len(chunk)
 
 
-Pair = tuple[str, str]
-"""One identifier as sent: Meta's key and its (hashed) value."""
-
-
 def _pairs(sets: Sets) -> set[Pair]:
+    """Every identifier of ``sets`` (Meta matches on each; the others are blanked when shared,
+    as a whole row is)."""
     return {(k, v) for schema, values in sets for k, v in zip(schema, values, strict=True) if v}
-
-
-def _held(wh: Warehouse, d: RestDestination, ring: KeyRing, wanted: set[Pair]) -> set[Pair]:
-    """Those of ``wanted`` that a record staying in the audience holds: one still in the model
-    (staged), by any identifier row it was sent with (its kept state, decrypted here — the
-    warehouse sees only ciphertext). A record whose state does not decrypt holds nothing known."""
-    found: set[Pair] = set()
-    after = ""
-    while wanted - found and (page := staying(wh, d, limit=READ, after=after)):
-        after = page[-1][0]
-        for _, _, kept in opened(wh, d, ring, page):
-            if kept is not None:
-                found |= _pairs(sets_of(kept)) & wanted
-    return found
 
 
 def _without(sets: Sets, held: set[Pair]) -> Sets:

@@ -202,16 +202,18 @@ def leaving(
 
 
 def staying(
-    wh: Warehouse, d: RestDestination, *, limit: int, after: str = ""
+    wh: Warehouse, d: RestDestination, *, limit: int, after: str = "", untagged: str = ""
 ) -> list[tuple[str, str, str]]:
     """Up to ``limit`` records still in the model that the API holds or held (key hash, row
     hash, encrypted key — an ad audience's: the identifiers sent), after the key hash
-    ``after``: who remains once this push's removals are done."""
+    ``after``: who remains once this push's removals are done (``untagged``: only those whose
+    identifiers' hashes were not made under the key of that tag: :mod:`.shared`)."""
+    tagged = "AND (s.identifiers_key IS NULL OR s.identifiers_key <> ?) " if untagged else ""
     rows = wh.fetch(
         f"SELECT s.key_hash, s.row_hash, s.record_key FROM destination_state s "
-        f"WHERE s.destination = ? AND s.record_key IS NOT NULL AND s.key_hash > ? "
+        f"WHERE s.destination = ? AND s.record_key IS NOT NULL AND s.key_hash > ? {tagged}"
         f"AND s.status <> '{ERASED}' AND NOT ({_gone()}) ORDER BY s.key_hash LIMIT {int(limit)}",
-        [d.name, after],
+        [d.name, after, *([untagged] if untagged else [])],
     )
     return [(str(h), str(r), str(k)) for h, r, k in rows]
 

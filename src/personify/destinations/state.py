@@ -8,13 +8,16 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from personify import clock
 from personify.config import Project, RestDestination
 from personify.identity.ids import id_key_of
 from personify.privacy.crypto import DecryptionError, KeyRing
 from personify.warehouse.base import UNNEST, Warehouse
+
+if TYPE_CHECKING:
+    from personify.destinations.shared import Held
 
 KEY: Final = "__personify_key"
 """The column of a staged model row holding its key's keyed hash (``key_hash`` in the state)."""
@@ -27,6 +30,10 @@ ERASED: Final = "erased"
 """The status of a record whose person was erased, left to remove at the API: only its key's
 keyed hash and its encrypted key (an ad audience's: the hashed identifiers) are kept; the next
 push removes it first, whatever the model says and regardless of ``max_removals``."""
+
+IDENTIFIERS: Final = "destination_identifiers"
+"""An ad audience's records' identifiers, as keyed hashes (:mod:`.shared`): dropped with the
+record's state."""
 
 LOST_KEY: Final = "privacy.encryption_keys lost the key"
 """Words of the error kept on a record whose kept key (or identifiers) no longer decrypt: its
@@ -147,6 +154,7 @@ def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
     identifiers) — but those left to remove (:func:`erase_records`); returns how many records
     that was. Their next appearance in the model is then pushed as new."""
     where, params = _of(wh, name, keys)
+    wh.execute(f"DELETE FROM {IDENTIFIERS} WHERE {where}", params)
     return max(
         wh.execute(f"DELETE FROM destination_state WHERE {where} AND status <> '{ERASED}'", params),
         0,
@@ -155,12 +163,14 @@ def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
 
 def erase_records(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
     """The records of ``name`` keyed by one of ``keys`` whose key was kept become removals left
-    to do (:data:`ERASED`): their row's hash, error and time dropped, nothing kept but the key's
-    keyed hash and the encrypted key. Returns how many are pending (those marked before too)."""
+    to do (:data:`ERASED`): their row's hash, error and time dropped (an ad audience's
+    identifiers' hashes too), nothing kept but the key's keyed hash and the encrypted key.
+    Returns how many are pending (those marked before too)."""
     where, params = _of(wh, name, keys)
+    wh.execute(f"DELETE FROM {IDENTIFIERS} WHERE {where}", params)
     wh.execute(
         f"UPDATE destination_state SET status = '{ERASED}', row_hash = '', error = NULL, "
-        f"pushed_at = ? WHERE {where} AND record_key IS NOT NULL",
+        f"pushed_at = ?, identifiers_key = NULL WHERE {where} AND record_key IS NOT NULL",
         [clock.now(), *params],
     )
     return int(
@@ -209,9 +219,14 @@ class Acks:
     EVERY_RECORDS: Final = 1_000
     EVERY_SECONDS: Final = 1.0
 
-    def __init__(self, wh: Warehouse, d: RestDestination, ring: KeyRing | None) -> None:
-        self.wh, self.d, self.ring = wh, d, ring
+    def __init__(
+        self, wh: Warehouse, d: RestDestination, ring: KeyRing | None, held: Held | None = None
+    ) -> None:
+        self.wh, self.d, self.ring, self.held = wh, d, ring, held
         self.rows: list[tuple[str, str, str, str | None, str | None]] = []
+        self.kept: list[tuple[str, str]] = []
+        """(key hash, what it keeps in plain text): an ad audience's identifiers, for
+        ``held`` (:class:`~.shared.Held`) to hash."""
         self.removed: list[str] = []
         self.flushed = time.monotonic()
 
@@ -231,6 +246,8 @@ class Acks:
             plain = str(r[self.d.key]) if kept is None else kept[i]
             token = None if ring is None else ring.encrypt(plain, field=RECORD_KEY)
             self.rows.append((str(r[KEY]), str(r[HASH]), status, error, token))
+            if self.held is not None and kept is not None:
+                self.kept.append((str(r[KEY]), plain))
         self._maybe_flush()
 
     def keep(
@@ -277,10 +294,13 @@ class Acks:
                     }
                 )
                 self.wh.load(DESTINATION_STATE, table, on_conflict="update")
+            if self.held is not None:
+                self.held.write(self.kept)
             if self.removed:
-                self.wh.execute(
-                    f"DELETE FROM destination_state WHERE destination = ? "
-                    f"AND key_hash IN (SELECT {UNNEST})",
-                    [self.d.name, self.removed],
-                )
-        self.rows, self.removed = [], []
+                for name in (IDENTIFIERS, "destination_state")[not self.d.ad_audience :]:
+                    self.wh.execute(
+                        f"DELETE FROM {name} WHERE destination = ? "
+                        f"AND key_hash IN (SELECT {UNNEST})",
+                        [self.d.name, self.removed],
+                    )
+        self.rows, self.kept, self.removed = [], [], []

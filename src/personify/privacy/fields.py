@@ -223,6 +223,11 @@ def attach(wh: Warehouse, project: Project) -> None:
         set_blind(wh, cipher.blind if cipher.indexed else None)
 
 
+def project_of(wh: Warehouse) -> Project | None:
+    """The project attached to ``wh`` (:func:`attach`), if any."""
+    return _PROJECTS.get(wh)
+
+
 def cipher_of(wh: Warehouse) -> FieldCipher | None:
     return _ATTACHED.get(wh)
 

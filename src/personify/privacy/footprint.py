@@ -56,6 +56,7 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "source_fields",
         "schema_changes",
         "destination_state",
+        "destination_identifiers",  # keyed hashes (erased with the person's records)
         "list_uploads",
         "alert_state",  # alerts name sources, journeys, destinations and count (no people)
         "alert_notifications",

@@ -436,6 +436,20 @@ def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
     )
 
 
+def _destination_identifiers(wh: Warehouse) -> None:
+    """Session 20: ``destination_identifiers`` (an ad audience's identifiers as keyed hashes,
+    per record) and ``destination_state.identifiers_key``; records stored before are hashed
+    from their encrypted state by the next push that removes anyone."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["destination_identifiers"]):
+        wh.execute(sql, ())
+    col = TABLES_BY_NAME["destination_state"].column("identifiers_key")
+    wh.execute(
+        f"ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS "
+        f"{quote(col.name)} {wh.column_type(col.type)}",
+        (),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -519,6 +533,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         35,
         "segment_errors (failed segment refreshes); alert_state.subject_state (alerts per subject)",
         _segment_errors_and_alert_subjects,
+    ),
+    Migration(
+        36,
+        "ad audiences: destination_identifiers (keyed hashes of what each record was sent "
+        "with) and destination_state.identifiers_key",
+        _destination_identifiers,
     ),
 )
 

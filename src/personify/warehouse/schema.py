@@ -910,6 +910,13 @@ DESTINATION_STATE = Table(
             doc="The record's key, encrypted (privacy.encryption_keys), kept only when the "
             "destination removes records that leave its model (on_remove: delete)",
         ),
+        C(
+            "identifiers_key",
+            S,
+            doc="An ad audience's: a tag of the key its identifiers' keyed hashes "
+            "(destination_identifiers) were made under; NULL while none are kept (a record "
+            "stored before migration 36: hashed from record_key at the next removal)",
+        ),
     ),
     primary_key=("destination", "key_hash"),
     internal=True,
@@ -937,6 +944,25 @@ EVENT_FORWARDS = Table(
     internal=True,
     doc="Event forwarding: each event's outcome at each events destination, kept for the "
     "lookback window (rejected ones kept until the destination is reset)",
+)
+
+DESTINATION_IDENTIFIERS = Table(
+    "destination_identifiers",
+    (
+        C("destination", S, False),
+        C("key_hash", S, False, "The record (destination_state.key_hash)"),
+        C(
+            "id_hash",
+            S,
+            False,
+            "Keyed hash (HMAC-SHA256 under the blind index key) of one identifier the record "
+            "was sent with, as sent (already normalized and hashed): never the value",
+        ),
+    ),
+    indexes=(("destination", "id_hash"), ("destination", "key_hash")),
+    internal=True,
+    doc="Ad audiences: the identifiers each record was sent with, as keyed hashes — a removal "
+    "leaves out those a remaining member shares, found with one join",
 )
 
 # --------------------------------------------------------------------- uploaded lists (session 19)
@@ -1107,6 +1133,7 @@ TABLES: tuple[Table, ...] = (
     SCHEMA_CHANGES,
     DESTINATION_STATE,
     EVENT_FORWARDS,
+    DESTINATION_IDENTIFIERS,
     LIST_MEMBERS,
     LIST_UPLOADS,
     ALERT_STATE,
