@@ -4,7 +4,9 @@ refresh-token grant, the bearer token it issued, ``developer-token``, the job's 
 and consent, each operation's ``create``/``remove`` with ``userIdentifiers`` of one hashed field
 each (SHA-256 hex) or a whole ``addressInfo``, at most 100,000 operations a request — answers
 in Google's shapes (partial failures naming ``operations[i]``, quota and concurrency errors),
-and changes the list only when a job runs."""
+and changes the list only when a job runs — and, given Google's users (``Ads.users``), who is
+in it as Google matches: an operation adds (or removes) every user with any of its
+identifiers."""
 
 from __future__ import annotations
 
@@ -46,6 +48,12 @@ class Ads:
     concurrent_next: int = 0
     fail_runs: int = 0
     login_customer: str | None = None
+    users: dict[str, set[str]] = field(default_factory=dict)
+    """Google's users (a name → their identifiers as the list holds them: a hash, or
+    :func:`address_member`) to match operations against."""
+    audience: set[str] = field(default_factory=set)
+    """The users in the list as Google matches them: an operation adds (or removes) every user
+    who has any one of its identifiers."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     counter: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
@@ -308,10 +316,13 @@ class _Handler(QuietHandler):
             else:
                 failed = False
                 for kind, hashes in a.jobs[name]:
+                    matched = {user for user, ids in a.users.items() if ids & set(hashes)}
                     if kind == "create":
                         a.members |= set(hashes)
+                        a.audience |= matched
                     else:
                         a.members -= set(hashes)
+                        a.audience -= matched
                 a.ran.append(name)
                 a.requests.append(("run", 0))
         if failed:

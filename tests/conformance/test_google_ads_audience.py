@@ -256,3 +256,45 @@ def test_part_of_a_postal_address_is_refused_before_anything_is_sent(
         assert error is not None and "part of a postal address" in error, error
         assert "missing: last_name, postal_code" in error
     assert ads.requests == []
+
+
+HOME = "+44 7700 900123"  # a household's phone (UK_PHONE hashed)
+
+
+def test_a_removal_leaves_out_what_a_remaining_member_shares(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    # Google's users: the household's phone is on Bob's account
+    ads.users = {
+        "ann": {sha("ann@x.org")},
+        "bob": {sha("bob@x.org"), UK_PHONE},
+        "dee": {sha("dee@x.org")},
+    }
+    with session_for(warehouse_url, tmp_path, google(url, model=model)) as session:
+        wh = session.warehouse
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@x.org", "phone": HOME},
+                {"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME},
+                {"customer_id": "cus_c", "phone": HOME},  # the household's phone only
+                {"customer_id": "cus_d", "email": "dee@x.org"},
+            ],
+        )
+        assert push(session)["error"] is None
+        assert ads.audience == {"ann", "bob", "dee"}
+        # Ann and the phone-only record leave; Bob stays
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_a', 'cus_c')")
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        assert ads.audience == {"bob", "dee"}  # (naming the phone would remove Bob too)
+        c = gone["counts"]
+        assert (c["rows_to_remove"], c["rows_removed"], c["removals_shared"]) == (2, 1, 1)
+        assert UK_PHONE in ads.members and sha("ann@x.org") not in ads.members
+        assert states(session) == {"sent": 2}
+        # once Bob leaves too, nobody shares the phone: it is named
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_b'")
+        last = push(session)
+        assert last["counts"]["rows_removed"] == 1 and last["counts"]["removals_shared"] == 0
+        assert ads.audience == {"dee"} and UK_PHONE not in ads.members

@@ -20,6 +20,12 @@ model selects, through the OfflineUserDataJob flow of the Google Ads API (REST).
    acknowledged once the job runs: a push that stops before leaves its job unrun (Google drops
    it) and sends those people again next push (an add twice is one member).
 
+**Shared identifiers**: Google matches each ``UserIdentifier`` of an operation on its own (an
+email, a phone, a whole address), so a ``remove`` naming a household's phone removes whoever
+else in the list has it. As for Meta (:mod:`.meta`, :mod:`.shared`), a removal leaves out what a
+record staying in the model holds, and a person left with nothing is not sent
+(``removals_shared``).
+
 A job holds at most 100,000 people (then it runs and another starts). Requests carry
 ``developer-token`` (and ``login-customer-id`` for a manager account); the access token comes
 from the ``oauth2_refresh_token`` auth, refreshed before it expires. Google's errors
@@ -50,6 +56,7 @@ from personify.destinations.audiences import (
 )
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
+from personify.destinations.shared import Held, Pair
 from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError, RestResponseError
@@ -270,9 +277,16 @@ def send(
 ) -> None:
     """Add the changed rows' people to the list (jobs, acknowledged once run), then
     (``on_remove: delete``, unless not ``remove``) remove those who left the model."""
-    counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0, "rows_address_incomplete": 0}
+    counts |= {
+        "rows_sent": 0,
+        "rows_rejected": 0,
+        "requests": 0,
+        "rows_address_incomplete": 0,
+        "removals_shared": 0,
+    }
     size = min(d.batch_size or MOST, MOST)
-    acks = Acks(wh, d, ring)
+    known = Held(wh, d, ring, _units) if ring is not None else None
+    acks = Acks(wh, d, ring, known)
     with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
         job = _Job(client, d, counts)
         pending: list[tuple[dict[str, Any], str]] = []
@@ -284,8 +298,8 @@ def send(
             pending.clear()
 
         try:
-            if ring is not None:  # an erasure's removals first, whatever the model says
-                _remove(wh, d, ring, acks, counts, _Job(client, d, counts), erased=True)
+            if known is not None:  # an erasure's removals first, whatever the model says
+                _remove(wh, d, known, acks, counts, _Job(client, d, counts), erased=True)
                 acks.flush()
             for page in pages(wh, d):
                 before = previous(wh, d, ring, page) if ring is not None else {}
@@ -315,8 +329,9 @@ def send(
                         else:
                             pending.append((row, to_keep(str(row[d.key]), sets)))
             run()
-            if ring is not None and remove:
-                _remove(wh, d, ring, acks, counts, _Job(client, d, counts))
+            if known is not None and remove:
+                acks.flush()  # (who was just added holds their identifiers: see Held.shared)
+                _remove(wh, d, known, acks, counts, _Job(client, d, counts))
         finally:
             acks.flush()
             counts["retries"] = client.stats.retries
@@ -325,7 +340,7 @@ def send(
 def _remove(
     wh: Warehouse,
     d: RestDestination,
-    ring: KeyRing,
+    held: Held,
     acks: Acks,
     counts: dict[str, int],
     job: _Job,
@@ -351,20 +366,29 @@ def _remove(
         after = page[-1][0]
         tokens = {h: k for h, _, k in page}
         named: list[tuple[str, str, Sets]] = []
-        for h, r, held in opened(wh, d, ring, page):
-            sets = sets_of(held) if held is not None else []
+        for h, r, kept in opened(wh, d, held.ring, page):
+            sets = sets_of(kept) if kept is not None else []
             if sets:
                 named.append((h, r, sets))
                 continue
             why = (
                 f"its kept identifiers cannot be read (altered, or {LOST_KEY} they were "
                 "encrypted under)"
-                if held is None
+                if kept is None
                 else "no identifiers were kept for it (pushed before the destination was an "
-                f"audience: key {mask_text(kept_key(d, held))})"
+                f"audience: key {mask_text(kept_key(d, kept))})"
             )
             acks.keep([(h, r, tokens[h])], why, status=status)
             counts[rejected] += 1
+        shared = held.shared({u for _, _, sets in named for u in _units(sets)})
+        unshared: list[tuple[str, str, Sets]] = []
+        for h, r, sets in named:
+            if left := _without(sets, shared):
+                unshared.append((h, r, left))
+            else:  # (naming them would name the member who shares their identifiers too)
+                acks.remove([h])
+                counts["removals_shared"] += 1
+        named = unshared
         for i in range(0, len(named), size):
             batch = named[i : i + size]
             if len(pending) + len(batch) > JOB:
@@ -381,3 +405,29 @@ def _remove(
                 else:
                     pending.append(h)
     run()
+
+
+def _units(sets: Sets) -> set[Pair]:
+    """What Google matches people on, one by one, in ``sets``: each email, each phone, and each
+    whole postal address (``ADDRESS``: its four values)."""
+    out: set[Pair] = set()
+    for schema, values in sets:
+        given = dict(zip(schema, values, strict=True))
+        out |= {(k, v) for k, v in given.items() if v and k in FIELD}
+        if all(given.get(k) for k in ADDRESS):
+            out.add(("ADDRESS", "\0".join(given[k] for k in ADDRESS)))
+    return out
+
+
+def _without(sets: Sets, held: set[Pair]) -> Sets:
+    """``sets`` without the identifiers in ``held`` (an address as a whole), keeping only the
+    rows that still name someone."""
+    out: Sets = []
+    for schema, values in sets:
+        given = dict(zip(schema, values, strict=True))
+        left = {k: "" if k in FIELD and (k, v) in held else v for k, v in given.items()}
+        if ("ADDRESS", "\0".join(given.get(k) or "" for k in ADDRESS)) in held:
+            left |= dict.fromkeys(ADDRESS, "")
+        if user_identifiers(left):
+            out.append((schema, tuple(left[k] for k in schema)))
+    return list(dict.fromkeys(out))
