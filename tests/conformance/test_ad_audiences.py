@@ -175,6 +175,9 @@ def test_a_removal_leaves_out_what_a_remaining_member_shares(
         session.warehouse.execute(
             "UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_a', 'cus_c')"
         )
+        # the dry run says one of the two removals will not be sent
+        dry = push(session, dry_run=True)["counts"]
+        assert (dry["rows_to_remove"], dry["removals_shared"]) == (2, 1)
         gone = push(session)
         assert gone["error"] is None, gone["error"]
         assert graph.audience == {"bob", "dee"}  # (naming the phone would remove Bob too)
@@ -214,6 +217,8 @@ def test_an_erased_persons_removal_leaves_out_what_a_remaining_member_shares(
         assert push(session)["error"] is None and graph.audience == {"ann", "bob"}
         assert erase_records(wh, "ads", ["cus_a", "cus_c"]) == 2
         wh.execute("DELETE FROM customers WHERE customer_id IN ('cus_a', 'cus_c')")
+        dry = push(session, dry_run=True)["counts"]
+        assert (dry["rows_erased_to_remove"], dry["removals_shared"]) == (2, 1)
         erased = push(session)
         assert erased["error"] is None, erased["error"]
         assert graph.audience == {"bob"} and graph.members["PHONE"] == {UK_PHONE}

@@ -286,6 +286,8 @@ def test_a_removal_leaves_out_what_a_remaining_member_shares(
         assert ads.audience == {"ann", "bob", "dee"}
         # Ann and the phone-only record leave; Bob stays
         wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_a', 'cus_c')")
+        dry = push(session, dry_run=True)["counts"]  # (it says one will not be sent)
+        assert (dry["rows_to_remove"], dry["removals_shared"]) == (2, 1)
         gone = push(session)
         assert gone["error"] is None, gone["error"]
         assert ads.audience == {"bob", "dee"}  # (naming the phone would remove Bob too)

@@ -285,7 +285,7 @@ def send(
         "removals_shared": 0,
     }
     size = min(d.batch_size or MOST, MOST)
-    known = Held(wh, d, ring, _units) if ring is not None else None
+    known = Held(wh, d, ring, units) if ring is not None else None
     acks = Acks(wh, d, ring, known)
     with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
         job = _Job(client, d, counts)
@@ -380,10 +380,10 @@ def _remove(
             )
             acks.keep([(h, r, tokens[h])], why, status=status)
             counts[rejected] += 1
-        shared = held.shared({u for _, _, sets in named for u in _units(sets)})
+        shared = held.shared({u for _, _, sets in named for u in units(sets)})
         unshared: list[tuple[str, str, Sets]] = []
         for h, r, sets in named:
-            if left := _without(sets, shared):
+            if left := without(sets, shared):
                 unshared.append((h, r, left))
             else:  # (naming them would name the member who shares their identifiers too)
                 acks.remove([h])
@@ -407,7 +407,7 @@ def _remove(
     run()
 
 
-def _units(sets: Sets) -> set[Pair]:
+def units(sets: Sets) -> set[Pair]:
     """What Google matches people on, one by one, in ``sets``: each email, each phone, and each
     whole postal address (``ADDRESS``: its four values)."""
     out: set[Pair] = set()
@@ -419,7 +419,7 @@ def _units(sets: Sets) -> set[Pair]:
     return out
 
 
-def _without(sets: Sets, held: set[Pair]) -> Sets:
+def without(sets: Sets, held: set[Pair]) -> Sets:
     """``sets`` without the identifiers in ``held`` (an address as a whole), keeping only the
     rows that still name someone."""
     out: Sets = []

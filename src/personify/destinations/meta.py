@@ -152,7 +152,7 @@ def send(
     }
     size = min(d.batch_size or MOST, MOST)
     path = users_path(d)
-    known = Held(wh, d, ring, _pairs) if ring is not None else None
+    known = Held(wh, d, ring, units) if ring is not None else None
     acks = Acks(wh, d, ring, known)
     with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
 
@@ -248,10 +248,10 @@ def _remove(
                 counts[rejected] += 1
                 continue
             named.append((h, sets))
-        shared = held.shared({i for _, sets in named for i in _pairs(sets)})
+        shared = held.shared({i for _, sets in named for i in units(sets)})
         unshared: list[tuple[str, Sets]] = []
         for h, sets in named:
-            if left := _without(sets, shared):
+            if left := without(sets, shared):
                 unshared.append((h, left))
             else:  # (naming them would name the member who shares their identifiers too)
                 acks.remove([h])
@@ -269,13 +269,13 @@ def _remove(
             counts[removed] += len(chunk)
 
 
-def _pairs(sets: Sets) -> set[Pair]:
+def units(sets: Sets) -> set[Pair]:
     """Every identifier of ``sets`` (Meta matches on each; the others are blanked when shared,
     as a whole row is)."""
     return {(k, v) for schema, values in sets for k, v in zip(schema, values, strict=True) if v}
 
 
-def _without(sets: Sets, held: set[Pair]) -> Sets:
+def without(sets: Sets, held: set[Pair]) -> Sets:
     """``sets`` with the identifiers in ``held`` blanked (Meta's "not given"), keeping only the
     rows still naming an identifier that singles a person out."""
     out: Sets = []

@@ -122,6 +122,8 @@ def _push_one(
                     kept = [k for _, _, k in opened(wh, d, ring, rows)]
                     keys = [None if k is None else kept_key(d, k) for k in kept]
                     result.removals = [mask_text(k) for k in keys if k is not None]
+                    if d.ad_audience and d.on_remove == "delete":
+                        result.counts["removals_shared"] = _unsent(wh, d, ring)
             elif work:
                 held = _too_many_removals(wh, d, result.counts) if not allow_removals else None
                 send(wh, d, result.counts, ring, remove=held is None)
@@ -235,6 +237,16 @@ def _too_many_removals(wh: Warehouse, d: RestDestination, counts: dict[str, int]
         f"— did the model lose its rows? Check with `personify push {d.name} --dry-run`, then "
         f"`personify push {d.name} --allow-removals` (or raise max_removals)"
     )
+
+
+def _unsent(wh: Warehouse, d: RestDestination, ring: KeyRing) -> int:
+    """``--dry-run`` of an ad audience: of the records to remove, how many would not be sent
+    (every identifier shared with a remaining member: :mod:`.shared`)."""
+    from personify.destinations import google, meta
+    from personify.destinations.shared import unsent_removals
+
+    preset = google if d.preset == "google_ads_audience" else meta
+    return unsent_removals(wh, d, ring, preset.units, preset.without)
 
 
 def key_ring(project: Project, d: RestDestination) -> KeyRing | None:

@@ -27,7 +27,7 @@ from typing import Final
 
 from personify.config import RestDestination
 from personify.destinations.audiences import Sets, sets_of
-from personify.destinations.model import READ, ROWS, staying
+from personify.destinations.model import READ, ROWS, leaving, staying
 from personify.destinations.state import ERASED, IDENTIFIERS, KEY, opened
 from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import UNNEST, Warehouse
@@ -134,3 +134,27 @@ class Held:
             [self.d.name, sorted(wanted), self.tag],
         )
         return {wanted[str(h)] for (h,) in rows}
+
+
+def unsent_removals(
+    wh: Warehouse,
+    d: RestDestination,
+    ring: KeyRing,
+    units: Units,
+    without: Callable[[Sets, set[Pair]], Sets],
+) -> int:
+    """``--dry-run``: how many of the records to remove (those that left the model and those
+    erasures left) a push would not send, every identifier they hold being held by a record
+    staying in the audience too — as the state stands (people this push would add first are not
+    counted). Hashes records kept before migration 36 (:meth:`Held.backfill`), as a push would."""
+    held = Held(wh, d, ring, units)
+    unsent = 0
+    for erased in (True, False):
+        after = ""
+        while page := leaving(wh, d, limit=READ, after=after, erased=erased):
+            after = page[-1][0]
+            named = [sets_of(k) for _, _, k in opened(wh, d, ring, page) if k is not None]
+            named = [sets for sets in named if sets]
+            shared = held.shared({u for sets in named for u in units(sets)})
+            unsent += sum(1 for sets in named if not without(sets, shared))
+    return unsent

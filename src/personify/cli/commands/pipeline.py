@@ -199,8 +199,9 @@ def push_command(
     left its model (a dry run counts them and shows a few keys, masked) — and first, whatever
     the model says and past max_removals, the records of people `personify privacy erase`
     erased (pending removals; one the API refuses stays pending and goes again next push).
-    A Meta audience's removal leaves out the identifiers a remaining member shares (a
-    household's phone), and sends nothing for a person left with none (`removals_shared`).
+    An ad audience's removal leaves out the identifiers a remaining member shares (a
+    household's phone), and sends nothing for a person left with none (`removals_shared`; a
+    dry run counts them too: of rows_to_remove, those that will not be sent).
     Removals that can never go — the destination switched to `on_remove: ignore` or gone from
     personify.yml, or privacy.encryption_keys lost the key they were kept under — are warned
     about on stderr (`--json`: each destination's `warnings`), with what to do; so are rows
