@@ -61,14 +61,16 @@ class Held:
         self.key = hash_key(wh, ring)
         self.tag = hmac.new(self.key, b"destination identifiers", hashlib.sha256).hexdigest()[:16]
         self._filled = False
+        self._keyed = hmac.new(self.key, f"{d.name}\0".encode(), hashlib.sha256)
 
     def hashed(self, pairs: Iterable[Pair]) -> dict[str, Pair]:
         """Each identifier's keyed hash → the identifier."""
-        prefix = f"{self.d.name}\0".encode()
-        return {
-            hmac.new(self.key, prefix + f"{k}\0{v}".encode(), hashlib.sha256).hexdigest(): (k, v)
-            for k, v in pairs
-        }
+        out: dict[str, Pair] = {}
+        for k, v in pairs:
+            h = self._keyed.copy()  # (the key's pads and the prefix, hashed once)
+            h.update(f"{k}\0{v}".encode())
+            out[h.hexdigest()] = (k, v)
+        return out
 
     def write(self, kept: list[tuple[str, str]]) -> None:
         """Record the identifiers of records (key hash, what each keeps in plain text:
