@@ -63,6 +63,7 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "predictive_fits",  # the models' parameters and fit quality (no identifiers)
         "event_forwards",  # message ids and masked answers; the erasure's own step deletes
         # a person's (``event_forwards``, before their events go)
+        "segment_errors",  # a segment's name, file and the warehouse's error, masked
     }
 )
 """Tables without personal data in the clear (the audit log, tombstones and ``destination_state``
