@@ -254,6 +254,9 @@ def test_why_is_a_customer_in_a_segment(client: Browser) -> None:
     nobody = client.get("/console/segments/everyone", params={"customer": "zed@example.org"})
     assert nobody.status_code == 200 and "No customer has this id or email" in nobody.text
     assert client.get("/console/segments/nope").status_code == 404
+    # an unknown segment asked about a customer: 404 too, not a server error
+    asked = client.get("/console/segments/nope", params={"customer": "c1"})
+    assert asked.status_code == 404 and "No segment of that name" in asked.text
 
 
 def test_preview_in_a_sandboxed_frame_with_the_verdict(api: AdminApi, client: Browser) -> None:

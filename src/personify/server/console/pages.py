@@ -191,9 +191,13 @@ async def segment_page(request: Request, viewer: Viewer) -> Response:
     try:
         data = await run_in_threadpool(views.segment, session, viewer, name, who or None)
     except NotFound:
+        missing = _page("missing", "Not found", viewer, 404, what="No segment of that name.")
         if not who:
-            return _page("missing", "Not found", viewer, 404, what="No segment of that name.")
-        data = await run_in_threadpool(views.segment, session, viewer, name, None)
+            return missing
+        try:  # the customer, or the segment itself, is unknown
+            data = await run_in_threadpool(views.segment, session, viewer, name, None)
+        except NotFound:
+            return missing
         data["missing"] = True
     else:
         data["missing"] = False
