@@ -19,11 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conformance.collector_api import WRITE_KEY, Collector, serve_collector
+from tests.loopback import QuietHandler, serve
 
 from personify import clock
 from personify.config import (
     BasicAuth,
     EventsDestination,
+    OAuth2ClientCredentials,
     Project,
     ProjectConfig,
     RestClient,
@@ -387,6 +389,40 @@ def test_refused_credentials_stop_the_forwarding(
         result = forward(session, T0 + timedelta(seconds=5))
         assert result["error"] is not None and "401" in result["error"]
         assert outcomes(session) == {} and api.taken == []
+
+
+class _RevokedGrant(QuietHandler):
+    """A token endpoint refusing the grant with 400, as Google's does for a revoked refresh
+    token (RFC 6749 §5.2: invalid_grant)."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.body()
+        self.answer(400, {"error": "invalid_grant"})
+
+
+def test_a_refused_oauth_grant_stops_the_forwarding_and_rejects_no_event(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    # the token endpoint's 400 is about the credentials, not an event: halving the batch and
+    # keeping every event as rejected (never sent again) lost the whole stream
+    with serve(_RevokedGrant) as token_url:
+        auth = OAuth2ClientCredentials(
+            access_token_url=f"{token_url}/token",
+            client_id=Secret("id"),
+            client_secret=Secret("revoked"),
+        )
+        d = EventsDestination(
+            name="analytics",
+            path="/v1/batch",
+            start="all",
+            batch_size=2,
+            client=RestClient(base_url=url, auth=auth, backoff_base=0.01),
+        )
+        with session_for(warehouse_url, tmp_path, d) as session:
+            ingest(session, ["m1", "m2", "m3"], at=T0)
+            result = forward(session, T0 + timedelta(seconds=5))
+            assert result["error"] is not None and "token endpoint" in result["error"]
+            assert outcomes(session) == {} and api.taken == []
 
 
 def test_a_crash_between_the_2xx_and_its_record_sends_that_batch_again_only(

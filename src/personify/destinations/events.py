@@ -23,9 +23,10 @@ more than its request), and whatever is left when the forwarding ends or stops: 
 a 2xx and its record sends those events again — at most a second's —, with the same
 ``messageId`` each (the tool's idempotency key). A
 batch the API refuses (4xx) is halved until the refused events stand alone, each kept as
-``rejected`` with the answer (masked) and never sent again; 401, 403, 404 and 405 stop the
-forwarding; 5xx, 429 and timeouts are retried by the polite client (:mod:`personify.http`) and,
-past its retries, stop the forwarding with its position kept — the next one starts there.
+``rejected`` with the answer (masked) and never sent again; 401, 403, 404 and 405 (and an
+OAuth token endpoint's refusal) stop the forwarding; 5xx, 429 and timeouts are retried by the
+polite client (:mod:`personify.http`) and, past its retries, stop the forwarding with its
+position kept — the next one starts there.
 
 **Consent, in the warehouse.** An event's person is its ``customer_id`` — or, not resolved yet,
 the customer its ``userId`` or ``anonymousId`` is an identifier of. ``data_sharing`` (the
@@ -406,6 +407,9 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
         "requests": 0,
     }
     body_key = d.records_key
+    # an OAuth token endpoint's refusal (400 invalid_grant: a revoked refresh token) is about
+    # the credentials, not an event: it stops the forwarding as a 401 does
+    token_url = getattr(d.client.auth, "access_token_url", None)
     outcomes = _Outcomes(wh, d)
     with HttpClient(d.client, source=f"destination {d.name}") as client:
 
@@ -417,6 +421,8 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
                 client.send(d.method, d.path, json=body)
             except RestHttpError as e:
                 if e.status in STOPPING or e.status < 400 or e.status >= 500:
+                    raise
+                if token_url is not None and e.url == token_url:
                     raise
                 if len(rows) > 1:  # which event? halves until the refused ones stand alone
                     half = len(rows) // 2
