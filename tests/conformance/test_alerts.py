@@ -232,6 +232,29 @@ def test_a_state_stored_before_subjects_were_tracked_goes_on(
         assert [b["new_subjects"] for b in hook.bodies] == [[], ["shop"]]
 
 
+def test_a_subject_told_in_an_episode_is_not_told_again_after_a_blip_shorter_than_for(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """With ``for:``, a subject already told in this episode that comes back and stops again
+    before its ``for:`` is still remembered: holding long enough once more does not tell
+    "now also" a second time in the same episode."""
+    with webhook_receiver() as hook:
+        alerts = "  - {name: sync_failing, when: source_failed, for: 15m, notify: [ops_json]}\n"
+        s = session_on(warehouse, project(tmp_path, warehouse, alerts, hook))
+        sync(warehouse, "crm", T0, error="boom")
+        check(s, T0)
+        assert check(s, T0 + timedelta(minutes=15)) == ["sync_failing"]
+        sync(warehouse, "shop", T0 + timedelta(minutes=20), error="boom")
+        check(s, T0 + timedelta(minutes=20))
+        check(s, T0 + timedelta(minutes=35))
+        assert [b["new_subjects"] for b in hook.bodies] == [[], ["shop"]]
+        for minute, error in ((40, None), (45, "boom"), (50, None), (55, "boom")):
+            sync(warehouse, "shop", T0 + timedelta(minutes=minute), error=error)
+            assert check(s, T0 + timedelta(minutes=minute)) == ["sync_failing"]
+        assert check(s, T0 + timedelta(minutes=75)) == ["sync_failing"]
+        assert len(hook.bodies) == 2  # shop was told at 35 min: not "now also" again
+
+
 def test_failing_notifier_is_retried_and_never_fails(warehouse: Warehouse, tmp_path: Path) -> None:
     with alerting(
         warehouse,

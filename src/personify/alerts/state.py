@@ -239,7 +239,7 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
     for name, t in list(tracked.items()):
         if name in subjects:
             continue
-        if t.state == "firing" or (t.state == "ok" and t.notified):
+        if t.state == "firing" or t.notified:  # (told, then back pending: still told)
             tracked[name] = Subject("ok", notified=t.notified)  # remembered in this episode
         else:
             del tracked[name]  # pending: stopped before its for:, told nobody
