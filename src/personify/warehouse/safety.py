@@ -114,8 +114,11 @@ _VALUE_IN_MESSAGE: Final = {
 error reaches ``personify run``'s output, ``status`` and the logs, masked by
 :func:`~personify.privacy.masking.mask_text`, which can only mask what the engine quotes as a
 value: such a message would show a customer's data (``error(first_name)``)."""
-_VALUE_IN_MESSAGE_PREFIXES: Final = ("has_",)
-"""``has_table_privilege(x, 'select')`` and the other ``has_*_privilege``: as ``currval``."""
+_VALUE_IN_MESSAGE_PREFIXES: Final = ("has_", "to_reg")
+"""``has_table_privilege(x, 'select')`` and the other ``has_*_privilege``: as ``currval``; and
+PostgreSQL's ``to_regclass``, ``to_regtype`` … (a name they cannot parse fails naming it:
+``improper relation name (too many dotted names): j.r.r.tolkien``, ``syntax error at or near
+"Smith"``)."""
 _SQL_RUNNING: Final = frozenset(
     {
         # PostgreSQL: they run the SQL text (or read the relation) they are given, whatever

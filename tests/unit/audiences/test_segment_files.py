@@ -206,6 +206,8 @@ VALUE_IN_MESSAGE = [
     ("duckdb", "WHERE email::regclass[] IS NULL", 7, "a cast to regclass is not allowed"),
     ("postgres", "WHERE currval(first_name) > 0", 7, "function currval() is not allowed"),
     ("postgres", "WHERE has_table_privilege(email, 'select')", 7, "has_table_privilege() is not"),
+    ("postgres", "WHERE to_regclass(last_name) IS NULL", 7, "function to_regclass() is not"),
+    ("postgres", "WHERE to_regtype(first_name) IS NULL", 7, "function to_regtype() is not"),
     ("postgres", "WHERE query_to_xml('SELECT 1', true, true, '') IS NULL", 7, "runs SQL given"),
 ]
 
