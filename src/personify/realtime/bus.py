@@ -157,7 +157,7 @@ async def _connect(settings: BusSettings) -> Any:
         )
     except Exception as e:  # refused, timeout …
         raise ServiceUnavailable(
-            f"cannot reach the bus at {settings.url}: {type(e).__name__}",
+            f"cannot reach the bus at {_address(settings.url)}: {type(e).__name__}",
             hint="start NATS with JetStream (nats-server -js) or remove bus:",
         ) from None
     return nc

@@ -44,3 +44,25 @@ def test_roles_need_a_bus_and_a_shared_warehouse() -> None:
     )
     with pytest.raises(ConfigError, match="unknown role"):
         check_role(project("name: x\n"), "bogus")
+
+
+def test_an_unreachable_bus_is_named_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`cannot reach the bus at …` is logged and shown: the URL's user and password stay out."""
+    import asyncio
+
+    import nats
+
+    from personify.errors import ServiceUnavailable
+    from personify.realtime.bus import BusSettings, _connect
+
+    async def refused(*args: object, **kw: object) -> None:
+        raise ConnectionRefusedError(111, "Connect call failed")  # nats-py retries a real one
+
+    monkeypatch.setattr(nats, "connect", refused)
+    settings = BusSettings(url="nats://ops:s3cret-pw@127.0.0.1:4999", stream="t")
+    with pytest.raises(ServiceUnavailable) as caught:
+        asyncio.run(_connect(settings))
+    said = str(caught.value)
+    assert "127.0.0.1:4999" in said and "s3cret-pw" not in said and "ops" not in said
