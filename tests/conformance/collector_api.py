@@ -26,6 +26,8 @@ class Collector:
     """The next N requests answer 500."""
     fail_from: int | None = None
     """Every request from this one on (1-based) answers 500."""
+    refuse_all: bool = False
+    """Every batch answers 400 (a request the API cannot take, whatever its events)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ids(self) -> list[str]:
@@ -62,6 +64,8 @@ def _handler(api: Collector) -> type[BaseHTTPRequestHandler]:
                 if self.path != "/v1/batch":
                     return self._answer(404, {"error": "no such endpoint"})
                 body = json.loads(raw)
+                if api.refuse_all:
+                    return self._answer(400, {"error": "context.library is required"})
                 batch = body["batch"]
                 for event in batch:
                     if (event.get("properties") or {}).get("bad"):

@@ -345,6 +345,29 @@ def test_a_refused_batch_is_halved_until_the_refused_event_stands_alone(
         assert forward(session, T0 + timedelta(seconds=9))["counts"]["requests"] == 0
 
 
+def test_a_batch_refused_event_by_event_stops_the_forwarding_and_rejects_nothing(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """An API that refuses every request (a field it requires, the wrong records_key) is not
+    refusing events: the forwarding stops with the answer, records no outcome, and the events
+    go once the destination is fixed."""
+    ids = [f"m{i:02}" for i in range(12)]
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        ingest(session, ids, at=T0)
+        api.refuse_all = True
+        stopped = forward(session, T0 + timedelta(seconds=5))
+        assert (
+            stopped["error"] is not None
+            and "refused each of a batch's 10 events" in stopped["error"]
+        ), stopped["error"]
+        assert "context.library is required" in stopped["error"]
+        assert outcomes(session) == {} and api.taken == []
+        api.refuse_all = False
+        resumed = forward(session, T0 + timedelta(seconds=9))
+        assert resumed["error"] is None and resumed["counts"]["events_sent"] == 12
+        assert sorted(api.ids()) == ids
+
+
 def test_server_errors_are_retried(
     warehouse_url: str, tmp_path: Path, api: Collector, url: str
 ) -> None:

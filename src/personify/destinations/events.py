@@ -413,27 +413,43 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
     outcomes = _Outcomes(wh, d)
     with HttpClient(d.client, source=f"destination {d.name}") as client:
 
-        def post(rows: list[dict[str, Any]]) -> None:
+        def post(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], RestHttpError]]:
+            """Send ``rows``; the events the API refused, each alone, with its answer."""
             events = [payload(r) for r in rows]
             body: Any = {body_key: events} if body_key else events
             counts["requests"] += 1
             try:
                 client.send(d.method, d.path, json=body)
             except RestHttpError as e:
-                if e.status in STOPPING or e.status < 400 or e.status >= 500:
+                if e.status in STOPPING or e.status < 400 or e.status >= 500 or e.status == 408:
                     raise
                 if token_url is not None and e.url == token_url:
                     raise
                 if len(rows) > 1:  # which event? halves until the refused ones stand alone
                     half = len(rows) // 2
-                    post(rows[:half])
-                    post(rows[half:])
-                    return
-                _record(wh, d, rows, "rejected", mask_text(e.message)[:500])
-                counts["events_rejected"] += 1
-                return
+                    return post(rows[:half]) + post(rows[half:])
+                return [(rows[0], e)]
             outcomes.add(rows, "sent")
             counts["events_sent"] += len(rows)
+            return []
+
+        def send(batch: list[dict[str, Any]]) -> None:
+            refused = post(batch)
+            if len(batch) > 1 and len(refused) == len(batch):
+                # every event of the batch refused alone: the request is wrong (records_key, a
+                # field the API requires), not the events — stop, nothing recorded: they wait
+                e = refused[0][1]
+                raise RestHttpError(
+                    f"the API refused each of a batch's {len(batch)} events alone: "
+                    f"{mask_text(e.message)[:300]}",
+                    status=e.status,
+                    url=e.url,
+                    hint="check the destination's path, records_key and what the API requires; "
+                    "the events wait and go at the next forwarding",
+                )
+            for row, e in refused:
+                _record(wh, d, [row], "rejected", mask_text(e.message)[:500])
+                counts["events_rejected"] += 1
 
         try:
             after: tuple[datetime, str] | None = None
@@ -446,7 +462,7 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
                 go = [r for r in page if str(r["message_id"]) in ok]
                 for i in range(0, len(go), d.batch_size):
                     if batch := _still_stored(wh, go[i : i + d.batch_size]):
-                        post(batch)
+                        send(batch)
         except Exception:  # stopped (the API, the warehouse): what the API took is recorded
             outcomes.flush()
             raise
