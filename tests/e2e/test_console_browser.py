@@ -112,7 +112,8 @@ def test_sign_in_search_profile_preview_in_a_browser(served: Server) -> None:
     )
     assert [(r["action"], r["actor"]) for r in audited] == [
         ("profile_read", "console:admin"),
-        ("email_preview", "console:admin"),
+        ("email_preview", "console:admin"),  # the preview's page
+        ("email_preview", "console:admin"),  # its frame (the email's HTML alone)
     ]
     listed = personify(
         "audit", "--action", "email_preview", "--json", "--project", str(served.project)

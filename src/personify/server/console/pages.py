@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -294,8 +295,14 @@ async def preview_email(request: Request, viewer: Viewer) -> Response:
     if not viewer.sees_pii:
         return Response("", 403, headers=headers)
     try:
+        # audited too: the frame's address alone fetches the whole personalized email
         shown = await run_in_threadpool(
-            views.render, state_of(request).session, None, template, who, journey or None
+            functools.partial(views.render, part="html"),
+            state_of(request).session,
+            viewer,
+            template,
+            who,
+            journey or None,
         )
     except (NotFound, views.PreviewError):
         return Response("", 404, headers=headers)

@@ -333,10 +333,17 @@ class PreviewError(PersonifyError):
 
 
 def render(
-    session: Session, viewer: Viewer | None, template: str, who: str, journey: str | None
+    session: Session,
+    viewer: Viewer | None,
+    template: str,
+    who: str,
+    journey: str | None,
+    *,
+    part: str = "page",
 ) -> Shown:
     """``personify render``'s email for one customer at this instant, and the send gate's verdict
-    — writes nothing but the audit entry (when ``viewer`` is given). Raises NotFound,
+    — writes nothing but the audit entry (when ``viewer`` is given; ``part``: ``page``, the
+    preview's page, or ``html``, its frame — each is a read of the email). Raises NotFound,
     PreviewError."""
     from personify.journeys import project_journeys
     from personify.journeys.preview import describe, render_preview, senders, verdict
@@ -363,7 +370,14 @@ def render(
     html_part, text_part = message.get_body(("html",)), message.get_body(("plain",))
     body = html_part.get_content() if html_part is not None else ""
     if viewer is not None:
-        _audit(session, viewer, "email_preview", shown.envelope.customer_id, template=template)
+        _audit(
+            session,
+            viewer,
+            "email_preview",
+            shown.envelope.customer_id,
+            template=template,
+            part=part,
+        )
     return Shown(
         customer_id=shown.envelope.customer_id,
         subject=shown.envelope.subject,
