@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from personify.alerts import AlertReport
 
 alerts_app = typer.Typer(
-    help="Alerts (alerts: and notifiers: in personify.yml): signals such as a failed sync, a "
+    help="Alerts (alerts: and notifiers: in personify.yml): their state, or evaluate them now."
+    "\n\nSignals such as a failed sync, a "
     "stale source, quarantine growth or a high complaint rate, told to webhooks (Slack) and "
     "inboxes once when they fire and once when they resolve. They are evaluated after every "
     "`personify run` and on `personify serve`'s schedule (alerts_every). Signals (when:): "
@@ -51,7 +52,9 @@ def _table(reports: list[AlertReport], title: str) -> Table:
 def check_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
-    """Evaluate every alert at --now: read its signal, move its state and each subject's (ok,
+    """Evaluate every alert now and send what is due; exit 1 when one fires.
+
+    Evaluate every alert at --now: read its signal, move its state and each subject's (ok,
     pending while it has not held for its `for:`, firing), notify once when it fires, once per
     subject that fires later ("now also", however often it flaps), again every `repeat:` per
     subject, and once when it resolves, and retry notifications that failed before. The state
@@ -108,10 +111,11 @@ def list_command(
         "removed; their notifications are no longer sent).",
     ),
 ) -> None:
-    """Each alert's state as last evaluated (changes nothing): ok, pending or firing, since
-    when, for which sources or journeys, when its notifiers were last told, notifications
-    that failed (retried after a backoff of 1 min doubling to 1 h, with their next attempt)
-    and those given up after failing for 24 h."""
+    """Each alert's state as last evaluated (changes nothing).
+
+    Ok, pending or firing, since when, for which sources or journeys, when its notifiers were
+    last told, notifications that failed (retried after a backoff of 1 min doubling to 1 h,
+    with their next attempt) and those given up after failing for 24 h."""
     from personify.alerts import list_alerts
     from personify.session import open_session
 

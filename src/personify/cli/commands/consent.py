@@ -49,7 +49,9 @@ def set_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Record a consent change for a person, now (or at --now). A grant also supersedes older
+    """Record a consent change for a person (grant or revoke), with its proof.
+
+    Record a consent change for a person, now (or at --now). A grant also supersedes older
     revocations recorded under the person's other ids; a revocation wins everywhere."""
     from personify.privacy.audit import log_action
     from personify.privacy.consent import set_consent
@@ -115,7 +117,9 @@ def request_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Double opt-in: record a pending request and email the person the signed confirmation
+    """Double opt-in: record a pending request and email the confirmation link.
+
+    Double opt-in: record a pending request and email the person the signed confirmation
     link (a transactional email through the project's delivery). The consent is granted only
     when they confirm (POST on the link, served by `personify serve`); until then they may not be
     contacted for the purpose."""

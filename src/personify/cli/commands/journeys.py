@@ -49,7 +49,9 @@ def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None
 
 @journeys_app.command("check")
 def check_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
-    """Check every journey file and each template a send step names, as `personify run` does
+    """Check the journey files and the templates they send, without running anything.
+
+    Check every journey file and each template a send step names, as `personify run` does
     before deciding anything: every language version of it (NAME.liquid, NAME.fr.liquid …) with
     its subject, layout and the partials it renders. A mistake exits 2 naming the journey's file,
     line and key and the template's file and line (the run skips the journeys that send it and

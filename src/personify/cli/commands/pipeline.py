@@ -187,11 +187,13 @@ def push_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Push warehouse rows to other tools' APIs now (reverse ETL): the `destinations` in
-    personify.yml — e.g. each customer's engagement score and lifecycle stage to the CRM, or a
-    segment's members to a Meta Custom Audience or a Google Ads Customer Match list (`preset:
-    meta_audience` / `google_ads_audience`: identifiers hashed with SHA-256 before they leave,
-    only people who granted `advertising`).
+    """Push warehouse rows to other tools' APIs now (reverse ETL, ad audiences, event
+    forwarding).
+
+    The `destinations` in personify.yml — e.g. each customer's engagement score and
+    lifecycle stage to the CRM, or a segment's members to a Meta Custom Audience or a Google
+    Ads Customer Match list (`preset: meta_audience` / `google_ads_audience`: identifiers
+    hashed with SHA-256 before they leave, only people who granted `advertising`).
 
     Only rows that changed since the API last took them are sent, in batches, with retries; a
     record the API refuses is kept as rejected (with its answer) and sent again once its row

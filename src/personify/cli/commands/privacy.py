@@ -51,7 +51,9 @@ def export_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Everything held about a person as one JSON document: profile, identities, events
+    """Export everything held about a person as one JSON document (GDPR art. 15).
+
+    Everything held about a person as one JSON document: profile, identities, events
     (anonymous ones linked through the identity graph too), orders, tickets, consent and its
     history, messages, tags, memberships, discount codes, provenance, quarantined payloads that
     mention them, outbox entries, and the records destinations pushed to other tools. Printed
@@ -104,7 +106,9 @@ def erase_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Erase a person from every table and file (events through every linked id, nested JSON,
+    """Erase a person everywhere, destinations included (GDPR art. 17).
+
+    Erase a person from every table and file (events through every linked id, nested JSON,
     quarantine, messages and outbox files, provenance, the identity graph), leaving a keyed-hash
     tombstone so re-ingested data does not make them marketable again. Destinations that
     received their record and remove records (on_remove: delete, ad audiences) get it removed
@@ -165,7 +169,9 @@ def keygen_command(
     ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Print a new encryption key as ID:BASE64 — put it first in PERSONIFY_ENCRYPTION_KEYS
+    """Print a new field-encryption key (ID:BASE64).
+
+    Print a new encryption key as ID:BASE64 — put it first in PERSONIFY_ENCRYPTION_KEYS
     (privacy.encryption_keys), keeping older keys after it until `rotate-keys` has run. The key
     is printed, not stored: --project is taken (as by every command) and changes nothing."""
     from personify.privacy.crypto import new_key
@@ -176,7 +182,9 @@ def keygen_command(
 
 @privacy_app.command("rotate-keys")
 def rotate_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None:
-    """Encrypt plain values of the encrypted fields and re-encrypt those under older keys with
+    """Encrypt plain values and re-encrypt old ones under the active key.
+
+    Encrypt plain values of the encrypted fields and re-encrypt those under older keys with
     the active (first) key of privacy.encryption_keys, and recompute every blind index (after
     changing privacy.blind_index_key too). Afterwards the older keys can go."""
     from personify.privacy.crypto import project_ring, rotate
@@ -242,7 +250,9 @@ def audit_command(
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
 ) -> None:
-    """The audit log of privacy actions (exports, erasures, consent changes, profile reads),
+    """The audit log of privacy actions, newest first (append-only, hash-chained).
+
+    The audit log of privacy actions (exports, erasures, consent changes, profile reads),
     newest first. Subjects appear as keyed hashes only. The log is append-only and hash-chained
     (--verify checks the chain)."""
     from personify.privacy.audit import read_log, verify

@@ -59,7 +59,10 @@ def init_command(
 def status_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
-    """Health: sources and their last sync, lag, table sizes, quarantine counts, last run, the
+    """Health at a glance: sources, lag, tables, quarantine, runs, journeys, destinations,
+    alerts.
+
+    Sources and their last sync, lag, table sizes, quarantine counts, last run, the
     segments whose last refresh failed (by `run` or `segments refresh`: they kept their
     memberships), and
     per journey the last 7 days' sends, unique opens and clicks (machine ones excluded),

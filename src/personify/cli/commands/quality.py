@@ -25,7 +25,8 @@ from personify.cli.app import (
 from personify.cli.commands.report import report_app
 
 quality_app = typer.Typer(
-    help="Data quality: validation rules (quality.rules in personify.yml) run in the warehouse, "
+    help="Data quality: validation rules, freshness, and where sources disagree.\n\n"
+    "Validation rules (quality.rules in personify.yml) run in the warehouse, "
     "and the fields on which sources disagree. `personify reconcile` compares sources with the "
     "warehouse.",
     no_args_is_help=True,
@@ -37,7 +38,9 @@ app.add_typer(quality_app, name="quality", rich_help_panel="Pipeline")
 def check_command(
     project: ProjectOpt = Path("."), json: JsonOpt = False, now: NowOpt = None
 ) -> None:
-    """Run every validation rule and freshness limit now (they also run after each sync and
+    """Run every validation rule and freshness limit now; exit 1 on a breach.
+
+    Run every validation rule and freshness limit now (they also run after each sync and
     run): rows breaking each rule, a sample of their keys, the action taken (quarantine moves
     the rows aside)."""
     from personify.quality.rules import check_rules
@@ -80,7 +83,9 @@ def conflicts_command(
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
 ) -> None:
-    """Profile fields on which sources disagree for one customer (e.g. the CRM and the shop hold
+    """The profile fields on which sources disagree for one customer.
+
+    Profile fields on which sources disagree for one customer (e.g. the CRM and the shop hold
     other phones): each source's current value, the value that won and the survivorship rule
     that chose it, with the number of conflicts per field."""
     from personify.profiles.read import resolve_customer
@@ -119,7 +124,9 @@ def report_quality_command(
     project: ProjectOpt = Path("."),
     now: NowOpt = None,
 ) -> None:
-    """A data quality report as one HTML file (inline charts, no script, opens offline):
+    """A data quality report as one offline HTML file with charts.
+
+    A data quality report as one HTML file (inline charts, no script, opens offline):
     violations over time, quarantine reasons, freshness per source, reconciliation runs,
     volume anomalies."""
     from personify.quality.report import quality_report_html

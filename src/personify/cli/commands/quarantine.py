@@ -12,7 +12,8 @@ from rich.table import Table
 from personify.cli.app import JsonOpt, ProjectOpt, app, console, emit_json
 
 quarantine_app = typer.Typer(
-    help="The quarantine: inputs kept aside with a reason (invalid events, plan violations, "
+    help="The quarantine: inputs kept aside with a reason; list, show, replay.\n\n"
+    "Inputs kept aside with a reason (invalid events, plan violations, "
     "conflicting duplicates, bad file, webhook and list rows). List them, look at one, replay "
     "events and webhook deliveries after a fix.",
     no_args_is_help=True,
@@ -97,7 +98,9 @@ def replay_command(
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
 ) -> None:
-    """Re-ingest quarantined tracking events with the tracking plan as it is now, and webhook
+    """Re-ingest quarantined events and webhook deliveries after a fix.
+
+    Re-ingest quarantined tracking events with the tracking plan as it is now, and webhook
     deliveries with their source's mapping and rules as they are now: what passes is stored
     (once, whatever the number of replays) and leaves the quarantine."""
     from personify.ingest.tracking.replay import replay

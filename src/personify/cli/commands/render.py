@@ -161,8 +161,10 @@ def render_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Render one email for one customer, as it would be sent at --now: the HTML (or with --json
-    the subject, HTML, text part, headers and the journey it came from).
+    """Render one email for one customer, as it would be sent at --now.
+
+    The HTML (or with --json the subject, HTML, text part, headers and the journey it came
+    from).
 
     When a journey sends TEMPLATE (journeys/*.yml), its send step's variables are computed for
     the customer as the send computes them: the cart of their latest entry into the journey, its

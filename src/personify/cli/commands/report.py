@@ -49,7 +49,9 @@ def journeys_command(
         ),
     ] = None,
 ) -> None:
-    """Per journey, step and variant: sends, delivered, unique opens and clicks (machine opens
+    """Per journey, step and variant: sends, engagement, conversions, revenue, uplift.
+
+    Per journey, step and variant: sends, delivered, unique opens and clicks (machine opens
     and scanner clicks excluded), conversions and revenue — orders placed within
     engagement.attribution_window after a click (or open, with attribution_touch: open), the
     touch chosen by engagement.attribution_rule (last_touch by default; the report names it) —

@@ -43,10 +43,13 @@ def send_test_command(
     json: JsonOpt = False,
     now: NowOpt = None,
 ) -> None:
-    """Send one customer's email, exactly as `personify render` renders it at --now, to test
-    inboxes through the project's delivery (outbox, SMTP or ESP): the subject prefixed
-    "[TEST] ", the header "X-Personify-Test: 1", To the test recipient alone. It is the
-    template's variant for the customer's locale (templates/NAME.fr.liquid …), as they would get.
+    """Send one customer's email to test inboxes (email.test_recipients), exactly as it would
+    go out.
+
+    Exactly as `personify render` renders it at --now, through the project's delivery
+    (outbox, SMTP or ESP): the subject prefixed "[TEST] ", the header "X-Personify-Test: 1",
+    To the test recipient alone. It is the template's variant for the customer's locale
+    (templates/NAME.fr.liquid …), as they would get.
 
     Recipients must be listed in email.test_recipients (addresses or *@domain patterns), so a
     typo cannot mail a customer. Nothing is written to messages (no frequency cap, report or

@@ -58,7 +58,10 @@ def serve_command(
     ] = 0.0,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Long-running: the HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
+    """Long-running: the HTTP API, the marketer console, scheduled syncs, alerts and
+    continuous mode.
+
+    The HTTP API — tracking (/v1/…), /collect.js, webhooks (/webhooks/NAME),
     profiles, health (/healthz; probes: /livez never touches the warehouse, /readyz is 503 with
     its reasons while the warehouse does not answer, its schema is behind or a tracking-plan file
     quarantines events), metrics, the marketer console (/console: a read-only web UI — overview,

@@ -52,7 +52,9 @@ def predictive_command(
         ),
     ] = None,
 ) -> None:
-    """The last fit of the predictive traits (p_alive, expected_orders, predicted_clv — made on
+    """The predictive traits' last fit and how well it predicts.
+
+    The last fit of the predictive traits (p_alive, expected_orders, predicted_clv — made on
     every full profile build when traits.predictive.enabled): when, on how many customers, the
     BG/NBD parameters (r, alpha per day, a, b) and the Gamma-Gamma spend ones (p, q, gamma),
     log-likelihoods and convergence — or why there was no fit (too little data). --holdout
