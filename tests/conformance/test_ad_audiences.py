@@ -466,3 +466,44 @@ def test_an_erasure_drops_the_persons_identifier_hashes(
         erase_records(session.warehouse, "ads", ["cus_0"])
         forget(session.warehouse, "ads", ["cus_1"])
         assert len(_identifiers(session)) == 1
+
+
+def test_a_dry_run_writes_no_identifier_hashes_yet_counts_shared_removals(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    graph.users = {"bob": {("EMAIL", sha("bob@x.org")), ("PHONE", UK_PHONE)}}
+    with session_for(warehouse_url, tmp_path, meta(url, model=model)) as session:
+        wh = session.warehouse
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@example.com", "phone": HOME},
+                {"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME},
+                {"customer_id": "cus_c", "phone": HOME},  # the household's phone only
+            ],
+        )
+        assert push(session)["error"] is None
+        # as a warehouse migrated from before: no hashes kept, no tag — a push hashes them
+        # once; a dry run must find what is shared without writing them
+        wh.execute("DELETE FROM destination_identifiers")
+        wh.execute("UPDATE destination_state SET identifiers_key = NULL")
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_a', 'cus_c')")
+
+        def stored() -> tuple[object, ...]:
+            return (
+                wh.fetch("SELECT * FROM destination_identifiers ORDER BY 1, 2, 3"),
+                wh.fetch("SELECT * FROM destination_state ORDER BY key_hash"),
+            )
+
+        before = stored()
+        for _ in range(2):  # (twice: the second finds nothing left over by the first)
+            dry = push(session, dry_run=True)
+            assert dry["error"] is None, dry["error"]
+            assert (dry["counts"]["rows_to_remove"], dry["counts"]["removals_shared"]) == (2, 1)
+            assert stored() == before
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        c = gone["counts"]
+        assert (c["rows_removed"], c["removals_shared"]) == (1, 1)
+        assert graph.audience == {"bob"} and graph.members["PHONE"] == {UK_PHONE}

@@ -15,7 +15,8 @@ kept before (migration 36), or under another key (rotated), is hashed from its e
 the first time a push removes anyone — once; one whose state does not decrypt holds nothing
 known (as before) and is tried again next time. Written with the record's state (the same
 transaction), dropped with it: a removal, an erasure (:func:`~.state.erase_records`,
-:func:`~.state.forget`).
+:func:`~.state.forget`). A dry run writes none of it: the hashes it needs go to a temporary
+table (:data:`SCRATCH`), dropped when it is done.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import UNNEST, Warehouse
 
 TABLE: Final = IDENTIFIERS
+SCRATCH: Final = "_push_identifiers"
+"""A dry run's hashes of the records whose hashes are not kept yet (a temporary table)."""
 Pair = tuple[str, str]
 """One identifier as sent: the platform's key and its (hashed) value."""
 Units = Callable[[Sets], set[Pair]]
@@ -56,8 +59,16 @@ def hash_key(wh: Warehouse, ring: KeyRing) -> bytes:
 class Held:
     """The identifiers of one destination's records, as keyed hashes in the warehouse."""
 
-    def __init__(self, wh: Warehouse, d: RestDestination, ring: KeyRing, units: Units) -> None:
-        self.wh, self.d, self.ring, self.units = wh, d, ring, units
+    def __init__(
+        self,
+        wh: Warehouse,
+        d: RestDestination,
+        ring: KeyRing,
+        units: Units,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.wh, self.d, self.ring, self.units, self.dry_run = wh, d, ring, units, dry_run
         self.key = hash_key(wh, ring)
         self.tag = hmac.new(self.key, b"destination identifiers", hashlib.sha256).hexdigest()[:16]
         self._filled = False
@@ -108,15 +119,41 @@ class Held:
 
     def backfill(self) -> int:
         """Hash the identifiers of the records staying in the model whose hashes are missing
-        or made under another key, from their encrypted state (once); how many were."""
+        or made under another key, from their encrypted state (once); how many were. A dry
+        run keeps them in :data:`SCRATCH` instead (the warehouse's state untouched)."""
+        if self.dry_run:
+            from personify.warehouse.scratch import scratch, temp_table
+
+            temp_table(self.wh, scratch(SCRATCH, id_hash="VARCHAR"))
         done, after = 0, ""
         while page := staying(self.wh, self.d, limit=READ, after=after, untagged=self.tag):
             after = page[-1][0]
             kept = [(h, k) for h, _, k in opened(self.wh, self.d, self.ring, page) if k]
-            with self.wh.transaction():
-                self.write(kept)
+            if self.dry_run:
+                self._scratch(kept)
+            else:
+                with self.wh.transaction():
+                    self.write(kept)
             done += len(kept)
         return done
+
+    def _scratch(self, kept: list[tuple[str, str]]) -> None:
+        """A dry run's :meth:`write`: the identifiers' hashes only, in :data:`SCRATCH`."""
+        import pyarrow as pa
+
+        from personify.warehouse.scratch import scratch
+
+        ids = sorted({i for _, plain in kept for i in self.hashed(self.units(sets_of(plain)))})
+        if ids:
+            table = scratch(SCRATCH, id_hash="VARCHAR")
+            self.wh.load(table, pa.table({"id_hash": pa.array(ids, pa.string())}))
+
+    def close(self) -> None:
+        """Drop a dry run's :data:`SCRATCH` (a no-op otherwise)."""
+        if self.dry_run and self._filled:
+            from personify.warehouse.scratch import drop
+
+            drop(self.wh, SCRATCH)
 
     def shared(self, pairs: set[Pair]) -> set[Pair]:
         """Those of ``pairs`` that a record staying in the audience holds — still in the model
@@ -135,6 +172,11 @@ class Held:
             f"AND EXISTS (SELECT 1 FROM {ROWS} r WHERE r.{KEY} = s.key_hash)",
             [self.d.name, sorted(wanted), self.tag],
         )
+        if self.dry_run:  # (the records not hashed yet: hashed into the scratch table)
+            rows += self.wh.fetch(
+                f"SELECT DISTINCT id_hash FROM {SCRATCH} WHERE id_hash IN (SELECT {UNNEST})",
+                [sorted(wanted)],
+            )
         return {wanted[str(h)] for (h,) in rows}
 
 
@@ -148,15 +190,19 @@ def unsent_removals(
     """``--dry-run``: how many of the records to remove (those that left the model and those
     erasures left) a push would not send, every identifier they hold being held by a record
     staying in the audience too — as the state stands (people this push would add first are not
-    counted). Hashes records kept before migration 36 (:meth:`Held.backfill`), as a push would."""
-    held = Held(wh, d, ring, units)
+    counted). Records kept before migration 36 are hashed as a push would
+    (:meth:`Held.backfill`), into a temporary table: a dry run writes nothing."""
+    held = Held(wh, d, ring, units, dry_run=True)
     unsent = 0
-    for erased in (True, False):
-        after = ""
-        while page := leaving(wh, d, limit=READ, after=after, erased=erased):
-            after = page[-1][0]
-            named = [sets_of(k) for _, _, k in opened(wh, d, ring, page) if k is not None]
-            named = [sets for sets in named if sets]
-            shared = held.shared({u for sets in named for u in units(sets)})
-            unsent += sum(1 for sets in named if not without(sets, shared))
+    try:
+        for erased in (True, False):
+            after = ""
+            while page := leaving(wh, d, limit=READ, after=after, erased=erased):
+                after = page[-1][0]
+                named = [sets_of(k) for _, _, k in opened(wh, d, ring, page) if k is not None]
+                named = [sets for sets in named if sets]
+                shared = held.shared({u for sets in named for u in units(sets)})
+                unsent += sum(1 for sets in named if not without(sets, shared))
+    finally:
+        held.close()
     return unsent
