@@ -86,11 +86,16 @@ def test_records_leaving_the_model_are_removed_at_the_api(
         assert all("@x.org" in k and not re.match(r"c1\d@", k) for k in dry["removals"])
         assert apis.archives == 0 and apis.data_requests("archive") == 0
 
+        ids = {apis.record_ids[f"c{i}@x.org"] for i in range(10, 20)}  # (HubSpot's own)
         second = push(session)
-        assert second["error"] is None
+        assert second["error"] is None, second["error"]
         assert (second["counts"]["rows_removed"], second["counts"]["rows_sent"]) == (10, 0)
-        assert second["counts"]["requests"] == 1  # one batch archive
+        assert second["counts"]["requests"] == 2  # one batch read (their ids), one archive
         assert apis.archives == 10 and "c10@x.org" not in apis.pushed
+        # HubSpot's batch archive names record ids, as it documents: {"inputs": [{"id": …}]}
+        (body,) = apis.archive_bodies
+        assert list(body) == ["inputs"] and all(list(one) == ["id"] for one in body["inputs"])
+        assert {one["id"] for one in body["inputs"]} == ids
         assert len(apis.pushed) == N - 10
         assert states(session) == {"sent": N - 10}
 
@@ -166,7 +171,8 @@ def test_removals_the_api_stops_resume_without_losing_or_doubling(
         customers(session, 250)
         push(session)
         leave(session, *range(250))  # everyone leaves: 3 archive requests of ≤ 100
-        apis.faults.fail_every = apis._count + 2  # the second archive answers 500, no retry
+        # the second archive answers 500, no retry (each archive follows a read of its ids)
+        apis.faults.fail_every = apis._count + 4
         stopped = push(session, allow_removals=True)  # (past max_removals: checked)
         assert stopped["error"] is not None and "answered 500" in stopped["error"]
         assert stopped["counts"]["rows_removed"] == 100 and apis.archives == 100

@@ -21,10 +21,12 @@ cursor.json``                               s), ``after_url`` / ``after_cursor``
 ``GET /generic/pages``                      page number (1-based) with ``total_pages``
 ``GET /generic/linked``                     next URL in the body (``next``)
 ``GET /generic/moved?to=URL``               a redirect (302) to ``URL`` (no auth needed)
-``POST /crm/v3/objects/contacts/batch/      HubSpot batch upsert / archive (a destination's
-upsert`` and ``…/batch/archive``            pushes and removals); with ``multi_status`` an
-                                            upsert's bad inputs come back in a 207's
-                                            ``errors`` (``context.ids``), the rest taken
+``POST /crm/v3/objects/contacts/batch/      HubSpot batch upsert / read / archive (a
+upsert``, ``…/batch/read``,                 destination's pushes and removals: archive by
+``…/batch/archive``                         record id, read by ``idProperty`` to learn it);
+                                            with ``multi_status`` an upsert's bad inputs come
+                                            back in a 207's ``errors`` (``context.ids``), the
+                                            rest taken
 ``POST /generic/records``,                  a generic destination: a JSON array of records
 ``DELETE /generic/records/{key}``           (by ``id``) upserted, refused ones listed in a
                                             200's ``failures`` (``index``); one removed
@@ -155,6 +157,10 @@ class MockApis:
     archives: int = 0
     """Records named to ``/crm/v3/objects/contacts/batch/archive`` or ``DELETE
     /generic/records/{key}`` and removed (a record removed twice counts once)."""
+    archive_bodies: list[Any] = field(default_factory=list)
+    """The body of each batch archive request, as sent."""
+    record_ids: dict[str, str] = field(default_factory=dict)
+    """HubSpot's record id of each contact in :attr:`pushed` (given at its creation)."""
     multi_status: bool = False
     """HubSpot's batch upsert answers 207 Multi-Status naming the inputs it refused in
     ``errors[].context.ids`` and takes the others (default: one bad input refuses all, 400)."""
@@ -166,6 +172,7 @@ class MockApis:
     """OAuth tokens issued → expiry (monotonic)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
+    _next_record: int = 500
     _version: int = 0
     _cache: dict[str, Any] = field(default_factory=dict)
     _bucket: float = 0.0
@@ -260,6 +267,7 @@ class MockApis:
             Route("/oauth/token", self._token, methods=["POST"]),
             Route("/crm/v3/objects/contacts/search", self._hubspot, methods=["POST"]),
             Route("/crm/v3/objects/contacts/batch/upsert", self._hubspot_upsert, methods=["POST"]),
+            Route("/crm/v3/objects/contacts/batch/read", self._hubspot_read, methods=["POST"]),
             Route(
                 "/crm/v3/objects/contacts/batch/archive", self._hubspot_archive, methods=["POST"]
             ),
@@ -369,7 +377,13 @@ class MockApis:
             for one in taken:
                 self.pushed.setdefault(str(one["id"]), {}).update(one["properties"])
                 self.upserts += 1
-        results = [{"id": str(one["id"]), "properties": one["properties"]} for one in taken]
+                if str(one["id"]) not in self.record_ids:
+                    self._next_record += 1
+                    self.record_ids[str(one["id"])] = str(self._next_record)
+            results = [
+                {"id": self.record_ids[str(one["id"])], "properties": one["properties"]}
+                for one in taken
+            ]
         if errors:
             return JSONResponse(
                 {"status": "COMPLETE", "results": results, "numErrors": len(errors),
@@ -378,22 +392,63 @@ class MockApis:
             )  # fmt: skip
         return JSONResponse({"status": "COMPLETE", "results": results})
 
-    async def _hubspot_archive(self, request: Request) -> Response:
-        """HubSpot's batch archive: at most 100 inputs ``{id}`` (``idProperty`` too); 204. An
-        id it does not hold is no error (archived already). Ids in :attr:`refuse_archive`
-        come back in a 207's ``errors``."""
+    async def _hubspot_read(self, request: Request) -> Response:
+        """HubSpot's batch read: at most 100 inputs ``{id}``, by ``idProperty`` (else by record
+        id); the contacts it holds come back with their record id and the property read, the
+        others in a 207's ``errors`` (OBJECT_NOT_FOUND)."""
         if (denied := await self._guard(request, "hubspot")) is not None:
             return denied
-        inputs = (await request.json()).get("inputs")
+        body = await request.json()
+        inputs = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
             return _error(400, "inputs must hold 1 to 100 objects")
-        ids = [str(one.get("id", "")) for one in inputs if isinstance(one, dict)]
-        if len(ids) != len(inputs) or not all(ids):
-            return _error(400, "each input needs an id")
-        refused = [i for i in ids if i in self.refuse_archive]
+        prop = body.get("idProperty")
+        wanted = [str(one.get("id", "")) for one in inputs if isinstance(one, dict)]
         with self.lock:
+            by_id = {v: k for k, v in self.record_ids.items()}
+            results, missing = [], []
+            for value in wanted:
+                key = value.lower() if prop == "email" else value
+                key = key if prop else by_id.get(value, "")
+                if key in self.pushed and key in self.record_ids:
+                    results.append(
+                        {"id": self.record_ids[key], "properties": {prop or "hs_object_id": key}}
+                    )
+                else:
+                    missing.append(value)
+        if missing:
+            error = {"status": "error", "category": "OBJECT_NOT_FOUND",
+                     "message": "Could not get some CONTACT objects, they may be deleted or not "
+                     "exist. Check that ids are valid.", "context": {"ids": missing}}  # fmt: skip
+            return JSONResponse(
+                {"status": "COMPLETE", "results": results, "numErrors": 1, "errors": [error]},
+                status_code=207,
+            )
+        return JSONResponse({"status": "COMPLETE", "results": results})
+
+    async def _hubspot_archive(self, request: Request) -> Response:
+        """HubSpot's batch archive: at most 100 inputs ``{"id": record id}`` — nothing else
+        (HubSpot's ``BatchInputSimplePublicObjectId``: no ``idProperty``); 204. An id it does
+        not hold is no error (archived already). Contacts whose key (email) is in
+        :attr:`refuse_archive` come back in a 207's ``errors``, named by record id."""
+        if (denied := await self._guard(request, "hubspot")) is not None:
+            return denied
+        body = await request.json()
+        with self.lock:
+            self.archive_bodies.append(body)
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
+            return _error(400, "inputs must hold 1 to 100 objects")
+        if not all(isinstance(one, dict) and set(one) == {"id"} for one in inputs):
+            return _error(400, 'Invalid input JSON: each input is {"id": <record id>} only')
+        ids = [str(one["id"]) for one in inputs]
+        with self.lock:
+            by_id = {v: k for k, v in self.record_ids.items()}
+            refused = [i for i in ids if by_id.get(i) in self.refuse_archive]
             for i in ids:
-                if i not in refused and self.pushed.pop(i, None) is not None:
+                key = by_id.get(i)
+                if i not in refused and key is not None and self.pushed.pop(key, None) is not None:
+                    del self.record_ids[key]
                     self.archives += 1
         if refused:
             errors = [

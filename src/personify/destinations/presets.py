@@ -19,6 +19,11 @@ HUBSPOT: Final = ("/crm/v3/objects/contacts/batch/upsert", "inputs", 100)
 
 
 HUBSPOT_ARCHIVE: Final = "/crm/v3/objects/contacts/batch/archive"
+"""HubSpot's batch archive: ``{"inputs": [{"id": …}]}`` by HubSpot's record id only (it takes
+no ``idProperty``, and answers 204 for an id it does not hold)."""
+HUBSPOT_READ: Final = "/crm/v3/objects/contacts/batch/read"
+"""HubSpot's batch read: ``{"idProperty", "inputs": [{"id": …}], "properties"}`` — the record
+ids of the contacts a removal names by the destination's key (an email)."""
 
 
 def _plain(value: Any) -> Any:
@@ -92,11 +97,46 @@ def endpoint(d: RestDestination) -> tuple[str, str | None, int]:
 
 
 def removal_body(d: RestDestination, keys: list[str]) -> Any:
-    """The body of a batch removal naming ``keys``."""
+    """The body of a batch removal naming ``keys`` (``hubspot_contacts``: HubSpot's record ids,
+    :func:`hubspot_read` and :func:`hubspot_ids`)."""
     if d.preset == "hubspot_contacts":
-        return {d.records_key or "inputs": [{"idProperty": d.key, "id": k} for k in keys]}
+        return {d.records_key or "inputs": [{"id": k} for k in keys]}
     records = [{d.key: k} for k in keys]
     return {d.records_key: records} if d.records_key else records
+
+
+def hubspot_read(d: RestDestination, keys: Sequence[str]) -> dict[str, Any]:
+    """The body of a batch read of the contacts whose key (``d.key``, e.g. ``email``) is one of
+    ``keys``: HubSpot answers their record ids and that property."""
+    return {
+        "idProperty": d.key,
+        "properties": [d.key],
+        "inputs": [{"id": k} for k in keys],
+    }
+
+
+def hubspot_ids(d: RestDestination, body: Any, keys: Sequence[str]) -> dict[int, str]:
+    """The record id of each of ``keys`` (by position) a batch read's answer holds; a key it
+    does not hold (never created, or archived already: HubSpot lists it in ``errors``) is
+    absent. HubSpot stores emails lower-cased: a key matches case-insensitively when no other
+    key of the batch differs from it by case alone."""
+    exact = {k: i for i, k in enumerate(keys)}
+    folded: dict[str, int | None] = {}
+    for i, k in enumerate(keys):
+        folded[k.lower()] = None if k.lower() in folded else i
+    out: dict[int, str] = {}
+    results = body.get("results") if isinstance(body, dict) else None
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or not result.get("id"):
+            continue
+        properties = result.get("properties")
+        value = properties.get(d.key) if isinstance(properties, dict) else None
+        if value is None:
+            continue
+        at = exact.get(str(value), folded.get(str(value).lower()))
+        if at is not None:
+            out.setdefault(at, str(result["id"]))
+    return out
 
 
 def _errors_path(d: RestDestination) -> str | None:

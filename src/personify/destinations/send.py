@@ -10,7 +10,10 @@ from personify.config import RestDestination
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.presets import (
     HUBSPOT_ARCHIVE,
+    HUBSPOT_READ,
     endpoint,
+    hubspot_ids,
+    hubspot_read,
     refused_inside,
     removal_body,
     shaped,
@@ -31,6 +34,16 @@ def _answer(d: RestDestination, response: Any) -> Any:
     decoded: HubSpot lists them only in a 207, and a 200 echoes every record it took)."""
     if d.errors_path is None and (d.preset is None or response.status_code != 207):
         return None
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _json(response: Any) -> Any:
+    """A 2xx answer's JSON body (``None`` when it has none or is not JSON)."""
     if not response.content:
         return None
     try:
@@ -139,6 +152,7 @@ def _remove(
     counts |= {removed: 0, rejected: 0}
     path = d.delete_path or HUBSPOT_ARCHIVE
     one_by_one = "{key}" in path
+    by_record_id = d.preset == "hubspot_contacts" and d.delete_path is None
     size = 1 if one_by_one else endpoint(d)[2]
 
     def refuse(rows: list[tuple[str, str, str | None]], error: str) -> None:
@@ -148,8 +162,19 @@ def _remove(
     def delete(rows: list[tuple[str, str, str | None]]) -> None:
         keys = [k for _, _, k in rows if k is not None]
         assert len(keys) == len(rows)
-        counts["requests"] += 1
         try:
+            if by_record_id:  # (HubSpot archives by its record ids: read them by the keys)
+                counts["requests"] += 1
+                read = client.send("POST", HUBSPOT_READ, json=hubspot_read(d, keys))
+                found = hubspot_ids(d, _json(read), keys)
+                gone = [h for i, (h, _, _) in enumerate(rows) if i not in found]
+                acks.remove(gone)  # (HubSpot holds none by that key: removed already)
+                counts[removed] += len(gone)
+                rows = [rows[i] for i in sorted(found)]
+                keys = [found[i] for i in sorted(found)]
+                if not rows:
+                    return
+            counts["requests"] += 1
             if one_by_one:
                 where = path.replace("{key}", urllib.parse.quote(keys[0], safe=""))
                 response = client.send(d.delete_method, where)
