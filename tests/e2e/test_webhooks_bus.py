@@ -224,3 +224,68 @@ def test_a_sync_on_an_ingest_process_is_applied_by_a_worker(
             assert asyncio.run(on_the_bus(stream)).get(f"{stream}.synced", 0) >= 1
         finally:
             stop_all([worker], [ingest])
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_a_shopify_resend_under_its_event_id_is_a_duplicate_through_the_bus_too(
+    postgres_url: str,
+    stream: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A delivery stored under its webhook id alone (sent without ``X-Shopify-Event-Id``, or
+    stored before the event id was preferred) and resent with its event id is a duplicate when
+    a worker stores it from the bus, as on the direct path: the ingest process publishes the
+    delivery's other ids (its webhook id) with it, and the worker finds the receipt under them."""
+    project = project_on(
+        tmp_path / "shop", warehouse=postgres_url, bus=f"{NATS}?stream={stream}&ack_wait=2"
+    )
+    yml = project / "personify.yml"
+    anchor = "    tracking_plan: tracking-plan\n"
+    yml.write_text(yml.read_text().replace(anchor, anchor + HOOKS.lstrip("\n"), 1))
+    connect(postgres_url).close()
+    worker = spawn_serve(project, tmp_path / "worker.log", role="worker")
+    ingest = start_server(project, tmp_path / "ingest.log", role="ingest", timeout=120)
+    wh = connect(postgres_url)
+
+    def receipts() -> list[tuple[object, ...]]:
+        return [
+            tuple(r)
+            for r in wh.fetch(
+                "SELECT webhook_id, outcome FROM webhook_receipts WHERE source = 'shop_hooks' "
+                "ORDER BY webhook_id"
+            )
+        ]
+
+    def waited(check: object, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not check():  # type: ignore[operator]
+            time.sleep(0.2)
+        assert check(), ingest.output()  # type: ignore[operator]
+
+    try:
+        body, headers = delivery(1)  # (X-Shopify-Webhook-Id bus-delivery-1, no event id)
+        url = ingest.url + "/webhooks/shop_hooks"
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            first = http.post(url, content=body, headers=headers)
+            assert first.json() == {"status": "accepted", "id": "bus-delivery-1"}
+            waited(lambda: receipts() == [("bus-delivery-1", "accepted")])
+            waited(lambda: bool(wh.fetch("SELECT 1 FROM orders WHERE order_id = '7001'")))
+            wh.execute("UPDATE orders SET total = 1 WHERE order_id = '7001'")
+            # Shopify resends it, now with its event id: a new message to the bus (its id is
+            # the event's), the same delivery to the worker
+            resent = {**headers, "X-Shopify-Event-Id": "ev-1"}
+            again = http.post(url, content=body, headers=resent)
+            assert again.json() == {"status": "accepted", "id": "orders/create:ev-1"}
+            # another delivery after it: once it is stored, the resend was handled before it
+            later, later_headers = delivery(2)
+            assert http.post(url, content=later, headers=later_headers).status_code == 200
+            waited(lambda: len(receipts()) == 2)
+        time.sleep(2.5)  # (past ack_wait: a redelivery would have landed)
+        assert asyncio.run(on_the_bus(stream)) == {f"{stream}.webhooks": 3}
+        assert receipts() == [("bus-delivery-1", "accepted"), ("bus-delivery-2", "accepted")]
+        # the resend stored nothing again
+        assert wh.scalar("SELECT total FROM orders WHERE order_id = '7001'") == 1.0
+    finally:
+        wh.close()
+        stop_all([worker], [ingest])

@@ -234,11 +234,22 @@ class Publisher:
         return bool(ack.duplicate)
 
     def publish_webhook(
-        self, source: str, delivery_id: str, signed_at: Any, body: bytes
+        self,
+        source: str,
+        delivery_id: str,
+        signed_at: Any,
+        body: bytes,
+        aliases: Sequence[str] = (),
     ) -> Future[bool]:
-        """Publish a verified webhook delivery; the future gives whether JetStream had it
-        already (the sender's retry, to this or another ingest process)."""
-        return self._loop.submit(self._publish_webhook((source, delivery_id, signed_at, body)))
+        """Publish a verified webhook delivery — ``(source, delivery_id, signed_at, body)``,
+        then its ``aliases`` when it has any (other ids it may have been stored under: a
+        Shopify delivery's webhook id, :class:`~personify.sources.webhooks.Verified`); the
+        future gives whether JetStream had it already (the sender's retry, to this or another
+        ingest process)."""
+        message: tuple[Any, ...] = (source, delivery_id, signed_at, body)
+        if aliases:  # (only then: a worker of an earlier version reads four fields)
+            message += (list(aliases),)
+        return self._loop.submit(self._publish_webhook(message))
 
     def publish_synced(self, source: str, since: Any) -> Future[Any]:
         """Tell the workers that a sync of ``source`` stored rows since ``since`` (a scheduled
@@ -336,8 +347,8 @@ def dead_letter(
     """The quarantine row of a bus message given up on: an event row (its payload the event as
     a tracking payload, received when the ingest process received it: ``personify quarantine
     replay`` stores it once the cause is fixed), a webhook delivery ``(source, delivery_id,
-    signed_at, body)`` (its body) or what could not be decoded (the bytes in hex); located by
-    subject and stream sequence."""
+    signed_at, body[, aliases])`` (its body) or what could not be decoded (the bytes in hex);
+    located by subject and stream sequence."""
     from personify.ingest.tracking.rows import quarantine_row  # (ingest's, on demand)
 
     subject = str(getattr(message, "subject", "") or "")
@@ -345,7 +356,7 @@ def dead_letter(
     source, identity = "bus", hashlib.sha256(raw).hexdigest()
     received_us = time.time_ns() // 1000
     kept = "kept here as it was sent (replayable)"
-    if row is not None and subject.endswith(".webhooks") and len(row) == 4:
+    if row is not None and subject.endswith(".webhooks") and len(row) in (4, 5):
         source, identity = str(row[0]), f"{row[0]}:{row[1]}"
         body = row[3]
         payload = bytes(body).decode("utf-8", "replace") if isinstance(body, bytes) else str(body)

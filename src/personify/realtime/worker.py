@@ -95,9 +95,11 @@ def start_worker(
 def webhook_handler(
     session: Session, applier: Applier | None = None
 ) -> Callable[[tuple[Any, ...]], Applied[None] | None]:
-    """Stores one published delivery ``(source, delivery_id, signed_at, body)`` as the route
-    would have (its signature was verified by the ingest process that published it): once per
-    source and delivery id — a redelivery after a worker died finds its receipt — then its
+    """Stores one published delivery ``(source, delivery_id, signed_at, body[, aliases])`` as
+    the route would have (its signature was verified by the ingest process that published it):
+    once per source and delivery id — a redelivery after a worker died finds its receipt, and
+    a receipt under one of its aliases (a Shopify delivery stored under its webhook id before
+    the event id was preferred) makes it a duplicate too — then its
     record goes to ``applier`` (its :data:`Applied` future is returned; a redelivery's record
     goes again) or, without continuous mode, through the receiver's real-time path. Raises (the
     delivery stays unacked, redelivered later) when it cannot be stored, or names a source this
@@ -108,7 +110,8 @@ def webhook_handler(
     receiver = WebhookReceiver(session)
 
     def handle(message: tuple[Any, ...]) -> Applied[None] | None:
-        name, delivery_id, signed_at, body = message
+        name, delivery_id, signed_at, body, *more = message
+        aliases = tuple(str(a) for a in more[0]) if more and more[0] else ()
         source = next(
             (
                 s
@@ -123,7 +126,7 @@ def webhook_handler(
                 key="sources",
                 hint="ingest and worker processes must run the same personify.yml",
             )
-        verified = Verified(str(delivery_id), signed_at)
+        verified = Verified(str(delivery_id), signed_at, aliases)
         receipt = receiver.receive(source, verified, bytes(body), refresh=False)
         key = receipt.key
         if receipt.outcome == "duplicate" and applier is not None:

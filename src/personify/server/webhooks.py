@@ -150,7 +150,7 @@ async def _publish(
     """The delivery to the bus; 200 once JetStream has it (``duplicate`` if it had already)."""
     try:
         future = writer.publisher.publish_webhook(
-            source.name, verified.delivery_id, verified.signed_at, body
+            source.name, verified.delivery_id, verified.signed_at, body, verified.aliases
         )
         seen = await asyncio.wrap_future(future)
     except Exception as e:  # bus unreachable, timeout: nothing acknowledged
