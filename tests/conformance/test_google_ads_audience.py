@@ -300,3 +300,51 @@ def test_a_removal_leaves_out_what_a_remaining_member_shares(
         last = push(session)
         assert last["counts"]["rows_removed"] == 1 and last["counts"]["removals_shared"] == 0
         assert ads.audience == {"dee"} and UK_PHONE not in ads.members
+
+
+def test_only_what_google_took_is_held_against_a_removal(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    """A record Google refused holds nothing it was refused with: a leaving member's removal
+    still names the phone they shared (nobody in the list holds it). One refused after Google
+    took it still holds what Google took (the list keeps it): that stays out of a removal."""
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    ads.users = {
+        "ann": {sha("ann@x.org")},
+        "bob": {sha("bob@x.org"), UK_PHONE},
+        "cy": {sha("cy@x.org")},
+        "dee": {sha("dee@x.org")},
+    }
+    with session_for(warehouse_url, tmp_path, google(url, model=model)) as session:
+        wh = session.warehouse
+        people(
+            session,
+            [
+                {"customer_id": "cus_a", "email": "ann@x.org", "phone": HOME},
+                {"customer_id": "cus_b", "email": "bob@x.org", "phone": HOME},
+                {"customer_id": "cus_c", "email": "cy@x.org"},
+                {"customer_id": "cus_d", "email": "dee@x.org", "phone": HOME},
+            ],
+        )
+        ads.refuse = {sha("bob@x.org")}  # Bob (and the household's phone with him) refused
+        first = push(session)
+        assert (first["counts"]["rows_sent"], first["counts"]["rows_rejected"]) == (3, 1)
+        assert ads.audience == {"ann", "bob", "cy", "dee"}  # (Ann's and Dee's phone is Bob's)
+        # Cy, taken, now sends the phone too and is refused: the list still holds Cy's email
+        people(session, [{"customer_id": "cus_c", "email": "cy@x.org", "phone": HOME}])
+        ads.refuse = {sha("cy@x.org")}
+        assert push(session)["counts"]["rows_rejected"] == 1
+        # Ann and Dee leave: nobody staying was taken with the phone (Bob refused, Cy's phone
+        # refused), so their removals name it
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id IN ('cus_a', 'cus_d')")
+        dry = push(session, dry_run=True)["counts"]
+        assert (dry["rows_to_remove"], dry["removals_shared"]) == (2, 0)
+        gone = push(session)
+        assert gone["error"] is None, gone["error"]
+        assert (gone["counts"]["rows_removed"], gone["counts"]["removals_shared"]) == (2, 0)
+        assert UK_PHONE not in ads.members and sha("cy@x.org") in ads.members
+        # Cy leaves: removed by the email Google took (the refused phone was never Cy's there)
+        wh.execute("UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_c'")
+        ads.refuse = set()
+        assert push(session)["counts"]["rows_removed"] == 1
+        assert sha("cy@x.org") not in ads.members and "cy" not in ads.audience
