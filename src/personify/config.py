@@ -536,7 +536,8 @@ class RestDestination(_Base, frozen=True, tag="rest", tag_field="kind"):
     preset: DestinationPreset | None = None
     """A ready-made API: ``hubspot_contacts`` (``POST /crm/v3/objects/contacts/batch/upsert``,
     records ``{idProperty: <key column>, id, properties: {the other columns}}``, 100 a
-    request; removals to ``POST /crm/v3/objects/contacts/batch/archive``; a 207 answer's
+    request; removals to ``POST /crm/v3/objects/contacts/batch/archive`` by HubSpot's record
+    ids, read first by the key through ``…/batch/read``; a 207 answer's
     ``errors`` name the records refused) — give ``model``, ``key`` (``email``) and ``client``;
     ``meta_audience`` (a Meta Custom Audience: ``POST /{api_version}/{audience_id}/users`` with the
     model's identifier columns normalized and SHA-256 hashed, 10,000 a request, removals with

@@ -150,7 +150,7 @@ class Held:
 
     def close(self) -> None:
         """Drop a dry run's :data:`SCRATCH` (a no-op otherwise)."""
-        if self.dry_run and self._filled:
+        if self.dry_run:  # (whether or not its backfill got through)
             from personify.warehouse.scratch import drop
 
             drop(self.wh, SCRATCH)
