@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,11 @@ def serve_command(
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
     if role not in {"all", "ingest", "worker"}:
         raise typer.BadParameter(f"unknown role {role!r} (all, ingest, worker)", param_hint="role")
+    if not math.isfinite(drain) or drain < 0:  # (click's min=0 lets nan and inf through)
+        raise typer.BadParameter(
+            f"{drain!r} is not a number of seconds (give 0 or more, e.g. --drain 10)",
+            param_hint="--drain",
+        )
     serve(
         project,
         host=host,
