@@ -17,10 +17,9 @@ from starlette.routing import BaseRoute, Route
 import personify
 from personify.server.metrics import CONTENT_TYPE
 from personify.server.openapi import ERROR, Content, Operation, openapi_document, operation
-from personify.server.probes import livez, readyz
+from personify.server.probes import WarehouseDown, livez, readyz, schema_behind, warehouse_version
 from personify.server.responses import JSONResponse, error_response
 from personify.server.state import ServerState, state_of
-from personify.warehouse.migrations import current_version
 
 ROW_COUNT_TTL = 10.0
 """Seconds a scrape's table row counts are reused (counting is a scan on some warehouses)."""
@@ -50,27 +49,26 @@ class Health(msgspec.Struct, frozen=True):
     """Seconds since the server started."""
     warehouse: WarehouseHealth
     problems: list[str] = msgspec.field(default_factory=list)
-    """What needs fixing, for people — a tracking-plan file that cannot be used (its events are
-    quarantined, or its last good version stays in use), naming the file and what is wrong."""
+    """What needs fixing, for people — a warehouse schema behind this Personify (restart
+    ``serve``), a tracking-plan file that cannot be used (its events are quarantined, or its last
+    good version stays in use), naming the file and what is wrong."""
 
 
-def _schema_version(state: ServerState) -> int:
-    return current_version(state.session.warehouse)
-
-
-def _problems(state: ServerState) -> list[str]:
+def _problems(state: ServerState, version: int) -> list[str]:
     from personify.server.tracking_state import plan_problems
 
-    return plan_problems(state)
+    behind = schema_behind(version)
+    return [*([behind] if behind else []), *plan_problems(state)]
 
 
 @operation(
     Operation(
         summary="Warehouse health (kept for compatibility: probes use `/livez` and `/readyz`)",
         description="200 when the warehouse answers — `status` `degraded` with `problems` "
-        "when something needs fixing while the server serves (a tracking-plan file that cannot "
-        "be used) — and 503 with an error body when it does not. A Kubernetes liveness probe "
-        "belongs on `/livez` (no warehouse), a readiness probe on `/readyz`.",
+        "when something needs fixing while the server serves (a schema behind this version, a "
+        "tracking-plan file that cannot be used) — and 503 with an error body when it does "
+        "not. A Kubernetes liveness probe belongs on `/livez` (no warehouse), a readiness "
+        "probe on `/readyz`.",
         tags=("operations",),
         responses={
             200: Content("The server and its warehouse are healthy.", Health),
@@ -82,13 +80,10 @@ async def healthz(request: Request) -> Response:
     """Liveness: does the warehouse answer, and at which schema version; what needs fixing."""
     state = state_of(request)
     try:
-        version = await run_in_threadpool(_schema_version, state)
-    except Exception as e:
-        state.up.set(0)
-        message = f"the warehouse does not answer ({type(e).__name__}: {str(e)[:200]})"
-        return error_response(503, message, code="warehouse_unavailable")
-    state.up.set(1)
-    problems = await run_in_threadpool(_problems, state)
+        version = await run_in_threadpool(warehouse_version, state)  # (the check /readyz runs)
+    except WarehouseDown as e:
+        return error_response(503, str(e), code="warehouse_unavailable")
+    problems = await run_in_threadpool(_problems, state, version)
     session = state.session
     body = Health(
         status="degraded" if problems else "ok",
@@ -128,7 +123,7 @@ def _collect(state: ServerState) -> None:
         wh = session.warehouse
         counts = state.extras.setdefault("ops.row_counts", _RowCounts())
         state.table_rows.replace(counts.get(state))
-        state.schema_version.set(current_version(wh))
+        state.schema_version.set(warehouse_version(state))
         state.build_info.replace({(personify.__version__, platform.python_version(), wh.scheme): 1})
         _collect_drift(state)
         _collect_alerts(state)

@@ -123,22 +123,45 @@ class _Prober:
                 future.set_exception(e)
 
 
-def _warehouse_checks(state: ServerState) -> list[Check]:
-    """``warehouse`` and, when it answers, ``schema`` (on the prober's thread)."""
+class WarehouseDown(Exception):
+    """The warehouse did not answer; the message says why (never personal data)."""
+
+
+def warehouse_version(state: ServerState) -> int:
+    """The warehouse's schema version, read now — the one warehouse check of ``/healthz`` and
+    ``/readyz`` (and the ``personify_up`` gauge: 1 when it answered, 0 when not). Raises
+    :class:`WarehouseDown` when it does not answer."""
     try:
         version = current_version(state.session.warehouse)
     except Exception as e:
         state.up.set(0)
-        return [Check("warehouse", False, _unreachable(e))]
+        raise WarehouseDown(_unreachable(e)) from None
     state.up.set(1)
-    answers = Check("warehouse", True, f"{state.session.warehouse.scheme} answers")
+    return version
+
+
+def schema_behind(version: int) -> str | None:
+    """What to do when ``version`` lacks migrations this Personify needs; None when it has
+    them all."""
     latest = max(m.version for m in MIGRATIONS)
     if version >= latest:
-        return [answers, Check("schema", True, f"schema version {version}")]
-    behind = (
+        return None
+    return (
         f"the warehouse is at schema version {version}, this Personify needs {latest}: "
         "restart `personify serve`, which applies the missing migrations"
     )
+
+
+def _warehouse_checks(state: ServerState) -> list[Check]:
+    """``warehouse`` and, when it answers, ``schema`` (on the prober's thread)."""
+    try:
+        version = warehouse_version(state)
+    except WarehouseDown as e:
+        return [Check("warehouse", False, str(e))]
+    answers = Check("warehouse", True, f"{state.session.warehouse.scheme} answers")
+    behind = schema_behind(version)
+    if behind is None:
+        return [answers, Check("schema", True, f"schema version {version}")]
     return [answers, Check("schema", False, behind)]
 
 

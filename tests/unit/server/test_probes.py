@@ -190,3 +190,26 @@ def test_shutting_down_is_not_ready_without_checking(session: Session) -> None:
     assert body["status"] == "shutting_down" and body["checks"] == []
     assert body["error"]["code"] == "shutting_down"
     assert client.get("/livez").status_code == 200
+
+
+def test_healthz_and_readyz_share_one_warehouse_check(session: Session) -> None:
+    """``/healthz`` runs ``/readyz``'s warehouse check: the same words when the warehouse does not
+    answer, and a schema behind this Personify is ``degraded`` with what to do (it said ``ok``)."""
+    client = AppClient(create_app(session))
+    latest = max(m.version for m in MIGRATIONS)
+    session.warehouse.execute(f"DELETE FROM {LEDGER} WHERE version = ?", [latest])
+    health = client.get("/healthz")
+    assert health.status_code == 200, health.text
+    body = health.json()
+    assert body["status"] == "degraded"
+    assert body["warehouse"]["schema_version"] == latest - 1
+    said = client.get("/readyz").json()["checks"][1]["detail"]
+    assert body["problems"] == [said] and f"needs {latest}" in said
+
+    session.warehouse.close()  # closed underneath the server
+    health = client.get("/healthz")
+    ready = client.get("/readyz").json()
+    assert health.status_code == 503
+    # (the words: the prober's thread has a connection of its own, the engine's may differ)
+    for said in (health.json()["error"]["message"], ready["checks"][0]["detail"]):
+        assert said.startswith("the warehouse does not answer (") and "closed" in said
