@@ -11,8 +11,10 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import QuietHandler, serve
 
 WRITE_KEY = "wk_collector"
 
@@ -35,58 +37,41 @@ class Collector:
 
 
 def _handler(api: Collector) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            raw = self.body()
             with api.lock:
                 api.requests += 1
                 n = api.requests
                 if api.fail_next:
                     api.fail_next -= 1
-                    return self._answer(500, {"error": "try later"})
+                    return self.answer(500, {"error": "try later"})
                 if api.fail_from is not None and n >= api.fail_from:
-                    return self._answer(500, {"error": "down"})
+                    return self.answer(500, {"error": "down"})
                 auth = self.headers.get("Authorization", "")
                 expected = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
                 if auth != expected:
-                    return self._answer(401, {"error": "bad write key"})
+                    return self.answer(401, {"error": "bad write key"})
                 if self.path != "/v1/batch":
-                    return self._answer(404, {"error": "no such endpoint"})
+                    return self.answer(404, {"error": "no such endpoint"})
                 body = json.loads(raw)
                 if api.refuse_all:
-                    return self._answer(400, {"error": "context.library is required"})
+                    return self.answer(400, {"error": "context.library is required"})
                 batch = body["batch"]
                 for event in batch:
                     if (event.get("properties") or {}).get("bad"):
-                        return self._answer(
+                        return self.answer(
                             400,
                             {"error": f"invalid event {event['messageId']} from ann@x.org"},
                         )
                 api.taken += batch
-            return self._answer(200, {"success": True})
+            return self.answer(200, {"success": True})
 
     return Handler
 
 
 @contextlib.contextmanager
 def serve_collector(api: Collector) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    """``api`` served on a free loopback port for the block; yields its base URL."""
+    with serve(_handler(api)) as base:
+        yield base
