@@ -271,3 +271,44 @@ def test_the_real_time_path_isolates_a_broken_segment_as_the_batch_does(
         with clock.frozen(later + timedelta(minutes=10)):
             assert recompute(session).segments_failed == []
         assert status_report(session)["segments_failing"] == []
+
+
+def test_a_real_time_refresh_that_succeeds_clears_the_recorded_failure(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """A segment the batch refresh recorded as failing, its file fixed since: the next real-time
+    refresh runs its query and succeeds — ``status`` no longer shows the old error (it did until
+    the next batch refresh). A failure only a full refresh can judge — over the cap — stays."""
+    from personify.audiences.memberships import refresh_isolated
+    from personify.realtime.reactions import react
+
+    root = _project(tmp_path, warehouse_url)
+    buyers = root / "segments" / "buyers.sql"
+    with open_session(root) as session:
+        wh = session.warehouse
+        rows = [
+            {"customer_id": c, "order_count": 2, "engagement_score": 90.0, "last_purchase_at": NOW}
+            for c in ("ann", "bob")
+        ]
+        load_customers(wh, rows)
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        with clock.frozen(NOW):
+            _, failed = refresh(session, project_segments(session.project), force=True)
+        assert [f.segment for f in failed] == ["buyers"]
+        assert [f["segment"] for f in status_report(session)["segments_failing"]] == ["buyers"]
+
+        buyers.write_text(BUYERS, encoding="utf-8")  # fixed; no batch refresh since
+        load_customers(wh, [{**rows[0], "customer_id": "cy"}])
+        done = react(session, ["cy"], now=NOW + timedelta(minutes=1))
+        assert done.segments_failed == [] and "cy" in _open(wh, "buyers")
+        assert status_report(session)["segments_failing"] == []
+
+        # over the cap on a full refresh: a real-time success for one customer does not clear it
+        segment = find_segment(session.project, "buyers")
+        _, failed = refresh_isolated(
+            wh, [segment], now=NOW + timedelta(minutes=2), timeout_s=30, max_members=1
+        )
+        assert [f.segment for f in failed] == ["buyers"]
+        assert react(session, ["cy"], now=NOW + timedelta(minutes=3)).segments_failed == []
+        (failing,) = status_report(session)["segments_failing"]
+        assert failing["segment"] == "buyers" and "more than the cap" in failing["error"]

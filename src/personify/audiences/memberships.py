@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 import sqlglot
 from sqlglot import exp
@@ -218,6 +219,29 @@ def failing_segments(wh: Warehouse) -> list[FailingSegment]:
     ]
 
 
+WHOLE_REFRESH_ONLY: Final = ("more than the cap", "ran longer than")
+"""Words of the failures only a full refresh can judge — over the cap (:func:`_check_cap`),
+over the timeout (the backends' ``execute_limited``): a real-time refresh, of a few customers
+and without the cap, succeeding says nothing about them."""
+
+
+def cleared_by_real_time(wh: Warehouse) -> set[str]:
+    """The segments in ``segment_errors`` whose failure a successful real-time refresh clears:
+    it ran the segment's query as it is now, so the error the warehouse found in it is gone
+    (one read per pass). Not those over the cap or the timeout: the next full refresh
+    (:func:`refresh_isolated`, ``personify run``) tells."""
+    return {
+        str(segment)
+        for segment, error in wh.fetch("SELECT segment, error FROM segment_errors")
+        if not any(words in str(error) for words in WHOLE_REFRESH_ONLY)
+    }
+
+
+def clear_failure(wh: Warehouse, segment: str) -> None:
+    """Forget ``segment``'s recorded failure (``personify status`` stops showing it)."""
+    wh.execute("DELETE FROM segment_errors WHERE segment = ?", [segment])
+
+
 def _check_cap(segment: Segment, size: int, max_members: int) -> None:
     if size > max_members:
         raise UnsafeQueryError(
@@ -383,7 +407,7 @@ _SAVE_STATE = (
 
 
 def _save_state(wh: Warehouse, result: RefreshResult, now: datetime) -> None:
-    wh.execute("DELETE FROM segment_errors WHERE segment = ?", [result.segment])
+    clear_failure(wh, result.segment)
     wh.execute(
         _SAVE_STATE,
         [

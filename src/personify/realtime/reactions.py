@@ -9,7 +9,10 @@ table of their ids), so the two paths cannot disagree:
   ``audience_changes`` like a batch refresh's. A segment the warehouse refuses keeps its
   memberships and is recorded in ``segment_errors`` (``personify status`` shows it) as the batch
   records it; the other segments, the rules and the journeys go on
-  (:func:`~personify.audiences.memberships.refresh_for_isolated`);
+  (:func:`~personify.audiences.memberships.refresh_for_isolated`). One that succeeds clears
+  the failure recorded for it, as a batch refresh does — but an over-the-cap or timed-out full
+  refresh, which only the next full refresh can judge
+  (:func:`~personify.audiences.memberships.cleared_by_real_time`);
 * every rule — :func:`personify.audiences.batch.write_tags` with ``only``;
 * journeys triggered by an event, a segment entry or a tag —
   :func:`personify.journeys.engine.enter` with ``only`` (a ``Product Added`` enters its
@@ -64,7 +67,11 @@ def react(
     """Bring the real-time segments, the tags and the journey entries of ``customer_ids`` up to
     date at ``now`` (default: the clock). Applying it twice changes nothing."""
     from personify.audiences.batch import write_tags
-    from personify.audiences.memberships import refresh_for_isolated
+    from personify.audiences.memberships import (
+        clear_failure,
+        cleared_by_real_time,
+        refresh_for_isolated,
+    )
     from personify.audiences.stage import project_rules, project_segments
     from personify.journeys.engine import enter
     from personify.journeys.stage import project_journeys
@@ -90,6 +97,7 @@ def react(
     try:
         wh.load(ONLY, pa.table({"customer_id": pa.array(ids, pa.string())}))
         timeout = project.config.audiences.timeout_seconds
+        failing = cleared_by_real_time(wh) if segments else set()
         for segment in segments:
             got = refresh_for_isolated(wh, segment, ONLY.name, now=at, timeout_s=timeout)
             if not isinstance(got, tuple):
@@ -103,6 +111,8 @@ def react(
                 )
                 done.segments_failed.append(got.segment)
                 continue
+            if segment.name in failing:  # it runs again: status stops showing the old error
+                clear_failure(wh, segment.name)
             done.entered += got[0]
             done.exited += got[1]
         if rules:
