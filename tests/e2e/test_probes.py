@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import service_missing
-from tests.e2e.cli import Server, personify_json, project_on, start_server
+from tests.e2e.cli import Server, free_port, personify, personify_json, project_on, start_server
 from tests.e2e.tracking_support import write_key
 
 
@@ -222,6 +222,42 @@ def test_not_ready_while_the_bus_is_unreachable(stream: str, tmp_path: Path) -> 
         server.stop()
         outage.down()
     assert "Traceback" not in server.output()
+
+
+def _refused_for_the_bus_down(project: Path, *role: str) -> str:
+    """``serve`` on a project whose bus has nothing listening on its port: it stops on its own,
+    exit 75 (try again later), well before nats-py's endless retries would end; its stderr."""
+    began = time.monotonic()
+    done = personify("serve", "--port", "0", *role, "--project", str(project), timeout=90)
+    assert time.monotonic() - began < 60, done.stderr
+    assert done.returncode == 75, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+@pytest.mark.timeout(180)
+def test_serve_stops_naming_the_bus_when_nothing_listens_there(tmp_path: Path) -> None:
+    port = free_port()  # closed once picked: nothing listens there
+    project = project_on(tmp_path / "shop", bus=f"nats://ops:s3cret-pw@127.0.0.1:{port}")
+    said = _refused_for_the_bus_down(project)
+    assert f"cannot reach the bus at 127.0.0.1:{port} within 10 s" in said
+    assert "nats-server -js" in said  # what to do
+    assert "s3cret-pw" not in said and "ops:" not in said
+    assert not (project / ".personify" / "server.json").exists()  # never announced
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(240)
+def test_ingest_and_worker_stop_naming_the_bus_when_nothing_listens_there(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    bus = f"nats://ops:s3cret-pw@127.0.0.1:{port}"
+    project = project_on(tmp_path / "shop", warehouse=postgres_url, bus=bus)
+    for role in ("ingest", "worker"):
+        said = _refused_for_the_bus_down(project, "--role", role)
+        assert f"cannot reach the bus at 127.0.0.1:{port}" in said, role
+        assert "s3cret-pw" not in said, role
 
 
 @pytest.mark.timeout(300)

@@ -81,6 +81,10 @@ MAX_STORE_DELIVERIES: Final = 5
 back the batch it came in (after a batch failed that often, its messages are stored one by
 one). A message that cannot even be read (``undecodable``) goes there at once."""
 
+CONNECT_DEADLINE: Final = 10.0
+"""Seconds a process tries to reach the bus at start-up (an attempt every 2 s) before it stops
+with an error naming the bus: a bus that is down, or a wrong address, does not hang ``serve``."""
+
 T = TypeVar("T")
 
 
@@ -148,17 +152,46 @@ class _Loop:
             self.loop.close()
 
 
-async def _connect(settings: BusSettings) -> Any:
-    import nats
+async def _connect(settings: BusSettings, deadline: float = CONNECT_DEADLINE) -> Any:
+    """A NATS connection to the bus, tried for at most ``deadline`` seconds (an attempt every
+    2 s, each of at most 3 s) — then :class:`ServiceUnavailable` naming the bus (host and port
+    only) and the last error. Once connected, a lost connection is retried for ever (the
+    readiness check shows it); each error is logged as one line, without a traceback."""
+    from nats.aio.client import Client
+
+    where = _address(settings.url)
+    failed: list[Exception] = []
+    """The errors of the attempts at start-up (told once, in the error raised)."""
+    started = False
+    nc = Client()
+
+    async def on_error(e: Exception) -> None:  # (nats-py's default logs each with a traceback)
+        if not started:
+            failed.append(e)
+        else:
+            log.warning("the bus at %s: %s: %s", where, type(e).__name__, _said(e, settings.url))
 
     try:
-        nc = await nats.connect(
-            settings.url, connect_timeout=3, max_reconnect_attempts=-1, allow_reconnect=True
+        await asyncio.wait_for(
+            nc.connect(
+                settings.url,
+                connect_timeout=3,
+                max_reconnect_attempts=-1,  # while connected: a restart of NATS is waited out
+                allow_reconnect=True,
+                error_cb=on_error,
+            ),
+            deadline,
         )
-    except Exception as e:  # refused, timeout …
+        started = True
+    except Exception as e:  # refused, timed out, refused our credentials …
+        with contextlib.suppress(Exception):
+            await nc.close()
+        last = failed[-1] if failed else e
         raise ServiceUnavailable(
-            f"cannot reach the bus at {_address(settings.url)}: {type(e).__name__}",
-            hint="start NATS with JetStream (nats-server -js) or remove bus:",
+            f"cannot reach the bus at {where} within {deadline:g} s "
+            f"({type(last).__name__}: {_said(last, settings.url)})",
+            hint="start NATS with JetStream there (nats-server -js), or correct bus: in "
+            "personify.yml (remove it to run without a bus)",
         ) from None
     return nc
 
@@ -174,7 +207,15 @@ async def _ensure_stream(js: Any, settings: BusSettings) -> None:
     try:
         await js.add_stream(config)
     except Exception:  # exists already (with the same config, or an operator's)
-        await js.stream_info(settings.stream)
+        try:
+            await js.stream_info(settings.stream)
+        except Exception as e:  # no JetStream on that server, a stream we may not read …
+            raise ServiceUnavailable(
+                f"the bus at {_address(settings.url)} has no usable stream {settings.stream} "
+                f"({type(e).__name__}: {_said(e, settings.url)})",
+                hint="run NATS with JetStream enabled (nats-server -js); an operator's stream "
+                "must take the subjects <stream>.>",
+            ) from None
 
 
 async def _flush_and_close(nc: Any) -> None:
@@ -293,6 +334,16 @@ class Publisher:
         self._loop.stop()
 
 
+def _said(e: BaseException, url: str) -> str:
+    """What an error says, shortened, without the bus URL's user name or password."""
+    text = str(e)[:200] or "no detail"
+    parts = urlsplit(url)
+    for secret in (parts.password, parts.username):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 def _address(url: str) -> str:
     """``host:port`` of a bus URL, without its user name or password."""
     parts = urlsplit(url)
@@ -320,13 +371,13 @@ def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
     """The bus's queue depth, from a connection of its own (``personify status``)."""
 
     async def read() -> int:
-        nc = await _connect(settings)
+        nc = await _connect(settings, deadline=timeout)
         try:
             return await consumer_pending(nc.jetstream(), settings)
         finally:
             await nc.close()
 
-    return asyncio.run(asyncio.wait_for(read(), timeout))
+    return asyncio.run(asyncio.wait_for(read(), timeout + 1))  # (connecting says why first)
 
 
 # A handler returns None (done: ack now), or a future resolved once continuous mode applied
