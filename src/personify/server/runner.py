@@ -18,9 +18,10 @@ Order matters:
 6. finish the queued continuous-mode passes, record the queued open/click hits, withdraw
    ``server.json``, close the warehouse, release the lock, close the socket.
 
-Signals are turned into :class:`Stopped` (a ``BaseException``) before uvicorn installs its own
-handlers and after it re-raises the signal it caught, so a signal at any moment ends in step 6
-and a clean exit status 0.
+Signals are turned into :class:`Stopped` (a ``BaseException``): before and after uvicorn runs by
+:func:`_signals_stop`'s handlers, while it runs by :func:`serve_until_signalled`'s own (uvicorn
+installs none: no private part of it is used), raised once it returned — so a signal at any
+moment ends in step 6 and a clean exit status 0.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import logging.config
 import os
 import signal
 import socket
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -76,34 +77,57 @@ def _signals_stop() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _draining_server(config: Any, drain: float, on_signal: Callable[[], None]) -> Any:
-    """A uvicorn server that calls ``on_signal`` at the first SIGTERM/SIGINT and, on SIGTERM,
-    goes on serving ``drain`` seconds before its graceful shutdown (a second signal: at once)."""
+def serve_until_signalled(
+    config: Any, sock: socket.socket, drain: float, on_signal: Callable[[], None]
+) -> None:
+    """Serve ``config``'s app with uvicorn on ``sock`` under our own SIGINT/SIGTERM handlers
+    (uvicorn's own are not installed: :meth:`uvicorn.Server.capture_signals` does nothing here),
+    then raise :class:`Stopped` for the first signal. The first signal calls ``on_signal``; on
+    SIGTERM with ``drain`` seconds the server goes on serving that long before its graceful
+    shutdown (``should_exit``); SIGINT, no drain or a second signal stop it gracefully at once;
+    a SIGINT during the graceful shutdown forces it (``force_exit``), as uvicorn's own does."""
     import uvicorn
 
-    class DrainingServer(uvicorn.Server):
-        drain_until: float | None = None
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the handlers are installed around run(), below
 
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            first = not self.should_exit and self.drain_until is None
-            if first:
-                on_signal()
-            if first and sig == signal.SIGTERM and drain > 0:
-                self._captured_signals.append(sig)  # re-raised after the shutdown: Stopped
-                self.drain_until = time.monotonic() + drain
+    server = Server(config)
+    got: list[int] = []
+    drained: list[threading.Timer] = []
+
+    def stop() -> None:  # (from the drain's timer thread: uvicorn polls it every 0.1 s)
+        server.should_exit = True
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+        if len(got) == 1:
+            on_signal()
+            if signum == signal.SIGTERM and drain > 0:
                 log.info(
                     "SIGTERM: draining for %g s (/readyz answers 503 shutting_down), then stopping",
                     drain,
                 )
+                timer = threading.Timer(drain, stop)
+                timer.daemon = True
+                timer.start()
+                drained.append(timer)
                 return
-            super().handle_exit(sig, frame)
+        if server.should_exit and signum == signal.SIGINT:
+            server.force_exit = True  # another Ctrl-C: in-flight requests are not waited for
+        server.should_exit = True
 
-        async def on_tick(self, counter: int) -> bool:
-            if self.drain_until is not None and time.monotonic() >= self.drain_until:
-                self.should_exit = True
-            return await super().on_tick(counter)
-
-    return DrainingServer(config)
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for timer in drained:
+            timer.cancel()
+    if got:
+        raise Stopped(got[0])
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -323,4 +347,4 @@ def _serve(
         state.shutting_down = True
         scheduler.stop.set()
 
-    _draining_server(config, drain, stopping).run(sockets=[sock])
+    serve_until_signalled(config, sock, drain, stopping)
