@@ -1718,6 +1718,7 @@ class ProjectConfig(_Base, frozen=True):
             )
         _check_relations(self.relations)
         _check_alerts(self.alerts, self.notifiers)
+        _check_token_names(self.admin_tokens, has_admin_token=self.admin_token is not None)
         seen: set[str] = set()
         for i, source in enumerate(self.sources):
             if source.name in seen:
@@ -1755,6 +1756,27 @@ class ProjectConfig(_Base, frozen=True):
                         f"sources {other!r} and {source.name!r} share a write key: a write key "
                         "belongs to one source (its events are recorded as that source's)",
                     )
+
+
+def _check_token_names(tokens: tuple[AdminToken, ...], *, has_admin_token: bool) -> None:
+    """Admin token names are unique, and none takes ``admin`` — ``admin_token``'s name — while
+    ``admin_token`` is set: the audit log (``api:<name>``, ``console:<name>``) and console
+    sessions tell tokens apart by name, so a second token of a name would act as the first."""
+    seen = {"admin"} if has_admin_token else set()
+    for i, token in enumerate(tokens):
+        if token.name in seen:
+            whose = (
+                "admin_token's name (it has every scope)"
+                if token.name == "admin" and has_admin_token
+                else "another token's name"
+            )
+            raise _FieldError(
+                ("admin_tokens", i, "name"),
+                f"an admin token is already named {token.name!r} ({whose}): names must be "
+                "unique — give this token another name, or remove the older entry if this one "
+                "replaces it",
+            )
+        seen.add(token.name)
 
 
 _RELATION_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){1,2}$")

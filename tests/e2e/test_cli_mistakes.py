@@ -143,3 +143,20 @@ def test_a_key_checked_after_loading_is_named_with_its_line(project_dir: Path) -
     config.write_text(config.read_text() + '\nprivacy:\n  encryption_keys: "k1:nope"\n')
     done = personify("privacy", "rotate-keys", "--project", str(project_dir))
     _usage_error(done, f"personify.yml:{lines + 3}: privacy.encryption_keys: encryption key #1")
+
+
+def test_a_token_name_used_twice_is_refused(project_dir: Path) -> None:
+    config = project_dir / "personify.yml"
+    lines = config.read_text().count("\n")
+    config.write_text(
+        config.read_text() + "\nadmin_tokens:\n"
+        "  - {name: marketing, token: t-1, scopes: [console]}\n"
+        "  - {name: marketing, token: t-2, scopes: [console, profiles:read]}\n"
+    )
+    done = personify("status", "--project", str(project_dir))
+    _usage_error(
+        done,
+        f"personify.yml:{lines + 4}: admin_tokens[1].name",
+        "already named 'marketing'",
+        "give this token another name",
+    )

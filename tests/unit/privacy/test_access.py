@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from personify.config import parse_config
+from personify.errors import ConfigError
 from personify.privacy.access import AdminTokens, FailureLimiter
 
 
@@ -48,3 +52,25 @@ def test_masked_privacy_scope_is_implied_by_privacy_and_sees_no_pii() -> None:
     assert not sup.allows("privacy:masked")
     assert root.sees_pii and dpo.sees_pii and not helpdesk.sees_pii
     assert not helpdesk.allows("privacy") and not helpdesk.allows("profiles:read")
+
+
+def test_two_admin_tokens_cannot_share_a_name() -> None:
+    """A second token under a used name would act as the first in the audit log and in console
+    sessions: the project file is refused, naming the line, the name and what to do."""
+    twice = (
+        "admin_tokens:\n"
+        "  - {name: support, token: one, scopes: [profiles:read]}\n"
+        "  - {name: support, token: two, scopes: [console]}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(twice)
+    said = str(e.value)
+    assert said.startswith("personify.yml:3: admin_tokens[1].name:"), said
+    assert "already named 'support'" in said and "give this token another name" in said
+    # admin_token is named "admin": a named token cannot take it while admin_token is set
+    shadow = "admin_token: root\nadmin_tokens:\n  - {name: admin, token: other}\n"
+    with pytest.raises(ConfigError, match="admin_token's name"):
+        parse_config(shadow)
+    assert parse_config(shadow.replace("admin_token: root\n", "")).admin_tokens[0].name == "admin"
+    distinct = twice.replace("name: support, token: two", "name: marketing, token: two")
+    assert [t.name for t in parse_config(distinct).admin_tokens] == ["support", "marketing"]
