@@ -23,6 +23,20 @@ RECENT_EVENTS = 20
 
 def resolve_customer(wh: Warehouse, text: str, project: Project) -> str:
     """The current customer id for a customer id (merged ones followed), email or identifier."""
+    found = customer_by_id(wh, text)
+    if found is not None:
+        return found
+    node = find_node(wh, text, project.config.identity)
+    if node.customer_id is None:
+        why = "a blocked value" if node.blocked else "only linked to anonymous identifiers"
+        raise NotFound(f"{node.kind} {text!r} belongs to no customer ({why})")
+    return node.customer_id
+
+
+def customer_by_id(wh: Warehouse, text: str) -> str | None:
+    """The current customer id for a customer id (merged ones followed), or ``None`` — ``text``
+    is compared with ids only, never with emails or other identifiers (a text that is no id
+    costs the same two lookups, whether or not someone has it as an email)."""
     row = wh.fetch(
         "SELECT coalesce(merged_into, customer_id) FROM customer_ids WHERE customer_id = ?",
         [text.strip()],
@@ -32,11 +46,7 @@ def resolve_customer(wh: Warehouse, text: str, project: Project) -> str:
     # a customer the graph never resolved (rows imported straight into `customers`)
     if wh.scalar("SELECT 1 FROM customers WHERE customer_id = ?", [text.strip()]) is not None:
         return text.strip()
-    node = find_node(wh, text, project.config.identity)
-    if node.customer_id is None:
-        why = "a blocked value" if node.blocked else "only linked to anonymous identifiers"
-        raise NotFound(f"{node.kind} {text!r} belongs to no customer ({why})")
-    return node.customer_id
+    return None
 
 
 def _rows(wh: Warehouse, sql: str, params: Sequence[object]) -> list[dict[str, Any]]:

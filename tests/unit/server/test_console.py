@@ -20,6 +20,7 @@ import pytest
 from starlette.applications import Starlette
 from tests.unit.admin_api import AdminApi
 
+from personify.profiles import resolve_customer
 from personify.server.app import create_app
 from personify.server.console import auth
 from personify.session import Session
@@ -219,7 +220,8 @@ def test_escaping_and_security_headers(client: Browser) -> None:
 
 def test_masked_without_profiles_read(api: AdminApi, client: Browser) -> None:
     sign_in(client, ENV["MARKETER_TOKEN"])
-    found = client.get("/console/profiles", params={"q": "ann@example.org"})
+    ann = resolve_customer(api.session.warehouse, "c1", api.session.project)
+    found = client.get("/console/profiles", params={"q": ann})  # by customer id: masked
     assert found.status_code == 303
     page = client.get(found.headers["location"])
     assert page.status_code == 200
@@ -233,6 +235,59 @@ def test_masked_without_profiles_read(api: AdminApi, client: Browser) -> None:
     frame = client.get("/console/preview/email", params={"customer": "c1", "template": "hello"})
     assert frame.status_code == 403 and frame.text == ""
     assert ("profile_read", "console:marketer") in audit(api.session)
+
+
+def test_a_masked_token_cannot_tell_an_existing_email_from_a_missing_one(
+    api: AdminApi, client: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``profiles:read`` customers are found by id only: asked about an email, every
+    page answers the same — status, words, and the queries it ran — whether a customer has it
+    (ann@example.org) or not (zed@example.org); nothing is audited for either."""
+    sign_in(client, ENV["MARKETER_TOKEN"])
+    wh = api.session.warehouse
+    ran: list[str] = []
+    for name in ("fetch", "scalar"):
+        real = getattr(wh, name)
+
+        def spy(sql: str, *args: Any, _real: Any = real, **kw: Any) -> Any:
+            ran.append(sql)
+            return _real(sql, *args, **kw)
+
+        monkeypatch.setattr(wh, name, spy)
+    before = audit(api.session)
+
+    def answers(email: str) -> list[tuple[int, str, list[str]]]:
+        out = []
+        for path, params in (
+            ("/console/profiles", {"q": email}),
+            ("/console/profiles/" + email, {}),
+            ("/console/segments/everyone", {"customer": email}),
+        ):
+            ran.clear()
+            answer = client.get(path, params=params)
+            out.append((answer.status_code, answer.text.replace(email, "EMAIL"), list(ran)))
+        return out
+
+    exists, missing = answers("ann@example.org"), answers("zed@example.org")
+    assert exists == missing
+    assert [status for status, _, _ in exists] == [404, 404, 200]
+    assert all("customer id only" in text for _, text, _ in exists)
+    assert not any("identity_nodes" in sql for _, _, queries in exists for sql in queries)
+    assert [a for a in audit(api.session) if a[0] == "profile_read"] == [
+        a for a in before if a[0] == "profile_read"
+    ]
+    # by customer id (what segment samples show it), the masked token still finds customers
+    # (masked), and that read is audited
+    bob = resolve_customer(wh, "c2", api.session.project)
+    assert client.get("/console/profiles", params={"q": bob}).status_code == 303
+    checked = client.get("/console/segments/everyone", params={"customer": bob})
+    assert "is in this segment now" in checked.text and "bob@example.org" not in checked.text
+    assert audit(api.session)[-1] == ("profile_read", "console:marketer")
+    # a token that reads profiles finds them by email, as before
+    client.cookies.clear()
+    sign_in(client, ENV["LEAD_TOKEN"])
+    assert client.get("/console/profiles", params={"q": "ann@example.org"}).status_code == 303
+    assert client.get("/console/profiles/ann@example.org").status_code == 200
 
 
 def test_plain_with_profiles_read_and_audited(api: AdminApi, client: Browser) -> None:

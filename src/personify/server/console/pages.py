@@ -98,6 +98,13 @@ def _safe_next(value: str) -> str:
     return "/console"
 
 
+_BY_ID = (
+    "No customer has this id. (Without the profiles:read scope, customers are found by "
+    "customer id only.)"
+)
+"""A masked viewer's answer for any text that names no customer *id* — an unknown id, or an
+email whether or not a customer has it: the same words, status and lookups either way."""
+
 Handler = Callable[[Request, Viewer], Any]
 
 
@@ -202,7 +209,7 @@ async def segment_page(request: Request, viewer: Viewer) -> Response:
         data["missing"] = True
     else:
         data["missing"] = False
-    return _page("segment", f"Segment {name}", viewer, who=who, **data)
+    return _page("segment", f"Segment {name}", viewer, who=who, by_id=not viewer.sees_pii, **data)
 
 
 @_signed_in
@@ -210,11 +217,15 @@ async def search(request: Request, viewer: Viewer) -> Response:
     """``GET /console/profiles[?q=…]``: a found customer's profile is one redirect away."""
     q = request.query_params.get("q", "").strip()
     if not q:
-        return _page("search", "Profiles", viewer, q="", missing=False)
+        return _page("search", "Profiles", viewer, q="", missing=False, by_id=not viewer.sees_pii)
     try:
-        customer_id = await run_in_threadpool(views.find_customer, state_of(request).session, q)
+        customer_id = await run_in_threadpool(
+            views.find_customer, state_of(request).session, viewer, q
+        )
     except NotFound:
-        return _page("search", "Profiles", viewer, 404, q=q, missing=True)
+        return _page(
+            "search", "Profiles", viewer, 404, q=q, missing=True, by_id=not viewer.sees_pii
+        )
     return RedirectResponse(
         "/console/profiles/" + quote(customer_id, safe=""), status_code=303, headers=_HEADERS
     )
@@ -228,7 +239,8 @@ async def profile_page(request: Request, viewer: Viewer) -> Response:
     try:
         doc = await run_in_threadpool(views.profile, session, viewer, key)
     except NotFound:
-        return _page("missing", "Not found", viewer, 404, what="No customer has this id.")
+        what = "No customer has this id." if viewer.sees_pii else _BY_ID
+        return _page("missing", "Not found", viewer, 404, what=what)
     templates = await run_in_threadpool(views.choices, session)
     return _page("profile", "Profile", viewer, p=doc, **templates)
 

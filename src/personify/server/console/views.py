@@ -193,10 +193,9 @@ def _check(session: Session, viewer: Viewer, seg: Any, who: str) -> Check:
 
     from personify.audiences.stage import segments_for
     from personify.privacy.fields import decrypt_result
-    from personify.profiles.read import resolve_customer
 
     wh, project = session.warehouse, session.project
-    customer_id = resolve_customer(wh, who, project)  # NotFound: the caller says so
+    customer_id = find_customer(session, viewer, who)  # NotFound: the caller says so
     timeout = project.config.audiences.timeout_seconds
     inside = bool(segments_for(wh, [seg], customer_id, timeout_s=timeout))
     stored = wh.fetch(
@@ -227,19 +226,30 @@ def _check(session: Session, viewer: Viewer, seg: Any, who: str) -> Check:
 
 
 # ------------------------------------------------------------------------------------ profiles
-def find_customer(session: Session, text: str) -> str:
-    """The customer id that ``text`` (an id, an email, ``kind:value``) names. Raises NotFound."""
-    from personify.profiles.read import resolve_customer
+def find_customer(session: Session, viewer: Viewer, text: str) -> str:
+    """The customer id that ``text`` names, as ``viewer`` may look it up: by id, email or
+    ``kind:value`` for a viewer who sees personal data; by customer id only for a masked one —
+    an email (or any identifier) is answered NotFound without being looked up, whether someone
+    has it or not, so neither the answer nor its timing tells a masked viewer that an address
+    belongs to a customer. Raises NotFound."""
+    from personify.profiles.read import customer_by_id, resolve_customer
 
-    return resolve_customer(session.warehouse, text, session.project)
+    if viewer.sees_pii:
+        return resolve_customer(session.warehouse, text, session.project)
+    found = customer_by_id(session.warehouse, text)
+    if found is None:
+        raise NotFound("no customer has this id")
+    return found
 
 
 def profile(session: Session, viewer: Viewer, key: str) -> dict[str, Any]:
     """``GET /v1/profiles/…``'s document, masked unless the viewer sees personal data; the read
-    is audited as ``profile_read`` like ``personify profile``'s. Raises NotFound."""
+    is audited as ``profile_read`` like ``personify profile``'s. ``key`` is looked up as
+    :func:`find_customer` does. Raises NotFound."""
     from personify.profiles import read_profile
 
-    doc = read_profile(session.warehouse, key, session.project)
+    customer_id = find_customer(session, viewer, key)
+    doc = read_profile(session.warehouse, customer_id, session.project)
     _audit(session, viewer, "profile_read", doc["customer_id"], view="console")
     if not viewer.sees_pii:
         doc = mask_strict(doc)
