@@ -1,7 +1,8 @@
 """The marketer console (``/console``) in real headless Chromium against ``personify serve``:
 sign in with a token, search a customer by email, open the profile (a customer named
 ``<script>`` is shown as text, nothing runs), open an email preview in its sandboxed frame with
-the send gate's verdict, sign out — and no console error or CSP violation on the way."""
+the send gate's verdict, sign out (a copy of the session cookie is refused after) — and no
+console error or CSP violation on the way."""
 
 from __future__ import annotations
 
@@ -101,6 +102,9 @@ def test_sign_in_search_profile_preview_in_a_browser(served: Server) -> None:
         assert errors == [], errors
         page.get_by_role("button", name="Sign out").click()
         page.get_by_text("Signed out.").wait_for()
+        assert page.goto(served.url + "/console/segments").status == 401  # type: ignore[union-attr]
+        # the session ended on the server: the cookie copied before signing out is refused
+        page.context.add_cookies([session])
         assert page.goto(served.url + "/console/segments").status == 401  # type: ignore[union-attr]
 
         assert dialogs == []

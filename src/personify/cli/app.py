@@ -27,7 +27,7 @@ _ORDER = (
     "profile", "identity", "consent", "privacy", "audit", "sql",
     "segments", "lists", "rules",
     "render", "send-test", "report",
-    "serve",
+    "serve", "console",
 )  # fmt: skip
 """Commands in the order data moves, as ``personify --help`` lists them."""
 

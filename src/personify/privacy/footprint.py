@@ -64,6 +64,7 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "event_forwards",  # message ids and masked answers; the erasure's own step deletes
         # a person's (``event_forwards``, before their events go)
         "segment_errors",  # a segment's name, file and the warehouse's error, masked
+        "console_sessions",  # hashed session ids and admin token names (no people)
     }
 )
 """Tables without personal data in the clear (the audit log, tombstones and ``destination_state``

@@ -450,6 +450,12 @@ def _destination_identifiers(wh: Warehouse) -> None:
     )
 
 
+def _console_sessions(wh: Warehouse) -> None:
+    """Session 21: ``console_sessions`` (a console sign-out ends the session server-side)."""
+    for sql in create_table_sql(wh, TABLES_BY_NAME["console_sessions"]):
+        wh.execute(sql, ())
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -539,6 +545,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ad audiences: destination_identifiers (keyed hashes of what each record was sent "
         "with) and destination_state.identifiers_key",
         _destination_identifiers,
+    ),
+    Migration(
+        38,
+        "console_sessions: console sessions checked server-side (sign-out ends a copied cookie)",
+        _console_sessions,
     ),
 )
 

@@ -616,6 +616,27 @@ SEGMENT_ERRORS = Table(
     "segments refresh`): they kept their memberships; a row goes when the segment refreshes",
 )
 
+CONSOLE_SESSIONS = Table(
+    "console_sessions",
+    (
+        C(
+            "session_hash",
+            S,
+            False,
+            "SHA-256 of the session id the signed console cookie carries (never the id)",
+        ),
+        C("token_name", S, False, "The admin token signed in with (its name, never the token)"),
+        C("started_at", TS, False, "When the token was typed into the sign-in form"),
+        C("expires_at", TS, False, "The session ends at this instant at the latest"),
+        C("ended_at", TS, True, "When it was signed out (or ended by `personify console end`)"),
+    ),
+    primary_key=("session_hash",),
+    internal=True,
+    doc="Marketer console sessions: every `serve` process sharing the warehouse checks a "
+    "cookie's session here, so signing out ends it everywhere, even for a copy of the cookie; "
+    "rows past their expiry are deleted by the next sign-in",
+)
+
 # ------------------------------------------------------------------ privacy and security (issue 8)
 CONSENT_PAUSES = Table(
     "consent_pauses",
@@ -1116,6 +1137,7 @@ TABLES: tuple[Table, ...] = (
     AUDIENCE_CHANGES,
     SEGMENT_STATE,
     SEGMENT_ERRORS,
+    CONSOLE_SESSIONS,
     CONSENT_HISTORY,
     CONSENT_PAUSES,
     CONSENT_KINDS,

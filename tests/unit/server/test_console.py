@@ -128,6 +128,58 @@ def test_sign_in_sets_a_strict_http_only_expiring_cookie(client: Browser) -> Non
     assert client.get("/console").status_code == 401
 
 
+def test_sign_out_ends_the_session_server_side(api: AdminApi, client: Browser) -> None:
+    """A copy of the cookie taken before "Sign out" no longer signs in — on this server and on
+    another one sharing the warehouse (its own process state); signing out twice is harmless."""
+    sign_in(client, ENV["LEAD_TOKEN"])
+    copied = client.cookies.get(auth.COOKIE)
+    assert copied is not None
+    other = Browser(create_app(api.session, instance="inst-2"))  # a second `serve`
+    other.cookies.set(auth.COOKIE, copied)
+    assert other.get("/console").status_code == 200
+    assert client.post("/console/logout", headers=ORIGIN).status_code == 200
+    replayed = Browser(client.app)
+    replayed.cookies.set(auth.COOKIE, copied)
+    assert replayed.get("/console").status_code == 401
+    assert other.get("/console").status_code == 401
+    assert replayed.post("/console/logout", headers=ORIGIN).status_code == 200  # again: no-op
+    ended = api.session.warehouse.fetch(
+        "SELECT token_name, ended_at IS NOT NULL FROM console_sessions"
+    )
+    assert ended == [("lead", True)]
+    assert copied not in str(api.session.warehouse.fetch("SELECT * FROM console_sessions"))
+    # a new sign-in is a new session
+    sign_in(client, ENV["LEAD_TOKEN"])
+    assert client.get("/console").status_code == 200
+
+
+def test_ending_a_tokens_sessions(api: AdminApi, client: Browser) -> None:
+    """:func:`auth.end_sessions` (``personify console sign-out NAME``) ends every session of one
+    token, wherever it was signed in, and no other token's."""
+    lead_elsewhere, marketer = Browser(client.app), Browser(client.app)
+    sign_in(client, ENV["LEAD_TOKEN"])
+    sign_in(lead_elsewhere, ENV["LEAD_TOKEN"])
+    sign_in(marketer, ENV["MARKETER_TOKEN"])
+    assert auth.end_sessions(api.session.warehouse, "lead") == 2
+    assert client.get("/console").status_code == 401
+    assert lead_elsewhere.get("/console").status_code == 401
+    assert marketer.get("/console").status_code == 200
+    assert auth.end_sessions(api.session.warehouse, "lead") == 0  # idempotent
+
+
+def test_a_cookie_without_a_recorded_session_is_refused(api: AdminApi, client: Browser) -> None:
+    """A cookie signed right, for the right token, but naming no recorded session (one made
+    before sessions were recorded, or a session id made up) does not sign in."""
+    sign_in(client, ENV["LEAD_TOKEN"])
+    key = api.session.project.config.signing_key
+    assert key is not None
+    real = auth.unseal(key.reveal().encode(), auth.DOMAIN, client.cookies.get(auth.COOKIE) or "")
+    assert real is not None and isinstance(real.get("s"), str)
+    for doc in ({k: v for k, v in real.items() if k != "s"}, {**real, "s": "made-up"}):
+        client.cookies.set(auth.COOKIE, seal(key.reveal().encode(), auth.DOMAIN, doc))
+        assert client.get("/console").status_code == 401
+
+
 @pytest.mark.parametrize(
     ("token", "status", "says"),
     [

@@ -3,6 +3,7 @@
 from personify.cli.commands import (
     alerts,
     consent,
+    console,
     demo,
     identity,
     importing,
@@ -28,6 +29,7 @@ from personify.cli.commands import (
 __all__ = [
     "alerts",
     "consent",
+    "console",
     "demo",
     "identity",
     "importing",

@@ -10,19 +10,28 @@ constant time, the same limit on failed attempts per address) and answers with a
 * ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends it),
   ``Path=/console``, ``Secure`` when the request came over HTTPS.
 
-Every page re-checks the cookie against the tokens the server has loaded: a token removed,
-changed or stripped of its ``console`` scope (and the server restarted to read the file) ends its
-sessions; sessions outlive a restart otherwise (same ``signing_key``). Form posts (sign-in,
-sign-out) are refused unless ``Sec-Fetch-Site`` (or ``Origin``) says they come from the console
-itself (CSRF); pages are GETs that change nothing.
+The cookie also carries a random session id, recorded (as its SHA-256) in the warehouse's
+``console_sessions`` table: every page checks that the session is there and not ended, so
+"Sign out" ends it server-side — a copy of the cookie stops working at once, in every ``serve``
+process sharing the warehouse — and :func:`end_sessions` (``personify console sign-out``) ends
+all the sessions of a token, e.g. when it leaks or its holder leaves.
+
+Every page re-checks the cookie against the tokens the server has loaded too: a token removed,
+changed (rotated) or stripped of its ``console`` scope (and the server restarted to read the file)
+ends its sessions; sessions outlive a restart otherwise (same ``signing_key``). Form posts
+(sign-in, sign-out) are refused unless ``Sec-Fetch-Site`` (or ``Origin``) says they come from the
+console itself (CSRF); pages are GETs that change nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -33,6 +42,7 @@ from personify.privacy.access import AdminTokens, FailureLimiter, Grant
 from personify.privacy.hashing import project_key
 from personify.server.state import ServerState
 from personify.signed import b64, seal, unseal
+from personify.warehouse.base import Warehouse
 
 COOKIE = "personify_console"
 DOMAIN = "console-session"
@@ -118,17 +128,50 @@ def sign_in(state: ServerState, request: Request, given: str) -> tuple[Viewer, s
     if not grant.allows(SCOPE):
         raise SignInError(f"this token lacks the {SCOPE} scope", 403)
     secret = next(s for n, s, _ in tokens if n == grant.name and s == given.strip())
+    expires = int(time.time()) + SESSION_SECONDS
     doc = {
         "n": grant.name,
         "f": _fingerprint(key, grant.name, secret),
-        "e": int(time.time()) + SESSION_SECONDS,
+        "e": expires,
+        "s": _start(state.session.warehouse, grant.name, expires),
     }
     return Viewer(grant), seal(key, DOMAIN, doc)
 
 
-def viewer_of(state: ServerState, request: Request) -> Viewer | None:
-    """The signed-in viewer of ``request``'s cookie; ``None`` when there is none, it is forged,
-    expired, or its token is no longer configured with the ``console`` scope."""
+def _hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)  # wall time: a session's life is not the pipeline's --now
+
+
+def _start(wh: Warehouse, name: str, expires: int) -> str:
+    """A new session of the token ``name`` until ``expires``; its id (the cookie's ``s``).
+    Sessions past their expiry are deleted on the way (the table stays small)."""
+    session_id = secrets.token_urlsafe(24)
+    now = _now()
+    with wh.transaction():
+        wh.execute("DELETE FROM console_sessions WHERE expires_at < ?", [now])
+        wh.execute(
+            "INSERT INTO console_sessions (session_hash, token_name, started_at, expires_at, "
+            "ended_at) VALUES (?, ?, ?, ?, NULL)",
+            [_hash(session_id), name, now, datetime.fromtimestamp(expires, UTC)],
+        )
+    return session_id
+
+
+def _live(wh: Warehouse, session_id: str, name: str) -> bool:
+    """Whether the session ``session_id`` of the token ``name`` has not been ended."""
+    row = wh.fetch(
+        "SELECT token_name FROM console_sessions WHERE session_hash = ? AND ended_at IS NULL",
+        [_hash(session_id)],
+    )
+    return bool(row) and row[0][0] == name
+
+
+def _sealed(state: ServerState, request: Request) -> dict[str, Any] | None:
+    """The cookie's document when it is signed by this project (expired or not)."""
     cookie = request.cookies.get(COOKIE)
     if not cookie:
         return None
@@ -136,18 +179,61 @@ def viewer_of(state: ServerState, request: Request) -> Viewer | None:
         key = project_key(state.session.project)
     except ConfigError:
         return None
-    doc = unseal(key, DOMAIN, cookie)
+    return unseal(key, DOMAIN, cookie)
+
+
+def sign_out(state: ServerState, request: Request) -> None:
+    """End the session of ``request``'s cookie server-side (a copy of it no longer signs in);
+    nothing when there is none. Idempotent."""
+    doc = _sealed(state, request)
+    session_id = doc.get("s") if doc is not None else None
+    if isinstance(session_id, str):
+        state.session.warehouse.execute(
+            "UPDATE console_sessions SET ended_at = ? WHERE session_hash = ? AND ended_at IS NULL",
+            [_now(), _hash(session_id)],
+        )
+
+
+def end_sessions(wh: Warehouse, name: str) -> int:
+    """End every live session of the token ``name`` (``personify console sign-out``); how many.
+    Takes effect at the next page of each, in every ``serve`` process sharing ``wh``."""
+    with wh.transaction():
+        live = int(
+            wh.scalar(
+                "SELECT count(*) FROM console_sessions WHERE token_name = ? "
+                "AND ended_at IS NULL AND expires_at > ?",
+                [name, _now()],
+            )
+            or 0
+        )
+        wh.execute(
+            "UPDATE console_sessions SET ended_at = ? WHERE token_name = ? AND ended_at IS NULL",
+            [_now(), name],
+        )
+    return live
+
+
+def viewer_of(state: ServerState, request: Request) -> Viewer | None:
+    """The signed-in viewer of ``request``'s cookie; ``None`` when there is none, it is forged,
+    expired, signed out (its session ended), or its token is no longer configured with the
+    ``console`` scope. Reads the warehouse: call it from a worker thread."""
+    doc = _sealed(state, request)
     if doc is None or not isinstance(doc.get("e"), int) or doc["e"] <= time.time():
         return None
-    name, fingerprint = doc.get("n"), doc.get("f")
+    name, fingerprint, session_id = doc.get("n"), doc.get("f"), doc.get("s")
     if not isinstance(name, str) or not isinstance(fingerprint, str):
         return None
+    if not isinstance(session_id, str):  # a cookie from before sessions were recorded
+        return None
+    key = project_key(state.session.project)
     found: Grant | None = None
     for token_name, secret, scopes in _configured(state.session.project.config):
         same = hmac.compare_digest(fingerprint, _fingerprint(key, token_name, secret))
         if same and token_name == name and found is None:
             found = Grant(token_name, frozenset(scopes))
     if found is None or not found.allows(SCOPE):
+        return None
+    if not _live(state.session.warehouse, session_id, name):
         return None
     return Viewer(found)
 

@@ -23,6 +23,7 @@ from personify.server.console.auth import (
     cookie_header,
     same_origin,
     sign_in,
+    sign_out,
     viewer_of,
 )
 from personify.server.responses import read_body
@@ -112,7 +113,7 @@ def _signed_in(handler: Handler) -> Callable[[Request], Any]:
     """Run ``handler`` for a signed-in viewer; others get the sign-in form with 401."""
 
     async def endpoint(request: Request) -> Response:
-        viewer = viewer_of(state_of(request), request)
+        viewer = await run_in_threadpool(viewer_of, state_of(request), request)
         if viewer is None:
             here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return _login("Sign in with a token that has the console scope.", 401, here)
@@ -149,10 +150,11 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """``POST /console/logout``: the cookie is cleared."""
+    """``POST /console/logout``: the session is ended server-side and the cookie cleared."""
     await read_body(request, FORM_LIMIT)
     if not same_origin(request):
         return _login("This form must be sent from the console's own page.", 403)
+    await run_in_threadpool(sign_out, state_of(request), request)
     response = _login("Signed out.", 200)
     response.headers["set-cookie"] = cookie_header(request, "", max_age=0)
     return response
