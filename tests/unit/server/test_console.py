@@ -63,13 +63,14 @@ def api(admin_api: Callable[..., AdminApi], project_dir: Path, warehouse_url: st
 class Browser:
     """An in-process client of the app that keeps its cookies between requests."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, address: str = "127.0.0.1") -> None:
         self.app = app
+        self.address = address
         self.cookies = httpx.Cookies()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+            transport = httpx.ASGITransport(app=self.app, client=(self.address, 50000))
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://testserver", cookies=self.cookies
             ) as c:
@@ -210,6 +211,24 @@ def test_failed_sign_ins_are_limited(client: Browser) -> None:
         client.post("/console/login", data={"token": "guess"}, headers=ORIGIN)
     answer = client.post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=ORIGIN)
     assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0
+
+
+def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(client: Browser) -> None:
+    """Guesses at one token whose start is known (``l-to…``), one per address: after
+    ``PREFIX_FAILURES`` a minute every sign-in with that prefix waits — the right token too, so
+    the 429 tells nothing — while a token with another prefix signs in."""
+
+    def from_(n: int) -> Browser:
+        return Browser(client.app, address=f"10.0.{n // 250}.{n % 250 + 1}")
+
+    for n in range(auth.PREFIX_FAILURES):
+        guess = from_(n).post("/console/login", data={"token": f"l-to-guess-{n}"}, headers=ORIGIN)
+        assert guess.status_code == 401
+    late = from_(1000).post("/console/login", data={"token": "l-to-guess-x"}, headers=ORIGIN)
+    assert late.status_code == 429 and int(late.headers["retry-after"]) > 0
+    right = from_(1001).post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=ORIGIN)
+    assert right.status_code == 429 and "set-cookie" not in right.headers
+    sign_in(from_(1002), ENV["MARKETER_TOKEN"])  # m-to…: its own budget
 
 
 def test_forged_expired_or_revoked_sessions_are_refused(api: AdminApi, client: Browser) -> None:

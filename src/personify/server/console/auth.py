@@ -2,7 +2,8 @@
 
 A browser cannot send ``Authorization: Bearer …`` when it follows a link, so ``POST
 /console/login`` checks the token like the API does (:class:`~personify.privacy.access.AdminTokens`,
-constant time, the same limit on failed attempts per address) and answers with a cookie:
+constant time, the same limit on failed attempts per address, and a second one per presented
+token prefix: :func:`prefix_limiter`) and answers with a cookie:
 
 * its value is a :mod:`personify.signed` token for the domain ``console-session`` under the
   project's ``signing_key``, carrying the token's *name*, an HMAC fingerprint of the token (never
@@ -91,6 +92,31 @@ def limiter(state: ServerState) -> FailureLimiter:
     return found
 
 
+PREFIX_CHARS = 4
+"""A presented token's prefix, for :func:`prefix_limiter`: a token's family (``adm_`` of the
+tokens ``personify init`` writes) or the start of one that leaked."""
+PREFIX_FAILURES = 30
+"""Failed sign-ins a minute, from every address together, with one prefix."""
+
+
+def prefix_limiter(state: ServerState) -> FailureLimiter:
+    """The sign-in's second budget: failed attempts per presented token *prefix*, whatever the
+    address — a guess spread over many addresses at one token whose start is known is slowed to
+    :data:`PREFIX_FAILURES` a minute. Once spent, every sign-in with that prefix (the right token
+    too: a 429 says nothing of what was typed) waits; whether a configured token has the prefix
+    plays no part, so the 429 tells nothing about the tokens either. In-process, like the
+    address's budget."""
+    found: FailureLimiter = state.extras.setdefault(
+        "console.sign_in_prefix_failures", FailureLimiter(max_failures=PREFIX_FAILURES)
+    )
+    return found
+
+
+def _prefix(given: str) -> str:
+    """The limiter's key for a presented token: a hash of its first characters (never them)."""
+    return hashlib.sha256(given[:PREFIX_CHARS].encode("utf-8")).hexdigest()[:32]
+
+
 def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -108,7 +134,8 @@ def sign_in(state: ServerState, request: Request, given: str) -> tuple[Viewer, s
     """Check ``given`` (a token typed into the form); the viewer and the cookie's value.
     Raises :class:`SignInError`."""
     limits, client = limiter(state), client_of(request)
-    wait = limits.retry_after(client)
+    by_prefix, prefix = prefix_limiter(state), _prefix(given.strip())
+    wait = max(limits.retry_after(client), by_prefix.retry_after(prefix))
     if wait:
         raise SignInError("too many failed attempts: try again in a minute", 429, int(wait) + 1)
     config = state.session.project.config
@@ -124,6 +151,7 @@ def sign_in(state: ServerState, request: Request, given: str) -> tuple[Viewer, s
     grant = AdminTokens(tokens).check(given.strip())
     if grant is None:
         limits.failed(client)
+        by_prefix.failed(prefix)
         raise SignInError("wrong token")
     if not grant.allows(SCOPE):
         raise SignInError(f"this token lacks the {SCOPE} scope", 403)
