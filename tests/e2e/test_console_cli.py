@@ -8,9 +8,14 @@ import json
 import time
 from pathlib import Path
 
+import httpx
+import pytest
+from dotenv import dotenv_values
+
 from personify.server.console import auth
 from personify.session import open_session
 from tests.e2e.cli import personify
+from tests.e2e.tracking_support import start_server_on
 
 
 def test_sign_out_ends_a_tokens_sessions(project_dir: Path) -> None:
@@ -36,3 +41,25 @@ def test_sign_out_ends_a_tokens_sessions(project_dir: Path) -> None:
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "no admin token is named 'nobody'" in unknown.stderr
     assert "token names: admin" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_sign_out_through_a_running_server(project_dir: Path, tmp_path: Path) -> None:
+    """With ``personify serve`` running (holding the DuckDB warehouse), the command runs through
+    it and a session signed in there ends at once: its cookie gets the sign-in form."""
+    token = dotenv_values(project_dir / ".env")["PERSONIFY_ADMIN_TOKEN"]
+    assert token
+    server = start_server_on(project_dir, tmp_path / "serve.log")
+    try:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as browser:
+            signed = browser.post(
+                "/console/login", data={"token": token}, headers={"origin": server.url}
+            )
+            assert signed.status_code == 303, signed.text
+            assert browser.get("/console").status_code == 200
+            done = personify("console", "sign-out", "admin", "--project", str(project_dir))
+            assert done.returncode == 0, done.stderr
+            assert "admin: 1 console session(s) ended" in done.stdout
+            assert browser.get("/console").status_code == 401
+    finally:
+        server.stop()

@@ -6,9 +6,11 @@ why"), profile search and the profile (``GET /v1/profiles/…``'s document), and
 for a customer (``personify render``'s email in a sandboxed frame, with the send gate's verdict).
 
 Access: an admin token with the ``console`` scope (or ``admin``), typed once into the sign-in
-form (:mod:`.auth`: a signed, HttpOnly, SameSite=Strict session cookie). Personal data is shown
-only to a token that also has ``profiles:read``; otherwise it is masked (``***@domain``, ``A***``)
-and email previews are refused. Profile reads and previews are written to the audit log
+form (:mod:`.auth`: a signed, HttpOnly, SameSite=Strict session cookie whose session is recorded
+in the warehouse, so signing out ends it everywhere). Personal data is shown only to a token that
+also has ``profiles:read``; otherwise it is masked (``***@domain``, ``A***``), customers are found
+by customer id only (an email's answer does not say whether a customer has it) and email previews
+are refused. Profile reads and previews are written to the audit log
 (``profile_read``, ``email_preview``) with the actor ``console:<token name>``.
 
 Pages are HTML from python-liquid templates with autoescape (every value escaped), a stylesheet
