@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import threading
 import time
@@ -20,6 +21,8 @@ from personify.server.openapi import ERROR, Content, Operation, openapi_document
 from personify.server.probes import WarehouseDown, livez, readyz, schema_behind, warehouse_version
 from personify.server.responses import JSONResponse, error_response
 from personify.server.state import ServerState, state_of
+
+log = logging.getLogger("personify.server")
 
 ROW_COUNT_TTL = 10.0
 """Seconds a scrape's table row counts are reused (counting is a scan on some warehouses)."""
@@ -127,6 +130,7 @@ def _collect(state: ServerState) -> None:
         state.build_info.replace({(personify.__version__, platform.python_version(), wh.scheme): 1})
         _collect_drift(state)
         _collect_alerts(state)
+        _collect_forwarding(state)
         state.up.set(1)
     except Exception:
         state.up.set(0)
@@ -169,11 +173,51 @@ def _collect_alerts(state: ServerState) -> None:
     gauge.replace({(a.name, a.when): 1.0 if a.name in firing else 0.0 for a in alerts})
 
 
+def _collect_forwarding(state: ServerState) -> None:
+    """Each ``kind: events`` destination's lag — the age in seconds of its oldest event not yet
+    forwarded, 0 when none waits: ``personify status``'s figure — re-read at most every
+    :data:`ROW_COUNT_TTL` seconds (it reads the waiting events' times). A destination whose
+    figure cannot be read drops out of the gauge until it can (the others still show)."""
+    from personify import clock
+    from personify.config import EventsDestination
+    from personify.destinations import events
+
+    wanted = [
+        d for d in state.session.project.config.destinations if isinstance(d, EventsDestination)
+    ]
+    if not wanted:
+        return
+    gauge = state.extras.get("destinations.forwarding_lag")
+    if gauge is None:
+        gauge = state.extras["destinations.forwarding_lag"] = state.registry.gauge(
+            "personify_forwarding_lag_seconds",
+            "Per events destination (kind: events): seconds since its oldest event not yet "
+            "forwarded was stored, 0 when none waits (personify status's lag), re-read at most "
+            "every 10 s.",
+            ("destination",),
+        )
+    at = state.extras.get("destinations.forwarding_lag_at", -ROW_COUNT_TTL)
+    if time.monotonic() - at < ROW_COUNT_TTL:
+        return
+    now = clock.now()
+    lags: dict[tuple[str, ...], float] = {}
+    for d in wanted:
+        try:
+            lags[(d.name,)] = float(events.waiting(state.session.warehouse, d, now)["lag_seconds"])
+        except Exception as e:  # a metric never fails the scrape
+            log.warning(
+                "forwarding lag of destination %s unreadable (%s)", d.name, type(e).__name__
+            )
+    gauge.replace(lags)
+    state.extras["destinations.forwarding_lag_at"] = time.monotonic()
+
+
 @operation(
     Operation(
         summary="Prometheus metrics",
         description="Text exposition format 0.0.4: `personify_up`, `personify_build_info`, "
-        "`personify_table_rows`, `personify_schema_changes`, `personify_alert_firing`, uptime, "
+        "`personify_table_rows`, `personify_schema_changes`, `personify_alert_firing`, "
+        "`personify_forwarding_lag_seconds`, uptime, "
         "forwarded commands, HTTP requests and latency.",
         tags=("operations",),
         responses={
