@@ -137,6 +137,12 @@ def attach_continuous(
         "tag_added, tag_removed, journey_entered).",
         ("kind",),
     )
+    segment_failures = r.counter(
+        "personify_realtime_segment_failures_total",
+        "Real-time refreshes of a segment the warehouse refused (it kept its memberships; "
+        "personify status shows why), by segment.",
+        ("segment",),
+    )
 
     def observe(count: int, seconds: float) -> None:
         latency.observe(seconds)
@@ -153,6 +159,8 @@ def attach_continuous(
         ):
             if n:
                 reactions.inc(n, kind=kind)
+        for segment in done.segments_failed:
+            segment_failures.inc(segment=segment)
 
     marker, since = None, None
     if process is not None:

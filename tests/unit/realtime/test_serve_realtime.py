@@ -114,3 +114,28 @@ def test_the_recovery_mark_stays_before_what_is_not_applied(tmp_path: Path) -> N
         assert applier.close()
         session.close()
     assert abs(marks[-1] - (since - MARGIN)) < near  # the last mark, on close
+
+
+def test_a_real_time_segment_the_warehouse_refuses_is_counted_on_metrics(
+    project_dir: Path,
+) -> None:
+    """A real-time refresh the warehouse refuses (the segment keeps its memberships; the pass
+    goes on) is counted per segment on ``/metrics``: before, only the log and ``status`` said so."""
+    from personify.config import load_project
+
+    broken = "-- name: buyers\nSELECT customer_id FROM customers WHERE ordr_count > 1\n"
+    (project_dir / "segments" / "buyers.sql").write_text(broken, encoding="utf-8")
+    session = Session(load_project(project_dir))
+    try:
+        state = ServerState(session=session, instance="t")
+        with contextlib.ExitStack() as stack:
+            applier = attach_continuous(stack, state)
+            assert applier is not None
+            for _ in range(2):
+                done = applier.submit_customers(["c-1"])
+                assert done is not None and done.result(60) is None
+            text = state.registry.render()
+    finally:
+        session.close()
+    assert 'personify_realtime_segment_failures_total{segment="buyers"} 2' in text
+    assert text.count("personify_realtime_segment_failures_total{") == 1  # the others did not fail
