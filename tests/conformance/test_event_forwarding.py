@@ -301,6 +301,81 @@ def test_an_erased_persons_events_are_never_forwarded(
         assert [m for (m,) in forwarded] == ["bob1"]
 
 
+def test_the_export_and_the_erasure_name_where_a_persons_events_went(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """A data subject request shows the events destinations a person's events went to, with
+    how many (names and counts, no payload): those recorded, and those below the floor whose
+    record was pruned; the erasure report names them (the events there are the operator's to
+    erase) — before, neither said anything about events destinations."""
+    from personify.privacy.erase import erase_subject
+    from personify.privacy.export import export_subject
+
+    optin = dest(url, name="optin", consent="analytics")
+    pages = dest(url, name="pages", types=("page",))
+    with session_for(warehouse_url, tmp_path, dest(url), optin, pages) as session:
+        wh = session.warehouse
+        ann, bob = _two_people(session)
+        early = T0 - timedelta(hours=2)
+        ingest(session, ["ann0"], at=early, customer=ann)
+        ingest(session, ["bob0"], at=early, customer=bob)
+        for name in ("analytics", "optin", "pages"):  # ann0: sent; optin: without consent
+            assert forward(session, early + timedelta(seconds=5), name)["error"] is None
+            # then the floors move past ann0: its records are pruned
+            assert forward(session, T0, name)["error"] is None
+        assert wh.fetch("SELECT count(*) FROM event_forwards")[0][0] == 0
+        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
+        ingest(session, ["bob1"], at=T0, customer=bob)
+        assert forward(session, T0 + timedelta(seconds=5), "analytics")["error"] is None
+        with clock.frozen(T0 + timedelta(seconds=9)):
+            doc = export_subject(wh, session.project, "ann@x.org")
+        assert doc["events_forwarded"] == [
+            {
+                "destination": "analytics",
+                "sent": 2,
+                "rejected": 0,
+                "without_consent": 0,
+                "before_floor": 1,
+            },
+            # (ann0 was left out for consent: pruned, it can only count as "maybe")
+            {
+                "destination": "optin",
+                "sent": 0,
+                "rejected": 0,
+                "without_consent": 0,
+                "before_floor": 1,
+            },
+        ]
+        with clock.frozen(T0 + timedelta(seconds=9)):
+            report = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        went = {e["destination"]: (e["events"], e["earlier"]) for e in report["events_forwarded"]}
+        assert went == {"analytics": (2, 1), "optin": (0, 1)}
+        (analytics, _) = report["events_forwarded"]
+        assert analytics["message"] == (
+            "2 of the person's events were forwarded to analytics (and up to 1 earlier ones): "
+            "erase them there"
+        )
+        assert "ann" not in json.dumps(report["events_forwarded"])  # no ids, no payload
+        assert wh.fetch("SELECT message_id FROM event_forwards")[0][0] == "bob1"
+        with clock.frozen(T0 + timedelta(seconds=9)):
+            assert export_subject(wh, session.project, "bob@x.org")["events_forwarded"] == [
+                {
+                    "destination": "analytics",
+                    "sent": 1,
+                    "rejected": 0,
+                    "without_consent": 0,
+                    "before_floor": 1,
+                },
+                {
+                    "destination": "optin",
+                    "sent": 0,
+                    "rejected": 0,
+                    "without_consent": 0,
+                    "before_floor": 1,
+                },
+            ]
+
+
 def test_an_erasure_during_a_forwarding_wins(
     warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

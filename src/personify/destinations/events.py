@@ -109,6 +109,9 @@ class Position(msgspec.Struct):
 
     floor: str
     totals: dict[str, int] = {}
+    start: str | None = None
+    """The first forwarding's floor (``start``; ``None`` in a position saved before it was
+    kept): events stored before it were never forwarded."""
 
 
 def position(wh: Warehouse, name: str) -> Position | None:
@@ -362,7 +365,8 @@ def begin(wh: Warehouse, d: EventsDestination, now: datetime) -> Position:
     (recorded at once, so a failed first forwarding does not move it)."""
     pos = position(wh, d.name)
     if pos is None:
-        pos = Position(floor=d.start_at(now).isoformat(), totals={})
+        first = d.start_at(now).isoformat()
+        pos = Position(floor=first, totals={}, start=first)
         _save(wh, d.name, pos)
     return pos
 
@@ -497,4 +501,49 @@ def totals(wh: Warehouse, name: str) -> dict[str, int]:
         [name],
     ):
         out[str(status)] = out.get(str(status), 0) + int(n)
+    return out
+
+
+def forwarded_to(
+    wh: Warehouse, destinations: Sequence[EventsDestination], events_where: tuple[str, list[Any]]
+) -> list[dict[str, Any]]:
+    """Where the events ``events_where`` selects (a condition on ``events``: a person's, for
+    an export or an erasure report) went: per events destination that handled one of them,
+    the recorded outcomes — ``sent``, ``rejected`` (posted, refused), ``without_consent`` (never
+    posted) — and ``before_floor``: those its filters take, stored between its start and its
+    floor, whose outcome was pruned (sent, unless left out for consent). Names and counts only,
+    no payload; destinations that handled none are left out."""
+    cond, params = events_where
+    mine = f"SELECT message_id FROM events WHERE {cond}"
+    out: list[dict[str, Any]] = []
+    for d in destinations:
+        counts = {"sent": 0, "rejected": 0, "without_consent": 0}
+        for status, n in wh.fetch(
+            "SELECT status, count(*) FROM event_forwards WHERE destination = ? "
+            f"AND message_id IN ({mine}) GROUP BY status",
+            [d.name, *params],
+        ):
+            counts[str(status)] = counts.get(str(status), 0) + int(n)
+        earlier = 0
+        pos = position(wh, d.name)
+        if pos is not None:
+            filters, fparams = _filters(d)
+            since = "e.received_at >= ? AND " if pos.start else ""
+            earlier = int(
+                wh.scalar(
+                    f"SELECT count(*) FROM events e WHERE {since}e.received_at < ? AND {filters} "
+                    f"AND e.message_id IN ({mine}) AND NOT EXISTS (SELECT 1 FROM event_forwards "
+                    "f WHERE f.destination = ? AND f.message_id = e.message_id)",
+                    [
+                        *([clock.parse_instant(pos.start)] if pos.start else []),
+                        clock.parse_instant(pos.floor),
+                        *fparams,
+                        *params,
+                        d.name,
+                    ],
+                )
+                or 0
+            )
+        if earlier or any(counts.values()):
+            out.append({"destination": d.name, **counts, "before_floor": earlier})
     return out

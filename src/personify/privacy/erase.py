@@ -14,7 +14,9 @@ idempotent):
 2. ``outbox`` — ``.eml`` files written to them (by the index's customer id, or their address in
    the file as a whole token) are deleted and ``index.jsonl`` rewritten without their lines.
 3. ``event_forwards`` — what events destinations recorded of the person's events (message ids,
-   a refusal's answer), deleted before the events themselves.
+   a refusal's answer), deleted before the events themselves; first counted per ``kind: events``
+   destination (kept beside the step's progress: the report names each destination their events
+   went to, with how many — those are in that tool, for the operator to erase there).
 4. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
    found by their ``customer_id`` column): their rows deleted — events reached through any linked
    identifier (and those only possibly theirs: a shared device's unattributable events,
@@ -108,6 +110,8 @@ class ErasureReport:
     """Per destination that received the person's record: pending removals, or to do by hand."""
     pending: dict[str, int] = field(default_factory=dict)
     """Removals pending per destination, every erasure's (``personify push`` sends them)."""
+    events_forwarded: list[ForwardedReport] = field(default_factory=list)
+    """Per events destination (``kind: events``) the person's events went to: how many."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -118,7 +122,27 @@ class ErasureReport:
             "destinations": [d.as_dict() for d in self.destinations],
             "removals_pending": {d.destination: d.removals_pending for d in self.destinations},
             "removals_pending_all": self.pending,
+            "events_forwarded": [vars(e) | {"message": e.message} for e in self.events_forwarded],
         }
+
+
+@dataclass
+class ForwardedReport:
+    """The person's events an events destination (``kind: events``) received before the erasure:
+    Personify cannot take them back (the operator erases them in that tool)."""
+
+    destination: str
+    events: int
+    """Recorded as posted to its API (``sent``, or ``rejected`` by it)."""
+    earlier: int
+    """Stored before its floor, their outcome pruned: sent unless left out for consent."""
+
+    @property
+    def message(self) -> str:
+        said = f"{self.events:,} of the person's events were forwarded to {self.destination}"
+        if self.earlier:
+            said += f" (and up to {self.earlier:,} earlier ones)"
+        return said + ": erase them there"
 
 
 @dataclass
@@ -193,7 +217,8 @@ def erase_subject(
 
     step("tombstone", lambda: _tombstone(wh, key, f))
     step("outbox", lambda: _outbox(outbox_folder(project), f))
-    step("event_forwards", lambda: _event_forwards(wh, f))  # (before their events go)
+    # (before their events go)
+    step("event_forwards", lambda: _event_forwards(wh, erasure_id, project, f))
     tables = [t for t in personal_tables() if t.name not in IDENTITY_TABLES + tuple(_SPECIAL)]
     tables.sort(key=lambda t: 0 if t.name in _FIRST else 1)
     for t in tables:
@@ -214,7 +239,9 @@ def erase_subject(
     invalidate_cached(wh, project, f.customer_ids)
     report.destinations = _destination_reports(wh, erasure_id, project, report.steps)
     report.pending = pending_removals(wh, project)
+    report.events_forwarded = _forwarded_reports(wh, erasure_id, project)
     detail: dict[str, Any] = {s.step: s.rows for s in report.steps}
+    detail["events_forwarded"] = {e.destination: e.events for e in report.events_forwarded}
     detail["removals_pending"] = {d.destination: d.removals_pending for d in report.destinations}
     detail["cannot_remove"] = [d.destination for d in report.destinations if d.cannot_remove]
     with wh.transaction():
@@ -253,6 +280,23 @@ def _destination_reports(
         if records:
             waiting = min(pending.get(f"destination:{d.name}{_PENDING}", 0), records)
             out.append(DestinationReport(d.name, records, waiting, records - waiting))
+    return out
+
+
+def _forwarded_reports(wh: Warehouse, erasure_id: str, project: Project) -> list[ForwardedReport]:
+    """The events destinations the step ``event_forwards`` found the person's events at."""
+    found = {
+        str(s)[len(_FORWARDED) :]: int(n)
+        for s, n in wh.fetch(
+            "SELECT step, rows FROM erasure_progress WHERE erasure_id = ? AND step LIKE ?",
+            [erasure_id, f"{_FORWARDED}%"],
+        )
+    }
+    out = []
+    for d in project.config.destinations:
+        sent, earlier = found.get(d.name, 0), found.get(f"{d.name}:earlier", 0)
+        if sent or earlier:
+            out.append(ForwardedReport(d.name, sent, earlier))
     return out
 
 
@@ -414,10 +458,24 @@ def _tombstone(wh: Warehouse, key: bytes, f: Footprint) -> int:
     return len(pairs)
 
 
-def _event_forwards(wh: Warehouse, f: Footprint) -> int:
+_FORWARDED = "event_forwards:"
+"""The prefix of the ``erasure_progress`` rows counting, per events destination, the person's
+events it received (``…:NAME``) and those before its floor (``…:NAME:earlier``)."""
+
+
+def _event_forwards(wh: Warehouse, erasure_id: str, project: Project, f: Footprint) -> int:
     """What events destinations recorded of the person's events (their message ids, a refusal's
-    answer): deleted with them."""
+    answer): deleted with them — counted first per destination, beside the step's progress in
+    the same transaction (the report names where the events went)."""
+    from personify.config import EventsDestination
+    from personify.destinations.events import forwarded_to
+
     cond, params = erasable(EVENTS, f)
+    wanted = [d for d in project.config.destinations if isinstance(d, EventsDestination)]
+    for went in forwarded_to(wh, wanted, (cond, params)):
+        name = str(went["destination"])
+        _progress(wh, erasure_id, f"{_FORWARDED}{name}", went["sent"] + went["rejected"])
+        _progress(wh, erasure_id, f"{_FORWARDED}{name}:earlier", went["before_floor"])
     return max(
         wh.execute(
             f"DELETE FROM event_forwards WHERE message_id IN (SELECT message_id FROM events "

@@ -5,7 +5,9 @@ profile, identities, events (anonymous ones linked through the graph too), order
 items, tickets, consent and its history with proof, messages, tags, memberships, audience
 changes, discount codes, journey state, provenance (``profile_observations``), the identity graph
 around them, source records — plus the quarantined payloads that mention one of their identifiers,
-the outbox files written to them, and the audit entries about them (who read, exported or changed
+the outbox files written to them, the records destinations took (``destinations``), the
+``kind: events`` destinations their events were forwarded to with how many (``events_forwarded``:
+names and counts, no payload), and the audit entries about them (who read, exported or changed
 what, and when). Suppression rows are listed without their hashes.
 
 ``possibly_theirs`` lists apart the rows that may be the person's or someone else's
@@ -118,6 +120,15 @@ def _pushed(wh: Warehouse, project: Project, f: Footprint) -> list[dict[str, Any
     return pushed(wh, project, f.keys)
 
 
+def _events_forwarded(wh: Warehouse, project: Project, f: Footprint) -> list[dict[str, Any]]:
+    from personify.config import EventsDestination
+    from personify.destinations.events import forwarded_to
+    from personify.warehouse.schema import EVENTS
+
+    wanted = [d for d in project.config.destinations if isinstance(d, EventsDestination)]
+    return forwarded_to(wh, wanted, where(EVENTS, f)) if wanted else []
+
+
 def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
     """Everything about the person ``who`` names. Raises :class:`~personify.errors.NotFound`."""
     customer_id = resolve(wh, project, who)
@@ -157,6 +168,7 @@ def export_subject(wh: Warehouse, project: Project, who: str) -> dict[str, Any]:
         "possibly_theirs": maybe,
         "outbox": outbox_entries(outbox_folder(project), f),
         "destinations": _pushed(wh, project, f),
+        "events_forwarded": _events_forwarded(wh, project, f),
         "access_log": _access_log(wh, project, f),
         "counts": {name: len(rows) for name, rows in tables.items()},
     }

@@ -145,6 +145,8 @@ def erase_command(
     out.print(f"Erased: {doc['rows']:,} rows and files removed or rewritten.")
     for d in report.destinations:
         out.print(f"Destination {escape(d.destination)}: {escape(d.message)}")
+    for went in report.events_forwarded:
+        out.print(f"Destination {escape(went.destination)}: {escape(went.message)}")
     _print_pending(out, report.pending)
     c = doc.get("compacted")
     if c and "skipped" in c:
