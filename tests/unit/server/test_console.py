@@ -385,6 +385,29 @@ def test_why_is_a_customer_in_a_segment(client: Browser) -> None:
     assert asked.status_code == 404 and "No segment of that name" in asked.text
 
 
+def test_a_broken_segments_file_is_said_with_its_file_and_line(
+    api: AdminApi, client: Browser
+) -> None:
+    """A segments file that cannot load: the segment pages say so with the file and line of
+    the error (masked), as ``personify segments`` does — before, a segment page answered "No
+    segment of that name" (the segment may well be there) and the list a server error."""
+    broken = api.project_dir / "segments" / "buyers.sql"
+    broken.write_text("-- name: buyers\n-- refresh: ann@example.org\nSELECT customer_id FROM x\n")
+    sign_in(client, ENV["LEAD_TOKEN"])
+    for path in ("/console/segments/everyone", "/console/segments", "/console/segments/buyers"):
+        page = client.get(path)
+        assert page.status_code == 500, path
+        assert "No segment of that name" not in page.text
+        assert "The segments file segments/buyers.sql (line 2) failed to load" in page.text
+        assert "is not a refresh schedule" in page.text
+        assert "ann@example.org" not in page.text and "***@example.org" in page.text
+    asked = client.get("/console/segments/everyone", params={"customer": "c1"})
+    assert asked.status_code == 500 and "segments/buyers.sql" in asked.text
+    broken.unlink()  # fixed: the pages are back
+    assert client.get("/console/segments/everyone").status_code == 200
+    assert client.get("/console/segments/nope").status_code == 404
+
+
 def test_preview_in_a_sandboxed_frame_with_the_verdict(api: AdminApi, client: Browser) -> None:
     sign_in(client, ENV["LEAD_TOKEN"])
     before = api.session.warehouse.scalar("SELECT count(*) FROM messages")

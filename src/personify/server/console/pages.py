@@ -188,7 +188,10 @@ async def overview(request: Request, viewer: Viewer) -> Response:
 @_signed_in
 async def segment_list(request: Request, viewer: Viewer) -> Response:
     """``GET /console/segments``."""
-    rows = await run_in_threadpool(views.segments, state_of(request).session)
+    try:
+        rows = await run_in_threadpool(views.segments, state_of(request).session)
+    except views.SegmentsBroken as e:
+        return _page("broken", "Segments", viewer, 500, **e.page())
     return _page("segments", "Segments", viewer, segments=rows)
 
 
@@ -200,6 +203,8 @@ async def segment_page(request: Request, viewer: Viewer) -> Response:
     session = state_of(request).session
     try:
         data = await run_in_threadpool(views.segment, session, viewer, name, who or None)
+    except views.SegmentsBroken as e:
+        return _page("broken", f"Segment {name}", viewer, 500, **e.page())
     except NotFound:
         missing = _page("missing", "Not found", viewer, 404, what="No segment of that name.")
         if not who:

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from personify import clock
-from personify.errors import NotFound, PersonifyError
+from personify.errors import ConfigError, NotFound, PersonifyError
 from personify.privacy.audit import log_action
 from personify.privacy.hashing import optional_key
 from personify.privacy.masking import mask_rows, mask_strict, mask_text
@@ -109,12 +109,37 @@ def overview(session: Session) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ segments
-def segments(session: Session) -> list[dict[str, Any]]:
-    """Every segment: name, description, refresh, size, sendable size, last refresh."""
-    from personify.audiences.memberships import segment_status
+class SegmentsBroken(Exception):
+    """The segments folder failed to load (what ``personify segments`` says): the file, the
+    line, the error — masked — and its hint."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(error.message)
+        self.file = error.file or "personify.yml"
+        self.line = error.line
+        self.error = mask_text(error.message)
+        self.hint = mask_text(error.hint or "")
+
+    def page(self) -> dict[str, Any]:
+        return {"file": self.file, "line": show(self.line), "error": self.error, "hint": self.hint}
+
+
+def _project_segments(session: Session) -> list[Any]:
+    """The project's segments, or :class:`SegmentsBroken` when a file of them cannot load."""
     from personify.audiences.stage import project_segments
 
-    found = project_segments(session.project)
+    try:
+        return project_segments(session.project)
+    except ConfigError as e:
+        raise SegmentsBroken(e) from None
+
+
+def segments(session: Session) -> list[dict[str, Any]]:
+    """Every segment: name, description, refresh, size, sendable size, last refresh. Raises
+    :class:`SegmentsBroken`."""
+    from personify.audiences.memberships import segment_status
+
+    found = _project_segments(session)
     purpose = session.project.config.audiences.purpose
     status = segment_status(session.warehouse, [s.name for s in found], purpose=purpose)
     return [
@@ -147,16 +172,16 @@ class Check:
 def segment(session: Session, viewer: Viewer, name: str, who: str | None) -> dict[str, Any]:
     """One segment: definition, the SQL as written and as run, stored state, a sample of members
     (masked unless the viewer sees personal data) and, given ``who``, why they are in it.
-    Raises NotFound for an unknown segment or customer."""
+    Raises NotFound for an unknown segment or customer, :class:`SegmentsBroken` when the
+    segments cannot load (not "no segment of that name": it may well be there)."""
     from personify.audiences.memberships import segment_status
-    from personify.audiences.stage import find_segment, preview
+    from personify.audiences.stage import preview
     from personify.privacy.fields import decrypt_result
 
     project, wh = session.project, session.warehouse
-    try:
-        seg = find_segment(project, name)
-    except PersonifyError:
-        raise NotFound("no segment of that name") from None
+    seg = next((s for s in _project_segments(session) if s.name == name), None)
+    if seg is None:
+        raise NotFound("no segment of that name")
     settings = project.config.audiences
     status = segment_status(wh, [name], purpose=settings.purpose)[name]
     result = preview(wh, seg, sample=settings.sample_size, timeout_s=settings.timeout_seconds)
