@@ -1281,7 +1281,8 @@ class DiscountCampaign(_Base, frozen=True):
     ``engagement_score`` reaches wins. The last tier should have no ``min_engagement`` so that
     everyone gets a code."""
     currency: str = "EUR"
-    """Currency of ``amount`` tiers (shown in the code's label)."""
+    """Currency of ``amount`` tiers (shown in the code's label): an ISO 4217 code (``EUR``,
+    ``USD``), checked against Babel's list."""
     renew_within: str = "24h"
     """A code asked for again (an email retried after its server deferred it for days) that has
     expired, or expires within this (at most half of ``expires_in``), gets ``expires_in`` more
@@ -1294,6 +1295,21 @@ class DiscountCampaign(_Base, frozen=True):
                 raise ValueError(f"{name}: {value!r} is not a duration: write e.g. 48h, 7d or 2w")
         if not self.tiers:
             raise ValueError("a campaign needs at least one tier")
+        _check_currency(self.currency)
+
+
+def _check_currency(code: str) -> None:
+    """Refuse ``code`` unless it is an ISO 4217 currency code Babel knows (``EUR``): a wrong one
+    would only fail when a code's label is first written, mid-send."""
+    from babel.numbers import list_currencies
+
+    known = list_currencies()
+    if code in known:
+        return
+    said = f"currency: {code!r} is not an ISO 4217 currency code"
+    if code.strip().upper() in known:
+        raise ValueError(f"{said}: write it {code.strip().upper()!r} (capitals)")
+    raise ValueError(f"{said}: write a three-letter code such as EUR, USD or GBP")
 
 
 def _default_discounts() -> dict[str, DiscountCampaign]:
@@ -1882,6 +1898,8 @@ def _dotted(path: tuple[str | int, ...]) -> str:
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _TOKEN = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 _FIELD = re.compile(r"field `([^`]+)`")
+_OWN_KEY = re.compile(r"^([a-z_][a-z0-9_]*): ")
+"""A ``__post_init__`` check's message that starts by naming the key it is about."""
 _PATTERNS: Final = {
     _NAME_PATTERN: "expected a name of letters, digits, '_' and '-', starting with a letter or '_'",
     _DURATION_PATTERN: "expected a duration like 300s, 5m or 1h (units ms, s, m, h, d; a bare "
@@ -1957,6 +1975,11 @@ def _translate(
         hint = "check the spelling; see the configuration reference in README.md"
     elif field and "missing required field" in msg:
         msg = f"missing required key {field.group(1)!r}"
+    elif (own := _OWN_KEY.match(msg)) and (*path, own.group(1)) in doc.marks:
+        # a check of the mapping that names one of its keys ("currency: 'XYZ' is not …"):
+        # that key's line, not the mapping's
+        path = (*path, own.group(1))
+        line, key, msg = doc.line(path), _dotted(path), msg[own.end() :]
     msg = msg.replace("Expected", "expected").replace("Invalid enum value", "invalid value")
     if "matching regex" in msg:  # msgspec quotes the pattern as Python's repr
         found = [said for pattern, said in _PATTERNS.items() if f"regex {pattern!r}" in msg]

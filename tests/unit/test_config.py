@@ -300,3 +300,22 @@ def test_an_events_destination_mistake_names_its_key(old: str, new: str, message
     e = error_for(head + "kind: events\n" + tail.replace(old, new))
     assert message in e.message, e.message
     assert e.key is not None and e.key.startswith("destinations[1]"), e.key
+
+
+def test_a_campaigns_currency_must_be_an_iso_4217_code() -> None:
+    """An unknown ``currency`` is refused when the project loads, naming its file, line and key
+    and what to write — before, it was taken as is and only showed in a code's label."""
+    config = parse_config("discounts:\n  welcome:\n    currency: USD\n")
+    assert config.discounts["welcome"].currency == "USD"
+    assert parse_config("name: a\n").discounts["cart_rescue"].currency == "EUR"
+    for bad, says in (
+        ("XYZ", "such as EUR, USD or GBP"),
+        ("euro", "such as EUR, USD or GBP"),
+        ("usd", "write it 'USD' (capitals)"),
+    ):
+        err = error_for(
+            f"name: a\ndiscounts:\n  welcome:\n    expires_in: 7d\n    currency: {bad}\n"
+        )
+        assert err.file == "personify.yml" and err.line == 5, str(err)
+        assert err.key == "discounts.welcome.currency", str(err)
+        assert f"'{bad}' is not an ISO 4217 currency code" in str(err) and says in str(err)

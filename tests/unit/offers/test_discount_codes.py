@@ -92,7 +92,8 @@ def test_the_default_campaign_and_a_configured_one() -> None:
 @pytest.mark.parametrize(
     ("text", "line", "key", "message"),
     [
-        ("discounts:\n  c:\n    expires_in: soon\n", 2, "discounts.c", "not a duration"),
+        # a campaign's check that names its key points at that key's line
+        ("discounts:\n  c:\n    expires_in: soon\n", 3, "discounts.c.expires_in", "not a duration"),
         (
             "discounts:\n  c:\n    tiers:\n      - {percent: 5, amount: 3}\n",
             4,
@@ -101,11 +102,12 @@ def test_the_default_campaign_and_a_configured_one() -> None:
         ),
         ("discounts:\n  c:\n    tiers:\n      - {percent: 150}\n", 4, "", "<= 100"),
         ("discounts:\n  c:\n    tiers: []\n", 2, "discounts.c", "at least one tier"),
+        ("discounts:\n  c:\n    currency: EURO\n", 3, "discounts.c.currency", "ISO 4217"),
         ("discounts:\n  c:\n    tierz: []\n", 3, "discounts.c.tierz", "unknown key"),
         (
             "discounts:\n  a:\n    expires_in: 2d\n  b:\n    expires_in: 2 fortnights\n",
-            4,
-            "discounts.b",
+            5,
+            "discounts.b.expires_in",
             "not a duration",
         ),
     ],
