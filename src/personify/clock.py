@@ -22,6 +22,13 @@ def now() -> datetime:
     return pinned if pinned is not None else datetime.now(UTC)
 
 
+def pinned() -> datetime | None:
+    """The instant pinned in this context (``None``: the system clock). A new thread starts
+    with none: whoever starts one that must keep the caller's "now" hands this on
+    (:func:`frozen` inside the thread)."""
+    return _pinned.get()
+
+
 def wall() -> datetime:
     """The system clock, whatever is pinned: for a position that must never run ahead of real
     time (an events destination's floor: a ``--now`` in the future must not skip what arrives

@@ -31,12 +31,16 @@ def background_server(
     now: datetime | None = None,
 ) -> Iterator[str]:
     """Serve ``session``'s project until the block ends; yields the base URL. ``now``: the
-    server's clock is pinned to this instant (a simulation's tracking hits happen then); the
-    tracking hits queued when the block ends are recorded before it returns."""
+    server's clock is pinned to this instant (a simulation's tracking hits happen then) —
+    by default the caller's pinned clock, if any (``personify demo``'s: the server's thread
+    would not see it, and stamp what it stores, quarantined events included, with the real
+    clock); the tracking hits queued when the block ends are recorded before it returns."""
     import uvicorn
 
     from personify.server.app import create_app
 
+    if now is None:
+        now = clock.pinned()  # (read here: the server's thread starts without it)
     sock = bind(host, 0)
     app = create_app(session)
     config = uvicorn.Config(

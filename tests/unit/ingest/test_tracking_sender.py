@@ -61,3 +61,30 @@ def test_the_demo_worlds_web_sessions_through_the_api(project_dir: Path) -> None
     assert report.accepted + report.quarantined + report.rejected == report.received
     assert stored == report.accepted - report.duplicates
     assert held <= report.quarantined
+
+
+def test_the_background_server_keeps_the_callers_pinned_clock(project_dir: Path) -> None:
+    """``personify demo`` pins "now" and posts the world's web sessions through a background
+    server: what that server's thread stores — events and quarantined ones alike — is stamped
+    at the pinned instant (before, the thread saw the real clock: the demo's web quarantine
+    rows were of today whatever ``--now`` said)."""
+    from personify import clock
+
+    pinned = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    table = pa.table(
+        {
+            "messageId": ["p-1", "p-2"],
+            "type": ["track"] * 2,
+            "event": ["Signed Up", None],  # the second one lacks its name: quarantined
+            "anonymousId": ["a-1", "a-2"],
+            "timestamp": [datetime(2026, 3, 1, tzinfo=UTC)] * 2,
+        }
+    )
+    with Session(load_project(project_dir)) as session:
+        with clock.frozen(pinned), background_server(session) as url:
+            report = send_batches(url, _key(session), table.to_batches())
+        stamps = session.warehouse.fetch("SELECT received_at FROM events")
+        held = session.warehouse.fetch("SELECT received_at FROM quarantine")
+    assert (report.accepted, report.quarantined) == (1, 1)
+    assert stamps == [(pinned,)]
+    assert held == [(pinned,)]
