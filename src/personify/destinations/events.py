@@ -511,7 +511,8 @@ def forwarded_to(
     an export or an erasure report) went: per events destination that handled one of them,
     the recorded outcomes — ``sent``, ``rejected`` (posted, refused), ``without_consent`` (never
     posted) — and ``before_floor``: those its filters take, stored between its start and its
-    floor, whose outcome was pruned (sent, unless left out for consent). Names and counts only,
+    floor, whose outcome was pruned (sent, unless left out for consent; a position saved before
+    its start was kept counts every one below the floor: an upper bound). Names and counts only,
     no payload; destinations that handled none are left out."""
     cond, params = events_where
     mine = f"SELECT message_id FROM events WHERE {cond}"
