@@ -124,6 +124,21 @@ def test_journeys_check_reads_every_language_version_of_the_templates(tmp_path: 
     )
 
 
+def test_journeys_check_names_a_date_zone_that_is_none(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    assert personify("init", str(project)).returncode == 0
+    (project / "templates" / "abandoned_cart.fr.liquid").write_text(
+        "---\nsubject: Votre panier\n---\n<p>Bonjour</p>\n"
+        "<p>{{ discount.expires_at | date: '%d %B', 'Europe/Pariss' }}</p>\n"
+    )
+    done = personify("journeys", "check", "--project", str(project))
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "journeys/abandoned_cart.yml:" in said and "steps[" in said
+    assert "template abandoned_cart.fr.liquid:5: date: 'Europe/Pariss' is not a time zone" in said
+    assert "IANA" in said
+
+
 def test_run_help_describes_journeys_and_delivery() -> None:
     done = personify("run", "--help")
     assert done.returncode == 0

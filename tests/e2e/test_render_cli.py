@@ -326,3 +326,41 @@ def test_render_shows_the_locale_variant_chosen_for_the_customer(project_dir: Pa
     broken = personify("render", "note", "-c", "c-fr", "--project", p, "--var", "shop=Maison")
     assert broken.returncode == 1
     assert "note.fr.liquid:5" in broken.stderr and "partial 'sign' not found" in broken.stderr
+
+
+def test_render_names_the_template_and_line_of_a_date_zone_that_is_none(
+    project_dir: Path,
+) -> None:
+    """A zone written in the template fails when the template is read; one from a variable
+    when the email is rendered — both say which file and line, and what a zone is."""
+    load_customer(project_dir)
+    p = str(project_dir)
+    (project_dir / "templates" / "when.liquid").write_text(
+        "---\nsubject: When\n---\n<p>Hi</p>\n"
+        "<p>{{ 'now' | date: '%d %B %H:%M', zone: where }}</p>\n"
+    )
+    ok = personify_json(
+        "render",
+        "when",
+        "-c",
+        "c-42",
+        "--project",
+        p,
+        "--now",
+        "2026-03-01T23:05:00Z",
+        "--var",
+        "where=Europe/Paris",
+    )
+    assert "02 March 00:05" in ok["text"]
+    for where in ("Mars/Base", "Europe/Pariss"):
+        done = personify("render", "when", "-c", "c-42", "--project", p, "--var", f"where={where}")
+        assert done.returncode == 1 and done.stdout == ""
+        said = " ".join(done.stderr.split())
+        assert f"template when.liquid:5: date: '{where}' is not a time zone" in said, said
+        assert "IANA" in said
+    (project_dir / "templates" / "when.liquid").write_text(
+        "---\nsubject: When\n---\n<p>Hi</p>\n\n<p>{{ 'now' | date: 'long', 'Mars/Base' }}</p>\n"
+    )
+    done = personify("render", "when", "-c", "c-42", "--project", p)
+    assert done.returncode == 1
+    assert "template when.liquid:6: date: 'Mars/Base' is not a time zone" in done.stderr

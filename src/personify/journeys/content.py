@@ -14,7 +14,8 @@
   :class:`Expiry`: a datetime that prints as before, ``08 December 2026``), ``expires_on`` the
   day it expires in the customer's time zone (``customers.timezone``, else the project's), a
   date; ``value``/``kind``/``currency`` what it takes off (``{{ discount | discount_amount }}``:
-  ``15 %`` in French). ``label`` stays the English ``15% off``;
+  ``15 %`` in French). ``label`` is the English ``15% off``, written in the template's
+  language when rendered (``15 % de réduction``, :mod:`personify.messages.labels`);
 - ``profile`` — a field of the customer's profile, read now (``field``, ``default``);
 - ``tag`` — a content variable of a rule tag (``tag``, ``variable``, ``default``);
 - ``event`` — the event that triggered the journey (event triggers): ``{event, message_id,

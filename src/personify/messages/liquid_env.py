@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from babel.core import UnknownLocaleError
-from babel.dates import format_date, format_datetime
-from babel.numbers import format_currency, format_percent
-from liquid import BoundTemplate, Environment, RenderContext, StrictUndefined
+from babel.dates import format_date, format_datetime, get_day_names, get_month_names
+from babel.numbers import format_currency
+from liquid import BoundTemplate, Environment, Markup, RenderContext, StrictUndefined
+from liquid.builtin.expressions import KeywordArgument, StringLiteral
 from liquid.builtin.filters.misc import _to_date
 from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import (
@@ -34,6 +35,7 @@ from liquid.loader import BaseLoader, TemplateSource
 from personify import clock
 from personify.messages.errors import RenderError
 from personify.messages.files import TextFiles
+from personify.messages.labels import TEMPLATE_LOCALE, amount_off
 from personify.messages.locale import babel_locale, customer_locale, normalize
 
 K = TypeVar("K")
@@ -166,9 +168,7 @@ def discount_amount(value: object, locale: object = None, *, context: RenderCont
     code = str(value.get("currency") or "EUR").upper()
     for name in _locales(context, locale):
         try:
-            if kind == "percent":
-                return str(format_percent(amount / 100, locale=name, decimal_quantization=False))
-            return str(format_currency(amount, code, locale=name))
+            return amount_off(str(kind), amount, code, name)
         except UnknownLocaleError:
             continue
         except ValueError as e:  # not a currency code Babel reads
@@ -183,38 +183,166 @@ def _kind(value: object) -> str:
     return "nil" if value is None else f"a {type(value).__name__}"
 
 
+class UnknownZoneError(FilterArgumentError):
+    """``date``'s zone argument is no IANA time zone name."""
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)+|UTC|GMT")
+"""How a zone is told from a locale among ``date``'s arguments: ``Europe/Paris``, ``UTC``."""
+_NAMES = re.compile(r"%([%AaBb])")
+
+
+def _explicit_zone(name: object) -> ZoneInfo | None:
+    """``date``'s ``zone`` argument as a zone (None when nil or empty: the default). Raises
+    :class:`UnknownZoneError` naming what is not a zone."""
+    if name is None or name == "":
+        return None
+    if isinstance(name, str):
+        try:
+            return ZoneInfo(str(name).strip())
+        except (ValueError, KeyError, OSError):
+            pass
+    shown = repr(str(name)[:64]) if isinstance(name, str) else _kind(name)
+    raise UnknownZoneError(f"date: {shown} is not a time zone", token=None)
+
+
+def _words(context: RenderContext, explicit: object) -> list[str]:
+    """Babel locales month and day names are written in, first known wins: the filter's
+    argument, else the template's language (:data:`~personify.messages.labels.TEMPLATE_LOCALE`,
+    set by :func:`~personify.messages.render`); then English."""
+    wanted = normalize(explicit) if explicit is not None else None
+    template = context.globals.get(TEMPLATE_LOCALE)
+    return [babel_locale(t) for t in (wanted, template) if isinstance(t, str) and t] + ["en"]
+
+
+def _named(fmt: str, when: dt.datetime, locales: list[str]) -> str:
+    """``fmt`` with ``%B %b %A %a`` replaced by the names of ``when``'s month and day in the
+    first of ``locales`` Babel knows (English: ``fmt`` unchanged, strftime's own)."""
+    names: dict[str, str] | None = None
+    for name in locales:
+        if name.split("_")[0] == "en":
+            return fmt
+        try:
+            names = {
+                "B": get_month_names("wide", "format", name)[when.month],
+                "b": get_month_names("abbreviated", "format", name)[when.month],
+                "A": get_day_names("wide", "format", name)[when.weekday()],
+                "a": get_day_names("abbreviated", "format", name)[when.weekday()],
+            }
+            break
+        except (UnknownLocaleError, ValueError):
+            continue
+    if names is None:
+        return fmt
+    found = names
+    return _NAMES.sub(lambda m: found.get(m.group(1), "%").replace("%", "%%"), fmt)
+
+
+def check_zones(template: BoundTemplate) -> None:
+    """Raise :class:`UnknownZoneError` (at its line) for a ``date`` filter whose time zone is
+    written in the template and is no zone (``date: 'long', 'Europe/Pariss'``): found when the
+    template is loaded — by ``journeys check`` and before a send — not at each render."""
+    static = RenderContext(template)
+    nodes: list[Any] = list(template.nodes)
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.children(static, include_partials=False))
+        expressions: list[Any] = list(node.expressions())
+        while expressions:
+            expression = expressions.pop()
+            expressions.extend(expression.children())
+            for found in (
+                *(getattr(expression, "filters", None) or ()),
+                *(getattr(expression, "tail_filters", None) or ()),
+            ):
+                if found.name == "date":
+                    _check_date_arguments(found)
+
+
+def _check_date_arguments(found: Any) -> None:
+    for argument in found.args:
+        value = argument.value
+        if not isinstance(value, StringLiteral):
+            continue
+        keyword = isinstance(argument, KeywordArgument)
+        if (keyword and argument.name == "zone") or (
+            not keyword and _ZONE_NAME.fullmatch(value.value.strip())
+        ):
+            try:
+                _explicit_zone(value.value)
+            except UnknownZoneError as e:
+                raise UnknownZoneError(str(e.message), token=argument.token) from None
+
+
 @with_context
 @with_environment
 def date(
     value: Any,
     fmt: Any,
+    *args: object,
     locale: object = None,
-    *,
+    zone: object = None,
     context: RenderContext,
     environment: Environment,
 ) -> str:
-    """``{{ at | date: '%d/%m/%Y' }}`` as Liquid's own ``date`` (strftime); ``date: 'short'``,
-    ``'medium'``, ``'long'`` or ``'full'`` — the date and time written the recipient's way
-    (Babel; in the customer's ``timezone`` when the value has a zone; a plain date without
-    time). A third argument names the locale instead of the customer's."""
+    """``{{ at | date: '%d %B %Y' }}`` as Liquid's own ``date`` (strftime), month and day names
+    (``%B %b %A %a``) in the template's language; ``date: 'short'``, ``'medium'``, ``'long'`` or
+    ``'full'`` — the date and time written the recipient's way (Babel; in the customer's
+    ``timezone`` when the value has a zone; a plain date without time).
+
+    More arguments, in any order: a locale (``'fr'``) instead of the template's language (names)
+    or the customer's (styles); a time zone (``'Europe/Paris'``, ``'UTC'`` — an IANA name, or
+    ``zone: customer.timezone``) to write the instant in, for both forms (a value without a zone
+    is read as UTC; a plain date stays that date). A zone that is not one fails the render."""
+    for extra in args:  # a zone has a slash (or is UTC/GMT); a locale tag never has
+        if isinstance(extra, str) and _ZONE_NAME.fullmatch(extra.strip()):
+            zone = extra
+        elif locale is None:
+            locale = extra
+        else:
+            raise FilterArgumentError(
+                "date takes a format, then a locale and a time zone (IANA, e.g. "
+                f"'Europe/Paris'), got {len(args) + 1} arguments",
+                token=None,
+            )
+    explicit = _explicit_zone(zone)
     today = value == "today"
     if value in ("now", "today"):
         value = clock.now()  # Liquid's own reads the wall clock: --now pins this one
+    # (a datetime as it is: liquid's _to_date caches by equality, an equal instant in another
+    # zone would come back)
+    when = value if isinstance(value, dt.datetime) else _to_date(value)
+    plain = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
+        isinstance(value, str) and _ISO_DAY.fullmatch(value.strip()) is not None
+    )
+    if when is not None and explicit is not None and not plain:
+        when = (when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)).astimezone(
+            explicit
+        )
     if fmt not in _DATE_STYLES:
-        return str(liquid_date(value, fmt, environment=environment))
-    when = _to_date(value)
+        if when is None or not isinstance(fmt, str):
+            return str(liquid_date(value, fmt, environment=environment))
+        named = _named(fmt, when, _words(context, locale))
+        if named == fmt and explicit is None:
+            return str(liquid_date(value, fmt, environment=environment))
+        try:  # (not liquid's: its parse cache takes an equal instant in another zone for it)
+            written = when.strftime(named)
+        except ValueError as e:
+            raise FilterArgumentError(str(e), token=None) from None
+        return Markup(written) if isinstance(fmt, Markup) else written
     if when is None:
         return "" if value is None else str(value)
     day: dt.date | None = None  # a date without a time: written without one
-    if today:  # the recipient's date (in their zone), written without a time
-        zone = _zone(context)
-        day = (when.astimezone(zone) if zone is not None else when).date()
+    if today:  # the recipient's date (in their zone, or the one given), written without a time
+        zone_now = explicit or _zone(context)
+        day = (when.astimezone(zone_now) if zone_now is not None else when).date()
     elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         day = value
-    elif isinstance(value, str) and _ISO_DAY.fullmatch(value.strip()):
+    elif plain:
         day = when.date()
-    if day is None and when.tzinfo is not None and (zone := _zone(context)) is not None:
-        when = when.astimezone(zone)
+    customer_zone = _zone(context) if day is None and explicit is None else None
+    if customer_zone is not None and when.tzinfo is not None:
+        when = when.astimezone(customer_zone)
     for name in _locales(context, locale):
         try:
             if day is not None:
@@ -357,6 +485,7 @@ class PartialsLoader(BaseLoader):
             return hit
         stem = name.removesuffix(".liquid")
         parsed = env.from_string(text, name=f"{PARTIALS_DIR}/{stem}.liquid")
+        check_zones(parsed)
         with self._lock:
             self._parsed.put(key, parsed)
         with _PARTIAL_SOURCES_LOCK:
@@ -470,6 +599,8 @@ def translate(
             f"partials are files templates/{PARTIALS_DIR}/NAME.liquid, named without the "
             "folder or extension: {% render 'footer' %}"
         )
+    elif isinstance(err, UnknownZoneError):
+        hint = "name an IANA time zone: 'Europe/Paris', 'America/New_York', 'UTC'"
     elif isinstance(err, ResourceLimitError):
         hint = "the template loops or writes too much; shorten the lists it renders"
     return RenderError(message, template=template, line=line, variable=variable, hint=hint)

@@ -13,6 +13,7 @@ from liquid import BoundTemplate, Markup
 from liquid.exceptions import LiquidError
 
 from personify.messages.errors import RenderError
+from personify.messages.labels import TEMPLATE_LOCALE, localize
 from personify.messages.links import Links
 from personify.messages.liquid_env import translate
 from personify.messages.plan import Fallback, Plan, verify_links, verify_once
@@ -66,7 +67,10 @@ def render(
     :mod:`personify.messages.plan`), else the reference way. With ``tracking``, the email's
     links are tracked: found once per template version when the plan could place them (the
     first email of a version is also tracked the generic way and compared), else found in
-    each email's HTML by ``tracking.instrument``."""
+    each email's HTML by ``tracking.instrument``. Words the email prints for the project (a
+    discount's ``label``, month names) are in the template's language
+    (:func:`~personify.messages.labels.localize`)."""
+    context = _localized(template, context)
     if tracking is None:
         return _render(template, context)
     plan = template.plan
@@ -200,8 +204,17 @@ def _render_planned(
     return RenderedEmail(template.name, template.version, subject, html, text, pieces, static)
 
 
+def _localized(template: Template, context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``context`` with the words it gives in ``template``'s language (its variant's, else the
+    project's ``email.default_locale``) — once: a context already done is kept."""
+    if TEMPLATE_LOCALE in context:
+        return context
+    return localize(context, template.variant or getattr(template.body.env, "default_locale", None))
+
+
 def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
     """Render the straightforward way: body, layout, the whole document's CSS inlined, text."""
+    context = _localized(template, context)
     name = template.file
     body = _body(template, template.body, context)
     subject = _subject(template, context)

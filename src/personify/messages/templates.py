@@ -38,6 +38,7 @@ from personify.messages.files import Derived, TextFiles
 from personify.messages.liquid_env import (
     PARTIALS_DIR,
     PartialsLoader,
+    check_zones,
     html_environment,
     text_environment,
     translate,
@@ -334,10 +335,12 @@ class TemplateStore:
         layout_name = str(layout_path.relative_to(self.folder)) if layout_path else None
         try:
             parsed_body = self._html.from_string(body, name=file)
+            check_zones(parsed_body)
         except LiquidError as e:
             raise translate(e, file, offset, body) from None
         try:
             parsed_subject = self._text.from_string(subject, name=f"{stem} subject")
+            check_zones(parsed_subject)
         except LiquidError as e:
             raise translate(e, f"{stem} subject") from None
         try:

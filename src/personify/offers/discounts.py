@@ -34,6 +34,7 @@ from personify.audiences.schedule import parse_duration
 from personify.config import DiscountCampaign, DiscountTier, Project
 from personify.delivery.tokens import project_key
 from personify.errors import ConfigError, WarehouseError
+from personify.messages.labels import DiscountLabel
 from personify.offers._sql import UNNEST
 from personify.warehouse import Warehouse, table
 from personify.warehouse.retry import is_write_conflict
@@ -88,11 +89,12 @@ def tier_for(campaign: DiscountCampaign, engagement: float | None) -> DiscountTi
     return None
 
 
-def label(value: float, kind: str, currency: str = "EUR") -> str:
-    """``10% off`` or ``5.00 EUR off``."""
+def label(value: float, kind: str, currency: str = "EUR") -> DiscountLabel:
+    """``10% off`` or ``5.00 EUR off`` — a :class:`DiscountLabel`: rendering writes it in the
+    template's language (``10 % de réduction``)."""
     if kind == "percent":
-        return f"{value:g}% off"
-    return f"{value:.2f} {currency} off"
+        return DiscountLabel(f"{value:g}% off", value, kind, currency)
+    return DiscountLabel(f"{value:.2f} {currency} off", value, kind, currency)
 
 
 def campaign_settings(project: Project, campaign: str) -> DiscountCampaign:

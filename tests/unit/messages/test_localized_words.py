@@ -1,0 +1,211 @@
+"""Words a template prints for the project — a discount's ``label``, month and day names — are
+in the template's language; ``date`` takes a time zone, and one that is none fails the render
+naming the template and line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from pathlib import Path
+
+import pytest
+
+from personify.messages import RenderError, TemplateStore, build_context, render
+from personify.messages.labels import DiscountLabel, label_in, words_locale
+from personify.messages.render import render_reference
+from personify.offers.discounts import label
+
+CUSTOMER = {"customer_id": "c1", "first_name": "Ann", "email": "ann@x.org", "traits": {}}
+LAYOUT = (
+    "<mjml><mj-head><mj-style inline='inline'>p { color: #123456; }</mj-style></mj-head>"
+    "<mj-body><mj-section><mj-column><mj-text>{{ content }}</mj-text></mj-column>"
+    "</mj-section></mj-body></mjml>\n"
+)
+AT = dt.datetime(2026, 3, 1, 23, 5, tzinfo=dt.UTC)  # Monday 2 March, 00:05 in Paris
+
+
+def store(tmp_path: Path, files: dict[str, str]) -> TemplateStore:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return TemplateStore(tmp_path)
+
+
+def page(body: str, subject: str = "x") -> str:
+    return f"---\nsubject: {subject}\n---\n{body}"
+
+
+def both(s: TemplateStore, name: str, locale: str | None, **variables: object) -> str:
+    """The email's text, the same by the fast path (a plan) and the reference render."""
+    customer = {**CUSTOMER, "locale": locale}
+    template = s.get(name, locale)
+    context = build_context(customer, variables)
+    fast, reference = render(template, context), render_reference(template, context)
+    assert (fast.subject, fast.text) == (reference.subject, reference.text)
+    return fast.text.strip()
+
+
+# ----------------------------------------------------------------------------- discount.label
+
+
+def test_a_discount_label_is_the_english_text_it_was_and_knows_what_it_takes_off() -> None:
+    ten, five = label(10, "percent"), label(5, "amount", "USD")
+    assert (ten, five) == ("10% off", "5.00 USD off")  # existing templates print the same
+    assert isinstance(ten, DiscountLabel) and (ten.kind, str(ten.value)) == ("percent", "10")
+    copied = pickle.loads(pickle.dumps(five))
+    assert (copied, copied.kind, copied.currency) == ("5.00 USD off", "amount", "USD")
+
+
+def test_a_discount_label_is_written_in_the_templates_language(tmp_path: Path) -> None:
+    body = "<p>{{ d.label }}|{{ e.label }}</p>"
+    s = store(
+        tmp_path,
+        {
+            "t.liquid": page(body, '"{{ d.label }}"'),
+            "t.fr.liquid": page(body, '"{{ d.label }}"'),
+            "t.de.liquid": page(body),
+            "t.pt.liquid": page(body),  # no wording for Portuguese: English
+            "t.mjml": LAYOUT,
+        },
+    )
+    d = {"code": "SAVE-1", "label": label(12.5, "percent")}
+    e = {"code": "SAVE-2", "label": label(5, "amount", "EUR")}
+    assert both(s, "t", None, d=d, e=e) == "12.5% off|5.00 EUR off"  # the default: English
+    assert both(s, "t", "fr", d=d, e=e) == "12,5\xa0% de réduction|5,00\xa0€ de réduction"
+    # German, in the customer's Austrian way (the euro first)
+    assert both(s, "t", "de-AT", d=d, e=e) == "12,5\xa0% Rabatt|€\xa05,00 Rabatt"
+    assert both(s, "t", "pt-BR", d=d, e=e) == "12.5% off|5.00 EUR off"
+    # a customer whose language has no variant reads the default: its language, not theirs
+    assert both(s, "t", "it", d=d, e=e) == "12.5% off|5.00 EUR off"
+    french = render(s.get("t", "fr"), build_context({**CUSTOMER, "locale": "fr"}, {"d": d, "e": e}))
+    assert french.subject == "12,5 % de réduction"  # the subject too (its spaces: plain)
+    assert d["label"] == "12.5% off"  # the caller's value is not changed
+
+
+def test_the_default_template_writes_in_the_projects_default_locale(tmp_path: Path) -> None:
+    s = store(tmp_path, {"t.liquid": page("<p>{{ d.label }}</p>")})
+    s.default_locale = "nl"
+    d = {"label": label(10, "percent")}
+    assert both(s, "t", None, d=d) == "10% korting"
+    assert both(s, "t", "de", d=d) == "10% korting"  # no German variant: the default's words
+
+
+def test_a_label_is_written_with_the_customers_own_locale_of_that_language() -> None:
+    assert words_locale("fr", {**CUSTOMER, "locale": "fr-CA"}) == "fr-CA"
+    assert words_locale("fr", {**CUSTOMER, "locale": "de-CH"}) == "fr"
+    assert words_locale(None, {**CUSTOMER, "locale": "fr"}) == "en"
+    five = label(5, "amount", "CHF")
+    assert label_in(five, "de-CH") == "CHF\xa05.00 Rabatt"  # Swiss German writes CHF first
+    assert label_in(label(5, "amount", "ZZZ"), "fr") == "5,00\xa0ZZZ de réduction"
+
+
+def test_a_label_given_as_text_is_printed_as_given(tmp_path: Path) -> None:
+    """A discount passed by hand (``--var discount={...}``) keeps its words: only a code the
+    journey issued knows what it takes off."""
+    s = store(tmp_path, {"t.fr.liquid": page("<p>{{ d.label }}</p>"), "t.liquid": page("<p/>")})
+    assert both(s, "t", "fr", d={"label": "10% off", "value": 10, "kind": "percent"}) == "10% off"
+
+
+# ------------------------------------------------------------------------------- date: names
+
+
+def test_strftime_month_and_day_names_are_in_the_templates_language(tmp_path: Path) -> None:
+    body = "<p>{{ at | date: '%A %d %B %Y, %a %b %%B' }}|{{ day | date: '%B' }}</p>"
+    s = store(tmp_path, {"t.liquid": page(body), "t.fr.liquid": page(body)})
+    day = dt.date(2026, 2, 7)
+    assert both(s, "t", None, at=AT, day=day) == "Sunday 01 March 2026, Sun Mar %B|February"
+    assert both(s, "t", "fr-CA", at=AT, day=day) == "dimanche 01 mars 2026, dim. mars %B|février"
+    # a customer of another language reading the default: the default's (English) names
+    assert both(s, "t", "de", at=AT, day=day) == "Sunday 01 March 2026, Sun Mar %B|February"
+    explicit = store(tmp_path / "x", {"t.liquid": page("<p>{{ at | date: '%B', 'de' }}</p>")})
+    assert both(explicit, "t", None, at=AT) == "März"
+
+
+# -------------------------------------------------------------------------------- date: zones
+
+
+def test_date_takes_a_time_zone_in_either_form(tmp_path: Path) -> None:
+    body = (
+        "<p>{{ at | date: '%A %d %H:%M', 'Europe/Paris' }}|"
+        "{{ at | date: '%H:%M', zone: 'America/New_York' }}|"
+        "{{ at | date: 'medium', 'UTC' }}|{{ at | date: 'medium', 'fr', 'Asia/Tokyo' }}|"
+        "{{ day | date: '%d', 'Asia/Tokyo' }}|{{ at | date: '%H:%M', zone: nil }}</p>"
+    )
+    s = store(tmp_path, {"t.liquid": page(body)})
+    paris = {**CUSTOMER, "timezone": "Europe/Paris"}  # the zone given wins over the customer's
+    got = render(s.get("t"), build_context(paris, {"at": AT, "day": dt.date(2026, 3, 1)}))
+    assert got.text.strip() == (
+        "Monday 02 00:05|18:05|Mar 1, 2026, 11:05:00\u202fPM|2 mars 2026, 08:05:00|01|23:05"
+    )  # a plain date stays its day; a nil zone is the default (strftime: as written)
+
+
+def test_a_naive_instant_with_a_zone_is_read_as_utc_and_today_is_that_zones(
+    tmp_path: Path,
+) -> None:
+    from personify import clock
+
+    body = (
+        "<p>{{ at | date: '%H:%M', 'Europe/Paris' }}|{{ 'today' | date: 'long', 'Asia/Tokyo' }}</p>"
+    )
+    s = store(tmp_path, {"t.liquid": page(body)})
+    with clock.frozen("2031-07-14T20:30:00Z"):
+        got = both(s, "t", None, at=dt.datetime(2026, 7, 1, 10, 0))
+    assert got == "12:00|July 15, 2031"  # Tokyo is already on the 15th
+
+
+@pytest.mark.parametrize(
+    ("argument", "says"),
+    [("'Mars/Base'", "'Mars/Base' is not a time zone"), ("zone: 5", "a int is not a time zone")],
+)
+def test_an_unknown_zone_fails_the_render_naming_the_template_and_line(
+    tmp_path: Path, argument: str, says: str
+) -> None:
+    s = store(
+        tmp_path,
+        {
+            "t.liquid": page("<p>Hi</p>\n<p>{{ at | date: '%d', " + argument + " }}</p>"),
+            "t.fr.liquid": page("<p>{{ at | date: 'long', " + argument + " }}</p>"),
+        },
+    )
+    for locale, file, line in ((None, "t.liquid", 5), ("fr", "t.fr.liquid", 4)):
+        with pytest.raises(RenderError) as err:
+            render(s.get("t", locale), build_context(CUSTOMER, {"at": AT}))
+        assert (err.value.template, err.value.line) == (file, line)
+        assert says in str(err.value) and "IANA" in str(err.value)
+
+
+def test_date_refuses_a_third_argument_it_cannot_place(tmp_path: Path) -> None:
+    s = store(tmp_path, {"t.liquid": page("<p>{{ at | date: 'long', 'fr', 'de' }}</p>")})
+    with pytest.raises(RenderError, match="a locale and a time zone") as err:
+        render(s.get("t"), build_context(CUSTOMER, {"at": AT}))
+    assert (err.value.template, err.value.line) == ("t.liquid", 4)
+
+
+def test_a_zone_written_in_a_template_or_partial_is_checked_when_it_is_read(
+    tmp_path: Path,
+) -> None:
+    s = store(
+        tmp_path,
+        {
+            "t.liquid": page("<p>Hi</p>\n{% render 'when' %}", "\"{{ at | date: '%d', 'UTC' }}\""),
+            "u.liquid": page("<p>x</p>", "\"{{ at | date: '%d', 'Utc/Nowhere' }}\""),
+        },
+    )
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "when.liquid").write_text(
+        "<p>\n{{ at | date: 'long', zone: 'Nowhere/X' }}</p>"
+    )
+    with pytest.raises(RenderError) as err:
+        s.check("t")
+    assert (err.value.template, err.value.line) == ("partials/when.liquid", 2)
+    assert "'Nowhere/X' is not a time zone" in str(err.value)
+    with pytest.raises(RenderError, match="'Utc/Nowhere' is not a time zone") as err:
+        s.get("u")
+    assert err.value.template == "u subject"
+    # a zone from a variable is known at render time only: that render fails, at its line
+    (tmp_path / "partials" / "when.liquid").write_text("<p>\n{{ at | date: 'long', zone: z }}</p>")
+    fine = render(s.get("t"), build_context(CUSTOMER, {"at": AT, "z": "Asia/Tokyo"}))
+    assert "March 2, 2026" in fine.text
+    with pytest.raises(RenderError, match="'Nowhere' is not a time zone") as err:
+        render(s.get("t"), build_context(CUSTOMER, {"at": AT, "z": "Nowhere"}))
+    assert (err.value.template, err.value.line) == ("partials/when.liquid", 2)
