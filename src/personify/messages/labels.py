@@ -11,6 +11,7 @@ keep the English label unchanged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -75,17 +76,22 @@ def words_locale(template_locale: str | None, customer: Mapping[str, Any] | None
 
 def label_in(label: DiscountLabel, locale: str) -> str:
     """``label`` in ``locale`` (canonical): its language's wording, else the English label."""
+    return _label_in(str(label), label.kind, label.value, label.currency, locale)
+
+
+@functools.lru_cache(maxsize=1024)  # a campaign's few labels, in a few locales: Babel once each
+def _label_in(text: str, kind: str, value: Decimal, currency: str, locale: str) -> str:
     wording = OFF.get(locale.split("-")[0])
-    if wording is None or label.kind not in ("percent", "amount") or not label.value.is_finite():
-        return str(label)
+    if wording is None or kind not in ("percent", "amount") or not value.is_finite():
+        return text
     for name in (babel_locale(locale), babel_locale(locale.split("-")[0])):
         try:
-            return wording.format(amount_off(label.kind, label.value, label.currency, name))
+            return wording.format(amount_off(kind, value, currency, name))
         except UnknownLocaleError:
             continue
         except (ValueError, InvalidOperation):  # not a currency code Babel reads
-            return str(label)
-    return str(label)
+            return text
+    return text
 
 
 def localize(context: Mapping[str, Any], template_locale: str | None) -> dict[str, Any]:
