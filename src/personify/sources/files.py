@@ -68,6 +68,7 @@ from personify.progress import Progress
 from personify.session import Session
 from personify.sources import SyncResult
 from personify.sources.formats import RawBatch, detect_format, read_batches, stored_rows
+from personify.sources.schedule import still_held
 from personify.warehouse import Warehouse
 from personify.warehouse.base import UNNEST, OnConflict, quote
 from personify.warehouse.duckdb import keyfilter, keyless
@@ -534,6 +535,7 @@ def _import_one(
             counts.quarantine_cleared = quarantine.supersede(wh, source.name, label, kept, now)
         if before_commit is not None:
             before_commit()  # (side by side: the file before it has committed, or it rolls back)
+        still_held(wh, source.name)  # (PostgreSQL: its lock, lost with a dropped connection?)
         _record(wh, source.name, label, digest, stored.name, counts, now)
     return counts
 

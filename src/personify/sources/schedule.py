@@ -23,6 +23,7 @@ import msgspec
 
 from personify import clock
 from personify.config import Schedule, duration_seconds
+from personify.errors import WarehouseError
 from personify.privacy.masking import mask_text
 from personify.warehouse import Warehouse
 from personify.warehouse.schema import SOURCE_STATE
@@ -32,6 +33,13 @@ RUN_RESOURCE: Final = "*"
 
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
+_held: dict[str, tuple[Warehouse, int, int]] = {}
+"""Source name → the warehouse, advisory key and server session (``pg_backend_pid()``) of the
+PostgreSQL lock its run in this process holds (:func:`exclusive`, :func:`still_held`)."""
+_HELD_SQL: Final = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ? AND granted "
+    "AND objsubid = 1 AND ((CAST(classid AS BIGINT) << 32) | CAST(objid AS BIGINT)) = ?"
+)
 
 
 def next_run(schedule: Schedule, last_start: datetime | None, now: datetime) -> datetime:
@@ -72,7 +80,14 @@ def exclusive(
     """Hold ``name``'s lock for the block; yields ``False`` (without it) when ``wait`` is false
     and another run holds it. With a ``warehouse`` that has advisory locks (PostgreSQL), the
     lock is also taken there, so runs in other processes (a ``personify sync`` beside a
-    ``personify serve``) wait too."""
+    ``personify serve``) wait too.
+
+    That lock belongs to the server session (the connection) that took it: when the connection
+    drops — a server restart, a network cut, an idle timeout, ``pg_terminate_backend`` — the
+    server releases it, and the warehouse's next statement runs on a new connection that does
+    not hold it (another process may have taken it since). So the sync checks it still holds
+    it (:func:`still_held`) inside each transaction that commits where the source's next sync
+    starts, and fails there instead of committing beside another run."""
     lock = source_lock(name)
     if not lock.acquire(blocking=wait):
         yield False
@@ -82,18 +97,44 @@ def exclusive(
             yield True
             return
         key = advisory_key(name, str(warehouse.scalar("SELECT current_schema()")))
-        if wait:
-            warehouse.scalar(f"SELECT pg_advisory_lock({key})")
-        elif not warehouse.scalar(f"SELECT pg_try_advisory_lock({key})"):
+        take = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        # (one statement: the session that took it is the one asked)
+        row = warehouse.fetch(f"SELECT {take}({key}), pg_backend_pid()")[0]
+        if not wait and not row[0]:
             yield False
             return
+        with _guard:
+            _held[name] = (warehouse, key, int(row[1]))
         try:
             yield True
         finally:
+            with _guard:
+                _held.pop(name, None)
             with contextlib.suppress(Exception):  # (a lost connection released it already)
                 warehouse.scalar(f"SELECT pg_advisory_unlock({key})")
     finally:
         lock.release()
+
+
+def still_held(warehouse: Warehouse, name: str) -> None:
+    """Raise :class:`~personify.errors.WarehouseError` when source ``name``'s run in this
+    process took its PostgreSQL lock (:func:`exclusive`) and no longer holds it: the server
+    session that took it ended (its connection dropped), so the server released it and another
+    run may hold it now. Called inside the transaction that commits where the next sync starts
+    (it then rolls back, and the next sync reads that part again). Nothing to check without
+    such a lock (DuckDB, or no run of ``name`` holding one)."""
+    with _guard:
+        held = _held.get(name)
+    if held is None or held[0] is not warehouse:
+        return
+    _, key, pid = held
+    if int(warehouse.scalar(_HELD_SQL, [pid, key]) or 0):
+        return
+    raise WarehouseError(
+        f"source {name!r}: the sync lost its lock on PostgreSQL (the connection holding it "
+        "dropped), so another sync of it may be running; nothing more of this sync was committed",
+        hint=f"run `personify sync {name}` again: it goes on from the last position committed",
+    )
 
 
 class LastRun(msgspec.Struct):

@@ -63,6 +63,7 @@ from personify.sources.rest.incremental import (
 from personify.sources.rest.mapping import Target, last_per_key, load_records, targets_for
 from personify.sources.rest.paginators import PageRequest, first_request, next_request
 from personify.sources.rest.paths import find_records, get_path
+from personify.sources.schedule import still_held
 from personify.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ def _sync_resource(
                         saved = ResourceState(later(state.cursor, run.max, fmt), None)
                     else:  # (capped newest first: the next sync goes on at the next page)
                         saved = ResourceState(state.cursor, run)
+                    still_held(wh, source.name)  # (PostgreSQL: lost with its connection?)
                     save_state(wh, source.name, resource.name, saved, finished=nxt is None)
                 counts["pages"] += group_pages
                 group, group_pages = [], 0
