@@ -388,6 +388,65 @@ def test_integer_division_as_the_segment_dialect_means_it(warehouse: Warehouse) 
     assert row == (3,)
 
 
+ONE_ANSWER = (
+    # a zero divisor is NULL (PostgreSQL failed the segment, DuckDB's 3 / 0 was inf >= 2)
+    ("ratio", "duckdb", "WHERE order_count / open_tickets >= 2", ["b", "c", "d"]),
+    ("remainder", "duckdb", "WHERE order_count % open_tickets = 1", ["d"]),
+    ("ratio_pg", "postgres", "WHERE order_count / open_tickets = 2", ["b", "c", "d"]),
+    # half away from zero (PostgreSQL rounded a DOUBLE 2.5 to 2, -2.5 to -2)
+    ("halves", "duckdb", "WHERE ABS(ROUND(engagement_score)) = 3", ["a", "b", "c"]),
+    # a DOUBLE 2.675 times 100 is 267.5: 2.68 (DuckDB's own ROUND said 2.67)
+    ("cents", "duckdb", "WHERE ROUND(engagement_score, 2) IN (2.68, 0.13)", ["c", "d"]),
+    # AVG is a DOUBLE: 4.5 casts to 4 (half to even) as PostgreSQL's NUMERIC avg cast to 5
+    (
+        "average",
+        "postgres",
+        "WHERE open_tickets = 2 AND "
+        "(SELECT CAST(AVG(order_count) AS INT) FROM customers WHERE open_tickets = 2) = 4",
+        ["c", "d"],
+    ),
+    # PostgreSQL's SUM of BIGINTs is a NUMERIC: 9 / 2 is 4.5 there, so on DuckDB too
+    (
+        "mean",
+        "postgres",
+        "WHERE (SELECT SUM(order_count) / COUNT(*) FROM customers WHERE open_tickets = 2) = 4.5",
+        ["a", "b", "c", "d"],
+    ),
+)
+
+
+def test_arithmetic_gives_one_answer_on_every_engine(warehouse: Warehouse) -> None:
+    """The same segment over the same rows has the same members on every warehouse: division
+    by zero, ROUND's halves, AVG's type, PostgreSQL's SUM (README: Segments, "Arithmetic")."""
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": "a", "order_count": 3, "open_tickets": 0, "engagement_score": 2.5},
+            {"customer_id": "b", "order_count": 2, "open_tickets": 1, "engagement_score": -2.5},
+            {"customer_id": "c", "order_count": 4, "open_tickets": 2, "engagement_score": 2.675},
+            {"customer_id": "d", "order_count": 5, "open_tickets": 2, "engagement_score": 0.125},
+        ],
+    )
+    refresh = {"now": NOW, "timeout_s": 30, "max_members": 100}
+    for name, dialect, where, expected in ONE_ANSWER:
+        segment = parse_segment(
+            f"-- dialect: {dialect}\nSELECT customer_id FROM customers {where}",
+            file=Path(f"{name}.sql"),
+            default_dialect="duckdb",
+        )
+        refresh_segment(warehouse, segment, **refresh)  # type: ignore[arg-type]
+        assert _members(warehouse, name) == expected, name
+    (row,) = run_user_query(warehouse, "SELECT 1 / 0, 7 % 0, ROUND(-0.5), AVG(2) AS x").rows
+    assert row == (None, None, -1, 2.0)
+    nested = (  # (rewritten inside out, and around AVG's FILTER and window)
+        "SELECT ROUND(ROUND(engagement_score, 2), 1), "
+        "AVG(order_count) FILTER (WHERE open_tickets > 0) OVER () FROM customers"
+    )
+    rows = run_user_query(warehouse, nested + " WHERE customer_id IN ('b', 'c', 'd')").rows
+    assert sorted(r[0] for r in rows) == [-2.5, 0.1, 2.7]
+    assert [r[1] for r in rows] == [pytest.approx(11 / 3)] * 3
+
+
 def test_rounding_a_double_to_decimals_runs_everywhere(warehouse: Warehouse) -> None:
     # PostgreSQL has no round(double precision, integer): the segment failed there
     load_customers(

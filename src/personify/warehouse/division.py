@@ -66,5 +66,24 @@ def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
     typed = [d for d in typed if d.args.get("typed")]
     if len(typed) == len(divisions):
         for mine, known in zip(divisions, typed, strict=True):
-            mine.left.type, mine.right.type = known.left.type, known.right.type
+            mine.left.type = _as_dialect_types(known.left, dialect)
+            mine.right.type = _as_dialect_types(known.right, dialect)
     return query
+
+
+_NUMERIC_SUMS: frozenset[str] = frozenset({"postgres"})
+"""Dialects whose ``SUM`` of a BIGINT is a NUMERIC (PostgreSQL: no overflow), which sqlglot
+types as a BIGINT: ``SUM(order_count) / COUNT(*)`` is 1.5 there, not 1."""
+
+
+def _as_dialect_types(operand: exp.Expr, dialect: str) -> exp.DataType | None:
+    """The type ``dialect`` gives ``operand`` where sqlglot's annotation says otherwise."""
+    inner = operand.unnest()
+    if (
+        dialect in _NUMERIC_SUMS
+        and isinstance(inner, exp.Sum)
+        and inner.this.type is not None
+        and inner.this.type.is_type(exp.DataType.Type.BIGINT)
+    ):
+        return exp.DataType.build("DECIMAL")
+    return operand.type

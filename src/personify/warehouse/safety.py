@@ -27,6 +27,7 @@ from sqlglot.dialects.dialect import Dialect, Dialects
 from sqlglot.errors import ParseError, TokenError
 
 from personify.errors import UnsafeQueryError
+from personify.warehouse.arithmetic import portable
 from personify.warehouse.division import type_divisions
 from personify.warehouse.timediff import complete_units
 
@@ -399,4 +400,5 @@ def check_select(
     _check_comments(stmt, dialect, what)
     strip_comments(stmt)
     complete_units(stmt, dialect)  # MySQL's TIMESTAMPDIFF counts whole days, not midnights
-    return type_divisions(stmt, dialect)  # 3 / 2 = 1 in PostgreSQL, on DuckDB too
+    type_divisions(stmt, dialect)  # 3 / 2 = 1 in PostgreSQL, on DuckDB too
+    return portable(stmt)  # x / 0 is NULL, ROUND(2.5) is 3, AVG a DOUBLE: on every engine

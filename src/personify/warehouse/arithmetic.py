@@ -1,0 +1,116 @@
+"""One answer on every engine for the arithmetic of user SQL (segments, rules' SQL, traits,
+``personify sql``): what DuckDB and PostgreSQL compute differently, rewritten into expressions
+both compute alike.
+
+- **A zero divisor gives NULL** — for ``/``, ``//`` / ``DIV`` and ``%`` / ``MOD``: PostgreSQL
+  fails the whole query ("division by zero"), DuckDB 2 gives ``inf``/``nan`` for ``/`` and fails
+  for ``%``. A segment is a filter over many customers: one customer with no orders must not
+  fail the refresh of all the others, nor (``inf``) pass every ``>`` test; NULL is unknown, so
+  its row drops out of ``WHERE``, as with any missing value (and as in rules' expressions). The
+  divisor becomes ``NULLIF(divisor, 0)``.
+- **ROUND rounds half away from zero**, the value as stored: ``ROUND(2.5)`` is 3, ``ROUND(-2.5)``
+  -3, ``ROUND(0.125, 2)`` 0.13 of a DECIMAL — DuckDB's rule, and PostgreSQL's for NUMERIC, but
+  PostgreSQL rounds a DOUBLE PRECISION half to even (2.5 → 2) and only a NUMERIC to decimals
+  (through 15 significant digits), and DuckDB's own ``ROUND(x, 2)`` of a DOUBLE 2.675 is 2.67.
+  ``ROUND(x, n)`` with ``n`` an integer literal becomes ``r(x * 10^n) / 10^n`` (``n`` < 0:
+  ``r(x / 10^-n) * 10^-n``), where ``r(v) = TRUNC(v) + SIGN(v) * FLOOR(2 * ABS(v - TRUNC(v)))``:
+  operations both engines compute exactly (on DECIMALs) or IEEE-identically (on DOUBLEs): a
+  DOUBLE 2.675 times 100 is 267.5, and rounds to 2.68 on both.
+- **AVG is a DOUBLE**: DuckDB's ``avg`` of integers and decimals is a DOUBLE, PostgreSQL's a
+  NUMERIC, which then rounds as a decimal (``CAST(AVG(x) AS INT)`` of 2.5 is 3 as a NUMERIC, 2
+  as a DOUBLE on both engines): it is cast to DOUBLE (not an average of dates or intervals).
+
+Left as the engines do it (the same on both): ``%`` of negatives (the dividend's sign: -7 % 3
+is -1), ``SUM`` of integers (no overflow: a BIGINT sum is a HUGEINT on DuckDB, a NUMERIC on
+PostgreSQL), overflowing ``+``/``*`` of BIGINTs (an error on both).
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+_TEMPORAL = (*exp.DataType.TEMPORAL_TYPES, exp.DataType.Type.INTERVAL)
+
+
+def portable(query: exp.Query) -> exp.Query:
+    """``query`` with its divisions, ``ROUND``s and ``AVG``s rewritten (in place) to give one
+    answer on every engine. Run after :func:`~personify.warehouse.division.type_divisions`:
+    a divisor's annotated type is kept on the ``NULLIF`` that wraps it."""
+    for node in list(query.find_all(exp.Div, exp.IntDiv, exp.Mod)):
+        _null_for_zero(node)
+    for avg in list(query.find_all(exp.Avg)):
+        if _temporal(avg.this):
+            continue
+        whole: exp.Expr = avg  # AVG(x) FILTER (WHERE …) OVER (…): cast as a whole
+        while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
+            whole = whole.parent
+        whole.replace(exp.cast(whole.copy(), exp.DataType.build("DOUBLE")))
+    # innermost first (a descendant comes after its ancestor depth-first): ROUND(ROUND(x, 2))
+    for rounding in reversed(list(query.find_all(exp.Round, bfs=False))):
+        rounded = _half_away(rounding)
+        if rounded is not None:
+            rounding.replace(rounded)
+    return query
+
+
+def _null_for_zero(node: exp.Expr) -> None:
+    divisor = node.expression
+    if isinstance(divisor, exp.Nullif):
+        return
+    if isinstance(divisor, exp.Literal) and divisor.is_number and float(divisor.name) != 0:
+        return  # (a literal other than 0: nothing to guard)
+    kept = divisor.type
+    guarded = exp.Nullif(this=divisor.copy(), expression=exp.Literal.number(0))
+    if kept is not None:
+        guarded.type = kept  # (a typed division stays one: PostgreSQL's 3 / 2 is 1 on DuckDB)
+    node.set("expression", guarded)
+
+
+def _temporal(node: exp.Expr | None) -> bool:
+    kind = node.type if node is not None else None
+    return kind is not None and kind.is_type(*_TEMPORAL)
+
+
+def _decimals(node: exp.Round) -> int | None:
+    """The literal number of decimals of ``ROUND(x, n)`` (0 without one); None otherwise."""
+    n = node.args.get("decimals")
+    if n is None:
+        return 0
+    negative = isinstance(n, exp.Neg)
+    literal = n.this if negative else n
+    if not (isinstance(literal, exp.Literal) and literal.is_int):
+        return None
+    value = int(literal.name)
+    return -value if negative else value
+
+
+def _half_away(node: exp.Round) -> exp.Expr | None:
+    """``ROUND(x, n)`` rounding half away from zero on every engine; None when ``n`` is not an
+    integer literal (left as written)."""
+    n = _decimals(node)
+    if n is None or abs(n) > 18 or isinstance(node.this, exp.Null):
+        return None
+    x = exp.paren(node.this.copy(), copy=False)
+    scale = exp.Literal.number(10 ** abs(n))
+    if n > 0:
+        scaled: exp.Expr = exp.paren(exp.Mul(this=x, expression=scale), copy=False)
+    elif n < 0:
+        scaled = exp.paren(exp.Div(this=x, expression=scale), copy=False)
+    else:
+        scaled = x
+    rounded = _round_half_away(scaled)
+    if n > 0:
+        return exp.paren(exp.Div(this=rounded, expression=scale.copy()), copy=False)
+    if n < 0:
+        return exp.paren(exp.Mul(this=rounded, expression=scale.copy()), copy=False)
+    return rounded
+
+
+def _round_half_away(v: exp.Expr) -> exp.Expr:
+    """``TRUNC(v) + SIGN(v) * FLOOR(2 * ABS(v - TRUNC(v)))``: the whole part, plus one away from
+    zero when the fraction is at least a half (``v - TRUNC(v)`` and the doubling are exact)."""
+    whole = exp.func("TRUNC", v.copy())
+    fraction = exp.Sub(this=v.copy(), expression=whole.copy())
+    doubled = exp.Mul(this=exp.Literal.number(2), expression=exp.func("ABS", fraction))
+    step = exp.Mul(this=exp.func("SIGN", v.copy()), expression=exp.func("FLOOR", doubled))
+    return exp.paren(exp.Add(this=whole, expression=step), copy=False)
