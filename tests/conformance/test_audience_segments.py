@@ -447,6 +447,17 @@ def test_arithmetic_gives_one_answer_on_every_engine(warehouse: Warehouse) -> No
     assert [r[1] for r in rows] == [pytest.approx(11 / 3)] * 3
 
 
+def test_integer_division_of_columns_the_schema_does_not_type(warehouse: Warehouse) -> None:
+    # a table of the team's own (relations:): sqlglot cannot know its columns are integers, so
+    # DuckDB decides when it runs; a zero divisor is NULL there too
+    warehouse.execute("CREATE TABLE team_numbers (x BIGINT, y BIGINT, z DOUBLE PRECISION)")
+    warehouse.execute("INSERT INTO team_numbers VALUES (7, 2, 7.0), (-7, 2, 1), (7, 0, 0)")
+    result = run_user_query(
+        warehouse, "SELECT x / y, z / y FROM team_numbers ORDER BY z DESC", dialect="postgres"
+    )
+    assert result.rows == [(3, 3.5), (-3, 0.5), (None, None)]
+
+
 def test_rounding_a_double_to_decimals_runs_everywhere(warehouse: Warehouse) -> None:
     # PostgreSQL has no round(double precision, integer): the segment failed there
     load_customers(

@@ -5,7 +5,9 @@ Redshift …) ``order_count / 2`` of a BIGINT is an integer division: 3 / 2 = 1.
 always a float division: 1.5. sqlglot renders such a division on DuckDB as a truncated one only
 when it knows both operands are integers, so :func:`type_divisions` tells it: the operand types
 of each of the query's typed divisions, read from the warehouse's schema (tables and views), on
-a qualified copy of the query — the query itself is left as written.
+a qualified copy of the query — the query itself is left as written. A typed division whose
+operand types the schema does not say (a column of the project's own ``relations:``) is decided
+on DuckDB when it runs (:func:`runtime_typed`).
 """
 
 from __future__ import annotations
@@ -87,3 +89,44 @@ def _as_dialect_types(operand: exp.Expr, dialect: str) -> exp.DataType | None:
     ):
         return exp.DataType.build("DECIMAL")
     return operand.type
+
+
+_INTEGER_NAMES: tuple[str, ...] = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+)
+"""What DuckDB's ``typeof()`` says of its integer types."""
+
+
+def _unknown(kind: exp.DataType | None) -> bool:
+    return kind is None or kind.is_type(exp.DataType.Type.UNKNOWN)
+
+
+def runtime_typed(node: exp.Expr) -> exp.Expr:
+    """For DuckDB (whose ``/`` always divides as floats): a typed division (PostgreSQL's …)
+    whose operand types :func:`type_divisions` could not read from the schema — a column of a
+    ``relations:`` table — becomes ``CASE WHEN both operands are integers THEN a // b ELSE a / b
+    END``, decided by ``typeof()`` when it runs (``//`` truncates toward zero, as PostgreSQL's
+    integer ``/``); any other node is returned as it is."""
+    if not (isinstance(node, exp.Div) and node.args.get("typed")):
+        return node
+    if not (_unknown(node.left.type) or _unknown(node.right.type)):
+        return node
+    names = [exp.Literal.string(n) for n in _INTEGER_NAMES]
+
+    def integer(operand: exp.Expr) -> exp.Expr:
+        typeof = exp.Anonymous(this="TYPEOF", expressions=[operand.copy()])
+        return exp.In(this=typeof, expressions=[n.copy() for n in names])
+
+    both = exp.and_(integer(node.left), integer(node.right))
+    whole = exp.IntDiv(this=node.left.copy(), expression=node.right.copy())
+    floats = exp.Div(this=node.left.copy(), expression=node.right.copy())
+    return exp.Case(ifs=[exp.If(this=both, true=whole)], default=floats)

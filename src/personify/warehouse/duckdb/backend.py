@@ -29,6 +29,7 @@ from sqlglot import exp
 
 from personify.errors import UnsafeQueryError, WarehouseBusy, WarehouseError
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
+from personify.warehouse.division import runtime_typed
 from personify.warehouse.duckdb import keyless
 from personify.warehouse.schema import TABLES_BY_NAME, Table
 
@@ -126,6 +127,13 @@ class DuckDBWarehouse(Warehouse):
         bulky_text=" USING COMPRESSION zstd" if _ZSTD_TEXT else "",
         rewritten_text=" USING COMPRESSION uncompressed",
     )
+
+    @classmethod
+    def _generate(cls, expression: exp.Expr) -> str:
+        # (PostgreSQL's 3 / 2 of a relation's columns, types unknown: decided when it runs)
+        if any(d.args.get("typed") for d in expression.find_all(exp.Div)):
+            expression = expression.transform(runtime_typed)
+        return expression.sql(dialect="duckdb")
 
     def __init__(self, url: str, *, path: str, lock_timeout: float = 10.0) -> None:
         super().__init__(url)
