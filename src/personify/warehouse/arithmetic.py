@@ -44,6 +44,9 @@ def portable(query: exp.Query) -> exp.Query:
         whole: exp.Expr = avg  # AVG(x) FILTER (WHERE …) OVER (…): cast as a whole
         while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
             whole = whole.parent
+        parent = whole.parent
+        if isinstance(parent, exp.Cast) and parent.to.is_type(exp.DataType.Type.DOUBLE):
+            continue  # (a DOUBLE already: checked twice, or written so)
         whole.replace(exp.cast(whole.copy(), exp.DataType.build("DOUBLE")))
     # innermost first (a descendant comes after its ancestor depth-first): ROUND(ROUND(x, 2))
     for rounding in reversed(list(query.find_all(exp.Round, bfs=False))):
