@@ -497,3 +497,54 @@ def test_a_worker_thread_releases_its_connection(warehouse: Warehouse) -> None:
 
 def _pg(warehouse: Warehouse) -> bool:
     return warehouse.dialect == "postgres"
+
+
+def _events(*ids: str, event: str = "Viewed", stored: datetime | None = None) -> pa.Table:
+    ts = pa.timestamp("us", tz="UTC")
+    n = len(ids)
+    data = {
+        "message_id": list(ids),
+        "type": ["track"] * n,
+        "event": [event] * n,
+        "user_id": ["u1"] * n,
+        "timestamp": pa.array([T0] * n, ts),
+        "received_at": pa.array([T0] * n, ts),
+        "source": ["web"] * n,
+    }
+    if stored is not None:
+        data["stored_at"] = pa.array([stored] * n, ts)
+    return pa.table(data)
+
+
+def test_every_load_into_events_stamps_when_it_stored_them(warehouse: Warehouse) -> None:
+    """``events.stored_at``: the real clock at the insert (a --now, a received_at days old do
+    not change it), one instant a load, set by the warehouse whoever the writer; an update
+    keeps it; a writer that carries it is taken at its word."""
+    t = table("events")
+    before = clock.wall()
+    with clock.frozen(T0):  # (a pinned clock: the data's time, not when a row was stored)
+        assert warehouse.load(t, _events("m1", "m2"), on_conflict="ignore") == 2
+    after = clock.wall()
+    (first, last), *_ = warehouse.fetch("SELECT min(stored_at), max(stored_at) FROM events")
+    assert first == last and before <= first <= after
+    warehouse.load(t, _events("m1", event="Bought"), on_conflict="update")
+    assert warehouse.fetch("SELECT event, stored_at FROM events WHERE message_id = 'm1'") == [
+        ("Bought", first)
+    ]
+    warehouse.load(t, _events("m3", stored=T0))
+    assert warehouse.scalar("SELECT stored_at FROM events WHERE message_id = 'm3'") == T0
+
+
+def test_migration_37_adds_stored_at_null_for_the_events_stored_before(warehouse_url: str) -> None:
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=36)
+        wh.execute("ALTER TABLE events DROP COLUMN stored_at")  # the layout before 37
+        wh.execute(
+            "INSERT INTO events (message_id, type, timestamp, received_at, source) "
+            "VALUES ('old', 'track', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'web')"
+        )
+        assert migrate(wh)[0] == 37  # (and any later migration)
+        wh.load(table("events"), _events("new"))
+        rows = wh.fetch("SELECT message_id, stored_at IS NULL FROM events ORDER BY 1")
+        assert rows == [("new", False), ("old", True)]
+        assert 37 not in migrate(wh)  # once

@@ -13,6 +13,7 @@ import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
+from personify import clock
 from personify.warehouse.schema import Table
 
 AUTHORING_DIALECT = "duckdb"
@@ -230,6 +232,22 @@ class Warehouse(abc.ABC):
                 f"OR EXCLUDED.updated_at >= {stored})"
             )
         return f" ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE {changed}"
+
+
+def stamp(table: Table, columns: Sequence[str]) -> datetime | None:
+    """The instant a load of ``columns`` into ``table`` sets its :attr:`~Table.stamped` column
+    to — the real clock (:func:`personify.clock.wall`: a ``--now`` says what time it is for the
+    data, not when a row was stored) — or ``None``: the table has none, or the data carries it.
+    One constant per load (a column of one value, or a parameter): nothing per row in Python."""
+    if table.stamped is None or table.stamped in columns:
+        return None
+    return clock.wall()
+
+
+def unstamped(table: Table, columns: Sequence[str]) -> list[str]:
+    """``columns`` an update of a stamped load writes: all but the stamp (a row keeps when it
+    was first stored)."""
+    return [c for c in columns if c != table.stamped]
 
 
 UNCOMPARED: Final = frozenset({"received_at"})

@@ -423,6 +423,25 @@ def _event_forwarding(wh: Warehouse) -> None:
         )
 
 
+def _events_stored_at(wh: Warehouse) -> None:
+    """Session 21: ``events.stored_at`` — when a row was inserted (set by every load; null for
+    the rows stored before) — and, where the engine has secondary indexes, an index on
+    ``coalesce(stored_at, received_at)``: event forwarding's floor and pages run on it, so an
+    event stored long after its ``received_at`` (a replay, a backlog, an old file) is not
+    skipped."""
+    col = TABLES_BY_NAME["events"].column("stored_at")
+    wh.execute(
+        f'ALTER TABLE "events" ADD COLUMN IF NOT EXISTS "stored_at" {wh.column_type(col.type)}',
+        (),
+    )
+    if wh.capabilities.secondary_indexes:
+        wh.execute(
+            'CREATE INDEX IF NOT EXISTS "ix_events_stored" ON "events" '
+            '((coalesce("stored_at", "received_at")))',
+            (),
+        )
+
+
 def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
     """Session 20: ``segment_errors`` (a segment's last refresh failed: ``status`` shows it)
     and ``alert_state.subject_state`` (``for:`` and ``repeat:`` per subject)."""
@@ -545,6 +564,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ad audiences: destination_identifiers (keyed hashes of what each record was sent "
         "with) and destination_state.identifiers_key",
         _destination_identifiers,
+    ),
+    Migration(
+        37,
+        "events.stored_at (when each row was inserted: event forwarding's cursor)",
+        _events_stored_at,
     ),
     Migration(
         38,

@@ -42,6 +42,10 @@ class Table:
     an anti-join under a per-table lock), so engines without cheap keys
     (``Capabilities.cheap_keys``) skip the constraint. Raw ``INSERT … ON CONFLICT`` cannot be used
     on them there."""
+    stamped: str | None = None
+    """A column every :meth:`~personify.warehouse.base.Warehouse.load` inserting rows sets to the
+    load's instant (the real clock: :func:`~personify.warehouse.base.stamp`), unless the data
+    carries it — one constant per load, whoever the writer; an update leaves it as it was."""
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,8 +109,16 @@ EVENTS = Table(
             doc="Tracking-plan violations of an event stored by a source in warn mode "
             "(JSON array of {pointer, message}); null when it conforms",
         ),
+        C(
+            "stored_at",
+            TS,
+            doc="When the row was inserted (the real clock, whatever received_at says: a replay "
+            "or an old file keeps its old received_at); null for rows stored before it existed. "
+            "Event forwarding reads by coalesce(stored_at, received_at)",
+        ),
     ),
     primary_key=("message_id",),
+    stamped="stored_at",
     indexes=(("customer_id",), ("user_id",), ("anonymous_id",), ("received_at",)),
     key_by_construction=True,
     doc="The append-only log of behavioural events",
@@ -949,7 +961,13 @@ EVENT_FORWARDS = Table(
     (
         C("destination", S, False, "The events destination (kind: events)"),
         C("message_id", S, False, "The event forwarded (events.message_id)"),
-        C("received_at", TS, False, "The event's received_at: rows older than the lookback go"),
+        C(
+            "received_at",
+            TS,
+            False,
+            "When the event was stored (its stored_at, else its received_at — the forwarding's "
+            "order): rows below the destination's floor go",
+        ),
         C(
             "status",
             S,

@@ -28,7 +28,14 @@ import pyarrow as pa
 from sqlglot import exp
 
 from personify.errors import UnsafeQueryError, WarehouseBusy, WarehouseError
-from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
+from personify.warehouse.base import (
+    Capabilities,
+    OnConflict,
+    Warehouse,
+    quote,
+    stamp,
+    unstamped,
+)
 from personify.warehouse.division import runtime_typed
 from personify.warehouse.duckdb import keyless
 from personify.warehouse.schema import TABLES_BY_NAME, Table
@@ -397,6 +404,11 @@ class DuckDBWarehouse(Warehouse):
             return 0
         if valid_json:
             data = _json_marked(table, data)
+        at = stamp(table, data.column_names)
+        if at is not None and table.stamped is not None:
+            ts = pa.timestamp("us", tz="UTC")
+            data = data.append_column(table.stamped, pa.repeat(pa.scalar(at, ts), data.num_rows))
+            update_columns = update_columns or unstamped(table, data.column_names)
         if table.key_by_construction and table.primary_key and not self.capabilities.cheap_keys:
             with self.transaction():
                 # the lock first: the transaction's snapshot then sees every earlier writer

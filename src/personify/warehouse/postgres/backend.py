@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 from sqlglot import exp
 
 from personify.errors import PersonifyError, ServiceUnavailable, UnsafeQueryError, WarehouseError
-from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote
+from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote, stamp
 from personify.warehouse.schema import Table
 
 log = logging.getLogger(__name__)
@@ -282,9 +282,16 @@ class PostgresWarehouse(Warehouse):
                         sink = pa.BufferOutputStream()
                         pacsv.write_csv(pa.Table.from_batches([batch]), sink, options)
                         copy.write(sink.getvalue().to_pybytes())
+                # the stamp (Table.stamped) a parameter of the statement: not a column in the CSV
+                at = stamp(table, cols)
+                into, values, params = col_sql, col_sql, list[Any]()
+                if at is not None and table.stamped is not None:
+                    into, values = f"{col_sql}, {quote(table.stamped)}", f"{col_sql}, %s"
+                    params = [at]
                 cur.execute(
-                    f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {stage}"
-                    + self._conflict_sql(table, cols, on_conflict, update_columns, only_newer)
+                    f"INSERT INTO {quote(table.name)} ({into}) SELECT {values} FROM {stage}"
+                    + self._conflict_sql(table, cols, on_conflict, update_columns, only_newer),
+                    params,
                 )
                 count = cur.rowcount
         except psycopg.Error as e:
