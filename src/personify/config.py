@@ -713,10 +713,11 @@ class EventsDestination(_Base, frozen=True, kw_only=True, tag="events", tag_fiel
     """Where the first forwarding starts: ``now`` (events stored from then on: a new destination
     does not flood a tool with history), ``all`` (every stored event), or an ISO 8601 instant."""
     lookback: Duration = "15m"
-    """How long after its ``received_at`` an event may still appear (a writer committing late:
-    a long file import, another process): each forwarding looks this far back for events it has
-    not forwarded yet, by message id. An event stored with a ``received_at`` older than that
-    (a file carrying its own) is history: not forwarded."""
+    """How long after it was stamped as stored (``events.stored_at``) an event may still appear
+    (a writer committing late: a long file import, another process): each forwarding looks this
+    far back for events it has not forwarded yet, by message id. An event's ``received_at`` does
+    not matter: one stored now with an old one (a replay, a backlog, a file carrying its own) is
+    forwarded by the next forwarding."""
 
     @property
     def consent_rule(self) -> DestinationConsent | None:

@@ -3,7 +3,8 @@ each event goes once, with its messageId, filtered; consent and erasure keep peo
 refused batch is halved until the refused event stands alone; 5xx are ridden out and a stopped
 forwarding resumes where it was; a crash between the API's 2xx and the record sends that one
 batch again and nothing else; a row committed late (stamped before the last forwarding) is still
-forwarded; and any interleaving of ingest and forwarding forwards each event exactly once."""
+forwarded, and so is one stored long after its received_at; and any interleaving of ingest and
+forwarding forwards each event exactly once."""
 
 from __future__ import annotations
 
@@ -83,9 +84,16 @@ def ingest(
     properties: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
     user: str | None = None,
+    stored: datetime | None | str = "at",
 ) -> None:
+    """Store events received ``at``; ``stored``: their ``stored_at`` — ``at`` (default: stored
+    as they arrive, on the tests' clock), an instant, ``None`` (a row stored before the column
+    existed) or ``"now"`` (none given: the warehouse's load stamps it, as for every writer)."""
     n = len(ids)
     ts = pa.timestamp("us", tz="UTC")
+    extra: dict[str, Any] = {}
+    if stored != "now":
+        extra["stored_at"] = pa.array([at if stored == "at" else stored] * n, ts)
     session.warehouse.load(
         table("events"),
         pa.table(
@@ -102,6 +110,7 @@ def ingest(
                 "source": ["web"] * n,
                 "properties": [json.dumps(properties or {"total": 10})] * n,
                 "context": [json.dumps(context or {"ip": "203.0.113.9"})] * n,
+                **extra,
             }
         ),
     )
@@ -401,6 +410,36 @@ def test_an_erasure_during_a_forwarding_wins(
         assert c["events_sent"] == 1 and api.ids() == ["bob1"]
 
 
+def test_an_event_erased_while_the_api_refuses_it_leaves_no_outcome(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure runs after the batch was checked and while it is on its way: the API refuses
+    the erased person's event, and no `rejected` outcome (a message id of hers, the answer)
+    outlives her erasure — as none `sent` would."""
+    from personify.privacy.erase import erase_subject
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        ann, bob = _two_people(session)
+        ingest(session, ["ann_bad"], at=T0, customer=ann, properties={"bad": True})
+        ingest(session, ["bob1", "bob2"], at=T0, customer=bob)
+        real = forwarding.payload
+        erased: list[str] = []
+
+        def erasing(row: dict[str, Any]) -> dict[str, Any]:
+            if row["message_id"] == "ann_bad" and not erased:
+                with clock.frozen(T0):
+                    erased.append(erase_subject(wh, session.project, "ann@x.org").status)
+            return real(row)
+
+        monkeypatch.setattr(forwarding, "payload", erasing)
+        c = forward(session, T0 + timedelta(seconds=5))["counts"]
+        assert erased == ["erased"]
+        assert (c["events_sent"], c["events_rejected"]) == (2, 1)
+        assert sorted(api.ids()) == ["bob1", "bob2"]
+        assert outcomes(session) == {"sent": 2}
+
+
 def test_a_refused_batch_is_halved_until_the_refused_event_stands_alone(
     warehouse_url: str, tmp_path: Path, api: Collector, url: str
 ) -> None:
@@ -585,12 +624,46 @@ def test_a_row_committed_late_is_not_skipped(
         # another process stamped these at T0 + 25 min and commits them only now, after a
         # forwarding at T0 + 30 min: within the lookback, still found
         ingest(session, ["late1", "late2"], at=T0 + timedelta(minutes=25))
-        # (beyond it: history, not forwarded — the README says so)
+        # (an insert stamped further back than the lookback when it commits is not found: the
+        # README says so — a transaction open that long)
         ingest(session, ["ancient"], at=T0 + timedelta(minutes=5))
         c = forward(session, T0 + timedelta(minutes=31))["counts"]
         assert c["events_sent"] == 2 and sorted(api.ids()) == ["early", "late1", "late2"]
         # the record of what went is pruned below the lookback, so it stays small
         assert session.warehouse.scalar("SELECT count(*) FROM event_forwards") == 2
+
+
+def test_an_event_stored_long_after_it_was_received_is_forwarded_once(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """A replay, a bus backlog, an old file: received days ago, stored now — after a forwarding
+    moved the floor far past its received_at. The load stamps stored_at; the next forwarding
+    sends it, once."""
+    with session_for(warehouse_url, tmp_path, dest(url, lookback="10m")) as session:
+        wh = session.warehouse
+        ingest(session, ["before"], at=clock.wall() - timedelta(hours=1), stored=None)
+        assert forward(session, None)["counts"]["events_sent"] == 1
+        floor = forwarding.position(wh, "analytics")
+        assert floor is not None
+        assert clock.parse_instant(floor.floor) > clock.wall() - timedelta(minutes=11)
+        days_ago = clock.wall() - timedelta(days=3)
+        t0 = clock.wall()
+        ingest(session, ["replayed1", "replayed2"], at=days_ago, stored="now")
+        (stamped,) = wh.fetch(
+            "SELECT min(stored_at), max(stored_at) FROM events WHERE message_id LIKE 'replayed%'"
+        )
+        assert stamped[0] == stamped[1] and t0 <= stamped[0] <= clock.wall()
+        shown = status_at(session, clock.wall())["destinations"][0]
+        assert shown["events_pending"] == 2
+        assert forward(session, None)["counts"]["events_sent"] == 2
+        assert forward(session, None)["counts"]["events_sent"] == 0
+        # (a forwarding at a --now in the past sends nothing again either)
+        assert forward(session, days_ago)["counts"]["events_sent"] == 0
+        assert sorted(api.ids()) == ["before", "replayed1", "replayed2"]
+        (sent_at,) = wh.fetch(
+            "SELECT received_at FROM event_forwards WHERE message_id = 'replayed1'"
+        )[0]
+        assert sent_at == stamped[0]  # (its outcome kept until the floor passes when it was stored)
 
 
 @settings(

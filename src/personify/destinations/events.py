@@ -5,17 +5,22 @@ destination's filters (``events``, ``types``, ``sources``) and its consent rule 
 out in Segment's shape (``messageId``, ``type``, ``event``, ``userId``, ``anonymousId``,
 ``timestamp``, ``properties``, ``traits``, ``context`` …), in batches of ``batch_size``.
 
-**Where a forwarding starts, and nothing skipped.** A cursor on arrival time alone would skip an
-event another process stamped earlier but committed later (a file import's rows carry the
-import's start; a second ``serve``). So each destination keeps a *floor* (``source_state``, as
+**Where a forwarding starts, and nothing skipped.** Events are read in the order they were
+*stored*: ``events.stored_at``, which every insert sets to the real clock (the warehouse's
+load does it, whoever the writer — :attr:`~personify.warehouse.schema.Table.stamped`), or
+``received_at`` for rows stored before that column existed (:data:`_STORED`). ``received_at``
+alone would skip what is stored long after it (a webhook or bus replay, a NATS backlog worked
+off later, an old file imported keep their old ``received_at``). A stamp taken before its
+transaction commits can still be passed by a forwarding meanwhile (a file import's batches, a
+second ``serve``), so each destination keeps a *floor* (``source_state``, as
 ``destination:NAME`` / :data:`POSITION`) and, per event, its outcome in ``event_forwards``
 (``sent``, ``rejected``, ``without_consent``). A forwarding reads the events stored since the
 floor that have no outcome yet, oldest first; only once it has handled all of them does the
 floor move up to ``lookback`` before the forwarding's start, and outcomes below the floor are
-pruned (rejected ones are kept). An event that commits up to ``lookback`` after its
-``received_at`` is therefore still found — and is found once: its message id is recorded.
-The first forwarding's floor is ``start``: ``now`` (default: a new destination does not flood a
-tool with history), ``all`` or an instant.
+pruned (rejected ones are kept). An event whose insert commits up to ``lookback`` after its
+stamp is therefore still found — and is found once: its message id is recorded. The first
+forwarding's floor is ``start``: ``now`` (default: a new destination does not flood a tool with
+history), ``all`` or an instant.
 
 **At least once, never doubled by us.** An event's outcome is recorded once the API answered
 2xx, by the thousand events or the second (:class:`_Outcomes`; a commit per batch of 100 cost
@@ -35,7 +40,8 @@ default) leaves out the events of people who opted out of data sharing (the rule
 signal (``context.gpc``); an opt-in purpose forwards only events of people who granted it. They
 are recorded ``without_consent`` (decided once, as of the forwarding). An erased person's events
 are deleted by the erasure: gone from ``events``, they are not forwarded — and each batch is
-checked against ``events`` just before it is sent, so an erasure running meanwhile wins too.
+checked against ``events`` just before it is sent, and outcomes (sent, rejected or without
+consent) are recorded only for events still stored, so an erasure running meanwhile wins too.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from personify.config import EventsDestination, duration_seconds
 from personify.destinations.state import run_name
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
+from personify.ingest.tracking.normalize import EVENT_FIELDS
 from personify.privacy.masking import mask_text
 from personify.warehouse.base import UNNEST, Warehouse
 
@@ -67,24 +74,10 @@ STOPPING: Final = frozenset({401, 403, 404, 405})
 TOTALS: Final = ("sent", "rejected", "without_consent")
 """The outcomes counted over a destination's life (``personify status``)."""
 
-_COLUMNS: Final = (
-    "message_id",
-    "type",
-    "event",
-    "anonymous_id",
-    "user_id",
-    "customer_id",
-    "timestamp",
-    "received_at",
-    "sent_at",
-    "source",
-    "properties",
-    "context",
-    "traits",
-    "name",
-    "group_id",
-    "previous_id",
-)
+_COLUMNS: Final = (*EVENT_FIELDS, "customer_id")
+_STORED: Final = "coalesce(e.stored_at, e.received_at)"
+"""When an event was stored — the forwarding's order, floor and pages: ``stored_at``, set by
+every insert; ``received_at`` for the rows stored before ``stored_at`` existed."""
 _JSON: Final = frozenset({"properties", "context", "traits"})
 _SEGMENT_NAMES: Final = {
     "message_id": "messageId",
@@ -169,7 +162,7 @@ def _waiting(d: EventsDestination) -> tuple[str, list[Any]]:
     destination has still to handle."""
     where, params = _filters(d)
     return (
-        f"e.received_at >= ? AND {where} AND NOT EXISTS (SELECT 1 FROM event_forwards f "
+        f"{_STORED} >= ? AND {where} AND NOT EXISTS (SELECT 1 FROM event_forwards f "
         "WHERE f.destination = ? AND f.message_id = e.message_id)",
         [*params, d.name],
     )
@@ -184,26 +177,26 @@ def _page(
     after: tuple[datetime, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` events waiting (stored at ``upto`` at the latest: a forwarding ends even
-    while events keep arriving — the next one takes those), oldest first, after the event
-    ``after`` (received at, message id: the last one of the page before — a backlog is read
-    once, not again from the floor for every page; a row committed meanwhile before it is the
-    next forwarding's)."""
+    while events keep arriving — the next one takes those), in the order they were stored, after
+    the event ``after`` (stored at, message id: the last one of the page before — a backlog is
+    read once, not again from the floor for every page; a row committed meanwhile before it is
+    the next forwarding's). Each row carries its ``stored`` instant (:data:`_STORED`)."""
     where, params = _waiting(d)
     if upto is not None:
-        where += " AND e.received_at <= ?"
+        where += f" AND {_STORED} <= ?"
         params = [*params, upto]
     if after is not None:
-        where += " AND (e.received_at > ? OR (e.received_at = ? AND e.message_id > ?))"
+        where += f" AND ({_STORED} > ? OR ({_STORED} = ? AND e.message_id > ?))"
         params = [*params, after[0], after[0], after[1]]
     cols = ", ".join(f"CAST(e.{c} AS VARCHAR) AS {c}" if c in _JSON else f"e.{c}" for c in _COLUMNS)
     rows = wh.fetch(
-        f"SELECT {cols} FROM events e WHERE {where} "
-        f"ORDER BY e.received_at, e.message_id LIMIT {int(limit)}",
+        f"SELECT {cols}, {_STORED} AS stored_position FROM events e WHERE {where} "
+        f"ORDER BY {_STORED}, e.message_id LIMIT {int(limit)}",
         [floor, *params],
     )
     out = []
     for row in rows:
-        record = dict(zip(_COLUMNS, row, strict=True))
+        record = dict(zip((*_COLUMNS, "stored"), row, strict=True))
         for c in _JSON:
             text = record[c]
             try:
@@ -293,9 +286,11 @@ def _record(
     d: EventsDestination,
     rows: Sequence[dict[str, Any]],
     status: str,
-    error: str | None = None,
+    errors: Sequence[str | None] | None = None,
 ) -> None:
-    """Record ``rows``' outcome (one statement: its own transaction)."""
+    """Record ``rows``' outcome (``errors``: each one's answer, for rejected ones), as of when
+    each was stored (one statement: its own transaction). The caller kept only the rows still
+    stored (:func:`_still_stored`)."""
     from personify.warehouse.schema import EVENT_FORWARDS
 
     if not rows:
@@ -306,9 +301,9 @@ def _record(
         {
             "destination": [d.name] * n,
             "message_id": [str(r["message_id"]) for r in rows],
-            "received_at": pa.array([r["received_at"] for r in rows], ts),
+            "received_at": pa.array([r["stored"] for r in rows], ts),
             "status": [status] * n,
-            "error": pa.array([error] * n, pa.string()),
+            "error": pa.array(errors if errors is not None else [None] * n, pa.string()),
             "forwarded_at": pa.array([clock.now()] * n, ts),
         }
     )
@@ -341,8 +336,13 @@ class _Outcomes:
     def flush(self) -> None:
         rows, self.rows, self.n = self.rows, {}, 0
         self.flushed = time.monotonic()
+        kept = {str(r["message_id"]) for r in _still_stored(self.wh, _every(rows))}
         for status, some in rows.items():
-            _record(self.wh, self.d, _still_stored(self.wh, some), status)
+            _record(self.wh, self.d, [r for r in some if str(r["message_id"]) in kept], status)
+
+
+def _every(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [r for some in rows.values() for r in some]
 
 
 def _still_stored(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -378,7 +378,7 @@ def waiting(wh: Warehouse, d: EventsDestination, now: datetime) -> dict[str, Any
     floor = clock.parse_instant(pos.floor) if pos else d.start_at(now)
     where, params = _waiting(d)
     count, oldest = wh.fetch(
-        f"SELECT count(*), min(e.received_at) FROM events e WHERE {where}", [floor, *params]
+        f"SELECT count(*), min({_STORED}) FROM events e WHERE {where}", [floor, *params]
     )[0]
     lag = 0.0
     if oldest is not None:
@@ -451,14 +451,27 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
                     hint="check the destination's path, records_key and what the API requires; "
                     "the events wait and go at the next forwarding",
                 )
-            for row, e in refused:
-                _record(wh, d, [row], "rejected", mask_text(e.message)[:500])
-                counts["events_rejected"] += 1
+            if not refused:
+                return
+            # (only those still stored, as the others' outcomes: an erasure since wins)
+            kept = {str(r["message_id"]) for r in _still_stored(wh, [r for r, _ in refused])}
+            rejected = [(r, e) for r, e in refused if str(r["message_id"]) in kept]
+            _record(
+                wh,
+                d,
+                [r for r, _ in rejected],
+                "rejected",
+                [mask_text(e.message)[:500] for _, e in rejected],
+            )
+            counts["events_rejected"] += len(refused)
 
         try:
+            # up to what was stored when the forwarding began (stored_at is the real clock's:
+            # a --now in the past still sends what is stored)
+            upto = max(now, clock.wall())
             after: tuple[datetime, str] | None = None
-            while page := _page(wh, d, floor, READ, now, after):
-                after = (page[-1]["received_at"], str(page[-1]["message_id"]))
+            while page := _page(wh, d, floor, READ, upto, after):
+                after = (page[-1]["stored"], str(page[-1]["message_id"]))
                 ok = allowed(wh, d, page)
                 refused = [r for r in page if str(r["message_id"]) not in ok]
                 outcomes.add(refused, "without_consent")

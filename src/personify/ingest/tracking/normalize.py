@@ -73,7 +73,7 @@ REASONS: Final = {code: _q.REASONS[code] for code in sorted(_q.TRACKING_REASONS)
 """The tracking API's quarantine reasons: a view of the one registry,
 :data:`personify.ingest.quarantine.REASONS`."""
 
-EVENT_COLUMNS: Final = (
+EVENT_FIELDS: Final = (
     "message_id",
     "type",
     "event",
@@ -89,9 +89,10 @@ EVENT_COLUMNS: Final = (
     "name",
     "group_id",
     "previous_id",
-    "payload_hash",
-    "plan_violations",
 )
+"""The ``events`` columns that hold the event itself, as sent (Segment's fields, and when it was
+received from which source): what a row fills and what event forwarding sends."""
+EVENT_COLUMNS: Final = (*EVENT_FIELDS, "payload_hash", "plan_violations")
 """The ``events`` columns a row fills, in the order of its tuple (timestamps as µs since 1970)."""
 
 Row = tuple[Any, ...]
