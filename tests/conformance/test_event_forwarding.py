@@ -440,6 +440,47 @@ def test_an_event_erased_while_the_api_refuses_it_leaves_no_outcome(
         assert outcomes(session) == {"sent": 2}
 
 
+def test_an_erasure_stopped_between_outcomes_and_events_keeps_both(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the erasure deleted what the destination recorded of the person's events
+    but before it deleted the events would have the next forwarding send them again: the two go
+    in one transaction, and the erasure run again finishes."""
+    from personify.privacy import erase
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        ann, _ = _two_people(session)
+        ingest(session, ["ann1"], at=T0, customer=ann)
+        assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 1
+        real = erase._erase_table
+
+        def crashing(wh: Any, t: Any, f: Any) -> int:
+            if t.name == "events":
+                raise RuntimeError("killed")
+            return real(wh, t, f)
+
+        monkeypatch.setattr(erase, "_erase_table", crashing)
+        with clock.frozen(T0), pytest.raises(RuntimeError, match="killed"):
+            erase.erase_subject(wh, session.project, "ann@x.org")
+        stored = "SELECT count(*) FROM {} WHERE message_id = 'ann1'"
+        assert (wh.scalar(stored.format("events")), wh.scalar(stored.format("event_forwards"))) == (
+            1,
+            1,
+        )
+        assert forward(session, T0 + timedelta(seconds=9))["counts"]["events_sent"] == 0
+        monkeypatch.setattr(erase, "_erase_table", real)
+        with clock.frozen(T0):
+            report = erase.erase_subject(wh, session.project, "ann@x.org").as_dict()
+        steps = {s["step"]: (s["rows"], s["status"]) for s in report["steps"]}
+        assert steps["event_forwards"] == (1, "done") and steps["events"] == (1, "done")
+        assert (wh.scalar(stored.format("events")), wh.scalar(stored.format("event_forwards"))) == (
+            0,
+            0,
+        )
+        assert api.ids() == ["ann1"]
+
+
 def test_a_refused_batch_is_halved_until_the_refused_event_stands_alone(
     warehouse_url: str, tmp_path: Path, api: Collector, url: str
 ) -> None:

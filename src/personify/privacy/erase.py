@@ -13,18 +13,19 @@ idempotent):
    customer id.
 2. ``outbox`` — ``.eml`` files written to them (by the index's customer id, or their address in
    the file as a whole token) are deleted and ``index.jsonl`` rewritten without their lines.
-3. ``event_forwards`` — what events destinations recorded of the person's events (message ids,
-   a refusal's answer), deleted before the events themselves; first counted per ``kind: events``
-   destination (kept beside the step's progress: the report names each destination their events
-   went to, with how many — those are in that tool, for the operator to erase there).
-4. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
+3. one step per personal table (:mod:`.footprint`; journey or delivery tables added later are
    found by their ``customer_id`` column): their rows deleted — events reached through any linked
    identifier (and those only possibly theirs: a shared device's unattributable events,
    :data:`~personify.privacy.footprint.POSSIBLY`), order items through their orders, quarantined
    payloads that mention an identifier as a whole token — and, in the rows that remain, JSON
    string values that are their email or phone replaced by ``"[erased]"`` (a referral's
-   ``properties`` …).
-5. ``destination:NAME`` — per destination (reverse ETL), the records pushed with one of their
+   ``properties`` …). The ``events`` step comes with ``event_forwards`` — what events
+   destinations recorded of the person's events (message ids, a refusal's answer) — deleted in
+   the same transaction, just before the events: never one without the other — first counted
+   per ``kind: events`` destination (kept beside the step's progress: the report names each
+   destination their events went to, with how many — those are in that tool, for the operator
+   to erase there).
+4. ``destination:NAME`` — per destination (reverse ETL), the records pushed with one of their
    identifiers as key (the step counts them). A destination that removes records
    (``on_remove: delete``, ad audiences among them) keeps each as a **pending removal** — its
    key's keyed hash and its encrypted key (an audience's: the hashed identifiers), nothing
@@ -32,7 +33,7 @@ idempotent):
    ``max_removals``, then forgets (a removal the API refuses stays pending, retried each push).
    Any other destination's records are forgotten, and the report names the destination: the
    person's record there is the operator's to remove (GDPR art. 17(2), 19).
-6. ``identity`` — last, in one transaction: the identity graph, provenance
+5. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
 
@@ -47,8 +48,9 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -206,29 +208,41 @@ def erase_subject(
     f = footprint(wh, customer_id, project.config.identity)
     report = ErasureReport(erasure_id, "erased")
 
-    def step(name: str, run: Any) -> None:
-        if name in done:
-            report.steps.append(StepReport(name, done[name], "already_done"))
+    def together(*steps: tuple[str, Callable[[], int]]) -> None:
+        """Run ``steps`` in one transaction with their progress rows (a crash leaves all of them
+        to do, none half done); done all, they are skipped."""
+        if all(name in done for name, _ in steps):
+            report.steps += [StepReport(name, done[name], "already_done") for name, _ in steps]
             return
         with wh.transaction():
-            rows = int(run())
-            _progress(wh, erasure_id, name, rows)
-        report.steps.append(StepReport(name, rows, "done"))
+            counts = [(name, int(run())) for name, run in steps]
+            for name, rows in counts:
+                _progress(wh, erasure_id, name, rows)
+        report.steps += [StepReport(name, rows, "done") for name, rows in counts]
+
+    def step(name: str, run: Callable[[], int]) -> None:
+        together((name, run))
 
     step("tombstone", lambda: _tombstone(wh, key, f))
     step("outbox", lambda: _outbox(outbox_folder(project), f))
-    # (before their events go)
-    step("event_forwards", lambda: _event_forwards(wh, erasure_id, project, f))
     tables = [t for t in personal_tables() if t.name not in IDENTITY_TABLES + tuple(_SPECIAL)]
     tables.sort(key=lambda t: 0 if t.name in _FIRST else 1)
     for t in tables:
-        step(t.name, lambda t=t: _erase_table(wh, t, f))
+        if t.name == EVENTS.name:
+            # what events destinations recorded of the events, then the events: one transaction
+            # (event_forwards gone and the events kept, the next forwarding would send them)
+            together(
+                ("event_forwards", lambda: _event_forwards(wh, erasure_id, project, f)),
+                (t.name, partial(_erase_table, wh, t, f)),
+            )
+        else:
+            step(t.name, partial(_erase_table, wh, t, f))
 
     # destinations (reverse ETL) the person was pushed to: a destination that removes records
     # keeps theirs as pending removals (the next push sends them); the others forget them
     # (their record in that tool is the operator's to erase: the report says so)
     for d in rest_destinations(project):  # (an events destination holds no one's records)
-        step(f"destination:{d.name}", lambda d=d: _destination(wh, erasure_id, d, f.keys))
+        step(f"destination:{d.name}", partial(_destination, wh, erasure_id, d, f.keys))
 
     def identity() -> int:
         _aliases(wh, key, f)
