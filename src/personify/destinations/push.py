@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from personify import clock
@@ -96,15 +97,52 @@ def destinations_stage(session: Session) -> dict[str, int]:
     return totals
 
 
+@contextlib.contextmanager
+def _run(
+    session: Session, name: str, *, dry_run: bool, trigger: str, sent: str, what: str
+) -> Iterator[tuple[PushResult, contextlib.ExitStack[bool | None], datetime]]:
+    """The frame of one push or forwarding of destination ``name``: under its lock, timed, the
+    API's or the warehouse's refusal kept as the result's error (masked: shown, not raised),
+    the run recorded (not a dry run; ``sent``: the count its ``rows_loaded`` is) and a stop
+    logged. Yields the result to fill, an exit stack closed with the lock held (a local API),
+    and when it started."""
+    wh = session.warehouse
+    result = PushResult(name)
+    with exclusive(run_name(name), warehouse=wh), contextlib.ExitStack() as stack:
+        started, t0 = clock.now(), time.perf_counter()
+        try:
+            yield result, stack, started
+        except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
+            said = e.message if isinstance(e, PersonifyError) else str(e)
+            hint = getattr(e, "hint", None)
+            result.error = mask_text(said + (f" — {hint}" if hint else ""))
+        finally:
+            result.seconds = time.perf_counter() - t0
+        if not dry_run:
+            record_run(
+                wh,
+                run_name(name),
+                started_at=started,
+                seconds=result.seconds,
+                counts={"rows_loaded": result.counts.get(sent, 0), **result.counts},
+                error=result.error,
+                trigger=trigger,
+            )
+    if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
+        log.info("destination %s: %s stopped (%s)", name, what, result.error)
+
+
 def _push_one(
     session: Session, d: RestDestination, *, dry_run: bool, trigger: str, allow_removals: bool
 ) -> PushResult:
     from personify.sources.rest.sync import local_api
 
     wh = session.warehouse
-    result = PushResult(d.name)
-    with exclusive(run_name(d.name), warehouse=wh), contextlib.ExitStack() as stack:
-        started, t0 = clock.now(), time.perf_counter()
+    with _run(session, d.name, dry_run=dry_run, trigger=trigger, sent="rows_sent", what="push") as (
+        result,
+        stack,
+        _,
+    ):
         try:
             ring = key_ring(session.project, d)
             result.counts = stage_rows(wh, session.project, d)
@@ -129,26 +167,9 @@ def _push_one(
                 send(wh, d, result.counts, ring, remove=held is None)
                 if held is not None:
                     raise ConfigError(held, key=f"destinations.{d.name}.max_removals")
-        except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
-            said = e.message if isinstance(e, PersonifyError) else str(e)
-            hint = getattr(e, "hint", None)
-            result.error = mask_text(said + (f" — {hint}" if hint else ""))
         finally:
             with contextlib.suppress(Exception):
                 wh.execute(f"DROP TABLE IF EXISTS {ROWS}")
-            result.seconds = time.perf_counter() - t0
-        if not dry_run:
-            record_run(
-                wh,
-                run_name(d.name),
-                started_at=started,
-                seconds=result.seconds,
-                counts={"rows_loaded": result.counts.get("rows_sent", 0), **result.counts},
-                error=result.error,
-                trigger=trigger,
-            )
-    if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
-        log.info("destination %s: push stopped (%s)", d.name, result.error)
     result.warnings = push_warnings(d.name, result.counts)
     with contextlib.suppress(WarehouseError):  # (a warning: never fails the push)
         result.warnings += [s.message() for s in stranded_removals(wh, session.project, [d.name])]
@@ -182,34 +203,14 @@ def _forward_one(
     from personify.sources.rest.sync import local_api
 
     wh = session.warehouse
-    result = PushResult(d.name)
-    with exclusive(run_name(d.name), warehouse=wh), contextlib.ExitStack() as stack:
-        started, t0 = clock.now(), time.perf_counter()
-        try:
-            if dry_run:
-                result.counts = {"events_pending": events.waiting(wh, d, started)["events_pending"]}
-                result.sample = [_masked(e) for e in events.sample(wh, d, started)]
-            else:
-                d = local_api(stack, session, d)
-                events.forward(wh, d, result.counts)
-        except (RestError, WarehouseError, ConfigError) as e:  # (recorded, shown: not raised)
-            said = e.message if isinstance(e, PersonifyError) else str(e)
-            hint = getattr(e, "hint", None)
-            result.error = mask_text(said + (f" — {hint}" if hint else ""))
-        finally:
-            result.seconds = time.perf_counter() - t0
-        if not dry_run:
-            record_run(
-                wh,
-                run_name(d.name),
-                started_at=started,
-                seconds=result.seconds,
-                counts={"rows_loaded": result.counts.get("events_sent", 0), **result.counts},
-                error=result.error,
-                trigger=trigger,
-            )
-    if result.error:
-        log.info("destination %s: forwarding stopped (%s)", d.name, result.error)
+    with _run(
+        session, d.name, dry_run=dry_run, trigger=trigger, sent="events_sent", what="forwarding"
+    ) as (result, stack, started):
+        if dry_run:
+            result.counts = {"events_pending": events.waiting(wh, d, started)["events_pending"]}
+            result.sample = [_masked(e) for e in events.sample(wh, d, started)]
+        else:
+            events.forward(wh, local_api(stack, session, d), result.counts)
     return result
 
 
