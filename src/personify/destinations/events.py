@@ -157,14 +157,18 @@ def _filters(d: EventsDestination) -> tuple[str, list[Any]]:
     return " AND ".join(parts) or "TRUE", params
 
 
-def _waiting(d: EventsDestination) -> tuple[str, list[Any]]:
-    """The condition on ``events e`` (and parameters, the floor first) of the events the
-    destination has still to handle."""
+def _waiting(d: EventsDestination, floor: datetime) -> tuple[str, list[Any]]:
+    """The condition on ``events e`` (and its parameters) of the events the destination has
+    still to handle: stored since ``floor``, without an outcome."""
     where, params = _filters(d)
+    # (the floor said twice: as the order's expression — PostgreSQL's index on it — and column by
+    # column, which DuckDB's zone maps of stored_at and received_at prune by: 5 M stored events,
+    # 75 k above the floor, counted in 1.3 ms instead of 20 with the expression alone)
     return (
-        f"{_STORED} >= ? AND {where} AND NOT EXISTS (SELECT 1 FROM event_forwards f "
+        f"{_STORED} >= ? AND (e.stored_at >= ? OR (e.stored_at IS NULL AND e.received_at >= ?)) "
+        f"AND {where} AND NOT EXISTS (SELECT 1 FROM event_forwards f "
         "WHERE f.destination = ? AND f.message_id = e.message_id)",
-        [*params, d.name],
+        [floor, floor, floor, *params, d.name],
     )
 
 
@@ -181,7 +185,7 @@ def _page(
     the event ``after`` (stored at, message id: the last one of the page before — a backlog is
     read once, not again from the floor for every page; a row committed meanwhile before it is
     the next forwarding's). Each row carries its ``stored`` instant (:data:`_STORED`)."""
-    where, params = _waiting(d)
+    where, params = _waiting(d, floor)
     if upto is not None:
         where += f" AND {_STORED} <= ?"
         params = [*params, upto]
@@ -192,7 +196,7 @@ def _page(
     rows = wh.fetch(
         f"SELECT {cols}, {_STORED} AS stored_position FROM events e WHERE {where} "
         f"ORDER BY {_STORED}, e.message_id LIMIT {int(limit)}",
-        [floor, *params],
+        params,
     )
     out = []
     for row in rows:
@@ -376,9 +380,9 @@ def waiting(wh: Warehouse, d: EventsDestination, now: datetime) -> dict[str, Any
     age of the oldest of them; 0 when none)."""
     pos = position(wh, d.name)
     floor = clock.parse_instant(pos.floor) if pos else d.start_at(now)
-    where, params = _waiting(d)
+    where, params = _waiting(d, floor)
     count, oldest = wh.fetch(
-        f"SELECT count(*), min({_STORED}) FROM events e WHERE {where}", [floor, *params]
+        f"SELECT count(*), min({_STORED}) FROM events e WHERE {where}", params
     )[0]
     lag = 0.0
     if oldest is not None:
