@@ -546,10 +546,10 @@ def forwarded_to(
         pos = position(wh, d.name)
         if pos is not None:
             filters, fparams = _filters(d)
-            since = "e.received_at >= ? AND " if pos.start else ""
+            since = f"{_STORED} >= ? AND " if pos.start else ""  # (the floor's measure)
             earlier = int(
                 wh.scalar(
-                    f"SELECT count(*) FROM events e WHERE {since}e.received_at < ? AND {filters} "
+                    f"SELECT count(*) FROM events e WHERE {since}{_STORED} < ? AND {filters} "
                     f"AND e.message_id IN ({mine}) AND NOT EXISTS (SELECT 1 FROM event_forwards "
                     "f WHERE f.destination = ? AND f.message_id = e.message_id)",
                     [
