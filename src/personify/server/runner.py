@@ -109,7 +109,8 @@ def serve_until_signalled(
                     "SIGTERM: draining for %g s (/readyz answers 503 shutting_down), then stopping",
                     drain,
                 )
-                timer = threading.Timer(drain, stop)
+                # (a longer wait kills the timer's thread: the drain would never end)
+                timer = threading.Timer(min(drain, threading.TIMEOUT_MAX), stop)
                 timer.daemon = True
                 timer.start()
                 drained.append(timer)

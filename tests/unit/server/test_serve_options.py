@@ -1,5 +1,6 @@
 """``personify serve``'s options are checked before anything starts: a ``--drain`` that is not a
-number of seconds (nan, inf, negative) is a usage error naming the option."""
+number of seconds (nan, inf, negative, or longer than the platform can wait: the drain's timer
+would die and the drain never end) is a usage error naming the option."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from personify.cli.app import _register, app
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "-0.5"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "-0.5", "1e10", "1e300"])
 def test_a_drain_that_is_not_seconds_is_refused(
     value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

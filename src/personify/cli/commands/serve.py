@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -93,6 +94,12 @@ def serve_command(
     if not math.isfinite(drain) or drain < 0:  # (click's min=0 lets nan and inf through)
         raise typer.BadParameter(
             f"{drain!r} is not a number of seconds (give 0 or more, e.g. --drain 10)",
+            param_hint="--drain",
+        )
+    if drain > threading.TIMEOUT_MAX:  # the drain's timer cannot wait that long: it would die
+        raise typer.BadParameter(  # and the drain never end
+            f"{drain:g} seconds is longer than this platform can wait "
+            f"({threading.TIMEOUT_MAX:g} s at most; a few seconds is usual, e.g. --drain 10)",
             param_hint="--drain",
         )
     serve(
