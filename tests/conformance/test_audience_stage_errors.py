@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conformance.audience_data import load_customers
@@ -310,5 +311,50 @@ def test_a_real_time_refresh_that_succeeds_clears_the_recorded_failure(
         )
         assert [f.segment for f in failed] == ["buyers"]
         assert react(session, ["cy"], now=NOW + timedelta(minutes=3)).segments_failed == []
+        (failing,) = status_report(session)["segments_failing"]
+        assert failing["segment"] == "buyers" and "more than the cap" in failing["error"]
+
+
+def test_a_full_refresh_failing_during_a_real_time_pass_stays_recorded(
+    tmp_path: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's full refresh records the segment over the cap while a real-time pass
+    (which read the old, clearable error before refreshing) runs: the pass clears only what it
+    can judge, so the cap failure it never read stays — it deleted the segment's row whatever
+    the row said by then."""
+    from personify.audiences import memberships
+    from personify.audiences.memberships import refresh_isolated
+    from personify.realtime.reactions import react
+
+    root = _project(tmp_path, warehouse_url)
+    buyers = root / "segments" / "buyers.sql"
+    with open_session(root) as session:
+        wh = session.warehouse
+        rows = [
+            {"customer_id": c, "order_count": 2, "engagement_score": 90.0, "last_purchase_at": NOW}
+            for c in ("ann", "bob")
+        ]
+        load_customers(wh, rows)
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        with clock.frozen(NOW):
+            _, failed = refresh(session, project_segments(session.project), force=True)
+        assert [f.segment for f in failed] == ["buyers"]  # a clearable failure, recorded
+        buyers.write_text(BUYERS, encoding="utf-8")
+        segment = find_segment(session.project, "buyers")
+        real = memberships.refresh_for_isolated
+
+        def meanwhile(wh: Warehouse, seg: Any, *args: Any, **kw: Any) -> Any:
+            got = real(wh, seg, *args, **kw)
+            if seg.name == "buyers":  # (another serve, or personify run, at this moment: its
+                # full refresh is over the cap)
+                _, over = refresh_isolated(
+                    wh, [segment], now=NOW + timedelta(minutes=1), timeout_s=30, max_members=1
+                )
+                assert [f.segment for f in over] == ["buyers"]
+            return got
+
+        monkeypatch.setattr(memberships, "refresh_for_isolated", meanwhile)
+        load_customers(wh, [{**rows[0], "customer_id": "cy"}])
+        assert react(session, ["cy"], now=NOW + timedelta(minutes=2)).segments_failed == []
         (failing,) = status_report(session)["segments_failing"]
         assert failing["segment"] == "buyers" and "more than the cap" in failing["error"]

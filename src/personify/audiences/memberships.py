@@ -242,6 +242,18 @@ def clear_failure(wh: Warehouse, segment: str) -> None:
     wh.execute("DELETE FROM segment_errors WHERE segment = ?", [segment])
 
 
+def clear_real_time_failure(wh: Warehouse, segment: str) -> None:
+    """Forget ``segment``'s recorded failure after its real-time refresh succeeded — unless the
+    row says, by now, one only a full refresh can judge (:data:`WHOLE_REFRESH_ONLY`): another
+    process's full refresh may have recorded it since :func:`cleared_by_real_time` was read, and
+    the condition is checked by the ``DELETE`` itself (PostgreSQL re-checks a row it waited for)."""
+    keep = " ".join("AND error NOT LIKE ?" for _ in WHOLE_REFRESH_ONLY)
+    wh.execute(
+        f"DELETE FROM segment_errors WHERE segment = ? {keep}",
+        [segment, *(f"%{words}%" for words in WHOLE_REFRESH_ONLY)],
+    )
+
+
 def _check_cap(segment: Segment, size: int, max_members: int) -> None:
     if size > max_members:
         raise UnsafeQueryError(

@@ -68,7 +68,7 @@ def react(
     date at ``now`` (default: the clock). Applying it twice changes nothing."""
     from personify.audiences.batch import write_tags
     from personify.audiences.memberships import (
-        clear_failure,
+        clear_real_time_failure,
         cleared_by_real_time,
         refresh_for_isolated,
     )
@@ -112,7 +112,7 @@ def react(
                 done.segments_failed.append(got.segment)
                 continue
             if segment.name in failing:  # it runs again: status stops showing the old error
-                clear_failure(wh, segment.name)
+                clear_real_time_failure(wh, segment.name)  # (not one recorded since)
             done.entered += got[0]
             done.exited += got[1]
         if rules:
