@@ -640,7 +640,12 @@ CONSOLE_SESSIONS = Table(
         C("token_name", S, False, "The admin token signed in with (its name, never the token)"),
         C("started_at", TS, False, "When the token was typed into the sign-in form"),
         C("expires_at", TS, False, "The session ends at this instant at the latest"),
-        C("ended_at", TS, True, "When it was signed out (or ended by `personify console end`)"),
+        C(
+            "ended_at",
+            TS,
+            True,
+            "When it was signed out (or ended by `personify console sign-out`)",
+        ),
     ),
     primary_key=("session_hash",),
     internal=True,
