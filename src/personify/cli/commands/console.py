@@ -22,9 +22,11 @@ def sign_out_command(
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
 ) -> None:
-    """End every console session signed in with the token NAME, in every `serve` process sharing
-    the warehouse (at their next page): for a token that leaked or whose holder left — remove or
-    change the token in personify.yml too, or it can sign in again."""
+    """End every marketer console session signed in with the admin token NAME.
+
+    In every `serve` process sharing the warehouse, at their next page: for a token that leaked
+    or whose holder left — remove or change the token in personify.yml too, or it can sign in
+    again."""
     from personify.errors import UsageError
     from personify.server.console.auth import end_sessions
     from personify.session import open_session
