@@ -123,13 +123,13 @@ def realtime_status(session: Session) -> dict[str, Any]:
         out["server"] = servers[0].report()
     bus = session.project.config.bus
     if bus and "bus_depth" not in out.get("server", {}):
-        from personify.realtime.bus import bus_depth, parse_bus_url
+        from personify.realtime.bus import bus_depth, bus_error_text, parse_bus_url
 
         try:
             out["bus_depth"] = bus_depth(parse_bus_url(bus, session.project.config.name))
         except Exception as e:  # unreachable: say so, never fail the report
             out["bus_depth"] = None
-            out["bus_error"] = type(e).__name__
+            out["bus_error"] = bus_error_text(e)
     elif servers:
         out["bus_depth"] = out["server"].get("bus_depth")
     if not servers:

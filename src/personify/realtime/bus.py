@@ -380,6 +380,19 @@ def bus_depth(settings: BusSettings, timeout: float = 3.0) -> int:
     return asyncio.run(asyncio.wait_for(read(), timeout + 1))  # (connecting says why first)
 
 
+def bus_error_text(error: BaseException) -> str:
+    """What ``personify status`` (and ``/v1/stats``) say of an unreachable bus: our own message
+    (the address without its credentials, the last error: :func:`_connect`) for our errors, the
+    error's type alone for any other (a driver's text may hold the URL as written)."""
+    from personify.errors import PersonifyError
+
+    if isinstance(error, PersonifyError):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return type(error).__name__
+
+
 # A handler returns None (done: ack now), or a future resolved once continuous mode applied
 # what it stored (ack then; when it fails, see the module doc).
 Handler = Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]], list[bool]], Future[None] | None]

@@ -61,8 +61,10 @@ class LiveStats:
             try:
                 out["bus_depth"] = int(self.bus_depth())
             except Exception as e:  # unreachable bus: say so, never fail the report
+                from personify.realtime.bus import bus_error_text
+
                 out["bus_depth"] = None
-                out["bus_error"] = type(e).__name__
+                out["bus_error"] = bus_error_text(e)
         return out
 
 

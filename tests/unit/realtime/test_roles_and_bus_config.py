@@ -69,3 +69,25 @@ def test_an_unreachable_bus_is_named_without_its_credentials() -> None:
     assert f"cannot reach the bus at 127.0.0.1:{port} within 3 s" in said
     assert "ConnectionRefusedError" in said and "nats-server -js" in said
     assert "s3cret-pw" not in said and "ops" not in said
+
+
+def test_status_says_why_the_bus_is_unreachable(tmp_path: Path) -> None:
+    """`personify status` with the bus down names the address and the last error (without the
+    URL's credentials), not only the error's type (`unreachable (ServiceUnavailable)`)."""
+    import socket
+
+    from personify.session import open_session
+    from personify.status import status_report
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    (tmp_path / "personify.yml").write_text(
+        f"name: shop\nbus: nats://ops:s3cret-pw@127.0.0.1:{port}\n"
+    )
+    with open_session(tmp_path) as session:
+        queues = status_report(session)["queues"]
+    assert queues["bus_depth"] is None
+    said = str(queues["bus_error"])
+    assert said.startswith(f"cannot reach the bus at 127.0.0.1:{port}"), said
+    assert "s3cret-pw" not in said and "ops" not in said
