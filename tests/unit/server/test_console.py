@@ -438,3 +438,19 @@ def test_overview(client: Browser) -> None:
     assert "Firing alerts" in page.text
     css = client.get("/console/static/console.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+def test_a_broken_segments_file_outside_the_project_is_named_without_its_path(
+    tmp_path: Path,
+) -> None:
+    """A segments folder configured outside the project: the console names the file alone, not
+    where it lives on the server."""
+    from personify.errors import ConfigError
+    from personify.server.console.views import SegmentsBroken
+
+    root = tmp_path / "project"
+    elsewhere = tmp_path / "shared" / "segments" / "buyers.sql"
+    inside = SegmentsBroken(ConfigError("bad", file=str(root / "segments" / "x.sql")), root)
+    outside = SegmentsBroken(ConfigError("bad", file=str(elsewhere)), root)
+    assert inside.file == "segments/x.sql"
+    assert outside.file == "buyers.sql" and str(tmp_path) not in outside.page()["file"]

@@ -10,6 +10,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from personify import clock
@@ -113,15 +114,26 @@ class SegmentsBroken(Exception):
     """The segments folder failed to load (what ``personify segments`` says): the file, the
     line, the error — masked — and its hint."""
 
-    def __init__(self, error: ConfigError) -> None:
+    def __init__(self, error: ConfigError, root: Path | None = None) -> None:
         super().__init__(error.message)
-        self.file = error.file or "personify.yml"
+        self.file = _relative(error.file, root) or "personify.yml"
         self.line = error.line
         self.error = mask_text(error.message)
         self.hint = mask_text(error.hint or "")
 
     def page(self) -> dict[str, Any]:
         return {"file": self.file, "line": show(self.line), "error": self.error, "hint": self.hint}
+
+
+def _relative(file: str | None, root: Path | None) -> str | None:
+    """A file as the project names it (``segments/x.sql``), never the server's absolute path
+    (a console viewer need not learn where the project lives)."""
+    if not file or root is None or not Path(file).is_absolute():
+        return file  # (already as the project names it)
+    try:
+        return Path(file).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return Path(file).name
 
 
 def _project_segments(session: Session) -> list[Any]:
@@ -131,7 +143,7 @@ def _project_segments(session: Session) -> list[Any]:
     try:
         return project_segments(session.project)
     except ConfigError as e:
-        raise SegmentsBroken(e) from None
+        raise SegmentsBroken(e, session.project.root) from None
 
 
 def segments(session: Session) -> list[dict[str, Any]]:
