@@ -20,10 +20,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from personify.errors import NotFound
-from personify.privacy.access import AdminTokens, FailureLimiter, Grant
+from personify.privacy.access import AdminTokens, Grant
 from personify.privacy.audit import log_action
 from personify.privacy.hashing import optional_key
 from personify.profiles import read_profile
+from personify.server import auth_limits
 from personify.server.openapi import ERROR, SECURITY_SCHEMES, Content, Operation, operation
 from personify.server.responses import ApiError, JSONResponse
 from personify.server.state import ServerState, state_of
@@ -65,10 +66,12 @@ class Profile(msgspec.Struct, frozen=True):
 def check_admin(request: Request, state: ServerState, scope: str = "profiles:read") -> Grant:
     """The grant of the request's bearer token for ``scope`` (see :mod:`personify.privacy.access`):
     401 without a valid admin token, 403 when the token lacks the scope, 429 after too many
-    failed attempts from the client's address."""
-    limiter: FailureLimiter = state.extras.setdefault("privacy.auth_failures", FailureLimiter())
+    wrong tokens from the client's address or starting like the presented one (the console's
+    sign-in counts in the same budgets: :mod:`personify.server.auth_limits`)."""
     client = request.client.host if request.client else "unknown"
-    wait = limiter.retry_after(client)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    presented = given.strip() if scheme.lower() == "bearer" else None
+    wait = auth_limits.retry_after(state, client, presented)
     if wait:
         raise ApiError(
             429,
@@ -82,8 +85,7 @@ def check_admin(request: Request, state: ServerState, scope: str = "profiles:rea
             *((t.name, t.token.reveal(), t.scopes) for t in config.admin_tokens),
         ]
     )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    if not presented:
         raise ApiError(401, "send Authorization: Bearer <admin token>", headers=_CHALLENGE)
     if not tokens:
         raise ApiError(
@@ -91,9 +93,9 @@ def check_admin(request: Request, state: ServerState, scope: str = "profiles:rea
             "this project has no admin token (admin_token in personify.yml)",
             headers=_CHALLENGE,
         )
-    grant = tokens.check(given.strip())
+    grant = tokens.check(presented)
     if grant is None:
-        limiter.failed(client)
+        auth_limits.failed(state, client, presented)
         raise ApiError(401, "wrong admin token", headers=_CHALLENGE)
     if not grant.allows(scope):
         raise ApiError(403, f"this token lacks the {scope} scope")

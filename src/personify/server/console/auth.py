@@ -2,8 +2,8 @@
 
 A browser cannot send ``Authorization: Bearer …`` when it follows a link, so ``POST
 /console/login`` checks the token like the API does (:class:`~personify.privacy.access.AdminTokens`,
-constant time, the same limit on failed attempts per address, and a second one per presented
-token prefix: :func:`prefix_limiter`) and answers with a cookie:
+constant time, and the same limits on wrong tokens, per address and per presented token prefix,
+counted together with the API's: :mod:`personify.server.auth_limits`) and answers with a cookie:
 
 * its value is a :mod:`personify.signed` token for the domain ``console-session`` under the
   project's ``signing_key``, carrying the token's *name*, an HMAC fingerprint of the token (never
@@ -41,6 +41,7 @@ from personify.config import ProjectConfig
 from personify.errors import ConfigError
 from personify.privacy.access import AdminTokens, FailureLimiter, Grant
 from personify.privacy.hashing import project_key
+from personify.server import auth_limits
 from personify.server.state import ServerState
 from personify.signed import b64, seal, unseal
 from personify.warehouse.base import Warehouse
@@ -88,33 +89,17 @@ def _fingerprint(key: bytes, name: str, secret: str) -> str:
 
 def limiter(state: ServerState) -> FailureLimiter:
     """The failed-attempt limiter the API's admin routes use too (one budget per address)."""
-    found: FailureLimiter = state.extras.setdefault("privacy.auth_failures", FailureLimiter())
-    return found
+    return auth_limits.by_address(state)
 
 
-PREFIX_CHARS = 4
-"""A presented token's prefix, for :func:`prefix_limiter`: a token's family (``adm_`` of the
-tokens ``personify init`` writes) or the start of one that leaked."""
-PREFIX_FAILURES = 30
-"""Failed sign-ins a minute, from every address together, with one prefix."""
+PREFIX_CHARS = auth_limits.PREFIX_CHARS
+PREFIX_FAILURES = auth_limits.PREFIX_FAILURES
 
 
 def prefix_limiter(state: ServerState) -> FailureLimiter:
-    """The sign-in's second budget: failed attempts per presented token *prefix*, whatever the
-    address — a guess spread over many addresses at one token whose start is known is slowed to
-    :data:`PREFIX_FAILURES` a minute. Once spent, every sign-in with that prefix (the right token
-    too: a 429 says nothing of what was typed) waits; whether a configured token has the prefix
-    plays no part, so the 429 tells nothing about the tokens either. In-process, like the
-    address's budget."""
-    found: FailureLimiter = state.extras.setdefault(
-        "console.sign_in_prefix_failures", FailureLimiter(max_failures=PREFIX_FAILURES)
-    )
-    return found
-
-
-def _prefix(given: str) -> str:
-    """The limiter's key for a presented token: a hash of its first characters (never them)."""
-    return hashlib.sha256(given[:PREFIX_CHARS].encode("utf-8")).hexdigest()[:32]
+    """The second budget, per presented token prefix whatever the address, shared with the API's
+    admin routes (:mod:`personify.server.auth_limits`)."""
+    return auth_limits.by_prefix(state)
 
 
 def client_of(request: Request) -> str:
@@ -133,9 +118,8 @@ class SignInError(Exception):
 def sign_in(state: ServerState, request: Request, given: str) -> tuple[Viewer, str]:
     """Check ``given`` (a token typed into the form); the viewer and the cookie's value.
     Raises :class:`SignInError`."""
-    limits, client = limiter(state), client_of(request)
-    by_prefix, prefix = prefix_limiter(state), _prefix(given.strip())
-    wait = max(limits.retry_after(client), by_prefix.retry_after(prefix))
+    client = client_of(request)
+    wait = auth_limits.retry_after(state, client, given)
     if wait:
         raise SignInError("too many failed attempts: try again in a minute", 429, int(wait) + 1)
     config = state.session.project.config
@@ -150,8 +134,7 @@ def sign_in(state: ServerState, request: Request, given: str) -> tuple[Viewer, s
         raise SignInError("this project has no admin token (admin_token in personify.yml)")
     grant = AdminTokens(tokens).check(given.strip())
     if grant is None:
-        limits.failed(client)
-        by_prefix.failed(prefix)
+        auth_limits.failed(state, client, given)
         raise SignInError("wrong token")
     if not grant.allows(SCOPE):
         raise SignInError(f"this token lacks the {SCOPE} scope", 403)

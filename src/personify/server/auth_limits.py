@@ -1,0 +1,61 @@
+"""The limit on wrong admin tokens, one for the whole server: the API's admin routes
+(:func:`personify.server.profiles.check_admin`) and the console's sign-in
+(:func:`personify.server.console.auth.sign_in`) count in the same two budgets.
+
+* **Per client address** (:func:`by_address`): 10 wrong tokens a minute, then that address waits.
+* **Per presented token prefix** (:func:`by_prefix`): :data:`PREFIX_FAILURES` wrong tokens a minute
+  starting with the same :data:`PREFIX_CHARS` characters, from every address together — a guess
+  spread over many addresses at one token whose start is known (a token family's ``adm_``, or the
+  start of a token that leaked) is slowed as much as one from a single address. Once spent, every
+  attempt with that prefix waits, the right token too (its check is not even run), so a 429 says
+  nothing about what was presented nor whether a configured token starts so.
+
+The prefix is kept as a hash (never the characters). Both budgets live in the ``serve`` process
+(``ServerState.extras``), not shared between processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from personify.privacy.access import FailureLimiter
+from personify.server.state import ServerState
+
+PREFIX_CHARS = 4
+"""A presented token's prefix, for :func:`by_prefix`: a token's family (``adm_`` of the tokens
+``personify init`` writes) or the start of one that leaked."""
+PREFIX_FAILURES = 30
+"""Wrong tokens a minute, from every address together, with one prefix."""
+
+
+def by_address(state: ServerState) -> FailureLimiter:
+    """Wrong tokens per client address (the API's and the console's, together)."""
+    found: FailureLimiter = state.extras.setdefault("privacy.auth_failures", FailureLimiter())
+    return found
+
+
+def by_prefix(state: ServerState) -> FailureLimiter:
+    """Wrong tokens per presented token prefix, whatever the address (see the module)."""
+    found: FailureLimiter = state.extras.setdefault(
+        "auth.prefix_failures", FailureLimiter(max_failures=PREFIX_FAILURES)
+    )
+    return found
+
+
+def prefix_key(given: str) -> str:
+    """The prefix budget's key for a presented token: a hash of its first characters."""
+    return hashlib.sha256(given.strip()[:PREFIX_CHARS].encode("utf-8")).hexdigest()[:32]
+
+
+def retry_after(state: ServerState, client: str, given: str | None) -> float:
+    """Seconds before ``client`` may present ``given`` (``None``: no token yet); 0: now."""
+    wait = by_address(state).retry_after(client)
+    if given is not None and given.strip():
+        wait = max(wait, by_prefix(state).retry_after(prefix_key(given)))
+    return wait
+
+
+def failed(state: ServerState, client: str, given: str) -> None:
+    """Count a wrong token ``given`` from ``client`` in both budgets."""
+    by_address(state).failed(client)
+    by_prefix(state).failed(prefix_key(given))
