@@ -31,6 +31,7 @@ from tests.conformance.destination_support import (
 from tests.conformance.google_ads import Ads
 from tests.conformance.meta_graph import Graph
 from tests.conformance.test_destination_removals import crm
+from tests.openapi_check import assert_erase_answer
 
 from personify import clock
 from personify.demo.mock_apis import MockApis
@@ -97,6 +98,7 @@ def test_erasure_removes_the_record_at_the_api_at_the_next_push(
         assert _push(session, "kept")["rows_sent"] == 3
 
         report = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert_erase_answer(report)  # what POST /v1/privacy/erase answers: as documented
         by_name = {d["destination"]: d for d in report["destinations"]}
         assert (by_name["crm"]["removals_pending"], by_name["crm"]["cannot_remove"]) == (1, 0)
         assert "next push removes" in by_name["crm"]["message"]
@@ -126,6 +128,7 @@ def test_erasure_removes_the_record_at_the_api_at_the_next_push(
         again = erase_subject(wh, session.project, "ann@x.org").as_dict()
         assert again["status"] == "already_erased"
         assert again["removals_pending_all"] == {"crm": 1}
+        assert_erase_answer(again)
         assert _state(session, "crm") == {"sent": 2, "erased": 1}
 
         # the API refuses the removal: it stays pending, reported, retried next push

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conformance.collector_api import WRITE_KEY, Collector, serve_collector
 from tests.loopback import QuietHandler, serve
+from tests.openapi_check import assert_erase_answer
 
 from personify import clock
 from personify.config import (
@@ -357,6 +358,7 @@ def test_the_export_and_the_erasure_name_where_a_persons_events_went(
         ]
         with clock.frozen(T0 + timedelta(seconds=9)):
             report = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert_erase_answer(report)  # what POST /v1/privacy/erase answers: as documented
         went = {e["destination"]: (e["events"], e["earlier"]) for e in report["events_forwarded"]}
         assert went == {"analytics": (2, 1), "optin": (0, 1)}
         (analytics, _) = report["events_forwarded"]

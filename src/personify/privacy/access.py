@@ -8,7 +8,8 @@ writes) and ``admin_tokens`` (each with a ``name`` and its ``scopes``). Scopes:
 * ``privacy`` — ``/v1/privacy/…`` (export, erase, consent), raw personal data;
 * ``privacy:masked`` — ``GET /v1/privacy/export`` only, with personal data masked (``***@domain``,
   ``+***78``, ``A***``, ``192.x.x.x``): a support role that may see *what* is held about a person
-  but not the values (:func:`personify.privacy.masking.mask_document`);
+  but not the values (:func:`personify.privacy.masking.mask_document`), naming the person by
+  customer id only (:attr:`Grant.finds_by_identifier`);
 * ``console`` — the marketer console (``/console``, ``personify serve``): overview, segments,
   profile search and email previews, personal data masked unless the token also has
   ``profiles:read``;
@@ -18,8 +19,9 @@ A scope implies the narrower ones (:data:`IMPLIED`): ``privacy`` includes ``priv
 
 A presented token is compared with *every* configured token (:func:`hmac.compare_digest`, no
 early exit), so timing says nothing about which one nearly matched. :class:`FailureLimiter` counts
-failed attempts per client address: after ``max_failures`` within ``window_s`` seconds that
-client gets 429 until the window has passed — a guessing attack gets a few tries a minute.
+failed attempts per key (a client address, a token prefix: :mod:`personify.server.auth_limits`):
+after ``max_failures`` within ``window_s`` seconds that key gets 429 until the window has passed
+— a guessing attack gets a few tries a minute.
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ class Grant:
     def sees_pii(self) -> bool:
         """Whether exports show raw personal data (``privacy`` or ``admin``), else masked."""
         return self.allows("privacy")
+
+    @property
+    def finds_by_identifier(self) -> bool:
+        """Whether the grant may name a person by email or another identifier: only one that
+        reads personal data in plain text (``profiles:read``, ``privacy``, ``admin``) — it learns
+        whom an address belongs to anyway. Any other (``privacy:masked``) names people by customer
+        id only: an email is answered as an unknown id would be, without being looked up, so the
+        answer does not say whether someone has it (the console's rule for a masked viewer)."""
+        return self.allows("profiles:read") or self.allows("privacy")
 
 
 class AdminTokens:

@@ -14,7 +14,9 @@
 
 Every action lands in the audit log (actor ``api:<token name>``; ``admin_token`` is ``admin``).
 Tokens need the ``privacy`` scope (:mod:`personify.privacy.access`); the export also answers a
-``privacy:masked`` token, with personal data masked. Subjects are never logged; a
+``privacy:masked`` token, with personal data masked and the person named by customer id only
+(an email answers 404 whether or not someone has it:
+:attr:`~personify.privacy.access.Grant.finds_by_identifier`). Subjects are never logged; a
 subject that names nobody answers 404 without quoting it.
 """
 
@@ -38,12 +40,19 @@ from personify.privacy.export import export_subject
 from personify.privacy.hashing import optional_key
 from personify.privacy.masking import mask_document
 from personify.privacy.subjects import resolve
+from personify.profiles.read import customer_by_id
 from personify.server.openapi import ERROR, Content, Operation, operation
 from personify.server.profiles import check_admin
 from personify.server.responses import ApiError, JSONResponse
 from personify.server.state import ServerState, state_of
 
 _NOBODY = "no customer has this identifier"
+_BY_ID = (
+    "no customer has this id (a token without the privacy or profiles:read scope names people "
+    "by customer id only)"
+)
+"""A masked token's answer for any subject that is no customer id — an unknown id, or an email
+whether or not someone has it: the same words, status and lookups."""
 
 
 class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,17 +80,55 @@ class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     a site that sends its own)."""
 
 
-class ErasureStep(msgspec.Struct, frozen=True):
+class ErasureStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     step: str
     rows: int
+    """Rows (and files) removed or rewritten by the step."""
     status: str
+    """``done`` now, ``already_done`` by an earlier run."""
 
 
-class ErasureAnswer(msgspec.Struct, frozen=True):
+class ErasureDestination(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A destination that received the person's record."""
+
+    destination: str
+    records: int
+    removals_pending: int
+    """Records the next push removes at the destination's API."""
+    cannot_remove: int
+    """Records Personify cannot remove: the operator removes them in that tool."""
+    message: str
+    """What to do, in a sentence."""
+
+
+class ErasureForwarded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An events destination (``kind: events``) the person's events were forwarded to."""
+
+    destination: str
+    events: int
+    """Recorded as posted to its API (sent, or rejected by it)."""
+    earlier: int
+    """Stored before its floor, their outcome pruned: up to this many more."""
+    message: str
+    """``N of the person's events were forwarded to X …: erase them there``."""
+
+
+class ErasureAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """:meth:`personify.privacy.erase.ErasureReport.as_dict` (every key: a test validates a real
+    answer against this schema)."""
+
     erasure_id: str
     status: str
+    """``erased``, or ``already_erased`` when nothing was left."""
     steps: list[ErasureStep]
     rows: int
+    """Rows and files removed or rewritten, every step together."""
+    destinations: list[ErasureDestination]
+    removals_pending: dict[str, int]
+    """This person's removals pending, per destination."""
+    removals_pending_all: dict[str, int]
+    """Every erasure's removals pending, per destination (``personify push`` sends them)."""
+    events_forwarded: list[ErasureForwarded]
 
 
 def _body(raw: bytes, kind: type[Any]) -> Any:
@@ -91,8 +138,15 @@ def _body(raw: bytes, kind: type[Any]) -> Any:
         raise ApiError(400, f"invalid request body: {e}") from None
 
 
-def _export(state: ServerState, subject: str, actor: str, masked: bool) -> dict[str, Any]:
+def _export(
+    state: ServerState, subject: str, actor: str, masked: bool, by_identifier: bool
+) -> dict[str, Any]:
     wh, project = state.session.warehouse, state.session.project
+    if not by_identifier:  # ids only: an email costs the same lookups whether someone has it
+        found = customer_by_id(wh, subject)
+        if found is None:
+            raise NotFound("no customer has this id")
+        subject = found
     doc = export_subject(wh, project, subject)
     log_action(
         wh,
@@ -171,11 +225,11 @@ def _consent(state: ServerState, req: ConsentRequest, actor: str) -> dict[str, A
     return result
 
 
-async def _guarded(fn: Any, *args: Any) -> Any:
+async def _guarded(fn: Any, *args: Any, nobody: str = _NOBODY) -> Any:
     try:
         return await run_in_threadpool(fn, *args)
     except NotFound:
-        raise ApiError(404, _NOBODY) from None
+        raise ApiError(404, nobody) from None
 
 
 _AUTH_ERRORS = {401: Content("Missing or wrong admin token.", ERROR)}
@@ -189,7 +243,10 @@ _AUTH_ERRORS = {401: Content("Missing or wrong admin token.", ERROR)}
         "discount codes, provenance, quarantined payloads that mention them, outbox entries. "
         "Query parameter `subject`: a customer id, email or `kind:value`. A token with the "
         "`privacy` (or `admin`) scope sees raw values; one with only `privacy:masked` gets "
-        'personal data masked (`***@domain`, `+***78`, `A***`) and `"masked": true`.',
+        'personal data masked (`***@domain`, `+***78`, `A***`) and `"masked": true`, and names '
+        "the person by customer id only: any other subject (an email too, whether or not "
+        "someone has it) answers 404, so the answer does not tell whether an address belongs "
+        "to a customer.",
         tags=("privacy",),
         responses={
             200: Content("The export document.", dict[str, Any]),
@@ -207,8 +264,17 @@ async def export(request: Request) -> Response:
     subject = request.query_params.get("subject", "").strip()
     if not subject:
         raise ApiError(400, "pass the person as ?subject=<customer id, email or kind:value>")
-    masked = not grant.sees_pii
-    return JSONResponse(await _guarded(_export, state, subject, f"api:{grant.name}", masked))
+    masked, by_identifier = not grant.sees_pii, grant.finds_by_identifier
+    doc = await _guarded(
+        _export,
+        state,
+        subject,
+        f"api:{grant.name}",
+        masked,
+        by_identifier,
+        nobody=_NOBODY if by_identifier else _BY_ID,
+    )
+    return JSONResponse(doc)
 
 
 @operation(

@@ -7,12 +7,14 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from tests.unit.admin_api import API_NOW, AdminApi
 
 from personify.privacy.crypto import new_key
+from personify.profiles import resolve_customer
 from personify.server.app import create_app
 from personify.session import Session
 
@@ -197,7 +199,8 @@ def test_a_masked_role_sees_what_is_held_but_not_the_values(
     change = {"subject": "ann@example.org", "purpose": "p", "status": "granted", "proof": proof}
     assert call(session, "POST", "/v1/privacy/consent", auth, change).status_code == 200
     helpdesk = {"authorization": "Bearer helpdesk-token-456"}
-    masked = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", helpdesk)
+    ann = resolve_customer(session.warehouse, "c1", session.project)  # by customer id only
+    masked = call(session, "GET", export(ann), helpdesk)
     assert masked.status_code == 200, masked.text
     body = masked.json()
     assert body["masked"] is True
@@ -284,3 +287,122 @@ def test_double_opt_in_without_the_projects_template_uses_the_packaged_one(
     quiet = {**ask, "purpose": "offers", "send_email": False}
     assert api.call("POST", "/v1/privacy/consent", api.bearer(), quiet).json()["email"] is None
     assert len(_outbox(api.project_dir)) == 1
+
+
+def test_the_erase_answer_is_what_openapi_documents(session: Session, auth: dict[str, str]) -> None:
+    """A real erase answer — and the "already erased" one — validated against the schema
+    ``/openapi.json`` gives for it: a key the route returns that the model does not list fails."""
+    from tests.openapi_check import assert_matches
+
+    doc = call(session, "GET", "/openapi.json", {}).json()
+    erased = call(session, "POST", "/v1/privacy/erase", auth, {"subject": "ann@example.org"})
+    assert erased.status_code == 200 and erased.json()["status"] == "erased"
+    assert_matches(doc, "/v1/privacy/erase", "post", 200, erased.json())
+    again = call(session, "POST", "/v1/privacy/erase", auth, {"subject": "ann@example.org"})
+    assert again.json()["status"] == "already_erased"
+    assert_matches(doc, "/v1/privacy/erase", "post", 200, again.json())
+    with pytest.raises(AssertionError, match="new_key"):  # the check can fail
+        assert_matches(doc, "/v1/privacy/erase", "post", 200, {**erased.json(), "new_key": 1})
+
+
+@pytest.fixture
+def api_on(admin_api: Callable[..., AdminApi], project_dir: Path, warehouse_url: str) -> AdminApi:
+    """The ``api`` world on each backend (DuckDB and PostgreSQL)."""
+    yml = project_dir / "personify.yml"
+    yml.write_text(
+        yml.read_text().replace(
+            "warehouse: duckdb:///warehouse.duckdb", f"warehouse: {warehouse_url}"
+        )
+    )
+    return admin_api(
+        CRM,
+        "admin_tokens:\n  - name: helpdesk\n    token: ${HELPDESK_TOKEN}\n"
+        "    scopes: [privacy:masked]\n"
+        "  - name: dpo\n    token: ${DPO_TOKEN}\n    scopes: [privacy]\n",
+        {"HELPDESK_TOKEN": "helpdesk-token-456", "DPO_TOKEN": "dpo-token-789"},
+    )
+
+
+def export(subject: str) -> str:
+    return "/v1/privacy/export?subject=" + quote(subject, safe="")
+
+
+def test_a_masked_token_cannot_tell_an_existing_email_from_a_missing_one(
+    api_on: AdminApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``privacy:masked`` token names people by customer id only: asked to export an email,
+    the API answers the same — status, body, and the queries it ran — whether a customer has it
+    (ann@example.org) or not (zed@example.org), and nothing is audited; by customer id it gets
+    the masked export. A ``privacy`` token still exports by email."""
+    wh = api_on.session.warehouse
+    helpdesk = {"authorization": "Bearer helpdesk-token-456"}
+    ran: list[str] = []
+    for name in ("fetch", "scalar", "fetch_arrow"):
+        real = getattr(wh, name)
+
+        def spy(sql: str, *args: Any, _real: Any = real, **kw: Any) -> Any:
+            ran.append(sql)
+            return _real(sql, *args, **kw)
+
+        monkeypatch.setattr(wh, name, spy)
+
+    def answer(subject: str) -> tuple[int, str, list[str]]:
+        ran.clear()
+        got = api_on.call("GET", export(subject), helpdesk)
+        return got.status_code, got.text.replace(subject, "SUBJECT"), list(ran)
+
+    exists, missing = answer("ann@example.org"), answer("zed@example.org")
+    assert exists == missing
+    assert exists[0] == 404 and "customer id only" in exists[1]
+    assert answer("email:ann@example.org") == answer("email:zed@example.org")
+    assert not any("identity" in sql for sql in exists[2])  # the email was not looked up
+    assert wh.fetch("SELECT count(*) FROM audit_log")[0][0] == 0
+    ann = resolve_customer(wh, "c1", api_on.session.project)
+    by_id = api_on.call("GET", export(ann), helpdesk)
+    assert by_id.status_code == 200, by_id.text
+    assert by_id.json()["masked"] is True and "ann@example.org" not in by_id.text
+    unknown = api_on.call("GET", export("c-404"), helpdesk)
+    assert (unknown.status_code, unknown.text) == (404, exists[1].replace("SUBJECT", "c-404"))
+    dpo = {"authorization": "Bearer dpo-token-789"}
+    raw = api_on.call("GET", export("ann@example.org"), dpo)
+    assert raw.status_code == 200 and raw.json()["profile"]["email"] == "ann@example.org"
+    nobody = api_on.call("GET", export("zed@example.org"), dpo)
+    assert nobody.status_code == 404 and "customer id only" not in nobody.text
+
+
+def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(
+    session: Session, auth: dict[str, str]
+) -> None:
+    """The API counts wrong tokens per token prefix too, in the budget the console's sign-in
+    uses: one guess per address at ``helpdesk-…`` — at the API or the console — and after
+    ``PREFIX_FAILURES`` a minute every request with that prefix waits (the right token too, so a
+    429 says nothing), while a token with another prefix is answered."""
+    from personify.server.auth_limits import PREFIX_FAILURES
+
+    app = create_app(session, instance="inst-1")
+
+    def get(n: int, token: str) -> httpx.Response:
+        async def go() -> httpx.Response:
+            address = f"10.0.{n // 250}.{n % 250 + 1}"
+            transport = httpx.ASGITransport(app=app, client=(address, 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                if n % 2:  # every other guess at the console's sign-in: one budget
+                    return await c.post(
+                        "/console/login",
+                        data={"token": token},
+                        headers={"origin": "http://t"},
+                    )
+                return await c.get(
+                    "/v1/privacy/export?subject=x", headers={"authorization": f"Bearer {token}"}
+                )
+
+        return asyncio.run(go())
+
+    for n in range(PREFIX_FAILURES):
+        assert get(n, f"helpdesk-guess-{n}").status_code == 401
+    late = get(1000, "helpdesk-guess-x")
+    assert late.status_code == 429 and int(late.headers["retry-after"]) > 0
+    right = get(1002, "helpdesk-token-456")
+    assert right.status_code == 429 and "masked" not in right.text
+    other = get(1004, auth["authorization"].split(" ", 1)[1])  # the admin token: adm_…
+    assert other.status_code == 404  # answered (x names nobody)
