@@ -454,3 +454,49 @@ def test_a_broken_segments_file_outside_the_project_is_named_without_its_path(
     outside = SegmentsBroken(ConfigError("bad", file=str(elsewhere)), root)
     assert inside.file == "segments/x.sql"
     assert outside.file == "buyers.sql" and str(tmp_path) not in outside.page()["file"]
+
+
+def test_a_warehouse_that_does_not_answer_is_a_503_page(
+    api: AdminApi, client: Browser, project_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every page reads its session in the warehouse: pointed at a PostgreSQL URL nothing answers
+    on (a closed loopback port) — a server restarted while the database is down — a signed-in
+    page, the sign-in and the sign-out answer a plain 503 page with ``Retry-After``, with neither
+    a stack trace nor the driver's error, instead of a 500."""
+    import socket
+
+    from personify.config import load_project
+
+    sign_in(client, ENV["LEAD_TOKEN"])
+    assert client.get("/console/segments").status_code == 200
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yml = project_dir / "personify.yml"
+    yml.write_text(
+        re.sub(
+            r"(?m)^warehouse: .*$",
+            f"warehouse: postgresql://postgres@127.0.0.1:{port}/t",
+            yml.read_text(),
+        )
+    )
+    down = Session(load_project(project_dir))
+    try:
+        browser = Browser(create_app(down, instance="inst-2"))
+        browser.cookies = client.cookies  # the session cookie signed in above
+        answers = [
+            browser.get("/console"),
+            browser.get("/console/profiles/c1"),
+            browser.post("/console/login", data={"token": ENV["LEAD_TOKEN"]}, headers=ORIGIN),
+            browser.post("/console/logout", headers=ORIGIN),
+        ]
+    finally:
+        down.close()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["retry-after"]) > 0
+        assert "The warehouse is not answering" in answer.text and "Try again" in answer.text
+        assert "Traceback" not in answer.text and "refused" not in answer.text.lower()
+        assert answer.headers["cache-control"] == "no-store"
+        assert "set-cookie" not in answer.headers
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not an unhandled 500

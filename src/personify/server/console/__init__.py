@@ -13,6 +13,9 @@ by customer id only (an email's answer does not say whether a customer has it) a
 are refused. Profile reads and previews are written to the audit log
 (``profile_read``, ``email_preview``) with the actor ``console:<token name>``.
 
+A warehouse that does not answer (every page reads its session there) is a plain 503 page with
+``Retry-After``, not a 500.
+
 Pages are HTML from python-liquid templates with autoescape (every value escaped), a stylesheet
 served here, no script; every response carries a strict Content-Security-Policy, forbids framing
 (except the preview frame, by the console itself) and is ``no-store``.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from personify.errors import NotFound
+from personify.errors import NotFound, ServiceUnavailable, WarehouseBusy
 from personify.server.console import views
 from personify.server.console.auth import (
     SignInError,
@@ -29,6 +30,7 @@ from personify.server.console.auth import (
 from personify.server.responses import read_body
 from personify.server.state import state_of
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CSS = (HERE / "console.css").read_text(encoding="utf-8")
 ICON = (
@@ -107,11 +109,36 @@ _BY_ID = (
 email whether or not a customer has it: the same words, status and lookups either way."""
 
 Handler = Callable[[Request, Viewer], Any]
+Endpoint = Callable[[Request], Awaitable[Response]]
+RETRY_SECONDS = 30
+"""The ``Retry-After`` of a page the warehouse could not answer."""
 
 
-def _signed_in(handler: Handler) -> Callable[[Request], Any]:
+def _warehouse_answers(endpoint: Endpoint) -> Endpoint:
+    """``endpoint``, answering a plain 503 page with ``Retry-After`` when the warehouse does not
+    answer (every page reads its session there) rather than a 500 — no stack trace, no detail."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except (ServiceUnavailable, WarehouseBusy) as e:
+            log.warning("console: the warehouse does not answer (%s)", type(e).__name__)
+            return _page(
+                "unavailable",
+                "The warehouse is not answering",
+                None,
+                503,
+                {"retry-after": str(RETRY_SECONDS)},
+            )
+
+    return guarded
+
+
+def _signed_in(handler: Handler) -> Endpoint:
     """Run ``handler`` for a signed-in viewer; others get the sign-in form with 401."""
 
+    @_warehouse_answers
     async def endpoint(request: Request) -> Response:
         viewer = await run_in_threadpool(viewer_of, state_of(request), request)
         if viewer is None:
@@ -128,6 +155,7 @@ async def login_form(request: Request) -> Response:
     return _login("", 200, _safe_next(request.query_params.get("next", "/console")))
 
 
+@_warehouse_answers
 async def login(request: Request) -> Response:
     """``POST /console/login``: ``token=…&next=…``, form-encoded."""
     body = await read_body(request, FORM_LIMIT)
@@ -149,6 +177,7 @@ async def login(request: Request) -> Response:
     return response
 
 
+@_warehouse_answers
 async def logout(request: Request) -> Response:
     """``POST /console/logout``: the session is ended server-side and the cookie cleared."""
     await read_body(request, FORM_LIMIT)
