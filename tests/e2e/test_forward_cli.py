@@ -129,3 +129,38 @@ def test_push_and_run_forward_history_when_asked_and_once(
     assert shown.returncode == 0 and "events_sent=0" in " ".join(shown.stdout.split())
     help_text = " ".join(personify("push", "--help").stdout.split())
     assert "kind: events" in help_text
+
+
+def test_privacy_erase_says_where_the_persons_events_were_forwarded(
+    project_dir: Path, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """``personify privacy erase`` (its human output) names the events destination a person's
+    events went to, with how many: Personify cannot take them back, the operator erases them
+    there — and says nothing of another person's."""
+    project = with_destination(project_dir, url, start="all")
+    (tmp_path / "events.csv").write_text(
+        "id,kind,name,user,at\n"
+        "a1,track,Order Completed,u-ann,2026-01-01T10:00Z\n"
+        "a2,track,Order Completed,u-ann,2026-01-02T10:00Z\n"
+        "a3,track,Cart Viewed,u-ann,2026-01-02T11:00Z\n"
+        "b1,track,Order Completed,u-bob,2026-01-03T10:00Z\n"
+    )
+    done = personify(
+        "import", str(tmp_path / "events.csv"), "--table", "events", "-m", "message_id=id",
+        "-m", "type=kind", "-m", "event=name", "-m", "user_id=user", "-m", "timestamp=at",
+        "--source", "files", "--project", str(project),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run = personify_json("run", "--project", str(project))  # identity; forwards the orders
+    assert run["errors"] == [], run
+    assert sorted(api.ids()) == ["a1", "a2", "b1"]
+    human = personify("privacy", "erase", "user_id:u-ann", "--project", str(project))
+    assert human.returncode == 0, human.stderr
+    said = " ".join(human.stdout.split())
+    assert (
+        "Destination analytics: 2 of the person's events were forwarded to analytics: "
+        "erase them there"
+    ) in said, human.stdout
+    assert "u-ann" not in said and "u-bob" not in said and said.count("forwarded") == 1
+    again = personify("privacy", "erase", "user_id:u-ann", "--project", str(project))
+    assert again.returncode == 0 and "already erased" in again.stdout
