@@ -10,6 +10,12 @@
   attempt with that prefix waits, the right token too (its check is not even run), so a 429 says
   nothing about what was presented nor whether a configured token starts so.
 
+**The prefix budget holds the console's sign-in only** (``held_by_prefix``): the API's admin
+routes count their wrong tokens in it (a guess made at the API slows the sign-in) but are held
+by the address budget alone — otherwise anyone could stop every integration whose token starts
+``adm_`` with 30 requests a minute, for a guess that cannot succeed against a token of 32 random
+characters.
+
 The prefix is kept as a hash (never the characters). Both budgets live in the ``serve`` process
 (``ServerState.extras``), not shared between processes.
 """
@@ -47,10 +53,13 @@ def prefix_key(given: str) -> str:
     return hashlib.sha256(given.strip()[:PREFIX_CHARS].encode("utf-8")).hexdigest()[:32]
 
 
-def retry_after(state: ServerState, client: str, given: str | None) -> float:
-    """Seconds before ``client`` may present ``given`` (``None``: no token yet); 0: now."""
+def retry_after(
+    state: ServerState, client: str, given: str | None, *, held_by_prefix: bool = True
+) -> float:
+    """Seconds before ``client`` may present ``given`` (``None``: no token yet); 0: now.
+    ``held_by_prefix``: the prefix budget applies too (the console's sign-in; not the API)."""
     wait = by_address(state).retry_after(client)
-    if given is not None and given.strip():
+    if held_by_prefix and given is not None and given.strip():
         wait = max(wait, by_prefix(state).retry_after(prefix_key(given)))
     return wait
 

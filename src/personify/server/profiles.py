@@ -66,12 +66,12 @@ class Profile(msgspec.Struct, frozen=True):
 def check_admin(request: Request, state: ServerState, scope: str = "profiles:read") -> Grant:
     """The grant of the request's bearer token for ``scope`` (see :mod:`personify.privacy.access`):
     401 without a valid admin token, 403 when the token lacks the scope, 429 after too many
-    wrong tokens from the client's address or starting like the presented one (the console's
-    sign-in counts in the same budgets: :mod:`personify.server.auth_limits`)."""
+    wrong tokens from the client's address (its wrong tokens also count in the console sign-in's
+    prefix budget, which does not hold the API: :mod:`personify.server.auth_limits`)."""
     client = request.client.host if request.client else "unknown"
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     presented = given.strip() if scheme.lower() == "bearer" else None
-    wait = auth_limits.retry_after(state, client, presented)
+    wait = auth_limits.retry_after(state, client, presented, held_by_prefix=False)
     if wait:
         raise ApiError(
             429,

@@ -375,8 +375,10 @@ def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(
 ) -> None:
     """The API counts wrong tokens per token prefix too, in the budget the console's sign-in
     uses: one guess per address at ``helpdesk-…`` — at the API or the console — and after
-    ``PREFIX_FAILURES`` a minute every request with that prefix waits (the right token too, so a
-    429 says nothing), while a token with another prefix is answered."""
+    ``PREFIX_FAILURES`` a minute every sign-in with that prefix waits (the right token too, so a
+    429 says nothing), while a token with another prefix is answered. The API itself is not held
+    by the prefix budget: the right token is still answered there (anyone could otherwise stop
+    an integration with 30 wrong tokens a minute)."""
     from personify.server.auth_limits import PREFIX_FAILURES
 
     app = create_app(session, instance="inst-1")
@@ -400,9 +402,13 @@ def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(
 
     for n in range(PREFIX_FAILURES):
         assert get(n, f"helpdesk-guess-{n}").status_code == 401
-    late = get(1000, "helpdesk-guess-x")
+    late = get(1001, "helpdesk-guess-x")  # (odd: the console's sign-in)
     assert late.status_code == 429 and int(late.headers["retry-after"]) > 0
-    right = get(1002, "helpdesk-token-456")
-    assert right.status_code == 429 and "masked" not in right.text
-    other = get(1004, auth["authorization"].split(" ", 1)[1])  # the admin token: adm_…
-    assert other.status_code == 404  # answered (x names nobody)
+    signing_in = get(1003, "helpdesk-token-456")
+    assert signing_in.status_code == 429 and "masked" not in signing_in.text
+    right = get(1002, "helpdesk-token-456")  # (even: the API) answered, not held
+    assert right.status_code == 404  # (x names nobody: a masked token names by customer id)
+    wrong = get(1004, "helpdesk-guess-y")  # a wrong one at the API: 401, from a new address
+    assert wrong.status_code == 401
+    other = get(1005, auth["authorization"].split(" ", 1)[1])  # the admin token: adm_…
+    assert other.status_code != 429  # signed in (another prefix)
