@@ -132,6 +132,7 @@ class _SubjectStore(TemplateStore):
         self._inner = inner
         env = text_environment()
         env.default_locale = inner.default_locale  # type: ignore[attr-defined]
+        env.default_timezone = inner.default_timezone  # type: ignore[attr-defined]
         lines = {"": subjects} if isinstance(subjects, str) else dict(subjects)
         self._subjects = {
             version: env.from_string(line, name=f"variant subject {version}".strip())

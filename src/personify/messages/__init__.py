@@ -39,6 +39,7 @@ def template_store(project: Project) -> TemplateStore:
         if store is None:
             store = _stores[folder] = TemplateStore(folder)
         store.default_locale = project.config.email.default_locale
+        store.default_timezone = project.config.timezone
         return store
 
 

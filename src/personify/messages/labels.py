@@ -22,8 +22,10 @@ from babel.numbers import format_currency, format_percent
 from personify.messages.locale import babel_locale, customer_locale, normalize
 
 TEMPLATE_LOCALE = "personify:template_locale"
-"""The context key :func:`localize` sets to the rendered template's language (not a Liquid name
-templates can read: it has a colon); the ``date`` filter writes month and day names in it."""
+"""The context key :func:`localize` sets to the locale the email is written in (the template's
+language, in the customer's way when it is theirs: :func:`words_locale`; not a Liquid name
+templates can read: it has a colon); the ``date``, ``currency`` and ``discount_amount`` filters
+write in it, as the label is — one language per email."""
 
 OFF: dict[str, str] = {
     "de": "{} Rabatt",

@@ -15,13 +15,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
+import dateutil.parser  # type: ignore[import-untyped]  # (python-liquid's dependency)
 from babel.core import UnknownLocaleError
 from babel.dates import format_date, format_datetime, get_day_names, get_month_names
 from babel.numbers import format_currency
 from liquid import BoundTemplate, Environment, Markup, RenderContext, StrictUndefined
 from liquid.builtin.expressions import KeywordArgument, StringLiteral
-from liquid.builtin.filters.misc import _to_date
-from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import (
     FilterArgumentError,
     LiquidError,
@@ -35,8 +34,8 @@ from liquid.loader import BaseLoader, TemplateSource
 from personify import clock
 from personify.messages.errors import RenderError
 from personify.messages.files import TextFiles
-from personify.messages.labels import TEMPLATE_LOCALE, amount_off
-from personify.messages.locale import babel_locale, customer_locale, normalize
+from personify.messages.labels import TEMPLATE_LOCALE, amount_off, words_locale
+from personify.messages.locale import babel_locale, normalize
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -90,28 +89,45 @@ _DATE_STYLES = ("short", "medium", "long", "full")
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def _locales(context: RenderContext, explicit: object) -> list[str]:
-    """Babel locales to write in, first known wins: the filter's argument, else the customer's
-    locale; then the project's ``email.default_locale`` (set on the environment by the template
-    store); then English."""
-    if explicit is not None:
-        wanted = normalize(explicit)
-    else:
-        customer = context.globals.get("customer")
-        wanted = customer_locale(customer) if isinstance(customer, Mapping) else None
+def email_locale(context: RenderContext) -> str:
+    """The one locale an email is written in (canonical, ``fr-CA``): its words and, when the
+    customer's locale is of the same language, their way with numbers — the template's language
+    (:data:`~personify.messages.labels.TEMPLATE_LOCALE`, set by
+    :func:`~personify.messages.render`), else worked out as it does (the project's
+    ``email.default_locale`` for a template rendered on its own)."""
+    found = context.globals.get(TEMPLATE_LOCALE)
+    if isinstance(found, str) and found:
+        return found
+    customer = context.globals.get("customer")
     default = getattr(context.env, "default_locale", None)
-    return [babel_locale(t) for t in (wanted, default) if t] + ["en"]
+    return words_locale(default, customer if isinstance(customer, Mapping) else None)
+
+
+def _locales(context: RenderContext, explicit: object) -> list[str]:
+    """Babel locales to write in, first known wins: the filter's argument, else the email's
+    locale (:func:`email_locale`: the template's language, in the customer's way when it is
+    theirs), then that locale's language (``fr-ZZ`` → ``fr``); then the project's
+    ``email.default_locale``; then English."""
+    wanted = normalize(explicit) if explicit is not None else email_locale(context)
+    default = getattr(context.env, "default_locale", None)
+    tags = (wanted, wanted.split("-")[0] if wanted else None, normalize(default))
+    found = [babel_locale(t) for t in tags if t]
+    return list(dict.fromkeys([*found, "en"]))
 
 
 def _zone(context: RenderContext) -> ZoneInfo | None:
+    """The zone an instant is written in: the customer's ``timezone`` (an IANA name), else the
+    project's ``timezone`` (``default_timezone``, set on the environment by the template store);
+    None when neither is one."""
     customer = context.globals.get("customer")
-    name = customer.get("timezone") if isinstance(customer, Mapping) else None
-    if not isinstance(name, str) or not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):
-        return None
+    own = customer.get("timezone") if isinstance(customer, Mapping) else None
+    for name in (own, getattr(context.env, "default_timezone", None)):
+        if isinstance(name, str) and name:
+            try:
+                return ZoneInfo(name)
+            except (ValueError, KeyError, OSError):
+                continue
+    return None
 
 
 @with_context
@@ -119,8 +135,9 @@ def currency(
     value: object, code: object = "USD", locale: object = None, *, context: RenderContext
 ) -> str:
     """``{{ total | currency: 'EUR' }}`` → ``€52.00`` (English), ``52,00 €`` (French): the
-    amount in the recipient's locale (the customer's; a third argument overrides it); nil
-    gives an empty string, text that is not a number is returned unchanged."""
+    amount in the email's locale (:func:`email_locale`: the template's language, the
+    customer's way when it is theirs; a third argument overrides it); nil gives an empty
+    string, text that is not a number is returned unchanged."""
     if value is None:
         return ""
     try:
@@ -141,8 +158,8 @@ def currency(
 
 @with_context
 def discount_amount(value: object, locale: object = None, *, context: RenderContext) -> str:
-    """``{{ discount | discount_amount }}`` → what a discount code takes off, in the recipient's
-    locale (the customer's; a second argument overrides it): ``15%`` (English), ``15 %``
+    """``{{ discount | discount_amount }}`` → what a discount code takes off, in the email's
+    locale (:func:`email_locale`; a second argument overrides it): ``15%`` (English), ``15 %``
     (French) for a percentage, ``€5.00`` / ``5,00 €`` for an amount off (in the code's
     ``currency``, EUR when it has none). Nil gives an empty string; anything else than a
     discount (a mapping with a numeric ``value`` and ``kind`` ``percent`` or ``amount``) is an
@@ -204,15 +221,6 @@ def _explicit_zone(name: object) -> ZoneInfo | None:
             pass
     shown = repr(str(name)[:64]) if isinstance(name, str) else _kind(name)
     raise UnknownZoneError(f"date: {shown} is not a time zone", token=None)
-
-
-def _words(context: RenderContext, explicit: object) -> list[str]:
-    """Babel locales month and day names are written in, first known wins: the filter's
-    argument, else the template's language (:data:`~personify.messages.labels.TEMPLATE_LOCALE`,
-    set by :func:`~personify.messages.render`); then English."""
-    wanted = normalize(explicit) if explicit is not None else None
-    template = context.globals.get(TEMPLATE_LOCALE)
-    return [babel_locale(t) for t in (wanted, template) if isinstance(t, str) and t] + ["en"]
 
 
 def _named(fmt: str, when: dt.datetime, locales: list[str]) -> str:
@@ -286,14 +294,18 @@ def date(
     environment: Environment,
 ) -> str:
     """``{{ at | date: '%d %B %Y' }}`` as Liquid's own ``date`` (strftime), month and day names
-    (``%B %b %A %a``) in the template's language; ``date: 'short'``, ``'medium'``, ``'long'`` or
-    ``'full'`` — the date and time written the recipient's way (Babel; in the customer's
-    ``timezone`` when the value has a zone; a plain date without time).
+    (``%B %b %A %a``) in the email's language; ``date: 'short'``, ``'medium'``, ``'long'`` or
+    ``'full'`` — the date and time written in the email's language (Babel; in the customer's
+    ``timezone``, else the project's — a value without a zone is read as UTC; a plain date
+    without time). The email's language is the template's (its variant's, else
+    ``email.default_locale``), in the customer's way when their locale is of that language
+    (``fr-CA``): see :func:`email_locale`.
 
-    More arguments, in any order: a locale (``'fr'``) instead of the template's language (names)
-    or the customer's (styles); a time zone (``'Europe/Paris'``, ``'UTC'`` — an IANA name, or
-    ``zone: customer.timezone``) to write the instant in, for both forms (a value without a zone
-    is read as UTC; a plain date stays that date). A zone that is not one fails the render."""
+    More arguments, in any order: a locale (``'fr'``) instead of the email's; a time zone
+    (``'Europe/Paris'``, ``'UTC'`` — an IANA name, or ``zone: customer.timezone``) to write the
+    instant in, for both forms (a value without a zone is read as UTC; a plain date stays that
+    date). A zone that is not one fails the render. Nil gives an empty string, text or a number
+    that is no date is written as it is, anything else fails the render."""
     for extra in args:  # a zone has a slash (or is UTC/GMT); a locale tag never has
         if isinstance(extra, str) and _ZONE_NAME.fullmatch(extra.strip()):
             zone = extra
@@ -306,32 +318,32 @@ def date(
                 token=None,
             )
     explicit = _explicit_zone(zone)
-    today = value == "today"
-    if value in ("now", "today"):
+    today = isinstance(value, str) and value == "today"
+    if isinstance(value, str) and value in ("now", "today"):
         value = clock.now()  # Liquid's own reads the wall clock: --now pins this one
-    # (a datetime as it is: liquid's _to_date caches by equality, an equal instant in another
-    # zone would come back)
-    when = value if isinstance(value, dt.datetime) else _to_date(value)
+    when = instant(value)
+    if when is None:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float, Decimal)) and not isinstance(value, bool):
+            return str(value)  # as Liquid's: text that is no date is written as it is
+        raise FilterArgumentError(f"date expects a date or time, got {_kind(value)}", token=None)
     plain = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or (
         isinstance(value, str) and _ISO_DAY.fullmatch(value.strip()) is not None
     )
-    if when is not None and explicit is not None and not plain:
-        when = (when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)).astimezone(
-            explicit
-        )
     if fmt not in _DATE_STYLES:
-        if when is None or not isinstance(fmt, str):
-            return str(liquid_date(value, fmt, environment=environment))
-        named = _named(fmt, when, _words(context, locale))
-        if named == fmt and explicit is None:
-            return str(liquid_date(value, fmt, environment=environment))
-        try:  # (not liquid's: its parse cache takes an equal instant in another zone for it)
+        if not isinstance(fmt, str):
+            raise FilterArgumentError(
+                f"date expects a format ('%d %B %Y', 'long'), got {_kind(fmt)}", token=None
+            )
+        if explicit is not None and not plain:
+            when = _utc(when).astimezone(explicit)
+        named = _named(fmt, when, _locales(context, locale))
+        try:
             written = when.strftime(named)
         except ValueError as e:
             raise FilterArgumentError(str(e), token=None) from None
-        return Markup(written) if isinstance(fmt, Markup) else written
-    if when is None:
-        return "" if value is None else str(value)
+        return Markup(written) if environment.autoescape and isinstance(fmt, Markup) else written
     day: dt.date | None = None  # a date without a time: written without one
     if today:  # the recipient's date (in their zone, or the one given), written without a time
         zone_now = explicit or _zone(context)
@@ -340,9 +352,9 @@ def date(
         day = value
     elif plain:
         day = when.date()
-    customer_zone = _zone(context) if day is None and explicit is None else None
-    if customer_zone is not None and when.tzinfo is not None:
-        when = when.astimezone(customer_zone)
+    else:  # an instant: in the zone given, else the customer's (else the project's)
+        target = explicit or _zone(context)
+        when = _utc(when) if target is None else _utc(when).astimezone(target)
     for name in _locales(context, locale):
         try:
             if day is not None:
@@ -351,6 +363,45 @@ def date(
         except (UnknownLocaleError, ValueError):
             continue
     return str(value)
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """``when``, read as UTC when it has no zone (as the warehouse stores instants)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def instant(value: object) -> dt.datetime | None:
+    """What ``date`` reads ``value`` as — the values Liquid's own reads, not through its parser
+    (it caches by equality: an equal instant in another zone would come back from its cache):
+    a datetime as it is, a date at midnight, a number (or digits) as a Unix time (UTC), text
+    as ISO 8601 or as ``dateutil`` reads it (``March 1, 2026``; a part missing is today's, the
+    run's ``--now``). None when it is none of these."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time.min)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    midnight = clock.now().replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    try:
+        found = dateutil.parser.parse(text, default=midnight)
+    except (ValueError, OverflowError):  # (dateutil's ParserError is a ValueError)
+        return None
+    return found if isinstance(found, dt.datetime) else None
 
 
 PARTIALS_DIR = "partials"

@@ -68,7 +68,7 @@ def render(
     links are tracked: found once per template version when the plan could place them (the
     first email of a version is also tracked the generic way and compared), else found in
     each email's HTML by ``tracking.instrument``. Words the email prints for the project (a
-    discount's ``label``, month names) are in the template's language
+    discount's ``label``, dates, amounts) are in the template's language
     (:func:`~personify.messages.labels.localize`)."""
     context = _localized(template, context)
     if tracking is None:

@@ -239,6 +239,17 @@ class TemplateStore:
         for env in (self._html, self._text):
             env.default_locale = value  # type: ignore[attr-defined]
 
+    @property
+    def default_timezone(self) -> str | None:
+        """The zone ``date`` writes instants in for customers without one (the project's
+        ``timezone``)."""
+        return getattr(self._html, "default_timezone", None)
+
+    @default_timezone.setter
+    def default_timezone(self, value: str | None) -> None:
+        for env in (self._html, self._text):
+            env.default_timezone = value  # type: ignore[attr-defined]
+
     def names(self) -> list[str]:
         """Names of the templates in the folder (their locale variants are not others)."""
         stems = {p.stem for p in self.folder.glob("*.liquid")}

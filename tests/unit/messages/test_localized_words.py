@@ -209,3 +209,141 @@ def test_a_zone_written_in_a_template_or_partial_is_checked_when_it_is_read(
     with pytest.raises(RenderError, match="'Nowhere' is not a time zone") as err:
         render(s.get("t"), build_context(CUSTOMER, {"at": AT, "z": "Nowhere"}))
     assert (err.value.template, err.value.line) == ("partials/when.liquid", 2)
+
+
+# ------------------------------------------------------------------- one language per email
+
+
+def test_every_word_of_an_email_is_in_its_templates_language(tmp_path: Path) -> None:
+    """A French customer reading the default (English) template gets English everywhere —
+    named date styles, strftime names, the label, amounts; reading the French version, French
+    everywhere, with numbers their (Canadian) way. An explicit locale still wins."""
+    body = (
+        "<p>{{ at | date: 'long' }}|{{ at | date: '%d %B' }}|{{ d.label }}|"
+        "{{ 52 | currency: 'EUR' }}|{{ d | discount_amount }}|{{ at | date: 'medium', 'de' }}</p>"
+    )
+    s = store(tmp_path, {"t.liquid": page(body), "t.fr.liquid": page(body)})
+    d = {"value": 5, "kind": "amount", "currency": "EUR", "label": label(5, "amount", "EUR")}
+    context = build_context({**CUSTOMER, "locale": "fr-CA", "timezone": "Europe/Paris"}, {})
+    context |= {"at": AT, "d": d}
+    got = {}
+    for version in ("en", "fr"):  # the default template, then the French version
+        template = s.get("t", None if version == "en" else "fr-CA")
+        fast, reference = render(template, context), render_reference(template, context)
+        assert (fast.subject, fast.text) == (reference.subject, reference.text)
+        got[version] = fast.text.strip()
+    assert got["en"] == (
+        "March 2, 2026, 12:05:00\u202fAM +0100|01 March|5.00 EUR off|€52.00|€5.00|"
+        "02.03.2026, 00:05:00"
+    )
+    assert got["fr"] == (
+        "2 mars 2026, 00 h 05 min 00 s +0100|01 mars|5,00\xa0€ de réduction|52,00\xa0€|"
+        "5,00\xa0€|02.03.2026, 00:05:00"
+    )
+
+
+def test_a_datetime_without_a_zone_is_utc_written_in_the_customers_zone(tmp_path: Path) -> None:
+    """With a named style and no zone given, an instant is written in the customer's zone —
+    one without a zone read as UTC, as with a zone given — else in the project's ``timezone``;
+    a plain date stays its day."""
+    body = "<p>{{ at | date: 'medium' }}|{{ aware | date: 'medium' }}|{{ day | date: 'medium' }}"
+    s = store(tmp_path, {"t.liquid": page(body)})
+    naive = dt.datetime(2026, 7, 1, 23, 30)
+    values = {"at": naive, "aware": naive.replace(tzinfo=dt.UTC), "day": dt.date(2026, 7, 1)}
+    paris = {**CUSTOMER, "timezone": "Europe/Paris"}
+    got = render(s.get("t"), build_context(paris, values)).text.strip()
+    assert got == "Jul 2, 2026, 1:30:00\u202fAM|Jul 2, 2026, 1:30:00\u202fAM|Jul 1, 2026"
+    s.default_timezone = "America/New_York"  # the project's, for customers without one
+    got = render(s.get("t"), build_context(CUSTOMER, values)).text.strip()
+    assert got == "Jul 1, 2026, 7:30:00\u202fPM|Jul 1, 2026, 7:30:00\u202fPM|Jul 1, 2026"
+    got = render(s.get("t"), build_context(paris, values)).text.strip()
+    assert got.startswith("Jul 2, 2026, 1:30:00\u202fAM|")  # the customer's own wins
+
+
+def test_the_projects_time_zone_reaches_the_templates_it_renders(tmp_path: Path) -> None:
+    """``personify.yml``'s ``timezone`` is the zone of customers without one — in bodies and
+    in an experiment variant's subject lines too."""
+    from personify.config import Project, parse_config
+    from personify.journeys.send import _SubjectStore
+    from personify.messages import template_store
+
+    store(tmp_path / "templates", {"t.liquid": page("<p>{{ at | date: 'short' }}</p>")})
+    config = parse_config("timezone: Asia/Tokyo\n")
+    project = Project(config, tmp_path, tmp_path / "personify.yml")
+    templates = template_store(project)
+    assert templates.default_timezone == "Asia/Tokyo"
+    got = render(templates.get("t"), build_context(CUSTOMER, {"at": AT}))
+    assert got.text.strip() == "3/2/26, 8:05\u202fAM"
+    subjects = _SubjectStore(templates, "{{ at | date: 'short' }}")
+    got = render(subjects.get("t"), build_context(CUSTOMER, {"at": AT}))
+    assert got.subject == "3/2/26, 8:05 AM"  # (a subject's spaces are plain)
+
+
+def test_an_equal_instant_in_another_zone_is_written_in_its_own(tmp_path: Path) -> None:
+    """Liquid's own date parser caches by equality: 10:00 UTC and 11:00 in Paris are equal, and
+    the second came back as the first. Personify's ``date`` reads values itself."""
+    from zoneinfo import ZoneInfo
+
+    paris = AT.astimezone(ZoneInfo("Europe/Paris"))
+    body = "<p>{{ a | date: '%H:%M %Z' }}|{{ b | date: '%H:%M %Z' }}|{{ a | date: '%H:%M' }}</p>"
+    s = store(tmp_path, {"t.liquid": page(body)})
+    assert both(s, "t", None, a=AT, b=paris) == "23:05 UTC|00:05 CET|23:05"
+    assert both(s, "t", None, a=paris, b=AT) == "00:05 CET|23:05 UTC|00:05"
+
+
+def test_date_reads_text_and_unix_times_as_liquid_does_but_in_utc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    body = (
+        "<p>{{ t | date: '%Y-%m-%d %H:%M' }}|{{ digits | date: '%H:%M' }}|"
+        "{{ iso | date: '%H:%M %Z' }}|"
+        "{{ text | date: '%d %B %Y' }}|{{ junk | date: '%d' }}|{{ nil | date: '%d' }}|"
+        "{{ none | date: 'long' }}</p>"
+    )
+    s = store(tmp_path, {"t.liquid": page(body)})
+    values = {
+        "t": 1_700_000_000,
+        "digits": "1700000000",
+        "iso": "2026-03-01T10:00:00+02:00",
+        "text": "March 5, 2026",
+        "junk": "soon",
+        "nil": None,
+        "none": None,
+    }
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # the machine's zone changes nothing
+    time.tzset()
+    try:
+        got = both(s, "t", None, **values)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert got == "2023-11-14 22:13|22:13|10:00 UTC+02:00|05 March 2026|soon||"
+
+
+def test_date_of_something_else_names_the_template_and_line(tmp_path: Path) -> None:
+    s = store(tmp_path, {"t.liquid": page("<p>Hi</p>\n<p>{{ d | date: 'long' }}</p>")})
+    with pytest.raises(RenderError, match="date expects a date or time, got a dict") as err:
+        render(s.get("t"), build_context(CUSTOMER, {"d": {"email": "ann@x.org"}}))
+    assert (err.value.template, err.value.line) == ("t.liquid", 5)
+    assert "ann@x.org" not in str(err.value)
+
+
+def test_no_personify_filter_uses_liquids_date_parser() -> None:
+    """python-liquid's ``_to_date`` (behind its ``date`` filter) caches by equality; every
+    filter Personify's environments have that reads dates is Personify's own."""
+    import re
+
+    import liquid.builtin.filters.misc as liquid_misc
+
+    from personify.messages.liquid_env import html_environment, text_environment
+
+    src = Path(__file__).resolve().parents[3] / "src" / "personify"
+    uses = re.compile(r"(?<!\w)_to_date(?!\w)|filters\.misc")
+    users = [p for p in src.rglob("*.py") if uses.search(p.read_text(encoding="utf-8"))]
+    assert users == []
+    for env in (html_environment(), text_environment()):
+        assert env.filters["date"] is not liquid_misc.date
+        for func in env.filters.values():
+            assert getattr(func, "__globals__", {}).get("_to_date") is not liquid_misc._to_date

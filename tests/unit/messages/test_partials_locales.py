@@ -297,15 +297,26 @@ def test_an_error_in_a_variant_names_the_variants_file(tmp_path: Path) -> None:
 
 
 def _one(tmp_path: Path, body: str, customer: dict[str, object], **variables: object) -> str:
-    s = store(tmp_path, {"t.liquid": page(f"<p>{body}</p>", "x")})
-    return render(s.get("t"), build_context(customer, variables)).text.strip()
+    """``body`` rendered for ``customer`` from ``t.liquid``, or from its French or German
+    version (the same body) when the customer's language is one of those."""
+    files = {f"t{v}.liquid": page(f"<p>{body}</p>", "x") for v in ("", ".fr", ".de")}
+    s = store(tmp_path, files)
+    locale = customer_locale(customer)
+    return render(s.get("t", locale), build_context(customer, variables)).text.strip()
 
 
 @pytest.mark.parametrize(
     ("locale", "expected"),
-    [(None, "€52.00"), ("en", "€52.00"), ("fr", "52,00\xa0€"), ("de-DE", "52,00\xa0€")],
+    [
+        (None, "€52.00"),
+        ("en", "€52.00"),
+        ("fr", "52,00\xa0€"),
+        ("de-DE", "52,00\xa0€"),
+        ("de-AT", "€\xa052,00"),  # the German version, in the customer's Austrian way
+        ("it", "€52.00"),  # no Italian version: the English one's, written in English
+    ],
 )
-def test_currency_is_written_the_recipients_way(
+def test_currency_is_written_in_the_emails_language(
     tmp_path: Path, locale: str | None, expected: str
 ) -> None:
     customer = {**CUSTOMER, "locale": locale}
@@ -327,6 +338,9 @@ def test_date_styles_are_localized_and_strftime_is_unchanged(tmp_path: Path) -> 
     text = "{{ at | date: '%d/%m/%Y' }}|{{ at | date: 'medium' }}|{{ day | date: 'long' }}"
     got = _one(tmp_path, text, paris, at=at, day=dt.date(2026, 3, 1))
     assert got == "01/03/2026|1 mars 2026, 15:05:00|1 mars 2026"  # Paris is UTC+1 in March
+    italian = {**paris, "locale": "it"}  # no Italian version: English words, Paris time
+    got = _one(tmp_path / "it", text, italian, at=at, day=dt.date(2026, 3, 1))
+    assert got == "01/03/2026|Mar 1, 2026, 3:05:00\u202fPM|March 1, 2026"
     english = _one(tmp_path / "en", "{{ at | date: 'medium' }}", CUSTOMER, at=at)
     assert english == "Mar 1, 2026, 2:05:00\u202fPM"
     assert _one(tmp_path / "s", "{{ '2026-03-01' | date: 'short', 'de' }}", CUSTOMER) == "01.03.26"
@@ -348,9 +362,10 @@ def test_now_and_today_are_the_pinned_instant_not_the_wall_clock(tmp_path: Path)
         (None, "15%|12.5%", "€5.00"),
         ("fr", "15\xa0%|12,5\xa0%", "5,00\xa0€"),
         ("de-CH", "15%|12.5%", "EUR\xa05.00"),
+        ("sv", "15%|12.5%", "€5.00"),  # no Swedish version: the English one's
     ],
 )
-def test_discount_amount_is_what_a_code_takes_off_the_recipients_way(
+def test_discount_amount_is_what_a_code_takes_off_in_the_emails_language(
     tmp_path: Path, locale: str | None, percent: str, amount: str
 ) -> None:
     customer = {**CUSTOMER, "locale": locale}
@@ -406,14 +421,17 @@ def test_a_discounts_expiry_prints_as_before_and_dates_in_any_language(tmp_path:
         "<p>{{ d.expires_at | date: 'long' }}</p>"
     )
     subject = '"{{ d | discount_amount }} {{ d.expires_at }}"'
-    s = store(tmp_path, {"t.liquid": page(body, subject), "t.mjml": LAYOUT})
+    s = store(
+        tmp_path,
+        {"t.liquid": page(body, subject), "t.fr.liquid": page(body, subject), "t.mjml": LAYOUT},
+    )
     paris = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
     for customer, expected in (
         (paris, ["08 December 2026|08/12|2026-12-09", "15\xa0% 9 décembre 2026"]),
         (CUSTOMER, ["08 December 2026|08/12|2026-12-09", "15% December 9, 2026"]),
     ):
         context = build_context(customer, {"d": discount})
-        template = s.get("t")
+        template = s.get("t", customer_locale(customer))
         assert template.plan is not None and template.plan.compiled is not None  # fast path
         fast, reference = render(template, context), render_reference(template, context)
         assert (fast.subject, fast.text) == (reference.subject, reference.text)
@@ -421,17 +439,19 @@ def test_a_discounts_expiry_prints_as_before_and_dates_in_any_language(tmp_path:
             assert line in fast.text, fast.text
         # (its HTML differs in spelling only — &nbsp; — as the plan's own check says)
         assert template.plan.trusted and not template.plan.dropped
-    instant = render(s.get("t"), build_context(paris, {"d": discount})).text
+    instant = render(s.get("t", "fr"), build_context(paris, {"d": discount})).text
     assert "9 décembre 2026, 00:30:00" in instant  # the instant, in the customer's zone
 
 
 def test_the_projects_default_locale_writes_for_customers_without_one(tmp_path: Path) -> None:
     s = store(tmp_path, {"t.liquid": page("<p>{{ 52 | currency: 'EUR' }}</p>", "x")})
-    s.default_locale = "fr"
+    s.default_locale = "de"
     for customer, expected in (
         (CUSTOMER, "52,00\xa0€"),  # none: the project's
-        ({**CUSTOMER, "locale": "en-GB"}, "€52.00"),  # their own wins
-        ({**CUSTOMER, "locale": "xx"}, "52,00\xa0€"),  # one Babel does not know: the project's
+        ({**CUSTOMER, "locale": "de-AT"}, "€\xa052,00"),  # of that language: their own way
+        ({**CUSTOMER, "locale": "en-GB"}, "52,00\xa0€"),  # another: the email's (German)
+        ({**CUSTOMER, "locale": "de-ZZ"}, "52,00\xa0€"),  # one Babel does not know: German
+        ({**CUSTOMER, "locale": "xx"}, "52,00\xa0€"),
     ):
         assert render(s.get("t"), build_context(customer)).text.strip() == expected
 

@@ -178,8 +178,9 @@ def render_command(
     A template with locale variants (templates/NAME.fr.liquid, NAME.fr-CA.liquid) renders the
     one the customer's locale chooses (exact locale, then language, then NAME.liquid); the file
     rendered is shown on stderr (with --json: "template_file" and "locale"). Their filters write
-    in the customer's language: currency, date: 'long', and discount_amount for the journey's
-    discount ({{ discount | discount_amount }}: 15 %; its last day: discount.expires_on)."""
+    in the template's language (numbers the customer's way when it is theirs: fr-CA): currency,
+    date: 'long', and discount_amount for the journey's discount
+    ({{ discount | discount_amount }}: 15 %; its last day: discount.expires_on)."""
     from personify import clock
     from personify.journeys.preview import describe, render_preview, verdict
     from personify.messages import read_customer
