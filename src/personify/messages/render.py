@@ -209,7 +209,8 @@ def _localized(template: Template, context: Mapping[str, Any]) -> Mapping[str, A
     project's ``email.default_locale``) — once: a context already done is kept."""
     if TEMPLATE_LOCALE in context:
         return context
-    return localize(context, template.variant or getattr(template.body.env, "default_locale", None))
+    default = getattr(template.body.env, "default_locale", None)
+    return localize(context, template.language or default)
 
 
 def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:

@@ -84,6 +84,13 @@ class Template:
         """The body's file name, as errors name it: ``welcome.liquid``, ``welcome.fr.liquid``."""
         return f"{self.name}.{self.variant}.liquid" if self.variant else f"{self.name}.liquid"
 
+    @property
+    def language(self) -> str:
+        """The locale the template is written in, as its file says: its variant's, else its
+        name's suffix when it names a language version itself (``get('welcome.fr')``); ``""``
+        for a default ``NAME.liquid`` (written in ``email.default_locale``)."""
+        return self.variant or _variant_of(self.name)[1]
+
 
 def _front_matter(text: str) -> tuple[dict[str, Any], str, int]:
     if not text.startswith("---"):

@@ -347,3 +347,19 @@ def test_no_personify_filter_uses_liquids_date_parser() -> None:
         assert env.filters["date"] is not liquid_misc.date
         for func in env.filters.values():
             assert getattr(func, "__globals__", {}).get("_to_date") is not liquid_misc._to_date
+
+
+def test_a_language_version_asked_for_by_its_file_name_writes_its_language(
+    tmp_path: Path,
+) -> None:
+    """``personify render welcome.fr`` (a preview of that file) writes in French whoever it is
+    rendered for, as the version a French customer gets does."""
+    body = "<p>{{ at | date: 'long' }}|{{ 52 | currency: 'EUR' }}|{{ at | date: '%B' }}</p>"
+    s = store(tmp_path, {"t.liquid": page(body), "t.fr.liquid": page(body)})
+    assert (s.get("t.fr").language, s.get("t", "fr-CA").language, s.get("t").language) == (
+        "fr",
+        "fr",
+        "",
+    )
+    got = render(s.get("t.fr"), build_context(CUSTOMER, {"at": AT})).text.strip()
+    assert got == "1 mars 2026, 23:05:00 TU|52,00\xa0€|mars"  # (TU: French for UTC)
