@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 import re
@@ -391,14 +392,18 @@ def instant(value: object) -> dt.datetime | None:
             return None
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
+    today = clock.now().replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    return _text_instant(str(value).strip(), today)
+
+
+@functools.lru_cache(maxsize=256)  # (text is itself: equal texts read as the same instant)
+def _text_instant(text: str, today: dt.datetime) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(text)
     except ValueError:
         pass
-    midnight = clock.now().replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     try:
-        found = dateutil.parser.parse(text, default=midnight)
+        found = dateutil.parser.parse(text, default=today)
     except (ValueError, OverflowError):  # (dateutil's ParserError is a ValueError)
         return None
     return found if isinstance(found, dt.datetime) else None

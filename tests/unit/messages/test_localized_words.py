@@ -320,6 +320,10 @@ def test_date_reads_text_and_unix_times_as_liquid_does_but_in_utc(
         monkeypatch.delenv("TZ")
         time.tzset()
     assert got == "2023-11-14 22:13|22:13|10:00 UTC+02:00|05 March 2026|soon||"
+    from personify import clock
+
+    with clock.frozen("2031-07-14T20:30:00Z"):  # a year not written: the run's (--now)
+        assert both(s, "t", None, **{**values, "text": "March 5"}).split("|")[3] == "05 March 2031"
 
 
 def test_date_of_something_else_names_the_template_and_line(tmp_path: Path) -> None:
