@@ -447,6 +447,28 @@ def test_arithmetic_gives_one_answer_on_every_engine(warehouse: Warehouse) -> No
     assert [r[1] for r in rows] == [pytest.approx(11 / 3)] * 3
 
 
+def test_averages_of_intervals_and_rounded_subqueries(warehouse: Warehouse) -> None:
+    # an AVG of intervals is not cast to DOUBLE (both engines refused the cast: the average
+    # time between two dates failed), and ROUND of a subquery rounds inside it (written once)
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": c, "created_at": NOW - timedelta(days=d), "last_seen": NOW, **score}
+            for c, d, score in (
+                ("a", 3, {"engagement_score": 2.5}),
+                ("b", 1, {"engagement_score": -2.5}),
+            )
+        ],
+    )
+    sql = (
+        "SELECT AVG(last_seen - created_at) = INTERVAL '2 days' AS mean, "
+        "ROUND((SELECT engagement_score FROM customers WHERE customer_id = 'a')) AS up, "
+        "ROUND((SELECT MIN(engagement_score) AS s FROM customers), 0) AS down "
+        "FROM customers"
+    )
+    assert run_user_query(warehouse, sql, dialect="duckdb").rows == [(True, 3, -3)]
+
+
 def test_integer_division_of_columns_the_schema_does_not_type(warehouse: Warehouse) -> None:
     # a table of the team's own (relations:): sqlglot cannot know its columns are integers, so
     # DuckDB decides when it runs; a zero divisor is NULL there too

@@ -16,9 +16,15 @@ both compute alike.
   ``r(x / 10^-n) * 10^-n``), where ``r(v) = TRUNC(v) + SIGN(v) * FLOOR(2 * ABS(v - TRUNC(v)))``:
   operations both engines compute exactly (on DECIMALs) or IEEE-identically (on DOUBLEs): a
   DOUBLE 2.675 times 100 is 267.5, and rounds to 2.68 on both.
+  ``x`` is written once in the rewrite when it holds a subquery (its cost, not four times that):
+  ``ROUND((SELECT AVG(total) FROM orders …), 2)`` rounds inside the subquery, and any other
+  ``x`` with a subquery is left as each engine rounds it.
 - **AVG is a DOUBLE**: DuckDB's ``avg`` of integers and decimals is a DOUBLE, PostgreSQL's a
   NUMERIC, which then rounds as a decimal (``CAST(AVG(x) AS INT)`` of 2.5 is 3 as a NUMERIC, 2
-  as a DOUBLE on both engines): it is cast to DOUBLE (not an average of dates or intervals).
+  as a DOUBLE on both engines): an average of numbers is cast to DOUBLE — the types read from
+  the schema (:func:`~personify.warehouse.division.annotated`); an average of intervals (``AVG(
+  last_seen - created_at)``), or of what the schema does not type (a ``relations:`` column),
+  is left as written.
 
 Left as the engines do it (the same on both): ``%`` of negatives (the dividend's sign: -7 % 3
 is -1), ``SUM`` of integers (no overflow: a BIGINT sum is a HUGEINT on DuckDB, a NUMERIC on
@@ -29,18 +35,16 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-_TEMPORAL = (*exp.DataType.TEMPORAL_TYPES, exp.DataType.Type.INTERVAL)
+from personify.warehouse.division import annotated
 
 
-def portable(query: exp.Query) -> exp.Query:
+def portable(query: exp.Query, dialect: str) -> exp.Query:
     """``query`` with its divisions, ``ROUND``s and ``AVG``s rewritten (in place) to give one
     answer on every engine. Run after :func:`~personify.warehouse.division.type_divisions`:
     a divisor's annotated type is kept on the ``NULLIF`` that wraps it."""
     for node in list(query.find_all(exp.Div, exp.IntDiv, exp.Mod)):
         _null_for_zero(node)
-    for avg in list(query.find_all(exp.Avg)):
-        if _temporal(avg.this):
-            continue
+    for avg in _averages_of_numbers(query, dialect):
         whole: exp.Expr = avg  # AVG(x) FILTER (WHERE …) OVER (…): cast as a whole
         while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
             whole = whole.parent
@@ -69,9 +73,21 @@ def _null_for_zero(node: exp.Expr) -> None:
     node.set("expression", guarded)
 
 
-def _temporal(node: exp.Expr | None) -> bool:
-    kind = node.type if node is not None else None
-    return kind is not None and kind.is_type(*_TEMPORAL)
+def _averages_of_numbers(query: exp.Query, dialect: str) -> list[exp.Avg]:
+    """The query's ``AVG``s whose argument the schema types as a number (an AVG of an interval
+    cast to DOUBLE fails on both engines)."""
+    averages = list(query.find_all(exp.Avg))
+    if not averages:
+        return []
+    copy = annotated(query, dialect)
+    known = list(copy.find_all(exp.Avg)) if copy is not None else []
+    if len(known) != len(averages):
+        return []
+    return [
+        mine
+        for mine, typed in zip(averages, known, strict=True)
+        if typed.this.type is not None and typed.this.type.is_type(*exp.DataType.NUMERIC_TYPES)
+    ]
 
 
 def _decimals(node: exp.Round) -> int | None:
@@ -93,6 +109,8 @@ def _half_away(node: exp.Round) -> exp.Expr | None:
     n = _decimals(node)
     if n is None or abs(n) > 18 or isinstance(node.this, exp.Null):
         return None
+    if node.this.find(exp.Query) is not None:
+        return _inside(node.this, n)
     x = exp.paren(node.this.copy(), copy=False)
     scale = exp.Literal.number(10 ** abs(n))
     if n > 0:
@@ -107,6 +125,29 @@ def _half_away(node: exp.Round) -> exp.Expr | None:
     if n < 0:
         return exp.paren(exp.Mul(this=rounded, expression=scale.copy()), copy=False)
     return rounded
+
+
+def _inside(x: exp.Expr, n: int) -> exp.Expr | None:
+    """``ROUND((SELECT v FROM …), n)`` as ``(SELECT <v rounded> FROM …)``: the rewrite writes
+    ``x`` four times, which for a subquery is four subqueries run (a segment over a million
+    customers took four times as long). None (left as written) for another ``x`` holding one."""
+    while isinstance(x, exp.Paren):
+        x = x.this
+    if not (isinstance(x, exp.Subquery) and isinstance(x.this, exp.Select)):
+        return None
+    select = x.this
+    if len(select.expressions) != 1 or select.args.get("distinct"):
+        return None  # (rounding before DISTINCT could make two rows one)
+    value = select.expressions[0]
+    inner = value.this if isinstance(value, exp.Alias) else value
+    if isinstance(inner, exp.Star):
+        return None
+    decimals = exp.Literal.number(n) if n else None
+    rounded = _half_away(exp.Round(this=inner.copy(), decimals=decimals))
+    if rounded is None:
+        return None
+    inner.replace(rounded)
+    return x.copy()
 
 
 def _round_half_away(v: exp.Expr) -> exp.Expr:

@@ -44,14 +44,10 @@ def _schema() -> MappingSchema:
     return schema
 
 
-def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
-    """``query`` (in ``dialect``) with the operand types of its typed divisions annotated, in
-    place; nothing to do for dialects whose ``/`` always divides as floats."""
-    if not Dialect.get_or_raise(dialect).TYPED_DIVISION:
-        return query
-    divisions = [d for d in query.find_all(exp.Div) if d.args.get("typed")]
-    if not divisions:
-        return query
+def annotated(query: exp.Query, dialect: str) -> exp.Query | None:
+    """A qualified copy of ``query`` (in ``dialect``) with sqlglot's types, the columns' read
+    from the warehouse's schema (a column it does not know, of a ``relations:`` table, is
+    UNKNOWN); None when sqlglot cannot type it. Its nodes come in the order of the query's."""
     try:
         schema = _schema()
         copy = qualify(
@@ -61,11 +57,24 @@ def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
             validate_qualify_columns=False,
             quote_identifiers=False,
         )
-        typed = [d for d in annotate_types(copy, schema=schema).find_all(exp.Div)]
-    except Exception as e:  # a query sqlglot cannot type keeps its divisions as they are
-        log.debug("cannot type the divisions of %s: %s", query.sql(dialect), e)
+        return annotate_types(copy, schema=schema)
+    except Exception as e:  # a query sqlglot cannot type is left as it is
+        log.debug("cannot type %s: %s", query.sql(dialect), e)
+        return None
+
+
+def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
+    """``query`` (in ``dialect``) with the operand types of its typed divisions annotated, in
+    place; nothing to do for dialects whose ``/`` always divides as floats."""
+    if not Dialect.get_or_raise(dialect).TYPED_DIVISION:
         return query
-    typed = [d for d in typed if d.args.get("typed")]
+    divisions = [d for d in query.find_all(exp.Div) if d.args.get("typed")]
+    if not divisions:
+        return query
+    copy = annotated(query, dialect)
+    if copy is None:
+        return query
+    typed = [d for d in copy.find_all(exp.Div) if d.args.get("typed")]
     if len(typed) == len(divisions):
         for mine, known in zip(divisions, typed, strict=True):
             mine.left.type = _as_dialect_types(known.left, dialect)

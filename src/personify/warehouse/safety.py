@@ -401,4 +401,4 @@ def check_select(
     strip_comments(stmt)
     complete_units(stmt, dialect)  # MySQL's TIMESTAMPDIFF counts whole days, not midnights
     type_divisions(stmt, dialect)  # 3 / 2 = 1 in PostgreSQL, on DuckDB too
-    return portable(stmt)  # x / 0 is NULL, ROUND(2.5) is 3, AVG a DOUBLE: on every engine
+    return portable(stmt, dialect)  # x / 0 is NULL, ROUND(2.5) is 3, AVG a DOUBLE: on every engine
