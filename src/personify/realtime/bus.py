@@ -65,6 +65,10 @@ FETCH: Final = 500
 WEBHOOK_FETCH: Final = 20
 """Webhook deliveries a worker takes at once (each is stored in a transaction of its own: a
 small batch is done well within ``ack_wait``)."""
+ALIASES_HEADER: Final = "Personify-Webhook-Aliases"
+"""The header of a webhook message giving its delivery's other ids (a JSON list), outside the
+message so that workers of an earlier version, which unpack exactly four fields, read it too."""
+
 MAX_ACK_PENDING: Final = 100_000
 """Messages of a consumer (all its workers) delivered and not yet acked: stored and waiting for
 their pass, or being stored. At the limit JetStream delivers no more until acks come. Two full
@@ -266,11 +270,12 @@ class Publisher:
         had it already (a resend inside the duplicate window)."""
         return self._loop.submit(self._publish(rows, held))
 
-    async def _publish_webhook(self, message: Sequence[Any]) -> bool:
+    async def _publish_webhook(self, message: Sequence[Any], aliases: Sequence[str]) -> bool:
+        headers = {"Nats-Msg-Id": webhook_message_id(str(message[0]), str(message[1]))}
+        if aliases:
+            headers[ALIASES_HEADER] = msgspec.json.encode(list(aliases)).decode()
         ack = await self._js.publish(
-            self.settings.webhook_subject,
-            encode(message),
-            headers={"Nats-Msg-Id": webhook_message_id(str(message[0]), str(message[1]))},
+            self.settings.webhook_subject, encode(message), headers=headers
         )
         return bool(ack.duplicate)
 
@@ -282,15 +287,15 @@ class Publisher:
         body: bytes,
         aliases: Sequence[str] = (),
     ) -> Future[bool]:
-        """Publish a verified webhook delivery — ``(source, delivery_id, signed_at, body)``,
-        then its ``aliases`` when it has any (other ids it may have been stored under: a
-        Shopify delivery's webhook id, :class:`~personify.sources.webhooks.Verified`); the
-        future gives whether JetStream had it already (the sender's retry, to this or another
-        ingest process)."""
-        message: tuple[Any, ...] = (source, delivery_id, signed_at, body)
-        if aliases:  # (only then: a worker of an earlier version reads four fields)
-            message += (list(aliases),)
-        return self._loop.submit(self._publish_webhook(message))
+        """Publish a verified webhook delivery ``(source, delivery_id, signed_at, body)``, its
+        ``aliases`` (other ids it may have been stored under: a Shopify delivery's webhook id,
+        :class:`~personify.sources.webhooks.Verified`) in a header, :data:`ALIASES_HEADER`
+        — a worker of an earlier version reads four fields and fails on a fifth, so a
+        Shopify delivery published by an upgraded ingest process would have been quarantined
+        there after its retries; the future gives whether JetStream had it already (the
+        sender's retry, to this or another ingest process)."""
+        message = (source, delivery_id, signed_at, body)
+        return self._loop.submit(self._publish_webhook(message, tuple(aliases)))
 
     def publish_synced(self, source: str, since: Any) -> Future[Any]:
         """Tell the workers that a sync of ``source`` stored rows since ``since`` (a scheduled
@@ -360,6 +365,21 @@ async def consumer_pending(js: Any, settings: BusSettings, durable: str = "worke
     except nats.js.errors.NotFoundError:
         return 0
     return int(info.num_pending) + int(info.num_ack_pending)
+
+
+def with_aliases(message: tuple[Any, ...], headers: Any) -> tuple[Any, ...]:
+    """A webhook message ``(source, delivery_id, signed_at, body)`` with the aliases its
+    :data:`ALIASES_HEADER` carries as a fifth field (as it is when it has none, or one that is
+    not a JSON list of ids: the delivery is still stored, checked under its own id)."""
+    raw = (headers or {}).get(ALIASES_HEADER)
+    if not raw or len(message) != 4:
+        return message
+    try:
+        aliases = msgspec.json.decode(raw, type=list[str])
+    except msgspec.DecodeError:
+        log.warning("a webhook message's %s header is not a JSON list of ids", ALIASES_HEADER)
+        return message
+    return (*message, aliases)
 
 
 def webhook_message_id(source: str, delivery_id: str) -> str:
@@ -573,6 +593,7 @@ class Consumer:
             except Exception as e:
                 await self._give_up(m, None, "undecodable", e)
                 continue
+            message = with_aliases(message, m.headers)
             try:
                 applied = await asyncio.to_thread(self.handle_webhook, message)
             except Exception as e:  # unacked: redelivered after ack_wait

@@ -20,9 +20,11 @@ from personify.ingest.tracking.normalize import EPOCH, EVENT_COLUMNS, Inputs, no
 from personify.ingest.tracking.replay import entries, replay
 from personify.ingest.tracking.store import store
 from personify.realtime.bus import (
+    ALIASES_HEADER,
     MAX_STORE_DELIVERIES,
     Consumer,
     Publisher,
+    decode,
     parse_bus_url,
 )
 from personify.session import Session
@@ -179,3 +181,30 @@ def test_an_unstorable_event_is_replayed_once_the_cause_is_fixed(
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def test_a_webhook_delivery_keeps_four_fields_and_its_aliases_ride_in_a_header(
+    stream: str,  # noqa: F811
+) -> None:
+    """A worker of an earlier version unpacks exactly ``(source, delivery_id, signed_at,
+    body)``: a fifth field (a Shopify delivery's webhook id) failed every Shopify delivery there
+    until it was quarantined, during a rolling upgrade. The aliases go in a header; this
+    version's worker hands them to its handler as a fifth field."""
+    settings = parse_bus_url(f"{NATS}?stream={stream}&ack_wait=1", "t")
+    publisher = Publisher(settings)
+    publisher.publish_webhook("shop", "orders/create:ev-1", None, b"{}", ("w-1",)).result(10)
+    publisher.publish_webhook("shop", "d-2", None, b"{}").result(10)
+    raw = [publisher._loop.run(publisher._js.get_msg(stream, seq=n)) for n in (1, 2)]
+    name, delivery_id, signed_at, body = decode(raw[0].data)  # (as an earlier worker reads it)
+    assert (name, delivery_id, body) == ("shop", "orders/create:ev-1", b"{}")
+    assert json.loads(raw[0].headers[ALIASES_HEADER]) == ["w-1"]
+    assert len(decode(raw[1].data)) == 4 and ALIASES_HEADER not in (raw[1].headers or {})
+    seen: list[tuple[Any, ...]] = []
+    consumer = Consumer(settings, Store(), handle_webhook=seen.append)
+    try:
+        assert until(lambda: len(seen) == 2)
+        by_id = {m[1]: tuple(m[2:]) for m in seen}
+        assert by_id == {"orders/create:ev-1": (None, b"{}", ["w-1"]), "d-2": (None, b"{}")}
+    finally:
+        consumer.close()
+        publisher.close()
