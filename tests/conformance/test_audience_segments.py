@@ -469,6 +469,32 @@ def test_averages_of_intervals_and_rounded_subqueries(warehouse: Warehouse) -> N
     assert run_user_query(warehouse, sql, dialect="duckdb").rows == [(True, 3, -3)]
 
 
+def test_a_postgres_sum_of_bigints_divides_as_a_numeric_in_a_window_too(
+    warehouse: Warehouse,
+) -> None:
+    # PostgreSQL's SUM of BIGINTs is a NUMERIC as a window, with FILTER or in COALESCE too:
+    # 9 / 2 is 4.5 there (DuckDB divided those as integers: 4)
+    load_customers(
+        warehouse,
+        [
+            {"customer_id": "a", "order_count": 7, "open_tickets": 2},
+            {"customer_id": "b", "order_count": 2, "open_tickets": 0},
+        ],
+    )
+    sql = (
+        "SELECT customer_id, SUM(order_count) OVER () / COUNT(*) OVER () AS w, "
+        "SUM(order_count) FILTER (WHERE open_tickets >= 0) OVER () / 2 AS f, "
+        "order_count / 2 AS i FROM customers ORDER BY 1"
+    )
+    rows = run_user_query(warehouse, sql, dialect="postgres").rows
+    assert [(c, float(w), float(f), i) for c, w, f, i in rows] == [
+        ("a", 4.5, 4.5, 3),
+        ("b", 4.5, 4.5, 1),
+    ]
+    mean = "SELECT COALESCE(SUM(order_count), 0) / COUNT(*) FROM customers"
+    assert float(run_user_query(warehouse, mean, dialect="postgres").rows[0][0]) == 4.5
+
+
 def test_integer_division_of_columns_the_schema_does_not_type(warehouse: Warehouse) -> None:
     # a table of the team's own (relations:): sqlglot cannot know its columns are integers, so
     # DuckDB decides when it runs; a zero divisor is NULL there too

@@ -89,15 +89,29 @@ types as a BIGINT: ``SUM(order_count) / COUNT(*)`` is 1.5 there, not 1."""
 
 def _as_dialect_types(operand: exp.Expr, dialect: str) -> exp.DataType | None:
     """The type ``dialect`` gives ``operand`` where sqlglot's annotation says otherwise."""
-    inner = operand.unnest()
-    if (
-        dialect in _NUMERIC_SUMS
-        and isinstance(inner, exp.Sum)
-        and inner.this.type is not None
-        and inner.this.type.is_type(exp.DataType.Type.BIGINT)
-    ):
+    if dialect in _NUMERIC_SUMS and _numeric_sum(operand):
         return exp.DataType.build("DECIMAL")
     return operand.type
+
+
+def _numeric_sum(node: exp.Expr) -> bool:
+    """Whether ``node`` is a NUMERIC in PostgreSQL for holding a ``SUM`` of BIGINTs where
+    sqlglot says BIGINT: the sum itself, or as a window (``SUM(x) OVER ()``), with a ``FILTER``,
+    in ``COALESCE(SUM(x), 0)``, a ``CASE`` or ``+ - *`` (PostgreSQL's NUMERIC wins over its
+    integer operands; ``SUM(x) OVER () / COUNT(*) OVER ()`` was 4 on DuckDB, 4.5 there)."""
+    if isinstance(node, exp.Paren | exp.Window | exp.Filter | exp.Neg):
+        return _numeric_sum(node.this)
+    if isinstance(node, exp.Sum):
+        return node.this.type is not None and node.this.type.is_type(exp.DataType.Type.BIGINT)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        return _numeric_sum(node.left) or _numeric_sum(node.right)
+    if isinstance(node, exp.Coalesce):
+        return any(_numeric_sum(e) for e in (node.this, *node.expressions))
+    if isinstance(node, exp.Case):
+        branches = [i.args["true"] for i in node.args.get("ifs") or ()]
+        default = node.args.get("default")
+        return any(_numeric_sum(b) for b in (*branches, *([default] if default else [])))
+    return False
 
 
 _INTEGER_NAMES: tuple[str, ...] = (
