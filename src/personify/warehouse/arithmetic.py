@@ -140,14 +140,28 @@ def _inside(x: exp.Expr, n: int) -> exp.Expr | None:
         return None  # (rounding before DISTINCT could make two rows one)
     value = select.expressions[0]
     inner = value.this if isinstance(value, exp.Alias) else value
-    if isinstance(inner, exp.Star):
-        return None
+    if isinstance(inner, exp.Star) or (
+        isinstance(value, exp.Alias) and value.alias.lower() in _names_read(select)
+    ):
+        return None  # (its name read in the subquery, by ORDER BY or HAVING: as written)
     decimals = exp.Literal.number(n) if n else None
     rounded = _half_away(exp.Round(this=inner.copy(), decimals=decimals))
     if rounded is None:
         return None
     inner.replace(rounded)
     return x.copy()
+
+
+def _names_read(select: exp.Select) -> set[str]:
+    """The column names ``select`` reads outside its projection (lower-cased)."""
+    names: set[str] = set()
+    for key, arg in select.args.items():
+        if key == "expressions":
+            continue
+        for node in arg if isinstance(arg, list) else [arg]:
+            if isinstance(node, exp.Expr):
+                names |= {c.name.lower() for c in node.find_all(exp.Column)}
+    return names
 
 
 def _round_half_away(v: exp.Expr) -> exp.Expr:
