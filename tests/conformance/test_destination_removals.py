@@ -241,6 +241,26 @@ def test_a_refused_removal_is_kept_and_tried_again(
         assert len(apis.pushed) == 10
 
 
+def test_a_hubspot_read_without_results_removes_nobody(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    # the batch read answered 200 without a body: every key "held by nobody" counted as
+    # archived, and its state was dropped, while HubSpot kept the contacts
+    with session_for(warehouse_url, tmp_path, crm(url)) as session:
+        customers(session, 10)
+        push(session)
+        leave(session, *range(10))
+        apis.read_answers_nothing = True
+        refused = push(session, allow_removals=True)
+        assert refused["error"] is None
+        assert refused["counts"]["rows_removed"] == 0
+        assert refused["counts"]["rows_remove_rejected"] == 10
+        assert apis.archives == 0 and len(apis.pushed) == 10
+        apis.read_answers_nothing = False
+        again = push(session, allow_removals=True)
+        assert again["counts"]["rows_removed"] == 10 and apis.pushed == {}
+
+
 def test_hubspot_207_rejects_only_the_records_it_names(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
 ) -> None:

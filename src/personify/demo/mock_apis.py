@@ -166,6 +166,8 @@ class MockApis:
     ``errors[].context.ids`` and takes the others (default: one bad input refuses all, 400)."""
     refuse_archive: frozenset[str] = frozenset()
     """Ids whose archive HubSpot refuses (a 207 ``errors`` entry naming them)."""
+    read_answers_nothing: bool = False
+    """HubSpot's batch read answers 200 with an empty body (as a proxy or an outage page might)."""
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     """``/generic/records``: id → record."""
     issued: dict[str, float] = field(default_factory=dict)
@@ -402,6 +404,8 @@ class MockApis:
         inputs = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
             return _error(400, "inputs must hold 1 to 100 objects")
+        if self.read_answers_nothing:
+            return Response(status_code=200)
         prop = body.get("idProperty")
         wanted = [str(one.get("id", "")) for one in inputs if isinstance(one, dict)]
         with self.lock:

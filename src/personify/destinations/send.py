@@ -165,8 +165,12 @@ def _remove(
         try:
             if by_record_id:  # (HubSpot archives by its record ids: read them by the keys)
                 counts["requests"] += 1
-                read = client.send("POST", HUBSPOT_READ, json=hubspot_read(d, keys))
-                found = hubspot_ids(d, _json(read), keys)
+                read = _json(client.send("POST", HUBSPOT_READ, json=hubspot_read(d, keys)))
+                if not (isinstance(read, dict) and isinstance(read.get("results"), list)):
+                    # (not HubSpot's answer: a key it holds none by would count as removed)
+                    refuse(rows, "HubSpot's batch read of their record ids answered no results")
+                    return
+                found = hubspot_ids(d, read, keys)
                 gone = [h for i, (h, _, _) in enumerate(rows) if i not in found]
                 acks.remove(gone)  # (HubSpot holds none by that key: removed already)
                 counts[removed] += len(gone)
