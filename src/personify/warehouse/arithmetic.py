@@ -19,6 +19,8 @@ both compute alike.
   ``x`` is written once in the rewrite when it holds a subquery (its cost, not four times that):
   ``ROUND((SELECT AVG(total) FROM orders …), 2)`` rounds inside the subquery, and any other
   ``x`` with a subquery is left as each engine rounds it.
+  ``ROUND`` of an integer (``n`` ≥ 0, typed from the schema) is left as written: the integer
+  itself on both engines, still an integer.
 - **AVG is a DOUBLE**: DuckDB's ``avg`` of integers and decimals is a DOUBLE, PostgreSQL's a
   NUMERIC, which then rounds as a decimal (``CAST(AVG(x) AS INT)`` of 2.5 is 3 as a NUMERIC, 2
   as a DOUBLE on both engines): an average of numbers is cast to DOUBLE — the types read from
@@ -44,6 +46,7 @@ def portable(query: exp.Query, dialect: str) -> exp.Query:
     a divisor's annotated type is kept on the ``NULLIF`` that wraps it."""
     for node in list(query.find_all(exp.Div, exp.IntDiv, exp.Mod)):
         _null_for_zero(node)
+    whole_numbers = {id(r) for r in _rounds_of_integers(query, dialect)}
     for avg in _averages_of_numbers(query, dialect):
         whole: exp.Expr = avg  # AVG(x) FILTER (WHERE …) OVER (…): cast as a whole
         while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
@@ -54,6 +57,8 @@ def portable(query: exp.Query, dialect: str) -> exp.Query:
         whole.replace(exp.cast(whole.copy(), exp.DataType.build("DOUBLE")))
     # innermost first (a descendant comes after its ancestor depth-first): ROUND(ROUND(x, 2))
     for rounding in reversed(list(query.find_all(exp.Round, bfs=False))):
+        if id(rounding) in whole_numbers:
+            continue  # ROUND(an integer, n ≥ 0) is the integer on both engines, its type kept
         rounded = _half_away(rounding)
         if rounded is not None:
             rounding.replace(rounded)
@@ -87,6 +92,26 @@ def _averages_of_numbers(query: exp.Query, dialect: str) -> list[exp.Avg]:
         mine
         for mine, typed in zip(averages, known, strict=True)
         if typed.this.type is not None and typed.this.type.is_type(*exp.DataType.NUMERIC_TYPES)
+    ]
+
+
+def _rounds_of_integers(query: exp.Query, dialect: str) -> list[exp.Round]:
+    """The query's ``ROUND(x[, n ≥ 0])`` whose ``x`` the schema types as an integer: nothing to
+    round, and rewritten they would turn an integer trait into a DOUBLE (``3.0``)."""
+    rounds = list(query.find_all(exp.Round))
+    if not rounds:
+        return []
+    copy = annotated(query, dialect)
+    known = list(copy.find_all(exp.Round)) if copy is not None else []
+    if len(known) != len(rounds):
+        return []
+    return [
+        mine
+        for mine, typed in zip(rounds, known, strict=True)
+        if (_decimals(mine) or 0) >= 0
+        and _decimals(mine) is not None
+        and typed.this.type is not None
+        and typed.this.type.is_type(*exp.DataType.INTEGER_TYPES)
     ]
 
 
