@@ -118,6 +118,12 @@ class UnsafeQueryError(WarehouseError, Terminal):
         self.col = col
 
 
+class QueryTimeout(UnsafeQueryError):
+    """A statement ran longer than its timeout and was stopped (the backends'
+    ``execute_limited`` and ``run_readonly``): a failure of the query's cost on this data, not
+    of its text."""
+
+
 class MigrationError(WarehouseError, Terminal):
     """The warehouse schema could not be created or upgraded."""
 

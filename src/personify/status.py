@@ -263,11 +263,18 @@ def status_report(session: Session) -> dict[str, Any]:
 def _segments_failing(wh: Warehouse) -> list[dict[str, Any]]:
     """The segments whose last refresh failed — by ``personify run``, ``personify segments
     refresh`` or the real-time path — and kept their memberships: name, file, when
-    (``--now``), the error (masked)."""
+    (``--now``), what failed (``kind``: sql, cap, timeout, real-time-timeout), the error
+    (masked)."""
     from personify.audiences.memberships import failing_segments
 
     return [
-        {"segment": f.segment, "file": f.file, "failed_at": _iso(f.failed_at), "error": f.error}
+        {
+            "segment": f.segment,
+            "file": f.file,
+            "failed_at": _iso(f.failed_at),
+            "kind": f.kind,
+            "error": f.error,
+        }
         for f in failing_segments(wh)
     ]
 

@@ -179,6 +179,7 @@ def test_segments_refresh_isolates_a_broken_segment_as_the_run_does(
             "segment": "buyers",
             "file": "segments/buyers.sql",
             "failed_at": later.isoformat(),
+            "kind": "sql",
             "error": problem,
         }
         # the run's audiences stage records (and the run reports) the same words

@@ -180,14 +180,16 @@ def test_segments_refresh_reports_a_broken_segment_and_exits_1(project_dir: Path
     assert as_json.returncode == 1
     document = json.loads(as_json.stdout)
     assert [r["segment"] for r in document["refreshed"]] == ["high_value_recent"]
-    assert document["failed"] == [{"segment": "typo", "file": "segments/typo.sql"}]
+    assert document["failed"] == [{"segment": "typo", "file": "segments/typo.sql", "kind": "sql"}]
     (error,) = document["errors"]
     assert error.startswith("segments/typo.sql: segment 'typo' failed on the warehouse: ")
 
     status = personify("status", *p)
-    assert "segment failing since 2026-05-15T12:00:00+00:00: segments/typo.sql" in status.stdout
+    assert (
+        "segment failing since 2026-05-15T12:00:00+00:00 (sql): segments/typo.sql" in status.stdout
+    )
     failing = personify_json("status", *p)["segments_failing"]
-    assert [(f["segment"], f["error"]) for f in failing] == [("typo", error)]
+    assert [(f["segment"], f["kind"], f["error"]) for f in failing] == [("typo", "sql", error)]
 
     typo.write_text("-- name: typo\nSELECT customer_id FROM customers WHERE order_count > 1\n")
     assert personify("segments", "refresh", "typo", "--now", AT2, *p).returncode == 0

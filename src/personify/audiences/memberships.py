@@ -18,14 +18,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Literal
 
 import sqlglot
 from sqlglot import exp
 
 from personify import clock
 from personify.audiences.segments import Segment
-from personify.errors import Transient, UnsafeQueryError, WarehouseError
+from personify.errors import QueryTimeout, Transient, UnsafeQueryError, WarehouseError
 from personify.warehouse.base import Warehouse, quote
 
 _CHANGE_COLUMNS = "(kind, name, customer_id, change, changed_at, recorded_at)"
@@ -132,6 +132,33 @@ def refresh_segments(
         ]
 
 
+FailureKind = Literal["sql", "cap", "timeout", "real-time-timeout"]
+"""What failed in a segment's refresh (``segment_errors.kind``): ``sql`` — the warehouse refused
+its query (a column that does not exist, a failed cast …); ``cap`` — a whole refresh returned
+more than ``max_members``; ``timeout`` — a whole refresh ran longer than its timeout;
+``real-time-timeout`` — a real-time refresh (of a few customers) did."""
+
+WHOLE_REFRESH_ONLY: Final[frozenset[FailureKind]] = frozenset({"cap", "timeout"})
+"""The kinds only a whole refresh can judge — recorded by a whole refresh, over the cap or the
+timeout: a real-time refresh, of a few customers and without the cap, succeeding says nothing
+about them. A real-time refresh's own timeout (``real-time-timeout``) it judged itself: its
+next success clears it."""
+
+
+class OverMemberCap(UnsafeQueryError):
+    """A segment's whole refresh returned more customers than ``audiences.max_members``."""
+
+
+def failure_kind(error: WarehouseError, *, real_time: bool = False) -> FailureKind:
+    """The kind of ``error`` (:data:`FailureKind`), from its class — never from its words, so a
+    reworded message behaves the same."""
+    if isinstance(error, OverMemberCap):
+        return "cap"
+    if isinstance(error, QueryTimeout):
+        return "real-time-timeout" if real_time else "timeout"
+    return "sql"
+
+
 @dataclass(frozen=True)
 class SegmentFailure:
     """A segment whose refresh failed: its memberships were left as they were."""
@@ -141,6 +168,8 @@ class SegmentFailure:
     """The segment's file as errors show it (relative to the project)."""
     error: WarehouseError
     """What the warehouse said (naming the file), with a hint."""
+    kind: FailureKind = "sql"
+    """What failed (:func:`failure_kind`)."""
 
 
 def refresh_isolated(
@@ -169,7 +198,10 @@ def refresh_isolated(
                     except WarehouseError as e:
                         if not isinstance(e, Transient):
                             failure = SegmentFailure(
-                                segment.name, segment.shown or str(segment.file), e
+                                segment.name,
+                                segment.shown or str(segment.file),
+                                e,
+                                failure_kind(e),
                             )
                         raise
                 record_failures(wh, failed, now)  # (with the others: one commit)
@@ -183,17 +215,18 @@ def refresh_isolated(
 
 def record_failures(wh: Warehouse, failed: list[SegmentFailure], now: datetime) -> None:
     """Keep each failure in ``segment_errors`` (the engine's words masked, as the segment's
-    error already holds them: :meth:`Segment.running`); the segment's next full refresh
-    clears it."""
+    error already holds them: :meth:`Segment.running`) with its ``kind``; the segment's next
+    whole refresh clears it, and so does a real-time one unless the kind is a whole refresh's
+    (:func:`cleared_by_real_time`)."""
     from personify.privacy.masking import mask_text
 
     for f in failed:
         wh.execute(
-            "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (segment) DO UPDATE SET file = excluded.file, "
+            "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (segment) DO UPDATE SET file = excluded.file, "
             "error = excluded.error, failed_at = excluded.failed_at, "
-            "recorded_at = excluded.recorded_at",
-            [f.segment, f.file, mask_text(str(f.error)), now, datetime.now(UTC)],
+            "recorded_at = excluded.recorded_at, kind = excluded.kind",
+            [f.segment, f.file, mask_text(str(f.error)), now, datetime.now(UTC), f.kind],
         )
 
 
@@ -206,34 +239,32 @@ class FailingSegment:
     error: str
     """What the warehouse said, masked, with the hint."""
     failed_at: datetime
+    kind: str
+    """What failed (:data:`FailureKind`)."""
 
 
 def failing_segments(wh: Warehouse) -> list[FailingSegment]:
     """The segments whose last refresh failed on the warehouse, by name (none once they
     refresh, or are removed from the project)."""
     return [
-        FailingSegment(str(s), str(f), str(e), t)
-        for s, f, e, t in wh.fetch(
-            "SELECT segment, file, error, failed_at FROM segment_errors ORDER BY segment"
+        FailingSegment(str(s), str(f), str(e), t, str(k))
+        for s, f, e, t, k in wh.fetch(
+            "SELECT segment, file, error, failed_at, kind FROM segment_errors ORDER BY segment"
         )
     ]
 
 
-WHOLE_REFRESH_ONLY: Final = ("more than the cap", "ran longer than")
-"""Words of the failures only a full refresh can judge — over the cap (:func:`_check_cap`),
-over the timeout (the backends' ``execute_limited``): a real-time refresh, of a few customers
-and without the cap, succeeding says nothing about them."""
-
-
 def cleared_by_real_time(wh: Warehouse) -> set[str]:
     """The segments in ``segment_errors`` whose failure a successful real-time refresh clears:
-    it ran the segment's query as it is now, so the error the warehouse found in it is gone
-    (one read per pass). Not those over the cap or the timeout: the next full refresh
-    (:func:`refresh_isolated`, ``personify run``) tells."""
+    it ran the segment's query as it is now, so the error the warehouse found in it — or the
+    real-time path's own timeout — is gone (one read per pass). Not a whole refresh over the
+    cap or the timeout (:data:`WHOLE_REFRESH_ONLY`): the next whole refresh
+    (:func:`refresh_isolated`, ``personify run``) tells. Decided by the recorded ``kind``, never
+    by the error's words."""
     return {
         str(segment)
-        for segment, error in wh.fetch("SELECT segment, error FROM segment_errors")
-        if not any(words in str(error) for words in WHOLE_REFRESH_ONLY)
+        for segment, kind in wh.fetch("SELECT segment, kind FROM segment_errors")
+        if kind not in WHOLE_REFRESH_ONLY
     }
 
 
@@ -247,16 +278,17 @@ def clear_real_time_failure(wh: Warehouse, segment: str) -> None:
     row says, by now, one only a full refresh can judge (:data:`WHOLE_REFRESH_ONLY`): another
     process's full refresh may have recorded it since :func:`cleared_by_real_time` was read, and
     the condition is checked by the ``DELETE`` itself (PostgreSQL re-checks a row it waited for)."""
-    keep = " ".join("AND error NOT LIKE ?" for _ in WHOLE_REFRESH_ONLY)
+    kinds = sorted(WHOLE_REFRESH_ONLY)
     wh.execute(
-        f"DELETE FROM segment_errors WHERE segment = ? {keep}",
-        [segment, *(f"%{words}%" for words in WHOLE_REFRESH_ONLY)],
+        "DELETE FROM segment_errors WHERE segment = ? AND coalesce(kind, 'sql') NOT IN "
+        f"({', '.join('?' for _ in kinds)})",
+        [segment, *kinds],
     )
 
 
 def _check_cap(segment: Segment, size: int, max_members: int) -> None:
     if size > max_members:
-        raise UnsafeQueryError(
+        raise OverMemberCap(
             f"segment {segment.name!r} returned {size:,} customers, more than the cap "
             f"({max_members:,}); its memberships were left as they were",
             hint="narrow the query, or raise audiences.max_members in personify.yml",
@@ -288,7 +320,8 @@ def refresh_for_isolated(
     except WarehouseError as e:
         if isinstance(e, Transient):
             raise
-        failure = SegmentFailure(segment.name, segment.shown or str(segment.file), e)
+        where = segment.shown or str(segment.file)
+        failure = SegmentFailure(segment.name, where, e, failure_kind(e, real_time=True))
     record_failures(wh, [failure], now)
     return failure
 

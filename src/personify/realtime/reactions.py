@@ -10,9 +10,10 @@ table of their ids), so the two paths cannot disagree:
   memberships and is recorded in ``segment_errors`` (``personify status`` shows it) as the batch
   records it; the other segments, the rules and the journeys go on
   (:func:`~personify.audiences.memberships.refresh_for_isolated`). One that succeeds clears
-  the failure recorded for it, as a batch refresh does — but an over-the-cap or timed-out full
-  refresh, which only the next full refresh can judge
-  (:func:`~personify.audiences.memberships.cleared_by_real_time`);
+  the failure recorded for it, as a batch refresh does — a refused query, or its own earlier
+  timeout (``real-time-timeout``) — but a whole refresh over the cap or its timeout, which only
+  the next whole refresh can judge (decided by the recorded ``kind``:
+  :func:`~personify.audiences.memberships.cleared_by_real_time`);
 * every rule — :func:`personify.audiences.batch.write_tags` with ``only``;
 * journeys triggered by an event, a segment entry or a tag —
   :func:`personify.journeys.engine.enter` with ``only`` (a ``Product Added`` enters its
@@ -107,7 +108,7 @@ def react(
                     "memberships: personify status shows why",
                     got.segment,
                     got.file,
-                    type(got.error).__name__,
+                    got.kind,
                 )
                 done.segments_failed.append(got.segment)
                 continue

@@ -475,6 +475,25 @@ def _console_sessions(wh: Warehouse) -> None:
         wh.execute(sql, ())
 
 
+def _segment_error_kinds(wh: Warehouse) -> None:
+    """Session 21: ``segment_errors.kind`` — what failed (``sql``, ``cap``, ``timeout``), so
+    whether a real-time refresh may clear it no longer hangs on the message's words. Rows stored
+    before get theirs once from their text (as it was worded then: a timeout among them was
+    recorded by a whole refresh or by the real-time path — taken as a whole refresh's, which only
+    the next whole refresh clears, as before)."""
+    col = TABLES_BY_NAME["segment_errors"].column("kind")
+    wh.execute(
+        f"ALTER TABLE segment_errors ADD COLUMN IF NOT EXISTS "
+        f"{quote(col.name)} {wh.column_type(col.type)}",
+        (),
+    )
+    wh.execute(
+        "UPDATE segment_errors SET kind = CASE WHEN error LIKE ? THEN 'cap' "
+        "WHEN error LIKE ? THEN 'timeout' ELSE 'sql' END WHERE kind IS NULL",
+        ["%more than the cap%", "%ran longer than%"],
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -574,6 +593,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         38,
         "console_sessions: console sessions checked server-side (sign-out ends a copied cookie)",
         _console_sessions,
+    ),
+    Migration(
+        39,
+        "segment_errors.kind: what failed (sql, cap, timeout), derived once from the error's "
+        "text for rows stored before",
+        _segment_error_kinds,
     ),
 )
 

@@ -621,11 +621,20 @@ SEGMENT_ERRORS = Table(
         C("error", S, False, "What the warehouse said, masked (no personal data), with a hint"),
         C("failed_at", TS, False, "The instant of the refresh that failed (--now)"),
         C("recorded_at", TS, False, "Wall-clock time it failed"),
+        C(
+            "kind",
+            S,
+            False,
+            "sql (the warehouse refused its query), cap (a whole refresh over max_members), "
+            "timeout (a whole refresh over its timeout) or real-time-timeout (a real-time "
+            "refresh over it): a successful real-time refresh clears all but cap and timeout",
+        ),
     ),
     primary_key=("segment",),
     internal=True,
-    doc="Segments whose last refresh failed on the warehouse (`personify run` or `personify "
-    "segments refresh`): they kept their memberships; a row goes when the segment refreshes",
+    doc="Segments whose last refresh failed on the warehouse (`personify run`, `personify "
+    "segments refresh` or the real-time path): they kept their memberships; a row goes when "
+    "the segment refreshes",
 )
 
 CONSOLE_SESSIONS = Table(

@@ -275,8 +275,8 @@ def _print_status(report: dict[str, Any]) -> None:
     for failing in report.get("segments_failing") or []:
         if f"audiences: {failing['error']}" not in said:  # (a refresh outside the last run)
             out.print(
-                f"[red]segment failing since {escape(str(failing['failed_at']))}: "
-                f"{escape(failing['error'])}[/]"
+                f"[red]segment failing since {escape(str(failing['failed_at']))} "
+                f"({escape(str(failing['kind']))}): {escape(failing['error'])}[/]"
             )
     predictive = report.get("predictive")
     if predictive:

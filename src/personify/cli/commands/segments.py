@@ -215,7 +215,7 @@ def refresh_command(
             {
                 "now": clock.now(),
                 "refreshed": rows,
-                "failed": [{"segment": f.segment, "file": f.file} for f in failed],
+                "failed": [{"segment": f.segment, "file": f.file, "kind": f.kind} for f in failed],
                 "errors": errors,
             }
         )

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
-from personify.errors import UnsafeQueryError, WarehouseBusy, WarehouseError
+from personify.errors import QueryTimeout, WarehouseBusy, WarehouseError
 from personify.warehouse.base import (
     Capabilities,
     OnConflict,
@@ -359,7 +359,7 @@ class DuckDBWarehouse(Warehouse):
                 row = cur.fetchone()
                 return int(row[0]) if row else 0
         except duckdb.InterruptException:
-            raise UnsafeQueryError(
+            raise QueryTimeout(
                 f"the statement ran longer than {timeout_s:g} s and was stopped",
                 hint="make the query cheaper, or raise the timeout",
             ) from None
@@ -466,7 +466,7 @@ class DuckDBWarehouse(Warehouse):
             columns = [d[0] for d in cur.description or []]
             rows = cur.fetchmany(max_rows + 1)
         except duckdb.InterruptException:
-            raise UnsafeQueryError(
+            raise QueryTimeout(
                 f"the query ran longer than {timeout_s:g} s and was stopped",
                 hint="add a WHERE clause or a LIMIT",
             ) from None

@@ -27,7 +27,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlglot import exp
 
-from personify.errors import PersonifyError, ServiceUnavailable, UnsafeQueryError, WarehouseError
+from personify.errors import (
+    PersonifyError,
+    QueryTimeout,
+    ServiceUnavailable,
+    WarehouseError,
+)
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote, stamp
 from personify.warehouse.schema import Table
 
@@ -235,7 +240,7 @@ class PostgresWarehouse(Warehouse):
                     [previous[0] if previous else "0"],
                 )
             except psycopg.errors.QueryCanceled:
-                raise UnsafeQueryError(
+                raise QueryTimeout(
                     f"the statement ran longer than {timeout_s:g} s and was stopped",
                     hint="make the query cheaper, or raise the timeout",
                 ) from None
@@ -320,7 +325,7 @@ class PostgresWarehouse(Warehouse):
                 columns = [d.name for d in cur.description or []]
                 rows = cur.fetchmany(max_rows + 1)
         except psycopg.errors.QueryCanceled:
-            raise UnsafeQueryError(
+            raise QueryTimeout(
                 f"the query ran longer than {timeout_s:g} s and was stopped",
                 hint="add a WHERE clause or a LIMIT",
             ) from None
