@@ -71,9 +71,9 @@ class StageReport:
 
 def _alerts(session: Session, report: RunReport) -> None:
     """Evaluate the alerts after the run is recorded (a failed run included); an alert that
-    cannot be evaluated never fails the run."""
-    if not session.project.config.alerts:
-        return
+    cannot be evaluated never fails the run. With no alert configured it still settles what is
+    queued for alerts removed from ``personify.yml`` (``dropped``; the report has no
+    ``alerts``)."""
     from personify.alerts import check_alerts
 
     try:
@@ -83,6 +83,8 @@ def _alerts(session: Session, report: RunReport) -> None:
             "alerts could not be evaluated (%s): `personify alerts check` says why",
             type(e).__name__,
         )
+        return
+    if not session.project.config.alerts:
         return
     report.alerts = {
         "firing": result.firing,

@@ -16,6 +16,7 @@ from tests.conformance.test_profiles import session_on
 
 from personify import clock
 from personify.alerts import check_alerts, list_alerts
+from personify.alerts.state import DROPPED
 from personify.config import Project, parse_config
 from personify.session import Session
 from personify.sources.schedule import record_run
@@ -29,8 +30,8 @@ def project(tmp: Path, wh: Warehouse, alerts: str, hook: Hook, extra: str = "") 
     text = (
         f"warehouse: {wh.url}\n"
         f"delivery: {{kind: outbox, path: {tmp / 'outbox'}}}\n"
-        f"alerts:\n{alerts}"
-        "notifiers:\n"
+        + (f"alerts:\n{alerts}" if alerts else "")  # ("": the key removed)
+        + "notifiers:\n"
         f"  ops_slack: {{kind: webhook, url: '{hook.url}', format: slack}}\n"
         f"  ops_json: {{kind: webhook, url: '{hook.url}'}}\n"
         "  ops_mail: {kind: email, to: [ops@example.org, oncall@example.org]}\n" + extra
@@ -382,6 +383,89 @@ def test_removed_alert_is_not_notified(warehouse: Warehouse, tmp_path: Path) -> 
         s = session_on(warehouse, project(tmp_path, warehouse, both, hook))
         assert check(s, T0 + timedelta(hours=2)) == []
         assert [b["status"] for b in hook.bodies] == ["resolved"]
+
+
+def test_no_alert_left_still_drops_what_was_queued(warehouse: Warehouse, tmp_path: Path) -> None:
+    """``alerts:`` removed from personify.yml altogether, while one alert's notification waits
+    for its retry and another's was queued but never tried (its process stopped before sending):
+    the next run (or ``alerts check``) with no alert to evaluate still settles both — dropped,
+    with the reason, never sent — and ``alerts list --all`` shows them."""
+    from personify import pipeline
+    from personify.alerts.state import _transition
+
+    both = SYNC_FAILING + "  - {name: quarantined, when: quarantine_growth, notify: [ops_json]}\n"
+    with alerting(warehouse, tmp_path, both) as (s, hook):
+        hook.statuses = [500]
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0) == ["sync_failing"]
+        quarantined = s.project.config.alerts[1]
+        _transition(s, quarantined, {"web": 3}, T0)  # queued, not sent (no delivery after it)
+        queued = warehouse.fetch("SELECT alert, status FROM alert_notifications ORDER BY alert")
+        assert [tuple(r) for r in queued] == [
+            ("quarantined", "pending"),
+            ("sync_failing", "failed"),
+        ]
+
+        none = session_on(warehouse, project(tmp_path, warehouse, "", hook))
+        assert not none.project.config.alerts
+        with clock.frozen(T0 + timedelta(hours=1)):
+            report = pipeline.run(none, stages=())
+        assert report.alerts is None and hook.bodies == []  # nothing sent, nothing evaluated
+        kept = warehouse.fetch(
+            "SELECT alert, status, error FROM alert_notifications ORDER BY alert"
+        )
+        assert [tuple(r) for r in kept] == [
+            ("quarantined", "dropped", DROPPED),
+            ("sync_failing", "dropped", DROPPED),
+        ]
+        with clock.frozen(T0 + timedelta(hours=2)):
+            again = check_alerts(none, now=T0 + timedelta(hours=2))
+        assert again.alerts == [] and again.dropped == [] and hook.bodies == []  # once
+
+        assert list_alerts(none) == []
+        listed = {a.name: a for a in list_alerts(none, removed=True)}
+        assert {n: a.state for n, a in listed.items()} == {
+            "quarantined": "removed",
+            "sync_failing": "removed",
+        }
+        (dropped,) = listed["sync_failing"].dropped_notifications
+        assert (dropped["kind"], dropped["error"], dropped["attempts"]) == ("firing", DROPPED, 1)
+        assert dropped["created_at"] == T0.isoformat()
+        assert [d["attempts"] for d in listed["quarantined"].dropped_notifications] == [0]
+
+
+def test_an_alerts_check_with_no_alert_reports_what_it_dropped(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    with alerting(warehouse, tmp_path, SYNC_FAILING) as (s, hook):
+        hook.statuses = [500]
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0) == ["sync_failing"]
+        none = session_on(warehouse, project(tmp_path, warehouse, "", hook))
+        with clock.frozen(T0 + timedelta(minutes=5)):
+            result = check_alerts(none, now=T0 + timedelta(minutes=5))
+        assert result.dropped == [
+            {"alert": "sync_failing", "notifier": "ops_json", "kind": "firing", "error": DROPPED}
+        ]
+        assert result.sent == result.failed == [] and hook.bodies == []
+
+
+def test_serve_with_no_alert_left_drops_what_was_queued(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """``personify serve`` started once ``alerts:`` is gone (no evaluation on its schedule):
+    its scheduler settles what was queued for the removed alerts when it starts."""
+    from personify.server.scheduler import scheduled_syncs
+
+    with alerting(warehouse, tmp_path, SYNC_FAILING) as (s, hook):
+        hook.statuses = [500]
+        sync(warehouse, "crm", T0, error="boom")
+        assert check(s, T0) == ["sync_failing"]
+        none = session_on(warehouse, project(tmp_path, warehouse, "", hook))
+        with scheduled_syncs(none) as scheduler:
+            assert scheduler.alerts_every is None
+        kept = warehouse.fetch("SELECT status, error FROM alert_notifications")
+        assert [tuple(r) for r in kept] == [("dropped", DROPPED)] and hook.bodies == []
 
 
 def test_quarantine_growth_counts_without_personal_data(

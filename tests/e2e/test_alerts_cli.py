@@ -120,3 +120,37 @@ def test_a_notifier_failing_for_a_day_is_given_up_in_words(tmp_path: Path) -> No
         (listed,) = personify_json("alerts", "list", "--project", str(project), env=env)
         assert [g["notifier"] for g in listed["given_up_notifications"]] == ["ops"]
         assert hook.bodies == []
+
+
+def test_alerts_removed_altogether_drop_what_was_queued(tmp_path: Path) -> None:
+    """``alerts:`` taken out of personify.yml while a notification waits for its retry: the
+    next ``alerts check`` — no alert to evaluate — drops it (says so) instead of leaving it
+    pending for ever, and ``alerts list --all`` still shows the alert, removed, and what was
+    dropped."""
+    project = _project(tmp_path, ALERTS)
+    (project / "tracking-plan" / "Signed Up.json").write_text("{not json")
+    with webhook_receiver() as hook:
+        hook.statuses = [500]
+        env = {"ALERT_HOOK_URL": hook.url}
+        first = personify("alerts", "check", "--project", str(project), env=env)
+        assert first.returncode == 1 and "notifier ops failed for plan_broken" in first.stdout
+        yml = project / "personify.yml"
+        yml.write_text(yml.read_text().replace(ALERTS, ""))
+        check = personify("alerts", "check", "--project", str(project), env=env)
+        assert check.returncode == 0, check.stderr
+        assert (
+            "dropped the firing notification of plan_broken for ops: the alert is no longer in "
+            "personify.yml (`personify alerts list --all`)"
+        ) in check.stdout
+        assert "no alerts configured" in check.stdout
+        again = personify_json("alerts", "check", "--project", str(project), env=env)
+        assert again["dropped"] == [] and hook.bodies == []
+        (removed,) = personify_json("alerts", "list", "--all", "--project", str(project), env=env)
+        assert (removed["name"], removed["state"]) == ("plan_broken", "removed")
+        (dropped,) = removed["dropped_notifications"]
+        assert (dropped["notifier"], dropped["error"]) == (
+            "ops",
+            "alert no longer in personify.yml",
+        )
+        table = personify("alerts", "list", "--all", "--project", str(project), env=env)
+        assert "removed" in table.stdout and "(1 dropped)" in table.stdout

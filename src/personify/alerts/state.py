@@ -15,7 +15,8 @@ first by a conditional update (one process sends it); a notifier that fails leav
 ``failed`` with the reason, tried again after a backoff (:func:`retry_delay`: 1 minute doubling
 to 1 hour) and ``given_up`` once it is :data:`GIVE_UP_AFTER` old. A row left ``sending`` by a
 process that died is taken again after :data:`STALE_CLAIM`. The notifications of an alert no
-longer in ``personify.yml`` are not sent: ``dropped`` (kept, with the reason).
+longer in ``personify.yml`` are not sent: ``dropped`` (kept, with the reason) — by every
+evaluation, one with no alert configured at all included.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ RETRY_MAX: Final = timedelta(hours=1)
 """… up to this."""
 GIVE_UP_AFTER: Final = timedelta(hours=24)
 """A notification still failing this long after it was queued is ``given_up`` (still listed)."""
+DROPPED: Final = "alert no longer in personify.yml"
+"""Why a notification was ``dropped``."""
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -83,6 +86,9 @@ class AlertReport:
     given_up_notifications: list[dict[str, Any]] = field(default_factory=list)
     """Notifications that failed for :data:`GIVE_UP_AFTER` and are no longer tried: notifier,
     kind, attempts, error, created_at."""
+    dropped_notifications: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications never sent because the alert was removed from ``personify.yml`` while they
+    waited: notifier, kind, attempts, error (the reason), created_at."""
 
 
 @dataclass
@@ -96,6 +102,9 @@ class CheckResult:
     given_up: list[dict[str, Any]] = field(default_factory=list)
     """Notifications given up by this evaluation (failing for :data:`GIVE_UP_AFTER`): alert,
     notifier, kind, error."""
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    """Notifications dropped by this evaluation (their alert is no longer in
+    ``personify.yml``): alert, notifier, kind, error (the reason)."""
 
     @property
     def firing(self) -> list[str]:
@@ -359,8 +368,11 @@ def _deliver(session: Session, now: datetime, result: CheckResult) -> None:
             continue  # another process is sending it
         entry = {"alert": alert, "notifier": name, "kind": kind}
         if alert not in configured:
-            _settle(wh, key, status, attempts, "dropped", "alert no longer in personify.yml")
-            log.info("alert %s: no longer configured; its %s notification is not sent", alert, kind)
+            if _settle(wh, key, status, attempts, "dropped", DROPPED):
+                log.info(
+                    "alert %s: no longer configured; its %s notification is not sent", alert, kind
+                )
+                result.dropped.append({**entry, "error": DROPPED})
             continue
         if status == "failed":
             if now - (_instant(created) or now) >= GIVE_UP_AFTER:
@@ -440,12 +452,15 @@ def _settle(wh: Warehouse, key: str, status: str, attempts: int, to: str, why: A
 
 def check_alerts(session: Session, *, now: datetime | None = None) -> CheckResult:
     """Evaluate every alert now: read the signals, move the states, send the notifications.
-    Never raises for a signal or a notifier (both are reported in the result)."""
+    Never raises for a signal or a notifier (both are reported in the result). With no alert
+    configured, nothing is evaluated, but what is still queued for alerts removed from
+    ``personify.yml`` is settled (``dropped``, with the reason), as it is with some."""
     now = now or clock.now()
     alerts = session.project.config.alerts
     errors: dict[str, str] = {}
     result = CheckResult(alerts=[])
     if not alerts:
+        _deliver(session, now, result)  # (every queued row is a removed alert's: dropped)
         return result
     readings = Readings(session, now)
     for alert in alerts:
@@ -471,9 +486,10 @@ def list_alerts(session: Session, *, removed: bool = False) -> list[AlertReport]
     stored = {str(r[0]): r[1:] for r in wh.fetch(f"SELECT alert, {_COLUMNS} FROM alert_state")}
     failing: dict[str, list[dict[str, Any]]] = {}
     abandoned: dict[str, list[dict[str, Any]]] = {}
+    dropped: dict[str, list[dict[str, Any]]] = {}
     for alert, notifier, kind, status, attempts, error, claimed, created in wh.fetch(
         "SELECT alert, notifier, kind, status, attempts, error, claimed_at, created_at "
-        "FROM alert_notifications WHERE status IN ('failed', 'given_up') "
+        "FROM alert_notifications WHERE status IN ('failed', 'given_up', 'dropped') "
         "ORDER BY created_at, key"
     ):
         entry: dict[str, Any] = {
@@ -482,9 +498,11 @@ def list_alerts(session: Session, *, removed: bool = False) -> list[AlertReport]
             "attempts": int(attempts),
             "error": error,
         }
-        if status == "given_up":
+        if status in ("given_up", "dropped"):
             entry["created_at"] = _iso(created)
-            abandoned.setdefault(str(alert), []).append(entry)
+            (abandoned if status == "given_up" else dropped).setdefault(str(alert), []).append(
+                entry
+            )
             continue
         last = _instant(claimed)
         entry["next_attempt_at"] = (
@@ -506,6 +524,7 @@ def list_alerts(session: Session, *, removed: bool = False) -> list[AlertReport]
             notify=notify,
             failed_notifications=failing.get(name, []),
             given_up_notifications=abandoned.get(name, []),
+            dropped_notifications=dropped.get(name, []),
         )
         if row is not None:
             state, pending, firing, resolved, notified, subjects, evaluated, _, each = row

@@ -137,6 +137,20 @@ class Scheduler:
         self.alerts_due = time.monotonic() + self.alerts_every
         return self.alerts_every
 
+    def settle_alerts(self) -> None:
+        """With no alert configured nothing is evaluated on a schedule, but what is still queued
+        for alerts removed from ``personify.yml`` is settled once — ``dropped``, with the
+        reason, as ``personify run`` and ``alerts check`` do — instead of staying pending."""
+        from personify.alerts import check_alerts
+
+        try:
+            dropped = check_alerts(self.session).dropped
+        except Exception as e:  # logged; a run or `alerts check` settles them later
+            log.error("queued alert notifications could not be settled (%s)", type(e).__name__)
+            return
+        if dropped:
+            log.info("alerts: %d notification(s) of removed alerts dropped", len(dropped))
+
     def _push(self, name: str) -> None:
         try:
             (result,) = push_destinations(self.session, [name], trigger="schedule")
@@ -159,6 +173,8 @@ class Scheduler:
 def scheduled_syncs(session: Session) -> Iterator[Scheduler]:
     """Run the scheduler in a thread for the duration of the block."""
     scheduler = Scheduler(session)
+    if scheduler.alerts_every is None:
+        scheduler.settle_alerts()
     thread: threading.Thread | None = None
     if scheduler.sources or scheduler.destinations or scheduler.alerts_every is not None:
         thread = threading.Thread(target=scheduler.loop, name="personify-scheduler", daemon=True)

@@ -43,6 +43,8 @@ def _table(reports: list[AlertReport], title: str) -> Table:
             notify += f" ({len(d['failed_notifications'])} failed, retried)"
         if d["given_up_notifications"]:
             notify += f" ({len(d['given_up_notifications'])} given up)"
+        if d["dropped_notifications"]:
+            notify += f" ({len(d['dropped_notifications'])} dropped)"
         state = d["state"] + (f" ({d['error']})" if d["error"] else "")
         table.add_row(d["name"], d["signal"], state, since, subjects, notify)
     return table
@@ -75,6 +77,7 @@ def check_command(
                 "sent": result.sent,
                 "failed": result.failed,
                 "given_up": result.given_up,
+                "dropped": result.dropped,
             }
         )
     else:
@@ -94,6 +97,12 @@ def check_command(
                 "given up; fix the notifier in personify.yml (see `personify alerts list`)",
                 markup=False,
             )
+        for f in result.dropped:
+            out.print(
+                f"dropped the {f['kind']} notification of {f['alert']} for {f['notifier']}: "
+                "the alert is no longer in personify.yml (`personify alerts list --all`)",
+                markup=False,
+            )
         if not result.alerts:
             out.print("no alerts configured (alerts: in personify.yml)", markup=False)
     if result.firing:
@@ -108,14 +117,15 @@ def list_command(
         False,
         "--all",
         help="Also the alerts removed from personify.yml that have stored state (state "
-        "removed; their notifications are no longer sent).",
+        "removed; their notifications are no longer sent: dropped, counted under notify).",
     ),
 ) -> None:
     """Each alert's state as last evaluated (changes nothing).
 
     Ok, pending or firing, since when, for which sources or journeys, when its notifiers were
     last told, notifications that failed (retried after a backoff of 1 min doubling to 1 h,
-    with their next attempt) and those given up after failing for 24 h."""
+    with their next attempt), those given up after failing for 24 h, and (--all) those dropped
+    because their alert was removed from personify.yml."""
     from personify.alerts import list_alerts
     from personify.session import open_session
 
