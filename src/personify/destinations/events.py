@@ -46,6 +46,7 @@ consent) are recorded only for events still stored, so an erasure running meanwh
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import EventsDestination, duration_seconds
-from personify.destinations.state import run_name
+from personify.destinations.state import run_name, still_pushing
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.ingest.tracking.normalize import EVENT_FIELDS
@@ -293,8 +294,8 @@ def _record(
     errors: Sequence[str | None] | None = None,
 ) -> None:
     """Record ``rows``' outcome (``errors``: each one's answer, for rejected ones), as of when
-    each was stored (one statement: its own transaction). The caller kept only the rows still
-    stored (:func:`_still_stored`)."""
+    each was stored (its own transaction, checking the push's lock first). The caller kept only
+    the rows still stored (:func:`_still_stored`)."""
     from personify.warehouse.schema import EVENT_FORWARDS
 
     if not rows:
@@ -311,7 +312,9 @@ def _record(
             "forwarded_at": pa.array([clock.now()] * n, ts),
         }
     )
-    wh.load(EVENT_FORWARDS, table, on_conflict="update")
+    with wh.transaction():
+        still_pushing(wh, d.name)  # (PostgreSQL: its lock, lost with a connection?)
+        wh.load(EVENT_FORWARDS, table, on_conflict="update")
 
 
 class _Outcomes:
@@ -419,7 +422,8 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
     # the credentials, not an event: it stops the forwarding as a 401 does
     token_url = getattr(d.client.auth, "access_token_url", None)
     outcomes = _Outcomes(wh, d)
-    with HttpClient(d.client, source=f"destination {d.name}") as client:
+    guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
+    with HttpClient(d.client, source=f"destination {d.name}", before_send=guard) as client:
 
         def post(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], RestHttpError]]:
             """Send ``rows``; the events the API refused, each alone, with its answer."""
@@ -504,6 +508,7 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
                 [d.name, moved],
             ):
                 pos.totals[str(status)] = pos.totals.get(str(status), 0) + int(n)
+            still_pushing(wh, d.name)
             _save(wh, d.name, pos)
             wh.execute(f"DELETE FROM event_forwards WHERE {old}", [d.name, moved])
 

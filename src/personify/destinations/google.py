@@ -37,6 +37,7 @@ push with the message, status and request id.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import httpx
@@ -57,7 +58,7 @@ from personify.destinations.audiences import (
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
 from personify.destinations.shared import Held, Pair
-from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
+from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened, still_pushing
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError, RestResponseError
 from personify.privacy.crypto import KeyRing
@@ -287,7 +288,10 @@ def send(
     size = min(d.batch_size or MOST, MOST)
     known = Held(wh, d, ring, units) if ring is not None else None
     acks = Acks(wh, d, ring, known)
-    with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
+    guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
+    with HttpClient(
+        client_of(d), source=f"destination {d.name}", retry_if=retryable, before_send=guard
+    ) as client:
         job = _Job(client, d, counts)
         pending: list[tuple[dict[str, Any], str]] = []
 

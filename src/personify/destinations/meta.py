@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, Final
@@ -57,7 +58,7 @@ from personify.destinations.audiences import (
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
 from personify.destinations.shared import Held, Pair
-from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened
+from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened, still_pushing
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
@@ -154,7 +155,10 @@ def send(
     path = users_path(d)
     known = Held(wh, d, ring, units) if ring is not None else None
     acks = Acks(wh, d, ring, known)
-    with HttpClient(client_of(d), source=f"destination {d.name}", retry_if=retryable) as client:
+    guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
+    with HttpClient(
+        client_of(d), source=f"destination {d.name}", retry_if=retryable, before_send=guard
+    ) as client:
 
         def call(method: str, schema: tuple[str, ...], data: list[tuple[str, ...]]) -> None:
             payload = json.dumps({"schema": list(schema), "data": [list(v) for v in data]})

@@ -3,6 +3,7 @@ isolated, acknowledgements recorded; then the removals (``on_remove: delete``)."
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ from personify.destinations.presets import (
     removal_body,
     shaped,
 )
-from personify.destinations.state import ERASED, LOST_KEY, Acks, opened
+from personify.destinations.state import ERASED, LOST_KEY, Acks, opened, still_pushing
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
@@ -76,7 +77,8 @@ def send(
     path, records_key, size = endpoint(d)
     counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
     acks = Acks(wh, d, ring)
-    with HttpClient(d.client, source=f"destination {d.name}") as client:
+    guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
+    with HttpClient(d.client, source=f"destination {d.name}", before_send=guard) as client:
 
         def post(rows: list[dict[str, Any]]) -> None:
             records = shaped(d, rows)

@@ -29,7 +29,7 @@ from typing import Final
 from personify.config import RestDestination
 from personify.destinations.audiences import Sets, sets_of
 from personify.destinations.model import READ, ROWS, leaving, staying
-from personify.destinations.state import ERASED, IDENTIFIERS, KEY, opened
+from personify.destinations.state import ERASED, IDENTIFIERS, KEY, opened, still_pushing
 from personify.privacy.crypto import KeyRing
 from personify.warehouse.base import UNNEST, Warehouse
 
@@ -133,6 +133,7 @@ class Held:
                 self._scratch(kept)
             else:
                 with self.wh.transaction():
+                    still_pushing(self.wh, self.d.name)
                     self.write(kept)
             done += len(kept)
         return done

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from personify import clock
 from personify.config import Project, RestDestination
+from personify.errors import WarehouseError
 from personify.identity.ids import id_key_of
 from personify.privacy.crypto import DecryptionError, KeyRing
+from personify.sources.schedule import holds
 from personify.warehouse.base import UNNEST, Warehouse
 
 if TYPE_CHECKING:
@@ -116,6 +118,23 @@ def rest_destinations(project: Project) -> list[RestDestination]:
 def run_name(name: str) -> str:
     """The ``source_state`` name of a destination's runs (never a source's: the prefix)."""
     return f"destination:{name}"
+
+
+def still_pushing(wh: Warehouse, name: str) -> None:
+    """Raise :class:`~personify.errors.WarehouseError` when destination ``name``'s push in this
+    process took its PostgreSQL lock and lost it with the connection that held it (another push
+    of it may be running now): checked before each request is sent — two pushes sending the
+    same records at once is the harm — and inside each transaction recording what was sent
+    (:func:`~personify.sources.schedule.holds`). Nothing to check on DuckDB."""
+    if holds(wh, run_name(name)):
+        return
+    raise WarehouseError(
+        f"destination {name!r}: the push lost its lock on PostgreSQL (the connection holding it "
+        "dropped), so another push of it may be running; it stopped: nothing more was sent or "
+        "recorded",
+        hint=f"run `personify push {name}` again: what the API took but this push did not record "
+        "goes again (an upsert or a removal twice changes nothing more)",
+    )
 
 
 def key_prefix(wh: Warehouse, name: str) -> str:
@@ -279,6 +298,7 @@ class Acks:
         if not self.rows and not self.removed:
             return
         with self.wh.transaction():
+            still_pushing(self.wh, self.d.name)  # (PostgreSQL: its lock, lost with a connection?)
             if self.rows:
                 keys, hashes, statuses, errors, tokens = zip(*self.rows, strict=True)
                 n = len(keys)

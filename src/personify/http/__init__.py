@@ -161,8 +161,13 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         retry_if: Callable[[httpx.Response], bool] | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.before_send = before_send
+        """Called before each request is sent (each retry too): raises to send nothing — a
+        destination's push that lost its lock
+        (:func:`personify.destinations.state.still_pushing`)."""
         self.retry_if = retry_if
         """Whether a 4xx answer is worth retrying all the same (Meta's rate limits come as 400s
         with an error code): retried like a 429."""
@@ -252,6 +257,8 @@ class HttpClient:
         attempt = 0
         while True:
             self.stats.waited_seconds += self.bucket.take()
+            if self.before_send is not None:
+                self.before_send()
             self.stats.requests += 1
             wait: float | None
             try:

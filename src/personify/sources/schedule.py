@@ -23,7 +23,7 @@ import msgspec
 
 from personify import clock
 from personify.config import Schedule, duration_seconds
-from personify.errors import WarehouseError
+from personify.errors import ServiceUnavailable, WarehouseError
 from personify.privacy.masking import mask_text
 from personify.warehouse import Warehouse
 from personify.warehouse.schema import SOURCE_STATE
@@ -116,6 +116,22 @@ def exclusive(
         lock.release()
 
 
+def holds(warehouse: Warehouse, name: str) -> bool:
+    """Whether ``name``'s run in this process still holds the PostgreSQL lock it took
+    (:func:`exclusive`) on ``warehouse`` — true too when it took none there (DuckDB, or no run of
+    ``name`` holding one): only a lock lost with its connection is false (the connection found
+    dropped when asked, too)."""
+    with _guard:
+        held = _held.get(name)
+    if held is None or held[0] is not warehouse:
+        return True
+    _, key, pid = held
+    try:
+        return bool(int(warehouse.scalar(_HELD_SQL, [pid, key]) or 0))
+    except ServiceUnavailable:  # (the connection that held it dropped: so did the lock)
+        return False
+
+
 def still_held(warehouse: Warehouse, name: str) -> None:
     """Raise :class:`~personify.errors.WarehouseError` when source ``name``'s run in this
     process took its PostgreSQL lock (:func:`exclusive`) and no longer holds it: the server
@@ -123,12 +139,7 @@ def still_held(warehouse: Warehouse, name: str) -> None:
     run may hold it now. Called inside the transaction that commits where the next sync starts
     (it then rolls back, and the next sync reads that part again). Nothing to check without
     such a lock (DuckDB, or no run of ``name`` holding one)."""
-    with _guard:
-        held = _held.get(name)
-    if held is None or held[0] is not warehouse:
-        return
-    _, key, pid = held
-    if int(warehouse.scalar(_HELD_SQL, [pid, key]) or 0):
+    if holds(warehouse, name):
         return
     raise WarehouseError(
         f"source {name!r}: the sync lost its lock on PostgreSQL (the connection holding it "
