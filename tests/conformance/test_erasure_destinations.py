@@ -274,3 +274,99 @@ def test_removals_that_can_never_go_are_warned_about(
         assert stranded_removals(session.warehouse, session.project) == []
         with clock.frozen(NOW):
             assert status_report(session)["problems"] == []
+
+
+def _audit(session: Session, action: str) -> list[dict[str, Any]]:
+    rows = session.warehouse.fetch(
+        "SELECT actor, detail FROM audit_log WHERE action = ? ORDER BY seq", [action]
+    )
+    return [{"actor": a, **(d if isinstance(d, dict) else json.loads(str(d)))} for a, d in rows]
+
+
+def test_stranded_removals_are_forgotten_when_asked_and_audited(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """A pending removal a push can never send (here: ``on_remove: ignore`` now) stays until
+    someone settles it: ``--forget-stranded`` with ``--dry-run`` counts it and drops nothing;
+    without, it goes, with an ``audit_log`` entry saying who, how many and why — the rest of
+    the destination's state untouched, the warning and the status problem gone."""
+    from personify.destinations import forget_stranded_removals
+    from personify.errors import ConfigError
+
+    removing = msgspec.structs.replace(crm(url), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        _people(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        erase_subject(session.warehouse, session.project, "ann@x.org")
+        # nothing stranded while a push can send it: nothing to forget
+        assert forget_stranded_removals(session, "crm").records == 0
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+
+    ignoring = msgspec.structs.replace(crm(url, on_remove="ignore"), model=MODEL)
+    with session_for(warehouse_url, tmp_path, ignoring) as session:
+        dry = forget_stranded_removals(session, "crm", dry_run=True)
+        assert dry.records == 1 and "on_remove is ignore" in dry.stranded[0].why
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+        assert _audit(session, "removals_forgotten") == []
+        done = forget_stranded_removals(session, "crm")
+        assert done.records == 1
+        assert _state(session, "crm") == {"sent": 2}  # the others' state is kept
+        (entry,) = _audit(session, "removals_forgotten")
+        assert (entry["actor"], entry["destination"], entry["records"]) == ("cli", "crm", 1)
+        assert "on_remove is ignore" in entry["why"][0] and "ann" not in json.dumps(entry)
+        assert stranded_removals(session.warehouse, session.project) == []
+        with clock.frozen(NOW):
+            assert status_report(session)["problems"] == []
+        assert forget_stranded_removals(session, "crm").records == 0  # (again: nothing)
+        assert len(_audit(session, "removals_forgotten")) == 1
+        try:
+            forget_stranded_removals(session, "nope")
+        except ConfigError as e:
+            assert "no destination named 'nope'" in e.message
+        else:
+            raise AssertionError("an unknown destination was accepted")
+
+
+def test_an_audience_record_pushed_before_it_was_an_audience_is_stranded_and_forgettable(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, graph: Graph, meta_url: str
+) -> None:
+    """A record pushed to ``ads`` before it became a Meta audience kept its key without the
+    identifiers a removal must name: once erased, its removal can never go. It counts as
+    stranded (the push warns, ``status`` says so, with what to do), and ``--forget-stranded``
+    settles it."""
+    from tests.conformance.destination_support import FAST
+
+    from personify.config import BearerAuth, RestClient, RestDestination, Secret
+    from personify.demo.mock_apis import TOKEN
+    from personify.destinations import forget_stranded_removals
+
+    generic = RestDestination(
+        name="ads",
+        model="SELECT customer_id AS id, customer_id, email FROM customers",
+        key="id",  # (the customer id: what the audience keys its records by too)
+        path="/generic/records",
+        on_remove="delete",
+        delete_path="/generic/records/{key}",
+        delete_method="DELETE",
+        client=RestClient(base_url=url, auth=BearerAuth(token=Secret(TOKEN)), **FAST),
+    )
+    with session_for(warehouse_url, tmp_path, generic) as session:
+        ids = _people(session)
+        consent(session, [(c, "advertising", "granted") for c in ids])
+        assert _push(session, "ads")["rows_sent"] == 3
+        erase_subject(session.warehouse, session.project, "ann@x.org")
+    with session_for(warehouse_url, tmp_path, meta(meta_url, model=MODEL)) as session:
+        with clock.frozen(NOW):
+            (result,) = push_destinations(session, ["ads"])
+        assert result.counts["rows_erased_remove_rejected"] == 1
+        (warning,) = result.warnings
+        assert "1 erased people's record(s)" in warning and "no identifiers were kept" in warning
+        assert "personify push --forget-stranded ads" in warning
+        with clock.frozen(NOW):
+            assert warning in status_report(session)["problems"]
+        assert forget_stranded_removals(session, "ads", dry_run=True).records == 1
+        assert forget_stranded_removals(session, "ads").records == 1
+        assert "erased" not in _state(session, "ads")
+        assert stranded_removals(session.warehouse, session.project) == []
+        (entry,) = _audit(session, "removals_forgotten")
+        assert entry["records"] == 1 and "no identifiers" in entry["why"][0]

@@ -204,6 +204,11 @@ def test_push_removes_who_left_the_model_and_erasure_forgets_their_key(
     assert "on_remove is ignore" in said
     shown = personify("status", "--project", project)
     assert "problem: destination crm_active: 1 erased" in " ".join(shown.stdout.split())
+    counted = personify(
+        "push", "--forget-stranded", "crm_active", "--dry-run", "--project", project
+    )
+    assert counted.returncode == 0, counted.stderr
+    assert "crm_active: would forget 1 stranded removal(s)" in " ".join(counted.stdout.split())
     yml.write_text(removing)
     pushed = personify_json("push", "--project", project)
     assert pushed[0]["warnings"] == []
@@ -223,3 +228,14 @@ def test_push_removes_who_left_the_model_and_erasure_forgets_their_key(
         )
         keys = {ring.decrypt(t, field=RECORD_KEY) for t in tokens}
         assert "c9@example.org" not in keys and "c1@example.org" in keys
+
+    # another erasure stranded by on_remove: ignore, removed at the CRM by hand: forgotten
+    personify_json("privacy", "erase", "c7@example.org", "--project", project)
+    yml.write_text(removing.replace("on_remove: delete", "on_remove: ignore"))
+    unnamed = personify("push", "--forget-stranded", "--project", project)
+    assert unnamed.returncode != 0 and "name the destination" in unnamed.stderr
+    (forgot,) = personify_json("push", "--forget-stranded", "crm_active", "--project", project)
+    assert (forgot["records"], forgot["forgotten"]) == (1, True)
+    assert personify_json("status", "--project", project)["problems"] == []
+    audit = personify_json("audit", "--action", "removals_forgotten", "--project", project)
+    assert [(e["actor"], e["detail"]["records"]) for e in audit["entries"]] == [("cli", 1)]

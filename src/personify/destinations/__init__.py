@@ -47,6 +47,7 @@ from personify.destinations.presets import refused_inside as refused_inside
 from personify.destinations.push import PushResult as PushResult
 from personify.destinations.push import destination as destination
 from personify.destinations.push import destinations_stage as destinations_stage
+from personify.destinations.push import forget_stranded_removals as forget_stranded_removals
 from personify.destinations.push import push_destinations as push_destinations
 from personify.destinations.push import push_warnings as push_warnings
 from personify.destinations.state import RECORD_KEY as RECORD_KEY
@@ -63,6 +64,7 @@ __all__ = [
     "destination",
     "destinations_stage",
     "forget",
+    "forget_stranded_removals",
     "push_destinations",
     "push_warnings",
     "pushed",

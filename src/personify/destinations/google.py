@@ -58,7 +58,15 @@ from personify.destinations.audiences import (
 from personify.destinations.model import READ, leaving, pages
 from personify.destinations.send import removal_counts
 from personify.destinations.shared import Held, Pair
-from personify.destinations.state import KEY, LOST_KEY, Acks, kept_key, opened, still_pushing
+from personify.destinations.state import (
+    KEY,
+    LOST_KEY,
+    NO_IDENTIFIERS,
+    Acks,
+    kept_key,
+    opened,
+    still_pushing,
+)
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError, RestResponseError
 from personify.privacy.crypto import KeyRing
@@ -379,7 +387,7 @@ def _remove(
                 f"its kept identifiers cannot be read (altered, or {LOST_KEY} they were "
                 "encrypted under)"
                 if kept is None
-                else "no identifiers were kept for it (pushed before the destination was an "
+                else f"{NO_IDENTIFIERS} (pushed before the destination was an "
                 f"audience: key {mask_text(kept_key(d, kept))})"
             )
             acks.keep([(h, r, tokens[h])], why, status=status)

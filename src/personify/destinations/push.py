@@ -18,6 +18,8 @@ from personify.destinations.presets import shaped
 from personify.destinations.send import send
 from personify.destinations.state import (
     ERASED,
+    Stranded,
+    forget_stranded,
     kept_key,
     opened,
     run_name,
@@ -176,6 +178,53 @@ def _push_one(
     for warning in result.warnings:  # (names and counts only)
         log.warning("%s", warning)
     return result
+
+
+@dataclass
+class Forgotten:
+    """What ``personify push --forget-stranded`` settled (or, a dry run, would) at one
+    destination."""
+
+    destination: str
+    records: int
+    stranded: list[Stranded]
+
+
+def forget_stranded_removals(
+    session: Session, name: str, *, dry_run: bool = False, actor: str = "cli"
+) -> Forgotten:
+    """Settle destination ``name``'s stranded removals (:func:`stranded_removals`: erasures'
+    removals no push can send — it left personify.yml, stopped removing, lost their key, or an
+    ad audience holds them without identifiers): dropped under the destination's lock, and an
+    ``audit_log`` entry (``removals_forgotten``: who, when, the destination, how many, why) in
+    the same transaction. ``dry_run``: how many, nothing dropped. A name neither configured nor
+    holding stranded removals is refused."""
+    from personify.privacy.audit import log_action
+
+    wh = session.warehouse
+    stranded = stranded_removals(wh, session.project, [name])
+    if not stranded and name not in {d.name for d in session.project.config.destinations}:
+        destination(session.project, name)  # (raises, naming the destinations)
+    if dry_run or not stranded:
+        return Forgotten(name, sum(s.records for s in stranded), stranded)
+    with exclusive(run_name(name), warehouse=wh), wh.transaction():
+        records, stranded = forget_stranded(wh, session.project, name)
+        if records:
+            detail = {
+                "destination": name,
+                "records": records,
+                "why": [s.why for s in stranded],
+            }
+            log_action(
+                wh,
+                action="removals_forgotten",
+                actor=actor,
+                customer_id=None,
+                key=None,
+                detail=detail,
+            )
+    log.info("destination %s: %d stranded removal(s) forgotten", name, records)
+    return Forgotten(name, records, stranded)
 
 
 def push_warnings(name: str, counts: Mapping[str, Any]) -> list[str]:

@@ -42,6 +42,11 @@ LOST_KEY: Final = "privacy.encryption_keys lost the key"
 removal can never be sent until that key is back (:func:`stranded_removals` counts them)."""
 
 
+NO_IDENTIFIERS: Final = "no identifiers were kept for it"
+"""Words of the error kept on an ad audience's record pushed before the destination was an
+audience: its removal cannot name the person (:func:`stranded_removals` counts them)."""
+
+
 @dataclass(frozen=True)
 class Stranded:
     """Removals erasures left at a destination that no push will send as things stand."""
@@ -50,6 +55,9 @@ class Stranded:
     records: int
     why: str
     todo: str
+    error: str | None = None
+    """The words of their kept error (``LIKE``), or ``None``: every removal the destination's
+    erasures left (:func:`forget_stranded`)."""
 
     def message(self) -> str:
         """For people: the destination, the count, why and what to do (no personal data)."""
@@ -67,46 +75,91 @@ def stranded_removals(
     from ``personify.yml``, no longer ``on_remove: delete``, or its kept keys do not decrypt."""
     configured = {d.name: d for d in rest_destinations(project)}
     out: list[Stranded] = []
-    for name, total, lost in wh.fetch(
-        "SELECT destination, count(*), "
+    for name, total, lost, bare in wh.fetch(
+        "SELECT destination, count(*), sum(CASE WHEN error LIKE ? THEN 1 ELSE 0 END), "
         "sum(CASE WHEN error LIKE ? THEN 1 ELSE 0 END) FROM destination_state "
         f"WHERE status = '{ERASED}' GROUP BY destination ORDER BY destination",
-        [f"%{LOST_KEY}%"],
+        [f"%{LOST_KEY}%", f"%{NO_IDENTIFIERS}%"],
     ):
-        name, total, lost = str(name), int(total), int(lost or 0)
+        name, total, lost, bare = str(name), int(total), int(lost or 0), int(bare or 0)
         if names is not None and name not in names:
             continue
         d = configured.get(name)
+        forget = f"or, once they are removed at the API by hand, `{FORGET} {name}`"
         if d is None:
             out.append(
                 Stranded(
                     name,
                     total,
                     "the destination is no longer in personify.yml",
-                    f"put it back (on_remove: delete) and run `personify push {name}`, or remove "
-                    "those people at the API yourself",
+                    f"put it back (on_remove: delete) and run `personify push {name}`, {forget}",
                 )
             )
-        elif d.on_remove != "delete":
+            continue
+        if d.on_remove != "delete":
             out.append(
                 Stranded(
                     name,
                     total,
                     f"on_remove is {d.on_remove}: a push removes nothing",
                     f"set destinations.{name}.on_remove: delete again (with "
-                    f"privacy.encryption_keys) and run `personify push {name}`",
+                    f"privacy.encryption_keys) and run `personify push {name}`, {forget}",
                 )
             )
-        elif lost:
+            continue
+        if lost:
             out.append(
                 Stranded(
                     name,
                     lost,
                     f"their kept keys do not decrypt: {LOST_KEY} they were encrypted under",
-                    f"put that key back in privacy.encryption_keys and run `personify push {name}`",
+                    f"put that key back in privacy.encryption_keys and run `personify push "
+                    f"{name}`, {forget}",
+                    LOST_KEY,
+                )
+            )
+        if bare and d.ad_audience:
+            out.append(
+                Stranded(
+                    name,
+                    bare,
+                    "no identifiers were kept for them (pushed before the destination was an "
+                    "ad audience): a removal cannot name them",
+                    f"remove those people from the audience at the platform yourself, then "
+                    f"`{FORGET} {name}`",
+                    NO_IDENTIFIERS,
                 )
             )
     return out
+
+
+FORGET: Final = "personify push --forget-stranded"
+"""The command settling stranded removals (:func:`forget_stranded`), a destination's name
+after it."""
+
+
+def forget_stranded(wh: Warehouse, project: Project, name: str) -> tuple[int, list[Stranded]]:
+    """Drop destination ``name``'s stranded removals (:func:`stranded_removals`) — someone
+    removed those people at the API by hand, or accepts they stay there; returns how many went
+    and what they were. Under the destination's lock (``exclusive``, held by the caller), in
+    one transaction; the caller records it in the audit log."""
+    stranded = stranded_removals(wh, project, [name])
+    gone = 0
+    with wh.transaction():
+        still_pushing(wh, name)
+        for s in stranded:
+            where = f"destination = ? AND status = '{ERASED}'"
+            params: list[object] = [name]
+            if s.error is not None:
+                where += " AND error LIKE ?"
+                params.append(f"%{s.error}%")
+            wh.execute(
+                f"DELETE FROM {IDENTIFIERS} WHERE destination = ? AND key_hash IN "
+                f"(SELECT key_hash FROM destination_state WHERE {where})",
+                [name, *params],
+            )
+            gone += max(wh.execute(f"DELETE FROM destination_state WHERE {where}", params), 0)
+    return gone, stranded
 
 
 def rest_destinations(project: Project) -> list[RestDestination]:

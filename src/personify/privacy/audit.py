@@ -47,6 +47,7 @@ ACTIONS: tuple[str, ...] = (
     "test_send",
     "email_preview",  # the console's preview of one customer's email
     "segment_preview",  # the console's sample of a segment's members (no customer)
+    "removals_forgotten",  # erasures' removals a destination could never send, settled
 )
 GENESIS = "0" * 64
 """``prev_hash`` of the first chained entry."""

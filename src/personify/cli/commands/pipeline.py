@@ -183,6 +183,15 @@ def push_command(
             "--dry-run showed they should go).",
         ),
     ] = False,
+    forget_stranded: Annotated[
+        bool,
+        typer.Option(
+            "--forget-stranded",
+            help="Push nothing: forget the named destinations' stranded removals (erased "
+            "people's records no push can remove; recorded in the audit log) after removing "
+            "them at the API by hand. With --dry-run: only how many.",
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
     json: JsonOpt = False,
     now: NowOpt = None,
@@ -207,7 +216,11 @@ def push_command(
     Removals that can never go — the destination switched to `on_remove: ignore` or gone from
     personify.yml, or privacy.encryption_keys lost the key they were kept under — are warned
     about on stderr (`--json`: each destination's `warnings`), with what to do; so are rows
-    Meta took but could not read (its num_invalid_entries).
+    Meta took but could not read (its num_invalid_entries); so are an ad audience's erased
+    records pushed before it was an audience (no identifiers to name them by). Once you removed
+    those people at the API yourself (or accept they stay), `personify push --forget-stranded
+    NAME` forgets them, saying how many, with an audit_log entry (`removals_forgotten`);
+    `--dry-run` with it only counts them.
     A destination of `kind: events` forwards the event stream instead (tracking calls, and
     events from files and webhooks): each stored event the filters (`events`, `types`,
     `sources`) and consent let through, in Segment's shape with its messageId, at least once
@@ -222,6 +235,9 @@ def push_command(
     from personify.session import open_session
 
     pin_now(now)
+    if forget_stranded:
+        _forget_stranded(project, destinations or [], dry_run=dry_run, json=json)
+        return
     with open_session(project) as session:
         results = push_destinations(
             session, destinations or None, dry_run=dry_run, allow_removals=allow_removals
@@ -277,3 +293,43 @@ def push_command(
             err_console().print(f"warning: {warning}", markup=False)
     if any(r.error for r in results):
         raise typer.Exit(1)
+
+
+def _forget_stranded(project: Path, names: list[str], *, dry_run: bool, json: bool) -> None:
+    """``personify push --forget-stranded NAME…``: each destination's stranded removals counted
+    and (unless ``dry_run``) forgotten, audited."""
+    from personify.destinations import forget_stranded_removals
+    from personify.session import open_session
+
+    if not names:
+        raise typer.BadParameter(
+            "name the destination(s) whose stranded removals to forget "
+            "(`personify status` lists them)",
+            param_hint="--forget-stranded",
+        )
+    with open_session(project) as session:
+        done = [forget_stranded_removals(session, n, dry_run=dry_run) for n in names]
+    if json:
+        emit_json(
+            [
+                {
+                    "destination": f.destination,
+                    "records": f.records,
+                    "forgotten": not dry_run and f.records > 0,
+                    "why": [s.why for s in f.stranded],
+                }
+                for f in done
+            ]
+        )
+        return
+    out = console()
+    for f in done:
+        if not f.records:
+            out.print(f"{escape(f.destination)}: no stranded removals.")
+            continue
+        verb = "would forget" if dry_run else "forgot"
+        why = "; ".join(s.why for s in f.stranded)
+        out.print(
+            f"{escape(f.destination)}: {verb} {f.records:,} stranded removal(s) — {escape(why)}"
+            + ("" if dry_run else " (recorded in the audit log: removals_forgotten)")
+        )

@@ -236,7 +236,8 @@ def audit_command(
         str | None,
         typer.Option(
             "--action",
-            help="Only this action: profile_read, export, erase, consent, test_send.",
+            help="Only this action: profile_read, export, erase, consent, test_send, "
+            "email_preview, segment_preview, removals_forgotten.",
             callback=_known_action,
         ),
     ] = None,
