@@ -370,3 +370,32 @@ def test_an_audience_record_pushed_before_it_was_an_audience_is_stranded_and_for
         assert stranded_removals(session.warehouse, session.project) == []
         (entry,) = _audit(session, "removals_forgotten")
         assert entry["records"] == 1 and "no identifiers" in entry["why"][0]
+
+
+def test_an_erasure_asked_again_shows_its_own_pending_removals(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """Two people erased, their removals pending: asking to erase one again — by their
+    address, ``email:`` or their customer id — reports that erasure's pending removals (each
+    removal keeps the erasure that queued it), beside every erasure's; after a push, none."""
+    removing = msgspec.structs.replace(crm(url), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        ann, _, _ = _people(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        first = erase_subject(wh, session.project, "ann@x.org")
+        erase_subject(wh, session.project, "bob@x.org")
+        assert _state(session, "crm") == {"sent": 1, "erased": 2}
+        for who in ("ann@x.org", "email:ann@x.org", ann):
+            again = erase_subject(wh, session.project, who).as_dict()
+            assert again["status"] == "already_erased", who
+            assert again["erasure_id"] == first.erasure_id, who
+            assert again["removals_pending"] == {"crm": 1}, who
+            assert again["removals_pending_all"] == {"crm": 2}, who
+        linked = wh.fetch(
+            "SELECT erasure_id FROM destination_state WHERE status = 'erased' ORDER BY 1"
+        )
+        assert len({e for (e,) in linked}) == 2 and all(e for (e,) in linked)
+        assert _push(session, "crm")["rows_erased_removed"] == 2
+        again = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert (again["removals_pending"], again["removals_pending_all"]) == ({}, {})

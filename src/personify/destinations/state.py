@@ -67,6 +67,19 @@ class Stranded:
         )
 
 
+def pending_of(wh: Warehouse, erasure_ids: Sequence[str]) -> dict[str, int]:
+    """The removals the erasures ``erasure_ids`` queued that still wait for a push, per
+    destination (:func:`erase_records`)."""
+    if not erasure_ids:
+        return {}
+    rows = wh.fetch(
+        f"SELECT destination, count(*) FROM destination_state WHERE status = '{ERASED}' "
+        f"AND erasure_id IN (SELECT {UNNEST}) GROUP BY destination ORDER BY destination",
+        [list(erasure_ids)],
+    )
+    return {str(d): int(n) for d, n in rows}
+
+
 def stranded_removals(
     wh: Warehouse, project: Project, names: Sequence[str] | None = None
 ) -> list[Stranded]:
@@ -233,17 +246,22 @@ def forget(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
     )
 
 
-def erase_records(wh: Warehouse, name: str, keys: Sequence[str]) -> int:
+def erase_records(
+    wh: Warehouse, name: str, keys: Sequence[str], *, erasure_id: str | None = None
+) -> int:
     """The records of ``name`` keyed by one of ``keys`` whose key was kept become removals left
     to do (:data:`ERASED`): their row's hash, error and time dropped (an ad audience's
-    identifiers' hashes too), nothing kept but the key's keyed hash and the encrypted key.
-    Returns how many are pending (those marked before too)."""
+    identifiers' hashes too), nothing kept but the key's keyed hash and the encrypted key — and
+    ``erasure_id``, the erasure they are for (one pending already keeps the erasure that queued
+    it). Returns how many are pending (those marked before too)."""
     where, params = _of(wh, name, keys)
     wh.execute(f"DELETE FROM {IDENTIFIERS} WHERE {where}", params)
     wh.execute(
-        f"UPDATE destination_state SET status = '{ERASED}', row_hash = '', error = NULL, "
-        f"pushed_at = ?, identifiers_key = NULL WHERE {where} AND record_key IS NOT NULL",
-        [clock.now(), *params],
+        f"UPDATE destination_state SET erasure_id = CASE WHEN status = '{ERASED}' AND "
+        f"erasure_id IS NOT NULL THEN erasure_id ELSE ? END, status = '{ERASED}', "
+        f"row_hash = '', error = NULL, pushed_at = ?, identifiers_key = NULL "
+        f"WHERE {where} AND record_key IS NOT NULL",
+        [erasure_id, clock.now(), *params],
     )
     return int(
         wh.scalar(

@@ -59,7 +59,7 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project, RestDestination
 from personify.destinations import forget
-from personify.destinations.state import erase_records, rest_destinations
+from personify.destinations.state import erase_records, pending_of, rest_destinations
 from personify.errors import NotFound
 from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
@@ -112,6 +112,9 @@ class ErasureReport:
     """Per destination that received the person's record: pending removals, or to do by hand."""
     pending: dict[str, int] = field(default_factory=dict)
     """Removals pending per destination, every erasure's (``personify push`` sends them)."""
+    own_pending: dict[str, int] | None = None
+    """``already_erased``: the removals the erasure(s) of this person queued that still wait,
+    per destination (``destination_state.erasure_id``)."""
     events_forwarded: list[ForwardedReport] = field(default_factory=list)
     """Per events destination (``kind: events``) the person's events went to: how many."""
 
@@ -122,7 +125,11 @@ class ErasureReport:
             "steps": [vars(s) for s in self.steps],
             "rows": sum(s.rows for s in self.steps),
             "destinations": [d.as_dict() for d in self.destinations],
-            "removals_pending": {d.destination: d.removals_pending for d in self.destinations},
+            "removals_pending": (
+                {d.destination: d.removals_pending for d in self.destinations}
+                if self.own_pending is None
+                else self.own_pending
+            ),
             "removals_pending_all": self.pending,
             "events_forwarded": [vars(e) | {"message": e.message} for e in self.events_forwarded],
         }
@@ -186,9 +193,13 @@ def erase_subject(
     try:
         customer_id = resolve(wh, project, who)
     except NotFound:
-        if _already_erased(wh, key, who, project):
-            again = ErasureReport(customer_hash(key, who.strip()), "already_erased")
+        found = _already_erased(wh, key, who, project)
+        if found is not None:
+            # (the erasure found by its id or an alias — one: its id, not the name's hash)
+            named = found[0] if len(found) == 1 else customer_hash(key, who.strip())
+            again = ErasureReport(named, "already_erased")
             again.pending = pending_removals(wh, project)
+            again.own_pending = pending_of(wh, found)
             return again
         raise
     erasure_id = customer_hash(key, customer_id)
@@ -245,7 +256,7 @@ def erase_subject(
         step(f"destination:{d.name}", partial(_destination, wh, erasure_id, d, f.keys))
 
     def identity() -> int:
-        _aliases(wh, key, f)
+        _aliases(wh, key, f, erasure_id)
         return _erase_identity(wh, f)
 
     step(IDENTITY_STEP, identity)
@@ -271,7 +282,9 @@ def _destination(wh: Warehouse, erasure_id: str, d: RestDestination, keys: Seque
     """The person's records at ``d``: pending removals where ``d`` removes records, the rest
     forgotten (their count, with the pending ones, is the step's; the pending ones recorded
     beside it in the same transaction)."""
-    pending = erase_records(wh, d.name, keys) if d.on_remove == "delete" else 0
+    pending = (
+        erase_records(wh, d.name, keys, erasure_id=erasure_id) if d.on_remove == "delete" else 0
+    )
     manual = forget(wh, d.name, keys)
     _progress(wh, erasure_id, f"destination:{d.name}{_PENDING}", pending)
     return pending + manual
@@ -332,8 +345,9 @@ def _alias_names(kind: str, value: str) -> tuple[str, str]:
     return f"{kind}:{value}", value
 
 
-def _aliases(wh: Warehouse, key: bytes, f: Footprint) -> int:
-    """Record the erased identifiers' :data:`ALIAS_STEP` rows (keyed hashes; no value kept)."""
+def _aliases(wh: Warehouse, key: bytes, f: Footprint, erasure_id: str) -> int:
+    """Record the erased identifiers' :data:`ALIAS_STEP` rows (keyed hashes; no value kept),
+    each naming this erasure (``erasure_of``: the latest erasure of that identifier)."""
     ids = sorted({customer_hash(key, n) for _, k, v in f.nodes for n in _alias_names(k, v)})
     if not ids:
         return 0
@@ -347,14 +361,19 @@ def _aliases(wh: Warehouse, key: bytes, f: Footprint) -> int:
                 "status": ["done"] * len(ids),
                 "rows": pa.array([0] * len(ids), pa.int64()),
                 "finished_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+                "erasure_of": [erasure_id] * len(ids),
             }
         ),
-        on_conflict="ignore",
+        on_conflict="update",
+        update_columns=["erasure_of"],
     )
     return len(ids)
 
 
-def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> bool:
+def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> list[str] | None:
+    """Whether ``who`` names someone erased (by their id, an identifier they had, or an
+    address's tombstone): the ids of the erasures found (empty when unknown: an alias recorded
+    before migration 40, a tombstone), or ``None``."""
     text = who.strip()
     kind, sep, rest = text.partition(":")
     names = [text]
@@ -362,19 +381,20 @@ def _already_erased(wh: Warehouse, key: bytes, who: str, project: Project) -> bo
         value = normalize(kind, rest, project.config.identity) or rest.strip()
         names += _alias_names(kind, value)
         text = rest.strip() if kind in HASHED_KINDS else text
-    if wh.scalar(
-        "SELECT count(*) FROM erasure_progress WHERE step IN (?, ?) "
-        f"AND erasure_id IN (SELECT {UNNEST})",
-        [IDENTITY_STEP, ALIAS_STEP, [customer_hash(key, n) for n in names]],
-    ):
-        return True
+    rows = wh.fetch(
+        "SELECT CASE WHEN step = ? THEN erasure_of ELSE erasure_id END FROM erasure_progress "
+        f"WHERE step IN (?, ?) AND erasure_id IN (SELECT {UNNEST})",
+        [ALIAS_STEP, IDENTITY_STEP, ALIAS_STEP, [customer_hash(key, n) for n in names]],
+    )
+    if rows:
+        return sorted({str(e) for (e,) in rows if e is not None})
     hashes = [identifier_hash(wh, key, k, text, project.config.identity) for k in HASHED_KINDS]
     found = wh.scalar(
         "SELECT count(*) FROM suppressions WHERE reason = 'erased' "
         f"AND subject_hash IN (SELECT {UNNEST})",
         [hashes],
     )
-    return bool(found)
+    return [] if found else None
 
 
 def _progress(wh: Warehouse, erasure_id: str, step: str, rows: int) -> None:

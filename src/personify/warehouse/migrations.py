@@ -494,6 +494,20 @@ def _segment_error_kinds(wh: Warehouse) -> None:
     )
 
 
+def _erasure_links(wh: Warehouse) -> None:
+    """Session 21: ``destination_state.erasure_id`` (the erasure that queued a pending removal)
+    and ``erasure_progress.erasure_of`` (the erasure an alias row names), so an erasure's report
+    shows its own pending removals, asked again by any identifier. Rows from before stay NULL:
+    counted among every erasure's only."""
+    for table, column in (("destination_state", "erasure_id"), ("erasure_progress", "erasure_of")):
+        col = TABLES_BY_NAME[table].column(column)
+        wh.execute(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "
+            f"{quote(col.name)} {wh.column_type(col.type)}",
+            (),
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -599,6 +613,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "segment_errors.kind: what failed (sql, cap, timeout), derived once from the error's "
         "text for rows stored before",
         _segment_error_kinds,
+    ),
+    Migration(
+        40,
+        "erasure links: destination_state.erasure_id (the erasure a pending removal is for) "
+        "and erasure_progress.erasure_of (the erasure an alias row names)",
+        _erasure_links,
     ),
 )
 

@@ -731,6 +731,12 @@ ERASURE_PROGRESS = Table(
         C("status", S, False, "done"),
         C("rows", INT, False, "Rows (or files) removed or rewritten"),
         C("finished_at", TS, False),
+        C(
+            "erasure_of",
+            S,
+            doc="An alias row's (step alias): the erasure_id of the erasure that erased that "
+            "identifier (NULL before migration 40)",
+        ),
     ),
     primary_key=("erasure_id", "step"),
     internal=True,
@@ -963,6 +969,13 @@ DESTINATION_STATE = Table(
             doc="An ad audience's: a tag of the key its identifiers' keyed hashes "
             "(destination_identifiers) were made under; NULL while none are kept (a record "
             "stored before migration 36: hashed from record_key at the next removal)",
+        ),
+        C(
+            "erasure_id",
+            S,
+            doc="A pending removal's (status erased): the erasure that queued it "
+            "(erasure_progress.erasure_id, a keyed hash); NULL otherwise and for those queued "
+            "before migration 40",
         ),
     ),
     primary_key=("destination", "key_hash"),

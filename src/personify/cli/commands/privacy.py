@@ -136,6 +136,8 @@ def erase_command(
     out = console()
     if report.status == "already_erased":
         out.print("Nothing left to erase: this person was already erased.")
+        for name, n in (report.own_pending or {}).items():
+            out.print(f"Pending removals of this person at {name}: {n:,}")
         _print_pending(out, report.pending)
         return
     table = Table("step", "rows / files", "status", title=f"Erasure {report.erasure_id[:12]}")
