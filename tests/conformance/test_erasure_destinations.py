@@ -314,6 +314,7 @@ def test_stranded_removals_are_forgotten_when_asked_and_audited(
         (entry,) = _audit(session, "removals_forgotten")
         assert (entry["actor"], entry["destination"], entry["records"]) == ("cli", "crm", 1)
         assert "on_remove is ignore" in entry["why"][0] and "ann" not in json.dumps(entry)
+        assert list(entry["erasures"].values()) == [1] and "unlinked" not in entry["erasures"]
         assert stranded_removals(session.warehouse, session.project) == []
         with clock.frozen(NOW):
             assert status_report(session)["problems"] == []

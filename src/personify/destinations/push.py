@@ -196,9 +196,9 @@ def forget_stranded_removals(
     """Settle destination ``name``'s stranded removals (:func:`stranded_removals`: erasures'
     removals no push can send — it left personify.yml, stopped removing, lost their key, or an
     ad audience holds them without identifiers): dropped under the destination's lock, and an
-    ``audit_log`` entry (``removals_forgotten``: who, when, the destination, how many, why) in
-    the same transaction. ``dry_run``: how many, nothing dropped. A name neither configured nor
-    holding stranded removals is refused."""
+    ``audit_log`` entry (``removals_forgotten``: who, when, the destination, how many, why, how
+    many of each erasure) in the same transaction. ``dry_run``: how many, nothing dropped. A
+    name neither configured nor holding stranded removals is refused."""
     from personify.privacy.audit import log_action
 
     wh = session.warehouse
@@ -208,12 +208,13 @@ def forget_stranded_removals(
     if dry_run or not stranded:
         return Forgotten(name, sum(s.records for s in stranded), stranded)
     with exclusive(run_name(name), warehouse=wh), wh.transaction():
-        records, stranded = forget_stranded(wh, session.project, name)
+        records, stranded, erasures = forget_stranded(wh, session.project, name)
         if records:
             detail = {
                 "destination": name,
                 "records": records,
                 "why": [s.why for s in stranded],
+                "erasures": erasures,  # (erasure id, a keyed hash → how many of its removals)
             }
             log_action(
                 wh,

@@ -151,13 +151,17 @@ FORGET: Final = "personify push --forget-stranded"
 after it."""
 
 
-def forget_stranded(wh: Warehouse, project: Project, name: str) -> tuple[int, list[Stranded]]:
+def forget_stranded(
+    wh: Warehouse, project: Project, name: str
+) -> tuple[int, list[Stranded], dict[str, int]]:
     """Drop destination ``name``'s stranded removals (:func:`stranded_removals`) — someone
-    removed those people at the API by hand, or accepts they stay there; returns how many went
-    and what they were. Under the destination's lock (``exclusive``, held by the caller), in
-    one transaction; the caller records it in the audit log."""
+    removed those people at the API by hand, or accepts they stay there; returns how many went,
+    what they were, and how many of each erasure (its id; ``unlinked``: queued before migration
+    40). Under the destination's lock (``exclusive``, held by the caller), in one transaction;
+    the caller records it in the audit log."""
     stranded = stranded_removals(wh, project, [name])
     gone = 0
+    erasures: dict[str, int] = {}
     with wh.transaction():
         still_pushing(wh, name)
         for s in stranded:
@@ -166,13 +170,20 @@ def forget_stranded(wh: Warehouse, project: Project, name: str) -> tuple[int, li
             if s.error is not None:
                 where += " AND error LIKE ?"
                 params.append(f"%{s.error}%")
+            for erasure, n in wh.fetch(
+                f"SELECT erasure_id, count(*) FROM destination_state WHERE {where} "
+                "GROUP BY erasure_id",
+                params,
+            ):
+                linked = "unlinked" if erasure is None else str(erasure)
+                erasures[linked] = erasures.get(linked, 0) + int(n)
             wh.execute(
                 f"DELETE FROM {IDENTIFIERS} WHERE destination = ? AND key_hash IN "
                 f"(SELECT key_hash FROM destination_state WHERE {where})",
                 [name, *params],
             )
             gone += max(wh.execute(f"DELETE FROM destination_state WHERE {where}", params), 0)
-    return gone, stranded
+    return gone, stranded, erasures
 
 
 def rest_destinations(project: Project) -> list[RestDestination]:
