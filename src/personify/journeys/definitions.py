@@ -778,10 +778,10 @@ def _key_line(r: _Reader, where: Where, key: Any, mapping: dict[Any, Any]) -> in
 def _check_subject(r: _Reader, subject: str, where: Where) -> None:
     from liquid.exceptions import LiquidError
 
-    from personify.messages.liquid_env import text_environment
+    from personify.messages.liquid_env import check_zones, text_environment
 
-    try:
-        text_environment().from_string(subject)
+    try:  # (a date filter's time zone written in the line is checked here, as a template's is)
+        check_zones(text_environment().from_string(subject))
     except LiquidError as e:
         raise r.fail(where, f"the subject is not valid Liquid: {e}") from None
 

@@ -304,6 +304,18 @@ def test_a_variant_subject_per_language_version() -> None:
         ("      - {weight: 1}\n", "0", "steps[0].variants[0]", "needs a name"),
         ("      - {name: a, colour: red}\n", "0", "steps[0].variants[0].colour", "unknown key"),
         ("      - {name: a, subject: '{{ oops'}\n", "0", "steps[0].variants[0].subject", "Liquid"),
+        (  # a time zone written in the line that is none: found by the check, not each render
+            "      - {name: a, subject: \"{{ 'now' | date: 'long', 'Europe/Pariss' }}\"}\n",
+            "0",
+            "steps[0].variants[0].subject",
+            "'Europe/Pariss' is not a time zone",
+        ),
+        (
+            "      - {name: a, subject: {fr: \"{{ 'now' | date: 'long', zone: 'Mars/Base' }}\"}}\n",
+            "0",
+            "steps[0].variants[0].subject.fr",
+            "'Mars/Base' is not a time zone",
+        ),
         ("      []\n", "0", "steps[0].variants", "list of variants"),
         ("      - {name: a, subject: {}}\n", "0", "steps[0].variants[0].subject", "no language"),
         (
