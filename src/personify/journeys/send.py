@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+from liquid import BoundTemplate
 
 from personify.config import JourneySettings, Project
 from personify.delivery import PrepareFailure, prepare_batch, transport_for
@@ -57,6 +58,7 @@ from personify.journeys.gates import HELD, SEND, Message, over_cap
 from personify.journeys.gates import load as load_gates
 from personify.messages import TemplateStore, template_store
 from personify.messages.connected import ConnectedUnavailable
+from personify.messages.labels import TEMPLATE_LOCALE, localize
 from personify.messages.liquid_env import text_environment
 from personify.messages.locale import candidates
 from personify.messages.templates import Template
@@ -121,6 +123,24 @@ class _Row:
     decided_at: datetime | None = None
 
 
+_LINE_LOCALE = "personify:line_locale"
+"""A subject line's template global: the locale its key names (not a Liquid name: a colon)."""
+
+
+class _LineIn(BoundTemplate):
+    """A variant's subject line keyed by a locale (``fr``): its words — dates, amounts, the
+    discount's label — are written in that language (the customer's way when theirs, as
+    :func:`~personify.messages.labels.localize` does), whatever the body's file is: a French line
+    over ``hi.liquid`` wrote English dates beside its French words."""
+
+    def make_globals(self, render_args: Mapping[str, object]) -> Mapping[str, object]:
+        language = self.globals.get(_LINE_LOCALE)
+        if isinstance(language, str) and language:
+            words = {k: v for k, v in render_args.items() if k != TEMPLATE_LOCALE}
+            render_args = localize(words, language)
+        return super().make_globals(render_args)
+
+
 class _SubjectStore(TemplateStore):
     """A template store whose templates take an experiment variant's subject lines: per locale
     (``fr``, ``fr-CA``; ``""`` for the others), chosen as template files are — the recipient's
@@ -133,9 +153,14 @@ class _SubjectStore(TemplateStore):
         env = text_environment()
         env.default_locale = inner.default_locale  # type: ignore[attr-defined]
         env.default_timezone = inner.default_timezone  # type: ignore[attr-defined]
+        env.template_class = _LineIn  # (a line keyed by a locale writes in its language)
         lines = {"": subjects} if isinstance(subjects, str) else dict(subjects)
         self._subjects = {
-            version: env.from_string(line, name=f"variant subject {version}".strip())
+            version: env.from_string(
+                line,
+                name=f"variant subject {version}".strip(),
+                globals={_LINE_LOCALE: version} if version else None,
+            )
             for version, line in lines.items()
         }
 

@@ -102,3 +102,30 @@ def test_subject_keys_are_read_as_locales() -> None:
     assert journey is not None and journey.steps[0].experiment is not None
     variant = journey.steps[0].experiment.variants[0]
     assert dict(variant.subjects) == {"fr-CA": "Allo", "pt-BR": "Oi", "zh-Hant-TW": "Ni"}
+
+
+def test_a_subject_line_of_a_language_writes_its_words_in_it(project_dir: Path) -> None:
+    """A line keyed ``fr`` is French whether or not ``hi.fr.liquid`` exists: its dates and
+    amounts are written in French (the body's language is the file's), the others' in theirs."""
+    import datetime as dt
+
+    from personify.messages.render import render
+
+    templates = project_dir / "templates"
+    (templates / "hi.liquid").write_text("---\nsubject: Hi\n---\n<p>hi</p>\n")
+    project = load_project(project_dir)
+    line = "{{ at | date: 'long' }} {{ total | currency: 'EUR' }}"
+    found = _preview(line, (("fr", "Le " + line), ("de", "Am " + line)))
+    at = dt.date(2026, 3, 1)
+    got = {
+        locale: render(
+            preview_template(project, found, locale),
+            {"customer": {"locale": locale}, "at": at, "total": 52},
+        ).subject
+        for locale in ("fr-CA", "de", "en-US")
+    }
+    assert got == {
+        "fr-CA": "Le 1 mars 2026 52,00 €",
+        "de": "Am 1. März 2026 52,00 €",
+        "en-US": "March 1, 2026 €52.00",
+    }
