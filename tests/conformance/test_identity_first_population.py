@@ -163,7 +163,13 @@ def _load(wh: Warehouse, world: dict[str, pa.Table]) -> None:
 
 
 def _snapshot(wh: Warehouse) -> dict[str, list[tuple[Any, ...]]]:
-    return {name: wh.fetch(f"SELECT * FROM {name} ORDER BY {key}") for name, key in _TABLES.items()}
+    def columns(name: str) -> str:  # (not stored_at: the real clock at each warehouse's load)
+        return ", ".join(c.name for c in table(name).columns if c.name != "stored_at")
+
+    return {
+        name: wh.fetch(f"SELECT {columns(name)} FROM {name} ORDER BY {key}")
+        for name, key in _TABLES.items()
+    }
 
 
 def _both_ways(

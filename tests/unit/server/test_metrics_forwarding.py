@@ -1,5 +1,5 @@
-"""``/metrics`` shows each events destination's forwarding lag: the age of its oldest event not
-yet forwarded, the figure ``personify status`` shows (0 when none waits)."""
+"""``/metrics`` shows each events destination's forwarding lag: how long its oldest event not yet
+forwarded has been stored, the figure ``personify status`` shows (0 when none waits)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def _store(session: Session, ids: list[str], received_at: datetime) -> None:
                 "user_id": [f"u_{i}" for i in ids],
                 "timestamp": pa.array([received_at] * n, ts),
                 "received_at": pa.array([received_at] * n, ts),
+                # (stored then: the lag is how long the oldest waiting event has been stored)
+                "stored_at": pa.array([received_at] * n, ts),
                 "source": ["web"] * n,
                 "properties": [json.dumps({"total": 10})] * n,
                 "context": [json.dumps({})] * n,
