@@ -5,8 +5,8 @@
 * **Per client address** (:func:`by_address`): 10 wrong tokens a minute, then that address waits.
 * **Per presented token prefix** (:func:`by_prefix`): :data:`PREFIX_FAILURES` wrong tokens a minute
   starting with the same :data:`PREFIX_CHARS` characters, from every address together — a guess
-  spread over many addresses at one token whose start is known (a token family's ``adm_``, or the
-  start of a token that leaked) is slowed as much as one from a single address. Once spent, every
+  spread over many addresses at one token whose start is known (the start of a token that leaked,
+  a weak token's obvious start) is slowed as much as one from a single address. Once spent, every
   attempt with that prefix waits, the right token too (its check is not even run), so a 429 says
   nothing about what was presented nor whether a configured token starts so.
 
@@ -27,9 +27,12 @@ import hashlib
 from personify.privacy.access import FailureLimiter
 from personify.server.state import ServerState
 
-PREFIX_CHARS = 4
-"""A presented token's prefix, for :func:`by_prefix`: a token's family (``adm_`` of the tokens
-``personify init`` writes) or the start of one that leaked."""
+PREFIX_CHARS = 10
+"""A presented token's prefix, for :func:`by_prefix`: the start of a token that leaked, or a weak
+token's. Ten characters, not a token family's few (``adm_``): a prefix anyone knows would let
+anyone lock every sign-in with such tokens out — ``personify init``'s tokens carry six random
+characters in theirs (64⁶ prefixes), so only someone who already holds a token's start can
+spend its budget."""
 PREFIX_FAILURES = 30
 """Wrong tokens a minute, from every address together, with one prefix."""
 

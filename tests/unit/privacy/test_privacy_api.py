@@ -401,14 +401,14 @@ def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(
         return asyncio.run(go())
 
     for n in range(PREFIX_FAILURES):
-        assert get(n, f"helpdesk-guess-{n}").status_code == 401
-    late = get(1001, "helpdesk-guess-x")  # (odd: the console's sign-in)
+        assert get(n, f"helpdesk-token-guess-{n}").status_code == 401
+    late = get(1001, "helpdesk-token-x")  # (odd: the console's sign-in)
     assert late.status_code == 429 and int(late.headers["retry-after"]) > 0
     signing_in = get(1003, "helpdesk-token-456")
     assert signing_in.status_code == 429 and "masked" not in signing_in.text
     right = get(1002, "helpdesk-token-456")  # (even: the API) answered, not held
     assert right.status_code == 404  # (x names nobody: a masked token names by customer id)
-    wrong = get(1004, "helpdesk-guess-y")  # a wrong one at the API: 401, from a new address
+    wrong = get(1004, "helpdesk-token-y")  # a wrong one at the API: 401, from a new address
     assert wrong.status_code == 401
     other = get(1005, auth["authorization"].split(" ", 1)[1])  # the admin token: adm_…
     assert other.status_code != 429  # signed in (another prefix)
