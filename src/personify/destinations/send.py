@@ -35,12 +35,7 @@ def _answer(d: RestDestination, response: Any) -> Any:
     decoded: HubSpot lists them only in a 207, and a 200 echoes every record it took)."""
     if d.errors_path is None and (d.preset is None or response.status_code != 207):
         return None
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
+    return _json(response)
 
 
 def _json(response: Any) -> Any:
