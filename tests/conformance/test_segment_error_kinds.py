@@ -104,23 +104,60 @@ def test_a_whole_refresh_timeout_stays_a_real_time_one_clears(
         buyers.write_text(SLOW, encoding="utf-8")  # the real-time refresh runs over it too
         done = react(session, ["ann"], now=NOW + timedelta(minutes=2))
         assert done.segments_failed == ["buyers"] and _open(wh, "buyers") == ["cy"]
-        (failing,) = status_report(session)["segments_failing"]
-        assert failing["kind"] == "real-time-timeout" and "longer than" in failing["error"]
-
+        # not written over: as real-time-timeout, the next real-time success would clear it
+        assert _failing(session) == [("buyers", "timeout")]
         buyers.write_text(BUYERS, encoding="utf-8")
         done = react(session, ["ann"], now=NOW + timedelta(minutes=3))
         assert done.segments_failed == [] and _open(wh, "buyers") == ["ann", "cy"]
+        assert _failing(session) == [("buyers", "timeout")]  # still the whole refresh's
+
+        _, failed = refresh(session, [find_segment(session.project, "buyers")], force=True)
+        assert failed == [] and _failing(session) == []  # the next whole refresh judged it
+        buyers.write_text(SLOW, encoding="utf-8")  # now a real-time refresh's own timeout
+        done = react(session, ["ann"], now=NOW + timedelta(minutes=4))
+        assert done.segments_failed == ["buyers"]
+        (failing,) = status_report(session)["segments_failing"]
+        assert failing["kind"] == "real-time-timeout" and "longer than" in failing["error"]
+        buyers.write_text(BUYERS, encoding="utf-8")
+        done = react(session, ["ann"], now=NOW + timedelta(minutes=5))
+        assert done.segments_failed == []
         assert _failing(session) == []  # the real-time path judged it, and judges it gone
 
         # and a whole refresh's success clears a whole refresh's timeout
         buyers.write_text(SLOW, encoding="utf-8")
         _, failed = refresh_isolated(
-            wh, [segment], now=NOW + timedelta(minutes=4), timeout_s=TIMEOUT_S, max_members=10
+            wh, [segment], now=NOW + timedelta(minutes=6), timeout_s=TIMEOUT_S, max_members=10
         )
         assert _failing(session) == [("buyers", "timeout")]
         buyers.write_text(BUYERS, encoding="utf-8")
         results, failed = refresh(session, [find_segment(session.project, "buyers")], force=True)
         assert failed == [] and _failing(session) == []
+
+
+def test_a_real_time_failure_leaves_a_whole_refresh_cap_as_it_is(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """A whole refresh over the cap, then a real-time refresh of the segment refused by the
+    warehouse: the cap failure is kept as it was (its kind, words and time) — written over as a
+    refused query, the next real-time success cleared it, and status no longer said the whole
+    refresh is over the cap until the next whole refresh."""
+    root = _project(tmp_path, warehouse_url)
+    buyers = root / "segments" / "buyers.sql"
+    with open_session(root) as session:
+        wh = session.warehouse
+        _buyers(session)
+        segment = find_segment(session.project, "buyers")
+        _, failed = refresh_isolated(wh, [segment], now=NOW, timeout_s=30, max_members=1)
+        assert _failing(session) == [("buyers", "cap")]
+        before = status_report(session)["segments_failing"]
+
+        buyers.write_text(BUYERS.replace("order_count", "ordr_count"), encoding="utf-8")
+        done = react(session, ["cy"], now=NOW + timedelta(minutes=1))
+        assert done.segments_failed == ["buyers"]  # (logged and counted, not recorded over)
+        assert status_report(session)["segments_failing"] == before
+        buyers.write_text(BUYERS, encoding="utf-8")
+        assert react(session, ["cy"], now=NOW + timedelta(minutes=2)).segments_failed == []
+        assert _failing(session) == [("buyers", "cap")]  # only a whole refresh judges it
 
 
 def test_migration_39_derives_the_kind_of_stored_failures(warehouse_url: str) -> None:

@@ -213,19 +213,30 @@ def refresh_isolated(
             todo = [s for s in todo if s.name != failure.segment]
 
 
-def record_failures(wh: Warehouse, failed: list[SegmentFailure], now: datetime) -> None:
+def record_failures(
+    wh: Warehouse, failed: list[SegmentFailure], now: datetime, *, real_time: bool = False
+) -> None:
     """Keep each failure in ``segment_errors`` (the engine's words masked, as the segment's
     error already holds them: :meth:`Segment.running`) with its ``kind``; the segment's next
     whole refresh clears it, and so does a real-time one unless the kind is a whole refresh's
-    (:func:`cleared_by_real_time`)."""
+    (:func:`cleared_by_real_time`). A ``real_time`` failure never replaces a whole refresh's
+    cap or timeout (:data:`WHOLE_REFRESH_ONLY`): written over it, its kind would let the next
+    real-time success clear a verdict only the next whole refresh can give (checked by the
+    upsert itself, against a whole refresh recording meanwhile)."""
     from personify.privacy.masking import mask_text
 
+    kinds = sorted(WHOLE_REFRESH_ONLY)
+    keep = (
+        f" WHERE coalesce(segment_errors.kind, 'sql') NOT IN ({', '.join(repr(k) for k in kinds)})"
+        if real_time
+        else ""
+    )
     for f in failed:
         wh.execute(
             "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at, kind) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (segment) DO UPDATE SET file = excluded.file, "
             "error = excluded.error, failed_at = excluded.failed_at, "
-            "recorded_at = excluded.recorded_at, kind = excluded.kind",
+            f"recorded_at = excluded.recorded_at, kind = excluded.kind{keep}",
             [f.segment, f.file, mask_text(str(f.error)), now, datetime.now(UTC), f.kind],
         )
 
@@ -312,8 +323,9 @@ def refresh_for_isolated(
 ) -> tuple[int, int] | SegmentFailure:
     """:func:`refresh_for`, but a segment the warehouse refuses (an error in its SQL found when
     it runs, its timeout) is rolled back — its memberships for these customers as they were —
-    recorded in ``segment_errors`` as a batch refresh records it (:func:`refresh_isolated`), and
-    returned instead of raised, so the real-time path goes on with the other segments.
+    recorded in ``segment_errors`` as a batch refresh records it (:func:`refresh_isolated`) —
+    but not over a whole refresh's cap or timeout (:func:`record_failures`) — and returned
+    instead of raised, so the real-time path goes on with the other segments.
     Transient errors (a busy warehouse, a write conflict) still raise: the pass is retried."""
     try:
         return refresh_for(wh, segment, only, now=now, timeout_s=timeout_s)
@@ -322,7 +334,7 @@ def refresh_for_isolated(
             raise
         where = segment.shown or str(segment.file)
         failure = SegmentFailure(segment.name, where, e, failure_kind(e, real_time=True))
-    record_failures(wh, [failure], now)
+    record_failures(wh, [failure], now, real_time=True)
     return failure
 
 
