@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pytest
 from tests.conformance.destination_support import (
     KEYS,
     NOW,
@@ -400,3 +401,38 @@ def test_an_erasure_asked_again_shows_its_own_pending_removals(
         assert _push(session, "crm")["rows_erased_removed"] == 2
         again = erase_subject(wh, session.project, "ann@x.org").as_dict()
         assert (again["removals_pending"], again["removals_pending_all"]) == ({}, {})
+
+
+def test_an_erasure_while_a_push_sends_the_record_keeps_its_removal(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person is erased while a push is sending their changed record: the push then records
+    what the API took, and must not write ``sent`` over the erasure's pending removal — it was
+    lost (the record left at the API, the erasure's own removals_pending 0, removed later only
+    as one leaving the model, under max_removals). The next push removes it as the erasure's."""
+    model = "SELECT customer_id, email, lifecycle_stage FROM customers"
+    removing = msgspec.structs.replace(crm(url), model=model, max_removals=0)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        _people(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        wh.execute("UPDATE customers SET lifecycle_stage = 'active'")  # (all three change)
+        fault = apis._fault
+        erased: list[dict[str, Any]] = []
+
+        def erase_meanwhile() -> Any:  # (the API's thread, while it takes the batch)
+            if not erased:
+                erased.append(erase_subject(wh, session.project, "ann@x.org").as_dict())
+            return fault()
+
+        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
+        assert _push(session, "crm")["rows_sent"] == 3  # (ann's went before she was erased)
+        monkeypatch.setattr(apis, "_fault", fault)
+        assert erased[0]["removals_pending"] == {"crm": 1}
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+        again = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert again["status"] == "already_erased" and again["removals_pending"] == {"crm": 1}
+
+        counts = _push(session, "crm")  # (max_removals 0: only an erasure's removal goes)
+        assert counts["rows_erased_removed"] == 1 and "ann@x.org" not in apis.pushed
+        assert _state(session, "crm") == {"sent": 2}

@@ -381,6 +381,10 @@ class Acks:
             return
         with self.wh.transaction():
             still_pushing(self.wh, self.d.name)  # (PostgreSQL: its lock, lost with a connection?)
+            erased = self._erased_since()
+            if erased:  # (an erasure marked them while they were sent: its removal stays)
+                self.rows = [r for r in self.rows if r[2] == ERASED or r[0] not in erased]
+                self.kept = [k for k in self.kept if k[0] not in erased]
             if self.rows:
                 keys, hashes, statuses, errors, tokens = zip(*self.rows, strict=True)
                 n = len(keys)
@@ -406,3 +410,25 @@ class Acks:
                         [self.d.name, self.removed],
                     )
         self.rows, self.kept, self.removed = [], [], []
+
+    def _erased_since(self) -> set[str]:
+        """The keys among the records to record as sent or refused (not an erasure's own
+        removal) that an erasure marked :data:`ERASED` since the push read them — written over,
+        the erasure's pending removal was lost (the record left at the API as ``sent``, or
+        removed later only as one leaving the model, under ``max_removals``). On PostgreSQL the
+        rows are locked until the commit, so an erasure marking one now waits for it, then
+        wins."""
+        keys = [r[0] for r in self.rows if r[2] != ERASED]
+        if not keys:
+            return set()
+        # (every row read, locked: one an erasure is marking is waited for, then read as it is)
+        lock = "" if self.wh.capabilities.single_process else " FOR UPDATE"
+        return {
+            str(h)
+            for h, status in self.wh.fetch(
+                "SELECT key_hash, status FROM destination_state WHERE destination = ? "
+                f"AND key_hash IN (SELECT {UNNEST}){lock}",
+                [self.d.name, keys],
+            )
+            if status == ERASED
+        }
