@@ -11,7 +11,8 @@
   key: ``{code, label, value, kind, currency, expires_at, expires_on}`` (a preview issues
   nothing: the code already issued for the key, else ``offers.PREVIEW_CODE``). Typed values, for
   templates to write in the recipient's language: ``expires_at`` is the instant (an
-  :class:`Expiry`: a datetime that prints as before, ``08 December 2026``), ``expires_on`` the
+  :class:`~personify.messages.labels.Expiry`: a datetime that prints its day in the email's
+  language — in English as before, ``08 December 2026``), ``expires_on`` the
   day it expires in the customer's time zone (``customers.timezone``, else the project's), a
   date; ``value``/``kind``/``currency`` what it takes off (``{{ discount | discount_amount }}``:
   ``15 %`` in French). ``label`` is the English ``15% off``, written in the template's
@@ -36,6 +37,7 @@ from zoneinfo import ZoneInfo
 from personify.config import Project
 from personify.journeys.definitions import Step, Trigger, Variable
 from personify.messages import read_customers
+from personify.messages.labels import Expiry as Expiry  # (its home before: kept importable)
 from personify.warehouse.base import Warehouse
 
 
@@ -203,20 +205,6 @@ def _at(value: Any, path: str) -> Any:
             return None
         value = value.get(name)
     return value
-
-
-class Expiry(datetime):
-    """A discount code's expiry: the instant (with its zone), so ``| date: 'long'`` and
-    ``| date: '%d/%m'`` read it — printed as it is, the text templates got before it was a
-    datetime: the day in English, ``08 December 2026``."""
-
-    def __str__(self) -> str:
-        return self.strftime("%d %B %Y")
-
-    @classmethod
-    def of(cls, at: datetime) -> Expiry:
-        """``at`` as an Expiry (a naive ``at`` is read as UTC, as the warehouse stores it)."""
-        return cls.combine(at.date(), at.timetz(), at.tzinfo or UTC)
 
 
 def _code(row: dict[str, Any] | None, zone: tzinfo) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import pytest
 from personify.config import load_project
 from personify.journeys import preview_template
 from personify.journeys.preview import Preview
+from personify.offers.discounts import label
 
 DAY = timedelta(days=1)
 
@@ -129,3 +130,42 @@ def test_a_subject_line_of_a_language_writes_its_words_in_it(project_dir: Path) 
         "de": "Am 1. März 2026 52,00 €",
         "en-US": "March 1, 2026 €52.00",
     }
+
+
+def test_a_subject_lines_discount_label_and_expiry_follow_its_language(project_dir: Path) -> None:
+    """The label and the expiry printed as they are follow the line's language, as its dates
+    and amounts do: a ``fr:`` line over a German body (``email.default_locale: de``) wrote the
+    German label beside its French words; an ``en:`` line writes the English ones."""
+    import datetime as dt
+
+    from personify.journeys.content import _code
+    from personify.messages import build_context
+    from personify.messages.render import render
+
+    config = project_dir / "personify.yml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("\nemail:\n", "\nemail:\n  default_locale: de\n", 1))
+    templates = project_dir / "templates"
+    (templates / "hi.liquid").write_text(
+        "---\nsubject: Hi\n---\n<p>{{ d.label }} {{ d.expires_at }}</p>\n"
+    )
+    project = load_project(project_dir)
+    line = "{{ d.label }} {{ d.expires_at }} {{ d | discount_amount }}"
+    found = _preview(line, (("fr", "Le " + line), ("en", "The " + line)))
+    row = {"code": "C", "value": 15.0, "kind": "percent", "currency": "EUR"}
+    at = dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC)
+    discount = _code({**row, "label": label(15, "percent"), "expires_at": at}, dt.UTC)
+    got = {}
+    for locale in ("fr-CA", "de-AT", "en-GB", None):
+        context = build_context({"customer_id": "c1", "locale": locale}, {"d": discount})
+        email = render(preview_template(project, found, locale), context)
+        got[locale] = (email.subject, email.text.strip())
+    german_body = "15\xa0% Rabatt 8. Dezember 2026"  # the body: its own language, German
+    assert got == {
+        "fr-CA": ("Le 15 % de réduction 8 décembre 2026 15 %", german_body),
+        "de-AT": ("15 % Rabatt 8. Dezember 2026 15 %", german_body),
+        "en-GB": ("The 15% off 08 December 2026 15%", german_body),
+        None: ("15 % Rabatt 8. Dezember 2026 15 %", german_body),
+    }
+    assert str(discount["label"]) == "15% off"  # the caller's values are not changed
+    assert str(discount["expires_at"]) == "08 December 2026"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from personify.messages import RenderError, TemplateStore, build_context, render
-from personify.messages.labels import DiscountLabel, label_in, words_locale
+from personify.messages.labels import DiscountLabel, Expiry, label_in, words_locale
 from personify.messages.render import render_reference
 from personify.offers.discounts import label
 
@@ -104,6 +104,53 @@ def test_a_label_given_as_text_is_printed_as_given(tmp_path: Path) -> None:
     journey issued knows what it takes off."""
     s = store(tmp_path, {"t.fr.liquid": page("<p>{{ d.label }}</p>"), "t.liquid": page("<p/>")})
     assert both(s, "t", "fr", d={"label": "10% off", "value": 10, "kind": "percent"}) == "10% off"
+
+
+def test_a_written_label_remembers_its_english_and_is_written_again_in_another_language() -> None:
+    ten = label(10, "percent")
+    french = label_in(ten, "fr")
+    assert isinstance(french, DiscountLabel) and (french, french.english) == (
+        "10\xa0% de réduction",
+        "10% off",
+    )
+    assert label_in(french, "de") == "10\xa0% Rabatt"  # from what it was made of, not French
+    assert label_in(french, "en") == "10% off" and label_in(ten, "en") is ten
+    copied = pickle.loads(pickle.dumps(french))
+    assert (copied, copied.english, copied.kind) == (french, "10% off", "percent")
+
+
+# -------------------------------------------------------------------- discount.expires_at
+
+
+def test_an_expiry_prints_its_day_in_the_emails_language(tmp_path: Path) -> None:
+    """``{{ d.expires_at }}`` as it is: the English day it always printed in an English email
+    (byte for byte), Babel's long date in another language; ``date:`` still writes any form."""
+    import copy
+
+    at = Expiry.of(dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC))
+    body = "<p>{{ d.expires_at }}|{{ d.expires_at | date: '%d %B %Y', 'en' }}|{{ d.label }}</p>"
+    files = {"t.liquid": page(body, '"{{ d.expires_at }}"'), "t.mjml": LAYOUT}
+    files |= {"t.fr.liquid": page(body), "t.es.liquid": page(body), "t.pt.liquid": page(body)}
+    s = store(tmp_path, files)
+    d = {"code": "C", "label": label(10, "percent"), "expires_at": at}
+    assert both(s, "t", None, d=d) == "08 December 2026|08 December 2026|10% off"
+    assert both(s, "t", "fr-CA", d=d) == "8 décembre 2026|08 December 2026|10\xa0% de réduction"
+    assert both(s, "t", "es", d=d).startswith("8 de diciembre de 2026|08 December 2026|")
+    assert both(s, "t", "pt-BR", d=d).startswith("8 de dezembro de 2026|")  # words: Babel's
+    # an English email is the one it was when the values were text
+    before = {"code": "C", "label": "10% off", "expires_at": "08 December 2026"}
+    for locale in (None, "de"):
+        template = s.get("t", locale)
+        now = render(template, build_context({**CUSTOMER, "locale": locale}, {"d": d}))
+        then = render(template, build_context({**CUSTOMER, "locale": locale}, {"d": before}))
+        assert (now.subject, now.html, now.text) == (then.subject, then.html, then.text)
+    s.default_locale = "it"  # the default template in the project's language
+    assert both(s, "t", None, d=d) == "8 dicembre 2026|08 December 2026|10% di sconto"
+    assert str(at) == "08 December 2026" and at.written_in("en-GB") is at  # (the caller's)
+    french = at.written_in("fr")
+    for made in (pickle.loads(pickle.dumps(french)), copy.deepcopy(french), copy.copy(french)):
+        assert isinstance(made, Expiry) and (made, str(made)) == (at, "8 décembre 2026")
+    assert str(french.written_in("en")) == "08 December 2026"
 
 
 # ------------------------------------------------------------------------------- date: names

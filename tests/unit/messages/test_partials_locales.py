@@ -403,9 +403,10 @@ def test_discount_amount_of_something_else_names_the_template_and_line(
     assert "lots" not in str(err.value)  # the value itself is not shown
 
 
-def test_a_discounts_expiry_prints_as_before_and_dates_in_any_language(tmp_path: Path) -> None:
-    """The journey's ``discount`` (journeys.content): ``expires_at`` prints the English day it
-    always printed, and is a datetime ``date:`` writes the recipient's way; ``expires_on`` is
+def test_a_discounts_expiry_prints_in_the_emails_language_and_dates_in_any(tmp_path: Path) -> None:
+    """The journey's ``discount`` (journeys.content): ``expires_at`` prints its day in the
+    email's language — the English day it always printed in an English email, Babel's long date
+    in a French one — and is a datetime ``date:`` writes the recipient's way; ``expires_on`` is
     the day in the customer's zone — through the fast path (a plan) as the reference render."""
     from zoneinfo import ZoneInfo
 
@@ -427,7 +428,7 @@ def test_a_discounts_expiry_prints_as_before_and_dates_in_any_language(tmp_path:
     )
     paris = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
     for customer, expected in (
-        (paris, ["08 December 2026|08/12|2026-12-09", "15\xa0% 9 décembre 2026"]),
+        (paris, ["8 décembre 2026|08/12|2026-12-09", "15\xa0% 9 décembre 2026"]),
         (CUSTOMER, ["08 December 2026|08/12|2026-12-09", "15% December 9, 2026"]),
     ):
         context = build_context(customer, {"d": discount})
