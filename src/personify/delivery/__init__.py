@@ -70,6 +70,7 @@ from personify.messages import (
 from personify.messages.connected import AddressPolicy
 from personify.messages.connected import resolve as resolve_connected
 from personify.messages.locale import customer_locale
+from personify.messages.render import localized
 from personify.warehouse.base import Warehouse
 
 
@@ -184,6 +185,7 @@ def prepare_one(
     urls = {"unsubscribe_url": unsubscribe.url, "preferences_url": unsubscribe.preferences or ""}
     context = build_context(customer, {**urls, **(variables or {})})
     if template.connected:  # fetched now; a variable the caller gives wins
+        context = dict(localized(template, context))  # its URLs: in the email's language
         wanted = [c for c in template.connected if c.name not in context]
         policy = AddressPolicy.from_config(project.config.email.connected_allow)
         name = template.file

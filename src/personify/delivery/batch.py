@@ -29,6 +29,7 @@ from personify.messages import (
 )
 from personify.messages.connected import AddressPolicy, prefetch
 from personify.messages.locale import customer_locale
+from personify.messages.render import localized
 from personify.warehouse.base import Warehouse
 
 FailureKind = Literal["not_found", "address", "render"]
@@ -100,7 +101,11 @@ def prepare_batch(
         if isinstance(parsed, Template) and parsed.connected:  # distinct URLs, concurrently
             prefetch(
                 parsed.connected,
-                [build_context(customers[c], v) for _, c, v in group if c in customers],
+                [  # the URLs prepare_one renders: in the email's language
+                    localized(parsed, build_context(customers[c], v))
+                    for _, c, v in group
+                    if c in customers
+                ],
                 parsed.file,
                 policy=AddressPolicy.from_config(project.config.email.connected_allow),
             )

@@ -70,7 +70,7 @@ def render(
     each email's HTML by ``tracking.instrument``. Words the email prints for the project (a
     discount's ``label``, dates, amounts) are in the template's language
     (:func:`~personify.messages.labels.localize`)."""
-    context = _localized(template, context)
+    context = localized(template, context)
     if tracking is None:
         return _render(template, context)
     plan = template.plan
@@ -204,9 +204,11 @@ def _render_planned(
     return RenderedEmail(template.name, template.version, subject, html, text, pieces, static)
 
 
-def _localized(template: Template, context: Mapping[str, Any]) -> Mapping[str, Any]:
+def localized(template: Template, context: Mapping[str, Any]) -> Mapping[str, Any]:
     """``context`` with the words it gives in ``template``'s language (its variant's, else the
-    project's ``email.default_locale``) — once: a context already done is kept."""
+    project's ``email.default_locale``) — once: a context already done is kept. What renders
+    for the email before its body (connected content's URLs) renders with it too, so it writes
+    in the email's language."""
     if TEMPLATE_LOCALE in context:
         return context
     default = getattr(template.body.env, "default_locale", None)
@@ -215,7 +217,7 @@ def _localized(template: Template, context: Mapping[str, Any]) -> Mapping[str, A
 
 def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:
     """Render the straightforward way: body, layout, the whole document's CSS inlined, text."""
-    context = _localized(template, context)
+    context = localized(template, context)
     name = template.file
     body = _body(template, template.body, context)
     subject = _subject(template, context)

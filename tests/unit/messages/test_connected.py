@@ -205,3 +205,28 @@ def test_policy_allows_listed_networks_and_hosts() -> None:
     policy.check("w", "http://internal.example/x")  # by name, not resolved
     with pytest.raises(ConnectedError):
         policy.check("w", "http://10.2.0.1/x")
+
+
+def test_a_url_is_rendered_in_the_emails_language(
+    api: str, wh: Warehouse, project_dir: Path
+) -> None:
+    """A ``date`` in a French version's URL writes French month names, as its body does — the
+    URLs a batch prefetches too (each fetched once, none in the default's language)."""
+    from personify.delivery import prepare
+
+    allow(project_dir, "127.0.0.1/32")
+    wh.execute("UPDATE customers SET locale = 'fr' WHERE customer_id IN ('c0', 'c1')")
+    spec = f"connected:\n  - name: m\n    url: \"{api}/month/{{{{ at | date: '%B' }}}}\"\n"
+    for name in ("w.liquid", "w.fr.liquid"):
+        text = f"---\nsubject: Hi\nlayout: none\n{spec}---\n<p>{{{{ m.city }}}}</p>"
+        (project_dir / "templates" / name).write_text(text, encoding="utf-8")
+    project = load_project(project_dir)
+    items = [("k0", "c0", {"at": "2026-03-01"}), ("k1", "c1", {"at": "2026-04-01"})]
+    items.append(("k2", "c2", {"at": "2026-03-01"}))  # no locale: the default, English
+    out = prepare_batch(wh, project, "w", items)
+    wanted = ["<p>mars</p>", "<p>avril</p>", "<p>March</p>"]
+    assert all(w in html_of(e) for w, e in zip(wanted, out, strict=True))
+    fetched = {path: n for path, n in HITS.items() if path.startswith("/month/")}
+    assert fetched == {"/month/mars": 1, "/month/avril": 1, "/month/March": 1}
+    one = prepare(wh, project, "w", "c0", {"at": "2026-05-01"}, key="k3")  # send-test, render
+    assert "<p>mai</p>" in html_of(one)
