@@ -129,7 +129,7 @@ _LINE_LOCALE = "personify:line_locale"
 
 class _LineIn(BoundTemplate):
     """A variant's subject line keyed by a locale (``fr``): its words — dates, amounts, the
-    discount's label — are written in that language (the customer's way when theirs, as
+    discount's label and expiry — are written in that language (the customer's way when theirs, as
     :func:`~personify.messages.labels.localize` does), whatever the body's file is: a French line
     over ``hi.liquid`` wrote English dates beside its French words."""
 
