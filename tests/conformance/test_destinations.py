@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pytest
 from tests.conformance import destination_support
@@ -24,9 +25,10 @@ from tests.conformance.destination_support import (
     url,
 )
 
+from personify import clock
 from personify.config import BearerAuth, RestClient, RestDestination, Secret
 from personify.demo.mock_apis import TOKEN, MockApis
-from personify.destinations import run_name
+from personify.destinations import push_destinations, run_name
 from personify.sources.schedule import last_runs
 from personify.warehouse import table
 
@@ -304,3 +306,34 @@ def test_a_push_whose_lock_went_with_its_connection_sends_nothing_more(
             assert len(apis.pushed) == N and states(session) == {"sent": N}
         finally:
             other.close()
+
+
+def test_an_unexpected_error_stops_its_destination_alone(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preset raising something no push expects (a bug; a dropped connection raising
+    something else) is that destination's failure — recorded, masked, its type named — and the
+    destinations after it still push."""
+    from personify.destinations import send
+
+    broken = msgspec.structs.replace(crm(url), name="broken")
+    real = send.shaped
+
+    def shaped(d: RestDestination, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if d.name == "broken":
+            raise KeyError(f"no field for {rows[0]['email']}")  # (a bug, naming a person: masked)
+        return real(d, rows)
+
+    monkeypatch.setattr(send, "shaped", shaped)
+    with session_for(warehouse_url, tmp_path, broken, crm(url)) as session:
+        customers(session, 10)
+        with clock.frozen(NOW):
+            first, second = push_destinations(session)
+        assert first.destination == "broken" and first.error is not None
+        assert "KeyError" in first.error and not re.search(r"c\d+@x\.org", first.error)
+        assert second.destination == "crm" and second.error is None
+        assert second.counts["rows_sent"] == 10 and len(apis.pushed) == 10
+        runs = last_runs(session.warehouse)
+        assert runs[run_name("broken")].status == "failed"
+        assert "KeyError" in (runs[run_name("broken")].error or "")
+        assert runs[run_name("crm")].status == "succeeded"

@@ -104,7 +104,9 @@ def _run(
     session: Session, name: str, *, dry_run: bool, trigger: str, sent: str, what: str
 ) -> Iterator[tuple[PushResult, contextlib.ExitStack[bool | None], datetime]]:
     """The frame of one push or forwarding of destination ``name``: under its lock, timed, the
-    API's or the warehouse's refusal kept as the result's error (masked: shown, not raised),
+    API's or the warehouse's refusal — or any other error (a dropped connection, a bug in a
+    preset), its type named — kept as the result's error (masked: shown, not raised; the other
+    destinations still run),
     the run recorded (not a dry run; ``sent``: the count its ``rows_loaded`` is) and a stop
     logged. Yields the result to fill, an exit stack closed with the lock held (a local API),
     and when it started."""
@@ -118,20 +120,38 @@ def _run(
             said = e.message if isinstance(e, PersonifyError) else str(e)
             hint = getattr(e, "hint", None)
             result.error = mask_text(said + (f" — {hint}" if hint else ""))
+        except Exception as e:  # noqa: BLE001 (a dropped connection, a bug: this one stops alone)
+            result.error = _unexpected(e)
+            log.warning("destination %s: %s failed unexpectedly (%s)", name, what, result.error)
         finally:
             result.seconds = time.perf_counter() - t0
         if not dry_run:
-            record_run(
-                wh,
-                run_name(name),
-                started_at=started,
-                seconds=result.seconds,
-                counts={"rows_loaded": result.counts.get(sent, 0), **result.counts},
-                error=result.error,
-                trigger=trigger,
-            )
+            try:
+                record_run(
+                    wh,
+                    run_name(name),
+                    started_at=started,
+                    seconds=result.seconds,
+                    counts={"rows_loaded": result.counts.get(sent, 0), **result.counts},
+                    error=result.error,
+                    trigger=trigger,
+                )
+            except Exception as e:  # noqa: BLE001 (the warehouse gone too: said, not raised)
+                unrecorded = f"the run could not be recorded: {_unexpected(e)}"
+                result.error = f"{result.error}; {unrecorded}" if result.error else unrecorded
+                log.warning("destination %s: %s", name, unrecorded)
     if result.error:  # (the caller shows it: the CLI's table, serve's scheduler log, status)
         log.info("destination %s: %s stopped (%s)", name, what, result.error)
+
+
+def _unexpected(e: Exception) -> str:
+    """An error no push expects (not the API's nor the warehouse's refusal): its type and its
+    message, masked — what to do said, since it may be a bug."""
+    said = e.message if isinstance(e, PersonifyError) else str(e)
+    return mask_text(
+        f"{type(e).__name__}: {said or 'no message'} — the other destinations still ran; run "
+        "the push again, and report it if it repeats"
+    )
 
 
 def _push_one(
