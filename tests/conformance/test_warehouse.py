@@ -548,3 +548,35 @@ def test_migration_37_adds_stored_at_null_for_the_events_stored_before(warehouse
         rows = wh.fetch("SELECT message_id, stored_at IS NULL FROM events ORDER BY 1")
         assert rows == [("new", False), ("old", True)]
         assert 37 not in migrate(wh)  # once
+
+
+def test_migration_40_links_pending_removals_and_aliases_to_their_erasure(
+    warehouse_url: str,
+) -> None:
+    """``destination_state.erasure_id`` and ``erasure_progress.erasure_of``: added to a
+    warehouse migrated to 39, the rows stored before keep NULL (every erasure's, none's own),
+    new rows carry the link; run again, nothing."""
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=39)
+        wh.execute("ALTER TABLE destination_state DROP COLUMN erasure_id")  # the layout before 40
+        wh.execute("ALTER TABLE erasure_progress DROP COLUMN erasure_of")
+        wh.execute(
+            "INSERT INTO destination_state (destination, key_hash, row_hash, status, pushed_at, "
+            "record_key) VALUES ('crm', 'old', '', 'erased', ?, 'token')",
+            [T0],
+        )
+        wh.execute(
+            "INSERT INTO erasure_progress (erasure_id, step, status, rows, finished_at) "
+            "VALUES ('alias-hash', 'alias', 'done', 0, ?)",
+            [T0],
+        )
+        assert migrate(wh)[0] == 40  # (and any later migration)
+        wh.execute(
+            "INSERT INTO destination_state (destination, key_hash, row_hash, status, pushed_at, "
+            "record_key, erasure_id) VALUES ('crm', 'new', '', 'erased', ?, 'token', 'e1')",
+            [T0],
+        )
+        rows = wh.fetch("SELECT key_hash, erasure_id FROM destination_state ORDER BY key_hash")
+        assert [tuple(r) for r in rows] == [("new", "e1"), ("old", None)]
+        assert wh.fetch("SELECT erasure_of FROM erasure_progress") == [(None,)]
+        assert migrate(wh) == []  # once
