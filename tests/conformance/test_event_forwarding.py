@@ -442,6 +442,77 @@ def test_an_event_erased_while_the_api_refuses_it_leaves_no_outcome(
         assert outcomes(session) == {"sent": 2}
 
 
+def test_an_erasure_just_before_the_outcomes_are_recorded_leaves_none_of_hers(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API took the erased person's events; her erasure commits after the forwarding last
+    looked at the events and before it records their outcomes: no ``event_forwards`` row (a
+    message id of hers) outlives her events — the still-stored check is in the transaction
+    recording them, not before it."""
+    from personify.privacy.erase import erase_subject
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        ann, bob = _two_people(session)
+        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
+        ingest(session, ["bob1"], at=T0, customer=bob)
+        real = forwarding._record
+        erased: list[str] = []
+
+        def erased_first(*args: Any, **kw: Any) -> None:
+            if not erased:
+                with clock.frozen(T0):
+                    erased.append(erase_subject(wh, session.project, "ann@x.org").status)
+            real(*args, **kw)
+
+        monkeypatch.setattr(forwarding, "_record", erased_first)
+        c = forward(session, T0 + timedelta(seconds=5))["counts"]
+        assert erased == ["erased"] and c["events_sent"] == 3  # (she was sent before)
+        forwarded = wh.fetch("SELECT message_id FROM event_forwards ORDER BY 1")
+        assert [m for (m,) in forwarded] == ["bob1"]
+
+
+def test_an_erasure_holding_the_events_is_waited_for_by_the_outcomes(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """PostgreSQL, two connections: an erasure has deleted the person's events and not yet
+    committed when a forwarding records their outcomes; the recording waits for it, then finds
+    them gone (read before, they were still visible: the row outlived the events)."""
+    import threading
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        if wh.capabilities.single_process:
+            pytest.skip("one process: no other connection erases meanwhile")
+        import psycopg
+
+        from personify.warehouse.postgres.backend import split_url
+
+        ingest(session, ["ann1"], at=T0, customer="cus_ann")
+        ingest(session, ["bob1"], at=T0, customer="cus_bob")
+        rows = [
+            {"message_id": m, "stored": T0} for m in ("ann1", "bob1")
+        ]  # (what the forwarding sent)
+        conninfo, schema = split_url(wh.url)
+        with psycopg.connect(conninfo) as other:
+            other.execute(f'SET search_path TO "{schema}"')
+            other.execute("DELETE FROM events WHERE message_id = 'ann1'")  # (uncommitted)
+            done = threading.Event()
+
+            def record() -> None:
+                forwarding._record(wh, dest("http://127.0.0.1:9"), rows, "sent")
+                done.set()
+
+            worker = threading.Thread(target=record)
+            worker.start()
+            assert not done.wait(0.5)  # (waiting for the erasure)
+            other.commit()
+            worker.join(10)
+        assert done.is_set()
+        forwarded = wh.fetch("SELECT message_id FROM event_forwards ORDER BY 1")
+        assert [m for (m,) in forwarded] == ["bob1"]
+
+
 def test_an_erasure_stopped_between_outcomes_and_events_keeps_both(
     warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -294,34 +294,51 @@ def _record(
     errors: Sequence[str | None] | None = None,
 ) -> None:
     """Record ``rows``' outcome (``errors``: each one's answer, for rejected ones), as of when
-    each was stored (its own transaction, checking the push's lock first). The caller kept only
-    the rows still stored (:func:`_still_stored`)."""
+    each was stored — only those whose event is still stored, checked in the same transaction
+    (checking the push's lock first): an erasure deletes an event's outcome and the event
+    together, so an outcome recorded after it would outlive the event (on PostgreSQL the events
+    are read ``FOR SHARE``: an erasure deleting one now is waited for — and :func:`~personify.
+    privacy.erase` locks the person's events before it deletes their outcomes, so one that
+    comes second waits for this commit and deletes what it recorded)."""
     from personify.warehouse.schema import EVENT_FORWARDS
 
     if not rows:
         return
     n = len(rows)
     ts = pa.timestamp("us", tz="UTC")
+    ids = [str(r["message_id"]) for r in rows]
     table = pa.table(
         {
             "destination": [d.name] * n,
-            "message_id": [str(r["message_id"]) for r in rows],
+            "message_id": ids,
             "received_at": pa.array([r["stored"] for r in rows], ts),
             "status": [status] * n,
             "error": pa.array(errors if errors is not None else [None] * n, pa.string()),
             "forwarded_at": pa.array([clock.now()] * n, ts),
         }
     )
+    lock = "" if wh.capabilities.single_process else " FOR SHARE"
     with wh.transaction():
         still_pushing(wh, d.name)  # (PostgreSQL: its lock, lost with a connection?)
-        wh.load(EVENT_FORWARDS, table, on_conflict="update")
+        stored = {
+            str(m)
+            for (m,) in wh.fetch(
+                f"SELECT message_id FROM events WHERE message_id IN (SELECT {UNNEST}){lock}",
+                [sorted(set(ids))],
+            )
+        }
+        if len(stored) < len(set(ids)):  # (an erasure deleted some since their page was read)
+            table = table.filter(pa.array([m in stored for m in ids], pa.bool_()))
+        if table.num_rows:
+            wh.load(EVENT_FORWARDS, table, on_conflict="update")
 
 
 class _Outcomes:
     """Outcomes recorded by the thousand events or the second, as a push's acknowledgements
     are (:class:`~personify.destinations.state.Acks`): 10,000 events in batches of 100 spent
     45 ms a batch committing them one batch at a time, more than the requests. Only events
-    still stored are recorded (an erasure that ran since their batch went deleted theirs)."""
+    still stored are recorded (an erasure that ran since their batch went deleted theirs:
+    :func:`_record` checks, in the transaction recording them)."""
 
     EVERY_EVENTS: Final = 1_000
     EVERY_SECONDS: Final = 1.0
@@ -343,13 +360,8 @@ class _Outcomes:
     def flush(self) -> None:
         rows, self.rows, self.n = self.rows, {}, 0
         self.flushed = time.monotonic()
-        kept = {str(r["message_id"]) for r in _still_stored(self.wh, _every(rows))}
-        for status, some in rows.items():
-            _record(self.wh, self.d, [r for r in some if str(r["message_id"]) in kept], status)
-
-
-def _every(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [r for some in rows.values() for r in some]
+        for status, some in rows.items():  # (those still stored: _record checks)
+            _record(self.wh, self.d, some, status)
 
 
 def _still_stored(wh: Warehouse, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -462,14 +474,12 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
             if not refused:
                 return
             # (only those still stored, as the others' outcomes: an erasure since wins)
-            kept = {str(r["message_id"]) for r in _still_stored(wh, [r for r, _ in refused])}
-            rejected = [(r, e) for r, e in refused if str(r["message_id"]) in kept]
             _record(
                 wh,
                 d,
-                [r for r, _ in rejected],
+                [r for r, _ in refused],
                 "rejected",
-                [mask_text(e.message)[:500] for _, e in rejected],
+                [mask_text(e.message)[:500] for _, e in refused],
             )
             counts["events_rejected"] += len(refused)
 
