@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from personify import clock
@@ -24,6 +25,9 @@ from personify.sources.schedule import last_runs, run_summary
 from personify.warehouse.base import UNNEST, Warehouse
 from personify.warehouse.migrations import current_version
 from personify.warehouse.schema import TABLES
+
+if TYPE_CHECKING:
+    from personify.destinations.state import Stranded
 
 
 def mask_url(url: str) -> str:
@@ -206,7 +210,8 @@ def status_report(session: Session) -> dict[str, Any]:
         if isinstance(source, FileSource | RestSource):
             entry |= run_summary(runs, source.name, source.schedule, now)
         sources.append(entry)
-    destinations = _destinations(session, runs, now)
+    stranded = _stranded(session)
+    destinations = _destinations(session, runs, now, stranded)
     last_run = wh.fetch(
         "SELECT run_id, started_at, finished_at, now, status, stats FROM pipeline_runs "
         "ORDER BY started_at DESC LIMIT 1"
@@ -255,7 +260,7 @@ def status_report(session: Session) -> dict[str, Any]:
         "quality": _quality(session),
         "journeys": _journeys(session, now),
         "max_complaint_rate": session.project.config.engagement.max_complaint_rate,
-        "problems": project_problems(session.project) + _stranded(session),
+        "problems": project_problems(session.project) + [s.message() for s in stranded],
         "alerts": _alerts(session),
     }
 
@@ -279,12 +284,12 @@ def _segments_failing(wh: Warehouse) -> list[dict[str, Any]]:
     ]
 
 
-def _stranded(session: Session) -> list[str]:
+def _stranded(session: Session) -> list[Stranded]:
     """Erased people's records destinations can never remove (each destination's count, why,
     what to do)."""
     from personify.destinations import stranded_removals
 
-    return [s.message() for s in stranded_removals(session.warehouse, session.project)]
+    return stranded_removals(session.warehouse, session.project)
 
 
 def _alerts(session: Session) -> list[dict[str, Any]]:
@@ -307,10 +312,13 @@ def _alerts(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]:
+def _destinations(
+    session: Session, runs: Any, now: Any, stranded: Sequence[Stranded] = ()
+) -> list[dict[str, Any]]:
     """Each destination's last push and schedule, its records by state (sent, rejected,
     remove_rejected, erased) and how many records its last push removed (``on_remove: delete``)
-    — ``removals_pending``: erased people's records the next push removes first;
+    — ``removals_pending``: erased people's records the next push removes first, of which
+    ``removals_stranded`` no push can (``stranded``: :func:`_stranded`, the problems' lines);
     ``last_run_warnings``: what the last push's counts say to look at (rows Meta could not
     read)."""
     from personify.destinations import push_warnings, run_name
@@ -323,6 +331,9 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
         "SELECT destination, status, count(*) FROM destination_state GROUP BY 1, 2"
     ):
         states.setdefault(str(name), {})[str(status)] = int(n)
+    never: dict[str, int] = {}
+    for s in stranded:
+        never[s.destination] = never.get(s.destination, 0) + s.records
     out = []
     for d in config:
         run = runs.get(run_name(d.name))
@@ -337,6 +348,7 @@ def _destinations(session: Session, runs: Any, now: Any) -> list[dict[str, Any]]
                 "on_remove": d.on_remove,
                 "last_run_removed": run.counts.get("rows_removed") if run else None,
                 "removals_pending": states.get(d.name, {}).get("erased", 0),
+                "removals_stranded": never.get(d.name, 0),
                 "last_run_warnings": push_warnings(d.name, run.counts) if run else [],
                 **run_summary(runs, run_name(d.name), d.schedule, now),
             }
@@ -358,6 +370,7 @@ def _forwarding(session: Session, d: EventsDestination, runs: Any, now: Any) -> 
         "on_remove": None,
         "last_run_removed": None,
         "removals_pending": 0,
+        "removals_stranded": 0,
         "forwarded_from": pos.floor if pos else None,
         **events.waiting(session.warehouse, d, now),
         **run_summary(runs, run_name(d.name), d.schedule, now),

@@ -365,9 +365,15 @@ def test_an_audience_record_pushed_before_it_was_an_audience_is_stranded_and_for
         assert "1 erased people's record(s)" in warning and "no identifiers were kept" in warning
         assert "personify push --forget-stranded ads" in warning
         with clock.frozen(NOW):
-            assert warning in status_report(session)["problems"]
+            status = status_report(session)
+        assert warning in status["problems"]
+        (ads,) = status["destinations"]  # (a number too, for a dashboard: not only the line)
+        assert (ads["removals_pending"], ads["removals_stranded"]) == (1, 1)
         assert forget_stranded_removals(session, "ads", dry_run=True).records == 1
         assert forget_stranded_removals(session, "ads").records == 1
+        with clock.frozen(NOW):
+            (ads,) = status_report(session)["destinations"]
+        assert (ads["removals_pending"], ads["removals_stranded"]) == (0, 0)
         assert "erased" not in _state(session, "ads")
         assert stranded_removals(session.warehouse, session.project) == []
         (entry,) = _audit(session, "removals_forgotten")
