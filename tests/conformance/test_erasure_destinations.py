@@ -442,3 +442,100 @@ def test_an_erasure_while_a_push_sends_the_record_keeps_its_removal(
         counts = _push(session, "crm")  # (max_removals 0: only an erasure's removal goes)
         assert counts["rows_erased_removed"] == 1 and "ann@x.org" not in apis.pushed
         assert _state(session, "crm") == {"sent": 2}
+
+
+def test_an_erasure_during_a_persons_first_push_queues_its_removal(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person is erased while the push sending their record for the first time waits for the
+    API: the erasure finds no state to mark (nothing recorded yet), so the push's
+    acknowledgement must notice it — recorded as that erasure's pending removal, not ``sent``
+    (left at the API with no removal queued and no destination named). The next push removes
+    it, ``max_removals`` notwithstanding."""
+    removing = msgspec.structs.replace(crm(url), model=MODEL, max_removals=0)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        _people(session)
+        fault = apis._fault
+        erased: list[dict[str, Any]] = []
+
+        def erase_meanwhile() -> Any:  # (the API's thread, while it takes the batch)
+            if not erased:
+                erased.append(erase_subject(wh, session.project, "ann@x.org").as_dict())
+            return fault()
+
+        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
+        assert _push(session, "crm")["rows_sent"] == 3  # (ann's went before she was erased)
+        monkeypatch.setattr(apis, "_fault", fault)
+        assert erased[0]["removals_pending"] == {}  # (nothing recorded yet: nothing found)
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
+        again = erase_subject(wh, session.project, "ann@x.org").as_dict()
+        assert again["status"] == "already_erased" and again["removals_pending"] == {"crm": 1}
+        (row,) = wh.fetch(
+            "SELECT row_hash, error, record_key IS NOT NULL FROM destination_state "
+            "WHERE status = 'erased'"
+        )
+        assert tuple(row) == ("", None, True)  # (only the key hash and the encrypted key)
+
+        counts = _push(session, "crm")  # (max_removals 0: only an erasure's removal goes)
+        assert counts["rows_erased_removed"] == 1 and "ann@x.org" not in apis.pushed
+        assert _state(session, "crm") == {"sent": 2}
+
+
+def test_an_erasure_before_a_push_began_leaves_a_later_first_push_alone(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """The person erased, then back (new data, same address) before the destination's first
+    push: that push began after the erasure, so it records them ``sent`` like anyone."""
+    removing = msgspec.structs.replace(crm(url), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        _people(session)
+        erase_subject(wh, session.project, "ann@x.org")
+        wh.load(  # (ann again)
+            table("customer_records"),
+            pa.table(
+                {
+                    "source": ["crm"],
+                    "record_id": ["r9"],
+                    "email": ["ann@x.org"],
+                    "observed_at": pa.array([NOW], pa.timestamp("us", tz="UTC")),
+                    "received_at": pa.array([NOW], pa.timestamp("us", tz="UTC")),
+                }
+            ),
+        )
+        with clock.frozen(NOW):
+            resolve_batch(wh, session.project.config.identity)
+            profiles_stage(session)
+        assert _push(session, "crm")["rows_sent"] == 3
+        assert _state(session, "crm") == {"sent": 3} and "ann@x.org" in apis.pushed
+
+
+def test_an_erasure_during_a_first_push_that_cannot_remove_names_the_destination(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race at a destination that removes nothing: the push does not record the erased
+    person's record (the erasure forgets records there), and the erasure's step counts it —
+    asked again, nothing is pending; the record is the operator's to remove."""
+    keeping = msgspec.structs.replace(crm(url), model=MODEL, on_remove="ignore")
+    with session_for(warehouse_url, tmp_path, keeping) as session:
+        wh = session.warehouse
+        _people(session)
+        fault = apis._fault
+        erased: list[str] = []
+
+        def erase_meanwhile() -> Any:
+            if not erased:
+                erased.append(erase_subject(wh, session.project, "ann@x.org").erasure_id)
+            return fault()
+
+        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
+        assert _push(session, "crm")["rows_sent"] == 3
+        assert _state(session, "crm") == {"sent": 2}
+        steps = dict(
+            wh.fetch(
+                "SELECT step, rows FROM erasure_progress WHERE erasure_id = ? AND step LIKE ?",
+                [erased[0], "destination:crm%"],
+            )
+        )
+        assert steps == {"destination:crm": 1, "destination:crm:pending": 0}

@@ -38,6 +38,7 @@ push with the message, status and request id.
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any, Final
 
 import httpx
@@ -283,6 +284,7 @@ def send(
     ring: KeyRing | None,
     *,
     remove: bool = True,
+    since: datetime | None = None,
 ) -> None:
     """Add the changed rows' people to the list (jobs, acknowledged once run), then
     (``on_remove: delete``, unless not ``remove``) remove those who left the model."""
@@ -295,7 +297,7 @@ def send(
     }
     size = min(d.batch_size or MOST, MOST)
     known = Held(wh, d, ring, units) if ring is not None else None
-    acks = Acks(wh, d, ring, known)
+    acks = Acks(wh, d, ring, known, since=since)
     guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
     with HttpClient(
         client_of(d), source=f"destination {d.name}", retry_if=retryable, before_send=guard

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import httpx
@@ -148,6 +149,7 @@ def send(
     ring: KeyRing | None,
     *,
     remove: bool = True,
+    since: datetime | None = None,
 ) -> None:
     """Add the changed rows' people to the audience, then (``on_remove: delete``, unless not
     ``remove``) remove those who left the model; ``counts`` as :func:`..send.send`'s, plus
@@ -162,7 +164,7 @@ def send(
     size = min(d.batch_size or MOST, MOST)
     path = users_path(d)
     known = Held(wh, d, ring, units) if ring is not None else None
-    acks = Acks(wh, d, ring, known)
+    acks = Acks(wh, d, ring, known, since=since)
     guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
     with HttpClient(
         client_of(d), source=f"destination {d.name}", retry_if=retryable, before_send=guard

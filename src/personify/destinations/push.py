@@ -167,6 +167,7 @@ def _push_one(
     ):
         try:
             ring = key_ring(session.project, d)
+            since = clock.wall()  # (an erasure from now on: what the API takes of them is its)
             result.counts = stage_rows(wh, session.project, d)
             work = (
                 result.counts["rows_changed"]
@@ -186,7 +187,7 @@ def _push_one(
                         result.counts["removals_shared"] = _unsent(wh, d, ring)
             elif work:
                 held = _too_many_removals(wh, d, result.counts) if not allow_removals else None
-                send(wh, d, result.counts, ring, remove=held is None)
+                send(wh, d, result.counts, ring, remove=held is None, since=since)
                 if held is not None:
                     raise ConfigError(held, key=f"destinations.{d.name}.max_removals")
         finally:

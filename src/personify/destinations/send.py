@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import urllib.parse
+from datetime import datetime
 from typing import Any, Final
 
 from personify.config import RestDestination
@@ -55,23 +56,24 @@ def send(
     ring: KeyRing | None,
     *,
     remove: bool = True,
+    since: datetime | None = None,
 ) -> None:
     """Send the changed rows of ``d`` (staged), then its removals (unless not ``remove``);
     ``counts`` gains what was sent, rejected, removed, the requests and retries (as far as it
-    got, when it raises)."""
+    got, when it raises); ``since``: when the push began reading its model (:class:`Acks`)."""
     if d.preset == "meta_audience":
         from personify.destinations import meta
 
-        meta.send(wh, d, counts, ring, remove=remove)
+        meta.send(wh, d, counts, ring, remove=remove, since=since)
         return
     if d.preset == "google_ads_audience":
         from personify.destinations import google
 
-        google.send(wh, d, counts, ring, remove=remove)
+        google.send(wh, d, counts, ring, remove=remove, since=since)
         return
     path, records_key, size = endpoint(d)
     counts |= {"rows_sent": 0, "rows_rejected": 0, "requests": 0}
-    acks = Acks(wh, d, ring)
+    acks = Acks(wh, d, ring, since=since)
     guard = functools.partial(still_pushing, wh, d.name)  # (before each request)
     with HttpClient(d.client, source=f"destination {d.name}", before_send=guard) as client:
 

@@ -5,21 +5,27 @@ encrypted. What a person was pushed as (export) and forgetting them (erasure) re
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
 
 from personify import clock
 from personify.config import Project, RestDestination
 from personify.errors import WarehouseError
 from personify.identity.ids import id_key_of
 from personify.privacy.crypto import DecryptionError, KeyRing
-from personify.sources.schedule import holds
+from personify.sources.schedule import advisory_key, holds
 from personify.warehouse.base import UNNEST, Warehouse
 
 if TYPE_CHECKING:
     from personify.destinations.shared import Held
+
+log = logging.getLogger(__name__)
 
 KEY: Final = "__personify_key"
 """The column of a staged model row holding its key's keyed hash (``key_hash`` in the state)."""
@@ -283,6 +289,55 @@ def erase_records(
     )
 
 
+LOOKED_FOR: Final = "destination_key"
+"""The ``erasure_progress`` rows (``step = 'destination_key'``) an erasure leaves per record
+key hash it looked for at a destination (``erasure_id``: that hash, no one's identifier;
+``erasure_of``: the erasure; ``finished_at``: the real clock): a push that read the person
+before the erasure and records what the API took after it — their first push, no state for
+the erasure to find — records them as that erasure's pending removal, not ``sent``
+(:meth:`Acks.flush`)."""
+
+
+def looked_for(
+    wh: Warehouse, name: str, keys: Sequence[str], erasure_id: str, *, at: datetime | None = None
+) -> None:
+    """Leave the :data:`LOOKED_FOR` rows of the erasure ``erasure_id`` of the person whose
+    identifiers are ``keys`` at destination ``name`` — after :func:`acks_lock`, in the
+    transaction of the erasure's destination step."""
+    from personify.warehouse.schema import ERASURE_PROGRESS
+
+    prefix = key_prefix(wh, name)
+    hashes = sorted({hashlib.md5((prefix + k).encode()).hexdigest() for k in keys})  # noqa: S324
+    if not hashes:
+        return
+    n = len(hashes)
+    wh.load(
+        ERASURE_PROGRESS,
+        pa.table(
+            {
+                "erasure_id": hashes,
+                "step": [LOOKED_FOR] * n,
+                "status": ["done"] * n,
+                "rows": pa.array([0] * n, pa.int64()),
+                "finished_at": pa.array([at or clock.wall()] * n, pa.timestamp("us", tz="UTC")),
+                "erasure_of": [erasure_id] * n,
+            }
+        ),
+        on_conflict="update",
+        update_columns=["erasure_of", "finished_at"],
+    )
+
+
+def acks_lock(wh: Warehouse, name: str) -> None:
+    """PostgreSQL: serialize, until the transaction ends, destination ``name``'s erasure step
+    and a push recording what its API took (:meth:`Acks.flush`) — whichever commits second sees
+    what the first wrote (the state row to mark, or the :data:`LOOKED_FOR` rows). DuckDB: one
+    process, its transactions one after the other: nothing to do."""
+    if wh.capabilities.advisory_lock:
+        schema = str(wh.scalar("SELECT current_schema()"))
+        wh.execute(f"SELECT pg_advisory_xact_lock({advisory_key(f'acks:{name}', schema)})", ())
+
+
 def kept_key(d: RestDestination, kept: str) -> str:
     """The key inside what a destination keeps of a record: the key itself, or — an ad
     audience, which must name a person by their hashed identifiers to remove them — the key,
@@ -321,9 +376,18 @@ class Acks:
     EVERY_SECONDS: Final = 1.0
 
     def __init__(
-        self, wh: Warehouse, d: RestDestination, ring: KeyRing | None, held: Held | None = None
+        self,
+        wh: Warehouse,
+        d: RestDestination,
+        ring: KeyRing | None,
+        held: Held | None = None,
+        *,
+        since: datetime | None = None,
     ) -> None:
         self.wh, self.d, self.ring, self.held = wh, d, ring, held
+        self.since = since or clock.wall()
+        """When the push began reading its model (the real clock): an erasure of the person
+        since then (:data:`LOOKED_FOR`) turns what the API took of them into its removal."""
         self.rows: list[tuple[str, str, str, str | None, str | None]] = []
         self.kept: list[tuple[str, str]] = []
         """(key hash, what it keeps in plain text): an ad audience's identifiers, for
@@ -381,10 +445,19 @@ class Acks:
             return
         with self.wh.transaction():
             still_pushing(self.wh, self.d.name)  # (PostgreSQL: its lock, lost with a connection?)
+            acks_lock(self.wh, self.d.name)  # (an erasure step of this destination: one first)
             erased = self._erased_since()
             if erased:  # (an erasure marked them while they were sent: its removal stays)
                 self.rows = [r for r in self.rows if r[2] == ERASED or r[0] not in erased]
                 self.kept = [k for k in self.kept if k[0] not in erased]
+            meanwhile = self._erased_meanwhile()
+            if meanwhile:  # (erased after the push read them, with no state to mark: theirs)
+                self.rows = [
+                    (r[0], "", ERASED, None, r[4]) if r[0] in meanwhile else r
+                    for r in self.rows
+                    if r[0] not in meanwhile or (r[2] == "sent" and r[4] is not None)
+                ]
+                self.kept = [k for k in self.kept if k[0] not in meanwhile]
             if self.rows:
                 keys, hashes, statuses, errors, tokens = zip(*self.rows, strict=True)
                 n = len(keys)
@@ -400,6 +473,8 @@ class Acks:
                     }
                 )
                 self.wh.load(DESTINATION_STATE, table, on_conflict="update")
+            if meanwhile:
+                self._link(meanwhile)
             if self.held is not None:
                 self.held.write(self.kept)
             if self.removed:
@@ -410,6 +485,70 @@ class Acks:
                         [self.d.name, self.removed],
                     )
         self.rows, self.kept, self.removed = [], [], []
+
+    def _erased_meanwhile(self) -> dict[str, str]:
+        """The keys among the records to record as sent or refused (not an erasure's own
+        removal) that an erasure looked for since the push began (:data:`LOOKED_FOR`), and the
+        erasure: it found no state for them (their first push, under way), so it queued no
+        removal — the API's ``sent`` becomes that removal; a refused one, or one at a
+        destination that removes nothing, is not recorded (the erasure forgets records)."""
+        keys = [r[0] for r in self.rows if r[2] != ERASED]
+        if not keys:
+            return {}
+        return {
+            str(h): str(e)
+            for h, e in self.wh.fetch(
+                "SELECT erasure_id, erasure_of FROM erasure_progress WHERE step = ? "
+                f"AND finished_at >= ? AND erasure_id IN (SELECT {UNNEST})",
+                [LOOKED_FOR, self.since, keys],
+            )
+            if e is not None
+        }
+
+    def _link(self, meanwhile: dict[str, str]) -> None:
+        """The records :meth:`_erased_meanwhile` found: those now pending removal linked to
+        their erasure (its report, asked again, counts them); the erasure's step counts each
+        (its report names the destination: a removal pending, or one to do by hand)."""
+        from personify.privacy.erase import PENDING
+
+        by: dict[str, list[str]] = {}
+        for h, e in meanwhile.items():
+            by.setdefault(e, []).append(h)
+        name = self.d.name
+        for erasure, hashes in sorted(by.items()):
+            self.wh.execute(
+                "UPDATE destination_state SET erasure_id = ?, identifiers_key = NULL "
+                f"WHERE destination = ? AND status = '{ERASED}' AND key_hash IN (SELECT {UNNEST})",
+                [erasure, name, hashes],
+            )
+            self.wh.execute(
+                f"DELETE FROM {IDENTIFIERS} WHERE destination = ? AND key_hash IN "
+                f"(SELECT {UNNEST})",
+                [name, hashes],
+            )
+            pending = int(
+                self.wh.scalar(
+                    "SELECT count(*) FROM destination_state WHERE destination = ? AND "
+                    f"status = '{ERASED}' AND erasure_id = ? AND key_hash IN (SELECT {UNNEST})",
+                    [name, erasure, hashes],
+                )
+                or 0
+            )
+            self.wh.execute(
+                "UPDATE erasure_progress SET rows = rows + CASE WHEN step = ? THEN ? ELSE ? END "
+                "WHERE erasure_id = ? AND step IN (?, ?)",
+                [f"destination:{name}", len(hashes), pending, erasure]
+                + [f"destination:{name}", f"destination:{name}{PENDING}"],
+            )
+            # (counts and the erasure's hash only: no one's identifiers)
+            log.warning(
+                "destination %s: %d record(s) sent while erasure %s ran recorded as erased "
+                "(%d pending removal)",
+                name,
+                len(hashes),
+                erasure,
+                pending,
+            )
 
     def _erased_since(self) -> set[str]:
         """The keys among the records to record as sent or refused (not an erasure's own

@@ -32,7 +32,10 @@ idempotent):
    else — which the next push sends first, whatever the model says and regardless of
    ``max_removals``, then forgets (a removal the API refuses stays pending, retried each push).
    Any other destination's records are forgotten, and the report names the destination: the
-   person's record there is the operator's to remove (GDPR art. 17(2), 19).
+   person's record there is the operator's to remove (GDPR art. 17(2), 19). The step leaves
+   the keyed hashes of the keys it looked for (:data:`~personify.destinations.state.
+   LOOKED_FOR`): a push that began before it, sending the person for the first time (no state
+   to mark), records what the API took as this erasure's pending removal, not ``sent``.
 5. ``identity`` — last, in one transaction: the identity graph, provenance
    (``profile_observations``), ``identities`` and ``customer_ids`` — until then the person can be
    found again, which is what makes the steps before resumable.
@@ -59,7 +62,13 @@ import pyarrow as pa
 from personify import clock
 from personify.config import Project, RestDestination
 from personify.destinations import forget
-from personify.destinations.state import erase_records, pending_of, rest_destinations
+from personify.destinations.state import (
+    acks_lock,
+    erase_records,
+    looked_for,
+    pending_of,
+    rest_destinations,
+)
 from personify.errors import NotFound
 from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
@@ -274,7 +283,7 @@ def erase_subject(
     return report
 
 
-_PENDING = ":pending"
+PENDING = ":pending"
 """The suffix of the ``erasure_progress`` row counting a destination step's pending removals."""
 
 
@@ -282,11 +291,13 @@ def _destination(wh: Warehouse, erasure_id: str, d: RestDestination, keys: Seque
     """The person's records at ``d``: pending removals where ``d`` removes records, the rest
     forgotten (their count, with the pending ones, is the step's; the pending ones recorded
     beside it in the same transaction)."""
+    acks_lock(wh, d.name)  # (a push recording what its API took: one after the other)
+    looked_for(wh, d.name, keys, erasure_id)  # (a first push under way records it erased)
     pending = (
         erase_records(wh, d.name, keys, erasure_id=erasure_id) if d.on_remove == "delete" else 0
     )
     manual = forget(wh, d.name, keys)
-    _progress(wh, erasure_id, f"destination:{d.name}{_PENDING}", pending)
+    _progress(wh, erasure_id, f"destination:{d.name}{PENDING}", pending)
     return pending + manual
 
 
@@ -298,14 +309,14 @@ def _destination_reports(
         str(s): int(n)
         for s, n in wh.fetch(
             "SELECT step, rows FROM erasure_progress WHERE erasure_id = ? AND step LIKE ?",
-            [erasure_id, f"destination:%{_PENDING}"],
+            [erasure_id, f"destination:%{PENDING}"],
         )
     }
     out = []
     for d in project.config.destinations:
         records = rows.get(f"destination:{d.name}", 0)
         if records:
-            waiting = min(pending.get(f"destination:{d.name}{_PENDING}", 0), records)
+            waiting = min(pending.get(f"destination:{d.name}{PENDING}", 0), records)
             out.append(DestinationReport(d.name, records, waiting, records - waiting))
     return out
 
