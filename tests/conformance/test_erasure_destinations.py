@@ -539,3 +539,54 @@ def test_an_erasure_during_a_first_push_that_cannot_remove_names_the_destination
             )
         )
         assert steps == {"destination:crm": 1, "destination:crm:pending": 0}
+
+
+def test_a_first_push_recording_waits_for_an_erasure_step_under_way(
+    warehouse_url: str, tmp_path: Path, url: str
+) -> None:
+    """PostgreSQL, two connections: an erasure's destination step has left what it looked for
+    and not yet committed when the push records the API's ``sent`` of that person; the
+    recording waits for it (a per-destination transaction lock), then records the erasure's
+    pending removal — read before the commit, it would have recorded ``sent``."""
+    import hashlib
+    import threading
+
+    from personify.destinations.push import key_ring
+    from personify.destinations.state import LOOKED_FOR, Acks, key_prefix
+    from personify.sources.schedule import advisory_key
+
+    removing = msgspec.structs.replace(crm(url), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        if not wh.capabilities.advisory_lock:
+            pytest.skip("one process: its transactions run one after the other")
+        import psycopg
+
+        from personify.warehouse.postgres.backend import split_url
+
+        key_hash = hashlib.md5((key_prefix(wh, "crm") + "ann@x.org").encode()).hexdigest()  # noqa: S324
+        acks = Acks(wh, removing, key_ring(session.project, removing))
+        acks.rows.append((key_hash, "h", "sent", None, "token"))  # (the API took her record)
+        conninfo, schema = split_url(wh.url)
+        with psycopg.connect(conninfo) as other:  # (the erasure's step, under way)
+            other.execute(f'SET search_path TO "{schema}"')
+            other.execute(f"SELECT pg_advisory_xact_lock({advisory_key('acks:crm', schema)})")
+            other.execute(
+                "INSERT INTO erasure_progress (erasure_id, step, status, rows, finished_at, "
+                "erasure_of) VALUES (%s, %s, 'done', 0, now(), 'e1')",
+                [key_hash, LOOKED_FOR],
+            )
+            done = threading.Event()
+
+            def flush() -> None:
+                acks.flush()
+                done.set()
+
+            worker = threading.Thread(target=flush)
+            worker.start()
+            assert not done.wait(0.5)  # (waiting for the erasure's step)
+            other.commit()
+            worker.join(10)
+        assert done.is_set()
+        rows = wh.fetch("SELECT status, erasure_id, row_hash FROM destination_state")
+        assert [tuple(r) for r in rows] == [("erased", "e1", "")]
