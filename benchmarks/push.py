@@ -28,7 +28,7 @@ from personify.warehouse import table
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 MODEL = (
-    "SELECT email, engagement_score AS engagement, lifecycle_stage, total_spent "
+    "SELECT customer_id, email, engagement_score AS engagement, lifecycle_stage, total_spent "
     "FROM customer_data WHERE email IS NOT NULL"
 )
 
