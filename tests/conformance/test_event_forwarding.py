@@ -867,3 +867,53 @@ def test_a_forwarding_whose_lock_went_with_its_connection_sends_nothing_more(
             assert sorted(set(api.ids())) == ids and outcomes(session) == {"sent": 30}
         finally:
             other.close()
+
+
+def test_an_erasure_locks_the_events_in_the_order_a_forwarding_does(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str
+) -> None:
+    """PostgreSQL, two connections: a forwarding recording outcomes holds one of the person's
+    events FOR SHARE (the lowest message id first, as :func:`_record` takes them) when her
+    erasure locks them: the erasure waits for that one before it locks any other — taking the
+    events in the order they were stored, it held the later one the forwarding asks for next,
+    and PostgreSQL broke the deadlock by failing one of the two."""
+    import threading
+
+    from personify.privacy.erase import erase_subject
+
+    with session_for(warehouse_url, tmp_path, dest(url)) as session:
+        wh = session.warehouse
+        if wh.capabilities.single_process:
+            pytest.skip("one process: no other connection forwards meanwhile")
+        import psycopg
+
+        from personify.warehouse.postgres.backend import split_url
+
+        ann, _ = _two_people(session)
+        ingest(session, ["ann2"], at=T0, customer=ann)  # (stored first: read first)
+        ingest(session, ["ann1"], at=T0, customer=ann)
+        conninfo, schema = split_url(wh.url)
+        with psycopg.connect(conninfo) as other:
+            other.execute(f'SET search_path TO "{schema}"')
+            other.execute("SELECT 1 FROM events WHERE message_id = 'ann1' FOR SHARE")
+            done: list[str] = []
+
+            def erase() -> None:
+                with clock.frozen(T0):
+                    done.append(erase_subject(wh, session.project, "ann@x.org").status)
+
+            worker = threading.Thread(target=erase)
+            worker.start()
+            try:
+                worker.join(1.0)
+                assert not done  # (waiting for the forwarding's ann1)
+                # the forwarding's next event: not held by the erasure, which waits before it
+                got = other.execute(
+                    "SELECT message_id FROM events WHERE message_id = 'ann2' FOR SHARE NOWAIT"
+                ).fetchall()
+                assert got == [("ann2",)]
+            finally:
+                other.rollback()
+                worker.join(20)
+        assert done == ["erased"]
+        assert wh.fetch("SELECT message_id FROM events WHERE message_id LIKE 'ann%'") == []

@@ -323,7 +323,8 @@ def _record(
         stored = {
             str(m)
             for (m,) in wh.fetch(
-                f"SELECT message_id FROM events WHERE message_id IN (SELECT {UNNEST}){lock}",
+                f"SELECT message_id FROM events WHERE message_id IN (SELECT {UNNEST}) "
+                f"ORDER BY message_id{lock}",  # (locked in this order: the erasure's too)
                 [sorted(set(ids))],
             )
         }
