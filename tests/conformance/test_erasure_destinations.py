@@ -590,3 +590,44 @@ def test_a_first_push_recording_waits_for_an_erasure_step_under_way(
         assert done.is_set()
         rows = wh.fetch("SELECT status, erasure_id, row_hash FROM destination_state")
         assert [tuple(r) for r in rows] == [("erased", "e1", "")]
+
+
+def test_forgetting_stranded_removals_waits_for_an_erasure_step_under_way(
+    warehouse_url: str, tmp_path: Path, url: str
+) -> None:
+    """PostgreSQL, two connections: an erasure's destination step holds the destination's
+    transaction lock (it marks the state rows, then deletes the identifiers' hashes); dropping
+    the stranded removals, which deletes them in the other order, waits for it — without it
+    each could hold a row the other waits for."""
+    import threading
+
+    from personify.destinations.state import forget_stranded
+    from personify.sources.schedule import advisory_key
+
+    removing = msgspec.structs.replace(crm(url), model=MODEL)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        if not wh.capabilities.advisory_lock:
+            pytest.skip("one process: its transactions run one after the other")
+        import psycopg
+
+        from personify.warehouse.postgres.backend import split_url
+
+        conninfo, schema = split_url(wh.url)
+        with psycopg.connect(conninfo) as other:  # (the erasure's step, under way)
+            other.execute(f'SET search_path TO "{schema}"')
+            other.execute(f"SELECT pg_advisory_xact_lock({advisory_key('acks:crm', schema)})")
+            done = threading.Event()
+
+            def forget() -> None:
+                forget_stranded(wh, session.project, "crm")
+                done.set()
+
+            worker = threading.Thread(target=forget)
+            worker.start()
+            try:
+                assert not done.wait(0.5)  # (waiting for the erasure's step)
+            finally:
+                other.commit()
+                worker.join(10)
+        assert done.is_set()

@@ -170,6 +170,9 @@ def forget_stranded(
     erasures: dict[str, int] = {}
     with wh.transaction():
         still_pushing(wh, name)
+        # (an erasure's step of this destination: one after the other — it locks the state row
+        # then the identifiers, this the identifiers then the state rows)
+        acks_lock(wh, name)
         for s in stranded:
             where = f"destination = ? AND status = '{ERASED}'"
             params: list[object] = [name]
