@@ -521,8 +521,10 @@ def _event_forwards(wh: Warehouse, erasure_id: str, project: Project, f: Footpri
         # them holds it FOR SHARE until it commits, so what it recorded is deleted below; one
         # that comes after waits for this commit and finds the event gone) — by message id, the
         # order _record takes them in: in any other, each could hold one the other waits for
-        wh.fetch(
-            f"SELECT message_id FROM events WHERE {cond} ORDER BY message_id FOR UPDATE", params
+        wh.scalar(  # (counted there: the person's ids are not brought into Python)
+            "SELECT count(*) FROM (SELECT message_id FROM events "
+            f"WHERE {cond} ORDER BY message_id FOR UPDATE) locked",
+            params,
         )
     wanted = [d for d in project.config.destinations if isinstance(d, EventsDestination)]
     for went in forwarded_to(wh, wanted, (cond, params)):
