@@ -8,6 +8,7 @@ named in the report. Erasing twice doubles nothing."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -480,6 +481,39 @@ def test_an_erasure_during_a_persons_first_push_queues_its_removal(
         counts = _push(session, "crm")  # (max_removals 0: only an erasure's removal goes)
         assert counts["rows_erased_removed"] == 1 and "ann@x.org" not in apis.pushed
         assert _state(session, "crm") == {"sent": 2}
+
+
+def test_an_erasure_on_a_host_whose_clock_is_behind_still_reaches_a_first_push(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the push's start and the erasure's record of what it looked for are compared
+    by the warehouse server's clock, not each host's — an erasure run on a machine whose clock is
+    an hour behind the pushing one's, while the person's first push waits for the API, still
+    turns the record into its pending removal (by the hosts' clocks it looked older than the
+    push and was ignored)."""
+    if warehouse_url.startswith("duckdb"):
+        pytest.skip("one process: one clock")
+    removing = msgspec.structs.replace(crm(url), model=MODEL, max_removals=0)
+    with session_for(warehouse_url, tmp_path, removing) as session:
+        wh = session.warehouse
+        _people(session)
+        fault = apis._fault
+        erased: list[dict[str, Any]] = []
+        real_wall = clock.wall
+
+        def erase_meanwhile() -> Any:  # (the API's thread: "another host", its clock behind)
+            if not erased:
+                monkeypatch.setattr(clock, "wall", lambda: real_wall() - timedelta(hours=1))
+                try:
+                    erased.append(erase_subject(wh, session.project, "ann@x.org").as_dict())
+                finally:
+                    monkeypatch.setattr(clock, "wall", real_wall)
+            return fault()
+
+        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
+        assert _push(session, "crm")["rows_sent"] == 3
+        monkeypatch.setattr(apis, "_fault", fault)
+        assert erased and _state(session, "crm") == {"sent": 2, "erased": 1}
 
 
 def test_an_erasure_before_a_push_began_leaves_a_later_first_push_alone(

@@ -23,6 +23,7 @@ from personify.destinations.state import (
     kept_key,
     opened,
     run_name,
+    shared_clock,
     stranded_removals,
 )
 from personify.errors import ConfigError, PersonifyError, WarehouseError
@@ -167,7 +168,9 @@ def _push_one(
     ):
         try:
             ring = key_ring(session.project, d)
-            since = clock.wall()  # (an erasure from now on: what the API takes of them is its)
+            # (an erasure from now on: what the API takes of them is its — by the clock the
+            # erasure stamps with, the warehouse server's on PostgreSQL: no skew between hosts)
+            since = shared_clock(wh)
             result.counts = stage_rows(wh, session.project, d)
             work = (
                 result.counts["rows_changed"]

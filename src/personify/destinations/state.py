@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
@@ -292,10 +292,23 @@ def erase_records(
     )
 
 
+def shared_clock(wh: Warehouse) -> datetime:
+    """The real clock several processes compare: the warehouse server's on PostgreSQL
+    (``clock_timestamp()``: a push's start and an erasure's :data:`LOOKED_FOR` rows may be taken
+    on two hosts whose clocks differ — a skew of a second would hide an erasure from the push
+    that raced it), this machine's on a single-process warehouse (one clock)."""
+    if wh.capabilities.single_process:
+        return clock.wall()
+    found = wh.scalar("SELECT clock_timestamp()")
+    if not isinstance(found, datetime):
+        return clock.wall()
+    return found.astimezone(UTC) if found.tzinfo else found.replace(tzinfo=UTC)
+
+
 LOOKED_FOR: Final = "destination_key"
 """The ``erasure_progress`` rows (``step = 'destination_key'``) an erasure leaves per record
 key hash it looked for at a destination (``erasure_id``: that hash, no one's identifier;
-``erasure_of``: the erasure; ``finished_at``: the real clock): a push that read the person
+``erasure_of``: the erasure; ``finished_at``: :func:`shared_clock`): a push that read the person
 before the erasure and records what the API took after it — their first push, no state for
 the erasure to find — records them as that erasure's pending removal, not ``sent``
 (:meth:`Acks.flush`)."""
@@ -322,7 +335,7 @@ def looked_for(
                 "step": [LOOKED_FOR] * n,
                 "status": ["done"] * n,
                 "rows": pa.array([0] * n, pa.int64()),
-                "finished_at": pa.array([at or clock.wall()] * n, pa.timestamp("us", tz="UTC")),
+                "finished_at": pa.array([at or shared_clock(wh)] * n, pa.timestamp("us", tz="UTC")),
                 "erasure_of": [erasure_id] * n,
             }
         ),
