@@ -35,6 +35,9 @@ PostgreSQL), overflowing ``+``/``*`` of BIGINTs (an error on both).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlglot import exp
 
 from personify.warehouse.division import annotated
@@ -78,40 +81,40 @@ def _null_for_zero(node: exp.Expr) -> None:
     node.set("expression", guarded)
 
 
+def _argument_typed(
+    query: exp.Query, dialect: str, kind: type[exp.Func], types: Iterable[Any]
+) -> list[Any]:
+    """The query's ``kind`` calls (``AVG``, ``ROUND``) whose first argument the schema types as
+    one of ``types`` — read on an annotated copy (:func:`annotated`), matched by position; none
+    when sqlglot cannot type the query (left as written)."""
+    calls = list(query.find_all(kind))
+    if not calls:
+        return []
+    copy = annotated(query, dialect)
+    known = list(copy.find_all(kind)) if copy is not None else []
+    if len(known) != len(calls):
+        return []
+    wanted = set(types)
+    return [
+        mine
+        for mine, typed in zip(calls, known, strict=True)
+        if typed.this.type is not None and typed.this.type.is_type(*wanted)
+    ]
+
+
 def _averages_of_numbers(query: exp.Query, dialect: str) -> list[exp.Avg]:
     """The query's ``AVG``s whose argument the schema types as a number (an AVG of an interval
     cast to DOUBLE fails on both engines)."""
-    averages = list(query.find_all(exp.Avg))
-    if not averages:
-        return []
-    copy = annotated(query, dialect)
-    known = list(copy.find_all(exp.Avg)) if copy is not None else []
-    if len(known) != len(averages):
-        return []
-    return [
-        mine
-        for mine, typed in zip(averages, known, strict=True)
-        if typed.this.type is not None and typed.this.type.is_type(*exp.DataType.NUMERIC_TYPES)
-    ]
+    return _argument_typed(query, dialect, exp.Avg, exp.DataType.NUMERIC_TYPES)
 
 
 def _rounds_of_integers(query: exp.Query, dialect: str) -> list[exp.Round]:
     """The query's ``ROUND(x[, n ≥ 0])`` whose ``x`` the schema types as an integer: nothing to
     round, and rewritten they would turn an integer trait into a DOUBLE (``3.0``)."""
-    rounds = list(query.find_all(exp.Round))
-    if not rounds:
-        return []
-    copy = annotated(query, dialect)
-    known = list(copy.find_all(exp.Round)) if copy is not None else []
-    if len(known) != len(rounds):
-        return []
     return [
-        mine
-        for mine, typed in zip(rounds, known, strict=True)
-        if (_decimals(mine) or 0) >= 0
-        and _decimals(mine) is not None
-        and typed.this.type is not None
-        and typed.this.type.is_type(*exp.DataType.INTEGER_TYPES)
+        r
+        for r in _argument_typed(query, dialect, exp.Round, exp.DataType.INTEGER_TYPES)
+        if (n := _decimals(r)) is not None and n >= 0
     ]
 
 
