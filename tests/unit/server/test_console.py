@@ -22,6 +22,7 @@ from tests.unit.admin_api import AdminApi
 
 from personify.profiles import resolve_customer
 from personify.server.app import create_app
+from personify.server.auth_limits import PREFIX_FAILURES
 from personify.server.console import auth
 from personify.session import Session
 from personify.signed import seal
@@ -225,7 +226,7 @@ def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(client: Browse
     def from_(n: int) -> Browser:
         return Browser(client.app, address=f"10.0.{n // 250}.{n % 250 + 1}")
 
-    for n in range(auth.PREFIX_FAILURES):
+    for n in range(PREFIX_FAILURES):
         token = f"lead-token-guess-{n}"
         guess = from_(n).post("/console/login", data={"token": token}, headers=ORIGIN)
         assert guess.status_code == 401
@@ -236,7 +237,7 @@ def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(client: Browse
     sign_in(from_(1002), ENV["MARKETER_TOKEN"])  # marketer-t…: its own budget
     # a start everyone knows (a token family's "mark") is no budget of its own: ten characters
     # are, so no one locks a token's sign-in out without holding that much of it
-    for n in range(auth.PREFIX_FAILURES):
+    for n in range(PREFIX_FAILURES):
         token = f"mark-{n:05d}"
         assert from_(2000 + n).post("/console/login", data={"token": token}, headers=ORIGIN)
     sign_in(from_(3000), ENV["MARKETER_TOKEN"])

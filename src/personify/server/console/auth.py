@@ -39,7 +39,7 @@ from starlette.requests import Request
 
 from personify.config import ProjectConfig
 from personify.errors import ConfigError
-from personify.privacy.access import AdminTokens, FailureLimiter, Grant
+from personify.privacy.access import AdminTokens, Grant
 from personify.privacy.hashing import project_key
 from personify.server import auth_limits
 from personify.server.state import ServerState
@@ -85,21 +85,6 @@ def _configured(config: ProjectConfig) -> list[tuple[str, str, tuple[str, ...]]]
 def _fingerprint(key: bytes, name: str, secret: str) -> str:
     message = f"console-token\0{name}\0{secret}".encode()
     return b64(hmac.digest(key, message, hashlib.sha256)[:16])
-
-
-def limiter(state: ServerState) -> FailureLimiter:
-    """The failed-attempt limiter the API's admin routes use too (one budget per address)."""
-    return auth_limits.by_address(state)
-
-
-PREFIX_CHARS = auth_limits.PREFIX_CHARS
-PREFIX_FAILURES = auth_limits.PREFIX_FAILURES
-
-
-def prefix_limiter(state: ServerState) -> FailureLimiter:
-    """The second budget, per presented token prefix whatever the address, shared with the API's
-    admin routes (:mod:`personify.server.auth_limits`)."""
-    return auth_limits.by_prefix(state)
 
 
 def client_of(request: Request) -> str:
