@@ -12,7 +12,8 @@ writes) and ``admin_tokens`` (each with a ``name`` and its ``scopes``). Scopes:
   customer id only (:attr:`Grant.finds_by_identifier`);
 * ``console`` — the marketer console (``/console``, ``personify serve``): overview, segments,
   profile search and email previews, personal data masked unless the token also has
-  ``profiles:read``;
+  ``profiles:read``, people named by customer id only unless it also has ``profiles:read`` or
+  ``privacy`` (:attr:`Grant.finds_by_identifier`, the API's rule too);
 * ``admin`` — every scope.
 
 A scope implies the narrower ones (:data:`IMPLIED`): ``privacy`` includes ``privacy:masked``.
@@ -59,11 +60,15 @@ class Grant:
 
     @property
     def finds_by_identifier(self) -> bool:
-        """Whether the grant may name a person by email or another identifier: only one that
-        reads personal data in plain text (``profiles:read``, ``privacy``, ``admin``) — it learns
-        whom an address belongs to anyway. Any other (``privacy:masked``) names people by customer
-        id only: an email is answered as an unknown id would be, without being looked up, so the
-        answer does not say whether someone has it (the console's rule for a masked viewer)."""
+        """Whether the grant may name a person by email or another identifier — the one rule of
+        the API (``/v1/profiles``, ``/v1/privacy/export``) and the console
+        (:attr:`personify.server.console.auth.Viewer.finds_by_identifier`): only a grant that
+        reads personal data in plain text somewhere (``profiles:read``, ``privacy``, ``admin``),
+        since it learns whom an address belongs to anyway (``privacy`` exports a person named by
+        email). Any other (``privacy:masked``, ``console`` alone) names people by customer id
+        only: an email is answered as an unknown id would be, without being looked up, so the
+        answer does not say whether someone has it. What is *shown* is another question
+        (:attr:`sees_pii`; the console's own rule: ``profiles:read``)."""
         return self.allows("profiles:read") or self.allows("privacy")
 
 

@@ -37,11 +37,15 @@ TOKENS = (
     "  - name: marketer\n    token: ${MARKETER_TOKEN}\n    scopes: [console]\n"
     "  - name: lead\n    token: ${LEAD_TOKEN}\n    scopes: [console, profiles:read]\n"
     "  - name: support\n    token: ${SUPPORT_TOKEN}\n    scopes: [profiles:read]\n"
+    "  - name: dpo\n    token: ${DPO_TOKEN}\n    scopes: [console, privacy]\n"
+    "  - name: helpdesk\n    token: ${HELPDESK_TOKEN}\n    scopes: [console, privacy:masked]\n"
 )
 ENV = {
-    "MARKETER_TOKEN": "marketer-token-1",
-    "LEAD_TOKEN": "lead-token-2",
-    "SUPPORT_TOKEN": "support-token-3",
+    "MARKETER_TOKEN": "marketer-token-1-Qx7pL2vR9s",
+    "LEAD_TOKEN": "lead-token-2-Hj4kW8mN3bZt",
+    "SUPPORT_TOKEN": "support-token-3-Fd6yT1cV5g",
+    "DPO_TOKEN": "dpo-token-4-Rb2nM7xK4wQe",
+    "HELPDESK_TOKEN": "helpdesk-token-5-Zs9vJ3pL8h",
 }
 ORIGIN = {"origin": "http://testserver"}
 
@@ -371,6 +375,42 @@ def test_a_masked_token_cannot_tell_an_existing_email_from_a_missing_one(
     sign_in(client, ENV["LEAD_TOKEN"])
     assert client.get("/console/profiles", params={"q": "ann@example.org"}).status_code == 303
     assert client.get("/console/profiles/ann@example.org").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("token", "finds", "api_path"),
+    [
+        ("LEAD_TOKEN", True, "/v1/profiles/"),  # console + profiles:read
+        ("DPO_TOKEN", True, "/v1/privacy/export?subject="),  # console + privacy
+        ("HELPDESK_TOKEN", False, "/v1/privacy/export?subject="),  # console + privacy:masked
+    ],
+)
+def test_one_rule_names_people_by_email_in_the_console_and_the_api(
+    api: AdminApi, client: Browser, token: str, finds: bool, api_path: str
+) -> None:
+    """Whether a token may name a person by email is one rule (``Grant.finds_by_identifier``):
+    the console's search, profile address and segment check answer as the token's API route
+    does — a ``privacy`` token finds ``ann@example.org`` in both (and is shown her masked in the
+    console: no ``profiles:read``); a ``privacy:masked`` one in neither (id only)."""
+    by_api = api.call("GET", api_path + "ann%40example.org", api.bearer(ENV[token]))
+    assert by_api.status_code == (200 if finds else 404), by_api.text
+    sign_in(client, ENV[token])
+    search = client.get("/console/profiles", params={"q": "ann@example.org"})
+    page = client.get("/console/profiles/ann@example.org")
+    check = client.get("/console/segments/everyone", params={"customer": "ann@example.org"})
+    if finds:
+        assert search.status_code == 303 and page.status_code == 200
+        assert "is in this segment now" in check.text
+        masked = token != "LEAD_TOKEN"
+        assert ("Lee" not in page.text) is masked and ("***@example.org" in page.text) is masked
+        assert "customer id only" not in client.get("/console/profiles").text + check.text
+    else:
+        assert search.status_code == 404 and page.status_code == 404
+        assert "is in this segment now" not in check.text
+        assert all("customer id only" in a.text for a in (search, page, check))
+        assert "customer id only" in by_api.text
+    form = client.get("/console/profiles").text
+    assert ("Customer id, email or kind:value" in form) is finds
 
 
 def test_plain_with_profiles_read_and_audited(api: AdminApi, client: Browser) -> None:

@@ -73,6 +73,14 @@ class Viewer:
         """Personal data in plain text needs ``profiles:read`` (``admin`` has it)."""
         return self.grant.allows("profiles:read")
 
+    @property
+    def finds_by_identifier(self) -> bool:
+        """Whether the viewer may name a person by email or ``kind:value`` (else by customer id
+        only): the API's rule, :attr:`Grant.finds_by_identifier` (``profiles:read``, ``privacy``
+        or ``admin``) — a ``console`` + ``privacy`` token finds people by email here as its
+        ``/v1/privacy/export`` does, and is shown them masked (no ``profiles:read``)."""
+        return self.grant.finds_by_identifier
+
 
 def _configured(config: ProjectConfig) -> list[tuple[str, str, tuple[str, ...]]]:
     out: list[tuple[str, str, tuple[str, ...]]] = [

@@ -102,11 +102,12 @@ def _safe_next(value: str) -> str:
 
 
 _BY_ID = (
-    "No customer has this id. (Without the profiles:read scope, customers are found by "
-    "customer id only.)"
+    "No customer has this id. (Without the profiles:read or privacy scope, customers are found "
+    "by customer id only.)"
 )
-"""A masked viewer's answer for any text that names no customer *id* — an unknown id, or an
-email whether or not a customer has it: the same words, status and lookups either way."""
+"""The answer, to a viewer who names people by id only (:attr:`Viewer.finds_by_identifier`), for
+any text that names no customer *id* — an unknown id, or an email whether or not a customer has
+it: the same words, status and lookups either way."""
 
 Handler = Callable[[Request, Viewer], Any]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -245,7 +246,9 @@ async def segment_page(request: Request, viewer: Viewer) -> Response:
         data["missing"] = True
     else:
         data["missing"] = False
-    return _page("segment", f"Segment {name}", viewer, who=who, by_id=not viewer.sees_pii, **data)
+    return _page(
+        "segment", f"Segment {name}", viewer, who=who, by_id=not viewer.finds_by_identifier, **data
+    )
 
 
 @_signed_in
@@ -253,14 +256,22 @@ async def search(request: Request, viewer: Viewer) -> Response:
     """``GET /console/profiles[?q=…]``: a found customer's profile is one redirect away."""
     q = request.query_params.get("q", "").strip()
     if not q:
-        return _page("search", "Profiles", viewer, q="", missing=False, by_id=not viewer.sees_pii)
+        return _page(
+            "search", "Profiles", viewer, q="", missing=False, by_id=not viewer.finds_by_identifier
+        )
     try:
         customer_id = await run_in_threadpool(
             views.find_customer, state_of(request).session, viewer, q
         )
     except NotFound:
         return _page(
-            "search", "Profiles", viewer, 404, q=q, missing=True, by_id=not viewer.sees_pii
+            "search",
+            "Profiles",
+            viewer,
+            404,
+            q=q,
+            missing=True,
+            by_id=not viewer.finds_by_identifier,
         )
     return RedirectResponse(
         "/console/profiles/" + quote(customer_id, safe=""), status_code=303, headers=_HEADERS
@@ -275,7 +286,7 @@ async def profile_page(request: Request, viewer: Viewer) -> Response:
     try:
         doc = await run_in_threadpool(views.profile, session, viewer, key)
     except NotFound:
-        what = "No customer has this id." if viewer.sees_pii else _BY_ID
+        what = "No customer has this id." if viewer.finds_by_identifier else _BY_ID
         return _page("missing", "Not found", viewer, 404, what=what)
     templates = await run_in_threadpool(views.choices, session)
     return _page("profile", "Profile", viewer, p=doc, **templates)

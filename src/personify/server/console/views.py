@@ -265,13 +265,14 @@ def _check(session: Session, viewer: Viewer, seg: Any, who: str) -> Check:
 # ------------------------------------------------------------------------------------ profiles
 def find_customer(session: Session, viewer: Viewer, text: str) -> str:
     """The customer id that ``text`` names, as ``viewer`` may look it up: by id, email or
-    ``kind:value`` for a viewer who sees personal data; by customer id only for a masked one —
+    ``kind:value`` for a viewer who may name people so (:attr:`Viewer.finds_by_identifier`, the
+    API's rule); by customer id only for any other —
     an email (or any identifier) is answered NotFound without being looked up, whether someone
     has it or not, so neither the answer nor its timing tells a masked viewer that an address
     belongs to a customer. Raises NotFound."""
     from personify.profiles.read import customer_by_id, resolve_customer
 
-    if viewer.sees_pii:
+    if viewer.finds_by_identifier:
         return resolve_customer(session.warehouse, text, session.project)
     found = customer_by_id(session.warehouse, text)
     if found is None:
