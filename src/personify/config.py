@@ -1736,6 +1736,7 @@ class ProjectConfig(_Base, frozen=True):
         _check_relations(self.relations)
         _check_alerts(self.alerts, self.notifiers)
         _check_token_names(self.admin_tokens, has_admin_token=self.admin_token is not None)
+        _check_token_lengths(self.admin_token, self.admin_tokens)
         seen: set[str] = set()
         for i, source in enumerate(self.sources):
             if source.name in seen:
@@ -1794,6 +1795,34 @@ def _check_token_names(tokens: tuple[AdminToken, ...], *, has_admin_token: bool)
                 "replaces it",
             )
         seen.add(token.name)
+
+
+MIN_TOKEN_LENGTH = 20
+"""The fewest characters an admin token may have: a short one can be guessed (the wrong-token
+limits slow a guess, they do not stop it). ``personify init``'s tokens have 36."""
+
+NEW_TOKEN_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a command, not a token
+"""A command that prints a new random token (43 characters), as the errors suggest."""
+
+
+def _check_token_lengths(admin_token: Secret | None, tokens: tuple[AdminToken, ...]) -> None:
+    """Every admin token (``admin_token``, ``admin_tokens[].token``) set has at least
+    :data:`MIN_TOKEN_LENGTH` characters, whether written in the file or read from the
+    environment (``${VAR}``); an empty one (``${VAR:-}``) is no token and is not checked. The
+    error names the token and its key, never its value nor its length."""
+    named: list[tuple[tuple[str | int, ...], str, Secret | None]] = [
+        (("admin_token",), "admin", admin_token)
+    ]
+    named += [(("admin_tokens", i, "token"), t.name, t.token) for i, t in enumerate(tokens)]
+    for path, name, secret in named:
+        if secret and len(secret.reveal().strip()) < MIN_TOKEN_LENGTH:
+            raise _FieldError(
+                path,
+                f"the admin token {name!r} is shorter than {MIN_TOKEN_LENGTH} characters: a "
+                "short token can be guessed. Put a long random token where this one comes from "
+                "(its ${VAR} in the environment or the project's .env), e.g. the output of: "
+                f"{NEW_TOKEN_COMMAND}",
+            )
 
 
 _RELATION_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){1,2}$")

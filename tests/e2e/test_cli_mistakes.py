@@ -150,8 +150,8 @@ def test_a_token_name_used_twice_is_refused(project_dir: Path) -> None:
     lines = config.read_text().count("\n")
     config.write_text(
         config.read_text() + "\nadmin_tokens:\n"
-        "  - {name: marketing, token: t-1, scopes: [console]}\n"
-        "  - {name: marketing, token: t-2, scopes: [console, profiles:read]}\n"
+        "  - {name: marketing, token: t-1-0123456789abcdefghij, scopes: [console]}\n"
+        "  - {name: marketing, token: t-2-0123456789abcdefghij, scopes: [console, profiles:read]}\n"
     )
     done = personify("status", "--project", str(project_dir))
     _usage_error(

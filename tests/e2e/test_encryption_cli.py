@@ -18,7 +18,7 @@ from tests.e2e.cli import personify, personify_json
 NOW = "2026-02-10T00:00:00Z"
 ENV = {
     "PERSONIFY_SECRET_KEY": "e2e-secret",
-    "PERSONIFY_ADMIN_TOKEN": "t",
+    "PERSONIFY_ADMIN_TOKEN": "adm_e2e-0123456789abcdefghij",
     "PERSONIFY_WRITE_KEY": "w",
     "PERSONIFY_ENCRYPTION_KEYS": f"k1:{new_key()}",
 }

@@ -16,7 +16,7 @@ NOW = "2026-02-10T00:00:00Z"
 LATER = "2026-02-11T00:00:00Z"
 ENV = {
     "PERSONIFY_SECRET_KEY": "e2e-secret",
-    "PERSONIFY_ADMIN_TOKEN": "t",
+    "PERSONIFY_ADMIN_TOKEN": "adm_e2e-0123456789abcdefghij",
     "PERSONIFY_WRITE_KEY": "w",
 }
 MARKERS = ("zorblatt", "ann.privacy@example.org")

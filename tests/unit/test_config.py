@@ -35,7 +35,7 @@ def error_for(text: str, monkeypatch: pytest.MonkeyPatch | None = None) -> Confi
 
 
 def test_good_file_loads_into_typed_frozen_objects(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ADMIN", "adm-secret")
+    monkeypatch.setenv("ADMIN", "adm-secret-0123456789abcdef")
     monkeypatch.setenv("WRITE_KEY", "wk-secret")
     config = parse_config(GOOD)
     assert config.name == "shop"
@@ -52,7 +52,7 @@ def test_good_file_loads_into_typed_frozen_objects(monkeypatch: pytest.MonkeyPat
 
 
 def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ADMIN", "adm-secret")
+    monkeypatch.setenv("ADMIN", "adm-secret-0123456789abcdef")
     monkeypatch.setenv("WRITE_KEY", "wk-secret")
     config = parse_config(GOOD)
     for text in (repr(config), str(config), repr(config.sources[0]), f"{config.admin_token}"):
@@ -89,10 +89,10 @@ def test_default_in_interpolation_and_dollar_escape(monkeypatch: pytest.MonkeyPa
 def test_env_file_in_project_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PERSONIFY_ADMIN_TOKEN", raising=False)
     (tmp_path / "personify.yml").write_text("admin_token: ${PERSONIFY_ADMIN_TOKEN}\n")
-    (tmp_path / ".env").write_text("PERSONIFY_ADMIN_TOKEN=from-dotenv\n")
-    assert load_project(tmp_path).config.admin_token == Secret("from-dotenv")
-    monkeypatch.setenv("PERSONIFY_ADMIN_TOKEN", "from-env")
-    assert load_project(tmp_path).config.admin_token == Secret("from-env")
+    (tmp_path / ".env").write_text("PERSONIFY_ADMIN_TOKEN=from-dotenv-0123456789ab\n")
+    assert load_project(tmp_path).config.admin_token == Secret("from-dotenv-0123456789ab")
+    monkeypatch.setenv("PERSONIFY_ADMIN_TOKEN", "from-env-0123456789abcdef")
+    assert load_project(tmp_path).config.admin_token == Secret("from-env-0123456789abcdef")
 
 
 @pytest.mark.parametrize(

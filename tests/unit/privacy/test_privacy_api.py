@@ -32,8 +32,8 @@ def api(admin_api: Callable[..., AdminApi]) -> AdminApi:
         "  - name: helpdesk\n    token: ${HELPDESK_TOKEN}\n    scopes: [privacy:masked]\n",
         {
             "PERSONIFY_ENCRYPTION_KEYS": f"k1:{new_key()}",
-            "SUPPORT_TOKEN": "support-token-123",
-            "HELPDESK_TOKEN": "helpdesk-token-456",
+            "SUPPORT_TOKEN": "support-token-123-Kp4sW9",
+            "HELPDESK_TOKEN": "helpdesk-token-456-Tn8qB2",
         },
     )
 
@@ -120,7 +120,7 @@ def test_listed_in_openapi(session: Session) -> None:
 
 
 def test_scopes_and_profile_read_audit(session: Session) -> None:
-    support = {"authorization": "Bearer support-token-123"}
+    support = {"authorization": "Bearer support-token-123-Kp4sW9"}
     profile = call(session, "GET", "/v1/profiles/ann@example.org", support)
     assert profile.status_code == 200
     denied = call(session, "GET", "/v1/privacy/export?subject=ann@example.org", support)
@@ -198,7 +198,7 @@ def test_a_masked_role_sees_what_is_held_but_not_the_values(
     proof = {"ip": "192.0.2.7", "user_agent": "Firefox/130"}
     change = {"subject": "ann@example.org", "purpose": "p", "status": "granted", "proof": proof}
     assert call(session, "POST", "/v1/privacy/consent", auth, change).status_code == 200
-    helpdesk = {"authorization": "Bearer helpdesk-token-456"}
+    helpdesk = {"authorization": "Bearer helpdesk-token-456-Tn8qB2"}
     ann = resolve_customer(session.warehouse, "c1", session.project)  # by customer id only
     masked = call(session, "GET", export(ann), helpdesk)
     assert masked.status_code == 200, masked.text
@@ -319,7 +319,7 @@ def api_on(admin_api: Callable[..., AdminApi], project_dir: Path, warehouse_url:
         "admin_tokens:\n  - name: helpdesk\n    token: ${HELPDESK_TOKEN}\n"
         "    scopes: [privacy:masked]\n"
         "  - name: dpo\n    token: ${DPO_TOKEN}\n    scopes: [privacy]\n",
-        {"HELPDESK_TOKEN": "helpdesk-token-456", "DPO_TOKEN": "dpo-token-789"},
+        {"HELPDESK_TOKEN": "helpdesk-token-456-Tn8qB2", "DPO_TOKEN": "dpo-token-789-Lx3vH6mc"},
     )
 
 
@@ -335,7 +335,7 @@ def test_a_masked_token_cannot_tell_an_existing_email_from_a_missing_one(
     (ann@example.org) or not (zed@example.org), and nothing is audited; by customer id it gets
     the masked export. A ``privacy`` token still exports by email."""
     wh = api_on.session.warehouse
-    helpdesk = {"authorization": "Bearer helpdesk-token-456"}
+    helpdesk = {"authorization": "Bearer helpdesk-token-456-Tn8qB2"}
     ran: list[str] = []
     for name in ("fetch", "scalar", "fetch_arrow"):
         real = getattr(wh, name)
@@ -363,7 +363,7 @@ def test_a_masked_token_cannot_tell_an_existing_email_from_a_missing_one(
     assert by_id.json()["masked"] is True and "ann@example.org" not in by_id.text
     unknown = api_on.call("GET", export("c-404"), helpdesk)
     assert (unknown.status_code, unknown.text) == (404, exists[1].replace("SUBJECT", "c-404"))
-    dpo = {"authorization": "Bearer dpo-token-789"}
+    dpo = {"authorization": "Bearer dpo-token-789-Lx3vH6mc"}
     raw = api_on.call("GET", export("ann@example.org"), dpo)
     assert raw.status_code == 200 and raw.json()["profile"]["email"] == "ann@example.org"
     nobody = api_on.call("GET", export("zed@example.org"), dpo)
@@ -404,9 +404,9 @@ def test_a_guess_spread_over_addresses_is_limited_by_token_prefix(
         assert get(n, f"helpdesk-token-guess-{n}").status_code == 401
     late = get(1001, "helpdesk-token-x")  # (odd: the console's sign-in)
     assert late.status_code == 429 and int(late.headers["retry-after"]) > 0
-    signing_in = get(1003, "helpdesk-token-456")
+    signing_in = get(1003, "helpdesk-token-456-Tn8qB2")
     assert signing_in.status_code == 429 and "masked" not in signing_in.text
-    right = get(1002, "helpdesk-token-456")  # (even: the API) answered, not held
+    right = get(1002, "helpdesk-token-456-Tn8qB2")  # (even: the API) answered, not held
     assert right.status_code == 404  # (x names nobody: a masked token names by customer id)
     wrong = get(1004, "helpdesk-token-y")  # a wrong one at the API: 401, from a new address
     assert wrong.status_code == 401
