@@ -1,11 +1,12 @@
 """Where a person's data lives: every table, classified, and the rows of each that are theirs.
 
 :data:`NOT_PERSONAL` names the tables that hold no personal data (the catalogue, bookkeeping,
-keyed hashes). Tables with their own rule are in :data:`RULES`; every other table with a
-``customer_id`` column is theirs where ``customer_id`` is one of the person's ids — so a table added
-later (journey state, delivery ledgers …) is exported and erased without code here. A table that is
-in none of these (personal data without a ``customer_id``) makes :func:`unclassified` non-empty,
-and the test suite fails until it gets a rule.
+keyed hashes), :data:`STAFF` those whose only personal data may be staff's (admin token names).
+Tables with their own rule are in :data:`RULES`; every other table with a ``customer_id`` column
+is theirs where ``customer_id`` is one of the person's ids — so a table added later (journey
+state, delivery ledgers …) is exported and erased without code here. A table that is in none of
+these (personal data without a ``customer_id``) makes :func:`unclassified` non-empty, and the
+test suite fails until it gets a rule.
 
 A :class:`Footprint` is computed from the identity graph: the customer's ids (with those merged
 into it), every identifier node (emails, phones, user ids, anonymous ids, source ids), and the
@@ -49,7 +50,6 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "segment_state",
         "consent_kinds",
         "erasure_progress",
-        "audit_log",
         "journey_state",
         "webhook_receipts",
         "reconciliation_runs",
@@ -64,15 +64,28 @@ NOT_PERSONAL: frozenset[str] = frozenset(
         "event_forwards",  # message ids and masked answers; the erasure's own step deletes
         # a person's (``event_forwards``, before their events go)
         "segment_errors",  # a segment's name, file and the warehouse's error, masked
-        "console_sessions",  # hashed session ids and admin token names (no people)
     }
 )
-"""Tables without personal data in the clear (the audit log, tombstones and ``destination_state``
+"""Tables without personal data in the clear (tombstones and ``destination_state``
 hold keyed hashes — the latter also, for a destination that removes records, each record's key
 encrypted; the erasure, step ``destination:NAME``, finds a person's pushed records by those
 hashes and keeps, at a destination that removes, only the hash and encrypted key until the next
 push removes the record there, forgetting them elsewhere; schema drift tables hold field names and
 types, never values; alerts hold names and counts, predictive fits the models' parameters)."""
+
+STAFF: frozenset[str] = frozenset({"audit_log", "console_sessions"})
+"""Tables holding no customer's data but maybe staff's: admin token *names* —
+``console_sessions.token_name``, ``audit_log.actor`` (``api:<name>``, ``console:<name>``) —
+which operators choose and may make their holder's name (``alice``), so they are personal data
+of that employee, not of any customer. No customer's export or erasure touches them (they name
+no customer: the audit log keys its subject by a keyed hash); a token's sessions are kept while
+they last (:data:`personify.server.console.auth.SESSION_SECONDS`; expired rows are deleted by the
+next sign-in), the audit log for good (it proves who did what, append-only). Naming tokens by
+role (``support``, ``dpo``) keeps people's names out of both; the server logs no token name."""
+
+NOT_CUSTOMERS: frozenset[str] = NOT_PERSONAL | STAFF
+"""Tables outside every customer's footprint."""
+
 
 MIN_SEARCH_LENGTH = 6
 """Identifiers shorter than this (a CRM id ``c1``) are not searched for in free text: they would
@@ -399,7 +412,7 @@ identify the person, and the next identity pass would rebuild an identity from t
 
 def personal_tables() -> list[Table]:
     """Every table that may hold a person's data, in schema order."""
-    return [t for t in TABLES if t.name not in NOT_PERSONAL and _classified(t)]
+    return [t for t in TABLES if t.name not in NOT_CUSTOMERS and _classified(t)]
 
 
 def _classified(t: Table) -> bool:
@@ -408,7 +421,7 @@ def _classified(t: Table) -> bool:
 
 def unclassified() -> list[str]:
     """Tables nobody said how to find a person's rows in (must stay empty)."""
-    return [t.name for t in TABLES if t.name not in NOT_PERSONAL and not _classified(t)]
+    return [t.name for t in TABLES if t.name not in NOT_CUSTOMERS and not _classified(t)]
 
 
 def where(table: Table, f: Footprint) -> Where:

@@ -1,6 +1,7 @@
 """Whole-token matching of a person's identifiers in free text and JSON
 (:func:`personify.privacy.footprint.mention_pattern`): the same
-expression runs in DuckDB, PostgreSQL and Python (the outbox), so Python's reading pins it."""
+expression runs in DuckDB, PostgreSQL and Python (the outbox), so Python's reading pins it; and
+the tables that hold staff's data (admin token names), not customers'."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import re
 
 import pytest
 
-from personify.privacy.footprint import mention_pattern
+from personify.privacy.footprint import (
+    NOT_PERSONAL,
+    STAFF,
+    mention_pattern,
+    personal_tables,
+    unclassified,
+)
+from personify.warehouse.schema import TABLES_BY_NAME
 
 TERMS = ["ann@ex.example", "100121", "a.b+c(d)|e"]
 
@@ -55,3 +63,13 @@ def test_continued_identifiers_are_not(text: str) -> None:
 
 def test_no_terms_no_pattern() -> None:
     assert mention_pattern([]) is None
+
+
+def test_token_names_are_staff_data_outside_customers_footprints() -> None:
+    """``console_sessions.token_name`` and ``audit_log.actor`` hold admin token names, which may
+    be an employee's (``alice``): classified as staff's data — not "no personal data", and not
+    in any customer's export or erasure (they name no customer)."""
+    assert {"console_sessions", "audit_log"} <= STAFF and not STAFF & NOT_PERSONAL
+    assert "token_name" in TABLES_BY_NAME["console_sessions"].column_names
+    assert not STAFF & {t.name for t in personal_tables()}
+    assert unclassified() == []

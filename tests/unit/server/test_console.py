@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -287,6 +288,24 @@ def test_a_token_losing_its_scope_ends_its_sessions(api: AdminApi, client: Brows
     finally:
         api.session.project = project
     assert client.get("/console").status_code == 200
+
+
+def test_token_names_stay_out_of_the_logs(
+    api: AdminApi, client: Browser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token's name may be its holder's (``alice``): recorded in ``console_sessions`` and the
+    audit log (staff data, ``footprint.STAFF``), never written to the server's log — not by a
+    sign-in, a page, a refusal, a sign-out nor ``end_sessions``."""
+    caplog.set_level(logging.DEBUG)
+    client.post("/console/login", data={"token": "marketer-token-wrong-0"}, headers=ORIGIN)
+    sign_in(client, ENV["MARKETER_TOKEN"])
+    for path in ("/console", "/console/segments/everyone", "/console/profiles", "/console/preview"):
+        client.get(path)
+    client.post("/console/logout", headers=ORIGIN)
+    auth.end_sessions(api.session.warehouse, "marketer")
+    assert api.session.warehouse.fetch("SELECT token_name FROM console_sessions") == [("marketer",)]
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert caplog.records and "marketer" not in logged
 
 
 def test_escaping_and_security_headers(client: Browser) -> None:
