@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
 from tests.conformance.journey_support import NOW, Shop, shop, signed_up
+from tests.conformance.lock_support import terminate
 
 from personify import clock
 from personify.delivery import Delivered, Envelope, transport_for
@@ -19,16 +19,8 @@ from personify.journeys import project_journeys, run_journeys
 from personify.journeys.send import LOCK_LOST, deliver
 from personify.journeys.stage import locked
 from personify.warehouse import connect
-from personify.warehouse.postgres.backend import split_url
 
 __all__ = ["shop"]  # the fixture, shared with test_journeys
-
-
-def _terminate(shop: Shop, pid: int) -> None:
-    """Have the server end the session ``pid`` (as a restart or a network cut would)."""
-    conninfo, _ = split_url(shop.wh.url)
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 class _Cut:
@@ -43,7 +35,7 @@ class _Cut:
 
     def send(self, envelope: Envelope) -> Delivered:
         if self.left == 0:
-            _terminate(self.shop, self.pid)
+            terminate(self.shop.wh, self.pid)
         self.left -= 1
         delivered: Delivered = self.inner.send(envelope)
         return delivered
@@ -110,6 +102,6 @@ def test_a_lost_journeys_lock_stops_advancing_them(shop: Shop) -> None:
         journeys = project_journeys(project)
         with locked(wh, "journeys") as lock:
             assert lock is not None
-            _terminate(shop, int(wh.scalar("SELECT pg_backend_pid()")))
+            terminate(shop.wh, int(wh.scalar("SELECT pg_backend_pid()")))
             assert run_journeys(wh, project, journeys, held=lock.held) == []
     assert wh.scalar("SELECT count(*) FROM messages") == 0  # nothing decided unlocked

@@ -24,6 +24,7 @@ from tests.conformance.destination_support import (
     states,
     url,
 )
+from tests.conformance.lock_support import lock_thief
 
 from personify import clock
 from personify.config import BearerAuth, RestClient, RestDestination, Secret
@@ -264,48 +265,31 @@ def test_a_push_whose_lock_went_with_its_connection_sends_nothing_more(
     API answers its first batch (a restart, a network cut, an idle timeout) and another push
     takes the lock. The first push must not send its next batch beside it: it stops saying so,
     the API took the first batch alone, and once the lock is free a push sends the rest."""
-    with session_for(warehouse_url, tmp_path, crm(url)) as session:
+    with (
+        session_for(warehouse_url, tmp_path, crm(url)) as session,
+        lock_thief(session.warehouse, run_name("crm")) as other,
+    ):
         wh = session.warehouse
-        if not wh.capabilities.advisory_lock:
-            pytest.skip("an in-process lock is never lost with a connection")
-        import psycopg
-
-        from personify.sources.schedule import advisory_key
-        from personify.warehouse.postgres.backend import split_url
-
         customers(session, N)  # three batches of 100
-        conninfo, schema = split_url(wh.url)
-        key = advisory_key(run_name("crm"), schema)
-        other = psycopg.connect(conninfo, autocommit=True)
         fault = apis._fault
 
         def drop_the_lock() -> Any:  # (the API's thread, while it takes the first batch)
             if apis.upserts == 0 and apis.data_requests("batch/upsert") == 1:
-                (holder,) = other.execute(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s",
-                    [key],
-                ).fetchone() or (None,)
-                assert holder is not None
-                other.execute("SELECT pg_terminate_backend(%s)", [holder])
-                other.execute(f"SELECT pg_advisory_lock({key})")  # another push starts
+                other.steal()  # (and another push starts)
             return fault()
 
         monkeypatch.setattr(apis, "_fault", drop_the_lock)
-        try:
-            first = push(session)
-            assert first["error"] is not None and "lost its lock" in first["error"]
-            assert "personify push crm" in first["error"]  # (what to do)
-            assert apis.upserts == 100  # the first batch alone: nothing sent without the lock
-            assert states(session) == {}  # nor recorded
-            run = last_runs(wh)[run_name("crm")]
-            assert run.status == "failed" and "lost its lock" in (run.error or "")
-            other.execute(f"SELECT pg_advisory_unlock({key})")
-            second = push(session)
-            assert second["error"] is None and second["counts"]["rows_sent"] == N
-            assert len(apis.pushed) == N and states(session) == {"sent": N}
-        finally:
-            other.close()
+        first = push(session)
+        assert first["error"] is not None and "lost its lock" in first["error"]
+        assert "personify push crm" in first["error"]  # (what to do)
+        assert apis.upserts == 100  # the first batch alone: nothing sent without the lock
+        assert states(session) == {}  # nor recorded
+        run = last_runs(wh)[run_name("crm")]
+        assert run.status == "failed" and "lost its lock" in (run.error or "")
+        other.release()
+        second = push(session)
+        assert second["error"] is None and second["counts"]["rows_sent"] == N
+        assert len(apis.pushed) == N and states(session) == {"sent": N}
 
 
 def test_an_unexpected_error_stops_its_destination_alone(

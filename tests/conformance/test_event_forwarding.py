@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conformance.collector_api import WRITE_KEY, Collector, serve_collector
+from tests.conformance.lock_support import lock_thief
 from tests.loopback import QuietHandler, serve
 from tests.openapi_check import assert_erase_answer
 
@@ -827,46 +828,28 @@ def test_a_forwarding_whose_lock_went_with_its_connection_sends_nothing_more(
     API takes its first batch, and another forwarding takes the lock: the first sends no other
     batch and records nothing more, saying so; once the lock is free the next one sends what
     was not recorded (that first batch again: at least once) and the rest."""
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        if not wh.capabilities.advisory_lock:
-            pytest.skip("an in-process lock is never lost with a connection")
-        import psycopg
-
-        from personify.sources.schedule import advisory_key
-        from personify.warehouse.postgres.backend import split_url
-
+    with (
+        session_for(warehouse_url, tmp_path, dest(url)) as session,
+        lock_thief(session.warehouse, run_name("analytics")) as other,
+    ):
         ids = [f"m{i:02}" for i in range(30)]  # three batches of 10
         ingest(session, ids, at=T0)
-        conninfo, schema = split_url(wh.url)
-        key = advisory_key(run_name("analytics"), schema)
-        other = psycopg.connect(conninfo, autocommit=True)
 
         class Taken(list[dict[str, Any]]):
             def __iadd__(self, batch: Any) -> Any:  # (the API's thread, taking a batch)
                 if not self:
-                    (holder,) = other.execute(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                        "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s",
-                        [key],
-                    ).fetchone() or (None,)
-                    assert holder is not None
-                    other.execute("SELECT pg_terminate_backend(%s)", [holder])
-                    other.execute(f"SELECT pg_advisory_lock({key})")  # another one starts
+                    other.steal()  # (and another one starts)
                 return super().__iadd__(batch)
 
         api.taken = Taken()
-        try:
-            first = forward(session, T0 + timedelta(seconds=5))
-            assert first["error"] is not None and "lost its lock" in first["error"]
-            assert len(api.taken) == 10  # the first batch alone
-            assert outcomes(session) == {}  # recorded nothing without the lock
-            other.execute(f"SELECT pg_advisory_unlock({key})")
-            second = forward(session, T0 + timedelta(seconds=10))
-            assert second["error"] is None and second["counts"]["events_sent"] == 30
-            assert sorted(set(api.ids())) == ids and outcomes(session) == {"sent": 30}
-        finally:
-            other.close()
+        first = forward(session, T0 + timedelta(seconds=5))
+        assert first["error"] is not None and "lost its lock" in first["error"]
+        assert len(api.taken) == 10  # the first batch alone
+        assert outcomes(session) == {}  # recorded nothing without the lock
+        other.release()
+        second = forward(session, T0 + timedelta(seconds=10))
+        assert second["error"] is None and second["counts"]["events_sent"] == 30
+        assert sorted(set(api.ids())) == ids and outcomes(session) == {"sent": 30}
 
 
 def test_an_erasure_locks_the_events_in_the_order_a_forwarding_does(

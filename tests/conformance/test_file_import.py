@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conformance.lock_support import lock_thief
 
 from personify import clock
 from personify.config import FileSource, Project, ProjectConfig
@@ -850,36 +851,19 @@ def test_an_import_whose_lock_went_with_its_connection_records_nothing(session: 
     """PostgreSQL: the session holding the source's advisory lock is terminated before the file
     is committed, the warehouse goes on with a new connection and another sync takes the lock:
     the import fails saying so, and neither the rows nor the file's record are committed."""
+    from personify.errors import WarehouseError
+    from personify.sources.schedule import exclusive
+
     wh = session.warehouse
-    if not wh.capabilities.advisory_lock:
-        pytest.skip("an in-process lock is never lost with a connection")
-    import contextlib
-
-    import psycopg
-
-    from personify.errors import ServiceUnavailable, WarehouseError
-    from personify.sources.schedule import advisory_key, exclusive
-    from personify.warehouse.postgres.backend import split_url
-
     write(session, "e.jsonl", event("m1") + "\n" + event("m2") + "\n")
     source = FileSource(name="evts", path="data/e.jsonl", table="events")
-    conninfo, schema = split_url(wh.url)
-    key = advisory_key(source.name, schema)
-    with psycopg.connect(conninfo, autocommit=True) as other:
+    with lock_thief(wh, source.name) as other:
         with exclusive(source.name, warehouse=wh):
-            (holder,) = other.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s",
-                [key],
-            ).fetchone() or (None,)
-            other.execute("SELECT pg_terminate_backend(%s)", [holder])
-            other.execute(f"SELECT pg_advisory_lock({key})")  # another sync starts
-            with contextlib.suppress(ServiceUnavailable):  # the dropped connection…
-                wh.scalar("SELECT 1")
-            with pytest.raises(WarehouseError, match="lost its lock"):  # …and a new one
+            other.steal(reconnect=True)  # (another sync starts)
+            with pytest.raises(WarehouseError, match="lost its lock"):
                 import_file_source(session, source)
         assert count(session, "events") == 0
         assert count(session, "file_imports") == 0
-        other.execute(f"SELECT pg_advisory_unlock({key})")
+        other.release()
     with exclusive(source.name, warehouse=wh):
         assert import_file_source(session, source).counts["rows_loaded"] == 2

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.conformance.lock_support import lock_thief
 
 from personify.config import (
     ApiKeyAuth,
@@ -282,37 +283,18 @@ def test_a_sync_whose_lock_went_with_its_connection_commits_nothing_more(
     (a restart, a network cut, an idle timeout), the warehouse opens a new connection, another
     sync takes the lock. The first sync must not commit beside it: its next commit fails,
     saying so, and the position stays where the last commit under the lock left it."""
-    if not session.warehouse.capabilities.advisory_lock:
-        pytest.skip("an in-process lock is never lost with a connection")
-    import psycopg
-
-    from personify.errors import ServiceUnavailable, WarehouseError
-    from personify.sources.schedule import advisory_key, exclusive
-    from personify.warehouse.postgres.backend import split_url
+    from personify.errors import WarehouseError
+    from personify.sources.schedule import exclusive
 
     wh = session.warehouse
     source = preset("stripe_charges", url, batch_rows=100)  # a commit every 100 records
     resource = resolve_preset(source).resources[0].name
-    conninfo, schema = split_url(wh.url)
-    key = advisory_key(source.name, schema)
-    other = psycopg.connect(conninfo, autocommit=True)
+    with lock_thief(wh, source.name) as other:
 
-    def drop_the_lock(_: str, page: int) -> None:
-        if page != 1:
-            return
-        holder = other.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-            "AND ((classid::bigint << 32) | objid::bigint) = %s",
-            [key],
-        ).fetchone()
-        assert holder is not None
-        other.execute("SELECT pg_terminate_backend(%s)", [holder[0]])
-        other.execute(f"SELECT pg_advisory_lock({key})")  # another sync starts
-        with contextlib.suppress(ServiceUnavailable):  # the dropped connection…
-            wh.scalar("SELECT 1")
-        assert wh.scalar("SELECT 1") == 1  # …and the new one the sync goes on with
+        def drop_the_lock(_: str, page: int) -> None:
+            if page == 1:
+                other.steal(reconnect=True)  # (another sync starts)
 
-    try:
         with (
             pytest.raises(WarehouseError, match="lost its lock") as lost,
             exclusive(source.name, warehouse=wh),
@@ -322,9 +304,7 @@ def test_a_sync_whose_lock_went_with_its_connection_commits_nothing_more(
         assert wh.scalar("SELECT count(*) FROM orders") == 100  # the first commit alone
         run = load_state(wh, source.name, resource).run
         assert run is not None and run.next is not None  # it goes on after the first page
-        other.execute(f"SELECT pg_advisory_unlock({key})")
+        other.release()
         with exclusive(source.name, warehouse=wh):
             sync_rest_source(session, source)
         assert wh.scalar("SELECT count(*) FROM orders") == len(apis.charges)
-    finally:
-        other.close()
