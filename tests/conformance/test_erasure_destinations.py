@@ -7,12 +7,16 @@ named in the report. Erasing twice doubles nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pyarrow as pa
 import pytest
 from tests.conformance.destination_support import (
@@ -86,6 +90,90 @@ def _state(session: Session, name: str) -> dict[str, int]:
         "SELECT status, count(*) FROM destination_state WHERE destination = ? GROUP BY 1", [name]
     )
     return {str(s): int(n) for s, n in rows}
+
+
+@contextlib.contextmanager
+def _crm_session(
+    warehouse_url: str, tmp_path: Path, url: str, *, people: bool = True, **changes: Any
+) -> Iterator[Session]:
+    """A session whose one destination is ``crm`` selecting :data:`MODEL` (``changes`` on top),
+    the three people of :func:`_people` in it unless ``people`` is false."""
+    d = msgspec.structs.replace(crm(url), **{"model": MODEL, **changes})
+    with session_for(warehouse_url, tmp_path, d) as session:
+        if people:
+            _people(session)
+        yield session
+
+
+def _push_erasing(
+    session: Session,
+    apis: MockApis,
+    monkeypatch: pytest.MonkeyPatch,
+    erase: Callable[[], Any] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Push ``crm`` while, on the API's thread as it takes the first batch, ``erase`` runs
+    (once; by default ann@x.org's erasure, answering its :meth:`as_dict`): the push's counts and
+    what ``erase`` returned."""
+    wh = session.warehouse
+    erase = erase or (lambda: erase_subject(wh, session.project, "ann@x.org").as_dict())
+    fault = apis._fault
+    erased: list[Any] = []
+
+    def erase_meanwhile() -> Any:  # (the API's thread, while it takes the batch)
+        if not erased:
+            erased.append(erase())
+        return fault()
+
+    monkeypatch.setattr(apis, "_fault", erase_meanwhile)
+    try:
+        counts = _push(session, "crm")
+    finally:
+        monkeypatch.setattr(apis, "_fault", fault)
+    assert erased, "the push reached no API: nobody was erased while it ran"
+    return counts, erased[0]
+
+
+@contextlib.contextmanager
+def _erasure_step_under_way(session: Session) -> Iterator[psycopg.Connection[Any]]:
+    """PostgreSQL: another connection in the middle of an erasure's destination step on ``crm``
+    — a transaction holding the destination's transaction lock, not committed (the block may
+    write more in it; its ``now()`` is when the block began). Skips on one process."""
+    from personify.sources.schedule import advisory_key
+    from personify.warehouse.postgres.backend import split_url
+
+    wh = session.warehouse
+    if not wh.capabilities.advisory_lock:
+        pytest.skip("one process: its transactions run one after the other")
+    conninfo, schema = split_url(wh.url)
+    with psycopg.connect(conninfo) as other:
+        other.execute(f'SET search_path TO "{schema}"')
+        other.execute(f"SELECT pg_advisory_xact_lock({advisory_key('acks:crm', schema)})")
+        yield other
+
+
+def _waits_for(other: psycopg.Connection[Any], action: Callable[[], object]) -> None:
+    """``action``, run on a thread of its own, waits for ``other``'s transaction: not done
+    within half a second, done once it commits."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as e:  # (raised here, not lost on the thread)
+            failed.append(e)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    waited = not done.wait(0.5)
+    other.commit()
+    worker.join(10)
+    if failed:
+        raise failed[0]
+    assert waited, "it did not wait for the erasure's step"
+    assert done.is_set(), "still waiting after the erasure's step committed"
 
 
 def test_erasure_removes_the_record_at_the_api_at_the_next_push(
@@ -418,24 +506,13 @@ def test_an_erasure_while_a_push_sends_the_record_keeps_its_removal(
     lost (the record left at the API, the erasure's own removals_pending 0, removed later only
     as one leaving the model, under max_removals). The next push removes it as the erasure's."""
     model = "SELECT customer_id, email, lifecycle_stage FROM customers"
-    removing = msgspec.structs.replace(crm(url), model=model, max_removals=0)
-    with session_for(warehouse_url, tmp_path, removing) as session:
+    with _crm_session(warehouse_url, tmp_path, url, model=model, max_removals=0) as session:
         wh = session.warehouse
-        _people(session)
         assert _push(session, "crm")["rows_sent"] == 3
         wh.execute("UPDATE customers SET lifecycle_stage = 'active'")  # (all three change)
-        fault = apis._fault
-        erased: list[dict[str, Any]] = []
-
-        def erase_meanwhile() -> Any:  # (the API's thread, while it takes the batch)
-            if not erased:
-                erased.append(erase_subject(wh, session.project, "ann@x.org").as_dict())
-            return fault()
-
-        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
-        assert _push(session, "crm")["rows_sent"] == 3  # (ann's went before she was erased)
-        monkeypatch.setattr(apis, "_fault", fault)
-        assert erased[0]["removals_pending"] == {"crm": 1}
+        counts, erased = _push_erasing(session, apis, monkeypatch)
+        assert counts["rows_sent"] == 3  # (ann's went before she was erased)
+        assert erased["removals_pending"] == {"crm": 1}
         assert _state(session, "crm") == {"sent": 2, "erased": 1}
         again = erase_subject(wh, session.project, "ann@x.org").as_dict()
         assert again["status"] == "already_erased" and again["removals_pending"] == {"crm": 1}
@@ -453,22 +530,11 @@ def test_an_erasure_during_a_persons_first_push_queues_its_removal(
     acknowledgement must notice it — recorded as that erasure's pending removal, not ``sent``
     (left at the API with no removal queued and no destination named). The next push removes
     it, ``max_removals`` notwithstanding."""
-    removing = msgspec.structs.replace(crm(url), model=MODEL, max_removals=0)
-    with session_for(warehouse_url, tmp_path, removing) as session:
+    with _crm_session(warehouse_url, tmp_path, url, max_removals=0) as session:
         wh = session.warehouse
-        _people(session)
-        fault = apis._fault
-        erased: list[dict[str, Any]] = []
-
-        def erase_meanwhile() -> Any:  # (the API's thread, while it takes the batch)
-            if not erased:
-                erased.append(erase_subject(wh, session.project, "ann@x.org").as_dict())
-            return fault()
-
-        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
-        assert _push(session, "crm")["rows_sent"] == 3  # (ann's went before she was erased)
-        monkeypatch.setattr(apis, "_fault", fault)
-        assert erased[0]["removals_pending"] == {}  # (nothing recorded yet: nothing found)
+        counts, erased = _push_erasing(session, apis, monkeypatch)
+        assert counts["rows_sent"] == 3  # (ann's went before she was erased)
+        assert erased["removals_pending"] == {}  # (nothing recorded yet: nothing found)
         assert _state(session, "crm") == {"sent": 2, "erased": 1}
         again = erase_subject(wh, session.project, "ann@x.org").as_dict()
         assert again["status"] == "already_erased" and again["removals_pending"] == {"crm": 1}
@@ -493,27 +559,19 @@ def test_an_erasure_on_a_host_whose_clock_is_behind_still_reaches_a_first_push(
     push and was ignored)."""
     if warehouse_url.startswith("duckdb"):
         pytest.skip("one process: one clock")
-    removing = msgspec.structs.replace(crm(url), model=MODEL, max_removals=0)
-    with session_for(warehouse_url, tmp_path, removing) as session:
-        wh = session.warehouse
-        _people(session)
-        fault = apis._fault
-        erased: list[dict[str, Any]] = []
+    with _crm_session(warehouse_url, tmp_path, url, max_removals=0) as session:
         real_wall = clock.wall
 
-        def erase_meanwhile() -> Any:  # (the API's thread: "another host", its clock behind)
-            if not erased:
-                monkeypatch.setattr(clock, "wall", lambda: real_wall() - timedelta(hours=1))
-                try:
-                    erased.append(erase_subject(wh, session.project, "ann@x.org").as_dict())
-                finally:
-                    monkeypatch.setattr(clock, "wall", real_wall)
-            return fault()
+        def erase_behind() -> Any:  # (the API's thread: "another host", its clock behind)
+            monkeypatch.setattr(clock, "wall", lambda: real_wall() - timedelta(hours=1))
+            try:
+                return erase_subject(session.warehouse, session.project, "ann@x.org")
+            finally:
+                monkeypatch.setattr(clock, "wall", real_wall)
 
-        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
-        assert _push(session, "crm")["rows_sent"] == 3
-        monkeypatch.setattr(apis, "_fault", fault)
-        assert erased and _state(session, "crm") == {"sent": 2, "erased": 1}
+        counts, _ = _push_erasing(session, apis, monkeypatch, erase_behind)
+        assert counts["rows_sent"] == 3
+        assert _state(session, "crm") == {"sent": 2, "erased": 1}
 
 
 def test_an_erasure_before_a_push_began_leaves_a_later_first_push_alone(
@@ -521,10 +579,8 @@ def test_an_erasure_before_a_push_began_leaves_a_later_first_push_alone(
 ) -> None:
     """The person erased, then back (new data, same address) before the destination's first
     push: that push began after the erasure, so it records them ``sent`` like anyone."""
-    removing = msgspec.structs.replace(crm(url), model=MODEL)
-    with session_for(warehouse_url, tmp_path, removing) as session:
+    with _crm_session(warehouse_url, tmp_path, url) as session:
         wh = session.warehouse
-        _people(session)
         erase_subject(wh, session.project, "ann@x.org")
         wh.load(  # (ann again)
             table("customer_records"),
@@ -551,25 +607,15 @@ def test_an_erasure_during_a_first_push_that_cannot_remove_names_the_destination
     """The same race at a destination that removes nothing: the push does not record the erased
     person's record (the erasure forgets records there), and the erasure's step counts it —
     asked again, nothing is pending; the record is the operator's to remove."""
-    keeping = msgspec.structs.replace(crm(url), model=MODEL, on_remove="ignore")
-    with session_for(warehouse_url, tmp_path, keeping) as session:
+    with _crm_session(warehouse_url, tmp_path, url, on_remove="ignore") as session:
         wh = session.warehouse
-        _people(session)
-        fault = apis._fault
-        erased: list[str] = []
-
-        def erase_meanwhile() -> Any:
-            if not erased:
-                erased.append(erase_subject(wh, session.project, "ann@x.org").erasure_id)
-            return fault()
-
-        monkeypatch.setattr(apis, "_fault", erase_meanwhile)
-        assert _push(session, "crm")["rows_sent"] == 3
+        counts, erased = _push_erasing(session, apis, monkeypatch)
+        assert counts["rows_sent"] == 3
         assert _state(session, "crm") == {"sent": 2}
         steps = dict(
             wh.fetch(
                 "SELECT step, rows FROM erasure_progress WHERE erasure_id = ? AND step LIKE ?",
-                [erased[0], "destination:crm%"],
+                [erased["erasure_id"], "destination:crm%"],
             )
         )
         assert steps == {"destination:crm": 1, "destination:crm:pending": 0}
@@ -583,45 +629,23 @@ def test_a_first_push_recording_waits_for_an_erasure_step_under_way(
     recording waits for it (a per-destination transaction lock), then records the erasure's
     pending removal — read before the commit, it would have recorded ``sent``."""
     import hashlib
-    import threading
 
     from personify.destinations.push import key_ring
     from personify.destinations.state import LOOKED_FOR, Acks, key_prefix
-    from personify.sources.schedule import advisory_key
 
-    removing = msgspec.structs.replace(crm(url), model=MODEL)
-    with session_for(warehouse_url, tmp_path, removing) as session:
+    with _crm_session(warehouse_url, tmp_path, url, people=False) as session:
         wh = session.warehouse
-        if not wh.capabilities.advisory_lock:
-            pytest.skip("one process: its transactions run one after the other")
-        import psycopg
-
-        from personify.warehouse.postgres.backend import split_url
-
+        (removing,) = session.project.config.destinations
         key_hash = hashlib.md5((key_prefix(wh, "crm") + "ann@x.org").encode()).hexdigest()  # noqa: S324
-        acks = Acks(wh, removing, key_ring(session.project, removing))
+        acks = Acks(wh, removing, key_ring(session.project, removing))  # (the push began…)
         acks.rows.append((key_hash, "h", "sent", None, "token"))  # (the API took her record)
-        conninfo, schema = split_url(wh.url)
-        with psycopg.connect(conninfo) as other:  # (the erasure's step, under way)
-            other.execute(f'SET search_path TO "{schema}"')
-            other.execute(f"SELECT pg_advisory_xact_lock({advisory_key('acks:crm', schema)})")
+        with _erasure_step_under_way(session) as other:  # (…before the erasure's step)
             other.execute(
                 "INSERT INTO erasure_progress (erasure_id, step, status, rows, finished_at, "
                 "erasure_of) VALUES (%s, %s, 'done', 0, now(), 'e1')",
                 [key_hash, LOOKED_FOR],
             )
-            done = threading.Event()
-
-            def flush() -> None:
-                acks.flush()
-                done.set()
-
-            worker = threading.Thread(target=flush)
-            worker.start()
-            assert not done.wait(0.5)  # (waiting for the erasure's step)
-            other.commit()
-            worker.join(10)
-        assert done.is_set()
+            _waits_for(other, acks.flush)
         rows = wh.fetch("SELECT status, erasure_id, row_hash FROM destination_state")
         assert [tuple(r) for r in rows] == [("erased", "e1", "")]
 
@@ -633,35 +657,10 @@ def test_forgetting_stranded_removals_waits_for_an_erasure_step_under_way(
     transaction lock (it marks the state rows, then deletes the identifiers' hashes); dropping
     the stranded removals, which deletes them in the other order, waits for it — without it
     each could hold a row the other waits for."""
-    import threading
-
     from personify.destinations.state import forget_stranded
-    from personify.sources.schedule import advisory_key
 
-    removing = msgspec.structs.replace(crm(url), model=MODEL)
-    with session_for(warehouse_url, tmp_path, removing) as session:
-        wh = session.warehouse
-        if not wh.capabilities.advisory_lock:
-            pytest.skip("one process: its transactions run one after the other")
-        import psycopg
-
-        from personify.warehouse.postgres.backend import split_url
-
-        conninfo, schema = split_url(wh.url)
-        with psycopg.connect(conninfo) as other:  # (the erasure's step, under way)
-            other.execute(f'SET search_path TO "{schema}"')
-            other.execute(f"SELECT pg_advisory_xact_lock({advisory_key('acks:crm', schema)})")
-            done = threading.Event()
-
-            def forget() -> None:
-                forget_stranded(wh, session.project, "crm")
-                done.set()
-
-            worker = threading.Thread(target=forget)
-            worker.start()
-            try:
-                assert not done.wait(0.5)  # (waiting for the erasure's step)
-            finally:
-                other.commit()
-                worker.join(10)
-        assert done.is_set()
+    with (
+        _crm_session(warehouse_url, tmp_path, url, people=False) as session,
+        _erasure_step_under_way(session) as other,
+    ):
+        _waits_for(other, lambda: forget_stranded(session.warehouse, session.project, "crm"))
