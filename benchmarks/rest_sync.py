@@ -154,7 +154,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
-    import dlt
+    try:
+        import dlt
+    except ImportError:
+        raise SystemExit(
+            "rest_sync.py compares with dlt, which is not installed: it comes with the `bench` "
+            "extra — .venv/bin/python -m pip install -e '.[bench]'"
+        ) from None
 
     apis = world(args.records)
     apis.faults.rate_limit_every = 25
