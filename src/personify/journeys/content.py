@@ -208,15 +208,15 @@ def _at(value: Any, path: str) -> Any:
 
 
 def _code(row: dict[str, Any] | None, zone: tzinfo) -> dict[str, Any] | None:
-    """A code's row as templates get it: ``expires_at`` an :class:`Expiry`, ``expires_on``
-    its day in ``zone`` (the customer's)."""
+    """A code's row as templates get it: ``expires_at`` an :class:`Expiry` printing its day in
+    ``zone`` (the customer's), ``expires_on`` that day."""
     if row is None:
         return None
     expires = row.get("expires_at")
     if not isinstance(expires, datetime):
         return {**row, "expires_on": None}
-    at = Expiry.of(expires)
-    day: date = at.astimezone(zone).date()
+    at = Expiry.of(expires, zone)  # (printed: its day in the customer's zone)
+    day: date = at.local_date()
     return {**row, "expires_at": at, "expires_on": day}
 
 

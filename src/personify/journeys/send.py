@@ -137,7 +137,8 @@ class _LineIn(BoundTemplate):
         language = self.globals.get(_LINE_LOCALE)
         if isinstance(language, str) and language:
             words = {k: v for k, v in render_args.items() if k != TEMPLATE_LOCALE}
-            render_args = localize(words, language)
+            zone = getattr(self.env, "default_timezone", None)
+            render_args = localize(words, language, zone if isinstance(zone, str) else None)
         return super().make_globals(render_args)
 
 

@@ -7,8 +7,12 @@ locale variant's (``welcome.fr.liquid`` → French), else the project's ``email.
 — with Babel's numbers, in the customer's own locale when it is of that language (``fr-CA``):
 ``10 % de réduction``, ``5,00 € de réduction``. A language without wording here, and English,
 keep the English label unchanged. Its ``expires_at`` (an :class:`Expiry`) printed as it is
-writes its day the same way: ``08 December 2026`` in English (the text it always printed),
+writes its day the same way — the day in the customer's ``timezone`` (else the project's), as
+``date`` writes an instant: ``08 December 2026`` in English (the text it always printed),
 Babel's long date in another language (``8 décembre 2026``, ``8. Dezember 2026``).
+
+Both encode with msgspec through :func:`enc_hook` (the label as its text, the expiry as its
+ISO 8601 instant).
 
 A written label or expiry still knows what it was made from, so an email part of another
 language (an experiment's ``fr:`` subject line over a German body) writes it again in its own.
@@ -18,9 +22,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from babel.core import UnknownLocaleError
 from babel.dates import format_date
@@ -71,44 +76,95 @@ class DiscountLabel(str):
 
 class Expiry(datetime):
     """A discount code's expiry: the instant (with its zone), so ``| date: 'long'`` and
-    ``| date: '%d/%m'`` read it. Printed as it is, its day (in its own zone, UTC as the
-    warehouse stores it) in the language it is written in (:meth:`written_in`): in English (and
-    unwritten) the text templates got before it was a datetime, ``08 December 2026``; else
-    Babel's long date, ``8 décembre 2026``."""
+    ``| date: '%d/%m'`` read it. Printed as it is, its day — in :attr:`zone` (the customer's,
+    set by :func:`localize`), else in its own zone (UTC as the warehouse stores it) — in the
+    language it is written in (:meth:`written_in`): in English (and unwritten) the text
+    templates got before it was a datetime, ``08 December 2026``; else Babel's long date,
+    ``8 décembre 2026``. A copy (:meth:`astimezone`, pickles) keeps its language and zone."""
 
     locale: str | None = None
     """The (canonical) locale it prints in; None: English."""
+    zone: tzinfo | None = None
+    """The zone whose day it prints; None: its own."""
+
+    def local_date(self) -> date:
+        """The day it prints: in :attr:`zone` when it has one, else in its own zone."""
+        return (datetime.astimezone(self, self.zone) if self.zone is not None else self).date()
 
     def __str__(self) -> str:
+        day = self.local_date()
         if self.locale is not None:
             for name in (babel_locale(self.locale), babel_locale(self.locale.split("-")[0])):
                 try:
-                    return str(format_date(self.date(), "long", locale=name))
+                    return str(format_date(day, "long", locale=name))
                 except (UnknownLocaleError, ValueError):
                     continue
-        return self.strftime("%d %B %Y")
+        return day.strftime("%d %B %Y")
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:  # copies, pickles: its language
-        return (_expiry, (datetime.combine(self.date(), self.timetz()), self.locale))
+        at = datetime.combine(self.date(), self.timetz())
+        return (_expiry, (at, self.locale, self.zone))
+
+    def astimezone(self, tz: tzinfo | None = None) -> Expiry:
+        """The same instant in ``tz`` — an Expiry still, printing in its language and zone."""
+        return _expiry(datetime.astimezone(self, tz), self.locale, self.zone)
 
     @classmethod
-    def of(cls, at: datetime) -> Expiry:
-        """``at`` as an Expiry (a naive ``at`` is read as UTC, as the warehouse stores it)."""
-        return cls.combine(at.date(), at.timetz(), at.tzinfo or UTC)
+    def of(cls, at: datetime, zone: tzinfo | None = None) -> Expiry:
+        """``at`` as an Expiry (a naive ``at`` is read as UTC, as the warehouse stores it),
+        printing its day in ``zone`` when given."""
+        made = cls.combine(at.date(), at.timetz(), at.tzinfo or UTC)
+        if zone is not None:
+            made.zone = zone
+        return made
 
-    def written_in(self, locale: str) -> Expiry:
-        """This instant printing in ``locale`` (canonical): itself when it already does."""
+    def written_in(self, locale: str, zone: tzinfo | None = None) -> Expiry:
+        """This instant printing in ``locale`` (canonical) and, when given, the day of ``zone``
+        (else the zone it has): itself when it already does."""
         wanted = None if locale.split("-")[0] == "en" else locale
-        if wanted == self.locale:
+        where = self.zone if zone is None else zone
+        if wanted == self.locale and where is self.zone:
             return self
-        return _expiry(self, wanted)
+        return _expiry(self, wanted, where)
 
 
-def _expiry(at: datetime, locale: str | None) -> Expiry:
-    made = Expiry.of(at)
+def _expiry(at: datetime, locale: str | None, zone: tzinfo | None = None) -> Expiry:
+    made = Expiry.of(at, zone)
     if locale is not None:
         made.locale = locale
     return made
+
+
+def enc_hook(value: object) -> object:
+    """msgspec's ``enc_hook`` for what :func:`localize` puts in a context: a
+    :class:`DiscountLabel` as its text, an :class:`Expiry` as its ISO 8601 instant (in its own
+    zone, as a datetime encodes). Raises NotImplementedError for anything else (msgspec's way
+    of saying a type is not supported)."""
+    if isinstance(value, DiscountLabel):
+        return str(value)
+    if isinstance(value, Expiry):
+        return datetime.combine(value.date(), value.timetz())
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+@functools.lru_cache(maxsize=256)
+def _zone_named(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+def zone_of(customer: Mapping[str, Any] | None, default: object = None) -> ZoneInfo | None:
+    """The zone an email writes instants in: the customer's ``timezone`` (an IANA name), else
+    ``default`` (the project's ``timezone``); None when neither is one."""
+    own = customer.get("timezone") if isinstance(customer, Mapping) else None
+    for name in (own, default):
+        if isinstance(name, str) and name:
+            found = _zone_named(name)
+            if found is not None:
+                return found
+    return None
 
 
 def amount_off(kind: str, amount: Decimal, currency: str, locale: str) -> str:
@@ -154,14 +210,20 @@ def _label_in(text: str, kind: str, value: Decimal, currency: str, locale: str) 
     return text
 
 
-def localize(context: Mapping[str, Any], template_locale: str | None) -> dict[str, Any]:
+def localize(
+    context: Mapping[str, Any], template_locale: str | None, default_zone: str | None = None
+) -> dict[str, Any]:
     """``context`` for a template of ``template_locale`` (its variant's, else the project's
     default): :data:`TEMPLATE_LOCALE` set, and each top-level value's discount ``label`` (a
     :class:`DiscountLabel`) and ``expires_at`` (an :class:`Expiry`) written in the template's
-    language (see the module docstring) — also when ``context`` was written in another one. A
+    language (see the module docstring) — also when ``context`` was written in another one —
+    the expiry's day in the customer's ``timezone``, else ``default_zone`` (the project's). A
     value with nothing to change is the caller's own (an English email is as it always was)."""
     customer = context.get("customer")
-    locale = words_locale(template_locale, customer if isinstance(customer, Mapping) else None)
+    own = customer if isinstance(customer, Mapping) else None
+    locale = words_locale(template_locale, own)
+    zone: tzinfo | None = None
+    zoned = False  # (the zone is worked out for the first expiry only)
     out = dict(context)
     out[TEMPLATE_LOCALE] = locale
     for name, value in context.items():
@@ -173,8 +235,12 @@ def localize(context: Mapping[str, Any], template_locale: str | None) -> dict[st
             written = label_in(label, locale)
             if written is not label:
                 changed["label"] = written
-        if isinstance(expires, Expiry) and expires.written_in(locale) is not expires:
-            changed["expires_at"] = expires.written_in(locale)
+        if isinstance(expires, Expiry):
+            if not zoned:
+                zone, zoned = zone_of(own, default_zone), True
+            moved = expires.written_in(locale, zone)
+            if moved is not expires:
+                changed["expires_at"] = moved
         if changed:
             out[name] = {**value, **changed}
     return out

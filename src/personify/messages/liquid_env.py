@@ -35,7 +35,7 @@ from liquid.loader import BaseLoader, TemplateSource
 from personify import clock
 from personify.messages.errors import RenderError
 from personify.messages.files import TextFiles
-from personify.messages.labels import TEMPLATE_LOCALE, amount_off, words_locale
+from personify.messages.labels import TEMPLATE_LOCALE, amount_off, words_locale, zone_of
 from personify.messages.locale import babel_locale, normalize
 
 K = TypeVar("K")
@@ -119,16 +119,12 @@ def _locales(context: RenderContext, explicit: object) -> list[str]:
 def _zone(context: RenderContext) -> ZoneInfo | None:
     """The zone an instant is written in: the customer's ``timezone`` (an IANA name), else the
     project's ``timezone`` (``default_timezone``, set on the environment by the template store);
-    None when neither is one."""
+    None when neither is one (:func:`~personify.messages.labels.zone_of`)."""
     customer = context.globals.get("customer")
-    own = customer.get("timezone") if isinstance(customer, Mapping) else None
-    for name in (own, getattr(context.env, "default_timezone", None)):
-        if isinstance(name, str) and name:
-            try:
-                return ZoneInfo(name)
-            except (ValueError, KeyError, OSError):
-                continue
-    return None
+    return zone_of(
+        customer if isinstance(customer, Mapping) else None,
+        getattr(context.env, "default_timezone", None),
+    )
 
 
 @with_context

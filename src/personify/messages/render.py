@@ -206,13 +206,15 @@ def _render_planned(
 
 def localized(template: Template, context: Mapping[str, Any]) -> Mapping[str, Any]:
     """``context`` with the words it gives in ``template``'s language (its variant's, else the
-    project's ``email.default_locale``) — once: a context already done is kept. What renders
+    project's ``email.default_locale``; a discount's expiry printing its day in the customer's
+    zone, else the project's ``timezone``) — once: a context already done is kept. What renders
     for the email before its body (connected content's URLs) renders with it too, so it writes
     in the email's language."""
     if TEMPLATE_LOCALE in context:
         return context
-    default = getattr(template.body.env, "default_locale", None)
-    return localize(context, template.language or default)
+    env = template.body.env
+    default = getattr(env, "default_locale", None)
+    return localize(context, template.language or default, getattr(env, "default_timezone", None))
 
 
 def render_reference(template: Template, context: Mapping[str, Any]) -> RenderedEmail:

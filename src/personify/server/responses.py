@@ -75,8 +75,10 @@ def default_code(status: int) -> str:
 
 
 def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, dt.datetime | dt.date | dt.time):
+    if isinstance(obj, dt.datetime | dt.date | dt.time):  # (a discount's Expiry too)
         return obj.isoformat()
+    if isinstance(obj, str):  # a str subclass: a discount's DiscountLabel, as its text
+        return str(obj)
     if isinstance(obj, decimal.Decimal):
         return float(obj)
     if isinstance(obj, Path):

@@ -153,6 +153,111 @@ def test_an_expiry_prints_its_day_in_the_emails_language(tmp_path: Path) -> None
     assert str(french.written_in("en")) == "08 December 2026"
 
 
+@pytest.mark.parametrize(
+    ("at", "customer_zone", "project_zone", "day"),
+    [
+        # 23:30 UTC: already the next day in Paris and Tokyo, still that day in New York
+        (dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), "Europe/Paris", None, "9"),
+        (dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), "America/New_York", None, "8"),
+        (dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), None, "Asia/Tokyo", "9"),
+        (dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), "Nowhere/Land", "Asia/Tokyo", "9"),
+        (dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), None, None, "8"),  # UTC: as it was
+        # 00:30 UTC: the day before in New York, that day in UTC
+        (dt.datetime(2026, 12, 9, 0, 30, tzinfo=dt.UTC), "America/New_York", "UTC", "8"),
+        (dt.datetime(2026, 12, 9, 0, 30, tzinfo=dt.UTC), "UTC", "America/New_York", "9"),
+        (dt.datetime(2026, 12, 9, 0, 30), "America/New_York", None, "8"),  # naive: UTC
+    ],
+)
+def test_an_expiry_prints_the_day_of_the_customers_zone(
+    tmp_path: Path,
+    at: dt.datetime,
+    customer_zone: str | None,
+    project_zone: str | None,
+    day: str,
+) -> None:
+    """A code expiring near midnight UTC prints the customer's day (their ``timezone``, else
+    the project's), in English and in French, by the fast path as the reference render — and
+    ``date: '%d'`` still writes the instant as it is (UTC); ``date: 'long'`` the customer's."""
+    body = "<p>{{ d.expires_at }}|{{ d.expires_at | date: '%d' }}</p>"
+    s = store(tmp_path, {"t.liquid": page(body, '"{{ d.expires_at }}"'), "t.fr.liquid": page(body)})
+    s.default_timezone = project_zone
+    expiry = Expiry.of(at)
+    d = {"code": "C", "label": label(10, "percent"), "expires_at": expiry}
+    utc_day = f"{(at.replace(tzinfo=at.tzinfo or dt.UTC)).day:02d}"
+    english, french = f"{int(day):02d} December 2026", f"{day} décembre 2026"
+    for locale, printed in ((None, english), ("fr", french)):
+        customer = {**CUSTOMER, "locale": locale, "timezone": customer_zone}
+        template = s.get("t", locale)
+        context = build_context(customer, {"d": d})
+        fast, reference = render(template, context), render_reference(template, context)
+        assert (fast.subject, fast.text) == (reference.subject, reference.text)
+        assert fast.text.strip() == f"{printed}|{utc_day}"
+    assert str(expiry) == f"{utc_day} December 2026"  # the caller's value is not changed
+
+
+def test_an_expirys_copies_keep_its_language_and_zone() -> None:
+    """``astimezone`` (and pickles, copies) give an Expiry printing as the one it came from."""
+    import copy
+    from zoneinfo import ZoneInfo
+
+    paris, new_york = ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York")
+    at = Expiry.of(dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), paris)
+    assert (str(at), at.local_date(), at.day) == ("09 December 2026", dt.date(2026, 12, 9), 8)
+    french = at.written_in("fr")
+    assert (french.locale, french.zone, str(french)) == ("fr", paris, "9 décembre 2026")
+    moved = french.astimezone(new_york)
+    assert isinstance(moved, Expiry) and moved == french  # the same instant
+    assert (moved.locale, moved.zone, moved.tzinfo) == ("fr", paris, new_york)
+    assert str(moved) == "9 décembre 2026"  # still the customer's day, in French
+    assert str(Expiry.of(moved).written_in("fr")) == "8 décembre 2026"  # New York's own day
+    for made in (pickle.loads(pickle.dumps(moved)), copy.deepcopy(moved), copy.copy(moved)):
+        assert isinstance(made, Expiry) and (made.locale, made.zone) == ("fr", paris)
+        assert (made, made.tzinfo, str(made)) == (moved, new_york, "9 décembre 2026")
+    assert french.written_in("fr", paris) is french  # nothing to change: itself
+    assert str(french.written_in("en", new_york)) == "08 December 2026"
+
+
+def test_a_localized_context_encodes_with_msgspec(tmp_path: Path) -> None:
+    """A rendered context's discount (a DiscountLabel, an Expiry) encodes — JSON and MessagePack
+    with :func:`enc_hook` (the label's text, the instant), the server's JSON responses and the
+    CLI's ``--json`` documents."""
+    import msgspec
+
+    from personify.cli.app import emit_json
+    from personify.messages.labels import enc_hook, localize
+    from personify.server.responses import JSONResponse
+
+    at = Expiry.of(dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC))
+    discount = {"code": "C", "label": label(10, "percent"), "expires_at": at, "value": 10}
+    customer = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
+    context = localize({"customer": customer, "discount": discount}, "fr")
+    written = context["discount"]
+    assert isinstance(written["label"], DiscountLabel)
+    assert isinstance(written["expires_at"], Expiry)
+    with pytest.raises(TypeError):  # (without the hook msgspec refuses them)
+        msgspec.json.encode(written)
+    expected = {
+        "code": "C",
+        "label": "10\xa0% de réduction",
+        "expires_at": "2026-12-08T23:30:00Z",
+        "value": 10,
+    }
+    assert msgspec.json.decode(msgspec.json.encode(written, enc_hook=enc_hook)) == expected
+    packed = msgspec.msgpack.decode(msgspec.msgpack.encode(written, enc_hook=enc_hook))
+    assert packed == {**expected, "expires_at": dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC)}
+    with pytest.raises((TypeError, NotImplementedError), match="object"):  # others: refused
+        msgspec.json.encode({"x": object()}, enc_hook=enc_hook)
+    served = msgspec.json.decode(JSONResponse(written).body)
+    assert served == {**expected, "expires_at": "2026-12-08T23:30:00+00:00"}
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        emit_json(written)
+    assert msgspec.json.decode(out.getvalue()) == served
+
+
 # ------------------------------------------------------------------------------- date: names
 
 

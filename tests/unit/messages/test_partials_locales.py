@@ -428,8 +428,10 @@ def test_a_discounts_expiry_prints_in_the_emails_language_and_dates_in_any(tmp_p
     )
     paris = {**CUSTOMER, "locale": "fr", "timezone": "Europe/Paris"}
     for customer, expected in (
-        (paris, ["8 décembre 2026|08/12|2026-12-09", "15\xa0% 9 décembre 2026"]),
-        (CUSTOMER, ["08 December 2026|08/12|2026-12-09", "15% December 9, 2026"]),
+        # printed as it is: the day in the customer's zone (the one _code was given);
+        # strftime writes the instant as it is (UTC)
+        (paris, ["9 décembre 2026|08/12|2026-12-09", "15\xa0% 9 décembre 2026"]),
+        (CUSTOMER, ["09 December 2026|08/12|2026-12-09", "15% December 9, 2026"]),
     ):
         context = build_context(customer, {"d": discount})
         template = s.get("t", customer_locale(customer))
