@@ -537,7 +537,11 @@ class PartialsLoader(BaseLoader):
             return hit
         stem = name.removesuffix(".liquid")
         parsed = env.from_string(text, name=f"{PARTIALS_DIR}/{stem}.liquid")
-        check_zones(parsed)
+        try:
+            check_zones(parsed)
+        except UnknownZoneError as e:  # (its file: translate() names it, not the caller's)
+            e.template_name = f"{PARTIALS_DIR}/{stem}.liquid"
+            raise
         with self._lock:
             self._parsed.put(key, parsed)
         with _PARTIAL_SOURCES_LOCK:
@@ -620,6 +624,7 @@ def translate(
     ``source``: the text parsed, to place an error at its end (a block never closed) on the
     line of the block's opening tag."""
     token = err.token
+    caller = template
     where = err.template_name
     if not (isinstance(where, str) and where.startswith(f"{PARTIALS_DIR}/")):
         with _PARTIAL_SOURCES_LOCK:
@@ -653,6 +658,10 @@ def translate(
         )
     elif isinstance(err, UnknownZoneError):
         hint = "name an IANA time zone: 'Europe/Paris', 'America/New_York', 'UTC'"
+        if where is not None and where != caller and where.startswith(f"{PARTIALS_DIR}/"):
+            # a partial read as the email renders (named by a variable): not checked before
+            message = f"{message} (in {where}, rendered by {caller})"
+            hint = f"{hint} in {where}; `personify journeys check` then finds it"
     elif isinstance(err, ResourceLimitError):
         hint = "the template loops or writes too much; shorten the lists it renders"
     return RenderError(message, template=template, line=line, variable=variable, hint=hint)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from liquid import BoundTemplate
+from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
 from personify.errors import NotFound
@@ -38,6 +38,7 @@ from personify.messages.files import Derived, TextFiles
 from personify.messages.liquid_env import (
     PARTIALS_DIR,
     PartialsLoader,
+    UnknownZoneError,
     check_zones,
     html_environment,
     text_environment,
@@ -203,6 +204,22 @@ def _references(text: str) -> tuple[bool, tuple[str, ...]]:
     """Whether ``text`` includes a partial named by a variable, and the partials it names."""
     names = tuple(m.group(2) for m in _PARTIAL_REF.finditer(text))
     return bool(_DYNAMIC_INCLUDE.search(text)), names
+
+
+def _check_layout_zones(env: Environment, name: str, source: str, parsed: BoundTemplate) -> None:
+    """A ``date`` zone written in layout ``name`` that is no zone, as a RenderError when the
+    layout is read (not when an email renders): at its line of the MJML ``source`` when that
+    parses as Liquid, else of the compiled HTML (``parsed``)."""
+    try:
+        check_zones(env.from_string(source, name=name))
+    except UnknownZoneError as e:
+        raise translate(e, name, 0, source) from None
+    except LiquidError:
+        pass  # (MJML that is no Liquid template: the compiled HTML says)
+    try:
+        check_zones(parsed)
+    except UnknownZoneError as e:
+        raise translate(e, name) from None
 
 
 def _yaml_mapping(text: str) -> dict[str, Any]:
@@ -484,6 +501,7 @@ class TemplateStore:
             parsed = self._html.from_string(html, name=name)
         except LiquidError as e:
             raise translate(e, name) from None
+        _check_layout_zones(self._html, name, source, parsed)
         with self._lock:
             self._layouts[key] = (html, parsed)
         return html, parsed

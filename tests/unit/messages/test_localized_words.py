@@ -363,6 +363,50 @@ def test_a_zone_written_in_a_template_or_partial_is_checked_when_it_is_read(
     assert (err.value.template, err.value.line) == ("partials/when.liquid", 2)
 
 
+def test_a_zone_written_in_a_layout_is_checked_when_it_is_read(tmp_path: Path) -> None:
+    """A layout's ``date`` zone that is none fails loading the template (``journeys check``,
+    ``render``) at the layout's own line — not the first email's render."""
+    layout = LAYOUT.replace(
+        "{{ content }}", "{{ content }}\n{{ 'now' | date: 'long', 'Mars/Base' }}"
+    )
+    s = store(tmp_path, {"t.liquid": page("<p>Hi</p>"), "t.mjml": layout})
+    for load in (lambda: s.get("t"), lambda: s.check("t")):
+        with pytest.raises(RenderError, match="'Mars/Base' is not a time zone") as err:
+            load()
+        assert (err.value.template, err.value.line) == ("t.mjml", 2)  # (the MJML's line)
+        assert "IANA" in str(err.value)
+    (tmp_path / "t.mjml").write_text(layout.replace("Mars/Base", "Asia/Tokyo"))
+    assert "Hi" in render(s.get("t"), build_context(CUSTOMER, {})).text
+    assert s.check("t") == ["t.liquid"]
+
+
+def test_a_partial_named_by_a_variable_has_its_zones_checked(tmp_path: Path) -> None:
+    """``{% include name %}`` reads every partial when the template is read: a zone that is
+    none in any fails then; a partial that appears after (read as the email renders) fails
+    that render naming the partial, its line, the zone, the template that rendered it and
+    what to do."""
+    s = store(tmp_path, {"t.liquid": page("<p>Hi</p>\n{% include which %}")})
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "good.liquid").write_text("<p>{{ 'now' | date: 'long', 'UTC' }}</p>")
+    (tmp_path / "partials" / "bad.liquid").write_text(
+        "<p>\n{{ 'now' | date: 'long', 'Nowhere/X' }}"
+    )
+    with pytest.raises(RenderError, match="'Nowhere/X' is not a time zone") as err:
+        s.get("t")
+    assert (err.value.template, err.value.line) == ("partials/bad.liquid", 2)
+    (tmp_path / "partials" / "bad.liquid").unlink()
+    template = s.get("t")
+    assert render(template, build_context(CUSTOMER, {"which": "good"})).text.strip() != ""
+    # a partial written after the template was read: found when it renders
+    (tmp_path / "partials" / "late.liquid").write_text("<p>\n{{ 'now' | date: '%d', 'Mars/X' }}")
+    with pytest.raises(RenderError) as err:
+        render(template, build_context(CUSTOMER, {"which": "late"}))
+    assert (err.value.template, err.value.line) == ("partials/late.liquid", 2)
+    said = str(err.value)
+    assert "'Mars/X' is not a time zone" in said and "rendered by t.liquid" in said
+    assert "IANA" in said and "journeys check" in said
+
+
 # ------------------------------------------------------------------- one language per email
 
 
