@@ -123,8 +123,8 @@ class Expiry(datetime):
         (else the zone it has): itself when it already does."""
         wanted = None if locale.split("-")[0] == "en" else locale
         where = self.zone if zone is None else zone
-        if wanted == self.locale and where is self.zone:
-            return self
+        if wanted == self.locale and (where is self.zone or str(where) == str(self.zone)):
+            return self  # (the same zone: ZoneInfo('UTC') and datetime.UTC are one)
         return _expiry(self, wanted, where)
 
 
@@ -192,7 +192,14 @@ def label_in(label: DiscountLabel, locale: str) -> DiscountLabel:
     text = _label_in(label.english, label.kind, label.value, label.currency, locale)
     if text == str(label):
         return label
-    return DiscountLabel(text, label.value, label.kind, label.currency, label.english)
+    return _written_label(text, label.value, label.kind, label.currency, label.english)
+
+
+@functools.lru_cache(maxsize=1024)  # one per campaign's label and language, not per email
+def _written_label(
+    text: str, value: Decimal, kind: str, currency: str, english: str
+) -> DiscountLabel:
+    return DiscountLabel(text, value, kind, currency, english)
 
 
 @functools.lru_cache(maxsize=1024)  # a campaign's few labels, in a few locales: Babel once each
@@ -208,6 +215,13 @@ def _label_in(text: str, kind: str, value: Decimal, currency: str, locale: str) 
         except (ValueError, InvalidOperation):  # not a currency code Babel reads
             return text
     return text
+
+
+_NOT_MAPPINGS = frozenset({str, int, float, bool, list, tuple, type(None), Decimal, datetime})
+
+
+def _mapping(value: object) -> bool:
+    return isinstance(value, Mapping)
 
 
 def localize(
@@ -227,10 +241,14 @@ def localize(
     out = dict(context)
     out[TEMPLATE_LOCALE] = locale
     for name, value in context.items():
-        if not isinstance(value, Mapping):
+        # only a discount (a mapping with a DiscountLabel or an Expiry) is written again; the
+        # checks, cheapest first, for every value an email's context has (text, lists, rows)
+        if type(value) is not dict and (type(value) in _NOT_MAPPINGS or not _mapping(value)):
+            continue
+        label, expires = value.get("label"), value.get("expires_at")
+        if not isinstance(label, DiscountLabel) and not isinstance(expires, Expiry):
             continue
         changed: dict[str, Any] = {}
-        label, expires = value.get("label"), value.get("expires_at")
         if isinstance(label, DiscountLabel):
             written = label_in(label, locale)
             if written is not label:

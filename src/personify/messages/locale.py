@@ -26,6 +26,11 @@ def normalize(value: object) -> str | None:
     """``value`` as a canonical locale tag (``fr_ca`` → ``fr-CA``), or None if it is none."""
     if not isinstance(value, str):
         return None
+    return _normalized(value)
+
+
+@functools.lru_cache(maxsize=1024)  # (each email asks for its customer's: a few tags in all)
+def _normalized(value: str) -> str | None:
     match = _TAG.fullmatch(value.strip())
     if match is None:
         return None

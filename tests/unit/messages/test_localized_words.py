@@ -214,7 +214,34 @@ def test_an_expirys_copies_keep_its_language_and_zone() -> None:
         assert isinstance(made, Expiry) and (made.locale, made.zone) == ("fr", paris)
         assert (made, made.tzinfo, str(made)) == (moved, new_york, "9 décembre 2026")
     assert french.written_in("fr", paris) is french  # nothing to change: itself
+    utc = Expiry.of(dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), dt.UTC)
     assert str(french.written_in("en", new_york)) == "08 December 2026"
+    assert utc.written_in("en", ZoneInfo("UTC")) is utc  # (the same zone, spelt otherwise)
+
+
+def test_localize_leaves_an_english_discount_in_its_zone_as_the_callers_own() -> None:
+    """An English email's discount already in the customer's zone is the caller's mapping (no
+    copy per email); one of another language is written again, the caller's unchanged."""
+    from zoneinfo import ZoneInfo
+
+    from personify.messages.labels import TEMPLATE_LOCALE, localize
+
+    at = Expiry.of(dt.datetime(2026, 4, 7, 9, tzinfo=dt.UTC), ZoneInfo("UTC"))
+    d = {"code": "C", "label": label(10, "percent"), "expires_at": at}
+    context = {"customer": CUSTOMER, "d": d, "n": 3, "s": "x", "rows": [d], "none": None}
+    for zone in ("UTC", None):
+        out = localize(context, "en", zone)
+        assert out["d"] is d and out[TEMPLATE_LOCALE] == "en"
+        assert {k: v for k, v in out.items() if k != TEMPLATE_LOCALE} == context
+    french = localize(context, "fr", "UTC")
+    assert french["d"] is not d and french["rows"] is context["rows"]
+    assert (str(french["d"]["label"]), str(french["d"]["expires_at"])) == (
+        "10\xa0% de réduction",
+        "7 avril 2026",
+    )
+    assert (str(d["label"]), str(d["expires_at"])) == ("10% off", "07 April 2026")
+    again = localize(context, "fr", "UTC")["d"]
+    assert again["label"] is french["d"]["label"]  # (one written label per language)
 
 
 def test_a_localized_context_encodes_with_msgspec(tmp_path: Path) -> None:
