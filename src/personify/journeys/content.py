@@ -11,8 +11,9 @@
   key: ``{code, label, value, kind, currency, expires_at, expires_on}`` (a preview issues
   nothing: the code already issued for the key, else ``offers.PREVIEW_CODE``). Typed values, for
   templates to write in the recipient's language: ``expires_at`` is the instant (an
-  :class:`~personify.messages.labels.Expiry`: a datetime that prints its day in the email's
-  language — in English as before, ``08 December 2026``), ``expires_on`` the
+  :class:`~personify.messages.labels.Expiry`: a datetime that prints its day — in the
+  customer's time zone — in the email's language; in English as before, ``08 December 2026``),
+  ``expires_on`` the
   day it expires in the customer's time zone (``customers.timezone``, else the project's), a
   date; ``value``/``kind``/``currency`` what it takes off (``{{ discount | discount_amount }}``:
   ``15 %`` in French). ``label`` is the English ``15% off``, written in the template's
