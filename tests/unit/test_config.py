@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -319,3 +320,55 @@ def test_a_campaigns_currency_must_be_an_iso_4217_code() -> None:
         assert err.file == "personify.yml" and err.line == 5, str(err)
         assert err.key == "discounts.welcome.currency", str(err)
         assert f"'{bad}' is not an ISO 4217 currency code" in str(err) and says in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "read", "expected"),
+    [
+        ("alerts:\n", lambda c: c.alerts, ()),
+        ("alerts:\n#  - name: stale\n#    when: source_stale\n", lambda c: c.alerts, ()),
+        ("notifiers:\n", lambda c: c.notifiers, {}),
+        ("sources:\n", lambda c: c.sources, ()),
+        ("destinations:\n", lambda c: c.destinations, ()),
+        ("admin_tokens:\n", lambda c: c.admin_tokens, ()),
+        ("relations:\n", lambda c: c.relations, {}),
+        ("discounts:\n", lambda c: c.discounts, {}),  # none, as `discounts: {}` says
+        ("quality:\n  rules:\n    orders:\n", lambda c: c.quality.rules, {"orders": ()}),
+        ("identity:\n  blocked:\n    email:\n", lambda c: c.identity.blocked["email"], ()),
+        ("email:\n  topics:\n", lambda c: c.email.topics, {}),
+        ("delivery:\n  kind: smtp\n  host: mx\n  webhooks:\n", lambda c: c.delivery.webhooks, ()),
+        (
+            "sources:\n  - kind: file\n    name: f\n    path: o.csv\n    table: orders\n"
+            "    mapping:\n",
+            lambda c: c.sources[0].mapping,
+            {},
+        ),
+    ],
+)
+def test_an_empty_list_or_mapping_key_means_none(text: str, read: Any, expected: Any) -> None:
+    """A key with nothing after it (its entries commented out) is an empty list or mapping,
+    as `[]` or `{}` would be — not "expected array, got null"."""
+    assert read(parse_config(text)) == expected
+    assert read(parse_config(text)) == read(
+        parse_config(text.rstrip("\n") + (" {}\n" if expected == {} else " []\n"))
+    )
+
+
+def test_an_empty_settings_section_takes_its_defaults() -> None:
+    empty = parse_config("privacy:\nquality:\njourneys:\ndelivery:\nidentity:\n")
+    assert empty == parse_config("")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "words"),
+    [
+        ("name:\n", 1, "name", "expected `str`, got `null`"),  # not a list: still a mistake
+        ("alerts:\n  -\n", 2, "alerts[0]", "expected `object`, got `null`"),  # an empty item
+        ("bus:\nalerts_every:\n", 2, "alerts_every", "got `null`"),  # bus: null is allowed
+    ],
+)
+def test_an_empty_key_that_is_not_a_list_or_mapping_is_still_an_error(
+    text: str, line: int, key: str, words: str
+) -> None:
+    err = error_for(text)
+    assert (err.line, err.key) == (line, key) and words in str(err)
