@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from tests.conformance.audience_data import load_customers
 from tests.conformance.test_audience_stage_errors import BUYERS, _open, _project
 
@@ -19,6 +20,7 @@ from personify.realtime.reactions import react
 from personify.session import Session, open_session
 from personify.status import status_report
 from personify.warehouse import connect
+from personify.warehouse.base import Warehouse
 from personify.warehouse.migrations import migrate
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
@@ -179,3 +181,45 @@ def test_migration_39_derives_the_kind_of_stored_failures(warehouse_url: str) ->
         kinds = wh.fetch("SELECT segment, kind FROM segment_errors ORDER BY segment")
         assert [tuple(r) for r in kinds] == [("big", "cap"), ("slow", "timeout"), ("typo", "sql")]
         assert migrate(wh) == []  # once
+
+
+def _kind_nullable(wh: Warehouse) -> bool:
+    rows = wh.fetch(
+        "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'segment_errors' "
+        "AND column_name = 'kind'"
+        + (" AND table_schema = current_schema()" if wh.capabilities.advisory_lock else "")
+    )
+    assert len(rows) == 1
+    return str(rows[0][0]) == "YES"
+
+
+def test_migration_44_makes_kind_required_on_an_upgraded_warehouse(warehouse_url: str) -> None:
+    """A warehouse whose ``segment_errors`` predates ``kind`` got it nullable from migration
+    39; migration 44 derives the kind of rows still without one (a process older than 39
+    wrote them meanwhile) and makes it NOT NULL, as a new warehouse has it."""
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=38)
+        wh.execute("ALTER TABLE segment_errors DROP COLUMN kind")  # the layout before 39
+        migrate(wh, target=43)
+        assert _kind_nullable(wh)
+        wh.execute(  # an older process, still running, records a failure without a kind
+            "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ["big", "segments/big.sql", "returned 9 customers, more than the cap (1)", NOW, NOW],
+        )
+        assert migrate(wh) == [44]
+        assert not _kind_nullable(wh)
+        assert [tuple(r) for r in wh.fetch("SELECT segment, kind FROM segment_errors")] == [
+            ("big", "cap")
+        ]
+        with pytest.raises(Exception, match="(?i)null"):
+            wh.execute(
+                "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ["typo", "segments/typo.sql", "no ordr_count", NOW, NOW],
+            )
+        assert migrate(wh) == []
+
+
+def test_a_new_warehouse_has_kind_required_too(warehouse: Warehouse) -> None:
+    assert not _kind_nullable(warehouse)

@@ -227,7 +227,7 @@ def record_failures(
 
     kinds = sorted(WHOLE_REFRESH_ONLY)
     keep = (
-        f" WHERE coalesce(segment_errors.kind, 'sql') NOT IN ({', '.join(repr(k) for k in kinds)})"
+        f" WHERE segment_errors.kind NOT IN ({', '.join(repr(k) for k in kinds)})"
         if real_time
         else ""
     )
@@ -291,7 +291,7 @@ def clear_real_time_failure(wh: Warehouse, segment: str) -> None:
     the condition is checked by the ``DELETE`` itself (PostgreSQL re-checks a row it waited for)."""
     kinds = sorted(WHOLE_REFRESH_ONLY)
     wh.execute(
-        "DELETE FROM segment_errors WHERE segment = ? AND coalesce(kind, 'sql') NOT IN "
+        "DELETE FROM segment_errors WHERE segment = ? AND kind NOT IN "
         f"({', '.join('?' for _ in kinds)})",
         [segment, *kinds],
     )

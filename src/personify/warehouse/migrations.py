@@ -494,6 +494,35 @@ def _segment_error_kinds(wh: Warehouse) -> None:
     )
 
 
+def _segment_error_kinds_required(wh: Warehouse) -> None:
+    """Session 22: ``segment_errors.kind`` NOT NULL on every warehouse. Migration 39 added it
+    nullable where the table was already there (created by migration 35 before the column
+    existed); a warehouse whose migration 35 ran later created it NOT NULL. Rows still without
+    one (written by a process older than 39 while it ran) get theirs from their text, as 39
+    did; then the column is required, as a new warehouse has it.
+
+    The table is rebuilt (one row per failing segment: small) rather than altered: DuckDB
+    refuses ``SET NOT NULL`` on a keyed table after an ``UPDATE`` in the same transaction."""
+    table = TABLES_BY_NAME["segment_errors"]
+    names = ", ".join(quote(c) for c in table.column_names)
+    derived = (
+        "coalesce(\"kind\", CASE WHEN error LIKE ? THEN 'cap' "
+        "WHEN error LIKE ? THEN 'timeout' ELSE 'sql' END)"
+    )
+    picked = ", ".join(derived if c == "kind" else quote(c) for c in table.column_names)
+    rows = wh.fetch(
+        f"SELECT {picked} FROM segment_errors", ["%more than the cap%", "%ran longer than%"]
+    )
+    wh.execute("DROP TABLE segment_errors", ())
+    for sql in create_table_sql(wh, table):
+        wh.execute(sql, ())
+    for row in rows:
+        wh.execute(
+            f"INSERT INTO segment_errors ({names}) VALUES ({', '.join('?' for _ in row)})",
+            list(row),
+        )
+
+
 def _erasure_links(wh: Warehouse) -> None:
     """Session 21: ``destination_state.erasure_id`` (the erasure that queued a pending removal)
     and ``erasure_progress.erasure_of`` (the erasure an alias row names), so an erasure's report
@@ -619,6 +648,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "erasure links: destination_state.erasure_id (the erasure a pending removal is for) "
         "and erasure_progress.erasure_of (the erasure an alias row names)",
         _erasure_links,
+    ),
+    Migration(
+        44,
+        "segment_errors.kind NOT NULL on upgraded warehouses too (migration 39 added it "
+        "nullable), rows without one derived from their text first",
+        _segment_error_kinds_required,
     ),
 )
 
