@@ -19,6 +19,7 @@ from personify.config import (
     TrackingSource,
     WebhookSource,
 )
+from personify.errors import PersonifyError
 from personify.quality import latest_run as latest_reconciliation
 from personify.session import Session
 from personify.sources.schedule import last_runs, run_summary
@@ -254,6 +255,7 @@ def status_report(session: Session) -> dict[str, Any]:
         },
         "last_run": run,
         "segments_failing": _segments_failing(wh),
+        "segments_whole_in_real_time": _segments_whole(session),
         "queues": realtime_status(session),
         "reconciliation": _reconciliation(session),
         "predictive": _predictive(session),
@@ -281,6 +283,24 @@ def _segments_failing(wh: Warehouse) -> list[dict[str, Any]]:
             "error": f.error,
         }
         for f in failing_segments(wh)
+    ]
+
+
+def _segments_whole(session: Session) -> list[dict[str, Any]]:
+    """The ``refresh: real-time`` segments that rank customers against each other (``ORDER BY
+    … LIMIT``, window functions), which every real-time pass refreshes whole — for everyone,
+    not just the customers it reacts for: name, file, what ranks (``LIMIT``, ``a window
+    function (RANK)``). Empty while a segment file cannot be read (``personify run`` says why)."""
+    from personify.audiences.stage import project_segments
+
+    try:
+        segments = project_segments(session.project)
+    except PersonifyError:
+        return []
+    return [
+        {"segment": s.name, "file": s.shown or str(s.file), "ranks": s.ranks}
+        for s in segments
+        if s.real_time == "whole"
     ]
 
 

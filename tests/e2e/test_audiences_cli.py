@@ -195,3 +195,36 @@ def test_segments_refresh_reports_a_broken_segment_and_exits_1(project_dir: Path
     assert personify("segments", "refresh", "typo", "--now", AT2, *p).returncode == 0
     assert personify_json("status", *p)["segments_failing"] == []
     assert "segment failing" not in personify("status", *p).stdout
+
+
+def test_segments_and_status_say_which_segments_rank(project_dir: Path) -> None:
+    """A real-time segment that ranks customers against each other (``LIMIT``, a window
+    function) is refreshed whole by every real-time pass: `segments list|show` and `status`
+    say so, and what in it ranks."""
+    (project_dir / "segments" / "top_engaged.sql").write_text(
+        "-- name: top_engaged\n"
+        "SELECT customer_id FROM customers ORDER BY engagement_score DESC LIMIT 10\n",
+        encoding="utf-8",
+    )
+    p = ("--project", str(project_dir))
+    listed = {s["name"]: s for s in personify_json("segments", "list", *p)["segments"]}
+    assert (listed["top_engaged"]["real_time"], listed["top_engaged"]["ranks"]) == (
+        "whole",
+        "LIMIT",
+    )
+    assert (listed["high_value_recent"]["real_time"], listed["high_value_recent"]["ranks"]) == (
+        "per customer",
+        None,
+    )
+    table = personify("segments", "list", *p, env={"COLUMNS": "200"})
+    assert "real-time (whole: LIMIT)" in table.stdout
+    shown = personify("segments", "show", "top_engaged", *p, env={"COLUMNS": "200"})
+    assert "every real-time pass refreshes it whole" in shown.stdout
+    status = personify_json("status", *p)
+    assert status["segments_whole_in_real_time"] == [
+        {"segment": "top_engaged", "file": "segments/top_engaged.sql", "ranks": "LIMIT"}
+    ]
+    text = personify("status", *p, env={"COLUMNS": "200"})
+    assert "refreshed whole by every real-time pass (they rank): top_engaged (LIMIT)" in (
+        text.stdout
+    )

@@ -69,6 +69,21 @@ class Segment:
     """The team's own tables (``relations:`` in ``personify.yml``) the query reads, already
     rewritten into their qualified names in :attr:`query`."""
 
+    @property
+    def ranks(self) -> str | None:
+        """What in its query ranks customers against each other (:func:`ranking`), or ``None``:
+        a ``real-time`` segment that ranks is refreshed whole by each real-time pass."""
+        return ranking(self.query)
+
+    @property
+    def real_time(self) -> str | None:
+        """How the real-time path refreshes it: ``per customer`` (the customers a pass reacts
+        for), ``whole`` (it ranks: everyone, at each pass), or ``None`` (not ``refresh:
+        real-time``: left to the batch run)."""
+        if self.refresh.mode != "real-time":
+            return None
+        return "whole" if self.ranks else "per customer"
+
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """Name this segment in the warehouse's refusal of its query: a column it reads that
@@ -110,6 +125,51 @@ class Segment:
         pinned = pin_time(self.query.copy())
         assert isinstance(pinned, exp.Query)
         return pinned
+
+
+def ranking(query: exp.Expr) -> str | None:
+    """What makes ``query`` rank customers against each other — ``LIMIT`` (``TOP``, ``FETCH``,
+    ``OFFSET``) or ``a window function (ROW_NUMBER)`` — or ``None``. Whether one customer is in
+    such a segment depends on the others (a customer entering "the top 100" pushes another
+    out), so the real-time path refreshes it whole rather than for the customers it reacts for
+    (:attr:`Segment.ranks`). A ``LIMIT`` within ``EXISTS (…)`` ranks nothing and is not
+    counted, nor what ranks one customer's rows among themselves: a window ``PARTITION BY
+    customer_id`` (a customer's latest order), a ``LIMIT`` in a subquery correlated on
+    ``customer_id`` (``(SELECT … WHERE o.customer_id = c.customer_id ORDER BY … LIMIT 1)``)."""
+    for window in query.find_all(exp.Window):
+        if any(_is_customer_id(p) for p in window.args.get("partition_by") or ()):
+            continue
+        func = window.this
+        name = func.sql_name() if isinstance(func, exp.Func) else type(func).__name__.upper()
+        return f"a window function ({name})"
+    for node in query.find_all(exp.Limit, exp.Offset, exp.Fetch):
+        select = node.parent
+        if isinstance(select, exp.Query) and (
+            isinstance(select.parent, exp.Exists) or _correlated_on_customer(select)
+        ):
+            continue
+        return "OFFSET" if isinstance(node, exp.Offset) else "LIMIT"
+    return None
+
+
+def _is_customer_id(node: exp.Expr) -> bool:
+    return isinstance(node, exp.Column) and node.name.lower() == "customer_id"
+
+
+def _correlated_on_customer(query: exp.Query) -> bool:
+    """Whether ``query`` (a subquery) keeps only the rows of the outer row's customer: its
+    ``WHERE`` equates ``customer_id`` of its own tables with one of a table it does not read."""
+    if not isinstance(query, exp.Select) or query is query.root():
+        return False
+    own = {t.alias_or_name.lower() for t in query.find_all(exp.Table)}
+    where = query.args.get("where")
+    for eq in where.find_all(exp.EQ) if where else ():
+        left, right = eq.left, eq.right
+        if _is_customer_id(left) and _is_customer_id(right):
+            sides = {left.table.lower(), right.table.lower()}
+            if len(sides) == 2 and sides & own and sides - own - {""}:
+                return True
+    return False
 
 
 ONE_ROW_PER_CUSTOMER = frozenset({"customers", "customer_data"})

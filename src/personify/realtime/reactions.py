@@ -4,7 +4,11 @@ segments, rules and journey entries (:func:`react`), and the journeys' clock (:f
 Per customer, with the batch path's own SQL restricted to the customers touched (a temporary
 table of their ids), so the two paths cannot disagree:
 
-* segments whose header says ``refresh: real-time`` (the default) —
+* segments whose header says ``refresh: real-time`` (the default) and that rank customers
+  against each other (``ORDER BY … LIMIT``, window functions:
+  :attr:`~personify.audiences.segments.Segment.ranks`) — refreshed whole, first: one customer's
+  change moves others in or out of them; the customers they moved are reacted for too;
+* the other ``refresh: real-time`` segments —
   :func:`personify.audiences.memberships.refresh_for`: entries and exits, recorded in
   ``audience_changes`` like a batch refresh's. A segment the warehouse refuses keeps its
   memberships and is recorded in ``segment_errors`` (``personify status`` shows it) as the batch
@@ -31,7 +35,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
 
@@ -39,6 +43,9 @@ from personify import clock
 from personify.session import Session
 from personify.warehouse.base import quote
 from personify.warehouse.schema import Column, Table
+
+if TYPE_CHECKING:
+    from personify.audiences.segments import Segment
 
 log = logging.getLogger("personify.realtime")
 
@@ -83,7 +90,12 @@ def react(
     done = Reaction(customers=len(ids))
     if not ids:
         return done
-    segments = [s for s in project_segments(project) if s.refresh.mode == "real-time"]
+    real_time = [s for s in project_segments(project) if s.refresh.mode == "real-time"]
+    segments = [s for s in real_time if s.real_time == "per customer"]
+    ranked = [s for s in real_time if s.real_time == "whole"]
+    if ranked:
+        ids = sorted({*ids, *_refresh_whole(session, ranked, at, done)})
+        done.customers = len(ids)
     rules = project_rules(project)
     journeys = [
         j
@@ -126,6 +138,43 @@ def react(
     finally:
         wh.execute(f"DROP TABLE IF EXISTS {name}")
     return done
+
+
+def _refresh_whole(
+    session: Session, ranked: list[Segment], at: datetime, done: Reaction
+) -> set[str]:
+    """Refresh the real-time segments that rank customers against each other whole, as a batch
+    run does (:func:`~personify.audiences.memberships.refresh_isolated`: a failure keeps the
+    segment's memberships and is recorded as a whole refresh's): one customer's change moves
+    others in or out of them. Returns the customers they moved, whom the pass reacts for too
+    (their journeys, their own segments and tags)."""
+    from personify.audiences.memberships import refresh_isolated
+
+    wh, settings = session.warehouse, session.project.config.audiences
+    results, failed = refresh_isolated(
+        wh, ranked, now=at, timeout_s=settings.timeout_seconds, max_members=settings.max_members
+    )
+    for failure in failed:
+        log.warning(
+            "real-time refresh of ranking segment %s (%s) failed (%s); it kept its "
+            "memberships: personify status shows why",
+            failure.segment,
+            failure.file,
+            failure.kind,
+        )
+        done.segments_failed.append(failure.segment)
+    moved = [r.segment for r in results if r.entered or r.exited]
+    for result in results:
+        done.entered += result.entered
+        done.exited += result.exited
+    if not moved:
+        return set()
+    rows = wh.fetch(
+        "SELECT DISTINCT customer_id FROM audience_changes WHERE kind = 'segment' AND "
+        f"changed_at = ? AND name IN ({', '.join('?' for _ in moved)})",
+        [at, *moved],
+    )
+    return {str(r[0]) for r in rows}
 
 
 @dataclass

@@ -278,6 +278,13 @@ def _print_status(report: dict[str, Any]) -> None:
                 f"[red]segment failing since {escape(str(failing['failed_at']))} "
                 f"({escape(str(failing['kind']))}): {escape(failing['error'])}[/]"
             )
+    whole = report.get("segments_whole_in_real_time") or []
+    if whole:
+        names = ", ".join(f"{w['segment']} ({w['ranks']})" for w in whole)
+        out.print(
+            escape(f"segments refreshed whole by every real-time pass (they rank): {names}")
+            + " — `refresh: every 5m` in a header makes one cheaper"
+        )
     predictive = report.get("predictive")
     if predictive:
         line = f"predictive traits: {predictive['status']} at {predictive['fitted_at']}"

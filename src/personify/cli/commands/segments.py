@@ -39,8 +39,17 @@ def _definition(segment: Segment) -> dict[str, Any]:
         "description": segment.description,
         "dialect": segment.dialect,
         "refresh": str(segment.refresh),
+        "real_time": segment.real_time,
+        "ranks": segment.ranks,
         "file": str(segment.file),
     }
+
+
+def _refresh(segment: Segment) -> str:
+    """``real-time``, ``real-time (whole: LIMIT)`` for a segment that ranks, ``every 1h`` …"""
+    if segment.real_time == "whole":
+        return f"{segment.refresh} (whole: {segment.ranks})"
+    return str(segment.refresh)
 
 
 @segments_app.command("list")
@@ -58,12 +67,13 @@ def list_command(project: ProjectOpt = Path("."), json: JsonOpt = False) -> None
     if json:
         emit_json({"segments": rows})
         return
+    by_name = {s.name: s for s in segments}
     table = Table("segment", "refresh", "dialect", "members", f"sendable ({purpose})", "refreshed")
     for row in rows:
         refreshed = row["refreshed_at"]
         table.add_row(
             row["name"],
-            row["refresh"],
+            _refresh(by_name[row["name"]]),
             row["dialect"],
             f"{row['members']:,}",
             f"{row['sendable']:,}",
@@ -103,7 +113,12 @@ def show_command(
         return
     out = console()
     out.print(f"[bold]{segment.name}[/] — {segment.description or 'no description'}")
-    out.print(f"file: {segment.file}  dialect: {segment.dialect}  refresh: {segment.refresh}")
+    out.print(f"file: {segment.file}  dialect: {segment.dialect}  refresh: {_refresh(segment)}")
+    if segment.real_time == "whole":
+        out.print(
+            f"it ranks customers against each other ({segment.ranks}): every real-time pass "
+            "refreshes it whole, for everyone"
+        )
     refreshed = status.refreshed_at
     out.print(
         f"members: {status.members:,}  sendable ({purpose}): {status.sendable:,}  "

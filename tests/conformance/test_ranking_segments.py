@@ -1,0 +1,110 @@
+"""Segments that rank (``ORDER BY … LIMIT``, window functions) on the real-time path, on every
+backend: whether one customer is in "the top 2 spenders" depends on everyone else, so a change
+of one customer's spend moves another one in or out. Such a segment is refreshed whole by each
+real-time pass (never left with three members of a top 2 until the next run); the customers it
+moved are reacted for as well (their journeys, their other segments); ``personify segments`` and
+``personify status`` say which segments are refreshed this way, and why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.conformance.audience_data import load_customers
+from tests.conformance.test_audience_stage_errors import _project
+
+from personify.audiences.segments import ranking
+from personify.audiences.stage import find_segment, project_segments, refresh
+from personify.realtime.reactions import react
+from personify.session import Session, open_session
+from personify.status import status_report
+from personify.warehouse import Warehouse
+
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+TOP = "-- name: top_spenders\nSELECT customer_id FROM customers ORDER BY total_spent DESC LIMIT 2\n"
+FIRST = (
+    "-- name: first_in_city\n"
+    "SELECT customer_id FROM (SELECT customer_id, row_number() OVER "
+    "(PARTITION BY city ORDER BY total_spent DESC) AS n FROM customers) AS r WHERE n = 1\n"
+)
+"""The biggest spender of each city (here: everyone shares one city)."""
+
+
+def _members(wh: Warehouse, segment: str) -> list[str]:
+    rows = wh.fetch(
+        "SELECT customer_id FROM segment_memberships WHERE segment = ? AND exited_at IS NULL "
+        "ORDER BY customer_id",
+        [segment],
+    )
+    return [str(r[0]) for r in rows]
+
+
+def _spend(session: Session, customer: str, amount: float) -> None:
+    session.warehouse.execute(
+        "UPDATE customers SET total_spent = ? WHERE customer_id = ?", [amount, customer]
+    )
+
+
+@pytest.fixture
+def shop(tmp_path: Path, warehouse_url: str) -> Path:
+    root = _project(tmp_path, warehouse_url)
+    (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
+    (root / "segments" / "first_in_city.sql").write_text(FIRST, encoding="utf-8")
+    return root
+
+
+def test_a_ranking_segment_is_refreshed_whole_by_the_real_time_path(shop: Path) -> None:
+    with open_session(shop) as session:
+        wh = session.warehouse
+        load_customers(
+            wh,
+            [
+                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
+                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
+            ],
+        )
+        _, failed = refresh(session, project_segments(session.project), force=True)
+        assert failed == []
+        assert _members(wh, "top_spenders") == ["ann", "bob"]
+        assert _members(wh, "first_in_city") == ["ann"]
+
+        _spend(session, "cy", 500.0)  # cy overtakes everyone: bob drops out of the top 2
+        done = react(session, ["cy"], now=NOW + timedelta(minutes=1))
+        assert _members(wh, "top_spenders") == ["ann", "cy"]
+        assert _members(wh, "first_in_city") == ["cy"]
+        assert done.segments_failed == []
+        assert done.entered == 2 and done.exited == 2  # cy into both; bob, ann out of one each
+        changes = wh.fetch(
+            "SELECT name, customer_id, change FROM audience_changes WHERE changed_at = ? "
+            "ORDER BY name, customer_id",
+            [NOW + timedelta(minutes=1)],
+        )
+        assert [tuple(r) for r in changes] == [
+            ("first_in_city", "ann", "exited"),
+            ("first_in_city", "cy", "entered"),
+            ("top_spenders", "bob", "exited"),
+            ("top_spenders", "cy", "entered"),
+        ]
+        # the same pass again changes nothing
+        again = react(session, ["cy"], now=NOW + timedelta(minutes=2))
+        assert again.entered == 0 and again.exited == 0
+        assert _members(wh, "top_spenders") == ["ann", "cy"]
+
+        # and the batch path agrees
+        refresh(session, project_segments(session.project), force=True)
+        assert _members(wh, "top_spenders") == ["ann", "cy"]
+        assert _members(wh, "first_in_city") == ["cy"]
+
+
+def test_which_segments_rank_is_shown_with_the_reason(shop: Path) -> None:
+    with open_session(shop) as session:
+        assert ranking(find_segment(session.project, "top_spenders").query) == "LIMIT"
+        assert ranking(find_segment(session.project, "first_in_city").query) == (
+            "a window function (ROW_NUMBER)"
+        )
+        assert ranking(find_segment(session.project, "buyers").query) is None
+        shown = {s["segment"]: s for s in status_report(session)["segments_whole_in_real_time"]}
+        assert sorted(shown) == ["first_in_city", "top_spenders"]
+        assert shown["top_spenders"]["ranks"] == "LIMIT"
+        assert shown["top_spenders"]["file"] == "segments/top_spenders.sql"
