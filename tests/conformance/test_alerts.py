@@ -821,3 +821,87 @@ def test_reconcile_flagged_fires_and_resolves(warehouse: Warehouse, tmp_path: Pa
         assert reconcile(s).status == "clean"
         assert check(s, T0 + timedelta(minutes=3)) == []
         assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
+
+
+def test_a_subject_that_stops_while_others_fire_is_told_in_the_next_notification(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """crm and shop fail; shop recovers while crm keeps failing. shop's recovery is told as
+    "resolved for shop" in the episode's next notification (a repeat here), once, to every
+    notifier — JSON, Slack and email over SMTP; holding again afterwards is told again ("now
+    also"); and the resolution names what resolved earlier that nobody was told yet."""
+    from tests.unit.delivery.servers import Handler, smtp_server
+
+    handler = Handler()
+    with smtp_server(handler=handler) as smtp, webhook_receiver() as hook:
+        alerts = (
+            "  - {name: sync_failing, when: source_failed, repeat: 1h, "
+            "notify: [ops_json, ops_slack, ops_mail]}\n"
+        )
+        config = parse_config(
+            f"warehouse: {warehouse.url}\n"
+            f"delivery: {{kind: smtp, host: 127.0.0.1, port: {smtp.port}, tls: none}}\n"
+            f"alerts:\n{alerts}"
+            "notifiers:\n"
+            f"  ops_slack: {{kind: webhook, url: '{hook.url}', format: slack}}\n"
+            f"  ops_json: {{kind: webhook, url: '{hook.url}'}}\n"
+            "  ops_mail: {kind: email, to: [ops@example.org]}\n"
+            "email: {from_address: alerts@shop.example}\n"
+        )
+        s = session_on(warehouse, Project(config, tmp_path, tmp_path / "personify.yml"))
+
+        def bodies(kind: str) -> list[dict[str, object]]:
+            return [b for b in hook.bodies if ("blocks" in b) == (kind == "slack")]
+
+        sync(warehouse, "crm", T0, error="boom")
+        sync(warehouse, "shop", T0, error="boom")
+        assert check(s, T0) == ["sync_failing"]
+        sync(warehouse, "shop", T0 + timedelta(minutes=10), error=None)  # shop recovers
+        assert check(s, T0 + timedelta(minutes=10)) == ["sync_failing"]
+        assert len(bodies("json")) == 1  # no notification of its own
+        (listed,) = list_alerts(s)
+        assert listed.subject_states["shop"]["state"] == "ok"
+        assert (
+            listed.subject_states["shop"]["stopped_at"] == (T0 + timedelta(minutes=10)).isoformat()
+        )
+
+        assert check(s, T0 + timedelta(hours=1)) == ["sync_failing"]  # crm's repeat is due
+        repeat = bodies("json")[1]
+        assert repeat["repeat"] is True and repeat["subjects"] == {"crm": "failed"}
+        assert repeat["resolved_subjects"] == {"shop": (T0 + timedelta(minutes=10)).isoformat()}
+        slack = bodies("slack")[1]
+        assert slack["text"].startswith(
+            "[personify] alert sync_failing STILL FIRING: source_failed (resolved for shop)"
+        )
+        assert "*resolved for:* shop (at 2026-05-04T12:10:00+00:00)" in json.dumps(
+            slack["blocks"]
+        ).replace("\\n", "\n")
+        mail = handler.received[-1].message
+        assert mail["Subject"] == (
+            "[personify] alert sync_failing STILL FIRING: source_failed (resolved for shop)"
+        )
+        plain = mail.get_body(("plain",))
+        assert plain is not None
+        assert "resolved for: shop (at 2026-05-04T12:10:00+00:00)" in plain.get_content()
+
+        assert check(s, T0 + timedelta(hours=1, minutes=5)) == ["sync_failing"]
+        assert len(bodies("json")) == 2  # told once
+        sync(warehouse, "shop", T0 + timedelta(hours=1, minutes=10), error="boom")
+        assert check(s, T0 + timedelta(hours=1, minutes=10)) == ["sync_failing"]
+        grown = bodies("json")[2]  # told it recovered: failing again is news
+        assert grown["new_subjects"] == ["shop"] and grown["resolved_subjects"] == {}
+
+        # shop stops again, then crm: the resolution says both
+        sync(warehouse, "shop", T0 + timedelta(hours=1, minutes=20), error=None)
+        check(s, T0 + timedelta(hours=1, minutes=20))
+        sync(warehouse, "crm", T0 + timedelta(hours=1, minutes=30), error=None)
+        assert check(s, T0 + timedelta(hours=1, minutes=30)) == []
+        resolved = bodies("json")[3]
+        assert resolved["status"] == "resolved" and resolved["subjects"] == {"crm": "failed"}
+        assert resolved["resolved_subjects"] == {
+            "shop": (T0 + timedelta(hours=1, minutes=20)).isoformat()
+        }
+        assert len(bodies("json")) == 4 and len(bodies("slack")) == 4
+        assert len(handler.received) == 4
+        last = handler.received[-1].message.get_body(("plain",))
+        assert last is not None and "also resolved for: shop" in last.get_content()

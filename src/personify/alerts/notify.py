@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from personify.config import ALERT_SIGNALS, EmailNotifier, Project, WebhookNotifier
@@ -59,10 +59,13 @@ def message(
     since: str | None,
     at: str,
     new: Sequence[str] = (),
+    resolved: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """The message of one notification as data (what the ``json`` format POSTs). ``kind``:
     ``firing``, ``repeat`` (still firing, ``repeat:`` later), ``grown`` (still firing, and now
-    for ``new`` subjects too) or ``resolved``."""
+    for ``new`` subjects too) or ``resolved``. ``resolved``: the subjects that stopped holding
+    since they were told, and when (``resolved_subjects``; while it fires for others: "resolved
+    for …")."""
     return {
         "project": project.config.name,
         "alert": alert,
@@ -72,6 +75,7 @@ def message(
         "description": ALERT_SIGNALS.get(signal, signal),
         "subjects": subjects,
         "new_subjects": list(new),
+        "resolved_subjects": dict(resolved or {}),
         "since": since,
         "at": at,
     }
@@ -85,8 +89,21 @@ def headline(msg: dict[str, Any]) -> str:
         else ("STILL FIRING" if msg["repeat"] else "FIRING")
     )
     added = msg.get("new_subjects") or []
-    more = f" (now also {', '.join(added)})" if added else ""
+    gone = msg.get("resolved_subjects") or {} if msg["status"] != "resolved" else {}
+    notes = ([f"now also {', '.join(added)}"] if added else []) + (
+        [f"resolved for {', '.join(gone)}"] if gone else []
+    )
+    more = f" ({'; '.join(notes)})" if notes else ""
     return f"[{msg['project']}] alert {msg['alert']} {word}: {msg['signal']}{more}"
+
+
+def _resolved_line(msg: dict[str, Any]) -> str | None:
+    """``resolved for: shop (at …)`` — subjects that stopped holding since they were told."""
+    gone = msg.get("resolved_subjects") or {}
+    if not gone:
+        return None
+    said = ", ".join(f"{k} (at {v or '-'})" for k, v in gone.items())
+    return f"{'also resolved' if msg['status'] == 'resolved' else 'resolved'} for: {said}"
 
 
 def _subject_line(msg: dict[str, Any]) -> str:
@@ -100,6 +117,7 @@ def text(msg: dict[str, Any]) -> str:
         headline(msg),
         f"signal: {msg['signal']}: {msg['description']}",
         f"{'was' if msg['status'] == 'resolved' else 'holds'} for: {_subject_line(msg)}",
+        *filter(None, [_resolved_line(msg)]),
         f"firing since: {msg['since'] or '-'}",
         f"at: {msg['at']}",
         "See `personify alerts list` and `personify status`.",
@@ -112,6 +130,8 @@ def slack_payload(msg: dict[str, Any]) -> dict[str, Any]:
     icon = ":white_check_mark:" if msg["status"] == "resolved" else ":rotating_light:"
     head = f"{icon} *{headline(msg)}*"
     body = f"{msg['description']}\n*subjects:* {_subject_line(msg)}"
+    if (resolved := _resolved_line(msg)) is not None:
+        body += f"\n*{resolved.split(':', 1)[0]}:*{resolved.split(':', 1)[1]}"
     return {
         "text": f"{headline(msg)} — {_subject_line(msg)}",
         "blocks": [

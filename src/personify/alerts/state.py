@@ -169,6 +169,9 @@ class Subject:
     firing_since: datetime | None = None
     notified: datetime | None = None
     """When the notifiers were last told about it in this episode (firing, now also, repeat)."""
+    stopped: datetime | None = None
+    """``ok`` after it was told: when it stopped holding — its recovery, not told yet (the
+    episode's next notification tells it: :func:`_transition`)."""
 
     def stored(self) -> dict[str, Any]:
         return {
@@ -176,6 +179,7 @@ class Subject:
             "pending_since": _iso(self.pending_since),
             "firing_since": _iso(self.firing_since),
             "last_notified_at": _iso(self.notified),
+            "stopped_at": _iso(self.stopped),
         }
 
 
@@ -191,6 +195,7 @@ def _subjects_state(
                 _instant(v.get("pending_since")),
                 _instant(v.get("firing_since")),
                 _instant(v.get("last_notified_at")),
+                _instant(v.get("stopped_at")),
             )
             for name, v in json.loads(stored).items()
         }
@@ -213,7 +218,14 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
     (*repeat*), and it resolves when no subject fires any more (*resolved*: those that did).
     A subject that stops holding before its ``for:`` tells nobody; one that stops while
     others fire is remembered until the alert resolves: coming back in the same episode, it
-    is not told again until its ``repeat:`` is due (a flapping source tells once)."""
+    is not told again until its ``repeat:`` is due (a flapping source tells once).
+
+    A told subject that stopped while others fire is told as *resolved for* it in the
+    episode's next notification ("now also", a repeat, the resolution: ``resolved_subjects``,
+    with when it stopped) — if it is still stopped then; once told, it is forgotten, so that
+    holding again is told again ("now also"). No notification of its own: a subject that
+    flaps between two notifications tells nothing more, and one that came back before the
+    next one was, as far as anyone was told, firing all along."""
     wh = session.warehouse
     row = _row(wh, alert.name)
     state, pending, firing, resolved, notified, before_json, _, version, stored = row
@@ -249,27 +261,45 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
         if name in subjects:
             continue
         if t.state == "firing" or t.notified:  # (told, then back pending: still told)
-            tracked[name] = Subject("ok", notified=t.notified)  # remembered in this episode
+            # remembered in this episode; its recovery is told with the next notification
+            tracked[name] = Subject("ok", notified=t.notified, stopped=t.stopped or now)
         else:
             del tracked[name]  # pending: stopped before its for:, told nobody
     firing_now = {n: subjects[n] for n, t in sorted(tracked.items()) if t.state == "firing"}
-    events: list[tuple[str, str, dict[str, Any], list[str]]] = []  # kind, episode, subjects, new
+    recovered = {  # told, stopped since: "resolved for" them in the next notification
+        n: _iso(t.stopped)
+        for n, t in sorted(tracked.items())
+        if t.state == "ok" and t.notified and t.stopped
+    }
+    # kind, episode, subjects, new, resolved for
+    events: list[tuple[str, str, dict[str, Any], list[str], dict[str, Any]]] = []
     if firing_now and firing is None:  # a new episode: every firing subject is told
         firing = now
-        events.append(("firing", now.isoformat(), firing_now, []))
+        events.append(("firing", now.isoformat(), firing_now, [], {}))
         for name in firing_now:
             tracked[name].notified = now
     elif firing_now and firing is not None:
         later = f"{firing.isoformat()}@{now.isoformat()}"
         if new:
-            events.append(("grown", later, firing_now, new))
+            events.append(("grown", later, firing_now, new, recovered))
         if due:
-            events.append(("repeat", later, {n: subjects[n] for n in due}, []))
+            events.append(
+                ("repeat", later, {n: subjects[n] for n in due}, [], {} if new else recovered)
+            )
         for name in new + due:
             tracked[name].notified = now
+        if events:
+            for name in recovered:  # told: forgotten (holding again is "now also")
+                del tracked[name]
     elif firing is not None:
         events.append(
-            ("resolved", firing.isoformat(), {n: before.get(n) for n in sorted(was_firing)}, [])
+            (
+                "resolved",
+                firing.isoformat(),
+                {n: before.get(n) for n in sorted(was_firing)},
+                [],
+                {n: at for n, at in recovered.items() if n not in was_firing},
+            )
         )
         firing, resolved = None, now
         tracked = {  # the episode is over: what was told is forgotten
@@ -306,7 +336,7 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
             )
             if changed == 0:
                 return  # another process changed it since we read it: its change stands
-            for kind, episode, told, added in events:
+            for kind, episode, told, added, stopped in events:
                 body = message(
                     session.project,
                     alert=alert.name,
@@ -314,6 +344,7 @@ def _transition(session: Session, alert: Alert, subjects: dict[str, Any], now: d
                     kind=kind,
                     subjects=told,
                     new=added,
+                    resolved=stopped,
                     since=(since or now).isoformat() if kind != "resolved" else episode,
                     at=now.isoformat(),
                 )
