@@ -72,7 +72,8 @@ class AlertReport:
     subject_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each subject's own state: ``state`` (``pending``, ``firing``, or ``ok`` — it stopped
     while the alert fires for others), ``pending_since``, ``firing_since``,
-    ``last_notified_at`` (``for:`` and ``repeat:`` apply per subject)."""
+    ``last_notified_at`` (``for:`` and ``repeat:`` apply per subject), ``stopped_at`` (``ok``:
+    when it stopped; its recovery is told with the episode's next notification)."""
     pending_since: str | None = None
     firing_since: str | None = None
     resolved_at: str | None = None

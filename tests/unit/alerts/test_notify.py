@@ -55,3 +55,25 @@ def test_the_url_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
         assert "secret" not in str(caught.value)
     assert "HTTP Request: POST http://127.0.0.1" in caplog.text
     assert "XXXXsecretXXXX" not in caplog.text and "/***" in caplog.text
+
+
+def test_the_headline_says_who_joined_and_who_recovered() -> None:
+    proj = Project(parse_config("name: shop\n"), None, None)  # type: ignore[arg-type]
+    msg = message(
+        proj,
+        alert="sync_failing",
+        signal="source_failed",
+        kind="grown",
+        subjects={"crm": "failed", "web": "failed"},
+        new=["web"],
+        resolved={"shop": "2026-05-04T12:10:00+00:00"},
+        since="2026-05-04T12:00:00+00:00",
+        at="2026-05-04T12:20:00+00:00",
+    )
+    body = slack_payload(msg)
+    assert body["text"].startswith(
+        "[shop] alert sync_failing FIRING: source_failed (now also web; resolved for shop)"
+    )
+    assert (
+        "*resolved for:* shop (at 2026-05-04T12:10:00+00:00)" in body["blocks"][1]["text"]["text"]
+    )
