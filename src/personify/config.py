@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import msgspec.inspect
 
+from personify._emptykeys import empty_keys
 from personify._yamlmarks import MarkedDocument, parse_marked
 from personify.errors import ConfigError
 
@@ -2026,7 +2027,7 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
     if not isinstance(doc.data, dict):
         raise ConfigError("the project file must be a mapping of keys to values", file=file, line=1)
     env = {**(_env_file(root) if root else {}), **os.environ}
-    data = _default_kinds(_empty_keys(_interpolate(doc, env, file), _MODEL))
+    data = _default_kinds(empty_keys(_interpolate(doc, env, file), _MODEL))
     try:
         return msgspec.convert(data, ProjectConfig, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
@@ -2038,92 +2039,6 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
 
 
 _MODEL: Final = msgspec.inspect.type_info(ProjectConfig)
-_COLLECTIONS: Final = (
-    msgspec.inspect.ListType,
-    msgspec.inspect.VarTupleType,
-    msgspec.inspect.SetType,
-    msgspec.inspect.FrozenSetType,
-)
-
-
-def _bare(t: msgspec.inspect.Type) -> msgspec.inspect.Type:
-    while isinstance(t, msgspec.inspect.Metadata):
-        t = t.type
-    return t
-
-
-def _nullable(t: msgspec.inspect.Type) -> bool:
-    t = _bare(t)
-    return isinstance(t, msgspec.inspect.NoneType) or (
-        isinstance(t, msgspec.inspect.UnionType) and any(_nullable(member) for member in t.types)
-    )
-
-
-def _empty_keys(node: Any, t: msgspec.inspect.Type) -> Any:
-    """A key written with nothing after it (``alerts:``, every entry below commented out) is
-    YAML's null: for a key that holds a list it means an empty list, for one that holds a
-    mapping an empty mapping — *none*, as ``[]`` and ``{}`` say — and for a settings section
-    (``privacy:``) its defaults, as if the key were left out. Keys that take null themselves
-    (``bus: null``) keep it; so do list items (``- `` with nothing is still an error)."""
-    t = _bare(t)
-    if isinstance(t, msgspec.inspect.UnionType):
-        if isinstance(node, dict):
-            structs = [m for m in map(_bare, t.types) if isinstance(m, msgspec.inspect.StructType)]
-            tagged = [
-                m for m in structs if m.tag_field is not None and node.get(m.tag_field) == m.tag
-            ]
-            found = tagged or (structs if len(structs) == 1 else [])
-            return _empty_keys(node, found[0]) if found else node
-        if isinstance(node, list):
-            lists = [m for m in map(_bare, t.types) if isinstance(m, _COLLECTIONS)]
-            return _empty_keys(node, lists[0]) if lists else node
-        return node
-    if isinstance(t, _COLLECTIONS) and isinstance(node, list):
-        return [_empty_keys(item, t.item_type) for item in node]
-    if isinstance(t, msgspec.inspect.DictType) and isinstance(node, dict):
-        return {k: _empty_value(v, t.value_type) for k, v in node.items()}
-    if isinstance(t, msgspec.inspect.StructType) and isinstance(node, dict):
-        fields = {f.encode_name: f for f in t.fields}
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            f = fields.get(key)
-            if f is None:
-                out[key] = value  # unknown: msgspec names it
-            elif value is None and not f.required and _empty(f.type) is _DEFAULT:
-                continue
-            else:
-                out[key] = _empty_value(value, f.type)
-        return out
-    return node
-
-
-_DEFAULT: Final = object()
-"""A null settings section: left out, so it takes its defaults."""
-
-
-def _empty(t: msgspec.inspect.Type) -> Any:
-    """What a null stands for where ``t`` is expected: ``[]``, ``{}``, :data:`_DEFAULT`, or
-    ``None`` (kept: msgspec takes it or says what was expected)."""
-    if _nullable(t):
-        return None
-    t = _bare(t)
-    if isinstance(t, _COLLECTIONS):
-        return []
-    if isinstance(t, msgspec.inspect.DictType):
-        return {}
-    if isinstance(t, msgspec.inspect.StructType) or (
-        isinstance(t, msgspec.inspect.UnionType)
-        and all(isinstance(_bare(m), msgspec.inspect.StructType) for m in t.types)
-    ):
-        return _DEFAULT
-    return None
-
-
-def _empty_value(value: Any, t: msgspec.inspect.Type) -> Any:
-    if value is not None:
-        return _empty_keys(value, t)
-    empty = _empty(t)
-    return {} if empty is _DEFAULT else empty
 
 
 def _default_kinds(data: Any) -> Any:
