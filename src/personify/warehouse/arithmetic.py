@@ -19,8 +19,16 @@ both compute alike.
   ``x`` is written once in the rewrite when it holds a subquery (its cost, not four times that):
   ``ROUND((SELECT AVG(total) FROM orders …), 2)`` rounds inside the subquery, and any other
   ``x`` with a subquery is left as each engine rounds it.
-  ``ROUND`` of an integer (``n`` ≥ 0, typed from the schema) is left as written: the integer
-  itself on both engines, still an integer.
+  ``ROUND`` of an integer (``n`` ≥ 0, typed from the schema) is the integer itself, still an
+  integer (PostgreSQL's ``round(bigint)`` is a DOUBLE: 3.0). ``ROUND`` of a DECIMAL (a literal
+  ``n``; a cast to DECIMAL, or a DECIMAL made of such and integers, without ``/`` or ``AVG``)
+  is left as written, and stays a DECIMAL: both engines round one exactly, half away from
+  zero. A ``relations:`` column, whose type is not known when the query is checked, is
+  rounded by the rewrite: a DOUBLE on both.
+- **``//`` and ``DIV`` are a BIGINT**, the quotient truncated toward zero (-7 // 2 is -3):
+  DuckDB's ``//`` of a DOUBLE or a DECIMAL is a true division (2.5 // 2 is 1.25), PostgreSQL's
+  ``DIV`` a NUMERIC, and of a DOUBLE no function. Of integers ``CAST(a // b AS BIGINT)``;
+  else ``CAST(TRUNC(a / b) AS BIGINT)``, ``/`` dividing as DOUBLEs on both.
 - **AVG is a DOUBLE**: DuckDB's ``avg`` of integers and decimals is a DOUBLE, PostgreSQL's a
   NUMERIC, which then rounds as a decimal (``CAST(AVG(x) AS INT)`` of 2.5 is 3 as a NUMERIC, 2
   as a DOUBLE on both engines): an average of numbers is cast to DOUBLE — the types read from
@@ -49,7 +57,11 @@ def portable(query: exp.Query, dialect: str) -> exp.Query:
     a divisor's annotated type is kept on the ``NULLIF`` that wraps it."""
     for node in list(query.find_all(exp.Div, exp.IntDiv, exp.Mod)):
         _null_for_zero(node)
-    whole_numbers = {id(r) for r in _rounds_of_integers(query, dialect)}
+    _whole_quotients(query, dialect)
+    integers, decimals = _rounds_kept(query, dialect)
+    for rounding in decimals:  # (each engine's own ROUND of a DECIMAL: the same DECIMAL)
+        rounding.meta[EXACT] = True
+    kept = {id(r) for r in (*integers, *decimals)}
     for avg in _averages_of_numbers(query, dialect):
         whole: exp.Expr = avg  # AVG(x) FILTER (WHERE …) OVER (…): cast as a whole
         while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
@@ -60,12 +72,27 @@ def portable(query: exp.Query, dialect: str) -> exp.Query:
         whole.replace(exp.cast(whole.copy(), exp.DataType.build("DOUBLE")))
     # innermost first (a descendant comes after its ancestor depth-first): ROUND(ROUND(x, 2))
     for rounding in reversed(list(query.find_all(exp.Round, bfs=False))):
-        if id(rounding) in whole_numbers:
-            continue  # ROUND(an integer, n ≥ 0) is the integer on both engines, its type kept
+        if id(rounding) in kept:
+            if rounding.meta.get(EXACT):
+                continue
+            # ROUND(an integer, n ≥ 0) is the integer: DuckDB's is, PostgreSQL's a DOUBLE or a
+            # NUMERIC (round(bigint) is round(double precision): 3.0)
+            rounding.replace(exp.paren(rounding.this.copy(), copy=False))
+            continue
         rounded = _half_away(rounding)
         if rounded is not None:
             rounding.replace(rounded)
     return query
+
+
+EXACT = "exact_round"
+"""The meta key marking a ``ROUND`` of a DECIMAL left as written: a backend that would round it
+as something else (PostgreSQL's of a DOUBLE, through NUMERIC) leaves it as it is."""
+
+
+EXACT = "exact_round"
+"""The meta key of a ``ROUND`` of a DECIMAL left as written: a backend that rounds others as
+something else (PostgreSQL's of a DOUBLE, through NUMERIC) leaves it as it is."""
 
 
 def _null_for_zero(node: exp.Expr) -> None:
@@ -81,12 +108,46 @@ def _null_for_zero(node: exp.Expr) -> None:
     node.set("expression", guarded)
 
 
-def _argument_typed(
-    query: exp.Query, dialect: str, kind: type[exp.Func], types: Iterable[Any]
-) -> list[Any]:
-    """The query's ``kind`` calls (``AVG``, ``ROUND``) whose first argument the schema types as
-    one of ``types`` — read on an annotated copy (:func:`annotated`), matched by position; none
-    when sqlglot cannot type the query (left as written)."""
+def _whole_quotients(query: exp.Query, dialect: str) -> None:
+    """``a // b`` (``DIV``) as a BIGINT, the quotient truncated toward zero, on every engine:
+    DuckDB's ``//`` of integers is one (-7 // 2 is -3), but of a DOUBLE or a DECIMAL it is a
+    true division (2.5 // 2 is 1.25), and PostgreSQL's ``DIV`` is a NUMERIC, of DOUBLEs none
+    at all. Of integers (typed from the schema) ``CAST(a // b AS BIGINT)``, exact; of anything
+    else ``CAST(TRUNC(a / b) AS BIGINT)``, ``/`` dividing as DOUBLEs on both engines."""
+    divisions = [
+        d
+        for d in query.find_all(exp.IntDiv)
+        if not (isinstance(d.parent, exp.Cast) and d.parent.to.is_type(exp.DataType.Type.BIGINT))
+    ]
+    if not divisions:
+        return
+    copy = annotated(query, dialect)
+    known = list(copy.find_all(exp.IntDiv)) if copy is not None else []
+    every = list(query.find_all(exp.IntDiv))
+    integers = exp.DataType.INTEGER_TYPES
+    whole = set()
+    if len(known) == len(every):
+        whole = {
+            id(mine)
+            for mine, typed in zip(every, known, strict=True)
+            if all(
+                o.type is not None and o.type.is_type(*integers) for o in (typed.left, typed.right)
+            )
+        }
+    bigint = exp.DataType.build("BIGINT")
+    for division in divisions:
+        if id(division) in whole:
+            quotient: exp.Expr = division.copy()
+        else:
+            true = exp.Div(this=division.left.copy(), expression=division.right.copy())
+            quotient = exp.func("TRUNC", true)
+        division.replace(exp.cast(quotient, bigint.copy()))
+
+
+def _matched(query: exp.Query, dialect: str, kind: type[exp.Func]) -> list[tuple[Any, Any]]:
+    """The query's ``kind`` calls (``AVG``, ``ROUND``), each with its copy on an annotated copy
+    of the query (:func:`annotated`, matched by position); none when sqlglot cannot type the
+    query (left as written)."""
     calls = list(query.find_all(kind))
     if not calls:
         return []
@@ -94,10 +155,17 @@ def _argument_typed(
     known = list(copy.find_all(kind)) if copy is not None else []
     if len(known) != len(calls):
         return []
+    return list(zip(calls, known, strict=True))
+
+
+def _argument_typed(
+    query: exp.Query, dialect: str, kind: type[exp.Func], types: Iterable[Any]
+) -> list[Any]:
+    """The query's ``kind`` calls whose first argument the schema types as one of ``types``."""
     wanted = set(types)
     return [
         mine
-        for mine, typed in zip(calls, known, strict=True)
+        for mine, typed in _matched(query, dialect, kind)
         if typed.this.type is not None and typed.this.type.is_type(*wanted)
     ]
 
@@ -108,14 +176,49 @@ def _averages_of_numbers(query: exp.Query, dialect: str) -> list[exp.Avg]:
     return _argument_typed(query, dialect, exp.Avg, exp.DataType.NUMERIC_TYPES)
 
 
-def _rounds_of_integers(query: exp.Query, dialect: str) -> list[exp.Round]:
-    """The query's ``ROUND(x[, n ≥ 0])`` whose ``x`` the schema types as an integer: nothing to
-    round, and rewritten they would turn an integer trait into a DOUBLE (``3.0``)."""
-    return [
-        r
-        for r in _argument_typed(query, dialect, exp.Round, exp.DataType.INTEGER_TYPES)
-        if (n := _decimals(r)) is not None and n >= 0
-    ]
+def _rounds_kept(query: exp.Query, dialect: str) -> tuple[list[exp.Round], list[exp.Round]]:
+    """The query's ``ROUND``s both engines already round alike, whose type a rewrite would
+    lose: of an integer (``n`` ≥ 0), and of a DECIMAL (a literal ``n``: DuckDB and PostgreSQL
+    both round a DECIMAL exactly, half away from zero, to a DECIMAL — ``ROUND(price, 2)`` stays
+    19.99, not a DOUBLE near it)."""
+    integers: list[exp.Round] = []
+    decimals: list[exp.Round] = []
+    for mine, typed in _matched(query, dialect, exp.Round):
+        n = _decimals(mine)
+        kind = typed.this.type
+        if n is None or kind is None:
+            continue
+        if n >= 0 and kind.is_type(*exp.DataType.INTEGER_TYPES):
+            integers.append(mine)
+        elif _surely_decimal(typed.this):
+            decimals.append(mine)
+    return integers, decimals
+
+
+_DECIMALS = exp.DataType.REAL_TYPES - exp.DataType.FLOAT_TYPES - {exp.DataType.Type.UDOUBLE}
+
+
+def _surely_decimal(x: exp.Expr) -> bool:
+    """Whether ``x`` (annotated) is a DECIMAL on both engines, not only in sqlglot's typing
+    (which says DECIMAL of ``d / 2`` and ``d + a_double``, DOUBLEs on both): a cast to DECIMAL,
+    or a DECIMAL made of such, DECIMAL columns, integers and decimal literals (``0.5``: a
+    DECIMAL on both engines), by neither a division nor an ``AVG`` (DOUBLEs on DuckDB)."""
+    if x.type is None or not x.type.is_type(*_DECIMALS):
+        return False
+    return _decimal_parts(x)
+
+
+def _decimal_parts(node: exp.Expr) -> bool:
+    if isinstance(node, exp.Cast):
+        return node.to.is_type(*_DECIMALS, *exp.DataType.INTEGER_TYPES)
+    if isinstance(node, exp.Literal):
+        return node.is_number and "e" not in node.name.lower()
+    if isinstance(node, exp.Div | exp.Avg | exp.Query):
+        return False
+    kind = node.type
+    if kind is not None and kind.is_type(*exp.DataType.FLOAT_TYPES, exp.DataType.Type.UDOUBLE):
+        return False
+    return all(_decimal_parts(child) for child in node.iter_expressions())
 
 
 def _decimals(node: exp.Round) -> int | None:

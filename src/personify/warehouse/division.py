@@ -6,14 +6,20 @@ always a float division: 1.5. sqlglot renders such a division on DuckDB as a tru
 when it knows both operands are integers, so :func:`type_divisions` tells it: the operand types
 of each of the query's typed divisions, read from the warehouse's schema (tables and views), on
 a qualified copy of the query — the query itself is left as written. A typed division whose
-operand types the schema does not say (a column of the project's own ``relations:``) is decided
-on DuckDB when it runs (:func:`runtime_typed`).
+operand types the schema does not say (a column of the project's own ``relations:``) is typed
+when the query is rendered, from the warehouse's catalog (:func:`catalog_typed`), and failing
+that decided on DuckDB when it runs (:func:`runtime_typed`, a DOUBLE).
+
+A typed division of numbers not both integers (PostgreSQL's NUMERIC ``SUM(x) / COUNT(*)``,
+``x / 2.0``) divides as DOUBLEs on every engine: DuckDB cannot divide DECIMALs exactly.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -73,6 +79,8 @@ def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
     divisions = [d for d in query.find_all(exp.Div) if d.args.get("typed")]
     if not divisions:
         return query
+    for division in divisions:  # (for a type the schema does not say: :func:`catalog_typed`)
+        division.meta["dialect"] = dialect
     copy = annotated(query, dialect)
     if copy is None:
         return query
@@ -81,7 +89,32 @@ def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
         for mine, known in zip(divisions, typed, strict=True):
             mine.left.type = _as_dialect_types(known.left, dialect)
             mine.right.type = _as_dialect_types(known.right, dialect)
+            _settle(mine)
     return query
+
+
+def _settle(division: exp.Div) -> None:
+    """A typed division of numbers not both integers divides as DOUBLEs on every engine: DuckDB
+    has no exact division of DECIMALs (its ``/`` of them is a DOUBLE), so PostgreSQL's NUMERIC
+    quotient (``SUM(order_count) / COUNT(*)``, ``x / 2.0``) would be a DOUBLE on one engine, a
+    NUMERIC on the other, and ``ROUND`` them differently (107 / 40 to 2.67 and 2.68)."""
+    left, right = division.left.type, division.right.type
+    if left is None or right is None:
+        return
+    numbers = exp.DataType.NUMERIC_TYPES
+    if not (left.is_type(*numbers) and right.is_type(*numbers)):
+        return  # (an interval / 2, or what sqlglot does not type: as written)
+    integers = exp.DataType.INTEGER_TYPES
+    if left.is_type(*integers) and right.is_type(*integers):
+        return
+    division.set("typed", False)
+    dividend = division.left
+    double = exp.DataType.Type.DOUBLE
+    if not (isinstance(dividend, exp.Cast) and dividend.to.is_type(double)):
+        # (sqlglot renders a NUMERIC's / as PostgreSQL's: a DOUBLE said, for every engine)
+        cast = exp.cast(dividend.copy(), exp.DataType.build("DOUBLE"))
+        cast.type = exp.DataType.build("DOUBLE")
+        dividend.replace(cast)
 
 
 _NUMERIC_SUMS: frozenset[str] = frozenset({"postgres"})
@@ -155,3 +188,104 @@ def runtime_typed(node: exp.Expr) -> exp.Expr:
     whole = exp.IntDiv(this=node.left.copy(), expression=node.right.copy())
     floats = exp.Div(this=node.left.copy(), expression=node.right.copy())
     return exp.Case(ifs=[exp.If(this=both, true=whole)], default=floats)
+
+
+ColumnLookup = Callable[[Collection[tuple[str, str]]], Mapping[tuple[str, str], Mapping[str, str]]]
+"""The warehouse catalog's column types (name → type, in the engine's words) of the tables
+``(schema, table)`` asked for that it has."""
+
+
+def catalog_typed(
+    expression: exp.Expr, lookup: ColumnLookup, *, default_db: str, engine: str
+) -> exp.Expr:
+    """``expression`` (a copy, when anything changes) with the operand types of its typed
+    divisions that :func:`type_divisions` could not read from Personify's schema — columns of
+    the project's ``relations:`` or other tables of the team's own — read from the warehouse's
+    catalog as it is now (``lookup``, in ``engine``'s words; an unqualified table is in
+    ``default_db``). A division over integers is then one on DuckDB too, an integer (``CASE``
+    by ``typeof()`` made it a DOUBLE: 3.0), and PostgreSQL's ``SUM`` of a BIGINT is a NUMERIC,
+    divided as DOUBLEs on both (:func:`_settle`: ``SUM(x) / COUNT(*)`` is 4.5 for 9 / 2, where
+    DuckDB divided its HUGEINT sum as an integer). What is still untyped is left to
+    :func:`runtime_typed`."""
+    untyped = [
+        d
+        for d in expression.find_all(exp.Div)
+        if d.args.get("typed") and (_unknown(d.left.type) or _unknown(d.right.type))
+    ]
+    if not untyped:
+        return expression
+    ctes = {c.alias_or_name.lower() for c in expression.find_all(exp.CTE)}
+    wanted: set[tuple[str, str]] = set()
+    for table in expression.find_all(exp.Table):
+        key = _table_key(table, default_db)
+        if key is not None and (table.db or key[1] not in ctes | _KNOWN):
+            wanted.add(key)
+    if not wanted:
+        return expression
+    try:
+        found = {(s.lower(), t.lower()): cols for (s, t), cols in lookup(wanted).items()}
+    except Exception as e:  # (a catalog that cannot be read: decided when it runs)
+        log.debug("cannot read the catalog's column types (%s)", type(e).__name__)
+        return expression
+    if not found:
+        return expression
+    dialect = str(untyped[0].meta.get("dialect") or "duckdb")
+    copy = expression.copy()
+    mapping: dict[str, Any] = dict(_schema().mapping)
+    for i, table in enumerate(list(copy.find_all(exp.Table))):
+        key = _table_key(table, default_db)
+        if key is None or key not in found or (not table.db and key[1] in ctes | _KNOWN):
+            continue
+        stand_in = f"__relation_{i}"
+        mapping[stand_in] = _duckdb_types(found[key], engine)
+        alias = table.args.get("alias") or exp.TableAlias(this=exp.to_identifier(table.name))
+        table.replace(exp.Table(this=exp.to_identifier(stand_in), alias=alias.copy()))
+    try:
+        schema = MappingSchema(mapping, dialect="duckdb")
+        qualified = qualify(
+            copy,
+            schema=schema,
+            dialect=dialect,
+            validate_qualify_columns=False,
+            quote_identifiers=False,
+        )
+        typed_copy = annotate_types(qualified, schema=schema)
+    except Exception as e:  # a query sqlglot cannot type: decided when it runs
+        log.debug("cannot type a query (%s): left to the engine", type(e).__name__)
+        return expression
+    result = expression.copy()
+    mine = [d for d in result.find_all(exp.Div) if d.args.get("typed")]
+    known = [d for d in typed_copy.find_all(exp.Div) if d.args.get("typed")]
+    if len(mine) != len(known):
+        return expression
+    for div, typed in zip(mine, known, strict=True):
+        if not (_unknown(div.left.type) or _unknown(div.right.type)):
+            continue
+        if _unknown(typed.left.type) or _unknown(typed.right.type):
+            continue
+        div.left.type = _as_dialect_types(typed.left, str(div.meta.get("dialect") or dialect))
+        div.right.type = _as_dialect_types(typed.right, str(div.meta.get("dialect") or dialect))
+        _settle(div)
+    return result
+
+
+def _duckdb_types(columns: Mapping[str, str], engine: str) -> dict[str, str]:
+    """``columns``' types in ``engine``'s words as DuckDB's (the schema's dialect); a type
+    sqlglot does not read is left out (UNKNOWN)."""
+    types: dict[str, str] = {}
+    for name, kind in columns.items():
+        try:
+            types[name.lower()] = exp.DataType.build(kind, dialect=engine).sql("duckdb")
+        except Exception as e:  # (USER-DEFINED, ARRAY …: not a number anyway)
+            log.debug("a column type sqlglot does not read (%s): unknown", type(e).__name__)
+    return types
+
+
+_KNOWN: frozenset[str] = frozenset({t.name for t in TABLES} | set(VIEWS))
+"""Personify's own tables and views: typed by :func:`_schema`."""
+
+
+def _table_key(table: exp.Table, default_db: str) -> tuple[str, str] | None:
+    if not isinstance(table.this, exp.Identifier):
+        return None
+    return ((table.db or default_db).lower(), table.name.lower())

@@ -22,10 +22,11 @@ def checked(sql: str, dialect: str = "duckdb") -> str:
         ("SELECT a / 0.0 FROM customers", "a / NULLIF(0.0, 0)"),
         ("SELECT ROUND(a, n) FROM customers", "ROUND(a, n)"),  # not a literal: as written
         ("SELECT ROUND(a) FROM customers", "TRUNC((a)) + SIGN((a))"),
-        # an integer: nothing to round, kept an integer (a trait read 3.0 once rewritten)
+        # an integer: nothing to round, the integer itself (a trait read 3.0 once rewritten,
+        # and PostgreSQL's round(bigint) is a DOUBLE)
         (
             "SELECT ROUND(order_count), ROUND(order_count, 2) FROM customers",
-            "ROUND(order_count, 2)",
+            "SELECT (order_count), (order_count) FROM",
         ),
         ("SELECT ROUND(order_count, -1) FROM customers", "TRUNC(((order_count) / 10))"),
         ("SELECT ROUND(total_spent) FROM customers", "TRUNC((total_spent))"),
@@ -62,4 +63,51 @@ def test_a_rounded_subquery_is_run_once() -> None:
 def test_checking_twice_rewrites_nothing_more() -> None:
     sql = "SELECT ROUND(AVG(a) / b, 2), a % b FROM customers"
     once = checked(sql)
+    assert checked(once) == once
+
+
+@pytest.mark.parametrize(
+    ("sql", "dialect", "expected"),
+    [
+        # // of integers: exact, a BIGINT on both (PostgreSQL's DIV is a NUMERIC)
+        ("SELECT order_count // open_tickets FROM customers", "duckdb", "CAST(order_count //"),
+        # of anything else: truncated from a DOUBLE (DuckDB's // of a DOUBLE divided: 1.25)
+        (
+            "SELECT engagement_score // 2 FROM customers",
+            "duckdb",
+            "CAST(TRUNC(engagement_score / 2) AS BIGINT)",
+        ),
+        ("SELECT a DIV b FROM customers", "mysql", "CAST(TRUNC(a / NULLIF(b, 0)) AS BIGINT)"),
+        # ROUND of a DECIMAL: each engine's own, a DECIMAL
+        (
+            "SELECT ROUND(CAST(a AS DECIMAL(10, 3)) * 2 + 1, 2) FROM customers",
+            "duckdb",
+            "SELECT ROUND(CAST(a AS DECIMAL(10, 3)) * 2 + 1, 2)",
+        ),
+        # … but not once divided or mixed with a DOUBLE (sqlglot calls those DECIMALs)
+        ("SELECT ROUND(CAST(a AS DECIMAL(10, 3)) / 2, 2) FROM customers", "duckdb", "TRUNC("),
+        (
+            "SELECT ROUND(CAST(a AS DECIMAL(10, 3)) + total_spent, 2) FROM customers",
+            "duckdb",
+            "TRUNC(",
+        ),
+        # PostgreSQL's NUMERIC sum over a count divides as DOUBLEs, then rounds as one
+        (
+            "SELECT ROUND(SUM(order_count) / COUNT(*), 2) FROM customers",
+            "postgres",
+            "CAST(SUM(order_count) AS DOUBLE) / NULLIF(COUNT(*), 0)",
+        ),
+    ],
+)
+def test_quotients_and_decimals(sql: str, dialect: str, expected: str) -> None:
+    assert expected in checked(sql, dialect)
+
+
+def test_quotients_and_kept_rounds_are_checked_alike_twice() -> None:
+    sql = (
+        "SELECT order_count // 2, total_spent // 2, ROUND(CAST(a AS DECIMAL(9, 2)), 1), "
+        "ROUND(order_count, 1) FROM customers"
+    )
+    once = checked(sql)
+    assert once.count("CAST(") == 3 and "ROUND(order_count" not in once
     assert checked(once) == once

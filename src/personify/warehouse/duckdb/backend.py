@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from sqlglot import exp
 
 from personify.errors import QueryTimeout, WarehouseBusy, WarehouseError
 from personify.warehouse.base import (
+    AUTHORING_DIALECT,
     Capabilities,
     OnConflict,
     Warehouse,
@@ -36,7 +37,7 @@ from personify.warehouse.base import (
     stamp,
     unstamped,
 )
-from personify.warehouse.division import runtime_typed
+from personify.warehouse.division import catalog_typed, runtime_typed
 from personify.warehouse.duckdb import keyless
 from personify.warehouse.schema import TABLES_BY_NAME, Table
 
@@ -124,6 +125,13 @@ def _json_marked(table: Table, data: pa.Table) -> pa.Table:
     return data
 
 
+_COLUMN_TYPES: Final = (
+    "SELECT column_name, data_type FROM information_schema.columns "
+    "WHERE lower(table_schema) = ? AND lower(table_name) = ? ORDER BY ordinal_position"
+)
+"""The column types of one table (user SQL's divisions over a table of the team's own)."""
+
+
 class DuckDBWarehouse(Warehouse):
     scheme = "duckdb"
     capabilities = Capabilities(
@@ -141,6 +149,23 @@ class DuckDBWarehouse(Warehouse):
         if any(d.args.get("typed") for d in expression.find_all(exp.Div)):
             expression = expression.transform(runtime_typed)
         return expression.sql(dialect="duckdb")
+
+    def render(self, sql: str | exp.Expr, *, read: str = AUTHORING_DIALECT) -> str:
+        if isinstance(sql, exp.Expr) and any(d.args.get("typed") for d in sql.find_all(exp.Div)):
+            # (PostgreSQL's 3 / 2 of a relation's BIGINTs: its types read from the catalog)
+            sql = catalog_typed(sql, self._column_types, default_db="main", engine="duckdb")
+        return super().render(sql, read=read)
+
+    def _column_types(
+        self, tables: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """The column types of the tables ``(schema, table)`` the warehouse file has."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for schema, table in tables:
+            rows = self._cursor().execute(_COLUMN_TYPES, [schema, table]).fetchall()
+            if rows:
+                found[(schema, table)] = {name: kind for name, kind in rows}
+        return found
 
     def __init__(self, url: str, *, path: str, lock_timeout: float = 10.0) -> None:
         super().__init__(url)

@@ -17,7 +17,7 @@ import itertools
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -33,7 +33,9 @@ from personify.errors import (
     ServiceUnavailable,
     WarehouseError,
 )
+from personify.warehouse.arithmetic import EXACT
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote, stamp
+from personify.warehouse.division import catalog_typed
 from personify.warehouse.schema import Table
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,10 @@ def _round(node: exp.Expr) -> exp.Expr:
     no ``round(double precision, integer)``): ``ROUND(engagement_score, 1)``, which DuckDB
     runs, is ``CAST(ROUND(CAST(x AS DECIMAL), n) AS DOUBLE PRECISION)``."""
     inner = node.this
-    if node.args.get("decimals") is None or (
-        isinstance(inner, exp.Cast) and inner.to.this == exp.DataType.Type.DECIMAL
+    if (
+        node.args.get("decimals") is None
+        or node.meta.get(EXACT)  # (a DECIMAL's, left as written: a NUMERIC)
+        or (isinstance(inner, exp.Cast) and inner.to.this == exp.DataType.Type.DECIMAL)
     ):
         return node
     decimal = exp.cast(node.this.copy(), exp.DataType.build("DECIMAL"))
@@ -92,6 +96,13 @@ def split_url(url: str) -> tuple[str, str]:
     schema = query.pop("schema", "public")
     scheme = "postgresql"
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), "")), schema
+
+
+_COLUMN_TYPES: Final = (
+    "SELECT column_name, data_type FROM information_schema.columns "
+    "WHERE lower(table_schema) = %s AND lower(table_name) = %s ORDER BY ordinal_position"
+)
+"""The column types of one table (user SQL's divisions over a table of the team's own)."""
 
 
 class PostgresWarehouse(Warehouse):
@@ -132,9 +143,23 @@ class PostgresWarehouse(Warehouse):
         return sql.replace("%", "%%").replace(_PH, "%s")
 
     def render(self, sql: str | exp.Expr, *, read: str = "duckdb") -> str:
+        if isinstance(sql, exp.Expr) and any(d.args.get("typed") for d in sql.find_all(exp.Div)):
+            # (x / 2.0 of a relation's NUMERIC divides as DOUBLEs, as on DuckDB: see division)
+            sql = catalog_typed(sql, self._column_types, default_db=self.schema, engine="postgres")
         if isinstance(sql, str) and read == "postgres":
             return sql.replace("%", "%%")
         return super().render(sql, read=read)
+
+    def _column_types(
+        self, tables: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """The column types of the tables ``(schema, table)`` the database has."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for schema, table in tables:
+            rows = self._conn().execute(_COLUMN_TYPES, [schema, table]).fetchall()
+            if rows:
+                found[(schema, table)] = {name: kind for name, kind in rows}
+        return found
 
     # -- connections
     def _conn(self) -> psycopg.Connection[Any]:
