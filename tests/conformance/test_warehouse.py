@@ -518,8 +518,9 @@ def _events(*ids: str, event: str = "Viewed", stored: datetime | None = None) ->
 
 def test_every_load_into_events_stamps_when_it_stored_them(warehouse: Warehouse) -> None:
     """``events.stored_at``: the real clock at the insert (a --now, a received_at days old do
-    not change it), one instant a load, set by the warehouse whoever the writer; an update
-    keeps it; a writer that carries it is taken at its word."""
+    not change it), one instant a load, set by the warehouse whoever the writer; an update that
+    changes the row stores it again (a new stamp: event forwarding sends it again), one that
+    changes nothing keeps it; a writer that carries it is taken at its word."""
     t = table("events")
     before = clock.wall()
     with clock.frozen(T0):  # (a pinned clock: the data's time, not when a row was stored)
@@ -527,10 +528,15 @@ def test_every_load_into_events_stamps_when_it_stored_them(warehouse: Warehouse)
     after = clock.wall()
     (first, last), *_ = warehouse.fetch("SELECT min(stored_at), max(stored_at) FROM events")
     assert first == last and before <= first <= after
-    warehouse.load(t, _events("m1", event="Bought"), on_conflict="update")
-    assert warehouse.fetch("SELECT event, stored_at FROM events WHERE message_id = 'm1'") == [
-        ("Bought", first)
-    ]
+    assert warehouse.load(t, _events("m1", "m2"), on_conflict="update") == 0  # (no change)
+    assert warehouse.scalar("SELECT count(*) FROM events WHERE stored_at = ?", [first]) == 2
+    assert warehouse.load(t, _events("m1", event="Bought"), on_conflict="update") == 1
+    after = clock.wall()
+    (event, again), *_ = warehouse.fetch(
+        "SELECT event, stored_at FROM events WHERE message_id = 'm1'"
+    )
+    assert event == "Bought" and first < again <= after
+    assert warehouse.scalar("SELECT stored_at FROM events WHERE message_id = 'm2'") == first
     warehouse.load(t, _events("m3", stored=T0))
     assert warehouse.scalar("SELECT stored_at FROM events WHERE message_id = 'm3'") == T0
 

@@ -18,7 +18,11 @@ second ``serve``), so each destination keeps a *floor* (``source_state``, as
 floor that have no outcome yet, oldest first; only once it has handled all of them does the
 floor move up to ``lookback`` before the forwarding's start, and outcomes below the floor are
 pruned (rejected ones are kept). An event whose insert commits up to ``lookback`` after its
-stamp is therefore still found — and is found once: its message id is recorded. The first
+stamp is therefore still found — and is found once: its message id is recorded, with the
+stored instant of the copy handled. An event whose data changed in place (a file imported again
+with ``on_conflict: update``, a reconciliation's repair) takes a new stamp (the load's:
+:func:`~personify.warehouse.base.restamped`) and is handled again, once, its outcome replaced;
+one stitched to a customer (``customer_id``, which no payload carries) keeps its stamp. The first
 forwarding's floor is ``start``: ``now`` (default: a new destination does not flood a tool with
 history), ``all`` or an instant.
 
@@ -160,7 +164,9 @@ def _filters(d: EventsDestination) -> tuple[str, list[Any]]:
 
 def _waiting(d: EventsDestination, floor: datetime) -> tuple[str, list[Any]]:
     """The condition on ``events e`` (and its parameters) of the events the destination has
-    still to handle: stored since ``floor``, without an outcome."""
+    still to handle: stored since ``floor``, without an outcome for the event as stored now
+    (an outcome keeps the stored instant of what was handled: an event stored again since — a
+    changed copy updated in place, which takes a new ``stored_at`` — is handled again)."""
     where, params = _filters(d)
     # (the floor said twice: as the order's expression — PostgreSQL's index on it — and column by
     # column, which DuckDB's zone maps of stored_at and received_at prune by: 5 M stored events,
@@ -168,7 +174,7 @@ def _waiting(d: EventsDestination, floor: datetime) -> tuple[str, list[Any]]:
     return (
         f"{_STORED} >= ? AND (e.stored_at >= ? OR (e.stored_at IS NULL AND e.received_at >= ?)) "
         f"AND {where} AND NOT EXISTS (SELECT 1 FROM event_forwards f "
-        "WHERE f.destination = ? AND f.message_id = e.message_id)",
+        f"WHERE f.destination = ? AND f.message_id = e.message_id AND f.received_at >= {_STORED})",
         [floor, floor, floor, *params, d.name],
     )
 
@@ -331,6 +337,14 @@ def _record(
         if len(stored) < len(set(ids)):  # (an erasure deleted some since their page was read)
             table = table.filter(pa.array([m in stored for m in ids], pa.bool_()))
         if table.num_rows:
+            # an outcome of an earlier copy (the event changed since, stored again) is replaced
+            # whole — its stored instant too, which an upsert leaves as a column it does not
+            # compare (base.UNCOMPARED)
+            wh.execute(
+                "DELETE FROM event_forwards WHERE destination = ? "
+                f"AND message_id IN (SELECT {UNNEST})",
+                [d.name, sorted(stored)],
+            )
             wh.load(EVENT_FORWARDS, table, on_conflict="update")
 
 

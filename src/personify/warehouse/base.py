@@ -212,19 +212,26 @@ class Warehouse(abc.ABC):
         on_conflict: OnConflict,
         update_columns: Sequence[str] | None,
         only_newer: bool = False,
+        stamped: bool = False,
     ) -> str:
+        """``stamped``: the insert carries the table's :attr:`~Table.stamped` column — a row
+        updated because it changed takes the new stamp (:func:`restamped`)."""
         if on_conflict == "error" or not table.primary_key:
             return ""
         key = ", ".join(_q(c) for c in table.primary_key)
         if on_conflict == "ignore":
             return f" ON CONFLICT ({key}) DO NOTHING"
-        cols = [c for c in (update_columns or columns) if c not in table.primary_key]
+        cols = [
+            c
+            for c in (update_columns or columns)
+            if c not in table.primary_key and c != table.stamped
+        ]
         if not cols:
             return f" ON CONFLICT ({key}) DO NOTHING"
         changed = changed_sql(table, cols, _q(table.name), "EXCLUDED")
         if changed is None:
             return f" ON CONFLICT ({key}) DO NOTHING"
-        sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in cols)
+        sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in restamped(table, cols, stamped))
         if only_newer and "updated_at" in columns and "updated_at" in table.column_names:
             stored = f"{_q(table.name)}.updated_at"
             changed += (
@@ -245,9 +252,19 @@ def stamp(table: Table, columns: Sequence[str]) -> datetime | None:
 
 
 def unstamped(table: Table, columns: Sequence[str]) -> list[str]:
-    """``columns`` an update of a stamped load writes: all but the stamp (a row keeps when it
-    was first stored)."""
+    """``columns`` an update of a stamped load compares: all but the stamp (a row arriving
+    again unchanged keeps when it was stored)."""
     return [c for c in columns if c != table.stamped]
+
+
+def restamped(table: Table, columns: Sequence[str], stamped: bool) -> list[str]:
+    """``columns`` an update of a stamped load writes: the compared ones and — when the load
+    carries the stamp (``stamped``) — the stamp too. A row whose data changed (a file imported
+    again with ``on_conflict: update``, a reconciliation's repair) is *stored again*: event
+    forwarding reads by the stamp, so the changed event reaches its destinations once more. An
+    update that changes nothing updates no row (:func:`changed_sql`): the stamp stays."""
+    out = unstamped(table, columns)
+    return [*out, table.stamped] if stamped and table.stamped is not None else out
 
 
 UNCOMPARED: Final = frozenset({"received_at"})

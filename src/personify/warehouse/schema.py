@@ -112,9 +112,10 @@ EVENTS = Table(
         C(
             "stored_at",
             TS,
-            doc="When the row was inserted (the real clock, whatever received_at says: a replay "
-            "or an old file keeps its old received_at); null for rows stored before it existed. "
-            "Event forwarding reads by coalesce(stored_at, received_at)",
+            doc="When the row was stored (the real clock, whatever received_at says: a replay "
+            "or an old file keeps its old received_at): inserted, or updated because its data "
+            "changed (a file imported again with on_conflict: update); null for rows stored "
+            "before it existed. Event forwarding reads by coalesce(stored_at, received_at)",
         ),
     ),
     primary_key=("message_id",),

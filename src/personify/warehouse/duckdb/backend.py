@@ -446,7 +446,14 @@ class DuckDBWarehouse(Warehouse):
         col_sql = ", ".join(quote(c) for c in cols)
         sql = (
             f"INSERT INTO {quote(table.name)} ({col_sql}) SELECT {col_sql} FROM {view}"
-            + self._conflict_sql(table, cols, on_conflict, update_columns, only_newer)
+            + self._conflict_sql(
+                table,
+                cols,
+                on_conflict,
+                update_columns,
+                only_newer,
+                stamped=at is not None and table.stamped in cols,
+            )
         )
         cur = self._cursor()
         cur.register(view, data.select(cols))

@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personify.errors import WarehouseError
-from personify.warehouse.base import OnConflict, changed_sql, quote
+from personify.warehouse.base import OnConflict, changed_sql, quote, restamped
 from personify.warehouse.duckdb import keyfilter
 from personify.warehouse.schema import Table
 
@@ -253,10 +253,14 @@ def _probed(
                 wh.execute(f"INSERT INTO {name} ({col_sql}) SELECT {col_sql} FROM {view}"), 0
             )
         updated = 0
-        sets = [c for c in (update_columns or cols) if c in cols and c not in key]
+        sets = [
+            c for c in (update_columns or cols) if c in cols and c not in key and c != table.stamped
+        ]
         changed = changed_sql(table, sets, name, "b")
         if on_conflict == "update" and sets and changed is not None:
-            assign = ", ".join(f"{quote(c)} = b.{quote(c)}" for c in sets)
+            # (a changed row takes the load's stamp: stored again — base.restamped)
+            writes = restamped(table, sets, table.stamped in cols)
+            assign = ", ".join(f"{quote(c)} = b.{quote(c)}" for c in writes)
             on = " AND ".join(f"{name}.{quote(k)} = b.{quote(k)}" for k in key)
             updated = max(
                 wh.execute(f"UPDATE {name} SET {assign} FROM {view} b WHERE {on} AND {changed}"),

@@ -320,7 +320,9 @@ class PostgresWarehouse(Warehouse):
                     params = [at]
                 cur.execute(
                     f"INSERT INTO {quote(table.name)} ({into}) SELECT {values} FROM {stage}"
-                    + self._conflict_sql(table, cols, on_conflict, update_columns, only_newer),
+                    + self._conflict_sql(
+                        table, cols, on_conflict, update_columns, only_newer, stamped=bool(params)
+                    ),
                     params,
                 )
                 count = cur.rowcount
