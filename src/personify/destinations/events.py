@@ -407,7 +407,10 @@ def begin(wh: Warehouse, d: EventsDestination, now: datetime) -> Position:
 
 def waiting(wh: Warehouse, d: EventsDestination, now: datetime) -> dict[str, Any]:
     """What the destination has still to handle: ``events_pending`` and ``lag_seconds`` (the
-    age of the oldest of them; 0 when none)."""
+    age of the oldest of them; 0 when none). The age is measured with the real clock
+    (:func:`~personify.clock.wall`), as ``stored_at`` is stamped: a ``--now`` earlier than the
+    storage (a demo world's, a test's) would read no lag at all, one later a made-up one. A
+    stamp ahead of this host's clock (another host's, skewed) reads 0."""
     pos = position(wh, d.name)
     floor = clock.parse_instant(pos.floor) if pos else d.start_at(now)
     where, params = _waiting(d, floor)
@@ -417,7 +420,7 @@ def waiting(wh: Warehouse, d: EventsDestination, now: datetime) -> dict[str, Any
     lag = 0.0
     if oldest is not None:
         oldest = oldest if isinstance(oldest, datetime) else clock.parse_instant(str(oldest))
-        lag = max((now - oldest).total_seconds(), 0.0)
+        lag = max((clock.wall() - oldest).total_seconds(), 0.0)
     return {"events_pending": int(count or 0), "lag_seconds": round(lag, 3)}
 
 
