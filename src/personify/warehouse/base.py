@@ -49,6 +49,9 @@ class Capabilities:
     """Create the schema's secondary indexes (DuckDB relies on zone maps instead)."""
     advisory_lock: bool = False
     """Processes can serialize on ``pg_advisory_xact_lock`` (migrations)."""
+    concurrent_indexes: bool = False
+    """``CREATE INDEX CONCURRENTLY`` (outside a transaction; an interrupted build leaves an
+    ``INVALID`` index): migrations index big tables without blocking their writers."""
     cheap_keys: bool = True
     """Enforcing a primary key costs little on bulk writes. When false (DuckDB's ART index makes
     inserting millions of rows several times dearer), tables whose writer keeps the key unique

@@ -2,6 +2,9 @@
 
 Each :class:`Migration` runs once per warehouse, in its own transaction, and is recorded in
 ``_personify_migrations``. On PostgreSQL concurrent processes serialize on an advisory lock.
+A migration's :attr:`Migration.indexes` on tables that may be big are built after its
+transaction (:func:`build_indexes`): on PostgreSQL ``CONCURRENTLY`` — which cannot run inside a
+transaction block — so writers go on while a big ``events`` is indexed.
 Migration 1 creates every table as :mod:`~personify.warehouse.schema` defines it today
 (``IF NOT EXISTS``); later ones add what changed (``ADD COLUMN IF NOT EXISTS`` …), so a fresh
 warehouse and an upgraded one end up the same. :func:`migrate` then checks that every column the
@@ -10,7 +13,9 @@ schema names exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from personify import clock
@@ -18,8 +23,29 @@ from personify.errors import MigrationError
 from personify.warehouse.base import Warehouse, quote
 from personify.warehouse.schema import TABLES, TABLES_BY_NAME, VIEWS, Table
 
+log = logging.getLogger(__name__)
+
 LEDGER = "_personify_migrations"
 _PG_LOCK_KEY = 7_316_525_042
+_PG_INDEX_LOCK_KEY = 7_316_525_043
+"""The session-level advisory lock one process holds while it builds indexes concurrently (not
+the migrations' transaction-level one: ``CREATE INDEX CONCURRENTLY`` runs outside any
+transaction)."""
+INDEX_LOCK_POLL_S = 0.2
+"""How often a process waiting for another's index build asks again. A poll, not a blocking
+``pg_advisory_lock``: a session blocked in one holds a snapshot, which the other's
+``CREATE INDEX CONCURRENTLY`` would wait for — each waiting on the other."""
+
+
+@dataclass(frozen=True)
+class Index:
+    """A secondary index built outside its migration's transaction (:func:`build_indexes`)."""
+
+    name: str
+    table: str
+    on: str
+    """What is indexed, as SQL between the parentheses (quoted columns, or an expression in
+    its own parentheses)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +53,11 @@ class Migration:
     version: int
     name: str
     apply: Callable[[Warehouse], None]
+    indexes: tuple[Index, ...] = ()
+    """Indexes on tables that may be big (``events``): built once the migration's transaction
+    committed, on PostgreSQL ``CONCURRENTLY`` (a plain ``CREATE INDEX`` blocks every write to
+    the table while it runs); checked by every :func:`migrate`, so a build a crash cut short
+    (an ``INVALID`` index) is dropped and built again."""
 
 
 def create_table_sql(wh: Warehouse, table: Table) -> list[str]:
@@ -414,32 +445,27 @@ def _locale_view(wh: Warehouse) -> None:
 
 def _event_forwarding(wh: Warehouse) -> None:
     """Session 20: event forwarding (``kind: events`` destinations) — ``event_forwards``, and
-    ``events`` indexed by ``received_at`` (each forwarding reads the recent ones)."""
+    ``events`` indexed by ``received_at`` (each forwarding reads the recent ones:
+    :data:`_EVENTS_RECEIVED`, built after the transaction)."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["event_forwards"]):
         wh.execute(sql, ())
-    if wh.capabilities.secondary_indexes:
-        wh.execute(
-            'CREATE INDEX IF NOT EXISTS "ix_events_received_at" ON "events" ("received_at")', ()
-        )
+
+
+_EVENTS_RECEIVED = Index("ix_events_received_at", "events", '"received_at"')
+_EVENTS_STORED = Index("ix_events_stored", "events", '(coalesce("stored_at", "received_at"))')
 
 
 def _events_stored_at(wh: Warehouse) -> None:
-    """Session 21: ``events.stored_at`` — when a row was inserted (set by every load; null for
+    """Session 21: ``events.stored_at`` — when a row was stored (set by every load; null for
     the rows stored before) — and, where the engine has secondary indexes, an index on
-    ``coalesce(stored_at, received_at)``: event forwarding's floor and pages run on it, so an
-    event stored long after its ``received_at`` (a replay, a backlog, an old file) is not
-    skipped."""
+    ``coalesce(stored_at, received_at)`` (:data:`_EVENTS_STORED`, built after the
+    transaction): event forwarding's floor and pages run on it, so an event stored long after
+    its ``received_at`` (a replay, a backlog, an old file) is not skipped."""
     col = TABLES_BY_NAME["events"].column("stored_at")
     wh.execute(
         f'ALTER TABLE "events" ADD COLUMN IF NOT EXISTS "stored_at" {wh.column_type(col.type)}',
         (),
     )
-    if wh.capabilities.secondary_indexes:
-        wh.execute(
-            'CREATE INDEX IF NOT EXISTS "ix_events_stored" ON "events" '
-            '((coalesce("stored_at", "received_at")))',
-            (),
-        )
 
 
 def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
@@ -614,7 +640,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(33, "profiles: the customer_data view shows customers.locale", _locale_view),
     Migration(
-        34, "event forwarding: event_forwards; events indexed by received_at", _event_forwarding
+        34,
+        "event forwarding: event_forwards; events indexed by received_at",
+        _event_forwarding,
+        (_EVENTS_RECEIVED,),
     ),
     Migration(
         35,
@@ -631,6 +660,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         37,
         "events.stored_at (when each row was inserted: event forwarding's cursor)",
         _events_stored_at,
+        (_EVENTS_STORED,),
     ),
     Migration(
         38,
@@ -698,9 +728,82 @@ def migrate(wh: Warehouse, *, target: int | None = None) -> list[int]:
             raise MigrationError(
                 f"migration {migration.version} ({migration.name}) failed: {e}"
             ) from e
+    done = {int(v) for (v,) in wh.fetch(f"SELECT version FROM {LEDGER}")}
+    build_indexes(
+        wh, [i for m in MIGRATIONS if m.version <= target and m.version in done for i in m.indexes]
+    )
     if target == latest:
         check_schema(wh)
     return applied
+
+
+def build_indexes(wh: Warehouse, indexes: Sequence[Index]) -> list[str]:
+    """Build the ``indexes`` the warehouse lacks (idempotent; returns the names built). On
+    PostgreSQL ``CREATE INDEX CONCURRENTLY`` — writes to the table go on while it builds —,
+    outside any transaction, one process at a time (:data:`_PG_INDEX_LOCK_KEY`); an index a
+    crashed or cancelled build left ``INVALID`` (it exists, is kept up to date by every write,
+    and serves no query) is dropped, concurrently, and built again. Elsewhere with secondary
+    indexes, ``CREATE INDEX IF NOT EXISTS``; DuckDB has none (zone maps)."""
+    if not indexes or not wh.capabilities.secondary_indexes:
+        return []
+    if not wh.capabilities.concurrent_indexes:
+        for index in indexes:
+            wh.execute(_create_index(index, concurrently=False), ())
+        return []
+    if not [i for i in indexes if _index_state(wh, i.name) != "valid"]:
+        return []  # (every call of migrate asks: one catalog query, no lock)
+    built: list[str] = []
+    # (PostgreSQL's own connection: autocommit, no transaction)
+    conn = wh._conn()  # type: ignore[attr-defined]
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", [_PG_INDEX_LOCK_KEY]).fetchone()[0]:
+        time.sleep(INDEX_LOCK_POLL_S)
+    try:
+        for index in indexes:
+            state = _index_state(wh, index.name)  # (again, under the lock: another built it?)
+            if state == "valid":
+                continue
+            if state == "invalid":
+                log.warning(
+                    "index %s on %s was left unfinished (a build interrupted): built again",
+                    index.name,
+                    index.table,
+                )
+                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(index.name)}")
+            log.info("building index %s on %s concurrently", index.name, index.table)
+            try:
+                conn.execute(_create_index(index, concurrently=True))
+            except Exception as e:
+                raise MigrationError(
+                    f"building index {index.name} on {index.table} failed: {e}",
+                    hint="run personify again: an unfinished index is dropped and built again",
+                ) from e
+            built.append(index.name)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", [_PG_INDEX_LOCK_KEY])
+    return built
+
+
+def _create_index(index: Index, *, concurrently: bool) -> str:
+    how = " CONCURRENTLY" if concurrently else ""
+    return (
+        f"CREATE INDEX{how} IF NOT EXISTS {quote(index.name)} ON {quote(index.table)} ({index.on})"
+    )
+
+
+def _index_state(wh: Warehouse, name: str) -> str:
+    """``valid``, ``invalid`` (a concurrent build that did not finish) or ``missing``: the index
+    ``name`` in the warehouse's schema (PostgreSQL's catalog)."""
+    conn = wh._conn()  # type: ignore[attr-defined]  # (the catalog's SQL, as PostgreSQL's)
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_catalog.pg_index i "
+        "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s AND n.nspname = current_schema()",
+        [name],
+    ).fetchone()
+    if row is None:
+        return "missing"
+    return "valid" if row[0] else "invalid"
 
 
 def check_schema(wh: Warehouse) -> None:

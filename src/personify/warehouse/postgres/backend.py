@@ -111,6 +111,7 @@ class PostgresWarehouse(Warehouse):
         dialect="postgres",
         type_map={"JSON": "JSONB", "DOUBLE": "DOUBLE PRECISION"},
         advisory_lock=True,
+        concurrent_indexes=True,
     )
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:

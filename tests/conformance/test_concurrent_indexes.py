@@ -1,0 +1,139 @@
+"""Migrations index ``events`` on PostgreSQL with ``CREATE INDEX CONCURRENTLY``, outside their
+transaction: writers go on while the index builds; an index an interrupted build left INVALID is
+dropped and built again by the next ``migrate``; run again, nothing is built."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from personify.warehouse import connect
+from personify.warehouse.base import Warehouse
+from personify.warehouse.migrations import _EVENTS_STORED, build_indexes, migrate
+
+pytestmark = pytest.mark.postgres
+
+INSERT = (
+    "INSERT INTO events (message_id, type, timestamp, received_at, source) "
+    "VALUES (%s, 'track', now(), now(), 'web')"
+)
+
+
+def _state(wh: Warehouse, name: str) -> bool | None:
+    row = (
+        wh._conn()  # type: ignore[attr-defined]
+        .execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND n.nspname = current_schema()",
+            [name],
+        )
+        .fetchone()
+    )
+    return None if row is None else bool(row[0])
+
+
+@pytest.fixture
+def before_37(postgres_url: str) -> Iterator[Warehouse]:
+    """A warehouse migrated up to 36, its events stored, the index of 37 not built yet."""
+    with connect(postgres_url, migrate_schema=False) as wh:
+        migrate(wh, target=36)
+        yield wh
+
+
+def _raw(wh: Warehouse) -> psycopg.Connection:
+    conn = psycopg.connect(wh.conninfo, autocommit=True)  # type: ignore[attr-defined]
+    conn.execute(f'SET search_path TO "{wh.schema}"')  # type: ignore[attr-defined]
+    return conn
+
+
+def test_the_events_index_builds_while_writers_go_on(before_37: Warehouse) -> None:
+    wh = before_37
+    migrate(wh)
+    # as an upgrade past 37 finds it: the migration's transaction committed, the index to build
+    wh.execute("DROP INDEX ix_events_stored")
+    holder, writer = _raw(wh), _raw(wh)
+    done: list[object] = []
+    migrating = threading.Thread(target=lambda: done.append(migrate(wh)), daemon=True)
+    try:
+        # a writer's transaction open on events: any index build waits for it to end
+        holder.execute("BEGIN")
+        holder.execute(INSERT, ["held"])
+        migrating.start()
+        deadline = time.monotonic() + 10
+        while _index_waiting(writer) is False and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not done and _index_waiting(writer), "the build should wait for the open writer"
+        # meanwhile another writer is not blocked (a plain CREATE INDEX queues it behind its
+        # SHARE lock: it would time out here)
+        writer.execute("SET lock_timeout = '2s'")
+        writer.execute(INSERT, ["during"])
+        holder.execute("COMMIT")
+        migrating.join(30)
+        assert done == [[]]  # (no migration: the index only)
+    finally:
+        holder.close()  # (its transaction ends: a build still waiting goes on, then ends)
+        writer.close()
+        migrating.join(30)
+    assert _state(wh, "ix_events_stored") is True
+    assert _state(wh, "ix_events_received_at") is True
+    assert wh.scalar("SELECT count(*) FROM events") == 2
+    assert build_indexes(wh, [_EVENTS_STORED]) == []  # built: nothing again
+
+
+def _index_waiting(conn: psycopg.Connection) -> bool:
+    """The index's build is running (waiting, here)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX%%' "
+        "AND query LIKE '%%ix_events_stored%%' AND state = 'active'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_an_index_left_invalid_by_a_crash_is_dropped_and_built_again(
+    before_37: Warehouse,
+) -> None:
+    wh = before_37
+    conn = _raw(wh)
+    try:
+        migrate(wh)
+        assert _state(wh, "ix_events_stored") is True
+        # an interrupted concurrent build: the index exists, INVALID (here: a unique one that
+        # failed on two equal keys — as a cancelled or crashed build leaves it)
+        conn.execute("DROP INDEX ix_events_stored")
+        for m in ("a", "b"):
+            conn.execute(
+                "INSERT INTO events (message_id, type, timestamp, received_at, stored_at, source) "
+                "VALUES (%s, 'track', now(), '2026-01-01Z', '2026-01-01Z', 'web')",
+                [m],
+            )
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY ix_events_stored ON events "
+                "((coalesce(stored_at, received_at)))"
+            )
+        assert _state(wh, "ix_events_stored") is False
+        assert migrate(wh) == []  # (no migration: the index only)
+        assert _state(wh, "ix_events_stored") is True
+        unique = conn.execute(
+            "SELECT indisunique FROM pg_index WHERE indexrelid = 'ix_events_stored'::regclass"
+        ).fetchone()
+        assert unique == (False,)  # built again as the migration says, not kept as it was
+        assert build_indexes(wh, [_EVENTS_STORED]) == []
+    finally:
+        conn.close()
+
+
+def test_a_missing_index_is_built_by_the_next_migrate(before_37: Warehouse) -> None:
+    """Migration 37 recorded but its index never built (the process ended between the two):
+    the next ``migrate`` builds it."""
+    wh = before_37
+    migrate(wh)
+    wh.execute("DROP INDEX ix_events_stored")
+    assert _state(wh, "ix_events_stored") is None
+    assert migrate(wh) == []
+    assert _state(wh, "ix_events_stored") is True
