@@ -358,7 +358,7 @@ def test_the_export_and_the_erasure_name_where_a_persons_events_went(
                 "sent": 2,
                 "rejected": 0,
                 "without_consent": 0,
-                "before_floor": 1,
+                "before_floor_sent_or_left_out": 1,
             },
             # (ann0 was left out for consent: pruned, it can only count as "maybe")
             {
@@ -366,7 +366,7 @@ def test_the_export_and_the_erasure_name_where_a_persons_events_went(
                 "sent": 0,
                 "rejected": 0,
                 "without_consent": 0,
-                "before_floor": 1,
+                "before_floor_sent_or_left_out": 1,
             },
         ]
         with clock.frozen(T0 + timedelta(seconds=9)):
@@ -388,14 +388,14 @@ def test_the_export_and_the_erasure_name_where_a_persons_events_went(
                     "sent": 1,
                     "rejected": 0,
                     "without_consent": 0,
-                    "before_floor": 1,
+                    "before_floor_sent_or_left_out": 1,
                 },
                 {
                     "destination": "optin",
                     "sent": 0,
                     "rejected": 0,
                     "without_consent": 0,
-                    "before_floor": 1,
+                    "before_floor_sent_or_left_out": 1,
                 },
             ]
 

@@ -76,6 +76,9 @@ READ: Final = 5_000
 """Events read from the warehouse at a time."""
 STOPPING: Final = frozenset({401, 403, 404, 405})
 """Refusals that are not about an event: the forwarding stops (what went is recorded)."""
+PRUNED: Final = "before_floor_sent_or_left_out"
+"""The export's count (per events destination) of a person's events handled below its floor,
+whose outcome was pruned: sent or left out for consent (:func:`forwarded_to`)."""
 TOTALS: Final = ("sent", "rejected", "without_consent")
 """The outcomes counted over a destination's life (``personify status``)."""
 
@@ -560,10 +563,13 @@ def forwarded_to(
     """Where the events ``events_where`` selects (a condition on ``events``: a person's, for
     an export or an erasure report) went: per events destination that handled one of them,
     the recorded outcomes — ``sent``, ``rejected`` (posted, refused), ``without_consent`` (never
-    posted) — and ``before_floor``: those its filters take, stored between its start and its
-    floor, whose outcome was pruned (sent, unless left out for consent; a position saved before
-    its start was kept counts every one below the floor: an upper bound). Names and counts only,
-    no payload; destinations that handled none are left out."""
+    posted) — and ``before_floor_sent_or_left_out``: those its filters take, stored between its
+    start and its floor, whose outcome was pruned. Each of those was handled — *either* sent
+    *or* left out for consent: which one is what pruning forgets (keeping every outcome would
+    keep a row per event forwarded), so the count is of both, and named so — not "sent", which
+    it bounds from above. (A position saved before its start was kept counts every one below
+    its floor, those stored before its first forwarding too.) Names and counts only, no
+    payload; destinations that handled none are left out."""
     cond, params = events_where
     mine = f"SELECT message_id FROM events WHERE {cond}"
     out: list[dict[str, Any]] = []
@@ -596,5 +602,5 @@ def forwarded_to(
                 or 0
             )
         if earlier or any(counts.values()):
-            out.append({"destination": d.name, **counts, "before_floor": earlier})
+            out.append({"destination": d.name, **counts, PRUNED: earlier})
     return out

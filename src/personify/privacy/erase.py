@@ -513,7 +513,7 @@ def _event_forwards(wh: Warehouse, erasure_id: str, project: Project, f: Footpri
     answer): deleted with them — counted first per destination, beside the step's progress in
     the same transaction (the report names where the events went)."""
     from personify.config import EventsDestination
-    from personify.destinations.events import forwarded_to
+    from personify.destinations.events import PRUNED, forwarded_to
 
     cond, params = erasable(EVENTS, f)
     if not wh.capabilities.single_process:
@@ -530,7 +530,7 @@ def _event_forwards(wh: Warehouse, erasure_id: str, project: Project, f: Footpri
     for went in forwarded_to(wh, wanted, (cond, params)):
         name = str(went["destination"])
         _progress(wh, erasure_id, f"{_FORWARDED}{name}", went["sent"] + went["rejected"])
-        _progress(wh, erasure_id, f"{_FORWARDED}{name}:earlier", went["before_floor"])
+        _progress(wh, erasure_id, f"{_FORWARDED}{name}:earlier", went[PRUNED])
     return max(
         wh.execute(
             f"DELETE FROM event_forwards WHERE message_id IN (SELECT message_id FROM events "
