@@ -28,7 +28,7 @@ from personify.warehouse.migrations import current_version
 from personify.warehouse.schema import TABLES
 
 if TYPE_CHECKING:
-    from personify.destinations.state import Stranded
+    from personify.destinations.erasures import Stranded
 
 
 def mask_url(url: str) -> str:

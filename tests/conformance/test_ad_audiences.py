@@ -31,7 +31,7 @@ from tests.conformance.meta_graph import TOKEN, Graph
 from personify import clock
 from personify.config import RestDestination, Secret
 from personify.destinations import push_destinations
-from personify.destinations.state import erase_records, forget
+from personify.destinations.erasures import erase_records, forget
 from personify.session import Session
 from personify.status import status_report
 

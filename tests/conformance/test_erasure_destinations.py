@@ -630,8 +630,9 @@ def test_a_first_push_recording_waits_for_an_erasure_step_under_way(
     pending removal — read before the commit, it would have recorded ``sent``."""
     import hashlib
 
+    from personify.destinations.erasures import looked_for_step
     from personify.destinations.push import key_ring
-    from personify.destinations.state import LOOKED_FOR, Acks, key_prefix
+    from personify.destinations.state import Acks, key_prefix
 
     with _crm_session(warehouse_url, tmp_path, url, people=False) as session:
         wh = session.warehouse
@@ -643,7 +644,7 @@ def test_a_first_push_recording_waits_for_an_erasure_step_under_way(
             other.execute(
                 "INSERT INTO erasure_progress (erasure_id, step, status, rows, finished_at, "
                 "erasure_of) VALUES (%s, %s, 'done', 0, now(), 'e1')",
-                [key_hash, LOOKED_FOR],
+                [key_hash, looked_for_step("crm")],
             )
             _waits_for(other, acks.flush)
         rows = wh.fetch("SELECT status, erasure_id, row_hash FROM destination_state")
@@ -657,7 +658,7 @@ def test_forgetting_stranded_removals_waits_for_an_erasure_step_under_way(
     transaction lock (it marks the state rows, then deletes the identifiers' hashes); dropping
     the stranded removals, which deletes them in the other order, waits for it — without it
     each could hold a row the other waits for."""
-    from personify.destinations.state import forget_stranded
+    from personify.destinations.erasures import forget_stranded
 
     with (
         _crm_session(warehouse_url, tmp_path, url, people=False) as session,

@@ -43,6 +43,9 @@ Presets: ``hubspot_contacts`` (:mod:`.presets`), and the ad audiences — ``meta
 identifiers normalized and hashed before they leave (:mod:`.audiences`).
 """
 
+from personify.destinations.erasures import Stranded as Stranded
+from personify.destinations.erasures import forget as forget
+from personify.destinations.erasures import stranded_removals as stranded_removals
 from personify.destinations.presets import refused_inside as refused_inside
 from personify.destinations.push import PushResult as PushResult
 from personify.destinations.push import destination as destination
@@ -51,11 +54,8 @@ from personify.destinations.push import forget_stranded_removals as forget_stran
 from personify.destinations.push import push_destinations as push_destinations
 from personify.destinations.push import push_warnings as push_warnings
 from personify.destinations.state import RECORD_KEY as RECORD_KEY
-from personify.destinations.state import Stranded as Stranded
-from personify.destinations.state import forget as forget
 from personify.destinations.state import pushed as pushed
 from personify.destinations.state import run_name as run_name
-from personify.destinations.state import stranded_removals as stranded_removals
 
 __all__ = [
     "RECORD_KEY",

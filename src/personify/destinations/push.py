@@ -13,19 +13,16 @@ from typing import Any
 
 from personify import clock
 from personify.config import Destination, EventsDestination, Project, RestDestination
+from personify.destinations.erasures import (
+    Stranded,
+    forget_stranded,
+    push_started,
+    stranded_removals,
+)
 from personify.destinations.model import ROWS, changed_rows, leaving, stage_rows
 from personify.destinations.presets import shaped
 from personify.destinations.send import send
-from personify.destinations.state import (
-    ERASED,
-    Stranded,
-    forget_stranded,
-    kept_key,
-    opened,
-    run_name,
-    shared_clock,
-    stranded_removals,
-)
+from personify.destinations.state import ERASED, kept_key, opened, run_name
 from personify.errors import ConfigError, PersonifyError, WarehouseError
 from personify.http.errors import RestError
 from personify.privacy.crypto import KeyRing, project_ring
@@ -51,7 +48,7 @@ class PushResult:
     """``--dry-run``: the keys of the first records it would remove (masked)."""
     warnings: list[str] = field(default_factory=list)
     """What the push cannot do and someone should: erased people's records it can never
-    remove (:func:`~personify.destinations.state.stranded_removals`), rows the API took but
+    remove (:func:`~personify.destinations.erasures.stranded_removals`), rows the API took but
     could not read (:func:`push_warnings`)."""
 
 
@@ -169,8 +166,9 @@ def _push_one(
         try:
             ring = key_ring(session.project, d)
             # (an erasure from now on: what the API takes of them is its — by the clock the
-            # erasure stamps with, the warehouse server's on PostgreSQL: no skew between hosts)
-            since = shared_clock(wh)
+            # erasure stamps with, the warehouse server's on PostgreSQL: no skew between hosts;
+            # what erasures left for the pushes before this one goes)
+            since = push_started(wh, d.name, prune=not dry_run)
             result.counts = stage_rows(wh, session.project, d)
             work = (
                 result.counts["rows_changed"]

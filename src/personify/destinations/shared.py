@@ -14,8 +14,8 @@ against those of the records still in the model.
 kept before (migration 36), or under another key (rotated), is hashed from its encrypted state
 the first time a push removes anyone — once; one whose state does not decrypt holds nothing
 known (as before) and is tried again next time. Written with the record's state (the same
-transaction), dropped with it: a removal, an erasure (:func:`~.state.erase_records`,
-:func:`~.state.forget`). A dry run writes none of it: the hashes it needs go to a temporary
+transaction), dropped with it: a removal, an erasure (:func:`~.erasures.erase_records`,
+:func:`~.erasures.forget`). A dry run writes none of it: the hashes it needs go to a temporary
 table (:data:`SCRATCH`), dropped when it is done.
 """
 

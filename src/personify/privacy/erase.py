@@ -33,7 +33,7 @@ idempotent):
    ``max_removals``, then forgets (a removal the API refuses stays pending, retried each push).
    Any other destination's records are forgotten, and the report names the destination: the
    person's record there is the operator's to remove (GDPR art. 17(2), 19). The step leaves
-   the keyed hashes of the keys it looked for (:data:`~personify.destinations.state.
+   the keyed hashes of the keys it looked for (:data:`~personify.destinations.erasures.
    LOOKED_FOR`): a push that began before it, sending the person for the first time (no state
    to mark), records what the API took as this erasure's pending removal, not ``sent``.
 5. ``identity`` — last, in one transaction: the identity graph, provenance
@@ -61,14 +61,8 @@ import pyarrow as pa
 
 from personify import clock
 from personify.config import Project, RestDestination
-from personify.destinations import forget
-from personify.destinations.state import (
-    acks_lock,
-    erase_records,
-    looked_for,
-    pending_of,
-    rest_destinations,
-)
+from personify.destinations.erasures import erase_records, forget, looked_for, pending_of
+from personify.destinations.state import acks_lock, rest_destinations
 from personify.errors import NotFound
 from personify.identity.normalize import normalize
 from personify.privacy.audit import customer_hash, log_action
@@ -174,6 +168,10 @@ class DestinationReport:
     cannot_remove: int
     """Records Personify cannot remove (the destination does not remove records, or the key
     was not kept): the operator removes them in that tool."""
+    push_running: bool = False
+    """A push of the destination was running when the erasure reached it: if it read the
+    person before, what its API took of them is recorded (as this erasure's pending removal, or
+    counted among those to remove by hand) when it records that batch — after this report."""
 
     @property
     def message(self) -> str:
@@ -187,6 +185,14 @@ class DestinationReport:
             said.append(
                 f"the person's record was sent to {self.destination} and cannot be removed by "
                 "Personify: remove it there"
+            )
+        if self.push_running:
+            said.append(
+                f"a push of {self.destination} was running: if it was sending the person's "
+                "record, it records it as this erasure's pending removal when that batch is "
+                "recorded, which this report cannot show yet — run the same `personify erase` "
+                f"again once the push ends (or see `personify status`: removals pending at "
+                f"{self.destination})"
             )
         return "; ".join(said)
 
@@ -261,8 +267,11 @@ def erase_subject(
     # destinations (reverse ETL) the person was pushed to: a destination that removes records
     # keeps theirs as pending removals (the next push sends them); the others forget them
     # (their record in that tool is the operator's to erase: the report says so)
+    running: set[str] = set()
     for d in rest_destinations(project):  # (an events destination holds no one's records)
         step(f"destination:{d.name}", partial(_destination, wh, erasure_id, d, f.keys))
+        if _push_running(wh, d.name):  # (what it records of them later, this report cannot say)
+            running.add(d.name)
 
     def identity() -> int:
         _aliases(wh, key, f, erasure_id)
@@ -271,13 +280,14 @@ def erase_subject(
     step(IDENTITY_STEP, identity)
     _clear_caches()
     invalidate_cached(wh, project, f.customer_ids)
-    report.destinations = _destination_reports(wh, erasure_id, project, report.steps)
+    report.destinations = _destination_reports(wh, erasure_id, project, report.steps, running)
     report.pending = pending_removals(wh, project)
     report.events_forwarded = _forwarded_reports(wh, erasure_id, project)
     detail: dict[str, Any] = {s.step: s.rows for s in report.steps}
     detail["events_forwarded"] = {e.destination: e.events for e in report.events_forwarded}
     detail["removals_pending"] = {d.destination: d.removals_pending for d in report.destinations}
     detail["cannot_remove"] = [d.destination for d in report.destinations if d.cannot_remove]
+    detail["push_running"] = sorted(running)
     with wh.transaction():
         log_action(wh, action="erase", actor=actor, customer_id=customer_id, key=key, detail=detail)
     return report
@@ -292,17 +302,33 @@ def _destination(wh: Warehouse, erasure_id: str, d: RestDestination, keys: Seque
     forgotten (their count, with the pending ones, is the step's; the pending ones recorded
     beside it in the same transaction)."""
     acks_lock(wh, d.name)  # (a push recording what its API took: one after the other)
-    looked_for(wh, d.name, keys, erasure_id)  # (a first push under way records it erased)
     pending = (
         erase_records(wh, d.name, keys, erasure_id=erasure_id) if d.on_remove == "delete" else 0
     )
+    # (a first push under way records it erased; what forget drops is marked counted)
+    looked_for(wh, d.name, keys, erasure_id)
     manual = forget(wh, d.name, keys)
     _progress(wh, erasure_id, f"destination:{d.name}{PENDING}", pending)
     return pending + manual
 
 
+def _push_running(wh: Warehouse, name: str) -> bool:
+    """Whether a push of destination ``name`` holds its lock (in this process or, on PostgreSQL,
+    any): one that read the person before the erasure records what its API took of them as the
+    erasure's pending removal only when it records that batch — after this report."""
+    from personify.destinations.state import run_name
+    from personify.sources.schedule import exclusive
+
+    with exclusive(run_name(name), wait=False, warehouse=wh) as free:
+        return not free
+
+
 def _destination_reports(
-    wh: Warehouse, erasure_id: str, project: Project, steps: list[StepReport]
+    wh: Warehouse,
+    erasure_id: str,
+    project: Project,
+    steps: list[StepReport],
+    running: set[str] | frozenset[str] = frozenset(),
 ) -> list[DestinationReport]:
     rows = {s.step: s.rows for s in steps}
     pending = {
@@ -315,9 +341,11 @@ def _destination_reports(
     out = []
     for d in project.config.destinations:
         records = rows.get(f"destination:{d.name}", 0)
-        if records:
+        if records or d.name in running:
             waiting = min(pending.get(f"destination:{d.name}{PENDING}", 0), records)
-            out.append(DestinationReport(d.name, records, waiting, records - waiting))
+            report = DestinationReport(d.name, records, waiting, records - waiting)
+            report.push_running = d.name in running
+            out.append(report)
     return out
 
 

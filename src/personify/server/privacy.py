@@ -97,6 +97,9 @@ class ErasureDestination(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     """Records the next push removes at the destination's API."""
     cannot_remove: int
     """Records Personify cannot remove: the operator removes them in that tool."""
+    push_running: bool
+    """A push of it was running: what it records of the person comes after this answer (erase
+    again once it ends to see it)."""
     message: str
     """What to do, in a sentence."""
 

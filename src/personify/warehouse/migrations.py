@@ -563,6 +563,21 @@ def _erasure_links(wh: Warehouse) -> None:
         )
 
 
+def _looked_for_by_destination(wh: Warehouse) -> None:
+    """Session 22: an erasure's rows of the keys it looked for at a destination are named by
+    the destination (``step = 'destination_key:NAME'``, so each push drops those before it):
+    the rows of before (``destination_key``, no destination) go — no push reads them any more,
+    the hashes of erased people's keys — and ``erasure_progress`` is indexed by step and time
+    (each push's recording asks whether an erasure reached it since it began)."""
+    wh.execute("DELETE FROM erasure_progress WHERE step = 'destination_key'", ())
+    if wh.capabilities.secondary_indexes:
+        wh.execute(
+            'CREATE INDEX IF NOT EXISTS "ix_erasure_progress_step_finished_at" ON '
+            '"erasure_progress" ("step", "finished_at")',
+            (),
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "public data model: tables, indexes, the customer_data view", _create_all),
     Migration(2, "identity graph, profile observations, computed traits", _identity_and_profiles),
@@ -678,6 +693,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "erasure links: destination_state.erasure_id (the erasure a pending removal is for) "
         "and erasure_progress.erasure_of (the erasure an alias row names)",
         _erasure_links,
+    ),
+    Migration(
+        42,
+        "erasure_progress: what an erasure looked for at a destination named by it (pruned by "
+        "the next push), indexed by step and time",
+        _looked_for_by_destination,
     ),
     Migration(
         44,

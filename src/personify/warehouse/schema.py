@@ -740,6 +740,7 @@ ERASURE_PROGRESS = Table(
         ),
     ),
     primary_key=("erasure_id", "step"),
+    indexes=(("step", "finished_at"),),
     internal=True,
     doc="Erasure progress, a row per finished step: a re-run skips what is done",
 )
