@@ -166,6 +166,10 @@ class MockApis:
     ``errors[].context.ids`` and takes the others (default: one bad input refuses all, 400)."""
     refuse_archive: frozenset[str] = frozenset()
     """Ids whose archive HubSpot refuses (a 207 ``errors`` entry naming them)."""
+    merged_into: dict[str, str] = field(default_factory=dict)
+    """HubSpot merged contacts: an email → the email of the contact it was merged into (the
+    survivor, which holds it in ``hs_additional_emails``); a batch read by either finds the
+    survivor, and archiving the survivor archives them both."""
     read_answers_nothing: bool = False
     """HubSpot's batch read answers 200 with an empty body (as a proxy or an outage page might)."""
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -414,10 +418,12 @@ class MockApis:
             for value in wanted:
                 key = value.lower() if prop == "email" else value
                 key = key if prop else by_id.get(value, "")
+                key = self.merged_into.get(key, key)  # (a merged contact: its survivor)
                 if key in self.pushed and key in self.record_ids:
-                    results.append(
-                        {"id": self.record_ids[key], "properties": {prop or "hs_object_id": key}}
-                    )
+                    properties = {prop or "hs_object_id": key}
+                    if others := sorted(k for k, v in self.merged_into.items() if v == key):
+                        properties["hs_additional_emails"] = ";".join(others)
+                    results.append({"id": self.record_ids[key], "properties": properties})
                 else:
                     missing.append(value)
         if missing:

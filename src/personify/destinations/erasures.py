@@ -27,6 +27,7 @@ from personify.destinations.state import (
     ERASED,
     IDENTIFIERS,
     LOST_KEY,
+    MERGED,
     NO_IDENTIFIERS,
     acks_lock,
     key_prefix,
@@ -81,17 +82,19 @@ def stranded_removals(
 ) -> list[Stranded]:
     """The removals erasures left (:data:`ERASED`) that a push cannot send (of ``names``, default
     every destination, those no longer in ``personify.yml`` included): the destination is gone
-    from ``personify.yml``, no longer ``on_remove: delete``, its kept keys do not decrypt, or an
-    ad audience kept no identifiers."""
+    from ``personify.yml``, no longer ``on_remove: delete``, its kept keys do not decrypt, an ad
+    audience kept no identifiers, or HubSpot merged the contact with another."""
     configured = {d.name: d for d in rest_destinations(project)}
     out: list[Stranded] = []
-    for name, total, lost, bare in wh.fetch(
+    for name, total, lost, bare, merged in wh.fetch(
         "SELECT destination, count(*), sum(CASE WHEN error LIKE ? THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN error LIKE ? THEN 1 ELSE 0 END), "
         "sum(CASE WHEN error LIKE ? THEN 1 ELSE 0 END) FROM destination_state "
         f"WHERE status = '{ERASED}' GROUP BY destination ORDER BY destination",
-        [f"%{LOST_KEY}%", f"%{NO_IDENTIFIERS}%"],
+        [f"%{LOST_KEY}%", f"%{NO_IDENTIFIERS}%", f"%{MERGED}%"],
     ):
         name, total, lost, bare = str(name), int(total), int(lost or 0), int(bare or 0)
+        merged = int(merged or 0)
         if names is not None and name not in names:
             continue
         d = configured.get(name)
@@ -138,6 +141,18 @@ def stranded_removals(
                     f"remove those people from the audience at the platform yourself, then "
                     f"`{FORGET} {name}`",
                     NO_IDENTIFIERS,
+                )
+            )
+        if merged:
+            out.append(
+                Stranded(
+                    name,
+                    merged,
+                    "HubSpot merged their contact with another (it holds other email addresses "
+                    "too): archiving it would archive the other person's record with it",
+                    "remove the erased person's contact, or their address on it, at HubSpot "
+                    f"yourself, then `{FORGET} {name}`",
+                    MERGED,
                 )
             )
     return out

@@ -24,6 +24,9 @@ no ``idProperty``, and answers 204 for an id it does not hold)."""
 HUBSPOT_READ: Final = "/crm/v3/objects/contacts/batch/read"
 """HubSpot's batch read: ``{"idProperty", "inputs": [{"id": …}], "properties"}`` — the record
 ids of the contacts a removal names by the destination's key (an email)."""
+HUBSPOT_OTHER_EMAILS: Final = "hs_additional_emails"
+"""The property of a HubSpot contact holding its other email addresses (``;``-separated): those
+of the contacts merged into it — the survivor of a merge holds both people's."""
 
 
 def _plain(value: Any) -> Any:
@@ -110,7 +113,7 @@ def hubspot_read(d: RestDestination, keys: Sequence[str]) -> dict[str, Any]:
     ``keys``: HubSpot answers their record ids and that property."""
     return {
         "idProperty": d.key,
-        "properties": [d.key],
+        "properties": [d.key, HUBSPOT_OTHER_EMAILS],
         "inputs": [{"id": k} for k in keys],
     }
 
@@ -136,6 +139,34 @@ def hubspot_ids(d: RestDestination, body: Any, keys: Sequence[str]) -> dict[int,
         at = exact.get(str(value), folded.get(str(value).lower()))
         if at is not None:
             out.setdefault(at, str(result["id"]))
+    return out
+
+
+def hubspot_merged(d: RestDestination, body: Any, keys: Sequence[str]) -> dict[int, str]:
+    """Of ``keys`` (by position), those a batch read's answer found on a contact HubSpot merged
+    with another — one holding other email addresses too (``hs_additional_emails``), as its
+    own or as one of those — and that contact's record id. Archiving it would archive the other
+    record(s) merged into it as well: maybe another person, maybe one the destination still
+    holds."""
+    folded = {k.lower(): i for i, k in enumerate(keys)}
+    out: dict[int, str] = {}
+    results = body.get("results") if isinstance(body, dict) else None
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or not result.get("id"):
+            continue
+        properties = result.get("properties")
+        if not isinstance(properties, dict):
+            continue
+        others = [
+            e.strip().lower() for e in str(properties.get(HUBSPOT_OTHER_EMAILS) or "").split(";")
+        ]
+        others = [e for e in others if e]
+        if not others:
+            continue
+        for address in [str(properties.get(d.key) or "").lower(), *others]:
+            at = folded.get(address)
+            if at is not None:
+                out.setdefault(at, str(result["id"]))
     return out
 
 

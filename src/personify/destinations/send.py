@@ -15,12 +15,13 @@ from personify.destinations.presets import (
     HUBSPOT_READ,
     endpoint,
     hubspot_ids,
+    hubspot_merged,
     hubspot_read,
     refused_inside,
     removal_body,
     shaped,
 )
-from personify.destinations.state import ERASED, LOST_KEY, Acks, opened, still_pushing
+from personify.destinations.state import ERASED, LOST_KEY, MERGED, Acks, opened, still_pushing
 from personify.http import HttpClient
 from personify.http.errors import RestHttpError
 from personify.privacy.crypto import KeyRing
@@ -170,11 +171,19 @@ def _remove(
                     refuse(rows, "HubSpot's batch read of their record ids answered no results")
                     return
                 found = hubspot_ids(d, read, keys)
-                gone = [h for i, (h, _, _) in enumerate(rows) if i not in found]
+                merged = hubspot_merged(d, read, keys)
+                if merged:  # (archiving the survivor archives whoever was merged into it too)
+                    refuse(
+                        [rows[i] for i in sorted(merged)],
+                        f"{MERGED} (it holds other email addresses too): archiving it would "
+                        "archive them as well — remove the record, or this address, at HubSpot "
+                        "by hand",
+                    )
+                gone = [h for i, (h, _, _) in enumerate(rows) if i not in found and i not in merged]
                 acks.remove(gone)  # (HubSpot holds none by that key: removed already)
                 counts[removed] += len(gone)
-                rows = [rows[i] for i in sorted(found)]
-                keys = [found[i] for i in sorted(found)]
+                rows = [rows[i] for i in sorted(found) if i not in merged]
+                keys = [found[i] for i in sorted(found) if i not in merged]
                 if not rows:
                     return
             counts["requests"] += 1

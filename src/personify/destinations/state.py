@@ -48,6 +48,13 @@ removal can never be sent until that key is back (:func:`~.erasures.stranded_rem
 counts them)."""
 
 
+MERGED: Final = "HubSpot merged its contact with another"
+"""Words of the error kept on a HubSpot record whose contact was merged with another (it holds
+other email addresses too): archiving it would archive the other person's record with it, so
+it is not archived — a person removes it, or the address, at HubSpot
+(:func:`~.erasures.stranded_removals` counts an erasure's)."""
+
+
 NO_IDENTIFIERS: Final = "no identifiers were kept for it"
 """Words of the error kept on an ad audience's record pushed before the destination was an
 audience: its removal cannot name the person (:func:`~.erasures.stranded_removals` counts them)."""
