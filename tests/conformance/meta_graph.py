@@ -42,6 +42,9 @@ class Graph:
     """Answer this many with a transient error (400, code 2, is_transient)."""
     invalid_rows: int = 0
     """Report this many rows of the next add as invalid entries."""
+    unreadable: set[str] = field(default_factory=set)
+    """Hashed values Meta cannot read: an added row holding one is an invalid entry (counted,
+    not added) — each request that carries it."""
     users: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     """Meta's users (a name → their identifiers as (schema key, hashed value)) to match rows
     against."""
@@ -130,6 +133,8 @@ class _Handler(QuietHandler):
                     return self._refuse(400, _error(f"(#100) {key} is not hashed", 100))
         with g.lock:
             g.requests.append((method, list(schema), len(data)))
+            unread = [row for row in data if method == "POST" and set(row) & g.unreadable]
+            data = [row for row in data if row not in unread]
             for row in data:
                 given = {(k, v) for k, v in zip(schema, row, strict=True) if v}
                 matched = {name for name, ids in g.users.items() if ids & given}
@@ -148,12 +153,13 @@ class _Handler(QuietHandler):
             invalid, g.invalid_rows = (
                 (g.invalid_rows, 0) if method == "POST" else (0, g.invalid_rows)
             )
+            invalid += len(unread)
         self.answer(
             200,
             {
                 "audience_id": AUDIENCE,
                 "session_id": "8154623911",
-                "num_received": len(data),
+                "num_received": len(data) + len(unread),
                 "num_invalid_entries": invalid,
                 "invalid_entry_samples": {},
             },

@@ -68,9 +68,10 @@ def test_people_are_added_with_identifiers_normalized_and_hashed_as_meta_documen
         result = push(session)
         assert result["error"] is None, result["error"]
         c = result["counts"]
-        assert (c["rows_sent"], c["rows_rejected"], c["requests"]) == (2, 1, 1)
+        # (the halves sent again to find it: Meta read both — kept as sent, the warning stays)
+        assert (c["rows_sent"], c["rows_rejected"], c["requests"]) == (2, 1, 3)
         assert c["api_invalid_entries"] == 1
-        (request,) = graph.requests
+        request, *_ = graph.requests
         assert request == ("POST", ["EMAIL", "PHONE", "FN", "COUNTRY"], 2)
         assert graph.members["EMAIL"] == {ANN}
         assert graph.members["PHONE"] == {UK_PHONE, FR_PHONE}
@@ -83,7 +84,7 @@ def test_people_are_added_with_identifiers_normalized_and_hashed_as_meta_documen
         assert "not an address" not in rejected[0][0]
         # nothing changed: nothing sent again
         again = push(session)
-        assert again["counts"]["rows_changed"] == 0 and len(graph.requests) == 1
+        assert again["counts"]["rows_changed"] == 0 and len(graph.requests) == 3
 
 
 def test_batches_hold_at_most_ten_thousand_people(
@@ -225,6 +226,30 @@ def test_an_erased_persons_removal_leaves_out_what_a_remaining_member_shares(
         c = erased["counts"]
         assert (c["rows_erased_removed"], c["removals_shared"]) == (1, 1)
         assert states(session) == {"sent": 1}  # (both forgotten)
+
+
+def test_a_row_meta_could_not_read_is_found_and_holds_no_identifiers(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    """Meta counts the rows it could not read, not which: the halves of the batch are sent again
+    until the row stands alone — kept as rejected (not in the audience), its identifiers not
+    held (a removal sharing them leaves nothing out for it); the others sent."""
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, many(5))
+        graph.unreadable = {sha("c2@x.org")}
+        c = push(session)["counts"]
+        assert (c["rows_sent"], c["rows_rejected"], c["api_invalid_entries"]) == (4, 1, 1)
+        assert states(session) == {"sent": 4, "rejected": 1}
+        (error,) = session.warehouse.fetch(
+            "SELECT error FROM destination_state WHERE status = 'rejected'"
+        )
+        assert "could not read" in str(error[0]) and "c2@" not in str(error[0])
+        held = session.warehouse.fetch(
+            "SELECT s.status, count(*) FROM destination_identifiers i JOIN destination_state s "
+            "ON s.destination = i.destination AND s.key_hash = i.key_hash GROUP BY 1"
+        )
+        assert [tuple(r) for r in held] == [("sent", 4)]
+        assert len(graph.requests) <= 1 + 2 * 3  # (halves: ⌈log2 5⌉ levels, two each)
 
 
 def test_rows_meta_could_not_read_are_a_warning_of_the_push_and_in_status(

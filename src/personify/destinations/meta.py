@@ -16,7 +16,9 @@
   singles them out is not sent: counted as ``removals_shared``, their state dropped (the
   member's own removal, later, names what they share).
 * **Answers**: a 200 counts ``num_received`` and ``num_invalid_entries`` (rows Meta could not
-  read: counted as ``api_invalid_entries``; Meta does not say which). Meta's errors are
+  read: counted as ``api_invalid_entries``; Meta does not say which — the batch's halves are
+  sent again to find them, up to :data:`PROBES` requests a push: each is kept ``rejected``,
+  holding no identifiers, since it is not in the audience). Meta's errors are
   ``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``: its rate limits
   (codes 4, 17, 32, 613, 80003, 80004 …) and transient errors (``is_transient``, codes 1 and 2)
   come back as 400s and are retried like a 429, with backoff; any other refusal is about the
@@ -89,6 +91,19 @@ _HINTS: Final = {
     100: "check audience_id (a Custom Audience of type CUSTOM the token can manage) and the "
     "model's identifier columns",
 }
+
+
+PROBES: Final = 64
+"""Requests a push may spend finding which rows of a batch Meta could not read (halves sent
+again): about two per row per halving — a few unreadable rows are found, a batch of many is
+left as Meta counted it."""
+UNREAD: Final = (
+    "Meta could not read it (num_invalid_entries): not in the audience — check its identifier "
+    "columns; sent again when its row changes"
+)
+"""The error kept on a row Meta could not read."""
+Ready = tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]
+"""A row to add: the model row, the payload's schema, its values in that schema."""
 
 
 def client_of(d: RestDestination) -> RestClient:
@@ -170,7 +185,15 @@ def send(
         client_of(d), source=f"destination {d.name}", retry_if=retryable, before_send=guard
     ) as client:
 
-        def call(method: str, schema: tuple[str, ...], data: list[tuple[str, ...]]) -> None:
+        def call(
+            method: str,
+            schema: tuple[str, ...],
+            data: list[tuple[str, ...]],
+            *,
+            probe: bool = False,
+        ) -> int:
+            """One request; returns how many rows Meta could not read (``probe``: a half of a
+            batch sent again to find them — not counted again)."""
             payload = json.dumps({"schema": list(schema), "data": [list(v) for v in data]})
             counts["requests"] += 1
             try:
@@ -181,8 +204,41 @@ def send(
                 body = response.json()
             except ValueError:
                 body = None
-            if isinstance(body, dict) and isinstance(body.get("num_invalid_entries"), int):
-                counts["api_invalid_entries"] += body["num_invalid_entries"]
+            invalid = body.get("num_invalid_entries") if isinstance(body, dict) else None
+            if not isinstance(invalid, int) or invalid < 0:
+                return 0
+            if not probe:
+                counts["api_invalid_entries"] += invalid
+            return invalid
+
+        probes = [PROBES]
+
+        def add(batch: list[Ready], before: dict[str, Sets], *, probe: bool = False) -> None:
+            """Add ``batch``'s people; the rows Meta could not read (it says how many, not which)
+            are found by sending halves again (adding someone twice changes nothing), up to
+            :data:`PROBES` requests a push: kept as ``rejected``, not as holding their
+            identifiers (they are not in the audience). Past that, or when the halves say
+            otherwise, they stay ``sent`` (the push's warning counts them)."""
+            invalid = call("POST", batch[0][1], [v for _, _, v in batch], probe=probe)
+            if invalid and invalid < len(batch) and probes[0] >= 2:
+                probes[0] -= 2
+                half = len(batch) // 2
+                add(batch[:half], before, probe=True)
+                add(batch[half:], before, probe=True)
+                return
+            if invalid and invalid >= len(batch):  # (none of them read: none in the audience)
+                for r, _, _ in batch:
+                    held = to_keep(str(r[d.key]), before.get(str(r[KEY]), []))
+                    acks.add([r], "rejected", UNREAD, kept=[held])
+                counts["rows_rejected"] += len(batch)
+                return
+            rows = [r for r, _, _ in batch]
+            kept = [
+                to_keep(str(r[d.key]), merged(before.get(str(r[KEY]), []), (s, v)))
+                for r, s, v in batch
+            ]
+            acks.add(rows, "sent", kept=kept)
+            counts["rows_sent"] += len(rows)
 
         try:
             if known is not None:  # an erasure's removals first, whatever the model says
@@ -190,7 +246,7 @@ def send(
                 acks.flush()
             for page in pages(wh, d):
                 before = previous(wh, d, ring, page) if ring is not None else {}
-                ready: list[tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = []
+                ready: list[Ready] = []
                 schema = schema_of(d, page[0])
                 for row in page:
                     ids, unreadable = identifiers(d, row)
@@ -201,15 +257,7 @@ def send(
                         continue
                     ready.append((row, schema, tuple(ids.get(k, "") for k in schema)))
                 for i in range(0, len(ready), size):
-                    batch = ready[i : i + size]
-                    call("POST", schema, [v for _, _, v in batch])
-                    rows = [r for r, _, _ in batch]
-                    kept = [
-                        to_keep(str(r[d.key]), merged(before.get(str(r[KEY]), []), (s, v)))
-                        for r, s, v in batch
-                    ]
-                    acks.add(rows, "sent", kept=kept)
-                    counts["rows_sent"] += len(rows)
+                    add(ready[i : i + size], before)
             if known is not None and remove:
                 acks.flush()  # (who was just added holds their identifiers: see Held.shared)
                 _remove(wh, d, known, acks, counts, call)
@@ -233,7 +281,7 @@ def _remove(
     held: Held,
     acks: Acks,
     counts: dict[str, int],
-    call: Callable[[str, tuple[str, ...], list[tuple[str, ...]]], None],
+    call: Callable[[str, tuple[str, ...], list[tuple[str, ...]]], object],
     *,
     erased: bool = False,
 ) -> None:
