@@ -535,6 +535,8 @@ def test_an_erasure_during_a_persons_first_push_queues_its_removal(
         counts, erased = _push_erasing(session, apis, monkeypatch)
         assert counts["rows_sent"] == 3  # (ann's went before she was erased)
         assert erased["removals_pending"] == {}  # (nothing recorded yet: nothing found)
+        # (but the report says a push was running: what it records comes after)
+        assert [d["push_running"] for d in erased["destinations"]] == [True]
         assert _state(session, "crm") == {"sent": 2, "erased": 1}
         again = erase_subject(wh, session.project, "ann@x.org").as_dict()
         assert again["status"] == "already_erased" and again["removals_pending"] == {"crm": 1}

@@ -129,7 +129,7 @@ class ErasureReport:
             "rows": sum(s.rows for s in self.steps),
             "destinations": [d.as_dict() for d in self.destinations],
             "removals_pending": (
-                {d.destination: d.removals_pending for d in self.destinations}
+                {d.destination: d.removals_pending for d in self.destinations if d.records}
                 if self.own_pending is None
                 else self.own_pending
             ),
@@ -285,7 +285,9 @@ def erase_subject(
     report.events_forwarded = _forwarded_reports(wh, erasure_id, project)
     detail: dict[str, Any] = {s.step: s.rows for s in report.steps}
     detail["events_forwarded"] = {e.destination: e.events for e in report.events_forwarded}
-    detail["removals_pending"] = {d.destination: d.removals_pending for d in report.destinations}
+    detail["removals_pending"] = {
+        d.destination: d.removals_pending for d in report.destinations if d.records
+    }
     detail["cannot_remove"] = [d.destination for d in report.destinations if d.cannot_remove]
     detail["push_running"] = sorted(running)
     with wh.transaction():
