@@ -372,3 +372,15 @@ def test_an_empty_key_that_is_not_a_list_or_mapping_is_still_an_error(
 ) -> None:
     err = error_for(text)
     assert (err.line, err.key) == (line, key) and words in str(err)
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [("", "null"), ("4815162342", "int"), ("1.5", "float"), ("[a]", "array"), ("{a: 1}", "object")],
+)
+def test_a_secret_that_is_not_text_names_its_line_and_key(value: str, got: str) -> None:
+    # (it raised a bare NotImplementedError: a traceback for `write_key:` left empty)
+    err = error_for(f"sources:\n  - kind: tracking\n    name: web\n    write_key: {value}\n")
+    assert (err.line, err.key) == (4, "sources[0].write_key")
+    assert f"expected `str`, got `{got}`" in str(err)
+    assert "4815162342" not in str(err)

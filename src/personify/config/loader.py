@@ -205,9 +205,16 @@ def _default_kinds(data: Any) -> Any:
     return {**data, "destinations": kinds}
 
 
+_JSON_TYPES: Final = {type(None): "null", bool: "bool", int: "int", float: "float", list: "array"}
+
+
 def _dec_hook(type_: type, obj: Any) -> Any:
-    if type_ is Secret and isinstance(obj, str):
-        return Secret(obj)
+    if type_ is Secret:
+        if isinstance(obj, str):
+            return Secret(obj)
+        # a secret left empty (``write_key:``) or written as a bare number: the error names its
+        # line and key, as for any other string (the value itself is never shown)
+        raise TypeError(f"Expected `str`, got `{_JSON_TYPES.get(type(obj), 'object')}`")
     raise NotImplementedError
 
 
