@@ -1,28 +1,35 @@
 """Event forwarding (``kind: events``) on every backend, against a real local collector API:
-each event goes once, with its messageId, filtered; consent and erasure keep people out; a
-refused batch is halved until the refused event stands alone; 5xx are ridden out and a stopped
-forwarding resumes where it was; a crash between the API's 2xx and the record sends that one
-batch again and nothing else; a row committed late (stamped before the last forwarding) is still
-forwarded, and so is one stored long after its received_at; and any interleaving of ingest and
-forwarding forwards each event exactly once."""
+each event goes once, with its messageId, filtered; a refused batch is halved until the refused
+event stands alone; 5xx are ridden out and a stopped forwarding resumes where it was; a crash
+between the API's 2xx and the record sends that one batch again and nothing else; a row
+committed late (stamped before the last forwarding) is still forwarded, and so is one stored long
+after its received_at; and any interleaving of ingest and forwarding forwards each event exactly
+once. Consent and erasure: ``test_event_forwarding_privacy.py``."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conformance.collector_api import WRITE_KEY, Collector, serve_collector
+from tests.conformance.collector_api import Collector, serve_collector
+from tests.conformance.event_forwarding_support import (
+    LAG,
+    T0,
+    dest,
+    forward,
+    ingest,
+    outcomes,
+    session_for,
+    status_at,
+)
 from tests.conformance.lock_support import lock_thief
 from tests.loopback import QuietHandler, serve
-from tests.openapi_check import assert_erase_answer
 
 from personify import clock
 from personify.config import (
@@ -36,14 +43,8 @@ from personify.config import (
 )
 from personify.destinations import events as forwarding
 from personify.destinations import push_destinations, run_name
-from personify.privacy.consent import set_consent
 from personify.session import Session
 from personify.sources.schedule import last_runs
-from personify.status import status_report
-from personify.warehouse import table
-
-T0 = datetime(2026, 6, 1, 12, tzinfo=UTC)
-LAG = timedelta(seconds=30)
 
 
 @pytest.fixture
@@ -55,85 +56,6 @@ def api() -> Collector:
 def url(api: Collector) -> Iterator[str]:
     with serve_collector(api) as base:
         yield base
-
-
-def dest(url: str, **kw: Any) -> EventsDestination:
-    client = {"requests_per_second": 1000.0, "backoff_base": 0.01, **kw.pop("client", {})}
-    return EventsDestination(
-        name=kw.pop("name", "analytics"),
-        path="/v1/batch",
-        client=RestClient(base_url=url, auth=BasicAuth(username=Secret(WRITE_KEY)), **client),
-        **{"start": "all", "batch_size": 10, **kw},
-    )
-
-
-def session_for(warehouse_url: str, tmp_path: Path, *destinations: EventsDestination) -> Session:
-    root = tmp_path / "project"
-    root.mkdir(exist_ok=True)
-    config = ProjectConfig(
-        warehouse=warehouse_url, signing_key=Secret("fwd-test-key"), destinations=destinations
-    )
-    return Session(Project(config, root, root / "personify.yml"))
-
-
-def ingest(
-    session: Session,
-    ids: list[str],
-    *,
-    at: datetime,
-    event: str = "Order Completed",
-    type_: str = "track",
-    customer: str | None = None,
-    properties: dict[str, Any] | None = None,
-    context: dict[str, Any] | None = None,
-    user: str | None = None,
-    stored: datetime | None | str = "at",
-) -> None:
-    """Store events received ``at``; ``stored``: their ``stored_at`` — ``at`` (default: stored
-    as they arrive, on the tests' clock), an instant, ``None`` (a row stored before the column
-    existed) or ``"now"`` (none given: the warehouse's load stamps it, as for every writer)."""
-    n = len(ids)
-    ts = pa.timestamp("us", tz="UTC")
-    extra: dict[str, Any] = {}
-    if stored != "now":
-        extra["stored_at"] = pa.array([at if stored == "at" else stored] * n, ts)
-    session.warehouse.load(
-        table("events"),
-        pa.table(
-            {
-                "message_id": ids,
-                "type": [type_] * n,
-                "event": pa.array([event if type_ == "track" else None] * n, pa.string()),
-                "user_id": pa.array(
-                    [user or (f"u_{i}" if customer is None else None) for i in ids], pa.string()
-                ),
-                "customer_id": pa.array([customer] * n, pa.string()),
-                "timestamp": pa.array([at - timedelta(seconds=1)] * n, ts),
-                "received_at": pa.array([at] * n, ts),
-                "source": ["web"] * n,
-                "properties": [json.dumps(properties or {"total": 10})] * n,
-                "context": [json.dumps(context or {"ip": "203.0.113.9"})] * n,
-                **extra,
-            }
-        ),
-    )
-
-
-def forward(session: Session, at: datetime | None, name: str | None = None) -> dict[str, Any]:
-    """One forwarding at ``at`` (``None``: the real clock)."""
-    with clock.frozen(at):
-        (result,) = push_destinations(session, [name] if name else None)
-    return {"counts": result.counts, "error": result.error, "sample": result.sample}
-
-
-def status_at(session: Session, at: datetime) -> dict[str, Any]:
-    with clock.frozen(at):
-        return status_report(session)
-
-
-def outcomes(session: Session) -> dict[str, int]:
-    rows = session.warehouse.fetch("SELECT status, count(*) FROM event_forwards GROUP BY 1")
-    return {str(s): int(n) for s, n in rows}
 
 
 def test_events_go_once_filtered_in_segments_shape(
@@ -250,321 +172,6 @@ def forward_dry(session: Session, at: datetime) -> dict[str, Any]:
     with clock.frozen(at):
         (result,) = push_destinations(session, dry_run=True)
     return {"counts": result.counts, "error": result.error, "sample": result.sample}
-
-
-def test_consent_keeps_people_out_in_the_warehouse(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str
-) -> None:
-    optin = dest(url, name="optin", consent="analytics")
-    with session_for(warehouse_url, tmp_path, dest(url), optin) as session:
-        wh = session.warehouse
-        with clock.frozen(T0 - timedelta(hours=1)):
-            set_consent(wh, "cus_out", purpose="data_sharing", status="revoked")
-            set_consent(wh, "cus_in", purpose="analytics", status="granted")
-        ingest(session, ["a1", "a2"], at=T0, customer="cus_out")
-        ingest(session, ["b1"], at=T0, customer="cus_in")
-        ingest(session, ["g1"], at=T0, customer="cus_in", context={"gpc": True})
-        ingest(session, ["anon1"], at=T0, user="visitor")  # (no person known)
-        c = forward(session, T0 + timedelta(seconds=5), "analytics")["counts"]
-        assert (c["events_sent"], c["events_without_consent"]) == (2, 3)
-        assert sorted(api.ids()) == ["anon1", "b1"]
-        api.taken.clear()
-        c = forward(session, T0 + timedelta(seconds=5), "optin")["counts"]  # an opt-in
-        assert (c["events_sent"], c["events_without_consent"]) == (1, 4)
-        assert api.ids() == ["b1"]
-        assert forward(session, T0 + timedelta(seconds=9), "optin")["counts"]["events_sent"] == 0
-
-
-def _two_people(session: Session) -> tuple[str, str]:
-    """Ann and Bob, resolved into customers; their customer ids."""
-    from personify.identity import resolve_batch
-    from personify.profiles import profiles_stage
-
-    wh = session.warehouse
-    people = ["ann@x.org", "bob@x.org"]
-    wh.load(
-        table("customer_records"),
-        pa.table(
-            {
-                "source": ["crm"] * 2,
-                "record_id": ["r0", "r1"],
-                "email": people,
-                "observed_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
-                "received_at": pa.array([T0] * 2, pa.timestamp("us", tz="UTC")),
-            }
-        ),
-    )
-    with clock.frozen(T0):
-        resolve_batch(wh, session.project.config.identity)
-        profiles_stage(session)
-    ann, bob = [str(c) for (c,) in wh.fetch("SELECT customer_id FROM customers ORDER BY email")]
-    return ann, bob
-
-
-def test_an_erased_persons_events_are_never_forwarded(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str
-) -> None:
-    from personify.privacy.erase import erase_subject
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        ann, bob = _two_people(session)
-        ingest(session, ["ann0"], at=T0 - timedelta(seconds=9), customer=ann)
-        assert forward(session, T0 - timedelta(seconds=5))["counts"]["events_sent"] == 1
-        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
-        ingest(session, ["bob1"], at=T0, customer=bob)
-        with clock.frozen(T0):
-            report = erase_subject(wh, session.project, "ann@x.org").as_dict()
-        assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 1
-        assert api.ids() == ["ann0", "bob1"]
-        # what the destination recorded of her events went with them
-        steps = {s["step"]: s["rows"] for s in report["steps"]}
-        assert steps["event_forwards"] == 1
-        forwarded = wh.fetch("SELECT message_id FROM event_forwards ORDER BY 1")
-        assert [m for (m,) in forwarded] == ["bob1"]
-
-
-def test_the_export_and_the_erasure_name_where_a_persons_events_went(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str
-) -> None:
-    """A data subject request shows the events destinations a person's events went to, with
-    how many (names and counts, no payload): those recorded, and those below the floor whose
-    record was pruned; the erasure report names them (the events there are the operator's to
-    erase) — before, neither said anything about events destinations."""
-    from personify.privacy.erase import erase_subject
-    from personify.privacy.export import export_subject
-
-    optin = dest(url, name="optin", consent="analytics")
-    pages = dest(url, name="pages", types=("page",))
-    with session_for(warehouse_url, tmp_path, dest(url), optin, pages) as session:
-        wh = session.warehouse
-        ann, bob = _two_people(session)
-        early = T0 - timedelta(hours=2)
-        ingest(session, ["ann0"], at=early, customer=ann)
-        ingest(session, ["bob0"], at=early, customer=bob)
-        for name in ("analytics", "optin", "pages"):  # ann0: sent; optin: without consent
-            assert forward(session, early + timedelta(seconds=5), name)["error"] is None
-            # then the floors move past ann0: its records are pruned
-            assert forward(session, T0, name)["error"] is None
-        assert wh.fetch("SELECT count(*) FROM event_forwards")[0][0] == 0
-        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
-        ingest(session, ["bob1"], at=T0, customer=bob)
-        assert forward(session, T0 + timedelta(seconds=5), "analytics")["error"] is None
-        with clock.frozen(T0 + timedelta(seconds=9)):
-            doc = export_subject(wh, session.project, "ann@x.org")
-        assert doc["events_forwarded"] == [
-            {
-                "destination": "analytics",
-                "sent": 2,
-                "rejected": 0,
-                "without_consent": 0,
-                "before_floor_sent_or_left_out": 1,
-            },
-            # (ann0 was left out for consent: pruned, it can only count as "maybe")
-            {
-                "destination": "optin",
-                "sent": 0,
-                "rejected": 0,
-                "without_consent": 0,
-                "before_floor_sent_or_left_out": 1,
-            },
-        ]
-        with clock.frozen(T0 + timedelta(seconds=9)):
-            report = erase_subject(wh, session.project, "ann@x.org").as_dict()
-        assert_erase_answer(report)  # what POST /v1/privacy/erase answers: as documented
-        went = {e["destination"]: (e["events"], e["earlier"]) for e in report["events_forwarded"]}
-        assert went == {"analytics": (2, 1), "optin": (0, 1)}
-        (analytics, _) = report["events_forwarded"]
-        assert analytics["message"] == (
-            "2 of the person's events were forwarded to analytics (and up to 1 earlier ones): "
-            "erase them there"
-        )
-        assert "ann" not in json.dumps(report["events_forwarded"])  # no ids, no payload
-        assert wh.fetch("SELECT message_id FROM event_forwards")[0][0] == "bob1"
-        with clock.frozen(T0 + timedelta(seconds=9)):
-            assert export_subject(wh, session.project, "bob@x.org")["events_forwarded"] == [
-                {
-                    "destination": "analytics",
-                    "sent": 1,
-                    "rejected": 0,
-                    "without_consent": 0,
-                    "before_floor_sent_or_left_out": 1,
-                },
-                {
-                    "destination": "optin",
-                    "sent": 0,
-                    "rejected": 0,
-                    "without_consent": 0,
-                    "before_floor_sent_or_left_out": 1,
-                },
-            ]
-
-
-def test_an_erasure_during_a_forwarding_wins(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The erasure runs after the forwarding read its page (and checked consent), before it
-    sends: the erased person's events do not go."""
-    from personify.privacy.erase import erase_subject
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        ann, bob = _two_people(session)
-        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
-        ingest(session, ["bob1"], at=T0, customer=bob)
-        real = forwarding.allowed
-
-        def then_erased(*args: Any) -> set[str]:
-            ok = real(*args)
-            with clock.frozen(T0):
-                erase_subject(wh, session.project, "ann@x.org")
-            return ok
-
-        monkeypatch.setattr(forwarding, "allowed", then_erased)
-        c = forward(session, T0 + timedelta(seconds=5))["counts"]
-        assert c["events_sent"] == 1 and api.ids() == ["bob1"]
-
-
-def test_an_event_erased_while_the_api_refuses_it_leaves_no_outcome(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The erasure runs after the batch was checked and while it is on its way: the API refuses
-    the erased person's event, and no `rejected` outcome (a message id of hers, the answer)
-    outlives her erasure — as none `sent` would."""
-    from personify.privacy.erase import erase_subject
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        ann, bob = _two_people(session)
-        ingest(session, ["ann_bad"], at=T0, customer=ann, properties={"bad": True})
-        ingest(session, ["bob1", "bob2"], at=T0, customer=bob)
-        real = forwarding.payload
-        erased: list[str] = []
-
-        def erasing(row: dict[str, Any]) -> dict[str, Any]:
-            if row["message_id"] == "ann_bad" and not erased:
-                with clock.frozen(T0):
-                    erased.append(erase_subject(wh, session.project, "ann@x.org").status)
-            return real(row)
-
-        monkeypatch.setattr(forwarding, "payload", erasing)
-        c = forward(session, T0 + timedelta(seconds=5))["counts"]
-        assert erased == ["erased"]
-        assert (c["events_sent"], c["events_rejected"]) == (2, 1)
-        assert sorted(api.ids()) == ["bob1", "bob2"]
-        assert outcomes(session) == {"sent": 2}
-
-
-def test_an_erasure_just_before_the_outcomes_are_recorded_leaves_none_of_hers(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The API took the erased person's events; her erasure commits after the forwarding last
-    looked at the events and before it records their outcomes: no ``event_forwards`` row (a
-    message id of hers) outlives her events — the still-stored check is in the transaction
-    recording them, not before it."""
-    from personify.privacy.erase import erase_subject
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        ann, bob = _two_people(session)
-        ingest(session, ["ann1", "ann2"], at=T0, customer=ann)
-        ingest(session, ["bob1"], at=T0, customer=bob)
-        real = forwarding._record
-        erased: list[str] = []
-
-        def erased_first(*args: Any, **kw: Any) -> None:
-            if not erased:
-                with clock.frozen(T0):
-                    erased.append(erase_subject(wh, session.project, "ann@x.org").status)
-            real(*args, **kw)
-
-        monkeypatch.setattr(forwarding, "_record", erased_first)
-        c = forward(session, T0 + timedelta(seconds=5))["counts"]
-        assert erased == ["erased"] and c["events_sent"] == 3  # (she was sent before)
-        forwarded = wh.fetch("SELECT message_id FROM event_forwards ORDER BY 1")
-        assert [m for (m,) in forwarded] == ["bob1"]
-
-
-def test_an_erasure_holding_the_events_is_waited_for_by_the_outcomes(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str
-) -> None:
-    """PostgreSQL, two connections: an erasure has deleted the person's events and not yet
-    committed when a forwarding records their outcomes; the recording waits for it, then finds
-    them gone (read before, they were still visible: the row outlived the events)."""
-    import threading
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        if wh.capabilities.single_process:
-            pytest.skip("one process: no other connection erases meanwhile")
-        import psycopg
-
-        from personify.warehouse.postgres.backend import split_url
-
-        ingest(session, ["ann1"], at=T0, customer="cus_ann")
-        ingest(session, ["bob1"], at=T0, customer="cus_bob")
-        rows = [
-            {"message_id": m, "stored": T0} for m in ("ann1", "bob1")
-        ]  # (what the forwarding sent)
-        conninfo, schema = split_url(wh.url)
-        with psycopg.connect(conninfo) as other:
-            other.execute(f'SET search_path TO "{schema}"')
-            other.execute("DELETE FROM events WHERE message_id = 'ann1'")  # (uncommitted)
-            done = threading.Event()
-
-            def record() -> None:
-                forwarding._record(wh, dest("http://127.0.0.1:9"), rows, "sent")
-                done.set()
-
-            worker = threading.Thread(target=record)
-            worker.start()
-            assert not done.wait(0.5)  # (waiting for the erasure)
-            other.commit()
-            worker.join(10)
-        assert done.is_set()
-        forwarded = wh.fetch("SELECT message_id FROM event_forwards ORDER BY 1")
-        assert [m for (m,) in forwarded] == ["bob1"]
-
-
-def test_an_erasure_stopped_between_outcomes_and_events_keeps_both(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A crash after the erasure deleted what the destination recorded of the person's events
-    but before it deleted the events would have the next forwarding send them again: the two go
-    in one transaction, and the erasure run again finishes."""
-    from personify.privacy import erase
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        ann, _ = _two_people(session)
-        ingest(session, ["ann1"], at=T0, customer=ann)
-        assert forward(session, T0 + timedelta(seconds=5))["counts"]["events_sent"] == 1
-        real = erase._erase_table
-
-        def crashing(wh: Any, t: Any, f: Any) -> int:
-            if t.name == "events":
-                raise RuntimeError("killed")
-            return real(wh, t, f)
-
-        monkeypatch.setattr(erase, "_erase_table", crashing)
-        with clock.frozen(T0), pytest.raises(RuntimeError, match="killed"):
-            erase.erase_subject(wh, session.project, "ann@x.org")
-        stored = "SELECT count(*) FROM {} WHERE message_id = 'ann1'"
-        assert (wh.scalar(stored.format("events")), wh.scalar(stored.format("event_forwards"))) == (
-            1,
-            1,
-        )
-        assert forward(session, T0 + timedelta(seconds=9))["counts"]["events_sent"] == 0
-        monkeypatch.setattr(erase, "_erase_table", real)
-        with clock.frozen(T0):
-            report = erase.erase_subject(wh, session.project, "ann@x.org").as_dict()
-        steps = {s["step"]: (s["rows"], s["status"]) for s in report["steps"]}
-        assert steps["event_forwards"] == (1, "done") and steps["events"] == (1, "done")
-        assert (wh.scalar(stored.format("events")), wh.scalar(stored.format("event_forwards"))) == (
-            0,
-            0,
-        )
-        assert api.ids() == ["ann1"]
 
 
 def test_a_refused_batch_is_halved_until_the_refused_event_stands_alone(
@@ -862,53 +469,3 @@ def test_a_forwarding_whose_lock_went_with_its_connection_sends_nothing_more(
         second = forward(session, T0 + timedelta(seconds=10))
         assert second["error"] is None and second["counts"]["events_sent"] == 30
         assert sorted(set(api.ids())) == ids and outcomes(session) == {"sent": 30}
-
-
-def test_an_erasure_locks_the_events_in_the_order_a_forwarding_does(
-    warehouse_url: str, tmp_path: Path, api: Collector, url: str
-) -> None:
-    """PostgreSQL, two connections: a forwarding recording outcomes holds one of the person's
-    events FOR SHARE (the lowest message id first, as :func:`_record` takes them) when her
-    erasure locks them: the erasure waits for that one before it locks any other — taking the
-    events in the order they were stored, it held the later one the forwarding asks for next,
-    and PostgreSQL broke the deadlock by failing one of the two."""
-    import threading
-
-    from personify.privacy.erase import erase_subject
-
-    with session_for(warehouse_url, tmp_path, dest(url)) as session:
-        wh = session.warehouse
-        if wh.capabilities.single_process:
-            pytest.skip("one process: no other connection forwards meanwhile")
-        import psycopg
-
-        from personify.warehouse.postgres.backend import split_url
-
-        ann, _ = _two_people(session)
-        ingest(session, ["ann2"], at=T0, customer=ann)  # (stored first: read first)
-        ingest(session, ["ann1"], at=T0, customer=ann)
-        conninfo, schema = split_url(wh.url)
-        with psycopg.connect(conninfo) as other:
-            other.execute(f'SET search_path TO "{schema}"')
-            other.execute("SELECT 1 FROM events WHERE message_id = 'ann1' FOR SHARE")
-            done: list[str] = []
-
-            def erase() -> None:
-                with clock.frozen(T0):
-                    done.append(erase_subject(wh, session.project, "ann@x.org").status)
-
-            worker = threading.Thread(target=erase)
-            worker.start()
-            try:
-                worker.join(1.0)
-                assert not done  # (waiting for the forwarding's ann1)
-                # the forwarding's next event: not held by the erasure, which waits before it
-                got = other.execute(
-                    "SELECT message_id FROM events WHERE message_id = 'ann2' FOR SHARE NOWAIT"
-                ).fetchall()
-                assert got == [("ann2",)]
-            finally:
-                other.rollback()
-                worker.join(20)
-        assert done == ["erased"]
-        assert wh.fetch("SELECT message_id FROM events WHERE message_id LIKE 'ann%'") == []

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from tests.conformance.collector_api import Collector, serve_collector
-from tests.conformance.test_event_forwarding import T0, _two_people, dest, forward, session_for
+from tests.conformance.event_forwarding_support import T0, _two_people, dest, forward, session_for
 
 from personify import clock
 from personify.session import Session
