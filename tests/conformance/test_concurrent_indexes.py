@@ -137,3 +137,64 @@ def test_a_missing_index_is_built_by_the_next_migrate(before_37: Warehouse) -> N
     assert _state(wh, "ix_events_stored") is None
     assert migrate(wh) == []
     assert _state(wh, "ix_events_stored") is True
+
+
+def _migrating(wh: Warehouse) -> tuple[threading.Thread, list[object]]:
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(migrate(wh)), daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_a_new_warehouse_is_not_held_by_a_snapshot_elsewhere(postgres_url: str) -> None:
+    """A transaction holding a snapshot anywhere in the database (a ``pg_dump``, a BI tool's
+    long query) holds every ``CREATE INDEX CONCURRENTLY`` until it ends: a new warehouse's
+    empty ``events`` is indexed plainly, at once."""
+    with connect(postgres_url, migrate_schema=False) as wh:
+        holder = _raw(wh)
+        try:
+            holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            holder.execute("SELECT count(*) FROM pg_class")  # (its snapshot, held)
+            thread, done = _migrating(wh)
+            thread.join(30)
+            assert done, "a new warehouse's migrate waited for a snapshot held elsewhere"
+            assert _state(wh, "ix_events_stored") is True
+            assert _state(wh, "ix_events_received_at") is True
+        finally:
+            holder.close()
+            thread.join(30)
+
+
+def test_a_build_in_another_schema_does_not_hold_this_one(
+    before_37: Warehouse, postgres_url: str
+) -> None:
+    """Advisory locks are the whole database's: another project's (or test run's) index build,
+    waiting on a writer of its own ``events``, is no reason for this warehouse to wait."""
+    wh = before_37
+    migrate(wh)
+    wh.execute("DROP INDEX ix_events_stored")
+    wh.execute(INSERT.replace("%s", "'ours'"))  # (not empty: built concurrently)
+    other_url = postgres_url.replace(wh.schema, f"{wh.schema}_other")  # type: ignore[attr-defined]
+    with connect(other_url) as other:
+        holder = _raw(other)
+        theirs, ours = (None, None)
+        try:
+            other.execute("DROP INDEX ix_events_stored")
+            other.execute(INSERT.replace("%s", "'theirs'"))
+            holder.execute("BEGIN")
+            holder.execute(INSERT, ["held"])  # (their build waits for this writer)
+            theirs, _ = _migrating(other)
+            deadline = time.monotonic() + 10
+            while _state(other, "ix_events_stored") is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _state(other, "ix_events_stored") is False  # (theirs: building, waiting)
+            ours, done = _migrating(wh)
+            ours.join(20)
+            assert done == [[]], "this warehouse waited for another schema's index build"
+            assert _state(wh, "ix_events_stored") is True
+        finally:
+            holder.close()
+            for thread in (theirs, ours):
+                if thread is not None:
+                    thread.join(30)
+            other.drop_schema()  # type: ignore[attr-defined]

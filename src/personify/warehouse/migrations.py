@@ -14,10 +14,12 @@ schema names exists. The migrations' bodies are in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
 from personify import clock
 from personify.errors import MigrationError
@@ -63,10 +65,6 @@ log = logging.getLogger(__name__)
 
 LEDGER = "_personify_migrations"
 _PG_LOCK_KEY = 7_316_525_042
-_PG_INDEX_LOCK_KEY = 7_316_525_043
-"""The session-level advisory lock one process holds while it builds indexes concurrently (not
-the migrations' transaction-level one: ``CREATE INDEX CONCURRENTLY`` runs outside any
-transaction)."""
 INDEX_LOCK_POLL_S = 0.2
 """How often a process waiting for another's index build asks again. A poll, not a blocking
 ``pg_advisory_lock``: a session blocked in one holds a snapshot, which the other's
@@ -283,9 +281,10 @@ def migrate(wh: Warehouse, *, target: int | None = None) -> list[int]:
 def build_indexes(wh: Warehouse, indexes: Sequence[Index]) -> list[str]:
     """Build the ``indexes`` the warehouse lacks (idempotent; returns the names built). On
     PostgreSQL ``CREATE INDEX CONCURRENTLY`` — writes to the table go on while it builds —,
-    outside any transaction, one process at a time (:data:`_PG_INDEX_LOCK_KEY`); an index a
-    crashed or cancelled build left ``INVALID`` (it exists, is kept up to date by every write,
-    and serves no query) is dropped, concurrently, and built again. Elsewhere with secondary
+    outside any transaction, one process at a time (a session advisory lock, the schema's:
+    :func:`_index_lock_key`); an empty table's is built plainly (:func:`_built_while_empty`); an
+    index a crashed or cancelled build left ``INVALID`` (it exists, is kept up to date by every
+    write, and serves no query) is dropped, concurrently, and built again. Elsewhere with secondary
     indexes, ``CREATE INDEX IF NOT EXISTS``; DuckDB has none (zone maps)."""
     if not indexes or not wh.capabilities.secondary_indexes:
         return []
@@ -298,12 +297,23 @@ def build_indexes(wh: Warehouse, indexes: Sequence[Index]) -> list[str]:
     built: list[str] = []
     # (PostgreSQL's own connection: autocommit, no transaction)
     conn = wh._conn()  # type: ignore[attr-defined]
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", [_PG_INDEX_LOCK_KEY]).fetchone()[0]:
+    key = _index_lock_key(str(conn.execute("SELECT current_schema()").fetchone()[0]))
+    waited = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
+        if not waited:
+            log.warning(
+                "another process is building indexes on this warehouse's %s: waiting for it",
+                ", ".join(sorted({i.table for i in indexes})),
+            )
+            waited = True
         time.sleep(INDEX_LOCK_POLL_S)
     try:
         for index in indexes:
             state = _index_state(wh, index.name)  # (again, under the lock: another built it?)
             if state == "valid":
+                continue
+            if _built_while_empty(conn, index, state):
+                built.append(index.name)
                 continue
             if state == "invalid":
                 log.warning(
@@ -322,8 +332,50 @@ def build_indexes(wh: Warehouse, indexes: Sequence[Index]) -> list[str]:
                 ) from e
             built.append(index.name)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", [_PG_INDEX_LOCK_KEY])
+        conn.execute("SELECT pg_advisory_unlock(%s)", [key])
     return built
+
+
+def _index_lock_key(schema: str) -> int:
+    """The session advisory lock of index builds in ``schema``: advisory locks are the whole
+    database's, and a project (or a test run) in another schema building its own index for an
+    hour is no reason to wait."""
+    digest = hashlib.sha256(f"personify-index-build:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+EMPTY_LOCK_TIMEOUT: Final = "500ms"
+"""How long a plain build on an empty table waits for its writers before building
+concurrently instead."""
+
+
+def _built_while_empty(conn: Any, index: Index, state: str) -> bool:
+    """Build ``index`` in a transaction, plainly, when its table is empty (a new warehouse's):
+    that takes no time, while ``CONCURRENTLY`` waits for every transaction holding a snapshot
+    anywhere in the database — a ``pg_dump``, a BI tool's long query — before it ends. The
+    table's ``SHARE`` lock first (waiting :data:`EMPTY_LOCK_TIMEOUT` at most for writers), then
+    empty still: built; otherwise ``False`` (built concurrently)."""
+    table = quote(index.table)
+    if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+        return False
+    try:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL lock_timeout = '{EMPTY_LOCK_TIMEOUT}'")
+            conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                raise _NotEmpty
+            if state == "invalid":
+                conn.execute(f"DROP INDEX IF EXISTS {quote(index.name)}")
+            conn.execute(_create_index(index, concurrently=False))
+    except Exception as e:  # (the lock not had in time: psycopg's LockNotAvailable, 55P03)
+        if isinstance(e, _NotEmpty) or getattr(e, "sqlstate", None) == "55P03":
+            return False
+        raise
+    return True
+
+
+class _NotEmpty(Exception):
+    """Rows came into the table before its lock was taken: built concurrently."""
 
 
 def _create_index(index: Index, *, concurrently: bool) -> str:
