@@ -252,6 +252,31 @@ def test_a_row_meta_could_not_read_is_found_and_holds_no_identifiers(
         assert len(graph.requests) <= 1 + 2 * 3  # (halves: ⌈log2 5⌉ levels, two each)
 
 
+def test_a_row_meta_never_added_is_nothing_to_remove(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    """A row Meta could not read (kept rejected with no identifiers: never in the audience) that
+    leaves the model, or that an erasure reaches, has nothing to remove there: its state goes —
+    not a removal refused at every push (an erasure's stranded, the operator told to remove the
+    person from the audience by hand) as if it had been pushed before the destination was an
+    audience."""
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        wh = session.warehouse
+        people(session, many(5))
+        graph.unreadable = {sha("c1@x.org"), sha("c2@x.org")}
+        assert push(session)["error"] is None
+        assert states(session) == {"sent": 3, "rejected": 2}
+        assert erase_records(wh, "ads", ["cus_2"]) == 1
+        wh.execute("DELETE FROM customers WHERE customer_id IN ('cus_1', 'cus_2')")
+        sent = len(graph.requests)
+        after = push(session)
+        assert after["error"] is None, after["error"]
+        assert states(session) == {"sent": 3}
+        assert graph.requests[sent:] == []  # (nothing at Meta to remove)
+        c = after["counts"]
+        assert c.get("rows_remove_rejected", 0) == c.get("rows_erased_remove_rejected", 0) == 0
+
+
 def test_rows_meta_could_not_read_are_a_warning_of_the_push_and_in_status(
     warehouse_url: str, tmp_path: Path, graph: Graph, url: str
 ) -> None:

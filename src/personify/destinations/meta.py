@@ -298,6 +298,12 @@ def _remove(
         named: list[tuple[str, Sets]] = []
         for h, r, kept in opened(wh, d, held.ring, page):
             sets = sets_of(kept) if kept is not None else []
+            if not sets and kept is not None and "\n" in kept:
+                # kept as never added (rejected: unmatchable, or Meta could not read it): not in
+                # the audience, nothing to remove there — its state goes
+                acks.remove([h])
+                counts[removed] += 1
+                continue
             if not sets:
                 why = (
                     f"its kept identifiers cannot be read (altered, or {LOST_KEY} they were "
