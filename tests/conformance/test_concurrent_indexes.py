@@ -198,3 +198,40 @@ def test_a_build_in_another_schema_does_not_hold_this_one(
                 if thread is not None:
                     thread.join(30)
             other.drop_schema()  # type: ignore[attr-defined]
+
+
+def test_an_index_build_holds_no_audit_entry(before_37: Warehouse) -> None:
+    """The build's lock is its own: an audited action (an erasure, a token's use) while an index
+    builds — here waiting on a writer of ``events`` — is written at once. (The build's lock key
+    was the audit chain's: every audit entry waited for the build, and one written in a
+    transaction the build waited for was a deadlock.)"""
+    from personify.privacy.audit import log_action
+
+    wh = before_37
+    migrate(wh)
+    wh.execute("DROP INDEX ix_events_stored")
+    wh.execute(INSERT.replace("%s", "'stored'"))  # (not empty: built concurrently)
+    holder = _raw(wh)
+    building: threading.Thread | None = None
+    try:
+        holder.execute("BEGIN")
+        holder.execute(INSERT, ["held"])
+        building, _ = _migrating(wh)
+        deadline = time.monotonic() + 10
+        while _state(wh, "ix_events_stored") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(wh, "ix_events_stored") is False  # (building, waiting for the writer)
+        logged: list[bool] = []
+
+        def audit() -> None:
+            log_action(wh, action="test", actor="cli", customer_id=None, key=None)
+            logged.append(True)
+
+        auditing = threading.Thread(target=audit, daemon=True)
+        auditing.start()
+        auditing.join(10)
+        assert logged, "an audit entry waited for an index build"
+    finally:
+        holder.close()
+        if building is not None:
+            building.join(30)
