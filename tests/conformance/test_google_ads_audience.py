@@ -94,6 +94,29 @@ def test_a_partial_failure_rejects_only_the_people_it_names(
         assert states(session) == {"sent": 4, "rejected": 1}
 
 
+def test_a_person_google_never_added_is_nothing_to_remove(
+    warehouse_url: str, tmp_path: Path, ads: Ads, url: str
+) -> None:
+    """A person kept rejected with no identifiers (Google refused them: never in the list) who
+    leaves the model has nothing to remove: their state goes, not a removal refused at every
+    push as one 'pushed before the destination was an audience'."""
+    model = MODEL + " WHERE country IS NULL OR country <> 'gone'"
+    with session_for(warehouse_url, tmp_path, google(url, model=model)) as session:
+        people(session, many(5))
+        ads.refuse = {sha("c3@x.org")}
+        assert push(session)["error"] is None
+        assert states(session) == {"sent": 4, "rejected": 1}
+        session.warehouse.execute(
+            "UPDATE customers SET country = 'gone' WHERE customer_id = 'cus_3'"
+        )
+        sent = len(ads.requests)
+        after = push(session)
+        assert after["error"] is None, after["error"]
+        assert states(session) == {"sent": 4}
+        assert ads.requests[sent:] == []  # (nothing in the list to remove)
+        assert after["counts"].get("rows_remove_rejected", 0) == 0
+
+
 def test_people_are_acknowledged_only_once_their_job_ran(
     warehouse_url: str, tmp_path: Path, ads: Ads, url: str
 ) -> None:

@@ -385,6 +385,12 @@ def _remove(
             if sets:
                 named.append((h, r, sets))
                 continue
+            if kept is not None and "\n" in kept:
+                # kept as never added (rejected: no identifier Google takes, or Google refused
+                # it): not in the list, nothing to remove there — its state goes
+                acks.remove([h])
+                counts[removed] += 1
+                continue
             why = (
                 f"its kept identifiers cannot be read (altered, or {LOST_KEY} they were "
                 "encrypted under)"
