@@ -322,6 +322,13 @@ def to_keep(key: str, sets: Sets) -> str:
     return key + "\n" + json.dumps([[list(s), list(v)] for s, v in sets])
 
 
+def never_added(kept: str) -> bool:
+    """Whether what a record kept (:func:`to_keep`) says it was never in the audience: kept
+    with no identifier rows (rejected before any was sent) — not a bare key (kept before the
+    destination was an audience, whose identifiers are unknown)."""
+    return kept.partition("\n")[1:] == ("\n", "[]")
+
+
 def sets_of(kept: str) -> Sets:
     """The identifier rows inside what :func:`to_keep` made (none for a bare key)."""
     _, _, text = kept.partition("\n")

@@ -51,6 +51,7 @@ from personify.destinations.audiences import (
     google_identifiers,
     masked_hashes,
     merged,
+    never_added,
     previous,
     sets_of,
     to_keep,
@@ -385,7 +386,7 @@ def _remove(
             if sets:
                 named.append((h, r, sets))
                 continue
-            if kept is not None and "\n" in kept:
+            if kept is not None and never_added(kept):
                 # kept as never added (rejected: no identifier Google takes, or Google refused
                 # it): not in the list, nothing to remove there — its state goes
                 acks.remove([h])

@@ -52,6 +52,7 @@ from personify.destinations.audiences import (
     identifiers,
     masked_hashes,
     merged,
+    never_added,
     previous,
     schema_key,
     sets_of,
@@ -298,7 +299,7 @@ def _remove(
         named: list[tuple[str, Sets]] = []
         for h, r, kept in opened(wh, d, held.ring, page):
             sets = sets_of(kept) if kept is not None else []
-            if not sets and kept is not None and "\n" in kept:
+            if not sets and kept is not None and never_added(kept):
                 # kept as never added (rejected: unmatchable, or Meta could not read it): not in
                 # the audience, nothing to remove there — its state goes
                 acks.remove([h])
