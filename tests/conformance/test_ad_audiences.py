@@ -252,6 +252,22 @@ def test_a_row_meta_could_not_read_is_found_and_holds_no_identifiers(
         assert len(graph.requests) <= 1 + 2 * 3  # (halves: ⌈log2 5⌉ levels, two each)
 
 
+def test_the_warning_counts_the_unread_rows_found_among_those_sent(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    """A row found unread is kept rejected, not counted in ``rows_sent``: the warning's "of the N
+    rows sent" still counts it (5 went, not 4) and says it was found."""
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        people(session, many(5))
+        graph.unreadable = {sha("c2@x.org")}
+        with clock.frozen(NOW):
+            (result,) = push_destinations(session)
+        assert result.error is None and result.counts["rows_unread"] == 1
+        (warning,) = result.warnings
+        assert "Meta could not read 1 of the 5 rows sent" in warning
+        assert "1 found, kept rejected" in warning and "c2@" not in warning
+
+
 def test_a_row_meta_never_added_is_nothing_to_remove(
     warehouse_url: str, tmp_path: Path, graph: Graph, url: str
 ) -> None:

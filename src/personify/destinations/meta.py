@@ -169,12 +169,14 @@ def send(
 ) -> None:
     """Add the changed rows' people to the audience, then (``on_remove: delete``, unless not
     ``remove``) remove those who left the model; ``counts`` as :func:`..send.send`'s, plus
-    ``api_invalid_entries`` and ``removals_shared``."""
+    ``api_invalid_entries``, ``rows_unread`` (those of them found, kept rejected) and
+    ``removals_shared``."""
     counts |= {
         "rows_sent": 0,
         "rows_rejected": 0,
         "requests": 0,
         "api_invalid_entries": 0,
+        "rows_unread": 0,
         "removals_shared": 0,
     }
     size = min(d.batch_size or MOST, MOST)
@@ -232,6 +234,7 @@ def send(
                     held = to_keep(str(r[d.key]), before.get(str(r[KEY]), []))
                     acks.add([r], "rejected", UNREAD, kept=[held])
                 counts["rows_rejected"] += len(batch)
+                counts["rows_unread"] += len(batch)
                 return
             rows = [r for r, _, _ in batch]
             kept = [

@@ -257,11 +257,13 @@ def push_warnings(name: str, counts: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     invalid = int(counts.get("api_invalid_entries") or 0)
     if invalid > 0:
-        sent = int(counts.get("rows_sent") or 0)
+        found = int(counts.get("rows_unread") or 0)  # (kept rejected: not among rows_sent)
+        sent = int(counts.get("rows_sent") or 0) + found
         of = f" of the {sent:,} rows sent" if sent else ""
+        which = f"{found:,} found, kept rejected" if found else "it does not say which"
         out.append(
-            f"destination {name}: Meta could not read {invalid:,}{of} (num_invalid_entries; it "
-            "does not say which): they are not in the audience — check the model's identifier "
+            f"destination {name}: Meta could not read {invalid:,}{of} (num_invalid_entries; "
+            f"{which}): they are not in the audience — check the model's identifier "
             f"columns (`personify push {name} --dry-run` shows what each row goes as)"
         )
     return out
