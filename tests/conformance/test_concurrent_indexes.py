@@ -235,3 +235,44 @@ def test_an_index_build_holds_no_audit_entry(before_37: Warehouse) -> None:
         holder.close()
         if building is not None:
             building.join(30)
+
+
+def test_a_build_whose_connection_drops_says_what_to_do(before_37: Warehouse) -> None:
+    """The build's connection ends mid-build (a server restart, ``pg_terminate_backend``): the
+    error is the migration's, saying to run again — not the lost connection's, raised while the
+    lock it held (released with it) was given back."""
+    from personify.errors import MigrationError
+
+    wh = before_37
+    migrate(wh)
+    wh.execute("DROP INDEX ix_events_stored")
+    wh.execute(INSERT.replace("%s", "'stored'"))  # (not empty: built concurrently)
+    holder, killer = _raw(wh), _raw(wh)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate(wh)
+        except BaseException as e:  # noqa: BLE001 (what the thread raised, to assert on)
+            raised.append(e)
+
+    building = threading.Thread(target=run, daemon=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute(INSERT, ["held"])  # (the build waits for this writer)
+        building.start()
+        deadline = time.monotonic() + 10
+        while not _index_waiting(killer) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE "
+            "'CREATE INDEX%%' AND query LIKE '%%ix_events_stored%%' AND state = 'active'"
+        )
+        building.join(30)
+        assert raised and isinstance(raised[0], MigrationError), raised
+        assert "run personify again" in str(raised[0].hint)
+    finally:
+        holder.close()
+        killer.close()
+        building.join(30)
+    assert migrate(wh) == [] and _state(wh, "ix_events_stored") is True  # (run again: built)

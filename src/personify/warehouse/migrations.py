@@ -14,6 +14,7 @@ schema names exists. The migrations' bodies are in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -332,7 +333,9 @@ def build_indexes(wh: Warehouse, indexes: Sequence[Index]) -> list[str]:
                 ) from e
             built.append(index.name)
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+        # (a connection lost mid-build released the lock with its session: what failed is said)
+        with contextlib.suppress(Exception):
+            conn.execute("SELECT pg_advisory_unlock(%s)", [key])
     return built
 
 
