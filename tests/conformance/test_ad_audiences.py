@@ -252,6 +252,39 @@ def test_a_row_meta_could_not_read_is_found_and_holds_no_identifiers(
         assert len(graph.requests) <= 1 + 2 * 3  # (halves: ⌈log2 5⌉ levels, two each)
 
 
+def test_a_refused_person_whose_identifiers_were_not_known_is_not_taken_for_never_added(
+    warehouse_url: str, tmp_path: Path, graph: Graph, url: str
+) -> None:
+    """A record kept before the destination was an audience (a bare key: what it was sent with
+    is not known) that Meta then cannot read is kept so still — not as never added: when it
+    leaves, its removal is refused as one that cannot name the person (they may be in the
+    audience), not dropped as nothing to remove."""
+    from personify.destinations.push import key_ring
+    from personify.destinations.state import NO_IDENTIFIERS, RECORD_KEY
+
+    with session_for(warehouse_url, tmp_path, meta(url)) as session:
+        wh = session.warehouse
+        people(session, many(3))
+        assert push(session)["error"] is None and states(session) == {"sent": 3}
+        ring = key_ring(session.project, session.project.config.destinations[0])
+        assert ring is not None
+        for h, token in wh.fetch("SELECT key_hash, record_key FROM destination_state"):
+            if ring.decrypt(str(token), field=RECORD_KEY).startswith("cus_2\n"):
+                bare = ring.encrypt("cus_2", field=RECORD_KEY)  # (as before it was an audience)
+                wh.execute(
+                    "UPDATE destination_state SET record_key = ? WHERE key_hash = ?", [bare, h]
+                )
+        graph.unreadable = {sha("new2@x.org")}
+        wh.execute("UPDATE customers SET email = 'new2@x.org' WHERE customer_id = 'cus_2'")
+        assert push(session)["counts"]["rows_rejected"] == 1
+        wh.execute("DELETE FROM customers WHERE customer_id = 'cus_2'")
+        after = push(session)
+        assert after["error"] is None, after["error"]
+        assert states(session) == {"sent": 2, "remove_rejected": 1}
+        (error,) = wh.fetch("SELECT error FROM destination_state WHERE status = 'remove_rejected'")
+        assert NO_IDENTIFIERS in str(error[0])
+
+
 def test_the_warning_counts_the_unread_rows_found_among_those_sent(
     warehouse_url: str, tmp_path: Path, graph: Graph, url: str
 ) -> None:

@@ -346,10 +346,17 @@ def merged(before: Sets, now: tuple[tuple[str, ...], tuple[str, ...]]) -> Sets:
 
 
 def previous(
-    wh: Warehouse, d: RestDestination, ring: KeyRing, rows: list[dict[str, Any]]
+    wh: Warehouse,
+    d: RestDestination,
+    ring: KeyRing,
+    rows: list[dict[str, Any]],
+    unknown: set[str] | None = None,
 ) -> dict[str, Sets]:
     """The identifier rows each of ``rows`` (by key hash) was sent with before, if any (kept
-    by a record refused since, too: the audience still holds them)."""
+    by a record refused since, too: the audience still holds them). ``unknown`` gets the key
+    hashes of records kept before whose identifiers are not known (a bare key, kept before the
+    destination was an audience; or a kept key that does not decrypt): maybe in the audience
+    (:func:`refused_keep`)."""
     hashes = [str(r[KEY]) for r in rows]
     found = wh.fetch(
         "SELECT key_hash, row_hash, record_key FROM destination_state WHERE destination = ? "
@@ -357,7 +364,24 @@ def previous(
         [d.name, hashes],
     )
     states = [(str(h), str(r), str(k)) for h, r, k in found]
-    return {h: sets_of(k) for h, _, k in opened(wh, d, ring, states) if k is not None}
+    out: dict[str, Sets] = {}
+    for h, _, k in opened(wh, d, ring, states):
+        if (k is None or "\n" not in k) and unknown is not None:
+            unknown.add(h)
+        if k is not None:
+            out[h] = sets_of(k)
+    return out
+
+
+def refused_keep(key: str, key_hash: str, before: dict[str, Sets], unknown: set[str]) -> str:
+    """What a record the platform refused (or that has no identifier it takes) keeps: the
+    identifier rows it was sent with before (the audience still holds them); none when it was
+    never sent (:func:`never_added`: nothing to remove when it leaves); a bare key when what it
+    was sent with is not known (:func:`previous`'s ``unknown``: its removal says so, not
+    dropped as never added)."""
+    if key_hash in unknown and not before.get(key_hash):
+        return key
+    return to_keep(key, before.get(key_hash, []))
 
 
 HEX64: Final = re.compile(r"\b[0-9a-fA-F]{64}\b")

@@ -53,6 +53,7 @@ from personify.destinations.audiences import (
     merged,
     never_added,
     previous,
+    refused_keep,
     sets_of,
     to_keep,
     unmatchable,
@@ -317,13 +318,14 @@ def send(
                 _remove(wh, d, known, acks, counts, _Job(client, d, counts), erased=True)
                 acks.flush()
             for page in pages(wh, d):
-                before = previous(wh, d, ring, page) if ring is not None else {}
+                unknown: set[str] = set()
+                before = previous(wh, d, ring, page, unknown) if ring is not None else {}
                 ready: list[tuple[dict[str, Any], Sets]] = []
                 for row in page:
                     ids, unreadable, incomplete = google_identifiers(d, row)
                     counts["rows_address_incomplete"] += incomplete
                     if not ids:  # (what it was sent with before is kept, for its removal)
-                        held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
+                        held = refused_keep(str(row[d.key]), str(row[KEY]), before, unknown)
                         why = unmatchable(unreadable, google=True)
                         acks.add([row], "rejected", why, kept=[held])
                         counts["rows_rejected"] += 1
@@ -338,7 +340,7 @@ def send(
                     for j, (row, sets) in enumerate(batch):
                         if j in said:  # (refused now: what it was sent with before is kept)
                             error = mask_text(f"Google refused it: {masked_hashes(said[j])}")
-                            held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
+                            held = refused_keep(str(row[d.key]), str(row[KEY]), before, unknown)
                             acks.add([row], "rejected", error[:500], kept=[held])
                             counts["rows_rejected"] += 1
                         else:

@@ -54,6 +54,7 @@ from personify.destinations.audiences import (
     merged,
     never_added,
     previous,
+    refused_keep,
     schema_key,
     sets_of,
     to_keep,
@@ -216,7 +217,9 @@ def send(
 
         probes = [PROBES]
 
-        def add(batch: list[Ready], before: dict[str, Sets], *, probe: bool = False) -> None:
+        def add(
+            batch: list[Ready], before: dict[str, Sets], unknown: set[str], *, probe: bool = False
+        ) -> None:
             """Add ``batch``'s people; the rows Meta could not read (it says how many, not which)
             are found by sending halves again (adding someone twice changes nothing), up to
             :data:`PROBES` requests a push: kept as ``rejected``, not as holding their
@@ -226,12 +229,12 @@ def send(
             if invalid and invalid < len(batch) and probes[0] >= 2:
                 probes[0] -= 2
                 half = len(batch) // 2
-                add(batch[:half], before, probe=True)
-                add(batch[half:], before, probe=True)
+                add(batch[:half], before, unknown, probe=True)
+                add(batch[half:], before, unknown, probe=True)
                 return
             if invalid and invalid >= len(batch):  # (none of them read: none in the audience)
                 for r, _, _ in batch:
-                    held = to_keep(str(r[d.key]), before.get(str(r[KEY]), []))
+                    held = refused_keep(str(r[d.key]), str(r[KEY]), before, unknown)
                     acks.add([r], "rejected", UNREAD, kept=[held])
                 counts["rows_rejected"] += len(batch)
                 counts["rows_unread"] += len(batch)
@@ -249,19 +252,20 @@ def send(
                 _remove(wh, d, known, acks, counts, call, erased=True)
                 acks.flush()
             for page in pages(wh, d):
-                before = previous(wh, d, ring, page) if ring is not None else {}
+                unknown: set[str] = set()
+                before = previous(wh, d, ring, page, unknown) if ring is not None else {}
                 ready: list[Ready] = []
                 schema = schema_of(d, page[0])
                 for row in page:
                     ids, unreadable = identifiers(d, row)
                     if not MATCHING & ids.keys():  # (what it was sent with before is kept)
-                        held = to_keep(str(row[d.key]), before.get(str(row[KEY]), []))
+                        held = refused_keep(str(row[d.key]), str(row[KEY]), before, unknown)
                         acks.add([row], "rejected", unmatchable(unreadable), kept=[held])
                         counts["rows_rejected"] += 1
                         continue
                     ready.append((row, schema, tuple(ids.get(k, "") for k in schema)))
                 for i in range(0, len(ready), size):
-                    add(ready[i : i + size], before)
+                    add(ready[i : i + size], before, unknown)
             if known is not None and remove:
                 acks.flush()  # (who was just added holds their identifiers: see Held.shared)
                 _remove(wh, d, known, acks, counts, call)
