@@ -384,3 +384,15 @@ def test_a_secret_that_is_not_text_names_its_line_and_key(value: str, got: str) 
     assert (err.line, err.key) == (4, "sources[0].write_key")
     assert f"expected `str`, got `{got}`" in str(err)
     assert "4815162342" not in str(err)
+
+
+def test_an_empty_key_of_a_destination_written_without_kind_means_none_too() -> None:
+    """A destination without ``kind`` is ``kind: rest`` (projects written before ``events``):
+    its empty keys mean what they mean when the kind is written — here no headers."""
+    text = (
+        "destinations:\n  - name: crm\n{kind}    model: SELECT 1 AS customer_id\n"
+        "    path: /contacts\n    client:\n      base_url: https://crm.example\n      headers:\n"
+    )
+    written = parse_config(text.format(kind="    kind: rest\n")).destinations
+    assert parse_config(text.format(kind="")).destinations == written
+    assert written[0].client.headers == {}

@@ -178,7 +178,8 @@ def parse_config(text: str, *, file: str = PROJECT_FILE, root: Path | None = Non
     if not isinstance(doc.data, dict):
         raise ConfigError("the project file must be a mapping of keys to values", file=file, line=1)
     env = {**(_env_file(root) if root else {}), **os.environ}
-    data = _default_kinds(empty_keys(_interpolate(doc, env, file), _MODEL))
+    # kinds first: a destination written without one is walked as the ``rest`` it is
+    data = empty_keys(_default_kinds(_interpolate(doc, env, file)), _MODEL)
     try:
         return msgspec.convert(data, ProjectConfig, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
