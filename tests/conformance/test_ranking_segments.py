@@ -7,6 +7,7 @@ moved are reacted for as well (their journeys, their other segments); ``personif
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,3 +109,53 @@ def test_which_segments_rank_is_shown_with_the_reason(shop: Path) -> None:
         assert sorted(shown) == ["first_in_city", "top_spenders"]
         assert shown["top_spenders"]["ranks"] == "LIMIT"
         assert shown["top_spenders"]["file"] == "segments/top_spenders.sql"
+
+
+@pytest.mark.postgres
+def test_two_processes_refreshing_a_ranking_segment_at_once_agree(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Real-time workers on one PostgreSQL warehouse (``serve --role worker`` × M) each refresh a
+    ranking segment whole at every pass, so two such refreshes meet. One that starts while
+    another's is not committed yet waits for it and then finds nothing left to change: the
+    winner's entries are not made a second time (two open memberships of one customer, an
+    ``entered`` told twice), nor its exits (an ``exited`` change for a membership already
+    closed)."""
+    root = _project(tmp_path, postgres_url)
+    (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
+    with open_session(root) as first, open_session(root) as second:
+        load_customers(
+            first.warehouse,
+            [
+                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
+                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
+            ],
+        )
+        refresh(first, project_segments(first.project), force=True)
+        _spend(first, "cy", 500.0)
+        errors: list[BaseException] = []
+
+        def other_worker() -> None:
+            try:
+                react(second, ["cy"], now=NOW + timedelta(minutes=2))
+            except BaseException as e:  # re-raised below
+                errors.append(e)
+            finally:
+                second.warehouse.release_thread()
+
+        with first.warehouse.transaction():  # a pass under way, not committed yet
+            react(first, ["cy"], now=NOW + timedelta(minutes=1))
+            racing = threading.Thread(target=other_worker)
+            racing.start()
+            racing.join(timeout=2.0)  # it waits for this pass, or went ahead
+        racing.join(timeout=30.0)
+        assert not racing.is_alive() and errors == []
+        wh = first.warehouse
+        assert _members(wh, "top_spenders") == ["ann", "cy"]  # once each
+        changes = wh.fetch(
+            "SELECT customer_id, change, count(*) FROM audience_changes "
+            "WHERE name = 'top_spenders' AND changed_at IN (?, ?) GROUP BY customer_id, change "
+            "ORDER BY customer_id",
+            [NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)],
+        )
+        assert [tuple(r) for r in changes] == [("bob", "exited", 1), ("cy", "entered", 1)]

@@ -14,6 +14,7 @@ Refreshing twice at the same instant changes nothing the second time.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ def refresh_segment(
         query = segment.members_query()
     members_sql = wh.render(query)
     with wh.transaction(), segment.running():
+        _one_refresh_at_a_time(wh, segment.name)
         first = not wh.fetch(
             "SELECT 1 FROM segment_memberships WHERE segment = ? AND exited_at IS NULL LIMIT 1",
             [segment.name],
@@ -112,6 +114,24 @@ def refresh_segment(
         result = RefreshResult(segment.name, size, entered, exited, seconds, members_sql)
         _save_state(wh, result, now)
     return result
+
+
+def _one_refresh_at_a_time(wh: Warehouse, segment: str) -> None:
+    """Wait, in the refresh's transaction, for any other whole refresh of ``segment`` to end
+    (PostgreSQL: a transaction-level advisory lock keyed by the schema and the segment). Two of
+    them at once — real-time workers (``serve --role worker`` × M) each refresh a ranking
+    segment whole at every pass, a ``personify run`` meanwhile — would each take the difference
+    against the memberships as they were before the other committed (READ COMMITTED), and make
+    the other's entries a second time: a customer with two open memberships, told ``entered``
+    twice. Waiting, the later one's statements read what the first committed and find nothing
+    left to change. Taken in the order the segments are refreshed (the project's), so two
+    refreshes of several segments cannot wait on each other. DuckDB (one process) needs none:
+    its write conflicts abort the later transaction, which is retried."""
+    if not wh.capabilities.advisory_lock:
+        return
+    schema = wh.scalar("SELECT current_schema()")
+    digest = hashlib.sha256(f"personify:segment:{schema}:{segment}".encode()).digest()
+    wh.scalar("SELECT pg_advisory_xact_lock(?)", [int.from_bytes(digest[:8], "big", signed=True)])
 
 
 def refresh_segments(
