@@ -7,6 +7,7 @@ before from their text, once."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from personify.status import status_report
 from personify.warehouse import connect
 from personify.warehouse.base import Warehouse
 from personify.warehouse.migrations import migrate
+from personify.warehouse.schema import TABLES_BY_NAME, Column
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 SLOW = (
@@ -223,3 +225,25 @@ def test_migration_44_makes_kind_required_on_an_upgraded_warehouse(warehouse_url
 
 def test_a_new_warehouse_has_kind_required_too(warehouse: Warehouse) -> None:
     assert not _kind_nullable(warehouse)
+
+
+def test_migration_44_moves_only_the_columns_the_warehouse_has(
+    warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 44 rebuilds ``segment_errors`` as the schema defines it *today*. A column a
+    later migration adds to it (here ``later``) is not there yet when a warehouse from before 44
+    upgrades: the rows are moved by the columns the table has, the new one left empty — not
+    read from a table that lacks it, which failed the upgrade."""
+    table = TABLES_BY_NAME["segment_errors"]
+    grown = dataclasses.replace(table, columns=(*table.columns, Column("later", "VARCHAR")))
+    monkeypatch.setitem(TABLES_BY_NAME, "segment_errors", grown)
+    with connect(warehouse_url, migrate_schema=False) as wh:
+        migrate(wh, target=43)  # (migration 1 creates the tables of the unpatched schema)
+        wh.execute(
+            "INSERT INTO segment_errors (segment, file, error, failed_at, recorded_at, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            ["typo", "segments/typo.sql", "no ordr_count", NOW, NOW, "sql"],
+        )
+        assert migrate(wh, target=44) == [44]
+        rows = wh.fetch("SELECT segment, kind, later FROM segment_errors")
+        assert [tuple(r) for r in rows] == [("typo", "sql", None)]

@@ -475,12 +475,21 @@ def _segment_error_kinds_required(wh: Warehouse) -> None:
     The table is rebuilt (one row per failing segment: small) rather than altered: DuckDB
     refuses ``SET NOT NULL`` on a keyed table after an ``UPDATE`` in the same transaction."""
     table = TABLES_BY_NAME["segment_errors"]
-    names = ", ".join(quote(c) for c in table.column_names)
+    there = {
+        str(r[0])
+        for r in wh.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'segment_errors'"
+        )
+    }
+    # the columns it has: one a later migration adds is not there yet (the rebuild makes it)
+    moved = [c for c in table.column_names if c in there]
+    names = ", ".join(quote(c) for c in moved)
     derived = (
         "coalesce(\"kind\", CASE WHEN error LIKE ? THEN 'cap' "
         "WHEN error LIKE ? THEN 'timeout' ELSE 'sql' END)"
     )
-    picked = ", ".join(derived if c == "kind" else quote(c) for c in table.column_names)
+    picked = ", ".join(derived if c == "kind" else quote(c) for c in moved)
     rows = wh.fetch(
         f"SELECT {picked} FROM segment_errors", ["%more than the cap%", "%ran longer than%"]
     )
