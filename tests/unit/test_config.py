@@ -332,7 +332,6 @@ def test_a_campaigns_currency_must_be_an_iso_4217_code() -> None:
         ("destinations:\n", lambda c: c.destinations, ()),
         ("admin_tokens:\n", lambda c: c.admin_tokens, ()),
         ("relations:\n", lambda c: c.relations, {}),
-        ("discounts:\n", lambda c: c.discounts, {}),  # none, as `discounts: {}` says
         ("quality:\n  rules:\n    orders:\n", lambda c: c.quality.rules, {"orders": ()}),
         ("identity:\n  blocked:\n    email:\n", lambda c: c.identity.blocked["email"], ()),
         ("email:\n  topics:\n", lambda c: c.email.topics, {}),
@@ -396,3 +395,25 @@ def test_an_empty_key_of_a_destination_written_without_kind_means_none_too() -> 
     written = parse_config(text.format(kind="    kind: rest\n")).destinations
     assert parse_config(text.format(kind="")).destinations == written
     assert written[0].client.headers == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("identity:\n  blocked:\n", 2, "identity.blocked"),
+        ("identity:\n  limits:\n", 2, "identity.limits"),
+        ("traits:\n  excluded_order_statuses:\n", 2, "traits.excluded_order_statuses"),
+        ("discounts:\n", 1, "discounts"),
+    ],
+)
+def test_an_empty_key_whose_default_is_not_empty_is_still_an_error(
+    text: str, line: int, key: str
+) -> None:
+    """``identity.blocked:`` left empty could mean none or the defaults; none would drop the
+    over-merge protection (``null``, ``unknown``, ``test@example.com`` …) without a word. It is
+    refused, naming the line and key and both ways to say it; ``{}`` still says none."""
+    err = error_for(text)
+    assert (err.line, err.key) == (line, key) and "got `null`" in str(err), str(err)
+    assert "write [] or {} for none, or remove the key for its defaults" in str(err)
+    assert parse_config("identity:\n  blocked: {}\n").identity.blocked == {}
+    assert parse_config("identity:\n  blocked:\n    email:\n").identity.blocked == {"email": ()}

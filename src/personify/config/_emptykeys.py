@@ -4,8 +4,9 @@ commented out) is YAML's null, and means what a person who emptied it means — 
 :func:`empty_keys` walks the file's data along the model's type (``msgspec.inspect``) before
 it is converted: a null where a list is expected becomes ``[]``, where a mapping is expected
 ``{}``, and a null settings section (a struct with defaults) is left out, so it takes its
-defaults. A key whose type takes null keeps it, and any other null is left for msgspec to
-refuse, naming the line and key.
+defaults. A key whose type takes null keeps it, and so does a list or mapping whose default
+is not empty (``identity.blocked:`` — none, or its defaults?): that null, and any other, is
+left for msgspec to refuse, naming the line and key.
 """
 
 from __future__ import annotations
@@ -68,10 +69,25 @@ def empty_keys(node: Any, t: msgspec.inspect.Type) -> Any:
                 out[key] = value  # unknown: msgspec names it
             elif value is None and not f.required and _empty(f.type) is _DEFAULT:
                 continue
+            elif value is None and _has_defaults(f):
+                out[key] = None  # none or its defaults? msgspec refuses it, naming the key
             else:
                 out[key] = _empty_value(value, f.type)
         return out
     return node
+
+
+def _has_defaults(f: msgspec.inspect.Field) -> bool:
+    """Whether ``f`` holds a list or mapping whose default is not empty (``identity.blocked``,
+    ``identity.limits``, ``traits.excluded_order_statuses``, ``discounts`` …). Left empty, such
+    a key could mean none or its defaults, and none would drop a safeguard without a word (the
+    over-merge protection of ``blocked``'s ``null``, ``unknown`` …): it stays an error, naming
+    the key — ``[]`` or ``{}`` says none, leaving the key out its defaults."""
+    if isinstance(_bare(f.type), (*_COLLECTIONS, msgspec.inspect.DictType)):
+        if f.default_factory is not msgspec.NODEFAULT:
+            return bool(f.default_factory())
+        return f.default is not msgspec.NODEFAULT and bool(f.default)
+    return False
 
 
 _DEFAULT: Final = object()

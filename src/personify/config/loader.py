@@ -164,6 +164,9 @@ def _translate(
         path = (*path, own.group(1))
         line, key, msg = doc.line(path), _dotted(path), msg[own.end() :]
     msg = msg.replace("Expected", "expected").replace("Invalid enum value", "invalid value")
+    empty = ("expected `array`, got `null`", "expected `object`, got `null`")
+    if msg.startswith(empty) and path and isinstance(path[-1], str):  # a key, not a "- "
+        hint = "left empty: write [] or {} for none, or remove the key for its defaults"
     if "matching regex" in msg:  # msgspec quotes the pattern as Python's repr
         found = [said for pattern, said in _PATTERNS.items() if f"regex {pattern!r}" in msg]
         msg = found[0] if found else msg
