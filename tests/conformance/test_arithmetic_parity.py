@@ -98,6 +98,15 @@ def test_whole_quotients_are_bigints_truncated_toward_zero(
         dialect="duckdb",
     ).rows
     assert _typed(row) == [("int", -3), ("int", 3), ("int", 3)]
+    # cast to BIGINT by the query itself: still truncated, and run on PostgreSQL (DuckDB's //
+    # of a DOUBLE cast was 3.75 rounded, 4; PostgreSQL had no DIV of a DOUBLE and failed)
+    (row,) = run_user_query(
+        warehouse,
+        "SELECT CAST(engagement_score // 2 AS BIGINT), CAST(order_count // 2 AS BIGINT), "
+        "CAST(-engagement_score // 2 AS BIGINT) FROM customers",
+        dialect="duckdb",
+    ).rows
+    assert _typed(row) == [("int", 3), ("int", -3), ("int", -3)]
 
 
 def test_round_keeps_integers_and_decimals_their_type(

@@ -90,11 +90,6 @@ EXACT = "exact_round"
 as something else (PostgreSQL's of a DOUBLE, through NUMERIC) leaves it as it is."""
 
 
-EXACT = "exact_round"
-"""The meta key of a ``ROUND`` of a DECIMAL left as written: a backend that rounds others as
-something else (PostgreSQL's of a DOUBLE, through NUMERIC) leaves it as it is."""
-
-
 def _null_for_zero(node: exp.Expr) -> None:
     divisor = node.expression
     if isinstance(divisor, exp.Nullif):
@@ -114,16 +109,11 @@ def _whole_quotients(query: exp.Query, dialect: str) -> None:
     true division (2.5 // 2 is 1.25), and PostgreSQL's ``DIV`` is a NUMERIC, of DOUBLEs none
     at all. Of integers (typed from the schema) ``CAST(a // b AS BIGINT)``, exact; of anything
     else ``CAST(TRUNC(a / b) AS BIGINT)``, ``/`` dividing as DOUBLEs on both engines."""
-    divisions = [
-        d
-        for d in query.find_all(exp.IntDiv)
-        if not (isinstance(d.parent, exp.Cast) and d.parent.to.is_type(exp.DataType.Type.BIGINT))
-    ]
-    if not divisions:
+    every = list(query.find_all(exp.IntDiv))
+    if not every:
         return
     copy = annotated(query, dialect)
     known = list(copy.find_all(exp.IntDiv)) if copy is not None else []
-    every = list(query.find_all(exp.IntDiv))
     integers = exp.DataType.INTEGER_TYPES
     whole = set()
     if len(known) == len(every):
@@ -135,13 +125,20 @@ def _whole_quotients(query: exp.Query, dialect: str) -> None:
             )
         }
     bigint = exp.DataType.build("BIGINT")
-    for division in divisions:
+    for division in every:
+        # a BIGINT already (checked twice, or written so): CAST(a // b AS BIGINT) of integers
+        # is exact as it is; of anything else its // is still DuckDB's true division (2.5 // 2
+        # cast is 1.25 rounded: 1, 7.5 // 2 gives 4) and PostgreSQL's DIV, refused for DOUBLEs
+        cast = isinstance(division.parent, exp.Cast) and division.parent.to.is_type(
+            exp.DataType.Type.BIGINT
+        )
         if id(division) in whole:
-            quotient: exp.Expr = division.copy()
-        else:
-            true = exp.Div(this=division.left.copy(), expression=division.right.copy())
-            quotient = exp.func("TRUNC", true)
-        division.replace(exp.cast(quotient, bigint.copy()))
+            if not cast:
+                division.replace(exp.cast(division.copy(), bigint.copy()))
+            continue
+        true = exp.Div(this=division.left.copy(), expression=division.right.copy())
+        quotient: exp.Expr = exp.func("TRUNC", true)
+        division.replace(quotient if cast else exp.cast(quotient, bigint.copy()))
 
 
 def _matched(query: exp.Query, dialect: str, kind: type[exp.Func]) -> list[tuple[Any, Any]]:

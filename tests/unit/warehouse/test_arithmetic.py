@@ -78,6 +78,17 @@ def test_checking_twice_rewrites_nothing_more() -> None:
             "CAST(TRUNC(engagement_score / 2) AS BIGINT)",
         ),
         ("SELECT a DIV b FROM customers", "mysql", "CAST(TRUNC(a / NULLIF(b, 0)) AS BIGINT)"),
+        # … also when the query casts it to a BIGINT itself (DuckDB's // of a DOUBLE divides)
+        (
+            "SELECT CAST(engagement_score // 2 AS BIGINT) FROM customers",
+            "duckdb",
+            "SELECT CAST(TRUNC(engagement_score / 2) AS BIGINT) FROM",
+        ),
+        (
+            "SELECT CAST(order_count // 2 AS BIGINT) FROM customers",
+            "duckdb",
+            "SELECT CAST(order_count // 2 AS BIGINT) FROM",
+        ),
         # ROUND of a DECIMAL: each engine's own, a DECIMAL
         (
             "SELECT ROUND(CAST(a AS DECIMAL(10, 3)) * 2 + 1, 2) FROM customers",
@@ -106,8 +117,8 @@ def test_quotients_and_decimals(sql: str, dialect: str, expected: str) -> None:
 def test_quotients_and_kept_rounds_are_checked_alike_twice() -> None:
     sql = (
         "SELECT order_count // 2, total_spent // 2, ROUND(CAST(a AS DECIMAL(9, 2)), 1), "
-        "ROUND(order_count, 1) FROM customers"
+        "ROUND(order_count, 1), CAST(total_spent // 3 AS BIGINT) FROM customers"
     )
     once = checked(sql)
-    assert once.count("CAST(") == 3 and "ROUND(order_count" not in once
+    assert once.count("CAST(") == 4 and "ROUND(order_count" not in once
     assert checked(once) == once
