@@ -74,6 +74,17 @@ def test_relation_columns_divide_as_their_types_say(warehouse: Warehouse, team_s
     ]
     rows = _run(warehouse, team_schema, "SELECT x / y FROM nums ORDER BY x", "postgres")
     assert [_typed(r) for r in rows] == [[("int", -3)], [("int", 4)]]
+    # grouped on (GROUP BY 1 writes the division out again when the query is typed): typed
+    # still — it was a DOUBLE on DuckDB, and a NUMERIC's quotient a NUMERIC on PostgreSQL
+    sql = "SELECT x / y AS q, d / 2 AS h, COUNT(*) FROM nums GROUP BY 1, 2 ORDER BY 1"
+    rows = _run(warehouse, team_schema, sql, "postgres")
+    assert [_typed(r) for r in rows] == [
+        [("int", -3), ("float", 0.0625), ("int", 1)],
+        [("int", 4), ("float", 1.3375), ("int", 1)],
+    ]
+    load_customers(warehouse, [{"customer_id": "a", "order_count": 3}])
+    sql = "SELECT order_count / 2 AS q, COUNT(*) FROM customers GROUP BY 1"
+    assert _typed(_run(warehouse, team_schema, sql, "postgres")[0]) == [("int", 1), ("int", 1)]
 
 
 def test_whole_quotients_are_bigints_truncated_toward_zero(

@@ -81,16 +81,39 @@ def type_divisions(query: exp.Query, dialect: str) -> exp.Query:
         return query
     for division in divisions:  # (for a type the schema does not say: :func:`catalog_typed`)
         division.meta["dialect"] = dialect
+    _mark(query, divisions)
     copy = annotated(query, dialect)
     if copy is None:
         return query
-    typed = [d for d in copy.find_all(exp.Div) if d.args.get("typed")]
-    if len(typed) == len(divisions):
-        for mine, known in zip(divisions, typed, strict=True):
-            mine.left.type = _as_dialect_types(known.left, dialect)
-            mine.right.type = _as_dialect_types(known.right, dialect)
-            _settle(mine)
+    for mine, known in _counterparts(divisions, copy):
+        mine.left.type = _as_dialect_types(known.left, dialect)
+        mine.right.type = _as_dialect_types(known.right, dialect)
+        _settle(mine)
     return query
+
+
+_SAME: str = "typed_division"
+"""The meta key numbering a query's typed divisions, so that each is found on the qualified
+copy sqlglot types — by position they are not: qualifying writes a division grouped on
+(``GROUP BY 1``, an alias in ``GROUP BY``/``HAVING``) out again in place of the reference."""
+
+
+def _mark(root: exp.Expr, divisions: list[exp.Div]) -> None:
+    """Number ``divisions`` (of ``root``) for :func:`_counterparts`, others' numbers cleared."""
+    for node in root.find_all(exp.Div):
+        node.meta.pop(_SAME, None)
+    for i, division in enumerate(divisions):
+        division.meta[_SAME] = i
+
+
+def _counterparts(divisions: list[exp.Div], copy: exp.Expr) -> list[tuple[exp.Div, exp.Div]]:
+    """Each of ``divisions`` (numbered by :func:`_mark`) with its first copy in ``copy``."""
+    found: dict[int, exp.Div] = {}
+    for node in copy.find_all(exp.Div):
+        number = node.meta.get(_SAME)
+        if isinstance(number, int):
+            found.setdefault(number, node)
+    return [(d, found[i]) for i, d in enumerate(divisions) if i in found]
 
 
 def _settle(division: exp.Div) -> None:
@@ -230,7 +253,10 @@ def catalog_typed(
     if not found:
         return expression
     dialect = str(untyped[0].meta.get("dialect") or "duckdb")
-    copy = expression.copy()
+    result = expression.copy()
+    mine = [d for d in result.find_all(exp.Div) if d.args.get("typed")]
+    _mark(result, mine)
+    copy = result.copy()
     mapping: dict[str, Any] = dict(_schema().mapping)
     for i, table in enumerate(list(copy.find_all(exp.Table))):
         key = _table_key(table, default_db)
@@ -253,12 +279,7 @@ def catalog_typed(
     except Exception as e:  # a query sqlglot cannot type: decided when it runs
         log.debug("cannot type a query (%s): left to the engine", type(e).__name__)
         return expression
-    result = expression.copy()
-    mine = [d for d in result.find_all(exp.Div) if d.args.get("typed")]
-    known = [d for d in typed_copy.find_all(exp.Div) if d.args.get("typed")]
-    if len(mine) != len(known):
-        return expression
-    for div, typed in zip(mine, known, strict=True):
+    for div, typed in _counterparts(mine, typed_copy):
         if not (_unknown(div.left.type) or _unknown(div.right.type)):
             continue
         if _unknown(typed.left.type) or _unknown(typed.right.type):
