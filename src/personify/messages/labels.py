@@ -80,7 +80,8 @@ class Expiry(datetime):
     set by :func:`localize`), else in its own zone (UTC as the warehouse stores it) — in the
     language it is written in (:meth:`written_in`): in English (and unwritten) the text
     templates got before it was a datetime, ``08 December 2026``; else Babel's long date,
-    ``8 décembre 2026``. A copy (:meth:`astimezone`, pickles) keeps its language and zone."""
+    ``8 décembre 2026``. A copy (:meth:`astimezone`, :meth:`replace`, ``±`` a timedelta,
+    pickles) keeps its language and zone."""
 
     locale: str | None = None
     """The (canonical) locale it prints in; None: English."""
@@ -108,6 +109,26 @@ class Expiry(datetime):
     def astimezone(self, tz: tzinfo | None = None) -> Expiry:
         """The same instant in ``tz`` — an Expiry still, printing in its language and zone."""
         return _expiry(datetime.astimezone(self, tz), self.locale, self.zone)
+
+    def replace(self, *args: Any, **kwargs: Any) -> Expiry:
+        """``datetime.replace`` — an Expiry still, printing in its language and zone."""
+        return self._like(datetime.replace(self, *args, **kwargs))
+
+    def __add__(self, other: Any) -> Any:  # + a timedelta: an Expiry in its language and zone
+        made = datetime.__add__(self, other)
+        return self._like(made) if isinstance(made, datetime) else made
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:  # - a timedelta: as +; - a datetime: a timedelta
+        made = datetime.__sub__(self, other)
+        return self._like(made) if isinstance(made, datetime) else made
+
+    def _like(self, at: datetime) -> Expiry:
+        """``at`` (of any zone, or none) as an Expiry printing as this one does."""
+        made = Expiry.combine(at.date(), at.timetz())
+        made.locale, made.zone = self.locale, self.zone
+        return made
 
     @classmethod
     def of(cls, at: datetime, zone: tzinfo | None = None) -> Expiry:

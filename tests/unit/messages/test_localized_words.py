@@ -219,6 +219,30 @@ def test_an_expirys_copies_keep_its_language_and_zone() -> None:
     assert utc.written_in("en", ZoneInfo("UTC")) is utc  # (the same zone, spelt otherwise)
 
 
+def test_an_expirys_arithmetic_and_replace_keep_its_language_and_zone() -> None:
+    """Adding or taking off a ``timedelta`` and ``replace`` give an Expiry printing in the
+    language and the zone of the one it came from; the difference of two is a timedelta."""
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    french = Expiry.of(dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC), paris).written_in("fr")
+    later, earlier = french + dt.timedelta(days=2), french - dt.timedelta(days=1)
+    for made, day in (
+        (later, "11 décembre 2026"),
+        (dt.timedelta(days=2) + french, "11 décembre 2026"),
+        (earlier, "8 décembre 2026"),
+        (french.replace(day=1), "2 décembre 2026"),  # 1 Dec 23:30 UTC: the 2nd in Paris
+        (french.replace(hour=12), "8 décembre 2026"),
+    ):
+        assert isinstance(made, Expiry) and (made.locale, made.zone) == ("fr", paris)
+        assert (str(made), made.tzinfo) == (day, dt.UTC)
+    assert later - french == dt.timedelta(days=2) and type(later - french) is dt.timedelta
+    assert french.replace(tzinfo=paris).tzinfo is paris
+    english = Expiry.of(dt.datetime(2026, 12, 8, 23, 30, tzinfo=dt.UTC))
+    assert str(english + dt.timedelta(hours=1)) == "09 December 2026"
+    assert (english + dt.timedelta(hours=1)).locale is None
+
+
 def test_localize_leaves_an_english_discount_in_its_zone_as_the_callers_own() -> None:
     """An English email's discount already in the customer's zone is the caller's mapping (no
     copy per email); one of another language is written again, the caller's unchanged."""
