@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -432,6 +433,29 @@ def test_one_rule_names_people_by_email_in_the_console_and_the_api(
     assert ("Customer id, email or kind:value" in form) is finds
 
 
+@pytest.mark.parametrize("token", ["DPO_TOKEN", "LEAD_TOKEN"])
+def test_a_customer_not_found_is_said_as_what_was_asked(
+    api: AdminApi, client: Browser, token: str
+) -> None:
+    """A viewer who names people by email (a ``privacy`` or ``profiles:read`` token) asking for an
+    unknown email is told no customer has this *email* — on the profile page, the search and
+    a segment's check — an unknown id that no customer has this id, a ``kind:value`` identifier."""
+    sign_in(client, ENV[token])
+    for text, words in (
+        ("zed@example.org", "No customer has this email."),
+        ("email:zed@example.org", "No customer has this email."),
+        ("c404", "No customer has this id."),
+        ("crm_id:404", "No customer has this identifier."),
+    ):
+        page = client.get("/console/profiles/" + quote(text, safe=""))
+        search = client.get("/console/profiles", params={"q": text})
+        check = client.get("/console/segments/everyone", params={"customer": text})
+        assert (page.status_code, search.status_code, check.status_code) == (404, 404, 200)
+        for answer in (page, search, check):
+            assert words in answer.text, (text, answer.text)
+            assert "customer id only" not in answer.text
+
+
 def test_plain_with_profiles_read_and_audited(api: AdminApi, client: Browser) -> None:
     sign_in(client, ENV["LEAD_TOKEN"])
     found = client.get("/console/profiles", params={"q": " ANN@example.org"})
@@ -449,7 +473,7 @@ def test_why_is_a_customer_in_a_segment(client: Browser) -> None:
     assert "is in this segment now" in page.text
     assert re.search(r"<td>bob@example.org</td>\s*<td>Bob</td>", page.text)
     nobody = client.get("/console/segments/everyone", params={"customer": "zed@example.org"})
-    assert nobody.status_code == 200 and "No customer has this id or email" in nobody.text
+    assert nobody.status_code == 200 and "No customer has this email." in nobody.text
     assert client.get("/console/segments/nope").status_code == 404
     # an unknown segment asked about a customer: 404 too, not a server error
     asked = client.get("/console/segments/nope", params={"customer": "c1"})

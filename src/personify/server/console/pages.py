@@ -109,6 +109,22 @@ _BY_ID = (
 any text that names no customer *id* — an unknown id, or an email whether or not a customer has
 it: the same words, status and lookups either way."""
 
+
+def _nobody(viewer: Viewer, text: str) -> str:
+    """What to say when ``text`` names no customer: to a viewer who names people by id only,
+    :data:`_BY_ID` (whatever the text); to one who may name them by email or identifier, in the
+    words of what was asked — an email (``ann@…``, ``email:ann@…``), an identifier
+    (``kind:value``, a ``+33…`` phone), else an id."""
+    if not viewer.finds_by_identifier:
+        return _BY_ID
+    kind, sep, _ = text.partition(":")
+    if "@" in text and (not sep or kind.strip().lower() == "email"):
+        return "No customer has this email."
+    if (sep and kind.strip() and not kind.startswith("+")) or text.startswith("+"):
+        return "No customer has this identifier."
+    return "No customer has this id."
+
+
 Handler = Callable[[Request, Viewer], Any]
 Endpoint = Callable[[Request], Awaitable[Response]]
 RETRY_SECONDS = 30
@@ -247,7 +263,13 @@ async def segment_page(request: Request, viewer: Viewer) -> Response:
     else:
         data["missing"] = False
     return _page(
-        "segment", f"Segment {name}", viewer, who=who, by_id=not viewer.finds_by_identifier, **data
+        "segment",
+        f"Segment {name}",
+        viewer,
+        who=who,
+        nobody=_nobody(viewer, who),
+        by_id=not viewer.finds_by_identifier,
+        **data,
     )
 
 
@@ -271,6 +293,7 @@ async def search(request: Request, viewer: Viewer) -> Response:
             404,
             q=q,
             missing=True,
+            nobody=_nobody(viewer, q),
             by_id=not viewer.finds_by_identifier,
         )
     return RedirectResponse(
@@ -286,8 +309,7 @@ async def profile_page(request: Request, viewer: Viewer) -> Response:
     try:
         doc = await run_in_threadpool(views.profile, session, viewer, key)
     except NotFound:
-        what = "No customer has this id." if viewer.finds_by_identifier else _BY_ID
-        return _page("missing", "Not found", viewer, 404, what=what)
+        return _page("missing", "Not found", viewer, 404, what=_nobody(viewer, key))
     templates = await run_in_threadpool(views.choices, session)
     return _page("profile", "Profile", viewer, p=doc, **templates)
 
