@@ -152,6 +152,31 @@ def test_round_keeps_integers_and_decimals_their_type(
     assert row == (2.68, 3)  # (a relation's column: rounded half away, as a DOUBLE)
 
 
+def test_an_average_of_relation_columns_is_a_double(warehouse: Warehouse, team_schema: str) -> None:
+    # PostgreSQL's AVG of a relation's BIGINT or NUMERIC was a NUMERIC (a Decimal, and
+    # CAST(AVG(x) AS INT) of 2.5 rounded as a decimal: 3), DuckDB's a DOUBLE (2): typed from
+    # the catalog, it is a DOUBLE on both; an AVG of a relation's DOUBLE stays one
+    warehouse.execute(
+        f"INSERT INTO {team_schema}.numbers VALUES (2, 1, 2, 2.5, 1.5), (3, 1, 3, 0.5, 0.5)"
+    )
+    sql = (
+        "SELECT AVG(x), AVG(i), AVG(d), AVG(z), CAST(AVG(x) AS INT), "
+        "AVG(x) FILTER (WHERE x > 2) FROM nums"
+    )
+    for dialect in ("postgres", "duckdb"):
+        (row,) = _run(warehouse, team_schema, sql, dialect)
+        assert _typed(row) == [
+            ("float", 2.5),
+            ("float", 2.5),
+            ("float", 1.5),
+            ("float", 1.0),
+            ("int", 2),
+            ("float", 3.0),
+        ], dialect
+        (row,) = _run(warehouse, team_schema, "SELECT AVG(d) OVER () FROM nums LIMIT 1", dialect)
+        assert _typed(row) == [("float", 1.5)], dialect
+
+
 # ----------------------------------------------------------------- both engines, random rows
 BIG = 10**12
 ROWS = st.lists(

@@ -32,9 +32,10 @@ both compute alike.
 - **AVG is a DOUBLE**: DuckDB's ``avg`` of integers and decimals is a DOUBLE, PostgreSQL's a
   NUMERIC, which then rounds as a decimal (``CAST(AVG(x) AS INT)`` of 2.5 is 3 as a NUMERIC, 2
   as a DOUBLE on both engines): an average of numbers is cast to DOUBLE — the types read from
-  the schema (:func:`~personify.warehouse.division.annotated`); an average of intervals (``AVG(
-  last_seen - created_at)``), or of what the schema does not type (a ``relations:`` column),
-  is left as written.
+  the schema (:func:`~personify.warehouse.division.annotated`), or for a ``relations:`` column
+  (which the schema does not type) from the warehouse's catalog when the query is rendered
+  (:func:`~personify.warehouse.division.catalog_typed`); an average of intervals (``AVG(
+  last_seen - created_at)``), or of what neither types, is left as written.
 
 Left as the engines do it (the same on both): ``%`` of negatives (the dividend's sign: -7 % 3
 is -1), ``SUM`` of integers (no overflow: a BIGINT sum is a HUGEINT on DuckDB, a NUMERIC on
@@ -43,12 +44,11 @@ PostgreSQL), overflowing ``+``/``*`` of BIGINTs (an error on both).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sqlglot import exp
 
-from personify.warehouse.division import annotated
+from personify.warehouse.division import UNTYPED_AVG, annotated, as_double
 
 
 def portable(query: exp.Query, dialect: str) -> exp.Query:
@@ -62,14 +62,11 @@ def portable(query: exp.Query, dialect: str) -> exp.Query:
     for rounding in decimals:  # (each engine's own ROUND of a DECIMAL: the same DECIMAL)
         rounding.meta[EXACT] = True
     kept = {id(r) for r in (*integers, *decimals)}
-    for avg in _averages_of_numbers(query, dialect):
-        whole: exp.Expr = avg  # AVG(x) FILTER (WHERE …) OVER (…): cast as a whole
-        while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
-            whole = whole.parent
-        parent = whole.parent
-        if isinstance(parent, exp.Cast) and parent.to.is_type(exp.DataType.Type.DOUBLE):
-            continue  # (a DOUBLE already: checked twice, or written so)
-        whole.replace(exp.cast(whole.copy(), exp.DataType.build("DOUBLE")))
+    numbers, untyped = _averages(query, dialect)
+    for avg in numbers:  # (AVG(x) FILTER (WHERE …) OVER (…): cast as a whole)
+        as_double(avg)
+    for avg in untyped:  # (a relations: column: typed from the catalog when it runs)
+        avg.meta[UNTYPED_AVG] = dialect
     # innermost first (a descendant comes after its ancestor depth-first): ROUND(ROUND(x, 2))
     for rounding in reversed(list(query.find_all(exp.Round, bfs=False))):
         if id(rounding) in kept:
@@ -155,22 +152,18 @@ def _matched(query: exp.Query, dialect: str, kind: type[exp.Func]) -> list[tuple
     return list(zip(calls, known, strict=True))
 
 
-def _argument_typed(
-    query: exp.Query, dialect: str, kind: type[exp.Func], types: Iterable[Any]
-) -> list[Any]:
-    """The query's ``kind`` calls whose first argument the schema types as one of ``types``."""
-    wanted = set(types)
-    return [
-        mine
-        for mine, typed in _matched(query, dialect, kind)
-        if typed.this.type is not None and typed.this.type.is_type(*wanted)
-    ]
-
-
-def _averages_of_numbers(query: exp.Query, dialect: str) -> list[exp.Avg]:
+def _averages(query: exp.Query, dialect: str) -> tuple[list[exp.Avg], list[exp.Avg]]:
     """The query's ``AVG``s whose argument the schema types as a number (an AVG of an interval
-    cast to DOUBLE fails on both engines)."""
-    return _argument_typed(query, dialect, exp.Avg, exp.DataType.NUMERIC_TYPES)
+    cast to DOUBLE fails on both engines), and those whose argument it does not type."""
+    numbers: list[exp.Avg] = []
+    untyped: list[exp.Avg] = []
+    for mine, typed in _matched(query, dialect, exp.Avg):
+        kind = typed.this.type
+        if kind is None or kind.is_type(exp.DataType.Type.UNKNOWN):
+            untyped.append(mine)
+        elif kind.is_type(*exp.DataType.NUMERIC_TYPES):
+            numbers.append(mine)
+    return numbers, untyped
 
 
 def _rounds_kept(query: exp.Query, dialect: str) -> tuple[list[exp.Round], list[exp.Round]]:

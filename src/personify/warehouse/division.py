@@ -98,22 +98,25 @@ copy sqlglot types — by position they are not: qualifying writes a division gr
 (``GROUP BY 1``, an alias in ``GROUP BY``/``HAVING``) out again in place of the reference."""
 
 
-def _mark(root: exp.Expr, divisions: list[exp.Div]) -> None:
-    """Number ``divisions`` (of ``root``) for :func:`_counterparts`, others' numbers cleared."""
-    for node in root.find_all(exp.Div):
+def _mark(root: exp.Expr, nodes: list[Any], kind: type[exp.Expr] = exp.Div) -> None:
+    """Number ``nodes`` (of ``root``, each a ``kind``) for :func:`_counterparts`, other
+    ``kind`` nodes' numbers cleared."""
+    for node in root.find_all(kind):
         node.meta.pop(_SAME, None)
-    for i, division in enumerate(divisions):
-        division.meta[_SAME] = i
+    for i, node in enumerate(nodes):
+        node.meta[_SAME] = i
 
 
-def _counterparts(divisions: list[exp.Div], copy: exp.Expr) -> list[tuple[exp.Div, exp.Div]]:
-    """Each of ``divisions`` (numbered by :func:`_mark`) with its first copy in ``copy``."""
-    found: dict[int, exp.Div] = {}
-    for node in copy.find_all(exp.Div):
+def _counterparts(
+    nodes: list[Any], copy: exp.Expr, kind: type[exp.Expr] = exp.Div
+) -> list[tuple[Any, Any]]:
+    """Each of ``nodes`` (numbered by :func:`_mark`) with its first copy in ``copy``."""
+    found: dict[int, exp.Expr] = {}
+    for node in copy.find_all(kind):
         number = node.meta.get(_SAME)
         if isinstance(number, int):
             found.setdefault(number, node)
-    return [(d, found[i]) for i, d in enumerate(divisions) if i in found]
+    return [(d, found[i]) for i, d in enumerate(nodes) if i in found]
 
 
 def _settle(division: exp.Div) -> None:
@@ -213,6 +216,33 @@ def runtime_typed(node: exp.Expr) -> exp.Expr:
     return exp.Case(ifs=[exp.If(this=both, true=whole)], default=floats)
 
 
+UNTYPED_AVG = "personify:untyped_avg"
+"""The meta key of an ``AVG`` whose argument's type the schema does not say (a ``relations:``
+column; :func:`~personify.warehouse.arithmetic.portable` sets it to the query's dialect):
+:func:`catalog_typed` reads its type from the catalog, and makes an average of numbers a
+DOUBLE."""
+
+
+def needs_catalog(expression: exp.Expr) -> bool:
+    """Whether ``expression`` has what :func:`catalog_typed` types: a typed division, or an
+    ``AVG`` of what the schema does not type."""
+    return any(d.args.get("typed") for d in expression.find_all(exp.Div)) or any(
+        a.meta.get(UNTYPED_AVG) for a in expression.find_all(exp.Avg)
+    )
+
+
+def as_double(avg: exp.Avg) -> None:
+    """``avg`` cast to DOUBLE, in place — with its ``FILTER`` and ``OVER`` (cast as a whole);
+    nothing when it is a DOUBLE already (checked twice, or written so)."""
+    whole: exp.Expr = avg
+    while isinstance(whole.parent, exp.Filter | exp.Window) and whole.parent.this is whole:
+        whole = whole.parent
+    parent = whole.parent
+    if isinstance(parent, exp.Cast) and parent.to.is_type(exp.DataType.Type.DOUBLE):
+        return
+    whole.replace(exp.cast(whole.copy(), exp.DataType.build("DOUBLE")))
+
+
 ColumnLookup = Callable[[Collection[tuple[str, str]]], Mapping[tuple[str, str], Mapping[str, str]]]
 """The warehouse catalog's column types (name → type, in the engine's words) of the tables
 ``(schema, table)`` asked for that it has."""
@@ -229,13 +259,16 @@ def catalog_typed(
     by ``typeof()`` made it a DOUBLE: 3.0), and PostgreSQL's ``SUM`` of a BIGINT is a NUMERIC,
     divided as DOUBLEs on both (:func:`_settle`: ``SUM(x) / COUNT(*)`` is 4.5 for 9 / 2, where
     DuckDB divided its HUGEINT sum as an integer). What is still untyped is left to
-    :func:`runtime_typed`."""
+    :func:`runtime_typed`. An ``AVG`` of such a column (:data:`UNTYPED_AVG`) that the catalog
+    types as a number is cast to DOUBLE (PostgreSQL's AVG of a BIGINT or NUMERIC is a NUMERIC,
+    DuckDB's a DOUBLE)."""
     untyped = [
         d
         for d in expression.find_all(exp.Div)
         if d.args.get("typed") and (_unknown(d.left.type) or _unknown(d.right.type))
     ]
-    if not untyped:
+    averages = [a for a in expression.find_all(exp.Avg) if a.meta.get(UNTYPED_AVG)]
+    if not untyped and not averages:
         return expression
     ctes = {c.alias_or_name.lower() for c in expression.find_all(exp.CTE)}
     wanted: set[tuple[str, str]] = set()
@@ -252,10 +285,13 @@ def catalog_typed(
         return expression
     if not found:
         return expression
-    dialect = str(untyped[0].meta.get("dialect") or "duckdb")
+    first = untyped[0].meta.get("dialect") if untyped else averages[0].meta.get(UNTYPED_AVG)
+    dialect = str(first or "duckdb")
     result = expression.copy()
     mine = [d for d in result.find_all(exp.Div) if d.args.get("typed")]
     _mark(result, mine)
+    means = [a for a in result.find_all(exp.Avg) if a.meta.get(UNTYPED_AVG)]
+    _mark(result, means, exp.Avg)
     copy = result.copy()
     mapping: dict[str, Any] = dict(_schema().mapping)
     for i, table in enumerate(list(copy.find_all(exp.Table))):
@@ -279,6 +315,14 @@ def catalog_typed(
     except Exception as e:  # a query sqlglot cannot type: decided when it runs
         log.debug("cannot type a query (%s): left to the engine", type(e).__name__)
         return expression
+    # the AVGs the catalog types as numbers, by number: a division _settle casts is copied
+    # (and an AVG's cast copies the divisions in it), so they are found again after
+    doubled = {
+        avg.meta[_SAME]
+        for avg, typed_avg in _counterparts(means, typed_copy, exp.Avg)
+        if typed_avg.this.type is not None
+        and typed_avg.this.type.is_type(*exp.DataType.NUMERIC_TYPES)
+    }
     for div, typed in _counterparts(mine, typed_copy):
         if not (_unknown(div.left.type) or _unknown(div.right.type)):
             continue
@@ -287,6 +331,9 @@ def catalog_typed(
         div.left.type = _as_dialect_types(typed.left, str(div.meta.get("dialect") or dialect))
         div.right.type = _as_dialect_types(typed.right, str(div.meta.get("dialect") or dialect))
         _settle(div)
+    for avg in [a for a in result.find_all(exp.Avg) if a.meta.get(_SAME) in doubled]:
+        if avg.meta.pop(UNTYPED_AVG, None):
+            as_double(avg)
     return result
 
 

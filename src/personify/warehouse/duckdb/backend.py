@@ -37,7 +37,7 @@ from personify.warehouse.base import (
     stamp,
     unstamped,
 )
-from personify.warehouse.division import catalog_typed, runtime_typed
+from personify.warehouse.division import catalog_typed, needs_catalog, runtime_typed
 from personify.warehouse.duckdb import keyless
 from personify.warehouse.schema import TABLES_BY_NAME, Table
 
@@ -151,7 +151,7 @@ class DuckDBWarehouse(Warehouse):
         return expression.sql(dialect="duckdb")
 
     def render(self, sql: str | exp.Expr, *, read: str = AUTHORING_DIALECT) -> str:
-        if isinstance(sql, exp.Expr) and any(d.args.get("typed") for d in sql.find_all(exp.Div)):
+        if isinstance(sql, exp.Expr) and needs_catalog(sql):
             # (PostgreSQL's 3 / 2 of a relation's BIGINTs: its types read from the catalog)
             sql = catalog_typed(sql, self._column_types, default_db="main", engine="duckdb")
         return super().render(sql, read=read)

@@ -35,7 +35,7 @@ from personify.errors import (
 )
 from personify.warehouse.arithmetic import EXACT
 from personify.warehouse.base import Capabilities, OnConflict, Warehouse, quote, stamp
-from personify.warehouse.division import catalog_typed
+from personify.warehouse.division import catalog_typed, needs_catalog
 from personify.warehouse.schema import Table
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class PostgresWarehouse(Warehouse):
         return sql.replace("%", "%%").replace(_PH, "%s")
 
     def render(self, sql: str | exp.Expr, *, read: str = "duckdb") -> str:
-        if isinstance(sql, exp.Expr) and any(d.args.get("typed") for d in sql.find_all(exp.Div)):
+        if isinstance(sql, exp.Expr) and needs_catalog(sql):
             # (x / 2.0 of a relation's NUMERIC divides as DOUBLEs, as on DuckDB: see division)
             sql = catalog_typed(sql, self._column_types, default_db=self.schema, engine="postgres")
         if isinstance(sql, str) and read == "postgres":
