@@ -198,6 +198,9 @@ def _uncommented(source: str) -> str | None:
 _PARTIAL_REF = re.compile(r"\b(?:render|include)\s+(['\"])(.*?)\1")
 _DYNAMIC_INCLUDE = re.compile(r"\binclude\s+[A-Za-z_]")
 _NAMED_PARTIAL = re.compile(r"(?:render|include)\s+(['\"])(.*?)\1")
+_UNQUOTED_RENDER = re.compile(r"render\s+([A-Za-z_][\w-]*)")
+"""``{% render footer %}``: python-liquid reads an unquoted name as an inline snippet's (a tag
+Personify does not have), never as a partial's file nor a variable — it fails every render."""
 
 
 def _references(text: str) -> tuple[bool, tuple[str, ...]]:
@@ -456,7 +459,10 @@ class TemplateStore:
             for span in sorted(spans, key=lambda s: s.index):
                 match = _NAMED_PARTIAL.match(text, span.index)
                 if match is None:
-                    continue  # a partial named by a variable: read when rendered
+                    unquoted = _UNQUOTED_RENDER.match(text, span.index)
+                    if unquoted is None:
+                        continue  # an include of a variable's partial: read when rendered
+                    raise self._unquoted(file, text, offset, span.index, unquoted.group(1))
                 name = match.group(2)
                 try:
                     partial = loader.source(name)
@@ -472,6 +478,30 @@ class TemplateStore:
                     seen.add(name)
                     shown = f"{PARTIALS_DIR}/{name.removesuffix('.liquid')}.liquid"
                     todo.append((shown, partial, 0))
+
+    def _unquoted(self, file: str, text: str, offset: int, at: int, name: str) -> RenderError:
+        """The error of ``{% render name %}`` (no quotes) at ``at`` of ``text``: the partial
+        it would not read, or that there is no such partial."""
+        loader = self._html.loader
+        assert isinstance(loader, PartialsLoader)
+        try:
+            loader.source(name)
+            exists = True
+        except LiquidError:
+            exists = False
+        quoted = f"{{% render '{name}' %}}"
+        message = (
+            f"partial {name!r} is named without quotes: write {quoted}"
+            if exists
+            else f"partial {name!r} not found (looked for templates/{PARTIALS_DIR}/{name}.liquid)"
+        )
+        return RenderError(
+            f"{message} — render takes a partial's name in quotes, not a variable",
+            template=file,
+            line=text.count("\n", 0, at) + 1 + offset,
+            hint=f"partials are files templates/{PARTIALS_DIR}/NAME.liquid, rendered by their "
+            f"name in quotes: {quoted}; a variable chooses one with {{% include var %}}",
+        )
 
     def _layout_path(self, name: str, meta: dict[str, Any], variant: str = "") -> Path | None:
         wanted = meta.get("layout")

@@ -501,6 +501,31 @@ def test_a_partial_named_in_the_text_is_not_taken_for_one(tmp_path: Path) -> Non
     assert s.check("hi") == ["hi.liquid"]
 
 
+def test_a_partial_rendered_by_an_unquoted_name_is_said_when_checked(tmp_path: Path) -> None:
+    """``{% render footer %}`` never reads ``partials/footer.liquid`` nor a variable ``footer``
+    (python-liquid takes it for an inline snippet, which no template can define): checking the
+    template says so at its file and line — in a partial too — not the first send."""
+    s = store(
+        tmp_path,
+        {
+            "hi.liquid": page("<p>a</p>\n{%- render footer, x: 1 -%}"),
+            "bye.liquid": page("{% render 'p' %}"),
+            "partials/p.liquid": "x\n{% liquid\n  render nope\n%}",
+            "partials/footer.liquid": "F",
+        },
+    )
+    source = (tmp_path / "hi.liquid").read_text()
+    with pytest.raises(RenderError) as err:
+        s.check("hi")
+    line = source[: source.index("render footer")].count("\n") + 1
+    assert (err.value.template, err.value.line) == ("hi.liquid", line)
+    assert "{% render 'footer' %}" in str(err.value) and "quotes" in str(err.value)
+    with pytest.raises(RenderError) as err:
+        s.check("bye")
+    assert (err.value.template, err.value.line) == ("partials/p.liquid", 3)
+    assert "'nope'" in str(err.value) and "not found" in str(err.value)
+
+
 def test_the_partial_caches_are_bounded(tmp_path: Path) -> None:
     from personify.messages import liquid_env
 
