@@ -603,6 +603,39 @@ def test_an_erasure_before_a_push_began_leaves_a_later_first_push_alone(
         assert _state(session, "crm") == {"sent": 3} and "ann@x.org" in apis.pushed
 
 
+def test_the_looked_for_rows_of_a_destination_taken_out_of_the_config_go_at_a_push(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """An erasure leaves the key hashes it looked for at each destination, which that
+    destination's next push drops; one taken out of personify.yml has no next push: a push (or
+    a run) of the destinations still configured drops them — not a dry run (it writes nothing)
+    — and leaves those of configured destinations alone."""
+    from personify.destinations.erasures import looked_for_step, prune_unconfigured
+
+    def rows(name: str) -> int:
+        sql = "SELECT count(*) FROM erasure_progress WHERE step = ?"
+        return int(wh.scalar(sql, [looked_for_step(name)]) or 0)
+
+    with _crm_session(warehouse_url, tmp_path, url) as session:
+        wh = session.warehouse
+        _push(session, "crm")
+        erase_subject(wh, session.project, "ann@x.org")
+        assert rows("crm") >= 1
+        other = msgspec.structs.replace(crm(url), name="crm2", model=MODEL)
+        with session_for(warehouse_url, tmp_path, other) as renamed:
+            with clock.frozen(NOW):
+                push_destinations(renamed, dry_run=True)
+            assert rows("crm") >= 1  # (a dry run writes nothing)
+            _push(renamed, "crm2")
+            assert rows("crm") == 0
+            erase_subject(wh, renamed.project, "bob@x.org")
+            kept = rows("crm2")
+            assert kept >= 1
+            assert prune_unconfigured(wh, ["crm2"]) == (["crm"] if rows("crm") else [])
+            assert (rows("crm"), rows("crm2")) == (0, kept)  # (crm2's: for its next push)
+            assert prune_unconfigured(wh, ["crm2"]) == []  # (nothing left to drop)
+
+
 def test_an_erasure_during_a_first_push_that_cannot_remove_names_the_destination(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

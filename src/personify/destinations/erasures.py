@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -247,7 +247,8 @@ hash, no one's identifier; ``erasure_of``: the erasure; ``finished_at``: :func:`
 forgotten): a push that read the person before the erasure and records what the API took after
 it — their first push, no state for the erasure to find — records them as that erasure's
 pending removal, not ``sent`` (:func:`settle`). The next push of NAME drops them
-(:func:`push_started`): no push of it that began before them is still running."""
+(:func:`push_started`): no push of it that began before them is still running; a push of the
+others when NAME is no longer configured, too (:func:`prune_unconfigured`)."""
 
 
 def looked_for_step(name: str) -> str:
@@ -312,6 +313,22 @@ def push_started(wh: Warehouse, name: str, *, prune: bool = True) -> datetime:
                 [looked_for_step(name), since],
             )
     return since
+
+
+def prune_unconfigured(wh: Warehouse, configured: Collection[str]) -> list[str]:
+    """Drop the :data:`LOOKED_FOR` rows of the destinations not in ``configured`` (taken out of
+    personify.yml: no push of theirs will drop them) as their next push would
+    (:func:`push_started`, under each one's lock); returns their names. One put back is pushed
+    as any: what an erasure leaves for it from then on reaches its push."""
+    prefix = f"{LOOKED_FOR}:"
+    steps = wh.fetch(
+        f"SELECT DISTINCT step FROM erasure_progress WHERE substr(step, 1, {len(prefix)}) = ?",
+        [prefix],
+    )
+    gone = sorted({str(s).removeprefix(prefix) for (s,) in steps} - set(configured))
+    for name in gone:
+        push_started(wh, name)
+    return gone
 
 
 def erased_since(wh: Warehouse, name: str, since: datetime) -> bool:

@@ -16,6 +16,7 @@ from personify.config import Destination, EventsDestination, Project, RestDestin
 from personify.destinations.erasures import (
     Stranded,
     forget_stranded,
+    prune_unconfigured,
     push_started,
     stranded_removals,
 )
@@ -77,12 +78,29 @@ def push_destinations(
     wanted = (
         [destination(project, n) for n in names] if names else list(project.config.destinations)
     )
-    return [
+    results = [
         _forward_one(session, d, dry_run=dry_run, trigger=trigger)
         if isinstance(d, EventsDestination)
         else _push_one(session, d, dry_run=dry_run, trigger=trigger, allow_removals=allow_removals)
         for d in wanted
     ]
+    if not dry_run:  # (a dry run writes nothing)
+        _prune_removed(session)
+    return results
+
+
+def _prune_removed(session: Session) -> None:
+    """What erasures left for the pushes of destinations taken out of personify.yml (which no
+    push of theirs will drop): dropped — or, the warehouse refusing, said and left for the next
+    push (the pushes' own results stand)."""
+    configured = [d.name for d in session.project.config.destinations]
+    try:
+        gone = prune_unconfigured(session.warehouse, configured)
+    except WarehouseError as e:
+        log.warning("erasures' rows of removed destinations not dropped: %s", mask_text(e.message))
+        return
+    if gone:
+        log.info("dropped erasures' rows of destinations no longer configured: %s", gone)
 
 
 def destinations_stage(session: Session) -> dict[str, int]:
