@@ -8,6 +8,7 @@ send it again."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,33 @@ def test_a_changed_event_stored_again_is_forwarded_again_once(
         third = _events_file(tmp_path / "v3.jsonl", {"f2": 20, "f1": 11})
         assert _import(session, third)["rows_loaded"] == 0
         assert forward(session, None)["counts"]["events_sent"] == 0
+        assert Counter(api.ids()) == {"f1": 2, "f2": 1}
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_a_corrected_event_sent_again_counts_as_a_second_send(
+    warehouse_url: str, tmp_path: Path, api: Collector, url: str, pruned: bool
+) -> None:
+    """``status``'s lifetime totals count sends: a corrected event sent again is two sends,
+    whether the first outcome was still recorded (replaced: it is added to the totals then) or
+    already pruned below the floor (added when pruned) — it was once one or two by that."""
+    from personify.destinations import events
+
+    d = dest(url, lookback="1s" if pruned else "15m")
+    with session_for(warehouse_url, tmp_path, d) as session:
+        wh = session.warehouse
+        _import(session, _events_file(tmp_path / "v1.jsonl", {"f1": 10, "f2": 20}))
+        assert forward(session, None)["counts"]["events_sent"] == 2
+        if pruned:
+            time.sleep(1.2)  # (the next forwarding's floor passes the outcomes: pruned)
+            assert forward(session, None)["counts"]["events_sent"] == 0
+        assert int(wh.scalar("SELECT count(*) FROM event_forwards") or 0) == (0 if pruned else 2)
+        assert events.totals(wh, d.name) == {"sent": 2}
+        _import(session, _events_file(tmp_path / "v2.jsonl", {"f1": 11, "f2": 20}))
+        assert forward(session, None)["counts"]["events_sent"] == 1
+        assert events.totals(wh, d.name) == {"sent": 3}
+        assert forward(session, None)["counts"]["events_sent"] == 0
+        assert events.totals(wh, d.name) == {"sent": 3}  # (and stays so, pruned or not)
         assert Counter(api.ids()) == {"f1": 2, "f2": 1}
 
 

@@ -80,7 +80,9 @@ PRUNED: Final = "before_floor_sent_or_left_out"
 """The export's count (per events destination) of a person's events handled below its floor,
 whose outcome was pruned: sent or left out for consent (:func:`forwarded_to`)."""
 TOTALS: Final = ("sent", "rejected", "without_consent")
-"""The outcomes counted over a destination's life (``personify status``)."""
+"""The outcomes counted over a destination's life (``personify status``): each time an event
+was handled — a corrected event sent again is two sends, its first outcome counted whether
+pruned or replaced."""
 
 _COLUMNS: Final = (*EVENT_FIELDS, "customer_id")
 _STORED: Final = "coalesce(e.stored_at, e.received_at)"
@@ -342,13 +344,32 @@ def _record(
         if table.num_rows:
             # an outcome of an earlier copy (the event changed since, stored again) is replaced
             # whole — its stored instant too, which an upsert leaves as a column it does not
-            # compare (base.UNCOMPARED)
+            # compare (base.UNCOMPARED) —, and counted in the totals first, as pruning it
+            # would have: the totals count each time an event was handled, the same whether
+            # its earlier outcome was still recorded or not
+            _count_replaced(wh, d.name, sorted(stored))
             wh.execute(
                 "DELETE FROM event_forwards WHERE destination = ? "
                 f"AND message_id IN (SELECT {UNNEST})",
                 [d.name, sorted(stored)],
             )
             wh.load(EVENT_FORWARDS, table, on_conflict="update")
+
+
+def _count_replaced(wh: Warehouse, name: str, ids: Sequence[str]) -> None:
+    """Add the outcomes recorded for ``ids`` (about to be replaced) to the destination's
+    totals — in the transaction replacing them."""
+    replaced = wh.fetch(
+        "SELECT status, count(*) FROM event_forwards WHERE destination = ? "
+        f"AND message_id IN (SELECT {UNNEST}) GROUP BY status",
+        [name, list(ids)],
+    )
+    pos = position(wh, name)
+    if not replaced or pos is None:
+        return
+    for status, n in replaced:
+        pos.totals[str(status)] = pos.totals.get(str(status), 0) + int(n)
+    _save(wh, name, pos)
 
 
 class _Outcomes:
@@ -531,9 +552,10 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
     # (never past the real clock less the lookback: a --now in the future skips nothing)
     moved = min(now, clock.wall()) - timedelta(seconds=duration_seconds(d.lookback))
     if moved > floor:
-        pos.floor = moved.isoformat()
         old = "destination = ? AND received_at < ? AND status <> 'rejected'"
         with wh.transaction():  # (what is pruned is added to the totals: status counts it)
+            pos = position(wh, d.name) or pos  # (its totals as replaced outcomes left them)
+            pos.floor = moved.isoformat()
             for status, n in wh.fetch(
                 f"SELECT status, count(*) FROM event_forwards WHERE {old} GROUP BY status",
                 [d.name, moved],
@@ -546,7 +568,8 @@ def forward(wh: Warehouse, d: EventsDestination, counts: dict[str, int]) -> None
 
 def totals(wh: Warehouse, name: str) -> dict[str, int]:
     """The destination's events by outcome since it began (``sent``, ``rejected``,
-    ``without_consent``): those pruned, and those still recorded."""
+    ``without_consent``): those pruned or replaced (a corrected event handled again), and
+    those still recorded — each handling once (:data:`TOTALS`)."""
     pos = position(wh, name)
     out = dict(pos.totals) if pos else {}
     for status, n in wh.fetch(
