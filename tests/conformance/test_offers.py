@@ -767,7 +767,9 @@ def test_a_send_steps_discount_gives_templates_typed_values(
         paris, nowhere = (got[m.key]["discount"] for m in batch)
         expires = late + timedelta(days=7)
         assert isinstance(paris["expires_at"], Expiry) and paris["expires_at"] == expires
-        assert str(paris["expires_at"]) == "07 April 2026"  # the text templates printed before
+        # printed as it is, the customer's day (their expires_on), not the UTC day
+        assert str(paris["expires_at"]) == "08 April 2026"
+        assert str(nowhere["expires_at"]) == "07 April 2026"
         assert paris["expires_on"] == date(2026, 4, 8)  # 01:30 in Paris
         assert nowhere["expires_on"] == date(2026, 4, 7)  # 19:30 in New York
         if campaign == "five_off":
