@@ -177,6 +177,30 @@ def test_an_average_of_relation_columns_is_a_double(warehouse: Warehouse, team_s
         assert _typed(row) == [("float", 1.5)], dialect
 
 
+def test_averages_and_divisions_inside_each_other_are_typed(
+    warehouse: Warehouse, team_schema: str
+) -> None:
+    # an AVG inside a division and a division inside an AVG, both over a relation's columns:
+    # the division's operands and the AVG both typed from the catalog (matched by their marks),
+    # so AVG(x / y) averages the integer quotients (1, 1) as a DOUBLE and AVG(x) / 2 divides a
+    # DOUBLE — on PostgreSQL AVG(x) was a NUMERIC, x / y an integer division either way
+    warehouse.execute(
+        f"INSERT INTO {team_schema}.numbers VALUES (2, 2, 2, 2.5, 1.5), (3, 2, 3, 0.5, 0.5)"
+    )
+    sql = (
+        "SELECT AVG(x / y), AVG(x) / 2, AVG(d) / i, AVG(x / y) / 2, CAST(AVG(x) / 2 AS INT), "
+        "AVG(x / 2) FROM nums GROUP BY i ORDER BY i"
+    )
+    for dialect, half in (("postgres", 1.0), ("duckdb", 1.5)):  # (3 / 2: DuckDB's / is true)
+        rows = _run(warehouse, team_schema, sql, dialect)
+        assert [_typed(r) for r in rows] == [
+            [("float", 1.0), ("float", 1.0), ("float", 1.25), ("float", 0.5), ("int", 1)]
+            + [("float", 1.0)],
+            [("float", half), ("float", 1.5), ("float", 0.5 / 3), ("float", half / 2)]
+            + [("int", 2), ("float", half)],
+        ], dialect
+
+
 # ----------------------------------------------------------------- both engines, random rows
 BIG = 10**12
 ROWS = st.lists(
