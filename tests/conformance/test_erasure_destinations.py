@@ -636,6 +636,32 @@ def test_the_looked_for_rows_of_a_destination_taken_out_of_the_config_go_at_a_pu
             assert prune_unconfigured(wh, ["crm2"]) == []  # (nothing left to drop)
 
 
+def test_the_looked_for_rows_of_a_destination_pushed_elsewhere_are_left_to_its_push(
+    warehouse_url: str, tmp_path: Path, apis: MockApis, url: str
+) -> None:
+    """A destination taken out of one process's personify.yml may still be pushed by another
+    (a serve not restarted yet): while that push holds the destination's lock, a push of the
+    others leaves its looked-for rows alone — dropped, the erasure stamped during that push
+    would not reach it (the person recorded as sent, not as a removal pending) — and drops them
+    once no push of it runs."""
+    from personify.destinations.erasures import looked_for_step, prune_unconfigured
+    from personify.destinations.state import run_name
+    from personify.sources.schedule import exclusive
+
+    with _crm_session(warehouse_url, tmp_path, url) as session:
+        wh = session.warehouse
+        _push(session, "crm")
+        erase_subject(wh, session.project, "ann@x.org")
+        sql = "SELECT count(*) FROM erasure_progress WHERE step = ?"
+        before = int(wh.scalar(sql, [looked_for_step("crm")]) or 0)
+        assert before >= 1
+        with exclusive(run_name("crm"), warehouse=wh):  # a push of crm under way
+            assert prune_unconfigured(wh, ["crm2"]) == []
+            assert int(wh.scalar(sql, [looked_for_step("crm")]) or 0) == before
+        assert prune_unconfigured(wh, ["crm2"]) == ["crm"]
+        assert int(wh.scalar(sql, [looked_for_step("crm")]) or 0) == 0
+
+
 def test_an_erasure_during_a_first_push_that_cannot_remove_names_the_destination(
     warehouse_url: str, tmp_path: Path, apis: MockApis, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

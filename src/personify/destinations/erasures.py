@@ -33,9 +33,11 @@ from personify.destinations.state import (
     key_prefix,
     keyed,
     rest_destinations,
+    run_name,
     shared_clock,
     still_pushing,
 )
+from personify.sources.schedule import exclusive
 from personify.warehouse.base import UNNEST, Warehouse
 
 log = logging.getLogger(__name__)
@@ -319,16 +321,22 @@ def prune_unconfigured(wh: Warehouse, configured: Collection[str]) -> list[str]:
     """Drop the :data:`LOOKED_FOR` rows of the destinations not in ``configured`` (taken out of
     personify.yml: no push of theirs will drop them) as their next push would
     (:func:`push_started`, under each one's lock); returns their names. One put back is pushed
-    as any: what an erasure leaves for it from then on reaches its push."""
+    as any: what an erasure leaves for it from then on reaches its push. One whose push runs
+    (another process's personify.yml still has it: a serve not restarted yet) is left to that
+    push, which reads the rows stamped since it began and drops those before it — dropped
+    here, an erasure during that push would not reach it."""
     prefix = f"{LOOKED_FOR}:"
     steps = wh.fetch(
         f"SELECT DISTINCT step FROM erasure_progress WHERE substr(step, 1, {len(prefix)}) = ?",
         [prefix],
     )
-    gone = sorted({str(s).removeprefix(prefix) for (s,) in steps} - set(configured))
-    for name in gone:
-        push_started(wh, name)
-    return gone
+    dropped = []
+    for name in sorted({str(s).removeprefix(prefix) for (s,) in steps} - set(configured)):
+        with exclusive(run_name(name), wait=False, warehouse=wh) as free:
+            if free:  # (no push of it runs, here or in another process)
+                push_started(wh, name)
+                dropped.append(name)
+    return dropped
 
 
 def erased_since(wh: Warehouse, name: str, since: datetime) -> bool:
