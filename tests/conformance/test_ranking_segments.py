@@ -159,3 +159,50 @@ def test_two_processes_refreshing_a_ranking_segment_at_once_agree(
             [NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)],
         )
         assert [tuple(r) for r in changes] == [("bob", "exited", 1), ("cy", "entered", 1)]
+
+
+@pytest.mark.postgres
+def test_refreshes_naming_segments_in_any_order_do_not_deadlock(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Each whole refresh holds its segments' locks to its commit, so refreshes of several
+    segments take them in one order — the segments' names — whatever order they were asked in:
+    ``personify segments refresh top_spenders first_in_city`` beside a run (or a real-time pass)
+    refreshing both in the project's order waits for it, instead of each holding the lock the
+    other waits for (PostgreSQL aborts one: deadlock detected)."""
+    from personify.audiences.memberships import refresh_segment
+
+    root = _project(tmp_path, postgres_url)
+    (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
+    (root / "segments" / "first_in_city.sql").write_text(FIRST, encoding="utf-8")
+    with open_session(root) as first, open_session(root) as second:
+        load_customers(
+            first.warehouse,
+            [
+                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
+                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
+            ],
+        )
+        city, top = (find_segment(first.project, n) for n in ("first_in_city", "top_spenders"))
+        errors: list[BaseException] = []
+
+        def asked_in_reverse() -> None:
+            try:
+                _, failed = refresh(second, [top, city], force=True)
+                errors.extend(f.error for f in failed)
+            except BaseException as e:  # re-raised below
+                errors.append(e)
+            finally:
+                second.warehouse.release_thread()
+
+        wh, at = first.warehouse, NOW
+        with wh.transaction():  # a run's refresh of both, in the project's order, under way
+            refresh_segment(wh, city, now=at, timeout_s=30, max_members=100)
+            racing = threading.Thread(target=asked_in_reverse)
+            racing.start()
+            racing.join(timeout=1.5)  # (it took top_spenders' lock first, or waits for ours)
+            refresh_segment(wh, top, now=at, timeout_s=30, max_members=100)
+        racing.join(timeout=30.0)
+        assert not racing.is_alive() and errors == []
+        assert _members(wh, "top_spenders") == ["ann", "bob"]
+        assert _members(wh, "first_in_city") == ["ann"]

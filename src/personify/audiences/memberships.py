@@ -124,8 +124,10 @@ def _one_refresh_at_a_time(wh: Warehouse, segment: str) -> None:
     against the memberships as they were before the other committed (READ COMMITTED), and make
     the other's entries a second time: a customer with two open memberships, told ``entered``
     twice. Waiting, the later one's statements read what the first committed and find nothing
-    left to change. Taken in the order the segments are refreshed (the project's), so two
-    refreshes of several segments cannot wait on each other. DuckDB (one process) needs none:
+    left to change. Held to the commit, so refreshes of several segments take them in one
+    order, their names' (:func:`refresh_segments`, :func:`refresh_isolated`; the project's
+    too) — however they were asked (``personify segments refresh b a``) — and cannot wait on
+    each other. DuckDB (one process) needs none:
     its write conflicts abort the later transaction, which is retried."""
     if not wh.capabilities.advisory_lock:
         return
@@ -137,8 +139,9 @@ def _one_refresh_at_a_time(wh: Warehouse, segment: str) -> None:
 def refresh_segments(
     wh: Warehouse, segments: list[Segment], *, now: datetime, timeout_s: float, max_members: int
 ) -> list[RefreshResult]:
-    """:func:`refresh_segment` for each of ``segments``, in order, in one transaction: all of
-    them are applied, or — a segment over its cap or its timeout, any error — none.
+    """:func:`refresh_segment` for each of ``segments``, by name (:func:`by_name`), in one
+    transaction (the results in the order asked): all of them are applied, or — a segment over
+    its cap or its timeout, any error — none.
 
     One COMMIT instead of one per segment: DuckDB then writes the memberships and changes of
     every segment as whole compressed row groups, where a segment committed alone below a row
@@ -146,10 +149,24 @@ def refresh_segments(
     checkpoints it triggers — at 1M customers, 20 segments: ~3.5 of ~18 CPU-s of a first pass
     (session 5, benchmarks/RESULTS.md)."""
     with wh.transaction():
-        return [
+        done = [
             refresh_segment(wh, s, now=now, timeout_s=timeout_s, max_members=max_members)
-            for s in segments
+            for s in by_name(segments)
         ]
+    return _as_asked(done, segments)
+
+
+def by_name(segments: list[Segment]) -> list[Segment]:
+    """``segments`` in the order their refreshes take their locks
+    (:func:`_one_refresh_at_a_time`), whatever order they were asked in: by name, as the
+    project lists them."""
+    return sorted(segments, key=lambda s: s.name)
+
+
+def _as_asked(results: list[RefreshResult], segments: list[Segment]) -> list[RefreshResult]:
+    """``results`` in the order of ``segments`` (as they were asked for)."""
+    order = {s.name: i for i, s in reversed(list(enumerate(segments)))}
+    return sorted(results, key=lambda r: order.get(r.segment, len(order)))
 
 
 FailureKind = Literal["sql", "cap", "timeout", "real-time-timeout"]
@@ -198,10 +215,11 @@ def refresh_isolated(
     """:func:`refresh_segments`, but a segment the warehouse refuses — an error in its SQL found
     when it runs, over its cap or its timeout — does not stop the others: it is left out (its
     memberships as they were: never emptied) and the rest are refreshed again in one
-    transaction. Returns the refreshes and the failures, in segment order; each failure is
-    recorded in ``segment_errors`` (its refresh clears it: :func:`failing_segments`). Transient
-    errors (a busy warehouse) still raise: nothing is applied."""
-    todo = list(segments)
+    transaction, by name (:func:`by_name`). Returns the refreshes (in the order asked) and the
+    failures; each failure is recorded in ``segment_errors`` (its refresh clears it:
+    :func:`failing_segments`). Transient errors (a busy warehouse) still raise: nothing is
+    applied."""
+    todo = by_name(segments)
     failed: list[SegmentFailure] = []
     while True:
         failure: SegmentFailure | None = None
@@ -225,7 +243,7 @@ def refresh_isolated(
                             )
                         raise
                 record_failures(wh, failed, now)  # (with the others: one commit)
-            return results, failed
+            return _as_asked(results, list(segments)), failed
         except WarehouseError:
             if failure is None:  # (not a segment's own: the commit, a busy warehouse)
                 raise
