@@ -276,3 +276,52 @@ def test_a_build_whose_connection_drops_says_what_to_do(before_37: Warehouse) ->
         killer.close()
         building.join(30)
     assert migrate(wh) == [] and _state(wh, "ix_events_stored") is True  # (run again: built)
+
+
+def test_an_empty_tables_build_whose_connection_drops_says_what_to_do(
+    before_37: Warehouse,
+) -> None:
+    """An empty table's index is built plainly, after its lock (waited for a moment, a writer
+    not committed yet holding it): the connection ending then fails with the migration's
+    error and its hint too, not psycopg's."""
+    from personify.errors import MigrationError
+
+    wh = before_37
+    migrate(wh)
+    wh.execute("DROP INDEX ix_events_stored")
+    holder, killer = _raw(wh), _raw(wh)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate(wh)
+        except BaseException as e:  # noqa: BLE001 (what the thread raised, to assert on)
+            raised.append(e)
+
+    def locking() -> list[int]:
+        return [
+            int(pid)
+            for (pid,) in killer.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'LOCK TABLE%%events%%' "
+                "AND state = 'active'"
+            ).fetchall()
+        ]
+
+    building = threading.Thread(target=run, daemon=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute(INSERT, ["held"])  # (not committed: the table looks empty, and is locked)
+        building.start()
+        deadline, pids = time.monotonic() + 10, []
+        while not (pids := locking()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pids, "the build never waited for the table's lock"
+        killer.execute("SELECT pg_terminate_backend(%s)", [pids[0]])
+        building.join(30)
+        assert raised and isinstance(raised[0], MigrationError), raised
+        assert "run personify again" in str(raised[0].hint)
+    finally:
+        holder.close()
+        killer.close()
+        building.join(30)
+    assert migrate(wh) == [] and _state(wh, "ix_events_stored") is True  # (run again: built)

@@ -313,20 +313,18 @@ def build_indexes(wh: Warehouse, indexes: Sequence[Index]) -> list[str]:
             state = _index_state(wh, index.name)  # (again, under the lock: another built it?)
             if state == "valid":
                 continue
-            if _built_while_empty(conn, index, state):
-                built.append(index.name)
-                continue
-            if state == "invalid":
-                log.warning(
-                    "index %s on %s was left unfinished (a build interrupted): built again",
-                    index.name,
-                    index.table,
-                )
-                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(index.name)}")
-            log.info("building index %s on %s concurrently", index.name, index.table)
             try:
-                conn.execute(_create_index(index, concurrently=True))
-            except Exception as e:
+                if not _built_while_empty(conn, index, state):
+                    if state == "invalid":
+                        log.warning(
+                            "index %s on %s was left unfinished (a build interrupted): built again",
+                            index.name,
+                            index.table,
+                        )
+                        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(index.name)}")
+                    log.info("building index %s on %s concurrently", index.name, index.table)
+                    conn.execute(_create_index(index, concurrently=True))
+            except Exception as e:  # (an empty table's plain build's too: a connection lost)
                 raise MigrationError(
                     f"building index {index.name} on {index.table} failed: {e}",
                     hint="run personify again: an unfinished index is dropped and built again",
