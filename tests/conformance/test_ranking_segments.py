@@ -206,3 +206,52 @@ def test_refreshes_naming_segments_in_any_order_do_not_deadlock(
         assert not racing.is_alive() and errors == []
         assert _members(wh, "top_spenders") == ["ann", "bob"]
         assert _members(wh, "first_in_city") == ["ann"]
+
+
+@pytest.mark.postgres
+def test_a_real_time_pass_does_not_wait_for_a_whole_refresh_held_elsewhere(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A ``personify run`` holds a segment's lock to the end of its audiences step (minutes at
+    1M customers): a real-time pass meanwhile leaves that ranking segment to it — no wait, no
+    failure recorded — and still reacts for its customers; its next pass refreshes it."""
+    root = _project(tmp_path, postgres_url)
+    (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
+    with open_session(root) as run, open_session(root) as worker:
+        load_customers(
+            run.warehouse,
+            [
+                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
+                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
+            ],
+        )
+        refresh(run, project_segments(run.project), force=True)
+        _spend(run, "cy", 500.0)
+        done: list[object] = []
+        with run.warehouse.transaction():  # the run's refresh of top_spenders, not committed
+            run.warehouse.scalar(
+                "SELECT pg_advisory_xact_lock(?)", [_segment_lock_key(run, "top_spenders")]
+            )
+            passing = threading.Thread(
+                target=lambda: (
+                    done.append(react(worker, ["cy"], now=NOW + timedelta(minutes=1))),
+                    worker.warehouse.release_thread(),
+                )
+            )
+            passing.start()
+            passing.join(timeout=20.0)
+            assert not passing.is_alive(), "the real-time pass waited for the run's refresh"
+        (reaction,) = done
+        assert reaction.segments_failed == []  # type: ignore[attr-defined]
+        assert _members(run.warehouse, "top_spenders") == ["ann", "bob"]  # (left to the run)
+        assert run.warehouse.scalar("SELECT count(*) FROM segment_errors") == 0
+        react(worker, ["cy"], now=NOW + timedelta(minutes=2))  # the next pass refreshes it
+        assert _members(run.warehouse, "top_spenders") == ["ann", "cy"]
+
+
+def _segment_lock_key(session: Session, segment: str) -> int:
+    import hashlib
+
+    schema = session.warehouse.scalar("SELECT current_schema()")
+    digest = hashlib.sha256(f"personify:segment:{schema}:{segment}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -46,9 +46,16 @@ class RefreshResult:
 
 
 def refresh_segment(
-    wh: Warehouse, segment: Segment, *, now: datetime, timeout_s: float, max_members: int
+    wh: Warehouse,
+    segment: Segment,
+    *,
+    now: datetime,
+    timeout_s: float,
+    max_members: int,
+    wait: bool = True,
 ) -> RefreshResult:
-    """Recompute ``segment`` at ``now`` and apply entries and exits (see the module doc)."""
+    """Recompute ``segment`` at ``now`` and apply entries and exits (see the module doc).
+    ``wait=False``: :class:`SegmentBusy` instead of waiting for another whole refresh of it."""
     started = time.perf_counter()
     key = uuid.uuid4().hex[:12]
     members, diff = quote(f"_personify_members_{key}"), quote(f"_personify_diff_{key}")
@@ -56,7 +63,7 @@ def refresh_segment(
         query = segment.members_query()
     members_sql = wh.render(query)
     with wh.transaction(), segment.running():
-        _one_refresh_at_a_time(wh, segment.name)
+        _one_refresh_at_a_time(wh, segment.name, wait=wait)
         first = not wh.fetch(
             "SELECT 1 FROM segment_memberships WHERE segment = ? AND exited_at IS NULL LIMIT 1",
             [segment.name],
@@ -116,7 +123,17 @@ def refresh_segment(
     return result
 
 
-def _one_refresh_at_a_time(wh: Warehouse, segment: str) -> None:
+class SegmentBusy(Exception):
+    """Another process's whole refresh of the segment holds its lock (:func:`refresh_segment`
+    asked not to wait: the real-time path, which a ``personify run``'s refresh — held to the
+    end of its whole audiences transaction — would otherwise stall for minutes)."""
+
+    def __init__(self, segment: str) -> None:
+        super().__init__(f"segment {segment} is being refreshed whole by another process")
+        self.segment = segment
+
+
+def _one_refresh_at_a_time(wh: Warehouse, segment: str, *, wait: bool = True) -> None:
     """Wait, in the refresh's transaction, for any other whole refresh of ``segment`` to end
     (PostgreSQL: a transaction-level advisory lock keyed by the schema and the segment). Two of
     them at once — real-time workers (``serve --role worker`` × M) each refresh a ranking
@@ -133,7 +150,11 @@ def _one_refresh_at_a_time(wh: Warehouse, segment: str) -> None:
         return
     schema = wh.scalar("SELECT current_schema()")
     digest = hashlib.sha256(f"personify:segment:{schema}:{segment}".encode()).digest()
-    wh.scalar("SELECT pg_advisory_xact_lock(?)", [int.from_bytes(digest[:8], "big", signed=True)])
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    if wait:
+        wh.scalar("SELECT pg_advisory_xact_lock(?)", [key])
+    elif not wh.scalar("SELECT pg_try_advisory_xact_lock(?)", [key]):
+        raise SegmentBusy(segment)
 
 
 def refresh_segments(
@@ -210,7 +231,13 @@ class SegmentFailure:
 
 
 def refresh_isolated(
-    wh: Warehouse, segments: list[Segment], *, now: datetime, timeout_s: float, max_members: int
+    wh: Warehouse,
+    segments: list[Segment],
+    *,
+    now: datetime,
+    timeout_s: float,
+    max_members: int,
+    busy: list[str] | None = None,
 ) -> tuple[list[RefreshResult], list[SegmentFailure]]:
     """:func:`refresh_segments`, but a segment the warehouse refuses — an error in its SQL found
     when it runs, over its cap or its timeout — does not stop the others: it is left out (its
@@ -218,7 +245,9 @@ def refresh_isolated(
     transaction, by name (:func:`by_name`). Returns the refreshes (in the order asked) and the
     failures; each failure is recorded in ``segment_errors`` (its refresh clears it:
     :func:`failing_segments`). Transient errors (a busy warehouse) still raise: nothing is
-    applied."""
+    applied. With ``busy`` (a list), a segment whose whole refresh another process holds
+    (PostgreSQL) is not waited for: it is left out, its name added to ``busy``, the others
+    refreshed again — no failure is recorded (that refresh does it)."""
     todo = by_name(segments)
     failed: list[SegmentFailure] = []
     while True:
@@ -230,7 +259,12 @@ def refresh_isolated(
                     try:
                         results.append(
                             refresh_segment(
-                                wh, segment, now=now, timeout_s=timeout_s, max_members=max_members
+                                wh,
+                                segment,
+                                now=now,
+                                timeout_s=timeout_s,
+                                max_members=max_members,
+                                wait=busy is None,
                             )
                         )
                     except WarehouseError as e:
@@ -244,6 +278,10 @@ def refresh_isolated(
                         raise
                 record_failures(wh, failed, now)  # (with the others: one commit)
             return _as_asked(results, list(segments)), failed
+        except SegmentBusy as e:
+            assert busy is not None  # (raised only when not waiting)
+            busy.append(e.segment)
+            todo = [s for s in todo if s.name != e.segment]
         except WarehouseError:
             if failure is None:  # (not a segment's own: the commit, a busy warehouse)
                 raise

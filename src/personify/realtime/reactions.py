@@ -151,9 +151,21 @@ def _refresh_whole(
     from personify.audiences.memberships import refresh_isolated
 
     wh, settings = session.warehouse, session.project.config.audiences
+    busy: list[str] = []
     results, failed = refresh_isolated(
-        wh, ranked, now=at, timeout_s=settings.timeout_seconds, max_members=settings.max_members
+        wh,
+        ranked,
+        now=at,
+        timeout_s=settings.timeout_seconds,
+        max_members=settings.max_members,
+        busy=busy,
     )
+    for name in busy:  # (a personify run holds it to its commit: minutes at 1M customers)
+        log.info(
+            "ranking segment %s is being refreshed whole by another process: this pass leaves "
+            "it to that refresh (the next pass refreshes it again)",
+            name,
+        )
     for failure in failed:
         log.warning(
             "real-time refresh of ranking segment %s (%s) failed (%s); it kept its "
