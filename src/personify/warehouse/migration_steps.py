@@ -31,6 +31,17 @@ def create_table_sql(wh: Warehouse, table: Table) -> list[str]:
     return out
 
 
+def add_column(wh: Warehouse, table: str, column: str) -> None:
+    """``table``'s ``column`` as the schema declares it, added where it is not there yet
+    (``ADD COLUMN IF NOT EXISTS``: a migration run again, or on a table created with it)."""
+    col = TABLES_BY_NAME[table].column(column)
+    wh.execute(
+        f"ALTER TABLE {quote(table)} ADD COLUMN IF NOT EXISTS "
+        f"{quote(col.name)} {wh.column_type(col.type)}",
+        (),
+    )
+
+
 def _create_all(wh: Warehouse) -> None:
     for table in TABLES:
         for sql in create_table_sql(wh, table):
@@ -75,12 +86,7 @@ def _identity_and_profiles(wh: Warehouse) -> None:
             wh.execute(sql, ())
     for name, columns in _IDENTITY_COLUMNS.items():
         for column in columns:
-            col = TABLES_BY_NAME[name].column(column)
-            wh.execute(
-                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
-                f"{quote(col.name)} {wh.column_type(col.type)}",
-                (),
-            )
+            add_column(wh, name, column)
     wh.execute(VIEWS["customer_data"])
 
 
@@ -112,12 +118,7 @@ def _tracking(wh: Warehouse) -> None:
     """Issue 3: events remember their payload hash and tracking-plan violations."""
     for name, columns in _TRACKING_COLUMNS.items():
         for column in columns:
-            col = TABLES_BY_NAME[name].column(column)
-            wh.execute(
-                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
-                f"{quote(col.name)} {wh.column_type(col.type)}",
-                (),
-            )
+            add_column(wh, name, column)
 
 
 def _keys_by_construction(wh: Warehouse) -> None:
@@ -169,12 +170,7 @@ def _discount_codes(wh: Warehouse) -> None:
     them (idempotent issuing, single-use redemption)."""
     for name, columns in _DISCOUNT_COLUMNS.items():
         for column in columns:
-            col = TABLES_BY_NAME[name].column(column)
-            wh.execute(
-                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
-                f"{quote(col.name)} {wh.column_type(col.type)}",
-                (),
-            )
+            add_column(wh, name, column)
     if wh.capabilities.secondary_indexes:
         wh.execute(
             "CREATE INDEX IF NOT EXISTS ix_discount_codes_idempotency_key "
@@ -208,12 +204,7 @@ def _journeys(wh: Warehouse) -> None:
             wh.execute(sql, ())
     for name, columns in _MESSAGE_COLUMNS.items():
         for column in columns:
-            col = TABLES_BY_NAME[name].column(column)
-            wh.execute(
-                f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
-                f"{quote(col.name)} {wh.column_type(col.type)}",
-                (),
-            )
+            add_column(wh, name, column)
     if wh.capabilities.secondary_indexes:
         wh.execute("CREATE INDEX IF NOT EXISTS ix_messages_status ON messages (status)", ())
 
@@ -256,22 +247,12 @@ def _consent_pauses(wh: Warehouse) -> None:
 def _journey_waits(wh: Warehouse) -> None:
     """Journeys' ``wait_for`` steps: ``journey_instances.waiting_since`` (when the window of
     the step an instance waits at opened)."""
-    col = TABLES_BY_NAME["journey_instances"].column("waiting_since")
-    wh.execute(
-        f"ALTER TABLE journey_instances ADD COLUMN IF NOT EXISTS "
-        f"{quote(col.name)} {wh.column_type(col.type)}",
-        (),
-    )
+    add_column(wh, "journey_instances", "waiting_since")
 
 
 def _destination_keys(wh: Warehouse) -> None:
     """Destinations that remove records: ``destination_state.record_key`` (encrypted)."""
-    col = TABLES_BY_NAME["destination_state"].column("record_key")
-    wh.execute(
-        f"ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS "
-        f"{quote(col.name)} {wh.column_type(col.type)}",
-        (),
-    )
+    add_column(wh, "destination_state", "record_key")
 
 
 def _engagement(wh: Warehouse) -> None:
@@ -300,12 +281,7 @@ def _privacy_protection(wh: Warehouse) -> None:
     """Issue 8: the audit log's hash chain (seq, prev_hash, entry_hash) and, on PostgreSQL, a
     trigger refusing UPDATE/DELETE/TRUNCATE on it; the blind index of encrypted fields."""
     for column in _AUDIT_CHAIN:
-        col = TABLES_BY_NAME["audit_log"].column(column)
-        wh.execute(
-            f"ALTER TABLE audit_log ADD COLUMN IF NOT EXISTS {quote(col.name)} "
-            f"{wh.column_type(col.type)}",
-            (),
-        )
+        add_column(wh, "audit_log", column)
     for sql in create_table_sql(wh, TABLES_BY_NAME["field_index"]):
         wh.execute(sql, ())
     if wh.capabilities.secondary_indexes:
@@ -325,12 +301,7 @@ def _received_at(wh: Warehouse) -> None:
     stored before: the source's own last change (``updated_at``, else ``created_at``); items,
     their order's."""
     for name in _RECEIVED_TABLES:
-        col = TABLES_BY_NAME[name].column("received_at")
-        wh.execute(
-            f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
-            f"{quote(col.name)} {wh.column_type(col.type)}",
-            (),
-        )
+        add_column(wh, name, "received_at")
     for name in ("orders", "tickets"):
         wh.execute(
             f"UPDATE {name} SET received_at = coalesce(updated_at, created_at) "
@@ -346,12 +317,7 @@ def _locale(wh: Warehouse) -> None:
     """Session 19: a profile's ``locale`` (chosen by survivorship like ``timezone``) and the
     records' that it is chosen from; templates' locale variants read it."""
     for name in ("customers", "customer_records"):
-        col = TABLES_BY_NAME[name].column("locale")
-        wh.execute(
-            f"ALTER TABLE {quote(name)} ADD COLUMN IF NOT EXISTS "
-            f"{quote(col.name)} {wh.column_type(col.type)}",
-            (),
-        )
+        add_column(wh, name, "locale")
 
 
 def _lists(wh: Warehouse) -> None:
@@ -374,12 +340,7 @@ def _predictive(wh: Warehouse) -> None:
     """Session 19: predictive traits — three ``customers`` columns (also in ``customer_data``)
     and the table of fits."""
     for column in _PREDICTIVE_COLUMNS:
-        col = TABLES_BY_NAME["customers"].column(column)
-        wh.execute(
-            f"ALTER TABLE customers ADD COLUMN IF NOT EXISTS "
-            f"{quote(col.name)} {wh.column_type(col.type)}",
-            (),
-        )
+        add_column(wh, "customers", column)
     for sql in create_table_sql(wh, TABLES_BY_NAME["predictive_fits"]):
         wh.execute(sql, ())
     wh.execute(VIEWS["customer_data"])
@@ -406,11 +367,7 @@ def _events_stored_at(wh: Warehouse) -> None:
     (:data:`~personify.warehouse.migrations._EVENTS_STORED`, built after the transaction): event
     forwarding's floor and pages run on it, so an event stored long after its ``received_at`` (a
     replay, a backlog, an old file) is not skipped."""
-    col = TABLES_BY_NAME["events"].column("stored_at")
-    wh.execute(
-        f'ALTER TABLE "events" ADD COLUMN IF NOT EXISTS "stored_at" {wh.column_type(col.type)}',
-        (),
-    )
+    add_column(wh, "events", "stored_at")
 
 
 def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
@@ -418,12 +375,7 @@ def _segment_errors_and_alert_subjects(wh: Warehouse) -> None:
     and ``alert_state.subject_state`` (``for:`` and ``repeat:`` per subject)."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["segment_errors"]):
         wh.execute(sql, ())
-    col = TABLES_BY_NAME["alert_state"].column("subject_state")
-    wh.execute(
-        f"ALTER TABLE alert_state ADD COLUMN IF NOT EXISTS "
-        f"{quote(col.name)} {wh.column_type(col.type)}",
-        (),
-    )
+    add_column(wh, "alert_state", "subject_state")
 
 
 def _destination_identifiers(wh: Warehouse) -> None:
@@ -432,12 +384,7 @@ def _destination_identifiers(wh: Warehouse) -> None:
     from their encrypted state by the next push that removes anyone."""
     for sql in create_table_sql(wh, TABLES_BY_NAME["destination_identifiers"]):
         wh.execute(sql, ())
-    col = TABLES_BY_NAME["destination_state"].column("identifiers_key")
-    wh.execute(
-        f"ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS "
-        f"{quote(col.name)} {wh.column_type(col.type)}",
-        (),
-    )
+    add_column(wh, "destination_state", "identifiers_key")
 
 
 def _console_sessions(wh: Warehouse) -> None:
@@ -452,12 +399,7 @@ def _segment_error_kinds(wh: Warehouse) -> None:
     before get theirs once from their text (as it was worded then: a timeout among them was
     recorded by a whole refresh or by the real-time path — taken as a whole refresh's, which only
     the next whole refresh clears, as before)."""
-    col = TABLES_BY_NAME["segment_errors"].column("kind")
-    wh.execute(
-        f"ALTER TABLE segment_errors ADD COLUMN IF NOT EXISTS "
-        f"{quote(col.name)} {wh.column_type(col.type)}",
-        (),
-    )
+    add_column(wh, "segment_errors", "kind")
     wh.execute(
         "UPDATE segment_errors SET kind = CASE WHEN error LIKE ? THEN 'cap' "
         "WHEN error LIKE ? THEN 'timeout' ELSE 'sql' END WHERE kind IS NULL",
@@ -509,12 +451,7 @@ def _erasure_links(wh: Warehouse) -> None:
     shows its own pending removals, asked again by any identifier. Rows from before stay NULL:
     counted among every erasure's only."""
     for table, column in (("destination_state", "erasure_id"), ("erasure_progress", "erasure_of")):
-        col = TABLES_BY_NAME[table].column(column)
-        wh.execute(
-            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "
-            f"{quote(col.name)} {wh.column_type(col.type)}",
-            (),
-        )
+        add_column(wh, table, column)
 
 
 def _looked_for_by_destination(wh: Warehouse) -> None:
