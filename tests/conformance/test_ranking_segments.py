@@ -41,6 +41,17 @@ def _members(wh: Warehouse, segment: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _three_spenders(wh: Warehouse) -> None:
+    """ann (300), bob (200) and cy (100), all of Lyon."""
+    load_customers(
+        wh,
+        [
+            {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
+            for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
+        ],
+    )
+
+
 def _spend(session: Session, customer: str, amount: float) -> None:
     session.warehouse.execute(
         "UPDATE customers SET total_spent = ? WHERE customer_id = ?", [amount, customer]
@@ -58,13 +69,7 @@ def shop(tmp_path: Path, warehouse_url: str) -> Path:
 def test_a_ranking_segment_is_refreshed_whole_by_the_real_time_path(shop: Path) -> None:
     with open_session(shop) as session:
         wh = session.warehouse
-        load_customers(
-            wh,
-            [
-                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
-                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
-            ],
-        )
+        _three_spenders(wh)
         _, failed = refresh(session, project_segments(session.project), force=True)
         assert failed == []
         assert _members(wh, "top_spenders") == ["ann", "bob"]
@@ -124,13 +129,7 @@ def test_two_processes_refreshing_a_ranking_segment_at_once_agree(
     root = _project(tmp_path, postgres_url)
     (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
     with open_session(root) as first, open_session(root) as second:
-        load_customers(
-            first.warehouse,
-            [
-                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
-                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
-            ],
-        )
+        _three_spenders(first.warehouse)
         refresh(first, project_segments(first.project), force=True)
         _spend(first, "cy", 500.0)
         errors: list[BaseException] = []
@@ -176,13 +175,7 @@ def test_refreshes_naming_segments_in_any_order_do_not_deadlock(
     (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
     (root / "segments" / "first_in_city.sql").write_text(FIRST, encoding="utf-8")
     with open_session(root) as first, open_session(root) as second:
-        load_customers(
-            first.warehouse,
-            [
-                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
-                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
-            ],
-        )
+        _three_spenders(first.warehouse)
         city, top = (find_segment(first.project, n) for n in ("first_in_city", "top_spenders"))
         errors: list[BaseException] = []
 
@@ -218,13 +211,7 @@ def test_a_real_time_pass_does_not_wait_for_a_whole_refresh_held_elsewhere(
     root = _project(tmp_path, postgres_url)
     (root / "segments" / "top_spenders.sql").write_text(TOP, encoding="utf-8")
     with open_session(root) as run, open_session(root) as worker:
-        load_customers(
-            run.warehouse,
-            [
-                {"customer_id": c, "total_spent": spent, "order_count": 1, "city": "Lyon"}
-                for c, spent in (("ann", 300.0), ("bob", 200.0), ("cy", 100.0))
-            ],
-        )
+        _three_spenders(run.warehouse)
         refresh(run, project_segments(run.project), force=True)
         _spend(run, "cy", 500.0)
         done: list[object] = []
